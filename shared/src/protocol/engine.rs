@@ -1,0 +1,210 @@
+//! The sync engine: Automerge's sync protocol for one document with any
+//! number of peers.
+//!
+//! The engine holds one [`sync::State`] per peer; the caller holds the
+//! document and passes it in, so it can persist new changes between
+//! [`DocSync::receive`] and [`DocSync::generate`]: a server must have a
+//! change on disk before any message it sends reflects it.
+
+use std::collections::BTreeMap;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ChangeHash};
+
+use super::Message;
+use crate::{DocumentId, PeerId};
+
+/// Why an incoming sync message was refused. The document is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("not an Automerge sync message: {0}")]
+    Malformed(String),
+    #[error("Automerge refused the sync message: {0}")]
+    Refused(#[from] automerge::AutomergeError),
+}
+
+/// What applying a sync message did to the document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Received {
+    /// The changes that were new to us, in the order applied.
+    pub new_changes: Vec<ChangeHash>,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    state: sync::State,
+    /// The peer asked for the document without having it.
+    requested: bool,
+    /// We told it we do not have the document; say so only once.
+    told_unavailable: bool,
+}
+
+/// Sync of one document with every peer it is shared with.
+#[derive(Debug)]
+pub struct DocSync {
+    document_id: DocumentId,
+    peers: BTreeMap<PeerId, Peer>,
+}
+
+impl DocSync {
+    pub fn new(document_id: DocumentId) -> Self {
+        Self {
+            document_id,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    pub fn document_id(&self) -> DocumentId {
+        self.document_id
+    }
+
+    /// Starts syncing with `peer` from `state` (fresh, or as stored after an
+    /// earlier connection).
+    pub fn add_peer(&mut self, peer: PeerId, state: sync::State) {
+        self.peers.insert(
+            peer,
+            Peer {
+                state,
+                ..Peer::default()
+            },
+        );
+    }
+
+    /// Stops syncing with `peer`, handing back its state to store.
+    pub fn remove_peer(&mut self, peer: &PeerId) -> Option<sync::State> {
+        self.peers.remove(peer).map(|p| p.state)
+    }
+
+    pub fn has_peer(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.keys()
+    }
+
+    pub fn peer_state(&self, peer: &PeerId) -> Option<&sync::State> {
+        self.peers.get(peer).map(|p| &p.state)
+    }
+
+    /// After a lost connection: keep only what survives a reconnection (the
+    /// heads both sides are known to share), as a stored state would.
+    pub fn reset_peer(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.state = sync::State::decode(&p.state.encode()).unwrap_or_default();
+            p.requested = false;
+            p.told_unavailable = false;
+        }
+    }
+
+    /// Applies a `sync` (or `request`) payload from `from` to `doc`.
+    pub fn receive(
+        &mut self,
+        doc: &mut Automerge,
+        from: &PeerId,
+        data: &[u8],
+    ) -> Result<Received, SyncError> {
+        self.receive_checked(doc, from, data, false, |_, _| {
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .map_err(|e| match e {
+            Checked::Sync(e) => e,
+            Checked::Rejected(never) => match never {},
+        })
+    }
+
+    /// Applies a payload, but only if `check` accepts the document it would
+    /// produce. Changes are applied to a scratch copy first; when `check`
+    /// refuses, `doc` and the peer's state are left as they were.
+    pub fn receive_checked<E>(
+        &mut self,
+        doc: &mut Automerge,
+        from: &PeerId,
+        data: &[u8],
+        is_request: bool,
+        check: impl FnOnce(&Automerge, &[ChangeHash]) -> Result<(), E>,
+    ) -> Result<Received, Checked<E>> {
+        let message = sync::Message::decode(data)
+            .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
+        let peer = self.peers.entry(from.clone()).or_default();
+        if is_request {
+            peer.requested = true;
+        }
+        let before = doc.get_heads();
+        if message.changes.is_empty() {
+            // Nothing to check: only heads, needs and bloom filters.
+            doc.receive_sync_message(&mut peer.state, message)
+                .map_err(|e| Checked::Sync(e.into()))?;
+            return Ok(Received::default());
+        }
+        let mut scratch = doc.clone();
+        let mut state = peer.state.clone();
+        scratch
+            .receive_sync_message(&mut state, message)
+            .map_err(|e| Checked::Sync(e.into()))?;
+        let new_changes: Vec<ChangeHash> = scratch
+            .get_changes(&before)
+            .iter()
+            .map(|c| c.hash())
+            .collect();
+        if !new_changes.is_empty() {
+            check(&scratch, &new_changes).map_err(Checked::Rejected)?;
+        }
+        *doc = scratch;
+        peer.state = state;
+        if !new_changes.is_empty() {
+            peer.requested = false;
+        }
+        Ok(Received { new_changes })
+    }
+
+    /// The messages to send now: at most one per peer.
+    pub fn generate(&mut self, doc: &Automerge, our_id: &PeerId) -> Vec<Message> {
+        let empty = doc.get_heads().is_empty();
+        let mut out = Vec::new();
+        for (peer_id, peer) in &mut self.peers {
+            if empty && peer.requested {
+                // They asked for a document we do not have.
+                if !peer.told_unavailable {
+                    peer.told_unavailable = true;
+                    out.push(Message::DocUnavailable {
+                        sender_id: our_id.clone(),
+                        target_id: peer_id.clone(),
+                        document_id: self.document_id,
+                    });
+                }
+                continue;
+            }
+            if let Some(msg) = doc.generate_sync_message(&mut peer.state) {
+                let data = msg.encode();
+                let (sender_id, target_id, document_id) =
+                    (our_id.clone(), peer_id.clone(), self.document_id);
+                out.push(if empty {
+                    Message::Request {
+                        sender_id,
+                        target_id,
+                        document_id,
+                        data,
+                    }
+                } else {
+                    Message::Sync {
+                        sender_id,
+                        target_id,
+                        document_id,
+                        data,
+                    }
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Why a checked receive did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum Checked<E> {
+    #[error(transparent)]
+    Sync(SyncError),
+    #[error("the changes were refused")]
+    Rejected(E),
+}

@@ -1,0 +1,181 @@
+//! The automerge-repo network protocol, version "1": every message, with
+//! CBOR encoding and strict decoding.
+//!
+//! One message is one CBOR map with text keys, carried in one binary
+//! WebSocket frame. Decoding is strict about what it reads: every required
+//! field must be present with the right CBOR type, the frame must hold
+//! exactly one item, and a frame larger than the configured limit is refused
+//! before a byte of it is parsed. Keys this version does not know are
+//! skipped, as the JavaScript implementation ignores them too.
+//!
+//! ```
+//! use twinsync_shared::protocol::{Message, FrameLimit};
+//! use twinsync_shared::{DocumentId, PeerId};
+//!
+//! let msg = Message::Request {
+//!     sender_id: PeerId::from("phone"),
+//!     target_id: PeerId::from("server"),
+//!     document_id: DocumentId::random(),
+//!     data: vec![0x42],
+//! };
+//! let frame = msg.encode();
+//! assert_eq!(Message::decode(&frame, FrameLimit::default()).unwrap(), msg);
+//! ```
+
+mod decode;
+mod encode;
+
+use std::collections::BTreeMap;
+
+use crate::{DocumentId, PeerId, StorageId};
+
+pub use decode::DecodeError;
+
+/// The only protocol version this crate speaks.
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// The largest frame a peer accepts. Checked before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimit(pub usize);
+
+impl Default for FrameLimit {
+    /// 16 MiB, enough for the snapshot of a very large record.
+    fn default() -> Self {
+        Self(16 * 1024 * 1024)
+    }
+}
+
+/// `peerMetadata` in `join` and `peer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerMetadata {
+    pub storage_id: Option<StorageId>,
+    pub is_ephemeral: bool,
+}
+
+/// The heads a storage peer has of one document, with when it saw them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadsAt {
+    /// bs58check-encoded change hashes, as the JavaScript client writes them.
+    pub heads: Vec<String>,
+    pub timestamp: f64,
+}
+
+/// Every message of protocol v1.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Client to server: the first message on a socket.
+    Join {
+        sender_id: PeerId,
+        peer_metadata: PeerMetadata,
+        supported_protocol_versions: Vec<String>,
+    },
+    /// Server to client: the answer to `join`.
+    Peer {
+        sender_id: PeerId,
+        target_id: PeerId,
+        peer_metadata: PeerMetadata,
+        selected_protocol_version: String,
+    },
+    /// A refusal; the sender may close the socket after it.
+    Error {
+        sender_id: PeerId,
+        target_id: PeerId,
+        message: String,
+    },
+    /// One step of Automerge's sync protocol for a document.
+    Sync {
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+        data: Vec<u8>,
+    },
+    /// A sync step from a peer that has no copy of the document yet.
+    Request {
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+        data: Vec<u8>,
+    },
+    /// "I do not have this document", or "you may not see it".
+    DocUnavailable {
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+    },
+    /// Presence and other data that is relayed but never stored.
+    Ephemeral {
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+        session_id: String,
+        count: u64,
+        data: Vec<u8>,
+    },
+    /// Heads gossip: which storage ids the sender wants to hear about.
+    RemoteSubscriptionChange {
+        sender_id: PeerId,
+        target_id: PeerId,
+        add: Vec<StorageId>,
+        remove: Vec<StorageId>,
+    },
+    /// Heads gossip: the heads other storage peers have of a document.
+    RemoteHeadsChanged {
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+        new_heads: BTreeMap<StorageId, HeadsAt>,
+    },
+}
+
+impl Message {
+    /// The wire name of this message's type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Message::Join { .. } => "join",
+            Message::Peer { .. } => "peer",
+            Message::Error { .. } => "error",
+            Message::Sync { .. } => "sync",
+            Message::Request { .. } => "request",
+            Message::DocUnavailable { .. } => "doc-unavailable",
+            Message::Ephemeral { .. } => "ephemeral",
+            Message::RemoteSubscriptionChange { .. } => "remote-subscription-change",
+            Message::RemoteHeadsChanged { .. } => "remote-heads-changed",
+        }
+    }
+
+    pub fn sender_id(&self) -> &PeerId {
+        match self {
+            Message::Join { sender_id, .. }
+            | Message::Peer { sender_id, .. }
+            | Message::Error { sender_id, .. }
+            | Message::Sync { sender_id, .. }
+            | Message::Request { sender_id, .. }
+            | Message::DocUnavailable { sender_id, .. }
+            | Message::Ephemeral { sender_id, .. }
+            | Message::RemoteSubscriptionChange { sender_id, .. }
+            | Message::RemoteHeadsChanged { sender_id, .. } => sender_id,
+        }
+    }
+
+    /// The document a message is about, if it is about one.
+    pub fn document_id(&self) -> Option<DocumentId> {
+        match self {
+            Message::Sync { document_id, .. }
+            | Message::Request { document_id, .. }
+            | Message::DocUnavailable { document_id, .. }
+            | Message::Ephemeral { document_id, .. }
+            | Message::RemoteHeadsChanged { document_id, .. } => Some(*document_id),
+            _ => None,
+        }
+    }
+
+    /// Encodes this message as one CBOR frame.
+    pub fn encode(&self) -> Vec<u8> {
+        encode::encode(self)
+    }
+
+    /// Decodes one frame, refusing anything malformed with a typed error.
+    pub fn decode(frame: &[u8], limit: FrameLimit) -> Result<Message, DecodeError> {
+        decode::decode(frame, limit)
+    }
+}

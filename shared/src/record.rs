@@ -1,0 +1,290 @@
+//! The club's records: one Automerge document per record, with a typed API
+//! to create, read, edit, validate, inspect conflicts and walk history.
+//!
+//! A record document's root holds `schema` (a version number), `kind` and
+//! the fields of its kind ([`Kind::fields`]). Every container (multilingual
+//! map, text, set, list, map) is created together with its parent, so no two
+//! writers ever create the same container concurrently and lose one of them.
+//! Edits name what they change by path: `/title/fr`, `/minutes`,
+//! `/milestones/<item id>/status`.
+
+mod agreement;
+mod city;
+mod club;
+mod conflicts;
+mod edit;
+mod history;
+mod meeting;
+mod path;
+mod person;
+mod project;
+mod read;
+mod report;
+mod schema;
+mod write;
+
+use automerge::{Automerge, ChangeHash};
+use serde::{Deserialize, Serialize};
+
+use crate::text::TEXT_ENCODING;
+
+pub use agreement::{Agreement, Commitment, STATUSES as AGREEMENT_STATUSES};
+pub use city::{City, TWINNING_STATUSES};
+pub use club::{Club, CouncilMember, IndexEntry};
+pub use conflicts::{Conflict, ConflictValue};
+pub use edit::{Commit, Edit, EditError};
+pub use history::HistoryEntry;
+pub use meeting::{AgendaItem, Decision, Meeting};
+pub use person::Person;
+pub use project::{
+    MILESTONE_STATUSES, Milestone, ProgressNote, Project, STATUSES as PROJECT_STATUSES,
+};
+pub use read::ValidationError;
+pub use report::Report;
+pub use schema::{DOMAINS, Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION, UnknownKind};
+
+/// A short text in the club's three languages; any of them may be missing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Multilingual {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+impl Multilingual {
+    pub fn new(ar: &str, fr: &str, en: &str) -> Self {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Self {
+            ar: some(ar),
+            fr: some(fr),
+            en: some(en),
+        }
+    }
+
+    /// The text in `lang`, else the first language that has one.
+    pub fn best(&self, lang: &str) -> Option<&str> {
+        let pick = match lang {
+            "ar" => &self.ar,
+            "fr" => &self.fr,
+            _ => &self.en,
+        };
+        pick.as_deref()
+            .or(self.ar.as_deref())
+            .or(self.fr.as_deref())
+            .or(self.en.as_deref())
+    }
+}
+
+/// A way to reach a person or a city hall.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Contact {
+    pub id: String,
+    pub kind: String,
+    pub value: String,
+    pub label: Option<String>,
+}
+
+/// A record of any kind, typed. Serialises as its fields plus `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    Club(Club),
+    City(City),
+    Agreement(Agreement),
+    Project(Project),
+    Meeting(Meeting),
+    Person(Person),
+    Report(Report),
+}
+
+impl Record {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Record::Club(_) => Kind::Club,
+            Record::City(_) => Kind::City,
+            Record::Agreement(_) => Kind::Agreement,
+            Record::Project(_) => Kind::Project,
+            Record::Meeting(_) => Kind::Meeting,
+            Record::Person(_) => Kind::Person,
+            Record::Report(_) => Kind::Report,
+        }
+    }
+
+    /// The record's name or title.
+    pub fn title(&self) -> &Multilingual {
+        match self {
+            Record::Club(r) => &r.name,
+            Record::City(r) => &r.name,
+            Record::Agreement(r) => &r.title,
+            Record::Project(r) => &r.title,
+            Record::Meeting(r) => &r.title,
+            Record::Person(r) => &r.name,
+            Record::Report(r) => &r.title,
+        }
+    }
+}
+
+/// Why bytes could not be opened as a record.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not an Automerge document: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    #[error("not a valid record: {}", read::summarise(.0))]
+    Invalid(Vec<ValidationError>),
+}
+
+/// One record's Automerge document.
+#[derive(Debug, Clone)]
+pub struct RecordDoc {
+    doc: Automerge,
+}
+
+impl RecordDoc {
+    /// A new record of `kind` with the given fields (JSON, as [`Record`]
+    /// serialises them, without `kind`), in one commit.
+    pub fn create(
+        kind: Kind,
+        fields: &serde_json::Value,
+        commit: &Commit,
+    ) -> Result<Self, EditError> {
+        let mut doc = new_document();
+        write::create(&mut doc, kind, fields, commit)?;
+        Ok(Self { doc })
+    }
+
+    /// A new record from a typed value.
+    pub fn from_record(record: &Record, commit: &Commit) -> Result<Self, EditError> {
+        let mut json = serde_json::to_value(record).map_err(|e| EditError::invalid("/", e))?;
+        if let Some(map) = json.as_object_mut() {
+            map.remove("kind");
+        }
+        Self::create(record.kind(), &json, commit)
+    }
+
+    /// Opens saved bytes as a record, refusing anything that is not a valid
+    /// record with the list of what is wrong.
+    pub fn load(bytes: &[u8]) -> Result<Self, LoadError> {
+        let doc = load_document(bytes)?;
+        let this = Self { doc };
+        this.read().map_err(LoadError::Invalid)?;
+        Ok(this)
+    }
+
+    /// Wraps a document without validating it (it may still be syncing).
+    pub fn from_automerge(doc: Automerge) -> Self {
+        Self { doc }
+    }
+
+    pub fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    pub fn doc_mut(&mut self) -> &mut Automerge {
+        &mut self.doc
+    }
+
+    pub fn into_automerge(self) -> Automerge {
+        self.doc
+    }
+
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The record's kind, if the document says a valid one.
+    pub fn kind(&self) -> Option<Kind> {
+        read::kind_of(&self.doc).ok()
+    }
+
+    /// The record as JSON (`kind` plus its fields), or every reason it is invalid.
+    pub fn read(&self) -> Result<serde_json::Value, Vec<ValidationError>> {
+        read::read(&self.doc)
+    }
+
+    /// The record, typed.
+    pub fn record(&self) -> Result<Record, Vec<ValidationError>> {
+        let json = self.read()?;
+        serde_json::from_value(json).map_err(|e| {
+            vec![ValidationError {
+                path: "/".into(),
+                reason: format!("does not fit its kind: {e}"),
+            }]
+        })
+    }
+
+    /// Applies `edits` atomically as one change; nothing is written if any fails.
+    pub fn edit(
+        &mut self,
+        commit: &Commit,
+        edits: &[Edit],
+    ) -> Result<Option<ChangeHash>, EditError> {
+        edit::apply(&mut self.doc, commit, edits)
+    }
+
+    /// Every field with concurrent values, as two delegates left it.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        conflicts::find(&self.doc)
+    }
+
+    /// Resolves a conflict (or sets any scalar field) by writing `value`.
+    pub fn resolve(
+        &mut self,
+        commit: &Commit,
+        path: &str,
+        value: serde_json::Value,
+    ) -> Result<Option<ChangeHash>, EditError> {
+        self.edit(
+            commit,
+            &[Edit::Set {
+                path: path.to_owned(),
+                value,
+            }],
+        )
+    }
+
+    /// The change log, oldest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        history::log(&self.doc)
+    }
+
+    /// The record as it stood at `heads`.
+    pub fn at_heads(&self, heads: &[ChangeHash]) -> Result<RecordDoc, automerge::AutomergeError> {
+        Ok(Self {
+            doc: self.doc.fork_at(heads)?,
+        })
+    }
+
+    /// The record as it stood at `time` (seconds since the epoch), by the
+    /// timestamps its writers put on their changes.
+    pub fn at_time(&self, time: i64) -> Result<RecordDoc, automerge::AutomergeError> {
+        self.at_heads(&history::heads_at_time(&self.doc, time))
+    }
+
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+}
+
+/// A new empty document with the system's text encoding.
+pub fn new_document() -> Automerge {
+    Automerge::new_with_encoding(TEXT_ENCODING)
+}
+
+/// Loads a document with the system's text encoding.
+pub fn load_document(bytes: &[u8]) -> Result<Automerge, automerge::AutomergeError> {
+    Automerge::load_with_options(
+        bytes,
+        automerge::LoadOptions::new().text_encoding(TEXT_ENCODING),
+    )
+}
+
+/// Makes a fresh random id for a list item.
+pub fn new_item_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the platform gives random bytes");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,273 @@
+//! Edits: the typed operations every writer (server tools, the WASM client,
+//! tests) uses to change a record, each addressed by a path.
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{Automerge, ChangeHash, ObjType};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::path::{Located, container, find_item, locate};
+use super::read::{ValidationError, kind_of, summarise};
+use super::schema::FieldType;
+use super::write::{add_member, insert_item, put_entry, scalar, set_language, set_languages};
+use crate::text::nfc;
+
+/// What every commit carries: a short human-readable message and the time
+/// (seconds since the epoch) the writer made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub message: String,
+    pub time: i64,
+}
+
+impl Commit {
+    pub fn new(message: impl Into<String>, time: i64) -> Self {
+        Self {
+            message: message.into(),
+            time,
+        }
+    }
+
+    pub(crate) fn options(&self) -> CommitOptions {
+        CommitOptions::default()
+            .with_message(self.message.clone())
+            .with_time(self.time)
+    }
+}
+
+/// One change to a record. Serialises as `{"op": "set", "path": ..., ...}`
+/// so the browser can send edits as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Edit {
+    /// Sets a scalar field, one language (`/title/fr`), all given languages
+    /// of a multilingual field, a whole text (as a minimal diff), or the
+    /// members of a set. `null` clears an optional value.
+    Set { path: String, value: Json },
+    /// Splices a text field at a code-point index.
+    SpliceText {
+        path: String,
+        index: usize,
+        delete: usize,
+        insert: String,
+    },
+    /// Inserts an item into a list after the item `after` (at the start when
+    /// `None`, at the end when `after` is `"$end"`).
+    InsertItem {
+        path: String,
+        after: Option<String>,
+        item: Json,
+    },
+    /// Removes a list item: `/milestones/<id>`.
+    RemoveItem { path: String },
+    /// Adds a member to a set field.
+    AddMember { path: String, member: String },
+    /// Removes a member from a set field.
+    RemoveMember { path: String, member: String },
+    /// Creates or replaces a map entry: `/index/<key>`.
+    PutEntry { path: String, value: Json },
+    /// Removes a map entry: `/index/<key>`.
+    RemoveEntry { path: String },
+}
+
+/// Inserting with `after: Some(END)` appends.
+pub const END: &str = "$end";
+
+/// Why an edit was refused. Nothing of a refused batch is written.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("{path}: {reason}")]
+    Path { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("the document is not a valid record: {}", summarise(.0))]
+    NotARecord(Vec<ValidationError>),
+    #[error("automerge refused the edit: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+impl EditError {
+    pub(crate) fn invalid(path: impl Into<String>, reason: impl ToString) -> Self {
+        EditError::Invalid {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+pub(crate) fn apply(
+    doc: &mut Automerge,
+    commit: &Commit,
+    edits: &[Edit],
+) -> Result<Option<ChangeHash>, EditError> {
+    let kind = kind_of(doc).map_err(EditError::NotARecord)?;
+    let done = doc
+        .transact_with(
+            |_| commit.options(),
+            |tx| {
+                for edit in edits {
+                    apply_one(tx, kind, edit)?;
+                }
+                Ok::<_, EditError>(())
+            },
+        )
+        .map_err(|f| f.error)?;
+    Ok(done.hash)
+}
+
+fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Result<(), EditError> {
+    let wrong = |path: &str, what: &str| EditError::Path {
+        path: path.to_owned(),
+        reason: format!("not {what}"),
+    };
+    match edit {
+        Edit::Set { path, value } => match locate(tx, kind, path)? {
+            Located::Lang { obj, lang } => set_language(tx, &obj, lang, value, path)?,
+            Located::Field { obj, field } => match &field.ty {
+                FieldType::Multilingual => {
+                    let map = container(tx, &obj, field.name)
+                        .ok_or_else(|| wrong(path, "a multilingual field"))?;
+                    set_languages(tx, &map, value, path)?;
+                }
+                FieldType::Text => {
+                    let text =
+                        container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a text"))?;
+                    let s = value
+                        .as_str()
+                        .ok_or_else(|| EditError::invalid(path, "must be a string"))?;
+                    tx.update_text(&text, nfc(s))?;
+                }
+                FieldType::Set(allowed) => {
+                    let set =
+                        container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a set"))?;
+                    let members = value
+                        .as_array()
+                        .ok_or_else(|| EditError::invalid(path, "must be an array"))?;
+                    let wanted: Vec<String> =
+                        members.iter().filter_map(|m| m.as_str().map(nfc)).collect();
+                    for old in tx.keys(&set).collect::<Vec<_>>() {
+                        if !wanted.contains(&old) {
+                            tx.delete(&set, old.as_str())?;
+                        }
+                    }
+                    for m in members {
+                        add_member(tx, &set, *allowed, m, path)?;
+                    }
+                }
+                FieldType::List(_) | FieldType::Map(_) => {
+                    return Err(EditError::invalid(path, "edit a list or map item by item"));
+                }
+                ty if value.is_null() => {
+                    if field.required {
+                        return Err(EditError::invalid(path, "required, cannot be cleared"));
+                    }
+                    let _ = ty;
+                    tx.delete(&obj, field.name)?;
+                }
+                ty => tx.put(&obj, field.name, scalar(ty, value, path)?)?,
+            },
+            _ => return Err(wrong(path, "a field")),
+        },
+        Edit::SpliceText {
+            path,
+            index,
+            delete,
+            insert,
+        } => {
+            let Located::Field { obj, field } = locate(tx, kind, path)? else {
+                return Err(wrong(path, "a text field"));
+            };
+            if !matches!(field.ty, FieldType::Text) {
+                return Err(wrong(path, "a text field"));
+            }
+            let text = container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a text"))?;
+            if tx.object_type(&text)? != ObjType::Text {
+                return Err(wrong(path, "a text object"));
+            }
+            let len = tx.length(&text);
+            if *index > len || index + delete > len {
+                return Err(EditError::invalid(
+                    path,
+                    format!(
+                        "range {index}..{} is outside the text (length {len})",
+                        index + delete
+                    ),
+                ));
+            }
+            tx.splice_text(&text, *index, *delete as isize, &nfc(insert))?;
+        }
+        Edit::InsertItem { path, after, item } => {
+            let Located::Field { obj, field } = locate(tx, kind, path)? else {
+                return Err(wrong(path, "a list field"));
+            };
+            let FieldType::List(fields) = &field.ty else {
+                return Err(wrong(path, "a list field"));
+            };
+            let list = container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a list"))?;
+            let index = match after.as_deref() {
+                None => 0,
+                Some(END) => tx.length(&list),
+                Some(id) => {
+                    find_item(tx, &list, id).ok_or_else(|| {
+                        EditError::invalid(path, format!("no item `{id}` to insert after"))
+                    })? + 1
+                }
+            };
+            if let Some(id) = item.get("id").and_then(Json::as_str) {
+                if find_item(tx, &list, id).is_some() {
+                    return Err(EditError::invalid(
+                        path,
+                        format!("an item `{id}` exists already"),
+                    ));
+                }
+            }
+            insert_item(tx, &list, index, fields, item, path)?;
+        }
+        Edit::RemoveItem { path } => match locate(tx, kind, path)? {
+            Located::Item { list, index } => tx.delete(&list, index)?,
+            _ => return Err(wrong(path, "a list item")),
+        },
+        Edit::AddMember { path, member } | Edit::RemoveMember { path, member } => {
+            let Located::Field { obj, field } = locate(tx, kind, path)? else {
+                return Err(wrong(path, "a set field"));
+            };
+            let FieldType::Set(allowed) = &field.ty else {
+                return Err(wrong(path, "a set field"));
+            };
+            let set = container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a set"))?;
+            if matches!(edit, Edit::AddMember { .. }) {
+                add_member(tx, &set, *allowed, &Json::String(member.clone()), path)?;
+            } else {
+                tx.delete(&set, nfc(member).as_str())?;
+            }
+        }
+        Edit::PutEntry { path, value } => match locate(tx, kind, path)? {
+            Located::Entry { map, key } => {
+                let fields = entry_fields(kind, path)?;
+                put_entry(tx, &map, &key, fields, value, path)?;
+            }
+            _ => return Err(wrong(path, "a map entry")),
+        },
+        Edit::RemoveEntry { path } => match locate(tx, kind, path)? {
+            Located::Entry { map, key } => tx.delete(&map, key.as_str())?,
+            _ => return Err(wrong(path, "a map entry")),
+        },
+    }
+    Ok(())
+}
+
+/// The item fields of the map field a `/map/<key>` path names.
+fn entry_fields(kind: super::Kind, path: &str) -> Result<&'static [super::Field], EditError> {
+    let name = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    kind.fields()
+        .iter()
+        .find_map(|f| match &f.ty {
+            FieldType::Map(item) if f.name == name => Some(*item),
+            _ => None,
+        })
+        .ok_or_else(|| EditError::invalid(path, "not a map field"))
+}

@@ -1,0 +1,125 @@
+//! A record's history: who changed what and when, and the record as it
+//! stood at a moment.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::patches::PatchAction;
+use automerge::{Automerge, ChangeHash, ObjType, Prop, ReadDoc, Value};
+use serde::Serialize;
+
+/// One change in a record's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// The change hash, hex.
+    pub hash: String,
+    /// The writer's actor id, hex.
+    pub actor: String,
+    pub seq: u64,
+    /// Seconds since the epoch, as the writer's clock said.
+    pub time: i64,
+    pub message: Option<String>,
+    pub deps: Vec<String>,
+    /// The paths the change touched, e.g. `/status`, `/milestones/<id>/status`.
+    pub fields: Vec<String>,
+}
+
+pub(crate) fn log(doc: &Automerge) -> Vec<HistoryEntry> {
+    doc.get_changes(&[])
+        .into_iter()
+        .map(|change| {
+            let hash = change.hash();
+            let fields = touched(doc, change.deps(), hash);
+            HistoryEntry {
+                hash: hash.to_string(),
+                actor: change.actor_id().to_hex_string(),
+                seq: change.seq(),
+                time: change.timestamp(),
+                message: change.message().map(str::to_owned),
+                deps: change.deps().iter().map(ToString::to_string).collect(),
+                fields,
+            }
+        })
+        .collect()
+}
+
+/// The fields a change touched: the paths of the patches from its deps to it.
+fn touched(doc: &Automerge, deps: &[ChangeHash], hash: ChangeHash) -> Vec<String> {
+    let after = [hash];
+    let mut out: Vec<String> = Vec::new();
+    for patch in doc.diff(deps, &after) {
+        let mut path = String::new();
+        for (obj, prop) in &patch.path {
+            path.push('/');
+            match prop {
+                Prop::Map(key) => path.push_str(key),
+                Prop::Seq(index) => path.push_str(&item_name(doc, obj, *index, &after)),
+            }
+        }
+        match &patch.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
+                path.push('/');
+                path.push_str(key);
+            }
+            PatchAction::Conflict {
+                prop: Prop::Map(key),
+            } => {
+                path.push('/');
+                path.push_str(key);
+            }
+            _ => {}
+        }
+        // The document's own bookkeeping is not a field.
+        if path == "/schema" || path == "/kind" || path.is_empty() {
+            continue;
+        }
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A list item's stable id if it has one, else its index.
+fn item_name(
+    doc: &Automerge,
+    list: &automerge::ObjId,
+    index: usize,
+    heads: &[ChangeHash],
+) -> String {
+    if let Ok(Some((Value::Object(ObjType::Map), item))) = doc.get_at(list, index, heads) {
+        if let Ok(Some((Value::Scalar(s), _))) = doc.get_at(&item, "id", heads) {
+            if let Some(id) = s.as_str() {
+                return id.to_owned();
+            }
+        }
+    }
+    format!("#{index}")
+}
+
+/// The heads of the record as it stood at `time`: every change stamped at or
+/// before it, with whatever those changes depend on.
+pub(crate) fn heads_at_time(doc: &Automerge, time: i64) -> Vec<ChangeHash> {
+    let changes = doc.get_changes(&[]);
+    let deps: HashMap<ChangeHash, Vec<ChangeHash>> = changes
+        .iter()
+        .map(|c| (c.hash(), c.deps().to_vec()))
+        .collect();
+    let mut included: HashSet<ChangeHash> = HashSet::new();
+    let mut stack: Vec<ChangeHash> = changes
+        .iter()
+        .filter(|c| c.timestamp() <= time)
+        .map(|c| c.hash())
+        .collect();
+    while let Some(h) = stack.pop() {
+        if included.insert(h) {
+            stack.extend(deps.get(&h).into_iter().flatten().copied());
+        }
+    }
+    let depended: HashSet<ChangeHash> = included
+        .iter()
+        .flat_map(|h| deps.get(h).into_iter().flatten().copied())
+        .collect();
+    let mut heads: Vec<ChangeHash> = included.difference(&depended).copied().collect();
+    heads.sort();
+    heads
+}

@@ -1,0 +1,333 @@
+//! Reading a document as a record: every value checked against the schema,
+//! every problem collected with its path. Never panics, whatever the bytes.
+
+use automerge::{Automerge, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Value};
+use serde_json::{Map, Value as Json};
+
+use super::schema::{Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION};
+use crate::AutomergeUrl;
+
+/// One reason a document is not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ValidationError {
+    /// Where: `/title/fr`, `/milestones/<id>/due`.
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+pub(crate) fn summarise(errors: &[ValidationError]) -> String {
+    let shown: Vec<String> = errors.iter().take(5).map(ToString::to_string).collect();
+    let more = errors.len().saturating_sub(5);
+    if more > 0 {
+        format!("{} (and {more} more)", shown.join("; "))
+    } else {
+        shown.join("; ")
+    }
+}
+
+/// The record's kind and schema version, checked.
+pub(crate) fn kind_of(doc: &Automerge) -> Result<Kind, Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    let r = Reader {
+        doc,
+        errors: &mut errors,
+    };
+    match r.scalar(&ROOT, "schema") {
+        Some(ScalarValue::Uint(v)) if (1..=SCHEMA_VERSION).contains(&v) => {}
+        Some(ScalarValue::Int(v)) if v >= 1 && (v as u64) <= SCHEMA_VERSION => {}
+        Some(ScalarValue::Uint(v)) if v > SCHEMA_VERSION => r.errors.push(error(
+            "/schema",
+            format!("written by a newer twinsync (schema {v}); update the app"),
+        )),
+        Some(_) => r
+            .errors
+            .push(error("/schema", "must be a schema version number")),
+        None => r
+            .errors
+            .push(error("/schema", "missing: not a twinsync record")),
+    }
+    let kind = match r.string(&ROOT, "kind") {
+        Some(s) => match s.parse::<Kind>() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                errors.push(error("/kind", e.to_string()));
+                None
+            }
+        },
+        None => {
+            errors.push(error("/kind", "missing or not a string"));
+            None
+        }
+    };
+    match kind {
+        Some(k) if errors.is_empty() => Ok(k),
+        _ => Err(errors),
+    }
+}
+
+pub(crate) fn read(doc: &Automerge) -> Result<Json, Vec<ValidationError>> {
+    let kind = kind_of(doc)?;
+    let mut errors = Vec::new();
+    let mut r = Reader {
+        doc,
+        errors: &mut errors,
+    };
+    let mut out = r.fields(&ROOT, kind.fields(), "");
+    out.insert("kind".into(), Json::String(kind.as_str().into()));
+    if errors.is_empty() {
+        Ok(Json::Object(out))
+    } else {
+        Err(errors)
+    }
+}
+
+fn error(path: impl Into<String>, reason: impl Into<String>) -> ValidationError {
+    ValidationError {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+struct Reader<'a> {
+    doc: &'a Automerge,
+    errors: &'a mut Vec<ValidationError>,
+}
+
+impl Reader<'_> {
+    fn get(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<(Value<'_>, ObjId)> {
+        self.doc.get(obj, prop).ok().flatten()
+    }
+
+    fn scalar(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<ScalarValue> {
+        match self.get(obj, prop)? {
+            (Value::Scalar(s), _) => Some(s.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// A string stored either as a scalar (as twinsync writes it) or as a
+    /// text object (as the JavaScript library writes plain strings).
+    fn string(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<String> {
+        match self.get(obj, prop)? {
+            (Value::Scalar(s), _) => match s.as_ref() {
+                ScalarValue::Str(s) => Some(s.to_string()),
+                _ => None,
+            },
+            (Value::Object(ObjType::Text), id) => self.doc.text(&id).ok(),
+            _ => None,
+        }
+    }
+
+    fn fields(&mut self, obj: &ObjId, fields: &[Field], path: &str) -> Map<String, Json> {
+        let mut out = Map::new();
+        for field in fields {
+            let here = format!("{path}/{}", field.name);
+            let value = self.field(obj, field, &here);
+            out.insert(field.name.to_owned(), value);
+        }
+        out
+    }
+
+    fn field(&mut self, obj: &ObjId, field: &Field, path: &str) -> Json {
+        let Some((value, id)) = self.get(obj, field.name) else {
+            if field.required {
+                self.errors.push(error(path, "required, missing"));
+            }
+            return empty(&field.ty);
+        };
+        let value = value.into_owned();
+        match (&field.ty, value) {
+            (FieldType::Str, _) => self.str_like(obj, field.name, path, |_| Ok(())),
+            (FieldType::Date, _) => self.str_like(obj, field.name, path, check_date),
+            (FieldType::Enum(allowed), _) => self.str_like(obj, field.name, path, |s| {
+                if allowed.contains(&s) {
+                    Ok(())
+                } else {
+                    Err(format!("`{s}` is not one of {}", allowed.join(", ")))
+                }
+            }),
+            (FieldType::Ref, _) => self.str_like(obj, field.name, path, |s| {
+                s.parse::<AutomergeUrl>()
+                    .map(|_| ())
+                    .map_err(|e| format!("not a record link: {e}"))
+            }),
+            (FieldType::Text, Value::Object(ObjType::Text)) => {
+                Json::String(self.doc.text(&id).unwrap_or_default())
+            }
+            (FieldType::Text, Value::Scalar(s)) if s.is_str() => {
+                self.str_like(obj, field.name, path, |_| Ok(()))
+            }
+            (FieldType::Bool, Value::Scalar(s)) => match s.as_ref() {
+                ScalarValue::Boolean(b) => Json::Bool(*b),
+                _ => self.wrong(path, "must be true or false", &field.ty),
+            },
+            (FieldType::Int { min, max }, Value::Scalar(s)) => match s.as_ref() {
+                ScalarValue::Int(i) if (*min..=*max).contains(i) => Json::from(*i),
+                ScalarValue::Uint(u)
+                    if i64::try_from(*u).is_ok_and(|i| (*min..=*max).contains(&i)) =>
+                {
+                    Json::from(*u)
+                }
+                _ => self.wrong(
+                    path,
+                    &format!("must be a whole number from {min} to {max}"),
+                    &field.ty,
+                ),
+            },
+            (FieldType::Multilingual, Value::Object(ObjType::Map)) => self.multilingual(&id, path),
+            (FieldType::Set(allowed), Value::Object(ObjType::Map)) => self.set(&id, *allowed, path),
+            (FieldType::List(item), Value::Object(ObjType::List)) => self.list(&id, item, path),
+            (FieldType::Map(item), Value::Object(ObjType::Map)) => self.map(&id, item, path),
+            (ty, _) => self.wrong(path, &format!("must be {}", describe(ty)), ty),
+        }
+    }
+
+    fn wrong(&mut self, path: &str, reason: &str, ty: &FieldType) -> Json {
+        self.errors.push(error(path, reason));
+        empty(ty)
+    }
+
+    fn str_like(
+        &mut self,
+        obj: &ObjId,
+        prop: &str,
+        path: &str,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Json {
+        match self.string(obj, prop) {
+            Some(s) => match check(&s) {
+                Ok(()) => Json::String(s),
+                Err(reason) => {
+                    self.errors.push(error(path, reason));
+                    Json::Null
+                }
+            },
+            None => {
+                self.errors.push(error(path, "must be a string"));
+                Json::Null
+            }
+        }
+    }
+
+    fn multilingual(&mut self, obj: &ObjId, path: &str) -> Json {
+        let mut out = Map::new();
+        for key in self.doc.keys(obj) {
+            let here = format!("{path}/{key}");
+            if !LANGUAGES.contains(&key.as_str()) {
+                self.errors
+                    .push(error(here, "not one of the languages ar, fr, en"));
+                continue;
+            }
+            match self.string(obj, key.as_str()) {
+                Some(s) => {
+                    out.insert(key, Json::String(s));
+                }
+                None => self.errors.push(error(here, "must be a string")),
+            }
+        }
+        Json::Object(out)
+    }
+
+    fn set(&mut self, obj: &ObjId, allowed: Option<&[&str]>, path: &str) -> Json {
+        let mut members = Vec::new();
+        for key in self.doc.keys(obj) {
+            if let Some(allowed) = allowed {
+                if !allowed.contains(&key.as_str()) {
+                    self.errors
+                        .push(error(format!("{path}/{key}"), "not an allowed value"));
+                    continue;
+                }
+            }
+            match self.scalar(obj, key.as_str()) {
+                Some(ScalarValue::Boolean(true)) => members.push(Json::String(key)),
+                Some(ScalarValue::Boolean(false)) => {}
+                _ => self
+                    .errors
+                    .push(error(format!("{path}/{key}"), "a set member must be true")),
+            }
+        }
+        Json::Array(members)
+    }
+
+    fn list(&mut self, obj: &ObjId, item: &[Field], path: &str) -> Json {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for index in 0..self.doc.length(obj) {
+            let Some((Value::Object(ObjType::Map), item_obj)) = self.get(obj, index) else {
+                self.errors.push(error(
+                    format!("{path}/#{index}"),
+                    "a list item must be a map",
+                ));
+                continue;
+            };
+            let id = self.string(&item_obj, "id");
+            let here = match &id {
+                Some(id) => format!("{path}/{id}"),
+                None => format!("{path}/#{index}"),
+            };
+            if let Some(id) = id {
+                if !seen.insert(id) {
+                    self.errors.push(error(&here, "two items share this id"));
+                }
+            }
+            out.push(Json::Object(self.fields(&item_obj, item, &here)));
+        }
+        Json::Array(out)
+    }
+
+    fn map(&mut self, obj: &ObjId, item: &[Field], path: &str) -> Json {
+        let mut out = Map::new();
+        for key in self.doc.keys(obj) {
+            let here = format!("{path}/{key}");
+            match self.get(obj, key.as_str()) {
+                Some((Value::Object(ObjType::Map), entry)) => {
+                    let fields = self.fields(&entry, item, &here);
+                    out.insert(key, Json::Object(fields));
+                }
+                _ => self.errors.push(error(here, "an entry must be a map")),
+            }
+        }
+        Json::Object(out)
+    }
+}
+
+/// What an absent field reads as.
+fn empty(ty: &FieldType) -> Json {
+    match ty {
+        FieldType::Text => Json::String(String::new()),
+        FieldType::Multilingual | FieldType::Map(_) => Json::Object(Map::new()),
+        FieldType::Set(_) | FieldType::List(_) => Json::Array(Vec::new()),
+        FieldType::Bool => Json::Bool(false),
+        _ => Json::Null,
+    }
+}
+
+pub(crate) fn describe(ty: &FieldType) -> &'static str {
+    match ty {
+        FieldType::Str => "a string",
+        FieldType::Multilingual => "a map of languages",
+        FieldType::Text => "text",
+        FieldType::Date => "a date",
+        FieldType::Enum(_) => "one of its allowed values",
+        FieldType::Bool => "true or false",
+        FieldType::Int { .. } => "a whole number",
+        FieldType::Ref => "a record link",
+        FieldType::Set(_) => "a set",
+        FieldType::List(_) => "a list",
+        FieldType::Map(_) => "a map",
+    }
+}
+
+/// `YYYY-MM-DD`, a real calendar date.
+pub(crate) fn check_date(s: &str) -> Result<(), String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, format)
+        .map(|_| ())
+        .map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD)"))
+}

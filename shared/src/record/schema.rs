@@ -1,0 +1,184 @@
+//! The shape of every record kind, as data: what the reader validates,
+//! what the writer accepts, and what conflicts and history walk.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The schema version this build writes. Older documents are migrated on
+/// load (see `record::migrate`).
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// The seven kinds of record; one Automerge document per record.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Club,
+    City,
+    Agreement,
+    Project,
+    Meeting,
+    Person,
+    Report,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Club,
+        Kind::City,
+        Kind::Agreement,
+        Kind::Project,
+        Kind::Meeting,
+        Kind::Person,
+        Kind::Report,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Club => "club",
+            Kind::City => "city",
+            Kind::Agreement => "agreement",
+            Kind::Project => "project",
+            Kind::Meeting => "meeting",
+            Kind::Person => "person",
+            Kind::Report => "report",
+        }
+    }
+
+    /// The fields of this kind's document, besides `schema` and `kind`.
+    pub fn fields(self) -> &'static [Field] {
+        match self {
+            Kind::Club => super::club::FIELDS,
+            Kind::City => super::city::FIELDS,
+            Kind::Agreement => super::agreement::FIELDS,
+            Kind::Project => super::project::FIELDS,
+            Kind::Meeting => super::meeting::FIELDS,
+            Kind::Person => super::person::FIELDS,
+            Kind::Report => super::report::FIELDS,
+        }
+    }
+
+    /// The field that names a record of this kind in lists.
+    pub fn title_field(self) -> &'static str {
+        match self {
+            Kind::Club | Kind::City | Kind::Person => "name",
+            _ => "title",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Not one of the seven record kinds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown record kind `{0}`")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+}
+
+/// One field of a record or of an item in a keyed list.
+#[derive(Debug)]
+pub struct Field {
+    pub name: &'static str,
+    pub ty: FieldType,
+    /// A required field must hold a value for the record to be valid.
+    pub required: bool,
+}
+
+/// How a field is stored, and so how concurrent edits to it merge.
+#[derive(Debug)]
+pub enum FieldType {
+    /// A short string; concurrent writes are a conflict, the last writer wins
+    /// until someone resolves it.
+    Str,
+    /// A short string in Arabic, French and English: a map `{ar, fr, en}`
+    /// whose languages are edited independently.
+    Multilingual,
+    /// Long text (minutes, reports), merged character by character.
+    Text,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// One of a fixed set of values.
+    Enum(&'static [&'static str]),
+    Bool,
+    /// An integer within bounds.
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// An `automerge:` URL of another record.
+    Ref,
+    /// A set of strings stored as a map `member -> true`, so two writers
+    /// adding members concurrently both win. `Some` restricts the members.
+    Set(Option<&'static [&'static str]>),
+    /// An ordered list of items with a stable `id`; edits address items by
+    /// id, never by position alone.
+    List(&'static [Field]),
+    /// A map of items keyed by a stable key (the club index, by record id).
+    Map(&'static [Field]),
+}
+
+impl FieldType {
+    /// Whether the field holds an Automerge object created with its parent.
+    pub fn is_container(&self) -> bool {
+        matches!(
+            self,
+            FieldType::Multilingual
+                | FieldType::Text
+                | FieldType::Set(_)
+                | FieldType::List(_)
+                | FieldType::Map(_)
+        )
+    }
+}
+
+/// Shorthand for the field tables.
+pub(crate) const fn field(name: &'static str, ty: FieldType) -> Field {
+    Field {
+        name,
+        ty,
+        required: false,
+    }
+}
+
+pub(crate) const fn required(name: &'static str, ty: FieldType) -> Field {
+    Field {
+        name,
+        ty,
+        required: true,
+    }
+}
+
+/// The three languages of the club.
+pub const LANGUAGES: [&str; 3] = ["ar", "fr", "en"];
+
+/// The twinning domains named in the agreements.
+pub const DOMAINS: &[&str] = &[
+    "economic",
+    "cultural",
+    "scientific",
+    "environmental",
+    "governance",
+    "youth",
+    "sustainable_development",
+    "health",
+    "education",
+    "other",
+];
+
+/// The stable key every list item carries.
+pub const ITEM_ID: Field = required("id", FieldType::Str);
