@@ -1,0 +1,422 @@
+//! Records: creating, reading, editing by path, validation, conflicts and
+//! history, with Arabic, French and English text.
+
+use automerge::ActorId;
+use serde_json::json;
+use twinsync_shared::record::{
+    Commit, Edit, EditError, Kind, LoadError, Record, RecordDoc, new_document,
+};
+use twinsync_shared::text::utf16_to_index;
+
+fn commit(message: &str, time: i64) -> Commit {
+    Commit::new(message, time)
+}
+
+fn meeting() -> RecordDoc {
+    RecordDoc::create(
+        Kind::Meeting,
+        &json!({
+            "title": {"ar": "اجتماع المجلس", "fr": "Réunion du conseil"},
+            "date": "2025-10-30",
+            "agenda": [{"id": "a1", "title": "Ouverture"}, {"id": "a2", "title": "Accords"}],
+            "minutes": "بداية",
+        }),
+        &commit("New meeting", 100),
+    )
+    .unwrap()
+}
+
+/// A second replica of `doc` with its own actor, as on another phone.
+fn fork(doc: &RecordDoc) -> RecordDoc {
+    let mut other = RecordDoc::load(&doc.save()).unwrap();
+    other.doc_mut().set_actor(ActorId::random());
+    other
+}
+
+fn merge(a: &mut RecordDoc, b: &mut RecordDoc) {
+    a.doc_mut().merge(b.doc_mut()).unwrap();
+    b.doc_mut().merge(a.doc_mut()).unwrap();
+}
+
+fn set(path: &str, value: serde_json::Value) -> Edit {
+    Edit::Set {
+        path: path.into(),
+        value,
+    }
+}
+
+#[test]
+fn a_record_reads_back_typed() {
+    let Record::Meeting(m) = meeting().record().unwrap() else {
+        panic!("not a meeting")
+    };
+    assert_eq!(m.title.ar.as_deref(), Some("اجتماع المجلس"));
+    assert_eq!(
+        m.agenda.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a1", "a2"]
+    );
+    assert_eq!(m.minutes, "بداية");
+    assert!(!m.adopted);
+}
+
+#[test]
+fn typed_records_round_trip_through_documents() {
+    for record in twinsync_shared::demo::build().unwrap() {
+        let typed = record.doc.record().unwrap();
+        let again = RecordDoc::from_record(&typed, &commit("copy", 1)).unwrap();
+        assert_eq!(again.record().unwrap(), typed);
+    }
+}
+
+#[test]
+fn edits_address_fields_languages_and_items_by_path() {
+    let mut doc = meeting();
+    doc.edit(
+        &commit("Edit", 200),
+        &[
+            set("/title/en", json!("Council meeting")),
+            set("/agenda/a2/title", json!("Les accords de jumelage")),
+            set("/adopted", json!(true)),
+            Edit::InsertItem {
+                path: "/agenda".into(),
+                after: Some("a1".into()),
+                item: json!({"id": "a3", "title": "Budget"}),
+            },
+            Edit::AddMember {
+                path: "/attendees".into(),
+                member: "automerge:2j9PSfCeb7rBFd8tZaGdGUD5r2Jm".into(),
+            },
+        ],
+    )
+    .unwrap();
+    let Record::Meeting(m) = doc.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.title.en.as_deref(), Some("Council meeting"));
+    assert_eq!(
+        m.agenda.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a1", "a3", "a2"]
+    );
+    assert_eq!(m.agenda[2].title, "Les accords de jumelage");
+    assert!(m.adopted);
+    assert_eq!(m.attendees.len(), 1);
+}
+
+#[test]
+fn a_refused_edit_writes_nothing() {
+    let mut doc = meeting();
+    let before = doc.heads();
+    let err = doc
+        .edit(
+            &commit("Bad", 1),
+            &[
+                set("/adopted", json!(true)),
+                set("/date", json!("31/10/2025")),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, EditError::Invalid { path, .. } if path == "/date"),
+        "{err}"
+    );
+    assert_eq!(doc.heads(), before);
+    let err = doc
+        .edit(&commit("Bad", 1), &[set("/agenda/zz/title", json!("x"))])
+        .unwrap_err();
+    assert!(matches!(err, EditError::Path { .. }), "{err}");
+    let err = doc
+        .edit(&commit("Bad", 1), &[set("/nope", json!(1))])
+        .unwrap_err();
+    assert!(err.to_string().contains("no field `nope`"), "{err}");
+}
+
+#[test]
+fn short_fields_are_stored_in_nfc() {
+    let mut doc = meeting();
+    // Alef followed by a combining hamza above composes to U+0623.
+    doc.edit(
+        &commit("Title", 1),
+        &[set("/title/ar", json!("\u{0627}\u{0654}جتماع"))],
+    )
+    .unwrap();
+    let Record::Meeting(m) = doc.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.title.ar.as_deref(), Some("\u{0623}جتماع"));
+}
+
+#[test]
+fn arabic_edits_at_browser_utf16_offsets_land_where_intended() {
+    let mut doc = meeting();
+    let word = "محمد رسول"; // no marks yet
+    doc.edit(&commit("Minutes", 1), &[set("/minutes", json!(word))])
+        .unwrap();
+    // The browser reports the caret after "مح" (UTF-16 offset 2) and types a shadda.
+    let index = utf16_to_index(word, 2).unwrap();
+    doc.edit(
+        &commit("Shadda", 2),
+        &[Edit::SpliceText {
+            path: "/minutes".into(),
+            index,
+            delete: 0,
+            insert: "\u{0651}".into(),
+        }],
+    )
+    .unwrap();
+    let Record::Meeting(m) = doc.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.minutes, "مح\u{0651}مد رسول");
+    // After an emoji (two UTF-16 units), offsets still map to the right character.
+    let text = format!("🌍 {}", m.minutes);
+    doc.edit(&commit("Emoji", 3), &[set("/minutes", json!(text))])
+        .unwrap();
+    // "🌍" is 2 UTF-16 units, the space 1, "محّم" 4: offset 7 is before the final dal.
+    let index = utf16_to_index(&text, 7).unwrap();
+    assert_eq!(index, 6);
+    doc.edit(
+        &commit("Insert", 4),
+        &[Edit::SpliceText {
+            path: "/minutes".into(),
+            index,
+            delete: 0,
+            insert: "ـ".into(),
+        }],
+    )
+    .unwrap();
+    let Record::Meeting(m) = doc.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.minutes, "🌍 مح\u{0651}مـد رسول");
+}
+
+#[test]
+fn a_splice_outside_the_text_is_refused() {
+    let mut doc = meeting();
+    let err = doc
+        .edit(
+            &commit("x", 1),
+            &[Edit::SpliceText {
+                path: "/minutes".into(),
+                index: 6,
+                delete: 0,
+                insert: "x".into(),
+            }],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("outside the text"), "{err}");
+}
+
+#[test]
+fn concurrent_list_inserts_after_the_same_item_both_survive() {
+    let mut a = meeting();
+    let mut b = fork(&a);
+    let insert = |id: &str| Edit::InsertItem {
+        path: "/agenda".into(),
+        after: Some("a1".into()),
+        item: json!({"id": id, "title": id}),
+    };
+    a.edit(&commit("a", 1), &[insert("from-a")]).unwrap();
+    b.edit(
+        &commit("b", 1),
+        &[
+            insert("from-b"),
+            Edit::RemoveItem {
+                path: "/agenda/a2".into(),
+            },
+        ],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    let Record::Meeting(m) = a.record().unwrap() else {
+        panic!()
+    };
+    let mut ids: Vec<_> = m.agenda.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(ids.remove(0), "a1");
+    ids.sort();
+    assert_eq!(ids, ["from-a", "from-b"]);
+    assert_eq!(a.read().unwrap(), b.read().unwrap());
+}
+
+#[test]
+fn concurrent_text_edits_merge_character_by_character() {
+    let mut a = meeting();
+    let mut b = fork(&a);
+    a.edit(
+        &commit("a", 1),
+        &[Edit::SpliceText {
+            path: "/minutes".into(),
+            index: 0,
+            delete: 0,
+            insert: "Ouverture. ".into(),
+        }],
+    )
+    .unwrap();
+    b.edit(
+        &commit("b", 1),
+        &[Edit::SpliceText {
+            path: "/minutes".into(),
+            index: 5,
+            delete: 0,
+            insert: " الاجتماع".into(),
+        }],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    let Record::Meeting(m) = b.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.minutes, "Ouverture. بداية الاجتماع");
+}
+
+#[test]
+fn conflicts_list_every_value_and_resolve_everywhere() {
+    let mut a = meeting();
+    let mut b = fork(&a);
+    a.edit(
+        &commit("a", 1),
+        &[
+            set("/title/fr", json!("Réunion A")),
+            set("/date", json!("2025-10-30")),
+        ],
+    )
+    .unwrap();
+    b.edit(&commit("b", 1), &[set("/title/fr", json!("Réunion B"))])
+        .unwrap();
+    merge(&mut a, &mut b);
+    let conflicts = a.conflicts();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].path, "/title/fr");
+    let mut values: Vec<_> = conflicts[0]
+        .values
+        .iter()
+        .map(|v| v.value.as_str().unwrap().to_owned())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["Réunion A", "Réunion B"]);
+    let actors: Vec<_> = conflicts[0]
+        .values
+        .iter()
+        .map(|v| v.actor.clone())
+        .collect();
+    assert!(actors.contains(&a.doc().get_actor().to_hex_string()));
+    assert!(actors.contains(&b.doc().get_actor().to_hex_string()));
+    // The shown value is listed first.
+    let Record::Meeting(m) = a.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(conflicts[0].values[0].value.as_str(), m.title.fr.as_deref());
+
+    a.resolve(&commit("Resolve", 2), "/title/fr", json!("Réunion B"))
+        .unwrap();
+    merge(&mut a, &mut b);
+    assert!(b.conflicts().is_empty());
+    let Record::Meeting(m) = b.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.title.fr.as_deref(), Some("Réunion B"));
+}
+
+#[test]
+fn history_names_writer_time_message_and_fields() {
+    let mut doc = meeting();
+    doc.edit(
+        &commit("Adopt the minutes", 500),
+        &[set("/adopted", json!(true))],
+    )
+    .unwrap();
+    doc.edit(
+        &commit("Rename agenda item", 600),
+        &[set("/agenda/a2/title", json!("Accords signés"))],
+    )
+    .unwrap();
+    let log = doc.history();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[1].message.as_deref(), Some("Adopt the minutes"));
+    assert_eq!(log[1].time, 500);
+    assert_eq!(log[1].fields, ["/adopted"]);
+    assert_eq!(log[2].fields, ["/agenda/a2/title"]);
+    assert_eq!(log[2].actor, doc.doc().get_actor().to_hex_string());
+
+    let Record::Meeting(then) = doc.at_time(550).unwrap().record().unwrap() else {
+        panic!()
+    };
+    assert!(then.adopted);
+    assert_eq!(then.agenda[1].title, "Accords");
+    let Record::Meeting(first) = doc.at_time(100).unwrap().record().unwrap() else {
+        panic!()
+    };
+    assert!(!first.adopted);
+}
+
+#[test]
+fn garbage_bytes_are_not_a_document() {
+    for bytes in [&b""[..], b"\x85\x6f\x4a\x83", b"hello world", &[0xff; 64]] {
+        match RecordDoc::load(bytes) {
+            Err(LoadError::Automerge(_)) | Err(LoadError::Invalid(_)) => {}
+            other => panic!("{bytes:?} loaded as {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_document_of_the_wrong_shape_gives_every_error_with_its_path() {
+    use automerge::transaction::Transactable;
+    let mut doc = new_document();
+    let mut tx = doc.transaction();
+    tx.put(automerge::ROOT, "schema", 1u64).unwrap();
+    tx.put(automerge::ROOT, "kind", "agreement").unwrap();
+    tx.put(automerge::ROOT, "status", "maybe").unwrap();
+    tx.put(automerge::ROOT, "signed_on", "yesterday").unwrap();
+    let list = tx
+        .put_object(automerge::ROOT, "commitments", automerge::ObjType::List)
+        .unwrap();
+    tx.insert(&list, 0, 42).unwrap();
+    tx.commit();
+    let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
+        panic!("loaded")
+    };
+    let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"/title"), "{errors:?}");
+    assert!(paths.contains(&"/status"), "{errors:?}");
+    assert!(paths.contains(&"/signed_on"), "{errors:?}");
+    assert!(paths.contains(&"/commitments/#0"), "{errors:?}");
+}
+
+#[test]
+fn a_record_from_a_newer_schema_is_refused_clearly() {
+    use automerge::transaction::Transactable;
+    let mut doc = new_document();
+    let mut tx = doc.transaction();
+    tx.put(automerge::ROOT, "schema", 99u64).unwrap();
+    tx.put(automerge::ROOT, "kind", "city").unwrap();
+    tx.commit();
+    let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
+        panic!("loaded")
+    };
+    assert!(errors[0].reason.contains("newer"), "{errors:?}");
+}
+
+#[test]
+fn strings_written_as_text_by_the_javascript_library_are_read() {
+    use automerge::transaction::Transactable;
+    let mut doc = new_document();
+    let mut tx = doc.transaction();
+    tx.put(automerge::ROOT, "schema", 1u64).unwrap();
+    let kind = tx
+        .put_object(automerge::ROOT, "kind", automerge::ObjType::Text)
+        .unwrap();
+    tx.splice_text(&kind, 0, 0, "person").unwrap();
+    let name = tx
+        .put_object(automerge::ROOT, "name", automerge::ObjType::Map)
+        .unwrap();
+    let fr = tx
+        .put_object(&name, "fr", automerge::ObjType::Text)
+        .unwrap();
+    tx.splice_text(&fr, 0, 0, "Fatima Saida").unwrap();
+    tx.commit();
+    let Record::Person(p) = RecordDoc::load(&doc.save()).unwrap().record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(p.name.fr.as_deref(), Some("Fatima Saida"));
+}
