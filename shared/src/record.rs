@@ -269,6 +269,16 @@ impl RecordDoc {
     }
 }
 
+/// Reads any document as a record, without taking it (see [`RecordDoc::read`]).
+pub fn read_document(doc: &Automerge) -> Result<serde_json::Value, Vec<ValidationError>> {
+    read::read(doc)
+}
+
+/// The kind a document says it is, if it says a valid one.
+pub fn kind_of_document(doc: &Automerge) -> Option<Kind> {
+    read::kind_of(doc).ok()
+}
+
 /// A new empty document with the system's text encoding.
 pub fn new_document() -> Automerge {
     Automerge::new_with_encoding(TEXT_ENCODING)

@@ -420,12 +420,9 @@ fn an_undefined_add_is_an_empty_add() {
 #[test]
 fn keys_may_come_in_any_order() {
     let f = sync_fields();
-    // type, targetId, data, documentId, senderId
     let reordered = [0, 2, 4, 3, 1].map(|i| f[i].clone());
-    assert_eq!(
-        reordered.map(|(k, _)| k),
-        ["type", "targetId", "data", "documentId", "senderId"]
-    );
+    let keys: Vec<&str> = reordered.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ["type", "targetId", "data", "documentId", "senderId"]);
     assert_eq!(decode(&map(&reordered)), Ok(sync_message()));
 }
 

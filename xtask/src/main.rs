@@ -1,1 +1,114 @@
-fn main() {}
+//! Project automation: `cargo xtask <task>`.
+//!
+//! - `serve`: the main job. Builds what the app needs and runs the server
+//!   with its SQLite database and the demo club.
+//! - `test`: every test: installs what the tests need, then runs them.
+//!
+//! Each task installs what it needs and says what it is doing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "twinsync project automation")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build and run the server with its database and the demo club.
+    Serve {
+        /// Arguments passed to `twinsync serve` (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit, property, integration, the wasm32 build check.
+    Test,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Serve { args } => serve(&args),
+        Task::Test => test(),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// The wasm32 target, for the shared crate's browser build.
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let installed =
+        out.map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-unknown-unknown"));
+    if !installed.unwrap_or(false) {
+        let mut cmd = Command::new("rustup");
+        cmd.args(["target", "add", "wasm32-unknown-unknown"]);
+        run(cmd)?;
+    }
+    Ok(())
+}
+
+fn serve(args: &[String]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "--package",
+        "twinsync-server",
+        "--bin",
+        "twinsync",
+        "--",
+        "serve",
+    ]);
+    cmd.args(args);
+    run(cmd)
+}
+
+fn test() -> Result<()> {
+    ensure_wasm_target()?;
+    let mut check = cargo();
+    check.args([
+        "check",
+        "--package",
+        "twinsync-shared",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--features",
+        "wasm",
+    ]);
+    run(check)?;
+    let mut tests = cargo();
+    tests.args(["test", "--workspace", "--exclude", "twinsync-client"]);
+    run(tests)?;
+    Ok(())
+}

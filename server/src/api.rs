@@ -1,0 +1,381 @@
+//! The coordinators' read API (JSON and CSV over HTTP), health and metrics.
+//!
+//! Every answer is built from what is stored: what the API shows has been
+//! acknowledged to some peer, and survives a crash.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use twinsync_shared::DocumentId;
+use twinsync_shared::record::{Record, RecordDoc};
+
+use crate::hub::Hub;
+use crate::store::StoreError;
+
+/// An API failure, as a status and a message a user can act on.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage error in the API");
+        match e {
+            StoreError::Corrupt { doc, .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("document {doc} is stored but cannot be read"),
+            ),
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is not answering; try again shortly",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(ApiError::from)
+}
+
+pub async fn healthz(State(hub): State<Arc<Hub>>) -> ApiResult<&'static str> {
+    let store = hub.store.clone();
+    blocking(move || store.has_club()).await?;
+    Ok("ok")
+}
+
+pub async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        hub.metrics.render(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    kind: Option<String>,
+    city: Option<String>,
+    status: Option<String>,
+}
+
+pub async fn list(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
+    let store = hub.store.clone();
+    let city = q.city.map(|c| normalise_link(&c));
+    let rows =
+        blocking(move || store.list(q.kind.as_deref(), city.as_deref(), q.status.as_deref()))
+            .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "url": format!("automerge:{}", r.id),
+                    "kind": r.summary.kind,
+                    "title": r.summary.title,
+                    "city": r.summary.city,
+                    "status": r.summary.status,
+                    "valid": r.summary.valid,
+                    "updated_at": r.updated_at,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// Accepts a city as a bare id or an `automerge:` URL.
+fn normalise_link(s: &str) -> String {
+    s.parse::<DocumentId>()
+        .map(|id| id.url().to_string())
+        .unwrap_or_else(|_| s.to_owned())
+}
+
+fn parse_id(id: &str) -> ApiResult<DocumentId> {
+    id.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a document id: {e}"),
+        )
+    })
+}
+
+async fn load(hub: &Hub, id: DocumentId) -> ApiResult<RecordDoc> {
+    let store = hub.store.clone();
+    let doc = blocking(move || store.load(id)).await?;
+    doc.map(RecordDoc::from_automerge)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AtQuery {
+    /// Seconds since the epoch, or an RFC 3339 date-time, or a date.
+    at: Option<String>,
+}
+
+fn parse_time(s: &str) -> ApiResult<i64> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(t.unix_timestamp());
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, date_format) {
+        // The whole day: the record as it stood at the end of it (UTC).
+        return Ok(d
+            .with_hms(23, 59, 59)
+            .map(|t| t.assume_utc().unix_timestamp())
+            .unwrap_or_default());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("`{s}` is not a time: give seconds, RFC 3339 or YYYY-MM-DD"),
+    ))
+}
+
+pub async fn get(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+    Query(q): Query<AtQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    let mut doc = load(&hub, id).await?;
+    if let Some(at) = &q.at {
+        let t = parse_time(at)?;
+        doc = doc
+            .at_time(t)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
+    let heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
+    match doc.read() {
+        Ok(record) => Ok(Json(json!({
+            "id": id.to_string(),
+            "url": id.url().to_string(),
+            "heads": heads,
+            "record": record,
+            "conflicts": doc.conflicts().len(),
+        }))),
+        Err(errors) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "record {id} does not pass validation: {}",
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )),
+    }
+}
+
+pub async fn conflicts(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    let doc = load(&hub, id).await?;
+    Ok(Json(json!(doc.conflicts())))
+}
+
+pub async fn history(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    let doc = load(&hub, id).await?;
+    let store = hub.store.clone();
+    let origins = blocking(move || store.origins(id)).await?;
+    let entries: Vec<Value> = doc
+        .history()
+        .into_iter()
+        .map(|e| {
+            let origin = origins.get(&e.hash);
+            json!({
+                "hash": e.hash,
+                "actor": e.actor,
+                "seq": e.seq,
+                "time": e.time,
+                "message": e.message,
+                "fields": e.fields,
+                "delivered_by": origin.map(|o| json!({"peer_id": o.peer_id, "device": o.device, "received_at": o.received_at})),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(entries)))
+}
+
+async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Vec<(DocumentId, Record)>> {
+    let store = hub.store.clone();
+    let rows = blocking(move || store.list(Some(kind), None, None)).await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let Ok(id) = row.id.parse::<DocumentId>() else {
+            continue;
+        };
+        if let Ok(record) = load(hub, id).await?.record() {
+            out.push((id, record));
+        }
+    }
+    Ok(out)
+}
+
+fn csv_response(name: &str, writer: csv::Writer<Vec<u8>>) -> ApiResult<Response> {
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        // A byte-order mark so spreadsheet programs read Arabic as UTF-8.
+        [b"\xEF\xBB\xBF".as_slice(), &bytes].concat(),
+    )
+        .into_response())
+}
+
+fn csv_error(e: csv::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("cannot write CSV: {e}"),
+    )
+}
+
+pub async fn agreements_csv(State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "url",
+        "title_ar",
+        "title_fr",
+        "title_en",
+        "status",
+        "parties",
+        "domains",
+        "approved_on",
+        "signed_on",
+        "in_force_from",
+        "ends_on",
+        "open_commitments",
+    ])
+    .map_err(csv_error)?;
+    for (id, record) in records_of_kind(&hub, "agreement").await? {
+        let Record::Agreement(a) = record else {
+            continue;
+        };
+        let open = a
+            .commitments
+            .iter()
+            .filter(|c| c.status.as_deref() != Some("done"))
+            .count();
+        w.write_record([
+            id.url().to_string(),
+            a.title.ar.unwrap_or_default(),
+            a.title.fr.unwrap_or_default(),
+            a.title.en.unwrap_or_default(),
+            a.status,
+            a.parties.join(" "),
+            a.domains.join(" "),
+            a.approved_on.unwrap_or_default(),
+            a.signed_on.unwrap_or_default(),
+            a.in_force_from.unwrap_or_default(),
+            a.ends_on.unwrap_or_default(),
+            open.to_string(),
+        ])
+        .map_err(csv_error)?;
+    }
+    csv_response("agreements.csv", w)
+}
+
+pub async fn projects_csv(State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "url",
+        "title_ar",
+        "title_fr",
+        "title_en",
+        "status",
+        "owner_city",
+        "agreement",
+        "milestone_id",
+        "milestone",
+        "milestone_due",
+        "milestone_status",
+        "milestone_done_on",
+    ])
+    .map_err(csv_error)?;
+    for (id, record) in records_of_kind(&hub, "project").await? {
+        let Record::Project(p) = record else { continue };
+        let base = [
+            id.url().to_string(),
+            p.title.ar.clone().unwrap_or_default(),
+            p.title.fr.clone().unwrap_or_default(),
+            p.title.en.clone().unwrap_or_default(),
+            p.status.clone(),
+            p.owner_city.clone().unwrap_or_default(),
+            p.agreement.clone().unwrap_or_default(),
+        ];
+        if p.milestones.is_empty() {
+            let row: Vec<String> = base
+                .iter()
+                .cloned()
+                .chain(std::iter::repeat_n(String::new(), 5))
+                .collect();
+            w.write_record(row).map_err(csv_error)?;
+        }
+        for m in &p.milestones {
+            let row: Vec<String> = base
+                .iter()
+                .cloned()
+                .chain([
+                    m.id.clone(),
+                    m.title.clone(),
+                    m.due.clone().unwrap_or_default(),
+                    m.status.clone(),
+                    m.done_on.clone().unwrap_or_default(),
+                ])
+                .collect();
+            w.write_record(row).map_err(csv_error)?;
+        }
+    }
+    csv_response("projects.csv", w)
+}
+
+pub async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}

@@ -1,0 +1,287 @@
+//! One WebSocket connection: the handshake, then frames in and out.
+//!
+//! The reader decodes each frame strictly and routes it to the document's
+//! task; the writer drains the peer's bounded queue and pings. Anything
+//! malformed gets a protocol `error` naming the problem, and the socket is
+//! closed where going on makes no sense. Nothing from a refused message
+//! reaches a document.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Notify, mpsc};
+use tracing::{Instrument, debug, info_span, warn};
+use twinsync_shared::protocol::handshake::{self, Joined};
+use twinsync_shared::protocol::{FrameLimit, Message, PeerMetadata};
+use twinsync_shared::{DocumentId, PeerId};
+
+use crate::document::{DocCommand, Outbound, PeerLink};
+use crate::hub::{DispatchError, Hub, Missing};
+
+/// Why a connection ends; sent to the peer as an `error` first.
+struct Fatal(String);
+
+pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
+    let conn = hub.next_id();
+    let span = info_span!("connection", conn, peer_id = tracing::field::Empty);
+    Session::new(hub, conn).run(socket).instrument(span).await;
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    conn: u64,
+    joined: Option<Joined>,
+    docs: HashSet<DocumentId>,
+    kill: Arc<Notify>,
+}
+
+impl Session {
+    fn new(hub: Arc<Hub>, conn: u64) -> Self {
+        Self {
+            hub,
+            conn,
+            joined: None,
+            docs: HashSet::new(),
+            kill: Arc::new(Notify::new()),
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(self.hub.settings.peer_queue);
+        let settings = Arc::clone(&self.hub.settings);
+        let metrics = self.hub.metrics.clone();
+        let kill = Arc::clone(&self.kill);
+        let last_heard = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let heard = Arc::clone(&last_heard);
+
+        // The writer: the only owner of the sink.
+        let writer = tokio::spawn(async move {
+            let mut ping = tokio::time::interval(settings.ping_interval());
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    out = out_rx.recv() => match out {
+                        Some(Outbound::Frame(frame)) => {
+                            metrics.bytes_out.inc_by(frame.len() as u64);
+                            if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = ping.tick() => {
+                        let silent = heard.lock().map(|t| t.elapsed()).unwrap_or_default();
+                        if silent > settings.peer_timeout() {
+                            debug!("peer timed out");
+                            break;
+                        }
+                        if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    () = kill.notified() => break,
+                }
+            }
+            let _ = sink
+                .send(WsMessage::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
+            let _ = sink.close().await;
+        });
+
+        self.hub.metrics.connected_peers.inc();
+        let join_deadline = tokio::time::Instant::now() + self.hub.settings.join_timeout();
+        loop {
+            let next = if self.joined.is_none() {
+                match tokio::time::timeout_at(join_deadline, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.fatal(&out_tx, Fatal("no `join` received in time".into()))
+                            .await;
+                        break;
+                    }
+                }
+            } else {
+                tokio::select! {
+                    next = stream.next() => next,
+                    () = self.kill.notified() => break,
+                }
+            };
+            let Some(Ok(frame)) = next else { break };
+            if let Ok(mut t) = last_heard.lock() {
+                *t = Instant::now();
+            }
+            let result = match frame {
+                WsMessage::Binary(bytes) => {
+                    self.hub.metrics.bytes_in.inc_by(bytes.len() as u64);
+                    self.on_frame(&bytes, &out_tx).await
+                }
+                WsMessage::Text(_) => Err(Fatal(
+                    "text frames are not part of the protocol; send binary CBOR".into(),
+                )),
+                WsMessage::Ping(_) | WsMessage::Pong(_) => Ok(()),
+                WsMessage::Close(_) => break,
+            };
+            if let Err(fatal) = result {
+                self.fatal(&out_tx, fatal).await;
+                break;
+            }
+        }
+        self.hub.metrics.connected_peers.dec();
+        self.leave().await;
+        drop(out_tx);
+        // Let the writer flush the last error, then stop it.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    }
+
+    async fn fatal(&self, out: &mpsc::Sender<Outbound>, Fatal(reason): Fatal) {
+        self.hub.metrics.protocol_errors.inc();
+        warn!(reason = %reason, "closing connection");
+        let target_id = self
+            .joined
+            .as_ref()
+            .map(|j| j.peer_id.clone())
+            .unwrap_or_else(|| PeerId::new(""));
+        let msg = Message::Error {
+            sender_id: self.hub.server_id.clone(),
+            target_id,
+            message: reason,
+        };
+        let _ = out.try_send(Outbound::Frame(msg.encode()));
+    }
+
+    async fn on_frame(&mut self, bytes: &[u8], out: &mpsc::Sender<Outbound>) -> Result<(), Fatal> {
+        let limit = FrameLimit(self.hub.settings.max_frame_bytes);
+        let msg =
+            Message::decode(bytes, limit).map_err(|e| Fatal(format!("malformed frame: {e}")))?;
+        let Some(joined) = &self.joined else {
+            let ours = PeerMetadata {
+                storage_id: Some(twinsync_shared::StorageId::new(self.hub.storage_id.clone())),
+                is_ephemeral: false,
+            };
+            let (joined, reply) = handshake::accept(&msg, &self.hub.server_id, &ours)
+                .map_err(|e| Fatal(e.to_string()))?;
+            tracing::Span::current().record("peer_id", tracing::field::display(&joined.peer_id));
+            self.hub
+                .register_session(&joined.peer_id, self.conn, Arc::clone(&self.kill));
+            let _ = out.try_send(Outbound::Frame(reply.encode()));
+            self.joined = Some(joined);
+            return Ok(());
+        };
+        if msg.sender_id() != &joined.peer_id {
+            return Err(Fatal(format!(
+                "senderId `{}` is not the peer that joined on this socket (`{}`)",
+                msg.sender_id(),
+                joined.peer_id
+            )));
+        }
+        let link = PeerLink {
+            peer_id: joined.peer_id.clone(),
+            conn: self.conn,
+            storage_id: joined
+                .metadata
+                .storage_id
+                .clone()
+                .filter(|_| !joined.metadata.is_ephemeral),
+            out: out.clone(),
+            kill: Arc::clone(&self.kill),
+        };
+        match msg {
+            Message::Sync {
+                document_id, data, ..
+            } => self.to_doc(document_id, link, data, false, out).await,
+            Message::Request {
+                document_id, data, ..
+            } => self.to_doc(document_id, link, data, true, out).await,
+            msg @ Message::Ephemeral { .. } => {
+                let Some(doc) = msg.document_id() else {
+                    return Ok(());
+                };
+                if self.docs.contains(&doc) {
+                    self.hub
+                        .send_if_loaded(doc, DocCommand::Ephemeral { peer: link, msg })
+                        .await;
+                }
+                Ok(())
+            }
+            Message::Join { .. } => Err(Fatal("`join` was already received on this socket".into())),
+            Message::Peer { .. } => Err(Fatal("`peer` is sent by the server, not to it".into())),
+            // Heads gossip is optional and off in the JS client by default;
+            // doc-unavailable and errors from a client need no answer.
+            Message::DocUnavailable { .. }
+            | Message::Error { .. }
+            | Message::RemoteSubscriptionChange { .. }
+            | Message::RemoteHeadsChanged { .. } => Ok(()),
+        }
+    }
+
+    async fn to_doc(
+        &mut self,
+        doc: DocumentId,
+        peer: PeerLink,
+        data: Vec<u8>,
+        is_request: bool,
+        out: &mpsc::Sender<Outbound>,
+    ) -> Result<(), Fatal> {
+        let missing = if is_request {
+            Missing::Unavailable
+        } else {
+            Missing::Create
+        };
+        let peer_id = peer.peer_id.clone();
+        let cmd = DocCommand::Sync {
+            peer,
+            data,
+            is_request,
+            received: Instant::now(),
+        };
+        match self.hub.dispatch(doc, cmd, missing).await {
+            Ok(()) => {
+                self.docs.insert(doc);
+                Ok(())
+            }
+            Err(DispatchError::NotFound) => {
+                let msg = Message::DocUnavailable {
+                    sender_id: self.hub.server_id.clone(),
+                    target_id: peer_id,
+                    document_id: doc,
+                };
+                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                Ok(())
+            }
+            Err(DispatchError::Store(e)) => {
+                self.hub.metrics.storage_errors.inc();
+                warn!(doc_id = %doc, error = %e, "cannot open document");
+                let msg = Message::Error {
+                    sender_id: self.hub.server_id.clone(),
+                    target_id: peer_id,
+                    message: format!("document {doc} cannot be opened on the server right now"),
+                };
+                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn leave(&mut self) {
+        let Some(joined) = &self.joined else { return };
+        for doc in self.docs.drain() {
+            self.hub
+                .send_if_loaded(
+                    doc,
+                    DocCommand::Leave {
+                        peer_id: joined.peer_id.clone(),
+                        conn: self.conn,
+                    },
+                )
+                .await;
+        }
+        self.hub.unregister_session(&joined.peer_id, self.conn);
+    }
+}

@@ -1,0 +1,449 @@
+//! One task per loaded document: it merges incoming changes, stores them,
+//! and only then relays them to every other peer of the document.
+//!
+//! The task never waits on a socket: each peer has a bounded queue, and a
+//! peer whose queue is full is dropped rather than allowed to stall others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use automerge::Automerge;
+use automerge::sync::State;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+use twinsync_shared::protocol::engine::Checked;
+use twinsync_shared::protocol::{DocSync, Message};
+use twinsync_shared::record::{Kind, kind_of_document, new_document, read_document};
+use twinsync_shared::{DocumentId, PeerId, StorageId};
+
+use crate::hub::Hub;
+use crate::store::{Origin, StoreError, Summary};
+
+/// A peer's way out: its connection's queue and its kill switch.
+#[derive(Clone, Debug)]
+pub struct PeerLink {
+    pub peer_id: PeerId,
+    pub conn: u64,
+    /// Storage id of a peer whose sync state is worth keeping.
+    pub storage_id: Option<StorageId>,
+    pub out: mpsc::Sender<Outbound>,
+    pub kill: Arc<Notify>,
+}
+
+/// What a connection's writer sends.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Vec<u8>),
+}
+
+#[derive(Debug)]
+pub enum DocCommand {
+    /// A `sync` or `request` payload from a peer.
+    Sync {
+        peer: PeerLink,
+        data: Vec<u8>,
+        is_request: bool,
+        received: Instant,
+    },
+    /// An ephemeral message to relay to the document's other peers.
+    Ephemeral { peer: PeerLink, msg: Message },
+    /// A peer's connection closed.
+    Leave { peer_id: PeerId, conn: u64 },
+    /// Leave memory if idle.
+    Evict,
+    /// Store sync states and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct DocTask {
+    hub: Arc<Hub>,
+    id: DocumentId,
+    doc: Automerge,
+    sync: DocSync,
+    peers: HashMap<PeerId, PeerLink>,
+    /// Set when the stored document could not be read.
+    broken: Option<String>,
+    appends_since_compaction: u64,
+}
+
+pub async fn run(
+    hub: Arc<Hub>,
+    id: DocumentId,
+    task: u64,
+    busy: Arc<AtomicBool>,
+    mut rx: mpsc::Receiver<DocCommand>,
+) {
+    let store = hub.store.clone();
+    let loaded = blocking(move || store.load(id)).await;
+    let (doc, broken) = match loaded {
+        Ok(Some(doc)) => (doc, None),
+        Ok(None) => (new_document(), None),
+        Err(e) => {
+            error!(doc_id = %id, error = %e, "cannot load document");
+            hub.metrics.storage_errors.inc();
+            (new_document(), Some(e.to_string()))
+        }
+    };
+    let mut t = DocTask {
+        sync: DocSync::new(id),
+        hub: Arc::clone(&hub),
+        id,
+        doc,
+        peers: HashMap::new(),
+        broken,
+        appends_since_compaction: 0,
+    };
+    let idle = hub.settings.idle_evict();
+    let mut evicted = false;
+    loop {
+        busy.store(!t.peers.is_empty(), Ordering::Relaxed);
+        let cmd = if t.peers.is_empty() && !evicted {
+            tokio::select! {
+                cmd = rx.recv() => cmd,
+                () = tokio::time::sleep(idle) => Some(DocCommand::Evict),
+            }
+        } else {
+            rx.recv().await
+        };
+        match cmd {
+            Some(DocCommand::Sync {
+                peer,
+                data,
+                is_request,
+                received,
+            }) => {
+                t.on_sync(peer, &data, is_request).await;
+                hub.metrics
+                    .sync_latency
+                    .observe(received.elapsed().as_secs_f64());
+            }
+            Some(DocCommand::Ephemeral { peer, msg }) => t.on_ephemeral(&peer, msg),
+            Some(DocCommand::Leave { peer_id, conn }) => t.on_leave(&peer_id, conn).await,
+            Some(DocCommand::Evict) if t.peers.is_empty() && !evicted => {
+                if hub.remove_if(id, task) {
+                    // Nobody can look this task up any more. Close the queue
+                    // and handle what was sent before the close; a new task
+                    // may serve the document meanwhile, which is safe: both
+                    // only append changes, and loading merges them.
+                    evicted = true;
+                    rx.close();
+                    debug!(doc_id = %id, "evicted");
+                }
+            }
+            Some(DocCommand::Evict) => {}
+            Some(DocCommand::Shutdown(done)) => {
+                t.store_sync_states().await;
+                let _ = done.send(());
+                return;
+            }
+            None => {
+                t.store_sync_states().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Corrupt {
+            doc: String::new(),
+            reason: format!("storage task failed: {e}"),
+        })
+    })
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl DocTask {
+    fn error_to(&self, peer: &PeerLink, message: String) {
+        let msg = Message::Error {
+            sender_id: self.hub.server_id.clone(),
+            target_id: peer.peer_id.clone(),
+            message,
+        };
+        self.send(peer, &msg);
+    }
+
+    fn send(&self, peer: &PeerLink, msg: &Message) -> bool {
+        let frame = msg.encode();
+        match peer.out.try_send(Outbound::Frame(frame)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, "peer is not reading; dropping it");
+                self.hub.metrics.slow_peers_dropped.inc();
+                peer.kill.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    async fn join(&mut self, peer: &PeerLink) {
+        if self
+            .peers
+            .get(&peer.peer_id)
+            .is_some_and(|p| p.conn == peer.conn)
+        {
+            return;
+        }
+        let mut state = State::new();
+        if let Some(storage_id) = &peer.storage_id {
+            let (store, id, sid) = (
+                self.hub.store.clone(),
+                self.id,
+                storage_id.as_str().to_owned(),
+            );
+            match blocking(move || store.load_sync_state(id, &sid)).await {
+                Ok(Some(bytes)) => state = State::decode(&bytes).unwrap_or_default(),
+                Ok(None) => {}
+                Err(e) => warn!(doc_id = %self.id, error = %e, "cannot load sync state"),
+            }
+        }
+        self.sync.add_peer(peer.peer_id.clone(), state);
+        self.peers.insert(peer.peer_id.clone(), peer.clone());
+    }
+
+    async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
+        if let Some(reason) = &self.broken {
+            self.error_to(
+                &peer,
+                format!(
+                    "document {} cannot be read on the server: {reason}",
+                    self.id
+                ),
+            );
+            return;
+        }
+        self.join(&peer).await;
+        let before = self.doc.get_heads();
+        let received =
+            self.sync
+                .receive_checked(&mut self.doc, &peer.peer_id, data, is_request, |_, _| {
+                    Ok::<(), std::convert::Infallible>(())
+                });
+        let received = match received {
+            Ok(r) => r,
+            Err(Checked::Sync(e)) => {
+                self.hub.metrics.protocol_errors.inc();
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "refused sync message");
+                self.error_to(
+                    &peer,
+                    format!("sync message for document {} refused: {e}", self.id),
+                );
+                peer.kill.notify_one();
+                self.remove_peer(&peer.peer_id);
+                return;
+            }
+            Err(Checked::Rejected(never)) => match never {},
+        };
+        if !received.new_changes.is_empty() {
+            if let Err(e) = self.persist(&before, &received.new_changes, &peer).await {
+                self.hub.metrics.storage_errors.inc();
+                error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
+                self.error_to(
+                    &peer,
+                    format!("the server could not store your changes to {} and did not accept them; they will be sent again", self.id),
+                );
+                self.reload().await;
+                return;
+            }
+            self.hub
+                .metrics
+                .changes_applied
+                .inc_by(received.new_changes.len() as u64);
+            self.maybe_compact().await;
+        }
+        self.flush();
+    }
+
+    /// Writes the new changes; until this returns Ok, nothing sent reflects them.
+    async fn persist(
+        &mut self,
+        before: &[automerge::ChangeHash],
+        new: &[automerge::ChangeHash],
+        peer: &PeerLink,
+    ) -> Result<(), StoreError> {
+        let chunk = self.doc.save_after(before);
+        let summary = summarise(&self.doc);
+        let at = now();
+        let origins: Vec<(String, Origin)> = new
+            .iter()
+            .map(|h| {
+                (
+                    h.to_string(),
+                    Origin {
+                        peer_id: peer.peer_id.to_string(),
+                        device: None,
+                        received_at: at,
+                    },
+                )
+            })
+            .collect();
+        let (store, id) = (self.hub.store.clone(), self.id);
+        blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
+        self.appends_since_compaction += 1;
+        Ok(())
+    }
+
+    /// After a failed write: back to what is on disk, and every peer syncs afresh.
+    async fn reload(&mut self) {
+        let (store, id) = (self.hub.store.clone(), self.id);
+        match blocking(move || store.load(id)).await {
+            Ok(doc) => self.doc = doc.unwrap_or_else(new_document),
+            Err(e) => {
+                error!(doc_id = %self.id, error = %e, "cannot reload document");
+                self.broken = Some(e.to_string());
+            }
+        }
+        self.sync = DocSync::new(self.id);
+        for peer in self.peers.keys() {
+            self.sync.add_peer(peer.clone(), State::new());
+        }
+    }
+
+    async fn maybe_compact(&mut self) {
+        if self.appends_since_compaction < self.hub.settings.compact_chunks {
+            return;
+        }
+        self.appends_since_compaction = 0;
+        let (store, id) = (self.hub.store.clone(), self.id);
+        let stats = match blocking(move || store.chunk_stats(id)).await {
+            Ok(s) => s,
+            Err(e) => return warn!(doc_id = %self.id, error = %e, "cannot read chunk stats"),
+        };
+        let snapshot = self.doc.save();
+        let (store, id) = (self.hub.store.clone(), self.id);
+        // Everything up to the last chunk is in memory, so in the snapshot.
+        match blocking(move || store.compact(id, &snapshot, stats.last_chunk_id, now())).await {
+            Ok(()) => debug!(doc_id = %self.id, chunks = stats.incremental_count, "compacted"),
+            Err(e) => {
+                self.hub.metrics.storage_errors.inc();
+                warn!(doc_id = %self.id, error = %e, "compaction failed; chunks kept");
+            }
+        }
+    }
+
+    /// Sends every peer what it is owed.
+    fn flush(&mut self) {
+        let messages = self.sync.generate(&self.doc, &self.hub.server_id);
+        let mut dropped = Vec::new();
+        for msg in messages {
+            let target = match &msg {
+                Message::Sync { target_id, .. }
+                | Message::Request { target_id, .. }
+                | Message::DocUnavailable { target_id, .. } => target_id.clone(),
+                _ => continue,
+            };
+            if let Some(peer) = self.peers.get(&target) {
+                if !self.send(peer, &msg) {
+                    dropped.push(target);
+                }
+            }
+        }
+        for peer in dropped {
+            self.remove_peer(&peer);
+        }
+    }
+
+    fn on_ephemeral(&mut self, from: &PeerLink, msg: Message) {
+        let Message::Ephemeral {
+            sender_id,
+            document_id,
+            session_id,
+            count,
+            data,
+            ..
+        } = msg
+        else {
+            return;
+        };
+        let targets: Vec<PeerLink> = self
+            .peers
+            .values()
+            .filter(|p| p.peer_id != from.peer_id)
+            .cloned()
+            .collect();
+        for peer in targets {
+            let relayed = Message::Ephemeral {
+                sender_id: sender_id.clone(),
+                target_id: peer.peer_id.clone(),
+                document_id,
+                session_id: session_id.clone(),
+                count,
+                data: data.clone(),
+            };
+            self.send(&peer, &relayed);
+        }
+    }
+
+    async fn on_leave(&mut self, peer_id: &PeerId, conn: u64) {
+        if !self.peers.get(peer_id).is_some_and(|p| p.conn == conn) {
+            return;
+        }
+        let storage_id = self.peers.get(peer_id).and_then(|p| p.storage_id.clone());
+        if let Some(state) = self.remove_peer(peer_id) {
+            if let Some(sid) = storage_id {
+                let (store, id, bytes) = (self.hub.store.clone(), self.id, state.encode());
+                if let Err(e) =
+                    blocking(move || store.save_sync_state(id, sid.as_str(), &bytes, now())).await
+                {
+                    warn!(doc_id = %self.id, error = %e, "cannot store sync state");
+                }
+            }
+        }
+    }
+
+    fn remove_peer(&mut self, peer_id: &PeerId) -> Option<State> {
+        self.peers.remove(peer_id);
+        self.sync.remove_peer(peer_id)
+    }
+
+    async fn store_sync_states(&mut self) {
+        let peers: Vec<(PeerId, u64)> = self
+            .peers
+            .values()
+            .map(|p| (p.peer_id.clone(), p.conn))
+            .collect();
+        for (peer, conn) in peers {
+            self.on_leave(&peer, conn).await;
+        }
+        info!(doc_id = %self.id, "document closed");
+    }
+}
+
+/// What the records list shows, read from the document.
+pub fn summarise(doc: &Automerge) -> Summary {
+    match read_document(doc) {
+        Ok(json) => {
+            let kind = json
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .and_then(|k| k.parse::<Kind>().ok());
+            let title = kind
+                .and_then(|k| json.get(k.title_field()))
+                .cloned()
+                .unwrap_or_default();
+            let text = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+            Summary {
+                kind: kind.map(|k| k.as_str().to_owned()),
+                title,
+                city: text("city").or_else(|| text("owner_city")),
+                status: text("status").or_else(|| text("twinning_status")),
+                valid: true,
+            }
+        }
+        Err(_) => Summary {
+            kind: kind_of_document(doc).map(|k| k.as_str().to_owned()),
+            valid: false,
+            ..Summary::default()
+        },
+    }
+}

@@ -1,0 +1,92 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connected_peers: IntGauge,
+    pub loaded_documents: IntGauge,
+    pub changes_applied: IntCounter,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub sync_latency: Histogram,
+    pub storage_errors: IntCounter,
+    pub protocol_errors: IntCounter,
+    pub slow_peers_dropped: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("a valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("a valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let sync_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "twinsync_sync_latency_seconds",
+                "Time from receiving a sync message to having stored it and sent every reply",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(sync_latency.clone()))
+            .expect("registered once");
+        Self {
+            connected_peers: gauge("twinsync_connected_peers", "Peers connected over WebSocket"),
+            loaded_documents: gauge("twinsync_loaded_documents", "Documents held in memory"),
+            changes_applied: counter(
+                "twinsync_changes_applied_total",
+                "Changes merged and stored",
+            ),
+            bytes_in: counter(
+                "twinsync_bytes_in_total",
+                "Bytes received in WebSocket frames",
+            ),
+            bytes_out: counter("twinsync_bytes_out_total", "Bytes sent in WebSocket frames"),
+            storage_errors: counter(
+                "twinsync_storage_errors_total",
+                "Failed writes or reads of the database",
+            ),
+            protocol_errors: counter(
+                "twinsync_protocol_errors_total",
+                "Refused frames and messages",
+            ),
+            slow_peers_dropped: counter(
+                "twinsync_slow_peers_dropped_total",
+                "Peers dropped for not reading",
+            ),
+            sync_latency,
+            registry,
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails for invalid metric families, which
+        // `new` cannot register.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,41 @@
+//! Writing the demo club into an empty database.
+
+use twinsync_shared::demo;
+
+use crate::document::summarise;
+use crate::store::{Store, StoreError};
+
+/// Stores every demo record; returns how many.
+pub fn demo(store: &Store) -> Result<usize, StoreError> {
+    let records = demo::build().map_err(|e| StoreError::Corrupt {
+        doc: "demo".into(),
+        reason: e.to_string(),
+    })?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for r in &records {
+        let doc = r.doc.doc();
+        store.append(r.id, &doc.save(), &summarise(doc), &[], now)?;
+    }
+    Ok(records.len())
+}
+
+/// Every stored record, merged, as JSON: `[{id, url, record | errors}]`.
+pub fn export(store: &Store) -> Result<serde_json::Value, StoreError> {
+    let mut out = Vec::new();
+    for row in store.list(None, None, None)? {
+        let Ok(id) = row.id.parse::<twinsync_shared::DocumentId>() else {
+            continue;
+        };
+        let Some(doc) = store.load(id)? else { continue };
+        let entry = match twinsync_shared::record::read_document(&doc) {
+            Ok(record) => {
+                serde_json::json!({"id": row.id, "url": id.url().to_string(), "record": record})
+            }
+            Err(errors) => {
+                serde_json::json!({"id": row.id, "url": id.url().to_string(), "errors": errors})
+            }
+        };
+        out.push(entry);
+    }
+    Ok(serde_json::Value::Array(out))
+}

@@ -1,0 +1,104 @@
+//! Settings for `twinsync serve`: flags with environment fallbacks and
+//! defaults that run out of the box.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "TWINSYNC_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory holding the SQLite database (`twinsync.db`); created if missing.
+    #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Do not seed the demo club into an empty database.
+    #[arg(long, env = "TWINSYNC_NO_DEMO")]
+    pub no_demo: bool,
+
+    /// Directory of the web app served at `/`.
+    #[arg(long, env = "TWINSYNC_APP_DIR", default_value = "app")]
+    pub app_dir: PathBuf,
+
+    /// Largest WebSocket frame accepted, in bytes; larger ones are refused.
+    #[arg(long, env = "TWINSYNC_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Frames queued for one peer before it counts as too slow and is dropped.
+    #[arg(long, env = "TWINSYNC_PEER_QUEUE", default_value_t = 1024)]
+    pub peer_queue: usize,
+
+    /// Commands queued for one document before senders wait.
+    #[arg(long, env = "TWINSYNC_DOC_QUEUE", default_value_t = 1024)]
+    pub doc_queue: usize,
+
+    /// Seconds between pings to each peer.
+    #[arg(long, env = "TWINSYNC_PING_SECS", default_value_t = 5)]
+    pub ping_secs: u64,
+
+    /// Seconds without any frame (or pong) from a peer before its socket is dropped.
+    #[arg(long, env = "TWINSYNC_PEER_TIMEOUT_SECS", default_value_t = 20)]
+    pub peer_timeout_secs: u64,
+
+    /// Seconds a new socket has to send `join`.
+    #[arg(long, env = "TWINSYNC_JOIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub join_timeout_secs: u64,
+
+    /// Seconds a document with no peers stays in memory.
+    #[arg(long, env = "TWINSYNC_IDLE_EVICT_SECS", default_value_t = 30)]
+    pub idle_evict_secs: u64,
+
+    /// Documents kept in memory; idle ones are evicted beyond this.
+    #[arg(long, env = "TWINSYNC_MAX_LOADED_DOCS", default_value_t = 2000)]
+    pub max_loaded_docs: usize,
+
+    /// Incremental chunks of a document before it is compacted into a snapshot.
+    #[arg(long, env = "TWINSYNC_COMPACT_CHUNKS", default_value_t = 64)]
+    pub compact_chunks: u64,
+}
+
+impl Settings {
+    /// Defaults for tests and embedding, as the flags default.
+    pub fn for_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            listen: "127.0.0.1:0".parse().expect("a valid address"),
+            data_dir,
+            no_demo: false,
+            app_dir: PathBuf::from("app"),
+            max_frame_bytes: 16 * 1024 * 1024,
+            peer_queue: 1024,
+            doc_queue: 1024,
+            ping_secs: 5,
+            peer_timeout_secs: 20,
+            join_timeout_secs: 10,
+            idle_evict_secs: 30,
+            max_loaded_docs: 2000,
+            compact_chunks: 64,
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("twinsync.db")
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_secs.max(1))
+    }
+
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_secs(self.peer_timeout_secs.max(1))
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_secs(self.join_timeout_secs.max(1))
+    }
+
+    pub fn idle_evict(&self) -> Duration {
+        Duration::from_secs(self.idle_evict_secs)
+    }
+}

@@ -1,0 +1,99 @@
+//! Building the router and running the server until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::{api, connection, seed};
+
+/// The whole HTTP surface; tests call it without a socket.
+pub fn app(hub: Arc<Hub>) -> Router {
+    let static_files = ServeDir::new(&hub.settings.app_dir).append_index_html_on_directories(true);
+    Router::new()
+        .route("/sync", get(sync))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/openapi.json", get(api::openapi))
+        .route("/api/records", get(api::list))
+        .route("/api/records/{id}", get(api::get))
+        .route("/api/records/{id}/conflicts", get(api::conflicts))
+        .route("/api/records/{id}/history", get(api::history))
+        .route("/api/export/agreements.csv", get(api::agreements_csv))
+        .route("/api/export/projects.csv", get(api::projects_csv))
+        .fallback_service(static_files)
+        .layer(TraceLayer::new_for_http())
+        .with_state(hub)
+}
+
+async fn sync(ws: WebSocketUpgrade, State(hub): State<Arc<Hub>>) -> Response {
+    let limit = hub.settings.max_frame_bytes;
+    // Let frames a little over the limit through to the decoder, which
+    // answers them with a protocol error naming the limit.
+    ws.max_frame_size(limit.saturating_add(1024))
+        .max_message_size(limit.saturating_add(1024))
+        .on_upgrade(move |socket| connection::serve(socket, hub))
+}
+
+/// Opens the store, seeds the demo club if asked, and builds the hub.
+pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create data directory {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let store = Store::open(&settings.database_path())?;
+    if !settings.no_demo && !store.has_club()? {
+        let n = seed::demo(&store)?;
+        tracing::info!(records = n, "seeded the demo club");
+    }
+    Ok(Hub::new(store, Arc::new(settings), Metrics::new())?)
+}
+
+/// Serves until `shutdown` resolves, then closes every document cleanly.
+pub async fn run(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let router = app(Arc::clone(&hub));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    hub.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,345 @@
+//! Durable storage in one SQLite file (WAL mode).
+//!
+//! A document is stored as chunks: at most one snapshot (a full save) and
+//! incremental chunks appended as changes arrive. Appending a chunk, the
+//! record's summary and the origin of each new change happen in one
+//! transaction: when [`Store::append`] returns, the changes are on disk.
+//! Compaction folds the chunks into a new snapshot in one transaction, so a
+//! crash at any point leaves either the old chunks or the new snapshot.
+//!
+//! `Store` is synchronous; async callers run it on the blocking pool.
+
+mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use automerge::{Automerge, ReadDoc};
+use rusqlite::{Connection, OptionalExtension, params};
+use twinsync_shared::DocumentId;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data of document {doc} is corrupt: {reason}")]
+    Corrupt { doc: String, reason: String },
+    #[error(
+        "the database was written by a newer twinsync (schema {found}, this build knows {known})"
+    )]
+    TooNew { found: i64, known: i64 },
+}
+
+/// What the coordinators' list shows of a record, kept beside its chunks.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub kind: Option<String>,
+    pub title: serde_json::Value,
+    pub city: Option<String>,
+    pub status: Option<String>,
+    pub valid: bool,
+}
+
+/// A row of the records list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Listed {
+    pub id: String,
+    pub summary: Summary,
+    pub updated_at: i64,
+}
+
+/// Where a change first came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Origin {
+    pub peer_id: String,
+    pub device: Option<String>,
+    pub received_at: i64,
+}
+
+/// Sizes of a document's stored chunks, to decide when to compact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkStats {
+    pub incremental_count: u64,
+    pub incremental_bytes: u64,
+    pub snapshot_bytes: u64,
+    pub last_chunk_id: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a transaction is durable when commit returns, even on power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (every
+        // write is a transaction), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn exists(&self, doc: DocumentId) -> Result<bool, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM documents WHERE id = ?1",
+            [doc.to_string()],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Loads a document from its chunks, or `None` if it is not stored.
+    pub fn load(&self, doc: DocumentId) -> Result<Option<Automerge>, StoreError> {
+        let chunks: Vec<(String, Vec<u8>)> = {
+            let conn = self.conn();
+            let mut stmt =
+                conn.prepare_cached("SELECT kind, data FROM chunks WHERE doc_id = ?1 ORDER BY id")?;
+            stmt.query_map([doc.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        let corrupt = |reason: String| StoreError::Corrupt {
+            doc: doc.to_string(),
+            reason,
+        };
+        // A snapshot is a saved document and a valid incremental chunk too;
+        // Automerge holds back changes whose dependencies come later, so
+        // load order does not matter.
+        let mut am = twinsync_shared::record::new_document();
+        for (kind, data) in chunks {
+            am.load_incremental(&data)
+                .map_err(|e| corrupt(format!("{kind} chunk: {e}")))?;
+        }
+        if !am.get_missing_deps(&[]).is_empty() {
+            return Err(corrupt("changes are missing their dependencies".into()));
+        }
+        Ok(Some(am))
+    }
+
+    /// Stores new changes of a document with its summary and the origin of
+    /// each change, in one transaction.
+    pub fn append(
+        &self,
+        doc: DocumentId,
+        chunk: &[u8],
+        summary: &Summary,
+        origins: &[(String, Origin)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id = doc.to_string();
+        tx.execute(
+            "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+             ON CONFLICT(id) DO UPDATE SET kind = ?2, title = ?3, city = ?4, status = ?5, valid = ?6, updated_at = ?7",
+            params![
+                id,
+                summary.kind,
+                summary.title.to_string(),
+                summary.city,
+                summary.status,
+                summary.valid,
+                now
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'incremental', ?2, ?3)",
+            params![id, chunk, now],
+        )?;
+        for (hash, origin) in origins {
+            tx.execute(
+                "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash, id, origin.peer_id, origin.device, origin.received_at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn chunk_stats(&self, doc: DocumentId) -> Result<ChunkStats, StoreError> {
+        let conn = self.conn();
+        let stats = conn.query_row(
+            "SELECT
+                COALESCE(SUM(kind = 'incremental'), 0),
+                COALESCE(SUM(CASE WHEN kind = 'incremental' THEN LENGTH(data) END), 0),
+                COALESCE(SUM(CASE WHEN kind = 'snapshot' THEN LENGTH(data) END), 0),
+                COALESCE(MAX(id), 0)
+             FROM chunks WHERE doc_id = ?1",
+            [doc.to_string()],
+            |r| {
+                Ok(ChunkStats {
+                    incremental_count: r.get::<_, i64>(0)? as u64,
+                    incremental_bytes: r.get::<_, i64>(1)? as u64,
+                    snapshot_bytes: r.get::<_, i64>(2)? as u64,
+                    last_chunk_id: r.get(3)?,
+                })
+            },
+        )?;
+        Ok(stats)
+    }
+
+    /// Replaces every chunk up to `up_to` with `snapshot`, atomically.
+    /// `snapshot` must contain every change of those chunks.
+    pub fn compact(
+        &self,
+        doc: DocumentId,
+        snapshot: &[u8],
+        up_to: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id = doc.to_string();
+        tx.execute(
+            "DELETE FROM chunks WHERE doc_id = ?1 AND id <= ?2",
+            params![id, up_to],
+        )?;
+        tx.execute(
+            "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'snapshot', ?2, ?3)",
+            params![id, snapshot, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn save_sync_state(
+        &self,
+        doc: DocumentId,
+        storage_id: &str,
+        state: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO sync_states (doc_id, storage_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(doc_id, storage_id) DO UPDATE SET state = ?3, updated_at = ?4",
+            params![doc.to_string(), storage_id, state, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn load_sync_state(
+        &self,
+        doc: DocumentId,
+        storage_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT state FROM sync_states WHERE doc_id = ?1 AND storage_id = ?2",
+                params![doc.to_string(), storage_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stored records, filtered; `None` filters nothing.
+    pub fn list(
+        &self,
+        kind: Option<&str>,
+        city: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, kind, title, city, status, valid, updated_at FROM documents
+             WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR city = ?2) AND (?3 IS NULL OR status = ?3)
+             ORDER BY kind, id",
+        )?;
+        let rows = stmt.query_map(params![kind, city, status], |r| {
+            let title: Option<String> = r.get(2)?;
+            Ok(Listed {
+                id: r.get(0)?,
+                summary: Summary {
+                    kind: r.get(1)?,
+                    title: title
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or_default(),
+                    city: r.get(3)?,
+                    status: r.get(4)?,
+                    valid: r.get(5)?,
+                },
+                updated_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Where each change of a document first came from, by change hash.
+    pub fn origins(
+        &self,
+        doc: DocumentId,
+    ) -> Result<std::collections::HashMap<String, Origin>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT hash, peer_id, device, received_at FROM change_origins WHERE doc_id = ?1",
+        )?;
+        let rows = stmt.query_map([doc.to_string()], |r| {
+            Ok((
+                r.get(0)?,
+                Origin {
+                    peer_id: r.get(1)?,
+                    device: r.get(2)?,
+                    received_at: r.get(3)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// This server's storage id, made on first use and kept for good, so
+    /// peers can keep their sync state with it across restarts.
+    pub fn storage_id(&self) -> Result<String, StoreError> {
+        let conn = self.conn();
+        let existing: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'storage_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let id = twinsync_shared::DocumentId::random().to_string();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('storage_id', ?1)",
+            [&id],
+        )?;
+        Ok(id)
+    }
+
+    /// Whether a club record is stored (the demo is seeded when not).
+    pub fn has_club(&self) -> Result<bool, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM documents WHERE kind = 'club'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Copies the live database to `dest` with SQLite's online backup.
+    pub fn backup(&self, dest: &Path) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let mut out = Connection::open(dest)?;
+        let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
+        backup.run_to_completion(256, Duration::from_millis(5), None)?;
+        Ok(())
+    }
+}

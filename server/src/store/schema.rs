@@ -1,0 +1,63 @@
+//! The database schema, migrated in code: `PRAGMA user_version` counts the
+//! migrations applied.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: documents, their chunks, change origins and peers' sync states.
+    "CREATE TABLE documents (
+        id TEXT PRIMARY KEY,
+        kind TEXT,
+        title TEXT,
+        city TEXT,
+        status TEXT,
+        valid INTEGER NOT NULL DEFAULT 1,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+     );
+     CREATE INDEX documents_kind ON documents(kind);
+     CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id TEXT NOT NULL REFERENCES documents(id),
+        kind TEXT NOT NULL CHECK (kind IN ('snapshot', 'incremental')),
+        data BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE INDEX chunks_doc ON chunks(doc_id, id);
+     CREATE TABLE change_origins (
+        hash TEXT PRIMARY KEY,
+        doc_id TEXT NOT NULL,
+        peer_id TEXT NOT NULL,
+        device TEXT,
+        received_at INTEGER NOT NULL
+     );
+     CREATE INDEX change_origins_doc ON change_origins(doc_id);
+     CREATE TABLE sync_states (
+        doc_id TEXT NOT NULL,
+        storage_id TEXT NOT NULL,
+        state BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (doc_id, storage_id)
+     );
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::TooNew {
+            found: applied,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
