@@ -310,7 +310,10 @@ fn a_sync_without_a_document_id_misses_it() {
 fn a_key_given_twice_is_a_duplicate() {
     let mut fields = sync_fields();
     fields.push(("senderId", text("someone-else")));
-    assert_eq!(err(&map(&fields)), DecodeError::DuplicateField("senderId"));
+    assert_eq!(
+        err(&map(&fields)),
+        DecodeError::DuplicateField("senderId".into())
+    );
 }
 
 #[test]
@@ -440,4 +443,57 @@ fn a_deeply_nested_unknown_value_is_skipped() {
         fields.insert(2, ("x-unknown", nested));
         assert_eq!(decode(&map(&fields)), Ok(sync_message()));
     }
+}
+
+// ---- Regressions: found while writing these tests ----------------------
+
+#[test]
+fn a_half_precision_timestamp_is_read() {
+    let heads = map(&[("heads", array(&[])), ("timestamp", vec![0xf9, 0x3e, 0x00])]);
+    let frame = map(&[
+        ("type", text("remote-heads-changed")),
+        ("senderId", text("a")),
+        ("targetId", text("b")),
+        ("documentId", text(&doc().to_string())),
+        ("newHeads", map(&[("s1", heads)])),
+    ]);
+    let Ok(Message::RemoteHeadsChanged { new_heads, .. }) = decode(&frame) else {
+        panic!("{:?}", decode(&frame))
+    };
+    assert_eq!(new_heads[&StorageId::from("s1")].timestamp, 1.5);
+}
+
+#[test]
+fn a_lone_break_is_not_a_value() {
+    let mut fields = sync_fields();
+    fields.push(("x-unknown", vec![0xff]));
+    assert!(matches!(err(&map(&fields)), DecodeError::Cbor(_)));
+}
+
+#[test]
+fn a_duplicate_is_caught_even_when_one_value_is_undefined() {
+    let mut fields = sync_fields();
+    fields.push(("data", vec![UNDEFINED]));
+    assert_eq!(
+        err(&map(&fields)),
+        DecodeError::DuplicateField("data".into())
+    );
+    let metadata = map(&[("isEphemeral", vec![TRUE]), ("isEphemeral", vec![TRUE])]);
+    let join = map(&[
+        ("type", text("join")),
+        ("senderId", text("c")),
+        ("peerMetadata", metadata),
+    ]);
+    assert_eq!(
+        err(&join),
+        DecodeError::DuplicateField("isEphemeral".into())
+    );
+}
+
+#[test]
+fn an_unknown_type_is_named_before_missing_fields() {
+    assert_eq!(
+        err(&map(&[("type", text("frobnicate"))])),
+        DecodeError::UnknownType("frobnicate".into())
+    );
 }

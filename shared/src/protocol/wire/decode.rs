@@ -30,7 +30,7 @@ pub enum DecodeError {
         expected: &'static str,
     },
     #[error("field `{0}` appears twice")]
-    DuplicateField(&'static str),
+    DuplicateField(String),
     #[error("a `{message_type}` message needs the field `{field}`")]
     MissingField {
         message_type: String,
@@ -95,6 +95,7 @@ fn read_fields<'b>(d: &mut Decoder<'b>) -> Result<Fields<'b>, DecodeError> {
         return Err(DecodeError::NotAMap(format!("{ty}")));
     }
     let mut f = Fields::default();
+    let mut seen = Vec::new();
     let mut remaining = d.map()?;
     loop {
         match remaining {
@@ -112,10 +113,11 @@ fn read_fields<'b>(d: &mut Decoder<'b>) -> Result<Fields<'b>, DecodeError> {
             ));
         }
         let key = d.str()?;
+        first_time(&mut seen, key)?;
         // cbor-x writes a field set to `undefined` with its key present and
         // the value `undefined`; that is the same as leaving it out.
         if matches!(d.datatype()?, Type::Undefined | Type::Null) {
-            d.skip()?;
+            skip_value(d)?;
             continue;
         }
         match key {
@@ -155,17 +157,37 @@ fn read_fields<'b>(d: &mut Decoder<'b>) -> Result<Fields<'b>, DecodeError> {
                 set(&mut f.remove, "remove", ids)?
             }
             "newHeads" => set(&mut f.new_heads, "newHeads", new_heads(d)?)?,
-            _ => d.skip()?,
+            _ => skip_value(d)?,
         }
     }
     Ok(f)
 }
 
-fn set<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), DecodeError> {
-    if slot.is_some() {
-        return Err(DecodeError::DuplicateField(field));
-    }
+fn set<T>(slot: &mut Option<T>, _field: &'static str, value: T) -> Result<(), DecodeError> {
+    // Duplicates are caught by key in `read_fields`.
     *slot = Some(value);
+    Ok(())
+}
+
+/// Skips a value, refusing a lone break byte (valid only inside an
+/// indefinite-length item, which minicbor's `skip` would accept).
+fn skip_value(d: &mut Decoder<'_>) -> Result<(), DecodeError> {
+    if d.datatype()? == Type::Break {
+        return Err(DecodeError::Cbor(format!(
+            "unexpected break at position {}",
+            d.position()
+        )));
+    }
+    d.skip()?;
+    Ok(())
+}
+
+/// Refuses a key seen before in the same map.
+fn first_time<'b>(seen: &mut Vec<&'b str>, key: &'b str) -> Result<(), DecodeError> {
+    if seen.contains(&key) {
+        return Err(DecodeError::DuplicateField(key.to_owned()));
+    }
+    seen.push(key);
     Ok(())
 }
 
@@ -280,14 +302,17 @@ fn expect_map(d: &mut Decoder<'_>, field: &'static str) -> Result<Option<u64>, D
 fn metadata(d: &mut Decoder<'_>) -> Result<PeerMetadata, DecodeError> {
     let mut m = PeerMetadata::default();
     let len = expect_map(d, "peerMetadata")?;
+    let mut seen = Vec::new();
     each_entry(d, len, |d| {
-        match str_field(d, "peerMetadata")? {
+        let key = str_field(d, "peerMetadata")?;
+        first_time(&mut seen, key)?;
+        match key {
             "storageId" => match d.datatype()? {
-                Type::Undefined | Type::Null => d.skip()?,
+                Type::Undefined | Type::Null => skip_value(d)?,
                 _ => m.storage_id = Some(StorageId::new(str_field(d, "storageId")?)),
             },
             "isEphemeral" => m.is_ephemeral = bool_field(d, "isEphemeral")?,
-            _ => d.skip()?,
+            _ => skip_value(d)?,
         }
         Ok(())
     })?;
@@ -298,7 +323,11 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
     let mut out = BTreeMap::new();
     let len = expect_map(d, "newHeads")?;
     each_entry(d, len, |d| {
-        let storage_id = StorageId::new(str_field(d, "newHeads")?);
+        let key = str_field(d, "newHeads")?;
+        if out.contains_key(&StorageId::new(key)) {
+            return Err(DecodeError::DuplicateField(format!("newHeads.{key}")));
+        }
+        let storage_id = StorageId::new(key);
         let mut heads = None;
         let mut timestamp = None;
         let inner = expect_map(d, "newHeads")?;
@@ -306,7 +335,7 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
             match str_field(d, "newHeads")? {
                 "heads" => heads = Some(str_array(d, "heads")?),
                 "timestamp" => timestamp = Some(number_field(d, "timestamp")?),
-                _ => d.skip()?,
+                _ => skip_value(d)?,
             }
             Ok(())
         })?;
@@ -327,6 +356,20 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
         message_type: "any".into(),
         field: "type",
     })?;
+    const TYPES: [&str; 9] = [
+        "join",
+        "peer",
+        "error",
+        "sync",
+        "request",
+        "doc-unavailable",
+        "ephemeral",
+        "remote-subscription-change",
+        "remote-heads-changed",
+    ];
+    if !TYPES.contains(&type_) {
+        return Err(DecodeError::UnknownType(type_.to_owned()));
+    }
     let need = |field: &'static str| DecodeError::MissingField {
         message_type: type_.to_owned(),
         field,
