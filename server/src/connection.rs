@@ -83,7 +83,16 @@ impl Session {
                             break;
                         }
                     }
-                    () = kill.notified() => break,
+                    () = kill.notified() => {
+                        // Deliver what was queued before the kill (such as the
+                        // error that explains it), then close.
+                        while let Ok(Outbound::Frame(frame)) = out_rx.try_recv() {
+                            if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        break;
+                    }
                 }
             }
             let _ = sink
@@ -134,6 +143,9 @@ impl Session {
             }
         }
         self.hub.metrics.connected_peers.dec();
+        // Stop the writer too, whichever side ended first (a stored permit
+        // reaches it even while it is busy sending).
+        self.kill.notify_one();
         self.leave().await;
         drop(out_tx);
         // Let the writer flush the last error, then stop it.

@@ -250,8 +250,12 @@ impl DocTask {
                 error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
                 self.error_to(
                     &peer,
-                    format!("the server could not store your changes to {} and did not accept them; they will be sent again", self.id),
+                    format!("the server could not store your changes to {} and did not accept them; reconnect to send them again", self.id),
                 );
+                // Close the socket: the client reconnects and resends from a
+                // fresh sync state, so nothing is lost while storage recovers.
+                peer.kill.notify_one();
+                self.remove_peer(&peer.peer_id);
                 self.reload().await;
                 return;
             }

@@ -57,6 +57,11 @@ pub struct Settings {
     #[arg(long, env = "TWINSYNC_MAX_LOADED_DOCS", default_value_t = 2000)]
     pub max_loaded_docs: usize,
 
+    /// Largest size of the database in MiB (0: no limit). Past it, writes
+    /// fail as on a full disk: changes are refused, reads go on.
+    #[arg(long, env = "TWINSYNC_MAX_DB_MIB", default_value_t = 0)]
+    pub max_db_mib: u64,
+
     /// Incremental chunks of a document before it is compacted into a snapshot.
     #[arg(long, env = "TWINSYNC_COMPACT_CHUNKS", default_value_t = 64)]
     pub compact_chunks: u64,
@@ -78,6 +83,7 @@ impl Settings {
             join_timeout_secs: 10,
             idle_evict_secs: 30,
             max_loaded_docs: 2000,
+            max_db_mib: 0,
             compact_chunks: 64,
         }
     }

@@ -38,10 +38,12 @@ pub fn app(hub: Arc<Hub>) -> Router {
 
 async fn sync(ws: WebSocketUpgrade, State(hub): State<Arc<Hub>>) -> Response {
     let limit = hub.settings.max_frame_bytes;
-    // Let frames a little over the limit through to the decoder, which
-    // answers them with a protocol error naming the limit.
-    ws.max_frame_size(limit.saturating_add(1024))
-        .max_message_size(limit.saturating_add(1024))
+    // Let frames somewhat over the limit through to the decoder, which
+    // answers them with a protocol error naming the limit; the transport
+    // cuts off anything larger still.
+    let transport = limit.saturating_add((limit / 4).max(64 * 1024));
+    ws.max_frame_size(transport)
+        .max_message_size(transport)
         .on_upgrade(move |socket| connection::serve(socket, hub))
 }
 
@@ -57,6 +59,9 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     if !settings.no_demo && !store.has_club()? {
         let n = seed::demo(&store)?;
         tracing::info!(records = n, "seeded the demo club");
+    }
+    if settings.max_db_mib > 0 {
+        store.set_size_limit(Some(settings.max_db_mib * 1024 * 1024))?;
     }
     Ok(Hub::new(store, Arc::new(settings), Metrics::new())?)
 }

@@ -304,6 +304,27 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Caps the database file at `bytes` (rounded down to whole pages, and
+    /// never below its current size); `None` lifts the cap. A write past it
+    /// fails as on a full disk, and the change is not acknowledged.
+    pub fn set_size_limit(&self, bytes: Option<u64>) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = bytes.map_or(4_294_967_294, |b| {
+            (b / page_size.max(1) as u64).max(1) as i64
+        });
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// The database's size in bytes, as SQLite counts its pages.
+    pub fn size(&self) -> Result<u64, StoreError> {
+        let conn = self.conn();
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok((pages * page_size) as u64)
+    }
+
     /// This server's storage id, made on first use and kept for good, so
     /// peers can keep their sync state with it across restarts.
     pub fn storage_id(&self) -> Result<String, StoreError> {

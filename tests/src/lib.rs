@@ -1,1 +1,120 @@
+//! Helpers for end-to-end tests: the server in-process on port 0 with a
+//! fresh SQLite file ([`spawn_app`]), the server as a real process (for
+//! `kill -9`), and a test peer speaking protocol v1 through the shared sync
+//! engine over a real WebSocket.
 
+// Test helpers hold sockets and processes that have nothing useful to print.
+#![allow(missing_debug_implementations)]
+
+pub mod peer;
+pub mod process;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use twinsync_server::hub::Hub;
+use twinsync_server::settings::Settings;
+use twinsync_server::startup;
+
+pub use peer::TestPeer;
+
+/// The repository root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+/// A server running in this process.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Starts the server on port 0 with a fresh database holding the demo club.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// As [`spawn_app`], with settings adjusted by `tune`.
+pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
+    init_logs();
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let mut settings = Settings::for_data_dir(temp.path().to_owned());
+    settings.app_dir = workspace().join("app");
+    tune(&mut settings);
+    let mut app = start(settings).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// Starts a server on an existing data directory (after a restart).
+pub async fn start(settings: Settings) -> TestApp {
+    let data_dir = settings.data_dir.clone();
+    let hub = startup::prepare(settings).expect("the server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("an address");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(startup::run(listener, Arc::clone(&hub), async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        hub,
+        data_dir,
+        shutdown: Some(tx),
+        task: Some(task),
+        _temp: None,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let res = reqwest::get(self.url(path)).await.expect("the API answers");
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.json().await.expect("JSON")
+    }
+
+    /// The first record of `kind` the API lists.
+    pub async fn first(&self, kind: &str) -> twinsync_shared::DocumentId {
+        let list = self.get_json(&format!("/api/records?kind={kind}")).await;
+        list[0]["id"]
+            .as_str()
+            .expect("an id")
+            .parse()
+            .expect("a document id")
+    }
+
+    /// Stops gracefully and hands back the data directory (kept alive).
+    pub async fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("the server task")
+                .expect("the server stops cleanly");
+        }
+        (self.data_dir.clone(), self._temp.take())
+    }
+}
+
+/// Logs show only when `TEST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        twinsync_server::telemetry::init("debug");
+    }
+}

@@ -34,7 +34,8 @@ pub(crate) fn create(
     doc.transact_with(
         |_| commit.options(),
         |tx| {
-            tx.put(ROOT, "schema", SCHEMA_VERSION)?;
+            // An Int, as JavaScript writes numbers: a Uint reads as a BigInt there.
+            tx.put(ROOT, "schema", SCHEMA_VERSION as i64)?;
             tx.put(ROOT, "kind", kind.as_str())?;
             write_fields(tx, &ROOT, kind.fields(), fields, "")
         },

@@ -1,0 +1,69 @@
+// One official automerge-repo client, driven from the Rust interop tests.
+//
+//   node peer.mjs WS_URL edit URL TEXT     insert TEXT at the start of the minutes, wait until the server has it
+//   node peer.mjs WS_URL watch URL TEXT    wait until the minutes contain TEXT (printed as "SEEN")
+//   node peer.mjs WS_URL create            create a report, wait until the server has it, print "URL <url>"
+//   node peer.mjs WS_URL read URL          print the document as JSON ("DOC <json>")
+//
+// Every mode ends by itself: exit 0 on success, 2 on timeout, 1 on error.
+import { Repo } from "@automerge/automerge-repo";
+import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
+import * as A from "@automerge/automerge";
+
+const [wsUrl, mode, url, text] = process.argv.slice(2);
+const repo = new Repo({ network: [new WebSocketClientAdapter(wsUrl)], peerId: `js-${mode}-${process.pid}` });
+const timer = setTimeout(() => { console.log("TIMEOUT"); process.exit(2); }, 25000);
+const finish = async (code) => { clearTimeout(timer); await new Promise((r) => setTimeout(r, 200)); process.exit(code); };
+
+const serverPeer = () => new Promise((resolve) => {
+  if (repo.peers.length) return resolve(repo.peers[0]);
+  repo.networkSubsystem.on("peer", ({ peerId }) => resolve(peerId));
+});
+
+// Resolves once the server's announced heads equal ours.
+async function serverHas(handle) {
+  const storageId = repo.getStorageIdOfPeer(await serverPeer());
+  await new Promise((resolve) => {
+    const check = () => {
+      const info = handle.getSyncInfo(storageId);
+      if (info && JSON.stringify([...info.lastHeads].sort()) === JSON.stringify([...handle.heads()].sort())) resolve();
+    };
+    handle.on("remote-heads", check);
+    check();
+    setInterval(check, 100);
+  });
+}
+
+try {
+  if (mode === "edit") {
+    const handle = await repo.find(url);
+    handle.change((d) => A.splice(d, ["minutes"], 0, 0, text), { message: "Edit from the JS client" });
+    await serverHas(handle);
+    console.log("EDITED");
+  } else if (mode === "watch") {
+    const handle = await repo.find(url);
+    await new Promise((resolve) => {
+      const check = () => { if ((handle.doc()?.minutes ?? "").includes(text)) resolve(); };
+      handle.on("change", check);
+      check();
+    });
+    console.log("SEEN");
+  } else if (mode === "create") {
+    await serverPeer();
+    const handle = repo.create({
+      schema: 1, kind: "report", title: { fr: "Rapport écrit en JavaScript", ar: "تقرير" },
+      report_type: "field", date: "2026-11-23", text: "Écrit par le client officiel.", links: {},
+    });
+    await serverHas(handle);
+    console.log(`URL ${handle.url}`);
+  } else if (mode === "read") {
+    const handle = await repo.find(url);
+    console.log(`DOC ${JSON.stringify(handle.doc())}`);
+  } else {
+    throw new Error(`unknown mode ${mode}`);
+  }
+  await finish(0);
+} catch (e) {
+  console.log(`ERROR ${e.message}`);
+  await finish(1);
+}

@@ -1,0 +1,318 @@
+//! A test peer: the shared sync engine over a real WebSocket, as the
+//! browser client drives it, with bounded waits that end by themselves.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use automerge::ChangeHash;
+use automerge::sync;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PeerMetadata, handshake};
+use twinsync_shared::record::{Commit, Edit, Kind, Record, RecordDoc, new_document};
+use twinsync_shared::{DocumentId, PeerId, StorageId};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Local {
+    doc: RecordDoc,
+    sync: DocSync,
+}
+
+/// What a peer saw from the server besides sync.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub errors: Vec<String>,
+    pub unavailable: HashSet<DocumentId>,
+    pub closed: bool,
+}
+
+pub struct TestPeer {
+    pub id: PeerId,
+    ws: Option<Ws>,
+    server: Option<PeerId>,
+    docs: HashMap<DocumentId, Local>,
+    /// Heads the server announced, per document: what it acknowledged.
+    pub acked: HashMap<DocumentId, Vec<ChangeHash>>,
+    pub seen: Seen,
+    storage_id: Option<StorageId>,
+}
+
+impl TestPeer {
+    pub fn new(id: &str) -> Self {
+        Self {
+            id: PeerId::new(id),
+            ws: None,
+            server: None,
+            docs: HashMap::new(),
+            acked: HashMap::new(),
+            seen: Seen::default(),
+            storage_id: None,
+        }
+    }
+
+    /// A peer with a storage id, whose sync state the server keeps.
+    pub fn with_storage(mut self, storage_id: &str) -> Self {
+        self.storage_id = Some(StorageId::new(storage_id));
+        self
+    }
+
+    /// Connects and joins; previous sync states restart as after a reconnection.
+    pub async fn connect(&mut self, addr: SocketAddr) {
+        let (mut ws, _) = connect_async(format!("ws://{addr}/sync"))
+            .await
+            .expect("the socket opens");
+        let join = handshake::join(
+            self.id.clone(),
+            PeerMetadata {
+                storage_id: self.storage_id.clone(),
+                is_ephemeral: self.storage_id.is_none(),
+            },
+        );
+        ws.send(WsMessage::Binary(join.encode().into()))
+            .await
+            .expect("join sent");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline.into(), ws.next())
+                .await
+                .expect("a `peer` reply in time");
+            if let Some(Ok(WsMessage::Binary(bytes))) = frame {
+                match Message::decode(&bytes, FrameLimit::default()).expect("a valid frame") {
+                    Message::Peer { sender_id, .. } => {
+                        self.server = Some(sender_id);
+                        break;
+                    }
+                    other => panic!("expected `peer`, got {other:?}"),
+                }
+            }
+        }
+        let server = self.server.clone().expect("joined");
+        for local in self.docs.values_mut() {
+            local.sync = DocSync::new(local.sync.document_id());
+            local.sync.add_peer(server.clone(), sync::State::new());
+        }
+        self.ws = Some(ws);
+        self.seen.closed = false;
+    }
+
+    /// Opens the socket without joining (for hostile-input tests).
+    pub async fn connect_raw(&mut self, addr: SocketAddr) {
+        let (ws, _) = connect_async(format!("ws://{addr}/sync"))
+            .await
+            .expect("the socket opens");
+        self.ws = Some(ws);
+        self.server = Some(PeerId::new("unknown"));
+    }
+
+    /// Drops the connection, as when a phone goes offline.
+    pub async fn disconnect(&mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
+        }
+    }
+
+    fn add(&mut self, id: DocumentId, doc: RecordDoc) {
+        let mut sync = DocSync::new(id);
+        if let Some(server) = &self.server {
+            sync.add_peer(server.clone(), sync::State::new());
+        }
+        self.docs.insert(id, Local { doc, sync });
+    }
+
+    /// Creates a record locally (offline is fine).
+    pub fn create(&mut self, kind: Kind, fields: serde_json::Value) -> DocumentId {
+        let id = DocumentId::random();
+        let doc = RecordDoc::create(kind, &fields, &Commit::new(format!("New {kind}"), now()))
+            .expect("a valid record");
+        self.add(id, doc);
+        id
+    }
+
+    /// Starts following a record the peer does not have yet.
+    pub fn open(&mut self, id: DocumentId) {
+        if !self.docs.contains_key(&id) {
+            self.add(id, RecordDoc::from_automerge(new_document()));
+        }
+    }
+
+    pub fn edit(&mut self, id: DocumentId, message: &str, edits: &[Edit]) -> Option<ChangeHash> {
+        let local = self.docs.get_mut(&id).expect("an open record");
+        local
+            .doc
+            .edit(&Commit::new(message, now()), edits)
+            .expect("a valid edit")
+    }
+
+    pub fn record(&self, id: DocumentId) -> Record {
+        self.docs[&id].doc.record().expect("a valid record")
+    }
+
+    pub fn doc(&self, id: DocumentId) -> &RecordDoc {
+        &self.docs[&id].doc
+    }
+
+    pub fn has_changes(&self, id: DocumentId, heads: &[ChangeHash]) -> bool {
+        self.docs.get(&id).is_some_and(|l| {
+            heads
+                .iter()
+                .all(|h| l.doc.doc().get_change_meta_by_hash(h).is_some())
+        })
+    }
+
+    /// Sends raw bytes as one binary frame (for hostile-input tests).
+    pub async fn send_raw(&mut self, frame: WsMessage) {
+        self.ws
+            .as_mut()
+            .expect("connected")
+            .send(frame)
+            .await
+            .expect("sent");
+    }
+
+    /// Syncs until nothing is said for `quiet`, or `limit` passes.
+    /// Returns whether it went quiet (false: the limit ended it).
+    pub async fn sync(&mut self, quiet: Duration, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.send_pending().await;
+            let Some(ws) = self.ws.as_mut() else {
+                return true;
+            };
+            let wait = quiet.min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, ws.next()).await {
+                Err(_) => return Instant::now() < deadline,
+                Ok(None) | Ok(Some(Err(_))) => {
+                    self.seen.closed = true;
+                    self.ws = None;
+                    return true;
+                }
+                Ok(Some(Ok(WsMessage::Binary(bytes)))) => self.on_frame(&bytes),
+                Ok(Some(Ok(WsMessage::Close(_)))) => {
+                    self.seen.closed = true;
+                    self.ws = None;
+                    return true;
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+
+    /// Syncs until `done` holds, or panics after `limit`.
+    pub async fn sync_until(&mut self, limit: Duration, mut done: impl FnMut(&TestPeer) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "peer {} did not get there in {limit:?}",
+                self.id
+            );
+            self.sync(Duration::from_millis(50), Duration::from_millis(500))
+                .await;
+        }
+    }
+
+    async fn send_pending(&mut self) {
+        let (Some(ws), Some(_)) = (self.ws.as_mut(), &self.server) else {
+            return;
+        };
+        for local in self.docs.values_mut() {
+            for msg in local.sync.generate(local.doc.doc(), &self.id) {
+                if ws
+                    .send(WsMessage::Binary(msg.encode().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, bytes: &[u8]) {
+        let msg =
+            Message::decode(bytes, FrameLimit::default()).expect("the server sends valid frames");
+        match msg {
+            Message::Sync {
+                sender_id,
+                document_id,
+                data,
+                ..
+            }
+            | Message::Request {
+                sender_id,
+                document_id,
+                data,
+                ..
+            } => {
+                if let Ok(m) = sync::Message::decode(&data) {
+                    self.acked.insert(document_id, m.heads.clone());
+                }
+                let local = self.docs.entry(document_id).or_insert_with(|| {
+                    let mut sync = DocSync::new(document_id);
+                    sync.add_peer(sender_id.clone(), sync::State::new());
+                    Local {
+                        doc: RecordDoc::from_automerge(new_document()),
+                        sync,
+                    }
+                });
+                local
+                    .sync
+                    .receive(local.doc.doc_mut(), &sender_id, &data)
+                    .expect("the server's sync messages apply");
+            }
+            Message::DocUnavailable { document_id, .. } => {
+                self.seen.unavailable.insert(document_id);
+            }
+            Message::Error { message, .. } => self.seen.errors.push(message),
+            _ => {}
+        }
+    }
+
+    /// Every change the server has acknowledged for `id` (its announced
+    /// heads and their ancestors), as far as this peer holds them.
+    pub fn acknowledged(&self, id: DocumentId) -> Vec<ChangeHash> {
+        let (Some(heads), Some(local)) = (self.acked.get(&id), self.docs.get(&id)) else {
+            return Vec::new();
+        };
+        let doc = local.doc.doc();
+        let mut out = Vec::new();
+        let mut stack: Vec<ChangeHash> = heads.clone();
+        let mut seen = HashSet::new();
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h) {
+                continue;
+            }
+            if let Some(meta) = doc.get_change_meta_by_hash(&h) {
+                stack.extend(meta.deps.iter().copied());
+                out.push(h);
+            }
+        }
+        out
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.ws.is_some()
+    }
+
+    pub fn kind_of(&self, id: DocumentId) -> Option<Kind> {
+        self.docs.get(&id).and_then(|l| l.doc.kind())
+    }
+
+    pub fn heads(&self, id: DocumentId) -> Vec<ChangeHash> {
+        self.docs[&id].doc.doc().get_heads()
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}

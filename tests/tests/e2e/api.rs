@@ -1,0 +1,174 @@
+//! The coordinators' read API, health and metrics.
+
+use std::time::Duration;
+
+use serde_json::json;
+use twinsync_shared::record::Edit;
+use twinsync_tests::{TestPeer, spawn_app};
+
+#[tokio::test]
+async fn records_are_listed_and_filtered() {
+    let app = spawn_app().await;
+    let all = app.get_json("/api/records").await;
+    assert!(all.as_array().unwrap().len() > 30);
+    let agreements = app
+        .get_json("/api/records?kind=agreement&status=signed")
+        .await;
+    let agreements = agreements.as_array().unwrap();
+    assert_eq!(agreements.len(), 13);
+    for a in agreements {
+        assert!(a["url"].as_str().unwrap().starts_with("automerge:"));
+        assert_eq!(a["kind"], "agreement");
+        assert!(a["title"]["ar"].as_str().unwrap().contains("السمارة"));
+    }
+    let smara = app
+        .get_json("/api/records?kind=city")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["title"]["en"] == "Smara")
+        .cloned()
+        .unwrap();
+    let in_smara = app
+        .get_json(&format!(
+            "/api/records?city={}",
+            smara["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        in_smara
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "meeting")
+    );
+}
+
+#[tokio::test]
+async fn a_record_its_history_and_its_past() {
+    let app = spawn_app().await;
+    let meeting = app.first("meeting").await;
+    let mut p = TestPeer::new("secretary");
+    p.connect(app.addr).await;
+    p.open(meeting);
+    p.sync_until(Duration::from_secs(10), |p| p.kind_of(meeting).is_some())
+        .await;
+    p.edit(
+        meeting,
+        "Correct the time",
+        &[Edit::Set {
+            path: "/time".into(),
+            value: json!("15:30"),
+        }],
+    );
+    let heads = p.heads(meeting);
+    p.sync_until(Duration::from_secs(10), |p| {
+        p.acked.get(&meeting).is_some_and(|h| *h == heads)
+    })
+    .await;
+
+    let now = app.get_json(&format!("/api/records/{meeting}")).await;
+    assert_eq!(now["record"]["time"], "15:30");
+    let history = app
+        .get_json(&format!("/api/records/{meeting}/history"))
+        .await;
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["message"], "Correct the time");
+    assert_eq!(last["fields"], json!(["/time"]));
+    assert_eq!(last["delivered_by"]["peer_id"], "secretary");
+    // As it stood on the day of the meeting: the demo's afternoon.
+    let then = app
+        .get_json(&format!("/api/records/{meeting}?at=2025-10-31"))
+        .await;
+    assert_eq!(then["record"]["time"], "afternoon");
+}
+
+#[tokio::test]
+async fn bad_ids_and_times_get_clear_errors() {
+    let app = spawn_app().await;
+    let res = reqwest::get(app.url("/api/records/not-an-id"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a document id")
+    );
+    let unknown = twinsync_shared::DocumentId::random();
+    assert_eq!(
+        reqwest::get(app.url(&format!("/api/records/{unknown}")))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let meeting = app.first("meeting").await;
+    assert_eq!(
+        reqwest::get(app.url(&format!("/api/records/{meeting}?at=yesterday")))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn csv_exports_hold_agreements_and_milestones() {
+    let app = spawn_app().await;
+    let agreements = reqwest::get(app.url("/api/export/agreements.csv"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(agreements.lines().count(), 14);
+    assert!(agreements.contains("Twinning agreement Smara – Dakar"));
+    let projects = reqwest::get(app.url("/api/export/projects.csv"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(projects.contains("Constitute the International Coordination Council"));
+    assert!(projects.lines().nth(1).unwrap().contains("done"));
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi_answer() {
+    let app = spawn_app().await;
+    assert_eq!(
+        reqwest::get(app.url("/healthz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let mut p = TestPeer::new("counted");
+    p.connect(app.addr).await;
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("twinsync_connected_peers 1"), "{metrics}");
+    for name in [
+        "twinsync_loaded_documents",
+        "twinsync_changes_applied_total",
+        "twinsync_bytes_in_total",
+        "twinsync_bytes_out_total",
+        "twinsync_sync_latency_seconds",
+        "twinsync_storage_errors_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    let spec = app.get_json("/api/openapi.json").await;
+    assert_eq!(spec["openapi"], "3.0.3");
+    assert!(spec["paths"]["/api/records/{documentId}/history"].is_object());
+}

@@ -1,0 +1,145 @@
+//! Interop with the official JavaScript client (`@automerge/automerge-repo`
+//! 2.x over `@automerge/automerge-repo-network-websocket`), pinned in
+//! `tests/js/package.json` and installed by `cargo xtask test`.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use twinsync_shared::record::{Kind, Record};
+use twinsync_tests::process::ServerProcess;
+use twinsync_tests::{TestPeer, workspace};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+fn node(args: &[&str]) -> Command {
+    let dir = workspace().join("tests/js");
+    assert!(
+        dir.join("node_modules/@automerge/automerge-repo").exists(),
+        "the JavaScript client is not installed: run `cargo xtask test` (it runs npm install in tests/js)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir)
+        .arg("peer.mjs")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn run_js(args: &[&str]) -> String {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = node(args).output().expect("node runs");
+    let out = String::from_utf8_lossy(&stdout).into_owned();
+    assert!(
+        status.success(),
+        "node {args:?} failed ({status}): {out}\n{}",
+        String::from_utf8_lossy(&stderr)
+    );
+    out
+}
+
+fn ws(server: &ServerProcess) -> String {
+    format!("ws://{}/sync", server.addr)
+}
+
+#[tokio::test]
+async fn the_official_client_edits_a_demo_record_live_and_it_survives_kill_9() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let list: serde_json::Value = reqwest::get(server.url("/api/records?kind=meeting"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = list[0]["url"].as_str().unwrap().to_owned();
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+
+    // A second JS peer watches the record while the first edits it.
+    let watcher = node(&[&ws(&server), "watch", &url, "Bonjour de JS"])
+        .spawn()
+        .expect("node runs");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let edited = run_js(&[&ws(&server), "edit", &url, "Bonjour de JS — مرحبا "]);
+    assert!(edited.contains("EDITED"), "{edited}");
+    let watched = tokio::task::spawn_blocking(move || watcher.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&watched.stdout).contains("SEEN"),
+        "the watcher did not see the edit live"
+    );
+
+    server.kill9();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let fresh = run_js(&[&ws(&server), "watch", &url, "Bonjour de JS — مرحبا"]);
+    assert!(fresh.contains("SEEN"), "{fresh}");
+    let record: serde_json::Value = reqwest::get(server.url(&format!("/api/records/{id}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        record["record"]["minutes"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bonjour de JS — مرحبا "),
+        "{record}"
+    );
+}
+
+#[tokio::test]
+async fn a_record_created_by_the_official_client_reads_in_rust_and_back() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+
+    // JavaScript writes, Rust reads.
+    let out = run_js(&[&ws(&server), "create"]);
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("URL "))
+        .expect("a URL")
+        .to_owned();
+    let id: twinsync_shared::DocumentId = url
+        .parse::<twinsync_shared::AutomergeUrl>()
+        .unwrap()
+        .document_id;
+    let mut rust = TestPeer::new("rust-reader");
+    rust.connect(server.addr).await;
+    rust.open(id);
+    rust.sync_until(LIMIT, |p| p.kind_of(id) == Some(Kind::Report))
+        .await;
+    let Record::Report(r) = rust.record(id) else {
+        panic!()
+    };
+    assert_eq!(r.title.fr.as_deref(), Some("Rapport écrit en JavaScript"));
+    assert_eq!(r.text, "Écrit par le client officiel.");
+
+    // Rust writes, JavaScript reads.
+    let person = rust.create(
+        Kind::Person,
+        json!({"name": {"ar": "فاطمة سيدة", "fr": "Fatima Saida"}, "roles": ["mayor"]}),
+    );
+    let heads = rust.heads(person);
+    rust.sync_until(LIMIT, |p| p.acked.get(&person).is_some_and(|h| *h == heads))
+        .await;
+    let out = run_js(&[&ws(&server), "read", &person.url().to_string()]);
+    let doc: serde_json::Value = serde_json::from_str(
+        out.lines()
+            .find_map(|l| l.strip_prefix("DOC "))
+            .expect("a doc"),
+    )
+    .unwrap();
+    assert_eq!(doc["kind"], "person");
+    assert_eq!(doc["name"]["ar"], "فاطمة سيدة");
+    assert_eq!(doc["roles"]["mayor"], true);
+}

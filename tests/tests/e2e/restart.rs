@@ -1,0 +1,128 @@
+//! Restarts: graceful, and `kill -9` while peers sync. Nothing the server
+//! acknowledged is lost.
+
+use std::time::Duration;
+
+use serde_json::json;
+use twinsync_shared::record::{Edit, Kind, Record};
+use twinsync_tests::process::ServerProcess;
+use twinsync_tests::{TestPeer, spawn_app, start};
+
+const QUIET: Duration = Duration::from_millis(150);
+const LIMIT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn a_graceful_restart_loses_nothing() {
+    let app = spawn_app().await;
+    let mut p = TestPeer::new("phone").with_storage("phone-storage");
+    p.connect(app.addr).await;
+    let city = p.create(
+        Kind::City,
+        json!({"name": {"ar": "العيون", "fr": "Laâyoune"}, "country": "Morocco"}),
+    );
+    let heads = p.heads(city);
+    p.sync_until(LIMIT, |p| p.acked.get(&city).is_some_and(|h| *h == heads))
+        .await;
+    p.disconnect().await;
+
+    let settings_dir = app.data_dir.clone();
+    let (_, temp) = app.stop().await;
+    let mut settings = twinsync_server::settings::Settings::for_data_dir(settings_dir);
+    settings.no_demo = true;
+    let app = start(settings).await;
+
+    let mut fresh = TestPeer::new("fresh");
+    fresh.connect(app.addr).await;
+    fresh.open(city);
+    fresh
+        .sync_until(LIMIT, |p| p.has_changes(city, &heads))
+        .await;
+    let Record::City(c) = fresh.record(city) else {
+        panic!()
+    };
+    assert_eq!(c.name.fr.as_deref(), Some("Laâyoune"));
+    // The phone comes back with its stored sync state and has nothing to resend.
+    p.connect(app.addr).await;
+    assert!(p.sync(QUIET, LIMIT).await);
+    drop(temp);
+}
+
+#[tokio::test]
+async fn kill_9_while_peers_sync_loses_no_acknowledged_change() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let meeting = {
+        let list: serde_json::Value = reqwest::get(server.url("/api/records?kind=meeting"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list[0]["id"].as_str().unwrap().parse().unwrap()
+    };
+    let mut peers: Vec<TestPeer> = (0..4)
+        .map(|i| TestPeer::new(&format!("typist-{i}")))
+        .collect();
+    for p in &mut peers {
+        p.connect(server.addr).await;
+        p.open(meeting);
+        p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    }
+    // Everyone types; the server is killed in the middle of it.
+    for round in 0..6 {
+        for (i, p) in peers.iter_mut().enumerate() {
+            p.edit(
+                meeting,
+                "typing",
+                &[Edit::SpliceText {
+                    path: "/minutes".into(),
+                    index: 0,
+                    delete: 0,
+                    insert: format!("<{i}.{round}>"),
+                }],
+            );
+            p.sync(Duration::from_millis(5), Duration::from_millis(50))
+                .await;
+        }
+    }
+    let acknowledged: Vec<_> = peers.iter().flat_map(|p| p.acknowledged(meeting)).collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "the server acknowledged nothing before the kill"
+    );
+    server.kill9();
+
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let mut reader = TestPeer::new("reader");
+    reader.connect(server.addr).await;
+    reader.open(meeting);
+    reader
+        .sync_until(LIMIT, |p| p.has_changes(meeting, &acknowledged))
+        .await;
+
+    // The typists reconnect and finish syncing: everyone converges.
+    for p in &mut peers {
+        p.connect(server.addr).await;
+        p.sync(QUIET, LIMIT).await;
+    }
+    for p in &mut peers {
+        p.sync(QUIET, LIMIT).await;
+    }
+    let all = peers[0].heads(meeting);
+    reader
+        .sync_until(LIMIT, |p| p.has_changes(meeting, &all))
+        .await;
+    let Record::Meeting(m) = reader.record(meeting) else {
+        panic!()
+    };
+    for i in 0..4 {
+        for round in 0..6 {
+            assert!(
+                m.minutes.contains(&format!("<{i}.{round}>")),
+                "edit {i}.{round} lost"
+            );
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Storage: a full disk refuses changes without losing them, compaction,
+//! eviction, kept sync states, and the operator's backup and export.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use twinsync_shared::record::{Edit, Kind, Record};
+use twinsync_tests::process::{ServerProcess, binary};
+use twinsync_tests::{TestPeer, spawn_app, spawn_app_with};
+
+const QUIET: Duration = Duration::from_millis(150);
+const LIMIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() {
+    let app = spawn_app().await;
+    let mut p = TestPeer::new("field-phone");
+    p.connect(app.addr).await;
+    app.hub
+        .store
+        .set_size_limit(Some(app.hub.store.size().unwrap()))
+        .unwrap();
+
+    // A long report (of text that does not compress) does not fit in what is left.
+    let alphabet: Vec<char> = "ابتثجحخدذرزسشصضطظعغفقكلمنهويabcdefghijklmnopqrstuvwxyz "
+        .chars()
+        .collect();
+    let mut seed = 0x2545_f491_u64;
+    let long: String = (0..200_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            alphabet[(seed >> 33) as usize % alphabet.len()]
+        })
+        .collect();
+    let report = p.create(Kind::Report, json!({"title": {"fr": "Rapport"}, "report_type": "field", "date": "2026-11-20", "text": long}));
+    let heads = p.heads(report);
+    p.sync_until(LIMIT, |p| p.seen.closed).await;
+    assert!(
+        p.seen.errors.iter().any(|e| e.contains("could not store")),
+        "{:?}",
+        p.seen.errors
+    );
+    assert!(
+        p.seen.closed,
+        "the server closes so the client resends on reconnect"
+    );
+    assert!(
+        !p.acked.get(&report).is_some_and(|h| *h == heads),
+        "a change that was not stored was acknowledged"
+    );
+    // Reads go on, and the failure is counted.
+    assert!(
+        app.get_json("/api/records?kind=meeting")
+            .await
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("twinsync_storage_errors_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // Space comes back; the phone reconnects and its report arrives whole.
+    app.hub.store.set_size_limit(None).unwrap();
+    p.connect(app.addr).await;
+    p.sync_until(LIMIT, |p| p.acked.get(&report).is_some_and(|h| *h == heads))
+        .await;
+    let stored = app.get_json(&format!("/api/records/{report}")).await;
+    assert_eq!(
+        stored["record"]["text"].as_str().unwrap().chars().count(),
+        long.chars().count()
+    );
+}
+
+#[tokio::test]
+async fn chunks_are_compacted_into_a_snapshot_without_loss() {
+    let app = spawn_app_with(|s| s.compact_chunks = 4).await;
+    let meeting = app.first("meeting").await;
+    let mut p = TestPeer::new("typist");
+    p.connect(app.addr).await;
+    p.open(meeting);
+    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    for i in 0..10 {
+        p.edit(
+            meeting,
+            "type",
+            &[Edit::SpliceText {
+                path: "/minutes".into(),
+                index: 0,
+                delete: 0,
+                insert: format!("[{i}]"),
+            }],
+        );
+        let heads = p.heads(meeting);
+        p.sync_until(LIMIT, |p| {
+            p.acked.get(&meeting).is_some_and(|h| *h == heads)
+        })
+        .await;
+    }
+    let stats = app.hub.store.chunk_stats(meeting).unwrap();
+    assert!(stats.snapshot_bytes > 0, "no snapshot: {stats:?}");
+    assert!(stats.incremental_count < 4, "chunks not folded: {stats:?}");
+    let stored = app.get_json(&format!("/api/records/{meeting}")).await;
+    assert!(
+        stored["record"]["minutes"]
+            .as_str()
+            .unwrap()
+            .starts_with("[9][8][7][6][5][4][3][2][1][0]")
+    );
+}
+
+#[tokio::test]
+async fn idle_documents_leave_memory_and_sync_states_are_kept() {
+    let app = spawn_app_with(|s| s.idle_evict_secs = 1).await;
+    let meeting = app.first("meeting").await;
+    let mut p = TestPeer::new("phone").with_storage("phone-storage-1");
+    p.connect(app.addr).await;
+    p.open(meeting);
+    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    assert_eq!(app.hub.metrics.loaded_documents.get(), 1);
+    p.disconnect().await;
+    let deadline = std::time::Instant::now() + LIMIT;
+    while app.hub.metrics.loaded_documents.get() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle document stayed in memory"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.hub
+            .store
+            .load_sync_state(meeting, "phone-storage-1")
+            .unwrap()
+            .is_some()
+    );
+    // An evicted document loads again on demand.
+    p.connect(app.addr).await;
+    p.edit(
+        meeting,
+        "after eviction",
+        &[Edit::Set {
+            path: "/time".into(),
+            value: json!("17:00"),
+        }],
+    );
+    let heads = p.heads(meeting);
+    p.sync_until(LIMIT, |p| {
+        p.acked.get(&meeting).is_some_and(|h| *h == heads)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn backup_and_export_work_while_the_server_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let mut p = TestPeer::new("writer");
+    p.connect(server.addr).await;
+    let city = p.create(
+        Kind::City,
+        json!({"name": {"fr": "Tan-Tan", "ar": "طانطان"}, "country": "Morocco"}),
+    );
+    let heads = p.heads(city);
+    p.sync_until(LIMIT, |p| p.acked.get(&city).is_some_and(|h| *h == heads))
+        .await;
+
+    let backup = data.path().join("backup.db");
+    let out = Command::new(binary())
+        .args(["backup", "--data-dir"])
+        .arg(data.path())
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = twinsync_server::store::Store::open(&backup).unwrap();
+    let doc = copy
+        .load(city)
+        .unwrap()
+        .expect("the new city is in the backup");
+    let Ok(Record::City(c)) = twinsync_shared::record::RecordDoc::from_automerge(doc).record()
+    else {
+        panic!()
+    };
+    assert_eq!(c.name.ar.as_deref(), Some("طانطان"));
+
+    let out = Command::new(binary())
+        .args(["export", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 38);
+    assert!(all.iter().any(|r| r["record"]["name"]["fr"] == "Tan-Tan"));
+}

@@ -1,0 +1,162 @@
+//! Peers with divergent offline edits converge through the server.
+
+use std::time::Duration;
+
+use serde_json::json;
+use twinsync_shared::record::{Edit, Kind, Record};
+use twinsync_tests::{TestPeer, spawn_app};
+
+const QUIET: Duration = Duration::from_millis(150);
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn minutes(peer: &TestPeer, id: twinsync_shared::DocumentId) -> String {
+    match peer.record(id) {
+        Record::Meeting(m) => m.minutes,
+        other => panic!("not a meeting: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn divergent_offline_edits_converge_through_the_server() {
+    let app = spawn_app().await;
+    let meeting = app.first("meeting").await;
+    let mut peers: Vec<TestPeer> = ["dakar", "niamey", "oakland"]
+        .iter()
+        .map(|n| TestPeer::new(n))
+        .collect();
+    for p in &mut peers {
+        p.connect(app.addr).await;
+        p.open(meeting);
+        p.sync_until(LIMIT, |p| p.kind_of(meeting) == Some(Kind::Meeting))
+            .await;
+        p.disconnect().await;
+    }
+    // Offline, each delegate edits the minutes and the agenda.
+    for (i, p) in peers.iter_mut().enumerate() {
+        let note = format!(" [note {i}: ملاحظة {i}]");
+        let len = minutes(p, meeting).chars().count();
+        p.edit(
+            meeting,
+            "offline notes",
+            &[
+                Edit::SpliceText {
+                    path: "/minutes".into(),
+                    index: len,
+                    delete: 0,
+                    insert: note,
+                },
+                Edit::InsertItem {
+                    path: "/agenda".into(),
+                    after: None,
+                    item: json!({"id": format!("item-{i}"), "title": "Point"}),
+                },
+            ],
+        );
+    }
+    for p in &mut peers {
+        p.connect(app.addr).await;
+        p.sync(QUIET, LIMIT).await;
+    }
+    for p in &mut peers {
+        p.sync(QUIET, LIMIT).await;
+    }
+    let expected = peers[0].doc(meeting).read().unwrap();
+    for p in &peers {
+        assert_eq!(p.doc(meeting).read().unwrap(), expected, "{} differs", p.id);
+        let text = minutes(p, meeting);
+        for i in 0..3 {
+            assert!(
+                text.contains(&format!("[note {i}: ملاحظة {i}]")),
+                "note {i} lost: {text}"
+            );
+        }
+    }
+    // The server's stored record has all of it.
+    let stored = app.get_json(&format!("/api/records/{meeting}")).await;
+    let agenda = stored["record"]["agenda"].as_array().unwrap();
+    for i in 0..3 {
+        assert!(
+            agenda.iter().any(|a| a["id"] == format!("item-{i}")),
+            "agenda item {i} missing on the server"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_connects_later_receives_everything() {
+    let app = spawn_app().await;
+    let mut early = TestPeer::new("early");
+    early.connect(app.addr).await;
+    let report = early.create(Kind::Report, json!({"title": {"fr": "Visite à Dakar"}, "report_type": "visit", "date": "2026-11-20", "text": "Rencontre avec la mairie."}));
+    early.edit(
+        report,
+        "more",
+        &[Edit::SpliceText {
+            path: "/text".into(),
+            index: 0,
+            delete: 0,
+            insert: "زيارة. ".into(),
+        }],
+    );
+    let heads = early.heads(report);
+    early
+        .sync_until(LIMIT, |p| p.acked.get(&report).is_some_and(|h| *h == heads))
+        .await;
+    early.disconnect().await;
+
+    let mut late = TestPeer::new("late");
+    late.connect(app.addr).await;
+    late.open(report);
+    late.sync_until(LIMIT, |p| p.has_changes(report, &heads))
+        .await;
+    let Record::Report(r) = late.record(report) else {
+        panic!()
+    };
+    assert_eq!(r.text, "زيارة. Rencontre avec la mairie.");
+}
+
+#[tokio::test]
+async fn live_edits_reach_other_connected_peers() {
+    let app = spawn_app().await;
+    let meeting = app.first("meeting").await;
+    let mut a = TestPeer::new("a");
+    let mut b = TestPeer::new("b");
+    for p in [&mut a, &mut b] {
+        p.connect(app.addr).await;
+        p.open(meeting);
+        p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    }
+    a.edit(
+        meeting,
+        "live",
+        &[Edit::SpliceText {
+            path: "/minutes".into(),
+            index: 0,
+            delete: 0,
+            insert: "LIVE ".into(),
+        }],
+    );
+    a.sync(QUIET, LIMIT).await;
+    b.sync_until(LIMIT, |p| minutes(p, meeting).starts_with("LIVE "))
+        .await;
+}
+
+#[tokio::test]
+async fn a_request_for_an_unknown_record_is_answered_unavailable() {
+    let app = spawn_app().await;
+    let mut p = TestPeer::new("curious");
+    p.connect(app.addr).await;
+    let unknown = twinsync_shared::DocumentId::random();
+    p.open(unknown);
+    p.sync_until(LIMIT, |p| p.seen.unavailable.contains(&unknown))
+        .await;
+    assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
+    let listed = app.get_json("/api/records").await;
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == unknown.to_string())
+    );
+}
