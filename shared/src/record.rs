@@ -15,6 +15,7 @@ mod conflicts;
 mod edit;
 mod history;
 mod meeting;
+mod migrate;
 mod path;
 mod person;
 mod project;
@@ -35,6 +36,7 @@ pub use conflicts::{Conflict, ConflictValue};
 pub use edit::{Commit, Edit, EditError};
 pub use history::HistoryEntry;
 pub use meeting::{AgendaItem, Decision, Meeting};
+pub use migrate::{MigrateError, migrate};
 pub use person::Person;
 pub use project::{
     MILESTONE_STATUSES, Milestone, ProgressNote, Project, STATUSES as PROJECT_STATUSES,

@@ -420,3 +420,35 @@ fn strings_written_as_text_by_the_javascript_library_are_read() {
     };
     assert_eq!(p.name.fr.as_deref(), Some("Fatima Saida"));
 }
+
+mod any_bytes {
+    use proptest::prelude::*;
+    use twinsync_shared::record::{LoadError, RecordDoc};
+
+    proptest! {
+        /// Whatever the bytes, loading gives a record or precise errors, never a panic.
+        #[test]
+        fn random_bytes_load_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            match RecordDoc::load(&bytes) {
+                Ok(doc) => prop_assert!(doc.record().is_ok()),
+                Err(LoadError::Invalid(errors)) => prop_assert!(!errors.is_empty()),
+                Err(LoadError::Automerge(_)) => {}
+            }
+        }
+
+        /// A valid record with bytes flipped in its saved form.
+        #[test]
+        fn corrupted_saves_load_or_fail_cleanly(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+            let mut bytes = super::meeting().save();
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= value | 1;
+            }
+            match RecordDoc::load(&bytes) {
+                Ok(doc) => prop_assert!(doc.record().is_ok()),
+                Err(LoadError::Invalid(errors)) => prop_assert!(errors.iter().all(|e| e.path.starts_with('/'))),
+                Err(LoadError::Automerge(_)) => {}
+            }
+        }
+    }
+}

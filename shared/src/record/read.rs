@@ -31,6 +31,19 @@ pub(crate) fn summarise(errors: &[ValidationError]) -> String {
     }
 }
 
+/// The schema version a document says it has (any version, even a newer one).
+pub(crate) fn schema_version(doc: &Automerge) -> Result<u64, Vec<ValidationError>> {
+    match doc.get(&ROOT, "schema").ok().flatten() {
+        Some((Value::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Uint(v) if *v >= 1 => Ok(*v),
+            ScalarValue::Int(v) if *v >= 1 => Ok(*v as u64),
+            _ => Err(vec![error("/schema", "must be a schema version number")]),
+        },
+        Some(_) => Err(vec![error("/schema", "must be a schema version number")]),
+        None => Err(vec![error("/schema", "missing: not a twinsync record")]),
+    }
+}
+
 /// The record's kind and schema version, checked.
 pub(crate) fn kind_of(doc: &Automerge) -> Result<Kind, Vec<ValidationError>> {
     let mut errors = Vec::new();

@@ -1,0 +1,85 @@
+//! Schema migrations: a record written under an older schema is brought up
+//! to [`SCHEMA_VERSION`] by a chain of steps, all in one change.
+//!
+//! Migrations run on the server only, one writer per document: two replicas
+//! migrating the same record concurrently could each create the same new
+//! container, and Automerge would show only one of them. Clients read older
+//! schemas as they are until the server's migration reaches them.
+
+use automerge::transaction::{Transactable, Transaction};
+use automerge::{Automerge, ROOT};
+
+use super::edit::{Commit, EditError};
+use super::read::{ValidationError, schema_version};
+use super::schema::SCHEMA_VERSION;
+
+/// One step: from schema `n` to `n + 1`, for `n` = its index + 1.
+type Step = fn(&mut Transaction<'_>) -> Result<(), EditError>;
+
+/// Schema 1 is the first; a step is added here with each new schema.
+const STEPS: &[Step] = &[];
+
+/// Why a record could not be migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("the record's schema version cannot be read: {0:?}")]
+    Unreadable(Vec<ValidationError>),
+    #[error("schema {0} is newer than this build's {SCHEMA_VERSION}")]
+    TooNew(u64),
+    #[error(transparent)]
+    Edit(#[from] EditError),
+}
+
+/// Migrates `doc` in place; returns whether it changed anything.
+pub fn migrate(doc: &mut Automerge, commit: &Commit) -> Result<bool, MigrateError> {
+    let version = schema_version(doc).map_err(MigrateError::Unreadable)?;
+    if version > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew(version));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(false);
+    }
+    debug_assert_eq!(
+        STEPS.len() as u64,
+        SCHEMA_VERSION - 1,
+        "one step per schema after the first"
+    );
+    doc.transact_with(
+        |_| commit.options(),
+        |tx| {
+            for step in &STEPS[(version - 1) as usize..] {
+                step(tx)?;
+            }
+            tx.put(ROOT, "schema", SCHEMA_VERSION as i64)
+                .map_err(EditError::from)?;
+            Ok::<_, MigrateError>(())
+        },
+    )
+    .map_err(|f| f.error)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Kind, RecordDoc};
+
+    #[test]
+    fn a_current_record_needs_no_migration() {
+        let fields = serde_json::json!({"name": {"fr": "Smara"}, "country": "Morocco"});
+        let mut doc = RecordDoc::create(Kind::City, &fields, &Commit::new("new", 1)).unwrap();
+        let heads = doc.heads();
+        assert!(!migrate(doc.doc_mut(), &Commit::new("migrate", 2)).unwrap());
+        assert_eq!(doc.heads(), heads);
+    }
+
+    #[test]
+    fn a_newer_record_is_left_alone() {
+        let mut doc = crate::record::new_document();
+        doc.transact(|tx| tx.put(ROOT, "schema", 7i64)).unwrap();
+        assert!(matches!(
+            migrate(&mut doc, &Commit::new("m", 1)),
+            Err(MigrateError::TooNew(7))
+        ));
+    }
+}
