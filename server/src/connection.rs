@@ -207,10 +207,10 @@ impl Session {
         match msg {
             Message::Sync {
                 document_id, data, ..
-            } => self.to_doc(document_id, link, data, false, out).await,
+            } => self.forward_sync(document_id, link, data, false, out).await,
             Message::Request {
                 document_id, data, ..
-            } => self.to_doc(document_id, link, data, true, out).await,
+            } => self.forward_sync(document_id, link, data, true, out).await,
             msg @ Message::Ephemeral { .. } => {
                 let Some(doc) = msg.document_id() else {
                     return Ok(());
@@ -233,7 +233,7 @@ impl Session {
         }
     }
 
-    async fn to_doc(
+    async fn forward_sync(
         &mut self,
         doc: DocumentId,
         peer: PeerLink,

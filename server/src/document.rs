@@ -346,10 +346,10 @@ impl DocTask {
                 | Message::DocUnavailable { target_id, .. } => target_id.clone(),
                 _ => continue,
             };
-            if let Some(peer) = self.peers.get(&target) {
-                if !self.send(peer, &msg) {
-                    dropped.push(target);
-                }
+            if let Some(peer) = self.peers.get(&target)
+                && !self.send(peer, &msg)
+            {
+                dropped.push(target);
             }
         }
         for peer in dropped {
@@ -389,18 +389,18 @@ impl DocTask {
     }
 
     async fn on_leave(&mut self, peer_id: &PeerId, conn: u64) {
-        if !self.peers.get(peer_id).is_some_and(|p| p.conn == conn) {
+        if self.peers.get(peer_id).is_none_or(|p| p.conn != conn) {
             return;
         }
         let storage_id = self.peers.get(peer_id).and_then(|p| p.storage_id.clone());
-        if let Some(state) = self.remove_peer(peer_id) {
-            if let Some(sid) = storage_id {
-                let (store, id, bytes) = (self.hub.store.clone(), self.id, state.encode());
-                if let Err(e) =
-                    blocking(move || store.save_sync_state(id, sid.as_str(), &bytes, now())).await
-                {
-                    warn!(doc_id = %self.id, error = %e, "cannot store sync state");
-                }
+        if let Some(state) = self.remove_peer(peer_id)
+            && let Some(sid) = storage_id
+        {
+            let (store, id, bytes) = (self.hub.store.clone(), self.id, state.encode());
+            if let Err(e) =
+                blocking(move || store.save_sync_state(id, sid.as_str(), &bytes, now())).await
+            {
+                warn!(doc_id = %self.id, error = %e, "cannot store sync state");
             }
         }
     }

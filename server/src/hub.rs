@@ -83,10 +83,10 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(peer.clone(), (conn, kill));
-        if let Some((old_conn, old_kill)) = old {
-            if old_conn != conn {
-                old_kill.notify_one();
-            }
+        if let Some((old_conn, old_kill)) = old
+            && old_conn != conn
+        {
+            old_kill.notify_one();
         }
     }
 

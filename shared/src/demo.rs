@@ -396,6 +396,7 @@ pub fn build() -> Result<Vec<DemoRecord>, EditError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::record::Record;

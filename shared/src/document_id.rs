@@ -155,6 +155,7 @@ impl FromStr for AutomergeUrl {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

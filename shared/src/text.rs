@@ -61,6 +61,7 @@ pub fn utf16_range(text: &str, start: usize, len: usize) -> Result<(usize, usize
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

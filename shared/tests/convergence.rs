@@ -5,6 +5,8 @@
 //! reordered. After the peers reconnect and sync until quiescent, every
 //! replica holds the same valid record and no edit is lost.
 
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
 use std::collections::BTreeSet;
 
 use automerge::{ActorId, ChangeHash};

@@ -1,6 +1,8 @@
 //! Records: creating, reading, editing by path, validation, conflicts and
 //! history, with Arabic, French and English text.
 
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
 use automerge::ActorId;
 use serde_json::json;
 use twinsync_shared::record::{

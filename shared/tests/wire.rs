@@ -5,6 +5,8 @@
 //! the JavaScript client (cbor-x) writes them; and deeply nested unknown
 //! values that must be skipped without overflowing the stack.
 
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;

@@ -3,6 +3,9 @@
 //! `kill -9`), and a test peer speaking protocol v1 through the shared sync
 //! engine over a real WebSocket.
 
+#![allow(clippy::unwrap_used)]
+// a test panics to fail
+
 // Test helpers hold sockets and processes that have nothing useful to print.
 #![allow(missing_debug_implementations)]
 

@@ -94,8 +94,28 @@ fn serve(args: &[String]) -> Result<()> {
     run(cmd)
 }
 
+/// The pinned official JavaScript client for the interop tests, installed
+/// with `npm ci` into the ignored `tests/js/node_modules`. A stamp holding
+/// the lock file's contents skips the install when nothing changed.
+fn ensure_js_client() -> Result<()> {
+    let dir = root().join("tests/js");
+    let lock = std::fs::read(dir.join("package-lock.json"))
+        .context("reading tests/js/package-lock.json")?;
+    let stamp = dir.join("node_modules/.twinsync-lock");
+    if std::fs::read(&stamp).is_ok_and(|installed| installed == lock) {
+        return Ok(());
+    }
+    let mut npm = Command::new("npm");
+    npm.args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir);
+    run(npm).context("installing the pinned JavaScript client (is Node.js with npm installed?)")?;
+    std::fs::write(&stamp, lock).context("writing the npm install stamp")?;
+    Ok(())
+}
+
 fn test() -> Result<()> {
     ensure_wasm_target()?;
+    ensure_js_client()?;
     let mut check = cargo();
     check.args([
         "check",
@@ -107,6 +127,10 @@ fn test() -> Result<()> {
         "wasm",
     ]);
     run(check)?;
+    // The end-to-end tests run the server as a process, to kill -9 it.
+    let mut build = cargo();
+    build.args(["build", "--package", "twinsync-server", "--bin", "twinsync"]);
+    run(build)?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--exclude", "twinsync-client"]);
     run(tests)?;

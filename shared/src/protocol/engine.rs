@@ -126,6 +126,7 @@ impl DocSync {
     ) -> Result<Received, Checked<E>> {
         let message = sync::Message::decode(data)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
+        check_blooms(&message).map_err(Checked::Sync)?;
         let peer = self.peers.entry(from.clone()).or_default();
         if is_request {
             peer.requested = true;
@@ -207,4 +208,63 @@ pub enum Checked<E> {
     Sync(SyncError),
     #[error("the changes were refused")]
     Rejected(E),
+}
+
+/// The most probes a Bloom filter may ask for. Automerge writes 7; the
+/// parameters travel with each filter, so a peer could ask for billions.
+const MAX_BLOOM_PROBES: u64 = 64;
+/// The most bits per entry a filter may use. Automerge writes 10.
+const MAX_BLOOM_BITS_PER_ENTRY: u64 = 64;
+
+/// Refuses Bloom filters that Automerge would divide by zero on (entries
+/// but no bits) or allocate without bound for (a huge probe count).
+/// Automerge 0.12 trusts the parameters a peer sends; we do not.
+fn check_blooms(message: &sync::Message) -> Result<(), SyncError> {
+    for (i, have) in message.have.iter().enumerate() {
+        let bytes = have.bloom.to_bytes();
+        let mut rest = bytes.as_slice();
+        let mut field = || read_leb128(&mut rest);
+        let (entries, bits_per_entry, probes) = match (field(), field(), field()) {
+            (Some(e), Some(b), Some(p)) => (e, b, p),
+            // An empty filter (no entries) is written as no bytes at all.
+            _ if bytes.is_empty() => continue,
+            _ => {
+                return Err(SyncError::Malformed(format!(
+                    "have[{i}]: unreadable Bloom filter"
+                )));
+            }
+        };
+        let refuse = |why: String| {
+            Err(SyncError::Malformed(format!(
+                "have[{i}]: Bloom filter {why}"
+            )))
+        };
+        if entries > 0 && (bits_per_entry == 0 || rest.is_empty()) {
+            return refuse(format!("has {entries} entries but no bits"));
+        }
+        if bits_per_entry > MAX_BLOOM_BITS_PER_ENTRY {
+            return refuse(format!(
+                "uses {bits_per_entry} bits per entry (at most {MAX_BLOOM_BITS_PER_ENTRY})"
+            ));
+        }
+        if probes > MAX_BLOOM_PROBES {
+            return refuse(format!(
+                "asks for {probes} probes (at most {MAX_BLOOM_PROBES})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads one unsigned LEB128 number from the front of `input`.
+fn read_leb128(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &byte) in input.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *input = &input[i + 1..];
+            return Some(value);
+        }
+    }
+    None
 }

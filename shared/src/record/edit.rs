@@ -213,13 +213,13 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                     })? + 1
                 }
             };
-            if let Some(id) = item.get("id").and_then(Json::as_str) {
-                if find_item(tx, &list, id).is_some() {
-                    return Err(EditError::invalid(
-                        path,
-                        format!("an item `{id}` exists already"),
-                    ));
-                }
+            if let Some(id) = item.get("id").and_then(Json::as_str)
+                && find_item(tx, &list, id).is_some()
+            {
+                return Err(EditError::invalid(
+                    path,
+                    format!("an item `{id}` exists already"),
+                ));
             }
             insert_item(tx, &list, index, fields, item, path)?;
         }

@@ -86,12 +86,11 @@ fn item_name(
     index: usize,
     heads: &[ChangeHash],
 ) -> String {
-    if let Ok(Some((Value::Object(ObjType::Map), item))) = doc.get_at(list, index, heads) {
-        if let Ok(Some((Value::Scalar(s), _))) = doc.get_at(&item, "id", heads) {
-            if let Some(id) = s.as_str() {
-                return id.to_owned();
-            }
-        }
+    if let Ok(Some((Value::Object(ObjType::Map), item))) = doc.get_at(list, index, heads)
+        && let Ok(Some((Value::Scalar(s), _))) = doc.get_at(&item, "id", heads)
+        && let Some(id) = s.as_str()
+    {
+        return id.to_owned();
     }
     format!("#{index}")
 }

@@ -60,6 +60,7 @@ pub fn migrate(doc: &mut Automerge, commit: &Commit) -> Result<bool, MigrateErro
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::record::{Kind, RecordDoc};

@@ -250,12 +250,12 @@ impl Reader<'_> {
     fn set(&mut self, obj: &ObjId, allowed: Option<&[&str]>, path: &str) -> Json {
         let mut members = Vec::new();
         for key in self.doc.keys(obj) {
-            if let Some(allowed) = allowed {
-                if !allowed.contains(&key.as_str()) {
-                    self.errors
-                        .push(error(format!("{path}/{key}"), "not an allowed value"));
-                    continue;
-                }
+            if let Some(allowed) = allowed
+                && !allowed.contains(&key.as_str())
+            {
+                self.errors
+                    .push(error(format!("{path}/{key}"), "not an allowed value"));
+                continue;
             }
             match self.scalar(obj, key.as_str()) {
                 Some(ScalarValue::Boolean(true)) => members.push(Json::String(key)),
@@ -284,10 +284,10 @@ impl Reader<'_> {
                 Some(id) => format!("{path}/{id}"),
                 None => format!("{path}/#{index}"),
             };
-            if let Some(id) = id {
-                if !seen.insert(id) {
-                    self.errors.push(error(&here, "two items share this id"));
-                }
+            if let Some(id) = id
+                && !seen.insert(id)
+            {
+                self.errors.push(error(&here, "two items share this id"));
             }
             out.push(Json::Object(self.fields(&item_obj, item, &here)));
         }

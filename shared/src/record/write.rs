@@ -182,13 +182,13 @@ pub(crate) fn add_member<T: Transactable>(
         .as_str()
         .ok_or_else(|| EditError::invalid(path, "a member must be a string"))?;
     let m = nfc(m);
-    if let Some(allowed) = allowed {
-        if !allowed.contains(&m.as_str()) {
-            return Err(EditError::invalid(
-                path,
-                format!("`{m}` is not one of {}", allowed.join(", ")),
-            ));
-        }
+    if let Some(allowed) = allowed
+        && !allowed.contains(&m.as_str())
+    {
+        return Err(EditError::invalid(
+            path,
+            format!("`{m}` is not one of {}", allowed.join(", ")),
+        ));
     }
     if m.is_empty() || m.chars().count() > MAX_SHORT_STRING {
         return Err(EditError::invalid(

@@ -148,3 +148,36 @@ async fn other_peers_are_served_while_one_misbehaves() {
     assert_eq!(m.time.as_deref(), Some("16:00"));
     assert!(good.seen.errors.is_empty());
 }
+
+/// Automerge 0.12 divides by the bit count and allocates by the probe
+/// count that a peer's Bloom filter claims; both come from the wire.
+#[tokio::test]
+async fn a_hostile_bloom_filter_gets_an_error_and_the_record_stays_served() {
+    use automerge::sync::{BloomFilter, Have, Message as SyncMessage, MessageVersion};
+
+    let app = spawn_app().await;
+    let meeting = app.first("meeting").await;
+    // Five entries, zero bits per entry, seven probes, no bits.
+    let bloom = BloomFilter::try_from(&[5u8, 0, 7][..]).unwrap();
+    let data = SyncMessage {
+        heads: Vec::new(),
+        need: Vec::new(),
+        have: vec![Have {
+            last_sync: Vec::new(),
+            bloom,
+        }],
+        changes: Vec::<Vec<u8>>::new().into(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode();
+    let (errors, _) = answer_to(&app, true, sync_frame("hostile", meeting, data)).await;
+    assert!(errors[0].contains("Bloom filter"), "{errors:?}");
+
+    let mut good = TestPeer::new("good");
+    good.connect(app.addr).await;
+    good.open(meeting);
+    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    assert!(matches!(good.record(meeting), Record::Meeting(_)));
+}

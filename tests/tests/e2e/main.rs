@@ -1,6 +1,8 @@
 //! End-to-end tests of the server over real sockets and real SQLite files.
 //! All in one binary (one link, shared helpers).
 
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
 mod api;
 mod hostile;
 mod interop;
