@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
@@ -58,8 +59,12 @@ impl Session {
         let last_heard = Arc::new(std::sync::Mutex::new(Instant::now()));
         let heard = Arc::clone(&last_heard);
 
-        // The writer: the only owner of the sink.
-        let writer = tokio::spawn(async move {
+        // The writer: the only owner of the sink. Every send is bounded by
+        // the peer timeout, so a peer that never reads cannot hold it.
+        let writer_gone = Arc::new(Notify::new());
+        let gone = Arc::clone(&writer_gone);
+        let mut writer = tokio::spawn(async move {
+            let limit = settings.peer_timeout();
             let mut ping = tokio::time::interval(settings.ping_interval());
             ping.tick().await;
             loop {
@@ -67,7 +72,7 @@ impl Session {
                     out = out_rx.recv() => match out {
                         Some(Outbound::Frame(frame)) => {
                             metrics.bytes_out.inc_by(frame.len() as u64);
-                            if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                            if !send_within(&mut sink, WsMessage::Binary(frame.into()), limit).await {
                                 break;
                             }
                         }
@@ -75,11 +80,11 @@ impl Session {
                     },
                     _ = ping.tick() => {
                         let silent = heard.lock().map(|t| t.elapsed()).unwrap_or_default();
-                        if silent > settings.peer_timeout() {
+                        if silent > limit {
                             debug!("peer timed out");
                             break;
                         }
-                        if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                        if !send_within(&mut sink, WsMessage::Ping(Vec::new().into()), limit).await {
                             break;
                         }
                     }
@@ -87,7 +92,7 @@ impl Session {
                         // Deliver what was queued before the kill (such as the
                         // error that explains it), then close.
                         while let Ok(Outbound::Frame(frame)) = out_rx.try_recv() {
-                            if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                            if !send_within(&mut sink, WsMessage::Binary(frame.into()), limit).await {
                                 break;
                             }
                         }
@@ -95,13 +100,15 @@ impl Session {
                     }
                 }
             }
-            let _ = sink
-                .send(WsMessage::Close(Some(CloseFrame {
-                    code: 1000,
-                    reason: "".into(),
-                })))
-                .await;
-            let _ = sink.close().await;
+            // Wake the reader: a peer that stopped reading may still be sending.
+            gone.notify_one();
+            let close = WsMessage::Close(Some(CloseFrame {
+                code: 1000,
+                reason: "".into(),
+            }));
+            if send_within(&mut sink, close, limit).await {
+                let _ = tokio::time::timeout(limit, sink.close()).await;
+            }
         });
 
         self.hub.metrics.connected_peers.inc();
@@ -120,6 +127,7 @@ impl Session {
                 tokio::select! {
                     next = stream.next() => next,
                     () = self.kill.notified() => break,
+                    () = writer_gone.notified() => break,
                 }
             };
             let Some(Ok(frame)) = next else { break };
@@ -148,8 +156,13 @@ impl Session {
         self.kill.notify_one();
         self.leave().await;
         drop(out_tx);
-        // Let the writer flush the last error, then stop it.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        // Let the writer flush the last error, then stop it for good.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
     }
 
     async fn fatal(&self, out: &mpsc::Sender<Outbound>, Fatal(reason): Fatal) {
@@ -296,4 +309,17 @@ impl Session {
         }
         self.hub.unregister_session(&joined.peer_id, self.conn);
     }
+}
+
+/// Sends one frame, giving up after `limit`: false when the peer is gone
+/// or stopped reading.
+async fn send_within(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    msg: WsMessage,
+    limit: std::time::Duration,
+) -> bool {
+    matches!(
+        tokio::time::timeout(limit, sink.send(msg)).await,
+        Ok(Ok(()))
+    )
 }

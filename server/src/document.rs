@@ -5,8 +5,8 @@
 //! peer whose queue is full is dropped rather than allowed to stall others.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use automerge::Automerge;
@@ -15,7 +15,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{DocSync, Message};
-use twinsync_shared::record::{Kind, kind_of_document, new_document, read_document};
+use twinsync_shared::record::{
+    Commit, Kind, MigrateError, kind_of_document, migrate, new_document, read_document,
+};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
 use crate::hub::Hub;
@@ -66,6 +68,11 @@ struct DocTask {
     /// Set when the stored document could not be read.
     broken: Option<String>,
     appends_since_compaction: u64,
+    /// The chunks this task loaded or wrote: the only ones its compaction
+    /// may delete. Shared with a compaction running in the background.
+    chunks: Arc<Mutex<Vec<i64>>>,
+    /// A compaction is running; at most one at a time.
+    compacting: Arc<AtomicBool>,
 }
 
 pub async fn run(
@@ -76,14 +83,14 @@ pub async fn run(
     mut rx: mpsc::Receiver<DocCommand>,
 ) {
     let store = hub.store.clone();
-    let loaded = blocking(move || store.load(id)).await;
-    let (doc, broken) = match loaded {
-        Ok(Some(doc)) => (doc, None),
-        Ok(None) => (new_document(), None),
+    let loaded = blocking(move || store.load_chunks(id)).await;
+    let (doc, chunks, broken) = match loaded {
+        Ok(Some((doc, chunks))) => (doc, chunks, None),
+        Ok(None) => (new_document(), Vec::new(), None),
         Err(e) => {
             error!(doc_id = %id, error = %e, "cannot load document");
             hub.metrics.storage_errors.inc();
-            (new_document(), Some(e.to_string()))
+            (new_document(), Vec::new(), Some(e.to_string()))
         }
     };
     let mut t = DocTask {
@@ -94,7 +101,12 @@ pub async fn run(
         peers: HashMap::new(),
         broken,
         appends_since_compaction: 0,
+        chunks: Arc::new(Mutex::new(chunks)),
+        compacting: Arc::new(AtomicBool::new(false)),
     };
+    if t.broken.is_none() && !t.doc.get_heads().is_empty() {
+        t.migrate().await;
+    }
     let idle = hub.settings.idle_evict();
     let mut evicted = false;
     loop {
@@ -156,6 +168,13 @@ async fn blocking<T: Send + 'static>(
             reason: format!("storage task failed: {e}"),
         })
     })
+}
+
+/// The chunk list stays usable if a compaction thread panicked holding it.
+fn lock(chunks: &Mutex<Vec<i64>>) -> std::sync::MutexGuard<'_, Vec<i64>> {
+    chunks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now() -> i64 {
@@ -245,7 +264,10 @@ impl DocTask {
             Err(Checked::Rejected(never)) => match never {},
         };
         if !received.new_changes.is_empty() {
-            if let Err(e) = self.persist(&before, &received.new_changes, &peer).await {
+            if let Err(e) = self
+                .persist(&before, &received.new_changes, &peer.peer_id)
+                .await
+            {
                 self.hub.metrics.storage_errors.inc();
                 error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
                 self.error_to(
@@ -263,7 +285,7 @@ impl DocTask {
                 .metrics
                 .changes_applied
                 .inc_by(received.new_changes.len() as u64);
-            self.maybe_compact().await;
+            self.maybe_compact();
         }
         self.flush();
     }
@@ -273,7 +295,7 @@ impl DocTask {
         &mut self,
         before: &[automerge::ChangeHash],
         new: &[automerge::ChangeHash],
-        peer: &PeerLink,
+        from: &PeerId,
     ) -> Result<(), StoreError> {
         let chunk = self.doc.save_after(before);
         let summary = summarise(&self.doc);
@@ -284,7 +306,7 @@ impl DocTask {
                 (
                     h.to_string(),
                     Origin {
-                        peer_id: peer.peer_id.to_string(),
+                        peer_id: from.to_string(),
                         device: None,
                         received_at: at,
                     },
@@ -292,16 +314,49 @@ impl DocTask {
             })
             .collect();
         let (store, id) = (self.hub.store.clone(), self.id);
-        blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
+        let chunk_id = blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
+        lock(&self.chunks).push(chunk_id);
         self.appends_since_compaction += 1;
         Ok(())
+    }
+
+    /// Brings a record written under an older schema up to this build's,
+    /// stored before any peer sees it. Only the server migrates: one writer
+    /// per document, so no two replicas create the same new container.
+    async fn migrate(&mut self) {
+        let before = self.doc.get_heads();
+        let commit = Commit::new("bring the record up to the current schema", now());
+        match migrate(&mut self.doc, &commit) {
+            Ok(false) | Err(MigrateError::Unreadable(_)) => {}
+            Ok(true) => {
+                let new: Vec<_> = self
+                    .doc
+                    .get_changes(&before)
+                    .iter()
+                    .map(|c| c.hash())
+                    .collect();
+                let server = self.hub.server_id.clone();
+                match self.persist(&before, &new, &server).await {
+                    Ok(()) => info!(doc_id = %self.id, "migrated to the current schema"),
+                    Err(e) => {
+                        warn!(doc_id = %self.id, error = %e, "cannot store the migration");
+                        self.reload().await;
+                    }
+                }
+            }
+            Err(e) => warn!(doc_id = %self.id, error = %e, "record not migrated"),
+        }
     }
 
     /// After a failed write: back to what is on disk, and every peer syncs afresh.
     async fn reload(&mut self) {
         let (store, id) = (self.hub.store.clone(), self.id);
-        match blocking(move || store.load(id)).await {
-            Ok(doc) => self.doc = doc.unwrap_or_else(new_document),
+        match blocking(move || store.load_chunks(id)).await {
+            Ok(loaded) => {
+                let (doc, chunks) = loaded.unwrap_or_else(|| (new_document(), Vec::new()));
+                self.doc = doc;
+                *lock(&self.chunks) = chunks;
+            }
             Err(e) => {
                 error!(doc_id = %self.id, error = %e, "cannot reload document");
                 self.broken = Some(e.to_string());
@@ -313,26 +368,35 @@ impl DocTask {
         }
     }
 
-    async fn maybe_compact(&mut self) {
-        if self.appends_since_compaction < self.hub.settings.compact_chunks {
+    /// Folds the chunks written so far into one snapshot, in the
+    /// background: the task goes on relaying while SQLite works.
+    fn maybe_compact(&mut self) {
+        if self.appends_since_compaction < self.hub.settings.compact_chunks
+            || self.compacting.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         self.appends_since_compaction = 0;
-        let (store, id) = (self.hub.store.clone(), self.id);
-        let stats = match blocking(move || store.chunk_stats(id)).await {
-            Ok(s) => s,
-            Err(e) => return warn!(doc_id = %self.id, error = %e, "cannot read chunk stats"),
-        };
+        // Every chunk named here is in memory, so in the snapshot.
+        let folded: Vec<i64> = lock(&self.chunks).clone();
         let snapshot = self.doc.save();
-        let (store, id) = (self.hub.store.clone(), self.id);
-        // Everything up to the last chunk is in memory, so in the snapshot.
-        match blocking(move || store.compact(id, &snapshot, stats.last_chunk_id, now())).await {
-            Ok(()) => debug!(doc_id = %self.id, chunks = stats.incremental_count, "compacted"),
-            Err(e) => {
-                self.hub.metrics.storage_errors.inc();
-                warn!(doc_id = %self.id, error = %e, "compaction failed; chunks kept");
+        let (store, id, hub) = (self.hub.store.clone(), self.id, Arc::clone(&self.hub));
+        let (chunks, compacting) = (Arc::clone(&self.chunks), Arc::clone(&self.compacting));
+        tokio::task::spawn_blocking(move || {
+            match store.compact(id, &snapshot, &folded, now()) {
+                Ok(snapshot_id) => {
+                    let mut known = lock(&chunks);
+                    known.retain(|c| !folded.contains(c));
+                    known.push(snapshot_id);
+                    debug!(doc_id = %id, chunks = folded.len(), "compacted");
+                }
+                Err(e) => {
+                    hub.metrics.storage_errors.inc();
+                    warn!(doc_id = %id, error = %e, "compaction failed; chunks kept");
+                }
             }
-        }
+            compacting.store(false, Ordering::Release);
+        });
     }
 
     /// Sends every peer what it is owed.

@@ -192,7 +192,8 @@ impl Hub {
     }
 
     /// Removes a document's entry if it still belongs to `task`. Returns
-    /// whether it did; the task then drains and re-dispatches its queue.
+    /// whether it did; the task then closes its queue and handles what was
+    /// already in it, while the next dispatch starts a fresh task.
     pub fn remove_if(&self, doc: DocumentId, task: u64) -> bool {
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
         let removed = docs.get(&doc).is_some_and(|h| h.task == task);

@@ -64,7 +64,6 @@ pub struct ChunkStats {
     pub incremental_count: u64,
     pub incremental_bytes: u64,
     pub snapshot_bytes: u64,
-    pub last_chunk_id: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -104,11 +103,21 @@ impl Store {
 
     /// Loads a document from its chunks, or `None` if it is not stored.
     pub fn load(&self, doc: DocumentId) -> Result<Option<Automerge>, StoreError> {
-        let chunks: Vec<(String, Vec<u8>)> = {
+        Ok(self.load_chunks(doc)?.map(|(am, _)| am))
+    }
+
+    /// Loads a document and the ids of the chunks it was built from: a
+    /// compaction may delete those chunks, and only those.
+    pub fn load_chunks(
+        &self,
+        doc: DocumentId,
+    ) -> Result<Option<(Automerge, Vec<i64>)>, StoreError> {
+        let chunks: Vec<(i64, String, Vec<u8>)> = {
             let conn = self.conn();
-            let mut stmt =
-                conn.prepare_cached("SELECT kind, data FROM chunks WHERE doc_id = ?1 ORDER BY id")?;
-            stmt.query_map([doc.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, kind, data FROM chunks WHERE doc_id = ?1 ORDER BY id",
+            )?;
+            stmt.query_map([doc.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?
         };
         if chunks.is_empty() {
@@ -122,14 +131,16 @@ impl Store {
         // Automerge holds back changes whose dependencies come later, so
         // load order does not matter.
         let mut am = twinsync_shared::record::new_document();
-        for (kind, data) in chunks {
+        let mut ids = Vec::with_capacity(chunks.len());
+        for (id, kind, data) in chunks {
             am.load_incremental(&data)
-                .map_err(|e| corrupt(format!("{kind} chunk: {e}")))?;
+                .map_err(|e| corrupt(format!("{kind} chunk {id}: {e}")))?;
+            ids.push(id);
         }
         if !am.get_missing_deps(&[]).is_empty() {
             return Err(corrupt("changes are missing their dependencies".into()));
         }
-        Ok(Some(am))
+        Ok(Some((am, ids)))
     }
 
     /// Stores new changes of a document with its summary and the origin of
@@ -141,7 +152,7 @@ impl Store {
         summary: &Summary,
         origins: &[(String, Origin)],
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let id = doc.to_string();
@@ -163,6 +174,7 @@ impl Store {
             "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'incremental', ?2, ?3)",
             params![id, chunk, now],
         )?;
+        let chunk_id = tx.last_insert_rowid();
         for (hash, origin) in origins {
             tx.execute(
                 "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)
@@ -171,7 +183,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(chunk_id)
     }
 
     pub fn chunk_stats(&self, doc: DocumentId) -> Result<ChunkStats, StoreError> {
@@ -180,8 +192,7 @@ impl Store {
             "SELECT
                 COALESCE(SUM(kind = 'incremental'), 0),
                 COALESCE(SUM(CASE WHEN kind = 'incremental' THEN LENGTH(data) END), 0),
-                COALESCE(SUM(CASE WHEN kind = 'snapshot' THEN LENGTH(data) END), 0),
-                COALESCE(MAX(id), 0)
+                COALESCE(SUM(CASE WHEN kind = 'snapshot' THEN LENGTH(data) END), 0)
              FROM chunks WHERE doc_id = ?1",
             [doc.to_string()],
             |r| {
@@ -189,35 +200,40 @@ impl Store {
                     incremental_count: r.get::<_, i64>(0)? as u64,
                     incremental_bytes: r.get::<_, i64>(1)? as u64,
                     snapshot_bytes: r.get::<_, i64>(2)? as u64,
-                    last_chunk_id: r.get(3)?,
                 })
             },
         )?;
         Ok(stats)
     }
 
-    /// Replaces every chunk up to `up_to` with `snapshot`, atomically.
-    /// `snapshot` must contain every change of those chunks.
+    /// Replaces the chunks `chunk_ids` of `doc` with `snapshot`, atomically,
+    /// and returns the snapshot's chunk id. `snapshot` must contain every
+    /// change of those chunks. Chunks not named are kept: another task may
+    /// have written them after this one loaded the document.
     pub fn compact(
         &self,
         doc: DocumentId,
         snapshot: &[u8],
-        up_to: i64,
+        chunk_ids: &[i64],
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let id = doc.to_string();
-        tx.execute(
-            "DELETE FROM chunks WHERE doc_id = ?1 AND id <= ?2",
-            params![id, up_to],
-        )?;
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM chunks WHERE doc_id = ?1 AND id = ?2")?;
+            for chunk in chunk_ids {
+                delete.execute(params![id, chunk])?;
+            }
+        }
         tx.execute(
             "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'snapshot', ?2, ?3)",
             params![id, snapshot, now],
         )?;
+        let snapshot_id = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(())
+        Ok(snapshot_id)
     }
 
     pub fn save_sync_state(

@@ -51,19 +51,13 @@ pub(crate) fn kind_of(doc: &Automerge) -> Result<Kind, Vec<ValidationError>> {
         doc,
         errors: &mut errors,
     };
-    match r.scalar(&ROOT, "schema") {
-        Some(ScalarValue::Uint(v)) if (1..=SCHEMA_VERSION).contains(&v) => {}
-        Some(ScalarValue::Int(v)) if v >= 1 && (v as u64) <= SCHEMA_VERSION => {}
-        Some(ScalarValue::Uint(v)) if v > SCHEMA_VERSION => r.errors.push(error(
+    match schema_version(doc) {
+        Ok(v) if v > SCHEMA_VERSION => r.errors.push(error(
             "/schema",
             format!("written by a newer twinsync (schema {v}); update the app"),
         )),
-        Some(_) => r
-            .errors
-            .push(error("/schema", "must be a schema version number")),
-        None => r
-            .errors
-            .push(error("/schema", "missing: not a twinsync record")),
+        Ok(_) => {}
+        Err(found) => r.errors.extend(found),
     }
     let kind = match r.string(&ROOT, "kind") {
         Some(s) => match s.parse::<Kind>() {

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// The schema version this build writes. Older documents are migrated on
-/// load (see `record::migrate`).
+/// The schema version this build writes. The server migrates older
+/// documents when it loads them (see `record::migrate`).
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// The seven kinds of record; one Automerge document per record.

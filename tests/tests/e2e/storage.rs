@@ -107,7 +107,15 @@ async fn chunks_are_compacted_into_a_snapshot_without_loss() {
         })
         .await;
     }
-    let stats = app.hub.store.chunk_stats(meeting).unwrap();
+    // Compaction runs in the background: give it a bounded while.
+    let mut stats = app.hub.store.chunk_stats(meeting).unwrap();
+    for _ in 0..100 {
+        if stats.incremental_count < 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = app.hub.store.chunk_stats(meeting).unwrap();
+    }
     assert!(stats.snapshot_bytes > 0, "no snapshot: {stats:?}");
     assert!(stats.incremental_count < 4, "chunks not folded: {stats:?}");
     let stored = app.get_json(&format!("/api/records/{meeting}")).await;
@@ -117,6 +125,39 @@ async fn chunks_are_compacted_into_a_snapshot_without_loss() {
             .unwrap()
             .starts_with("[9][8][7][6][5][4][3][2][1][0]")
     );
+}
+
+/// An evicted task may still be compacting when a new task for the same
+/// record has loaded it and appended a chunk: the compaction must delete
+/// only the chunks its own snapshot contains.
+#[tokio::test]
+async fn a_compaction_keeps_chunks_another_task_wrote_meanwhile() {
+    use automerge::transaction::Transactable;
+    use twinsync_server::document::summarise;
+
+    let app = spawn_app().await;
+    let store = &app.hub.store;
+    let city = app.first("city").await;
+    let (old_task, old_chunks) = store.load_chunks(city).unwrap().unwrap();
+
+    // The new task writes a change the old task never saw.
+    let (mut new_task, _) = store.load_chunks(city).unwrap().unwrap();
+    let before = new_task.get_heads();
+    let mut tx = new_task.transaction();
+    tx.put(automerge::ROOT, "country", "Mali").unwrap();
+    tx.commit();
+    let chunk = new_task.save_after(&before);
+    store
+        .append(city, &chunk, &summarise(&new_task), &[], 1)
+        .unwrap();
+
+    // The old task compacts what it loaded.
+    store
+        .compact(city, &old_task.save(), &old_chunks, 2)
+        .unwrap();
+
+    let merged = store.load(city).unwrap().unwrap();
+    assert_eq!(merged.get_heads(), new_task.get_heads());
 }
 
 #[tokio::test]
