@@ -15,9 +15,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{DocSync, Message};
-use twinsync_shared::record::{
-    Commit, Kind, MigrateError, kind_of_document, migrate, new_document, read_document,
-};
+use twinsync_shared::record::{Commit, MigrateError, migrate, new_document};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
 use crate::hub::Hub;
@@ -489,29 +487,5 @@ impl DocTask {
 
 /// What the records list shows, read from the document.
 pub fn summarise(doc: &Automerge) -> Summary {
-    match read_document(doc) {
-        Ok(json) => {
-            let kind = json
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .and_then(|k| k.parse::<Kind>().ok());
-            let title = kind
-                .and_then(|k| json.get(k.title_field()))
-                .cloned()
-                .unwrap_or_default();
-            let text = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-            Summary {
-                kind: kind.map(|k| k.as_str().to_owned()),
-                title,
-                city: text("city").or_else(|| text("owner_city")),
-                status: text("status").or_else(|| text("twinning_status")),
-                valid: true,
-            }
-        }
-        Err(_) => Summary {
-            kind: kind_of_document(doc).map(|k| k.as_str().to_owned()),
-            valid: false,
-            ..Summary::default()
-        },
-    }
+    twinsync_shared::record::summarise(doc)
 }

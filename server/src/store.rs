@@ -33,14 +33,7 @@ pub enum StoreError {
 }
 
 /// What the coordinators' list shows of a record, kept beside its chunks.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Summary {
-    pub kind: Option<String>,
-    pub title: serde_json::Value,
-    pub city: Option<String>,
-    pub status: Option<String>,
-    pub valid: bool,
-}
+pub use twinsync_shared::record::Summary;
 
 /// A row of the records list.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

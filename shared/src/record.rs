@@ -22,6 +22,7 @@ mod project;
 mod read;
 mod report;
 mod schema;
+mod summary;
 mod write;
 
 use automerge::{Automerge, ChangeHash};
@@ -34,7 +35,7 @@ pub use city::{City, TWINNING_STATUSES};
 pub use club::{Club, CouncilMember, IndexEntry};
 pub use conflicts::{Conflict, ConflictValue};
 pub use edit::{Commit, Edit, EditError};
-pub use history::HistoryEntry;
+pub use history::{HistoryEntry, changed_paths};
 pub use meeting::{AgendaItem, Decision, Meeting};
 pub use migrate::{MigrateError, migrate};
 pub use person::Person;
@@ -44,6 +45,7 @@ pub use project::{
 pub use read::ValidationError;
 pub use report::Report;
 pub use schema::{DOMAINS, Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION, UnknownKind};
+pub use summary::{Summary, summarise};
 
 /// A short text in the club's three languages; any of them may be missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -44,15 +44,20 @@ pub(crate) fn log(doc: &Automerge) -> Vec<HistoryEntry> {
 
 /// The fields a change touched: the paths of the patches from its deps to it.
 fn touched(doc: &Automerge, deps: &[ChangeHash], hash: ChangeHash) -> Vec<String> {
-    let after = [hash];
+    changed_paths(doc, deps, &[hash])
+}
+
+/// The record paths that differ between two sets of heads, such as
+/// `/status`, `/title/fr` or `/milestones/<item id>/status`.
+pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for patch in doc.diff(deps, &after) {
+    for patch in doc.diff(before, after) {
         let mut path = String::new();
         for (obj, prop) in &patch.path {
             path.push('/');
             match prop {
                 Prop::Map(key) => path.push_str(key),
-                Prop::Seq(index) => path.push_str(&item_name(doc, obj, *index, &after)),
+                Prop::Seq(index) => path.push_str(&item_name(doc, obj, *index, after)),
             }
         }
         match &patch.action {

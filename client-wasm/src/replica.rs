@@ -1,0 +1,614 @@
+//! The client's state without IO: every record the device holds, its sync
+//! with the server, and what must be written to local storage after each
+//! step. The browser layer ([`crate::web`]) feeds it frames, edits and
+//! stored bytes and carries out what it returns; native tests drive it
+//! the same way.
+//!
+//! Offsets from the browser are UTF-16 code units; records index text by
+//! code point ([`twinsync_shared::text::TEXT_ENCODING`]). The conversion
+//! happens here, once, against the text as it is at the moment of the edit.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::sync::State;
+use automerge::{Automerge, ChangeHash, ReadDoc};
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, handshake};
+use twinsync_shared::record::{
+    Commit, Edit, EditError, Kind, RecordDoc, changed_paths, load_document, new_document,
+    read_document, summarise,
+};
+use twinsync_shared::text::utf16_range;
+use twinsync_shared::{DocumentId, PeerId, StorageId};
+
+/// Why an operation of the client failed. Each names what it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no record {0} on this device")]
+    UnknownRecord(DocumentId),
+    #[error("record {0} is still arriving from the server")]
+    NotYetArrived(DocumentId),
+    #[error("{0}")]
+    Edit(#[from] EditError),
+    #[error("text offsets at {path}: {reason}")]
+    Offset { path: String, reason: String },
+    #[error("stored data of record {doc} is damaged: {reason}")]
+    Corrupt { doc: String, reason: String },
+    #[error("the server sent something unreadable: {0}")]
+    Protocol(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+/// Where a change came from, for subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Local,
+    Remote,
+}
+
+/// One record changed: what a UI needs to update just that part.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Changed {
+    pub id: String,
+    pub origin: Origin,
+    /// The record paths that changed, e.g. `/minutes` or `/title/fr`.
+    pub paths: Vec<String>,
+}
+
+/// Bytes to append to a record's local storage before anyone is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub doc: DocumentId,
+    pub bytes: Vec<u8>,
+}
+
+/// The result of a local edit or of a frame from the server: write
+/// `chunks` (and `sync_states`) first, then tell the UI about `changed`.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub chunks: Vec<Chunk>,
+    pub sync_states: Vec<(DocumentId, Vec<u8>)>,
+    pub changed: Vec<Changed>,
+    /// Problems the server reported, for the status line.
+    pub errors: Vec<String>,
+    /// Records the server said it does not have (or will not share).
+    pub unavailable: Vec<DocumentId>,
+}
+
+struct Entry {
+    doc: Automerge,
+    sync: DocSync,
+    /// The server answered `doc-unavailable` for it.
+    unavailable: bool,
+    /// The server's sync state as last stored, restored on connect.
+    stored_state: Option<Vec<u8>>,
+}
+
+impl Entry {
+    fn new(id: DocumentId, doc: Automerge) -> Self {
+        Self {
+            doc,
+            sync: DocSync::new(id),
+            unavailable: false,
+            stored_state: None,
+        }
+    }
+}
+
+/// Every record on the device and its sync with one server.
+pub struct Replica {
+    me: PeerId,
+    storage_id: StorageId,
+    docs: BTreeMap<DocumentId, Entry>,
+    /// The club record, whose index lists every record to keep offline.
+    club: Option<DocumentId>,
+    /// The server's peer id once it answered our `join`.
+    server: Option<PeerId>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("me", &self.me)
+            .field("docs", &self.docs.len())
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+impl Replica {
+    pub fn new(me: PeerId, storage_id: StorageId) -> Self {
+        Self {
+            me,
+            storage_id,
+            docs: BTreeMap::new(),
+            club: None,
+            server: None,
+        }
+    }
+
+    pub fn peer_id(&self) -> &PeerId {
+        &self.me
+    }
+
+    pub fn club(&self) -> Option<DocumentId> {
+        self.club
+    }
+
+    /// Names the club record; its index says which records to keep.
+    pub fn set_club(&mut self, id: DocumentId) {
+        self.club = Some(id);
+        self.ensure(id);
+        self.follow_index();
+    }
+
+    /// Rebuilds a record from its stored chunks (in any order) and the
+    /// server's sync state. A damaged chunk is an error naming the record;
+    /// nothing of it is kept, so the caller can fetch it anew.
+    pub fn restore(
+        &mut self,
+        id: DocumentId,
+        chunks: &[Vec<u8>],
+        sync_state: Option<Vec<u8>>,
+    ) -> Result<(), ClientError> {
+        let mut doc = new_document();
+        for chunk in chunks {
+            doc.load_incremental(chunk)
+                .map_err(|e| ClientError::Corrupt {
+                    doc: id.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let mut entry = Entry::new(id, doc);
+        entry.stored_state = sync_state;
+        self.docs.insert(id, entry);
+        Ok(())
+    }
+
+    fn ensure(&mut self, id: DocumentId) -> &mut Entry {
+        let server = self.server.clone();
+        self.docs.entry(id).or_insert_with(|| {
+            let mut e = Entry::new(id, new_document());
+            if let Some(server) = server {
+                e.sync.add_peer(server, State::new());
+            }
+            e
+        })
+    }
+
+    /// Starts keeping every record the club index lists.
+    fn follow_index(&mut self) {
+        let Some(club) = self.club else { return };
+        let Some(entry) = self.docs.get(&club) else {
+            return;
+        };
+        let Ok(json) = read_document(&entry.doc) else {
+            return;
+        };
+        let ids: Vec<DocumentId> = json["index"]
+            .as_object()
+            .map(|index| index.keys().filter_map(|k| k.parse().ok()).collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.ensure(id);
+        }
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = DocumentId> + '_ {
+        self.docs.keys().copied()
+    }
+
+    /// Every record held, as the list a UI shows: records still arriving
+    /// are left out.
+    pub fn list(&self) -> Vec<Json> {
+        self.docs
+            .iter()
+            .filter(|(_, e)| !e.doc.get_heads().is_empty())
+            .map(|(id, e)| summary(*id, &e.doc))
+            .collect()
+    }
+
+    fn entry(&self, id: DocumentId) -> Result<&Entry, ClientError> {
+        let entry = self.docs.get(&id).ok_or(ClientError::UnknownRecord(id))?;
+        if entry.doc.get_heads().is_empty() {
+            return Err(ClientError::NotYetArrived(id));
+        }
+        Ok(entry)
+    }
+
+    /// One record as JSON: `{id, url, kind, valid, record | errors, conflicts, heads}`.
+    pub fn read(&self, id: DocumentId) -> Result<Json, ClientError> {
+        let entry = self.entry(id)?;
+        let rd = RecordDoc::from_automerge(entry.doc.clone());
+        let mut out = summary(id, &entry.doc);
+        match rd.read() {
+            Ok(record) => out["record"] = record,
+            Err(errors) => out["errors"] = json!(errors),
+        }
+        out["conflicts"] = json!(rd.conflicts());
+        Ok(out)
+    }
+
+    pub fn history(&self, id: DocumentId) -> Result<Json, ClientError> {
+        let rd = RecordDoc::from_automerge(self.entry(id)?.doc.clone());
+        Ok(json!(rd.history()))
+    }
+
+    /// The record as it stood at `time` (seconds since the epoch).
+    pub fn read_at(&self, id: DocumentId, time: i64) -> Result<Json, ClientError> {
+        let rd = RecordDoc::from_automerge(self.entry(id)?.doc.clone());
+        let then = rd
+            .at_time(time)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        Ok(match then.read() {
+            Ok(record) => json!({ "record": record }),
+            Err(errors) => json!({ "errors": errors }),
+        })
+    }
+
+    /// Creates a record and lists it in the club index, so every device
+    /// learns of it. Works offline.
+    pub fn create(
+        &mut self,
+        kind: Kind,
+        fields: &Json,
+        commit: &Commit,
+    ) -> Result<(DocumentId, Outcome), ClientError> {
+        let rd = RecordDoc::create(kind, fields, commit)?;
+        let id = DocumentId::random();
+        let mut out = Outcome::default();
+        out.chunks.push(Chunk {
+            doc: id,
+            bytes: rd.save(),
+        });
+        let entry = summary(id, rd.doc());
+        let server = self.server.clone();
+        let mut e = Entry::new(id, rd.into_automerge());
+        if let Some(server) = server {
+            e.sync.add_peer(server, State::new());
+        }
+        self.docs.insert(id, e);
+        out.changed.push(Changed {
+            id: id.to_string(),
+            origin: Origin::Local,
+            paths: vec!["/".into()],
+        });
+        if let Some(club) = self.club.filter(|c| self.entry(*c).is_ok()) {
+            let mut index_entry = json!({ "kind": kind.as_str() });
+            for key in ["title", "city", "status"] {
+                if !entry[key].is_null() && entry[key] != json!({}) {
+                    index_entry[key] = entry[key].clone();
+                }
+            }
+            let edit = Edit::PutEntry {
+                path: format!("/index/{id}"),
+                value: index_entry,
+            };
+            let more = self.apply(club, commit, vec![edit])?;
+            out.chunks.extend(more.chunks);
+            out.changed.extend(more.changed);
+        }
+        Ok((id, out))
+    }
+
+    /// Applies edits whose text offsets are UTF-16 code units, as the
+    /// browser counts them, in one change.
+    pub fn edit(
+        &mut self,
+        id: DocumentId,
+        edits: Vec<Edit>,
+        commit: &Commit,
+    ) -> Result<Outcome, ClientError> {
+        let current = self.read(id)?;
+        let record = current.get("record").cloned().unwrap_or(Json::Null);
+        let mut converted = Vec::with_capacity(edits.len());
+        for edit in edits {
+            converted.push(match edit {
+                Edit::SpliceText {
+                    path,
+                    index,
+                    delete,
+                    insert,
+                } => {
+                    let text = text_at(&record, &path).ok_or_else(|| ClientError::Offset {
+                        path: path.clone(),
+                        reason: "not a text field of this record".into(),
+                    })?;
+                    let (index, delete) =
+                        utf16_range(text, index, delete).map_err(|e| ClientError::Offset {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    Edit::SpliceText {
+                        path,
+                        index,
+                        delete,
+                        insert,
+                    }
+                }
+                other => other,
+            });
+        }
+        self.apply(id, commit, converted)
+    }
+
+    fn apply(
+        &mut self,
+        id: DocumentId,
+        commit: &Commit,
+        edits: Vec<Edit>,
+    ) -> Result<Outcome, ClientError> {
+        self.entry(id)?;
+        let entry = self
+            .docs
+            .get_mut(&id)
+            .ok_or(ClientError::UnknownRecord(id))?;
+        let before = entry.doc.get_heads();
+        let mut rd = RecordDoc::from_automerge(std::mem::take(&mut entry.doc));
+        let result = rd.edit(commit, &edits);
+        entry.doc = rd.into_automerge();
+        result?;
+        let mut out = Outcome::default();
+        let after = entry.doc.get_heads();
+        if after != before {
+            out.chunks.push(Chunk {
+                doc: id,
+                bytes: entry.doc.save_after(&before),
+            });
+            out.changed.push(Changed {
+                id: id.to_string(),
+                origin: Origin::Local,
+                paths: changed_paths(&entry.doc, &before, &after),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The `join` to send when a socket opens.
+    pub fn join(&self) -> Message {
+        handshake::join(
+            self.me.clone(),
+            PeerMetadata {
+                storage_id: Some(self.storage_id.clone()),
+                is_ephemeral: false,
+            },
+        )
+    }
+
+    /// The server answered `join`: sync every record with it, each from
+    /// its stored sync state.
+    pub fn connected(&mut self, server: PeerId) {
+        for entry in self.docs.values_mut() {
+            let state = entry
+                .stored_state
+                .as_deref()
+                .and_then(|b| State::decode(b).ok())
+                .unwrap_or_default();
+            entry.sync.add_peer(server.clone(), state);
+            entry.unavailable = false;
+        }
+        self.server = Some(server);
+    }
+
+    /// The socket closed: returns the sync states to store.
+    pub fn disconnected(&mut self) -> Vec<(DocumentId, Vec<u8>)> {
+        let Some(server) = self.server.take() else {
+            return Vec::new();
+        };
+        let mut states = Vec::new();
+        for (id, entry) in &mut self.docs {
+            if let Some(state) = entry.sync.remove_peer(&server) {
+                let bytes = state.encode();
+                entry.stored_state = Some(bytes.clone());
+                states.push((*id, bytes));
+            }
+        }
+        states
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Handles one frame from the server.
+    pub fn receive(&mut self, frame: &[u8]) -> Result<Outcome, ClientError> {
+        let msg = Message::decode(frame, twinsync_shared::protocol::FrameLimit::default())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut out = Outcome::default();
+        match msg {
+            Message::Peer { sender_id, .. } => self.connected(sender_id),
+            // The server requests a record it does not hold yet (one we
+            // created offline); its payload is a sync message like any other.
+            Message::Sync {
+                sender_id,
+                document_id,
+                data,
+                ..
+            }
+            | Message::Request {
+                sender_id,
+                document_id,
+                data,
+                ..
+            } => self.on_sync(&sender_id, document_id, &data, &mut out)?,
+            Message::DocUnavailable { document_id, .. } => {
+                if let Some(e) = self.docs.get_mut(&document_id) {
+                    e.unavailable = true;
+                }
+                out.unavailable.push(document_id);
+            }
+            Message::Error { message, .. } => out.errors.push(message),
+            // Ephemeral messages are not used by records; nor is heads gossip.
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    fn on_sync(
+        &mut self,
+        from: &PeerId,
+        id: DocumentId,
+        data: &[u8],
+        out: &mut Outcome,
+    ) -> Result<(), ClientError> {
+        let entry = self.ensure(id);
+        let before = entry.doc.get_heads();
+        let received = entry
+            .sync
+            .receive(&mut entry.doc, from, data)
+            .map_err(|e| ClientError::Protocol(format!("record {id}: {e}")))?;
+        if let Some(state) = entry.sync.peer_state(from) {
+            let bytes = state.encode();
+            entry.stored_state = Some(bytes.clone());
+            out.sync_states.push((id, bytes));
+        }
+        if received.new_changes.is_empty() {
+            return Ok(());
+        }
+        let after = entry.doc.get_heads();
+        out.chunks.push(Chunk {
+            doc: id,
+            bytes: entry.doc.save_after(&before),
+        });
+        out.changed.push(Changed {
+            id: id.to_string(),
+            origin: Origin::Remote,
+            paths: changed_paths(&entry.doc, &before, &after),
+        });
+        if Some(id) == self.club {
+            self.follow_index();
+        }
+        Ok(())
+    }
+
+    /// The frames to send now.
+    pub fn outgoing(&mut self) -> Vec<Vec<u8>> {
+        if self.server.is_none() {
+            return Vec::new();
+        }
+        let mut frames = Vec::new();
+        for entry in self.docs.values_mut() {
+            if entry.unavailable {
+                continue;
+            }
+            for msg in entry.sync.generate(&entry.doc, &self.me) {
+                frames.push(msg.encode());
+            }
+        }
+        frames
+    }
+
+    /// Local changes the server has not confirmed holding. Before the
+    /// server has answered, every change it has not confirmed in an
+    /// earlier session counts.
+    pub fn unconfirmed(&self) -> usize {
+        self.unconfirmed_by_record().values().sum()
+    }
+
+    /// [`Self::unconfirmed`] for each record that has any.
+    pub fn unconfirmed_by_record(&self) -> BTreeMap<DocumentId, usize> {
+        self.docs
+            .iter()
+            .map(|(id, e)| {
+                let confirmed = self.server_heads(e);
+                (*id, e.doc.get_changes(&confirmed).len())
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Records whose heads differ from the server's, or unknown to it yet.
+    pub fn syncing(&self) -> usize {
+        self.docs
+            .values()
+            .filter(|e| !e.unavailable)
+            .filter(|e| {
+                let theirs = self
+                    .server
+                    .as_ref()
+                    .and_then(|s| e.sync.peer_state(s))
+                    .and_then(|s| s.their_heads.clone());
+                theirs.is_none_or(|h| {
+                    let mut ours = e.doc.get_heads();
+                    let mut h = h;
+                    ours.sort();
+                    h.sort();
+                    ours != h
+                })
+            })
+            .count()
+    }
+
+    /// The heads the server has confirmed, limited to changes we hold.
+    fn server_heads(&self, e: &Entry) -> Vec<ChangeHash> {
+        let live = self.server.as_ref().and_then(|s| e.sync.peer_state(s));
+        let heads: Vec<ChangeHash> = match live {
+            Some(state) => state
+                .their_heads
+                .clone()
+                .unwrap_or_else(|| state.shared_heads.clone()),
+            None => e
+                .stored_state
+                .as_deref()
+                .and_then(|b| State::decode(b).ok())
+                .map(|s| s.shared_heads)
+                .unwrap_or_default(),
+        };
+        heads
+            .into_iter()
+            .filter(|h| e.doc.get_change_by_hash(h).is_some())
+            .collect()
+    }
+
+    /// The whole record as one chunk, replacing what is stored (compaction).
+    pub fn snapshot(&self, id: DocumentId) -> Option<Vec<u8>> {
+        self.docs
+            .get(&id)
+            .filter(|e| !e.doc.get_heads().is_empty())
+            .map(|e| e.doc.save())
+    }
+
+    /// Ids of records the server refused to share.
+    pub fn unavailable(&self) -> BTreeSet<DocumentId> {
+        self.docs
+            .iter()
+            .filter(|(_, e)| e.unavailable)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+/// What the list shows of a record, as on the server's list.
+fn summary(id: DocumentId, doc: &Automerge) -> Json {
+    let mut out = json!(summarise(doc));
+    out["id"] = json!(id.to_string());
+    out["url"] = json!(id.url().to_string());
+    out
+}
+
+/// The text at a record path: `/minutes`, or `/milestones/<id>/notes`
+/// through list items by id.
+fn text_at<'a>(record: &'a Json, path: &str) -> Option<&'a str> {
+    let mut here = record;
+    for segment in path.split('/').skip(1) {
+        here = match here {
+            Json::Object(map) => map.get(segment)?,
+            Json::Array(items) => items
+                .iter()
+                .find(|item| item.get("id").and_then(Json::as_str) == Some(segment))?,
+            _ => return None,
+        };
+    }
+    here.as_str()
+}
+
+/// Loads stored bytes into a document, for checks outside the replica.
+pub fn load(bytes: &[u8]) -> Result<Automerge, ClientError> {
+    load_document(bytes).map_err(|e| ClientError::Corrupt {
+        doc: String::new(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,49 @@
+//! What a list of records shows of each: the same on the server's list and
+//! in the browser.
+
+use automerge::Automerge;
+use serde::Serialize;
+
+use super::read::{kind_of, read};
+use super::schema::Kind;
+
+/// A record's kind, title, city and status, and whether it is valid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub kind: Option<String>,
+    /// The record's title field (`name` for cities, people and the club),
+    /// multilingual where the kind has it so.
+    pub title: serde_json::Value,
+    pub city: Option<String>,
+    pub status: Option<String>,
+    pub valid: bool,
+}
+
+/// Summarises any document; an invalid one keeps its kind if it says one.
+pub fn summarise(doc: &Automerge) -> Summary {
+    match read(doc) {
+        Ok(json) => {
+            let kind = json
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .and_then(|k| k.parse::<Kind>().ok());
+            let title = kind
+                .and_then(|k| json.get(k.title_field()))
+                .cloned()
+                .unwrap_or_default();
+            let text = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+            Summary {
+                kind: kind.map(|k| k.as_str().to_owned()),
+                title,
+                city: text("city").or_else(|| text("owner_city")),
+                status: text("status").or_else(|| text("twinning_status")),
+                valid: true,
+            }
+        }
+        Err(_) => Summary {
+            kind: kind_of(doc).ok().map(|k| k.as_str().to_owned()),
+            valid: false,
+            ..Summary::default()
+        },
+    }
+}

@@ -1,0 +1,338 @@
+//! The browser client's replica, driven over a real WebSocket against the
+//! real server: what `client-wasm` does in a browser, minus IndexedDB,
+//! whose stand-in here is the list of chunks the replica asked to store.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use twinsync_client::replica::{ClientError, Outcome, Replica};
+use twinsync_shared::record::{Commit, Edit, Kind};
+use twinsync_shared::{DocumentId, PeerId, StorageId};
+use twinsync_tests::spawn_app;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A phone: a replica, what it stored, and a socket when online.
+struct Device {
+    name: String,
+    replica: Replica,
+    stored: HashMap<DocumentId, Vec<Vec<u8>>>,
+    states: HashMap<DocumentId, Vec<u8>>,
+    ws: Option<WebSocketStream<MaybeTlsStream<TcpStream>>>,
+    errors: Vec<String>,
+}
+
+impl Device {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            replica: Replica::new(PeerId::new(name), StorageId::new(format!("storage-{name}"))),
+            stored: HashMap::new(),
+            states: HashMap::new(),
+            ws: None,
+            errors: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, out: Outcome) {
+        for chunk in out.chunks {
+            self.stored.entry(chunk.doc).or_default().push(chunk.bytes);
+        }
+        self.states.extend(out.sync_states);
+        self.errors.extend(out.errors);
+    }
+
+    /// A page reload: a new replica from what was stored.
+    fn reload(&mut self) {
+        self.ws = None;
+        let club = self.replica.club();
+        self.replica = Replica::new(
+            PeerId::new(format!("{}-again", self.name)),
+            StorageId::new(format!("storage-{}", self.name)),
+        );
+        for (id, chunks) in &self.stored {
+            self.replica
+                .restore(*id, chunks, self.states.get(id).cloned())
+                .unwrap();
+        }
+        if let Some(club) = club {
+            self.replica.set_club(club);
+        }
+    }
+
+    async fn online(&mut self, addr: SocketAddr) {
+        let (mut ws, _) = connect_async(format!("ws://{addr}/sync")).await.unwrap();
+        ws.send(WsMessage::Binary(self.replica.join().encode().into()))
+            .await
+            .unwrap();
+        self.ws = Some(ws);
+    }
+
+    async fn offline(&mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
+        }
+        let states = self.replica.disconnected();
+        self.states.extend(states);
+    }
+
+    fn edit(&mut self, id: DocumentId, edits: Vec<Edit>) {
+        let out = self
+            .replica
+            .edit(id, edits, &Commit::new("edit", 1_790_000_000))
+            .unwrap();
+        self.keep(out);
+    }
+
+    /// Exchanges frames until `done` holds; panics after `LIMIT`.
+    async fn sync_until(&mut self, mut done: impl FnMut(&Replica) -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if done(&self.replica) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not get there: unconfirmed {:?}, {} syncing, errors {:?}",
+                self.name,
+                self.replica.unconfirmed_by_record(),
+                self.replica.syncing(),
+                self.errors
+            );
+            let ws = self.ws.as_mut().expect("online");
+            for frame in self.replica.outgoing() {
+                ws.send(WsMessage::Binary(frame.into())).await.unwrap();
+            }
+            if let Ok(Some(Ok(WsMessage::Binary(bytes)))) =
+                tokio::time::timeout(Duration::from_millis(100), ws.next()).await
+            {
+                let out = self.replica.receive(&bytes).unwrap();
+                self.keep(out);
+            }
+        }
+    }
+
+    fn text(&self, id: DocumentId, field: &str) -> String {
+        self.replica.read(id).unwrap()["record"][field]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+async fn club_of(app: &twinsync_tests::TestApp) -> DocumentId {
+    app.first("club").await
+}
+
+#[tokio::test]
+async fn a_fresh_device_keeps_every_record_the_club_index_lists() {
+    let app = spawn_app().await;
+    let listed = app.get_json("/api/records").await;
+    let total = listed.as_array().unwrap().len();
+    let mut phone = Device::new("phone");
+    phone.replica.set_club(club_of(&app).await);
+    phone.online(app.addr).await;
+    phone
+        .sync_until(|r| r.list().len() == total && r.syncing() == 0)
+        .await;
+    let kinds: Vec<String> = phone
+        .replica
+        .list()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(kinds.iter().any(|k| k == "meeting"), "{kinds:?}");
+    assert!(
+        phone
+            .replica
+            .list()
+            .iter()
+            .all(|s| s["valid"] == json!(true))
+    );
+}
+
+#[tokio::test]
+async fn offline_edits_of_two_phones_merge_through_the_server_and_survive_a_reload() {
+    let app = spawn_app().await;
+    let club = club_of(&app).await;
+    let meeting = app.first("meeting").await;
+    let mut a = Device::new("a");
+    let mut b = Device::new("b");
+    for d in [&mut a, &mut b] {
+        d.replica.set_club(club);
+        d.online(app.addr).await;
+        d.sync_until(|r| r.read(meeting).is_ok() && r.syncing() == 0)
+            .await;
+        d.offline().await;
+    }
+    let before = a.text(meeting, "minutes");
+    let len16 = before.encode_utf16().count();
+    a.edit(
+        meeting,
+        vec![Edit::SpliceText {
+            path: "/minutes".into(),
+            index: len16,
+            delete: 0,
+            insert: " [أ: تمت الموافقة]".into(),
+        }],
+    );
+    b.edit(
+        meeting,
+        vec![Edit::SpliceText {
+            path: "/minutes".into(),
+            index: 0,
+            delete: 0,
+            insert: "[B: approuvé] ".into(),
+        }],
+    );
+    assert!(a.replica.unconfirmed() > 0);
+
+    // A reloads while offline: its edit is in what it stored.
+    a.reload();
+    assert!(a.text(meeting, "minutes").ends_with("[أ: تمت الموافقة]"));
+
+    for d in [&mut a, &mut b] {
+        d.online(app.addr).await;
+    }
+    let done = |r: &Replica| {
+        r.read(meeting).is_ok_and(|m| {
+            let t = m["record"]["minutes"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            t.starts_with("[B: approuvé] ") && t.ends_with(" [أ: تمت الموافقة]")
+        }) && r.unconfirmed() == 0
+    };
+    for _ in 0..3 {
+        a.sync_until(|r| r.syncing() == 0 || done(r)).await;
+        b.sync_until(|r| r.syncing() == 0 || done(r)).await;
+    }
+    a.sync_until(done).await;
+    b.sync_until(done).await;
+    assert_eq!(a.text(meeting, "minutes"), b.text(meeting, "minutes"));
+    assert!(a.errors.is_empty() && b.errors.is_empty());
+}
+
+#[tokio::test]
+async fn a_record_created_offline_reaches_the_server_and_the_club_index() {
+    let app = spawn_app().await;
+    let club = club_of(&app).await;
+    let mut phone = Device::new("phone");
+    phone.replica.set_club(club);
+    phone.online(app.addr).await;
+    phone
+        .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
+        .await;
+    phone.offline().await;
+    let (id, out) = phone
+        .replica
+        .create(
+            Kind::Report,
+            &json!({
+                "title": {"ar": "زيارة", "fr": "Visite à Tombouctou", "en": "Visit"},
+                "date": "2026-11-20", "report_type": "visit",
+                "text": "Rencontre avec la commune — لقاء مع الجماعة",
+            }),
+            &Commit::new("new report", 1_790_000_000),
+        )
+        .unwrap();
+    phone.keep(out);
+    assert!(phone.stored[&club].len() > 1, "the index entry is stored");
+    phone.online(app.addr).await;
+    phone.sync_until(|r| r.unconfirmed() == 0).await;
+
+    let stored = app.get_json(&format!("/api/records/{id}")).await;
+    assert_eq!(stored["record"]["title"]["fr"], "Visite à Tombouctou");
+    let club_json = app.get_json(&format!("/api/records/{club}")).await;
+    assert_eq!(
+        club_json["record"]["index"][id.to_string()]["kind"],
+        "report"
+    );
+}
+
+#[tokio::test]
+async fn arabic_edits_at_utf16_offsets_land_where_the_browser_meant() {
+    let app = spawn_app().await;
+    let club = club_of(&app).await;
+    let mut phone = Device::new("phone");
+    phone.replica.set_club(club);
+    let (id, out) = phone
+        .replica
+        .create(
+            Kind::Report,
+            // Shadda and fatha on the mim; an emoji is two UTF-16 units.
+            &json!({"title": {"ar": "تقرير"}, "report_type": "field", "date": "2026-11-20", "text": "مُحَمَّد 🌍 السمارة"}),
+            &Commit::new("new", 1),
+        )
+        .unwrap();
+    phone.keep(out);
+    // Browser offsets: after "مُحَمَّد " (9 units), and after the emoji (11).
+    phone.edit(
+        id,
+        vec![Edit::SpliceText {
+            path: "/text".into(),
+            index: 11,
+            delete: 0,
+            insert: " و".into(),
+        }],
+    );
+    phone.edit(
+        id,
+        vec![Edit::SpliceText {
+            path: "/text".into(),
+            index: 9,
+            delete: 0,
+            insert: "ـ".into(),
+        }],
+    );
+    assert_eq!(phone.text(id, "text"), "مُحَمَّد ـ🌍 و السمارة");
+    // An offset inside the emoji's surrogate pair is refused, not guessed.
+    let err = phone
+        .replica
+        .edit(
+            id,
+            vec![Edit::SpliceText {
+                path: "/text".into(),
+                index: 11,
+                delete: 0,
+                insert: "x".into(),
+            }],
+            &Commit::new("bad", 2),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Offset { .. }), "{err}");
+    assert_eq!(phone.text(id, "text"), "مُحَمَّد ـ🌍 و السمارة");
+}
+
+#[tokio::test]
+async fn garbage_from_the_server_is_an_error_and_the_data_stays() {
+    let app = spawn_app().await;
+    let club = club_of(&app).await;
+    let mut phone = Device::new("phone");
+    phone.replica.set_club(club);
+    phone.online(app.addr).await;
+    phone
+        .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
+        .await;
+    let before = phone.replica.read(club).unwrap();
+    let err = phone.replica.receive(&[0xa1, 0x01, 0xff]).unwrap_err();
+    assert!(matches!(err, ClientError::Protocol(_)), "{err}");
+    assert_eq!(phone.replica.read(club).unwrap(), before);
+
+    // A damaged stored chunk names its record and is not half-loaded.
+    let mut other = Replica::new(PeerId::new("x"), StorageId::new("y"));
+    let err = other
+        .restore(club, &[b"not automerge".to_vec()], None)
+        .unwrap_err();
+    assert!(err.to_string().contains(&club.to_string()), "{err}");
+    assert!(matches!(
+        other.read(club),
+        Err(ClientError::UnknownRecord(_))
+    ));
+}
