@@ -25,6 +25,11 @@ pub struct Settings {
     #[arg(long, env = "TWINSYNC_APP_DIR", default_value = "app")]
     pub app_dir: PathBuf,
 
+    /// Directory of the built browser client (`cargo xtask build-client`),
+    /// served at `/pkg`.
+    #[arg(long, env = "TWINSYNC_CLIENT_DIR", default_value = "client-wasm/pkg")]
+    pub client_dir: PathBuf,
+
     /// Largest WebSocket frame accepted, in bytes; larger ones are refused.
     #[arg(long, env = "TWINSYNC_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_frame_bytes: usize,
@@ -75,6 +80,7 @@ impl Settings {
             data_dir,
             no_demo: false,
             app_dir: PathBuf::from("app"),
+            client_dir: PathBuf::from("client-wasm/pkg"),
             max_frame_bytes: 16 * 1024 * 1024,
             peer_queue: 1024,
             doc_queue: 1024,

@@ -31,6 +31,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/records/{id}/history", get(api::history))
         .route("/api/export/agreements.csv", get(api::agreements_csv))
         .route("/api/export/projects.csv", get(api::projects_csv))
+        .nest_service("/pkg", ServeDir::new(&hub.settings.client_dir))
         .fallback_service(static_files)
         .layer(TraceLayer::new_for_http())
         .with_state(hub)

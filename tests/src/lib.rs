@@ -52,6 +52,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
     let temp = tempfile::tempdir().expect("a temporary directory");
     let mut settings = Settings::for_data_dir(temp.path().to_owned());
     settings.app_dir = workspace().join("app");
+    settings.client_dir = workspace().join("client-wasm/pkg");
     tune(&mut settings);
     let mut app = start(settings).await;
     app._temp = Some(temp);

@@ -27,8 +27,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit, property, integration, the wasm32 build check.
+    /// Run every test: unit, property, integration, the browser tests.
     Test,
+    /// Build the browser client into client-wasm/pkg: .wasm, JS bindings, .d.ts.
+    BuildClient,
 }
 
 fn main() -> Result<()> {
@@ -36,6 +38,7 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Serve { args } => serve(&args),
         Task::Test => test(),
+        Task::BuildClient => build_client(),
     }
 }
 
@@ -79,6 +82,7 @@ fn ensure_wasm_target() -> Result<()> {
 }
 
 fn serve(args: &[String]) -> Result<()> {
+    build_client()?;
     let mut cmd = cargo();
     cmd.args([
         "run",
@@ -94,18 +98,79 @@ fn serve(args: &[String]) -> Result<()> {
     run(cmd)
 }
 
-/// The pinned official JavaScript client for the interop tests, installed
-/// into the ignored `tests/js/node_modules`. A stamp holding the lock file's
-/// contents skips the install when nothing changed.
+/// The pinned official JavaScript client for the interop tests and
+/// playwright-core for the browser tests, in the ignored
+/// `tests/js/node_modules`.
 ///
 /// `npm install` rather than `npm ci`: the registry this machine reaches
 /// lacks cbor-extract's optional native builds, which npm leaves out of
 /// the lock, and `npm ci` then calls the lock out of sync. With exact
 /// versions in package.json and the lock, `npm install` installs the same.
 fn ensure_js_client() -> Result<()> {
-    let dir = root().join("tests/js");
+    npm_install("tests/js")
+}
+
+fn test() -> Result<()> {
+    ensure_wasm_target()?;
+    ensure_js_client()?;
+    // The end-to-end tests run the server as a process, to kill -9 it, and
+    // the browser tests load the client it serves.
+    let mut build = cargo();
+    build.args(["build", "--package", "twinsync-server", "--bin", "twinsync"]);
+    run(build)?;
+    build_client()?;
+    let mut tests = cargo();
+    tests.args(["test", "--workspace"]);
+    run(tests)?;
+    ensure_chromium()?;
+    let mut browser = Command::new("node");
+    browser
+        .args(["--test", "--test-concurrency=1"])
+        .arg(root().join("tests/js/browser/client.test.mjs"))
+        .current_dir(root().join("tests/js"));
+    run(browser).context("the browser tests failed")?;
+    Ok(())
+}
+
+/// Debian's Chromium and ChromeDriver, for the browser tests.
+fn ensure_chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+        return Ok(());
+    }
+    let install = || {
+        let mut apt = Command::new("apt-get");
+        apt.args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+        run(apt)
+    };
+    if install().is_err() {
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        run(update)?;
+        install().context("installing Debian's chromium and chromium-driver")?;
+    }
+    Ok(())
+}
+
+/// Where cargo puts build output.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Installs pinned npm packages of `dir` (relative to the root) when its
+/// lock file changed since the last install.
+fn npm_install(dir: &str) -> Result<()> {
+    let dir = root().join(dir);
     let lock = std::fs::read(dir.join("package-lock.json"))
-        .context("reading tests/js/package-lock.json")?;
+        .with_context(|| format!("reading {}/package-lock.json", dir.display()))?;
     let stamp = dir.join("node_modules/.twinsync-lock");
     if std::fs::read(&stamp).is_ok_and(|installed| installed == lock) {
         return Ok(());
@@ -113,31 +178,70 @@ fn ensure_js_client() -> Result<()> {
     let mut npm = Command::new("npm");
     npm.args(["install", "--no-audit", "--no-fund"])
         .current_dir(&dir);
-    run(npm).context("installing the pinned JavaScript client (is Node.js with npm installed?)")?;
+    run(npm).context("installing pinned npm packages (is Node.js with npm installed?)")?;
     std::fs::write(&stamp, lock).context("writing the npm install stamp")?;
     Ok(())
 }
 
-fn test() -> Result<()> {
+/// The browser client: cargo builds the wasm (opt-level z, LTO), the
+/// wasm-bindgen library writes the JS bindings and TypeScript types, and
+/// wasm-opt from the pinned npm binaryen shrinks it. Downloads no binary.
+fn build_client() -> Result<()> {
     ensure_wasm_target()?;
-    ensure_js_client()?;
-    let mut check = cargo();
-    check.args([
-        "check",
+    let mut build = cargo();
+    build.args([
+        "build",
         "--package",
-        "twinsync-shared",
+        "twinsync-client",
         "--target",
         "wasm32-unknown-unknown",
-        "--features",
-        "wasm",
+        "--profile",
+        "wasm-release",
     ]);
-    run(check)?;
-    // The end-to-end tests run the server as a process, to kill -9 it.
-    let mut build = cargo();
-    build.args(["build", "--package", "twinsync-server", "--bin", "twinsync"]);
     run(build)?;
-    let mut tests = cargo();
-    tests.args(["test", "--workspace", "--exclude", "twinsync-client"]);
-    run(tests)?;
+    let wasm = target_dir().join("wasm32-unknown-unknown/wasm-release/twinsync_client.wasm");
+    let pkg = root().join("client-wasm/pkg");
+    eprintln!("xtask: generating JS bindings into {}", pkg.display());
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&wasm)
+        .out_name("twinsync_client")
+        .typescript(true)
+        // Let `init()` find the .wasm beside the JS by default.
+        .omit_default_module_path(false)
+        .web(true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .generate(&pkg)
+        .map_err(|e| anyhow::anyhow!("wasm-bindgen: {e}"))?;
+
+    npm_install("xtask/js")?;
+    let out = pkg.join("twinsync_client_bg.wasm");
+    let before = std::fs::metadata(&out)?.len();
+    let mut opt = Command::new("node");
+    opt.arg(root().join("xtask/js/node_modules/binaryen/bin/wasm-opt"))
+        .arg(&out)
+        // Exactly the features rustc 1.95 enables for wasm32-unknown-unknown.
+        .args([
+            "-Oz",
+            "--strip-debug",
+            "--enable-bulk-memory",
+            "--enable-nontrapping-float-to-int",
+            "--enable-sign-ext",
+            "--enable-mutable-globals",
+            "--enable-reference-types",
+            "--enable-multivalue",
+            "-o",
+        ])
+        .arg(&out);
+    run(opt)?;
+    let bytes = std::fs::read(&out)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &bytes)?;
+    let gzipped = gz.finish()?.len();
+    eprintln!(
+        "xtask: client wasm {:.0} KiB ({:.0} KiB before wasm-opt), {:.0} KiB gzipped",
+        bytes.len() as f64 / 1024.0,
+        before as f64 / 1024.0,
+        gzipped as f64 / 1024.0
+    );
     Ok(())
 }

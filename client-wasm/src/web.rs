@@ -1,0 +1,853 @@
+//! The JavaScript API: a [`Client`] that keeps records in IndexedDB and
+//! syncs them over one WebSocket, through the [`Replica`].
+//!
+//! Everything runs on the page's one thread. A single event loop owns the
+//! order of things: socket events, timers and the `online` event arrive as
+//! [`Event`]s and are handled one at a time, each stored before anything
+//! is sent or announced.
+
+mod store;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use js_sys::{Function, Uint8Array};
+use serde::Serialize;
+use twinsync_shared::record::{Commit, Edit, Kind};
+use twinsync_shared::{DocumentId, PeerId, StorageId};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::spawn_local;
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+use crate::replica::{ClientError, Outcome, Replica};
+use store::{Store, StoreError};
+
+/// Compact a record's chunks into one snapshot past this many.
+const COMPACT_AFTER: usize = 32;
+/// Reconnect delays: doubling from the first to the last, with jitter.
+const BACKOFF_FIRST_MS: f64 = 500.0;
+const BACKOFF_MAX_MS: f64 = 30_000.0;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = r#"
+/** Options of `Client.open`. */
+export interface ClientOptions {
+  /** IndexedDB database name; one per user of the device. Default "twinsync". */
+  database?: string;
+  /** The sync endpoint, e.g. "ws://127.0.0.1:8080/sync". Default: /sync on this page's host. */
+  server?: string;
+  /** The device token, sent as the query parameter `token`. */
+  token?: string;
+  /** The club record's id or automerge: URL; else asked of the server once. */
+  club?: string;
+  /** Start offline, until `connect()`. */
+  offline?: boolean;
+}
+
+/** A record as lists show it. */
+export interface RecordSummary {
+  id: string;
+  url: string;
+  kind: "club" | "city" | "agreement" | "project" | "meeting" | "person" | "report" | null;
+  title: { ar?: string; fr?: string; en?: string } | string | null;
+  city: string | null;
+  status: string | null;
+  valid: boolean;
+}
+
+/** One record, merged: its fields, or why it is invalid, and its conflicts. */
+export interface RecordView extends RecordSummary {
+  record?: Record<string, unknown>;
+  errors?: { path: string; reason: string }[];
+  conflicts: { path: string; values: { value: unknown; actor: string }[] }[];
+}
+
+/** An edit. Text offsets (`index`, `delete`) are UTF-16 code units, as in JavaScript strings. */
+export type Edit =
+  | { op: "set"; path: string; value: unknown }
+  | { op: "splice_text"; path: string; index: number; delete: number; insert: string }
+  | { op: "insert_item"; path: string; after: string | null; item: Record<string, unknown> }
+  | { op: "remove_item"; path: string }
+  | { op: "add_member"; path: string; member: string }
+  | { op: "remove_member"; path: string; member: string }
+  | { op: "put_entry"; path: string; value: Record<string, unknown> }
+  | { op: "remove_entry"; path: string };
+
+/** What changed in one record. */
+export interface Change {
+  id: string;
+  origin: "local" | "remote";
+  paths: string[];
+}
+
+/** The sync status, for a status bar. */
+export interface SyncStatus {
+  state: "offline" | "connecting" | "syncing" | "up-to-date" | "error";
+  /** Records not yet in step with the server. */
+  syncing: number;
+  /** Local changes the server has not confirmed holding. */
+  unconfirmed: number;
+  /** Why, when `state` is "error", or the last problem the server reported. */
+  error?: string;
+  /** Records the server refused to share. */
+  unavailable: string[];
+}
+
+/** One entry of a record's history. */
+export interface HistoryEntry {
+  hash: string; actor: string; seq: number; time: number;
+  message: string | null; deps: string[]; fields: string[];
+}
+"#;
+
+/// An error for JavaScript: an `Error` whose `name` says which kind.
+fn js_error(name: &str, message: impl std::fmt::Display) -> JsValue {
+    let e = js_sys::Error::new(&message.to_string());
+    e.set_name(name);
+    e.into()
+}
+
+impl From<ClientError> for JsValue {
+    fn from(e: ClientError) -> Self {
+        let name = match &e {
+            ClientError::UnknownRecord(_) | ClientError::NotYetArrived(_) => "NotFoundError",
+            ClientError::Edit(_) | ClientError::Offset { .. } | ClientError::Invalid(_) => {
+                "EditError"
+            }
+            ClientError::Corrupt { .. } => "CorruptError",
+            ClientError::Protocol(_) => "ProtocolError",
+        };
+        js_error(name, e)
+    }
+}
+
+impl From<StoreError> for JsValue {
+    fn from(e: StoreError) -> Self {
+        let name = match &e {
+            StoreError::Quota(_) => "QuotaExceededError",
+            _ => "StorageError",
+        };
+        js_error(name, e)
+    }
+}
+
+fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error("TypeError", e))
+}
+
+fn parse_id(id: &str) -> Result<DocumentId, JsValue> {
+    let bare = id.strip_prefix("automerge:").unwrap_or(id);
+    let bare = bare.split('#').next().unwrap_or(bare);
+    bare.parse()
+        .map_err(|e| js_error("TypeError", format!("not a record id: {id:?} ({e})")))
+}
+
+fn now_secs() -> i64 {
+    (js_sys::Date::now() / 1000.0) as i64
+}
+
+/// See the `SyncStatus` TypeScript type.
+#[derive(Debug, Serialize)]
+struct Status {
+    state: &'static str,
+    syncing: usize,
+    unconfirmed: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    unavailable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Offline,
+    Connecting,
+    Joined,
+}
+
+/// What the event loop handles, one at a time.
+enum Event {
+    Opened(u32),
+    Frame(u32, Vec<u8>),
+    Closed(u32, String),
+    /// The socket is gone: store these sync states, then try again later.
+    Lost(Vec<(DocumentId, Vec<u8>)>),
+    /// Time to try connecting again, or the browser came online.
+    Wake,
+    /// Local edits want sending.
+    Flush,
+}
+
+struct Inner {
+    replica: RefCell<Replica>,
+    store: Store,
+    server: String,
+    token: Option<String>,
+    events: mpsc::UnboundedSender<Event>,
+    socket: RefCell<Option<(u32, WebSocket)>>,
+    socket_seq: Cell<u32>,
+    link: Cell<Link>,
+    /// The user asked to stay offline.
+    paused: Cell<bool>,
+    attempts: Cell<u32>,
+    last_error: RefCell<Option<String>>,
+    /// Why the socket last closed.
+    offline_reason: RefCell<Option<String>>,
+    /// Chunk keys per record, for compaction.
+    chunk_keys: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
+    change_listeners: RefCell<Vec<(u32, Function)>>,
+    status_listeners: RefCell<Vec<(u32, Function)>>,
+    next_listener: Cell<u32>,
+    closed: Cell<bool>,
+    /// Keep the `online` and `offline` listeners alive.
+    _online: RefCell<Option<Closure<dyn FnMut()>>>,
+    _offline: RefCell<Option<Closure<dyn FnMut()>>>,
+}
+
+/// The twinsync client: records kept offline in IndexedDB and synced with
+/// the server whenever a connection allows.
+#[wasm_bindgen]
+pub struct Client {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("replica", &self.inner.replica)
+            .field("link", &self.inner.link.get())
+            .finish()
+    }
+}
+
+#[wasm_bindgen]
+impl Client {
+    /// Opens the local store (creating it on first use), restores every
+    /// record, asks the browser to keep the storage persistent, and starts
+    /// syncing unless `offline` is set.
+    #[wasm_bindgen(unchecked_return_type = "Client")]
+    pub async fn open(
+        #[wasm_bindgen(unchecked_param_type = "ClientOptions | undefined")] options: JsValue,
+    ) -> Result<Client, JsValue> {
+        let opt = |key: &str| -> Option<String> {
+            if options.is_object() {
+                js_sys::Reflect::get(&options, &key.into())
+                    .ok()
+                    .and_then(|v| v.as_string())
+            } else {
+                None
+            }
+        };
+        let offline = options.is_object()
+            && js_sys::Reflect::get(&options, &"offline".into())
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+        let database = opt("database").unwrap_or_else(|| "twinsync".into());
+        let store = Store::open(&database).await?;
+        let window = web_sys::window().ok_or_else(|| js_error("Error", "no window"))?;
+        // Ask that the browser never evict the field work; a refusal is not an error.
+        if let Ok(p) = window.navigator().storage().persist() {
+            let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+        }
+        let identity = store.identity().await?;
+        let mut replica = Replica::new(
+            PeerId::new(format!("{}-{}", identity.storage_id, random_suffix())),
+            StorageId::new(identity.storage_id.clone()),
+        );
+        let loaded = store.load_all().await?;
+        let mut chunk_keys = std::collections::HashMap::new();
+        let mut damaged = Vec::new();
+        for record in loaded.records {
+            let keys: Vec<f64> = record.chunks.iter().map(|(k, _)| *k).collect();
+            let bytes: Vec<Vec<u8>> = record.chunks.into_iter().map(|(_, b)| b).collect();
+            match replica.restore(record.id, &bytes, record.sync_state) {
+                Ok(()) => {
+                    chunk_keys.insert(record.id, keys);
+                }
+                Err(e) => damaged.push(e.to_string()),
+            }
+        }
+        let club = opt("club")
+            .map(|c| parse_id(&c))
+            .transpose()?
+            .or(identity.club);
+        if let Some(club) = club {
+            replica.set_club(club);
+            store.put_club(club).await?;
+        }
+        let server = match opt("server") {
+            Some(s) => s,
+            None => {
+                let loc = window.location();
+                let scheme = if loc.protocol()? == "https:" {
+                    "wss"
+                } else {
+                    "ws"
+                };
+                format!("{scheme}://{}/sync", loc.host()?)
+            }
+        };
+        let (tx, rx) = mpsc::unbounded();
+        let inner = Rc::new(Inner {
+            replica: RefCell::new(replica),
+            store,
+            server,
+            token: opt("token"),
+            events: tx,
+            socket: RefCell::new(None),
+            socket_seq: Cell::new(0),
+            link: Cell::new(Link::Offline),
+            paused: Cell::new(offline),
+            attempts: Cell::new(0),
+            last_error: RefCell::new(if damaged.is_empty() {
+                None
+            } else {
+                Some(format!(
+                    "damaged local data, fetched again from the server: {}",
+                    damaged.join("; ")
+                ))
+            }),
+            offline_reason: RefCell::new(None),
+            chunk_keys: RefCell::new(chunk_keys),
+            change_listeners: RefCell::new(Vec::new()),
+            status_listeners: RefCell::new(Vec::new()),
+            next_listener: Cell::new(1),
+            closed: Cell::new(false),
+            _online: RefCell::new(None),
+            _offline: RefCell::new(None),
+        });
+        // Damaged records are dropped locally and fetched anew when online.
+        for msg in &damaged {
+            web_sys::console::warn_1(&msg.into());
+        }
+        let events = inner.events.clone();
+        let online = Closure::<dyn FnMut()>::new(move || {
+            let _ = events.unbounded_send(Event::Wake);
+        });
+        window.add_event_listener_with_callback("online", online.as_ref().unchecked_ref())?;
+        *inner._online.borrow_mut() = Some(online);
+        // An open socket may hang on silently when the network goes away:
+        // close it, and reconnect with backoff until `online`.
+        let weak = Rc::downgrade(&inner);
+        let went_offline = Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.drop_socket("the device went offline");
+            }
+        });
+        window
+            .add_event_listener_with_callback("offline", went_offline.as_ref().unchecked_ref())?;
+        *inner._offline.borrow_mut() = Some(went_offline);
+        spawn_local(event_loop(Rc::clone(&inner), rx));
+        if !offline {
+            let _ = inner.events.unbounded_send(Event::Wake);
+        }
+        Ok(Client { inner })
+    }
+
+    /// Every record on this device.
+    #[wasm_bindgen(unchecked_return_type = "RecordSummary[]")]
+    pub fn list(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.replica.borrow().list())
+    }
+
+    /// One record, merged.
+    #[wasm_bindgen(unchecked_return_type = "RecordView")]
+    pub fn read(&self, id: &str) -> Result<JsValue, JsValue> {
+        let id = parse_id(id)?;
+        to_js(&self.inner.replica.borrow().read(id)?)
+    }
+
+    /// The record as it stood at `time` (milliseconds since the epoch, as `Date.now()`).
+    #[wasm_bindgen(js_name = readAt, unchecked_return_type = "{ record?: Record<string, unknown>; errors?: { path: string; reason: string }[] }")]
+    pub fn read_at(&self, id: &str, time: f64) -> Result<JsValue, JsValue> {
+        let id = parse_id(id)?;
+        let secs = (time / 1000.0).floor() as i64;
+        to_js(&self.inner.replica.borrow().read_at(id, secs)?)
+    }
+
+    /// The record's change log, oldest first.
+    #[wasm_bindgen(unchecked_return_type = "HistoryEntry[]")]
+    pub fn history(&self, id: &str) -> Result<JsValue, JsValue> {
+        let id = parse_id(id)?;
+        to_js(&self.inner.replica.borrow().history(id)?)
+    }
+
+    /// Creates a record; resolves with its id once it is in IndexedDB.
+    #[wasm_bindgen(unchecked_return_type = "string")]
+    pub async fn create(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "\"city\" | \"agreement\" | \"project\" | \"meeting\" | \"person\" | \"report\""
+        )]
+        kind: String,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] fields: JsValue,
+        message: String,
+    ) -> Result<JsValue, JsValue> {
+        let kind: Kind = kind
+            .parse()
+            .map_err(|e| js_error("TypeError", format!("{e}")))?;
+        let fields: serde_json::Value = serde_wasm_bindgen::from_value(fields)
+            .map_err(|e| js_error("TypeError", format!("fields: {e}")))?;
+        let commit = Commit::new(message, now_secs());
+        let (id, out) = self
+            .inner
+            .replica
+            .borrow_mut()
+            .create(kind, &fields, &commit)?;
+        self.inner.commit_local(out).await?;
+        Ok(JsValue::from_str(&id.to_string()))
+    }
+
+    /// Applies edits to a record as one change; resolves once the change is
+    /// in IndexedDB. Text offsets are UTF-16 code units.
+    pub async fn edit(
+        &self,
+        id: String,
+        #[wasm_bindgen(unchecked_param_type = "Edit[]")] edits: JsValue,
+        message: String,
+    ) -> Result<(), JsValue> {
+        let id = parse_id(&id)?;
+        let edits: Vec<Edit> = serde_wasm_bindgen::from_value(edits)
+            .map_err(|e| js_error("TypeError", format!("edits: {e}")))?;
+        let commit = Commit::new(message, now_secs());
+        let out = self.inner.replica.borrow_mut().edit(id, edits, &commit)?;
+        self.inner.commit_local(out).await
+    }
+
+    /// Resolves a conflict by writing the chosen value at `path`.
+    pub async fn resolve(
+        &self,
+        id: String,
+        path: String,
+        value: JsValue,
+        message: String,
+    ) -> Result<(), JsValue> {
+        let id = parse_id(&id)?;
+        let value: serde_json::Value = serde_wasm_bindgen::from_value(value)
+            .map_err(|e| js_error("TypeError", format!("value: {e}")))?;
+        let commit = Commit::new(message, now_secs());
+        let out =
+            self.inner
+                .replica
+                .borrow_mut()
+                .edit(id, vec![Edit::Set { path, value }], &commit)?;
+        self.inner.commit_local(out).await
+    }
+
+    /// Calls `listener(changes)` after each stored change, local or remote.
+    /// Returns a number for `unsubscribe`.
+    pub fn subscribe(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(changes: Change[]) => void")] listener: Function,
+    ) -> u32 {
+        self.inner.listen(&self.inner.change_listeners, listener)
+    }
+
+    /// Calls `listener(status)` whenever the sync status may have changed.
+    #[wasm_bindgen(js_name = onStatus)]
+    pub fn on_status(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(status: SyncStatus) => void")] listener: Function,
+    ) -> u32 {
+        self.inner.listen(&self.inner.status_listeners, listener)
+    }
+
+    pub fn unsubscribe(&self, handle: u32) {
+        self.inner
+            .change_listeners
+            .borrow_mut()
+            .retain(|(h, _)| *h != handle);
+        self.inner
+            .status_listeners
+            .borrow_mut()
+            .retain(|(h, _)| *h != handle);
+    }
+
+    #[wasm_bindgen(unchecked_return_type = "SyncStatus")]
+    pub fn status(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.status())
+    }
+
+    /// The club record's id, once known.
+    #[wasm_bindgen(getter)]
+    pub fn club(&self) -> Option<String> {
+        self.inner.replica.borrow().club().map(|c| c.to_string())
+    }
+
+    /// This device's peer id for this session.
+    #[wasm_bindgen(getter, js_name = peerId)]
+    pub fn peer_id(&self) -> String {
+        self.inner.replica.borrow().peer_id().to_string()
+    }
+
+    /// Goes online (the default after `open`).
+    pub fn connect(&self) {
+        self.inner.paused.set(false);
+        let _ = self.inner.events.unbounded_send(Event::Wake);
+    }
+
+    /// Goes offline and stays so until `connect()`; edits keep being stored.
+    pub fn disconnect(&self) {
+        self.inner.paused.set(true);
+        self.inner.close_socket();
+    }
+
+    /// Stops syncing and closes the socket.
+    pub fn close(&self) {
+        self.inner.closed.set(true);
+        self.inner.close_socket();
+        self.inner.events.close_channel();
+    }
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Inner {
+    fn listen(&self, list: &RefCell<Vec<(u32, Function)>>, f: Function) -> u32 {
+        let h = self.next_listener.get();
+        self.next_listener.set(h + 1);
+        list.borrow_mut().push((h, f));
+        h
+    }
+
+    fn status(&self) -> Status {
+        let replica = self.replica.borrow();
+        let error = self.last_error.borrow().clone();
+        let syncing = replica.syncing();
+        let state = match self.link.get() {
+            _ if error.is_some() => "error",
+            Link::Offline => "offline",
+            Link::Connecting => "connecting",
+            Link::Joined if syncing > 0 => "syncing",
+            Link::Joined => "up-to-date",
+        };
+        Status {
+            state,
+            syncing,
+            unconfirmed: replica.unconfirmed(),
+            error: error.or_else(|| {
+                (self.link.get() == Link::Offline)
+                    .then(|| self.offline_reason.borrow().clone())
+                    .flatten()
+            }),
+            unavailable: replica
+                .unavailable()
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+        }
+    }
+
+    fn announce_status(&self) {
+        let Ok(status) = to_js(&self.status()) else {
+            return;
+        };
+        let listeners: Vec<Function> = self
+            .status_listeners
+            .borrow()
+            .iter()
+            .map(|(_, f)| f.clone())
+            .collect();
+        for f in listeners {
+            let _ = f.call1(&JsValue::NULL, &status);
+        }
+    }
+
+    fn announce_changes(&self, out: &Outcome) {
+        if out.changed.is_empty() {
+            return;
+        }
+        let Ok(changes) = to_js(&out.changed) else {
+            return;
+        };
+        let listeners: Vec<Function> = self
+            .change_listeners
+            .borrow()
+            .iter()
+            .map(|(_, f)| f.clone())
+            .collect();
+        for f in listeners {
+            let _ = f.call1(&JsValue::NULL, &changes);
+        }
+    }
+
+    /// Stores an outcome; only then may anyone hear of it.
+    async fn store(&self, out: &Outcome) -> Result<(), StoreError> {
+        if out.chunks.is_empty() && out.sync_states.is_empty() {
+            return Ok(());
+        }
+        let keys = self.store.append(&out.chunks, &out.sync_states).await?;
+        let mut compact = Vec::new();
+        {
+            let mut all = self.chunk_keys.borrow_mut();
+            for (chunk, key) in out.chunks.iter().zip(keys) {
+                let list = all.entry(chunk.doc).or_default();
+                list.push(key);
+                if list.len() > COMPACT_AFTER {
+                    compact.push(chunk.doc);
+                }
+            }
+        }
+        compact.dedup();
+        for doc in compact {
+            self.compact(doc).await;
+        }
+        Ok(())
+    }
+
+    /// Replaces a record's chunks with one snapshot, in one transaction.
+    async fn compact(&self, doc: DocumentId) {
+        let Some(snapshot) = self.replica.borrow().snapshot(doc) else {
+            return;
+        };
+        let old = self
+            .chunk_keys
+            .borrow()
+            .get(&doc)
+            .cloned()
+            .unwrap_or_default();
+        match self.store.compact(doc, &snapshot, &old).await {
+            Ok(key) => {
+                let mut all = self.chunk_keys.borrow_mut();
+                let list = all.entry(doc).or_default();
+                list.retain(|k| !old.contains(k));
+                list.push(key);
+            }
+            // The chunks stay; compaction is retried after more edits.
+            Err(e) => web_sys::console::warn_1(&format!("compaction of {doc}: {e}").into()),
+        }
+    }
+
+    /// A local change: stored, then announced and sent.
+    async fn commit_local(&self, out: Outcome) -> Result<(), JsValue> {
+        if let Err(e) = self.store(&out).await {
+            // The change is in memory and still syncs if online, but the
+            // device could not keep it: say so, loudly.
+            *self.last_error.borrow_mut() = Some(format!("not saved on this device: {e}"));
+            self.announce_status();
+            return Err(e.into());
+        }
+        self.announce_changes(&out);
+        let _ = self.events.unbounded_send(Event::Flush);
+        self.announce_status();
+        Ok(())
+    }
+
+    fn close_socket(&self) {
+        self.drop_socket("went offline");
+    }
+
+    /// Closes the socket, if any, and forgets the server's session at once,
+    /// so nothing meant for it reaches a later socket before its `join`.
+    fn drop_socket(&self, why: &str) {
+        let Some((_, ws)) = self.socket.borrow_mut().take() else {
+            return;
+        };
+        ws.set_onopen(None);
+        ws.set_onmessage(None);
+        ws.set_onclose(None);
+        let _ = ws.close();
+        let states = self.replica.borrow_mut().disconnected();
+        self.link.set(Link::Offline);
+        *self.offline_reason.borrow_mut() = Some(why.to_owned());
+        let _ = self.events.unbounded_send(Event::Lost(states));
+    }
+
+    fn open_socket(self: &Rc<Self>) {
+        if self.socket.borrow().is_some() || self.paused.get() || self.closed.get() {
+            return;
+        }
+        let seq = self.socket_seq.get() + 1;
+        self.socket_seq.set(seq);
+        let url = match &self.token {
+            Some(t) => format!(
+                "{}?token={}",
+                self.server,
+                String::from(js_sys::encode_uri_component(t))
+            ),
+            None => self.server.clone(),
+        };
+        let ws = match WebSocket::new(&url) {
+            Ok(ws) => ws,
+            Err(e) => {
+                let why = e
+                    .dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+                    .unwrap_or_else(|| "cannot open the socket".into());
+                *self.offline_reason.borrow_mut() = Some(why);
+                let _ = self.events.unbounded_send(Event::Lost(Vec::new()));
+                return;
+            }
+        };
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let tx = self.events.clone();
+        let onopen = Closure::<dyn FnMut()>::new(move || {
+            let _ = tx.unbounded_send(Event::Opened(seq));
+        });
+        let tx = self.events.clone();
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            if let Ok(buf) = e.data().dyn_into::<js_sys::ArrayBuffer>() {
+                let _ = tx.unbounded_send(Event::Frame(seq, Uint8Array::new(&buf).to_vec()));
+            }
+        });
+        let tx = self.events.clone();
+        let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+            let why = if e.reason().is_empty() {
+                format!("connection closed ({})", e.code())
+            } else {
+                e.reason()
+            };
+            let _ = tx.unbounded_send(Event::Closed(seq, why));
+        });
+        ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+        // The socket owns its handlers from here on.
+        onopen.forget();
+        onmessage.forget();
+        onclose.forget();
+        *self.socket.borrow_mut() = Some((seq, ws));
+        self.link.set(Link::Connecting);
+        self.announce_status();
+    }
+
+    fn send_pending(&self) {
+        // Empty until the server answered this socket's `join`.
+        let frames = self.replica.borrow_mut().outgoing();
+        if let Some((_, ws)) = self.socket.borrow().as_ref() {
+            for frame in frames {
+                let _ = ws.send_with_u8_array(&frame);
+            }
+        }
+    }
+
+    fn current(&self, seq: u32) -> bool {
+        self.socket
+            .borrow()
+            .as_ref()
+            .is_some_and(|(s, _)| *s == seq)
+    }
+
+    fn schedule_reconnect(self: &Rc<Self>) {
+        let n = self.attempts.get();
+        self.attempts.set(n + 1);
+        let base = (BACKOFF_FIRST_MS * 2f64.powi(n.min(16) as i32)).min(BACKOFF_MAX_MS);
+        // Full jitter between half and all of it: phones that lost the same
+        // cell tower do not all come back in the same millisecond.
+        let delay = base * (0.5 + js_sys::Math::random() * 0.5);
+        let tx = self.events.clone();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(delay as u32).await;
+            let _ = tx.unbounded_send(Event::Wake);
+        });
+    }
+
+    /// Learns the club record from the server when nobody said which it is.
+    async fn find_club(self: &Rc<Self>) {
+        if self.replica.borrow().club().is_some() {
+            return;
+        }
+        let base = self
+            .server
+            .replacen("ws://", "http://", 1)
+            .replacen("wss://", "https://", 1);
+        let api = base.strip_suffix("/sync").unwrap_or(&base).to_owned() + "/api/records?kind=club";
+        let mut req = gloo_net::http::Request::get(&api);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let Ok(resp) = req.send().await else { return };
+        let Ok(list) = resp.json::<Vec<serde_json::Value>>().await else {
+            return;
+        };
+        let Some(url) = list.first().and_then(|r| r["url"].as_str()) else {
+            return;
+        };
+        if let Ok(club) = parse_id(url) {
+            self.replica.borrow_mut().set_club(club);
+            let _ = self.store.put_club(club).await;
+            self.send_pending();
+        }
+    }
+}
+
+async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
+    while let Some(event) = rx.next().await {
+        if inner.closed.get() {
+            break;
+        }
+        match event {
+            Event::Wake => inner.open_socket(),
+            Event::Opened(seq) if inner.current(seq) => {
+                let join = inner.replica.borrow().join().encode();
+                if let Some((_, ws)) = inner.socket.borrow().as_ref() {
+                    let _ = ws.send_with_u8_array(&join);
+                }
+            }
+            Event::Frame(seq, bytes) if inner.current(seq) => {
+                let was_joined = inner.replica.borrow().is_connected();
+                let result = inner.replica.borrow_mut().receive(&bytes);
+                match result {
+                    Ok(out) => {
+                        if let Err(e) = inner.store(&out).await {
+                            *inner.last_error.borrow_mut() =
+                                Some(format!("cannot store what the server sent: {e}"));
+                            // Unstored changes must not be acknowledged:
+                            // drop the link; the server resends later.
+                            inner.close_socket();
+                            continue;
+                        }
+                        if let Some(e) = out.errors.last() {
+                            *inner.last_error.borrow_mut() = Some(format!("server: {e}"));
+                        }
+                        if !was_joined && inner.replica.borrow().is_connected() {
+                            inner.link.set(Link::Joined);
+                            inner.attempts.set(0);
+                            if out.errors.is_empty() {
+                                *inner.last_error.borrow_mut() = None;
+                            }
+                            let me = Rc::clone(&inner);
+                            spawn_local(async move { me.find_club().await });
+                        }
+                        inner.announce_changes(&out);
+                        inner.send_pending();
+                    }
+                    Err(e) => {
+                        *inner.last_error.borrow_mut() = Some(e.to_string());
+                        inner.close_socket();
+                    }
+                }
+                inner.announce_status();
+            }
+            Event::Closed(seq, why) => {
+                if inner.current(seq) {
+                    inner.drop_socket(&why);
+                }
+            }
+            Event::Lost(states) => {
+                if !states.is_empty() {
+                    let out = Outcome {
+                        sync_states: states,
+                        ..Outcome::default()
+                    };
+                    let _ = inner.store(&out).await;
+                }
+                if !inner.paused.get() && inner.socket.borrow().is_none() {
+                    inner.schedule_reconnect();
+                }
+                inner.announce_status();
+            }
+            Event::Flush => inner.send_pending(),
+            Event::Opened(_) | Event::Frame(..) => {}
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Local storage in IndexedDB, through the `idb` crate.
+//!
+//! Three object stores:
+//! - `chunks`: auto-incremented keys; values `{doc, bytes}`, indexed by
+//!   `doc`. A record is the union of its chunks (incremental saves, or one
+//!   snapshot after compaction).
+//! - `sync`: the server's sync state per record, keyed by record id.
+//! - `meta`: this device's storage id and the club record's id.
+//!
+//! A write resolves only once its transaction has committed.
+
+use idb::{
+    Database, DatabaseEvent, Factory, IndexParams, KeyPath, ObjectStoreParams, TransactionMode,
+};
+use js_sys::{Object, Reflect, Uint8Array};
+use twinsync_shared::DocumentId;
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::replica::Chunk;
+
+const VERSION: u32 = 1;
+const CHUNKS: &str = "chunks";
+const SYNC: &str = "sync";
+const META: &str = "meta";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the device's storage is full or over its quota: {0}")]
+    Quota(String),
+    #[error("IndexedDB is not available in this browser: {0}")]
+    Unavailable(String),
+    #[error("IndexedDB failed: {0}")]
+    Failed(String),
+    #[error("the local database is damaged: {0}")]
+    Damaged(String),
+    #[error("the write was aborted before it was saved")]
+    Aborted,
+}
+
+impl From<idb::Error> for StoreError {
+    fn from(e: idb::Error) -> Self {
+        let text = e.to_string();
+        if text.contains("QuotaExceeded") || text.contains("quota") {
+            StoreError::Quota(text)
+        } else {
+            StoreError::Failed(text)
+        }
+    }
+}
+
+/// What was stored of one record.
+pub struct StoredRecord {
+    pub id: DocumentId,
+    /// Chunk keys and bytes.
+    pub chunks: Vec<(f64, Vec<u8>)>,
+    pub sync_state: Option<Vec<u8>>,
+}
+
+pub struct Loaded {
+    pub records: Vec<StoredRecord>,
+}
+
+pub struct Identity {
+    pub storage_id: String,
+    pub club: Option<DocumentId>,
+}
+
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    pub async fn open(name: &str) -> Result<Self, StoreError> {
+        let factory = Factory::new().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut request = factory
+            .open(name, Some(VERSION))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        request.on_upgrade_needed(|event| {
+            let Ok(db) = event.database() else { return };
+            let names = db.store_names();
+            if !names.iter().any(|n| n == CHUNKS) {
+                let mut params = ObjectStoreParams::new();
+                params.auto_increment(true);
+                if let Ok(store) = db.create_object_store(CHUNKS, params) {
+                    let _ = store.create_index(
+                        "doc",
+                        KeyPath::new_single("doc"),
+                        Some(IndexParams::new()),
+                    );
+                }
+            }
+            for name in [SYNC, META] {
+                if !names.iter().any(|n| n == name) {
+                    let _ = db.create_object_store(name, ObjectStoreParams::new());
+                }
+            }
+        });
+        let db = request.await?;
+        let names = db.store_names();
+        for name in [CHUNKS, SYNC, META] {
+            if !names.iter().any(|n| n == name) {
+                return Err(StoreError::Damaged(format!(
+                    "object store `{name}` is missing"
+                )));
+            }
+        }
+        Ok(Self { db })
+    }
+
+    /// This device's storage id (made on first use) and the club's id.
+    pub async fn identity(&self) -> Result<Identity, StoreError> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
+        let meta = tx.object_store(META)?;
+        let storage_id = match meta.get(JsValue::from_str("storage_id"))?.await? {
+            Some(v) if v.is_string() => v.as_string().unwrap_or_default(),
+            _ => {
+                let id = new_storage_id();
+                meta.put(
+                    &JsValue::from_str(&id),
+                    Some(&JsValue::from_str("storage_id")),
+                )?
+                .await?;
+                id
+            }
+        };
+        let club = meta
+            .get(JsValue::from_str("club"))?
+            .await?
+            .and_then(|v| v.as_string())
+            .and_then(|s| s.parse().ok());
+        commit(tx).await?;
+        Ok(Identity { storage_id, club })
+    }
+
+    pub async fn put_club(&self, club: DocumentId) -> Result<(), StoreError> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
+        tx.object_store(META)?
+            .put(
+                &JsValue::from_str(&club.to_string()),
+                Some(&JsValue::from_str("club")),
+            )?
+            .await?;
+        commit(tx).await
+    }
+
+    /// Every stored record. Entries that are not what this code writes are
+    /// reported as damaged rather than skipped silently.
+    pub async fn load_all(&self) -> Result<Loaded, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[CHUNKS, SYNC], TransactionMode::ReadOnly)?;
+        let chunks = tx.object_store(CHUNKS)?;
+        let keys = chunks.get_all_keys(None, None)?.await?;
+        let values = chunks.get_all(None, None)?.await?;
+        let sync = tx.object_store(SYNC)?;
+        let sync_keys = sync.get_all_keys(None, None)?.await?;
+        let sync_values = sync.get_all(None, None)?.await?;
+        let _ = tx.await;
+
+        let mut by_doc: std::collections::BTreeMap<DocumentId, StoredRecord> = Default::default();
+        for (key, value) in keys.into_iter().zip(values) {
+            let key = key
+                .as_f64()
+                .ok_or_else(|| StoreError::Damaged("a chunk key is not a number".into()))?;
+            let doc = Reflect::get(&value, &"doc".into())
+                .ok()
+                .and_then(|d| d.as_string())
+                .and_then(|d| d.parse::<DocumentId>().ok())
+                .ok_or_else(|| StoreError::Damaged(format!("chunk {key} names no record")))?;
+            let bytes = Reflect::get(&value, &"bytes".into())
+                .ok()
+                .and_then(|b| b.dyn_into::<Uint8Array>().ok())
+                .ok_or_else(|| StoreError::Damaged(format!("chunk {key} holds no bytes")))?
+                .to_vec();
+            by_doc
+                .entry(doc)
+                .or_insert_with(|| StoredRecord {
+                    id: doc,
+                    chunks: Vec::new(),
+                    sync_state: None,
+                })
+                .chunks
+                .push((key, bytes));
+        }
+        for (key, value) in sync_keys.into_iter().zip(sync_values) {
+            let Some(doc) = key.as_string().and_then(|d| d.parse::<DocumentId>().ok()) else {
+                continue;
+            };
+            if let (Some(record), Ok(bytes)) =
+                (by_doc.get_mut(&doc), value.dyn_into::<Uint8Array>())
+            {
+                record.sync_state = Some(bytes.to_vec());
+            }
+        }
+        Ok(Loaded {
+            records: by_doc.into_values().collect(),
+        })
+    }
+
+    /// Appends chunks and replaces sync states in one transaction; returns
+    /// the chunks' keys once it has committed.
+    pub async fn append(
+        &self,
+        chunks: &[Chunk],
+        states: &[(DocumentId, Vec<u8>)],
+    ) -> Result<Vec<f64>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[CHUNKS, SYNC], TransactionMode::ReadWrite)?;
+        let store = tx.object_store(CHUNKS)?;
+        let mut requests = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            requests.push(store.add(&chunk_value(chunk.doc, &chunk.bytes), None)?);
+        }
+        let sync = tx.object_store(SYNC)?;
+        for (doc, state) in states {
+            sync.put(
+                &Uint8Array::from(state.as_slice()).into(),
+                Some(&JsValue::from_str(&doc.to_string())),
+            )?;
+        }
+        let mut keys = Vec::with_capacity(requests.len());
+        for request in requests {
+            let key = request.await?;
+            keys.push(key.as_f64().unwrap_or_default());
+        }
+        commit(tx).await?;
+        Ok(keys)
+    }
+
+    /// Replaces `old` chunks of `doc` with one snapshot, atomically.
+    pub async fn compact(
+        &self,
+        doc: DocumentId,
+        snapshot: &[u8],
+        old: &[f64],
+    ) -> Result<f64, StoreError> {
+        let tx = self.db.transaction(&[CHUNKS], TransactionMode::ReadWrite)?;
+        let store = tx.object_store(CHUNKS)?;
+        for key in old {
+            store.delete(JsValue::from_f64(*key))?;
+        }
+        let key = store.add(&chunk_value(doc, snapshot), None)?.await?;
+        commit(tx).await?;
+        Ok(key.as_f64().unwrap_or_default())
+    }
+}
+
+fn chunk_value(doc: DocumentId, bytes: &[u8]) -> JsValue {
+    let value = Object::new();
+    let _ = Reflect::set(&value, &"doc".into(), &JsValue::from_str(&doc.to_string()));
+    let _ = Reflect::set(&value, &"bytes".into(), &Uint8Array::from(bytes));
+    value.into()
+}
+
+/// Waits until the transaction has committed (it commits by itself once
+/// its requests are done); an abort is an error.
+async fn commit(tx: idb::Transaction) -> Result<(), StoreError> {
+    match tx.await? {
+        idb::TransactionResult::Committed => Ok(()),
+        idb::TransactionResult::Aborted => Err(StoreError::Aborted),
+    }
+}
+
+/// A storage id like the JS client's: a random UUID v4.
+fn new_storage_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}

@@ -1,0 +1,190 @@
+// The WASM client in real headless Chromium against the real server:
+// IndexedDB across reloads, offline edits from two browser contexts,
+// UTF-16 offsets in Arabic text, and a server restart while offline.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { cleanup, dataDir, launch, openClient, phone, startServer, until } from "./harness.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+async function firstOf(server, kind) {
+  const res = await fetch(`${server.url}/api/records?kind=${kind}`);
+  const list = await res.json();
+  return list[0].url.replace("automerge:", "");
+}
+
+const upToDate = () => {
+  const s = window.tw.status();
+  return s.state === "up-to-date" && s.unconfirmed === 0 ? s : null;
+};
+
+test("data persists across a page reload", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { offline: true });
+    const id = await page.evaluate(() =>
+      window.tw.create(
+        "report",
+        {
+          title: { ar: "زيارة ميدانية", fr: "Visite de terrain" },
+          report_type: "visit",
+          date: "2026-11-20",
+          text: "Rencontre — لقاء",
+        },
+        "new report",
+      ),
+    );
+    await page.evaluate(
+      (id) => window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert: "Compte rendu: " }], "type"),
+      id,
+    );
+    await page.reload();
+    await openClient(page, server, { offline: true });
+    const view = await page.evaluate((id) => window.tw.read(id), id);
+    assert.equal(view.record.title.fr, "Visite de terrain");
+    assert.equal(view.record.text, "Compte rendu: Rencontre — لقاء");
+    const listed = await page.evaluate(() => window.tw.list().map((r) => r.id));
+    assert.ok(listed.includes(id));
+    const status = await page.evaluate(() => window.tw.status());
+    assert.equal(status.state, "offline");
+    assert.equal(status.unconfirmed, 2, "both changes wait for the server");
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("two browser contexts edit one record offline, go online, and converge", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const meeting = await firstOf(server, "meeting");
+    const phones = [await phone(browser), await phone(browser)];
+    for (const { page } of phones) {
+      await openClient(page, server, {});
+      await until(page, (id) => { try { return window.tw.read(id); } catch { return null; } }, meeting, "the meeting");
+      await until(page, upToDate, undefined, "up to date");
+    }
+    for (const { context, page } of phones) {
+      await context.setOffline(true);
+      await until(page, () => window.tw.status().state !== "up-to-date", undefined, "offline");
+    }
+    const [a, b] = phones.map((p) => p.page);
+    await a.evaluate(async (id) => {
+      const text = window.tw.read(id).record.minutes;
+      await window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: text.length, delete: 0, insert: " [A: تمت الموافقة]" }], "A");
+    }, meeting);
+    await b.evaluate((id) =>
+      window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "[B: approuvé] " }], "B"),
+      meeting,
+    );
+    assert.ok((await a.evaluate(() => window.tw.status())).unconfirmed > 0);
+    for (const { context } of phones) await context.setOffline(false);
+    const merged = (id) => {
+      const m = window.tw.read(id).record.minutes;
+      const s = window.tw.status();
+      return m.startsWith("[B: approuvé] ") && m.endsWith(" [A: تمت الموافقة]") && s.unconfirmed === 0 ? m : null;
+    };
+    const ma = await until(a, merged, meeting, "A merged");
+    const mb = await until(b, merged, meeting, "B merged");
+    assert.equal(ma, mb);
+    const stored = await (await fetch(`${server.url}/api/records/${meeting}`)).json();
+    assert.equal(stored.record.minutes, ma);
+    for (const { context } of phones) await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("Arabic text edits at UTF-16 offsets land where intended", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { offline: true });
+    const result = await page.evaluate(async () => {
+      const tw = window.tw;
+      // Shadda and fatha on the mim; the emoji is a surrogate pair.
+      let expected = "مُحَمَّد 🌍 السمارة — réunion";
+      const id = await tw.create(
+        "report",
+        { title: { ar: "تقرير" }, report_type: "field", date: "2026-11-20", text: expected },
+        "new",
+      );
+      const splice = async (index, del, insert) => {
+        await tw.edit(id, [{ op: "splice_text", path: "/text", index, delete: del, insert }], "edit");
+        expected = expected.slice(0, index) + insert + expected.slice(index + del);
+      };
+      await splice(expected.indexOf("🌍"), 0, "ـ");
+      await splice(expected.indexOf("🌍") + 2, 0, " و");
+      await splice(expected.indexOf("السمارة") + 2, 5, "مارة!");
+      await splice(3, 0, "\u0651"); // a shadda inside the first word
+      let refused = null;
+      try {
+        await splice(expected.indexOf("🌍") + 1, 0, "x"); // inside the pair
+      } catch (e) {
+        refused = `${e.name}: ${e.message}`;
+      }
+      return { got: tw.read(id).record.text, expected, refused };
+    });
+    assert.equal(result.got, result.expected);
+    assert.match(result.refused, /^EditError: text offsets at \/text/);
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("a client that stays offline while the server restarts catches up", async () => {
+  const dir = dataDir();
+  let server = await startServer({ dir });
+  try {
+    const meeting = await firstOf(server, "meeting");
+    const [pa, pb] = [await phone(browser), await phone(browser)];
+    for (const { page } of [pa, pb]) {
+      await openClient(page, server, {});
+      await until(page, (id) => { try { return window.tw.read(id); } catch { return null; } }, meeting, "the meeting");
+      await until(page, upToDate, undefined, "up to date");
+    }
+    await pa.context.setOffline(true);
+    await pa.page.evaluate((id) =>
+      window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "[A hors ligne] " }], "A"),
+      meeting,
+    );
+    const port = server.port;
+    await server.stop("SIGTERM");
+    server = await startServer({ dir, port });
+    // B reconnects by itself and edits through the restarted server.
+    await until(pb.page, upToDate, undefined, "B back");
+    await pb.page.evaluate(async (id) => {
+      const text = window.tw.read(id).record.minutes;
+      await window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: text.length, delete: 0, insert: " [B après redémarrage]" }], "B");
+    }, meeting);
+    await until(pb.page, upToDate, undefined, "B confirmed");
+    await pa.context.setOffline(false);
+    const caught = (id) => {
+      const m = window.tw.read(id).record.minutes;
+      return m.startsWith("[A hors ligne] ") && m.endsWith(" [B après redémarrage]") && window.tw.status().unconfirmed === 0 ? m : null;
+    };
+    const minutes = await until(pa.page, caught, meeting, "A caught up");
+    const stored = await (await fetch(`${server.url}/api/records/${meeting}`)).json();
+    assert.equal(stored.record.minutes, minutes);
+    await pa.context.close();
+    await pb.context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});

@@ -1,0 +1,123 @@
+// Shared pieces of the browser tests: the real `twinsync` binary on a
+// loopback port with a fresh data directory, and Debian's Chromium driven
+// by playwright-core. Every wait is bounded.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const root = resolve(here, "../../..");
+const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
+export const binary = join(target, "debug", "twinsync");
+
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+export const LIMIT_MS = 20_000;
+
+/** A fresh data directory, removed by `cleanup`. */
+export function dataDir() {
+  return mkdtempSync(join(tmpdir(), "twinsync-browser-"));
+}
+
+/** Starts `twinsync serve`; resolves once it says where it listens. */
+export function startServer({ dir, port = 0, args = [] }) {
+  const child = spawn(
+    binary,
+    [
+      "serve",
+      "--listen", `127.0.0.1:${port}`,
+      "--data-dir", dir,
+      "--app-dir", join(root, "app"),
+      "--client-dir", join(root, "client-wasm/pkg"),
+      ...args,
+    ],
+    { env: { ...process.env, RUST_LOG: "info", NO_COLOR: "1" }, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let log = "";
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`the server did not start in time:\n${log}`));
+    }, LIMIT_MS);
+    child.stderr.on("data", (data) => {
+      log += data;
+      if (process.env.TEST_LOG) process.stderr.write(`[server] ${data}`);
+      const m = log.match(/serving on (http:\/\/[0-9.:]+)/);
+      if (m && timer) {
+        clearTimeout(timer);
+        const url = m[1];
+        resolvePromise({
+          url,
+          port: Number(new URL(url).port),
+          child,
+          log: () => log,
+          async stop(signal = "SIGTERM") {
+            if (child.exitCode !== null) return;
+            const exited = new Promise((r) => child.once("exit", r));
+            child.kill(signal);
+            await exited;
+          },
+        });
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`the server exited (${code}):\n${log}`)));
+  });
+}
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+/** A phone: its own browser context (own IndexedDB), 360×640. */
+export async function phone(browser) {
+  const context = await browser.newContext({ viewport: { width: 360, height: 640 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`[page] ${e}`));
+  if (process.env.TEST_LOG) page.on("console", (m) => console.error(`[console] ${m.text()}`));
+  return { context, page };
+}
+
+/**
+ * Loads the client in `page` from `server` and opens it as `window.tw`.
+ * The page is the server's health check: same origin, no app code.
+ */
+export async function openClient(page, server, options = {}) {
+  await page.goto(`${server.url}/healthz`);
+  await page.evaluate(async (options) => {
+    const mod = await import("/pkg/twinsync_client.js");
+    await mod.default();
+    window.tw = await mod.Client.open(options);
+  }, options);
+}
+
+/** Polls `fn` in the page until it returns a truthy value. */
+export async function until(page, fn, arg, what) {
+  const start = Date.now();
+  let last;
+  while (Date.now() - start < LIMIT_MS) {
+    last = await page.evaluate(fn, arg);
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const status = await page.evaluate(() => window.tw && window.tw.status());
+  throw new Error(`timed out waiting for ${what}; status ${JSON.stringify(status)}`);
+}
+
+export function cleanup(dir) {
+  rmSync(dir, { recursive: true, force: true });
+}
