@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, handshake};
 use twinsync_shared::record::{
-    Commit, Edit, EditError, Kind, RecordDoc, changed_paths, load_document, new_document,
-    read_document, summarise,
+    Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, load_document,
+    new_document, read_document, summarise,
 };
 use twinsync_shared::text::utf16_range;
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -39,6 +39,15 @@ pub enum ClientError {
     Protocol(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+}
+
+/// Stored chunks of a record that would not load; the rest of the record was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored data of record {doc} is damaged: {} of its chunks unreadable ({})", chunks.len(), chunks.first().map(|c| c.1.as_str()).unwrap_or_default())]
+pub struct Damaged {
+    pub doc: DocumentId,
+    /// Index in the chunks given, and why it did not load.
+    pub chunks: Vec<(usize, String)>,
 }
 
 /// Where a change came from, for subscribers.
@@ -146,26 +155,35 @@ impl Replica {
     }
 
     /// Rebuilds a record from its stored chunks (in any order) and the
-    /// server's sync state. A damaged chunk is an error naming the record;
-    /// nothing of it is kept, so the caller can fetch it anew.
+    /// server's sync state. Chunks that do not load are skipped and named
+    /// in the error, the rest is kept: a damaged chunk costs only what it
+    /// held, which the server still has if it was ever synced.
     pub fn restore(
         &mut self,
         id: DocumentId,
         chunks: &[Vec<u8>],
         sync_state: Option<Vec<u8>>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), Damaged> {
         let mut doc = new_document();
-        for chunk in chunks {
-            doc.load_incremental(chunk)
-                .map_err(|e| ClientError::Corrupt {
-                    doc: id.to_string(),
-                    reason: e.to_string(),
-                })?;
+        let mut bad = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if let Err(e) = check_chunk(chunk).and_then(|()| doc.load_incremental(chunk)) {
+                bad.push((i, e.to_string()));
+            }
         }
         let mut entry = Entry::new(id, doc);
-        entry.stored_state = sync_state;
+        // A sync state that no longer matches what we hold would make the
+        // server skip changes we lost: start afresh instead.
+        entry.stored_state = if bad.is_empty() { sync_state } else { None };
         self.docs.insert(id, entry);
-        Ok(())
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(Damaged {
+                doc: id,
+                chunks: bad,
+            })
+        }
     }
 
     fn ensure(&mut self, id: DocumentId) -> &mut Entry {

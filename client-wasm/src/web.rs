@@ -90,8 +90,10 @@ export interface SyncStatus {
   syncing: number;
   /** Local changes the server has not confirmed holding. */
   unconfirmed: number;
-  /** Why, when `state` is "error", or the last problem the server reported. */
+  /** Why, when `state` is "error"; else why the device is offline, if known. */
   error?: string;
+  /** What the server said when it refused a change; kept until every local change is confirmed. */
+  refused?: string;
   /** Records the server refused to share. */
   unavailable: string[];
 }
@@ -159,6 +161,8 @@ struct Status {
     unconfirmed: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
     unavailable: Vec<String>,
 }
 
@@ -197,6 +201,9 @@ struct Inner {
     last_error: RefCell<Option<String>>,
     /// Why the socket last closed.
     offline_reason: RefCell<Option<String>>,
+    /// The server's last `error`, such as a refused change: shown until
+    /// every local change is confirmed.
+    refused: RefCell<Option<String>>,
     /// Chunk keys per record, for compaction.
     chunk_keys: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
     change_listeners: RefCell<Vec<(u32, Function)>>,
@@ -261,16 +268,16 @@ impl Client {
         );
         let loaded = store.load_all().await?;
         let mut chunk_keys = std::collections::HashMap::new();
-        let mut damaged = Vec::new();
+        let mut damaged = loaded.problems;
         for record in loaded.records {
             let keys: Vec<f64> = record.chunks.iter().map(|(k, _)| *k).collect();
             let bytes: Vec<Vec<u8>> = record.chunks.into_iter().map(|(_, b)| b).collect();
-            match replica.restore(record.id, &bytes, record.sync_state) {
-                Ok(()) => {
-                    chunk_keys.insert(record.id, keys);
-                }
-                Err(e) => damaged.push(e.to_string()),
+            // Damaged chunks stay listed, so the next compaction of the
+            // record replaces them with a snapshot of what did load.
+            if let Err(e) = replica.restore(record.id, &bytes, record.sync_state) {
+                damaged.push(e.to_string());
             }
+            chunk_keys.insert(record.id, keys);
         }
         let club = opt("club")
             .map(|c| parse_id(&c))
@@ -308,11 +315,12 @@ impl Client {
                 None
             } else {
                 Some(format!(
-                    "damaged local data, fetched again from the server: {}",
+                    "damaged local data: {}; what loaded is kept, the rest comes back from the server",
                     damaged.join("; ")
                 ))
             }),
             offline_reason: RefCell::new(None),
+            refused: RefCell::new(None),
             chunk_keys: RefCell::new(chunk_keys),
             change_listeners: RefCell::new(Vec::new()),
             status_listeners: RefCell::new(Vec::new()),
@@ -321,7 +329,6 @@ impl Client {
             _online: RefCell::new(None),
             _offline: RefCell::new(None),
         });
-        // Damaged records are dropped locally and fetched anew when online.
         for msg in &damaged {
             web_sys::console::warn_1(&msg.into());
         }
@@ -521,7 +528,11 @@ impl Inner {
 
     fn status(&self) -> Status {
         let replica = self.replica.borrow();
-        let error = self.last_error.borrow().clone();
+        let error = self
+            .last_error
+            .borrow()
+            .clone()
+            .or_else(|| self.refused.borrow().clone());
         let syncing = replica.syncing();
         let state = match self.link.get() {
             _ if error.is_some() => "error",
@@ -539,6 +550,7 @@ impl Inner {
                     .then(|| self.offline_reason.borrow().clone())
                     .flatten()
             }),
+            refused: self.refused.borrow().clone(),
             unavailable: replica
                 .unavailable()
                 .iter()
@@ -807,14 +819,14 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             continue;
                         }
                         if let Some(e) = out.errors.last() {
-                            *inner.last_error.borrow_mut() = Some(format!("server: {e}"));
+                            *inner.refused.borrow_mut() = Some(format!("server: {e}"));
+                        } else if inner.replica.borrow().unconfirmed() == 0 {
+                            inner.refused.borrow_mut().take();
                         }
                         if !was_joined && inner.replica.borrow().is_connected() {
                             inner.link.set(Link::Joined);
                             inner.attempts.set(0);
-                            if out.errors.is_empty() {
-                                *inner.last_error.borrow_mut() = None;
-                            }
+                            inner.last_error.borrow_mut().take();
                             let me = Rc::clone(&inner);
                             spawn_local(async move { me.find_club().await });
                         }

@@ -270,7 +270,11 @@ impl DocTask {
                 error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
                 self.error_to(
                     &peer,
-                    format!("the server could not store your changes to {} and did not accept them; reconnect to send them again", self.id),
+                    format!(
+                        "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
+                        self.id,
+                        e.public_reason()
+                    ),
                 );
                 // Close the socket: the client reconnects and resends from a
                 // fresh sync state, so nothing is lost while storage recovers.

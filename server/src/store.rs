@@ -32,6 +32,21 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
 }
 
+impl StoreError {
+    /// Why, in words fit for a client: no paths or SQL.
+    pub fn public_reason(&self) -> &'static str {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                "the server's storage is full"
+            }
+            StoreError::Corrupt { .. } => "the server's copy of this record is damaged",
+            _ => "the server's storage failed",
+        }
+    }
+}
+
 /// What the coordinators' list shows of a record, kept beside its chunks.
 pub use twinsync_shared::record::Summary;
 
@@ -126,7 +141,9 @@ impl Store {
         let mut am = twinsync_shared::record::new_document();
         let mut ids = Vec::with_capacity(chunks.len());
         for (id, kind, data) in chunks {
-            am.load_incremental(&data)
+            // load_incremental alone would skip a damaged chunk silently.
+            twinsync_shared::record::check_chunk(&data)
+                .and_then(|()| am.load_incremental(&data))
                 .map_err(|e| corrupt(format!("{kind} chunk {id}: {e}")))?;
             ids.push(id);
         }

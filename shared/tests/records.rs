@@ -462,3 +462,35 @@ mod any_bytes {
         }
     }
 }
+
+#[test]
+fn check_chunk_tells_damaged_bytes_from_changes_stored_apart() {
+    use twinsync_shared::record::check_chunk;
+    let mut doc = RecordDoc::create(
+        Kind::Person,
+        &json!({"name": {"fr": "Salma"}}),
+        &Commit::new("new", 1),
+    )
+    .unwrap();
+    let first = doc.heads();
+    doc.edit(
+        &Commit::new("edit", 2),
+        &[Edit::Set {
+            path: "/name/ar".into(),
+            value: json!("سلمى"),
+        }],
+    )
+    .unwrap();
+    let later = doc.doc().save_after(&first);
+    // A chunk whose changes depend on another chunk is whole.
+    check_chunk(&later).unwrap();
+    check_chunk(&doc.save()).unwrap();
+    let mut truncated = later.clone();
+    truncated.truncate(later.len() - 3);
+    let mut flipped = later.clone();
+    let n = flipped.len();
+    flipped[n - 2] ^= 0xff;
+    for bad in [b"not automerge".to_vec(), truncated, flipped] {
+        assert!(check_chunk(&bad).is_err(), "{bad:?} passed");
+    }
+}

@@ -127,6 +127,7 @@ fn test() -> Result<()> {
     browser
         .args(["--test", "--test-concurrency=1"])
         .arg(root().join("tests/js/browser/client.test.mjs"))
+        .arg(root().join("tests/js/browser/faults.test.mjs"))
         .current_dir(root().join("tests/js"));
     run(browser).context("the browser tests failed")?;
     Ok(())

@@ -58,6 +58,8 @@ pub struct StoredRecord {
 
 pub struct Loaded {
     pub records: Vec<StoredRecord>,
+    /// Entries that are not what this code writes: skipped, and reported.
+    pub problems: Vec<String>,
 }
 
 pub struct Identity {
@@ -128,19 +130,19 @@ impl Store {
             .await?
             .and_then(|v| v.as_string())
             .and_then(|s| s.parse().ok());
-        commit(tx).await?;
+        commit(tx, &meta).await?;
         Ok(Identity { storage_id, club })
     }
 
     pub async fn put_club(&self, club: DocumentId) -> Result<(), StoreError> {
         let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
-        tx.object_store(META)?
-            .put(
-                &JsValue::from_str(&club.to_string()),
-                Some(&JsValue::from_str("club")),
-            )?
-            .await?;
-        commit(tx).await
+        let meta = tx.object_store(META)?;
+        meta.put(
+            &JsValue::from_str(&club.to_string()),
+            Some(&JsValue::from_str("club")),
+        )?
+        .await?;
+        commit(tx, &meta).await
     }
 
     /// Every stored record. Entries that are not what this code writes are
@@ -158,20 +160,23 @@ impl Store {
         let _ = tx.await;
 
         let mut by_doc: std::collections::BTreeMap<DocumentId, StoredRecord> = Default::default();
+        let mut problems = Vec::new();
         for (key, value) in keys.into_iter().zip(values) {
-            let key = key
-                .as_f64()
-                .ok_or_else(|| StoreError::Damaged("a chunk key is not a number".into()))?;
+            let Some(key) = key.as_f64() else {
+                problems.push("a chunk key is not a number".to_owned());
+                continue;
+            };
             let doc = Reflect::get(&value, &"doc".into())
                 .ok()
                 .and_then(|d| d.as_string())
-                .and_then(|d| d.parse::<DocumentId>().ok())
-                .ok_or_else(|| StoreError::Damaged(format!("chunk {key} names no record")))?;
+                .and_then(|d| d.parse::<DocumentId>().ok());
             let bytes = Reflect::get(&value, &"bytes".into())
                 .ok()
-                .and_then(|b| b.dyn_into::<Uint8Array>().ok())
-                .ok_or_else(|| StoreError::Damaged(format!("chunk {key} holds no bytes")))?
-                .to_vec();
+                .and_then(|b| b.dyn_into::<Uint8Array>().ok());
+            let (Some(doc), Some(bytes)) = (doc, bytes) else {
+                problems.push(format!("chunk {key} is not a record chunk"));
+                continue;
+            };
             by_doc
                 .entry(doc)
                 .or_insert_with(|| StoredRecord {
@@ -180,7 +185,7 @@ impl Store {
                     sync_state: None,
                 })
                 .chunks
-                .push((key, bytes));
+                .push((key, bytes.to_vec()));
         }
         for (key, value) in sync_keys.into_iter().zip(sync_values) {
             let Some(doc) = key.as_string().and_then(|d| d.parse::<DocumentId>().ok()) else {
@@ -194,6 +199,7 @@ impl Store {
         }
         Ok(Loaded {
             records: by_doc.into_values().collect(),
+            problems,
         })
     }
 
@@ -224,7 +230,7 @@ impl Store {
             let key = request.await?;
             keys.push(key.as_f64().unwrap_or_default());
         }
-        commit(tx).await?;
+        commit(tx, &store).await?;
         Ok(keys)
     }
 
@@ -241,7 +247,7 @@ impl Store {
             store.delete(JsValue::from_f64(*key))?;
         }
         let key = store.add(&chunk_value(doc, snapshot), None)?.await?;
-        commit(tx).await?;
+        commit(tx, &store).await?;
         Ok(key.as_f64().unwrap_or_default())
     }
 }
@@ -254,11 +260,18 @@ fn chunk_value(doc: DocumentId, bytes: &[u8]) -> JsValue {
 }
 
 /// Waits until the transaction has committed (it commits by itself once
-/// its requests are done); an abort is an error.
-async fn commit(tx: idb::Transaction) -> Result<(), StoreError> {
-    match tx.await? {
-        idb::TransactionResult::Committed => Ok(()),
-        idb::TransactionResult::Aborted => Err(StoreError::Aborted),
+/// its requests are done); an abort is an error that says why, such as a
+/// full quota, which Chromium reports only as the abort's cause. `store`
+/// is any store of the transaction: through it the cause stays readable.
+async fn commit(tx: idb::Transaction, store: &idb::ObjectStore) -> Result<(), StoreError> {
+    let probe = store.transaction();
+    match tx.await {
+        Ok(idb::TransactionResult::Committed) => Ok(()),
+        Ok(idb::TransactionResult::Aborted) | Err(_) => Err(match probe.error() {
+            Some(e) if e.name() == "QuotaExceededError" => StoreError::Quota(e.message()),
+            Some(e) => StoreError::Failed(format!("{}: {}", e.name(), e.message())),
+            None => StoreError::Aborted,
+        }),
     }
 }
 

@@ -89,6 +89,10 @@ test("two browser contexts edit one record offline, go online, and converge", as
       meeting,
     );
     assert.ok((await a.evaluate(() => window.tw.status())).unconfirmed > 0);
+    await a.evaluate(() => {
+      window.heard = [];
+      window.tw.subscribe((changes) => window.heard.push(...changes));
+    });
     for (const { context } of phones) await context.setOffline(false);
     const merged = (id) => {
       const m = window.tw.read(id).record.minutes;
@@ -98,6 +102,12 @@ test("two browser contexts edit one record offline, go online, and converge", as
     const ma = await until(a, merged, meeting, "A merged");
     const mb = await until(b, merged, meeting, "B merged");
     assert.equal(ma, mb);
+    // Subscribers hear which record and which field came from elsewhere.
+    const heard = await a.evaluate(() => window.heard);
+    assert.ok(
+      heard.some((c) => c.id === meeting && c.origin === "remote" && c.paths.includes("/minutes")),
+      JSON.stringify(heard),
+    );
     const stored = await (await fetch(`${server.url}/api/records/${meeting}`)).json();
     assert.equal(stored.record.minutes, ma);
     for (const { context } of phones) await context.close();

@@ -67,6 +67,32 @@ export function startServer({ dir, port = 0, args = [] }) {
   });
 }
 
+const ARGS = [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+];
+
+/**
+ * A phone whose browser keeps a profile on disk (as a real one does), so
+ * quotas apply as on a device. Close it with `context.close()`.
+ */
+export async function persistentPhone(profileDir) {
+  const context = await chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+    viewport: { width: 360, height: 640 },
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (e) => console.error(`[page] ${e}`));
+  return { context, page };
+}
+
 export async function launch() {
   return chromium.launch({
     executablePath: CHROMIUM,

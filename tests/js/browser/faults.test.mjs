@@ -1,0 +1,219 @@
+// Bad input around the WASM client: damaged IndexedDB contents, a server
+// that sends garbage, a server that refuses a change, a full quota, and
+// compaction of many small chunks. Each gives a clear error through the
+// API and the local data stays.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { WebSocketServer } from "ws";
+import {
+  cleanup, dataDir, launch, openClient, persistentPhone, phone, startServer, until,
+} from "./harness.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+async function firstOf(server, kind) {
+  const list = await (await fetch(`${server.url}/api/records?kind=${kind}`)).json();
+  return list[0].url.replace("automerge:", "");
+}
+
+const upToDate = () => {
+  const s = window.tw.status();
+  return s.state === "up-to-date" && s.unconfirmed === 0 ? s : null;
+};
+const readable = (id) => {
+  try {
+    return window.tw.read(id);
+  } catch {
+    return null;
+  }
+};
+
+test("damaged IndexedDB contents give a clear error, keep what loads, and recover from the server", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const meeting = await firstOf(server, "meeting");
+    const { page, context } = await phone(browser);
+    await openClient(page, server, {});
+    await until(page, readable, meeting, "the meeting");
+    await until(page, upToDate, undefined, "up to date");
+    const before = await page.evaluate((id) => window.tw.read(id).record, meeting);
+    await page.evaluate(() => window.tw.close());
+    // Garbage where a chunk of the meeting should be, and a stray entry.
+    await page.evaluate(async (id) => {
+      const db = await new Promise((ok, fail) => {
+        const r = indexedDB.open("twinsync");
+        r.onsuccess = () => ok(r.result);
+        r.onerror = () => fail(r.error);
+      });
+      const tx = db.transaction("chunks", "readwrite");
+      tx.objectStore("chunks").add({ doc: id, bytes: new TextEncoder().encode("not automerge") });
+      tx.objectStore("chunks").add("not a chunk at all");
+      await new Promise((ok, fail) => {
+        tx.oncomplete = ok;
+        tx.onerror = () => fail(tx.error);
+      });
+      db.close();
+    }, meeting);
+    await page.reload();
+    await openClient(page, server, { offline: true });
+    const status = await page.evaluate(() => window.tw.status());
+    assert.equal(status.state, "error");
+    assert.match(status.error, /damaged local data/);
+    assert.match(status.error, new RegExp(`record ${meeting} is damaged`));
+    assert.match(status.error, /is not a record chunk/);
+    assert.deepEqual(await page.evaluate((id) => window.tw.read(id).record, meeting), before);
+    await page.evaluate(() => window.tw.connect());
+    await until(page, upToDate, undefined, "recovered");
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("a server that sends garbage is an error and the local data stays", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  const garbage = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  garbage.on("connection", (ws) => ws.on("message", () => ws.send(Buffer.from([0xa1, 0x01, 0xff]))));
+  await new Promise((r) => garbage.once("listening", r));
+  try {
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { offline: true, server: `ws://127.0.0.1:${garbage.address().port}/sync` });
+    const id = await page.evaluate(() =>
+      window.tw.create("person", { name: { ar: "سلمى", fr: "Salma", en: "Salma" } }, "new person"),
+    );
+    await page.evaluate(() => window.tw.connect());
+    const status = await until(page, () => {
+      const s = window.tw.status();
+      return s.state === "error" ? s : null;
+    }, undefined, "an error");
+    assert.match(status.error, /the server sent something unreadable/);
+    assert.equal(await page.evaluate((id) => window.tw.read(id).record.name.fr, id), "Salma");
+    assert.equal(status.unconfirmed, 1);
+    await page.evaluate(() => window.tw.close());
+    await context.close();
+  } finally {
+    garbage.close();
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("a change the server refuses is shown with its reason and kept on the device", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir, args: ["--max-db-mib", "1"] });
+  try {
+    const { page, context } = await phone(browser);
+    await openClient(page, server, {});
+    await until(page, upToDate, undefined, "up to date");
+    const id = await page.evaluate(() =>
+      window.tw.create(
+        "report",
+        { title: { fr: "Rapport long" }, report_type: "field", date: "2026-11-20", text: "لقاء ".repeat(300_000) },
+        "a long report",
+      ),
+    );
+    const status = await until(page, () => {
+      const s = window.tw.status();
+      return s.refused ? s : null;
+    }, undefined, "the refusal");
+    assert.equal(status.state, "error");
+    assert.match(status.refused, /could not store your changes to .* \(the server's storage is full\)/);
+    assert.ok(status.unconfirmed >= 1);
+    assert.equal(await page.evaluate((id) => window.tw.read(id).record.title.fr, id), "Rapport long");
+    const res = await fetch(`${server.url}/api/records/${id}`);
+    assert.equal(res.status, 404, "the server did not keep it");
+    await page.evaluate(() => window.tw.close());
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("a full storage quota rejects the edit with QuotaExceededError", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    // Quotas apply to on-disk profiles; a test context keeps storage in memory.
+    const profile = dataDir();
+    const { page, context } = await persistentPhone(profile);
+    // Chromium reads an origin's quota when it first stores anything.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 64 * 1024 });
+    await openClient(page, server, { offline: true });
+    const id = await page.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Petit" }, report_type: "field", date: "2026-11-20", text: "" }, "new"),
+    );
+    const error = await page.evaluate(async (id) => {
+      try {
+        // Random letters: Automerge compresses repetitive text to little.
+        const bytes = new Uint8Array(300_000);
+        for (let i = 0; i < bytes.length; i += 65_536) crypto.getRandomValues(bytes.subarray(i, i + 65_536));
+        const insert = Array.from(bytes, (b) => String.fromCharCode(0x621 + (b % 26))).join("");
+        await window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert }], "big");
+        return null;
+      } catch (e) {
+        return { name: e.name, message: e.message };
+      }
+    }, id);
+    assert.ok(error, "the edit was refused");
+    assert.equal(error.name, "QuotaExceededError", JSON.stringify(error));
+    const status = await page.evaluate(() => window.tw.status());
+    assert.equal(status.state, "error", JSON.stringify({ status, error }));
+    assert.match(status.error, /not saved on this device: the device's storage is full/);
+    await context.close();
+    cleanup(profile);
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("many small edits are compacted in IndexedDB and reload intact", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { offline: true });
+    const id = await page.evaluate(async () => {
+      const id = await window.tw.create("report", { title: { fr: "Notes" }, report_type: "field", date: "2026-11-20", text: "" }, "new");
+      for (let i = 0; i < 80; i++) {
+        const text = window.tw.read(id).record.text;
+        await window.tw.edit(id, [{ op: "splice_text", path: "/text", index: text.length, delete: 0, insert: `${i % 10}` }], "type");
+      }
+      return id;
+    });
+    const chunks = await page.evaluate(async (id) => {
+      const db = await new Promise((ok) => {
+        const r = indexedDB.open("twinsync");
+        r.onsuccess = () => ok(r.result);
+      });
+      const n = await new Promise((ok) => {
+        const r = db.transaction("chunks").objectStore("chunks").index("doc").count(id);
+        r.onsuccess = () => ok(r.result);
+      });
+      db.close();
+      return n;
+    }, id);
+    assert.ok(chunks <= 33, `81 writes left ${chunks} chunks`);
+    await page.evaluate(() => window.tw.close());
+    await page.reload();
+    await openClient(page, server, { offline: true });
+    const text = await page.evaluate((id) => window.tw.read(id).record.text, id);
+    assert.equal(text, "0123456789".repeat(8));
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
