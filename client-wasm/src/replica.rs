@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::State;
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::{Automerge, ChangeHash};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, handshake};
@@ -116,6 +116,9 @@ pub struct Replica {
     club: Option<DocumentId>,
     /// The server's peer id once it answered our `join`.
     server: Option<PeerId>,
+    /// Records that may have something to send: Automerge's message
+    /// generation costs time even when it has nothing to say.
+    dirty: BTreeSet<DocumentId>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -136,6 +139,7 @@ impl Replica {
             docs: BTreeMap::new(),
             club: None,
             server: None,
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -187,6 +191,7 @@ impl Replica {
     }
 
     fn ensure(&mut self, id: DocumentId) -> &mut Entry {
+        self.dirty.insert(id);
         let server = self.server.clone();
         self.docs.entry(id).or_insert_with(|| {
             let mut e = Entry::new(id, new_document());
@@ -242,6 +247,14 @@ impl Replica {
         let entry = self.entry(id)?;
         let rd = RecordDoc::from_automerge(entry.doc.clone());
         let mut out = summary(id, &entry.doc);
+        out["heads"] = json!(
+            entry
+                .doc
+                .get_heads()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        );
         match rd.read() {
             Ok(record) => out["record"] = record,
             Err(errors) => out["errors"] = json!(errors),
@@ -289,6 +302,7 @@ impl Replica {
             e.sync.add_peer(server, State::new());
         }
         self.docs.insert(id, e);
+        self.dirty.insert(id);
         out.changed.push(Changed {
             id: id.to_string(),
             origin: Origin::Local,
@@ -322,6 +336,8 @@ impl Replica {
     ) -> Result<Outcome, ClientError> {
         let current = self.read(id)?;
         let record = current.get("record").cloned().unwrap_or(Json::Null);
+        // Each splice of a batch counts from the text the previous ones left.
+        let mut texts: BTreeMap<String, String> = BTreeMap::new();
         let mut converted = Vec::with_capacity(edits.len());
         for edit in edits {
             converted.push(match edit {
@@ -331,7 +347,14 @@ impl Replica {
                     delete,
                     insert,
                 } => {
-                    let text = text_at(&record, &path).ok_or_else(|| ClientError::Offset {
+                    if !texts.contains_key(&path) {
+                        let text = text_at(&record, &path).ok_or_else(|| ClientError::Offset {
+                            path: path.clone(),
+                            reason: "not a text field of this record".into(),
+                        })?;
+                        texts.insert(path.clone(), text.to_owned());
+                    }
+                    let text = texts.get_mut(&path).ok_or_else(|| ClientError::Offset {
                         path: path.clone(),
                         reason: "not a text field of this record".into(),
                     })?;
@@ -340,12 +363,29 @@ impl Replica {
                             path: path.clone(),
                             reason: e.to_string(),
                         })?;
+                    let start = text
+                        .char_indices()
+                        .nth(index)
+                        .map_or(text.len(), |(b, _)| b);
+                    let end = text[start..]
+                        .char_indices()
+                        .nth(delete)
+                        .map_or(text.len(), |(b, _)| start + b);
+                    text.replace_range(start..end, &insert);
                     Edit::SpliceText {
                         path,
                         index,
                         delete,
                         insert,
                     }
+                }
+                Edit::Set { path, value } => {
+                    if let Some(text) = value.as_str() {
+                        texts.insert(path.clone(), text.to_owned());
+                    } else {
+                        texts.remove(&path);
+                    }
+                    Edit::Set { path, value }
                 }
                 other => other,
             });
@@ -360,6 +400,7 @@ impl Replica {
         edits: Vec<Edit>,
     ) -> Result<Outcome, ClientError> {
         self.entry(id)?;
+        self.dirty.insert(id);
         let entry = self
             .docs
             .get_mut(&id)
@@ -408,6 +449,7 @@ impl Replica {
             entry.sync.add_peer(server.clone(), state);
             entry.unavailable = false;
         }
+        self.dirty.extend(self.docs.keys().copied());
         self.server = Some(server);
     }
 
@@ -508,7 +550,10 @@ impl Replica {
             return Vec::new();
         }
         let mut frames = Vec::new();
-        for entry in self.docs.values_mut() {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(entry) = self.docs.get_mut(&id) else {
+                continue;
+            };
             if entry.unavailable {
                 continue;
             }
@@ -532,7 +577,7 @@ impl Replica {
             .iter()
             .map(|(id, e)| {
                 let confirmed = self.server_heads(e);
-                (*id, e.doc.get_changes(&confirmed).len())
+                (*id, e.doc.get_changes_meta(&confirmed).len())
             })
             .filter(|(_, n)| *n > 0)
             .collect()
@@ -577,7 +622,7 @@ impl Replica {
         };
         heads
             .into_iter()
-            .filter(|h| e.doc.get_change_by_hash(h).is_some())
+            .filter(|h| e.doc.get_change_meta_by_hash(h).is_some())
             .collect()
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Everything runs on the page's one thread. A single event loop owns the
 //! order of things: socket events, timers and the `online` event arrive as
-//! [`Event`]s and are handled one at a time, each stored before anything
-//! is sent or announced.
+//! [`Event`]s and are handled one at a time. What a frame or an edit
+//! changed is in IndexedDB before it is announced, and nothing is sent
+//! while any write is pending.
 
 mod store;
 
@@ -22,7 +23,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-use crate::replica::{ClientError, Outcome, Replica};
+use crate::replica::{Chunk, ClientError, Outcome, Replica};
 use store::{Store, StoreError};
 
 /// Compact a record's chunks into one snapshot past this many.
@@ -60,6 +61,8 @@ export interface RecordSummary {
 
 /** One record, merged: its fields, or why it is invalid, and its conflicts. */
 export interface RecordView extends RecordSummary {
+  /** The change hashes the record stands at. */
+  heads: string[];
   record?: Record<string, unknown>;
   errors?: { path: string; reason: string }[];
   conflicts: { path: string; values: { value: unknown; actor: string }[] }[];
@@ -204,6 +207,10 @@ struct Inner {
     /// The server's last `error`, such as a refused change: shown until
     /// every local change is confirmed.
     refused: RefCell<Option<String>>,
+    /// Writes to IndexedDB in progress; nothing is sent meanwhile.
+    pending_writes: Cell<u32>,
+    /// Records whose last write failed: written whole next time.
+    unsaved: RefCell<std::collections::BTreeSet<DocumentId>>,
     /// Chunk keys per record, for compaction.
     chunk_keys: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
     change_listeners: RefCell<Vec<(u32, Function)>>,
@@ -321,6 +328,8 @@ impl Client {
             }),
             offline_reason: RefCell::new(None),
             refused: RefCell::new(None),
+            pending_writes: Cell::new(0),
+            unsaved: RefCell::new(Default::default()),
             chunk_keys: RefCell::new(chunk_keys),
             change_listeners: RefCell::new(Vec::new()),
             status_listeners: RefCell::new(Vec::new()),
@@ -593,15 +602,45 @@ impl Inner {
     }
 
     /// Stores an outcome; only then may anyone hear of it.
+    ///
+    /// While a write is pending nothing is sent, so no message reflects a
+    /// change that is not yet on the device. A record whose write failed is
+    /// written whole (a snapshot) with the next write that succeeds, and
+    /// its sync state is not stored until then.
     async fn store(&self, out: &Outcome) -> Result<(), StoreError> {
-        if out.chunks.is_empty() && out.sync_states.is_empty() {
+        let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
+        if out.chunks.is_empty() && out.sync_states.is_empty() && retry.is_empty() {
             return Ok(());
         }
-        let keys = self.store.append(&out.chunks, &out.sync_states).await?;
+        let mut chunks = out.chunks.clone();
+        for doc in &retry {
+            if let Some(bytes) = self.replica.borrow().snapshot(*doc) {
+                chunks.push(Chunk { doc: *doc, bytes });
+            }
+        }
+        let states: Vec<(DocumentId, Vec<u8>)> = out
+            .sync_states
+            .iter()
+            .filter(|(doc, _)| !retry.contains(doc))
+            .cloned()
+            .collect();
+        self.pending_writes.set(self.pending_writes.get() + 1);
+        let written = self.store.append(&chunks, &states).await;
+        self.pending_writes.set(self.pending_writes.get() - 1);
+        let keys = match written {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.unsaved
+                    .borrow_mut()
+                    .extend(out.chunks.iter().map(|c| c.doc));
+                return Err(e);
+            }
+        };
+        self.unsaved.borrow_mut().clear();
         let mut compact = Vec::new();
         {
             let mut all = self.chunk_keys.borrow_mut();
-            for (chunk, key) in out.chunks.iter().zip(keys) {
+            for (chunk, key) in chunks.iter().zip(keys) {
                 let list = all.entry(chunk.doc).or_default();
                 list.push(key);
                 if list.len() > COMPACT_AFTER {
@@ -642,9 +681,11 @@ impl Inner {
     /// A local change: stored, then announced and sent.
     async fn commit_local(&self, out: Outcome) -> Result<(), JsValue> {
         if let Err(e) = self.store(&out).await {
-            // The change is in memory and still syncs if online, but the
-            // device could not keep it: say so, loudly.
+            // The change is in memory and still syncs if online (the
+            // server's copy is then the safe one), but the device could
+            // not keep it: say so, loudly.
             *self.last_error.borrow_mut() = Some(format!("not saved on this device: {e}"));
+            let _ = self.events.unbounded_send(Event::Flush);
             self.announce_status();
             return Err(e.into());
         }
@@ -733,6 +774,11 @@ impl Inner {
     }
 
     fn send_pending(&self) {
+        // A pending write's change is in memory only: wait for it (the
+        // write sends a Flush when done).
+        if self.pending_writes.get() > 0 {
+            return;
+        }
         // Empty until the server answered this socket's `join`.
         let frames = self.replica.borrow_mut().outgoing();
         if let Some((_, ws)) = self.socket.borrow().as_ref() {
@@ -814,7 +860,8 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             *inner.last_error.borrow_mut() =
                                 Some(format!("cannot store what the server sent: {e}"));
                             // Unstored changes must not be acknowledged:
-                            // drop the link; the server resends later.
+                            // drop the link. They stay in memory and are
+                            // written whole with the next write that works.
                             inner.close_socket();
                             continue;
                         }
@@ -846,6 +893,11 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 }
             }
             Event::Lost(states) => {
+                let unsaved = inner.unsaved.borrow().clone();
+                let states: Vec<_> = states
+                    .into_iter()
+                    .filter(|(doc, _)| !unsaved.contains(doc))
+                    .collect();
                 if !states.is_empty() {
                     let out = Outcome {
                         sync_states: states,

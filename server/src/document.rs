@@ -333,9 +333,9 @@ impl DocTask {
             Ok(true) => {
                 let new: Vec<_> = self
                     .doc
-                    .get_changes(&before)
+                    .get_changes_meta(&before)
                     .iter()
-                    .map(|c| c.hash())
+                    .map(|c| c.hash)
                     .collect();
                 let server = self.hub.server_id.clone();
                 match self.persist(&before, &new, &server).await {

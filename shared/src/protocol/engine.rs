@@ -143,10 +143,11 @@ impl DocSync {
         scratch
             .receive_sync_message(&mut state, message)
             .map_err(|e| Checked::Sync(e.into()))?;
+        // Metadata only: rebuilding whole changes costs as much as the ops.
         let new_changes: Vec<ChangeHash> = scratch
-            .get_changes(&before)
+            .get_changes_meta(&before)
             .iter()
-            .map(|c| c.hash())
+            .map(|c| c.hash)
             .collect();
         if !new_changes.is_empty() {
             check(&scratch, &new_changes).map_err(Checked::Rejected)?;

@@ -24,18 +24,17 @@ pub struct HistoryEntry {
 }
 
 pub(crate) fn log(doc: &Automerge) -> Vec<HistoryEntry> {
-    doc.get_changes(&[])
+    doc.get_changes_meta(&[])
         .into_iter()
         .map(|change| {
-            let hash = change.hash();
-            let fields = touched(doc, change.deps(), hash);
+            let fields = touched(doc, &change.deps, change.hash);
             HistoryEntry {
-                hash: hash.to_string(),
-                actor: change.actor_id().to_hex_string(),
-                seq: change.seq(),
-                time: change.timestamp(),
-                message: change.message().map(str::to_owned),
-                deps: change.deps().iter().map(ToString::to_string).collect(),
+                hash: change.hash.to_string(),
+                actor: change.actor.to_hex_string(),
+                seq: change.seq,
+                time: change.timestamp,
+                message: change.message.map(|m| m.into_owned()),
+                deps: change.deps.iter().map(ToString::to_string).collect(),
                 fields,
             }
         })
@@ -103,16 +102,14 @@ fn item_name(
 /// The heads of the record as it stood at `time`: every change stamped at or
 /// before it, with whatever those changes depend on.
 pub(crate) fn heads_at_time(doc: &Automerge, time: i64) -> Vec<ChangeHash> {
-    let changes = doc.get_changes(&[]);
-    let deps: HashMap<ChangeHash, Vec<ChangeHash>> = changes
-        .iter()
-        .map(|c| (c.hash(), c.deps().to_vec()))
-        .collect();
+    let changes = doc.get_changes_meta(&[]);
+    let deps: HashMap<ChangeHash, Vec<ChangeHash>> =
+        changes.iter().map(|c| (c.hash, c.deps.clone())).collect();
     let mut included: HashSet<ChangeHash> = HashSet::new();
     let mut stack: Vec<ChangeHash> = changes
         .iter()
-        .filter(|c| c.timestamp() <= time)
-        .map(|c| c.hash())
+        .filter(|c| c.timestamp <= time)
+        .map(|c| c.hash)
         .collect();
     while let Some(h) = stack.pop() {
         if included.insert(h) {

@@ -115,17 +115,18 @@ test("a change the server refuses is shown with its reason and kept on the devic
     const { page, context } = await phone(browser);
     await openClient(page, server, {});
     await until(page, upToDate, undefined, "up to date");
-    const id = await page.evaluate(() =>
-      window.tw.create(
-        "report",
-        { title: { fr: "Rapport long" }, report_type: "field", date: "2026-11-20", text: "لقاء ".repeat(300_000) },
-        "a long report",
-      ),
-    );
+    // Random letters, so that Automerge's compression cannot fit them
+    // under the 1 MiB cap: about 1.2 MB once compressed.
+    const id = await page.evaluate(() => {
+      const bytes = new Uint8Array(2_000_000);
+      for (let i = 0; i < bytes.length; i += 65_536) crypto.getRandomValues(bytes.subarray(i, i + 65_536));
+      const text = Array.from(bytes, (b) => String.fromCharCode(0x621 + (b % 26))).join("");
+      return window.tw.create("report", { title: { fr: "Rapport long" }, report_type: "field", date: "2026-11-20", text }, "a long report");
+    });
     const status = await until(page, () => {
       const s = window.tw.status();
       return s.refused ? s : null;
-    }, undefined, "the refusal");
+    }, undefined, "the refusal", 60_000);
     assert.equal(status.state, "error");
     assert.match(status.refused, /could not store your changes to .* \(the server's storage is full\)/);
     assert.ok(status.unconfirmed >= 1);

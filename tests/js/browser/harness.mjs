@@ -132,10 +132,10 @@ export async function openClient(page, server, options = {}) {
 }
 
 /** Polls `fn` in the page until it returns a truthy value. */
-export async function until(page, fn, arg, what) {
+export async function until(page, fn, arg, what, limitMs = LIMIT_MS) {
   const start = Date.now();
   let last;
-  while (Date.now() - start < LIMIT_MS) {
+  while (Date.now() - start < limitMs) {
     last = await page.evaluate(fn, arg);
     if (last) return last;
     await new Promise((r) => setTimeout(r, 100));

@@ -292,6 +292,34 @@ async fn arabic_edits_at_utf16_offsets_land_where_the_browser_meant() {
         }],
     );
     assert_eq!(phone.text(id, "text"), "مُحَمَّد ـ🌍 و السمارة");
+    // In one batch, each splice counts from the text the previous one left.
+    phone.edit(
+        id,
+        vec![
+            Edit::SpliceText {
+                path: "/text".into(),
+                index: 0,
+                delete: 0,
+                insert: "🌙".into(),
+            },
+            Edit::SpliceText {
+                path: "/text".into(),
+                index: 2,
+                delete: 0,
+                insert: "*".into(),
+            },
+        ],
+    );
+    assert_eq!(phone.text(id, "text"), "🌙*مُحَمَّد ـ🌍 و السمارة");
+    phone.edit(
+        id,
+        vec![Edit::SpliceText {
+            path: "/text".into(),
+            index: 0,
+            delete: 3,
+            insert: String::new(),
+        }],
+    );
     // An offset inside the emoji's surrogate pair is refused, not guessed.
     let err = phone
         .replica
