@@ -118,6 +118,16 @@ fn test() -> Result<()> {
     let mut build = cargo();
     build.args(["build", "--package", "twinsync-server", "--bin", "twinsync"]);
     run(build)?;
+    // The shared crate on its own for the browser, as the client uses it.
+    let mut check = cargo();
+    check.args([
+        "check",
+        "--package",
+        "twinsync-shared",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]);
+    run(check)?;
     build_client()?;
     let mut tests = cargo();
     tests.args(["test", "--workspace"]);
