@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, handshake};
 use twinsync_shared::record::{
-    Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, load_document,
-    new_document, read_document, summarise,
+    Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, load_chunks,
+    load_document, new_document, read_document, summarise,
 };
 use twinsync_shared::text::utf16_range;
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -168,13 +168,21 @@ impl Replica {
         chunks: &[Vec<u8>],
         sync_state: Option<Vec<u8>>,
     ) -> Result<(), Damaged> {
-        let mut doc = new_document();
         let mut bad = Vec::new();
-        for (i, chunk) in chunks.iter().enumerate() {
-            if let Err(e) = check_chunk(chunk).and_then(|()| doc.load_incremental(chunk)) {
-                bad.push((i, e.to_string()));
+        // One pass over every chunk; only if that fails, one chunk at a
+        // time to keep what is whole and name what is not.
+        let doc = match load_chunks(chunks) {
+            Ok(doc) => doc,
+            Err(_) => {
+                let mut doc = new_document();
+                for (i, chunk) in chunks.iter().enumerate() {
+                    if let Err(e) = check_chunk(chunk).and_then(|()| doc.load_incremental(chunk)) {
+                        bad.push((i, e.to_string()));
+                    }
+                }
+                doc
             }
-        }
+        };
         let mut entry = Entry::new(id, doc);
         // A sync state that no longer matches what we hold would make the
         // server skip changes we lost: start afresh instead.

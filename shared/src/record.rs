@@ -314,6 +314,23 @@ pub fn check_chunk(bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
     }
 }
 
+/// Loads a record stored as several chunks in one pass, refusing any
+/// damage (where `load_incremental` would skip a damaged chunk quietly).
+/// On an error, check the chunks one by one with [`check_chunk`] to find
+/// which.
+pub fn load_chunks(chunks: &[Vec<u8>]) -> Result<Automerge, automerge::AutomergeError> {
+    let mut whole = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for chunk in chunks {
+        whole.extend_from_slice(chunk);
+    }
+    Automerge::load_with_options(
+        &whole,
+        automerge::LoadOptions::new()
+            .text_encoding(TEXT_ENCODING)
+            .on_partial_load(automerge::OnPartialLoad::Error),
+    )
+}
+
 /// Makes a fresh random id for a list item.
 pub fn new_item_id() -> String {
     let mut bytes = [0u8; 8];
