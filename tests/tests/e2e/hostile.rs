@@ -181,3 +181,114 @@ async fn a_hostile_bloom_filter_gets_an_error_and_the_record_stays_served() {
         .await;
     assert!(matches!(good.record(meeting), Record::Meeting(_)));
 }
+
+/// A peer that stops reading but keeps the socket alive: before, the
+/// server's writer waited on it forever and the connection never ended.
+/// Now a send that cannot finish within the peer timeout ends it, and the
+/// others are served throughout.
+#[tokio::test]
+async fn a_peer_that_never_reads_is_dropped_and_others_keep_syncing() {
+    use futures_util::SinkExt;
+    use rand::RngExt;
+    use twinsync_shared::protocol::{PeerMetadata, handshake};
+
+    let app = spawn_app_with(|s| {
+        s.ping_secs = 1;
+        s.peer_timeout_secs = 2;
+    })
+    .await;
+    let meeting = app.first("meeting").await;
+
+    // The hostile peer: a tiny receive buffer, and it never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/sync", app.addr), stream)
+        .await
+        .unwrap();
+    let join = handshake::join(PeerId::new("sloth"), PeerMetadata::default());
+    ws.send(WsMessage::Binary(join.encode().into()))
+        .await
+        .unwrap();
+    let request = Message::Request {
+        sender_id: PeerId::new("sloth"),
+        target_id: PeerId::new("server"),
+        document_id: meeting,
+        data: automerge::sync::Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        }
+        .encode(),
+    };
+    ws.send(WsMessage::Binary(request.encode().into()))
+        .await
+        .unwrap();
+    // Stay "alive": a ping every half second, so silence never ends it.
+    let keepalive = tokio::spawn(async move {
+        for _ in 0..120 {
+            if ws.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+
+    let mut good = TestPeer::new("good");
+    good.connect(app.addr).await;
+    good.open(meeting);
+    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    assert_eq!(app.hub.metrics.connected_peers.get(), 2);
+
+    // Megabytes of minutes that do not compress, relayed to the sloth.
+    let mut rng = rand::rng();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut edits = 0;
+    while app.hub.metrics.connected_peers.get() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peer that never reads is still connected after {edits} edits"
+        );
+        let text: String = (0..300_000)
+            .map(|_| char::from_u32(0x621 + rng.random_range(0..26)).unwrap())
+            .collect();
+        good.edit(
+            meeting,
+            "a long paste",
+            &[Edit::SpliceText {
+                path: "/minutes".into(),
+                index: 0,
+                delete: 0,
+                insert: text,
+            }],
+        );
+        let heads = good.heads(meeting);
+        good.sync_until(LIMIT, |p| {
+            p.acked.get(&meeting).is_some_and(|h| *h == heads)
+        })
+        .await;
+        edits += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    keepalive.abort();
+    assert!(edits >= 1);
+    // The good peer is still served.
+    good.edit(
+        meeting,
+        "still here",
+        &[Edit::Set {
+            path: "/time".into(),
+            value: "17:00".into(),
+        }],
+    );
+    let heads = good.heads(meeting);
+    good.sync_until(LIMIT, |p| {
+        p.acked.get(&meeting).is_some_and(|h| *h == heads)
+    })
+    .await;
+    assert!(good.seen.errors.is_empty());
+}
