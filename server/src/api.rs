@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Record, RecordDoc};
 
+use crate::access::Member;
 use crate::hub::Hub;
 use crate::store::StoreError;
 
@@ -25,7 +26,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -55,9 +56,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
@@ -87,6 +88,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
+    _caller: Member,
     State(hub): State<Arc<Hub>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
@@ -164,6 +166,7 @@ fn parse_time(s: &str) -> ApiResult<i64> {
 }
 
 pub async fn get(
+    _caller: Member,
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
     Query(q): Query<AtQuery>,
@@ -200,6 +203,7 @@ pub async fn get(
 }
 
 pub async fn conflicts(
+    _caller: Member,
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -209,6 +213,7 @@ pub async fn conflicts(
 }
 
 pub async fn history(
+    _caller: Member,
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -277,7 +282,7 @@ fn csv_error(e: csv::Error) -> ApiError {
     )
 }
 
-pub async fn agreements_csv(State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
+pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "url",
@@ -322,7 +327,7 @@ pub async fn agreements_csv(State(hub): State<Arc<Hub>>) -> ApiResult<Response> 
     csv_response("agreements.csv", w)
 }
 
-pub async fn projects_csv(State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
+pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "url",

@@ -6,46 +6,60 @@
 //! closed where going on makes no sense. Nothing from a refused message
 //! reaches a document.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use automerge::{Automerge, ReadDoc};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 use twinsync_shared::protocol::handshake::{self, Joined};
-use twinsync_shared::protocol::{FrameLimit, Message, PeerMetadata};
+use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PeerMetadata};
+use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
+use crate::auth::Device;
 use crate::document::{DocCommand, Outbound, PeerLink};
 use crate::hub::{DispatchError, Hub, Missing};
+use crate::store::Refused;
 
 /// Why a connection ends; sent to the peer as an `error` first.
 struct Fatal(String);
 
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
+/// Serves one socket of a signed-in device.
+pub async fn serve(socket: WebSocket, hub: Arc<Hub>, device: Device) {
     let conn = hub.next_id();
-    let span = info_span!("connection", conn, peer_id = tracing::field::Empty);
-    Session::new(hub, conn).run(socket).instrument(span).await;
+    let span = info_span!("connection", conn, device = %device.id, peer_id = tracing::field::Empty);
+    Session::new(hub, conn, device)
+        .run(socket)
+        .instrument(span)
+        .await;
 }
 
 struct Session {
     hub: Arc<Hub>,
     conn: u64,
+    device: Arc<Device>,
     joined: Option<Joined>,
     docs: HashSet<DocumentId>,
+    /// A revoked device's hand-in: what it sent, per document, synced
+    /// against an empty copy so it is shown nothing.
+    inbox: HashMap<DocumentId, (Automerge, DocSync)>,
     kill: Arc<Notify>,
 }
 
 impl Session {
-    fn new(hub: Arc<Hub>, conn: u64) -> Self {
+    fn new(hub: Arc<Hub>, conn: u64, device: Device) -> Self {
         Self {
             hub,
             conn,
+            device: Arc::new(device),
             joined: None,
             docs: HashSet::new(),
+            inbox: HashMap::new(),
             kill: Arc::new(Notify::new()),
         }
     }
@@ -182,6 +196,24 @@ impl Session {
     }
 
     async fn on_frame(&mut self, bytes: &[u8], out: &mpsc::Sender<Outbound>) -> Result<(), Fatal> {
+        let per_minute = self
+            .hub
+            .settings
+            .device_mib_per_minute
+            .saturating_mul(1024 * 1024);
+        if let Err(wait) =
+            self.hub
+                .guards
+                .device_bytes
+                .add(&self.device.id, bytes.len() as u64, per_minute)
+        {
+            self.hub.metrics.rate_limited.inc();
+            return Err(Fatal(format!(
+                "this device sent more than {} MiB in a minute; reconnect in {} s",
+                self.hub.settings.device_mib_per_minute,
+                wait.as_secs().max(1)
+            )));
+        }
         let limit = FrameLimit(self.hub.settings.max_frame_bytes);
         let msg =
             Message::decode(bytes, limit).map_err(|e| Fatal(format!("malformed frame: {e}")))?;
@@ -194,7 +226,13 @@ impl Session {
                 .map_err(|e| Fatal(e.to_string()))?;
             tracing::Span::current().record("peer_id", tracing::field::display(&joined.peer_id));
             self.hub
-                .register_session(&joined.peer_id, self.conn, Arc::clone(&self.kill));
+                .register_session(
+                    &joined.peer_id,
+                    self.conn,
+                    &self.device.id,
+                    Arc::clone(&self.kill),
+                )
+                .map_err(|e| Fatal(e.to_string()))?;
             let _ = out.try_send(Outbound::Frame(reply.encode()));
             self.joined = Some(joined);
             return Ok(());
@@ -216,7 +254,25 @@ impl Session {
                 .filter(|_| !joined.metadata.is_ephemeral),
             out: out.clone(),
             kill: Arc::clone(&self.kill),
+            device: Arc::clone(&self.device),
         };
+        if self.device.is_revoked() {
+            return match msg {
+                Message::Sync {
+                    document_id, data, ..
+                }
+                | Message::Request {
+                    document_id, data, ..
+                } => {
+                    self.hand_in(document_id, &data, out).await;
+                    Ok(())
+                }
+                Message::Join { .. } => {
+                    Err(Fatal("`join` was already received on this socket".into()))
+                }
+                _ => Ok(()),
+            };
+        }
         match msg {
             Message::Sync {
                 document_id, data, ..
@@ -260,6 +316,22 @@ impl Session {
             Missing::Create
         };
         let peer_id = peer.peer_id.clone();
+        if !self.docs.contains(&doc) {
+            let limit = self.hub.settings.device_docs_per_minute;
+            if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
+                self.hub.metrics.rate_limited.inc();
+                let msg = Message::Error {
+                    sender_id: self.hub.server_id.clone(),
+                    target_id: peer_id,
+                    message: format!(
+                        "document {doc} not opened: this device opened more than {limit} documents in a minute; try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                };
+                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                return Ok(());
+            }
+        }
         let cmd = DocCommand::Sync {
             peer,
             data,
@@ -291,6 +363,87 @@ impl Session {
                 let _ = out.try_send(Outbound::Frame(msg.encode()));
                 Ok(())
             }
+        }
+    }
+
+    /// A revoked device hands in what it has not synced. Its changes are
+    /// received into an empty copy of each document, so the replies show
+    /// it nothing, and whatever the server lacks goes to quarantine.
+    async fn hand_in(&mut self, doc: DocumentId, data: &[u8], out: &mpsc::Sender<Outbound>) {
+        let Some(joined) = &self.joined else { return };
+        let peer_id = joined.peer_id.clone();
+        let (copy, sync) = self
+            .inbox
+            .entry(doc)
+            .or_insert_with(|| (new_document(), DocSync::new(doc)));
+        let before = copy.get_heads();
+        let received = match sync.receive(copy, &peer_id, data) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = Message::Error {
+                    sender_id: self.hub.server_id.clone(),
+                    target_id: peer_id,
+                    message: format!("sync message for document {doc} refused: {e}"),
+                };
+                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                return;
+            }
+        };
+        if !received.new_changes.is_empty() {
+            let changes = copy.save_after(&before);
+            let offered: Vec<automerge::ChangeHash> = received.new_changes.clone();
+            let (store, device, from) = (
+                self.hub.store.clone(),
+                self.device.id.clone(),
+                peer_id.to_string(),
+            );
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let kept = tokio::task::spawn_blocking(move || {
+                // Only what the server does not have needs a review.
+                let stored = store.load(doc)?;
+                let unknown: Vec<String> = offered
+                    .iter()
+                    .filter(|h| {
+                        stored
+                            .as_ref()
+                            .is_none_or(|d| d.get_change_by_hash(h).is_none())
+                    })
+                    .map(ToString::to_string)
+                    .collect();
+                if unknown.is_empty() {
+                    return Ok(None);
+                }
+                store
+                    .quarantine(
+                        &Refused {
+                            doc,
+                            device_id: &device,
+                            peer_id: &from,
+                            hashes: &unknown,
+                            changes: &changes,
+                            path: None,
+                            reason: "sent by a revoked device",
+                        },
+                        now,
+                    )
+                    .map(Some)
+            })
+            .await;
+            match kept {
+                Ok(Ok(Some(id))) => {
+                    self.hub.metrics.changes_refused.inc();
+                    warn!(doc_id = %doc, quarantine = id, "a revoked device handed in changes");
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    self.hub.metrics.storage_errors.inc();
+                    warn!(doc_id = %doc, error = %e, "cannot keep a revoked device's changes");
+                }
+                Err(e) => warn!(doc_id = %doc, error = %e, "hand-in task failed"),
+            }
+        }
+        for msg in sync.generate(copy, &self.hub.server_id) {
+            let _ = out.try_send(Outbound::Frame(msg.encode()));
         }
     }
 

@@ -9,17 +9,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use automerge::Automerge;
 use automerge::sync::State;
+use automerge::{Automerge, ReadDoc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{DocSync, Message};
-use twinsync_shared::record::{Commit, MigrateError, migrate, new_document};
+use twinsync_shared::record::{
+    Commit, MigrateError, changed_paths, migrate, new_document, read_document,
+};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
+use crate::auth::{Device, Role};
 use crate::hub::Hub;
-use crate::store::{Origin, StoreError, Summary};
+use crate::permissions::{Read, Refusal, Write, check_write};
+use crate::store::{Origin, Refused, StoreError, Summary};
 
 /// A peer's way out: its connection's queue and its kill switch.
 #[derive(Clone, Debug)]
@@ -30,6 +34,8 @@ pub struct PeerLink {
     pub storage_id: Option<StorageId>,
     pub out: mpsc::Sender<Outbound>,
     pub kill: Arc<Notify>,
+    /// The device the connection signed in as.
+    pub device: Arc<Device>,
 }
 
 /// What a connection's writer sends.
@@ -53,6 +59,14 @@ pub enum DocCommand {
     Leave { peer_id: PeerId, conn: u64 },
     /// Leave memory if idle.
     Evict,
+    /// A coordinator accepted quarantined changes: apply them as the
+    /// device that sent them. Answers how many changes were new.
+    Accept {
+        changes: Vec<u8>,
+        peer_id: String,
+        device_id: String,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
     /// Store sync states and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -71,6 +85,10 @@ struct DocTask {
     chunks: Arc<Mutex<Vec<i64>>>,
     /// A compaction is running; at most one at a time.
     compacting: Arc<AtomicBool>,
+    /// The record as the document holds it now, for permission checks.
+    current: Read,
+    /// The device that delivered the record's first change.
+    creator: Option<String>,
 }
 
 pub async fn run(
@@ -91,7 +109,14 @@ pub async fn run(
             (new_document(), Vec::new(), Some(e.to_string()))
         }
     };
+    let store = hub.store.clone();
+    let creator = blocking(move || store.creator_device(id))
+        .await
+        .unwrap_or_default();
+    let current = read_document(&doc);
     let mut t = DocTask {
+        current,
+        creator,
         sync: DocSync::new(id),
         hub: Arc::clone(&hub),
         id,
@@ -130,6 +155,14 @@ pub async fn run(
                     .observe(received.elapsed().as_secs_f64());
             }
             Some(DocCommand::Ephemeral { peer, msg }) => t.on_ephemeral(&peer, msg),
+            Some(DocCommand::Accept {
+                changes,
+                peer_id,
+                device_id,
+                reply,
+            }) => {
+                let _ = reply.send(t.accept(&changes, &peer_id, &device_id).await);
+            }
             Some(DocCommand::Leave { peer_id, conn }) => t.on_leave(&peer_id, conn).await,
             Some(DocCommand::Evict) if t.peers.is_empty() && !evicted => {
                 if hub.remove_if(id, task) {
@@ -241,11 +274,37 @@ impl DocTask {
         }
         self.join(&peer).await;
         let before = self.doc.get_heads();
-        let received =
-            self.sync
-                .receive_checked(&mut self.doc, &peer.peer_id, data, is_request, |_, _| {
-                    Ok::<(), std::convert::Infallible>(())
-                });
+        let (current, creator, doc_id) =
+            (&self.current, self.creator.as_deref(), self.id.to_string());
+        let device = Arc::clone(&peer.device);
+        let received = self.sync.receive_checked(
+            &mut self.doc,
+            &peer.peer_id,
+            data,
+            is_request,
+            |scratch, new| {
+                let after = read_document(scratch);
+                // Paths cost a diff: skip them for a valid coordinator write.
+                let paths =
+                    if device.role == Role::Coordinator && after.is_ok() && !device.is_revoked() {
+                        Vec::new()
+                    } else {
+                        changed_paths(scratch, &before, &scratch.get_heads())
+                    };
+                check_write(&Write {
+                    device: &device,
+                    doc_id: &doc_id,
+                    creator,
+                    before: (!before.is_empty()).then_some(current),
+                    after: &after,
+                    paths: &paths,
+                })
+                .map_err(|refusal| {
+                    let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
+                    (refusal, scratch.save_after(&before), hashes)
+                })
+            },
+        );
         let received = match received {
             Ok(r) => r,
             Err(Checked::Sync(e)) => {
@@ -259,11 +318,20 @@ impl DocTask {
                 self.remove_peer(&peer.peer_id);
                 return;
             }
-            Err(Checked::Rejected(never)) => match never {},
+            Err(Checked::Rejected((refusal, changes, hashes))) => {
+                self.refuse(&peer, &refusal, &changes, &hashes).await;
+                self.flush();
+                return;
+            }
         };
         if !received.new_changes.is_empty() {
             if let Err(e) = self
-                .persist(&before, &received.new_changes, &peer.peer_id)
+                .persist(
+                    &before,
+                    &received.new_changes,
+                    peer.peer_id.as_str(),
+                    Some(&peer.device.id),
+                )
                 .await
             {
                 self.hub.metrics.storage_errors.inc();
@@ -292,12 +360,122 @@ impl DocTask {
         self.flush();
     }
 
+    /// Keeps refused changes in quarantine and tells the sender why. The
+    /// changes are neither stored in the record nor relayed.
+    async fn refuse(
+        &mut self,
+        peer: &PeerLink,
+        refusal: &Refusal,
+        changes: &[u8],
+        hashes: &[String],
+    ) {
+        self.hub.metrics.changes_refused.inc();
+        let kind = self
+            .current
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get("kind")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "record".to_owned());
+        warn!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, refusal = %refusal, "changes refused");
+        let (store, id, now) = (self.hub.store.clone(), self.id, now());
+        let (device, from, path, reason) = (
+            peer.device.id.clone(),
+            peer.peer_id.to_string(),
+            refusal.path.clone(),
+            refusal.reason.clone(),
+        );
+        let (changes, hashes) = (changes.to_vec(), hashes.to_vec());
+        let kept = blocking(move || {
+            store.quarantine(
+                &Refused {
+                    doc: id,
+                    device_id: &device,
+                    peer_id: &from,
+                    hashes: &hashes,
+                    changes: &changes,
+                    path: Some(&path),
+                    reason: &reason,
+                },
+                now,
+            )
+        })
+        .await;
+        let kept = match kept {
+            Ok(q) => format!("it is kept for a coordinator to review (quarantine #{q})"),
+            Err(e) => {
+                self.hub.metrics.storage_errors.inc();
+                error!(doc_id = %self.id, error = %e, "cannot quarantine refused changes");
+                "the server could not keep it for review, so keep it on your device".to_owned()
+            }
+        };
+        self.error_to(
+            peer,
+            format!(
+                "your change to {kind} {} was refused at {}: {}; it was not stored or relayed, and {kept}",
+                self.id, refusal.path, refusal.reason
+            ),
+        );
+    }
+
+    /// Applies quarantined changes a coordinator accepted, as from the
+    /// device that sent them; they must still leave the record valid.
+    async fn accept(
+        &mut self,
+        changes: &[u8],
+        peer_id: &str,
+        device_id: &str,
+    ) -> Result<usize, String> {
+        if let Some(reason) = &self.broken {
+            return Err(format!("the record cannot be read on the server: {reason}"));
+        }
+        let before = self.doc.get_heads();
+        let mut scratch = self.doc.clone();
+        scratch
+            .load_incremental(changes)
+            .map_err(|e| format!("the quarantined changes cannot be read: {e}"))?;
+        if !scratch.get_missing_deps(&[]).is_empty() {
+            return Err(
+                "the quarantined changes depend on changes the server does not have".into(),
+            );
+        }
+        let after = read_document(&scratch);
+        if let Err(errors) = &after {
+            let old: &[twinsync_shared::record::ValidationError] = match &self.current {
+                Err(old) => old,
+                Ok(_) => &[],
+            };
+            if let Some(e) = errors.iter().find(|e| !old.contains(e)) {
+                return Err(format!("the record would not be valid: {e}"));
+            }
+        }
+        let new: Vec<_> = scratch
+            .get_changes_meta(&before)
+            .iter()
+            .map(|c| c.hash)
+            .collect();
+        if new.is_empty() {
+            return Ok(0);
+        }
+        self.doc = scratch;
+        if let Err(e) = self.persist(&before, &new, peer_id, Some(device_id)).await {
+            self.reload().await;
+            return Err(format!(
+                "the server could not store the changes: {}",
+                e.public_reason()
+            ));
+        }
+        self.hub.metrics.changes_applied.inc_by(new.len() as u64);
+        self.flush();
+        Ok(new.len())
+    }
+
     /// Writes the new changes; until this returns Ok, nothing sent reflects them.
     async fn persist(
         &mut self,
         before: &[automerge::ChangeHash],
         new: &[automerge::ChangeHash],
-        from: &PeerId,
+        from: &str,
+        device: Option<&str>,
     ) -> Result<(), StoreError> {
         let chunk = self.doc.save_after(before);
         let summary = summarise(&self.doc);
@@ -308,8 +486,8 @@ impl DocTask {
                 (
                     h.to_string(),
                     Origin {
-                        peer_id: from.to_string(),
-                        device: None,
+                        peer_id: from.to_owned(),
+                        device: device.map(str::to_owned),
                         received_at: at,
                     },
                 )
@@ -319,6 +497,10 @@ impl DocTask {
         let chunk_id = blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
         lock(&self.chunks).push(chunk_id);
         self.appends_since_compaction += 1;
+        self.current = read_document(&self.doc);
+        if self.creator.is_none() && before.is_empty() {
+            self.creator = device.map(str::to_owned);
+        }
         Ok(())
     }
 
@@ -337,8 +519,8 @@ impl DocTask {
                     .iter()
                     .map(|c| c.hash)
                     .collect();
-                let server = self.hub.server_id.clone();
-                match self.persist(&before, &new, &server).await {
+                let server = self.hub.server_id.to_string();
+                match self.persist(&before, &new, &server, None).await {
                     Ok(()) => info!(doc_id = %self.id, "migrated to the current schema"),
                     Err(e) => {
                         warn!(doc_id = %self.id, error = %e, "cannot store the migration");
@@ -356,6 +538,7 @@ impl DocTask {
         match blocking(move || store.load_chunks(id)).await {
             Ok(loaded) => {
                 let (doc, chunks) = loaded.unwrap_or_else(|| (new_document(), Vec::new()));
+                self.current = read_document(&doc);
                 self.doc = doc;
                 *lock(&self.chunks) = chunks;
             }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc};
 use twinsync_shared::{DocumentId, PeerId};
 
+use crate::auth::{AuthError, Device, Guards, Secret};
 use crate::document::{self, DocCommand};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -26,14 +27,39 @@ struct DocHandle {
 #[derive(Debug)]
 pub struct Hub {
     docs: Mutex<HashMap<DocumentId, DocHandle>>,
-    sessions: Mutex<HashMap<PeerId, (u64, Arc<Notify>)>>,
+    sessions: Mutex<HashMap<PeerId, SessionEntry>>,
     next_id: AtomicU64,
     pub store: Store,
     pub settings: Arc<Settings>,
     pub metrics: Metrics,
     pub server_id: PeerId,
     pub storage_id: String,
+    pub guards: Guards,
 }
+
+/// A connected peer: its connection, its device and its kill switch.
+#[derive(Debug, Clone)]
+struct SessionEntry {
+    conn: u64,
+    device: String,
+    kill: Arc<Notify>,
+}
+
+/// Why a request was not let in.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("too many failed sign-ins from this address; try again in {} s", .0.as_secs().max(1))]
+    Limited(std::time::Duration),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A peer id that another device already uses.
+#[derive(Debug, thiserror::Error)]
+#[error("peer id `{0}` is in use by another device")]
+pub struct PeerTaken(pub PeerId);
 
 /// Whether a message may create a document the server does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,31 +94,109 @@ impl Hub {
             store,
             settings,
             metrics,
+            guards: Guards::default(),
         }))
+    }
+
+    /// Checks a device token. Wrong tokens count against `ip`; past the
+    /// limit every attempt from it is refused until its minute ends, right
+    /// or wrong, so guessing gains nothing.
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Device, SignInError> {
+        let limit = self.settings.auth_failures_per_minute;
+        if let Some(ip) = ip
+            && let Some(wait) = self.guards.failed_auth.reached(&ip, limit)
+        {
+            self.metrics.rate_limited.inc();
+            return Err(SignInError::Limited(wait));
+        }
+        let result = self.check_token(token).await;
+        if let Err(SignInError::Auth(e)) = &result {
+            self.metrics.auth_failures.inc();
+            if *e != AuthError::Missing
+                && let Some(ip) = ip
+            {
+                let _ = self.guards.failed_auth.add(&ip, 1, u64::MAX);
+            }
+        }
+        result
+    }
+
+    async fn check_token(&self, token: Option<&str>) -> Result<Device, SignInError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let secret = Secret::parse(token).ok_or(AuthError::Invalid)?;
+        let store = self.store.clone();
+        let device = tokio::task::spawn_blocking(move || store.device_for_token(&secret))
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                doc: String::new(),
+                reason: e.to_string(),
+            })??
+            .ok_or(AuthError::Invalid)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if now > device.expires_at(self.settings.token_ttl()) {
+            return Err(AuthError::Expired.into());
+        }
+        // A sighting keeps the token alive; a minute's precision is plenty.
+        if now - device.last_seen_at >= 60 {
+            let (store, id) = (self.store.clone(), device.id.clone());
+            let _ = tokio::task::spawn_blocking(move || store.touch_device(&id, now)).await;
+        }
+        Ok(device)
+    }
+
+    /// Closes every open socket of a device at once.
+    pub fn disconnect_device(&self, device: &str) -> usize {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for entry in sessions.values().filter(|e| e.device == device) {
+            entry.kill.notify_one();
+            n += 1;
+        }
+        n
     }
 
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers a connection for `peer`; an older connection of the same
-    /// peer is told to close (a reconnecting client replaces its old socket).
-    pub fn register_session(&self, peer: &PeerId, conn: u64, kill: Arc<Notify>) {
-        let old = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(peer.clone(), (conn, kill));
-        if let Some((old_conn, old_kill)) = old
-            && old_conn != conn
-        {
-            old_kill.notify_one();
+    /// Registers a connection for `peer` of `device`; an older connection
+    /// of the same peer is told to close (a reconnecting client replaces its
+    /// old socket). A peer id held by another device is refused, so no
+    /// device can push another off the server.
+    pub fn register_session(
+        &self,
+        peer: &PeerId,
+        conn: u64,
+        device: &str,
+        kill: Arc<Notify>,
+    ) -> Result<(), PeerTaken> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = sessions.get(peer) {
+            if old.device != device {
+                return Err(PeerTaken(peer.clone()));
+            }
+            if old.conn != conn {
+                old.kill.notify_one();
+            }
         }
+        sessions.insert(
+            peer.clone(),
+            SessionEntry {
+                conn,
+                device: device.to_owned(),
+                kill,
+            },
+        );
+        Ok(())
     }
 
     pub fn unregister_session(&self, peer: &PeerId, conn: u64) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if sessions.get(peer).is_some_and(|(c, _)| *c == conn) {
+        if sessions.get(peer).is_some_and(|e| e.conn == conn) {
             sessions.remove(peer);
         }
     }

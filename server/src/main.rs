@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use twinsync_server::auth::{NewDevice, Role};
 use twinsync_server::settings::Settings;
 use twinsync_server::store::Store;
 use twinsync_server::{startup, telemetry};
@@ -35,6 +36,43 @@ enum Command {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
+    /// Provision, list and revoke devices (works while the server runs).
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Provision a device and print its token on the last line.
+    Add {
+        #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Who holds the device, e.g. "Fatima's phone".
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A member city of a delegate, by name (any language) or record id;
+        /// repeat for several.
+        #[arg(long)]
+        city: Vec<String>,
+        /// The device holder's person record id: meetings they attend and
+        /// reports they wrote are theirs to edit.
+        #[arg(long)]
+        person: Option<String>,
+    },
+    /// List devices (never their tokens).
+    List {
+        #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a device: a running server closes its sockets within seconds
+    /// (at once when revoked through the API).
+    Revoke {
+        #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        id: String,
+    },
 }
 
 #[tokio::main]
@@ -47,7 +85,16 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!("twinsync serving on http://{}", listener.local_addr()?);
+            let addr = listener.local_addr()?;
+            let base = hub
+                .settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}"));
+            if let Some(link) = startup::first_invite(&hub, &base)? {
+                tracing::info!("no device yet: open {link} to sign in as the first coordinator");
+            }
+            tracing::info!("twinsync serving on http://{addr}");
             startup::run(listener, hub, startup::shutdown_signal()).await
         }
         Command::Backup { data_dir, file } => {
@@ -58,11 +105,82 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("backed up to {}", file.display());
             Ok(())
         }
+        Command::Device(command) => device(command),
         Command::Export { data_dir } => {
             let store = open_existing(&data_dir)?;
             let json = twinsync_server::seed::export(&store)?;
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
+        }
+    }
+}
+
+fn device(command: DeviceCommand) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match command {
+        DeviceCommand::Add {
+            data_dir,
+            name,
+            role,
+            city,
+            person,
+        } => {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            let store = Store::open(&data_dir.join("twinsync.db"))?;
+            let settings = Settings::for_data_dir(data_dir);
+            let hub = twinsync_server::hub::Hub::new(
+                store,
+                std::sync::Arc::new(settings),
+                twinsync_server::metrics::Metrics::new(),
+            )?;
+            let wanted = NewDevice {
+                name,
+                role,
+                cities: city,
+                person,
+            };
+            let new = twinsync_server::admin::check_new_device(&hub, &wanted)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let (device, token) = hub.store.add_device(&new, now)?;
+            eprintln!(
+                "added device {} ({}, {}{})",
+                device.id,
+                device.name,
+                device.role.as_str(),
+                if device.cities.is_empty() {
+                    String::new()
+                } else {
+                    format!(", cities {}", device.cities.join(", "))
+                }
+            );
+            eprintln!("its token follows; it is shown only now:");
+            println!("{token}");
+            Ok(())
+        }
+        DeviceCommand::List { data_dir } => {
+            let store = open_existing(&data_dir)?;
+            for d in store.devices()? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    d.id,
+                    d.role.as_str(),
+                    d.name,
+                    d.cities.join(","),
+                    if d.is_revoked() { "revoked" } else { "active" }
+                );
+            }
+            Ok(())
+        }
+        DeviceCommand::Revoke { data_dir, id } => {
+            let store = open_existing(&data_dir)?;
+            match store.revoke_device(&id, now)? {
+                Some(d) => {
+                    eprintln!("revoked device {} ({})", d.id, d.name);
+                    Ok(())
+                }
+                None => anyhow::bail!("no device `{id}`"),
+            }
         }
     }
 }

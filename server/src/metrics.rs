@@ -14,6 +14,9 @@ pub struct Metrics {
     pub storage_errors: IntCounter,
     pub protocol_errors: IntCounter,
     pub slow_peers_dropped: IntCounter,
+    pub changes_refused: IntCounter,
+    pub auth_failures: IntCounter,
+    pub rate_limited: IntCounter,
 }
 
 impl Metrics {
@@ -69,6 +72,18 @@ impl Metrics {
             slow_peers_dropped: counter(
                 "twinsync_slow_peers_dropped_total",
                 "Peers dropped for not reading",
+            ),
+            changes_refused: counter(
+                "twinsync_changes_refused_total",
+                "Batches of changes refused by permissions or validation, and quarantined",
+            ),
+            auth_failures: counter(
+                "twinsync_auth_failures_total",
+                "Requests with a missing, wrong or expired token",
+            ),
+            rate_limited: counter(
+                "twinsync_rate_limited_total",
+                "Requests and messages refused by a rate limit",
             ),
             sync_latency,
             registry,

@@ -70,6 +70,36 @@ pub struct Settings {
     /// Incremental chunks of a document before it is compacted into a snapshot.
     #[arg(long, env = "TWINSYNC_COMPACT_CHUNKS", default_value_t = 64)]
     pub compact_chunks: u64,
+
+    /// Days a device token stays valid after the device was last seen, so a
+    /// delegate offline in the field is not locked out.
+    #[arg(long, env = "TWINSYNC_TOKEN_TTL_DAYS", default_value_t = 90)]
+    pub token_ttl_days: u64,
+
+    /// Hours an invite link can be redeemed.
+    #[arg(long, env = "TWINSYNC_INVITE_HOURS", default_value_t = 72)]
+    pub invite_hours: u64,
+
+    /// Failed sign-ins from one address per minute before it gets HTTP 429.
+    #[arg(long, env = "TWINSYNC_AUTH_FAILURES_PER_MINUTE", default_value_t = 10)]
+    pub auth_failures_per_minute: u64,
+
+    /// Invite redemptions tried from one address per minute.
+    #[arg(long, env = "TWINSYNC_REDEEMS_PER_MINUTE", default_value_t = 5)]
+    pub redeems_per_minute: u64,
+
+    /// Documents one device may open per minute, over all its sockets.
+    #[arg(long, env = "TWINSYNC_DEVICE_DOCS_PER_MINUTE", default_value_t = 5000)]
+    pub device_docs_per_minute: u64,
+
+    /// MiB one device may send per minute, over all its sockets.
+    #[arg(long, env = "TWINSYNC_DEVICE_MIB_PER_MINUTE", default_value_t = 512)]
+    pub device_mib_per_minute: u64,
+
+    /// The address users reach the server at, for invite links (default:
+    /// http:// and the listening address).
+    #[arg(long, env = "TWINSYNC_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -91,6 +121,13 @@ impl Settings {
             max_loaded_docs: 2000,
             max_db_mib: 0,
             compact_chunks: 64,
+            token_ttl_days: 90,
+            invite_hours: 72,
+            auth_failures_per_minute: 10,
+            redeems_per_minute: 5,
+            device_docs_per_minute: 5000,
+            device_mib_per_minute: 512,
+            public_url: None,
         }
     }
 
@@ -108,6 +145,10 @@ impl Settings {
 
     pub fn join_timeout(&self) -> Duration {
         Duration::from_secs(self.join_timeout_secs.max(1))
+    }
+
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_days.saturating_mul(86_400))
     }
 
     pub fn idle_evict(&self) -> Duration {

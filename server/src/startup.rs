@@ -6,16 +6,18 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::access::Authenticated;
+use crate::auth::{NewDevice, Role};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::Store;
-use crate::{api, connection, seed};
+use crate::{admin, api, connection, seed};
 
 /// The whole HTTP surface; tests call it without a socket.
 pub fn app(hub: Arc<Hub>) -> Router {
@@ -31,13 +33,27 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/records/{id}/history", get(api::history))
         .route("/api/export/agreements.csv", get(api::agreements_csv))
         .route("/api/export/projects.csv", get(api::projects_csv))
+        .route("/api/me", get(admin::me))
+        .route("/api/invites", post(admin::create_invite))
+        .route("/api/invites/redeem", post(admin::redeem))
+        .route("/api/devices", get(admin::devices))
+        .route("/api/devices/{id}/revoke", post(admin::revoke))
+        .route("/api/quarantine", get(admin::quarantine))
+        .route("/api/quarantine/{id}/accept", post(admin::accept))
+        .route("/api/quarantine/{id}/discard", post(admin::discard))
         .nest_service("/pkg", ServeDir::new(&hub.settings.client_dir))
         .fallback_service(static_files)
         .layer(TraceLayer::new_for_http())
         .with_state(hub)
 }
 
-async fn sync(ws: WebSocketUpgrade, State(hub): State<Arc<Hub>>) -> Response {
+/// The token is checked before the upgrade: without a valid one the
+/// answer is HTTP 401 and no socket opens.
+async fn sync(
+    Authenticated(device): Authenticated,
+    ws: WebSocketUpgrade,
+    State(hub): State<Arc<Hub>>,
+) -> Response {
     let limit = hub.settings.max_frame_bytes;
     // Let frames somewhat over the limit through to the decoder, which
     // answers them with a protocol error naming the limit; the transport
@@ -45,7 +61,7 @@ async fn sync(ws: WebSocketUpgrade, State(hub): State<Arc<Hub>>) -> Response {
     let transport = limit.saturating_add((limit / 4).max(64 * 1024));
     ws.max_frame_size(transport)
         .max_message_size(transport)
-        .on_upgrade(move |socket| connection::serve(socket, hub))
+        .on_upgrade(move |socket| connection::serve(socket, hub, device))
 }
 
 /// Opens the store, seeds the demo club if asked, and builds the hub.
@@ -67,6 +83,28 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     Ok(Hub::new(store, Arc::new(settings), Metrics::new())?)
 }
 
+/// With no device provisioned yet, makes a one-time coordinator invite and
+/// returns its link, so the first user opens the app in one click.
+pub fn first_invite(hub: &Hub, base_url: &str) -> anyhow::Result<Option<String>> {
+    if hub.store.has_devices()? {
+        return Ok(None);
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let hours = i64::try_from(hub.settings.invite_hours).unwrap_or(72);
+    let invite = hub.store.add_invite(
+        &NewDevice {
+            name: "First coordinator".into(),
+            role: Role::Coordinator,
+            cities: Vec::new(),
+            person: None,
+        },
+        None,
+        now,
+        now + hours * 3600,
+    )?;
+    Ok(Some(admin::invite_link(base_url, &invite.code)))
+}
+
 /// Serves until `shutdown` resolves, then closes every document cleanly.
 pub async fn run(
     listener: TcpListener,
@@ -74,7 +112,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let router = app(Arc::clone(&hub));
-    axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
     hub.shutdown().await;

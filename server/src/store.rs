@@ -9,7 +9,10 @@
 //!
 //! `Store` is synchronous; async callers run it on the blocking pool.
 
+mod devices;
 mod schema;
+
+pub use devices::{Invite, Quarantined, RedeemError, Refused};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

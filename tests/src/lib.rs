@@ -17,11 +17,37 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
+use twinsync_server::auth::{NewDevice, Role};
 use twinsync_server::hub::Hub;
 use twinsync_server::settings::Settings;
 use twinsync_server::startup;
 
 pub use peer::TestPeer;
+
+/// A running server a test peer can sign in to.
+pub trait Server {
+    fn addr(&self) -> SocketAddr;
+    /// A coordinator's device token.
+    fn token(&self) -> &str;
+}
+
+impl Server for TestApp {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl Server for process::ServerProcess {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn token(&self) -> &str {
+        &self.token
+    }
+}
 
 /// The repository root.
 pub fn workspace() -> PathBuf {
@@ -36,6 +62,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub hub: Arc<Hub>,
     pub data_dir: PathBuf,
+    /// A coordinator's device token, provisioned at start.
+    pub token: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _temp: Option<tempfile::TempDir>,
@@ -63,6 +91,18 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
 pub async fn start(settings: Settings) -> TestApp {
     let data_dir = settings.data_dir.clone();
     let hub = startup::prepare(settings).expect("the server starts");
+    let (_, token) = hub
+        .store
+        .add_device(
+            &NewDevice {
+                name: "test coordinator".into(),
+                role: Role::Coordinator,
+                cities: Vec::new(),
+                person: None,
+            },
+            now(),
+        )
+        .expect("a device");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -75,6 +115,7 @@ pub async fn start(settings: Settings) -> TestApp {
         addr,
         hub,
         data_dir,
+        token,
         shutdown: Some(tx),
         task: Some(task),
         _temp: None,
@@ -86,8 +127,55 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GET with the coordinator's token.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.get_as(path, &self.token).await
+    }
+
+    /// GET with `token`.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
+    /// POST JSON with `token`.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
+    /// Provisions a device and returns its token.
+    pub fn device(&self, role: Role, cities: &[&str], person: Option<&str>) -> String {
+        let new = NewDevice {
+            name: format!("test {}", role.as_str()),
+            role,
+            cities: cities.iter().map(|c| (*c).to_owned()).collect(),
+            person: person.map(str::to_owned),
+        };
+        self.hub.store.add_device(&new, now()).expect("a device").1
+    }
+
+    /// A peer signed in as this app's coordinator.
+    pub fn peer(&self, id: &str) -> TestPeer {
+        TestPeer::new(id).with_token(&self.token)
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        let res = reqwest::get(self.url(path)).await.expect("the API answers");
+        let res = self.get(path).await;
         assert!(res.status().is_success(), "GET {path}: {}", res.status());
         res.json().await.expect("JSON")
     }
@@ -114,6 +202,12 @@ impl TestApp {
         }
         (self.data_dir.clone(), self._temp.take())
     }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Logs show only when `TEST_LOG` is set.

@@ -2,7 +2,6 @@
 //! browser client drives it, with bounded waits that end by themselves.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
@@ -39,6 +38,8 @@ pub struct TestPeer {
     pub acked: HashMap<DocumentId, Vec<ChangeHash>>,
     pub seen: Seen,
     storage_id: Option<StorageId>,
+    /// The device token to sign in with; else the server's coordinator token.
+    token: Option<String>,
 }
 
 impl TestPeer {
@@ -51,7 +52,19 @@ impl TestPeer {
             acked: HashMap::new(),
             seen: Seen::default(),
             storage_id: None,
+            token: None,
         }
+    }
+
+    /// Signs in with `token` rather than the server's coordinator token.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    fn sync_url(&self, server: &impl crate::Server) -> String {
+        let token = self.token.as_deref().unwrap_or(server.token());
+        format!("ws://{}/sync?token={token}", server.addr())
     }
 
     /// A peer with a storage id, whose sync state the server keeps.
@@ -61,8 +74,8 @@ impl TestPeer {
     }
 
     /// Connects and joins; previous sync states restart as after a reconnection.
-    pub async fn connect(&mut self, addr: SocketAddr) {
-        let (mut ws, _) = connect_async(format!("ws://{addr}/sync"))
+    pub async fn connect(&mut self, server: &impl crate::Server) {
+        let (mut ws, _) = connect_async(self.sync_url(server))
             .await
             .expect("the socket opens");
         let join = handshake::join(
@@ -100,8 +113,8 @@ impl TestPeer {
     }
 
     /// Opens the socket without joining (for hostile-input tests).
-    pub async fn connect_raw(&mut self, addr: SocketAddr) {
-        let (ws, _) = connect_async(format!("ws://{addr}/sync"))
+    pub async fn connect_raw(&mut self, server: &impl crate::Server) {
+        let (ws, _) = connect_async(self.sync_url(server))
             .await
             .expect("the socket opens");
         self.ws = Some(ws);

@@ -23,11 +23,45 @@ pub fn binary() -> PathBuf {
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// A coordinator's token from `twinsync device add`.
+    pub token: String,
+}
+
+/// Runs `twinsync device add` on `data_dir` and returns the token it
+/// prints on its last line.
+pub fn add_device(data_dir: &Path, role: &str, extra: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args([
+            "device",
+            "add",
+            "--name",
+            "test device",
+            "--role",
+            role,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .output()
+        .expect("twinsync device add runs");
+    assert!(
+        out.status.success(),
+        "device add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("a token on the last line")
+        .trim()
+        .to_owned()
 }
 
 impl ServerProcess {
     /// Starts `twinsync serve` on a free loopback port over `data_dir`.
     pub fn start(data_dir: &Path) -> Self {
+        std::fs::create_dir_all(data_dir).expect("the data directory");
+        let token = add_device(data_dir, "coordinator", &[]);
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -55,11 +89,26 @@ impl ServerProcess {
             panic!("the server did not say where it listens within 30 s");
         };
         let addr = addr.parse().expect("an address");
-        Self { child, addr }
+        Self { child, addr, token }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The WebSocket URL with the coordinator's token.
+    pub fn ws(&self) -> String {
+        format!("ws://{}/sync?token={}", self.addr, self.token)
+    }
+
+    /// GET with the coordinator's token.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the API answers")
     }
 
     /// SIGKILL: no shutdown code runs.

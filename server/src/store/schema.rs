@@ -42,6 +42,48 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (doc_id, storage_id)
      );
      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: devices and their token hashes, one-time invites, and the
+    // quarantine of refused changes.
+    "CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('coordinator', 'delegate', 'observer')),
+        cities TEXT NOT NULL DEFAULT '[]',
+        person TEXT,
+        token_hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        revoked_at INTEGER
+     );
+     CREATE TABLE invites (
+        id TEXT PRIMARY KEY,
+        secret_hash BLOB NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('coordinator', 'delegate', 'observer')),
+        cities TEXT NOT NULL DEFAULT '[]',
+        person TEXT,
+        created_by TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        redeemed_at INTEGER,
+        device_id TEXT
+     );
+     CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        peer_id TEXT NOT NULL,
+        hashes TEXT NOT NULL,
+        changes BLOB NOT NULL,
+        path TEXT,
+        reason TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'discarded')),
+        decided_by TEXT,
+        decided_at INTEGER
+     );
+     CREATE INDEX quarantine_pending ON quarantine(status, doc_id);
+     CREATE UNIQUE INDEX quarantine_same ON quarantine(doc_id, hashes) WHERE status = 'pending';",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

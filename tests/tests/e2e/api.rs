@@ -50,7 +50,7 @@ async fn a_record_its_history_and_its_past() {
     let app = spawn_app().await;
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("secretary");
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     p.open(meeting);
     p.sync_until(Duration::from_secs(10), |p| p.kind_of(meeting).is_some())
         .await;
@@ -87,9 +87,7 @@ async fn a_record_its_history_and_its_past() {
 #[tokio::test]
 async fn bad_ids_and_times_get_clear_errors() {
     let app = spawn_app().await;
-    let res = reqwest::get(app.url("/api/records/not-an-id"))
-        .await
-        .unwrap();
+    let res = app.get("/api/records/not-an-id").await;
     assert_eq!(res.status(), 400);
     let body: serde_json::Value = res.json().await.unwrap();
     assert!(
@@ -100,17 +98,13 @@ async fn bad_ids_and_times_get_clear_errors() {
     );
     let unknown = twinsync_shared::DocumentId::random();
     assert_eq!(
-        reqwest::get(app.url(&format!("/api/records/{unknown}")))
-            .await
-            .unwrap()
-            .status(),
+        app.get(&format!("/api/records/{unknown}")).await.status(),
         404
     );
     let meeting = app.first("meeting").await;
     assert_eq!(
-        reqwest::get(app.url(&format!("/api/records/{meeting}?at=yesterday")))
+        app.get(&format!("/api/records/{meeting}?at=yesterday"))
             .await
-            .unwrap()
             .status(),
         400
     );
@@ -119,17 +113,17 @@ async fn bad_ids_and_times_get_clear_errors() {
 #[tokio::test]
 async fn csv_exports_hold_agreements_and_milestones() {
     let app = spawn_app().await;
-    let agreements = reqwest::get(app.url("/api/export/agreements.csv"))
+    let agreements = app
+        .get("/api/export/agreements.csv")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
     assert_eq!(agreements.lines().count(), 14);
     assert!(agreements.contains("Twinning agreement Smara – Dakar"));
-    let projects = reqwest::get(app.url("/api/export/projects.csv"))
+    let projects = app
+        .get("/api/export/projects.csv")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -140,23 +134,10 @@ async fn csv_exports_hold_agreements_and_milestones() {
 #[tokio::test]
 async fn health_metrics_and_openapi_answer() {
     let app = spawn_app().await;
-    assert_eq!(
-        reqwest::get(app.url("/healthz"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
+    assert_eq!(app.get("/healthz").await.text().await.unwrap(), "ok");
     let mut p = TestPeer::new("counted");
-    p.connect(app.addr).await;
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    p.connect(&app).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("twinsync_connected_peers 1"), "{metrics}");
     for name in [
         "twinsync_loaded_documents",

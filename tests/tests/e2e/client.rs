@@ -3,7 +3,6 @@
 //! whose stand-in here is the list of chunks the replica asked to store.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,7 +13,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use twinsync_client::replica::{ClientError, Outcome, Replica};
 use twinsync_shared::record::{Commit, Edit, Kind};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
-use twinsync_tests::spawn_app;
+use twinsync_tests::{TestApp, spawn_app};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -66,8 +65,9 @@ impl Device {
         }
     }
 
-    async fn online(&mut self, addr: SocketAddr) {
-        let (mut ws, _) = connect_async(format!("ws://{addr}/sync")).await.unwrap();
+    async fn online(&mut self, app: &TestApp) {
+        let url = format!("ws://{}/sync?token={}", app.addr, app.token);
+        let (mut ws, _) = connect_async(url).await.unwrap();
         ws.send(WsMessage::Binary(self.replica.join().encode().into()))
             .await
             .unwrap();
@@ -137,7 +137,7 @@ async fn a_fresh_device_keeps_every_record_the_club_index_lists() {
     let total = listed.as_array().unwrap().len();
     let mut phone = Device::new("phone");
     phone.replica.set_club(club_of(&app).await);
-    phone.online(app.addr).await;
+    phone.online(&app).await;
     phone
         .sync_until(|r| r.list().len() == total && r.syncing() == 0)
         .await;
@@ -166,7 +166,7 @@ async fn offline_edits_of_two_phones_merge_through_the_server_and_survive_a_relo
     let mut b = Device::new("b");
     for d in [&mut a, &mut b] {
         d.replica.set_club(club);
-        d.online(app.addr).await;
+        d.online(&app).await;
         d.sync_until(|r| r.read(meeting).is_ok() && r.syncing() == 0)
             .await;
         d.offline().await;
@@ -198,7 +198,7 @@ async fn offline_edits_of_two_phones_merge_through_the_server_and_survive_a_relo
     assert!(a.text(meeting, "minutes").ends_with("[أ: تمت الموافقة]"));
 
     for d in [&mut a, &mut b] {
-        d.online(app.addr).await;
+        d.online(&app).await;
     }
     let done = |r: &Replica| {
         r.read(meeting).is_ok_and(|m| {
@@ -225,7 +225,7 @@ async fn a_record_created_offline_reaches_the_server_and_the_club_index() {
     let club = club_of(&app).await;
     let mut phone = Device::new("phone");
     phone.replica.set_club(club);
-    phone.online(app.addr).await;
+    phone.online(&app).await;
     phone
         .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
         .await;
@@ -244,7 +244,7 @@ async fn a_record_created_offline_reaches_the_server_and_the_club_index() {
         .unwrap();
     phone.keep(out);
     assert!(phone.stored[&club].len() > 1, "the index entry is stored");
-    phone.online(app.addr).await;
+    phone.online(&app).await;
     phone.sync_until(|r| r.unconfirmed() == 0).await;
 
     let stored = app.get_json(&format!("/api/records/{id}")).await;
@@ -344,7 +344,7 @@ async fn garbage_from_the_server_is_an_error_and_the_data_stays() {
     let club = club_of(&app).await;
     let mut phone = Device::new("phone");
     phone.replica.set_club(club);
-    phone.online(app.addr).await;
+    phone.online(&app).await;
     phone
         .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
         .await;

@@ -17,9 +17,9 @@ const LIMIT: Duration = Duration::from_secs(10);
 async fn answer_to(app: &TestApp, join: bool, frame: WsMessage) -> (Vec<String>, bool) {
     let mut p = TestPeer::new("hostile");
     if join {
-        p.connect(app.addr).await;
+        p.connect(app).await;
     } else {
-        p.connect_raw(app.addr).await;
+        p.connect_raw(app).await;
     }
     p.send_raw(frame).await;
     p.sync(Duration::from_millis(300), LIMIT).await;
@@ -121,7 +121,7 @@ async fn other_peers_are_served_while_one_misbehaves() {
     let app = spawn_app().await;
     let meeting = app.first("meeting").await;
     let mut good = TestPeer::new("good");
-    good.connect(app.addr).await;
+    good.connect(&app).await;
     good.open(meeting);
     good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
         .await;
@@ -175,7 +175,7 @@ async fn a_hostile_bloom_filter_gets_an_error_and_the_record_stays_served() {
     assert!(errors[0].contains("Bloom filter"), "{errors:?}");
 
     let mut good = TestPeer::new("good");
-    good.connect(app.addr).await;
+    good.connect(&app).await;
     good.open(meeting);
     good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
         .await;

@@ -43,7 +43,7 @@ fn run_js(args: &[&str]) -> String {
 }
 
 fn ws(server: &ServerProcess) -> String {
-    format!("ws://{}/sync", server.addr)
+    server.ws()
 }
 
 #[tokio::test]
@@ -51,9 +51,9 @@ async fn the_official_client_edits_a_demo_record_live_and_it_survives_kill_9() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
-    let list: serde_json::Value = reqwest::get(server.url("/api/records?kind=meeting"))
+    let list: serde_json::Value = server
+        .get("/api/records?kind=meeting")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -81,9 +81,9 @@ async fn the_official_client_edits_a_demo_record_live_and_it_survives_kill_9() {
     server.wait_healthy(LIMIT).await;
     let fresh = run_js(&[&ws(&server), "watch", &url, "Bonjour de JS — مرحبا"]);
     assert!(fresh.contains("SEEN"), "{fresh}");
-    let record: serde_json::Value = reqwest::get(server.url(&format!("/api/records/{id}")))
+    let record: serde_json::Value = server
+        .get(&format!("/api/records/{id}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -114,7 +114,7 @@ async fn a_record_created_by_the_official_client_reads_in_rust_and_back() {
         .unwrap()
         .document_id;
     let mut rust = TestPeer::new("rust-reader");
-    rust.connect(server.addr).await;
+    rust.connect(&server).await;
     rust.open(id);
     rust.sync_until(LIMIT, |p| p.kind_of(id) == Some(Kind::Report))
         .await;

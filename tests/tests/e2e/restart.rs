@@ -15,7 +15,7 @@ const LIMIT: Duration = Duration::from_secs(15);
 async fn a_graceful_restart_loses_nothing() {
     let app = spawn_app().await;
     let mut p = TestPeer::new("phone").with_storage("phone-storage");
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     let city = p.create(
         Kind::City,
         json!({"name": {"ar": "العيون", "fr": "Laâyoune"}, "country": "Morocco"}),
@@ -32,7 +32,7 @@ async fn a_graceful_restart_loses_nothing() {
     let app = start(settings).await;
 
     let mut fresh = TestPeer::new("fresh");
-    fresh.connect(app.addr).await;
+    fresh.connect(&app).await;
     fresh.open(city);
     fresh
         .sync_until(LIMIT, |p| p.has_changes(city, &heads))
@@ -42,7 +42,7 @@ async fn a_graceful_restart_loses_nothing() {
     };
     assert_eq!(c.name.fr.as_deref(), Some("Laâyoune"));
     // The phone comes back with its stored sync state and has nothing to resend.
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     assert!(p.sync(QUIET, LIMIT).await);
     drop(temp);
 }
@@ -53,9 +53,9 @@ async fn kill_9_while_peers_sync_loses_no_acknowledged_change() {
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
     let meeting = {
-        let list: serde_json::Value = reqwest::get(server.url("/api/records?kind=meeting"))
+        let list: serde_json::Value = server
+            .get("/api/records?kind=meeting")
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -65,7 +65,7 @@ async fn kill_9_while_peers_sync_loses_no_acknowledged_change() {
         .map(|i| TestPeer::new(&format!("typist-{i}")))
         .collect();
     for p in &mut peers {
-        p.connect(server.addr).await;
+        p.connect(&server).await;
         p.open(meeting);
         p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
     }
@@ -96,7 +96,7 @@ async fn kill_9_while_peers_sync_loses_no_acknowledged_change() {
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
     let mut reader = TestPeer::new("reader");
-    reader.connect(server.addr).await;
+    reader.connect(&server).await;
     reader.open(meeting);
     reader
         .sync_until(LIMIT, |p| p.has_changes(meeting, &acknowledged))
@@ -104,7 +104,7 @@ async fn kill_9_while_peers_sync_loses_no_acknowledged_change() {
 
     // The typists reconnect and finish syncing: everyone converges.
     for p in &mut peers {
-        p.connect(server.addr).await;
+        p.connect(&server).await;
         p.sync(QUIET, LIMIT).await;
     }
     for p in &mut peers {

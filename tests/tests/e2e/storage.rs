@@ -15,7 +15,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() {
     let app = spawn_app().await;
     let mut p = TestPeer::new("field-phone");
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     app.hub
         .store
         .set_size_limit(Some(app.hub.store.size().unwrap()))
@@ -57,12 +57,7 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
             .len()
             == 1
     );
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics
             .lines()
@@ -72,7 +67,7 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
 
     // Space comes back; the phone reconnects and its report arrives whole.
     app.hub.store.set_size_limit(None).unwrap();
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     p.sync_until(LIMIT, |p| p.acked.get(&report).is_some_and(|h| *h == heads))
         .await;
     let stored = app.get_json(&format!("/api/records/{report}")).await;
@@ -87,7 +82,7 @@ async fn chunks_are_compacted_into_a_snapshot_without_loss() {
     let app = spawn_app_with(|s| s.compact_chunks = 4).await;
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("typist");
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     p.open(meeting);
     p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
     for i in 0..10 {
@@ -165,7 +160,7 @@ async fn idle_documents_leave_memory_and_sync_states_are_kept() {
     let app = spawn_app_with(|s| s.idle_evict_secs = 1).await;
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("phone").with_storage("phone-storage-1");
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     p.open(meeting);
     p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
     assert_eq!(app.hub.metrics.loaded_documents.get(), 1);
@@ -186,7 +181,7 @@ async fn idle_documents_leave_memory_and_sync_states_are_kept() {
             .is_some()
     );
     // An evicted document loads again on demand.
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     p.edit(
         meeting,
         "after eviction",
@@ -208,7 +203,7 @@ async fn backup_and_export_work_while_the_server_runs() {
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
     let mut p = TestPeer::new("writer");
-    p.connect(server.addr).await;
+    p.connect(&server).await;
     let city = p.create(
         Kind::City,
         json!({"name": {"fr": "Tan-Tan", "ar": "طانطان"}, "country": "Morocco"}),

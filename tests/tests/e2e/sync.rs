@@ -25,7 +25,7 @@ async fn divergent_offline_edits_converge_through_the_server() {
         .map(|n| TestPeer::new(n))
         .collect();
     for p in &mut peers {
-        p.connect(app.addr).await;
+        p.connect(&app).await;
         p.open(meeting);
         p.sync_until(LIMIT, |p| p.kind_of(meeting) == Some(Kind::Meeting))
             .await;
@@ -54,7 +54,7 @@ async fn divergent_offline_edits_converge_through_the_server() {
         );
     }
     for p in &mut peers {
-        p.connect(app.addr).await;
+        p.connect(&app).await;
         p.sync(QUIET, LIMIT).await;
     }
     for p in &mut peers {
@@ -86,7 +86,7 @@ async fn divergent_offline_edits_converge_through_the_server() {
 async fn a_peer_that_connects_later_receives_everything() {
     let app = spawn_app().await;
     let mut early = TestPeer::new("early");
-    early.connect(app.addr).await;
+    early.connect(&app).await;
     let report = early.create(Kind::Report, json!({"title": {"fr": "Visite à Dakar"}, "report_type": "visit", "date": "2026-11-20", "text": "Rencontre avec la mairie."}));
     early.edit(
         report,
@@ -105,7 +105,7 @@ async fn a_peer_that_connects_later_receives_everything() {
     early.disconnect().await;
 
     let mut late = TestPeer::new("late");
-    late.connect(app.addr).await;
+    late.connect(&app).await;
     late.open(report);
     late.sync_until(LIMIT, |p| p.has_changes(report, &heads))
         .await;
@@ -122,7 +122,7 @@ async fn live_edits_reach_other_connected_peers() {
     let mut a = TestPeer::new("a");
     let mut b = TestPeer::new("b");
     for p in [&mut a, &mut b] {
-        p.connect(app.addr).await;
+        p.connect(&app).await;
         p.open(meeting);
         p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
     }
@@ -145,7 +145,7 @@ async fn live_edits_reach_other_connected_peers() {
 async fn a_request_for_an_unknown_record_is_answered_unavailable() {
     let app = spawn_app().await;
     let mut p = TestPeer::new("curious");
-    p.connect(app.addr).await;
+    p.connect(&app).await;
     let unknown = twinsync_shared::DocumentId::random();
     p.open(unknown);
     p.sync_until(LIMIT, |p| p.seen.unavailable.contains(&unknown))

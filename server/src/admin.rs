@@ -1,0 +1,331 @@
+//! People and devices: invites, redemption, the device list, revocation,
+//! and the quarantine of refused changes. Everything here but redemption
+//! and `/api/me` is for coordinators.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::access::{Authenticated, Coordinator, client_ip};
+use crate::api::{ApiError, ApiResult, blocking};
+use crate::auth::{Device, NewDevice, Role};
+use crate::document::DocCommand;
+use crate::hub::{DispatchError, Hub, Missing};
+use crate::store::RedeemError;
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A device as the API shows it, with when its token lapses.
+pub fn device_json(hub: &Hub, d: &Device) -> Value {
+    json!({
+        "id": d.id,
+        "name": d.name,
+        "role": d.role,
+        "cities": d.cities,
+        "person": d.person,
+        "created_at": d.created_at,
+        "last_seen_at": d.last_seen_at,
+        "expires_at": d.expires_at(hub.settings.token_ttl()),
+        "revoked_at": d.revoked_at,
+    })
+}
+
+/// The address users open, for links: the configured public URL, else the
+/// host the request came to.
+fn base_url(hub: &Hub, headers: &HeaderMap) -> String {
+    if let Some(url) = &hub.settings.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:8080");
+    format!("http://{host}")
+}
+
+/// The link that opens the app and redeems `code` in one click.
+pub fn invite_link(base: &str, code: &str) -> String {
+    format!("{}/#invite={code}", base.trim_end_matches('/'))
+}
+
+pub async fn me(State(hub): State<Arc<Hub>>, Authenticated(device): Authenticated) -> Json<Value> {
+    Json(device_json(&hub, &device))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InviteRequest {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    cities: Vec<String>,
+    #[serde(default)]
+    person: Option<String>,
+    /// Hours the invite can be redeemed; the server's default if absent.
+    #[serde(default)]
+    valid_hours: Option<u64>,
+}
+
+/// Checks a device's description: a delegate needs a known city.
+pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, String> {
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err("a device needs a name of 1 to 200 characters".into());
+    }
+    let mut cities = Vec::new();
+    for city in &new.cities {
+        let found = hub
+            .store
+            .find_city(city)
+            .map_err(|e| format!("cannot look up cities: {}", e.public_reason()))?;
+        match found.as_slice() {
+            [one] => cities.push(one.clone()),
+            [] => return Err(format!("no city record is called or has the id `{city}`")),
+            _ => {
+                return Err(format!(
+                    "more than one city is called `{city}`; give its id"
+                ));
+            }
+        }
+    }
+    if new.role == Role::Delegate && cities.is_empty() {
+        return Err("a delegate belongs to at least one member city (--city)".into());
+    }
+    let person = new
+        .person
+        .as_deref()
+        .map(|p| p.trim().trim_start_matches("automerge:").to_owned());
+    Ok(NewDevice {
+        name: name.to_owned(),
+        role: new.role,
+        cities,
+        person,
+    })
+}
+
+pub async fn create_invite(
+    State(hub): State<Arc<Hub>>,
+    Coordinator(by): Coordinator,
+    headers: HeaderMap,
+    Json(req): Json<InviteRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let wanted = NewDevice {
+        name: req.name,
+        role: req.role,
+        cities: req.cities,
+        person: req.person,
+    };
+    let hours = req
+        .valid_hours
+        .unwrap_or(hub.settings.invite_hours)
+        .clamp(1, 24 * 90);
+    let base = base_url(&hub, &headers);
+    let hub2 = Arc::clone(&hub);
+    let new = tokio::task::spawn_blocking(move || check_new_device(&hub2, &wanted))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let store = hub.store.clone();
+    let at = now();
+    let invite = blocking(move || {
+        store.add_invite(
+            &new,
+            Some(&by.id),
+            at,
+            at + i64::try_from(hours).unwrap_or(72) * 3600,
+        )
+    })
+    .await?;
+    let link = invite_link(&base, &invite.code);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": invite.id,
+            "code": invite.code,
+            "link": link,
+            "name": invite.name,
+            "role": invite.role,
+            "cities": invite.cities,
+            "person": invite.person,
+            "expires_at": invite.expires_at,
+        })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RedeemRequest {
+    code: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub async fn redeem(
+    State(hub): State<Arc<Hub>>,
+    request: axum::extract::Request,
+) -> ApiResult<impl IntoResponse> {
+    let (parts, body) = request.into_parts();
+    let ip = client_ip(&parts);
+    if let Some(ip) = ip
+        && let Err(wait) = hub
+            .guards
+            .redemptions
+            .add(&ip, 1, hub.settings.redeems_per_minute)
+    {
+        hub.metrics.rate_limited.inc();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many invite redemptions from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large"))?;
+    let req: RedeemRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"code\": \"…\", \"name\": \"…\"}}: {e}"),
+        )
+    })?;
+    let store = hub.store.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        store.redeem_invite(&req.code, req.name.as_deref(), now())
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+    match result {
+        Ok((device, token)) => {
+            tracing::info!(device = %device.id, role = device.role.as_str(), "invite redeemed");
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({"token": token, "device": device_json(&hub, &device)})),
+            ))
+        }
+        Err(RedeemError::Store(e)) => Err(e.into()),
+        Err(e @ RedeemError::Unknown) => {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+        }
+        Err(e) => Err(ApiError::new(StatusCode::GONE, e.to_string())),
+    }
+}
+
+pub async fn devices(State(hub): State<Arc<Hub>>, _by: Coordinator) -> ApiResult<Json<Vec<Value>>> {
+    let store = hub.store.clone();
+    let devices = blocking(move || store.devices()).await?;
+    Ok(Json(devices.iter().map(|d| device_json(&hub, d)).collect()))
+}
+
+pub async fn revoke(
+    State(hub): State<Arc<Hub>>,
+    Coordinator(by): Coordinator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let store = hub.store.clone();
+    let target = id.clone();
+    let device = blocking(move || store.revoke_device(&target, now()))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no device `{id}`")))?;
+    let closed = hub.disconnect_device(&device.id);
+    tracing::info!(device = %device.id, by = %by.id, sockets = closed, "device revoked");
+    let mut body = device_json(&hub, &device);
+    body["sockets_closed"] = json!(closed);
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QuarantineQuery {
+    status: Option<String>,
+}
+
+pub async fn quarantine(
+    State(hub): State<Arc<Hub>>,
+    _by: Coordinator,
+    Query(q): Query<QuarantineQuery>,
+) -> ApiResult<Json<Value>> {
+    let store = hub.store.clone();
+    let rows = blocking(move || store.quarantined(q.status.as_deref())).await?;
+    Ok(Json(json!(rows)))
+}
+
+pub async fn accept(
+    State(hub): State<Arc<Hub>>,
+    Coordinator(by): Coordinator,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    let store = hub.store.clone();
+    let (entry, changes) = blocking(move || store.quarantined_changes(id))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no quarantined batch #{id}"))
+        })?;
+    if entry.status != "pending" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("batch #{id} was already {}", entry.status),
+        ));
+    }
+    let doc = entry.doc_id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the batch names no valid document",
+        )
+    })?;
+    let (reply, answer) = oneshot::channel();
+    let cmd = DocCommand::Accept {
+        changes,
+        peer_id: entry.peer_id.clone(),
+        device_id: entry.device_id.clone(),
+        reply,
+    };
+    hub.dispatch(doc, cmd, Missing::Create)
+        .await
+        .map_err(|e| match e {
+            DispatchError::Store(e) => ApiError::from(e),
+            DispatchError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "no such record"),
+        })?;
+    let applied = answer
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the record closed; try again",
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("batch #{id} cannot be applied: {e}"),
+            )
+        })?;
+    let store = hub.store.clone();
+    let by_id = by.id.clone();
+    blocking(move || store.decide(id, "accepted", &by_id, now())).await?;
+    Ok(Json(
+        json!({"id": id, "status": "accepted", "changes_applied": applied}),
+    ))
+}
+
+pub async fn discard(
+    State(hub): State<Arc<Hub>>,
+    Coordinator(by): Coordinator,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    let store = hub.store.clone();
+    let decided = blocking(move || store.decide(id, "discarded", &by.id, now())).await?;
+    if !decided {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("batch #{id} is not pending (or does not exist)"),
+        ));
+    }
+    Ok(Json(json!({"id": id, "status": "discarded"})))
+}

@@ -1,0 +1,306 @@
+//! Devices, their tokens, and who may do what.
+//!
+//! A token is `<device id>.<secret>`: the id finds the device's row, and
+//! the secret (256 random bits) is compared with the stored SHA-256 hash in
+//! constant time. The server never stores a secret, only its hash. Invites
+//! have the same shape and are redeemed once for a device token.
+//!
+//! A token stays valid for `token_ttl` after the device was last seen, so a
+//! delegate who syncs at least that often is never locked out by being
+//! offline. A revoked device still authenticates, but only to hand in what
+//! it has not synced: the connection reads nothing and quarantines what it
+//! receives.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a device may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads and writes everything; manages people and devices.
+    Coordinator,
+    /// Writes the records of their member cities.
+    Delegate,
+    /// Reads only.
+    Observer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Delegate => "delegate",
+            Role::Observer => "observer",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "coordinator" => Ok(Role::Coordinator),
+            "delegate" => Ok(Role::Delegate),
+            "observer" => Ok(Role::Observer),
+            other => Err(format!(
+                "unknown role `{other}` (coordinator, delegate or observer)"
+            )),
+        }
+    }
+}
+
+/// A provisioned device, as stored (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Document ids of the member cities a delegate belongs to.
+    pub cities: Vec<String>,
+    /// The device's person record, if any: meetings they attend and
+    /// reports they wrote are theirs to edit.
+    pub person: Option<String>,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl Device {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    pub fn is_coordinator(&self) -> bool {
+        self.role == Role::Coordinator && !self.is_revoked()
+    }
+
+    /// When the token stops working unless the device is seen again.
+    pub fn expires_at(&self, ttl: Duration) -> i64 {
+        self.last_seen_at
+            .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// What to provision.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NewDevice {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub cities: Vec<String>,
+    #[serde(default)]
+    pub person: Option<String>,
+}
+
+/// Why a token was not accepted. The messages are what the client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a device token is required (query parameter `token` or `Authorization: Bearer`)")]
+    Missing,
+    #[error("the device token is not valid")]
+    Invalid,
+    #[error(
+        "the device token expired: the device was not seen for longer than the server allows; ask a coordinator for a new invite"
+    )]
+    Expired,
+}
+
+/// A secret: its public id and the random part only its holder knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub id: String,
+    pub secret: String,
+}
+
+impl Secret {
+    /// A fresh id (80 bits) and secret (256 bits) from the OS's generator.
+    pub fn generate() -> Self {
+        let mut id = [0u8; 10];
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut id).expect("the OS random generator works");
+        getrandom::fill(&mut secret).expect("the OS random generator works");
+        Self {
+            id: bs58::encode(id).into_string(),
+            secret: bs58::encode(secret).into_string(),
+        }
+    }
+
+    /// Splits `id.secret`; anything else is `None`.
+    pub fn parse(token: &str) -> Option<Self> {
+        let (id, secret) = token.trim().split_once('.')?;
+        let ok = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
+        (ok(id) && ok(secret)).then(|| Self {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+
+    pub fn token(&self) -> String {
+        format!("{}.{}", self.id, self.secret)
+    }
+
+    pub fn hash(&self) -> Vec<u8> {
+        Sha256::digest(self.secret.as_bytes()).to_vec()
+    }
+
+    /// Whether this secret hashes to `stored`, in constant time.
+    pub fn matches(&self, stored: &[u8]) -> bool {
+        bool::from(self.hash().as_slice().ct_eq(stored))
+    }
+}
+
+/// Counts events per key in fixed one-minute windows: failed sign-ins per
+/// address, redemptions per address, documents and bytes per device.
+/// Memory is bounded: past `max_keys`, windows that ended are dropped, and
+/// if none ended the oldest is.
+#[derive(Debug)]
+pub struct Windows<K> {
+    window: Duration,
+    max_keys: usize,
+    counts: Mutex<HashMap<K, (Instant, u64)>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
+    pub fn per_minute(max_keys: usize) -> Self {
+        Self::new(Duration::from_secs(60), max_keys)
+    }
+
+    pub fn new(window: Duration, max_keys: usize) -> Self {
+        Self {
+            window,
+            max_keys: max_keys.max(1),
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds `n` to `key`'s window and returns the window's total, or the
+    /// time until the window ends when the total would pass `limit` (the
+    /// count is then left as it was).
+    pub fn add(&self, key: &K, n: u64, limit: u64) -> Result<u64, Duration> {
+        let now = Instant::now();
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= self.max_keys && !counts.contains_key(key) {
+            counts.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+            if counts.len() >= self.max_keys
+                && let Some(oldest) = counts
+                    .iter()
+                    .min_by_key(|(_, (start, _))| *start)
+                    .map(|(k, _)| k.clone())
+            {
+                counts.remove(&oldest);
+            }
+        }
+        let entry = counts.entry(key.clone()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        let total = entry.1.saturating_add(n);
+        if total > limit {
+            return Err(self.window.saturating_sub(now.duration_since(entry.0)));
+        }
+        entry.1 = total;
+        Ok(total)
+    }
+
+    /// Whether `key` has already reached `limit` in its current window.
+    pub fn reached(&self, key: &K, limit: u64) -> Option<Duration> {
+        let now = Instant::now();
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, count) = counts.get(key)?;
+        let elapsed = now.duration_since(*start);
+        (elapsed < self.window && *count >= limit).then(|| self.window - elapsed)
+    }
+}
+
+/// The rate limits that guard sign-in.
+#[derive(Debug)]
+pub struct Guards {
+    pub failed_auth: Windows<IpAddr>,
+    pub redemptions: Windows<IpAddr>,
+    pub device_docs: Windows<String>,
+    pub device_bytes: Windows<String>,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Self {
+            failed_auth: Windows::per_minute(100_000),
+            redemptions: Windows::per_minute(100_000),
+            device_docs: Windows::per_minute(100_000),
+            device_bytes: Windows::per_minute(100_000),
+        }
+    }
+}
+
+/// Reads a token from `Authorization: Bearer …`, then from the `token`
+/// query parameter.
+pub fn token_from(headers: &axum::http::HeaderMap, query: Option<&str>) -> Option<String> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    bearer.or_else(|| {
+        query?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == "token").then(|| v.to_owned())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_secret_round_trips_and_only_its_own_hash_matches() {
+        let s = Secret::generate();
+        let parsed = Secret::parse(&s.token()).unwrap();
+        assert_eq!(parsed, s);
+        assert!(parsed.matches(&s.hash()));
+        let other = Secret::generate();
+        assert!(!other.matches(&s.hash()));
+        assert!(s.secret.len() >= 40, "256 bits in base58: {}", s.secret);
+    }
+
+    #[test]
+    fn malformed_tokens_do_not_parse() {
+        for t in ["", ".", "abc", "abc.", ".abc", "a.b.c", "a b.c", "é.x"] {
+            assert!(Secret::parse(t).is_none(), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn a_window_refuses_past_its_limit_and_forgets_old_keys() {
+        let w = Windows::new(Duration::from_secs(60), 2);
+        assert_eq!(w.add(&1, 3, 5), Ok(3));
+        assert!(w.add(&1, 3, 5).is_err());
+        assert_eq!(w.add(&1, 2, 5), Ok(5));
+        assert!(w.reached(&1, 5).is_some());
+        w.add(&2, 1, 5).unwrap();
+        w.add(&3, 1, 5).unwrap();
+        let held = w.counts.lock().unwrap().len();
+        assert!(held <= 2, "{held} keys held");
+    }
+
+    #[test]
+    fn the_token_comes_from_the_header_first() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(token_from(&h, Some("a=1&token=q.r")), Some("q.r".into()));
+        h.insert("authorization", "Bearer h.t".parse().unwrap());
+        assert_eq!(token_from(&h, Some("token=q.r")), Some("h.t".into()));
+    }
+}

@@ -1,0 +1,330 @@
+//! Who may read and write which record: the club's default rules, checked
+//! on every `request` and `sync` against the record as it would be after
+//! the incoming changes.
+//!
+//! - Every member reads every record of the club; a revoked device reads
+//!   nothing.
+//! - A coordinator writes everything.
+//! - A delegate writes their cities' records (the city itself, its people),
+//!   agreements where one of their cities is a party, projects their city
+//!   owns, meetings they attend, reports they wrote, and records they
+//!   created. In the club record they may only add or update index entries
+//!   (the listing of a record they created offline).
+//! - Adopted minutes and ended agreements are read-only except to
+//!   coordinators.
+//! - An observer writes nothing.
+//!
+//! A write must also leave the record valid: no validation error that the
+//! record did not already have.
+
+use serde_json::Value as Json;
+use twinsync_shared::record::ValidationError;
+
+use crate::auth::{Device, Role};
+
+/// Why a write was refused: the first field at fault and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Whether `device` may read the club's records.
+pub fn may_read(device: &Device) -> bool {
+    !device.is_revoked()
+}
+
+/// A record as read: its JSON, or what is wrong with it.
+pub type Read = Result<Json, Vec<ValidationError>>;
+
+/// One write to judge.
+#[derive(Debug)]
+pub struct Write<'a> {
+    pub device: &'a Device,
+    /// The record's document id.
+    pub doc_id: &'a str,
+    /// The device that delivered the record's first change, if known.
+    pub creator: Option<&'a str>,
+    /// The record before the changes; `None` for a record new to the server.
+    pub before: Option<&'a Read>,
+    pub after: &'a Read,
+    /// Record paths the changes touch (`/status`, `/minutes`, ...).
+    pub paths: &'a [String],
+}
+
+/// Accepts the write or names the first field at fault.
+pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
+    let first = || w.paths.first().cloned().unwrap_or_else(|| "/".to_owned());
+    let refuse = |path: String, reason: &str| {
+        Err(Refusal {
+            path,
+            reason: reason.to_owned(),
+        })
+    };
+    if let Err(errors) = w.after {
+        let old: &[ValidationError] = match w.before {
+            Some(Err(old)) => old,
+            _ => &[],
+        };
+        if let Some(e) = errors.iter().find(|e| !old.contains(e)) {
+            return refuse(
+                e.path.clone(),
+                &format!("the record would not be valid: {}", e.reason),
+            );
+        }
+    }
+    if w.device.is_revoked() {
+        return refuse(first(), "this device was revoked");
+    }
+    match w.device.role {
+        Role::Coordinator => return Ok(()),
+        Role::Observer => return refuse(first(), "an observer's device writes nothing"),
+        Role::Delegate => {}
+    }
+    let before = w.before.and_then(|r| r.as_ref().ok());
+    let after = w.after.as_ref().ok();
+    let kind = |j: Option<&Json>| j.and_then(|j| j.get("kind")?.as_str()).map(str::to_owned);
+    if let (Some(b), Some(a)) = (kind(before), kind(after))
+        && b != a
+    {
+        return refuse("/kind".into(), "a record's kind cannot change");
+    }
+    let Some(kind) = kind(after).or_else(|| kind(before)) else {
+        return refuse(
+            first(),
+            "only a coordinator may write a record of unknown kind",
+        );
+    };
+    if let Some(b) = before {
+        if kind == "meeting" && b.get("adopted").and_then(Json::as_bool) == Some(true) {
+            return refuse(
+                first(),
+                "the minutes were adopted; only a coordinator may change them",
+            );
+        }
+        if kind == "agreement" && b.get("status").and_then(Json::as_str) == Some("ended") {
+            return refuse(
+                first(),
+                "the agreement has ended; only a coordinator may change it",
+            );
+        }
+    }
+    if kind == "club" {
+        return club_write(w, before, after);
+    }
+    // The device created the record (or is creating it now).
+    let created = w.before.is_none() || (w.creator.is_some() && w.creator == Some(&w.device.id));
+    let owns = |j: &Json| created || owns(w.device, w.doc_id, &kind, j);
+    let allowed = before.is_none_or(owns) && after.is_none_or(owns);
+    if !allowed {
+        return refuse(first(), &not_yours(&kind));
+    }
+    Ok(())
+}
+
+fn not_yours(kind: &str) -> String {
+    let what = match kind {
+        "city" => "a city that is not yours",
+        "agreement" => "an agreement none of your cities is a party to",
+        "project" => "a project your cities do not own",
+        "meeting" => "a meeting you do not attend",
+        "person" => "a person of another city",
+        "report" => "a report you did not write",
+        _ => "a record that is not yours",
+    };
+    format!("a delegate may not write {what}")
+}
+
+/// Whether a delegate's rules give them this record.
+fn owns(device: &Device, doc_id: &str, kind: &str, record: &Json) -> bool {
+    let text = |key: &str| record.get(key).and_then(Json::as_str);
+    let mine =
+        |city: Option<&str>| city.is_some_and(|c| device.cities.iter().any(|m| bare(m) == bare(c)));
+    let is_me = |person: Option<&str>| {
+        person.is_some_and(|p| {
+            device
+                .person
+                .as_deref()
+                .is_some_and(|me| bare(me) == bare(p))
+        })
+    };
+    match kind {
+        "city" => mine(Some(doc_id)),
+        "agreement" => set(record, "parties").any(|p| mine(Some(p))),
+        "project" => mine(text("owner_city")),
+        "meeting" => {
+            let attends = set(record, "attendees").any(|p| is_me(Some(p)));
+            attends || is_me(text("chair"))
+        }
+        "person" => mine(text("city")) || is_me(Some(doc_id)),
+        "report" => is_me(text("author")),
+        _ => false,
+    }
+}
+
+/// A reference without its `automerge:` prefix.
+fn bare(link: &str) -> &str {
+    link.strip_prefix("automerge:").unwrap_or(link)
+}
+
+/// A set field's members, whether read as an array or as a map.
+fn set<'a>(record: &'a Json, key: &str) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+    match record.get(key) {
+        Some(Json::Array(items)) => Box::new(items.iter().filter_map(Json::as_str)),
+        Some(Json::Object(map)) => Box::new(map.keys().map(String::as_str)),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// In the club record a delegate may add or update index entries, and
+/// nothing else; removing an entry is a coordinator's decision.
+fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Result<(), Refusal> {
+    if before.is_none() {
+        return Err(Refusal {
+            path: "/".into(),
+            reason: "only a coordinator may create the club record".into(),
+        });
+    }
+    for path in w.paths {
+        let mut parts = path.trim_start_matches('/').split('/');
+        let (Some("index"), Some(entry)) = (parts.next(), parts.next()) else {
+            return Err(Refusal {
+                path: path.clone(),
+                reason: "only a coordinator may change the club record beyond its index".into(),
+            });
+        };
+        let still_there = after
+            .and_then(|a| a.get("index"))
+            .and_then(|i| i.get(entry))
+            .is_some();
+        if !still_there {
+            return Err(Refusal {
+                path: path.clone(),
+                reason: "only a coordinator may remove a record from the club index".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    fn delegate(cities: &[&str], person: Option<&str>) -> Device {
+        Device {
+            id: "dev".into(),
+            name: "Delegate".into(),
+            role: Role::Delegate,
+            cities: cities.iter().map(|c| (*c).to_owned()).collect(),
+            person: person.map(str::to_owned),
+            created_at: 0,
+            last_seen_at: 0,
+            revoked_at: None,
+        }
+    }
+
+    fn check(
+        device: &Device,
+        doc: &str,
+        before: Option<Json>,
+        after: Json,
+        paths: &[&str],
+    ) -> Result<(), Refusal> {
+        let before = before.map(Ok);
+        let after = Ok(after);
+        let paths: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
+        check_write(&Write {
+            device,
+            doc_id: doc,
+            creator: Some("someone-else"),
+            before: before.as_ref(),
+            after: &after,
+            paths: &paths,
+        })
+    }
+
+    #[test]
+    fn a_delegate_writes_agreements_of_their_city_only() {
+        let d = delegate(&["smara"], None);
+        let ours = json!({"kind": "agreement", "parties": ["automerge:smara", "dakar"], "status": "signed"});
+        let theirs = json!({"kind": "agreement", "parties": ["pune", "dakar"], "status": "signed"});
+        assert!(check(&d, "a", Some(ours.clone()), ours, &["/status"]).is_ok());
+        let e = check(&d, "b", Some(theirs.clone()), theirs, &["/status"]).unwrap_err();
+        assert_eq!(e.path, "/status");
+        assert!(e.reason.contains("party"), "{e}");
+    }
+
+    #[test]
+    fn a_delegate_cannot_move_a_record_out_of_their_city() {
+        let d = delegate(&["smara"], None);
+        let before = json!({"kind": "person", "city": "smara"});
+        let after = json!({"kind": "person", "city": "pune"});
+        assert!(check(&d, "p", Some(before), after, &["/city"]).is_err());
+    }
+
+    #[test]
+    fn ended_agreements_and_adopted_minutes_are_locked_for_delegates() {
+        let d = delegate(&["smara"], Some("me"));
+        let ended = json!({"kind": "agreement", "parties": ["smara"], "status": "ended"});
+        let e = check(&d, "a", Some(ended.clone()), ended, &["/status"]).unwrap_err();
+        assert!(e.reason.contains("ended"), "{e}");
+        let adopted = json!({"kind": "meeting", "attendees": ["me"], "adopted": true});
+        let e = check(&d, "m", Some(adopted.clone()), adopted, &["/minutes"]).unwrap_err();
+        assert!(e.reason.contains("adopted"), "{e}");
+        let open = json!({"kind": "meeting", "attendees": ["me"], "adopted": false});
+        assert!(check(&d, "m", Some(open.clone()), open, &["/minutes"]).is_ok());
+    }
+
+    #[test]
+    fn in_the_club_record_a_delegate_only_adds_index_entries() {
+        let d = delegate(&["smara"], None);
+        let club = json!({"kind": "club", "index": {"x": {"kind": "report"}}});
+        assert!(check(&d, "c", Some(club.clone()), club.clone(), &["/index/x"]).is_ok());
+        assert!(check(&d, "c", Some(club.clone()), club.clone(), &["/name/fr"]).is_err());
+        let gone = json!({"kind": "club", "index": {}});
+        assert!(check(&d, "c", Some(club), gone, &["/index/x"]).is_err());
+    }
+
+    #[test]
+    fn observers_and_revoked_devices_write_nothing() {
+        let mut o = delegate(&["smara"], None);
+        o.role = Role::Observer;
+        let city = json!({"kind": "city"});
+        assert!(check(&o, "smara", Some(city.clone()), city.clone(), &["/mayor"]).is_err());
+        let mut r = delegate(&["smara"], None);
+        r.revoked_at = Some(1);
+        assert!(check(&r, "smara", Some(city.clone()), city, &["/mayor"]).is_err());
+    }
+
+    #[test]
+    fn a_write_that_breaks_the_schema_is_refused_even_for_coordinators() {
+        let mut c = delegate(&[], None);
+        c.role = Role::Coordinator;
+        let bad: Read = Err(vec![ValidationError {
+            path: "/status".into(),
+            reason: "not one of the statuses".into(),
+        }]);
+        let before: Read = Ok(json!({"kind": "agreement"}));
+        let paths = vec!["/status".to_owned()];
+        let e = check_write(&Write {
+            device: &c,
+            doc_id: "a",
+            creator: None,
+            before: Some(&before),
+            after: &bad,
+            paths: &paths,
+        })
+        .unwrap_err();
+        assert_eq!(e.path, "/status");
+    }
+}

@@ -1,0 +1,412 @@
+//! Devices, invites and the quarantine of refused changes.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+use twinsync_shared::DocumentId;
+
+use super::{Store, StoreError};
+use crate::auth::{Device, NewDevice, Role, Secret};
+
+/// Why an invite could not be redeemed; the messages are what the caller sees.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    #[error("this invite is not valid")]
+    Unknown,
+    #[error("this invite was already used; ask a coordinator for a new one")]
+    Used,
+    #[error("this invite expired; ask a coordinator for a new one")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An invite as created: the code is shown once and never stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Invite {
+    pub id: String,
+    pub code: String,
+    pub name: String,
+    pub role: Role,
+    pub cities: Vec<String>,
+    pub person: Option<String>,
+    pub expires_at: i64,
+}
+
+/// A refused batch of changes, kept for a coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quarantined {
+    pub id: i64,
+    pub doc_id: String,
+    pub device_id: String,
+    pub device_name: Option<String>,
+    pub peer_id: String,
+    pub hashes: Vec<String>,
+    pub path: Option<String>,
+    pub reason: String,
+    pub received_at: i64,
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+}
+
+/// A refused batch to store.
+#[derive(Debug, Clone)]
+pub struct Refused<'a> {
+    pub doc: DocumentId,
+    pub device_id: &'a str,
+    pub peer_id: &'a str,
+    pub hashes: &'a [String],
+    pub changes: &'a [u8],
+    pub path: Option<&'a str>,
+    pub reason: &'a str,
+}
+
+const DEVICE_COLUMNS: &str = "id, name, role, cities, person, created_at, last_seen_at, revoked_at";
+
+fn device_row(r: &Row<'_>) -> rusqlite::Result<(Device, Vec<u8>)> {
+    let role: String = r.get(2)?;
+    let cities: String = r.get(3)?;
+    Ok((
+        Device {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            role: role.parse().unwrap_or(Role::Observer),
+            cities: serde_json::from_str(&cities).unwrap_or_default(),
+            person: r.get(4)?,
+            created_at: r.get(5)?,
+            last_seen_at: r.get(6)?,
+            revoked_at: r.get(7)?,
+        },
+        r.get(8)?,
+    ))
+}
+
+impl Store {
+    /// Provisions a device and returns it with its token, shown only now.
+    pub fn add_device(&self, new: &NewDevice, now: i64) -> Result<(Device, String), StoreError> {
+        let secret = Secret::generate();
+        let cities = serde_json::to_string(&new.cities).unwrap_or_else(|_| "[]".into());
+        self.conn().execute(
+            "INSERT INTO devices (id, name, role, cities, person, token_hash, created_at, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![
+                secret.id,
+                new.name,
+                new.role.as_str(),
+                cities,
+                new.person,
+                secret.hash(),
+                now
+            ],
+        )?;
+        let device = Device {
+            id: secret.id.clone(),
+            name: new.name.clone(),
+            role: new.role,
+            cities: new.cities.clone(),
+            person: new.person.clone(),
+            created_at: now,
+            last_seen_at: now,
+            revoked_at: None,
+        };
+        Ok((device, secret.token()))
+    }
+
+    /// The device a token names, if its secret matches; the caller checks
+    /// expiry and revocation.
+    pub fn device_for_token(&self, secret: &Secret) -> Result<Option<Device>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!("SELECT {DEVICE_COLUMNS}, token_hash FROM devices WHERE id = ?1"),
+                [&secret.id],
+                device_row,
+            )
+            .optional()?;
+        // Compare even when the id is unknown, so timing does not tell.
+        let (device, hash) = row.map_or((None, vec![0u8; 32]), |(d, h)| (Some(d), h));
+        Ok(device.filter(|_| secret.matches(&hash)))
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {DEVICE_COLUMNS}, token_hash FROM devices WHERE id = ?1"),
+                [id],
+                device_row,
+            )
+            .optional()?
+            .map(|(d, _)| d))
+    }
+
+    pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS}, token_hash FROM devices ORDER BY created_at, id"
+        ))?;
+        let rows = stmt.query_map([], device_row)?;
+        Ok(rows.map(|r| r.map(|(d, _)| d)).collect::<Result<_, _>>()?)
+    }
+
+    pub fn has_devices(&self) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))?;
+        Ok(n > 0)
+    }
+
+    /// Records that a device was seen, which keeps its token valid.
+    pub fn touch_device(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE devices SET last_seen_at = MAX(last_seen_at, ?2) WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Revokes a device; returns it, or `None` if there is no such device.
+    pub fn revoke_device(&self, id: &str, now: i64) -> Result<Option<Device>, StoreError> {
+        self.conn().execute(
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![id, now],
+        )?;
+        self.device(id)
+    }
+
+    /// Test and operator hook: moves a device's last sighting back in time.
+    pub fn set_last_seen(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE devices SET last_seen_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    /// Creates a one-time invite valid until `expires_at`.
+    pub fn add_invite(
+        &self,
+        new: &NewDevice,
+        created_by: Option<&str>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Invite, StoreError> {
+        let secret = Secret::generate();
+        let cities = serde_json::to_string(&new.cities).unwrap_or_else(|_| "[]".into());
+        self.conn().execute(
+            "INSERT INTO invites (id, secret_hash, name, role, cities, person, created_by, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                secret.id,
+                secret.hash(),
+                new.name,
+                new.role.as_str(),
+                cities,
+                new.person,
+                created_by,
+                now,
+                expires_at
+            ],
+        )?;
+        Ok(Invite {
+            id: secret.id.clone(),
+            code: secret.token(),
+            name: new.name.clone(),
+            role: new.role,
+            cities: new.cities.clone(),
+            person: new.person.clone(),
+            expires_at,
+        })
+    }
+
+    /// Redeems an invite, once, for a new device and its token. Marking the
+    /// invite used and creating the device are one transaction.
+    pub fn redeem_invite(
+        &self,
+        code: &str,
+        name: Option<&str>,
+        now: i64,
+    ) -> Result<(Device, String), RedeemError> {
+        let secret = Secret::parse(code).ok_or(RedeemError::Unknown)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(StoreError::from)?;
+        type InviteRow = (
+            Vec<u8>,
+            String,
+            String,
+            String,
+            Option<String>,
+            i64,
+            Option<i64>,
+        );
+        let row: Option<InviteRow> = tx
+            .query_row(
+                "SELECT secret_hash, name, role, cities, person, expires_at, redeemed_at FROM invites WHERE id = ?1",
+                [&secret.id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            )
+            .optional()
+            .map_err(StoreError::from)?;
+        let Some((hash, invited_name, role, cities, person, expires_at, redeemed_at)) = row else {
+            let _ = secret.matches(&[0u8; 32]);
+            return Err(RedeemError::Unknown);
+        };
+        if !secret.matches(&hash) {
+            return Err(RedeemError::Unknown);
+        }
+        if redeemed_at.is_some() {
+            return Err(RedeemError::Used);
+        }
+        if now > expires_at {
+            return Err(RedeemError::Expired);
+        }
+        let device_secret = Secret::generate();
+        let name = name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&invited_name)
+            .to_owned();
+        tx.execute(
+            "INSERT INTO devices (id, name, role, cities, person, token_hash, created_at, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![device_secret.id, name, role, cities, person, device_secret.hash(), now],
+        )
+        .map_err(StoreError::from)?;
+        tx.execute(
+            "UPDATE invites SET redeemed_at = ?2, device_id = ?3 WHERE id = ?1",
+            params![secret.id, now, device_secret.id],
+        )
+        .map_err(StoreError::from)?;
+        tx.commit().map_err(StoreError::from)?;
+        drop(conn);
+        let device = self
+            .device(&device_secret.id)?
+            .ok_or_else(|| StoreError::Corrupt {
+                doc: String::new(),
+                reason: "a device vanished as it was created".into(),
+            })?;
+        Ok((device, device_secret.token()))
+    }
+
+    /// The device that delivered a document's first stored change.
+    pub fn creator_device(&self, doc: DocumentId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT device FROM change_origins WHERE doc_id = ?1 ORDER BY rowid LIMIT 1",
+                [doc.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Keeps a refused batch for review. The same pending batch is kept
+    /// once, however often a client sends it again; returns its id.
+    pub fn quarantine(&self, refused: &Refused<'_>, now: i64) -> Result<i64, StoreError> {
+        let hashes = refused.hashes.join(",");
+        let conn = self.conn();
+        let existing: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM quarantine WHERE doc_id = ?1 AND hashes = ?2 AND status = 'pending'",
+                params![refused.doc.to_string(), hashes],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        conn.execute(
+            "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                refused.doc.to_string(),
+                refused.device_id,
+                refused.peer_id,
+                hashes,
+                refused.changes,
+                refused.path,
+                refused.reason,
+                now
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Quarantined batches, pending first, newest first.
+    pub fn quarantined(&self, status: Option<&str>) -> Result<Vec<Quarantined>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT q.id, q.doc_id, q.device_id, d.name, q.peer_id, q.hashes, q.path, q.reason,
+                    q.received_at, q.status, q.decided_by, q.decided_at
+             FROM quarantine q LEFT JOIN devices d ON d.id = q.device_id
+             WHERE (?1 IS NULL OR q.status = ?1)
+             ORDER BY q.status = 'pending' DESC, q.id DESC",
+        )?;
+        let rows = stmt.query_map([status], |r| {
+            let hashes: String = r.get(5)?;
+            Ok(Quarantined {
+                id: r.get(0)?,
+                doc_id: r.get(1)?,
+                device_id: r.get(2)?,
+                device_name: r.get(3)?,
+                peer_id: r.get(4)?,
+                hashes: hashes
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                path: r.get(6)?,
+                reason: r.get(7)?,
+                received_at: r.get(8)?,
+                status: r.get(9)?,
+                decided_by: r.get(10)?,
+                decided_at: r.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A quarantined batch and its changes.
+    pub fn quarantined_changes(
+        &self,
+        id: i64,
+    ) -> Result<Option<(Quarantined, Vec<u8>)>, StoreError> {
+        let entry = self.quarantined(None)?.into_iter().find(|q| q.id == id);
+        let Some(entry) = entry else { return Ok(None) };
+        let changes: Vec<u8> =
+            self.conn()
+                .query_row("SELECT changes FROM quarantine WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+        Ok(Some((entry, changes)))
+    }
+
+    /// Marks a pending batch accepted or discarded; false if it was not pending.
+    pub fn decide(&self, id: i64, status: &str, by: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE quarantine SET status = ?2, decided_by = ?3, decided_at = ?4
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, status, by, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Finds city records by id or by a name in any language.
+    pub fn find_city(&self, name_or_id: &str) -> Result<Vec<String>, StoreError> {
+        let wanted = name_or_id.trim().to_lowercase();
+        Ok(self
+            .list(Some("city"), None, None)?
+            .into_iter()
+            .filter(|l| {
+                l.id == name_or_id.trim()
+                    || l.summary.title.as_object().is_some_and(|t| {
+                        t.values()
+                            .filter_map(|v| v.as_str())
+                            .any(|v| v.to_lowercase() == wanted)
+                    })
+            })
+            .map(|l| l.id)
+            .collect())
+    }
+}
