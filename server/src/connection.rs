@@ -16,6 +16,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
+use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::handshake::{self, Joined};
 use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PeerMetadata};
 use twinsync_shared::record::new_document;
@@ -229,7 +230,7 @@ impl Session {
                 .register_session(
                     &joined.peer_id,
                     self.conn,
-                    &self.device.id,
+                    &self.device,
                     Arc::clone(&self.kill),
                 )
                 .map_err(|e| Fatal(e.to_string()))?;
@@ -260,11 +261,14 @@ impl Session {
             return match msg {
                 Message::Sync {
                     document_id, data, ..
+                } => {
+                    self.hand_in(document_id, &data, false, out).await;
+                    Ok(())
                 }
-                | Message::Request {
+                Message::Request {
                     document_id, data, ..
                 } => {
-                    self.hand_in(document_id, &data, out).await;
+                    self.hand_in(document_id, &data, true, out).await;
                     Ok(())
                 }
                 Message::Join { .. } => {
@@ -369,7 +373,13 @@ impl Session {
     /// A revoked device hands in what it has not synced. Its changes are
     /// received into an empty copy of each document, so the replies show
     /// it nothing, and whatever the server lacks goes to quarantine.
-    async fn hand_in(&mut self, doc: DocumentId, data: &[u8], out: &mpsc::Sender<Outbound>) {
+    async fn hand_in(
+        &mut self,
+        doc: DocumentId,
+        data: &[u8],
+        is_request: bool,
+        out: &mpsc::Sender<Outbound>,
+    ) {
         let Some(joined) = &self.joined else { return };
         let peer_id = joined.peer_id.clone();
         let (copy, sync) = self
@@ -377,9 +387,13 @@ impl Session {
             .entry(doc)
             .or_insert_with(|| (new_document(), DocSync::new(doc)));
         let before = copy.get_heads();
-        let received = match sync.receive(copy, &peer_id, data) {
+        let received = sync.receive_checked(copy, &peer_id, data, is_request, |_, _| {
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let received = match received {
             Ok(r) => r,
-            Err(e) => {
+            Err(Checked::Rejected(never)) => match never {},
+            Err(Checked::Sync(e)) => {
                 let msg = Message::Error {
                     sender_id: self.hub.server_id.clone(),
                     target_id: peer_id,

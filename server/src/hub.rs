@@ -42,6 +42,8 @@ pub struct Hub {
 struct SessionEntry {
     conn: u64,
     device: String,
+    /// Signed in as revoked: the socket is already in hand-in mode.
+    revoked: bool,
     kill: Arc<Notify>,
 }
 
@@ -148,11 +150,15 @@ impl Hub {
         Ok(device)
     }
 
-    /// Closes every open socket of a device at once.
+    /// Closes at once every socket a device opened before it was revoked
+    /// (those opened since are in hand-in mode already).
     pub fn disconnect_device(&self, device: &str) -> usize {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
-        for entry in sessions.values().filter(|e| e.device == device) {
+        for entry in sessions
+            .values()
+            .filter(|e| e.device == device && !e.revoked)
+        {
             entry.kill.notify_one();
             n += 1;
         }
@@ -171,12 +177,12 @@ impl Hub {
         &self,
         peer: &PeerId,
         conn: u64,
-        device: &str,
+        device: &Device,
         kill: Arc<Notify>,
     ) -> Result<(), PeerTaken> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = sessions.get(peer) {
-            if old.device != device {
+            if old.device != device.id {
                 return Err(PeerTaken(peer.clone()));
             }
             if old.conn != conn {
@@ -187,7 +193,8 @@ impl Hub {
             peer.clone(),
             SessionEntry {
                 conn,
-                device: device.to_owned(),
+                device: device.id.clone(),
+                revoked: device.is_revoked(),
                 kill,
             },
         );

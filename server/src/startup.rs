@@ -111,13 +111,43 @@ pub async fn run(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let watcher = tokio::spawn(watch_revocations(Arc::clone(&hub)));
     let router = app(Arc::clone(&hub));
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
+    watcher.abort();
     hub.shutdown().await;
     Ok(())
+}
+
+/// Closes the sockets of devices revoked from the command line (another
+/// process): every two seconds, the devices revoked since the last look.
+async fn watch_revocations(hub: Arc<Hub>) {
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut since = now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let checked_at = now();
+        let store = hub.store.clone();
+        // Look a second back: a revocation stamped in the same second as
+        // the last look is seen again, and closing twice is harmless.
+        let from = since - 1;
+        match tokio::task::spawn_blocking(move || store.revoked_since(from)).await {
+            Ok(Ok(ids)) => {
+                for id in ids {
+                    if hub.disconnect_device(&id) > 0 {
+                        tracing::info!(device = %id, "revoked device disconnected");
+                    }
+                }
+                since = checked_at;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check revocations"),
+            Err(_) => {}
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

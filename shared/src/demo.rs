@@ -355,6 +355,7 @@ pub fn build() -> Result<Vec<DemoRecord>, EditError> {
         json!({
             "title": {"fr": "Lancement du club : compte rendu", "en": "Launch of the club: report", "ar": "إطلاق النادي: تقرير"},
             "report_type": "visit",
+            "author": url(cherif),
             "city": url(smara),
             "date": "2025-10-31",
             "text": "Le club réunit des maires de villes africaines, américaines et indiennes. \

@@ -99,6 +99,12 @@ impl TestPeer {
                         self.server = Some(sender_id);
                         break;
                     }
+                    Message::Error { message, .. } => {
+                        // Refused at the handshake: the server closes.
+                        self.seen.errors.push(message);
+                        self.seen.closed = true;
+                        return;
+                    }
                     other => panic!("expected `peer`, got {other:?}"),
                 }
             }

@@ -58,10 +58,19 @@ pub fn add_device(data_dir: &Path, role: &str, extra: &[&str]) -> String {
 }
 
 impl ServerProcess {
-    /// Starts `twinsync serve` on a free loopback port over `data_dir`.
+    /// Starts `twinsync serve` on a free loopback port over `data_dir`,
+    /// with a coordinator's device provisioned first.
     pub fn start(data_dir: &Path) -> Self {
         std::fs::create_dir_all(data_dir).expect("the data directory");
         let token = add_device(data_dir, "coordinator", &[]);
+        let (mut server, _) = Self::start_bare(data_dir);
+        server.token = token;
+        server
+    }
+
+    /// Starts `twinsync serve` with no device provisioned; returns the
+    /// first-coordinator invite link it printed, if any.
+    pub fn start_bare(data_dir: &Path) -> (Self, Option<String>) {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -74,22 +83,33 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut invite = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
+                if line.contains("#invite=")
+                    && let Some(link) = line.split_whitespace().find(|w| w.contains("#invite="))
+                {
+                    invite = Some(link.to_owned());
+                }
+                if let Some(addr) = line.split("serving on http://").nth(1) {
+                    let _ = tx.send((addr.trim().to_owned(), invite.take()));
                 }
                 if std::env::var_os("TEST_LOG").is_some() {
                     eprintln!("[server] {line}");
                 }
             }
         });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+        let Ok((addr, invite)) = rx.recv_timeout(Duration::from_secs(30)) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!("the server did not say where it listens within 30 s");
         };
         let addr = addr.parse().expect("an address");
-        Self { child, addr, token }
+        let server = Self {
+            child,
+            addr,
+            token: String::new(),
+        };
+        (server, invite)
     }
 
     pub fn url(&self, path: &str) -> String {

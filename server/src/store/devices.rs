@@ -174,6 +174,14 @@ impl Store {
         self.device(id)
     }
 
+    /// Devices revoked at or after `since`.
+    pub fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id FROM devices WHERE revoked_at >= ?1")?;
+        let rows = stmt.query_map([since], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Test and operator hook: moves a device's last sighting back in time.
     pub fn set_last_seen(&self, id: &str, at: i64) -> Result<(), StoreError> {
         self.conn().execute(

@@ -15,7 +15,7 @@ after(async () => {
 });
 
 async function firstOf(server, kind) {
-  const res = await fetch(`${server.url}/api/records?kind=${kind}`);
+  const res = await server.api(`/api/records?kind=${kind}`);
   const list = await res.json();
   return list[0].url.replace("automerge:", "");
 }
@@ -108,7 +108,7 @@ test("two browser contexts edit one record offline, go online, and converge", as
       heard.some((c) => c.id === meeting && c.origin === "remote" && c.paths.includes("/minutes")),
       JSON.stringify(heard),
     );
-    const stored = await (await fetch(`${server.url}/api/records/${meeting}`)).json();
+    const stored = await (await server.api(`/api/records/${meeting}`)).json();
     assert.equal(stored.record.minutes, ma);
     for (const { context } of phones) await context.close();
   } finally {
@@ -189,7 +189,7 @@ test("a client that stays offline while the server restarts catches up", async (
       return m.startsWith("[A hors ligne] ") && m.endsWith(" [B après redémarrage]") && window.tw.status().unconfirmed === 0 ? m : null;
     };
     const minutes = await until(pa.page, caught, meeting, "A caught up");
-    const stored = await (await fetch(`${server.url}/api/records/${meeting}`)).json();
+    const stored = await (await server.api(`/api/records/${meeting}`)).json();
     assert.equal(stored.record.minutes, minutes);
     await pa.context.close();
     await pb.context.close();

@@ -19,7 +19,7 @@ after(async () => {
 });
 
 async function firstOf(server, kind) {
-  const list = await (await fetch(`${server.url}/api/records?kind=${kind}`)).json();
+  const list = await (await server.api(`/api/records?kind=${kind}`)).json();
   return list[0].url.replace("automerge:", "");
 }
 
@@ -131,7 +131,7 @@ test("a change the server refuses is shown with its reason and kept on the devic
     assert.match(status.refused, /could not store your changes to .* \(the server's storage is full\)/);
     assert.ok(status.unconfirmed >= 1);
     assert.equal(await page.evaluate((id) => window.tw.read(id).record.title.fr, id), "Rapport long");
-    const res = await fetch(`${server.url}/api/records/${id}`);
+    const res = await server.api(`/api/records/${id}`);
     assert.equal(res.status, 404, "the server did not keep it");
     await page.evaluate(() => window.tw.close());
     await context.close();

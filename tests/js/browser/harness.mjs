@@ -2,7 +2,7 @@
 // loopback port with a fresh data directory, and Debian's Chromium driven
 // by playwright-core. Every wait is bounded.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
@@ -22,8 +22,22 @@ export function dataDir() {
   return mkdtempSync(join(tmpdir(), "twinsync-browser-"));
 }
 
-/** Starts `twinsync serve`; resolves once it says where it listens. */
+/** Provisions a device with `twinsync device add`; returns its token (the last line). */
+export function addDevice(dir, role = "coordinator", extra = []) {
+  const out = execFileSync(binary, ["device", "add", "--data-dir", dir, "--name", `browser ${role}`, "--role", role, ...extra], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return out.trim().split("\n").pop().trim();
+}
+
+/**
+ * Starts `twinsync serve`; resolves once it says where it listens. The
+ * server object carries a coordinator's `token` and `api(path)`, a fetch
+ * signed in with it.
+ */
 export function startServer({ dir, port = 0, args = [] }) {
+  const token = addDevice(dir);
   const child = spawn(
     binary,
     [
@@ -51,6 +65,11 @@ export function startServer({ dir, port = 0, args = [] }) {
         const url = m[1];
         resolvePromise({
           url,
+          token,
+          api: (path, init = {}) => fetch(`${url}${path}`, {
+            ...init,
+            headers: { ...(init.headers ?? {}), authorization: `Bearer ${token}` },
+          }),
           port: Number(new URL(url).port),
           child,
           log: () => log,
@@ -123,6 +142,7 @@ export async function phone(browser) {
  * The page is the server's health check: same origin, no app code.
  */
 export async function openClient(page, server, options = {}) {
+  options = { token: server.token, ...options };
   await page.goto(`${server.url}/healthz`);
   await page.evaluate(async (options) => {
     const mod = await import("/pkg/twinsync_client.js");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
 mod api;
+mod auth;
 mod client;
 mod hostile;
 mod interop;

@@ -1,0 +1,607 @@
+//! Devices, tokens and per-record permissions, over real sockets.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_tungstenite::connect_async;
+use twinsync_server::auth::Role;
+use twinsync_shared::DocumentId;
+use twinsync_shared::record::{Edit, Kind};
+use twinsync_tests::process::{ServerProcess, add_device, binary};
+use twinsync_tests::{TestApp, TestPeer, spawn_app, spawn_app_with};
+
+const QUIET: Duration = Duration::from_millis(200);
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// The HTTP status of a WebSocket upgrade to `/sync` with `query`.
+async fn upgrade_status(app: &TestApp, query: &str) -> u16 {
+    match connect_async(format!("ws://{}/sync{query}", app.addr)).await {
+        Ok((_, res)) => res.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+        Err(e) => panic!("the upgrade failed without an HTTP answer: {e}"),
+    }
+}
+
+async fn record(app: &TestApp, id: DocumentId) -> Value {
+    app.get_json(&format!("/api/records/{id}")).await["record"].clone()
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_default()
+}
+
+fn bare(link: &str) -> String {
+    link.trim_start_matches("automerge:").to_owned()
+}
+
+#[tokio::test]
+async fn no_token_a_wrong_one_or_an_expired_one_gets_401() {
+    let app = spawn_app().await;
+    assert_eq!(upgrade_status(&app, "").await, 401);
+    assert_eq!(upgrade_status(&app, "?token=nope").await, 401);
+    let forged = format!("?token={}x", app.token);
+    assert_eq!(upgrade_status(&app, &forged).await, 401);
+    assert_eq!(
+        upgrade_status(&app, &format!("?token={}", app.token)).await,
+        101
+    );
+
+    // The API too, with a reason and a Bearer challenge.
+    let res = reqwest::get(app.url("/api/records")).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert!(res.text().await.unwrap().contains("token is required"));
+    assert_eq!(app.get_as("/api/records", "a.b").await.status(), 401);
+
+    // A device not seen for longer than the token's lifetime is expired.
+    let token = app.device(Role::Observer, &[], None);
+    assert_eq!(app.get_as("/api/records", &token).await.status(), 200);
+    let id = token.split('.').next().unwrap();
+    let long_ago = twinsync_tests::now() - 91 * 86_400;
+    app.hub.store.set_last_seen(id, long_ago).unwrap();
+    let res = app.get_as("/api/records", &token).await;
+    assert_eq!(res.status(), 401);
+    assert!(res.text().await.unwrap().contains("expired"));
+    assert_eq!(upgrade_status(&app, &format!("?token={token}")).await, 401);
+
+    // Health and the API description stay public.
+    assert_eq!(
+        reqwest::get(app.url("/healthz")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(app.url("/api/openapi.json"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn brute_force_on_tokens_is_rate_limited_even_for_the_right_token() {
+    let app = spawn_app_with(|s| s.auth_failures_per_minute = 5).await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(
+            app.get_as("/api/records", &format!("guess.{i}"))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Past the limit, even a right token from that address waits.
+    let res = app.get("/api/records").await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(
+        upgrade_status(&app, &format!("?token={}", app.token)).await,
+        429
+    );
+}
+
+#[tokio::test]
+async fn an_invite_is_redeemed_once_for_a_working_token_and_redemptions_are_limited() {
+    let app = spawn_app_with(|s| s.redeems_per_minute = 3).await;
+    // Only coordinators invite.
+    let observer = app.device(Role::Observer, &[], None);
+    let body = json!({"name": "Aïcha's phone", "role": "delegate", "cities": ["Smara"]});
+    assert_eq!(
+        app.post_as("/api/invites", &observer, &body).await.status(),
+        403
+    );
+    let res = app.post_as("/api/invites", &app.token, &body).await;
+    assert_eq!(res.status(), 201);
+    let invite: Value = res.json().await.unwrap();
+    let code = text(&invite, "code").to_owned();
+    assert!(text(&invite, "link").ends_with(&format!("/#invite={code}")));
+    // A delegate needs a real city.
+    let bad = json!({"name": "x", "role": "delegate", "cities": ["Atlantis"]});
+    let res = app.post_as("/api/invites", &app.token, &bad).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("Atlantis"));
+
+    let redeem = |code: String| {
+        let url = app.url("/api/invites/redeem");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"code": code}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = redeem(code.clone()).await;
+    assert_eq!(res.status(), 201);
+    let redeemed: Value = res.json().await.unwrap();
+    let token = text(&redeemed, "token").to_owned();
+    assert_eq!(redeemed["device"]["role"], "delegate");
+    let me: Value = app.get_as("/api/me", &token).await.json().await.unwrap();
+    assert_eq!(me["name"], "Aïcha's phone");
+    assert_eq!(me["cities"].as_array().unwrap().len(), 1);
+
+    let again = redeem(code.clone()).await;
+    assert_eq!(again.status(), 410);
+    assert!(again.text().await.unwrap().contains("already used"));
+    assert_eq!(redeem("zz.zz".into()).await.status(), 401);
+    // Three tries a minute from one address, then 429.
+    assert_eq!(redeem(code).await.status(), 429);
+}
+
+#[tokio::test]
+async fn the_permission_matrix_of_roles_kinds_reads_and_writes() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for kind in [
+        "club",
+        "city",
+        "agreement",
+        "project",
+        "meeting",
+        "person",
+        "report",
+    ] {
+        ids.push((kind.parse::<Kind>().unwrap(), app.first(kind).await));
+    }
+    // The demo meeting is adopted (read-only to delegates): reopen it so
+    // the matrix tests attendance, not adoption.
+    let meeting = ids.iter().find(|(k, _)| *k == Kind::Meeting).unwrap().1;
+    let mut coord = app.peer("setup");
+    coord.connect(&app).await;
+    coord.open(meeting);
+    coord
+        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    coord.edit(
+        meeting,
+        "reopen",
+        &[Edit::Set {
+            path: "/adopted".into(),
+            value: json!(false),
+        }],
+    );
+    coord.sync(QUIET, LIMIT).await;
+    assert_eq!(record(&app, meeting).await["adopted"], false);
+
+    let cities: Vec<String> = app
+        .get_json("/api/records?kind=city")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| text(c, "id").to_owned())
+        .collect();
+    let mut outcomes = Vec::new();
+    for (kind, id) in &ids {
+        let r = record(&app, *id).await;
+        // What makes the record a delegate's own, by its kind's rule.
+        let (home, person): (Option<String>, Option<String>) = match kind {
+            Kind::City => (Some(id.to_string()), None),
+            Kind::Agreement => (
+                r["parties"]
+                    .as_array()
+                    .and_then(|p| p.first())
+                    .and_then(Value::as_str)
+                    .map(bare),
+                None,
+            ),
+            Kind::Project => (Some(bare(text(&r, "owner_city"))), None),
+            Kind::Person => (Some(bare(text(&r, "city"))), None),
+            Kind::Meeting => (
+                None,
+                r["attendees"]
+                    .as_array()
+                    .and_then(|p| p.first())
+                    .and_then(Value::as_str)
+                    .map(bare),
+            ),
+            Kind::Report => (None, Some(bare(text(&r, "author")))),
+            _ => (None, None),
+        };
+        // The club's index names every city; any city is a stranger to it.
+        let related = if *kind == Kind::Club {
+            String::new()
+        } else {
+            serde_json::to_string(&r).unwrap()
+        };
+        let stranger_city = cities
+            .iter()
+            .find(|c| !related.contains(c.as_str()) && c.as_str() != id.to_string())
+            .unwrap();
+        let home_city = home.clone().unwrap_or_else(|| cities[0].clone());
+        let devices = [
+            ("coordinator", app.token.clone(), true),
+            (
+                "owner",
+                app.device(Role::Delegate, &[&home_city], person.as_deref()),
+                *kind != Kind::Club,
+            ),
+            (
+                "stranger",
+                app.device(Role::Delegate, &[stranger_city], None),
+                false,
+            ),
+            ("observer", app.device(Role::Observer, &[], None), false),
+        ];
+        for (who, token, may_write) in devices {
+            let mut p = TestPeer::new(&format!("{who}-{kind}")).with_token(&token);
+            p.connect(&app).await;
+            p.open(*id);
+            p.sync_until(LIMIT, |p| p.kind_of(*id) == Some(*kind)).await;
+            let read = p.heads(*id)
+                == app.get_json(&format!("/api/records/{id}")).await["heads"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.as_str().unwrap().parse().unwrap())
+                    .collect::<Vec<_>>();
+            let value = format!("Matrice {who}");
+            let path = format!("/{}/fr", kind.title_field());
+            let change = p
+                .edit(
+                    *id,
+                    "matrix",
+                    &[Edit::Set {
+                        path: path.clone(),
+                        value: json!(value),
+                    }],
+                )
+                .unwrap();
+            // Until the server answers: it acknowledges the change or refuses it.
+            p.sync_until(LIMIT, |p| {
+                !p.seen.errors.is_empty() || p.acknowledged(*id).contains(&change)
+            })
+            .await;
+            let stored = record(&app, *id).await[kind.title_field()]["fr"] == json!(value);
+            let refused =
+                p.seen.errors.iter().any(|e| {
+                    e.contains(&format!("refused at {path}")) && e.contains(&id.to_string())
+                });
+            outcomes.push(format!(
+                "{kind} {who}: read={read} write={stored} refused={refused}"
+            ));
+            assert!(read, "{kind} {who} could not read");
+            assert_eq!(
+                stored, may_write,
+                "{kind} {who}: stored={stored}, errors {:?}",
+                p.seen.errors
+            );
+            assert_eq!(
+                refused, !may_write,
+                "{kind} {who}: errors {:?}",
+                p.seen.errors
+            );
+            assert!(!p.seen.closed, "a refusal keeps the socket open");
+        }
+    }
+    assert_eq!(outcomes.len(), 28, "{outcomes:#?}");
+}
+
+#[tokio::test]
+async fn a_change_to_another_citys_agreement_is_quarantined_and_never_relayed() {
+    let app = spawn_app().await;
+    let agreement = app.first("agreement").await;
+    let r = record(&app, agreement).await;
+    let parties = serde_json::to_string(&r["parties"]).unwrap();
+    let cities = app.get_json("/api/records?kind=city").await;
+    let outsider = cities
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| text(c, "id").to_owned())
+        .find(|c| !parties.contains(c.as_str()))
+        .unwrap();
+    let token = app.device(Role::Delegate, &[&outsider], None);
+
+    let mut watcher = app.peer("watcher");
+    watcher.connect(&app).await;
+    watcher.open(agreement);
+    watcher
+        .sync_until(LIMIT, |p| p.kind_of(agreement).is_some())
+        .await;
+    let before = watcher.heads(agreement);
+
+    let mut intruder = TestPeer::new("intruder").with_token(&token);
+    intruder.connect(&app).await;
+    intruder.open(agreement);
+    intruder
+        .sync_until(LIMIT, |p| p.kind_of(agreement).is_some())
+        .await;
+    intruder.edit(
+        agreement,
+        "suspend it",
+        &[Edit::Set {
+            path: "/status".into(),
+            value: json!("suspended"),
+        }],
+    );
+    intruder
+        .sync_until(LIMIT, |p| !p.seen.errors.is_empty())
+        .await;
+    let error = intruder
+        .seen
+        .errors
+        .iter()
+        .find(|e| e.contains("refused"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no refusal: {:?}", intruder.seen.errors));
+    assert!(
+        error.contains(&agreement.to_string())
+            && error.contains("/status")
+            && error.contains("party"),
+        "{error}"
+    );
+
+    watcher.sync(QUIET, LIMIT).await;
+    assert_eq!(
+        watcher.heads(agreement),
+        before,
+        "the watcher saw the refused change"
+    );
+    assert_eq!(record(&app, agreement).await["status"], r["status"]);
+
+    let queue = app.get_json("/api/quarantine?status=pending").await;
+    let entry = &queue.as_array().unwrap()[0];
+    assert_eq!(entry["doc_id"], agreement.to_string());
+    assert_eq!(entry["path"], "/status");
+    // Sending it again keeps one entry.
+    intruder.disconnect().await;
+    intruder.connect(&app).await;
+    intruder.sync(QUIET, LIMIT).await;
+    assert_eq!(
+        app.get_json("/api/quarantine?status=pending")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Delegates cannot review it; a coordinator discards it.
+    let q = entry["id"].as_i64().unwrap();
+    let res = app
+        .post_as(&format!("/api/quarantine/{q}/discard"), &token, &json!({}))
+        .await;
+    assert_eq!(res.status(), 403);
+    let res = app
+        .post_as(
+            &format!("/api/quarantine/{q}/discard"),
+            &app.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.get_json("/api/quarantine?status=discarded")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(record(&app, agreement).await["status"], r["status"]);
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes() {
+    let app = spawn_app().await;
+    let city = app.first("city").await;
+    let token = app.device(Role::Delegate, &[&city.to_string()], None);
+    let device_id = token.split('.').next().unwrap().to_owned();
+
+    let mut phone = TestPeer::new("stolen-phone").with_token(&token);
+    phone.connect(&app).await;
+    phone.open(city);
+    phone.sync_until(LIMIT, |p| p.kind_of(city).is_some()).await;
+    let res = app
+        .post_as(
+            &format!("/api/devices/{device_id}/revoke"),
+            &app.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["sockets_closed"], 1);
+    phone.sync(Duration::from_secs(3), LIMIT).await;
+    assert!(phone.seen.closed, "the revoked device's socket stays open");
+
+    // Offline, the phone edits; reconnected, it reads nothing ...
+    phone.edit(
+        city,
+        "field note",
+        &[Edit::Set {
+            path: "/name/fr".into(),
+            value: json!("Smara (note de terrain)"),
+        }],
+    );
+    phone.connect(&app).await;
+    let person = app.first("person").await;
+    phone.open(person);
+    phone.sync(QUIET, LIMIT).await;
+    assert!(
+        phone.seen.unavailable.contains(&person),
+        "a revoked device read a record"
+    );
+    assert!(phone.kind_of(person).is_none());
+    // ... and what it handed in waits in quarantine, not in the record.
+    let queue = app.get_json("/api/quarantine?status=pending").await;
+    let entry = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["doc_id"] == city.to_string())
+        .unwrap_or_else(|| panic!("nothing handed in: {queue}"));
+    assert!(text(entry, "reason").contains("revoked"));
+    assert_ne!(
+        record(&app, city).await["name"]["fr"],
+        "Smara (note de terrain)"
+    );
+    assert_eq!(app.get_as("/api/records", &token).await.status(), 403);
+
+    // A coordinator who finds the revocation was a mistake accepts the work.
+    let q = entry["id"].as_i64().unwrap();
+    let res = app
+        .post_as(
+            &format!("/api/quarantine/{q}/accept"),
+            &app.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert_eq!(
+        record(&app, city).await["name"]["fr"],
+        "Smara (note de terrain)"
+    );
+    let history = app.get_json(&format!("/api/records/{city}/history")).await;
+    let last = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["message"] == "field note")
+        .unwrap();
+    assert_eq!(last["delivered_by"]["device"], device_id.as_str());
+}
+
+#[tokio::test]
+async fn a_peer_id_is_bound_to_the_device_that_holds_it() {
+    let app = spawn_app().await;
+    let meeting = app.first("meeting").await;
+    let mut owner = app.peer("shared-name");
+    owner.connect(&app).await;
+    owner.open(meeting);
+    owner
+        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+
+    // Another device joining under the same peer id is refused, and the
+    // owner keeps its socket.
+    let other = app.device(Role::Observer, &[], None);
+    let mut impostor = TestPeer::new("shared-name").with_token(&other);
+    impostor.connect(&app).await;
+    impostor.sync(QUIET, LIMIT).await;
+    assert!(impostor.seen.closed);
+    assert!(
+        impostor
+            .seen
+            .errors
+            .iter()
+            .any(|e| e.contains("in use by another device")),
+        "{:?}",
+        impostor.seen.errors
+    );
+    owner.sync(QUIET, LIMIT).await;
+    assert!(!owner.seen.closed, "the impostor pushed the owner off");
+}
+
+#[tokio::test]
+async fn a_device_opening_too_many_documents_a_minute_is_told_to_wait() {
+    let app = spawn_app_with(|s| s.device_docs_per_minute = 3).await;
+    let mut p = app.peer("greedy");
+    p.connect(&app).await;
+    let ids: Vec<DocumentId> = (0..5).map(|_| DocumentId::random()).collect();
+    for id in &ids {
+        p.open(*id);
+    }
+    p.sync(QUIET, LIMIT).await;
+    let limited = p
+        .seen
+        .errors
+        .iter()
+        .filter(|e| e.contains("more than 3 documents"))
+        .count();
+    assert_eq!(limited, 2, "{:?}", p.seen.errors);
+    assert_eq!(p.seen.unavailable.len(), 3);
+    assert!(!p.seen.closed);
+}
+
+#[tokio::test]
+async fn the_first_start_prints_a_coordinator_invite_that_signs_in_once() {
+    let data = tempfile::tempdir().unwrap();
+    let (server, invite) = ServerProcess::start_bare(data.path());
+    let link = invite.expect("the first start prints an invite link");
+    assert!(
+        link.starts_with(&format!("http://{}/#invite=", server.addr)),
+        "{link}"
+    );
+    let code = link.split("#invite=").nth(1).unwrap();
+    let res = reqwest::Client::new()
+        .post(server.url("/api/invites/redeem"))
+        .json(&json!({"code": code, "name": "Secretariat laptop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["device"]["role"], "coordinator");
+    let token = text(&body, "token").to_owned();
+    let devices = reqwest::Client::new()
+        .get(server.url("/api/devices"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(devices.status(), 200);
+    drop(server);
+    // With a device provisioned, a restart prints no invite.
+    let (_again, invite) = ServerProcess::start_bare(data.path());
+    assert!(invite.is_none());
+}
+
+#[tokio::test]
+async fn a_device_revoked_from_the_command_line_is_disconnected_by_the_running_server() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    let token = add_device(data.path(), "delegate", &["--city", "Smara"]);
+    let id = token.split('.').next().unwrap().to_owned();
+    let mut phone = TestPeer::new("cli-revoked").with_token(&token);
+    phone.connect(&server).await;
+    assert!(!phone.seen.closed);
+    let out = std::process::Command::new(binary())
+        .args(["device", "revoke", "--data-dir"])
+        .arg(data.path())
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The server looks every two seconds; give it a bounded while.
+    phone
+        .sync(Duration::from_secs(8), Duration::from_secs(8))
+        .await;
+    assert!(
+        phone.seen.closed,
+        "the socket of a revoked device stayed open"
+    );
+}
