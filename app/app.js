@@ -8,6 +8,11 @@ const LABELS = {
   en: { club: "Smara International Club of Twinned Cities", readonly: "Read-only view from the server. The delegates' offline app is in progress.",
         kinds: { club: "Club", city: "Cities", agreement: "Agreements", project: "Projects", meeting: "Meetings", person: "People", report: "Reports" } },
 };
+const SIGN_IN = {
+  ar: { signin: "افتح رابط الدعوة الذي أرسله إليك منسق لتسجيل الدخول على هذا الجهاز.", failed: "تعذر تسجيل الدخول: " },
+  fr: { signin: "Ouvrez le lien d'invitation envoyé par un coordinateur pour connecter cet appareil.", failed: "Connexion impossible : " },
+  en: { signin: "Open the invite link a coordinator sent you to sign this device in.", failed: "Could not sign in: " },
+};
 const ORDER = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 let lang = localStorage.getItem("lang") || "ar";
 let records = [];
@@ -48,6 +53,44 @@ function render() {
 for (const b of document.querySelectorAll("[data-lang]")) {
   b.addEventListener("click", () => { lang = b.dataset.lang; localStorage.setItem("lang", lang); render(); });
 }
-const res = await fetch("/api/records");
-records = await res.json();
-render();
+// An invite link (`/#invite=CODE`) is redeemed once for a device token,
+// kept in this browser so the device stays signed in offline.
+async function signIn() {
+  const code = new URLSearchParams(location.hash.slice(1)).get("invite");
+  if (code) {
+    history.replaceState(null, "", location.pathname);
+    const res = await fetch("/api/invites/redeem", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ code, name: navigator.userAgent.slice(0, 120) }),
+    });
+    const body = await res.json();
+    if (!res.ok) throw new Error(body.error ?? res.statusText);
+    localStorage.setItem("token", body.token);
+  }
+  return localStorage.getItem("token");
+}
+
+function say(text) {
+  const p = document.createElement("p");
+  p.className = "note";
+  p.textContent = text;
+  document.getElementById("records").replaceChildren(p);
+}
+
+try {
+  const token = await signIn();
+  if (!token) {
+    render();
+    say(SIGN_IN[lang].signin);
+  } else {
+    const res = await fetch("/api/records", { headers: { authorization: `Bearer ${token}` } });
+    const body = await res.json();
+    if (!res.ok) throw new Error(body.error ?? res.statusText);
+    records = body;
+    render();
+  }
+} catch (e) {
+  render();
+  say(SIGN_IN[lang].failed + e.message);
+}

@@ -143,6 +143,7 @@ fn test() -> Result<()> {
         .args(["--test", "--test-concurrency=1"])
         .arg(root().join("tests/js/browser/client.test.mjs"))
         .arg(root().join("tests/js/browser/faults.test.mjs"))
+        .arg(root().join("tests/js/browser/auth.test.mjs"))
         .current_dir(root().join("tests/js"));
     run(browser).context("the browser tests failed")?;
     Ok(())

@@ -1,0 +1,89 @@
+// Signing in and permissions as a person in a browser sees them: an invite
+// link opens the app signed in, and a delegate's edit to another city's
+// agreement is shown refused with its reason while the edit stays on the
+// device.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { addDevice, cleanup, dataDir, launch, openClient, phone, startServer, until } from "./harness.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+test("an invite link signs the browser in once, and it stays signed in", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const res = await server.api("/api/invites", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "Delegate of Smara", role: "delegate", cities: ["Smara"] }),
+    });
+    assert.equal(res.status, 201);
+    const { link } = await res.json();
+    const { page, context } = await phone(browser);
+    await page.goto(link);
+    const listed = () => document.querySelectorAll("#records li").length;
+    await until(page, listed, undefined, "the records listed");
+    assert.equal(new URL(page.url()).hash, "", "the code leaves the address bar");
+    // A reload, without the link, is still signed in.
+    await page.reload();
+    await until(page, listed, undefined, "the records listed after a reload");
+    // The invite was used up: a second browser opening it is told so.
+    const second = await phone(browser);
+    await second.page.goto(link);
+    const note = await until(second.page, () => {
+      const text = document.querySelector("#records .note")?.textContent ?? "";
+      return text.includes("already used") ? text : null;
+    }, undefined, "the used-invite message");
+    assert.match(note, /already used/);
+    await second.context.close();
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("a delegate's edit to another city's agreement is shown refused and stays on the device", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const agreements = await (await server.api("/api/records?kind=agreement")).json();
+    const agreement = agreements[0].id;
+    const { record } = await (await server.api(`/api/records/${agreement}`)).json();
+    const cities = await (await server.api("/api/records?kind=city")).json();
+    const outsider = cities.find((c) => !JSON.stringify(record.parties).includes(c.id));
+    const token = addDevice(dir, "delegate", ["--city", outsider.id]);
+
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { token });
+    await until(page, (id) => { try { return window.tw.read(id); } catch { return null; } }, agreement, "the agreement");
+    await page.evaluate(
+      (id) => window.tw.edit(id, [{ op: "set", path: "/status", value: "suspended" }], "suspend"),
+      agreement,
+    );
+    const status = await until(page, () => {
+      const s = window.tw.status();
+      return s.refused ? s : null;
+    }, undefined, "the refusal");
+    assert.match(status.refused, new RegExp(`refused at /status: .*party`));
+    assert.ok(status.unconfirmed >= 1, "the refused edit still waits on the device");
+    assert.equal(await page.evaluate((id) => window.tw.read(id).record.status, agreement), "suspended");
+    const stored = await (await server.api(`/api/records/${agreement}`)).json();
+    assert.equal(stored.record.status, record.status, "the server kept the agreement as it was");
+    const queue = await (await server.api("/api/quarantine?status=pending")).json();
+    assert.equal(queue.length, 1);
+    assert.equal(queue[0].doc_id, agreement);
+    await page.evaluate(() => window.tw.close());
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
