@@ -605,3 +605,42 @@ async fn a_device_revoked_from_the_command_line_is_disconnected_by_the_running_s
         "the socket of a revoked device stayed open"
     );
 }
+
+#[tokio::test]
+async fn a_device_sending_more_bytes_a_minute_than_allowed_is_cut_off() {
+    let app = spawn_app_with(|s| s.device_mib_per_minute = 1).await;
+    let mut p = app.peer("flood");
+    p.connect(&app).await;
+    // About 3 MB of pseudo-random letters (over 1.5 MB compressed), in one record.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: String = (0..3_000_000)
+        .map(|_| {
+            // xorshift64: letters deflate cannot predict.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let id = p.create(
+        Kind::Report,
+        json!({"title": {"fr": "Trop long"}, "report_type": "field", "date": "2026-11-23", "text": noise}),
+    );
+    p.sync_until(LIMIT, |p| p.seen.closed).await;
+    assert!(
+        p.seen
+            .errors
+            .iter()
+            .any(|e| e.contains("more than 1 MiB in a minute")),
+        "{:?}",
+        p.seen.errors
+    );
+    let res = app.get(&format!("/api/records/{id}")).await;
+    assert_eq!(res.status(), 404);
+    // Other devices are served meanwhile.
+    let mut other = app.peer("calm");
+    other.connect(&app).await;
+    let city = app.first("city").await;
+    other.open(city);
+    other.sync_until(LIMIT, |p| p.kind_of(city).is_some()).await;
+}
