@@ -62,7 +62,7 @@ async function signIn() {
     const res = await fetch("/api/invites/redeem", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ code, name: navigator.userAgent.slice(0, 120) }),
+      body: JSON.stringify({ code }),
     });
     const body = await res.json();
     if (!res.ok) throw new Error(body.error ?? res.statusText);
