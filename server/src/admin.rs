@@ -87,7 +87,20 @@ pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, String>
             .map_err(|e| format!("cannot look up cities: {}", e.public_reason()))?;
         match found.as_slice() {
             [one] => cities.push(one.clone()),
-            [] => return Err(format!("no city record is called or has the id `{city}`")),
+            [] => {
+                let any = hub
+                    .store
+                    .list(Some("city"), None, None)
+                    .map(|l| !l.is_empty())
+                    .unwrap_or(true);
+                return Err(if any {
+                    format!("no city record is called or has the id `{city}`")
+                } else {
+                    format!(
+                        "no city record is called `{city}`: there are no cities yet (`twinsync serve` seeds the demo club on its first start)"
+                    )
+                });
+            }
             _ => {
                 return Err(format!(
                     "more than one city is called `{city}`; give its id"
