@@ -36,6 +36,24 @@ pub struct Denied {
 }
 
 impl Denied {
+    /// 401, with a Bearer challenge.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429, with how long to wait.
+    pub fn too_many(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: message.into(),
+            retry_after: Some(wait.as_secs().max(1)),
+        }
+    }
+
     fn forbidden(message: &str) -> Self {
         Self {
             status: StatusCode::FORBIDDEN,

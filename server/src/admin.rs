@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::access::{Authenticated, Coordinator, client_ip};
+use crate::access::{Authenticated, Coordinator, Denied, client_ip};
 use crate::api::{ApiError, ApiResult, blocking};
 use crate::auth::{Device, NewDevice, Role};
 use crate::document::DocCommand;
@@ -182,7 +182,7 @@ pub struct RedeemRequest {
 pub async fn redeem(
     State(hub): State<Arc<Hub>>,
     request: axum::extract::Request,
-) -> ApiResult<impl IntoResponse> {
+) -> Result<impl IntoResponse, axum::response::Response> {
     let (parts, body) = request.into_parts();
     let ip = client_ip(&parts);
     if let Some(ip) = ip
@@ -192,29 +192,31 @@ pub async fn redeem(
             .add(&ip, 1, hub.settings.redeems_per_minute)
     {
         hub.metrics.rate_limited.inc();
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many invite redemptions from this address; try again in {} s",
-                wait.as_secs().max(1)
-            ),
-        ));
+        let message = format!(
+            "too many invite redemptions from this address; try again in {} s",
+            wait.as_secs().max(1)
+        );
+        return Err(Denied::too_many(message, wait).into_response());
     }
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large"))?;
-    let req: RedeemRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("expected {{\"code\": \"…\", \"name\": \"…\"}}: {e}"),
-        )
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large").into_response()
     })?;
+    let req: RedeemRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"code\": \"…\", \"name\": \"…\"}}: {e}"),
+            )
+        })
+        .map_err(IntoResponse::into_response)?;
     let store = hub.store.clone();
     let result = tokio::task::spawn_blocking(move || {
         store.redeem_invite(&req.code, req.name.as_deref(), now())
     })
     .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+    .map_err(|_| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+    })?;
     match result {
         Ok((device, token)) => {
             tracing::info!(device = %device.id, role = device.role.as_str(), "invite redeemed");
@@ -223,11 +225,9 @@ pub async fn redeem(
                 Json(json!({"token": token, "device": device_json(&hub, &device)})),
             ))
         }
-        Err(RedeemError::Store(e)) => Err(e.into()),
-        Err(e @ RedeemError::Unknown) => {
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
-        }
-        Err(e) => Err(ApiError::new(StatusCode::GONE, e.to_string())),
+        Err(RedeemError::Store(e)) => Err(ApiError::from(e).into_response()),
+        Err(e @ RedeemError::Unknown) => Err(Denied::unauthorized(e.to_string()).into_response()),
+        Err(e) => Err(ApiError::new(StatusCode::GONE, e.to_string()).into_response()),
     }
 }
 
@@ -280,18 +280,40 @@ pub async fn accept(
         .ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, format!("no quarantined batch #{id}"))
         })?;
-    if entry.status != "pending" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("batch #{id} was already {}", entry.status),
-        ));
-    }
     let doc = entry.doc_id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the batch names no valid document",
         )
     })?;
+    // Claim the batch first, so an accept and a discard at the same moment
+    // cannot both win; hand it back if it cannot be applied.
+    let store = hub.store.clone();
+    let by_id = by.id.clone();
+    if !blocking(move || store.decide(id, "accepted", &by_id, now())).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("batch #{id} is no longer pending"),
+        ));
+    }
+    let applied = apply(&hub, doc, changes, &entry).await;
+    if applied.is_err() {
+        let store = hub.store.clone();
+        blocking(move || store.reopen(id)).await?;
+    }
+    let applied = applied?;
+    Ok(Json(
+        json!({"id": id, "status": "accepted", "changes_applied": applied}),
+    ))
+}
+
+/// Hands accepted changes to the record's task and waits for its answer.
+async fn apply(
+    hub: &Arc<Hub>,
+    doc: twinsync_shared::DocumentId,
+    changes: Vec<u8>,
+    entry: &crate::store::Quarantined,
+) -> ApiResult<usize> {
     let (reply, answer) = oneshot::channel();
     let cmd = DocCommand::Accept {
         changes,
@@ -305,7 +327,7 @@ pub async fn accept(
             DispatchError::Store(e) => ApiError::from(e),
             DispatchError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "no such record"),
         })?;
-    let applied = answer
+    answer
         .await
         .map_err(|_| {
             ApiError::new(
@@ -316,15 +338,9 @@ pub async fn accept(
         .map_err(|e| {
             ApiError::new(
                 StatusCode::CONFLICT,
-                format!("batch #{id} cannot be applied: {e}"),
+                format!("batch #{} cannot be applied: {e}", entry.id),
             )
-        })?;
-    let store = hub.store.clone();
-    let by_id = by.id.clone();
-    blocking(move || store.decide(id, "accepted", &by_id, now())).await?;
-    Ok(Json(
-        json!({"id": id, "status": "accepted", "changes_applied": applied}),
-    ))
+        })
 }
 
 pub async fn discard(
@@ -333,12 +349,25 @@ pub async fn discard(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
-    let decided = blocking(move || store.decide(id, "discarded", &by.id, now())).await?;
-    if !decided {
-        return Err(ApiError::new(
+    let decided = blocking(move || {
+        let Some((entry, _)) = store.quarantined_changes(id)? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            entry.status,
+            store.decide(id, "discarded", &by.id, now())?,
+        )))
+    })
+    .await?;
+    match decided {
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no quarantined batch #{id}"),
+        )),
+        Some((status, false)) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("batch #{id} is not pending (or does not exist)"),
-        ));
+            format!("batch #{id} was already {status}"),
+        )),
+        Some((_, true)) => Ok(Json(json!({"id": id, "status": "discarded"}))),
     }
-    Ok(Json(json!({"id": id, "status": "discarded"})))
 }

@@ -234,6 +234,32 @@ impl Session {
                     Arc::clone(&self.kill),
                 )
                 .map_err(|e| Fatal(e.to_string()))?;
+            // The device may have been revoked since the upgrade; read it
+            // again now that the session is registered, so a revocation is
+            // seen either here or by `Hub::disconnect_device`.
+            let (store, id) = (self.hub.store.clone(), self.device.id.clone());
+            let fresh = tokio::task::spawn_blocking(move || store.device(&id)).await;
+            match fresh {
+                Ok(Ok(Some(device))) => {
+                    if device.is_revoked() && !self.device.is_revoked() {
+                        self.hub.unregister_session(&joined.peer_id, self.conn);
+                        return Err(Fatal(
+                            "this device was revoked; reconnect to hand in unsynced changes".into(),
+                        ));
+                    }
+                    self.device = Arc::new(device);
+                }
+                Ok(Ok(None)) => {
+                    self.hub.unregister_session(&joined.peer_id, self.conn);
+                    return Err(Fatal("this device no longer exists".into()));
+                }
+                _ => {
+                    self.hub.unregister_session(&joined.peer_id, self.conn);
+                    return Err(Fatal(
+                        "the server cannot check this device right now".into(),
+                    ));
+                }
+            }
             let _ = out.try_send(Outbound::Frame(reply.encode()));
             self.joined = Some(joined);
             return Ok(());
@@ -382,6 +408,27 @@ impl Session {
     ) {
         let Some(joined) = &self.joined else { return };
         let peer_id = joined.peer_id.clone();
+        if !self.inbox.contains_key(&doc) {
+            let limit = self.hub.settings.device_docs_per_minute;
+            if self
+                .hub
+                .guards
+                .device_docs
+                .add(&self.device.id, 1, limit)
+                .is_err()
+            {
+                self.hub.metrics.rate_limited.inc();
+                let msg = Message::Error {
+                    sender_id: self.hub.server_id.clone(),
+                    target_id: peer_id,
+                    message: format!(
+                        "document {doc} not taken: this device opened more than {limit} documents in a minute"
+                    ),
+                };
+                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                return;
+            }
+        }
         let (copy, sync) = self
             .inbox
             .entry(doc)

@@ -7,13 +7,15 @@
 //! - A coordinator writes everything.
 //! - A delegate writes their cities' records (the city itself, its people),
 //!   agreements where one of their cities is a party, projects their city
-//!   owns, meetings they attend, reports they wrote, and records they
-//!   created. In the club record they may only add or update index entries
-//!   (the listing of a record they created offline).
+//!   owns, meetings they attend or created, and reports they wrote or
+//!   created; a new city, agreement, project or person must be one of
+//!   theirs too. In the club record they may only add or update index
+//!   entries (the listing of a record they created offline).
 //! - Adopted minutes and ended agreements are read-only except to
 //!   coordinators.
 //! - An observer writes nothing.
 //!
+//! The rules are checked whenever a `request` or `sync` brings changes.
 //! A write must also leave the record valid: no validation error that the
 //! record did not already have.
 
@@ -118,9 +120,12 @@ pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
     if kind == "club" {
         return club_write(w, before, after);
     }
-    // The device created the record (or is creating it now).
+    // Meetings and reports belong to people: the device that created one
+    // (or is creating it now) may write it. Cities, agreements, projects
+    // and people belong to cities, even when new.
+    let personal = kind == "meeting" || kind == "report";
     let created = w.before.is_none() || (w.creator.is_some() && w.creator == Some(&w.device.id));
-    let owns = |j: &Json| created || owns(w.device, w.doc_id, &kind, j);
+    let owns = |j: &Json| (personal && created) || owns(w.device, w.doc_id, &kind, j);
     let allowed = before.is_none_or(owns) && after.is_none_or(owns);
     if !allowed {
         return refuse(first(), &not_yours(&kind));
@@ -293,6 +298,29 @@ mod tests {
         assert!(check(&d, "c", Some(club.clone()), club.clone(), &["/name/fr"]).is_err());
         let gone = json!({"kind": "club", "index": {}});
         assert!(check(&d, "c", Some(club), gone, &["/index/x"]).is_err());
+    }
+
+    #[test]
+    fn a_delegate_cannot_create_an_agreement_between_other_cities() {
+        let d = delegate(&["smara"], None);
+        let after: Read = Ok(json!({"kind": "agreement", "parties": ["pune", "dakar"]}));
+        let paths = vec!["/parties".to_owned()];
+        let write = |after: &Read| {
+            check_write(&Write {
+                device: &d,
+                doc_id: "new",
+                creator: None,
+                before: None,
+                after,
+                paths: &paths,
+            })
+        };
+        assert!(write(&after).is_err());
+        let ours: Read = Ok(json!({"kind": "agreement", "parties": ["smara", "dakar"]}));
+        assert!(write(&ours).is_ok());
+        // A meeting or report they create is theirs.
+        let meeting: Read = Ok(json!({"kind": "meeting", "attendees": []}));
+        assert!(write(&meeting).is_ok());
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/quarantine/{id}/discard", post(admin::discard))
         .nest_service("/pkg", ServeDir::new(&hub.settings.client_dir))
         .fallback_service(static_files)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(hub)
 }
 
@@ -62,6 +62,12 @@ async fn sync(
     ws.max_frame_size(transport)
         .max_message_size(transport)
         .on_upgrade(move |socket| connection::serve(socket, hub, device))
+}
+
+/// A request's span names its method and path, never its query: `/sync`
+/// carries the device token there.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
 /// Opens the store, seeds the demo club if asked, and builds the hub.

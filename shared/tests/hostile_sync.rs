@@ -80,3 +80,50 @@ fn an_ordinary_filter_is_accepted() {
     result.unwrap();
     assert_eq!(doc.get_changes(&[]).len(), 3);
 }
+
+/// A message that carries only `changes`, as raw change bytes.
+fn message_with_changes(changes: Vec<Vec<u8>>) -> Vec<u8> {
+    Message {
+        heads: Vec::new(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: changes.into(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode()
+}
+
+#[test]
+fn a_change_sent_ahead_of_its_dependency_is_not_kept_to_apply_unchecked_later() {
+    use automerge::ReadDoc;
+    let mut theirs = AutoCommit::new();
+    theirs.put(automerge::ROOT, "n", 0i64).unwrap();
+    theirs.commit();
+    let mut ours = theirs.document().clone();
+    theirs.put(automerge::ROOT, "n", 1i64).unwrap();
+    let first = theirs.commit().unwrap();
+    theirs.put(automerge::ROOT, "n", 2i64).unwrap();
+    let second = theirs.commit().unwrap();
+    let done = theirs.document().clone();
+    let bytes = |h| done.get_change_by_hash(&h).unwrap().raw_bytes().to_vec();
+    let (first_bytes, second_bytes) = (bytes(first), bytes(second));
+
+    let peer = PeerId::new("ahead");
+    let mut sync = DocSync::new(DocumentId::random());
+    // The second change alone: it cannot apply, and must not wait inside.
+    let received = sync
+        .receive(&mut ours, &peer, &message_with_changes(vec![second_bytes]))
+        .unwrap();
+    assert!(received.new_changes.is_empty());
+    assert!(
+        ours.get_missing_deps(&[]).is_empty(),
+        "a change waits in the queue"
+    );
+    // Its dependency arrives, checked on its own; the second does not ride in.
+    let received = sync
+        .receive(&mut ours, &peer, &message_with_changes(vec![first_bytes]))
+        .unwrap();
+    assert_eq!(received.new_changes, vec![first]);
+    assert!(ours.get_change_by_hash(&second).is_none());
+}

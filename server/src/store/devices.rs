@@ -63,6 +63,32 @@ pub struct Refused<'a> {
 
 const DEVICE_COLUMNS: &str = "id, name, role, cities, person, created_at, last_seen_at, revoked_at";
 
+const QUARANTINE_SELECT: &str = "SELECT q.id, q.doc_id, q.device_id, d.name, q.peer_id, q.hashes,
+        q.path, q.reason, q.received_at, q.status, q.decided_by, q.decided_at, q.changes
+     FROM quarantine q LEFT JOIN devices d ON d.id = q.device_id";
+
+fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
+    let hashes: String = r.get(5)?;
+    Ok(Quarantined {
+        id: r.get(0)?,
+        doc_id: r.get(1)?,
+        device_id: r.get(2)?,
+        device_name: r.get(3)?,
+        peer_id: r.get(4)?,
+        hashes: hashes
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        path: r.get(6)?,
+        reason: r.get(7)?,
+        received_at: r.get(8)?,
+        status: r.get(9)?,
+        decided_by: r.get(10)?,
+        decided_at: r.get(11)?,
+    })
+}
+
 fn device_row(r: &Row<'_>) -> rusqlite::Result<(Device, Vec<u8>)> {
     let role: String = r.get(2)?;
     let cities: String = r.get(3)?;
@@ -344,34 +370,11 @@ impl Store {
     /// Quarantined batches, pending first, newest first.
     pub fn quarantined(&self, status: Option<&str>) -> Result<Vec<Quarantined>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT q.id, q.doc_id, q.device_id, d.name, q.peer_id, q.hashes, q.path, q.reason,
-                    q.received_at, q.status, q.decided_by, q.decided_at
-             FROM quarantine q LEFT JOIN devices d ON d.id = q.device_id
-             WHERE (?1 IS NULL OR q.status = ?1)
-             ORDER BY q.status = 'pending' DESC, q.id DESC",
-        )?;
-        let rows = stmt.query_map([status], |r| {
-            let hashes: String = r.get(5)?;
-            Ok(Quarantined {
-                id: r.get(0)?,
-                doc_id: r.get(1)?,
-                device_id: r.get(2)?,
-                device_name: r.get(3)?,
-                peer_id: r.get(4)?,
-                hashes: hashes
-                    .split(',')
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                path: r.get(6)?,
-                reason: r.get(7)?,
-                received_at: r.get(8)?,
-                status: r.get(9)?,
-                decided_by: r.get(10)?,
-                decided_at: r.get(11)?,
-            })
-        })?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "{QUARANTINE_SELECT} WHERE (?1 IS NULL OR q.status = ?1)
+             ORDER BY q.status = 'pending' DESC, q.id DESC"
+        ))?;
+        let rows = stmt.query_map([status], quarantine_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -380,14 +383,12 @@ impl Store {
         &self,
         id: i64,
     ) -> Result<Option<(Quarantined, Vec<u8>)>, StoreError> {
-        let entry = self.quarantined(None)?.into_iter().find(|q| q.id == id);
-        let Some(entry) = entry else { return Ok(None) };
-        let changes: Vec<u8> =
-            self.conn()
-                .query_row("SELECT changes FROM quarantine WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })?;
-        Ok(Some((entry, changes)))
+        Ok(self
+            .conn()
+            .query_row(&format!("{QUARANTINE_SELECT} WHERE q.id = ?1"), [id], |r| {
+                Ok((quarantine_row(r)?, r.get(12)?))
+            })
+            .optional()?)
     }
 
     /// Marks a pending batch accepted or discarded; false if it was not pending.
@@ -398,6 +399,16 @@ impl Store {
             params![id, status, by, now],
         )?;
         Ok(n == 1)
+    }
+
+    /// Puts an accepted batch back to pending when it could not be applied.
+    pub fn reopen(&self, id: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE quarantine SET status = 'pending', decided_by = NULL, decided_at = NULL
+             WHERE id = ?1 AND status = 'accepted'",
+            [id],
+        )?;
+        Ok(())
     }
 
     /// Finds city records by id or by a name in any language.

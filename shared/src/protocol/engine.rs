@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::Message;
 use crate::{DocumentId, PeerId};
@@ -143,6 +143,19 @@ impl DocSync {
         scratch
             .receive_sync_message(&mut state, message)
             .map_err(|e| Checked::Sync(e.into()))?;
+        if !scratch.get_missing_deps(&[]).is_empty() {
+            // Changes whose dependencies have not arrived wait in
+            // Automerge's queue (which `save` keeps too), and would be
+            // applied unchecked by whatever later supplies them, under
+            // another sender's name. Keep only what applied: the sender
+            // resends the rest after its dependencies, and then it is
+            // checked. `doc` itself never holds a queue.
+            let applied = scratch.get_changes(&before);
+            scratch = doc.clone();
+            scratch
+                .apply_changes(applied)
+                .map_err(|e| Checked::Sync(e.into()))?;
+        }
         // Metadata only: rebuilding whole changes costs as much as the ops.
         let new_changes: Vec<ChangeHash> = scratch
             .get_changes_meta(&before)
