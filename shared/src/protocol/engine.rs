@@ -147,14 +147,21 @@ impl DocSync {
             // Changes whose dependencies have not arrived wait in
             // Automerge's queue (which `save` keeps too), and would be
             // applied unchecked by whatever later supplies them, under
-            // another sender's name. Keep only what applied: the sender
-            // resends the rest after its dependencies, and then it is
-            // checked. `doc` itself never holds a queue.
+            // another sender's name. Keep only what applied, and start a
+            // fresh exchange with this peer: the reset flag of our next
+            // message makes it forget what it sent and send again what we
+            // lack, dependencies first, so all of it is checked. `doc`
+            // itself never holds a queue.
             let applied = scratch.get_changes(&before);
             scratch = doc.clone();
             scratch
                 .apply_changes(applied)
                 .map_err(|e| Checked::Sync(e.into()))?;
+            state = sync::State {
+                their_capabilities: state.their_capabilities.take(),
+                needs_reset: true,
+                ..sync::State::default()
+            };
         }
         // Metadata only: rebuilding whole changes costs as much as the ops.
         let new_changes: Vec<ChangeHash> = scratch
