@@ -33,6 +33,17 @@ enum Task {
     BuildClient,
     /// Measure the browser client: its size and how fast 500 records open.
     BenchClient,
+    /// Benchmark the server side by side with the official automerge-repo
+    /// server; a full run writes BENCHMARKS.md.
+    Bench {
+        /// A short run: checks the harness and that both servers hold the
+        /// same documents.
+        #[arg(long)]
+        smoke: bool,
+        /// Runs per scenario and system.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -42,6 +53,7 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::BuildClient => build_client(),
         Task::BenchClient => bench_client(),
+        Task::Bench { smoke, runs } => bench(smoke, runs),
     }
 }
 
@@ -180,6 +192,37 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
+}
+
+/// Builds our server and the load generator in release mode, installs the
+/// pinned official server, and runs `twinsync-bench`.
+fn bench(smoke: bool, runs: usize) -> Result<()> {
+    ensure_js_client()?;
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "--package",
+        "twinsync-server",
+        "--package",
+        "twinsync-bench",
+    ]);
+    run(build)?;
+    let release = target_dir().join("release");
+    let mut bench = Command::new(release.join("twinsync-bench"));
+    bench
+        .arg("--twinsync")
+        .arg(release.join("twinsync"))
+        .arg("--js-server")
+        .arg(root().join("tests/js/sync-server.mjs"))
+        .args(["--runs", &runs.to_string()])
+        .current_dir(root());
+    if smoke {
+        bench.arg("--smoke");
+    } else {
+        bench.arg("--out").arg(root().join("BENCHMARKS.md"));
+    }
+    run(bench)
 }
 
 /// Installs pinned npm packages of `dir` (relative to the root) when its

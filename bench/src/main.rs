@@ -1,0 +1,302 @@
+//! `twinsync-bench`: runs the scenarios of `cargo xtask bench` against our
+//! server and the official automerge-repo server, each started fresh with
+//! an empty data directory for every scenario and run, and prints a table
+//! (and, for a full run, writes `BENCHMARKS.md`).
+//!
+//! - S1, a reconnect storm: delegates holding records of a shared pool,
+//!   with offline changes, all reconnect at once.
+//! - S2, live relay: peers editing one meeting's minutes.
+//! - S4, the raw limit: S1's changes applied to Automerge in one process.
+//!
+//! S3 (20,000 stored records) is not built yet.
+
+mod peer;
+mod scenarios;
+mod system;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use scenarios::{Relay, live_relay, raw_limit, read_back, reconnect_storm, storm};
+use system::{Kind, Programs, System};
+
+#[derive(Parser, Debug)]
+#[command(about = "twinsync benchmarks, side by side with the official automerge-repo server")]
+struct Args {
+    /// The release `twinsync` binary.
+    #[arg(long)]
+    twinsync: PathBuf,
+    /// The official server's script.
+    #[arg(long)]
+    js_server: PathBuf,
+    /// A short run that checks the harness and that both servers converge
+    /// to the same documents (what CI runs).
+    #[arg(long)]
+    smoke: bool,
+    /// Runs per scenario and system; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Run one system only: `ours` or `official` (for profiling).
+    #[arg(long)]
+    only: Option<String>,
+    /// Where to write the report (full runs only).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    delegates: usize,
+    per: usize,
+    pool: usize,
+    changes: usize,
+    relay_peers: usize,
+    relay_rate: u32,
+    relay_secs: u64,
+}
+
+const FULL: Sizes = Sizes {
+    delegates: 200,
+    per: 10,
+    pool: 500,
+    changes: 50,
+    relay_peers: 50,
+    relay_rate: 5,
+    relay_secs: 30,
+};
+
+const SMOKE: Sizes = Sizes {
+    delegates: 6,
+    per: 3,
+    pool: 8,
+    changes: 5,
+    relay_peers: 4,
+    relay_rate: 5,
+    relay_secs: 2,
+};
+
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    s1_secs: Vec<f64>,
+    s1_peak_mib: Vec<f64>,
+    s2: Vec<Relay>,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let sizes = if args.smoke { SMOKE } else { FULL };
+    let runs = if args.smoke { 1 } else { args.runs.max(1) };
+    let programs = Programs {
+        twinsync: args.twinsync.clone(),
+        js_server: args.js_server.clone(),
+    };
+    eprintln!(
+        "bench: generating S1's workload: {} delegates × {} records of {} × {} changes",
+        sizes.delegates, sizes.per, sizes.pool, sizes.changes
+    );
+    let work = storm(sizes.delegates, sizes.per, sizes.pool, sizes.changes, 2026)?;
+    let mut ours = Figures::default();
+    let mut official = Figures::default();
+    let mut raw = Vec::new();
+    for run in 1..=runs {
+        for kind in [Kind::Ours, Kind::Official] {
+            let name = if kind == Kind::Ours {
+                "ours"
+            } else {
+                "official"
+            };
+            if args.only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
+            let figures = if kind == Kind::Ours {
+                &mut ours
+            } else {
+                &mut official
+            };
+            eprintln!("bench: run {run}/{runs}: S1 on {}", kind.name());
+            let system = System::start(kind, &programs, &[])?;
+            let limit = Duration::from_secs(if args.smoke { 20 } else { 900 });
+            let took = reconnect_storm(&system, &work, limit)
+                .await
+                .with_context(|| format!("S1 on {}", kind.name()))?;
+            figures.s1_secs.push(took.as_secs_f64());
+            figures.s1_peak_mib.push(system.peak_rss_mib()?);
+            if args.smoke {
+                // Every record, read back by a fresh peer, holds exactly the
+                // merged heads: both servers hold the same documents.
+                read_back(&system, &work.expected)
+                    .await
+                    .with_context(|| format!("reading S1's records back from {}", kind.name()))?;
+                eprintln!("bench: {} holds every record as merged", kind.name());
+            }
+            drop(system);
+
+            eprintln!("bench: run {run}/{runs}: S2 on {}", kind.name());
+            let system = System::start(kind, &programs, &[])?;
+            let relay = live_relay(
+                &system,
+                sizes.relay_peers,
+                sizes.relay_rate,
+                sizes.relay_secs,
+            )
+            .await
+            .with_context(|| format!("S2 on {}", kind.name()))?;
+            figures.s2.push(relay);
+        }
+        raw.push(raw_limit(&work)?.as_secs_f64());
+    }
+
+    let report = report(&args, sizes, &work, &ours, &official, &raw);
+    println!("{report}");
+    if !args.smoke {
+        if let Some(out) = &args.out {
+            std::fs::write(out, markdown(&report, sizes, runs))
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("bench: wrote {}", out.display());
+        }
+    } else if ours.s1_secs.is_empty() && official.s1_secs.is_empty() {
+        bail!("the smoke run measured nothing");
+    }
+    Ok(())
+}
+
+fn report(
+    args: &Args,
+    sizes: Sizes,
+    work: &scenarios::Storm,
+    ours: &Figures,
+    official: &Figures,
+    raw: &[f64],
+) -> String {
+    let s1_ours = median(&ours.s1_secs);
+    let s1_js = median(&official.s1_secs);
+    let mem_ours = median(&ours.s1_peak_mib);
+    let mem_js = median(&official.s1_peak_mib);
+    let p =
+        |f: &Figures, pick: fn(&Relay) -> f64| median(&f.s2.iter().map(pick).collect::<Vec<_>>());
+    let raw_secs = median(raw);
+    let changes = work.change_count as f64;
+    let mut out = String::new();
+    let mode = if args.smoke { "smoke" } else { "full" };
+    out.push_str(&format!(
+        "| scenario ({mode}) | twinsync | automerge-repo (JS) | ratio |\n| --- | ---: | ---: | ---: |\n"
+    ));
+    out.push_str(&format!(
+        "| S1 reconnect storm: time to converge ({} changes) | {s1_ours:.2} s | {s1_js:.2} s | {:.2}× faster |\n",
+        work.change_count,
+        s1_js / s1_ours
+    ));
+    out.push_str(&format!(
+        "| S1 peak RSS | {mem_ours:.1} MiB | {mem_js:.1} MiB | {:.2}× less |\n",
+        mem_js / mem_ours
+    ));
+    out.push_str(&format!(
+        "| S2 live relay, p50 to every other peer ({} peers × {}/s × {} s, {} edits) | {:.1} ms | {:.1} ms | |\n",
+        sizes.relay_peers,
+        sizes.relay_rate,
+        sizes.relay_secs,
+        ours.s2.first().map_or(0, |r| r.edits),
+        p(ours, |r| r.p50_ms),
+        p(official, |r| r.p50_ms)
+    ));
+    out.push_str(&format!(
+        "| S2 live relay, p99 | {:.1} ms | {:.1} ms | |\n",
+        p(ours, |r| r.p99_ms),
+        p(official, |r| r.p99_ms)
+    ));
+    out.push_str(&format!(
+        "| S2 server CPU (share of one core) | {:.2} | {:.2} | |\n",
+        p(ours, |r| r.cpu_share),
+        p(official, |r| r.cpu_share)
+    ));
+    out.push_str(&format!(
+        "| S4 raw limit: S1's changes applied in one process | {raw_secs:.3} s ({:.0} changes/s) | | |\n",
+        changes / raw_secs
+    ));
+    out.push('\n');
+    out.push_str(&format!("S1 speedup: {:.2}\n", s1_js / s1_ours));
+    out.push_str(&format!("S1 memory ratio: {:.2}\n", mem_js / mem_ours));
+    out.push_str(&format!("S2 p99 ms: {:.1}\n", p(ours, |r| r.p99_ms)));
+    out.push_str(&format!(
+        "S4 share of raw limit: {:.3}\n",
+        raw_secs / s1_ours
+    ));
+    out
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|k| k.parse::<f64>().ok())
+        .map_or("?".into(), |k| format!("{:.0} GiB", k / 1024.0 / 1024.0));
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem} RAM; Node.js {node}")
+}
+
+fn markdown(table: &str, sizes: Sizes, runs: usize) -> String {
+    let date = time::OffsetDateTime::now_utc().date();
+    format!(
+        "# Benchmarks\n\n\
+         twinsync against the official automerge-repo sync server (`@automerge/automerge-repo` 2.5.6 with \
+         `NodeWSServerAdapter` and `NodeFSStorageAdapter` on `ws`, `tests/js/sync-server.mjs`), under \
+         the same load from one Rust load generator (`bench/`), in the same run on the same machine. \
+         Each system starts fresh, with an empty data directory, for every scenario and run; figures are \
+         the median of {runs} runs. Ratios are the official server's figure divided by ours.\n\n\
+         - Date: {date}\n\
+         - Machine: {machine}\n\
+         - Versions: twinsync {version} (release build), Automerge 0.12.0 (Rust), automerge-repo 2.5.6 with \
+           @automerge/automerge 3.5.0 (JS)\n\
+         - S1: {d} delegates each hold {per} records of a pool of {pool} and have made {c} offline \
+           changes to each; all reconnect at once. Time until every delegate holds every change of its \
+           records (so the server has them and relayed them); the server's peak RSS (`VmHWM`).\n\
+         - S2: {rp} peers edit one meeting's minutes, {rr} edits a second each, for {rs} s. Latency from an \
+           edit to its receipt by the last of the other peers; server CPU time over wall time.\n\
+         - S4: S1's changes applied to Automerge in the load generator's process, no network, no \
+           storage. The share is S4's time over our S1 time (throughput as a share of the limit).\n\
+         - S3 (20,000 stored records, 500 peers opening 40 each) is not measured yet.\n\n\
+         {table}\n\
+         ## Reproduce\n\n\
+         ```sh\ncargo xtask bench            # full run, writes this file\ncargo xtask bench --smoke    # what CI runs\n```\n",
+        machine = machine(),
+        version = env!("CARGO_PKG_VERSION"),
+        d = sizes.delegates,
+        per = sizes.per,
+        pool = sizes.pool,
+        c = sizes.changes,
+        rp = sizes.relay_peers,
+        rr = sizes.relay_rate,
+        rs = sizes.relay_secs,
+    )
+}

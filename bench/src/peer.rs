@@ -1,0 +1,246 @@
+//! One simulated peer: a WebSocket speaking protocol v1, holding its own
+//! copies of some records. It syncs with Automerge's own sync protocol, as
+//! the official JavaScript client does, so both servers meet the same
+//! client behaviour.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use automerge::sync::{State, SyncDoc};
+use automerge::{Automerge, ChangeHash, ReadDoc};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use twinsync_shared::protocol::{FrameLimit, Message, PeerMetadata, handshake};
+use twinsync_shared::{DocumentId, PeerId};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connected peer and its documents.
+pub struct Peer {
+    pub id: PeerId,
+    server: PeerId,
+    sink: SplitSink<Ws, WsMessage>,
+    stream: SplitStream<Ws>,
+    pub docs: HashMap<DocumentId, (Automerge, State)>,
+    /// The heads the server last announced, per document: what it has.
+    pub acked: HashMap<DocumentId, Vec<ChangeHash>>,
+    dirty: HashSet<DocumentId>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("id", &self.id).finish()
+    }
+}
+
+impl Peer {
+    /// Connects to `url` (with its token, if any) and joins.
+    pub async fn connect(url: &str, id: &str, docs: Vec<(DocumentId, Automerge)>) -> Result<Self> {
+        let (ws, _) = connect_async(url)
+            .await
+            .with_context(|| format!("cannot open {url}"))?;
+        let (mut sink, mut stream) = ws.split();
+        let id = PeerId::new(id);
+        let join = handshake::join(
+            id.clone(),
+            PeerMetadata {
+                storage_id: None,
+                is_ephemeral: false,
+            },
+        );
+        sink.send(WsMessage::Binary(join.encode().into())).await?;
+        let server = loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .map_err(|_| anyhow!("no `peer` answer in 30 s"))?
+                .ok_or_else(|| anyhow!("the server closed the socket"))??;
+            if let WsMessage::Binary(bytes) = frame {
+                match Message::decode(&bytes, FrameLimit::default())? {
+                    Message::Peer { sender_id, .. } => break sender_id,
+                    other => bail!("expected `peer`, got {}", other.type_name()),
+                }
+            }
+        };
+        let mut peer = Self {
+            id,
+            server,
+            sink,
+            stream,
+            docs: HashMap::new(),
+            acked: HashMap::new(),
+            dirty: HashSet::new(),
+        };
+        for (doc_id, doc) in docs {
+            peer.add(doc_id, doc);
+        }
+        Ok(peer)
+    }
+
+    pub fn add(&mut self, id: DocumentId, doc: Automerge) {
+        self.docs.insert(id, (doc, State::new()));
+        self.dirty.insert(id);
+    }
+
+    pub fn touch(&mut self, id: DocumentId) {
+        self.dirty.insert(id);
+    }
+
+    /// Sends what the engine has for every document that changed.
+    pub async fn flush(&mut self) -> Result<()> {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some((doc, state)) = self.docs.get_mut(&id) else {
+                continue;
+            };
+            if let Some(m) = doc.generate_sync_message(state) {
+                let (sender_id, target_id, document_id, data) =
+                    (self.id.clone(), self.server.clone(), id, m.encode());
+                // A peer without the document asks for it.
+                let msg = if doc.get_heads().is_empty() {
+                    Message::Request {
+                        sender_id,
+                        target_id,
+                        document_id,
+                        data,
+                    }
+                } else {
+                    Message::Sync {
+                        sender_id,
+                        target_id,
+                        document_id,
+                        data,
+                    }
+                };
+                self.sink
+                    .send(WsMessage::Binary(msg.encode().into()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to `wait` for one frame and applies it; returns the
+    /// document it changed and the changes that were new, if any.
+    pub async fn receive(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<(DocumentId, Vec<ChangeHash>)>> {
+        let frame = match tokio::time::timeout(wait, self.stream.next()).await {
+            Err(_) => return Ok(None),
+            Ok(None) => bail!("peer {}: the server closed the socket", self.id),
+            Ok(Some(frame)) => frame?,
+        };
+        let WsMessage::Binary(bytes) = frame else {
+            return Ok(None);
+        };
+        match Message::decode(&bytes, FrameLimit(256 * 1024 * 1024))? {
+            Message::Sync {
+                document_id, data, ..
+            }
+            | Message::Request {
+                document_id, data, ..
+            } => {
+                let Some((doc, state)) = self.docs.get_mut(&document_id) else {
+                    return Ok(None);
+                };
+                let m = automerge::sync::Message::decode(&data)?;
+                self.acked.insert(document_id, sorted(m.heads.clone()));
+                let before = doc.get_heads();
+                doc.receive_sync_message(state, m)?;
+                let new = doc
+                    .get_changes_meta(&before)
+                    .iter()
+                    .map(|c| c.hash)
+                    .collect();
+                self.dirty.insert(document_id);
+                Ok(Some((document_id, new)))
+            }
+            Message::Error { message, .. } => bail!("peer {}: server error: {message}", self.id),
+            Message::DocUnavailable { document_id, .. } => {
+                bail!("peer {}: the server does not have {document_id}", self.id)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Syncs until every document's heads equal `expected`, or `limit`.
+    pub async fn sync_until(
+        &mut self,
+        expected: &HashMap<DocumentId, Vec<ChangeHash>>,
+        limit: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.flush().await?;
+            if self.docs.iter().all(|(id, (doc, _))| {
+                expected
+                    .get(id)
+                    .is_some_and(|want| sorted(doc.get_heads()) == *want)
+            }) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let behind: Vec<String> = self
+                    .docs
+                    .iter()
+                    .filter(|(id, (doc, _))| {
+                        expected
+                            .get(id)
+                            .is_none_or(|w| sorted(doc.get_heads()) != *w)
+                    })
+                    .map(|(id, (doc, _))| {
+                        let missing = expected.get(id).map_or(0, |w| {
+                            w.iter()
+                                .filter(|h| doc.get_change_by_hash(h).is_none())
+                                .count()
+                        });
+                        format!(
+                            "{id}: {missing} expected heads missing, server announced {:?}",
+                            self.acked.get(id).map(Vec::len)
+                        )
+                    })
+                    .collect();
+                bail!(
+                    "peer {} did not converge within {limit:?}: {}",
+                    self.id,
+                    behind.join("; ")
+                );
+            }
+            self.receive(Duration::from_millis(500)).await?;
+        }
+    }
+}
+
+impl Peer {
+    /// Syncs until the server has announced every document's heads.
+    pub async fn push_all(&mut self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.flush().await?;
+            let done = self.docs.iter().all(|(id, (doc, _))| {
+                self.acked
+                    .get(id)
+                    .is_some_and(|h| *h == sorted(doc.get_heads()))
+            });
+            if done {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the server did not take peer {}'s documents within {limit:?}",
+                    self.id
+                );
+            }
+            self.receive(Duration::from_millis(200)).await?;
+        }
+    }
+}
+
+/// Heads in a stable order, to compare.
+pub fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    heads.sort();
+    heads
+}

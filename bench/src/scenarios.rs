@@ -1,0 +1,341 @@
+//! The scenarios. Each system gets the same workload: documents and changes
+//! are generated once, and the same bytes go to both servers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{Automerge, Change, ChangeHash, ObjId, ROOT, ReadDoc};
+use serde_json::json;
+use twinsync_shared::DocumentId;
+use twinsync_shared::record::{Commit, Kind, RecordDoc, new_document};
+
+use crate::peer::{Peer, sorted};
+use crate::system::System;
+
+/// A small deterministic generator (xorshift64*), so every run and every
+/// system gets the same workload.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn text_obj(doc: &Automerge, field: &str) -> Result<ObjId> {
+    match doc.get(ROOT, field)? {
+        Some((automerge::Value::Object(automerge::ObjType::Text), id)) => Ok(id),
+        _ => bail!("the record has no text field `{field}`"),
+    }
+}
+
+/// Inserts `insert` at a random place of a text field, as one change.
+pub fn edit_text(
+    doc: &mut Automerge,
+    field: &str,
+    insert: &str,
+    rng: &mut Rng,
+) -> Result<ChangeHash> {
+    let text = text_obj(doc, field)?;
+    let len = doc.length(&text);
+    let pos = rng.below(len + 1);
+    let opts = CommitOptions::default()
+        .with_message("bench edit".to_owned())
+        .with_time(now());
+    let hash = doc
+        .transact_with::<_, _, automerge::AutomergeError, _>(
+            |_| opts,
+            |tx| {
+                tx.splice_text(&text, pos, 0, insert)?;
+                Ok(())
+            },
+        )
+        .map_err(|f| f.error)?
+        .hash
+        .context("an edit makes a change")?;
+    Ok(hash)
+}
+
+/// A report record, valid for our server's schema.
+fn report(i: usize) -> Result<Automerge> {
+    let fields = json!({
+        "title": {"fr": format!("Rapport {i}"), "ar": format!("تقرير {i}")},
+        "report_type": "field",
+        "date": "2026-11-23",
+        "text": "Début du rapport — بداية التقرير. ",
+    });
+    Ok(
+        RecordDoc::create(Kind::Report, &fields, &Commit::new("new report", now()))?
+            .into_automerge(),
+    )
+}
+
+/// Pushes `docs` to the server and waits until it announces them: the
+/// setup of a scenario, not measured.
+pub async fn seed(system: &System, docs: &[(DocumentId, Automerge)]) -> Result<()> {
+    let mut seeder = Peer::connect(&system.url, "seeder", docs.to_vec()).await?;
+    seeder.push_all(Duration::from_secs(600)).await
+}
+
+/// A fresh peer asks for every document in `expected` and waits until it
+/// holds exactly those heads: the server has them.
+pub async fn read_back(
+    system: &System,
+    expected: &HashMap<DocumentId, Vec<ChangeHash>>,
+) -> Result<()> {
+    let mut reader = Peer::connect(&system.url, "reader", Vec::new()).await?;
+    let ids: Vec<DocumentId> = expected.keys().copied().collect();
+    for batch in ids.chunks(200) {
+        let want: HashMap<_, _> = batch.iter().map(|id| (*id, expected[id].clone())).collect();
+        for id in batch {
+            reader.add(*id, new_document());
+        }
+        reader.sync_until(&want, Duration::from_secs(300)).await?;
+        for id in batch {
+            reader.docs.remove(id);
+        }
+    }
+    Ok(())
+}
+
+/// S1's workload: a pool of records, the delegates' copies with their
+/// offline changes, and the heads every copy must end with.
+#[derive(Debug)]
+pub struct Storm {
+    pub pool: Vec<(DocumentId, Automerge)>,
+    pub delegates: Vec<Vec<(DocumentId, Automerge)>>,
+    pub expected: HashMap<DocumentId, Vec<ChangeHash>>,
+    /// The offline changes, per record, for S4.
+    pub changes: HashMap<DocumentId, Vec<Change>>,
+    pub change_count: usize,
+}
+
+pub fn storm(
+    delegates: usize,
+    per: usize,
+    pool: usize,
+    changes: usize,
+    seed: u64,
+) -> Result<Storm> {
+    let mut rng = Rng::new(seed);
+    let pool: Vec<(DocumentId, Automerge)> = (0..pool)
+        .map(|i| Ok((DocumentId::random(), report(i)?)))
+        .collect::<Result<_>>()?;
+    let mut merged: HashMap<DocumentId, Automerge> =
+        pool.iter().map(|(id, d)| (*id, d.clone())).collect();
+    let mut all_changes: HashMap<DocumentId, Vec<Change>> = HashMap::new();
+    let mut out = Vec::with_capacity(delegates);
+    for d in 0..delegates {
+        let mut picks: Vec<usize> = Vec::new();
+        while picks.len() < per.min(pool.len()) {
+            let i = rng.below(pool.len());
+            if !picks.contains(&i) {
+                picks.push(i);
+            }
+        }
+        let mut held = Vec::new();
+        for i in picks {
+            let (id, base) = &pool[i];
+            // A fork: the delegate's own actor.
+            let mut doc = base.fork();
+            for c in 0..changes {
+                edit_text(&mut doc, "text", &format!("[d{d} c{c}] "), &mut rng)?;
+            }
+            let mine: Vec<Change> = doc.get_changes(&base.get_heads()).into_iter().collect();
+            all_changes
+                .entry(*id)
+                .or_default()
+                .extend(mine.iter().cloned());
+            merged
+                .get_mut(id)
+                .context("a pooled record")?
+                .apply_changes(mine)?;
+            held.push((*id, doc));
+        }
+        out.push(held);
+    }
+    let expected = merged
+        .iter()
+        .map(|(id, d)| (*id, sorted(d.get_heads())))
+        .collect();
+    Ok(Storm {
+        change_count: delegates * per.min(pool.len()) * changes,
+        pool,
+        delegates: out,
+        expected,
+        changes: all_changes,
+    })
+}
+
+/// S1: every delegate reconnects at once; the time until each holds every
+/// change of its records (so the server has them and relayed them).
+pub async fn reconnect_storm(system: &System, storm: &Storm, limit: Duration) -> Result<Duration> {
+    seed(system, &storm.pool).await?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, held) in storm.delegates.iter().enumerate() {
+        let url = system.url.clone();
+        let docs = held.clone();
+        let expected: HashMap<_, _> = held
+            .iter()
+            .map(|(id, _)| (*id, storm.expected[id].clone()))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut peer = Peer::connect(&url, &format!("delegate-{i}"), docs).await?;
+            peer.sync_until(&expected, limit).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(start.elapsed())
+}
+
+/// S4: the same changes applied to Automerge in this process, with no
+/// network and no storage.
+pub fn raw_limit(storm: &Storm) -> Result<Duration> {
+    let mut docs: Vec<(Automerge, Vec<Change>)> = storm
+        .pool
+        .iter()
+        .map(|(id, d)| {
+            (
+                d.clone(),
+                storm.changes.get(id).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    for (doc, changes) in &mut docs {
+        doc.apply_changes(std::mem::take(changes))?;
+    }
+    Ok(start.elapsed())
+}
+
+/// S2's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Relay {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub edits: usize,
+    pub cpu_share: f64,
+}
+
+/// S2: `peers` edit one meeting's minutes, `rate` edits a second each, for
+/// `secs`; latency from an edit to its receipt by every other peer.
+pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> Result<Relay> {
+    let fields = json!({"title": {"fr": "Conseil de coordination"}, "date": "2026-11-23", "minutes": "Procès-verbal. "});
+    let meeting = RecordDoc::create(Kind::Meeting, &fields, &Commit::new("new meeting", now()))?
+        .into_automerge();
+    let id = DocumentId::random();
+    seed(system, &[(id, meeting.clone())]).await?;
+    // hash -> (sent at, receipts so far, latest receipt)
+    type Sent = HashMap<ChangeHash, (Instant, usize, Duration)>;
+    let sent: Arc<Mutex<Sent>> = Arc::new(Mutex::new(HashMap::new()));
+    let mut connected = Vec::new();
+    for i in 0..peers {
+        let mut p = Peer::connect(
+            &system.url,
+            &format!("typist-{i}"),
+            vec![(id, meeting.fork())],
+        )
+        .await?;
+        p.flush().await?;
+        connected.push(p);
+    }
+    let cpu_before = system.cpu_seconds()?;
+    let start = Instant::now();
+    let period = Duration::from_secs(1) / rate.max(1);
+    let edit_until = start + Duration::from_secs(secs);
+    let drain_until = edit_until + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for (i, mut p) in connected.into_iter().enumerate() {
+        let sent = Arc::clone(&sent);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(i as u64 + 7);
+            // Spread the peers' edits over the period.
+            let mut next = start + period.mul_f64(i as f64 / peers as f64);
+            let mut n = 0usize;
+            loop {
+                let now = Instant::now();
+                if now >= drain_until {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                if now >= next && now < edit_until {
+                    let (doc, _) = p.docs.get_mut(&id).context("the meeting")?;
+                    let hash = edit_text(doc, "minutes", &format!("<{i}:{n}> "), &mut rng)?;
+                    sent.lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .insert(hash, (Instant::now(), 0, Duration::ZERO));
+                    p.touch(id);
+                    p.flush().await?;
+                    n += 1;
+                    next += period;
+                    continue;
+                }
+                let wait = next
+                    .saturating_duration_since(now)
+                    .min(Duration::from_millis(20))
+                    .max(Duration::from_millis(1));
+                if let Some((_, new)) = p.receive(wait).await? {
+                    let at = Instant::now();
+                    {
+                        let mut sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                        for h in new {
+                            if let Some((t, count, latest)) = sent.get_mut(&h) {
+                                *count += 1;
+                                *latest = (*latest).max(at.duration_since(*t));
+                            }
+                        }
+                    }
+                    p.flush().await?;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = system.cpu_seconds()? - cpu_before;
+    let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut missing = 0;
+    for (count, latest) in sent.values().map(|(_, c, l)| (*c, *l)) {
+        if count + 1 >= peers {
+            latencies.push(latest.as_secs_f64() * 1000.0);
+        } else {
+            missing += 1;
+        }
+    }
+    if missing > 0 {
+        bail!(
+            "{missing} of {} edits did not reach every other peer",
+            sent.len()
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    Ok(Relay {
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+        edits: latencies.len(),
+        cpu_share: cpu / wall,
+    })
+}

@@ -1,0 +1,182 @@
+//! The systems under test, each started fresh with an empty data
+//! directory: our server (release build) and the official automerge-repo
+//! server on Node.js. Memory and CPU are read from `/proc`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ours,
+    Official,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ours => "twinsync",
+            Kind::Official => "automerge-repo (JS)",
+        }
+    }
+}
+
+/// Where the programs are.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The release `twinsync` binary.
+    pub twinsync: PathBuf,
+    /// The official server's script (`tests/js/sync-server.mjs`).
+    pub js_server: PathBuf,
+}
+
+/// A running system.
+#[derive(Debug)]
+pub struct System {
+    child: Child,
+    /// The WebSocket URL a peer connects to, token included.
+    pub url: String,
+    _data: tempfile::TempDir,
+}
+
+impl System {
+    pub fn start(kind: Kind, programs: &Programs, extra: &[&str]) -> Result<Self> {
+        let data = tempfile::tempdir()?;
+        let (mut child, token) = match kind {
+            Kind::Ours => {
+                let out = Command::new(&programs.twinsync)
+                    .args([
+                        "device",
+                        "add",
+                        "--name",
+                        "bench",
+                        "--role",
+                        "coordinator",
+                        "--data-dir",
+                    ])
+                    .arg(data.path())
+                    .output()
+                    .context("twinsync device add")?;
+                if !out.status.success() {
+                    bail!("device add: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                let token = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                let child = Command::new(&programs.twinsync)
+                    .args([
+                        "serve",
+                        "--no-demo",
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--data-dir",
+                    ])
+                    .arg(data.path())
+                    .args(extra)
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("BENCH_SERVER_LOG")
+                            .unwrap_or_else(|_| "warn,twinsync=info".into()),
+                    )
+                    .env("NO_COLOR", "1")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .context("starting twinsync")?;
+                (child, Some(token))
+            }
+            Kind::Official => {
+                let child = Command::new("node")
+                    .arg(&programs.js_server)
+                    .arg(data.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .context("starting node")?;
+                (child, None)
+            }
+        };
+        let addr = listening_address(&mut child)?;
+        let url = match token {
+            Some(t) => format!("ws://{addr}/sync?token={t}"),
+            None => format!("ws://{addr}"),
+        };
+        Ok(Self {
+            child,
+            url,
+            _data: data,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory so far, in MiB (`VmHWM`).
+    pub fn peak_rss_mib(&self) -> Result<f64> {
+        status_kib(self.pid(), "VmHWM:").map(|k| k / 1024.0)
+    }
+
+    /// CPU time used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or_else(|| anyhow!("unreadable /proc stat"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields
+            .get(11..13)
+            .ok_or_else(|| anyhow!("short /proc stat"))?
+            .iter()
+            .map(|f| f.parse::<f64>().unwrap_or(0.0))
+            .sum();
+        Ok(ticks / 100.0)
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_kib(pid: u32, key: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no {key} in /proc/{pid}/status"))
+}
+
+/// Reads the child's stderr until it says where it listens
+/// (`serving on http://ADDR` or `listening on ADDR`); keeps draining it.
+fn listening_address(child: &mut Child) -> Result<String> {
+    let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let addr = line
+                .split("serving on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on ").nth(1));
+            if let Some(addr) = addr {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+            if std::env::var_os("BENCH_LOG").is_some() {
+                eprintln!("[server] {line}");
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .map_err(|_| anyhow!("the server did not say where it listens within 60 s"))
+}
