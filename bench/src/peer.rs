@@ -166,21 +166,44 @@ impl Peer {
         }
     }
 
-    /// Syncs until every document's heads equal `expected`, or `limit`.
+    /// Syncs until every document's heads equal `expected`, here and on
+    /// the server, or `limit`.
+    /// After [`STALL`] without a message while still behind, it starts a
+    /// fresh exchange for the documents that lag, as a client reconnecting
+    /// would; returns how many times it had to.
     pub async fn sync_until(
         &mut self,
         expected: &HashMap<DocumentId, Vec<ChangeHash>>,
         limit: Duration,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let deadline = Instant::now() + limit;
+        let mut heard = Instant::now();
+        let mut resyncs = 0;
         loop {
             self.flush().await?;
+            // Done when this peer holds every change and the server has
+            // said it holds them too: leaving earlier could drop the
+            // socket before the server read this peer's last changes.
             if self.docs.iter().all(|(id, (doc, _))| {
-                expected
-                    .get(id)
-                    .is_some_and(|want| sorted(doc.get_heads()) == *want)
+                expected.get(id).is_some_and(|want| {
+                    sorted(doc.get_heads()) == *want && self.acked.get(id) == Some(want)
+                })
             }) {
-                return Ok(());
+                return Ok(resyncs);
+            }
+            if heard.elapsed() >= STALL {
+                for (id, (doc, state)) in &mut self.docs {
+                    if expected
+                        .get(id)
+                        .is_none_or(|w| sorted(doc.get_heads()) != *w)
+                    {
+                        *state = State::new();
+                        self.dirty.insert(*id);
+                        resyncs += 1;
+                    }
+                }
+                heard = Instant::now();
+                continue;
             }
             if Instant::now() >= deadline {
                 let behind: Vec<String> = self
@@ -209,10 +232,15 @@ impl Peer {
                     behind.join("; ")
                 );
             }
-            self.receive(Duration::from_millis(500)).await?;
+            if self.receive(Duration::from_millis(500)).await?.is_some() {
+                heard = Instant::now();
+            }
         }
     }
 }
+
+/// Silence, while behind, after which a peer starts a fresh exchange.
+pub const STALL: Duration = Duration::from_secs(3);
 
 impl Peer {
     /// Syncs until the server has announced every document's heads.

@@ -3,7 +3,7 @@
 //! server on Node.js. Memory and CPU are read from `/proc`.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -36,16 +36,21 @@ pub struct Programs {
 /// A running system.
 #[derive(Debug)]
 pub struct System {
+    kind: Kind,
+    programs: Programs,
+    extra: Vec<String>,
+    token: Option<String>,
     child: Child,
     /// The WebSocket URL a peer connects to, token included.
     pub url: String,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl System {
+    /// Starts `kind` on a fresh, empty data directory.
     pub fn start(kind: Kind, programs: &Programs, extra: &[&str]) -> Result<Self> {
         let data = tempfile::tempdir()?;
-        let (mut child, token) = match kind {
+        let token = match kind {
             Kind::Ours => {
                 let out = Command::new(&programs.twinsync)
                     .args([
@@ -69,49 +74,43 @@ impl System {
                     .unwrap_or_default()
                     .trim()
                     .to_owned();
-                let child = Command::new(&programs.twinsync)
-                    .args([
-                        "serve",
-                        "--no-demo",
-                        "--listen",
-                        "127.0.0.1:0",
-                        "--data-dir",
-                    ])
-                    .arg(data.path())
-                    .args(extra)
-                    .env(
-                        "RUST_LOG",
-                        std::env::var("BENCH_SERVER_LOG")
-                            .unwrap_or_else(|_| "warn,twinsync=info".into()),
-                    )
-                    .env("NO_COLOR", "1")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .context("starting twinsync")?;
-                (child, Some(token))
+                Some(token)
             }
-            Kind::Official => {
-                let child = Command::new("node")
-                    .arg(&programs.js_server)
-                    .arg(data.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .context("starting node")?;
-                (child, None)
-            }
+            Kind::Official => None,
         };
-        let addr = listening_address(&mut child)?;
-        let url = match token {
-            Some(t) => format!("ws://{addr}/sync?token={t}"),
-            None => format!("ws://{addr}"),
-        };
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+        let (child, url) = spawn(kind, programs, &extra, token.as_deref(), data.path())?;
         Ok(Self {
+            kind,
+            programs: programs.clone(),
+            extra,
+            token,
             child,
             url,
-            _data: data,
+            data,
         })
+    }
+
+    /// Stops the process and starts it again on the same data directory,
+    /// as after a restart: what it holds is only what it stored.
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, url) = spawn(
+            self.kind,
+            &self.programs,
+            &self.extra,
+            self.token.as_deref(),
+            self.data.path(),
+        )?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+
+    /// Resident memory now, in MiB (`VmRSS`).
+    pub fn rss_mib(&self) -> Result<f64> {
+        status_kib(self.pid(), "VmRSS:").map(|k| k / 1024.0)
     }
 
     pub fn pid(&self) -> u32 {
@@ -147,6 +146,49 @@ impl Drop for System {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(
+    kind: Kind,
+    programs: &Programs,
+    extra: &[String],
+    token: Option<&str>,
+    data: &Path,
+) -> Result<(Child, String)> {
+    let mut child = match kind {
+        Kind::Ours => Command::new(&programs.twinsync)
+            .args([
+                "serve",
+                "--no-demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn,twinsync=info".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting twinsync")?,
+        Kind::Official => Command::new("node")
+            .arg(&programs.js_server)
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting node")?,
+    };
+    let addr = listening_address(&mut child)?;
+    let url = match token {
+        Some(t) => format!("ws://{addr}/sync?token={t}"),
+        None => format!("ws://{addr}"),
+    };
+    Ok((child, url))
 }
 
 fn status_kib(pid: u32, key: &str) -> Result<f64> {

@@ -149,6 +149,21 @@ fn test() -> Result<()> {
     // features would only recompile wasm-bindgen's CLI support.
     tests.args(["test", "--workspace", "--exclude", "xtask"]);
     run(tests)?;
+    // The benchmark's harness, short and with debug builds: it works, and
+    // our server and the official one end with the same documents.
+    let mut build = cargo();
+    build.args(["build", "--package", "twinsync-bench"]);
+    run(build)?;
+    let debug = target_dir().join("debug");
+    let mut smoke = Command::new(debug.join("twinsync-bench"));
+    smoke
+        .arg("--smoke")
+        .arg("--twinsync")
+        .arg(debug.join("twinsync"))
+        .arg("--js-server")
+        .arg(root().join("tests/js/sync-server.mjs"))
+        .current_dir(root());
+    run(smoke).context("the benchmark smoke run failed")?;
     ensure_chromium()?;
     let mut browser = Command::new("node");
     browser
