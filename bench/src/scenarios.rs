@@ -368,13 +368,21 @@ pub async fn many_documents(
     peers: usize,
     per: usize,
     settle: Duration,
+    seed_limit: Duration,
 ) -> Result<Many> {
     let records: Vec<(DocumentId, Automerge)> = (0..stored)
         .map(|i| Ok((DocumentId::random(), report(i)?)))
         .collect::<Result<_>>()?;
+    let deadline = Instant::now() + seed_limit;
     for (n, chunk) in records.chunks(1000).enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
         let mut seeder = Peer::connect(&system.url, &format!("seeder-{n}"), chunk.to_vec()).await?;
-        seeder.push_all(Duration::from_secs(600)).await?;
+        seeder.push_all(left).await.with_context(|| {
+            format!(
+                "storing the records took longer than {seed_limit:?} ({} of {stored} stored)",
+                n * 1000
+            )
+        })?;
     }
     // The official server announces heads before its storage adapter has
     // written them (writes are debounced): killed at once, it loses the
