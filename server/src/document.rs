@@ -478,7 +478,9 @@ impl DocTask {
         device: Option<&str>,
     ) -> Result<(), StoreError> {
         let chunk = self.doc.save_after(before);
-        let summary = summarise(&self.doc);
+        // One read serves the stored summary and the permission checks.
+        let current = read_document(&self.doc);
+        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
         let at = now();
         let origins: Vec<(String, Origin)> = new
             .iter()
@@ -497,7 +499,7 @@ impl DocTask {
         let chunk_id = blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
         lock(&self.chunks).push(chunk_id);
         self.appends_since_compaction += 1;
-        self.current = read_document(&self.doc);
+        self.current = current;
         if self.creator.is_none() && before.is_empty() {
             self.creator = device.map(str::to_owned);
         }

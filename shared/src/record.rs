@@ -45,7 +45,7 @@ pub use project::{
 pub use read::ValidationError;
 pub use report::Report;
 pub use schema::{DOMAINS, Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION, UnknownKind};
-pub use summary::{Summary, summarise};
+pub use summary::{Summary, summarise, summarise_read};
 
 /// A short text in the club's three languages; any of them may be missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

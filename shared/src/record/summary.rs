@@ -21,7 +21,15 @@ pub struct Summary {
 
 /// Summarises any document; an invalid one keeps its kind if it says one.
 pub fn summarise(doc: &Automerge) -> Summary {
-    match read(doc) {
+    summarise_read(doc, &read(doc))
+}
+
+/// As [`summarise`], from a read of `doc` the caller already holds.
+pub fn summarise_read(
+    doc: &Automerge,
+    read: &Result<serde_json::Value, Vec<super::ValidationError>>,
+) -> Summary {
+    match read {
         Ok(json) => {
             let kind = json
                 .get("kind")
