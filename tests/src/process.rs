@@ -27,29 +27,41 @@ pub struct ServerProcess {
     pub token: String,
 }
 
+/// Runs one `twinsync` command to completion and returns its standard
+/// output; the test fails, showing standard error, if the command does.
+pub fn twinsync<I, A>(args: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("twinsync runs");
+    assert!(
+        out.status.success(),
+        "twinsync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Runs `twinsync device add` on `data_dir` and returns the token it
 /// prints on its last line.
 pub fn add_device(data_dir: &Path, role: &str, extra: &[&str]) -> String {
-    let out = Command::new(binary())
-        .args([
-            "device",
-            "add",
-            "--name",
-            "test device",
-            "--role",
-            role,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra)
-        .output()
-        .expect("twinsync device add runs");
-    assert!(
-        out.status.success(),
-        "device add failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let mut args = vec![
+        "device",
+        "add",
+        "--name",
+        "test device",
+        "--role",
+        role,
+        "--data-dir",
+    ];
+    let dir = data_dir.to_string_lossy();
+    args.push(&dir);
+    args.extend_from_slice(extra);
+    String::from_utf8_lossy(&twinsync(args))
         .lines()
         .last()
         .expect("a token on the last line")

@@ -7,7 +7,7 @@ use tokio_tungstenite::connect_async;
 use twinsync_server::auth::Role;
 use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Edit, Kind};
-use twinsync_tests::process::{ServerProcess, add_device, binary};
+use twinsync_tests::process::{ServerProcess, add_device, twinsync};
 use twinsync_tests::{TestApp, TestPeer, spawn_app, spawn_app_with};
 
 const QUIET: Duration = Duration::from_millis(200);
@@ -585,17 +585,8 @@ async fn a_device_revoked_from_the_command_line_is_disconnected_by_the_running_s
     let mut phone = TestPeer::new("cli-revoked").with_token(&token);
     phone.connect(&server).await;
     assert!(!phone.seen.closed);
-    let out = std::process::Command::new(binary())
-        .args(["device", "revoke", "--data-dir"])
-        .arg(data.path())
-        .arg(&id)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = data.path().to_string_lossy();
+    twinsync(["device", "revoke", "--data-dir", &dir, &id]);
     // The server looks every two seconds; give it a bounded while.
     phone
         .sync(Duration::from_secs(8), Duration::from_secs(8))

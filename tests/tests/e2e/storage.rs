@@ -1,12 +1,12 @@
 //! Storage: a full disk refuses changes without losing them, compaction,
 //! eviction, kept sync states, and the operator's backup and export.
 
-use std::process::Command;
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use serde_json::json;
 use twinsync_shared::record::{Edit, Kind, Record};
-use twinsync_tests::process::{ServerProcess, binary};
+use twinsync_tests::process::{ServerProcess, twinsync};
 use twinsync_tests::{TestPeer, spawn_app, spawn_app_with};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -213,17 +213,13 @@ async fn backup_and_export_work_while_the_server_runs() {
         .await;
 
     let backup = data.path().join("backup.db");
-    let out = Command::new(binary())
-        .args(["backup", "--data-dir"])
-        .arg(data.path())
-        .arg(&backup)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let arg = OsStr::new;
+    twinsync([
+        arg("backup"),
+        arg("--data-dir"),
+        data.path().as_os_str(),
+        backup.as_os_str(),
+    ]);
     let copy = twinsync_server::store::Store::open(&backup).unwrap();
     let doc = copy
         .load(city)
@@ -235,17 +231,12 @@ async fn backup_and_export_work_while_the_server_runs() {
     };
     assert_eq!(c.name.ar.as_deref(), Some("طانطان"));
 
-    let out = Command::new(binary())
-        .args(["export", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = twinsync([
+        OsStr::new("export"),
+        OsStr::new("--data-dir"),
+        data.path().as_os_str(),
+    ]);
+    let all: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), 38);
     assert!(all.iter().any(|r| r["record"]["name"]["fr"] == "Tan-Tan"));
