@@ -277,6 +277,8 @@ impl DocTask {
         let (current, creator, doc_id) =
             (&self.current, self.creator.as_deref(), self.id.to_string());
         let device = Arc::clone(&peer.device);
+        // The check's read of the merged record, kept for `persist`.
+        let mut checked: Option<Read> = None;
         let received = self.sync.receive_checked(
             &mut self.doc,
             &peer.peer_id,
@@ -302,7 +304,9 @@ impl DocTask {
                 .map_err(|refusal| {
                     let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
                     (refusal, scratch.save_after(&before), hashes)
-                })
+                })?;
+                checked = Some(after);
+                Ok(())
             },
         );
         let received = match received {
@@ -331,6 +335,7 @@ impl DocTask {
                     &received.new_changes,
                     peer.peer_id.as_str(),
                     Some(&peer.device.id),
+                    checked,
                 )
                 .await
             {
@@ -457,7 +462,10 @@ impl DocTask {
             return Ok(0);
         }
         self.doc = scratch;
-        if let Err(e) = self.persist(&before, &new, peer_id, Some(device_id)).await {
+        if let Err(e) = self
+            .persist(&before, &new, peer_id, Some(device_id), Some(after))
+            .await
+        {
             self.reload().await;
             return Err(format!(
                 "the server could not store the changes: {}",
@@ -469,17 +477,20 @@ impl DocTask {
         Ok(new.len())
     }
 
-    /// Writes the new changes; until this returns Ok, nothing sent reflects them.
+    /// Writes the new changes; until this returns Ok, nothing sent reflects
+    /// them. `read` is the record as read from the document now, if the
+    /// caller already read it.
     async fn persist(
         &mut self,
         before: &[automerge::ChangeHash],
         new: &[automerge::ChangeHash],
         from: &str,
         device: Option<&str>,
+        read: Option<Read>,
     ) -> Result<(), StoreError> {
         let chunk = self.doc.save_after(before);
-        // One read serves the stored summary and the permission checks.
-        let current = read_document(&self.doc);
+        // One read serves the stored summary and the next permission check.
+        let current = read.unwrap_or_else(|| read_document(&self.doc));
         let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
         let at = now();
         let origins: Vec<(String, Origin)> = new
@@ -522,7 +533,7 @@ impl DocTask {
                     .map(|c| c.hash)
                     .collect();
                 let server = self.hub.server_id.to_string();
-                match self.persist(&before, &new, &server, None).await {
+                match self.persist(&before, &new, &server, None, None).await {
                     Ok(()) => info!(doc_id = %self.id, "migrated to the current schema"),
                     Err(e) => {
                         warn!(doc_id = %self.id, error = %e, "cannot store the migration");
