@@ -101,6 +101,19 @@ export interface SyncStatus {
   unavailable: string[];
 }
 
+/** One field of a record kind, or of the items of a list or map field. */
+export interface SchemaField {
+  name: string;
+  type: "str" | "multilingual" | "text" | "date" | "enum" | "bool" | "int" | "ref" | "set" | "list" | "map";
+  required: boolean;
+  /** The allowed values of an `enum`, or of a restricted `set`. */
+  values?: string[];
+  /** The fields of each item of a `list` or `map`. */
+  fields?: SchemaField[];
+  min?: number;
+  max?: number;
+}
+
 /** One entry of a record's history. */
 export interface HistoryEntry {
   hash: string; actor: string; seq: number; time: number;
@@ -519,6 +532,12 @@ impl Client {
         self.inner.close_socket();
         self.inner.events.close_channel();
     }
+}
+
+/// The record kinds and their fields, for building forms: `{kind: Field[]}`.
+#[wasm_bindgen(unchecked_return_type = "Record<string, SchemaField[]>")]
+pub fn schema() -> Result<JsValue, JsValue> {
+    to_js(&twinsync_shared::record::describe_schema())
 }
 
 fn random_suffix() -> String {

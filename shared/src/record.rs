@@ -44,7 +44,10 @@ pub use project::{
 };
 pub use read::ValidationError;
 pub use report::Report;
-pub use schema::{DOMAINS, Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION, UnknownKind};
+pub use schema::{
+    DOMAINS, Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION, UnknownKind,
+    describe as describe_schema,
+};
 pub use summary::{Summary, summarise, summarise_read};
 
 /// A short text in the club's three languages; any of them may be missing.

@@ -182,3 +182,95 @@ pub const DOMAINS: &[&str] = &[
 
 /// The stable key every list item carries.
 pub const ITEM_ID: Field = required("id", FieldType::Str);
+
+/// The schema as data for user interfaces: `{kind: [field…]}`, where each
+/// field is `{name, type, required, values?, fields?}`. Forms are built
+/// from it, so a field added to a table appears in every form.
+pub fn describe() -> serde_json::Value {
+    let kinds = Kind::ALL
+        .into_iter()
+        .map(|k| (k.as_str().to_owned(), describe_fields(k.fields())))
+        .collect();
+    serde_json::Value::Object(kinds)
+}
+
+fn describe_fields(fields: &[Field]) -> serde_json::Value {
+    use serde_json::json;
+    fields
+        .iter()
+        .map(|f| {
+            let mut out = json!({ "name": f.name, "required": f.required });
+            let (ty, values, items) = match &f.ty {
+                FieldType::Str => ("str", None, None),
+                FieldType::Multilingual => ("multilingual", None, None),
+                FieldType::Text => ("text", None, None),
+                FieldType::Date => ("date", None, None),
+                FieldType::Enum(values) => ("enum", Some(*values), None),
+                FieldType::Bool => ("bool", None, None),
+                FieldType::Int { min, max } => {
+                    out["min"] = json!(min);
+                    out["max"] = json!(max);
+                    ("int", None, None)
+                }
+                FieldType::Ref => ("ref", None, None),
+                FieldType::Set(values) => ("set", *values, None),
+                FieldType::List(items) => ("list", None, Some(*items)),
+                FieldType::Map(items) => ("map", None, Some(*items)),
+            };
+            out["type"] = json!(ty);
+            if let Some(values) = values {
+                out["values"] = json!(values);
+            }
+            if let Some(items) = items {
+                out["fields"] = describe_fields(items);
+            }
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_follows_the_tables() {
+        let schema = describe();
+        for kind in Kind::ALL {
+            let fields = schema[kind.as_str()].as_array().expect("an array per kind");
+            let names: Vec<&str> = fields.iter().filter_map(|f| f["name"].as_str()).collect();
+            let expected: Vec<&str> = kind.fields().iter().map(|f| f.name).collect();
+            assert_eq!(names, expected, "{kind}");
+        }
+        let project = schema["project"].as_array().expect("project");
+        let milestones = project
+            .iter()
+            .find(|f| f["name"] == "milestones")
+            .expect("milestones");
+        assert_eq!(milestones["type"], "list");
+        let status = milestones["fields"]
+            .as_array()
+            .expect("item fields")
+            .iter()
+            .find(|f| f["name"] == "status")
+            .expect("status");
+        assert_eq!(status["type"], "enum");
+        assert_eq!(status["required"], true);
+        assert!(
+            status["values"]
+                .as_array()
+                .expect("values")
+                .contains(&"done".into())
+        );
+        let agreement = schema["agreement"].as_array().expect("agreement");
+        let domains = agreement
+            .iter()
+            .find(|f| f["name"] == "domains")
+            .expect("domains");
+        assert_eq!(domains["type"], "set");
+        assert_eq!(
+            domains["values"].as_array().map(Vec::len),
+            Some(DOMAINS.len())
+        );
+    }
+}
