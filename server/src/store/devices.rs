@@ -414,11 +414,14 @@ impl Store {
     /// Finds city records by id or by a name in any language.
     pub fn find_city(&self, name_or_id: &str) -> Result<Vec<String>, StoreError> {
         let wanted = name_or_id.trim().to_lowercase();
+        // A city's id, bare or as the `automerge:` URL records link it by.
+        let id = name_or_id.trim();
+        let id = id.strip_prefix("automerge:").unwrap_or(id);
         Ok(self
             .list(Some("city"), None, None)?
             .into_iter()
             .filter(|l| {
-                l.id == name_or_id.trim()
+                l.id == id
                     || l.summary.title.as_object().is_some_and(|t| {
                         t.values()
                             .filter_map(|v| v.as_str())

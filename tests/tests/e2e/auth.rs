@@ -127,6 +127,17 @@ async fn an_invite_is_redeemed_once_for_a_working_token_and_redemptions_are_limi
     let res = app.post_as("/api/invites", &app.token, &bad).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("Atlantis"));
+    // A city given as the `automerge:` URL records link it by, as the API lists it.
+    let cities: Value = app
+        .get("/api/records?kind=city")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = text(&cities[0], "url");
+    let by_url = json!({"name": "y", "role": "delegate", "cities": [url]});
+    let res = app.post_as("/api/invites", &app.token, &by_url).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
 
     let redeem = |code: String| {
         let url = app.url("/api/invites/redeem");
