@@ -233,11 +233,31 @@ pub async fn history(
                 "time": e.time,
                 "message": e.message,
                 "fields": e.fields,
-                "delivered_by": origin.map(|o| json!({"peer_id": o.peer_id, "device": o.device, "received_at": o.received_at})),
+                "delivered_by": origin.map(|o| json!({"peer_id": o.peer_id, "device": o.device, "device_name": o.device_name, "received_at": o.received_at})),
             })
         })
         .collect();
     Ok(Json(Value::Array(entries)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RecentQuery {
+    /// How many changes, newest first; 50 unless given, at most 500.
+    limit: Option<u32>,
+}
+
+/// The last changes stored in any record: which record, which device
+/// delivered it and when. The client joins them by hash with the record's
+/// own history for the fields each change touched.
+pub async fn recent_changes(
+    _caller: Member,
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<RecentQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let store = hub.store.clone();
+    let rows = blocking(move || store.recent_changes(limit)).await?;
+    Ok(Json(json!(rows)))
 }
 
 async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Vec<(DocumentId, Record)>> {

@@ -501,6 +501,7 @@ impl DocTask {
                     Origin {
                         peer_id: from.to_owned(),
                         device: device.map(str::to_owned),
+                        device_name: None,
                         received_at: at,
                     },
                 )

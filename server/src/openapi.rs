@@ -107,6 +107,11 @@ fn record_paths() -> Value {
             "parameters": [id_param],
             "responses": with_role(json!({"200": list_of("Changes, oldest first", "Change"), "404": failed}))
         }},
+        "/api/changes": {"get": {
+            "summary": "The last changes stored in any record, newest first, with the device that delivered each",
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
+            "responses": with_role(json!({"200": {"description": "Changes: hash, record, kind, title, device, device_name, device_role, received_at", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}}))
+        }},
         "/api/export/agreements.csv": {"get": {"summary": "Agreements as CSV", "responses": with_role(json!({"200": {"description": "CSV", "content": {"text/csv": {}}}}))}},
         "/api/export/projects.csv": {"get": {"summary": "Projects and their milestones as CSV, one row per milestone", "responses": with_role(json!({"200": {"description": "CSV", "content": {"text/csv": {}}}}))}}
     })

@@ -31,6 +31,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/records/{id}", get(api::get))
         .route("/api/records/{id}/conflicts", get(api::conflicts))
         .route("/api/records/{id}/history", get(api::history))
+        .route("/api/changes", get(api::recent_changes))
         .route("/api/export/agreements.csv", get(api::agreements_csv))
         .route("/api/export/projects.csv", get(api::projects_csv))
         .route("/api/me", get(admin::me))

@@ -66,6 +66,23 @@ pub struct Listed {
 pub struct Origin {
     pub peer_id: String,
     pub device: Option<String>,
+    /// The device's name, when read back from the store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    pub received_at: i64,
+}
+
+/// A stored change, as the coordinators' list of recent changes shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RecentChange {
+    pub hash: String,
+    pub record: String,
+    pub kind: Option<String>,
+    pub title: Option<serde_json::Value>,
+    /// The delivering device's id; `None` for changes the server made.
+    pub device: Option<String>,
+    pub device_name: Option<String>,
+    pub device_role: Option<String>,
     pub received_at: i64,
 }
 
@@ -318,7 +335,8 @@ impl Store {
     ) -> Result<std::collections::HashMap<String, Origin>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT hash, peer_id, device, received_at FROM change_origins WHERE doc_id = ?1",
+            "SELECT o.hash, o.peer_id, o.device, o.received_at, v.name
+             FROM change_origins o LEFT JOIN devices v ON v.id = o.device WHERE o.doc_id = ?1",
         )?;
         let rows = stmt.query_map([doc.to_string()], |r| {
             Ok((
@@ -326,9 +344,38 @@ impl Store {
                 Origin {
                     peer_id: r.get(1)?,
                     device: r.get(2)?,
+                    device_name: r.get(4)?,
                     received_at: r.get(3)?,
                 },
             ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The last `limit` changes stored, newest first, with the record they
+    /// went into and the device that delivered them (by name, if known).
+    pub fn recent_changes(&self, limit: u32) -> Result<Vec<RecentChange>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT o.hash, o.doc_id, d.kind, d.title, o.device, v.name, v.role, o.received_at
+             FROM change_origins o
+             LEFT JOIN documents d ON d.id = o.doc_id
+             LEFT JOIN devices v ON v.id = o.device
+             ORDER BY o.received_at DESC, o.rowid DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(RecentChange {
+                hash: r.get(0)?,
+                record: r.get(1)?,
+                kind: r.get(2)?,
+                title: r
+                    .get::<_, Option<String>>(3)?
+                    .and_then(|t| serde_json::from_str(&t).ok()),
+                device: r.get(4)?,
+                device_name: r.get(5)?,
+                device_role: r.get(6)?,
+                received_at: r.get(7)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -77,6 +77,21 @@ async fn a_record_its_history_and_its_past() {
     assert_eq!(last["message"], "Correct the time");
     assert_eq!(last["fields"], json!(["/time"]));
     assert_eq!(last["delivered_by"]["peer_id"], "secretary");
+    assert_eq!(last["delivered_by"]["device_name"], "test coordinator");
+    // The newest change of any record comes first in the recent changes.
+    let recent = app.get_json("/api/changes?limit=5").await;
+    let recent = recent.as_array().unwrap();
+    assert_eq!(
+        recent.len(),
+        1,
+        "the demo's seeded changes came from no device"
+    );
+    assert_eq!(recent[0]["hash"], last["hash"]);
+    assert_eq!(recent[0]["record"], meeting.to_string());
+    assert_eq!(recent[0]["kind"], "meeting");
+    assert_eq!(recent[0]["device_name"], "test coordinator");
+    assert_eq!(recent[0]["device_role"], "coordinator");
+    assert!(recent[0]["title"]["ar"].is_string());
     // As it stood on the day of the meeting: the demo's afternoon.
     let then = app
         .get_json(&format!("/api/records/{meeting}?at=2025-10-31"))
