@@ -1,60 +1,40 @@
-// A read-only view of the merged records, from the coordinators' API.
-// Plain modules, nothing loaded from outside the server.
-const LABELS = {
-  ar: { club: "نادي السمارة الدولي للمدن المتوأمة", readonly: "عرض للقراءة فقط من الخادم. تطبيق المندوبين دون اتصال قيد الإنجاز.",
-        kinds: { club: "النادي", city: "المدن", agreement: "الاتفاقيات", project: "المشاريع", meeting: "الاجتماعات", person: "الأشخاص", report: "التقارير" } },
-  fr: { club: "Club international de Smara des villes jumelées", readonly: "Vue en lecture seule du serveur. L'application hors ligne des délégués est en cours.",
-        kinds: { club: "Club", city: "Villes", agreement: "Accords", project: "Projets", meeting: "Réunions", person: "Personnes", report: "Rapports" } },
-  en: { club: "Smara International Club of Twinned Cities", readonly: "Read-only view from the server. The delegates' offline app is in progress.",
-        kinds: { club: "Club", city: "Cities", agreement: "Agreements", project: "Projects", meeting: "Meetings", person: "People", report: "Reports" } },
+// The field app: delegates browse and edit the club's records offline, and
+// coordinators see them merged. Every record lives in the browser client's
+// IndexedDB store (`/pkg/twinsync_client.js`) and syncs whenever a
+// connection allows; nothing here is loaded from outside the server.
+
+import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
+import { LANGS, t, formatDate, formatDateTime, formatNumber } from "./i18n.js";
+import { matches } from "./search.js";
+import { h, fill, words, pick, show, fieldRows, creationRows } from "./fields.js";
+
+const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
+const $ = (sel) => document.querySelector(sel);
+
+const app = {
+  lang: LANGS.includes(localStorage.getItem("lang")) ? localStorage.getItem("lang") : "ar",
+  token: null,
+  me: JSON.parse(localStorage.getItem("me") ?? "null"),
+  client: null,
+  schema: null,
+  summaries: [],
+  byUrl: new Map(),
+  /** Search text per record id, built on first search and kept fresh. */
+  texts: new Map(),
+  query: "",
+  /** The record view on screen: its id and its field editors by path. */
+  view: null,
 };
-const SIGN_IN = {
-  ar: { signin: "افتح رابط الدعوة الذي أرسله إليك منسق لتسجيل الدخول على هذا الجهاز.", failed: "تعذر تسجيل الدخول: " },
-  fr: { signin: "Ouvrez le lien d'invitation envoyé par un coordinateur pour connecter cet appareil.", failed: "Connexion impossible : " },
-  en: { signin: "Open the invite link a coordinator sent you to sign this device in.", failed: "Could not sign in: " },
-};
-const ORDER = ["club", "city", "agreement", "project", "meeting", "person", "report"];
-let lang = localStorage.getItem("lang") || "ar";
-let records = [];
+const tr = (key, vars) => t(app.lang, key, vars);
 
-function title(t) {
-  return (t && (t[lang] || t.ar || t.fr || t.en)) || "—";
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("/sw.js").catch((e) => console.warn("no offline shell:", e));
 }
 
-function render() {
-  document.documentElement.lang = lang;
-  document.documentElement.dir = lang === "ar" ? "rtl" : "ltr";
-  for (const el of document.querySelectorAll("[data-t]")) el.textContent = LABELS[lang][el.dataset.t];
-  for (const b of document.querySelectorAll("[data-lang]")) b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
-  const root = document.getElementById("records");
-  root.replaceChildren();
-  for (const kind of ORDER) {
-    const items = records.filter((r) => r.kind === kind);
-    if (!items.length) continue;
-    const section = document.createElement("section");
-    const h = document.createElement("h2");
-    h.textContent = `${LABELS[lang].kinds[kind]} (${new Intl.NumberFormat(lang).format(items.length)})`;
-    const ul = document.createElement("ul");
-    for (const r of items) {
-      const li = document.createElement("li");
-      const name = document.createElement("bdi");
-      name.textContent = title(r.title);
-      const status = document.createElement("span");
-      status.className = "status";
-      status.textContent = r.status || "";
-      li.append(name, status);
-      ul.append(li);
-    }
-    section.append(h, ul);
-    root.append(section);
-  }
-}
+// ----- Signing in ----------------------------------------------------------
 
-for (const b of document.querySelectorAll("[data-lang]")) {
-  b.addEventListener("click", () => { lang = b.dataset.lang; localStorage.setItem("lang", lang); render(); });
-}
-// An invite link (`/#invite=CODE`) is redeemed once for a device token,
-// kept in this browser so the device stays signed in offline.
+// An invite link (`/#invite=CODE`) is redeemed once for a device token, kept
+// in this browser so the device stays signed in offline.
 async function signIn() {
   const code = new URLSearchParams(location.hash.slice(1)).get("invite");
   if (code) {
@@ -67,30 +47,499 @@ async function signIn() {
     const body = await res.json();
     if (!res.ok) throw new Error(body.error ?? res.statusText);
     localStorage.setItem("token", body.token);
+    localStorage.removeItem("me");
+    app.me = null;
   }
   return localStorage.getItem("token");
 }
 
-function say(text) {
-  const p = document.createElement("p");
-  p.className = "note";
-  p.textContent = text;
-  document.getElementById("records").replaceChildren(p);
+/** Who this device is; asked of the server when it answers, else as last known. */
+async function whoAmI() {
+  try {
+    const res = await api("/api/me");
+    if (res.ok) {
+      app.me = await res.json();
+      localStorage.setItem("me", JSON.stringify(app.me));
+    }
+  } catch { /* offline: keep the last known answer */ }
 }
 
-try {
-  const token = await signIn();
-  if (!token) {
-    render();
-    say(SIGN_IN[lang].signin);
-  } else {
-    const res = await fetch("/api/records", { headers: { authorization: `Bearer ${token}` } });
-    const body = await res.json();
-    if (!res.ok) throw new Error(body.error ?? res.statusText);
-    records = body;
-    render();
-  }
-} catch (e) {
-  render();
-  say(SIGN_IN[lang].failed + e.message);
+const api = (path) => fetch(path, { headers: { authorization: `Bearer ${app.token}` } });
+const role = () => app.me?.role ?? "delegate";
+const isCoordinator = () => role() === "coordinator";
+const writable = () => role() !== "observer";
+
+// ----- Chrome: language, navigation, sync bar -------------------------------
+
+function chrome() {
+  const root = document.documentElement;
+  root.lang = app.lang;
+  root.dir = app.lang === "ar" ? "rtl" : "ltr";
+  document.title = `${tr("club")} — twinsync`;
+  for (const el of document.querySelectorAll("[data-t]")) el.textContent = tr(el.dataset.t);
+  for (const b of document.querySelectorAll("[data-lang]")) b.setAttribute("aria-pressed", String(b.dataset.lang === app.lang));
+  $("#search").placeholder = tr("searchPlaceholder");
+  $("#search").value = app.query;
+  $('nav.views a[href="#/dashboard"]').hidden = role() === "delegate";
+  $("#me").textContent = app.me ? tr("signedInAs", { name: app.me.name, role: tr(app.me.role) }) : "";
+  syncBar(app.client?.status());
 }
+
+for (const b of document.querySelectorAll("[data-lang]")) {
+  b.addEventListener("click", () => {
+    app.lang = b.dataset.lang;
+    localStorage.setItem("lang", app.lang);
+    chrome();
+    route();
+  });
+}
+
+function syncBar(s) {
+  const bar = $("#sync");
+  if (!s) { bar.hidden = true; return; }
+  bar.hidden = false;
+  bar.dataset.state = s.state;
+  const state = {
+    offline: tr("offline"),
+    connecting: tr("connecting"),
+    syncing: tr("syncing", { n: formatNumber(app.lang, s.syncing) }),
+    "up-to-date": tr("upToDate"),
+    error: tr("syncError", { reason: s.error ?? "" }),
+  }[s.state];
+  $("#sync-state").textContent = state;
+  $("#sync-waiting").textContent = s.unconfirmed ? tr("waiting", { n: formatNumber(app.lang, s.unconfirmed) }) : "";
+  $("#sync-refused").textContent = s.refused ? tr("refused", { reason: s.refused }) : "";
+  const toggle = $("#sync-toggle");
+  toggle.textContent = s.state === "offline" ? tr("goOnline") : tr("goOffline");
+  toggle.onclick = () => {
+    if (app.client.status().state === "offline") app.client.connect();
+    else app.client.disconnect();
+    syncBar(app.client.status());
+  };
+}
+
+function say(text) {
+  fill($("#view"), h("p", { class: "note" }, text));
+}
+
+// ----- Records ----------------------------------------------------------------
+
+function refreshSummaries() {
+  app.summaries = app.client.list();
+  app.byUrl = new Map(app.summaries.map((s) => [s.url, s]));
+}
+
+/** Everything a record says, in every language, for search. */
+function searchText(id) {
+  let text = app.texts.get(id);
+  if (text === undefined) {
+    try {
+      const view = app.client.read(id);
+      text = JSON.stringify(view.record ?? view.title ?? "").replace(/automerge:[1-9A-HJ-NP-Za-km-z]+/g, " ");
+    } catch { text = ""; }
+    app.texts.set(id, text);
+  }
+  return text;
+}
+
+function recordItem(s) {
+  const status = s.status ? tr(`value.${s.status}`) : "";
+  return h("li", { "data-id": s.id, "data-kind": s.kind ?? "" },
+    h("a", { href: `#/r/${s.id}` }, words(pick(s.title, app.lang) || s.id)),
+    status ? h("span", { class: "status" }, status) : null,
+    s.valid ? null : h("span", { class: "invalid" }, "!"));
+}
+
+function listView(kind) {
+  const shown = app.summaries.filter((s) => (!kind || s.kind === kind) && (!app.query || matches(searchText(s.id), app.query)));
+  const tabs = h("nav", { class: "kinds", "aria-label": tr("records") },
+    h("a", { href: "#/", "aria-current": kind ? null : "page" }, tr("records")),
+    KINDS.filter((k) => k !== "club").map((k) => h("a", { href: `#/k/${k}`, "aria-current": k === kind ? "page" : null }, tr(`kinds.${k}`))));
+  const sections = [];
+  for (const k of KINDS) {
+    const items = shown.filter((s) => s.kind === k)
+      .sort((a, b) => pick(a.title, app.lang).localeCompare(pick(b.title, app.lang), app.lang));
+    if (!items.length) continue;
+    sections.push(h("section", { "data-kind": k },
+      h("h2", {}, `${tr(`kinds.${k}`)} (${formatNumber(app.lang, items.length)})`),
+      h("ul", {}, items.map(recordItem))));
+  }
+  const actions = kind && kind !== "club" && writable()
+    ? h("p", {}, h("a", { class: "button", href: `#/new/${kind}` }, tr("newRecord", { kind: tr(`kind.${kind}`) })))
+    : null;
+  fill($("#view"), tabs, actions, h("div", { id: "records", "aria-live": "polite" },
+    sections.length ? sections : h("p", { class: "note" }, tr("noResults"))));
+}
+
+$("#search").addEventListener("input", (e) => {
+  app.query = e.target.value;
+  if (!location.hash.startsWith("#/k/")) { if (location.hash !== "#/" && location.hash !== "") location.hash = "#/"; }
+  route();
+});
+
+/** Writes `edits` to the record on screen; the change is on the device when this resolves. */
+async function edit(id, edits, opts = {}) {
+  try {
+    await app.client.edit(id, edits, opts.message ?? edits.map((e) => `${e.op} ${e.path}`).join(", "));
+    $("#notice").textContent = "";
+    if (opts.rerender) recordView(id);
+  } catch (e) {
+    $("#notice").textContent = `${e.name}: ${e.message}`;
+  }
+}
+
+function recordView(id, at = null) {
+  let view;
+  try {
+    view = app.client.read(id);
+  } catch (e) {
+    say(`${e.name}: ${e.message}`);
+    return;
+  }
+  const kind = view.kind;
+  // What the server would refuse anyway is shown read-only, with why.
+  const locked = isCoordinator() ? null
+    : kind === "meeting" && view.record?.adopted ? tr("lockedAdopted")
+    : kind === "agreement" && view.record?.status === "ended" ? tr("lockedEnded")
+    : !writable() ? tr("readOnly") : null;
+  const ctx = {
+    lang: app.lang,
+    summaries: app.summaries,
+    byUrl: app.byUrl,
+    writable: !locked && at === null,
+    editors: new Map(),
+    edit: (edits, opts) => edit(id, edits, opts),
+  };
+  app.view = { id, ctx, at };
+  const fields = app.schema[kind] ?? [];
+  let record = view.record;
+  let body;
+  if (at !== null) {
+    const past = app.client.readAt(id, at);
+    record = past.record;
+    body = record ? fieldRows(ctx, fields, record) : [h("p", { class: "note" }, tr("notYet"))];
+  } else {
+    body = fieldRows(ctx, fields, record ?? {});
+  }
+  const problems = view.errors?.length
+    ? h("p", { class: "warning" }, tr("invalid", { reason: view.errors.map((e) => `${e.path}: ${e.reason}`).join("; ") }))
+    : null;
+  const readOnly = locked ? h("p", { class: "note locked" }, locked) : null;
+  fill($("#view"), 
+    h("p", {}, h("a", { href: kind ? `#/k/${kind}` : "#/" }, tr("back"))),
+    h("h2", { class: "record-title" }, h("small", {}, kind ? tr(`kind.${kind}`) : ""), " ", words(pick(view.title, app.lang))),
+    problems, readOnly,
+    at !== null ? h("p", { class: "asof-banner" }, `${tr("asOf")} ${formatDate(app.lang, new Date(at).toISOString().slice(0, 10))} — `, h("a", { href: `#/r/${id}` }, tr("current"))) : null,
+    h("form", { class: "record", onsubmit: (e) => e.preventDefault() }, body),
+    at === null ? conflictList([{ id, view }]) : null,
+    historySection(id, fields),
+  );
+}
+
+/** When the record on screen changed elsewhere: update its editors in place, or redraw. */
+function refreshRecordView(paths) {
+  const { id, ctx, at } = app.view;
+  if (at !== null) return;
+  const view = app.client.read(id);
+  const focused = document.activeElement;
+  const typing = focused && $("#view form.record")?.contains(focused);
+  const updatable = paths.every((p) => ctx.editors.has(p) || ctx.editors.has(p.split("/").slice(0, -1).join("/")));
+  if (typing && updatable) {
+    for (const p of paths) {
+      const path = ctx.editors.has(p) ? p : p.split("/").slice(0, -1).join("/");
+      ctx.editors.get(path)(valueAt(view.record, path));
+    }
+    $("#view section.conflicts")?.replaceWith(conflictList([{ id, view }]));
+  } else {
+    recordView(id);
+  }
+}
+
+function valueAt(record, path) {
+  let v = record;
+  for (const part of path.split("/").slice(1)) {
+    if (v == null) return undefined;
+    v = Array.isArray(v) ? v.find((item) => item.id === part) : v[part];
+  }
+  return v;
+}
+
+function conflictList(records) {
+  const rows = [];
+  for (const { id, view } of records) {
+    for (const c of view.conflicts ?? []) {
+      const name = c.path.split("/").filter((p) => p && !/^[0-9a-f-]{8,}$/i.test(p)).pop();
+      const field = { name, type: "str" };
+      rows.push(h("li", { "data-path": c.path, "data-id": id },
+        records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
+        h("span", { class: "label" }, tr(`field.${name}`)),
+        h("div", { class: "values" }, c.values.map((v) => h("button", {
+          type: "button", class: "keep", "data-value": JSON.stringify(v.value),
+          onclick: async () => {
+            await app.client.resolve(id, c.path, v.value, `resolve ${c.path}`);
+            route();
+          },
+        }, words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, guessType(field, v.value), v.value)), " · ", tr("keep"))))));
+    }
+  }
+  return h("section", { class: "conflicts" }, h("h3", {}, tr("conflicts")),
+    rows.length ? [h("p", { class: "note" }, tr("conflictHelp")), h("ul", {}, rows)] : h("p", { class: "note" }, tr("noConflicts")));
+}
+
+function guessType(field, value) {
+  if (typeof value === "boolean") return { ...field, type: "bool" };
+  if (typeof value === "string" && value.startsWith("automerge:")) return { ...field, type: "ref" };
+  if (typeof value === "string" && /^\d{4}-\d{2}-\d{2}$/.test(value)) return { ...field, type: "date" };
+  if (["status", "outcome", "domain", "twinning_status", "report_type", "kind"].includes(field.name)) return { ...field, type: "enum" };
+  return field;
+}
+
+function historySection(id, fields) {
+  const list = h("ol", { class: "history", reversed: true });
+  const section = h("section", { class: "history" }, h("h3", {}, tr("history")));
+  const date = h("input", { type: "date", "aria-label": tr("asOf") });
+  section.append(h("form", {
+    class: "asof",
+    onsubmit: (e) => {
+      e.preventDefault();
+      if (date.value) location.hash = `#/r/${id}/at/${date.value}`;
+    },
+  }, h("label", {}, tr("asOf"), " ", date), h("button", {}, tr("show"))));
+  section.append(list);
+  let entries = [];
+  try { entries = app.client.history(id).slice().reverse(); } catch { /* shown empty */ }
+  const names = new Map();
+  const draw = () => {
+    // Typing makes a change per keystroke: one line per run of changes by
+    // one writer to the same fields within five minutes.
+    const runs = [];
+    for (const e of entries) {
+      const fields = topFields(e.fields).join(",");
+      const last = runs.at(-1);
+      if (last && last.actor === e.actor && last.fields === fields && last.first.time - e.time < 300) {
+        last.count++;
+        last.first = e;
+        names.has(e.hash) && !names.has(last.newest.hash) && names.set(last.newest.hash, names.get(e.hash));
+      } else {
+        runs.push({ actor: e.actor, fields, newest: e, first: e, count: 1 });
+      }
+    }
+    fill(list, runs.slice(0, 50).map((r) => h("li", { "data-hash": r.newest.hash },
+      h("time", {}, r.newest.time ? formatDateTime(app.lang, r.newest.time) : ""), " · ",
+      h("span", { class: "who" }, words(names.get(r.newest.hash) ?? tr("unknownAuthor"))), " · ",
+      h("span", { class: "what" }, r.fields.split(",").filter(Boolean).map((f) => tr(`field.${f}`)).join(app.lang === "ar" ? "، " : ", ")),
+      r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null)));
+  };
+  draw();
+  // Who delivered each change is known to the server; ask when it answers.
+  api(`/api/records/${id}/history`).then(async (res) => {
+    if (!res.ok) return;
+    for (const e of await res.json()) if (e.delivered_by?.device_name) names.set(e.hash, e.delivered_by.device_name);
+    draw();
+  }).catch(() => {});
+  return section;
+}
+
+function newView(kind) {
+  const ctx = { lang: app.lang, summaries: app.summaries, byUrl: app.byUrl };
+  const { rows, read } = creationRows(ctx, app.schema[kind] ?? []);
+  const form = h("form", {
+    class: "record new",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        const id = await app.client.create(kind, read(), `create ${kind}`);
+        location.hash = `#/r/${id}`;
+      } catch (err) {
+        $("#notice").textContent = `${err.name}: ${err.message}`;
+      }
+    },
+  }, rows, h("div", { class: "actions" }, h("button", { type: "submit" }, tr("create")), h("a", { href: `#/k/${kind}` }, tr("cancel"))));
+  fill($("#view"), h("h2", {}, tr("newRecord", { kind: tr(`kind.${kind}`) })), form);
+}
+
+// ----- The coordinators' dashboard ------------------------------------------
+
+function dashboardView() {
+  const today = new Date().toISOString().slice(0, 10);
+  const count = (items, key) => {
+    const m = new Map();
+    for (const i of items) m.set(key(i), (m.get(key(i)) ?? 0) + 1);
+    return [...m.entries()].sort((a, b) => b[1] - a[1]);
+  };
+  const table = (head, rows) => h("table", {}, h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c)))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))));
+  const cityName = (url) => (url ? pick(app.byUrl.get(url)?.title, app.lang) || url : tr("noCity"));
+
+  const agreements = app.summaries.filter((s) => s.kind === "agreement");
+  const projects = app.summaries.filter((s) => s.kind === "project");
+  const read = app.summaries.map((s) => { try { return { id: s.id, view: app.client.read(s.id) }; } catch { return null; } }).filter(Boolean);
+  const overdue = [];
+  for (const { id, view } of read) {
+    if (view.kind !== "project") continue;
+    for (const m of view.record?.milestones ?? []) {
+      if (m.due && m.due < today && !["done", "cancelled"].includes(m.status)) overdue.push({ id, view, m });
+    }
+  }
+  overdue.sort((a, b) => a.m.due.localeCompare(b.m.due));
+
+  const recent = h("ol", { class: "recent" });
+  const drawRecent = (rows) => fill(recent, rows.map((r) => h("li", {},
+    h("time", {}, formatDateTime(app.lang, r.time)), " · ",
+    h("span", { class: "who" }, words(r.who ?? tr("unknownAuthor"))), " · ",
+    h("a", { href: `#/r/${r.id}` }, words(pick(app.byUrl.get(`automerge:${r.id}`)?.title, app.lang) || r.id)), " · ",
+    h("span", { class: "what" }, r.fields.map((f) => tr(`field.${f}`)).join(app.lang === "ar" ? "، " : ", ")))));
+  // On this device: every record's log, newest first.
+  const local = [];
+  for (const s of app.summaries) {
+    let log = [];
+    try { log = app.client.history(s.id); } catch { /* skipped */ }
+    for (const e of log) local.push({ id: s.id, time: e.time, hash: e.hash, fields: topFields(e.fields) });
+  }
+  local.sort((a, b) => b.time - a.time);
+  drawRecent(local.slice(0, 30));
+  // With the server: who delivered each change, and changes not yet here.
+  api("/api/changes?limit=30").then(async (res) => {
+    if (!res.ok) return;
+    const delivered = await res.json();
+    const who = new Map(delivered.map((c) => [c.hash, c.device_name]));
+    const rows = local.slice(0, 30).map((r) => ({ ...r, who: who.get(r.hash) }));
+    for (const c of delivered) {
+      if (rows.some((r) => r.hash === c.hash)) continue;
+      rows.push({ id: c.record, hash: c.hash, time: c.received_at, who: c.device_name, fields: [] });
+    }
+    drawRecent(rows.sort((a, b) => b.time - a.time).slice(0, 30));
+  }).catch(() => {});
+
+  const byCity = new Map();
+  for (const p of projects) {
+    const key = p.city ?? "";
+    const row = byCity.get(key) ?? { total: 0, active: 0, overdue: 0 };
+    row.total++;
+    if (p.status === "active") row.active++;
+    byCity.set(key, row);
+  }
+  for (const o of overdue) {
+    const key = o.view.city ?? "";
+    const row = byCity.get(key) ?? { total: 0, active: 0, overdue: 0 };
+    row.overdue++;
+    byCity.set(key, row);
+  }
+  const n = (x) => formatNumber(app.lang, x);
+  fill($("#view"), 
+    h("section", { id: "by-status" }, h("h3", {}, tr("agreementsByStatus")),
+      table([tr("field.status"), tr("count")], count(agreements, (a) => a.status ?? "").map(([s, c]) => [s ? tr(`value.${s}`) : tr("none"), n(c)]))),
+    h("section", { id: "by-city" }, h("h3", {}, tr("projectsByCity")),
+      table([tr("city"), tr("kinds.project"), tr("value.active"), tr("overdueMilestones")],
+        [...byCity.entries()].map(([city, r]) => [words(cityName(city)), n(r.total), n(r.active), n(r.overdue)]))),
+    h("section", { id: "overdue" }, h("h3", {}, tr("overdueMilestones")),
+      overdue.length ? h("ul", {}, overdue.map((o) => h("li", {},
+        h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang))), " — ", words(o.m.title), " · ",
+        tr("due", { date: formatDate(app.lang, o.m.due) })))) : h("p", { class: "note" }, tr("none"))),
+    h("section", { id: "recent" }, h("h3", {}, tr("recentChanges")), recent),
+    conflictList(read),
+    exportSection(read),
+  );
+}
+
+const topFields = (paths) => [...new Set(paths.map((p) => p.split("/")[1]).filter(Boolean))];
+
+function exportSection(read) {
+  const download = (name, type, text) => {
+    const a = h("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  };
+  const csv = (kind) => {
+    const rows = read.filter((r) => r.view.kind === kind);
+    const fields = (app.schema[kind] ?? []).filter((f) => !["list", "map", "text"].includes(f.type));
+    const cell = (v) => `"${String(v ?? "").replaceAll('"', '""')}"`;
+    const head = ["id", ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${f.name}_${l}`) : [f.name]))];
+    const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {
+      const v = view.record?.[f.name];
+      if (f.type === "multilingual") return LANGS.map((l) => v?.[l] ?? "");
+      if (f.type === "ref") return [v ? pick(app.byUrl.get(v)?.title, app.lang) || v : ""];
+      return [Array.isArray(v) ? v.join("; ") : v];
+    })].map(cell).join(","));
+    // A byte-order mark so spreadsheets read Arabic as UTF-8.
+    return "\ufeff" + [head.map(cell).join(","), ...lines].join("\r\n") + "\r\n";
+  };
+  return h("section", { id: "export" }, h("h3", {}, tr("export")),
+    h("button", { type: "button", id: "export-json", onclick: () => download("twinsync-records.json", "application/json",
+      JSON.stringify(read.map(({ id, view }) => ({ id, kind: view.kind, record: view.record ?? null, errors: view.errors ?? [] })), null, 2)) }, tr("exportJson")),
+    KINDS.filter((k) => k !== "club").map((k) => h("button", { type: "button", "data-kind": k, onclick: () => download(`twinsync-${k}.csv`, "text/csv", csv(k)) },
+      tr("exportCsv", { kind: tr(`kinds.${k}`) }))));
+}
+
+// ----- Routing ---------------------------------------------------------------
+
+function route() {
+  if (!app.client) return;
+  const parts = location.hash.replace(/^#\/?/, "").split("/");
+  for (const a of document.querySelectorAll("nav.views a")) {
+    a.setAttribute("aria-current", String(a.getAttribute("href") === "#/dashboard" ? parts[0] === "dashboard" : parts[0] !== "dashboard"));
+  }
+  app.view = null;
+  if (parts[0] === "r" && parts[1]) {
+    const at = parts[2] === "at" && parts[3] ? Date.parse(`${parts[3]}T23:59:59Z`) : null;
+    recordView(parts[1], Number.isNaN(at) ? null : at);
+  } else if (parts[0] === "new" && KINDS.includes(parts[1])) newView(parts[1]);
+  else if (parts[0] === "dashboard") dashboardView();
+  else listView(parts[0] === "k" && KINDS.includes(parts[1]) ? parts[1] : null);
+}
+addEventListener("hashchange", () => {
+  // An invite link opened in a tab that already shows the app.
+  if (location.hash.includes("invite=")) location.reload();
+  else route();
+});
+
+function onChanges(changes) {
+  for (const c of changes) app.texts.delete(c.id);
+  refreshSummaries();
+  const current = changes.find((c) => app.view && c.id === app.view.id);
+  if (app.view) {
+    if (current && current.origin === "remote") refreshRecordView(current.paths);
+    else if (current && current.paths.some((p) => !app.view.ctx.editors.has(p))) {
+      // A local change this screen did not draw (a new item, a resolved conflict).
+      if (!$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id);
+    }
+  } else if (!$("#view").contains(document.activeElement) || document.activeElement === document.body) {
+    // Lists and the dashboard redraw at most every 300 ms while records pour in.
+    clearTimeout(app.redraw);
+    app.redraw = setTimeout(() => { if (!app.view) route(); }, 300);
+  }
+}
+
+// ----- Start -----------------------------------------------------------------
+
+async function start() {
+  chrome();
+  try {
+    app.token = await signIn();
+  } catch (e) {
+    say(tr("signinFailed") + e.message);
+    return;
+  }
+  if (!app.token) {
+    say(tr("signin"));
+    return;
+  }
+  await init();
+  app.schema = loadSchema();
+  try {
+    app.client = await Client.open({ token: app.token });
+  } catch (e) {
+    say(tr("storageError", { reason: `${e.name}: ${e.message}` }));
+    return;
+  }
+  window.twinsync = app.client;
+  await whoAmI();
+  refreshSummaries();
+  app.client.onStatus((s) => syncBar(s));
+  app.client.subscribe(onChanges);
+  chrome();
+  route();
+}
+
+start();

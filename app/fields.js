@@ -1,0 +1,315 @@
+// Editors for a record's fields, built from the schema the client exports
+// (`schema()`), so a field added to a kind's table appears in every form.
+// Each editor writes through `ctx.edit(edits)` as soon as the person
+// changes it; text fields splice character by character, so two people
+// writing the same minutes offline both keep every word.
+
+import { t, formatDate, formatNumber } from "./i18n.js";
+
+/** What kind of record a reference field points to. */
+export const REF_KIND = {
+  seat: "city", city: "city", owner_city: "city", party: "city", parties: "city",
+  representative: "person", chair: "person", author: "person", presenter: "person",
+  owner: "person", person: "person", attendees: "person", agreement: "agreement",
+};
+
+/** `h("tag", {attr: value, onclick: f}, ...children)`: a DOM element. */
+export function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "class") node.className = v;
+    else if (k in node && typeof v !== "string") node[k] = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+/** Replaces `node`'s children, skipping absent ones. */
+export function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+/** A user's words, isolated so Arabic and Latin runs keep their order. */
+export const words = (text) => h("bdi", {}, text ?? "");
+
+/** A multilingual value in the reader's language, else any language. */
+export function pick(value, lang) {
+  if (value == null) return "";
+  if (typeof value === "string") return value;
+  return value[lang] || value.ar || value.fr || value.en || "";
+}
+
+/** The splice that turns `a` into `b`: common prefix and suffix kept, in UTF-16 units. */
+export function diff(a, b) {
+  if (a === b) return null;
+  let start = 0;
+  const max = Math.min(a.length, b.length);
+  while (start < max && a.charCodeAt(start) === b.charCodeAt(start)) start++;
+  let end = 0;
+  while (end < max - start && a.charCodeAt(a.length - 1 - end) === b.charCodeAt(b.length - 1 - end)) end++;
+  // Never split a surrogate pair: back off to the pair's start.
+  if (start > 0 && isHigh(a.charCodeAt(start - 1))) start--;
+  if (end > 0 && isLow(a.charCodeAt(a.length - end))) end--;
+  return { index: start, delete: a.length - start - end, insert: b.slice(start, b.length - end) };
+}
+const isHigh = (c) => c >= 0xd800 && c <= 0xdbff;
+const isLow = (c) => c >= 0xdc00 && c <= 0xdfff;
+
+/** Where a caret at `pos` goes when `d` is applied before or around it. */
+function shift(pos, d) {
+  if (pos <= d.index) return pos;
+  if (pos >= d.index + d.delete) return pos - d.delete + d.insert.length;
+  return d.index + d.insert.length;
+}
+
+function titleOf(ctx, url) {
+  const s = ctx.byUrl.get(url);
+  return s ? pick(s.title, ctx.lang) || s.id : url;
+}
+
+function options(ctx, kind) {
+  return ctx.summaries
+    .filter((s) => s.kind === kind)
+    .map((s) => ({ value: s.url, label: pick(s.title, ctx.lang) || s.id }))
+    .sort((a, b) => a.label.localeCompare(b.label, ctx.lang));
+}
+
+/** A field's value as read-only text. */
+export function show(ctx, field, value) {
+  const lang = ctx.lang;
+  if (value === null || value === undefined || value === "") return t(lang, "none");
+  switch (field.type) {
+    case "multilingual": return pick(value, lang);
+    case "date": return formatDate(lang, value);
+    case "enum": return t(lang, `value.${value}`);
+    case "bool": return t(lang, value ? "yes" : "no");
+    case "int": return formatNumber(lang, value);
+    case "ref": return titleOf(ctx, value);
+    case "set": return value.length
+      ? value.map((m) => (field.values ? t(lang, `value.${m}`) : REF_KIND[field.name] ? titleOf(ctx, m) : m)).join(lang === "ar" ? "، " : ", ")
+      : t(lang, "none");
+    case "list": return formatNumber(lang, value.length);
+    case "map": return formatNumber(lang, Object.keys(value).length);
+    default: return String(value);
+  }
+}
+
+/**
+ * The rows of `fields` for `value` (a record or a list item) under `prefix`.
+ * `ctx`: { lang, summaries, byUrl, writable, edit(edits), editors: Map(path → update) }.
+ */
+export function fieldRows(ctx, fields, value, prefix = "") {
+  const rows = [];
+  for (const field of fields) {
+    if (field.name === "id") continue;
+    const path = `${prefix}/${field.name}`;
+    const v = value?.[field.name];
+    const label = h("span", { class: "label" }, t(ctx.lang, `field.${field.name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
+    const body = ctx.writable ? editor(ctx, field, v, path) : h("div", { class: "value" }, words(show(ctx, field, v)));
+    rows.push(h("div", { class: `field ${field.type}`, "data-path": path }, label, body));
+  }
+  return rows;
+}
+
+function editor(ctx, field, value, path) {
+  const lang = ctx.lang;
+  const set = (v) => ctx.edit([{ op: "set", path, value: v }]);
+  const plain = (input, read) => {
+    input.addEventListener("change", () => set(read()));
+    ctx.editors.set(path, (v) => { if (document.activeElement !== input) input.value = v ?? ""; });
+    return input;
+  };
+  switch (field.type) {
+    case "str": {
+      const input = h("input", { type: "text", dir: "auto", value: value ?? "" });
+      return plain(input, () => (input.value === "" && !field.required ? null : input.value));
+    }
+    case "date": {
+      const input = h("input", { type: "date", value: value ?? "" });
+      return plain(input, () => input.value || (field.required ? input.defaultValue : null));
+    }
+    case "int": {
+      const input = h("input", { type: "number", min: field.min, max: field.max, value: value ?? "" });
+      return plain(input, () => (input.value === "" ? null : Number(input.value)));
+    }
+    case "enum": {
+      const select = h("select", {},
+        field.required ? null : h("option", { value: "" }, t(lang, "none")),
+        field.values.map((v) => h("option", { value: v, selected: v === value }, t(lang, `value.${v}`))));
+      select.value = value ?? "";
+      return plain(select, () => select.value || null);
+    }
+    case "ref": {
+      const kind = REF_KIND[field.name];
+      const select = h("select", {},
+        field.required ? null : h("option", { value: "" }, t(lang, "none")),
+        options(ctx, kind).map((o) => h("option", { value: o.value }, o.label)));
+      if (value && !ctx.byUrl.has(value)) select.append(h("option", { value }, value));
+      select.value = value ?? "";
+      return plain(select, () => select.value || null);
+    }
+    case "bool": {
+      const box = h("input", { type: "checkbox", checked: Boolean(value) });
+      box.addEventListener("change", () => set(box.checked));
+      ctx.editors.set(path, (v) => { box.checked = Boolean(v); });
+      return box;
+    }
+    case "multilingual": {
+      const group = h("div", { class: "langs" });
+      for (const l of ["ar", "fr", "en"]) {
+        const input = h("input", { type: "text", lang: l, dir: l === "ar" ? "rtl" : "ltr", value: value?.[l] ?? "", "aria-label": `${t(lang, `field.${field.name}`)} (${l})`, placeholder: l });
+        input.addEventListener("change", () => ctx.edit([{ op: "set", path: `${path}/${l}`, value: input.value || null }]));
+        ctx.editors.set(`${path}/${l}`, (v) => { if (document.activeElement !== input) input.value = v ?? ""; });
+        group.append(input);
+      }
+      ctx.editors.set(path, (v) => { for (const l of ["ar", "fr", "en"]) ctx.editors.get(`${path}/${l}`)(v?.[l]); });
+      return group;
+    }
+    case "text": return textArea(ctx, path, value);
+    case "set": return setEditor(ctx, field, value ?? [], path);
+    case "list": return listEditor(ctx, field, value ?? [], path);
+    default:
+      return h("div", { class: "value" }, words(show(ctx, field, value)));
+  }
+}
+
+/**
+ * Long text, merged character by character: every keystroke becomes a splice
+ * at UTF-16 offsets, and text arriving from others is spliced in around the
+ * caret instead of replacing what the person is typing.
+ */
+function textArea(ctx, path, value) {
+  const area = h("textarea", { dir: "auto", rows: 8 });
+  area.value = value ?? "";
+  let last = area.value;
+  const send = () => {
+    const d = diff(last, area.value);
+    last = area.value;
+    if (d) ctx.edit([{ op: "splice_text", path, ...d }]);
+  };
+  area.addEventListener("input", (e) => { if (!e.isComposing) send(); });
+  area.addEventListener("compositionend", send);
+  ctx.editors.set(path, (remote) => {
+    remote ??= "";
+    const d = diff(area.value, remote);
+    if (!d) return;
+    const [s, e] = [area.selectionStart, area.selectionEnd];
+    area.value = remote;
+    last = remote;
+    if (document.activeElement === area) area.setSelectionRange(shift(s, d), shift(e, d));
+  });
+  return area;
+}
+
+function setEditor(ctx, field, members, path) {
+  const lang = ctx.lang;
+  const toggle = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }]);
+  const kind = REF_KIND[field.name];
+  if (field.values || kind) {
+    const choices = field.values
+      ? field.values.map((v) => ({ value: v, label: t(lang, `value.${v}`) }))
+      : options(ctx, kind);
+    for (const m of members) if (!choices.some((c) => c.value === m)) choices.push({ value: m, label: m });
+    return h("div", { class: "choices" }, choices.map((c) => {
+      const box = h("input", { type: "checkbox", checked: members.includes(c.value), onchange: () => toggle(c.value, box.checked) });
+      return h("label", {}, box, " ", words(c.label));
+    }));
+  }
+  const input = h("input", { type: "text", dir: "auto", "aria-label": t(lang, "add") });
+  return h("div", { class: "chips" },
+    members.map((m) => h("span", { class: "chip" }, words(m), h("button", { type: "button", "aria-label": t(lang, "remove"), onclick: () => toggle(m, false) }, "×"))),
+    h("form", { onsubmit: (e) => { e.preventDefault(); if (input.value.trim()) toggle(input.value.trim(), true); } }, input, h("button", {}, t(lang, "add"))));
+}
+
+/** A value for each required field of a new list item. */
+function blankItem(ctx, fields) {
+  const item = {};
+  for (const f of fields) {
+    if (!f.required || f.name === "id") continue;
+    if (f.type === "enum") item[f.name] = f.values[0];
+    else if (f.type === "ref") item[f.name] = options(ctx, REF_KIND[f.name])[0]?.value ?? null;
+    else if (f.type === "date") item[f.name] = new Date().toISOString().slice(0, 10);
+    else if (f.type === "bool") item[f.name] = false;
+    else item[f.name] = "";
+  }
+  return item;
+}
+
+function listEditor(ctx, field, items, path) {
+  const lang = ctx.lang;
+  const list = h("ol", { class: "items" });
+  for (const item of items) {
+    const at = `${path}/${item.id}`;
+    const actions = h("div", { class: "actions" });
+    if (field.name === "milestones" && item.status !== "done") {
+      actions.append(h("button", {
+        type: "button", class: "done",
+        onclick: () => ctx.edit([
+          { op: "set", path: `${at}/status`, value: "done" },
+          { op: "set", path: `${at}/done_on`, value: new Date().toISOString().slice(0, 10) },
+        ], { rerender: true }),
+      }, t(lang, "markDone")));
+    }
+    actions.append(h("button", { type: "button", class: "remove", onclick: () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true }) }, t(lang, "remove")));
+    list.append(h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, at), actions));
+  }
+  const add = h("button", {
+    type: "button", class: "add",
+    onclick: () => ctx.edit([{ op: "insert_item", path, after: "$end", item: blankItem(ctx, field.fields) }], { rerender: true }),
+  }, t(lang, "addItem"));
+  return h("div", {}, list, add);
+}
+
+/** The initial fields of a new record, from a creation form. */
+export function creationRows(ctx, fields) {
+  const rows = [];
+  const read = [];
+  for (const field of fields) {
+    if (["list", "map"].includes(field.type)) continue;
+    const name = field.name;
+    const label = h("span", { class: "label" }, t(ctx.lang, `field.${name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
+    let input;
+    if (field.type === "multilingual") {
+      const inputs = ["ar", "fr", "en"].map((l) => h("input", { type: "text", name: `${name}.${l}`, lang: l, dir: l === "ar" ? "rtl" : "ltr", placeholder: l }));
+      input = h("div", { class: "langs" }, inputs);
+      read.push((out) => {
+        const v = Object.fromEntries(inputs.map((i, k) => [["ar", "fr", "en"][k], i.value.trim()]).filter(([, s]) => s));
+        if (Object.keys(v).length) out[name] = v;
+      });
+    } else if (field.type === "text") {
+      input = h("textarea", { name, dir: "auto", rows: 5 });
+      read.push((out) => { if (input.value) out[name] = input.value; });
+    } else if (field.type === "enum" || field.type === "ref") {
+      const choices = field.type === "enum"
+        ? field.values.map((v) => ({ value: v, label: t(ctx.lang, `value.${v}`) }))
+        : options(ctx, REF_KIND[name]);
+      input = h("select", { name }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
+        choices.map((c) => h("option", { value: c.value }, c.label)));
+      read.push((out) => { if (input.value) out[name] = input.value; });
+    } else if (field.type === "set") {
+      const choices = field.values
+        ? field.values.map((v) => ({ value: v, label: t(ctx.lang, `value.${v}`) }))
+        : REF_KIND[name] ? options(ctx, REF_KIND[name]) : null;
+      if (!choices) continue;
+      const boxes = choices.map((c) => h("input", { type: "checkbox", value: c.value }));
+      input = h("div", { class: "choices" }, boxes.map((b, k) => h("label", {}, b, " ", words(choices[k].label))));
+      read.push((out) => { const m = boxes.filter((b) => b.checked).map((b) => b.value); if (m.length) out[name] = m; });
+    } else if (field.type === "bool") {
+      input = h("input", { type: "checkbox", name });
+      read.push((out) => { out[name] = input.checked; });
+    } else {
+      const type = field.type === "date" ? "date" : field.type === "int" ? "number" : "text";
+      input = h("input", { type, name, dir: "auto", required: field.required });
+      if (field.type === "date" && field.required) input.value = new Date().toISOString().slice(0, 10);
+      read.push((out) => { if (input.value !== "") out[name] = type === "number" ? Number(input.value) : input.value; });
+    }
+    rows.push(h("label", { class: `field ${field.type}` }, label, input));
+  }
+  return { rows, read: () => { const out = {}; for (const r of read) r(out); return out; } };
+}

@@ -1,0 +1,242 @@
+// Interface strings and locale-aware formatting for the field app.
+// Arabic is the default language (right to left); French and English follow.
+export const LANGS = ["ar", "fr", "en"];
+
+const LOCALES = { ar: "ar-MA", fr: "fr-FR", en: "en-GB" };
+
+export const STRINGS = {
+  ar: {
+    club: "نادي السمارة الدولي للمدن المتوأمة",
+    signin: "افتح رابط الدعوة الذي أرسله إليك أحد المنسقين لتسجيل الدخول على هذا الجهاز.",
+    signinFailed: "تعذر تسجيل الدخول: ",
+    records: "السجلات", dashboard: "لوحة القيادة", search: "بحث", searchPlaceholder: "ابحث في السجلات…",
+    noResults: "لا يوجد أي سجل مطابق.", new: "جديد", newRecord: "إضافة {kind}", create: "إنشاء", save: "حفظ",
+    cancel: "إلغاء", back: "رجوع", remove: "إزالة", add: "إضافة", addItem: "إضافة عنصر", markDone: "تحديد كمنجز",
+    done: "منجز", required: "إلزامي", none: "—", yes: "نعم", no: "لا",
+    history: "سجل التعديلات", asOf: "السجل كما كان بتاريخ", show: "عرض", current: "العودة إلى السجل الحالي",
+    notYet: "لم يكن هذا السجل موجودا بعد في ذلك التاريخ.",
+    conflicts: "الاختلافات",
+    conflictHelp: "أدخل مندوبان قيمتين مختلفتين أثناء العمل دون اتصال. اختر القيمة التي تريد الاحتفاظ بها.",
+    keep: "الاحتفاظ بهذه القيمة", noConflicts: "لا يوجد أي اختلاف يستدعي الحسم.", resolved: "تم الحسم",
+    export: "تصدير", exportJson: "جميع السجلات (JSON)", exportCsv: "{kind} (CSV)",
+    agreementsByStatus: "الاتفاقيات حسب الحالة", projectsByCity: "المشاريع حسب المدينة",
+    overdueMilestones: "مراحل تجاوزت أجلها", recentChanges: "آخر التعديلات",
+    who: "من", when: "متى", what: "ما الذي تغير", unknownAuthor: "جهاز غير معروف", thisRecord: "السجل",
+    offline: "غير متصل", connecting: "جارٍ الاتصال…", syncing: "جارٍ مزامنة السجلات ({n})", upToDate: "البيانات محينة",
+    syncError: "خطأ في المزامنة: {reason}", waiting: "تعديلات في انتظار الإرسال إلى الخادم: {n}",
+    refused: "رفض الخادم أحد التعديلات: {reason}", goOnline: "الاتصال بالشبكة", goOffline: "العمل دون اتصال",
+    invalid: "يتضمن هذا السجل أخطاء: {reason}", savedOnDevice: "تم الحفظ على هذا الجهاز",
+    signedInAs: "متصل باسم {name} ({role})", coordinator: "منسق", delegate: "مندوب", observer: "ملاحظ",
+    readOnly: "يمكنك الاطلاع على هذا السجل دون تعديله.", lockedAdopted: "اعتُمد هذا المحضر: لا يعدّله إلا المنسقون.", lockedEnded: "انتهت هذه الاتفاقية: لا يعدّلها إلا المنسقون.", due: "آخر أجل {date}",
+    city: "المدينة", count: "العدد", noCity: "بدون مدينة",
+    storageError: "تعذرت قراءة البيانات المخزنة على هذا الجهاز: {reason}. أعد تحميل الصفحة لجلبها من جديد من الخادم.",
+
+    "kind.club": "النادي", "kind.city": "مدينة", "kind.agreement": "اتفاقية", "kind.project": "مشروع",
+    "kind.meeting": "اجتماع", "kind.person": "شخص", "kind.report": "تقرير",
+    "kinds.club": "النادي", "kinds.city": "المدن", "kinds.agreement": "الاتفاقيات", "kinds.project": "المشاريع",
+    "kinds.meeting": "الاجتماعات", "kinds.person": "الأشخاص", "kinds.report": "التقارير",
+
+    "field.name": "الاسم", "field.title": "العنوان", "field.founded_on": "تاريخ التأسيس", "field.seat": "المقر",
+    "field.purpose": "الغاية", "field.council": "مجلس التنسيق", "field.index": "فهرس السجلات", "field.person": "الشخص",
+    "field.role": "الدور", "field.city": "المدينة", "field.since": "منذ", "field.country": "البلد",
+    "field.country_code": "رمز البلد", "field.region": "الجهة", "field.representative": "الممثل",
+    "field.representative_title": "صفة الممثل", "field.twinning_status": "وضعية التوأمة",
+    "field.contacts": "وسائل الاتصال", "field.notes": "ملاحظات", "field.kind": "النوع", "field.value": "القيمة",
+    "field.label": "التسمية", "field.parties": "الأطراف", "field.domains": "مجالات التعاون",
+    "field.approved_on": "تاريخ المصادقة", "field.signed_on": "تاريخ التوقيع",
+    "field.in_force_from": "تاريخ دخول حيز التنفيذ", "field.ends_on": "تاريخ الانتهاء", "field.status": "الحالة",
+    "field.commitments": "الالتزامات", "field.text": "النص", "field.party": "الطرف", "field.due": "الأجل",
+    "field.agreement": "الاتفاقية", "field.domain": "المجال", "field.owner_city": "المدينة المسؤولة",
+    "field.starts_on": "تاريخ الانطلاق", "field.budget_note": "ملاحظة حول الميزانية", "field.objectives": "الأهداف",
+    "field.milestones": "المراحل", "field.progress_notes": "ملاحظات حول تقدم الإنجاز", "field.owner": "المسؤول",
+    "field.done_on": "تاريخ الإنجاز", "field.date": "التاريخ", "field.author": "المحرر", "field.time": "الساعة",
+    "field.place": "المكان", "field.chair": "رئيس الجلسة", "field.attendees": "الحاضرون", "field.guests": "الضيوف",
+    "field.agenda": "جدول الأعمال", "field.minutes": "المحضر", "field.decisions": "القرارات", "field.adopted": "معتمد",
+    "field.presenter": "مقدم العرض", "field.outcome": "النتيجة", "field.roles": "الأدوار", "field.organisation": "الهيئة",
+    "field.report_type": "نوع التقرير", "field.links": "الروابط", "field.archived": "مؤرشف",
+
+    "value.prospect": "قيد الاستكشاف", "value.approved": "تمت المصادقة", "value.signed": "تم التوقيع",
+    "value.active": "نشط", "value.suspended": "معلق", "value.ended": "منتهٍ", "value.draft": "مسودة",
+    "value.in_force": "ساري المفعول", "value.planned": "مبرمج", "value.on_hold": "متوقف مؤقتا", "value.done": "منجز",
+    "value.cancelled": "ملغى", "value.pending": "في الانتظار", "value.in_progress": "قيد الإنجاز", "value.open": "مفتوح",
+    "value.dropped": "تم التخلي عنه", "value.adopted": "معتمد", "value.rejected": "مرفوض", "value.deferred": "مؤجل",
+    "value.visit": "زيارة", "value.field": "عمل ميداني", "value.progress": "تتبع الإنجاز", "value.other": "أخرى",
+    "value.phone": "الهاتف", "value.email": "البريد الإلكتروني", "value.address": "العنوان", "value.web": "الموقع الإلكتروني",
+    "value.economic": "الاقتصاد", "value.cultural": "الثقافة", "value.scientific": "البحث العلمي", "value.environmental": "البيئة",
+    "value.governance": "الحكامة", "value.youth": "الشباب", "value.sustainable_development": "التنمية المستدامة",
+    "value.health": "الصحة", "value.education": "التعليم",
+    "value.city": "مدينة", "value.agreement": "اتفاقية", "value.project": "مشروع", "value.meeting": "اجتماع",
+    "value.person": "شخص", "value.report": "تقرير",
+  },
+
+  fr: {
+    club: "Club international de Smara des villes jumelées",
+    signin: "Ouvrez le lien d'invitation qu'un coordinateur vous a envoyé pour connecter cet appareil.",
+    signinFailed: "Connexion impossible : ",
+    records: "Fiches", dashboard: "Tableau de bord", search: "Rechercher", searchPlaceholder: "Rechercher dans les fiches…",
+    noResults: "Aucune fiche ne correspond.", new: "Nouveau", newRecord: "Nouvelle fiche : {kind}", create: "Créer",
+    save: "Enregistrer", cancel: "Annuler", back: "Retour", remove: "Retirer", add: "Ajouter", addItem: "Ajouter un élément",
+    markDone: "Marquer comme réalisé", done: "Réalisé", required: "obligatoire", none: "—", yes: "Oui", no: "Non",
+    history: "Historique", asOf: "La fiche telle qu'elle était le", show: "Afficher", current: "Revenir à la fiche actuelle",
+    notYet: "La fiche n'existait pas encore à cette date.",
+    conflicts: "Désaccords",
+    conflictHelp: "Deux délégués ont saisi des valeurs différentes hors ligne. Choisissez celle à conserver.",
+    keep: "Conserver celle-ci", noConflicts: "Aucun désaccord à résoudre.", resolved: "Résolu",
+    export: "Exporter", exportJson: "Toutes les fiches (JSON)", exportCsv: "{kind} (CSV)",
+    agreementsByStatus: "Accords par statut", projectsByCity: "Projets par ville",
+    overdueMilestones: "Jalons en retard", recentChanges: "Modifications récentes",
+    who: "Qui", when: "Quand", what: "Ce qui a changé", unknownAuthor: "appareil inconnu", thisRecord: "Fiche",
+    offline: "Hors ligne", connecting: "Connexion…", syncing: "Synchronisation de {n} fiches", upToDate: "À jour",
+    syncError: "Erreur de synchronisation : {reason}", waiting: "{n} modifications en attente du serveur",
+    refused: "Le serveur a refusé une modification : {reason}", goOnline: "Passer en ligne", goOffline: "Travailler hors ligne",
+    invalid: "Cette fiche comporte des erreurs : {reason}", savedOnDevice: "Enregistré sur cet appareil",
+    signedInAs: "Connecté en tant que {name} ({role})", coordinator: "coordinateur", delegate: "délégué", observer: "observateur",
+    readOnly: "Vous pouvez consulter cette fiche, mais pas la modifier.", lockedAdopted: "Ce procès-verbal est adopté : seuls les coordinateurs peuvent le modifier.", lockedEnded: "Cet accord a pris fin : seuls les coordinateurs peuvent le modifier.", due: "échéance le {date}",
+    city: "Ville", count: "Nombre", noCity: "Sans ville",
+    storageError: "Les données de cet appareil n'ont pas pu être lues : {reason}. Rechargez la page pour les récupérer à nouveau depuis le serveur.",
+
+    "kind.club": "Club", "kind.city": "Ville", "kind.agreement": "Accord", "kind.project": "Projet",
+    "kind.meeting": "Réunion", "kind.person": "Personne", "kind.report": "Rapport",
+    "kinds.club": "Le club", "kinds.city": "Villes", "kinds.agreement": "Accords", "kinds.project": "Projets",
+    "kinds.meeting": "Réunions", "kinds.person": "Personnes", "kinds.report": "Rapports",
+
+    "field.name": "Nom", "field.title": "Titre", "field.founded_on": "Date de fondation", "field.seat": "Siège",
+    "field.purpose": "Objet", "field.council": "Conseil de coordination", "field.index": "Répertoire des fiches",
+    "field.person": "Personne", "field.role": "Rôle", "field.city": "Ville", "field.since": "Depuis", "field.country": "Pays",
+    "field.country_code": "Code pays", "field.region": "Région", "field.representative": "Représentant",
+    "field.representative_title": "Fonction du représentant", "field.twinning_status": "Statut du jumelage",
+    "field.contacts": "Coordonnées", "field.notes": "Notes", "field.kind": "Type", "field.value": "Valeur",
+    "field.label": "Libellé", "field.parties": "Parties", "field.domains": "Domaines de coopération",
+    "field.approved_on": "Approuvé le", "field.signed_on": "Signé le", "field.in_force_from": "En vigueur à compter du",
+    "field.ends_on": "Prend fin le", "field.status": "Statut", "field.commitments": "Engagements", "field.text": "Texte",
+    "field.party": "Partie", "field.due": "Échéance", "field.agreement": "Accord", "field.domain": "Domaine",
+    "field.owner_city": "Ville porteuse", "field.starts_on": "Début le", "field.budget_note": "Note budgétaire",
+    "field.objectives": "Objectifs", "field.milestones": "Jalons", "field.progress_notes": "Notes d'avancement",
+    "field.owner": "Responsable", "field.done_on": "Réalisé le", "field.date": "Date", "field.author": "Auteur",
+    "field.time": "Heure", "field.place": "Lieu", "field.chair": "Président de séance", "field.attendees": "Présents",
+    "field.guests": "Invités", "field.agenda": "Ordre du jour", "field.minutes": "Procès-verbal",
+    "field.decisions": "Décisions", "field.adopted": "Adopté", "field.presenter": "Présenté par", "field.outcome": "Suite donnée",
+    "field.roles": "Rôles", "field.organisation": "Organisme", "field.report_type": "Type de rapport", "field.links": "Liens",
+    "field.archived": "Archivé",
+
+    "value.prospect": "En prospection", "value.approved": "Approuvé", "value.signed": "Signé", "value.active": "Actif",
+    "value.suspended": "Suspendu", "value.ended": "Terminé", "value.draft": "Brouillon", "value.in_force": "En vigueur",
+    "value.planned": "Prévu", "value.on_hold": "En suspens", "value.done": "Réalisé", "value.cancelled": "Annulé",
+    "value.pending": "En attente", "value.in_progress": "En cours", "value.open": "Ouvert", "value.dropped": "Abandonné",
+    "value.adopted": "Adopté", "value.rejected": "Rejeté", "value.deferred": "Reporté",
+    "value.visit": "Visite", "value.field": "Terrain", "value.progress": "Avancement", "value.other": "Autre",
+    "value.phone": "Téléphone", "value.email": "Courriel", "value.address": "Adresse", "value.web": "Site web",
+    "value.economic": "Économie", "value.cultural": "Culture", "value.scientific": "Recherche scientifique",
+    "value.environmental": "Environnement", "value.governance": "Gouvernance", "value.youth": "Jeunesse",
+    "value.sustainable_development": "Développement durable", "value.health": "Santé", "value.education": "Éducation",
+    "value.city": "Ville", "value.agreement": "Accord", "value.project": "Projet", "value.meeting": "Réunion",
+    "value.person": "Personne", "value.report": "Rapport",
+  },
+
+  en: {
+    club: "Smara International Club of Twinned Cities",
+    signin: "Open the invite link a coordinator sent you to sign this device in.",
+    signinFailed: "Could not sign in: ",
+    records: "Records", dashboard: "Dashboard", search: "Search", searchPlaceholder: "Search records…",
+    noResults: "No record matches.", new: "New", newRecord: "New {kind}", create: "Create", save: "Save",
+    cancel: "Cancel", back: "Back", remove: "Remove", add: "Add", addItem: "Add an item", markDone: "Mark done",
+    done: "Done", required: "required", none: "—", yes: "Yes", no: "No",
+    history: "History", asOf: "The record as it stood on", show: "Show", current: "Back to the current record",
+    notYet: "The record did not exist yet on that date.",
+    conflicts: "Disagreements",
+    conflictHelp: "Two delegates wrote different values while offline. Choose the one to keep.",
+    keep: "Keep this", noConflicts: "No disagreement to resolve.", resolved: "Resolved",
+    export: "Export", exportJson: "All records (JSON)", exportCsv: "{kind} (CSV)",
+    agreementsByStatus: "Agreements by status", projectsByCity: "Projects by city",
+    overdueMilestones: "Overdue milestones", recentChanges: "Recent changes",
+    who: "Who", when: "When", what: "What changed", unknownAuthor: "unknown device", thisRecord: "Record",
+    offline: "Offline", connecting: "Connecting…", syncing: "Syncing {n} records", upToDate: "Up to date",
+    syncError: "Sync error: {reason}", waiting: "{n} changes waiting for the server",
+    refused: "The server refused a change: {reason}", goOnline: "Go online", goOffline: "Work offline",
+    invalid: "This record has problems: {reason}", savedOnDevice: "Saved on this device",
+    signedInAs: "Signed in as {name} ({role})", coordinator: "coordinator", delegate: "delegate", observer: "observer",
+    readOnly: "You can read this record but not change it.", lockedAdopted: "These minutes are adopted: only coordinators may change them.", lockedEnded: "This agreement has ended: only coordinators may change it.", due: "due {date}",
+    city: "City", count: "Count", noCity: "No city",
+    storageError: "The data on this device could not be read: {reason}. Reload to fetch it again from the server.",
+
+    "kind.club": "Club", "kind.city": "City", "kind.agreement": "Agreement", "kind.project": "Project",
+    "kind.meeting": "Meeting", "kind.person": "Person", "kind.report": "Report",
+    "kinds.club": "The club", "kinds.city": "Cities", "kinds.agreement": "Agreements", "kinds.project": "Projects",
+    "kinds.meeting": "Meetings", "kinds.person": "People", "kinds.report": "Reports",
+
+    "field.name": "Name", "field.title": "Title", "field.founded_on": "Founded on", "field.seat": "Seat",
+    "field.purpose": "Purpose", "field.council": "Coordination council", "field.index": "Index of records",
+    "field.person": "Person", "field.role": "Role", "field.city": "City", "field.since": "Since", "field.country": "Country",
+    "field.country_code": "Country code", "field.region": "Region", "field.representative": "Representative",
+    "field.representative_title": "Representative's title", "field.twinning_status": "Twinning status",
+    "field.contacts": "Contacts", "field.notes": "Notes", "field.kind": "Type", "field.value": "Value",
+    "field.label": "Label", "field.parties": "Parties", "field.domains": "Areas of cooperation",
+    "field.approved_on": "Approved on", "field.signed_on": "Signed on", "field.in_force_from": "In force from",
+    "field.ends_on": "Ends on", "field.status": "Status", "field.commitments": "Commitments", "field.text": "Text",
+    "field.party": "Party", "field.due": "Due", "field.agreement": "Agreement", "field.domain": "Area",
+    "field.owner_city": "Lead city", "field.starts_on": "Starts on", "field.budget_note": "Budget note",
+    "field.objectives": "Objectives", "field.milestones": "Milestones", "field.progress_notes": "Progress notes",
+    "field.owner": "Owner", "field.done_on": "Done on", "field.date": "Date", "field.author": "Author",
+    "field.time": "Time", "field.place": "Place", "field.chair": "Chair", "field.attendees": "Attendees",
+    "field.guests": "Guests", "field.agenda": "Agenda", "field.minutes": "Minutes",
+    "field.decisions": "Decisions", "field.adopted": "Adopted", "field.presenter": "Presenter", "field.outcome": "Outcome",
+    "field.roles": "Roles", "field.organisation": "Organisation", "field.report_type": "Report type", "field.links": "Links",
+    "field.archived": "Archived",
+
+    "value.prospect": "Prospect", "value.approved": "Approved", "value.signed": "Signed", "value.active": "Active",
+    "value.suspended": "Suspended", "value.ended": "Ended", "value.draft": "Draft", "value.in_force": "In force",
+    "value.planned": "Planned", "value.on_hold": "On hold", "value.done": "Done", "value.cancelled": "Cancelled",
+    "value.pending": "Pending", "value.in_progress": "In progress", "value.open": "Open", "value.dropped": "Dropped",
+    "value.adopted": "Adopted", "value.rejected": "Rejected", "value.deferred": "Deferred",
+    "value.visit": "Visit", "value.field": "Field work", "value.progress": "Progress", "value.other": "Other",
+    "value.phone": "Phone", "value.email": "Email", "value.address": "Address", "value.web": "Website",
+    "value.economic": "Economy", "value.cultural": "Culture", "value.scientific": "Science",
+    "value.environmental": "Environment", "value.governance": "Governance", "value.youth": "Youth",
+    "value.sustainable_development": "Sustainable development", "value.health": "Health", "value.education": "Education",
+    "value.city": "City", "value.agreement": "Agreement", "value.project": "Project", "value.meeting": "Meeting",
+    "value.person": "Person", "value.report": "Report",
+  },
+};
+
+// Translate `key` in `lang`, replacing `{name}` placeholders from `vars`.
+// Falls back to English, then to the key itself; unknown placeholders stay as written.
+export function t(lang, key, vars = {}) {
+  const text = STRINGS[lang]?.[key] ?? STRINGS.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (whole, name) =>
+    vars && Object.hasOwn(vars, name) && vars[name] !== undefined && vars[name] !== null ? String(vars[name]) : whole);
+}
+
+export function locale(lang) {
+  return LOCALES[lang] ?? LOCALES.en;
+}
+
+const formatters = new Map();
+function formatter(kind, lang, make) {
+  const id = `${kind}:${lang}`;
+  if (!formatters.has(id)) formatters.set(id, make(locale(lang)));
+  return formatters.get(id);
+}
+
+// A calendar date "YYYY-MM-DD", shown in UTC so it never shifts by a day.
+export function formatDate(lang, iso) {
+  if (iso === null || iso === undefined || iso === "") return "";
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(iso));
+  if (!m) return iso;
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const date = new Date(0);
+  date.setUTCFullYear(y, mo - 1, d); // unlike Date.UTC, keeps years 0–99 as written
+  if (date.getUTCFullYear() !== y || date.getUTCMonth() !== mo - 1 || date.getUTCDate() !== d) return iso;
+  return formatter("date", lang, (loc) => new Intl.DateTimeFormat(loc, { dateStyle: "medium", timeZone: "UTC" })).format(date);
+}
+
+// A moment given in seconds since the epoch, shown in the device's time zone.
+export function formatDateTime(lang, secondsSinceEpoch) {
+  if (!secondsSinceEpoch) return "";
+  const date = new Date(Number(secondsSinceEpoch) * 1000);
+  if (Number.isNaN(date.getTime())) return "";
+  return formatter("datetime", lang, (loc) => new Intl.DateTimeFormat(loc, { dateStyle: "medium", timeStyle: "short" })).format(date);
+}
+
+export function formatNumber(lang, n) {
+  return formatter("number", lang, (loc) => new Intl.NumberFormat(loc)).format(n);
+}

@@ -1,0 +1,54 @@
+// Search normalisation for Arabic, French and English text.
+// fold() turns text into a comparable form; matches() checks that every
+// query term occurs in the haystack once both are folded.
+
+// Combining marks left by NFKD on Latin (and other) letters: accents, cedilla…
+const COMBINING = /[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]/g;
+// Arabic harakat/tashkeel (includes the hamza/madda marks U+0653–U+0655 that NFKD
+// splits off أ إ آ ؤ ئ), superscript alef, Quranic annotation marks, tatweel.
+const ARABIC_MARKS = /[\u064b-\u065f\u0670\u06d6-\u06ed\u0640]/g;
+// Invisible formatting characters that often travel with RTL text.
+const INVISIBLE = /[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
+
+const LETTERS = {
+  "\u0622": "\u0627", // آ → ا
+  "\u0623": "\u0627", // أ → ا
+  "\u0625": "\u0627", // إ → ا
+  "\u0671": "\u0627", // ٱ → ا
+  "\u0672": "\u0627", // ٲ → ا
+  "\u0673": "\u0627", // ٳ → ا
+  "\u0675": "\u0627", // ٵ → ا
+  "\u0649": "\u064a", // ى → ي
+  "\u06cc": "\u064a", // ی (Persian yeh) → ي
+  "\u0624": "\u0648", // ؤ → و
+  "\u0626": "\u064a", // ئ → ي
+  "\u0629": "\u0647", // ة → ه
+  "\u06a9": "\u0643", // ک (keheh) → ك
+  "\u0153": "oe", // œ
+  "\u00e6": "ae", // æ
+  "\u00df": "ss", // ß
+};
+const LETTER_RE = new RegExp(`[${Object.keys(LETTERS).join("")}]`, "g");
+// Arabic-Indic (U+0660–U+0669) and Extended Arabic-Indic (U+06F0–U+06F9) digits.
+const DIGITS = /[\u0660-\u0669\u06f0-\u06f9]/g;
+
+export function fold(text) {
+  if (text === null || text === undefined) return "";
+  return String(text)
+    .normalize("NFKD")
+    .replace(COMBINING, "")
+    .replace(ARABIC_MARKS, "")
+    .replace(INVISIBLE, "")
+    .toLowerCase()
+    .replace(LETTER_RE, (c) => LETTERS[c])
+    .replace(DIGITS, (d) => String(d.charCodeAt(0) & 0x0f))
+    .replace(/\s+/g, " ")
+    .trim();
+}
+
+export function matches(haystack, query) {
+  const terms = fold(query).split(" ").filter(Boolean);
+  if (terms.length === 0) return true;
+  const hay = fold(Array.isArray(haystack) ? haystack.join(" ") : haystack);
+  return terms.every((term) => hay.includes(term));
+}
