@@ -164,6 +164,13 @@ fn test() -> Result<()> {
         .arg(root().join("tests/js/sync-server.mjs"))
         .current_dir(root());
     run(smoke).context("the benchmark smoke run failed")?;
+    // The app's search folding and its strings, in node alone.
+    let mut search = Command::new("node");
+    search
+        .args(["--test"])
+        .arg(root().join("tests/js/search.test.mjs"))
+        .current_dir(root().join("tests/js"));
+    run(search).context("the app's search and string tests failed")?;
     ensure_chromium()?;
     let mut browser = Command::new("node");
     browser
@@ -171,6 +178,7 @@ fn test() -> Result<()> {
         .arg(root().join("tests/js/browser/client.test.mjs"))
         .arg(root().join("tests/js/browser/faults.test.mjs"))
         .arg(root().join("tests/js/browser/auth.test.mjs"))
+        .arg(root().join("tests/js/browser/app.test.mjs"))
         .current_dir(root().join("tests/js"));
     run(browser).context("the browser tests failed")?;
     Ok(())

@@ -38,7 +38,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     const second = await phone(browser);
     await second.page.goto(link);
     const note = await until(second.page, () => {
-      const text = document.querySelector("#records .note")?.textContent ?? "";
+      const text = document.querySelector("#view .note")?.textContent ?? "";
       return text.includes("already used") ? text : null;
     }, undefined, "the used-invite message");
     assert.match(note, /already used/);

@@ -156,11 +156,20 @@ export async function until(page, fn, arg, what, limitMs = LIMIT_MS) {
   const start = Date.now();
   let last;
   while (Date.now() - start < limitMs) {
-    last = await page.evaluate(fn, arg);
+    try {
+      last = await page.evaluate(fn, arg);
+    } catch (e) {
+      // The page is navigating (a reload, a redeemed invite): ask again.
+      if (!/context was destroyed|navigat/i.test(String(e))) throw e;
+      last = null;
+    }
     if (last) return last;
     await new Promise((r) => setTimeout(r, 100));
   }
-  const status = await page.evaluate(() => window.tw && window.tw.status());
+  const status = await page.evaluate(() => {
+    const client = window.tw ?? window.twinsync;
+    return client ? client.status() : null;
+  }).catch(() => null);
   throw new Error(`timed out waiting for ${what}; status ${JSON.stringify(status)}`);
 }
 

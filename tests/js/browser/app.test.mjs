@@ -1,0 +1,373 @@
+// The field app as delegates and coordinators use it, in real headless
+// Chromium against the real server: installable and offline after one
+// visit, minutes merged from two phones, a disagreement resolved by a
+// coordinator and received by the phones, and the app in Arabic and French.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { cleanup, dataDir, launch, phone, root, startServer, until } from "./harness.mjs";
+
+const ARTEFACTS = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "test-artefacts");
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** A device signed in through the app with a one-time invite, as a person would. */
+async function signIn(server, invite) {
+  const res = await server.api("/api/invites", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(invite),
+  });
+  assert.equal(res.status, 201, await res.clone().text());
+  const { link } = await res.json();
+  const device = await phone(browser);
+  await device.page.goto(link);
+  await until(device.page, () => document.querySelectorAll("#records li").length > 0, undefined, "the records listed");
+  return device;
+}
+
+const upToDate = (page) =>
+  until(page, () => document.querySelector("#sync")?.dataset.state === "up-to-date", undefined, "up to date");
+
+async function show(page, hash) {
+  await page.evaluate((hash) => { location.hash = hash; }, hash);
+}
+
+/** Two people of the demo club, and the city of the first. */
+async function twoPeople(server) {
+  const people = await (await server.api("/api/records?kind=person")).json();
+  const [a, b] = people.filter((p) => p.city).slice(0, 2);
+  return { a: a.url, b: b.url, city: a.city };
+}
+
+/**
+ * Phone `a` creates a meeting through the app's form, attended by both
+ * phones' people (so both may write it), and both phones open it.
+ */
+async function newMeeting(a, b, people) {
+  await show(a.page, "#/new/meeting");
+  await a.page.fill('input[name="title.ar"]', "اجتماع لجنة الشباب");
+  await a.page.fill('input[name="title.fr"]', "Réunion du comité jeunesse");
+  await a.page.selectOption('select[name="city"]', people.city);
+  await a.page.check(`input[type="checkbox"][value="${people.a}"]`);
+  await a.page.check(`input[type="checkbox"][value="${people.b}"]`);
+  await a.page.fill('textarea[name="minutes"]', "Ordre du jour adopté.");
+  await a.page.click('form.new button[type="submit"]');
+  await until(a.page, () => location.hash.startsWith("#/r/"), undefined, "the new meeting shown");
+  const id = await a.page.evaluate(() => location.hash.split("/")[2]);
+  await upToDate(a.page);
+  await until(b.page, (id) => document.querySelector(`#records li[data-id="${id}"]`), id, "the meeting on the other phone");
+  await show(b.page, `#/r/${id}`);
+  return id;
+}
+
+async function twoPhones(server) {
+  const people = await twoPeople(server);
+  const [a, b] = await Promise.all([people.a, people.b].map((person, n) =>
+    signIn(server, { name: `Phone ${n}`, role: "delegate", person, cities: [people.city] })));
+  const id = await newMeeting(a, b, people);
+  return { a, b, id };
+}
+
+test("GET / is an Arabic right-to-left app with a manifest and a service worker, loading nothing from elsewhere", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const html = await (await fetch(`${server.url}/`)).text();
+    assert.match(html, /<html lang="ar" dir="rtl">/);
+    assert.match(html, /<link rel="manifest" href="\/manifest.webmanifest">/);
+    assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//, "no address outside the server");
+    const app = await (await fetch(`${server.url}/app.js`)).text();
+    assert.match(app, /serviceWorker\.register\("\/sw.js"\)/);
+    const manifest = await (await fetch(`${server.url}/manifest.webmanifest`)).json();
+    assert.equal(manifest.start_url, "/");
+    assert.equal(manifest.display, "standalone");
+    for (const icon of manifest.icons) {
+      const res = await fetch(new URL(icon.src, server.url));
+      assert.equal(res.status, 200, icon.src);
+      assert.equal(res.headers.get("content-type"), icon.type, icon.src);
+    }
+
+    const { page, context } = await phone(browser);
+    const requested = [];
+    context.on("request", (r) => requested.push(r.url()));
+    await page.goto(server.url);
+    await until(page, () => document.querySelector("#view .note")?.textContent.length > 0, undefined, "the sign-in note");
+    const state = await page.evaluate(async () => (await navigator.serviceWorker.ready).active.state);
+    assert.match(state, /activat/);
+    // Signed in, the whole app runs: the client, the records, the sync socket.
+    const res = await server.api("/api/invites", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "Coordinator", role: "coordinator" }),
+    });
+    await page.goto((await res.json()).link);
+    await until(page, () => document.querySelectorAll("#records li").length > 0, undefined, "the records listed");
+    await upToDate(page);
+    const origin = new URL(server.url).origin;
+    const socket = origin.replace(/^http/, "ws");
+    const elsewhere = requested.filter((u) => ![origin, socket, "data:", "blob:"].some((o) => u.startsWith(o)));
+    assert.deepEqual(elsewhere, []);
+    assert.ok(requested.some((u) => u.endsWith("/pkg/twinsync_client_bg.wasm")), "the client was loaded");
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("after one online visit, the app reloads with no network at all and shows every record", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const all = (await (await server.api("/api/records")).json()).map((r) => r.id).sort();
+    const city = (await (await server.api("/api/records?kind=city")).json())[0].id;
+    const { page, context } = await signIn(server, { name: "Delegate", role: "delegate", cities: [city] });
+    await upToDate(page);
+    await until(page, (n) => document.querySelectorAll("#records li").length === n, all.length, "every record listed");
+    await until(page, () => navigator.serviceWorker.controller !== null, undefined, "the service worker in control");
+
+    await server.stop();
+    await context.setOffline(true);
+    await page.reload();
+    await until(page, (n) => document.querySelectorAll("#records li").length === n, all.length, "every record listed offline");
+    const listed = await page.$$eval("#records li", (items) => items.map((li) => li.dataset.id).sort());
+    assert.deepEqual(listed, all);
+    const state = await page.$eval("#sync", (bar) => bar.dataset.state);
+    assert.notEqual(state, "up-to-date");
+    // A record opens, with its fields, from IndexedDB.
+    await show(page, `#/r/${all[0]}`);
+    await until(page, () => document.querySelectorAll("form.record .field").length > 0, undefined, "a record's fields offline");
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("two phones write the same minutes offline and both show the merged text", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { a, b, id } = await twoPhones(server);
+    // Adopted minutes are shown read-only to a delegate, with why.
+    const adopted = (await (await server.api("/api/records?kind=meeting")).json()).find((m) => m.id !== id);
+    await show(a.page, `#/r/${adopted.id}`);
+    await a.page.waitForSelector("#view .locked");
+    assert.equal(await a.page.$$eval("form.record textarea, form.record input", (e) => e.length), 0);
+    await show(a.page, `#/r/${id}`);
+    const area = '[data-path="/minutes"] textarea';
+    for (const p of [a, b]) {
+      await p.page.waitForSelector(area);
+      await upToDate(p.page);
+      await p.context.setOffline(true);
+    }
+    await until(a.page, () => document.querySelector("#sync").dataset.state !== "up-to-date", undefined, "phone A offline");
+    // Phone A writes Arabic at the start, phone B French at the end.
+    await a.page.click(area);
+    await a.page.keyboard.press("Control+Home");
+    await a.page.keyboard.type("افتتح الرئيس الجلسة. ");
+    await b.page.click(area);
+    await b.page.keyboard.press("Control+End");
+    await b.page.keyboard.type(" Séance levée à 18 h.");
+    for (const p of [a, b]) {
+      const waiting = await p.page.$eval("#sync-waiting", (e) => e.textContent);
+      assert.ok(waiting.length > 0, "the sync bar counts changes waiting for the server");
+    }
+
+    for (const p of [a, b]) await p.context.setOffline(false);
+    const merged = (page) => until(page, () => {
+      const text = document.querySelector('[data-path="/minutes"] textarea').value;
+      return text.startsWith("افتتح الرئيس الجلسة. ") && text.endsWith(" Séance levée à 18 h.") ? text : null;
+    }, undefined, "the merged minutes");
+    const [textA, textB] = [await merged(a.page), await merged(b.page)];
+    assert.equal(textA, textB);
+    assert.equal(textA, "افتتح الرئيس الجلسة. Ordre du jour adopté. Séance levée à 18 h.");
+    await upToDate(a.page);
+    await upToDate(b.page);
+    const stored = await (await server.api(`/api/records/${id}`)).json();
+    assert.equal(stored.record.minutes, textA, "the server holds the merged minutes");
+    await a.context.close();
+    await b.context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("a coordinator resolves two phones' disagreement in one tap and the phones receive it", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { a, b, id } = await twoPhones(server);
+    const time = '[data-path="/time"] input';
+    for (const p of [a, b]) {
+      await p.page.waitForSelector(time);
+      await upToDate(p.page);
+      await p.context.setOffline(true);
+    }
+    await a.page.fill(time, "09:30");
+    await a.page.press(time, "Tab");
+    await b.page.fill(time, "10:00");
+    await b.page.press(time, "Tab");
+    for (const p of [a, b]) await p.context.setOffline(false);
+    for (const p of [a, b]) await upToDate(p.page);
+    const conflicts = await until(a.page, async (id) => {
+      const res = await fetch(`/api/records/${id}/conflicts`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } });
+      const list = await res.json();
+      return list.some((c) => c.path === "/time") ? list : null;
+    }, id, "the disagreement on the server");
+    assert.deepEqual(conflicts.find((c) => c.path === "/time").values.map((v) => v.value).sort(), ["09:30", "10:00"]);
+
+    const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await show(coordinator.page, "#/dashboard");
+    const button = `.conflicts li[data-path="/time"][data-id="${id}"] button.keep`;
+    await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 2, button, "the disagreement on the dashboard");
+    const chosen = JSON.parse(await coordinator.page.$eval(`${button}[data-value='"09:30"']`, (e) => e.dataset.value));
+    await coordinator.page.click(`${button}[data-value='"09:30"']`);
+    await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 0, button, "the disagreement gone");
+
+    for (const p of [a, b]) {
+      await until(p.page, ([sel, chosen]) => {
+        const input = document.querySelector(sel);
+        const open = document.querySelectorAll('.conflicts li[data-path="/time"]').length;
+        return input?.value === chosen && open === 0;
+      }, [time, chosen], "the resolution on the phone");
+    }
+    const res = await server.api(`/api/records/${id}/conflicts`);
+    assert.ok(!(await res.json()).some((c) => c.path === "/time"), "resolved on the server too");
+    for (const p of [a, b, coordinator]) await p.context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    assert.equal(await page.evaluate(() => document.documentElement.dir), "rtl");
+    mkdirSync(ARTEFACTS, { recursive: true });
+    const ar = await page.screenshot({ path: join(ARTEFACTS, "app-ar.png"), fullPage: true });
+
+    await page.click('[data-lang="fr"]');
+    assert.equal(await page.evaluate(() => document.documentElement.dir), "ltr");
+    assert.equal(await page.evaluate(() => document.documentElement.lang), "fr");
+    const heading = await page.$eval('section[data-kind="city"] h2', (e) => e.textContent);
+    assert.match(heading, /^Villes \(\d+\)$/);
+    const fr = await page.screenshot({ path: join(ARTEFACTS, "app-fr.png"), fullPage: true });
+    for (const [name, shot] of [["app-ar.png", ar], ["app-fr.png", fr]]) {
+      assert.ok(statSync(join(ARTEFACTS, name)).size > 1000, `${name} is not empty`);
+      assert.ok(shot.length > 1000);
+    }
+    assert.ok(!ar.equals(fr), "the two screenshots differ");
+    // The side of the kind tabs mirrors: in French they start from the left.
+    const left = await page.$eval("nav.kinds a", (a) => a.getBoundingClientRect().left);
+    assert.ok(left < 60, `French tabs start on the left (at ${left})`);
+
+    // Search: tatweel, harakat and a hamza variant still find Smara.
+    await page.click('[data-lang="ar"]');
+    await page.fill("#search", "السَّـمارة");
+    const found = await until(page, () => {
+      const items = [...document.querySelectorAll('#records section[data-kind="city"] li')].map((li) => li.textContent);
+      return items.length ? items : null;
+    }, undefined, "the search results");
+    assert.ok(found.some((t) => t.includes("السمارة")), JSON.stringify(found));
+    assert.ok(found.length < 4, "other cities are filtered out");
+    writeFileSync(join(ARTEFACTS, "README.txt"), "Screenshots of the field app saved by tests/js/browser/app.test.mjs.\n");
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("a coordinator creates a record with a form, marks a milestone done, reads its history and the record at a date, and exports", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { page, context } = await signIn(server, { name: "Coordinator Amina", role: "coordinator" });
+    await upToDate(page);
+    // Create a person through the form.
+    await show(page, "#/new/person");
+    await page.fill('input[name="name.ar"]', "سلمى بنعلي");
+    await page.fill('input[name="name.fr"]', "Salma Benali");
+    await page.click('form.new button[type="submit"]');
+    await until(page, () => location.hash.startsWith("#/r/"), undefined, "the new record shown");
+    const id = await page.evaluate(() => location.hash.split("/")[2]);
+    await until(page, () => document.querySelector("#sync").dataset.state === "up-to-date", undefined, "the new record synced");
+    const created = await (await server.api(`/api/records/${id}`)).json();
+    assert.deepEqual(created.record.name, { ar: "سلمى بنعلي", fr: "Salma Benali" });
+
+    // Mark a milestone done on a project.
+    const projects = await (await server.api("/api/records?kind=project")).json();
+    let target;
+    for (const p of projects) {
+      const { record } = await (await server.api(`/api/records/${p.id}`)).json();
+      const m = record.milestones.find((m) => m.status !== "done");
+      if (m) { target = { id: p.id, m }; break; }
+    }
+    assert.ok(target, "a project with an open milestone");
+    await show(page, `#/r/${target.id}`);
+    await page.click(`li[data-item="${target.m.id}"] button.done`);
+    await until(page, () => document.querySelector("#sync").dataset.state === "up-to-date", undefined, "the milestone synced");
+    const done = await until(page, async ([id, item]) => {
+      const res = await fetch(`/api/records/${id}`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } });
+      const m = (await res.json()).record.milestones.find((m) => m.id === item);
+      return m.status === "done" ? m : null;
+    }, [target.id, target.m.id], "the milestone done on the server");
+    assert.match(done.done_on, /^\d{4}-\d{2}-\d{2}$/);
+    // The history names the device that made the change, and what it touched.
+    await page.reload();
+    await show(page, `#/r/${target.id}`);
+    const entry = await until(page, () => {
+      const li = [...document.querySelectorAll("ol.history li")].find((li) => li.textContent.includes("Coordinator Amina"));
+      return li?.textContent;
+    }, undefined, "the change in the history");
+    assert.match(entry, /الإنجاز|المراحل|milestones/);
+
+    // The new person as it stood before it existed, then today.
+    await show(page, `#/r/${id}/at/2020-01-01`);
+    await page.waitForSelector(".asof-banner");
+    assert.ok(await page.$eval("#view", (v) => v.textContent.includes("لم يكن هذا السجل موجودا")));
+    await show(page, `#/r/${id}/at/${new Date().toISOString().slice(0, 10)}`);
+    await until(page, () => document.querySelector("#view")?.textContent.includes("سلمى بنعلي"), undefined, "the record today");
+
+    // Exports: every record as JSON, and agreements as CSV.
+    await show(page, "#/dashboard");
+    await page.waitForSelector("#export-json");
+    const [json] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
+    const records = JSON.parse((await streamBytes(await json.createReadStream())).toString("utf8"));
+    const all = await (await server.api("/api/records")).json();
+    assert.equal(records.length, all.length);
+    assert.ok(records.some((r) => r.id === id && r.record.name.fr === "Salma Benali"));
+    const [csv] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="agreement"]')]);
+    const bytes = await streamBytes(await csv.createReadStream());
+    assert.deepEqual([...bytes.subarray(0, 3)], [0xef, 0xbb, 0xbf], "a byte-order mark, so spreadsheets read Arabic as UTF-8");
+    const lines = bytes.subarray(3).toString("utf8").trim().split("\r\n");
+    const agreements = all.filter((r) => r.kind === "agreement");
+    assert.equal(lines.length, agreements.length + 1);
+    assert.match(lines[0], /^"id","title_ar","title_fr","title_en"/);
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+async function streamBytes(stream) {
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,137 @@
+// Unit tests for the field app's search folding and interface strings.
+// Run from the repository root: node --test tests/js/search.test.mjs
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { fold, matches } from "../../app/search.js";
+import { LANGS, STRINGS, t, formatDate, formatDateTime, formatNumber, locale } from "../../app/i18n.js";
+
+test("Arabic harakat are ignored", () => {
+  assert.equal(fold("مُحَمَّد"), "محمد");
+  assert.ok(matches("مُحَمَّد الأمين", "محمد"));
+  assert.ok(matches("محمد الأمين", "مُحَمَّد"));
+  assert.ok(matches("اتفاقيةٌ", "اتفاقية"));
+  assert.ok(matches("رَحْمٰن", "رحمن"), "superscript alef");
+});
+
+test("tatweel is ignored", () => {
+  assert.ok(matches("اتـــفاقية التوأمة", "اتفاقية"));
+  assert.ok(matches("اتفاقية التوأمة", "اتـــفاقية"));
+});
+
+test("alef and hamza variants are unified", () => {
+  assert.ok(matches("مدينة أكادير", "اكادير"));
+  assert.ok(matches("إفريقيا", "افريقيا"));
+  assert.ok(matches("آسيا", "اسيا"));
+  assert.ok(matches("ٱلسمارة", "السمارة"));
+  assert.ok(matches("اكادير", "أكادير"), "the other way round");
+  assert.equal(fold("أإآٱ"), "اااا");
+  assert.equal(fold("مؤتمر"), "موتمر");
+  assert.equal(fold("رئيس"), "رييس");
+  assert.ok(matches("رئيس المجلس", "رييس"));
+  assert.ok(matches("مسؤول", "مسوول"));
+});
+
+test("taa marbuta and alef maqsura", () => {
+  assert.ok(matches("مدينة السمارة", "مدينه السماره"));
+  assert.ok(matches("مدينه", "مدينة"));
+  assert.ok(matches("مصطفى", "مصطفي"));
+  assert.ok(matches("مستشفي", "مستشفى"));
+});
+
+test("Arabic presentation forms and digits", () => {
+  assert.equal(fold("\ufef7"), "لا", "lam-alef with hamza ligature");
+  assert.equal(fold("٢٠٢٥"), "2025");
+  assert.equal(fold("۱۹۸۴"), "1984");
+  assert.ok(matches("الاجتماع 2025", "٢٠٢٥"));
+});
+
+test("French accents both ways and case", () => {
+  assert.ok(matches("Sénégal", "senegal"));
+  assert.ok(matches("Senegal", "Sénégal"));
+  assert.ok(matches("Procès-verbal de la réunion", "PROCES"));
+  assert.ok(matches("Développement durable", "developpement"));
+  assert.ok(matches("Ça va à Saint-Étienne", "ca etienne"));
+  assert.ok(matches("Cœur de ville", "coeur"));
+  assert.equal(fold("Éducation"), "education");
+});
+
+test("whitespace is collapsed", () => {
+  assert.equal(fold("  Smara \t\n  Agadir  "), "smara agadir");
+  assert.equal(fold("ﺍﻟﺴﻤﺎﺭﺓ"), "السماره", "presentation forms fold to base letters");
+});
+
+test("multi-term queries need every term", () => {
+  const hay = "Accord de jumelage entre Smara et Dakar — اتفاقية التوأمة بين السمارة وداكار";
+  assert.ok(matches(hay, "smara dakar"));
+  assert.ok(matches(hay, "  dakar   accord "));
+  assert.ok(matches(hay, "السماره اتفاقيه"));
+  assert.ok(matches(hay, "jumelage داكار"));
+  assert.ok(!matches(hay, "smara agadir"));
+  assert.ok(!matches(hay, "أكادير"));
+  assert.ok(!matches(hay, "pune"));
+});
+
+test("empty query matches everything; missing haystack is empty", () => {
+  assert.ok(matches("anything", ""));
+  assert.ok(matches("anything", "   "));
+  assert.ok(matches("", ""));
+  assert.ok(matches(undefined, undefined));
+  assert.ok(!matches(undefined, "x"));
+  assert.equal(fold(null), "");
+  assert.ok(matches(["Smara", "Pune"], "pune"));
+});
+
+test("i18n languages have identical key sets and no empty value", () => {
+  assert.deepEqual(LANGS, ["ar", "fr", "en"]);
+  const reference = Object.keys(STRINGS.en).sort();
+  for (const lang of LANGS) {
+    assert.deepEqual(Object.keys(STRINGS[lang]).sort(), reference, `keys of ${lang}`);
+    for (const [key, value] of Object.entries(STRINGS[lang])) {
+      assert.equal(typeof value, "string", `${lang}.${key}`);
+      assert.ok(value.trim().length > 0, `${lang}.${key} is empty`);
+    }
+  }
+  for (const kind of ["club", "city", "agreement", "project", "meeting", "person", "report"]) {
+    assert.ok(`kind.${kind}` in STRINGS.en && `kinds.${kind}` in STRINGS.en, kind);
+  }
+});
+
+test("placeholders are the same in every language", () => {
+  const placeholders = (s) => (s.match(/\{\w+\}/g) ?? []).sort().join(",");
+  for (const key of Object.keys(STRINGS.en)) {
+    for (const lang of LANGS) {
+      assert.equal(placeholders(STRINGS[lang][key]), placeholders(STRINGS.en[key]), `${lang}.${key}`);
+    }
+  }
+});
+
+test("t() substitutes placeholders and falls back", () => {
+  assert.equal(t("en", "syncing", { n: 3 }), "Syncing 3 records");
+  assert.equal(t("en", "signedInAs", { name: "Amina", role: "delegate" }), "Signed in as Amina (delegate)");
+  assert.ok(t("ar", "signedInAs", { name: "أمينة", role: t("ar", "delegate") }).includes("أمينة"));
+  assert.ok(t("fr", "syncError", { reason: "réseau" }).endsWith("réseau"));
+  assert.equal(t("en", "newRecord", { kind: t("en", "kind.agreement") }), "New Agreement");
+  assert.equal(t("en", "waiting", { n: 0 }), "0 changes waiting for the server");
+  assert.equal(t("xx", "save"), "Save", "unknown language falls back to English");
+  assert.equal(t("fr", "no.such.key"), "no.such.key", "unknown key falls back to itself");
+  assert.equal(t("en", "due"), "due {date}", "missing variable leaves the placeholder");
+  assert.equal(t("ar", "save"), "حفظ");
+});
+
+test("dates and numbers", () => {
+  const fr = formatDate("fr", "2025-10-15");
+  assert.ok(fr.includes("2025") && fr.includes("oct"), fr);
+  assert.ok(fr.includes("15"), fr);
+  assert.ok(formatDate("en", "2025-01-01").includes("1 Jan 2025"), "UTC, no shift to the previous day");
+  assert.ok(formatDate("ar", "2025-10-15").includes("2025"), "ar-MA prints Latin digits");
+  assert.equal(formatDate("en", ""), "");
+  assert.equal(formatDate("en", null), "");
+  assert.equal(formatDate("en", "not a date"), "not a date");
+  assert.equal(formatDate("en", "2025-02-30"), "2025-02-30");
+  assert.equal(formatDateTime("en", 0), "");
+  assert.equal(formatDateTime("en", null), "");
+  assert.ok(formatDateTime("en", 1760000000).includes("2025"));
+  assert.equal(formatNumber("en", 1234), "1,234");
+  assert.match(formatNumber("ar", 1234), /1.?234/);
+  assert.deepEqual(LANGS.map(locale), ["ar-MA", "fr-FR", "en-GB"]);
+});
