@@ -334,7 +334,11 @@ function historySection(id, fields) {
   // Who delivered each change is known to the server; ask when it answers.
   api(`/api/records/${id}/history`).then(async (res) => {
     if (!res.ok) return;
-    for (const e of await res.json()) if (e.delivered_by?.device_name) names.set(e.hash, e.delivered_by.device_name);
+    const known = new Map((await res.json()).map((e) => [e.hash, e.delivered_by]));
+    for (const e of entries) {
+      const by = known.get(e.hash);
+      names.set(e.hash, !known.has(e.hash) ? tr("byThisDevice") : by ? by.device_name ?? by.peer_id : tr("byServer"));
+    }
     draw();
   }).catch(() => {});
   return section;
