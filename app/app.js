@@ -6,7 +6,7 @@
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
 import { LANGS, t, formatDate, formatDateTime, formatNumber } from "./i18n.js";
 import { matches } from "./search.js";
-import { h, fill, words, pick, show, fieldRows, creationRows } from "./fields.js";
+import { h, fill, words, pick, show, fieldRows, creationRows, once } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -28,7 +28,7 @@ const app = {
 const tr = (key, vars) => t(app.lang, key, vars);
 
 if ("serviceWorker" in navigator) {
-  navigator.serviceWorker.register("/sw.js").catch((e) => console.warn("no offline shell:", e));
+  navigator.serviceWorker.register("/sw.js", { updateViaCache: "none" }).catch((e) => console.warn("no offline shell:", e));
 }
 
 // ----- Signing in ----------------------------------------------------------
@@ -56,7 +56,7 @@ async function signIn() {
 /** Who this device is; asked of the server when it answers, else as last known. */
 async function whoAmI() {
   try {
-    const res = await api("/api/me");
+    const res = await fetch("/api/me", { headers: { authorization: `Bearer ${app.token}` }, signal: AbortSignal.timeout(5000) });
     if (res.ok) {
       app.me = await res.json();
       localStorage.setItem("me", JSON.stringify(app.me));
@@ -79,6 +79,8 @@ function chrome() {
   for (const el of document.querySelectorAll("[data-t]")) el.textContent = tr(el.dataset.t);
   for (const b of document.querySelectorAll("[data-lang]")) b.setAttribute("aria-pressed", String(b.dataset.lang === app.lang));
   $("#search").placeholder = tr("searchPlaceholder");
+  $("#search").setAttribute("aria-label", tr("search"));
+  $("nav.language").setAttribute("aria-label", tr("language"));
   $("#search").value = app.query;
   $('nav.views a[href="#/dashboard"]').hidden = role() === "delegate";
   $("#me").textContent = app.me ? tr("signedInAs", { name: app.me.name, role: tr(app.me.role) }) : "";
@@ -183,9 +185,19 @@ async function edit(id, edits, opts = {}) {
     await app.client.edit(id, edits, opts.message ?? edits.map((e) => `${e.op} ${e.path}`).join(", "));
     $("#notice").textContent = "";
     if (opts.rerender) recordView(id);
+    return true;
   } catch (e) {
     $("#notice").textContent = `${e.name}: ${e.message}`;
+    return false;
   }
+}
+
+/** Why this device may not change the record, if it may not: the server would refuse it. */
+function lockOf(view) {
+  if (isCoordinator()) return null;
+  if (view.kind === "meeting" && view.record?.adopted) return tr("lockedAdopted");
+  if (view.kind === "agreement" && view.record?.status === "ended") return tr("lockedEnded");
+  return writable() ? null : tr("readOnly");
 }
 
 function recordView(id, at = null) {
@@ -197,11 +209,7 @@ function recordView(id, at = null) {
     return;
   }
   const kind = view.kind;
-  // What the server would refuse anyway is shown read-only, with why.
-  const locked = isCoordinator() ? null
-    : kind === "meeting" && view.record?.adopted ? tr("lockedAdopted")
-    : kind === "agreement" && view.record?.status === "ended" ? tr("lockedEnded")
-    : !writable() ? tr("readOnly") : null;
+  const locked = lockOf(view);
   const ctx = {
     lang: app.lang,
     summaries: app.summaries,
@@ -209,8 +217,9 @@ function recordView(id, at = null) {
     writable: !locked && at === null,
     editors: new Map(),
     edit: (edits, opts) => edit(id, edits, opts),
+    read: (path) => { try { return valueAt(app.client.read(id).record, path); } catch { return undefined; } },
   };
-  app.view = { id, ctx, at };
+  app.view = { id, ctx, at, locked };
   const fields = app.schema[kind] ?? [];
   let record = view.record;
   let body;
@@ -236,22 +245,36 @@ function recordView(id, at = null) {
   );
 }
 
-/** When the record on screen changed elsewhere: update its editors in place, or redraw. */
+/**
+ * When the record on screen changed elsewhere: update its editors in place
+ * while the person is in the form, and redraw what cannot be updated once
+ * they leave it, so nothing they are typing is replaced.
+ */
 function refreshRecordView(paths) {
   const { id, ctx, at } = app.view;
   if (at !== null) return;
   const view = app.client.read(id);
-  const focused = document.activeElement;
-  const typing = focused && $("#view form.record")?.contains(focused);
-  const updatable = paths.every((p) => ctx.editors.has(p) || ctx.editors.has(p.split("/").slice(0, -1).join("/")));
-  if (typing && updatable) {
-    for (const p of paths) {
-      const path = ctx.editors.has(p) ? p : p.split("/").slice(0, -1).join("/");
-      ctx.editors.get(path)(valueAt(view.record, path));
-    }
-    $("#view section.conflicts")?.replaceWith(conflictList([{ id, view }]));
-  } else {
+  const form = $("#view form.record");
+  const typing = form?.contains(document.activeElement);
+  if (!typing || lockOf(view) !== app.view.locked) {
     recordView(id);
+    return;
+  }
+  const parent = (p) => p.split("/").slice(0, -1).join("/");
+  for (const p of paths) {
+    const path = ctx.editors.has(p) ? p : ctx.editors.has(parent(p)) ? parent(p) : null;
+    if (path) ctx.editors.get(path)(valueAt(view.record, path));
+    else app.view.stale = true;
+  }
+  $("#view section.conflicts")?.replaceWith(conflictList([{ id, view }]));
+  if (app.view.stale && !form.dataset.deferred) {
+    form.dataset.deferred = "1";
+    form.addEventListener("focusout", function later(e) {
+      if (form.contains(e.relatedTarget)) return;
+      form.removeEventListener("focusout", later);
+      // Let a pending `change` write first.
+      setTimeout(() => { if (app.view?.id === id && app.view.stale) recordView(id); });
+    });
   }
 }
 
@@ -268,11 +291,13 @@ function conflictList(records) {
   const rows = [];
   for (const { id, view } of records) {
     for (const c of view.conflicts ?? []) {
-      const name = c.path.split("/").filter((p) => p && !/^[0-9a-f-]{8,}$/i.test(p)).pop();
+      const parts = c.path.split("/").filter((p) => p && !/^[0-9a-f-]{8,}$/i.test(p));
+      const lang = LANGS.includes(parts.at(-1)) && parts.length > 1 ? parts.pop() : null;
+      const name = parts.pop();
       const field = { name, type: "str" };
       rows.push(h("li", { "data-path": c.path, "data-id": id },
         records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
-        h("span", { class: "label" }, tr(`field.${name}`)),
+        h("span", { class: "label" }, tr(`field.${name}`), lang ? ` (${lang})` : ""),
         h("div", { class: "values" }, c.values.map((v) => h("button", {
           type: "button", class: "keep", "data-value": JSON.stringify(v.value),
           onclick: async () => {
@@ -346,17 +371,21 @@ function historySection(id, fields) {
 
 function newView(kind) {
   const ctx = { lang: app.lang, summaries: app.summaries, byUrl: app.byUrl };
-  const { rows, read } = creationRows(ctx, app.schema[kind] ?? []);
+  const { rows, read, refresh } = creationRows(ctx, app.schema[kind] ?? []);
+  // A form being filled in is never redrawn by sync; only its choices grow.
+  app.view = { new: kind, refresh };
   const form = h("form", {
     class: "record new",
-    onsubmit: async (e) => {
+    onsubmit: (e) => {
       e.preventDefault();
-      try {
-        const id = await app.client.create(kind, read(), `create ${kind}`);
-        location.hash = `#/r/${id}`;
-      } catch (err) {
-        $("#notice").textContent = `${err.name}: ${err.message}`;
-      }
+      once(e.submitter ?? form.querySelector("button[type=submit]"), async () => {
+        try {
+          const id = await app.client.create(kind, read(), `create ${kind}`);
+          location.hash = `#/r/${id}`;
+        } catch (err) {
+          $("#notice").textContent = `${err.name}: ${err.message}`;
+        }
+      });
     },
   }, rows, h("div", { class: "actions" }, h("button", { type: "submit" }, tr("create")), h("a", { href: `#/k/${kind}` }, tr("cancel"))));
   fill($("#view"), h("h2", {}, tr("newRecord", { kind: tr(`kind.${kind}`) })), form);
@@ -458,7 +487,11 @@ function exportSection(read) {
   const csv = (kind) => {
     const rows = read.filter((r) => r.view.kind === kind);
     const fields = (app.schema[kind] ?? []).filter((f) => !["list", "map", "text"].includes(f.type));
-    const cell = (v) => `"${String(v ?? "").replaceAll('"', '""')}"`;
+    // A cell a spreadsheet would run as a formula is kept as text.
+    const cell = (v) => {
+      const text = String(v ?? "");
+      return `"${(/^[=+\-@]/.test(text) ? `'${text}` : text).replaceAll('"', '""')}"`;
+    };
     const head = ["id", ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${f.name}_${l}`) : [f.name]))];
     const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {
       const v = view.record?.[f.name];
@@ -501,17 +534,24 @@ addEventListener("hashchange", () => {
 function onChanges(changes) {
   for (const c of changes) app.texts.delete(c.id);
   refreshSummaries();
-  const current = changes.find((c) => app.view && c.id === app.view.id);
+  if (app.view?.new) {
+    app.view.refresh(app.summaries);
+    return;
+  }
+  const current = app.view && changes.find((c) => c.id === app.view.id);
   if (app.view) {
     if (current && current.origin === "remote") refreshRecordView(current.paths);
     else if (current && current.paths.some((p) => !app.view.ctx.editors.has(p))) {
       // A local change this screen did not draw (a new item, a resolved conflict).
       if (!$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id);
     }
-  } else if (!$("#view").contains(document.activeElement) || document.activeElement === document.body) {
+  } else if (!app.redraw) {
     // Lists and the dashboard redraw at most every 300 ms while records pour in.
-    clearTimeout(app.redraw);
-    app.redraw = setTimeout(() => { if (!app.view) route(); }, 300);
+    app.redraw = setTimeout(() => {
+      app.redraw = null;
+      if (app.view || $("#view").contains(document.activeElement)) return;
+      route();
+    }, 300);
   }
 }
 
@@ -529,16 +569,17 @@ async function start() {
     say(tr("signin"));
     return;
   }
-  await init();
-  app.schema = loadSchema();
   try {
+    await init();
+    app.schema = loadSchema();
     app.client = await Client.open({ token: app.token });
   } catch (e) {
     say(tr("storageError", { reason: `${e.name}: ${e.message}` }));
     return;
   }
   window.twinsync = app.client;
-  await whoAmI();
+  // Who this device is matters for what it shows; the records do not wait for it.
+  whoAmI().then(() => { chrome(); if (!app.view) route(); });
   refreshSummaries();
   app.client.onStatus((s) => syncBar(s));
   app.client.subscribe(onChanges);

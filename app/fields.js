@@ -110,21 +110,25 @@ export function fieldRows(ctx, fields, value, prefix = "") {
     if (field.name === "id") continue;
     const path = `${prefix}/${field.name}`;
     const v = value?.[field.name];
-    const label = h("span", { class: "label" }, t(ctx.lang, `field.${field.name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
-    const body = ctx.writable ? editor(ctx, field, v, path) : h("div", { class: "value" }, words(show(ctx, field, v)));
-    rows.push(h("div", { class: `field ${field.type}`, "data-path": path }, label, body));
+    const id = `f${++serial}`;
+    const label = h("span", { class: "label", id }, t(ctx.lang, `field.${field.name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
+    let body;
+    if (ctx.writable) body = editor(ctx, field, v, path);
+    else if (field.type === "list") body = h("ol", { class: "items" }, (v ?? []).map((item) => h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, `${path}/${item.id}`))));
+    else body = h("div", { class: "value" }, words(show(ctx, field, v)));
+    // Every control of the row is named by its caption, for screen readers.
+    const controls = body.matches?.("input, select, textarea") ? [body] : [...body.querySelectorAll(":scope > input, :scope > select, :scope > textarea")];
+    for (const c of controls) if (!c.hasAttribute("aria-label")) c.setAttribute("aria-labelledby", id);
+    rows.push(h("div", { class: `field ${field.type}`, "data-path": path, role: controls.length ? null : "group", "aria-labelledby": controls.length ? null : id }, label, body));
   }
   return rows;
 }
+let serial = 0;
 
 function editor(ctx, field, value, path) {
   const lang = ctx.lang;
   const set = (v) => ctx.edit([{ op: "set", path, value: v }]);
-  const plain = (input, read) => {
-    input.addEventListener("change", () => set(read()));
-    ctx.editors.set(path, (v) => { if (document.activeElement !== input) input.value = v ?? ""; });
-    return input;
-  };
+  const plain = (input, read) => remoteAware(input, path, ctx, () => set(read()));
   switch (field.type) {
     case "str": {
       const input = h("input", { type: "text", dir: "auto", value: value ?? "" });
@@ -163,10 +167,8 @@ function editor(ctx, field, value, path) {
     case "multilingual": {
       const group = h("div", { class: "langs" });
       for (const l of ["ar", "fr", "en"]) {
-        const input = h("input", { type: "text", lang: l, dir: l === "ar" ? "rtl" : "ltr", value: value?.[l] ?? "", "aria-label": `${t(lang, `field.${field.name}`)} (${l})`, placeholder: l });
-        input.addEventListener("change", () => ctx.edit([{ op: "set", path: `${path}/${l}`, value: input.value || null }]));
-        ctx.editors.set(`${path}/${l}`, (v) => { if (document.activeElement !== input) input.value = v ?? ""; });
-        group.append(input);
+        const input = h("input", { type: "text", lang: l, dir: l === "ar" ? "rtl" : "ltr", value: value?.[l] ?? "", "aria-label": `${t(lang, `field.${field.name}`)} (${LANGUAGE_NAMES[l]})`, placeholder: LANGUAGE_NAMES[l] });
+        group.append(remoteAware(input, `${path}/${l}`, ctx, () => ctx.edit([{ op: "set", path: `${path}/${l}`, value: input.value || null }])));
       }
       ctx.editors.set(path, (v) => { for (const l of ["ar", "fr", "en"]) ctx.editors.get(`${path}/${l}`)(v?.[l]); });
       return group;
@@ -179,6 +181,52 @@ function editor(ctx, field, value, path) {
   }
 }
 
+const LANGUAGE_NAMES = { ar: "العربية", fr: "Français", en: "English" };
+
+/**
+ * A one-line control that writes on `change`. A value arriving from others
+ * while the person is in the control waits until they leave it without
+ * changing it, so it never overwrites what they are typing.
+ */
+function remoteAware(input, path, ctx, write) {
+  let waiting;
+  input.addEventListener("change", () => { waiting = undefined; write(); });
+  input.addEventListener("blur", () => {
+    if (waiting !== undefined) input.value = waiting ?? "";
+    waiting = undefined;
+  });
+  ctx.editors.set(path, (v) => {
+    if (document.activeElement === input) waiting = v ?? null;
+    else input.value = v ?? "";
+  });
+  return input;
+}
+
+/** Where a caret goes when the text around it changes from `a` to `b`. */
+function follow(pos, a, b) {
+  // Whichever side of the caret did not change keeps it in place.
+  if (a.slice(pos) === b.slice(b.length - (a.length - pos))) return b.length - (a.length - pos);
+  if (a.slice(0, pos) === b.slice(0, pos)) return pos;
+  const d = diff(a, b);
+  return d ? shift(pos, d) : pos;
+}
+
+/**
+ * `local` and `remote` both change `base`; `local` moved past `remote`,
+ * so it applies to the text `remote` left.
+ */
+function rebase(local, remote) {
+  if (!remote) return local;
+  const remoteEnd = remote.index + remote.delete;
+  if (local.index + local.delete <= remote.index) return local;
+  if (local.index >= remoteEnd) return { ...local, index: local.index - remote.delete + remote.insert.length };
+  // Both changed the same span: keep the person's insertion after theirs.
+  const index = remote.index + remote.insert.length;
+  return { index, delete: Math.max(0, local.index + local.delete - remoteEnd), insert: local.insert };
+}
+
+const splice = (text, d) => text.slice(0, d.index) + d.insert + text.slice(d.index + d.delete);
+
 /**
  * Long text, merged character by character: every keystroke becomes a splice
  * at UTF-16 offsets, and text arriving from others is spliced in around the
@@ -187,23 +235,62 @@ function editor(ctx, field, value, path) {
 function textArea(ctx, path, value) {
   const area = h("textarea", { dir: "auto", rows: 8 });
   area.value = value ?? "";
+  // The text as this screen last saw it in the document.
   let last = area.value;
-  const send = () => {
-    const d = diff(last, area.value);
+  let composing = false;
+  let arrived;
+  const send = async () => {
+    // The document stores NFC: keep the screen in the same form, or every
+    // later offset would be off.
+    const nfc = area.value.normalize("NFC");
+    if (nfc !== area.value) {
+      const caret = follow(area.selectionStart, area.value, nfc);
+      area.value = nfc;
+      area.setSelectionRange(caret, caret);
+    }
+    let local = diff(last, area.value);
+    if (!local) return;
+    // Text from others may be merged on the device but not yet announced:
+    // place this keystroke relative to the document as it is now.
+    const base = ctx.read(path) ?? "";
+    if (base !== last) {
+      local = rebase(local, diff(last, base));
+      const merged = splice(base, local);
+      const caret = follow(area.selectionStart, area.value, merged);
+      area.value = merged;
+      if (document.activeElement === area) area.setSelectionRange(caret, caret);
+    }
     last = area.value;
-    if (d) ctx.edit([{ op: "splice_text", path, ...d }]);
+    if (!(await ctx.edit([{ op: "splice_text", path, ...local }]))) {
+      // Not saved: show what the document holds, so nothing unsaved looks saved.
+      const stored = ctx.read(path) ?? "";
+      const caret = follow(area.selectionStart, area.value, stored);
+      area.value = stored;
+      last = stored;
+      if (document.activeElement === area) area.setSelectionRange(caret, caret);
+    }
   };
-  area.addEventListener("input", (e) => { if (!e.isComposing) send(); });
-  area.addEventListener("compositionend", send);
-  ctx.editors.set(path, (remote) => {
+  const receive = (remote) => {
     remote ??= "";
-    const d = diff(area.value, remote);
-    if (!d) return;
+    if (remote === area.value) { last = remote; return; }
     const [s, e] = [area.selectionStart, area.selectionEnd];
+    const before = area.value;
     area.value = remote;
     last = remote;
-    if (document.activeElement === area) area.setSelectionRange(shift(s, d), shift(e, d));
+    if (document.activeElement === area) area.setSelectionRange(follow(s, before, remote), follow(e, before, remote));
+  };
+  area.addEventListener("compositionstart", () => { composing = true; });
+  area.addEventListener("compositionend", () => {
+    composing = false;
+    send().then(() => {
+      if (arrived !== undefined) receive(ctx.read(path));
+      arrived = undefined;
+    });
   });
+  area.addEventListener("input", (e) => { if (!e.isComposing && !composing) send(); });
+  // A word being composed is not in the document yet: text from others
+  // waits until it is.
+  ctx.editors.set(path, (remote) => { if (composing) arrived = remote; else receive(remote); });
   return area;
 }
 
@@ -222,9 +309,20 @@ function setEditor(ctx, field, members, path) {
     }));
   }
   const input = h("input", { type: "text", dir: "auto", "aria-label": t(lang, "add") });
+  const change = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }], { rerender: true });
+  const add = () => { const m = input.value.trim(); if (m) { input.value = ""; change(m, true); } };
+  input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); add(); } });
   return h("div", { class: "chips" },
-    members.map((m) => h("span", { class: "chip" }, words(m), h("button", { type: "button", "aria-label": t(lang, "remove"), onclick: () => toggle(m, false) }, "×"))),
-    h("form", { onsubmit: (e) => { e.preventDefault(); if (input.value.trim()) toggle(input.value.trim(), true); } }, input, h("button", {}, t(lang, "add"))));
+    members.map((m) => h("span", { class: "chip" }, words(m), h("button", { type: "button", "aria-label": `${t(lang, "remove")} ${m}`, onclick: () => change(m, false) }, "×"))),
+    input,
+    h("button", { type: "button", onclick: add }, t(lang, "add")));
+}
+
+/** Runs `action` once at a time from `button`: a double tap does it once. */
+export async function once(button, action) {
+  if (button.disabled) return;
+  button.disabled = true;
+  try { await action(); } finally { button.disabled = false; }
 }
 
 /** A value for each required field of a new list item. */
@@ -250,18 +348,18 @@ function listEditor(ctx, field, items, path) {
     if (field.name === "milestones" && item.status !== "done") {
       actions.append(h("button", {
         type: "button", class: "done",
-        onclick: () => ctx.edit([
+        onclick: (e) => once(e.currentTarget, () => ctx.edit([
           { op: "set", path: `${at}/status`, value: "done" },
           { op: "set", path: `${at}/done_on`, value: new Date().toISOString().slice(0, 10) },
-        ], { rerender: true }),
+        ], { rerender: true })),
       }, t(lang, "markDone")));
     }
-    actions.append(h("button", { type: "button", class: "remove", onclick: () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true }) }, t(lang, "remove")));
+    actions.append(h("button", { type: "button", class: "remove", onclick: (e) => once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true })) }, t(lang, "remove")));
     list.append(h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, at), actions));
   }
   const add = h("button", {
     type: "button", class: "add",
-    onclick: () => ctx.edit([{ op: "insert_item", path, after: "$end", item: blankItem(ctx, field.fields) }], { rerender: true }),
+    onclick: (e) => once(e.currentTarget, () => ctx.edit([{ op: "insert_item", path, after: "$end", item: blankItem(ctx, field.fields) }], { rerender: true })),
   }, t(lang, "addItem"));
   return h("div", {}, list, add);
 }
@@ -270,13 +368,15 @@ function listEditor(ctx, field, items, path) {
 export function creationRows(ctx, fields) {
   const rows = [];
   const read = [];
+  // Records arriving while the form is open join its choices; nothing typed is touched.
+  const refresh = [];
   for (const field of fields) {
     if (["list", "map"].includes(field.type)) continue;
     const name = field.name;
     const label = h("span", { class: "label" }, t(ctx.lang, `field.${name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
     let input;
     if (field.type === "multilingual") {
-      const inputs = ["ar", "fr", "en"].map((l) => h("input", { type: "text", name: `${name}.${l}`, lang: l, dir: l === "ar" ? "rtl" : "ltr", placeholder: l }));
+      const inputs = ["ar", "fr", "en"].map((l) => h("input", { type: "text", name: `${name}.${l}`, lang: l, dir: l === "ar" ? "rtl" : "ltr", placeholder: LANGUAGE_NAMES[l], "aria-label": `${t(ctx.lang, `field.${name}`)} (${LANGUAGE_NAMES[l]})` }));
       input = h("div", { class: "langs" }, inputs);
       read.push((out) => {
         const v = Object.fromEntries(inputs.map((i, k) => [["ar", "fr", "en"][k], i.value.trim()]).filter(([, s]) => s));
@@ -289,17 +389,35 @@ export function creationRows(ctx, fields) {
       const choices = field.type === "enum"
         ? field.values.map((v) => ({ value: v, label: t(ctx.lang, `value.${v}`) }))
         : options(ctx, REF_KIND[name]);
-      input = h("select", { name }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
+      const select = h("select", { name }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
         choices.map((c) => h("option", { value: c.value }, c.label)));
-      read.push((out) => { if (input.value) out[name] = input.value; });
+      input = select;
+      read.push((out) => { if (select.value) out[name] = select.value; });
+      if (field.type === "ref") {
+        refresh.push(() => {
+          const known = new Set([...select.options].map((o) => o.value));
+          for (const c of options(ctx, REF_KIND[name])) if (!known.has(c.value)) select.append(h("option", { value: c.value }, c.label));
+        });
+      }
     } else if (field.type === "set") {
       const choices = field.values
         ? field.values.map((v) => ({ value: v, label: t(ctx.lang, `value.${v}`) }))
         : REF_KIND[name] ? options(ctx, REF_KIND[name]) : null;
       if (!choices) continue;
       const boxes = choices.map((c) => h("input", { type: "checkbox", value: c.value }));
-      input = h("div", { class: "choices" }, boxes.map((b, k) => h("label", {}, b, " ", words(choices[k].label))));
+      const group = h("div", { class: "choices" }, boxes.map((b, k) => h("label", {}, b, " ", words(choices[k].label))));
+      input = group;
       read.push((out) => { const m = boxes.filter((b) => b.checked).map((b) => b.value); if (m.length) out[name] = m; });
+      if (!field.values) {
+        refresh.push(() => {
+          for (const c of options(ctx, REF_KIND[name])) {
+            if (boxes.some((b) => b.value === c.value)) continue;
+            const box = h("input", { type: "checkbox", value: c.value });
+            boxes.push(box);
+            group.append(h("label", {}, box, " ", words(c.label)));
+          }
+        });
+      }
     } else if (field.type === "bool") {
       input = h("input", { type: "checkbox", name });
       read.push((out) => { out[name] = input.checked; });
@@ -309,7 +427,14 @@ export function creationRows(ctx, fields) {
       if (field.type === "date" && field.required) input.value = new Date().toISOString().slice(0, 10);
       read.push((out) => { if (input.value !== "") out[name] = type === "number" ? Number(input.value) : input.value; });
     }
-    rows.push(h("label", { class: `field ${field.type}` }, label, input));
+    const single = input.matches("input, select, textarea");
+    rows.push(single
+      ? h("label", { class: `field ${field.type}` }, label, input)
+      : h("div", { class: `field ${field.type}`, role: "group", "aria-label": t(ctx.lang, `field.${name}`) }, label, input));
   }
-  return { rows, read: () => { const out = {}; for (const r of read) r(out); return out; } };
+  return {
+    rows,
+    read: () => { const out = {}; for (const r of read) r(out); return out; },
+    refresh: (summaries) => { ctx.summaries = summaries; for (const r of refresh) r(); },
+  };
 }

@@ -1,9 +1,13 @@
 // The offline shell: after the first visit the app starts with no network.
-// App files are served from the cache at once and refreshed in the
-// background (stale-while-revalidate); the API and /sync always go to the
-// network, since the records themselves live in IndexedDB.
+// The page, its modules and the browser client are cached together, one
+// cache per version of them (`/sw-version.js`, a digest the server takes of
+// the files it serves), so a phone never runs the client's JavaScript of one
+// build with the `.wasm` of another. A new version is fetched whole in the
+// background, and the next start uses it. The API and /sync always go to the
+// network: the records themselves live in IndexedDB.
 
-const CACHE = "twinsync-shell-v1";
+importScripts("/sw-version.js");
+const CACHE = `twinsync-shell-${self.SHELL_VERSION}`;
 const SHELL = [
   "/",
   "/app.js",
@@ -20,13 +24,18 @@ const SHELL = [
 ];
 
 self.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
+  // All or nothing: a version with a file missing is never used.
+  event.waitUntil(
+    caches.open(CACHE)
+      .then((c) => c.addAll(SHELL.map((url) => new Request(url, { cache: "reload" }))))
+      .then(() => self.skipWaiting()),
+  );
 });
 
 self.addEventListener("activate", (event) => {
   event.waitUntil(
     caches.keys()
-      .then((keys) => Promise.all(keys.filter((k) => k !== CACHE).map((k) => caches.delete(k))))
+      .then((keys) => Promise.all(keys.filter((k) => k.startsWith("twinsync-shell-") && k !== CACHE).map((k) => caches.delete(k))))
       .then(() => self.clients.claim()),
   );
 });
@@ -34,22 +43,10 @@ self.addEventListener("activate", (event) => {
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== location.origin) return;
-  if (url.pathname.startsWith("/api/") || url.pathname === "/sync" || url.pathname === "/healthz" || url.pathname === "/metrics") return;
   // Every page of the app is the one shell; the hash picks the view.
   const key = event.request.mode === "navigate" ? "/" : url.pathname;
+  if (!SHELL.includes(key)) return;
   event.respondWith(
-    caches.open(CACHE).then(async (cache) => {
-      const cached = await cache.match(key);
-      const fresh = fetch(event.request)
-        .then((res) => {
-          if (res.ok) cache.put(key, res.clone());
-          return res;
-        });
-      if (cached) {
-        event.waitUntil(fresh.catch(() => {}));
-        return cached;
-      }
-      return fresh;
-    }),
+    caches.open(CACHE).then(async (cache) => (await cache.match(key)) ?? fetch(event.request)),
   );
 });

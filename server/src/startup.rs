@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
+use axum::http::header;
 use axum::response::Response;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -22,8 +23,21 @@ use crate::{admin, api, connection, seed};
 /// The whole HTTP surface; tests call it without a socket.
 pub fn app(hub: Arc<Hub>) -> Router {
     let static_files = ServeDir::new(&hub.settings.app_dir).append_index_html_on_directories(true);
+    let version = shell_version(&[&hub.settings.app_dir, &hub.settings.client_dir]);
     Router::new()
         .route("/sync", get(sync))
+        .route(
+            "/sw-version.js",
+            get(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    format!("self.SHELL_VERSION = {version:?};\n"),
+                )
+            }),
+        )
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/openapi.json", get(api::openapi))
@@ -46,6 +60,45 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .fallback_service(static_files)
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(hub)
+}
+
+/// A digest of the app's files and the built client, as served: the
+/// service worker keeps one cache per version, so a phone never mixes the
+/// client's JavaScript of one build with the `.wasm` of another.
+fn shell_version(dirs: &[&std::path::Path]) -> String {
+    use sha2::{Digest, Sha256};
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut hasher = Sha256::new();
+    for dir in dirs {
+        let mut files = Vec::new();
+        walk(dir, &mut files);
+        files.sort();
+        for file in files {
+            hasher.update(
+                file.strip_prefix(dir)
+                    .unwrap_or(&file)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+            hasher.update(std::fs::read(&file).unwrap_or_default());
+        }
+    }
+    hasher.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The token is checked before the upgrade: without a valid one the
@@ -178,4 +231,32 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_version;
+
+    #[test]
+    fn the_shell_version_changes_with_any_served_file_and_only_then() {
+        let app = tempfile::tempdir().expect("a directory");
+        let pkg = tempfile::tempdir().expect("a directory");
+        std::fs::create_dir(app.path().join("icons")).expect("icons");
+        std::fs::write(app.path().join("app.js"), "one").expect("app.js");
+        std::fs::write(app.path().join("icons/icon.svg"), "<svg/>").expect("icon");
+        std::fs::write(pkg.path().join("client_bg.wasm"), [0, 97, 115, 109]).expect("wasm");
+        let dirs = [app.path(), pkg.path()];
+        let first = shell_version(&dirs);
+        assert_eq!(first.len(), 16);
+        assert_eq!(
+            shell_version(&dirs),
+            first,
+            "the same files, the same version"
+        );
+        std::fs::write(pkg.path().join("client_bg.wasm"), [0, 97, 115, 110]).expect("wasm");
+        let second = shell_version(&dirs);
+        assert_ne!(second, first, "a new client is a new version");
+        std::fs::write(app.path().join("icons/icon.svg"), "<svg />").expect("icon");
+        assert_ne!(shell_version(&dirs), second, "a file in a subfolder counts");
+    }
 }

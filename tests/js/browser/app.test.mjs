@@ -53,6 +53,7 @@ async function twoPeople(server) {
  * phones' people (so both may write it), and both phones open it.
  */
 async function newMeeting(a, b, people) {
+  await upToDate(a.page);
   await show(a.page, "#/new/meeting");
   await a.page.fill('input[name="title.ar"]', "اجتماع لجنة الشباب");
   await a.page.fill('input[name="title.fr"]', "Réunion du comité jeunesse");
@@ -86,7 +87,7 @@ test("GET / is an Arabic right-to-left app with a manifest and a service worker,
     assert.match(html, /<link rel="manifest" href="\/manifest.webmanifest">/);
     assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//, "no address outside the server");
     const app = await (await fetch(`${server.url}/app.js`)).text();
-    assert.match(app, /serviceWorker\.register\("\/sw.js"\)/);
+    assert.match(app, /serviceWorker\.register\("\/sw.js"/);
     const manifest = await (await fetch(`${server.url}/manifest.webmanifest`)).json();
     assert.equal(manifest.start_url, "/");
     assert.equal(manifest.display, "standalone");
@@ -195,6 +196,40 @@ test("two phones write the same minutes offline and both show the merged text", 
     await upToDate(b.page);
     const stored = await (await server.api(`/api/records/${id}`)).json();
     assert.equal(stored.record.minutes, textA, "the server holds the merged minutes");
+    await a.context.close();
+    await b.context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("typing in minutes while another phone writes in them live keeps both people's words whole", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { a, b, id } = await twoPhones(server);
+    const area = '[data-path="/minutes"] textarea';
+    for (const p of [a, b]) await p.page.waitForSelector(area);
+    await a.page.click(area);
+    await a.page.keyboard.press("Control+Home");
+    await b.page.click(area);
+    await b.page.keyboard.press("Control+End");
+    // Both type at once: A at the start, B at the end, key by key.
+    const mine = "الرئيس افتتح الجلسة ";
+    const theirs = " Le secrétaire lit l'ordre du jour.";
+    await Promise.all([
+      a.page.keyboard.type(mine, { delay: 40 }),
+      b.page.keyboard.type(theirs, { delay: 35 }),
+    ]);
+    const expected = `${mine}Ordre du jour adopté.${theirs}`;
+    for (const p of [a, b]) {
+      await until(p.page, ([sel, want]) => document.querySelector(sel).value === want, [area, expected], "both people's words, whole");
+    }
+    await upToDate(a.page);
+    await upToDate(b.page);
+    const stored = await (await server.api(`/api/records/${id}`)).json();
+    assert.equal(stored.record.minutes, expected);
     await a.context.close();
     await b.context.close();
   } finally {
