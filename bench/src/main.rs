@@ -45,6 +45,10 @@ struct Args {
     /// Run one system only: `ours` or `official` (for profiling).
     #[arg(long)]
     only: Option<String>,
+    /// Run only these scenarios, e.g. `--scenario s2` (for profiling); a
+    /// partial run writes no report.
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
     /// Where to write the report (full runs only).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -143,37 +147,45 @@ async fn main() -> Result<()> {
             } else {
                 &mut official
             };
-            eprintln!("bench: run {run}/{runs}: S1 on {}", kind.name());
-            let system = System::start(kind, &programs, &[])?;
-            let limit = Duration::from_secs(if args.smoke { 20 } else { 900 });
-            let (took, resyncs) = reconnect_storm(&system, &work, limit)
-                .await
-                .with_context(|| format!("S1 on {}", kind.name()))?;
-            figures.s1_secs.push(took.as_secs_f64());
-            figures.resyncs += resyncs;
-            figures.s1_peak_mib.push(system.peak_rss_mib()?);
-            if args.smoke {
-                // Every record, read back by a fresh peer, holds exactly the
-                // merged heads: both servers hold the same documents.
-                read_back(&system, &work.expected)
+            let wants = |s: &str| args.scenario.is_empty() || args.scenario.iter().any(|x| x == s);
+            if wants("s1") {
+                eprintln!("bench: run {run}/{runs}: S1 on {}", kind.name());
+                let system = System::start(kind, &programs, &[])?;
+                let limit = Duration::from_secs(if args.smoke { 20 } else { 900 });
+                let (took, resyncs) = reconnect_storm(&system, &work, limit)
                     .await
-                    .with_context(|| format!("reading S1's records back from {}", kind.name()))?;
-                eprintln!("bench: {} holds every record as merged", kind.name());
+                    .with_context(|| format!("S1 on {}", kind.name()))?;
+                figures.s1_secs.push(took.as_secs_f64());
+                figures.resyncs += resyncs;
+                figures.s1_peak_mib.push(system.peak_rss_mib()?);
+                if args.smoke {
+                    // Every record, read back by a fresh peer, holds exactly the
+                    // merged heads: both servers hold the same documents.
+                    read_back(&system, &work.expected).await.with_context(|| {
+                        format!("reading S1's records back from {}", kind.name())
+                    })?;
+                    eprintln!("bench: {} holds every record as merged", kind.name());
+                }
+                drop(system);
             }
-            drop(system);
 
-            eprintln!("bench: run {run}/{runs}: S2 on {}", kind.name());
-            let system = System::start(kind, &programs, &[])?;
-            let relay = live_relay(
-                &system,
-                sizes.relay_peers,
-                sizes.relay_rate,
-                sizes.relay_secs,
-            )
-            .await
-            .with_context(|| format!("S2 on {}", kind.name()))?;
-            figures.s2.push(relay);
-            drop(system);
+            if wants("s2") {
+                eprintln!("bench: run {run}/{runs}: S2 on {}", kind.name());
+                let system = System::start(kind, &programs, &[])?;
+                let relay = live_relay(
+                    &system,
+                    sizes.relay_peers,
+                    sizes.relay_rate,
+                    sizes.relay_secs,
+                )
+                .await
+                .with_context(|| format!("S2 on {}", kind.name()))?;
+                figures.s2.push(relay);
+                drop(system);
+            }
+            if !wants("s3") {
+                continue;
+            }
 
             eprintln!("bench: run {run}/{runs}: S3 on {}", kind.name());
             // Our per-device limit on documents a minute would stop the
@@ -209,12 +221,14 @@ async fn main() -> Result<()> {
                 Err(e) => return Err(e.context(format!("S3 on {}", kind.name()))),
             }
         }
-        raw.push(raw_limit(&work)?.as_secs_f64());
+        if args.scenario.is_empty() || args.scenario.iter().any(|x| x == "s4") {
+            raw.push(raw_limit(&work)?.as_secs_f64());
+        }
     }
 
     let report = report(&args, sizes, &work, &ours, &official, &raw);
     println!("{report}");
-    if !args.smoke {
+    if !args.smoke && args.scenario.is_empty() {
         if let Some(out) = &args.out {
             std::fs::write(out, markdown(&report, sizes, runs))
                 .with_context(|| format!("writing {}", out.display()))?;
