@@ -6,7 +6,7 @@
 //! [`DocSync::receive`] and [`DocSync::generate`]: a server must have a
 //! change on disk before any message it sends reflects it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
@@ -44,6 +44,13 @@ struct Peer {
 pub struct DocSync {
     document_id: DocumentId,
     peers: BTreeMap<PeerId, Peer>,
+    /// Peers whose state changed since the last `generate`.
+    dirty: BTreeSet<PeerId>,
+    /// The document's heads at the last `generate`. While they stay, a peer
+    /// whose state did not change has nothing new to hear, and Automerge's
+    /// `generate_sync_message` (which builds a Bloom filter before it
+    /// decides) is not asked.
+    generated_at: Option<Vec<ChangeHash>>,
 }
 
 impl DocSync {
@@ -51,6 +58,8 @@ impl DocSync {
         Self {
             document_id,
             peers: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            generated_at: None,
         }
     }
 
@@ -61,6 +70,7 @@ impl DocSync {
     /// Starts syncing with `peer` from `state` (fresh, or as stored after an
     /// earlier connection).
     pub fn add_peer(&mut self, peer: PeerId, state: sync::State) {
+        self.dirty.insert(peer.clone());
         self.peers.insert(
             peer,
             Peer {
@@ -72,6 +82,7 @@ impl DocSync {
 
     /// Stops syncing with `peer`, handing back its state to store.
     pub fn remove_peer(&mut self, peer: &PeerId) -> Option<sync::State> {
+        self.dirty.remove(peer);
         self.peers.remove(peer).map(|p| p.state)
     }
 
@@ -91,6 +102,7 @@ impl DocSync {
     /// heads both sides are known to share), as a stored state would.
     pub fn reset_peer(&mut self, peer: &PeerId) {
         if let Some(p) = self.peers.get_mut(peer) {
+            self.dirty.insert(peer.clone());
             p.state = sync::State::decode(&p.state.encode()).unwrap_or_default();
             p.requested = false;
             p.told_unavailable = false;
@@ -127,6 +139,7 @@ impl DocSync {
         let message = sync::Message::decode(data)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
         check_blooms(&message).map_err(Checked::Sync)?;
+        self.dirty.insert(from.clone());
         let peer = self.peers.entry(from.clone()).or_default();
         if is_request {
             peer.requested = true;
@@ -182,9 +195,16 @@ impl DocSync {
 
     /// The messages to send now: at most one per peer.
     pub fn generate(&mut self, doc: &Automerge, our_id: &PeerId) -> Vec<Message> {
-        let empty = doc.get_heads().is_empty();
+        let heads = doc.get_heads();
+        let empty = heads.is_empty();
+        let everyone = self.generated_at.as_ref() != Some(&heads);
+        let dirty = std::mem::take(&mut self.dirty);
+        self.generated_at = Some(heads);
         let mut out = Vec::new();
         for (peer_id, peer) in &mut self.peers {
+            if !everyone && !dirty.contains(peer_id) {
+                continue;
+            }
             if empty && peer.requested {
                 // They asked for a document we do not have.
                 if !peer.told_unavailable {
