@@ -13,7 +13,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 use twinsync_shared::protocol::{FrameLimit, Message, PeerMetadata, handshake};
 use twinsync_shared::{DocumentId, PeerId};
 
@@ -40,7 +40,8 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     /// Connects to `url` (with its token, if any) and joins.
     pub async fn connect(url: &str, id: &str, docs: Vec<(DocumentId, Automerge)>) -> Result<Self> {
-        let (ws, _) = connect_async(url)
+        // No Nagle delay, as browsers open their WebSockets.
+        let (ws, _) = connect_async_with_config(url, None, true)
             .await
             .with_context(|| format!("cannot open {url}"))?;
         let (mut sink, mut stream) = ws.split();

@@ -8,6 +8,7 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
@@ -174,6 +175,14 @@ pub async fn run(
     let watcher = tokio::spawn(watch_revocations(Arc::clone(&hub)));
     let router = app(Arc::clone(&hub));
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Sync frames are small and each one waits for an answer: with Nagle's
+    // algorithm a frame can sit behind the peer's delayed ACK for tens of
+    // milliseconds, so every accepted socket sends at once.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY; frames may wait");
+        }
+    });
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
