@@ -49,6 +49,10 @@ struct Args {
     /// partial run writes no report.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
+    /// S2's number of peers, instead of the scenario's, to see where its
+    /// latency turns (a run with it writes no report).
+    #[arg(long)]
+    relay_peers: Option<usize>,
     /// Where to write the report (full runs only).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -118,7 +122,10 @@ fn median(values: &[f64]) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let sizes = if args.smoke { SMOKE } else { FULL };
+    let mut sizes = if args.smoke { SMOKE } else { FULL };
+    if let Some(n) = args.relay_peers {
+        sizes.relay_peers = n;
+    }
     let runs = if args.smoke { 1 } else { args.runs.max(1) };
     let programs = Programs {
         twinsync: args.twinsync.clone(),
@@ -228,7 +235,7 @@ async fn main() -> Result<()> {
 
     let report = report(&args, sizes, &work, &ours, &official, &raw);
     println!("{report}");
-    if !args.smoke && args.scenario.is_empty() {
+    if !args.smoke && args.scenario.is_empty() && args.relay_peers.is_none() {
         if let Some(out) = &args.out {
             std::fs::write(out, markdown(&report, sizes, runs))
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -398,6 +405,29 @@ fn markdown(table: &str, sizes: Sizes, runs: usize) -> String {
            40 s after the peers left (our server evicts documents idle for 30 s). Our server's \
            per-device documents-a-minute limit is raised for the seeding peers; nothing else is tuned.\n\n\
          {table}\n\
+         ## What bounds the figures\n\n\
+         Profiled on this machine on 2026-11-23 (`twinsync-bench --only ours --scenario s2`, with \
+         `perf record -g -p <server pid>` and `top`):\n\n\
+         - **S2 is bound by the machine's two cores.** The load generator runs 50 full Automerge \
+           replicas in one process; each applies every edit and answers every message, as the \
+           official client does. During S2 it used 100 to 130 % CPU and our server 50 to 80 %: \
+           nothing was idle, so edits queue and latency grows with the queue. With fewer peers \
+           (`--relay-peers N`) the same run gives: 2 peers, p50 4.5 ms; 10 peers, p50 51 ms and \
+           p99 0.7 s; 20 peers, p50 0.9 s. On the server, a sync message without changes is \
+           handled in under 0.5 ms and one with changes in 1 to 5 ms, most of it the store \
+           transaction (`twinsync_sync_latency_seconds`).\n\
+         - **On the server, Automerge's sync protocol is most of the CPU**: \
+           `generate_sync_message` and SipHash hashing of change hashes (about 40 % of samples \
+           together, with 50 peers), then Bloom filter probes and allocation. The engine now asks Automerge for a \
+           peer's next message only when the document or that peer's state changed, and every \
+           socket has `TCP_NODELAY`; in single runs S1 went from 31.8 s to 27.6 s with these.\n\
+         - **Tried and not kept:** handling a document's queued messages as one batch (one store \
+           transaction and one round of relaying). It left a peer in S1 without the server's final \
+           acknowledgement, so it is not in the server.\n\
+         - **S1 against S4**: every change is validated against the record's schema and the \
+           sender's permissions on a copy of the document, stored with its own fsync, and relayed; \
+           S4 only applies changes. **S3's steady RSS** (memory after the peers leave and \
+           documents are evicted) is not profiled yet.\n\n\
          ## Reproduce\n\n\
          ```sh\ncargo xtask bench            # full run, writes this file\ncargo xtask bench --smoke    # what CI runs\n```\n",
         machine = machine(),
