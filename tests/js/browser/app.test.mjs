@@ -154,6 +154,35 @@ test("after one online visit, the app reloads with no network at all and shows e
   }
 });
 
+test("a delegate's change the server refuses is shown in the sync bar with its reason, and stays on the phone", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const agreements = await (await server.api("/api/records?kind=agreement")).json();
+    const { record } = await (await server.api(`/api/records/${agreements[0].id}`)).json();
+    const cities = await (await server.api("/api/records?kind=city")).json();
+    const outsider = cities.find((c) => !record.parties.includes(c.url));
+    const { page, context } = await signIn(server, { name: "Delegate elsewhere", role: "delegate", cities: [outsider.id] });
+    await upToDate(page);
+    await show(page, `#/r/${agreements[0].id}`);
+    const status = '[data-path="/status"] select';
+    await page.waitForSelector(status);
+    await page.selectOption(status, "suspended");
+    const refused = await until(page, () => document.querySelector("#sync-refused")?.textContent || null, undefined, "the refusal in the sync bar");
+    assert.match(refused, /\/status/);
+    assert.match(refused, /party/);
+    assert.equal(await page.$eval("#sync", (bar) => bar.dataset.state), "error");
+    assert.ok((await page.$eval("#sync-waiting", (e) => e.textContent)).length > 0, "the change still waits on the phone");
+    assert.equal(await page.$eval(status, (s) => s.value), "suspended");
+    const stored = await (await server.api(`/api/records/${agreements[0].id}`)).json();
+    assert.equal(stored.record.status, record.status);
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
 test("two phones write the same minutes offline and both show the merged text", async () => {
   const dir = dataDir();
   const server = await startServer({ dir });
