@@ -420,14 +420,21 @@ fn markdown(table: &str, sizes: Sizes, runs: usize) -> String {
            `generate_sync_message` and SipHash hashing of change hashes (about 40 % of samples \
            together, with 50 peers), then Bloom filter probes and allocation. The engine now asks Automerge for a \
            peer's next message only when the document or that peer's state changed, and every \
-           socket has `TCP_NODELAY`; in single runs S1 went from 31.8 s to 27.6 s with these.\n\
+           socket has `TCP_NODELAY`. S1 took 31.8 s in the run before these changes and 27.6 s \
+           and 30.6 s in two runs after them: single runs vary, so this is no measured speedup yet.\n\
          - **Tried and not kept:** handling a document's queued messages as one batch (one store \
            transaction and one round of relaying). It left a peer in S1 without the server's final \
            acknowledgement, so it is not in the server.\n\
          - **S1 against S4**: every change is validated against the record's schema and the \
            sender's permissions on a copy of the document, stored with its own fsync, and relayed; \
-           S4 only applies changes. **S3's steady RSS** (memory after the peers leave and \
-           documents are evicted) is not profiled yet.\n\n\
+           S4 only applies changes.\n\
+         - **S3's memory.** The server's cap on loaded documents (2,000) only evicts idle ones: \
+           with 500 peers each holding 40 documents open at once, 9,874 were loaded at the peak \
+           (`twinsync_loaded_documents`). Once the peers left, every document was evicted (the \
+           gauge reads 0) and RSS still stayed near 930 MiB, with glibc told to trim \
+           (`MALLOC_ARENA_MAX=1`, `MALLOC_TRIM_THRESHOLD_`) and with mimalloc as the allocator \
+           alike. So it is not only the allocator keeping freed pages; what holds that memory is \
+           not found yet.\n\n\
          ## Reproduce\n\n\
          ```sh\ncargo xtask bench            # full run, writes this file\ncargo xtask bench --smoke    # what CI runs\n```\n",
         machine = machine(),
