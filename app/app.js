@@ -4,9 +4,9 @@
 // connection allows; nothing here is loaded from outside the server.
 
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
-import { LANGS, t, formatDate, formatDateTime, formatNumber } from "./i18n.js";
+import { LANGS, t, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
-import { h, fill, words, pick, show, fieldRows, creationRows, once } from "./fields.js";
+import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -56,7 +56,7 @@ async function signIn() {
 /** Who this device is; asked of the server when it answers, else as last known. */
 async function whoAmI() {
   try {
-    const res = await fetch("/api/me", { headers: { authorization: `Bearer ${app.token}` }, signal: AbortSignal.timeout(5000) });
+    const res = await api("/api/me", { signal: AbortSignal.timeout(5000) });
     if (res.ok) {
       app.me = await res.json();
       localStorage.setItem("me", JSON.stringify(app.me));
@@ -64,7 +64,7 @@ async function whoAmI() {
   } catch { /* offline: keep the last known answer */ }
 }
 
-const api = (path) => fetch(path, { headers: { authorization: `Bearer ${app.token}` } });
+const api = (path, init = {}) => fetch(path, { ...init, headers: { authorization: `Bearer ${app.token}` } });
 const role = () => app.me?.role ?? "delegate";
 const isCoordinator = () => role() === "coordinator";
 const writable = () => role() !== "observer";
@@ -291,32 +291,21 @@ function conflictList(records) {
   const rows = [];
   for (const { id, view } of records) {
     for (const c of view.conflicts ?? []) {
-      const parts = c.path.split("/").filter((p) => p && !/^[0-9a-f-]{8,}$/i.test(p));
-      const lang = LANGS.includes(parts.at(-1)) && parts.length > 1 ? parts.pop() : null;
-      const name = parts.pop();
-      const field = { name, type: "str" };
+      const { field, lang } = fieldAt(app.schema, view.kind, c.path);
       rows.push(h("li", { "data-path": c.path, "data-id": id },
         records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
-        h("span", { class: "label" }, tr(`field.${name}`), lang ? ` (${lang})` : ""),
+        h("span", { class: "label" }, tr(`field.${field.name}`), lang ? ` (${lang})` : ""),
         h("div", { class: "values" }, c.values.map((v) => h("button", {
           type: "button", class: "keep", "data-value": JSON.stringify(v.value),
           onclick: async () => {
             await app.client.resolve(id, c.path, v.value, `resolve ${c.path}`);
             route();
           },
-        }, words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, guessType(field, v.value), v.value)), " · ", tr("keep"))))));
+        }, words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value)), " · ", tr("keep"))))));
     }
   }
   return h("section", { class: "conflicts" }, h("h3", {}, tr("conflicts")),
     rows.length ? [h("p", { class: "note" }, tr("conflictHelp")), h("ul", {}, rows)] : h("p", { class: "note" }, tr("noConflicts")));
-}
-
-function guessType(field, value) {
-  if (typeof value === "boolean") return { ...field, type: "bool" };
-  if (typeof value === "string" && value.startsWith("automerge:")) return { ...field, type: "ref" };
-  if (typeof value === "string" && /^\d{4}-\d{2}-\d{2}$/.test(value)) return { ...field, type: "date" };
-  if (["status", "outcome", "domain", "twinning_status", "report_type", "kind"].includes(field.name)) return { ...field, type: "enum" };
-  return field;
 }
 
 function historySection(id, fields) {
@@ -352,7 +341,7 @@ function historySection(id, fields) {
     fill(list, runs.slice(0, 50).map((r) => h("li", { "data-hash": r.newest.hash },
       h("time", {}, r.newest.time ? formatDateTime(app.lang, r.newest.time) : ""), " · ",
       h("span", { class: "who" }, words(names.get(r.newest.hash) ?? tr("unknownAuthor"))), " · ",
-      h("span", { class: "what" }, r.fields.split(",").filter(Boolean).map((f) => tr(`field.${f}`)).join(app.lang === "ar" ? "، " : ", ")),
+      h("span", { class: "what" }, listOf(app.lang, r.fields.split(",").filter(Boolean).map((f) => tr(`field.${f}`)))),
       r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null)));
   };
   draw();
@@ -421,7 +410,7 @@ function dashboardView() {
     h("time", {}, formatDateTime(app.lang, r.time)), " · ",
     h("span", { class: "who" }, words(r.who ?? tr("unknownAuthor"))), " · ",
     h("a", { href: `#/r/${r.id}` }, words(pick(app.byUrl.get(`automerge:${r.id}`)?.title, app.lang) || r.id)), " · ",
-    h("span", { class: "what" }, r.fields.map((f) => tr(`field.${f}`)).join(app.lang === "ar" ? "، " : ", ")))));
+    h("span", { class: "what" }, listOf(app.lang, r.fields.map((f) => tr(`field.${f}`)))))));
   // On this device: every record's log, newest first.
   const local = [];
   for (const s of app.summaries) {

@@ -4,7 +4,7 @@
 // changes it; text fields splice character by character, so two people
 // writing the same minutes offline both keep every word.
 
-import { t, formatDate, formatNumber } from "./i18n.js";
+import { LANGS, t, formatDate, formatNumber, listOf } from "./i18n.js";
 
 /** What kind of record a reference field points to. */
 export const REF_KIND = {
@@ -80,6 +80,27 @@ function options(ctx, kind) {
     .sort((a, b) => a.label.localeCompare(b.label, ctx.lang));
 }
 
+/**
+ * The schema field a record path names, and the language when the path
+ * ends inside a multilingual field: `/milestones/<item>/status` is the
+ * milestone's `status`, `/title/fr` is `title` in French.
+ */
+export function fieldAt(schema, kind, path) {
+  let fields = schema[kind] ?? [];
+  let field = null;
+  const parts = path.split("/").filter(Boolean);
+  for (let i = 0; i < parts.length; i++) {
+    field = fields.find((f) => f.name === parts[i]);
+    if (!field) return { field: { name: parts.at(-1), type: "str" }, lang: null };
+    if (field.type === "multilingual" && i + 1 < parts.length) return { field, lang: parts[i + 1] };
+    if (field.type === "list" || field.type === "map") {
+      fields = field.fields;
+      i++; // the item's key
+    }
+  }
+  return { field, lang: null };
+}
+
 /** A field's value as read-only text. */
 export function show(ctx, field, value) {
   const lang = ctx.lang;
@@ -92,7 +113,7 @@ export function show(ctx, field, value) {
     case "int": return formatNumber(lang, value);
     case "ref": return titleOf(ctx, value);
     case "set": return value.length
-      ? value.map((m) => (field.values ? t(lang, `value.${m}`) : REF_KIND[field.name] ? titleOf(ctx, m) : m)).join(lang === "ar" ? "، " : ", ")
+      ? listOf(lang, value.map((m) => (field.values ? t(lang, `value.${m}`) : REF_KIND[field.name] ? titleOf(ctx, m) : m)))
       : t(lang, "none");
     case "list": return formatNumber(lang, value.length);
     case "map": return formatNumber(lang, Object.keys(value).length);
@@ -166,11 +187,11 @@ function editor(ctx, field, value, path) {
     }
     case "multilingual": {
       const group = h("div", { class: "langs" });
-      for (const l of ["ar", "fr", "en"]) {
+      for (const l of LANGS) {
         const input = h("input", { type: "text", lang: l, dir: l === "ar" ? "rtl" : "ltr", value: value?.[l] ?? "", "aria-label": `${t(lang, `field.${field.name}`)} (${LANGUAGE_NAMES[l]})`, placeholder: LANGUAGE_NAMES[l] });
         group.append(remoteAware(input, `${path}/${l}`, ctx, () => ctx.edit([{ op: "set", path: `${path}/${l}`, value: input.value || null }])));
       }
-      ctx.editors.set(path, (v) => { for (const l of ["ar", "fr", "en"]) ctx.editors.get(`${path}/${l}`)(v?.[l]); });
+      ctx.editors.set(path, (v) => { for (const l of LANGS) ctx.editors.get(`${path}/${l}`)(v?.[l]); });
       return group;
     }
     case "text": return textArea(ctx, path, value);
@@ -376,10 +397,10 @@ export function creationRows(ctx, fields) {
     const label = h("span", { class: "label" }, t(ctx.lang, `field.${name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
     let input;
     if (field.type === "multilingual") {
-      const inputs = ["ar", "fr", "en"].map((l) => h("input", { type: "text", name: `${name}.${l}`, lang: l, dir: l === "ar" ? "rtl" : "ltr", placeholder: LANGUAGE_NAMES[l], "aria-label": `${t(ctx.lang, `field.${name}`)} (${LANGUAGE_NAMES[l]})` }));
+      const inputs = LANGS.map((l) => h("input", { type: "text", name: `${name}.${l}`, lang: l, dir: l === "ar" ? "rtl" : "ltr", placeholder: LANGUAGE_NAMES[l], "aria-label": `${t(ctx.lang, `field.${name}`)} (${LANGUAGE_NAMES[l]})` }));
       input = h("div", { class: "langs" }, inputs);
       read.push((out) => {
-        const v = Object.fromEntries(inputs.map((i, k) => [["ar", "fr", "en"][k], i.value.trim()]).filter(([, s]) => s));
+        const v = Object.fromEntries(inputs.map((i, k) => [LANGS[k], i.value.trim()]).filter(([, s]) => s));
         if (Object.keys(v).length) out[name] = v;
       });
     } else if (field.type === "text") {

@@ -221,6 +221,11 @@ function formatter(kind, lang, make) {
 }
 
 // A calendar date "YYYY-MM-DD", shown in UTC so it never shifts by a day.
+/** Items run together as a list in the reader's language. */
+export function listOf(lang, items) {
+  return items.join(lang === "ar" ? "، " : ", ");
+}
+
 export function formatDate(lang, iso) {
   if (iso === null || iso === undefined || iso === "") return "";
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(iso));

@@ -135,3 +135,19 @@ test("dates and numbers", () => {
   assert.match(formatNumber("ar", 1234), /1.?234/);
   assert.deepEqual(LANGS.map(locale), ["ar-MA", "fr-FR", "en-GB"]);
 });
+
+test("fieldAt finds the schema field a record path names, through list items and languages", async () => {
+  const { fieldAt } = await import("../../app/fields.js");
+  const status = { name: "status", type: "enum", required: true, values: ["pending", "done"] };
+  const schema = {
+    project: [
+      { name: "title", type: "multilingual", required: true },
+      { name: "milestones", type: "list", required: false, fields: [{ name: "id", type: "str", required: true }, status] },
+    ],
+  };
+  assert.deepEqual(fieldAt(schema, "project", "/milestones/a1b2/status"), { field: status, lang: null });
+  const title = fieldAt(schema, "project", "/title/fr");
+  assert.equal(title.field.name, "title");
+  assert.equal(title.lang, "fr");
+  assert.deepEqual(fieldAt(schema, "project", "/unknown"), { field: { name: "unknown", type: "str" }, lang: null });
+});
