@@ -7,7 +7,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { cleanup, dataDir, launch, phone, root, startServer, until } from "./harness.mjs";
+import { launch, phone, root, until, withServer } from "./harness.mjs";
 
 const ARTEFACTS = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "test-artefacts");
 
@@ -79,9 +79,7 @@ async function twoPhones(server) {
 }
 
 test("GET / is an Arabic right-to-left app with a manifest and a service worker, loading nothing from elsewhere", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server, dir) => {
     const html = await (await fetch(`${server.url}/`)).text();
     assert.match(html, /<html lang="ar" dir="rtl">/);
     assert.match(html, /<link rel="manifest" href="\/manifest.webmanifest">/);
@@ -119,16 +117,11 @@ test("GET / is an Arabic right-to-left app with a manifest and a service worker,
     assert.deepEqual(elsewhere, []);
     assert.ok(requested.some((u) => u.endsWith("/pkg/twinsync_client_bg.wasm")), "the client was loaded");
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("after one online visit, the app reloads with no network at all and shows every record", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const all = (await (await server.api("/api/records")).json()).map((r) => r.id).sort();
     const city = (await (await server.api("/api/records?kind=city")).json())[0].id;
     const { page, context } = await signIn(server, { name: "Delegate", role: "delegate", cities: [city] });
@@ -148,16 +141,11 @@ test("after one online visit, the app reloads with no network at all and shows e
     await show(page, `#/r/${all[0]}`);
     await until(page, () => document.querySelectorAll("form.record .field").length > 0, undefined, "a record's fields offline");
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("a delegate's change the server refuses is shown in the sync bar with its reason, and stays on the phone", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const agreements = await (await server.api("/api/records?kind=agreement")).json();
     const { record } = await (await server.api(`/api/records/${agreements[0].id}`)).json();
     const cities = await (await server.api("/api/records?kind=city")).json();
@@ -177,16 +165,11 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     const stored = await (await server.api(`/api/records/${agreements[0].id}`)).json();
     assert.equal(stored.record.status, record.status);
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("two phones write the same minutes offline and both show the merged text", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
     // Adopted minutes are shown read-only to a delegate, with why.
     const adopted = (await (await server.api("/api/records?kind=meeting")).json()).find((m) => m.id !== id);
@@ -227,16 +210,11 @@ test("two phones write the same minutes offline and both show the merged text", 
     assert.equal(stored.record.minutes, textA, "the server holds the merged minutes");
     await a.context.close();
     await b.context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("typing in minutes while another phone writes in them live keeps both people's words whole", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
     const area = '[data-path="/minutes"] textarea';
     for (const p of [a, b]) await p.page.waitForSelector(area);
@@ -261,16 +239,11 @@ test("typing in minutes while another phone writes in them live keeps both peopl
     assert.equal(stored.record.minutes, expected);
     await a.context.close();
     await b.context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("a coordinator resolves two phones' disagreement in one tap and the phones receive it", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
     const time = '[data-path="/time"] input';
     for (const p of [a, b]) {
@@ -309,16 +282,11 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     const res = await server.api(`/api/records/${id}/conflicts`);
     assert.ok(!(await res.json()).some((c) => c.path === "/time"), "resolved on the server too");
     for (const p of [a, b, coordinator]) await p.context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await upToDate(page);
     assert.equal(await page.evaluate(() => document.documentElement.dir), "rtl");
@@ -351,16 +319,11 @@ test("the app in Arabic and in French: one tap switches, the layout mirrors, sea
     assert.ok(found.length < 4, "other cities are filtered out");
     writeFileSync(join(ARTEFACTS, "README.txt"), "Screenshots of the field app saved by tests/js/browser/app.test.mjs.\n");
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("a coordinator creates a record with a form, marks a milestone done, reads its history and the record at a date, and exports", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator Amina", role: "coordinator" });
     await upToDate(page);
     // Create a person through the form.
@@ -424,10 +387,7 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     assert.equal(lines.length, agreements.length + 1);
     assert.match(lines[0], /^"id","title_ar","title_fr","title_en"/);
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 async function streamBytes(stream) {

@@ -5,7 +5,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { addDevice, cleanup, dataDir, launch, openClient, phone, startServer, until } from "./harness.mjs";
+import { addDevice, launch, openClient, phone, until, withServer } from "./harness.mjs";
 
 let browser;
 before(async () => {
@@ -16,9 +16,7 @@ after(async () => {
 });
 
 test("an invite link signs the browser in once, and it stays signed in", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const res = await server.api("/api/invites", {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -44,16 +42,11 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     assert.match(note, /already used/);
     await second.context.close();
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("a delegate's edit to another city's agreement is shown refused and stays on the device", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server, dir) => {
     const agreements = await (await server.api("/api/records?kind=agreement")).json();
     const agreement = agreements[0].id;
     const { record } = await (await server.api(`/api/records/${agreement}`)).json();
@@ -82,8 +75,5 @@ test("a delegate's edit to another city's agreement is shown refused and stays o
     assert.equal(queue[0].doc_id, agreement);
     await page.evaluate(() => window.tw.close());
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });

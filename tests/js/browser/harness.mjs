@@ -86,6 +86,21 @@ export function startServer({ dir, port = 0, args = [] }) {
   });
 }
 
+/**
+ * Runs `body(server, dir)` against a fresh server on a fresh data
+ * directory; stops it and removes the directory whatever happens.
+ */
+export async function withServer(body) {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    return await body(server, dir);
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+}
+
 const ARGS = [
       "--no-sandbox",
       "--disable-gpu",
