@@ -416,7 +416,9 @@ impl Store {
         let wanted = name_or_id.trim().to_lowercase();
         // A city's id, bare or as the `automerge:` URL records link it by.
         let id = name_or_id.trim();
-        let id = id.strip_prefix("automerge:").unwrap_or(id);
+        let id = id
+            .strip_prefix(twinsync_shared::document_id::URL_PREFIX)
+            .unwrap_or(id);
         Ok(self
             .list(Some("city"), None, None)?
             .into_iter()
