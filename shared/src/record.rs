@@ -42,7 +42,7 @@ pub use person::Person;
 pub use project::{
     MILESTONE_STATUSES, Milestone, ProgressNote, Project, STATUSES as PROJECT_STATUSES,
 };
-pub use read::ValidationError;
+pub use read::{MAX_NESTING, ValidationError, nested_beyond};
 pub use report::Report;
 pub use schema::{
     DOMAINS, Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION, UnknownKind,
@@ -293,6 +293,7 @@ pub fn new_document() -> Automerge {
 
 /// Loads a document with the system's text encoding.
 pub fn load_document(bytes: &[u8]) -> Result<Automerge, automerge::AutomergeError> {
+    refuse_bundles(bytes)?;
     Automerge::load_with_options(
         bytes,
         automerge::LoadOptions::new().text_encoding(TEXT_ENCODING),
@@ -304,6 +305,7 @@ pub fn load_document(bytes: &[u8]) -> Result<Automerge, automerge::AutomergeErro
 /// a non-empty document skips a damaged chunk with only a log line; call
 /// this first to find out.
 pub fn check_chunk(bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
+    refuse_bundles(bytes)?;
     match Automerge::load_with_options(
         bytes,
         automerge::LoadOptions::new()
@@ -324,6 +326,7 @@ pub fn check_chunk(bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
 pub fn load_chunks(chunks: &[Vec<u8>]) -> Result<Automerge, automerge::AutomergeError> {
     let mut whole = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
     for chunk in chunks {
+        refuse_bundles(chunk)?;
         whole.extend_from_slice(chunk);
     }
     Automerge::load_with_options(
@@ -332,6 +335,48 @@ pub fn load_chunks(chunks: &[Vec<u8>]) -> Result<Automerge, automerge::Automerge
             .text_encoding(TEXT_ENCODING)
             .on_partial_load(automerge::OnPartialLoad::Error),
     )
+}
+
+/// The chunk type byte of Automerge's experimental "bundle" format.
+const BUNDLE_CHUNK: u8 = 3;
+
+/// Refuses bytes holding a "bundle" chunk. Automerge 0.12 panics, rather
+/// than returning an error, on some damaged bundles (found by the
+/// `document_load` and `sync_engine` fuzz targets), and nothing twinsync
+/// or automerge-repo writes is a bundle: saves are document and change
+/// chunks, sync messages carry changes. Walks the chunk headers only
+/// (magic, checksum, type, LEB128 length); anything else malformed is left
+/// for Automerge to refuse.
+pub fn refuse_bundles(bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    let mut rest = bytes;
+    while rest.len() > 8 && rest[..4] == MAGIC {
+        if rest[8] == BUNDLE_CHUNK {
+            return Err(automerge::AutomergeError::EncodingError(
+                "bundle chunks are not accepted: send changes or a saved document".into(),
+            ));
+        }
+        let (mut len, mut shift, mut at) = (0u64, 0u32, 9usize);
+        loop {
+            let Some(&byte) = rest.get(at) else {
+                return Ok(());
+            };
+            at += 1;
+            len |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return Ok(());
+            }
+        }
+        let Some(next) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)) else {
+            return Ok(());
+        };
+        rest = rest.get(next..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Makes a fresh random id for a list item.

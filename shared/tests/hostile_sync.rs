@@ -172,3 +172,54 @@ fn after_dropping_a_change_ahead_of_its_dependency_the_two_sides_still_converge(
     }
     assert_eq!(ours.get_heads(), theirs.get_heads(), "the exchange stalled");
 }
+
+/// Regressions from the `sync_engine` fuzz target: sync messages carrying
+/// damaged "bundle" chunks made Automerge 0.12 panic while parsing them.
+/// They are refused before Automerge sees them, and the document is
+/// unchanged.
+#[test]
+fn damaged_bundle_chunks_in_a_sync_message_are_refused_not_a_panic() {
+    for name in ["bundle-in-sync-1.msg", "bundle-in-sync-2.msg"] {
+        let data = std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("the fixture");
+        let (result, doc) = receive(&data);
+        let error = result.expect_err(name).to_string();
+        assert!(
+            error.contains("bundle chunks are not accepted"),
+            "{name}: {error}"
+        );
+        // Still the three changes it started with.
+        assert_eq!(doc.get_changes_meta(&[]).len(), 3, "{name}");
+    }
+}
+
+/// Regressions from the `document_load` fuzz target: the same damaged
+/// bundles as stored bytes. Every entry point that parses stored bytes
+/// refuses them with an error.
+#[test]
+fn damaged_bundle_chunks_in_storage_are_refused_not_a_panic() {
+    use twinsync_shared::record::{RecordDoc, check_chunk, load_chunks, load_document};
+    for name in ["damaged-bundle.chunk", "damaged-bundle-2.chunk"] {
+        let bytes = std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("the fixture");
+        for error in [
+            check_chunk(&bytes).expect_err(name).to_string(),
+            load_document(&bytes).expect_err(name).to_string(),
+            load_chunks(std::slice::from_ref(&bytes))
+                .expect_err(name)
+                .to_string(),
+            RecordDoc::load(&bytes).expect_err(name).to_string(),
+        ] {
+            assert!(
+                error.contains("bundle chunks are not accepted"),
+                "{name}: {error}"
+            );
+        }
+    }
+}

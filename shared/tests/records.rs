@@ -494,3 +494,37 @@ fn check_chunk_tells_damaged_bytes_from_changes_stored_apart() {
         assert!(check_chunk(&bad).is_err(), "{bad:?} passed");
     }
 }
+
+#[test]
+fn nesting_is_measured_to_the_limit_whatever_the_keys() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT};
+    use twinsync_shared::record::{MAX_NESTING, nested_beyond};
+    let nest = |depth: usize, in_list: bool| {
+        let mut doc = automerge::Automerge::new();
+        let mut tx = doc.transaction();
+        let mut obj = if in_list {
+            let list = tx.put_object(ROOT, "items", ObjType::List).unwrap();
+            tx.insert_object(&list, 0, ObjType::Map).unwrap()
+        } else {
+            tx.put_object(ROOT, "a", ObjType::Map).unwrap()
+        };
+        let start = if in_list { 2 } else { 1 };
+        for _ in start..depth {
+            obj = tx.put_object(&obj, "b", ObjType::Map).unwrap();
+        }
+        tx.commit();
+        doc
+    };
+    assert_eq!(nested_beyond(&nest(MAX_NESTING, false), MAX_NESTING), None);
+    let deep = nested_beyond(&nest(MAX_NESTING + 1, false), MAX_NESTING).unwrap();
+    assert_eq!(deep.matches('/').count(), MAX_NESTING + 1, "{deep}");
+    assert!(deep.starts_with("/a/b/"), "{deep}");
+    assert_eq!(nested_beyond(&nest(MAX_NESTING, true), MAX_NESTING), None);
+    let deep = nested_beyond(&nest(MAX_NESTING + 1, true), MAX_NESTING).unwrap();
+    assert!(deep.starts_with("/items/#0/b"), "{deep}");
+    // The demo records are well within it.
+    for record in twinsync_shared::demo::build().unwrap() {
+        assert_eq!(nested_beyond(record.doc.doc(), MAX_NESTING), None);
+    }
+}

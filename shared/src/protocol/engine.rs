@@ -138,6 +138,10 @@ impl DocSync {
     ) -> Result<Received, Checked<E>> {
         let message = sync::Message::decode(data)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
+        for change in message.changes.iter() {
+            crate::record::refuse_bundles(change)
+                .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
+        }
         check_blooms(&message).map_err(Checked::Sync)?;
         self.dirty.insert(from.clone());
         let peer = self.peers.entry(from.clone()).or_default();

@@ -338,3 +338,50 @@ pub(crate) fn check_date(s: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD)"))
 }
+
+/// How deep a record's values may nest. The schema's deepest value is four
+/// levels down (`/milestones/<id>/title/fr`); this leaves room for growth.
+pub const MAX_NESTING: usize = 16;
+
+/// The path of the first object nested deeper than `limit`, if any, with
+/// every value looked at, known to the schema or not (conflicting values
+/// too). Walks iteratively and stops at the limit, so a hostile document
+/// nested thousands deep costs no more than one `limit` deep; Automerge's
+/// own diff costs the square of the depth, which is why this runs first.
+pub fn nested_beyond(doc: &Automerge, limit: usize) -> Option<String> {
+    let mut stack: Vec<(ObjId, String, usize)> = vec![(ROOT, String::new(), 0)];
+    while let Some((obj, path, depth)) = stack.pop() {
+        let children: Vec<(Prop, ObjId)> = match doc.object_type(&obj) {
+            Ok(ObjType::Map | ObjType::Table) => doc
+                .keys(&obj)
+                .flat_map(|key| {
+                    let values = doc.get_all(&obj, key.as_str()).unwrap_or_default();
+                    values.into_iter().filter_map(move |(v, id)| {
+                        v.is_object().then(|| (Prop::Map(key.clone()), id))
+                    })
+                })
+                .collect(),
+            Ok(ObjType::List) => (0..doc.length(&obj))
+                .flat_map(|i| {
+                    let values = doc.get_all(&obj, i).unwrap_or_default();
+                    values
+                        .into_iter()
+                        .filter_map(move |(v, id)| v.is_object().then_some((Prop::Seq(i), id)))
+                })
+                .collect(),
+            // Text holds characters (and marks), not values.
+            _ => Vec::new(),
+        };
+        for (prop, child) in children {
+            let path = match prop {
+                Prop::Map(key) => format!("{path}/{key}"),
+                Prop::Seq(i) => format!("{path}/#{i}"),
+            };
+            if depth + 1 > limit {
+                return Some(path);
+            }
+            stack.push((child, path, depth + 1));
+        }
+    }
+    None
+}
