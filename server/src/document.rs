@@ -5,7 +5,7 @@
 //! peer whose queue is full is dropped rather than allowed to stall others.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,7 +16,8 @@ use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{DocSync, Message};
 use twinsync_shared::record::{
-    Commit, MigrateError, changed_paths, migrate, new_document, read_document,
+    Commit, MAX_NESTING, MigrateError, changed_paths, migrate, nested_beyond, new_document,
+    read_document,
 };
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
@@ -71,6 +72,14 @@ pub enum DocCommand {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Why the document task turned new changes away.
+enum Denied {
+    /// Permissions: the refusal, the changes to quarantine, their hashes.
+    Refused(Refusal, Vec<u8>, Vec<String>),
+    /// The record would pass `max_record_mib`; `stored` bytes it holds.
+    TooLarge { stored: u64 },
+}
+
 struct DocTask {
     hub: Arc<Hub>,
     id: DocumentId,
@@ -85,6 +94,9 @@ struct DocTask {
     chunks: Arc<Mutex<Vec<i64>>>,
     /// A compaction is running; at most one at a time.
     compacting: Arc<AtomicBool>,
+    /// Bytes of the record's stored chunks, against `max_record_mib`.
+    /// A compaction sets it to what it left.
+    stored_bytes: Arc<AtomicU64>,
     /// The record as the document holds it now, for permission checks.
     current: Read,
     /// The device that delivered the record's first change.
@@ -99,14 +111,20 @@ pub async fn run(
     mut rx: mpsc::Receiver<DocCommand>,
 ) {
     let store = hub.store.clone();
-    let loaded = blocking(move || store.load_chunks(id)).await;
-    let (doc, chunks, broken) = match loaded {
-        Ok(Some((doc, chunks))) => (doc, chunks, None),
-        Ok(None) => (new_document(), Vec::new(), None),
+    let loaded = blocking(move || {
+        let stats = store.chunk_stats(id)?;
+        Ok(store
+            .load_chunks(id)?
+            .map(|(doc, chunks)| (doc, chunks, stats.total_bytes())))
+    })
+    .await;
+    let (doc, chunks, stored_bytes, broken) = match loaded {
+        Ok(Some((doc, chunks, bytes))) => (doc, chunks, bytes, None),
+        Ok(None) => (new_document(), Vec::new(), 0, None),
         Err(e) => {
             error!(doc_id = %id, error = %e, "cannot load document");
             hub.metrics.storage_errors.inc();
-            (new_document(), Vec::new(), Some(e.to_string()))
+            (new_document(), Vec::new(), 0, Some(e.to_string()))
         }
     };
     let store = hub.store.clone();
@@ -126,6 +144,7 @@ pub async fn run(
         appends_since_compaction: 0,
         chunks: Arc::new(Mutex::new(chunks)),
         compacting: Arc::new(AtomicBool::new(false)),
+        stored_bytes: Arc::new(AtomicU64::new(stored_bytes)),
     };
     if t.broken.is_none() && !t.doc.get_heads().is_empty() {
         t.migrate().await;
@@ -279,12 +298,34 @@ impl DocTask {
         let device = Arc::clone(&peer.device);
         // The check's read of the merged record, kept for `persist`.
         let mut checked: Option<Read> = None;
+        // The message's size stands for what its changes add to storage:
+        // both are Automerge's compressed change encoding.
+        let (stored, limit) = (
+            self.stored_bytes.load(Ordering::Relaxed),
+            self.hub.settings.max_record_bytes(),
+        );
+        let growth = data.len() as u64;
         let received = self.sync.receive_checked(
             &mut self.doc,
             &peer.peer_id,
             data,
             is_request,
             |scratch, new| {
+                if stored.saturating_add(growth) > limit {
+                    return Err(Denied::TooLarge { stored });
+                }
+                if let Some(path) = nested_beyond(scratch, MAX_NESTING) {
+                    let refusal = Refusal {
+                        path,
+                        reason: format!("values may nest at most {MAX_NESTING} deep"),
+                    };
+                    let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
+                    return Err(Denied::Refused(
+                        refusal,
+                        scratch.save_after(&before),
+                        hashes,
+                    ));
+                }
                 let after = read_document(scratch);
                 // Paths cost a diff: skip them for a valid coordinator write.
                 let paths =
@@ -303,7 +344,7 @@ impl DocTask {
                 })
                 .map_err(|refusal| {
                     let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
-                    (refusal, scratch.save_after(&before), hashes)
+                    Denied::Refused(refusal, scratch.save_after(&before), hashes)
                 })?;
                 checked = Some(after);
                 Ok(())
@@ -322,8 +363,25 @@ impl DocTask {
                 self.remove_peer(&peer.peer_id);
                 return;
             }
-            Err(Checked::Rejected((refusal, changes, hashes))) => {
+            Err(Checked::Rejected(Denied::Refused(refusal, changes, hashes))) => {
                 self.refuse(&peer, &refusal, &changes, &hashes).await;
+                self.flush();
+                return;
+            }
+            Err(Checked::Rejected(Denied::TooLarge { stored })) => {
+                // Not quarantined either: keeping it would grow the disk
+                // just the same.
+                self.hub.metrics.records_too_large.inc();
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, stored, "record too large; changes refused");
+                self.error_to(
+                    &peer,
+                    format!(
+                        "your change to record {} was refused: the record holds {:.1} MiB and this change would take it past the limit of {} MiB per record; it was not stored or relayed and stays on your device",
+                        self.id,
+                        stored as f64 / (1024.0 * 1024.0),
+                        self.hub.settings.max_record_mib
+                    ),
+                );
                 self.flush();
                 return;
             }
@@ -434,6 +492,8 @@ impl DocTask {
             return Err(format!("the record cannot be read on the server: {reason}"));
         }
         let before = self.doc.get_heads();
+        twinsync_shared::record::refuse_bundles(changes)
+            .map_err(|e| format!("the quarantined changes cannot be read: {e}"))?;
         let mut scratch = self.doc.clone();
         scratch
             .load_incremental(changes)
@@ -442,6 +502,11 @@ impl DocTask {
             return Err(
                 "the quarantined changes depend on changes the server does not have".into(),
             );
+        }
+        if let Some(path) = nested_beyond(&scratch, MAX_NESTING) {
+            return Err(format!(
+                "values may nest at most {MAX_NESTING} deep, and these reach {path}"
+            ));
         }
         let after = read_document(&scratch);
         if let Err(errors) = &after {
@@ -508,7 +573,9 @@ impl DocTask {
             })
             .collect();
         let (store, id) = (self.hub.store.clone(), self.id);
+        let added = chunk.len() as u64;
         let chunk_id = blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
+        self.stored_bytes.fetch_add(added, Ordering::Relaxed);
         lock(&self.chunks).push(chunk_id);
         self.appends_since_compaction += 1;
         self.current = current;
@@ -581,12 +648,16 @@ impl DocTask {
         let snapshot = self.doc.save();
         let (store, id, hub) = (self.hub.store.clone(), self.id, Arc::clone(&self.hub));
         let (chunks, compacting) = (Arc::clone(&self.chunks), Arc::clone(&self.compacting));
+        let stored = Arc::clone(&self.stored_bytes);
         tokio::task::spawn_blocking(move || {
             match store.compact(id, &snapshot, &folded, now()) {
                 Ok(snapshot_id) => {
                     let mut known = lock(&chunks);
                     known.retain(|c| !folded.contains(c));
                     known.push(snapshot_id);
+                    if let Ok(stats) = store.chunk_stats(id) {
+                        stored.store(stats.total_bytes(), Ordering::Relaxed);
+                    }
                     debug!(doc_id = %id, chunks = folded.len(), "compacted");
                 }
                 Err(e) => {

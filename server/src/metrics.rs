@@ -17,6 +17,8 @@ pub struct Metrics {
     pub changes_refused: IntCounter,
     pub auth_failures: IntCounter,
     pub rate_limited: IntCounter,
+    pub connections_refused: IntCounter,
+    pub records_too_large: IntCounter,
 }
 
 impl Metrics {
@@ -84,6 +86,14 @@ impl Metrics {
             rate_limited: counter(
                 "twinsync_rate_limited_total",
                 "Requests and messages refused by a rate limit",
+            ),
+            connections_refused: counter(
+                "twinsync_connections_refused_total",
+                "Sockets closed at accept: too many in their HTTP phase",
+            ),
+            records_too_large: counter(
+                "twinsync_records_too_large_total",
+                "Sync messages whose changes would take a record past its size limit",
             ),
             sync_latency,
             registry,

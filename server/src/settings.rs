@@ -34,6 +34,29 @@ pub struct Settings {
     #[arg(long, env = "TWINSYNC_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_frame_bytes: usize,
 
+    /// Seconds a client has to send its request headers (against slowloris).
+    #[arg(long, env = "TWINSYNC_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Sockets in their HTTP phase (before a WebSocket upgrade) at once;
+    /// more are closed as they are accepted.
+    #[arg(long, env = "TWINSYNC_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+
+    /// As `max_http_connections`, from any one IP address, so one client
+    /// cannot take every slot.
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_HTTP_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    pub max_http_connections_per_address: usize,
+
+    /// Largest size of one record's stored changes, in MiB; a change that
+    /// would take a record past it is refused.
+    #[arg(long, env = "TWINSYNC_MAX_RECORD_MIB", default_value_t = 32)]
+    pub max_record_mib: u64,
+
     /// Frames queued for one peer before it counts as too slow and is dropped.
     #[arg(long, env = "TWINSYNC_PEER_QUEUE", default_value_t = 1024)]
     pub peer_queue: usize,
@@ -112,6 +135,10 @@ impl Settings {
             app_dir: PathBuf::from("app"),
             client_dir: PathBuf::from("client-wasm/pkg"),
             max_frame_bytes: 16 * 1024 * 1024,
+            header_timeout_secs: 10,
+            max_http_connections: 1024,
+            max_http_connections_per_address: 64,
+            max_record_mib: 32,
             peer_queue: 1024,
             doc_queue: 1024,
             ping_secs: 5,
@@ -133,6 +160,14 @@ impl Settings {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("twinsync.db")
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs.max(1))
+    }
+
+    pub fn max_record_bytes(&self) -> u64 {
+        self.max_record_mib.saturating_mul(1024 * 1024)
     }
 
     pub fn ping_interval(&self) -> Duration {

@@ -1,6 +1,8 @@
 //! Building the router and running the server until shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -8,8 +10,13 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::Service;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
@@ -167,28 +174,119 @@ pub fn first_invite(hub: &Hub, base_url: &str) -> anyhow::Result<Option<String>>
 }
 
 /// Serves until `shutdown` resolves, then closes every document cleanly.
+///
+/// The accept loop is hyper's own rather than `axum::serve`, for two
+/// limits against slowloris: a client must send its request headers within
+/// `header_timeout_secs`, and at most `max_http_connections` sockets may be
+/// in their HTTP phase (before a WebSocket upgrade) at once; more are
+/// closed as they are accepted.
 pub async fn run(
     listener: TcpListener,
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let watcher = tokio::spawn(watch_revocations(Arc::clone(&hub)));
-    let router = app(Arc::clone(&hub));
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Sync frames are small and each one waits for an answer: with Nagle's
-    // algorithm a frame can sit behind the peer's delayed ACK for tens of
-    // milliseconds, so every accepted socket sends at once.
-    let listener = listener.tap_io(|tcp| {
+    let mut make_service =
+        app(Arc::clone(&hub)).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(hub.settings.header_timeout());
+    let graceful = GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(hub.settings.max_http_connections.max(1)));
+    let by_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, most often: wait, do not spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let per_address = hub.settings.max_http_connections_per_address.max(1);
+        let (Ok(permit), Some(slot)) = (
+            Arc::clone(&open).try_acquire_owned(),
+            AddressSlot::take(&by_address, remote.ip(), per_address),
+        ) else {
+            hub.metrics.connections_refused.inc();
+            tracing::debug!(%remote, "too many connections in their HTTP phase; closed");
+            continue;
+        };
+        // Sync frames are small and each one waits for an answer: with
+        // Nagle's algorithm a frame can sit behind the peer's delayed ACK
+        // for tens of milliseconds, so every accepted socket sends at once.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY; frames may wait");
         }
-    });
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let Ok(service) = make_service.call(remote).await;
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+            // An upgraded WebSocket lives on in its own task; only the HTTP
+            // phase counts against the limits.
+            drop((permit, slot));
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still running 10 s after shutdown began; closing them");
+    }
     watcher.abort();
     hub.shutdown().await;
     Ok(())
+}
+
+/// One connection's place in the count of HTTP-phase connections from its
+/// IP address; given back on drop.
+struct AddressSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Closes the sockets of devices revoked from the command line (another

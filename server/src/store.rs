@@ -33,6 +33,8 @@ pub enum StoreError {
         "the database was written by a newer twinsync (schema {found}, this build knows {known})"
     )]
     TooNew { found: i64, known: i64 },
+    #[error("file error: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl StoreError {
@@ -92,6 +94,13 @@ pub struct ChunkStats {
     pub incremental_count: u64,
     pub incremental_bytes: u64,
     pub snapshot_bytes: u64,
+}
+
+impl ChunkStats {
+    /// What the record takes on disk, against the per-record limit.
+    pub fn total_bytes(&self) -> u64 {
+        self.incremental_bytes + self.snapshot_bytes
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -432,11 +441,30 @@ impl Store {
     }
 
     /// Copies the live database to `dest` with SQLite's online backup.
+    ///
+    /// The copy is written beside `dest` as `<dest>.partial` and renamed
+    /// when whole, so a backup killed half-way never leaves a file at
+    /// `dest` that looks like a backup.
     pub fn backup(&self, dest: &Path) -> Result<(), StoreError> {
-        let conn = self.conn();
-        let mut out = Connection::open(dest)?;
-        let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
-        backup.run_to_completion(256, Duration::from_millis(5), None)?;
+        let mut partial = dest.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        // A leftover from a backup that was killed is not resumed.
+        let _ = std::fs::remove_file(&partial);
+        {
+            let conn = self.conn();
+            let mut out = Connection::open(&partial)?;
+            let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
+            backup.run_to_completion(256, Duration::from_millis(5), None)?;
+            drop(backup);
+            out.close().map_err(|(_, e)| e)?;
+        }
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, dest)?;
+        // The rename itself survives a crash once the directory is synced.
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         Ok(())
     }
 }
