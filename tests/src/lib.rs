@@ -9,8 +9,10 @@
 // Test helpers hold sockets and processes that have nothing useful to print.
 #![allow(missing_debug_implementations)]
 
+pub mod campaign;
 pub mod peer;
 pub mod process;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -208,6 +210,15 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Writes a test's figures or pictures under `target/test-artefacts/`.
+pub fn artefact(path: &str, contents: &str) {
+    let file = workspace().join("target/test-artefacts").join(path);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).expect("the artefacts directory");
+    }
+    std::fs::write(&file, contents).expect("the artefact is written");
 }
 
 /// Logs show only when `TEST_LOG` is set.

@@ -27,6 +27,8 @@ pub struct Seen {
     pub errors: Vec<String>,
     pub unavailable: HashSet<DocumentId>,
     pub closed: bool,
+    /// Frames that did not decode or apply (lenient peers only).
+    pub garbled: u64,
 }
 
 pub struct TestPeer {
@@ -40,6 +42,9 @@ pub struct TestPeer {
     storage_id: Option<StorageId>,
     /// The device token to sign in with; else the server's coordinator token.
     token: Option<String>,
+    /// A frame that does not decode or apply fails the test. Off under a
+    /// fault proxy, where the peer counts it and reconnects instead.
+    strict: bool,
 }
 
 impl TestPeer {
@@ -53,7 +58,16 @@ impl TestPeer {
             seen: Seen::default(),
             storage_id: None,
             token: None,
+            strict: true,
         }
+    }
+
+    /// Counts a garbled frame from the server in `seen.garbled` and drops
+    /// the socket, rather than failing the test: a fault proxy garbles on
+    /// purpose.
+    pub fn lenient(mut self) -> Self {
+        self.strict = false;
+        self
     }
 
     /// Signs in with `token` rather than the server's coordinator token.
@@ -75,9 +89,16 @@ impl TestPeer {
 
     /// Connects and joins; previous sync states restart as after a reconnection.
     pub async fn connect(&mut self, server: &impl crate::Server) {
-        let (mut ws, _) = connect_async(self.sync_url(server))
+        let url = self.sync_url(server);
+        self.connect_url(&url).await.expect("the peer joins");
+    }
+
+    /// Connects to `url` (`ws://…/sync?token=…`) and joins; an error says
+    /// why it could not, as when the server is down.
+    pub async fn connect_url(&mut self, url: &str) -> Result<(), String> {
+        let (mut ws, _) = connect_async(url)
             .await
-            .expect("the socket opens");
+            .map_err(|e| format!("the socket did not open: {e}"))?;
         let join = handshake::join(
             self.id.clone(),
             PeerMetadata {
@@ -87,26 +108,32 @@ impl TestPeer {
         );
         ws.send(WsMessage::Binary(join.encode().into()))
             .await
-            .expect("join sent");
+            .map_err(|e| format!("join not sent: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let frame = tokio::time::timeout_at(deadline.into(), ws.next())
                 .await
-                .expect("a `peer` reply in time");
-            if let Some(Ok(WsMessage::Binary(bytes))) = frame {
-                match Message::decode(&bytes, FrameLimit::default()).expect("a valid frame") {
-                    Message::Peer { sender_id, .. } => {
-                        self.server = Some(sender_id);
-                        break;
+                .map_err(|_| "no `peer` reply within 10 s".to_owned())?;
+            match frame {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    match Message::decode(&bytes, FrameLimit::default())
+                        .map_err(|e| format!("the reply to `join` is not a frame: {e}"))?
+                    {
+                        Message::Peer { sender_id, .. } => {
+                            self.server = Some(sender_id);
+                            break;
+                        }
+                        Message::Error { message, .. } => {
+                            // Refused at the handshake: the server closes.
+                            self.seen.errors.push(message);
+                            self.seen.closed = true;
+                            return Ok(());
+                        }
+                        other => return Err(format!("expected `peer`, got {other:?}")),
                     }
-                    Message::Error { message, .. } => {
-                        // Refused at the handshake: the server closes.
-                        self.seen.errors.push(message);
-                        self.seen.closed = true;
-                        return;
-                    }
-                    other => panic!("expected `peer`, got {other:?}"),
                 }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return Err("the socket closed before `peer`".into()),
             }
         }
         let server = self.server.clone().expect("joined");
@@ -116,6 +143,7 @@ impl TestPeer {
         }
         self.ws = Some(ws);
         self.seen.closed = false;
+        Ok(())
     }
 
     /// Opens the socket without joining (for hostile-input tests).
@@ -172,6 +200,16 @@ impl TestPeer {
 
     pub fn doc(&self, id: DocumentId) -> &RecordDoc {
         &self.docs[&id].doc
+    }
+
+    /// The raw Automerge document, to write what no valid edit would
+    /// (for hostile-input tests).
+    pub fn doc_mut(&mut self, id: DocumentId) -> &mut automerge::Automerge {
+        self.docs
+            .get_mut(&id)
+            .expect("an open record")
+            .doc
+            .doc_mut()
     }
 
     pub fn has_changes(&self, id: DocumentId, heads: &[ChangeHash]) -> bool {
@@ -255,8 +293,19 @@ impl TestPeer {
     }
 
     fn on_frame(&mut self, bytes: &[u8]) {
-        let msg =
-            Message::decode(bytes, FrameLimit::default()).expect("the server sends valid frames");
+        if let Err(e) = self.try_frame(bytes) {
+            assert!(!self.strict, "peer {}: {e}", self.id);
+            // As the browser client does: drop the socket, and resync from
+            // a fresh state on the next connection.
+            self.seen.garbled += 1;
+            self.ws = None;
+            self.seen.closed = true;
+        }
+    }
+
+    fn try_frame(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let msg = Message::decode(bytes, FrameLimit::default())
+            .map_err(|e| format!("the server sent a frame that does not decode: {e}"))?;
         match msg {
             Message::Sync {
                 sender_id,
@@ -284,7 +333,7 @@ impl TestPeer {
                 local
                     .sync
                     .receive(local.doc.doc_mut(), &sender_id, &data)
-                    .expect("the server's sync messages apply");
+                    .map_err(|e| format!("the server's sync message does not apply: {e}"))?;
             }
             Message::DocUnavailable { document_id, .. } => {
                 self.seen.unavailable.insert(document_id);
@@ -292,6 +341,7 @@ impl TestPeer {
             Message::Error { message, .. } => self.seen.errors.push(message),
             _ => {}
         }
+        Ok(())
     }
 
     /// Every change the server has acknowledged for `id` (its announced
@@ -314,6 +364,24 @@ impl TestPeer {
             }
         }
         out
+    }
+
+    /// How many of this peer's changes to `id` the server has not yet
+    /// announced as its own.
+    pub fn unacknowledged(&self, id: DocumentId) -> usize {
+        let Some(local) = self.docs.get(&id) else {
+            return 0;
+        };
+        let doc = local.doc.doc();
+        let acked: Vec<ChangeHash> = self
+            .acked
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter(|h| doc.get_change_meta_by_hash(h).is_some())
+            .copied()
+            .collect();
+        doc.get_changes_meta(&acked).len()
     }
 
     pub fn is_connected(&self) -> bool {

@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `twinsync` binary, built by `cargo xtask test` before the tests run.
@@ -25,6 +27,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// A coordinator's token from `twinsync device add`.
     pub token: String,
+    /// Compactions the server logged so far.
+    pub compactions: Arc<AtomicU64>,
 }
 
 /// Runs one `twinsync` command to completion and returns its standard
@@ -73,9 +77,14 @@ impl ServerProcess {
     /// Starts `twinsync serve` on a free loopback port over `data_dir`,
     /// with a coordinator's device provisioned first.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// As [`ServerProcess::start`], with `TWINSYNC_*` settings in `env`.
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         std::fs::create_dir_all(data_dir).expect("the data directory");
         let token = add_device(data_dir, "coordinator", &[]);
-        let (mut server, _) = Self::start_bare(data_dir);
+        let (mut server, _) = Self::spawn(data_dir, env);
         server.token = token;
         server
     }
@@ -83,20 +92,31 @@ impl ServerProcess {
     /// Starts `twinsync serve` with no device provisioned; returns the
     /// first-coordinator invite link it printed, if any.
     pub fn start_bare(data_dir: &Path) -> (Self, Option<String>) {
+        Self::spawn(data_dir, &[])
+    }
+
+    fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> (Self, Option<String>) {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .env("RUST_LOG", "info")
+            // Debug for the document task, to count compactions.
+            .env("RUST_LOG", "info,twinsync_server::document=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the server starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let compactions = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&compactions);
         std::thread::spawn(move || {
             let mut invite = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("compacted") {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
                 if line.contains("#invite=")
                     && let Some(link) = line.split_whitespace().find(|w| w.contains("#invite="))
                 {
@@ -120,6 +140,7 @@ impl ServerProcess {
             child,
             addr,
             token: String::new(),
+            compactions,
         };
         (server, invite)
     }

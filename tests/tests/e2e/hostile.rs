@@ -181,3 +181,300 @@ async fn a_hostile_bloom_filter_gets_an_error_and_the_record_stays_served() {
         .await;
     assert!(matches!(good.record(meeting), Record::Meeting(_)));
 }
+
+/// Slowloris: sockets that dribble a request head never finish it. Past
+/// the per-address limit they are closed at once; the rest are cut when
+/// the header timeout passes. Another address is served all along.
+#[tokio::test]
+async fn slowloris_sockets_are_cut_and_other_clients_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| {
+        s.header_timeout_secs = 1;
+        s.max_http_connections_per_address = 16;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        // From 127.0.0.3: loopback answers on all of 127/8.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        let mut s = socket.connect(app.addr).await.unwrap();
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+        slow.push(s);
+    }
+    // While they hang on, another address is served: the API and sync.
+    let health = reqwest::get(app.url("/healthz")).await.unwrap();
+    assert!(health.status().is_success());
+    let meeting = app.first("meeting").await;
+    let mut good = TestPeer::new("good");
+    good.connect(&app).await;
+    good.open(meeting);
+    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    // Keep dribbling, a byte at a time, and count the sockets cut.
+    let mut open = slow.len();
+    while open > 0 && started.elapsed() < Duration::from_secs(5) {
+        open = 0;
+        for s in &mut slow {
+            let mut buf = [0u8; 256];
+            let cut = match tokio::time::timeout(Duration::from_millis(5), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => true,
+                Ok(Ok(_)) => true, // an answer (408 or 400) ends it too
+                Err(_) => s.write_all(b"X").await.is_err(),
+            };
+            if !cut {
+                open += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        open,
+        0,
+        "slow sockets still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        app.hub.metrics.connections_refused.get() >= 84,
+        "{} closed at accept",
+        app.hub.metrics.connections_refused.get()
+    );
+}
+
+/// A flood of `request` messages for random ids: the device is told to
+/// wait past its limit, and no more documents are loaded than it allows.
+#[tokio::test]
+async fn a_flood_of_requests_for_random_ids_is_limited_and_memory_stays_bounded() {
+    use twinsync_server::auth::Role;
+    let app = spawn_app_with(|s| s.device_docs_per_minute = 200).await;
+    let flooder_token = app.device(Role::Coordinator, &[], None);
+    let mut flooder = TestPeer::new("flooder").with_token(&flooder_token);
+    flooder.connect(&app).await;
+    for i in 0..5000 {
+        if i % 250 == 0 {
+            // Read the answers as a client would, or the server's queue
+            // for this peer fills and drops it as too slow.
+            flooder.sync(Duration::from_millis(20), LIMIT).await;
+        }
+        let request = Message::Request {
+            sender_id: PeerId::new("flooder"),
+            target_id: PeerId::new("server"),
+            document_id: DocumentId::random(),
+            data: automerge::sync::Message {
+                heads: Vec::new(),
+                need: Vec::new(),
+                have: Vec::new(),
+                changes: Vec::<Vec<u8>>::new().into(),
+                flags: None,
+                version: automerge::sync::MessageVersion::V1,
+            }
+            .encode(),
+        };
+        flooder
+            .send_raw(WsMessage::Binary(request.encode().into()))
+            .await;
+    }
+    flooder.sync(Duration::from_millis(300), LIMIT).await;
+    let limited = flooder
+        .seen
+        .errors
+        .iter()
+        .filter(|e| e.contains("more than 200 documents"))
+        .count();
+    assert!(
+        !flooder.seen.closed,
+        "the flooder was dropped rather than told"
+    );
+    assert_eq!(limited, 4800, "requests told to wait");
+    let loaded = app.hub.metrics.loaded_documents.get();
+    assert!(
+        loaded <= 200 + 50,
+        "{loaded} documents loaded for a limit of 200"
+    );
+
+    // Another device is served at once.
+    let meeting = app.first("meeting").await;
+    let mut good = TestPeer::new("good");
+    good.connect(&app).await;
+    good.open(meeting);
+    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+}
+
+/// A peer that subscribes and then never reads: it stops answering pings
+/// and its queue fills; it is dropped by whichever comes first, while the
+/// peer typing into the same record is answered throughout.
+#[tokio::test]
+async fn a_peer_that_never_reads_is_dropped_and_others_are_served() {
+    let app = spawn_app_with(|s| {
+        s.peer_queue = 8;
+        s.ping_secs = 1;
+        s.peer_timeout_secs = 3;
+    })
+    .await;
+    let meeting = app.first("meeting").await;
+    let mut sloth = TestPeer::new("sloth");
+    sloth.connect(&app).await;
+    sloth.open(meeting);
+    sloth
+        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    // From here on the sloth never reads its socket.
+
+    let mut typist = TestPeer::new("typist");
+    typist.connect(&app).await;
+    typist.open(meeting);
+    typist
+        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    assert_eq!(app.hub.metrics.connected_peers.get(), 2);
+    let page: String = "محضر الاجتماع compte rendu ".repeat(200);
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while app.hub.metrics.connected_peers.get() > 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the peer that never reads is still connected"
+        );
+        typist.edit(
+            meeting,
+            "a page",
+            &[Edit::SpliceText {
+                path: "/minutes".into(),
+                index: 0,
+                delete: 0,
+                insert: format!("{round}: {page}"),
+            }],
+        );
+        round += 1;
+        let heads = typist.heads(meeting);
+        typist
+            .sync_until(LIMIT, |p| {
+                p.acked.get(&meeting).is_some_and(|h| *h == heads)
+            })
+            .await;
+    }
+    assert!(typist.seen.errors.is_empty(), "{:?}", typist.seen.errors);
+    assert!(typist.is_connected());
+    drop(sloth);
+}
+
+/// A record that would grow past its size limit is refused with an error
+/// that names the limit; it is neither stored nor quarantined, and the
+/// device goes on syncing its other records.
+#[tokio::test]
+async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    let app = spawn_app_with(|s| s.max_record_mib = 1).await;
+    let meeting = app.first("meeting").await;
+    let mut p = TestPeer::new("hoarder");
+    p.connect(&app).await;
+    p.open(meeting);
+    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    // Bytes that do not compress, under keys the schema does not read: the
+    // size limit is what stops them.
+    let mut seed = 7u64;
+    let mut noise = || -> Vec<u8> {
+        (0..400 * 1024)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect()
+    };
+    for key in ["attachment-1", "attachment-2"] {
+        let blob = noise();
+        let mut tx = p.doc_mut(meeting).transaction();
+        tx.put(ROOT, key, blob).unwrap();
+        tx.commit();
+        let heads = p.heads(meeting);
+        p.sync_until(LIMIT, |p| {
+            p.acked.get(&meeting).is_some_and(|h| *h == heads)
+        })
+        .await;
+        assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
+    }
+    let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
+
+    // The third takes it past 1 MiB.
+    let blob = noise();
+    let mut tx = p.doc_mut(meeting).transaction();
+    tx.put(ROOT, "attachment-3", blob).unwrap();
+    tx.commit();
+    p.sync_until(LIMIT, |p| !p.seen.errors.is_empty()).await;
+    assert!(
+        p.seen.errors[0].contains("past the limit of 1 MiB per record"),
+        "{:?}",
+        p.seen.errors
+    );
+    assert_eq!(app.hub.metrics.records_too_large.get(), 1);
+    assert_eq!(
+        app.get_json(&format!("/api/records/{meeting}")).await["heads"],
+        before
+    );
+    let quarantine = app.get_json("/api/quarantine").await;
+    assert_eq!(quarantine.as_array().map(Vec::len), Some(0), "{quarantine}");
+
+    // The same device goes on with another record.
+    let other = app.first("project").await;
+    p.open(other);
+    p.sync_until(LIMIT, |p| p.kind_of(other).is_some()).await;
+    assert!(!p.seen.closed);
+}
+
+/// Maps nested ten thousand deep, under a key the schema does not read.
+/// Automerge's diff costs the square of the depth (minutes of CPU here), so
+/// the server measures depth first, stopping at its limit, and refuses.
+#[tokio::test]
+async fn deeply_nested_values_are_refused_quickly_and_the_server_goes_on() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT};
+    let app = spawn_app().await;
+    let meeting = app.first("meeting").await;
+    let mut p = TestPeer::new("nester");
+    p.connect(&app).await;
+    p.open(meeting);
+    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
+    {
+        let mut tx = p.doc_mut(meeting).transaction();
+        let mut obj = tx.put_object(ROOT, "nest", ObjType::Map).unwrap();
+        for _ in 0..10_000 {
+            obj = tx.put_object(&obj, "deeper", ObjType::Map).unwrap();
+        }
+        tx.put(&obj, "bottom", "القاع").unwrap();
+        tx.commit();
+    }
+    p.sync_until(LIMIT, |p| !p.seen.errors.is_empty()).await;
+    assert!(
+        p.seen.errors[0].contains("refused at /nest/deeper/")
+            && p.seen.errors[0].contains("values may nest at most 16 deep"),
+        "{:?}",
+        p.seen.errors
+    );
+    assert_eq!(
+        app.get_json(&format!("/api/records/{meeting}")).await["heads"],
+        before
+    );
+    // A coordinator cannot let it in from the quarantine either.
+    let quarantine = app.get_json("/api/quarantine").await;
+    let id = quarantine[0]["id"].as_i64().unwrap();
+    let res = app
+        .post_as(
+            &format!("/api/quarantine/{id}/accept"),
+            &app.token,
+            &serde_json::json!({}),
+        )
+        .await;
+    assert!(!res.status().is_success());
+    let body = res.text().await.unwrap();
+    assert!(body.contains("nest at most 16 deep"), "{body}");
+    for view in ["", "/history", "/conflicts"] {
+        let res = app.get(&format!("/api/records/{meeting}{view}")).await;
+        assert!(res.status().is_success(), "{view}: {}", res.status());
+    }
+}

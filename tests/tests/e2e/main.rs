@@ -6,8 +6,10 @@
 mod api;
 mod auth;
 mod client;
+mod crash;
 mod hostile;
 mod interop;
+mod proxy;
 mod restart;
 mod storage;
 mod sync;
