@@ -434,18 +434,35 @@ impl Client {
 
     /// Applies edits to a record as one change; resolves once the change is
     /// in IndexedDB. Text offsets are UTF-16 code units.
-    pub async fn edit(
+    ///
+    /// The change is made before this returns, not in a later microtask as
+    /// an `async` export would: offsets the caller computed from the text
+    /// it sees then still point where it meant, even if a remote change is
+    /// being applied in the microtasks queued meanwhile.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn edit(
         &self,
         id: String,
         #[wasm_bindgen(unchecked_param_type = "Edit[]")] edits: JsValue,
         message: String,
-    ) -> Result<(), JsValue> {
-        let id = parse_id(&id)?;
-        let edits: Vec<Edit> = serde_wasm_bindgen::from_value(edits)
-            .map_err(|e| js_error("TypeError", format!("edits: {e}")))?;
-        let commit = Commit::new(message, now_secs());
-        let out = self.inner.replica.borrow_mut().edit(id, edits, &commit)?;
-        self.inner.commit_local(out).await
+    ) -> js_sys::Promise {
+        let made = (|| {
+            let id = parse_id(&id)?;
+            let edits: Vec<Edit> = serde_wasm_bindgen::from_value(edits)
+                .map_err(|e| js_error("TypeError", format!("edits: {e}")))?;
+            let commit = Commit::new(message, now_secs());
+            let out = self.inner.replica.borrow_mut().edit(id, edits, &commit)?;
+            Ok::<_, JsValue>(out)
+        })();
+        match made {
+            Ok(out) => {
+                let inner = Rc::clone(&self.inner);
+                wasm_bindgen_futures::future_to_promise(async move {
+                    inner.commit_local(out).await.map(|()| JsValue::UNDEFINED)
+                })
+            }
+            Err(e) => js_sys::Promise::reject(&e),
+        }
     }
 
     /// Resolves a conflict by writing the chosen value at `path`.

@@ -198,3 +198,47 @@ test("a client that stays offline while the server restarts catches up", async (
     cleanup(dir);
   }
 });
+
+test("a tab closed in the middle of typing loses nothing the API said was saved", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { offline: true });
+    const id = await page.evaluate(() =>
+      window.tw.create(
+        "report",
+        { title: { fr: "Notes" }, report_type: "field", date: "2026-11-30", text: "" },
+        "new report",
+      ),
+    );
+    // Every edit whose promise resolved is reported to the test at once;
+    // the page is closed while edits are still being made.
+    let saved = -1;
+    page.on("console", (msg) => {
+      const m = /^saved (\d+)$/.exec(msg.text());
+      if (m) saved = Math.max(saved, Number(m[1]));
+    });
+    page.evaluate(async (id) => {
+      for (let n = 0; n < 10000; n++) {
+        const text = window.tw.read(id).record.text ?? "";
+        await window.tw.edit(id, [{ op: "splice_text", path: "/text", index: text.length, delete: 0, insert: `<${n}>` }], "type");
+        console.log(`saved ${n}`);
+      }
+    }, id).catch(() => {});
+    const started = Date.now();
+    while (saved < 20 && Date.now() - started < 20000) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(saved >= 20, "the page saved edits before it was closed");
+    await page.close();
+    const said = saved;
+
+    const reopened = await context.newPage();
+    await openClient(reopened, server, { offline: true });
+    const text = await reopened.evaluate((id) => window.tw.read(id).record.text, id);
+    for (let n = 0; n <= said; n++) assert.ok(text.includes(`<${n}>`), `edit ${n} was said to be saved but is gone`);
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
