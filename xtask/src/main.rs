@@ -44,6 +44,16 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Run the cargo-fuzz targets in fuzz/ (installs cargo-fuzz if missing).
+    Fuzz {
+        /// Seconds per target (a longer run than CI's).
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// CI's smoke run: a fixed number of inputs per target from a fixed
+        /// seed, so it finds the same thing every time.
+        #[arg(long)]
+        smoke: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -54,6 +64,7 @@ fn main() -> Result<()> {
         Task::BuildClient => build_client(),
         Task::BenchClient => bench_client(),
         Task::Bench { smoke, runs } => bench(smoke, runs),
+        Task::Fuzz { seconds, smoke } => fuzz(seconds, smoke),
     }
 }
 
@@ -171,6 +182,8 @@ fn test() -> Result<()> {
         .arg(root().join("tests/js/search.test.mjs"))
         .current_dir(root().join("tests/js"));
     run(search).context("the app's search and string tests failed")?;
+    // The fuzz targets, briefly: they build, and the fixed inputs crash nothing.
+    fuzz(0, true)?;
     ensure_chromium()?;
     let mut browser = Command::new("node");
     browser
@@ -181,6 +194,129 @@ fn test() -> Result<()> {
         .arg(root().join("tests/js/browser/app.test.mjs"))
         .current_dir(root().join("tests/js"));
     run(browser).context("the browser tests failed")?;
+    Ok(())
+}
+
+/// The fuzz targets and, for the smoke run, how many inputs each runs.
+const FUZZ_TARGETS: [(&str, u64); 4] = [
+    ("frame", 200_000),
+    ("document_load", 40_000),
+    ("sync_engine", 2_000),
+    ("http_api", 2_000),
+];
+
+/// Where tools built from crates.io are kept between runs, outside the
+/// repository.
+fn tools_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/twinsync-tools")
+}
+
+/// `cargo fuzz` on the PATH it is run with; installed into `tools_dir()`
+/// if missing (a few minutes, once).
+fn ensure_cargo_fuzz() -> Result<std::ffi::OsString> {
+    let bin = tools_dir().join("bin");
+    let mut path = std::ffi::OsString::from(&bin);
+    if let Some(old) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    let works = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .env("PATH", &path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        let mut install = Command::new("cargo");
+        install
+            .args([
+                "install",
+                "cargo-fuzz",
+                "--version",
+                "0.13.2",
+                "--locked",
+                "--root",
+            ])
+            .arg(tools_dir());
+        run(install).context("installing cargo-fuzz")?;
+    }
+    Ok(path)
+}
+
+/// Builds the fuzz targets (stable Rust, so no sanitizer: `-s none`) and
+/// runs each from its seed corpus. New inputs go to a scratch corpus under
+/// the fuzz target directory, never into the committed seeds. Prints and
+/// records the executions; a crash fails the task with libFuzzer's report.
+fn fuzz(seconds: u64, smoke: bool) -> Result<()> {
+    let path = ensure_cargo_fuzz()?;
+    let dir = root().join("fuzz");
+    let target = dir.join("target");
+    let fuzz_cmd = || {
+        let mut cmd = Command::new("cargo");
+        cmd.arg("fuzz")
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .env("CARGO_TARGET_DIR", &target);
+        cmd
+    };
+    let mut build = fuzz_cmd();
+    build.args(["build", "-s", "none"]);
+    run(build)?;
+    let mut lines = Vec::new();
+    let mut total = 0u64;
+    for (name, runs) in FUZZ_TARGETS {
+        // The smoke run starts from the seeds alone, so it runs the same
+        // inputs every time; longer runs keep what they found.
+        let scratch = target
+            .join(if smoke { "corpus-smoke" } else { "corpus" })
+            .join(name);
+        if smoke {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        std::fs::create_dir_all(&scratch)?;
+        let mut cmd = fuzz_cmd();
+        cmd.args(["run", "-s", "none", name])
+            .arg(&scratch)
+            .arg(dir.join("corpus").join(name))
+            .args(["--", "-print_final_stats=1"]);
+        if smoke {
+            cmd.args(["-seed=1", &format!("-runs={runs}")]);
+        } else {
+            cmd.arg(format!("-max_total_time={seconds}"));
+        }
+        eprintln!("xtask: running {cmd:?}");
+        let out = cmd
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .with_context(|| format!("could not start cargo fuzz for {name}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            eprintln!("{log}");
+            bail!("fuzz target {name} failed: a crash, or libFuzzer could not run");
+        }
+        let executed = log
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .with_context(|| format!("libFuzzer printed no execution count for {name}"))?;
+        total += executed;
+        lines.push(format!("{name}: {executed} executions, no crash"));
+    }
+    let mode = if smoke {
+        "smoke: fixed inputs from seed 1".to_owned()
+    } else {
+        format!("{seconds} s per target")
+    };
+    let report = format!(
+        "fuzz ({mode})\n{}\nfuzz executions: {total}\n",
+        lines.join("\n")
+    );
+    println!("{report}");
+    let out = root().join("target/test-artefacts/reliability");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("fuzz.txt"), report)?;
     Ok(())
 }
 
