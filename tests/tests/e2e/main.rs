@@ -11,5 +11,6 @@ mod hostile;
 mod interop;
 mod proxy;
 mod restart;
+mod soak;
 mod storage;
 mod sync;

@@ -1,0 +1,151 @@
+//! A bounded soak: steady load for `TWINSYNC_SOAK_SECS` (600 by default)
+//! against the server as a process, sampling its memory and the time from
+//! an edit to its arrival at another peer. Ignored by `cargo test`; run it
+//! with `cargo test -p twinsync-tests --test e2e -- --ignored soak --nocapture`.
+//! The figures go to standard error and to
+//! `target/test-artefacts/reliability/soak.txt`.
+
+use std::time::{Duration, Instant};
+
+use twinsync_shared::DocumentId;
+use twinsync_shared::record::{Edit, Record};
+use twinsync_tests::TestPeer;
+use twinsync_tests::campaign::{Swarm, Target, check_acknowledged};
+use twinsync_tests::process::ServerProcess;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ten minutes long: run it on purpose"]
+async fn soak_memory_and_latency_stay_flat_under_steady_load() {
+    let secs: u64 = std::env::var("TWINSYNC_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let pid = server.child.id();
+    let list: serde_json::Value = server
+        .get("/api/records?kind=meeting")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let meetings: Vec<DocumentId> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let target = Target {
+        addr: server.addr,
+        token: server.token.clone(),
+    };
+    // Twenty delegates type steadily into the minutes of every meeting.
+    let swarm = Swarm::start(20, &meetings, Duration::from_millis(200), 7);
+    swarm.retarget(Some(target.clone()));
+
+    // Two probes on a record of their own measure edit-to-arrival time.
+    let probe_doc = server_first(&server, "project").await;
+    let (mut writer, mut reader) = (TestPeer::new("probe-w"), TestPeer::new("probe-r"));
+    for p in [&mut writer, &mut reader] {
+        p.connect(&server).await;
+        p.open(probe_doc);
+        p.sync_until(LIMIT, |p| p.kind_of(probe_doc).is_some())
+            .await;
+    }
+    let started = Instant::now();
+    let mut minutes: Vec<(u64, u64, f64)> = Vec::new();
+    let mut window: Vec<f64> = Vec::new();
+    let mut n = 0u64;
+    let mut next_sample = Duration::from_secs(60);
+    while started.elapsed() < Duration::from_secs(secs) {
+        n += 1;
+        let marker = format!("probe {n}");
+        writer.edit(
+            probe_doc,
+            "probe",
+            &[Edit::Set {
+                path: "/budget_note".into(),
+                value: marker.clone().into(),
+            }],
+        );
+        let sent = Instant::now();
+        writer
+            .sync(Duration::from_millis(5), Duration::from_millis(50))
+            .await;
+        reader
+            .sync_until(LIMIT, |r| match r.record(probe_doc) {
+                Record::Project(p) => p.budget_note.as_deref() == Some(marker.as_str()),
+                _ => false,
+            })
+            .await;
+        window.push(sent.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if started.elapsed() >= next_sample {
+            minutes.push((
+                next_sample.as_secs() / 60,
+                rss_kib(pid),
+                median(&mut window),
+            ));
+            window.clear();
+            next_sample += Duration::from_secs(60);
+        }
+    }
+    let ledger = std::sync::Arc::clone(&swarm.ledger);
+    swarm.settle(&target, Duration::from_secs(120)).await;
+    check_acknowledged(&target, &ledger.acknowledged(), LIMIT)
+        .await
+        .expect("nothing acknowledged is lost");
+
+    let mut table =
+        String::from("| minute | server RSS MiB | edit-to-arrival p50 ms |\n|---|---|---|\n");
+    for (m, rss, p50) in &minutes {
+        table.push_str(&format!(
+            "| {m} | {:.1} | {p50:.1} |\n",
+            *rss as f64 / 1024.0
+        ));
+    }
+    let (first, last) = (minutes.first(), minutes.last());
+    let summary = match (first, last) {
+        (Some(f), Some(l)) => format!(
+            "soak: {secs} s, 20 delegates typing plus one probe, {} edits typed\n\
+             memory growth first to last minute: {:+.1} MiB\n\
+             latency drift first to last minute (p50): {:+.1} ms\n",
+            ledger.edits.load(std::sync::atomic::Ordering::Relaxed),
+            (l.1 as f64 - f.1 as f64) / 1024.0,
+            l.2 - f.2
+        ),
+        _ => "soak: shorter than a minute, no samples\n".to_owned(),
+    };
+    let figures = format!("{summary}\n{table}");
+    eprintln!("{figures}");
+    twinsync_tests::artefact("reliability/soak.txt", &figures);
+}
+
+async fn server_first(server: &ServerProcess, kind: &str) -> DocumentId {
+    let list: serde_json::Value = server
+        .get(&format!("/api/records?kind={kind}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    list[0]["id"].as_str().unwrap().parse().unwrap()
+}
