@@ -95,6 +95,10 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
         .collect();
     assert!(!meetings.is_empty(), "the demo club has meetings");
 
+    // Some megabytes of attachments, so that a backup takes a few steps
+    // and a kill can land between them.
+    pad(&server, &mut rng).await;
+
     let swarm = Swarm::start(peers, &meetings, Duration::from_millis(150), seed);
     let (mut compactions, mut audited) = (0, 0);
     let mut outcomes = Vec::new();
@@ -104,7 +108,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
         tokio::time::sleep(Duration::from_millis(run)).await;
         // Every third kill lands while a backup copies the database; every
         // other one of those kills the backup too.
-        let backup = (round % 3 == 2).then(|| {
+        let mut backup = (round % 3 == 2).then(|| {
             let file = backups.path().join(format!("backup-{round}.db"));
             let child = Command::new(binary())
                 .args(["backup", "--data-dir"])
@@ -115,7 +119,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
                 .unwrap();
             (file, child)
         });
-        if let Some((file, _)) = &backup {
+        if let Some((file, child)) = &mut backup {
             if round % 2 == 0 {
                 // Kill it in the middle of copying: once its partial file
                 // is there, and before it is renamed into place.
@@ -124,8 +128,9 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
                 let partial = std::path::PathBuf::from(partial);
                 let deadline = std::time::Instant::now() + Duration::from_secs(5);
                 while !partial.exists() && std::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    tokio::task::yield_now().await;
                 }
+                let _ = child.kill();
             } else {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
             }
@@ -137,9 +142,6 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
         server.kill9();
         if let Some((file, mut child)) = backup {
             let cut = round % 2 == 0;
-            if cut {
-                let _ = child.kill();
-            }
             let status = child.wait().unwrap();
             let outcome = check_backup(&file);
             if !cut {
@@ -198,6 +200,30 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
     twinsync_tests::artefact("reliability/crash.txt", &figures);
     assert_eq!(lost, 0, "typed edits are missing after convergence");
     assert!(compactions > 0, "no compaction ran during the campaign");
+}
+
+async fn pad(server: &ServerProcess, rng: &mut StdRng) {
+    use automerge::transaction::Transactable;
+    let list: serde_json::Value = server
+        .get("/api/records?kind=report")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let report: DocumentId = list[0]["id"].as_str().unwrap().parse().unwrap();
+    let mut p = twinsync_tests::TestPeer::new("archivist");
+    p.connect(server).await;
+    p.open(report);
+    p.sync_until(LIMIT, |p| p.kind_of(report).is_some()).await;
+    for n in 0..2 {
+        let blob: Vec<u8> = (0..4 << 20).map(|_| rng.random()).collect();
+        let mut tx = p.doc_mut(report).transaction();
+        tx.put(automerge::ROOT, format!("scan-{n}"), blob).unwrap();
+        tx.commit();
+    }
+    let heads = p.heads(report);
+    p.sync_until(LIMIT, |p| p.acked.get(&report).is_some_and(|h| *h == heads))
+        .await;
 }
 
 fn swarm_stats(ledger: &twinsync_tests::campaign::Ledger) -> String {
