@@ -242,3 +242,60 @@ test("a tab closed in the middle of typing loses nothing the API said was saved"
     cleanup(dir);
   }
 });
+
+test("IndexedDB missing from the browser is a clear error; a deleted database comes back from the server", async () => {
+  const dir = dataDir();
+  const server = await startServer({ dir });
+  try {
+    const { page, context } = await phone(browser);
+    // A browser without IndexedDB (some private modes): opening says so.
+    await page.goto(`${server.url}/healthz`);
+    const refused = await page.evaluate(async (token) => {
+      Object.defineProperty(window, "indexedDB", { value: undefined, configurable: true });
+      const mod = await import("/pkg/twinsync_client.js");
+      await mod.default();
+      try {
+        await mod.Client.open({ token });
+        return null;
+      } catch (e) {
+        return String(e.message ?? e);
+      }
+    }, server.token);
+    assert.match(refused ?? "", /IndexedDB is not available/);
+
+    // With IndexedDB: a delegate's record reaches the server, then the
+    // browser's site data is cleared. Reopening recovers it from the server.
+    await page.reload();
+    await openClient(page, server, {});
+    // Once the club's index has arrived, so the new record is listed in it.
+    await until(page, upToDate, undefined, "the club's records");
+    const id = await page.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Avant l'effacement" }, report_type: "visit", date: "2026-11-30", text: "سجل" }, "new"),
+    );
+    await until(page, upToDate, undefined, "the report on the server");
+    await page.evaluate(async () => {
+      await window.tw.close?.();
+      await new Promise((resolve, reject) => {
+        const r = indexedDB.deleteDatabase("twinsync");
+        r.onsuccess = resolve;
+        r.onerror = () => reject(r.error);
+        r.onblocked = () => resolve();
+      });
+    });
+    // The database really went: opened without connecting, the report is
+    // not on the device.
+    await page.reload();
+    await openClient(page, server, { offline: true });
+    const gone = await page.evaluate((id) => { try { return window.tw.read(id).record.text ?? "?"; } catch { return null; } }, id);
+    assert.equal(gone, null, "the report was still on the device");
+    await page.reload();
+    await openClient(page, server, {});
+    const back = await until(page, (id) => { try { return window.tw.read(id).record; } catch { return null; } }, id, "the report back from the server");
+    assert.equal(back.title.fr, "Avant l'effacement");
+    assert.equal(back.text, "سجل");
+    await context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
