@@ -185,6 +185,8 @@ async fn relay(
     calm: Arc<AtomicBool>,
 ) {
     let mut uri = String::new();
+    // The error type is tungstenite's HTTP response, as its API requires.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, res: Response| {
         uri = req.uri().to_string();
         Ok(res)
