@@ -159,6 +159,32 @@ impl Swarm {
     }
 }
 
+/// A number from the environment, for a longer or different run.
+pub fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// How many markers the settled delegates typed into `docs` (delegate `i`
+/// into `docs[i % docs.len()]`, as [`Swarm::start`] assigns them), and how
+/// many of those are missing from the merged minutes.
+pub fn typed_and_missing(settled: &[(TestPeer, u32)], docs: &[DocumentId]) -> (u32, usize) {
+    let (mut typed_total, mut missing) = (0, 0);
+    for (i, (peer, typed)) in settled.iter().enumerate() {
+        // Converged: each delegate's copy is every delegate's copy.
+        let Record::Meeting(m) = peer.record(docs[i % docs.len()]) else {
+            panic!("a meeting")
+        };
+        typed_total += typed;
+        missing += (0..*typed)
+            .filter(|n| !m.minutes.contains(&marker(i, *n)))
+            .count();
+    }
+    (typed_total, missing)
+}
+
 /// The marker delegate `i` types for its `n`th edit; Arabic and Latin
 /// mixed, as the club writes.
 pub fn marker(i: usize, n: u32) -> String {

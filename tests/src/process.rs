@@ -164,6 +164,21 @@ impl ServerProcess {
             .expect("the API answers")
     }
 
+    /// The ids of the records of `kind` the API lists.
+    pub async fn ids(&self, kind: &str) -> Vec<twinsync_shared::DocumentId> {
+        let list: serde_json::Value = self
+            .get(&format!("/api/records?kind={kind}"))
+            .await
+            .json()
+            .await
+            .expect("a JSON list");
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["id"].as_str()?.parse().ok())
+            .collect()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -14,19 +14,10 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use twinsync_shared::DocumentId;
-use twinsync_shared::record::Record;
-use twinsync_tests::campaign::{Swarm, Target, check_acknowledged, marker};
+use twinsync_tests::campaign::{Swarm, Target, check_acknowledged, setting, typed_and_missing};
 use twinsync_tests::process::{ServerProcess, binary};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn target(server: &ServerProcess) -> Target {
     Target {
@@ -81,18 +72,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
 
     let mut server = ServerProcess::start_with(data.path(), &env);
     server.wait_healthy(LIMIT).await;
-    let list: serde_json::Value = server
-        .get("/api/records?kind=meeting")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let meetings: Vec<DocumentId> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let meetings = server.ids("meeting").await;
     assert!(!meetings.is_empty(), "the demo club has meetings");
 
     // Some megabytes of attachments, so that a backup takes a few steps
@@ -170,19 +150,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
         .await
         .expect("after the last restart");
     // Every word every delegate typed is in the merged minutes.
-    let mut lost = 0;
-    let mut typed_total = 0;
-    for (i, (peer, typed)) in settled.iter().enumerate() {
-        // Converged: each delegate's copy is every delegate's copy.
-        let doc = meetings[i % meetings.len()];
-        let Record::Meeting(m) = peer.record(doc) else {
-            panic!("a meeting")
-        };
-        typed_total += typed;
-        lost += (0..*typed)
-            .filter(|n| !m.minutes.contains(&marker(i, *n)))
-            .count();
-    }
+    let (typed_total, lost) = typed_and_missing(&settled, &meetings);
     let stats = &swarm_stats(&ledger);
     let figures = format!(
         "kill -9 restarts survived: {restarts}\n\
@@ -204,13 +172,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
 
 async fn pad(server: &ServerProcess, rng: &mut StdRng) {
     use automerge::transaction::Transactable;
-    let list: serde_json::Value = server
-        .get("/api/records?kind=report")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let report: DocumentId = list[0]["id"].as_str().unwrap().parse().unwrap();
+    let report = server.ids("report").await[0];
     let mut p = twinsync_tests::TestPeer::new("archivist");
     p.connect(server).await;
     p.open(report);

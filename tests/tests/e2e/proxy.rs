@@ -10,17 +10,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use twinsync_shared::DocumentId;
-use twinsync_shared::record::Record;
-use twinsync_tests::campaign::{Swarm, Target, check_acknowledged, marker};
+use twinsync_tests::campaign::{Swarm, Target, check_acknowledged, setting, typed_and_missing};
 use twinsync_tests::proxy::{FaultProxy, Faults};
 use twinsync_tests::spawn_app;
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_faulty_network_every_peer_converges_and_nothing_is_lost() {
@@ -56,17 +48,7 @@ async fn through_a_faulty_network_every_peer_converges_and_nothing_is_lost() {
     let audited = check_acknowledged(&direct, &ledger.acknowledged(), Duration::from_secs(30))
         .await
         .expect("every acknowledged change is on the server");
-    let (mut typed_total, mut lost) = (0, 0);
-    for (i, (peer, typed)) in settled.iter().enumerate() {
-        let doc = meetings[i % meetings.len()];
-        let Record::Meeting(m) = peer.record(doc) else {
-            panic!("a meeting")
-        };
-        typed_total += typed;
-        lost += (0..*typed)
-            .filter(|n| !m.minutes.contains(&marker(i, *n)))
-            .count();
-    }
+    let (typed_total, lost) = typed_and_missing(&settled, &meetings);
     let stats = &proxy.stats;
     let figures = format!(
         "fault proxy: {secs} s, {peers} peers, seed {seed}\n\

@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Edit, Record};
 use twinsync_tests::TestPeer;
-use twinsync_tests::campaign::{Swarm, Target, check_acknowledged};
+use twinsync_tests::campaign::{Swarm, Target, check_acknowledged, setting};
 use twinsync_tests::process::ServerProcess;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -34,26 +33,12 @@ fn median(v: &mut [f64]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "ten minutes long: run it on purpose"]
 async fn soak_memory_and_latency_stay_flat_under_steady_load() {
-    let secs: u64 = std::env::var("TWINSYNC_SOAK_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+    let secs = setting("TWINSYNC_SOAK_SECS", 600);
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
     let pid = server.child.id();
-    let list: serde_json::Value = server
-        .get("/api/records?kind=meeting")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let meetings: Vec<DocumentId> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let meetings = server.ids("meeting").await;
     let target = Target {
         addr: server.addr,
         token: server.token.clone(),
@@ -64,7 +49,7 @@ async fn soak_memory_and_latency_stay_flat_under_steady_load() {
     swarm.retarget(Some(target.clone()));
 
     // Two probes on a record of their own measure edit-to-arrival time.
-    let probe_doc = server_first(&server, "project").await;
+    let probe_doc = server.ids("project").await[0];
     let (mut writer, mut reader) = (TestPeer::new("probe-w"), TestPeer::new("probe-r"));
     for p in [&mut writer, &mut reader] {
         p.connect(&server).await;
@@ -148,14 +133,4 @@ async fn soak_memory_and_latency_stay_flat_under_steady_load() {
     );
     eprintln!("{line}");
     twinsync_tests::artefact("reliability/soak.txt", &format!("{figures}\n{line}"));
-}
-
-async fn server_first(server: &ServerProcess, kind: &str) -> DocumentId {
-    let list: serde_json::Value = server
-        .get(&format!("/api/records?kind={kind}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    list[0]["id"].as_str().unwrap().parse().unwrap()
 }
