@@ -4,7 +4,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, dataDir, launch, openClient, phone, startServer, until } from "./harness.mjs";
+import { cleanup, dataDir, launch, openClient, phone, startServer, until, withServer } from "./harness.mjs";
 
 let browser;
 before(async () => {
@@ -200,9 +200,7 @@ test("a client that stays offline while the server restarts catches up", async (
 });
 
 test("a tab closed in the middle of typing loses nothing the API said was saved", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { page, context } = await phone(browser);
     await openClient(page, server, { offline: true });
     const id = await page.evaluate(() =>
@@ -237,16 +235,11 @@ test("a tab closed in the middle of typing loses nothing the API said was saved"
     const text = await reopened.evaluate((id) => window.tw.read(id).record.text, id);
     for (let n = 0; n <= said; n++) assert.ok(text.includes(`<${n}>`), `edit ${n} was said to be saved but is gone`);
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("IndexedDB missing from the browser is a clear error; a deleted database comes back from the server", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { page, context } = await phone(browser);
     // A browser without IndexedDB (some private modes): opening says so.
     await page.goto(`${server.url}/healthz`);
@@ -294,8 +287,5 @@ test("IndexedDB missing from the browser is a clear error; a deleted database co
     assert.equal(back.title.fr, "Avant l'effacement");
     assert.equal(back.text, "سجل");
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
