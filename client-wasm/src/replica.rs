@@ -212,20 +212,59 @@ impl Replica {
 
     /// Starts keeping every record the club index lists.
     fn follow_index(&mut self) {
-        let Some(club) = self.club else { return };
-        let Some(entry) = self.docs.get(&club) else {
-            return;
-        };
-        let Ok(json) = read_document(&entry.doc) else {
-            return;
-        };
-        let ids: Vec<DocumentId> = json["index"]
-            .as_object()
-            .map(|index| index.keys().filter_map(|k| k.parse().ok()).collect())
-            .unwrap_or_default();
-        for id in ids {
+        for id in self.listed() {
             self.ensure(id);
         }
+    }
+
+    /// The records the club index lists, as this device holds it.
+    fn listed(&self) -> BTreeSet<DocumentId> {
+        let Some(entry) = self.club.and_then(|club| self.docs.get(&club)) else {
+            return BTreeSet::new();
+        };
+        let Ok(json) = read_document(&entry.doc) else {
+            return BTreeSet::new();
+        };
+        json["index"]
+            .as_object()
+            .map(|index| index.keys().filter_map(|k| k.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Lists in the club index, in one change, every record held here that
+    /// the index lacks: records created on this device, including those
+    /// created before it held the club record (a fresh phone, offline).
+    /// Nothing happens until the club record is here.
+    fn list_unindexed(&mut self, commit: &Commit) -> Result<Outcome, ClientError> {
+        let Some(club) = self.club.filter(|c| self.entry(*c).is_ok()) else {
+            return Ok(Outcome::default());
+        };
+        let listed = self.listed();
+        let edits: Vec<Edit> = self
+            .docs
+            .iter()
+            .filter(|(id, e)| {
+                **id != club && !listed.contains(*id) && !e.doc.get_heads().is_empty()
+            })
+            .filter_map(|(id, e)| {
+                let summary = summary(*id, &e.doc);
+                let kind = summary["kind"].as_str().filter(|k| *k != "club")?;
+                let mut value = json!({ "kind": kind });
+                for key in ["title", "city", "status"] {
+                    if !summary[key].is_null() && summary[key] != json!({}) {
+                        value[key] = summary[key].clone();
+                    }
+                }
+                Some(Edit::PutEntry {
+                    path: format!("/index/{id}"),
+                    value,
+                })
+            })
+            .collect();
+        if edits.is_empty() {
+            return Ok(Outcome::default());
+        }
+        self.apply(club, commit, edits)
     }
 
     pub fn ids(&self) -> impl Iterator<Item = DocumentId> + '_ {
@@ -303,7 +342,6 @@ impl Replica {
             doc: id,
             bytes: rd.save(),
         });
-        let entry = summary(id, rd.doc());
         let server = self.server.clone();
         let mut e = Entry::new(id, rd.into_automerge());
         if let Some(server) = server {
@@ -316,21 +354,9 @@ impl Replica {
             origin: Origin::Local,
             paths: vec!["/".into()],
         });
-        if let Some(club) = self.club.filter(|c| self.entry(*c).is_ok()) {
-            let mut index_entry = json!({ "kind": kind.as_str() });
-            for key in ["title", "city", "status"] {
-                if !entry[key].is_null() && entry[key] != json!({}) {
-                    index_entry[key] = entry[key].clone();
-                }
-            }
-            let edit = Edit::PutEntry {
-                path: format!("/index/{id}"),
-                value: index_entry,
-            };
-            let more = self.apply(club, commit, vec![edit])?;
-            out.chunks.extend(more.chunks);
-            out.changed.extend(more.changed);
-        }
+        let listing = self.list_unindexed(commit)?;
+        out.chunks.extend(listing.chunks);
+        out.changed.extend(listing.changed);
         Ok((id, out))
     }
 
@@ -481,8 +507,10 @@ impl Replica {
         self.server.is_some()
     }
 
-    /// Handles one frame from the server.
-    pub fn receive(&mut self, frame: &[u8]) -> Result<Outcome, ClientError> {
+    /// Handles one frame from the server. `now` (seconds since the epoch)
+    /// dates the change, if any, that lists records created here before
+    /// the club record arrived.
+    pub fn receive(&mut self, frame: &[u8], now: i64) -> Result<Outcome, ClientError> {
         let msg = Message::decode(frame, twinsync_shared::protocol::FrameLimit::default())
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut out = Outcome::default();
@@ -501,7 +529,7 @@ impl Replica {
                 document_id,
                 data,
                 ..
-            } => self.on_sync(&sender_id, document_id, &data, &mut out)?,
+            } => self.on_sync(&sender_id, document_id, &data, now, &mut out)?,
             Message::DocUnavailable { document_id, .. } => {
                 if let Some(e) = self.docs.get_mut(&document_id) {
                     e.unavailable = true;
@@ -520,6 +548,7 @@ impl Replica {
         from: &PeerId,
         id: DocumentId,
         data: &[u8],
+        now: i64,
         out: &mut Outcome,
     ) -> Result<(), ClientError> {
         let entry = self.ensure(id);
@@ -548,6 +577,10 @@ impl Replica {
         });
         if Some(id) == self.club {
             self.follow_index();
+            let commit = Commit::new("List records created before the club record arrived", now);
+            let listing = self.list_unindexed(&commit)?;
+            out.chunks.extend(listing.chunks);
+            out.changed.extend(listing.changed);
         }
         Ok(())
     }

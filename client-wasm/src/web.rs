@@ -889,7 +889,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             }
             Event::Frame(seq, bytes) if inner.current(seq) => {
                 let was_joined = inner.replica.borrow().is_connected();
-                let result = inner.replica.borrow_mut().receive(&bytes);
+                let result = inner.replica.borrow_mut().receive(&bytes, now_secs());
                 match result {
                     Ok(out) => {
                         if let Err(e) = inner.store(&out).await {

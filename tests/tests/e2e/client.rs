@@ -112,7 +112,7 @@ impl Device {
             if let Ok(Some(Ok(WsMessage::Binary(bytes)))) =
                 tokio::time::timeout(Duration::from_millis(100), ws.next()).await
             {
-                let out = self.replica.receive(&bytes).unwrap();
+                let out = self.replica.receive(&bytes, 1_790_000_000).unwrap();
                 self.keep(out);
             }
         }
@@ -257,6 +257,51 @@ async fn a_record_created_offline_reaches_the_server_and_the_club_index() {
 }
 
 #[tokio::test]
+async fn a_record_created_before_the_club_record_arrived_is_listed_once_it_does() {
+    let app = spawn_app().await;
+    let club = club_of(&app).await;
+    // A fresh phone that knows the club's id but has never been online.
+    let mut phone = Device::new("fresh");
+    phone.replica.set_club(club);
+    let (id, out) = phone
+        .replica
+        .create(
+            Kind::Meeting,
+            &json!({
+                "title": {"ar": "اجتماع أول", "fr": "Première réunion"},
+                "date": "2026-11-30",
+            }),
+            &Commit::new("new meeting", 1_790_000_000),
+        )
+        .unwrap();
+    phone.keep(out);
+    assert!(!phone.stored.contains_key(&club), "nothing to list it in yet");
+    // The phone restarts before it ever connects.
+    phone.reload();
+    phone.online(&app).await;
+    phone
+        .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0 && r.unconfirmed() == 0)
+        .await;
+
+    let club_json = app.get_json(&format!("/api/records/{club}")).await;
+    let entry = &club_json["record"]["index"][id.to_string()];
+    assert_eq!(entry["kind"], "meeting", "record {id} is not in the club index");
+    assert_eq!(entry["title"]["fr"], "Première réunion");
+    assert!(phone.stored[&club].len() > 1, "the listing is stored on the phone");
+    // Another device learns of the record through the index.
+    let mut other = Device::new("other");
+    other.replica.set_club(club);
+    other.online(&app).await;
+    other
+        .sync_until(|r| r.read(id).is_ok() && r.syncing() == 0)
+        .await;
+    assert_eq!(
+        other.replica.read(id).unwrap()["record"]["title"]["ar"],
+        "اجتماع أول"
+    );
+}
+
+#[tokio::test]
 async fn arabic_edits_at_utf16_offsets_land_where_the_browser_meant() {
     let app = spawn_app().await;
     let club = club_of(&app).await;
@@ -349,7 +394,7 @@ async fn garbage_from_the_server_is_an_error_and_the_data_stays() {
         .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
         .await;
     let before = phone.replica.read(club).unwrap();
-    let err = phone.replica.receive(&[0xa1, 0x01, 0xff]).unwrap_err();
+    let err = phone.replica.receive(&[0xa1, 0x01, 0xff], 1_790_000_000).unwrap_err();
     assert!(matches!(err, ClientError::Protocol(_)), "{err}");
     assert_eq!(phone.replica.read(club).unwrap(), before);
 
