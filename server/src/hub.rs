@@ -35,6 +35,8 @@ pub struct Hub {
     pub server_id: PeerId,
     pub storage_id: String,
     pub guards: Guards,
+    /// Set when documents are evicted or peers leave; see [`crate::memory`].
+    pub trim: crate::memory::Trim,
 }
 
 /// A connected peer: its connection, its device and its kill switch.
@@ -97,6 +99,7 @@ impl Hub {
             settings,
             metrics,
             guards: Guards::default(),
+            trim: crate::memory::Trim::default(),
         }))
     }
 
@@ -205,6 +208,7 @@ impl Hub {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if sessions.get(peer).is_some_and(|e| e.conn == conn) {
             sessions.remove(peer);
+            self.trim.freed();
         }
     }
 
@@ -311,6 +315,7 @@ impl Hub {
         if removed {
             docs.remove(&doc);
             self.metrics.loaded_documents.set(docs.len() as i64);
+            self.trim.freed();
         }
         removed
     }

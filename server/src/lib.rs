@@ -11,7 +11,8 @@
 //! - [`store`]: the SQLite file: chunks, summaries, change origins, sync states.
 //! - [`api`], [`openapi`]: the coordinators' read API; [`admin`]: invites,
 //!   devices and the quarantine; [`access`]: the token behind each request.
-//! - [`metrics`], [`telemetry`], [`settings`]: operations.
+//! - [`metrics`], [`telemetry`], [`settings`]: operations; [`memory`]: hands
+//!   the memory of evicted documents back to the system.
 //! - [`seed`]: the demo club, written into an empty database.
 
 pub mod access;
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod connection;
 pub mod document;
 pub mod hub;
+pub mod memory;
 pub mod metrics;
 pub mod openapi;
 pub mod permissions;

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     pub connections_refused: IntCounter,
     pub records_too_large: IntCounter,
+    pub memory_trims: IntCounter,
 }
 
 impl Metrics {
@@ -94,6 +95,10 @@ impl Metrics {
             records_too_large: counter(
                 "twinsync_records_too_large_total",
                 "Sync messages whose changes would take a record past its size limit",
+            ),
+            memory_trims: counter(
+                "twinsync_memory_trims_total",
+                "Times freed memory was handed back to the system after evictions",
             ),
             sync_latency,
             registry,

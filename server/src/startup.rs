@@ -186,6 +186,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let watcher = tokio::spawn(watch_revocations(Arc::clone(&hub)));
+    let trimmer = tokio::spawn(crate::memory::keep_trimming(
+        Arc::clone(&hub),
+        std::time::Duration::from_secs(10),
+    ));
     let mut make_service =
         app(Arc::clone(&hub)).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -247,6 +251,7 @@ pub async fn run(
         tracing::warn!("HTTP requests still running 10 s after shutdown began; closing them");
     }
     watcher.abort();
+    trimmer.abort();
     hub.shutdown().await;
     Ok(())
 }

@@ -9,6 +9,7 @@ mod client;
 mod crash;
 mod hostile;
 mod interop;
+mod memory;
 mod proxy;
 mod restart;
 mod soak;
