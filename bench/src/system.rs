@@ -165,6 +165,11 @@ fn spawn(
                 "--data-dir",
             ])
             .arg(data)
+            // Every simulated device connects from 127.0.0.1, where in the
+            // field each has its own address: the cap on one address's
+            // connections being set up at once (against one client taking
+            // every slot) is raised to the overall cap.
+            .args(["--max-http-connections-per-address", "1024"])
             .args(extra)
             .env(
                 "RUST_LOG",
