@@ -275,7 +275,10 @@ async fn a_record_created_before_the_club_record_arrived_is_listed_once_it_does(
         )
         .unwrap();
     phone.keep(out);
-    assert!(!phone.stored.contains_key(&club), "nothing to list it in yet");
+    assert!(
+        !phone.stored.contains_key(&club),
+        "nothing to list it in yet"
+    );
     // The phone restarts before it ever connects.
     phone.reload();
     phone.online(&app).await;
@@ -285,9 +288,15 @@ async fn a_record_created_before_the_club_record_arrived_is_listed_once_it_does(
 
     let club_json = app.get_json(&format!("/api/records/{club}")).await;
     let entry = &club_json["record"]["index"][id.to_string()];
-    assert_eq!(entry["kind"], "meeting", "record {id} is not in the club index");
+    assert_eq!(
+        entry["kind"], "meeting",
+        "record {id} is not in the club index"
+    );
     assert_eq!(entry["title"]["fr"], "Première réunion");
-    assert!(phone.stored[&club].len() > 1, "the listing is stored on the phone");
+    assert!(
+        phone.stored[&club].len() > 1,
+        "the listing is stored on the phone"
+    );
     // Another device learns of the record through the index.
     let mut other = Device::new("other");
     other.replica.set_club(club);
@@ -394,7 +403,10 @@ async fn garbage_from_the_server_is_an_error_and_the_data_stays() {
         .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
         .await;
     let before = phone.replica.read(club).unwrap();
-    let err = phone.replica.receive(&[0xa1, 0x01, 0xff], 1_790_000_000).unwrap_err();
+    let err = phone
+        .replica
+        .receive(&[0xa1, 0x01, 0xff], 1_790_000_000)
+        .unwrap_err();
     assert!(matches!(err, ClientError::Protocol(_)), "{err}");
     assert_eq!(phone.replica.read(club).unwrap(), before);
 
