@@ -403,7 +403,9 @@ fn markdown(table: &str, sizes: Sizes, runs: usize) -> String {
          - S3: {st} records are stored, the server restarts, then {rd} peers each open {rdn} of them at once. \
            Time until all are served; peak RSS while serving (the restart starts the count afresh); RSS \
            40 s after the peers left (our server evicts documents idle for 30 s). Our server's \
-           per-device documents-a-minute limit is raised for the seeding peers; nothing else is tuned.\n\n\
+           per-device documents-a-minute limit is raised for the seeding peers, and its cap on \
+           connections being set up from one address is raised to the overall cap (1,024), as \
+           every simulated device connects from 127.0.0.1; nothing else is tuned.\n\n\
          {table}\n\
          ## What bounds the figures\n\n\
          Profiled on this machine on 2026-11-23 (`twinsync-bench --only ours --scenario s2`, with \
@@ -429,12 +431,12 @@ fn markdown(table: &str, sizes: Sizes, runs: usize) -> String {
            sender's permissions on a copy of the document, stored with its own fsync, and relayed; \
            S4 only applies changes.\n\
          - **S3's memory.** The server's cap on loaded documents (2,000) only evicts idle ones: \
-           with 500 peers each holding 40 documents open at once, 9,874 were loaded at the peak \
-           (`twinsync_loaded_documents`). Once the peers left, every document was evicted (the \
-           gauge reads 0) and RSS still stayed near 930 MiB, with glibc told to trim \
-           (`MALLOC_ARENA_MAX=1`, `MALLOC_TRIM_THRESHOLD_`) and with mimalloc as the allocator \
-           alike. So it is not only the allocator keeping freed pages; what holds that memory is \
-           not found yet.\n\n\
+           with 500 peers each holding 40 documents open at once, about 9,900 were loaded at the \
+           peak (`twinsync_loaded_documents`), about 100 KiB each; that is the peak RSS. Once the \
+           peers left, every document was evicted, yet RSS stayed at 958 MiB: glibc gives freed \
+           pages back only from the top of each arena. `malloc_trim(0)`, called from gdb, brought \
+           it to 51 MiB, so the server now calls it itself after evictions, at most every 10 s \
+           (`server/src/memory.rs`).\n\n\
          ## Reproduce\n\n\
          ```sh\ncargo xtask bench            # full run, writes this file\ncargo xtask bench --smoke    # what CI runs\n```\n",
         machine = machine(),
