@@ -248,8 +248,14 @@ impl Replica {
             })
             .filter_map(|(id, e)| {
                 let summary = summary(*id, &e.doc);
-                let kind = summary["kind"].as_str().filter(|k| *k != "club")?;
-                let mut value = json!({ "kind": kind });
+                // Only the kinds an index entry may name: a damaged or
+                // foreign document is left out rather than failing the change.
+                let kind = summary["kind"]
+                    .as_str()?
+                    .parse::<Kind>()
+                    .ok()
+                    .filter(|k| *k != Kind::Club)?;
+                let mut value = json!({ "kind": kind.as_str() });
                 for key in ["title", "city", "status"] {
                     if !summary[key].is_null() && summary[key] != json!({}) {
                         value[key] = summary[key].clone();
@@ -578,9 +584,12 @@ impl Replica {
         if Some(id) == self.club {
             self.follow_index();
             let commit = Commit::new("List records created before the club record arrived", now);
-            let listing = self.list_unindexed(&commit)?;
-            out.chunks.extend(listing.chunks);
-            out.changed.extend(listing.changed);
+            // What the server sent is applied either way; a listing that
+            // fails is tried again with the club's next change or a create.
+            if let Ok(listing) = self.list_unindexed(&commit) {
+                out.chunks.extend(listing.chunks);
+                out.changed.extend(listing.changed);
+            }
         }
         Ok(())
     }
