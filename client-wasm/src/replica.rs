@@ -210,10 +210,13 @@ impl Replica {
         })
     }
 
-    /// Starts keeping every record the club index lists.
+    /// Starts keeping every record the club index lists. A listed record
+    /// the server said it did not have is asked for again: a record is
+    /// listed when it is created, and may reach the server after its
+    /// listing does.
     fn follow_index(&mut self) {
         for id in self.listed() {
-            self.ensure(id);
+            self.ensure(id).unavailable = false;
         }
     }
 
@@ -558,6 +561,10 @@ impl Replica {
         out: &mut Outcome,
     ) -> Result<(), ClientError> {
         let entry = self.ensure(id);
+        // The server syncs it, so it has it now (or asks for ours): a
+        // `doc-unavailable` that came first is out of date. Left set, the
+        // record would never send its changes again.
+        entry.unavailable = false;
         let before = entry.doc.get_heads();
         let received = entry
             .sync

@@ -1,0 +1,174 @@
+//! A record the server first says it does not have, then serves: the
+//! race seen in the browser when one phone opens a meeting another phone
+//! has just created, and its `request` reaches the server's document task
+//! before the creator's changes do. The server answers `doc-unavailable`,
+//! then syncs the meeting once the changes land. The replica must take the
+//! record as available again, or it never sends its own edits to it.
+//!
+//! The server's side is the shared sync engine itself, with no network.
+
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
+use std::collections::HashMap;
+
+use automerge::Automerge;
+use twinsync_client::replica::Replica;
+use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PROTOCOL_VERSION, PeerMetadata};
+use twinsync_shared::record::{Commit, Edit, Kind, new_document};
+use twinsync_shared::{DocumentId, PeerId, StorageId, demo};
+
+const NOW: i64 = 1_790_000_000;
+
+/// The server's copy of each record and its sync with the phone.
+struct Server {
+    me: PeerId,
+    docs: HashMap<DocumentId, (Automerge, DocSync)>,
+}
+
+impl Server {
+    /// Handles the phone's frames: records it holds are synced, others
+    /// answered `doc-unavailable`, as the real server does for a request.
+    fn take(&mut self, phone: &PeerId, frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let mut replies = Vec::new();
+        for frame in frames {
+            let (document_id, data) = match Message::decode(&frame, FrameLimit::default()).unwrap()
+            {
+                Message::Sync {
+                    document_id, data, ..
+                }
+                | Message::Request {
+                    document_id, data, ..
+                } => (document_id, data),
+                other => panic!("unexpected {other:?}"),
+            };
+            match self.docs.get_mut(&document_id) {
+                Some((doc, sync)) => {
+                    sync.receive(doc, phone, &data).unwrap();
+                }
+                None => replies.push(
+                    Message::DocUnavailable {
+                        sender_id: self.me.clone(),
+                        target_id: phone.clone(),
+                        document_id,
+                    }
+                    .encode(),
+                ),
+            }
+        }
+        for (doc, sync) in self.docs.values_mut() {
+            replies.extend(sync.generate(doc, &self.me).iter().map(Message::encode));
+        }
+        replies
+    }
+}
+
+/// Exchanges frames until `done` holds; panics after a bounded number of rounds.
+fn exchange(
+    server: &mut Server,
+    phone: &mut Replica,
+    mut done: impl FnMut(&Server, &Replica) -> bool,
+) {
+    let me = phone.peer_id().clone();
+    for _ in 0..50 {
+        if done(server, phone) {
+            return;
+        }
+        let replies = server.take(&me, phone.outgoing());
+        for frame in replies {
+            phone.receive(&frame, NOW).unwrap();
+        }
+    }
+    panic!(
+        "no agreement after 50 rounds; the phone has {} unconfirmed changes, and counts as unavailable {:?}",
+        phone.unconfirmed(),
+        phone.unavailable()
+    );
+}
+
+#[test]
+fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
+    let records = demo::build().unwrap();
+    let club = records
+        .iter()
+        .find(|r| r.doc.kind() == Some(Kind::Club))
+        .unwrap();
+    let meeting = records
+        .iter()
+        .find(|r| r.doc.kind() == Some(Kind::Meeting))
+        .unwrap();
+    let server_id = PeerId::new("server");
+    let phone_id = PeerId::new("phone");
+    let mut server = Server {
+        me: server_id.clone(),
+        docs: HashMap::new(),
+    };
+    let mut club_sync = DocSync::new(club.id);
+    club_sync.add_peer(phone_id.clone(), Default::default());
+    server
+        .docs
+        .insert(club.id, (club.doc.doc().clone(), club_sync));
+
+    let mut phone = Replica::new(phone_id.clone(), StorageId::new("phone-storage"));
+    phone.set_club(club.id);
+    let accept = Message::Peer {
+        sender_id: server_id.clone(),
+        target_id: phone_id.clone(),
+        peer_metadata: PeerMetadata::default(),
+        selected_protocol_version: PROTOCOL_VERSION.into(),
+    };
+    phone.receive(&accept.encode(), NOW).unwrap();
+
+    // The club arrives; the phone asks for the meeting it lists, which the
+    // server does not hold yet.
+    exchange(&mut server, &mut phone, |_, p| {
+        p.unavailable().contains(&meeting.id)
+    });
+    assert!(phone.read(club.id).is_ok());
+
+    // The creator's changes land: the server's document task, which the
+    // phone's request joined, syncs the meeting to the phone.
+    let mut meeting_doc = new_document();
+    meeting_doc
+        .apply_changes(meeting.doc.doc().get_changes(&[]))
+        .unwrap();
+    let mut meeting_sync = DocSync::new(meeting.id);
+    meeting_sync.add_peer(phone_id.clone(), Default::default());
+    server.docs.insert(meeting.id, (meeting_doc, meeting_sync));
+    exchange(&mut server, &mut phone, |_, p| p.read(meeting.id).is_ok());
+    assert!(
+        !phone.unavailable().contains(&meeting.id),
+        "the server serves the meeting, yet the phone still counts it unavailable"
+    );
+
+    // The phone's edit reaches the server.
+    let out = phone
+        .edit(
+            meeting.id,
+            vec![Edit::Set {
+                path: "/time".into(),
+                value: serde_json::json!("10:30"),
+            }],
+            &Commit::new("time", NOW),
+        )
+        .unwrap();
+    assert!(!out.chunks.is_empty());
+    exchange(&mut server, &mut phone, |s, p| {
+        let on_server: Vec<String> = s.docs[&meeting.id]
+            .0
+            .get_heads()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        p.unconfirmed() == 0 && p.read(meeting.id).unwrap()["heads"] == serde_json::json!(on_server)
+    });
+    let (doc, _) = &server.docs[&meeting.id];
+    let time = automerge::ReadDoc::get(doc, automerge::ROOT, "time")
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(
+        time.as_str(),
+        Some("10:30"),
+        "the server holds the phone's edit"
+    );
+}
