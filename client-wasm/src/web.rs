@@ -583,7 +583,8 @@ impl Inner {
             _ if error.is_some() => "error",
             Link::Offline => "offline",
             Link::Connecting => "connecting",
-            Link::Joined if syncing > 0 => "syncing",
+            // Not up to date while the server lacks a change made here.
+            Link::Joined if syncing > 0 || replica.unconfirmed() > 0 => "syncing",
             Link::Joined => "up-to-date",
         };
         Status {
