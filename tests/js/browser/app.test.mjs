@@ -231,7 +231,16 @@ test("typing in minutes while another phone writes in them live keeps both peopl
     ]);
     const expected = `${mine}Ordre du jour adopté.${theirs}`;
     for (const p of [a, b]) {
-      await until(p.page, ([sel, want]) => document.querySelector(sel).value === want, [area, expected], "both people's words, whole");
+      await until(p.page, ([sel, want]) => document.querySelector(sel).value === want, [area, expected], "both people's words, whole")
+        .catch(async (e) => {
+          // Say where the words went: on each screen and on the server.
+          const shown = await Promise.all([a, b].map((q) => q.page.evaluate(([sel, id]) => {
+            const client = window.tw ?? window.twinsync;
+            return { screen: document.querySelector(sel)?.value, device: client?.read(id).record.minutes, status: client?.status() };
+          }, [area, id])));
+          const stored = await (await server.api(`/api/records/${id}`)).json();
+          throw new Error(`${e.message}; phone A shows ${JSON.stringify(shown[0])}, phone B ${JSON.stringify(shown[1])}, the server holds ${JSON.stringify(stored.record?.minutes)}`);
+        });
     }
     await upToDate(a.page);
     await upToDate(b.page);
