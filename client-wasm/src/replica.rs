@@ -213,11 +213,13 @@ impl Replica {
     /// Starts keeping every record the club index lists. A listed record
     /// the server said it did not have is asked for again: a record is
     /// listed when it is created, and may reach the server after its
-    /// listing does.
-    fn follow_index(&mut self) {
-        for id in self.listed() {
-            self.ensure(id).unavailable = false;
+    /// listing does. Returns what the index lists.
+    fn follow_index(&mut self) -> BTreeSet<DocumentId> {
+        let listed = self.listed();
+        for id in &listed {
+            self.ensure(*id).unavailable = false;
         }
+        listed
     }
 
     /// The records the club index lists, as this device holds it.
@@ -237,12 +239,16 @@ impl Replica {
     /// Lists in the club index, in one change, every record held here that
     /// the index lacks: records created on this device, including those
     /// created before it held the club record (a fresh phone, offline).
-    /// Nothing happens until the club record is here.
-    fn list_unindexed(&mut self, commit: &Commit) -> Result<Outcome, ClientError> {
+    /// Nothing happens until the club record is here. `listed` is what
+    /// the index lists now, from [`Replica::listed`].
+    fn list_unindexed(
+        &mut self,
+        listed: &BTreeSet<DocumentId>,
+        commit: &Commit,
+    ) -> Result<Outcome, ClientError> {
         let Some(club) = self.club.filter(|c| self.entry(*c).is_ok()) else {
             return Ok(Outcome::default());
         };
-        let listed = self.listed();
         let edits: Vec<Edit> = self
             .docs
             .iter()
@@ -363,7 +369,7 @@ impl Replica {
             origin: Origin::Local,
             paths: vec!["/".into()],
         });
-        let listing = self.list_unindexed(commit)?;
+        let listing = self.list_unindexed(&self.listed(), commit)?;
         out.chunks.extend(listing.chunks);
         out.changed.extend(listing.changed);
         Ok((id, out))
@@ -589,11 +595,11 @@ impl Replica {
             paths: changed_paths(&entry.doc, &before, &after),
         });
         if Some(id) == self.club {
-            self.follow_index();
+            let listed = self.follow_index();
             let commit = Commit::new("List records created before the club record arrived", now);
             // What the server sent is applied either way; a listing that
             // fails is tried again with the club's next change or a create.
-            if let Ok(listing) = self.list_unindexed(&commit) {
+            if let Ok(listing) = self.list_unindexed(&listed, &commit) {
                 out.chunks.extend(listing.chunks);
                 out.changed.extend(listing.changed);
             }
