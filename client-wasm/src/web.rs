@@ -579,18 +579,19 @@ impl Inner {
             .clone()
             .or_else(|| self.refused.borrow().clone());
         let syncing = replica.syncing();
+        let unconfirmed = replica.unconfirmed();
         let state = match self.link.get() {
             _ if error.is_some() => "error",
             Link::Offline => "offline",
             Link::Connecting => "connecting",
             // Not up to date while the server lacks a change made here.
-            Link::Joined if syncing > 0 || replica.unconfirmed() > 0 => "syncing",
+            Link::Joined if syncing > 0 || unconfirmed > 0 => "syncing",
             Link::Joined => "up-to-date",
         };
         Status {
             state,
             syncing,
-            unconfirmed: replica.unconfirmed(),
+            unconfirmed,
             error: error.or_else(|| {
                 (self.link.get() == Link::Offline)
                     .then(|| self.offline_reason.borrow().clone())
