@@ -179,6 +179,16 @@ impl ServerProcess {
             .collect()
     }
 
+    /// A figure of the process's `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`),
+    /// in KiB; `None` once the process is gone.
+    pub fn status_kib(&self, key: &str) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

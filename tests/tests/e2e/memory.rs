@@ -26,14 +26,9 @@ async fn metric(server: &ServerProcess, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
-/// A `/proc/<pid>/status` figure, in KiB.
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+/// A `/proc/<pid>/status` figure of the running server, in KiB.
+fn status_kib(server: &ServerProcess, key: &str) -> u64 {
+    server.status_kib(key).expect("the server is running")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,8 +62,7 @@ async fn memory_of_evicted_records_goes_back_to_the_system() {
     server.kill9();
     let server = ServerProcess::start_with(dir.path(), &env);
     server.wait_healthy(LIMIT).await;
-    let pid = server.child.id();
-    let baseline = status_kib(pid, "VmRSS:");
+    let baseline = status_kib(&server, "VmRSS:");
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(
         metric(&server, "twinsync_memory_trims_total").await,
@@ -92,7 +86,7 @@ async fn memory_of_evicted_records_goes_back_to_the_system() {
         });
     }
     readers.join_all().await;
-    let peak = status_kib(pid, "VmHWM:");
+    let peak = status_kib(&server, "VmHWM:");
     let burst = peak.saturating_sub(baseline);
     assert!(
         burst > 50 * 1024,
@@ -101,12 +95,12 @@ async fn memory_of_evicted_records_goes_back_to_the_system() {
 
     // Eviction takes a second of idleness, the trim up to ten more.
     let start = Instant::now();
-    let mut now = status_kib(pid, "VmRSS:");
+    let mut now = status_kib(&server, "VmRSS:");
     let mut trims = 0.0;
     while (now > baseline + burst / 3 || trims == 0.0) && start.elapsed() < Duration::from_secs(30)
     {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        now = status_kib(pid, "VmRSS:");
+        now = status_kib(&server, "VmRSS:");
         trims = metric(&server, "twinsync_memory_trims_total").await;
     }
     eprintln!(

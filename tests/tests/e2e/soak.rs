@@ -14,17 +14,6 @@ use twinsync_tests::process::ServerProcess;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -37,7 +26,6 @@ async fn soak_memory_and_latency_stay_flat_under_steady_load() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
-    let pid = server.child.id();
     let meetings = server.ids("meeting").await;
     let target = Target {
         addr: server.addr,
@@ -88,7 +76,7 @@ async fn soak_memory_and_latency_stay_flat_under_steady_load() {
         if started.elapsed() >= next_sample {
             minutes.push((
                 next_sample.as_secs() / 60,
-                rss_kib(pid),
+                server.status_kib("VmRSS:").unwrap_or(0),
                 median(&mut window),
             ));
             window.clear();
