@@ -82,6 +82,20 @@ impl Device {
         self.states.extend(states);
     }
 
+    /// Creates a record on the phone, online or not, and keeps what it stored.
+    fn create(&mut self, kind: Kind, fields: serde_json::Value) -> DocumentId {
+        let (id, out) = self
+            .replica
+            .create(
+                kind,
+                &fields,
+                &Commit::new(format!("new {kind}"), 1_790_000_000),
+            )
+            .unwrap();
+        self.keep(out);
+        id
+    }
+
     fn edit(&mut self, id: DocumentId, edits: Vec<Edit>) {
         let out = self
             .replica
@@ -230,19 +244,14 @@ async fn a_record_created_offline_reaches_the_server_and_the_club_index() {
         .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
         .await;
     phone.offline().await;
-    let (id, out) = phone
-        .replica
-        .create(
-            Kind::Report,
-            &json!({
-                "title": {"ar": "زيارة", "fr": "Visite à Tombouctou", "en": "Visit"},
-                "date": "2026-11-20", "report_type": "visit",
-                "text": "Rencontre avec la commune — لقاء مع الجماعة",
-            }),
-            &Commit::new("new report", 1_790_000_000),
-        )
-        .unwrap();
-    phone.keep(out);
+    let id = phone.create(
+        Kind::Report,
+        json!({
+            "title": {"ar": "زيارة", "fr": "Visite à Tombouctou", "en": "Visit"},
+            "date": "2026-11-20", "report_type": "visit",
+            "text": "Rencontre avec la commune — لقاء مع الجماعة",
+        }),
+    );
     assert!(phone.stored[&club].len() > 1, "the index entry is stored");
     phone.online(&app).await;
     phone.sync_until(|r| r.unconfirmed() == 0).await;
@@ -263,18 +272,13 @@ async fn a_record_created_before_the_club_record_arrived_is_listed_once_it_does(
     // A fresh phone that knows the club's id but has never been online.
     let mut phone = Device::new("fresh");
     phone.replica.set_club(club);
-    let (id, out) = phone
-        .replica
-        .create(
-            Kind::Meeting,
-            &json!({
-                "title": {"ar": "اجتماع أول", "fr": "Première réunion"},
-                "date": "2026-11-30",
-            }),
-            &Commit::new("new meeting", 1_790_000_000),
-        )
-        .unwrap();
-    phone.keep(out);
+    let id = phone.create(
+        Kind::Meeting,
+        json!({
+            "title": {"ar": "اجتماع أول", "fr": "Première réunion"},
+            "date": "2026-11-30",
+        }),
+    );
     assert!(
         !phone.stored.contains_key(&club),
         "nothing to list it in yet"
@@ -316,16 +320,11 @@ async fn arabic_edits_at_utf16_offsets_land_where_the_browser_meant() {
     let club = club_of(&app).await;
     let mut phone = Device::new("phone");
     phone.replica.set_club(club);
-    let (id, out) = phone
-        .replica
-        .create(
-            Kind::Report,
-            // Shadda and fatha on the mim; an emoji is two UTF-16 units.
-            &json!({"title": {"ar": "تقرير"}, "report_type": "field", "date": "2026-11-20", "text": "مُحَمَّد 🌍 السمارة"}),
-            &Commit::new("new", 1),
-        )
-        .unwrap();
-    phone.keep(out);
+    let id = phone.create(
+        Kind::Report,
+        // Shadda and fatha on the mim; an emoji is two UTF-16 units.
+        json!({"title": {"ar": "تقرير"}, "report_type": "field", "date": "2026-11-20", "text": "مُحَمَّد 🌍 السمارة"}),
+    );
     // Browser offsets: after "مُحَمَّد " (9 units), and after the emoji (11).
     phone.edit(
         id,
