@@ -195,11 +195,13 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let id = doc.to_string();
-        tx.execute(
+        // Cached statements: this runs for every message that brings changes.
+        tx.prepare_cached(
             "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
              ON CONFLICT(id) DO UPDATE SET kind = ?2, title = ?3, city = ?4, status = ?5, valid = ?6, updated_at = ?7",
-            params![
+        )?
+        .execute(params![
                 id,
                 summary.kind,
                 summary.title.to_string(),
@@ -207,19 +209,26 @@ impl Store {
                 summary.status,
                 summary.valid,
                 now
-            ],
-        )?;
-        tx.execute(
+        ])?;
+        tx.prepare_cached(
             "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'incremental', ?2, ?3)",
-            params![id, chunk, now],
-        )?;
+        )?
+        .execute(params![id, chunk, now])?;
         let chunk_id = tx.last_insert_rowid();
-        for (hash, origin) in origins {
-            tx.execute(
+        {
+            let mut origin_row = tx.prepare_cached(
                 "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![hash, id, origin.peer_id, origin.device, origin.received_at],
             )?;
+            for (hash, origin) in origins {
+                origin_row.execute(params![
+                    hash,
+                    id,
+                    origin.peer_id,
+                    origin.device,
+                    origin.received_at
+                ])?;
+            }
         }
         tx.commit()?;
         Ok(chunk_id)
