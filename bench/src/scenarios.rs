@@ -13,7 +13,7 @@ use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Commit, Kind, RecordDoc, new_document};
 
 use crate::peer::{Peer, sorted};
-use crate::system::System;
+use crate::system::{System, cpu_seconds};
 
 /// A small deterministic generator (xorshift64*), so every run and every
 /// system gets the same workload.
@@ -184,14 +184,24 @@ pub fn storm(
     })
 }
 
+/// S1's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct StormRun {
+    pub took: Duration,
+    /// Fresh exchanges peers started after a stall.
+    pub resyncs: usize,
+    /// CPU seconds the server used during the storm.
+    pub server_cpu: f64,
+    /// CPU seconds the load generator used during the storm: the same
+    /// work whichever server it talks to, on the same two cores.
+    pub load_cpu: f64,
+}
+
 /// S1: every delegate reconnects at once; the time until each holds every
 /// change of its records (so the server has them and relayed them).
-pub async fn reconnect_storm(
-    system: &System,
-    storm: &Storm,
-    limit: Duration,
-) -> Result<(Duration, usize)> {
+pub async fn reconnect_storm(system: &System, storm: &Storm, limit: Duration) -> Result<StormRun> {
     seed(system, &storm.pool).await?;
+    let (server_before, load_before) = (system.cpu_seconds()?, cpu_seconds("self")?);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, held) in storm.delegates.iter().enumerate() {
@@ -210,7 +220,13 @@ pub async fn reconnect_storm(
     for t in tasks {
         resyncs += t.await??;
     }
-    Ok((start.elapsed(), resyncs))
+    let took = start.elapsed();
+    Ok(StormRun {
+        took,
+        resyncs,
+        server_cpu: system.cpu_seconds()? - server_before,
+        load_cpu: cpu_seconds("self")? - load_before,
+    })
 }
 
 /// S4: the same changes applied to Automerge in this process, with no

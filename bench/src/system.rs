@@ -122,23 +122,29 @@ impl System {
         status_kib(self.pid(), "VmHWM:").map(|k| k / 1024.0)
     }
 
-    /// CPU time used so far (user + system), in seconds.
+    /// CPU time the server used so far (user + system), in seconds.
     pub fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name, which is in parentheses.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .ok_or_else(|| anyhow!("unreadable /proc stat"))?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields
-            .get(11..13)
-            .ok_or_else(|| anyhow!("short /proc stat"))?
-            .iter()
-            .map(|f| f.parse::<f64>().unwrap_or(0.0))
-            .sum();
-        Ok(ticks / 100.0)
+        cpu_seconds(&self.pid().to_string())
     }
+}
+
+/// CPU time (user + system) process `pid` used so far, in seconds; `self`
+/// for this process, the load generator.
+pub fn cpu_seconds(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("unreadable /proc stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .ok_or_else(|| anyhow!("short /proc stat"))?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Ok(ticks / 100.0)
 }
 
 impl Drop for System {
