@@ -441,53 +441,10 @@ fn markdown(table: &str, sizes: Sizes, runs: usize) -> String {
            connections being set up from one address is raised to the overall cap (1,024), as \
            every simulated device connects from 127.0.0.1; nothing else is tuned.\n\n\
          {table}\n\
-         ## What bounds the figures\n\n\
-         Profiled on this machine with `perf record -g` around `twinsync-bench --only ours \
-         --scenario s1` (2026-11-30) and `--scenario s2` (2026-11-23), and with `top`.\n\n\
-         - **S1 is bound by the machine's two cores, and the load generator needs more of them \
-           than our server.** Its 200 delegates are full Automerge replicas: each applies the \
-           changes of the three other delegates holding its records (300,000 change \
-           applications in all) and answers every message, as the official client does. The \
-           two CPU-time rows above add up to nearly twice the wall time: nothing is idle. Had \
-           the server used no CPU, S1 would still take the floor row's time, so the 5× target \
-           is out of reach on this machine, whatever the server does; the server-CPU row is \
-           the figure the server itself controls.\n\
-         - **S2 is bound the same way.** The load generator runs 50 replicas of one meeting, each \
-           applying every edit. During S2 it used 100 to 130 % CPU and our server 50 to 80 %, \
-           so edits queue and latency grows with the queue. With fewer peers \
-           (`--relay-peers N`): 2 peers, p50 4.5 ms; 10 peers, p50 51 ms and p99 0.7 s; 20 \
-           peers, p50 0.9 s. On the server, a sync message without changes is handled in under \
-           0.5 ms and one with changes in 1 to 5 ms (`twinsync_sync_latency_seconds`).\n\
-         - **Where our server's CPU goes** (S1, share of its samples): Automerge (applying \
-           changes to the scratch copy that is checked, collecting and encoding changes to \
-           relay, generating sync messages, SipHash over change hashes) and the allocator \
-           (`malloc`, `free` and `memmove`, about a quarter) take most of it; SQLite about 12 %, \
-           of which fsync about 3 % and WAL checkpoints about 3 %. Preparing the append's \
-           statements again for every message was 2 %; they are now cached.\n\
-         - **S1 against S4**: S4 applies each change once, in memory. In S1 the server applies \
-           each change to a scratch copy, checks it against the record's schema and the \
-           sender's permissions, stores it with an fsync, and relays it to the other holders, \
-           while the load generator applies it three times; all of that shares the two cores.\n\
-         - **Stalls.** A simulated peer that hears nothing for 10 s while behind resets its sync \
-           state and starts a fresh exchange (the official client has no such timer; the bench \
-           keeps one so that a lost exchange cannot hang a run). With 3 s, peers reset on \
-           answers still queued at the server, 2,871 times in one S1 run on ours, adding work \
-           to the measured server; with 10 s, 163 times.\n\
-         - **S1's memory.** All 500 records stay loaded through the storm, each with a sync state \
-           for every peer holding it, beside 200 connections' buffers. The peak varied from \
-           124 to 195 MiB between single runs on the same build. A fifth of the official \
-           server's peak would be about 54 MiB, which is not reached.\n\
-         - **Tried and not kept:** handling a document's queued messages as one batch (one store \
-           transaction and one round of relaying). It left a peer in S1 without the server's final \
-           acknowledgement, so it is not in the server.\n\
-         - **S3's memory.** The cap on loaded documents (2,000) only evicts idle ones: with 500 \
-           peers each holding 40 documents open at once, about 9,900 are loaded at the peak, \
-           about 100 KiB each; that is the peak RSS. Once the peers leave, every document is \
-           evicted, but glibc gives freed pages back only from the top of each arena, so RSS \
-           stayed near the peak until the server began calling `malloc_trim(0)` after \
-           evictions, at most every 10 s (`server/src/memory.rs`): the steady figure above.\n\n\
+         {bounds}\n\
          ## Reproduce\n\n\
          ```sh\ncargo xtask bench            # full run, writes this file\ncargo xtask bench --smoke    # what CI runs\n```\n",
+        bounds = include_str!("bounds.md"),
         machine = machine(),
         version = env!("CARGO_PKG_VERSION"),
         d = sizes.delegates,
