@@ -42,12 +42,13 @@ struct Args {
     /// Runs per scenario and system; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Run one system only: `ours` or `official` (for profiling).
-    #[arg(long)]
+    /// Run one system only: `ours` or `official` (for profiling; a run
+    /// with it writes no report).
+    #[arg(long, value_parser = ["ours", "official"])]
     only: Option<String>,
     /// Run only these scenarios, e.g. `--scenario s2` (for profiling); a
     /// partial run writes no report.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = ["s1", "s2", "s3", "s4"])]
     scenario: Vec<String>,
     /// S2's number of peers, instead of the scenario's, to see where its
     /// latency turns (a run with it writes no report).
@@ -249,7 +250,14 @@ async fn main() -> Result<()> {
 
     let report = report(&args, sizes, &work, &ours, &official, &raw);
     println!("{report}");
-    if !args.smoke && args.scenario.is_empty() && args.relay_peers.is_none() {
+    let partial = args.only.is_some() || !args.scenario.is_empty() || args.relay_peers.is_some();
+    if partial && let Some(out) = &args.out {
+        eprintln!(
+            "bench: {} not written: --only, --scenario and --relay-peers make a partial run",
+            out.display()
+        );
+    }
+    if !args.smoke && !partial {
         if let Some(out) = &args.out {
             std::fs::write(out, markdown(&report, sizes, runs))
                 .with_context(|| format!("writing {}", out.display()))?;
