@@ -306,15 +306,15 @@ fn report(
         cpu(official),
         cpu(official) / cpu(ours)
     ));
+    let load_ours = median(&ours.s1_load_cpu);
     out.push_str(&format!(
-        "| S1 load generator CPU time (the same work for both; it shares the two cores) | {:.1} s | {:.1} s | |\n",
-        median(&ours.s1_load_cpu),
+        "| S1 load generator CPU time (the same work for both; it shares the two cores) | {load_ours:.1} s | {:.1} s | |\n",
         median(&official.s1_load_cpu)
     ));
     // Had the server used no CPU at all, the load generator alone would
     // still need its CPU time spread over every core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let floor = median(&ours.s1_load_cpu) / cores;
+    let floor = load_ours / cores;
     out.push_str(&format!(
         "| S1 floor on this machine: the load generator's CPU time over {cores} cores, as if the server used none | {floor:.2} s | | at most {:.2}× faster than the official server |\n",
         s1_js / floor
