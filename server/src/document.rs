@@ -14,7 +14,7 @@ use automerge::{Automerge, ReadDoc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::engine::Checked;
-use twinsync_shared::protocol::{DocSync, Message};
+use twinsync_shared::protocol::{DocSync, Incoming, Message};
 use twinsync_shared::record::{
     Commit, MAX_NESTING, MigrateError, changed_paths, migrate, nested_beyond, new_document,
     read_document,
@@ -70,6 +70,17 @@ pub enum DocCommand {
     },
     /// Store sync states and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// The most queued sync messages a document task takes in one batch.
+const MAX_BATCH: usize = 64;
+
+/// A sync message waiting in a batch.
+struct SyncIn {
+    peer: PeerLink,
+    data: Vec<u8>,
+    is_request: bool,
+    received: Instant,
 }
 
 /// Why the document task turned new changes away.
@@ -151,9 +162,13 @@ pub async fn run(
     }
     let idle = hub.settings.idle_evict();
     let mut evicted = false;
+    // A command taken from the queue while gathering a batch, not a sync.
+    let mut held = None;
     loop {
         busy.store(!t.peers.is_empty(), Ordering::Relaxed);
-        let cmd = if t.peers.is_empty() && !evicted {
+        let cmd = if let Some(cmd) = held.take() {
+            Some(cmd)
+        } else if t.peers.is_empty() && !evicted {
             tokio::select! {
                 cmd = rx.recv() => cmd,
                 () = tokio::time::sleep(idle) => Some(DocCommand::Evict),
@@ -168,10 +183,38 @@ pub async fn run(
                 is_request,
                 received,
             }) => {
-                t.on_sync(peer, &data, is_request).await;
-                hub.metrics
-                    .sync_latency
-                    .observe(received.elapsed().as_secs_f64());
+                // Whatever else is already waiting goes with it, in order.
+                let mut batch = vec![SyncIn {
+                    peer,
+                    data,
+                    is_request,
+                    received,
+                }];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(DocCommand::Sync {
+                            peer,
+                            data,
+                            is_request,
+                            received,
+                        }) => batch.push(SyncIn {
+                            peer,
+                            data,
+                            is_request,
+                            received,
+                        }),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let received: Vec<Instant> = batch.iter().map(|s| s.received).collect();
+                t.on_sync_batch(batch).await;
+                for at in received {
+                    hub.metrics.sync_latency.observe(at.elapsed().as_secs_f64());
+                }
             }
             Some(DocCommand::Ephemeral { peer, msg }) => t.on_ephemeral(&peer, msg),
             Some(DocCommand::Accept {
@@ -278,6 +321,141 @@ impl DocTask {
         }
         self.sync.add_peer(peer.peer_id.clone(), state);
         self.peers.insert(peer.peer_id.clone(), peer.clone());
+    }
+
+    /// Sync messages that queued up while the task was busy: applied with
+    /// one pass over the document, checked as one write by each device
+    /// that brought changes, stored in one transaction, and answered with
+    /// one message per peer. If any of that fails, they are taken one at a
+    /// time instead, so each refusal or error reaches the peer it concerns
+    /// exactly as if no other message had been waiting.
+    async fn on_sync_batch(&mut self, batch: Vec<SyncIn>) {
+        // A record's first change names its creator: taken alone.
+        if batch.len() > 1 && self.broken.is_none() && !self.doc.get_heads().is_empty() {
+            for sync in &batch {
+                self.join(&sync.peer).await;
+            }
+            if self.try_batch(&batch).await {
+                return;
+            }
+        }
+        for sync in batch {
+            self.on_sync(sync.peer, &sync.data, sync.is_request).await;
+        }
+    }
+
+    /// [`Self::on_sync_batch`]'s one pass; false if it changed nothing and
+    /// the messages must be taken one at a time.
+    async fn try_batch(&mut self, batch: &[SyncIn]) -> bool {
+        let before = self.doc.get_heads();
+        let (current, creator, doc_id) =
+            (&self.current, self.creator.as_deref(), self.id.to_string());
+        let (stored, limit) = (
+            self.stored_bytes.load(Ordering::Relaxed),
+            self.hub.settings.max_record_bytes(),
+        );
+        let growth: u64 = batch.iter().map(|s| s.data.len() as u64).sum();
+        let mut checked: Option<Read> = None;
+        let incoming: Vec<Incoming<'_>> = batch
+            .iter()
+            .map(|s| Incoming {
+                from: &s.peer.peer_id,
+                data: &s.data,
+                is_request: s.is_request,
+            })
+            .collect();
+        let brought = self
+            .sync
+            .receive_batch(&mut self.doc, &incoming, |scratch, _, carried| {
+                if stored.saturating_add(growth) > limit
+                    || nested_beyond(scratch, MAX_NESTING).is_some()
+                {
+                    return false;
+                }
+                let after = read_document(scratch);
+                let mut paths: Option<Vec<String>> = None;
+                for (sync, carried) in batch.iter().zip(carried) {
+                    if !carried {
+                        continue;
+                    }
+                    let device = &sync.peer.device;
+                    // Every device is checked against all the batch's paths:
+                    // one allowed all of them is allowed its own.
+                    let paths: &[String] = if device.role == Role::Coordinator
+                        && after.is_ok()
+                        && !device.is_revoked()
+                    {
+                        &[]
+                    } else {
+                        paths.get_or_insert_with(|| {
+                            changed_paths(scratch, &before, &scratch.get_heads())
+                        })
+                    };
+                    let write = Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths,
+                    };
+                    if check_write(&write).is_err() {
+                        return false;
+                    }
+                }
+                checked = Some(after);
+                true
+            });
+        let Some(brought) = brought else {
+            return false;
+        };
+        let at = now();
+        let origins: Vec<(String, Origin)> = batch
+            .iter()
+            .zip(&brought)
+            .flat_map(|(sync, hashes)| {
+                hashes.iter().map(move |h| {
+                    (
+                        h.to_string(),
+                        Origin {
+                            peer_id: sync.peer.peer_id.to_string(),
+                            device: Some(sync.peer.device.id.clone()),
+                            device_name: None,
+                            received_at: at,
+                        },
+                    )
+                })
+            })
+            .collect();
+        if !origins.is_empty() {
+            let new = origins.len();
+            if let Err(e) = self.persist_origins(&before, origins, None, checked).await {
+                self.hub.metrics.storage_errors.inc();
+                for (sync, hashes) in batch.iter().zip(&brought) {
+                    if hashes.is_empty() {
+                        continue;
+                    }
+                    let peer = &sync.peer;
+                    error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
+                    self.error_to(
+                        peer,
+                        format!(
+                            "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
+                            self.id,
+                            e.public_reason()
+                        ),
+                    );
+                    peer.kill.notify_one();
+                    self.remove_peer(&peer.peer_id);
+                }
+                self.reload().await;
+                return true;
+            }
+            self.hub.metrics.changes_applied.inc_by(new as u64);
+            self.maybe_compact();
+        }
+        self.flush();
+        true
     }
 
     async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
@@ -553,10 +731,6 @@ impl DocTask {
         device: Option<&str>,
         read: Option<Read>,
     ) -> Result<(), StoreError> {
-        let chunk = self.doc.save_after(before);
-        // One read serves the stored summary and the next permission check.
-        let current = read.unwrap_or_else(|| read_document(&self.doc));
-        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
         let at = now();
         let origins: Vec<(String, Origin)> = new
             .iter()
@@ -572,6 +746,24 @@ impl DocTask {
                 )
             })
             .collect();
+        self.persist_origins(before, origins, device, read).await
+    }
+
+    /// [`Self::persist`], each change with its own origin. `creator` is the
+    /// device to name as the record's creator if these are its first
+    /// changes.
+    async fn persist_origins(
+        &mut self,
+        before: &[automerge::ChangeHash],
+        origins: Vec<(String, Origin)>,
+        creator: Option<&str>,
+        read: Option<Read>,
+    ) -> Result<(), StoreError> {
+        let chunk = self.doc.save_after(before);
+        // One read serves the stored summary and the next permission check.
+        let current = read.unwrap_or_else(|| read_document(&self.doc));
+        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
+        let at = origins.first().map_or_else(now, |(_, o)| o.received_at);
         let (store, id) = (self.hub.store.clone(), self.id);
         let added = chunk.len() as u64;
         let chunk_id = blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
@@ -580,7 +772,7 @@ impl DocTask {
         self.appends_since_compaction += 1;
         self.current = current;
         if self.creator.is_none() && before.is_empty() {
-            self.creator = device.map(str::to_owned);
+            self.creator = creator.map(str::to_owned);
         }
         Ok(())
     }
