@@ -343,6 +343,11 @@ fn report(
         p(ours, |r| r.cpu_share),
         p(official, |r| r.cpu_share)
     ));
+    out.push_str(&format!(
+        "| S2 load generator CPU (share of one core; its replicas apply every edit) | {:.2} | {:.2} | |\n",
+        p(ours, |r| r.load_share),
+        p(official, |r| r.load_share)
+    ));
     let m =
         |f: &Figures, pick: fn(&Many) -> f64| median(&f.s3.iter().map(pick).collect::<Vec<_>>());
     out.push_str(&format!(

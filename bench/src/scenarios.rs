@@ -258,6 +258,8 @@ pub struct Relay {
     pub p99_ms: f64,
     pub edits: usize,
     pub cpu_share: f64,
+    /// The load generator's CPU time over wall time: 2.0 is both cores.
+    pub load_share: f64,
 }
 
 /// S2: `peers` edit one meeting's minutes, `rate` edits a second each, for
@@ -282,7 +284,7 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
         p.flush().await?;
         connected.push(p);
     }
-    let cpu_before = system.cpu_seconds()?;
+    let (cpu_before, load_before) = (system.cpu_seconds()?, cpu_seconds("self")?);
     let start = Instant::now();
     let period = Duration::from_secs(1) / rate.max(1);
     let edit_until = start + Duration::from_secs(secs);
@@ -316,11 +318,12 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
                     .saturating_duration_since(now)
                     .min(Duration::from_millis(20))
                     .max(Duration::from_millis(1));
-                if let Some((_, new)) = p.receive(wait).await? {
+                let arrived = p.receive(wait).await?;
+                if !arrived.is_empty() {
                     let at = Instant::now();
                     {
                         let mut sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                        for h in new {
+                        for h in arrived.into_iter().flat_map(|(_, new)| new) {
                             if let Some((t, count, latest)) = sent.get_mut(&h) {
                                 *count += 1;
                                 *latest = (*latest).max(at.duration_since(*t));
@@ -337,6 +340,7 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu = system.cpu_seconds()? - cpu_before;
+    let load = cpu_seconds("self")? - load_before;
     let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     // An edit that had not reached every other peer when the run ended
     // counts as never delivered: an infinite latency.
@@ -362,6 +366,7 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
         p99_ms: pick(0.99),
         edits: latencies.len(),
         cpu_share: cpu / wall,
+        load_share: load / wall,
     })
 }
 
