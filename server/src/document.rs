@@ -324,11 +324,14 @@ impl DocTask {
     }
 
     /// Sync messages that queued up while the task was busy: applied with
-    /// one pass over the document, checked as one write by each device
-    /// that brought changes, stored in one transaction, and answered with
-    /// one message per peer. If any of that fails, they are taken one at a
-    /// time instead, so each refusal or error reaches the peer it concerns
-    /// exactly as if no other message had been waiting.
+    /// one pass over the document, checked as one write, stored in one
+    /// transaction, and answered with one message per peer. Several
+    /// writers go together only if all are coordinators and the record
+    /// stays valid (one writer among acknowledgements always can); if
+    /// anything else is in the batch, or applying it fails, the messages
+    /// are taken one at a time instead, so each refusal or error reaches
+    /// the peer it concerns exactly as if no other message had been
+    /// waiting. A failed store is told to every sender of new changes.
     async fn on_sync_batch(&mut self, batch: Vec<SyncIn>) {
         // A record's first change names its creator: taken alone.
         if batch.len() > 1 && self.broken.is_none() && !self.doc.get_heads().is_empty() {
@@ -373,23 +376,22 @@ impl DocTask {
                     return false;
                 }
                 let after = read_document(scratch);
-                let mut paths: Option<Vec<String>> = None;
-                for (sync, carried) in batch.iter().zip(carried) {
-                    if !carried {
-                        continue;
-                    }
-                    let device = &sync.peer.device;
-                    // Every device is checked against all the batch's paths:
-                    // one allowed all of them is allowed its own.
-                    let paths: &[String] = if device.role == Role::Coordinator
+                let senders: Vec<&SyncIn> = batch
+                    .iter()
+                    .zip(carried)
+                    .filter_map(|(sync, carried)| carried.then_some(sync))
+                    .collect();
+                if let [only] = senders.as_slice() {
+                    // One message brought changes, the rest only heads: it
+                    // is judged exactly as it would be alone.
+                    let device = &only.peer.device;
+                    let paths = if device.role == Role::Coordinator
                         && after.is_ok()
                         && !device.is_revoked()
                     {
-                        &[]
+                        Vec::new()
                     } else {
-                        paths.get_or_insert_with(|| {
-                            changed_paths(scratch, &before, &scratch.get_heads())
-                        })
+                        changed_paths(scratch, &before, &scratch.get_heads())
                     };
                     let write = Write {
                         device,
@@ -397,7 +399,38 @@ impl DocTask {
                         creator,
                         before: Some(current),
                         after: &after,
-                        paths,
+                        paths: &paths,
+                    };
+                    if check_write(&write).is_err() {
+                        return false;
+                    }
+                    checked = Some(after);
+                    return true;
+                }
+                // Otherwise only coordinators' writes go together. A
+                // coordinator passes every role rule, so what is judged is
+                // the merged record's validity, as for one message carrying
+                // several changes. Delegates' rules read the record as it
+                // was before each write (adopted, ended, ...), which a batch
+                // has no single answer to: their messages go one at a time.
+                if after.is_err() {
+                    return false;
+                }
+                for (sync, carried) in batch.iter().zip(carried) {
+                    let device = &sync.peer.device;
+                    if !carried {
+                        continue;
+                    }
+                    if device.role != Role::Coordinator || device.is_revoked() {
+                        return false;
+                    }
+                    let write = Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths: &[],
                     };
                     if check_write(&write).is_err() {
                         return false;
@@ -431,8 +464,9 @@ impl DocTask {
             let new = origins.len();
             if let Err(e) = self.persist_origins(&before, origins, None, checked).await {
                 self.hub.metrics.storage_errors.inc();
+                let mut told = std::collections::HashSet::new();
                 for (sync, hashes) in batch.iter().zip(&brought) {
-                    if hashes.is_empty() {
+                    if hashes.is_empty() || !told.insert(sync.peer.peer_id.clone()) {
                         continue;
                     }
                     let peer = &sync.peer;
@@ -449,6 +483,8 @@ impl DocTask {
                     self.remove_peer(&peer.peer_id);
                 }
                 self.reload().await;
+                // The others' messages were taken: they are owed an answer.
+                self.flush();
                 return true;
             }
             self.hub.metrics.changes_applied.inc_by(new as u64);

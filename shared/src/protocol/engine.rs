@@ -262,7 +262,10 @@ impl DocSync {
             }
             scratch.receive_sync_message(state, message).ok()?;
         }
-        if scratch.get_heads() != heads {
+        // A chunk that fails to parse ends Automerge's load quietly, so the
+        // changes after it were left out above and came in just now: not
+        // checked, or waiting in Automerge's queue. Neither may stay.
+        if scratch.get_heads() != heads || !scratch.get_missing_deps(&[]).is_empty() {
             return None;
         }
         *doc = scratch;
@@ -348,9 +351,6 @@ const MAX_BLOOM_PROBES: u64 = 64;
 /// The most bits per entry a filter may use. Automerge writes 10.
 const MAX_BLOOM_BITS_PER_ENTRY: u64 = 64;
 
-/// Refuses Bloom filters that Automerge would divide by zero on (entries
-/// but no bits) or allocate without bound for (a huge probe count).
-/// Automerge 0.12 trusts the parameters a peer sends; we do not.
 /// Which message of a batch brought each new change: the first, in order,
 /// whose sender's heads reach it and that carried changes at all. Version 2
 /// sync messages carry their changes as one compressed chunk that Automerge
@@ -388,6 +388,9 @@ fn credit(
     (credited.len() == new.len()).then_some(out)
 }
 
+/// Refuses Bloom filters that Automerge would divide by zero on (entries
+/// but no bits) or allocate without bound for (a huge probe count).
+/// Automerge 0.12 trusts the parameters a peer sends; we do not.
 fn check_blooms(message: &sync::Message) -> Result<(), SyncError> {
     for (i, have) in message.have.iter().enumerate() {
         let bytes = have.bloom.to_bytes();
