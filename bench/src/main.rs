@@ -348,6 +348,22 @@ fn report(
         p(ours, |r| r.load_share),
         p(official, |r| r.load_share)
     ));
+    out.push_str(&format!(
+        "| S2 one edit applied alone by one replica to the minutes as the run left them ({} characters): Automerge's pass over them | {:.1} ms | {:.1} ms | |\n",
+        ours.s2.first().map_or(0, |r| r.chars),
+        p(ours, |r| r.apply_ms),
+        p(official, |r| r.apply_ms)
+    ));
+    let need = sizes.relay_peers as f64 * p(ours, |r| r.apply_ms) / 20.0;
+    let verdict = if need > cores {
+        format!("more than this machine's {cores} cores, before the server's share")
+    } else {
+        format!("within this machine's {cores} cores")
+    };
+    out.push_str(&format!(
+        "| S2 floor: cores the {} replicas need to apply even once every 20 ms, one such pass each | {need:.1} | | {verdict} |\n",
+        sizes.relay_peers,
+    ));
     let m =
         |f: &Figures, pick: fn(&Many) -> f64| median(&f.s3.iter().map(pick).collect::<Vec<_>>());
     out.push_str(&format!(

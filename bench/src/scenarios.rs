@@ -260,6 +260,10 @@ pub struct Relay {
     pub cpu_share: f64,
     /// The load generator's CPU time over wall time: 2.0 is both cores.
     pub load_share: f64,
+    /// One edit applied alone to the minutes as the run left them, in ms.
+    pub apply_ms: f64,
+    /// The minutes' length then, in characters.
+    pub chars: usize,
 }
 
 /// S2: `peers` edit one meeting's minutes, `rate` edits a second each, for
@@ -300,7 +304,8 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
             loop {
                 let now = Instant::now();
                 if now >= drain_until {
-                    return Ok::<(), anyhow::Error>(());
+                    let (doc, _) = p.docs.remove(&id).context("the meeting")?;
+                    return Ok::<Automerge, anyhow::Error>(doc);
                 }
                 if now >= next && now < edit_until {
                     let (doc, _) = p.docs.get_mut(&id).context("the meeting")?;
@@ -335,12 +340,18 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
             }
         }));
     }
+    let mut last = None;
     for t in tasks {
-        t.await??;
+        last = Some(t.await??);
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu = system.cpu_seconds()? - cpu_before;
     let load = cpu_seconds("self")? - load_before;
+    let last = last.context("no peer")?;
+    let (apply_ms, chars) = (
+        one_edit_apply(&last)?,
+        last.length(&text_obj(&last, "minutes")?),
+    );
     let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     // An edit that had not reached every other peer when the run ended
     // counts as never delivered: an infinite latency.
@@ -367,7 +378,29 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
         edits: latencies.len(),
         cpu_share: cpu / wall,
         load_share: load / wall,
+        apply_ms,
+        chars,
     })
+}
+
+/// How long one replica takes to apply one edit, alone, to `doc` (a
+/// meeting as S2 left it): Automerge 0.12 walks every op of the minutes to
+/// apply it. The median of 5, each on a fresh copy.
+fn one_edit_apply(doc: &Automerge) -> Result<f64> {
+    let mut rng = Rng::new(99);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let mut other = doc.fork();
+        let before = other.get_heads();
+        edit_text(&mut other, "minutes", "<floor> ", &mut rng)?;
+        let changes = other.get_changes(&before);
+        let mut target = doc.clone();
+        let start = Instant::now();
+        target.apply_changes(changes)?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// S3's figures.
