@@ -323,12 +323,11 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
                     .saturating_duration_since(now)
                     .min(Duration::from_millis(20))
                     .max(Duration::from_millis(1));
-                let arrived = p.receive(wait).await?;
-                if !arrived.is_empty() {
+                if let Some((_, new)) = p.receive(wait).await? {
                     let at = Instant::now();
                     {
                         let mut sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                        for h in arrived.into_iter().flat_map(|(_, new)| new) {
+                        for h in new {
                             if let Some((t, count, latest)) = sent.get_mut(&h) {
                                 *count += 1;
                                 *latest = (*latest).max(at.duration_since(*t));
