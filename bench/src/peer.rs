@@ -211,9 +211,9 @@ impl Peer {
                     .docs
                     .iter()
                     .filter(|(id, (doc, _))| {
-                        expected
-                            .get(id)
-                            .is_none_or(|w| sorted(doc.get_heads()) != *w)
+                        expected.get(id).is_none_or(|w| {
+                            sorted(doc.get_heads()) != *w || self.acked.get(id) != Some(w)
+                        })
                     })
                     .map(|(id, (doc, _))| {
                         let missing = expected.get(id).map_or(0, |w| {
@@ -221,9 +221,12 @@ impl Peer {
                                 .filter(|h| doc.get_change_by_hash(h).is_none())
                                 .count()
                         });
+                        let announced = self.acked.get(id).map(|a| {
+                            let want = expected.get(id).cloned().unwrap_or_default();
+                            (a.len(), a.iter().filter(|h| !want.contains(h)).count())
+                        });
                         format!(
-                            "{id}: {missing} expected heads missing, server announced {:?}",
-                            self.acked.get(id).map(Vec::len)
+                            "{id}: {missing} expected heads missing here; the server announced (heads, of which not expected) {announced:?}"
                         )
                     })
                     .collect();
