@@ -37,6 +37,16 @@ struct Peer {
     requested: bool,
     /// We told it we do not have the document; say so only once.
     told_unavailable: bool,
+    /// Changes it sent descendants of but not the changes themselves, as
+    /// after a Bloom filter false positive: our next messages ask for them
+    /// by hash. A fresh exchange alone would not bring them, since our
+    /// filter, built from the same changes, would claim them again.
+    wanted: BTreeSet<ChangeHash>,
+    /// The heads our last message to it carried. Automerge also counts as
+    /// told the heads a peer reports back equal to ours; but a peer that
+    /// sent changes and then spoke again before we answered has not heard
+    /// that we hold them, and waits to.
+    heads_told: Vec<ChangeHash>,
 }
 
 /// Sync of one document with every peer it is shared with.
@@ -74,6 +84,7 @@ impl DocSync {
         self.peers.insert(
             peer,
             Peer {
+                heads_told: state.last_sent_heads.clone(),
                 state,
                 ..Peer::default()
             },
@@ -104,6 +115,7 @@ impl DocSync {
         if let Some(p) = self.peers.get_mut(peer) {
             self.dirty.insert(peer.clone());
             p.state = sync::State::decode(&p.state.encode()).unwrap_or_default();
+            p.heads_told.clear();
             p.requested = false;
             p.told_unavailable = false;
         }
@@ -157,6 +169,7 @@ impl DocSync {
         }
         let mut scratch = doc.clone();
         let mut state = peer.state.clone();
+        let mut wanted = peer.wanted.clone();
         scratch
             .receive_sync_message(&mut state, message)
             .map_err(|e| Checked::Sync(e.into()))?;
@@ -168,7 +181,10 @@ impl DocSync {
             // fresh exchange with this peer: the reset flag of our next
             // message makes it forget what it sent and send again what we
             // lack, dependencies first, so all of it is checked. `doc`
-            // itself never holds a queue.
+            // itself never holds a queue. The changes it skipped are asked
+            // for by hash: the sender skipped them because our filter
+            // claimed them, and would again.
+            wanted.extend(scratch.get_missing_deps(&[]));
             let applied = scratch.get_changes(&before);
             scratch = doc.clone();
             scratch
@@ -191,6 +207,8 @@ impl DocSync {
         }
         *doc = scratch;
         peer.state = state;
+        wanted.retain(|h| doc.get_change_meta_by_hash(h).is_none());
+        peer.wanted = wanted;
         if !new_changes.is_empty() {
             peer.requested = false;
         }
@@ -221,7 +239,21 @@ impl DocSync {
                 }
                 continue;
             }
-            if let Some(msg) = doc.generate_sync_message(&mut peer.state) {
+            if peer.state.last_sent_heads != peer.heads_told {
+                peer.state.last_sent_heads.clone_from(&peer.heads_told);
+            }
+            if let Some(mut msg) = doc.generate_sync_message(&mut peer.state) {
+                peer.heads_told.clone_from(&peer.state.last_sent_heads);
+                let asked: Vec<ChangeHash> = peer
+                    .wanted
+                    .iter()
+                    .filter(|h| !msg.need.contains(h))
+                    .copied()
+                    .collect();
+                if !asked.is_empty() {
+                    msg.need.extend(asked);
+                    msg.need.sort();
+                }
                 let data = msg.encode();
                 let (sender_id, target_id, document_id) =
                     (our_id.clone(), peer_id.clone(), self.document_id);
