@@ -151,15 +151,37 @@ pub async fn run(
     }
     let idle = hub.settings.idle_evict();
     let mut evicted = false;
+    // When sync messages wait in the queue, handle them all before
+    // answering: each peer then hears once about all of them, instead of
+    // once per message. Automerge's sync state makes the later answer the
+    // same as the sum of the earlier ones, and its peers pay a pass over
+    // the whole record for every message they apply.
+    let mut waiting: Vec<Instant> = Vec::new();
     loop {
         busy.store(!t.peers.is_empty(), Ordering::Relaxed);
-        let cmd = if t.peers.is_empty() && !evicted {
-            tokio::select! {
-                cmd = rx.recv() => cmd,
-                () = tokio::time::sleep(idle) => Some(DocCommand::Evict),
-            }
+        let queued = if waiting.len() < MAX_UNANSWERED {
+            rx.try_recv().ok()
         } else {
-            rx.recv().await
+            None
+        };
+        let cmd = match queued {
+            Some(cmd) => Some(cmd),
+            None => {
+                t.flush();
+                for received in waiting.drain(..) {
+                    hub.metrics
+                        .sync_latency
+                        .observe(received.elapsed().as_secs_f64());
+                }
+                if t.peers.is_empty() && !evicted {
+                    tokio::select! {
+                        cmd = rx.recv() => cmd,
+                        () = tokio::time::sleep(idle) => Some(DocCommand::Evict),
+                    }
+                } else {
+                    rx.recv().await
+                }
+            }
         };
         match cmd {
             Some(DocCommand::Sync {
@@ -169,9 +191,7 @@ pub async fn run(
                 received,
             }) => {
                 t.on_sync(peer, &data, is_request).await;
-                hub.metrics
-                    .sync_latency
-                    .observe(received.elapsed().as_secs_f64());
+                waiting.push(received);
             }
             Some(DocCommand::Ephemeral { peer, msg }) => t.on_ephemeral(&peer, msg),
             Some(DocCommand::Accept {
@@ -196,17 +216,22 @@ pub async fn run(
             }
             Some(DocCommand::Evict) => {}
             Some(DocCommand::Shutdown(done)) => {
+                t.flush();
                 t.store_sync_states().await;
                 let _ = done.send(());
                 return;
             }
             None => {
+                t.flush();
                 t.store_sync_states().await;
                 return;
             }
         }
     }
 }
+
+/// The most sync messages a document task handles before it answers.
+const MAX_UNANSWERED: usize = 64;
 
 /// Runs blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -280,6 +305,8 @@ impl DocTask {
         self.peers.insert(peer.peer_id.clone(), peer.clone());
     }
 
+    /// Applies one peer's sync message. The answers wait for [`run`]'s
+    /// next flush, once no message is queued.
     async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
         if let Some(reason) = &self.broken {
             self.error_to(
@@ -365,7 +392,6 @@ impl DocTask {
             }
             Err(Checked::Rejected(Denied::Refused(refusal, changes, hashes))) => {
                 self.refuse(&peer, &refusal, &changes, &hashes).await;
-                self.flush();
                 return;
             }
             Err(Checked::Rejected(Denied::TooLarge { stored })) => {
@@ -382,7 +408,6 @@ impl DocTask {
                         self.hub.settings.max_record_mib
                     ),
                 );
-                self.flush();
                 return;
             }
         };
@@ -420,7 +445,6 @@ impl DocTask {
                 .inc_by(received.new_changes.len() as u64);
             self.maybe_compact();
         }
-        self.flush();
     }
 
     /// Keeps refused changes in quarantine and tells the sender why. The
