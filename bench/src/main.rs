@@ -269,6 +269,11 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// A table row with one figure for each server and no ratio.
+fn row(label: &str, ours: f64, official: f64, decimals: usize, unit: &str) -> String {
+    format!("| {label} | {ours:.decimals$}{unit} | {official:.decimals$}{unit} | |\n")
+}
+
 fn report(
     args: &Args,
     sizes: Sizes,
@@ -328,31 +333,41 @@ fn report(
         p(ours, |r| r.p50_ms),
         p(official, |r| r.p50_ms)
     ));
-    out.push_str(&format!(
-        "| S2 live relay, p99 | {:.1} ms | {:.1} ms | |\n",
+    out.push_str(&row(
+        "S2 live relay, p99",
         p(ours, |r| r.p99_ms),
-        p(official, |r| r.p99_ms)
+        p(official, |r| r.p99_ms),
+        1,
+        " ms",
     ));
     out.push_str(&format!(
         "| S2 edits not at every other peer 3 s after the last edit (counted as infinite latency) | {} | {} | |\n",
         ours.s2.iter().map(|r| r.undelivered).sum::<usize>(),
         official.s2.iter().map(|r| r.undelivered).sum::<usize>()
     ));
-    out.push_str(&format!(
-        "| S2 server CPU (share of one core) | {:.2} | {:.2} | |\n",
+    out.push_str(&row(
+        "S2 server CPU (share of one core)",
         p(ours, |r| r.cpu_share),
-        p(official, |r| r.cpu_share)
+        p(official, |r| r.cpu_share),
+        2,
+        "",
     ));
-    out.push_str(&format!(
-        "| S2 load generator CPU (share of one core; its replicas apply every edit) | {:.2} | {:.2} | |\n",
+    out.push_str(&row(
+        "S2 load generator CPU (share of one core; its replicas apply every edit)",
         p(ours, |r| r.load_share),
-        p(official, |r| r.load_share)
+        p(official, |r| r.load_share),
+        2,
+        "",
     ));
-    out.push_str(&format!(
-        "| S2 one edit applied alone by one replica to the minutes as the run left them ({} characters): Automerge's pass over them | {:.1} ms | {:.1} ms | |\n",
-        ours.s2.first().map_or(0, |r| r.chars),
+    out.push_str(&row(
+        &format!(
+            "S2 one edit applied alone by one replica to the minutes as the run left them (median {:.0} characters): Automerge's pass over them",
+            p(ours, |r| r.chars as f64)
+        ),
         p(ours, |r| r.apply_ms),
-        p(official, |r| r.apply_ms)
+        p(official, |r| r.apply_ms),
+        1,
+        " ms",
     ));
     let need = sizes.relay_peers as f64 * p(ours, |r| r.apply_ms) / 20.0;
     let verdict = if need > cores {
@@ -375,15 +390,19 @@ fn report(
         m(official, |r| r.serve_secs),
         m(official, |r| r.serve_secs) / m(ours, |r| r.serve_secs)
     ));
-    out.push_str(&format!(
-        "| S3 peak RSS while serving | {:.1} MiB | {:.1} MiB | |\n",
+    out.push_str(&row(
+        "S3 peak RSS while serving",
         m(ours, |r| r.peak_mib),
-        m(official, |r| r.peak_mib)
+        m(official, |r| r.peak_mib),
+        1,
+        " MiB",
     ));
-    out.push_str(&format!(
-        "| S3 steady RSS (peers gone, after the settle time) | {:.1} MiB | {:.1} MiB | |\n",
+    out.push_str(&row(
+        "S3 steady RSS (peers gone, after the settle time)",
         m(ours, |r| r.steady_mib),
-        m(official, |r| r.steady_mib)
+        m(official, |r| r.steady_mib),
+        1,
+        " MiB",
     ));
     out.push_str(&format!(
         "| S4 raw limit: S1's changes applied in one process | {raw_secs:.3} s ({:.0} changes/s) | | |\n",
