@@ -173,6 +173,70 @@ fn after_dropping_a_change_ahead_of_its_dependency_the_two_sides_still_converge(
     assert_eq!(ours.get_heads(), theirs.get_heads(), "the exchange stalled");
 }
 
+/// A change that names hundreds of dependencies we lack: the engine asks
+/// for a bounded number of them, a bounded number of times, rather than
+/// carrying every name a peer can invent in every message it sends.
+#[test]
+fn a_change_naming_hundreds_of_missing_dependencies_is_asked_for_within_bounds() {
+    use automerge::ReadDoc;
+    let mut base = AutoCommit::new();
+    base.put(automerge::ROOT, "n", 0i64).unwrap();
+    base.commit();
+    let mut ours = base.document().clone();
+    // 300 concurrent branches, then one change on top of all of them.
+    let mut merged = base.fork();
+    for i in 0..300i64 {
+        let mut branch = base.fork();
+        branch.put(automerge::ROOT, "n", i + 1).unwrap();
+        branch.commit();
+        merged.merge(&mut branch).unwrap();
+    }
+    merged.put(automerge::ROOT, "top", 1i64).unwrap();
+    let top = merged.commit().unwrap();
+    assert_eq!(merged.get_change_by_hash(&top).unwrap().deps().len(), 300);
+    let top_bytes = merged
+        .get_change_by_hash(&top)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+
+    let (us, them) = (PeerId::new("server"), PeerId::new("hostile"));
+    let mut sync = DocSync::new(DocumentId::random());
+    let received = sync
+        .receive(&mut ours, &them, &message_with_changes(vec![top_bytes]))
+        .unwrap();
+    assert!(received.new_changes.is_empty());
+    let needs = |out: Vec<twinsync_shared::protocol::Message>| {
+        out.into_iter()
+            .find_map(|m| match m {
+                twinsync_shared::protocol::Message::Sync { data, .. } => {
+                    Some(Message::decode(&data).unwrap().need.len())
+                }
+                _ => None,
+            })
+            .expect("a message to the peer")
+    };
+    let first = needs(sync.generate(&ours, &us));
+    // At most 256 it skipped, and the change itself.
+    assert!(first > 1 && first <= 257, "first message asks for {first}");
+    // The peer keeps talking without sending them; the asking stops.
+    let mut last = first;
+    for _ in 0..8 {
+        let heads_only = Message {
+            heads: vec![top],
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        sync.receive(&mut ours, &them, &heads_only.encode())
+            .unwrap();
+        last = needs(sync.generate(&ours, &us));
+    }
+    assert!(last <= 1, "still asking for {last} hashes");
+}
+
 /// Regressions from the `sync_engine` fuzz target: sync messages carrying
 /// damaged "bundle" chunks made Automerge 0.12 panic while parsing them.
 /// They are refused before Automerge sees them, and the document is

@@ -40,8 +40,11 @@ struct Peer {
     /// Changes it sent descendants of but not the changes themselves, as
     /// after a Bloom filter false positive: our next messages ask for them
     /// by hash. A fresh exchange alone would not bring them, since our
-    /// filter, built from the same changes, would claim them again.
-    wanted: BTreeSet<ChangeHash>,
+    /// filter, built from the same changes, would claim them again. Each
+    /// with the number of messages that asked for it; at most
+    /// [`MAX_WANTED`] hashes, each asked for at most [`MAX_ASKS`] times, as
+    /// a hostile peer can name dependencies that do not exist.
+    wanted: BTreeMap<ChangeHash, u8>,
     /// The heads our last message to it carried. Automerge also counts as
     /// told the heads a peer reports back equal to ours; but a peer that
     /// sent changes and then spoke again before we answered has not heard
@@ -116,6 +119,7 @@ impl DocSync {
             self.dirty.insert(peer.clone());
             p.state = sync::State::decode(&p.state.encode()).unwrap_or_default();
             p.heads_told.clear();
+            p.wanted.clear();
             p.requested = false;
             p.told_unavailable = false;
         }
@@ -184,7 +188,12 @@ impl DocSync {
             // itself never holds a queue. The changes it skipped are asked
             // for by hash: the sender skipped them because our filter
             // claimed them, and would again.
-            wanted.extend(scratch.get_missing_deps(&[]));
+            for hash in scratch.get_missing_deps(&[]) {
+                if wanted.len() >= MAX_WANTED {
+                    break;
+                }
+                wanted.entry(hash).or_insert(0);
+            }
             let applied = scratch.get_changes(&before);
             scratch = doc.clone();
             scratch
@@ -207,7 +216,9 @@ impl DocSync {
         }
         *doc = scratch;
         peer.state = state;
-        wanted.retain(|h| doc.get_change_meta_by_hash(h).is_none());
+        if !wanted.is_empty() {
+            wanted.retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
+        }
         peer.wanted = wanted;
         if !new_changes.is_empty() {
             peer.requested = false;
@@ -244,14 +255,14 @@ impl DocSync {
             }
             if let Some(mut msg) = doc.generate_sync_message(&mut peer.state) {
                 peer.heads_told.clone_from(&peer.state.last_sent_heads);
-                let asked: Vec<ChangeHash> = peer
-                    .wanted
-                    .iter()
-                    .filter(|h| !msg.need.contains(h))
-                    .copied()
-                    .collect();
-                if !asked.is_empty() {
-                    msg.need.extend(asked);
+                if !peer.wanted.is_empty() {
+                    for (hash, asks) in &mut peer.wanted {
+                        *asks += 1;
+                        if !msg.need.contains(hash) {
+                            msg.need.push(*hash);
+                        }
+                    }
+                    peer.wanted.retain(|_, asks| *asks < MAX_ASKS);
                     msg.need.sort();
                 }
                 let data = msg.encode();
@@ -277,6 +288,12 @@ impl DocSync {
         out
     }
 }
+
+/// The most hashes a peer is asked for after it skipped them.
+const MAX_WANTED: usize = 256;
+/// How many messages ask for a skipped hash before we give up on it: an
+/// honest peer sends it in answer to the first.
+const MAX_ASKS: u8 = 4;
 
 /// Why a checked receive did not apply.
 #[derive(Debug, thiserror::Error)]
