@@ -157,9 +157,10 @@ pub async fn run(
     // same as the sum of the earlier ones, and its peers pay a pass over
     // the whole record for every message they apply.
     let mut waiting: Vec<Instant> = Vec::new();
+    let mut handled = 0;
     loop {
         busy.store(!t.peers.is_empty(), Ordering::Relaxed);
-        let queued = if waiting.len() < MAX_UNANSWERED {
+        let queued = if handled < MAX_UNANSWERED {
             rx.try_recv().ok()
         } else {
             None
@@ -167,12 +168,8 @@ pub async fn run(
         let cmd = match queued {
             Some(cmd) => Some(cmd),
             None => {
-                t.flush();
-                for received in waiting.drain(..) {
-                    hub.metrics
-                        .sync_latency
-                        .observe(received.elapsed().as_secs_f64());
-                }
+                t.answer(&mut waiting);
+                handled = 0;
                 if t.peers.is_empty() && !evicted {
                     tokio::select! {
                         cmd = rx.recv() => cmd,
@@ -183,6 +180,7 @@ pub async fn run(
                 }
             }
         };
+        handled += 1;
         match cmd {
             Some(DocCommand::Sync {
                 peer,
@@ -216,13 +214,13 @@ pub async fn run(
             }
             Some(DocCommand::Evict) => {}
             Some(DocCommand::Shutdown(done)) => {
-                t.flush();
+                t.answer(&mut waiting);
                 t.store_sync_states().await;
                 let _ = done.send(());
                 return;
             }
             None => {
-                t.flush();
+                t.answer(&mut waiting);
                 t.store_sync_states().await;
                 return;
             }
@@ -230,7 +228,7 @@ pub async fn run(
     }
 }
 
-/// The most sync messages a document task handles before it answers.
+/// The most commands a document task handles before it answers.
 const MAX_UNANSWERED: usize = 64;
 
 /// Runs blocking store work off the async threads.
@@ -694,6 +692,18 @@ impl DocTask {
     }
 
     /// Sends every peer what it is owed.
+    /// Answers every peer once for the sync messages received at
+    /// `waiting`, and counts how long each waited for it.
+    fn answer(&mut self, waiting: &mut Vec<Instant>) {
+        self.flush();
+        for received in waiting.drain(..) {
+            self.hub
+                .metrics
+                .sync_latency
+                .observe(received.elapsed().as_secs_f64());
+        }
+    }
+
     fn flush(&mut self) {
         let messages = self.sync.generate(&self.doc, &self.hub.server_id);
         let mut dropped = Vec::new();
