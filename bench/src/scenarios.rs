@@ -426,16 +426,22 @@ pub async fn many_documents(
     let records: Vec<(DocumentId, Automerge)> = (0..stored)
         .map(|i| Ok((DocumentId::random(), report(i)?)))
         .collect::<Result<_>>()?;
-    let deadline = Instant::now() + seed_limit;
+    let start = Instant::now();
+    let deadline = start + seed_limit;
     for (n, chunk) in records.chunks(1000).enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut seeder = Peer::connect(&system.url, &format!("seeder-{n}"), chunk.to_vec()).await?;
-        seeder.push_all(left).await.with_context(|| {
+        let stored_so_far = || {
             format!(
-                "storing the records took longer than {seed_limit:?} ({} of {stored} stored)",
+                "storing the records failed after {:.0} s of at most {} s ({} of {stored} stored)",
+                start.elapsed().as_secs_f64(),
+                seed_limit.as_secs(),
                 n * 1000
             )
-        })?;
+        };
+        let mut seeder = Peer::connect(&system.url, &format!("seeder-{n}"), chunk.to_vec())
+            .await
+            .with_context(stored_so_far)?;
+        seeder.push_all(left).await.with_context(stored_so_far)?;
     }
     // The official server announces heads before its storage adapter has
     // written them (writes are debounced): killed at once, it loses the
