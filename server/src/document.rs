@@ -691,7 +691,6 @@ impl DocTask {
         });
     }
 
-    /// Sends every peer what it is owed.
     /// Answers every peer once for the sync messages received at
     /// `waiting`, and counts how long each waited for it.
     fn answer(&mut self, waiting: &mut Vec<Instant>) {
@@ -704,6 +703,7 @@ impl DocTask {
         }
     }
 
+    /// Sends every peer what it is owed.
     fn flush(&mut self) {
         let messages = self.sync.generate(&self.doc, &self.hub.server_id);
         let mut dropped = Vec::new();

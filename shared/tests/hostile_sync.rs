@@ -83,8 +83,13 @@ fn an_ordinary_filter_is_accepted() {
 
 /// A message that carries only `changes`, as raw change bytes.
 fn message_with_changes(changes: Vec<Vec<u8>>) -> Vec<u8> {
+    message(Vec::new(), changes)
+}
+
+/// A message with `heads` and `changes`, and no need or filter.
+fn message(heads: Vec<automerge::ChangeHash>, changes: Vec<Vec<u8>>) -> Vec<u8> {
     Message {
-        heads: Vec::new(),
+        heads,
         need: Vec::new(),
         have: Vec::new(),
         changes: changes.into(),
@@ -220,18 +225,10 @@ fn a_change_naming_hundreds_of_missing_dependencies_is_asked_for_within_bounds()
     // At most 256 it skipped, and the change itself.
     assert!(first > 1 && first <= 257, "first message asks for {first}");
     // The peer keeps talking without sending them; the asking stops.
+    let heads_only = message(vec![top], Vec::new());
     let mut last = first;
     for _ in 0..8 {
-        let heads_only = Message {
-            heads: vec![top],
-            need: Vec::new(),
-            have: Vec::new(),
-            changes: Vec::<Vec<u8>>::new().into(),
-            flags: None,
-            version: MessageVersion::V1,
-        };
-        sync.receive(&mut ours, &them, &heads_only.encode())
-            .unwrap();
+        sync.receive(&mut ours, &them, &heads_only).unwrap();
         last = needs(sync.generate(&ours, &us));
     }
     assert!(last <= 1, "still asking for {last} hashes");

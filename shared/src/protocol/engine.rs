@@ -216,9 +216,7 @@ impl DocSync {
         }
         *doc = scratch;
         peer.state = state;
-        if !wanted.is_empty() {
-            wanted.retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
-        }
+        wanted.retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
         peer.wanted = wanted;
         if !new_changes.is_empty() {
             peer.requested = false;
@@ -250,9 +248,7 @@ impl DocSync {
                 }
                 continue;
             }
-            if peer.state.last_sent_heads != peer.heads_told {
-                peer.state.last_sent_heads.clone_from(&peer.heads_told);
-            }
+            peer.state.last_sent_heads.clone_from(&peer.heads_told);
             if let Some(mut msg) = doc.generate_sync_message(&mut peer.state) {
                 peer.heads_told.clone_from(&peer.state.last_sent_heads);
                 if !peer.wanted.is_empty() {
