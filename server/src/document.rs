@@ -14,7 +14,7 @@ use automerge::{Automerge, ReadDoc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::engine::Checked;
-use twinsync_shared::protocol::{DocSync, Message};
+use twinsync_shared::protocol::{DocSync, Incoming, Message};
 use twinsync_shared::record::{
     Commit, MAX_NESTING, MigrateError, changed_paths, migrate, nested_beyond, new_document,
     read_document,
@@ -70,6 +70,14 @@ pub enum DocCommand {
     },
     /// Store sync states and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A sync message waiting in a batch.
+struct SyncIn {
+    peer: PeerLink,
+    data: Vec<u8>,
+    is_request: bool,
+    received: Instant,
 }
 
 /// Why the document task turned new changes away.
@@ -158,10 +166,12 @@ pub async fn run(
     // the whole record for every message they apply.
     let mut waiting: Vec<Instant> = Vec::new();
     let mut handled = 0;
+    // A command taken from the queue while gathering a batch, not a sync.
+    let mut held = None;
     loop {
         busy.store(!t.peers.is_empty(), Ordering::Relaxed);
         let queued = if handled < MAX_UNANSWERED {
-            rx.try_recv().ok()
+            held.take().or_else(|| rx.try_recv().ok())
         } else {
             None
         };
@@ -170,7 +180,9 @@ pub async fn run(
             None => {
                 t.answer(&mut waiting);
                 handled = 0;
-                if t.peers.is_empty() && !evicted {
+                if let Some(cmd) = held.take() {
+                    Some(cmd)
+                } else if t.peers.is_empty() && !evicted {
                     tokio::select! {
                         cmd = rx.recv() => cmd,
                         () = tokio::time::sleep(idle) => Some(DocCommand::Evict),
@@ -188,8 +200,36 @@ pub async fn run(
                 is_request,
                 received,
             }) => {
-                t.on_sync(peer, &data, is_request).await;
-                waiting.push(received);
+                // Whatever sync messages wait behind it go with it, in order.
+                let mut batch = vec![SyncIn {
+                    peer,
+                    data,
+                    is_request,
+                    received,
+                }];
+                while handled < MAX_UNANSWERED {
+                    match rx.try_recv() {
+                        Ok(DocCommand::Sync {
+                            peer,
+                            data,
+                            is_request,
+                            received,
+                        }) => batch.push(SyncIn {
+                            peer,
+                            data,
+                            is_request,
+                            received,
+                        }),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                    handled += 1;
+                }
+                waiting.extend(batch.iter().map(|s| s.received));
+                t.on_sync_batch(batch).await;
             }
             Some(DocCommand::Ephemeral { peer, msg }) => t.on_ephemeral(&peer, msg),
             Some(DocCommand::Accept {
@@ -301,6 +341,174 @@ impl DocTask {
         }
         self.sync.add_peer(peer.peer_id.clone(), state);
         self.peers.insert(peer.peer_id.clone(), peer.clone());
+    }
+
+    /// Sync messages that queued up while the task was busy: applied with
+    /// one pass over the document, checked as one write, stored in one
+    /// transaction, and answered with one message per peer. Several
+    /// writers go together only if all are coordinators and the record
+    /// stays valid (one writer among acknowledgements always can); if
+    /// anything else is in the batch, or applying it fails, the messages
+    /// are taken one at a time instead, so each refusal or error reaches
+    /// the peer it concerns exactly as if no other message had been
+    /// waiting. A failed store is told to every sender of new changes.
+    async fn on_sync_batch(&mut self, batch: Vec<SyncIn>) {
+        // A record's first change names its creator: taken alone.
+        if batch.len() > 1 && self.broken.is_none() && !self.doc.get_heads().is_empty() {
+            for sync in &batch {
+                self.join(&sync.peer).await;
+            }
+            if self.try_batch(&batch).await {
+                return;
+            }
+        }
+        for sync in batch {
+            self.on_sync(sync.peer, &sync.data, sync.is_request).await;
+        }
+    }
+
+    /// [`Self::on_sync_batch`]'s one pass; false if it changed nothing and
+    /// the messages must be taken one at a time.
+    async fn try_batch(&mut self, batch: &[SyncIn]) -> bool {
+        let before = self.doc.get_heads();
+        let (current, creator, doc_id) =
+            (&self.current, self.creator.as_deref(), self.id.to_string());
+        let (stored, limit) = (
+            self.stored_bytes.load(Ordering::Relaxed),
+            self.hub.settings.max_record_bytes(),
+        );
+        let growth: u64 = batch.iter().map(|s| s.data.len() as u64).sum();
+        let mut checked: Option<Read> = None;
+        let incoming: Vec<Incoming<'_>> = batch
+            .iter()
+            .map(|s| Incoming {
+                from: &s.peer.peer_id,
+                data: &s.data,
+                is_request: s.is_request,
+            })
+            .collect();
+        let brought = self
+            .sync
+            .receive_batch(&mut self.doc, &incoming, |scratch, _, carried| {
+                if stored.saturating_add(growth) > limit
+                    || nested_beyond(scratch, MAX_NESTING).is_some()
+                {
+                    return false;
+                }
+                let after = read_document(scratch);
+                let senders: Vec<&SyncIn> = batch
+                    .iter()
+                    .zip(carried)
+                    .filter_map(|(sync, carried)| carried.then_some(sync))
+                    .collect();
+                if let [only] = senders.as_slice() {
+                    // One message brought changes, the rest only heads: it
+                    // is judged exactly as it would be alone.
+                    let device = &only.peer.device;
+                    let paths = if device.role == Role::Coordinator
+                        && after.is_ok()
+                        && !device.is_revoked()
+                    {
+                        Vec::new()
+                    } else {
+                        changed_paths(scratch, &before, &scratch.get_heads())
+                    };
+                    let write = Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths: &paths,
+                    };
+                    if check_write(&write).is_err() {
+                        return false;
+                    }
+                    checked = Some(after);
+                    return true;
+                }
+                // Otherwise only coordinators' writes go together. A
+                // coordinator passes every role rule, so what is judged is
+                // the merged record's validity, as for one message carrying
+                // several changes. Delegates' rules read the record as it
+                // was before each write (adopted, ended, ...), which a batch
+                // has no single answer to: their messages go one at a time.
+                if after.is_err() {
+                    return false;
+                }
+                for (sync, carried) in batch.iter().zip(carried) {
+                    let device = &sync.peer.device;
+                    if !carried {
+                        continue;
+                    }
+                    if device.role != Role::Coordinator || device.is_revoked() {
+                        return false;
+                    }
+                    let write = Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths: &[],
+                    };
+                    if check_write(&write).is_err() {
+                        return false;
+                    }
+                }
+                checked = Some(after);
+                true
+            });
+        let Some(brought) = brought else {
+            return false;
+        };
+        let at = now();
+        let origins: Vec<(String, Origin)> = batch
+            .iter()
+            .zip(&brought)
+            .flat_map(|(sync, hashes)| {
+                hashes.iter().map(move |h| {
+                    (
+                        h.to_string(),
+                        Origin {
+                            peer_id: sync.peer.peer_id.to_string(),
+                            device: Some(sync.peer.device.id.clone()),
+                            device_name: None,
+                            received_at: at,
+                        },
+                    )
+                })
+            })
+            .collect();
+        if !origins.is_empty() {
+            let new = origins.len();
+            if let Err(e) = self.persist_origins(&before, origins, None, checked).await {
+                self.hub.metrics.storage_errors.inc();
+                let mut told = std::collections::HashSet::new();
+                for (sync, hashes) in batch.iter().zip(&brought) {
+                    if hashes.is_empty() || !told.insert(sync.peer.peer_id.clone()) {
+                        continue;
+                    }
+                    let peer = &sync.peer;
+                    error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
+                    self.error_to(
+                        peer,
+                        format!(
+                            "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
+                            self.id,
+                            e.public_reason()
+                        ),
+                    );
+                    peer.kill.notify_one();
+                    self.remove_peer(&peer.peer_id);
+                }
+                self.reload().await;
+                return true;
+            }
+            self.hub.metrics.changes_applied.inc_by(new as u64);
+            self.maybe_compact();
+        }
+        true
     }
 
     /// Applies one peer's sync message. The answers wait for [`run`]'s
@@ -575,10 +783,6 @@ impl DocTask {
         device: Option<&str>,
         read: Option<Read>,
     ) -> Result<(), StoreError> {
-        let chunk = self.doc.save_after(before);
-        // One read serves the stored summary and the next permission check.
-        let current = read.unwrap_or_else(|| read_document(&self.doc));
-        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
         let at = now();
         let origins: Vec<(String, Origin)> = new
             .iter()
@@ -594,6 +798,24 @@ impl DocTask {
                 )
             })
             .collect();
+        self.persist_origins(before, origins, device, read).await
+    }
+
+    /// [`Self::persist`], each change with its own origin. `creator` is the
+    /// device to name as the record's creator if these are its first
+    /// changes.
+    async fn persist_origins(
+        &mut self,
+        before: &[automerge::ChangeHash],
+        origins: Vec<(String, Origin)>,
+        creator: Option<&str>,
+        read: Option<Read>,
+    ) -> Result<(), StoreError> {
+        let chunk = self.doc.save_after(before);
+        // One read serves the stored summary and the next permission check.
+        let current = read.unwrap_or_else(|| read_document(&self.doc));
+        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
+        let at = origins.first().map_or_else(now, |(_, o)| o.received_at);
         let (store, id) = (self.hub.store.clone(), self.id);
         let added = chunk.len() as u64;
         let chunk_id = blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
@@ -602,7 +824,7 @@ impl DocTask {
         self.appends_since_compaction += 1;
         self.current = current;
         if self.creator.is_none() && before.is_empty() {
-            self.creator = device.map(str::to_owned);
+            self.creator = creator.map(str::to_owned);
         }
         Ok(())
     }
@@ -794,4 +1016,233 @@ impl DocTask {
 /// What the records list shows, read from the document.
 pub fn summarise(doc: &Automerge) -> Summary {
     twinsync_shared::record::summarise(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Sync messages already queued when a document task starts are taken
+    //! as one batch, so what a batch does is checked here, deterministically,
+    //! on a real store.
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use automerge::sync::SyncDoc;
+    use automerge::transaction::Transactable;
+    use serde_json::json;
+    use twinsync_shared::record::{Kind, RecordDoc};
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::settings::Settings;
+    use crate::store::Store;
+
+    struct Replica {
+        link: PeerLink,
+        frames: mpsc::Receiver<Outbound>,
+        doc: Automerge,
+        state: State,
+    }
+
+    fn device(id: &str, role: Role) -> Arc<Device> {
+        Arc::new(Device {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            role,
+            cities: Vec::new(),
+            person: None,
+            created_at: 0,
+            last_seen_at: 0,
+            revoked_at: None,
+        })
+    }
+
+    /// A stored meeting, and a hub over the store.
+    fn club() -> (tempfile::TempDir, Arc<Hub>, DocumentId, Automerge) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let fields =
+            json!({"title": {"fr": "Conseil"}, "date": "2026-11-30", "minutes": "Procès-verbal. "});
+        let meeting = RecordDoc::create(Kind::Meeting, &fields, &Commit::new("new meeting", 1))
+            .unwrap()
+            .into_automerge();
+        let id = DocumentId::random();
+        let summary = twinsync_shared::record::summarise_read(&meeting, &read_document(&meeting));
+        store.append(id, &meeting.save(), &summary, &[], 1).unwrap();
+        let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
+        let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+        (dir, hub, id, meeting)
+    }
+
+    /// A replica of `base` whose sync state already knows the server holds
+    /// `base`, so its next message carries its own changes.
+    fn replica(name: &str, role: Role, base: &Automerge) -> Replica {
+        let (out, frames) = mpsc::channel(64);
+        let mut doc = base.fork();
+        let mut state = State::new();
+        let (mut mirror, mut theirs) = (base.clone(), State::new());
+        for _ in 0..10 {
+            let a = doc.generate_sync_message(&mut state);
+            let b = mirror.generate_sync_message(&mut theirs);
+            if a.is_none() && b.is_none() {
+                break;
+            }
+            if let Some(m) = a {
+                mirror.receive_sync_message(&mut theirs, m).unwrap();
+            }
+            if let Some(m) = b {
+                doc.receive_sync_message(&mut state, m).unwrap();
+            }
+        }
+        Replica {
+            link: PeerLink {
+                peer_id: PeerId::new(name),
+                conn: 1,
+                storage_id: None,
+                out,
+                kill: Arc::new(Notify::new()),
+                device: device(name, role),
+            },
+            frames,
+            doc,
+            state,
+        }
+    }
+
+    /// Types `text` into the minutes and returns the change and the sync
+    /// command that carries it.
+    fn type_in(r: &mut Replica, text: &str) -> (automerge::ChangeHash, DocCommand) {
+        let minutes = r.doc.get(automerge::ROOT, "minutes").unwrap().unwrap().1;
+        let mut tx = r.doc.transaction();
+        tx.splice_text(&minutes, 0, 0, text).unwrap();
+        let hash = tx.commit().0.unwrap();
+        let data = r.doc.generate_sync_message(&mut r.state).unwrap().encode();
+        let cmd = DocCommand::Sync {
+            peer: r.link.clone(),
+            data,
+            is_request: false,
+            received: Instant::now(),
+        };
+        (hash, cmd)
+    }
+
+    /// Runs the document's task over `cmds`, all queued before it starts.
+    async fn run_queued(hub: &Arc<Hub>, id: DocumentId, cmds: Vec<DocCommand>) {
+        let (tx, rx) = mpsc::channel(cmds.len() + 1);
+        for cmd in cmds {
+            tx.try_send(cmd).unwrap();
+        }
+        let (done, _wait) = oneshot::channel();
+        tx.try_send(DocCommand::Shutdown(done)).unwrap();
+        run(Arc::clone(hub), id, 1, Arc::new(AtomicBool::new(false)), rx).await;
+    }
+
+    fn errors(r: &mut Replica) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
+            if let Ok(Message::Error { message, .. }) = Message::decode(&frame, Default::default())
+            {
+                out.push(message);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn coordinators_writing_together_are_stored_as_one_chunk_each_change_with_its_sender() {
+        let (_dir, hub, id, base) = club();
+        let mut amina = replica("amina", Role::Coordinator, &base);
+        let mut pierre = replica("pierre", Role::Coordinator, &base);
+        let (a, first) = type_in(&mut amina, "اجتماع المجلس. ");
+        let (p, second) = type_in(&mut pierre, "Séance ouverte. ");
+        let chunks_before = hub.store.chunk_stats(id).unwrap().incremental_count;
+        run_queued(&hub, id, vec![first, second]).await;
+        assert_eq!(
+            hub.store.chunk_stats(id).unwrap().incremental_count,
+            chunks_before + 1,
+            "one batch, one stored chunk"
+        );
+        let stored = hub.store.load(id).unwrap().unwrap();
+        let origins = hub.store.origins(id).unwrap();
+        assert_eq!(origins[&a.to_string()].device.as_deref(), Some("amina"));
+        assert_eq!(origins[&p.to_string()].device.as_deref(), Some("pierre"));
+        assert!(stored.get_change_meta_by_hash(&a).is_some());
+        assert!(stored.get_change_meta_by_hash(&p).is_some());
+        assert_eq!(errors(&mut amina), Vec::<String>::new());
+        assert_eq!(errors(&mut pierre), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_delegate_queued_behind_a_coordinator_is_judged_alone_and_refused_alone() {
+        let (_dir, hub, id, base) = club();
+        let mut amina = replica("amina", Role::Coordinator, &base);
+        // A delegate of no city: this meeting is not theirs to write.
+        let mut dan = replica("dan", Role::Delegate, &base);
+        let (a, first) = type_in(&mut amina, "Séance ouverte. ");
+        let (d, second) = type_in(&mut dan, "Not my meeting. ");
+        let chunks_before = hub.store.chunk_stats(id).unwrap().incremental_count;
+        run_queued(&hub, id, vec![first, second]).await;
+        let stored = hub.store.load(id).unwrap().unwrap();
+        assert!(stored.get_change_meta_by_hash(&a).is_some());
+        assert!(
+            stored.get_change_meta_by_hash(&d).is_none(),
+            "the delegate's change was stored"
+        );
+        assert_eq!(
+            hub.store.chunk_stats(id).unwrap().incremental_count,
+            chunks_before + 1,
+            "only the coordinator's change is stored"
+        );
+        assert_eq!(errors(&mut amina), Vec::<String>::new());
+        let told = errors(&mut dan);
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains("was refused"), "{}", told[0]);
+        let held = hub.store.quarantined(None).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].device_id, "dan");
+        assert_eq!(held[0].hashes, vec![d.to_string()]);
+    }
+
+    /// The frames waiting for `r`, by message type.
+    fn frames(r: &mut Replica) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
+            out.push(
+                Message::decode(&frame, Default::default())
+                    .unwrap()
+                    .type_name(),
+            );
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_ephemeral_between_two_writes_is_relayed_and_each_writer_answered_once() {
+        let (_dir, hub, id, base) = club();
+        let mut amina = replica("amina", Role::Coordinator, &base);
+        let mut pierre = replica("pierre", Role::Coordinator, &base);
+        let (a, first) = type_in(&mut amina, "Séance ouverte. ");
+        let (p, second) = type_in(&mut pierre, "ملاحظة. ");
+        // Amina's presence, queued between the two changes: it ends the
+        // first batch, waits, and is relayed to Pierre, who joined with his.
+        let cursor = DocCommand::Ephemeral {
+            peer: amina.link.clone(),
+            msg: Message::Ephemeral {
+                sender_id: amina.link.peer_id.clone(),
+                target_id: hub.server_id.clone(),
+                document_id: id,
+                session_id: "s".into(),
+                count: 1,
+                data: vec![0xa0],
+            },
+        };
+        run_queued(&hub, id, vec![second, cursor, first]).await;
+        let stored = hub.store.load(id).unwrap().unwrap();
+        assert!(stored.get_change_meta_by_hash(&a).is_some());
+        assert!(stored.get_change_meta_by_hash(&p).is_some());
+        // One answer each for everything queued, and Amina's presence
+        // relayed to Pierre, not back to her.
+        assert_eq!(frames(&mut amina), vec!["sync"]);
+        let mut heard = frames(&mut pierre);
+        heard.sort_unstable();
+        assert_eq!(heard, vec!["ephemeral", "sync"]);
+    }
 }
