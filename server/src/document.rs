@@ -345,9 +345,11 @@ impl DocTask {
 
     /// Sync messages that queued up while the task was busy: applied with
     /// one pass over the document, checked as one write, stored in one
-    /// transaction, and answered with one message per peer. Several
-    /// writers go together only if all are coordinators and the record
-    /// stays valid (one writer among acknowledgements always can); if
+    /// transaction, and answered with one message per peer. A lone writer
+    /// among acknowledgements is judged as `on_sync` would judge it (but
+    /// the size limit counts every message of the batch); several writers
+    /// go together only if all are coordinators (known before anything is
+    /// applied) and the record stays valid. If
     /// anything else is in the batch, or applying it fails, the messages
     /// are taken one at a time instead, so each refusal or error reaches
     /// the peer it concerns exactly as if no other message had been
@@ -387,9 +389,20 @@ impl DocTask {
                 is_request: s.is_request,
             })
             .collect();
-        let brought = self
-            .sync
-            .receive_batch(&mut self.doc, &incoming, |scratch, _, carried| {
+        let brought = self.sync.receive_batch(
+            &mut self.doc,
+            &incoming,
+            |carried| {
+                // Delegates' writes go one at a time (see `check`
+                // below): no pass over the document for a batch that
+                // would be turned away.
+                let writers = batch.iter().zip(carried).filter(|(_, c)| **c);
+                writers.clone().count() <= 1
+                    || writers.into_iter().all(|(sync, _)| {
+                        sync.peer.device.role == Role::Coordinator && !sync.peer.device.is_revoked()
+                    })
+            },
+            |scratch, _, carried| {
                 if stored.saturating_add(growth) > limit
                     || nested_beyond(scratch, MAX_NESTING).is_some()
                 {
@@ -458,7 +471,8 @@ impl DocTask {
                 }
                 checked = Some(after);
                 true
-            });
+            },
+        );
         let Some(brought) = brought else {
             return false;
         };

@@ -149,6 +149,7 @@ fn a_batch_applies_every_peers_changes_and_names_who_brought_each() {
         .receive_batch(
             &mut server.doc,
             &incoming(&messages),
+            |_| true,
             |doc, brought, carried| {
                 assert_eq!(carried, [true, true, true]);
                 seen_by_check = Some((doc.get_heads().len(), brought.to_vec()));
@@ -198,7 +199,12 @@ fn a_change_two_peers_send_is_credited_to_the_first_only() {
     assert_eq!(messages.len(), 2);
     let brought = server
         .sync
-        .receive_batch(&mut server.doc, &incoming(&messages), |_, _, _| true)
+        .receive_batch(
+            &mut server.doc,
+            &incoming(&messages),
+            |_| true,
+            |_, _, _| true,
+        )
         .unwrap();
     assert_eq!(brought, vec![vec![hash], vec![]]);
 }
@@ -216,12 +222,15 @@ fn a_refused_batch_changes_neither_the_document_nor_any_state() {
         .map(|r| server.sync.peer_state(&r.id).unwrap().encode())
         .collect();
     let mut asked = 0;
-    let result = server
-        .sync
-        .receive_batch(&mut server.doc, &incoming(&messages), |_, _, _| {
+    let result = server.sync.receive_batch(
+        &mut server.doc,
+        &incoming(&messages),
+        |_| true,
+        |_, _, _| {
             asked += 1;
             false
-        });
+        },
+    );
     assert_eq!(result, None);
     assert_eq!(asked, 1);
     assert_eq!(server.doc.get_heads(), heads);
@@ -259,9 +268,12 @@ fn a_change_ahead_of_its_dependency_sends_the_batch_back_whole() {
     m.changes = vec![only_second].into();
     messages[0].1 = m.encode();
     let heads = server.doc.get_heads();
-    let result = server
-        .sync
-        .receive_batch(&mut server.doc, &incoming(&messages), |_, _, _| true);
+    let result = server.sync.receive_batch(
+        &mut server.doc,
+        &incoming(&messages),
+        |_| true,
+        |_, _, _| true,
+    );
     assert_eq!(result, None);
     assert_eq!(server.doc.get_heads(), heads, "Pierre's change rode in");
     assert!(server.doc.get_missing_deps(&[]).is_empty());
@@ -275,9 +287,12 @@ fn a_malformed_message_in_a_batch_sends_it_back_whole() {
     let mut messages = next_messages(&mut replicas);
     messages.push((replicas[1].id.clone(), vec![0x42, 0x00, 0x13]));
     let heads = server.doc.get_heads();
-    let result = server
-        .sync
-        .receive_batch(&mut server.doc, &incoming(&messages), |_, _, _| true);
+    let result = server.sync.receive_batch(
+        &mut server.doc,
+        &incoming(&messages),
+        |_| true,
+        |_, _, _| true,
+    );
     assert_eq!(result, None);
     assert_eq!(server.doc.get_heads(), heads);
 }
@@ -310,9 +325,12 @@ fn a_batch_of_acknowledgements_moves_the_states_and_leaves_the_document() {
     let heads = server.doc.get_heads();
     let brought = server
         .sync
-        .receive_batch(&mut server.doc, &incoming(&acks), |_, _, _| {
-            panic!("nothing new to check")
-        })
+        .receive_batch(
+            &mut server.doc,
+            &incoming(&acks),
+            |_| true,
+            |_, _, _| panic!("nothing new to check"),
+        )
         .expect("acknowledgements apply");
     assert_eq!(brought, vec![Vec::<ChangeHash>::new(), Vec::new()]);
     assert_eq!(server.doc.get_heads(), heads);

@@ -284,3 +284,56 @@ fn damaged_bundle_chunks_in_storage_are_refused_not_a_panic() {
         }
     }
 }
+
+/// The damaged bundle of a fixture, split after its first 8 bytes (magic
+/// and checksum) into two chunks: neither is a bundle alone, but Automerge
+/// loads a message's chunks joined, and joined they are the bundle again.
+fn split_bundle() -> (Vec<u8>, Vec<u8>) {
+    let data = std::fs::read(format!(
+        "{}/tests/fixtures/bundle-in-sync-1.msg",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("the fixture");
+    let m = automerge::sync::Message::decode(&data).unwrap();
+    let joined: Vec<u8> = m.changes.iter().collect::<Vec<_>>().concat();
+    let (head, tail) = joined.split_at(8);
+    (head.to_vec(), tail.to_vec())
+}
+
+#[test]
+fn a_bundle_split_across_two_chunks_of_a_message_is_refused_not_a_panic() {
+    let (head, tail) = split_bundle();
+    let (result, doc) = receive(&message_with_changes(vec![head, tail]));
+    let error = result.expect_err("a split bundle").to_string();
+    assert!(error.contains("bundle chunks are not accepted"), "{error}");
+    assert_eq!(doc.get_changes_meta(&[]).len(), 3);
+}
+
+#[test]
+fn a_bundle_split_across_two_messages_of_a_batch_is_turned_away_not_a_panic() {
+    use twinsync_shared::protocol::Incoming;
+    let (head, tail) = split_bundle();
+    let (first, second) = (
+        message_with_changes(vec![head]),
+        message_with_changes(vec![tail]),
+    );
+    let (a, b) = (PeerId::new("hostile-a"), PeerId::new("hostile-b"));
+    let mut doc = doc_with_changes();
+    let heads = doc.get_heads();
+    let mut sync = DocSync::new(DocumentId::random());
+    let batch = [
+        Incoming {
+            from: &a,
+            data: &first,
+            is_request: false,
+        },
+        Incoming {
+            from: &b,
+            data: &second,
+            is_request: false,
+        },
+    ];
+    let result = sync.receive_batch(&mut doc, &batch, |_| true, |_, _, _| true);
+    assert_eq!(result, None);
+    assert_eq!(doc.get_heads(), heads);
+}

@@ -154,10 +154,10 @@ impl DocSync {
     ) -> Result<Received, Checked<E>> {
         let message = sync::Message::decode(data)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
-        for change in message.changes.iter() {
-            crate::record::refuse_bundles(change)
-                .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
-        }
+        // Automerge loads the chunks joined, so they are checked joined: a
+        // chunk can end in the start of a header the next one completes.
+        crate::record::refuse_bundles(&message.changes.iter().collect::<Vec<_>>().concat())
+            .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
         check_blooms(&message).map_err(Checked::Sync)?;
         self.dirty.insert(from.clone());
         let peer = self.peers.entry(from.clone()).or_default();
@@ -233,8 +233,11 @@ impl DocSync {
     /// carried changes at all (new or not), so that every sender of changes
     /// can be checked.
     ///
+    /// `admit` sees, once the payloads are read and before any is applied,
+    /// which of them carry changes; it can turn the batch away at no cost.
+    ///
     /// All or nothing: if any payload is malformed, lacks a dependency,
-    /// or `check` refuses, `None` is returned and `doc` and every peer's
+    /// or `admit` or `check` refuses, `None` is returned and `doc` and every peer's
     /// state are left as they were; the caller then takes the payloads
     /// one at a time with [`DocSync::receive_checked`], which says which
     /// one fails and why. On success, returns the changes each payload was
@@ -243,6 +246,7 @@ impl DocSync {
         &mut self,
         doc: &mut Automerge,
         batch: &[Incoming<'_>],
+        admit: impl FnOnce(&[bool]) -> bool,
         check: impl FnOnce(&Automerge, &[Vec<ChangeHash>], &[bool]) -> bool,
     ) -> Option<Vec<Vec<ChangeHash>>> {
         let mut messages = Vec::with_capacity(batch.len());
@@ -251,10 +255,16 @@ impl DocSync {
             let message = sync::Message::decode(incoming.data).ok()?;
             check_blooms(&message).ok()?;
             for chunk in message.changes.iter() {
-                crate::record::refuse_bundles(chunk).ok()?;
                 chunks.extend_from_slice(chunk);
             }
             messages.push(message);
+        }
+        // Checked joined, as loaded: one payload's last chunk can end in
+        // the start of a header the next payload's first chunk completes.
+        crate::record::refuse_bundles(&chunks).ok()?;
+        let carried: Vec<bool> = messages.iter().map(|m| !m.changes.is_empty()).collect();
+        if !admit(&carried) {
+            return None;
         }
         let before = doc.get_heads();
         // Heads, needs and filters alone change no document: no copy.
@@ -270,7 +280,6 @@ impl DocSync {
                 return None;
             }
             let brought = credit(scratch, &before, &messages)?;
-            let carried: Vec<bool> = messages.iter().map(|m| !m.changes.is_empty()).collect();
             let new = brought.iter().any(|b| !b.is_empty());
             if new && !check(scratch, &brought, &carried) {
                 return None;
