@@ -575,6 +575,10 @@ impl DocTask {
         device: Option<&str>,
         read: Option<Read>,
     ) -> Result<(), StoreError> {
+        let chunk = self.doc.save_after(before);
+        // One read serves the stored summary and the next permission check.
+        let current = read.unwrap_or_else(|| read_document(&self.doc));
+        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
         let at = now();
         let origins: Vec<(String, Origin)> = new
             .iter()
@@ -590,24 +594,6 @@ impl DocTask {
                 )
             })
             .collect();
-        self.persist_origins(before, origins, device, read).await
-    }
-
-    /// [`Self::persist`], each change with its own origin. `creator` is the
-    /// device to name as the record's creator if these are its first
-    /// changes.
-    async fn persist_origins(
-        &mut self,
-        before: &[automerge::ChangeHash],
-        origins: Vec<(String, Origin)>,
-        creator: Option<&str>,
-        read: Option<Read>,
-    ) -> Result<(), StoreError> {
-        let chunk = self.doc.save_after(before);
-        // One read serves the stored summary and the next permission check.
-        let current = read.unwrap_or_else(|| read_document(&self.doc));
-        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
-        let at = origins.first().map_or_else(now, |(_, o)| o.received_at);
         let (store, id) = (self.hub.store.clone(), self.id);
         let added = chunk.len() as u64;
         let chunk_id = blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
@@ -616,7 +602,7 @@ impl DocTask {
         self.appends_since_compaction += 1;
         self.current = current;
         if self.creator.is_none() && before.is_empty() {
-            self.creator = creator.map(str::to_owned);
+            self.creator = device.map(str::to_owned);
         }
         Ok(())
     }
@@ -927,15 +913,23 @@ mod tests {
         run(Arc::clone(hub), id, 1, Arc::new(AtomicBool::new(false)), rx).await;
     }
 
-    fn errors(r: &mut Replica) -> Vec<String> {
+    /// The messages waiting for `r`.
+    fn received(r: &mut Replica) -> Vec<Message> {
         let mut out = Vec::new();
         while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
-            if let Ok(Message::Error { message, .. }) = Message::decode(&frame, Default::default())
-            {
-                out.push(message);
-            }
+            out.push(Message::decode(&frame, Default::default()).unwrap());
         }
         out
+    }
+
+    fn errors(r: &mut Replica) -> Vec<String> {
+        received(r)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Error { message, .. } => Some(message),
+                _ => None,
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -969,17 +963,9 @@ mod tests {
         assert_eq!(held[0].hashes, vec![d.to_string()]);
     }
 
-    /// The frames waiting for `r`, by message type.
+    /// The messages waiting for `r`, by type.
     fn frames(r: &mut Replica) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
-            out.push(
-                Message::decode(&frame, Default::default())
-                    .unwrap()
-                    .type_name(),
-            );
-        }
-        out
+        received(r).iter().map(Message::type_name).collect()
     }
 
     #[tokio::test]
