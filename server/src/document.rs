@@ -24,7 +24,7 @@ use twinsync_shared::{DocumentId, PeerId, StorageId};
 use crate::auth::{Device, Role};
 use crate::hub::Hub;
 use crate::permissions::{Read, Refusal, Write, check_write};
-use crate::store::{Origin, Refused, StoreError, Summary};
+use crate::store::{Append, Origin, Refused, StoreError, Summary};
 
 /// A peer's way out: its connection's queue and its kill switch.
 #[derive(Clone, Debug)]
@@ -594,9 +594,18 @@ impl DocTask {
                 )
             })
             .collect();
-        let (store, id) = (self.hub.store.clone(), self.id);
         let added = chunk.len() as u64;
-        let chunk_id = blocking(move || store.append(id, &chunk, &summary, &origins, at)).await?;
+        let chunk_id = self
+            .hub
+            .appender
+            .append(Append {
+                doc: self.id,
+                chunk,
+                summary,
+                origins,
+                now: at,
+            })
+            .await?;
         self.stored_bytes.fetch_add(added, Ordering::Relaxed);
         lock(&self.chunks).push(chunk_id);
         self.appends_since_compaction += 1;

@@ -12,7 +12,7 @@ use crate::auth::{AuthError, Device, Guards, Secret};
 use crate::document::{self, DocCommand};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::{Store, StoreError};
+use crate::store::{Appender, Store, StoreError};
 
 #[derive(Clone, Debug)]
 struct DocHandle {
@@ -30,6 +30,8 @@ pub struct Hub {
     sessions: Mutex<HashMap<PeerId, SessionEntry>>,
     next_id: AtomicU64,
     pub store: Store,
+    /// Writes the records' new changes, several records per commit.
+    pub appender: Appender,
     pub settings: Arc<Settings>,
     pub metrics: Metrics,
     pub server_id: PeerId,
@@ -89,6 +91,7 @@ impl Hub {
         metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
         let storage_id = store.storage_id()?;
+        let appender = Appender::start(store.clone())?;
         Ok(Arc::new(Self {
             docs: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
@@ -96,6 +99,7 @@ impl Hub {
             server_id: PeerId::new(format!("twinsync-{storage_id}")),
             storage_id,
             store,
+            appender,
             settings,
             metrics,
             guards: Guards::default(),

@@ -7,12 +7,16 @@
 //! Compaction folds the chunks into a new snapshot in one transaction, so a
 //! crash at any point leaves either the old chunks or the new snapshot.
 //!
-//! `Store` is synchronous; async callers run it on the blocking pool.
+//! `Store` is synchronous; async callers run it on the blocking pool, except
+//! the records' appends, which go through one writer thread ([`Appender`])
+//! that commits the appends waiting together.
 
 mod devices;
+mod group;
 mod schema;
 
 pub use devices::{Invite, Quarantined, RedeemError, Refused};
+pub use group::{Append, Appender};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +39,8 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("file error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the store's writer thread stopped")]
+    WriterStopped,
 }
 
 impl StoreError {
@@ -194,42 +200,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let id = doc.to_string();
-        // Cached statements: this runs for every message that brings changes.
-        tx.prepare_cached(
-            "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
-             ON CONFLICT(id) DO UPDATE SET kind = ?2, title = ?3, city = ?4, status = ?5, valid = ?6, updated_at = ?7",
-        )?
-        .execute(params![
-                id,
-                summary.kind,
-                summary.title.to_string(),
-                summary.city,
-                summary.status,
-                summary.valid,
-                now
-        ])?;
-        tx.prepare_cached(
-            "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'incremental', ?2, ?3)",
-        )?
-        .execute(params![id, chunk, now])?;
-        let chunk_id = tx.last_insert_rowid();
-        {
-            let mut origin_row = tx.prepare_cached(
-                "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (hash, origin) in origins {
-                origin_row.execute(params![
-                    hash,
-                    id,
-                    origin.peer_id,
-                    origin.device,
-                    origin.received_at
-                ])?;
-            }
-        }
+        let chunk_id = insert_chunk(&tx, doc, chunk, summary, origins, now)?;
         tx.commit()?;
         Ok(chunk_id)
     }
@@ -476,4 +447,51 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Writes a chunk, the record's summary and the origin of each new change,
+/// inside the caller's transaction; returns the chunk's id.
+fn insert_chunk(
+    conn: &Connection,
+    doc: DocumentId,
+    chunk: &[u8],
+    summary: &Summary,
+    origins: &[(String, Origin)],
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let id = doc.to_string();
+    // Cached statements: this runs for every message that brings changes.
+    conn.prepare_cached(
+        "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+         ON CONFLICT(id) DO UPDATE SET kind = ?2, title = ?3, city = ?4, status = ?5, valid = ?6, updated_at = ?7",
+    )?
+    .execute(params![
+        id,
+        summary.kind,
+        summary.title.to_string(),
+        summary.city,
+        summary.status,
+        summary.valid,
+        now
+    ])?;
+    conn.prepare_cached(
+        "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'incremental', ?2, ?3)",
+    )?
+    .execute(params![id, chunk, now])?;
+    let chunk_id = conn.last_insert_rowid();
+    let mut origin_row = conn.prepare_cached(
+        "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (hash, origin) in origins {
+        origin_row.execute(params![
+            hash,
+            id,
+            origin.peer_id,
+            origin.device,
+            origin.received_at
+        ])?;
+    }
+    Ok(chunk_id)
 }

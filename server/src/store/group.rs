@@ -1,0 +1,239 @@
+//! Group commit: the appends of every record's task, written by one thread.
+//!
+//! Every record's task waits for its append before it takes its next
+//! message, and all of them share one SQLite connection. Committed one by
+//! one, in a reconnect storm each append waited a second or more for the
+//! connection, and the peers behind it heard nothing. The writer takes
+//! every append waiting when it is free and writes them in one transaction,
+//! with one commit and one fsync; each task hears back only once that
+//! commit returned, so an acknowledged change is still on disk.
+
+use std::thread;
+
+use rusqlite::ffi;
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
+use twinsync_shared::DocumentId;
+
+use super::{Origin, Store, StoreError, Summary};
+
+/// The most appends one transaction takes, so that readers of the store
+/// wait for a bounded group.
+const MAX_GROUP: usize = 64;
+
+/// One record's new chunk, as [`Store::append`] takes it.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub doc: DocumentId,
+    pub chunk: Vec<u8>,
+    pub summary: Summary,
+    pub origins: Vec<(String, Origin)>,
+    pub now: i64,
+}
+
+type Job = (Append, oneshot::Sender<Result<i64, StoreError>>);
+
+/// The way into the writer thread; clones share it. The thread ends when
+/// the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Appender {
+    // Unbounded, yet bounded in fact: each record's task has at most one
+    // append waiting.
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Appender {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: Store) -> std::io::Result<Self> {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        thread::Builder::new()
+            .name("twinsync-writer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let (appends, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    for (reply, result) in replies.into_iter().zip(store.append_all(&appends)) {
+                        // A task that is gone no longer waits; its peer
+                        // syncs again and finds the changes stored.
+                        let _ = reply.send(result);
+                    }
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Writes `append`; returns its chunk's id once it is on disk.
+    pub async fn append(&self, append: Append) -> Result<i64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send((append, reply)).is_err() {
+            error!("the store's writer thread stopped");
+            return Err(StoreError::WriterStopped);
+        }
+        answer.await.unwrap_or(Err(StoreError::WriterStopped))
+    }
+}
+
+impl Store {
+    /// Writes `appends` in one transaction; returns one result per append,
+    /// and an `Ok` is on disk. If one fails, the whole group is rolled
+    /// back and every append fails: the errors that stop an append here
+    /// (a full disk, an I/O error) make SQLite roll back the transaction
+    /// anyway. Each task then tells its peer, which sends the changes again
+    /// on reconnecting.
+    pub fn append_all(&self, appends: &[Append]) -> Vec<Result<i64, StoreError>> {
+        let mut conn = self.conn();
+        let written = conn.transaction().and_then(|tx| {
+            let ids = appends
+                .iter()
+                .map(|a| super::insert_chunk(&tx, a.doc, &a.chunk, &a.summary, &a.origins, a.now))
+                .collect::<Result<Vec<i64>, _>>()?;
+            tx.commit()?;
+            Ok(ids)
+        });
+        match written {
+            Ok(ids) => ids.into_iter().map(Ok).collect(),
+            Err(e) => appends.iter().map(|_| Err(copy(&e))).collect(),
+        }
+    }
+}
+
+/// The same SQLite error for each append of a group that failed as one.
+fn copy(e: &rusqlite::Error) -> StoreError {
+    StoreError::Sqlite(match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            ffi::Error::new(ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ChangeHash, ROOT, ReadDoc};
+
+    use super::*;
+
+    /// A record of its own with one note, and the note's change.
+    fn record(note: &str) -> (Append, ChangeHash) {
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "note", note).unwrap();
+        let hash = doc.get_heads()[0];
+        let append = Append {
+            doc: DocumentId::random(),
+            chunk: doc.save(),
+            summary: Summary::default(),
+            origins: vec![(
+                hash.to_string(),
+                Origin {
+                    peer_id: "field-phone".into(),
+                    device: None,
+                    device_name: None,
+                    received_at: 1,
+                },
+            )],
+            now: 1,
+        };
+        (append, hash)
+    }
+
+    fn holds(store: &Store, doc: DocumentId, hash: ChangeHash) -> bool {
+        store
+            .load(doc)
+            .unwrap()
+            .is_some_and(|d| d.get_change_by_hash(&hash).is_some())
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn appends_written_together_are_each_stored_with_their_origin() {
+        let (_dir, store) = store();
+        let written: Vec<_> = ["Smara", "سمارة", "Dakhla"].map(record).into();
+        let appends: Vec<Append> = written.iter().map(|(a, _)| a.clone()).collect();
+        let ids: Vec<i64> = store
+            .append_all(&appends)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+        for (a, hash) in &written {
+            assert!(holds(&store, a.doc, *hash));
+            let origins = store.origins(a.doc).unwrap();
+            assert_eq!(origins.len(), 1, "{origins:?}");
+        }
+    }
+
+    #[test]
+    fn a_group_that_fills_the_disk_fails_whole_stores_nothing_and_fits_once_there_is_room() {
+        let (_dir, store) = store();
+        let (small, small_hash) = record("Conseil de coordination");
+        // A note that does not compress, far larger than the room left.
+        let mut seed = 0x2545_f491_u64;
+        let noise: String = (0..400_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                char::from(b'a' + (seed >> 33) as u8 % 26)
+            })
+            .collect();
+        let (big, big_hash) = record(&noise);
+        let (after, after_hash) = record("Procès-verbal");
+        let group = [small, big, after];
+        let hashes = [small_hash, big_hash, after_hash];
+        store
+            .set_size_limit(Some(store.size().unwrap() + 64 * 1024))
+            .unwrap();
+
+        for result in store.append_all(&group) {
+            let err = result.unwrap_err();
+            assert_eq!(err.public_reason(), "the server's storage is full", "{err}");
+        }
+        for (a, hash) in group.iter().zip(hashes) {
+            assert!(!holds(&store, a.doc, hash), "a failed append was stored");
+        }
+
+        store.set_size_limit(None).unwrap();
+        for result in store.append_all(&group) {
+            result.unwrap();
+        }
+        for (a, hash) in group.iter().zip(hashes) {
+            assert!(holds(&store, a.doc, hash));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_from_many_tasks_at_once_all_reach_the_disk() {
+        let (_dir, store) = store();
+        let appender = Appender::start(store.clone()).unwrap();
+        let mut tasks = Vec::new();
+        let mut written = Vec::new();
+        for i in 0..40 {
+            let (a, hash) = record(&format!("note {i}"));
+            written.push((a.doc, hash));
+            let appender = appender.clone();
+            tasks.push(tokio::spawn(async move { appender.append(a).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for (doc, hash) in written {
+            assert!(holds(&store, doc, hash));
+        }
+    }
+}
