@@ -157,6 +157,14 @@ impl Peer {
                     .map(|c| c.hash)
                     .collect();
                 self.dirty.insert(document_id);
+                // Let the other peers run. With frames waiting, `next` is
+                // ready at once, and tokio's budget lets a task take many
+                // before it yields: in S1 a peer applied messages for up
+                // to 14 s while the others, their answers to pings
+                // included, waited, and the server dropped one for 20 s
+                // of silence. Each simulated device has a processor of its
+                // own; here they take turns, one message each.
+                tokio::task::yield_now().await;
                 Ok(Some((document_id, new)))
             }
             Message::Error { message, .. } => bail!("peer {}: server error: {message}", self.id),

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Automerge, Change, ChangeHash, ObjId, ROOT, ReadDoc};
 use serde_json::json;
+use tokio::task::JoinSet;
 use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Commit, Kind, RecordDoc, new_document};
 
@@ -203,7 +204,7 @@ pub async fn reconnect_storm(system: &System, storm: &Storm, limit: Duration) ->
     seed(system, &storm.pool).await?;
     let (server_before, load_before) = (system.cpu_seconds()?, cpu_seconds("self")?);
     let start = Instant::now();
-    let mut tasks = Vec::new();
+    let mut tasks = JoinSet::new();
     for (i, held) in storm.delegates.iter().enumerate() {
         let url = system.url.clone();
         let docs = held.clone();
@@ -211,15 +212,15 @@ pub async fn reconnect_storm(system: &System, storm: &Storm, limit: Duration) ->
             .iter()
             .map(|(id, _)| (*id, storm.expected[id].clone()))
             .collect();
-        tasks.push(tokio::spawn(async move {
-            let mut peer = Peer::connect(&url, &format!("delegate-{i}"), docs).await?;
-            peer.sync_until(&expected, limit).await
-        }));
+        tasks.spawn(async move {
+            let name = format!("delegate-{i}");
+            let mut peer = Peer::connect(&url, &name, docs)
+                .await
+                .with_context(|| name.clone())?;
+            peer.sync_until(&expected, limit).await.context(name)
+        });
     }
-    let mut resyncs = 0;
-    for t in tasks {
-        resyncs += t.await??;
-    }
+    let resyncs = first_error(tasks).await?;
     let took = start.elapsed();
     Ok(StormRun {
         took,
@@ -450,7 +451,7 @@ pub async fn many_documents(
     system.restart()?;
     let mut rng = Rng::new(3);
     let start = Instant::now();
-    let mut tasks = Vec::new();
+    let mut tasks = JoinSet::new();
     for i in 0..peers {
         let mut want = HashMap::new();
         while want.len() < per.min(stored) {
@@ -458,18 +459,20 @@ pub async fn many_documents(
             want.insert(*id, sorted(doc.get_heads()));
         }
         let url = system.url.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut p = Peer::connect(&url, &format!("reader-{i}"), Vec::new()).await?;
+        tasks.spawn(async move {
+            let name = format!("reader-{i}");
+            let mut p = Peer::connect(&url, &name, Vec::new())
+                .await
+                .with_context(|| name.clone())?;
             for id in want.keys() {
                 p.add(*id, new_document());
             }
-            p.sync_until(&want, Duration::from_secs(600)).await
-        }));
+            p.sync_until(&want, Duration::from_secs(600))
+                .await
+                .context(name)
+        });
     }
-    let mut resyncs = 0;
-    for t in tasks {
-        resyncs += t.await??;
-    }
+    let resyncs = first_error(tasks).await?;
     let serve_secs = start.elapsed().as_secs_f64();
     let peak_mib = system.peak_rss_mib()?;
     tokio::time::sleep(settle).await;
@@ -479,4 +482,16 @@ pub async fn many_documents(
         peak_mib,
         steady_mib: system.rss_mib()?,
     })
+}
+
+/// Waits for every peer and sums their fresh exchanges; stops at the first
+/// peer that fails, in the order they fail. A peer that fails leaves the
+/// others waiting for its changes, so waiting for the peers in turn would
+/// report one of them, at the time limit, instead of the cause.
+async fn first_error(mut tasks: JoinSet<Result<usize>>) -> Result<usize> {
+    let mut resyncs = 0;
+    while let Some(done) = tasks.join_next().await {
+        resyncs += done??;
+    }
+    Ok(resyncs)
 }
