@@ -39,8 +39,8 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("file error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the store's writer thread stopped")]
-    WriterStopped,
+    #[error("the store's writer failed")]
+    WriterFailed,
 }
 
 impl StoreError {

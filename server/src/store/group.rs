@@ -6,8 +6,11 @@
 //! connection, and the peers behind it heard nothing. The writer takes
 //! every append waiting when it is free and writes them in one transaction,
 //! with one commit and one fsync; each task hears back only once that
-//! commit returned, so an acknowledged change is still on disk.
+//! commit returned, so an acknowledged change is still on disk. If the
+//! transaction fails, each append is tried in one of its own, so that one
+//! that does not fit fails alone.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
 use rusqlite::ffi;
@@ -58,7 +61,17 @@ impl Appender {
                         }
                     }
                     let (appends, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                    for (reply, result) in replies.into_iter().zip(store.append_all(&appends)) {
+                    // A panic fails this group's appends, not the server's
+                    // later ones: each task hears of it and tells its peer.
+                    let results = panic::catch_unwind(AssertUnwindSafe(|| store.write(&appends)))
+                        .unwrap_or_else(|_| {
+                            error!(appends = appends.len(), "the store's writer panicked");
+                            appends
+                                .iter()
+                                .map(|_| Err(StoreError::WriterFailed))
+                                .collect()
+                        });
+                    for (reply, result) in replies.into_iter().zip(results) {
                         // A task that is gone no longer waits; its peer
                         // syncs again and finds the changes stored.
                         let _ = reply.send(result);
@@ -73,19 +86,37 @@ impl Appender {
         let (reply, answer) = oneshot::channel();
         if self.jobs.send((append, reply)).is_err() {
             error!("the store's writer thread stopped");
-            return Err(StoreError::WriterStopped);
+            return Err(StoreError::WriterFailed);
         }
-        answer.await.unwrap_or(Err(StoreError::WriterStopped))
+        answer.await.unwrap_or(Err(StoreError::WriterFailed))
     }
 }
 
 impl Store {
+    /// Writes a group: all in one transaction, or, if that fails, each
+    /// append in a transaction of its own, so that one append that does
+    /// not fit (a large one on a nearly full disk) fails alone. Returns
+    /// one result per append; an `Ok` is on disk.
+    pub fn write(&self, appends: &[Append]) -> Vec<Result<i64, StoreError>> {
+        match appends {
+            [] => Vec::new(),
+            [one] => self.append_all(std::slice::from_ref(one)),
+            _ => {
+                let together = self.append_all(appends);
+                if together.iter().all(Result::is_ok) {
+                    return together;
+                }
+                appends
+                    .iter()
+                    .flat_map(|a| self.append_all(std::slice::from_ref(a)))
+                    .collect()
+            }
+        }
+    }
+
     /// Writes `appends` in one transaction; returns one result per append,
-    /// and an `Ok` is on disk. If one fails, the whole group is rolled
-    /// back and every append fails: the errors that stop an append here
-    /// (a full disk, an I/O error) make SQLite roll back the transaction
-    /// anyway. Each task then tells its peer, which sends the changes again
-    /// on reconnecting.
+    /// and an `Ok` is on disk. If one fails, the transaction is rolled back
+    /// and every append fails with its error.
     pub fn append_all(&self, appends: &[Append]) -> Vec<Result<i64, StoreError>> {
         let mut conn = self.conn();
         let written = conn.transaction().and_then(|tx| {
@@ -180,11 +211,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_group_that_fills_the_disk_fails_whole_stores_nothing_and_fits_once_there_is_room() {
-        let (_dir, store) = store();
+    /// Three appends, the middle one far larger than the room left.
+    fn one_too_large() -> ([Append; 3], [ChangeHash; 3]) {
         let (small, small_hash) = record("Conseil de coordination");
-        // A note that does not compress, far larger than the room left.
+        // A note that does not compress.
         let mut seed = 0x2545_f491_u64;
         let noise: String = (0..400_000)
             .map(|_| {
@@ -194,8 +224,13 @@ mod tests {
             .collect();
         let (big, big_hash) = record(&noise);
         let (after, after_hash) = record("Procès-verbal");
-        let group = [small, big, after];
-        let hashes = [small_hash, big_hash, after_hash];
+        ([small, big, after], [small_hash, big_hash, after_hash])
+    }
+
+    #[test]
+    fn a_transaction_that_fills_the_disk_fails_whole_and_stores_nothing() {
+        let (_dir, store) = store();
+        let (group, hashes) = one_too_large();
         store
             .set_size_limit(Some(store.size().unwrap() + 64 * 1024))
             .unwrap();
@@ -214,6 +249,25 @@ mod tests {
         }
         for (a, hash) in group.iter().zip(hashes) {
             assert!(holds(&store, a.doc, hash));
+        }
+    }
+
+    #[test]
+    fn in_a_group_only_the_append_that_does_not_fit_fails() {
+        let (_dir, store) = store();
+        let (group, hashes) = one_too_large();
+        store
+            .set_size_limit(Some(store.size().unwrap() + 64 * 1024))
+            .unwrap();
+
+        let results = store.write(&group);
+
+        let err = results[1].as_ref().unwrap_err();
+        assert_eq!(err.public_reason(), "the server's storage is full", "{err}");
+        assert!(!holds(&store, group[1].doc, hashes[1]));
+        for i in [0, 2] {
+            assert!(results[i].is_ok(), "{:?}", results[i]);
+            assert!(holds(&store, group[i].doc, hashes[i]));
         }
     }
 
