@@ -157,14 +157,6 @@ impl Peer {
                     .map(|c| c.hash)
                     .collect();
                 self.dirty.insert(document_id);
-                // Let the other peers run. With frames waiting, `next` is
-                // ready at once, and tokio's budget lets a task take many
-                // before it yields: in S1 a peer applied messages for up
-                // to 14 s while the others, their answers to pings
-                // included, waited, and the server dropped one for 20 s
-                // of silence. Each simulated device has a processor of its
-                // own; here they take turns, one message each.
-                tokio::task::yield_now().await;
                 Ok(Some((document_id, new)))
             }
             Message::Error { message, .. } => bail!("peer {}: server error: {message}", self.id),
@@ -246,6 +238,7 @@ impl Peer {
             }
             if self.receive(Duration::from_millis(500)).await?.is_some() {
                 heard = Instant::now();
+                take_turns().await;
             }
         }
     }
@@ -279,7 +272,9 @@ impl Peer {
                     self.id
                 );
             }
-            self.receive(Duration::from_millis(200)).await?;
+            if self.receive(Duration::from_millis(200)).await?.is_some() {
+                take_turns().await;
+            }
         }
     }
 }
@@ -288,4 +283,14 @@ impl Peer {
 pub fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
     heads.sort();
     heads
+}
+
+/// Lets the other peers run after a message was applied. With frames
+/// waiting, a socket is ready at once, and tokio's budget lets a task take
+/// many before it yields: in S1 a peer applied messages for up to 14 s
+/// while the others, their answers to pings included, waited, and the
+/// server dropped one for 20 s of silence. Each simulated device has a
+/// processor of its own; here they take turns, one message each.
+pub async fn take_turns() {
+    tokio::task::yield_now().await;
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Commit, Kind, RecordDoc, new_document};
 
-use crate::peer::{Peer, sorted};
+use crate::peer::{Peer, sorted, take_turns};
 use crate::system::{System, cpu_seconds};
 
 /// A small deterministic generator (xorshift64*), so every run and every
@@ -335,6 +335,8 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
                             }
                         }
                     }
+                    // After `at`, so that the turn is not counted as latency.
+                    take_turns().await;
                     p.flush().await?;
                 }
             }
