@@ -98,20 +98,14 @@ impl Store {
     /// not fit (a large one on a nearly full disk) fails alone. Returns
     /// one result per append; an `Ok` is on disk.
     pub fn write(&self, appends: &[Append]) -> Vec<Result<i64, StoreError>> {
-        match appends {
-            [] => Vec::new(),
-            [one] => self.append_all(std::slice::from_ref(one)),
-            _ => {
-                let together = self.append_all(appends);
-                if together.iter().all(Result::is_ok) {
-                    return together;
-                }
-                appends
-                    .iter()
-                    .flat_map(|a| self.append_all(std::slice::from_ref(a)))
-                    .collect()
-            }
+        let together = self.append_all(appends);
+        if appends.len() < 2 || together.iter().all(Result::is_ok) {
+            return together;
         }
+        appends
+            .iter()
+            .flat_map(|a| self.append_all(std::slice::from_ref(a)))
+            .collect()
     }
 
     /// Writes `appends` in one transaction; returns one result per append,
@@ -211,8 +205,13 @@ mod tests {
         }
     }
 
-    /// Three appends, the middle one far larger than the room left.
-    fn one_too_large() -> ([Append; 3], [ChangeHash; 3]) {
+    /// A store with 64 KiB of room left, and three appends for it, the
+    /// middle one far larger than that.
+    fn nearly_full() -> (tempfile::TempDir, Store, [Append; 3], [ChangeHash; 3]) {
+        let (dir, store) = store();
+        store
+            .set_size_limit(Some(store.size().unwrap() + 64 * 1024))
+            .unwrap();
         let (small, small_hash) = record("Conseil de coordination");
         // A note that does not compress.
         let mut seed = 0x2545_f491_u64;
@@ -224,16 +223,17 @@ mod tests {
             .collect();
         let (big, big_hash) = record(&noise);
         let (after, after_hash) = record("Procès-verbal");
-        ([small, big, after], [small_hash, big_hash, after_hash])
+        (
+            dir,
+            store,
+            [small, big, after],
+            [small_hash, big_hash, after_hash],
+        )
     }
 
     #[test]
     fn a_transaction_that_fills_the_disk_fails_whole_and_stores_nothing() {
-        let (_dir, store) = store();
-        let (group, hashes) = one_too_large();
-        store
-            .set_size_limit(Some(store.size().unwrap() + 64 * 1024))
-            .unwrap();
+        let (_dir, store, group, hashes) = nearly_full();
 
         for result in store.append_all(&group) {
             let err = result.unwrap_err();
@@ -254,11 +254,7 @@ mod tests {
 
     #[test]
     fn in_a_group_only_the_append_that_does_not_fit_fails() {
-        let (_dir, store) = store();
-        let (group, hashes) = one_too_large();
-        store
-            .set_size_limit(Some(store.size().unwrap() + 64 * 1024))
-            .unwrap();
+        let (_dir, store, group, hashes) = nearly_full();
 
         let results = store.write(&group);
 
