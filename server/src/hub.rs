@@ -343,5 +343,8 @@ impl Hub {
                 let _ = wait.await;
             }
         }
+        // Each document waited for its appends before it stopped; the
+        // writer now ends, and with it its hold on the database.
+        self.appender.stop().await;
     }
 }

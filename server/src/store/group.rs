@@ -11,7 +11,8 @@
 //! that does not fit fails alone.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::thread;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
 
 use rusqlite::ffi;
 use tokio::sync::{mpsc, oneshot};
@@ -36,27 +37,43 @@ pub struct Append {
 
 type Job = (Append, oneshot::Sender<Result<i64, StoreError>>);
 
-/// The way into the writer thread; clones share it. The thread ends when
-/// the last clone is dropped.
+/// What the writer thread takes: an append, or the word to stop.
+enum Work {
+    Append(Job),
+    Stop,
+}
+
+/// The way into the writer thread; clones share it. The thread ends at
+/// [`Appender::stop`], or when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Appender {
     // Unbounded, yet bounded in fact: each record's task has at most one
     // append waiting.
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Work>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Appender {
     /// Starts the writer thread over `store`.
     pub fn start(store: Store) -> std::io::Result<Self> {
-        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
-        thread::Builder::new()
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Work>();
+        let thread = thread::Builder::new()
             .name("twinsync-writer".into())
             .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
+                let mut stopping = false;
+                while !stopping {
+                    let Some(Work::Append(first)) = rx.blocking_recv() else {
+                        break;
+                    };
                     let mut group = vec![first];
                     while group.len() < MAX_GROUP {
                         match rx.try_recv() {
-                            Ok(job) => group.push(job),
+                            Ok(Work::Append(job)) => group.push(job),
+                            Ok(Work::Stop) => {
+                                // Appends sent before the word are written.
+                                stopping = true;
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
@@ -78,13 +95,33 @@ impl Appender {
                     }
                 }
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Writes every append sent before this call, then ends the thread and
+    /// waits for it, so that the database is closed by the time the
+    /// server exits. Appends sent later fail with
+    /// [`StoreError::WriterFailed`].
+    pub async fn stop(&self) {
+        let _ = self.jobs.send(Work::Stop);
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread
+            && !matches!(
+                tokio::task::spawn_blocking(move || thread.join()).await,
+                Ok(Ok(()))
+            )
+        {
+            error!("the store's writer thread ended in a panic");
+        }
     }
 
     /// Writes `append`; returns its chunk's id once it is on disk.
     pub async fn append(&self, append: Append) -> Result<i64, StoreError> {
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send((append, reply)).is_err() {
+        if self.jobs.send(Work::Append((append, reply))).is_err() {
             error!("the store's writer thread stopped");
             return Err(StoreError::WriterFailed);
         }
@@ -285,5 +322,34 @@ mod tests {
         for (doc, hash) in written {
             assert!(holds(&store, doc, hash));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_writes_what_was_sent_before_it_and_refuses_the_rest() {
+        let (_dir, store) = store();
+        let appender = Appender::start(store.clone()).unwrap();
+        // Twenty appends in the channel, as waiting record tasks leave
+        // them, then the word to stop.
+        let mut waiting = Vec::new();
+        for i in 0..20 {
+            let (a, hash) = record(&format!("note {i}"));
+            let (reply, answer) = oneshot::channel();
+            let doc = a.doc;
+            appender.jobs.send(Work::Append((a, reply))).unwrap();
+            waiting.push((doc, hash, answer));
+        }
+        appender.stop().await;
+        assert!(appender.thread.lock().unwrap().is_none());
+        for (doc, hash, answer) in waiting {
+            answer.await.unwrap().unwrap();
+            assert!(holds(&store, doc, hash));
+        }
+
+        let (late, late_hash) = record("après la fermeture");
+        let err = appender.append(late.clone()).await.unwrap_err();
+        assert!(matches!(err, StoreError::WriterFailed), "{err}");
+        assert!(!holds(&store, late.doc, late_hash));
+        // A second stop finds nothing to join.
+        appender.stop().await;
     }
 }
