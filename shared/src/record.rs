@@ -348,18 +348,31 @@ const BUNDLE_CHUNK: u8 = 3;
 /// (magic, checksum, type, LEB128 length); anything else malformed is left
 /// for Automerge to refuse.
 pub fn refuse_bundles(bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
+    if chunks(bytes).any(|(kind, _)| kind == BUNDLE_CHUNK) {
+        return Err(automerge::AutomergeError::EncodingError(
+            "bundle chunks are not accepted: send changes or a saved document".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The chunks of Automerge bytes, as their headers tell (magic, checksum,
+/// type, LEB128 length): each chunk's type, and the whole chunk, header
+/// included, if its length could be read and fits. Ends at the first header
+/// that is not whole; nothing past the headers is checked.
+pub fn chunks(bytes: &[u8]) -> impl Iterator<Item = (u8, Option<&[u8]>)> {
     const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-    let mut rest = bytes;
-    while rest.len() > 8 && rest[..4] == MAGIC {
-        if rest[8] == BUNDLE_CHUNK {
-            return Err(automerge::AutomergeError::EncodingError(
-                "bundle chunks are not accepted: send changes or a saved document".into(),
-            ));
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let bytes = rest.take()?;
+        if bytes.len() <= 8 || bytes[..4] != MAGIC {
+            return None;
         }
+        let kind = bytes[8];
         let (mut len, mut shift, mut at) = (0u64, 0u32, 9usize);
         loop {
-            let Some(&byte) = rest.get(at) else {
-                return Ok(());
+            let Some(&byte) = bytes.get(at) else {
+                return Some((kind, None));
             };
             at += 1;
             len |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
@@ -368,15 +381,21 @@ pub fn refuse_bundles(bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
             }
             shift += 7;
             if shift > 63 {
-                return Ok(());
+                return Some((kind, None));
             }
         }
-        let Some(next) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)) else {
-            return Ok(());
-        };
-        rest = rest.get(next..).unwrap_or_default();
-    }
-    Ok(())
+        let chunk = usize::try_from(len)
+            .ok()
+            .and_then(|l| at.checked_add(l))
+            .and_then(|end| Some((bytes.get(..end)?, &bytes[end..])));
+        match chunk {
+            Some((chunk, after)) => {
+                rest = Some(after);
+                Some((kind, Some(chunk)))
+            }
+            None => Some((kind, None)),
+        }
+    })
 }
 
 /// Makes a fresh random id for a list item.
