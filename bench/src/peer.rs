@@ -12,6 +12,7 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 use twinsync_shared::protocol::{FrameLimit, Message, PeerMetadata, handshake};
@@ -24,7 +25,8 @@ pub struct Peer {
     pub id: PeerId,
     server: PeerId,
     sink: SplitSink<Ws, WsMessage>,
-    stream: SplitStream<Ws>,
+    /// `None` once [`Peer::read_on`] handed it to a reading task.
+    stream: Option<SplitStream<Ws>>,
     pub docs: HashMap<DocumentId, (Automerge, State)>,
     /// The heads the server last announced, per document: what it has.
     pub acked: HashMap<DocumentId, Vec<ChangeHash>>,
@@ -70,7 +72,7 @@ impl Peer {
             id,
             server,
             sink,
-            stream,
+            stream: Some(stream),
             docs: HashMap::new(),
             acked: HashMap::new(),
             dirty: HashSet::new(),
@@ -129,7 +131,11 @@ impl Peer {
         &mut self,
         wait: Duration,
     ) -> Result<Option<(DocumentId, Vec<ChangeHash>)>> {
-        let frame = match tokio::time::timeout(wait, self.stream.next()).await {
+        let stream = self
+            .stream
+            .as_mut()
+            .context("this peer's frames are read by another task")?;
+        let frame = match tokio::time::timeout(wait, stream.next()).await {
             Err(_) => return Ok(None),
             Ok(None) => bail!("peer {}: the server closed the socket", self.id),
             Ok(Some(frame)) => frame?,
@@ -137,7 +143,7 @@ impl Peer {
         let WsMessage::Binary(bytes) = frame else {
             return Ok(None);
         };
-        match Message::decode(&bytes, FrameLimit(256 * 1024 * 1024))? {
+        match decode(&bytes)? {
             Message::Sync {
                 document_id, data, ..
             }
@@ -165,6 +171,97 @@ impl Peer {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Hands the socket's reading half to a task on `net`, which reads
+    /// each frame as it arrives and passes it on with its time of arrival.
+    /// A replica busy applying then does not delay what it receives, as on
+    /// a device of its own.
+    pub fn read_on(
+        &mut self,
+        net: &tokio::runtime::Handle,
+    ) -> Result<mpsc::UnboundedReceiver<Arrival>> {
+        let mut stream = self.stream.take().context("the frames are read already")?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.id.clone();
+        net.spawn(async move {
+            while let Some(frame) = stream.next().await {
+                let at = Instant::now();
+                let frame = match frame {
+                    Ok(WsMessage::Binary(bytes)) => Ok(bytes.to_vec()),
+                    Ok(_) => continue,
+                    Err(e) => Err(format!("peer {id}: {e}")),
+                };
+                let failed = frame.is_err();
+                if tx.send(Arrival { at, frame }).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Applies `frames`, received together: the changes of all their sync
+    /// messages for a document in one pass over it, as Automerge 0.12
+    /// walks a whole text for every apply however few its changes, then
+    /// each message's sync bookkeeping in order (its changes, now present,
+    /// are skipped). Returns, per document, the changes that were new.
+    pub fn receive_all(
+        &mut self,
+        frames: &[Vec<u8>],
+    ) -> Result<Vec<(DocumentId, Vec<ChangeHash>)>> {
+        let mut by_doc: Vec<(DocumentId, Vec<automerge::sync::Message>)> = Vec::new();
+        for bytes in frames {
+            match decode(bytes)? {
+                Message::Sync {
+                    document_id, data, ..
+                }
+                | Message::Request {
+                    document_id, data, ..
+                } => {
+                    let m = automerge::sync::Message::decode(&data)?;
+                    match by_doc.iter_mut().find(|(id, _)| *id == document_id) {
+                        Some((_, ms)) => ms.push(m),
+                        None => by_doc.push((document_id, vec![m])),
+                    }
+                }
+                Message::Error { message, .. } => {
+                    bail!("peer {}: server error: {message}", self.id)
+                }
+                Message::DocUnavailable { document_id, .. } => {
+                    bail!("peer {}: the server does not have {document_id}", self.id)
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for (document_id, messages) in by_doc {
+            let Some((doc, state)) = self.docs.get_mut(&document_id) else {
+                continue;
+            };
+            let before = doc.get_heads();
+            let mut all = Vec::new();
+            for m in &messages {
+                for chunk in m.changes.iter() {
+                    all.extend_from_slice(chunk);
+                }
+            }
+            if !all.is_empty() && !before.is_empty() {
+                doc.load_incremental(&all)?;
+            }
+            for m in messages {
+                self.acked.insert(document_id, sorted(m.heads.clone()));
+                doc.receive_sync_message(state, m)?;
+            }
+            let new = doc
+                .get_changes_meta(&before)
+                .iter()
+                .map(|c| c.hash)
+                .collect();
+            self.dirty.insert(document_id);
+            out.push((document_id, new));
+        }
+        Ok(out)
     }
 
     /// Syncs until every document's heads equal `expected`, here and on
@@ -277,6 +374,37 @@ impl Peer {
             }
         }
     }
+}
+
+/// A frame as a reading task passed it on.
+#[derive(Debug)]
+pub struct Arrival {
+    pub at: Instant,
+    /// The frame, or why the socket failed.
+    pub frame: Result<Vec<u8>, String>,
+}
+
+/// The changes a frame carries, by hash, as far as its sync message holds
+/// change chunks (a whole saved document, sent to a peer far behind, is not
+/// looked into). A version 2 message joins its changes in one chunk list
+/// entry.
+pub fn carried(frame: &[u8]) -> Vec<ChangeHash> {
+    let Ok(Message::Sync { data, .. } | Message::Request { data, .. }) = decode(frame) else {
+        return Vec::new();
+    };
+    let Ok(m) = automerge::sync::Message::decode(&data) else {
+        return Vec::new();
+    };
+    m.changes
+        .iter()
+        .flat_map(twinsync_shared::record::chunks)
+        .filter_map(|(_, chunk)| automerge::Change::from_bytes(chunk?.to_vec()).ok())
+        .map(|c| c.hash())
+        .collect()
+}
+
+fn decode(bytes: &[u8]) -> Result<Message> {
+    Ok(Message::decode(bytes, FrameLimit(256 * 1024 * 1024))?)
 }
 
 /// Heads in a stable order, to compare.

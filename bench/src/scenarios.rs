@@ -253,11 +253,11 @@ pub fn raw_limit(storm: &Storm) -> Result<Duration> {
 /// S2's figures.
 #[derive(Debug, Clone, Copy)]
 pub struct Relay {
-    /// Edits that had not reached every other peer 3 s after the last edit.
-    pub undelivered: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
     pub edits: usize,
+    /// Latency until the edit's frame had reached every other peer.
+    pub arrived: Latency,
+    /// Latency until every other peer's replica had applied the edit.
+    pub applied: Latency,
     pub cpu_share: f64,
     /// The load generator's CPU time over wall time: 2.0 is both cores.
     pub load_share: f64,
@@ -267,27 +267,122 @@ pub struct Relay {
     pub chars: usize,
 }
 
+/// Edit-to-every-other-peer latencies of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// Edits that had not reached every other peer 3 s after the last edit.
+    pub undelivered: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Latency {
+    /// From each edit's (peers reached, latest latency); an edit that had
+    /// not reached all `others` counts as never delivered: an infinite
+    /// latency.
+    fn of(reached: impl Iterator<Item = (usize, Duration)>, others: usize) -> Result<Self> {
+        let mut latencies: Vec<f64> = reached
+            .map(|(count, latest)| {
+                if count >= others {
+                    latest.as_secs_f64() * 1000.0
+                } else {
+                    f64::INFINITY
+                }
+            })
+            .collect();
+        if latencies.is_empty() {
+            bail!("no edit was made");
+        }
+        let undelivered = latencies.iter().filter(|l| l.is_infinite()).count();
+        latencies.sort_by(f64::total_cmp);
+        let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+        Ok(Self {
+            undelivered,
+            p50_ms: pick(0.50),
+            p99_ms: pick(0.99),
+        })
+    }
+}
+
+/// One edit as S2 follows it.
+#[derive(Debug, Clone, Copy)]
+struct Followed {
+    sent: Instant,
+    arrived: (usize, Duration),
+    applied: (usize, Duration),
+}
+
+impl Followed {
+    fn reach(slot: &mut (usize, Duration), latency: Duration) {
+        slot.0 += 1;
+        slot.1 = slot.1.max(latency);
+    }
+}
+
 /// S2: `peers` edit one meeting's minutes, `rate` edits a second each, for
 /// `secs`; latency from an edit to its receipt by every other peer.
+///
+/// Each peer's socket is read by a task on a network runtime of its own,
+/// which notes when each frame arrives; the peer's replica takes every
+/// frame waiting when it is free and applies them in one pass. On this
+/// machine 50 replicas share two cores with the server, where each device
+/// has a processor of its own: a frame's arrival is its receipt, and the
+/// time until every replica had applied it is reported beside it.
 pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> Result<Relay> {
     let fields = json!({"title": {"fr": "Conseil de coordination"}, "date": "2026-11-23", "minutes": "Procès-verbal. "});
     let meeting = RecordDoc::create(Kind::Meeting, &fields, &Commit::new("new meeting", now()))?
         .into_automerge();
     let id = DocumentId::random();
     seed(system, &[(id, meeting.clone())]).await?;
-    // hash -> (sent at, receipts so far, latest receipt)
-    type Sent = HashMap<ChangeHash, (Instant, usize, Duration)>;
-    let sent: Arc<Mutex<Sent>> = Arc::new(Mutex::new(HashMap::new()));
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()
+    };
+    let (net, replicas) = (runtime("s2-network")?, runtime("s2-replicas")?);
+    let result = relay_on(
+        system,
+        &net,
+        replicas.handle(),
+        id,
+        &meeting,
+        peers,
+        rate,
+        secs,
+    )
+    .await;
+    net.shutdown_background();
+    replicas.shutdown_background();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay_on(
+    system: &System,
+    net: &tokio::runtime::Runtime,
+    replicas: &tokio::runtime::Handle,
+    id: DocumentId,
+    meeting: &Automerge,
+    peers: usize,
+    rate: u32,
+    secs: u64,
+) -> Result<Relay> {
+    let sent: Arc<Mutex<HashMap<ChangeHash, Followed>>> = Arc::new(Mutex::new(HashMap::new()));
     let mut connected = Vec::new();
     for i in 0..peers {
-        let mut p = Peer::connect(
-            &system.url,
-            &format!("typist-{i}"),
-            vec![(id, meeting.fork())],
-        )
-        .await?;
+        let (url, doc) = (system.url.clone(), meeting.fork());
+        // Connected on the network runtime, whose thread then serves the
+        // socket.
+        let mut p = net
+            .spawn(
+                async move { Peer::connect(&url, &format!("typist-{i}"), vec![(id, doc)]).await },
+            )
+            .await??;
+        let frames = p.read_on(net.handle())?;
         p.flush().await?;
-        connected.push(p);
+        connected.push((p, frames));
     }
     let (cpu_before, load_before) = (system.cpu_seconds()?, cpu_seconds("self")?);
     let start = Instant::now();
@@ -295,13 +390,14 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
     let edit_until = start + Duration::from_secs(secs);
     let drain_until = edit_until + Duration::from_secs(3);
     let mut tasks = Vec::new();
-    for (i, mut p) in connected.into_iter().enumerate() {
+    for (i, (mut p, mut frames)) in connected.into_iter().enumerate() {
         let sent = Arc::clone(&sent);
-        tasks.push(tokio::spawn(async move {
+        tasks.push(replicas.spawn(async move {
             let mut rng = Rng::new(i as u64 + 7);
             // Spread the peers' edits over the period.
             let mut next = start + period.mul_f64(i as f64 / peers as f64);
             let mut n = 0usize;
+            let mut seen = std::collections::HashSet::new();
             loop {
                 let now = Instant::now();
                 if now >= drain_until {
@@ -311,9 +407,12 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
                 if now >= next && now < edit_until {
                     let (doc, _) = p.docs.get_mut(&id).context("the meeting")?;
                     let hash = edit_text(doc, "minutes", &format!("<{i}:{n}> "), &mut rng)?;
-                    sent.lock()
-                        .map_err(|_| anyhow::anyhow!("poisoned"))?
-                        .insert(hash, (Instant::now(), 0, Duration::ZERO));
+                    let followed = Followed {
+                        sent: Instant::now(),
+                        arrived: (0, Duration::ZERO),
+                        applied: (0, Duration::ZERO),
+                    };
+                    lock(&sent)?.insert(hash, followed);
                     p.touch(id);
                     p.flush().await?;
                     n += 1;
@@ -324,21 +423,53 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
                     .saturating_duration_since(now)
                     .min(Duration::from_millis(20))
                     .max(Duration::from_millis(1));
-                if let Some((_, new)) = p.receive(wait).await? {
-                    let at = Instant::now();
-                    {
-                        let mut sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                        for h in new {
-                            if let Some((t, count, latest)) = sent.get_mut(&h) {
-                                *count += 1;
-                                *latest = (*latest).max(at.duration_since(*t));
+                let first = match tokio::time::timeout(wait, frames.recv()).await {
+                    Err(_) => continue,
+                    Ok(None) => bail!("peer typist-{i}: the server closed the socket"),
+                    Ok(Some(a)) => a,
+                };
+                let mut batch = vec![first];
+                while let Ok(a) = frames.try_recv() {
+                    batch.push(a);
+                }
+                let last_arrival = batch.last().map_or(now, |a| a.at);
+                let mut bytes = Vec::with_capacity(batch.len());
+                {
+                    let mut sent = lock(&sent)?;
+                    for a in batch {
+                        let frame = a.frame.map_err(anyhow::Error::msg)?;
+                        for h in crate::peer::carried(&frame) {
+                            if let Some(f) = sent.get_mut(&h)
+                                && seen.insert(h)
+                            {
+                                Followed::reach(&mut f.arrived, a.at.duration_since(f.sent));
+                            }
+                        }
+                        bytes.push(frame);
+                    }
+                }
+                let applied = p.receive_all(&bytes)?;
+                let at = Instant::now();
+                {
+                    let mut sent = lock(&sent)?;
+                    for h in applied.into_iter().flat_map(|(_, new)| new) {
+                        if let Some(f) = sent.get_mut(&h) {
+                            Followed::reach(&mut f.applied, at.duration_since(f.sent));
+                            // Applied, so it arrived, in a chunk `carried`
+                            // does not look into (a saved document): by the
+                            // last frame of the batch at the latest.
+                            if seen.insert(h) {
+                                Followed::reach(
+                                    &mut f.arrived,
+                                    last_arrival.duration_since(f.sent),
+                                );
                             }
                         }
                     }
-                    // After `at`, so that the turn is not counted as latency.
-                    take_turns().await;
-                    p.flush().await?;
                 }
+                // After `at`, so that the turn is not counted as latency.
+                take_turns().await;
+                p.flush().await?;
             }
         }));
     }
@@ -354,35 +485,22 @@ pub async fn live_relay(system: &System, peers: usize, rate: u32, secs: u64) -> 
         one_edit_apply(&last)?,
         last.length(&text_obj(&last, "minutes")?),
     );
-    let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    // An edit that had not reached every other peer when the run ended
-    // counts as never delivered: an infinite latency.
-    let mut latencies: Vec<f64> = sent
-        .values()
-        .map(|(_, count, latest)| {
-            if count + 1 >= peers {
-                latest.as_secs_f64() * 1000.0
-            } else {
-                f64::INFINITY
-            }
-        })
-        .collect();
-    if latencies.is_empty() {
-        bail!("no edit was made");
-    }
-    let undelivered = latencies.iter().filter(|l| l.is_infinite()).count();
-    latencies.sort_by(f64::total_cmp);
-    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    let sent = lock(&sent)?;
+    let others = peers.saturating_sub(1);
     Ok(Relay {
-        undelivered,
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
-        edits: latencies.len(),
+        edits: sent.len(),
+        arrived: Latency::of(sent.values().map(|f| f.arrived), others)?,
+        applied: Latency::of(sent.values().map(|f| f.applied), others)?,
         cpu_share: cpu / wall,
         load_share: load / wall,
         apply_ms,
         chars,
     })
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| anyhow::anyhow!("a peer panicked holding the edits"))
 }
 
 /// How long one replica takes to apply one edit, alone, to `doc` (a
