@@ -127,27 +127,43 @@ impl Swarm {
             peers.push(task.await.expect("a delegate's task"));
         }
         let deadline = Instant::now() + limit;
+        // Rounds each peer has spent without its record, which it asked for.
+        let mut waiting = vec![0u32; peers.len()];
         loop {
-            for (p, _) in &mut peers {
+            for ((p, _), waited) in peers.iter_mut().zip(&mut waiting) {
+                if p.awaits_a_record() {
+                    *waited += 1;
+                    // Its request, or the answer, was dropped before the
+                    // network healed: nothing would send either again.
+                    if *waited > 2 {
+                        p.disconnect().await;
+                        *waited = 0;
+                    }
+                } else {
+                    *waited = 0;
+                }
                 if !p.is_connected() {
                     let _ = p.connect_url(&target.url()).await;
                 }
                 p.sync(Duration::from_millis(30), Duration::from_secs(2))
                     .await;
             }
-            let converged = self.docs.iter().all(|doc| {
-                let mut heads =
-                    peers
-                        .iter()
-                        .filter(|(p, _)| p.kind_of(*doc).is_some())
-                        .map(|(p, _)| {
-                            let mut h = p.heads(*doc);
-                            h.sort();
-                            h
-                        });
-                let first = heads.next();
-                heads.all(|h| Some(h) == first)
-            });
+            // Every peer holds its record, and every copy of a record is
+            // the same.
+            let converged = peers.iter().all(|(p, _)| !p.awaits_a_record())
+                && self.docs.iter().all(|doc| {
+                    let mut heads =
+                        peers
+                            .iter()
+                            .filter(|(p, _)| p.kind_of(*doc).is_some())
+                            .map(|(p, _)| {
+                                let mut h = p.heads(*doc);
+                                h.sort();
+                                h
+                            });
+                    let first = heads.next();
+                    heads.all(|h| Some(h) == first)
+                });
             if converged {
                 return peers;
             }
@@ -261,9 +277,10 @@ async fn type_and_sync(
         if let Some(heads) = peer.acked.get(&doc) {
             ledger.record(doc, heads);
         }
-        // A peer whose changes the server has not taken for a while
-        // reconnects: a dropped message is otherwise never answered.
-        let pending = peer.kind_of(doc).is_some() && peer.unacknowledged(doc) > 0;
+        // A peer whose changes the server has not taken for a while, or
+        // whose record has not arrived, reconnects: a dropped message is
+        // otherwise never answered.
+        let pending = peer.kind_of(doc).is_none() || peer.unacknowledged(doc) > 0;
         match (pending, waiting_since) {
             (false, _) => waiting_since = None,
             (true, None) => waiting_since = Some(Instant::now()),

@@ -388,6 +388,11 @@ impl TestPeer {
         self.ws.is_some()
     }
 
+    /// Whether a record this peer opened has not arrived yet.
+    pub fn awaits_a_record(&self) -> bool {
+        self.docs.values().any(|l| l.doc.kind().is_none())
+    }
+
     pub fn kind_of(&self, id: DocumentId) -> Option<Kind> {
         self.docs.get(&id).and_then(|l| l.doc.kind())
     }
