@@ -14,7 +14,7 @@ use automerge::{Automerge, ReadDoc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::engine::Checked;
-use twinsync_shared::protocol::{DocSync, Message};
+use twinsync_shared::protocol::{DocSync, Incoming, Message};
 use twinsync_shared::record::{
     Commit, MAX_NESTING, MigrateError, changed_paths, migrate, nested_beyond, new_document,
     read_document,
@@ -70,6 +70,14 @@ pub enum DocCommand {
     },
     /// Store sync states and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A sync message waiting in a batch.
+struct SyncIn {
+    peer: PeerLink,
+    data: Vec<u8>,
+    is_request: bool,
+    received: Instant,
 }
 
 /// Why the document task turned new changes away.
@@ -158,10 +166,12 @@ pub async fn run(
     // the whole record for every message they apply.
     let mut waiting: Vec<Instant> = Vec::new();
     let mut handled = 0;
+    // A command taken from the queue while gathering a batch, not a sync.
+    let mut held = None;
     loop {
         busy.store(!t.peers.is_empty(), Ordering::Relaxed);
         let queued = if handled < MAX_UNANSWERED {
-            rx.try_recv().ok()
+            held.take().or_else(|| rx.try_recv().ok())
         } else {
             None
         };
@@ -170,7 +180,9 @@ pub async fn run(
             None => {
                 t.answer(&mut waiting);
                 handled = 0;
-                if t.peers.is_empty() && !evicted {
+                if let Some(cmd) = held.take() {
+                    Some(cmd)
+                } else if t.peers.is_empty() && !evicted {
                     tokio::select! {
                         cmd = rx.recv() => cmd,
                         () = tokio::time::sleep(idle) => Some(DocCommand::Evict),
@@ -188,8 +200,36 @@ pub async fn run(
                 is_request,
                 received,
             }) => {
-                t.on_sync(peer, &data, is_request).await;
-                waiting.push(received);
+                // Whatever sync messages wait behind it go with it, in order.
+                let mut batch = vec![SyncIn {
+                    peer,
+                    data,
+                    is_request,
+                    received,
+                }];
+                while handled < MAX_UNANSWERED {
+                    match rx.try_recv() {
+                        Ok(DocCommand::Sync {
+                            peer,
+                            data,
+                            is_request,
+                            received,
+                        }) => batch.push(SyncIn {
+                            peer,
+                            data,
+                            is_request,
+                            received,
+                        }),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                    handled += 1;
+                }
+                waiting.extend(batch.iter().map(|s| s.received));
+                t.on_sync_batch(batch).await;
             }
             Some(DocCommand::Ephemeral { peer, msg }) => t.on_ephemeral(&peer, msg),
             Some(DocCommand::Accept {
@@ -301,6 +341,188 @@ impl DocTask {
         }
         self.sync.add_peer(peer.peer_id.clone(), state);
         self.peers.insert(peer.peer_id.clone(), peer.clone());
+    }
+
+    /// Sync messages that queued up while the task was busy: applied with
+    /// one pass over the document, checked as one write, stored in one
+    /// transaction, and answered with one message per peer. A lone writer
+    /// among acknowledgements is judged as `on_sync` would judge it (but
+    /// the size limit counts every message of the batch); several writers
+    /// go together only if all are coordinators (known before anything is
+    /// applied) and the record stays valid. If
+    /// anything else is in the batch, or applying it fails, the messages
+    /// are taken one at a time instead, so each refusal or error reaches
+    /// the peer it concerns exactly as if no other message had been
+    /// waiting. A failed store is told to every sender of new changes.
+    async fn on_sync_batch(&mut self, batch: Vec<SyncIn>) {
+        // A record's first change names its creator: taken alone.
+        if batch.len() > 1 && self.broken.is_none() && !self.doc.get_heads().is_empty() {
+            for sync in &batch {
+                self.join(&sync.peer).await;
+            }
+            if self.try_batch(&batch).await {
+                return;
+            }
+        }
+        for sync in batch {
+            self.on_sync(sync.peer, &sync.data, sync.is_request).await;
+        }
+    }
+
+    /// [`Self::on_sync_batch`]'s one pass; false if it changed nothing and
+    /// the messages must be taken one at a time.
+    async fn try_batch(&mut self, batch: &[SyncIn]) -> bool {
+        let before = self.doc.get_heads();
+        let (current, creator, doc_id) =
+            (&self.current, self.creator.as_deref(), self.id.to_string());
+        let (stored, limit) = (
+            self.stored_bytes.load(Ordering::Relaxed),
+            self.hub.settings.max_record_bytes(),
+        );
+        let growth: u64 = batch.iter().map(|s| s.data.len() as u64).sum();
+        let mut checked: Option<Read> = None;
+        let incoming: Vec<Incoming<'_>> = batch
+            .iter()
+            .map(|s| Incoming {
+                from: &s.peer.peer_id,
+                data: &s.data,
+                is_request: s.is_request,
+            })
+            .collect();
+        let brought = self.sync.receive_batch(
+            &mut self.doc,
+            &incoming,
+            |carried| {
+                // Delegates' writes go one at a time (see `check`
+                // below): no pass over the document for a batch that
+                // would be turned away.
+                let writers = batch.iter().zip(carried).filter(|(_, c)| **c);
+                writers.clone().count() <= 1
+                    || writers.into_iter().all(|(sync, _)| {
+                        sync.peer.device.role == Role::Coordinator && !sync.peer.device.is_revoked()
+                    })
+            },
+            |scratch, _, carried| {
+                if stored.saturating_add(growth) > limit
+                    || nested_beyond(scratch, MAX_NESTING).is_some()
+                {
+                    return false;
+                }
+                let after = read_document(scratch);
+                let senders: Vec<&SyncIn> = batch
+                    .iter()
+                    .zip(carried)
+                    .filter_map(|(sync, carried)| carried.then_some(sync))
+                    .collect();
+                if let [only] = senders.as_slice() {
+                    // One message brought changes, the rest only heads: it
+                    // is judged exactly as it would be alone.
+                    let device = &only.peer.device;
+                    let paths = if device.role == Role::Coordinator
+                        && after.is_ok()
+                        && !device.is_revoked()
+                    {
+                        Vec::new()
+                    } else {
+                        changed_paths(scratch, &before, &scratch.get_heads())
+                    };
+                    let write = Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths: &paths,
+                    };
+                    if check_write(&write).is_err() {
+                        return false;
+                    }
+                    checked = Some(after);
+                    return true;
+                }
+                // Otherwise only coordinators' writes go together. A
+                // coordinator passes every role rule, so what is judged is
+                // the merged record's validity, as for one message carrying
+                // several changes. Delegates' rules read the record as it
+                // was before each write (adopted, ended, ...), which a batch
+                // has no single answer to: their messages go one at a time.
+                if after.is_err() {
+                    return false;
+                }
+                for (sync, carried) in batch.iter().zip(carried) {
+                    let device = &sync.peer.device;
+                    if !carried {
+                        continue;
+                    }
+                    if device.role != Role::Coordinator || device.is_revoked() {
+                        return false;
+                    }
+                    let write = Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths: &[],
+                    };
+                    if check_write(&write).is_err() {
+                        return false;
+                    }
+                }
+                checked = Some(after);
+                true
+            },
+        );
+        let Some(brought) = brought else {
+            return false;
+        };
+        let at = now();
+        let origins: Vec<(String, Origin)> = batch
+            .iter()
+            .zip(&brought)
+            .flat_map(|(sync, hashes)| {
+                hashes.iter().map(move |h| {
+                    (
+                        h.to_string(),
+                        Origin {
+                            peer_id: sync.peer.peer_id.to_string(),
+                            device: Some(sync.peer.device.id.clone()),
+                            device_name: None,
+                            received_at: at,
+                        },
+                    )
+                })
+            })
+            .collect();
+        if !origins.is_empty() {
+            let new = origins.len();
+            if let Err(e) = self.persist_origins(&before, origins, None, checked).await {
+                self.hub.metrics.storage_errors.inc();
+                let mut told = std::collections::HashSet::new();
+                for (sync, hashes) in batch.iter().zip(&brought) {
+                    if hashes.is_empty() || !told.insert(sync.peer.peer_id.clone()) {
+                        continue;
+                    }
+                    let peer = &sync.peer;
+                    error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
+                    self.error_to(
+                        peer,
+                        format!(
+                            "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
+                            self.id,
+                            e.public_reason()
+                        ),
+                    );
+                    peer.kill.notify_one();
+                    self.remove_peer(&peer.peer_id);
+                }
+                self.reload().await;
+                return true;
+            }
+            self.hub.metrics.changes_applied.inc_by(new as u64);
+            self.maybe_compact();
+        }
+        true
     }
 
     /// Applies one peer's sync message. The answers wait for [`run`]'s
@@ -575,10 +797,6 @@ impl DocTask {
         device: Option<&str>,
         read: Option<Read>,
     ) -> Result<(), StoreError> {
-        let chunk = self.doc.save_after(before);
-        // One read serves the stored summary and the next permission check.
-        let current = read.unwrap_or_else(|| read_document(&self.doc));
-        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
         let at = now();
         let origins: Vec<(String, Origin)> = new
             .iter()
@@ -594,6 +812,24 @@ impl DocTask {
                 )
             })
             .collect();
+        self.persist_origins(before, origins, device, read).await
+    }
+
+    /// [`Self::persist`], each change with its own origin. `creator` is the
+    /// device to name as the record's creator if these are its first
+    /// changes.
+    async fn persist_origins(
+        &mut self,
+        before: &[automerge::ChangeHash],
+        origins: Vec<(String, Origin)>,
+        creator: Option<&str>,
+        read: Option<Read>,
+    ) -> Result<(), StoreError> {
+        let chunk = self.doc.save_after(before);
+        // One read serves the stored summary and the next permission check.
+        let current = read.unwrap_or_else(|| read_document(&self.doc));
+        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
+        let at = origins.first().map_or_else(now, |(_, o)| o.received_at);
         let added = chunk.len() as u64;
         let chunk_id = self
             .hub
@@ -611,7 +847,7 @@ impl DocTask {
         self.appends_since_compaction += 1;
         self.current = current;
         if self.creator.is_none() && before.is_empty() {
-            self.creator = device.map(str::to_owned);
+            self.creator = creator.map(str::to_owned);
         }
         Ok(())
     }
@@ -807,9 +1043,9 @@ pub fn summarise(doc: &Automerge) -> Summary {
 
 #[cfg(test)]
 mod tests {
-    //! Commands already queued when a document task starts are handled
-    //! before it answers, so what that does is checked here,
-    //! deterministically, on a real store.
+    //! Sync messages already queued when a document task starts are taken
+    //! as one batch, so what a batch does is checked here, deterministically,
+    //! on a real store.
     #![allow(clippy::unwrap_used)] // a test panics to fail
 
     use automerge::sync::SyncDoc;
@@ -922,23 +1158,39 @@ mod tests {
         run(Arc::clone(hub), id, 1, Arc::new(AtomicBool::new(false)), rx).await;
     }
 
-    /// The messages waiting for `r`.
-    fn received(r: &mut Replica) -> Vec<Message> {
+    fn errors(r: &mut Replica) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
-            out.push(Message::decode(&frame, Default::default()).unwrap());
+            if let Ok(Message::Error { message, .. }) = Message::decode(&frame, Default::default())
+            {
+                out.push(message);
+            }
         }
         out
     }
 
-    fn errors(r: &mut Replica) -> Vec<String> {
-        received(r)
-            .into_iter()
-            .filter_map(|m| match m {
-                Message::Error { message, .. } => Some(message),
-                _ => None,
-            })
-            .collect()
+    #[tokio::test]
+    async fn coordinators_writing_together_are_stored_as_one_chunk_each_change_with_its_sender() {
+        let (_dir, hub, id, base) = club();
+        let mut amina = replica("amina", Role::Coordinator, &base);
+        let mut pierre = replica("pierre", Role::Coordinator, &base);
+        let (a, first) = type_in(&mut amina, "اجتماع المجلس. ");
+        let (p, second) = type_in(&mut pierre, "Séance ouverte. ");
+        let chunks_before = hub.store.chunk_stats(id).unwrap().incremental_count;
+        run_queued(&hub, id, vec![first, second]).await;
+        assert_eq!(
+            hub.store.chunk_stats(id).unwrap().incremental_count,
+            chunks_before + 1,
+            "one batch, one stored chunk"
+        );
+        let stored = hub.store.load(id).unwrap().unwrap();
+        let origins = hub.store.origins(id).unwrap();
+        assert_eq!(origins[&a.to_string()].device.as_deref(), Some("amina"));
+        assert_eq!(origins[&p.to_string()].device.as_deref(), Some("pierre"));
+        assert!(stored.get_change_meta_by_hash(&a).is_some());
+        assert!(stored.get_change_meta_by_hash(&p).is_some());
+        assert_eq!(errors(&mut amina), Vec::<String>::new());
+        assert_eq!(errors(&mut pierre), Vec::<String>::new());
     }
 
     #[tokio::test]
@@ -972,9 +1224,17 @@ mod tests {
         assert_eq!(held[0].hashes, vec![d.to_string()]);
     }
 
-    /// The messages waiting for `r`, by type.
+    /// The frames waiting for `r`, by message type.
     fn frames(r: &mut Replica) -> Vec<&'static str> {
-        received(r).iter().map(Message::type_name).collect()
+        let mut out = Vec::new();
+        while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
+            out.push(
+                Message::decode(&frame, Default::default())
+                    .unwrap()
+                    .type_name(),
+            );
+        }
+        out
     }
 
     #[tokio::test]
@@ -984,8 +1244,8 @@ mod tests {
         let mut pierre = replica("pierre", Role::Coordinator, &base);
         let (a, first) = type_in(&mut amina, "Séance ouverte. ");
         let (p, second) = type_in(&mut pierre, "ملاحظة. ");
-        // Amina's presence, queued between the two changes, is relayed to
-        // Pierre, who joined with his.
+        // Amina's presence, queued between the two changes: it ends the
+        // first batch, waits, and is relayed to Pierre, who joined with his.
         let cursor = DocCommand::Ephemeral {
             peer: amina.link.clone(),
             msg: Message::Ephemeral {

@@ -308,3 +308,32 @@ fn a_bundle_split_across_two_chunks_of_a_message_is_refused_not_a_panic() {
     assert!(error.contains("bundle chunks are not accepted"), "{error}");
     assert_eq!(doc.get_changes_meta(&[]).len(), 3);
 }
+
+#[test]
+fn a_bundle_split_across_two_messages_of_a_batch_is_turned_away_not_a_panic() {
+    use twinsync_shared::protocol::Incoming;
+    let (head, tail) = split_bundle();
+    let (first, second) = (
+        message_with_changes(vec![head]),
+        message_with_changes(vec![tail]),
+    );
+    let (a, b) = (PeerId::new("hostile-a"), PeerId::new("hostile-b"));
+    let mut doc = doc_with_changes();
+    let heads = doc.get_heads();
+    let mut sync = DocSync::new(DocumentId::random());
+    let batch = [
+        Incoming {
+            from: &a,
+            data: &first,
+            is_request: false,
+        },
+        Incoming {
+            from: &b,
+            data: &second,
+            is_request: false,
+        },
+    ];
+    let result = sync.receive_batch(&mut doc, &batch, |_| true, |_, _, _| true);
+    assert_eq!(result, None);
+    assert_eq!(doc.get_heads(), heads);
+}

@@ -224,6 +224,109 @@ impl DocSync {
         Ok(Received { new_changes })
     }
 
+    /// Applies several payloads, from any peers, with one pass over the
+    /// document: Automerge 0.12 walks every op of an object each time it
+    /// applies changes to it, however few, so a busy record (fifty
+    /// delegates typing in one meeting's minutes) cannot afford a pass per
+    /// message. `check` sees the document all of them would produce, for
+    /// each payload the changes it was first to bring, and whether it
+    /// carried changes at all (new or not), so that every sender of changes
+    /// can be checked.
+    ///
+    /// `admit` sees, once the payloads are read and before any is applied,
+    /// which of them carry changes; it can turn the batch away at no cost.
+    ///
+    /// All or nothing: if any payload is malformed, lacks a dependency,
+    /// or `admit` or `check` refuses, `None` is returned and `doc` and every peer's
+    /// state are left as they were; the caller then takes the payloads
+    /// one at a time with [`DocSync::receive_checked`], which says which
+    /// one fails and why. On success, returns the changes each payload was
+    /// first to bring, as `check` saw them.
+    pub fn receive_batch(
+        &mut self,
+        doc: &mut Automerge,
+        batch: &[Incoming<'_>],
+        admit: impl FnOnce(&[bool]) -> bool,
+        check: impl FnOnce(&Automerge, &[Vec<ChangeHash>], &[bool]) -> bool,
+    ) -> Option<Vec<Vec<ChangeHash>>> {
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut chunks = Vec::new();
+        for incoming in batch {
+            let message = sync::Message::decode(incoming.data).ok()?;
+            check_blooms(&message).ok()?;
+            for chunk in message.changes.iter() {
+                chunks.extend_from_slice(chunk);
+            }
+            messages.push(message);
+        }
+        // Checked joined, as loaded: one payload's last chunk can end in
+        // the start of a header the next payload's first chunk completes.
+        crate::record::refuse_bundles(&chunks).ok()?;
+        let carried: Vec<bool> = messages.iter().map(|m| !m.changes.is_empty()).collect();
+        if !admit(&carried) {
+            return None;
+        }
+        let before = doc.get_heads();
+        // Heads, needs and filters alone change no document: no copy.
+        let mut copy = None;
+        if !chunks.is_empty() {
+            let mut scratch = doc.clone();
+            scratch.load_incremental(&chunks).ok()?;
+            copy = Some(scratch);
+        }
+        let states = {
+            let scratch: &mut Automerge = copy.as_mut().unwrap_or(doc);
+            if !scratch.get_missing_deps(&[]).is_empty() {
+                return None;
+            }
+            let brought = credit(scratch, &before, &messages)?;
+            let new = brought.iter().any(|b| !b.is_empty());
+            if new && !check(scratch, &brought, &carried) {
+                return None;
+            }
+            // Each message in turn, for the sync states: its changes are all
+            // in `scratch` already, so Automerge skips them without a pass.
+            let heads = scratch.get_heads();
+            let mut states: BTreeMap<&PeerId, (sync::State, bool)> = BTreeMap::new();
+            for ((incoming, message), brought) in batch.iter().zip(messages).zip(&brought) {
+                let (state, requested) = states.entry(incoming.from).or_insert_with(|| {
+                    self.peers
+                        .get(incoming.from)
+                        .map(|p| (p.state.clone(), p.requested))
+                        .unwrap_or_default()
+                });
+                if incoming.is_request {
+                    *requested = true;
+                }
+                if !brought.is_empty() {
+                    *requested = false;
+                }
+                scratch.receive_sync_message(state, message).ok()?;
+            }
+            // A chunk that fails to parse ends Automerge's load quietly, so
+            // the changes after it were left out above and came in just
+            // now: not checked, or waiting in Automerge's queue. Neither
+            // may stay.
+            if scratch.get_heads() != heads || !scratch.get_missing_deps(&[]).is_empty() {
+                return None;
+            }
+            (states, brought)
+        };
+        let (states, brought) = states;
+        if let Some(scratch) = copy {
+            *doc = scratch;
+        }
+        for (peer_id, (state, requested)) in states {
+            let peer = self.peers.entry(peer_id.clone()).or_default();
+            peer.state = state;
+            peer.requested = requested;
+            peer.wanted
+                .retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
+            self.dirty.insert(peer_id.clone());
+        }
+        Some(brought)
+    }
+
     /// The messages to send now: at most one per peer.
     pub fn generate(&mut self, doc: &Automerge, our_id: &PeerId) -> Vec<Message> {
         let heads = doc.get_heads();
@@ -291,6 +394,15 @@ const MAX_WANTED: usize = 256;
 /// honest peer sends it in answer to the first.
 const MAX_ASKS: u8 = 4;
 
+/// One payload of a batch for [`DocSync::receive_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub from: &'a PeerId,
+    pub data: &'a [u8],
+    /// It came as a `request`, not a `sync`.
+    pub is_request: bool,
+}
+
 /// Why a checked receive did not apply.
 #[derive(Debug, thiserror::Error)]
 pub enum Checked<E> {
@@ -305,6 +417,43 @@ pub enum Checked<E> {
 const MAX_BLOOM_PROBES: u64 = 64;
 /// The most bits per entry a filter may use. Automerge writes 10.
 const MAX_BLOOM_BITS_PER_ENTRY: u64 = 64;
+
+/// Which message of a batch brought each new change: the first, in order,
+/// whose sender's heads reach it and that carried changes at all. Version 2
+/// sync messages carry their changes as one compressed chunk that Automerge
+/// 0.12 cannot split without applying it, so a message's changes are read
+/// from its heads instead. `None` if some new change is reached by no
+/// message's heads: then the batch is taken one message at a time.
+fn credit(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    messages: &[sync::Message],
+) -> Option<Vec<Vec<ChangeHash>>> {
+    let new = doc.get_changes_meta(before);
+    let order: BTreeMap<ChangeHash, usize> =
+        new.iter().enumerate().map(|(i, c)| (c.hash, i)).collect();
+    let deps: BTreeMap<ChangeHash, &[ChangeHash]> =
+        new.iter().map(|c| (c.hash, c.deps.as_slice())).collect();
+    let mut credited = BTreeSet::new();
+    let mut out = Vec::with_capacity(messages.len());
+    for message in messages {
+        let mut brought = Vec::new();
+        if !message.changes.is_empty() {
+            let mut stack: Vec<ChangeHash> = message.heads.clone();
+            while let Some(h) = stack.pop() {
+                if let Some(d) = deps.get(&h)
+                    && credited.insert(h)
+                {
+                    brought.push(h);
+                    stack.extend_from_slice(d);
+                }
+            }
+            brought.sort_by_key(|h| order[h]);
+        }
+        out.push(brought);
+    }
+    (credited.len() == new.len()).then_some(out)
+}
 
 /// Refuses Bloom filters that Automerge would divide by zero on (entries
 /// but no bits) or allocate without bound for (a huge probe count).
