@@ -503,18 +503,7 @@ impl DocTask {
                     if hashes.is_empty() || !told.insert(sync.peer.peer_id.clone()) {
                         continue;
                     }
-                    let peer = &sync.peer;
-                    error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
-                    self.error_to(
-                        peer,
-                        format!(
-                            "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
-                            self.id,
-                            e.public_reason()
-                        ),
-                    );
-                    peer.kill.notify_one();
-                    self.remove_peer(&peer.peer_id);
+                    self.drop_unstored(&sync.peer, &e);
                 }
                 self.reload().await;
                 return true;
@@ -523,6 +512,23 @@ impl DocTask {
             self.maybe_compact();
         }
         true
+    }
+
+    /// Tells `peer` its changes were not stored, and closes its socket: the
+    /// client reconnects and resends from a fresh sync state, so nothing is
+    /// lost while storage recovers.
+    fn drop_unstored(&mut self, peer: &PeerLink, e: &StoreError) {
+        error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
+        self.error_to(
+            peer,
+            format!(
+                "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
+                self.id,
+                e.public_reason()
+            ),
+        );
+        peer.kill.notify_one();
+        self.remove_peer(&peer.peer_id);
     }
 
     /// Applies one peer's sync message. The answers wait for [`run`]'s
@@ -643,19 +649,7 @@ impl DocTask {
                 .await
             {
                 self.hub.metrics.storage_errors.inc();
-                error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
-                self.error_to(
-                    &peer,
-                    format!(
-                        "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
-                        self.id,
-                        e.public_reason()
-                    ),
-                );
-                // Close the socket: the client reconnects and resends from a
-                // fresh sync state, so nothing is lost while storage recovers.
-                peer.kill.notify_one();
-                self.remove_peer(&peer.peer_id);
+                self.drop_unstored(&peer, &e);
                 self.reload().await;
                 return;
             }
