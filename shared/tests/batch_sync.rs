@@ -53,11 +53,14 @@ fn setup(names: &[&str]) -> (Server, Vec<Replica>) {
         doc: origin.document().clone(),
         sync: DocSync::new(DocumentId::random()),
     };
-    let replicas = names
-        .iter()
-        .map(|n| Replica {
+    // Fixed actors too: with random ones, a replica's new change is a false
+    // positive of the server's Bloom filter in about 1 run in 250, and is
+    // held back for a later round than a test expects.
+    let replicas = (2u8..)
+        .zip(names)
+        .map(|(actor, n)| Replica {
             id: PeerId::new(*n),
-            doc: origin.fork(),
+            doc: origin.fork().with_actor(ActorId::from([actor, 0, 0, 0])),
             state: State::new(),
         })
         .collect();
