@@ -109,6 +109,11 @@ fn shell_version(dirs: &[&std::path::Path]) -> String {
         .collect()
 }
 
+/// Each socket's read buffer. tungstenite's default, 128 KiB, was a fifth
+/// of the heap with 200 delegates connected (heaptrack, S1); a larger frame
+/// grows the buffer for as long as it takes to read it.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// The token is checked before the upgrade: without a valid one the
 /// answer is HTTP 401 and no socket opens.
 async fn sync(
@@ -123,6 +128,7 @@ async fn sync(
     let transport = limit.saturating_add((limit / 4).max(64 * 1024));
     ws.max_frame_size(transport)
         .max_message_size(transport)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| connection::serve(socket, hub, device))
 }
 
