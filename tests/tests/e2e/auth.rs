@@ -199,7 +199,9 @@ async fn the_permission_matrix_of_roles_kinds_reads_and_writes() {
             value: json!(false),
         }],
     );
-    coord.sync(QUIET, LIMIT).await;
+    coord
+        .sync_until(LIMIT, |p| p.unacknowledged(meeting) == 0)
+        .await;
     assert_eq!(record(&app, meeting).await["adopted"], false);
 
     let cities: Vec<String> = app

@@ -63,7 +63,7 @@ async fn soak_memory_and_latency_stay_flat_under_steady_load() {
         );
         let sent = Instant::now();
         writer
-            .sync(Duration::from_millis(5), Duration::from_millis(50))
+            .sync_until(LIMIT, |w| w.unacknowledged(probe_doc) == 0)
             .await;
         reader
             .sync_until(LIMIT, |r| match r.record(probe_doc) {

@@ -58,7 +58,11 @@ async fn divergent_offline_edits_converge_through_the_server() {
         p.sync(QUIET, LIMIT).await;
     }
     for p in &mut peers {
-        p.sync(QUIET, LIMIT).await;
+        p.sync_until(LIMIT, |p| {
+            let text = minutes(p, meeting);
+            (0..3).all(|i| text.contains(&format!("[note {i}: ملاحظة {i}]")))
+        })
+        .await;
     }
     let expected = peers[0].doc(meeting).read().unwrap();
     for p in &peers {
@@ -136,7 +140,8 @@ async fn live_edits_reach_other_connected_peers() {
             insert: "LIVE ".into(),
         }],
     );
-    a.sync(QUIET, LIMIT).await;
+    a.sync_until(LIMIT, |p| p.unacknowledged(meeting) == 0)
+        .await;
     b.sync_until(LIMIT, |p| minutes(p, meeting).starts_with("LIVE "))
         .await;
 }
