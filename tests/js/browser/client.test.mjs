@@ -26,9 +26,7 @@ const upToDate = () => {
 };
 
 test("data persists across a page reload", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { page, context } = await phone(browser);
     await openClient(page, server, { offline: true });
     const id = await page.evaluate(() =>
@@ -58,16 +56,11 @@ test("data persists across a page reload", async () => {
     assert.equal(status.state, "offline");
     assert.equal(status.unconfirmed, 2, "both changes wait for the server");
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("two browser contexts edit one record offline, go online, and converge", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const meeting = await firstOf(server, "meeting");
     const phones = [await phone(browser), await phone(browser)];
     for (const { page } of phones) {
@@ -111,16 +104,11 @@ test("two browser contexts edit one record offline, go online, and converge", as
     const stored = await (await server.api(`/api/records/${meeting}`)).json();
     assert.equal(stored.record.minutes, ma);
     for (const { context } of phones) await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("Arabic text edits at UTF-16 offsets land where intended", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { page, context } = await phone(browser);
     await openClient(page, server, { offline: true });
     const result = await page.evaluate(async () => {
@@ -151,10 +139,7 @@ test("Arabic text edits at UTF-16 offsets land where intended", async () => {
     assert.equal(result.got, result.expected);
     assert.match(result.refused, /^EditError: text offsets at \/text/);
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("a client that stays offline while the server restarts catches up", async () => {

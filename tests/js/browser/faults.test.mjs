@@ -7,7 +7,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { WebSocketServer } from "ws";
 import {
-  cleanup, dataDir, launch, openClient, persistentPhone, phone, startServer, until,
+  cleanup, dataDir, launch, openClient, persistentPhone, phone, startServer, until, withServer,
 } from "./harness.mjs";
 
 let browser;
@@ -36,9 +36,7 @@ const readable = (id) => {
 };
 
 test("damaged IndexedDB contents give a clear error, keep what loads, and recover from the server", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const meeting = await firstOf(server, "meeting");
     const { page, context } = await phone(browser);
     await openClient(page, server, {});
@@ -73,10 +71,7 @@ test("damaged IndexedDB contents give a clear error, keep what loads, and recove
     await page.evaluate(() => window.tw.connect());
     await until(page, upToDate, undefined, "recovered");
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("a server that sends garbage is an error and the local data stays", async () => {
@@ -109,9 +104,7 @@ test("a server that sends garbage is an error and the local data stays", async (
 });
 
 test("a change the server refuses is shown with its reason and kept on the device", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir, args: ["--max-db-mib", "1"] });
-  try {
+  await withServer(async (server) => {
     const { page, context } = await phone(browser);
     await openClient(page, server, {});
     await until(page, upToDate, undefined, "up to date");
@@ -135,16 +128,11 @@ test("a change the server refuses is shown with its reason and kept on the devic
     assert.equal(res.status, 404, "the server did not keep it");
     await page.evaluate(() => window.tw.close());
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  }, { args: ["--max-db-mib", "1"] });
 });
 
 test("a full storage quota rejects the edit with QuotaExceededError", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     // Quotas apply to on-disk profiles; a test context keeps storage in memory.
     const profile = dataDir();
     const { page, context } = await persistentPhone(profile);
@@ -174,16 +162,11 @@ test("a full storage quota rejects the edit with QuotaExceededError", async () =
     assert.match(status.error, /not saved on this device: the device's storage is full/);
     await context.close();
     cleanup(profile);
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });
 
 test("many small edits are compacted in IndexedDB and reload intact", async () => {
-  const dir = dataDir();
-  const server = await startServer({ dir });
-  try {
+  await withServer(async (server) => {
     const { page, context } = await phone(browser);
     await openClient(page, server, { offline: true });
     const id = await page.evaluate(async () => {
@@ -213,8 +196,5 @@ test("many small edits are compacted in IndexedDB and reload intact", async () =
     const text = await page.evaluate((id) => window.tw.read(id).record.text, id);
     assert.equal(text, "0123456789".repeat(8));
     await context.close();
-  } finally {
-    await server.stop();
-    cleanup(dir);
-  }
+  });
 });

@@ -88,11 +88,12 @@ export function startServer({ dir, port = 0, args = [] }) {
 
 /**
  * Runs `body(server, dir)` against a fresh server on a fresh data
- * directory; stops it and removes the directory whatever happens.
+ * directory, started with `args`; stops it and removes the directory
+ * whatever happens.
  */
-export async function withServer(body) {
+export async function withServer(body, { args = [] } = {}) {
   const dir = dataDir();
-  const server = await startServer({ dir });
+  const server = await startServer({ dir, args });
   try {
     return await body(server, dir);
   } finally {
