@@ -166,6 +166,13 @@ async fn main() -> Result<()> {
                 let s1 = reconnect_storm(&system, &work, limit)
                     .await
                     .with_context(|| format!("S1 on {}", kind.name()))?;
+                eprintln!(
+                    "bench: S1 on {} converged in {:.2} s (server CPU {:.1} s, load generator CPU {:.1} s)",
+                    kind.name(),
+                    s1.took.as_secs_f64(),
+                    s1.server_cpu,
+                    s1.load_cpu
+                );
                 figures.s1_secs.push(s1.took.as_secs_f64());
                 figures.s1_server_cpu.push(s1.server_cpu);
                 figures.s1_load_cpu.push(s1.load_cpu);
