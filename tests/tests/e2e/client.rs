@@ -39,6 +39,13 @@ impl Device {
         }
     }
 
+    /// A device of the club whose record is `club`, not yet online.
+    fn in_club(name: &str, club: DocumentId) -> Self {
+        let mut device = Self::new(name);
+        device.replica.set_club(club);
+        device
+    }
+
     fn keep(&mut self, out: Outcome) {
         for chunk in out.chunks {
             self.stored.entry(chunk.doc).or_default().push(chunk.bytes);
@@ -237,8 +244,7 @@ async fn offline_edits_of_two_phones_merge_through_the_server_and_survive_a_relo
 async fn a_record_created_offline_reaches_the_server_and_the_club_index() {
     let app = spawn_app().await;
     let club = club_of(&app).await;
-    let mut phone = Device::new("phone");
-    phone.replica.set_club(club);
+    let mut phone = Device::in_club("phone", club);
     phone.online(&app).await;
     phone
         .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
@@ -270,8 +276,7 @@ async fn a_record_created_before_the_club_record_arrived_is_listed_once_it_does(
     let app = spawn_app().await;
     let club = club_of(&app).await;
     // A fresh phone that knows the club's id but has never been online.
-    let mut phone = Device::new("fresh");
-    phone.replica.set_club(club);
+    let mut phone = Device::in_club("fresh", club);
     let id = phone.create(
         Kind::Meeting,
         json!({
@@ -302,8 +307,7 @@ async fn a_record_created_before_the_club_record_arrived_is_listed_once_it_does(
         "the listing is stored on the phone"
     );
     // Another device learns of the record through the index.
-    let mut other = Device::new("other");
-    other.replica.set_club(club);
+    let mut other = Device::in_club("other", club);
     other.online(&app).await;
     other
         .sync_until(|r| r.read(id).is_ok() && r.syncing() == 0)
@@ -318,8 +322,7 @@ async fn a_record_created_before_the_club_record_arrived_is_listed_once_it_does(
 async fn arabic_edits_at_utf16_offsets_land_where_the_browser_meant() {
     let app = spawn_app().await;
     let club = club_of(&app).await;
-    let mut phone = Device::new("phone");
-    phone.replica.set_club(club);
+    let mut phone = Device::in_club("phone", club);
     let id = phone.create(
         Kind::Report,
         // Shadda and fatha on the mim; an emoji is two UTF-16 units.
@@ -395,8 +398,7 @@ async fn arabic_edits_at_utf16_offsets_land_where_the_browser_meant() {
 async fn garbage_from_the_server_is_an_error_and_the_data_stays() {
     let app = spawn_app().await;
     let club = club_of(&app).await;
-    let mut phone = Device::new("phone");
-    phone.replica.set_club(club);
+    let mut phone = Device::in_club("phone", club);
     phone.online(&app).await;
     phone
         .sync_until(|r| r.read(club).is_ok() && r.syncing() == 0)
