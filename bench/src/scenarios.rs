@@ -307,6 +307,8 @@ impl Latency {
 /// One edit as S2 follows it.
 #[derive(Debug, Clone, Copy)]
 struct Followed {
+    /// The peer that made the edit: its own copy coming back is no receipt.
+    by: usize,
     sent: Instant,
     arrived: (usize, Duration),
     applied: (usize, Duration),
@@ -408,6 +410,7 @@ async fn relay_on(
                     let (doc, _) = p.docs.get_mut(&id).context("the meeting")?;
                     let hash = edit_text(doc, "minutes", &format!("<{i}:{n}> "), &mut rng)?;
                     let followed = Followed {
+                        by: i,
                         sent: Instant::now(),
                         arrived: (0, Duration::ZERO),
                         applied: (0, Duration::ZERO),
@@ -440,6 +443,7 @@ async fn relay_on(
                         let frame = a.frame.map_err(anyhow::Error::msg)?;
                         for h in crate::peer::carried(&frame) {
                             if let Some(f) = sent.get_mut(&h)
+                                && f.by != i
                                 && seen.insert(h)
                             {
                                 Followed::reach(&mut f.arrived, a.at.duration_since(f.sent));
