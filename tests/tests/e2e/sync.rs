@@ -9,6 +9,11 @@ use twinsync_tests::{TestPeer, spawn_app};
 const QUIET: Duration = Duration::from_millis(150);
 const LIMIT: Duration = Duration::from_secs(10);
 
+/// The note delegate `i` adds to the minutes offline, in French and Arabic.
+fn note(i: usize) -> String {
+    format!("[note {i}: ملاحظة {i}]")
+}
+
 fn minutes(peer: &TestPeer, id: twinsync_shared::DocumentId) -> String {
     match peer.record(id) {
         Record::Meeting(m) => m.minutes,
@@ -33,7 +38,7 @@ async fn divergent_offline_edits_converge_through_the_server() {
     }
     // Offline, each delegate edits the minutes and the agenda.
     for (i, p) in peers.iter_mut().enumerate() {
-        let note = format!(" [note {i}: ملاحظة {i}]");
+        let added = format!(" {}", note(i));
         let len = minutes(p, meeting).chars().count();
         p.edit(
             meeting,
@@ -43,7 +48,7 @@ async fn divergent_offline_edits_converge_through_the_server() {
                     path: "/minutes".into(),
                     index: len,
                     delete: 0,
-                    insert: note,
+                    insert: added,
                 },
                 Edit::InsertItem {
                     path: "/agenda".into(),
@@ -60,7 +65,7 @@ async fn divergent_offline_edits_converge_through_the_server() {
     for p in &mut peers {
         p.sync_until(LIMIT, |p| {
             let text = minutes(p, meeting);
-            (0..3).all(|i| text.contains(&format!("[note {i}: ملاحظة {i}]")))
+            (0..3).all(|i| text.contains(&note(i)))
         })
         .await;
     }
@@ -69,10 +74,7 @@ async fn divergent_offline_edits_converge_through_the_server() {
         assert_eq!(p.doc(meeting).read().unwrap(), expected, "{} differs", p.id);
         let text = minutes(p, meeting);
         for i in 0..3 {
-            assert!(
-                text.contains(&format!("[note {i}: ملاحظة {i}]")),
-                "note {i} lost: {text}"
-            );
+            assert!(text.contains(&note(i)), "note {i} lost: {text}");
         }
     }
     // The server's stored record has all of it.
