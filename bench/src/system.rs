@@ -213,23 +213,46 @@ fn status_kib(pid: u32, key: &str) -> Result<f64> {
 
 /// Reads the child's stderr until it says where it listens
 /// (`serving on http://ADDR` or `listening on ADDR`); keeps draining it.
+/// A child that ends its stderr first (it exited) is an error that quotes
+/// what it wrote.
 fn listening_address(child: &mut Child) -> Result<String> {
     let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut said = Vec::new();
+        let mut announced = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let addr = line
                 .split("serving on http://")
                 .nth(1)
                 .or_else(|| line.split("listening on ").nth(1));
             if let Some(addr) = addr {
-                let _ = tx.send(addr.trim().to_owned());
+                announced = true;
+                let _ = tx.send(Ok(addr.trim().to_owned()));
             }
             if std::env::var_os("BENCH_LOG").is_some() {
                 eprintln!("[server] {line}");
             }
+            if !announced {
+                // The last lines are the ones that say why.
+                if said.len() == 40 {
+                    said.remove(0);
+                }
+                said.push(line);
+            }
+        }
+        if !announced {
+            let _ = tx.send(Err(said.join("\n")));
         }
     });
-    rx.recv_timeout(Duration::from_secs(60))
-        .map_err(|_| anyhow!("the server did not say where it listens within 60 s"))
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(addr)) => Ok(addr),
+        Ok(Err(said)) => {
+            let status = child
+                .wait()
+                .map_or_else(|e| e.to_string(), |s| s.to_string());
+            bail!("the server exited ({status}) before it said where it listens:\n{said}")
+        }
+        Err(_) => bail!("the server did not say where it listens within 60 s"),
+    }
 }
