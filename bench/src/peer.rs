@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
-use twinsync_shared::protocol::{FrameLimit, Message, PeerMetadata, handshake};
+use twinsync_shared::protocol::{FrameLimit, Message, PeerMetadata, handshake, receive_applied};
+use twinsync_shared::record::{apply_received, only_documents};
 use twinsync_shared::{DocumentId, PeerId};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -156,7 +157,13 @@ impl Peer {
                 let m = automerge::sync::Message::decode(&data)?;
                 self.acked.insert(document_id, sorted(m.heads.clone()));
                 let before = doc.get_heads();
-                doc.receive_sync_message(state, m)?;
+                // A saved document is loaded, not taken apart into changes.
+                if !before.is_empty() && m.changes.iter().any(only_documents) {
+                    apply_received(doc, &m.changes.iter().collect::<Vec<_>>().concat())?;
+                    receive_applied(doc, state, m)?;
+                } else {
+                    doc.receive_sync_message(state, m)?;
+                }
                 let new = doc
                     .get_changes_meta(&before)
                     .iter()
@@ -246,12 +253,17 @@ impl Peer {
                     all.extend_from_slice(chunk);
                 }
             }
-            if !all.is_empty() && !before.is_empty() {
-                doc.load_incremental(&all)?;
+            let applied = !all.is_empty() && !before.is_empty();
+            if applied {
+                apply_received(doc, &all)?;
             }
             for m in messages {
                 self.acked.insert(document_id, sorted(m.heads.clone()));
-                doc.receive_sync_message(state, m)?;
+                if applied {
+                    receive_applied(doc, state, m)?;
+                } else {
+                    doc.receive_sync_message(state, m)?;
+                }
             }
             let new = doc
                 .get_changes_meta(&before)

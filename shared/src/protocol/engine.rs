@@ -12,6 +12,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::Message;
+use crate::record::apply_received;
 use crate::{DocumentId, PeerId};
 
 /// Why an incoming sync message was refused. The document is unchanged.
@@ -174,9 +175,18 @@ impl DocSync {
         let mut scratch = doc.clone();
         let mut state = peer.state.clone();
         let mut wanted = peer.wanted.clone();
-        scratch
-            .receive_sync_message(&mut state, message)
+        // A saved document is loaded here, not taken apart by Automerge.
+        if !scratch.is_empty() && message.changes.iter().any(crate::record::only_documents) {
+            apply_received(
+                &mut scratch,
+                &message.changes.iter().collect::<Vec<_>>().concat(),
+            )
             .map_err(|e| Checked::Sync(e.into()))?;
+            receive_applied(&mut scratch, &mut state, message)
+        } else {
+            scratch.receive_sync_message(&mut state, message)
+        }
+        .map_err(|e| Checked::Sync(e.into()))?;
         if !scratch.get_missing_deps(&[]).is_empty() {
             // Changes whose dependencies have not arrived wait in
             // Automerge's queue (which `save` keeps too), and would be
@@ -271,7 +281,7 @@ impl DocSync {
         let mut copy = None;
         if !chunks.is_empty() {
             let mut scratch = doc.clone();
-            scratch.load_incremental(&chunks).ok()?;
+            apply_received(&mut scratch, &chunks).ok()?;
             copy = Some(scratch);
         }
         let states = {
@@ -301,7 +311,7 @@ impl DocSync {
                 if !brought.is_empty() {
                     *requested = false;
                 }
-                scratch.receive_sync_message(state, message).ok()?;
+                receive_applied(scratch, state, message).ok()?;
             }
             // A chunk that fails to parse ends Automerge's load quietly, so
             // the changes after it were left out above and came in just
@@ -506,4 +516,36 @@ fn read_leb128(input: &mut &[u8]) -> Option<u64> {
         }
     }
     None
+}
+
+/// Receives `message` into `doc`, whose changes [`apply_received`] has
+/// applied to `doc` already: as Automerge's `receive_sync_message` would,
+/// without taking a saved document apart again only to find each of its
+/// changes present. Its saved documents are left out of what Automerge
+/// sees; where nothing else is left, the sync state is kept as Automerge
+/// keeps it for a message whose changes it holds: the shared heads that are
+/// no longer heads dropped, and our reply still due.
+pub fn receive_applied(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    mut message: sync::Message,
+) -> Result<(), automerge::AutomergeError> {
+    let carried = !message.changes.is_empty();
+    let kept: Vec<Vec<u8>> = message
+        .changes
+        .iter()
+        .filter(|entry| !crate::record::only_documents(entry))
+        .map(<[u8]>::to_vec)
+        .collect();
+    if !carried || !kept.is_empty() {
+        message.changes = kept.into();
+        return doc.receive_sync_message(state, message);
+    }
+    message.changes = sync::ChunkList::empty();
+    let heads = doc.get_heads();
+    state.shared_heads.retain(|h| heads.contains(h));
+    let last_sent = state.last_sent_heads.clone();
+    doc.receive_sync_message(state, message)?;
+    state.last_sent_heads = last_sent;
+    Ok(())
 }

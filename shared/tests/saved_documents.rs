@@ -1,0 +1,216 @@
+//! A peer that lacks over a third of a record is sent the whole record
+//! saved. `apply_received` loads such a document in place of the copy it
+//! holds, or merges into it, rather than taking it apart into changes; and
+//! `receive_applied` then does the sync bookkeeping. Both must leave the
+//! copy and the sync state exactly as Automerge's own way would.
+
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
+use automerge::sync::{State, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, Automerge, ObjType, ReadDoc};
+use proptest::prelude::*;
+use twinsync_shared::protocol::receive_applied;
+use twinsync_shared::record::{apply_received, chunks, new_document, only_documents};
+
+const WORDS: [&str; 6] = [
+    "مجلس ",
+    "jumelage ",
+    "Smara ",
+    "محضر الاجتماع ",
+    "réunion ",
+    "twinning ",
+];
+
+/// A record with a text, and `copies` forks of it, each with its own
+/// `edits[i]` edits to the text; `seed` fixes actors and positions.
+fn forks(seed: u8, edits: &[usize]) -> (Automerge, Vec<Automerge>) {
+    let mut base = AutoCommit::new_with_encoding(twinsync_shared::text::TEXT_ENCODING)
+        .with_actor(ActorId::from([seed, 0, 0, 0]));
+    let text = base
+        .put_object(automerge::ROOT, "text", ObjType::Text)
+        .unwrap();
+    base.splice_text(&text, 0, 0, "Procès-verbal — محضر. ")
+        .unwrap();
+    base.commit();
+    let mut out = Vec::new();
+    let mut x = u64::from(seed) + 1;
+    for (i, &n) in edits.iter().enumerate() {
+        let mut fork = base
+            .fork()
+            .with_actor(ActorId::from([seed, i as u8 + 1, 0, 0]));
+        for _ in 0..n {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1442695040888963407);
+            let len = fork.length(&text);
+            let pos = (x >> 33) as usize % (len + 1);
+            fork.splice_text(&text, pos, 0, WORDS[(x >> 20) as usize % WORDS.len()])
+                .unwrap();
+            fork.commit();
+        }
+        out.push(fork.document().clone());
+    }
+    (base.document().clone(), out)
+}
+
+/// Everything a copy shows: heads, actor, and the text.
+fn state(doc: &Automerge) -> (Vec<automerge::ChangeHash>, ActorId, String) {
+    let text = doc.get(automerge::ROOT, "text").unwrap().unwrap().1;
+    (
+        doc.get_heads(),
+        doc.get_actor().clone(),
+        doc.text(&text).unwrap(),
+    )
+}
+
+/// The changes a message carries, by hash.
+fn carried(message: &automerge::sync::Message) -> Vec<automerge::ChangeHash> {
+    let mut hashes = Vec::new();
+    for entry in message.changes.iter() {
+        for (kind, chunk) in chunks(entry) {
+            let chunk = chunk.unwrap();
+            if kind == 0 {
+                let doc = Automerge::load(chunk).unwrap();
+                hashes.extend(doc.get_changes_meta(&[]).iter().map(|c| c.hash));
+            } else {
+                hashes.push(
+                    automerge::Change::from_bytes(chunk.to_vec())
+                        .unwrap()
+                        .hash(),
+                );
+            }
+        }
+    }
+    hashes.sort();
+    hashes
+}
+
+fn merged(docs: &[&Automerge]) -> Automerge {
+    let mut out = docs[0].clone();
+    for d in &docs[1..] {
+        out.merge(&mut (*d).clone()).unwrap();
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever each side lacks of the other, loading the saved document
+    /// leaves the copy as `load_incremental` does; with changes around it
+    /// in the same bytes too.
+    #[test]
+    fn a_saved_document_applies_as_automerge_applies_it(
+        seed in 1u8..200,
+        edits in proptest::collection::vec(0usize..30, 2..5),
+        held in proptest::collection::vec(any::<bool>(), 4),
+        sent in proptest::collection::vec(any::<bool>(), 4),
+        around in any::<bool>(),
+    ) {
+        let (base, forks) = forks(seed, &edits);
+        // The copy holds the base and some forks; the saved document
+        // some others, or the same.
+        let pick = |mask: &[bool]| -> Automerge {
+            let mut chosen = vec![&base];
+            chosen.extend(forks.iter().zip(mask).filter(|(_, m)| **m).map(|(f, _)| f));
+            merged(&chosen)
+        };
+        let copy = pick(&held).with_actor(ActorId::from([seed, 99, 0, 0]));
+        let saved = pick(&sent);
+        let mut bytes = Vec::new();
+        let extra = forks.last().unwrap();
+        if around {
+            // Changes before and after the document, as a message may join.
+            for c in extra.get_changes(&base.get_heads()).iter().take(2) {
+                bytes.extend_from_slice(c.raw_bytes());
+            }
+        }
+        bytes.extend_from_slice(&saved.save());
+        if around {
+            for c in extra.get_changes(&base.get_heads()).iter().skip(2) {
+                bytes.extend_from_slice(c.raw_bytes());
+            }
+        }
+        let mut expected = copy.clone();
+        expected.load_incremental(&bytes).unwrap();
+        let mut got = copy.clone();
+        apply_received(&mut got, &bytes).unwrap();
+        prop_assert_eq!(state(&got), state(&expected));
+        prop_assert!(got.get_missing_deps(&[]).is_empty());
+    }
+
+    /// The delegate receives the whole record the way the engine and the
+    /// bench take it; its copy, its sync state, and the message it sends
+    /// next are those Automerge's own `receive_sync_message` gives.
+    #[test]
+    fn the_sync_state_is_automerges(
+        seed in 1u8..200,
+        edits in proptest::collection::vec(1usize..20, 3..5),
+        server_has_ours in any::<bool>(),
+    ) {
+        let (base, forks) = forks(seed, &edits);
+        // The delegate holds the first fork; the server every other, and
+        // the first too if the delegate sent it before (then the delegate
+        // ends with the server's heads, and must still say it has them).
+        let skip = usize::from(!server_has_ours);
+        let others: Vec<&Automerge> = std::iter::once(&base).chain(&forks[skip..]).collect();
+        let server = merged(&others);
+        let delegate = forks[0].clone();
+        let (mut to_server, mut to_delegate) = (State::new(), State::new());
+        let first = delegate.generate_sync_message(&mut to_server).unwrap();
+        let mut server = server;
+        server.receive_sync_message(&mut to_delegate, first).unwrap();
+        let reply = server.generate_sync_message(&mut to_delegate).unwrap();
+        // The server sends its whole record to a delegate lacking over a
+        // third of it; the other cases are Automerge's own.
+        prop_assume!(reply.changes.iter().any(only_documents));
+
+        let (mut expected, mut expected_state) = (delegate.clone(), to_server.clone());
+        expected.receive_sync_message(&mut expected_state, reply.clone()).unwrap();
+        let (mut got, mut got_state) = (delegate.clone(), to_server.clone());
+        apply_received(&mut got, &reply.changes.iter().collect::<Vec<_>>().concat()).unwrap();
+        receive_applied(&mut got, &mut got_state, reply).unwrap();
+
+        prop_assert_eq!(state(&got), state(&expected));
+        prop_assert_eq!(&got_state.shared_heads, &expected_state.shared_heads);
+        prop_assert_eq!(&got_state.last_sent_heads, &expected_state.last_sent_heads);
+        prop_assert_eq!(&got_state.their_heads, &expected_state.their_heads);
+        prop_assert_eq!(&got_state.their_need, &expected_state.their_need);
+        prop_assert_eq!(&got_state.sent_hashes, &expected_state.sent_hashes);
+        prop_assert_eq!(got_state.in_flight, expected_state.in_flight);
+        let next = got.generate_sync_message(&mut got_state);
+        let expected_next = expected.generate_sync_message(&mut expected_state);
+        prop_assert!(next.is_some(), "the delegate still answers, with its own changes");
+        let (next, expected_next) = (next.unwrap(), expected_next.unwrap());
+        prop_assert_eq!(&next.heads, &expected_next.heads);
+        prop_assert_eq!(&next.need, &expected_next.need);
+        prop_assert_eq!(&next.have, &expected_next.have);
+        // A saved document's bytes depend on the order its changes were
+        // taken in; what it holds must not.
+        prop_assert_eq!(carried(&next), carried(&expected_next));
+    }
+}
+
+/// A damaged saved document is refused with an error, where
+/// `load_incremental` would keep what it could read and say nothing.
+#[test]
+fn a_damaged_saved_document_is_refused() {
+    let (_, forks) = forks(7, &[5, 5]);
+    let mut saved = forks[1].save();
+    let last = saved.len() - 3;
+    saved[last] ^= 0xff;
+    let mut copy = forks[0].clone();
+    let before = copy.get_heads();
+    assert!(apply_received(&mut copy, &saved).is_err());
+    assert_eq!(copy.get_heads(), before);
+}
+
+/// An empty copy takes the saved document as Automerge would load it.
+#[test]
+fn an_empty_copy_loads_the_document() {
+    let (_, forks) = forks(9, &[4]);
+    let mut copy = new_document();
+    apply_received(&mut copy, &forks[0].save()).unwrap();
+    assert_eq!(copy.get_heads(), forks[0].get_heads());
+}
