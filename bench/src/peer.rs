@@ -210,9 +210,11 @@ impl Peer {
 
     /// Applies `frames`, received together: the changes of all their sync
     /// messages for a document in one pass over it, as Automerge 0.12
-    /// walks a whole text for every apply however few its changes, then
-    /// each message's sync bookkeeping in order (its changes, now present,
-    /// are skipped). Returns, per document, the changes that were new.
+    /// walks a whole text for every apply however few its changes (a whole
+    /// saved record loaded, not taken apart: `apply_received`), then each
+    /// message's sync bookkeeping in order (its changes, now present, are
+    /// skipped, its saved records not read again). Returns, per document,
+    /// the changes that were new.
     pub fn receive_all(
         &mut self,
         frames: &[Vec<u8>],
