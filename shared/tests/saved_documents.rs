@@ -10,8 +10,9 @@ use automerge::sync::{State, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, Automerge, ObjType, ReadDoc};
 use proptest::prelude::*;
-use twinsync_shared::protocol::receive_applied;
+use twinsync_shared::protocol::{DocSync, Incoming, Message, receive_applied};
 use twinsync_shared::record::{apply_received, chunks, new_document, only_documents};
+use twinsync_shared::{DocumentId, PeerId};
 
 const WORDS: [&str; 6] = [
     "مجلس ",
@@ -213,4 +214,57 @@ fn an_empty_copy_loads_the_document() {
     let mut copy = new_document();
     apply_received(&mut copy, &forks[0].save()).unwrap();
     assert_eq!(copy.get_heads(), forks[0].get_heads());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The engine, by either way in, takes a delegate's whole saved copy
+    /// into the record it holds, and both end with every change.
+    #[test]
+    fn the_engine_takes_a_saved_copy(
+        seed in 1u8..200,
+        edits in proptest::collection::vec(1usize..20, 2..5),
+        batch in any::<bool>(),
+    ) {
+        let (base, forks) = forks(seed, &edits);
+        let others: Vec<&Automerge> = std::iter::once(&base).chain(&forks[1..]).collect();
+        let mut record = merged(&others).with_actor(ActorId::from([seed, 200, 0, 0]));
+        let mut delegate = forks[0].clone();
+        let (server_id, delegate_id) = (PeerId::new("server"), PeerId::new("delegate"));
+        let mut sync = DocSync::new(DocumentId::random());
+        sync.add_peer(delegate_id.clone(), State::new());
+        let mut theirs = State::new();
+        let mut saved_sent = false;
+        for _ in 0..20 {
+            let mut said = 0;
+            for message in sync.generate(&record, &server_id) {
+                if let Message::Sync { data, .. } = message {
+                    said += 1;
+                    let m = automerge::sync::Message::decode(&data).unwrap();
+                    delegate.receive_sync_message(&mut theirs, m).unwrap();
+                }
+            }
+            if let Some(m) = delegate.generate_sync_message(&mut theirs) {
+                said += 1;
+                saved_sent |= m.changes.iter().any(only_documents);
+                let data = m.encode();
+                if batch {
+                    let one = [Incoming { from: &delegate_id, data: &data, is_request: false }];
+                    sync.receive_batch(&mut record, &one, |_| true, |_, _, _| true).unwrap();
+                } else {
+                    sync.receive(&mut record, &delegate_id, &data).unwrap();
+                }
+            }
+            if said == 0 {
+                break;
+            }
+        }
+        prop_assume!(saved_sent);
+        let all = merged(&std::iter::once(&base).chain(&forks).collect::<Vec<_>>());
+        prop_assert_eq!(record.get_heads(), all.get_heads());
+        prop_assert_eq!(delegate.get_heads(), all.get_heads());
+        prop_assert_eq!(state(&record).2, state(&all).2);
+        prop_assert_eq!(record.get_actor(), &ActorId::from([seed, 200, 0, 0]));
+    }
 }
