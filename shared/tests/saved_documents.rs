@@ -1,8 +1,9 @@
 //! A peer that lacks over a third of a record is sent the whole record
 //! saved. `apply_received` loads such a document in place of the copy it
 //! holds, or merges into it, rather than taking it apart into changes; and
-//! `receive_applied` then does the sync bookkeeping. Both must leave the
-//! copy and the sync state exactly as Automerge's own way would.
+//! `receive_applied` then does the sync bookkeeping. For well-formed
+//! messages both must leave the copy and the sync state as Automerge's own
+//! way would; a damaged saved document is refused.
 
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
@@ -266,5 +267,75 @@ proptest! {
         prop_assert_eq!(delegate.get_heads(), all.get_heads());
         prop_assert_eq!(state(&record).2, state(&all).2);
         prop_assert_eq!(record.get_actor(), &ActorId::from([seed, 200, 0, 0]));
+    }
+}
+
+/// Bytes that cannot be read end Automerge's load of everything joined
+/// after them. In a batch, another peer's saved copy after them must not be
+/// taken as applied: the batch is refused (the engine then takes each
+/// payload alone) or the copy is in.
+#[test]
+fn unreadable_bytes_in_a_batch_do_not_swallow_a_saved_copy() {
+    let (base, forks) = forks(11, &[12, 3]);
+    let mut record = merged(&[&base, &forks[1]]);
+    let (a, b) = (PeerId::new("a"), PeerId::new("b"));
+    let mut sync = DocSync::new(DocumentId::random());
+    // B, holding the first fork, has heard the record's filter: its next
+    // message carries its whole copy.
+    let mut theirs = State::new();
+    let mut delegate = forks[0].clone();
+    let hello = delegate
+        .generate_sync_message(&mut theirs)
+        .unwrap()
+        .encode();
+    sync.receive(&mut record, &b, &hello).unwrap();
+    for m in sync.generate(&record, &PeerId::new("server")) {
+        if let Message::Sync {
+            target_id, data, ..
+        } = m
+            && target_id == b
+        {
+            delegate
+                .receive_sync_message(
+                    &mut theirs,
+                    automerge::sync::Message::decode(&data).unwrap(),
+                )
+                .unwrap();
+        }
+    }
+    let from_b = delegate.generate_sync_message(&mut theirs).unwrap();
+    assert!(
+        from_b.changes.iter().any(only_documents),
+        "B sends its whole copy"
+    );
+    let mut junk = automerge::sync::Message::decode(&hello).unwrap();
+    junk.changes = vec![b"not a chunk".to_vec()].into();
+    let (junk, from_b) = (junk.encode(), from_b.encode());
+    let batch = [
+        Incoming {
+            from: &a,
+            data: &junk,
+            is_request: false,
+        },
+        Incoming {
+            from: &b,
+            data: &from_b,
+            is_request: false,
+        },
+    ];
+    let before = record.get_heads();
+    match sync.receive_batch(&mut record, &batch, |_| true, |_, _, _| true) {
+        None => assert_eq!(
+            record.get_heads(),
+            before,
+            "a refused batch changes nothing"
+        ),
+        Some(_) => assert!(
+            delegate
+                .get_heads()
+                .iter()
+                .all(|h| record.get_change_meta_by_hash(h).is_some()),
+            "the batch was taken without B's copy"
+        ),
     }
 }

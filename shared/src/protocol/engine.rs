@@ -175,8 +175,16 @@ impl DocSync {
         let mut scratch = doc.clone();
         let mut state = peer.state.clone();
         let mut wanted = peer.wanted.clone();
-        // A saved document is loaded here, not taken apart by Automerge.
-        if !scratch.is_empty() && message.changes.iter().any(crate::record::only_documents) {
+        // A saved document that brings something is loaded here, not
+        // taken apart by Automerge.
+        if !scratch.is_empty()
+            && !state.read_only
+            && message.changes.iter().any(crate::record::only_documents)
+            && !message
+                .heads
+                .iter()
+                .all(|h| scratch.get_change_meta_by_hash(h).is_some())
+        {
             apply_received(
                 &mut scratch,
                 &message.changes.iter().collect::<Vec<_>>().concat(),
@@ -280,6 +288,14 @@ impl DocSync {
         // Heads, needs and filters alone change no document: no copy.
         let mut copy = None;
         if !chunks.is_empty() {
+            // Automerge applies nothing for a read-only state; the engine
+            // makes none, but would take such payloads one at a time.
+            if batch
+                .iter()
+                .any(|i| self.peers.get(i.from).is_some_and(|p| p.state.read_only))
+            {
+                return None;
+            }
             let mut scratch = doc.clone();
             apply_received(&mut scratch, &chunks).ok()?;
             copy = Some(scratch);
@@ -521,31 +537,50 @@ fn read_leb128(input: &mut &[u8]) -> Option<u64> {
 /// Receives `message` into `doc`, whose changes [`apply_received`] has
 /// applied to `doc` already: as Automerge's `receive_sync_message` would,
 /// without taking a saved document apart again only to find each of its
-/// changes present. Its saved documents are left out of what Automerge
-/// sees; where nothing else is left, the sync state is kept as Automerge
-/// keeps it for a message whose changes it holds: the shared heads that are
-/// no longer heads dropped, and our reply still due.
+/// changes present. Entries that are nothing but saved documents are left
+/// out of what Automerge sees, but only once `doc` holds every head the
+/// sender named: if they did not apply (bytes before them that could not be
+/// read end a load), Automerge gets them back and the caller sees its
+/// heads move. With nothing left, the sync state is kept as Automerge keeps
+/// it for a message whose changes it holds, our reply still due. Not for a
+/// read-only state (Automerge would not apply the changes at all); the
+/// engine makes none.
 pub fn receive_applied(
     doc: &mut Automerge,
     state: &mut sync::State,
     mut message: sync::Message,
 ) -> Result<(), automerge::AutomergeError> {
     let carried = !message.changes.is_empty();
+    let held = message
+        .heads
+        .iter()
+        .all(|h| doc.get_change_meta_by_hash(h).is_some());
+    if !carried || !held || state.read_only {
+        return doc.receive_sync_message(state, message);
+    }
     let kept: Vec<Vec<u8>> = message
         .changes
         .iter()
         .filter(|entry| !crate::record::only_documents(entry))
         .map(<[u8]>::to_vec)
         .collect();
-    if !carried || !kept.is_empty() {
+    if !kept.is_empty() {
         message.changes = kept.into();
         return doc.receive_sync_message(state, message);
     }
     message.changes = sync::ChunkList::empty();
     let heads = doc.get_heads();
+    // With changes, Automerge would have advanced the shared heads over
+    // ours, which are unchanged: those no longer heads drop out. (Every
+    // head the sender named is held, so Automerge then takes them as the
+    // shared heads either way.)
     state.shared_heads.retain(|h| heads.contains(h));
-    let last_sent = state.last_sent_heads.clone();
+    // Without changes, Automerge takes heads equal to ours as told to the
+    // sender; with them, it does not.
+    let told = (message.heads == heads).then(|| state.last_sent_heads.clone());
     doc.receive_sync_message(state, message)?;
-    state.last_sent_heads = last_sent;
+    if let Some(last_sent) = told {
+        state.last_sent_heads = last_sent;
+    }
     Ok(())
 }
