@@ -350,8 +350,10 @@ const DOCUMENT_CHUNK: u8 = 0;
 /// others in and then its place (2.3 ms against 3.3 ms with 50 of 250
 /// lacking); any other is applied as `load_incremental` would. Changes
 /// before and after a saved document go to `load_incremental` in runs of
-/// their own, so a damaged change chunk ends only its run, not what
-/// follows. A saved document that does not load whole is an error, where
+/// their own, so a damaged change chunk whose header reads ends only its
+/// run, not what follows; bytes whose header does not read end the walk,
+/// and everything from them on goes to `load_incremental`. A saved document
+/// loaded here that does not load whole is an error, where
 /// `load_incremental` would keep what it could read and say nothing.
 pub fn apply_received(doc: &mut Automerge, bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
     if doc.is_empty() || !chunks(bytes).any(|(kind, _)| kind == DOCUMENT_CHUNK) {
@@ -393,8 +395,10 @@ pub fn only_documents(entry: &[u8]) -> bool {
     end > 0 && end == entry.len()
 }
 
-/// Loads `saved` in place of `doc` if it holds all of `doc` (and `doc` has
-/// no changes waiting for their dependencies); applies it otherwise.
+/// Loads `saved` in place of `doc` if it holds all of `doc`, or if it lacks
+/// fewer of `doc`'s changes than it brings (those merged in first);
+/// otherwise, or if `doc` has changes waiting for their dependencies,
+/// applies it as `load_incremental` does.
 fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::AutomergeError> {
     use automerge::ReadDoc;
     if !doc.get_missing_deps(&[]).is_empty() {
