@@ -167,10 +167,41 @@ impl Swarm {
             if converged {
                 return peers;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the swarm did not converge within {limit:?}"
-            );
+            if Instant::now() >= deadline {
+                // Say who is behind, so that a failure can be followed up.
+                let awaiting: Vec<String> = peers
+                    .iter()
+                    .filter(|(p, _)| p.awaits_a_record())
+                    .map(|(p, _)| p.id.to_string())
+                    .collect();
+                let split: Vec<String> = self
+                    .docs
+                    .iter()
+                    .filter_map(|doc| {
+                        let mut copies: HashMap<Vec<ChangeHash>, Vec<String>> = HashMap::new();
+                        for (p, _) in peers.iter().filter(|(p, _)| p.kind_of(*doc).is_some()) {
+                            let mut h = p.heads(*doc);
+                            h.sort();
+                            copies.entry(h).or_default().push(p.id.to_string());
+                        }
+                        (copies.len() > 1).then(|| {
+                            let groups: Vec<String> = copies
+                                .values()
+                                .map(|ids| format!("[{}]", ids.join(" ")))
+                                .collect();
+                            format!(
+                                "{doc}: {} different copies {}",
+                                copies.len(),
+                                groups.join(" ")
+                            )
+                        })
+                    })
+                    .collect();
+                panic!(
+                    "the swarm did not converge within {limit:?}: awaiting their record: {awaiting:?}; {}",
+                    split.join("; ")
+                );
+            }
         }
     }
 }
