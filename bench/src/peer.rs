@@ -15,8 +15,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
-use twinsync_shared::protocol::{FrameLimit, Message, PeerMetadata, handshake, receive_applied};
-use twinsync_shared::record::{apply_received, only_documents};
+use twinsync_shared::protocol::{
+    FrameLimit, Message, PeerMetadata, handshake, receive_applied, receive_loading_saved,
+};
+use twinsync_shared::record::apply_received;
 use twinsync_shared::{DocumentId, PeerId};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -158,12 +160,7 @@ impl Peer {
                 self.acked.insert(document_id, sorted(m.heads.clone()));
                 let before = doc.get_heads();
                 // A saved document is loaded, not taken apart into changes.
-                if !before.is_empty() && m.changes.iter().any(only_documents) {
-                    apply_received(doc, &m.changes.iter().collect::<Vec<_>>().concat())?;
-                    receive_applied(doc, state, m)?;
-                } else {
-                    doc.receive_sync_message(state, m)?;
-                }
+                receive_loading_saved(doc, state, m)?;
                 let new = doc
                     .get_changes_meta(&before)
                     .iter()

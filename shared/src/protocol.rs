@@ -55,5 +55,5 @@ pub mod engine;
 pub mod handshake;
 pub mod wire;
 
-pub use engine::{DocSync, Incoming, Received, SyncError, receive_applied};
+pub use engine::{DocSync, Incoming, Received, SyncError, receive_applied, receive_loading_saved};
 pub use wire::{DecodeError, FrameLimit, HeadsAt, Message, PROTOCOL_VERSION, PeerMetadata};

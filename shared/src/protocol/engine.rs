@@ -175,26 +175,8 @@ impl DocSync {
         let mut scratch = doc.clone();
         let mut state = peer.state.clone();
         let mut wanted = peer.wanted.clone();
-        // A saved document that brings something is loaded here, not
-        // taken apart by Automerge.
-        if !scratch.is_empty()
-            && !state.read_only
-            && message.changes.iter().any(crate::record::only_documents)
-            && !message
-                .heads
-                .iter()
-                .all(|h| scratch.get_change_meta_by_hash(h).is_some())
-        {
-            apply_received(
-                &mut scratch,
-                &message.changes.iter().collect::<Vec<_>>().concat(),
-            )
+        receive_loading_saved(&mut scratch, &mut state, message)
             .map_err(|e| Checked::Sync(e.into()))?;
-            receive_applied(&mut scratch, &mut state, message)
-        } else {
-            scratch.receive_sync_message(&mut state, message)
-        }
-        .map_err(|e| Checked::Sync(e.into()))?;
         if !scratch.get_missing_deps(&[]).is_empty() {
             // Changes whose dependencies have not arrived wait in
             // Automerge's queue (which `save` keeps too), and would be
@@ -532,6 +514,28 @@ fn read_leb128(input: &mut &[u8]) -> Option<u64> {
         }
     }
     None
+}
+
+/// Receives `message` into `doc` as Automerge's `receive_sync_message`
+/// does, but a saved document that brings something to a non-empty copy is
+/// loaded ([`apply_received`]), not taken apart into changes by Automerge.
+pub fn receive_loading_saved(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    message: sync::Message,
+) -> Result<(), automerge::AutomergeError> {
+    let brings_saved = !doc.is_empty()
+        && !state.read_only
+        && message.changes.iter().any(crate::record::only_documents)
+        && !message
+            .heads
+            .iter()
+            .all(|h| doc.get_change_meta_by_hash(h).is_some());
+    if !brings_saved {
+        return doc.receive_sync_message(state, message);
+    }
+    apply_received(doc, &message.changes.iter().collect::<Vec<_>>().concat())?;
+    receive_applied(doc, state, message)
 }
 
 /// Receives `message` into `doc`, whose changes [`apply_received`] has
