@@ -151,19 +151,7 @@ impl Swarm {
             // Every peer holds its record, and every copy of a record is
             // the same.
             let converged = peers.iter().all(|(p, _)| !p.awaits_a_record())
-                && self.docs.iter().all(|doc| {
-                    let mut heads =
-                        peers
-                            .iter()
-                            .filter(|(p, _)| p.kind_of(*doc).is_some())
-                            .map(|(p, _)| {
-                                let mut h = p.heads(*doc);
-                                h.sort();
-                                h
-                            });
-                    let first = heads.next();
-                    heads.all(|h| Some(h) == first)
-                });
+                && self.docs.iter().all(|doc| copies(&peers, *doc).len() <= 1);
             if converged {
                 return peers;
             }
@@ -178,12 +166,7 @@ impl Swarm {
                     .docs
                     .iter()
                     .filter_map(|doc| {
-                        let mut copies: HashMap<Vec<ChangeHash>, Vec<String>> = HashMap::new();
-                        for (p, _) in peers.iter().filter(|(p, _)| p.kind_of(*doc).is_some()) {
-                            let mut h = p.heads(*doc);
-                            h.sort();
-                            copies.entry(h).or_default().push(p.id.to_string());
-                        }
+                        let copies = copies(&peers, *doc);
                         (copies.len() > 1).then(|| {
                             let groups: Vec<String> = copies
                                 .values()
@@ -204,6 +187,18 @@ impl Swarm {
             }
         }
     }
+}
+
+/// The copies of `doc` that `peers` hold, by heads (sorted), each with the
+/// peers holding it.
+fn copies(peers: &[(TestPeer, u32)], doc: DocumentId) -> HashMap<Vec<ChangeHash>, Vec<String>> {
+    let mut copies: HashMap<Vec<ChangeHash>, Vec<String>> = HashMap::new();
+    for (p, _) in peers.iter().filter(|(p, _)| p.kind_of(doc).is_some()) {
+        let mut h = p.heads(doc);
+        h.sort();
+        copies.entry(h).or_default().push(p.id.to_string());
+    }
+    copies
 }
 
 /// A number from the environment, for a longer or different run.
