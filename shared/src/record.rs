@@ -411,9 +411,19 @@ fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::
             .text_encoding(doc.text_encoding())
             .on_partial_load(automerge::OnPartialLoad::Error),
     )?;
-    // What each side lacks of the other decides: `merge` rebuilds and
-    // applies the changes `loaded` lacks, `load_incremental` takes all of
-    // `saved` apart and applies those `doc` lacks.
+    // It holds all of `doc` when it holds `doc`'s heads: the common case,
+    // decided without listing either side's changes.
+    let heads = doc.get_heads();
+    if heads
+        .iter()
+        .all(|h| loaded.get_change_meta_by_hash(h).is_some())
+    {
+        *doc = loaded.with_actor(doc.get_actor().clone());
+        return Ok(());
+    }
+    // Otherwise what each side lacks of the other decides: `merge`
+    // rebuilds and applies the changes `loaded` lacks, `load_incremental`
+    // takes all of `saved` apart and applies those `doc` lacks.
     let ours = doc.get_changes_meta(&[]);
     let lacking = ours
         .iter()
@@ -423,13 +433,11 @@ fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::
         .get_changes_meta(&[])
         .len()
         .saturating_sub(ours.len() - lacking);
-    if lacking > 0 && lacking >= new {
+    if lacking >= new {
         doc.load_incremental(saved)?;
         return Ok(());
     }
-    if lacking > 0 {
-        loaded.merge(doc)?;
-    }
+    loaded.merge(doc)?;
     *doc = loaded.with_actor(doc.get_actor().clone());
     Ok(())
 }
