@@ -129,11 +129,8 @@ impl Peer {
     }
 
     /// Waits up to `wait` for one frame and applies it; returns the
-    /// document it changed and the changes that were new, if any.
-    pub async fn receive(
-        &mut self,
-        wait: Duration,
-    ) -> Result<Option<(DocumentId, Vec<ChangeHash>)>> {
+    /// document it was for, if any.
+    pub async fn receive(&mut self, wait: Duration) -> Result<Option<DocumentId>> {
         let stream = self
             .stream
             .as_mut()
@@ -158,16 +155,10 @@ impl Peer {
                 };
                 let m = automerge::sync::Message::decode(&data)?;
                 self.acked.insert(document_id, sorted(m.heads.clone()));
-                let before = doc.get_heads();
                 // A saved document is loaded, not taken apart into changes.
                 receive_loading_saved(doc, state, m)?;
-                let new = doc
-                    .get_changes_meta(&before)
-                    .iter()
-                    .map(|c| c.hash)
-                    .collect();
                 self.dirty.insert(document_id);
-                Ok(Some((document_id, new)))
+                Ok(Some(document_id))
             }
             Message::Error { message, .. } => bail!("peer {}: server error: {message}", self.id),
             Message::DocUnavailable { document_id, .. } => {
