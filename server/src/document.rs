@@ -283,42 +283,6 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// The changes of a receipt (one sync message, or a batch of them) as they
-/// arrived, when they can be stored as they are: exactly one message
-/// carries changes, as one saved document naming a head `doc` (the record
-/// before the receipt) lacks. Applying it then read the whole document
-/// (Automerge reads a saved document's changes unless it holds all its
-/// heads), so what is stored loads as it did, and holds every change the
-/// receipt brought; changes the record already held are stored again, as
-/// in a compaction's snapshot. `None` otherwise, and the new changes are
-/// rebuilt from the record.
-fn arrived_whole<'a>(
-    doc: &Automerge,
-    payloads: impl IntoIterator<Item = &'a [u8]>,
-) -> Option<Vec<u8>> {
-    let mut carrying =
-        payloads
-            .into_iter()
-            .filter_map(|data| match automerge::sync::Message::decode(data) {
-                Ok(message) if message.changes.is_empty() => None,
-                Ok(message) => Some(Some(message)),
-                // Unreadable: it may carry anything.
-                Err(_) => Some(None),
-            });
-    let (Some(Some(message)), None) = (carrying.next(), carrying.next()) else {
-        return None;
-    };
-    let mut entries = message.changes.iter();
-    let (Some(entry), None) = (entries.next(), entries.next()) else {
-        return None;
-    };
-    let heads = twinsync_shared::record::saved_document_heads(entry)?;
-    heads
-        .iter()
-        .any(|h| doc.get_change_meta_by_hash(h).is_none())
-        .then(|| entry.to_vec())
-}
-
 /// The chunk list stays usable if a compaction thread panicked holding it.
 fn lock(chunks: &Mutex<Vec<i64>>) -> std::sync::MutexGuard<'_, Vec<i64>> {
     chunks
@@ -416,7 +380,6 @@ impl DocTask {
             self.hub.settings.max_record_bytes(),
         );
         let growth: u64 = batch.iter().map(|s| s.data.len() as u64).sum();
-        let arrived = arrived_whole(&self.doc, batch.iter().map(|s| s.data.as_slice()));
         let mut checked: Option<Read> = None;
         let incoming: Vec<Incoming<'_>> = batch
             .iter()
@@ -533,10 +496,7 @@ impl DocTask {
             .collect();
         if !origins.is_empty() {
             let new = origins.len();
-            if let Err(e) = self
-                .persist_origins(&before, origins, None, checked, arrived)
-                .await
-            {
+            if let Err(e) = self.persist_origins(&before, origins, None, checked).await {
                 self.hub.metrics.storage_errors.inc();
                 let mut told = std::collections::HashSet::new();
                 for (sync, hashes) in batch.iter().zip(&brought) {
@@ -598,7 +558,6 @@ impl DocTask {
             self.hub.settings.max_record_bytes(),
         );
         let growth = data.len() as u64;
-        let arrived = arrived_whole(&self.doc, [data]);
         let received = self.sync.receive_checked(
             &mut self.doc,
             &peer.peer_id,
@@ -686,7 +645,6 @@ impl DocTask {
                     peer.peer_id.as_str(),
                     Some(&peer.device.id),
                     checked,
-                    arrived,
                 )
                 .await
             {
@@ -808,7 +766,7 @@ impl DocTask {
         }
         self.doc = scratch;
         if let Err(e) = self
-            .persist(&before, &new, peer_id, Some(device_id), Some(after), None)
+            .persist(&before, &new, peer_id, Some(device_id), Some(after))
             .await
         {
             self.reload().await;
@@ -832,7 +790,6 @@ impl DocTask {
         from: &str,
         device: Option<&str>,
         read: Option<Read>,
-        arrived: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
         let at = now();
         let origins: Vec<(String, Origin)> = new
@@ -849,24 +806,20 @@ impl DocTask {
                 )
             })
             .collect();
-        self.persist_origins(before, origins, device, read, arrived)
-            .await
+        self.persist_origins(before, origins, device, read).await
     }
 
     /// [`Self::persist`], each change with its own origin. `creator` is the
     /// device to name as the record's creator if these are its first
-    /// changes. `arrived` holds the new changes as they arrived, if
-    /// [`arrived_whole`] found them storable as they are; otherwise they
-    /// are rebuilt from the record (`save_after`, a pass over all of it).
+    /// changes.
     async fn persist_origins(
         &mut self,
         before: &[automerge::ChangeHash],
         origins: Vec<(String, Origin)>,
         creator: Option<&str>,
         read: Option<Read>,
-        arrived: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let chunk = arrived.unwrap_or_else(|| self.doc.save_after(before));
+        let chunk = self.doc.save_after(before);
         // One read serves the stored summary and the next permission check.
         let current = read.unwrap_or_else(|| read_document(&self.doc));
         let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
@@ -909,7 +862,7 @@ impl DocTask {
                     .map(|c| c.hash)
                     .collect();
                 let server = self.hub.server_id.to_string();
-                match self.persist(&before, &new, &server, None, None, None).await {
+                match self.persist(&before, &new, &server, None, None).await {
                     Ok(()) => info!(doc_id = %self.id, "migrated to the current schema"),
                     Err(e) => {
                         warn!(doc_id = %self.id, error = %e, "cannot store the migration");
@@ -1273,109 +1226,6 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].device_id, "dan");
         assert_eq!(held[0].hashes, vec![d.to_string()]);
-    }
-
-    /// `edits` changes typed in one after another, and the sync message
-    /// carrying them.
-    fn typed(r: &mut Replica, edits: usize) -> Vec<u8> {
-        let minutes = r.doc.get(automerge::ROOT, "minutes").unwrap().unwrap().1;
-        for n in 0..edits {
-            let mut tx = r.doc.transaction();
-            tx.splice_text(&minutes, 0, 0, &format!("[{n}] محضر — séance. "))
-                .unwrap();
-            tx.commit();
-        }
-        r.doc.generate_sync_message(&mut r.state).unwrap().encode()
-    }
-
-    /// The heads a sync message's one saved document names, if that is
-    /// what it carries.
-    fn saved_document_heads_of(data: &[u8]) -> Option<Vec<automerge::ChangeHash>> {
-        let message = automerge::sync::Message::decode(data).unwrap();
-        let entries: Vec<&[u8]> = message.changes.iter().collect();
-        match entries.as_slice() {
-            [entry] => twinsync_shared::record::saved_document_heads(entry),
-            _ => None,
-        }
-    }
-
-    /// The one saved document a sync message carries.
-    fn saved_entry(data: &[u8]) -> Vec<u8> {
-        let message = automerge::sync::Message::decode(data).unwrap();
-        let entries: Vec<&[u8]> = message.changes.iter().collect();
-        assert_eq!(entries.len(), 1);
-        assert!(twinsync_shared::record::saved_document_heads(entries[0]).is_some());
-        entries[0].to_vec()
-    }
-
-    #[tokio::test]
-    async fn a_record_sent_whole_is_stored_as_it_arrived_and_loads_whole() {
-        let (_dir, hub, id, base) = club();
-        let mut amina = replica("amina", Role::Coordinator, &base);
-        // Far more than the server holds: Automerge sends the record whole.
-        let data = typed(&mut amina, 30);
-        let entry = saved_entry(&data);
-        let before = hub.store.chunk_stats(id).unwrap();
-        let cmd = DocCommand::Sync {
-            peer: amina.link.clone(),
-            data,
-            is_request: false,
-            received: Instant::now(),
-        };
-        run_queued(&hub, id, vec![cmd]).await;
-        let after = hub.store.chunk_stats(id).unwrap();
-        assert_eq!(after.incremental_count, before.incremental_count + 1);
-        assert_eq!(
-            after.incremental_bytes - before.incremental_bytes,
-            entry.len() as u64,
-            "stored as it arrived"
-        );
-        // Loaded from the store (each chunk checked whole), it holds them all.
-        let stored = hub.store.load(id).unwrap().unwrap();
-        assert_eq!(stored.get_heads(), amina.doc.get_heads());
-        assert_eq!(hub.store.origins(id).unwrap().len(), 30);
-        assert_eq!(errors(&mut amina), Vec::<String>::new());
-    }
-
-    #[test]
-    fn only_one_saved_document_bringing_a_head_is_stored_as_it_arrived() {
-        let (_dir, _hub, _id, base) = club();
-        // A change to a longer record travels as a change: rebuilt, not
-        // kept as it came.
-        let mut longer = replica("longer", Role::Coordinator, &base);
-        typed(&mut longer, 10);
-        let mut few = replica("few", Role::Coordinator, &longer.doc);
-        let one = typed(&mut few, 1);
-        assert!(saved_document_heads_of(&one).is_none());
-        assert_eq!(arrived_whole(&longer.doc, [one.as_slice()]), None);
-        let mut many = replica("many", Role::Coordinator, &base);
-        let whole = typed(&mut many, 30);
-        assert_eq!(
-            arrived_whole(&base, [whole.as_slice()]),
-            Some(saved_entry(&whole))
-        );
-        // With every head it names already held, Automerge would not read
-        // it: what it holds is unchecked, so it is not stored as it came.
-        assert_eq!(arrived_whole(&many.doc, [whole.as_slice()]), None);
-        // Two messages carrying changes, or one that cannot be read.
-        assert_eq!(
-            arrived_whole(&base, [whole.as_slice(), one.as_slice()]),
-            None
-        );
-        assert_eq!(
-            arrived_whole(&base, [whole.as_slice(), b"not a sync message".as_slice()]),
-            None
-        );
-        // Messages without changes beside it change nothing.
-        let heads_only = automerge::sync::Message::decode(&whole).map(|mut m| {
-            m.changes = automerge::sync::ChunkList::empty();
-            m.encode()
-        });
-        let heads_only = heads_only.unwrap();
-        assert_eq!(
-            arrived_whole(&base, [heads_only.as_slice(), whole.as_slice()]),
-            Some(saved_entry(&whole))
-        );
     }
 
     /// The frames waiting for `r`, by message type.

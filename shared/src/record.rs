@@ -453,19 +453,6 @@ fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::
     Ok(())
 }
 
-/// The heads a sync message's entry names, if it is exactly one saved
-/// document whose header reads (a record sent whole); `None` otherwise. A
-/// copy that lacks one of them has the whole document read to apply it
-/// (by Automerge or by [`apply_received`]), or refused.
-pub fn saved_document_heads(entry: &[u8]) -> Option<Vec<ChangeHash>> {
-    let mut all = chunks(entry);
-    let (Some((DOCUMENT_CHUNK, Some(chunk))), None) = (all.next(), all.next()) else {
-        return None;
-    };
-    (chunk.len() == entry.len()).then_some(())?;
-    saved_header(chunk).map(|header| header.heads)
-}
-
 /// Whether `doc` has at least `count` changes: first from the sequence
 /// numbers of its heads (a head's is how many changes its author made up
 /// to it), which need no pass over the document, then by listing them.
