@@ -401,14 +401,24 @@ pub fn only_documents(entry: &[u8]) -> bool {
 /// applies it as `load_incremental` does. Which side lacks fewer is which
 /// side has more changes (each lacks the other's count less those both
 /// hold), and a saved document's header tells how many it has: one no
-/// larger than `doc` is not loaded first only to be taken apart again.
+/// larger than `doc`, naming a head `doc` lacks, is not loaded first only
+/// to be taken apart again. Its header's heads are not checked against
+/// the changes it holds, as `load_incremental` does not check them either:
+/// `doc` ends with the heads of the changes applied.
 fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::AutomergeError> {
     use automerge::ReadDoc;
     if !doc.get_missing_deps(&[]).is_empty() {
         doc.load_incremental(saved)?;
         return Ok(());
     }
+    // Only for a document naming a head `doc` lacks: Automerge reads such a
+    // document whole, where it would skip one whose heads it holds unread
+    // (and a damaged one must still be refused).
     if let Some(header) = saved_header(saved)
+        && header
+            .heads
+            .iter()
+            .any(|h| doc.get_change_meta_by_hash(h).is_none())
         && holds_at_least(doc, header.changes)
     {
         // A copy takes it (cheap: Automerge shares what it can), and
@@ -467,7 +477,9 @@ fn holds_at_least(doc: &Automerge, count: usize) -> bool {
             None => by_author.push((change.actor.into_owned(), change.seq)),
         }
     }
-    let at_least: u64 = by_author.iter().map(|(_, seq)| seq).sum();
+    let at_least = by_author
+        .iter()
+        .fold(0u64, |sum, (_, seq)| sum.saturating_add(*seq));
     at_least >= count as u64 || doc.get_changes_meta(&[]).len() >= count
 }
 

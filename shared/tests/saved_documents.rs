@@ -208,6 +208,21 @@ fn a_damaged_saved_document_is_refused() {
     assert_eq!(copy.get_heads(), before);
 }
 
+/// So is one whose heads the copy holds already, which Automerge would
+/// skip unread: damage is not taken for a document that brings nothing.
+#[test]
+fn a_damaged_saved_document_bringing_nothing_is_refused_too() {
+    let (_, forks) = forks(8, &[5, 5]);
+    let mut saved = forks[1].save();
+    let middle = saved.len() / 2;
+    saved[middle] ^= 0xff;
+    let mut copy = forks[0].clone();
+    copy.merge(&mut forks[1].clone()).unwrap();
+    let before = copy.get_heads();
+    assert!(apply_received(&mut copy, &saved).is_err());
+    assert_eq!(copy.get_heads(), before);
+}
+
 /// An empty copy takes the saved document as Automerge would load it.
 #[test]
 fn an_empty_copy_loads_the_document() {
