@@ -414,22 +414,15 @@ fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::
     // Only for a document naming a head `doc` lacks: Automerge reads such a
     // document whole, where it would skip one whose heads it holds unread
     // (and a damaged one must still be refused).
-    if let Some(header) = saved_header(saved)
-        && header
-            .heads
-            .iter()
-            .any(|h| doc.get_change_meta_by_hash(h).is_none())
+    let header = saved_header(saved).filter(|header| !holds_all(doc, &header.heads));
+    if let Some(header) = &header
         && holds_at_least(doc, header.changes)
     {
         // A copy takes it (cheap: Automerge shares what it can), and
         // must then hold every head it names, or it did not load whole.
         let mut merged = doc.clone();
         merged.load_incremental(saved)?;
-        if !header
-            .heads
-            .iter()
-            .all(|h| merged.get_change_meta_by_hash(h).is_some())
-        {
+        if !holds_all(&merged, &header.heads) {
             return Err(automerge::AutomergeError::EncodingError(
                 "a saved document that does not load whole".into(),
             ));
@@ -445,16 +438,14 @@ fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::
     )?;
     // It holds all of `doc` when it holds `doc`'s heads: the common case,
     // decided without listing either side's changes.
-    if doc
-        .get_heads()
-        .iter()
-        .all(|h| loaded.get_change_meta_by_hash(h).is_some())
-    {
+    if holds_all(&loaded, &doc.get_heads()) {
         *doc = loaded.with_actor(doc.get_actor().clone());
         return Ok(());
     }
-    // `merge` rebuilds and applies the changes the other side lacks.
-    if doc.get_changes_meta(&[]).len() >= loaded.get_changes_meta(&[]).len() {
+    // `merge` rebuilds and applies the changes the other side lacks. Which
+    // side has more the header told, if it was read above (`doc` fewer);
+    // otherwise they are counted.
+    if header.is_none() && doc.get_changes_meta(&[]).len() >= loaded.get_changes_meta(&[]).len() {
         doc.merge(&mut loaded)?;
         return Ok(());
     }
@@ -498,47 +489,39 @@ struct SavedHeader {
 /// `None` if any of it does not read (an older encoder may leave out the
 /// indices), for the document to be loaded and judged as a whole.
 fn saved_header(chunk: &[u8]) -> Option<SavedHeader> {
+    let size = |n: u64| usize::try_from(n).ok();
     // Magic bytes, checksum and chunk type, then the body's length.
-    let (len, body) = leb128(chunk, 9)?;
-    let end = body.checked_add(usize::try_from(len).ok()?)?;
-    let chunk = chunk.get(..end)?;
-    let (actors, mut at) = leb128(chunk, body)?;
-    for _ in 0..actors {
-        let (len, next) = leb128(chunk, at)?;
-        at = next.checked_add(usize::try_from(len).ok()?)?;
+    let mut body = chunk.get(9..)?;
+    let len = size(read_leb128(&mut body)?)?;
+    let mut body = body.get(..len)?;
+    for _ in 0..read_leb128(&mut body)? {
+        let actor = size(read_leb128(&mut body)?)?;
+        body = body.get(actor..)?;
     }
-    let (count, next) = leb128(chunk, at)?;
-    at = next;
     let mut heads = Vec::new();
-    for _ in 0..count {
-        let next = at.checked_add(32)?;
-        heads.push(ChangeHash::try_from(chunk.get(at..next)?).ok()?);
-        at = next;
+    for _ in 0..read_leb128(&mut body)? {
+        let (hash, rest) = body.split_at_checked(32)?;
+        heads.push(ChangeHash::try_from(hash).ok()?);
+        body = rest;
     }
     // The change columns, then the op columns: each a count of (spec,
     // length) pairs; their data follows both lists.
     let mut data = 0usize;
     for _ in 0..2 {
-        let (columns, next) = leb128(chunk, at)?;
-        at = next;
-        for _ in 0..columns {
-            let (_spec, next) = leb128(chunk, at)?;
-            let (len, next) = leb128(chunk, next)?;
-            data = data.checked_add(usize::try_from(len).ok()?)?;
-            at = next;
+        for _ in 0..read_leb128(&mut body)? {
+            let _spec = read_leb128(&mut body)?;
+            data = data.checked_add(size(read_leb128(&mut body)?)?)?;
         }
     }
-    at = at.checked_add(data)?;
+    body = body.get(data..)?;
     let mut last = None;
     for _ in 0..heads.len() {
-        let (index, next) = leb128(chunk, at)?;
-        last = last.max(Some(index));
-        at = next;
+        last = last.max(Some(read_leb128(&mut body)?));
     }
-    if at != chunk.len() {
+    if !body.is_empty() {
         return None;
     }
-    let changes = usize::try_from(last?).ok()?.checked_add(1)?;
+    let changes = size(last?)?.checked_add(1)?;
     Some(SavedHeader { heads, changes })
 }
 
@@ -574,9 +557,11 @@ pub fn chunks(bytes: &[u8]) -> impl Iterator<Item = (u8, Option<&[u8]>)> {
             return None;
         }
         let kind = bytes[8];
-        let Some((len, at)) = leb128(bytes, 9) else {
+        let mut length = &bytes[9..];
+        let Some(len) = read_leb128(&mut length) else {
             return Some((kind, None));
         };
+        let at = bytes.len() - length.len();
         let chunk = usize::try_from(len)
             .ok()
             .and_then(|l| at.checked_add(l))
@@ -591,22 +576,25 @@ pub fn chunks(bytes: &[u8]) -> impl Iterator<Item = (u8, Option<&[u8]>)> {
     })
 }
 
-/// An unsigned LEB128 number at `at` in `bytes`, and where it ends; `None`
-/// if it runs past the end or past 64 bits.
-fn leb128(bytes: &[u8], mut at: usize) -> Option<(u64, usize)> {
-    let (mut value, mut shift) = (0u64, 0u32);
-    loop {
-        let byte = *bytes.get(at)?;
-        at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
+/// Reads one unsigned LEB128 number from the front of `input`, at most ten
+/// bytes of it (64 bits), and moves `input` past it.
+pub(crate) fn read_leb128(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &byte) in input.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            return Some((value, at));
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
+            *input = &input[i + 1..];
+            return Some(value);
         }
     }
+    None
+}
+
+/// Whether `doc` holds every change in `heads`.
+pub(crate) fn holds_all(doc: &Automerge, heads: &[ChangeHash]) -> bool {
+    heads
+        .iter()
+        .all(|h| doc.get_change_meta_by_hash(h).is_some())
 }
 
 /// Makes a fresh random id for a list item.

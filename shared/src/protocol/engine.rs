@@ -12,7 +12,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::Message;
-use crate::record::apply_received;
+use crate::record::{apply_received, holds_all, read_leb128};
 use crate::{DocumentId, PeerId};
 
 /// Why an incoming sync message was refused. The document is unchanged.
@@ -503,19 +503,6 @@ fn check_blooms(message: &sync::Message) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Reads one unsigned LEB128 number from the front of `input`.
-fn read_leb128(input: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for (i, &byte) in input.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            *input = &input[i + 1..];
-            return Some(value);
-        }
-    }
-    None
-}
-
 /// Receives `message` into `doc` as Automerge's `receive_sync_message`
 /// does, but a saved document that brings something to a non-empty copy is
 /// loaded ([`apply_received`]), not taken apart into changes by Automerge.
@@ -527,10 +514,7 @@ pub fn receive_loading_saved(
     let brings_saved = !doc.is_empty()
         && !state.read_only
         && message.changes.iter().any(crate::record::only_documents)
-        && !message
-            .heads
-            .iter()
-            .all(|h| doc.get_change_meta_by_hash(h).is_some());
+        && !holds_all(doc, &message.heads);
     if !brings_saved {
         return doc.receive_sync_message(state, message);
     }
@@ -555,10 +539,7 @@ pub fn receive_applied(
     mut message: sync::Message,
 ) -> Result<(), automerge::AutomergeError> {
     let carried = !message.changes.is_empty();
-    let held = message
-        .heads
-        .iter()
-        .all(|h| doc.get_change_meta_by_hash(h).is_some());
+    let held = holds_all(doc, &message.heads);
     if !carried || !held || state.read_only {
         return doc.receive_sync_message(state, message);
     }
