@@ -733,8 +733,7 @@ impl DocTask {
         twinsync_shared::record::refuse_bundles(changes)
             .map_err(|e| format!("the quarantined changes cannot be read: {e}"))?;
         let mut scratch = self.doc.clone();
-        scratch
-            .load_incremental(changes)
+        twinsync_shared::record::refuse_panics(|| scratch.load_incremental(changes))
             .map_err(|e| format!("the quarantined changes cannot be read: {e}"))?;
         if !scratch.get_missing_deps(&[]).is_empty() {
             return Err(

@@ -337,3 +337,95 @@ fn a_bundle_split_across_two_messages_of_a_batch_is_turned_away_not_a_panic() {
     assert_eq!(result, None);
     assert_eq!(doc.get_heads(), heads);
 }
+
+/// A change by the author of `doc`'s only change, its dependencies met,
+/// rewritten to claim sequence number `seq` and, if given, to carry an
+/// author: well-formed bytes that Automerge 0.12 asserts on rather than
+/// refuses, whatever client sends them.
+fn change_claiming(doc: &automerge::Automerge, seq: u64, author: Option<&[u8]>) -> Vec<u8> {
+    let mut fork = doc.fork().with_actor(doc.get_actor().clone());
+    let mut tx = fork.transaction();
+    tx.put(automerge::ROOT, "claimed", "ادعاء").unwrap();
+    tx.commit();
+    let mut expanded = fork.get_last_local_change().unwrap().decode();
+    expanded.seq = seq;
+    expanded.hash = None;
+    if let Some(author) = author {
+        // Automerge carries an author in a change's extra bytes.
+        let mut by =
+            automerge::Automerge::new().with_author(Some(automerge::Author::from(author.to_vec())));
+        by.transact(|tx| tx.put(automerge::ROOT, "by", 1i64))
+            .unwrap();
+        let footer = by.get_last_local_change().unwrap().decode().extra_bytes;
+        assert!(!footer.is_empty());
+        expanded.extra_bytes = footer;
+    }
+    automerge::Change::from(expanded).raw_bytes().to_vec()
+}
+
+/// A one-change document, from one author.
+fn one_change() -> automerge::Automerge {
+    let mut doc = automerge::Automerge::new();
+    let mut tx = doc.transaction();
+    tx.put(automerge::ROOT, "n", 1i64).unwrap();
+    tx.commit();
+    doc
+}
+
+#[test]
+fn changes_automerge_asserts_on_are_refused_and_the_peer_goes_on() {
+    use automerge::ReadDoc;
+    // A sequence number that skips one; a second one past the first; an
+    // author on a second change.
+    for (seq, author) in [(3, None), (2, Some(&b"author"[..])), (1, None)] {
+        let mut doc = one_change();
+        let heads = doc.get_heads();
+        let crafted = change_claiming(&doc, seq, author);
+        let peer = PeerId::new("hostile");
+        let mut sync = DocSync::new(DocumentId::random());
+        let result = sync.receive(&mut doc, &peer, &message_with_changes(vec![crafted]));
+        let error = result
+            .expect_err("a change Automerge cannot apply")
+            .to_string();
+        let expected = if seq == 1 {
+            "duplicate seq" // Automerge refuses this one itself
+        } else {
+            "changes Automerge cannot apply"
+        };
+        assert!(error.contains(expected), "seq {seq}: {error}");
+        assert_eq!(
+            doc.get_heads(),
+            heads,
+            "seq {seq}: the document is untouched"
+        );
+        assert_eq!(doc.get(automerge::ROOT, "claimed").unwrap(), None);
+        // The same peer's honest change is taken after.
+        let mut theirs = doc.fork();
+        theirs
+            .transact(|tx| tx.put(automerge::ROOT, "n", 2i64))
+            .unwrap();
+        let honest = theirs.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let received = sync
+            .receive(&mut doc, &peer, &message_with_changes(vec![honest]))
+            .unwrap();
+        assert_eq!(received.new_changes, theirs.get_heads(), "seq {seq}");
+    }
+}
+
+#[test]
+fn a_change_automerge_asserts_on_turns_a_batch_away() {
+    use twinsync_shared::protocol::Incoming;
+    let mut doc = one_change();
+    let heads = doc.get_heads();
+    let crafted = message_with_changes(vec![change_claiming(&doc, 3, None)]);
+    let peer = PeerId::new("hostile");
+    let mut sync = DocSync::new(DocumentId::random());
+    let batch = [Incoming {
+        from: &peer,
+        data: &crafted,
+        is_request: false,
+    }];
+    let result = sync.receive_batch(&mut doc, &batch, |_| true, |_, _, _| true);
+    assert_eq!(result, None);
+    assert_eq!(doc.get_heads(), heads);
+}

@@ -12,7 +12,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::Message;
-use crate::record::{apply_received, holds_all, read_leb128};
+use crate::record::{apply_received, holds_all, read_leb128, refuse_panics};
 use crate::{DocumentId, PeerId};
 
 /// Why an incoming sync message was refused. The document is unchanged.
@@ -175,7 +175,7 @@ impl DocSync {
         let mut scratch = doc.clone();
         let mut state = peer.state.clone();
         let mut wanted = peer.wanted.clone();
-        receive_loading_saved(&mut scratch, &mut state, message)
+        refuse_panics(|| receive_loading_saved(&mut scratch, &mut state, message))
             .map_err(|e| Checked::Sync(e.into()))?;
         if !scratch.get_missing_deps(&[]).is_empty() {
             // Changes whose dependencies have not arrived wait in
@@ -279,7 +279,7 @@ impl DocSync {
                 return None;
             }
             let mut scratch = doc.clone();
-            apply_received(&mut scratch, &chunks).ok()?;
+            refuse_panics(|| apply_received(&mut scratch, &chunks)).ok()?;
             copy = Some(scratch);
         }
         let states = {
