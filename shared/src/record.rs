@@ -356,6 +356,13 @@ const DOCUMENT_CHUNK: u8 = 0;
 /// loaded here that does not load whole is an error, where
 /// `load_incremental` would keep what it could read and say nothing.
 pub fn apply_received(doc: &mut Automerge, bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
+    if doc.is_empty() && loads_a_document_with_authors(bytes) {
+        let mut loaded = doc.clone();
+        loaded.load_incremental(bytes)?;
+        refuse_late_authors(&loaded)?;
+        *doc = loaded;
+        return Ok(());
+    }
     if doc.is_empty() || !chunks(bytes).any(|(kind, _)| kind == DOCUMENT_CHUNK) {
         doc.load_incremental(bytes)?;
         return Ok(());
@@ -436,6 +443,9 @@ fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::
             .text_encoding(doc.text_encoding())
             .on_partial_load(automerge::OnPartialLoad::Error),
     )?;
+    if may_carry_authors(saved) {
+        refuse_late_authors(&loaded)?;
+    }
     // It holds all of `doc` when it holds `doc`'s heads: the common case,
     // decided without listing either side's changes.
     if holds_all(&loaded, &doc.get_heads()) {
@@ -475,11 +485,61 @@ fn holds_at_least(doc: &Automerge, count: usize) -> bool {
 }
 
 /// What a saved document's chunk says of itself before anything in it is
-/// decompressed: its heads, and how many changes it holds.
+/// decompressed: its heads, how many changes it holds, and whether any of
+/// them has extra bytes (where Automerge keeps a change's author).
 #[derive(Debug, PartialEq)]
 struct SavedHeader {
     heads: Vec<ChangeHash>,
     changes: usize,
+    extra_bytes: bool,
+}
+
+/// A change column's spec without its deflate bit: the extra bytes'
+/// values (column 5, of raw values).
+const EXTRA_VALUES_COLUMN: u64 = 5 << 4 | 7;
+const DEFLATE_BIT: u64 = 8;
+
+/// Whether a document loaded from `saved` may hold a change with an
+/// author: yes unless its header reads and shows no extra bytes at all.
+fn may_carry_authors(saved: &[u8]) -> bool {
+    saved_header(saved).is_none_or(|header| header.extra_bytes)
+}
+
+/// Whether `bytes`, loaded into an empty document, load a saved document
+/// that may hold a change with an author: Automerge loads a first chunk
+/// that is a saved document whole, and takes any later one apart into
+/// changes, which it checks as it applies them.
+pub fn loads_a_document_with_authors(bytes: &[u8]) -> bool {
+    match chunks(bytes).next() {
+        Some((DOCUMENT_CHUNK, saved)) => saved.is_none_or(may_carry_authors),
+        _ => false,
+    }
+}
+
+/// Refuses `loaded`, a document loaded from received bytes, if one of its
+/// changes carries an author but is not its author's first. Applying such
+/// a change fails (or, in Automerge 0.12, panics); loading a saved document
+/// holding one does not check it. The record would then be stored with it
+/// and fail to load, since loading applies the changes stored after the
+/// first chunk. (Sequence numbers Automerge checks when it loads: each
+/// author's run from 1 in turn.) Automerge writes an author as a footer in
+/// the change's extra bytes: the footer's kind (1, an author), its length,
+/// then the author's bytes.
+pub fn refuse_late_authors(loaded: &Automerge) -> Result<(), automerge::AutomergeError> {
+    const AUTHOR_FOOTER: u64 = 1;
+    let carries_author = |mut extra: &[u8]| {
+        read_leb128(&mut extra) == Some(AUTHOR_FOOTER)
+            && read_leb128(&mut extra).is_some_and(|len| len <= extra.len() as u64)
+    };
+    for change in loaded.get_changes_meta(&[]) {
+        if change.seq != 1 && carries_author(&change.extra) {
+            return Err(automerge::AutomergeError::EncodingError(format!(
+                "a saved document whose change {} names an author, which only an author's first change may",
+                change.hash
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a saved document's header (Automerge's binary format: actors,
@@ -506,11 +566,14 @@ fn saved_header(chunk: &[u8]) -> Option<SavedHeader> {
     }
     // The change columns, then the op columns: each a count of (spec,
     // length) pairs; their data follows both lists.
-    let mut data = 0usize;
-    for _ in 0..2 {
+    let (mut data, mut extra_bytes) = (0usize, false);
+    for columns in ["change", "op"] {
         for _ in 0..read_leb128(&mut body)? {
-            let _spec = read_leb128(&mut body)?;
-            data = data.checked_add(size(read_leb128(&mut body)?)?)?;
+            let spec = read_leb128(&mut body)?;
+            let len = size(read_leb128(&mut body)?)?;
+            extra_bytes |=
+                columns == "change" && spec & !DEFLATE_BIT == EXTRA_VALUES_COLUMN && len > 0;
+            data = data.checked_add(len)?;
         }
     }
     body = body.get(data..)?;
@@ -522,7 +585,11 @@ fn saved_header(chunk: &[u8]) -> Option<SavedHeader> {
         return None;
     }
     let changes = size(last?)?.checked_add(1)?;
-    Some(SavedHeader { heads, changes })
+    Some(SavedHeader {
+        heads,
+        changes,
+        extra_bytes,
+    })
 }
 
 /// Runs `apply`, which changes a scratch copy of a document, and turns a
@@ -635,18 +702,27 @@ mod tests {
     use proptest::prelude::*;
 
     /// A record written by `writers` delegates, each from the first's
-    /// copy, with their edits (Arabic and French) in turn.
+    /// copy, with their edits (Arabic and French) in turn; every other
+    /// writer names an author.
     fn record(writers: &[usize]) -> Automerge {
         let mut doc = new_document();
         let mut copies: Vec<Automerge> = Vec::new();
         for (who, &edits) in writers.iter().enumerate() {
+            let author = (who % 2 == 1).then(|| automerge::Author::from(vec![who as u8; 4]));
             let mut copy = doc
                 .fork()
-                .with_actor(ActorId::from(vec![who as u8 + 1; 16]));
+                .with_actor(ActorId::from(vec![who as u8 + 1; 16]))
+                .with_author(author);
             for n in 0..edits {
                 let mut tx = copy.transaction();
-                tx.put(automerge::ROOT, format!("note {n}"), "محضر — compte rendu")
-                    .unwrap();
+                // Each writer's own words: Automerge keeps no change that
+                // writes what is there already.
+                tx.put(
+                    automerge::ROOT,
+                    format!("note {n}"),
+                    format!("محضر — compte rendu {who}"),
+                )
+                .unwrap();
                 tx.commit();
             }
             if who == 0 {
@@ -681,13 +757,24 @@ mod tests {
                 let mut want = loaded.get_heads();
                 want.sort();
                 prop_assert_eq!(heads, want);
-                prop_assert_eq!(header.changes, loaded.get_changes_meta(&[]).len());
+                let changes = loaded.get_changes_meta(&[]);
+                prop_assert_eq!(header.changes, changes.len());
+                prop_assert_eq!(header.extra_bytes, changes.iter().any(|c| !c.extra.is_empty()));
             }
             // Cut anywhere, it reads as nothing rather than as something else.
             for cut in (0..saved.len()).step_by(7) {
                 prop_assert_eq!(saved_header(&saved[..cut]), None);
             }
         }
+    }
+
+    #[test]
+    fn a_saved_header_tells_whether_a_change_names_an_author() {
+        let header = |writers: &[usize]| saved_header(&record(writers).save()).unwrap();
+        assert!(!header(&[3]).extra_bytes);
+        assert!(header(&[3, 2]).extra_bytes);
+        // Named in a first change only, as Automerge writes it.
+        assert!(refuse_late_authors(&record(&[3, 2])).is_ok());
     }
 
     #[test]

@@ -354,3 +354,205 @@ fn unreadable_bytes_in_a_batch_do_not_swallow_a_saved_copy() {
         ),
     }
 }
+
+/// A saved document's chunk taken apart (Automerge's binary format, for
+/// an uncompressed save): actors, heads, the change and the op columns,
+/// and the heads' indices after them.
+struct DocumentChunk {
+    actors: Vec<Vec<u8>>,
+    heads: Vec<[u8; 32]>,
+    columns: [Vec<(u64, Vec<u8>)>; 2],
+    head_indices: Vec<u8>,
+}
+
+fn uleb(input: &mut &[u8]) -> u64 {
+    let mut value = 0;
+    for (i, &byte) in input.iter().enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *input = &input[i + 1..];
+            return value;
+        }
+    }
+    panic!("an unfinished LEB128 number")
+}
+
+fn put_uleb(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value & 0x7f) as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+impl DocumentChunk {
+    fn parse(chunk: &[u8]) -> Self {
+        let mut body = &chunk[9..];
+        let len = uleb(&mut body) as usize;
+        let mut body = &body[..len];
+        let actors = (0..uleb(&mut body))
+            .map(|_| {
+                let len = uleb(&mut body) as usize;
+                let (actor, rest) = body.split_at(len);
+                body = rest;
+                actor.to_vec()
+            })
+            .collect();
+        let heads = (0..uleb(&mut body))
+            .map(|_| {
+                let (head, rest) = body.split_at(32);
+                body = rest;
+                head.try_into().unwrap()
+            })
+            .collect();
+        let specs: Vec<Vec<(u64, usize)>> = (0..2)
+            .map(|_| {
+                (0..uleb(&mut body))
+                    .map(|_| (uleb(&mut body), uleb(&mut body) as usize))
+                    .collect()
+            })
+            .collect();
+        let columns = [0, 1].map(|i| {
+            specs[i]
+                .iter()
+                .map(|&(spec, len)| {
+                    let (data, rest) = body.split_at(len);
+                    body = rest;
+                    (spec, data.to_vec())
+                })
+                .collect()
+        });
+        Self {
+            actors,
+            heads,
+            columns,
+            head_indices: body.to_vec(),
+        }
+    }
+
+    /// The chunk again, with its checksum made to match.
+    fn encode(&self) -> Vec<u8> {
+        use sha2::Digest;
+        let mut body = Vec::new();
+        put_uleb(&mut body, self.actors.len() as u64);
+        for actor in &self.actors {
+            put_uleb(&mut body, actor.len() as u64);
+            body.extend_from_slice(actor);
+        }
+        put_uleb(&mut body, self.heads.len() as u64);
+        for head in &self.heads {
+            body.extend_from_slice(head);
+        }
+        for columns in &self.columns {
+            put_uleb(&mut body, columns.len() as u64);
+            for (spec, data) in columns {
+                put_uleb(&mut body, *spec);
+                put_uleb(&mut body, data.len() as u64);
+            }
+        }
+        for (_, data) in self.columns.iter().flatten() {
+            body.extend_from_slice(data);
+        }
+        body.extend_from_slice(&self.head_indices);
+        let mut typed = vec![0]; // a document chunk
+        put_uleb(&mut typed, body.len() as u64);
+        typed.extend_from_slice(&body);
+        let checksum = sha2::Sha256::digest(&typed);
+        [&[0x85, 0x6f, 0x4a, 0x83], &checksum[..4], &typed[..]].concat()
+    }
+}
+
+/// A record whose author's two changes both name that author, saved: no
+/// Automerge API writes that (an author is named by its first change
+/// only), but a hostile client can write the bytes. Also the record's
+/// first change alone, and the record as honestly saved.
+fn second_change_naming_its_author() -> (Automerge, Vec<u8>, Vec<u8>) {
+    let mut doc = new_document().with_author(Some(automerge::Author::from(b"delegate".to_vec())));
+    doc.transact(|tx| tx.put(automerge::ROOT, "title", "اتفاقية توأمة"))
+        .unwrap();
+    let first = doc.clone();
+    doc.transact(|tx| tx.put(automerge::ROOT, "status", "signée"))
+        .unwrap();
+    let honest = doc.save_nocompress();
+    let footer = doc.get_changes_meta(&[])[0].extra.to_vec();
+    let mut chunk = DocumentChunk::parse(&honest);
+    assert_eq!(chunk.encode(), honest, "the chunk is taken apart whole");
+    let meta = u64::try_from(footer.len()).unwrap() << 4 | 7; // that many raw bytes
+    for (spec, data) in &mut chunk.columns[0] {
+        match *spec {
+            // The extra bytes' lengths: a run of two of the footer's.
+            0x56 => {
+                *data = vec![2];
+                put_uleb(data, meta);
+            }
+            0x57 => *data = [&footer[..], &footer[..]].concat(),
+            _ => {}
+        }
+    }
+    // The second change's hash changed with it; so does the head.
+    let unchecked = Automerge::load_with_options(
+        &chunk.encode(),
+        automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck),
+    )
+    .unwrap();
+    let changes = unchecked.get_changes_meta(&[]);
+    assert_eq!(
+        changes[1].extra, footer,
+        "the second change names the author"
+    );
+    chunk.heads = vec![changes[1].hash.0];
+    (first, chunk.encode(), honest)
+}
+
+/// Applying a change that names its author past the author's first fails,
+/// and loading a saved document does not check it: accepted, the record
+/// would be stored and then fail to load. It is refused, whichever way it
+/// comes in, and the copy is left as it was.
+#[test]
+fn a_saved_document_naming_an_author_past_the_first_change_is_refused() {
+    let (first, crafted, honest) = second_change_naming_its_author();
+    assert!(Automerge::load(&crafted).is_ok(), "Automerge loads it");
+
+    let mut copy = first.clone();
+    let error = apply_received(&mut copy, &crafted).unwrap_err().to_string();
+    assert!(error.contains("names an author"), "{error}");
+    assert_eq!(copy.get_heads(), first.get_heads());
+
+    let mut empty = new_document();
+    let error = apply_received(&mut empty, &crafted)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("names an author"), "{error}");
+    assert!(empty.is_empty());
+
+    // The engine, which an empty copy reaches by Automerge's own way in.
+    for start in [first.clone(), new_document()] {
+        let message = automerge::sync::Message {
+            heads: Automerge::load(&crafted).unwrap().get_heads(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![crafted.clone()].into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        };
+        let mut doc = start.clone();
+        let mut sync = DocSync::new(DocumentId::random());
+        let error = sync
+            .receive(&mut doc, &PeerId::new("hostile"), &message.encode())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("names an author"), "{error}");
+        assert_eq!(doc.get_heads(), start.get_heads());
+    }
+
+    // The honest save, its author named once, is taken, and what would
+    // be stored of it loads again.
+    for start in [first.clone(), new_document()] {
+        let mut copy = start.clone();
+        apply_received(&mut copy, &honest).unwrap();
+        let stored = [start.save(), copy.save_after(&start.get_heads())];
+        let stored: Vec<Vec<u8>> = stored.into_iter().filter(|c| !c.is_empty()).collect();
+        let reloaded = twinsync_shared::record::load_chunks(&stored).unwrap();
+        assert_eq!(reloaded.get_heads(), copy.get_heads());
+    }
+}

@@ -12,7 +12,10 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::Message;
-use crate::record::{apply_received, holds_all, read_leb128, refuse_panics};
+use crate::record::{
+    apply_received, holds_all, loads_a_document_with_authors, read_leb128, refuse_late_authors,
+    refuse_panics,
+};
 use crate::{DocumentId, PeerId};
 
 /// Why an incoming sync message was refused. The document is unchanged.
@@ -506,6 +509,9 @@ fn check_blooms(message: &sync::Message) -> Result<(), SyncError> {
 /// Receives `message` into `doc` as Automerge's `receive_sync_message`
 /// does, but a saved document that brings something to a non-empty copy is
 /// loaded ([`apply_received`]), not taken apart into changes by Automerge.
+/// A saved document with a change Automerge should not have loaded (see
+/// [`refuse_late_authors`]) is an error, and `doc` may have changed by
+/// then: receive into a copy.
 pub fn receive_loading_saved(
     doc: &mut Automerge,
     state: &mut sync::State,
@@ -516,7 +522,16 @@ pub fn receive_loading_saved(
         && message.changes.iter().any(crate::record::only_documents)
         && !holds_all(doc, &message.heads);
     if !brings_saved {
-        return doc.receive_sync_message(state, message);
+        // Into an empty copy, Automerge loads a saved document whole,
+        // without the check applying its changes would make.
+        let check = doc.is_empty()
+            && !message.changes.is_empty()
+            && loads_a_document_with_authors(&message.changes.iter().collect::<Vec<_>>().concat());
+        doc.receive_sync_message(state, message)?;
+        if check {
+            refuse_late_authors(doc)?;
+        }
+        return Ok(());
     }
     apply_received(doc, &message.changes.iter().collect::<Vec<_>>().concat())?;
     receive_applied(doc, state, message)
