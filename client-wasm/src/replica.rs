@@ -587,7 +587,7 @@ impl Replica {
         let after = entry.doc.get_heads();
         out.chunks.push(Chunk {
             doc: id,
-            bytes: entry.doc.save_after(&before),
+            bytes: received.saved,
         });
         out.changed.push(Changed {
             id: id.to_string(),

@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let strict = flags.has(StepFlags::STRICT);
         let before = doc.get_heads();
+        let held_before = doc.clone();
         let result = engine.receive_checked(
             &mut doc,
             &hostile,
@@ -59,6 +60,12 @@ fuzz_target!(|data: &[u8]| {
                         "{hash} reported new but absent"
                     );
                 }
+                // What the server stores brings the record from before to now.
+                let mut stored = held_before;
+                stored
+                    .load_incremental(&received.saved)
+                    .expect("the stored changes load");
+                assert_eq!(stored.get_heads(), doc.get_heads(), "the stored changes are all");
                 if strict && !received.new_changes.is_empty() {
                     assert!(
                         read_document(&doc).is_ok(),

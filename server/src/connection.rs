@@ -433,7 +433,6 @@ impl Session {
             .inbox
             .entry(doc)
             .or_insert_with(|| (new_document(), DocSync::new(doc)));
-        let before = copy.get_heads();
         let received = sync.receive_checked(copy, &peer_id, data, is_request, |_, _| {
             Ok::<(), std::convert::Infallible>(())
         });
@@ -451,7 +450,7 @@ impl Session {
             }
         };
         if !received.new_changes.is_empty() {
-            let changes = copy.save_after(&before);
+            let changes = received.saved;
             let offered: Vec<automerge::ChangeHash> = received.new_changes.clone();
             let (store, device, from) = (
                 self.hub.store.clone(),

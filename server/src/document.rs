@@ -14,7 +14,7 @@ use automerge::{Automerge, ReadDoc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::engine::Checked;
-use twinsync_shared::protocol::{DocSync, Incoming, Message};
+use twinsync_shared::protocol::{Batch, DocSync, Incoming, Message};
 use twinsync_shared::record::{
     Commit, MAX_NESTING, MigrateError, changed_paths, migrate, nested_beyond, new_document,
     read_document,
@@ -473,7 +473,7 @@ impl DocTask {
                 true
             },
         );
-        let Some(brought) = brought else {
+        let Some(Batch { brought, saved }) = brought else {
             return false;
         };
         let at = now();
@@ -496,7 +496,10 @@ impl DocTask {
             .collect();
         if !origins.is_empty() {
             let new = origins.len();
-            if let Err(e) = self.persist_origins(&before, origins, None, checked).await {
+            if let Err(e) = self
+                .persist_origins(&before, saved, origins, None, checked)
+                .await
+            {
                 self.hub.metrics.storage_errors.inc();
                 let mut told = std::collections::HashSet::new();
                 for (sync, hashes) in batch.iter().zip(&brought) {
@@ -641,6 +644,7 @@ impl DocTask {
             if let Err(e) = self
                 .persist(
                     &before,
+                    received.saved,
                     &received.new_changes,
                     peer.peer_id.as_str(),
                     Some(&peer.device.id),
@@ -755,17 +759,14 @@ impl DocTask {
                 return Err(format!("the record would not be valid: {e}"));
             }
         }
-        let new: Vec<_> = scratch
-            .get_changes_meta(&before)
-            .iter()
-            .map(|c| c.hash)
-            .collect();
+        let (new, saved) = twinsync_shared::protocol::admit_new_changes(&scratch, &before)
+            .map_err(|e| format!("the quarantined changes cannot be taken: {e}"))?;
         if new.is_empty() {
             return Ok(0);
         }
         self.doc = scratch;
         if let Err(e) = self
-            .persist(&before, &new, peer_id, Some(device_id), Some(after))
+            .persist(&before, saved, &new, peer_id, Some(device_id), Some(after))
             .await
         {
             self.reload().await;
@@ -785,6 +786,7 @@ impl DocTask {
     async fn persist(
         &mut self,
         before: &[automerge::ChangeHash],
+        chunk: Vec<u8>,
         new: &[automerge::ChangeHash],
         from: &str,
         device: Option<&str>,
@@ -805,20 +807,22 @@ impl DocTask {
                 )
             })
             .collect();
-        self.persist_origins(before, origins, device, read).await
+        self.persist_origins(before, chunk, origins, device, read)
+            .await
     }
 
-    /// [`Self::persist`], each change with its own origin. `creator` is the
-    /// device to name as the record's creator if these are its first
-    /// changes.
+    /// [`Self::persist`], each change with its own origin. `chunk` holds
+    /// the changes since `before` as Automerge stores them (`save_after`).
+    /// `creator` is the device to name as the record's creator if these
+    /// are its first changes.
     async fn persist_origins(
         &mut self,
         before: &[automerge::ChangeHash],
+        chunk: Vec<u8>,
         origins: Vec<(String, Origin)>,
         creator: Option<&str>,
         read: Option<Read>,
     ) -> Result<(), StoreError> {
-        let chunk = self.doc.save_after(before);
         // One read serves the stored summary and the next permission check.
         let current = read.unwrap_or_else(|| read_document(&self.doc));
         let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
@@ -861,7 +865,11 @@ impl DocTask {
                     .map(|c| c.hash)
                     .collect();
                 let server = self.hub.server_id.to_string();
-                match self.persist(&before, &new, &server, None, None).await {
+                let chunk = self.doc.save_after(&before);
+                match self
+                    .persist(&before, chunk, &new, &server, None, None)
+                    .await
+                {
                     Ok(()) => info!(doc_id = %self.id, "migrated to the current schema"),
                     Err(e) => {
                         warn!(doc_id = %self.id, error = %e, "cannot store the migration");

@@ -53,7 +53,11 @@
 
 pub mod engine;
 pub mod handshake;
+mod lineage;
 pub mod wire;
 
-pub use engine::{DocSync, Incoming, Received, SyncError, receive_applied, receive_loading_saved};
+pub use engine::{
+    Batch, DocSync, Incoming, Received, SyncError, admit_new_changes, receive_applied,
+    receive_loading_saved,
+};
 pub use wire::{DecodeError, FrameLimit, HeadsAt, Message, PROTOCOL_VERSION, PeerMetadata};

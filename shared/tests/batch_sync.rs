@@ -147,7 +147,8 @@ fn a_batch_applies_every_peers_changes_and_names_who_brought_each() {
         "each message carries its sender's change"
     );
     let mut seen_by_check = None;
-    let brought = server
+    let held_before = server.doc.clone();
+    let batch = server
         .sync
         .receive_batch(
             &mut server.doc,
@@ -160,6 +161,12 @@ fn a_batch_applies_every_peers_changes_and_names_who_brought_each() {
             },
         )
         .expect("the batch applies");
+    // What the caller stores: the new changes, which bring the record as
+    // held before to the record now.
+    let mut stored = held_before;
+    stored.load_incremental(&batch.saved).unwrap();
+    assert_eq!(stored.get_heads(), server.doc.get_heads());
+    let brought = batch.brought;
     assert_eq!(
         brought,
         vec![vec![typed[0]], vec![typed[1]], vec![typed[2]]]
@@ -208,7 +215,8 @@ fn a_change_two_peers_send_is_credited_to_the_first_only() {
             |_| true,
             |_, _, _| true,
         )
-        .unwrap();
+        .unwrap()
+        .brought;
     assert_eq!(brought, vec![vec![hash], vec![]]);
 }
 
@@ -335,6 +343,8 @@ fn a_batch_of_acknowledgements_moves_the_states_and_leaves_the_document() {
             |_, _, _| panic!("nothing new to check"),
         )
         .expect("acknowledgements apply");
+    assert!(brought.saved.is_empty(), "nothing new to store");
+    let brought = brought.brought;
     assert_eq!(brought, vec![Vec::<ChangeHash>::new(), Vec::new()]);
     assert_eq!(server.doc.get_heads(), heads);
     for r in &replicas {

@@ -429,3 +429,207 @@ fn a_change_automerge_asserts_on_turns_a_batch_away() {
     assert_eq!(result, None);
     assert_eq!(doc.get_heads(), heads);
 }
+
+/// `base`'s last change rewritten as a peer could: by `actor`, with its
+/// sequence number moved by `seq_delta`, its ops' counters from
+/// `start_op`, and, if given, other dependencies. Its one op overwrites
+/// the value `base`'s author wrote at "b".
+fn rewritten(
+    base: &automerge::Automerge,
+    actor: &[u8],
+    seq_delta: u64,
+    start_op: u64,
+    deps: Option<Vec<automerge::ChangeHash>>,
+) -> automerge::Change {
+    let mut fork = base
+        .fork()
+        .with_actor(automerge::ActorId::from(actor.to_vec()));
+    fork.transact(|tx| tx.put(automerge::ROOT, "b", "réécrit"))
+        .unwrap();
+    let mut change = fork.get_last_local_change().unwrap().decode();
+    change.seq += seq_delta;
+    change.start_op = std::num::NonZeroU64::new(start_op).unwrap();
+    if let Some(deps) = deps {
+        change.deps = deps;
+    }
+    change.hash = None;
+    automerge::Change::from(change)
+}
+
+/// Whether `doc` can be saved whole (as compaction does) and as its
+/// changes (as storing and relaying do), and loaded again from either; a
+/// panic counts as no.
+fn saves_and_loads(doc: &automerge::Automerge) -> bool {
+    std::panic::catch_unwind(|| {
+        automerge::Automerge::load(&doc.save()).is_ok()
+            && automerge::Automerge::load(&doc.save_after(&[])).is_ok()
+    })
+    .unwrap_or(false)
+}
+
+/// Changes whose op counters or sequence number do not follow from their
+/// dependencies, as no Automerge writer makes them. Automerge 0.12 applies
+/// each without a word, and the record can then not be saved and loaded
+/// again (or saving it panics). The engine refuses each, saying why.
+#[test]
+fn changes_that_do_not_follow_from_their_dependencies_are_refused() {
+    // Two ops by "aaaa", counters 1 and 2.
+    let mut base =
+        automerge::Automerge::new().with_actor(automerge::ActorId::from(b"aaaa".to_vec()));
+    base.transact(|tx| {
+        tx.put(automerge::ROOT, "a", 1i64)?;
+        tx.put(automerge::ROOT, "b", "مسودة")
+    })
+    .unwrap();
+    let cases = [
+        (
+            "its author's next change, reusing the author's counters",
+            rewritten(&base, b"aaaa", 0, 1, None),
+            "starts at op 1, but the change",
+        ),
+        (
+            "a new author's change, below what it depends on",
+            rewritten(&base, b"bbbb", 0, 2, None),
+            "starts at op 2, but the change",
+        ),
+        (
+            "its author's next change, not depending on the author's last",
+            rewritten(&base, b"aaaa", 0, 3, Some(Vec::new())),
+            "does not depend on the author's change 1",
+        ),
+        (
+            "counters past 32 bits",
+            rewritten(&base, b"cccc", 0, u64::from(u32::MAX), None),
+            "past what Automerge can keep",
+        ),
+        (
+            "a value overwriting an op its change does not depend on",
+            rewritten(&base, b"dddd", 0, 1, Some(Vec::new())),
+            "cannot be saved again",
+        ),
+    ];
+    for (what, change, expected) in cases {
+        let mut plain = base.clone();
+        plain.apply_changes([change.clone()]).unwrap();
+        assert!(
+            plain.get_change_meta_by_hash(&change.hash()).is_some() && !saves_and_loads(&plain),
+            "{what}: Automerge takes it, and the record no longer saves and loads"
+        );
+
+        let mut doc = base.clone();
+        let mut sync = DocSync::new(DocumentId::random());
+        let error = sync
+            .receive(
+                &mut doc,
+                &PeerId::new("hostile"),
+                &message(vec![change.hash()], vec![change.raw_bytes().to_vec()]),
+            )
+            .expect_err(what)
+            .to_string();
+        assert!(error.contains(expected), "{what}: {error}");
+        assert_eq!(doc.get_heads(), base.get_heads(), "{what}");
+        assert!(saves_and_loads(&doc), "{what}");
+    }
+}
+
+#[test]
+fn a_change_that_does_not_follow_from_its_dependencies_turns_a_batch_away() {
+    use twinsync_shared::protocol::Incoming;
+    let mut doc = one_change();
+    let heads = doc.get_heads();
+    let actor = doc.get_actor().to_bytes().to_vec();
+    let change = rewritten(&doc, &actor, 0, 1, None);
+    let data = message(vec![change.hash()], vec![change.raw_bytes().to_vec()]);
+    let peer = PeerId::new("hostile");
+    let mut sync = DocSync::new(DocumentId::random());
+    let batch = [Incoming {
+        from: &peer,
+        data: &data,
+        is_request: false,
+    }];
+    assert_eq!(
+        sync.receive_batch(&mut doc, &batch, |_| true, |_, _, _| true),
+        None
+    );
+    assert_eq!(doc.get_heads(), heads);
+}
+
+/// A change whose op counters jump far past any the record holds. Automerge
+/// takes it, and then the record cannot take another change of a few
+/// hundred ops: the counters are used up.
+#[test]
+fn a_change_jumping_the_op_counters_ahead_is_refused() {
+    let base = one_change();
+    let actor = b"jumper";
+    let change = rewritten(&base, actor, 0, u64::from(u32::MAX) - 100, None);
+
+    let mut plain = base.clone();
+    plain.apply_changes([change.clone()]).unwrap();
+    let typed = std::panic::catch_unwind(move || {
+        plain
+            .transact(|tx| {
+                for n in 0..200i64 {
+                    tx.put(automerge::ROOT, format!("mot {n}"), n)?;
+                }
+                Ok::<_, automerge::AutomergeError>(())
+            })
+            .is_ok()
+    });
+    assert!(
+        !matches!(typed, Ok(true)),
+        "Automerge takes it, and then a change of 200 ops fails"
+    );
+
+    let mut doc = base.clone();
+    let mut sync = DocSync::new(DocumentId::random());
+    let error = sync
+        .receive(
+            &mut doc,
+            &PeerId::new("hostile"),
+            &message(vec![change.hash()], vec![change.raw_bytes().to_vec()]),
+        )
+        .expect_err("counters jumping ahead")
+        .to_string();
+    assert!(
+        error.contains("past any op counter it could have seen"),
+        "{error}"
+    );
+    assert_eq!(doc.get_heads(), base.get_heads());
+}
+
+/// A change whose rebuilding panics, sent beside one whose dependency has
+/// not arrived: the engine then rebuilds what applied to apply it again,
+/// and that too is guarded.
+#[test]
+fn a_change_that_panics_when_rebuilt_beside_one_ahead_of_its_dependency_is_refused() {
+    let mut base =
+        automerge::Automerge::new().with_actor(automerge::ActorId::from(b"aaaa".to_vec()));
+    base.transact(|tx| {
+        tx.put(automerge::ROOT, "a", 1i64)?;
+        tx.put(automerge::ROOT, "b", "مسودة")
+    })
+    .unwrap();
+    let panicking = rewritten(&base, b"dddd", 0, 1, Some(Vec::new()));
+    let waiting = rewritten(
+        &base,
+        b"eeee",
+        0,
+        3,
+        Some(vec![automerge::ChangeHash([7; 32])]),
+    );
+    let mut heads = vec![panicking.hash(), waiting.hash()];
+    heads.sort();
+    let mut doc = base.clone();
+    let mut sync = DocSync::new(DocumentId::random());
+    let result = sync.receive(
+        &mut doc,
+        &PeerId::new("hostile"),
+        &message(
+            heads,
+            vec![panicking.raw_bytes().to_vec(), waiting.raw_bytes().to_vec()],
+        ),
+    );
+    let error = result.expect_err("refused").to_string();
+    assert!(error.contains("cannot apply"), "{error}");
+    assert_eq!(doc.get_heads(), base.get_heads());
+}

@@ -12,6 +12,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::Message;
+use super::lineage::check_lineage;
 use crate::record::{
     apply_received, holds_all, loads_a_document_with_authors, read_leb128, refuse_late_authors,
     refuse_panics,
@@ -25,6 +26,10 @@ pub enum SyncError {
     Malformed(String),
     #[error("Automerge refused the sync message: {0}")]
     Refused(#[from] automerge::AutomergeError),
+    /// A change that applies, but that no Automerge writer makes and that
+    /// would leave the record unsavable (see `lineage`).
+    #[error("a change in the sync message does not follow from its dependencies: {0}")]
+    Lineage(String),
 }
 
 /// What applying a sync message did to the document.
@@ -32,6 +37,54 @@ pub enum SyncError {
 pub struct Received {
     /// The changes that were new to us, in the order applied.
     pub new_changes: Vec<ChangeHash>,
+    /// Those changes as Automerge stores them (`save_after` the heads
+    /// before), for the caller to keep: empty if there were none.
+    pub saved: Vec<u8>,
+}
+
+/// What [`DocSync::receive_batch`] took in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// For each payload, the changes it was first to bring.
+    pub brought: Vec<Vec<ChangeHash>>,
+    /// All the new changes as Automerge stores them, as in [`Received`].
+    pub saved: Vec<u8>,
+}
+
+/// The changes `scratch` holds past `before`, once they pass
+/// [`check_lineage`], and those changes rebuilt as Automerge stores them.
+/// Rebuilding is where Automerge 0.12 panics on ops a peer made up (a value
+/// overwriting an op outside what its change depends on, with a higher
+/// counter): better here, on the scratch copy, than when the record is
+/// stored, relayed or saved whole. For every way changes from a peer come
+/// in: the engine's, and a coordinator's accepting quarantined changes.
+pub fn admit_new_changes(
+    scratch: &Automerge,
+    before: &[ChangeHash],
+) -> Result<(Vec<ChangeHash>, Vec<u8>), SyncError> {
+    let new: Vec<ChangeHash> = {
+        let new = scratch.get_changes_meta(before);
+        check_lineage(scratch, before, &new).map_err(SyncError::Lineage)?;
+        new.iter().map(|c| c.hash).collect()
+    };
+    if new.is_empty() {
+        return Ok((new, Vec::new()));
+    }
+    // `save_after`, keeping the changes to compare: Automerge rebuilds
+    // each from the op set, and what is stored must be what was received.
+    let changes = refuse_panics(|| Ok(scratch.get_changes(before)))
+        .map_err(|e| SyncError::Lineage(format!("its changes cannot be saved again: {e}")))?;
+    if changes.len() != new.len() || changes.iter().zip(&new).any(|(c, h)| c.hash() != *h) {
+        return Err(SyncError::Lineage(
+            "its changes, saved again, are not the changes received".into(),
+        ));
+    }
+    let saved = changes
+        .iter()
+        .flat_map(|c| c.raw_bytes())
+        .copied()
+        .collect();
+    Ok((new, saved))
 }
 
 #[derive(Debug, Default)]
@@ -197,10 +250,12 @@ impl DocSync {
                 }
                 wanted.entry(hash).or_insert(0);
             }
-            let applied = scratch.get_changes(&before);
+            // Rebuilding and applying them again can panic as in
+            // `admit_new_changes`, so both are guarded too.
+            let applied = refuse_panics(|| Ok(scratch.get_changes(&before)))
+                .map_err(|e| Checked::Sync(e.into()))?;
             scratch = doc.clone();
-            scratch
-                .apply_changes(applied)
+            refuse_panics(|| scratch.apply_changes(applied))
                 .map_err(|e| Checked::Sync(e.into()))?;
             state = sync::State {
                 their_capabilities: state.their_capabilities.take(),
@@ -208,12 +263,7 @@ impl DocSync {
                 ..sync::State::default()
             };
         }
-        // Metadata only: rebuilding whole changes costs as much as the ops.
-        let new_changes: Vec<ChangeHash> = scratch
-            .get_changes_meta(&before)
-            .iter()
-            .map(|c| c.hash)
-            .collect();
+        let (new_changes, saved) = admit_new_changes(&scratch, &before).map_err(Checked::Sync)?;
         if !new_changes.is_empty() {
             check(&scratch, &new_changes).map_err(Checked::Rejected)?;
         }
@@ -224,7 +274,7 @@ impl DocSync {
         if !new_changes.is_empty() {
             peer.requested = false;
         }
-        Ok(Received { new_changes })
+        Ok(Received { new_changes, saved })
     }
 
     /// Applies several payloads, from any peers, with one pass over the
@@ -244,14 +294,14 @@ impl DocSync {
     /// state are left as they were; the caller then takes the payloads
     /// one at a time with [`DocSync::receive_checked`], which says which
     /// one fails and why. On success, returns the changes each payload was
-    /// first to bring, as `check` saw them.
+    /// first to bring, as `check` saw them, and all of them as stored.
     pub fn receive_batch(
         &mut self,
         doc: &mut Automerge,
         batch: &[Incoming<'_>],
         admit: impl FnOnce(&[bool]) -> bool,
         check: impl FnOnce(&Automerge, &[Vec<ChangeHash>], &[bool]) -> bool,
-    ) -> Option<Vec<Vec<ChangeHash>>> {
+    ) -> Option<Batch> {
         let mut messages = Vec::with_capacity(batch.len());
         let mut chunks = Vec::new();
         for incoming in batch {
@@ -272,6 +322,7 @@ impl DocSync {
         let before = doc.get_heads();
         // Heads, needs and filters alone change no document: no copy.
         let mut copy = None;
+        let mut saved = Vec::new();
         if !chunks.is_empty() {
             // Automerge applies nothing for a read-only state; the engine
             // makes none, but would take such payloads one at a time.
@@ -292,8 +343,11 @@ impl DocSync {
             }
             let brought = credit(scratch, &before, &messages)?;
             let new = brought.iter().any(|b| !b.is_empty());
-            if new && !check(scratch, &brought, &carried) {
-                return None;
+            if new {
+                saved = admit_new_changes(scratch, &before).ok()?.1;
+                if !check(scratch, &brought, &carried) {
+                    return None;
+                }
             }
             // Each message in turn, for the sync states: its changes are all
             // in `scratch` already, so Automerge skips them without a pass.
@@ -335,7 +389,7 @@ impl DocSync {
                 .retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
             self.dirty.insert(peer_id.clone());
         }
-        Some(brought)
+        Some(Batch { brought, saved })
     }
 
     /// The messages to send now: at most one per peer.

@@ -479,64 +479,71 @@ async fn deeply_nested_values_are_refused_quickly_and_the_server_goes_on() {
     }
 }
 
-/// Automerge 0.12 asserts, rather than refuses, on a well-formed change
-/// whose dependencies are met but whose sequence number skips past its
-/// author's last change. The server answers with an error, keeps the
-/// record as it was, and goes on serving it.
+/// Well-formed changes no Automerge writer makes, sent by a signed-in
+/// device: one whose sequence number skips past its author's last change
+/// (Automerge 0.12 asserts on it, rather than refusing it), and one that
+/// reuses its author's op counters (Automerge applies it, and the record
+/// then cannot be saved). The server answers each with an error, keeps
+/// the record as it was, and goes on serving it.
 #[tokio::test]
-async fn a_change_automerge_would_panic_on_is_refused_and_the_record_stays_served() {
+async fn changes_automerge_cannot_keep_are_refused_and_the_record_stays_served() {
     use automerge::sync::{Message as SyncMessage, MessageVersion};
     use automerge::transaction::Transactable;
 
     let app = spawn_app().await;
     let meeting = app.first("meeting").await;
     let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
-    let mut hostile = TestPeer::new("hostile");
-    hostile.connect(&app).await;
-    hostile.open(meeting);
-    hostile
-        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
-    // The author of a head: its next change would be its sequence number
-    // plus one. This one claims plus two.
-    let doc = hostile.doc_mut(meeting);
-    let head = doc.get_heads()[0];
-    let author = doc
-        .get_change_meta_by_hash(&head)
-        .unwrap()
-        .actor
-        .into_owned();
-    let mut fork = doc.fork().with_actor(author);
-    fork.transact(|tx| tx.put(automerge::ROOT, "notes", "محضر"))
-        .unwrap();
-    let mut change = fork.get_last_local_change().unwrap().decode();
-    change.seq += 1;
-    change.hash = None;
-    let change = automerge::Change::from(change);
-    let data = SyncMessage {
-        heads: vec![change.hash()],
-        need: Vec::new(),
-        have: Vec::new(),
-        changes: vec![change.raw_bytes().to_vec()].into(),
-        flags: None,
-        version: MessageVersion::V1,
-    }
-    .encode();
-    hostile.send_raw(sync_frame("hostile", meeting, data)).await;
-    hostile.sync(Duration::from_millis(300), LIMIT).await;
-    assert!(
+    type Rewrite = fn(&mut automerge::ExpandedChange);
+    let rewrites: [(&str, Rewrite); 2] = [
+        ("cannot apply", |change| change.seq += 1),
+        ("does not follow from its dependencies", |change| {
+            change.start_op = std::num::NonZeroU64::MIN;
+        }),
+    ];
+    for (expected, rewrite) in rewrites {
+        let mut hostile = TestPeer::new("hostile");
+        hostile.connect(&app).await;
+        hostile.open(meeting);
         hostile
-            .seen
-            .errors
-            .iter()
-            .any(|e| e.contains("cannot apply")),
-        "{:?}",
-        hostile.seen.errors
-    );
-    assert_eq!(
-        app.get_json(&format!("/api/records/{meeting}")).await["heads"],
-        before
-    );
+            .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+            .await;
+        // The author of a head writes its next change, then it is rewritten.
+        let doc = hostile.doc_mut(meeting);
+        let head = doc.get_heads()[0];
+        let author = doc
+            .get_change_meta_by_hash(&head)
+            .unwrap()
+            .actor
+            .into_owned();
+        let mut fork = doc.fork().with_actor(author);
+        fork.transact(|tx| tx.put(automerge::ROOT, "notes", "محضر"))
+            .unwrap();
+        let mut change = fork.get_last_local_change().unwrap().decode();
+        rewrite(&mut change);
+        change.hash = None;
+        let change = automerge::Change::from(change);
+        let data = SyncMessage {
+            heads: vec![change.hash()],
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![change.raw_bytes().to_vec()].into(),
+            flags: None,
+            version: MessageVersion::V1,
+        }
+        .encode();
+        hostile.send_raw(sync_frame("hostile", meeting, data)).await;
+        hostile.sync(Duration::from_millis(300), LIMIT).await;
+        assert!(
+            hostile.seen.errors.iter().any(|e| e.contains(expected)),
+            "{expected}: {:?}",
+            hostile.seen.errors
+        );
+        assert_eq!(
+            app.get_json(&format!("/api/records/{meeting}")).await["heads"],
+            before,
+            "{expected}"
+        );
+    }
 
     // The record is still served, and still takes honest edits.
     let mut good = TestPeer::new("good");
