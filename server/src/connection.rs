@@ -429,10 +429,10 @@ impl Session {
                 return;
             }
         }
-        let (copy, sync) = self
-            .inbox
-            .entry(doc)
-            .or_insert_with(|| (new_document(), DocSync::new(doc)));
+        let (copy, sync) = self.inbox.entry(doc).or_insert_with(|| {
+            let limit = self.hub.settings.max_ops_per_message;
+            (new_document(), DocSync::new(doc).with_max_ops(limit))
+        });
         let received = sync.receive_checked(copy, &peer_id, data, is_request, |_, _| {
             Ok::<(), std::convert::Infallible>(())
         });

@@ -143,7 +143,7 @@ pub async fn run(
     let mut t = DocTask {
         current,
         creator,
-        sync: DocSync::new(id),
+        sync: DocSync::new(id).with_max_ops(hub.settings.max_ops_per_message),
         hub: Arc::clone(&hub),
         id,
         doc,
@@ -896,7 +896,7 @@ impl DocTask {
                 self.broken = Some(e.to_string());
             }
         }
-        self.sync = DocSync::new(self.id);
+        self.sync = DocSync::new(self.id).with_max_ops(self.hub.settings.max_ops_per_message);
         for peer in self.peers.keys() {
             self.sync.add_peer(peer.clone(), State::new());
         }

@@ -34,6 +34,16 @@ pub struct Settings {
     #[arg(long, env = "TWINSYNC_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_frame_bytes: usize,
 
+    /// Most Automerge operations one sync message may carry. Automerge
+    /// compresses runs of equal ops to a few bytes, so the frame limit
+    /// does not bound them: a million take it 3.4 s and half a GiB to apply.
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_OPS_PER_MESSAGE",
+        default_value_t = 1_000_000
+    )]
+    pub max_ops_per_message: u64,
+
     /// Seconds a client has to send its request headers (against slowloris).
     #[arg(long, env = "TWINSYNC_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
@@ -135,6 +145,7 @@ impl Settings {
             app_dir: PathBuf::from("app"),
             client_dir: PathBuf::from("client-wasm/pkg"),
             max_frame_bytes: 16 * 1024 * 1024,
+            max_ops_per_message: 1_000_000,
             header_timeout_secs: 10,
             max_http_connections: 1024,
             max_http_connections_per_address: 64,

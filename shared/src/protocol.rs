@@ -54,6 +54,7 @@
 pub mod engine;
 pub mod handshake;
 mod lineage;
+pub mod weight;
 pub mod wire;
 
 pub use engine::{

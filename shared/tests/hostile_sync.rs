@@ -633,3 +633,55 @@ fn a_change_that_panics_when_rebuilt_beside_one_ahead_of_its_dependency_is_refus
     assert!(error.contains("cannot apply"), "{error}");
     assert_eq!(doc.get_heads(), base.get_heads());
 }
+
+/// A change inserting `chars` equal characters, compressed as Automerge
+/// compresses a large change: a few hundred bytes.
+fn packed_change(base: &automerge::Automerge, chars: usize) -> automerge::Change {
+    let mut fork = base.fork();
+    fork.transact(|tx| {
+        let text = tx.put_object(automerge::ROOT, "packed", automerge::ObjType::Text)?;
+        tx.splice_text(&text, 0, 0, &"ا".repeat(chars))
+    })
+    .unwrap();
+    let mut change = fork.get_last_local_change().unwrap();
+    change.bytes();
+    change
+}
+
+/// Automerge inflates a compressed change without a bound and applies
+/// every op. The engine weighs a payload first and refuses one holding
+/// more ops than it was told to take, without applying any.
+#[test]
+fn a_payload_packing_more_ops_than_allowed_is_refused_unapplied() {
+    let base = one_change();
+    let mut change = packed_change(&base, 200_000);
+    let packed = change.bytes().to_vec();
+    assert!(packed.len() < 2_000, "{} bytes", packed.len());
+    let data = message(vec![change.hash()], vec![packed]);
+
+    let mut doc = base.clone();
+    let mut sync = DocSync::new(DocumentId::random()).with_max_ops(50_000);
+    let error = sync
+        .receive(&mut doc, &PeerId::new("hostile"), &data)
+        .expect_err("too many ops")
+        .to_string();
+    assert!(error.contains("over 50000 operations"), "{error}");
+    assert_eq!(doc.get_heads(), base.get_heads());
+
+    let peer = PeerId::new("hostile");
+    let batch = [twinsync_shared::protocol::Incoming {
+        from: &peer,
+        data: &data,
+        is_request: false,
+    }];
+    assert_eq!(
+        sync.receive_batch(&mut doc, &batch, |_| true, |_, _, _| true),
+        None
+    );
+    assert_eq!(doc.get_heads(), base.get_heads());
+
+    // Under the bound it is taken, whole.
+    let mut sync = DocSync::new(DocumentId::random()).with_max_ops(250_000);
+    let received = sync.receive(&mut doc, &peer, &data).unwrap();
+    assert_eq!(received.new_changes, vec![change.hash()]);
+}

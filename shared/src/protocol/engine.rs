@@ -30,6 +30,9 @@ pub enum SyncError {
     /// would leave the record unsavable (see `lineage`).
     #[error("a change in the sync message does not follow from its dependencies: {0}")]
     Lineage(String),
+    /// More ops than the engine takes in one payload (see `weight`).
+    #[error("the sync message is too much to take in at once: {0}")]
+    TooHeavy(String),
 }
 
 /// What applying a sync message did to the document.
@@ -121,7 +124,13 @@ pub struct DocSync {
     /// `generate_sync_message` (which builds a Bloom filter before it
     /// decides) is not asked.
     generated_at: Option<Vec<ChangeHash>>,
+    /// The most ops one payload may hold, if bounded (see `weight`).
+    max_ops: Option<u64>,
 }
+
+/// Bytes a payload may inflate to, per op it may hold: a record's columns
+/// take a few bytes an op, and an attachment is one op.
+const INFLATED_PER_OP: u64 = 64;
 
 impl DocSync {
     pub fn new(document_id: DocumentId) -> Self {
@@ -130,6 +139,26 @@ impl DocSync {
             peers: BTreeMap::new(),
             dirty: BTreeSet::new(),
             generated_at: None,
+            max_ops: None,
+        }
+    }
+
+    /// Refuses, before Automerge reads them, payloads holding more than
+    /// `max_ops` ops or inflating to more than 64 bytes an op: a peer
+    /// could otherwise pack millions of ops into a few kilobytes.
+    pub fn with_max_ops(mut self, max_ops: u64) -> Self {
+        self.max_ops = Some(max_ops);
+        self
+    }
+
+    /// Weighs the chunks of a payload (or of several, joined) against
+    /// the bound, if there is one.
+    fn weigh(&self, chunks: &[u8]) -> Result<(), SyncError> {
+        match self.max_ops {
+            Some(max) => super::weight::weigh(chunks, max, max.saturating_mul(INFLATED_PER_OP))
+                .map(|_| ())
+                .map_err(SyncError::TooHeavy),
+            None => Ok(()),
         }
     }
 
@@ -213,8 +242,11 @@ impl DocSync {
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
         // Automerge loads the chunks joined, so they are checked joined: a
         // chunk can end in the start of a header the next one completes.
-        crate::record::refuse_bundles(&message.changes.iter().collect::<Vec<_>>().concat())
+        let joined = message.changes.iter().collect::<Vec<_>>().concat();
+        crate::record::refuse_bundles(&joined)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
+        self.weigh(&joined).map_err(Checked::Sync)?;
+        drop(joined);
         check_blooms(&message).map_err(Checked::Sync)?;
         self.dirty.insert(from.clone());
         let peer = self.peers.entry(from.clone()).or_default();
@@ -315,6 +347,7 @@ impl DocSync {
         // Checked joined, as loaded: one payload's last chunk can end in
         // the start of a header the next payload's first chunk completes.
         crate::record::refuse_bundles(&chunks).ok()?;
+        self.weigh(&chunks).ok()?;
         let carried: Vec<bool> = messages.iter().map(|m| !m.changes.is_empty()).collect();
         if !admit(&carried) {
             return None;

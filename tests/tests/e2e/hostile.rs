@@ -569,3 +569,64 @@ async fn changes_automerge_cannot_keep_are_refused_and_the_record_stays_served()
         serde_json::json!(heads.iter().map(ToString::to_string).collect::<Vec<_>>())
     );
 }
+
+/// A few hundred bytes can hold a hundred thousand ops, which Automerge
+/// would inflate and apply without a bound. Past the server's
+/// `max_ops_per_message` the message is refused unread, and the record
+/// goes on being served.
+#[tokio::test]
+async fn a_message_packing_too_many_ops_is_refused_before_it_is_applied() {
+    use automerge::sync::{Message as SyncMessage, MessageVersion};
+    use automerge::transaction::Transactable;
+
+    let app = spawn_app_with(|s| s.max_ops_per_message = 20_000).await;
+    let meeting = app.first("meeting").await;
+    let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
+    let mut hostile = TestPeer::new("hostile");
+    hostile.connect(&app).await;
+    hostile.open(meeting);
+    hostile
+        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    let mut fork = hostile.doc_mut(meeting).fork();
+    fork.transact(|tx| {
+        let text = tx.put_object(automerge::ROOT, "packed", automerge::ObjType::Text)?;
+        tx.splice_text(&text, 0, 0, &"ا".repeat(100_000))
+    })
+    .unwrap();
+    let mut change = fork.get_last_local_change().unwrap();
+    let packed = change.bytes().to_vec();
+    assert!(packed.len() < 2_000, "{} bytes", packed.len());
+    let data = SyncMessage {
+        heads: vec![change.hash()],
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![packed].into(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode();
+    hostile.send_raw(sync_frame("hostile", meeting, data)).await;
+    hostile.sync(Duration::from_millis(300), LIMIT).await;
+    assert!(
+        hostile
+            .seen
+            .errors
+            .iter()
+            .any(|e| e.contains("too much to take in at once")
+                && e.contains("over 20000 operations")),
+        "{:?}",
+        hostile.seen.errors
+    );
+    assert_eq!(
+        app.get_json(&format!("/api/records/{meeting}")).await["heads"],
+        before
+    );
+
+    let mut good = TestPeer::new("good");
+    good.connect(&app).await;
+    good.open(meeting);
+    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    assert!(matches!(good.record(meeting), Record::Meeting(_)));
+}
