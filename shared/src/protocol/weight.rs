@@ -10,18 +10,40 @@
 //!
 //! [`weigh`] counts the ops in each chunk from its action column (one
 //! entry per op, run-length encoded), inflating what Automerge would
-//! inflate under a byte budget, and keeps nothing else.
+//! inflate under a byte budget, and keeps nothing else. Automerge also
+//! builds something for every entry of every column, and for every
+//! predecessor or successor a group column counts, before it checks that
+//! the columns agree: so every column's entries, and the counts group
+//! columns hold, are bounded too (at [`ENTRIES_PER_OP`] an op), as is
+//! the number of columns a chunk declares.
 
 use std::io::Read;
 
 use crate::record::{chunks, read_leb128};
 
-/// What bytes hold: ops, and bytes Automerge would inflate.
+/// What bytes hold: ops, column entries (with the counts in group
+/// columns), and bytes Automerge would inflate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Weight {
     pub ops: u64,
+    pub entries: u64,
     pub inflated: u64,
 }
+
+/// Column entries a payload may hold per op it may hold. An op fills
+/// about a dozen columns, and a saved change a dozen more: a record typed
+/// one character a change holds about 25 entries an op.
+pub const ENTRIES_PER_OP: u64 = 64;
+
+/// The most columns a chunk may declare; Automerge writes fewer than 30.
+const MAX_COLUMNS: u64 = 64;
+
+/// What a column's spec says of its encoding (its low three bits).
+const GROUP: u64 = 0;
+const DELTA: u64 = 3;
+const BOOLEAN: u64 = 4;
+const STRING: u64 = 5;
+const RAW_VALUES: u64 = 7;
 
 /// The op columns' action column (column 4, integers), and the bit a
 /// saved document sets on a column it deflated.
@@ -38,23 +60,31 @@ const COMPRESSED_CHANGE: u8 = 2;
 /// as they end Automerge's; a chunk whose insides do not read is an error.
 pub fn weigh(bytes: &[u8], max_ops: u64, max_inflated: u64) -> Result<Weight, String> {
     let mut weight = Weight::default();
+    let max_entries = max_ops.saturating_mul(ENTRIES_PER_OP);
     for (kind, chunk) in chunks(bytes) {
         let Some(chunk) = chunk else { break };
         let mut body = chunk.get(9..).ok_or("a chunk cut short")?;
         read_leb128(&mut body).ok_or("a chunk cut short")?;
-        match kind {
-            DOCUMENT => weight.ops += document_ops(body, &mut weight, max_inflated)?,
-            CHANGE => weight.ops += change_ops(body)?,
+        let counted = match kind {
+            DOCUMENT => document_columns(body, &mut weight, max_inflated)?,
+            CHANGE => change_columns(body)?,
             COMPRESSED_CHANGE => {
                 let inflated = inflate(body, &mut weight, max_inflated)?;
-                weight.ops += change_ops(&inflated)?;
+                change_columns(&inflated)?
             }
             // Bundles are refused before this; Automerge refuses the rest.
-            _ => {}
-        }
+            _ => Weight::default(),
+        };
+        weight.ops = weight.ops.saturating_add(counted.ops);
+        weight.entries = weight.entries.saturating_add(counted.entries);
         if weight.ops > max_ops {
             return Err(format!(
                 "it holds over {max_ops} operations, the most one message may carry"
+            ));
+        }
+        if weight.entries > max_entries {
+            return Err(format!(
+                "its columns hold over {max_entries} entries, {ENTRIES_PER_OP} for each of the {max_ops} operations one message may carry"
             ));
         }
     }
@@ -78,10 +108,10 @@ fn inflate(data: &[u8], weight: &mut Weight, max_inflated: u64) -> Result<Vec<u8
     Ok(out)
 }
 
-/// The ops of a change chunk's body: its header (dependencies, author,
-/// sequence number, first op, time, message, other actors), the op
-/// columns' specs and lengths, then their data.
-fn change_ops(body: &[u8]) -> Result<u64, String> {
+/// The ops and column entries of a change chunk's body: its header
+/// (dependencies, author, sequence number, first op, time, message, other
+/// actors), the op columns' specs and lengths, then their data.
+fn change_columns(body: &[u8]) -> Result<Weight, String> {
     let unreadable = || "a change whose header does not read".to_owned();
     let mut rest = body;
     let read = |rest: &mut &[u8]| read_leb128(rest).ok_or_else(unreadable);
@@ -103,27 +133,60 @@ fn change_ops(body: &[u8]) -> Result<u64, String> {
         let actor = read(&mut rest)?;
         skip(&mut rest, actor)?;
     }
-    let mut columns = Vec::new();
-    for _ in 0..read(&mut rest)? {
-        columns.push((read(&mut rest)?, read(&mut rest)?));
-    }
-    let mut ops = 0;
-    for (spec, len) in columns {
+    let columns = column_list(&mut rest, 1)?;
+    let mut weight = Weight::default();
+    for (_, spec, len) in columns {
         let len = usize::try_from(len).map_err(|_| unreadable())?;
         let data = rest.get(..len).ok_or_else(unreadable)?;
-        if spec == ACTION_COLUMN {
-            ops = run_length(data)?;
-        }
         rest = &rest[len..];
+        count_column(spec, data, spec == ACTION_COLUMN, &mut weight)?;
     }
-    Ok(ops)
+    Ok(weight)
 }
 
-/// The ops of a saved document's body: actors, heads, the change and op
-/// columns' specs and lengths, their data, the heads' indices. Every
-/// deflated column is inflated against the budget, as Automerge would
-/// inflate it; only the action column is read.
-fn document_ops(body: &[u8], weight: &mut Weight, max_inflated: u64) -> Result<u64, String> {
+/// `lists` lists of column specs and lengths, each a count first; at most
+/// [`MAX_COLUMNS`] in all. Each with the index of its list.
+fn column_list(rest: &mut &[u8], lists: usize) -> Result<Vec<(usize, u64, u64)>, String> {
+    let unreadable = || "a chunk whose columns do not read".to_owned();
+    let mut columns = Vec::new();
+    for list in 0..lists {
+        let count = read_leb128(rest).ok_or_else(unreadable)?;
+        if count > MAX_COLUMNS - columns.len() as u64 {
+            return Err(format!("a chunk declaring over {MAX_COLUMNS} columns"));
+        }
+        for _ in 0..count {
+            let spec = read_leb128(rest).ok_or_else(unreadable)?;
+            let len = read_leb128(rest).ok_or_else(unreadable)?;
+            columns.push((list, spec, len));
+        }
+    }
+    Ok(columns)
+}
+
+/// Adds a column's entries (and, for a group column, the counts it holds)
+/// to `weight`, and its entries to the ops if it is the action column.
+fn count_column(
+    spec: u64,
+    data: &[u8],
+    is_action: bool,
+    weight: &mut Weight,
+) -> Result<(), String> {
+    let (entries, counts) = column_entries(spec & 7, data)?;
+    weight.entries = weight
+        .entries
+        .saturating_add(entries)
+        .saturating_add(counts);
+    if is_action {
+        weight.ops = weight.ops.saturating_add(entries);
+    }
+    Ok(())
+}
+
+/// The ops and column entries of a saved document's body: actors, heads,
+/// the change and op columns' specs and lengths, their data, the heads'
+/// indices. Every deflated column is inflated against the budget, as
+/// Automerge would inflate it.
+fn document_columns(body: &[u8], budget: &mut Weight, max_inflated: u64) -> Result<Weight, String> {
     let unreadable = || "a saved document whose header does not read".to_owned();
     let mut rest = body;
     let read = |rest: &mut &[u8]| read_leb128(rest).ok_or_else(unreadable);
@@ -135,54 +198,81 @@ fn document_ops(body: &[u8], weight: &mut Weight, max_inflated: u64) -> Result<u
     rest = rest
         .get(heads.checked_mul(32).ok_or_else(unreadable)?..)
         .ok_or_else(unreadable)?;
-    let mut columns = Vec::new();
-    for list in ["change", "op"] {
-        for _ in 0..read(&mut rest)? {
-            columns.push((list, read(&mut rest)?, read(&mut rest)?));
-        }
-    }
-    let mut ops = 0;
+    let columns = column_list(&mut rest, 2)?;
+    let mut weight = Weight::default();
     for (list, spec, len) in columns {
         let len = usize::try_from(len).map_err(|_| unreadable())?;
         let data = rest.get(..len).ok_or_else(unreadable)?;
         rest = &rest[len..];
-        let is_action = list == "op" && spec & !DEFLATE_BIT == ACTION_COLUMN;
+        let is_action = list == 1 && spec & !DEFLATE_BIT == ACTION_COLUMN;
         if spec & DEFLATE_BIT != 0 {
-            let inflated = inflate(data, weight, max_inflated)?;
-            if is_action {
-                ops = run_length(&inflated)?;
-            }
-        } else if is_action {
-            ops = run_length(data)?;
+            let inflated = inflate(data, budget, max_inflated)?;
+            count_column(spec, &inflated, is_action, &mut weight)?;
+        } else {
+            count_column(spec, data, is_action, &mut weight)?;
         }
     }
-    Ok(ops)
+    Ok(weight)
 }
 
-/// How many entries a run-length encoded column holds: runs of a signed
-/// count and then one value (repeated), minus a count of literal values,
-/// or zero and a count of nulls.
-fn run_length(mut data: &[u8]) -> Result<u64, String> {
-    let unreadable = || "an op column that does not read".to_owned();
+/// How many entries a column holds, by its encoding, and for a group
+/// column the sum of the counts it holds (entries of the columns it
+/// groups). Raw values count none: other columns give their lengths.
+fn column_entries(encoding: u64, mut data: &[u8]) -> Result<(u64, u64), String> {
+    let unreadable = || "a column that does not read".to_owned();
     let mut entries: u64 = 0;
-    while !data.is_empty() {
-        let count = read_sleb128(&mut data).ok_or_else(unreadable)?;
-        let run = match count {
-            0 => read_leb128(&mut data).ok_or_else(unreadable)?,
-            n if n > 0 => {
-                read_leb128(&mut data).ok_or_else(unreadable)?;
-                n.unsigned_abs()
+    let mut counts: u64 = 0;
+    match encoding {
+        RAW_VALUES => {}
+        BOOLEAN => {
+            // Counts of false, true, false, ... in turn.
+            while !data.is_empty() {
+                let run = read_leb128(&mut data).ok_or_else(unreadable)?;
+                entries = entries.saturating_add(run);
             }
-            n => {
-                for _ in 0..n.unsigned_abs() {
-                    read_leb128(&mut data).ok_or_else(unreadable)?;
+        }
+        _ => {
+            // Run-length encoded: a positive count and one value, a
+            // negative count and that many values, or zero and a count of
+            // nulls. Values: signed for delta columns, length-prefixed
+            // for strings, unsigned for the rest.
+            let value = |data: &mut &[u8]| -> Result<u64, String> {
+                match encoding {
+                    DELTA => read_sleb128(data).map(|_| 0).ok_or_else(unreadable),
+                    STRING => {
+                        let len = read_leb128(data).ok_or_else(unreadable)?;
+                        let len = usize::try_from(len).map_err(|_| unreadable())?;
+                        *data = data.get(len..).ok_or_else(unreadable)?;
+                        Ok(0)
+                    }
+                    _ => read_leb128(data).ok_or_else(unreadable),
                 }
-                n.unsigned_abs()
+            };
+            while !data.is_empty() {
+                let count = read_sleb128(&mut data).ok_or_else(unreadable)?;
+                let run = count.unsigned_abs();
+                match count {
+                    0 => {
+                        let nulls = read_leb128(&mut data).ok_or_else(unreadable)?;
+                        entries = entries.saturating_add(nulls);
+                        continue;
+                    }
+                    n if n > 0 => {
+                        let v = value(&mut data)?;
+                        counts = counts.saturating_add(v.saturating_mul(run));
+                    }
+                    _ => {
+                        for _ in 0..run {
+                            let v = value(&mut data)?;
+                            counts = counts.saturating_add(v);
+                        }
+                    }
+                }
+                entries = entries.saturating_add(run);
             }
-        };
-        entries = entries.saturating_add(run);
+        }
     }
-    Ok(entries)
+    Ok((entries, if encoding == GROUP { counts } else { 0 }))
 }
 
 /// Reads one signed LEB128 number (at most ten bytes).
@@ -285,6 +375,75 @@ mod tests {
         let error = weigh(&saved, 100_000, u64::MAX).unwrap_err();
         assert!(error.contains("over 100000 operations"), "{error}");
         assert_eq!(doc.length(&text), 1_000_000);
+    }
+
+    /// A change chunk with one column, `spec`, holding `data` (the
+    /// checksum is not read here).
+    fn change_with_column(spec: u8, data: &[u8]) -> Vec<u8> {
+        // No dependencies, author "a", seq 1, first op 1, time 0, no
+        // message, no other actors, one column.
+        let mut body = vec![0, 1, b'a', 1, 1, 0, 0, 0, 1, spec, data.len() as u8];
+        body.extend_from_slice(data);
+        let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, CHANGE, body.len() as u8];
+        chunk.extend_from_slice(&body);
+        chunk
+    }
+
+    #[test]
+    fn a_column_packing_a_billion_entries_is_refused() {
+        // One op, whose predecessor count says a billion: a run of one
+        // count of 1,000,000,000 (0x80 0x94 0xeb 0xdc 0x03).
+        let preds = change_with_column(0x70, &[0x01, 0x80, 0x94, 0xeb, 0xdc, 0x03]);
+        let error = weigh(&preds, 1_000_000, u64::MAX).unwrap_err();
+        assert!(error.contains("over 64000000 entries"), "{error}");
+        // A billion nulls in any column.
+        let nulls = change_with_column(0x11, &[0x00, 0x80, 0x94, 0xeb, 0xdc, 0x03]);
+        assert!(weigh(&nulls, 1_000_000, u64::MAX).is_err());
+        // A billion falses.
+        let falses = change_with_column(0x54, &[0x80, 0x94, 0xeb, 0xdc, 0x03]);
+        assert!(weigh(&falses, 1_000_000, u64::MAX).is_err());
+        // Runs that would add past 2^64 stay counted as too many.
+        let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0x01];
+        let runs = change_with_column(0x42, &[&huge[..], &huge[..]].concat());
+        assert!(weigh(&runs, 1_000_000, u64::MAX).is_err());
+        // The same shapes, small, are counted as they are.
+        let small = change_with_column(0x42, &[0x03, 0x01]);
+        let weight = weigh(&small, 1_000_000, u64::MAX).unwrap();
+        assert_eq!((weight.ops, weight.entries), (3, 3));
+    }
+
+    #[test]
+    fn a_chunk_declaring_thousands_of_columns_is_refused() {
+        let mut body = vec![0, 1, b'a', 1, 1, 0, 0, 0];
+        body.extend_from_slice(&[0x90, 0x4e]); // 10,000 columns
+        body.extend(std::iter::repeat_n([0x01, 0x00], 10_000).flatten());
+        let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, CHANGE];
+        let mut len = body.len() as u64;
+        while len >= 0x80 {
+            chunk.push((len & 0x7f) as u8 | 0x80);
+            len >>= 7;
+        }
+        chunk.push(len as u8);
+        chunk.extend_from_slice(&body);
+        let error = weigh(&chunk, 1_000_000, u64::MAX).unwrap_err();
+        assert!(error.contains("over 64 columns"), "{error}");
+    }
+
+    #[test]
+    fn a_records_columns_stay_far_below_the_entries_bound() {
+        for chars in [5, 300, 4000] {
+            let doc = record(chars);
+            // Twenty changes of one op each, and a few large ones.
+            let weight = weigh(&doc.save(), u64::MAX, u64::MAX).unwrap();
+            assert!(
+                weight.entries <= weight.ops * ENTRIES_PER_OP / 2,
+                "{weight:?}"
+            );
+            for change in doc.get_changes(&[]) {
+                let weight = weigh(change.raw_bytes(), u64::MAX, u64::MAX).unwrap();
+                assert!(weight.entries <= weight.ops * 16, "{weight:?}");
+            }
+        }
     }
 
     #[test]
