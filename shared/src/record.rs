@@ -421,7 +421,9 @@ fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::
     // Only for a document naming a head `doc` lacks: Automerge reads such a
     // document whole, where it would skip one whose heads it holds unread
     // (and a damaged one must still be refused).
-    let header = saved_header(saved).filter(|header| !holds_all(doc, &header.heads));
+    let read = saved_header(saved);
+    let may_carry_authors = read.as_ref().is_none_or(|header| header.extra_bytes);
+    let header = read.filter(|header| !holds_all(doc, &header.heads));
     if let Some(header) = &header
         && holds_at_least(doc, header.changes)
     {
@@ -443,7 +445,7 @@ fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::
             .text_encoding(doc.text_encoding())
             .on_partial_load(automerge::OnPartialLoad::Error),
     )?;
-    if may_carry_authors(saved) {
+    if may_carry_authors {
         refuse_late_authors(&loaded)?;
     }
     // It holds all of `doc` when it holds `doc`'s heads: the common case,

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::{Automerge, ChangeHash, ChangeMetadata, ReadDoc};
 
 use super::Message;
 use super::lineage::check_lineage;
@@ -65,29 +65,36 @@ pub fn admit_new_changes(
     scratch: &Automerge,
     before: &[ChangeHash],
 ) -> Result<(Vec<ChangeHash>, Vec<u8>), SyncError> {
-    let new: Vec<ChangeHash> = {
-        let new = scratch.get_changes_meta(before);
-        check_lineage(scratch, before, &new).map_err(SyncError::Lineage)?;
-        new.iter().map(|c| c.hash).collect()
-    };
+    let new = scratch.get_changes_meta(before);
+    let saved = admit_listed(scratch, before, &new)?;
+    Ok((new.iter().map(|c| c.hash).collect(), saved))
+}
+
+/// [`admit_new_changes`] for the new changes already listed (`new`, as
+/// `get_changes_meta(before)` lists them): the stored bytes.
+fn admit_listed(
+    scratch: &Automerge,
+    before: &[ChangeHash],
+    new: &[ChangeMetadata<'_>],
+) -> Result<Vec<u8>, SyncError> {
+    check_lineage(scratch, before, new).map_err(SyncError::Lineage)?;
     if new.is_empty() {
-        return Ok((new, Vec::new()));
+        return Ok(Vec::new());
     }
     // `save_after`, keeping the changes to compare: Automerge rebuilds
     // each from the op set, and what is stored must be what was received.
     let changes = refuse_panics(|| Ok(scratch.get_changes(before)))
         .map_err(|e| SyncError::Lineage(format!("its changes cannot be saved again: {e}")))?;
-    if changes.len() != new.len() || changes.iter().zip(&new).any(|(c, h)| c.hash() != *h) {
+    if changes.len() != new.len() || changes.iter().zip(new).any(|(c, m)| c.hash() != m.hash) {
         return Err(SyncError::Lineage(
             "its changes, saved again, are not the changes received".into(),
         ));
     }
-    let saved = changes
+    Ok(changes
         .iter()
         .flat_map(|c| c.raw_bytes())
         .copied()
-        .collect();
-    Ok((new, saved))
+        .collect())
 }
 
 #[derive(Debug, Default)]
@@ -374,13 +381,18 @@ impl DocSync {
             if !scratch.get_missing_deps(&[]).is_empty() {
                 return None;
             }
-            let brought = credit(scratch, &before, &messages)?;
-            let new = brought.iter().any(|b| !b.is_empty());
-            if new {
-                saved = admit_new_changes(scratch, &before).ok()?.1;
-                if !check(scratch, &brought, &carried) {
-                    return None;
+            let brought = {
+                // One listing serves the credits and the admission.
+                let listed = scratch.get_changes_meta(&before);
+                let brought = credit(&listed, &messages)?;
+                if !listed.is_empty() {
+                    saved = admit_listed(scratch, &before, &listed).ok()?;
                 }
+                brought
+            };
+            let new = brought.iter().any(|b| !b.is_empty());
+            if new && !check(scratch, &brought, &carried) {
+                return None;
             }
             // Each message in turn, for the sync states: its changes are all
             // in `scratch` already, so Automerge skips them without a pass.
@@ -516,18 +528,14 @@ const MAX_BLOOM_PROBES: u64 = 64;
 /// The most bits per entry a filter may use. Automerge writes 10.
 const MAX_BLOOM_BITS_PER_ENTRY: u64 = 64;
 
-/// Which message of a batch brought each new change: the first, in order,
+/// Which message of a batch brought each new change (`new`, as listed past
+/// the heads before the batch): the first, in order,
 /// whose sender's heads reach it and that carried changes at all. Version 2
 /// sync messages carry their changes as one compressed chunk that Automerge
 /// 0.12 cannot split without applying it, so a message's changes are read
 /// from its heads instead. `None` if some new change is reached by no
 /// message's heads: then the batch is taken one message at a time.
-fn credit(
-    doc: &Automerge,
-    before: &[ChangeHash],
-    messages: &[sync::Message],
-) -> Option<Vec<Vec<ChangeHash>>> {
-    let new = doc.get_changes_meta(before);
+fn credit(new: &[ChangeMetadata<'_>], messages: &[sync::Message]) -> Option<Vec<Vec<ChangeHash>>> {
     let order: BTreeMap<ChangeHash, usize> =
         new.iter().enumerate().map(|(i, c)| (c.hash, i)).collect();
     let deps: BTreeMap<ChangeHash, &[ChangeHash]> =
