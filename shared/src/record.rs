@@ -499,7 +499,8 @@ struct SavedHeader {
 /// A change column's spec without its deflate bit: the extra bytes'
 /// values (column 5, of raw values).
 const EXTRA_VALUES_COLUMN: u64 = 5 << 4 | 7;
-const DEFLATE_BIT: u64 = 8;
+/// The bit a saved document sets on a column's spec when it deflated it.
+pub(crate) const DEFLATE_BIT: u64 = 8;
 
 /// Whether a document loaded from `saved` may hold a change with an
 /// author: yes unless its header reads and shows no extra bytes at all.
@@ -551,46 +552,98 @@ pub fn refuse_late_authors(loaded: &Automerge) -> Result<(), automerge::Automerg
 /// `None` if any of it does not read (an older encoder may leave out the
 /// indices), for the document to be loaded and judged as a whole.
 fn saved_header(chunk: &[u8]) -> Option<SavedHeader> {
-    let size = |n: u64| usize::try_from(n).ok();
-    // Magic bytes, checksum and chunk type, then the body's length.
-    let mut body = chunk.get(9..)?;
-    let len = size(read_leb128(&mut body)?)?;
-    let mut body = body.get(..len)?;
-    for _ in 0..read_leb128(&mut body)? {
-        let actor = size(read_leb128(&mut body)?)?;
-        body = body.get(actor..)?;
-    }
-    let mut heads = Vec::new();
-    for _ in 0..read_leb128(&mut body)? {
-        let (hash, rest) = body.split_at_checked(32)?;
-        heads.push(ChangeHash::try_from(hash).ok()?);
-        body = rest;
-    }
-    // The change columns, then the op columns: each a count of (spec,
-    // length) pairs; their data follows both lists.
-    let (mut data, mut extra_bytes) = (0usize, false);
-    for columns in ["change", "op"] {
-        for _ in 0..read_leb128(&mut body)? {
-            let spec = read_leb128(&mut body)?;
-            let len = size(read_leb128(&mut body)?)?;
-            extra_bytes |=
-                columns == "change" && spec & !DEFLATE_BIT == EXTRA_VALUES_COLUMN && len > 0;
-            data = data.checked_add(len)?;
-        }
-    }
-    body = body.get(data..)?;
+    let layout = document_layout(chunk_body(chunk)?).ok()?;
+    let extra_bytes = layout.columns.iter().any(|&(op, spec, data)| {
+        !op && spec & !DEFLATE_BIT == EXTRA_VALUES_COLUMN && !data.is_empty()
+    });
+    let mut indices = layout.head_indices;
     let mut last = None;
-    for _ in 0..heads.len() {
-        last = last.max(Some(read_leb128(&mut body)?));
+    for _ in 0..layout.heads.len() {
+        last = last.max(Some(read_leb128(&mut indices)?));
     }
-    if !body.is_empty() {
+    if !indices.is_empty() {
         return None;
     }
-    let changes = size(last?)?.checked_add(1)?;
+    let changes = usize::try_from(last?).ok()?.checked_add(1)?;
     Some(SavedHeader {
-        heads,
+        heads: layout.heads,
         changes,
         extra_bytes,
+    })
+}
+
+/// A chunk's body: past the magic bytes, checksum, chunk type and the
+/// body's length, and only as long as that length says.
+pub(crate) fn chunk_body(chunk: &[u8]) -> Option<&[u8]> {
+    let mut body = chunk.get(9..)?;
+    let len = usize::try_from(read_leb128(&mut body)?).ok()?;
+    body.get(..len)
+}
+
+/// The most columns a chunk may declare; Automerge writes fewer than 30.
+pub(crate) const MAX_COLUMNS: u64 = 64;
+
+/// `lists` lists of column specs and lengths, each a count first, as
+/// change and saved-document chunks declare their columns; at most
+/// [`MAX_COLUMNS`] in all. Each with the index of its list.
+pub(crate) fn column_specs(
+    rest: &mut &[u8],
+    lists: usize,
+) -> Result<Vec<(usize, u64, u64)>, String> {
+    let unreadable = || "a chunk whose columns do not read".to_owned();
+    let mut columns = Vec::new();
+    for list in 0..lists {
+        let count = read_leb128(rest).ok_or_else(unreadable)?;
+        if count > MAX_COLUMNS - columns.len() as u64 {
+            return Err(format!("a chunk declaring over {MAX_COLUMNS} columns"));
+        }
+        for _ in 0..count {
+            let spec = read_leb128(rest).ok_or_else(unreadable)?;
+            let len = read_leb128(rest).ok_or_else(unreadable)?;
+            columns.push((list, spec, len));
+        }
+    }
+    Ok(columns)
+}
+
+/// A saved document's body laid out (Automerge's binary format): its
+/// heads, its change columns then its op columns, each as (whether an op
+/// column, spec, data), and what follows, each head's index among the
+/// changes. The header is read and the columns found; nothing in them is.
+pub(crate) struct DocumentLayout<'a> {
+    pub(crate) heads: Vec<ChangeHash>,
+    pub(crate) columns: Vec<(bool, u64, &'a [u8])>,
+    pub(crate) head_indices: &'a [u8],
+}
+
+/// Lays out a saved document's body (see [`chunk_body`]): actors, heads,
+/// the change and the op columns' specs and lengths, their data, the
+/// heads' indices.
+pub(crate) fn document_layout(body: &[u8]) -> Result<DocumentLayout<'_>, String> {
+    let unreadable = || "a saved document whose header does not read".to_owned();
+    let mut rest = body;
+    let read = |rest: &mut &[u8]| read_leb128(rest).ok_or_else(unreadable);
+    for _ in 0..read(&mut rest)? {
+        let actor = usize::try_from(read(&mut rest)?).map_err(|_| unreadable())?;
+        rest = rest.get(actor..).ok_or_else(unreadable)?;
+    }
+    let mut heads = Vec::new();
+    for _ in 0..read(&mut rest)? {
+        let (hash, after) = rest.split_at_checked(32).ok_or_else(unreadable)?;
+        heads.push(ChangeHash::try_from(hash).map_err(|_| unreadable())?);
+        rest = after;
+    }
+    let mut columns = Vec::new();
+    for (list, spec, len) in column_specs(&mut rest, 2)? {
+        let len = usize::try_from(len).map_err(|_| unreadable())?;
+        let (data, after) = rest.split_at_checked(len).ok_or_else(unreadable)?;
+        columns.push((list == 1, spec, data));
+        rest = after;
+    }
+    Ok(DocumentLayout {
+        heads,
+        columns,
+        head_indices: rest,
     })
 }
 

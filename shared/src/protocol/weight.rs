@@ -19,7 +19,7 @@
 
 use std::io::Read;
 
-use crate::record::{chunks, read_leb128};
+use crate::record::{DEFLATE_BIT, chunk_body, chunks, column_specs, document_layout, read_leb128};
 
 /// What bytes hold: ops, column entries (with the counts in group
 /// columns), and bytes Automerge would inflate.
@@ -35,9 +35,6 @@ pub struct Weight {
 /// one character a change holds about 25 entries an op.
 pub const ENTRIES_PER_OP: u64 = 64;
 
-/// The most columns a chunk may declare; Automerge writes fewer than 30.
-const MAX_COLUMNS: u64 = 64;
-
 /// What a column's spec says of its encoding (its low three bits).
 const GROUP: u64 = 0;
 const DELTA: u64 = 3;
@@ -45,10 +42,8 @@ const BOOLEAN: u64 = 4;
 const STRING: u64 = 5;
 const RAW_VALUES: u64 = 7;
 
-/// The op columns' action column (column 4, integers), and the bit a
-/// saved document sets on a column it deflated.
+/// The op columns' action column (column 4, integers).
 const ACTION_COLUMN: u64 = 4 << 4 | 2;
-const DEFLATE_BIT: u64 = 8;
 
 const DOCUMENT: u8 = 0;
 const CHANGE: u8 = 1;
@@ -63,8 +58,7 @@ pub fn weigh(bytes: &[u8], max_ops: u64, max_inflated: u64) -> Result<Weight, St
     let max_entries = max_ops.saturating_mul(ENTRIES_PER_OP);
     for (kind, chunk) in chunks(bytes) {
         let Some(chunk) = chunk else { break };
-        let mut body = chunk.get(9..).ok_or("a chunk cut short")?;
-        read_leb128(&mut body).ok_or("a chunk cut short")?;
+        let body = chunk_body(chunk).ok_or("a chunk cut short")?;
         let counted = match kind {
             DOCUMENT => document_columns(body, &mut weight, max_inflated)?,
             CHANGE => change_columns(body)?,
@@ -133,7 +127,7 @@ fn change_columns(body: &[u8]) -> Result<Weight, String> {
         let actor = read(&mut rest)?;
         skip(&mut rest, actor)?;
     }
-    let columns = column_list(&mut rest, 1)?;
+    let columns = column_specs(&mut rest, 1)?;
     let mut weight = Weight::default();
     for (_, spec, len) in columns {
         let len = usize::try_from(len).map_err(|_| unreadable())?;
@@ -142,25 +136,6 @@ fn change_columns(body: &[u8]) -> Result<Weight, String> {
         count_column(spec, data, spec == ACTION_COLUMN, &mut weight)?;
     }
     Ok(weight)
-}
-
-/// `lists` lists of column specs and lengths, each a count first; at most
-/// [`MAX_COLUMNS`] in all. Each with the index of its list.
-fn column_list(rest: &mut &[u8], lists: usize) -> Result<Vec<(usize, u64, u64)>, String> {
-    let unreadable = || "a chunk whose columns do not read".to_owned();
-    let mut columns = Vec::new();
-    for list in 0..lists {
-        let count = read_leb128(rest).ok_or_else(unreadable)?;
-        if count > MAX_COLUMNS - columns.len() as u64 {
-            return Err(format!("a chunk declaring over {MAX_COLUMNS} columns"));
-        }
-        for _ in 0..count {
-            let spec = read_leb128(rest).ok_or_else(unreadable)?;
-            let len = read_leb128(rest).ok_or_else(unreadable)?;
-            columns.push((list, spec, len));
-        }
-    }
-    Ok(columns)
 }
 
 /// Adds a column's entries (and, for a group column, the counts it holds)
@@ -187,24 +162,9 @@ fn count_column(
 /// indices. Every deflated column is inflated against the budget, as
 /// Automerge would inflate it.
 fn document_columns(body: &[u8], budget: &mut Weight, max_inflated: u64) -> Result<Weight, String> {
-    let unreadable = || "a saved document whose header does not read".to_owned();
-    let mut rest = body;
-    let read = |rest: &mut &[u8]| read_leb128(rest).ok_or_else(unreadable);
-    for _ in 0..read(&mut rest)? {
-        let actor = usize::try_from(read(&mut rest)?).map_err(|_| unreadable())?;
-        rest = rest.get(actor..).ok_or_else(unreadable)?;
-    }
-    let heads = usize::try_from(read(&mut rest)?).map_err(|_| unreadable())?;
-    rest = rest
-        .get(heads.checked_mul(32).ok_or_else(unreadable)?..)
-        .ok_or_else(unreadable)?;
-    let columns = column_list(&mut rest, 2)?;
     let mut weight = Weight::default();
-    for (list, spec, len) in columns {
-        let len = usize::try_from(len).map_err(|_| unreadable())?;
-        let data = rest.get(..len).ok_or_else(unreadable)?;
-        rest = &rest[len..];
-        let is_action = list == 1 && spec & !DEFLATE_BIT == ACTION_COLUMN;
+    for (op, spec, data) in document_layout(body)?.columns {
+        let is_action = op && spec & !DEFLATE_BIT == ACTION_COLUMN;
         if spec & DEFLATE_BIT != 0 {
             let inflated = inflate(data, budget, max_inflated)?;
             count_column(spec, &inflated, is_action, &mut weight)?;
