@@ -338,6 +338,36 @@ fn a_bundle_split_across_two_messages_of_a_batch_is_turned_away_not_a_panic() {
     assert_eq!(doc.get_heads(), heads);
 }
 
+/// What `sync` answers `data` from a hostile peer, received into a copy of
+/// `doc`: the error, once the copy is checked to be as it was and to save
+/// and load.
+fn refusal(sync: &mut DocSync, doc: &automerge::Automerge, data: &[u8]) -> String {
+    let mut copy = doc.clone();
+    let error = sync
+        .receive(&mut copy, &PeerId::new("hostile"), data)
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(copy.get_heads(), doc.get_heads(), "refused: {error}");
+    assert!(saves_and_loads(&copy), "refused: {error}");
+    error
+}
+
+/// Asserts that `sync` turns away a batch of `data` alone, `doc` as it was.
+fn turned_away(sync: &mut DocSync, doc: &automerge::Automerge, data: &[u8]) {
+    let peer = PeerId::new("hostile");
+    let batch = [twinsync_shared::protocol::Incoming {
+        from: &peer,
+        data,
+        is_request: false,
+    }];
+    let mut copy = doc.clone();
+    assert_eq!(
+        sync.receive_batch(&mut copy, &batch, |_| true, |_, _, _| true),
+        None
+    );
+    assert_eq!(copy.get_heads(), doc.get_heads());
+}
+
 /// A change by the author of `doc`'s only change, its dependencies met,
 /// rewritten to claim sequence number `seq` and, if given, to carry an
 /// author: well-formed bytes that Automerge 0.12 asserts on rather than
@@ -414,20 +444,9 @@ fn changes_automerge_asserts_on_are_refused_and_the_peer_goes_on() {
 
 #[test]
 fn a_change_automerge_asserts_on_turns_a_batch_away() {
-    use twinsync_shared::protocol::Incoming;
-    let mut doc = one_change();
-    let heads = doc.get_heads();
+    let doc = one_change();
     let crafted = message_with_changes(vec![change_claiming(&doc, 3, None)]);
-    let peer = PeerId::new("hostile");
-    let mut sync = DocSync::new(DocumentId::random());
-    let batch = [Incoming {
-        from: &peer,
-        data: &crafted,
-        is_request: false,
-    }];
-    let result = sync.receive_batch(&mut doc, &batch, |_| true, |_, _, _| true);
-    assert_eq!(result, None);
-    assert_eq!(doc.get_heads(), heads);
+    turned_away(&mut DocSync::new(DocumentId::random()), &doc, &crafted);
 }
 
 /// `base`'s last change rewritten as a peer could: by `actor`, with its
@@ -456,6 +475,19 @@ fn rewritten(
     automerge::Change::from(change)
 }
 
+/// A record of one change by "aaaa": two ops, counters 1 and 2, the
+/// second the value at "b" that `rewritten` overwrites.
+fn two_ops_by_aaaa() -> automerge::Automerge {
+    let mut base =
+        automerge::Automerge::new().with_actor(automerge::ActorId::from(b"aaaa".to_vec()));
+    base.transact(|tx| {
+        tx.put(automerge::ROOT, "a", 1i64)?;
+        tx.put(automerge::ROOT, "b", "مسودة")
+    })
+    .unwrap();
+    base
+}
+
 /// Whether `doc` can be saved whole (as compaction does) and as its
 /// changes (as storing and relaying do), and loaded again from either; a
 /// panic counts as no.
@@ -473,14 +505,7 @@ fn saves_and_loads(doc: &automerge::Automerge) -> bool {
 /// again (or saving it panics). The engine refuses each, saying why.
 #[test]
 fn changes_that_do_not_follow_from_their_dependencies_are_refused() {
-    // Two ops by "aaaa", counters 1 and 2.
-    let mut base =
-        automerge::Automerge::new().with_actor(automerge::ActorId::from(b"aaaa".to_vec()));
-    base.transact(|tx| {
-        tx.put(automerge::ROOT, "a", 1i64)?;
-        tx.put(automerge::ROOT, "b", "مسودة")
-    })
-    .unwrap();
+    let base = two_ops_by_aaaa();
     let cases = [
         (
             "its author's next change, reusing the author's counters",
@@ -516,42 +541,19 @@ fn changes_that_do_not_follow_from_their_dependencies_are_refused() {
             "{what}: Automerge takes it, and the record no longer saves and loads"
         );
 
-        let mut doc = base.clone();
-        let mut sync = DocSync::new(DocumentId::random());
-        let error = sync
-            .receive(
-                &mut doc,
-                &PeerId::new("hostile"),
-                &message(vec![change.hash()], vec![change.raw_bytes().to_vec()]),
-            )
-            .expect_err(what)
-            .to_string();
+        let data = message(vec![change.hash()], vec![change.raw_bytes().to_vec()]);
+        let error = refusal(&mut DocSync::new(DocumentId::random()), &base, &data);
         assert!(error.contains(expected), "{what}: {error}");
-        assert_eq!(doc.get_heads(), base.get_heads(), "{what}");
-        assert!(saves_and_loads(&doc), "{what}");
     }
 }
 
 #[test]
 fn a_change_that_does_not_follow_from_its_dependencies_turns_a_batch_away() {
-    use twinsync_shared::protocol::Incoming;
-    let mut doc = one_change();
-    let heads = doc.get_heads();
+    let doc = one_change();
     let actor = doc.get_actor().to_bytes().to_vec();
     let change = rewritten(&doc, &actor, 0, 1, None);
     let data = message(vec![change.hash()], vec![change.raw_bytes().to_vec()]);
-    let peer = PeerId::new("hostile");
-    let mut sync = DocSync::new(DocumentId::random());
-    let batch = [Incoming {
-        from: &peer,
-        data: &data,
-        is_request: false,
-    }];
-    assert_eq!(
-        sync.receive_batch(&mut doc, &batch, |_| true, |_, _, _| true),
-        None
-    );
-    assert_eq!(doc.get_heads(), heads);
+    turned_away(&mut DocSync::new(DocumentId::random()), &doc, &data);
 }
 
 /// A change whose op counters jump far past any the record holds. Automerge
@@ -580,21 +582,12 @@ fn a_change_jumping_the_op_counters_ahead_is_refused() {
         "Automerge takes it, and then a change of 200 ops fails"
     );
 
-    let mut doc = base.clone();
-    let mut sync = DocSync::new(DocumentId::random());
-    let error = sync
-        .receive(
-            &mut doc,
-            &PeerId::new("hostile"),
-            &message(vec![change.hash()], vec![change.raw_bytes().to_vec()]),
-        )
-        .expect_err("counters jumping ahead")
-        .to_string();
+    let data = message(vec![change.hash()], vec![change.raw_bytes().to_vec()]);
+    let error = refusal(&mut DocSync::new(DocumentId::random()), &base, &data);
     assert!(
         error.contains("past any op counter it could have seen"),
         "{error}"
     );
-    assert_eq!(doc.get_heads(), base.get_heads());
 }
 
 /// A change whose rebuilding panics, sent beside one whose dependency has
@@ -602,13 +595,7 @@ fn a_change_jumping_the_op_counters_ahead_is_refused() {
 /// and that too is guarded.
 #[test]
 fn a_change_that_panics_when_rebuilt_beside_one_ahead_of_its_dependency_is_refused() {
-    let mut base =
-        automerge::Automerge::new().with_actor(automerge::ActorId::from(b"aaaa".to_vec()));
-    base.transact(|tx| {
-        tx.put(automerge::ROOT, "a", 1i64)?;
-        tx.put(automerge::ROOT, "b", "مسودة")
-    })
-    .unwrap();
+    let base = two_ops_by_aaaa();
     let panicking = rewritten(&base, b"dddd", 0, 1, Some(Vec::new()));
     let waiting = rewritten(
         &base,
@@ -619,19 +606,12 @@ fn a_change_that_panics_when_rebuilt_beside_one_ahead_of_its_dependency_is_refus
     );
     let mut heads = vec![panicking.hash(), waiting.hash()];
     heads.sort();
-    let mut doc = base.clone();
-    let mut sync = DocSync::new(DocumentId::random());
-    let result = sync.receive(
-        &mut doc,
-        &PeerId::new("hostile"),
-        &message(
-            heads,
-            vec![panicking.raw_bytes().to_vec(), waiting.raw_bytes().to_vec()],
-        ),
+    let data = message(
+        heads,
+        vec![panicking.raw_bytes().to_vec(), waiting.raw_bytes().to_vec()],
     );
-    let error = result.expect_err("refused").to_string();
+    let error = refusal(&mut DocSync::new(DocumentId::random()), &base, &data);
     assert!(error.contains("cannot apply"), "{error}");
-    assert_eq!(doc.get_heads(), base.get_heads());
 }
 
 /// A change inserting `chars` equal characters, compressed as Automerge
@@ -659,29 +639,16 @@ fn a_payload_packing_more_ops_than_allowed_is_refused_unapplied() {
     assert!(packed.len() < 2_000, "{} bytes", packed.len());
     let data = message(vec![change.hash()], vec![packed]);
 
-    let mut doc = base.clone();
     let mut sync = DocSync::new(DocumentId::random()).with_max_ops(50_000);
-    let error = sync
-        .receive(&mut doc, &PeerId::new("hostile"), &data)
-        .expect_err("too many ops")
-        .to_string();
+    let error = refusal(&mut sync, &base, &data);
     assert!(error.contains("over 50000 operations"), "{error}");
-    assert_eq!(doc.get_heads(), base.get_heads());
-
-    let peer = PeerId::new("hostile");
-    let batch = [twinsync_shared::protocol::Incoming {
-        from: &peer,
-        data: &data,
-        is_request: false,
-    }];
-    assert_eq!(
-        sync.receive_batch(&mut doc, &batch, |_| true, |_, _, _| true),
-        None
-    );
-    assert_eq!(doc.get_heads(), base.get_heads());
+    turned_away(&mut sync, &base, &data);
 
     // Under the bound it is taken, whole.
+    let mut doc = base.clone();
     let mut sync = DocSync::new(DocumentId::random()).with_max_ops(250_000);
-    let received = sync.receive(&mut doc, &peer, &data).unwrap();
+    let received = sync
+        .receive(&mut doc, &PeerId::new("hostile"), &data)
+        .unwrap();
     assert_eq!(received.new_changes, vec![change.hash()]);
 }

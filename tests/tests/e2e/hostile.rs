@@ -26,6 +26,52 @@ async fn answer_to(app: &TestApp, join: bool, frame: WsMessage) -> (Vec<String>,
     (p.seen.errors.clone(), p.seen.closed)
 }
 
+/// A peer named `name`, signed in, holding `record` as the server has it.
+async fn holding(app: &TestApp, name: &str, record: DocumentId) -> TestPeer {
+    let mut peer = TestPeer::new(name);
+    peer.connect(app).await;
+    peer.open(record);
+    peer.sync_until(LIMIT, |p| p.kind_of(record).is_some())
+        .await;
+    peer
+}
+
+/// `peer` sets `meeting`'s time to 16:00 and waits until the server has
+/// acknowledged it; the heads it then holds.
+async fn time_acknowledged(
+    peer: &mut TestPeer,
+    meeting: DocumentId,
+    message: &str,
+) -> Vec<automerge::ChangeHash> {
+    peer.edit(
+        meeting,
+        message,
+        &[Edit::Set {
+            path: "/time".into(),
+            value: "16:00".into(),
+        }],
+    );
+    let heads = peer.heads(meeting);
+    peer.sync_until(LIMIT, |p| {
+        p.acked.get(&meeting).is_some_and(|h| *h == heads)
+    })
+    .await;
+    heads
+}
+
+/// A sync payload carrying one change's `bytes`, naming it as the head.
+fn carrying(change: automerge::ChangeHash, bytes: Vec<u8>) -> Vec<u8> {
+    automerge::sync::Message {
+        heads: vec![change],
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![bytes].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+    .encode()
+}
+
 fn sync_frame(sender: &str, doc: DocumentId, data: Vec<u8>) -> WsMessage {
     let msg = Message::Sync {
         sender_id: PeerId::new(sender),
@@ -120,28 +166,12 @@ async fn an_oversized_frame_is_refused_naming_the_limit() {
 async fn other_peers_are_served_while_one_misbehaves() {
     let app = spawn_app().await;
     let meeting = app.first("meeting").await;
-    let mut good = TestPeer::new("good");
-    good.connect(&app).await;
-    good.open(meeting);
-    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    let mut good = holding(&app, "good", meeting).await;
 
     for _ in 0..5 {
         answer_to(&app, true, WsMessage::Binary(vec![0xff; 32].into())).await;
     }
-    good.edit(
-        meeting,
-        "still here",
-        &[Edit::Set {
-            path: "/time".into(),
-            value: "16:00".into(),
-        }],
-    );
-    let heads = good.heads(meeting);
-    good.sync_until(LIMIT, |p| {
-        p.acked.get(&meeting).is_some_and(|h| *h == heads)
-    })
-    .await;
+    time_acknowledged(&mut good, meeting, "still here").await;
     let Record::Meeting(m) = good.record(meeting) else {
         panic!()
     };
@@ -174,11 +204,7 @@ async fn a_hostile_bloom_filter_gets_an_error_and_the_record_stays_served() {
     let (errors, _) = answer_to(&app, true, sync_frame("hostile", meeting, data)).await;
     assert!(errors[0].contains("Bloom filter"), "{errors:?}");
 
-    let mut good = TestPeer::new("good");
-    good.connect(&app).await;
-    good.open(meeting);
-    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    let good = holding(&app, "good", meeting).await;
     assert!(matches!(good.record(meeting), Record::Meeting(_)));
 }
 
@@ -207,11 +233,7 @@ async fn slowloris_sockets_are_cut_and_other_clients_are_served() {
     let health = reqwest::get(app.url("/healthz")).await.unwrap();
     assert!(health.status().is_success());
     let meeting = app.first("meeting").await;
-    let mut good = TestPeer::new("good");
-    good.connect(&app).await;
-    good.open(meeting);
-    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    let _good = holding(&app, "good", meeting).await;
     // Keep dribbling, a byte at a time, and count the sockets cut.
     let mut open = slow.len();
     while open > 0 && started.elapsed() < Duration::from_secs(5) {
@@ -295,11 +317,7 @@ async fn a_flood_of_requests_for_random_ids_is_limited_and_memory_stays_bounded(
 
     // Another device is served at once.
     let meeting = app.first("meeting").await;
-    let mut good = TestPeer::new("good");
-    good.connect(&app).await;
-    good.open(meeting);
-    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    let _good = holding(&app, "good", meeting).await;
 }
 
 /// A peer that subscribes and then never reads: it stops answering pings
@@ -487,7 +505,6 @@ async fn deeply_nested_values_are_refused_quickly_and_the_server_goes_on() {
 /// the record as it was, and goes on serving it.
 #[tokio::test]
 async fn changes_automerge_cannot_keep_are_refused_and_the_record_stays_served() {
-    use automerge::sync::{Message as SyncMessage, MessageVersion};
     use automerge::transaction::Transactable;
 
     let app = spawn_app().await;
@@ -501,12 +518,7 @@ async fn changes_automerge_cannot_keep_are_refused_and_the_record_stays_served()
         }),
     ];
     for (expected, rewrite) in rewrites {
-        let mut hostile = TestPeer::new("hostile");
-        hostile.connect(&app).await;
-        hostile.open(meeting);
-        hostile
-            .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-            .await;
+        let mut hostile = holding(&app, "hostile", meeting).await;
         // The author of a head writes its next change, then it is rewritten.
         let doc = hostile.doc_mut(meeting);
         let head = doc.get_heads()[0];
@@ -522,15 +534,7 @@ async fn changes_automerge_cannot_keep_are_refused_and_the_record_stays_served()
         rewrite(&mut change);
         change.hash = None;
         let change = automerge::Change::from(change);
-        let data = SyncMessage {
-            heads: vec![change.hash()],
-            need: Vec::new(),
-            have: Vec::new(),
-            changes: vec![change.raw_bytes().to_vec()].into(),
-            flags: None,
-            version: MessageVersion::V1,
-        }
-        .encode();
+        let data = carrying(change.hash(), change.raw_bytes().to_vec());
         hostile.send_raw(sync_frame("hostile", meeting, data)).await;
         hostile.sync(Duration::from_millis(300), LIMIT).await;
         assert!(
@@ -546,24 +550,8 @@ async fn changes_automerge_cannot_keep_are_refused_and_the_record_stays_served()
     }
 
     // The record is still served, and still takes honest edits.
-    let mut good = TestPeer::new("good");
-    good.connect(&app).await;
-    good.open(meeting);
-    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
-    good.edit(
-        meeting,
-        "still served",
-        &[Edit::Set {
-            path: "/time".into(),
-            value: "16:00".into(),
-        }],
-    );
-    let heads = good.heads(meeting);
-    good.sync_until(LIMIT, |p| {
-        p.acked.get(&meeting).is_some_and(|h| *h == heads)
-    })
-    .await;
+    let mut good = holding(&app, "good", meeting).await;
+    let heads = time_acknowledged(&mut good, meeting, "still served").await;
     assert_eq!(
         app.get_json(&format!("/api/records/{meeting}")).await["heads"],
         serde_json::json!(heads.iter().map(ToString::to_string).collect::<Vec<_>>())
@@ -576,18 +564,12 @@ async fn changes_automerge_cannot_keep_are_refused_and_the_record_stays_served()
 /// goes on being served.
 #[tokio::test]
 async fn a_message_packing_too_many_ops_is_refused_before_it_is_applied() {
-    use automerge::sync::{Message as SyncMessage, MessageVersion};
     use automerge::transaction::Transactable;
 
     let app = spawn_app_with(|s| s.max_ops_per_message = 20_000).await;
     let meeting = app.first("meeting").await;
     let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
-    let mut hostile = TestPeer::new("hostile");
-    hostile.connect(&app).await;
-    hostile.open(meeting);
-    hostile
-        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    let mut hostile = holding(&app, "hostile", meeting).await;
     let mut fork = hostile.doc_mut(meeting).fork();
     fork.transact(|tx| {
         let text = tx.put_object(automerge::ROOT, "packed", automerge::ObjType::Text)?;
@@ -597,15 +579,7 @@ async fn a_message_packing_too_many_ops_is_refused_before_it_is_applied() {
     let mut change = fork.get_last_local_change().unwrap();
     let packed = change.bytes().to_vec();
     assert!(packed.len() < 2_000, "{} bytes", packed.len());
-    let data = SyncMessage {
-        heads: vec![change.hash()],
-        need: Vec::new(),
-        have: Vec::new(),
-        changes: vec![packed].into(),
-        flags: None,
-        version: MessageVersion::V1,
-    }
-    .encode();
+    let data = carrying(change.hash(), packed);
     hostile.send_raw(sync_frame("hostile", meeting, data)).await;
     hostile.sync(Duration::from_millis(300), LIMIT).await;
     assert!(
@@ -623,10 +597,6 @@ async fn a_message_packing_too_many_ops_is_refused_before_it_is_applied() {
         before
     );
 
-    let mut good = TestPeer::new("good");
-    good.connect(&app).await;
-    good.open(meeting);
-    good.sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    let good = holding(&app, "good", meeting).await;
     assert!(matches!(good.record(meeting), Record::Meeting(_)));
 }
