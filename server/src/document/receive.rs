@@ -1,0 +1,534 @@
+//! Taking in sync messages: checking what they bring against the
+//! record's schema, the sender's permissions and the record's size,
+//! storing it, and only then letting it be relayed. Refused changes go to
+//! quarantine; a coordinator can accept them later.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use automerge::ReadDoc;
+use tracing::{error, warn};
+use twinsync_shared::protocol::engine::Checked;
+use twinsync_shared::protocol::{Batch, Incoming};
+use twinsync_shared::record::{MAX_NESTING, changed_paths, nested_beyond, read_document};
+
+use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
+use crate::auth::Role;
+use crate::permissions::{Read, Refusal, Write, check_write};
+use crate::store::{Append, Origin, Refused, StoreError};
+
+/// Why the document task turned new changes away.
+enum Denied {
+    /// Permissions: the refusal, the changes to quarantine, their hashes.
+    Refused(Refusal, Vec<u8>, Vec<String>),
+    /// The record would pass `max_record_mib`; `stored` bytes it holds.
+    TooLarge { stored: u64 },
+}
+
+impl DocTask {
+    /// Sync messages that queued up while the task was busy: applied with
+    /// one pass over the document, checked as one write, stored in one
+    /// transaction, and answered with one message per peer. A lone writer
+    /// among acknowledgements is judged as `on_sync` would judge it (but
+    /// the size limit counts every message of the batch); several writers
+    /// go together only if all are coordinators (known before anything is
+    /// applied) and the record stays valid. If
+    /// anything else is in the batch, or applying it fails, the messages
+    /// are taken one at a time instead, so each refusal or error reaches
+    /// the peer it concerns exactly as if no other message had been
+    /// waiting. A failed store is told to every sender of new changes.
+    pub(super) async fn on_sync_batch(&mut self, batch: Vec<SyncIn>) {
+        // A record's first change names its creator: taken alone.
+        if batch.len() > 1 && self.broken.is_none() && !self.doc.get_heads().is_empty() {
+            for sync in &batch {
+                self.join(&sync.peer).await;
+            }
+            if self.try_batch(&batch).await {
+                return;
+            }
+        }
+        for sync in batch {
+            self.on_sync(sync.peer, &sync.data, sync.is_request).await;
+        }
+    }
+
+    /// [`Self::on_sync_batch`]'s one pass; false if it changed nothing and
+    /// the messages must be taken one at a time.
+    pub(super) async fn try_batch(&mut self, batch: &[SyncIn]) -> bool {
+        let before = self.doc.get_heads();
+        let (current, creator, doc_id) =
+            (&self.current, self.creator.as_deref(), self.id.to_string());
+        let (stored, limit) = (
+            self.stored_bytes.load(Ordering::Relaxed),
+            self.hub.settings.max_record_bytes(),
+        );
+        let growth: u64 = batch.iter().map(|s| s.data.len() as u64).sum();
+        let mut checked: Option<Read> = None;
+        let incoming: Vec<Incoming<'_>> = batch
+            .iter()
+            .map(|s| Incoming {
+                from: &s.peer.peer_id,
+                data: &s.data,
+                is_request: s.is_request,
+            })
+            .collect();
+        let brought = self.sync.receive_batch(
+            &mut self.doc,
+            &incoming,
+            |carried| {
+                // Delegates' writes go one at a time (see `check`
+                // below): no pass over the document for a batch that
+                // would be turned away.
+                let writers = batch.iter().zip(carried).filter(|(_, c)| **c);
+                writers.clone().count() <= 1
+                    || writers.into_iter().all(|(sync, _)| {
+                        sync.peer.device.role == Role::Coordinator && !sync.peer.device.is_revoked()
+                    })
+            },
+            |scratch, _, carried| {
+                if stored.saturating_add(growth) > limit
+                    || nested_beyond(scratch, MAX_NESTING).is_some()
+                {
+                    return false;
+                }
+                let after = read_document(scratch);
+                let senders: Vec<&SyncIn> = batch
+                    .iter()
+                    .zip(carried)
+                    .filter_map(|(sync, carried)| carried.then_some(sync))
+                    .collect();
+                if let [only] = senders.as_slice() {
+                    // One message brought changes, the rest only heads: it
+                    // is judged exactly as it would be alone.
+                    let device = &only.peer.device;
+                    let paths = if device.role == Role::Coordinator
+                        && after.is_ok()
+                        && !device.is_revoked()
+                    {
+                        Vec::new()
+                    } else {
+                        changed_paths(scratch, &before, &scratch.get_heads())
+                    };
+                    let write = Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths: &paths,
+                    };
+                    if check_write(&write).is_err() {
+                        return false;
+                    }
+                    checked = Some(after);
+                    return true;
+                }
+                // Otherwise only coordinators' writes go together. A
+                // coordinator passes every role rule, so what is judged is
+                // the merged record's validity, as for one message carrying
+                // several changes. Delegates' rules read the record as it
+                // was before each write (adopted, ended, ...), which a batch
+                // has no single answer to: their messages go one at a time.
+                if after.is_err() {
+                    return false;
+                }
+                for (sync, carried) in batch.iter().zip(carried) {
+                    let device = &sync.peer.device;
+                    if !carried {
+                        continue;
+                    }
+                    if device.role != Role::Coordinator || device.is_revoked() {
+                        return false;
+                    }
+                    let write = Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths: &[],
+                    };
+                    if check_write(&write).is_err() {
+                        return false;
+                    }
+                }
+                checked = Some(after);
+                true
+            },
+        );
+        let Some(Batch { brought, saved }) = brought else {
+            return false;
+        };
+        let at = now();
+        let origins: Vec<(String, Origin)> = batch
+            .iter()
+            .zip(&brought)
+            .flat_map(|(sync, hashes)| {
+                hashes.iter().map(move |h| {
+                    (
+                        h.to_string(),
+                        Origin {
+                            peer_id: sync.peer.peer_id.to_string(),
+                            device: Some(sync.peer.device.id.clone()),
+                            device_name: None,
+                            received_at: at,
+                        },
+                    )
+                })
+            })
+            .collect();
+        if !origins.is_empty() {
+            let new = origins.len();
+            if let Err(e) = self
+                .persist_origins(&before, saved, origins, None, checked)
+                .await
+            {
+                self.hub.metrics.storage_errors.inc();
+                let mut told = std::collections::HashSet::new();
+                for (sync, hashes) in batch.iter().zip(&brought) {
+                    if hashes.is_empty() || !told.insert(sync.peer.peer_id.clone()) {
+                        continue;
+                    }
+                    self.drop_unstored(&sync.peer, &e);
+                }
+                self.reload().await;
+                return true;
+            }
+            self.hub.metrics.changes_applied.inc_by(new as u64);
+            self.maybe_compact();
+        }
+        true
+    }
+
+    /// Tells `peer` its changes were not stored, and closes its socket: the
+    /// client reconnects and resends from a fresh sync state, so nothing is
+    /// lost while storage recovers.
+    pub(super) fn drop_unstored(&mut self, peer: &PeerLink, e: &StoreError) {
+        error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
+        self.error_to(
+            peer,
+            format!(
+                "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
+                self.id,
+                e.public_reason()
+            ),
+        );
+        peer.kill.notify_one();
+        self.remove_peer(&peer.peer_id);
+    }
+
+    /// Applies one peer's sync message. The answers wait for [`super::run`]'s
+    /// next flush, once no message is queued.
+    pub(super) async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
+        if let Some(reason) = &self.broken {
+            self.error_to(
+                &peer,
+                format!(
+                    "document {} cannot be read on the server: {reason}",
+                    self.id
+                ),
+            );
+            return;
+        }
+        self.join(&peer).await;
+        let before = self.doc.get_heads();
+        let (current, creator, doc_id) =
+            (&self.current, self.creator.as_deref(), self.id.to_string());
+        let device = Arc::clone(&peer.device);
+        // The check's read of the merged record, kept for `persist`.
+        let mut checked: Option<Read> = None;
+        // The message's size stands for what its changes add to storage:
+        // both are Automerge's compressed change encoding.
+        let (stored, limit) = (
+            self.stored_bytes.load(Ordering::Relaxed),
+            self.hub.settings.max_record_bytes(),
+        );
+        let growth = data.len() as u64;
+        let received = self.sync.receive_checked(
+            &mut self.doc,
+            &peer.peer_id,
+            data,
+            is_request,
+            |scratch, new| {
+                if stored.saturating_add(growth) > limit {
+                    return Err(Denied::TooLarge { stored });
+                }
+                if let Some(path) = nested_beyond(scratch, MAX_NESTING) {
+                    let refusal = Refusal {
+                        path,
+                        reason: format!("values may nest at most {MAX_NESTING} deep"),
+                    };
+                    let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
+                    return Err(Denied::Refused(
+                        refusal,
+                        scratch.save_after(&before),
+                        hashes,
+                    ));
+                }
+                let after = read_document(scratch);
+                // Paths cost a diff: skip them for a valid coordinator write.
+                let paths =
+                    if device.role == Role::Coordinator && after.is_ok() && !device.is_revoked() {
+                        Vec::new()
+                    } else {
+                        changed_paths(scratch, &before, &scratch.get_heads())
+                    };
+                check_write(&Write {
+                    device: &device,
+                    doc_id: &doc_id,
+                    creator,
+                    before: (!before.is_empty()).then_some(current),
+                    after: &after,
+                    paths: &paths,
+                })
+                .map_err(|refusal| {
+                    let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
+                    Denied::Refused(refusal, scratch.save_after(&before), hashes)
+                })?;
+                checked = Some(after);
+                Ok(())
+            },
+        );
+        let received = match received {
+            Ok(r) => r,
+            Err(Checked::Sync(e)) => {
+                self.hub.metrics.protocol_errors.inc();
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "refused sync message");
+                self.error_to(
+                    &peer,
+                    format!("sync message for document {} refused: {e}", self.id),
+                );
+                peer.kill.notify_one();
+                self.remove_peer(&peer.peer_id);
+                return;
+            }
+            Err(Checked::Rejected(Denied::Refused(refusal, changes, hashes))) => {
+                self.refuse(&peer, &refusal, &changes, &hashes).await;
+                return;
+            }
+            Err(Checked::Rejected(Denied::TooLarge { stored })) => {
+                // Not quarantined either: keeping it would grow the disk
+                // just the same.
+                self.hub.metrics.records_too_large.inc();
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, stored, "record too large; changes refused");
+                self.error_to(
+                    &peer,
+                    format!(
+                        "your change to record {} was refused: the record holds {:.1} MiB and this change would take it past the limit of {} MiB per record; it was not stored or relayed and stays on your device",
+                        self.id,
+                        stored as f64 / (1024.0 * 1024.0),
+                        self.hub.settings.max_record_mib
+                    ),
+                );
+                return;
+            }
+        };
+        if !received.new_changes.is_empty() {
+            if let Err(e) = self
+                .persist(
+                    &before,
+                    received.saved,
+                    &received.new_changes,
+                    peer.peer_id.as_str(),
+                    Some(&peer.device.id),
+                    checked,
+                )
+                .await
+            {
+                self.hub.metrics.storage_errors.inc();
+                self.drop_unstored(&peer, &e);
+                self.reload().await;
+                return;
+            }
+            self.hub
+                .metrics
+                .changes_applied
+                .inc_by(received.new_changes.len() as u64);
+            self.maybe_compact();
+        }
+    }
+
+    /// Keeps refused changes in quarantine and tells the sender why. The
+    /// changes are neither stored in the record nor relayed.
+    pub(super) async fn refuse(
+        &mut self,
+        peer: &PeerLink,
+        refusal: &Refusal,
+        changes: &[u8],
+        hashes: &[String],
+    ) {
+        self.hub.metrics.changes_refused.inc();
+        let kind = self
+            .current
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get("kind")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "record".to_owned());
+        warn!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, refusal = %refusal, "changes refused");
+        let (store, id, now) = (self.hub.store.clone(), self.id, now());
+        let (device, from, path, reason) = (
+            peer.device.id.clone(),
+            peer.peer_id.to_string(),
+            refusal.path.clone(),
+            refusal.reason.clone(),
+        );
+        let (changes, hashes) = (changes.to_vec(), hashes.to_vec());
+        let kept = blocking(move || {
+            store.quarantine(
+                &Refused {
+                    doc: id,
+                    device_id: &device,
+                    peer_id: &from,
+                    hashes: &hashes,
+                    changes: &changes,
+                    path: Some(&path),
+                    reason: &reason,
+                },
+                now,
+            )
+        })
+        .await;
+        let kept = match kept {
+            Ok(q) => format!("it is kept for a coordinator to review (quarantine #{q})"),
+            Err(e) => {
+                self.hub.metrics.storage_errors.inc();
+                error!(doc_id = %self.id, error = %e, "cannot quarantine refused changes");
+                "the server could not keep it for review, so keep it on your device".to_owned()
+            }
+        };
+        self.error_to(
+            peer,
+            format!(
+                "your change to {kind} {} was refused at {}: {}; it was not stored or relayed, and {kept}",
+                self.id, refusal.path, refusal.reason
+            ),
+        );
+    }
+
+    /// Applies quarantined changes a coordinator accepted, as from the
+    /// device that sent them; they must still leave the record valid.
+    pub(super) async fn accept(
+        &mut self,
+        changes: &[u8],
+        peer_id: &str,
+        device_id: &str,
+    ) -> Result<usize, String> {
+        if let Some(reason) = &self.broken {
+            return Err(format!("the record cannot be read on the server: {reason}"));
+        }
+        let before = self.doc.get_heads();
+        twinsync_shared::record::refuse_bundles(changes)
+            .map_err(|e| format!("the quarantined changes cannot be read: {e}"))?;
+        let mut scratch = self.doc.clone();
+        twinsync_shared::record::refuse_panics(|| scratch.load_incremental(changes))
+            .map_err(|e| format!("the quarantined changes cannot be read: {e}"))?;
+        if !scratch.get_missing_deps(&[]).is_empty() {
+            return Err(
+                "the quarantined changes depend on changes the server does not have".into(),
+            );
+        }
+        if let Some(path) = nested_beyond(&scratch, MAX_NESTING) {
+            return Err(format!(
+                "values may nest at most {MAX_NESTING} deep, and these reach {path}"
+            ));
+        }
+        let after = read_document(&scratch);
+        if let Err(errors) = &after {
+            let old: &[twinsync_shared::record::ValidationError] = match &self.current {
+                Err(old) => old,
+                Ok(_) => &[],
+            };
+            if let Some(e) = errors.iter().find(|e| !old.contains(e)) {
+                return Err(format!("the record would not be valid: {e}"));
+            }
+        }
+        let (new, saved) = twinsync_shared::protocol::admit_new_changes(&scratch, &before)
+            .map_err(|e| format!("the quarantined changes cannot be taken: {e}"))?;
+        if new.is_empty() {
+            return Ok(0);
+        }
+        self.doc = scratch;
+        if let Err(e) = self
+            .persist(&before, saved, &new, peer_id, Some(device_id), Some(after))
+            .await
+        {
+            self.reload().await;
+            return Err(format!(
+                "the server could not store the changes: {}",
+                e.public_reason()
+            ));
+        }
+        self.hub.metrics.changes_applied.inc_by(new.len() as u64);
+        self.flush();
+        Ok(new.len())
+    }
+
+    /// Writes the new changes; until this returns Ok, nothing sent reflects
+    /// them. `read` is the record as read from the document now, if the
+    /// caller already read it.
+    pub(super) async fn persist(
+        &mut self,
+        before: &[automerge::ChangeHash],
+        chunk: Vec<u8>,
+        new: &[automerge::ChangeHash],
+        from: &str,
+        device: Option<&str>,
+        read: Option<Read>,
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let origins: Vec<(String, Origin)> = new
+            .iter()
+            .map(|h| {
+                (
+                    h.to_string(),
+                    Origin {
+                        peer_id: from.to_owned(),
+                        device: device.map(str::to_owned),
+                        device_name: None,
+                        received_at: at,
+                    },
+                )
+            })
+            .collect();
+        self.persist_origins(before, chunk, origins, device, read)
+            .await
+    }
+
+    /// [`Self::persist`], each change with its own origin. `chunk` holds
+    /// the changes since `before` as Automerge stores them (`save_after`).
+    /// `creator` is the device to name as the record's creator if these
+    /// are its first changes.
+    pub(super) async fn persist_origins(
+        &mut self,
+        before: &[automerge::ChangeHash],
+        chunk: Vec<u8>,
+        origins: Vec<(String, Origin)>,
+        creator: Option<&str>,
+        read: Option<Read>,
+    ) -> Result<(), StoreError> {
+        // One read serves the stored summary and the next permission check.
+        let current = read.unwrap_or_else(|| read_document(&self.doc));
+        let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
+        let at = origins.first().map_or_else(now, |(_, o)| o.received_at);
+        let added = chunk.len() as u64;
+        let chunk_id = self
+            .hub
+            .appender
+            .append(Append {
+                doc: self.id,
+                chunk,
+                summary,
+                origins,
+                now: at,
+            })
+            .await?;
+        self.stored_bytes.fetch_add(added, Ordering::Relaxed);
+        lock(&self.chunks).push(chunk_id);
+        self.appends_since_compaction += 1;
+        self.current = current;
+        if self.creator.is_none() && before.is_empty() {
+            self.creator = creator.map(str::to_owned);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! Keeping a record's task and its storage in shape: migrating an older
+//! schema, reloading after a failed write, and compacting stored chunks.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use automerge::sync::State;
+use tracing::{debug, error, info, warn};
+use twinsync_shared::protocol::DocSync;
+use twinsync_shared::record::{Commit, MigrateError, migrate, new_document, read_document};
+
+use super::{DocTask, blocking, lock, now};
+
+impl DocTask {
+    /// Brings a record written under an older schema up to this build's,
+    /// stored before any peer sees it. Only the server migrates: one writer
+    /// per document, so no two replicas create the same new container.
+    pub(super) async fn migrate(&mut self) {
+        let before = self.doc.get_heads();
+        let commit = Commit::new("bring the record up to the current schema", now());
+        match migrate(&mut self.doc, &commit) {
+            Ok(false) | Err(MigrateError::Unreadable(_)) => {}
+            Ok(true) => {
+                let new: Vec<_> = self
+                    .doc
+                    .get_changes_meta(&before)
+                    .iter()
+                    .map(|c| c.hash)
+                    .collect();
+                let server = self.hub.server_id.to_string();
+                let chunk = self.doc.save_after(&before);
+                match self
+                    .persist(&before, chunk, &new, &server, None, None)
+                    .await
+                {
+                    Ok(()) => info!(doc_id = %self.id, "migrated to the current schema"),
+                    Err(e) => {
+                        warn!(doc_id = %self.id, error = %e, "cannot store the migration");
+                        self.reload().await;
+                    }
+                }
+            }
+            Err(e) => warn!(doc_id = %self.id, error = %e, "record not migrated"),
+        }
+    }
+
+    /// After a failed write: back to what is on disk, and every peer syncs afresh.
+    pub(super) async fn reload(&mut self) {
+        let (store, id) = (self.hub.store.clone(), self.id);
+        match blocking(move || store.load_chunks(id)).await {
+            Ok(loaded) => {
+                let (doc, chunks) = loaded.unwrap_or_else(|| (new_document(), Vec::new()));
+                self.current = read_document(&doc);
+                self.doc = doc;
+                *lock(&self.chunks) = chunks;
+            }
+            Err(e) => {
+                error!(doc_id = %self.id, error = %e, "cannot reload document");
+                self.broken = Some(e.to_string());
+            }
+        }
+        self.sync = DocSync::new(self.id).with_max_ops(self.hub.settings.max_ops_per_message);
+        for peer in self.peers.keys() {
+            self.sync.add_peer(peer.clone(), State::new());
+        }
+    }
+
+    /// Folds the chunks written so far into one snapshot, in the
+    /// background: the task goes on relaying while SQLite works.
+    pub(super) fn maybe_compact(&mut self) {
+        if self.appends_since_compaction < self.hub.settings.compact_chunks
+            || self.compacting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.appends_since_compaction = 0;
+        // Every chunk named here is in memory, so in the snapshot.
+        let folded: Vec<i64> = lock(&self.chunks).clone();
+        let snapshot = self.doc.save();
+        let (store, id, hub) = (self.hub.store.clone(), self.id, Arc::clone(&self.hub));
+        let (chunks, compacting) = (Arc::clone(&self.chunks), Arc::clone(&self.compacting));
+        let stored = Arc::clone(&self.stored_bytes);
+        tokio::task::spawn_blocking(move || {
+            match store.compact(id, &snapshot, &folded, now()) {
+                Ok(snapshot_id) => {
+                    let mut known = lock(&chunks);
+                    known.retain(|c| !folded.contains(c));
+                    known.push(snapshot_id);
+                    if let Ok(stats) = store.chunk_stats(id) {
+                        stored.store(stats.total_bytes(), Ordering::Relaxed);
+                    }
+                    debug!(doc_id = %id, chunks = folded.len(), "compacted");
+                }
+                Err(e) => {
+                    hub.metrics.storage_errors.inc();
+                    warn!(doc_id = %id, error = %e, "compaction failed; chunks kept");
+                }
+            }
+            compacting.store(false, Ordering::Release);
+        });
+    }
+}
