@@ -111,7 +111,7 @@ pub async fn run(
 ) {
     // This future lives as long as the document stays loaded, so loading
     // and every command that awaits are boxed: held inline, their state
-    // took 16 KiB a document instead of 4.7.
+    // took 16 KiB a document instead of 4.6.
     let mut t = Box::pin(DocTask::load(Arc::clone(&hub), id)).await;
     if t.broken.is_none() && !t.doc.get_heads().is_empty() {
         Box::pin(t.migrate()).await;

@@ -54,7 +54,7 @@ impl DocTask {
 
     /// [`Self::on_sync_batch`]'s one pass; false if it changed nothing and
     /// the messages must be taken one at a time.
-    pub(super) async fn try_batch(&mut self, batch: &[SyncIn]) -> bool {
+    async fn try_batch(&mut self, batch: &[SyncIn]) -> bool {
         let before = self.doc.get_heads();
         let (current, creator, doc_id) =
             (&self.current, self.creator.as_deref(), self.id.to_string());
@@ -203,7 +203,7 @@ impl DocTask {
     /// Tells `peer` its changes were not stored, and closes its socket: the
     /// client reconnects and resends from a fresh sync state, so nothing is
     /// lost while storage recovers.
-    pub(super) fn drop_unstored(&mut self, peer: &PeerLink, e: &StoreError) {
+    fn drop_unstored(&mut self, peer: &PeerLink, e: &StoreError) {
         error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
         self.error_to(
             peer,
@@ -219,7 +219,7 @@ impl DocTask {
 
     /// Applies one peer's sync message. The answers wait for [`super::run`]'s
     /// next flush, once no message is queued.
-    pub(super) async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
+    async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
         if let Some(reason) = &self.broken {
             self.error_to(
                 &peer,
@@ -350,7 +350,7 @@ impl DocTask {
 
     /// Keeps refused changes in quarantine and tells the sender why. The
     /// changes are neither stored in the record nor relayed.
-    pub(super) async fn refuse(
+    async fn refuse(
         &mut self,
         peer: &PeerLink,
         refusal: &Refusal,
@@ -498,7 +498,7 @@ impl DocTask {
     /// the changes since `before` as Automerge stores them (`save_after`).
     /// `creator` is the device to name as the record's creator if these
     /// are its first changes.
-    pub(super) async fn persist_origins(
+    async fn persist_origins(
         &mut self,
         before: &[automerge::ChangeHash],
         chunk: Vec<u8>,
