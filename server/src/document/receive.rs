@@ -92,6 +92,18 @@ impl DocTask {
                     return false;
                 }
                 let after = read_document(scratch);
+                // The write `device` made, touching `paths`, as the rules see it.
+                let allowed = |device, paths: &[String]| {
+                    check_write(&Write {
+                        device,
+                        doc_id: &doc_id,
+                        creator,
+                        before: Some(current),
+                        after: &after,
+                        paths,
+                    })
+                    .is_ok()
+                };
                 let senders: Vec<&SyncIn> = batch
                     .iter()
                     .zip(carried)
@@ -109,15 +121,7 @@ impl DocTask {
                     } else {
                         changed_paths(scratch, &before, &scratch.get_heads())
                     };
-                    let write = Write {
-                        device,
-                        doc_id: &doc_id,
-                        creator,
-                        before: Some(current),
-                        after: &after,
-                        paths: &paths,
-                    };
-                    if check_write(&write).is_err() {
+                    if !allowed(device, &paths) {
                         return false;
                     }
                     checked = Some(after);
@@ -140,15 +144,7 @@ impl DocTask {
                     if device.role != Role::Coordinator || device.is_revoked() {
                         return false;
                     }
-                    let write = Write {
-                        device,
-                        doc_id: &doc_id,
-                        creator,
-                        before: Some(current),
-                        after: &after,
-                        paths: &[],
-                    };
-                    if check_write(&write).is_err() {
+                    if !allowed(device, &[]) {
                         return false;
                     }
                 }
