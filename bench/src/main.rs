@@ -126,6 +126,15 @@ fn median(values: &[f64]) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Before the workload is generated, which takes a while.
+    for (flag, path) in [
+        ("--twinsync", &args.twinsync),
+        ("--js-server", &args.js_server),
+    ] {
+        if !path.is_file() {
+            bail!("{flag} names {}, which is not a file", path.display());
+        }
+    }
     let mut sizes = if args.smoke { SMOKE } else { FULL };
     if let Some(n) = args.relay_peers {
         sizes.relay_peers = n;
