@@ -346,16 +346,28 @@ function historySection(id, fields) {
   };
   draw();
   // Who delivered each change is known to the server; ask when it answers.
-  api(`/api/records/${id}/history`).then(async (res) => {
-    if (!res.ok) return;
-    const known = new Map((await res.json()).map((e) => [e.hash, e.delivered_by]));
-    for (const e of entries) {
-      const by = known.get(e.hash);
-      names.set(e.hash, !known.has(e.hash) ? tr("byThisDevice") : by ? by.device_name ?? by.peer_id : tr("byServer"));
-    }
+  deliverers(id).then((named) => {
+    if (!named) return;
+    for (const e of entries) names.set(e.hash, named(e.hash));
     draw();
   }).catch(() => {});
   return section;
+}
+
+/**
+ * Who delivered each change of a record, as the server knows it: a
+ * function from a change's hash to the device's name, the server (the
+ * initial data it made itself) or this device (a change not sent yet).
+ * Resolves with null when the server cannot be asked.
+ */
+async function deliverers(id) {
+  const res = await api(`/api/records/${id}/history`);
+  if (!res.ok) return null;
+  const known = new Map((await res.json()).map((e) => [e.hash, e.delivered_by]));
+  return (hash) => {
+    const by = known.get(hash);
+    return !known.has(hash) ? tr("byThisDevice") : by ? by.device_name ?? by.peer_id : tr("byServer");
+  };
 }
 
 function newView(kind) {
@@ -424,13 +436,24 @@ function dashboardView() {
   api("/api/changes?limit=30").then(async (res) => {
     if (!res.ok) return;
     const delivered = await res.json();
-    const who = new Map(delivered.map((c) => [c.hash, c.device_name]));
+    const who = new Map(delivered.map((c) => [c.hash, c.device_name ?? c.device]));
     const rows = local.slice(0, 30).map((r) => ({ ...r, who: who.get(r.hash) }));
     for (const c of delivered) {
       if (rows.some((r) => r.hash === c.hash)) continue;
-      rows.push({ id: c.record, hash: c.hash, time: c.received_at, who: c.device_name, fields: [] });
+      rows.push({ id: c.record, hash: c.hash, time: c.received_at, who: c.device_name ?? c.device, fields: [] });
     }
-    drawRecent(rows.sort((a, b) => b.time - a.time).slice(0, 30));
+    const shown = rows.sort((a, b) => b.time - a.time).slice(0, 30);
+    drawRecent(shown);
+    // The server's newest deliveries leave out changes it made itself (the
+    // initial data), older ones, and those this device has not sent: each
+    // record's history names those.
+    const unnamed = [...new Set(shown.filter((r) => r.who == null).map((r) => r.id))];
+    const named = await Promise.all(unnamed.map((id) => deliverers(id).catch(() => null)));
+    named.forEach((name, i) => {
+      if (!name) return;
+      for (const r of shown) if (r.id === unnamed[i] && r.who == null) r.who = name(r.hash);
+    });
+    if (unnamed.length) drawRecent(shown);
   }).catch(() => {});
 
   const byCity = new Map();

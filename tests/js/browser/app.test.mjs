@@ -298,6 +298,8 @@ test("the app in Arabic and in French: one tap switches, the layout mirrors, sea
   await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await upToDate(page);
+    // Lists redraw at most every 300 ms: the picture waits for every record.
+    await until(page, () => document.querySelectorAll("#records li").length === window.twinsync.list().length, undefined, "every record listed");
     assert.equal(await page.evaluate(() => document.documentElement.dir), "rtl");
     mkdirSync(ARTEFACTS, { recursive: true });
     const ar = await page.screenshot({ path: join(ARTEFACTS, "app-ar.png"), fullPage: true });
@@ -380,8 +382,16 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     await show(page, `#/r/${id}/at/${new Date().toISOString().slice(0, 10)}`);
     await until(page, () => document.querySelector("#view")?.textContent.includes("سلمى بنعلي"), undefined, "the record today");
 
-    // Exports: every record as JSON, and agreements as CSV.
+    // The dashboard's recent changes name who delivered each: the device
+    // for the milestone, the server for the demo club it made itself.
     await show(page, "#/dashboard");
+    const recent = await until(page, () => {
+      const rows = [...document.querySelectorAll("ol.recent li .who")].map((w) => w.textContent);
+      return rows.includes("Coordinator Amina") && rows.includes("الخادم (البيانات الأولية)") ? rows : null;
+    }, undefined, "the recent changes named");
+    assert.ok(!recent.includes("جهاز غير معروف"), `no change left to an unknown device: ${recent.join(" | ")}`);
+
+    // Exports: every record as JSON, and agreements as CSV.
     await page.waitForSelector("#export-json");
     const [json] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
     const records = JSON.parse((await streamBytes(await json.createReadStream())).toString("utf8"));
