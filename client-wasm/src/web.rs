@@ -674,7 +674,9 @@ impl Inner {
                 return Err(e);
             }
         };
-        self.unsaved.borrow_mut().clear();
+        // Only the records this write took whole are saved now: a write
+        // that failed while this one was pending keeps its records unsaved.
+        self.unsaved.borrow_mut().retain(|doc| !retry.contains(doc));
         let mut compact = Vec::new();
         {
             let mut all = self.chunk_keys.borrow_mut();

@@ -167,6 +167,35 @@ test("a full storage quota rejects the edit with QuotaExceededError", async () =
   });
 });
 
+test("a write that fails while another succeeds leaves its record unsaved, not claimed as stored", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    const { page, context } = await persistentPhone(profile);
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 64 * 1024 });
+    await openClient(page, server, { offline: true });
+    const outcome = await page.evaluate(async () => {
+      const report = (title) => window.tw.create("report", { title: { fr: title }, report_type: "field", date: "2026-11-20", text: "" }, "new");
+      const big = await report("Grand");
+      const small = await report("Petit");
+      const bytes = new Uint8Array(300_000);
+      for (let i = 0; i < bytes.length; i += 65_536) crypto.getRandomValues(bytes.subarray(i, i + 65_536));
+      const insert = Array.from(bytes, (b) => String.fromCharCode(0x621 + (b % 26))).join("");
+      const edit = (id, text) => window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert: text }], "edit");
+      // The small write starts before the big one has failed, and ends after.
+      const both = await Promise.allSettled([edit(big, insert), edit(small, "a")]);
+      // The big record is still unsaved: the next write takes it whole, and
+      // the storage is as full as it was.
+      const next = await edit(small, "b").then(() => null, (e) => e.name);
+      return { both: both.map((r) => r.status === "rejected" ? r.reason.name : "ok"), next };
+    });
+    assert.deepEqual(outcome.both, ["QuotaExceededError", "ok"], JSON.stringify(outcome));
+    assert.equal(outcome.next, "QuotaExceededError", JSON.stringify(outcome));
+    await context.close();
+    cleanup(profile);
+  });
+});
+
 test("many small edits are compacted in IndexedDB and reload intact", async () => {
   await withServer(async (server) => {
     const { page, context } = await phone(browser);
