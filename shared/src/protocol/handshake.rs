@@ -28,7 +28,16 @@ pub enum HandshakeError {
     UnsupportedVersion(Vec<String>),
     #[error("`senderId` must not be empty")]
     EmptyPeerId,
+    #[error("`senderId` is {0} bytes long; at most {MAX_ID_BYTES} are allowed")]
+    PeerIdTooLong(usize),
+    #[error("`peerMetadata.storageId` is {0} bytes long; at most {MAX_ID_BYTES} are allowed")]
+    StorageIdTooLong(usize),
 }
+
+/// The longest `senderId` or `storageId` a server takes, in bytes. The
+/// official clients' ids are 20 to 60 bytes; a peer's id is copied into
+/// every frame it sends and every origin the server stores.
+pub const MAX_ID_BYTES: usize = 256;
 
 /// Server side: accepts a `join` and makes the `peer` reply.
 pub fn accept(
@@ -46,6 +55,14 @@ pub fn accept(
     };
     if sender_id.as_str().is_empty() {
         return Err(HandshakeError::EmptyPeerId);
+    }
+    if sender_id.as_str().len() > MAX_ID_BYTES {
+        return Err(HandshakeError::PeerIdTooLong(sender_id.as_str().len()));
+    }
+    if let Some(storage) = &peer_metadata.storage_id {
+        if storage.as_str().len() > MAX_ID_BYTES {
+            return Err(HandshakeError::StorageIdTooLong(storage.as_str().len()));
+        }
     }
     // The JavaScript server treats a join without versions as version 1.
     if !supported_protocol_versions.is_empty()

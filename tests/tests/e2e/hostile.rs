@@ -600,3 +600,41 @@ async fn a_message_packing_too_many_ops_is_refused_before_it_is_applied() {
     let good = holding(&app, "good", meeting).await;
     assert!(matches!(good.record(meeting), Record::Meeting(_)));
 }
+
+#[tokio::test]
+async fn a_join_with_an_overlong_peer_or_storage_id_is_refused_naming_the_limit() {
+    use twinsync_shared::StorageId;
+    use twinsync_shared::protocol::{PeerMetadata, handshake};
+
+    let app = spawn_app().await;
+    let join = |sender: String, storage: Option<String>| {
+        let msg = handshake::join(
+            PeerId::new(sender),
+            PeerMetadata {
+                storage_id: storage.map(StorageId::new),
+                is_ephemeral: false,
+            },
+        );
+        WsMessage::Binary(msg.encode().into())
+    };
+    let (errors, closed) = answer_to(&app, false, join("p".repeat(257), None)).await;
+    assert!(closed);
+    assert!(
+        errors[0].contains("`senderId` is 257 bytes long; at most 256"),
+        "{errors:?}"
+    );
+    let (errors, closed) =
+        answer_to(&app, false, join("phone".into(), Some("s".repeat(4096)))).await;
+    assert!(closed);
+    assert!(
+        errors[0].contains("`peerMetadata.storageId` is 4096 bytes long"),
+        "{errors:?}"
+    );
+    // At the limit, a peer joins and is served.
+    let mut peer = TestPeer::new(&"p".repeat(256));
+    peer.connect(&app).await;
+    let doc = app.first("meeting").await;
+    peer.open(doc);
+    peer.sync_until(LIMIT, |p| p.kind_of(doc).is_some()).await;
+    assert!(peer.seen.errors.is_empty(), "{:?}", peer.seen.errors);
+}
