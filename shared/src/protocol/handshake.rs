@@ -59,10 +59,10 @@ pub fn accept(
     if sender_id.as_str().len() > MAX_ID_BYTES {
         return Err(HandshakeError::PeerIdTooLong(sender_id.as_str().len()));
     }
-    if let Some(storage) = &peer_metadata.storage_id {
-        if storage.as_str().len() > MAX_ID_BYTES {
-            return Err(HandshakeError::StorageIdTooLong(storage.as_str().len()));
-        }
+    if let Some(storage) = &peer_metadata.storage_id
+        && storage.as_str().len() > MAX_ID_BYTES
+    {
+        return Err(HandshakeError::StorageIdTooLong(storage.as_str().len()));
     }
     // The JavaScript server treats a join without versions as version 1.
     if !supported_protocol_versions.is_empty()
