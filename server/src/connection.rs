@@ -489,17 +489,36 @@ impl Session {
                     .map(Some)
             })
             .await;
-            match kept {
+            let failed = match kept {
                 Ok(Ok(Some(id))) => {
                     self.hub.metrics.changes_refused.inc();
                     warn!(doc_id = %doc, quarantine = id, "a revoked device handed in changes");
+                    None
                 }
-                Ok(Ok(None)) => {}
+                Ok(Ok(None)) => None,
                 Ok(Err(e)) => {
                     self.hub.metrics.storage_errors.inc();
                     warn!(doc_id = %doc, error = %e, "cannot keep a revoked device's changes");
+                    Some(e.public_reason())
                 }
-                Err(e) => warn!(doc_id = %doc, error = %e, "hand-in task failed"),
+                Err(e) => {
+                    warn!(doc_id = %doc, error = %e, "hand-in task failed");
+                    Some("the server failed to take them")
+                }
+            };
+            // Not kept: no reply may show them as the server's, and the
+            // next exchange starts afresh, so the device sends them again.
+            if let Some(reason) = failed {
+                self.inbox.remove(&doc);
+                let msg = Message::Error {
+                    sender_id: self.hub.server_id.clone(),
+                    target_id: peer_id,
+                    message: format!(
+                        "changes to document {doc} not kept: {reason}; they stay on this device, send them again later"
+                    ),
+                };
+                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                return;
             }
         }
         for msg in sync.generate(copy, &self.hub.server_id) {

@@ -241,3 +241,84 @@ async fn backup_and_export_work_while_the_server_runs() {
     assert_eq!(all.len(), 38);
     assert!(all.iter().any(|r| r["record"]["name"]["fr"] == "Tan-Tan"));
 }
+
+#[tokio::test]
+async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
+    use twinsync_server::auth::Role;
+
+    let app = spawn_app().await;
+    let city = app.first("city").await;
+    let token = app.device(Role::Delegate, &[&city.to_string()], None);
+    let device_id = token.split('.').next().unwrap().to_owned();
+    let mut phone = TestPeer::new("lost-phone").with_token(&token);
+    phone.connect(&app).await;
+    phone.open(city);
+    phone.sync_until(LIMIT, |p| p.kind_of(city).is_some()).await;
+    let res = app
+        .post_as(
+            &format!("/api/devices/{device_id}/revoke"),
+            &app.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    phone.sync_until(LIMIT, |p| p.seen.closed).await;
+
+    // Offline, the phone writes a long note; the server's disk is full when
+    // it hands the note in.
+    let alphabet: Vec<char> = "ابتثجحخدذرزسشabcdefghijklm ".chars().collect();
+    let mut seed = 0x9e37_79b9_u64;
+    let note: String = (0..100_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            alphabet[(seed >> 33) as usize % alphabet.len()]
+        })
+        .collect();
+    phone.edit(
+        city,
+        "field note",
+        &[Edit::Set {
+            path: "/notes".into(),
+            value: json!(note),
+        }],
+    );
+    let heads = phone.heads(city);
+    app.hub
+        .store
+        .set_size_limit(Some(app.hub.store.size().unwrap()))
+        .unwrap();
+    phone.connect(&app).await;
+    phone
+        .sync_until(LIMIT, |p| {
+            p.seen.errors.iter().any(|e| e.contains("not kept"))
+        })
+        .await;
+    let error = phone.seen.errors.iter().find(|e| e.contains("not kept"));
+    assert!(
+        error.is_some_and(|e| e.contains("the server's storage is full")),
+        "{:?}",
+        phone.seen.errors
+    );
+    assert!(
+        phone.acked.get(&city).is_none_or(|h| *h != heads),
+        "a hand-in that was not stored was acknowledged"
+    );
+    let queue = app.get_json("/api/quarantine?status=pending").await;
+    assert!(queue.as_array().unwrap().is_empty(), "{queue}");
+
+    // Space comes back; the phone sends the note again, and it is kept.
+    app.hub.store.set_size_limit(None).unwrap();
+    phone.connect(&app).await;
+    phone
+        .sync_until(LIMIT, |p| p.acked.get(&city).is_some_and(|h| *h == heads))
+        .await;
+    let queue = app.get_json("/api/quarantine?status=pending").await;
+    assert!(
+        queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["doc_id"] == city.to_string()),
+        "{queue}"
+    );
+}
