@@ -246,7 +246,12 @@ impl DocTask {
             Err(e) => {
                 error!(doc_id = %id, error = %e, "cannot load document");
                 hub.metrics.storage_errors.inc();
-                (new_document(), Vec::new(), 0, Some(e.to_string()))
+                (
+                    new_document(),
+                    Vec::new(),
+                    0,
+                    Some(e.public_reason().to_owned()),
+                )
             }
         };
         let store = hub.store.clone();

@@ -252,3 +252,81 @@ fn a_loaded_documents_task_future_is_little_more_than_its_state() {
         "the task's future is {size} bytes for {state} bytes of state"
     );
 }
+
+#[tokio::test]
+async fn when_storing_and_reloading_both_fail_nothing_unstored_reaches_a_peer() {
+    let (dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut pierre = replica("pierre", Role::Coordinator, &base);
+    let (tx, rx) = mpsc::channel(8);
+    let task = tokio::spawn(run(
+        Arc::clone(&hub),
+        id,
+        1,
+        Arc::new(AtomicBool::new(false)),
+        rx,
+    ));
+    // Pierre writes and is answered: the record is loaded, Pierre joined.
+    let (p, cmd) = type_in(&mut pierre, "Séance ouverte. ");
+    tx.send(cmd).await.unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), pierre.frames.recv())
+        .await
+        .unwrap();
+    assert!(answer.is_some());
+    assert!(
+        hub.store
+            .load(id)
+            .unwrap()
+            .unwrap()
+            .get_change_meta_by_hash(&p)
+            .is_some()
+    );
+
+    // The store loses its chunks table under the server: Amina's change
+    // cannot be stored, and the record cannot be reloaded.
+    let other = rusqlite::Connection::open(dir.path().join("twinsync.db")).unwrap();
+    other
+        .execute_batch("ALTER TABLE chunks RENAME TO chunks_gone")
+        .unwrap();
+    let (a, cmd) = type_in(&mut amina, "اجتماع المجلس. ");
+    tx.send(cmd).await.unwrap();
+    let (done, wait) = oneshot::channel();
+    tx.send(DocCommand::Shutdown(done)).await.unwrap();
+    let _ = wait.await;
+    task.await.unwrap();
+
+    let told = errors(&mut amina);
+    assert!(
+        told.iter().any(|e| e.contains("could not store")),
+        "{told:?}"
+    );
+    // Nothing Pierre hears since claims the change, and Pierre is cut off:
+    // it reconnects, and the record loads afresh once storage recovers.
+    let mut heard = Vec::new();
+    while let Ok(Outbound::Frame(frame)) = pierre.frames.try_recv() {
+        match Message::decode(&frame, Default::default()).unwrap() {
+            Message::Sync { data, .. } => {
+                let msg = automerge::sync::Message::decode(&data).unwrap();
+                assert!(
+                    !msg.heads.contains(&a),
+                    "the server claimed a change it never stored"
+                );
+                assert!(msg.changes.is_empty(), "changes relayed after the failure");
+            }
+            Message::Error { message, .. } => heard.push(message),
+            _ => {}
+        }
+    }
+    assert!(
+        heard
+            .iter()
+            .any(|e| e.contains("cannot be read on the server")),
+        "{heard:?}"
+    );
+    tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        pierre.link.kill.notified(),
+    )
+    .await
+    .expect("Pierre's socket was not closed");
+}

@@ -55,8 +55,27 @@ impl DocTask {
                 *lock(&self.chunks) = chunks;
             }
             Err(e) => {
+                // The copy in memory may hold changes the failed write did
+                // not store: none of it may reach a peer. Every peer is told
+                // and cut off; once idle, the task is evicted, and the next
+                // sync loads the record afresh.
                 error!(doc_id = %self.id, error = %e, "cannot reload document");
-                self.broken = Some(e.to_string());
+                self.hub.metrics.storage_errors.inc();
+                self.doc = new_document();
+                self.current = read_document(&self.doc);
+                lock(&self.chunks).clear();
+                self.broken = Some(e.public_reason().to_owned());
+                for peer in std::mem::take(&mut self.peers).into_values() {
+                    self.error_to(
+                        &peer,
+                        format!(
+                            "document {} cannot be read on the server: {}",
+                            self.id,
+                            e.public_reason()
+                        ),
+                    );
+                    peer.kill.notify_one();
+                }
             }
         }
         self.sync = DocSync::new(self.id).with_max_ops(self.hub.settings.max_ops_per_message);
