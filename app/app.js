@@ -6,7 +6,7 @@
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
 import { LANGS, t, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
-import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once } from "./fields.js";
+import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -92,9 +92,24 @@ for (const b of document.querySelectorAll("[data-lang]")) {
     app.lang = b.dataset.lang;
     localStorage.setItem("lang", app.lang);
     chrome();
-    route();
+    // A new record's form being filled in keeps what was typed; it takes
+    // the new language when next drawn.
+    if (!app.view?.dirty) route();
   });
 }
+
+/** Whether the screen may be left: a new record's form with input asks first. */
+function mayLeave() {
+  if (!app.view?.dirty) return true;
+  if (!confirm(tr("discardDraft"))) return false;
+  app.view.dirty = false;
+  return true;
+}
+
+// A phone freezes or kills a hidden page without warning.
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") writeFocused(); });
+addEventListener("pagehide", writeFocused);
+addEventListener("beforeunload", (e) => { if (app.view?.dirty) e.preventDefault(); });
 
 function syncBar(s) {
   const bar = $("#sync");
@@ -174,6 +189,7 @@ function listView(kind) {
 }
 
 $("#search").addEventListener("input", (e) => {
+  if (!mayLeave()) { e.target.value = app.query; return; }
   app.query = e.target.value;
   if (!location.hash.startsWith("#/k/")) { if (location.hash !== "#/" && location.hash !== "") location.hash = "#/"; }
   route();
@@ -374,14 +390,19 @@ function newView(kind) {
   const ctx = { lang: app.lang, summaries: app.summaries, byUrl: app.byUrl };
   const { rows, read, refresh } = creationRows(ctx, app.schema[kind] ?? []);
   // A form being filled in is never redrawn by sync; only its choices grow.
-  app.view = { new: kind, refresh };
+  // Once something is typed in it (`dirty`), leaving it asks first.
+  const view = { new: kind, refresh, dirty: false };
+  app.view = view;
   const form = h("form", {
     class: "record new",
+    oninput: () => { view.dirty = true; },
+    onchange: () => { view.dirty = true; },
     onsubmit: (e) => {
       e.preventDefault();
       once(e.submitter ?? form.querySelector("button[type=submit]"), async () => {
         try {
           const id = await app.client.create(kind, read(), `create ${kind}`);
+          view.dirty = false;
           location.hash = `#/r/${id}`;
         } catch (err) {
           $("#notice").textContent = `${err.name}: ${err.message}`;
@@ -395,7 +416,6 @@ function newView(kind) {
 // ----- The coordinators' dashboard ------------------------------------------
 
 function dashboardView() {
-  const today = new Date().toISOString().slice(0, 10);
   const count = (items, key) => {
     const m = new Map();
     for (const i of items) m.set(key(i), (m.get(key(i)) ?? 0) + 1);
@@ -412,7 +432,7 @@ function dashboardView() {
   for (const { id, view } of read) {
     if (view.kind !== "project") continue;
     for (const m of view.record?.milestones ?? []) {
-      if (m.due && m.due < today && !["done", "cancelled"].includes(m.status)) overdue.push({ id, view, m });
+      if (m.due && m.due < today() && !["done", "cancelled"].includes(m.status)) overdue.push({ id, view, m });
     }
   }
   overdue.sort((a, b) => a.m.due.localeCompare(b.m.due));
@@ -525,6 +545,7 @@ function exportSection(read) {
 
 function route() {
   if (!app.client) return;
+  app.hash = location.hash;
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   for (const a of document.querySelectorAll("nav.views a")) {
     a.setAttribute("aria-current", String(a.getAttribute("href") === "#/dashboard" ? parts[0] === "dashboard" : parts[0] !== "dashboard"));
@@ -540,6 +561,7 @@ function route() {
 addEventListener("hashchange", () => {
   // An invite link opened in a tab that already shows the app.
   if (location.hash.includes("invite=")) location.reload();
+  else if (!mayLeave()) history.replaceState(null, "", app.hash);
   else route();
 });
 

@@ -202,7 +202,29 @@ function editor(ctx, field, value, path) {
   }
 }
 
+/**
+ * Today on this phone's calendar, `YYYY-MM-DD`: a delegate in Oakland who
+ * marks a milestone done in the evening did it today, not on UTC's morrow.
+ */
+export function today() {
+  const d = new Date();
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
 const LANGUAGE_NAMES = { ar: "العربية", fr: "Français", en: "English" };
+
+/** The focused one-line control's pending write, by control. */
+const unsent = new WeakMap();
+
+/**
+ * Writes what is typed in the focused one-line control, if anything. A
+ * phone may freeze or kill a hidden page without the control losing
+ * focus, so without this the text would never be written.
+ */
+export function writeFocused() {
+  unsent.get(document.activeElement)?.();
+}
 
 /**
  * A one-line control that writes on `change`. A value arriving from others
@@ -211,7 +233,10 @@ const LANGUAGE_NAMES = { ar: "العربية", fr: "Français", en: "English" };
  */
 function remoteAware(input, path, ctx, write) {
   let waiting;
-  input.addEventListener("change", () => { waiting = undefined; write(); });
+  let typed = false;
+  input.addEventListener("input", () => { typed = true; });
+  input.addEventListener("change", () => { typed = false; waiting = undefined; write(); });
+  unsent.set(input, () => { if (typed) input.dispatchEvent(new Event("change")); });
   input.addEventListener("blur", () => {
     if (waiting !== undefined) input.value = waiting ?? "";
     waiting = undefined;
@@ -353,7 +378,7 @@ function blankItem(ctx, fields) {
     if (!f.required || f.name === "id") continue;
     if (f.type === "enum") item[f.name] = f.values[0];
     else if (f.type === "ref") item[f.name] = options(ctx, REF_KIND[f.name])[0]?.value ?? null;
-    else if (f.type === "date") item[f.name] = new Date().toISOString().slice(0, 10);
+    else if (f.type === "date") item[f.name] = today();
     else if (f.type === "bool") item[f.name] = false;
     else item[f.name] = "";
   }
@@ -371,7 +396,7 @@ function listEditor(ctx, field, items, path) {
         type: "button", class: "done",
         onclick: (e) => once(e.currentTarget, () => ctx.edit([
           { op: "set", path: `${at}/status`, value: "done" },
-          { op: "set", path: `${at}/done_on`, value: new Date().toISOString().slice(0, 10) },
+          { op: "set", path: `${at}/done_on`, value: today() },
         ], { rerender: true })),
       }, t(lang, "markDone")));
     }
@@ -445,7 +470,7 @@ export function creationRows(ctx, fields) {
     } else {
       const type = field.type === "date" ? "date" : field.type === "int" ? "number" : "text";
       input = h("input", { type, name, dir: "auto", required: field.required });
-      if (field.type === "date" && field.required) input.value = new Date().toISOString().slice(0, 10);
+      if (field.type === "date" && field.required) input.value = today();
       read.push((out) => { if (input.value !== "") out[name] = type === "number" ? Number(input.value) : input.value; });
     }
     const single = input.matches("input, select, textarea");

@@ -20,7 +20,7 @@ after(async () => {
 });
 
 /** A device signed in through the app with a one-time invite, as a person would. */
-async function signIn(server, invite) {
+async function signIn(server, invite, options = {}) {
   const res = await server.api("/api/invites", {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -28,7 +28,7 @@ async function signIn(server, invite) {
   });
   assert.equal(res.status, 201, await res.clone().text());
   const { link } = await res.json();
-  const device = await phone(browser);
+  const device = await phone(browser, options);
   await device.page.goto(link);
   await until(device.page, () => document.querySelectorAll("#records li").length > 0, undefined, "the records listed");
   return device;
@@ -291,6 +291,55 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     const res = await server.api(`/api/records/${id}/conflicts`);
     assert.ok(!(await res.json()).some((c) => c.path === "/time"), "resolved on the server too");
     for (const p of [a, b, coordinator]) await p.context.close();
+  });
+});
+
+test("what a person types is kept: a field when the phone hides the page, a new record's form across a language switch, and leaving it asks first; dates are the phone's own", async () => {
+  await withServer(async (server) => {
+    // In Oakland, at 22:30 on 19 November: already the 20th in UTC.
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" }, { timezoneId: "America/Los_Angeles" });
+    await context.clock.setFixedTime(new Date("2026-11-20T06:30:00Z"));
+    await upToDate(page);
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    await show(page, `#/r/${meeting.id}`);
+    // Typed, not left: a phone hides the page without a blur.
+    const title = 'div.field[data-path="/title"] input[lang="fr"]';
+    await page.waitForSelector(title);
+    await page.click(title, { clickCount: 3 });
+    await page.keyboard.type("Réunion consultative (compte rendu)");
+    await page.evaluate(() => {
+      Object.defineProperty(document, "visibilityState", { value: "hidden", configurable: true });
+      document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
+    });
+    await until(page, (id) => window.twinsync.read(id).record?.title?.fr === "Réunion consultative (compte rendu)",
+      meeting.id, "the title written when the page was hidden");
+    await page.evaluate(() => { delete document.visibilityState; });
+
+    // A new record's date is today on the phone's calendar, not in UTC.
+    await show(page, "#/new/report");
+    await page.waitForSelector('form.new input[name="date"]');
+    assert.equal(await page.inputValue('form.new input[name="date"]'), "2026-11-19");
+
+    // A new record's form keeps what was typed when the language changes.
+    await show(page, "#/new/report");
+    const fr = 'form.new input[name="title.fr"]';
+    await page.waitForSelector(fr);
+    await page.fill(fr, "Visite à Dakar");
+    await page.click('[data-lang="fr"]');
+    assert.equal(await page.inputValue(fr), "Visite à Dakar");
+    // Leaving it asks first; staying keeps the form as it was.
+    const asked = [];
+    page.once("dialog", (d) => { asked.push(d.message()); d.dismiss(); });
+    await page.fill("#search", "Dakar");
+    assert.equal(asked.length, 1, "no question before leaving the form");
+    assert.match(asked[0], /nouvelle fiche/);
+    assert.equal(await page.evaluate(() => location.hash), "#/new/report");
+    assert.equal(await page.inputValue(fr), "Visite à Dakar");
+    page.once("dialog", (d) => { asked.push(d.message()); d.accept(); });
+    await show(page, "#/");
+    await until(page, () => document.querySelectorAll("#records li").length > 0, undefined, "the list after leaving");
+    assert.equal(asked.length, 2);
+    await context.close();
   });
 });
 

@@ -144,9 +144,9 @@ export async function launch() {
   });
 }
 
-/** A phone: its own browser context (own IndexedDB), 360×640. */
-export async function phone(browser) {
-  const context = await browser.newContext({ viewport: { width: 360, height: 640 } });
+/** A phone: its own browser context (own IndexedDB), 360×640; `options` go to the context. */
+export async function phone(browser, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 360, height: 640 }, ...options });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[page] ${e}`));
   if (process.env.TEST_LOG) page.on("console", (m) => console.error(`[console] ${m.text()}`));
