@@ -522,7 +522,7 @@ function exportSection(read) {
     // A cell a spreadsheet would run as a formula is kept as text.
     const cell = (v) => {
       const text = String(v ?? "");
-      return `"${(/^[=+\-@]/.test(text) ? `'${text}` : text).replaceAll('"', '""')}"`;
+      return `"${(/^[=+\-@\t\r]/.test(text) ? `'${text}` : text).replaceAll('"', '""')}"`;
     };
     const head = ["id", ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${f.name}_${l}`) : [f.name]))];
     const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {

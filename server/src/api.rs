@@ -295,6 +295,18 @@ fn csv_response(name: &str, writer: csv::Writer<Vec<u8>>) -> ApiResult<Response>
         .into_response())
 }
 
+/// A cell of text a delegate typed. Spreadsheet programs run a cell that
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return as a formula
+/// (`=HYPERLINK(...)` in a title would act in a coordinator's sheet): such
+/// a cell starts with `'`, which they show as text.
+fn text_cell(text: String) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    }
+}
+
 fn csv_error(e: csv::Error) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -330,9 +342,9 @@ pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> Api
             .count();
         w.write_record([
             id.url().to_string(),
-            a.title.ar.unwrap_or_default(),
-            a.title.fr.unwrap_or_default(),
-            a.title.en.unwrap_or_default(),
+            text_cell(a.title.ar.unwrap_or_default()),
+            text_cell(a.title.fr.unwrap_or_default()),
+            text_cell(a.title.en.unwrap_or_default()),
             a.status,
             a.parties.join(" "),
             a.domains.join(" "),
@@ -368,9 +380,9 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
         let Record::Project(p) = record else { continue };
         let base = [
             id.url().to_string(),
-            p.title.ar.clone().unwrap_or_default(),
-            p.title.fr.clone().unwrap_or_default(),
-            p.title.en.clone().unwrap_or_default(),
+            text_cell(p.title.ar.clone().unwrap_or_default()),
+            text_cell(p.title.fr.clone().unwrap_or_default()),
+            text_cell(p.title.en.clone().unwrap_or_default()),
             p.status.clone(),
             p.owner_city.clone().unwrap_or_default(),
             p.agreement.clone().unwrap_or_default(),
@@ -389,7 +401,7 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
                 .cloned()
                 .chain([
                     m.id.clone(),
-                    m.title.clone(),
+                    text_cell(m.title.clone()),
                     m.due.clone().unwrap_or_default(),
                     m.status.clone(),
                     m.done_on.clone().unwrap_or_default(),

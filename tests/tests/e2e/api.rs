@@ -144,6 +144,38 @@ async fn csv_exports_hold_agreements_and_milestones() {
         .unwrap();
     assert!(projects.contains("Constitute the International Coordination Council"));
     assert!(projects.lines().nth(1).unwrap().contains("done"));
+
+    // A title a spreadsheet would run as a formula is exported as text.
+    let agreement = app.first("agreement").await;
+    let mut p = TestPeer::new("coordinator-phone");
+    p.connect(&app).await;
+    p.open(agreement);
+    p.sync_until(Duration::from_secs(10), |p| p.kind_of(agreement).is_some())
+        .await;
+    p.edit(
+        agreement,
+        "title",
+        &[Edit::Set {
+            path: "/title/fr".into(),
+            value: json!("=HYPERLINK(\"http://example.com\",\"ici\")"),
+        }],
+    );
+    let heads = p.heads(agreement);
+    p.sync_until(Duration::from_secs(10), |p| {
+        p.acked.get(&agreement).is_some_and(|h| *h == heads)
+    })
+    .await;
+    let agreements = app
+        .get("/api/export/agreements.csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        agreements.contains("\"'=HYPERLINK(\"\"http://example.com\"\""),
+        "{agreements}"
+    );
+    assert!(!agreements.contains(",\"=") && !agreements.contains(",="));
 }
 
 #[tokio::test]
