@@ -31,7 +31,12 @@ pub struct Settings {
     pub client_dir: PathBuf,
 
     /// Largest WebSocket frame accepted, in bytes; larger ones are refused.
-    #[arg(long, env = "TWINSYNC_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_FRAME_BYTES",
+        default_value_t = 16 * 1024 * 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+    )]
     pub max_frame_bytes: usize,
 
     /// Most Automerge operations one sync message may carry. Automerge
@@ -40,17 +45,28 @@ pub struct Settings {
     #[arg(
         long,
         env = "TWINSYNC_MAX_OPS_PER_MESSAGE",
-        default_value_t = 1_000_000
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u64).range(1..),
     )]
     pub max_ops_per_message: u64,
 
     /// Seconds a client has to send its request headers (against slowloris).
-    #[arg(long, env = "TWINSYNC_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TWINSYNC_HEADER_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub header_timeout_secs: u64,
 
     /// Sockets in their HTTP phase (before a WebSocket upgrade) at once;
     /// more are closed as they are accepted.
-    #[arg(long, env = "TWINSYNC_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_HTTP_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+    )]
     pub max_http_connections: usize,
 
     /// As `max_http_connections`, from any one IP address, so one client
@@ -58,33 +74,64 @@ pub struct Settings {
     #[arg(
         long,
         env = "TWINSYNC_MAX_HTTP_CONNECTIONS_PER_ADDRESS",
-        default_value_t = 64
+        default_value_t = 64,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
     )]
     pub max_http_connections_per_address: usize,
 
     /// Largest size of one record's stored changes, in MiB; a change that
     /// would take a record past it is refused.
-    #[arg(long, env = "TWINSYNC_MAX_RECORD_MIB", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_RECORD_MIB",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub max_record_mib: u64,
 
     /// Frames queued for one peer before it counts as too slow and is dropped.
-    #[arg(long, env = "TWINSYNC_PEER_QUEUE", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "TWINSYNC_PEER_QUEUE",
+        default_value_t = 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+    )]
     pub peer_queue: usize,
 
     /// Commands queued for one document before senders wait.
-    #[arg(long, env = "TWINSYNC_DOC_QUEUE", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "TWINSYNC_DOC_QUEUE",
+        default_value_t = 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+    )]
     pub doc_queue: usize,
 
     /// Seconds between pings to each peer.
-    #[arg(long, env = "TWINSYNC_PING_SECS", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "TWINSYNC_PING_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub ping_secs: u64,
 
     /// Seconds without any frame (or pong) from a peer before its socket is dropped.
-    #[arg(long, env = "TWINSYNC_PEER_TIMEOUT_SECS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "TWINSYNC_PEER_TIMEOUT_SECS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub peer_timeout_secs: u64,
 
     /// Seconds a new socket has to send `join`.
-    #[arg(long, env = "TWINSYNC_JOIN_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TWINSYNC_JOIN_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub join_timeout_secs: u64,
 
     /// Seconds a document with no peers stays in memory.
@@ -92,7 +139,12 @@ pub struct Settings {
     pub idle_evict_secs: u64,
 
     /// Documents kept in memory; idle ones are evicted beyond this.
-    #[arg(long, env = "TWINSYNC_MAX_LOADED_DOCS", default_value_t = 2000)]
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_LOADED_DOCS",
+        default_value_t = 2000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+    )]
     pub max_loaded_docs: usize,
 
     /// Largest size of the database in MiB (0: no limit). Past it, writes
@@ -101,32 +153,67 @@ pub struct Settings {
     pub max_db_mib: u64,
 
     /// Incremental chunks of a document before it is compacted into a snapshot.
-    #[arg(long, env = "TWINSYNC_COMPACT_CHUNKS", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "TWINSYNC_COMPACT_CHUNKS",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub compact_chunks: u64,
 
     /// Days a device token stays valid after the device was last seen, so a
     /// delegate offline in the field is not locked out.
-    #[arg(long, env = "TWINSYNC_TOKEN_TTL_DAYS", default_value_t = 90)]
+    #[arg(
+        long,
+        env = "TWINSYNC_TOKEN_TTL_DAYS",
+        default_value_t = 90,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub token_ttl_days: u64,
 
     /// Hours an invite link can be redeemed.
-    #[arg(long, env = "TWINSYNC_INVITE_HOURS", default_value_t = 72)]
+    #[arg(
+        long,
+        env = "TWINSYNC_INVITE_HOURS",
+        default_value_t = 72,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub invite_hours: u64,
 
     /// Failed sign-ins from one address per minute before it gets HTTP 429.
-    #[arg(long, env = "TWINSYNC_AUTH_FAILURES_PER_MINUTE", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TWINSYNC_AUTH_FAILURES_PER_MINUTE",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub auth_failures_per_minute: u64,
 
     /// Invite redemptions tried from one address per minute.
-    #[arg(long, env = "TWINSYNC_REDEEMS_PER_MINUTE", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "TWINSYNC_REDEEMS_PER_MINUTE",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub redeems_per_minute: u64,
 
     /// Documents one device may open per minute, over all its sockets.
-    #[arg(long, env = "TWINSYNC_DEVICE_DOCS_PER_MINUTE", default_value_t = 5000)]
+    #[arg(
+        long,
+        env = "TWINSYNC_DEVICE_DOCS_PER_MINUTE",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub device_docs_per_minute: u64,
 
     /// MiB one device may send per minute, over all its sockets.
-    #[arg(long, env = "TWINSYNC_DEVICE_MIB_PER_MINUTE", default_value_t = 512)]
+    #[arg(
+        long,
+        env = "TWINSYNC_DEVICE_MIB_PER_MINUTE",
+        default_value_t = 512,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub device_mib_per_minute: u64,
 
     /// The address users reach the server at, for invite links (default:
@@ -199,5 +286,41 @@ impl Settings {
 
     pub fn idle_evict(&self) -> Duration {
         Duration::from_secs(self.idle_evict_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    #[test]
+    fn a_zero_where_zero_cannot_work_is_refused_naming_the_flag() {
+        // Zero queues made `mpsc::channel(0)` panic at the first socket;
+        // a zero ping period panics tokio's interval.
+        for flag in [
+            "--peer-queue",
+            "--doc-queue",
+            "--ping-secs",
+            "--max-frame-bytes",
+        ] {
+            let err = Serve::try_parse_from(["twinsync", flag, "0"]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(flag), "{text}");
+            assert!(text.contains("0 is not in 1.."), "{text}");
+        }
+        let ok =
+            Serve::try_parse_from(["twinsync", "--peer-queue", "1", "--max-db-mib", "0"]).unwrap();
+        assert_eq!(ok.settings.peer_queue, 1);
+        assert_eq!(ok.settings.max_db_mib, 0);
     }
 }

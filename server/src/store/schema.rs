@@ -84,6 +84,10 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX quarantine_pending ON quarantine(status, doc_id);
      CREATE UNIQUE INDEX quarantine_same ON quarantine(doc_id, hashes) WHERE status = 'pending';",
+    // 3: the newest changes of any record (`/api/changes`, the dashboard)
+    // read from an index, not by sorting every change ever stored while
+    // the one connection waits.
+    "CREATE INDEX change_origins_received ON change_origins(received_at);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -102,4 +106,37 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use super::*;
+
+    #[test]
+    fn the_newest_changes_are_read_from_an_index_without_sorting() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        // The query of `Store::recent_changes`.
+        let mut stmt = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT o.hash, o.doc_id, d.kind, d.title, o.device, v.name, v.role, o.received_at
+                 FROM change_origins o
+                 LEFT JOIN documents d ON d.id = o.doc_id
+                 LEFT JOIN devices v ON v.id = o.device
+                 ORDER BY o.received_at DESC, o.rowid DESC LIMIT 30",
+            )
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains("change_origins_received")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
+    }
 }
