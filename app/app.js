@@ -209,11 +209,34 @@ async function edit(id, edits, opts = {}) {
 }
 
 /** Why this device may not change the record, if it may not: the server would refuse it. */
-function lockOf(view) {
+function lockOf(view, id) {
   if (isCoordinator()) return null;
+  if (!writable()) return tr("readOnly");
   if (view.kind === "meeting" && view.record?.adopted) return tr("lockedAdopted");
   if (view.kind === "agreement" && view.record?.status === "ended") return tr("lockedEnded");
-  return writable() ? null : tr("readOnly");
+  return notOurs(view, id) ? tr("lockedNotOurs") : null;
+}
+
+const bare = (link) => (link ?? "").replace(/^automerge:/, "");
+
+/**
+ * Whether a record belongs to none of this delegate's cities, as the
+ * server judges it (`permissions::owns`). Meetings and reports also
+ * belong to the device that created them, which the app cannot tell:
+ * those are left to the server. Unknown until `/api/me` has answered once.
+ */
+function notOurs(view, id) {
+  if (role() !== "delegate" || !app.me) return false;
+  const mine = (city) => city != null && (app.me.cities ?? []).some((c) => bare(c) === bare(city));
+  const members = (v) => (Array.isArray(v) ? v : Object.keys(v ?? {}));
+  const r = view.record ?? {};
+  switch (view.kind) {
+    case "city": return !mine(id);
+    case "agreement": return !members(r.parties).some(mine);
+    case "project": return !mine(r.owner_city);
+    case "person": return !mine(r.city) && bare(app.me.person) !== bare(id);
+    default: return false;
+  }
 }
 
 function recordView(id, at = null) {
@@ -225,7 +248,7 @@ function recordView(id, at = null) {
     return;
   }
   const kind = view.kind;
-  const locked = lockOf(view);
+  const locked = lockOf(view, id);
   const ctx = {
     lang: app.lang,
     summaries: app.summaries,
@@ -272,7 +295,7 @@ function refreshRecordView(paths) {
   const view = app.client.read(id);
   const form = $("#view form.record");
   const typing = form?.contains(document.activeElement);
-  if (!typing || lockOf(view) !== app.view.locked) {
+  if (!typing || lockOf(view, id) !== app.view.locked) {
     recordView(id);
     return;
   }
@@ -306,18 +329,26 @@ function valueAt(record, path) {
 function conflictList(records) {
   const rows = [];
   for (const { id, view } of records) {
+    // Who may not write the record sees the values, without a choice.
+    const decides = !lockOf(view, id);
     for (const c of view.conflicts ?? []) {
       const { field, lang } = fieldAt(app.schema, view.kind, c.path);
+      const shown = (v) => words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value));
       rows.push(h("li", { "data-path": c.path, "data-id": id },
         records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
         h("span", { class: "label" }, tr(`field.${field.name}`), lang ? ` (${lang})` : ""),
-        h("div", { class: "values" }, c.values.map((v) => h("button", {
+        h("div", { class: "values" }, c.values.map((v) => decides ? h("button", {
           type: "button", class: "keep", "data-value": JSON.stringify(v.value),
           onclick: async () => {
-            await app.client.resolve(id, c.path, v.value, `resolve ${c.path}`);
+            try {
+              await app.client.resolve(id, c.path, v.value, `resolve ${c.path}`);
+              $("#notice").textContent = "";
+            } catch (e) {
+              $("#notice").textContent = `${e.name}: ${e.message}`;
+            }
             route();
           },
-        }, words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value)), " · ", tr("keep"))))));
+        }, shown(v), " · ", tr("keep")) : h("span", { class: "value" }, shown(v))))));
     }
   }
   return h("section", { class: "conflicts" }, h("h3", {}, tr("conflicts")),

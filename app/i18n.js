@@ -29,7 +29,7 @@ export const STRINGS = {
     signedInAs: "متصل باسم {name} ({role})", coordinator: "منسق", delegate: "مندوب", observer: "ملاحظ",
     language: "اللغة", byServer: "الخادم (البيانات الأولية)", byThisDevice: "هذا الجهاز (لم يُرسل بعد)",
     discardDraft: "مغادرة هذه الاستمارة؟ ما كتبته في السجل الجديد لم يُحفظ بعد.",
-    readOnly: "يمكنك الاطلاع على هذا السجل دون تعديله.", lockedAdopted: "اعتُمد هذا المحضر: لا يعدّله إلا المنسقون.", lockedEnded: "انتهت هذه الاتفاقية: لا يعدّلها إلا المنسقون.", due: "آخر أجل {date}",
+    readOnly: "يمكنك الاطلاع على هذا السجل دون تعديله.", lockedAdopted: "اعتُمد هذا المحضر: لا يعدّله إلا المنسقون.", lockedEnded: "انتهت هذه الاتفاقية: لا يعدّلها إلا المنسقون.", lockedNotOurs: "هذا السجل لا يخص مدنك: لا يعدّله إلا مندوبو مدنه والمنسقون.", due: "آخر أجل {date}",
     city: "المدينة", count: "العدد", noCity: "بدون مدينة",
     storageError: "تعذرت قراءة البيانات المخزنة على هذا الجهاز: {reason}. أعد تحميل الصفحة لجلبها من جديد من الخادم.",
 
@@ -95,7 +95,7 @@ export const STRINGS = {
     signedInAs: "Connecté en tant que {name} ({role})", coordinator: "coordinateur", delegate: "délégué", observer: "observateur",
     language: "Langue", byServer: "le serveur (données initiales)", byThisDevice: "cet appareil (pas encore envoyé)",
     discardDraft: "Quitter ce formulaire ? Ce que vous avez saisi dans la nouvelle fiche n’est pas encore enregistré.",
-    readOnly: "Vous pouvez consulter cette fiche, mais pas la modifier.", lockedAdopted: "Ce procès-verbal est adopté : seuls les coordinateurs peuvent le modifier.", lockedEnded: "Cet accord a pris fin : seuls les coordinateurs peuvent le modifier.", due: "échéance le {date}",
+    readOnly: "Vous pouvez consulter cette fiche, mais pas la modifier.", lockedAdopted: "Ce procès-verbal est adopté : seuls les coordinateurs peuvent le modifier.", lockedEnded: "Cet accord a pris fin : seuls les coordinateurs peuvent le modifier.", lockedNotOurs: "Cette fiche n’appartient pas à vos villes : seuls les délégués de ses villes et les coordinateurs peuvent la modifier.", due: "échéance le {date}",
     city: "Ville", count: "Nombre", noCity: "Sans ville",
     storageError: "Les données de cet appareil n'ont pas pu être lues : {reason}. Rechargez la page pour les récupérer à nouveau depuis le serveur.",
 
@@ -161,7 +161,7 @@ export const STRINGS = {
     signedInAs: "Signed in as {name} ({role})", coordinator: "coordinator", delegate: "delegate", observer: "observer",
     language: "Language", byServer: "the server (initial data)", byThisDevice: "this device (not sent yet)",
     discardDraft: "Leave this form? What you typed in the new record is not saved yet.",
-    readOnly: "You can read this record but not change it.", lockedAdopted: "These minutes are adopted: only coordinators may change them.", lockedEnded: "This agreement has ended: only coordinators may change it.", due: "due {date}",
+    readOnly: "You can read this record but not change it.", lockedAdopted: "These minutes are adopted: only coordinators may change them.", lockedEnded: "This agreement has ended: only coordinators may change it.", lockedNotOurs: "This record belongs to none of your cities: only its cities' delegates and coordinators may change it.", due: "due {date}",
     city: "City", count: "Count", noCity: "No city",
     storageError: "The data on this device could not be read: {reason}. Reload to fetch it again from the server.",
 
