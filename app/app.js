@@ -115,8 +115,11 @@ function syncBar(s) {
   const bar = $("#sync");
   if (!s) { bar.hidden = true; return; }
   bar.hidden = false;
-  bar.dataset.state = s.state;
-  const state = {
+  checkSignedIn(s);
+  // A token the server no longer takes stops syncing, with why.
+  const signedOut = app.signedOut && s.state === "offline";
+  bar.dataset.state = signedOut ? "error" : s.state;
+  const state = signedOut ? tr("signedOut", { reason: app.signedOut }) : {
     offline: tr("offline"),
     connecting: tr("connecting"),
     syncing: tr("syncing", { n: formatNumber(app.lang, s.syncing) }),
@@ -129,10 +132,32 @@ function syncBar(s) {
   const toggle = $("#sync-toggle");
   toggle.textContent = s.state === "offline" ? tr("goOnline") : tr("goOffline");
   toggle.onclick = () => {
+    app.signedOut = null;
     if (app.client.status().state === "offline") app.client.connect();
     else app.client.disconnect();
     syncBar(app.client.status());
   };
+}
+
+/**
+ * A socket refused at sign-in looks to the browser like any lost
+ * connection. While the client cannot connect, ask the API why, at most
+ * every 30 s: a token it refuses (expired, or unknown to the server) stops
+ * the retries, which would count against the address's sign-in limit,
+ * and the bar says what to do. Edits go on being kept on the phone.
+ */
+async function checkSignedIn(s) {
+  if (!["offline", "connecting"].includes(s.state) || app.signedOut) return;
+  if (Date.now() - (app.probedAt ?? 0) < 30_000) return;
+  app.probedAt = Date.now();
+  try {
+    const res = await api("/api/me", { signal: AbortSignal.timeout(5000) });
+    if (res.status !== 401) return;
+    const body = await res.json().catch(() => ({}));
+    app.signedOut = body.error ?? res.statusText;
+    app.client.disconnect();
+    syncBar(app.client.status());
+  } catch { /* the server cannot be reached: offline indeed */ }
 }
 
 function say(text) {

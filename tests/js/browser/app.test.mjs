@@ -370,6 +370,26 @@ test("a delegate sees which records are not theirs to change before typing into 
   });
 });
 
+test("a device whose token the server no longer takes says so and stops retrying, its records still on the phone", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Old phone", role: "coordinator" });
+    await upToDate(page);
+    const records = await page.evaluate(() => window.twinsync.list().length);
+    // The server's database was replaced, say: it knows this device no more.
+    await page.evaluate(() => localStorage.setItem("token", "gone.0000"));
+    await page.reload();
+    const said = await until(page, () => {
+      const bar = document.querySelector("#sync");
+      return bar?.dataset.state === "error" ? document.querySelector("#sync-state").textContent : null;
+    }, undefined, "the refused sign-in in the sync bar");
+    assert.match(said, /لم يعد الخادم يقبل تسجيل دخول هذا الجهاز/);
+    assert.match(said, /not valid/);
+    assert.equal(await page.evaluate(() => window.twinsync.status().state), "offline", "still retrying");
+    assert.equal(await page.evaluate(() => window.twinsync.list().length), records);
+    await context.close();
+  });
+});
+
 test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
   await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
