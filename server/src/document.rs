@@ -102,6 +102,10 @@ struct DocTask {
     creator: Option<String>,
 }
 
+/// The largest ephemeral message relayed, in bytes. They carry presence
+/// (who is here, where their cursor is), and each is copied once per peer.
+pub const MAX_EPHEMERAL_BYTES: usize = 256 * 1024;
+
 pub async fn run(
     hub: Arc<Hub>,
     id: DocumentId,
@@ -397,6 +401,16 @@ impl DocTask {
         else {
             return;
         };
+        if data.len() > MAX_EPHEMERAL_BYTES {
+            self.error_to(
+                from,
+                format!(
+                    "ephemeral message of {} bytes not relayed: at most {MAX_EPHEMERAL_BYTES} are",
+                    data.len()
+                ),
+            );
+            return;
+        }
         let targets: Vec<PeerLink> = self
             .peers
             .values()
@@ -412,7 +426,21 @@ impl DocTask {
                 count,
                 data: data.clone(),
             };
-            self.send(&peer, &relayed);
+            self.send_lossy(&peer, &relayed);
+        }
+    }
+
+    /// Sends an ephemeral message, which may be lost: only while the peer's
+    /// queue is less than half full, and never dropping the peer. Another
+    /// member's flood of presence messages then cannot fill a peer's queue
+    /// and get it cut off, nor leave no room for the changes it must get.
+    fn send_lossy(&self, peer: &PeerLink, msg: &Message) {
+        if peer.out.capacity() <= peer.out.max_capacity() / 2 {
+            self.hub.metrics.ephemeral_dropped.inc();
+            return;
+        }
+        if peer.out.try_send(Outbound::Frame(msg.encode())).is_err() {
+            self.hub.metrics.ephemeral_dropped.inc();
         }
     }
 

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub storage_errors: IntCounter,
     pub protocol_errors: IntCounter,
     pub slow_peers_dropped: IntCounter,
+    pub ephemeral_dropped: IntCounter,
     pub changes_refused: IntCounter,
     pub auth_failures: IntCounter,
     pub rate_limited: IntCounter,
@@ -75,6 +76,10 @@ impl Metrics {
             slow_peers_dropped: counter(
                 "twinsync_slow_peers_dropped_total",
                 "Peers dropped for not reading",
+            ),
+            ephemeral_dropped: counter(
+                "twinsync_ephemeral_dropped_total",
+                "Ephemeral messages not relayed to a peer whose queue was half full",
             ),
             changes_refused: counter(
                 "twinsync_changes_refused_total",

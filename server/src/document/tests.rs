@@ -236,6 +236,67 @@ async fn an_ephemeral_between_two_writes_is_relayed_and_each_writer_answered_onc
     assert_eq!(heard, vec!["ephemeral", "sync"]);
 }
 
+#[tokio::test]
+async fn a_flood_of_ephemeral_messages_neither_fills_a_peers_queue_nor_drops_it() {
+    let (_dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut pierre = replica("pierre", Role::Coordinator, &base);
+    let (_, joins) = type_in(&mut pierre, "Séance ouverte. ");
+    let mut cmds = vec![joins];
+    // One too large to relay, told to its sender.
+    cmds.push(DocCommand::Ephemeral {
+        peer: amina.link.clone(),
+        msg: Message::Ephemeral {
+            sender_id: amina.link.peer_id.clone(),
+            target_id: hub.server_id.clone(),
+            document_id: id,
+            session_id: "s".into(),
+            count: 0,
+            data: vec![0; MAX_EPHEMERAL_BYTES + 1],
+        },
+    });
+    // Pierre's queue holds 64 frames; Amina sends 200 presence messages.
+    for count in 0..200 {
+        cmds.push(DocCommand::Ephemeral {
+            peer: amina.link.clone(),
+            msg: Message::Ephemeral {
+                sender_id: amina.link.peer_id.clone(),
+                target_id: hub.server_id.clone(),
+                document_id: id,
+                session_id: "s".into(),
+                count,
+                data: vec![0xa0],
+            },
+        });
+    }
+    run_queued(&hub, id, cmds).await;
+    let heard = frames(&mut pierre);
+    let ephemeral = heard.iter().filter(|f| **f == "ephemeral").count();
+    assert!(ephemeral > 0, "{heard:?}");
+    assert!(
+        ephemeral <= 32,
+        "{ephemeral} ephemeral frames queued for Pierre"
+    );
+    assert!(heard.contains(&"sync"), "{heard:?}");
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            pierre.link.kill.notified()
+        )
+        .await
+        .is_err(),
+        "Pierre was dropped"
+    );
+    assert!(hub.metrics.ephemeral_dropped.get() >= 168);
+    let told = errors(&mut amina);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("262145 bytes not relayed: at most 262144"),
+        "{}",
+        told[0]
+    );
+}
+
 /// A document's task future stays in memory for as long as the document
 /// is loaded (S3 holds about 10,000 at once), so what loading and the
 /// heavier commands hold is boxed, not kept in it: the future is little
