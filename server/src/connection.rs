@@ -458,6 +458,7 @@ impl Session {
                 peer_id.to_string(),
             );
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let limit = self.hub.settings.max_quarantine_bytes();
             let kept = tokio::task::spawn_blocking(move || {
                 // Only what the server does not have needs a review.
                 let stored = store.load(doc)?;
@@ -485,6 +486,7 @@ impl Session {
                             reason: "sent by a revoked device",
                         },
                         now,
+                        limit,
                     )
                     .map(Some)
             })

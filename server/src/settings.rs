@@ -89,6 +89,16 @@ pub struct Settings {
     )]
     pub max_record_mib: u64,
 
+    /// MiB of refused changes one device may have waiting for review; past
+    /// it, its refused changes are not kept and it is told to keep them.
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_QUARANTINE_MIB",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    pub max_quarantine_mib: u64,
+
     /// Frames queued for one peer before it counts as too slow and is dropped.
     #[arg(
         long,
@@ -237,6 +247,7 @@ impl Settings {
             max_http_connections: 1024,
             max_http_connections_per_address: 64,
             max_record_mib: 32,
+            max_quarantine_mib: 64,
             peer_queue: 1024,
             doc_queue: 1024,
             ping_secs: 5,
@@ -262,6 +273,10 @@ impl Settings {
 
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_secs.max(1))
+    }
+
+    pub fn max_quarantine_bytes(&self) -> u64 {
+        self.max_quarantine_mib.saturating_mul(1024 * 1024)
     }
 
     pub fn max_record_bytes(&self) -> u64 {

@@ -41,6 +41,14 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the store's writer failed")]
     WriterFailed,
+    #[error(
+        "device {device} has {pending} bytes of refused changes waiting for review; the quarantine keeps at most {limit} a device"
+    )]
+    QuarantineFull {
+        device: String,
+        pending: u64,
+        limit: u64,
+    },
 }
 
 impl StoreError {
@@ -53,6 +61,9 @@ impl StoreError {
                 "the server's storage is full"
             }
             StoreError::Corrupt { .. } => "the server's copy of this record is damaged",
+            StoreError::QuarantineFull { .. } => {
+                "this device already has as many refused changes waiting for a coordinator's review as the server keeps"
+            }
             _ => "the server's storage failed",
         }
     }

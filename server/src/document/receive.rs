@@ -369,6 +369,7 @@ impl DocTask {
             refusal.reason.clone(),
         );
         let (changes, hashes) = (changes.to_vec(), hashes.to_vec());
+        let limit = self.hub.settings.max_quarantine_bytes();
         let kept = blocking(move || {
             store.quarantine(
                 &Refused {
@@ -381,15 +382,23 @@ impl DocTask {
                     reason: &reason,
                 },
                 now,
+                limit,
             )
         })
         .await;
         let kept = match kept {
             Ok(q) => format!("it is kept for a coordinator to review (quarantine #{q})"),
             Err(e) => {
-                self.hub.metrics.storage_errors.inc();
-                error!(doc_id = %self.id, error = %e, "cannot quarantine refused changes");
-                "the server could not keep it for review, so keep it on your device".to_owned()
+                if matches!(e, StoreError::QuarantineFull { .. }) {
+                    warn!(doc_id = %self.id, error = %e, "quarantine full for this device");
+                } else {
+                    self.hub.metrics.storage_errors.inc();
+                    error!(doc_id = %self.id, error = %e, "cannot quarantine refused changes");
+                }
+                format!(
+                    "the server could not keep it for review ({}), so keep it on your device",
+                    e.public_reason()
+                )
             }
         };
         self.error_to(

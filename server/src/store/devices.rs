@@ -336,8 +336,16 @@ impl Store {
     }
 
     /// Keeps a refused batch for review. The same pending batch is kept
-    /// once, however often a client sends it again; returns its id.
-    pub fn quarantine(&self, refused: &Refused<'_>, now: i64) -> Result<i64, StoreError> {
+    /// once, however often a client sends it again; returns its id. A
+    /// device's pending batches take at most `limit` bytes: every device,
+    /// an observer's or a revoked one's too, can send refused changes, and
+    /// none may fill the disk with them.
+    pub fn quarantine(
+        &self,
+        refused: &Refused<'_>,
+        now: i64,
+        limit: u64,
+    ) -> Result<i64, StoreError> {
         let hashes = refused.hashes.join(",");
         let conn = self.conn();
         let existing: Option<i64> = conn
@@ -349,6 +357,20 @@ impl Store {
             .optional()?;
         if let Some(id) = existing {
             return Ok(id);
+        }
+        let pending: i64 = conn.query_row(
+            "SELECT COALESCE(SUM(length(changes)), 0) FROM quarantine
+             WHERE device_id = ?1 AND status = 'pending'",
+            [refused.device_id],
+            |r| r.get(0),
+        )?;
+        let pending = pending.max(0) as u64;
+        if pending + refused.changes.len() as u64 > limit {
+            return Err(StoreError::QuarantineFull {
+                device: refused.device_id.to_owned(),
+                pending,
+                limit,
+            });
         }
         conn.execute(
             "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, received_at)

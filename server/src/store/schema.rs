@@ -86,8 +86,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX quarantine_same ON quarantine(doc_id, hashes) WHERE status = 'pending';",
     // 3: the newest changes of any record (`/api/changes`, the dashboard)
     // read from an index, not by sorting every change ever stored while
-    // the one connection waits.
-    "CREATE INDEX change_origins_received ON change_origins(received_at);",
+    // the one connection waits; and a device's pending quarantine, which
+    // is weighed before each batch is kept.
+    "CREATE INDEX change_origins_received ON change_origins(received_at);
+     CREATE INDEX quarantine_device ON quarantine(device_id, status);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

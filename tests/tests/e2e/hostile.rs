@@ -638,3 +638,54 @@ async fn a_join_with_an_overlong_peer_or_storage_id_is_refused_naming_the_limit(
     peer.sync_until(LIMIT, |p| p.kind_of(doc).is_some()).await;
     assert!(peer.seen.errors.is_empty(), "{:?}", peer.seen.errors);
 }
+
+#[tokio::test]
+async fn refused_changes_past_a_devices_quarantine_limit_are_not_kept_and_the_device_is_told() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    use twinsync_server::auth::Role;
+
+    let app = spawn_app_with(|s| s.max_quarantine_mib = 1).await;
+    let meeting = app.first("meeting").await;
+    // An observer writes nothing: everything it sends is refused and kept
+    // for review, until its share of the quarantine is full. Each batch
+    // carries the refused changes before it, which it depends on: 300,
+    // 600, then 900 KiB.
+    let token = app.device(Role::Observer, &[], None);
+    let mut p = TestPeer::new("observer-phone").with_token(&token);
+    p.connect(&app).await;
+    p.open(meeting);
+    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    let mut seed = 11u64;
+    for n in 1..=3 {
+        let blob: Vec<u8> = (0..300 * 1024)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        let mut tx = p.doc_mut(meeting).transaction();
+        tx.put(ROOT, format!("attachment-{n}"), blob).unwrap();
+        tx.commit();
+        p.sync_until(LIMIT, |p| p.seen.errors.len() >= n).await;
+    }
+    let errors = &p.seen.errors;
+    assert!(errors[0].contains("quarantine #"), "{errors:?}");
+    assert!(errors[1].contains("quarantine #"), "{errors:?}");
+    assert!(
+        errors[2].contains("could not keep it for review (this device already has as many refused changes waiting for a coordinator's review as the server keeps)"),
+        "{errors:?}"
+    );
+    let pending = app.get_json("/api/quarantine?status=pending").await;
+    assert_eq!(pending.as_array().map(Vec::len), Some(2), "{pending}");
+    // Others are served as before.
+    let mut other = TestPeer::new("coordinator-phone");
+    other.connect(&app).await;
+    other.open(meeting);
+    other
+        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
+        .await;
+    assert!(other.seen.errors.is_empty());
+}
