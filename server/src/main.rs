@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the sync server: WebSocket sync at /sync, the API at /api, the app at /.
-    Serve(Settings),
+    Serve(Box<Settings>),
     /// Copy the database to FILE with SQLite's online backup (safe while serving).
     Backup {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(settings) => {
             let listen = settings.listen;
-            let hub = startup::prepare(settings)?;
+            let hub = startup::prepare(*settings)?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
