@@ -5,6 +5,7 @@
 // writing the same minutes offline both keep every word.
 
 import { LANGS, t, formatDate, formatNumber, listOf } from "./i18n.js";
+import { diff, spans, splice, rebaseOnto } from "./text.js";
 
 /** What kind of record a reference field points to. */
 export const REF_KIND = {
@@ -44,22 +45,6 @@ export function pick(value, lang) {
   if (typeof value === "string") return value;
   return value[lang] || value.ar || value.fr || value.en || "";
 }
-
-/** The splice that turns `a` into `b`: common prefix and suffix kept, in UTF-16 units. */
-export function diff(a, b) {
-  if (a === b) return null;
-  let start = 0;
-  const max = Math.min(a.length, b.length);
-  while (start < max && a.charCodeAt(start) === b.charCodeAt(start)) start++;
-  let end = 0;
-  while (end < max - start && a.charCodeAt(a.length - 1 - end) === b.charCodeAt(b.length - 1 - end)) end++;
-  // Never split a surrogate pair: back off to the pair's start.
-  if (start > 0 && isHigh(a.charCodeAt(start - 1))) start--;
-  if (end > 0 && isLow(a.charCodeAt(a.length - end))) end--;
-  return { index: start, delete: a.length - start - end, insert: b.slice(start, b.length - end) };
-}
-const isHigh = (c) => c >= 0xd800 && c <= 0xdbff;
-const isLow = (c) => c >= 0xdc00 && c <= 0xdfff;
 
 /** Where a caret at `pos` goes when `d` is applied before or around it. */
 function shift(pos, d) {
@@ -258,22 +243,6 @@ function follow(pos, a, b) {
 }
 
 /**
- * `local` and `remote` both change `base`; `local` moved past `remote`,
- * so it applies to the text `remote` left.
- */
-function rebase(local, remote) {
-  if (!remote) return local;
-  const remoteEnd = remote.index + remote.delete;
-  if (local.index + local.delete <= remote.index) return local;
-  if (local.index >= remoteEnd) return { ...local, index: local.index - remote.delete + remote.insert.length };
-  // Both changed the same span: keep the person's insertion after theirs.
-  const index = remote.index + remote.insert.length;
-  return { index, delete: Math.max(0, local.index + local.delete - remoteEnd), insert: local.insert };
-}
-
-const splice = (text, d) => text.slice(0, d.index) + d.insert + text.slice(d.index + d.delete);
-
-/**
  * Long text, merged character by character: every keystroke becomes a splice
  * at UTF-16 offsets, and text arriving from others is spliced in around the
  * caret instead of replacing what the person is typing.
@@ -294,20 +263,23 @@ function textArea(ctx, path, value) {
       area.value = nfc;
       area.setSelectionRange(caret, caret);
     }
-    let local = diff(last, area.value);
+    const local = diff(last, area.value);
     if (!local) return;
+    let edits = [local];
     // Text from others may be merged on the device but not yet announced:
-    // place this keystroke relative to the document as it is now.
+    // place this keystroke relative to the document as it is now, through
+    // each place they wrote (`rebaseOnto`).
     const base = ctx.read(path) ?? "";
     if (base !== last) {
-      local = rebase(local, diff(last, base));
-      const merged = splice(base, local);
+      edits = rebaseOnto(local, spans(last, base));
+      const merged = edits.reduce(splice, base);
       const caret = follow(area.selectionStart, area.value, merged);
       area.value = merged;
       if (document.activeElement === area) area.setSelectionRange(caret, caret);
     }
     last = area.value;
-    if (!(await ctx.edit([{ op: "splice_text", path, ...local }]))) {
+    if (!edits.length) return;
+    if (!(await ctx.edit(edits.map((e) => ({ op: "splice_text", path, ...e }))))) {
       // Not saved: show what the document holds, so nothing unsaved looks saved.
       const stored = ctx.read(path) ?? "";
       const caret = follow(area.selectionStart, area.value, stored);

@@ -14,6 +14,7 @@ const SHELL = [
   "/fields.js",
   "/i18n.js",
   "/search.js",
+  "/text.js",
   "/style.css",
   "/manifest.webmanifest",
   "/icons/icon.svg",

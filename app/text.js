@@ -1,0 +1,174 @@
+// Text edits at UTF-16 offsets, as a textarea counts them: what one keystroke
+// changed, what changed between two versions of a text, and where a keystroke
+// made on one version lands on another. No DOM here, so node tests it.
+
+const isHigh = (c) => c >= 0xd800 && c <= 0xdbff;
+const isLow = (c) => c >= 0xdc00 && c <= 0xdfff;
+
+/**
+ * The one splice `{ index, delete, insert }` that turns `a` into `b`, from
+ * their common start and end, or null when they are equal. Never splits a
+ * surrogate pair.
+ */
+export function diff(a, b) {
+  if (a === b) return null;
+  let start = 0;
+  const max = Math.min(a.length, b.length);
+  while (start < max && a.charCodeAt(start) === b.charCodeAt(start)) start++;
+  let end = 0;
+  while (end < max - start && a.charCodeAt(a.length - 1 - end) === b.charCodeAt(b.length - 1 - end)) end++;
+  // Never split a surrogate pair: back off to the pair's start.
+  if (start > 0 && isHigh(a.charCodeAt(start - 1))) start--;
+  if (end > 0 && isLow(a.charCodeAt(a.length - end))) end--;
+  return { index: start, delete: a.length - start - end, insert: b.slice(start, b.length - end) };
+}
+
+/** `text` with splice `d` applied. */
+export const splice = (text, d) => text.slice(0, d.index) + d.insert + text.slice(d.index + d.delete);
+
+/** Edit distances past this fall back to one splice over the changed span. */
+const MAX_EDITS = 1000;
+
+/**
+ * Every separate place where `b` differs from `a`: splices in `a`'s offsets,
+ * in order, not touching one another (Myers' O(ND) difference over UTF-16
+ * units, between the common start and end). Text written in two places
+ * comes back as two splices, not one spanning both. Past `MAX_EDITS`
+ * differing units, the one splice of `diff`.
+ */
+export function spans(a, b) {
+  const whole = diff(a, b);
+  if (!whole) return [];
+  const x0 = whole.index;
+  const a1 = a.slice(x0, x0 + whole.delete);
+  const b1 = whole.insert;
+  const script = shortestEdit(a1, b1, MAX_EDITS);
+  if (!script) return [whole];
+  // Group the script's runs of deletions and insertions into splices.
+  const found = [];
+  let cur = null;
+  let ai = 0;
+  for (const op of script) {
+    if (op === "=") {
+      if (cur) found.push(cur);
+      cur = null;
+      ai++;
+      continue;
+    }
+    cur ??= { index: ai, delete: 0, insert: "" };
+    if (op === "-") {
+      cur.delete++;
+      ai++;
+    } else {
+      cur.insert += b1[op];
+    }
+  }
+  if (cur) found.push(cur);
+  const result = [];
+  for (const s of found) {
+    let index = x0 + s.index;
+    let end = index + s.delete;
+    let insert = s.insert;
+    // Whole characters only: widen a splice that cuts a surrogate pair.
+    if (index > 0 && isHigh(a.charCodeAt(index - 1)) && isLow(a.charCodeAt(index))) {
+      insert = a[index - 1] + insert;
+      index--;
+    }
+    if (end > 0 && end < a.length && isHigh(a.charCodeAt(end - 1)) && isLow(a.charCodeAt(end))) {
+      insert += a[end];
+      end++;
+    }
+    const last = result.at(-1);
+    if (last && last.index + last.delete >= index) {
+      // Widened up to the one before: one splice.
+      last.insert += a.slice(last.index + last.delete, index) + insert;
+      last.delete = end - last.index;
+    } else {
+      result.push({ index, delete: end - index, insert });
+    }
+  }
+  return result;
+}
+
+/**
+ * Myers' shortest edit script from `a` to `b`: for each step "=" (keep a
+ * unit), "-" (delete a unit of `a`) or the index in `b` of a unit inserted;
+ * null past `max` edits.
+ */
+function shortestEdit(a, b, max) {
+  const n = a.length;
+  const m = b.length;
+  const limit = Math.min(max, n + m);
+  const offset = limit + 1;
+  const v = new Int32Array(2 * limit + 3);
+  const trace = [];
+  for (let d = 0; d <= limit; d++) {
+    trace.push(v.slice(offset - d - 1, offset + d + 2));
+    for (let k = -d; k <= d; k += 2) {
+      let x = k === -d || (k !== d && v[offset + k - 1] < v[offset + k + 1]) ? v[offset + k + 1] : v[offset + k - 1] + 1;
+      let y = x - k;
+      while (x < n && y < m && a.charCodeAt(x) === b.charCodeAt(y)) { x++; y++; }
+      v[offset + k] = x;
+      if (x >= n && y >= m) return backtrack(trace, n, m);
+    }
+  }
+  return null;
+}
+
+function backtrack(trace, n, m) {
+  const ops = [];
+  let x = n;
+  let y = m;
+  for (let d = trace.length - 1; d >= 0; d--) {
+    const v = trace[d];
+    // `v` holds k from -d-1 to d+1.
+    const at = (k) => v[k + d + 1];
+    const k = x - y;
+    const prevK = k === -d || (k !== d && at(k - 1) < at(k + 1)) ? k + 1 : k - 1;
+    const prevX = at(prevK);
+    const prevY = prevX - prevK;
+    while (x > prevX && y > prevY) { ops.push("="); x--; y--; }
+    if (d > 0) {
+      if (x === prevX) ops.push(y - 1); else ops.push("-");
+    }
+    x = prevX;
+    y = prevY;
+  }
+  return ops.reverse();
+}
+
+/**
+ * Where splice `local`, made on a text, lands once `remote` (the splices
+ * `spans` found between that text and a newer one, in its offsets) is
+ * applied: the splices to make on the newer text, in the order to make
+ * them. What the person deleted and others had deleted already stays
+ * deleted; what others wrote inside what the person deleted stays; what
+ * the person writes where others wrote goes after their text.
+ */
+export function rebaseOnto(local, remote) {
+  const map = (p) => {
+    let shift = 0;
+    for (const s of remote) {
+      const end = s.index + s.delete;
+      if (end <= p) { shift += s.insert.length - s.delete; continue; }
+      // Inside what others deleted: after what they wrote there.
+      if (s.index < p) return s.index + shift + s.insert.length;
+      break;
+    }
+    return p + shift;
+  };
+  // What the person deleted that is still there, in runs others did not
+  // write inside.
+  const cuts = new Set([local.index, local.index + local.delete]);
+  for (const s of remote) { cuts.add(s.index); cuts.add(s.index + s.delete); }
+  const bounds = [...cuts].filter((c) => c >= local.index && c <= local.index + local.delete).sort((p, q) => p - q);
+  const deletes = [];
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    const [from, to] = [bounds[i], bounds[i + 1]];
+    const gone = remote.some((s) => s.index <= from && to <= s.index + s.delete && s.delete > 0);
+    if (!gone && to > from) deletes.push({ index: map(from), delete: to - from, insert: "" });
+  }
+  const out = deletes.reverse();
+  if (local.insert) out.push({ index: map(local.index), delete: 0, insert: local.insert });
+  return out;
+}

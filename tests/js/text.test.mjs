@@ -1,0 +1,96 @@
+// Unit tests for the field app's text edits (app/text.js): where a
+// keystroke made on the text a screen showed lands on a newer text.
+// Run from the repository root: node --test tests/js/text.test.mjs
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { diff, spans, splice, rebaseOnto } from "../../app/text.js";
+
+const apply = (text, splices) => splices.reduce(splice, text);
+
+test("two places written are two splices, not one spanning both", () => {
+  assert.deepEqual(spans("abc def ghi", "ABC def GHI"), [
+    { index: 0, delete: 3, insert: "ABC" },
+    { index: 8, delete: 3, insert: "GHI" },
+  ]);
+  assert.deepEqual(spans("same", "same"), []);
+  assert.deepEqual(spans("", "نص"), [{ index: 0, delete: 0, insert: "نص" }]);
+});
+
+test("a keystroke between two places others wrote stays where it was typed", () => {
+  // Another phone changed "abc" and "ghi"; the person typed X after "def"
+  // on the text before, and deleted the "e" of "def".
+  const before = "abc def ghi";
+  const now = "ABC def GHI";
+  const typed = { index: 7, delete: 0, insert: "X" };
+  assert.equal(apply(now, rebaseOnto(typed, spans(before, now))), "ABC defX GHI");
+  const backspace = { index: 5, delete: 1, insert: "" };
+  assert.equal(apply(now, rebaseOnto(backspace, spans(before, now))), "ABC df GHI");
+});
+
+test("what others deleted stays deleted, what they wrote inside the person's selection stays", () => {
+  const before = "0123456789";
+  // Others deleted "34" and wrote "ab" before "8".
+  const now = "012567ab89";
+  // The person selected "234567" and typed "Z".
+  const typed = { index: 2, delete: 6, insert: "Z" };
+  assert.equal(apply(now, rebaseOnto(typed, spans(before, now))), "01Zab89");
+  // Others wrote "ab" inside the selection: it stays.
+  const inside = "01234ab56789";
+  assert.equal(apply(inside, rebaseOnto(typed, spans(before, inside))), "01Zab89");
+  // Typed inside what others deleted: where it was.
+  const gone = { index: 4, delete: 0, insert: "!" };
+  assert.equal(apply(now, rebaseOnto(gone, spans(before, now))), "012!567ab89");
+});
+
+test("Arabic, emoji and mixed scripts are never cut inside a character", () => {
+  const before = "اجتماع 😀 réunion";
+  const now = "اجتماع 😁 réunion مهم";
+  for (const s of spans(before, now)) {
+    const cut = (t, i) => i > 0 && i < t.length && /[\uDC00-\uDFFF]/.test(t[i]) && /[\uD800-\uDBFF]/.test(t[i - 1]);
+    assert.ok(!cut(before, s.index) && !cut(before, s.index + s.delete), JSON.stringify(s));
+  }
+  assert.equal(apply(before, spans(before, now).reverse()), now);
+  const typed = { index: 0, delete: 0, insert: "محضر: " };
+  assert.equal(apply(now, rebaseOnto(typed, spans(before, now))), "محضر: " + now);
+});
+
+test("spans rebuild the newer text, and a keystroke away from others' edits commutes with them", () => {
+  let seed = 20261202;
+  const rand = (n) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const alphabet = "abcdefghijklmnopqrstuvwxyzابتثجحخدذرزسشصضé😀 ";
+  const chars = [...alphabet];
+  const word = (n) => Array.from({ length: n }, () => chars[rand(chars.length)]).join("");
+  for (let round = 0; round < 300; round++) {
+    const before = word(20 + rand(200));
+    // Others edit at up to three places, far apart, from the end back.
+    const cps = [...before];
+    const places = [...new Set(Array.from({ length: 1 + rand(3) }, () => rand(cps.length)))].sort((p, q) => q - p);
+    const edited = [];
+    for (const p of places) {
+      if (edited.some((q) => Math.abs(q - p) < 12)) continue;
+      edited.push(p);
+      cps.splice(p, rand(3), ...word(rand(4)));
+    }
+    const now = cps.join("");
+    const found = spans(before, now);
+    assert.equal(apply(before, [...found].reverse()), now, JSON.stringify({ before, now, found }));
+    // The person types at a place at least 6 characters from any of them.
+    const units = before.length;
+    const at = rand(units + 1);
+    const near = found.some((s) => at > s.index - 6 && at < s.index + s.delete + 6);
+    const cutsPair = at > 0 && at < units && /[\uDC00-\uDFFF]/.test(before[at]);
+    if (near || cutsPair) continue;
+    const typed = { index: at, delete: 0, insert: "✓" };
+    const expected = apply(splice(before, typed), [...spans(before, now)].reverse().map((s) => (s.index >= at ? { ...s, index: s.index + 1 } : s)));
+    assert.equal(apply(now, rebaseOnto(typed, found)), expected, JSON.stringify({ before, now, at }));
+  }
+});
+
+test("diff is the one splice between two texts", () => {
+  assert.deepEqual(diff("abc", "abXc"), { index: 2, delete: 0, insert: "X" });
+  assert.equal(diff("abc", "abc"), null);
+  assert.deepEqual(diff("a😀", "a😁"), { index: 1, delete: 2, insert: "😁" });
+});
