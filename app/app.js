@@ -6,7 +6,7 @@
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
 import { LANGS, t, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
-import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today } from "./fields.js";
+import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -559,13 +559,18 @@ function dashboardView() {
         tr("due", { date: formatDate(app.lang, o.m.due) })))) : h("p", { class: "note" }, tr("none"))),
     h("section", { id: "recent" }, h("h3", {}, tr("recentChanges")), recent),
     conflictList(read),
-    exportSection(read),
+    exportSection(),
   );
 }
 
 const topFields = (paths) => [...new Set(paths.map((p) => p.split("/")[1]).filter(Boolean))];
 
-function exportSection(read) {
+function exportSection() {
+  // Read when the button is pressed: records keep arriving while the
+  // dashboard is open.
+  const readAll = () => app.client.list()
+    .map((s) => { try { return { id: s.id, view: app.client.read(s.id) }; } catch { return null; } })
+    .filter(Boolean);
   const download = (name, type, text) => {
     const a = h("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name });
     document.body.append(a);
@@ -573,8 +578,12 @@ function exportSection(read) {
     a.remove();
   };
   const csv = (kind) => {
-    const rows = read.filter((r) => r.view.kind === kind);
-    const fields = (app.schema[kind] ?? []).filter((f) => !["list", "map", "text"].includes(f.type));
+    const rows = readAll().filter((r) => r.view.kind === kind);
+    const fields = (app.schema[kind] ?? []).filter((f) => !["list", "map"].includes(f.type));
+    const title = (url) => pick(app.byUrl.get(url)?.title, app.lang) || url;
+    // Spreadsheets in French and Arabic locales (decimal comma) split
+    // columns at semicolons; in English, at commas.
+    const sep = app.lang === "en" ? "," : ";";
     // A cell a spreadsheet would run as a formula is kept as text.
     const cell = (v) => {
       const text = String(v ?? "");
@@ -584,15 +593,17 @@ function exportSection(read) {
     const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {
       const v = view.record?.[f.name];
       if (f.type === "multilingual") return LANGS.map((l) => v?.[l] ?? "");
-      if (f.type === "ref") return [v ? pick(app.byUrl.get(v)?.title, app.lang) || v : ""];
-      return [Array.isArray(v) ? v.join("; ") : v];
-    })].map(cell).join(","));
+      if (f.type === "ref") return [v ? title(v) : ""];
+      // People and cities by name, not by their record's address.
+      if (Array.isArray(v)) return [v.map((m) => (REF_KIND[f.name] ? title(m) : m)).join(" | ")];
+      return [v];
+    })].map(cell).join(sep));
     // A byte-order mark so spreadsheets read Arabic as UTF-8.
-    return "\ufeff" + [head.map(cell).join(","), ...lines].join("\r\n") + "\r\n";
+    return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";
   };
   return h("section", { id: "export" }, h("h3", {}, tr("export")),
     h("button", { type: "button", id: "export-json", onclick: () => download("twinsync-records.json", "application/json",
-      JSON.stringify(read.map(({ id, view }) => ({ id, kind: view.kind, record: view.record ?? null, errors: view.errors ?? [] })), null, 2)) }, tr("exportJson")),
+      JSON.stringify(readAll().map(({ id, view }) => ({ id, kind: view.kind, record: view.record ?? null, errors: view.errors ?? [] })), null, 2)) }, tr("exportJson")),
     KINDS.filter((k) => k !== "club").map((k) => h("button", { type: "button", "data-kind": k, onclick: () => download(`twinsync-${k}.csv`, "text/csv", csv(k)) },
       tr("exportCsv", { kind: tr(`kinds.${k}`) }))));
 }

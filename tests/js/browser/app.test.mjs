@@ -500,7 +500,18 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     const lines = bytes.subarray(3).toString("utf8").trim().split("\r\n");
     const agreements = all.filter((r) => r.kind === "agreement");
     assert.equal(lines.length, agreements.length + 1);
-    assert.match(lines[0], /^"id","title_ar","title_fr","title_en"/);
+    // Semicolons, as spreadsheets in Arabic and French locales split columns.
+    assert.match(lines[0], /^"id";"title_ar";"title_fr";"title_en"/);
+    // The parties by name, not by their record's address.
+    const cells = (line) => line.slice(1, -1).split('";"');
+    const parties = cells(lines[0]).indexOf("parties");
+    assert.ok(parties > 0, lines[0]);
+    for (const line of lines.slice(1)) {
+      // Two names, Smara one of them.
+      assert.equal(cells(line)[parties].split(" | ").length, 2, line);
+      assert.ok(cells(line)[parties].split(" | ").includes("السمارة"), line);
+      assert.ok(!line.includes("automerge:"), line);
+    }
     await context.close();
   });
 });
