@@ -129,6 +129,8 @@ pub async fn run(
     // the whole record for every message they apply.
     let mut waiting: Vec<Instant> = Vec::new();
     let mut handled = 0;
+    // Commands found in the queue after eviction closed it, for the next task.
+    let mut handed: Vec<DocCommand> = Vec::new();
     // A command taken from the queue while gathering a batch, not a sync.
     let mut held = None;
     loop {
@@ -156,6 +158,22 @@ pub async fn run(
             }
         };
         handled += 1;
+        let cmd = if evicted {
+            match cmd {
+                Some(
+                    c @ (DocCommand::Sync { .. }
+                    | DocCommand::Accept { .. }
+                    | DocCommand::Ephemeral { .. }),
+                ) => {
+                    handed.push(c);
+                    continue;
+                }
+                Some(DocCommand::Leave { .. } | DocCommand::Evict) => continue,
+                other => other,
+            }
+        } else {
+            cmd
+        };
         match cmd {
             Some(DocCommand::Sync {
                 peer,
@@ -225,6 +243,7 @@ pub async fn run(
             None => {
                 t.answer(&mut waiting);
                 Box::pin(t.store_sync_states()).await;
+                hub.hand_over(id, handed);
                 return;
             }
         }

@@ -236,6 +236,24 @@ impl Hub {
         }
     }
 
+    /// Hands the commands an evicted task found in its queue after closing
+    /// it to whichever task serves the document now, in order: a peer's
+    /// sync that arrived just as the record left memory joins the next
+    /// task, and so hears of later changes.
+    pub fn hand_over(self: &Arc<Self>, doc: DocumentId, cmds: Vec<DocCommand>) {
+        if cmds.is_empty() {
+            return;
+        }
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            for cmd in cmds {
+                if let Err(e) = hub.dispatch(doc, cmd, Missing::Create).await {
+                    tracing::warn!(doc_id = %doc, error = %e, "a command for an evicted record was lost");
+                }
+            }
+        });
+    }
+
     /// Sends `cmd` only if the document is loaded (for peers leaving).
     pub async fn send_if_loaded(&self, doc: DocumentId, cmd: DocCommand) {
         let handle = self
@@ -346,5 +364,16 @@ impl Hub {
         // Each document waited for its appends before it stopped; the
         // writer now ends, and with it its hold on the database.
         self.appender.stop().await;
+    }
+}
+
+#[cfg(test)]
+impl Hub {
+    /// The queue of the task serving `doc`, started if need be.
+    pub(crate) async fn queue_of(self: &Arc<Self>, doc: DocumentId) -> mpsc::Sender<DocCommand> {
+        match self.handle(doc, Missing::Create).await {
+            Ok(h) => h.tx,
+            Err(e) => panic!("no task for {doc}: {e}"),
+        }
     }
 }

@@ -297,6 +297,53 @@ async fn a_flood_of_ephemeral_messages_neither_fills_a_peers_queue_nor_drops_it(
     );
 }
 
+#[tokio::test]
+async fn a_sync_queued_behind_an_eviction_joins_the_records_next_task() {
+    let (_dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut pierre = replica("pierre", Role::Coordinator, &base);
+    // The hub asks the idle record to leave memory; Pierre's sync is
+    // queued just behind.
+    let queue = hub.queue_of(id).await;
+    queue.send(DocCommand::Evict).await.unwrap();
+    let (_, joins) = type_in(&mut pierre, "Séance ouverte. ");
+    queue.send(joins).await.unwrap();
+    // Amina writes: Pierre, joined, hears of it.
+    let (a, write) = type_in(&mut amina, "اجتماع المجلس. ");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    hub.dispatch(id, write, crate::hub::Missing::Create)
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Outbound::Frame(frame)) = pierre.frames.recv().await {
+            if let Ok(Message::Sync { data, .. }) = Message::decode(&frame, Default::default()) {
+                let msg = automerge::sync::Message::decode(&data).unwrap();
+                pierre
+                    .doc
+                    .receive_sync_message(&mut pierre.state, msg)
+                    .unwrap();
+                if pierre.doc.get_change_meta_by_hash(&a).is_some() {
+                    return true;
+                }
+                if let Some(reply) = pierre.doc.generate_sync_message(&mut pierre.state) {
+                    let cmd = DocCommand::Sync {
+                        peer: pierre.link.clone(),
+                        data: reply.encode(),
+                        is_request: false,
+                        received: Instant::now(),
+                    };
+                    hub.dispatch(id, cmd, crate::hub::Missing::Create)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(heard, Ok(true), "Pierre never heard of Amina's change");
+}
+
 /// A document's task future stays in memory for as long as the document
 /// is loaded (S3 holds about 10,000 at once), so what loading and the
 /// heavier commands hold is boxed, not kept in it: the future is little
