@@ -446,7 +446,12 @@ impl Store {
             let conn = self.conn();
             let mut out = Connection::open(&partial)?;
             let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
-            backup.run_to_completion(256, Duration::from_millis(5), None)?;
+            // All pages in one step, from one read transaction: a copy made
+            // in steps starts over whenever another connection writes (the
+            // server, while `twinsync backup` runs beside it), and under
+            // steady writes would never end. In WAL mode the server's
+            // writes go on meanwhile.
+            backup.run_to_completion(i32::MAX, Duration::from_millis(5), None)?;
             drop(backup);
             out.close().map_err(|(_, e)| e)?;
         }
@@ -505,4 +510,63 @@ fn insert_chunk(
         ])?;
     }
     Ok(chunk_id)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn a_backup_ends_while_another_connection_keeps_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinsync.db");
+        let store = Store::open(&path).unwrap();
+        // 20 MB of pages, and a server that writes every moment.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "CREATE TABLE filler (x BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+                 INSERT INTO filler SELECT randomblob(8192) FROM n;",
+            )
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut writes = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    other
+                        .execute("INSERT INTO filler VALUES (randomblob(64))", [])
+                        .unwrap();
+                    writes += 1;
+                }
+                writes
+            })
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        let dest = dir.path().join("backup.db");
+        {
+            let dest = dest.clone();
+            std::thread::spawn(move || done.send(store.backup(&dest).map_err(|e| e.to_string())));
+        }
+        let result = finished.recv_timeout(Duration::from_secs(60));
+        stop.store(true, Ordering::Relaxed);
+        let writes = writer.join().unwrap();
+        assert!(writes > 0);
+        assert_eq!(
+            result,
+            Ok(Ok(())),
+            "the backup did not end beside the writes"
+        );
+        let copy = Connection::open(&dest).unwrap();
+        let rows: i64 = copy
+            .query_row("SELECT count(*) FROM filler", [], |r| r.get(0))
+            .unwrap();
+        assert!(rows >= 2500, "{rows}");
+    }
 }
