@@ -255,16 +255,19 @@ function textArea(ctx, path, value) {
   let composing = false;
   let arrived;
   const send = async () => {
-    // The document stores NFC: keep the screen in the same form, or every
-    // later offset would be off.
-    const nfc = area.value.normalize("NFC");
-    if (nfc !== area.value) {
-      const caret = follow(area.selectionStart, area.value, nfc);
-      area.value = nfc;
-      area.setSelectionRange(caret, caret);
-    }
-    const local = diff(last, area.value);
+    let local = diff(last, area.value);
     if (!local) return;
+    // The document keeps each insert in NFC, as the splice stores it, and
+    // never renormalises the rest: others' text stays as they wrote it.
+    // The screen does the same, or every later offset would be off.
+    const nfc = local.insert.normalize("NFC");
+    if (nfc !== local.insert) {
+      local = { ...local, insert: nfc };
+      const shown = splice(last, local);
+      const caret = follow(area.selectionStart, area.value, shown);
+      area.value = shown;
+      if (document.activeElement === area) area.setSelectionRange(caret, caret);
+    }
     let edits = [local];
     // Text from others may be merged on the device but not yet announced:
     // place this keystroke relative to the document as it is now, through

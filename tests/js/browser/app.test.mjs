@@ -390,6 +390,39 @@ test("a device whose token the server no longer takes says so and stops retrying
   });
 });
 
+test("typing in the minutes changes only what was typed: text others wrote in another Unicode form stays as it is", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    // Another writer's "é" as "e" and a combining accent, two inserts.
+    await page.evaluate(async (id) => {
+      const minutes = window.twinsync.read(id).record.minutes;
+      const end = minutes.length;
+      await window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: end, delete: 0, insert: " Cafe" }], "others");
+      await window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: end + 5, delete: 0, insert: "\u0301" }], "others");
+    }, meeting.id);
+    await show(page, `#/r/${meeting.id}`);
+    const area = '[data-path="/minutes"] textarea';
+    await page.waitForSelector(area);
+    assert.ok((await page.inputValue(area)).endsWith("Cafe\u0301"));
+    // The person types at the start, then at the end.
+    await page.focus(area);
+    await page.evaluate((sel) => document.querySelector(sel).setSelectionRange(0, 0), area);
+    await page.keyboard.type("أ");
+    await page.evaluate((sel) => { const a = document.querySelector(sel); a.setSelectionRange(a.value.length, a.value.length); }, area);
+    await page.keyboard.type("!");
+    const minutes = await until(page, (id) => {
+      const m = window.twinsync.read(id).record.minutes;
+      return m.endsWith("!") ? m : null;
+    }, meeting.id, "both keystrokes in the document");
+    assert.ok(minutes.startsWith("أ"), minutes.slice(0, 20));
+    assert.ok(minutes.endsWith(" Cafe\u0301!"), JSON.stringify(minutes.slice(-12)));
+    assert.equal(await page.inputValue(area), minutes);
+    await context.close();
+  });
+});
+
 test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
   await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
