@@ -74,6 +74,12 @@ pub enum Missing {
     Create,
     /// A `request`: answer `doc-unavailable`.
     Unavailable,
+    /// A `sync` without changes: the sender holds the record and has not
+    /// sent it yet. If the server does not hold it either, no task starts
+    /// ([`DispatchError::NotFound`]): the caller answers as an empty
+    /// record would, and the changes that follow create it. Peers cannot
+    /// then pin a task for every random id they name.
+    Answer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -289,7 +295,7 @@ impl Hub {
                     reason: e.to_string(),
                 })
             })??;
-        if !exists && missing == Missing::Unavailable {
+        if !exists && missing != Missing::Create {
             return Err(DispatchError::NotFound);
         }
         self.make_room();
