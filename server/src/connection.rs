@@ -340,14 +340,10 @@ impl Session {
         is_request: bool,
         out: &mpsc::Sender<Outbound>,
     ) -> Result<(), Fatal> {
-        let carries_changes =
-            automerge::sync::Message::decode(&data).map_or(true, |m| !m.changes.is_empty());
         let missing = if is_request {
             Missing::Unavailable
-        } else if carries_changes {
-            Missing::Create
         } else {
-            Missing::Answer
+            Missing::Create
         };
         let peer_id = peer.peer_id.clone();
         if !self.docs.contains(&doc) {
@@ -375,24 +371,6 @@ impl Session {
         match self.hub.dispatch(doc, cmd, missing).await {
             Ok(()) => {
                 self.docs.insert(doc);
-                Ok(())
-            }
-            Err(DispatchError::NotFound) if missing == Missing::Answer => {
-                // What a server holding nothing of the record says: its
-                // heads are empty. The sender then sends its changes.
-                let empty = automerge::sync::SyncDoc::generate_sync_message(
-                    &new_document(),
-                    &mut automerge::sync::State::new(),
-                );
-                if let Some(answer) = empty {
-                    let msg = Message::Sync {
-                        sender_id: self.hub.server_id.clone(),
-                        target_id: peer_id,
-                        document_id: doc,
-                        data: answer.encode(),
-                    };
-                    let _ = out.try_send(Outbound::Frame(msg.encode()));
-                }
                 Ok(())
             }
             Err(DispatchError::NotFound) => {

@@ -74,12 +74,6 @@ pub enum Missing {
     Create,
     /// A `request`: answer `doc-unavailable`.
     Unavailable,
-    /// A `sync` without changes: the sender holds the record and has not
-    /// sent it yet. If the server does not hold it either, no task starts
-    /// ([`DispatchError::NotFound`]): the caller answers as an empty
-    /// record would, and the changes that follow create it. Peers cannot
-    /// then pin a task for every random id they name.
-    Answer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -295,7 +289,7 @@ impl Hub {
                     reason: e.to_string(),
                 })
             })??;
-        if !exists && missing != Missing::Create {
+        if !exists && missing == Missing::Unavailable {
             return Err(DispatchError::NotFound);
         }
         self.make_room();
