@@ -251,7 +251,9 @@ const bare = (link) => (link ?? "").replace(/^automerge:/, "");
  * those are left to the server. Unknown until `/api/me` has answered once.
  */
 function notOurs(view, id) {
-  if (role() !== "delegate" || !app.me) return false;
+  // A record that does not read (an invalid one) is left to the server,
+  // which judges who may mend it.
+  if (role() !== "delegate" || !app.me || !view.record) return false;
   const mine = (city) => city != null && (app.me.cities ?? []).some((c) => bare(c) === bare(city));
   const members = (v) => (Array.isArray(v) ? v : Object.keys(v ?? {}));
   const r = view.record ?? {};
@@ -680,7 +682,12 @@ async function start() {
   }
   window.twinsync = app.client;
   // Who this device is matters for what it shows; the records do not wait for it.
-  whoAmI().then(() => { chrome(); if (!app.view) route(); });
+  whoAmI().then(() => {
+    chrome();
+    // What this device may change shows once the server has said who it is.
+    if (!app.view) route();
+    else if (app.view.id && !$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id, app.view.at);
+  });
   refreshSummaries();
   app.client.onStatus((s) => syncBar(s));
   app.client.subscribe(onChanges);

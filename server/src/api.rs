@@ -400,7 +400,7 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
                 .iter()
                 .cloned()
                 .chain([
-                    m.id.clone(),
+                    text_cell(m.id.clone()),
                     text_cell(m.title.clone()),
                     m.due.clone().unwrap_or_default(),
                     m.status.clone(),

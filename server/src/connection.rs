@@ -25,7 +25,7 @@ use twinsync_shared::{DocumentId, PeerId};
 use crate::auth::Device;
 use crate::document::{DocCommand, Outbound, PeerLink};
 use crate::hub::{DispatchError, Hub, Missing};
-use crate::store::Refused;
+use crate::store::{Refused, StoreError};
 
 /// Why a connection ends; sent to the peer as an `error` first.
 struct Fatal(String);
@@ -287,16 +287,10 @@ impl Session {
             return match msg {
                 Message::Sync {
                     document_id, data, ..
-                } => {
-                    self.hand_in(document_id, &data, false, out).await;
-                    Ok(())
-                }
+                } => self.hand_in(document_id, &data, false, out).await,
                 Message::Request {
                     document_id, data, ..
-                } => {
-                    self.hand_in(document_id, &data, true, out).await;
-                    Ok(())
-                }
+                } => self.hand_in(document_id, &data, true, out).await,
                 Message::Join { .. } => {
                     Err(Fatal("`join` was already received on this socket".into()))
                 }
@@ -405,8 +399,10 @@ impl Session {
         data: &[u8],
         is_request: bool,
         out: &mpsc::Sender<Outbound>,
-    ) {
-        let Some(joined) = &self.joined else { return };
+    ) -> Result<(), Fatal> {
+        let Some(joined) = &self.joined else {
+            return Ok(());
+        };
         let peer_id = joined.peer_id.clone();
         if !self.inbox.contains_key(&doc) {
             let limit = self.hub.settings.device_docs_per_minute;
@@ -426,7 +422,7 @@ impl Session {
                     ),
                 };
                 let _ = out.try_send(Outbound::Frame(msg.encode()));
-                return;
+                return Ok(());
             }
         }
         let (copy, sync) = self.inbox.entry(doc).or_insert_with(|| {
@@ -446,7 +442,7 @@ impl Session {
                     message: format!("sync message for document {doc} refused: {e}"),
                 };
                 let _ = out.try_send(Outbound::Frame(msg.encode()));
-                return;
+                return Ok(());
             }
         };
         if !received.new_changes.is_empty() {
@@ -499,7 +495,9 @@ impl Session {
                 }
                 Ok(Ok(None)) => None,
                 Ok(Err(e)) => {
-                    self.hub.metrics.storage_errors.inc();
+                    if !matches!(e, StoreError::QuarantineFull { .. }) {
+                        self.hub.metrics.storage_errors.inc();
+                    }
                     warn!(doc_id = %doc, error = %e, "cannot keep a revoked device's changes");
                     Some(e.public_reason())
                 }
@@ -508,24 +506,19 @@ impl Session {
                     Some("the server failed to take them")
                 }
             };
-            // Not kept: no reply may show them as the server's, and the
-            // next exchange starts afresh, so the device sends them again.
+            // Not kept: no reply may show them as the server's. The socket
+            // closes, so the device reconnects and sends them again.
             if let Some(reason) = failed {
                 self.inbox.remove(&doc);
-                let msg = Message::Error {
-                    sender_id: self.hub.server_id.clone(),
-                    target_id: peer_id,
-                    message: format!(
-                        "changes to document {doc} not kept: {reason}; they stay on this device, send them again later"
-                    ),
-                };
-                let _ = out.try_send(Outbound::Frame(msg.encode()));
-                return;
+                return Err(Fatal(format!(
+                    "changes to document {doc} not kept: {reason}; they stay on this device and are sent again on reconnecting"
+                )));
             }
         }
         for msg in sync.generate(copy, &self.hub.server_id) {
             let _ = out.try_send(Outbound::Frame(msg.encode()));
         }
+        Ok(())
     }
 
     async fn leave(&mut self) {

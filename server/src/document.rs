@@ -168,7 +168,17 @@ pub async fn run(
                     handed.push(c);
                     continue;
                 }
-                Some(DocCommand::Leave { .. } | DocCommand::Evict) => continue,
+                // A peer whose sync goes to the next task leaves it too.
+                Some(DocCommand::Leave { peer_id, conn }) => {
+                    let joins = handed.iter().any(
+                        |c| matches!(c, DocCommand::Sync { peer, .. } if peer.peer_id == peer_id),
+                    );
+                    if joins {
+                        handed.push(DocCommand::Leave { peer_id, conn });
+                    }
+                    continue;
+                }
+                Some(DocCommand::Evict) => continue,
                 other => other,
             }
         } else {

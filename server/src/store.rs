@@ -69,6 +69,15 @@ impl StoreError {
     }
 }
 
+/// The newest stored changes of any record, with their record and device
+/// (read from the `change_origins_received` index, not sorted).
+const RECENT_CHANGES: &str =
+    "SELECT o.hash, o.doc_id, d.kind, d.title, o.device, v.name, v.role, o.received_at
+     FROM change_origins o
+     LEFT JOIN documents d ON d.id = o.doc_id
+     LEFT JOIN devices v ON v.id = o.device
+     ORDER BY o.received_at DESC, o.rowid DESC LIMIT ?1";
+
 /// What the coordinators' list shows of a record, kept beside its chunks.
 pub use twinsync_shared::record::Summary;
 
@@ -356,13 +365,7 @@ impl Store {
     /// went into and the device that delivered them (by name, if known).
     pub fn recent_changes(&self, limit: u32) -> Result<Vec<RecentChange>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT o.hash, o.doc_id, d.kind, d.title, o.device, v.name, v.role, o.received_at
-             FROM change_origins o
-             LEFT JOIN documents d ON d.id = o.doc_id
-             LEFT JOIN devices v ON v.id = o.device
-             ORDER BY o.received_at DESC, o.rowid DESC LIMIT ?1",
-        )?;
+        let mut stmt = conn.prepare_cached(RECENT_CHANGES)?;
         let rows = stmt.query_map([limit], |r| {
             Ok(RecentChange {
                 hash: r.get(0)?,

@@ -55,15 +55,21 @@ test("Arabic, emoji and mixed scripts are never cut inside a character", () => {
 });
 
 test("spans rebuild the newer text, and a keystroke away from others' edits commutes with them", () => {
+  // mulberry32: 32-bit arithmetic throughout, so every value is as likely.
   let seed = 20261202;
   const rand = (n) => {
-    seed = (seed * 1103515245 + 12345) % 2147483648;
-    return seed % n;
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
   };
   const alphabet = "abcdefghijklmnopqrstuvwxyzابتثجحخدذرزسشصضé😀 ";
   const chars = [...alphabet];
   const word = (n) => Array.from({ length: n }, () => chars[rand(chars.length)]).join("");
-  for (let round = 0; round < 300; round++) {
+  let typed = 0;
+  let inserted = 0;
+  let emoji = 0;
+  for (let round = 0; round < 2000; round++) {
     const before = word(20 + rand(200));
     // Others edit at up to three places, far apart, from the end back.
     const cps = [...before];
@@ -72,21 +78,29 @@ test("spans rebuild the newer text, and a keystroke away from others' edits comm
     for (const p of places) {
       if (edited.some((q) => Math.abs(q - p) < 12)) continue;
       edited.push(p);
-      cps.splice(p, rand(3), ...word(rand(4)));
+      const added = word(rand(4));
+      if (added) inserted++;
+      cps.splice(p, rand(3), ...added);
     }
     const now = cps.join("");
+    if (/\p{Extended_Pictographic}/u.test(before + now)) emoji++;
     const found = spans(before, now);
     assert.equal(apply(before, [...found].reverse()), now, JSON.stringify({ before, now, found }));
+    const cut = (i) => i > 0 && i < before.length && /[\uDC00-\uDFFF]/.test(before[i]) && /[\uD800-\uDBFF]/.test(before[i - 1]);
+    for (const s of found) assert.ok(!cut(s.index) && !cut(s.index + s.delete), JSON.stringify({ before, now, s }));
     // The person types at a place at least 6 characters from any of them.
     const units = before.length;
     const at = rand(units + 1);
     const near = found.some((s) => at > s.index - 6 && at < s.index + s.delete + 6);
     const cutsPair = at > 0 && at < units && /[\uDC00-\uDFFF]/.test(before[at]);
     if (near || cutsPair) continue;
-    const typed = { index: at, delete: 0, insert: "✓" };
-    const expected = apply(splice(before, typed), [...spans(before, now)].reverse().map((s) => (s.index >= at ? { ...s, index: s.index + 1 } : s)));
-    assert.equal(apply(now, rebaseOnto(typed, found)), expected, JSON.stringify({ before, now, at }));
+    const keystroke = { index: at, delete: 0, insert: "✓" };
+    const expected = apply(splice(before, keystroke), [...spans(before, now)].reverse().map((s) => (s.index >= at ? { ...s, index: s.index + 1 } : s)));
+    assert.equal(apply(now, rebaseOnto(keystroke, found)), expected, JSON.stringify({ before, now, at }));
+    typed++;
   }
+  // What the rounds covered: others' insertions, emoji, keystrokes checked.
+  assert.ok(inserted > 1000 && emoji > 1000 && typed > 500, JSON.stringify({ inserted, emoji, typed }));
 });
 
 test("diff is the one splice between two texts", () => {

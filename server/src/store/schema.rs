@@ -122,16 +122,13 @@ mod tests {
         migrate(&mut conn).unwrap();
         // The query of `Store::recent_changes`.
         let mut stmt = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT o.hash, o.doc_id, d.kind, d.title, o.device, v.name, v.role, o.received_at
-                 FROM change_origins o
-                 LEFT JOIN documents d ON d.id = o.doc_id
-                 LEFT JOIN devices v ON v.id = o.device
-                 ORDER BY o.received_at DESC, o.rowid DESC LIMIT 30",
-            )
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                super::super::RECENT_CHANGES
+            ))
             .unwrap();
         let plan: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(3))
+            .query_map([30], |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

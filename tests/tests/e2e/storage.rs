@@ -303,10 +303,16 @@ async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
         phone.acked.get(&city).is_none_or(|h| *h != heads),
         "a hand-in that was not stored was acknowledged"
     );
+    phone.sync_until(LIMIT, |p| p.seen.closed).await;
+    assert!(
+        phone.seen.closed,
+        "the socket stays open, so nothing is sent again"
+    );
     let queue = app.get_json("/api/quarantine?status=pending").await;
     assert!(queue.as_array().unwrap().is_empty(), "{queue}");
 
-    // Space comes back; the phone sends the note again, and it is kept.
+    // Space comes back; the phone reconnects, sends the note again, and it
+    // is kept.
     app.hub.store.set_size_limit(None).unwrap();
     phone.connect(&app).await;
     phone
