@@ -323,10 +323,26 @@ mod tests {
         // Zero queues made `mpsc::channel(0)` panic at the first socket;
         // a zero ping period panics tokio's interval.
         for flag in [
+            "--max-frame-bytes",
+            "--max-ops-per-message",
+            "--header-timeout-secs",
+            "--max-http-connections",
+            "--max-http-connections-per-address",
+            "--max-record-mib",
+            "--max-quarantine-mib",
             "--peer-queue",
             "--doc-queue",
             "--ping-secs",
-            "--max-frame-bytes",
+            "--peer-timeout-secs",
+            "--join-timeout-secs",
+            "--max-loaded-docs",
+            "--compact-chunks",
+            "--token-ttl-days",
+            "--invite-hours",
+            "--auth-failures-per-minute",
+            "--redeems-per-minute",
+            "--device-docs-per-minute",
+            "--device-mib-per-minute",
         ] {
             let err = Serve::try_parse_from(["twinsync", flag, "0"]).unwrap_err();
             let text = err.to_string();
