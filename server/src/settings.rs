@@ -6,6 +6,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::RangedU64ValueParser;
+
+/// A count, size or period where 0 cannot work: refused at start, with
+/// clap's message naming the flag.
+fn at_least_one<T>() -> RangedU64ValueParser<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+    <T as TryFrom<u64>>::Error: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    RangedU64ValueParser::new().range(1..)
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -35,7 +46,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_MAX_FRAME_BYTES",
         default_value_t = 16 * 1024 * 1024,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        value_parser = at_least_one::<usize>(),
     )]
     pub max_frame_bytes: usize,
 
@@ -46,7 +57,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_MAX_OPS_PER_MESSAGE",
         default_value_t = 1_000_000,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub max_ops_per_message: u64,
 
@@ -55,7 +66,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_HEADER_TIMEOUT_SECS",
         default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub header_timeout_secs: u64,
 
@@ -65,7 +76,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_MAX_HTTP_CONNECTIONS",
         default_value_t = 1024,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        value_parser = at_least_one::<usize>(),
     )]
     pub max_http_connections: usize,
 
@@ -75,7 +86,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_MAX_HTTP_CONNECTIONS_PER_ADDRESS",
         default_value_t = 64,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        value_parser = at_least_one::<usize>(),
     )]
     pub max_http_connections_per_address: usize,
 
@@ -85,7 +96,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_MAX_RECORD_MIB",
         default_value_t = 32,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub max_record_mib: u64,
 
@@ -95,7 +106,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_MAX_QUARANTINE_MIB",
         default_value_t = 64,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub max_quarantine_mib: u64,
 
@@ -104,7 +115,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_PEER_QUEUE",
         default_value_t = 1024,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        value_parser = at_least_one::<usize>(),
     )]
     pub peer_queue: usize,
 
@@ -113,7 +124,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_DOC_QUEUE",
         default_value_t = 1024,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        value_parser = at_least_one::<usize>(),
     )]
     pub doc_queue: usize,
 
@@ -122,7 +133,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_PING_SECS",
         default_value_t = 5,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub ping_secs: u64,
 
@@ -131,7 +142,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_PEER_TIMEOUT_SECS",
         default_value_t = 20,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub peer_timeout_secs: u64,
 
@@ -140,7 +151,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_JOIN_TIMEOUT_SECS",
         default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub join_timeout_secs: u64,
 
@@ -153,7 +164,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_MAX_LOADED_DOCS",
         default_value_t = 2000,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        value_parser = at_least_one::<usize>(),
     )]
     pub max_loaded_docs: usize,
 
@@ -167,7 +178,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_COMPACT_CHUNKS",
         default_value_t = 64,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub compact_chunks: u64,
 
@@ -177,7 +188,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_TOKEN_TTL_DAYS",
         default_value_t = 90,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub token_ttl_days: u64,
 
@@ -186,7 +197,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_INVITE_HOURS",
         default_value_t = 72,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub invite_hours: u64,
 
@@ -195,7 +206,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_AUTH_FAILURES_PER_MINUTE",
         default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub auth_failures_per_minute: u64,
 
@@ -204,7 +215,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_REDEEMS_PER_MINUTE",
         default_value_t = 5,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub redeems_per_minute: u64,
 
@@ -213,7 +224,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_DEVICE_DOCS_PER_MINUTE",
         default_value_t = 5000,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub device_docs_per_minute: u64,
 
@@ -222,7 +233,7 @@ pub struct Settings {
         long,
         env = "TWINSYNC_DEVICE_MIB_PER_MINUTE",
         default_value_t = 512,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = at_least_one::<u64>(),
     )]
     pub device_mib_per_minute: u64,
 
