@@ -106,13 +106,32 @@ fn type_in(r: &mut Replica, text: &str) -> (automerge::ChangeHash, DocCommand) {
     tx.splice_text(&minutes, 0, 0, text).unwrap();
     let hash = tx.commit().0.unwrap();
     let data = r.doc.generate_sync_message(&mut r.state).unwrap().encode();
-    let cmd = DocCommand::Sync {
+    (hash, sync_from(r, data))
+}
+
+/// `r`'s sync message `data`, as its socket hands it to the task.
+fn sync_from(r: &Replica, data: Vec<u8>) -> DocCommand {
+    DocCommand::Sync {
         peer: r.link.clone(),
         data,
         is_request: false,
         received: Instant::now(),
-    };
-    (hash, cmd)
+    }
+}
+
+/// `r`'s presence message number `count`, carrying `data`, for record `id`.
+fn presence(hub: &Hub, id: DocumentId, r: &Replica, count: u64, data: Vec<u8>) -> DocCommand {
+    DocCommand::Ephemeral {
+        peer: r.link.clone(),
+        msg: Message::Ephemeral {
+            sender_id: r.link.peer_id.clone(),
+            target_id: hub.server_id.clone(),
+            document_id: id,
+            session_id: "s".into(),
+            count,
+            data,
+        },
+    }
 }
 
 /// Runs the document's task over `cmds`, all queued before it starts.
@@ -213,17 +232,7 @@ async fn an_ephemeral_between_two_writes_is_relayed_and_each_writer_answered_onc
     let (p, second) = type_in(&mut pierre, "ملاحظة. ");
     // Amina's presence, queued between the two changes: it ends the
     // first batch, waits, and is relayed to Pierre, who joined with his.
-    let cursor = DocCommand::Ephemeral {
-        peer: amina.link.clone(),
-        msg: Message::Ephemeral {
-            sender_id: amina.link.peer_id.clone(),
-            target_id: hub.server_id.clone(),
-            document_id: id,
-            session_id: "s".into(),
-            count: 1,
-            data: vec![0xa0],
-        },
-    };
+    let cursor = presence(&hub, id, &amina, 1, vec![0xa0]);
     run_queued(&hub, id, vec![second, cursor, first]).await;
     let stored = hub.store.load(id).unwrap().unwrap();
     assert!(stored.get_change_meta_by_hash(&a).is_some());
@@ -244,30 +253,16 @@ async fn a_flood_of_ephemeral_messages_neither_fills_a_peers_queue_nor_drops_it(
     let (_, joins) = type_in(&mut pierre, "Séance ouverte. ");
     let mut cmds = vec![joins];
     // One too large to relay, told to its sender.
-    cmds.push(DocCommand::Ephemeral {
-        peer: amina.link.clone(),
-        msg: Message::Ephemeral {
-            sender_id: amina.link.peer_id.clone(),
-            target_id: hub.server_id.clone(),
-            document_id: id,
-            session_id: "s".into(),
-            count: 0,
-            data: vec![0; MAX_EPHEMERAL_BYTES + 1],
-        },
-    });
+    cmds.push(presence(
+        &hub,
+        id,
+        &amina,
+        0,
+        vec![0; MAX_EPHEMERAL_BYTES + 1],
+    ));
     // Pierre's queue holds 64 frames; Amina sends 200 presence messages.
     for count in 0..200 {
-        cmds.push(DocCommand::Ephemeral {
-            peer: amina.link.clone(),
-            msg: Message::Ephemeral {
-                sender_id: amina.link.peer_id.clone(),
-                target_id: hub.server_id.clone(),
-                document_id: id,
-                session_id: "s".into(),
-                count,
-                data: vec![0xa0],
-            },
-        });
+        cmds.push(presence(&hub, id, &amina, count, vec![0xa0]));
     }
     run_queued(&hub, id, cmds).await;
     let heard = frames(&mut pierre);
@@ -326,12 +321,7 @@ async fn a_sync_queued_behind_an_eviction_joins_the_records_next_task() {
                     return true;
                 }
                 if let Some(reply) = pierre.doc.generate_sync_message(&mut pierre.state) {
-                    let cmd = DocCommand::Sync {
-                        peer: pierre.link.clone(),
-                        data: reply.encode(),
-                        is_request: false,
-                        received: Instant::now(),
-                    };
+                    let cmd = sync_from(&pierre, reply.encode());
                     hub.dispatch(id, cmd, crate::hub::Missing::Create)
                         .await
                         .unwrap();
