@@ -133,30 +133,42 @@ test("a change the server refuses is shown with its reason and kept on the devic
   }, { args: ["--max-db-mib", "1", "--max-ops-per-message", "4000000"] });
 });
 
+/**
+ * A phone whose storage for the server's origin holds 64 KiB, with the
+ * client open offline. Quotas apply to on-disk profiles; a test context
+ * keeps storage in memory.
+ */
+async function phoneWithSmallQuota(server) {
+  const profile = dataDir();
+  const { page, context } = await persistentPhone(profile);
+  // Chromium reads an origin's quota when it first stores anything.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 64 * 1024 });
+  await openClient(page, server, { offline: true });
+  return { page, context, profile };
+}
+
+/** 300,000 random Arabic letters: Automerge compresses repetitive text to little. */
+function randomLetters() {
+  const bytes = new Uint8Array(300_000);
+  for (let i = 0; i < bytes.length; i += 65_536) crypto.getRandomValues(bytes.subarray(i, i + 65_536));
+  return Array.from(bytes, (b) => String.fromCharCode(0x621 + (b % 26))).join("");
+}
+
 test("a full storage quota rejects the edit with QuotaExceededError", async () => {
   await withServer(async (server) => {
-    // Quotas apply to on-disk profiles; a test context keeps storage in memory.
-    const profile = dataDir();
-    const { page, context } = await persistentPhone(profile);
-    // Chromium reads an origin's quota when it first stores anything.
-    const cdp = await context.newCDPSession(page);
-    await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 64 * 1024 });
-    await openClient(page, server, { offline: true });
+    const { page, context, profile } = await phoneWithSmallQuota(server);
     const id = await page.evaluate(() =>
       window.tw.create("report", { title: { fr: "Petit" }, report_type: "field", date: "2026-11-20", text: "" }, "new"),
     );
-    const error = await page.evaluate(async (id) => {
+    const error = await page.evaluate(async ([id, insert]) => {
       try {
-        // Random letters: Automerge compresses repetitive text to little.
-        const bytes = new Uint8Array(300_000);
-        for (let i = 0; i < bytes.length; i += 65_536) crypto.getRandomValues(bytes.subarray(i, i + 65_536));
-        const insert = Array.from(bytes, (b) => String.fromCharCode(0x621 + (b % 26))).join("");
         await window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert }], "big");
         return null;
       } catch (e) {
         return { name: e.name, message: e.message };
       }
-    }, id);
+    }, [id, randomLetters()]);
     assert.ok(error, "the edit was refused");
     assert.equal(error.name, "QuotaExceededError", JSON.stringify(error));
     const status = await page.evaluate(() => window.tw.status());
@@ -169,18 +181,11 @@ test("a full storage quota rejects the edit with QuotaExceededError", async () =
 
 test("a write that fails while another succeeds leaves its record unsaved, not claimed as stored", async () => {
   await withServer(async (server) => {
-    const profile = dataDir();
-    const { page, context } = await persistentPhone(profile);
-    const cdp = await context.newCDPSession(page);
-    await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 64 * 1024 });
-    await openClient(page, server, { offline: true });
-    const outcome = await page.evaluate(async () => {
+    const { page, context, profile } = await phoneWithSmallQuota(server);
+    const outcome = await page.evaluate(async (insert) => {
       const report = (title) => window.tw.create("report", { title: { fr: title }, report_type: "field", date: "2026-11-20", text: "" }, "new");
       const big = await report("Grand");
       const small = await report("Petit");
-      const bytes = new Uint8Array(300_000);
-      for (let i = 0; i < bytes.length; i += 65_536) crypto.getRandomValues(bytes.subarray(i, i + 65_536));
-      const insert = Array.from(bytes, (b) => String.fromCharCode(0x621 + (b % 26))).join("");
       const edit = (id, text) => window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert: text }], "edit");
       // The small write starts before the big one has failed, and ends after.
       const both = await Promise.allSettled([edit(big, insert), edit(small, "a")]);
@@ -188,7 +193,7 @@ test("a write that fails while another succeeds leaves its record unsaved, not c
       // the storage is as full as it was.
       const next = await edit(small, "b").then(() => null, (e) => e.name);
       return { both: both.map((r) => r.status === "rejected" ? r.reason.name : "ok"), next };
-    });
+    }, randomLetters());
     assert.deepEqual(outcome.both, ["QuotaExceededError", "ok"], JSON.stringify(outcome));
     assert.equal(outcome.next, "QuotaExceededError", JSON.stringify(outcome));
     await context.close();
