@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use tokio::sync::oneshot;
 use twinsync_server::auth::{NewDevice, Role};
 use twinsync_server::hub::Hub;
@@ -226,4 +228,22 @@ pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
         twinsync_server::telemetry::init("debug");
     }
+}
+
+/// `len` bytes that do not compress (Automerge packs repetitive ones to
+/// little, so they would not fill a disk or pass a size limit), the same
+/// for the same `seed`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random()).collect()
+}
+
+/// `len` characters drawn from `alphabet`: text that does not compress,
+/// the same for the same `seed`.
+pub fn random_text(seed: u64, alphabet: &str, len: usize) -> String {
+    let chars: Vec<char> = alphabet.chars().collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len)
+        .map(|_| chars[rng.random_range(0..chars.len())])
+        .collect()
 }

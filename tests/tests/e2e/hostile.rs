@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use twinsync_shared::protocol::Message;
 use twinsync_shared::record::{Edit, Record};
 use twinsync_shared::{DocumentId, PeerId};
-use twinsync_tests::{TestApp, TestPeer, spawn_app, spawn_app_with};
+use twinsync_tests::{TestApp, TestPeer, noise, spawn_app, spawn_app_with};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -393,19 +393,8 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
     p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
     // Bytes that do not compress, under keys the schema does not read: the
     // size limit is what stops them.
-    let mut seed = 7u64;
-    let mut noise = || -> Vec<u8> {
-        (0..400 * 1024)
-            .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 56) as u8
-            })
-            .collect()
-    };
-    for key in ["attachment-1", "attachment-2"] {
-        let blob = noise();
+    for (n, key) in (1..).zip(["attachment-1", "attachment-2"]) {
+        let blob = noise(n, 400 * 1024);
         let mut tx = p.doc_mut(meeting).transaction();
         tx.put(ROOT, key, blob).unwrap();
         tx.commit();
@@ -419,7 +408,7 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
     let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
 
     // The third takes it past 1 MiB.
-    let blob = noise();
+    let blob = noise(3, 400 * 1024);
     let mut tx = p.doc_mut(meeting).transaction();
     tx.put(ROOT, "attachment-3", blob).unwrap();
     tx.commit();
@@ -656,16 +645,8 @@ async fn refused_changes_past_a_devices_quarantine_limit_are_not_kept_and_the_de
     p.connect(&app).await;
     p.open(meeting);
     p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
-    let mut seed = 11u64;
     for n in 1..=3 {
-        let blob: Vec<u8> = (0..300 * 1024)
-            .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 56) as u8
-            })
-            .collect();
+        let blob = noise(10 + n as u64, 300 * 1024);
         let mut tx = p.doc_mut(meeting).transaction();
         tx.put(ROOT, format!("attachment-{n}"), blob).unwrap();
         tx.commit();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use twinsync_shared::record::{Edit, Kind, Record};
 use twinsync_tests::process::{ServerProcess, twinsync};
-use twinsync_tests::{TestPeer, spawn_app, spawn_app_with};
+use twinsync_tests::{TestPeer, random_text, spawn_app, spawn_app_with};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -22,16 +22,11 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
         .unwrap();
 
     // A long report (of text that does not compress) does not fit in what is left.
-    let alphabet: Vec<char> = "ابتثجحخدذرزسشصضطظعغفقكلمنهويabcdefghijklmnopqrstuvwxyz "
-        .chars()
-        .collect();
-    let mut seed = 0x2545_f491_u64;
-    let long: String = (0..200_000)
-        .map(|_| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            alphabet[(seed >> 33) as usize % alphabet.len()]
-        })
-        .collect();
+    let long = random_text(
+        0x2545_f491,
+        "ابتثجحخدذرزسشصضطظعغفقكلمنهويabcdefghijklmnopqrstuvwxyz ",
+        200_000,
+    );
     let report = p.create(Kind::Report, json!({"title": {"fr": "Rapport"}, "report_type": "field", "date": "2026-11-20", "text": long}));
     let heads = p.heads(report);
     p.sync_until(LIMIT, |p| p.seen.closed).await;
@@ -266,14 +261,7 @@ async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
 
     // Offline, the phone writes a long note; the server's disk is full when
     // it hands the note in.
-    let alphabet: Vec<char> = "ابتثجحخدذرزسشabcdefghijklm ".chars().collect();
-    let mut seed = 0x9e37_79b9_u64;
-    let note: String = (0..100_000)
-        .map(|_| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            alphabet[(seed >> 33) as usize % alphabet.len()]
-        })
-        .collect();
+    let note = random_text(0x9e37_79b9, "ابتثجحخدذرزسشabcdefghijklm ", 100_000);
     phone.edit(
         city,
         "field note",
