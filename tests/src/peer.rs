@@ -261,6 +261,18 @@ impl TestPeer {
         }
     }
 
+    /// Syncs until the server has acknowledged holding `heads` of record
+    /// `id`, or panics after `limit`.
+    pub async fn sync_until_acked(
+        &mut self,
+        limit: Duration,
+        id: DocumentId,
+        heads: &[ChangeHash],
+    ) {
+        self.sync_until(limit, |p| p.acked.get(&id).is_some_and(|h| h == heads))
+            .await;
+    }
+
     /// Syncs until `done` holds, or panics after `limit`.
     pub async fn sync_until(&mut self, limit: Duration, mut done: impl FnMut(&TestPeer) -> bool) {
         let deadline = Instant::now() + limit;

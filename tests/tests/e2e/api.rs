@@ -63,10 +63,8 @@ async fn a_record_its_history_and_its_past() {
         }],
     );
     let heads = p.heads(meeting);
-    p.sync_until(Duration::from_secs(10), |p| {
-        p.acked.get(&meeting).is_some_and(|h| *h == heads)
-    })
-    .await;
+    p.sync_until_acked(Duration::from_secs(10), meeting, &heads)
+        .await;
 
     let now = app.get_json(&format!("/api/records/{meeting}")).await;
     assert_eq!(now["record"]["time"], "15:30");
@@ -161,10 +159,8 @@ async fn csv_exports_hold_agreements_and_milestones() {
         }],
     );
     let heads = p.heads(agreement);
-    p.sync_until(Duration::from_secs(10), |p| {
-        p.acked.get(&agreement).is_some_and(|h| *h == heads)
-    })
-    .await;
+    p.sync_until_acked(Duration::from_secs(10), agreement, &heads)
+        .await;
     let agreements = app
         .get("/api/export/agreements.csv")
         .await

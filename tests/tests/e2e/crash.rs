@@ -184,8 +184,7 @@ async fn pad(server: &ServerProcess, rng: &mut StdRng) {
         tx.commit();
     }
     let heads = p.heads(report);
-    p.sync_until(LIMIT, |p| p.acked.get(&report).is_some_and(|h| *h == heads))
-        .await;
+    p.sync_until_acked(LIMIT, report, &heads).await;
 }
 
 fn swarm_stats(ledger: &twinsync_tests::campaign::Ledger) -> String {

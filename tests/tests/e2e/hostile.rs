@@ -52,10 +52,7 @@ async fn time_acknowledged(
         }],
     );
     let heads = peer.heads(meeting);
-    peer.sync_until(LIMIT, |p| {
-        p.acked.get(&meeting).is_some_and(|h| *h == heads)
-    })
-    .await;
+    peer.sync_until_acked(LIMIT, meeting, &heads).await;
     heads
 }
 
@@ -367,11 +364,7 @@ async fn a_peer_that_never_reads_is_dropped_and_others_are_served() {
         );
         round += 1;
         let heads = typist.heads(meeting);
-        typist
-            .sync_until(LIMIT, |p| {
-                p.acked.get(&meeting).is_some_and(|h| *h == heads)
-            })
-            .await;
+        typist.sync_until_acked(LIMIT, meeting, &heads).await;
     }
     assert!(typist.seen.errors.is_empty(), "{:?}", typist.seen.errors);
     assert!(typist.is_connected());
@@ -399,10 +392,7 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
         tx.put(ROOT, key, blob).unwrap();
         tx.commit();
         let heads = p.heads(meeting);
-        p.sync_until(LIMIT, |p| {
-            p.acked.get(&meeting).is_some_and(|h| *h == heads)
-        })
-        .await;
+        p.sync_until_acked(LIMIT, meeting, &heads).await;
         assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
     }
     let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();

@@ -130,8 +130,7 @@ async fn a_record_created_by_the_official_client_reads_in_rust_and_back() {
         json!({"name": {"ar": "فاطمة سيدة", "fr": "Fatima Saida"}, "roles": ["mayor"]}),
     );
     let heads = rust.heads(person);
-    rust.sync_until(LIMIT, |p| p.acked.get(&person).is_some_and(|h| *h == heads))
-        .await;
+    rust.sync_until_acked(LIMIT, person, &heads).await;
     let out = run_js(&[&ws(&server), "read", &person.url().to_string()]);
     let doc: serde_json::Value = serde_json::from_str(
         out.lines()

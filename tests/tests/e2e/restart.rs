@@ -21,8 +21,7 @@ async fn a_graceful_restart_loses_nothing() {
         json!({"name": {"ar": "العيون", "fr": "Laâyoune"}, "country": "Morocco"}),
     );
     let heads = p.heads(city);
-    p.sync_until(LIMIT, |p| p.acked.get(&city).is_some_and(|h| *h == heads))
-        .await;
+    p.sync_until_acked(LIMIT, city, &heads).await;
     p.disconnect().await;
 
     let settings_dir = app.data_dir.clone();

@@ -63,8 +63,7 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
     // Space comes back; the phone reconnects and its report arrives whole.
     app.hub.store.set_size_limit(None).unwrap();
     p.connect(&app).await;
-    p.sync_until(LIMIT, |p| p.acked.get(&report).is_some_and(|h| *h == heads))
-        .await;
+    p.sync_until_acked(LIMIT, report, &heads).await;
     let stored = app.get_json(&format!("/api/records/{report}")).await;
     assert_eq!(
         stored["record"]["text"].as_str().unwrap().chars().count(),
@@ -92,10 +91,7 @@ async fn chunks_are_compacted_into_a_snapshot_without_loss() {
             }],
         );
         let heads = p.heads(meeting);
-        p.sync_until(LIMIT, |p| {
-            p.acked.get(&meeting).is_some_and(|h| *h == heads)
-        })
-        .await;
+        p.sync_until_acked(LIMIT, meeting, &heads).await;
     }
     // Compaction runs in the background: give it a bounded while.
     let mut stats = app.hub.store.chunk_stats(meeting).unwrap();
@@ -186,10 +182,7 @@ async fn idle_documents_leave_memory_and_sync_states_are_kept() {
         }],
     );
     let heads = p.heads(meeting);
-    p.sync_until(LIMIT, |p| {
-        p.acked.get(&meeting).is_some_and(|h| *h == heads)
-    })
-    .await;
+    p.sync_until_acked(LIMIT, meeting, &heads).await;
 }
 
 #[tokio::test]
@@ -204,8 +197,7 @@ async fn backup_and_export_work_while_the_server_runs() {
         json!({"name": {"fr": "Tan-Tan", "ar": "طانطان"}, "country": "Morocco"}),
     );
     let heads = p.heads(city);
-    p.sync_until(LIMIT, |p| p.acked.get(&city).is_some_and(|h| *h == heads))
-        .await;
+    p.sync_until_acked(LIMIT, city, &heads).await;
 
     let backup = data.path().join("backup.db");
     let arg = OsStr::new;
@@ -303,9 +295,7 @@ async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
     // is kept.
     app.hub.store.set_size_limit(None).unwrap();
     phone.connect(&app).await;
-    phone
-        .sync_until(LIMIT, |p| p.acked.get(&city).is_some_and(|h| *h == heads))
-        .await;
+    phone.sync_until_acked(LIMIT, city, &heads).await;
     let queue = app.get_json("/api/quarantine?status=pending").await;
     assert!(
         queue

@@ -105,9 +105,7 @@ async fn a_peer_that_connects_later_receives_everything() {
         }],
     );
     let heads = early.heads(report);
-    early
-        .sync_until(LIMIT, |p| p.acked.get(&report).is_some_and(|h| *h == heads))
-        .await;
+    early.sync_until_acked(LIMIT, report, &heads).await;
     early.disconnect().await;
 
     let mut late = TestPeer::new("late");
