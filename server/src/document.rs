@@ -232,7 +232,9 @@ pub async fn run(
                 let _ = reply.send(Box::pin(t.accept(&changes, &peer_id, &device_id)).await);
             }
             Some(DocCommand::Leave { peer_id, conn }) => Box::pin(t.on_leave(&peer_id, conn)).await,
-            Some(DocCommand::Evict) if t.peers.is_empty() && !evicted => {
+            // A record with commands waiting stays: handing them to the next
+            // task could put them after what their peers send next.
+            Some(DocCommand::Evict) if t.peers.is_empty() && !evicted && rx.is_empty() => {
                 if hub.remove_if(id, task) {
                     // Nobody can look this task up any more. Close the queue
                     // and handle what was sent before the close; a new task

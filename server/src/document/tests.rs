@@ -298,7 +298,8 @@ async fn a_sync_queued_behind_an_eviction_joins_the_records_next_task() {
     let mut amina = replica("amina", Role::Coordinator, &base);
     let mut pierre = replica("pierre", Role::Coordinator, &base);
     // The hub asks the idle record to leave memory; Pierre's sync is
-    // queued just behind.
+    // queued just behind. (The task stays for it; a sync that slips in
+    // after the eviction closes the queue is handed to the next task.)
     let queue = hub.queue_of(id).await;
     queue.send(DocCommand::Evict).await.unwrap();
     let (_, joins) = type_in(&mut pierre, "Séance ouverte. ");
