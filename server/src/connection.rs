@@ -46,6 +46,9 @@ struct Session {
     device: Arc<Device>,
     joined: Option<Joined>,
     docs: HashSet<DocumentId>,
+    /// Records the server lacked when this peer named them: it waits to be
+    /// offered each (see [`Hub::dispatch`]), up to [`MAX_WAITING`].
+    waiting: HashSet<DocumentId>,
     /// A revoked device's hand-in: what it sent, per document, synced
     /// against an empty copy so it is shown nothing.
     inbox: HashMap<DocumentId, (Automerge, DocSync)>,
@@ -60,6 +63,7 @@ impl Session {
             device: Arc::new(device),
             joined: None,
             docs: HashSet::new(),
+            waiting: HashSet::new(),
             inbox: HashMap::new(),
             kill: Arc::new(Notify::new()),
         }
@@ -334,13 +338,20 @@ impl Session {
         is_request: bool,
         out: &mpsc::Sender<Outbound>,
     ) -> Result<(), Fatal> {
+        let known = self.docs.contains(&doc);
+        // A phone follows the records the club index lists, and may name
+        // some before their creators' changes arrive; more than this and
+        // the socket is naming ids at random.
+        let wait = self.waiting.len() < MAX_WAITING;
         let missing = if is_request {
-            Missing::Unavailable
-        } else {
+            Missing::Unavailable { wait }
+        } else if known || carries_changes(&data) {
             Missing::Create
+        } else {
+            Missing::Answer { wait }
         };
         let peer_id = peer.peer_id.clone();
-        if !self.docs.contains(&doc) {
+        if !known {
             let limit = self.hub.settings.device_docs_per_minute;
             if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
                 self.hub.metrics.rate_limited.inc();
@@ -367,7 +378,31 @@ impl Session {
                 self.docs.insert(doc);
                 Ok(())
             }
+            Err(DispatchError::NotFound) if matches!(missing, Missing::Answer { .. }) => {
+                if wait {
+                    self.waiting.insert(doc);
+                }
+                // What a server holding nothing of the record says: its
+                // heads are empty. The sender then sends its changes.
+                let empty = automerge::sync::SyncDoc::generate_sync_message(
+                    &new_document(),
+                    &mut automerge::sync::State::new(),
+                );
+                if let Some(answer) = empty {
+                    let msg = Message::Sync {
+                        sender_id: self.hub.server_id.clone(),
+                        target_id: peer_id,
+                        document_id: doc,
+                        data: answer.encode(),
+                    };
+                    let _ = out.try_send(Outbound::Frame(msg.encode()));
+                }
+                Ok(())
+            }
             Err(DispatchError::NotFound) => {
+                if wait {
+                    self.waiting.insert(doc);
+                }
                 let msg = Message::DocUnavailable {
                     sender_id: self.hub.server_id.clone(),
                     target_id: peer_id,
@@ -523,6 +558,12 @@ impl Session {
 
     async fn leave(&mut self) {
         let Some(joined) = &self.joined else { return };
+        // A record this peer waited for may have reached a task since,
+        // which took the peer in: it leaves that task too.
+        for doc in self.waiting.drain() {
+            self.hub.stop_waiting(doc, self.conn);
+            self.docs.insert(doc);
+        }
         for doc in self.docs.drain() {
             self.hub
                 .send_if_loaded(
@@ -536,6 +577,15 @@ impl Session {
         }
         self.hub.unregister_session(&joined.peer_id, self.conn);
     }
+}
+
+/// The most records one socket waits for at a time (see `Session::waiting`).
+pub const MAX_WAITING: usize = 256;
+
+/// Whether a sync payload carries changes. One that does not parse is
+/// taken as carrying some: the record's task then refuses it, naming why.
+fn carries_changes(data: &[u8]) -> bool {
+    automerge::sync::Message::decode(data).map_or(true, |m| !m.changes.is_empty())
 }
 
 /// Sends one frame, giving up after `limit`: false when the peer is gone

@@ -111,6 +111,7 @@ pub async fn run(
     id: DocumentId,
     task: u64,
     busy: Arc<AtomicBool>,
+    waiters: Vec<PeerLink>,
     mut rx: mpsc::Receiver<DocCommand>,
 ) {
     // This future lives as long as the document stays loaded, so loading
@@ -119,6 +120,14 @@ pub async fn run(
     let mut t = Box::pin(DocTask::load(Arc::clone(&hub), id)).await;
     if t.broken.is_none() && !t.doc.get_heads().is_empty() {
         Box::pin(t.migrate()).await;
+    }
+    // Peers told the record was unavailable join, and hear of it with its
+    // first changes, as the peers of a record they had asked for would.
+    for peer in waiters {
+        if !peer.out.is_closed() {
+            Box::pin(t.join(&peer)).await;
+            t.sync.told_unavailable(&peer.peer_id);
+        }
     }
     let idle = hub.settings.idle_evict();
     let mut evicted = false;

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, mpsc};
 use twinsync_shared::{DocumentId, PeerId};
 
 use crate::auth::{AuthError, Device, Guards, Secret};
-use crate::document::{self, DocCommand};
+use crate::document::{self, DocCommand, PeerLink};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{Appender, Store, StoreError};
@@ -27,6 +27,12 @@ struct DocHandle {
 #[derive(Debug)]
 pub struct Hub {
     docs: Mutex<HashMap<DocumentId, DocHandle>>,
+    /// Peers told a record is unavailable (or answered as an empty record
+    /// would be), waiting for it: the record's next task takes them in as
+    /// its peers, so they hear of it when its changes arrive. Locked after
+    /// `docs`, never before, so that no task can start between a lookup
+    /// that found none and the wait it records.
+    waiting: Mutex<HashMap<DocumentId, Vec<PeerLink>>>,
     sessions: Mutex<HashMap<PeerId, SessionEntry>>,
     next_id: AtomicU64,
     pub store: Store,
@@ -72,8 +78,24 @@ pub struct PeerTaken(pub PeerId);
 pub enum Missing {
     /// A `sync` with changes: a record created offline.
     Create,
-    /// A `request`: answer `doc-unavailable`.
-    Unavailable,
+    /// A `request`: the caller answers `doc-unavailable`.
+    Unavailable { wait: bool },
+    /// A `sync` without changes: its sender holds the record and has not
+    /// sent it yet. No task starts; the caller answers as an empty record
+    /// would, and the changes that follow create it. Peers cannot so pin
+    /// a task for every id they name.
+    Answer { wait: bool },
+}
+
+impl Missing {
+    /// Whether the sender is to be remembered, if the record is missing,
+    /// and offered it once a task for it starts.
+    fn waits(self) -> bool {
+        match self {
+            Missing::Create => false,
+            Missing::Unavailable { wait } | Missing::Answer { wait } => wait,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +116,7 @@ impl Hub {
         let appender = Appender::start(store.clone())?;
         Ok(Arc::new(Self {
             docs: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             server_id: PeerId::new(format!("twinsync-{storage_id}")),
@@ -223,8 +246,12 @@ impl Hub {
         mut cmd: DocCommand,
         missing: Missing,
     ) -> Result<(), DispatchError> {
+        let waiter = match (&cmd, missing.waits()) {
+            (DocCommand::Sync { peer, .. }, true) => Some(peer.clone()),
+            _ => None,
+        };
         loop {
-            let handle = self.handle(doc, missing).await?;
+            let handle = self.handle(doc, missing, waiter.as_ref()).await?;
             match handle.tx.send(cmd).await {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::SendError(back)) => {
@@ -271,6 +298,7 @@ impl Hub {
         self: &Arc<Self>,
         doc: DocumentId,
         missing: Missing,
+        waiter: Option<&PeerLink>,
     ) -> Result<DocHandle, DispatchError> {
         if let Some(h) = self
             .docs
@@ -289,7 +317,26 @@ impl Hub {
                     reason: e.to_string(),
                 })
             })??;
-        if !exists && missing == Missing::Unavailable {
+        if !exists && missing != Missing::Create {
+            let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+            // A task started since the lookup above: it answers.
+            if let Some(h) = docs.get(&doc) {
+                return Ok(h.clone());
+            }
+            if let Some(peer) = waiter {
+                let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                let peers = waiting.entry(doc).or_default();
+                // A peer asking again waits once. A record stored and
+                // evicted between `exists` and the lock above would leave
+                // it waiting until the record's next task; its client asks
+                // again on reconnecting.
+                let before = peers.len();
+                peers.retain(|p| p.peer_id != peer.peer_id);
+                self.metrics
+                    .waiting_peers
+                    .add(1 - (before - peers.len()) as i64);
+                peers.push(peer.clone());
+            }
             return Err(DispatchError::NotFound);
         }
         self.make_room();
@@ -297,6 +344,12 @@ impl Hub {
         if let Some(h) = docs.get(&doc) {
             return Ok(h.clone());
         }
+        let waiters = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let taken = waiting.remove(&doc).unwrap_or_default();
+            self.metrics.waiting_peers.sub(taken.len() as i64);
+            taken
+        };
         let (tx, rx) = mpsc::channel(self.settings.doc_queue);
         let handle = DocHandle {
             tx,
@@ -310,9 +363,26 @@ impl Hub {
             doc,
             handle.task,
             handle.busy.clone(),
+            waiters,
             rx,
         ));
         Ok(handle)
+    }
+
+    /// Forgets that the peer of connection `conn` waits for `doc`, as its
+    /// socket closed.
+    pub fn stop_waiting(&self, doc: DocumentId, conn: u64) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(peers) = waiting.get_mut(&doc) {
+            let before = peers.len();
+            peers.retain(|p| p.conn != conn);
+            self.metrics
+                .waiting_peers
+                .sub((before - peers.len()) as i64);
+            if peers.is_empty() {
+                waiting.remove(&doc);
+            }
+        }
     }
 
     /// Asks idle documents to leave memory when there are too many.
@@ -371,7 +441,7 @@ impl Hub {
 impl Hub {
     /// The queue of the task serving `doc`, started if need be.
     pub(crate) async fn queue_of(self: &Arc<Self>, doc: DocumentId) -> mpsc::Sender<DocCommand> {
-        match self.handle(doc, Missing::Create).await {
+        match self.handle(doc, Missing::Create, None).await {
             Ok(h) => h.tx,
             Err(e) => panic!("no task for {doc}: {e}"),
         }

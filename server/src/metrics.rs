@@ -7,6 +7,7 @@ pub struct Metrics {
     registry: Registry,
     pub connected_peers: IntGauge,
     pub loaded_documents: IntGauge,
+    pub waiting_peers: IntGauge,
     pub changes_applied: IntCounter,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
@@ -56,6 +57,10 @@ impl Metrics {
         Self {
             connected_peers: gauge("twinsync_connected_peers", "Peers connected over WebSocket"),
             loaded_documents: gauge("twinsync_loaded_documents", "Documents held in memory"),
+            waiting_peers: gauge(
+                "twinsync_waiting_peers",
+                "Peers told a record is unavailable, to be offered it when it arrives",
+            ),
             changes_applied: counter(
                 "twinsync_changes_applied_total",
                 "Changes merged and stored",

@@ -142,7 +142,15 @@ async fn run_queued(hub: &Arc<Hub>, id: DocumentId, cmds: Vec<DocCommand>) {
     }
     let (done, _wait) = oneshot::channel();
     tx.try_send(DocCommand::Shutdown(done)).unwrap();
-    run(Arc::clone(hub), id, 1, Arc::new(AtomicBool::new(false)), rx).await;
+    run(
+        Arc::clone(hub),
+        id,
+        1,
+        Arc::new(AtomicBool::new(false)),
+        Vec::new(),
+        rx,
+    )
+    .await;
 }
 
 fn errors(r: &mut Replica) -> Vec<String> {
@@ -344,7 +352,7 @@ async fn a_sync_queued_behind_an_eviction_joins_the_records_next_task() {
 fn a_loaded_documents_task_future_is_little_more_than_its_state() {
     let (_dir, hub, id, _) = club();
     let (_tx, rx) = mpsc::channel(1);
-    let task = run(hub, id, 1, Arc::new(AtomicBool::new(false)), rx);
+    let task = run(hub, id, 1, Arc::new(AtomicBool::new(false)), Vec::new(), rx);
     let (size, state) = (std::mem::size_of_val(&task), std::mem::size_of::<DocTask>());
     assert!(
         size < state + 2048,
@@ -363,6 +371,7 @@ async fn when_storing_and_reloading_both_fail_nothing_unstored_reaches_a_peer() 
         id,
         1,
         Arc::new(AtomicBool::new(false)),
+        Vec::new(),
         rx,
     ));
     // Pierre writes and is answered: the record is loaded, Pierre joined.

@@ -187,6 +187,17 @@ impl DocSync {
         );
     }
 
+    /// `peer` was answered outside this engine for the document as the
+    /// server lacked it (`doc-unavailable`, or an empty record's heads):
+    /// while the document stays empty, nothing more is said to it; its
+    /// first changes are offered as to any peer.
+    pub fn told_unavailable(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.requested = true;
+            p.told_unavailable = true;
+        }
+    }
+
     /// Stops syncing with `peer`, handing back its state to store.
     pub fn remove_peer(&mut self, peer: &PeerId) -> Option<sync::State> {
         self.dirty.remove(peer);

@@ -660,3 +660,61 @@ async fn refused_changes_past_a_devices_quarantine_limit_are_not_kept_and_the_de
         .await;
     assert!(other.seen.errors.is_empty());
 }
+
+#[tokio::test]
+async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
+    let app = spawn_app().await;
+    let before = app.hub.metrics.loaded_documents.get();
+    let mut flooder = TestPeer::new("flooder");
+    flooder.connect(&app).await;
+    // A holder's first message: its heads, no changes yet.
+    let mut holder = automerge::Automerge::new();
+    {
+        use automerge::transaction::Transactable;
+        let mut tx = holder.transaction();
+        tx.put(automerge::ROOT, "kind", "report").unwrap();
+        tx.commit();
+    }
+    let first = automerge::sync::SyncDoc::generate_sync_message(
+        &holder,
+        &mut automerge::sync::State::new(),
+    )
+    .unwrap();
+    assert!(first.changes.is_empty());
+    let data = first.encode();
+    for _ in 0..500 {
+        flooder
+            .send_raw(sync_frame("flooder", DocumentId::random(), data.clone()))
+            .await;
+    }
+    flooder.sync(Duration::from_millis(300), LIMIT).await;
+    assert!(flooder.seen.errors.is_empty(), "{:?}", flooder.seen.errors);
+    assert!(!flooder.seen.closed);
+    let loaded = app.hub.metrics.loaded_documents.get();
+    assert!(
+        loaded <= before,
+        "{loaded} documents loaded after 500 syncs for unknown records ({before} before)"
+    );
+    // The server remembers the socket as waiting for the first 256 only.
+    assert_eq!(app.hub.metrics.waiting_peers.get(), 256);
+    flooder.disconnect().await;
+
+    // A record created offline still reaches the server: its changes
+    // follow the first message.
+    let mut phone = TestPeer::new("field-phone");
+    phone.connect(&app).await;
+    let report = phone.create(
+        twinsync_shared::record::Kind::Report,
+        serde_json::json!({"title": {"fr": "Visite à Niamey"}, "report_type": "field", "date": "2026-11-20", "text": "Rencontre avec la mairie."}),
+    );
+    let heads = phone.heads(report);
+    phone.sync_until_acked(LIMIT, report, &heads).await;
+    let stored = app.get_json(&format!("/api/records/{report}")).await;
+    assert_eq!(stored["record"]["title"]["fr"], "Visite à Niamey");
+    // The flooder's socket closed: nobody waits any more.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while app.hub.metrics.waiting_peers.get() != 0 {
+        assert!(std::time::Instant::now() < deadline, "peers still waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

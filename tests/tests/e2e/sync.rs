@@ -165,3 +165,54 @@ async fn a_request_for_an_unknown_record_is_answered_unavailable() {
             .any(|r| r["id"] == unknown.to_string())
     );
 }
+
+/// A phone learns of a record (from the club index, or a link) before its
+/// creator's changes reach the server: it is told the record is
+/// unavailable, and is offered it once they arrive, without asking again.
+#[tokio::test]
+async fn a_peer_told_a_record_is_unavailable_receives_it_once_its_creator_syncs() {
+    let app = spawn_app().await;
+    let mut creator = TestPeer::new("niamey-phone");
+    let report = creator.create(
+        Kind::Report,
+        json!({"title": {"fr": "Visite à Smara", "ar": "زيارة إلى السمارة"}, "report_type": "visit", "date": "2026-11-30", "text": "Accueil à la mairie."}),
+    );
+    let mut reader = TestPeer::new("coordinator-phone");
+    reader.connect(&app).await;
+    reader.open(report);
+    reader
+        .sync_until(LIMIT, |p| p.seen.unavailable.contains(&report))
+        .await;
+    assert_eq!(app.hub.metrics.waiting_peers.get(), 1);
+
+    creator.connect(&app).await;
+    let heads = creator.heads(report);
+    creator.sync_until_acked(LIMIT, report, &heads).await;
+    reader
+        .sync_until(LIMIT, |p| p.kind_of(report) == Some(Kind::Report))
+        .await;
+    match reader.record(report) {
+        Record::Report(r) => assert_eq!(r.title.ar.as_deref(), Some("زيارة إلى السمارة")),
+        other => panic!("not a report: {other:?}"),
+    }
+    assert_eq!(app.hub.metrics.waiting_peers.get(), 0);
+}
+
+/// A peer that stops waiting (its socket closed) is forgotten.
+#[tokio::test]
+async fn a_peer_that_leaves_stops_waiting_for_a_record() {
+    let app = spawn_app().await;
+    let mut p = TestPeer::new("curious");
+    p.connect(&app).await;
+    let unknown = twinsync_shared::DocumentId::random();
+    p.open(unknown);
+    p.sync_until(LIMIT, |p| p.seen.unavailable.contains(&unknown))
+        .await;
+    assert_eq!(app.hub.metrics.waiting_peers.get(), 1);
+    p.disconnect().await;
+    let deadline = std::time::Instant::now() + LIMIT;
+    while app.hub.metrics.waiting_peers.get() != 0 {
+        assert!(std::time::Instant::now() < deadline, "still waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
