@@ -5,7 +5,7 @@
 // writing the same minutes offline both keep every word.
 
 import { LANGS, t, formatDate, formatNumber, listOf } from "./i18n.js";
-import { diff, spans, splice, rebaseOnto } from "./text.js";
+import { diff, spans, splice, rebaseOnto, shown, toStored } from "./text.js";
 
 /** What kind of record a reference field points to. */
 export const REF_KIND = {
@@ -250,7 +250,9 @@ function follow(pos, a, b) {
 function textArea(ctx, path, value) {
   const area = h("textarea", { dir: "auto", rows: 8 });
   area.value = value ?? "";
-  // The text as this screen last saw it in the document.
+  // The text as this screen last saw it in the document, as shown: a
+  // textarea reads every line break back as "\n", whatever the document
+  // holds (`toStored` maps the screen's splices back).
   let last = area.value;
   let composing = false;
   let arrived;
@@ -263,16 +265,17 @@ function textArea(ctx, path, value) {
     const nfc = local.insert.normalize("NFC");
     if (nfc !== local.insert) {
       local = { ...local, insert: nfc };
-      const shown = splice(last, local);
-      const caret = follow(area.selectionStart, area.value, shown);
-      area.value = shown;
+      const fixed = splice(last, local);
+      const caret = follow(area.selectionStart, area.value, fixed);
+      area.value = fixed;
       if (document.activeElement === area) area.setSelectionRange(caret, caret);
     }
     let edits = [local];
     // Text from others may be merged on the device but not yet announced:
     // place this keystroke relative to the document as it is now, through
     // each place they wrote (`rebaseOnto`).
-    const base = ctx.read(path) ?? "";
+    const stored = ctx.read(path) ?? "";
+    const base = shown(stored);
     if (base !== last) {
       edits = rebaseOnto(local, spans(last, base));
       const merged = edits.reduce(splice, base);
@@ -282,17 +285,24 @@ function textArea(ctx, path, value) {
     }
     last = area.value;
     if (!edits.length) return;
-    if (!(await ctx.edit(edits.map((e) => ({ op: "splice_text", path, ...e }))))) {
+    // Each splice in the document's own offsets, in turn.
+    let doc = stored;
+    const splices = edits.map((e) => {
+      const s = toStored(doc, e);
+      doc = splice(doc, s);
+      return { op: "splice_text", path, ...s };
+    });
+    if (!(await ctx.edit(splices))) {
       // Not saved: show what the document holds, so nothing unsaved looks saved.
-      const stored = ctx.read(path) ?? "";
-      const caret = follow(area.selectionStart, area.value, stored);
-      area.value = stored;
-      last = stored;
+      const now = shown(ctx.read(path) ?? "");
+      const caret = follow(area.selectionStart, area.value, now);
+      area.value = now;
+      last = now;
       if (document.activeElement === area) area.setSelectionRange(caret, caret);
     }
   };
-  const receive = (remote) => {
-    remote ??= "";
+  const receive = (stored) => {
+    const remote = shown(stored ?? "");
     if (remote === area.value) { last = remote; return; }
     const [s, e] = [area.selectionStart, area.selectionEnd];
     const before = area.value;

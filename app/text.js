@@ -172,3 +172,41 @@ export function rebaseOnto(local, remote) {
   if (local.insert) out.push({ index: map(local.index), delete: 0, insert: local.insert });
   return out;
 }
+
+/**
+ * `text` as a textarea shows it and reads it back: every line break as
+ * "\n". Text written by other clients may break lines with "\r\n" or "\r".
+ */
+export const shown = (text) => text.replace(/\r\n?/g, "\n");
+
+/**
+ * Splice `e`, made on `shown(stored)`, as a splice of `stored` itself: a
+ * line break shown as one "\n" is the whole "\r\n" stored. So deleting a
+ * line break deletes both, and text typed at a line break goes before it.
+ * Where a lone "\r" would join a "\n" after it into one "\r\n", the line
+ * breaks just before the splice are written as "\n", as shown, so the
+ * screen and the document still agree.
+ */
+export function toStored(stored, e) {
+  // Where the shown unit at `k` starts in `stored`, walking on from (s, d).
+  let s = 0;
+  let d = 0;
+  const at = (k) => {
+    while (d < k) {
+      s += stored[s] === "\r" && stored[s + 1] === "\n" ? 2 : 1;
+      d++;
+    }
+    return s;
+  };
+  let index = at(e.index);
+  const end = at(e.index + e.delete);
+  let insert = e.insert;
+  if (stored[index - 1] === "\r" && (insert || stored[end] || "").startsWith("\n")) {
+    // A lone "\r" would join the "\n" after it: write the line breaks
+    // before the splice as the screen shows them.
+    const from = index;
+    while (index > 0 && (stored[index - 1] === "\r" || stored[index - 1] === "\n")) index--;
+    insert = shown(stored.slice(index, from)) + insert;
+  }
+  return { index, delete: end - index, insert };
+}

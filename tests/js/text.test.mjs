@@ -3,9 +3,19 @@
 // Run from the repository root: node --test tests/js/text.test.mjs
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { diff, spans, splice, rebaseOnto } from "../../app/text.js";
+import { diff, spans, splice, rebaseOnto, shown, toStored } from "../../app/text.js";
 
 const apply = (text, splices) => splices.reduce(splice, text);
+
+/** A seeded source of integers below `n` (mulberry32: 32-bit arithmetic throughout, so every value is as likely). */
+function seeded(seed) {
+  return (n) => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+  };
+}
 
 test("two places written are two splices, not one spanning both", () => {
   assert.deepEqual(spans("abc def ghi", "ABC def GHI"), [
@@ -55,14 +65,7 @@ test("Arabic, emoji and mixed scripts are never cut inside a character", () => {
 });
 
 test("spans rebuild the newer text, and a keystroke away from others' edits commutes with them", () => {
-  // mulberry32: 32-bit arithmetic throughout, so every value is as likely.
-  let seed = 20261202;
-  const rand = (n) => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-  };
+  const rand = seeded(20261202);
   const alphabet = "abcdefghijklmnopqrstuvwxyzابتثجحخدذرزسشصضé😀 ";
   const chars = [...alphabet];
   const word = (n) => Array.from({ length: n }, () => chars[rand(chars.length)]).join("");
@@ -107,4 +110,45 @@ test("diff is the one splice between two texts", () => {
   assert.deepEqual(diff("abc", "abXc"), { index: 2, delete: 0, insert: "X" });
   assert.equal(diff("abc", "abc"), null);
   assert.deepEqual(diff("a😀", "a😁"), { index: 1, delete: 2, insert: "😁" });
+});
+
+test("a line break stored as CRLF is one unit on the screen", () => {
+  const stored = "Séance ouverte.\r\nالنقطة الأولى\r\nPoint two.";
+  assert.equal(shown(stored), "Séance ouverte.\nالنقطة الأولى\nPoint two.");
+  // Backspace over the first line break deletes "\r\n", not "\n" alone.
+  const back = toStored(stored, { index: 15, delete: 1, insert: "" });
+  assert.deepEqual(back, { index: 15, delete: 2, insert: "" });
+  assert.equal(splice(stored, back), "Séance ouverte.النقطة الأولى\r\nPoint two.");
+  // A word typed at the end of the second line goes before its "\r\n".
+  const typed = toStored(stored, { index: 29, delete: 0, insert: " ✓" });
+  assert.equal(splice(stored, typed), "Séance ouverte.\r\nالنقطة الأولى ✓\r\nPoint two.");
+  // Typed after the last line break: every offset moved by the "\r" before.
+  assert.equal(toStored(stored, { index: 30, delete: 0, insert: "X" }).index, 32);
+});
+
+test("a lone CR followed by a typed line break becomes LF, not a joined CRLF", () => {
+  const stored = "a\rb";
+  const e = { index: 2, delete: 1, insert: "" }; // delete "b": "a\r" then end
+  assert.equal(shown(splice(stored, toStored(stored, e))), splice(shown(stored), e));
+  const joined = { index: 2, delete: 1, insert: "\nc" }; // "\r" then "\n" typed
+  assert.equal(shown(splice(stored, toStored(stored, joined))), "a\n\nc");
+});
+
+test("any splice on the screen makes the same change to the stored text", () => {
+  const rand = seeded(7);
+  const pick = (s) => s[rand(s.length)];
+  for (let round = 0; round < 3000; round++) {
+    let stored = "";
+    const len = rand(14);
+    for (let i = 0; i < len; i++) stored += pick(["a", "ب", "\n", "\r\n", "\r", "é", "😀"]);
+    const screen = shown(stored);
+    const index = rand(screen.length + 1);
+    const del = rand(screen.length - index + 1);
+    let insert = "";
+    const n = rand(3);
+    for (let i = 0; i < n; i++) insert += pick(["x", "\n", "ع"]);
+    const e = { index, delete: del, insert };
+    const s = toStored(stored, e);
+    assert.equal(shown(splice(stored, s)), splice(screen, e), JSON.stringify({ stored, e, s }));
+  }
 });

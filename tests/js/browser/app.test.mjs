@@ -423,6 +423,37 @@ test("typing in the minutes changes only what was typed: text others wrote in an
   });
 });
 
+test("minutes whose line breaks another phone wrote as CRLF: a keystroke changes only what was typed, a backspace removes the whole line break", async () => {
+  await withServer(async (server) => {
+    const { a, b, id } = await twoPhones(server);
+    const area = '[data-path="/minutes"] textarea';
+    await a.page.waitForSelector(area);
+    // The other phone's lines, as Windows ends them, while A's page is open.
+    const before = await b.page.evaluate(async (id) => {
+      const minutes = window.twinsync.read(id).record.minutes;
+      await window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: minutes.length, delete: 0, insert: "\r\nالبند 1\r\nPoint 2" }], "others");
+      return minutes;
+    }, id);
+    await until(a.page, (sel) => document.querySelector(sel).value.endsWith("Point 2"), area, "the other phone's lines on screen");
+    assert.equal(await a.page.inputValue(area), `${before}\nالبند 1\nPoint 2`);
+    // A word typed at the end of the first new line, then a backspace at
+    // the start of the second.
+    await a.page.focus(area);
+    const caret = (at) => a.page.evaluate(([sel, at]) => document.querySelector(sel).setSelectionRange(at, at), [area, at]);
+    await caret(before.length + "\nالبند 1".length);
+    await a.page.keyboard.type("٢");
+    await caret(before.length + "\nالبند 1٢\n".length);
+    await a.page.keyboard.press("Backspace");
+    const minutes = await until(a.page, (id) => {
+      const m = window.twinsync.read(id).record.minutes;
+      return m.endsWith("1٢Point 2") ? m : null;
+    }, id, "the keystroke and the backspace in the document");
+    assert.equal(minutes, `${before}\r\nالبند 1٢Point 2`);
+    assert.equal(await a.page.inputValue(area), `${before}\nالبند 1٢Point 2`);
+    for (const p of [a, b]) await p.context.close();
+  });
+});
+
 test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
   await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
