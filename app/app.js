@@ -235,6 +235,9 @@ async function edit(id, edits, opts = {}) {
 
 /** Why this device may not change the record, if it may not: the server would refuse it. */
 function lockOf(view, id) {
+  // A record that does not read (written by a newer version of the app, or
+  // damaged) has no form to build: it is shown as stored.
+  if (!view.record) return tr("unreadable");
   if (isCoordinator()) return null;
   if (!writable()) return tr("readOnly");
   if (view.kind === "meeting" && view.record?.adopted) return tr("lockedAdopted");
@@ -293,8 +296,10 @@ function recordView(id, at = null) {
     const past = app.client.readAt(id, at);
     record = past.record;
     body = record ? fieldRows(ctx, fields, record) : [h("p", { class: "note" }, tr("notYet"))];
+  } else if (record) {
+    body = fieldRows(ctx, fields, record);
   } else {
-    body = fieldRows(ctx, fields, record ?? {});
+    body = [h("pre", { class: "stored", dir: "auto" }, JSON.stringify(view.stored ?? {}, null, 2))];
   }
   const problems = view.errors?.length
     ? h("p", { class: "warning" }, tr("invalid", { reason: view.errors.map((e) => `${e.path}: ${e.reason}`).join("; ") }))

@@ -319,7 +319,12 @@ impl Replica {
         );
         match rd.read() {
             Ok(record) => out["record"] = record,
-            Err(errors) => out["errors"] = json!(errors),
+            Err(errors) => {
+                out["errors"] = json!(errors);
+                // What the document holds, unchecked, so it can be shown.
+                out["stored"] = serde_json::to_value(automerge::AutoSerde::from(&entry.doc))
+                    .unwrap_or(Json::Null);
+            }
         }
         out["conflicts"] = json!(rd.conflicts());
         Ok(out)

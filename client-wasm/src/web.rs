@@ -65,6 +65,8 @@ export interface RecordView extends RecordSummary {
   heads: string[];
   record?: Record<string, unknown>;
   errors?: { path: string; reason: string }[];
+  /** A record that does not read: its document as stored, unchecked. */
+  stored?: Record<string, unknown>;
   conflicts: { path: string; values: { value: unknown; actor: string }[] }[];
 }
 

@@ -7,6 +7,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import * as Automerge from "@automerge/automerge";
+import { generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo";
 import { launch, phone, root, until, withServer } from "./harness.mjs";
 
 const ARTEFACTS = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "test-artefacts");
@@ -451,6 +453,41 @@ test("minutes whose line breaks another phone wrote as CRLF: a keystroke changes
     assert.equal(minutes, `${before}\r\nالبند 1٢Point 2`);
     assert.equal(await a.page.inputValue(area), `${before}\nالبند 1٢Point 2`);
     for (const p of [a, b]) await p.context.close();
+  });
+});
+
+test("a record this version cannot read is shown as stored, with why, and no form to type into", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    // A meeting as a newer version of the app would write it (schema 2),
+    // on the phone as if it had synced it.
+    const { documentId } = parseAutomergeUrl(generateAutomergeUrl());
+    const newer = Automerge.from({
+      schema: 2, kind: "meeting", title: { fr: "Séance de janvier", ar: "جلسة يناير" },
+      date: "2027-01-15", minutes: "Ordre du jour adopté.", agenda_v2: [{ item: "Budget" }],
+    });
+    await page.evaluate(([id, bytes]) => new Promise((resolve, reject) => {
+      const open = indexedDB.open("twinsync");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const tx = open.result.transaction("chunks", "readwrite");
+        tx.objectStore("chunks").add({ doc: id, bytes: new Uint8Array(bytes) });
+        tx.oncomplete = () => { open.result.close(); resolve(); };
+        tx.onerror = () => reject(tx.error);
+      };
+    }), [documentId, Array.from(Automerge.save(newer))]);
+    await page.reload();
+    await until(page, (id) => { try { return !!window.twinsync.read(id); } catch { return false; } }, documentId, "the record loaded");
+    await show(page, `#/r/${documentId}`);
+    await page.waitForSelector("pre.stored");
+    const stored = await page.textContent("pre.stored");
+    assert.match(stored, /جلسة يناير/);
+    assert.match(stored, /agenda_v2/);
+    assert.match(await page.textContent("#view p.warning"), /\/schema/);
+    assert.ok((await page.textContent("#view .note.locked")).length > 0, "says why it cannot be changed");
+    assert.equal(await page.locator("form.record input, form.record textarea, form.record select").count(), 0, "nothing to type into");
+    await context.close();
   });
 });
 
