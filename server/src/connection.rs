@@ -25,7 +25,7 @@ use twinsync_shared::{DocumentId, PeerId};
 use crate::auth::Device;
 use crate::document::{DocCommand, Outbound, PeerLink};
 use crate::hub::{DispatchError, Hub, Missing};
-use crate::store::{Refused, StoreError};
+use crate::store::Refused;
 
 /// Why a connection ends; sent to the peer as an `error` first.
 struct Fatal(String);
@@ -530,7 +530,7 @@ impl Session {
                 }
                 Ok(Ok(None)) => None,
                 Ok(Err(e)) => {
-                    if !matches!(e, StoreError::QuarantineFull { .. }) {
+                    if e.is_storage_failure() {
                         self.hub.metrics.storage_errors.inc();
                     }
                     warn!(doc_id = %doc, error = %e, "cannot keep a revoked device's changes");

@@ -52,6 +52,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the storage itself failed (counted in
+    /// `twinsync_storage_errors_total`), not a limit the server keeps.
+    pub fn is_storage_failure(&self) -> bool {
+        !matches!(self, StoreError::QuarantineFull { .. })
+    }
+
     /// Why, in words fit for a client: no paths or SQL.
     pub fn public_reason(&self) -> &'static str {
         match self {

@@ -389,11 +389,11 @@ impl DocTask {
         let kept = match kept {
             Ok(q) => format!("it is kept for a coordinator to review (quarantine #{q})"),
             Err(e) => {
-                if matches!(e, StoreError::QuarantineFull { .. }) {
-                    warn!(doc_id = %self.id, error = %e, "quarantine full for this device");
-                } else {
+                if e.is_storage_failure() {
                     self.hub.metrics.storage_errors.inc();
                     error!(doc_id = %self.id, error = %e, "cannot quarantine refused changes");
+                } else {
+                    warn!(doc_id = %self.id, error = %e, "quarantine full for this device");
                 }
                 format!(
                     "the server could not keep it for review ({}), so keep it on your device",

@@ -438,3 +438,40 @@ async fn when_storing_and_reloading_both_fail_nothing_unstored_reaches_a_peer() 
     .await
     .expect("Pierre's socket was not closed");
 }
+
+/// What an evicted task found in its queue after closing it reaches the
+/// record's next task, which starts for it: the write is stored and its
+/// writer answered, so the writer hears of later changes too.
+#[tokio::test]
+async fn commands_handed_over_by_an_evicted_task_reach_the_next_one() {
+    let (_dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let (a, write) = type_in(&mut amina, "Séance reprise. ");
+    assert_eq!(hub.metrics.loaded_documents.get(), 0);
+    hub.hand_over(id, vec![write]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stored = hub.store.load(id).unwrap().unwrap();
+        if stored.get_change_meta_by_hash(&a).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the handed-over write was not stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        hub.metrics.loaded_documents.get(),
+        1,
+        "a task started for it"
+    );
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), amina.frames.recv())
+        .await
+        .expect("the writer was answered")
+        .map(|Outbound::Frame(f)| Message::decode(&f, Default::default()).unwrap());
+    assert!(
+        matches!(answered, Some(Message::Sync { .. })),
+        "{answered:?}"
+    );
+}
