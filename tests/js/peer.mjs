@@ -4,6 +4,8 @@
 //   node peer.mjs WS_URL watch URL TEXT    wait until the minutes contain TEXT (printed as "SEEN")
 //   node peer.mjs WS_URL create            create a report, wait until the server has it, print "URL <url>"
 //   node peer.mjs WS_URL read URL          print the document as JSON ("DOC <json>")
+//   node peer.mjs WS_URL await URL         ask for a record the server lacks: print "UNAVAILABLE"
+//                                          when told so, then "DOC <json>" once it is offered
 //
 // Every mode ends by itself: exit 0 on success, 2 on timeout, 1 on error.
 import { Repo } from "@automerge/automerge-repo";
@@ -56,6 +58,16 @@ try {
     });
     await serverHas(handle);
     console.log(`URL ${handle.url}`);
+  } else if (mode === "await") {
+    await serverPeer();
+    const { handle } = repo.findWithProgress(url);
+    const when = (ok) => new Promise((resolve) => {
+      const t = setInterval(() => { if (ok()) { clearInterval(t); resolve(); } }, 20);
+    });
+    await when(() => handle.isUnavailable());
+    console.log("UNAVAILABLE");
+    await when(() => handle.isReady() && handle.doc()?.title);
+    console.log(`DOC ${JSON.stringify(handle.doc())}`);
   } else if (mode === "read") {
     const handle = await repo.find(url);
     console.log(`DOC ${JSON.stringify(handle.doc())}`);

@@ -142,3 +142,57 @@ async fn a_record_created_by_the_official_client_reads_in_rust_and_back() {
     assert_eq!(doc["name"]["ar"], "فاطمة سيدة");
     assert_eq!(doc["roles"]["mayor"], true);
 }
+
+/// The official client asks for a record before its creator's changes
+/// reach the server: it is told the record is unavailable, and then
+/// offered it once they arrive, as `repo.findWithProgress` expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_told_a_record_is_unavailable_gets_it_when_it_arrives() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let mut creator = TestPeer::new("oakland-phone");
+    let report = creator.create(
+        Kind::Report,
+        json!({"title": {"en": "Visit to Oakland", "ar": "زيارة أوكلاند"}, "report_type": "visit", "date": "2026-12-01"}),
+    );
+    let mut child = node(&[&ws(&server), "await", &report.url().to_string()])
+        .spawn()
+        .expect("node runs");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |want: &str| -> String {
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("no {want} from the official client: {e}"));
+            assert!(
+                !line.starts_with("TIMEOUT") && !line.starts_with("ERROR"),
+                "{line}"
+            );
+            if line.starts_with(want) {
+                return line;
+            }
+        }
+    };
+    tokio::task::block_in_place(|| next("UNAVAILABLE"));
+
+    creator.connect(&server).await;
+    let heads = creator.heads(report);
+    creator.sync_until_acked(LIMIT, report, &heads).await;
+    let line = tokio::task::block_in_place(|| next("DOC "));
+    let doc: serde_json::Value = serde_json::from_str(&line["DOC ".len()..]).unwrap();
+    assert_eq!(doc["title"]["ar"], "زيارة أوكلاند");
+    assert!(child.wait().expect("node ends").success());
+}
