@@ -312,7 +312,9 @@ impl Session {
                 let Some(doc) = msg.document_id() else {
                     return Ok(());
                 };
-                if self.docs.contains(&doc) {
+                // A record waited for may have reached a task, which took
+                // this peer in.
+                if self.docs.contains(&doc) || self.waiting.contains(&doc) {
                     self.hub
                         .send_if_loaded(doc, DocCommand::Ephemeral { peer: link, msg })
                         .await;
@@ -338,20 +340,21 @@ impl Session {
         is_request: bool,
         out: &mpsc::Sender<Outbound>,
     ) -> Result<(), Fatal> {
-        let known = self.docs.contains(&doc);
+        let joined = self.docs.contains(&doc);
+        let waits = self.waiting.contains(&doc);
         // A phone follows the records the club index lists, and may name
         // some before their creators' changes arrive; more than this and
         // the socket is naming ids at random.
-        let wait = self.waiting.len() < MAX_WAITING;
+        let wait = waits || self.waiting.len() < MAX_WAITING;
         let missing = if is_request {
             Missing::Unavailable { wait }
-        } else if known || carries_changes(&data) {
+        } else if joined || carries_changes(&data) {
             Missing::Create
         } else {
             Missing::Answer { wait }
         };
         let peer_id = peer.peer_id.clone();
-        if !known {
+        if !joined && !waits {
             let limit = self.hub.settings.device_docs_per_minute;
             if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
                 self.hub.metrics.rate_limited.inc();
@@ -375,6 +378,9 @@ impl Session {
         };
         match self.hub.dispatch(doc, cmd, missing).await {
             Ok(()) => {
+                // A task serves the record: it took this peer's wait, if
+                // the peer was still waiting, when it started.
+                self.waiting.remove(&doc);
                 self.docs.insert(doc);
                 Ok(())
             }
@@ -395,7 +401,7 @@ impl Session {
                         document_id: doc,
                         data: answer.encode(),
                     };
-                    let _ = out.try_send(Outbound::Frame(msg.encode()));
+                    self.owed(out, &msg);
                 }
                 Ok(())
             }
@@ -408,7 +414,7 @@ impl Session {
                     target_id: peer_id,
                     document_id: doc,
                 };
-                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                self.owed(out, &msg);
                 Ok(())
             }
             Err(DispatchError::Store(e)) => {
@@ -554,6 +560,18 @@ impl Session {
             let _ = out.try_send(Outbound::Frame(msg.encode()));
         }
         Ok(())
+    }
+
+    /// Queues an answer the peer waits for. A peer whose queue is full is
+    /// cut off, as a document's task cuts it off: it reconnects and asks
+    /// again, where a dropped answer would leave it waiting.
+    fn owed(&self, out: &mpsc::Sender<Outbound>, msg: &Message) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = out.try_send(Outbound::Frame(msg.encode()))
+        {
+            warn!("peer is not reading; dropping it");
+            self.hub.metrics.slow_peers_dropped.inc();
+            self.kill.notify_one();
+        }
     }
 
     async fn leave(&mut self) {

@@ -687,7 +687,13 @@ async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
             .send_raw(sync_frame("flooder", DocumentId::random(), data.clone()))
             .await;
     }
-    flooder.sync(Duration::from_millis(300), LIMIT).await;
+    // A socket's frames are handled in order: once this request is
+    // answered, so are the 500 syncs.
+    let sentinel = DocumentId::random();
+    flooder.open(sentinel);
+    flooder
+        .sync_until(LIMIT, |p| p.seen.unavailable.contains(&sentinel))
+        .await;
     assert!(flooder.seen.errors.is_empty(), "{:?}", flooder.seen.errors);
     assert!(!flooder.seen.closed);
     let loaded = app.hub.metrics.loaded_documents.get();
@@ -695,7 +701,8 @@ async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
         loaded <= before,
         "{loaded} documents loaded after 500 syncs for unknown records ({before} before)"
     );
-    // The server remembers the socket as waiting for the first 256 only.
+    // The server remembers the socket as waiting for the first 256 only
+    // (the sentinel is not one).
     assert_eq!(app.hub.metrics.waiting_peers.get(), 256);
     flooder.disconnect().await;
 
@@ -717,4 +724,44 @@ async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
         assert!(std::time::Instant::now() < deadline, "peers still waiting");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A socket's waits end as the records arrive, so a phone that stays
+/// connected for weeks can go on waiting for new ones.
+#[tokio::test]
+async fn a_wait_ends_when_the_record_arrives_and_frees_its_place() {
+    let app = spawn_app().await;
+    let mut phone = TestPeer::new("field-phone");
+    phone.connect(&app).await;
+    // 255 records the server lacks, and one the phone created offline:
+    // its first message carries no changes either, and waits too.
+    let data = automerge::sync::SyncDoc::generate_sync_message(
+        &automerge::Automerge::new(),
+        &mut automerge::sync::State::new(),
+    )
+    .unwrap()
+    .encode();
+    for _ in 0..255 {
+        phone
+            .send_raw(sync_frame(
+                "field-phone",
+                DocumentId::random(),
+                data.clone(),
+            ))
+            .await;
+    }
+    let report = phone.create(
+        twinsync_shared::record::Kind::Report,
+        serde_json::json!({"title": {"ar": "تقرير ميداني"}, "report_type": "field", "date": "2026-12-02"}),
+    );
+    let heads = phone.heads(report);
+    phone.sync_until_acked(LIMIT, report, &heads).await;
+    // The report's wait went with its task; its place is free again.
+    let later = DocumentId::random();
+    phone.open(later);
+    phone
+        .sync_until(LIMIT, |p| p.seen.unavailable.contains(&later))
+        .await;
+    assert_eq!(app.hub.metrics.waiting_peers.get(), 256);
+    assert!(phone.seen.errors.is_empty(), "{:?}", phone.seen.errors);
 }
