@@ -235,14 +235,20 @@ async function edit(id, edits, opts = {}) {
 
 /** Why this device may not change the record, if it may not: the server would refuse it. */
 function lockOf(view, id) {
-  // A record that does not read (written by a newer version of the app, or
-  // damaged) has no form to build: it is shown as stored.
-  if (!view.record) return tr("unreadable");
   if (isCoordinator()) return null;
   if (!writable()) return tr("readOnly");
   if (view.kind === "meeting" && view.record?.adopted) return tr("lockedAdopted");
   if (view.kind === "agreement" && view.record?.status === "ended") return tr("lockedEnded");
   return notOurs(view, id) ? tr("lockedNotOurs") : null;
+}
+
+/**
+ * Why the record's form cannot be changed, if it cannot. A record that does
+ * not read (a newer version's, or damaged) has no form, and is shown as
+ * stored; a coordinator may still settle its disagreements (`lockOf`).
+ */
+function formLock(view, id) {
+  return view.record ? lockOf(view, id) : tr("unreadable");
 }
 
 const bare = (link) => (link ?? "").replace(/^automerge:/, "");
@@ -278,7 +284,7 @@ function recordView(id, at = null) {
     return;
   }
   const kind = view.kind;
-  const locked = lockOf(view, id);
+  const locked = at === null ? formLock(view, id) : lockOf(view, id);
   const ctx = {
     lang: app.lang,
     summaries: app.summaries,
@@ -327,7 +333,7 @@ function refreshRecordView(paths) {
   const view = app.client.read(id);
   const form = $("#view form.record");
   const typing = form?.contains(document.activeElement);
-  if (!typing || lockOf(view, id) !== app.view.locked) {
+  if (!typing || formLock(view, id) !== app.view.locked) {
     recordView(id);
     return;
   }

@@ -456,30 +456,37 @@ test("minutes whose line breaks another phone wrote as CRLF: a keystroke changes
   });
 });
 
-test("a record this version cannot read is shown as stored, with why, and no form to type into", async () => {
+test("a record the app cannot read is shown as stored, with why, and no form to type into; a coordinator may still settle its disagreements", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await upToDate(page);
-    // A meeting as a newer version of the app would write it (schema 2),
-    // on the phone as if it had synced it.
-    const { documentId } = parseAutomergeUrl(generateAutomergeUrl());
+    // Records on the phone as if it had synced them: one written by a newer
+    // version of the app (schema 2), one whose minutes another program
+    // wrote as a number and whose date two writers set at once.
     const newer = Automerge.from({
       schema: 2, kind: "meeting", title: { fr: "Séance de janvier", ar: "جلسة يناير" },
       date: "2027-01-15", minutes: "Ordre du jour adopté.", agenda_v2: [{ item: "Budget" }],
     });
-    await page.evaluate(([id, bytes]) => new Promise((resolve, reject) => {
+    const base = Automerge.from({
+      schema: 1, kind: "meeting", title: { fr: "Séance de février" }, date: "2027-02-15", minutes: 42, agenda: [],
+    });
+    const fork = (date) => Automerge.change(Automerge.load(Automerge.save(base)), (d) => { d.date = date; });
+    const damaged = Automerge.merge(fork("2027-02-16"), fork("2027-02-17"));
+    const ids = [newer, damaged].map(() => parseAutomergeUrl(generateAutomergeUrl()).documentId);
+    await page.evaluate((records) => new Promise((resolve, reject) => {
       const open = indexedDB.open("twinsync");
       open.onerror = () => reject(open.error);
       open.onsuccess = () => {
         const tx = open.result.transaction("chunks", "readwrite");
-        tx.objectStore("chunks").add({ doc: id, bytes: new Uint8Array(bytes) });
+        for (const [id, bytes] of records) tx.objectStore("chunks").add({ doc: id, bytes: new Uint8Array(bytes) });
         tx.oncomplete = () => { open.result.close(); resolve(); };
         tx.onerror = () => reject(tx.error);
       };
-    }), [documentId, Array.from(Automerge.save(newer))]);
+    }), [[ids[0], Array.from(Automerge.save(newer))], [ids[1], Array.from(Automerge.save(damaged))]]);
     await page.reload();
-    await until(page, (id) => { try { return !!window.twinsync.read(id); } catch { return false; } }, documentId, "the record loaded");
-    await show(page, `#/r/${documentId}`);
+    await until(page, (ids) => { try { return ids.every((id) => window.twinsync.read(id)); } catch { return false; } }, ids, "the records loaded");
+
+    await show(page, `#/r/${ids[0]}`);
     await page.waitForSelector("pre.stored");
     const stored = await page.textContent("pre.stored");
     assert.match(stored, /جلسة يناير/);
@@ -487,6 +494,12 @@ test("a record this version cannot read is shown as stored, with why, and no for
     assert.match(await page.textContent("#view p.warning"), /\/schema/);
     assert.ok((await page.textContent("#view .note.locked")).length > 0, "says why it cannot be changed");
     assert.equal(await page.locator("form.record input, form.record textarea, form.record select").count(), 0, "nothing to type into");
+
+    await show(page, `#/r/${ids[1]}`);
+    await until(page, () => /"minutes": 42/.test(document.querySelector("pre.stored")?.textContent ?? ""), undefined, "the damaged record as stored");
+    assert.match(await page.textContent("#view p.warning"), /\/minutes/);
+    assert.equal(await page.locator("form.record input, form.record textarea, form.record select").count(), 0, "nothing to type into");
+    assert.equal(await page.locator('section.conflicts li[data-path="/date"] button.keep').count(), 2, "the coordinator may settle the disagreement");
     await context.close();
   });
 });
