@@ -127,14 +127,16 @@ impl Swarm {
             peers.push(task.await.expect("a delegate's task"));
         }
         let deadline = Instant::now() + limit;
-        // Rounds each peer has spent without its record, which it asked for.
+        // Rounds each peer has spent without its record, which it asked
+        // for, or out of step with what the server announced.
         let mut waiting = vec![0u32; peers.len()];
         loop {
             for ((p, _), waited) in peers.iter_mut().zip(&mut waiting) {
-                if p.awaits_a_record() {
+                if p.awaits_a_record() || p.out_of_step() {
                     *waited += 1;
-                    // Its request, or the answer, was dropped before the
-                    // network healed: nothing would send either again.
+                    // A message, or its answer, was dropped before the
+                    // network healed: within one connection nothing sends
+                    // it again, as in the typing above (`STALL`).
                     if *waited > 2 {
                         p.disconnect().await;
                         *waited = 0;

@@ -396,6 +396,18 @@ impl TestPeer {
         doc.get_changes_meta(&acked).len()
     }
 
+    /// Whether, for some record, the server has not announced all of this
+    /// peer's changes, or announced changes this peer lacks.
+    pub fn out_of_step(&self) -> bool {
+        self.docs.keys().any(|id| {
+            self.unacknowledged(*id) > 0
+                || self
+                    .acked
+                    .get(id)
+                    .is_some_and(|heads| !self.has_changes(*id, heads))
+        })
+    }
+
     pub fn is_connected(&self) -> bool {
         self.ws.is_some()
     }
