@@ -83,6 +83,7 @@ function chrome() {
   $("nav.language").setAttribute("aria-label", tr("language"));
   $("#search").value = app.query;
   $('nav.views a[href="#/dashboard"]').hidden = role() === "delegate";
+  $('nav.views a[href="#/devices"]').hidden = !isCoordinator();
   $("#me").textContent = app.me ? tr("signedInAs", { name: app.me.name, role: tr(app.me.role) }) : "";
   syncBar(app.client?.status());
 }
@@ -621,14 +622,124 @@ function exportSection() {
       tr("exportCsv", { kind: tr(`kinds.${k}`) }))));
 }
 
+// ----- Devices, invites and refused changes (coordinators) ------------------
+
+/** Calls the API; resolves with its JSON body, or rejects with its error. */
+async function call(path, init = {}) {
+  const res = await fetch(path, {
+    ...init,
+    headers: { authorization: `Bearer ${app.token}`, ...(init.body ? { "content-type": "application/json" } : {}) },
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error ?? res.statusText);
+  return body;
+}
+
+const titleOf = (id) => pick(app.byUrl.get(`automerge:${bare(id)}`)?.title, app.lang) || bare(id);
+
+function devicesView() {
+  // Not null, so records arriving do not redraw the forms being filled in.
+  app.view = { screen: "devices" };
+  if (!isCoordinator()) {
+    fill($("#view"), h("p", { class: "note" }, tr("coordinatorsOnly")));
+    return;
+  }
+  const problem = h("p", { class: "warning", role: "alert" });
+  const failed = (e) => { problem.textContent = tr("requestFailed", { reason: e.message }); };
+  const byTitle = (kind) => app.summaries.filter((s) => s.kind === kind)
+    .map((s) => ({ id: s.id, title: titleOf(s.id) }))
+    .sort((a, b) => a.title.localeCompare(b.title, app.lang));
+
+  // A new device: the link it opens signs it in once.
+  const name = h("input", { type: "text", name: "name", dir: "auto", required: true, maxlength: 200 });
+  const roleChoice = h("select", { name: "role" }, ["delegate", "coordinator", "observer"].map((r) => h("option", { value: r }, tr(r))));
+  const cityBoxes = byTitle("city").map((c) => ({ id: c.id, box: h("input", { type: "checkbox", value: c.id }), title: c.title }));
+  const person = h("select", { name: "person" }, h("option", { value: "" }, tr("noPerson")),
+    byTitle("person").map((p) => h("option", { value: p.id }, words(p.title))));
+  const made = h("div", { class: "invite-made", role: "status" });
+  const invite = h("form", {
+    class: "invite",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      problem.textContent = "";
+      try {
+        const body = {
+          name: name.value,
+          role: roleChoice.value,
+          cities: cityBoxes.filter((c) => c.box.checked).map((c) => c.id),
+          person: person.value || null,
+        };
+        const created = await call("/api/invites", { method: "POST", body: JSON.stringify(body) });
+        const link = h("input", { type: "text", readonly: true, class: "invite-link", value: created.link, dir: "ltr" });
+        const copy = h("button", { type: "button", onclick: async () => {
+          link.select();
+          try { await navigator.clipboard.writeText(created.link); copy.textContent = tr("copied"); } catch { /* selected to copy by hand */ }
+        } }, tr("copy"));
+        fill(made, h("p", {}, tr("inviteLink", { until: formatDateTime(app.lang, created.expires_at) })), link, copy);
+        invite.reset();
+        drawDevices();
+      } catch (err) { failed(err); }
+    },
+  },
+  h("label", { class: "field" }, h("span", { class: "label" }, tr("deviceName")), name),
+  h("label", { class: "field" }, h("span", { class: "label" }, tr("role")), roleChoice),
+  h("fieldset", { class: "field choices" }, h("legend", {}, tr("cities")),
+    cityBoxes.map((c) => h("label", {}, c.box, " ", words(c.title)))),
+  h("label", { class: "field" }, h("span", { class: "label" }, tr("person")), person),
+  h("button", { type: "submit" }, tr("createInvite")));
+
+  // Every device, and a way to cut one off.
+  const devices = h("tbody");
+  const drawDevices = () => call("/api/devices").then((list) => fill(devices, list
+    .sort((a, b) => (a.revoked_at ? 1 : 0) - (b.revoked_at ? 1 : 0) || b.created_at - a.created_at)
+    .map((d) => h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "" },
+      h("td", {}, words(d.name)),
+      h("td", {}, tr(d.role)),
+      h("td", {}, listOf(app.lang, (d.cities ?? []).map(titleOf))),
+      h("td", {}, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
+      h("td", {}, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) })
+        : d.id === app.me?.id ? tr("thisDevice")
+          : h("button", { type: "button", class: "revoke", onclick: async () => {
+            if (!confirm(tr("revokeConfirm", { name: d.name }))) return;
+            try { await call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" }); } catch (err) { failed(err); }
+            drawDevices();
+          } }, tr("revoke")))))), failed);
+
+  // Changes the server refused, kept for a coordinator to judge.
+  const pending = h("ul", { class: "quarantine" });
+  const drawPending = () => call("/api/quarantine?status=pending").then((rows) => fill(pending, rows.length
+    ? rows.map((q) => h("li", { "data-quarantine": q.id },
+      h("a", { href: `#/r/${q.doc_id}` }, words(titleOf(q.doc_id))), " · ",
+      h("span", { class: "who" }, words(q.device_name ?? q.device_id)), " · ",
+      h("time", {}, formatDateTime(app.lang, q.received_at)), " · ",
+      tr("changesCount", { n: formatNumber(app.lang, q.hashes.length) }),
+      h("p", { class: "reason", dir: "auto" }, q.path ? `${q.path}: ${q.reason}` : q.reason),
+      ["accept", "discard"].map((act) => h("button", { type: "button", class: act, onclick: async () => {
+        try { await call(`/api/quarantine/${q.id}/${act}`, { method: "POST" }); } catch (err) { failed(err); }
+        drawPending();
+      } }, tr(act)))))
+    : h("li", { class: "note" }, tr("quarantineEmpty"))), failed);
+
+  fill($("#view"),
+    h("h2", {}, tr("devices")), problem,
+    h("section", { class: "invite-section" }, h("h3", {}, tr("inviteTitle")), invite, made),
+    h("section", {}, h("h3", {}, tr("deviceList")), h("table", { class: "devices" },
+      h("thead", {}, h("tr", {}, [tr("deviceName"), tr("role"), tr("cities"), tr("lastSeen"), ""].map((c) => h("th", {}, c)))), devices)),
+    h("section", {}, h("h3", {}, tr("quarantineTitle")), pending));
+  drawDevices();
+  drawPending();
+}
+
 // ----- Routing ---------------------------------------------------------------
 
 function route() {
   if (!app.client) return;
   app.hash = location.hash;
   const parts = location.hash.replace(/^#\/?/, "").split("/");
+  const screens = ["dashboard", "devices"];
   for (const a of document.querySelectorAll("nav.views a")) {
-    a.setAttribute("aria-current", String(a.getAttribute("href") === "#/dashboard" ? parts[0] === "dashboard" : parts[0] !== "dashboard"));
+    const screen = a.getAttribute("href").slice(2);
+    a.setAttribute("aria-current", String(screens.includes(screen) ? parts[0] === screen : !screens.includes(parts[0])));
   }
   app.view = null;
   if (parts[0] === "r" && parts[1]) {
@@ -636,6 +747,7 @@ function route() {
     recordView(parts[1], Number.isNaN(at) ? null : at);
   } else if (parts[0] === "new" && KINDS.includes(parts[1])) newView(parts[1]);
   else if (parts[0] === "dashboard") dashboardView();
+  else if (parts[0] === "devices") devicesView();
   else listView(parts[0] === "k" && KINDS.includes(parts[1]) ? parts[1] : null);
 }
 addEventListener("hashchange", () => {

@@ -504,6 +504,58 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
   });
 });
 
+test("a coordinator invites a delegate's phone from the app, judges its refused change and revokes it", async () => {
+  await withServer(async (server) => {
+    const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    const { page } = coordinator;
+    await upToDate(page);
+    const [city] = await (await server.api("/api/records?kind=city")).json();
+    await show(page, "#/devices");
+    await page.waitForSelector("form.invite");
+    await page.fill('form.invite input[name="name"]', "هاتف حسن");
+    await page.selectOption('form.invite select[name="role"]', "delegate");
+    await page.check(`form.invite input[type="checkbox"][value="${city.id}"]`);
+    await page.click('form.invite button[type="submit"]');
+    await page.waitForSelector("input.invite-link");
+    const link = await page.inputValue("input.invite-link");
+    assert.match(link, /#invite=/);
+
+    // The link signs a new phone in as that delegate.
+    const delegate = await phone(browser);
+    await delegate.page.goto(link);
+    await until(delegate.page, () => document.querySelectorAll("#records li").length > 0, undefined, "the records listed on the new phone");
+    await upToDate(delegate.page);
+    assert.match(await delegate.page.textContent("#me"), /هاتف حسن/);
+
+    // It changes a report that is not its own: refused, kept for review.
+    const [report] = await (await server.api("/api/records?kind=report")).json();
+    const { record } = await (await server.api(`/api/records/${report.id}`)).json();
+    const other = ["visit", "field", "progress", "other"].find((v) => v !== record.report_type);
+    await delegate.page.evaluate(([id, value]) => window.twinsync.edit(id, [{ op: "set", path: "/report_type", value }], "retype"), [report.id, other]);
+    await until(delegate.page, () => document.querySelector("#sync-refused")?.textContent || null, undefined, "the refusal on the phone");
+
+    // The coordinator sees it with who sent it and why, and discards it.
+    await show(page, "#/");
+    await show(page, "#/devices");
+    const item = await until(page, () => document.querySelector("ul.quarantine li[data-quarantine]")?.textContent || null, undefined, "the refused change for review");
+    assert.match(item, /هاتف حسن/);
+    assert.match(item, /\/report_type/);
+    await page.click("ul.quarantine li[data-quarantine] button.discard");
+    await until(page, () => !document.querySelector("ul.quarantine li[data-quarantine]"), undefined, "the list emptied");
+    const judged = await (await server.api("/api/quarantine")).json();
+    assert.equal(judged.find((q) => q.device_name === "هاتف حسن")?.status, "discarded");
+
+    // And revokes the phone: listed as revoked, refused by the server.
+    page.once("dialog", (d) => d.accept());
+    const row = 'table.devices tr:has-text("هاتف حسن")';
+    await page.click(`${row} button.revoke`);
+    await until(page, (sel) => document.querySelector("table.devices tr.revoked") !== null, row, "the device shown revoked");
+    const devices = await (await server.api("/api/devices")).json();
+    assert.ok(devices.find((d) => d.name === "هاتف حسن").revoked_at > 0);
+    for (const d of [coordinator, delegate]) await d.context.close();
+  });
+});
+
 test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
   await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
