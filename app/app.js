@@ -638,7 +638,9 @@ async function call(path, init = {}) {
 const titleOf = (id) => pick(app.byUrl.get(`automerge:${bare(id)}`)?.title, app.lang) || bare(id);
 
 function devicesView() {
-  // Not null, so records arriving do not redraw the forms being filled in.
+  // Redrawn as records arrive (the cities and people to choose from), and
+  // once the server has said who this device is; not once something is
+  // typed in the invite form.
   app.view = { screen: "devices" };
   if (!isCoordinator()) {
     fill($("#view"), h("p", { class: "note" }, tr("coordinatorsOnly")));
@@ -646,6 +648,12 @@ function devicesView() {
   }
   const problem = h("p", { class: "warning", role: "alert" });
   const failed = (e) => { problem.textContent = tr("requestFailed", { reason: e.message }); };
+  // Runs one request at a time from `button`, with the error, if any, shown.
+  const act = async (button, work) => {
+    problem.textContent = "";
+    button.disabled = true;
+    try { await work(); } catch (err) { failed(err); } finally { button.disabled = false; }
+  };
   const byTitle = (kind) => app.summaries.filter((s) => s.kind === kind)
     .map((s) => ({ id: s.id, title: titleOf(s.id) }))
     .sort((a, b) => a.title.localeCompare(b.title, app.lang));
@@ -655,30 +663,39 @@ function devicesView() {
   const roleChoice = h("select", { name: "role" }, ["delegate", "coordinator", "observer"].map((r) => h("option", { value: r }, tr(r))));
   const cityBoxes = byTitle("city").map((c) => ({ id: c.id, box: h("input", { type: "checkbox", value: c.id }), title: c.title }));
   const person = h("select", { name: "person" }, h("option", { value: "" }, tr("noPerson")),
-    byTitle("person").map((p) => h("option", { value: p.id }, words(p.title))));
+    byTitle("person").map((p) => h("option", { value: p.id }, p.title)));
+  // The last invite's link, kept across redraws: the server cannot show it again.
   const made = h("div", { class: "invite-made", role: "status" });
+  const drawMade = (created) => {
+    if (!created) return;
+    const said = tr("inviteLink", { until: formatDateTime(app.lang, created.expires_at) });
+    const link = h("input", { type: "text", readonly: true, class: "invite-link", value: created.link, dir: "ltr", "aria-label": said });
+    const copy = h("button", { type: "button", onclick: async () => {
+      link.select();
+      try { await navigator.clipboard.writeText(created.link); copy.textContent = tr("copied"); } catch { /* selected, to copy by hand */ }
+    } }, tr("copy"));
+    fill(made, h("p", {}, words(created.name), " · ", said), link, copy);
+  };
+  drawMade(app.lastInvite);
+  const submit = h("button", { type: "submit" }, tr("createInvite"));
   const invite = h("form", {
     class: "invite",
-    onsubmit: async (e) => {
+    oninput: () => { app.view.touched = true; },
+    onsubmit: (e) => {
       e.preventDefault();
-      problem.textContent = "";
-      try {
+      act(submit, async () => {
         const body = {
           name: name.value,
           role: roleChoice.value,
           cities: cityBoxes.filter((c) => c.box.checked).map((c) => c.id),
           person: person.value || null,
         };
-        const created = await call("/api/invites", { method: "POST", body: JSON.stringify(body) });
-        const link = h("input", { type: "text", readonly: true, class: "invite-link", value: created.link, dir: "ltr" });
-        const copy = h("button", { type: "button", onclick: async () => {
-          link.select();
-          try { await navigator.clipboard.writeText(created.link); copy.textContent = tr("copied"); } catch { /* selected to copy by hand */ }
-        } }, tr("copy"));
-        fill(made, h("p", {}, tr("inviteLink", { until: formatDateTime(app.lang, created.expires_at) })), link, copy);
+        app.lastInvite = await call("/api/invites", { method: "POST", body: JSON.stringify(body) });
+        drawMade(app.lastInvite);
         invite.reset();
+        app.view.touched = false;
         drawDevices();
-      } catch (err) { failed(err); }
+      });
     },
   },
   h("label", { class: "field" }, h("span", { class: "label" }, tr("deviceName")), name),
@@ -686,7 +703,7 @@ function devicesView() {
   h("fieldset", { class: "field choices" }, h("legend", {}, tr("cities")),
     cityBoxes.map((c) => h("label", {}, c.box, " ", words(c.title)))),
   h("label", { class: "field" }, h("span", { class: "label" }, tr("person")), person),
-  h("button", { type: "submit" }, tr("createInvite")));
+  submit);
 
   // Every device, and a way to cut one off.
   const devices = h("tbody");
@@ -699,10 +716,9 @@ function devicesView() {
       h("td", {}, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
       h("td", {}, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) })
         : d.id === app.me?.id ? tr("thisDevice")
-          : h("button", { type: "button", class: "revoke", onclick: async () => {
+          : h("button", { type: "button", class: "revoke", "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
             if (!confirm(tr("revokeConfirm", { name: d.name }))) return;
-            try { await call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" }); } catch (err) { failed(err); }
-            drawDevices();
+            act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(drawDevices);
           } }, tr("revoke")))))), failed);
 
   // Changes the server refused, kept for a coordinator to judge.
@@ -714,17 +730,18 @@ function devicesView() {
       h("time", {}, formatDateTime(app.lang, q.received_at)), " · ",
       tr("changesCount", { n: formatNumber(app.lang, q.hashes.length) }),
       h("p", { class: "reason", dir: "auto" }, q.path ? `${q.path}: ${q.reason}` : q.reason),
-      ["accept", "discard"].map((act) => h("button", { type: "button", class: act, onclick: async () => {
-        try { await call(`/api/quarantine/${q.id}/${act}`, { method: "POST" }); } catch (err) { failed(err); }
-        drawPending();
-      } }, tr(act)))))
+      ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
+        act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(drawPending);
+      } }, tr(decision)))))
     : h("li", { class: "note" }, tr("quarantineEmpty"))), failed);
 
   fill($("#view"),
     h("h2", {}, tr("devices")), problem,
     h("section", { class: "invite-section" }, h("h3", {}, tr("inviteTitle")), invite, made),
-    h("section", {}, h("h3", {}, tr("deviceList")), h("table", { class: "devices" },
-      h("thead", {}, h("tr", {}, [tr("deviceName"), tr("role"), tr("cities"), tr("lastSeen"), ""].map((c) => h("th", {}, c)))), devices)),
+    h("section", {}, h("h3", {}, tr("deviceList")),
+      h("button", { type: "button", class: "refresh", onclick: () => { problem.textContent = ""; drawDevices(); drawPending(); } }, tr("refresh")),
+      h("table", { class: "devices" },
+      h("thead", {}, h("tr", {}, [tr("deviceName"), tr("role"), tr("cities"), tr("lastSeen"), tr("status")].map((c) => h("th", {}, c)))), devices)),
     h("section", {}, h("h3", {}, tr("quarantineTitle")), pending));
   drawDevices();
   drawPending();
@@ -764,8 +781,8 @@ function onChanges(changes) {
     app.view.refresh(app.summaries);
     return;
   }
-  const current = app.view && changes.find((c) => c.id === app.view.id);
-  if (app.view) {
+  const current = app.view?.id && changes.find((c) => c.id === app.view.id);
+  if (app.view?.id) {
     if (current && current.origin === "remote") refreshRecordView(current.paths);
     else if (current && current.paths.some((p) => !app.view.ctx.editors.has(p))) {
       // A local change this screen did not draw (a new item, a resolved conflict).
@@ -775,7 +792,8 @@ function onChanges(changes) {
     // Lists and the dashboard redraw at most every 300 ms while records pour in.
     app.redraw = setTimeout(() => {
       app.redraw = null;
-      if (app.view || $("#view").contains(document.activeElement)) return;
+      // A screen with something typed in it is left as it is.
+      if (app.view?.id || app.view?.touched || $("#view").contains(document.activeElement)) return;
       route();
     }, 300);
   }
@@ -808,7 +826,7 @@ async function start() {
   whoAmI().then(() => {
     chrome();
     // What this device may change shows once the server has said who it is.
-    if (!app.view) route();
+    if (!app.view || (app.view.screen && !app.view.touched)) route();
     else if (app.view.id && !$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id, app.view.at);
   });
   refreshSummaries();

@@ -519,6 +519,10 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     await page.waitForSelector("input.invite-link");
     const link = await page.inputValue("input.invite-link");
     assert.match(link, /#invite=/);
+    // The server cannot show the link again: a language switch keeps it.
+    await page.click('[data-lang="fr"]');
+    await until(page, () => document.querySelector("form.invite button[type=submit]")?.textContent === "Créer l’invitation", undefined, "the screen in French");
+    assert.equal(await page.inputValue("input.invite-link"), link);
 
     // The link signs a new phone in as that delegate.
     const delegate = await phone(browser);
@@ -535,8 +539,7 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     await until(delegate.page, () => document.querySelector("#sync-refused")?.textContent || null, undefined, "the refusal on the phone");
 
     // The coordinator sees it with who sent it and why, and discards it.
-    await show(page, "#/");
-    await show(page, "#/devices");
+    await page.click("button.refresh");
     const item = await until(page, () => document.querySelector("ul.quarantine li[data-quarantine]")?.textContent || null, undefined, "the refused change for review");
     assert.match(item, /هاتف حسن/);
     assert.match(item, /\/report_type/);
@@ -549,7 +552,7 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     page.once("dialog", (d) => d.accept());
     const row = 'table.devices tr:has-text("هاتف حسن")';
     await page.click(`${row} button.revoke`);
-    await until(page, (sel) => document.querySelector("table.devices tr.revoked") !== null, row, "the device shown revoked");
+    await until(page, () => [...document.querySelectorAll("table.devices tr.revoked")].some((tr) => tr.textContent.includes("هاتف حسن")), undefined, "the device shown revoked");
     const devices = await (await server.api("/api/devices")).json();
     assert.ok(devices.find((d) => d.name === "هاتف حسن").revoked_at > 0);
     for (const d of [coordinator, delegate]) await d.context.close();
