@@ -45,6 +45,9 @@ pub struct Ledger {
     /// Reconnections because a peer waited too long for an answer (after a
     /// message was dropped on the way).
     pub stalls: AtomicU64,
+    /// Reconnections while settling: a peer without its record, or out of
+    /// step with the server, for three rounds.
+    pub resyncs: AtomicU64,
 }
 
 impl Ledger {
@@ -138,6 +141,7 @@ impl Swarm {
                     // network healed: within one connection nothing sends
                     // it again, as in the typing above (`STALL`).
                     if *waited > 2 {
+                        self.ledger.resyncs.fetch_add(1, Ordering::Relaxed);
                         p.disconnect().await;
                         *waited = 0;
                     }

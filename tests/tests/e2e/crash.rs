@@ -190,8 +190,9 @@ async fn pad(server: &ServerProcess, rng: &mut StdRng) {
 fn swarm_stats(ledger: &twinsync_tests::campaign::Ledger) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     format!(
-        "connections: {}; stalls ended by reconnecting: {}",
+        "connections: {}; stalls ended by reconnecting: {}; reconnections while settling: {}",
         ledger.connects.load(Relaxed),
-        ledger.stalls.load(Relaxed)
+        ledger.stalls.load(Relaxed),
+        ledger.resyncs.load(Relaxed)
     )
 }
