@@ -366,7 +366,7 @@ impl Session {
                         wait.as_secs().max(1)
                     ),
                 };
-                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                self.owed(out, &msg);
                 return Ok(());
             }
         }
@@ -425,7 +425,7 @@ impl Session {
                     target_id: peer_id,
                     message: format!("document {doc} cannot be opened on the server right now"),
                 };
-                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                self.owed(out, &msg);
                 Ok(())
             }
         }
@@ -462,7 +462,7 @@ impl Session {
                         "document {doc} not taken: this device opened more than {limit} documents in a minute"
                     ),
                 };
-                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                self.owed(out, &msg);
                 return Ok(());
             }
         }
@@ -482,7 +482,7 @@ impl Session {
                     target_id: peer_id,
                     message: format!("sync message for document {doc} refused: {e}"),
                 };
-                let _ = out.try_send(Outbound::Frame(msg.encode()));
+                self.owed(out, &msg);
                 return Ok(());
             }
         };
@@ -556,8 +556,9 @@ impl Session {
                 )));
             }
         }
-        for msg in sync.generate(copy, &self.hub.server_id) {
-            let _ = out.try_send(Outbound::Frame(msg.encode()));
+        let answers = sync.generate(copy, &self.hub.server_id);
+        for msg in &answers {
+            self.owed(out, msg);
         }
         Ok(())
     }
