@@ -23,7 +23,7 @@ use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
 use crate::auth::Device;
-use crate::document::{DocCommand, Outbound, PeerLink};
+use crate::document::{DocCommand, Outbound, PeerLink, Queued, send_or_cut};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::store::Refused;
 
@@ -384,37 +384,33 @@ impl Session {
                 self.docs.insert(doc);
                 Ok(())
             }
-            Err(DispatchError::NotFound) if matches!(missing, Missing::Answer { .. }) => {
-                if wait {
-                    self.waiting.insert(doc);
-                }
-                // What a server holding nothing of the record says: its
-                // heads are empty. The sender then sends its changes.
-                let empty = automerge::sync::SyncDoc::generate_sync_message(
-                    &new_document(),
-                    &mut automerge::sync::State::new(),
-                );
-                if let Some(answer) = empty {
-                    let msg = Message::Sync {
-                        sender_id: self.hub.server_id.clone(),
-                        target_id: peer_id,
-                        document_id: doc,
-                        data: answer.encode(),
-                    };
-                    self.owed(out, &msg);
-                }
-                Ok(())
-            }
             Err(DispatchError::NotFound) => {
                 if wait {
                     self.waiting.insert(doc);
                 }
-                let msg = Message::DocUnavailable {
-                    sender_id: self.hub.server_id.clone(),
-                    target_id: peer_id,
-                    document_id: doc,
+                let msg = if matches!(missing, Missing::Answer { .. }) {
+                    // What a server holding nothing of the record says: its
+                    // heads are empty. The sender then sends its changes.
+                    let empty = automerge::sync::SyncDoc::generate_sync_message(
+                        &new_document(),
+                        &mut automerge::sync::State::new(),
+                    );
+                    empty.map(|answer| Message::Sync {
+                        sender_id: self.hub.server_id.clone(),
+                        target_id: peer_id,
+                        document_id: doc,
+                        data: answer.encode(),
+                    })
+                } else {
+                    Some(Message::DocUnavailable {
+                        sender_id: self.hub.server_id.clone(),
+                        target_id: peer_id,
+                        document_id: doc,
+                    })
                 };
-                self.owed(out, &msg);
+                if let Some(msg) = msg {
+                    self.owed(out, &msg);
+                }
                 Ok(())
             }
             Err(DispatchError::Store(e)) => {
@@ -567,11 +563,8 @@ impl Session {
     /// cut off, as a document's task cuts it off: it reconnects and asks
     /// again, where a dropped answer would leave it waiting.
     fn owed(&self, out: &mpsc::Sender<Outbound>, msg: &Message) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = out.try_send(Outbound::Frame(msg.encode()))
-        {
+        if send_or_cut(out, &self.kill, &self.hub.metrics, msg) == Queued::CutOff {
             warn!("peer is not reading; dropping it");
-            self.hub.metrics.slow_peers_dropped.inc();
-            self.kill.notify_one();
         }
     }
 

@@ -320,6 +320,35 @@ impl DocTask {
     }
 }
 
+/// What became of a frame queued for a peer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Queued {
+    Yes,
+    /// The peer's queue was full: it was cut off (`kill`) rather than left
+    /// without an answer it waits for, and reconnects and asks again.
+    CutOff,
+    /// Its connection had closed.
+    Gone,
+}
+
+/// Queues `msg` for a peer, cutting off one whose queue is full.
+pub fn send_or_cut(
+    out: &mpsc::Sender<Outbound>,
+    kill: &Notify,
+    metrics: &crate::metrics::Metrics,
+    msg: &Message,
+) -> Queued {
+    match out.try_send(Outbound::Frame(msg.encode())) {
+        Ok(()) => Queued::Yes,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics.slow_peers_dropped.inc();
+            kill.notify_one();
+            Queued::CutOff
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+    }
+}
+
 /// The most commands a document task handles before it answers.
 const MAX_UNANSWERED: usize = 64;
 
@@ -357,16 +386,13 @@ impl DocTask {
     }
 
     fn send(&self, peer: &PeerLink, msg: &Message) -> bool {
-        let frame = msg.encode();
-        match peer.out.try_send(Outbound::Frame(frame)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match send_or_cut(&peer.out, &peer.kill, &self.hub.metrics, msg) {
+            Queued::Yes => true,
+            Queued::CutOff => {
                 warn!(doc_id = %self.id, peer_id = %peer.peer_id, "peer is not reading; dropping it");
-                self.hub.metrics.slow_peers_dropped.inc();
-                peer.kill.notify_one();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Queued::Gone => false,
         }
     }
 
