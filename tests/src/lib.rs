@@ -247,3 +247,17 @@ pub fn random_text(seed: u64, alphabet: &str, len: usize) -> String {
         .map(|_| chars[rng.random_range(0..chars.len())])
         .collect()
 }
+
+/// Waits until `done` holds, checking every 20 ms; panics naming `what`
+/// after `limit`. For the server's own state (its gauges), which no
+/// message announces.
+pub async fn eventually(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

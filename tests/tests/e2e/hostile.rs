@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use twinsync_shared::protocol::Message;
 use twinsync_shared::record::{Edit, Record};
 use twinsync_shared::{DocumentId, PeerId};
-use twinsync_tests::{TestApp, TestPeer, noise, spawn_app, spawn_app_with};
+use twinsync_tests::{TestApp, TestPeer, eventually, noise, spawn_app, spawn_app_with};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -661,27 +661,29 @@ async fn refused_changes_past_a_devices_quarantine_limit_are_not_kept_and_the_de
     assert!(other.seen.errors.is_empty());
 }
 
-#[tokio::test]
-async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
-    let app = spawn_app().await;
-    let before = app.hub.metrics.loaded_documents.get();
-    let mut flooder = TestPeer::new("flooder");
-    flooder.connect(&app).await;
-    // A holder's first message: its heads, no changes yet.
+/// A holder's first sync message for a record: its heads, no changes yet.
+fn holders_first_message() -> Vec<u8> {
+    use automerge::transaction::Transactable;
     let mut holder = automerge::Automerge::new();
-    {
-        use automerge::transaction::Transactable;
-        let mut tx = holder.transaction();
-        tx.put(automerge::ROOT, "kind", "report").unwrap();
-        tx.commit();
-    }
+    let mut tx = holder.transaction();
+    tx.put(automerge::ROOT, "kind", "report").unwrap();
+    tx.commit();
     let first = automerge::sync::SyncDoc::generate_sync_message(
         &holder,
         &mut automerge::sync::State::new(),
     )
     .unwrap();
     assert!(first.changes.is_empty());
-    let data = first.encode();
+    first.encode()
+}
+
+#[tokio::test]
+async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
+    let app = spawn_app().await;
+    let before = app.hub.metrics.loaded_documents.get();
+    let mut flooder = TestPeer::new("flooder");
+    flooder.connect(&app).await;
+    let data = holders_first_message();
     for _ in 0..500 {
         flooder
             .send_raw(sync_frame("flooder", DocumentId::random(), data.clone()))
@@ -719,11 +721,10 @@ async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
     let stored = app.get_json(&format!("/api/records/{report}")).await;
     assert_eq!(stored["record"]["title"]["fr"], "Visite à Niamey");
     // The flooder's socket closed: nobody waits any more.
-    let deadline = std::time::Instant::now() + LIMIT;
-    while app.hub.metrics.waiting_peers.get() != 0 {
-        assert!(std::time::Instant::now() < deadline, "peers still waiting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(LIMIT, "no peer waits", || {
+        app.hub.metrics.waiting_peers.get() == 0
+    })
+    .await;
 }
 
 /// A socket's waits end as the records arrive, so a phone that stays
@@ -735,12 +736,7 @@ async fn a_wait_ends_when_the_record_arrives_and_frees_its_place() {
     phone.connect(&app).await;
     // 255 records the server lacks, and one the phone created offline:
     // its first message carries no changes either, and waits too.
-    let data = automerge::sync::SyncDoc::generate_sync_message(
-        &automerge::Automerge::new(),
-        &mut automerge::sync::State::new(),
-    )
-    .unwrap()
-    .encode();
+    let data = holders_first_message();
     for _ in 0..255 {
         phone
             .send_raw(sync_frame(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use twinsync_shared::record::{Edit, Kind, Record};
 use twinsync_tests::process::{ServerProcess, twinsync};
-use twinsync_tests::{TestPeer, random_text, spawn_app, spawn_app_with};
+use twinsync_tests::{TestPeer, eventually, random_text, spawn_app, spawn_app_with};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -156,14 +156,10 @@ async fn idle_documents_leave_memory_and_sync_states_are_kept() {
     p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
     assert_eq!(app.hub.metrics.loaded_documents.get(), 1);
     p.disconnect().await;
-    let deadline = std::time::Instant::now() + LIMIT;
-    while app.hub.metrics.loaded_documents.get() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle document stayed in memory"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(LIMIT, "the idle document leaves memory", || {
+        app.hub.metrics.loaded_documents.get() == 0
+    })
+    .await;
     assert!(
         app.hub
             .store

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use twinsync_shared::record::{Edit, Kind, Record};
-use twinsync_tests::{TestPeer, spawn_app};
+use twinsync_tests::{TestPeer, eventually, spawn_app};
 
 const QUIET: Duration = Duration::from_millis(150);
 const LIMIT: Duration = Duration::from_secs(10);
@@ -146,6 +146,7 @@ async fn live_edits_reach_other_connected_peers() {
         .await;
 }
 
+/// The peer waits for it, and stops waiting when its socket closes.
 #[tokio::test]
 async fn a_request_for_an_unknown_record_is_answered_unavailable() {
     let app = spawn_app().await;
@@ -164,6 +165,12 @@ async fn a_request_for_an_unknown_record_is_answered_unavailable() {
             .iter()
             .any(|r| r["id"] == unknown.to_string())
     );
+    assert_eq!(app.hub.metrics.waiting_peers.get(), 1);
+    p.disconnect().await;
+    eventually(LIMIT, "the closed socket's wait forgotten", || {
+        app.hub.metrics.waiting_peers.get() == 0
+    })
+    .await;
 }
 
 /// A phone learns of a record (from the club index, or a link) before its
@@ -196,23 +203,4 @@ async fn a_peer_told_a_record_is_unavailable_receives_it_once_its_creator_syncs(
         other => panic!("not a report: {other:?}"),
     }
     assert_eq!(app.hub.metrics.waiting_peers.get(), 0);
-}
-
-/// A peer that stops waiting (its socket closed) is forgotten.
-#[tokio::test]
-async fn a_peer_that_leaves_stops_waiting_for_a_record() {
-    let app = spawn_app().await;
-    let mut p = TestPeer::new("curious");
-    p.connect(&app).await;
-    let unknown = twinsync_shared::DocumentId::random();
-    p.open(unknown);
-    p.sync_until(LIMIT, |p| p.seen.unavailable.contains(&unknown))
-        .await;
-    assert_eq!(app.hub.metrics.waiting_peers.get(), 1);
-    p.disconnect().await;
-    let deadline = std::time::Instant::now() + LIMIT;
-    while app.hub.metrics.waiting_peers.get() != 0 {
-        assert!(std::time::Instant::now() < deadline, "still waiting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
