@@ -64,7 +64,7 @@ async function whoAmI() {
   } catch { /* offline: keep the last known answer */ }
 }
 
-const api = (path, init = {}) => fetch(path, { ...init, headers: { authorization: `Bearer ${app.token}` } });
+const api = (path, init = {}) => fetch(path, { ...init, headers: { authorization: `Bearer ${app.token}`, ...init.headers } });
 const role = () => app.me?.role ?? "delegate";
 const isCoordinator = () => role() === "coordinator";
 const writable = () => role() !== "observer";
@@ -626,10 +626,7 @@ function exportSection() {
 
 /** Calls the API; resolves with its JSON body, or rejects with its error. */
 async function call(path, init = {}) {
-  const res = await fetch(path, {
-    ...init,
-    headers: { authorization: `Bearer ${app.token}`, ...(init.body ? { "content-type": "application/json" } : {}) },
-  });
+  const res = await api(path, init.body ? { ...init, headers: { "content-type": "application/json" } } : init);
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body.error ?? res.statusText);
   return body;
