@@ -17,7 +17,7 @@ use crate::api::{ApiError, ApiResult, blocking};
 use crate::auth::{Device, NewDevice, Role};
 use crate::document::DocCommand;
 use crate::hub::{DispatchError, Hub, Missing};
-use crate::store::RedeemError;
+use crate::store::{RedeemError, StoreError, UpdateRefused};
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -35,6 +35,7 @@ pub fn device_json(hub: &Hub, d: &Device) -> Value {
         "last_seen_at": d.last_seen_at,
         "expires_at": d.expires_at(hub.settings.token_ttl()),
         "revoked_at": d.revoked_at,
+        "changed_at": d.changed_at,
     })
 }
 
@@ -249,6 +250,100 @@ pub async fn revoke(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no device `{id}`")))?;
     let closed = hub.disconnect_device(&device.id);
     tracing::info!(device = %device.id, by = %by.id, sockets = closed, "device revoked");
+    let mut body = device_json(&hub, &device);
+    body["sockets_closed"] = json!(closed);
+    Ok(Json(body))
+}
+
+/// What to change of a device; what is left out stays as it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceUpdate {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// Replaces the member cities, by name (any language) or record id.
+    #[serde(default)]
+    pub cities: Option<Vec<String>>,
+    /// `null` takes the person away; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    pub person: Option<Option<String>>,
+}
+
+/// A field that is present, even as `null`, as `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// Why a device was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Refused(#[from] UpdateRefused),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Changes a device's name, role, cities or person, checked as an invite's
+/// are. The caller closes the sockets signed in under its old rights.
+/// Blocking: it reads and writes the store.
+pub fn update_device(
+    hub: &Hub,
+    id: &str,
+    update: DeviceUpdate,
+    now: i64,
+) -> Result<Device, UpdateError> {
+    let old = hub
+        .store
+        .device(id)?
+        .ok_or_else(|| UpdateRefused::Unknown(id.to_owned()))?;
+    let wanted = NewDevice {
+        name: update.name.unwrap_or(old.name),
+        role: update.role.unwrap_or(old.role),
+        cities: update.cities.unwrap_or(old.cities),
+        person: update.person.unwrap_or(old.person),
+    };
+    let new = check_new_device(hub, &wanted).map_err(UpdateError::Invalid)?;
+    Ok(hub.store.update_device(id, &new, now)??)
+}
+
+pub async fn update(
+    State(hub): State<Arc<Hub>>,
+    Coordinator(by): Coordinator,
+    Path(id): Path<String>,
+    Json(update): Json<DeviceUpdate>,
+) -> ApiResult<Json<Value>> {
+    let hub2 = Arc::clone(&hub);
+    let target = id.clone();
+    let changed = tokio::task::spawn_blocking(move || update_device(&hub2, &target, update, now()))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+    let device = match changed {
+        Ok(device) => device,
+        Err(UpdateError::Invalid(e)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, e)),
+        Err(UpdateError::Refused(e @ UpdateRefused::Unknown(_))) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()));
+        }
+        Err(UpdateError::Refused(e)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()));
+        }
+        Err(UpdateError::Store(e)) => return Err(e.into()),
+    };
+    let closed = hub.disconnect_outdated(&device.id, device.rights);
+    tracing::info!(
+        device = %device.id,
+        by = %by.id,
+        role = device.role.as_str(),
+        sockets = closed,
+        "device changed"
+    );
     let mut body = device_json(&hub, &device);
     body["sockets_closed"] = json!(closed);
     Ok(Json(body))

@@ -70,6 +70,11 @@ pub struct Device {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub revoked_at: Option<i64>,
+    /// How many times the role, cities or person changed: a socket signed
+    /// in under fewer changes holds rights the device no longer has.
+    pub rights: i64,
+    /// When the role, cities or person last changed.
+    pub changed_at: Option<i64>,
 }
 
 impl Device {

@@ -54,6 +54,8 @@ struct SessionEntry {
     device: String,
     /// Signed in as revoked: the socket is already in hand-in mode.
     revoked: bool,
+    /// The device's `rights` count when the socket signed in.
+    rights: i64,
     kill: Arc<Notify>,
 }
 
@@ -183,12 +185,20 @@ impl Hub {
     /// Closes at once every socket a device opened before it was revoked
     /// (those opened since are in hand-in mode already).
     pub fn disconnect_device(&self, device: &str) -> usize {
+        self.disconnect(|e| e.device == device && !e.revoked)
+    }
+
+    /// Closes at once every socket of `device` signed in before its rights
+    /// changed to their `rights`-th version: the client reconnects, and
+    /// signs in under its new role, cities and person.
+    pub fn disconnect_outdated(&self, device: &str, rights: i64) -> usize {
+        self.disconnect(|e| e.device == device && !e.revoked && e.rights < rights)
+    }
+
+    fn disconnect(&self, which: impl Fn(&SessionEntry) -> bool) -> usize {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
-        for entry in sessions
-            .values()
-            .filter(|e| e.device == device && !e.revoked)
-        {
+        for entry in sessions.values().filter(|e| which(e)) {
             entry.kill.notify_one();
             n += 1;
         }
@@ -225,6 +235,7 @@ impl Hub {
                 conn,
                 device: device.id.clone(),
                 revoked: device.is_revoked(),
+                rights: device.rights,
                 kill,
             },
         );

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use twinsync_server::admin::DeviceUpdate;
 use twinsync_server::auth::{NewDevice, Role};
 use twinsync_server::settings::Settings;
 use twinsync_server::store::Store;
@@ -36,7 +37,7 @@ enum Command {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
-    /// Provision, list and revoke devices (works while the server runs).
+    /// Provision, list, change and revoke devices (works while the server runs).
     #[command(subcommand)]
     Device(DeviceCommand),
 }
@@ -65,6 +66,28 @@ enum DeviceCommand {
     List {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
+    },
+    /// Change a device's name, role, cities or person; what is not given
+    /// stays. A running server closes the device's sockets within seconds
+    /// (at once when changed through the API), and it signs in again under
+    /// its new rights.
+    Update {
+        #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+        /// The member cities, replacing the device's; repeat for several.
+        #[arg(long)]
+        city: Vec<String>,
+        /// The device holder's person record id.
+        #[arg(long, conflicts_with = "no_person")]
+        person: Option<String>,
+        /// Take the device's person record away.
+        #[arg(long)]
+        no_person: bool,
     },
     /// Revoke a device: a running server closes its sockets within seconds
     /// (at once when revoked through the API).
@@ -170,6 +193,50 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                     if d.is_revoked() { "revoked" } else { "active" }
                 );
             }
+            Ok(())
+        }
+        DeviceCommand::Update {
+            data_dir,
+            id,
+            name,
+            role,
+            city,
+            person,
+            no_person,
+        } => {
+            let store = open_existing(&data_dir)?;
+            let settings = Settings::for_data_dir(data_dir);
+            let hub = twinsync_server::hub::Hub::new(
+                store,
+                std::sync::Arc::new(settings),
+                twinsync_server::metrics::Metrics::new(),
+            )?;
+            let update = DeviceUpdate {
+                name,
+                role,
+                cities: (!city.is_empty()).then_some(city),
+                person: if no_person {
+                    Some(None)
+                } else {
+                    person.map(Some)
+                },
+            };
+            let d = twinsync_server::admin::update_device(&hub, &id, update, now)?;
+            eprintln!(
+                "device {} ({}) is now {}{}{}",
+                d.id,
+                d.name,
+                d.role.as_str(),
+                if d.cities.is_empty() {
+                    String::new()
+                } else {
+                    format!(", cities {}", d.cities.join(", "))
+                },
+                d.person
+                    .as_deref()
+                    .map(|p| format!(", person {p}"))
+                    .unwrap_or_default()
+            );
             Ok(())
         }
         DeviceCommand::Revoke { data_dir, id } => {

@@ -156,6 +156,20 @@ fn device_paths() -> Value {
             "summary": "Every device, revoked ones included, never with a token (coordinators)",
             "responses": with_role(json!({"200": list_of("Devices, oldest first", "Device")}))
         }},
+        "/api/devices/{deviceId}": {"patch": {
+            "summary": "Change a device's name, role, cities or person (coordinators)",
+            "description": "Checked as an invite is. When the role, cities or person change, the device's sockets signed in under the old ones are closed at once, and its client signs in again under the new ones; its token stays the same.",
+            "parameters": [device_param.clone()],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeviceUpdate"}}}},
+            "responses": with_role(json!({
+                "200": body("The changed device", "ChangedDevice"),
+                "400": error("The device would not be acceptable: its name is empty or over 200 characters, a city is unknown or ambiguous, or a delegate names no city. Also the answer, as plain text, to a body that is not JSON."),
+                "404": error("No device has this id."),
+                "409": error("The device is revoked, or it is the last coordinator and would stop being one."),
+                "415": plain("The body is not declared as `application/json`."),
+                "422": plain("The body is JSON but not a device update, such as an unknown role or field.")
+            }))
+        }},
         "/api/devices/{deviceId}/revoke": {"post": {
             "summary": "Revoke a device (coordinators)",
             "description": "Closes the device's open sockets at once. Its token still signs in, but only to GET /api/me and to /sync in hand-in mode: the socket shows it nothing, and what it sends goes to the quarantine. Revoking a device again keeps its first `revoked_at`.",
@@ -307,7 +321,16 @@ fn device_schemas() -> Value {
             "created_at": {"type": "integer", "description": "Seconds since the epoch, as every time here."},
             "last_seen_at": {"type": "integer"},
             "expires_at": {"type": "integer", "description": "When the token stops working unless the device is seen again."},
-            "revoked_at": {"type": "integer", "nullable": true}}},
+            "revoked_at": {"type": "integer", "nullable": true},
+            "changed_at": {"type": "integer", "nullable": true, "description": "When the role, cities or person last changed."}}},
+        "ChangedDevice": {"allOf": [{"$ref": "#/components/schemas/Device"}, {"type": "object", "required": ["sockets_closed"], "properties": {
+            "sockets_closed": {"type": "integer", "description": "Sockets signed in under the device's old rights that this server closed; the client reconnects under the new ones."}}}]},
+        "DeviceUpdate": {"type": "object", "additionalProperties": false, "properties": {
+            "name": {"type": "string", "description": "1 to 200 characters."},
+            "role": role,
+            "cities": {"type": "array", "items": {"type": "string"}, "description": "Replaces the member cities, each by record id or by its name in any language; a delegate needs at least one."},
+            "person": {"type": "string", "nullable": true, "description": "The holder's person record id; `null` takes it away."}},
+            "description": "What to change; a field left out stays as it is."},
         "RevokedDevice": {"allOf": [{"$ref": "#/components/schemas/Device"}, {"type": "object", "required": ["sockets_closed"], "properties": {
             "sockets_closed": {"type": "integer", "description": "Sockets of the device this server closed."}}}]},
         "InviteRequest": {"type": "object", "required": ["name", "role"], "properties": {

@@ -235,6 +235,8 @@ mod tests {
             created_at: 0,
             last_seen_at: 0,
             revoked_at: None,
+            rights: 0,
+            changed_at: None,
         }
     }
 

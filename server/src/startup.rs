@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::header;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -60,6 +60,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/invites", post(admin::create_invite))
         .route("/api/invites/redeem", post(admin::redeem))
         .route("/api/devices", get(admin::devices))
+        .route("/api/devices/{id}", patch(admin::update))
         .route("/api/devices/{id}/revoke", post(admin::revoke))
         .route("/api/quarantine", get(admin::quarantine))
         .route("/api/quarantine/{id}/accept", post(admin::accept))
@@ -191,7 +192,7 @@ pub async fn run(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let watcher = tokio::spawn(watch_revocations(Arc::clone(&hub)));
+    let watcher = tokio::spawn(watch_devices(Arc::clone(&hub)));
     let trimmer = tokio::spawn(crate::memory::keep_trimming(
         Arc::clone(&hub),
         std::time::Duration::from_secs(10),
@@ -300,9 +301,10 @@ impl Drop for AddressSlot {
     }
 }
 
-/// Closes the sockets of devices revoked from the command line (another
-/// process): every two seconds, the devices revoked since the last look.
-async fn watch_revocations(hub: Arc<Hub>) {
+/// Closes the sockets of devices revoked, or whose rights changed, from the
+/// command line (another process): every two seconds, the devices changed
+/// since the last look.
+async fn watch_devices(hub: Arc<Hub>) {
     let now = || time::OffsetDateTime::now_utc().unix_timestamp();
     let mut since = now();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
@@ -310,19 +312,24 @@ async fn watch_revocations(hub: Arc<Hub>) {
         tick.tick().await;
         let checked_at = now();
         let store = hub.store.clone();
-        // Look a second back: a revocation stamped in the same second as
-        // the last look is seen again, and closing twice is harmless.
+        // Look a second back: a change stamped in the same second as the
+        // last look is seen again, and closing twice is harmless (a socket
+        // signed in under the new rights is not closed).
         let from = since - 1;
-        match tokio::task::spawn_blocking(move || store.revoked_since(from)).await {
-            Ok(Ok(ids)) => {
-                for id in ids {
-                    if hub.disconnect_device(&id) > 0 {
-                        tracing::info!(device = %id, "revoked device disconnected");
+        match tokio::task::spawn_blocking(move || store.changed_since(from)).await {
+            Ok(Ok(devices)) => {
+                for d in devices {
+                    if d.is_revoked() {
+                        if hub.disconnect_device(&d.id) > 0 {
+                            tracing::info!(device = %d.id, "revoked device disconnected");
+                        }
+                    } else if hub.disconnect_outdated(&d.id, d.rights) > 0 {
+                        tracing::info!(device = %d.id, "device disconnected to sign in under its new rights");
                     }
                 }
                 since = checked_at;
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check revocations"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check for revoked or changed devices"),
             Err(_) => {}
         }
     }

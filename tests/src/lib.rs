@@ -162,6 +162,22 @@ impl TestApp {
             .expect("the API answers")
     }
 
+    /// PATCH JSON with `token`.
+    pub async fn patch_as(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        reqwest::Client::new()
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
     /// Provisions a device and returns its token.
     pub fn device(&self, role: Role, cities: &[&str], person: Option<&str>) -> String {
         let new = NewDevice {

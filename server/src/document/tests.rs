@@ -33,6 +33,8 @@ fn device(id: &str, role: Role) -> Arc<Device> {
         created_at: 0,
         last_seen_at: 0,
         revoked_at: None,
+        rights: 0,
+        changed_at: None,
     })
 }
 

@@ -20,6 +20,20 @@ pub enum RedeemError {
     Store(#[from] StoreError),
 }
 
+/// Why a device's name and rights were not changed; the messages are what
+/// the caller sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateRefused {
+    #[error("no device `{0}`")]
+    Unknown(String),
+    #[error("a revoked device cannot be changed; invite its holder again")]
+    Revoked,
+    #[error(
+        "this is the last coordinator device: make another device a coordinator first, or nobody could manage devices"
+    )]
+    LastCoordinator,
+}
+
 /// An invite as created: the code is shown once and never stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invite {
@@ -61,7 +75,8 @@ pub struct Refused<'a> {
     pub reason: &'a str,
 }
 
-const DEVICE_COLUMNS: &str = "id, name, role, cities, person, created_at, last_seen_at, revoked_at";
+const DEVICE_COLUMNS: &str =
+    "id, name, role, cities, person, created_at, last_seen_at, revoked_at, rights, changed_at";
 
 const QUARANTINE_SELECT: &str = "SELECT q.id, q.doc_id, q.device_id, d.name, q.peer_id, q.hashes,
         q.path, q.reason, q.received_at, q.status, q.decided_by, q.decided_at, q.changes
@@ -102,8 +117,10 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<(Device, Vec<u8>)> {
             created_at: r.get(5)?,
             last_seen_at: r.get(6)?,
             revoked_at: r.get(7)?,
+            rights: r.get(8)?,
+            changed_at: r.get(9)?,
         },
-        r.get(8)?,
+        r.get(10)?,
     ))
 }
 
@@ -134,6 +151,8 @@ impl Store {
             created_at: now,
             last_seen_at: now,
             revoked_at: None,
+            rights: 0,
+            changed_at: None,
         };
         Ok((device, secret.token()))
     }
@@ -200,12 +219,85 @@ impl Store {
         self.device(id)
     }
 
-    /// Devices revoked at or after `since`.
-    pub fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
+    /// Devices revoked, or whose rights changed, at or after `since`.
+    pub fn changed_since(&self, since: i64) -> Result<Vec<Device>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT id FROM devices WHERE revoked_at >= ?1")?;
-        let rows = stmt.query_map([since], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS}, token_hash FROM devices
+             WHERE revoked_at >= ?1 OR changed_at >= ?1"
+        ))?;
+        let rows = stmt.query_map([since], device_row)?;
+        Ok(rows.map(|r| r.map(|(d, _)| d)).collect::<Result<_, _>>()?)
+    }
+
+    /// Gives device `id` a new name, role, cities and person, which the
+    /// caller checked; a change of rights is counted in `rights`. Refused
+    /// for a revoked device, and for the last coordinator's role, which
+    /// would leave nobody to manage devices.
+    pub fn update_device(
+        &self,
+        id: &str,
+        new: &NewDevice,
+        now: i64,
+    ) -> Result<Result<Device, UpdateRefused>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some((old, _)) = tx
+            .query_row(
+                &format!("SELECT {DEVICE_COLUMNS}, token_hash FROM devices WHERE id = ?1"),
+                [id],
+                device_row,
+            )
+            .optional()?
+        else {
+            return Ok(Err(UpdateRefused::Unknown(id.to_owned())));
+        };
+        if old.is_revoked() {
+            return Ok(Err(UpdateRefused::Revoked));
+        }
+        if old.role == Role::Coordinator && new.role != Role::Coordinator {
+            let others: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM devices
+                 WHERE role = 'coordinator' AND revoked_at IS NULL AND id <> ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            if others == 0 {
+                return Ok(Err(UpdateRefused::LastCoordinator));
+            }
+        }
+        let rights_changed =
+            old.role != new.role || old.cities != new.cities || old.person != new.person;
+        let cities = serde_json::to_string(&new.cities).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            "UPDATE devices SET name = ?2, role = ?3, cities = ?4, person = ?5,
+                 rights = rights + ?6,
+                 changed_at = CASE WHEN ?6 THEN ?7 ELSE changed_at END
+             WHERE id = ?1",
+            params![
+                id,
+                new.name,
+                new.role.as_str(),
+                cities,
+                new.person,
+                i64::from(rights_changed),
+                now
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Ok(Device {
+            name: new.name.clone(),
+            role: new.role,
+            cities: new.cities.clone(),
+            person: new.person.clone(),
+            rights: old.rights + i64::from(rights_changed),
+            changed_at: if rights_changed {
+                Some(now)
+            } else {
+                old.changed_at
+            },
+            ..old
+        }))
     }
 
     /// Test and operator hook: moves a device's last sighting back in time.

@@ -505,6 +505,191 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
 }
 
 #[tokio::test]
+async fn a_delegate_moved_to_another_city_signs_in_again_and_its_refused_edit_is_kept() {
+    let app = spawn_app().await;
+    let agreement = app.first("agreement").await;
+    let r = record(&app, agreement).await;
+    let parties = serde_json::to_string(&r["parties"]).unwrap();
+    let cities = app.get_json("/api/records?kind=city").await;
+    let ids: Vec<String> = cities
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| text(c, "id").to_owned())
+        .collect();
+    let outsider = ids.iter().find(|c| !parties.contains(c.as_str())).unwrap();
+    let party = ids.iter().find(|c| parties.contains(c.as_str())).unwrap();
+    let token = app.device(Role::Delegate, &[outsider], None);
+    let device_id = token.split('.').next().unwrap().to_owned();
+    let path = format!("/api/devices/{device_id}");
+    let wanted = if r["status"] == "in_force" {
+        "suspended"
+    } else {
+        "in_force"
+    };
+
+    // The delegate of a city outside the agreement is refused ...
+    let mut phone = TestPeer::new("moved-phone").with_token(&token);
+    phone.connect(&app).await;
+    phone.open(agreement);
+    phone
+        .sync_until(LIMIT, |p| p.kind_of(agreement).is_some())
+        .await;
+    phone.edit(
+        agreement,
+        "status, as agreed in Smara",
+        &[Edit::Set {
+            path: "/status".into(),
+            value: json!(wanted),
+        }],
+    );
+    phone
+        .sync_until(LIMIT, |p| {
+            p.seen.errors.iter().any(|e| e.contains("refused"))
+        })
+        .await;
+    assert_ne!(record(&app, agreement).await["status"], wanted);
+
+    // ... and may not move itself.
+    let res = app
+        .patch_as(&path, &token, &json!({"cities": [party]}))
+        .await;
+    assert_eq!(res.status(), 403);
+
+    // A new name alone leaves its socket open.
+    let res = app
+        .patch_as(&path, &app.token, &json!({"name": "Aminata's phone"}))
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["name"], "Aminata's phone");
+    assert_eq!(body["sockets_closed"], 0);
+    assert!(body["changed_at"].is_null());
+    phone.sync(QUIET, LIMIT).await;
+    assert!(!phone.seen.closed, "a new name closed the socket");
+
+    // A coordinator moves the delegate to a party city: its socket closes ...
+    let res = app
+        .patch_as(&path, &app.token, &json!({"cities": [party]}))
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["cities"], json!([party]));
+    assert_eq!(body["name"], "Aminata's phone");
+    assert_eq!(body["sockets_closed"], 1);
+    assert!(body["changed_at"].is_i64());
+    phone.sync(Duration::from_secs(3), LIMIT).await;
+    assert!(phone.seen.closed, "the socket kept the old rights");
+
+    // ... and the phone, signing in again with the same token, sends the
+    // edit it kept, which the new rights let in.
+    phone.connect(&app).await;
+    phone
+        .sync_until(LIMIT, |p| {
+            p.acked.get(&agreement) == Some(&p.heads(agreement))
+        })
+        .await;
+    assert_eq!(record(&app, agreement).await["status"], wanted);
+    let listed = app
+        .get_json("/api/devices")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == device_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(listed["cities"], json!([party]));
+}
+
+#[tokio::test]
+async fn a_device_change_is_checked_and_the_last_coordinator_stays_one() {
+    let app = spawn_app().await;
+    let city = app.first("city").await.to_string();
+    let delegate = app.device(Role::Delegate, &[&city], None);
+    let delegate_id = delegate.split('.').next().unwrap().to_owned();
+    let path = format!("/api/devices/{delegate_id}");
+    let error = |v: &Value| text(v, "error").to_owned();
+
+    let res = app
+        .patch_as(&path, &app.token, &json!({"cities": ["Atlantis"]}))
+        .await;
+    assert_eq!(res.status(), 400);
+    assert!(error(&res.json().await.unwrap()).contains("`Atlantis`"));
+    let res = app
+        .patch_as(&path, &app.token, &json!({"cities": []}))
+        .await;
+    assert_eq!(res.status(), 400);
+    assert!(error(&res.json().await.unwrap()).contains("at least one member city"));
+    let res = app
+        .patch_as(&path, &app.token, &json!({"city": [city]}))
+        .await;
+    assert_eq!(res.status(), 422, "an unknown field was taken");
+    let res = app
+        .patch_as("/api/devices/nobody", &app.token, &json!({"name": "x"}))
+        .await;
+    assert_eq!(res.status(), 404);
+
+    // Nothing refused was kept.
+    let devices = app.get_json("/api/devices").await;
+    let stored = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == delegate_id.as_str())
+        .unwrap();
+    assert_eq!(stored["cities"], json!([city]));
+    assert_eq!(stored["role"], "delegate");
+
+    // A person can be given and taken away.
+    let person = app.first("person").await.to_string();
+    let res = app
+        .patch_as(
+            &path,
+            &app.token,
+            &json!({"person": format!("automerge:{person}")}),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["person"], person.as_str());
+    assert_eq!(body["sockets_closed"], 0, "nothing was connected");
+    let res = app
+        .patch_as(&path, &app.token, &json!({"person": null}))
+        .await;
+    assert!(res.json::<Value>().await.unwrap()["person"].is_null());
+
+    // The only coordinator cannot step down until another exists.
+    let me = app.get_json("/api/me").await;
+    let mine = format!("/api/devices/{}", text(&me, "id"));
+    let res = app
+        .patch_as(&mine, &app.token, &json!({"role": "observer"}))
+        .await;
+    assert_eq!(res.status(), 409);
+    assert!(error(&res.json().await.unwrap()).contains("last coordinator"));
+    let res = app
+        .patch_as(&path, &app.token, &json!({"role": "coordinator"}))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.get_as("/api/devices", &delegate).await.status(), 200);
+    let res = app
+        .patch_as(&mine, &delegate, &json!({"role": "observer"}))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.get("/api/devices").await.status(), 403);
+
+    // A revoked device is not changed.
+    let res = app
+        .post_as(&format!("{mine}/revoke"), &delegate, &json!({}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .patch_as(&mine, &delegate, &json!({"role": "coordinator"}))
+        .await;
+    assert_eq!(res.status(), 409);
+    assert!(error(&res.json().await.unwrap()).contains("revoked"));
+}
+
+#[tokio::test]
 async fn a_peer_id_is_bound_to_the_device_that_holds_it() {
     let app = spawn_app().await;
     let meeting = app.first("meeting").await;
@@ -607,6 +792,56 @@ async fn a_device_revoked_from_the_command_line_is_disconnected_by_the_running_s
     assert!(
         phone.seen.closed,
         "the socket of a revoked device stayed open"
+    );
+}
+
+#[tokio::test]
+async fn a_device_changed_from_the_command_line_signs_in_again_under_its_new_role() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    let token = add_device(data.path(), "observer", &[]);
+    let id = token.split('.').next().unwrap().to_owned();
+    let mut phone = TestPeer::new("cli-changed").with_token(&token);
+    phone.connect(&server).await;
+    let dir = data.path().to_string_lossy();
+    let me = || async {
+        let res = reqwest::Client::new()
+            .get(server.url("/api/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        res.json::<Value>().await.unwrap()
+    };
+    assert_eq!(me().await["role"], "observer");
+    twinsync([
+        "device",
+        "update",
+        "--data-dir",
+        &dir,
+        &id,
+        "--role",
+        "delegate",
+        "--city",
+        "Smara",
+    ]);
+    // The server looks every two seconds; give it a bounded while.
+    phone
+        .sync(Duration::from_secs(8), Duration::from_secs(8))
+        .await;
+    assert!(phone.seen.closed, "the socket kept the observer's rights");
+    let now = me().await;
+    assert_eq!(now["role"], "delegate");
+    assert_eq!(now["cities"].as_array().map(Vec::len), Some(1));
+
+    // Signed in again, the socket stays open: it holds the new rights.
+    phone.connect(&server).await;
+    phone
+        .sync(Duration::from_secs(5), Duration::from_secs(5))
+        .await;
+    assert!(
+        !phone.seen.closed,
+        "a socket under the new rights was closed"
     );
 }
 
