@@ -64,6 +64,32 @@ async function whoAmI() {
   } catch { /* offline: keep the last known answer */ }
 }
 
+/**
+ * Asks the server who this device is again, and redraws what depends on it:
+ * always at start, else only when its name, role, cities or person changed
+ * (a coordinator changed them, and the server closed the socket).
+ */
+async function meChanged({ always = false } = {}) {
+  const rights = () => JSON.stringify([app.me?.name, app.me?.role, app.me?.cities, app.me?.person, app.me?.revoked_at]);
+  const before = rights();
+  await whoAmI();
+  if (!always && rights() === before) return;
+  chrome();
+  // What this device may change shows once the server has said who it is.
+  if (!app.view || (app.view.screen && !app.view.touched)) route();
+  else if (app.view.id && !$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id, app.view.at);
+}
+
+/**
+ * After each reconnection (the client's backoff spaces them): the device
+ * may have changed meanwhile, which is why the server closed its socket.
+ */
+function onReconnect(s) {
+  const connected = ["syncing", "up-to-date"].includes(s.state);
+  if (connected && app.connected === false) meChanged();
+  app.connected = connected;
+}
+
 const api = (path, init = {}) => fetch(path, { ...init, headers: { authorization: `Bearer ${app.token}`, ...init.headers } });
 const role = () => app.me?.role ?? "delegate";
 const isCoordinator = () => role() === "coordinator";
@@ -634,6 +660,43 @@ async function call(path, init = {}) {
 
 const titleOf = (id) => pick(app.byUrl.get(`automerge:${bare(id)}`)?.title, app.lang) || bare(id);
 
+/**
+ * A device's name, role, cities and person as form fields, filled in from
+ * `d` (an invite starts empty); `value()` is the body the API takes.
+ */
+function deviceFields(d, byTitle) {
+  const name = h("input", { type: "text", name: "name", dir: "auto", required: true, maxlength: 200, value: d.name ?? "" });
+  const role = h("select", { name: "role" }, ["delegate", "coordinator", "observer"]
+    .map((r) => h("option", { value: r, selected: r === (d.role ?? "delegate") }, tr(r))));
+  // A city or person this phone does not hold yet is offered too, so that
+  // saving keeps it.
+  const known = (kind, ids) => {
+    const all = byTitle(kind);
+    const held = new Set(all.map((r) => bare(r.id)));
+    return [...all, ...ids.filter((id) => !held.has(bare(id))).map((id) => ({ id: bare(id), title: titleOf(id) }))];
+  };
+  const mine = new Set((d.cities ?? []).map(bare));
+  const cities = known("city", d.cities ?? []).map((c) => ({ id: c.id, title: c.title, box: h("input", { type: "checkbox", value: c.id, checked: mine.has(bare(c.id)) }) }));
+  const person = h("select", { name: "person" }, h("option", { value: "" }, tr("noPerson")),
+    known("person", d.person ? [d.person] : []).map((p) => h("option", { value: p.id, selected: !!d.person && bare(d.person) === bare(p.id) }, p.title)));
+  return {
+    elements: [
+      h("label", { class: "field" }, h("span", { class: "label" }, tr("deviceName")), name),
+      h("label", { class: "field" }, h("span", { class: "label" }, tr("role")), role),
+      h("fieldset", { class: "field choices" }, h("legend", {}, tr("cities")),
+        cities.map((c) => h("label", {}, c.box, " ", words(c.title)))),
+      h("label", { class: "field" }, h("span", { class: "label" }, tr("person")), person),
+    ],
+    value: () => ({
+      name: name.value,
+      role: role.value,
+      cities: cities.filter((c) => c.box.checked).map((c) => c.id),
+      person: person.value || null,
+    }),
+    focus: () => name.focus(),
+  };
+}
+
 function devicesView() {
   // Redrawn as records arrive (the cities and people to choose from), and
   // once the server has said who this device is; not once something is
@@ -656,11 +719,7 @@ function devicesView() {
     .sort((a, b) => a.title.localeCompare(b.title, app.lang));
 
   // A new device: the link it opens signs it in once.
-  const name = h("input", { type: "text", name: "name", dir: "auto", required: true, maxlength: 200 });
-  const roleChoice = h("select", { name: "role" }, ["delegate", "coordinator", "observer"].map((r) => h("option", { value: r }, tr(r))));
-  const cityBoxes = byTitle("city").map((c) => ({ id: c.id, box: h("input", { type: "checkbox", value: c.id }), title: c.title }));
-  const person = h("select", { name: "person" }, h("option", { value: "" }, tr("noPerson")),
-    byTitle("person").map((p) => h("option", { value: p.id }, p.title)));
+  const fields = deviceFields({}, byTitle);
   // The last invite's link, kept across redraws: the server cannot show it again.
   const made = h("div", { class: "invite-made", role: "status" });
   const drawMade = (created) => {
@@ -681,13 +740,7 @@ function devicesView() {
     onsubmit: (e) => {
       e.preventDefault();
       act(submit, async () => {
-        const body = {
-          name: name.value,
-          role: roleChoice.value,
-          cities: cityBoxes.filter((c) => c.box.checked).map((c) => c.id),
-          person: person.value || null,
-        };
-        app.lastInvite = await call("/api/invites", { method: "POST", body: JSON.stringify(body) });
+        app.lastInvite = await call("/api/invites", { method: "POST", body: JSON.stringify(fields.value()) });
         drawMade(app.lastInvite);
         invite.reset();
         app.view.touched = false;
@@ -695,28 +748,54 @@ function devicesView() {
       });
     },
   },
-  h("label", { class: "field" }, h("span", { class: "label" }, tr("deviceName")), name),
-  h("label", { class: "field" }, h("span", { class: "label" }, tr("role")), roleChoice),
-  h("fieldset", { class: "field choices" }, h("legend", {}, tr("cities")),
-    cityBoxes.map((c) => h("label", {}, c.box, " ", words(c.title)))),
-  h("label", { class: "field" }, h("span", { class: "label" }, tr("person")), person),
+  ...fields.elements,
   submit);
 
-  // Every device, and a way to cut one off.
+  // Every device, a way to change what it may do, and a way to cut it off.
   const devices = h("tbody");
+  // The row under a device with the form that changes it, one at a time.
+  const edit = (d, row) => {
+    devices.querySelector("tr.editing")?.remove();
+    const changed = deviceFields(d, byTitle);
+    const save = h("button", { type: "submit" }, tr("saveDevice"));
+    const cancel = h("button", { type: "button", onclick: () => { under.remove(); app.view.touched = false; } }, tr("cancel"));
+    const form = h("form", {
+      class: "edit-device",
+      "aria-label": `${tr("editDevice")}: ${d.name}`,
+      onsubmit: (e) => {
+        e.preventDefault();
+        act(save, async () => {
+          await call(`/api/devices/${encodeURIComponent(d.id)}`, { method: "PATCH", body: JSON.stringify(changed.value()) });
+          app.view.touched = false;
+          // The server says who this device is now, if it was this one.
+          if (d.id === app.me?.id) await meChanged();
+          else drawDevices();
+        });
+      },
+    }, ...changed.elements, save, cancel);
+    const under = h("tr", { class: "editing" }, h("td", { colspan: 5 }, form));
+    row.after(under);
+    // The list is not redrawn under an open form.
+    app.view.touched = true;
+    changed.focus();
+  };
   const drawDevices = () => call("/api/devices").then((list) => fill(devices, list
     .sort((a, b) => (a.revoked_at ? 1 : 0) - (b.revoked_at ? 1 : 0) || b.created_at - a.created_at)
-    .map((d) => h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "" },
-      h("td", {}, words(d.name)),
-      h("td", {}, tr(d.role)),
-      h("td", {}, listOf(app.lang, (d.cities ?? []).map(titleOf))),
-      h("td", {}, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
-      h("td", {}, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) })
-        : d.id === app.me?.id ? tr("thisDevice")
-          : h("button", { type: "button", class: "revoke", "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
-            if (!confirm(tr("revokeConfirm", { name: d.name }))) return;
-            act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(drawDevices);
-          } }, tr("revoke")))))), failed);
+    .map((d) => {
+      const row = h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "" },
+        h("td", {}, words(d.name)),
+        h("td", {}, tr(d.role)),
+        h("td", {}, listOf(app.lang, (d.cities ?? []).map(titleOf))),
+        h("td", {}, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
+        h("td", {}, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
+          h("button", { type: "button", class: "edit", "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
+          d.id === app.me?.id ? [" ", tr("thisDevice")]
+            : h("button", { type: "button", class: "revoke", "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
+              if (!confirm(tr("revokeConfirm", { name: d.name }))) return;
+              act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(drawDevices);
+            } }, tr("revoke"))]));
+      return row;
+    })), failed);
 
   // Changes the server refused, kept for a coordinator to judge.
   const pending = h("ul", { class: "quarantine" });
@@ -820,14 +899,12 @@ async function start() {
   }
   window.twinsync = app.client;
   // Who this device is matters for what it shows; the records do not wait for it.
-  whoAmI().then(() => {
-    chrome();
-    // What this device may change shows once the server has said who it is.
-    if (!app.view || (app.view.screen && !app.view.touched)) route();
-    else if (app.view.id && !$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id, app.view.at);
-  });
+  meChanged({ always: true });
   refreshSummaries();
-  app.client.onStatus((s) => syncBar(s));
+  app.client.onStatus((s) => {
+    syncBar(s);
+    onReconnect(s);
+  });
   app.client.subscribe(onChanges);
   chrome();
   route();

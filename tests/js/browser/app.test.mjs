@@ -559,6 +559,50 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
   });
 });
 
+test("a coordinator changes a delegate's phone into a coordinator's: the phone signs in again and shows what coordinators see", async () => {
+  await withServer(async (server) => {
+    const [city] = await (await server.api("/api/records?kind=city")).json();
+    const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    const delegate = await signIn(server, { name: "Phone of Youssef", role: "delegate", cities: [city.id] });
+    await upToDate(delegate.page);
+    assert.equal(await delegate.page.isHidden('nav.views a[href="#/devices"]'), true, "a delegate has no devices screen");
+    const signedInAs = await delegate.page.textContent("#me");
+
+    const { page } = coordinator;
+    await upToDate(page);
+    await show(page, "#/devices");
+    const row = 'table.devices tr:has-text("Phone of Youssef")';
+    await page.waitForSelector(`${row} button.edit`);
+    const was = await page.textContent(`${row} td:nth-child(2)`);
+    await page.click(`${row} button.edit`);
+    // The form shows the device as it is.
+    await page.waitForSelector("form.edit-device");
+    assert.equal(await page.inputValue('form.edit-device input[name="name"]'), "Phone of Youssef");
+    assert.equal(await page.inputValue('form.edit-device select[name="role"]'), "delegate");
+    assert.equal(await page.isChecked(`form.edit-device input[type="checkbox"][value="${city.id}"]`), true);
+    await page.selectOption('form.edit-device select[name="role"]', "coordinator");
+    await page.click('form.edit-device button[type="submit"]');
+    const shown = await until(page, () => !document.querySelector("form.edit-device")
+      && [...document.querySelectorAll("table.devices tr[data-device]")].find((tr) => tr.textContent.includes("Phone of Youssef"))?.children[1].textContent,
+    undefined, "the list redrawn", 10_000).catch(async (e) => { throw new Error(`${e.message}; the screen says: ${await page.textContent("#view")}`); });
+    assert.notEqual(shown, was, "the role shown is the new one");
+    const devices = await (await server.api("/api/devices")).json();
+    const changed = devices.find((d) => d.name === "Phone of Youssef");
+    assert.equal(changed.role, "coordinator");
+    assert.deepEqual(changed.cities.map((c) => c.replace(/^automerge:/, "")), [city.id.replace(/^automerge:/, "")]);
+
+    // The phone's socket was closed; it signs in again with the same token,
+    // asks who it is, and shows the coordinators' screens without a reload.
+    await until(delegate.page, () => !document.querySelector('nav.views a[href="#/devices"]').hidden, undefined, "the devices screen offered on the phone");
+    const now = await delegate.page.textContent("#me");
+    assert.notEqual(now, signedInAs, "the phone says who it is now");
+    assert.match(now, /Phone of Youssef/);
+    await show(delegate.page, "#/devices");
+    await delegate.page.waitForSelector("form.invite");
+    for (const d of [coordinator, delegate]) await d.context.close();
+  });
+});
+
 test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
   await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
