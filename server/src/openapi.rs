@@ -362,7 +362,7 @@ fn device_schemas() -> Value {
             "reason": {"type": "string"},
             "received_at": {"type": "integer"},
             "status": {"type": "string", "enum": ["pending", "accepted", "discarded"]},
-            "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided."},
+            "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided; for a batch whose changes were all stored later anyway (its device, once allowed, sent them again), the device that delivered them."},
             "decided_at": {"type": "integer", "nullable": true}}},
         "Decision": {"type": "object", "required": ["id", "status"], "properties": {
             "id": {"type": "integer", "format": "int64"},

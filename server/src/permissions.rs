@@ -143,7 +143,7 @@ fn not_yours(kind: &str) -> String {
         "report" => "a report you did not write",
         _ => "a record that is not yours",
     };
-    format!("a delegate may not write {what}")
+    format!("as a delegate, you may not write {what}")
 }
 
 /// Whether a delegate's rules give them this record.

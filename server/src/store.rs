@@ -518,7 +518,48 @@ fn insert_chunk(
             origin.received_at
         ])?;
     }
+    settle_quarantine(conn, &id, origins, now)?;
     Ok(chunk_id)
+}
+
+/// A refused batch whose every change is now stored (sent again once its
+/// device was allowed, or by another device) waits for no review: it is
+/// marked accepted, decided by the device that delivered the changes.
+fn settle_quarantine(
+    conn: &Connection,
+    doc: &str,
+    origins: &[(String, Origin)],
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut pending = conn.prepare_cached(
+        "SELECT id, hashes FROM quarantine WHERE status = 'pending' AND doc_id = ?1",
+    )?;
+    let batches = pending
+        .query_map([doc], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let mut stored =
+        conn.prepare_cached("SELECT COUNT(*) FROM change_origins WHERE hash = ?1 AND doc_id = ?2")?;
+    let by = origins.iter().find_map(|(_, o)| o.device.clone());
+    for (id, hashes) in batches {
+        let mut all = true;
+        for hash in hashes.split(',').filter(|h| !h.is_empty()) {
+            if stored.query_row(params![hash, doc], |r| r.get::<_, i64>(0))? == 0 {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            conn.prepare_cached(
+                "UPDATE quarantine SET status = 'accepted', decided_by = ?2, decided_at = ?3
+                 WHERE id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![id, by, now])?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -590,6 +590,16 @@ async fn a_delegate_moved_to_another_city_signs_in_again_and_its_refused_edit_is
         })
         .await;
     assert_eq!(record(&app, agreement).await["status"], wanted);
+    // What was refused is stored now: it waits for no review.
+    let queue = app.get_json("/api/quarantine").await;
+    let entry = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["doc_id"] == agreement.to_string())
+        .unwrap_or_else(|| panic!("the refusal was not kept: {queue}"));
+    assert_eq!(entry["status"], "accepted", "{entry}");
+    assert_eq!(entry["decided_by"], device_id.as_str());
     let listed = app
         .get_json("/api/devices")
         .await
