@@ -15,7 +15,7 @@ use crate::settings::Settings;
 use crate::store::{Appender, Store, StoreError};
 
 #[derive(Clone, Debug)]
-struct DocHandle {
+pub(crate) struct DocHandle {
     tx: mpsc::Sender<DocCommand>,
     task: u64,
     /// Whether the document had peers when it last said so; idle ones are
@@ -98,6 +98,17 @@ impl Missing {
             Missing::Unavailable { wait } | Missing::Answer { wait } => wait,
         }
     }
+}
+
+/// What became of a peer asking for a record the store lacked.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    /// A task for it started meanwhile, and answers.
+    Started(DocHandle),
+    /// It waits for the record's first task.
+    Waiting,
+    /// The record was stored meanwhile: load it.
+    Stored,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,26 +340,16 @@ impl Hub {
                 })
             })??;
         if !exists && missing != Missing::Create {
-            let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
-            // A task started since the lookup above: it answers.
-            if let Some(h) = docs.get(&doc) {
-                return Ok(h.clone());
+            let Some(peer) = waiter else {
+                // A task started since the lookup above: it answers.
+                let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+                return docs.get(&doc).cloned().ok_or(DispatchError::NotFound);
+            };
+            match self.wait_for(doc, peer).await? {
+                Waited::Started(h) => return Ok(h),
+                Waited::Waiting => return Err(DispatchError::NotFound),
+                Waited::Stored => {}
             }
-            if let Some(peer) = waiter {
-                let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-                let peers = waiting.entry(doc).or_default();
-                // A peer asking again waits once. A record stored and
-                // evicted between `exists` and the lock above would leave
-                // it waiting until the record's next task; its client asks
-                // again on reconnecting.
-                let before = peers.len();
-                peers.retain(|p| p.peer_id != peer.peer_id);
-                self.metrics
-                    .waiting_peers
-                    .add(1 - (before - peers.len()) as i64);
-                peers.push(peer.clone());
-            }
-            return Err(DispatchError::NotFound);
         }
         self.make_room();
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
@@ -378,6 +379,50 @@ impl Hub {
             rx,
         ));
         Ok(handle)
+    }
+
+    /// Remembers that `peer` waits for `doc`, which the store lacked when
+    /// asked, unless a task for it started since. Then asks the store
+    /// again: a record stored, and its task ended, between that question
+    /// and the wait would leave the peer waiting for the record's next
+    /// task. Such a record is to be loaded instead, and the wait is taken
+    /// back. (A record is stored only by a task, and a task starting takes
+    /// the waits under the lock that recorded this one: a record stored
+    /// after the wait was recorded reaches the peer through that task.)
+    pub(crate) async fn wait_for(
+        self: &Arc<Self>,
+        doc: DocumentId,
+        peer: &PeerLink,
+    ) -> Result<Waited, DispatchError> {
+        {
+            let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = docs.get(&doc) {
+                return Ok(Waited::Started(h.clone()));
+            }
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let peers = waiting.entry(doc).or_default();
+            // A peer asking again waits once.
+            let before = peers.len();
+            peers.retain(|p| p.peer_id != peer.peer_id);
+            self.metrics
+                .waiting_peers
+                .add(1 - (before - peers.len()) as i64);
+            peers.push(peer.clone());
+        }
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.exists(doc))
+            .await
+            .map_err(|e| {
+                DispatchError::Store(StoreError::Corrupt {
+                    doc: doc.to_string(),
+                    reason: e.to_string(),
+                })
+            })??;
+        if !stored {
+            return Ok(Waited::Waiting);
+        }
+        self.stop_waiting(doc, peer.conn);
+        Ok(Waited::Stored)
     }
 
     /// Forgets that the peer of connection `conn` waits for `doc`, as its

@@ -477,3 +477,37 @@ async fn commands_handed_over_by_an_evicted_task_reach_the_next_one() {
         "{answered:?}"
     );
 }
+
+/// The instant the gap was in: the store lacked the record when asked, and
+/// by the time the wait is recorded it was stored and its task ended. The
+/// peer is not left waiting for the record's next task; it is loaded.
+#[tokio::test]
+async fn a_record_stored_just_before_a_peer_waits_for_it_is_loaded_not_waited_for() {
+    use crate::hub::Waited;
+    let (_dir, hub, id, base) = club();
+    let reader = replica("reader", Role::Observer, &base);
+    assert!(matches!(
+        hub.wait_for(id, &reader.link).await.unwrap(),
+        Waited::Stored
+    ));
+    assert_eq!(hub.metrics.waiting_peers.get(), 0, "the wait stayed");
+
+    // A record still missing: the peer waits, once however often it asks.
+    let missing = DocumentId::random();
+    for _ in 0..2 {
+        assert!(matches!(
+            hub.wait_for(missing, &reader.link).await.unwrap(),
+            Waited::Waiting
+        ));
+    }
+    assert_eq!(hub.metrics.waiting_peers.get(), 1);
+
+    // A task started meanwhile answers itself.
+    let queue = hub.queue_of(id).await;
+    assert!(matches!(
+        hub.wait_for(id, &reader.link).await.unwrap(),
+        Waited::Started(_)
+    ));
+    assert_eq!(hub.metrics.waiting_peers.get(), 1);
+    drop(queue);
+}
