@@ -789,7 +789,7 @@ function devicesView() {
         h("td", {}, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
         h("td", {}, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
           h("button", { type: "button", class: "edit", "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
-          d.id === app.me?.id ? [" ", tr("thisDevice")]
+          d.id === app.me?.id ? h("span", { class: "this-device" }, tr("thisDevice"))
             : h("button", { type: "button", class: "revoke", "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
               if (!confirm(tr("revokeConfirm", { name: d.name }))) return;
               act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(drawDevices);

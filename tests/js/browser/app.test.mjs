@@ -573,6 +573,11 @@ test("a coordinator changes a delegate's phone into a coordinator's: the phone s
     await show(page, "#/devices");
     const row = 'table.devices tr:has-text("Phone of Youssef")';
     await page.waitForSelector(`${row} button.edit`);
+    // Its own row says so, and offers no revocation.
+    const mine = (await (await server.api("/api/devices")).json()).find((d) => d.name === "Coordinator");
+    const own = `table.devices tr[data-device="${mine.id}"]`;
+    assert.equal(await page.locator(`${own} span.this-device`).count(), 1);
+    assert.equal(await page.locator(`${own} button.revoke`).count(), 0);
     const was = await page.textContent(`${row} td:nth-child(2)`);
     await page.click(`${row} button.edit`);
     // The form shows the device as it is.
