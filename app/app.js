@@ -658,6 +658,25 @@ async function call(path, init = {}) {
   return body;
 }
 
+/**
+ * A GET of the API whose last answer is kept on the device: when the
+ * server cannot be reached, that answer, with when it was fetched (`at`).
+ */
+async function kept(path) {
+  const key = `kept:${path}`;
+  try {
+    const body = await call(path);
+    try { localStorage.setItem(key, JSON.stringify({ at: Date.now(), body })); } catch { /* full: shown, not kept */ }
+    return { body };
+  } catch (e) {
+    // fetch rejects with a TypeError when there is no answer at all; an
+    // answer with an error status is the server's word, and is shown.
+    const last = JSON.parse(localStorage.getItem(key) ?? "null");
+    if (!(e instanceof TypeError) || !last) throw e;
+    return { body: last.body, at: last.at };
+  }
+}
+
 const titleOf = (id) => pick(app.byUrl.get(`automerge:${bare(id)}`)?.title, app.lang) || bare(id);
 
 /**
@@ -707,6 +726,14 @@ function devicesView() {
     return;
   }
   const problem = h("p", { class: "warning", role: "alert" });
+  // Offline, the lists as last fetched, said so, with nothing to press.
+  const stale = h("p", { class: "note stale", role: "status" });
+  const staleness = {};
+  const asOf = (what, at) => {
+    staleness[what] = at;
+    const oldest = Math.min(...Object.values(staleness).filter(Boolean));
+    stale.textContent = Number.isFinite(oldest) ? tr("shownAsOf", { when: formatDateTime(app.lang, Math.floor(oldest / 1000)) }) : "";
+  };
   const failed = (e) => { problem.textContent = tr("requestFailed", { reason: e.message }); };
   // Runs one request at a time from `button`, with the error, if any, shown.
   const act = async (button, work) => {
@@ -779,7 +806,9 @@ function devicesView() {
     app.view.touched = true;
     changed.focus();
   };
-  const drawDevices = () => call("/api/devices").then((list) => fill(devices, list
+  const drawDevices = () => kept("/api/devices").then(({ body: list, at }) => {
+    asOf("devices", at);
+    fill(devices, list
     .sort((a, b) => (a.revoked_at ? 1 : 0) - (b.revoked_at ? 1 : 0) || b.created_at - a.created_at)
     .map((d) => {
       const row = h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "" },
@@ -788,31 +817,35 @@ function devicesView() {
         h("td", {}, listOf(app.lang, (d.cities ?? []).map(titleOf))),
         h("td", {}, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
         h("td", {}, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
-          h("button", { type: "button", class: "edit", "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
+          h("button", { type: "button", class: "edit", disabled: !!at, "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
           d.id === app.me?.id ? h("span", { class: "this-device" }, tr("thisDevice"))
-            : h("button", { type: "button", class: "revoke", "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
+            : h("button", { type: "button", class: "revoke", disabled: !!at, "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
               if (!confirm(tr("revokeConfirm", { name: d.name }))) return;
               act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(drawDevices);
             } }, tr("revoke"))]));
       return row;
-    })), failed);
+    }));
+  }, failed);
 
   // Changes the server refused, kept for a coordinator to judge.
   const pending = h("ul", { class: "quarantine" });
-  const drawPending = () => call("/api/quarantine?status=pending").then((rows) => fill(pending, rows.length
+  const drawPending = () => kept("/api/quarantine?status=pending").then(({ body: rows, at }) => {
+    asOf("pending", at);
+    fill(pending, rows.length
     ? rows.map((q) => h("li", { "data-quarantine": q.id },
       h("a", { href: `#/r/${q.doc_id}` }, words(titleOf(q.doc_id))), " · ",
       h("span", { class: "who" }, words(q.device_name ?? q.device_id)), " · ",
       h("time", {}, formatDateTime(app.lang, q.received_at)), " · ",
       tr("changesCount", { n: formatNumber(app.lang, q.hashes.length) }),
       h("p", { class: "reason", dir: "auto" }, q.path ? `${q.path}: ${q.reason}` : q.reason),
-      ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
+      ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, disabled: !!at, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
         act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(drawPending);
       } }, tr(decision)))))
-    : h("li", { class: "note" }, tr("quarantineEmpty"))), failed);
+    : h("li", { class: "note" }, tr("quarantineEmpty")));
+  }, failed);
 
   fill($("#view"),
-    h("h2", {}, tr("devices")), problem,
+    h("h2", {}, tr("devices")), problem, stale,
     h("section", { class: "invite-section" }, h("h3", {}, tr("inviteTitle")), invite, made),
     h("section", {}, h("h3", {}, tr("deviceList")),
       h("button", { type: "button", class: "refresh", onclick: () => { problem.textContent = ""; drawDevices(); drawPending(); } }, tr("refresh")),

@@ -559,7 +559,7 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
   });
 });
 
-test("a coordinator changes a delegate's phone into a coordinator's: the phone signs in again and shows what coordinators see", async () => {
+test("a coordinator changes a delegate's phone into a coordinator's: the phone signs in again and shows what coordinators see; offline, the lists as last fetched", async () => {
   await withServer(async (server) => {
     const [city] = await (await server.api("/api/records?kind=city")).json();
     const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
@@ -604,6 +604,19 @@ test("a coordinator changes a delegate's phone into a coordinator's: the phone s
     assert.match(now, /Phone of Youssef/);
     await show(delegate.page, "#/devices");
     await delegate.page.waitForSelector("form.invite");
+
+    // Offline, the coordinator's screen shows the lists as last fetched,
+    // says so, and offers nothing that needs the server.
+    await coordinator.context.setOffline(true);
+    await page.click("button.refresh");
+    const note = await until(page, () => document.querySelector("p.stale")?.textContent || null, undefined, "the lists said to be old");
+    assert.match(note, /2\d{3}|٢/, "says when they were fetched");
+    assert.equal(await page.locator(row).count(), 1, "the device list is still shown");
+    assert.equal(await page.isDisabled(`${row} button.edit`), true);
+    assert.equal(await page.isDisabled(`${row} button.revoke`), true);
+    await coordinator.context.setOffline(false);
+    await page.click("button.refresh");
+    await until(page, () => document.querySelector("p.stale")?.textContent === "" && !document.querySelector("table.devices button.edit[disabled]"), undefined, "the lists fresh again");
     for (const d of [coordinator, delegate]) await d.context.close();
   });
 });
