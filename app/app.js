@@ -59,6 +59,7 @@ async function whoAmI() {
     const res = await api("/api/me", { signal: AbortSignal.timeout(5000) });
     if (res.ok) {
       app.me = await res.json();
+      app.meKnown = true;
       localStorage.setItem("me", JSON.stringify(app.me));
     }
   } catch { /* offline: keep the last known answer */ }
@@ -81,13 +82,14 @@ async function meChanged({ always = false } = {}) {
 }
 
 /**
- * After each reconnection (the client's backoff spaces them): the device
+ * After each new connection (the client's backoff spaces them): the device
  * may have changed meanwhile, which is why the server closed its socket.
+ * `joins` counts connections even while `state` shows a refused change.
+ * The first is the start's, unless the server could not answer then.
  */
 function onReconnect(s) {
-  const connected = ["syncing", "up-to-date"].includes(s.state);
-  if (connected && app.connected === false) meChanged();
-  app.connected = connected;
+  if (s.joins > (app.joins ?? 0) && (s.joins > 1 || !app.meKnown)) meChanged();
+  app.joins = s.joins;
 }
 
 const api = (path, init = {}) => fetch(path, { ...init, headers: { authorization: `Bearer ${app.token}`, ...init.headers } });

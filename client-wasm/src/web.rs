@@ -101,6 +101,11 @@ export interface SyncStatus {
   refused?: string;
   /** Records the server refused to share. */
   unavailable: string[];
+  /**
+   * How many times this client has joined the server since it opened: a new
+   * value means a new connection, whatever `state` shows meanwhile.
+   */
+  joins: number;
 }
 
 /** One field of a record kind, or of the items of a list or map field. */
@@ -182,6 +187,7 @@ struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     refused: Option<String>,
     unavailable: Vec<String>,
+    joins: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +219,8 @@ struct Inner {
     socket: RefCell<Option<(u32, WebSocket)>>,
     socket_seq: Cell<u32>,
     link: Cell<Link>,
+    /// Connections that reached `Link::Joined`, for `SyncStatus.joins`.
+    joins: Cell<u32>,
     /// The user asked to stay offline.
     paused: Cell<bool>,
     attempts: Cell<u32>,
@@ -331,6 +339,7 @@ impl Client {
             socket: RefCell::new(None),
             socket_seq: Cell::new(0),
             link: Cell::new(Link::Offline),
+            joins: Cell::new(0),
             paused: Cell::new(offline),
             attempts: Cell::new(0),
             last_error: RefCell::new(if damaged.is_empty() {
@@ -605,6 +614,7 @@ impl Inner {
                 .iter()
                 .map(|d| d.to_string())
                 .collect(),
+            joins: self.joins.get(),
         }
     }
 
@@ -914,6 +924,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                         }
                         if !was_joined && inner.replica.borrow().is_connected() {
                             inner.link.set(Link::Joined);
+                            inner.joins.set(inner.joins.get().wrapping_add(1));
                             inner.attempts.set(0);
                             inner.last_error.borrow_mut().take();
                             let me = Rc::clone(&inner);

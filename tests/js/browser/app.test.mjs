@@ -621,6 +621,41 @@ test("a coordinator changes a delegate's phone into a coordinator's: the phone s
   });
 });
 
+test("a phone holding a refused change learns its new role once the server closes its socket", async () => {
+  await withServer(async (server) => {
+    const [city] = await (await server.api("/api/records?kind=city")).json();
+    const delegate = await signIn(server, { name: "Phone of Mariam", role: "delegate", cities: [city.id] });
+    const { page } = delegate;
+    await upToDate(page);
+    // A change to a report it did not write: refused, kept on the phone,
+    // and the status shows the refusal from now on.
+    const [report] = await (await server.api("/api/records?kind=report")).json();
+    const { record } = await (await server.api(`/api/records/${report.id}`)).json();
+    const other = ["visit", "field", "progress", "other"].find((v) => v !== record.report_type);
+    await page.evaluate(([id, value]) => window.twinsync.edit(id, [{ op: "set", path: "/report_type", value }], "retype"), [report.id, other]);
+    await until(page, () => document.querySelector("#sync-refused")?.textContent || null, undefined, "the refusal on the phone");
+    const signedInAs = await page.textContent("#me");
+
+    // The device becomes an observer's, which refuses the change too.
+    const mine = (await (await server.api("/api/devices")).json()).find((d) => d.name === "Phone of Mariam");
+    const res = await server.api(`/api/devices/${mine.id}`, {
+      method: "PATCH",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ role: "observer" }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal((await res.json()).sockets_closed, 1);
+    await until(page, () => document.querySelector("#me").textContent, undefined, "the phone's name shown");
+    const now = await until(page, (before) => {
+      const text = document.querySelector("#me").textContent;
+      return text !== before && text;
+    }, signedInAs, "the phone saying it is an observer's now");
+    assert.match(now, /Phone of Mariam/);
+    assert.ok(await page.textContent("#sync-refused"), "the refusal is still shown");
+    await delegate.context.close();
+  });
+});
+
 test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
   await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
