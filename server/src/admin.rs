@@ -110,7 +110,7 @@ pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, String>
         }
     }
     if new.role == Role::Delegate && cities.is_empty() {
-        return Err("a delegate belongs to at least one member city (--city)".into());
+        return Err("a delegate belongs to at least one member city".into());
     }
     let person = new
         .person
@@ -244,6 +244,14 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
+    let (target, since) = (id.clone(), active_since(&hub, now()));
+    if blocking(move || store.is_last_coordinator(&target, since)).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            UpdateRefused::LastCoordinator.to_string(),
+        ));
+    }
+    let store = hub.store.clone();
     let target = id.clone();
     let device = blocking(move || store.revoke_device(&target, now()))
         .await?
@@ -304,6 +312,9 @@ pub fn update_device(
         .store
         .device(id)?
         .ok_or_else(|| UpdateRefused::Unknown(id.to_owned()))?;
+    if old.is_revoked() {
+        return Err(UpdateRefused::Revoked.into());
+    }
     let wanted = NewDevice {
         name: update.name.unwrap_or(old.name),
         role: update.role.unwrap_or(old.role),
@@ -311,7 +322,14 @@ pub fn update_device(
         person: update.person.unwrap_or(old.person),
     };
     let new = check_new_device(hub, &wanted).map_err(UpdateError::Invalid)?;
-    Ok(hub.store.update_device(id, &new, now)??)
+    Ok(hub
+        .store
+        .update_device(id, &new, now, active_since(hub, now))??)
+}
+
+/// Devices seen since then still hold a working token.
+fn active_since(hub: &Hub, now: i64) -> i64 {
+    now.saturating_sub(i64::try_from(hub.settings.token_ttl().as_secs()).unwrap_or(i64::MAX))
 }
 
 pub async fn update(

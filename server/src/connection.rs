@@ -238,9 +238,10 @@ impl Session {
                     Arc::clone(&self.kill),
                 )
                 .map_err(|e| Fatal(e.to_string()))?;
-            // The device may have been revoked since the upgrade; read it
-            // again now that the session is registered, so a revocation is
-            // seen either here or by `Hub::disconnect_device`.
+            // The device may have been revoked, or its rights changed,
+            // since the upgrade; read it again now that the session is
+            // registered, so a revocation or change is seen either here or
+            // by `Hub::disconnect_device` and `Hub::disconnect_outdated`.
             let (store, id) = (self.hub.store.clone(), self.device.id.clone());
             let fresh = tokio::task::spawn_blocking(move || store.device(&id)).await;
             match fresh {
@@ -251,6 +252,8 @@ impl Session {
                             "this device was revoked; reconnect to hand in unsynced changes".into(),
                         ));
                     }
+                    self.hub
+                        .refresh_session(&joined.peer_id, self.conn, device.rights);
                     self.device = Arc::new(device);
                 }
                 Ok(Ok(None)) => {

@@ -206,6 +206,35 @@ impl Hub {
         self.disconnect(|e| e.device == device && !e.revoked && e.rights < rights)
     }
 
+    /// Closes every socket whose device, as `devices` holds them now, was
+    /// revoked or changed rights since it signed in; returns the devices
+    /// whose sockets it closed. `devices` maps each id to whether it is
+    /// revoked and its `rights`.
+    pub fn disconnect_stale(&self, devices: &HashMap<String, (bool, i64)>) -> Vec<String> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = Vec::new();
+        for entry in sessions.values().filter(|e| !e.revoked) {
+            let stale = match devices.get(&entry.device) {
+                Some(&(revoked, rights)) => revoked || entry.rights < rights,
+                None => true,
+            };
+            if stale {
+                entry.kill.notify_one();
+                closed.push(entry.device.clone());
+            }
+        }
+        closed
+    }
+
+    /// Records that the session of `peer` on connection `conn` holds the
+    /// device's rights as read again after it registered.
+    pub fn refresh_session(&self, peer: &PeerId, conn: u64, rights: i64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = sessions.get_mut(peer).filter(|e| e.conn == conn) {
+            entry.rights = rights;
+        }
+    }
+
     fn disconnect(&self, which: impl Fn(&SessionEntry) -> bool) -> usize {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;

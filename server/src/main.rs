@@ -80,8 +80,11 @@ enum DeviceCommand {
         #[arg(long, value_enum)]
         role: Option<Role>,
         /// The member cities, replacing the device's; repeat for several.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_city")]
         city: Vec<String>,
+        /// Take every member city away (a delegate needs one).
+        #[arg(long)]
+        no_city: bool,
         /// The device holder's person record id.
         #[arg(long, conflicts_with = "no_person")]
         person: Option<String>,
@@ -201,6 +204,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             name,
             role,
             city,
+            no_city,
             person,
             no_person,
         } => {
@@ -214,7 +218,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             let update = DeviceUpdate {
                 name,
                 role,
-                cities: (!city.is_empty()).then_some(city),
+                cities: (no_city || !city.is_empty()).then_some(city),
                 person: if no_person {
                     Some(None)
                 } else {

@@ -158,25 +158,26 @@ fn device_paths() -> Value {
         }},
         "/api/devices/{deviceId}": {"patch": {
             "summary": "Change a device's name, role, cities or person (coordinators)",
-            "description": "Checked as an invite is. When the role, cities or person change, the device's sockets signed in under the old ones are closed at once, and its client signs in again under the new ones; its token stays the same.",
+            "description": "Checked as an invite is. When the role, cities (as a set) or person change, the device's sockets signed in under the old ones are closed at once, and its client signs in again under the new ones; its token stays the same. A device that stops being a coordinator loses the unused invites it made.",
             "parameters": [device_param.clone()],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeviceUpdate"}}}},
             "responses": with_role(json!({
                 "200": body("The changed device", "ChangedDevice"),
                 "400": error("The device would not be acceptable: its name is empty or over 200 characters, a city is unknown or ambiguous, or a delegate names no city. Also the answer, as plain text, to a body that is not JSON."),
                 "404": error("No device has this id."),
-                "409": error("The device is revoked, or it is the last coordinator and would stop being one."),
+                "409": error("The device is revoked, or it is the last coordinator whose token still works and would stop being one."),
                 "415": plain("The body is not declared as `application/json`."),
                 "422": plain("The body is JSON but not a device update, such as an unknown role or field.")
             }))
         }},
         "/api/devices/{deviceId}/revoke": {"post": {
             "summary": "Revoke a device (coordinators)",
-            "description": "Closes the device's open sockets at once. Its token still signs in, but only to GET /api/me and to /sync in hand-in mode: the socket shows it nothing, and what it sends goes to the quarantine. Revoking a device again keeps its first `revoked_at`.",
+            "description": "Closes the device's open sockets at once, and ends the unused invites it made. Its token still signs in, but only to GET /api/me and to /sync in hand-in mode: the socket shows it nothing, and what it sends goes to the quarantine. Revoking a device again keeps its first `revoked_at`.",
             "parameters": [device_param],
             "responses": with_role(json!({
                 "200": body("The revoked device", "RevokedDevice"),
-                "404": error("No device has this id.")
+                "404": error("No device has this id."),
+                "409": error("The device is the last coordinator whose token still works: it cannot revoke itself (the command line can).")
             }))
         }}
     })

@@ -302,32 +302,24 @@ impl Drop for AddressSlot {
 }
 
 /// Closes the sockets of devices revoked, or whose rights changed, from the
-/// command line (another process): every two seconds, the devices changed
-/// since the last look.
+/// command line (another process): every two seconds, each socket's device
+/// as it signed in is compared with the device as stored now. No clock is
+/// involved, so a change committed late, or under a clock that stepped
+/// back, is not missed.
 async fn watch_devices(hub: Arc<Hub>) {
-    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut since = now();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         tick.tick().await;
-        let checked_at = now();
         let store = hub.store.clone();
-        // Look a second back: a change stamped in the same second as the
-        // last look is seen again, and closing twice is harmless (a socket
-        // signed in under the new rights is not closed).
-        let from = since - 1;
-        match tokio::task::spawn_blocking(move || store.changed_since(from)).await {
+        match tokio::task::spawn_blocking(move || store.devices()).await {
             Ok(Ok(devices)) => {
-                for d in devices {
-                    if d.is_revoked() {
-                        if hub.disconnect_device(&d.id) > 0 {
-                            tracing::info!(device = %d.id, "revoked device disconnected");
-                        }
-                    } else if hub.disconnect_outdated(&d.id, d.rights) > 0 {
-                        tracing::info!(device = %d.id, "device disconnected to sign in under its new rights");
-                    }
+                let now: std::collections::HashMap<String, (bool, i64)> = devices
+                    .into_iter()
+                    .map(|d| (d.id.clone(), (d.is_revoked(), d.rights)))
+                    .collect();
+                for id in hub.disconnect_stale(&now) {
+                    tracing::info!(device = %id, "device revoked or changed: its socket closed");
                 }
-                since = checked_at;
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot check for revoked or changed devices"),
             Err(_) => {}

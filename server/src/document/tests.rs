@@ -511,3 +511,55 @@ async fn a_record_stored_just_before_a_peer_waits_for_it_is_loaded_not_waited_fo
     assert_eq!(hub.metrics.waiting_peers.get(), 1);
     drop(queue);
 }
+
+/// A socket is closed when its device, as stored now, was revoked or has
+/// rights it did not sign in under; a socket signed in under the current
+/// rights, or refreshed to them, stays.
+#[test]
+fn only_sockets_signed_in_under_older_rights_are_closed() {
+    let (_dir, hub, _, _) = club();
+    let mut moved = (*device("moved", Role::Delegate)).clone();
+    let sign_in = |peer: &str, device: &Device| {
+        let kill = Arc::new(Notify::new());
+        hub.register_session(
+            &PeerId::new(peer),
+            1 + peer.len() as u64,
+            device,
+            Arc::clone(&kill),
+        )
+        .unwrap();
+        kill
+    };
+    let before = sign_in("old", &moved);
+    moved.rights = 1;
+    let after = sign_in("renewed", &moved);
+    let late = sign_in("late-reader", &(*device("moved", Role::Delegate)).clone());
+    // It read the device again once registered, and found the new rights.
+    hub.refresh_session(
+        &PeerId::new("late-reader"),
+        1 + "late-reader".len() as u64,
+        1,
+    );
+    let other = sign_in("other", &device("other", Role::Observer));
+
+    let now = std::collections::HashMap::from([
+        ("moved".to_owned(), (false, 1)),
+        ("other".to_owned(), (false, 0)),
+    ]);
+    assert_eq!(hub.disconnect_stale(&now), vec!["moved".to_owned()]);
+    let fired = |kill: &Arc<Notify>| {
+        let n = kill.notified();
+        tokio::pin!(n);
+        n.as_mut().enable()
+    };
+    assert!(fired(&before), "the socket under the old rights stayed");
+    assert!(!fired(&after) && !fired(&late) && !fired(&other));
+
+    // Revoked: every socket of the device goes.
+    let now = std::collections::HashMap::from([
+        ("moved".to_owned(), (true, 1)),
+        ("other".to_owned(), (false, 0)),
+    ]);
+    assert_eq!(hub.disconnect_stale(&now).len(), 3);
+    assert_eq!(hub.disconnect_outdated("other", 1), 1);
+}

@@ -1,6 +1,6 @@
 //! Devices, invites and the quarantine of refused changes.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 use twinsync_shared::DocumentId;
 
@@ -124,6 +124,26 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<(Device, Vec<u8>)> {
     ))
 }
 
+/// Coordinators other than `id` that are not revoked and were seen since
+/// `active_since`.
+fn other_coordinators(conn: &Connection, id: &str, active_since: i64) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM devices
+         WHERE role = 'coordinator' AND revoked_at IS NULL AND id <> ?1 AND last_seen_at >= ?2",
+        params![id, active_since],
+        |r| r.get(0),
+    )
+}
+
+/// Ends the unused invites device `id` made: it may no longer make them.
+fn expire_invites_by(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE invites SET expires_at = MIN(expires_at, ?2 - 1)
+         WHERE created_by = ?1 AND redeemed_at IS NULL",
+        params![id, now],
+    )
+}
+
 impl Store {
     /// Provisions a device and returns it with its token, shown only now.
     pub fn add_device(&self, new: &NewDevice, now: i64) -> Result<(Device, String), StoreError> {
@@ -211,37 +231,38 @@ impl Store {
     }
 
     /// Revokes a device; returns it, or `None` if there is no such device.
+    /// The invites it made that are still unused lapse with it.
     pub fn revoke_device(&self, id: &str, now: i64) -> Result<Option<Device>, StoreError> {
-        self.conn().execute(
-            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-            params![id, now],
-        )?;
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, now],
+            )?;
+            expire_invites_by(&tx, id, now)?;
+            tx.commit()?;
+        }
         self.device(id)
-    }
-
-    /// Devices revoked, or whose rights changed, at or after `since`.
-    pub fn changed_since(&self, since: i64) -> Result<Vec<Device>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DEVICE_COLUMNS}, token_hash FROM devices
-             WHERE revoked_at >= ?1 OR changed_at >= ?1"
-        ))?;
-        let rows = stmt.query_map([since], device_row)?;
-        Ok(rows.map(|r| r.map(|(d, _)| d)).collect::<Result<_, _>>()?)
     }
 
     /// Gives device `id` a new name, role, cities and person, which the
     /// caller checked; a change of rights is counted in `rights`. Refused
-    /// for a revoked device, and for the last coordinator's role, which
-    /// would leave nobody to manage devices.
+    /// for a revoked device, and for the role of the last coordinator
+    /// seen since `active_since` (whose token still works), which would
+    /// leave nobody to manage devices. A device that stops being a
+    /// coordinator loses the invites it made that are still unused.
     pub fn update_device(
         &self,
         id: &str,
         new: &NewDevice,
         now: i64,
+        active_since: i64,
     ) -> Result<Result<Device, UpdateRefused>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // Immediate: the read and the write are one, even beside a
+        // command-line process writing the same database.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some((old, _)) = tx
             .query_row(
                 &format!("SELECT {DEVICE_COLUMNS}, token_hash FROM devices WHERE id = ?1"),
@@ -255,19 +276,19 @@ impl Store {
         if old.is_revoked() {
             return Ok(Err(UpdateRefused::Revoked));
         }
-        if old.role == Role::Coordinator && new.role != Role::Coordinator {
-            let others: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM devices
-                 WHERE role = 'coordinator' AND revoked_at IS NULL AND id <> ?1",
-                [id],
-                |r| r.get(0),
-            )?;
-            if others == 0 {
-                return Ok(Err(UpdateRefused::LastCoordinator));
-            }
+        let stepping_down = old.role == Role::Coordinator && new.role != Role::Coordinator;
+        if stepping_down && other_coordinators(&tx, id, active_since)? == 0 {
+            return Ok(Err(UpdateRefused::LastCoordinator));
         }
-        let rights_changed =
-            old.role != new.role || old.cities != new.cities || old.person != new.person;
+        let set = |cities: &[String]| {
+            let mut c = cities.to_vec();
+            c.sort();
+            c.dedup();
+            c
+        };
+        let rights_changed = old.role != new.role
+            || set(&old.cities) != set(&new.cities)
+            || old.person != new.person;
         let cities = serde_json::to_string(&new.cities).unwrap_or_else(|_| "[]".into());
         tx.execute(
             "UPDATE devices SET name = ?2, role = ?3, cities = ?4, person = ?5,
@@ -284,6 +305,9 @@ impl Store {
                 now
             ],
         )?;
+        if stepping_down {
+            expire_invites_by(&tx, id, now)?;
+        }
         tx.commit()?;
         Ok(Ok(Device {
             name: new.name.clone(),
@@ -298,6 +322,21 @@ impl Store {
             },
             ..old
         }))
+    }
+
+    /// Whether device `id` is the last coordinator seen since
+    /// `active_since` that is not revoked.
+    pub fn is_last_coordinator(&self, id: &str, active_since: i64) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let me: Option<String> = conn
+            .query_row(
+                "SELECT role FROM devices WHERE id = ?1 AND revoked_at IS NULL",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(me.as_deref() == Some("coordinator")
+            && other_coordinators(&conn, id, active_since)? == 0)
     }
 
     /// Test and operator hook: moves a device's last sighting back in time.

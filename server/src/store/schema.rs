@@ -92,12 +92,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX quarantine_device ON quarantine(device_id, status);",
     // 4: a device's rights (role, cities, person) can change: `rights`
     // counts the changes, so sockets signed in under older rights can be
-    // told apart and closed, and `changed_at` lets a running server find
-    // changes made from the command line.
+    // told apart and closed; `changed_at` is when they last changed.
     "ALTER TABLE devices ADD COLUMN rights INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE devices ADD COLUMN changed_at INTEGER;
-     CREATE INDEX devices_changed ON devices(changed_at);
-     CREATE INDEX devices_revoked ON devices(revoked_at);",
+     ALTER TABLE devices ADD COLUMN changed_at INTEGER;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

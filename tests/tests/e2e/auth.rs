@@ -615,8 +615,10 @@ async fn a_delegate_moved_to_another_city_signs_in_again_and_its_refused_edit_is
 #[tokio::test]
 async fn a_device_change_is_checked_and_the_last_coordinator_stays_one() {
     let app = spawn_app().await;
-    let city = app.first("city").await.to_string();
-    let delegate = app.device(Role::Delegate, &[&city], None);
+    let cities = app.get_json("/api/records?kind=city").await;
+    let [city, second] = [0, 1].map(|i| text(&cities[i], "id").to_owned());
+    let city = city.as_str();
+    let delegate = app.device(Role::Delegate, &[city], None);
     let delegate_id = delegate.split('.').next().unwrap().to_owned();
     let path = format!("/api/devices/{delegate_id}");
     let error = |v: &Value| text(v, "error").to_owned();
@@ -651,6 +653,27 @@ async fn a_device_change_is_checked_and_the_last_coordinator_stays_one() {
     assert_eq!(stored["cities"], json!([city]));
     assert_eq!(stored["role"], "delegate");
 
+    // The same cities in another order are no change of rights.
+    let res = app
+        .patch_as(&path, &app.token, &json!({"cities": [city, second]}))
+        .await;
+    let first_change: Value = res.json().await.unwrap();
+    assert!(first_change["changed_at"].is_i64(), "{first_change}");
+    let res = app
+        .patch_as(
+            &path,
+            &app.token,
+            &json!({"cities": [second, city], "name": "Phone of Omar"}),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["name"], "Phone of Omar");
+    assert_eq!(
+        app.hub.store.device(&delegate_id).unwrap().unwrap().rights,
+        1,
+        "reordering the cities counted as a change of rights"
+    );
+
     // A person can be given and taken away.
     let person = app.first("person").await.to_string();
     let res = app
@@ -668,14 +691,38 @@ async fn a_device_change_is_checked_and_the_last_coordinator_stays_one() {
         .await;
     assert!(res.json::<Value>().await.unwrap()["person"].is_null());
 
-    // The only coordinator cannot step down until another exists.
+    // The only coordinator can neither step down nor revoke itself until
+    // another exists, and a coordinator whose token expired does not count.
     let me = app.get_json("/api/me").await;
     let mine = format!("/api/devices/{}", text(&me, "id"));
+    let lapsed = app.device(Role::Coordinator, &[], None);
+    let lapsed_id = lapsed.split('.').next().unwrap();
+    app.hub
+        .store
+        .set_last_seen(lapsed_id, twinsync_tests::now() - 91 * 86_400)
+        .unwrap();
     let res = app
         .patch_as(&mine, &app.token, &json!({"role": "observer"}))
         .await;
     assert_eq!(res.status(), 409);
     assert!(error(&res.json().await.unwrap()).contains("last coordinator"));
+    let res = app
+        .post_as(&format!("{mine}/revoke"), &app.token, &json!({}))
+        .await;
+    assert_eq!(res.status(), 409);
+    assert!(error(&res.json().await.unwrap()).contains("last coordinator"));
+    assert!(app.get_json("/api/me").await["revoked_at"].is_null());
+
+    // An invite it made and nobody used yet ...
+    let res = app
+        .post_as(
+            "/api/invites",
+            &app.token,
+            &json!({"name": "spare", "role": "coordinator"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let spare = text(&res.json::<Value>().await.unwrap(), "code").to_owned();
     let res = app
         .patch_as(&path, &app.token, &json!({"role": "coordinator"}))
         .await;
@@ -686,6 +733,18 @@ async fn a_device_change_is_checked_and_the_last_coordinator_stays_one() {
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(app.get("/api/devices").await.status(), 403);
+    // ... lapses when it steps down.
+    let res = reqwest::Client::new()
+        .post(app.url("/api/invites/redeem"))
+        .json(&json!({"code": spare}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        410,
+        "a former coordinator's invite still works"
+    );
 
     // A revoked device is not changed.
     let res = app
