@@ -762,17 +762,23 @@ function devicesView() {
     fill(made, h("p", {}, words(created.name), " · ", said), link, copy);
   };
   drawMade(app.lastInvite);
+  // The screen is not redrawn by arriving records while the invite form
+  // has input or a device's form is open.
+  let inviting = false;
+  const devices = h("tbody");
+  const touched = () => { app.view.touched = inviting || !!devices.querySelector("tr.editing"); };
   const submit = h("button", { type: "submit" }, tr("createInvite"));
   const invite = h("form", {
     class: "invite",
-    oninput: () => { app.view.touched = true; },
+    oninput: () => { inviting = true; touched(); },
     onsubmit: (e) => {
       e.preventDefault();
       act(submit, async () => {
         app.lastInvite = await call("/api/invites", { method: "POST", body: JSON.stringify(fields.value()) });
         drawMade(app.lastInvite);
         invite.reset();
-        app.view.touched = false;
+        inviting = false;
+        touched();
         drawDevices();
       });
     },
@@ -781,13 +787,12 @@ function devicesView() {
   submit);
 
   // Every device, a way to change what it may do, and a way to cut it off.
-  const devices = h("tbody");
   // The row under a device with the form that changes it, one at a time.
   const edit = (d, row) => {
     devices.querySelector("tr.editing")?.remove();
     const changed = deviceFields(d, byTitle);
     const save = h("button", { type: "submit" }, tr("saveDevice"));
-    const cancel = h("button", { type: "button", onclick: () => { under.remove(); app.view.touched = false; } }, tr("cancel"));
+    const cancel = h("button", { type: "button", onclick: () => { under.remove(); touched(); } }, tr("cancel"));
     const form = h("form", {
       class: "edit-device",
       "aria-label": `${tr("editDevice")}: ${d.name}`,
@@ -795,17 +800,17 @@ function devicesView() {
         e.preventDefault();
         act(save, async () => {
           await call(`/api/devices/${encodeURIComponent(d.id)}`, { method: "PATCH", body: JSON.stringify(changed.value()) });
-          app.view.touched = false;
+          under.remove();
+          touched();
           // The server says who this device is now, if it was this one.
           if (d.id === app.me?.id) await meChanged();
-          else drawDevices();
+          await drawDevices();
         });
       },
     }, ...changed.elements, save, cancel);
     const under = h("tr", { class: "editing" }, h("td", { colspan: 5 }, form));
     row.after(under);
-    // The list is not redrawn under an open form.
-    app.view.touched = true;
+    touched();
     changed.focus();
   };
   const drawDevices = () => kept("/api/devices").then(({ body: list, at }) => {
@@ -827,6 +832,8 @@ function devicesView() {
             } }, tr("revoke"))]));
       return row;
     }));
+    // A device's form open before went with the old rows.
+    touched();
   }, failed);
 
   // Changes the server refused, kept for a coordinator to judge.
