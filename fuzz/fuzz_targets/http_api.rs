@@ -64,8 +64,9 @@ fn server() -> &'static Server {
         let (delegate_device, delegate) = device(Role::Delegate, &["Smara"]);
         let (revoked_device, revoked) = device(Role::Delegate, &["Smara"]);
         hub.store
-            .revoke_device(&revoked_device.id, now)
-            .expect("a revocation");
+            .revoke_device(&revoked_device.id, now, None)
+            .expect("a revocation")
+            .expect("no guard to refuse it");
         // Not the coordinator's id: revoking it would turn every later
         // request into a 403.
         let mut ids: Vec<String> = hub

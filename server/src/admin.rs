@@ -156,7 +156,13 @@ pub async fn create_invite(
             at + i64::try_from(hours).unwrap_or(72) * 3600,
         )
     })
-    .await?;
+    .await?
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this device is no longer a coordinator",
+        )
+    })?;
     let link = invite_link(&base, &invite.code);
     Ok((
         StatusCode::CREATED,
@@ -244,17 +250,11 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
-    let (target, since) = (id.clone(), active_since(&hub, now()));
-    if blocking(move || store.is_last_coordinator(&target, since)).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            UpdateRefused::LastCoordinator.to_string(),
-        ));
-    }
-    let store = hub.store.clone();
-    let target = id.clone();
-    let device = blocking(move || store.revoke_device(&target, now()))
+    let (target, at) = (id.clone(), now());
+    let since = active_since(&hub, at);
+    let device = blocking(move || store.revoke_device(&target, at, Some(since)))
         .await?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no device `{id}`")))?;
     let closed = hub.disconnect_device(&device.id);
     tracing::info!(device = %device.id, by = %by.id, sockets = closed, "device revoked");
@@ -308,23 +308,32 @@ pub fn update_device(
     update: DeviceUpdate,
     now: i64,
 ) -> Result<Device, UpdateError> {
-    let old = hub
-        .store
-        .device(id)?
-        .ok_or_else(|| UpdateRefused::Unknown(id.to_owned()))?;
-    if old.is_revoked() {
-        return Err(UpdateRefused::Revoked.into());
+    // The fields left out are the device's as read; should it change
+    // before the write, read it again (a few times, then say so).
+    for _ in 0..3 {
+        let old = hub
+            .store
+            .device(id)?
+            .ok_or_else(|| UpdateRefused::Unknown(id.to_owned()))?;
+        if old.is_revoked() {
+            return Err(UpdateRefused::Revoked.into());
+        }
+        let wanted = NewDevice {
+            name: update.name.clone().unwrap_or_else(|| old.name.clone()),
+            role: update.role.unwrap_or(old.role),
+            cities: update.cities.clone().unwrap_or_else(|| old.cities.clone()),
+            person: update.person.clone().unwrap_or_else(|| old.person.clone()),
+        };
+        let new = check_new_device(hub, &wanted).map_err(UpdateError::Invalid)?;
+        match hub
+            .store
+            .update_device(&old, &new, now, active_since(hub, now))?
+        {
+            Err(UpdateRefused::ChangedMeanwhile) => continue,
+            done => return Ok(done?),
+        }
     }
-    let wanted = NewDevice {
-        name: update.name.unwrap_or(old.name),
-        role: update.role.unwrap_or(old.role),
-        cities: update.cities.unwrap_or(old.cities),
-        person: update.person.unwrap_or(old.person),
-    };
-    let new = check_new_device(hub, &wanted).map_err(UpdateError::Invalid)?;
-    Ok(hub
-        .store
-        .update_device(id, &new, now, active_since(hub, now))??)
+    Err(UpdateRefused::ChangedMeanwhile.into())
 }
 
 /// Devices seen since then still hold a working token.

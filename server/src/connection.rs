@@ -241,7 +241,8 @@ impl Session {
             // The device may have been revoked, or its rights changed,
             // since the upgrade; read it again now that the session is
             // registered, so a revocation or change is seen either here or
-            // by `Hub::disconnect_device` and `Hub::disconnect_outdated`.
+            // by the API's `Hub::disconnect_device` or `disconnect_outdated`,
+            // or by the watcher's `Hub::disconnect_stale`.
             let (store, id) = (self.hub.store.clone(), self.device.id.clone());
             let fresh = tokio::task::spawn_blocking(move || store.device(&id)).await;
             match fresh {

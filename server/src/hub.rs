@@ -214,16 +214,26 @@ impl Hub {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let mut closed = Vec::new();
         for entry in sessions.values().filter(|e| !e.revoked) {
-            let stale = match devices.get(&entry.device) {
-                Some(&(revoked, rights)) => revoked || entry.rights < rights,
-                None => true,
-            };
+            // A device missing from `devices` was made after they were
+            // read (devices are never deleted): it is left alone.
+            let stale = devices
+                .get(&entry.device)
+                .is_some_and(|&(revoked, rights)| revoked || entry.rights < rights);
             if stale {
                 entry.kill.notify_one();
                 closed.push(entry.device.clone());
             }
         }
         closed
+    }
+
+    /// Whether any peer is connected.
+    pub fn has_sessions(&self) -> bool {
+        !self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Records that the session of `peer` on connection `conn` holds the
@@ -446,9 +456,17 @@ impl Hub {
                     doc: doc.to_string(),
                     reason: e.to_string(),
                 })
-            })??;
-        if !stored {
-            return Ok(Waited::Waiting);
+            })
+            .and_then(|r| r.map_err(DispatchError::from));
+        match stored {
+            Ok(false) => return Ok(Waited::Waiting),
+            Ok(true) => {}
+            // The caller answers with the error, and does not count the
+            // wait as its socket's: so it is not kept either.
+            Err(e) => {
+                self.stop_waiting(doc, peer.conn);
+                return Err(e);
+            }
         }
         self.stop_waiting(doc, peer.conn);
         Ok(Waited::Stored)

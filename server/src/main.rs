@@ -91,6 +91,10 @@ enum DeviceCommand {
         /// Take the device's person record away.
         #[arg(long)]
         no_person: bool,
+        /// The server's token lifetime, as `serve` has it: a coordinator
+        /// not seen for longer does not count as one that can sign in.
+        #[arg(long, env = "TWINSYNC_TOKEN_TTL_DAYS", default_value_t = 90)]
+        token_ttl_days: u64,
     },
     /// Revoke a device: a running server closes its sockets within seconds
     /// (at once when revoked through the API).
@@ -207,9 +211,13 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             no_city,
             person,
             no_person,
+            token_ttl_days,
         } => {
             let store = open_existing(&data_dir)?;
-            let settings = Settings::for_data_dir(data_dir);
+            let settings = Settings {
+                token_ttl_days,
+                ..Settings::for_data_dir(data_dir)
+            };
             let hub = twinsync_server::hub::Hub::new(
                 store,
                 std::sync::Arc::new(settings),
@@ -245,7 +253,9 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
         }
         DeviceCommand::Revoke { data_dir, id } => {
             let store = open_existing(&data_dir)?;
-            match store.revoke_device(&id, now)? {
+            // The operator may revoke the last coordinator: a new one can
+            // be added here.
+            match store.revoke_device(&id, now, None)?? {
                 Some(d) => {
                     eprintln!("revoked device {} ({})", d.id, d.name);
                     Ok(())

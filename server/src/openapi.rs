@@ -165,7 +165,7 @@ fn device_paths() -> Value {
                 "200": body("The changed device", "ChangedDevice"),
                 "400": error("The device would not be acceptable: its name is empty or over 200 characters, a city is unknown or ambiguous, or a delegate names no city. Also the answer, as plain text, to a body that is not JSON."),
                 "404": error("No device has this id."),
-                "409": error("The device is revoked, or it is the last coordinator whose token still works and would stop being one."),
+                "409": error("The device is revoked, or it is the last coordinator whose token still works and would stop being one, or it kept changing while this request was applied (try again)."),
                 "415": plain("The body is not declared as `application/json`."),
                 "422": plain("The body is JSON but not a device update, such as an unknown role or field.")
             }))
@@ -177,7 +177,7 @@ fn device_paths() -> Value {
             "responses": with_role(json!({
                 "200": body("The revoked device", "RevokedDevice"),
                 "404": error("No device has this id."),
-                "409": error("The device is the last coordinator whose token still works: it cannot revoke itself (the command line can).")
+                "409": error("The device is the last coordinator whose token still works: it cannot revoke itself (`twinsync device revoke` on the server's machine can).")
             }))
         }}
     })

@@ -177,7 +177,8 @@ pub fn first_invite(hub: &Hub, base_url: &str) -> anyhow::Result<Option<String>>
         now,
         now + hours * 3600,
     )?;
-    Ok(Some(admin::invite_link(base_url, &invite.code)))
+    // An invite made by nobody in particular is always stored.
+    Ok(invite.map(|i| admin::invite_link(base_url, &i.code)))
 }
 
 /// Serves until `shutdown` resolves, then closes every document cleanly.
@@ -310,13 +311,12 @@ async fn watch_devices(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         tick.tick().await;
+        if !hub.has_sessions() {
+            continue;
+        }
         let store = hub.store.clone();
-        match tokio::task::spawn_blocking(move || store.devices()).await {
-            Ok(Ok(devices)) => {
-                let now: std::collections::HashMap<String, (bool, i64)> = devices
-                    .into_iter()
-                    .map(|d| (d.id.clone(), (d.is_revoked(), d.rights)))
-                    .collect();
+        match tokio::task::spawn_blocking(move || store.device_rights()).await {
+            Ok(Ok(now)) => {
                 for id in hub.disconnect_stale(&now) {
                     tracing::info!(device = %id, "device revoked or changed: its socket closed");
                 }

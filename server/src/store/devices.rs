@@ -1,5 +1,7 @@
 //! Devices, invites and the quarantine of refused changes.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 use twinsync_shared::DocumentId;
@@ -29,9 +31,11 @@ pub enum UpdateRefused {
     #[error("a revoked device cannot be changed; invite its holder again")]
     Revoked,
     #[error(
-        "this is the last coordinator device: make another device a coordinator first, or nobody could manage devices"
+        "this is the last coordinator device whose token still works: make another device a coordinator first, or nobody could manage devices"
     )]
     LastCoordinator,
+    #[error("the device was changed meanwhile; try again")]
+    ChangedMeanwhile,
 }
 
 /// An invite as created: the code is shown once and never stored.
@@ -135,6 +139,19 @@ fn other_coordinators(conn: &Connection, id: &str, active_since: i64) -> rusqlit
     )
 }
 
+/// Whether device `id` is a coordinator, not revoked, and the only one
+/// seen since `active_since`.
+fn last_coordinator(conn: &Connection, id: &str, active_since: i64) -> rusqlite::Result<bool> {
+    let role: Option<String> = conn
+        .query_row(
+            "SELECT role FROM devices WHERE id = ?1 AND revoked_at IS NULL",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(role.as_deref() == Some("coordinator") && other_coordinators(conn, id, active_since)? == 0)
+}
+
 /// Ends the unused invites device `id` made: it may no longer make them.
 fn expire_invites_by(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<usize> {
     conn.execute(
@@ -214,6 +231,15 @@ impl Store {
         Ok(rows.map(|r| r.map(|(d, _)| d)).collect::<Result<_, _>>()?)
     }
 
+    /// Every device's id, whether it is revoked, and its `rights`.
+    pub fn device_rights(&self) -> Result<HashMap<String, (bool, i64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, revoked_at IS NOT NULL, rights FROM devices")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn has_devices(&self) -> Result<bool, StoreError> {
         let n: i64 = self
             .conn()
@@ -231,11 +257,24 @@ impl Store {
     }
 
     /// Revokes a device; returns it, or `None` if there is no such device.
-    /// The invites it made that are still unused lapse with it.
-    pub fn revoke_device(&self, id: &str, now: i64) -> Result<Option<Device>, StoreError> {
+    /// The invites it made that are still unused lapse with it. With
+    /// `guard`, the last coordinator seen since then may not be revoked
+    /// (checked in the same transaction, so two coordinators revoking
+    /// themselves at once cannot both pass).
+    pub fn revoke_device(
+        &self,
+        id: &str,
+        now: i64,
+        guard: Option<i64>,
+    ) -> Result<Result<Option<Device>, UpdateRefused>, StoreError> {
         {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(active_since) = guard
+                && last_coordinator(&tx, id, active_since)?
+            {
+                return Ok(Err(UpdateRefused::LastCoordinator));
+            }
             tx.execute(
                 "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
                 params![id, now],
@@ -243,7 +282,7 @@ impl Store {
             expire_invites_by(&tx, id, now)?;
             tx.commit()?;
         }
-        self.device(id)
+        Ok(Ok(self.device(id)?))
     }
 
     /// Gives device `id` a new name, role, cities and person, which the
@@ -252,13 +291,19 @@ impl Store {
     /// seen since `active_since` (whose token still works), which would
     /// leave nobody to manage devices. A device that stops being a
     /// coordinator loses the invites it made that are still unused.
+    ///
+    /// `new` was made from `read`, the device as the caller read it; if it
+    /// changed since (another request, or the command line), nothing is
+    /// written and the answer is `UpdateRefused::ChangedMeanwhile`, for the
+    /// caller to read it again.
     pub fn update_device(
         &self,
-        id: &str,
+        read: &Device,
         new: &NewDevice,
         now: i64,
         active_since: i64,
     ) -> Result<Result<Device, UpdateRefused>, StoreError> {
+        let id = read.id.as_str();
         let mut conn = self.conn();
         // Immediate: the read and the write are one, even beside a
         // command-line process writing the same database.
@@ -275,6 +320,9 @@ impl Store {
         };
         if old.is_revoked() {
             return Ok(Err(UpdateRefused::Revoked));
+        }
+        if old.rights != read.rights || old.name != read.name {
+            return Ok(Err(UpdateRefused::ChangedMeanwhile));
         }
         let stepping_down = old.role == Role::Coordinator && new.role != Role::Coordinator;
         if stepping_down && other_coordinators(&tx, id, active_since)? == 0 {
@@ -324,21 +372,6 @@ impl Store {
         }))
     }
 
-    /// Whether device `id` is the last coordinator seen since
-    /// `active_since` that is not revoked.
-    pub fn is_last_coordinator(&self, id: &str, active_since: i64) -> Result<bool, StoreError> {
-        let conn = self.conn();
-        let me: Option<String> = conn
-            .query_row(
-                "SELECT role FROM devices WHERE id = ?1 AND revoked_at IS NULL",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(me.as_deref() == Some("coordinator")
-            && other_coordinators(&conn, id, active_since)? == 0)
-    }
-
     /// Test and operator hook: moves a device's last sighting back in time.
     pub fn set_last_seen(&self, id: &str, at: i64) -> Result<(), StoreError> {
         self.conn().execute(
@@ -348,19 +381,25 @@ impl Store {
         Ok(())
     }
 
-    /// Creates a one-time invite valid until `expires_at`.
+    /// Creates a one-time invite valid until `expires_at`; `None` when
+    /// `created_by` is no longer a coordinator.
     pub fn add_invite(
         &self,
         new: &NewDevice,
         created_by: Option<&str>,
         now: i64,
         expires_at: i64,
-    ) -> Result<Invite, StoreError> {
+    ) -> Result<Option<Invite>, StoreError> {
         let secret = Secret::generate();
         let cities = serde_json::to_string(&new.cities).unwrap_or_else(|_| "[]".into());
-        self.conn().execute(
+        // Made by a device only while it is a coordinator that is not
+        // revoked, checked in the statement that stores the invite, so a
+        // demotion just before cannot leave an invite behind.
+        let made = self.conn().execute(
             "INSERT INTO invites (id, secret_hash, name, role, cities, person, created_by, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+             WHERE ?7 IS NULL OR EXISTS (SELECT 1 FROM devices
+                 WHERE id = ?7 AND role = 'coordinator' AND revoked_at IS NULL)",
             params![
                 secret.id,
                 secret.hash(),
@@ -373,7 +412,10 @@ impl Store {
                 expires_at
             ],
         )?;
-        Ok(Invite {
+        if made == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Invite {
             id: secret.id.clone(),
             code: secret.token(),
             name: new.name.clone(),
@@ -381,7 +423,7 @@ impl Store {
             cities: new.cities.clone(),
             person: new.person.clone(),
             expires_at,
-        })
+        }))
     }
 
     /// Redeems an invite, once, for a new device and its token. Marking the
@@ -585,5 +627,70 @@ impl Store {
             })
             .map(|l| l.id)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use super::*;
+
+    fn coordinator(store: &Store, name: &str) -> Device {
+        let new = NewDevice {
+            name: name.into(),
+            role: Role::Coordinator,
+            cities: Vec::new(),
+            person: None,
+        };
+        store.add_device(&new, 100).unwrap().0
+    }
+
+    fn renamed(d: &Device, name: &str) -> NewDevice {
+        NewDevice {
+            name: name.into(),
+            role: d.role,
+            cities: d.cities.clone(),
+            person: d.person.clone(),
+        }
+    }
+
+    #[test]
+    fn a_change_made_from_a_stale_read_is_refused_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let read = coordinator(&store, "laptop");
+        let _other = coordinator(&store, "desk");
+        // Two requests read the device; the first demotes it.
+        let demoted = NewDevice {
+            role: Role::Observer,
+            ..renamed(&read, "laptop")
+        };
+        let first = store.update_device(&read, &demoted, 200, 0).unwrap();
+        assert_eq!(first.unwrap().rights, 1);
+        // The second, renaming it from what it read, would have written the
+        // coordinator's role back.
+        let second = store
+            .update_device(&read, &renamed(&read, "old laptop"), 201, 0)
+            .unwrap();
+        assert_eq!(second, Err(UpdateRefused::ChangedMeanwhile));
+        let now = store.device(&read.id).unwrap().unwrap();
+        assert_eq!((now.role, now.name.as_str()), (Role::Observer, "laptop"));
+    }
+
+    #[test]
+    fn two_coordinators_revoking_themselves_leave_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let a = coordinator(&store, "a");
+        let b = coordinator(&store, "b");
+        assert!(store.revoke_device(&a.id, 300, Some(0)).unwrap().is_ok());
+        assert_eq!(
+            store.revoke_device(&b.id, 300, Some(0)).unwrap(),
+            Err(UpdateRefused::LastCoordinator)
+        );
+        // The operator, from the command line, is not held back.
+        let revoked = store.revoke_device(&b.id, 301, None).unwrap().unwrap();
+        assert_eq!(revoked.unwrap().revoked_at, Some(301));
     }
 }
