@@ -48,6 +48,7 @@ async function signIn() {
     if (!res.ok) throw new Error(body.error ?? res.statusText);
     localStorage.setItem("token", body.token);
     localStorage.removeItem("me");
+    forgetKept();
     app.me = null;
   }
   return localStorage.getItem("token");
@@ -59,7 +60,6 @@ async function whoAmI() {
     const res = await api("/api/me", { signal: AbortSignal.timeout(5000) });
     if (res.ok) {
       app.me = await res.json();
-      app.meKnown = true;
       localStorage.setItem("me", JSON.stringify(app.me));
     }
   } catch { /* offline: keep the last known answer */ }
@@ -75,6 +75,7 @@ async function meChanged({ always = false } = {}) {
   const before = rights();
   await whoAmI();
   if (!always && rights() === before) return;
+  if (!isCoordinator()) forgetKept();
   chrome();
   // What this device may change shows once the server has said who it is.
   if (!app.view || (app.view.screen && !app.view.touched)) route();
@@ -83,12 +84,12 @@ async function meChanged({ always = false } = {}) {
 
 /**
  * After each new connection (the client's backoff spaces them): the device
- * may have changed meanwhile, which is why the server closed its socket.
- * `joins` counts connections even while `state` shows a refused change.
- * The first is the start's, unless the server could not answer then.
+ * may have changed meanwhile, which is why the server closed its socket,
+ * or between the start's question and the first connection. `joins`
+ * counts connections even while `state` shows a refused change.
  */
 function onReconnect(s) {
-  if (s.joins > (app.joins ?? 0) && (s.joins > 1 || !app.meKnown)) meChanged();
+  if (s.joins > (app.joins ?? 0)) meChanged();
   app.joins = s.joins;
 }
 
@@ -661,22 +662,41 @@ async function call(path, init = {}) {
 }
 
 /**
- * A GET of the API whose last answer is kept on the device: when the
- * server cannot be reached, that answer, with when it was fetched (`at`).
+ * A GET of the API that answers a list, whose last answer is kept on the
+ * device: when the server cannot be reached, or what answers is not the
+ * server (a proxy's error page, a captive portal), that answer, with when
+ * it was fetched (`at`). The server's own errors are thrown.
  */
 async function kept(path) {
   const key = `kept:${path}`;
+  const last = () => {
+    const k = JSON.parse(localStorage.getItem(key) ?? "null");
+    return k && { body: k.body, at: k.at };
+  };
+  let res;
   try {
-    const body = await call(path);
-    try { localStorage.setItem(key, JSON.stringify({ at: Date.now(), body })); } catch { /* full: shown, not kept */ }
-    return { body };
+    res = await api(path);
   } catch (e) {
-    // fetch rejects with a TypeError when there is no answer at all; an
-    // answer with an error status is the server's word, and is shown.
-    const last = JSON.parse(localStorage.getItem(key) ?? "null");
-    if (!(e instanceof TypeError) || !last) throw e;
-    return { body: last.body, at: last.at };
+    // fetch rejects when there is no answer at all.
+    const k = last();
+    if (k) return k;
+    throw e;
   }
+  if (!(res.headers.get("content-type") ?? "").startsWith("application/json")) {
+    const k = last();
+    if (k) return k;
+    throw new Error(`${res.status} ${res.statusText}`.trim());
+  }
+  const body = await res.json();
+  if (!res.ok) throw new Error(body.error ?? res.statusText);
+  if (!Array.isArray(body)) throw new Error("the server's answer is not a list");
+  try { localStorage.setItem(key, JSON.stringify({ at: Date.now(), body })); } catch { /* full: shown, not kept */ }
+  return { body };
+}
+
+/** Forgets the lists `kept` holds: they are a coordinator's, of this sign-in. */
+function forgetKept() {
+  for (const key of Object.keys(localStorage)) if (key.startsWith("kept:")) localStorage.removeItem(key);
 }
 
 const titleOf = (id) => pick(app.byUrl.get(`automerge:${bare(id)}`)?.title, app.lang) || bare(id);
@@ -722,7 +742,8 @@ function devicesView() {
   // Redrawn as records arrive (the cities and people to choose from), and
   // once the server has said who this device is; not once something is
   // typed in the invite form.
-  app.view = { screen: "devices" };
+  const view = { screen: "devices" };
+  app.view = view;
   if (!isCoordinator()) {
     fill($("#view"), h("p", { class: "note" }, tr("coordinatorsOnly")));
     return;
@@ -766,7 +787,9 @@ function devicesView() {
   // has input or a device's form is open.
   let inviting = false;
   const devices = h("tbody");
-  const touched = () => { app.view.touched = inviting || !!devices.querySelector("tr.editing"); };
+  // (This screen's own view: an answer arriving after the person left
+  // for another screen must not hold that one.)
+  const touched = () => { view.touched = inviting || !!devices.querySelector("tr.editing"); };
   const submit = h("button", { type: "submit" }, tr("createInvite"));
   const invite = h("form", {
     class: "invite",
@@ -834,7 +857,7 @@ function devicesView() {
     }));
     // A device's form open before went with the old rows.
     touched();
-  }, failed);
+  }).catch(failed);
 
   // Changes the server refused, kept for a coordinator to judge.
   const pending = h("ul", { class: "quarantine" });
@@ -851,7 +874,7 @@ function devicesView() {
         act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(drawPending);
       } }, tr(decision)))))
     : h("li", { class: "note" }, tr("quarantineEmpty")));
-  }, failed);
+  }).catch(failed);
 
   fill($("#view"),
     h("h2", {}, tr("devices")), problem, stale,

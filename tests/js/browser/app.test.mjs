@@ -626,6 +626,17 @@ test("a coordinator changes a delegate's phone into a coordinator's: the phone s
     await coordinator.context.setOffline(false);
     await page.click("button.refresh");
     await until(page, () => document.querySelector("p.stale")?.textContent === "" && !document.querySelector("table.devices button.edit[disabled]"), undefined, "the lists fresh again");
+    // A proxy's error page is not the server's answer: the lists as kept.
+    await page.route("**/api/devices", (r) => r.fulfill({ status: 502, contentType: "text/html", body: "<h1>Bad gateway</h1>" }));
+    await page.click("button.refresh");
+    await until(page, () => document.querySelector("p.stale")?.textContent || null, undefined, "the kept list behind a proxy's error page");
+    assert.equal(await page.locator(row).count(), 1);
+    // The server's own refusal is said as it is.
+    await page.unroute("**/api/devices");
+    await page.route("**/api/devices", (r) => r.fulfill({ status: 403, contentType: "application/json", body: JSON.stringify({ error: "only coordinators manage devices" }) }));
+    await page.click("button.refresh");
+    await until(page, () => document.querySelector('#view p.warning[role="alert"]')?.textContent.includes("only coordinators") || null, undefined, "the server's refusal shown");
+    await page.unroute("**/api/devices");
     for (const d of [coordinator, delegate]) await d.context.close();
   });
 });
