@@ -843,9 +843,9 @@ function devicesView() {
     .map((d) => {
       const row = h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "" },
         h("td", {}, words(d.name)),
-        h("td", {}, tr(d.role)),
-        h("td", {}, listOf(app.lang, (d.cities ?? []).map(titleOf))),
-        h("td", {}, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
+        h("td", { "data-label": tr("role") }, tr(d.role)),
+        h("td", { "data-label": tr("cities") }, d.cities?.length ? listOf(app.lang, d.cities.map(titleOf)) : "—"),
+        h("td", { "data-label": tr("lastSeen") }, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
         h("td", {}, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
           h("button", { type: "button", class: "edit", disabled: !!at, "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
           d.id === app.me?.id ? h("span", { class: "this-device" }, tr("thisDevice"))

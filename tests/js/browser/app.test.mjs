@@ -582,6 +582,9 @@ test("a coordinator changes a delegate's phone into a coordinator's: the phone s
     await until(page, (id) => window.twinsync.read(id).record?.name?.fr === "Ville jumelée", city.id, "the delegate's change on the coordinator's laptop");
     await page.waitForTimeout(600);
     assert.equal(await page.inputValue('form.invite input[name="name"]'), "Phone of Ibrahim", "the invite being typed was wiped");
+    // On a phone's screen, the list fits its width.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+    assert.ok(overflow <= 0, `the devices screen is ${overflow} px wider than the phone`);
     // Its own row says so, and offers no revocation.
     const mine = (await (await server.api("/api/devices")).json()).find((d) => d.name === "Coordinator");
     const own = `table.devices tr[data-device="${mine.id}"]`;
