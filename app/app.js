@@ -316,6 +316,7 @@ function recordView(id, at = null) {
   const kind = view.kind;
   const locked = at === null ? formLock(view, id) : lockOf(view, id);
   const ctx = {
+    id,
     lang: app.lang,
     summaries: app.summaries,
     byUrl: app.byUrl,

@@ -12,7 +12,12 @@ export const REF_KIND = {
   seat: "city", city: "city", owner_city: "city", party: "city", parties: "city",
   representative: "person", chair: "person", author: "person", presenter: "person",
   owner: "person", person: "person", attendees: "person", agreement: "agreement",
+  // A report's links name records of any kind.
+  links: "*",
 };
+
+/** The kinds a record of any kind (`"*"`) is chosen among, in this order. */
+const ANY_KINDS = ["city", "agreement", "project", "meeting", "person", "report"];
 
 /** `h("tag", {attr: value, onclick: f}, ...children)`: a DOM element. */
 export function h(tag, attrs = {}, ...children) {
@@ -60,9 +65,9 @@ function titleOf(ctx, url) {
 
 function options(ctx, kind) {
   return ctx.summaries
-    .filter((s) => s.kind === kind)
-    .map((s) => ({ value: s.url, label: pick(s.title, ctx.lang) || s.id }))
-    .sort((a, b) => a.label.localeCompare(b.label, ctx.lang));
+    .filter((s) => (kind === "*" ? ANY_KINDS.includes(s.kind) : s.kind === kind))
+    .map((s) => ({ value: s.url, label: pick(s.title, ctx.lang) || s.id, kind: s.kind }))
+    .sort((a, b) => ANY_KINDS.indexOf(a.kind) - ANY_KINDS.indexOf(b.kind) || a.label.localeCompare(b.label, ctx.lang));
 }
 
 /**
@@ -329,6 +334,7 @@ function setEditor(ctx, field, members, path) {
   const lang = ctx.lang;
   const toggle = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }]);
   const kind = REF_KIND[field.name];
+  if (kind === "*") return linksEditor(ctx, members, path);
   if (field.values || kind) {
     const choices = field.values
       ? field.values.map((v) => ({ value: v, label: t(lang, `value.${v}`) }))
@@ -347,6 +353,31 @@ function setEditor(ctx, field, members, path) {
     members.map((m) => h("span", { class: "chip" }, words(m), h("button", { type: "button", "aria-label": `${t(lang, "remove")} ${m}`, onclick: () => change(m, false) }, "×"))),
     input,
     h("button", { type: "button", onclick: add }, t(lang, "add")));
+}
+
+/**
+ * Links to records of any kind: each shown by its title, opening it, with
+ * a button to remove it; one list to add another, by kind.
+ */
+function linksEditor(ctx, members, path) {
+  const lang = ctx.lang;
+  const change = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }], { rerender: true });
+  const here = ctx.id ? `automerge:${ctx.id}` : null;
+  const choices = options(ctx, "*").filter((o) => !members.includes(o.value) && o.value !== here);
+  const add = h("select", { "aria-label": t(lang, "addLink"), onchange: () => { if (add.value) change(add.value, true); } },
+    h("option", { value: "" }, t(lang, "addLink")),
+    ANY_KINDS.map((k) => {
+      const of = choices.filter((o) => o.kind === k);
+      return of.length ? h("optgroup", { label: t(lang, `kinds.${k}`) }, of.map((o) => h("option", { value: o.value }, o.label))) : null;
+    }));
+  return h("div", { class: "chips links" },
+    members.map((m) => {
+      const title = titleOf(ctx, m);
+      return h("span", { class: "chip" },
+        h("a", { href: `#/r/${m.replace(/^automerge:/, "")}` }, words(title)),
+        h("button", { type: "button", "aria-label": `${t(lang, "remove")} ${title}`, onclick: () => change(m, false) }, "×"));
+    }),
+    add);
 }
 
 /** Runs `action` once at a time from `button`: a double tap does it once. */
@@ -433,7 +464,8 @@ export function creationRows(ctx, fields) {
     } else if (field.type === "set") {
       const choices = field.values
         ? field.values.map((v) => ({ value: v, label: t(ctx.lang, `value.${v}`) }))
-        : REF_KIND[name] ? options(ctx, REF_KIND[name]) : null;
+        : REF_KIND[name] && REF_KIND[name] !== "*" ? options(ctx, REF_KIND[name]) : null;
+      // Links to any record are added once the record exists.
       if (!choices) continue;
       const boxes = choices.map((c) => h("input", { type: "checkbox", value: c.value }));
       const group = h("div", { class: "choices" }, boxes.map((b, k) => h("label", {}, b, " ", words(choices[k].label))));

@@ -679,6 +679,61 @@ test("a phone holding a refused change learns its new role once the server close
   });
 });
 
+test("every screen fits a phone's width, in the three languages", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const kinds = ["city", "person", "agreement", "project", "meeting", "report"];
+    const screens = ["#/", "#/dashboard", "#/devices", ...kinds.flatMap((k) => [`#/k/${k}`, `#/new/${k}`])];
+    for (const k of kinds) {
+      const [r] = await (await server.api(`/api/records?kind=${k}`)).json();
+      screens.push(`#/r/${r.id}`, `#/r/${r.id}/at/2025-11-01`);
+    }
+    const wide = [];
+    for (const lang of ["ar", "fr", "en"]) {
+      await page.click(`[data-lang="${lang}"]`);
+      for (const screen of screens) {
+        await show(page, screen);
+        await page.waitForTimeout(250);
+        const over = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+        if (over > 0) wide.push(`${lang} ${screen}: ${over} px`);
+      }
+    }
+    assert.deepEqual(wide, [], "screens wider than the phone");
+    await context.close();
+  });
+});
+
+test("a report's links show the records by title, and any record can be linked", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    await page.click('[data-lang="en"]');
+    const reports = await (await server.api("/api/records?kind=report")).json();
+    let linked;
+    for (const r of reports) {
+      const { record } = await (await server.api(`/api/records/${r.id}`)).json();
+      if (record.links?.length) { linked = { id: r.id, links: record.links }; break; }
+    }
+    assert.ok(linked, "the demo club has a report with links");
+    await show(page, `#/r/${linked.id}`);
+    await page.waitForSelector(".chips.links .chip a");
+    const titles = await page.$$eval(".chips.links .chip a", (as) => as.map((a) => a.textContent));
+    assert.equal(titles.length, linked.links.length);
+    for (const title of titles) assert.doesNotMatch(title, /automerge:/, "a link shown as its address");
+    // A link opens the record it names.
+    const hrefs = await page.$$eval(".chips.links .chip a", (as) => as.map((a) => a.getAttribute("href")));
+    assert.deepEqual(hrefs.sort(), linked.links.map((l) => `#/r/${l.replace(/^automerge:/, "")}`).sort());
+
+    // A project, from the list grouped by kind, joins the links.
+    const [project] = await (await server.api("/api/records?kind=project")).json();
+    await page.selectOption(".chips.links select", `automerge:${project.id}`);
+    await until(page, ([id, url]) => window.twinsync.read(id).record.links.includes(url), [linked.id, `automerge:${project.id}`], "the project linked");
+    await until(page, (n) => document.querySelectorAll(".chips.links .chip").length === n, linked.links.length + 1, "the new link shown");
+    await context.close();
+  });
+});
+
 test("the app in Arabic and in French: one tap switches, the layout mirrors, search ignores Arabic diacritics", async () => {
   await withServer(async (server, dir) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
