@@ -77,6 +77,9 @@ async function meChanged({ always = false } = {}) {
   if (!always && rights() === before) return;
   if (!isCoordinator()) forgetKept();
   chrome();
+  // What is being typed or chosen on screen is left alone; the screen
+  // takes the new rights when next drawn.
+  if (!always && $("#view").contains(document.activeElement)) return;
   // What this device may change shows once the server has said who it is.
   if (!app.view || (app.view.screen && !app.view.touched)) route();
   else if (app.view.id && !$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id, app.view.at);
@@ -689,7 +692,12 @@ async function kept(path) {
     throw new Error(`${res.status} ${res.statusText}`.trim());
   }
   const body = await res.json();
-  if (!res.ok) throw new Error(body.error ?? res.statusText);
+  if (!res.ok) {
+    // A gateway's own JSON error (the server's always says `error`).
+    const k = res.status >= 500 && !body.error && last();
+    if (k) return k;
+    throw new Error(body.error ?? res.statusText);
+  }
   if (!Array.isArray(body)) throw new Error("the server's answer is not a list");
   try { localStorage.setItem(key, JSON.stringify({ at: Date.now(), body })); } catch { /* full: shown, not kept */ }
   return { body };

@@ -126,6 +126,7 @@ export function fieldRows(ctx, fields, value, prefix = "") {
     let body;
     if (ctx.writable) body = editor(ctx, field, v, path);
     else if (field.type === "list") body = h("ol", { class: "items" }, (v ?? []).map((item) => h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, `${path}/${item.id}`))));
+    else if (REF_KIND[field.name] === "*") body = linksShown(ctx, v);
     else body = h("div", { class: "value" }, words(show(ctx, field, v)));
     // Every control of the row is named by its caption, for screen readers.
     const controls = body.matches?.("input, select, textarea") ? [body] : [...body.querySelectorAll(":scope > input, :scope > select, :scope > textarea")];
@@ -356,28 +357,50 @@ function setEditor(ctx, field, members, path) {
 }
 
 /**
+ * One link of a report: a record's address opens it, by its title (or,
+ * before it reaches this phone, says so); anything else, such as text an
+ * older client wrote, is shown as written.
+ */
+function linkTo(ctx, member) {
+  if (!member.startsWith("automerge:")) return words(member);
+  const known = ctx.byUrl.get(member);
+  const title = known ? pick(known.title, ctx.lang) || known.id : t(ctx.lang, "notOnPhone");
+  return h("a", { href: `#/r/${member.slice("automerge:".length)}` }, words(title));
+}
+
+/** A report's links, read-only: each opens its record. */
+function linksShown(ctx, members) {
+  if (!members?.length) return h("div", { class: "value" }, t(ctx.lang, "none"));
+  return h("div", { class: "chips links" }, members.map((m) => h("span", { class: "chip" }, linkTo(ctx, m))));
+}
+
+/**
  * Links to records of any kind: each shown by its title, opening it, with
- * a button to remove it; one list to add another, by kind.
+ * a button to remove it; a list of records, by kind, and a button to add
+ * the one chosen (a list that wrote as soon as it changed would write the
+ * first record a keyboard's arrow key passes).
  */
 function linksEditor(ctx, members, path) {
   const lang = ctx.lang;
   const change = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }], { rerender: true });
   const here = ctx.id ? `automerge:${ctx.id}` : null;
   const choices = options(ctx, "*").filter((o) => !members.includes(o.value) && o.value !== here);
-  const add = h("select", { "aria-label": t(lang, "addLink"), onchange: () => { if (add.value) change(add.value, true); } },
+  const choose = h("select", { "aria-label": t(lang, "addLink") },
     h("option", { value: "" }, t(lang, "addLink")),
     ANY_KINDS.map((k) => {
       const of = choices.filter((o) => o.kind === k);
       return of.length ? h("optgroup", { label: t(lang, `kinds.${k}`) }, of.map((o) => h("option", { value: o.value }, o.label))) : null;
     }));
+  const add = h("button", { type: "button", class: "add-link", onclick: () => {
+    const chosen = choose.value;
+    choose.value = "";
+    if (chosen) change(chosen, true);
+  } }, t(lang, "add"));
   return h("div", { class: "chips links" },
-    members.map((m) => {
-      const title = titleOf(ctx, m);
-      return h("span", { class: "chip" },
-        h("a", { href: `#/r/${m.replace(/^automerge:/, "")}` }, words(title)),
-        h("button", { type: "button", "aria-label": `${t(lang, "remove")} ${title}`, onclick: () => change(m, false) }, "×"));
-    }),
-    add);
+    members.map((m) => h("span", { class: "chip" },
+      linkTo(ctx, m),
+      h("button", { type: "button", "aria-label": `${t(lang, "remove")} ${ctx.byUrl.get(m) ? pick(ctx.byUrl.get(m).title, lang) : m}`, onclick: () => change(m, false) }, "×"))),
+    choose, add);
 }
 
 /** Runs `action` once at a time from `button`: a double tap does it once. */

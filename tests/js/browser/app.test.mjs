@@ -583,7 +583,7 @@ test("a coordinator changes a delegate's phone into a coordinator's: the phone s
     await page.waitForTimeout(600);
     assert.equal(await page.inputValue('form.invite input[name="name"]'), "Phone of Ibrahim", "the invite being typed was wiped");
     // On a phone's screen, the list fits its width.
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     assert.ok(overflow <= 0, `the devices screen is ${overflow} px wider than the phone`);
     // Its own row says so, and offers no revocation.
     const mine = (await (await server.api("/api/devices")).json()).find((d) => d.name === "Coordinator");
@@ -687,15 +687,19 @@ test("every screen fits a phone's width, in the three languages", async () => {
     const screens = ["#/", "#/dashboard", "#/devices", ...kinds.flatMap((k) => [`#/k/${k}`, `#/new/${k}`])];
     for (const k of kinds) {
       const [r] = await (await server.api(`/api/records?kind=${k}`)).json();
+      assert.ok(r, `the demo club has a ${k}`);
       screens.push(`#/r/${r.id}`, `#/r/${r.id}/at/2025-11-01`);
     }
+    // What each screen draws once its data is in, so the width is taken then.
+    const drawn = { "#/dashboard": "#view table", "#/devices": "table.devices tr[data-device]" };
     const wide = [];
     for (const lang of ["ar", "fr", "en"]) {
       await page.click(`[data-lang="${lang}"]`);
       for (const screen of screens) {
         await show(page, screen);
+        if (drawn[screen]) await page.waitForSelector(drawn[screen]);
         await page.waitForTimeout(250);
-        const over = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+        const over = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
         if (over > 0) wide.push(`${lang} ${screen}: ${over} px`);
       }
     }
@@ -725,11 +729,20 @@ test("a report's links show the records by title, and any record can be linked",
     const hrefs = await page.$$eval(".chips.links .chip a", (as) => as.map((a) => a.getAttribute("href")));
     assert.deepEqual(hrefs.sort(), linked.links.map((l) => `#/r/${l.replace(/^automerge:/, "")}`).sort());
 
-    // A project, from the list grouped by kind, joins the links.
+    // A project, chosen from the list grouped by kind, joins the links once
+    // added: choosing alone (as a keyboard's arrow keys do) writes nothing.
     const [project] = await (await server.api("/api/records?kind=project")).json();
     await page.selectOption(".chips.links select", `automerge:${project.id}`);
+    await page.waitForTimeout(300);
+    assert.equal(await page.evaluate((id) => window.twinsync.read(id).record.links.length, linked.id), linked.links.length, "choosing wrote a link");
+    await page.click(".chips.links button.add-link");
     await until(page, ([id, url]) => window.twinsync.read(id).record.links.includes(url), [linked.id, `automerge:${project.id}`], "the project linked");
     await until(page, (n) => document.querySelectorAll(".chips.links .chip").length === n, linked.links.length + 1, "the new link shown");
+
+    // Read-only, as the report stood on a day, its links still open records.
+    await show(page, `#/r/${linked.id}/at/2030-01-01`);
+    await until(page, (n) => document.querySelectorAll(".chips.links .chip a").length === n || null, linked.links.length + 1, "the links of the report as it stood");
+    assert.equal(await page.locator(".chips.links button").count(), 0, "nothing to remove in a read-only view");
     await context.close();
   });
 });
