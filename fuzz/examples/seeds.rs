@@ -452,6 +452,18 @@ fn http_seeds() -> Vec<Vec<u8>> {
             raw("no-such-device"),
             "",
         ),
+        post(
+            "/api/devices/{id}",
+            Auth::Coordinator,
+            Id::Known(5),
+            r#"{"cities":["Smara"],"person":null}"#,
+        ),
+        post(
+            "/api/devices/{id}",
+            Auth::Delegate,
+            raw("no-such-device"),
+            r#"{"role":"coordinator"}"#,
+        ),
         get(
             "/api/quarantine",
             Auth::Coordinator,

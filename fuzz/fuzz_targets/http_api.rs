@@ -155,10 +155,11 @@ fn request(s: &Server, input: &HttpInput) -> Option<Request<Body>> {
     } else {
         format!("{path}?{query}")
     };
-    let method = if input.post {
-        Method::POST
-    } else {
-        Method::GET
+    // `post` asks for the route's writing method: PATCH for a device.
+    let method = match (input.post, ROUTES[input.route]) {
+        (false, _) => Method::GET,
+        (true, "/api/devices/{id}") => Method::PATCH,
+        (true, _) => Method::POST,
     };
     let mut builder = Request::builder().method(method).uri(uri);
     if let Some(token) = bearer {

@@ -65,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
                 stored
                     .load_incremental(&received.saved)
                     .expect("the stored changes load");
-                assert_eq!(stored.get_heads(), doc.get_heads(), "the stored changes are all");
+                assert_eq!(
+                    stored.get_heads(),
+                    doc.get_heads(),
+                    "the stored changes are all"
+                );
                 if strict && !received.new_changes.is_empty() {
                     assert!(
                         read_document(&doc).is_ok(),
