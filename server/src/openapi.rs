@@ -317,7 +317,7 @@ fn device_schemas() -> Value {
     let cities = json!({"type": "array", "items": {"type": "string"}, "description": "Document ids of the member cities a delegate belongs to."});
     let person = json!({"type": "string", "nullable": true, "description": "The document id of the holder's person record: meetings they attend and reports they wrote are theirs to edit."});
     json!({
-        "Device": {"type": "object", "required": ["id", "name", "role", "cities", "person", "created_at", "last_seen_at", "expires_at", "revoked_at"], "properties": {
+        "Device": {"type": "object", "required": ["id", "name", "role", "cities", "person", "created_at", "last_seen_at", "expires_at", "revoked_at", "changed_at"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "role": role, "cities": cities, "person": person,
             "created_at": {"type": "integer", "description": "Seconds since the epoch, as every time here."},
             "last_seen_at": {"type": "integer"},
@@ -363,7 +363,7 @@ fn device_schemas() -> Value {
             "reason": {"type": "string"},
             "received_at": {"type": "integer"},
             "status": {"type": "string", "enum": ["pending", "accepted", "discarded"]},
-            "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided; for a batch whose changes were all stored later anyway (its device, once allowed, sent them again), the device that delivered them."},
+            "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided; for a batch settled because all its changes were stored later anyway (its device, once allowed, sent them again), the device that delivered the change completing it (null if the server made it)."},
             "decided_at": {"type": "integer", "nullable": true}}},
         "Decision": {"type": "object", "required": ["id", "status"], "properties": {
             "id": {"type": "integer", "format": "int64"},
