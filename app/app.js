@@ -259,6 +259,8 @@ async function edit(id, edits, opts = {}) {
     await app.client.edit(id, edits, opts.message ?? edits.map((e) => `${e.op} ${e.path}`).join(", "));
     $("#notice").textContent = "";
     if (opts.rerender) recordView(id);
+    // The control that made the change, redrawn, keeps the focus.
+    if (opts.rerender && opts.focus) $(opts.focus)?.focus();
     return true;
   } catch (e) {
     $("#notice").textContent = `${e.name}: ${e.message}`;

@@ -382,7 +382,7 @@ function linksShown(ctx, members) {
  */
 function linksEditor(ctx, members, path) {
   const lang = ctx.lang;
-  const change = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }], { rerender: true });
+  const change = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }], { rerender: true, focus: `[data-path="${path}"] select` });
   const here = ctx.id ? `automerge:${ctx.id}` : null;
   const choices = options(ctx, "*").filter((o) => !members.includes(o.value) && o.value !== here);
   const choose = h("select", { "aria-label": t(lang, "addLink") },

@@ -738,6 +738,7 @@ test("a report's links show the records by title, and any record can be linked",
     await page.click(".chips.links button.add-link");
     await until(page, ([id, url]) => window.twinsync.read(id).record.links.includes(url), [linked.id, `automerge:${project.id}`], "the project linked");
     await until(page, (n) => document.querySelectorAll(".chips.links .chip").length === n, linked.links.length + 1, "the new link shown");
+    assert.ok(await page.evaluate(() => document.activeElement?.matches(".chips.links select")), "the focus is back on the list of records");
 
     // Read-only, as the report stood on a day, its links still open records.
     await show(page, `#/r/${linked.id}/at/2030-01-01`);
