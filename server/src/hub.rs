@@ -196,14 +196,15 @@ impl Hub {
     /// Closes at once every socket a device opened before it was revoked
     /// (those opened since are in hand-in mode already).
     pub fn disconnect_device(&self, device: &str) -> usize {
-        self.disconnect(|e| e.device == device && !e.revoked)
+        self.disconnect(|e| e.device == device).len()
     }
 
     /// Closes at once every socket of `device` signed in before its rights
     /// changed to their `rights`-th version: the client reconnects, and
     /// signs in under its new role, cities and person.
     pub fn disconnect_outdated(&self, device: &str, rights: i64) -> usize {
-        self.disconnect(|e| e.device == device && !e.revoked && e.rights < rights)
+        self.disconnect(|e| e.device == device && e.rights < rights)
+            .len()
     }
 
     /// Closes every socket whose device, as `devices` holds them now, was
@@ -211,20 +212,13 @@ impl Hub {
     /// whose sockets it closed. `devices` maps each id to whether it is
     /// revoked and its `rights`.
     pub fn disconnect_stale(&self, devices: &HashMap<String, (bool, i64)>) -> Vec<String> {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let mut closed = Vec::new();
-        for entry in sessions.values().filter(|e| !e.revoked) {
-            // A device missing from `devices` was made after they were
-            // read (devices are never deleted): it is left alone.
-            let stale = devices
-                .get(&entry.device)
-                .is_some_and(|&(revoked, rights)| revoked || entry.rights < rights);
-            if stale {
-                entry.kill.notify_one();
-                closed.push(entry.device.clone());
-            }
-        }
-        closed
+        // A device missing from `devices` was made after they were read
+        // (devices are never deleted): it is left alone.
+        self.disconnect(|e| {
+            devices
+                .get(&e.device)
+                .is_some_and(|&(revoked, rights)| revoked || e.rights < rights)
+        })
     }
 
     /// Whether any peer is connected.
@@ -245,14 +239,17 @@ impl Hub {
         }
     }
 
-    fn disconnect(&self, which: impl Fn(&SessionEntry) -> bool) -> usize {
+    /// Fires the kill switch of every session `which` picks, of those that
+    /// did not sign in revoked (in hand-in mode already); returns their
+    /// devices.
+    fn disconnect(&self, which: impl Fn(&SessionEntry) -> bool) -> Vec<String> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let mut n = 0;
-        for entry in sessions.values().filter(|e| which(e)) {
+        let mut closed = Vec::new();
+        for entry in sessions.values().filter(|e| !e.revoked && which(e)) {
             entry.kill.notify_one();
-            n += 1;
+            closed.push(entry.device.clone());
         }
-        n
+        closed
     }
 
     pub fn next_id(&self) -> u64 {
@@ -369,16 +366,7 @@ impl Hub {
         {
             return Ok(h.clone());
         }
-        let store = self.store.clone();
-        let exists = tokio::task::spawn_blocking(move || store.exists(doc))
-            .await
-            .map_err(|e| {
-                DispatchError::Store(StoreError::Corrupt {
-                    doc: doc.to_string(),
-                    reason: e.to_string(),
-                })
-            })??;
-        if !exists && missing != Missing::Create {
+        if !self.stored(doc).await? && missing != Missing::Create {
             let Some(peer) = waiter else {
                 // A task started since the lookup above: it answers.
                 let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
@@ -448,28 +436,31 @@ impl Hub {
                 .add(1 - (before - peers.len()) as i64);
             peers.push(peer.clone());
         }
+        let stored = self.stored(doc).await;
+        // Stored meanwhile, the wait is taken back; on an error too, as the
+        // caller answers with it and does not count the wait as its socket's.
+        if !matches!(stored, Ok(false)) {
+            self.stop_waiting(doc, peer.conn);
+        }
+        Ok(if stored? {
+            Waited::Stored
+        } else {
+            Waited::Waiting
+        })
+    }
+
+    /// Whether the store holds `doc`, asked off the async threads.
+    async fn stored(&self, doc: DocumentId) -> Result<bool, DispatchError> {
         let store = self.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.exists(doc))
+        let exists = tokio::task::spawn_blocking(move || store.exists(doc))
             .await
             .map_err(|e| {
                 DispatchError::Store(StoreError::Corrupt {
                     doc: doc.to_string(),
                     reason: e.to_string(),
                 })
-            })
-            .and_then(|r| r.map_err(DispatchError::from));
-        match stored {
-            Ok(false) => return Ok(Waited::Waiting),
-            Ok(true) => {}
-            // The caller answers with the error, and does not count the
-            // wait as its socket's: so it is not kept either.
-            Err(e) => {
-                self.stop_waiting(doc, peer.conn);
-                return Err(e);
-            }
-        }
-        self.stop_waiting(doc, peer.conn);
-        Ok(Waited::Stored)
+            })??;
+        Ok(exists)
     }
 
     /// Forgets that the peer of connection `conn` waits for `doc`, as its

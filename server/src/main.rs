@@ -158,12 +158,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
             let store = Store::open(&data_dir.join("twinsync.db"))?;
-            let settings = Settings::for_data_dir(data_dir);
-            let hub = twinsync_server::hub::Hub::new(
-                store,
-                std::sync::Arc::new(settings),
-                twinsync_server::metrics::Metrics::new(),
-            )?;
+            let hub = hub_over(store, Settings::for_data_dir(data_dir))?;
             let wanted = NewDevice {
                 name,
                 role,
@@ -178,11 +173,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 device.id,
                 device.name,
                 device.role.as_str(),
-                if device.cities.is_empty() {
-                    String::new()
-                } else {
-                    format!(", cities {}", device.cities.join(", "))
-                }
+                cities_of(&device)
             );
             eprintln!("its token follows; it is shown only now:");
             println!("{token}");
@@ -213,16 +204,11 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             no_person,
             token_ttl_days,
         } => {
-            let store = open_existing(&data_dir)?;
             let settings = Settings {
                 token_ttl_days,
-                ..Settings::for_data_dir(data_dir)
+                ..Settings::for_data_dir(data_dir.clone())
             };
-            let hub = twinsync_server::hub::Hub::new(
-                store,
-                std::sync::Arc::new(settings),
-                twinsync_server::metrics::Metrics::new(),
-            )?;
+            let hub = hub_over(open_existing(&data_dir)?, settings)?;
             let update = DeviceUpdate {
                 name,
                 role,
@@ -239,11 +225,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 d.id,
                 d.name,
                 d.role.as_str(),
-                if d.cities.is_empty() {
-                    String::new()
-                } else {
-                    format!(", cities {}", d.cities.join(", "))
-                },
+                cities_of(&d),
                 d.person
                     .as_deref()
                     .map(|p| format!(", person {p}"))
@@ -263,6 +245,28 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 None => anyhow::bail!("no device `{id}`"),
             }
         }
+    }
+}
+
+/// A hub over `store` for a device command: what checks a device (its
+/// cities by name) and changes it, as the server would.
+fn hub_over(
+    store: Store,
+    settings: Settings,
+) -> anyhow::Result<std::sync::Arc<twinsync_server::hub::Hub>> {
+    Ok(twinsync_server::hub::Hub::new(
+        store,
+        std::sync::Arc::new(settings),
+        twinsync_server::metrics::Metrics::new(),
+    )?)
+}
+
+/// ", cities A, B" for a device with cities, else nothing.
+fn cities_of(d: &twinsync_server::auth::Device) -> String {
+    if d.cities.is_empty() {
+        String::new()
+    } else {
+        format!(", cities {}", d.cities.join(", "))
     }
 }
 

@@ -139,6 +139,18 @@ fn other_coordinators(conn: &Connection, id: &str, active_since: i64) -> rusqlit
     )
 }
 
+/// Device `id`, without its token's hash.
+fn device_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Device>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {DEVICE_COLUMNS}, token_hash FROM devices WHERE id = ?1"),
+            [id],
+            device_row,
+        )
+        .optional()?
+        .map(|(d, _)| d))
+}
+
 /// Whether device `id` is a coordinator, not revoked, and the only one
 /// seen since `active_since`.
 fn last_coordinator(conn: &Connection, id: &str, active_since: i64) -> rusqlite::Result<bool> {
@@ -211,15 +223,7 @@ impl Store {
     }
 
     pub fn device(&self, id: &str) -> Result<Option<Device>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {DEVICE_COLUMNS}, token_hash FROM devices WHERE id = ?1"),
-                [id],
-                device_row,
-            )
-            .optional()?
-            .map(|(d, _)| d))
+        Ok(device_by_id(&self.conn(), id)?)
     }
 
     pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
@@ -308,14 +312,7 @@ impl Store {
         // Immediate: the read and the write are one, even beside a
         // command-line process writing the same database.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some((old, _)) = tx
-            .query_row(
-                &format!("SELECT {DEVICE_COLUMNS}, token_hash FROM devices WHERE id = ?1"),
-                [id],
-                device_row,
-            )
-            .optional()?
-        else {
+        let Some(old) = device_by_id(&tx, id)? else {
             return Ok(Err(UpdateRefused::Unknown(id.to_owned())));
         };
         if old.is_revoked() {
@@ -646,6 +643,12 @@ mod tests {
         store.add_device(&new, 100).unwrap().0
     }
 
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        (dir, store)
+    }
+
     fn renamed(d: &Device, name: &str) -> NewDevice {
         NewDevice {
             name: name.into(),
@@ -657,8 +660,7 @@ mod tests {
 
     #[test]
     fn a_change_made_from_a_stale_read_is_refused_not_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let (_dir, store) = store();
         let read = coordinator(&store, "laptop");
         let _other = coordinator(&store, "desk");
         // Two requests read the device; the first demotes it.
@@ -680,8 +682,7 @@ mod tests {
 
     #[test]
     fn two_coordinators_revoking_themselves_leave_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let (_dir, store) = store();
         let a = coordinator(&store, "a");
         let b = coordinator(&store, "b");
         assert!(store.revoke_device(&a.id, 300, Some(0)).unwrap().is_ok());

@@ -30,6 +30,40 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_default()
 }
 
+/// The demo club's first agreement, as the server reads it, a city outside
+/// its parties and one of them.
+struct Sides {
+    agreement: DocumentId,
+    record: Value,
+    outsider: String,
+    party: String,
+}
+
+async fn sides(app: &TestApp) -> Sides {
+    let agreement = app.first("agreement").await;
+    let record = record(app, agreement).await;
+    let parties = serde_json::to_string(&record["parties"]).unwrap();
+    let cities = app.get_json("/api/records?kind=city").await;
+    let ids: Vec<String> = cities
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| text(c, "id").to_owned())
+        .collect();
+    let find = |inside: bool| {
+        ids.iter()
+            .find(|c| parties.contains(c.as_str()) == inside)
+            .unwrap()
+            .clone()
+    };
+    Sides {
+        agreement,
+        outsider: find(false),
+        party: find(true),
+        record,
+    }
+}
+
 fn bare(link: &str) -> String {
     link.trim_start_matches("automerge:").to_owned()
 }
@@ -321,17 +355,12 @@ async fn the_permission_matrix_of_roles_kinds_reads_and_writes() {
 #[tokio::test]
 async fn a_change_to_another_citys_agreement_is_quarantined_and_never_relayed() {
     let app = spawn_app().await;
-    let agreement = app.first("agreement").await;
-    let r = record(&app, agreement).await;
-    let parties = serde_json::to_string(&r["parties"]).unwrap();
-    let cities = app.get_json("/api/records?kind=city").await;
-    let outsider = cities
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| text(c, "id").to_owned())
-        .find(|c| !parties.contains(c.as_str()))
-        .unwrap();
+    let Sides {
+        agreement,
+        record: r,
+        outsider,
+        ..
+    } = sides(&app).await;
     let token = app.device(Role::Delegate, &[&outsider], None);
 
     let mut watcher = app.peer("watcher");
@@ -507,19 +536,13 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
 #[tokio::test]
 async fn a_delegate_moved_to_another_city_signs_in_again_and_its_refused_edit_is_kept() {
     let app = spawn_app().await;
-    let agreement = app.first("agreement").await;
-    let r = record(&app, agreement).await;
-    let parties = serde_json::to_string(&r["parties"]).unwrap();
-    let cities = app.get_json("/api/records?kind=city").await;
-    let ids: Vec<String> = cities
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| text(c, "id").to_owned())
-        .collect();
-    let outsider = ids.iter().find(|c| !parties.contains(c.as_str())).unwrap();
-    let party = ids.iter().find(|c| parties.contains(c.as_str())).unwrap();
-    let token = app.device(Role::Delegate, &[outsider], None);
+    let Sides {
+        agreement,
+        record: r,
+        outsider,
+        party,
+    } = sides(&app).await;
+    let token = app.device(Role::Delegate, &[&outsider], None);
     let device_id = token.split('.').next().unwrap().to_owned();
     let path = format!("/api/devices/{device_id}");
     let wanted = if r["status"] == "in_force" {
