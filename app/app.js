@@ -675,31 +675,26 @@ async function call(path, init = {}) {
  */
 async function kept(path) {
   const key = `kept:${path}`;
-  const last = () => {
+  // The last answer, else `error`.
+  const keptOr = (error) => {
     const k = JSON.parse(localStorage.getItem(key) ?? "null");
-    return k && { body: k.body, at: k.at };
+    if (!k) throw error;
+    return { body: k.body, at: k.at };
   };
   let res;
   try {
     res = await api(path);
   } catch (e) {
     // fetch rejects when there is no answer at all.
-    const k = last();
-    if (k) return k;
-    throw e;
+    return keptOr(e);
   }
   if (!(res.headers.get("content-type") ?? "").startsWith("application/json")) {
-    const k = last();
-    if (k) return k;
-    throw new Error(`${res.status} ${res.statusText}`.trim());
+    return keptOr(new Error(`${res.status} ${res.statusText}`.trim()));
   }
   const body = await res.json();
-  if (!res.ok) {
-    // A gateway's own JSON error (the server's always says `error`).
-    const k = res.status >= 500 && !body.error && last();
-    if (k) return k;
-    throw new Error(body.error ?? res.statusText);
-  }
+  // A gateway's own JSON error (the server's always says `error`).
+  if (res.status >= 500 && !body.error) return keptOr(new Error(res.statusText));
+  if (!res.ok) throw new Error(body.error ?? res.statusText);
   if (!Array.isArray(body)) throw new Error("the server's answer is not a list");
   try { localStorage.setItem(key, JSON.stringify({ at: Date.now(), body })); } catch { /* full: shown, not kept */ }
   return { body };
