@@ -306,7 +306,9 @@ impl DocTask {
         DocTask {
             current,
             creator,
-            sync: DocSync::new(id).with_max_ops(hub.settings.max_ops_per_message),
+            sync: DocSync::new(id)
+                .with_max_ops(hub.settings.max_ops_per_message)
+                .relaying(),
             hub: Arc::clone(&hub),
             id,
             doc,

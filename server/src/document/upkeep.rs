@@ -78,7 +78,9 @@ impl DocTask {
                 }
             }
         }
-        self.sync = DocSync::new(self.id).with_max_ops(self.hub.settings.max_ops_per_message);
+        self.sync = DocSync::new(self.id)
+            .with_max_ops(self.hub.settings.max_ops_per_message)
+            .relaying();
         for peer in self.peers.keys() {
             self.sync.add_peer(peer.clone(), State::new());
         }

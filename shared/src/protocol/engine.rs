@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash, ChangeMetadata, ReadDoc};
+use automerge::sync::{self, BloomFilter, Have, MessageFlags, MessageVersion, SyncDoc};
+use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, ReadDoc};
 
 use super::Message;
 use super::lineage::check_lineage;
@@ -66,17 +66,26 @@ pub fn admit_new_changes(
     before: &[ChangeHash],
 ) -> Result<(Vec<ChangeHash>, Vec<u8>), SyncError> {
     let new = scratch.get_changes_meta(before);
-    let saved = admit_listed(scratch, before, &new)?;
-    Ok((new.iter().map(|c| c.hash).collect(), saved))
+    let changes = admit_listed(scratch, before, &new)?;
+    Ok((new.iter().map(|c| c.hash).collect(), concatenated(&changes)))
+}
+
+/// Changes as Automerge stores them: their bytes one after the other.
+fn concatenated(changes: &[Change]) -> Vec<u8> {
+    changes
+        .iter()
+        .flat_map(|c| c.raw_bytes())
+        .copied()
+        .collect()
 }
 
 /// [`admit_new_changes`] for the new changes already listed (`new`, as
-/// `get_changes_meta(before)` lists them): the stored bytes.
+/// `get_changes_meta(before)` lists them): the changes, rebuilt.
 fn admit_listed(
     scratch: &Automerge,
     before: &[ChangeHash],
     new: &[ChangeMetadata<'_>],
-) -> Result<Vec<u8>, SyncError> {
+) -> Result<Vec<Change>, SyncError> {
     check_lineage(scratch, before, new).map_err(SyncError::Lineage)?;
     if new.is_empty() {
         return Ok(Vec::new());
@@ -90,11 +99,7 @@ fn admit_listed(
             "its changes, saved again, are not the changes received".into(),
         ));
     }
-    Ok(changes
-        .iter()
-        .flat_map(|c| c.raw_bytes())
-        .copied()
-        .collect())
+    Ok(changes)
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +122,42 @@ struct Peer {
     /// sent changes and then spoke again before we answered has not heard
     /// that we hold them, and waits to.
     heads_told: Vec<ChangeHash>,
+    /// Our last message to it was Automerge's own answer to what it said,
+    /// and it has said nothing unusual since (see [`unusual`]): new changes
+    /// may be relayed to it as they are (see [`DocSync::relaying`]).
+    relay_ready: bool,
+}
+
+/// The changes a document took in through the engine since the last
+/// [`DocSync::generate`], for relaying them as they came.
+#[derive(Debug)]
+struct RelayLog {
+    /// The document's heads at the last `generate`.
+    from: Vec<ChangeHash>,
+    /// Its heads after the last change logged.
+    to: Vec<ChangeHash>,
+    /// The changes in between, in the order applied.
+    changes: Vec<Relayed>,
+}
+
+/// A change in a [`RelayLog`]: its bytes alone, as a whole `Change` holds
+/// more while the change is being stored.
+#[derive(Debug)]
+struct Relayed {
+    hash: ChangeHash,
+    bytes: Vec<u8>,
+    /// The peer that brought it.
+    from: PeerId,
+}
+
+impl Relayed {
+    fn new(change: &Change, from: PeerId) -> Self {
+        Self {
+            hash: change.hash(),
+            bytes: change.raw_bytes().to_vec(),
+            from,
+        }
+    }
 }
 
 /// Sync of one document with every peer it is shared with.
@@ -133,6 +174,13 @@ pub struct DocSync {
     generated_at: Option<Vec<ChangeHash>>,
     /// The most ops one payload may hold, if bounded (see `weight`).
     max_ops: Option<u64>,
+    /// Relaying new changes as they came, if turned on: the changes
+    /// taken in since the last `generate`, while they are all there is
+    /// between its heads and the document's.
+    relay: Option<RelayLog>,
+    relaying: bool,
+    /// Messages sent by relaying, not by Automerge's `generate_sync_message`.
+    relayed: u64,
 }
 
 /// Bytes a payload may inflate to, per op it may hold: a record's columns
@@ -147,6 +195,58 @@ impl DocSync {
             dirty: BTreeSet::new(),
             generated_at: None,
             max_ops: None,
+            relay: None,
+            relaying: false,
+            relayed: 0,
+        }
+    }
+
+    /// Relays the changes taken in since the last [`DocSync::generate`]
+    /// to each peer that was up to date, as they came, instead of asking
+    /// Automerge what it lacks. Automerge 0.12 answers that by listing
+    /// every change since the heads the peer last shared and rebuilding
+    /// each one it sends from the op set, a pass over the whole document
+    /// per peer: a busy record (fifty delegates typing in one meeting's
+    /// minutes) cannot afford that fifty times over for every batch.
+    ///
+    /// A peer is up to date when our last message to it was Automerge's
+    /// own answer to what it said, carrying the heads of the last
+    /// `generate`, and it has since said nothing but its heads, one
+    /// summary of what it has and its own changes: no need, no reset, no
+    /// summary we cannot read. It then lacks at most the changes since,
+    /// less those it brought itself, and gets exactly those, with our
+    /// heads as the point it has reached and an empty filter, so that it
+    /// answers with what only it holds. A change it still lacks (one an
+    /// earlier filter of its claimed by mistake) shows up as a missing
+    /// dependency: it asks for it, and that message is answered by
+    /// Automerge again. For a server; a client has one peer and nothing to
+    /// relay.
+    pub fn relaying(mut self) -> Self {
+        self.relaying = true;
+        self
+    }
+
+    /// How many messages were relayed (see [`DocSync::relaying`]) rather
+    /// than generated by Automerge.
+    pub fn relayed(&self) -> u64 {
+        self.relayed
+    }
+
+    /// Notes changes just taken in, which moved the document from `before`
+    /// to `after`; a gap (changes made outside the engine) ends relaying
+    /// until the next `generate`.
+    fn log(
+        &mut self,
+        before: &[ChangeHash],
+        after: Vec<ChangeHash>,
+        changes: impl IntoIterator<Item = Relayed>,
+    ) {
+        match &mut self.relay {
+            Some(log) if log.to == before => {
+                log.to = after;
+                log.changes.extend(changes);
+            }
+            _ => self.relay = None,
         }
     }
 
@@ -226,6 +326,7 @@ impl DocSync {
             p.wanted.clear();
             p.requested = false;
             p.told_unavailable = false;
+            p.relay_ready = false;
         }
     }
 
@@ -272,10 +373,16 @@ impl DocSync {
             peer.requested = true;
         }
         let before = doc.get_heads();
+        let unusual = unusual(&message);
         if message.changes.is_empty() {
             // Nothing to check: only heads, needs and bloom filters.
+            let reset = is_reset(&message);
             doc.receive_sync_message(&mut peer.state, message)
                 .map_err(|e| Checked::Sync(e.into()))?;
+            if reset && self.relaying {
+                answer_from_their_heads(doc, &mut peer.state);
+            }
+            peer.relay_ready &= !unusual;
             return Ok(Received::default());
         }
         let mut scratch = doc.clone();
@@ -313,16 +420,29 @@ impl DocSync {
                 ..sync::State::default()
             };
         }
-        let (new_changes, saved) = admit_new_changes(&scratch, &before).map_err(Checked::Sync)?;
+        let listed = scratch.get_changes_meta(&before);
+        let changes = admit_listed(&scratch, &before, &listed).map_err(Checked::Sync)?;
+        let new_changes: Vec<ChangeHash> = listed.iter().map(|c| c.hash).collect();
+        drop(listed);
         if !new_changes.is_empty() {
             check(&scratch, &new_changes).map_err(Checked::Rejected)?;
         }
         *doc = scratch;
+        peer.relay_ready &= !unusual && !state.needs_reset;
         peer.state = state;
         wanted.retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
         peer.wanted = wanted;
         if !new_changes.is_empty() {
             peer.requested = false;
+        }
+        let saved = concatenated(&changes);
+        if !changes.is_empty() && self.relaying {
+            let after = doc.get_heads();
+            self.log(
+                &before,
+                after,
+                changes.iter().map(|c| Relayed::new(c, from.clone())),
+            );
         }
         Ok(Received { new_changes, saved })
     }
@@ -367,13 +487,14 @@ impl DocSync {
         crate::record::refuse_bundles(&chunks).ok()?;
         self.weigh(&chunks).ok()?;
         let carried: Vec<bool> = messages.iter().map(|m| !m.changes.is_empty()).collect();
+        let odd: Vec<bool> = messages.iter().map(unusual).collect();
         if !admit(&carried) {
             return None;
         }
         let before = doc.get_heads();
         // Heads, needs and filters alone change no document: no copy.
         let mut copy = None;
-        let mut saved = Vec::new();
+        let mut changes = Vec::new();
         if !chunks.is_empty() {
             // Automerge applies nothing for a read-only state; the engine
             // makes none, but would take such payloads one at a time.
@@ -397,7 +518,7 @@ impl DocSync {
                 let listed = scratch.get_changes_meta(&before);
                 let brought = credit(&listed, &messages)?;
                 if !listed.is_empty() {
-                    saved = admit_listed(scratch, &before, &listed).ok()?;
+                    changes = admit_listed(scratch, &before, &listed).ok()?;
                 }
                 brought
             };
@@ -422,7 +543,11 @@ impl DocSync {
                 if !brought.is_empty() {
                     *requested = false;
                 }
+                let reset = is_reset(&message);
                 receive_applied(scratch, state, message).ok()?;
+                if reset && self.relaying {
+                    answer_from_their_heads(scratch, state);
+                }
             }
             // A chunk that fails to parse ends Automerge's load quietly, so
             // the changes after it were left out above and came in just
@@ -445,6 +570,33 @@ impl DocSync {
                 .retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
             self.dirty.insert(peer_id.clone());
         }
+        for (incoming, odd) in batch.iter().zip(odd) {
+            if let Some(peer) = self.peers.get_mut(incoming.from) {
+                peer.relay_ready &= !odd;
+            }
+        }
+        let saved = concatenated(&changes);
+        if !changes.is_empty() && self.relaying {
+            let by: BTreeMap<ChangeHash, &PeerId> = batch
+                .iter()
+                .zip(&brought)
+                .flat_map(|(incoming, hashes)| hashes.iter().map(|h| (*h, incoming.from)))
+                .collect();
+            let logged: Option<Vec<Relayed>> = changes
+                .iter()
+                .map(|c| {
+                    by.get(&c.hash())
+                        .map(|from| Relayed::new(c, (*from).clone()))
+                })
+                .collect();
+            match logged {
+                Some(logged) => {
+                    let after = doc.get_heads();
+                    self.log(&before, after, logged);
+                }
+                None => self.relay = None,
+            }
+        }
         Some(Batch { brought, saved })
     }
 
@@ -454,11 +606,55 @@ impl DocSync {
         let empty = heads.is_empty();
         let everyone = self.generated_at.as_ref() != Some(&heads);
         let dirty = std::mem::take(&mut self.dirty);
-        self.generated_at = Some(heads);
+        // The changes since the last `generate`, if the log holds them all.
+        let log = match self.relay.take() {
+            Some(log)
+                if everyone && self.generated_at.as_ref() == Some(&log.from) && log.to == heads =>
+            {
+                Some(log)
+            }
+            _ => None,
+        };
+        let previous = self.generated_at.replace(heads.clone());
+        if self.relaying {
+            self.relay = Some(RelayLog {
+                from: heads.clone(),
+                to: heads.clone(),
+                changes: Vec::new(),
+            });
+        }
         let mut out = Vec::new();
+        // How many changes the document holds, once asked.
+        let mut changes = None;
         for (peer_id, peer) in &mut self.peers {
             if !everyone && !dirty.contains(peer_id) {
                 continue;
+            }
+            if let (Some(log), Some(previous)) = (&log, &previous)
+                && up_to_date(peer, doc, previous)
+            {
+                let owed: Vec<&Relayed> = log
+                    .changes
+                    .iter()
+                    .filter(|c| c.from != *peer_id && !peer.state.sent_hashes.contains(&c.hash))
+                    .collect();
+                // Automerge sends a peer lacking over a third of the
+                // document the whole of it, which loads faster than its
+                // changes applied one by one: a reconnecting delegate's
+                // catching up is left to it.
+                let most = owed.len() > FEW
+                    && owed.len() * 3
+                        > *changes.get_or_insert_with(|| doc.get_changes_meta(&[]).len());
+                if !most {
+                    self.relayed += 1;
+                    out.push(Message::Sync {
+                        sender_id: our_id.clone(),
+                        target_id: peer_id.clone(),
+                        document_id: self.document_id,
+                        data: relay(peer, &heads, &owed).encode(),
+                    });
+                    continue;
+                }
             }
             if empty && peer.requested {
                 // They asked for a document we do not have.
@@ -473,8 +669,18 @@ impl DocSync {
                 continue;
             }
             peer.state.last_sent_heads.clone_from(&peer.heads_told);
+            // Our answer covers what the peer lacks only if it said what
+            // it has; Automerge answers a peer that has not yet spoken with
+            // our heads alone.
+            let heard = peer.state.their_need.is_some()
+                && peer
+                    .state
+                    .their_have
+                    .as_ref()
+                    .is_some_and(|have| !have.is_empty());
             if let Some(mut msg) = doc.generate_sync_message(&mut peer.state) {
                 peer.heads_told.clone_from(&peer.state.last_sent_heads);
+                peer.relay_ready = heard && !is_reset(&msg);
                 if !peer.wanted.is_empty() {
                     for (hash, asks) in &mut peer.wanted {
                         *asks += 1;
@@ -507,6 +713,107 @@ impl DocSync {
         }
         out
     }
+}
+
+/// Whether `peer` may be relayed the changes logged since the last
+/// `generate`, whose heads were `previous` (see [`DocSync::relaying`]).
+fn up_to_date(peer: &Peer, doc: &Automerge, previous: &[ChangeHash]) -> bool {
+    let state = &peer.state;
+    let known = |hashes: &[ChangeHash]| {
+        hashes
+            .iter()
+            .all(|h| doc.get_change_meta_by_hash(h).is_some())
+    };
+    peer.relay_ready
+        && peer.wanted.is_empty()
+        && peer.heads_told == previous
+        && !state.read_only
+        && !state.peer_read_only
+        && !state.needs_reset
+        && state.their_need.as_ref().is_some_and(Vec::is_empty)
+        // Heads we lack are changes on their way to us, or refused ones
+        // (quarantined): Automerge would ask for them again, which a
+        // relayed message does not, and the peer sends them anyway.
+        && state.their_heads.as_ref().is_some_and(|h| !h.is_empty())
+        && state
+            .their_have
+            .as_ref()
+            .and_then(|have| have.first())
+            .is_some_and(|have| known(&have.last_sync))
+}
+
+/// Relayed changes that always go as they are, however small the document.
+const FEW: usize = 16;
+
+/// The message relaying to `peer` the changes it is `owed` (those logged
+/// that it did not bring and was not sent already), with our heads and a
+/// summary saying we hold all they reach; its state moves as Automerge's
+/// own message would move it.
+fn relay(peer: &mut Peer, heads: &[ChangeHash], owed: &[&Relayed]) -> sync::Message {
+    let state = &mut peer.state;
+    state.sent_hashes.extend(owed.iter().map(|c| c.hash));
+    let changes: Vec<Vec<u8>> = owed.iter().map(|c| c.bytes.clone()).collect();
+    state.last_sent_heads = heads.to_vec();
+    state.have_responded = true;
+    state.in_flight = true;
+    peer.heads_told = heads.to_vec();
+    let mut flags = MessageFlags::new();
+    flags.set(MessageFlags::SUPPORTS_SYNC_RESET);
+    sync::Message {
+        heads: heads.to_vec(),
+        need: Vec::new(),
+        have: vec![Have {
+            last_sync: heads.to_vec(),
+            bloom: BloomFilter::default(),
+        }],
+        changes: changes.into(),
+        flags: Some(flags),
+        version: MessageVersion::V1,
+    }
+}
+
+/// Automerge's `Message::reset`: a peer that does not hold the heads our
+/// last summary named sends its heads and a summary from nothing.
+fn is_reset(message: &sync::Message) -> bool {
+    !message.heads.is_empty()
+        && matches!(message.have.as_slice(), [have] if have.last_sync.is_empty() && have.bloom.to_bytes().is_empty())
+}
+
+/// After a reset, Automerge would send the peer every change not sent to
+/// it yet, most often the whole document, once for every reset it sends
+/// before that answer arrives. But a peer holds everything its heads
+/// reach: answered from those we know, it gets what it lacks alone (a
+/// relayed change it missed after an earlier filter of its claimed it by
+/// mistake), and a second reset finds that sent.
+fn answer_from_their_heads(doc: &Automerge, state: &mut sync::State) {
+    let known: Vec<ChangeHash> = state
+        .their_heads
+        .iter()
+        .flatten()
+        .filter(|h| doc.get_change_meta_by_hash(h).is_some())
+        .copied()
+        .collect();
+    if !known.is_empty() {
+        state.their_have = Some(vec![Have {
+            last_sync: known,
+            bloom: BloomFilter::default(),
+        }]);
+    }
+}
+
+/// A message after which a peer is answered by Automerge again, not
+/// relayed to: it asks for changes, starts afresh (no heads, a summary
+/// from nothing, or Automerge's reset flag), or withholds its summary.
+fn unusual(message: &sync::Message) -> bool {
+    message.heads.is_empty()
+        || !message.need.is_empty()
+        || message
+            .have
+            .first()
+            .is_none_or(|have| have.last_sync.is_empty())
+        || message
+            .flags
+            .is_some_and(|f| f.contains(MessageFlags::SYNC_RESET))
 }
 
 /// The most hashes a peer is asked for after it skipped them.
