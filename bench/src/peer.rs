@@ -169,12 +169,14 @@ impl Peer {
     }
 
     /// Hands the socket's reading half to a task on `net`, which reads
-    /// each frame as it arrives and passes it on with its time of arrival.
-    /// A replica busy applying then does not delay what it receives, as on
-    /// a device of its own.
+    /// each frame as it arrives, shows it to `note` with its time of
+    /// arrival, and passes both on. A replica busy applying then does not
+    /// delay what it receives, as on a device of its own, nor whether a
+    /// frame is seen to arrive before the run ends.
     pub fn read_on(
         &mut self,
         net: &tokio::runtime::Handle,
+        mut note: impl FnMut(Instant, &[u8]) + Send + 'static,
     ) -> Result<mpsc::UnboundedReceiver<Arrival>> {
         let mut stream = self.stream.take().context("the frames are read already")?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -187,6 +189,9 @@ impl Peer {
                     Ok(_) => continue,
                     Err(e) => Err(format!("peer {id}: {e}")),
                 };
+                if let Ok(bytes) = &frame {
+                    note(at, bytes);
+                }
                 let failed = frame.is_err();
                 if tx.send(Arrival { at, frame }).is_err() || failed {
                     break;

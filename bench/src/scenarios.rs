@@ -1,7 +1,7 @@
 //! The scenarios. Each system gets the same workload: documents and changes
 //! are generated once, and the same bytes go to both servers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -382,9 +382,30 @@ async fn relay_on(
                 async move { Peer::connect(&url, &format!("typist-{i}"), vec![(id, doc)]).await },
             )
             .await??;
-        let frames = p.read_on(net.handle())?;
+        // The changes this peer has been seen to receive: by the reading
+        // task as frames arrive, and by the replica for what it applied
+        // from a chunk `carried` does not look into (a saved document).
+        let seen: Arc<Mutex<HashSet<ChangeHash>>> = Arc::default();
+        let (by_reader, to_sent) = (Arc::clone(&seen), Arc::clone(&sent));
+        let frames = p.read_on(net.handle(), move |at, frame| {
+            let hashes = crate::peer::carried(frame);
+            if hashes.is_empty() {
+                return;
+            }
+            let (Ok(mut sent), Ok(mut seen)) = (to_sent.lock(), by_reader.lock()) else {
+                return;
+            };
+            for h in hashes {
+                if let Some(f) = sent.get_mut(&h)
+                    && f.by != i
+                    && seen.insert(h)
+                {
+                    Followed::reach(&mut f.arrived, at.duration_since(f.sent));
+                }
+            }
+        })?;
         p.flush().await?;
-        connected.push((p, frames));
+        connected.push((p, frames, seen));
     }
     let (cpu_before, load_before) = (system.cpu_seconds()?, cpu_seconds("self")?);
     let start = Instant::now();
@@ -392,14 +413,13 @@ async fn relay_on(
     let edit_until = start + Duration::from_secs(secs);
     let drain_until = edit_until + Duration::from_secs(3);
     let mut tasks = Vec::new();
-    for (i, (mut p, mut frames)) in connected.into_iter().enumerate() {
+    for (i, (mut p, mut frames, seen)) in connected.into_iter().enumerate() {
         let sent = Arc::clone(&sent);
         tasks.push(replicas.spawn(async move {
             let mut rng = Rng::new(i as u64 + 7);
             // Spread the peers' edits over the period.
             let mut next = start + period.mul_f64(i as f64 / peers as f64);
             let mut n = 0usize;
-            let mut seen = std::collections::HashSet::new();
             loop {
                 let now = Instant::now();
                 if now >= drain_until {
@@ -436,26 +456,15 @@ async fn relay_on(
                     batch.push(a);
                 }
                 let last_arrival = batch.last().map_or(now, |a| a.at);
-                let mut bytes = Vec::with_capacity(batch.len());
-                {
-                    let mut sent = lock(&sent)?;
-                    for a in batch {
-                        let frame = a.frame.map_err(anyhow::Error::msg)?;
-                        for h in crate::peer::carried(&frame) {
-                            if let Some(f) = sent.get_mut(&h)
-                                && f.by != i
-                                && seen.insert(h)
-                            {
-                                Followed::reach(&mut f.arrived, a.at.duration_since(f.sent));
-                            }
-                        }
-                        bytes.push(frame);
-                    }
-                }
+                let bytes = batch
+                    .into_iter()
+                    .map(|a| a.frame.map_err(anyhow::Error::msg))
+                    .collect::<Result<Vec<_>>>()?;
                 let applied = p.receive_all(&bytes)?;
                 let at = Instant::now();
                 {
                     let mut sent = lock(&sent)?;
+                    let mut seen = lock(&seen)?;
                     for h in applied.into_iter().flat_map(|(_, new)| new) {
                         if let Some(f) = sent.get_mut(&h) {
                             Followed::reach(&mut f.applied, at.duration_since(f.sent));
