@@ -217,9 +217,9 @@ impl DocSync {
     /// less those it brought itself, and gets exactly those, with our
     /// heads as the point it has reached and an empty filter, so that it
     /// answers with what only it holds. A change it still lacks (one an
-    /// earlier filter of its claimed by mistake) shows up as a missing
-    /// dependency: it asks for it, and that message is answered by
-    /// Automerge again. For a server; a client has one peer and nothing to
+    /// earlier filter of its claimed by mistake) leaves it unable to find
+    /// our heads: it sends Automerge's reset, which is answered from the
+    /// heads it holds (see [`answer_from_their_heads`]). For a server; a client has one peer and nothing to
     /// relay.
     pub fn relaying(mut self) -> Self {
         self.relaying = true;
@@ -786,16 +786,21 @@ fn is_reset(message: &sync::Message) -> bool {
 /// relayed change it missed after an earlier filter of its claimed it by
 /// mistake), and a second reset finds that sent.
 fn answer_from_their_heads(doc: &Automerge, state: &mut sync::State) {
-    let known: Vec<ChangeHash> = state
+    // With heads we lack (it typed since), the shared heads Automerge kept
+    // say what it holds.
+    let mut held: Vec<ChangeHash> = state
         .their_heads
         .iter()
         .flatten()
+        .chain(&state.shared_heads)
         .filter(|h| doc.get_change_meta_by_hash(h).is_some())
         .copied()
         .collect();
-    if !known.is_empty() {
+    held.sort();
+    held.dedup();
+    if !held.is_empty() {
         state.their_have = Some(vec![Have {
-            last_sync: known,
+            last_sync: held,
             bloom: BloomFilter::default(),
         }]);
     }
