@@ -46,7 +46,8 @@ fn minutes(doc: &AutoCommit) -> automerge::ObjId {
     doc.get(automerge::ROOT, "minutes").unwrap().unwrap().1
 }
 
-/// The minutes every phone starts from, and the server.
+/// The minutes every phone starts from, and the server, each phone
+/// connected and its first message on the way.
 /// Actors are fixed by `seed`, and Automerge leaves timestamps at 0, so a
 /// seed gives the same hashes, and a failing case the same run, each time.
 fn club(phones: usize, seed: u64) -> (Server, Vec<Phone>) {
@@ -56,13 +57,13 @@ fn club(phones: usize, seed: u64) -> (Server, Vec<Phone>) {
         .unwrap();
     origin.splice_text(&m, 0, 0, "Procès-verbal. ").unwrap();
     origin.commit();
-    let server = Server {
+    let mut server = Server {
         id: PeerId::new("server"),
         doc: origin.document().clone(),
         sync: DocSync::new(DocumentId::random()).relaying(),
         sent: 0,
     };
-    let phones = (0..phones)
+    let mut phones: Vec<Phone> = (0..phones)
         .map(|i| Phone {
             id: PeerId::new(format!("phone-{i}")),
             doc: origin.fork().with_actor(ActorId::from(
@@ -75,6 +76,10 @@ fn club(phones: usize, seed: u64) -> (Server, Vec<Phone>) {
             echoed: 0,
         })
         .collect();
+    for phone in &mut phones {
+        server.sync.add_peer(phone.id.clone(), State::new());
+        speak(phone);
+    }
     (server, phones)
 }
 
@@ -215,12 +220,6 @@ fn run(seed: u64, phones: usize, rounds: usize) -> (Server, Vec<Phone>) {
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
     let (mut server, mut phones) = club(phones, seed);
-    for phone in &phones {
-        server.sync.add_peer(phone.id.clone(), State::new());
-    }
-    for phone in &mut phones {
-        speak(phone);
-    }
     for _ in 0..rounds {
         for _ in 0..rng.random_range(0..=phones.len()) {
             let i = rng.random_range(0..phones.len());
@@ -335,10 +334,6 @@ fn most_messages_are_relayed_and_no_phone_hears_its_own_changes() {
 fn a_phone_asking_for_a_change_is_answered_while_others_type() {
     let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[5; 32]);
     let (mut server, mut phones) = club(3, 1);
-    for phone in &mut phones {
-        server.sync.add_peer(phone.id.clone(), State::new());
-        speak(phone);
-    }
     settle(&mut server, &mut phones, &mut rng);
     type_word(&mut phones[0], &mut rng);
     settle(&mut server, &mut phones, &mut rng);
@@ -387,10 +382,6 @@ fn a_phone_asking_for_a_change_is_answered_while_others_type() {
 fn a_phone_that_missed_a_change_gets_it_alone() {
     let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[9; 32]);
     let (mut server, mut phones) = club(3, 1);
-    for phone in &mut phones {
-        server.sync.add_peer(phone.id.clone(), State::new());
-        speak(phone);
-    }
     // A record of some size, which every phone holds.
     for round in 0..30 {
         type_word(&mut phones[round % 3], &mut rng);

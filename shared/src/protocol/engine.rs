@@ -65,9 +65,18 @@ pub fn admit_new_changes(
     scratch: &Automerge,
     before: &[ChangeHash],
 ) -> Result<(Vec<ChangeHash>, Vec<u8>), SyncError> {
+    let (hashes, changes) = admit_changes(scratch, before)?;
+    Ok((hashes, concatenated(&changes)))
+}
+
+/// [`admit_new_changes`], with the changes rebuilt rather than joined.
+fn admit_changes(
+    scratch: &Automerge,
+    before: &[ChangeHash],
+) -> Result<(Vec<ChangeHash>, Vec<Change>), SyncError> {
     let new = scratch.get_changes_meta(before);
     let changes = admit_listed(scratch, before, &new)?;
-    Ok((new.iter().map(|c| c.hash).collect(), concatenated(&changes)))
+    Ok((new.iter().map(|c| c.hash).collect(), changes))
 }
 
 /// Changes as Automerge stores them: their bytes one after the other.
@@ -219,8 +228,8 @@ impl DocSync {
     /// answers with what only it holds. A change it still lacks (one an
     /// earlier filter of its claimed by mistake) leaves it unable to find
     /// our heads: it sends Automerge's reset, which is answered from the
-    /// heads it holds (see [`answer_from_their_heads`]). For a server; a client has one peer and nothing to
-    /// relay.
+    /// heads it holds (see [`answer_from_their_heads`]). For a server; a
+    /// client has one peer and nothing to relay.
     pub fn relaying(mut self) -> Self {
         self.relaying = true;
         self
@@ -420,10 +429,7 @@ impl DocSync {
                 ..sync::State::default()
             };
         }
-        let listed = scratch.get_changes_meta(&before);
-        let changes = admit_listed(&scratch, &before, &listed).map_err(Checked::Sync)?;
-        let new_changes: Vec<ChangeHash> = listed.iter().map(|c| c.hash).collect();
-        drop(listed);
+        let (new_changes, changes) = admit_changes(&scratch, &before).map_err(Checked::Sync)?;
         if !new_changes.is_empty() {
             check(&scratch, &new_changes).map_err(Checked::Rejected)?;
         }
