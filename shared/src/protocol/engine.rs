@@ -14,8 +14,8 @@ use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, ReadDoc};
 use super::Message;
 use super::lineage::check_lineage;
 use crate::record::{
-    apply_received, holds_all, loads_a_document_with_authors, read_leb128, refuse_late_authors,
-    refuse_panics,
+    apply_received, holds, holds_all, loads_a_document_with_authors, read_leb128,
+    refuse_late_authors, refuse_panics,
 };
 use crate::{DocumentId, PeerId};
 
@@ -436,7 +436,7 @@ impl DocSync {
         *doc = scratch;
         peer.relay_ready &= !unusual && !state.needs_reset;
         peer.state = state;
-        wanted.retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
+        wanted.retain(|h, _| !holds(doc, h));
         peer.wanted = wanted;
         if !new_changes.is_empty() {
             peer.requested = false;
@@ -572,8 +572,7 @@ impl DocSync {
             let peer = self.peers.entry(peer_id.clone()).or_default();
             peer.state = state;
             peer.requested = requested;
-            peer.wanted
-                .retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
+            peer.wanted.retain(|h, _| !holds(doc, h));
             self.dirty.insert(peer_id.clone());
         }
         for (incoming, odd) in batch.iter().zip(odd) {
@@ -725,11 +724,6 @@ impl DocSync {
 /// `generate`, whose heads were `previous` (see [`DocSync::relaying`]).
 fn up_to_date(peer: &Peer, doc: &Automerge, previous: &[ChangeHash]) -> bool {
     let state = &peer.state;
-    let known = |hashes: &[ChangeHash]| {
-        hashes
-            .iter()
-            .all(|h| doc.get_change_meta_by_hash(h).is_some())
-    };
     peer.relay_ready
         && peer.wanted.is_empty()
         && peer.heads_told == previous
@@ -745,7 +739,7 @@ fn up_to_date(peer: &Peer, doc: &Automerge, previous: &[ChangeHash]) -> bool {
             .their_have
             .as_ref()
             .and_then(|have| have.first())
-            .is_some_and(|have| known(&have.last_sync))
+            .is_some_and(|have| holds_all(doc, &have.last_sync))
 }
 
 /// Relayed changes that always go as they are, however small the document.
@@ -799,7 +793,7 @@ fn answer_from_their_heads(doc: &Automerge, state: &mut sync::State) {
         .iter()
         .flatten()
         .chain(&state.shared_heads)
-        .filter(|h| doc.get_change_meta_by_hash(h).is_some())
+        .filter(|h| holds(doc, h))
         .copied()
         .collect();
     held.sort();
