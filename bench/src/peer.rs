@@ -27,13 +27,34 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct Peer {
     pub id: PeerId,
     server: PeerId,
-    sink: SplitSink<Ws, WsMessage>,
+    /// Where frames to the server go: the socket itself, or once
+    /// [`Peer::read_on`] handed the socket to a task of its own, that task.
+    out: Out,
     /// `None` once [`Peer::read_on`] handed it to a reading task.
     stream: Option<SplitStream<Ws>>,
     pub docs: HashMap<DocumentId, (Automerge, State)>,
     /// The heads the server last announced, per document: what it has.
     pub acked: HashMap<DocumentId, Vec<ChangeHash>>,
     dirty: HashSet<DocumentId>,
+}
+
+/// The way out of a [`Peer`].
+enum Out {
+    Socket(SplitSink<Ws, WsMessage>),
+    /// To the task that owns the socket.
+    Task(mpsc::UnboundedSender<Vec<u8>>),
+}
+
+impl Out {
+    async fn send(&mut self, frame: Vec<u8>) -> Result<()> {
+        match self {
+            Self::Socket(sink) => sink.send(WsMessage::Binary(frame.into())).await?,
+            Self::Task(tx) => tx
+                .send(frame)
+                .map_err(|_| anyhow!("the socket's task has ended"))?,
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Peer {
@@ -74,7 +95,7 @@ impl Peer {
         let mut peer = Self {
             id,
             server,
-            sink,
+            out: Out::Socket(sink),
             stream: Some(stream),
             docs: HashMap::new(),
             acked: HashMap::new(),
@@ -120,9 +141,7 @@ impl Peer {
                         data,
                     }
                 };
-                self.sink
-                    .send(WsMessage::Binary(msg.encode().into()))
-                    .await?;
+                self.out.send(msg.encode()).await?;
             }
         }
         Ok(())
@@ -168,21 +187,45 @@ impl Peer {
         }
     }
 
-    /// Hands the socket's reading half to a task on `net`, which reads
-    /// each frame as it arrives, shows it to `note` with its time of
-    /// arrival, and passes both on. A replica busy applying then does not
-    /// delay what it receives, as on a device of its own, nor whether a
-    /// frame is seen to arrive before the run ends.
+    /// Hands the socket to a task on `net`, which reads each frame as it
+    /// arrives, shows it to `note` with its time of arrival, and passes
+    /// both on; it also sends what the peer sends from then on. A replica
+    /// busy applying then does not delay what it receives, as on a device
+    /// of its own, nor whether a frame is seen to arrive before the run
+    /// ends. One task owns both directions: with the socket split between
+    /// a reading task and a replica sending, a replica's send now and then
+    /// waited seconds, until the run's end, for a wake-up that never came
+    /// (S2 counted its edit as lost, though the server relayed it at once
+    /// when it came).
     pub fn read_on(
         &mut self,
         net: &tokio::runtime::Handle,
         mut note: impl FnMut(Instant, &[u8]) + Send + 'static,
     ) -> Result<mpsc::UnboundedReceiver<Arrival>> {
-        let mut stream = self.stream.take().context("the frames are read already")?;
+        let stream = self.stream.take().context("the frames are read already")?;
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let Out::Socket(sink) = std::mem::replace(&mut self.out, Out::Task(out_tx)) else {
+            bail!("the socket has a task already");
+        };
+        let mut ws = stream
+            .reunite(sink)
+            .map_err(|_| anyhow!("the socket's halves do not match"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.id.clone();
         net.spawn(async move {
-            while let Some(frame) = stream.next().await {
+            loop {
+                let frame = tokio::select! {
+                    frame = ws.next() => frame,
+                    out = out_rx.recv() => {
+                        let Some(out) = out else { break };
+                        if let Err(e) = ws.send(WsMessage::Binary(out.into())).await {
+                            let _ = tx.send(Arrival { at: Instant::now(), frame: Err(format!("peer {id}: {e}")) });
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let Some(frame) = frame else { break };
                 let at = Instant::now();
                 let frame = match frame {
                     Ok(WsMessage::Binary(bytes)) => Ok(bytes.to_vec()),
