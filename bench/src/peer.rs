@@ -194,9 +194,9 @@ impl Peer {
     /// of its own, nor whether a frame is seen to arrive before the run
     /// ends. One task owns both directions: with the socket split between
     /// a reading task and a replica sending, a replica's send now and then
-    /// waited seconds, until the run's end, for a wake-up that never came
-    /// (S2 counted its edit as lost, though the server relayed it at once
-    /// when it came).
+    /// stalled until the run's end, most likely a wake-up lost between the
+    /// two halves (S2 counted its edit as lost, though the server relayed
+    /// it at once when it came).
     pub fn read_on(
         &mut self,
         net: &tokio::runtime::Handle,

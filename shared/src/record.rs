@@ -413,7 +413,6 @@ pub fn only_documents(entry: &[u8]) -> bool {
 /// the changes it holds, as `load_incremental` does not check them either:
 /// `doc` ends with the heads of the changes applied.
 fn replace_or_apply(doc: &mut Automerge, saved: &[u8]) -> Result<(), automerge::AutomergeError> {
-    use automerge::ReadDoc;
     if !doc.get_missing_deps(&[]).is_empty() {
         doc.load_incremental(saved)?;
         return Ok(());
@@ -871,6 +870,10 @@ mod tests {
         tx.commit();
         let second = doc.get_heads()[0];
         let mut copy = new_document();
+        let mut tx = copy.transaction();
+        tx.put(automerge::ROOT, "pays", "المغرب").unwrap();
+        tx.commit();
+        let own = copy.get_heads()[0];
         let later = doc.get_change_by_hash(&second).unwrap();
         copy.apply_changes([later]).unwrap();
         // Queued: Automerge has it, but not applied.
@@ -878,6 +881,8 @@ mod tests {
         assert!(!holds(&copy, &second));
         assert!(!holds(&copy, &first));
         assert!(holds_all(&copy, &[]));
+        // What is applied stays held while something waits.
+        assert!(holds(&copy, &own));
         copy.apply_changes([doc.get_change_by_hash(&first).unwrap()])
             .unwrap();
         assert!(holds_all(&copy, &[first, second]));
