@@ -740,19 +740,18 @@ pub(crate) fn read_leb128(input: &mut &[u8]) -> Option<u64> {
 /// `get_change_meta_by_hash`, which decodes the change's metadata from the
 /// change graph's columns: the server asked it for 50 peers on every batch
 /// of a busy meeting, 8 % of its time. `get_missing_deps` looks hashes up
-/// in the graph's index instead. It names a hash it does not hold unless
-/// the hash is of a change waiting in Automerge's queue for its
-/// dependencies; the queue is empty exactly when `get_missing_deps(&[])`
-/// is, and otherwise the metadata decides.
+/// in the graph's index instead, and with no change waiting in Automerge's
+/// queue for its dependencies (exactly when `get_missing_deps(&[])` is
+/// empty) it names just the hashes not held. A queued change it would take
+/// as held, so while one waits the metadata decides.
 pub(crate) fn holds_all(doc: &Automerge, heads: &[ChangeHash]) -> bool {
-    let missing = doc.get_missing_deps(heads);
-    if heads.iter().any(|h| missing.contains(h)) {
-        return false;
-    }
-    doc.get_missing_deps(&[]).is_empty()
-        || heads
+    if doc.get_missing_deps(&[]).is_empty() {
+        doc.get_missing_deps(heads).is_empty()
+    } else {
+        heads
             .iter()
             .all(|h| doc.get_change_meta_by_hash(h).is_some())
+    }
 }
 
 /// Whether `doc` holds the change `hash`: [`holds_all`] for one.
