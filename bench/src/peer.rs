@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 use twinsync_shared::protocol::{
-    FrameLimit, Message, PeerMetadata, handshake, receive_applied, receive_loading_saved,
+    FrameLimit, Message, PeerMetadata, Trim, handshake, receive_applied, receive_loading_saved,
 };
 use twinsync_shared::record::apply_received;
 use twinsync_shared::{DocumentId, PeerId};
@@ -175,7 +175,7 @@ impl Peer {
                 let m = automerge::sync::Message::decode(&data)?;
                 self.acked.insert(document_id, sorted(m.heads.clone()));
                 // A saved document is loaded, not taken apart into changes.
-                receive_loading_saved(doc, state, m)?;
+                receive_loading_saved(doc, state, m, &mut Trim::every_message())?;
                 self.dirty.insert(document_id);
                 Ok(Some(document_id))
             }
@@ -298,7 +298,9 @@ impl Peer {
             for m in messages {
                 self.acked.insert(document_id, sorted(m.heads.clone()));
                 if applied {
-                    receive_applied(doc, state, m)?;
+                    // Trimmed as Automerge trims: the load generator's
+                    // replicas stand for the official client.
+                    receive_applied(doc, state, m, &mut Trim::every_message())?;
                 } else {
                     doc.receive_sync_message(state, m)?;
                 }

@@ -11,7 +11,7 @@ use automerge::sync::{State, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, Automerge, ObjType, ReadDoc};
 use proptest::prelude::*;
-use twinsync_shared::protocol::{DocSync, Incoming, Message, receive_applied};
+use twinsync_shared::protocol::{DocSync, Incoming, Message, Trim, receive_applied};
 use twinsync_shared::record::{apply_received, chunks, new_document, only_documents};
 use twinsync_shared::{DocumentId, PeerId};
 
@@ -172,7 +172,7 @@ proptest! {
         expected.receive_sync_message(&mut expected_state, reply.clone()).unwrap();
         let (mut got, mut got_state) = (delegate.clone(), to_server.clone());
         apply_received(&mut got, &reply.changes.iter().collect::<Vec<_>>().concat()).unwrap();
-        receive_applied(&mut got, &mut got_state, reply).unwrap();
+        receive_applied(&mut got, &mut got_state, reply, &mut Trim::every_message()).unwrap();
 
         prop_assert_eq!(state(&got), state(&expected));
         prop_assert_eq!(&got_state.shared_heads, &expected_state.shared_heads);

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::sync::{self, BloomFilter, Have, MessageFlags, MessageVersion, SyncDoc};
+use automerge::sync::{self, BloomFilter, Capability, Have, MessageFlags, MessageVersion, SyncDoc};
 use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, ReadDoc};
 
 use super::Message;
@@ -135,6 +135,8 @@ struct Peer {
     /// and it has said nothing unusual since (see [`unusual`]): new changes
     /// may be relayed to it as they are (see [`DocSync::relaying`]).
     relay_ready: bool,
+    /// When the hashes sent to it are next trimmed exactly.
+    trim: Trim,
 }
 
 /// The changes a document took in through the engine since the last
@@ -386,7 +388,7 @@ impl DocSync {
         if message.changes.is_empty() {
             // Nothing to check: only heads, needs and bloom filters.
             let reset = is_reset(&message);
-            doc.receive_sync_message(&mut peer.state, message)
+            receive_applied(doc, &mut peer.state, message, &mut peer.trim)
                 .map_err(|e| Checked::Sync(e.into()))?;
             if reset && self.relaying {
                 answer_from_their_heads(doc, &mut peer.state);
@@ -397,7 +399,8 @@ impl DocSync {
         let mut scratch = doc.clone();
         let mut state = peer.state.clone();
         let mut wanted = peer.wanted.clone();
-        refuse_panics(|| receive_loading_saved(&mut scratch, &mut state, message))
+        let mut trim = peer.trim;
+        refuse_panics(|| receive_loading_saved(&mut scratch, &mut state, message, &mut trim))
             .map_err(|e| Checked::Sync(e.into()))?;
         if !scratch.get_missing_deps(&[]).is_empty() {
             // Changes whose dependencies have not arrived wait in
@@ -436,6 +439,7 @@ impl DocSync {
         *doc = scratch;
         peer.relay_ready &= !unusual && !state.needs_reset;
         peer.state = state;
+        peer.trim = trim;
         wanted.retain(|h, _| !holds(doc, h));
         peer.wanted = wanted;
         if !new_changes.is_empty() {
@@ -535,12 +539,12 @@ impl DocSync {
             // Each message in turn, for the sync states: its changes are all
             // in `scratch` already, so Automerge skips them without a pass.
             let heads = scratch.get_heads();
-            let mut states: BTreeMap<&PeerId, (sync::State, bool)> = BTreeMap::new();
+            let mut states: BTreeMap<&PeerId, (sync::State, bool, Trim)> = BTreeMap::new();
             for ((incoming, message), brought) in batch.iter().zip(messages).zip(&brought) {
-                let (state, requested) = states.entry(incoming.from).or_insert_with(|| {
+                let (state, requested, trim) = states.entry(incoming.from).or_insert_with(|| {
                     self.peers
                         .get(incoming.from)
-                        .map(|p| (p.state.clone(), p.requested))
+                        .map(|p| (p.state.clone(), p.requested, p.trim))
                         .unwrap_or_default()
                 });
                 if incoming.is_request {
@@ -550,7 +554,7 @@ impl DocSync {
                     *requested = false;
                 }
                 let reset = is_reset(&message);
-                receive_applied(scratch, state, message).ok()?;
+                receive_applied(scratch, state, message, trim).ok()?;
                 if reset && self.relaying {
                     answer_from_their_heads(scratch, state);
                 }
@@ -568,10 +572,11 @@ impl DocSync {
         if let Some(scratch) = copy {
             *doc = scratch;
         }
-        for (peer_id, (state, requested)) in states {
+        for (peer_id, (state, requested, trim)) in states {
             let peer = self.peers.entry(peer_id.clone()).or_default();
             peer.state = state;
             peer.requested = requested;
+            peer.trim = trim;
             peer.wanted.retain(|h, _| !holds(doc, h));
             self.dirty.insert(peer_id.clone());
         }
@@ -934,6 +939,7 @@ pub fn receive_loading_saved(
     doc: &mut Automerge,
     state: &mut sync::State,
     message: sync::Message,
+    trim: &mut Trim,
 ) -> Result<(), automerge::AutomergeError> {
     let brings_saved = !doc.is_empty()
         && !state.read_only
@@ -946,59 +952,151 @@ pub fn receive_loading_saved(
             && !message.changes.is_empty()
             && loads_a_document_with_authors(&message.changes.iter().collect::<Vec<_>>().concat());
         doc.receive_sync_message(state, message)?;
+        trim.walked(state);
         if check {
             refuse_late_authors(doc)?;
         }
         return Ok(());
     }
     apply_received(doc, &message.changes.iter().collect::<Vec<_>>().concat())?;
-    receive_applied(doc, state, message)
+    receive_applied(doc, state, message, trim)
 }
 
 /// Receives `message` into `doc`, whose changes [`apply_received`] has
 /// applied to `doc` already: as Automerge's `receive_sync_message` would,
-/// without taking a saved document apart again only to find each of its
-/// changes present. Entries that are nothing but saved documents are left
-/// out of what Automerge sees, but only once `doc` holds every head the
-/// sender named: if they did not apply (bytes before them that could not be
-/// read end a load), Automerge gets them back and the caller sees its
-/// heads move. With nothing left, the sync state is kept as Automerge keeps
-/// it for a message whose changes it holds, our reply still due. Not for a
-/// read-only state (Automerge would not apply the changes at all); the
-/// engine makes none.
+/// but without what only costs when the changes are there already.
+///
+/// - **Every head the sender named is held** (nearly every message: an
+///   acknowledgement, or changes applied already): nothing is loaded, and
+///   the sync state moves as Automerge would move it ([`receive_held`]).
+///   The hashes we sent are trimmed of what the heads reach only once they
+///   have grown enough ([`Trim`]).
+/// - **Otherwise** Automerge receives it. Entries that are nothing but
+///   saved documents are left out of what it sees only once `doc` holds
+///   every head the sender named, so none are here: if they did not apply
+///   (bytes before them that could not be read end a load), Automerge gets
+///   them back and the caller sees its heads move.
+///
+/// Not for a read-only state (Automerge would not apply the changes at
+/// all); the engine makes none.
 pub fn receive_applied(
     doc: &mut Automerge,
     state: &mut sync::State,
-    mut message: sync::Message,
+    message: sync::Message,
+    trim: &mut Trim,
 ) -> Result<(), automerge::AutomergeError> {
-    let carried = !message.changes.is_empty();
-    let held = holds_all(doc, &message.heads);
-    if !carried || !held || state.read_only {
-        return doc.receive_sync_message(state, message);
+    if state.read_only || !holds_all(doc, &message.heads) {
+        doc.receive_sync_message(state, message)?;
+        trim.walked(state);
+        return Ok(());
     }
-    let kept: Vec<Vec<u8>> = message
-        .changes
-        .iter()
-        .filter(|entry| !crate::record::only_documents(entry))
-        .map(<[u8]>::to_vec)
-        .collect();
-    if !kept.is_empty() {
-        message.changes = kept.into();
-        return doc.receive_sync_message(state, message);
-    }
-    message.changes = sync::ChunkList::empty();
-    let heads = doc.get_heads();
-    // With changes, Automerge would have advanced the shared heads over
-    // ours, which are unchanged: those no longer heads drop out. (Every
-    // head the sender named is held, so Automerge then takes them as the
-    // shared heads either way.)
-    state.shared_heads.retain(|h| heads.contains(h));
-    // Without changes, Automerge takes heads equal to ours as told to the
-    // sender; with them, it does not.
-    let told = (message.heads == heads).then(|| state.last_sent_heads.clone());
-    doc.receive_sync_message(state, message)?;
-    if let Some(last_sent) = told {
-        state.last_sent_heads = last_sent;
+    let walk = trim.due(state);
+    receive_held(doc, state, message);
+    if walk {
+        // Automerge's walk, alone: with its own heads as ours, a message
+        // of the heads the state already holds changes nothing else.
+        let again = sync::Message {
+            heads: state.their_heads.clone().unwrap_or_default(),
+            need: state.their_need.clone().unwrap_or_default(),
+            have: state.their_have.clone().unwrap_or_default(),
+            changes: sync::ChunkList::empty(),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        let kept = (state.last_sent_heads.clone(), state.in_flight);
+        doc.receive_sync_message(state, again)?;
+        (state.last_sent_heads, state.in_flight) = kept;
+        trim.walked(state);
     }
     Ok(())
+}
+
+/// How often the hashes a sync state sent are trimmed of those the peer
+/// holds. Automerge's `receive_sync_message` trims them for every message
+/// it receives, by walking every ancestor of the heads the peer names:
+/// the whole change graph, message after message (for fifty delegates
+/// typing in one meeting's minutes, most of the time the server spent
+/// taking in their acknowledgements). Keeping a hash the peer holds only
+/// spares it that change again, which it does not lack (Automerge sends a
+/// peer only what its summary says it lacks, and drops from that what it
+/// sent already). So [`receive_applied`] drops at once only what it is
+/// sure of without a walk (the heads themselves; everything, when the
+/// heads are ours), and walks once the hashes have grown to twice what the
+/// last walk left, plus [`TRIM_SLACK`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trim {
+    /// Hashes the last walk left.
+    left: usize,
+    /// Walk for every message, as Automerge does.
+    always: bool,
+}
+
+/// Hashes a sync state may gain past twice what the last walk left.
+pub const TRIM_SLACK: usize = 64;
+
+impl Trim {
+    /// Walking for every message, as Automerge does.
+    pub fn every_message() -> Self {
+        Self {
+            left: 0,
+            always: true,
+        }
+    }
+
+    fn due(&self, state: &sync::State) -> bool {
+        self.always || state.sent_hashes.len() > self.left.saturating_mul(2) + TRIM_SLACK
+    }
+
+    fn walked(&mut self, state: &sync::State) {
+        self.left = state.sent_hashes.len();
+    }
+}
+
+/// Automerge's `receive_sync_message` for a message whose heads `doc`
+/// holds, as are its changes, if any, but for the walk trimming the
+/// hashes sent: those are trimmed of the heads named, or emptied when the
+/// heads are ours (a peer holding our heads holds every change we sent).
+/// Each step follows Automerge 0.12's own, in its order.
+fn receive_held(doc: &Automerge, state: &mut sync::State, message: sync::Message) {
+    state.in_flight = false;
+    let ours = doc.get_heads();
+    let sync::Message {
+        heads,
+        changes,
+        need,
+        have,
+        flags,
+        ..
+    } = message;
+    if let Some(flags) = flags {
+        let mut capabilities = vec![Capability::MessageV2];
+        if flags.contains(MessageFlags::SUPPORTS_SYNC_RESET) {
+            capabilities.push(Capability::SyncReset);
+        }
+        state.their_capabilities = Some(capabilities);
+        if flags.contains(MessageFlags::SYNC_RESET) {
+            state.sent_hashes.clear();
+        }
+        state.peer_read_only = flags.contains(MessageFlags::READ_ONLY);
+    }
+    if heads == ours {
+        state.sent_hashes.clear();
+    } else {
+        for head in &heads {
+            state.sent_hashes.remove(head);
+        }
+    }
+    if changes.is_empty() && heads == ours {
+        state.last_sent_heads.clone_from(&heads);
+    }
+    // Every head is held: they are what both sides have.
+    state.shared_heads.clone_from(&heads);
+    if heads.is_empty() {
+        // The peer lost everything: Automerge starts over with it.
+        state.last_sent_heads = Vec::new();
+        state.sent_hashes = BTreeSet::new();
+    }
+    state.their_have = Some(have);
+    state.their_heads = Some(heads);
+    state.their_need = Some(need);
 }
