@@ -452,3 +452,38 @@ fn a_phone_that_missed_a_change_gets_it_alone() {
 fn bytes_to(phone: &Phone) -> usize {
     phone.inbox.iter().map(Vec::len).sum()
 }
+
+/// A burst of changes is relayed while it is under a third of the record,
+/// and the record's size is kept from burst to burst (Automerge counts its
+/// changes only by listing them all): a count left where the last burst
+/// found it would send the second burst Automerge's way.
+#[test]
+fn bursts_under_a_third_of_the_record_are_relayed_as_it_grows() {
+    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[3; 32]);
+    let (mut server, mut phones) = club(2, 1);
+    for _ in 0..40 {
+        type_word(&mut phones[0], &mut rng);
+        settle(&mut server, &mut phones, &mut rng);
+    }
+    let held = server.doc.get_changes(&[]).len();
+    // 17 changes of 58, then 20 of 78: over a third of the first count.
+    for burst in [17, 20] {
+        assert!(burst * 3 > held, "the second burst would prove nothing");
+        for _ in 0..burst {
+            type_word(&mut phones[0], &mut rng);
+        }
+        let relayed = server.sync.relayed();
+        serve(&mut server, &mut phones, burst, &mut rng);
+        let total = server.doc.get_changes(&[]).len();
+        assert!(burst * 3 <= total);
+        let to_other = sync::Message::decode(phones[1].inbox.back().unwrap()).unwrap();
+        assert!(
+            looks_relayed(&to_other),
+            "a burst of {burst} changes to a record of {total} was not relayed"
+        );
+        assert_eq!(changes_in(&to_other).len(), burst);
+        assert!(server.sync.relayed() > relayed);
+        settle(&mut server, &mut phones, &mut rng);
+    }
+    check(&server, &mut phones);
+}

@@ -97,11 +97,16 @@ impl DocTask {
         self.appends_since_compaction = 0;
         // Every chunk named here is in memory, so in the snapshot.
         let folded: Vec<i64> = lock(&self.chunks).clone();
-        let snapshot = self.doc.save();
+        // Saved off the task: saving a busy record takes a pass over all of
+        // it (tens of milliseconds for a long meeting's minutes), which
+        // every peer's next answer would wait for; a copy takes far less.
+        let doc = self.doc.clone();
         let (store, id, hub) = (self.hub.store.clone(), self.id, Arc::clone(&self.hub));
         let (chunks, compacting) = (Arc::clone(&self.chunks), Arc::clone(&self.compacting));
         let stored = Arc::clone(&self.stored_bytes);
         tokio::task::spawn_blocking(move || {
+            let snapshot = doc.save();
+            drop(doc);
             match store.compact(id, &snapshot, &folded, now()) {
                 Ok(snapshot_id) => {
                     let mut known = lock(&chunks);

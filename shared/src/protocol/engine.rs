@@ -192,6 +192,10 @@ pub struct DocSync {
     relaying: bool,
     /// Messages sent by relaying, not by Automerge's `generate_sync_message`.
     relayed: u64,
+    /// How many changes the document held at these heads, when last
+    /// counted: Automerge 0.12 counts them only by listing every change's
+    /// metadata, and the relay log says how many came since.
+    counted: Option<(Vec<ChangeHash>, usize)>,
 }
 
 /// Bytes a payload may inflate to, per op it may hold: a record's columns
@@ -209,6 +213,7 @@ impl DocSync {
             relay: None,
             relaying: false,
             relayed: 0,
+            counted: None,
         }
     }
 
@@ -634,8 +639,12 @@ impl DocSync {
             });
         }
         let mut out = Vec::new();
-        // How many changes the document holds, once asked.
-        let mut changes = None;
+        // How many changes the document holds: from the last count and the
+        // log, or once asked.
+        let mut changes = match (&log, &self.counted) {
+            (Some(log), Some((at, n))) if *at == log.from => Some(n + log.changes.len()),
+            _ => None,
+        };
         for (peer_id, peer) in &mut self.peers {
             if !everyone && !dirty.contains(peer_id) {
                 continue;
@@ -720,6 +729,9 @@ impl DocSync {
                     }
                 });
             }
+        }
+        if let Some(n) = changes {
+            self.counted = Some((heads, n));
         }
         out
     }
