@@ -183,9 +183,9 @@ export const shown = (text) => text.replace(/\r\n?/g, "\n");
  * Splice `e`, made on `shown(stored)`, as a splice of `stored` itself: a
  * line break shown as one "\n" is the whole "\r\n" stored. So deleting a
  * line break deletes both, and text typed at a line break goes before it.
- * Where a lone "\r" would join a "\n" after it into one "\r\n", the line
- * breaks just before the splice are written as "\n", as shown, so the
- * screen and the document still agree.
+ * Where a lone "\r" would join a "\n" after it into one "\r\n", it is
+ * completed as "\r\n" first, so the screen and the document still agree
+ * and nothing before the splice is written again.
  */
 export function toStored(stored, e) {
   // Where the shown unit at `k` starts in `stored`, walking on from (s, d).
@@ -198,15 +198,15 @@ export function toStored(stored, e) {
     }
     return s;
   };
-  let index = at(e.index);
+  const index = at(e.index);
   const end = at(e.index + e.delete);
   let insert = e.insert;
   if (stored[index - 1] === "\r" && (insert || stored[end] || "").startsWith("\n")) {
-    // A lone "\r" would join the "\n" after it: write the line breaks
-    // before the splice as the screen shows them.
-    const from = index;
-    while (index > 0 && (stored[index - 1] === "\r" || stored[index - 1] === "\n")) index--;
-    insert = shown(stored.slice(index, from)) + insert;
+    // A lone "\r" would join the "\n" after it into one line break:
+    // complete it as "\r\n" first, the one break it is on the screen.
+    // Nothing before the splice is rewritten, so no one else's line
+    // breaks are deleted and written again.
+    insert = "\n" + insert;
   }
   return { index, delete: end - index, insert };
 }

@@ -126,12 +126,18 @@ test("a line break stored as CRLF is one unit on the screen", () => {
   assert.equal(toStored(stored, { index: 30, delete: 0, insert: "X" }).index, 32);
 });
 
-test("a lone CR followed by a typed line break becomes LF, not a joined CRLF", () => {
+test("a lone CR before a typed line break is completed as CRLF, not joined to it", () => {
   const stored = "a\rb";
   const e = { index: 2, delete: 1, insert: "" }; // delete "b": "a\r" then end
   assert.equal(shown(splice(stored, toStored(stored, e))), splice(shown(stored), e));
   const joined = { index: 2, delete: 1, insert: "\nc" }; // "\r" then "\n" typed
   assert.equal(shown(splice(stored, toStored(stored, joined))), "a\n\nc");
+  // The "\r" and what comes before it stay as they were stored.
+  assert.equal(splice(stored, toStored(stored, joined)), "a\r\n\nc");
+  const breaks = "x\n\r\r\ny";
+  const typed = toStored(breaks, { index: 3, delete: 0, insert: "\n" });
+  assert.deepEqual(typed, { index: 3, delete: 0, insert: "\n\n" });
+  assert.equal(shown(splice(breaks, typed)), "x\n\n\n\ny");
 });
 
 test("any splice on the screen makes the same change to the stored text", () => {
@@ -150,5 +156,7 @@ test("any splice on the screen makes the same change to the stored text", () => 
     const e = { index, delete: del, insert };
     const s = toStored(stored, e);
     assert.equal(shown(splice(stored, s)), splice(screen, e), JSON.stringify({ stored, e, s }));
+    // What comes before the splice on the screen is left as stored.
+    assert.equal(shown(stored.slice(0, s.index)), screen.slice(0, e.index), JSON.stringify({ stored, e, s }));
   }
 });
