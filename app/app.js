@@ -792,7 +792,10 @@ function devicesView() {
   // The screen is not redrawn by arriving records while the invite form
   // has input or a device's form is open.
   let inviting = false;
-  const devices = h("tbody");
+  // The roles are said outright: on a phone the table is drawn as cards
+  // (`display: block`), which Safari and Firefox take as the end of a
+  // table, so that a screen reader no longer reads a row as a row.
+  const devices = h("tbody", { role: "rowgroup" });
   // (This screen's own view: an answer arriving after the person left
   // for another screen must not hold that one.)
   const touched = () => { view.touched = inviting || !!devices.querySelector("tr.editing"); };
@@ -837,7 +840,7 @@ function devicesView() {
         });
       },
     }, ...changed.elements, save, cancel);
-    const under = h("tr", { class: "editing" }, h("td", { colspan: 5 }, form));
+    const under = h("tr", { class: "editing", role: "row" }, h("td", { colspan: 5, role: "cell" }, form));
     row.after(under);
     touched();
     changed.focus();
@@ -847,12 +850,12 @@ function devicesView() {
     fill(devices, list
     .sort((a, b) => (a.revoked_at ? 1 : 0) - (b.revoked_at ? 1 : 0) || b.created_at - a.created_at)
     .map((d) => {
-      const row = h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "" },
-        h("td", {}, words(d.name)),
-        h("td", { "data-label": tr("role") }, tr(d.role)),
-        h("td", { "data-label": tr("cities") }, d.cities?.length ? listOf(app.lang, d.cities.map(titleOf)) : "—"),
-        h("td", { "data-label": tr("lastSeen") }, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
-        h("td", {}, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
+      const row = h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "", role: "row" },
+        h("td", { role: "cell" }, words(d.name)),
+        h("td", { role: "cell", "data-label": tr("role") }, tr(d.role)),
+        h("td", { role: "cell", "data-label": tr("cities") }, d.cities?.length ? listOf(app.lang, d.cities.map(titleOf)) : "—"),
+        h("td", { role: "cell", "data-label": tr("lastSeen") }, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
+        h("td", { role: "cell" }, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
           h("button", { type: "button", class: "edit", disabled: !!at, "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
           d.id === app.me?.id ? h("span", { class: "this-device" }, tr("thisDevice"))
             : h("button", { type: "button", class: "revoke", disabled: !!at, "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
@@ -887,8 +890,8 @@ function devicesView() {
     h("section", { class: "invite-section" }, h("h3", {}, tr("inviteTitle")), invite, made),
     h("section", {}, h("h3", {}, tr("deviceList")),
       h("button", { type: "button", class: "refresh", onclick: () => { problem.textContent = ""; drawDevices(); drawPending(); } }, tr("refresh")),
-      h("table", { class: "devices" },
-      h("thead", {}, h("tr", {}, [tr("deviceName"), tr("role"), tr("cities"), tr("lastSeen"), tr("status")].map((c) => h("th", {}, c)))), devices)),
+      h("table", { class: "devices", role: "table", "aria-label": tr("deviceList") },
+      h("thead", { role: "rowgroup" }, h("tr", { role: "row" }, [tr("deviceName"), tr("role"), tr("cities"), tr("lastSeen"), tr("status")].map((c) => h("th", { role: "columnheader" }, c)))), devices)),
     h("section", {}, h("h3", {}, tr("quarantineTitle")), pending));
   drawDevices();
   drawPending();

@@ -553,6 +553,25 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     const row = 'table.devices tr:has-text("هاتف حسن")';
     await page.click(`${row} button.revoke`);
     await until(page, () => [...document.querySelectorAll("table.devices tr.revoked")].some((tr) => tr.textContent.includes("هاتف حسن")), undefined, "the device shown revoked");
+    // On the phone's screen each device is a card, and still a table row
+    // with its cells to a screen reader: roles said outright, as Safari and
+    // Firefox drop a table's own once its rows are blocks.
+    const cards = await page.evaluate(() => {
+      const table = document.querySelector("table.devices");
+      const rows = [...table.querySelectorAll("tbody tr")];
+      return {
+        block: getComputedStyle(rows[0]).display,
+        table: table.getAttribute("role"),
+        rows: rows.length,
+        asRows: rows.filter((tr) => tr.getAttribute("role") === "row").length,
+        cells: table.querySelectorAll("tbody td").length,
+        asCells: table.querySelectorAll('tbody td[role="cell"]').length,
+        groups: [...table.children].map((g) => g.getAttribute("role")),
+      };
+    });
+    assert.deepEqual(cards, { ...cards, block: "block", table: "table", asRows: cards.rows, asCells: cards.cells, groups: ["rowgroup", "rowgroup"] });
+    assert.ok(cards.rows >= 2 && cards.cells >= 10, JSON.stringify(cards));
+    assert.equal(await page.getByRole("row").filter({ hasText: "هاتف حسن" }).getByRole("cell").count(), 5);
     const devices = await (await server.api("/api/devices")).json();
     assert.ok(devices.find((d) => d.name === "هاتف حسن").revoked_at > 0);
     for (const d of [coordinator, delegate]) await d.context.close();
