@@ -26,6 +26,13 @@ enum Step {
     /// Another delegate's word reaches the server (a change of its own
     /// here).
     Other(u8),
+    /// Forty of them, so that the hashes sent pile up past a walk's due.
+    Burst,
+    /// The delegate turns read-only, or back (its next message then
+    /// carries Automerge's reset flag).
+    ReadOnly(bool),
+    /// The delegate loses everything and starts again from nothing.
+    Lose,
     /// The delegate sends what Automerge has for the server.
     Send,
     /// The server answers.
@@ -43,6 +50,9 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         (0u8..4).prop_map(Step::Type),
         (0u8..4).prop_map(Step::Other),
+        Just(Step::Burst),
+        any::<bool>().prop_map(Step::ReadOnly),
+        Just(Step::Lose),
         Just(Step::Send),
         Just(Step::Answer),
         Just(Step::Read),
@@ -53,19 +63,22 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn type_word(doc: &mut AutoCommit, word: u8) {
-    let text = doc.get(automerge::ROOT, "minutes").unwrap().unwrap().1;
-    let at = doc.length(&text);
-    doc.splice_text(&text, at, 0, WORDS[usize::from(word) % WORDS.len()])
-        .unwrap();
-    doc.commit();
-}
-
 /// Every change in `doc` that `heads` reach.
 fn reached(doc: &Automerge, heads: &[ChangeHash]) -> BTreeSet<ChangeHash> {
     let all: BTreeSet<ChangeHash> = doc.get_changes_meta(&[]).iter().map(|c| c.hash).collect();
     let after: BTreeSet<ChangeHash> = doc.get_changes_meta(heads).iter().map(|c| c.hash).collect();
     all.difference(&after).copied().collect()
+}
+
+fn type_word(doc: &mut AutoCommit, word: u8) {
+    // A delegate that lost everything has no minutes until it syncs.
+    let Some((_, text)) = doc.get(automerge::ROOT, "minutes").unwrap() else {
+        return;
+    };
+    let at = doc.length(&text);
+    doc.splice_text(&text, at, 0, WORDS[usize::from(word) % WORDS.len()])
+        .unwrap();
+    doc.commit();
 }
 
 /// Runs `steps`, the server taking in each message with `trim`; at each,
@@ -85,6 +98,7 @@ fn run(steps: &[Step], trim: Trim, exact: bool) -> Result<(), TestCaseError> {
     let (mut theirs, mut ours) = (State::new(), State::new());
     // The server's for this connection.
     let mut trimming = trim;
+    let mut losses = 0u8;
     let (mut to_server, mut to_delegate) = (VecDeque::new(), VecDeque::new());
     let read = |server: &mut Automerge,
                 ours: &mut State,
@@ -111,8 +125,10 @@ fn run(steps: &[Step], trim: Trim, exact: bool) -> Result<(), TestCaseError> {
             prop_assert_eq!(&*ours, &expected_state);
             return Ok(());
         }
-        // Everything but the sent hashes as Automerge leaves it; those
-        // kept that Automerge dropped are all held by the peer.
+        // Everything but the sent hashes as Automerge leaves it. Those
+        // kept are some of the hashes sent before, all that Automerge
+        // keeps, and past those only hashes the peer's heads reach (not
+        // those a reset told us to forget, which it may lack).
         let mut without = ours.clone();
         without.sent_hashes = expected_state.sent_hashes.clone();
         prop_assert_eq!(&without, &expected_state);
@@ -120,7 +136,7 @@ fn run(steps: &[Step], trim: Trim, exact: bool) -> Result<(), TestCaseError> {
         prop_assert!(ours.sent_hashes.is_subset(&sent_before));
         let held = reached(server, &heads);
         for kept in ours.sent_hashes.difference(&expected_state.sent_hashes) {
-            prop_assert!(held.contains(kept), "kept {kept}, which the peer lacks");
+            prop_assert!(held.contains(kept), "kept {kept}, which the peer may lack");
         }
         Ok(())
     };
@@ -132,6 +148,21 @@ fn run(steps: &[Step], trim: Trim, exact: bool) -> Result<(), TestCaseError> {
                 server
                     .apply_changes(other.document().get_changes(&server.get_heads()))
                     .unwrap();
+            }
+            Step::Burst => {
+                for w in 0..40 {
+                    type_word(&mut other, w);
+                }
+                server
+                    .apply_changes(other.document().get_changes(&server.get_heads()))
+                    .unwrap();
+            }
+            Step::ReadOnly(on) => theirs.set_read_only(on),
+            Step::Lose => {
+                // A new actor each time: its changes start again at 1.
+                losses += 1;
+                delegate = AutoCommit::new().with_actor(ActorId::from([4, losses, 0, 0]));
+                theirs = State::new();
             }
             Step::Send => to_server.extend(delegate.sync().generate_sync_message(&mut theirs)),
             Step::Answer => to_delegate.extend(server.generate_sync_message(&mut ours)),
@@ -156,6 +187,7 @@ fn run(steps: &[Step], trim: Trim, exact: bool) -> Result<(), TestCaseError> {
         }
     }
     // Then both settle, in order, messages crossing as they will.
+    theirs.set_read_only(false);
     for _ in 0..40 {
         while let Some(message) = to_server.pop_front() {
             read(&mut server, &mut ours, &mut trimming, message)?;
@@ -198,4 +230,48 @@ proptest! {
     ) {
         run(&steps, Trim::default(), false)?;
     }
+}
+
+/// A change sent to a delegate that turned read-only is not applied there;
+/// turning back, its next message carries Automerge's reset flag, and the
+/// server must forget having sent the change, or never send it again.
+#[test]
+fn a_reset_flag_forgets_the_changes_sent() {
+    use Step::*;
+    let steps = [
+        Send,
+        Read,
+        Answer,
+        Hear,
+        Send,
+        Read,
+        Answer,
+        Hear,
+        Other(1),
+        Answer,
+        ReadOnly(true),
+        Hear,
+        Send,
+        Read,
+        ReadOnly(false),
+        Send,
+        Read,
+    ];
+    run(&steps, Trim::every_message(), true).unwrap();
+    run(&steps, Trim::default(), false).unwrap();
+}
+
+/// A delegate that types on without reading what the server sends lags
+/// further and further: the hashes sent to it pile up, and are walked
+/// only past twice what the last walk left, each walk as Automerge's.
+#[test]
+fn a_lagging_delegate_is_walked_for_now_and_then() {
+    use Step::*;
+    let mut steps = vec![Send, Read, Answer, Hear, Send, Read];
+    for w in 0..8 {
+        steps.extend([Burst, Answer, Type(w % 4), Send, Read]);
+    }
+    steps.extend([Hear, Hear, Send, Read]);
+    run(&steps, Trim::every_message(), true).unwrap();
+    run(&steps, Trim::default(), false).unwrap();
 }

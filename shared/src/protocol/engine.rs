@@ -343,6 +343,7 @@ impl DocSync {
             p.requested = false;
             p.told_unavailable = false;
             p.relay_ready = false;
+            p.trim = Trim::default();
         }
     }
 
@@ -436,6 +437,7 @@ impl DocSync {
                 needs_reset: true,
                 ..sync::State::default()
             };
+            trim = Trim::default();
         }
         let (new_changes, changes) = admit_changes(&scratch, &before).map_err(Checked::Sync)?;
         if !new_changes.is_empty() {
@@ -1002,11 +1004,13 @@ pub fn receive_applied(
         trim.walked(state);
         return Ok(());
     }
-    let walk = trim.due(state);
     receive_held(doc, state, message);
-    if walk {
-        // Automerge's walk, alone: with its own heads as ours, a message
-        // of the heads the state already holds changes nothing else.
+    if state.sent_hashes.is_empty() {
+        // Emptied (heads equal to ours, a reset): nothing left to walk for.
+        trim.walked(state);
+    } else if trim.due(state) {
+        // Automerge's walk, alone: a message of the heads, need and
+        // summary the state holds already changes nothing else.
         let again = sync::Message {
             heads: state.their_heads.clone().unwrap_or_default(),
             need: state.their_need.clone().unwrap_or_default(),
