@@ -45,7 +45,14 @@ pub struct Hub {
     pub guards: Guards,
     /// Set when documents are evicted or peers leave; see [`crate::memory`].
     pub trim: crate::memory::Trim,
+    /// Compactions under way at once, each holding a copy of its record
+    /// while it saves: at most [`COMPACTIONS`].
+    pub compactions: Arc<tokio::sync::Semaphore>,
 }
+
+/// Records compacting at once; a record that finds no slot compacts after
+/// a later append.
+pub const COMPACTIONS: usize = 2;
 
 /// A connected peer: its connection, its device and its kill switch.
 #[derive(Debug, Clone)]
@@ -140,6 +147,7 @@ impl Hub {
             metrics,
             guards: Guards::default(),
             trim: crate::memory::Trim::default(),
+            compactions: Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
         }))
     }
 

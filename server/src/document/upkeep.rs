@@ -90,10 +90,15 @@ impl DocTask {
     /// background: the task goes on relaying while SQLite works.
     pub(super) fn maybe_compact(&mut self) {
         if self.appends_since_compaction < self.hub.settings.compact_chunks
-            || self.compacting.swap(true, Ordering::AcqRel)
+            || self.compacting.load(Ordering::Acquire)
         {
             return;
         }
+        // A copy of the record is held while it saves: a few at once.
+        let Ok(slot) = Arc::clone(&self.hub.compactions).try_acquire_owned() else {
+            return;
+        };
+        self.compacting.store(true, Ordering::Release);
         self.appends_since_compaction = 0;
         // Every chunk named here is in memory, so in the snapshot.
         let folded: Vec<i64> = lock(&self.chunks).clone();
@@ -102,9 +107,16 @@ impl DocTask {
         // every peer's next answer would wait for; a copy takes far less.
         let doc = self.doc.clone();
         let (store, id, hub) = (self.hub.store.clone(), self.id, Arc::clone(&self.hub));
-        let (chunks, compacting) = (Arc::clone(&self.chunks), Arc::clone(&self.compacting));
+        let chunks = Arc::clone(&self.chunks);
+        // Let go of, with the slot, however this ends (a panic in Automerge
+        // too): the record compacts again after later appends.
+        let done = Compacting {
+            flag: Arc::clone(&self.compacting),
+            _slot: slot,
+        };
         let stored = Arc::clone(&self.stored_bytes);
         tokio::task::spawn_blocking(move || {
+            let _done = done;
             let snapshot = doc.save();
             drop(doc);
             match store.compact(id, &snapshot, &folded, now()) {
@@ -122,7 +134,19 @@ impl DocTask {
                     warn!(doc_id = %id, error = %e, "compaction failed; chunks kept");
                 }
             }
-            compacting.store(false, Ordering::Release);
         });
+    }
+}
+
+/// A compaction under way: its record's flag and a slot of
+/// [`crate::hub::COMPACTIONS`], both let go of when it ends.
+struct Compacting {
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Compacting {
+    fn drop(&mut self) {
+        self.flag.store(false, Ordering::Release);
     }
 }
