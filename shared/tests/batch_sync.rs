@@ -5,9 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
+mod common;
+
 use automerge::sync::{State, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ObjType, ReadDoc};
+use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ReadDoc};
 use twinsync_shared::protocol::{DocSync, Incoming, Message};
 use twinsync_shared::{DocumentId, PeerId};
 
@@ -23,18 +25,6 @@ struct Server {
     sync: DocSync,
 }
 
-/// A meeting with minutes that every replica starts from. A fixed actor,
-/// and Automerge's timestamps of 0, make its hash the same in every run.
-fn base() -> AutoCommit {
-    let mut doc = AutoCommit::new().with_actor(ActorId::from([1, 0, 0, 0]));
-    let minutes = doc
-        .put_object(automerge::ROOT, "minutes", ObjType::Text)
-        .unwrap();
-    doc.splice_text(&minutes, 0, 0, "Procès-verbal. ").unwrap();
-    doc.commit();
-    doc
-}
-
 fn minutes(doc: &AutoCommit) -> automerge::ObjId {
     doc.get(automerge::ROOT, "minutes").unwrap().unwrap().1
 }
@@ -47,7 +37,7 @@ fn type_in(r: &mut Replica, text: &str) -> ChangeHash {
 }
 
 fn setup(names: &[&str]) -> (Server, Vec<Replica>) {
-    let mut origin = base();
+    let mut origin = common::meeting();
     let server = Server {
         id: PeerId::new("server"),
         doc: origin.document().clone(),

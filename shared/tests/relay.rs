@@ -7,11 +7,13 @@
 
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
+mod common;
+
 use std::collections::VecDeque;
 
 use automerge::sync::{self, State, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ObjType, ReadDoc};
+use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ReadDoc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng};
 use rand::RngExt;
@@ -51,12 +53,7 @@ fn minutes(doc: &AutoCommit) -> automerge::ObjId {
 /// Actors are fixed by `seed`, and Automerge leaves timestamps at 0, so a
 /// seed gives the same hashes, and a failing case the same run, each time.
 fn club(phones: usize, seed: u64) -> (Server, Vec<Phone>) {
-    let mut origin = AutoCommit::new().with_actor(ActorId::from([1, 0, 0, 0]));
-    let m = origin
-        .put_object(automerge::ROOT, "minutes", ObjType::Text)
-        .unwrap();
-    origin.splice_text(&m, 0, 0, "Procès-verbal. ").unwrap();
-    origin.commit();
+    let mut origin = common::meeting();
     let mut server = Server {
         id: PeerId::new("server"),
         doc: origin.document().clone(),

@@ -7,11 +7,13 @@
 
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
+mod common;
+
 use std::collections::{BTreeSet, VecDeque};
 
 use automerge::sync::{self, State, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ObjType, ReadDoc};
+use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ReadDoc};
 use proptest::prelude::*;
 use twinsync_shared::protocol::{Trim, receive_applied};
 use twinsync_shared::record::apply_received;
@@ -86,12 +88,7 @@ fn type_word(doc: &mut AutoCommit, word: u8) {
 /// state; `exact` if Automerge's state must come out whole. The two then
 /// settle, and must hold the same changes.
 fn run(steps: &[Step], trim: Trim, exact: bool) -> Result<(), TestCaseError> {
-    let mut origin = AutoCommit::new().with_actor(ActorId::from([1, 0, 0, 0]));
-    let m = origin
-        .put_object(automerge::ROOT, "minutes", ObjType::Text)
-        .unwrap();
-    origin.splice_text(&m, 0, 0, "Procès-verbal. ").unwrap();
-    origin.commit();
+    let mut origin = common::meeting();
     let mut delegate = origin.fork().with_actor(ActorId::from([2, 0, 0, 0]));
     let mut other = origin.fork().with_actor(ActorId::from([3, 0, 0, 0]));
     let mut server: Automerge = origin.document().clone();
