@@ -652,3 +652,47 @@ fn a_payload_packing_more_ops_than_allowed_is_refused_unapplied() {
         .unwrap();
     assert_eq!(received.new_changes, vec![change.hash()]);
 }
+
+/// A batch is taken in with one pass: a chunk Automerge stops at (its
+/// checksum is wrong) leaves the next message's change unapplied until that
+/// message's own bookkeeping, where Automerge would assert on it.
+#[test]
+fn a_change_automerge_asserts_on_behind_a_damaged_chunk_turns_a_batch_away() {
+    let doc = one_change();
+    let heads = doc.get_heads();
+    let mut theirs = doc.fork();
+    theirs
+        .transact(|tx| tx.put(automerge::ROOT, "n", 2i64))
+        .unwrap();
+    let mut damaged = theirs.get_last_local_change().unwrap().raw_bytes().to_vec();
+    // The checksum follows the four magic bytes.
+    damaged[4] ^= 0xff;
+    let crafted = change_claiming(&doc, 3, None);
+    let hash = automerge::Change::try_from(crafted.as_slice())
+        .unwrap()
+        .hash();
+    let (first, second) = (
+        message(heads.clone(), vec![damaged]),
+        message(vec![hash], vec![crafted]),
+    );
+    let (a, b) = (PeerId::new("a"), PeerId::new("b"));
+    let batch = [
+        twinsync_shared::protocol::Incoming {
+            from: &a,
+            data: &first,
+            is_request: false,
+        },
+        twinsync_shared::protocol::Incoming {
+            from: &b,
+            data: &second,
+            is_request: false,
+        },
+    ];
+    let mut sync = DocSync::new(DocumentId::random());
+    let mut copy = doc.clone();
+    assert_eq!(
+        sync.receive_batch(&mut copy, &batch, |_| true, |_, _, _| true),
+        None
+    );
+    assert_eq!(copy.get_heads(), heads);
+}
