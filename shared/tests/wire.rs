@@ -318,6 +318,33 @@ fn a_key_given_twice_is_a_duplicate() {
     );
 }
 
+/// A frame of a million distinct keys is read through to the one given
+/// twice at its end. (Searched in a list, as the keys once were, the
+/// million would take hours of a worker.)
+#[test]
+fn a_duplicate_after_a_million_distinct_keys_is_found() {
+    const KEYS: u64 = 1_000_000;
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let key = |mut i: u64| -> String {
+        (0..4)
+            .map(|_| {
+                let c = DIGITS[(i % 62) as usize] as char;
+                i /= 62;
+                c
+            })
+            .collect()
+    };
+    let mut frame = head(5, KEYS + 1);
+    for i in 0..KEYS {
+        frame.extend(text(&key(i)));
+        frame.push(0);
+    }
+    frame.extend(text(&key(KEYS / 2)));
+    frame.push(0);
+    assert!(frame.len() < 16 * 1024 * 1024);
+    assert_eq!(err(&frame), DecodeError::DuplicateField(key(KEYS / 2)));
+}
+
 #[test]
 fn an_unknown_type_is_named() {
     let frame = sync_with("type", Some(text("frobnicate")));

@@ -5,7 +5,7 @@
 //! memory, so an absurd length fails as truncated input instead of
 //! allocating.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use minicbor::Decoder;
 use minicbor::data::Type;
@@ -95,7 +95,7 @@ fn read_fields<'b>(d: &mut Decoder<'b>) -> Result<Fields<'b>, DecodeError> {
         return Err(DecodeError::NotAMap(format!("{ty}")));
     }
     let mut f = Fields::default();
-    let mut seen = Vec::new();
+    let mut seen = HashSet::new();
     let mut remaining = d.map()?;
     loop {
         match remaining {
@@ -182,12 +182,13 @@ fn skip_value(d: &mut Decoder<'_>) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Refuses a key seen before in the same map.
-fn first_time<'b>(seen: &mut Vec<&'b str>, key: &'b str) -> Result<(), DecodeError> {
-    if seen.contains(&key) {
+/// Refuses a key seen before in the same map. A set, not a list: a frame
+/// may hold millions of distinct keys, and a list searched for each would
+/// hold a worker for hours.
+fn first_time<'b>(seen: &mut HashSet<&'b str>, key: &'b str) -> Result<(), DecodeError> {
+    if !seen.insert(key) {
         return Err(DecodeError::DuplicateField(key.to_owned()));
     }
-    seen.push(key);
     Ok(())
 }
 
@@ -302,7 +303,7 @@ fn expect_map(d: &mut Decoder<'_>, field: &'static str) -> Result<Option<u64>, D
 fn metadata(d: &mut Decoder<'_>) -> Result<PeerMetadata, DecodeError> {
     let mut m = PeerMetadata::default();
     let len = expect_map(d, "peerMetadata")?;
-    let mut seen = Vec::new();
+    let mut seen = HashSet::new();
     each_entry(d, len, |d| {
         let key = str_field(d, "peerMetadata")?;
         first_time(&mut seen, key)?;
