@@ -598,10 +598,11 @@ impl Session {
 /// The most records one socket waits for at a time (see `Session::waiting`).
 pub const MAX_WAITING: usize = 256;
 
-/// Whether a sync payload carries changes. One that does not parse is
-/// taken as carrying some: the record's task then refuses it, naming why.
+/// Whether a sync payload carries changes, from its counts alone. One that
+/// does not parse is taken as carrying some: the record's task then
+/// refuses it, naming why.
 fn carries_changes(data: &[u8]) -> bool {
-    automerge::sync::Message::decode(data).map_or(true, |m| !m.changes.is_empty())
+    twinsync_shared::protocol::sync_shape(data).map_or(true, |changes| changes > 0)
 }
 
 /// Sends one frame, giving up after `limit`: false when the peer is gone

@@ -296,8 +296,17 @@ fn split_bundle() -> (Vec<u8>, Vec<u8>) {
     .expect("the fixture");
     let m = automerge::sync::Message::decode(&data).unwrap();
     let joined: Vec<u8> = m.changes.iter().collect::<Vec<_>>().concat();
-    let (head, tail) = joined.split_at(8);
-    (head.to_vec(), tail.to_vec())
+    let (start, tail) = joined.split_at(8);
+    // A whole change, then the bundle's first eight bytes: each piece is
+    // long enough to be a chunk, and only joined do they show the bundle's
+    // type.
+    let mut other = automerge::Automerge::new();
+    other
+        .transact(|tx| tx.put(automerge::ROOT, "x", 1i64))
+        .unwrap();
+    let mut head = other.get_last_local_change().unwrap().raw_bytes().to_vec();
+    head.extend_from_slice(start);
+    (head, tail.to_vec())
 }
 
 #[test]
@@ -695,4 +704,87 @@ fn a_change_automerge_asserts_on_behind_a_damaged_chunk_turns_a_batch_away() {
         None
     );
     assert_eq!(copy.get_heads(), heads);
+}
+
+/// Millions of two-byte `have` entries would each decode into 64 bytes,
+/// kept in the peer's state and tested against every change on every
+/// answer: more than a few are refused before Automerge decodes them.
+#[test]
+fn a_message_with_more_have_entries_than_automerge_writes_is_refused() {
+    let many = |n: usize| {
+        Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: vec![Have::default(); n],
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: None,
+            version: MessageVersion::V1,
+        }
+        .encode()
+    };
+    let allowed = usize::try_from(twinsync_shared::protocol::MAX_HAVES).unwrap();
+    let (result, _) = receive(&many(allowed));
+    result.unwrap();
+    let (result, doc) = receive(&many(100_000));
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Malformed(m) if m.contains("100000 `have` entries")),
+        "{err}"
+    );
+    assert_eq!(
+        doc.get_changes_meta(&[]).len(),
+        3,
+        "the document is untouched"
+    );
+    turned_away(
+        &mut DocSync::new(DocumentId::random()),
+        &doc,
+        &many(100_000),
+    );
+}
+
+/// An empty change would decode into a 24-byte vector from one byte.
+#[test]
+fn a_change_shorter_than_any_change_is_refused() {
+    let (result, _) = receive(&message_with_changes(vec![Vec::new(); 1000]));
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Malformed(m) if m.contains("change 0 is 0 bytes")),
+        "{err}"
+    );
+}
+
+/// The counts read before decoding agree with Automerge's own decoding for
+/// every message two peers exchange, Bloom filters, needs and whole
+/// documents included.
+#[test]
+fn the_counts_read_before_decoding_agree_with_automerge() {
+    use automerge::sync::SyncDoc;
+    let mut a = doc_with_changes();
+    let mut b = automerge::Automerge::new();
+    b.transact(|tx| tx.put(automerge::ROOT, "b", "ب")).unwrap();
+    let (mut sa, mut sb) = (automerge::sync::State::new(), automerge::sync::State::new());
+    let mut seen = 0;
+    for round in 0..10 {
+        if round == 4 {
+            a.transact(|tx| tx.put(automerge::ROOT, "later", round))
+                .unwrap();
+        }
+        let from_a = a.generate_sync_message(&mut sa);
+        let from_b = b.generate_sync_message(&mut sb);
+        for (m, to, state) in [(from_a, &mut b, &mut sb), (from_b, &mut a, &mut sa)] {
+            let Some(m) = m else { continue };
+            let changes = m.changes.len();
+            let bytes = m.encode();
+            assert_eq!(
+                twinsync_shared::protocol::sync_shape(&bytes).unwrap(),
+                changes
+            );
+            seen += usize::from(changes > 0);
+            to.receive_sync_message(state, Message::decode(&bytes).unwrap())
+                .unwrap();
+        }
+    }
+    assert!(seen >= 2, "messages carrying changes were checked");
+    assert_eq!(a.get_heads(), b.get_heads());
 }

@@ -374,6 +374,7 @@ impl DocSync {
         is_request: bool,
         check: impl FnOnce(&Automerge, &[ChangeHash]) -> Result<(), E>,
     ) -> Result<Received, Checked<E>> {
+        sync_shape(data).map_err(Checked::Sync)?;
         let message = sync::Message::decode(data)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
         // Automerge loads the chunks joined, so they are checked joined: a
@@ -492,6 +493,7 @@ impl DocSync {
         let mut messages = Vec::with_capacity(batch.len());
         let mut chunks = Vec::new();
         for incoming in batch {
+            sync_shape(incoming.data).ok()?;
             let message = sync::Message::decode(incoming.data).ok()?;
             check_blooms(&message).ok()?;
             for chunk in message.changes.iter() {
@@ -866,6 +868,82 @@ pub enum Checked<E> {
     Sync(SyncError),
     #[error("the changes were refused")]
     Rejected(E),
+}
+
+/// The most `have` entries a sync message may carry. Automerge writes none
+/// or one; each is decoded into 64 bytes from as few as two, and every
+/// answer to the peer tests every change of the record against each.
+pub const MAX_HAVES: u64 = 8;
+
+/// The fewest bytes a change (or a whole document) takes: four magic
+/// bytes, a checksum of four, the chunk's type and its length.
+const MIN_CHUNK_BYTES: u64 = 10;
+
+/// A sync message's counts, read before Automerge decodes it: the number
+/// of changes it carries. Refuses what would cost far more to decode and
+/// keep than the message's own bytes (many `have` entries, changes too
+/// short to be changes) and counts that run past the end. Automerge 0.12
+/// decodes whatever counts a peer writes.
+pub fn sync_shape(data: &[u8]) -> Result<usize, SyncError> {
+    let mut rest = match data.split_first() {
+        Some((0x42 | 0x43, rest)) => rest,
+        Some((first, _)) => {
+            return Err(SyncError::Malformed(format!(
+                "it starts with byte {first:#04x}, not a sync message's 0x42 or 0x43"
+            )));
+        }
+        None => return Err(SyncError::Malformed("it is empty".into())),
+    };
+    let rest = &mut rest;
+    let hashes = |rest: &mut &[u8], what: &str| -> Result<u64, SyncError> {
+        let n = count(rest, what)?;
+        skip(rest, n.saturating_mul(32), what)?;
+        Ok(n)
+    };
+    hashes(rest, "heads")?;
+    hashes(rest, "changes needed")?;
+    let haves = count(rest, "`have` entries")?;
+    if haves > MAX_HAVES {
+        return Err(SyncError::Malformed(format!(
+            "it has {haves} `have` entries (at most {MAX_HAVES})"
+        )));
+    }
+    for _ in 0..haves {
+        hashes(rest, "a `have` entry's heads")?;
+        let n = count(rest, "a Bloom filter's bytes")?;
+        skip(rest, n, "a Bloom filter")?;
+    }
+    let changes = count(rest, "changes")?;
+    for i in 0..changes {
+        let n = count(rest, "a change's bytes")?;
+        if n < MIN_CHUNK_BYTES {
+            return Err(SyncError::Malformed(format!(
+                "change {i} is {n} bytes long, shorter than any change"
+            )));
+        }
+        skip(rest, n, "a change")?;
+    }
+    // What follows is the message's flags, which Automerge reads.
+    usize::try_from(changes).map_err(|_| SyncError::Malformed("too many changes".into()))
+}
+
+/// A LEB128 count at the start of `rest`, for [`sync_shape`].
+fn count(rest: &mut &[u8], what: &str) -> Result<u64, SyncError> {
+    read_leb128(rest)
+        .ok_or_else(|| SyncError::Malformed(format!("the number of {what} cannot be read")))
+}
+
+/// Moves `rest` on by `n` bytes, for [`sync_shape`].
+fn skip(rest: &mut &[u8], n: u64, what: &str) -> Result<(), SyncError> {
+    match usize::try_from(n).ok().and_then(|n| rest.get(n..)) {
+        Some(after) => {
+            *rest = after;
+            Ok(())
+        }
+        None => Err(SyncError::Malformed(format!(
+            "{what} run past the end of the message"
+        ))),
+    }
 }
 
 /// The most probes a Bloom filter may ask for. Automerge writes 7; the
