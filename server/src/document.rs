@@ -106,6 +106,10 @@ struct DocTask {
 /// (who is here, where their cursor is), and each is copied once per peer.
 pub const MAX_EPHEMERAL_BYTES: usize = 256 * 1024;
 
+/// The most frames that may wait for a peer for an ephemeral message to
+/// join them.
+const EPHEMERAL_QUEUED: usize = 8;
+
 pub async fn run(
     hub: Arc<Hub>,
     id: DocumentId,
@@ -498,12 +502,16 @@ impl DocTask {
         }
     }
 
-    /// Sends an ephemeral message, which may be lost: only while the peer's
-    /// queue is less than half full, and never dropping the peer. Another
-    /// member's flood of presence messages then cannot fill a peer's queue
-    /// and get it cut off, nor leave no room for the changes it must get.
+    /// Sends an ephemeral message, which may be lost: only while fewer than
+    /// [`EPHEMERAL_QUEUED`] frames wait for the peer, and never dropping the
+    /// peer. Another member's flood of presence messages then cannot fill a
+    /// peer's queue and get it cut off, leave no room for the changes it
+    /// must get, nor hold more than a few frames of theirs for each slow
+    /// peer (at up to [`MAX_EPHEMERAL_BYTES`] a frame, half of a queue of
+    /// 512 was 64 MiB a peer).
     fn send_lossy(&self, peer: &PeerLink, msg: &Message) {
-        if peer.out.capacity() <= peer.out.max_capacity() / 2 {
+        let queued = peer.out.max_capacity() - peer.out.capacity();
+        if queued >= EPHEMERAL_QUEUED.min(peer.out.max_capacity() / 2) {
             self.hub.metrics.ephemeral_dropped.inc();
             return;
         }
