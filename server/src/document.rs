@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use automerge::Automerge;
 use automerge::sync::State;
@@ -87,6 +87,8 @@ struct DocTask {
     peers: HashMap<PeerId, PeerLink>,
     /// Set when the stored document could not be read.
     broken: Option<String>,
+    /// When loading it was last tried again (`retry_broken`).
+    retried: Option<Instant>,
     appends_since_compaction: u64,
     /// The chunks this task loaded or wrote: the only ones its compaction
     /// may delete. Shared with a compaction running in the background.
@@ -105,6 +107,13 @@ struct DocTask {
 /// The largest ephemeral message relayed, in bytes. They carry presence
 /// (who is here, where their cursor is), and each is copied once per peer.
 pub const MAX_EPHEMERAL_BYTES: usize = 256 * 1024;
+
+/// How often a record that could not be read is loaded again while its
+/// peers sync it.
+#[cfg(not(test))]
+const RETRY_BROKEN: Duration = Duration::from_secs(10);
+#[cfg(test)]
+const RETRY_BROKEN: Duration = Duration::from_millis(200);
 
 /// The most frames that may wait for a peer for an ephemeral message to
 /// join them.
@@ -318,6 +327,7 @@ impl DocTask {
             doc,
             peers: HashMap::new(),
             broken,
+            retried: None,
             appends_since_compaction: 0,
             chunks: Arc::new(Mutex::new(chunks)),
             compacting: Arc::new(AtomicBool::new(false)),

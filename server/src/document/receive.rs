@@ -216,6 +216,7 @@ impl DocTask {
     /// Applies one peer's sync message. The answers wait for [`super::run`]'s
     /// next flush, once no message is queued.
     async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
+        self.retry_broken().await;
         if let Some(reason) = &self.broken {
             self.error_to(
                 &peer,
@@ -418,6 +419,7 @@ impl DocTask {
         peer_id: &str,
         device_id: &str,
     ) -> Result<usize, String> {
+        self.retry_broken().await;
         if let Some(reason) = &self.broken {
             return Err(format!("the record cannot be read on the server: {reason}"));
         }

@@ -563,3 +563,52 @@ fn only_sockets_signed_in_under_older_rights_are_closed() {
     assert_eq!(hub.disconnect_stale(&now).len(), 3);
     assert_eq!(hub.disconnect_outdated("other", 1), 1);
 }
+
+/// A record that could not be read while storage failed is loaded again
+/// once storage recovers, though its peers keep it from ever being idle.
+#[tokio::test]
+async fn a_record_unreadable_while_storage_failed_is_read_again_once_it_recovers() {
+    let (dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut pierre = replica("pierre", Role::Coordinator, &base);
+    let (tx, rx) = mpsc::channel(8);
+    let task = tokio::spawn(run(
+        Arc::clone(&hub),
+        id,
+        1,
+        Arc::new(AtomicBool::new(false)),
+        Vec::new(),
+        rx,
+    ));
+    let other = rusqlite::Connection::open(dir.path().join("twinsync.db")).unwrap();
+    other
+        .execute_batch("ALTER TABLE chunks RENAME TO chunks_gone")
+        .unwrap();
+    // The record cannot be loaded: Amina is told so.
+    let (a, cmd) = type_in(&mut amina, "اجتماع المجلس. ");
+    tx.send(cmd).await.unwrap();
+    let told = tokio::time::timeout(std::time::Duration::from_secs(10), amina.frames.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Outbound::Frame(told) = told;
+    assert!(
+        matches!(Message::decode(&told, Default::default()).unwrap(), Message::Error { message, .. } if message.contains("cannot be read on the server")),
+    );
+    other
+        .execute_batch("ALTER TABLE chunks_gone RENAME TO chunks")
+        .unwrap();
+    tokio::time::sleep(super::RETRY_BROKEN).await;
+    // Storage is back: Pierre's next write loads the record and is stored.
+    let (p, cmd) = type_in(&mut pierre, "Séance ouverte. ");
+    tx.send(cmd).await.unwrap();
+    let (done, wait) = oneshot::channel();
+    tx.send(DocCommand::Shutdown(done)).await.unwrap();
+    let _ = wait.await;
+    task.await.unwrap();
+    let stored = hub.store.load(id).unwrap().unwrap();
+    assert!(stored.get_change_meta_by_hash(&p).is_some());
+    assert!(stored.get_change_meta_by_hash(&a).is_none());
+    let heard = errors(&mut pierre);
+    assert!(heard.is_empty(), "{heard:?}");
+}

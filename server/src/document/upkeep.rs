@@ -9,7 +9,7 @@ use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::DocSync;
 use twinsync_shared::record::{Commit, MigrateError, migrate, new_document, read_document};
 
-use super::{DocTask, blocking, lock, now};
+use super::{DocTask, RETRY_BROKEN, blocking, lock, now};
 
 impl DocTask {
     /// Brings a record written under an older schema up to this build's,
@@ -41,6 +41,48 @@ impl DocTask {
                 }
             }
             Err(e) => warn!(doc_id = %self.id, error = %e, "record not migrated"),
+        }
+    }
+
+    /// Loads a record that could not be read again, at most every
+    /// [`RETRY_BROKEN`]: storage that failed for a while (an I/O error, a
+    /// full disk) may have recovered, and a record its peers keep syncing
+    /// is never idle long enough to be evicted and loaded afresh. A record
+    /// whose stored bytes are damaged stays unreadable, one load a period.
+    pub(super) async fn retry_broken(&mut self) {
+        if self.broken.is_none() || self.retried.is_some_and(|at| at.elapsed() < RETRY_BROKEN) {
+            return;
+        }
+        self.retried = Some(std::time::Instant::now());
+        let (store, id) = (self.hub.store.clone(), self.id);
+        let loaded = blocking(move || {
+            let stats = store.chunk_stats(id)?;
+            let creator = store.creator_device(id)?;
+            Ok((store.load_chunks(id)?, stats.total_bytes(), creator))
+        })
+        .await;
+        match loaded {
+            Ok((found, bytes, creator)) => {
+                let (doc, chunks) = found.unwrap_or_else(|| (new_document(), Vec::new()));
+                info!(doc_id = %self.id, "record readable again");
+                self.current = read_document(&doc);
+                self.doc = doc;
+                *lock(&self.chunks) = chunks;
+                self.stored_bytes.store(bytes, Ordering::Relaxed);
+                self.creator = creator;
+                self.broken = None;
+                self.retried = None;
+                self.sync = DocSync::new(self.id)
+                    .with_max_ops(self.hub.settings.max_ops_per_message)
+                    .relaying();
+                for peer in self.peers.keys() {
+                    self.sync.add_peer(peer.clone(), State::new());
+                }
+                if !self.doc.get_heads().is_empty() {
+                    self.migrate().await;
+                }
+            }
+            Err(e) => debug!(doc_id = %self.id, error = %e, "record still unreadable"),
         }
     }
 
