@@ -38,14 +38,23 @@ if ("serviceWorker" in navigator) {
 async function signIn() {
   const code = new URLSearchParams(location.hash.slice(1)).get("invite");
   if (code) {
+    // The code stays in the address until the server has answered: a
+    // sign-in cut off (no network, a hotel's login page answering instead)
+    // is tried again by reloading.
+    let res;
+    let body;
+    try {
+      res = await fetch("/api/invites/redeem", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ code }),
+      });
+      body = await res.json();
+    } catch {
+      throw new Error(tr("signinUnreached"));
+    }
     history.replaceState(null, "", location.pathname);
-    const res = await fetch("/api/invites/redeem", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ code }),
-    });
-    const body = await res.json();
-    if (!res.ok) throw new Error(body.error ?? res.statusText);
+    if (!res.ok || typeof body?.token !== "string") throw new Error(body?.error ?? `${res.status} ${res.statusText}`);
     localStorage.setItem("token", body.token);
     localStorage.removeItem("me");
     forgetKept();
@@ -136,6 +145,7 @@ function mayLeave() {
   if (!app.view?.dirty) return true;
   if (!confirm(tr("discardDraft"))) return false;
   app.view.dirty = false;
+  if (app.view.new) localStorage.removeItem(draftKey(app.view.new));
   return true;
 }
 
@@ -157,9 +167,11 @@ function syncBar(s) {
     connecting: tr("connecting"),
     syncing: tr("syncing", { n: formatNumber(app.lang, s.syncing) }),
     "up-to-date": tr("upToDate"),
-    error: tr("syncError", { reason: s.error ?? "" }),
+    error: s.errorKind === "refused" ? tr("problem.refused")
+      : s.errorKind ? problem({ name: s.errorKind, message: s.error })
+      : tr("syncError", { reason: s.error ?? "" }),
   }[s.state];
-  $("#sync-state").textContent = state;
+  fill($("#sync-state"), state);
   $("#sync-waiting").textContent = s.unconfirmed ? tr("waiting", { n: formatNumber(app.lang, s.unconfirmed) }) : "";
   $("#sync-refused").textContent = s.refused ? tr("refused", { reason: s.refused }) : "";
   const toggle = $("#sync-toggle");
@@ -191,6 +203,16 @@ async function checkSignedIn(s) {
     app.client.disconnect();
     syncBar(app.client.status());
   } catch { /* the server cannot be reached: offline indeed */ }
+}
+
+/**
+ * An error from the client as the person reads it: what it means, in their
+ * language, then what it said, isolated (it is in English).
+ */
+function problem(e) {
+  const key = `problem.${e?.name}`;
+  const said = t(app.lang, key);
+  return [said === key ? String(e?.name ?? "Error") : said, " ", h("bdi", { class: "detail" }, `(${e?.message ?? e})`)];
 }
 
 function say(text) {
@@ -263,7 +285,7 @@ async function edit(id, edits, opts = {}) {
     if (opts.rerender && opts.focus) $(opts.focus)?.focus();
     return true;
   } catch (e) {
-    $("#notice").textContent = `${e.name}: ${e.message}`;
+    fill($("#notice"), problem(e));
     return false;
   }
 }
@@ -315,7 +337,7 @@ function recordView(id, at = null) {
   try {
     view = app.client.read(id);
   } catch (e) {
-    say(`${e.name}: ${e.message}`);
+    fill($("#view"), h("p", { class: "note" }, problem(e)));
     return;
   }
   const kind = view.kind;
@@ -418,7 +440,7 @@ function conflictList(records) {
               await app.client.resolve(id, c.path, v.value, `resolve ${c.path}`);
               $("#notice").textContent = "";
             } catch (e) {
-              $("#notice").textContent = `${e.name}: ${e.message}`;
+              fill($("#notice"), problem(e));
             }
             route();
           },
@@ -491,31 +513,51 @@ async function deliverers(id) {
   };
 }
 
+/** Where a new record's form is kept as typed, until it is created or left. */
+const draftKey = (kind) => `draft:new:${kind}`;
+
 function newView(kind) {
   const ctx = { lang: app.lang, summaries: app.summaries, byUrl: app.byUrl };
-  const { rows, read, refresh } = creationRows(ctx, app.schema[kind] ?? []);
+  const { rows, read, refresh, draft, restore } = creationRows(ctx, app.schema[kind] ?? []);
   // A form being filled in is never redrawn by sync; only its choices grow.
   // Once something is typed in it (`dirty`), leaving it asks first.
   const view = { new: kind, refresh, dirty: false };
   app.view = view;
+  // What is typed is kept on the phone as it is typed: a phone may close a
+  // hidden tab without a word, and the form comes back as it was.
+  const keep = () => {
+    view.dirty = true;
+    try { localStorage.setItem(draftKey(kind), JSON.stringify(draft())); } catch { /* storage full: the form still holds it */ }
+  };
+  let kept = null;
+  try { kept = JSON.parse(localStorage.getItem(draftKey(kind))); } catch { /* not a draft: start afresh */ }
+  const restored = kept && typeof kept === "object"
+    ? h("p", { class: "note draft", role: "status" }, tr("draftRestored"), " ",
+      h("button", { type: "button", onclick: () => { localStorage.removeItem(draftKey(kind)); view.dirty = false; newView(kind); } }, tr("startAgain")))
+    : null;
   const form = h("form", {
     class: "record new",
-    oninput: () => { view.dirty = true; },
-    onchange: () => { view.dirty = true; },
+    oninput: keep,
+    onchange: keep,
     onsubmit: (e) => {
       e.preventDefault();
       once(e.submitter ?? form.querySelector("button[type=submit]"), async () => {
         try {
           const id = await app.client.create(kind, read(), `create ${kind}`);
           view.dirty = false;
+          localStorage.removeItem(draftKey(kind));
           location.hash = `#/r/${id}`;
         } catch (err) {
-          $("#notice").textContent = `${err.name}: ${err.message}`;
+          fill($("#notice"), problem(err));
         }
       });
     },
   }, rows, h("div", { class: "actions" }, h("button", { type: "submit" }, tr("create")), h("a", { href: `#/k/${kind}` }, tr("cancel"))));
-  fill($("#view"), h("h2", {}, tr("newRecord", { kind: tr(`kind.${kind}`) })), form);
+  if (restored) {
+    restore(kept);
+    view.dirty = true;
+  }
+  fill($("#view"), h("h2", {}, tr("newRecord", { kind: tr(`kind.${kind}`) })), restored, form);
 }
 
 // ----- The coordinators' dashboard ------------------------------------------
@@ -901,6 +943,9 @@ function devicesView() {
 
 function route() {
   if (!app.client) return;
+  // Safari and Firefox fire no `change` for a focused field the redraw
+  // removes: what is typed in it is written first.
+  writeFocused();
   app.hash = location.hash;
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   const screens = ["dashboard", "devices"];

@@ -455,6 +455,8 @@ export function creationRows(ctx, fields) {
   const read = [];
   // Records arriving while the form is open join its choices; nothing typed is touched.
   const refresh = [];
+  // Each field's state as typed, by name, for a draft kept on the phone.
+  const kept = new Map();
   for (const field of fields) {
     if (["list", "map"].includes(field.type)) continue;
     const name = field.name;
@@ -467,9 +469,14 @@ export function creationRows(ctx, fields) {
         const v = Object.fromEntries(inputs.map((i, k) => [LANGS[k], i.value.trim()]).filter(([, s]) => s));
         if (Object.keys(v).length) out[name] = v;
       });
+      kept.set(name, {
+        get: () => Object.fromEntries(inputs.map((i, k) => [LANGS[k], i.value])),
+        set: (v) => inputs.forEach((i, k) => { i.value = v?.[LANGS[k]] ?? ""; }),
+      });
     } else if (field.type === "text") {
       input = h("textarea", { name, dir: "auto", rows: 5 });
       read.push((out) => { if (input.value) out[name] = input.value; });
+      kept.set(name, { get: () => input.value, set: (v) => { input.value = v ?? ""; } });
     } else if (field.type === "enum" || field.type === "ref") {
       const choices = field.type === "enum"
         ? field.values.map((v) => ({ value: v, label: t(ctx.lang, `value.${v}`) }))
@@ -478,10 +485,19 @@ export function creationRows(ctx, fields) {
         choices.map((c) => h("option", { value: c.value }, c.label)));
       input = select;
       read.push((out) => { if (select.value) out[name] = select.value; });
+      // A record chosen that is not on the phone yet is chosen once it arrives.
+      let wanted;
+      const offered = (v) => [...select.options].some((o) => o.value === v);
+      select.addEventListener("change", () => { wanted = undefined; });
+      kept.set(name, {
+        get: () => wanted ?? select.value,
+        set: (v) => { wanted = undefined; if (offered(v)) select.value = v; else if (typeof v === "string" && v) wanted = v; },
+      });
       if (field.type === "ref") {
         refresh.push(() => {
           const known = new Set([...select.options].map((o) => o.value));
           for (const c of options(ctx, REF_KIND[name])) if (!known.has(c.value)) select.append(h("option", { value: c.value }, c.label));
+          if (wanted !== undefined && offered(wanted)) { select.value = wanted; wanted = undefined; }
         });
       }
     } else if (field.type === "set") {
@@ -494,11 +510,22 @@ export function creationRows(ctx, fields) {
       const group = h("div", { class: "choices" }, boxes.map((b, k) => h("label", {}, b, " ", words(choices[k].label))));
       input = group;
       read.push((out) => { const m = boxes.filter((b) => b.checked).map((b) => b.value); if (m.length) out[name] = m; });
+      // Records chosen that are not on the phone yet are checked once they arrive.
+      let wanted = [];
+      kept.set(name, {
+        get: () => [...boxes.filter((b) => b.checked).map((b) => b.value), ...wanted],
+        set: (v) => {
+          const chosen = Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
+          for (const b of boxes) b.checked = chosen.includes(b.value);
+          wanted = chosen.filter((x) => !boxes.some((b) => b.value === x));
+        },
+      });
       if (!field.values) {
         refresh.push(() => {
           for (const c of options(ctx, REF_KIND[name])) {
             if (boxes.some((b) => b.value === c.value)) continue;
-            const box = h("input", { type: "checkbox", value: c.value });
+            const box = h("input", { type: "checkbox", value: c.value, checked: wanted.includes(c.value) });
+            wanted = wanted.filter((x) => x !== c.value);
             boxes.push(box);
             group.append(h("label", {}, box, " ", words(c.label)));
           }
@@ -507,11 +534,13 @@ export function creationRows(ctx, fields) {
     } else if (field.type === "bool") {
       input = h("input", { type: "checkbox", name });
       read.push((out) => { out[name] = input.checked; });
+      kept.set(name, { get: () => input.checked, set: (v) => { input.checked = v === true; } });
     } else {
       const type = field.type === "date" ? "date" : field.type === "int" ? "number" : "text";
       input = h("input", { type, name, dir: "auto", required: field.required });
       if (field.type === "date" && field.required) input.value = today();
       read.push((out) => { if (input.value !== "") out[name] = type === "number" ? Number(input.value) : input.value; });
+      kept.set(name, { get: () => input.value, set: (v) => { input.value = typeof v === "string" ? v : ""; } });
     }
     const single = input.matches("input, select, textarea");
     rows.push(single
@@ -522,5 +551,11 @@ export function creationRows(ctx, fields) {
     rows,
     read: () => { const out = {}; for (const r of read) r(out); return out; },
     refresh: (summaries) => { ctx.summaries = summaries; for (const r of refresh) r(); },
+    /** What is typed, as plain data to keep. */
+    draft: () => Object.fromEntries([...kept].map(([name, k]) => [name, k.get()])),
+    /** Puts back what `draft` gave; fields it does not name are left as they are. */
+    restore: (draft) => {
+      for (const [name, k] of kept) if (draft && Object.hasOwn(draft, name)) k.set(draft[name]);
+    },
   };
 }

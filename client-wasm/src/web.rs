@@ -97,6 +97,8 @@ export interface SyncStatus {
   unconfirmed: number;
   /** Why, when `state` is "error"; else why the device is offline, if known. */
   error?: string;
+  /** What `error` is about, when `state` is "error". */
+  errorKind?: "storage-full" | "not-saved" | "damaged" | "protocol" | "refused";
   /** What the server said when it refused a change; kept until every local change is confirmed. */
   refused?: string;
   /** Records the server refused to share. */
@@ -149,6 +151,14 @@ impl From<ClientError> for JsValue {
     }
 }
 
+/// `SyncStatus.errorKind` for a write the device could not keep.
+fn unsaved_kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Quota(_) => "storage-full",
+        _ => "not-saved",
+    }
+}
+
 impl From<StoreError> for JsValue {
     fn from(e: StoreError) -> Self {
         let name = match &e {
@@ -184,6 +194,9 @@ struct Status {
     unconfirmed: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// What `error` is about, for the app to say in the person's language.
+    #[serde(rename = "errorKind", skip_serializing_if = "Option::is_none")]
+    error_kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refused: Option<String>,
     unavailable: Vec<String>,
@@ -224,7 +237,8 @@ struct Inner {
     /// The user asked to stay offline.
     paused: Cell<bool>,
     attempts: Cell<u32>,
-    last_error: RefCell<Option<String>>,
+    /// What went wrong here, and its kind (`SyncStatus.errorKind`).
+    last_error: RefCell<Option<(&'static str, String)>>,
     /// Why the socket last closed.
     offline_reason: RefCell<Option<String>>,
     /// The server's last `error`, such as a refused change: shown until
@@ -345,9 +359,12 @@ impl Client {
             last_error: RefCell::new(if damaged.is_empty() {
                 None
             } else {
-                Some(format!(
-                    "damaged local data: {}; what loaded is kept, the rest comes back from the server",
-                    damaged.join("; ")
+                Some((
+                    "damaged",
+                    format!(
+                        "damaged local data: {}; what loaded is kept, the rest comes back from the server",
+                        damaged.join("; ")
+                    ),
                 ))
             }),
             offline_reason: RefCell::new(None),
@@ -584,11 +601,13 @@ impl Inner {
 
     fn status(&self) -> Status {
         let replica = self.replica.borrow();
-        let error = self
-            .last_error
-            .borrow()
-            .clone()
-            .or_else(|| self.refused.borrow().clone());
+        let (error_kind, error) = match self.last_error.borrow().clone() {
+            Some((kind, why)) => (Some(kind), Some(why)),
+            None => {
+                let refused = self.refused.borrow().clone();
+                (refused.as_ref().map(|_| "refused"), refused)
+            }
+        };
         let syncing = replica.syncing();
         let unconfirmed = replica.unconfirmed();
         let state = match self.link.get() {
@@ -603,6 +622,7 @@ impl Inner {
             state,
             syncing,
             unconfirmed,
+            error_kind,
             error: error.or_else(|| {
                 (self.link.get() == Link::Offline)
                     .then(|| self.offline_reason.borrow().clone())
@@ -736,7 +756,8 @@ impl Inner {
             // The change is in memory and still syncs if online (the
             // server's copy is then the safe one), but the device could
             // not keep it: say so, loudly.
-            *self.last_error.borrow_mut() = Some(format!("not saved on this device: {e}"));
+            *self.last_error.borrow_mut() =
+                Some((unsaved_kind(&e), format!("not saved on this device: {e}")));
             let _ = self.events.unbounded_send(Event::Flush);
             self.announce_status();
             return Err(e.into());
@@ -909,8 +930,10 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 match result {
                     Ok(out) => {
                         if let Err(e) = inner.store(&out).await {
-                            *inner.last_error.borrow_mut() =
-                                Some(format!("cannot store what the server sent: {e}"));
+                            *inner.last_error.borrow_mut() = Some((
+                                unsaved_kind(&e),
+                                format!("cannot store what the server sent: {e}"),
+                            ));
                             // Unstored changes must not be acknowledged:
                             // drop the link. They stay in memory and are
                             // written whole with the next write that works.
@@ -934,7 +957,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                         inner.send_pending();
                     }
                     Err(e) => {
-                        *inner.last_error.borrow_mut() = Some(e.to_string());
+                        *inner.last_error.borrow_mut() = Some(("protocol", e.to_string()));
                         inner.close_socket();
                     }
                 }

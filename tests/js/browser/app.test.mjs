@@ -10,6 +10,7 @@ import { join } from "node:path";
 import * as Automerge from "@automerge/automerge";
 import { generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo";
 import { launch, phone, root, until, withServer } from "./harness.mjs";
+import { STRINGS } from "../../../app/i18n.js";
 
 const ARTEFACTS = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "test-artefacts");
 
@@ -165,6 +166,10 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     assert.match(refused, /\/report_type/);
     assert.match(refused, /did not write/);
     assert.equal(await page.$eval("#sync", (bar) => bar.dataset.state), "error");
+    // The bar says what happened in the app's language; the server's own
+    // words, in English, are the reason beside it.
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    assert.equal(await page.textContent("#sync-state"), STRINGS[lang]["problem.refused"]);
     assert.ok((await page.$eval("#sync-waiting", (e) => e.textContent)).length > 0, "the change still waits on the phone");
     assert.equal(await page.$eval(type, (s) => s.value), other);
     const stored = await (await server.api(`/api/records/${report.id}`)).json();
@@ -344,6 +349,51 @@ test("what a person types is kept: a field when the phone hides the page, a new 
     await show(page, "#/");
     await until(page, () => document.querySelectorAll("#records li").length > 0, undefined, "the list after leaving");
     assert.equal(asked.length, 2);
+    await context.close();
+  });
+});
+
+test("a new record's form is kept on the phone as it is typed: a tab the phone closed comes back with it, and creating clears it", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const people = await twoPeople(server);
+    await show(page, "#/new/meeting");
+    await page.waitForSelector('form.new input[name="title.ar"]');
+    await page.fill('form.new input[name="title.ar"]', "مجلس التنسيق");
+    await page.fill('form.new input[name="title.fr"]', "Conseil de coordination");
+    await page.selectOption('form.new select[name="city"]', people.city);
+    await page.check(`form.new input[type="checkbox"][value="${people.a}"]`);
+    await page.fill('form.new textarea[name="minutes"]', "Ouverture à 10 h.\nافتتاح الجلسة.");
+    // The phone closes the hidden tab: no question, no blur, nothing sent.
+    const again = await context.newPage();
+    await page.close();
+    await again.goto(`${server.url}/#/new/meeting`);
+    await again.waitForSelector("p.note.draft");
+    assert.equal(await again.inputValue('form.new input[name="title.ar"]'), "مجلس التنسيق");
+    assert.equal(await again.inputValue('form.new input[name="title.fr"]'), "Conseil de coordination");
+    // A city and a person are chosen again once the phone's records are read.
+    await until(again, (city) => document.querySelector('form.new select[name="city"]').value === city, people.city, "the city chosen again");
+    await until(again, (person) => document.querySelector(`form.new input[type="checkbox"][value="${person}"]`)?.checked, people.a, "the person checked again");
+    assert.equal(await again.inputValue('form.new textarea[name="minutes"]'), "Ouverture à 10 h.\nافتتاح الجلسة.");
+    // Another kind's form starts empty.
+    const report = await context.newPage();
+    await report.goto(`${server.url}/#/new/report`);
+    await report.waitForSelector('form.new input[name="title.fr"]');
+    assert.equal(await report.inputValue('form.new input[name="title.fr"]'), "");
+    assert.equal(await report.$("p.note.draft"), null);
+    await report.close();
+    // Created, the record holds what was kept, and the form starts afresh.
+    await again.click('form.new button[type="submit"]');
+    await until(again, () => location.hash.startsWith("#/r/"), undefined, "the new meeting shown");
+    const id = await again.evaluate(() => location.hash.split("/")[2]);
+    const record = await again.evaluate((id) => window.twinsync.read(id).record, id);
+    assert.equal(record.title.ar, "مجلس التنسيق");
+    assert.equal(record.minutes, "Ouverture à 10 h.\nافتتاح الجلسة.");
+    await show(again, "#/new/meeting");
+    await again.waitForSelector('form.new input[name="title.fr"]');
+    assert.equal(await again.inputValue('form.new input[name="title.fr"]'), "");
+    assert.equal(await again.$("p.note.draft"), null);
     await context.close();
   });
 });

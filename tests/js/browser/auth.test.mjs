@@ -6,6 +6,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { addDevice, launch, openClient, phone, until, withServer } from "./harness.mjs";
+import { STRINGS } from "../../../app/i18n.js";
 
 let browser;
 before(async () => {
@@ -25,7 +26,16 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     assert.equal(res.status, 201);
     const { link } = await res.json();
     const { page, context } = await phone(browser);
+    // A first try cut off before the server answers keeps the code in the
+    // address, says why in the app's language, and a reload tries again.
+    await page.route("**/api/invites/redeem", (r) => r.abort("internetdisconnected"));
     await page.goto(link);
+    const cut = await until(page, () => document.querySelector("#view .note")?.textContent || null, undefined, "the cut-off sign-in message");
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    assert.ok(cut.includes(STRINGS[lang].signinUnreached), `${cut} says the server did not answer, in ${lang}`);
+    assert.match(new URL(page.url()).hash, /invite=/, "the code stays in the address bar");
+    await page.unroute("**/api/invites/redeem");
+    await page.reload();
     const listed = () => document.querySelectorAll("#records li").length;
     await until(page, listed, undefined, "the records listed");
     assert.equal(new URL(page.url()).hash, "", "the code leaves the address bar");

@@ -65,6 +65,7 @@ test("damaged IndexedDB contents give a clear error, keep what loads, and recove
     const status = await page.evaluate(() => window.tw.status());
     assert.equal(status.state, "error");
     assert.match(status.error, /damaged local data/);
+    assert.equal(status.errorKind, "damaged");
     assert.match(status.error, new RegExp(`record ${meeting} is damaged`));
     assert.match(status.error, /is not a record chunk/);
     assert.deepEqual(await page.evaluate((id) => window.tw.read(id).record, meeting), before);
@@ -174,6 +175,7 @@ test("a full storage quota rejects the edit with QuotaExceededError", async () =
     const status = await page.evaluate(() => window.tw.status());
     assert.equal(status.state, "error", JSON.stringify({ status, error }));
     assert.match(status.error, /not saved on this device: the device's storage is full/);
+    assert.equal(status.errorKind, "storage-full", "the app says so in the person's language");
     await context.close();
     cleanup(profile);
   });
