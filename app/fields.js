@@ -226,7 +226,15 @@ function remoteAware(input, path, ctx, write) {
   let waiting;
   let typed = false;
   input.addEventListener("input", () => { typed = true; });
-  input.addEventListener("change", () => { typed = false; waiting = undefined; write(); });
+  input.addEventListener("change", () => {
+    const theirs = waiting;
+    typed = false;
+    waiting = undefined;
+    write();
+    // What another device wrote meanwhile is not lost without a word: it
+    // is shown beside the field, one tap from being kept instead.
+    if (theirs !== undefined && String(theirs ?? "") !== input.value) offerTheirs(input, theirs, ctx, write);
+  });
   unsent.set(input, () => { if (typed) input.dispatchEvent(new Event("change")); });
   input.addEventListener("blur", () => {
     if (waiting !== undefined) input.value = waiting ?? "";
@@ -237,6 +245,25 @@ function remoteAware(input, path, ctx, write) {
     else input.value = v ?? "";
   });
   return input;
+}
+
+/**
+ * Says beside `input` that another device had set it to `theirs` while the
+ * person typed over it, with a button that puts their value back.
+ */
+function offerTheirs(input, theirs, ctx, write) {
+  input.parentElement?.querySelector(`.meanwhile[data-for="${CSS.escape(input.lang || "")}"]`)?.remove();
+  const label = input.matches("select")
+    ? [...input.options].find((o) => o.value === String(theirs ?? ""))?.textContent ?? String(theirs ?? "")
+    : String(theirs ?? "");
+  const note = h("p", { class: "note meanwhile", role: "status", "data-for": input.lang || "" },
+    t(ctx.lang, "changedMeanwhile"), " ", words(label || "—"), " ",
+    h("button", { type: "button", onclick: () => {
+      input.value = String(theirs ?? "");
+      write();
+      note.remove();
+    } }, t(ctx.lang, "keepTheirs")));
+  input.after(note);
 }
 
 /** Where a caret goes when the text around it changes from `a` to `b`. */

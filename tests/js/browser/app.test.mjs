@@ -261,6 +261,37 @@ test("typing in minutes while another phone writes in them live keeps both peopl
   });
 });
 
+test("a one-line field another phone changed while this one typed over it shows their value, one tap from being kept", async () => {
+  await withServer(async (server) => {
+    const { a, b, id } = await twoPhones(server);
+    const title = 'div.field[data-path="/title"] input[lang="fr"]';
+    for (const p of [a, b]) await p.page.waitForSelector(title);
+    // A is in the field, typing, when B's title arrives.
+    await a.page.click(title, { clickCount: 3 });
+    await a.page.keyboard.type("Comité jeunesse (A)");
+    await b.page.click(title, { clickCount: 3 });
+    await b.page.keyboard.type("Comité de la jeunesse");
+    await b.page.keyboard.press("Tab");
+    const read = (id) => window.twinsync.read(id).record.title.fr;
+    await until(a.page, ([id, want]) => window.twinsync.read(id).record.title.fr === want, [id, "Comité de la jeunesse"], "B's title on phone A");
+    assert.equal(await a.page.inputValue(title), "Comité jeunesse (A)", "what A types is not replaced");
+    // A leaves the field: A's title is written, and B's is shown beside it.
+    await a.page.keyboard.press("Tab");
+    assert.equal(await a.page.evaluate(read, id), "Comité jeunesse (A)");
+    const note = await until(a.page, () => document.querySelector('div.field[data-path="/title"] .meanwhile')?.textContent || null, undefined, "B's title beside the field");
+    assert.match(note, /Comité de la jeunesse/);
+    await a.page.click('div.field[data-path="/title"] .meanwhile button');
+    assert.equal(await a.page.evaluate(read, id), "Comité de la jeunesse");
+    assert.equal(await a.page.inputValue(title), "Comité de la jeunesse");
+    assert.equal(await a.page.$('div.field[data-path="/title"] .meanwhile'), null);
+    await upToDate(a.page);
+    const stored = await (await server.api(`/api/records/${id}`)).json();
+    assert.equal(stored.record.title.fr, "Comité de la jeunesse");
+    await a.context.close();
+    await b.context.close();
+  });
+});
+
 test("a coordinator resolves two phones' disagreement in one tap and the phones receive it", async () => {
   await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
