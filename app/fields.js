@@ -466,7 +466,16 @@ function listEditor(ctx, field, items, path) {
         ], { rerender: true })),
       }, t(lang, "markDone")));
     }
-    actions.append(h("button", { type: "button", class: "remove", onclick: (e) => once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true })) }, t(lang, "remove")));
+    // Removing takes the item's words with it, one tap from "Mark done":
+    // it asks first, naming the item.
+    const named = pick(item.title, lang) || pick(item.name, lang) || String(item.text ?? item.note ?? "").slice(0, 60) || `${list.children.length + 1}`;
+    actions.append(h("button", {
+      type: "button", class: "remove", "aria-label": `${t(lang, "remove")}: ${named}`,
+      onclick: (e) => {
+        if (!confirm(t(lang, "removeConfirm", { item: named }))) return;
+        once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true }));
+      },
+    }, t(lang, "remove")));
     list.append(h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, at), actions));
   }
   const add = h("button", {

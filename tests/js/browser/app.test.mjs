@@ -920,6 +920,22 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
       return m.status === "done" ? m : null;
     }, [target.id, target.m.id], "the milestone done on the server");
     assert.match(done.done_on, /^\d{4}-\d{2}-\d{2}$/);
+    // Removing another milestone asks first, naming it; dismissed, it stays.
+    const { record: project } = await (await server.api(`/api/records/${target.id}`)).json();
+    const other = project.milestones.find((m) => m.id !== target.m.id);
+    assert.ok(other, "a second milestone");
+    const asked = [];
+    page.once("dialog", (d) => { asked.push(d.message()); d.dismiss(); });
+    await page.click(`li[data-item="${other.id}"] button.remove`);
+    assert.equal(asked.length, 1, "no question before removing");
+    assert.ok(await page.$(`li[data-item="${other.id}"]`), "kept when the question is dismissed");
+    page.once("dialog", (d) => { asked.push(d.message()); d.accept(); });
+    await page.click(`li[data-item="${other.id}"] button.remove`);
+    await until(page, (item) => !document.querySelector(`li[data-item="${item}"]`), other.id, "the milestone removed");
+    assert.ok(asked[1].includes(other.title), `${asked[1]} names ${other.title}`);
+    await upToDate(page);
+    const { record: after } = await (await server.api(`/api/records/${target.id}`)).json();
+    assert.equal(after.milestones.some((m) => m.id === other.id), false);
     // The history names the device that made the change, and what it touched.
     await page.reload();
     await show(page, `#/r/${target.id}`);
