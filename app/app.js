@@ -172,6 +172,9 @@ function syncBar(s) {
       : tr("syncError", { reason: s.error ?? "" }),
   }[s.state];
   fill($("#sync-state"), state);
+  // Screen readers hear the state, not every record counted while syncing.
+  const said = s.state === "syncing" && !signedOut ? tr("syncingNow") : $("#sync-state").textContent;
+  if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
   $("#sync-waiting").textContent = s.unconfirmed ? tr("waiting", { n: formatNumber(app.lang, s.unconfirmed) }) : "";
   $("#sync-refused").textContent = s.refused ? tr("refused", { reason: s.refused }) : "";
   const toggle = $("#sync-toggle");

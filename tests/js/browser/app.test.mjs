@@ -170,6 +170,9 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     // words, in English, are the reason beside it.
     const lang = await page.evaluate(() => document.documentElement.lang);
     assert.equal(await page.textContent("#sync-state"), STRINGS[lang]["problem.refused"]);
+    // Screen readers hear it once, from a status that no count changes.
+    assert.equal(await page.textContent("#sync-said"), STRINGS[lang]["problem.refused"]);
+    assert.equal(await page.$eval("#sync", (bar) => bar.getAttribute("aria-live")), null);
     assert.ok((await page.$eval("#sync-waiting", (e) => e.textContent)).length > 0, "the change still waits on the phone");
     assert.equal(await page.$eval(type, (s) => s.value), other);
     const stored = await (await server.api(`/api/records/${report.id}`)).json();
