@@ -8,6 +8,7 @@
 //! code point ([`twinsync_shared::text::TEXT_ENCODING`]). The conversion
 //! happens here, once, against the text as it is at the moment of the edit.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::State;
@@ -94,6 +95,10 @@ struct Entry {
     unavailable: bool,
     /// The server's sync state as last stored, restored on connect.
     stored_state: Option<Vec<u8>>,
+    /// The record's summary and the heads it was read at: the app lists
+    /// every record after each keystroke, and only the record typed in
+    /// needs reading again.
+    summary: RefCell<Option<(Vec<ChangeHash>, Json)>>,
 }
 
 impl Entry {
@@ -103,7 +108,21 @@ impl Entry {
             sync: DocSync::new(id),
             unavailable: false,
             stored_state: None,
+            summary: RefCell::new(None),
         }
+    }
+
+    /// [`summary`] of the document, read again only if its heads moved.
+    fn summary(&self, id: DocumentId) -> Json {
+        let heads = self.doc.get_heads();
+        if let Some((at, kept)) = &*self.summary.borrow()
+            && *at == heads
+        {
+            return kept.clone();
+        }
+        let fresh = summary(id, &self.doc);
+        *self.summary.borrow_mut() = Some((heads, fresh.clone()));
+        fresh
     }
 }
 
@@ -292,7 +311,7 @@ impl Replica {
         self.docs
             .iter()
             .filter(|(_, e)| !e.doc.get_heads().is_empty())
-            .map(|(id, e)| summary(*id, &e.doc))
+            .map(|(id, e)| e.summary(*id))
             .collect()
     }
 
