@@ -566,6 +566,8 @@ function newView(kind) {
 // ----- The coordinators' dashboard ------------------------------------------
 
 function dashboardView() {
+  const view = { screen: "dashboard" };
+  app.view = view;
   const count = (items, key) => {
     const m = new Map();
     for (const i of items) m.set(key(i), (m.get(key(i)) ?? 0) + 1);
@@ -604,7 +606,8 @@ function dashboardView() {
   drawRecent(local.slice(0, 30));
   // With the server: who delivered each change, and changes not yet here.
   api("/api/changes?limit=30").then(async (res) => {
-    if (!res.ok) return;
+    // A dashboard drawn since, or another screen, does not wait on this one.
+    if (!res.ok || app.view !== view) return;
     const delivered = await res.json();
     const who = new Map(delivered.map((c) => [c.hash, c.device_name ?? c.device]));
     const rows = local.slice(0, 30).map((r) => ({ ...r, who: who.get(r.hash) }));
@@ -617,7 +620,7 @@ function dashboardView() {
     // The server's newest deliveries leave out changes it made itself (the
     // initial data), older ones, and those this device has not sent: each
     // record's history names those.
-    const unnamed = [...new Set(shown.filter((r) => r.who == null).map((r) => r.id))];
+    const unnamed = app.view === view ? [...new Set(shown.filter((r) => r.who == null).map((r) => r.id))] : [];
     const named = await Promise.all(unnamed.map((id) => deliverers(id).catch(() => null)));
     named.forEach((name, i) => {
       if (!name) return;
@@ -987,13 +990,15 @@ function onChanges(changes) {
       if (!$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id);
     }
   } else if (!app.redraw) {
-    // Lists and the dashboard redraw at most every 300 ms while records pour in.
+    // Lists redraw at most every 300 ms while records pour in; the
+    // dashboard, which reads every record and asks the server, 5 s after
+    // records arrive (at once for what the person did on it).
     app.redraw = setTimeout(() => {
       app.redraw = null;
       // A screen with something typed in it is left as it is.
       if (app.view?.id || app.view?.touched || $("#view").contains(document.activeElement)) return;
       route();
-    }, 300);
+    }, app.view?.screen === "dashboard" && changes.some((c) => c.origin === "remote") ? 5000 : 300);
   }
 }
 
