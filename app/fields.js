@@ -463,7 +463,7 @@ function listEditor(ctx, field, items, path) {
         onclick: (e) => once(e.currentTarget, () => ctx.edit([
           { op: "set", path: `${at}/status`, value: "done" },
           { op: "set", path: `${at}/done_on`, value: today() },
-        ], { rerender: true })),
+        ], { rerender: true, focus: `li[data-item="${item.id}"] button.remove` })),
       }, t(lang, "markDone")));
     }
     // Removing takes the item's words with it, one tap from "Mark done":
@@ -473,14 +473,16 @@ function listEditor(ctx, field, items, path) {
       type: "button", class: "remove", "aria-label": `${t(lang, "remove")}: ${named}`,
       onclick: (e) => {
         if (!confirm(t(lang, "removeConfirm", { item: named }))) return;
-        once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true }));
+        once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true, focus: `[data-path="${path}"] button.add` }));
       },
     }, t(lang, "remove")));
     list.append(h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, at), actions));
   }
   const add = h("button", {
     type: "button", class: "add",
-    onclick: (e) => once(e.currentTarget, () => ctx.edit([{ op: "insert_item", path, after: "$end", item: blankItem(ctx, field.fields) }], { rerender: true })),
+    // The redrawn screen keeps the person where they were: on the new
+    // item's first field, as on the item or list they acted on above.
+    onclick: (e) => once(e.currentTarget, () => ctx.edit([{ op: "insert_item", path, after: "$end", item: blankItem(ctx, field.fields) }], { rerender: true, focus: `[data-path="${path}"] ol.items > li:last-child :is(input, select, textarea)` })),
   }, t(lang, "addItem"));
   return h("div", {}, list, add);
 }

@@ -923,6 +923,8 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
       return m.status === "done" ? m : null;
     }, [target.id, target.m.id], "the milestone done on the server");
     assert.match(done.done_on, /^\d{4}-\d{2}-\d{2}$/);
+    // The redrawn screen keeps the focus on the item marked done.
+    assert.equal(await page.evaluate((item) => document.activeElement?.matches(`li[data-item="${item}"] button.remove`), target.m.id), true);
     // Removing another milestone asks first, naming it; dismissed, it stays.
     const { record: project } = await (await server.api(`/api/records/${target.id}`)).json();
     const other = project.milestones.find((m) => m.id !== target.m.id);
@@ -935,6 +937,12 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     page.once("dialog", (d) => { asked.push(d.message()); d.accept(); });
     await page.click(`li[data-item="${other.id}"] button.remove`);
     await until(page, (item) => !document.querySelector(`li[data-item="${item}"]`), other.id, "the milestone removed");
+    assert.equal(await page.evaluate(() => document.activeElement?.matches('[data-path="/milestones"] button.add')), true, "the focus on the list's Add button");
+    // Adding one puts the focus in its first field.
+    const before = await page.$$eval('[data-path="/milestones"] ol.items > li', (items) => items.length);
+    await page.click('[data-path="/milestones"] button.add');
+    await until(page, (n) => document.querySelectorAll('[data-path="/milestones"] ol.items > li').length === n + 1, before, "the new milestone");
+    assert.equal(await page.evaluate(() => !!document.activeElement?.closest('[data-path="/milestones"] ol.items > li:last-child')), true, "the focus in the new milestone");
     assert.ok(asked[1].includes(other.title), `${asked[1]} names ${other.title}`);
     await upToDate(page);
     const { record: after } = await (await server.api(`/api/records/${target.id}`)).json();
