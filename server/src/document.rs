@@ -326,8 +326,10 @@ impl DocTask {
             id,
             doc,
             peers: HashMap::new(),
+            // A record that could not be read now waits its period before
+            // the first sync loads it again.
+            retried: broken.as_ref().map(|_| Instant::now()),
             broken,
-            retried: None,
             appends_since_compaction: 0,
             chunks: Arc::new(Mutex::new(chunks)),
             compacting: Arc::new(AtomicBool::new(false)),

@@ -50,7 +50,11 @@ impl DocTask {
     /// is never idle long enough to be evicted and loaded afresh. A record
     /// whose stored bytes are damaged stays unreadable, one load a period.
     pub(super) async fn retry_broken(&mut self) {
-        if self.broken.is_none() || self.retried.is_some_and(|at| at.elapsed() < RETRY_BROKEN) {
+        // A compaction still running would change the chunks it reads.
+        if self.broken.is_none()
+            || self.retried.is_some_and(|at| at.elapsed() < RETRY_BROKEN)
+            || self.compacting.load(Ordering::Acquire)
+        {
             return;
         }
         self.retried = Some(std::time::Instant::now());
@@ -107,6 +111,7 @@ impl DocTask {
                 self.current = read_document(&self.doc);
                 lock(&self.chunks).clear();
                 self.broken = Some(e.public_reason().to_owned());
+                self.retried = Some(std::time::Instant::now());
                 for peer in std::mem::take(&mut self.peers).into_values() {
                     self.error_to(
                         &peer,
