@@ -167,7 +167,7 @@ function syncBar(s) {
     connecting: tr("connecting"),
     syncing: tr("syncing", { n: formatNumber(app.lang, s.syncing) }),
     "up-to-date": tr("upToDate"),
-    error: s.errorKind === "refused" ? tr("problem.refused")
+    error: s.errorKind === "server" ? tr("problem.server")
       : s.errorKind ? problem({ name: s.errorKind, message: s.error })
       : tr("syncError", { reason: s.error ?? "" }),
   }[s.state];
@@ -551,6 +551,13 @@ function newView(kind) {
           localStorage.removeItem(draftKey(kind));
           location.hash = `#/r/${id}`;
         } catch (err) {
+          // Created, but not kept on the phone (its storage failed): the
+          // record is shown, and the form not kept to be created again.
+          if (typeof err?.recordId === "string") {
+            view.dirty = false;
+            localStorage.removeItem(draftKey(kind));
+            location.hash = `#/r/${err.recordId}`;
+          }
           fill($("#notice"), problem(err));
         }
       });
@@ -748,9 +755,12 @@ async function kept(path) {
   return { body };
 }
 
-/** Forgets the lists `kept` holds: they are a coordinator's, of this sign-in. */
+/**
+ * Forgets the lists `kept` holds (a coordinator's, of this sign-in) and the
+ * drafts of new records (the last person's typing, on a phone passed on).
+ */
 function forgetKept() {
-  for (const key of Object.keys(localStorage)) if (key.startsWith("kept:")) localStorage.removeItem(key);
+  for (const key of Object.keys(localStorage)) if (key.startsWith("kept:") || key.startsWith("draft:")) localStorage.removeItem(key);
 }
 
 const titleOf = (id) => pick(app.byUrl.get(`automerge:${bare(id)}`)?.title, app.lang) || bare(id);

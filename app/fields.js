@@ -225,11 +225,15 @@ export function writeFocused() {
 function remoteAware(input, path, ctx, write) {
   let waiting;
   let typed = false;
+  // The value the document last gave this control: a redraw of a whole
+  // multilingual field hands every language its value again, changed or not.
+  let known = input.value;
   input.addEventListener("input", () => { typed = true; });
   input.addEventListener("change", () => {
     const theirs = waiting;
     typed = false;
     waiting = undefined;
+    known = input.value;
     write();
     // What another device wrote meanwhile is not lost without a word: it
     // is shown beside the field, one tap from being kept instead.
@@ -241,8 +245,10 @@ function remoteAware(input, path, ctx, write) {
     waiting = undefined;
   });
   ctx.editors.set(path, (v) => {
-    if (document.activeElement === input) waiting = v ?? null;
-    else input.value = v ?? "";
+    const now = String(v ?? "");
+    if (document.activeElement !== input) input.value = now;
+    else if (now !== known) waiting = v ?? null;
+    known = now;
   });
   return input;
 }
@@ -259,6 +265,11 @@ function offerTheirs(input, theirs, ctx, write) {
   const note = h("p", { class: "note meanwhile", role: "status", "data-for": input.lang || "" },
     t(ctx.lang, "changedMeanwhile"), " ", words(label || "—"), " ",
     h("button", { type: "button", onclick: () => {
+      // A choice this phone does not list (a record not here yet) is
+      // added, as the editor adds it, rather than read back as none.
+      if (input.matches("select") && ![...input.options].some((o) => o.value === String(theirs ?? ""))) {
+        input.append(h("option", { value: String(theirs ?? "") }, label));
+      }
       input.value = String(theirs ?? "");
       write();
       note.remove();
@@ -463,7 +474,7 @@ function listEditor(ctx, field, items, path) {
         onclick: (e) => once(e.currentTarget, () => ctx.edit([
           { op: "set", path: `${at}/status`, value: "done" },
           { op: "set", path: `${at}/done_on`, value: today() },
-        ], { rerender: true, focus: `li[data-item="${item.id}"] button.remove` })),
+        ], { rerender: true, focus: `li[data-item="${CSS.escape(item.id)}"] button.remove` })),
       }, t(lang, "markDone")));
     }
     // Removing takes the item's words with it, one tap from "Mark done":
@@ -473,7 +484,7 @@ function listEditor(ctx, field, items, path) {
       type: "button", class: "remove", "aria-label": `${t(lang, "remove")}: ${named}`,
       onclick: (e) => {
         if (!confirm(t(lang, "removeConfirm", { item: named }))) return;
-        once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true, focus: `[data-path="${path}"] button.add` }));
+        once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true, focus: `[data-path="${CSS.escape(path)}"] button.add` }));
       },
     }, t(lang, "remove")));
     list.append(h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, at), actions));
@@ -482,7 +493,7 @@ function listEditor(ctx, field, items, path) {
     type: "button", class: "add",
     // The redrawn screen keeps the person where they were: on the new
     // item's first field, as on the item or list they acted on above.
-    onclick: (e) => once(e.currentTarget, () => ctx.edit([{ op: "insert_item", path, after: "$end", item: blankItem(ctx, field.fields) }], { rerender: true, focus: `[data-path="${path}"] ol.items > li:last-child :is(input, select, textarea)` })),
+    onclick: (e) => once(e.currentTarget, () => ctx.edit([{ op: "insert_item", path, after: "$end", item: blankItem(ctx, field.fields) }], { rerender: true, focus: `[data-path="${CSS.escape(path)}"] ol.items > li:last-child :is(input, select, textarea)` })),
   }, t(lang, "addItem"));
   return h("div", {}, list, add);
 }
@@ -522,9 +533,10 @@ export function creationRows(ctx, fields) {
       const select = h("select", { name }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
         choices.map((c) => h("option", { value: c.value }, c.label)));
       input = select;
-      read.push((out) => { if (select.value) out[name] = select.value; });
-      // A record chosen that is not on the phone yet is chosen once it arrives.
+      // A record chosen that is not on the phone yet is chosen once it
+      // arrives, and is what the form gives meanwhile.
       let wanted;
+      read.push((out) => { const v = wanted ?? select.value; if (v) out[name] = v; });
       const offered = (v) => [...select.options].some((o) => o.value === v);
       select.addEventListener("change", () => { wanted = undefined; });
       kept.set(name, {

@@ -98,7 +98,7 @@ export interface SyncStatus {
   /** Why, when `state` is "error"; else why the device is offline, if known. */
   error?: string;
   /** What `error` is about, when `state` is "error". */
-  errorKind?: "storage-full" | "not-saved" | "damaged" | "protocol" | "refused";
+  errorKind?: "storage-full" | "not-saved" | "damaged" | "protocol" | "server";
   /** What the server said when it refused a change; kept until every local change is confirmed. */
   refused?: string;
   /** Records the server refused to share. */
@@ -434,7 +434,9 @@ impl Client {
         to_js(&self.inner.replica.borrow().history(id)?)
     }
 
-    /// Creates a record; resolves with its id once it is in IndexedDB.
+    /// Creates a record; resolves with its id once it is in IndexedDB. If
+    /// IndexedDB fails, the record still exists and syncs: the error's
+    /// `recordId` names it.
     #[wasm_bindgen(unchecked_return_type = "string")]
     pub async fn create(
         &self,
@@ -456,7 +458,17 @@ impl Client {
             .replica
             .borrow_mut()
             .create(kind, &fields, &commit)?;
-        self.inner.commit_local(out).await?;
+        if let Err(e) = self.inner.commit_local(out).await {
+            // The record exists, in memory and syncing; only the device
+            // could not keep it. The error names it, so that the caller
+            // shows it rather than creating it again.
+            let _ = js_sys::Reflect::set(
+                &e,
+                &JsValue::from_str("recordId"),
+                &JsValue::from_str(&id.to_string()),
+            );
+            return Err(e);
+        }
         Ok(JsValue::from_str(&id.to_string()))
     }
 
@@ -605,7 +617,7 @@ impl Inner {
             Some((kind, why)) => (Some(kind), Some(why)),
             None => {
                 let refused = self.refused.borrow().clone();
-                (refused.as_ref().map(|_| "refused"), refused)
+                (refused.as_ref().map(|_| "server"), refused)
             }
         };
         let syncing = replica.syncing();

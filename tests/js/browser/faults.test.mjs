@@ -176,6 +176,19 @@ test("a full storage quota rejects the edit with QuotaExceededError", async () =
     assert.equal(status.state, "error", JSON.stringify({ status, error }));
     assert.match(status.error, /not saved on this device: the device's storage is full/);
     assert.equal(status.errorKind, "storage-full", "the app says so in the person's language");
+    // A record created while the storage is full exists all the same (in
+    // memory, syncing): the error names it, so the app shows it rather than
+    // creating it again.
+    const created = await page.evaluate(async (text) => {
+      try {
+        await window.tw.create("report", { title: { fr: "Rapport" }, report_type: "field", date: "2026-11-20", text }, "new");
+        return null;
+      } catch (e) {
+        return { name: e.name, recordId: e.recordId, title: e.recordId ? window.tw.read(e.recordId).record.title.fr : null };
+      }
+    }, randomLetters());
+    assert.equal(created?.name, "QuotaExceededError", JSON.stringify(created));
+    assert.equal(created.title, "Rapport", JSON.stringify(created));
     await context.close();
     cleanup(profile);
   });
