@@ -17,8 +17,9 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, handshake};
 use twinsync_shared::record::{
-    Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, load_chunks,
-    load_document, new_document, read_document, summarise,
+    Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
+    document_conflicts, document_history, document_text, load_chunks, load_document, new_document,
+    read_document, summarise,
 };
 use twinsync_shared::text::utf16_range;
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -326,8 +327,7 @@ impl Replica {
     /// One record as JSON: `{id, url, kind, valid, record | errors, conflicts, heads}`.
     pub fn read(&self, id: DocumentId) -> Result<Json, ClientError> {
         let entry = self.entry(id)?;
-        let rd = RecordDoc::from_automerge(entry.doc.clone());
-        let mut out = summary(id, &entry.doc);
+        let mut out = entry.summary(id);
         out["heads"] = json!(
             entry
                 .doc
@@ -336,7 +336,7 @@ impl Replica {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
         );
-        match rd.read() {
+        match read_document(&entry.doc) {
             Ok(record) => out["record"] = record,
             Err(errors) => {
                 out["errors"] = json!(errors);
@@ -345,20 +345,17 @@ impl Replica {
                     .unwrap_or(Json::Null);
             }
         }
-        out["conflicts"] = json!(rd.conflicts());
+        out["conflicts"] = json!(document_conflicts(&entry.doc));
         Ok(out)
     }
 
     pub fn history(&self, id: DocumentId) -> Result<Json, ClientError> {
-        let rd = RecordDoc::from_automerge(self.entry(id)?.doc.clone());
-        Ok(json!(rd.history()))
+        Ok(json!(document_history(&self.entry(id)?.doc)))
     }
 
     /// The record as it stood at `time` (seconds since the epoch).
     pub fn read_at(&self, id: DocumentId, time: i64) -> Result<Json, ClientError> {
-        let rd = RecordDoc::from_automerge(self.entry(id)?.doc.clone());
-        let then = rd
-            .at_time(time)
+        let then = document_at_time(&self.entry(id)?.doc, time)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
         Ok(match then.read() {
             Ok(record) => json!({ "record": record }),
@@ -407,8 +404,7 @@ impl Replica {
         edits: Vec<Edit>,
         commit: &Commit,
     ) -> Result<Outcome, ClientError> {
-        let current = self.read(id)?;
-        let record = current.get("record").cloned().unwrap_or(Json::Null);
+        let doc = &self.entry(id)?.doc;
         // Each splice of a batch counts from the text the previous ones left.
         let mut texts: BTreeMap<String, String> = BTreeMap::new();
         let mut converted = Vec::with_capacity(edits.len());
@@ -421,11 +417,12 @@ impl Replica {
                     insert,
                 } => {
                     if !texts.contains_key(&path) {
-                        let text = text_at(&record, &path).ok_or_else(|| ClientError::Offset {
-                            path: path.clone(),
-                            reason: "not a text field of this record".into(),
-                        })?;
-                        texts.insert(path.clone(), text.to_owned());
+                        let text =
+                            document_text(doc, &path).ok_or_else(|| ClientError::Offset {
+                                path: path.clone(),
+                                reason: "not a text field of this record".into(),
+                            })?;
+                        texts.insert(path.clone(), text);
                     }
                     let text = texts.get_mut(&path).ok_or_else(|| ClientError::Offset {
                         path: path.clone(),
@@ -493,7 +490,8 @@ impl Replica {
             out.changed.push(Changed {
                 id: id.to_string(),
                 origin: Origin::Local,
-                paths: changed_paths(&entry.doc, &before, &after),
+                paths: spliced(&edits)
+                    .unwrap_or_else(|| changed_paths(&entry.doc, &before, &after)),
             });
         }
         Ok(out)
@@ -739,20 +737,21 @@ fn summary(id: DocumentId, doc: &Automerge) -> Json {
     out
 }
 
-/// The text at a record path: `/minutes`, or `/milestones/<id>/notes`
-/// through list items by id.
-fn text_at<'a>(record: &'a Json, path: &str) -> Option<&'a str> {
-    let mut here = record;
-    for segment in path.split('/').skip(1) {
-        here = match here {
-            Json::Object(map) => map.get(segment)?,
-            Json::Array(items) => items
-                .iter()
-                .find(|item| item.get("id").and_then(Json::as_str) == Some(segment))?,
-            _ => return None,
+/// The paths of `edits` if all are text splices, which change exactly the
+/// texts they name: what Automerge's diff would say, without its pass over
+/// the whole record (9.5 ms a keystroke in minutes of 49,000 characters,
+/// natively, against 0.03 ms for the splice itself).
+fn spliced(edits: &[Edit]) -> Option<Vec<String>> {
+    let mut paths: Vec<String> = Vec::new();
+    for edit in edits {
+        let Edit::SpliceText { path, .. } = edit else {
+            return None;
         };
+        if !paths.contains(path) {
+            paths.push(path.clone());
+        }
     }
-    here.as_str()
+    Some(paths)
 }
 
 /// Loads stored bytes into a document, for checks outside the replica.

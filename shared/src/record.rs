@@ -234,7 +234,7 @@ impl RecordDoc {
 
     /// Every field with concurrent values, as two delegates left it.
     pub fn conflicts(&self) -> Vec<Conflict> {
-        conflicts::find(&self.doc)
+        document_conflicts(&self.doc)
     }
 
     /// Resolves a conflict (or sets any scalar field) by writing `value`.
@@ -255,7 +255,7 @@ impl RecordDoc {
 
     /// The change log, oldest first.
     pub fn history(&self) -> Vec<HistoryEntry> {
-        history::log(&self.doc)
+        document_history(&self.doc)
     }
 
     /// The record as it stood at `heads`.
@@ -268,7 +268,7 @@ impl RecordDoc {
     /// The record as it stood at `time` (seconds since the epoch), by the
     /// timestamps its writers put on their changes.
     pub fn at_time(&self, time: i64) -> Result<RecordDoc, automerge::AutomergeError> {
-        self.at_heads(&history::heads_at_time(&self.doc, time))
+        document_at_time(&self.doc, time)
     }
 
     pub fn save(&self) -> Vec<u8> {
@@ -279,6 +279,47 @@ impl RecordDoc {
 /// Reads any document as a record, without taking it (see [`RecordDoc::read`]).
 pub fn read_document(doc: &Automerge) -> Result<serde_json::Value, Vec<ValidationError>> {
     read::read(doc)
+}
+
+/// Every field with concurrent values, without taking the document (see
+/// [`RecordDoc::conflicts`]).
+pub fn document_conflicts(doc: &Automerge) -> Vec<Conflict> {
+    conflicts::find(doc)
+}
+
+/// The change log, oldest first, without taking the document (see
+/// [`RecordDoc::history`]).
+pub fn document_history(doc: &Automerge) -> Vec<HistoryEntry> {
+    history::log(doc)
+}
+
+/// The document as it stood at `time`, without taking it (see
+/// [`RecordDoc::at_time`]).
+pub fn document_at_time(
+    doc: &Automerge,
+    time: i64,
+) -> Result<RecordDoc, automerge::AutomergeError> {
+    Ok(RecordDoc {
+        doc: doc.fork_at(&history::heads_at_time(doc, time))?,
+    })
+}
+
+/// The text of the text field at `path` (`/minutes`,
+/// `/milestones/<id>/notes`), read without the rest of the record: what a
+/// splice there counts from. `None` if `path` names no text field.
+pub fn document_text(doc: &Automerge, path: &str) -> Option<String> {
+    let kind = read::kind_of(doc).ok()?;
+    let path::Located::Field { obj, field } = path::locate(doc, kind, path).ok()? else {
+        return None;
+    };
+    if !matches!(field.ty, FieldType::Text) {
+        return None;
+    }
+    let text = path::container(doc, &obj, field.name)?;
+    if doc.object_type(&text).ok()? != automerge::ObjType::Text {
+        return None;
+    }
+    doc.text(&text).ok()
 }
 
 /// The kind a document says it is, if it says a valid one.

@@ -1,0 +1,157 @@
+//! Typing: each keystroke is one splice, whose offsets the browser counts
+//! in UTF-16, and whose changed paths the app reads to know what it must
+//! redraw. Those paths come from the splices themselves, not from
+//! Automerge's diff; they must say what the diff would.
+
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
+use automerge::ChangeHash;
+use serde_json::{Value as Json, json};
+use twinsync_client::replica::{Outcome, Replica};
+use twinsync_shared::DocumentId;
+use twinsync_shared::record::{Commit, Edit, Kind, changed_paths, load_document};
+use twinsync_shared::{PeerId, StorageId};
+
+const NOW: i64 = 1_790_000_000;
+
+fn heads(phone: &Replica, id: DocumentId) -> Vec<ChangeHash> {
+    phone.read(id).unwrap()["heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Applies `edits` and returns the paths the edit reported beside the
+/// paths Automerge's diff finds between the heads before and after.
+fn reported_and_diffed(
+    phone: &mut Replica,
+    id: DocumentId,
+    edits: Vec<Edit>,
+) -> (Vec<String>, Vec<String>) {
+    let before = heads(phone, id);
+    let out: Outcome = phone.edit(id, edits, &Commit::new("typing", NOW)).unwrap();
+    let after = heads(phone, id);
+    let doc = load_document(&phone.snapshot(id).unwrap()).unwrap();
+    let mut diffed = changed_paths(&doc, &before, &after);
+    let mut reported = out.changed.into_iter().next().unwrap().paths;
+    reported.sort();
+    diffed.sort();
+    (reported, diffed)
+}
+
+fn splice(path: &str, index: usize, delete: usize, insert: &str) -> Edit {
+    Edit::SpliceText {
+        path: path.into(),
+        index,
+        delete,
+        insert: insert.into(),
+    }
+}
+
+#[test]
+fn keystrokes_report_the_paths_automerges_diff_finds() {
+    let mut phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
+    let commit = Commit::new("create", NOW);
+    let (project, _) = phone
+        .create(
+            Kind::Project,
+            &json!({
+                "title": {"fr": "Jumelage scolaire"},
+                "status": "active",
+                "objectives": "تبادل الطلاب — échange d'élèves",
+                "progress_notes": [{"text": "Première visite 🇲🇦"}],
+            }),
+            &commit,
+        )
+        .unwrap();
+    let record = phone.read(project).unwrap();
+    let note = record["record"]["progress_notes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let notes = format!("/progress_notes/{note}/text");
+
+    // One Arabic letter typed after "تبادل " (UTF-16 offset 6).
+    let (reported, diffed) =
+        reported_and_diffed(&mut phone, project, vec![splice("/objectives", 6, 0, "ا")]);
+    assert_eq!(reported, vec!["/objectives".to_owned()]);
+    assert_eq!(reported, diffed);
+
+    // Several splices in one change, over two texts: typed after the flag,
+    // whose two code points take four UTF-16 units; the first word
+    // replaced, then its first letter again.
+    let (reported, diffed) = reported_and_diffed(
+        &mut phone,
+        project,
+        vec![
+            splice(&notes, 20, 0, " — زيارة أولى"),
+            splice("/objectives", 0, 5, "Échange"),
+            splice("/objectives", 0, 1, "É"),
+        ],
+    );
+    let mut both = vec![notes.clone(), "/objectives".to_owned()];
+    both.sort();
+    assert_eq!(reported, both);
+    assert_eq!(reported, diffed);
+
+    let read = phone.read(project).unwrap();
+    assert_eq!(
+        read["record"]["progress_notes"][0]["text"],
+        json!("Première visite 🇲🇦 — زيارة أولى")
+    );
+    assert_eq!(
+        read["record"]["objectives"],
+        json!("Échange االطلاب — échange d'élèves")
+    );
+
+    // Anything but splices is left to the diff, which names the language.
+    let (reported, diffed) = reported_and_diffed(
+        &mut phone,
+        project,
+        vec![
+            splice("/objectives", 0, 0, "« "),
+            Edit::Set {
+                path: "/title/ar".into(),
+                value: Json::from("توأمة مدرسية"),
+            },
+        ],
+    );
+    assert_eq!(reported, diffed);
+    assert!(reported.contains(&"/title/ar".to_owned()), "{reported:?}");
+}
+
+#[test]
+fn a_splice_outside_a_text_field_is_refused_by_name() {
+    let mut phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
+    let commit = Commit::new("create", NOW);
+    let (meeting, _) = phone
+        .create(
+            Kind::Meeting,
+            &json!({"title": {"ar": "مجلس"}, "date": "2026-12-03", "minutes": "بداية"}),
+            &commit,
+        )
+        .unwrap();
+    for path in ["/title", "/date", "/nothing", "/minutes/x"] {
+        let err = phone
+            .edit(meeting, vec![splice(path, 0, 0, "x")], &commit)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(path), "{path}: {err}");
+        assert!(err.contains("not a text field"), "{path}: {err}");
+    }
+    // Past the end of the text, counted in UTF-16 units.
+    let err = phone
+        .edit(meeting, vec![splice("/minutes", 6, 0, "x")], &commit)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/minutes"), "{err}");
+    phone
+        .edit(meeting, vec![splice("/minutes", 5, 0, "!")], &commit)
+        .unwrap();
+    assert_eq!(
+        phone.read(meeting).unwrap()["record"]["minutes"],
+        json!("بداية!")
+    );
+}
