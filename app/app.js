@@ -54,7 +54,12 @@ async function signIn() {
       throw new Error(tr("signinUnreached"));
     }
     history.replaceState(null, "", location.pathname);
-    if (!res.ok || typeof body?.token !== "string") throw new Error(body?.error ?? `${res.status} ${res.statusText}`);
+    if (!res.ok || typeof body?.token !== "string") {
+      // Said in the person's language; the server's words (English) follow.
+      const key = { 401: "inviteUnknown", 410: "inviteSpent", 429: "inviteTooMany" }[res.status]
+        ?? (res.status >= 500 ? "signinServer" : undefined);
+      throw Object.assign(new Error(body?.error ?? `${res.status} ${res.statusText}`), { key });
+    }
     localStorage.setItem("token", body.token);
     localStorage.removeItem("me");
     forgetKept();
@@ -1019,7 +1024,7 @@ async function start() {
   try {
     app.token = await signIn();
   } catch (e) {
-    say(tr("signinFailed") + e.message);
+    say(e.key ? [tr(e.key), " ", h("bdi", { class: "detail" }, `(${e.message})`)] : tr("signinFailed") + e.message);
     return;
   }
   if (!app.token) {

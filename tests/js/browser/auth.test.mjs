@@ -42,14 +42,27 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // A reload, without the link, is still signed in.
     await page.reload();
     await until(page, listed, undefined, "the records listed after a reload");
-    // The invite was used up: a second browser opening it is told so.
+    // The invite was used up: a second browser opening it is told so, in
+    // its language, with the server's words after it.
     const second = await phone(browser);
     await second.page.goto(link);
     const note = await until(second.page, () => {
       const text = document.querySelector("#view .note")?.textContent ?? "";
       return text.includes("already used") ? text : null;
     }, undefined, "the used-invite message");
+    assert.ok(note.includes(STRINGS[lang].inviteSpent), `${note} says the invite is spent, in ${lang}`);
     assert.match(note, /already used/);
+    // A link cut short is not an invite at all, and is told apart.
+    const cutShort = new URL(link);
+    cutShort.hash = cutShort.hash.slice(0, -6);
+    await second.page.goto("about:blank");
+    await second.page.goto(cutShort.href);
+    const unknown = await until(second.page, () => {
+      const text = document.querySelector("#view .note")?.textContent ?? "";
+      return text.includes("not valid") ? text : null;
+    }, undefined, "the unknown-invite message");
+    assert.ok(unknown.includes(STRINGS[lang].inviteUnknown), `${unknown} says the link is not valid, in ${lang}`);
+    assert.ok(!unknown.includes(STRINGS[lang].inviteSpent), unknown);
     await second.context.close();
     await context.close();
   });
