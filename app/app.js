@@ -49,11 +49,14 @@ async function signIn() {
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ code }),
       });
-      body = await res.json();
     } catch {
       throw new Error(tr("signinUnreached"));
     }
-    history.replaceState(null, "", location.pathname);
+    // A proxy's error page is not JSON: its status still says what happened.
+    body = await res.json().catch(() => ({}));
+    // Too many tries, or the server in trouble, leave the invite unused:
+    // the code stays for a reload. Otherwise it has been answered for.
+    if (res.status !== 429 && res.status < 500) history.replaceState(null, "", location.pathname);
     if (!res.ok || typeof body?.token !== "string") {
       // Said in the person's language; the server's words (English) follow.
       const key = { 401: "inviteUnknown", 410: "inviteSpent", 429: "inviteTooMany" }[res.status]
@@ -220,7 +223,10 @@ async function checkSignedIn(s) {
 function problem(e) {
   const key = `problem.${e?.name}`;
   const said = t(app.lang, key);
-  return [said === key ? String(e?.name ?? "Error") : said, " ", h("bdi", { class: "detail" }, `(${e?.message ?? e})`)];
+  if (said === key) {
+    return [tr("problem.other"), " ", h("bdi", { class: "detail" }, `(${e?.name ?? "Error"}: ${e?.message ?? e})`)];
+  }
+  return [said, " ", h("bdi", { class: "detail" }, `(${e?.message ?? e})`)];
 }
 
 function say(text) {
@@ -252,7 +258,7 @@ function recordItem(s) {
   return h("li", { "data-id": s.id, "data-kind": s.kind ?? "" },
     h("a", { href: `#/r/${s.id}` }, words(pick(s.title, app.lang) || s.id)),
     status ? h("span", { class: "status" }, status) : null,
-    s.valid ? null : h("span", { class: "invalid" }, "!"));
+    s.valid ? null : h("span", { class: "invalid", title: tr("invalidMark"), "aria-label": tr("invalidMark"), role: "img" }, "!"));
 }
 
 function listView(kind) {
@@ -359,6 +365,8 @@ function recordView(id, at = null) {
     editors: new Map(),
     edit: (edits, opts) => edit(id, edits, opts),
     read: (path) => { try { return valueAt(app.client.read(id).record, path); } catch { return undefined; } },
+    // A text field alone, as each keystroke needs it: not the whole record.
+    text: (path) => { try { return app.client.text(id, path); } catch { return undefined; } },
   };
   app.view = { id, ctx, at, locked };
   const fields = app.schema[kind] ?? [];
@@ -1021,11 +1029,19 @@ function onChanges(changes) {
 
 async function start() {
   chrome();
+  let refused = null;
   try {
     app.token = await signIn();
   } catch (e) {
-    say(e.key ? [tr(e.key), " ", h("bdi", { class: "detail" }, `(${e.message})`)] : tr("signinFailed") + e.message);
-    return;
+    refused = e.key ? [tr(e.key), " ", h("bdi", { class: "detail" }, `(${e.message})`)] : tr("signinFailed") + e.message;
+    // A device already signed in that opens an invite link again stays
+    // signed in; the refusal is only a note.
+    app.token = localStorage.getItem("token");
+    if (!app.token) {
+      say(refused);
+      return;
+    }
+    history.replaceState(null, "", location.pathname);
   }
   if (!app.token) {
     say(tr("signin"));
@@ -1050,6 +1066,7 @@ async function start() {
   app.client.subscribe(onChanges);
   chrome();
   route();
+  if (refused) fill($("#notice"), refused);
 }
 
 start();

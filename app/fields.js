@@ -318,7 +318,14 @@ function textArea(ctx, path, value) {
     // Text from others may be merged on the device but not yet announced:
     // place this keystroke relative to the document as it is now, through
     // each place they wrote (`rebaseOnto`).
-    const stored = ctx.read(path) ?? "";
+    const stored = ctx.text(path);
+    if (stored === undefined) {
+      // The record cannot be read here any more (another device's change
+      // merged, not yet announced): this keystroke has nothing to count
+      // from. The screen is redrawn when that change is announced.
+      area.value = last;
+      return;
+    }
     const base = shown(stored);
     if (base !== last) {
       edits = rebaseOnto(local, spans(last, base));
@@ -338,7 +345,7 @@ function textArea(ctx, path, value) {
     });
     if (!(await ctx.edit(splices))) {
       // Not saved: show what the document holds, so nothing unsaved looks saved.
-      const now = shown(ctx.read(path) ?? "");
+      const now = shown(ctx.text(path) ?? "");
       const caret = follow(area.selectionStart, area.value, now);
       area.value = now;
       last = now;
@@ -358,7 +365,7 @@ function textArea(ctx, path, value) {
   area.addEventListener("compositionend", () => {
     composing = false;
     send().then(() => {
-      if (arrived !== undefined) receive(ctx.read(path));
+      if (arrived !== undefined) receive(ctx.text(path));
       arrived = undefined;
     });
   });

@@ -396,15 +396,30 @@ impl Replica {
         Ok((id, out))
     }
 
+    /// The text of the text field at `path` (`/minutes`,
+    /// `/milestones/<id>/notes`), read without the rest of the record: what
+    /// a keystroke there counts from. `None` if the path names no text
+    /// field, or the record cannot be read here (see [`Self::edit`]).
+    pub fn text(&self, id: DocumentId, path: &str) -> Result<Option<String>, ClientError> {
+        let entry = self.entry(id)?;
+        if !path.starts_with('/') || entry.summary(id)["valid"] != json!(true) {
+            return Ok(None);
+        }
+        Ok(document_text(&entry.doc, path))
+    }
+
     /// Applies edits whose text offsets are UTF-16 code units, as the
-    /// browser counts them, in one change.
+    /// browser counts them, in one change. Text is spliced only in a record
+    /// this device can read: a record another device left unreadable here
+    /// (a newer app's, or damaged) takes no keystroke, which would count
+    /// from text the screen could not show.
     pub fn edit(
         &mut self,
         id: DocumentId,
         edits: Vec<Edit>,
         commit: &Commit,
     ) -> Result<Outcome, ClientError> {
-        let doc = &self.entry(id)?.doc;
+        self.entry(id)?;
         // Each splice of a batch counts from the text the previous ones left.
         let mut texts: BTreeMap<String, String> = BTreeMap::new();
         let mut converted = Vec::with_capacity(edits.len());
@@ -417,11 +432,10 @@ impl Replica {
                     insert,
                 } => {
                     if !texts.contains_key(&path) {
-                        let text =
-                            document_text(doc, &path).ok_or_else(|| ClientError::Offset {
-                                path: path.clone(),
-                                reason: "not a text field of this record".into(),
-                            })?;
+                        let text = self.text(id, &path)?.ok_or_else(|| ClientError::Offset {
+                            path: path.clone(),
+                            reason: "not a text field of this record, or the record cannot be read on this device".into(),
+                        })?;
                         texts.insert(path.clone(), text);
                     }
                     let text = texts.get_mut(&path).ok_or_else(|| ClientError::Offset {

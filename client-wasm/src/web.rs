@@ -419,6 +419,14 @@ impl Client {
         to_js(&self.inner.replica.borrow().read(id)?)
     }
 
+    /// The text a keystroke in the text field at `path` counts from, read
+    /// without the rest of the record; `undefined` if the path names no
+    /// text field or the record cannot be read on this device.
+    pub fn text(&self, id: &str, path: &str) -> Result<Option<String>, JsValue> {
+        let id = parse_id(id)?;
+        Ok(self.inner.replica.borrow().text(id, path)?)
+    }
+
     /// The record as it stood at `time` (milliseconds since the epoch, as `Date.now()`).
     #[wasm_bindgen(js_name = readAt, unchecked_return_type = "{ record?: Record<string, unknown>; errors?: { path: string; reason: string }[] }")]
     pub fn read_at(&self, id: &str, time: f64) -> Result<JsValue, JsValue> {

@@ -155,3 +155,48 @@ fn a_splice_outside_a_text_field_is_refused_by_name() {
         json!("بداية!")
     );
 }
+
+#[test]
+fn a_record_left_unreadable_here_takes_no_keystroke() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+
+    let mut phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
+    let commit = Commit::new("create", NOW);
+    let (meeting, _) = phone
+        .create(
+            Kind::Meeting,
+            &json!({"title": {"fr": "Conseil"}, "date": "2026-12-03", "minutes": "ordre du jour"}),
+            &commit,
+        )
+        .unwrap();
+    assert_eq!(
+        phone.text(meeting, "/minutes").unwrap().as_deref(),
+        Some("ordre du jour")
+    );
+    // Only paths as the app writes them: a path without its leading slash
+    // would be a second name for the same text within one batch.
+    assert_eq!(phone.text(meeting, "minutes").unwrap(), None);
+    assert!(
+        phone
+            .edit(meeting, vec![splice("minutes", 0, 0, "x")], &commit)
+            .is_err()
+    );
+
+    // Another device wrote a date this version cannot read: the record is
+    // shown as invalid, and its minutes take no keystroke.
+    let mut doc = load_document(&phone.snapshot(meeting).unwrap()).unwrap();
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "date", "next week").unwrap();
+    tx.commit();
+    let mut other = Replica::new(PeerId::new("other"), StorageId::new("other-storage"));
+    other.restore(meeting, &[doc.save()], None).unwrap();
+    assert!(other.read(meeting).unwrap()["errors"].is_array());
+    assert_eq!(other.text(meeting, "/minutes").unwrap(), None);
+    let err = other
+        .edit(meeting, vec![splice("/minutes", 0, 0, "x")], &commit)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be read on this device"), "{err}");
+    assert!(other.read(meeting).unwrap()["stored"]["minutes"] == json!("ordre du jour"));
+}

@@ -42,6 +42,14 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // A reload, without the link, is still signed in.
     await page.reload();
     await until(page, listed, undefined, "the records listed after a reload");
+    // Opening the used link again on this phone keeps it signed in, with a
+    // note that the invite is spent.
+    await page.goto("about:blank");
+    await page.goto(link);
+    await until(page, listed, undefined, "the records listed after opening the used link");
+    const noted = await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the spent-invite note");
+    assert.ok(noted.includes(STRINGS[lang].inviteSpent), `${noted} says the invite is spent, in ${lang}`);
+    assert.equal(new URL(page.url()).hash, "", "the used code leaves the address bar");
     // The invite was used up: a second browser opening it is told so, in
     // its language, with the server's words after it.
     const second = await phone(browser);
@@ -63,6 +71,32 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     }, undefined, "the unknown-invite message");
     assert.ok(unknown.includes(STRINGS[lang].inviteUnknown), `${unknown} says the link is not valid, in ${lang}`);
     assert.ok(!unknown.includes(STRINGS[lang].inviteSpent), unknown);
+    // Too many tries from one address: a fresh invite is refused for now,
+    // said so, and its code stays in the address for a reload later.
+    const fresh = await server.api("/api/invites", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "Second delegate", role: "delegate", cities: ["Smara"] }),
+    });
+    const { link: freshLink } = await fresh.json();
+    let limited = false;
+    for (let i = 0; i < 20 && !limited; i++) {
+      const res = await fetch(`${server.url}/api/invites/redeem`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ code: "not-a-code" }),
+      });
+      limited = res.status === 429;
+    }
+    assert.ok(limited, "the server limits redemptions from one address");
+    await second.page.goto("about:blank");
+    await second.page.goto(freshLink);
+    const tooMany = await until(second.page, (said) => {
+      const text = document.querySelector("#view .note")?.textContent ?? "";
+      return text.includes(said[document.documentElement.lang]) ? text : null;
+    }, Object.fromEntries(Object.entries(STRINGS).map(([l, s]) => [l, s.inviteTooMany])), "the too-many-tries message");
+    assert.match(tooMany, /too many/);
+    assert.match(new URL(second.page.url()).hash, /invite=/, "the unused code stays in the address bar");
     await second.context.close();
     await context.close();
   });
