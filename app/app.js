@@ -27,6 +27,24 @@ const app = {
 };
 const tr = (key, vars) => t(app.lang, key, vars);
 
+/**
+ * `tr` as nodes, each value in a `<bdi>`: what the server or the browser
+ * said is English, and an Arabic sentence around it keeps its order.
+ */
+function trIsolated(key, vars) {
+  const text = tr(key);
+  const out = [];
+  let at = 0;
+  for (const m of text.matchAll(/\{(\w+)\}/g)) {
+    out.push(text.slice(at, m.index));
+    const value = vars?.[m[1]];
+    out.push(value === undefined || value === null ? m[0] : h("bdi", {}, String(value)));
+    at = m.index + m[0].length;
+  }
+  out.push(text.slice(at));
+  return out.filter((part) => part !== "");
+}
+
 if ("serviceWorker" in navigator) {
   navigator.serviceWorker.register("/sw.js", { updateViaCache: "none" }).catch((e) => console.warn("no offline shell:", e));
 }
@@ -170,21 +188,21 @@ function syncBar(s) {
   // A token the server no longer takes stops syncing, with why.
   const signedOut = app.signedOut && s.state === "offline";
   bar.dataset.state = signedOut ? "error" : s.state;
-  const state = signedOut ? tr("signedOut", { reason: app.signedOut }) : {
+  const state = signedOut ? trIsolated("signedOut", { reason: app.signedOut }) : {
     offline: tr("offline"),
     connecting: tr("connecting"),
     syncing: tr("syncing", { n: formatNumber(app.lang, s.syncing) }),
     "up-to-date": tr("upToDate"),
     error: s.errorKind === "server" ? tr("problem.server")
       : s.errorKind ? problem({ name: s.errorKind, message: s.error })
-      : tr("syncError", { reason: s.error ?? "" }),
+      : trIsolated("syncError", { reason: s.error ?? "" }),
   }[s.state];
   fill($("#sync-state"), state);
   // Screen readers hear the state, not every record counted while syncing.
   const said = s.state === "syncing" && !signedOut ? tr("syncingNow") : $("#sync-state").textContent;
   if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
   $("#sync-waiting").textContent = s.unconfirmed ? tr("waiting", { n: formatNumber(app.lang, s.unconfirmed) }) : "";
-  $("#sync-refused").textContent = s.refused ? tr("refused", { reason: s.refused }) : "";
+  fill($("#sync-refused"), s.refused ? trIsolated("refused", { reason: s.refused }) : null);
   const toggle = $("#sync-toggle");
   toggle.textContent = s.state === "offline" ? tr("goOnline") : tr("goOffline");
   toggle.onclick = () => {
@@ -382,7 +400,7 @@ function recordView(id, at = null) {
     body = [h("pre", { class: "stored", dir: "auto" }, JSON.stringify(view.stored ?? {}, null, 2))];
   }
   const problems = view.errors?.length
-    ? h("p", { class: "warning" }, tr("invalid", { reason: view.errors.map((e) => `${e.path}: ${e.reason}`).join("; ") }))
+    ? h("p", { class: "warning" }, trIsolated("invalid", { reason: view.errors.map((e) => `${e.path}: ${e.reason}`).join("; ") }))
     : null;
   const readOnly = locked ? h("p", { class: "note locked" }, locked) : null;
   fill($("#view"), 
@@ -834,7 +852,7 @@ function devicesView() {
     const oldest = Math.min(...Object.values(staleness).filter(Boolean));
     stale.textContent = Number.isFinite(oldest) ? tr("shownAsOf", { when: formatDateTime(app.lang, Math.floor(oldest / 1000)) }) : "";
   };
-  const failed = (e) => { problem.textContent = tr("requestFailed", { reason: e.message }); };
+  const failed = (e) => { fill(problem, trIsolated("requestFailed", { reason: e.message })); };
   // Runs one request at a time from `button`, with the error, if any, shown.
   const act = async (button, work) => {
     problem.textContent = "";
@@ -1052,7 +1070,7 @@ async function start() {
     app.schema = loadSchema();
     app.client = await Client.open({ token: app.token });
   } catch (e) {
-    say(tr("storageError", { reason: `${e.name}: ${e.message}` }));
+    say(trIsolated("storageError", { reason: `${e.name}: ${e.message}` }));
     return;
   }
   window.twinsync = app.client;

@@ -165,6 +165,9 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     const refused = await until(page, () => document.querySelector("#sync-refused")?.textContent || null, undefined, "the refusal in the sync bar");
     assert.match(refused, /\/report_type/);
     assert.match(refused, /did not write/);
+    // The server's English is isolated from the sentence around it, which
+    // may be Arabic.
+    assert.match(await page.textContent("#sync-refused bdi"), /did not write/);
     assert.equal(await page.$eval("#sync", (bar) => bar.dataset.state), "error");
     // The bar says what happened in the app's language; the server's own
     // words, in English, are the reason beside it.
@@ -578,7 +581,7 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
     const stored = await page.textContent("pre.stored");
     assert.match(stored, /جلسة يناير/);
     assert.match(stored, /agenda_v2/);
-    assert.match(await page.textContent("#view p.warning"), /\/schema/);
+    assert.match(await page.textContent("#view p.warning bdi"), /\/schema/);
     assert.ok((await page.textContent("#view .note.locked")).length > 0, "says why it cannot be changed");
     assert.equal(await page.locator("form.record input, form.record textarea, form.record select").count(), 0, "nothing to type into");
 
