@@ -125,6 +125,15 @@ impl Entry {
         *self.summary.borrow_mut() = Some((heads, fresh.clone()));
         fresh
     }
+
+    /// The summary kept for `before` holds for `after` too.
+    fn summary_moved(&self, before: &[ChangeHash], after: &[ChangeHash]) {
+        if let Some((at, _)) = &mut *self.summary.borrow_mut()
+            && at == before
+        {
+            *at = after.to_vec();
+        }
+    }
 }
 
 /// Every record on the device and its sync with one server.
@@ -501,11 +510,20 @@ impl Replica {
                 doc: id,
                 bytes: entry.doc.save_after(&before),
             });
+            let paths = match spliced(&edits) {
+                Some(paths) => {
+                    // Splices touch only text fields, which no summary
+                    // shows and no rule constrains: the summary read at
+                    // `before` holds at `after`, without a read per keystroke.
+                    entry.summary_moved(&before, &after);
+                    paths
+                }
+                None => changed_paths(&entry.doc, &before, &after),
+            };
             out.changed.push(Changed {
                 id: id.to_string(),
                 origin: Origin::Local,
-                paths: spliced(&edits)
-                    .unwrap_or_else(|| changed_paths(&entry.doc, &before, &after)),
+                paths,
             });
         }
         Ok(out)

@@ -76,4 +76,35 @@ fn the_list_shows_each_record_as_it_now_reads() {
         listed(&phone, meeting)["title"],
         json!({"fr": "Conseil", "ar": "مجلس التنسيق"})
     );
+    // A keystroke keeps the summary it had, without reading the record
+    // again; one typed with a title change in the same batch does not.
+    let splice = |at: usize| Edit::SpliceText {
+        path: "/minutes".into(),
+        index: at,
+        delete: 0,
+        insert: "،".into(),
+    };
+    phone.edit(meeting, vec![splice(13)], &commit).unwrap();
+    assert_eq!(listed(&phone, meeting)["valid"], json!(true));
+    phone
+        .edit(
+            meeting,
+            vec![
+                splice(14),
+                Edit::Set {
+                    path: "/title/en".into(),
+                    value: json!("Coordination council"),
+                },
+            ],
+            &commit,
+        )
+        .unwrap();
+    assert_eq!(
+        listed(&phone, meeting)["title"],
+        json!({"fr": "Conseil", "ar": "مجلس التنسيق", "en": "Coordination council"})
+    );
+    assert_eq!(
+        phone.read(meeting).unwrap()["record"]["minutes"],
+        json!("افتتاح الجلسة،،")
+    );
 }
