@@ -186,7 +186,15 @@ export async function until(page, fn, arg, what, limitMs = LIMIT_MS) {
     const client = window.tw ?? window.twinsync;
     return client ? client.status() : null;
   }).catch(() => null);
-  throw new Error(`timed out waiting for ${what}; status ${JSON.stringify(status)}`);
+  // What the page showed, to tell a wait that was too short from a screen
+  // that went wrong.
+  const screen = await page.evaluate(() => ({
+    hash: location.hash,
+    notice: document.querySelector("#notice")?.textContent ?? null,
+    view: document.querySelector("#view")?.textContent?.slice(0, 300) ?? null,
+    focus: document.activeElement?.outerHTML?.slice(0, 120) ?? null,
+  })).catch(() => null);
+  throw new Error(`timed out waiting for ${what}; status ${JSON.stringify(status)}; screen ${JSON.stringify(screen)}`);
 }
 
 export function cleanup(dir) {
