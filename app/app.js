@@ -578,7 +578,10 @@ function newView(kind) {
       once(e.submitter ?? form.querySelector("button[type=submit]"), async () => {
         try {
           const id = await app.client.create(kind, read(), `create ${kind}`);
+          // The form may have been drawn again meanwhile: whichever is on
+          // screen now holds nothing left to lose.
           view.dirty = false;
+          if (app.view?.new === kind) app.view.dirty = false;
           localStorage.removeItem(draftKey(kind));
           location.hash = `#/r/${id}`;
         } catch (err) {
@@ -586,6 +589,7 @@ function newView(kind) {
           // record is shown, and the form not kept to be created again.
           if (typeof err?.recordId === "string") {
             view.dirty = false;
+            if (app.view?.new === kind) app.view.dirty = false;
             localStorage.removeItem(draftKey(kind));
             location.hash = `#/r/${err.recordId}`;
           }
@@ -1036,8 +1040,9 @@ function onChanges(changes) {
     // records arrive (at once for what the person did on it).
     app.redraw = setTimeout(() => {
       app.redraw = null;
-      // A screen with something typed in it is left as it is.
-      if (app.view?.id || app.view?.touched || $("#view").contains(document.activeElement)) return;
+      // A screen with something typed in it is left as it is, and a new
+      // record's form is never redrawn by sync (it refreshes its choices).
+      if (app.view?.id || app.view?.new || app.view?.touched || $("#view").contains(document.activeElement)) return;
       route();
     }, app.view?.screen === "dashboard" && changes.some((c) => c.origin === "remote") ? 5000 : 300);
   }

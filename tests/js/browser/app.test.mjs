@@ -438,6 +438,31 @@ test("a new record's form is kept on the phone as it is typed: a tab the phone c
   });
 });
 
+test("a new record's form is not drawn again by records arriving, and Create goes to the record", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    // A change lands while the list is on screen, which redraws lists
+    // 300 ms later; the person opens a new form before then.
+    await page.evaluate(async () => {
+      await window.twinsync.create("person", { name: { fr: "Awa Diop" } }, "create person");
+      location.hash = "#/new/person";
+    });
+    await page.waitForSelector('form.new input[name="name.fr"]');
+    await page.fill('form.new input[name="name.fr"]', "Salma Benali");
+    // Create disables its button, which takes the focus off the form.
+    await page.evaluate(() => {
+      document.querySelector("form.new").dataset.drawn = "first";
+      document.activeElement.blur();
+    });
+    await page.waitForTimeout(600);
+    assert.equal(await page.$eval("form.new", (f) => f.dataset.drawn ?? null), "first", "the form was not drawn again");
+    await page.click('form.new button[type="submit"]');
+    await until(page, () => location.hash.startsWith("#/r/"), undefined, "the new person shown");
+    await context.close();
+  });
+});
+
 test("a delegate sees which records are not theirs to change before typing into one", async () => {
   await withServer(async (server) => {
     const cities = await (await server.api("/api/records?kind=city")).json();
