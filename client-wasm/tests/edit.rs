@@ -14,6 +14,11 @@ use twinsync_shared::{PeerId, StorageId};
 
 const NOW: i64 = 1_790_000_000;
 
+/// A device with nothing on it yet.
+fn device(name: &str) -> Replica {
+    Replica::new(PeerId::new(name), StorageId::new(format!("{name}-storage")))
+}
+
 fn heads(phone: &Replica, id: DocumentId) -> Vec<ChangeHash> {
     phone.read(id).unwrap()["heads"]
         .as_array()
@@ -52,7 +57,7 @@ fn splice(path: &str, index: usize, delete: usize, insert: &str) -> Edit {
 
 #[test]
 fn keystrokes_report_the_paths_automerges_diff_finds() {
-    let mut phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
+    let mut phone = device("phone");
     let commit = Commit::new("create", NOW);
     let (project, _) = phone
         .create(
@@ -124,7 +129,7 @@ fn keystrokes_report_the_paths_automerges_diff_finds() {
 
 #[test]
 fn a_splice_outside_a_text_field_is_refused_by_name() {
-    let mut phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
+    let mut phone = device("phone");
     let commit = Commit::new("create", NOW);
     let (meeting, _) = phone
         .create(
@@ -161,7 +166,7 @@ fn a_record_left_unreadable_here_takes_no_keystroke() {
     use automerge::ROOT;
     use automerge::transaction::Transactable;
 
-    let mut phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
+    let mut phone = device("phone");
     let commit = Commit::new("create", NOW);
     let (meeting, _) = phone
         .create(
@@ -189,7 +194,7 @@ fn a_record_left_unreadable_here_takes_no_keystroke() {
     let mut tx = doc.transaction();
     tx.put(ROOT, "date", "next week").unwrap();
     tx.commit();
-    let mut other = Replica::new(PeerId::new("other"), StorageId::new("other-storage"));
+    let mut other = device("other");
     other.restore(meeting, &[doc.save()], None).unwrap();
     assert!(other.read(meeting).unwrap()["errors"].is_array());
     assert_eq!(other.text(meeting, "/minutes").unwrap(), None);

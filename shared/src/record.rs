@@ -309,16 +309,7 @@ pub fn document_at_time(
 /// splice there counts from. `None` if `path` names no text field.
 pub fn document_text(doc: &Automerge, path: &str) -> Option<String> {
     let kind = read::kind_of(doc).ok()?;
-    let path::Located::Field { obj, field } = path::locate(doc, kind, path).ok()? else {
-        return None;
-    };
-    if !matches!(field.ty, FieldType::Text) {
-        return None;
-    }
-    let text = path::container(doc, &obj, field.name)?;
-    if doc.object_type(&text).ok()? != automerge::ObjType::Text {
-        return None;
-    }
+    let text = path::locate_text(doc, kind, path).ok()?;
     doc.text(&text).ok()
 }
 

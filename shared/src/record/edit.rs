@@ -2,11 +2,11 @@
 //! tests) uses to change a record, each addressed by a path.
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{Automerge, ChangeHash, ObjType};
+use automerge::{Automerge, ChangeHash};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::path::{Located, container, find_item, locate};
+use super::path::{Located, container, find_item, locate, locate_text};
 use super::read::{ValidationError, kind_of, summarise};
 use super::schema::FieldType;
 use super::write::{add_member, insert_item, put_entry, scalar, set_language, set_languages};
@@ -174,16 +174,7 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
             delete,
             insert,
         } => {
-            let Located::Field { obj, field } = locate(tx, kind, path)? else {
-                return Err(wrong(path, "a text field"));
-            };
-            if !matches!(field.ty, FieldType::Text) {
-                return Err(wrong(path, "a text field"));
-            }
-            let text = container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a text"))?;
-            if tx.object_type(&text)? != ObjType::Text {
-                return Err(wrong(path, "a text object"));
-            }
+            let text = locate_text(tx, kind, path)?;
             let len = tx.length(&text);
             if *index > len || index + delete > len {
                 return Err(EditError::invalid(

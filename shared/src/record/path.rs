@@ -87,6 +87,25 @@ pub(crate) fn locate<D: ReadDoc>(doc: &D, kind: Kind, path: &str) -> Result<Loca
 }
 
 /// The object stored at `key` of `obj`, whatever its type.
+/// The text object of the text field at `path`, or why `path` names none.
+pub(crate) fn locate_text<D: ReadDoc>(doc: &D, kind: Kind, path: &str) -> Result<ObjId, EditError> {
+    let wrong = |what: &str| EditError::Path {
+        path: path.to_owned(),
+        reason: format!("not {what}"),
+    };
+    let Located::Field { obj, field } = locate(doc, kind, path)? else {
+        return Err(wrong("a text field"));
+    };
+    if !matches!(field.ty, FieldType::Text) {
+        return Err(wrong("a text field"));
+    }
+    let text = container(doc, &obj, field.name).ok_or_else(|| wrong("a text"))?;
+    if doc.object_type(&text)? != ObjType::Text {
+        return Err(wrong("a text object"));
+    }
+    Ok(text)
+}
+
 pub(crate) fn container<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Option<ObjId> {
     match doc.get(obj, key).ok()?? {
         (Value::Object(_), id) => Some(id),
