@@ -4,7 +4,7 @@
 // connection allows; nothing here is loaded from outside the server.
 
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
-import { LANGS, t, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
+import { LANGS, t, pieces, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
 import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND } from "./fields.js";
 
@@ -31,19 +31,10 @@ const tr = (key, vars) => t(app.lang, key, vars);
  * `tr` as nodes, each value in a `<bdi>`: what the server or the browser
  * said is English, and an Arabic sentence around it keeps its order.
  */
-function trIsolated(key, vars) {
-  const text = tr(key);
-  const out = [];
-  let at = 0;
-  for (const m of text.matchAll(/\{(\w+)\}/g)) {
-    out.push(text.slice(at, m.index));
-    const value = vars?.[m[1]];
-    out.push(value === undefined || value === null ? m[0] : h("bdi", {}, String(value)));
-    at = m.index + m[0].length;
-  }
-  out.push(text.slice(at));
-  return out.filter((part) => part !== "");
-}
+const trIsolated = (key, vars) => pieces(app.lang, key, vars, (value) => h("bdi", {}, String(value)));
+
+/** What went wrong in the person's language, then what was said, isolated. */
+const explained = (said, detail) => [said, " ", h("bdi", { class: "detail" }, `(${detail})`)];
 
 if ("serviceWorker" in navigator) {
   navigator.serviceWorker.register("/sw.js", { updateViaCache: "none" }).catch((e) => console.warn("no offline shell:", e));
@@ -241,10 +232,8 @@ async function checkSignedIn(s) {
 function problem(e) {
   const key = `problem.${e?.name}`;
   const said = t(app.lang, key);
-  if (said === key) {
-    return [tr("problem.other"), " ", h("bdi", { class: "detail" }, `(${e?.name ?? "Error"}: ${e?.message ?? e})`)];
-  }
-  return [said, " ", h("bdi", { class: "detail" }, `(${e?.message ?? e})`)];
+  if (said === key) return explained(tr("problem.other"), `${e?.name ?? "Error"}: ${e?.message ?? e}`);
+  return explained(said, e?.message ?? e);
 }
 
 function say(text) {
@@ -575,24 +564,21 @@ function newView(kind) {
     onchange: keep,
     onsubmit: (e) => {
       e.preventDefault();
+      // The record exists: the form, and whichever copy of it may have
+      // been drawn since, hold nothing left to lose.
+      const goTo = (id) => {
+        view.dirty = false;
+        if (app.view?.new === kind) app.view.dirty = false;
+        localStorage.removeItem(draftKey(kind));
+        location.hash = `#/r/${id}`;
+      };
       once(e.submitter ?? form.querySelector("button[type=submit]"), async () => {
         try {
-          const id = await app.client.create(kind, read(), `create ${kind}`);
-          // The form may have been drawn again meanwhile: whichever is on
-          // screen now holds nothing left to lose.
-          view.dirty = false;
-          if (app.view?.new === kind) app.view.dirty = false;
-          localStorage.removeItem(draftKey(kind));
-          location.hash = `#/r/${id}`;
+          goTo(await app.client.create(kind, read(), `create ${kind}`));
         } catch (err) {
           // Created, but not kept on the phone (its storage failed): the
           // record is shown, and the form not kept to be created again.
-          if (typeof err?.recordId === "string") {
-            view.dirty = false;
-            if (app.view?.new === kind) app.view.dirty = false;
-            localStorage.removeItem(draftKey(kind));
-            location.hash = `#/r/${err.recordId}`;
-          }
+          if (typeof err?.recordId === "string") goTo(err.recordId);
           fill($("#notice"), problem(err));
         }
       });
@@ -1056,7 +1042,7 @@ async function start() {
   try {
     app.token = await signIn();
   } catch (e) {
-    refused = e.key ? [tr(e.key), " ", h("bdi", { class: "detail" }, `(${e.message})`)] : tr("signinFailed") + e.message;
+    refused = e.key ? explained(tr(e.key), e.message) : tr("signinFailed") + e.message;
     // A device already signed in that opens an invite link again stays
     // signed in; the refusal is only a note.
     app.token = localStorage.getItem("token");

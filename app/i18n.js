@@ -276,9 +276,25 @@ export const STRINGS = {
 // Translate `key` in `lang`, replacing `{name}` placeholders from `vars`.
 // Falls back to English, then to the key itself; unknown placeholders stay as written.
 export function t(lang, key, vars = {}) {
+  return pieces(lang, key, vars).join("");
+}
+
+/**
+ * The string for `key` as pieces, in order: its text, and each `{name}`
+ * given in `vars` as `wrap(value)` (a name not given stays as written).
+ */
+export function pieces(lang, key, vars = {}, wrap = String) {
   const text = STRINGS[lang]?.[key] ?? STRINGS.en[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (whole, name) =>
-    vars && Object.hasOwn(vars, name) && vars[name] !== undefined && vars[name] !== null ? String(vars[name]) : whole);
+  const out = [];
+  let at = 0;
+  for (const m of text.matchAll(/\{(\w+)\}/g)) {
+    if (m.index > at) out.push(text.slice(at, m.index));
+    const value = vars && Object.hasOwn(vars, m[1]) ? vars[m[1]] : undefined;
+    out.push(value !== undefined && value !== null ? wrap(value) : m[0]);
+    at = m.index + m[0].length;
+  }
+  if (at < text.length) out.push(text.slice(at));
+  return out;
 }
 
 export function locale(lang) {
