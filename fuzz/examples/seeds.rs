@@ -14,7 +14,7 @@ use automerge::{Automerge, ROOT, ReadDoc};
 use sha1::{Digest, Sha1};
 use twinsync_fuzz::{Auth, HttpInput, Id, ROUTES, StepFlags, join_sync_steps, join_u32};
 use twinsync_shared::demo::{self, WRITTEN_AT};
-use twinsync_shared::protocol::{DocSync, HeadsAt, Message, PeerMetadata};
+use twinsync_shared::protocol::{DocSync, HeadsAt, Message, PeerMetadata, Refusal};
 use twinsync_shared::record::{Commit, Edit, Kind, RecordDoc, load_document, new_document};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
@@ -105,9 +105,21 @@ fn frame_seeds(data: Vec<u8>) -> Vec<Vec<u8>> {
             selected_protocol_version: "1".into(),
         },
         Message::Error {
+            refusal: None,
             sender_id: server.clone(),
             target_id: phone.clone(),
             message: "refused".into(),
+        },
+        Message::Error {
+            sender_id: server.clone(),
+            target_id: phone.clone(),
+            message: "your change was refused".into(),
+            refusal: Some(Refusal {
+                document_id: doc,
+                code: "adopted".into(),
+                path: "/minutes".into(),
+                quarantine: Some(7),
+            }),
         },
         Message::Sync {
             sender_id: phone.clone(),

@@ -193,6 +193,7 @@ impl Session {
             .map(|j| j.peer_id.clone())
             .unwrap_or_else(|| PeerId::new(""));
         let msg = Message::Error {
+            refusal: None,
             sender_id: self.hub.server_id.clone(),
             target_id,
             message: reason,
@@ -363,6 +364,7 @@ impl Session {
             if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
                 self.hub.metrics.rate_limited.inc();
                 let msg = Message::Error {
+                    refusal: None,
                     sender_id: self.hub.server_id.clone(),
                     target_id: peer_id,
                     message: format!(
@@ -421,6 +423,7 @@ impl Session {
                 self.hub.metrics.storage_errors.inc();
                 warn!(doc_id = %doc, error = %e, "cannot open document");
                 let msg = Message::Error {
+                    refusal: None,
                     sender_id: self.hub.server_id.clone(),
                     target_id: peer_id,
                     message: format!("document {doc} cannot be opened on the server right now"),
@@ -456,6 +459,7 @@ impl Session {
             {
                 self.hub.metrics.rate_limited.inc();
                 let msg = Message::Error {
+                    refusal: None,
                     sender_id: self.hub.server_id.clone(),
                     target_id: peer_id,
                     message: format!(
@@ -478,6 +482,7 @@ impl Session {
             Err(Checked::Rejected(never)) => match never {},
             Err(Checked::Sync(e)) => {
                 let msg = Message::Error {
+                    refusal: None,
                     sender_id: self.hub.server_id.clone(),
                     target_id: peer_id,
                     message: format!("sync message for document {doc} refused: {e}"),
@@ -521,6 +526,7 @@ impl Session {
                             changes: &changes,
                             path: None,
                             reason: "sent by a revoked device",
+                            code: "revoked",
                         },
                         now,
                         limit,

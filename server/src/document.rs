@@ -13,7 +13,7 @@ use automerge::Automerge;
 use automerge::sync::State;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
-use twinsync_shared::protocol::{DocSync, Message};
+use twinsync_shared::protocol::{DocSync, Message, Refusal};
 use twinsync_shared::record::{new_document, read_document};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
@@ -396,9 +396,35 @@ fn now() -> i64 {
 impl DocTask {
     fn error_to(&self, peer: &PeerLink, message: String) {
         let msg = Message::Error {
+            refusal: None,
             sender_id: self.hub.server_id.clone(),
             target_id: peer.peer_id.clone(),
             message,
+        };
+        self.send(peer, &msg);
+    }
+
+    /// An `error` for refused changes, with what the app needs to say it
+    /// in the person's language (`code`, one of `permissions::Why`'s or
+    /// `too-large`).
+    fn refusal_to(
+        &self,
+        peer: &PeerLink,
+        message: String,
+        code: &str,
+        path: &str,
+        quarantine: Option<u64>,
+    ) {
+        let msg = Message::Error {
+            sender_id: self.hub.server_id.clone(),
+            target_id: peer.peer_id.clone(),
+            message,
+            refusal: Some(Refusal {
+                document_id: self.id,
+                code: code.to_owned(),
+                path: path.to_owned(),
+                quarantine,
+            }),
         };
         self.send(peer, &msg);
     }

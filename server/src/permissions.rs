@@ -28,12 +28,92 @@ use crate::auth::{Device, Role};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub path: String,
-    pub reason: String,
+    pub why: Why,
+}
+
+/// The reasons a write is refused. Each has a stable code, which the
+/// server sends beside its English (`protocol::Refusal`) so that the app
+/// can say it in the person's language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// The record would not be valid; the validation error's reason.
+    Invalid(String),
+    /// Values nest deeper than the server reads.
+    TooDeep(usize),
+    Revoked,
+    Observer,
+    KindChanged,
+    UnknownKind,
+    Adopted,
+    Ended,
+    /// A delegate's write to a record of this kind that is not theirs.
+    NotYours(String),
+    ClubCreated,
+    ClubBeyondIndex,
+    ClubIndexRemoved,
+}
+
+impl Why {
+    /// The code the app translates.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Why::Invalid(_) => "invalid",
+            Why::TooDeep(_) => "too-deep",
+            Why::Revoked => "revoked",
+            Why::Observer => "observer",
+            Why::KindChanged => "kind-changed",
+            Why::UnknownKind => "unknown-kind",
+            Why::Adopted => "adopted",
+            Why::Ended => "ended",
+            Why::NotYours(_) => "not-yours",
+            Why::ClubCreated => "club-created",
+            Why::ClubBeyondIndex => "club-beyond-index",
+            Why::ClubIndexRemoved => "club-index-removed",
+        }
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Invalid(reason) => write!(f, "the record would not be valid: {reason}"),
+            Why::TooDeep(depth) => write!(f, "values may nest at most {depth} deep"),
+            Why::Revoked => f.write_str("this device was revoked"),
+            Why::Observer => f.write_str("an observer's device writes nothing"),
+            Why::KindChanged => f.write_str("a record's kind cannot change"),
+            Why::UnknownKind => {
+                f.write_str("only a coordinator may write a record of unknown kind")
+            }
+            Why::Adopted => {
+                f.write_str("the minutes were adopted; only a coordinator may change them")
+            }
+            Why::Ended => f.write_str("the agreement has ended; only a coordinator may change it"),
+            Why::NotYours(kind) => {
+                let what = match kind.as_str() {
+                    "city" => "a city that is not yours",
+                    "agreement" => "an agreement none of your cities is a party to",
+                    "project" => "a project your cities do not own",
+                    "meeting" => "a meeting you do not attend",
+                    "person" => "a person of another city",
+                    "report" => "a report you did not write",
+                    _ => "a record that is not yours",
+                };
+                write!(f, "as a delegate, you may not write {what}")
+            }
+            Why::ClubCreated => f.write_str("only a coordinator may create the club record"),
+            Why::ClubBeyondIndex => {
+                f.write_str("only a coordinator may change the club record beyond its index")
+            }
+            Why::ClubIndexRemoved => {
+                f.write_str("only a coordinator may remove a record from the club index")
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.reason)
+        write!(f, "{}: {}", self.path, self.why)
     }
 }
 
@@ -63,30 +143,22 @@ pub struct Write<'a> {
 /// Accepts the write or names the first field at fault.
 pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
     let first = || w.paths.first().cloned().unwrap_or_else(|| "/".to_owned());
-    let refuse = |path: String, reason: &str| {
-        Err(Refusal {
-            path,
-            reason: reason.to_owned(),
-        })
-    };
+    let refuse = |path: String, why: Why| Err(Refusal { path, why });
     if let Err(errors) = w.after {
         let old: &[ValidationError] = match w.before {
             Some(Err(old)) => old,
             _ => &[],
         };
         if let Some(e) = errors.iter().find(|e| !old.contains(e)) {
-            return refuse(
-                e.path.clone(),
-                &format!("the record would not be valid: {}", e.reason),
-            );
+            return refuse(e.path.clone(), Why::Invalid(e.reason.clone()));
         }
     }
     if w.device.is_revoked() {
-        return refuse(first(), "this device was revoked");
+        return refuse(first(), Why::Revoked);
     }
     match w.device.role {
         Role::Coordinator => return Ok(()),
-        Role::Observer => return refuse(first(), "an observer's device writes nothing"),
+        Role::Observer => return refuse(first(), Why::Observer),
         Role::Delegate => {}
     }
     let before = w.before.and_then(|r| r.as_ref().ok());
@@ -95,26 +167,17 @@ pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
     if let (Some(b), Some(a)) = (kind(before), kind(after))
         && b != a
     {
-        return refuse("/kind".into(), "a record's kind cannot change");
+        return refuse("/kind".into(), Why::KindChanged);
     }
     let Some(kind) = kind(after).or_else(|| kind(before)) else {
-        return refuse(
-            first(),
-            "only a coordinator may write a record of unknown kind",
-        );
+        return refuse(first(), Why::UnknownKind);
     };
     if let Some(b) = before {
         if kind == "meeting" && b.get("adopted").and_then(Json::as_bool) == Some(true) {
-            return refuse(
-                first(),
-                "the minutes were adopted; only a coordinator may change them",
-            );
+            return refuse(first(), Why::Adopted);
         }
         if kind == "agreement" && b.get("status").and_then(Json::as_str) == Some("ended") {
-            return refuse(
-                first(),
-                "the agreement has ended; only a coordinator may change it",
-            );
+            return refuse(first(), Why::Ended);
         }
     }
     if kind == "club" {
@@ -128,22 +191,9 @@ pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
     let owns = |j: &Json| (personal && created) || owns(w.device, w.doc_id, &kind, j);
     let allowed = before.is_none_or(owns) && after.is_none_or(owns);
     if !allowed {
-        return refuse(first(), &not_yours(&kind));
+        return refuse(first(), Why::NotYours(kind));
     }
     Ok(())
-}
-
-fn not_yours(kind: &str) -> String {
-    let what = match kind {
-        "city" => "a city that is not yours",
-        "agreement" => "an agreement none of your cities is a party to",
-        "project" => "a project your cities do not own",
-        "meeting" => "a meeting you do not attend",
-        "person" => "a person of another city",
-        "report" => "a report you did not write",
-        _ => "a record that is not yours",
-    };
-    format!("as a delegate, you may not write {what}")
 }
 
 /// Whether a delegate's rules give them this record.
@@ -193,7 +243,7 @@ fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Res
     if before.is_none() {
         return Err(Refusal {
             path: "/".into(),
-            reason: "only a coordinator may create the club record".into(),
+            why: Why::ClubCreated,
         });
     }
     for path in w.paths {
@@ -201,7 +251,7 @@ fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Res
         let (Some("index"), Some(entry)) = (parts.next(), parts.next()) else {
             return Err(Refusal {
                 path: path.clone(),
-                reason: "only a coordinator may change the club record beyond its index".into(),
+                why: Why::ClubBeyondIndex,
             });
         };
         let still_there = after
@@ -211,7 +261,7 @@ fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Res
         if !still_there {
             return Err(Refusal {
                 path: path.clone(),
-                reason: "only a coordinator may remove a record from the club index".into(),
+                why: Why::ClubIndexRemoved,
             });
         }
     }
@@ -268,7 +318,8 @@ mod tests {
         assert!(check(&d, "a", Some(ours.clone()), ours, &["/status"]).is_ok());
         let e = check(&d, "b", Some(theirs.clone()), theirs, &["/status"]).unwrap_err();
         assert_eq!(e.path, "/status");
-        assert!(e.reason.contains("party"), "{e}");
+        assert_eq!(e.why, Why::NotYours("agreement".into()));
+        assert!(e.to_string().contains("party"), "{e}");
     }
 
     #[test]
@@ -284,10 +335,12 @@ mod tests {
         let d = delegate(&["smara"], Some("me"));
         let ended = json!({"kind": "agreement", "parties": ["smara"], "status": "ended"});
         let e = check(&d, "a", Some(ended.clone()), ended, &["/status"]).unwrap_err();
-        assert!(e.reason.contains("ended"), "{e}");
+        assert_eq!(e.why.code(), "ended");
+        assert!(e.to_string().contains("ended"), "{e}");
         let adopted = json!({"kind": "meeting", "attendees": ["me"], "adopted": true});
         let e = check(&d, "m", Some(adopted.clone()), adopted, &["/minutes"]).unwrap_err();
-        assert!(e.reason.contains("adopted"), "{e}");
+        assert_eq!(e.why.code(), "adopted");
+        assert!(e.to_string().contains("adopted"), "{e}");
         let open = json!({"kind": "meeting", "attendees": ["me"], "adopted": false});
         assert!(check(&d, "m", Some(open.clone()), open, &["/minutes"]).is_ok());
     }
@@ -297,9 +350,14 @@ mod tests {
         let d = delegate(&["smara"], None);
         let club = json!({"kind": "club", "index": {"x": {"kind": "report"}}});
         assert!(check(&d, "c", Some(club.clone()), club.clone(), &["/index/x"]).is_ok());
-        assert!(check(&d, "c", Some(club.clone()), club.clone(), &["/name/fr"]).is_err());
+        let e = check(&d, "c", Some(club.clone()), club.clone(), &["/name/fr"]).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.why.code()),
+            ("/name/fr", "club-beyond-index")
+        );
         let gone = json!({"kind": "club", "index": {}});
-        assert!(check(&d, "c", Some(club), gone, &["/index/x"]).is_err());
+        let e = check(&d, "c", Some(club), gone, &["/index/x"]).unwrap_err();
+        assert_eq!(e.why.code(), "club-index-removed");
     }
 
     #[test]
@@ -330,10 +388,12 @@ mod tests {
         let mut o = delegate(&["smara"], None);
         o.role = Role::Observer;
         let city = json!({"kind": "city"});
-        assert!(check(&o, "smara", Some(city.clone()), city.clone(), &["/mayor"]).is_err());
+        let e = check(&o, "smara", Some(city.clone()), city.clone(), &["/mayor"]).unwrap_err();
+        assert_eq!((e.path.as_str(), e.why), ("/mayor", Why::Observer));
         let mut r = delegate(&["smara"], None);
         r.revoked_at = Some(1);
-        assert!(check(&r, "smara", Some(city.clone()), city, &["/mayor"]).is_err());
+        let e = check(&r, "smara", Some(city.clone()), city, &["/mayor"]).unwrap_err();
+        assert_eq!(e.why, Why::Revoked);
     }
 
     #[test]
@@ -356,5 +416,10 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.path, "/status");
+        assert_eq!(e.why, Why::Invalid("not one of the statuses".into()));
+        assert_eq!(
+            e.to_string(),
+            "/status: the record would not be valid: not one of the statuses"
+        );
     }
 }

@@ -61,4 +61,6 @@ pub use engine::{
     Batch, DocSync, Incoming, MAX_HAVES, Received, SyncError, Trim, admit_new_changes,
     receive_applied, receive_loading_saved, sync_shape,
 };
-pub use wire::{DecodeError, FrameLimit, HeadsAt, Message, PROTOCOL_VERSION, PeerMetadata};
+pub use wire::{
+    DecodeError, FrameLimit, HeadsAt, Message, PROTOCOL_VERSION, PeerMetadata, Refusal,
+};

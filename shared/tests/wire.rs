@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use twinsync_shared::protocol::{DecodeError, FrameLimit, HeadsAt, Message, PeerMetadata};
+use twinsync_shared::protocol::{DecodeError, FrameLimit, HeadsAt, Message, PeerMetadata, Refusal};
 use twinsync_shared::{DocumentId, IdError, PeerId, StorageId};
 
 // ---- CBOR written by hand ------------------------------------------------
@@ -132,6 +132,19 @@ fn new_heads() -> impl Strategy<Value = BTreeMap<StorageId, HeadsAt>> {
     let at = (heads, timestamp()).prop_map(|(heads, timestamp)| HeadsAt { heads, timestamp });
     prop::collection::btree_map(storage(), at, 0..4)
 }
+/// Boxed, as the strategies of `message` nested unboxed overflow a test
+/// thread's stack in a debug build.
+fn refusal() -> BoxedStrategy<Refusal> {
+    let quarantine = prop::option::of(any::<u64>());
+    (document(), name(), name(), quarantine)
+        .prop_map(|(document_id, code, path, quarantine)| Refusal {
+            document_id,
+            code,
+            path,
+            quarantine,
+        })
+        .boxed()
+}
 
 fn message() -> impl Strategy<Value = Message> {
     let versions = prop::collection::vec(name(), 0..4);
@@ -148,11 +161,14 @@ fn message() -> impl Strategy<Value = Message> {
             peer_metadata: m,
             selected_protocol_version: v,
         }),
-        (peer(), peer(), name()).prop_map(|(s, t, message)| Message::Error {
-            sender_id: s,
-            target_id: t,
-            message,
-        }),
+        (peer(), peer(), name(), prop::option::of(refusal())).prop_map(
+            |(s, t, message, refusal)| Message::Error {
+                sender_id: s,
+                target_id: t,
+                message,
+                refusal,
+            }
+        ),
         (peer(), peer(), document(), data()).prop_map(|(s, t, d, data)| Message::Sync {
             sender_id: s,
             target_id: t,
@@ -525,4 +541,100 @@ fn an_unknown_type_is_named_before_missing_fields() {
         err(&map(&[("type", text("frobnicate"))])),
         DecodeError::UnknownType("frobnicate".into())
     );
+}
+
+/// An `error` that refuses a change, as the server writes it.
+fn refusal_frame(refusal: Vec<u8>) -> Vec<u8> {
+    map(&[
+        ("type", text("error")),
+        ("senderId", text("server")),
+        ("targetId", text("phone")),
+        ("message", text("your change was refused")),
+        ("refusal", refusal),
+    ])
+}
+
+#[test]
+fn a_refusal_is_read_with_its_document_code_path_and_quarantine() {
+    let frame = refusal_frame(map(&[
+        ("path", text("/minutes")),
+        ("code", text("adopted")),
+        ("documentId", text(&doc().to_string())),
+        ("quarantine", head(0, 7)),
+        ("later", text("a key a newer server may add")),
+    ]));
+    let Message::Error { refusal, .. } = decode(&frame).unwrap() else {
+        panic!("not an error");
+    };
+    assert_eq!(
+        refusal,
+        Some(Refusal {
+            document_id: doc(),
+            code: "adopted".into(),
+            path: "/minutes".into(),
+            quarantine: Some(7),
+        })
+    );
+}
+
+#[test]
+fn a_refusal_missing_a_key_or_of_the_wrong_type_is_named() {
+    let missing = refusal_frame(map(&[
+        ("documentId", text(&doc().to_string())),
+        ("path", text("/")),
+    ]));
+    assert_eq!(
+        err(&missing),
+        DecodeError::MissingField {
+            message_type: "error".into(),
+            field: "refusal.code",
+        }
+    );
+    let numbered = refusal_frame(map(&[
+        ("documentId", text(&doc().to_string())),
+        ("code", head(0, 3)),
+        ("path", text("/")),
+    ]));
+    assert!(
+        matches!(
+            err(&numbered),
+            DecodeError::WrongType {
+                field: "refusal.code",
+                ..
+            }
+        ),
+        "{:?}",
+        err(&numbered)
+    );
+    assert!(matches!(
+        err(&refusal_frame(text("not a map"))),
+        DecodeError::WrongType {
+            field: "refusal",
+            ..
+        }
+    ));
+    let twice = refusal_frame(map(&[
+        ("code", text("a")),
+        ("code", text("b")),
+        ("documentId", text(&doc().to_string())),
+        ("path", text("/")),
+    ]));
+    assert_eq!(err(&twice), DecodeError::DuplicateField("code".into()));
+}
+
+#[test]
+fn an_error_without_a_refusal_reads_as_before() {
+    let frame = map(&[
+        ("type", text("error")),
+        ("senderId", text("server")),
+        ("message", text("unsupported protocol version")),
+    ]);
+    let Message::Error {
+        refusal, target_id, ..
+    } = decode(&frame).unwrap()
+    else {
+        panic!("not an error");
+    };
+    assert_eq!(refusal, None);
+    assert_eq!(target_id.as_str(), "");
 }

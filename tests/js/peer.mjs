@@ -6,6 +6,8 @@
 //   node peer.mjs WS_URL read URL          print the document as JSON ("DOC <json>")
 //   node peer.mjs WS_URL await URL         ask for a record the server lacks: print "UNAVAILABLE"
 //                                          when told so, then "DOC <json>" once it is offered
+//   node peer.mjs WS_URL refused URL OTHER insert into URL's minutes a change the server refuses,
+//                                          print "SENT" once it went out, then read OTHER ("DOC <json>")
 //
 // Every mode ends by itself: exit 0 on success, 2 on timeout, 1 on error.
 import { Repo } from "@automerge/automerge-repo";
@@ -68,6 +70,15 @@ try {
     console.log("UNAVAILABLE");
     await when(() => handle.isReady() && handle.doc()?.title);
     console.log(`DOC ${JSON.stringify(handle.doc())}`);
+  } else if (mode === "refused") {
+    const handle = await repo.find(url);
+    handle.change((d) => A.splice(d, ["minutes"], 0, 0, "Refusé. "), { message: "A change the server refuses" });
+    // The server answers with an `error` carrying twinsync's `refusal` key,
+    // and closes nothing: the same socket then serves another record.
+    await new Promise((r) => setTimeout(r, 1000));
+    console.log("SENT");
+    const other = await repo.find(text);
+    console.log(`DOC ${JSON.stringify(other.doc())}`);
   } else if (mode === "read") {
     const handle = await repo.find(url);
     console.log(`DOC ${JSON.stringify(handle.doc())}`);

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PeerMetadata, handshake};
+use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PeerMetadata, Refusal, handshake};
 use twinsync_shared::record::{Commit, Edit, Kind, Record, RecordDoc, new_document};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
@@ -25,6 +25,8 @@ struct Local {
 #[derive(Debug, Default)]
 pub struct Seen {
     pub errors: Vec<String>,
+    /// The refusals that came with `errors`, in order.
+    pub refusals: Vec<Refusal>,
     pub unavailable: HashSet<DocumentId>,
     pub closed: bool,
     /// Frames that did not decode or apply (lenient peers only).
@@ -350,7 +352,12 @@ impl TestPeer {
             Message::DocUnavailable { document_id, .. } => {
                 self.seen.unavailable.insert(document_id);
             }
-            Message::Error { message, .. } => self.seen.errors.push(message),
+            Message::Error {
+                message, refusal, ..
+            } => {
+                self.seen.errors.push(message);
+                self.seen.refusals.extend(refusal);
+            }
             _ => {}
         }
         Ok(())

@@ -14,7 +14,7 @@ use twinsync_shared::record::{MAX_NESTING, changed_paths, nested_beyond, read_do
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
-use crate::permissions::{Read, Refusal, Write, check_write};
+use crate::permissions::{Read, Refusal, Why, Write, check_write};
 use crate::store::{Append, Origin, Refused, StoreError};
 
 /// Why the document task turned new changes away.
@@ -253,7 +253,7 @@ impl DocTask {
                 if let Some(path) = nested_beyond(scratch, MAX_NESTING) {
                     let refusal = Refusal {
                         path,
-                        reason: format!("values may nest at most {MAX_NESTING} deep"),
+                        why: Why::TooDeep(MAX_NESTING),
                     };
                     let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
                     return Err(Denied::Refused(
@@ -308,7 +308,7 @@ impl DocTask {
                 // just the same.
                 self.hub.metrics.records_too_large.inc();
                 warn!(doc_id = %self.id, peer_id = %peer.peer_id, stored, "record too large; changes refused");
-                self.error_to(
+                self.refusal_to(
                     &peer,
                     format!(
                         "your change to record {} was refused: the record holds {:.1} MiB and this change would take it past the limit of {} MiB per record; it was not stored or relayed and stays on your device",
@@ -316,6 +316,9 @@ impl DocTask {
                         stored as f64 / (1024.0 * 1024.0),
                         self.hub.settings.max_record_mib
                     ),
+                    "too-large",
+                    "/",
+                    None,
                 );
                 return;
             }
@@ -367,9 +370,10 @@ impl DocTask {
             peer.device.id.clone(),
             peer.peer_id.to_string(),
             refusal.path.clone(),
-            refusal.reason.clone(),
+            refusal.why.to_string(),
         );
         let (changes, hashes) = (changes.to_vec(), hashes.to_vec());
+        let code = refusal.why.code();
         let limit = self.hub.settings.max_quarantine_bytes();
         let kept = blocking(move || {
             store.quarantine(
@@ -381,12 +385,14 @@ impl DocTask {
                     changes: &changes,
                     path: Some(&path),
                     reason: &reason,
+                    code,
                 },
                 now,
                 limit,
             )
         })
         .await;
+        let quarantine = kept.as_ref().ok().and_then(|q| u64::try_from(*q).ok());
         let kept = match kept {
             Ok(q) => format!("it is kept for a coordinator to review (quarantine #{q})"),
             Err(e) => {
@@ -402,12 +408,15 @@ impl DocTask {
                 )
             }
         };
-        self.error_to(
+        self.refusal_to(
             peer,
             format!(
                 "your change to {kind} {} was refused at {}: {}; it was not stored or relayed, and {kept}",
-                self.id, refusal.path, refusal.reason
+                self.id, refusal.path, refusal.why
             ),
+            refusal.why.code(),
+            &refusal.path,
+            quarantine,
         );
     }
 

@@ -156,10 +156,21 @@ async fn run_queued(hub: &Arc<Hub>, id: DocumentId, cmds: Vec<DocCommand>) {
 }
 
 fn errors(r: &mut Replica) -> Vec<String> {
+    refusals(r)
+        .into_iter()
+        .map(|(message, _)| message)
+        .collect()
+}
+
+/// The `error`s waiting for `r`, each with its refusal if it has one.
+fn refusals(r: &mut Replica) -> Vec<(String, Option<Refusal>)> {
     let mut out = Vec::new();
     while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
-        if let Ok(Message::Error { message, .. }) = Message::decode(&frame, Default::default()) {
-            out.push(message);
+        if let Ok(Message::Error {
+            message, refusal, ..
+        }) = Message::decode(&frame, Default::default())
+        {
+            out.push((message, refusal));
         }
     }
     out
@@ -211,13 +222,24 @@ async fn a_delegate_queued_behind_a_coordinator_is_judged_alone_and_refused_alon
         "only the coordinator's change is stored"
     );
     assert_eq!(errors(&mut amina), Vec::<String>::new());
-    let told = errors(&mut dan);
+    let told = refusals(&mut dan);
     assert_eq!(told.len(), 1, "{told:?}");
-    assert!(told[0].contains("was refused"), "{}", told[0]);
+    assert!(told[0].0.contains("was refused"), "{}", told[0].0);
     let held = hub.store.quarantined(None).unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].device_id, "dan");
     assert_eq!(held[0].hashes, vec![d.to_string()]);
+    // What the app translates: the record, the rule, the field, and
+    // where the change waits for review.
+    assert_eq!(
+        told[0].1,
+        Some(Refusal {
+            document_id: id,
+            code: "not-yours".into(),
+            path: "/minutes".into(),
+            quarantine: Some(held[0].id as u64),
+        })
+    );
 }
 
 /// The frames waiting for `r`, by message type.

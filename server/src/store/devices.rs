@@ -61,6 +61,9 @@ pub struct Quarantined {
     pub hashes: Vec<String>,
     pub path: Option<String>,
     pub reason: String,
+    /// `reason` as a code the app translates (`permissions::Why::code`);
+    /// `None` for batches kept before codes were.
+    pub code: Option<String>,
     pub received_at: i64,
     pub status: String,
     pub decided_by: Option<String>,
@@ -77,13 +80,14 @@ pub struct Refused<'a> {
     pub changes: &'a [u8],
     pub path: Option<&'a str>,
     pub reason: &'a str,
+    pub code: &'a str,
 }
 
 const DEVICE_COLUMNS: &str =
     "id, name, role, cities, person, created_at, last_seen_at, revoked_at, rights, changed_at";
 
 const QUARANTINE_SELECT: &str = "SELECT q.id, q.doc_id, q.device_id, d.name, q.peer_id, q.hashes,
-        q.path, q.reason, q.received_at, q.status, q.decided_by, q.decided_at, q.changes
+        q.path, q.reason, q.received_at, q.status, q.decided_by, q.decided_at, q.changes, q.code
      FROM quarantine q LEFT JOIN devices d ON d.id = q.device_id";
 
 fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
@@ -101,6 +105,7 @@ fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
             .collect(),
         path: r.get(6)?,
         reason: r.get(7)?,
+        code: r.get(13)?,
         received_at: r.get(8)?,
         status: r.get(9)?,
         decided_by: r.get(10)?,
@@ -543,8 +548,8 @@ impl Store {
             });
         }
         conn.execute(
-            "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, code, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 refused.doc.to_string(),
                 refused.device_id,
@@ -553,6 +558,7 @@ impl Store {
                 refused.changes,
                 refused.path,
                 refused.reason,
+                refused.code,
                 now
             ],
         )?;

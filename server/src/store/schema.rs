@@ -95,6 +95,10 @@ const MIGRATIONS: &[&str] = &[
     // told apart and closed; `changed_at` is when they last changed.
     "ALTER TABLE devices ADD COLUMN rights INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE devices ADD COLUMN changed_at INTEGER;",
+    // 5: why a batch was refused as a code (`permissions::Why::code`),
+    // which the app says in the coordinator's language; null for batches
+    // kept before.
+    "ALTER TABLE quarantine ADD COLUMN code TEXT;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -142,5 +146,31 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    #[test]
+    fn a_batch_quarantined_before_codes_keeps_its_reason_and_has_no_code() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, received_at)
+             VALUES ('doc', 'dev', 'peer', 'h', x'00', '/status', 'the agreement has ended', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let (reason, code): (String, Option<String>) = conn
+            .query_row("SELECT reason, code FROM quarantine", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((reason.as_str(), code), ("the agreement has ended", None));
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 }

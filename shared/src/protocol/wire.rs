@@ -60,6 +60,23 @@ pub struct HeadsAt {
     pub timestamp: f64,
 }
 
+/// A change the server refused, beside the English of the `error` that
+/// carries it (the key `refusal`, a map of `documentId`, `code`, `path`
+/// and, when the changes were kept for review, `quarantine`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub document_id: DocumentId,
+    /// Why, as a stable word such as `not-yours` or `adopted` (the server's
+    /// `permissions::Why` lists them); an app that does not know the word
+    /// shows the message instead.
+    pub code: String,
+    /// The record path at fault, such as `/status`; `/` for the record.
+    pub path: String,
+    /// The quarantine entry holding the changes for a coordinator to
+    /// review, if the server could keep them.
+    pub quarantine: Option<u64>,
+}
+
 /// Every message of protocol v1.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -81,6 +98,10 @@ pub enum Message {
         sender_id: PeerId,
         target_id: PeerId,
         message: String,
+        /// For a refused change, what was refused and why in a form an
+        /// app can put in the person's language: a twinsync addition,
+        /// under the key `refusal`, which other implementations skip.
+        refusal: Option<Refusal>,
     },
     /// One step of Automerge's sync protocol for a document.
     Sync {

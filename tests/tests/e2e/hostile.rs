@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use twinsync_shared::protocol::Message;
+use twinsync_shared::protocol::{Message, Refusal};
 use twinsync_shared::record::{Edit, Record};
 use twinsync_shared::{DocumentId, PeerId};
 use twinsync_tests::{TestApp, TestPeer, eventually, noise, spawn_app, spawn_app_with};
@@ -408,6 +408,17 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
         "{:?}",
         p.seen.errors
     );
+    // With what the app needs to say it in the person's language. Nothing
+    // was kept for review: keeping it would fill the disk just the same.
+    assert_eq!(
+        p.seen.refusals,
+        vec![Refusal {
+            document_id: meeting,
+            code: "too-large".into(),
+            path: "/".into(),
+            quarantine: None,
+        }]
+    );
     assert_eq!(app.hub.metrics.records_too_large.get(), 1);
     assert_eq!(
         app.get_json(&format!("/api/records/{meeting}")).await["heads"],
@@ -460,6 +471,23 @@ async fn deeply_nested_values_are_refused_quickly_and_the_server_goes_on() {
     // A coordinator cannot let it in from the quarantine either.
     let quarantine = app.get_json("/api/quarantine").await;
     let id = quarantine[0]["id"].as_i64().unwrap();
+    assert_eq!(quarantine[0]["code"], "too-deep", "{quarantine}");
+    let [refusal] = &p.seen.refusals[..] else {
+        panic!("{:?}", p.seen.refusals);
+    };
+    assert_eq!(
+        (
+            refusal.document_id,
+            refusal.code.as_str(),
+            refusal.quarantine
+        ),
+        (meeting, "too-deep", Some(id as u64))
+    );
+    assert!(
+        refusal.path.starts_with("/nest/deeper/"),
+        "{}",
+        refusal.path
+    );
     let res = app
         .post_as(
             &format!("/api/quarantine/{id}/accept"),

@@ -96,6 +96,58 @@ async fn the_official_client_edits_a_demo_record_live_and_it_survives_kill_9() {
     );
 }
 
+/// A refusal carries twinsync's `refusal` key beside the protocol's
+/// `message`; the official client skips it and goes on over the same socket.
+#[tokio::test]
+async fn the_official_client_refused_a_change_goes_on_syncing() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let list = |kind: &'static str| {
+        let server = &server;
+        async move {
+            let v: serde_json::Value = server
+                .get(&format!("/api/records?kind={kind}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            v[0].clone()
+        }
+    };
+    let meeting = list("meeting").await;
+    let project = list("project").await;
+    // An observer's device, which writes nothing.
+    let token = twinsync_tests::process::add_device(data.path(), "observer", &[]);
+    let ws = format!("ws://{}/sync?token={token}", server.addr);
+    let out = run_js(&[
+        &ws,
+        "refused",
+        meeting["url"].as_str().unwrap(),
+        project["url"].as_str().unwrap(),
+    ]);
+    assert!(out.contains("SENT"), "{out}");
+    let doc_line = out.lines().find(|l| l.starts_with("DOC ")).expect(&out);
+    let doc: serde_json::Value = serde_json::from_str(&doc_line[4..]).unwrap();
+    assert_eq!(doc["kind"], "project", "{doc}");
+    let held: serde_json::Value = server.get("/api/quarantine").await.json().await.unwrap();
+    assert_eq!(held[0]["doc_id"], meeting["id"], "{held}");
+    assert_eq!(held[0]["code"], "observer", "{held}");
+    let stored: serde_json::Value = server
+        .get(&format!("/api/records/{}", meeting["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !stored["record"]["minutes"]
+            .as_str()
+            .unwrap()
+            .starts_with("Refusé"),
+        "{stored}"
+    );
+}
+
 #[tokio::test]
 async fn a_record_created_by_the_official_client_reads_in_rust_and_back() {
     let data = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use minicbor::Decoder;
 use minicbor::data::Type;
 
-use super::{FrameLimit, HeadsAt, Message, PeerMetadata};
+use super::{FrameLimit, HeadsAt, Message, PeerMetadata, Refusal};
 use crate::{DocumentId, IdError, PeerId, StorageId};
 
 /// Why a frame is not a valid protocol message.
@@ -68,6 +68,7 @@ struct Fields<'b> {
     add: Option<Vec<StorageId>>,
     remove: Option<Vec<StorageId>>,
     new_heads: Option<BTreeMap<StorageId, HeadsAt>>,
+    refusal: Option<Refusal>,
 }
 
 pub(super) fn decode(frame: &[u8], limit: FrameLimit) -> Result<Message, DecodeError> {
@@ -157,6 +158,7 @@ fn read_fields<'b>(d: &mut Decoder<'b>) -> Result<Fields<'b>, DecodeError> {
                 set(&mut f.remove, "remove", ids)?
             }
             "newHeads" => set(&mut f.new_heads, "newHeads", new_heads(d)?)?,
+            "refusal" => set(&mut f.refusal, "refusal", refusal(d)?)?,
             _ => skip_value(d)?,
         }
     }
@@ -320,6 +322,38 @@ fn metadata(d: &mut Decoder<'_>) -> Result<PeerMetadata, DecodeError> {
     Ok(m)
 }
 
+/// The `refusal` of an `error`: the keys it must have, with their types.
+fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
+    let len = expect_map(d, "refusal")?;
+    let mut seen = HashSet::new();
+    let (mut document_id, mut code, mut path, mut quarantine) = (None, None, None, None);
+    each_entry(d, len, |d| {
+        let key = str_field(d, "refusal")?;
+        first_time(&mut seen, key)?;
+        match key {
+            "documentId" => document_id = Some(str_field(d, "refusal.documentId")?),
+            "code" => code = Some(str_field(d, "refusal.code")?.to_owned()),
+            "path" => path = Some(str_field(d, "refusal.path")?.to_owned()),
+            "quarantine" => quarantine = Some(uint_field(d, "refusal.quarantine")?),
+            _ => skip_value(d)?,
+        }
+        Ok(())
+    })?;
+    let missing = |field| DecodeError::MissingField {
+        message_type: "error".into(),
+        field,
+    };
+    Ok(Refusal {
+        document_id: document_id
+            .ok_or_else(|| missing("refusal.documentId"))?
+            .parse()
+            .map_err(DecodeError::BadDocumentId)?,
+        code: code.ok_or_else(|| missing("refusal.code"))?,
+        path: path.ok_or_else(|| missing("refusal.path"))?,
+        quarantine,
+    })
+}
+
 fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, DecodeError> {
     let mut out = BTreeMap::new();
     let len = expect_map(d, "newHeads")?;
@@ -408,6 +442,7 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
                 .map(PeerId::new)
                 .unwrap_or_else(|| PeerId::new("")),
             message: f.message.ok_or_else(|| need("message"))?.to_owned(),
+            refusal: f.refusal,
         },
         "sync" => Message::Sync {
             sender_id,

@@ -49,10 +49,21 @@ fn write(e: &mut Enc, msg: &Message) -> Res {
             sender_id,
             target_id,
             message,
+            refusal,
         } => {
-            e.map(4)?;
+            e.map(if refusal.is_some() { 5 } else { 4 })?;
             header(e, msg, sender_id.as_str(), target_id.as_str())?;
             e.str("message")?.str(message)?;
+            if let Some(r) = refusal {
+                e.str("refusal")?
+                    .map(if r.quarantine.is_some() { 4 } else { 3 })?;
+                e.str("documentId")?.str(&r.document_id.to_string())?;
+                e.str("code")?.str(&r.code)?;
+                e.str("path")?.str(&r.path)?;
+                if let Some(q) = r.quarantine {
+                    e.str("quarantine")?.u64(q)?;
+                }
+            }
         }
         Message::Sync {
             sender_id,
