@@ -4,7 +4,7 @@
 // connection allows; nothing here is loaded from outside the server.
 
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
-import { LANGS, t, pieces, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
+import { LANGS, STRINGS, t, pieces, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
 import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND } from "./fields.js";
 
@@ -193,7 +193,8 @@ function syncBar(s) {
   const said = s.state === "syncing" && !signedOut ? tr("syncingNow") : $("#sync-state").textContent;
   if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
   $("#sync-waiting").textContent = s.unconfirmed ? tr("waiting", { n: formatNumber(app.lang, s.unconfirmed) }) : "";
-  fill($("#sync-refused"), s.refused ? trIsolated("refused", { reason: s.refused }) : null);
+  fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
+  $("#sync-refused").title = s.refused ?? "";
   const toggle = $("#sync-toggle");
   toggle.textContent = s.state === "offline" ? tr("goOnline") : tr("goOffline");
   toggle.onclick = () => {
@@ -202,6 +203,40 @@ function syncBar(s) {
     else app.client.disconnect();
     syncBar(app.client.status());
   };
+}
+
+/**
+ * A change the server refused, in the person's language when the server
+ * said why in words the app knows (`s.refusal`): which record, which
+ * field, why, and whether a coordinator can review it. Otherwise the
+ * server's own English, isolated. The English stays in the title.
+ */
+function refusedChange(s) {
+  const r = s.refusal;
+  if (!r || !STRINGS.en[`refusal.${r.code}`]) return trIsolated("refused", { reason: s.refused });
+  const record = h("a", { href: `#/r/${bare(r.documentId)}` }, words(titleOf(r.documentId)));
+  const top = r.path.split("/")[1];
+  const field = fieldLabel(r.path);
+  const kept = r.quarantine !== undefined ? tr("refusalKept", { n: formatNumber(app.lang, r.quarantine) }) : tr("refusalNotKept");
+  const vars = { record, field, why: tr(`refusal.${r.code}`), kept };
+  return pieces(app.lang, top ? "refusedChange" : "refusedRecord", vars, (v) => v);
+}
+
+/** A record path as the field's label, or as written when it has none. */
+function fieldLabel(path) {
+  const top = path.split("/")[1];
+  return top && STRINGS.en[`field.${top}`] ? tr(`field.${top}`) : words(path);
+}
+
+/**
+ * Why a batch waits for review, in the coordinator's language when the
+ * server gave a code the app knows; else the server's English, isolated.
+ */
+function refusalReason(q) {
+  if (!q.code || !STRINGS.en[`refusal.${q.code}`]) return words(q.path ? `${q.path}: ${q.reason}` : q.reason);
+  const why = tr(`refusal.${q.code}`);
+  if (q.path) return pieces(app.lang, "refusalAt", { field: fieldLabel(q.path), why }, (v) => v);
+  return why.charAt(0).toUpperCase() + why.slice(1);
 }
 
 /**
@@ -957,7 +992,7 @@ function devicesView() {
       h("span", { class: "who" }, words(q.device_name ?? q.device_id)), " · ",
       h("time", {}, formatDateTime(app.lang, q.received_at)), " · ",
       tr("changesCount", { n: formatNumber(app.lang, q.hashes.length) }),
-      h("p", { class: "reason", dir: "auto" }, q.path ? `${q.path}: ${q.reason}` : q.reason),
+      h("p", { class: "reason" }, refusalReason(q)),
       ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, disabled: !!at, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
         act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(drawPending);
       } }, tr(decision)))))

@@ -15,7 +15,7 @@ use automerge::sync::State;
 use automerge::{Automerge, ChangeHash};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
-use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, handshake};
+use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, Refusal, handshake};
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
     document_conflicts, document_history, document_text, load_chunks, load_document, new_document,
@@ -83,8 +83,9 @@ pub struct Outcome {
     pub chunks: Vec<Chunk>,
     pub sync_states: Vec<(DocumentId, Vec<u8>)>,
     pub changed: Vec<Changed>,
-    /// Problems the server reported, for the status line.
-    pub errors: Vec<String>,
+    /// Problems the server reported, for the status line: its words and,
+    /// for a refused change, what the app says in the person's language.
+    pub errors: Vec<(String, Option<Refusal>)>,
     /// Records the server said it does not have (or will not share).
     pub unavailable: Vec<DocumentId>,
 }
@@ -605,7 +606,9 @@ impl Replica {
                 }
                 out.unavailable.push(document_id);
             }
-            Message::Error { message, .. } => out.errors.push(message),
+            Message::Error {
+                message, refusal, ..
+            } => out.errors.push((message, refusal)),
             // Ephemeral messages are not used by records; nor is heads gossip.
             _ => {}
         }

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use js_sys::{Function, Uint8Array};
 use serde::Serialize;
+use twinsync_shared::protocol::Refusal;
 use twinsync_shared::record::{Commit, Edit, Kind};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 use wasm_bindgen::JsCast;
@@ -101,6 +102,13 @@ export interface SyncStatus {
   errorKind?: "storage-full" | "not-saved" | "damaged" | "protocol" | "server";
   /** What the server said when it refused a change; kept until every local change is confirmed. */
   refused?: string;
+  /**
+   * Beside `refused`, when the server said what it refused: the record, why
+   * (a code such as "not-yours", "adopted", "ended", "invalid", "too-large"),
+   * the record path at fault, and the quarantine entry that keeps the change
+   * for a coordinator to review, if there is one.
+   */
+  refusal?: { documentId: string; code: string; path: string; quarantine?: number };
   /** Records the server refused to share. */
   unavailable: string[];
   /**
@@ -199,8 +207,32 @@ struct Status {
     error_kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refused: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<RefusalView>,
     unavailable: Vec<String>,
     joins: u32,
+}
+
+/// `SyncStatus.refusal`.
+#[derive(Debug, Clone, Serialize)]
+struct RefusalView {
+    #[serde(rename = "documentId")]
+    document_id: String,
+    code: String,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quarantine: Option<u64>,
+}
+
+impl From<&Refusal> for RefusalView {
+    fn from(r: &Refusal) -> Self {
+        Self {
+            document_id: r.document_id.to_string(),
+            code: r.code.clone(),
+            path: r.path.clone(),
+            quarantine: r.quarantine,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,9 +273,9 @@ struct Inner {
     last_error: RefCell<Option<(&'static str, String)>>,
     /// Why the socket last closed.
     offline_reason: RefCell<Option<String>>,
-    /// The server's last `error`, such as a refused change: shown until
-    /// every local change is confirmed.
-    refused: RefCell<Option<String>>,
+    /// The server's last `error`, such as a refused change, with what was
+    /// refused if it said: shown until every local change is confirmed.
+    refused: RefCell<Option<(String, Option<Refusal>)>>,
     /// Writes to IndexedDB in progress; nothing is sent meanwhile.
     pending_writes: Cell<u32>,
     /// Records whose last write failed: written whole next time.
@@ -624,7 +656,7 @@ impl Inner {
         let (error_kind, error) = match self.last_error.borrow().clone() {
             Some((kind, why)) => (Some(kind), Some(why)),
             None => {
-                let refused = self.refused.borrow().clone();
+                let refused = self.refused.borrow().as_ref().map(|(m, _)| m.clone());
                 (refused.as_ref().map(|_| "server"), refused)
             }
         };
@@ -648,7 +680,12 @@ impl Inner {
                     .then(|| self.offline_reason.borrow().clone())
                     .flatten()
             }),
-            refused: self.refused.borrow().clone(),
+            refused: self.refused.borrow().as_ref().map(|(m, _)| m.clone()),
+            refusal: self
+                .refused
+                .borrow()
+                .as_ref()
+                .and_then(|(_, r)| r.as_ref().map(RefusalView::from)),
             unavailable: replica
                 .unavailable()
                 .iter()
@@ -960,8 +997,9 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             inner.close_socket();
                             continue;
                         }
-                        if let Some(e) = out.errors.last() {
-                            *inner.refused.borrow_mut() = Some(format!("server: {e}"));
+                        if let Some((e, refusal)) = out.errors.last() {
+                            *inner.refused.borrow_mut() =
+                                Some((format!("server: {e}"), refusal.clone()));
                         } else if inner.replica.borrow().unconfirmed() == 0 {
                             inner.refused.borrow_mut().take();
                         }

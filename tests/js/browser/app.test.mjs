@@ -10,7 +10,7 @@ import { join } from "node:path";
 import * as Automerge from "@automerge/automerge";
 import { generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo";
 import { launch, phone, root, until, withServer } from "./harness.mjs";
-import { STRINGS } from "../../../app/i18n.js";
+import { STRINGS, formatNumber } from "../../../app/i18n.js";
 
 const ARTEFACTS = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "test-artefacts");
 
@@ -163,15 +163,21 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     const other = await page.$eval(type, (s, now) => [...s.options].map((o) => o.value).find((v) => v && v !== now), record.report_type);
     await page.selectOption(type, other);
     const refused = await until(page, () => document.querySelector("#sync-refused")?.textContent || null, undefined, "the refusal in the sync bar");
-    assert.match(refused, /\/report_type/);
-    assert.match(refused, /did not write/);
-    // The server's English is isolated from the sentence around it, which
-    // may be Arabic.
-    assert.match(await page.textContent("#sync-refused bdi"), /did not write/);
     assert.equal(await page.$eval("#sync", (bar) => bar.dataset.state), "error");
-    // The bar says what happened in the app's language; the server's own
-    // words, in English, are the reason beside it.
+    // Said in the app's language: the field, the record (a link to it),
+    // the rule, and the number under which a coordinator can review it.
     const lang = await page.evaluate(() => document.documentElement.lang);
+    const [held] = await (await server.api("/api/quarantine")).json();
+    const words = STRINGS[lang];
+    assert.ok(refused.includes(words["field.report_type"]), refused);
+    assert.ok(refused.includes(words["refusal.not-yours"]), refused);
+    const kept = words.refusalKept.replace("{n}", formatNumber(lang, held.id));
+    assert.ok(refused.includes(kept), `${refused} (expected ${kept})`);
+    assert.doesNotMatch(refused, /did not write|\/report_type/);
+    assert.equal(await page.$eval("#sync-refused a", (a) => a.getAttribute("href")), `#/r/${report.id}`);
+    // The server's English stays at hand.
+    assert.match(await page.$eval("#sync-refused", (e) => e.title), /report you did not write/);
+    // The bar's state says what happened in the app's language too.
     assert.equal(await page.textContent("#sync-state"), STRINGS[lang]["problem.server"]);
     // Screen readers hear it once, from a status that no count changes.
     assert.equal(await page.textContent("#sync-said"), STRINGS[lang]["problem.server"]);
@@ -657,7 +663,9 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     await page.click("button.refresh");
     const item = await until(page, () => document.querySelector("ul.quarantine li[data-quarantine]")?.textContent || null, undefined, "the refused change for review");
     assert.match(item, /هاتف حسن/);
-    assert.match(item, /\/report_type/);
+    // Why, in the coordinator's language: the field and the rule.
+    const words = STRINGS[await page.evaluate(() => document.documentElement.lang)];
+    assert.ok(item.includes(words["field.report_type"]) && item.includes(words["refusal.not-yours"]), item);
     await page.click("ul.quarantine li[data-quarantine] button.discard");
     await until(page, () => !document.querySelector("ul.quarantine li[data-quarantine]"), undefined, "the list emptied");
     const judged = await (await server.api("/api/quarantine")).json();
@@ -808,7 +816,9 @@ test("a phone holding a refused change learns its new role once the server close
       return text !== before && text;
     }, signedInAs, "the phone saying it is an observer's now");
     assert.match(now, /Phone of Mariam/);
-    assert.ok(await page.textContent("#sync-refused"), "the refusal is still shown");
+    // Sent again on the new socket, the change is refused as an observer's.
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    await until(page, (why) => document.querySelector("#sync-refused")?.textContent.includes(why), STRINGS[lang]["refusal.observer"], "the refusal for an observer");
     await delegate.context.close();
   });
 });

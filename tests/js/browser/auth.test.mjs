@@ -130,6 +130,9 @@ test("a delegate's edit to another city's agreement is shown refused and stays o
     const queue = await (await server.api("/api/quarantine?status=pending")).json();
     assert.equal(queue.length, 1);
     assert.equal(queue[0].doc_id, agreement);
+    // Beside the English, what an app needs to say it in any language.
+    assert.deepEqual(status.refusal, { documentId: agreement, code: "not-yours", path: "/status", quarantine: queue[0].id });
+    assert.equal(queue[0].code, "not-yours");
     await page.evaluate(() => window.tw.close());
     await context.close();
   });

@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use twinsync_client::replica::{ClientError, Outcome, Replica};
+use twinsync_server::auth::Role;
+use twinsync_shared::protocol::Refusal;
 use twinsync_shared::record::{Commit, Edit, Kind};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 use twinsync_tests::{TestApp, spawn_app};
@@ -24,7 +26,10 @@ struct Device {
     stored: HashMap<DocumentId, Vec<Vec<u8>>>,
     states: HashMap<DocumentId, Vec<u8>>,
     ws: Option<WebSocketStream<MaybeTlsStream<TcpStream>>>,
-    errors: Vec<String>,
+    /// The server's `error`s, each with its refusal if it has one.
+    errors: Vec<(String, Option<Refusal>)>,
+    /// The device's token; the app's coordinator when `None`.
+    token: Option<String>,
 }
 
 impl Device {
@@ -36,6 +41,7 @@ impl Device {
             states: HashMap::new(),
             ws: None,
             errors: Vec::new(),
+            token: None,
         }
     }
 
@@ -73,7 +79,8 @@ impl Device {
     }
 
     async fn online(&mut self, app: &TestApp) {
-        let url = format!("ws://{}/sync?token={}", app.addr, app.token);
+        let token = self.token.as_deref().unwrap_or(&app.token);
+        let url = format!("ws://{}/sync?token={token}", app.addr);
         let (mut ws, _) = connect_async(url).await.unwrap();
         ws.send(WsMessage::Binary(self.replica.join().encode().into()))
             .await
@@ -126,16 +133,31 @@ impl Device {
                 self.replica.syncing(),
                 self.errors
             );
-            let ws = self.ws.as_mut().expect("online");
-            for frame in self.replica.outgoing() {
-                ws.send(WsMessage::Binary(frame.into())).await.unwrap();
-            }
-            if let Ok(Some(Ok(WsMessage::Binary(bytes)))) =
-                tokio::time::timeout(Duration::from_millis(100), ws.next()).await
-            {
-                let out = self.replica.receive(&bytes, 1_790_000_000).unwrap();
-                self.keep(out);
-            }
+            self.exchange().await;
+        }
+    }
+
+    /// Exchanges frames until the server sends an `error`; panics after
+    /// `LIMIT`.
+    async fn sync_until_told(&mut self) {
+        let deadline = Instant::now() + LIMIT;
+        while self.errors.is_empty() {
+            assert!(Instant::now() < deadline, "{} was told nothing", self.name);
+            self.exchange().await;
+        }
+    }
+
+    /// Sends what the replica has to send and takes in at most one frame.
+    async fn exchange(&mut self) {
+        let ws = self.ws.as_mut().expect("online");
+        for frame in self.replica.outgoing() {
+            ws.send(WsMessage::Binary(frame.into())).await.unwrap();
+        }
+        if let Ok(Some(Ok(WsMessage::Binary(bytes)))) =
+            tokio::time::timeout(Duration::from_millis(100), ws.next()).await
+        {
+            let out = self.replica.receive(&bytes, 1_790_000_000).unwrap();
+            self.keep(out);
         }
     }
 
@@ -238,6 +260,82 @@ async fn offline_edits_of_two_phones_merge_through_the_server_and_survive_a_relo
     b.sync_until(done).await;
     assert_eq!(a.text(meeting, "minutes"), b.text(meeting, "minutes"));
     assert!(a.errors.is_empty() && b.errors.is_empty());
+}
+
+/// A delegate writes minutes offline while a coordinator adopts them: the
+/// server refuses the delegate's change, and the replica reports what the
+/// app needs to say so in the person's language, beside the server's
+/// English. The change stays on the phone.
+#[tokio::test]
+async fn minutes_adopted_while_a_delegate_wrote_offline_are_refused_with_a_reason_the_app_translates()
+ {
+    let app = spawn_app().await;
+    let club = club_of(&app).await;
+    let meeting = app.first("meeting").await;
+    let record = &app.get_json(&format!("/api/records/{meeting}")).await["record"];
+    let attendee = record["attendees"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|p| p.as_str())
+        .expect("the demo meeting has attendees")
+        .to_owned();
+    let adopted = |r: &Replica, yes: bool| {
+        r.read(meeting)
+            .is_ok_and(|m| m["record"]["adopted"] == json!(yes))
+    };
+    // The demo's minutes are adopted: a coordinator opens them again.
+    let mut desk = Device::in_club("coordinator", club);
+    desk.online(&app).await;
+    desk.sync_until(|r| r.read(meeting).is_ok()).await;
+    let set_adopted = |yes: bool| {
+        vec![Edit::Set {
+            path: "/adopted".into(),
+            value: json!(yes),
+        }]
+    };
+    desk.edit(meeting, set_adopted(false));
+    desk.sync_until(|r| r.unconfirmed() == 0).await;
+    let mut phone = Device::in_club("delegate", club);
+    phone.token = Some(app.device(Role::Delegate, &[], Some(&attendee)));
+    phone.online(&app).await;
+    phone
+        .sync_until(|r| adopted(r, false) && r.syncing() == 0)
+        .await;
+    phone.offline().await;
+    phone.edit(
+        meeting,
+        vec![Edit::SpliceText {
+            path: "/minutes".into(),
+            index: 0,
+            delete: 0,
+            insert: "ملاحظة: ".into(),
+        }],
+    );
+    desk.edit(meeting, set_adopted(true));
+    desk.sync_until(|r| r.unconfirmed() == 0).await;
+
+    phone.online(&app).await;
+    phone.sync_until_told().await;
+    let held = app.get_json("/api/quarantine").await;
+    let held = held.as_array().unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["code"], "adopted", "{held:?}");
+    let [(message, refusal)] = &phone.errors[..] else {
+        panic!("{:?}", phone.errors);
+    };
+    assert!(message.contains("the minutes were adopted"), "{message}");
+    assert_eq!(
+        refusal.as_ref(),
+        Some(&Refusal {
+            document_id: meeting,
+            code: "adopted".into(),
+            path: "/minutes".into(),
+            quarantine: held[0]["id"].as_u64(),
+        })
+    );
+    // Still on the phone, still waiting: nothing typed is lost.
+    assert!(phone.text(meeting, "minutes").starts_with("ملاحظة: "));
+    assert!(phone.replica.unconfirmed() > 0);
 }
 
 #[tokio::test]
