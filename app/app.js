@@ -235,7 +235,7 @@ function fieldLabel(path) {
 function refusalReason(q) {
   if (!q.code || !STRINGS.en[`refusal.${q.code}`]) return words(q.path ? `${q.path}: ${q.reason}` : q.reason);
   const why = tr(`refusal.${q.code}`);
-  if (q.path) return pieces(app.lang, "refusalAt", { field: fieldLabel(q.path), why }, (v) => v);
+  if (q.path?.split("/")[1]) return pieces(app.lang, "refusalAt", { field: fieldLabel(q.path), why }, (v) => v);
   return why.charAt(0).toUpperCase() + why.slice(1);
 }
 

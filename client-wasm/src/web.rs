@@ -213,6 +213,9 @@ struct Status {
     joins: u32,
 }
 
+/// JavaScript's `Number.MAX_SAFE_INTEGER`.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// `SyncStatus.refusal`.
 #[derive(Debug, Clone, Serialize)]
 struct RefusalView {
@@ -230,7 +233,9 @@ impl From<&Refusal> for RefusalView {
             document_id: r.document_id.to_string(),
             code: r.code.clone(),
             path: r.path.clone(),
-            quarantine: r.quarantine,
+            // A number JavaScript cannot hold exactly would fail the
+            // whole status: such an entry goes unnamed.
+            quarantine: r.quarantine.filter(|q| *q <= MAX_SAFE_INTEGER),
         }
     }
 }

@@ -53,6 +53,10 @@ pub enum Why {
     ClubIndexRemoved,
 }
 
+/// The code of a change refused because the record would pass its size
+/// limit (checked by the document task, not here).
+pub const TOO_LARGE: &str = "too-large";
+
 impl Why {
     /// The code the app translates.
     pub fn code(&self) -> &'static str {
@@ -308,6 +312,55 @@ mod tests {
             after: &after,
             paths: &paths,
         })
+    }
+
+    /// One of each reason. The match has no wildcard, so a new reason
+    /// does not compile until it is listed here.
+    fn every_why() -> Vec<Why> {
+        let all = vec![
+            Why::Invalid(String::new()),
+            Why::TooDeep(16),
+            Why::Revoked,
+            Why::Observer,
+            Why::KindChanged,
+            Why::UnknownKind,
+            Why::Adopted,
+            Why::Ended,
+            Why::NotYours("city".into()),
+            Why::ClubCreated,
+            Why::ClubBeyondIndex,
+            Why::ClubIndexRemoved,
+        ];
+        for why in &all {
+            match why {
+                Why::Invalid(_)
+                | Why::TooDeep(_)
+                | Why::Revoked
+                | Why::Observer
+                | Why::KindChanged
+                | Why::UnknownKind
+                | Why::Adopted
+                | Why::Ended
+                | Why::NotYours(_)
+                | Why::ClubCreated
+                | Why::ClubBeyondIndex
+                | Why::ClubIndexRemoved => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_app_says_every_reason_in_each_of_its_three_languages() {
+        let strings = include_str!("../../app/i18n.js");
+        let mut codes: Vec<&str> = every_why().iter().map(Why::code).collect();
+        codes.push(TOO_LARGE);
+        let distinct: std::collections::HashSet<&str> = codes.iter().copied().collect();
+        assert_eq!(distinct.len(), codes.len(), "two reasons share a code");
+        for code in codes {
+            let key = format!("\"refusal.{code}\":");
+            assert_eq!(strings.matches(&key).count(), 3, "{key} in app/i18n.js");
+        }
     }
 
     #[test]

@@ -623,6 +623,34 @@ fn a_refusal_missing_a_key_or_of_the_wrong_type_is_named() {
 }
 
 #[test]
+fn a_refusal_with_an_undefined_or_null_quarantine_has_none() {
+    for absent in [vec![UNDEFINED], vec![0xf6]] {
+        let frame = refusal_frame(map(&[
+            ("documentId", text(&doc().to_string())),
+            ("code", text("not-yours")),
+            ("path", text("/status")),
+            ("quarantine", absent),
+        ]));
+        let Message::Error { refusal, .. } = decode(&frame).unwrap() else {
+            panic!("not an error");
+        };
+        assert_eq!(refusal.map(|r| r.quarantine), Some(None));
+    }
+    let nameless = refusal_frame(map(&[
+        ("documentId", text(&doc().to_string())),
+        ("code", vec![UNDEFINED]),
+        ("path", text("/")),
+    ]));
+    assert_eq!(
+        err(&nameless),
+        DecodeError::MissingField {
+            message_type: "error".into(),
+            field: "refusal.code",
+        }
+    );
+}
+
+#[test]
 fn an_error_without_a_refusal_reads_as_before() {
     let frame = map(&[
         ("type", text("error")),

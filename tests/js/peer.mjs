@@ -7,15 +7,28 @@
 //   node peer.mjs WS_URL await URL         ask for a record the server lacks: print "UNAVAILABLE"
 //                                          when told so, then "DOC <json>" once it is offered
 //   node peer.mjs WS_URL refused URL OTHER insert into URL's minutes a change the server refuses,
-//                                          print "SENT" once it went out, then read OTHER ("DOC <json>")
+//                                          print the server's answer ("REFUSED <json>"), then read
+//                                          OTHER ("DOC <json>") and say whether the socket stayed
 //
 // Every mode ends by itself: exit 0 on success, 2 on timeout, 1 on error.
-import { Repo } from "@automerge/automerge-repo";
+import { Repo, cbor } from "@automerge/automerge-repo";
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
 import * as A from "@automerge/automerge";
 
 const [wsUrl, mode, url, text] = process.argv.slice(2);
-const repo = new Repo({ network: [new WebSocketClientAdapter(wsUrl)], peerId: `js-${mode}-${process.pid}` });
+const adapter = new WebSocketClientAdapter(wsUrl);
+// The adapter only logs an `error` (to `debug`); note each one here, as it
+// arrived, before the adapter takes the frame as usual.
+const errors = [];
+const receive = adapter.receiveMessage.bind(adapter);
+adapter.receiveMessage = (bytes) => {
+  try {
+    const m = cbor.decode(new Uint8Array(bytes));
+    if (m.type === "error") errors.push({ message: m.message, refusal: m.refusal });
+  } catch { /* the adapter reports what it cannot decode */ }
+  receive(bytes);
+};
+const repo = new Repo({ network: [adapter], peerId: `js-${mode}-${process.pid}` });
 const timer = setTimeout(() => { console.log("TIMEOUT"); process.exit(2); }, 25000);
 const finish = async (code) => { clearTimeout(timer); await new Promise((r) => setTimeout(r, 200)); process.exit(code); };
 
@@ -72,13 +85,17 @@ try {
     console.log(`DOC ${JSON.stringify(handle.doc())}`);
   } else if (mode === "refused") {
     const handle = await repo.find(url);
+    const socket = adapter.socket;
     handle.change((d) => A.splice(d, ["minutes"], 0, 0, "Refusé. "), { message: "A change the server refuses" });
     // The server answers with an `error` carrying twinsync's `refusal` key,
     // and closes nothing: the same socket then serves another record.
-    await new Promise((r) => setTimeout(r, 1000));
-    console.log("SENT");
+    await new Promise((resolve) => {
+      const t = setInterval(() => { if (errors.length) { clearInterval(t); resolve(); } }, 20);
+    });
+    console.log(`REFUSED ${JSON.stringify(errors[0])}`);
     const other = await repo.find(text);
     console.log(`DOC ${JSON.stringify(other.doc())}`);
+    console.log(adapter.socket === socket ? "SAME SOCKET" : "NEW SOCKET");
   } else if (mode === "read") {
     const handle = await repo.find(url);
     console.log(`DOC ${JSON.stringify(handle.doc())}`);

@@ -14,7 +14,7 @@ use twinsync_shared::record::{MAX_NESTING, changed_paths, nested_beyond, read_do
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
-use crate::permissions::{Read, Refusal, Why, Write, check_write};
+use crate::permissions::{Read, Refusal, TOO_LARGE, Why, Write, check_write};
 use crate::store::{Append, Origin, Refused, StoreError};
 
 /// Why the document task turned new changes away.
@@ -316,7 +316,7 @@ impl DocTask {
                         stored as f64 / (1024.0 * 1024.0),
                         self.hub.settings.max_record_mib
                     ),
-                    "too-large",
+                    TOO_LARGE,
                     "/",
                     None,
                 );

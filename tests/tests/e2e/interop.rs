@@ -126,13 +126,33 @@ async fn the_official_client_refused_a_change_goes_on_syncing() {
         meeting["url"].as_str().unwrap(),
         project["url"].as_str().unwrap(),
     ]);
-    assert!(out.contains("SENT"), "{out}");
-    let doc_line = out.lines().find(|l| l.starts_with("DOC ")).expect(&out);
-    let doc: serde_json::Value = serde_json::from_str(&doc_line[4..]).unwrap();
-    assert_eq!(doc["kind"], "project", "{doc}");
+    let line = |tag: &str| -> serde_json::Value {
+        let found = out.lines().find_map(|l| l.strip_prefix(tag));
+        serde_json::from_str(found.unwrap_or_else(|| panic!("no {tag}in {out}"))).unwrap()
+    };
     let held: serde_json::Value = server.get("/api/quarantine").await.json().await.unwrap();
     assert_eq!(held[0]["doc_id"], meeting["id"], "{held}");
     assert_eq!(held[0]["code"], "observer", "{held}");
+    // What the official client received, decoded by its own CBOR.
+    let refused = line("REFUSED ");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("an observer's device writes nothing"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["refusal"],
+        json!({
+            "documentId": meeting["id"],
+            "code": "observer",
+            "path": "/minutes",
+            "quarantine": held[0]["id"],
+        })
+    );
+    assert_eq!(line("DOC ")["kind"], "project");
+    assert!(out.contains("SAME SOCKET"), "{out}");
     let stored: serde_json::Value = server
         .get(&format!("/api/records/{}", meeting["id"].as_str().unwrap()))
         .await

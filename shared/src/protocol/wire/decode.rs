@@ -330,6 +330,10 @@ fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
     each_entry(d, len, |d| {
         let key = str_field(d, "refusal")?;
         first_time(&mut seen, key)?;
+        // As at the top level, `undefined` or `null` is the key left out.
+        if matches!(d.datatype()?, Type::Undefined | Type::Null) {
+            return skip_value(d);
+        }
         match key {
             "documentId" => document_id = Some(str_field(d, "refusal.documentId")?),
             "code" => code = Some(str_field(d, "refusal.code")?.to_owned()),
