@@ -240,6 +240,46 @@ function refusalReason(q) {
 }
 
 /**
+ * What a quarantined batch would change, fetched when first opened: each
+ * field's value now and with the batch, and for text the words added and
+ * removed.
+ */
+function batchChanges(q) {
+  const body = h("div", { class: "batch-changes" });
+  const details = h("details", {}, h("summary", {}, tr("reviewChanges")), body);
+  details.addEventListener("toggle", async () => {
+    if (!details.open || details.dataset.loaded) return;
+    details.dataset.loaded = "1";
+    try {
+      const batch = await call(`/api/quarantine/${q.id}`);
+      if (!batch.changes) { fill(body, trIsolated("notShown", { reason: batch.not_shown ?? "" })); return; }
+      const kind = app.byUrl.get(`automerge:${bare(q.doc_id)}`)?.kind;
+      fill(body, h("dl", {}, batch.changes.flatMap((c) => fieldChange(kind, c))));
+    } catch (e) {
+      delete details.dataset.loaded;
+      fill(body, trIsolated("requestFailed", { reason: e.message }));
+    }
+  });
+  return details;
+}
+
+/** One field of a batch: its label, then the text's passages or the two values. */
+function fieldChange(kind, c) {
+  const { field, lang } = fieldAt(app.schema, kind, c.path);
+  const label = h("dt", { "data-path": c.path }, STRINGS.en[`field.${field.name}`] ? tr(`field.${field.name}`) : words(c.path), lang ? ` (${lang})` : "");
+  // Words added and removed, for free text; an enum or a date reads
+  // better as the two values.
+  if (c.text && ["str", "text", "multilingual"].includes(field.type)) {
+    const tag = { same: "span", added: "ins", removed: "del" };
+    return [label, h("dd", { class: "passages", dir: "auto" }, c.text.map((p) => h(tag[p.kind] ?? "span", {}, p.text)))];
+  }
+  const shown = (v) => words(v !== null && typeof v === "object" && field.type !== "multilingual" && field.type !== "set" ? JSON.stringify(v) : show({ lang: app.lang, byUrl: app.byUrl }, field, v));
+  return [label,
+    h("dd", { class: "before" }, tr("valueNow"), " ", shown(c.before)),
+    h("dd", { class: "after" }, tr("valueProposed"), " ", shown(c.after))];
+}
+
+/**
  * A socket refused at sign-in looks to the browser like any lost
  * connection. While the client cannot connect, ask the API why, at most
  * every 30 s: a token it refuses (expired, or unknown to the server) stops
@@ -993,6 +1033,7 @@ function devicesView() {
       h("time", {}, formatDateTime(app.lang, q.received_at)), " · ",
       tr("changesCount", { n: formatNumber(app.lang, q.hashes.length) }),
       h("p", { class: "reason" }, refusalReason(q)),
+      batchChanges(q),
       ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, disabled: !!at, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
         act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(drawPending);
       } }, tr(decision)))))

@@ -391,6 +391,41 @@ pub async fn quarantine(
     Ok(Json(json!(rows)))
 }
 
+/// One quarantined batch with what it would change in the record as
+/// stored now (`changes`, see [`crate::review`]), or why that cannot be
+/// shown (`not_shown`).
+pub async fn quarantined(
+    State(hub): State<Arc<Hub>>,
+    _by: Coordinator,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    let store = hub.store.clone();
+    let found = blocking(move || {
+        let Some((entry, changes)) = store.quarantined_changes(id)? else {
+            return Ok(None);
+        };
+        let record = match entry.doc_id.parse() {
+            Ok(doc) => store.load(doc)?,
+            Err(_) => None,
+        };
+        let current = record.unwrap_or_else(twinsync_shared::record::new_document);
+        Ok(Some((entry, crate::review::preview(&current, &changes))))
+    })
+    .await?;
+    let Some((entry, preview)) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no quarantined batch #{id}"),
+        ));
+    };
+    let mut body = json!(entry);
+    match preview {
+        Ok(changes) => body["changes"] = json!(changes),
+        Err(e) => body["not_shown"] = json!(e.to_string()),
+    }
+    Ok(Json(body))
+}
+
 pub async fn accept(
     State(hub): State<Arc<Hub>>,
     Coordinator(by): Coordinator,

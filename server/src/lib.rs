@@ -10,7 +10,8 @@
 //! - [`document`]: one task per loaded document: merge, store, then relay.
 //! - [`store`]: the SQLite file: chunks, summaries, change origins, sync states.
 //! - [`api`], [`openapi`]: the coordinators' read API; [`admin`]: invites,
-//!   devices and the quarantine; [`access`]: the token behind each request.
+//!   devices and the quarantine, with [`review`] showing what a quarantined
+//!   batch would change; [`access`]: the token behind each request.
 //! - [`metrics`], [`telemetry`], [`settings`]: operations; [`memory`]: hands
 //!   the memory of evicted documents back to the system.
 //! - [`seed`]: the demo club, written into an empty database.
@@ -26,6 +27,7 @@ pub mod memory;
 pub mod metrics;
 pub mod openapi;
 pub mod permissions;
+pub mod review;
 pub mod seed;
 pub mod settings;
 pub mod startup;

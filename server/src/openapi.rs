@@ -193,6 +193,16 @@ fn quarantine_paths() -> Value {
             "parameters": [{"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "accepted", "discarded"]}, "description": "Only batches with this status; all if absent."}],
             "responses": with_role(json!({"200": list_of("Batches, pending first, then newest first", "Quarantined")}))
         }},
+        "/api/quarantine/{batchId}": {"get": {
+            "summary": "One batch, with what it would change (coordinators)",
+            "description": "The batch as listed, and `changes`: each field it would change in its record as stored now, with the value before and after and, for text, the words added and removed. When that cannot be shown, `not_shown` says why instead: the changes do not load, build on changes the server lacks, add nothing to the record as it is now, or nest values deeper than the server reads.",
+            "parameters": [batch_param],
+            "responses": with_role(json!({
+                "200": body("The batch", "QuarantinedPreview"),
+                "400": plain("The batch id is not an integer."),
+                "404": error("No batch has this id.")
+            }))
+        }},
         "/api/quarantine/{batchId}/accept": {"post": {
             "summary": "Apply a pending batch to its record (coordinators)",
             "description": "The changes are applied as delivered by the device that sent them, without the permission check; they must still leave the record valid. Then they are stored and relayed like any change.",
@@ -366,6 +376,16 @@ fn device_schemas() -> Value {
             "status": {"type": "string", "enum": ["pending", "accepted", "discarded"]},
             "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided; for a batch settled because all its changes were stored later anyway (its device, once allowed, sent them again), the device that delivered the change completing it (null if the server made it)."},
             "decided_at": {"type": "integer", "nullable": true}}},
+        "QuarantinedPreview": {"allOf": [{"$ref": "#/components/schemas/Quarantined"}, {"type": "object", "properties": {
+            "changes": {"type": "array", "items": {"$ref": "#/components/schemas/FieldChange"}},
+            "not_shown": {"type": "string", "description": "Why `changes` is absent."}}}]},
+        "FieldChange": {"type": "object", "required": ["path", "before", "after"], "properties": {
+            "path": {"type": "string", "description": "The record path, such as `/status` or `/milestones/<id>/due`."},
+            "before": {"description": "The value in the record as stored now; null if none."},
+            "after": {"description": "The value with the batch; null if none."},
+            "text": {"type": "array", "description": "For a text before and after: its passages in order, each `same`, `added` or `removed`; unchanged passages are cut to 60 characters at each end that meets a change, a cut marked `…`.", "items": {"type": "object", "required": ["kind", "text"], "properties": {
+                "kind": {"type": "string", "enum": ["same", "added", "removed"]},
+                "text": {"type": "string"}}}}}},
         "Decision": {"type": "object", "required": ["id", "status"], "properties": {
             "id": {"type": "integer", "format": "int64"},
             "status": {"type": "string", "enum": ["accepted", "discarded"]},

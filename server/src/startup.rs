@@ -63,6 +63,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/devices/{id}", patch(admin::update))
         .route("/api/devices/{id}/revoke", post(admin::revoke))
         .route("/api/quarantine", get(admin::quarantine))
+        .route("/api/quarantine/{id}", get(admin::quarantined))
         .route("/api/quarantine/{id}/accept", post(admin::accept))
         .route("/api/quarantine/{id}/discard", post(admin::discard))
         .nest_service("/pkg", ServeDir::new(&hub.settings.client_dir))

@@ -281,6 +281,15 @@ pub fn read_document(doc: &Automerge) -> Result<serde_json::Value, Vec<Validatio
     read::read(doc)
 }
 
+/// The record's fields as far as they read, beside what is wrong with the
+/// rest: for showing a record that [`read_document`] refuses. An error only
+/// when its kind or schema version cannot be read.
+pub fn read_document_leniently(
+    doc: &Automerge,
+) -> Result<(serde_json::Value, Vec<ValidationError>), Vec<ValidationError>> {
+    read::read_leniently(doc)
+}
+
 /// Every field with concurrent values, without taking the document (see
 /// [`RecordDoc::conflicts`]).
 pub fn document_conflicts(doc: &Automerge) -> Vec<Conflict> {

@@ -79,6 +79,19 @@ pub(crate) fn kind_of(doc: &Automerge) -> Result<Kind, Vec<ValidationError>> {
 }
 
 pub(crate) fn read(doc: &Automerge) -> Result<Json, Vec<ValidationError>> {
+    let (out, errors) = read_leniently(doc)?;
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The record's fields as far as they read, with what is wrong with the
+/// rest; an error only when its kind or schema cannot be read.
+pub(crate) fn read_leniently(
+    doc: &Automerge,
+) -> Result<(Json, Vec<ValidationError>), Vec<ValidationError>> {
     let kind = kind_of(doc)?;
     let mut errors = Vec::new();
     let mut r = Reader {
@@ -87,11 +100,7 @@ pub(crate) fn read(doc: &Automerge) -> Result<Json, Vec<ValidationError>> {
     };
     let mut out = r.fields(&ROOT, kind.fields(), "");
     out.insert("kind".into(), Json::String(kind.as_str().into()));
-    if errors.is_empty() {
-        Ok(Json::Object(out))
-    } else {
-        Err(errors)
-    }
+    Ok((Json::Object(out), errors))
 }
 
 fn error(path: impl Into<String>, reason: impl Into<String>) -> ValidationError {

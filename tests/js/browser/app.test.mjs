@@ -656,7 +656,10 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     const [report] = await (await server.api("/api/records?kind=report")).json();
     const { record } = await (await server.api(`/api/records/${report.id}`)).json();
     const other = ["visit", "field", "progress", "other"].find((v) => v !== record.report_type);
-    await delegate.page.evaluate(([id, value]) => window.twinsync.edit(id, [{ op: "set", path: "/report_type", value }], "retype"), [report.id, other]);
+    await delegate.page.evaluate(([id, value]) => window.twinsync.edit(id, [
+      { op: "set", path: "/report_type", value },
+      { op: "splice_text", path: "/text", index: 0, delete: 0, insert: "ملاحظة الهاتف: " },
+    ], "retype"), [report.id, other]);
     await until(delegate.page, () => document.querySelector("#sync-refused")?.textContent || null, undefined, "the refusal on the phone");
 
     // The coordinator sees it with who sent it and why, and discards it.
@@ -666,6 +669,18 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     // Why, in the coordinator's language: the field and the rule.
     const words = STRINGS[await page.evaluate(() => document.documentElement.lang)];
     assert.ok(item.includes(words["field.report_type"]) && item.includes(words["refusal.not-yours"]), item);
+    // Opened, it shows what the change would do: the type of the report,
+    // as it is and as the delegate set it, in the coordinator's words.
+    await page.click("ul.quarantine li[data-quarantine] details summary");
+    const change = await until(page, () => {
+      const row = document.querySelector('ul.quarantine details dt[data-path="/report_type"]');
+      return row && [row.textContent, row.nextElementSibling.textContent, row.nextElementSibling.nextElementSibling.textContent];
+    }, undefined, "what the refused change would do");
+    assert.equal(change[0], words["field.report_type"]);
+    assert.ok(change[1].includes(words[`value.${record.report_type}`]), change[1]);
+    assert.ok(change[2].includes(words[`value.${other}`]), change[2]);
+    // And the words it adds to the report's text, marked as added.
+    assert.equal(await page.textContent('ul.quarantine details dt[data-path="/text"] + dd ins'), "ملاحظة الهاتف: ");
     await page.click("ul.quarantine li[data-quarantine] button.discard");
     await until(page, () => !document.querySelector("ul.quarantine li[data-quarantine]"), undefined, "the list emptied");
     const judged = await (await server.api("/api/quarantine")).json();

@@ -333,6 +333,24 @@ async fn minutes_adopted_while_a_delegate_wrote_offline_are_refused_with_a_reaso
             quarantine: held[0]["id"].as_u64(),
         })
     );
+    // The coordinator judging it sees what it would change: the words the
+    // delegate added to the minutes.
+    let id = held[0]["id"].as_i64().unwrap();
+    let shown = app.get_json(&format!("/api/quarantine/{id}")).await;
+    let changes = shown["changes"].as_array().expect("changes shown");
+    assert_eq!(changes.len(), 1, "{shown}");
+    assert_eq!(changes[0]["path"], "/minutes");
+    let added: Vec<&str> = changes[0]["text"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "added")
+        .filter_map(|p| p["text"].as_str())
+        .collect();
+    assert_eq!(added, ["ملاحظة: "], "{shown}");
+    assert!(changes[0]["after"].as_str().unwrap().starts_with("ملاحظة: "));
+    let none = app.get(&format!("/api/quarantine/{}", id + 1)).await;
+    assert_eq!(none.status(), 404);
     // Still on the phone, still waiting: nothing typed is lost.
     assert!(phone.text(meeting, "minutes").starts_with("ملاحظة: "));
     assert!(phone.replica.unconfirmed() > 0);

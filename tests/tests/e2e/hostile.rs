@@ -472,6 +472,16 @@ async fn deeply_nested_values_are_refused_quickly_and_the_server_goes_on() {
     let quarantine = app.get_json("/api/quarantine").await;
     let id = quarantine[0]["id"].as_i64().unwrap();
     assert_eq!(quarantine[0]["code"], "too-deep", "{quarantine}");
+    // Nor is it diffed to show the coordinator what it would change.
+    let shown = app.get_json(&format!("/api/quarantine/{id}")).await;
+    assert!(shown["changes"].is_null(), "{shown}");
+    assert!(
+        shown["not_shown"]
+            .as_str()
+            .unwrap()
+            .contains("nest deeper than 16"),
+        "{shown}"
+    );
     let [refusal] = &p.seen.refusals[..] else {
         panic!("{:?}", p.seen.refusals);
     };

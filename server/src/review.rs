@@ -1,0 +1,318 @@
+//! What a quarantined batch would change, for the coordinator who judges
+//! it: each field it touches, as it reads now and as it would read with
+//! the batch, and for text the passages added and removed.
+//!
+//! The batch is applied to a copy of the record as stored; nothing is
+//! kept. The refused changes are untrusted: bundles and changes Automerge
+//! panics on are refused, and a batch nesting values deeper than the
+//! server reads is not diffed (Automerge's diff costs the square of the
+//! depth).
+
+use std::time::Duration;
+
+use automerge::{Automerge, ReadDoc};
+use serde::Serialize;
+use serde_json::Value as Json;
+use similar::{ChangeTag, TextDiff};
+use twinsync_shared::record::{
+    MAX_NESTING, changed_paths, nested_beyond, read_document_leniently, refuse_bundles,
+    refuse_panics,
+};
+
+/// Characters of unchanged text kept on each side of a change.
+pub const CONTEXT: usize = 60;
+
+/// One field the batch changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    /// The record path, such as `/status` or `/milestones/<id>/due`.
+    pub path: String,
+    /// The value now and with the batch; `null` where there is none.
+    pub before: Json,
+    pub after: Json,
+    /// For a text before and after: the passages, unchanged ones cut to
+    /// their ends (`…` marks a cut).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<Vec<Passage>>,
+}
+
+/// A run of text, as it stands in the diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Passage {
+    /// `same`, `added` or `removed`.
+    pub kind: &'static str,
+    pub text: String,
+}
+
+/// Why a batch's changes cannot be shown.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PreviewError {
+    #[error("the changes do not load: {0}")]
+    Unreadable(String),
+    #[error("the changes build on {0} changes the server does not have")]
+    MissingDeps(usize),
+    #[error("the batch adds nothing to the record as it is now")]
+    NothingNew,
+    #[error("values nest deeper than {MAX_NESTING} at {0}, which the server does not read")]
+    TooDeep(String),
+}
+
+/// The fields `changes` would change in `current`.
+pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, PreviewError> {
+    let unreadable = |e: automerge::AutomergeError| PreviewError::Unreadable(e.to_string());
+    refuse_bundles(changes).map_err(unreadable)?;
+    let mut after = current.clone();
+    refuse_panics(|| after.load_incremental(changes)).map_err(unreadable)?;
+    let missing = after.get_missing_deps(&[]).len();
+    if missing > 0 {
+        return Err(PreviewError::MissingDeps(missing));
+    }
+    if after.get_heads() == current.get_heads() {
+        return Err(PreviewError::NothingNew);
+    }
+    if let Some(path) = nested_beyond(&after, MAX_NESTING) {
+        return Err(PreviewError::TooDeep(path));
+    }
+    let paths = changed_paths(&after, &current.get_heads(), &after.get_heads());
+    let read = |doc: &Automerge| read_document_leniently(doc).map_or(Json::Null, |(json, _)| json);
+    let (old, new) = (read(current), read(&after));
+    Ok(paths
+        .into_iter()
+        .map(|path| {
+            let before = value_at(&old, &path).cloned().unwrap_or(Json::Null);
+            let after = value_at(&new, &path).cloned().unwrap_or(Json::Null);
+            let text = match (&before, &after) {
+                (Json::String(a), Json::String(b)) => Some(passages(a, b)),
+                _ => None,
+            };
+            FieldChange {
+                path,
+                before,
+                after,
+                text,
+            }
+        })
+        .collect())
+}
+
+/// The value at a record path: map keys by name, list items by their id.
+fn value_at<'a>(record: &'a Json, path: &str) -> Option<&'a Json> {
+    path.split('/')
+        .skip(1)
+        .try_fold(record, |value, part| match value {
+            Json::Object(map) => map.get(part),
+            Json::Array(items) => items
+                .iter()
+                .find(|item| item.get("id").and_then(Json::as_str) == Some(part)),
+            _ => None,
+        })
+}
+
+/// The word diff of two texts, unchanged runs cut to `CONTEXT` characters
+/// at each end that meets a change.
+fn passages(before: &str, after: &str) -> Vec<Passage> {
+    let diff = TextDiff::configure()
+        .timeout(Duration::from_millis(500))
+        .diff_words(before, after);
+    let mut out: Vec<Passage> = Vec::new();
+    for change in diff.iter_all_changes() {
+        let kind = match change.tag() {
+            ChangeTag::Equal => "same",
+            ChangeTag::Insert => "added",
+            ChangeTag::Delete => "removed",
+        };
+        match out.last_mut() {
+            Some(last) if last.kind == kind => last.text.push_str(change.value()),
+            _ => out.push(Passage {
+                kind,
+                text: change.value().to_owned(),
+            }),
+        }
+    }
+    let count = out.len();
+    for (i, p) in out.iter_mut().enumerate() {
+        if p.kind == "same" {
+            p.text = cut(&p.text, i > 0, i + 1 < count);
+        }
+    }
+    out
+}
+
+/// `text` with only `CONTEXT` characters kept at the end after a change
+/// (`head`) and at the start before one (`tail`).
+fn cut(text: &str, head: bool, tail: bool) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let keep = CONTEXT * (usize::from(head) + usize::from(tail));
+    if chars.len() <= keep + 1 {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    if head {
+        out.extend(&chars[..CONTEXT]);
+    }
+    out.push('…');
+    if tail {
+        out.extend(&chars[chars.len() - CONTEXT..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use serde_json::json;
+    use twinsync_shared::record::{Commit, Edit, Kind, RecordDoc};
+
+    use super::*;
+
+    fn meeting(minutes: &str) -> RecordDoc {
+        let fields = json!({
+            "title": {"ar": "اجتماع المجلس", "fr": "Réunion du conseil"},
+            "date": "2026-11-23",
+            "minutes": minutes,
+            "adopted": false,
+        });
+        RecordDoc::create(Kind::Meeting, &fields, &Commit::new("new", 1)).unwrap()
+    }
+
+    /// The bytes of `edits` made on a fork of `doc`.
+    fn batch(doc: &RecordDoc, edits: Vec<Edit>) -> Vec<u8> {
+        let before = doc.heads();
+        let mut forked = RecordDoc::from_automerge(doc.doc().fork());
+        forked.edit(&Commit::new("offline", 2), &edits).unwrap();
+        forked.doc().save_after(&before)
+    }
+
+    #[test]
+    fn a_word_typed_into_long_minutes_shows_with_its_context_and_the_rest_cut() {
+        let long = format!(
+            "{}اعتمد المجلس البرنامج. {}",
+            "أ ".repeat(200),
+            "Fin de séance. ".repeat(20)
+        );
+        let doc = meeting(&long);
+        let at = long.encode_utf16().count() - "Fin de séance. ".repeat(20).encode_utf16().count();
+        let changes = batch(
+            &doc,
+            vec![
+                Edit::SpliceText {
+                    path: "/minutes".into(),
+                    index: at,
+                    delete: 0,
+                    insert: "Vote unanime. ".into(),
+                },
+                Edit::Set {
+                    path: "/adopted".into(),
+                    value: json!(true),
+                },
+            ],
+        );
+        let shown = preview(doc.doc(), &changes).unwrap();
+        let minutes = shown.iter().find(|c| c.path == "/minutes").unwrap();
+        let text = minutes.text.as_ref().unwrap();
+        let kinds: Vec<&str> = text.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, ["same", "added", "same"], "{text:?}");
+        assert_eq!(text[1].text.trim(), "Vote unanime.");
+        assert!(
+            text[0].text.starts_with('…') && text[0].text.ends_with("البرنامج. "),
+            "{:?}",
+            text[0]
+        );
+        assert_eq!(text[0].text.chars().count(), CONTEXT + 1);
+        assert!(text[2].text.ends_with('…'), "{:?}", text[2]);
+        assert_eq!(minutes.before, json!(long));
+        let adopted = shown.iter().find(|c| c.path == "/adopted").unwrap();
+        assert_eq!(
+            (&adopted.before, &adopted.after),
+            (&json!(false), &json!(true))
+        );
+        assert_eq!(adopted.text, None);
+    }
+
+    #[test]
+    fn a_batch_leaving_the_record_invalid_shows_what_still_reads() {
+        use automerge::transaction::Transactable;
+        let doc = meeting("");
+        let mut fork = doc.doc().fork();
+        let mut tx = fork.transaction();
+        tx.delete(automerge::ROOT, "date").unwrap();
+        tx.put(automerge::ROOT, "adopted", true).unwrap();
+        tx.commit();
+        let changes = fork.save_after(&doc.heads());
+        let shown = preview(doc.doc(), &changes).unwrap();
+        let at = |path: &str| shown.iter().find(|c| c.path == path).unwrap();
+        assert_eq!(
+            (&at("/date").before, &at("/date").after),
+            (&json!("2026-11-23"), &Json::Null)
+        );
+        assert_eq!(
+            (&at("/adopted").before, &at("/adopted").after),
+            (&json!(false), &json!(true))
+        );
+    }
+
+    #[test]
+    fn a_replaced_word_is_removed_then_added() {
+        let doc = meeting("Le projet est suspendu.");
+        let changes = batch(
+            &doc,
+            vec![Edit::Set {
+                path: "/minutes".into(),
+                value: json!("Le projet est relancé."),
+            }],
+        );
+        let shown = preview(doc.doc(), &changes).unwrap();
+        let text = shown[0].text.as_ref().unwrap();
+        let removed: String = text
+            .iter()
+            .filter(|p| p.kind == "removed")
+            .map(|p| p.text.as_str())
+            .collect();
+        let added: String = text
+            .iter()
+            .filter(|p| p.kind == "added")
+            .map(|p| p.text.as_str())
+            .collect();
+        assert_eq!(
+            (removed.as_str(), added.as_str()),
+            ("suspendu.", "relancé.")
+        );
+    }
+
+    #[test]
+    fn a_batch_missing_its_dependencies_or_adding_nothing_is_not_shown() {
+        let doc = meeting("");
+        let first = batch(
+            &doc,
+            vec![Edit::Set {
+                path: "/adopted".into(),
+                value: json!(true),
+            }],
+        );
+        let mut forked = RecordDoc::from_automerge(doc.doc().clone());
+        forked.doc_mut().load_incremental(&first).unwrap();
+        let second = batch(
+            &forked,
+            vec![Edit::Set {
+                path: "/date".into(),
+                value: json!("2026-12-01"),
+            }],
+        );
+        assert_eq!(
+            preview(doc.doc(), &second),
+            Err(PreviewError::MissingDeps(1))
+        );
+        let mut bundle = first.clone();
+        bundle[8] = 3; // the chunk type of a bundle, which the server refuses
+        assert!(matches!(
+            preview(doc.doc(), &bundle),
+            Err(PreviewError::Unreadable(_))
+        ));
+        assert_eq!(preview(forked.doc(), &first), Err(PreviewError::NothingNew));
+        assert_eq!(
+            preview(doc.doc(), b"not automerge"),
+            Err(PreviewError::NothingNew)
+        );
+    }
+}
