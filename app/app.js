@@ -266,7 +266,12 @@ function batchChanges(q) {
 /** One field of a batch: its label, then the text's passages or the two values. */
 function fieldChange(kind, c) {
   const { field, lang } = fieldAt(app.schema, kind, c.path);
-  const label = h("dt", { "data-path": c.path }, STRINGS.en[`field.${field.name}`] ? tr(`field.${field.name}`) : words(c.path), lang ? ` (${lang})` : "");
+  const name = (n) => (STRINGS.en[`field.${n}`] ? tr(`field.${n}`) : null);
+  // An item's field says which list it is in: "Milestones › Due".
+  const top = c.path.split("/")[1];
+  const within = top !== field.name && !lang ? name(top) : null;
+  const own = name(field.name);
+  const label = h("dt", { "data-path": c.path }, own ? [within ? `${within} › ` : "", own] : words(c.path), lang ? ` (${lang})` : "");
   // Words added and removed, for free text; an enum or a date reads
   // better as the two values.
   if (c.text && ["str", "text", "multilingual"].includes(field.type)) {

@@ -409,20 +409,21 @@ pub async fn quarantined(
             Err(_) => None,
         };
         let current = record.unwrap_or_else(twinsync_shared::record::new_document);
-        Ok(Some((entry, crate::review::preview(&current, &changes))))
+        // Built here, off the async workers: the values may be long texts.
+        let mut body = json!(entry);
+        match crate::review::preview(&current, &changes) {
+            Ok(changes) => body["changes"] = json!(changes),
+            Err(e) => body["not_shown"] = json!(e.to_string()),
+        }
+        Ok(Some(body))
     })
     .await?;
-    let Some((entry, preview)) = found else {
+    let Some(body) = found else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no quarantined batch #{id}"),
         ));
     };
-    let mut body = json!(entry);
-    match preview {
-        Ok(changes) => body["changes"] = json!(changes),
-        Err(e) => body["not_shown"] = json!(e.to_string()),
-    }
     Ok(Json(body))
 }
 

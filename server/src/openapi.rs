@@ -380,10 +380,10 @@ fn device_schemas() -> Value {
             "changes": {"type": "array", "items": {"$ref": "#/components/schemas/FieldChange"}},
             "not_shown": {"type": "string", "description": "Why `changes` is absent."}}}]},
         "FieldChange": {"type": "object", "required": ["path", "before", "after"], "properties": {
-            "path": {"type": "string", "description": "The record path, such as `/status` or `/milestones/<id>/due`."},
+            "path": {"type": "string", "description": "The record path, such as `/status` or `/milestones/<id>/due`; a set, or a list whose items have no id, is given whole (`/attendees`)."},
             "before": {"description": "The value in the record as stored now; null if none."},
             "after": {"description": "The value with the batch; null if none."},
-            "text": {"type": "array", "description": "For a text before and after: its passages in order, each `same`, `added` or `removed`; unchanged passages are cut to 60 characters at each end that meets a change, a cut marked `…`.", "items": {"type": "object", "required": ["kind", "text"], "properties": {
+            "text": {"type": "array", "description": "For two different strings before and after: the passages in order, each `same`, `added` or `removed`; unchanged passages are cut to 60 characters at each end that meets a change, a cut marked `…`.", "items": {"type": "object", "required": ["kind", "text"], "properties": {
                 "kind": {"type": "string", "enum": ["same", "added", "removed"]},
                 "text": {"type": "string"}}}}}},
         "Decision": {"type": "object", "required": ["id", "status"], "properties": {

@@ -8,30 +8,34 @@
 //! server reads is not diffed (Automerge's diff costs the square of the
 //! depth).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use automerge::{Automerge, ReadDoc};
 use serde::Serialize;
 use serde_json::Value as Json;
 use similar::{ChangeTag, TextDiff};
 use twinsync_shared::record::{
-    MAX_NESTING, changed_paths, nested_beyond, read_document_leniently, refuse_bundles,
-    refuse_panics,
+    MAX_NESTING, changed_paths, check_chunk, nested_beyond, read_document_leniently, refuse_panics,
 };
 
 /// Characters of unchanged text kept on each side of a change.
 pub const CONTEXT: usize = 60;
 
+/// The time all of a batch's text diffs may take together; past it, the
+/// rest are coarser (whole runs replaced).
+const DIFF_BUDGET: Duration = Duration::from_secs(1);
+
 /// One field the batch changes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
-    /// The record path, such as `/status` or `/milestones/<id>/due`.
+    /// The record path, such as `/status` or `/milestones/<id>/due`; a
+    /// set, or a list whose items have no id, is shown whole (`/attendees`).
     pub path: String,
     /// The value now and with the batch; `null` where there is none.
     pub before: Json,
     pub after: Json,
-    /// For a text before and after: the passages, unchanged ones cut to
-    /// their ends (`…` marks a cut).
+    /// For a text before and after that differ: the passages, unchanged
+    /// ones cut to their ends (`…` marks a cut).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<Vec<Passage>>,
 }
@@ -60,7 +64,8 @@ pub enum PreviewError {
 /// The fields `changes` would change in `current`.
 pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, PreviewError> {
     let unreadable = |e: automerge::AutomergeError| PreviewError::Unreadable(e.to_string());
-    refuse_bundles(changes).map_err(unreadable)?;
+    // Bundles refused, and damage found, which `load_incremental` would skip.
+    check_chunk(changes).map_err(unreadable)?;
     let mut after = current.clone();
     refuse_panics(|| after.load_incremental(changes)).map_err(unreadable)?;
     let missing = after.get_missing_deps(&[]).len();
@@ -73,16 +78,24 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, 
     if let Some(path) = nested_beyond(&after, MAX_NESTING) {
         return Err(PreviewError::TooDeep(path));
     }
-    let paths = changed_paths(&after, &current.get_heads(), &after.get_heads());
     let read = |doc: &Automerge| read_document_leniently(doc).map_or(Json::Null, |(json, _)| json);
     let (old, new) = (read(current), read(&after));
+    let mut paths: Vec<String> = Vec::new();
+    for path in changed_paths(&after, &current.get_heads(), &after.get_heads()) {
+        let shown = shown_path(&new, &path).or_else(|| shown_path(&old, &path));
+        let shown = shown.unwrap_or(path);
+        if !paths.contains(&shown) {
+            paths.push(shown);
+        }
+    }
+    let deadline = Instant::now() + DIFF_BUDGET;
     Ok(paths
         .into_iter()
         .map(|path| {
             let before = value_at(&old, &path).cloned().unwrap_or(Json::Null);
             let after = value_at(&new, &path).cloned().unwrap_or(Json::Null);
             let text = match (&before, &after) {
-                (Json::String(a), Json::String(b)) => Some(passages(a, b)),
+                (Json::String(a), Json::String(b)) if a != b => Some(passages(a, b, deadline)),
                 _ => None,
             };
             FieldChange {
@@ -108,11 +121,38 @@ fn value_at<'a>(record: &'a Json, path: &str) -> Option<&'a Json> {
         })
 }
 
+/// `path` as far as `record` names it by keys and item ids: a member of a
+/// set (`/attendees/<link>`, read as a list of strings) or an item named
+/// by its index (`/agenda/#2`) stops at the field. `None` if the path
+/// leaves the record.
+fn shown_path(record: &Json, path: &str) -> Option<String> {
+    let mut value = record;
+    let mut shown = String::new();
+    for part in path.split('/').skip(1) {
+        value = match value {
+            Json::Object(map) => map.get(part)?,
+            Json::Array(items) => {
+                match items
+                    .iter()
+                    .find(|i| i.get("id").and_then(Json::as_str) == Some(part))
+                {
+                    Some(item) => item,
+                    None => return Some(shown),
+                }
+            }
+            _ => return Some(shown),
+        };
+        shown.push('/');
+        shown.push_str(part);
+    }
+    Some(shown)
+}
+
 /// The word diff of two texts, unchanged runs cut to `CONTEXT` characters
 /// at each end that meets a change.
-fn passages(before: &str, after: &str) -> Vec<Passage> {
+fn passages(before: &str, after: &str, deadline: Instant) -> Vec<Passage> {
     let diff = TextDiff::configure()
-        .timeout(Duration::from_millis(500))
+        .deadline(deadline)
         .diff_words(before, after);
     let mut out: Vec<Passage> = Vec::new();
     for change in diff.iter_all_changes() {
@@ -310,9 +350,83 @@ mod tests {
             Err(PreviewError::Unreadable(_))
         ));
         assert_eq!(preview(forked.doc(), &first), Err(PreviewError::NothingNew));
-        assert_eq!(
+        assert!(matches!(
             preview(doc.doc(), b"not automerge"),
-            Err(PreviewError::NothingNew)
+            Err(PreviewError::Unreadable(_))
+        ));
+        let mut damaged = first.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        assert!(matches!(
+            preview(doc.doc(), &damaged),
+            Err(PreviewError::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn a_member_added_to_a_set_shows_the_whole_set() {
+        let doc = meeting("");
+        let (a, b) = (
+            "automerge:2akY1Hi4giHvoBBjVFVRkNhtBM2m",
+            "automerge:3WeMzkLDTuRZHFqxReP4NhSamPJH",
         );
+        let add = |member: &str| {
+            vec![Edit::AddMember {
+                path: "/attendees".into(),
+                member: member.into(),
+            }]
+        };
+        let mut base = RecordDoc::from_automerge(doc.doc().clone());
+        base.doc_mut()
+            .load_incremental(&batch(&doc, add(a)))
+            .unwrap();
+        let shown = preview(base.doc(), &batch(&base, add(b))).unwrap();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown[0].path, "/attendees");
+        assert_eq!(shown[0].before, json!([a]));
+        let mut after: Vec<String> = serde_json::from_value(shown[0].after.clone()).unwrap();
+        after.sort();
+        assert_eq!(after, [a, b]);
+    }
+
+    #[test]
+    fn a_value_that_loses_the_merge_shows_no_passages() {
+        let doc = meeting("");
+        // A one-line field holds one value: two written at once conflict.
+        let set = |text: &str| {
+            vec![Edit::Set {
+                path: "/guests".into(),
+                value: json!(text),
+            }]
+        };
+        // Written offline while another device wrote the guests: the merge
+        // shows one of the two values, the record's or the batch's, by
+        // the devices' actor ids; either way, passages only for a change.
+        let mut other = RecordDoc::from_automerge(doc.doc().fork());
+        other
+            .edit(&Commit::new("online", 3), &set("Le maire de Dakar"))
+            .unwrap();
+        let changes = batch(&doc, set("La maire de Pune"));
+        let shown = preview(other.doc(), &changes).unwrap();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        for c in &shown {
+            if c.before == c.after {
+                assert_eq!(c.text, None, "{c:?}");
+            } else {
+                let text = c.text.as_ref().expect("passages");
+                assert!(text.iter().any(|p| p.kind != "same"), "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_unchanged_run_between_two_changes_is_kept_whole_and_a_long_one_cut() {
+        let short = "b".repeat(2 * CONTEXT + 1);
+        assert_eq!(cut(&short, true, true), short);
+        let (a, c) = ("a".repeat(CONTEXT), "c".repeat(CONTEXT));
+        let long = format!("{a}xx{c}");
+        assert_eq!(cut(&long, true, true), format!("{a}…{c}"));
+        assert_eq!(cut(&long, false, true), format!("…{c}"));
+        assert_eq!(cut(&long, true, false), format!("{a}…"));
     }
 }
