@@ -87,6 +87,14 @@ pub enum EditError {
 }
 
 impl EditError {
+    /// `path` does not name `what` (a text field, a list, ...).
+    pub(crate) fn not_a(path: &str, what: &str) -> Self {
+        EditError::Path {
+            path: path.to_owned(),
+            reason: format!("not {what}"),
+        }
+    }
+
     pub(crate) fn invalid(path: impl Into<String>, reason: impl ToString) -> Self {
         EditError::Invalid {
             path: path.into(),
@@ -116,10 +124,7 @@ pub(crate) fn apply(
 }
 
 fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Result<(), EditError> {
-    let wrong = |path: &str, what: &str| EditError::Path {
-        path: path.to_owned(),
-        reason: format!("not {what}"),
-    };
+    let wrong = EditError::not_a;
     match edit {
         Edit::Set { path, value } => match locate(tx, kind, path)? {
             Located::Lang { obj, lang } => set_language(tx, &obj, lang, value, path)?,

@@ -86,13 +86,9 @@ pub(crate) fn locate<D: ReadDoc>(doc: &D, kind: Kind, path: &str) -> Result<Loca
     }
 }
 
-/// The object stored at `key` of `obj`, whatever its type.
 /// The text object of the text field at `path`, or why `path` names none.
 pub(crate) fn locate_text<D: ReadDoc>(doc: &D, kind: Kind, path: &str) -> Result<ObjId, EditError> {
-    let wrong = |what: &str| EditError::Path {
-        path: path.to_owned(),
-        reason: format!("not {what}"),
-    };
+    let wrong = |what: &str| EditError::not_a(path, what);
     let Located::Field { obj, field } = locate(doc, kind, path)? else {
         return Err(wrong("a text field"));
     };
@@ -106,6 +102,7 @@ pub(crate) fn locate_text<D: ReadDoc>(doc: &D, kind: Kind, path: &str) -> Result
     Ok(text)
 }
 
+/// The object stored at `key` of `obj`, whatever its type.
 pub(crate) fn container<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Option<ObjId> {
     match doc.get(obj, key).ok()?? {
         (Value::Object(_), id) => Some(id),

@@ -44,6 +44,15 @@ pub enum DecodeError {
     TrailingBytes(usize),
 }
 
+impl DecodeError {
+    fn missing(message_type: &str, field: &'static str) -> Self {
+        DecodeError::MissingField {
+            message_type: message_type.to_owned(),
+            field,
+        }
+    }
+}
+
 impl From<minicbor::decode::Error> for DecodeError {
     fn from(e: minicbor::decode::Error) -> Self {
         DecodeError::Cbor(e.to_string())
@@ -343,10 +352,7 @@ fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
         }
         Ok(())
     })?;
-    let missing = |field| DecodeError::MissingField {
-        message_type: "error".into(),
-        field,
-    };
+    let missing = |field| DecodeError::missing("error", field);
     Ok(Refusal {
         document_id: document_id
             .ok_or_else(|| missing("refusal.documentId"))?
@@ -378,10 +384,7 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
             }
             Ok(())
         })?;
-        let missing = |field| DecodeError::MissingField {
-            message_type: "remote-heads-changed".into(),
-            field,
-        };
+        let missing = |field| DecodeError::missing("remote-heads-changed", field);
         let heads = heads.ok_or_else(|| missing("heads"))?;
         let timestamp = timestamp.ok_or_else(|| missing("timestamp"))?;
         out.insert(storage_id, HeadsAt { heads, timestamp });
@@ -391,10 +394,7 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
 }
 
 fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
-    let type_ = f.type_.ok_or(DecodeError::MissingField {
-        message_type: "any".into(),
-        field: "type",
-    })?;
+    let type_ = f.type_.ok_or_else(|| DecodeError::missing("any", "type"))?;
     const TYPES: [&str; 9] = [
         "join",
         "peer",
@@ -409,10 +409,7 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
     if !TYPES.contains(&type_) {
         return Err(DecodeError::UnknownType(type_.to_owned()));
     }
-    let need = |field: &'static str| DecodeError::MissingField {
-        message_type: type_.to_owned(),
-        field,
-    };
+    let need = |field| DecodeError::missing(type_, field);
     let sender_id = PeerId::new(f.sender_id.ok_or_else(|| need("senderId"))?);
     let target = || f.target_id.map(PeerId::new).ok_or_else(|| need("targetId"));
     let document = || -> Result<DocumentId, DecodeError> {
