@@ -391,6 +391,11 @@ pub async fn quarantine(
     Ok(Json(json!(rows)))
 }
 
+/// The answer for a batch id the quarantine does not hold.
+fn no_batch(id: i64) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no quarantined batch #{id}"))
+}
+
 /// One quarantined batch with what it would change in the record as
 /// stored now (`changes`, see [`crate::review`]), or why that cannot be
 /// shown (`not_shown`).
@@ -418,13 +423,7 @@ pub async fn quarantined(
         Ok(Some(body))
     })
     .await?;
-    let Some(body) = found else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no quarantined batch #{id}"),
-        ));
-    };
-    Ok(Json(body))
+    found.map(Json).ok_or_else(|| no_batch(id))
 }
 
 pub async fn accept(
@@ -435,9 +434,7 @@ pub async fn accept(
     let store = hub.store.clone();
     let (entry, changes) = blocking(move || store.quarantined_changes(id))
         .await?
-        .ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("no quarantined batch #{id}"))
-        })?;
+        .ok_or_else(|| no_batch(id))?;
     let doc = entry.doc_id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -518,10 +515,7 @@ pub async fn discard(
     })
     .await?;
     match decided {
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no quarantined batch #{id}"),
-        )),
+        None => Err(no_batch(id)),
         Some((status, false)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("batch #{id} was already {status}"),

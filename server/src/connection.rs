@@ -25,6 +25,7 @@ use twinsync_shared::{DocumentId, PeerId};
 use crate::auth::Device;
 use crate::document::{DocCommand, Outbound, PeerLink, Queued, send_or_cut};
 use crate::hub::{DispatchError, Hub, Missing};
+use crate::permissions::Why;
 use crate::store::Refused;
 
 /// Why a connection ends; sent to the peer as an `error` first.
@@ -526,7 +527,7 @@ impl Session {
                             changes: &changes,
                             path: None,
                             reason: "sent by a revoked device",
-                            code: "revoked",
+                            code: Why::Revoked.code(),
                         },
                         now,
                         limit,

@@ -395,11 +395,15 @@ fn now() -> i64 {
 
 impl DocTask {
     fn error_to(&self, peer: &PeerLink, message: String) {
+        self.error_with(peer, message, None);
+    }
+
+    fn error_with(&self, peer: &PeerLink, message: String, refusal: Option<Refusal>) {
         let msg = Message::Error {
-            refusal: None,
             sender_id: self.hub.server_id.clone(),
             target_id: peer.peer_id.clone(),
             message,
+            refusal,
         };
         self.send(peer, &msg);
     }
@@ -415,18 +419,13 @@ impl DocTask {
         path: &str,
         quarantine: Option<u64>,
     ) {
-        let msg = Message::Error {
-            sender_id: self.hub.server_id.clone(),
-            target_id: peer.peer_id.clone(),
-            message,
-            refusal: Some(Refusal {
-                document_id: self.id,
-                code: code.to_owned(),
-                path: path.to_owned(),
-                quarantine,
-            }),
+        let refusal = Refusal {
+            document_id: self.id,
+            code: code.to_owned(),
+            path: path.to_owned(),
+            quarantine,
         };
-        self.send(peer, &msg);
+        self.error_with(peer, message, Some(refusal));
     }
 
     fn send(&self, peer: &PeerLink, msg: &Message) -> bool {

@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 use similar::{ChangeTag, TextDiff};
 use twinsync_shared::record::{
-    MAX_NESTING, changed_paths, check_chunk, nested_beyond, read_document_leniently, refuse_panics,
+    MAX_NESTING, changed_paths, check_chunk, nested_beyond, read_document_leniently,
+    refuse_bundles, refuse_panics,
 };
 
 /// Characters of unchanged text kept on each side of a change.
@@ -48,35 +49,52 @@ pub struct Passage {
     pub text: String,
 }
 
-/// Why a batch's changes cannot be shown.
+/// Why a quarantined batch does not apply to its record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PreviewError {
+pub enum BatchError {
     #[error("the changes do not load: {0}")]
     Unreadable(String),
     #[error("the changes build on {0} changes the server does not have")]
     MissingDeps(usize),
-    #[error("the batch adds nothing to the record as it is now")]
-    NothingNew,
     #[error("values nest deeper than {MAX_NESTING} at {0}, which the server does not read")]
     TooDeep(String),
 }
 
-/// The fields `changes` would change in `current`.
-pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, PreviewError> {
-    let unreadable = |e: automerge::AutomergeError| PreviewError::Unreadable(e.to_string());
-    // Bundles refused, and damage found, which `load_incremental` would skip.
-    check_chunk(changes).map_err(unreadable)?;
+/// Why a batch's changes cannot be shown.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PreviewError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("the batch adds nothing to the record as it is now")]
+    NothingNew,
+}
+
+/// `current` with a quarantined batch applied, as a coordinator's accept
+/// and the preview both take it: bundles refused, a change Automerge
+/// panics on refused, every dependency present, values no deeper than
+/// the server reads.
+pub fn load_batch(current: &Automerge, changes: &[u8]) -> Result<Automerge, BatchError> {
+    let unreadable = |e: automerge::AutomergeError| BatchError::Unreadable(e.to_string());
+    refuse_bundles(changes).map_err(unreadable)?;
     let mut after = current.clone();
     refuse_panics(|| after.load_incremental(changes)).map_err(unreadable)?;
     let missing = after.get_missing_deps(&[]).len();
     if missing > 0 {
-        return Err(PreviewError::MissingDeps(missing));
-    }
-    if after.get_heads() == current.get_heads() {
-        return Err(PreviewError::NothingNew);
+        return Err(BatchError::MissingDeps(missing));
     }
     if let Some(path) = nested_beyond(&after, MAX_NESTING) {
-        return Err(PreviewError::TooDeep(path));
+        return Err(BatchError::TooDeep(path));
+    }
+    Ok(after)
+}
+
+/// The fields `changes` would change in `current`.
+pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, PreviewError> {
+    // Damage found first, which `load_incremental` would skip.
+    check_chunk(changes).map_err(|e| BatchError::Unreadable(e.to_string()))?;
+    let after = load_batch(current, changes)?;
+    if after.get_heads() == current.get_heads() {
+        return Err(PreviewError::NothingNew);
     }
     let read = |doc: &Automerge| read_document_leniently(doc).map_or(Json::Null, |(json, _)| json);
     let (old, new) = (read(current), read(&after));
@@ -114,11 +132,16 @@ fn value_at<'a>(record: &'a Json, path: &str) -> Option<&'a Json> {
         .skip(1)
         .try_fold(record, |value, part| match value {
             Json::Object(map) => map.get(part),
-            Json::Array(items) => items
-                .iter()
-                .find(|item| item.get("id").and_then(Json::as_str) == Some(part)),
+            Json::Array(items) => item(items, part),
             _ => None,
         })
+}
+
+/// The list item whose `id` is `id`.
+fn item<'a>(items: &'a [Json], id: &str) -> Option<&'a Json> {
+    items
+        .iter()
+        .find(|i| i.get("id").and_then(Json::as_str) == Some(id))
 }
 
 /// `path` as far as `record` names it by keys and item ids: a member of a
@@ -131,15 +154,10 @@ fn shown_path(record: &Json, path: &str) -> Option<String> {
     for part in path.split('/').skip(1) {
         value = match value {
             Json::Object(map) => map.get(part)?,
-            Json::Array(items) => {
-                match items
-                    .iter()
-                    .find(|i| i.get("id").and_then(Json::as_str) == Some(part))
-                {
-                    Some(item) => item,
-                    None => return Some(shown),
-                }
-            }
+            Json::Array(items) => match item(items, part) {
+                Some(item) => item,
+                None => return Some(shown),
+            },
             _ => return Some(shown),
         };
         shown.push('/');
@@ -341,25 +359,25 @@ mod tests {
         );
         assert_eq!(
             preview(doc.doc(), &second),
-            Err(PreviewError::MissingDeps(1))
+            Err(PreviewError::Batch(BatchError::MissingDeps(1)))
         );
         let mut bundle = first.clone();
         bundle[8] = 3; // the chunk type of a bundle, which the server refuses
         assert!(matches!(
             preview(doc.doc(), &bundle),
-            Err(PreviewError::Unreadable(_))
+            Err(PreviewError::Batch(BatchError::Unreadable(_)))
         ));
         assert_eq!(preview(forked.doc(), &first), Err(PreviewError::NothingNew));
         assert!(matches!(
             preview(doc.doc(), b"not automerge"),
-            Err(PreviewError::Unreadable(_))
+            Err(PreviewError::Batch(BatchError::Unreadable(_)))
         ));
         let mut damaged = first.clone();
         let last = damaged.len() - 1;
         damaged[last] ^= 0xff;
         assert!(matches!(
             preview(doc.doc(), &damaged),
-            Err(PreviewError::Unreadable(_))
+            Err(PreviewError::Batch(BatchError::Unreadable(_)))
         ));
     }
 

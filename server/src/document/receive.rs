@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use automerge::ReadDoc;
 use tracing::{error, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{Batch, Incoming};
@@ -15,6 +14,7 @@ use twinsync_shared::record::{MAX_NESTING, changed_paths, nested_beyond, read_do
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
 use crate::permissions::{Read, Refusal, TOO_LARGE, Why, Write, check_write};
+use crate::review::{BatchError, load_batch};
 use crate::store::{Append, Origin, Refused, StoreError};
 
 /// Why the document task turned new changes away.
@@ -414,7 +414,7 @@ impl DocTask {
                 "your change to {kind} {} was refused at {}: {}; it was not stored or relayed, and {kept}",
                 self.id, refusal.path, refusal.why
             ),
-            refusal.why.code(),
+            code,
             &refusal.path,
             quarantine,
         );
@@ -433,21 +433,15 @@ impl DocTask {
             return Err(format!("the record cannot be read on the server: {reason}"));
         }
         let before = self.doc.get_heads();
-        twinsync_shared::record::refuse_bundles(changes)
-            .map_err(|e| format!("the quarantined changes cannot be read: {e}"))?;
-        let mut scratch = self.doc.clone();
-        twinsync_shared::record::refuse_panics(|| scratch.load_incremental(changes))
-            .map_err(|e| format!("the quarantined changes cannot be read: {e}"))?;
-        if !scratch.get_missing_deps(&[]).is_empty() {
-            return Err(
-                "the quarantined changes depend on changes the server does not have".into(),
-            );
-        }
-        if let Some(path) = nested_beyond(&scratch, MAX_NESTING) {
-            return Err(format!(
-                "values may nest at most {MAX_NESTING} deep, and these reach {path}"
-            ));
-        }
+        let scratch = load_batch(&self.doc, changes).map_err(|e| match e {
+            BatchError::Unreadable(e) => format!("the quarantined changes cannot be read: {e}"),
+            BatchError::MissingDeps(_) => {
+                "the quarantined changes depend on changes the server does not have".into()
+            }
+            BatchError::TooDeep(path) => {
+                format!("values may nest at most {MAX_NESTING} deep, and these reach {path}")
+            }
+        })?;
         let after = read_document(&scratch);
         if let Err(errors) = &after {
             let old: &[twinsync_shared::record::ValidationError] = match &self.current {
