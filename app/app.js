@@ -222,10 +222,14 @@ function refusedChange(s) {
   return pieces(app.lang, top ? "refusedChange" : "refusedRecord", vars, (v) => v);
 }
 
+/** A field's label by its name; `null` for a name the app does not know. */
+function fieldName(name) {
+  return STRINGS.en[`field.${name}`] ? tr(`field.${name}`) : null;
+}
+
 /** A record path as the field's label, or as written when it has none. */
 function fieldLabel(path) {
-  const top = path.split("/")[1];
-  return top && STRINGS.en[`field.${top}`] ? tr(`field.${top}`) : words(path);
+  return fieldName(path.split("/")[1]) ?? words(path);
 }
 
 /**
@@ -266,11 +270,10 @@ function batchChanges(q) {
 /** One field of a batch: its label, then the text's passages or the two values. */
 function fieldChange(kind, c) {
   const { field, lang } = fieldAt(app.schema, kind, c.path);
-  const name = (n) => (STRINGS.en[`field.${n}`] ? tr(`field.${n}`) : null);
   // An item's field says which list it is in: "Milestones › Due".
   const top = c.path.split("/")[1];
-  const within = top !== field.name && !lang ? name(top) : null;
-  const own = name(field.name);
+  const within = top !== field.name && !lang ? fieldName(top) : null;
+  const own = fieldName(field.name);
   const label = h("dt", { "data-path": c.path }, own ? [within ? `${within} › ` : "", own] : words(c.path), lang ? ` (${lang})` : "");
   // Words added and removed, for free text; an enum or a date reads
   // better as the two values.

@@ -543,6 +543,22 @@ fn an_unknown_type_is_named_before_missing_fields() {
     );
 }
 
+/// The refusal of the `error` in `frame`.
+fn refusal_of(frame: &[u8]) -> Option<Refusal> {
+    let Message::Error { refusal, .. } = decode(frame).unwrap() else {
+        panic!("not an error");
+    };
+    refusal
+}
+
+/// The error for a refusal without its `field`.
+fn refusal_without(field: &'static str) -> DecodeError {
+    DecodeError::MissingField {
+        message_type: "error".into(),
+        field,
+    }
+}
+
 /// An `error` that refuses a change, as the server writes it.
 fn refusal_frame(refusal: Vec<u8>) -> Vec<u8> {
     map(&[
@@ -563,11 +579,8 @@ fn a_refusal_is_read_with_its_document_code_path_and_quarantine() {
         ("quarantine", head(0, 7)),
         ("later", text("a key a newer server may add")),
     ]));
-    let Message::Error { refusal, .. } = decode(&frame).unwrap() else {
-        panic!("not an error");
-    };
     assert_eq!(
-        refusal,
+        refusal_of(&frame),
         Some(Refusal {
             document_id: doc(),
             code: "adopted".into(),
@@ -583,13 +596,7 @@ fn a_refusal_missing_a_key_or_of_the_wrong_type_is_named() {
         ("documentId", text(&doc().to_string())),
         ("path", text("/")),
     ]));
-    assert_eq!(
-        err(&missing),
-        DecodeError::MissingField {
-            message_type: "error".into(),
-            field: "refusal.code",
-        }
-    );
+    assert_eq!(err(&missing), refusal_without("refusal.code"));
     let numbered = refusal_frame(map(&[
         ("documentId", text(&doc().to_string())),
         ("code", head(0, 3)),
@@ -631,23 +638,14 @@ fn a_refusal_with_an_undefined_or_null_quarantine_has_none() {
             ("path", text("/status")),
             ("quarantine", absent),
         ]));
-        let Message::Error { refusal, .. } = decode(&frame).unwrap() else {
-            panic!("not an error");
-        };
-        assert_eq!(refusal.map(|r| r.quarantine), Some(None));
+        assert_eq!(refusal_of(&frame).map(|r| r.quarantine), Some(None));
     }
     let nameless = refusal_frame(map(&[
         ("documentId", text(&doc().to_string())),
         ("code", vec![UNDEFINED]),
         ("path", text("/")),
     ]));
-    assert_eq!(
-        err(&nameless),
-        DecodeError::MissingField {
-            message_type: "error".into(),
-            field: "refusal.code",
-        }
-    );
+    assert_eq!(err(&nameless), refusal_without("refusal.code"));
 }
 
 #[test]

@@ -164,14 +164,14 @@ impl ServerProcess {
             .expect("the API answers")
     }
 
+    /// GET with the coordinator's token, read as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.expect("a JSON answer")
+    }
+
     /// The ids of the records of `kind` the API lists.
     pub async fn ids(&self, kind: &str) -> Vec<twinsync_shared::DocumentId> {
-        let list: serde_json::Value = self
-            .get(&format!("/api/records?kind={kind}"))
-            .await
-            .json()
-            .await
-            .expect("a JSON list");
+        let list = self.get_json(&format!("/api/records?kind={kind}")).await;
         list.as_array()
             .into_iter()
             .flatten()

@@ -51,12 +51,7 @@ async fn the_official_client_edits_a_demo_record_live_and_it_survives_kill_9() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
-    let list: serde_json::Value = server
-        .get("/api/records?kind=meeting")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list = server.get_json("/api/records?kind=meeting").await;
     let url = list[0]["url"].as_str().unwrap().to_owned();
     let id = list[0]["id"].as_str().unwrap().to_owned();
 
@@ -81,12 +76,7 @@ async fn the_official_client_edits_a_demo_record_live_and_it_survives_kill_9() {
     server.wait_healthy(LIMIT).await;
     let fresh = run_js(&[&ws(&server), "watch", &url, "Bonjour de JS — مرحبا"]);
     assert!(fresh.contains("SEEN"), "{fresh}");
-    let record: serde_json::Value = server
-        .get(&format!("/api/records/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let record = server.get_json(&format!("/api/records/{id}")).await;
     assert!(
         record["record"]["minutes"]
             .as_str()
@@ -103,20 +93,8 @@ async fn the_official_client_refused_a_change_goes_on_syncing() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
-    let list = |kind: &'static str| {
-        let server = &server;
-        async move {
-            let v: serde_json::Value = server
-                .get(&format!("/api/records?kind={kind}"))
-                .await
-                .json()
-                .await
-                .unwrap();
-            v[0].clone()
-        }
-    };
-    let meeting = list("meeting").await;
-    let project = list("project").await;
+    let meeting = server.get_json("/api/records?kind=meeting").await[0].clone();
+    let project = server.get_json("/api/records?kind=project").await[0].clone();
     // An observer's device, which writes nothing.
     let token = twinsync_tests::process::add_device(data.path(), "observer", &[]);
     let ws = format!("ws://{}/sync?token={token}", server.addr);
@@ -130,7 +108,7 @@ async fn the_official_client_refused_a_change_goes_on_syncing() {
         let found = out.lines().find_map(|l| l.strip_prefix(tag));
         serde_json::from_str(found.unwrap_or_else(|| panic!("no {tag}in {out}"))).unwrap()
     };
-    let held: serde_json::Value = server.get("/api/quarantine").await.json().await.unwrap();
+    let held = server.get_json("/api/quarantine").await;
     assert_eq!(held[0]["doc_id"], meeting["id"], "{held}");
     assert_eq!(held[0]["code"], "observer", "{held}");
     // What the official client received, decoded by its own CBOR.
@@ -153,12 +131,9 @@ async fn the_official_client_refused_a_change_goes_on_syncing() {
     );
     assert_eq!(line("DOC ")["kind"], "project");
     assert!(out.contains("SAME SOCKET"), "{out}");
-    let stored: serde_json::Value = server
-        .get(&format!("/api/records/{}", meeting["id"].as_str().unwrap()))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stored = server
+        .get_json(&format!("/api/records/{}", meeting["id"].as_str().unwrap()))
+        .await;
     assert!(
         !stored["record"]["minutes"]
             .as_str()
