@@ -232,6 +232,37 @@ function fieldLabel(path) {
   return fieldName(path.split("/")[1]) ?? words(path);
 }
 
+/** Problems that concern the whole record, said without a field. */
+const WHOLE_RECORD = new Set(["not-a-record", "newer-schema", "unknown-kind"]);
+
+/**
+ * What is wrong with a record, each problem in the person's language after
+ * its field's label (`Commitments › Party`, `Name (de)`). A problem whose
+ * code the app does not know keeps the English it came with, isolated.
+ */
+function recordProblems(kind, errors) {
+  const said = errors.map((e) => {
+    const key = `invalid.${e.code}`;
+    if (!e.code || !STRINGS.en[key]) return words(`${e.path}: ${e.reason}`);
+    if (WHOLE_RECORD.has(e.code)) return h("span", { class: "problem" }, tr(key));
+    return h("span", { class: "problem" }, pathLabel(kind, e.path), ": ", tr(key));
+  });
+  const reason = said.flatMap((s, i) => (i ? [tr("listSeparator"), s] : [s]));
+  return pieces(app.lang, "invalid", { reason: h("span", {}, reason) }, (v) => v);
+}
+
+/**
+ * A record path as the labels of the fields it goes through, items' ids
+ * left out, with the language of a multilingual value; the path as
+ * written when it names no field the app knows.
+ */
+function pathLabel(kind, path) {
+  const labels = path.split("/").filter(Boolean).map(fieldName).filter(Boolean);
+  if (!labels.length) return words(path);
+  const { lang } = fieldAt(app.schema, kind, path);
+  return lang ? `${labels.join(" › ")} (${lang})` : labels.join(" › ");
+}
+
 /**
  * Why a batch waits for review, in the coordinator's language when the
  * server gave a code the app knows; else the server's English, isolated.
@@ -471,9 +502,7 @@ function recordView(id, at = null) {
   } else {
     body = [h("pre", { class: "stored", dir: "auto" }, JSON.stringify(view.stored ?? {}, null, 2))];
   }
-  const problems = view.errors?.length
-    ? h("p", { class: "warning" }, trIsolated("invalid", { reason: view.errors.map((e) => `${e.path}: ${e.reason}`).join("; ") }))
-    : null;
+  const problems = view.errors?.length ? h("p", { class: "warning" }, recordProblems(kind, view.errors)) : null;
   const readOnly = locked ? h("p", { class: "note locked" }, locked) : null;
   fill($("#view"), 
     h("p", {}, h("a", { href: kind ? `#/k/${kind}` : "#/" }, tr("back"))),

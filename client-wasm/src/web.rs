@@ -65,7 +65,7 @@ export interface RecordView extends RecordSummary {
   /** The change hashes the record stands at. */
   heads: string[];
   record?: Record<string, unknown>;
-  errors?: { path: string; reason: string }[];
+  errors?: { path: string; code: string; reason: string }[];
   /** A record that does not read: its document as stored, unchecked. */
   stored?: Record<string, unknown>;
   conflicts: { path: string; values: { value: unknown; actor: string }[] }[];
@@ -465,7 +465,7 @@ impl Client {
     }
 
     /// The record as it stood at `time` (milliseconds since the epoch, as `Date.now()`).
-    #[wasm_bindgen(js_name = readAt, unchecked_return_type = "{ record?: Record<string, unknown>; errors?: { path: string; reason: string }[] }")]
+    #[wasm_bindgen(js_name = readAt, unchecked_return_type = "{ record?: Record<string, unknown>; errors?: { path: string; code: string; reason: string }[] }")]
     pub fn read_at(&self, id: &str, time: f64) -> Result<JsValue, JsValue> {
         let id = parse_id(id)?;
         let secs = (time / 1000.0).floor() as i64;

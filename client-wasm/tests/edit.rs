@@ -196,7 +196,9 @@ fn a_record_left_unreadable_here_takes_no_keystroke() {
     tx.commit();
     let mut other = device("other");
     other.restore(meeting, &[doc.save()], None).unwrap();
-    assert!(other.read(meeting).unwrap()["errors"].is_array());
+    let errors = &other.read(meeting).unwrap()["errors"];
+    assert_eq!(errors[0]["path"], "/date", "{errors}");
+    assert_eq!(errors[0]["code"], "not-a-date", "{errors}");
     assert_eq!(other.text(meeting, "/minutes").unwrap(), None);
     let err = other
         .edit(meeting, vec![splice("/minutes", 0, 0, "x")], &commit)

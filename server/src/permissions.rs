@@ -455,6 +455,7 @@ mod tests {
         c.role = Role::Coordinator;
         let bad: Read = Err(vec![ValidationError {
             path: "/status".into(),
+            code: twinsync_shared::record::Problem::NotAnOption,
             reason: "not one of the statuses".into(),
         }]);
         let before: Read = Ok(json!({"kind": "agreement"}));

@@ -42,7 +42,7 @@ pub use person::Person;
 pub use project::{
     MILESTONE_STATUSES, Milestone, ProgressNote, Project, STATUSES as PROJECT_STATUSES,
 };
-pub use read::{MAX_NESTING, ValidationError, nested_beyond};
+pub use read::{MAX_NESTING, Problem, ValidationError, nested_beyond};
 pub use report::Report;
 pub use schema::{
     DOMAINS, Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION, UnknownKind,
@@ -216,10 +216,11 @@ impl RecordDoc {
     pub fn record(&self) -> Result<Record, Vec<ValidationError>> {
         let json = self.read()?;
         serde_json::from_value(json).map_err(|e| {
-            vec![ValidationError {
-                path: "/".into(),
-                reason: format!("does not fit its kind: {e}"),
-            }]
+            vec![read::error(
+                "/",
+                Problem::WrongType,
+                format!("does not fit its kind: {e}"),
+            )]
         })
     }
 

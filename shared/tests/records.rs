@@ -374,15 +374,102 @@ fn a_document_of_the_wrong_shape_gives_every_error_with_its_path() {
         .put_object(automerge::ROOT, "commitments", automerge::ObjType::List)
         .unwrap();
     tx.insert(&list, 0, 42).unwrap();
+    for (index, party) in [None, Some("automerge:not-a-link")].into_iter().enumerate() {
+        let item = tx
+            .insert_object(&list, index + 1, automerge::ObjType::Map)
+            .unwrap();
+        tx.put(&item, "id", "c1").unwrap();
+        tx.put(&item, "text", "Échange d’étudiants").unwrap();
+        if let Some(party) = party {
+            tx.put(&item, "party", party).unwrap();
+        }
+    }
+    let domains = tx
+        .put_object(automerge::ROOT, "domains", automerge::ObjType::Map)
+        .unwrap();
+    tx.put(&domains, "cooking", true).unwrap();
+    tx.put(&domains, "education", 1).unwrap();
+    let notes = tx
+        .put_object(automerge::ROOT, "notes", automerge::ObjType::Map)
+        .unwrap();
+    tx.put(&notes, "x", "y").unwrap();
     tx.commit();
     let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
         panic!("loaded")
     };
-    let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
-    assert!(paths.contains(&"/title"), "{errors:?}");
-    assert!(paths.contains(&"/status"), "{errors:?}");
-    assert!(paths.contains(&"/signed_on"), "{errors:?}");
-    assert!(paths.contains(&"/commitments/#0"), "{errors:?}");
+    // Each problem with its path and the code the app translates.
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.code.code()))
+        .collect();
+    for expected in [
+        ("/title", "missing"),
+        ("/status", "not-an-option"),
+        ("/signed_on", "not-a-date"),
+        ("/commitments/#0", "wrong-type"),
+        ("/commitments/c1", "duplicate-id"),
+        ("/commitments/c1/party", "not-a-link"),
+        ("/domains/cooking", "not-an-option"),
+        ("/domains/education", "wrong-type"),
+        ("/notes", "wrong-type"),
+    ] {
+        assert!(found.contains(&expected), "{expected:?} in {found:?}");
+    }
+    assert_eq!(found.len(), 9, "{found:?}");
+    // The code goes to the app with the path and the English reason.
+    let shown = serde_json::to_value(&errors[0]).unwrap();
+    assert_eq!(shown["code"], errors[0].code.code(), "{shown}");
+    assert!(shown["reason"].is_string(), "{shown}");
+}
+
+#[test]
+fn a_title_in_a_language_the_club_does_not_use_is_named_as_such() {
+    use automerge::transaction::Transactable;
+    let mut doc = new_document();
+    let mut tx = doc.transaction();
+    tx.put(automerge::ROOT, "schema", 1u64).unwrap();
+    tx.put(automerge::ROOT, "kind", "city").unwrap();
+    let name = tx
+        .put_object(automerge::ROOT, "name", automerge::ObjType::Map)
+        .unwrap();
+    tx.put(&name, "ar", "السمارة").unwrap();
+    tx.put(&name, "de", "Smara").unwrap();
+    tx.put(automerge::ROOT, "country", "Maroc").unwrap();
+    tx.commit();
+    let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
+        panic!("loaded")
+    };
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.code.code()))
+        .collect();
+    assert_eq!(found, [("/name/de", "not-a-language")]);
+}
+
+#[test]
+fn a_document_that_is_no_record_says_so() {
+    use automerge::transaction::Transactable;
+    // The root key written (a value, or none: deleted), then the problem.
+    let cases = [
+        ("schema", None, "/schema", "not-a-record"),
+        ("schema", Some("one"), "/schema", "not-a-record"),
+        ("kind", Some("festival"), "/kind", "unknown-kind"),
+    ];
+    for (key, value, path, code) in cases {
+        let mut doc = new_document();
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "schema", 1u64).unwrap();
+        match value {
+            Some(value) => tx.put(automerge::ROOT, key, value).unwrap(),
+            None => tx.delete(automerge::ROOT, key).unwrap(),
+        }
+        tx.commit();
+        let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
+            panic!("{key} = {value:?} loaded")
+        };
+        let found = (errors[0].path.as_str(), errors[0].code.code());
+        assert_eq!(found, (path, code), "{key} = {value:?}: {errors:?}");
+    }
 }
 
 #[test]
@@ -402,6 +489,7 @@ fn a_record_from_a_newer_schema_is_refused_clearly() {
         let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
             panic!("loaded")
         };
+        assert_eq!(errors[0].code.code(), "newer-schema", "{errors:?}");
         assert!(errors[0].reason.contains("newer"), "{errors:?}");
         assert!(errors[0].reason.contains("99"), "{errors:?}");
     }
@@ -526,5 +614,20 @@ fn nesting_is_measured_to_the_limit_whatever_the_keys() {
     // The demo records are well within it.
     for record in twinsync_shared::demo::build().unwrap() {
         assert_eq!(nested_beyond(record.doc.doc(), MAX_NESTING), None);
+    }
+}
+
+#[test]
+fn the_app_says_every_problem_in_each_of_its_three_languages() {
+    use twinsync_shared::record::Problem;
+    let strings = include_str!("../../app/i18n.js");
+    let codes: std::collections::HashSet<&str> = Problem::ALL.iter().map(|p| p.code()).collect();
+    assert_eq!(codes.len(), Problem::ALL.len(), "two problems share a code");
+    for problem in Problem::ALL {
+        // The code the app receives is the one it looks up.
+        let sent = serde_json::to_value(problem).unwrap();
+        assert_eq!(sent, problem.code());
+        let key = format!("\"invalid.{}\":", problem.code());
+        assert_eq!(strings.matches(&key).count(), 3, "{key} in app/i18n.js");
     }
 }

@@ -12,7 +12,70 @@ use crate::AutomergeUrl;
 pub struct ValidationError {
     /// Where: `/title/fr`, `/milestones/<id>/due`.
     pub path: String,
+    /// What is wrong, as a code the app says in the person's language.
+    pub code: Problem,
+    /// What is wrong, in English, with the value at fault.
     pub reason: String,
+}
+
+/// What is wrong with a value, whatever the field: the app pairs it with
+/// the field's label (`app/i18n.js`, `invalid.<code>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Problem {
+    /// No schema version or kind: not a twinsync record at all.
+    NotARecord,
+    /// Written by a newer twinsync than this one.
+    NewerSchema,
+    /// A kind this twinsync does not know.
+    UnknownKind,
+    /// A required field is absent.
+    Missing,
+    /// A value of the wrong type (a number where a string belongs, ...).
+    WrongType,
+    NotADate,
+    /// Not one of the field's allowed values.
+    NotAnOption,
+    NotALink,
+    /// Not a whole number within the field's bounds.
+    OutOfRange,
+    /// A key of a multilingual field that is not `ar`, `fr` or `en`.
+    NotALanguage,
+    /// Two items of a list share their id.
+    DuplicateId,
+}
+
+impl Problem {
+    pub const ALL: [Problem; 11] = [
+        Problem::NotARecord,
+        Problem::NewerSchema,
+        Problem::UnknownKind,
+        Problem::Missing,
+        Problem::WrongType,
+        Problem::NotADate,
+        Problem::NotAnOption,
+        Problem::NotALink,
+        Problem::OutOfRange,
+        Problem::NotALanguage,
+        Problem::DuplicateId,
+    ];
+
+    /// The code as the app and the API know it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Problem::NotARecord => "not-a-record",
+            Problem::NewerSchema => "newer-schema",
+            Problem::UnknownKind => "unknown-kind",
+            Problem::Missing => "missing",
+            Problem::WrongType => "wrong-type",
+            Problem::NotADate => "not-a-date",
+            Problem::NotAnOption => "not-an-option",
+            Problem::NotALink => "not-a-link",
+            Problem::OutOfRange => "out-of-range",
+            Problem::NotALanguage => "not-a-language",
+            Problem::DuplicateId => "duplicate-id",
+        }
+    }
 }
 
 impl std::fmt::Display for ValidationError {
@@ -37,11 +100,23 @@ pub(crate) fn schema_version(doc: &Automerge) -> Result<u64, Vec<ValidationError
         Some((Value::Scalar(s), _)) => match s.as_ref() {
             ScalarValue::Uint(v) if *v >= 1 => Ok(*v),
             ScalarValue::Int(v) if *v >= 1 => Ok(*v as u64),
-            _ => Err(vec![error("/schema", "must be a schema version number")]),
+            _ => Err(vec![not_a_schema()]),
         },
-        Some(_) => Err(vec![error("/schema", "must be a schema version number")]),
-        None => Err(vec![error("/schema", "missing: not a twinsync record")]),
+        Some(_) => Err(vec![not_a_schema()]),
+        None => Err(vec![error(
+            "/schema",
+            Problem::NotARecord,
+            "missing: not a twinsync record",
+        )]),
     }
+}
+
+fn not_a_schema() -> ValidationError {
+    error(
+        "/schema",
+        Problem::NotARecord,
+        "must be a schema version number",
+    )
 }
 
 /// The record's kind and schema version, checked.
@@ -54,6 +129,7 @@ pub(crate) fn kind_of(doc: &Automerge) -> Result<Kind, Vec<ValidationError>> {
     match schema_version(doc) {
         Ok(v) if v > SCHEMA_VERSION => r.errors.push(error(
             "/schema",
+            Problem::NewerSchema,
             format!("written by a newer twinsync (schema {v}); update the app"),
         )),
         Ok(_) => {}
@@ -63,12 +139,16 @@ pub(crate) fn kind_of(doc: &Automerge) -> Result<Kind, Vec<ValidationError>> {
         Some(s) => match s.parse::<Kind>() {
             Ok(k) => Some(k),
             Err(e) => {
-                errors.push(error("/kind", e.to_string()));
+                errors.push(error("/kind", Problem::UnknownKind, e.to_string()));
                 None
             }
         },
         None => {
-            errors.push(error("/kind", "missing or not a string"));
+            errors.push(error(
+                "/kind",
+                Problem::NotARecord,
+                "missing or not a string",
+            ));
             None
         }
     };
@@ -103,9 +183,14 @@ pub(crate) fn read_leniently(
     Ok((Json::Object(out), errors))
 }
 
-fn error(path: impl Into<String>, reason: impl Into<String>) -> ValidationError {
+pub(crate) fn error(
+    path: impl Into<String>,
+    code: Problem,
+    reason: impl Into<String>,
+) -> ValidationError {
     ValidationError {
         path: path.into(),
+        code,
         reason: reason.into(),
     }
 }
@@ -153,25 +238,29 @@ impl Reader<'_> {
     fn field(&mut self, obj: &ObjId, field: &Field, path: &str) -> Json {
         let Some((value, id)) = self.get(obj, field.name) else {
             if field.required {
-                self.errors.push(error(path, "required, missing"));
+                self.errors
+                    .push(error(path, Problem::Missing, "required, missing"));
             }
             return empty(&field.ty);
         };
         let value = value.into_owned();
         match (&field.ty, value) {
             (FieldType::Str, _) => self.str_like(obj, field.name, path, |_| Ok(())),
-            (FieldType::Date, _) => self.str_like(obj, field.name, path, check_date),
+            (FieldType::Date, _) => self.str_like(obj, field.name, path, |s| {
+                check_date(s).map_err(|reason| (Problem::NotADate, reason))
+            }),
             (FieldType::Enum(allowed), _) => self.str_like(obj, field.name, path, |s| {
                 if allowed.contains(&s) {
                     Ok(())
                 } else {
-                    Err(format!("`{s}` is not one of {}", allowed.join(", ")))
+                    let reason = format!("`{s}` is not one of {}", allowed.join(", "));
+                    Err((Problem::NotAnOption, reason))
                 }
             }),
             (FieldType::Ref, _) => self.str_like(obj, field.name, path, |s| {
                 s.parse::<AutomergeUrl>()
                     .map(|_| ())
-                    .map_err(|e| format!("not a record link: {e}"))
+                    .map_err(|e| (Problem::NotALink, format!("not a record link: {e}")))
             }),
             (FieldType::Text, Value::Object(ObjType::Text)) => {
                 Json::String(self.doc.text(&id).unwrap_or_default())
@@ -181,7 +270,7 @@ impl Reader<'_> {
             }
             (FieldType::Bool, Value::Scalar(s)) => match s.as_ref() {
                 ScalarValue::Boolean(b) => Json::Bool(*b),
-                _ => self.wrong(path, "must be true or false", &field.ty),
+                _ => self.wrong(path, Problem::WrongType, "must be true or false", &field.ty),
             },
             (FieldType::Int { min, max }, Value::Scalar(s)) => match s.as_ref() {
                 ScalarValue::Int(i) if (*min..=*max).contains(i) => Json::from(*i),
@@ -192,6 +281,7 @@ impl Reader<'_> {
                 }
                 _ => self.wrong(
                     path,
+                    Problem::OutOfRange,
                     &format!("must be a whole number from {min} to {max}"),
                     &field.ty,
                 ),
@@ -200,12 +290,17 @@ impl Reader<'_> {
             (FieldType::Set(allowed), Value::Object(ObjType::Map)) => self.set(&id, *allowed, path),
             (FieldType::List(item), Value::Object(ObjType::List)) => self.list(&id, item, path),
             (FieldType::Map(item), Value::Object(ObjType::Map)) => self.map(&id, item, path),
-            (ty, _) => self.wrong(path, &format!("must be {}", describe(ty)), ty),
+            (ty, _) => self.wrong(
+                path,
+                Problem::WrongType,
+                &format!("must be {}", describe(ty)),
+                ty,
+            ),
         }
     }
 
-    fn wrong(&mut self, path: &str, reason: &str, ty: &FieldType) -> Json {
-        self.errors.push(error(path, reason));
+    fn wrong(&mut self, path: &str, code: Problem, reason: &str, ty: &FieldType) -> Json {
+        self.errors.push(error(path, code, reason));
         empty(ty)
     }
 
@@ -214,18 +309,19 @@ impl Reader<'_> {
         obj: &ObjId,
         prop: &str,
         path: &str,
-        check: impl Fn(&str) -> Result<(), String>,
+        check: impl Fn(&str) -> Result<(), (Problem, String)>,
     ) -> Json {
         match self.string(obj, prop) {
             Some(s) => match check(&s) {
                 Ok(()) => Json::String(s),
-                Err(reason) => {
-                    self.errors.push(error(path, reason));
+                Err((code, reason)) => {
+                    self.errors.push(error(path, code, reason));
                     Json::Null
                 }
             },
             None => {
-                self.errors.push(error(path, "must be a string"));
+                self.errors
+                    .push(error(path, Problem::WrongType, "must be a string"));
                 Json::Null
             }
         }
@@ -236,15 +332,20 @@ impl Reader<'_> {
         for key in self.doc.keys(obj) {
             let here = format!("{path}/{key}");
             if !LANGUAGES.contains(&key.as_str()) {
-                self.errors
-                    .push(error(here, "not one of the languages ar, fr, en"));
+                self.errors.push(error(
+                    here,
+                    Problem::NotALanguage,
+                    "not one of the languages ar, fr, en",
+                ));
                 continue;
             }
             match self.string(obj, key.as_str()) {
                 Some(s) => {
                     out.insert(key, Json::String(s));
                 }
-                None => self.errors.push(error(here, "must be a string")),
+                None => self
+                    .errors
+                    .push(error(here, Problem::WrongType, "must be a string")),
             }
         }
         Json::Object(out)
@@ -256,16 +357,21 @@ impl Reader<'_> {
             if let Some(allowed) = allowed
                 && !allowed.contains(&key.as_str())
             {
-                self.errors
-                    .push(error(format!("{path}/{key}"), "not an allowed value"));
+                self.errors.push(error(
+                    format!("{path}/{key}"),
+                    Problem::NotAnOption,
+                    "not an allowed value",
+                ));
                 continue;
             }
             match self.scalar(obj, key.as_str()) {
                 Some(ScalarValue::Boolean(true)) => members.push(Json::String(key)),
                 Some(ScalarValue::Boolean(false)) => {}
-                _ => self
-                    .errors
-                    .push(error(format!("{path}/{key}"), "a set member must be true")),
+                _ => self.errors.push(error(
+                    format!("{path}/{key}"),
+                    Problem::WrongType,
+                    "a set member must be true",
+                )),
             }
         }
         Json::Array(members)
@@ -278,6 +384,7 @@ impl Reader<'_> {
             let Some((Value::Object(ObjType::Map), item_obj)) = self.get(obj, index) else {
                 self.errors.push(error(
                     format!("{path}/#{index}"),
+                    Problem::WrongType,
                     "a list item must be a map",
                 ));
                 continue;
@@ -290,7 +397,11 @@ impl Reader<'_> {
             if let Some(id) = id
                 && !seen.insert(id)
             {
-                self.errors.push(error(&here, "two items share this id"));
+                self.errors.push(error(
+                    &here,
+                    Problem::DuplicateId,
+                    "two items share this id",
+                ));
             }
             out.push(Json::Object(self.fields(&item_obj, item, &here)));
         }
@@ -306,7 +417,9 @@ impl Reader<'_> {
                     let fields = self.fields(&entry, item, &here);
                     out.insert(key, Json::Object(fields));
                 }
-                _ => self.errors.push(error(here, "an entry must be a map")),
+                _ => self
+                    .errors
+                    .push(error(here, Problem::WrongType, "an entry must be a map")),
             }
         }
         Json::Object(out)

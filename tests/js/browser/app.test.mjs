@@ -612,13 +612,21 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
     const stored = await page.textContent("pre.stored");
     assert.match(stored, /جلسة يناير/);
     assert.match(stored, /agenda_v2/);
-    assert.match(await page.textContent("#view p.warning bdi"), /\/schema/);
+    const words = STRINGS[await page.evaluate(() => document.documentElement.lang)];
+    // Why, in the page's language: the server's English is not shown.
+    const said = await page.textContent("#view p.warning");
+    assert.ok(said.includes(words["invalid.newer-schema"]), said);
+    assert.doesNotMatch(said, /schema|newer/, said);
     assert.ok((await page.textContent("#view .note.locked")).length > 0, "says why it cannot be changed");
     assert.equal(await page.locator("form.record input, form.record textarea, form.record select").count(), 0, "nothing to type into");
 
     await show(page, `#/r/${ids[1]}`);
     await until(page, () => /"minutes": 42/.test(document.querySelector("pre.stored")?.textContent ?? ""), undefined, "the damaged record as stored");
-    assert.match(await page.textContent("#view p.warning"), /\/minutes/);
+    const damage = await page.textContent("#view p.warning");
+    assert.ok(damage.includes(`${words["field.minutes"]}: ${words["invalid.wrong-type"]}`), damage);
+    await page.click('[data-lang="fr"]');
+    await until(page, (said) => document.querySelector("#view p.warning")?.textContent.includes(said),
+      `${STRINGS.fr["field.minutes"]}: ${STRINGS.fr["invalid.wrong-type"]}`, "the problem said in French");
     assert.equal(await page.locator("form.record input, form.record textarea, form.record select").count(), 0, "nothing to type into");
     assert.equal(await page.locator('section.conflicts li[data-path="/date"] button.keep').count(), 2, "the coordinator may settle the disagreement");
     await context.close();
