@@ -4,7 +4,7 @@
 // connection allows; nothing here is loaded from outside the server.
 
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
-import { LANGS, STRINGS, t, pieces, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
+import { LANGS, STRINGS, t, pieces, plural, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
 import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND } from "./fields.js";
 
@@ -63,11 +63,15 @@ async function signIn() {
     }
     // A proxy's error page is not JSON: its status still says what happened.
     body = await res.json().catch(() => ({}));
+    // A success without a token came from something else than the club's
+    // server (a hotel's login page): the invite was not used.
+    if (res.ok && typeof body?.token !== "string") throw new Error(tr("signinUnreached"));
     // Too many tries, or the server in trouble, leave the invite unused:
     // the code stays for a reload. Otherwise it has been answered for.
     if (res.status !== 429 && res.status < 500) history.replaceState(null, "", location.pathname);
-    if (!res.ok || typeof body?.token !== "string") {
-      // Said in the person's language; the server's words (English) follow.
+    if (!res.ok) {
+      // Said in the person's language; the server's words (English) only
+      // where the app has no sentence of its own.
       const key = { 401: "inviteUnknown", 410: "inviteSpent", 429: "inviteTooMany" }[res.status]
         ?? (res.status >= 500 ? "signinServer" : undefined);
       throw Object.assign(new Error(body?.error ?? `${res.status} ${res.statusText}`), { key });
@@ -179,20 +183,22 @@ function syncBar(s) {
   // A token the server no longer takes stops syncing, with why.
   const signedOut = app.signedOut && s.state === "offline";
   bar.dataset.state = signedOut ? "error" : s.state;
-  const state = signedOut ? trIsolated("signedOut", { reason: app.signedOut }) : {
+  const state = signedOut ? tr("signedOut") : {
     offline: tr("offline"),
     connecting: tr("connecting"),
-    syncing: tr("syncing", { n: formatNumber(app.lang, s.syncing) }),
+    syncing: plural(app.lang, "syncing", s.syncing),
     "up-to-date": tr("upToDate"),
     error: s.errorKind === "server" ? tr("problem.server")
       : s.errorKind ? problem({ name: s.errorKind, message: s.error })
       : trIsolated("syncError", { reason: s.error ?? "" }),
   }[s.state];
   fill($("#sync-state"), state);
+  // The server's own words (English), for whoever asks why.
+  $("#sync-state").title = signedOut ? app.signedOut : "";
   // Screen readers hear the state, not every record counted while syncing.
   const said = s.state === "syncing" && !signedOut ? tr("syncingNow") : $("#sync-state").textContent;
   if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
-  $("#sync-waiting").textContent = s.unconfirmed ? tr("waiting", { n: formatNumber(app.lang, s.unconfirmed) }) : "";
+  $("#sync-waiting").textContent = s.unconfirmed ? plural(app.lang, "waiting", s.unconfirmed) : "";
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
   $("#sync-refused").title = s.refused ?? "";
   const toggle = $("#sync-toggle");
@@ -1068,7 +1074,7 @@ function devicesView() {
       h("a", { href: `#/r/${q.doc_id}` }, words(titleOf(q.doc_id))), " · ",
       h("span", { class: "who" }, words(q.device_name ?? q.device_id)), " · ",
       h("time", {}, formatDateTime(app.lang, q.received_at)), " · ",
-      tr("changesCount", { n: formatNumber(app.lang, q.hashes.length) }),
+      plural(app.lang, "changesCount", q.hashes.length),
       h("p", { class: "reason" }, refusalReason(q)),
       batchChanges(q),
       ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, disabled: !!at, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
@@ -1155,7 +1161,7 @@ async function start() {
   try {
     app.token = await signIn();
   } catch (e) {
-    refused = e.key ? explained(tr(e.key), e.message) : tr("signinFailed") + e.message;
+    refused = e.key ? h("span", { title: e.message }, tr(e.key)) : tr("signinFailed") + e.message;
     // A device already signed in that opens an invite link again stays
     // signed in; the refusal is only a note.
     app.token = localStorage.getItem("token");

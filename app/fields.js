@@ -537,7 +537,7 @@ export function creationRows(ctx, fields) {
       const choices = field.type === "enum"
         ? field.values.map((v) => ({ value: v, label: t(ctx.lang, `value.${v}`) }))
         : options(ctx, REF_KIND[name]);
-      const select = h("select", { name }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
+      const select = h("select", { name, required: field.required }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
         choices.map((c) => h("option", { value: c.value }, c.label)));
       input = select;
       // A record chosen that is not on the phone yet is chosen once it

@@ -44,7 +44,7 @@ export const STRINGS = {
     overdueMilestones: "مراحل تجاوزت أجلها", recentChanges: "آخر التعديلات",
     who: "من", when: "متى", what: "ما الذي تغير", unknownAuthor: "جهاز غير معروف", thisRecord: "السجل",
     offline: "غير متصل", connecting: "جارٍ الاتصال…", syncing: "جارٍ مزامنة السجلات ({n})", upToDate: "البيانات محينة",
-    syncError: "خطأ في المزامنة: {reason}", signedOut: "لم يعد الخادم يقبل تسجيل دخول هذا الجهاز ({reason}). تعديلاتك محفوظة على الهاتف؛ اطلب من منسق رابط دعوة جديدا.", waiting: "تعديلات في انتظار الإرسال إلى الخادم: {n}",
+    syncError: "خطأ في المزامنة: {reason}", signedOut: "لم يعد الخادم يقبل تسجيل دخول هذا الجهاز. تعديلاتك محفوظة على الهاتف؛ اطلب من منسق رابط دعوة جديدا.", waiting: "تعديلات في انتظار الإرسال إلى الخادم: {n}",
     refused: "رفض الخادم أحد التعديلات: {reason}", goOnline: "الاتصال بالشبكة", goOffline: "العمل دون اتصال",
     refusedChange: "لم يقبل الخادم تعديلك على «{field}» في {record}: {why} {kept}",
     refusedRecord: "لم يقبل الخادم تعديلك على {record}: {why} {kept}",
@@ -77,7 +77,7 @@ export const STRINGS = {
     "invalid.not-a-language": "لغة غير العربية والفرنسية والإنجليزية",
     "invalid.duplicate-id": "عنصران يشتركان في معرّف واحد",
     invalid: "يتضمن هذا السجل أخطاء: {reason}", listSeparator: "؛ ", unreadable: "لا يمكن عرض هذا السجل كنموذج في هذا الإصدار من التطبيق: يظهر كما هو محفوظ ولا يمكن تعديله هنا. حدّث التطبيق أو اتصل بمنسق.", savedOnDevice: "تم الحفظ على هذا الجهاز",
-    signedInAs: "متصل باسم {name} ({role})", devices: "الأجهزة", inviteTitle: "دعوة جهاز جديد", deviceName: "اسم الجهاز", role: "الدور", cities: "المدن", person: "الشخص", noPerson: "لا أحد", createInvite: "إنشاء الدعوة", inviteLink: "رابط الدعوة (يُستعمل مرة واحدة، صالح حتى {until}):", copy: "نسخ", copied: "تم النسخ", deviceList: "الأجهزة المسجلة", lastSeen: "آخر ظهور", never: "أبدا", refresh: "تحديث", status: "الحالة", revokedOn: "أُلغي في {when}", revoke: "إلغاء الجهاز", editDevice: "تعديل", addLink: "ربط سجل…", notOnPhone: "سجل لم يصل إلى هذا الهاتف بعد", shownAsOf: "تعذر الوصول إلى الخادم: القوائم كما كانت في {when}.", saveDevice: "حفظ التعديلات", revokeConfirm: "إلغاء الجهاز «{name}»؟ يُقطع اتصاله فورا، ويمكنه تسليم تعديلاته غير المتزامنة للمراجعة.", thisDevice: "هذا الجهاز", quarantineTitle: "تعديلات مرفوضة تنتظر المراجعة", quarantineEmpty: "لا توجد تعديلات مرفوضة تنتظر المراجعة.", changesCount: "{n} تعديل", accept: "قبول", discard: "تجاهل", coordinatorsOnly: "هذه الصفحة للمنسقين.", requestFailed: "لم ينجح الطلب: {reason}", coordinator: "منسق", delegate: "مندوب", observer: "ملاحظ",
+    signedInAs: "متصل باسم {name} ({role})", devices: "الأجهزة", inviteTitle: "دعوة جهاز جديد", deviceName: "اسم الجهاز", role: "الدور", cities: "المدن", person: "الشخص", noPerson: "لا أحد", createInvite: "إنشاء الدعوة", inviteLink: "رابط الدعوة (يُستعمل مرة واحدة، صالح حتى {until}):", copy: "نسخ", copied: "تم النسخ", deviceList: "الأجهزة المسجلة", lastSeen: "آخر ظهور", never: "أبدا", refresh: "تحديث", status: "الحالة", revokedOn: "أُلغي في {when}", revoke: "إلغاء الجهاز", editDevice: "تعديل", addLink: "ربط سجل…", notOnPhone: "سجل لم يصل إلى هذا الهاتف بعد", shownAsOf: "تعذر الوصول إلى الخادم: القوائم كما كانت في {when}.", saveDevice: "حفظ التعديلات", revokeConfirm: "إلغاء الجهاز «{name}»؟ يُقطع اتصاله فورا، ويمكنه تسليم تعديلاته غير المتزامنة للمراجعة.", thisDevice: "هذا الجهاز", quarantineTitle: "تعديلات مرفوضة تنتظر المراجعة", quarantineEmpty: "لا توجد تعديلات مرفوضة تنتظر المراجعة.", changesCount: "{n} تعديل", "changesCount.one": "تعديل واحد", "changesCount.two": "تعديلان", "changesCount.few": "{n} تعديلات", "changesCount.many": "{n} تعديلا", accept: "قبول", discard: "تجاهل", coordinatorsOnly: "هذه الصفحة للمنسقين.", requestFailed: "لم ينجح الطلب: {reason}", coordinator: "منسق", delegate: "مندوب", observer: "ملاحظ",
     language: "اللغة", byServer: "الخادم (البيانات الأولية)", byThisDevice: "هذا الجهاز (لم يُرسل بعد)",
     discardDraft: "مغادرة هذه الاستمارة؟ ما كتبته في السجل الجديد لم يُحفظ بعد.",
     draftRestored: "الاستمارة كما تركتها على هذا الهاتف، ولم يُنشأ السجل بعد.",
@@ -162,8 +162,8 @@ export const STRINGS = {
     agreementsByStatus: "Accords par statut", projectsByCity: "Projets par ville",
     overdueMilestones: "Jalons en retard", recentChanges: "Modifications récentes",
     who: "Qui", when: "Quand", what: "Ce qui a changé", unknownAuthor: "appareil inconnu", thisRecord: "Fiche",
-    offline: "Hors ligne", connecting: "Connexion…", syncing: "Synchronisation de {n} fiches", upToDate: "À jour",
-    syncError: "Erreur de synchronisation : {reason}", signedOut: "Le serveur n’accepte plus la connexion de cet appareil ({reason}). Vos modifications restent sur le téléphone ; demandez un nouveau lien d’invitation à un coordinateur.", waiting: "{n} modifications en attente du serveur",
+    offline: "Hors ligne", connecting: "Connexion…", syncing: "Synchronisation de {n} fiches", "syncing.one": "Synchronisation de {n} fiche", upToDate: "À jour",
+    syncError: "Erreur de synchronisation : {reason}", signedOut: "Le serveur n’accepte plus la connexion de cet appareil. Vos modifications restent sur le téléphone ; demandez un nouveau lien d’invitation à un coordinateur.", waiting: "{n} modifications en attente du serveur", "waiting.one": "{n} modification en attente du serveur",
     refused: "Le serveur a refusé une modification : {reason}", goOnline: "Passer en ligne", goOffline: "Travailler hors ligne",
     refusedChange: "Le serveur n’a pas accepté votre modification du champ « {field} » dans la fiche {record} : {why} {kept}",
     refusedRecord: "Le serveur n’a pas accepté votre modification de la fiche {record} : {why} {kept}",
@@ -196,7 +196,7 @@ export const STRINGS = {
     "invalid.not-a-language": "une langue autre que l’arabe, le français ou l’anglais",
     "invalid.duplicate-id": "deux éléments partagent un même identifiant",
     invalid: "Cette fiche comporte des erreurs : {reason}", listSeparator: " ; ", unreadable: "Cette version de l’application ne sait pas afficher cette fiche en formulaire : elle est montrée telle qu’elle est enregistrée et ne peut pas être modifiée ici. Mettez l’application à jour ou adressez-vous à un coordinateur.", savedOnDevice: "Enregistré sur cet appareil",
-    signedInAs: "Connecté en tant que {name} ({role})", devices: "Appareils", inviteTitle: "Inviter un nouvel appareil", deviceName: "Nom de l’appareil", role: "Rôle", cities: "Villes", person: "Personne", noPerson: "Personne en particulier", createInvite: "Créer l’invitation", inviteLink: "Lien d’invitation (à usage unique, valable jusqu’au {until}) :", copy: "Copier", copied: "Copié", deviceList: "Appareils enregistrés", lastSeen: "Vu pour la dernière fois", never: "jamais", refresh: "Actualiser", status: "État", revokedOn: "révoqué le {when}", revoke: "Révoquer", editDevice: "Modifier", addLink: "Lier une fiche…", notOnPhone: "une fiche pas encore sur ce téléphone", shownAsOf: "Le serveur est injoignable : listes telles qu’au {when}.", saveDevice: "Enregistrer les modifications", revokeConfirm: "Révoquer l’appareil « {name} » ? Il est déconnecté aussitôt et peut remettre ses modifications non synchronisées pour examen.", thisDevice: "cet appareil", quarantineTitle: "Modifications refusées en attente d’examen", quarantineEmpty: "Aucune modification refusée n’attend d’examen.", changesCount: "{n} modification(s)", accept: "Accepter", discard: "Écarter", coordinatorsOnly: "Cette page est réservée aux coordinateurs.", requestFailed: "La demande a échoué : {reason}", coordinator: "coordinateur", delegate: "délégué", observer: "observateur",
+    signedInAs: "Connecté en tant que {name} ({role})", devices: "Appareils", inviteTitle: "Inviter un nouvel appareil", deviceName: "Nom de l’appareil", role: "Rôle", cities: "Villes", person: "Personne", noPerson: "Personne en particulier", createInvite: "Créer l’invitation", inviteLink: "Lien d’invitation (à usage unique, valable jusqu’au {until}) :", copy: "Copier", copied: "Copié", deviceList: "Appareils enregistrés", lastSeen: "Vu pour la dernière fois", never: "jamais", refresh: "Actualiser", status: "État", revokedOn: "révoqué le {when}", revoke: "Révoquer", editDevice: "Modifier", addLink: "Lier une fiche…", notOnPhone: "une fiche pas encore sur ce téléphone", shownAsOf: "Le serveur est injoignable : listes telles qu’au {when}.", saveDevice: "Enregistrer les modifications", revokeConfirm: "Révoquer l’appareil « {name} » ? Il est déconnecté aussitôt et peut remettre ses modifications non synchronisées pour examen.", thisDevice: "cet appareil", quarantineTitle: "Modifications refusées en attente d’examen", quarantineEmpty: "Aucune modification refusée n’attend d’examen.", changesCount: "{n} modifications", "changesCount.one": "{n} modification", accept: "Accepter", discard: "Écarter", coordinatorsOnly: "Cette page est réservée aux coordinateurs.", requestFailed: "La demande a échoué : {reason}", coordinator: "coordinateur", delegate: "délégué", observer: "observateur",
     language: "Langue", byServer: "le serveur (données initiales)", byThisDevice: "cet appareil (pas encore envoyé)",
     discardDraft: "Quitter ce formulaire ? Ce que vous avez saisi dans la nouvelle fiche n’est pas encore enregistré.",
     draftRestored: "Le formulaire tel que vous l’aviez laissé sur ce téléphone ; la fiche n’est pas encore créée.",
@@ -281,8 +281,8 @@ export const STRINGS = {
     agreementsByStatus: "Agreements by status", projectsByCity: "Projects by city",
     overdueMilestones: "Overdue milestones", recentChanges: "Recent changes",
     who: "Who", when: "When", what: "What changed", unknownAuthor: "unknown device", thisRecord: "Record",
-    offline: "Offline", connecting: "Connecting…", syncing: "Syncing {n} records", upToDate: "Up to date",
-    syncError: "Sync error: {reason}", signedOut: "The server no longer accepts this device's sign-in ({reason}). Your edits stay on this phone; ask a coordinator for a new invite link.", waiting: "{n} changes waiting for the server",
+    offline: "Offline", connecting: "Connecting…", syncing: "Syncing {n} records", "syncing.one": "Syncing {n} record", upToDate: "Up to date",
+    syncError: "Sync error: {reason}", signedOut: "The server no longer accepts this device's sign-in. Your edits stay on this phone; ask a coordinator for a new invite link.", waiting: "{n} changes waiting for the server", "waiting.one": "{n} change waiting for the server",
     refused: "The server refused a change: {reason}", goOnline: "Go online", goOffline: "Work offline",
     refusedChange: "The server did not accept your change to “{field}” in {record}: {why} {kept}",
     refusedRecord: "The server did not accept your change to {record}: {why} {kept}",
@@ -315,7 +315,7 @@ export const STRINGS = {
     "invalid.not-a-language": "a language other than Arabic, French or English",
     "invalid.duplicate-id": "two items share one identifier",
     invalid: "This record has problems: {reason}", listSeparator: "; ", unreadable: "This version of the app cannot show this record as a form: it is shown as stored and cannot be changed here. Update the app, or ask a coordinator.", savedOnDevice: "Saved on this device",
-    signedInAs: "Signed in as {name} ({role})", devices: "Devices", inviteTitle: "Invite a new device", deviceName: "Device name", role: "Role", cities: "Cities", person: "Person", noPerson: "Nobody in particular", createInvite: "Create the invite", inviteLink: "Invite link (one use, valid until {until}):", copy: "Copy", copied: "Copied", deviceList: "Registered devices", lastSeen: "Last seen", never: "never", refresh: "Refresh", status: "Status", revokedOn: "revoked on {when}", revoke: "Revoke", editDevice: "Change", addLink: "Link a record…", notOnPhone: "a record not yet on this phone", shownAsOf: "The server cannot be reached: the lists as they were on {when}.", saveDevice: "Save the changes", revokeConfirm: "Revoke the device “{name}”? It is disconnected at once and can hand in its unsynced changes for review.", thisDevice: "this device", quarantineTitle: "Refused changes awaiting review", quarantineEmpty: "No refused changes are awaiting review.", changesCount: "{n} change(s)", accept: "Accept", discard: "Discard", coordinatorsOnly: "This page is for coordinators.", requestFailed: "The request failed: {reason}", coordinator: "coordinator", delegate: "delegate", observer: "observer",
+    signedInAs: "Signed in as {name} ({role})", devices: "Devices", inviteTitle: "Invite a new device", deviceName: "Device name", role: "Role", cities: "Cities", person: "Person", noPerson: "Nobody in particular", createInvite: "Create the invite", inviteLink: "Invite link (one use, valid until {until}):", copy: "Copy", copied: "Copied", deviceList: "Registered devices", lastSeen: "Last seen", never: "never", refresh: "Refresh", status: "Status", revokedOn: "revoked on {when}", revoke: "Revoke", editDevice: "Change", addLink: "Link a record…", notOnPhone: "a record not yet on this phone", shownAsOf: "The server cannot be reached: the lists as they were on {when}.", saveDevice: "Save the changes", revokeConfirm: "Revoke the device “{name}”? It is disconnected at once and can hand in its unsynced changes for review.", thisDevice: "this device", quarantineTitle: "Refused changes awaiting review", quarantineEmpty: "No refused changes are awaiting review.", changesCount: "{n} changes", "changesCount.one": "{n} change", accept: "Accept", discard: "Discard", coordinatorsOnly: "This page is for coordinators.", requestFailed: "The request failed: {reason}", coordinator: "coordinator", delegate: "delegate", observer: "observer",
     language: "Language", byServer: "the server (initial data)", byThisDevice: "this device (not sent yet)",
     discardDraft: "Leave this form? What you typed in the new record is not saved yet.",
     draftRestored: "The form as you left it on this phone; the record is not created yet.",
@@ -362,6 +362,22 @@ export const STRINGS = {
     "value.person": "Person", "value.report": "Report",
   },
 };
+
+/** The plural categories a string may have variants for (`key.one`, ...). */
+export const PLURAL_CATEGORIES = ["zero", "one", "two", "few", "many"];
+
+/**
+ * `key` for a count of `n`, with `{n}` written as the language writes
+ * numbers: the variant for the language's plural category of `n` (`key.one`,
+ * `key.two`, `key.few`, `key.many`: Arabic has them all) where the language
+ * has one, else `key` itself.
+ */
+export function plural(lang, key, n) {
+  const category = formatter("plural", lang, (loc) => new Intl.PluralRules(loc)).select(n);
+  const variant = `${key}.${category}`;
+  const chosen = STRINGS[lang]?.[variant] !== undefined ? variant : key;
+  return t(lang, chosen, { n: formatNumber(lang, n) });
+}
 
 // Translate `key` in `lang`, replacing `{name}` placeholders from `vars`.
 // Falls back to English, then to the key itself; unknown placeholders stay as written.

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fold, matches } from "../../app/search.js";
-import { LANGS, STRINGS, t, formatDate, formatDateTime, formatNumber, locale } from "../../app/i18n.js";
+import { LANGS, STRINGS, PLURAL_CATEGORIES, t, plural, formatDate, formatDateTime, formatNumber, locale } from "../../app/i18n.js";
 
 test("Arabic harakat are ignored", () => {
   assert.equal(fold("مُحَمَّد"), "محمد");
@@ -81,11 +81,16 @@ test("empty query matches everything; missing haystack is empty", () => {
   assert.ok(matches(["Smara", "Pune"], "pune"));
 });
 
+// A plural variant (`waiting.one`) exists only in the languages whose
+// grammar needs it; every other key is in every language.
+const VARIANT = new RegExp(`^(.+)\\.(${PLURAL_CATEGORIES.join("|")})$`);
+const isVariant = (key) => VARIANT.test(key) && VARIANT.exec(key)[1] in STRINGS.en;
+
 test("i18n languages have identical key sets and no empty value", () => {
   assert.deepEqual(LANGS, ["ar", "fr", "en"]);
-  const reference = Object.keys(STRINGS.en).sort();
+  const reference = Object.keys(STRINGS.en).filter((k) => !isVariant(k)).sort();
   for (const lang of LANGS) {
-    assert.deepEqual(Object.keys(STRINGS[lang]).sort(), reference, `keys of ${lang}`);
+    assert.deepEqual(Object.keys(STRINGS[lang]).filter((k) => !isVariant(k)).sort(), reference, `keys of ${lang}`);
     for (const [key, value] of Object.entries(STRINGS[lang])) {
       assert.equal(typeof value, "string", `${lang}.${key}`);
       assert.ok(value.trim().length > 0, `${lang}.${key} is empty`);
@@ -98,11 +103,44 @@ test("i18n languages have identical key sets and no empty value", () => {
 
 test("placeholders are the same in every language", () => {
   const placeholders = (s) => (s.match(/\{\w+\}/g) ?? []).sort().join(",");
-  for (const key of Object.keys(STRINGS.en)) {
+  for (const key of Object.keys(STRINGS.en).filter((k) => !isVariant(k))) {
     for (const lang of LANGS) {
       assert.equal(placeholders(STRINGS[lang][key]), placeholders(STRINGS.en[key]), `${lang}.${key}`);
     }
   }
+});
+
+test("plural variants are of categories their language has, and use no placeholder their key lacks", () => {
+  let variants = 0;
+  for (const lang of LANGS) {
+    const categories = new Intl.PluralRules(locale(lang)).resolvedOptions().pluralCategories;
+    for (const key of Object.keys(STRINGS[lang]).filter(isVariant)) {
+      const [, base, category] = VARIANT.exec(key);
+      assert.ok(categories.includes(category), `${lang}.${key}: ${lang} has no '${category}'`);
+      for (const p of STRINGS[lang][key].match(/\{\w+\}/g) ?? []) {
+        assert.ok(STRINGS.en[base].includes(p), `${lang}.${key}: ${p}`);
+      }
+      variants++;
+    }
+  }
+  assert.ok(variants > 0, "no plural variant checked");
+});
+
+test("counts take the plural form of the reader's language", () => {
+  assert.equal(plural("en", "waiting", 1), "1 change waiting for the server");
+  assert.equal(plural("en", "waiting", 2), "2 changes waiting for the server");
+  assert.equal(plural("en", "waiting", 0), "0 changes waiting for the server");
+  assert.equal(plural("fr", "changesCount", 0), "0 modification", "French counts zero as one");
+  assert.equal(plural("fr", "changesCount", 1), "1 modification");
+  assert.equal(plural("fr", "changesCount", 1500), "1\u202f500 modifications");
+  // Arabic: one, two, three to ten, eleven to ninety-nine, a hundred.
+  assert.equal(plural("ar", "changesCount", 1), "تعديل واحد");
+  assert.equal(plural("ar", "changesCount", 2), "تعديلان");
+  assert.equal(plural("ar", "changesCount", 3), "3 تعديلات");
+  assert.equal(plural("ar", "changesCount", 11), "11 تعديلا");
+  assert.equal(plural("ar", "changesCount", 100), "100 تعديل");
+  // A language without variants for a key uses the key itself.
+  assert.equal(plural("ar", "waiting", 1), t("ar", "waiting", { n: formatNumber("ar", 1) }));
 });
 
 test("t() substitutes placeholders and falls back", () => {
