@@ -104,7 +104,8 @@ export interface SyncStatus {
   refused?: string;
   /**
    * Beside `refused`, when the server said what it refused: the record, why
-   * (a code such as "not-yours", "adopted", "ended", "invalid", "too-large"),
+   * (a code such as "not-yours", "adopted", "ended", "invalid", "too-large",
+   * or "not-stored" and "unreadable" for the server's own trouble),
    * the record path at fault, and the quarantine entry that keeps the change
    * for a coordinator to review, if there is one.
    */

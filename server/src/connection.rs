@@ -18,14 +18,14 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::handshake::{self, Joined};
-use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PeerMetadata};
+use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PeerMetadata, Refusal};
 use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
 use crate::auth::Device;
 use crate::document::{DocCommand, Outbound, PeerLink, Queued, send_or_cut};
 use crate::hub::{DispatchError, Hub, Missing};
-use crate::permissions::Why;
+use crate::permissions::{UNREADABLE, Why};
 use crate::store::Refused;
 
 /// Why a connection ends; sent to the peer as an `error` first.
@@ -424,7 +424,12 @@ impl Session {
                 self.hub.metrics.storage_errors.inc();
                 warn!(doc_id = %doc, error = %e, "cannot open document");
                 let msg = Message::Error {
-                    refusal: None,
+                    refusal: Some(Refusal {
+                        document_id: doc,
+                        code: UNREADABLE.to_owned(),
+                        path: "/".to_owned(),
+                        quarantine: None,
+                    }),
                     sender_id: self.hub.server_id.clone(),
                     target_id: peer_id,
                     message: format!("document {doc} cannot be opened on the server right now"),

@@ -57,6 +57,14 @@ pub enum Why {
 /// limit (checked by the document task, not here).
 pub const TOO_LARGE: &str = "too-large";
 
+/// The code of changes not accepted because storing them failed (a full
+/// or failing disk); the device sends them again on reconnecting.
+pub const NOT_STORED: &str = "not-stored";
+
+/// The code of changes not accepted because the server cannot read its own
+/// copy of the record just now.
+pub const UNREADABLE: &str = "unreadable";
+
 impl Why {
     /// The code the app translates.
     pub fn code(&self) -> &'static str {
@@ -354,7 +362,7 @@ mod tests {
     fn the_app_says_every_reason_in_each_of_its_three_languages() {
         let strings = include_str!("../../app/i18n.js");
         let mut codes: Vec<&str> = every_why().iter().map(Why::code).collect();
-        codes.push(TOO_LARGE);
+        codes.extend([TOO_LARGE, NOT_STORED, UNREADABLE]);
         let distinct: std::collections::HashSet<&str> = codes.iter().copied().collect();
         assert_eq!(distinct.len(), codes.len(), "two reasons share a code");
         for code in codes {

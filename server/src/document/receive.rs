@@ -13,7 +13,9 @@ use twinsync_shared::record::{MAX_NESTING, changed_paths, nested_beyond, read_do
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
-use crate::permissions::{Read, Refusal, TOO_LARGE, Why, Write, check_write};
+use crate::permissions::{
+    NOT_STORED, Read, Refusal, TOO_LARGE, UNREADABLE, Why, Write, check_write,
+};
 use crate::review::{BatchError, load_batch};
 use crate::store::{Append, Origin, Refused, StoreError};
 
@@ -201,14 +203,12 @@ impl DocTask {
     /// lost while storage recovers.
     fn drop_unstored(&mut self, peer: &PeerLink, e: &StoreError) {
         error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
-        self.error_to(
-            peer,
-            format!(
-                "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
-                self.id,
-                e.public_reason()
-            ),
+        let message = format!(
+            "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
+            self.id,
+            e.public_reason()
         );
+        self.refusal_to(peer, message, NOT_STORED, "/", None);
         peer.kill.notify_one();
         self.remove_peer(&peer.peer_id);
     }
@@ -218,13 +218,11 @@ impl DocTask {
     async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
         self.retry_broken().await;
         if let Some(reason) = &self.broken {
-            self.error_to(
-                &peer,
-                format!(
-                    "document {} cannot be read on the server: {reason}",
-                    self.id
-                ),
+            let message = format!(
+                "document {} cannot be read on the server: {reason}",
+                self.id
             );
+            self.refusal_to(&peer, message, UNREADABLE, "/", None);
             return;
         }
         self.join(&peer).await;

@@ -427,11 +427,18 @@ async fn when_storing_and_reloading_both_fail_nothing_unstored_reaches_a_peer() 
     let _ = wait.await;
     task.await.unwrap();
 
-    let told = errors(&mut amina);
-    assert!(
-        told.iter().any(|e| e.contains("could not store")),
-        "{told:?}"
+    let told = refusals(&mut amina);
+    let unstored = told
+        .iter()
+        .find(|(e, _)| e.contains("could not store"))
+        .unwrap_or_else(|| panic!("{told:?}"));
+    // With the code the app says it by, in the person's language.
+    let refusal = unstored.1.as_ref().expect("a refusal");
+    assert_eq!(
+        (refusal.code.as_str(), refusal.path.as_str()),
+        ("not-stored", "/")
     );
+    assert_eq!(refusal.quarantine, None);
     // Nothing Pierre hears since claims the change, and Pierre is cut off:
     // it reconnects, and the record loads afresh once storage recovers.
     let mut heard = Vec::new();
@@ -445,14 +452,17 @@ async fn when_storing_and_reloading_both_fail_nothing_unstored_reaches_a_peer() 
                 );
                 assert!(msg.changes.is_empty(), "changes relayed after the failure");
             }
-            Message::Error { message, .. } => heard.push(message),
+            Message::Error {
+                message, refusal, ..
+            } => heard.push((message, refusal.map(|r| r.code))),
             _ => {}
         }
     }
     assert!(
         heard
             .iter()
-            .any(|e| e.contains("cannot be read on the server")),
+            .any(|(e, code)| e.contains("cannot be read on the server")
+                && code.as_deref() == Some("unreadable")),
         "{heard:?}"
     );
     tokio::time::timeout(
@@ -615,7 +625,7 @@ async fn a_record_unreadable_while_storage_failed_is_read_again_once_it_recovers
         .unwrap();
     let Outbound::Frame(told) = told;
     assert!(
-        matches!(Message::decode(&told, Default::default()).unwrap(), Message::Error { message, .. } if message.contains("cannot be read on the server")),
+        matches!(Message::decode(&told, Default::default()).unwrap(), Message::Error { message, refusal: Some(r), .. } if message.contains("cannot be read on the server") && r.code == "unreadable"),
     );
     other
         .execute_batch("ALTER TABLE chunks_gone RENAME TO chunks")

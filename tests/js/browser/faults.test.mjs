@@ -123,6 +123,8 @@ test("a change the server refuses is shown with its reason and kept on the devic
     }, undefined, "the refusal", 60_000);
     assert.equal(status.state, "error");
     assert.match(status.refused, /could not store your changes to .* \(the server's storage is full\)/);
+    // With what an app needs to say it in the person's language.
+    assert.deepEqual(status.refusal, { documentId: id, code: "not-stored", path: "/" });
     assert.ok(status.unconfirmed >= 1);
     assert.equal(await page.evaluate((id) => window.tw.read(id).record.title.fr, id), "Rapport long");
     const res = await server.api(`/api/records/${id}`);
