@@ -6,7 +6,7 @@
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
 import { LANGS, STRINGS, t, pieces, plural, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
-import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND } from "./fields.js";
+import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -832,14 +832,20 @@ function exportSection() {
       const text = String(v ?? "");
       return `"${(/^[=+\-@\t\r]/.test(text) ? `'${text}` : text).replaceAll('"', '""')}"`;
     };
-    const head = ["id", ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${f.name}_${l}`) : [f.name]))];
+    // For people to read, in the coordinator's language: the fields'
+    // labels, chosen values as the forms say them, people and cities by
+    // name, not by their record's address. Dates stay ISO, which
+    // spreadsheets sort; the JSON export keeps every code.
+    const label = (f) => tr(`field.${f.name}`);
+    const head = [tr("exportId"), ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${label(f)} (${LANGUAGE_NAMES[l]})`) : [label(f)]))];
+    const said = (f, v) => (f.type === "ref" || REF_KIND[f.name] ? title(v) : f.values ? tr(`value.${v}`) : v);
     const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {
       const v = view.record?.[f.name];
       if (f.type === "multilingual") return LANGS.map((l) => v?.[l] ?? "");
-      if (f.type === "ref") return [v ? title(v) : ""];
-      // People and cities by name, not by their record's address.
-      if (Array.isArray(v)) return [v.map((m) => (REF_KIND[f.name] ? title(m) : m)).join(" | ")];
-      return [v];
+      if (v === null || v === undefined || v === "") return [""];
+      if (f.type === "bool") return [tr(v ? "yes" : "no")];
+      if (Array.isArray(v)) return [v.map((m) => said(f, m)).join(" | ")];
+      return [said(f, v)];
     })].map(cell).join(sep));
     // A byte-order mark so spreadsheets read Arabic as UTF-8.
     return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";

@@ -203,7 +203,7 @@ export function today() {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
 }
 
-const LANGUAGE_NAMES = { ar: "العربية", fr: "Français", en: "English" };
+export const LANGUAGE_NAMES = { ar: "العربية", fr: "Français", en: "English" };
 
 /** The focused one-line control's pending write, by control. */
 const unsent = new WeakMap();

@@ -1052,17 +1052,24 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     const lines = bytes.subarray(3).toString("utf8").trim().split("\r\n");
     const agreements = all.filter((r) => r.kind === "agreement");
     assert.equal(lines.length, agreements.length + 1);
-    // Semicolons, as spreadsheets in Arabic and French locales split columns.
-    assert.match(lines[0], /^"id";"title_ar";"title_fr";"title_en"/);
-    // The parties by name, not by their record's address.
+    // Semicolons, as spreadsheets in Arabic and French locales split
+    // columns; headers in the coordinator's language.
+    const ar = STRINGS.ar;
+    assert.ok(lines[0].startsWith(`"${ar.exportId}";"${ar["field.title"]} (العربية)";"${ar["field.title"]} (Français)";"${ar["field.title"]} (English)"`), lines[0]);
+    // The parties by name, not by their record's address; the status and
+    // domains as the forms say them.
     const cells = (line) => line.slice(1, -1).split('";"');
-    const parties = cells(lines[0]).indexOf("parties");
-    assert.ok(parties > 0, lines[0]);
+    const column = (name) => cells(lines[0]).indexOf(ar[`field.${name}`]);
+    const [parties, status, domains] = ["parties", "status", "domains"].map(column);
+    assert.ok(parties > 0 && status > 0 && domains > 0, lines[0]);
+    const statuses = ["draft", "approved", "signed", "in_force", "suspended", "ended"].map((s) => ar[`value.${s}`]);
     for (const line of lines.slice(1)) {
       // Two names, Smara one of them.
       assert.equal(cells(line)[parties].split(" | ").length, 2, line);
       assert.ok(cells(line)[parties].split(" | ").includes("السمارة"), line);
       assert.ok(!line.includes("automerge:"), line);
+      assert.ok(statuses.includes(cells(line)[status]), `${cells(line)[status]} in ${line}`);
+      for (const d of cells(line)[domains].split(" | ").filter(Boolean)) assert.ok(/\p{Script=Arabic}/u.test(d), `${d} in ${line}`);
     }
     await context.close();
   });
