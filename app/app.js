@@ -233,6 +233,9 @@ function fieldName(name) {
   return STRINGS.en[`field.${name}`] ? tr(`field.${name}`) : null;
 }
 
+/** A language's own name (`العربية`, `Français`), or its code when the club does not use it. */
+const langName = (lang) => LANGUAGE_NAMES[lang] ?? lang;
+
 /** A record path as the field's label, or as written when it has none. */
 function fieldLabel(path) {
   return fieldName(path.split("/")[1]) ?? words(path);
@@ -266,7 +269,7 @@ function pathLabel(kind, path) {
   const labels = path.split("/").filter(Boolean).map(fieldName).filter(Boolean);
   if (!labels.length) return words(path);
   const { lang } = fieldAt(app.schema, kind, path);
-  return lang ? `${labels.join(" › ")} (${lang})` : labels.join(" › ");
+  return lang ? `${labels.join(" › ")} (${langName(lang)})` : labels.join(" › ");
 }
 
 /**
@@ -311,7 +314,7 @@ function fieldChange(kind, c) {
   const top = c.path.split("/")[1];
   const within = top !== field.name && !lang ? fieldName(top) : null;
   const own = fieldName(field.name);
-  const label = h("dt", { "data-path": c.path }, own ? [within ? `${within} › ` : "", own] : words(c.path), lang ? ` (${lang})` : "");
+  const label = h("dt", { "data-path": c.path }, own ? [within ? `${within} › ` : "", own] : words(c.path), lang ? ` (${langName(lang)})` : "");
   // Words added and removed, for free text; an enum or a date reads
   // better as the two values.
   if (c.text && ["str", "text", "multilingual"].includes(field.type)) {
@@ -500,9 +503,14 @@ function recordView(id, at = null) {
   let record = view.record;
   let body;
   if (at !== null) {
-    const past = app.client.readAt(id, at);
+    let past;
+    try { past = app.client.readAt(id, at); } catch (e) { past = { failed: e }; }
     record = past.record;
-    body = record ? fieldRows(ctx, fields, record) : [h("p", { class: "note" }, tr("notYet"))];
+    // Not yet written, or written but not valid then (it is said why).
+    body = record ? fieldRows(ctx, fields, record)
+      : past.failed ? [h("p", { class: "note" }, problem(past.failed))]
+      : past.errors?.length ? [h("p", { class: "warning" }, recordProblems(kind, past.errors))]
+      : [h("p", { class: "note" }, tr("notYet"))];
   } else if (record) {
     body = fieldRows(ctx, fields, record);
   } else {
@@ -573,7 +581,7 @@ function conflictList(records) {
       const shown = (v) => words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value));
       rows.push(h("li", { "data-path": c.path, "data-id": id },
         records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
-        h("span", { class: "label" }, tr(`field.${field.name}`), lang ? ` (${lang})` : ""),
+        h("span", { class: "label" }, tr(`field.${field.name}`), lang ? ` (${langName(lang)})` : ""),
         h("div", { class: "values" }, c.values.map((v) => decides ? h("button", {
           type: "button", class: "keep", "data-value": JSON.stringify(v.value),
           onclick: async () => {
@@ -908,7 +916,10 @@ function forgetKept() {
   for (const key of Object.keys(localStorage)) if (key.startsWith("kept:") || key.startsWith("draft:")) localStorage.removeItem(key);
 }
 
-const titleOf = (id) => pick(app.byUrl.get(`automerge:${bare(id)}`)?.title, app.lang) || bare(id);
+const titleOf = (id) => {
+  const known = app.byUrl.get(`automerge:${bare(id)}`);
+  return known ? pick(known.title, app.lang) || bare(id) : tr("notOnPhone");
+};
 
 /**
  * A device's name, role, cities and person as form fields, filled in from
@@ -943,6 +954,8 @@ function deviceFields(d, byTitle) {
       cities: cities.filter((c) => c.box.checked).map((c) => c.id),
       person: person.value || null,
     }),
+    // What the server would refuse, said before asking it.
+    missing: () => (role.value === "delegate" && !cities.some((c) => c.box.checked) ? tr("delegateNeedsCity") : null),
     focus: () => name.focus(),
   };
 }
@@ -1008,6 +1021,8 @@ function devicesView() {
     oninput: () => { inviting = true; touched(); },
     onsubmit: (e) => {
       e.preventDefault();
+      const missing = fields.missing();
+      if (missing) { fill(problem, missing); return; }
       act(submit, async () => {
         app.lastInvite = await call("/api/invites", { method: "POST", body: JSON.stringify(fields.value()) });
         drawMade(app.lastInvite);
@@ -1033,6 +1048,8 @@ function devicesView() {
       "aria-label": `${tr("editDevice")}: ${d.name}`,
       onsubmit: (e) => {
         e.preventDefault();
+        const missing = changed.missing();
+        if (missing) { fill(problem, missing); return; }
         act(save, async () => {
           await call(`/api/devices/${encodeURIComponent(d.id)}`, { method: "PATCH", body: JSON.stringify(changed.value()) });
           under.remove();

@@ -60,7 +60,8 @@ function shift(pos, d) {
 
 function titleOf(ctx, url) {
   const s = ctx.byUrl.get(url);
-  return s ? pick(s.title, ctx.lang) || s.id : url;
+  if (s) return pick(s.title, ctx.lang) || s.id;
+  return String(url).startsWith("automerge:") ? t(ctx.lang, "notOnPhone") : url;
 }
 
 function options(ctx, kind) {
@@ -166,7 +167,7 @@ function editor(ctx, field, value, path) {
       const select = h("select", {},
         field.required ? null : h("option", { value: "" }, t(lang, "none")),
         options(ctx, kind).map((o) => h("option", { value: o.value }, o.label)));
-      if (value && !ctx.byUrl.has(value)) select.append(h("option", { value }, value));
+      if (value && !ctx.byUrl.has(value)) select.append(h("option", { value }, titleOf(ctx, value)));
       select.value = value ?? "";
       return plain(select, () => select.value || null);
     }
@@ -385,7 +386,7 @@ function setEditor(ctx, field, members, path) {
     const choices = field.values
       ? field.values.map((v) => ({ value: v, label: t(lang, `value.${v}`) }))
       : options(ctx, kind);
-    for (const m of members) if (!choices.some((c) => c.value === m)) choices.push({ value: m, label: m });
+    for (const m of members) if (!choices.some((c) => c.value === m)) choices.push({ value: m, label: field.values ? m : titleOf(ctx, m) });
     return h("div", { class: "choices" }, choices.map((c) => {
       const box = h("input", { type: "checkbox", checked: members.includes(c.value), onchange: () => toggle(c.value, box.checked) });
       return h("label", {}, box, " ", words(c.label));
@@ -444,7 +445,7 @@ function linksEditor(ctx, members, path) {
   return h("div", { class: "chips links" },
     members.map((m) => h("span", { class: "chip" },
       linkTo(ctx, m),
-      h("button", { type: "button", "aria-label": `${t(lang, "remove")} ${ctx.byUrl.get(m) ? pick(ctx.byUrl.get(m).title, lang) : m}`, onclick: () => change(m, false) }, "×"))),
+      h("button", { type: "button", "aria-label": `${t(lang, "remove")} ${titleOf(ctx, m)}`, onclick: () => change(m, false) }, "×"))),
     choose, add);
 }
 

@@ -363,10 +363,15 @@ impl Replica {
         Ok(json!(document_history(&self.entry(id)?.doc)))
     }
 
-    /// The record as it stood at `time` (seconds since the epoch).
+    /// The record as it stood at `time` (seconds since the epoch):
+    /// `{record}`, `{errors}` when it was not valid then, or `{}` when
+    /// nothing of it had been written yet.
     pub fn read_at(&self, id: DocumentId, time: i64) -> Result<Json, ClientError> {
         let then = document_at_time(&self.entry(id)?.doc, time)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        if then.heads().is_empty() {
+            return Ok(json!({}));
+        }
         Ok(match then.read() {
             Ok(record) => json!({ "record": record }),
             Err(errors) => json!({ "errors": errors }),

@@ -207,3 +207,37 @@ fn a_record_left_unreadable_here_takes_no_keystroke() {
     assert!(err.contains("cannot be read on this device"), "{err}");
     assert!(other.read(meeting).unwrap()["stored"]["minutes"] == json!("ordre du jour"));
 }
+
+#[test]
+fn a_record_as_it_stood_is_absent_before_its_first_change_and_says_why_when_it_was_invalid() {
+    use automerge::ROOT;
+    use automerge::transaction::{CommitOptions, Transactable};
+
+    let mut phone = device("phone");
+    let (meeting, _) = phone
+        .create(
+            Kind::Meeting,
+            &json!({"title": {"fr": "Conseil"}, "date": "2026-12-03"}),
+            &Commit::new("create", 1_000),
+        )
+        .unwrap();
+    // Another program writes a date this version cannot read, later.
+    let mut doc = load_document(&phone.snapshot(meeting).unwrap()).unwrap();
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "date", "next week").unwrap();
+    tx.commit_with(CommitOptions::default().with_time(2_000));
+    let mut other = device("other");
+    other.restore(meeting, &[doc.save()], None).unwrap();
+
+    assert_eq!(
+        other.read_at(meeting, 500).unwrap(),
+        json!({}),
+        "not yet written"
+    );
+    let then = other.read_at(meeting, 1_500).unwrap();
+    assert_eq!(then["record"]["date"], "2026-12-03", "{then}");
+    let later = other.read_at(meeting, 2_500).unwrap();
+    assert_eq!(later["errors"][0]["path"], "/date", "{later}");
+    assert_eq!(later["errors"][0]["code"], "not-a-date", "{later}");
+    assert!(later.get("record").is_none(), "{later}");
+}

@@ -645,6 +645,13 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     await page.waitForSelector("form.invite");
     await page.fill('form.invite input[name="name"]', "هاتف حسن");
     await page.selectOption('form.invite select[name="role"]', "delegate");
+    // A delegate with no city is told so in the coordinator's language,
+    // before the server is asked.
+    await page.click('form.invite button[type="submit"]');
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    await until(page, (said) => document.querySelector('#view p.warning[role="alert"]')?.textContent === said || null,
+      STRINGS[lang].delegateNeedsCity, "the missing city said");
+    assert.equal(await page.locator("input.invite-link").count(), 0, "no invite made");
     await page.check(`form.invite input[type="checkbox"][value="${city.id}"]`);
     await page.click('form.invite button[type="submit"]');
     await page.waitForSelector("input.invite-link");
