@@ -6,7 +6,7 @@
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
 import { LANGS, STRINGS, t, pieces, plural, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
-import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES } from "./fields.js";
+import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -221,8 +221,10 @@ function refusedChange(s) {
   const r = s.refusal;
   if (!r || !STRINGS.en[`refusal.${r.code}`]) return trIsolated("refused", { reason: s.refused });
   const record = h("a", { href: `#/r/${bare(r.documentId)}` }, words(titleOf(r.documentId)));
+  // Not a refusal of what was written: the record cannot be synced now.
+  if (r.code === "unreadable") return pieces(app.lang, "recordUnreadable", { record }, (v) => v);
   const top = r.path.split("/")[1];
-  const field = fieldLabel(r.path);
+  const field = pathLabel(kindOf(r.documentId), r.path);
   const kept = r.quarantine !== undefined ? tr("refusalKept", { n: formatNumber(app.lang, r.quarantine) }) : tr("refusalNotKept");
   const vars = { record, field, why: tr(`refusal.${r.code}`), kept };
   return pieces(app.lang, top ? "refusedChange" : "refusedRecord", vars, (v) => v);
@@ -236,10 +238,8 @@ function fieldName(name) {
 /** A language's own name (`العربية`, `Français`), or its code when the club does not use it. */
 const langName = (lang) => LANGUAGE_NAMES[lang] ?? lang;
 
-/** A record path as the field's label, or as written when it has none. */
-function fieldLabel(path) {
-  return fieldName(path.split("/")[1]) ?? words(path);
-}
+/** The kind of a record on this phone, by its id; `undefined` for one not here. */
+const kindOf = (id) => app.byUrl.get(`automerge:${bare(id)}`)?.kind;
 
 /** Problems that concern the whole record, said without a field. */
 const WHOLE_RECORD = new Set(["not-a-record", "newer-schema", "unknown-kind"]);
@@ -279,7 +279,7 @@ function pathLabel(kind, path) {
 function refusalReason(q) {
   if (!q.code || !STRINGS.en[`refusal.${q.code}`]) return words(q.path ? `${q.path}: ${q.reason}` : q.reason);
   const why = tr(`refusal.${q.code}`);
-  if (q.path?.split("/")[1]) return pieces(app.lang, "refusalAt", { field: fieldLabel(q.path), why }, (v) => v);
+  if (q.path?.split("/")[1]) return pieces(app.lang, "refusalAt", { field: pathLabel(kindOf(q.doc_id), q.path), why }, (v) => v);
   return why.charAt(0).toUpperCase() + why.slice(1);
 }
 
@@ -297,8 +297,7 @@ function batchChanges(q) {
     try {
       const batch = await call(`/api/quarantine/${q.id}`);
       if (!batch.changes) { fill(body, trIsolated("notShown", { reason: batch.not_shown ?? "" })); return; }
-      const kind = app.byUrl.get(`automerge:${bare(q.doc_id)}`)?.kind;
-      fill(body, h("dl", {}, batch.changes.flatMap((c) => fieldChange(kind, c))));
+      fill(body, h("dl", {}, batch.changes.flatMap((c) => fieldChange(kindOf(q.doc_id), c))));
     } catch (e) {
       delete details.dataset.loaded;
       fill(body, trIsolated("requestFailed", { reason: e.message }));
@@ -309,12 +308,9 @@ function batchChanges(q) {
 
 /** One field of a batch: its label, then the text's passages or the two values. */
 function fieldChange(kind, c) {
-  const { field, lang } = fieldAt(app.schema, kind, c.path);
+  const { field } = fieldAt(app.schema, kind, c.path);
   // An item's field says which list it is in: "Milestones › Due".
-  const top = c.path.split("/")[1];
-  const within = top !== field.name && !lang ? fieldName(top) : null;
-  const own = fieldName(field.name);
-  const label = h("dt", { "data-path": c.path }, own ? [within ? `${within} › ` : "", own] : words(c.path), lang ? ` (${langName(lang)})` : "");
+  const label = h("dt", { "data-path": c.path }, pathLabel(kind, c.path));
   // Words added and removed, for free text; an enum or a date reads
   // better as the two values.
   if (c.text && ["str", "text", "multilingual"].includes(field.type)) {
@@ -831,7 +827,7 @@ function exportSection() {
   const csv = (kind) => {
     const rows = readAll().filter((r) => r.view.kind === kind);
     const fields = (app.schema[kind] ?? []).filter((f) => !["list", "map"].includes(f.type));
-    const title = (url) => pick(app.byUrl.get(url)?.title, app.lang) || url;
+    const title = (url) => titleOf(url);
     // Spreadsheets in French and Arabic locales (decimal comma) split
     // columns at semicolons; in English, at commas.
     const sep = app.lang === "en" ? "," : ";";
@@ -844,7 +840,7 @@ function exportSection() {
     // labels, chosen values as the forms say them, people and cities by
     // name, not by their record's address. Dates stay ISO, which
     // spreadsheets sort; the JSON export keeps every code.
-    const label = (f) => tr(`field.${f.name}`);
+    const label = (f) => fieldName(f.name) ?? f.name;
     const head = [tr("exportId"), ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${label(f)} (${LANGUAGE_NAMES[l]})`) : [label(f)]))];
     const said = (f, v) => (f.type === "ref" || REF_KIND[f.name] ? title(v) : f.values ? tr(`value.${v}`) : v);
     const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {
@@ -916,10 +912,7 @@ function forgetKept() {
   for (const key of Object.keys(localStorage)) if (key.startsWith("kept:") || key.startsWith("draft:")) localStorage.removeItem(key);
 }
 
-const titleOf = (id) => {
-  const known = app.byUrl.get(`automerge:${bare(id)}`);
-  return known ? pick(known.title, app.lang) || bare(id) : tr("notOnPhone");
-};
+const titleOf = (id) => linkedTitle({ byUrl: app.byUrl, lang: app.lang }, `automerge:${bare(id)}`);
 
 /**
  * A device's name, role, cities and person as form fields, filled in from

@@ -58,10 +58,15 @@ function shift(pos, d) {
   return d.index + d.insert.length;
 }
 
-function titleOf(ctx, url) {
+/**
+ * A linked record's title in the reader's language; one not on this phone
+ * yet says so, with the start of its id to tell two such apart.
+ */
+export function titleOf(ctx, url) {
   const s = ctx.byUrl.get(url);
   if (s) return pick(s.title, ctx.lang) || s.id;
-  return String(url).startsWith("automerge:") ? t(ctx.lang, "notOnPhone") : url;
+  if (!String(url).startsWith("automerge:")) return url;
+  return `${t(ctx.lang, "notOnPhone")} (${url.slice("automerge:".length, "automerge:".length + 6)}…)`;
 }
 
 function options(ctx, kind) {
@@ -409,9 +414,7 @@ function setEditor(ctx, field, members, path) {
  */
 function linkTo(ctx, member) {
   if (!member.startsWith("automerge:")) return words(member);
-  const known = ctx.byUrl.get(member);
-  const title = known ? pick(known.title, ctx.lang) || known.id : t(ctx.lang, "notOnPhone");
-  return h("a", { href: `#/r/${member.slice("automerge:".length)}` }, words(title));
+  return h("a", { href: `#/r/${member.slice("automerge:".length)}` }, words(titleOf(ctx, member)));
 }
 
 /** A report's links, read-only: each opens its record. */
@@ -538,7 +541,9 @@ export function creationRows(ctx, fields) {
       const choices = field.type === "enum"
         ? field.values.map((v) => ({ value: v, label: t(ctx.lang, `value.${v}`) }))
         : options(ctx, REF_KIND[name]);
-      const select = h("select", { name, required: field.required }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
+      // Required where there is something to choose: a draft's record not
+      // on the phone yet (`wanted`) is chosen without an option.
+      const select = h("select", { name, required: field.required && choices.length > 0 }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
         choices.map((c) => h("option", { value: c.value }, c.label)));
       input = select;
       // A record chosen that is not on the phone yet is chosen once it

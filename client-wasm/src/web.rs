@@ -465,7 +465,9 @@ impl Client {
         Ok(self.inner.replica.borrow().text(id, path)?)
     }
 
-    /// The record as it stood at `time` (milliseconds since the epoch, as `Date.now()`).
+    /// The record as it stood at `time` (milliseconds since the epoch, as
+    /// `Date.now()`): `{}` before its first change, `errors` when it was
+    /// not valid then.
     #[wasm_bindgen(js_name = readAt, unchecked_return_type = "{ record?: Record<string, unknown>; errors?: { path: string; code: string; reason: string }[] }")]
     pub fn read_at(&self, id: &str, time: f64) -> Result<JsValue, JsValue> {
         let id = parse_id(id)?;

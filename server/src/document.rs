@@ -19,7 +19,7 @@ use twinsync_shared::{DocumentId, PeerId, StorageId};
 
 use crate::auth::Device;
 use crate::hub::Hub;
-use crate::permissions::Read;
+use crate::permissions::{Read, UNREADABLE};
 use crate::store::{StoreError, Summary};
 
 mod receive;
@@ -409,8 +409,9 @@ impl DocTask {
     }
 
     /// An `error` for refused changes, with what the app needs to say it
-    /// in the person's language (`code`, one of `permissions::Why`'s or
-    /// `too-large`).
+    /// in the person's language (`code`, one of `permissions::Why`'s,
+    /// `too-large`, or for the server's own trouble `not-stored` and
+    /// `unreadable`).
     fn refusal_to(
         &self,
         peer: &PeerLink,
@@ -426,6 +427,16 @@ impl DocTask {
             quarantine,
         };
         self.error_with(peer, message, Some(refusal));
+    }
+
+    /// Tells `peer` the record cannot be read on the server (`reason`):
+    /// nothing it sends is taken until it can.
+    fn unreadable_to(&self, peer: &PeerLink, reason: &str) {
+        let message = format!(
+            "document {} cannot be read on the server: {reason}",
+            self.id
+        );
+        self.refusal_to(peer, message, UNREADABLE, "/", None);
     }
 
     fn send(&self, peer: &PeerLink, msg: &Message) -> bool {

@@ -630,4 +630,13 @@ fn the_app_says_every_problem_in_each_of_its_three_languages() {
         let key = format!("\"invalid.{}\":", problem.code());
         assert_eq!(strings.matches(&key).count(), 3, "{key} in app/i18n.js");
     }
+    // And the app knows no problem the list lacks: a variant left out of
+    // `Problem::ALL` but given strings is caught here.
+    for said in strings.split("\"invalid.").skip(1) {
+        let code = said.split('"').next().unwrap();
+        assert!(
+            codes.contains(code),
+            "invalid.{code} is not in Problem::ALL"
+        );
+    }
 }

@@ -13,9 +13,7 @@ use twinsync_shared::record::{MAX_NESTING, changed_paths, nested_beyond, read_do
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
-use crate::permissions::{
-    NOT_STORED, Read, Refusal, TOO_LARGE, UNREADABLE, Why, Write, check_write,
-};
+use crate::permissions::{NOT_STORED, Read, Refusal, TOO_LARGE, Why, Write, check_write};
 use crate::review::{BatchError, load_batch};
 use crate::store::{Append, Origin, Refused, StoreError};
 
@@ -218,11 +216,7 @@ impl DocTask {
     async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
         self.retry_broken().await;
         if let Some(reason) = &self.broken {
-            let message = format!(
-                "document {} cannot be read on the server: {reason}",
-                self.id
-            );
-            self.refusal_to(&peer, message, UNREADABLE, "/", None);
+            self.unreadable_to(&peer, reason);
             return;
         }
         self.join(&peer).await;

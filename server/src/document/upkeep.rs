@@ -10,7 +10,6 @@ use twinsync_shared::protocol::DocSync;
 use twinsync_shared::record::{Commit, MigrateError, migrate, new_document, read_document};
 
 use super::{DocTask, RETRY_BROKEN, blocking, lock, now};
-use crate::permissions::UNREADABLE;
 
 impl DocTask {
     /// Brings a record written under an older schema up to this build's,
@@ -114,12 +113,7 @@ impl DocTask {
                 self.broken = Some(e.public_reason().to_owned());
                 self.retried = Some(std::time::Instant::now());
                 for peer in std::mem::take(&mut self.peers).into_values() {
-                    let message = format!(
-                        "document {} cannot be read on the server: {}",
-                        self.id,
-                        e.public_reason()
-                    );
-                    self.refusal_to(&peer, message, UNREADABLE, "/", None);
+                    self.unreadable_to(&peer, e.public_reason());
                     peer.kill.notify_one();
                 }
             }

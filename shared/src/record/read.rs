@@ -46,6 +46,7 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// Every problem, for the test that the app says each one.
     pub const ALL: [Problem; 11] = [
         Problem::NotARecord,
         Problem::NewerSchema,

@@ -59,7 +59,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     assert.ok(noted.includes(STRINGS[lang].inviteSpent), `${noted} says the invite is spent, in ${lang}`);
     assert.equal(new URL(page.url()).hash, "", "the used code leaves the address bar");
     // The invite was used up: a second browser opening it is told so, in
-    // its language, with the server's words after it.
+    // its language, with the server's words in the title.
     const second = await phone(browser);
     await second.page.goto(link);
     // Said in its language alone; the server's English is in the title.

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use serde_json::json;
+use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Edit, Kind, Record};
 use twinsync_tests::process::{ServerProcess, twinsync};
 use twinsync_tests::{TestPeer, eventually, random_text, spawn_app, spawn_app_with};
@@ -34,6 +35,13 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
         p.seen.errors.iter().any(|e| e.contains("could not store")),
         "{:?}",
         p.seen.errors
+    );
+    // With the code an app says in the person's language, and no quarantine.
+    let refusal = p.seen.refusals.iter().find(|r| r.document_id == report);
+    let refusal = refusal.unwrap_or_else(|| panic!("{:?}", p.seen.refusals));
+    assert_eq!(
+        (refusal.code.as_str(), refusal.quarantine),
+        ("not-stored", None)
     );
     assert!(
         p.seen.closed,
@@ -69,6 +77,49 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
         stored["record"]["text"].as_str().unwrap().chars().count(),
         long.chars().count()
     );
+}
+
+#[tokio::test]
+async fn a_record_the_server_cannot_read_is_refused_with_a_code_until_it_can() {
+    let app = spawn_app().await;
+    let meetings = app.get_json("/api/records?kind=meeting").await;
+    let id: DocumentId = meetings[0]["id"].as_str().unwrap().parse().unwrap();
+    // The list of stored records vanishes from under the server (a damaged
+    // file, an operator's mistake) before anyone opens the record.
+    let db = rusqlite::Connection::open(app.data_dir.join("twinsync.db")).unwrap();
+    db.execute_batch("ALTER TABLE documents RENAME TO documents_gone")
+        .unwrap();
+    let mut p = TestPeer::new("field-phone");
+    p.connect(&app).await;
+    p.open(id);
+    p.sync_until(LIMIT, |p| !p.seen.refusals.is_empty()).await;
+    let refusal = p.seen.refusals.first().expect("a refusal");
+    assert_eq!(
+        (
+            refusal.document_id,
+            refusal.code.as_str(),
+            refusal.path.as_str()
+        ),
+        (id, "unreadable", "/"),
+        "{:?}",
+        p.seen.errors
+    );
+    assert_eq!(refusal.quarantine, None);
+    assert!(
+        p.seen.errors[0].contains("cannot be opened on the server"),
+        "{:?}",
+        p.seen.errors
+    );
+    assert!(p.heads(id).is_empty(), "nothing of the record was sent");
+    // Once the list is back, the record is served again.
+    db.execute_batch("ALTER TABLE documents_gone RENAME TO documents")
+        .unwrap();
+    let mut q = TestPeer::new("second-phone");
+    q.connect(&app).await;
+    q.open(id);
+    q.sync_until(Duration::from_secs(30), |q| !q.heads(id).is_empty())
+        .await;
+    assert!(!q.heads(id).is_empty(), "{:?}", q.seen.errors);
 }
 
 #[tokio::test]
