@@ -865,7 +865,13 @@ function exportSection() {
 
 /** Calls the API; resolves with its JSON body, or rejects with its error. */
 async function call(path, init = {}) {
-  const res = await api(path, init.body ? { ...init, headers: { "content-type": "application/json" } } : init);
+  let res;
+  try {
+    res = await api(path, init.body ? { ...init, headers: { "content-type": "application/json" } } : init);
+  } catch {
+    // The browser's own words ("Failed to fetch") say nothing to a coordinator.
+    throw new Error(tr("requestUnreached"));
+  }
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body.error ?? res.statusText);
   return body;

@@ -660,6 +660,15 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
       STRINGS[lang].delegateNeedsCity, "the missing city said");
     assert.equal(await page.locator("input.invite-link").count(), 0, "no invite made");
     await page.check(`form.invite input[type="checkbox"][value="${city.id}"]`);
+    // The server out of reach: said in words, not the browser's "Failed to fetch".
+    await page.route("**/api/invites", (r) => r.abort("internetdisconnected"));
+    await page.click('form.invite button[type="submit"]');
+    const unreached = await until(page, (said) => {
+      const text = document.querySelector('#view p.warning[role="alert"]')?.textContent ?? "";
+      return text.includes(said) ? text : null;
+    }, STRINGS[lang].requestUnreached, "the unreached server said");
+    assert.doesNotMatch(unreached, /fetch/i, unreached);
+    await page.unroute("**/api/invites");
     await page.click('form.invite button[type="submit"]');
     await page.waitForSelector("input.invite-link");
     const link = await page.inputValue("input.invite-link");
