@@ -6,7 +6,7 @@
 use automerge::ActorId;
 use serde_json::json;
 use twinsync_shared::record::{
-    Commit, Edit, EditError, Kind, LoadError, Record, RecordDoc, new_document,
+    Commit, Edit, EditError, Kind, LoadError, Record, RecordDoc, ValidationError, new_document,
 };
 use twinsync_shared::text::utf16_to_index;
 
@@ -361,6 +361,22 @@ fn garbage_bytes_are_not_a_document() {
     }
 }
 
+/// What loading `doc` finds wrong with it; fails the test if it loads.
+fn problems(doc: &automerge::Automerge) -> Vec<ValidationError> {
+    match RecordDoc::load(&doc.save()) {
+        Err(LoadError::Invalid(errors)) => errors,
+        other => panic!("loaded as {other:?}"),
+    }
+}
+
+/// Each problem as its path and the code the app translates.
+fn paths_and_codes(errors: &[ValidationError]) -> Vec<(&str, &str)> {
+    errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.code.code()))
+        .collect()
+}
+
 #[test]
 fn a_document_of_the_wrong_shape_gives_every_error_with_its_path() {
     use automerge::transaction::Transactable;
@@ -394,14 +410,8 @@ fn a_document_of_the_wrong_shape_gives_every_error_with_its_path() {
         .unwrap();
     tx.put(&notes, "x", "y").unwrap();
     tx.commit();
-    let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
-        panic!("loaded")
-    };
-    // Each problem with its path and the code the app translates.
-    let found: Vec<(&str, &str)> = errors
-        .iter()
-        .map(|e| (e.path.as_str(), e.code.code()))
-        .collect();
+    let errors = problems(&doc);
+    let found = paths_and_codes(&errors);
     for expected in [
         ("/title", "missing"),
         ("/status", "not-an-option"),
@@ -436,14 +446,10 @@ fn a_title_in_a_language_the_club_does_not_use_is_named_as_such() {
     tx.put(&name, "de", "Smara").unwrap();
     tx.put(automerge::ROOT, "country", "Maroc").unwrap();
     tx.commit();
-    let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
-        panic!("loaded")
-    };
-    let found: Vec<(&str, &str)> = errors
-        .iter()
-        .map(|e| (e.path.as_str(), e.code.code()))
-        .collect();
-    assert_eq!(found, [("/name/de", "not-a-language")]);
+    assert_eq!(
+        paths_and_codes(&problems(&doc)),
+        [("/name/de", "not-a-language")]
+    );
 }
 
 #[test]
@@ -464,11 +470,9 @@ fn a_document_that_is_no_record_says_so() {
             None => tx.delete(automerge::ROOT, key).unwrap(),
         }
         tx.commit();
-        let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
-            panic!("{key} = {value:?} loaded")
-        };
-        let found = (errors[0].path.as_str(), errors[0].code.code());
-        assert_eq!(found, (path, code), "{key} = {value:?}: {errors:?}");
+        let errors = problems(&doc);
+        let found = paths_and_codes(&errors);
+        assert_eq!(found[0], (path, code), "{key} = {value:?}: {errors:?}");
     }
 }
 
@@ -486,9 +490,7 @@ fn a_record_from_a_newer_schema_is_refused_clearly() {
         tx.put(automerge::ROOT, "schema", schema).unwrap();
         tx.put(automerge::ROOT, "kind", "city").unwrap();
         tx.commit();
-        let Err(LoadError::Invalid(errors)) = RecordDoc::load(&doc.save()) else {
-            panic!("loaded")
-        };
+        let errors = problems(&doc);
         assert_eq!(errors[0].code.code(), "newer-schema", "{errors:?}");
         assert!(errors[0].reason.contains("newer"), "{errors:?}");
         assert!(errors[0].reason.contains("99"), "{errors:?}");
