@@ -20,8 +20,7 @@ pub struct ValidationError {
 
 /// What is wrong with a value, whatever the field: the app pairs it with
 /// the field's label (`app/i18n.js`, `invalid.<code>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Problem {
     /// No schema version or kind: not a twinsync record at all.
     NotARecord,
@@ -76,6 +75,13 @@ impl Problem {
             Problem::NotALanguage => "not-a-language",
             Problem::DuplicateId => "duplicate-id",
         }
+    }
+}
+
+/// Sent as its code: `code` is the one place the words are written.
+impl serde::Serialize for Problem {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
     }
 }
 
