@@ -827,7 +827,6 @@ function exportSection() {
   const csv = (kind) => {
     const rows = readAll().filter((r) => r.view.kind === kind);
     const fields = (app.schema[kind] ?? []).filter((f) => !["list", "map"].includes(f.type));
-    const title = (url) => titleOf(url);
     // Spreadsheets in French and Arabic locales (decimal comma) split
     // columns at semicolons; in English, at commas.
     const sep = app.lang === "en" ? "," : ";";
@@ -842,7 +841,7 @@ function exportSection() {
     // spreadsheets sort; the JSON export keeps every code.
     const label = (f) => fieldName(f.name) ?? f.name;
     const head = [tr("exportId"), ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${label(f)} (${LANGUAGE_NAMES[l]})`) : [label(f)]))];
-    const said = (f, v) => (f.type === "ref" || REF_KIND[f.name] ? title(v) : f.values ? tr(`value.${v}`) : v);
+    const said = (f, v) => (f.type === "ref" || REF_KIND[f.name] ? titleOf(v) : f.values ? tr(`value.${v}`) : v);
     const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {
       const v = view.record?.[f.name];
       if (f.type === "multilingual") return LANGS.map((l) => v?.[l] ?? "");
