@@ -119,6 +119,7 @@ fn frame_seeds(data: Vec<u8>) -> Vec<Vec<u8>> {
                 code: "adopted".into(),
                 path: "/minutes".into(),
                 quarantine: Some(7),
+                retry_after: None,
             }),
         },
         Message::Sync {

@@ -175,10 +175,6 @@ pub struct Windows<K> {
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
-    pub fn per_minute(max_keys: usize) -> Self {
-        Self::new(Duration::from_secs(60), max_keys)
-    }
-
     pub fn new(window: Duration, max_keys: usize) -> Self {
         Self {
             window,
@@ -235,13 +231,14 @@ pub struct Guards {
     pub device_bytes: Windows<String>,
 }
 
-impl Default for Guards {
-    fn default() -> Self {
+impl Guards {
+    /// Limits counted over `window` (a minute, but in tests).
+    pub fn new(window: Duration) -> Self {
         Self {
-            failed_auth: Windows::per_minute(100_000),
-            redemptions: Windows::per_minute(100_000),
-            device_docs: Windows::per_minute(100_000),
-            device_bytes: Windows::per_minute(100_000),
+            failed_auth: Windows::new(window, 100_000),
+            redemptions: Windows::new(window, 100_000),
+            device_docs: Windows::new(window, 100_000),
+            device_bytes: Windows::new(window, 100_000),
         }
     }
 }

@@ -18,7 +18,9 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::handshake::{self, Joined};
-use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PeerMetadata, Refusal};
+use twinsync_shared::protocol::{
+    DocSync, FrameLimit, Message, PeerMetadata, RATE_LIMITED, Refusal,
+};
 use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
@@ -364,16 +366,11 @@ impl Session {
             let limit = self.hub.settings.device_docs_per_minute;
             if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
                 self.hub.metrics.rate_limited.inc();
-                let msg = Message::Error {
-                    refusal: None,
-                    sender_id: self.hub.server_id.clone(),
-                    target_id: peer_id,
-                    message: format!(
-                        "document {doc} not opened: this device opened more than {limit} documents in a minute; try again in {} s",
-                        wait.as_secs().max(1)
-                    ),
-                };
-                self.owed(out, &msg);
+                let secs = wait.as_secs().max(1);
+                let message = format!(
+                    "document {doc} not opened: this device opened more than {limit} documents in a minute; try again in {secs} s",
+                );
+                self.refuse(out, peer_id, doc, RATE_LIMITED, Some(secs), message);
                 return Ok(());
             }
         }
@@ -423,18 +420,8 @@ impl Session {
             Err(DispatchError::Store(e)) => {
                 self.hub.metrics.storage_errors.inc();
                 warn!(doc_id = %doc, error = %e, "cannot open document");
-                let msg = Message::Error {
-                    refusal: Some(Refusal {
-                        document_id: doc,
-                        code: UNREADABLE.to_owned(),
-                        path: "/".to_owned(),
-                        quarantine: None,
-                    }),
-                    sender_id: self.hub.server_id.clone(),
-                    target_id: peer_id,
-                    message: format!("document {doc} cannot be opened on the server right now"),
-                };
-                self.owed(out, &msg);
+                let message = format!("document {doc} cannot be opened on the server right now");
+                self.refuse(out, peer_id, doc, UNREADABLE, None, message);
                 Ok(())
             }
         }
@@ -456,23 +443,13 @@ impl Session {
         let peer_id = joined.peer_id.clone();
         if !self.inbox.contains_key(&doc) {
             let limit = self.hub.settings.device_docs_per_minute;
-            if self
-                .hub
-                .guards
-                .device_docs
-                .add(&self.device.id, 1, limit)
-                .is_err()
-            {
+            if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
                 self.hub.metrics.rate_limited.inc();
-                let msg = Message::Error {
-                    refusal: None,
-                    sender_id: self.hub.server_id.clone(),
-                    target_id: peer_id,
-                    message: format!(
-                        "document {doc} not taken: this device opened more than {limit} documents in a minute"
-                    ),
-                };
-                self.owed(out, &msg);
+                let secs = wait.as_secs().max(1);
+                let message = format!(
+                    "document {doc} not taken: this device opened more than {limit} documents in a minute; try again in {secs} s"
+                );
+                self.refuse(out, peer_id, doc, RATE_LIMITED, Some(secs), message);
                 return Ok(());
             }
         }
@@ -578,6 +555,33 @@ impl Session {
     /// Queues an answer the peer waits for. A peer whose queue is full is
     /// cut off, as a document's task cuts it off: it reconnects and asks
     /// again, where a dropped answer would leave it waiting.
+    /// Tells the peer its message for `doc` was not taken, with the code
+    /// the app translates (`code`) beside the English (`message`).
+    fn refuse(
+        &self,
+        out: &mpsc::Sender<Outbound>,
+        target_id: PeerId,
+        doc: DocumentId,
+        code: &str,
+        retry_after: Option<u64>,
+        message: String,
+    ) {
+        let refusal = Refusal {
+            document_id: doc,
+            code: code.to_owned(),
+            path: "/".to_owned(),
+            quarantine: None,
+            retry_after,
+        };
+        let msg = Message::Error {
+            refusal: Some(refusal),
+            sender_id: self.hub.server_id.clone(),
+            target_id,
+            message,
+        };
+        self.owed(out, &msg);
+    }
+
     fn owed(&self, out: &mpsc::Sender<Outbound>, msg: &Message) {
         if send_or_cut(out, &self.kill, &self.hub.metrics, msg) == Queued::CutOff {
             warn!("peer is not reading; dropping it");

@@ -425,6 +425,7 @@ impl DocTask {
             code: code.to_owned(),
             path: path.to_owned(),
             quarantine,
+            retry_after: None,
         };
         self.error_with(peer, message, Some(refusal));
     }

@@ -133,6 +133,7 @@ impl Hub {
         metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
         let storage_id = store.storage_id()?;
+        let guards = Guards::new(settings.rate_window());
         let appender = Appender::start(store.clone())?;
         Ok(Arc::new(Self {
             docs: Mutex::new(HashMap::new()),
@@ -145,7 +146,7 @@ impl Hub {
             appender,
             settings,
             metrics,
-            guards: Guards::default(),
+            guards,
             trim: crate::memory::Trim::default(),
             compactions: Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
         }))

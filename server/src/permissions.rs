@@ -284,6 +284,7 @@ fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Res
 mod tests {
     #![allow(clippy::unwrap_used)]
     use serde_json::json;
+    use twinsync_shared::protocol::RATE_LIMITED;
 
     use super::*;
 
@@ -362,7 +363,7 @@ mod tests {
     fn the_app_says_every_reason_in_each_of_its_three_languages() {
         let strings = include_str!("../../app/i18n.js");
         let mut codes: Vec<&str> = every_why().iter().map(Why::code).collect();
-        codes.extend([TOO_LARGE, NOT_STORED, UNREADABLE]);
+        codes.extend([TOO_LARGE, NOT_STORED, UNREADABLE, RATE_LIMITED]);
         let distinct: std::collections::HashSet<&str> = codes.iter().copied().collect();
         assert_eq!(distinct.len(), codes.len(), "two reasons share a code");
         for code in codes {

@@ -241,6 +241,16 @@ pub struct Settings {
     /// http:// and the listening address).
     #[arg(long, env = "TWINSYNC_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// Seconds the per-minute limits count over: a minute. Hidden, for
+    /// tests, which cannot wait one out.
+    #[arg(
+        long,
+        hide = true,
+        default_value_t = 60,
+        value_parser = at_least_one::<u64>(),
+    )]
+    pub rate_window_secs: u64,
 }
 
 impl Settings {
@@ -275,6 +285,7 @@ impl Settings {
             device_docs_per_minute: 5000,
             device_mib_per_minute: 512,
             public_url: None,
+            rate_window_secs: 60,
         }
     }
 
@@ -292,6 +303,10 @@ impl Settings {
 
     pub fn max_record_bytes(&self) -> u64 {
         self.max_record_mib.saturating_mul(1024 * 1024)
+    }
+
+    pub fn rate_window(&self) -> Duration {
+        Duration::from_secs(self.rate_window_secs.max(1))
     }
 
     pub fn ping_interval(&self) -> Duration {

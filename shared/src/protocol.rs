@@ -62,5 +62,6 @@ pub use engine::{
     receive_applied, receive_loading_saved, sync_shape,
 };
 pub use wire::{
-    DecodeError, FrameLimit, HeadsAt, Message, PROTOCOL_VERSION, PeerMetadata, Refusal,
+    DecodeError, FrameLimit, HeadsAt, Message, PROTOCOL_VERSION, PeerMetadata, RATE_LIMITED,
+    Refusal,
 };

@@ -136,13 +136,17 @@ fn new_heads() -> impl Strategy<Value = BTreeMap<StorageId, HeadsAt>> {
 /// thread's stack in a debug build.
 fn refusal() -> BoxedStrategy<Refusal> {
     let quarantine = prop::option::of(any::<u64>());
-    (document(), name(), name(), quarantine)
-        .prop_map(|(document_id, code, path, quarantine)| Refusal {
-            document_id,
-            code,
-            path,
-            quarantine,
-        })
+    let retry_after = prop::option::of(any::<u64>());
+    (document(), name(), name(), quarantine, retry_after)
+        .prop_map(
+            |(document_id, code, path, quarantine, retry_after)| Refusal {
+                document_id,
+                code,
+                path,
+                quarantine,
+                retry_after,
+            },
+        )
         .boxed()
 }
 
@@ -586,8 +590,16 @@ fn a_refusal_is_read_with_its_document_code_path_and_quarantine() {
             code: "adopted".into(),
             path: "/minutes".into(),
             quarantine: Some(7),
+            retry_after: None,
         })
     );
+    let later = refusal_frame(map(&[
+        ("documentId", text(&doc().to_string())),
+        ("code", text("rate-limited")),
+        ("path", text("/")),
+        ("retryAfter", head(0, 42)),
+    ]));
+    assert_eq!(refusal_of(&later).and_then(|r| r.retry_after), Some(42));
 }
 
 #[test]

@@ -62,7 +62,8 @@ pub struct HeadsAt {
 
 /// A change the server refused, beside the English of the `error` that
 /// carries it (the key `refusal`, a map of `documentId`, `code`, `path`
-/// and, when the changes were kept for review, `quarantine`).
+/// and, when the changes were kept for review, `quarantine`; or, when the
+/// device is to ask again later, `retryAfter`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub document_id: DocumentId,
@@ -75,7 +76,16 @@ pub struct Refusal {
     /// The quarantine entry holding the changes for a coordinator to
     /// review, if the server could keep them.
     pub quarantine: Option<u64>,
+    /// For a record the server did not take yet ([`RATE_LIMITED`]), the
+    /// seconds until it will: the device asks again then (the key
+    /// `retryAfter`).
+    pub retry_after: Option<u64>,
 }
+
+/// The code of a record the server did not open or take because the
+/// device opened more records in the last minute than it allows; nothing
+/// was refused for good, and the device asks again after `retry_after`.
+pub const RATE_LIMITED: &str = "rate-limited";
 
 /// Every message of protocol v1.
 #[derive(Debug, Clone, PartialEq)]

@@ -417,6 +417,7 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
             code: "too-large".into(),
             path: "/".into(),
             quarantine: None,
+            retry_after: None,
         }]
     );
     assert_eq!(app.hub.metrics.records_too_large.get(), 1);

@@ -335,7 +335,8 @@ fn metadata(d: &mut Decoder<'_>) -> Result<PeerMetadata, DecodeError> {
 fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
     let len = expect_map(d, "refusal")?;
     let mut seen = HashSet::new();
-    let (mut document_id, mut code, mut path, mut quarantine) = (None, None, None, None);
+    let (mut document_id, mut code, mut path) = (None, None, None);
+    let (mut quarantine, mut retry_after) = (None, None);
     each_entry(d, len, |d| {
         let key = str_field(d, "refusal")?;
         first_time(&mut seen, key)?;
@@ -348,6 +349,7 @@ fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
             "code" => code = Some(str_field(d, "refusal.code")?.to_owned()),
             "path" => path = Some(str_field(d, "refusal.path")?.to_owned()),
             "quarantine" => quarantine = Some(uint_field(d, "refusal.quarantine")?),
+            "retryAfter" => retry_after = Some(uint_field(d, "refusal.retryAfter")?),
             _ => skip_value(d)?,
         }
         Ok(())
@@ -361,6 +363,7 @@ fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
         code: code.ok_or_else(|| missing("refusal.code"))?,
         path: path.ok_or_else(|| missing("refusal.path"))?,
         quarantine,
+        retry_after,
     })
 }
 
