@@ -198,7 +198,10 @@ function syncBar(s) {
   // Screen readers hear the state, not every record counted while syncing.
   const said = s.state === "syncing" && !signedOut ? tr("syncingNow") : $("#sync-state").textContent;
   if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
-  $("#sync-waiting").textContent = s.unconfirmed ? plural(app.lang, "waiting", s.unconfirmed) : "";
+  $("#sync-waiting").textContent = [
+    s.unconfirmed ? plural(app.lang, "waiting", s.unconfirmed) : "",
+    s.deferred ? plural(app.lang, "deferred", s.deferred) : "",
+  ].filter(Boolean).join(tr("listSeparator"));
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
   $("#sync-refused").title = s.refused ?? "";
   const toggle = $("#sync-toggle");

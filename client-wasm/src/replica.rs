@@ -15,7 +15,7 @@ use automerge::sync::State;
 use automerge::{Automerge, ChangeHash};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
-use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, Refusal, handshake};
+use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, RATE_LIMITED, Refusal, handshake};
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
     document_conflicts, document_history, document_text, load_chunks, load_document, new_document,
@@ -88,6 +88,10 @@ pub struct Outcome {
     pub errors: Vec<(String, Option<Refusal>)>,
     /// Records the server said it does not have (or will not share).
     pub unavailable: Vec<DocumentId>,
+    /// Seconds after which [`Replica::retry_deferred`] is due: the server
+    /// did not take some records yet, as this device opened more in a
+    /// minute than it allows.
+    pub retry_after: Option<u64>,
 }
 
 struct Entry {
@@ -95,6 +99,9 @@ struct Entry {
     sync: DocSync,
     /// The server answered `doc-unavailable` for it.
     unavailable: bool,
+    /// The server did not take its last message ([`RATE_LIMITED`]): not
+    /// sent again until [`Replica::retry_deferred`].
+    deferred: bool,
     /// The server's sync state as last stored, restored on connect.
     stored_state: Option<Vec<u8>>,
     /// The record's summary and the heads it was read at: the app lists
@@ -109,6 +116,7 @@ impl Entry {
             doc,
             sync: DocSync::new(id),
             unavailable: false,
+            deferred: false,
             stored_state: None,
             summary: RefCell::new(None),
         }
@@ -557,6 +565,7 @@ impl Replica {
                 .unwrap_or_default();
             entry.sync.add_peer(server.clone(), state);
             entry.unavailable = false;
+            entry.deferred = false;
         }
         self.dirty.extend(self.docs.keys().copied());
         self.server = Some(server);
@@ -613,11 +622,50 @@ impl Replica {
             }
             Message::Error {
                 message, refusal, ..
-            } => out.errors.push((message, refusal)),
+            } => {
+                if let Some(r) = &refusal
+                    && r.code == RATE_LIMITED
+                {
+                    self.defer(r.document_id, r.retry_after, &mut out);
+                }
+                out.errors.push((message, refusal));
+            }
             // Ephemeral messages are not used by records; nor is heads gossip.
             _ => {}
         }
         Ok(out)
+    }
+
+    /// The server did not take our message for `id` yet: it is sent again,
+    /// as a fresh exchange, once [`Self::retry_deferred`] is called.
+    fn defer(&mut self, id: DocumentId, retry_after: Option<u64>, out: &mut Outcome) {
+        let (Some(server), Some(entry)) = (&self.server, self.docs.get_mut(&id)) else {
+            return;
+        };
+        // The message was dropped unread: what the sync state says was sent
+        // never arrived.
+        entry.sync.reset_peer(server);
+        entry.deferred = true;
+        self.dirty.remove(&id);
+        // The server's window is a minute; a server that says no more than
+        // "later" is asked again after one.
+        let secs = retry_after.unwrap_or(60).clamp(1, 3600);
+        out.retry_after = Some(out.retry_after.map_or(secs, |s| s.max(secs)));
+    }
+
+    /// Sends again the records the server did not take yet. Their sync
+    /// state was reset when it said so, so each starts a fresh exchange.
+    pub fn retry_deferred(&mut self) {
+        for (id, entry) in &mut self.docs {
+            if std::mem::take(&mut entry.deferred) {
+                self.dirty.insert(*id);
+            }
+        }
+    }
+
+    /// Records the server has not taken yet ([`Self::retry_deferred`]).
+    pub fn deferred(&self) -> usize {
+        self.docs.values().filter(|e| e.deferred).count()
     }
 
     fn on_sync(
@@ -633,6 +681,8 @@ impl Replica {
         // `doc-unavailable` that came first is out of date. Left set, the
         // record would never send its changes again.
         entry.unavailable = false;
+        // Nor is a deferral: it holds the record open for us now.
+        entry.deferred = false;
         let before = entry.doc.get_heads();
         let received = entry
             .sync
@@ -679,7 +729,7 @@ impl Replica {
             let Some(entry) = self.docs.get_mut(&id) else {
                 continue;
             };
-            if entry.unavailable {
+            if entry.unavailable || entry.deferred {
                 continue;
             }
             for msg in entry.sync.generate(&entry.doc, &self.me) {

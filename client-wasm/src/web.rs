@@ -16,7 +16,7 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use js_sys::{Function, Uint8Array};
 use serde::Serialize;
-use twinsync_shared::protocol::Refusal;
+use twinsync_shared::protocol::{RATE_LIMITED, Refusal};
 use twinsync_shared::record::{Commit, Edit, Kind};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 use wasm_bindgen::JsCast;
@@ -112,6 +112,12 @@ export interface SyncStatus {
   refusal?: { documentId: string; code: string; path: string; quarantine?: number };
   /** Records the server refused to share. */
   unavailable: string[];
+  /**
+   * Records the server has not taken yet, as this device opened more in a
+   * minute than it allows (the refusal code "rate-limited"): sent again
+   * when the server said to, without a reconnection.
+   */
+  deferred: number;
   /**
    * How many times this client has joined the server since it opened: a new
    * value means a new connection, whatever `state` shows meanwhile.
@@ -211,6 +217,7 @@ struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     refusal: Option<RefusalView>,
     unavailable: Vec<String>,
+    deferred: usize,
     joins: u32,
 }
 
@@ -259,6 +266,8 @@ enum Event {
     Wake,
     /// Local edits want sending.
     Flush,
+    /// Time to send again the records the server did not take yet.
+    Retry,
 }
 
 struct Inner {
@@ -699,6 +708,7 @@ impl Inner {
                 .iter()
                 .map(|d| d.to_string())
                 .collect(),
+            deferred: replica.deferred(),
             joins: self.joins.get(),
         }
     }
@@ -933,6 +943,18 @@ impl Inner {
             .is_some_and(|(s, _)| *s == seq)
     }
 
+    /// Sends the records the server did not take yet again in `secs`
+    /// seconds, plus up to a tenth more, so that the phones a server turned
+    /// away together do not come back together.
+    fn schedule_retry(&self, secs: u64) {
+        let delay = secs as f64 * 1000.0 * (1.0 + js_sys::Math::random() * 0.1);
+        let tx = self.events.clone();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(delay as u32).await;
+            let _ = tx.unbounded_send(Event::Retry);
+        });
+    }
+
     fn schedule_reconnect(self: &Rc<Self>) {
         let n = self.attempts.get();
         self.attempts.set(n + 1);
@@ -1005,7 +1027,16 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             inner.close_socket();
                             continue;
                         }
-                        if let Some((e, refusal)) = out.errors.last() {
+                        if let Some(secs) = out.retry_after {
+                            inner.schedule_retry(secs);
+                        }
+                        // A record not taken yet is no refusal: it counts
+                        // in `deferred` until it is sent again.
+                        let refusal = out
+                            .errors
+                            .iter()
+                            .rfind(|(_, r)| r.as_ref().is_none_or(|r| r.code != RATE_LIMITED));
+                        if let Some((e, refusal)) = refusal {
                             *inner.refused.borrow_mut() =
                                 Some((format!("server: {e}"), refusal.clone()));
                         } else if inner.replica.borrow().unconfirmed() == 0 {
@@ -1053,6 +1084,11 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 inner.announce_status();
             }
             Event::Flush => inner.send_pending(),
+            Event::Retry => {
+                inner.replica.borrow_mut().retry_deferred();
+                inner.send_pending();
+                inner.announce_status();
+            }
             Event::Opened(_) | Event::Frame(..) => {}
         }
     }

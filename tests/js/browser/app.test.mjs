@@ -515,6 +515,33 @@ test("a device whose token the server no longer takes says so and stops retrying
   });
 });
 
+test("records the server did not take yet wait their turn in the sync bar and arrive on the same connection", async () => {
+  // Ten records a window of three seconds, for a club of more than twenty.
+  await withServer(async (server) => {
+    const total = (await (await server.api("/api/records")).json()).length;
+    assert.ok(total > 20, `only ${total} records`);
+    const { page, context } = await signIn(server, { name: "New phone", role: "coordinator" });
+    const waiting = await until(page, () => {
+      const s = window.twinsync.status();
+      return s.deferred > 0
+        ? { deferred: s.deferred, state: document.querySelector("#sync").dataset.state, text: document.querySelector("#sync-waiting").textContent }
+        : null;
+    }, undefined, "records waiting their turn");
+    // Not an error: the phone is still syncing, and says why in its language.
+    assert.equal(waiting.state, "syncing");
+    assert.match(waiting.text, /تنتظر دورها/);
+    await until(page, (total) => {
+      const s = window.twinsync.status();
+      return s.state === "up-to-date" && s.deferred === 0 && window.twinsync.list().length === total;
+    }, total, "every record on the phone", 60_000);
+    const after = await page.evaluate(() => window.twinsync.status());
+    assert.equal(after.joins, 1, "the records came without a reconnection");
+    assert.equal(after.refused, undefined);
+    assert.equal(await page.evaluate(() => document.querySelector("#sync-waiting").textContent), "");
+    await context.close();
+  }, { args: ["--device-docs-per-minute", "10", "--rate-window-secs", "3"] });
+});
+
 test("typing in the minutes changes only what was typed: text others wrote in another Unicode form stays as it is", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });

@@ -12,10 +12,10 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use twinsync_client::replica::{ClientError, Outcome, Replica};
 use twinsync_server::auth::Role;
-use twinsync_shared::protocol::Refusal;
+use twinsync_shared::protocol::{RATE_LIMITED, Refusal};
 use twinsync_shared::record::{Commit, Edit, Kind};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
-use twinsync_tests::{TestApp, spawn_app};
+use twinsync_tests::{TestApp, spawn_app, spawn_app_with};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -30,6 +30,9 @@ struct Device {
     errors: Vec<(String, Option<Refusal>)>,
     /// The device's token; the app's coordinator when `None`.
     token: Option<String>,
+    /// When to send again the records the server did not take yet, as the
+    /// browser's timer does.
+    retry_at: Option<Instant>,
 }
 
 impl Device {
@@ -42,6 +45,7 @@ impl Device {
             ws: None,
             errors: Vec::new(),
             token: None,
+            retry_at: None,
         }
     }
 
@@ -58,6 +62,9 @@ impl Device {
         }
         self.states.extend(out.sync_states);
         self.errors.extend(out.errors);
+        if let Some(secs) = out.retry_after {
+            self.retry_at = Some(Instant::now() + Duration::from_secs(secs));
+        }
     }
 
     /// A page reload: a new replica from what was stored.
@@ -149,6 +156,10 @@ impl Device {
 
     /// Sends what the replica has to send and takes in at most one frame.
     async fn exchange(&mut self) {
+        if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.retry_at = None;
+            self.replica.retry_deferred();
+        }
         let ws = self.ws.as_mut().expect("online");
         for frame in self.replica.outgoing() {
             ws.send(WsMessage::Binary(frame.into())).await.unwrap();
@@ -191,6 +202,46 @@ async fn a_fresh_device_keeps_every_record_the_club_index_lists() {
         .map(|s| s["kind"].as_str().unwrap().to_owned())
         .collect();
     assert!(kinds.iter().any(|k| k == "meeting"), "{kinds:?}");
+    assert!(
+        phone
+            .replica
+            .list()
+            .iter()
+            .all(|s| s["valid"] == json!(true))
+    );
+}
+
+/// A club with more records than the server opens for one device in a
+/// minute: those it turns away are asked for again when it says, on the
+/// same socket, until the phone holds them all.
+#[tokio::test]
+async fn records_the_server_did_not_take_yet_are_asked_for_again_when_it_says() {
+    let app = spawn_app_with(|s| {
+        s.device_docs_per_minute = 10;
+        // The window a minute would be; a test cannot wait one out.
+        s.rate_window_secs = 1;
+    })
+    .await;
+    let total = app.get_json("/api/records").await.as_array().unwrap().len();
+    assert!(total > 20, "the demo club has only {total} records");
+    let mut phone = Device::new("phone");
+    phone.replica.set_club(club_of(&app).await);
+    phone.online(&app).await;
+    phone
+        .sync_until(|r| r.list().len() == total && r.syncing() == 0)
+        .await;
+    let limited: Vec<&Refusal> = phone
+        .errors
+        .iter()
+        .filter_map(|(_, r)| r.as_ref())
+        .filter(|r| r.code == RATE_LIMITED)
+        .collect();
+    assert!(!limited.is_empty(), "no record was turned away");
+    assert!(
+        limited.iter().all(|r| r.retry_after == Some(1)),
+        "{limited:?}"
+    );
+    assert_eq!(phone.replica.deferred(), 0);
     assert!(
         phone
             .replica
@@ -331,6 +382,7 @@ async fn minutes_adopted_while_a_delegate_wrote_offline_are_refused_with_a_reaso
             code: "adopted".into(),
             path: "/minutes".into(),
             quarantine: held[0]["id"].as_u64(),
+            retry_after: None,
         })
     );
     // The coordinator judging it sees what it would change: the words the
