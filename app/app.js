@@ -303,7 +303,7 @@ function batchChanges(q) {
       fill(body, h("dl", {}, batch.changes.flatMap((c) => fieldChange(kindOf(q.doc_id), c))));
     } catch (e) {
       delete details.dataset.loaded;
-      fill(body, trIsolated("requestFailed", { reason: e.message }));
+      fill(body, requestProblem(e));
     }
   });
   return details;
@@ -865,6 +865,23 @@ function exportSection() {
 
 // ----- Devices, invites and refused changes (coordinators) ------------------
 
+/**
+ * The server's error: its English as the message and, for the failures a
+ * coordinator meets, its `code`, which `requestProblem` says in the
+ * person's language.
+ */
+function apiError(res, body) {
+  return Object.assign(new Error(body.error ?? res.statusText), { code: body.code });
+}
+
+/** Why a request failed, as the person reads it; the server's English, if any, in the title. */
+function requestProblem(e) {
+  if (e.code && STRINGS.en[`api.${e.code}`]) {
+    return h("span", { title: e.message }, tr("requestFailed", { reason: tr(`api.${e.code}`) }));
+  }
+  return trIsolated("requestFailed", { reason: e.message });
+}
+
 /** Calls the API; resolves with its JSON body, or rejects with its error. */
 async function call(path, init = {}) {
   let res;
@@ -875,7 +892,7 @@ async function call(path, init = {}) {
     throw new Error(tr("requestUnreached"));
   }
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error ?? res.statusText);
+  if (!res.ok) throw apiError(res, body);
   return body;
 }
 
@@ -906,7 +923,7 @@ async function kept(path) {
   const body = await res.json();
   // A gateway's own JSON error (the server's always says `error`).
   if (res.status >= 500 && !body.error) return keptOr(new Error(res.statusText));
-  if (!res.ok) throw new Error(body.error ?? res.statusText);
+  if (!res.ok) throw apiError(res, body);
   if (!Array.isArray(body)) throw new Error("the server's answer is not a list");
   try { localStorage.setItem(key, JSON.stringify({ at: Date.now(), body })); } catch { /* full: shown, not kept */ }
   return { body };
@@ -980,7 +997,7 @@ function devicesView() {
     const oldest = Math.min(...Object.values(staleness).filter(Boolean));
     stale.textContent = Number.isFinite(oldest) ? tr("shownAsOf", { when: formatDateTime(app.lang, Math.floor(oldest / 1000)) }) : "";
   };
-  const failed = (e) => { fill(problem, trIsolated("requestFailed", { reason: e.message })); };
+  const failed = (e) => { fill(problem, requestProblem(e)); };
   // Runs one request at a time from `button`, with the error, if any, shown.
   const act = async (button, work) => {
     problem.textContent = "";

@@ -33,6 +33,8 @@ pub struct Denied {
     status: StatusCode,
     message: String,
     retry_after: Option<u64>,
+    /// As [`ApiError::code`].
+    code: Option<&'static str>,
 }
 
 impl Denied {
@@ -42,6 +44,7 @@ impl Denied {
             status: StatusCode::UNAUTHORIZED,
             message: message.into(),
             retry_after: None,
+            code: None,
         }
     }
 
@@ -51,14 +54,16 @@ impl Denied {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: message.into(),
             retry_after: Some(wait.as_secs().max(1)),
+            code: None,
         }
     }
 
-    fn forbidden(message: &str) -> Self {
+    fn forbidden(code: &'static str, message: &str) -> Self {
         Self {
             status: StatusCode::FORBIDDEN,
             message: message.to_owned(),
             retry_after: None,
+            code: Some(code),
         }
     }
 }
@@ -83,13 +88,18 @@ impl From<SignInError> for Denied {
             status,
             message,
             retry_after,
+            code: None,
         }
     }
 }
 
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
-        let mut res = ApiError::new(self.status, self.message).into_response();
+        let mut error = ApiError::new(self.status, self.message);
+        if let Some(code) = self.code {
+            error = error.code(code);
+        }
+        let mut res = error.into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -130,6 +140,7 @@ impl FromRequestParts<Arc<Hub>> for Member {
         let Authenticated(device) = Authenticated::from_request_parts(parts, hub).await?;
         if !crate::permissions::may_read(&device) {
             return Err(Denied::forbidden(
+                "revoked",
                 "this device was revoked; it may only hand in unsynced changes",
             ));
         }
@@ -143,7 +154,10 @@ impl FromRequestParts<Arc<Hub>> for Coordinator {
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, Denied> {
         let Member(device) = Member::from_request_parts(parts, hub).await?;
         if !device.is_coordinator() {
-            return Err(Denied::forbidden("only a coordinator may do this"));
+            return Err(Denied::forbidden(
+                "not-coordinator",
+                "only a coordinator may do this",
+            ));
         }
         Ok(Self(device))
     }

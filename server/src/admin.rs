@@ -162,6 +162,7 @@ pub async fn create_invite(
             StatusCode::FORBIDDEN,
             "this device is no longer a coordinator",
         )
+        .code("not-coordinator")
     })?;
     let link = invite_link(&base, &invite.code);
     Ok((
@@ -254,8 +255,8 @@ pub async fn revoke(
     let since = active_since(&hub, at);
     let device = blocking(move || store.revoke_device(&target, at, Some(since)))
         .await?
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no device `{id}`")))?;
+        .map_err(refused_update)?
+        .ok_or_else(|| refused_update(UpdateRefused::Unknown(id)))?;
     let closed = hub.disconnect_device(&device.id);
     tracing::info!(device = %device.id, by = %by.id, sockets = closed, "device revoked");
     let mut body = device_json(&hub, &device);
@@ -355,12 +356,7 @@ pub async fn update(
     let device = match changed {
         Ok(device) => device,
         Err(UpdateError::Invalid(e)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, e)),
-        Err(UpdateError::Refused(e @ UpdateRefused::Unknown(_))) => {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()));
-        }
-        Err(UpdateError::Refused(e)) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()));
-        }
+        Err(UpdateError::Refused(e)) => return Err(refused_update(e)),
         Err(UpdateError::Store(e)) => return Err(e.into()),
     };
     let closed = hub.disconnect_outdated(&device.id, device.rights);
@@ -393,7 +389,18 @@ pub async fn quarantine(
 
 /// The answer for a batch id the quarantine does not hold.
 fn no_batch(id: i64) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no quarantined batch #{id}"))
+    ApiError::new(StatusCode::NOT_FOUND, format!("no quarantined batch #{id}")).code("no-batch")
+}
+
+/// The answer for a change to a device the store refused.
+fn refused_update(e: UpdateRefused) -> ApiError {
+    let (status, code) = match e {
+        UpdateRefused::Unknown(_) => (StatusCode::NOT_FOUND, "unknown-device"),
+        UpdateRefused::Revoked => (StatusCode::CONFLICT, "device-revoked"),
+        UpdateRefused::LastCoordinator => (StatusCode::CONFLICT, "last-coordinator"),
+        UpdateRefused::ChangedMeanwhile => (StatusCode::CONFLICT, "changed-meanwhile"),
+    };
+    ApiError::new(status, e.to_string()).code(code)
 }
 
 /// One quarantined batch with what it would change in the record as
@@ -449,7 +456,8 @@ pub async fn accept(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("batch #{id} is no longer pending"),
-        ));
+        )
+        .code("batch-decided"));
     }
     let applied = apply(&hub, doc, changes, &entry).await;
     if applied.is_err() {
@@ -489,12 +497,14 @@ async fn apply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the record closed; try again",
             )
+            .code("record-busy")
         })?
         .map_err(|e| {
             ApiError::new(
                 StatusCode::CONFLICT,
                 format!("batch #{} cannot be applied: {e}", entry.id),
             )
+            .code("batch-not-applicable")
         })
 }
 
@@ -519,7 +529,8 @@ pub async fn discard(
         Some((status, false)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("batch #{id} was already {status}"),
-        )),
+        )
+        .code("batch-decided")),
         Some((_, true)) => Ok(Json(json!({"id": id, "status": "discarded"}))),
     }
 }

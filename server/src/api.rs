@@ -18,11 +18,14 @@ use crate::access::Member;
 use crate::hub::Hub;
 use crate::store::StoreError;
 
-/// An API failure, as a status and a message a user can act on.
+/// An API failure, as a status and a message a user can act on, in
+/// English (`error`), and for the failures a coordinator meets in the app
+/// a stable code (`code`) that the app says in the person's language.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -30,9 +33,34 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            code: None,
         }
     }
+
+    /// The same failure, with the code the app translates (`api.<code>`
+    /// in `app/i18n.js`; [`CODES`] lists them).
+    pub(crate) fn code(mut self, code: &'static str) -> Self {
+        debug_assert!(CODES.contains(&code), "{code} is not in CODES");
+        self.code = Some(code);
+        self
+    }
 }
+
+/// Every code an [`ApiError`] may carry.
+pub const CODES: &[&str] = &[
+    "database-unavailable",
+    "record-unreadable",
+    "not-coordinator",
+    "revoked",
+    "no-batch",
+    "batch-decided",
+    "batch-not-applicable",
+    "record-busy",
+    "unknown-device",
+    "device-revoked",
+    "last-coordinator",
+    "changed-meanwhile",
+];
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -41,18 +69,24 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt { doc, .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("document {doc} is stored but cannot be read"),
-            ),
+            )
+            .code("record-unreadable"),
             _ => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the database is not answering; try again shortly",
-            ),
+            )
+            .code("database-unavailable"),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let body = match self.code {
+            Some(code) => json!({ "error": self.message, "code": code }),
+            None => json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -415,4 +449,23 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
 
 pub async fn openapi() -> Json<Value> {
     Json(crate::openapi::document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CODES;
+
+    #[test]
+    fn the_app_says_every_api_error_code_in_each_of_its_three_languages() {
+        let strings = include_str!("../../app/i18n.js");
+        let distinct: std::collections::HashSet<_> = CODES.iter().collect();
+        assert_eq!(distinct.len(), CODES.len(), "a code listed twice");
+        for code in CODES {
+            let key = format!("\"api.{code}\":");
+            assert_eq!(strings.matches(&key).count(), 3, "{key} in app/i18n.js");
+        }
+        // And no translation of a code the server no longer sends.
+        let translated = strings.matches("\"api.").count();
+        assert_eq!(translated, 3 * CODES.len(), "api.* keys in app/i18n.js");
+    }
 }

@@ -300,7 +300,7 @@ fn schemas() -> Value {
 
 fn record_schemas() -> Value {
     json!({
-        "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+        "Error": {"type": "object", "properties": {"error": {"type": "string", "description": "What went wrong, in English."}, "code": {"type": "string", "enum": crate::api::CODES, "description": "For the failures the app says in the person's language, a stable code."}}, "required": ["error"]},
         "Multilingual": {"type": "object", "properties": {"ar": {"type": "string"}, "fr": {"type": "string"}, "en": {"type": "string"}}},
         "Listed": {"type": "object", "required": ["id", "url", "kind", "title"], "properties": {
             "id": {"type": "string"}, "url": {"type": "string"}, "kind": {"type": "string", "nullable": true},

@@ -741,7 +741,17 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     assert.ok(change[2].includes(words[`value.${other}`]), change[2]);
     // And the words it adds to the report's text, marked as added.
     assert.equal(await page.textContent('ul.quarantine details dt[data-path="/text"] + dd ins'), "ملاحظة الهاتف: ");
+    // Another coordinator discards it first: this one's click is told so in
+    // their language, with the server's English in the title, and the list
+    // empties.
+    const batch = await page.getAttribute("ul.quarantine li[data-quarantine]", "data-quarantine");
+    assert.equal((await server.api(`/api/quarantine/${batch}/discard`, { method: "POST" })).status, 200);
     await page.click("ul.quarantine li[data-quarantine] button.discard");
+    const told = await until(page, (said) => {
+      const p = document.querySelector('#view p.warning[role="alert"] span');
+      return p?.textContent.includes(said) ? { text: p.textContent, title: p.title } : null;
+    }, words["api.batch-decided"], "the batch another coordinator decided");
+    assert.match(told.title, /was already discarded/);
     await until(page, () => !document.querySelector("ul.quarantine li[data-quarantine]"), undefined, "the list emptied");
     const judged = await (await server.api("/api/quarantine")).json();
     assert.equal(judged.find((q) => q.device_name === "هاتف حسن")?.status, "discarded");

@@ -728,12 +728,17 @@ async fn a_device_change_is_checked_and_the_last_coordinator_stays_one() {
         .patch_as(&mine, &app.token, &json!({"role": "observer"}))
         .await;
     assert_eq!(res.status(), 409);
-    assert!(error(&res.json().await.unwrap()).contains("last coordinator"));
+    let body: Value = res.json().await.unwrap();
+    assert!(error(&body).contains("last coordinator"));
+    // With the code the app says in the coordinator's language.
+    assert_eq!(body["code"], "last-coordinator");
     let res = app
         .post_as(&format!("{mine}/revoke"), &app.token, &json!({}))
         .await;
     assert_eq!(res.status(), 409);
-    assert!(error(&res.json().await.unwrap()).contains("last coordinator"));
+    let body: Value = res.json().await.unwrap();
+    assert!(error(&body).contains("last coordinator"));
+    assert_eq!(body["code"], "last-coordinator");
     assert!(app.get_json("/api/me").await["revoked_at"].is_null());
 
     // An invite it made and nobody used yet ...
