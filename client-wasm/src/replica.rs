@@ -578,6 +578,8 @@ impl Replica {
         };
         let mut states = Vec::new();
         for (id, entry) in &mut self.docs {
+            // The next server is asked afresh.
+            entry.deferred = false;
             if let Some(state) = entry.sync.remove_peer(&server) {
                 let bytes = state.encode();
                 entry.stored_state = Some(bytes.clone());

@@ -284,6 +284,10 @@ struct Inner {
     /// The user asked to stay offline.
     paused: Cell<bool>,
     attempts: Cell<u32>,
+    /// A timer will send the deferred records again: one at a time, as the
+    /// server refuses each record in its own frame, and a timer each would
+    /// send them all again once per refusal.
+    retry_due: Cell<bool>,
     /// What went wrong here, and its kind (`SyncStatus.errorKind`).
     last_error: RefCell<Option<(&'static str, String)>>,
     /// Why the socket last closed.
@@ -403,6 +407,7 @@ impl Client {
             joins: Cell::new(0),
             paused: Cell::new(offline),
             attempts: Cell::new(0),
+            retry_due: Cell::new(false),
             last_error: RefCell::new(if damaged.is_empty() {
                 None
             } else {
@@ -1027,7 +1032,9 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             inner.close_socket();
                             continue;
                         }
-                        if let Some(secs) = out.retry_after {
+                        if let Some(secs) = out.retry_after
+                            && !inner.retry_due.replace(true)
+                        {
                             inner.schedule_retry(secs);
                         }
                         // A record not taken yet is no refusal: it counts
@@ -1085,6 +1092,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             }
             Event::Flush => inner.send_pending(),
             Event::Retry => {
+                inner.retry_due.set(false);
                 inner.replica.borrow_mut().retry_deferred();
                 inner.send_pending();
                 inner.announce_status();

@@ -70,12 +70,18 @@ impl Denied {
 
 impl From<SignInError> for Denied {
     fn from(e: SignInError) -> Self {
-        let (status, retry_after) = match &e {
-            SignInError::Auth(_) => (StatusCode::UNAUTHORIZED, None),
-            SignInError::Limited(wait) => {
-                (StatusCode::TOO_MANY_REQUESTS, Some(wait.as_secs().max(1)))
-            }
-            SignInError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+        let (status, retry_after, code) = match &e {
+            SignInError::Auth(_) => (StatusCode::UNAUTHORIZED, None, "signed-out"),
+            SignInError::Limited(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(wait.as_secs().max(1)),
+                "too-many-attempts",
+            ),
+            SignInError::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "database-unavailable",
+            ),
         };
         let message = match e {
             SignInError::Store(e) => {
@@ -88,7 +94,7 @@ impl From<SignInError> for Denied {
             status,
             message,
             retry_after,
-            code: None,
+            code: Some(code),
         }
     }
 }

@@ -74,18 +74,55 @@ pub struct InviteRequest {
     valid_hours: Option<u64>,
 }
 
+/// Why a device's description is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceProblem {
+    #[error("a device needs a name of 1 to 200 characters")]
+    BadName,
+    #[error("cannot look up cities: {0}")]
+    CitiesUnreadable(String),
+    #[error("no city record is called or has the id `{0}`")]
+    UnknownCity(String),
+    #[error(
+        "no city record is called `{0}`: there are no cities yet (`twinsync serve` seeds the demo club on its first start)"
+    )]
+    NoCities(String),
+    #[error("more than one city is called `{0}`; give its id")]
+    AmbiguousCity(String),
+    #[error("a delegate belongs to at least one member city")]
+    DelegateWithoutCity,
+}
+
+impl DeviceProblem {
+    /// The answer to a request that described the device so.
+    fn into_api(self) -> ApiError {
+        let (status, code) = match self {
+            DeviceProblem::BadName => (StatusCode::BAD_REQUEST, "bad-device-name"),
+            DeviceProblem::CitiesUnreadable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database-unavailable")
+            }
+            DeviceProblem::UnknownCity(_) | DeviceProblem::NoCities(_) => {
+                (StatusCode::BAD_REQUEST, "unknown-city")
+            }
+            DeviceProblem::AmbiguousCity(_) => (StatusCode::BAD_REQUEST, "ambiguous-city"),
+            DeviceProblem::DelegateWithoutCity => (StatusCode::BAD_REQUEST, "delegate-needs-city"),
+        };
+        ApiError::new(status, self.to_string()).code(code)
+    }
+}
+
 /// Checks a device's description: a delegate needs a known city.
-pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, String> {
+pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, DeviceProblem> {
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err("a device needs a name of 1 to 200 characters".into());
+        return Err(DeviceProblem::BadName);
     }
     let mut cities = Vec::new();
     for city in &new.cities {
         let found = hub
             .store
             .find_city(city)
-            .map_err(|e| format!("cannot look up cities: {}", e.public_reason()))?;
+            .map_err(|e| DeviceProblem::CitiesUnreadable(e.public_reason().to_string()))?;
         match found.as_slice() {
             [one] => cities.push(one.clone()),
             [] => {
@@ -95,22 +132,16 @@ pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, String>
                     .map(|l| !l.is_empty())
                     .unwrap_or(true);
                 return Err(if any {
-                    format!("no city record is called or has the id `{city}`")
+                    DeviceProblem::UnknownCity(city.clone())
                 } else {
-                    format!(
-                        "no city record is called `{city}`: there are no cities yet (`twinsync serve` seeds the demo club on its first start)"
-                    )
+                    DeviceProblem::NoCities(city.clone())
                 });
             }
-            _ => {
-                return Err(format!(
-                    "more than one city is called `{city}`; give its id"
-                ));
-            }
+            _ => return Err(DeviceProblem::AmbiguousCity(city.clone())),
         }
     }
     if new.role == Role::Delegate && cities.is_empty() {
-        return Err("a delegate belongs to at least one member city".into());
+        return Err(DeviceProblem::DelegateWithoutCity);
     }
     let person = new
         .person
@@ -145,7 +176,7 @@ pub async fn create_invite(
     let new = tokio::task::spawn_blocking(move || check_new_device(&hub2, &wanted))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+        .map_err(DeviceProblem::into_api)?;
     let store = hub.store.clone();
     let at = now();
     let invite = blocking(move || {
@@ -292,8 +323,8 @@ where
 /// Why a device was not changed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(DeviceProblem),
     #[error(transparent)]
     Refused(#[from] UpdateRefused),
     #[error(transparent)]
@@ -355,7 +386,7 @@ pub async fn update(
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
     let device = match changed {
         Ok(device) => device,
-        Err(UpdateError::Invalid(e)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, e)),
+        Err(UpdateError::Invalid(e)) => return Err(e.into_api()),
         Err(UpdateError::Refused(e)) => return Err(refused_update(e)),
         Err(UpdateError::Store(e)) => return Err(e.into()),
     };

@@ -60,6 +60,12 @@ pub const CODES: &[&str] = &[
     "device-revoked",
     "last-coordinator",
     "changed-meanwhile",
+    "signed-out",
+    "too-many-attempts",
+    "bad-device-name",
+    "unknown-city",
+    "ambiguous-city",
+    "delegate-needs-city",
 ];
 
 impl From<StoreError> for ApiError {

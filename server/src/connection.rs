@@ -366,7 +366,7 @@ impl Session {
             let limit = self.hub.settings.device_docs_per_minute;
             if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
                 self.hub.metrics.rate_limited.inc();
-                let secs = wait.as_secs().max(1);
+                let secs = whole_seconds(wait);
                 let message = format!(
                     "document {doc} not opened: this device opened more than {limit} documents in a minute; try again in {secs} s",
                 );
@@ -445,7 +445,7 @@ impl Session {
             let limit = self.hub.settings.device_docs_per_minute;
             if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
                 self.hub.metrics.rate_limited.inc();
-                let secs = wait.as_secs().max(1);
+                let secs = whole_seconds(wait);
                 let message = format!(
                     "document {doc} not taken: this device opened more than {limit} documents in a minute; try again in {secs} s"
                 );
@@ -552,9 +552,6 @@ impl Session {
         Ok(())
     }
 
-    /// Queues an answer the peer waits for. A peer whose queue is full is
-    /// cut off, as a document's task cuts it off: it reconnects and asks
-    /// again, where a dropped answer would leave it waiting.
     /// Tells the peer its message for `doc` was not taken, with the code
     /// the app translates (`code`) beside the English (`message`).
     fn refuse(
@@ -582,6 +579,9 @@ impl Session {
         self.owed(out, &msg);
     }
 
+    /// Queues an answer the peer waits for. A peer whose queue is full is
+    /// cut off, as a document's task cuts it off: it reconnects and asks
+    /// again, where a dropped answer would leave it waiting.
     fn owed(&self, out: &mpsc::Sender<Outbound>, msg: &Message) {
         if send_or_cut(out, &self.kill, &self.hub.metrics, msg) == Queued::CutOff {
             warn!("peer is not reading; dropping it");
@@ -619,6 +619,14 @@ pub const MAX_WAITING: usize = 256;
 /// refuses it, naming why.
 fn carries_changes(data: &[u8]) -> bool {
     twinsync_shared::protocol::sync_shape(data).map_or(true, |changes| changes > 0)
+}
+
+/// A wait in whole seconds, rounded up: a device told to come back sooner
+/// than the window ends is turned away again.
+fn whole_seconds(wait: std::time::Duration) -> u64 {
+    u64::try_from(wait.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Sends one frame, giving up after `limit`: false when the peer is gone
