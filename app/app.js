@@ -6,7 +6,7 @@
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
 import { LANGS, STRINGS, t, pieces, plural, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
-import { h, fill, words, pick, show, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
+import { h, fill, words, pick, show, showItem, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -129,7 +129,9 @@ function onReconnect(s) {
 const api = (path, init = {}) => fetch(path, { ...init, headers: { authorization: `Bearer ${app.token}`, ...init.headers } });
 const role = () => app.me?.role ?? "delegate";
 const isCoordinator = () => role() === "coordinator";
-const writable = () => role() !== "observer";
+/** A coordinator revoked this device: it reads what it holds and hands in what it had not sent. */
+const revoked = () => !!app.me?.revoked_at;
+const writable = () => role() !== "observer" && !revoked();
 
 // ----- Chrome: language, navigation, sync bar -------------------------------
 
@@ -146,7 +148,8 @@ function chrome() {
   $("#search").value = app.query;
   $('nav.views a[href="#/dashboard"]').hidden = role() === "delegate";
   $('nav.views a[href="#/devices"]').hidden = !isCoordinator();
-  $("#me").textContent = app.me ? tr("signedInAs", { name: app.me.name, role: tr(app.me.role) }) : "";
+  // The device's name may be in another script than the sentence.
+  fill($("#me"), app.me ? pieces(app.lang, "signedInAs", { name: words(app.me.name), role: tr(app.me.role) }, (v) => v) : null);
   syncBar(app.client?.status());
 }
 
@@ -182,8 +185,10 @@ function syncBar(s) {
   checkSignedIn(s);
   // A token the server no longer takes stops syncing, with why.
   const signedOut = app.signedOut && s.state === "offline";
-  bar.dataset.state = signedOut ? "error" : s.state;
-  const state = signedOut ? tr("signedOut") : {
+  // Said for as long as it lasts: the bar would otherwise say "up to date".
+  const gone = !signedOut && revoked();
+  bar.dataset.state = signedOut || gone ? "error" : s.state;
+  const state = signedOut ? tr("signedOut") : gone ? tr("deviceRevoked") : {
     offline: tr("offline"),
     connecting: tr("connecting"),
     syncing: plural(app.lang, "syncing", s.syncing),
@@ -196,7 +201,7 @@ function syncBar(s) {
   // The server's own words (English), for whoever asks why.
   $("#sync-state").title = signedOut ? app.signedOut : "";
   // Screen readers hear the state, not every record counted while syncing.
-  const said = s.state === "syncing" && !signedOut ? tr("syncingNow") : $("#sync-state").textContent;
+  const said = s.state === "syncing" && !signedOut && !gone ? tr("syncingNow") : $("#sync-state").textContent;
   if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
   $("#sync-waiting").textContent = [
     s.unconfirmed ? plural(app.lang, "waiting", s.unconfirmed) : "",
@@ -227,7 +232,7 @@ function refusedChange(s) {
   // Not a refusal of what was written: the record cannot be synced now.
   if (r.code === "unreadable") return pieces(app.lang, "recordUnreadable", { record }, (v) => v);
   const top = r.path.split("/")[1];
-  const field = pathLabel(kindOf(r.documentId), r.path);
+  const field = pathLabel(kindOf(r.documentId), r.path, recordOf(r.documentId));
   const kept = r.quarantine !== undefined ? tr("refusalKept", { n: formatNumber(app.lang, r.quarantine) }) : tr("refusalNotKept");
   const vars = { record, field, why: tr(`refusal.${r.code}`), kept };
   return pieces(app.lang, top ? "refusedChange" : "refusedRecord", vars, (v) => v);
@@ -264,15 +269,47 @@ function recordProblems(kind, errors) {
 }
 
 /**
- * A record path as the labels of the fields it goes through, items' ids
- * left out, with the language of a multilingual value; the path as
- * written when it names no field the app knows.
+ * A record path as the labels of the fields it goes through, with the
+ * language of a multilingual value: `Milestones › “Pump installed” ›
+ * Status (Français)`. An item is named by its own title or text when
+ * `record` (the record as read) holds it, and left out when not; the path
+ * as written when it names no field the app knows.
  */
-function pathLabel(kind, path) {
-  const labels = path.split("/").filter(Boolean).map(fieldName).filter(Boolean);
-  if (!labels.length) return words(path);
+function pathLabel(kind, path, record) {
+  const labels = [];
+  let value = record;
+  for (const part of path.split("/").filter(Boolean)) {
+    const name = fieldName(part);
+    if (name) {
+      labels.push(name);
+      value = value?.[part];
+      continue;
+    }
+    // An item's id (or index, in a validation error's path), or a language.
+    const item = Array.isArray(value)
+      ? value.find((i) => i?.id === part) ?? (/^\d+$/.test(part) ? value[Number(part)] : undefined)
+      : value?.[part];
+    const named = itemName(item);
+    if (named) labels.push(h("span", { class: "item" }, pieces(app.lang, "quoted", { text: words(named) }, (v) => v)));
+    value = item;
+  }
+  if (!labels.some((l) => typeof l === "string")) return words(path);
   const { lang } = fieldAt(app.schema, kind, path);
-  return lang ? `${labels.join(" › ")} (${langName(lang)})` : labels.join(" › ");
+  const said = labels.flatMap((l, i) => (i ? [" › ", l] : [l]));
+  return h("span", { class: "path" }, said, lang ? ` (${langName(lang)})` : "");
+}
+
+/** An item's own words, to tell it from the others of its list: its title or text, cut short. */
+function itemName(item) {
+  const name = [item?.title, item?.text].find((v) => typeof v === "string" && v.trim());
+  if (!name) return null;
+  const chars = [...name.trim()];
+  return chars.length > 40 ? `${chars.slice(0, 39).join("").trimEnd()}…` : chars.join("");
+}
+
+/** The record `id` as this phone reads it now; `undefined` when it cannot. */
+function recordOf(id) {
+  try { return app.client.read(bare(id))?.record; } catch { return undefined; }
 }
 
 /**
@@ -282,7 +319,7 @@ function pathLabel(kind, path) {
 function refusalReason(q) {
   if (!q.code || !STRINGS.en[`refusal.${q.code}`]) return words(q.path ? `${q.path}: ${q.reason}` : q.reason);
   const why = tr(`refusal.${q.code}`);
-  if (q.path?.split("/")[1]) return pieces(app.lang, "refusalAt", { field: pathLabel(kindOf(q.doc_id), q.path), why }, (v) => v);
+  if (q.path?.split("/")[1]) return pieces(app.lang, "refusalAt", { field: pathLabel(kindOf(q.doc_id), q.path, recordOf(q.doc_id)), why }, (v) => v);
   return why.charAt(0).toUpperCase() + why.slice(1);
 }
 
@@ -300,7 +337,8 @@ function batchChanges(q) {
     try {
       const batch = await call(`/api/quarantine/${q.id}`);
       if (!batch.changes) { fill(body, trIsolated("notShown", { reason: batch.not_shown ?? "" })); return; }
-      fill(body, h("dl", {}, batch.changes.flatMap((c) => fieldChange(kindOf(q.doc_id), c))));
+      const record = recordOf(q.doc_id);
+      fill(body, h("dl", {}, batch.changes.flatMap((c) => fieldChange(kindOf(q.doc_id), c, record))));
     } catch (e) {
       delete details.dataset.loaded;
       fill(body, requestProblem(e));
@@ -310,17 +348,28 @@ function batchChanges(q) {
 }
 
 /** One field of a batch: its label, then the text's passages or the two values. */
-function fieldChange(kind, c) {
+function fieldChange(kind, c, record) {
   const { field } = fieldAt(app.schema, kind, c.path);
-  // An item's field says which list it is in: "Milestones › Due".
-  const label = h("dt", { "data-path": c.path }, pathLabel(kind, c.path));
+  // An item's field says which list and which item it is in:
+  // "Milestones › “Pump installed” › Due".
+  const label = h("dt", { "data-path": c.path }, pathLabel(kind, c.path, record));
   // Words added and removed, for free text; an enum or a date reads
   // better as the two values.
   if (c.text && ["str", "text", "multilingual"].includes(field.type)) {
     const tag = { same: "span", added: "ins", removed: "del" };
     return [label, h("dd", { class: "passages", dir: "auto" }, c.text.map((p) => h(tag[p.kind] ?? "span", {}, p.text)))];
   }
-  const shown = (v) => words(v !== null && typeof v === "object" && field.type !== "multilingual" && field.type !== "set" ? JSON.stringify(v) : show({ lang: app.lang, byUrl: app.byUrl }, field, v));
+  const ctx = { lang: app.lang, byUrl: app.byUrl };
+  const shown = (v) => {
+    // An item (its id ends the path) or a whole list: each item by its
+    // fields' labels and values, not as stored.
+    if (field.type === "list" && v !== null && typeof v === "object") {
+      const items = Array.isArray(v) ? v : [v];
+      if (!items.length) return tr("none");
+      return items.flatMap((item, i) => [i ? tr("listSeparator") : null, words(showItem(ctx, field.fields, item))]);
+    }
+    return words(v !== null && typeof v === "object" && field.type !== "multilingual" && field.type !== "set" ? JSON.stringify(v) : show(ctx, field, v));
+  };
   return [label,
     h("dd", { class: "before" }, tr("valueNow"), " ", shown(c.before)),
     h("dd", { class: "after" }, tr("valueProposed"), " ", shown(c.after))];
@@ -369,17 +418,46 @@ function refreshSummaries() {
   app.byUrl = new Map(app.summaries.map((s) => [s.url, s]));
 }
 
-/** Everything a record says, in every language, for search. */
+/**
+ * Everything a record says, in every language, for search: its values,
+ * not its field names; a choice in the three languages' words ("actif",
+ * "نشط"); a linked record by its title.
+ */
 function searchText(id) {
   let text = app.texts.get(id);
   if (text === undefined) {
     try {
       const view = app.client.read(id);
-      text = JSON.stringify(view.record ?? view.title ?? "").replace(/automerge:[1-9A-HJ-NP-Za-km-z]+/g, " ");
+      text = view.record
+        ? recordWords(app.schema[view.kind] ?? [], view.record).join("\n")
+        : JSON.stringify(view.stored ?? view.title ?? "").replace(/automerge:[1-9A-HJ-NP-Za-km-z]+/g, " ");
     } catch { text = ""; }
     app.texts.set(id, text);
   }
   return text;
+}
+
+/** The words of `value` (a record or an item) under `fields`, for search. */
+function recordWords(fields, value, out = []) {
+  const choice = (v) => LANGS.map((l) => t(l, `value.${v}`));
+  const linked = (url) => {
+    const title = app.byUrl.get(url)?.title;
+    return title === undefined ? [] : typeof title === "string" ? [title] : Object.values(title);
+  };
+  for (const f of fields) {
+    const v = value?.[f.name];
+    if (v === null || v === undefined || v === "" || f.name === "id") continue;
+    switch (f.type) {
+      case "multilingual": out.push(...Object.values(v)); break;
+      case "enum": out.push(...choice(v)); break;
+      case "ref": out.push(...linked(v)); break;
+      case "set": for (const m of v) out.push(...(f.values ? choice(m) : REF_KIND[f.name] ? linked(m) : [m])); break;
+      case "list": for (const item of v) recordWords(f.fields ?? [], item, out); break;
+      case "map": case "bool": break;
+      default: out.push(String(v));
+    }
+  }
+  return out;
 }
 
 function recordItem(s) {
@@ -418,6 +496,13 @@ $("#search").addEventListener("input", (e) => {
   route();
 });
 
+/** Says what went wrong above the screen, and brings it into view: on a phone the button pressed may be far below. */
+function tell(said) {
+  const notice = $("#notice");
+  fill(notice, said);
+  notice.scrollIntoView({ block: "nearest" });
+}
+
 /** Writes `edits` to the record on screen; the change is on the device when this resolves. */
 async function edit(id, edits, opts = {}) {
   try {
@@ -428,13 +513,14 @@ async function edit(id, edits, opts = {}) {
     if (opts.rerender && opts.focus) $(opts.focus)?.focus();
     return true;
   } catch (e) {
-    fill($("#notice"), problem(e));
+    tell(problem(e));
     return false;
   }
 }
 
 /** Why this device may not change the record, if it may not: the server would refuse it. */
 function lockOf(view, id) {
+  if (revoked()) return tr("lockedRevoked");
   if (isCoordinator()) return null;
   if (!writable()) return tr("readOnly");
   if (view.kind === "meeting" && view.record?.adopted) return tr("lockedAdopted");
@@ -521,7 +607,7 @@ function recordView(id, at = null) {
     h("p", {}, h("a", { href: kind ? `#/k/${kind}` : "#/" }, tr("back"))),
     h("h2", { class: "record-title" }, h("small", {}, kind ? tr(`kind.${kind}`) : ""), " ", words(pick(view.title, app.lang))),
     problems, readOnly,
-    at !== null ? h("p", { class: "asof-banner" }, `${tr("asOf")} ${formatDate(app.lang, new Date(at).toISOString().slice(0, 10))} — `, h("a", { href: `#/r/${id}` }, tr("current"))) : null,
+    at !== null ? h("p", { class: "asof-banner" }, `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))} — `, h("a", { href: `#/r/${id}` }, tr("current"))) : null,
     h("form", { class: "record", onsubmit: (e) => e.preventDefault() }, body),
     at === null ? conflictList([{ id, view }]) : null,
     historySection(id, fields),
@@ -576,11 +662,11 @@ function conflictList(records) {
     // Who may not write the record sees the values, without a choice.
     const decides = !lockOf(view, id);
     for (const c of view.conflicts ?? []) {
-      const { field, lang } = fieldAt(app.schema, view.kind, c.path);
+      const { field } = fieldAt(app.schema, view.kind, c.path);
       const shown = (v) => words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value));
       rows.push(h("li", { "data-path": c.path, "data-id": id },
         records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
-        h("span", { class: "label" }, tr(`field.${field.name}`), lang ? ` (${langName(lang)})` : ""),
+        h("span", { class: "label" }, pathLabel(view.kind, c.path, view.record)),
         h("div", { class: "values" }, c.values.map((v) => decides ? h("button", {
           type: "button", class: "keep", "data-value": JSON.stringify(v.value),
           onclick: async () => {
@@ -588,7 +674,7 @@ function conflictList(records) {
               await app.client.resolve(id, c.path, v.value, `resolve ${c.path}`);
               $("#notice").textContent = "";
             } catch (e) {
-              fill($("#notice"), problem(e));
+              tell(problem(e));
             }
             route();
           },
@@ -704,7 +790,7 @@ function newView(kind) {
           // Created, but not kept on the phone (its storage failed): the
           // record is shown, and the form not kept to be created again.
           if (typeof err?.recordId === "string") goTo(err.recordId);
-          fill($("#notice"), problem(err));
+          tell(problem(err));
         }
       });
     },
@@ -728,7 +814,7 @@ function dashboardView() {
   };
   const table = (head, rows) => h("table", {}, h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c)))),
     h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))));
-  const cityName = (url) => (url ? pick(app.byUrl.get(url)?.title, app.lang) || url : tr("noCity"));
+  const cityName = (url) => (url ? titleOf(url) : tr("noCity"));
 
   const agreements = app.summaries.filter((s) => s.kind === "agreement");
   const projects = app.summaries.filter((s) => s.kind === "project");
@@ -746,7 +832,7 @@ function dashboardView() {
   const drawRecent = (rows) => fill(recent, rows.map((r) => h("li", {},
     h("time", {}, formatDateTime(app.lang, r.time)), " · ",
     h("span", { class: "who" }, words(r.who ?? tr("unknownAuthor"))), " · ",
-    h("a", { href: `#/r/${r.id}` }, words(pick(app.byUrl.get(`automerge:${r.id}`)?.title, app.lang) || r.id)), " · ",
+    h("a", { href: `#/r/${r.id}` }, words(titleOf(r.id))), " · ",
     h("span", { class: "what" }, listOf(app.lang, r.fields.map((f) => tr(`field.${f}`)))))));
   // On this device: every record's log, newest first.
   const local = [];
@@ -1097,7 +1183,7 @@ function devicesView() {
           h("button", { type: "button", class: "edit", disabled: !!at, "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
           d.id === app.me?.id ? h("span", { class: "this-device" }, tr("thisDevice"))
             : h("button", { type: "button", class: "revoke", disabled: !!at, "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
-              if (!confirm(tr("revokeConfirm", { name: d.name }))) return;
+              if (!confirm(tr("revokeConfirm", { name: `\u2068${d.name}\u2069` }))) return;
               act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(drawDevices);
             } }, tr("revoke"))]));
       return row;
@@ -1152,7 +1238,10 @@ function route() {
   }
   app.view = null;
   if (parts[0] === "r" && parts[1]) {
-    const at = parts[2] === "at" && parts[3] ? Date.parse(`${parts[3]}T23:59:59Z`) : null;
+    // The end of the chosen day on this phone's calendar, not UTC's: in
+    // Oakland that evening's changes are in it.
+    const day = parts[2] === "at" && /^\d{4}-\d{2}-\d{2}$/.test(parts[3] ?? "") ? parts[3] : null;
+    const at = day ? new Date(`${day}T23:59:59.999`).getTime() : null;
     recordView(parts[1], Number.isNaN(at) ? null : at);
   } else if (parts[0] === "new" && KINDS.includes(parts[1])) newView(parts[1]);
   else if (parts[0] === "dashboard") dashboardView();
@@ -1163,11 +1252,24 @@ addEventListener("hashchange", () => {
   // An invite link opened in a tab that already shows the app.
   if (location.hash.includes("invite=")) location.reload();
   else if (!mayLeave()) history.replaceState(null, "", app.hash);
-  else route();
+  else {
+    // What went wrong on the screen left does not follow to the next.
+    $("#notice").textContent = "";
+    route();
+    // The link followed is gone with the screen it was on: a screen
+    // reader starts again from the new screen's heading, not the page's top.
+    const heading = $("#view h2");
+    if (heading && (!document.activeElement || document.activeElement === document.body)) {
+      heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+    }
+  }
 });
 
 function onChanges(changes) {
-  for (const c of changes) app.texts.delete(c.id);
+  // A record's search words hold the titles of those it links to.
+  if (changes.some((c) => c.paths.some((p) => /^\/(title|name)(\/|$)/.test(p)))) app.texts.clear();
+  else for (const c of changes) app.texts.delete(c.id);
   refreshSummaries();
   if (app.view?.new) {
     app.view.refresh(app.summaries);

@@ -118,6 +118,18 @@ export function show(ctx, field, value) {
 }
 
 /**
+ * A list item as one line of read-only text: each field it has, by its
+ * label and value, its id left out (`Title: Pump · Status: Pending`).
+ */
+export function showItem(ctx, fields, item) {
+  if (item === null || typeof item !== "object") return show(ctx, { type: "str" }, item);
+  return fields
+    .filter((f) => f.name !== "id" && !["", null, undefined].includes(item[f.name]))
+    .map((f) => `${t(ctx.lang, `field.${f.name}`)}${t(ctx.lang, "labelSeparator")}${show(ctx, f, item[f.name])}`)
+    .join(" · ") || t(ctx.lang, "none");
+}
+
+/**
  * The rows of `fields` for `value` (a record or a list item) under `prefix`.
  * `ctx`: { lang, summaries, byUrl, writable, edit(edits), editors: Map(path → update) }.
  */
@@ -200,11 +212,11 @@ function editor(ctx, field, value, path) {
 }
 
 /**
- * Today on this phone's calendar, `YYYY-MM-DD`: a delegate in Oakland who
- * marks a milestone done in the evening did it today, not on UTC's morrow.
+ * Today (or the moment `d`) on this phone's calendar, `YYYY-MM-DD`: a
+ * delegate in Oakland who marks a milestone done in the evening did it
+ * today, not on UTC's morrow.
  */
-export function today() {
-  const d = new Date();
+export function today(d = new Date()) {
   const pad = (n) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
 }
@@ -494,7 +506,7 @@ function listEditor(ctx, field, items, path) {
     actions.append(h("button", {
       type: "button", class: "remove", "aria-label": `${t(lang, "remove")}: ${named}`,
       onclick: (e) => {
-        if (!confirm(t(lang, "removeConfirm", { item: named }))) return;
+        if (!confirm(t(lang, "removeConfirm", { item: `\u2068${named}\u2069` }))) return;
         once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true, focus: `[data-path="${CSS.escape(path)}"] button.add` }));
       },
     }, t(lang, "remove")));
@@ -529,9 +541,15 @@ export function creationRows(ctx, fields) {
         const v = Object.fromEntries(inputs.map((i, k) => [LANGS[k], i.value.trim()]).filter(([, s]) => s));
         if (Object.keys(v).length) out[name] = v;
       });
+      // Required in at least one language: the browser says so on Create,
+      // at the field, before the client is asked.
+      const check = () => inputs[0].setCustomValidity(
+        !field.required || inputs.some((i) => i.value.trim()) ? "" : t(ctx.lang, "needOneLanguage"));
+      for (const i of inputs) i.addEventListener("input", check);
+      check();
       kept.set(name, {
         get: () => Object.fromEntries(inputs.map((i, k) => [LANGS[k], i.value])),
-        set: (v) => inputs.forEach((i, k) => { i.value = v?.[LANGS[k]] ?? ""; }),
+        set: (v) => { inputs.forEach((i, k) => { i.value = v?.[LANGS[k]] ?? ""; }); check(); },
       });
     } else if (field.type === "text") {
       input = h("textarea", { name, dir: "auto", rows: 5 });

@@ -189,3 +189,22 @@ test("fieldAt finds the schema field a record path names, through list items and
   assert.equal(title.lang, "fr");
   assert.deepEqual(fieldAt(schema, "project", "/unknown"), { field: { name: "unknown", type: "str" }, lang: null });
 });
+
+test("a list item reads as its fields' labels and values, in the reader's language, its id left out", async () => {
+  const { showItem } = await import("../../app/fields.js");
+  const fields = [
+    { name: "id", type: "str" },
+    { name: "title", type: "str" },
+    { name: "status", type: "enum" },
+    { name: "owner", type: "ref" },
+    { name: "due", type: "date" },
+  ];
+  const item = { id: "m1", title: "Pompe installée", status: "pending", owner: "automerge:4NK39wkqzpfSYwwdfuJ8", due: null };
+  const ctx = (lang) => ({ lang, byUrl: new Map([["automerge:4NK39wkqzpfSYwwdfuJ8", { id: "4NK39wkqzpfSYwwdfuJ8", title: { fr: "Awa Diop", ar: "عوا ديوب" } }]]) });
+  const fr = showItem(ctx("fr"), fields, item);
+  assert.equal(fr, `${STRINGS.fr["field.title"]}\u00a0: Pompe installée · ${STRINGS.fr["field.status"]}\u00a0: ${STRINGS.fr["value.pending"]} · ${STRINGS.fr["field.owner"]}\u00a0: Awa Diop`);
+  const ar = showItem(ctx("ar"), fields, item);
+  assert.ok(ar.includes(`${STRINGS.ar["field.status"]}: ${STRINGS.ar["value.pending"]}`), ar);
+  assert.ok(ar.includes("عوا ديوب") && !ar.includes("m1") && !ar.includes("automerge:"), ar);
+  assert.equal(showItem(ctx("en"), fields, { id: "m2" }), STRINGS.en.none);
+});

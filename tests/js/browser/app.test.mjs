@@ -311,6 +311,9 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
   await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
     const time = '[data-path="/time"] input';
+    // A decision both phones will mark differently.
+    await a.page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/decisions", after: "$end", item: { id: "d1", text: "Jumeler les bibliothèques", outcome: "deferred" } }], "add a decision"), id);
+    await until(b.page, (id) => window.twinsync.read(id).record.decisions?.length === 1, id, "the decision on the other phone");
     for (const p of [a, b]) {
       await p.page.waitForSelector(time);
       await upToDate(p.page);
@@ -320,6 +323,8 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     await a.page.press(time, "Tab");
     await b.page.fill(time, "10:00");
     await b.page.press(time, "Tab");
+    await a.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/decisions/d1/outcome", value: "adopted" }], "adopted"), id);
+    await b.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/decisions/d1/outcome", value: "rejected" }], "rejected"), id);
     for (const p of [a, b]) await p.context.setOffline(false);
     for (const p of [a, b]) await upToDate(p.page);
     const conflicts = await until(a.page, async (id) => {
@@ -333,6 +338,12 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     await show(coordinator.page, "#/dashboard");
     const button = `.conflicts li[data-path="/time"][data-id="${id}"] button.keep`;
     await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 2, button, "the disagreement on the dashboard");
+    // A field of a list item says which list and which item: the decision
+    // by its own words, quoted, in the coordinator's language.
+    const nested = await coordinator.page.textContent(`.conflicts li[data-path="/decisions/d1/outcome"][data-id="${id}"] .label`);
+    const ar = STRINGS.ar;
+    assert.equal(nested, `${ar["field.decisions"]} › «Jumeler les bibliothèques» › ${ar["field.outcome"]}`);
+    assert.equal(await coordinator.page.textContent(`.conflicts li[data-path="/time"][data-id="${id}"] .label`), ar["field.time"]);
     const chosen = JSON.parse(await coordinator.page.$eval(`${button}[data-value='"09:30"']`, (e) => e.dataset.value));
     await coordinator.page.click(`${button}[data-value='"09:30"']`);
     await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 0, button, "the disagreement gone");
@@ -370,6 +381,15 @@ test("what a person types is kept: a field when the phone hides the page, a new 
     await until(page, (id) => window.twinsync.read(id).record?.title?.fr === "Réunion consultative (compte rendu)",
       meeting.id, "the title written when the page was hidden");
     await page.evaluate(() => { delete document.visibilityState; });
+
+    // The record as it was on the 19th, on the phone's calendar: the
+    // evening's change is in it, though UTC had moved on to the 20th.
+    // (In French, so that the title shown is the one typed.)
+    await page.click('[data-lang="fr"]');
+    await show(page, `#/r/${meeting.id}/at/2026-11-19`);
+    await until(page, () => document.querySelector(".asof-banner") && document.querySelector('#view form.record [data-path="/title"]')?.textContent.includes("Réunion consultative (compte rendu)"),
+      undefined, "the evening's change in the record as it was that day");
+    await page.click('[data-lang="ar"]');
 
     // A new record's date is today on the phone's calendar, not in UTC.
     await show(page, "#/new/report");
@@ -455,7 +475,15 @@ test("a new record's form is not drawn again by records arriving, and Create goe
       location.hash = "#/new/person";
     });
     await page.waitForSelector('form.new input[name="name.fr"]');
+    // A name in no language: the browser says so at the field, in the
+    // person's language, and nothing is created.
+    const before = await page.evaluate(() => window.twinsync.list().length);
+    await page.click('form.new button[type="submit"]');
+    assert.equal(await page.$eval('form.new input[name="name.ar"]', (i) => i.validationMessage), STRINGS.ar.needOneLanguage);
+    assert.equal(await page.evaluate(() => window.twinsync.list().length), before);
+    assert.equal(await page.evaluate(() => location.hash), "#/new/person");
     await page.fill('form.new input[name="name.fr"]', "Salma Benali");
+    assert.equal(await page.$eval('form.new input[name="name.ar"]', (i) => i.validationMessage), "");
     // Create disables its button, which takes the focus off the form.
     await page.evaluate(() => {
       document.querySelector("form.new").dataset.drawn = "first";
@@ -782,6 +810,13 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     assert.equal(await page.getByRole("row").filter({ hasText: "هاتف حسن" }).getByRole("cell").count(), 5);
     const devices = await (await server.api("/api/devices")).json();
     assert.ok(devices.find((d) => d.name === "هاتف حسن").revoked_at > 0);
+    // The revoked phone says so for as long as it lasts, not "up to date",
+    // and its records are read, not written.
+    await until(delegate.page, (said) => document.querySelector("#sync-state")?.textContent === said
+      && document.querySelector("#sync")?.dataset.state === "error", STRINGS.ar.deviceRevoked, "the phone told it was revoked");
+    await show(delegate.page, `#/r/${report.id}`);
+    await until(delegate.page, (said) => document.querySelector("#view p.locked")?.textContent === said, STRINGS.ar.lockedRevoked, "the record locked on the revoked phone");
+    assert.equal(await delegate.page.locator("#view form.record input:not([disabled])").count(), 0, "a field left to type in");
     for (const d of [coordinator, delegate]) await d.context.close();
   });
 });
@@ -1011,6 +1046,13 @@ test("the app in Arabic and in French: one tap switches, the layout mirrors, sea
     }, undefined, "the search results");
     assert.ok(found.some((t) => t.includes("السمارة")), JSON.stringify(found));
     assert.ok(found.length < 4, "other cities are filtered out");
+    // A choice is found by its words in any of the three languages, and a
+    // field's name finds nothing.
+    const [agreement] = (await (await server.api("/api/records?kind=agreement")).json()).filter((a) => a.status);
+    await page.fill("#search", STRINGS.fr[`value.${agreement.status}`]);
+    await until(page, (id) => document.querySelector(`#records li[data-id="${id}"]`), agreement.id, "an agreement found by its status in French");
+    await page.fill("#search", "report_type");
+    await until(page, () => document.querySelector("#records p.note") && !document.querySelector("#records li"), undefined, "nothing found by a field's name");
     writeFileSync(join(ARTEFACTS, "README.txt"), "Screenshots of the field app saved by tests/js/browser/app.test.mjs.\n");
     await context.close();
   });
