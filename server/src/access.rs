@@ -53,7 +53,7 @@ impl Denied {
         Self {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: message.into(),
-            retry_after: Some(wait.as_secs().max(1)),
+            retry_after: Some(crate::auth::whole_seconds(wait)),
             code: None,
         }
     }
@@ -74,7 +74,7 @@ impl From<SignInError> for Denied {
             SignInError::Auth(_) => (StatusCode::UNAUTHORIZED, None, "signed-out"),
             SignInError::Limited(wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                Some(wait.as_secs().max(1)),
+                Some(crate::auth::whole_seconds(*wait)),
                 "too-many-attempts",
             ),
             SignInError::Store(_) => (

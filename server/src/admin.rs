@@ -233,7 +233,7 @@ pub async fn redeem(
         hub.metrics.rate_limited.inc();
         let message = format!(
             "too many invite redemptions from this address; try again in {} s",
-            wait.as_secs().max(1)
+            crate::auth::whole_seconds(wait)
         );
         return Err(Denied::too_many(message, wait).into_response());
     }
@@ -456,7 +456,10 @@ pub async fn quarantined(
         let mut body = json!(entry);
         match crate::review::preview(&current, &changes) {
             Ok(changes) => body["changes"] = json!(changes),
-            Err(e) => body["not_shown"] = json!(e.to_string()),
+            Err(e) => {
+                body["not_shown"] = json!(e.to_string());
+                body["not_shown_code"] = json!(e.code());
+            }
         }
         Ok(Some(body))
     })

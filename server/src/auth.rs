@@ -167,6 +167,14 @@ impl Secret {
 /// address, redemptions per address, documents and bytes per device.
 /// Memory is bounded: past `max_keys`, windows that ended are dropped, and
 /// if none ended the oldest is.
+/// A wait in whole seconds, rounded up and at least one: a device told to
+/// come back sooner than its window ends is turned away again.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 #[derive(Debug)]
 pub struct Windows<K> {
     window: Duration,

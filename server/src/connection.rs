@@ -24,7 +24,7 @@ use twinsync_shared::protocol::{
 use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
-use crate::auth::Device;
+use crate::auth::{Device, whole_seconds};
 use crate::document::{DocCommand, Outbound, PeerLink, Queued, send_or_cut};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::permissions::{UNREADABLE, Why};
@@ -220,7 +220,7 @@ impl Session {
             return Err(Fatal(format!(
                 "this device sent more than {} MiB in a minute; reconnect in {} s",
                 self.hub.settings.device_mib_per_minute,
-                wait.as_secs().max(1)
+                whole_seconds(wait)
             )));
         }
         let limit = FrameLimit(self.hub.settings.max_frame_bytes);
@@ -619,14 +619,6 @@ pub const MAX_WAITING: usize = 256;
 /// refuses it, naming why.
 fn carries_changes(data: &[u8]) -> bool {
     twinsync_shared::protocol::sync_shape(data).map_or(true, |changes| changes > 0)
-}
-
-/// A wait in whole seconds, rounded up: a device told to come back sooner
-/// than the window ends is turned away again.
-fn whole_seconds(wait: std::time::Duration) -> u64 {
-    u64::try_from(wait.as_millis().div_ceil(1000))
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 /// Sends one frame, giving up after `limit`: false when the peer is gone

@@ -71,7 +71,7 @@ struct SessionEntry {
 pub enum SignInError {
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("too many failed sign-ins from this address; try again in {} s", .0.as_secs().max(1))]
+    #[error("too many failed sign-ins from this address; try again in {} s", crate::auth::whole_seconds(*.0))]
     Limited(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -378,7 +378,8 @@ fn device_schemas() -> Value {
             "decided_at": {"type": "integer", "nullable": true}}},
         "QuarantinedPreview": {"allOf": [{"$ref": "#/components/schemas/Quarantined"}, {"type": "object", "properties": {
             "changes": {"type": "array", "items": {"$ref": "#/components/schemas/FieldChange"}},
-            "not_shown": {"type": "string", "description": "Why `changes` is absent."}}}]},
+            "not_shown": {"type": "string", "description": "Why `changes` is absent."},
+            "not_shown_code": {"type": "string", "enum": crate::review::PreviewError::CODES, "description": "The same, as a stable code."}}}]},
         "FieldChange": {"type": "object", "required": ["path", "before", "after"], "properties": {
             "path": {"type": "string", "description": "The record path, such as `/status` or `/milestones/<id>/due`; a set, or a list whose items have no id, is given whole (`/attendees`)."},
             "before": {"description": "The value in the record as stored now; null if none."},

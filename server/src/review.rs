@@ -69,6 +69,22 @@ pub enum PreviewError {
     NothingNew,
 }
 
+impl PreviewError {
+    /// A stable word for why, which the app says in the coordinator's
+    /// language (`notShown.<code>` in `app/i18n.js`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            PreviewError::Batch(BatchError::Unreadable(_)) => "unreadable",
+            PreviewError::Batch(BatchError::MissingDeps(_)) => "missing-deps",
+            PreviewError::Batch(BatchError::TooDeep(_)) => "too-deep",
+            PreviewError::NothingNew => "nothing-new",
+        }
+    }
+
+    /// Every code, for the test that the app says each.
+    pub const CODES: [&'static str; 4] = ["unreadable", "missing-deps", "too-deep", "nothing-new"];
+}
+
 /// `current` with a quarantined batch applied, as a coordinator's accept
 /// and the preview both take it: bundles refused, a change Automerge
 /// panics on refused, every dependency present, values no deeper than
@@ -223,6 +239,23 @@ mod tests {
     use twinsync_shared::record::{Commit, Edit, Kind, RecordDoc};
 
     use super::*;
+
+    #[test]
+    fn the_app_says_why_a_batch_cannot_be_shown_in_each_of_its_three_languages() {
+        let strings = include_str!("../../app/i18n.js");
+        let errors = [
+            PreviewError::Batch(BatchError::Unreadable(String::new())),
+            PreviewError::Batch(BatchError::MissingDeps(1)),
+            PreviewError::Batch(BatchError::TooDeep(String::new())),
+            PreviewError::NothingNew,
+        ];
+        let codes: Vec<&str> = errors.iter().map(PreviewError::code).collect();
+        assert_eq!(codes, PreviewError::CODES);
+        for code in codes {
+            let key = format!("\"notShown.{code}\":");
+            assert_eq!(strings.matches(&key).count(), 3, "{key} in app/i18n.js");
+        }
+    }
 
     fn meeting(minutes: &str) -> RecordDoc {
         let fields = json!({

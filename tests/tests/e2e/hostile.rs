@@ -483,6 +483,7 @@ async fn deeply_nested_values_are_refused_quickly_and_the_server_goes_on() {
             .contains("nest deeper than 16"),
         "{shown}"
     );
+    assert_eq!(shown["not_shown_code"], "too-deep", "{shown}");
     let [refusal] = &p.seen.refusals[..] else {
         panic!("{:?}", p.seen.refusals);
     };
