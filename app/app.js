@@ -105,11 +105,12 @@ async function meChanged({ always = false } = {}) {
   const before = rights();
   await whoAmI();
   if (!always && rights() === before) return;
+  // A revoked phone may be lost: it keeps no coordinator's lists.
   if (!isCoordinator()) forgetKept();
   chrome();
   // What is being typed or chosen on screen is left alone; the screen
   // takes the new rights when next drawn.
-  if (!always && $("#view").contains(document.activeElement)) return;
+  if (!always && busyOnScreen()) return;
   // What this device may change shows once the server has said who it is.
   if (!app.view || (app.view.screen && !app.view.touched)) route();
   else if (app.view.id && !$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id, app.view.at);
@@ -128,7 +129,7 @@ function onReconnect(s) {
 
 const api = (path, init = {}) => fetch(path, { ...init, headers: { authorization: `Bearer ${app.token}`, ...init.headers } });
 const role = () => app.me?.role ?? "delegate";
-const isCoordinator = () => role() === "coordinator";
+const isCoordinator = () => role() === "coordinator" && !revoked();
 /** A coordinator revoked this device: it reads what it holds and hands in what it had not sent. */
 const revoked = () => !!app.me?.revoked_at;
 const writable = () => role() !== "observer" && !revoked();
@@ -146,7 +147,7 @@ function chrome() {
   $("#search").setAttribute("aria-label", tr("search"));
   $("nav.language").setAttribute("aria-label", tr("language"));
   $("#search").value = app.query;
-  $('nav.views a[href="#/dashboard"]').hidden = role() === "delegate";
+  $('nav.views a[href="#/dashboard"]').hidden = role() === "delegate" || revoked();
   $('nav.views a[href="#/devices"]').hidden = !isCoordinator();
   // The device's name may be in another script than the sentence.
   fill($("#me"), app.me ? pieces(app.lang, "signedInAs", { name: words(app.me.name), role: tr(app.me.role) }, (v) => v) : null);
@@ -162,6 +163,15 @@ for (const b of document.querySelectorAll("[data-lang]")) {
     // the new language when next drawn.
     if (!app.view?.dirty) route();
   });
+}
+
+/**
+ * Whether the person is at a control on the screen (typing, choosing), which
+ * a redraw would take from them; a heading focused after navigation is not.
+ */
+function busyOnScreen() {
+  const a = document.activeElement;
+  return !!a && $("#view").contains(a) && a.matches("input, textarea, select, button, a, [contenteditable]");
 }
 
 /** Whether the screen may be left: a new record's form with input asks first. */
@@ -336,7 +346,12 @@ function batchChanges(q) {
     details.dataset.loaded = "1";
     try {
       const batch = await call(`/api/quarantine/${q.id}`);
-      if (!batch.changes) { fill(body, trIsolated("notShown", { reason: batch.not_shown ?? "" })); return; }
+      if (!batch.changes) {
+        // Why, in the coordinator's language when the server gave a code the app knows.
+        const key = `notShown.${batch.not_shown_code}`;
+        fill(body, STRINGS.en[key] ? h("p", { title: batch.not_shown ?? "" }, tr(key)) : trIsolated("notShown", { reason: batch.not_shown ?? "" }));
+        return;
+      }
       const record = recordOf(q.doc_id);
       fill(body, h("dl", {}, batch.changes.flatMap((c) => fieldChange(kindOf(q.doc_id), c, record))));
     } catch (e) {
@@ -485,8 +500,12 @@ function listView(kind) {
   const actions = kind && kind !== "club" && writable()
     ? h("p", {}, h("a", { class: "button", href: `#/new/${kind}` }, tr("newRecord", { kind: tr(`kind.${kind}`) })))
     : null;
-  fill($("#view"), tabs, actions, h("div", { id: "records", "aria-live": "polite" },
+  fill($("#view"), tabs, actions, h("div", { id: "records" },
     sections.length ? sections : h("p", { class: "note" }, tr("noResults"))));
+  // The list is drawn anew at each keystroke, so a region of its own would
+  // say nothing: one outside it says how many were found.
+  const said = app.query ? plural(app.lang, "found", shown.length) : "";
+  if ($("#view-said").textContent !== said) $("#view-said").textContent = said;
 }
 
 $("#search").addEventListener("input", (e) => {
@@ -788,9 +807,12 @@ function newView(kind) {
           goTo(await app.client.create(kind, read(), `create ${kind}`));
         } catch (err) {
           // Created, but not kept on the phone (its storage failed): the
-          // record is shown, and the form not kept to be created again.
-          if (typeof err?.recordId === "string") goTo(err.recordId);
-          tell(problem(err));
+          // record is shown, and the form not kept to be created again;
+          // the notice is said once the new screen has cleared the old one's.
+          if (typeof err?.recordId === "string") {
+            addEventListener("hashchange", () => tell(problem(err)), { once: true });
+            goTo(err.recordId);
+          } else tell(problem(err));
         }
       });
     },
@@ -1177,7 +1199,7 @@ function devicesView() {
       const row = h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "", role: "row" },
         h("td", { role: "cell" }, words(d.name)),
         h("td", { role: "cell", "data-label": tr("role") }, tr(d.role)),
-        h("td", { role: "cell", "data-label": tr("cities") }, d.cities?.length ? listOf(app.lang, d.cities.map(titleOf)) : "—"),
+        h("td", { role: "cell", "data-label": tr("cities") }, d.cities?.length ? listOf(app.lang, d.cities.map((c) => `\u2068${titleOf(c)}\u2069`)) : "—"),
         h("td", { role: "cell", "data-label": tr("lastSeen") }, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
         h("td", { role: "cell" }, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
           h("button", { type: "button", class: "edit", disabled: !!at, "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
@@ -1290,7 +1312,7 @@ function onChanges(changes) {
       app.redraw = null;
       // A screen with something typed in it is left as it is, and a new
       // record's form is never redrawn by sync (it refreshes its choices).
-      if (app.view?.id || app.view?.new || app.view?.touched || $("#view").contains(document.activeElement)) return;
+      if (app.view?.id || app.view?.new || app.view?.touched || busyOnScreen()) return;
       route();
     }, app.view?.screen === "dashboard" && changes.some((c) => c.origin === "remote") ? 5000 : 300);
   }
