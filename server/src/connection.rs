@@ -362,17 +362,8 @@ impl Session {
             Missing::Answer { wait }
         };
         let peer_id = peer.peer_id.clone();
-        if !joined && !waits {
-            let limit = self.hub.settings.device_docs_per_minute;
-            if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
-                self.hub.metrics.rate_limited.inc();
-                let secs = whole_seconds(wait);
-                let message = format!(
-                    "document {doc} not opened: this device opened more than {limit} documents in a minute; try again in {secs} s",
-                );
-                self.refuse(out, peer_id, doc, RATE_LIMITED, Some(secs), message);
-                return Ok(());
-            }
+        if !joined && !waits && self.over_document_limit(out, &peer_id, doc, "opened") {
+            return Ok(());
         }
         let cmd = DocCommand::Sync {
             peer,
@@ -441,17 +432,8 @@ impl Session {
             return Ok(());
         };
         let peer_id = joined.peer_id.clone();
-        if !self.inbox.contains_key(&doc) {
-            let limit = self.hub.settings.device_docs_per_minute;
-            if let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) {
-                self.hub.metrics.rate_limited.inc();
-                let secs = whole_seconds(wait);
-                let message = format!(
-                    "document {doc} not taken: this device opened more than {limit} documents in a minute; try again in {secs} s"
-                );
-                self.refuse(out, peer_id, doc, RATE_LIMITED, Some(secs), message);
-                return Ok(());
-            }
+        if !self.inbox.contains_key(&doc) && self.over_document_limit(out, &peer_id, doc, "taken") {
+            return Ok(());
         }
         let (copy, sync) = self.inbox.entry(doc).or_insert_with(|| {
             let limit = self.hub.settings.max_ops_per_message;
@@ -550,6 +532,29 @@ impl Session {
             self.owed(out, msg);
         }
         Ok(())
+    }
+
+    /// Counts `doc` against the device's documents a minute; past the
+    /// limit, tells the peer it was not `what` (opened, taken) and when to
+    /// ask again, and answers true.
+    fn over_document_limit(
+        &self,
+        out: &mpsc::Sender<Outbound>,
+        peer_id: &PeerId,
+        doc: DocumentId,
+        what: &str,
+    ) -> bool {
+        let limit = self.hub.settings.device_docs_per_minute;
+        let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) else {
+            return false;
+        };
+        self.hub.metrics.rate_limited.inc();
+        let secs = whole_seconds(wait);
+        let message = format!(
+            "document {doc} not {what}: this device opened more than {limit} documents in a minute; try again in {secs} s"
+        );
+        self.refuse(out, peer_id.clone(), doc, RATE_LIMITED, Some(secs), message);
+        true
     }
 
     /// Tells the peer its message for `doc` was not taken, with the code
