@@ -24,6 +24,13 @@ const LETTERS = {
   "\u0626": "\u064a", // ئ → ي
   "\u0629": "\u0647", // ة → ه
   "\u06a9": "\u0643", // ک (keheh) → ك
+  // Letters for sounds Arabic spells otherwise, which most keyboards lack:
+  // Amgala is written أمگالة or أمڭالة, and typed امكالة.
+  "\u06af": "\u0643", // گ (gaf) → ك
+  "\u06ad": "\u0643", // ڭ (ng, Maghrebi g) → ك
+  "\u06a4": "\u0641", // ڤ (veh) → ف
+  "\u067e": "\u0628", // پ (peh) → ب
+  "\u0686": "\u062c", // چ (tcheh) → ج
   "\u0153": "oe", // œ
   "\u00e6": "ae", // æ
   "\u00df": "ss", // ß
@@ -31,6 +38,11 @@ const LETTERS = {
 const LETTER_RE = new RegExp(`[${Object.keys(LETTERS).join("")}]`, "g");
 // Arabic-Indic (U+0660–U+0669) and Extended Arabic-Indic (U+06F0–U+06F9) digits.
 const DIGITS = /[\u0660-\u0669\u06f0-\u06f9]/g;
+// Apostrophes, which phones curl as they are typed (N'Djamena, N’Djamena):
+// left out, so "ndjamena" finds both.
+const APOSTROPHES = /['\u2018\u2019\u02bc\u02b9\u0060]/g;
+// Hyphens and dashes part words, as spaces do (Porto-Novo, Smara – Dakar).
+const DASHES = /[-\u2010-\u2015\u2212]/g;
 
 export function fold(text) {
   if (text === null || text === undefined) return "";
@@ -42,6 +54,8 @@ export function fold(text) {
     .toLowerCase()
     .replace(LETTER_RE, (c) => LETTERS[c])
     .replace(DIGITS, (d) => String(d.charCodeAt(0) & 0x0f))
+    .replace(APOSTROPHES, "")
+    .replace(DASHES, " ")
     .replace(/\s+/g, " ")
     .trim();
 }

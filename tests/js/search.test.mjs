@@ -60,6 +60,27 @@ test("whitespace is collapsed", () => {
   assert.equal(fold("ﺍﻟﺴﻤﺎﺭﺓ"), "السماره", "presentation forms fold to base letters");
 });
 
+test("apostrophes as phones curl them, and hyphens, do not stand between a name and its search", () => {
+  assert.ok(matches("N'Djamena", "N’Djamena"), "a curled apostrophe finds a straight one");
+  assert.ok(matches("N’Djamena", "N'Djamena"), "and the other way round");
+  assert.ok(matches("N’Djamena", "ndjamena"), "no apostrophe at all");
+  assert.ok(matches("Porto-Novo", "porto novo"));
+  assert.ok(matches("Porto Novo", "Porto-Novo"));
+  assert.ok(matches("Smara – Dakar", "smara‑dakar"), "an en dash and a non-breaking hyphen");
+  assert.ok(matches("Procès-verbal", "proces"));
+  assert.ok(!matches("N’Djamena", "n djamena x"));
+});
+
+test("Arabic letters most keyboards lack are found by the letter typed for them", () => {
+  assert.ok(matches("أمگالة", "امكالة"), "gaf");
+  assert.ok(matches("أمڭالة", "امكالة"), "Maghrebi ng");
+  assert.ok(matches("أمگالة", "أمڭالة"), "the two spellings of Amgala");
+  assert.ok(matches("ڤيجاياوادا", "فيجاياوادا"), "veh");
+  assert.ok(matches("پونه", "بونه"), "peh");
+  assert.ok(matches("چاد", "جاد"), "tcheh");
+  assert.ok(!matches("أمگالة", "امقالة"), "qaf stays another letter");
+});
+
 test("multi-term queries need every term", () => {
   const hay = "Accord de jumelage entre Smara et Dakar — اتفاقية التوأمة بين السمارة وداكار";
   assert.ok(matches(hay, "smara dakar"));
