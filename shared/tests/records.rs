@@ -272,6 +272,36 @@ fn concurrent_text_edits_merge_character_by_character() {
 }
 
 #[test]
+fn writers_who_set_the_same_value_do_not_disagree() {
+    use automerge::ReadDoc;
+    let mut a = meeting();
+    let mut b = fork(&a);
+    let mut c = fork(&a);
+    for (replica, name) in [(&mut a, "a"), (&mut b, "b")] {
+        replica
+            .edit(&commit(name, 1), &[set("/date", json!("2025-11-02"))])
+            .unwrap();
+    }
+    merge(&mut a, &mut b);
+    // Automerge keeps both writes; they say the same.
+    assert_eq!(a.doc().get_all(automerge::ROOT, "date").unwrap().len(), 2);
+    assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
+    // A third writer with another value: two values, each listed once.
+    c.edit(&commit("c", 1), &[set("/date", json!("2025-11-09"))])
+        .unwrap();
+    merge(&mut a, &mut c);
+    let conflicts = a.conflicts();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let mut values: Vec<_> = conflicts[0]
+        .values
+        .iter()
+        .map(|v| v.value.as_str().unwrap().to_owned())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["2025-11-02", "2025-11-09"]);
+}
+
+#[test]
 fn conflicts_list_every_value_and_resolve_everywhere() {
     let mut a = meeting();
     let mut b = fork(&a);

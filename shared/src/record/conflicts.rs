@@ -1,4 +1,5 @@
 //! Conflicts: fields where concurrent writers left different values.
+//! Concurrent writes of one value are no conflict.
 //!
 //! Automerge keeps every concurrent value of a map key and shows one of them
 //! (the same one on every replica). A conflict lists them all, with the actor
@@ -99,6 +100,19 @@ fn check(doc: &Automerge, obj: &ObjId, key: &str, path: &str, out: &mut Vec<Conf
         if let Some(pos) = values.iter().position(|v| v.actor == winner_actor) {
             values.swap(0, pos);
         }
+    }
+    // Writers who set the same value (two delegates marking one milestone
+    // done) agree: each value is listed once, by its first writer, and a
+    // field with one value left has nothing to settle.
+    let mut distinct: Vec<ConflictValue> = Vec::with_capacity(values.len());
+    for v in values {
+        if !distinct.iter().any(|d| d.value == v.value) {
+            distinct.push(v);
+        }
+    }
+    let values = distinct;
+    if values.len() < 2 {
+        return;
     }
     out.push(Conflict {
         path: path.to_owned(),
