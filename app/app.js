@@ -677,12 +677,20 @@ function valueAt(record, path) {
 
 function conflictList(records) {
   const rows = [];
+  // Each value says which device it came from, once the server has said
+  // who delivered the writer's changes: by record, the spans to fill.
+  const writers = new Map();
   for (const { id, view } of records) {
     // Who may not write the record sees the values, without a choice.
     const decides = !lockOf(view, id);
     for (const c of view.conflicts ?? []) {
       const { field } = fieldAt(app.schema, view.kind, c.path);
-      const shown = (v) => words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value));
+      const from = (v) => {
+        const span = h("span", { class: "by", "data-actor": v.actor });
+        writers.set(id, [...(writers.get(id) ?? []), span]);
+        return span;
+      };
+      const shown = (v) => [words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value)), from(v)];
       rows.push(h("li", { "data-path": c.path, "data-id": id },
         records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
         h("span", { class: "label" }, pathLabel(view.kind, c.path, view.record)),
@@ -700,8 +708,28 @@ function conflictList(records) {
         }, shown(v), " · ", tr("keep")) : h("span", { class: "value" }, shown(v))))));
     }
   }
+  for (const [id, spans] of writers) nameWriters(id, spans);
   return h("section", { class: "conflicts" }, h("h3", {}, tr("conflicts")),
     rows.length ? [h("p", { class: "note" }, tr("conflictHelp")), h("ul", {}, rows)] : h("p", { class: "note" }, tr("noConflicts")));
+}
+
+/**
+ * Names the device each disagreeing value came from: the writer's latest
+ * change in the record's log, and who delivered it as the server knows.
+ * Left blank while the server cannot be asked.
+ */
+function nameWriters(id, spans) {
+  const latest = new Map();
+  try {
+    for (const e of app.client.history(id)) latest.set(e.actor, e.hash);
+  } catch { return; }
+  deliverers(id).then((named) => {
+    if (!named) return;
+    for (const span of spans) {
+      const hash = latest.get(span.dataset.actor);
+      if (hash) fill(span, " ", trIsolated("valueFrom", { who: named(hash) }));
+    }
+  }).catch(() => {});
 }
 
 function historySection(id, fields) {

@@ -325,6 +325,8 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     await b.page.press(time, "Tab");
     await a.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/decisions/d1/outcome", value: "adopted" }], "adopted"), id);
     await b.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/decisions/d1/outcome", value: "rejected" }], "rejected"), id);
+    // Both move the meeting to the same day: they agree, nothing to settle.
+    for (const p of [a, b]) await p.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/date", value: "2025-12-01" }], "moved"), id);
     for (const p of [a, b]) await p.context.setOffline(false);
     for (const p of [a, b]) await upToDate(p.page);
     const conflicts = await until(a.page, async (id) => {
@@ -333,6 +335,7 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
       return list.some((c) => c.path === "/time") ? list : null;
     }, id, "the disagreement on the server");
     assert.deepEqual(conflicts.find((c) => c.path === "/time").values.map((v) => v.value).sort(), ["09:30", "10:00"]);
+    assert.ok(!conflicts.some((c) => c.path === "/date"), JSON.stringify(conflicts));
 
     const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await show(coordinator.page, "#/dashboard");
@@ -344,6 +347,11 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     const ar = STRINGS.ar;
     assert.equal(nested, `${ar["field.decisions"]} › “Jumeler les bibliothèques” › ${ar["field.outcome"]}`);
     assert.equal(await coordinator.page.textContent(`.conflicts li[data-path="/time"][data-id="${id}"] .label`), ar["field.time"]);
+    // Each value says which phone it came from.
+    const from = (who) => ar.valueFrom.replace("{who}", who);
+    await until(coordinator.page, ([sel, said]) => document.querySelector(sel)?.textContent.trim() === said,
+      [`${button}[data-value='"09:30"'] .by`, from("Phone 0")], "the first phone named");
+    assert.equal((await coordinator.page.textContent(`${button}[data-value='"10:00"'] .by`)).trim(), from("Phone 1"));
     const chosen = JSON.parse(await coordinator.page.$eval(`${button}[data-value='"09:30"']`, (e) => e.dataset.value));
     await coordinator.page.click(`${button}[data-value='"09:30"']`);
     await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 0, button, "the disagreement gone");
