@@ -497,7 +497,7 @@ function listView(kind) {
       h("h2", {}, `${tr(`kinds.${k}`)} (${formatNumber(app.lang, items.length)})`),
       h("ul", {}, items.map(recordItem))));
   }
-  const actions = kind && kind !== "club" && writable()
+  const actions = kind && kind !== "club" && writable() && mayCreate(kind)
     ? h("p", {}, h("a", { class: "button", href: `#/new/${kind}` }, tr("newRecord", { kind: tr(`kind.${kind}`) })))
     : null;
   fill($("#view"), tabs, actions, h("div", { id: "records" },
@@ -571,14 +571,27 @@ function notOurs(view, id) {
   const mine = (city) => city != null && (app.me.cities ?? []).some((c) => bare(c) === bare(city));
   const members = (v) => (Array.isArray(v) ? v : Object.keys(v ?? {}));
   const r = view.record ?? {};
+  const isMe = !!app.me.person && !!id && bare(app.me.person) === bare(id);
   switch (view.kind) {
     case "city": return !mine(id);
     case "agreement": return !members(r.parties).some(mine);
     case "project": return !mine(r.owner_city);
-    case "person": return !mine(r.city) && bare(app.me.person) !== bare(id);
+    case "person": return !mine(r.city) && !isMe;
     default: return false;
   }
 }
+
+/**
+ * Whether this device may add a record of `kind`: a city is a coordinator's
+ * to add, as a new city is none of a delegate's (`permissions::owns`).
+ */
+const mayCreate = (kind) => writable() && (kind !== "city" || isCoordinator());
+
+/**
+ * The field that makes a delegate's new record one of their cities', as
+ * the server judges it: the record belongs to the city chosen there.
+ */
+const OWNING_FIELD = { project: "owner_city", person: "city", agreement: "parties" };
 
 function recordView(id, at = null) {
   let view;
@@ -798,6 +811,13 @@ async function deliverers(id) {
 const draftKey = (kind) => `draft:new:${kind}`;
 
 function newView(kind) {
+  if (!mayCreate(kind)) {
+    app.view = { screen: "new-refused" };
+    fill($("#view"), h("h2", {}, tr("newRecord", { kind: tr(`kind.${kind}`) })),
+      h("p", { class: "note locked" }, tr(writable() ? "newCityCoordinators" : "readOnly")),
+      h("p", {}, h("a", { href: `#/k/${kind}` }, tr("back"))));
+    return;
+  }
   const ctx = { lang: app.lang, summaries: app.summaries, byUrl: app.byUrl };
   const { rows, read, refresh, draft, restore } = creationRows(ctx, app.schema[kind] ?? []);
   // A form being filled in is never redrawn by sync; only its choices grow.
@@ -816,12 +836,30 @@ function newView(kind) {
     ? h("p", { class: "note draft", role: "status" }, tr("draftRestored"), " ",
       h("button", { type: "button", onclick: () => { localStorage.removeItem(draftKey(kind)); view.dirty = false; newView(kind); } }, tr("startAgain")))
     : null;
+  // A delegate's new project, agreement or person must be one of their
+  // cities', or the server refuses it weeks later and the phone cannot mend
+  // it: their cities are chosen to start with, and Create says so at the
+  // field while none is.
+  const owning = role() === "delegate" ? OWNING_FIELD[kind] : undefined;
+  const owner = () => owning && $(`#view form.new [name="${owning}"]`);
+  const guard = () => {
+    const at = owner();
+    if (!at) return true;
+    const theirs = notOurs({ kind, record: read() }, null);
+    at.setCustomValidity(theirs ? tr("newNotOurs") : "");
+    return !theirs;
+  };
   const form = h("form", {
     class: "record new",
-    oninput: keep,
-    onchange: keep,
+    oninput: () => { guard(); keep(); },
+    onchange: () => { guard(); keep(); },
     onsubmit: (e) => {
       e.preventDefault();
+      // Who this device is may have been learnt since the last keystroke.
+      if (!guard()) {
+        owner().reportValidity();
+        return;
+      }
       // The record exists: the form, and whichever copy of it may have
       // been drawn since, hold nothing left to lose.
       const goTo = (id) => {
@@ -848,8 +886,12 @@ function newView(kind) {
   if (restored) {
     restore(kept);
     view.dirty = true;
+  } else if (owning) {
+    const mine = (app.me?.cities ?? []).map((c) => `automerge:${bare(c)}`);
+    if (mine.length) restore({ [owning]: owning === "parties" ? mine : mine[0] });
   }
   fill($("#view"), h("h2", {}, tr("newRecord", { kind: tr(`kind.${kind}`) })), restored, form);
+  guard();
 }
 
 // ----- The coordinators' dashboard ------------------------------------------

@@ -587,7 +587,7 @@ export function creationRows(ctx, fields) {
         : REF_KIND[name] && REF_KIND[name] !== "*" ? options(ctx, REF_KIND[name]) : null;
       // Links to any record are added once the record exists.
       if (!choices) continue;
-      const boxes = choices.map((c) => h("input", { type: "checkbox", value: c.value }));
+      const boxes = choices.map((c) => h("input", { type: "checkbox", name, value: c.value }));
       const group = h("div", { class: "choices" }, boxes.map((b, k) => h("label", {}, b, " ", words(choices[k].label))));
       input = group;
       read.push((out) => { const m = boxes.filter((b) => b.checked).map((b) => b.value); if (m.length) out[name] = m; });
@@ -605,7 +605,7 @@ export function creationRows(ctx, fields) {
         refresh.push(() => {
           for (const c of options(ctx, REF_KIND[name])) {
             if (boxes.some((b) => b.value === c.value)) continue;
-            const box = h("input", { type: "checkbox", value: c.value, checked: wanted.includes(c.value) });
+            const box = h("input", { type: "checkbox", name, value: c.value, checked: wanted.includes(c.value) });
             wanted = wanted.filter((x) => x !== c.value);
             boxes.push(box);
             group.append(h("label", {}, box, " ", words(c.label)));

@@ -526,6 +526,39 @@ test("a delegate sees which records are not theirs to change before typing into 
     await show(page, `#/r/${ours.id}`);
     await page.waitForSelector('form.record div.field[data-path="/title"] input[lang="fr"]');
     assert.equal(await page.$("p.note.locked"), null);
+
+    // A new city is never one of a delegate's: no button for it, and the
+    // form's address says who adds cities.
+    await show(page, "#/k/project");
+    await page.waitForSelector('a.button[href="#/new/project"]');
+    await show(page, "#/k/city");
+    await until(page, () => document.querySelector('nav.kinds a[aria-current="page"]')?.getAttribute("href") === "#/k/city" || null, undefined, "the cities listed");
+    assert.equal(await page.$('a.button[href="#/new/city"]'), null, "a button to add a city");
+    await show(page, "#/new/city");
+    assert.equal(await until(page, () => document.querySelector("#view p.locked")?.textContent, undefined, "why not"), STRINGS.ar.newCityCoordinators);
+    assert.equal(await page.$("form.new"), null);
+
+    // A new project starts as Dakar's. Taken away, Create says at the
+    // field that it must be one of the delegate's cities, and nothing is made.
+    const projects = async () => (await (await server.api("/api/records?kind=project")).json()).length;
+    const before = await projects();
+    await show(page, "#/new/project");
+    await page.waitForSelector('form.new select[name="owner_city"]');
+    assert.equal(await page.inputValue('form.new select[name="owner_city"]'), dakar.url);
+    await page.fill('input[name="title.fr"]', "Bibliothèque de Dakar");
+    await page.selectOption('form.new select[name="owner_city"]', "");
+    await page.click('form.new button[type="submit"]');
+    assert.equal(await page.$eval('form.new select[name="owner_city"]', (s) => s.validationMessage), STRINGS.ar.newNotOurs);
+    assert.equal(await page.evaluate(() => location.hash), "#/new/project");
+    await page.selectOption('form.new select[name="owner_city"]', dakar.url);
+    await page.click('form.new button[type="submit"]');
+    await until(page, () => location.hash.startsWith("#/r/"), undefined, "the new project shown");
+    const id = await page.evaluate(() => location.hash.split("/")[2]);
+    await upToDate(page);
+    assert.equal(await projects(), before + 1);
+    const made = await (await server.api(`/api/records/${id}`)).json();
+    assert.equal(made.record.owner_city, dakar.url);
+    assert.equal(await page.textContent("#sync-refused"), "", "the server took it");
     await context.close();
   });
 });
