@@ -940,14 +940,14 @@ function dashboardView() {
     // A dashboard drawn since, or another screen, does not wait on this one.
     if (!res.ok || app.view !== view) return;
     const delivered = await res.json();
-    const who = new Map(delivered.map((c) => [c.hash, c.device_name ?? c.device]));
-    const rows = local.slice(0, 30).map((r) => ({ ...r, who: who.get(r.hash) }));
-    for (const c of delivered) {
-      if (rows.some((r) => r.hash === c.hash)) continue;
-      rows.push({ id: c.record, hash: c.hash, time: c.received_at, who: c.device_name ?? c.device, fields: [] });
-    }
-    const shown = rows.sort((a, b) => b.time - a.time).slice(0, 30);
-    drawRecent(shown);
+    const names = new Map(delivered.map((c) => [c.hash, c.device_name ?? c.device]));
+    const arrived = new Map(delivered.map((c) => [c.hash, c.received_at]));
+    const here = new Set(local.map((e) => e.hash));
+    const elsewhere = delivered.filter((c) => !here.has(c.hash))
+      .map((c) => ({ id: c.record, hash: c.hash, time: c.received_at, actor: `device:${c.device}`, fields: [] }));
+    const entries = [...local, ...elsewhere].sort((a, b) => b.time - a.time);
+    const runs = runsOf(entries);
+    drawRecent(runs, arrived, names);
     // The server's newest deliveries leave out changes it made itself (the
     // initial data), older ones, and those this device has not sent: each
     // record's history names those.
@@ -1007,7 +1007,9 @@ function exportSection() {
   };
   const csv = (kind) => {
     const rows = readAll().filter((r) => r.view.kind === kind);
-    const fields = (app.schema[kind] ?? []).filter((f) => !["list", "map"].includes(f.type));
+    // A list (milestones, contacts, decisions) is one cell, an item a line.
+    const fields = (app.schema[kind] ?? []).filter((f) => f.type !== "map");
+    const ctx = { lang: app.lang, byUrl: app.byUrl };
     // Spreadsheets in French and Arabic locales (decimal comma) split
     // columns at semicolons; in English, at commas.
     const sep = app.lang === "en" ? "," : ";";
@@ -1028,6 +1030,7 @@ function exportSection() {
       if (f.type === "multilingual") return LANGS.map((l) => v?.[l] ?? "");
       if (v === null || v === undefined || v === "") return [""];
       if (f.type === "bool") return [tr(v ? "yes" : "no")];
+      if (f.type === "list") return [v.map((item) => showItem(ctx, f.fields, item)).join("\n")];
       if (Array.isArray(v)) return [v.map((m) => said(f, m)).join(" | ")];
       return [said(f, v)];
     })].map(cell).join(sep));
@@ -1036,7 +1039,12 @@ function exportSection() {
   };
   return h("section", { id: "export" }, h("h3", {}, tr("export")),
     h("button", { type: "button", id: "export-json", onclick: () => download("twinsync-records.json", "application/json",
-      JSON.stringify(readAll().map(({ id, view }) => ({ id, kind: view.kind, record: view.record ?? null, errors: view.errors ?? [] })), null, 2)) }, tr("exportJson")),
+      // A record the app cannot read goes as stored, beside why; every
+      // record with its standing disagreements.
+      JSON.stringify(readAll().map(({ id, view }) => ({
+        id, kind: view.kind, record: view.record ?? null, ...(view.record ? {} : { stored: view.stored ?? null }),
+        errors: view.errors ?? [], conflicts: view.conflicts ?? [],
+      })), null, 2)) }, tr("exportJson")),
     KINDS.filter((k) => k !== "club").map((k) => h("button", { type: "button", "data-kind": k, onclick: () => download(`twinsync-${k}.csv`, "text/csv", csv(k)) },
       tr("exportCsv", { kind: tr(`kinds.${k}`) }))));
 }
@@ -1381,8 +1389,9 @@ function onChanges(changes) {
     app.redraw = setTimeout(() => {
       app.redraw = null;
       // A screen with something typed in it is left as it is, and a new
-      // record's form is never redrawn by sync (it refreshes its choices).
-      if (app.view?.id || app.view?.new || app.view?.touched || busyOnScreen()) return;
+      // record's form is never redrawn by sync (it refreshes its choices);
+      // nor is one with something opened to read (a refused batch's changes).
+      if (app.view?.id || app.view?.new || app.view?.touched || busyOnScreen() || $("#view details[open]")) return;
       route();
     }, app.view?.screen === "dashboard" && changes.some((c) => c.origin === "remote") ? 5000 : 300);
   }
@@ -1392,6 +1401,12 @@ function onChanges(changes) {
 
 async function start() {
   chrome();
+  // The sync bar stays over the foot of the page, and grows to several
+  // lines with a refused change, in Arabic on a narrow phone: the page
+  // ends that much lower, so its last button can be scrolled clear of it.
+  new ResizeObserver(() => {
+    document.body.style.setProperty("--sync-height", `${$("#sync").offsetHeight}px`);
+  }).observe($("#sync"));
   let refused = null;
   try {
     app.token = await signIn();

@@ -1187,6 +1187,15 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
       return rows.includes("Coordinator Amina") && rows.includes("الخادم (البيانات الأولية)") ? rows : null;
     }, undefined, "the recent changes named");
     assert.ok(!recent.includes("جهاز غير معروف"), `no change left to an unknown device: ${recent.join(" | ")}`);
+    // The four keystrokes are one line, first as they arrived now, saying
+    // when they were written and when they arrived.
+    const typed = await page.$$eval("ol.recent li", (items, id) => items
+      .filter((li) => li.querySelector(`a[href="#/r/${id}"]`))
+      .map((li) => li.textContent), id);
+    assert.equal(typed.length, 2, `the creation and the typing: ${typed.join(" | ")}`);
+    assert.ok(typed[0].includes("×٤") || typed[0].includes("×4"), typed[0]);
+    assert.ok(typed[0].includes(STRINGS.ar.receivedAt.replace(" {time}", "")), typed[0]);
+    assert.equal(await page.$eval("ol.recent li", (li) => li.querySelector("a")?.getAttribute("href")), `#/r/${id}`, `the typing first, as it arrived last: ${await page.$$eval("ol.recent li", (l) => l.slice(0, 4).map((li) => li.textContent).join(" | "))}`);
 
     // Exports: every record as JSON, and agreements as CSV.
     await page.waitForSelector("#export-json");
@@ -1194,7 +1203,7 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     const records = JSON.parse((await streamBytes(await json.createReadStream())).toString("utf8"));
     const all = await (await server.api("/api/records")).json();
     assert.equal(records.length, all.length);
-    assert.ok(records.some((r) => r.id === id && r.record.name.fr === "Salma Benali"));
+    assert.ok(records.some((r) => r.id === id && r.record.name.fr === "Salma Benali."));
     const [csv] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="agreement"]')]);
     const bytes = await streamBytes(await csv.createReadStream());
     assert.deepEqual([...bytes.subarray(0, 3)], [0xef, 0xbb, 0xbf], "a byte-order mark, so spreadsheets read Arabic as UTF-8");
@@ -1220,6 +1229,17 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
       assert.ok(statuses.includes(cells(line)[status]), `${cells(line)[status]} in ${line}`);
       for (const d of cells(line)[domains].split(" | ").filter(Boolean)) assert.ok(/\p{Script=Arabic}/u.test(d), `${d} in ${line}`);
     }
+    // A list is one cell, an item a line, each by its fields' labels and
+    // values: the milestone marked done is there, done.
+    const [projectCsv] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="project"]')]);
+    const projectLines = (await streamBytes(await projectCsv.createReadStream())).subarray(3).toString("utf8").trim().split("\r\n");
+    const milestones = cells(projectLines[0]).indexOf(ar["field.milestones"]);
+    assert.ok(milestones > 0, projectLines[0]);
+    const row = projectLines.find((line) => line.startsWith(`"${target.id}"`));
+    assert.ok(row, projectLines.join("\n"));
+    const items = cells(row)[milestones].split("\n");
+    const item = items.find((i) => i.includes(target.m.title));
+    assert.ok(item?.includes(`${ar["field.status"]}${ar.labelSeparator}${ar["value.done"]}`), items.join("\n"));
     await context.close();
   });
 });
