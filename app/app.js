@@ -171,7 +171,7 @@ for (const b of document.querySelectorAll("[data-lang]")) {
  */
 function busyOnScreen() {
   const a = document.activeElement;
-  return !!a && $("#view").contains(a) && a.matches("input, textarea, select, button, a, [contenteditable]");
+  return !!a && $("#view").contains(a) && a.matches("input, textarea, select, button, a, summary, [contenteditable]");
 }
 
 /** Whether the screen may be left: a new record's form with input asks first. */
@@ -761,23 +761,9 @@ function historySection(id, fields) {
   try { entries = app.client.history(id).slice().reverse(); } catch { /* shown empty */ }
   const names = new Map();
   const draw = () => {
-    // Typing makes a change per keystroke: one line per run of changes by
-    // one writer to the same fields within five minutes.
-    const runs = [];
-    for (const e of entries) {
-      const fields = topFields(e.fields).join(",");
-      const last = runs.at(-1);
-      if (last && last.actor === e.actor && last.fields === fields && last.first.time - e.time < 300) {
-        last.count++;
-        last.first = e;
-        names.has(e.hash) && !names.has(last.newest.hash) && names.set(last.newest.hash, names.get(e.hash));
-      } else {
-        runs.push({ actor: e.actor, fields, newest: e, first: e, count: 1 });
-      }
-    }
-    fill(list, runs.slice(0, 50).map((r) => h("li", { "data-hash": r.newest.hash },
+    fill(list, runsOf(entries).slice(0, 50).map((r) => h("li", { "data-hash": r.newest.hash },
       h("time", {}, r.newest.time ? formatDateTime(app.lang, r.newest.time) : ""), " · ",
-      h("span", { class: "who" }, words(names.get(r.newest.hash) ?? tr("unknownAuthor"))), " · ",
+      h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
       h("span", { class: "what" }, listOf(app.lang, r.fields.split(",").filter(Boolean).map((f) => tr(`field.${f}`)))),
       r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null)));
   };
@@ -913,7 +899,9 @@ function dashboardView() {
   const read = app.summaries.map((s) => { try { return { id: s.id, view: app.client.read(s.id) }; } catch { return null; } }).filter(Boolean);
   const overdue = [];
   for (const { id, view } of read) {
-    if (view.kind !== "project") continue;
+    // A project done or cancelled has nothing left to be late for, though
+    // nobody closed its milestones.
+    if (view.kind !== "project" || ["done", "cancelled"].includes(view.record?.status)) continue;
     for (const m of view.record?.milestones ?? []) {
       if (m.due && m.due < today() && !["done", "cancelled"].includes(m.status)) overdue.push({ id, view, m });
     }

@@ -735,6 +735,17 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
     await until(page, () => (document.querySelector("pre.stored") && !document.querySelector(".asof-banner")) || null, undefined, "the record as it is");
     assert.equal(await page.locator("form.record input, form.record textarea, form.record select").count(), 0, "nothing to type into");
     assert.equal(await page.locator('section.conflicts li[data-path="/date"] button.keep').count(), 2, "the coordinator may settle the disagreement");
+    // The JSON export keeps both as stored, beside why, and the disagreement.
+    await show(page, "#/dashboard");
+    await page.waitForSelector("#export-json");
+    const [json] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
+    const exported = JSON.parse((await streamBytes(await json.createReadStream())).toString("utf8"));
+    const [a, b] = ids.map((id) => exported.find((r) => r.id === id));
+    assert.equal(a.record, null);
+    assert.equal(a.stored?.title?.ar, "جلسة يناير", JSON.stringify(a));
+    assert.ok(a.errors.length > 0, JSON.stringify(a));
+    assert.equal(b.stored?.minutes, 42, JSON.stringify(b));
+    assert.deepEqual(b.conflicts.find((c) => c.path === "/date")?.values.map((v) => v.value).sort(), ["2027-02-16", "2027-02-17"]);
     await context.close();
   });
 });
@@ -1178,6 +1189,23 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     assert.ok(await page.$eval("#view", (v) => v.textContent.includes("لم يكن هذا السجل موجودا")));
     await show(page, `#/r/${id}/at/${new Date().toISOString().slice(0, 10)}`);
     await until(page, () => document.querySelector("#view")?.textContent.includes("سلمى بنعلي"), undefined, "the record today");
+
+    // The name typed offline on a phone whose clock says three hours ago,
+    // a change a keystroke.
+    await page.context().setOffline(true);
+    await page.clock.setFixedTime(Date.now() - 3 * 3600_000);
+    for (const name of ["Salma B.", "Salma Be.", "Salma Ben.", "Salma Benali."]) {
+      await page.evaluate(([id, value]) => window.twinsync.edit(id, [{ op: "set", path: "/name/fr", value }], "typing"), [id, name]);
+    }
+    await page.clock.setFixedTime(Date.now());
+    // Times are whole seconds: the typing arrives a second after the
+    // milestones' last change was written.
+    await page.waitForTimeout(1100);
+    await page.context().setOffline(false);
+    await until(page, async (id) => {
+      const res = await fetch(`/api/records/${id}`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } });
+      return (await res.json()).record.name.fr === "Salma Benali." || null;
+    }, id, "the name typed offline on the server");
 
     // The dashboard's recent changes name who delivered each: the device
     // for the milestone, the server for the demo club it made itself.
