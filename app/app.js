@@ -909,21 +909,30 @@ function dashboardView() {
   overdue.sort((a, b) => a.m.due.localeCompare(b.m.due));
 
   const recent = h("ol", { class: "recent" });
-  const drawRecent = (rows) => fill(recent, rows.map((r) => h("li", {},
-    h("time", {}, formatDateTime(app.lang, r.time)), " · ",
-    h("span", { class: "who" }, words(r.who ?? tr("unknownAuthor"))), " · ",
-    h("a", { href: `#/r/${r.id}` }, words(titleOf(r.id))), " · ",
-    h("span", { class: "what" }, listOf(app.lang, r.fields.map((f) => tr(`field.${f}`)))))));
-  // On this device: every record's log, newest first.
+  // Typing makes a change a keystroke: a line per run, as in a record's
+  // history. A change written offline long before it reached the server is
+  // news when it arrives: it is placed by its arrival, and says both times.
+  const drawRecent = (runs, arrived = new Map(), names = new Map()) => {
+    const at = (r) => r.hashes.reduce((t, x) => Math.max(t, arrived.get(x) ?? 0), r.newest.time);
+    fill(recent, runs.map((r) => ({ r, at: at(r) })).sort((a, b) => b.at - a.at).slice(0, 30).map(({ r, at }) => h("li", {},
+      h("time", {}, formatDateTime(app.lang, r.newest.time)), " · ",
+      at - r.newest.time > 3600 ? [...trIsolated("receivedAt", { time: formatDateTime(app.lang, at) }), " · "] : null,
+      h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
+      h("a", { href: `#/r/${r.id}` }, words(titleOf(r.id))),
+      r.fields ? [" · ", h("span", { class: "what" }, listOf(app.lang, r.fields.split(",").map((f) => tr(`field.${f}`))))] : null,
+      r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null)));
+  };
+  // On this device: every record's log.
   const local = [];
   for (const s of app.summaries) {
     let log = [];
     try { log = app.client.history(s.id); } catch { /* skipped */ }
-    for (const e of log) local.push({ id: s.id, time: e.time, hash: e.hash, fields: topFields(e.fields) });
+    for (const e of log) local.push({ ...e, id: s.id });
   }
   local.sort((a, b) => b.time - a.time);
-  drawRecent(local.slice(0, 30));
-  // With the server: who delivered each change, and changes not yet here.
+  drawRecent(runsOf(local));
+  // With the server: who delivered each change, when it arrived, and
+  // changes not yet here.
   api("/api/changes?limit=30").then(async (res) => {
     // A dashboard drawn since, or another screen, does not wait on this one.
     if (!res.ok || app.view !== view) return;
@@ -939,13 +948,15 @@ function dashboardView() {
     // The server's newest deliveries leave out changes it made itself (the
     // initial data), older ones, and those this device has not sent: each
     // record's history names those.
-    const unnamed = app.view === view ? [...new Set(shown.filter((r) => r.who == null).map((r) => r.id))] : [];
+    const unnamed = app.view === view
+      ? [...new Set(runs.filter((r) => !r.hashes.some((x) => names.has(x))).map((r) => r.id))].slice(0, 30)
+      : [];
     const named = await Promise.all(unnamed.map((id) => deliverers(id).catch(() => null)));
     named.forEach((name, i) => {
       if (!name) return;
-      for (const r of shown) if (r.id === unnamed[i] && r.who == null) r.who = name(r.hash);
+      for (const r of runs) if (r.id === unnamed[i] && !r.hashes.some((x) => names.has(x))) names.set(r.newest.hash, name(r.newest.hash));
     });
-    if (unnamed.length) drawRecent(shown);
+    if (unnamed.length && app.view === view) drawRecent(runs, arrived, names);
   }).catch(() => {});
 
   const byCity = new Map();
@@ -980,6 +991,34 @@ function dashboardView() {
 }
 
 const topFields = (paths) => [...new Set(paths.map((p) => p.split("/")[1]).filter(Boolean))];
+
+/**
+ * Typing makes a change per keystroke: one line per run of changes by one
+ * writer to the same fields of one record, each within five minutes of the
+ * next, though others wrote in between. `entries` (`{id?, actor, time,
+ * hash, fields}`, fields as paths) newest first; the runs come newest
+ * first, each with its newest and first entries, its count and hashes, and
+ * its fields' names joined by commas.
+ */
+function runsOf(entries) {
+  const runs = [];
+  const open = new Map();
+  for (const e of entries) {
+    const fields = topFields(e.fields ?? []).join(",");
+    const key = `${e.id ?? ""}\n${e.actor ?? e.hash}\n${fields}`;
+    const run = open.get(key);
+    if (run && run.first.time - e.time < 300) {
+      run.count++;
+      run.first = e;
+      run.hashes.push(e.hash);
+    } else {
+      const fresh = { id: e.id, actor: e.actor, fields, newest: e, first: e, count: 1, hashes: [e.hash] };
+      runs.push(fresh);
+      open.set(key, fresh);
+    }
+  }
+  return runs;
+}
 
 function exportSection() {
   // Read when the button is pressed: records keep arriving while the
