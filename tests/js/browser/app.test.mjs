@@ -1277,3 +1277,22 @@ async function streamBytes(stream) {
   for await (const c of stream) chunks.push(c);
   return Buffer.concat(chunks);
 }
+
+test("the dashboard counts no milestone of a cancelled project as overdue", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const [project] = await (await server.api("/api/records?kind=project")).json();
+    const overdue = (id) => document.querySelectorAll(`#overdue a[href="#/r/${id}"]`).length;
+    await show(page, "#/dashboard");
+    // The demo project's milestones are past due.
+    assert.ok(await until(page, overdue, project.id, "the overdue milestones") > 0);
+    await page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/status", value: "cancelled" }], "cancelled"), project.id);
+    await show(page, "#/");
+    await show(page, "#/dashboard");
+    await until(page, (id) => document.querySelector("#overdue") && document.querySelectorAll(`#overdue a[href="#/r/${id}"]`).length === 0, project.id, "no overdue milestone left");
+    const counts = await page.$$eval("#by-city tbody tr", (rows) => rows.map((r) => r.lastElementChild.textContent));
+    assert.ok(counts.every((c) => /^[0٠]$/.test(c)), counts.join(" | "));
+    await context.close();
+  });
+});
