@@ -186,6 +186,16 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     assert.equal(await page.$eval(type, (s) => s.value), other);
     const stored = await (await server.api(`/api/records/${report.id}`)).json();
     assert.equal(stored.record.report_type, record.report_type);
+    // The bar, taller with the refusal, leaves a new record's Create
+    // button clear of it once the page is scrolled to its end.
+    await show(page, "#/new/report");
+    await page.waitForSelector('form.new button[type="submit"]');
+    await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+    const [button, bar] = await page.evaluate(() => [
+      document.querySelector('form.new button[type="submit"]').getBoundingClientRect().bottom,
+      document.querySelector("#sync").getBoundingClientRect().top,
+    ]);
+    assert.ok(button <= bar, `the button ends at ${button}px, the bar starts at ${bar}px`);
     await context.close();
   });
 });
