@@ -832,6 +832,12 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     assert.ok(change[2].includes(words[`value.${other}`]), change[2]);
     // And the words it adds to the report's text, marked as added.
     assert.equal(await page.textContent('ul.quarantine details dt[data-path="/text"] + dd ins'), "ملاحظة الهاتف: ");
+    // A record changing meanwhile does not redraw the screen from under
+    // the coordinator reading it, focus or none.
+    const [project] = await (await server.api("/api/records?kind=project")).json();
+    await page.evaluate((id) => { document.activeElement?.blur(); return window.twinsync.edit(id, [{ op: "set", path: "/budget_note", value: "Révisé" }], "note"); }, project.id);
+    await page.waitForTimeout(1000);
+    assert.equal(await page.$eval("ul.quarantine li[data-quarantine] details", (d) => d.open), true, "the preview still open");
     // Another coordinator discards it first: this one's click is told so in
     // their language, with the server's English in the title, and the list
     // empties.
