@@ -524,10 +524,17 @@ function tell(said) {
 
 /** Writes `edits` to the record on screen; the change is on the device when this resolves. */
 async function edit(id, edits, opts = {}) {
+  const check = mayWrite(id, edits);
+  if (!check.go) {
+    // The controls go back to the record as it is.
+    recordView(id);
+    return false;
+  }
   try {
     await app.client.edit(id, edits, opts.message ?? edits.map((e) => `${e.op} ${e.path}`).join(", "));
     $("#notice").textContent = "";
-    if (opts.rerender) recordView(id);
+    // A record now locked is drawn locked.
+    if (opts.rerender || check.locks) recordView(id);
     // The control that made the change, redrawn, keeps the focus.
     if (opts.rerender && opts.focus) $(opts.focus)?.focus();
     return true;
@@ -535,6 +542,40 @@ async function edit(id, edits, opts = {}) {
     tell(problem(e));
     return false;
   }
+}
+
+/** Top-level fields whose change is weighed before it is written (`mayWrite`). */
+const WEIGHED = /^\/(owner_city|city|parties|adopted|status)$/;
+
+/**
+ * Whether `edits` go ahead, as the person means them. Adopting minutes or
+ * ending an agreement locks the record for delegates, and no delegate may
+ * take it back: it is asked first. A delegate's change that would leave a
+ * record to none of their cities is refused here, as the server would
+ * refuse it, leaving the phone unable to take it back.
+ */
+function mayWrite(id, edits) {
+  if (!edits.some((e) => WEIGHED.test(e.path))) return { go: true };
+  let view;
+  try { view = app.client.read(id); } catch { return { go: true }; }
+  if (!view.record) return { go: true };
+  const after = { ...view.record };
+  for (const e of edits) {
+    const key = e.path.slice(1);
+    if (!WEIGHED.test(e.path)) continue;
+    const members = Array.isArray(after[key]) ? after[key] : Object.keys(after[key] ?? {});
+    if (e.op === "set") after[key] = e.value;
+    else if (e.op === "add_member") after[key] = [...members, e.member];
+    else if (e.op === "remove_member") after[key] = members.filter((m) => m !== e.member);
+  }
+  if (!notOurs(view, id) && notOurs({ kind: view.kind, record: after }, id)) {
+    tell(tr("moveNotOurs"));
+    return { go: false };
+  }
+  const locks = (view.kind === "meeting" && view.record.adopted !== true && after.adopted === true)
+    || (view.kind === "agreement" && view.record.status !== "ended" && after.status === "ended");
+  if (locks && !confirm(tr(view.kind === "meeting" ? "adoptConfirm" : "endConfirm"))) return { go: false };
+  return { go: true, locks };
 }
 
 /** Why this device may not change the record, if it may not: the server would refuse it. */

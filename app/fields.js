@@ -166,7 +166,18 @@ function editor(ctx, field, value, path) {
     }
     case "date": {
       const input = h("input", { type: "date", value: value ?? "" });
-      return plain(input, () => input.value || (field.required ? input.defaultValue : null));
+      // A required date emptied is not written: it shows the record's
+      // date again (the latest, whoever set it), not the one first drawn.
+      let stored = value ?? "";
+      const control = remoteAware(input, path, ctx, () => {
+        if (input.value || !field.required) {
+          stored = input.value;
+          set(input.value || null);
+        } else input.value = stored;
+      });
+      const update = ctx.editors.get(path);
+      ctx.editors.set(path, (v) => { stored = v ?? ""; update(v); });
+      return control;
     }
     case "int": {
       const input = h("input", { type: "number", min: field.min, max: field.max, value: value ?? "" });
@@ -405,7 +416,7 @@ function setEditor(ctx, field, members, path) {
       : options(ctx, kind);
     for (const m of members) if (!choices.some((c) => c.value === m)) choices.push({ value: m, label: field.values ? m : titleOf(ctx, m) });
     return h("div", { class: "choices" }, choices.map((c) => {
-      const box = h("input", { type: "checkbox", checked: members.includes(c.value), onchange: () => toggle(c.value, box.checked) });
+      const box = h("input", { type: "checkbox", value: c.value, checked: members.includes(c.value), onchange: () => toggle(c.value, box.checked) });
       return h("label", {}, box, " ", words(c.label));
     }));
   }
@@ -530,7 +541,9 @@ export function creationRows(ctx, fields) {
   // Each field's state as typed, by name, for a draft kept on the phone.
   const kept = new Map();
   for (const field of fields) {
-    if (["list", "map"].includes(field.type)) continue;
+    // Lists are added to once the record exists; minutes are adopted once
+    // they are written, which locks them for delegates.
+    if (["list", "map"].includes(field.type) || field.name === "adopted") continue;
     const name = field.name;
     const label = h("span", { class: "label" }, t(ctx.lang, `field.${name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
     let input;

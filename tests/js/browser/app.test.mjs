@@ -1312,3 +1312,64 @@ test("the dashboard counts no milestone of a cancelled project as overdue", asyn
     await context.close();
   });
 });
+
+test("what a delegate cannot take back is asked first or refused: adopting minutes, moving a record out of their cities; a required date emptied shows the record's", async () => {
+  await withServer(async (server) => {
+    const people = await twoPeople(server);
+    // An agreement, and the city of its parties this delegate writes for.
+    const [ours] = await (await server.api("/api/records?kind=agreement")).json();
+    const { record } = await (await server.api(`/api/records/${ours.id}`)).json();
+    const city = record.parties.at(-1);
+    const { page, context } = await signIn(server, { name: "Secretary", role: "delegate", person: people.a, cities: [city] });
+    await upToDate(page);
+    await until(page, () => JSON.parse(localStorage.getItem("me") ?? "null")?.role === "delegate" || null, undefined, "who this device is");
+    const ar = STRINGS.ar;
+
+    // A new meeting's form has no "adopted" box: minutes are adopted once written.
+    await show(page, "#/new/meeting");
+    await page.waitForSelector('input[name="title.fr"]');
+    assert.equal(await page.$('form.new input[name="adopted"]'), null);
+    await page.fill('input[name="title.fr"]', "Réunion du bureau");
+    await page.check(`form.new input[type="checkbox"][value="${people.a}"]`);
+    await page.click('form.new button[type="submit"]');
+    await until(page, () => location.hash.startsWith("#/r/"), undefined, "the new meeting shown");
+    const id = await page.evaluate(() => location.hash.split("/")[2]);
+    const stored = () => page.evaluate((id) => window.twinsync.read(id).record, id);
+
+    // The date moved, then emptied by mistake: the moved date comes back.
+    const date = '[data-path="/date"] input';
+    await page.fill(date, "2025-11-05");
+    await page.press(date, "Tab");
+    await until(page, (id) => window.twinsync.read(id).record.date === "2025-11-05" || null, id, "the date moved");
+    await page.fill(date, "");
+    await page.press(date, "Tab");
+    assert.equal(await page.inputValue(date), "2025-11-05");
+    assert.equal((await stored()).date, "2025-11-05");
+
+    // Adopting asks first; dismissed, nothing changes.
+    const adopted = '[data-path="/adopted"] input[type="checkbox"]';
+    const asked = [];
+    page.once("dialog", (d) => { asked.push(d.message()); d.dismiss(); });
+    await page.click(adopted);
+    assert.deepEqual(asked, [ar.adoptConfirm]);
+    await until(page, (sel) => document.querySelector(sel)?.checked === false || null, adopted, "the box unticked again");
+    assert.equal((await stored()).adopted, false);
+    // Accepted, the minutes are adopted and the form is locked at once.
+    page.once("dialog", (d) => d.accept());
+    await page.click(adopted);
+    assert.equal(await until(page, () => document.querySelector("#view p.locked")?.textContent, undefined, "the meeting locked"), ar.lockedAdopted);
+    assert.equal((await stored()).adopted, true);
+    assert.equal(await page.locator("#view form.record :is(input, textarea, select):not([disabled])").count(), 0);
+
+    // Unticking the delegate's only city from an agreement would give it
+    // to none of theirs: refused here, the box ticked again, nothing written.
+    await show(page, `#/r/${ours.id}`);
+    const box = `[data-path="/parties"] input[type="checkbox"][value="${city}"]`;
+    await page.waitForSelector(box);
+    await page.click(box);
+    assert.equal(await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "why not"), ar.moveNotOurs);
+    await until(page, (sel) => document.querySelector(sel)?.checked === true || null, box, "the box ticked again");
+    assert.deepEqual(await page.evaluate((id) => window.twinsync.read(id).record.parties, ours.id), record.parties);
+    await context.close();
+  });
+});
