@@ -302,6 +302,27 @@ fn writers_who_set_the_same_value_do_not_disagree() {
 }
 
 #[test]
+fn two_lists_set_at_once_are_a_disagreement_whatever_they_hold() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT};
+    // Lists are shown by their type alone: two alike in that are not one value.
+    let base = meeting();
+    let lists = ["a", "b"].map(|who| {
+        let mut doc = base.doc().fork().with_actor(automerge::ActorId::from(who.as_bytes()));
+        let mut tx = doc.transaction();
+        let agenda = tx.put_object(ROOT, "agenda", ObjType::List).unwrap();
+        tx.insert(&agenda, 0, who).unwrap();
+        tx.commit();
+        doc
+    });
+    let [mut a, mut b] = lists;
+    a.merge(&mut b).unwrap();
+    let conflicts = twinsync_shared::record::document_conflicts(&a);
+    let agenda = conflicts.iter().find(|c| c.path == "/agenda");
+    assert_eq!(agenda.map(|c| c.values.len()), Some(2), "{conflicts:?}");
+}
+
+#[test]
 fn conflicts_list_every_value_and_resolve_everywhere() {
     let mut a = meeting();
     let mut b = fork(&a);

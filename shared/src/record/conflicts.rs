@@ -87,26 +87,33 @@ fn check(doc: &Automerge, obj: &ObjId, key: &str, path: &str, out: &mut Vec<Conf
         return;
     }
     let winner = doc.get(obj, key).ok().flatten().map(|(_, id)| id);
-    let mut values: Vec<ConflictValue> = all
+    // Each value, and whether it is a map or a list, which `to_json` shows
+    // by its type alone.
+    let mut values: Vec<(ConflictValue, bool)> = all
         .into_iter()
-        .map(|(value, id)| ConflictValue {
-            value: to_json(doc, &value, &id),
-            actor: actor_of(&id),
+        .map(|(value, id)| {
+            let container = matches!(value, Value::Object(t) if t != ObjType::Text);
+            let value = ConflictValue {
+                value: to_json(doc, &value, &id),
+                actor: actor_of(&id),
+            };
+            (value, container)
         })
         .collect();
     // Put the value every replica shows first.
     if let Some(winner) = winner {
         let winner_actor = actor_of(&winner);
-        if let Some(pos) = values.iter().position(|v| v.actor == winner_actor) {
+        if let Some(pos) = values.iter().position(|(v, _)| v.actor == winner_actor) {
             values.swap(0, pos);
         }
     }
     // Writers who set the same value (two delegates marking one milestone
     // done) agree: each value is listed once, by its first writer, and a
-    // field with one value left has nothing to settle.
+    // field with one value left has nothing to settle. Two maps or lists
+    // are never taken for the same.
     let mut distinct: Vec<ConflictValue> = Vec::with_capacity(values.len());
-    for v in values {
-        if !distinct.iter().any(|d| d.value == v.value) {
+    for (v, container) in values {
+        if container || !distinct.iter().any(|d| d.value == v.value) {
             distinct.push(v);
         }
     }
