@@ -108,9 +108,9 @@ async function meChanged({ always = false } = {}) {
   // A revoked phone may be lost: it keeps no coordinator's lists.
   if (!isCoordinator()) forgetKept();
   chrome();
-  // What is being typed or chosen on screen is left alone; the screen
-  // takes the new rights when next drawn.
-  if (!always && busyOnScreen()) return;
+  // What is being typed, chosen or read on screen is left alone; the
+  // screen takes the new rights when next drawn.
+  if (!always && heldOnScreen()) return;
   // What this device may change shows once the server has said who it is.
   if (!app.view || (app.view.screen && !app.view.touched)) route();
   else if (app.view.id && !$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id, app.view.at);
@@ -173,6 +173,22 @@ function busyOnScreen() {
   const a = document.activeElement;
   return !!a && $("#view").contains(a) && a.matches("input, textarea, select, button, a, summary, [contenteditable]");
 }
+
+/**
+ * Whether the screen is in use in a way a redraw would undo: a control the
+ * person is at, or something opened to read (a refused batch's changes).
+ * A redraw held for something opened happens once it is closed.
+ */
+function heldOnScreen() {
+  const opened = !!$("#view details[open]");
+  if (opened) app.redrawHeld = true;
+  return busyOnScreen() || opened;
+}
+document.addEventListener("toggle", (e) => {
+  if (e.target.open || !app.redrawHeld || $("#view details[open]") || busyOnScreen()) return;
+  app.redrawHeld = false;
+  if (app.view?.screen && !app.view.touched) route();
+}, true);
 
 /** Whether the screen may be left: a new record's form with input asks first. */
 function mayLeave() {
@@ -824,7 +840,18 @@ function historySection(id, fields) {
  * initial data it made itself) or this device (a change not sent yet).
  * Resolves with null when the server cannot be asked.
  */
-async function deliverers(id) {
+function deliverers(id) {
+  // Asked again at most every 10 s: screens with disagreements ask on
+  // every redraw.
+  const kept = app.deliverers?.get(id);
+  if (kept && Date.now() - kept.at < 10_000) return kept.answer;
+  const answer = askDeliverers(id);
+  (app.deliverers ??= new Map()).set(id, { at: Date.now(), answer });
+  answer.then((named) => { if (!named) app.deliverers.delete(id); }, () => app.deliverers.delete(id));
+  return answer;
+}
+
+async function askDeliverers(id) {
   const res = await api(`/api/records/${id}/history`);
   if (!res.ok) return null;
   const known = new Map((await res.json()).map((e) => [e.hash, e.delivered_by]));
@@ -841,7 +868,7 @@ function newView(kind) {
   if (!mayCreate(kind)) {
     app.view = { screen: "new-refused" };
     fill($("#view"), h("h2", {}, tr("newRecord", { kind: tr(`kind.${kind}`) })),
-      h("p", { class: "note locked" }, tr(writable() ? "newCityCoordinators" : "readOnly")),
+      h("p", { class: "note locked" }, tr(revoked() ? "lockedRevoked" : writable() ? "newCityCoordinators" : "newObserver")),
       h("p", {}, h("a", { href: `#/k/${kind}` }, tr("back"))));
     return;
   }
@@ -849,7 +876,8 @@ function newView(kind) {
   const { rows, read, refresh, draft, restore } = creationRows(ctx, app.schema[kind] ?? []);
   // A form being filled in is never redrawn by sync; only its choices grow.
   // Once something is typed in it (`dirty`), leaving it asks first.
-  const view = { new: kind, refresh, dirty: false };
+  // (Choices arriving may bring the delegate's own city: Create is weighed again.)
+  const view = { new: kind, refresh: (summaries) => { refresh(summaries); guard(); }, dirty: false };
   app.view = view;
   // What is typed is kept on the phone as it is typed: a phone may close a
   // hidden tab without a word, and the form comes back as it was.
@@ -870,10 +898,9 @@ function newView(kind) {
   const owning = role() === "delegate" ? OWNING_FIELD[kind] : undefined;
   const owner = () => owning && $(`#view form.new [name="${owning}"]`);
   const guard = () => {
-    const at = owner();
-    if (!at) return true;
+    if (!owning) return true;
     const theirs = notOurs({ kind, record: read() }, null);
-    at.setCustomValidity(theirs ? tr("newNotOurs") : "");
+    owner()?.setCustomValidity(theirs ? tr("newNotOurs") : "");
     return !theirs;
   };
   const form = h("form", {
@@ -884,7 +911,9 @@ function newView(kind) {
       e.preventDefault();
       // Who this device is may have been learnt since the last keystroke.
       if (!guard()) {
-        owner().reportValidity();
+        // No city on the phone yet to choose: said above the form.
+        if (owner()) owner().reportValidity();
+        else tell(tr("newNotOurs"));
         return;
       }
       // The record exists: the form, and whichever copy of it may have
@@ -953,9 +982,13 @@ function dashboardView() {
   // Typing makes a change a keystroke: a line per run, as in a record's
   // history. A change written offline long before it reached the server is
   // news when it arrives: it is placed by its arrival, and says both times.
+  // The runs shown: the 30 that arrived last, by the server's clock where
+  // it has said (a phone's clock may run fast), else as written.
+  const latest = (runs, arrived) => runs
+    .map((r) => ({ r, at: r.hashes.reduce((t, x) => Math.max(t, arrived.get(x) ?? 0), 0) || r.newest.time }))
+    .sort((a, b) => b.at - a.at).slice(0, 30);
   const drawRecent = (runs, arrived = new Map(), names = new Map()) => {
-    const at = (r) => r.hashes.reduce((t, x) => Math.max(t, arrived.get(x) ?? 0), r.newest.time);
-    fill(recent, runs.map((r) => ({ r, at: at(r) })).sort((a, b) => b.at - a.at).slice(0, 30).map(({ r, at }) => h("li", {},
+    fill(recent, latest(runs, arrived).map(({ r, at }) => h("li", {},
       h("time", {}, formatDateTime(app.lang, r.newest.time)), " · ",
       at - r.newest.time > 3600 ? [...trIsolated("receivedAt", { time: formatDateTime(app.lang, at) }), " · "] : null,
       h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
@@ -990,7 +1023,7 @@ function dashboardView() {
     // initial data), older ones, and those this device has not sent: each
     // record's history names those.
     const unnamed = app.view === view
-      ? [...new Set(runs.filter((r) => !r.hashes.some((x) => names.has(x))).map((r) => r.id))].slice(0, 30)
+      ? [...new Set(latest(runs, arrived).map(({ r }) => r).filter((r) => !r.hashes.some((x) => names.has(x))).map((r) => r.id))]
       : [];
     const named = await Promise.all(unnamed.map((id) => deliverers(id).catch(() => null)));
     named.forEach((name, i) => {
@@ -1048,7 +1081,7 @@ function runsOf(entries) {
     const fields = topFields(e.fields ?? []).join(",");
     const key = `${e.id ?? ""}\n${e.actor ?? e.hash}\n${fields}`;
     const run = open.get(key);
-    if (run && run.first.time - e.time < 300) {
+    if (run && e.time && run.first.time && Math.abs(run.first.time - e.time) < 300) {
       run.count++;
       run.first = e;
       run.hashes.push(e.hash);
@@ -1459,7 +1492,7 @@ function onChanges(changes) {
       // A screen with something typed in it is left as it is, and a new
       // record's form is never redrawn by sync (it refreshes its choices);
       // nor is one with something opened to read (a refused batch's changes).
-      if (app.view?.id || app.view?.new || app.view?.touched || busyOnScreen() || $("#view details[open]")) return;
+      if (app.view?.id || app.view?.new || app.view?.touched || heldOnScreen()) return;
       route();
     }, app.view?.screen === "dashboard" && changes.some((c) => c.origin === "remote") ? 5000 : 300);
   }

@@ -603,9 +603,10 @@ export function creationRows(ctx, fields) {
       const boxes = choices.map((c) => h("input", { type: "checkbox", name, value: c.value }));
       const group = h("div", { class: "choices" }, boxes.map((b, k) => h("label", {}, b, " ", words(choices[k].label))));
       input = group;
-      read.push((out) => { const m = boxes.filter((b) => b.checked).map((b) => b.value); if (m.length) out[name] = m; });
-      // Records chosen that are not on the phone yet are checked once they arrive.
+      // Records chosen that are not on the phone yet are checked once they
+      // arrive, and are what the form gives meanwhile.
       let wanted = [];
+      read.push((out) => { const m = [...boxes.filter((b) => b.checked).map((b) => b.value), ...wanted]; if (m.length) out[name] = m; });
       kept.set(name, {
         get: () => [...boxes.filter((b) => b.checked).map((b) => b.value), ...wanted],
         set: (v) => {

@@ -361,7 +361,8 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     const from = (who) => ar.valueFrom.replace("{who}", who);
     await until(coordinator.page, ([sel, said]) => document.querySelector(sel)?.textContent.trim() === said,
       [`${button}[data-value='"09:30"'] .by`, from("Phone 0")], "the first phone named");
-    assert.equal((await coordinator.page.textContent(`${button}[data-value='"10:00"'] .by`)).trim(), from("Phone 1"));
+    await until(coordinator.page, ([sel, said]) => document.querySelector(sel)?.textContent.trim() === said,
+      [`${button}[data-value='"10:00"'] .by`, from("Phone 1")], "the second phone named");
     const chosen = JSON.parse(await coordinator.page.$eval(`${button}[data-value='"09:30"']`, (e) => e.dataset.value));
     await coordinator.page.click(`${button}[data-value='"09:30"']`);
     await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 0, button, "the disagreement gone");
