@@ -97,6 +97,21 @@ export function fieldAt(schema, kind, path) {
   return { field, lang: null };
 }
 
+/**
+ * A multilingual value read only: in the reader's language, and beside it
+ * each other language it is written in, marked with its language. A name
+ * whose transliteration is uncertain ("Orel (?)") keeps its Arabic form in
+ * sight.
+ */
+function multilingualShown(ctx, value) {
+  const main = pick(value, ctx.lang);
+  const others = value && typeof value === "object"
+    ? LANGS.filter((l) => value[l] && value[l] !== main)
+    : [];
+  return h("div", { class: "value" }, words(main || t(ctx.lang, "none")),
+    others.length ? h("span", { class: "also" }, others.flatMap((l) => [" · ", h("bdi", { lang: l, dir: l === "ar" ? "rtl" : "ltr" }, value[l])])) : null);
+}
+
 /** A field's value as read-only text. */
 export function show(ctx, field, value) {
   const lang = ctx.lang;
@@ -145,6 +160,7 @@ export function fieldRows(ctx, fields, value, prefix = "") {
     if (ctx.writable) body = editor(ctx, field, v, path);
     else if (field.type === "list") body = h("ol", { class: "items" }, (v ?? []).map((item) => h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, `${path}/${item.id}`))));
     else if (REF_KIND[field.name] === "*") body = linksShown(ctx, v);
+    else if (field.type === "multilingual") body = multilingualShown(ctx, v);
     else body = h("div", { class: "value" }, words(show(ctx, field, v)));
     // Every control of the row is named by its caption, for screen readers.
     const controls = body.matches?.("input, select, textarea") ? [body] : [...body.querySelectorAll(":scope > input, :scope > select, :scope > textarea")];

@@ -533,6 +533,13 @@ test("a delegate sees which records are not theirs to change before typing into 
     const note = await until(page, () => document.querySelector("p.note.locked")?.textContent, undefined, "the lock note");
     assert.match(note, /لا يخص مدنك/);
     assert.equal(await page.$$eval("form.record input, form.record textarea, form.record select", (e) => e.length), 0);
+    // Read only, a title shows each language it is written in, the
+    // reader's first.
+    const title = await page.$eval('div.field[data-path="/title"] .value', (v) => ({
+      text: v.textContent, fr: v.querySelector('.also bdi[lang="fr"]')?.textContent,
+    }));
+    assert.ok(title.text.startsWith(theirs.title.ar), title.text);
+    assert.equal(title.fr, theirs.title.fr);
     // Dakar's own: editable.
     await show(page, `#/r/${ours.id}`);
     await page.waitForSelector('form.record div.field[data-path="/title"] input[lang="fr"]');
