@@ -977,6 +977,16 @@ function dashboardView() {
     }
   }
   overdue.sort((a, b) => a.m.due.localeCompare(b.m.due));
+  // Commitments of agreements in force or on their way, past due and not
+  // kept or dropped: how the agreements are carried out on the ground.
+  const late = [];
+  for (const { id, view } of read) {
+    if (view.kind !== "agreement" || view.record?.status === "ended") continue;
+    for (const c of view.record?.commitments ?? []) {
+      if (c.due && c.due < today() && !["done", "dropped"].includes(c.status)) late.push({ id, view, c });
+    }
+  }
+  late.sort((a, b) => a.c.due.localeCompare(b.c.due));
 
   const recent = h("ol", { class: "recent" });
   // Typing makes a change a keystroke: a line per run, as in a record's
@@ -1058,6 +1068,11 @@ function dashboardView() {
       overdue.length ? h("ul", {}, overdue.map((o) => h("li", {},
         h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang))), " — ", words(o.m.title), " · ",
         tr("due", { date: formatDate(app.lang, o.m.due) })))) : h("p", { class: "note" }, tr("none"))),
+    h("section", { id: "late-commitments" }, h("h3", {}, tr("overdueCommitments")),
+      late.length ? h("ul", {}, late.map((o) => h("li", {},
+        h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang))), " — ", words(o.c.text),
+        o.c.party ? [" · ", words(titleOf(o.c.party))] : null, " · ",
+        tr("due", { date: formatDate(app.lang, o.c.due) })))) : h("p", { class: "note" }, tr("none"))),
     h("section", { id: "recent" }, h("h3", {}, tr("recentChanges")), recent),
     conflictList(read),
     exportSection(),

@@ -1302,7 +1302,7 @@ async function streamBytes(stream) {
   return Buffer.concat(chunks);
 }
 
-test("the dashboard counts no milestone of a cancelled project as overdue", async () => {
+test("the dashboard lists what is late: no milestone of a cancelled project, an agreement's open commitments past due", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await upToDate(page);
@@ -1317,6 +1317,18 @@ test("the dashboard counts no milestone of a cancelled project as overdue", asyn
     await until(page, (id) => document.querySelector("#overdue") && document.querySelectorAll(`#overdue a[href="#/r/${id}"]`).length === 0, project.id, "no overdue milestone left");
     const counts = await page.$$eval("#by-city tbody tr", (rows) => rows.map((r) => r.lastElementChild.textContent));
     assert.ok(counts.every((c) => /^[0٠]$/.test(c)), counts.join(" | "));
+    // An agreement's commitment past due and still open is listed; kept, it is not.
+    const [agreement] = await (await server.api("/api/records?kind=agreement")).json();
+    await page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/commitments", after: "$end",
+      item: { id: "c1", text: "Échange de bibliothécaires", due: "2026-01-15", status: "open" } }], "commitment"), agreement.id);
+    await show(page, "#/");
+    await show(page, "#/dashboard");
+    const late = await until(page, () => document.querySelector("#late-commitments li")?.textContent, undefined, "the late commitment");
+    assert.ok(late.includes("Échange de bibliothécaires") && late.includes(agreement.title.ar), late);
+    await page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/commitments/c1/status", value: "done" }], "kept"), agreement.id);
+    await show(page, "#/");
+    await show(page, "#/dashboard");
+    await until(page, () => (document.querySelector("#late-commitments") && !document.querySelector("#late-commitments li")) || null, undefined, "no late commitment");
     await context.close();
   });
 });
