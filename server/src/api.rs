@@ -220,6 +220,10 @@ pub async fn get(
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
     let heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
+    // The device that delivered the record's first change: a meeting or a
+    // report is also that device's to write (`permissions::write`).
+    let store = hub.store.clone();
+    let created_by = blocking(move || store.creator_device(id)).await?;
     match doc.read() {
         Ok(record) => Ok(Json(json!({
             "id": id.to_string(),
@@ -227,6 +231,7 @@ pub async fn get(
             "heads": heads,
             "record": record,
             "conflicts": doc.conflicts().len(),
+            "created_by": created_by,
         }))),
         Err(errors) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

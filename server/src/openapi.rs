@@ -308,7 +308,8 @@ fn record_schemas() -> Value {
             "status": {"type": "string", "nullable": true}, "valid": {"type": "boolean"}, "updated_at": {"type": "integer"}}},
         "RecordView": {"type": "object", "properties": {
             "id": {"type": "string"}, "url": {"type": "string"}, "heads": {"type": "array", "items": {"type": "string"}},
-            "record": {"type": "object", "description": "The record's fields plus `kind`."}, "conflicts": {"type": "integer"}}},
+            "record": {"type": "object", "description": "The record's fields plus `kind`."}, "conflicts": {"type": "integer"},
+            "created_by": {"type": "string", "nullable": true, "description": "The id of the device that created the record (delivered its first changes); null for the server's own (the demo club). Meetings and reports are also their creator's to write."}}},
         "Conflict": {"type": "object", "properties": {
             "path": {"type": "string"},
             "values": {"type": "array", "items": {"type": "object", "properties": {"value": {}, "actor": {"type": "string"}}}}}},

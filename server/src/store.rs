@@ -487,8 +487,8 @@ fn insert_chunk(
     let id = doc.to_string();
     // Cached statements: this runs for every message that brings changes.
     conn.prepare_cached(
-        "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+        "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at, creator)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
          ON CONFLICT(id) DO UPDATE SET kind = ?2, title = ?3, city = ?4, status = ?5, valid = ?6, updated_at = ?7",
     )?
     .execute(params![
@@ -498,7 +498,9 @@ fn insert_chunk(
         summary.city,
         summary.status,
         summary.valid,
-        now
+        now,
+        // A record's first chunk names its creator; later ones do not.
+        origins.first().and_then(|(_, o)| o.device.as_deref()),
     ])?;
     conn.prepare_cached(
         "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'incremental', ?2, ?3)",
@@ -580,6 +582,45 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_record_s_creator_is_the_device_of_its_first_chunk_and_none_for_the_server_s_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinsync.db");
+        let store = Store::open(&path).unwrap();
+        let from = |hash: &str, device: &str| {
+            let origin = Origin {
+                peer_id: format!("peer-{device}"),
+                device: Some(device.into()),
+                device_name: None,
+                received_at: 1,
+            };
+            (hash.to_owned(), origin)
+        };
+        let summary = Summary::default();
+        // The server's own (as seeded): written to later by a phone.
+        let seeded = DocumentId::random();
+        store.append(seeded, b"seed", &summary, &[], 1).unwrap();
+        store
+            .append(seeded, b"edit", &summary, &[from("a", "phone")], 2)
+            .unwrap();
+        // A phone's, written to later by another.
+        let made = DocumentId::random();
+        store
+            .append(made, b"new", &summary, &[from("b", "phone")], 3)
+            .unwrap();
+        store
+            .append(made, b"more", &summary, &[from("c", "other")], 4)
+            .unwrap();
+        for store in [store, Store::open(&path).unwrap()] {
+            assert_eq!(store.creator_device(seeded).unwrap(), None);
+            assert_eq!(
+                store.creator_device(made).unwrap().as_deref(),
+                Some("phone")
+            );
+            assert_eq!(store.creator_device(DocumentId::random()).unwrap(), None);
+        }
+    }
 
     #[test]
     fn a_backup_ends_while_another_connection_keeps_writing() {

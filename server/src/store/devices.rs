@@ -497,12 +497,14 @@ impl Store {
         Ok((device, device_secret.token()))
     }
 
-    /// The device that delivered a document's first stored change.
+    /// The device that created a document: the one that delivered its
+    /// first stored chunk. `None` for the server's own records (the demo
+    /// club), whoever writes to them since, and for unknown documents.
     pub fn creator_device(&self, doc: DocumentId) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT device FROM change_origins WHERE doc_id = ?1 ORDER BY rowid LIMIT 1",
+                "SELECT creator FROM documents WHERE id = ?1",
                 [doc.to_string()],
                 |r| r.get(0),
             )

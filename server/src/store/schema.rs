@@ -99,6 +99,14 @@ const MIGRATIONS: &[&str] = &[
     // which the app says in the coordinator's language; null for batches
     // kept before.
     "ALTER TABLE quarantine ADD COLUMN code TEXT;",
+    // 6: the device that created a record, named by its first stored
+    // chunk's first change; null for the server's own (the demo club),
+    // whoever writes to it later. Meetings and reports are their
+    // creator's to write. Records kept before take, as before, the device
+    // of their first change delivered.
+    "ALTER TABLE documents ADD COLUMN creator TEXT;
+     UPDATE documents SET creator = (SELECT device FROM change_origins o
+        WHERE o.doc_id = documents.id ORDER BY o.rowid LIMIT 1);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -431,10 +431,18 @@ async fn a_record_created_offline_reaches_the_server_and_the_club_index() {
 
     let stored = app.get_json(&format!("/api/records/{id}")).await;
     assert_eq!(stored["record"]["title"]["fr"], "Visite à Tombouctou");
+    // Created by the device that delivered it, whose report it is to write.
+    let device = app.token.split('.').next().unwrap();
+    assert_eq!(stored["created_by"], device);
     let club_json = app.get_json(&format!("/api/records/{club}")).await;
     assert_eq!(
         club_json["record"]["index"][id.to_string()]["kind"],
         "report"
+    );
+    assert!(
+        club_json["created_by"].is_null(),
+        "the demo club is the server's own: {}",
+        club_json["created_by"]
     );
 }
 
