@@ -21,6 +21,8 @@ const app = {
   byUrl: new Map(),
   /** Search text per record id, built on first search and kept fresh. */
   texts: new Map(),
+  /** The device that created a meeting or report, by record id, as the server said (`creatorOf`). */
+  creators: new Map(),
   query: "",
   /** The record view on screen: its id and its field editors by path. */
   view: null,
@@ -601,7 +603,8 @@ function lockOf(view, id) {
   if (!writable()) return tr("readOnly");
   if (view.kind === "meeting" && view.record?.adopted) return tr("lockedAdopted");
   if (view.kind === "agreement" && view.record?.status === "ended") return tr("lockedEnded");
-  return notOurs(view, id) ? tr("lockedNotOurs") : null;
+  if (!notOurs(view, id)) return null;
+  return tr({ meeting: "lockedNotAttended", report: "lockedNotAuthor" }[view.kind] ?? "lockedNotOurs");
 }
 
 /**
@@ -616,10 +619,12 @@ function formLock(view, id) {
 const bare = (link) => (link ?? "").replace(/^automerge:/, "");
 
 /**
- * Whether a record belongs to none of this delegate's cities, as the
- * server judges it (`permissions::owns`). Meetings and reports also
- * belong to the device that created them, which the app cannot tell:
- * those are left to the server. Unknown until `/api/me` has answered once.
+ * Whether a record is none of this delegate's, as the server judges it
+ * (`permissions::owns`): a city, agreement, project or person of none of
+ * their cities; a meeting they neither chair nor attend, or a report they
+ * did not write, that another device created (once the server has said
+ * which, `creatorOf`; until then the server alone judges). Unknown until
+ * `/api/me` has answered once.
  */
 function notOurs(view, id) {
   // A record that does not read (an invalid one) is left to the server,
@@ -628,14 +633,47 @@ function notOurs(view, id) {
   const mine = (city) => city != null && (app.me.cities ?? []).some((c) => bare(c) === bare(city));
   const members = (v) => (Array.isArray(v) ? v : Object.keys(v ?? {}));
   const r = view.record ?? {};
-  const isMe = !!app.me.person && !!id && bare(app.me.person) === bare(id);
+  const me = (person) => !!app.me.person && !!person && bare(app.me.person) === bare(person);
+  const createdElsewhere = () => id != null && app.creators.has(bare(id)) && app.creators.get(bare(id)) !== app.me.id;
   switch (view.kind) {
     case "city": return !mine(id);
     case "agreement": return !members(r.parties).some(mine);
     case "project": return !mine(r.owner_city);
-    case "person": return !mine(r.city) && !isMe;
+    case "person": return !mine(r.city) && !me(id);
+    case "meeting":
+    case "report": return !theirsInPerson(view) && createdElsewhere();
     default: return false;
   }
+}
+
+/** Whether this device's person chairs or attends a meeting, or wrote a report. */
+function theirsInPerson(view) {
+  const me = (person) => !!app.me?.person && !!person && bare(app.me.person) === bare(person);
+  const r = view.record ?? {};
+  if (view.kind === "report") return me(r.author);
+  return me(r.chair) || (Array.isArray(r.attendees) ? r.attendees : Object.keys(r.attendees ?? {})).some(me);
+}
+
+/**
+ * Asks the server which device created a meeting or report a delegate
+ * neither chairs, attends nor wrote, as such a record is the creator's
+ * to write; redraws the record if that locks it. Offline, or for a
+ * record not on the server yet, nothing is known and nothing is locked.
+ */
+async function creatorOf(id, view) {
+  const key = bare(id);
+  if (role() !== "delegate" || !app.me || app.creators.has(key)) return;
+  if (!["meeting", "report"].includes(view.kind) || !view.record || theirsInPerson(view)) return;
+  // Asked at most every 30 s (a record not on the server yet is not found).
+  const asked = (app.asked ??= new Map()).get(key);
+  if (asked && Date.now() - asked < 30_000) return;
+  app.asked.set(key, Date.now());
+  try {
+    const res = await api(`/api/records/${key}`, { signal: AbortSignal.timeout(5000) });
+    if (!res.ok) return;
+    app.creators.set(key, (await res.json()).created_by ?? null);
+  } catch { return; }
+  if (app.view?.id === id && !app.view.at && !$("#view form.record")?.contains(document.activeElement) && lockOf(view, id)) recordView(id);
 }
 
 /**
@@ -659,6 +697,7 @@ function recordView(id, at = null) {
     return;
   }
   const kind = view.kind;
+  creatorOf(id, view);
   const locked = at === null ? formLock(view, id) : lockOf(view, id);
   const ctx = {
     id,

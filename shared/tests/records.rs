@@ -308,7 +308,10 @@ fn two_lists_set_at_once_are_a_disagreement_whatever_they_hold() {
     // Lists are shown by their type alone: two alike in that are not one value.
     let base = meeting();
     let lists = ["a", "b"].map(|who| {
-        let mut doc = base.doc().fork().with_actor(automerge::ActorId::from(who.as_bytes()));
+        let mut doc = base
+            .doc()
+            .fork()
+            .with_actor(automerge::ActorId::from(who.as_bytes()));
         let mut tx = doc.transaction();
         let agenda = tx.put_object(ROOT, "agenda", ObjType::List).unwrap();
         tx.insert(&agenda, 0, who).unwrap();

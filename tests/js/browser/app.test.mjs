@@ -149,24 +149,25 @@ test("after one online visit, the app reloads with no network at all and shows e
 
 test("a delegate's change the server refuses is shown in the sync bar with its reason, and stays on the phone", async () => {
   await withServer(async (server) => {
-    // A report belongs to its author, or to the device that created it,
-    // which the app cannot tell: it lets the delegate try, and the server
-    // judges. (Records of other cities are locked in the app.)
+    // A report belongs to its author, or to the device that created it:
+    // the app locks one the server says another device created, but a
+    // change made before it could ask (offline, or through the client) is
+    // the server's to judge.
     const [report] = await (await server.api("/api/records?kind=report")).json();
     const { record } = await (await server.api(`/api/records/${report.id}`)).json();
     const cities = await (await server.api("/api/records?kind=city")).json();
     const { page, context } = await signIn(server, { name: "Delegate elsewhere", role: "delegate", cities: [cities[0].id] });
     await upToDate(page);
+    await until(page, () => JSON.parse(localStorage.getItem("me") ?? "null")?.role === "delegate" || null, undefined, "who this device is");
     await show(page, `#/r/${report.id}`);
-    const type = '[data-path="/report_type"] select';
-    await page.waitForSelector(type);
-    const other = await page.$eval(type, (s, now) => [...s.options].map((o) => o.value).find((v) => v && v !== now), record.report_type);
-    await page.selectOption(type, other);
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    assert.equal(await until(page, () => document.querySelector("#view p.locked")?.textContent, undefined, "the report locked"), STRINGS[lang].lockedNotAuthor);
+    const other = ["visit", "field", "progress", "other"].find((v) => v !== record.report_type);
+    await page.evaluate(([id, value]) => window.twinsync.edit(id, [{ op: "set", path: "/report_type", value }], "retype"), [report.id, other]);
     const refused = await until(page, () => document.querySelector("#sync-refused")?.textContent || null, undefined, "the refusal in the sync bar");
     assert.equal(await page.$eval("#sync", (bar) => bar.dataset.state), "error");
     // Said in the app's language: the field, the record (a link to it),
     // the rule, and the number under which a coordinator can review it.
-    const lang = await page.evaluate(() => document.documentElement.lang);
     const [held] = await (await server.api("/api/quarantine")).json();
     const words = STRINGS[lang];
     assert.ok(refused.includes(words["field.report_type"]), refused);
@@ -183,7 +184,7 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     assert.equal(await page.textContent("#sync-said"), STRINGS[lang]["problem.server"]);
     assert.equal(await page.$eval("#sync", (bar) => bar.getAttribute("aria-live")), null);
     assert.ok((await page.$eval("#sync-waiting", (e) => e.textContent)).length > 0, "the change still waits on the phone");
-    assert.equal(await page.$eval(type, (s) => s.value), other);
+    assert.equal(await page.evaluate((id) => window.twinsync.read(id).record.report_type, report.id), other);
     const stored = await (await server.api(`/api/records/${report.id}`)).json();
     assert.equal(stored.record.report_type, record.report_type);
     // The bar, taller with the refusal, leaves a new record's Create
@@ -577,6 +578,19 @@ test("a delegate sees which records are not theirs to change before typing into 
     const made = await (await server.api(`/api/records/${id}`)).json();
     assert.equal(made.record.owner_city, dakar.url);
     assert.equal(await page.textContent("#sync-refused"), "", "the server took it");
+
+    // A report this phone created is its own to write, though nobody wrote
+    // it as its author; the demo club's report is not.
+    const [demo] = await (await server.api("/api/records?kind=report")).json();
+    await show(page, `#/r/${demo.id}`);
+    assert.equal(await until(page, () => document.querySelector("#view p.locked")?.textContent, undefined, "the demo report locked"), STRINGS.ar.lockedNotAuthor);
+    const report = await page.evaluate(() => window.twinsync.create("report",
+      { title: { fr: "Visite à Dakar" }, report_type: "visit", date: "2026-11-20", text: "" }, "new report"));
+    await until(page, async (id) => (await fetch(`/api/records/${id}`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } })).ok || null, report, "the report on the server");
+    await show(page, `#/r/${report}`);
+    await page.waitForSelector('form.record div.field[data-path="/title"] input[lang="fr"]');
+    await page.waitForTimeout(500);
+    assert.equal(await page.$("#view p.locked"), null, "its own report locked");
     await context.close();
   });
 });
