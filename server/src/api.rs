@@ -220,8 +220,8 @@ pub async fn get(
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
     let heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
-    // The device that delivered the record's first change: a meeting or a
-    // report is also that device's to write (`permissions::write`).
+    // The device that created the record (`documents.creator`): a meeting
+    // or a report is also that device's to write (`permissions::check_write`).
     let store = hub.store.clone();
     let created_by = blocking(move || store.creator_device(id)).await?;
     match doc.read() {

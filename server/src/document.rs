@@ -100,7 +100,8 @@ struct DocTask {
     stored_bytes: Arc<AtomicU64>,
     /// The record as the document holds it now, for permission checks.
     current: Read,
-    /// The device that delivered the record's first change.
+    /// The device that created the record (delivered its first stored
+    /// changes); `None` for the server's own (the demo club).
     creator: Option<String>,
 }
 

@@ -143,7 +143,8 @@ pub struct Write<'a> {
     pub device: &'a Device,
     /// The record's document id.
     pub doc_id: &'a str,
-    /// The device that delivered the record's first change, if known.
+    /// The device that created the record (delivered its first stored
+    /// changes); `None` for the server's own records and new ones.
     pub creator: Option<&'a str>,
     /// The record before the changes; `None` for a record new to the server.
     pub before: Option<&'a Read>,

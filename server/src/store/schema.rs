@@ -102,11 +102,13 @@ const MIGRATIONS: &[&str] = &[
     // 6: the device that created a record, named by its first stored
     // chunk's first change; null for the server's own (the demo club),
     // whoever writes to it later. Meetings and reports are their
-    // creator's to write. Records kept before take, as before, the device
-    // of their first change delivered.
+    // creator's to write. For records kept before: the device of their
+    // first change delivered, if it came with the record's first chunk
+    // (the same second the record was stored), else none.
     "ALTER TABLE documents ADD COLUMN creator TEXT;
      UPDATE documents SET creator = (SELECT device FROM change_origins o
-        WHERE o.doc_id = documents.id ORDER BY o.rowid LIMIT 1);",
+        WHERE o.doc_id = documents.id AND o.received_at = documents.created_at
+        ORDER BY o.rowid LIMIT 1);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -132,6 +134,33 @@ mod tests {
     #![allow(clippy::unwrap_used)] // a test panics to fail
 
     use super::*;
+
+    #[test]
+    fn records_kept_before_the_creator_column_name_it_only_when_it_came_with_their_first_chunk() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS[..5].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        // A record of the demo data a phone wrote to later, and a phone's
+        // own record another wrote to later.
+        conn.execute_batch(
+            "INSERT INTO documents (id, created_at, updated_at) VALUES ('seeded', 100, 200), ('made', 150, 200);
+             INSERT INTO change_origins (hash, doc_id, peer_id, device, received_at) VALUES
+               ('a', 'seeded', 'p', 'phone', 180), ('b', 'made', 'p', 'phone', 150), ('c', 'made', 'q', 'other', 190);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let creator = |id: &str| {
+            conn.query_row("SELECT creator FROM documents WHERE id = ?1", [id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(creator("seeded"), None);
+        assert_eq!(creator("made").as_deref(), Some("phone"));
+    }
 
     #[test]
     fn the_newest_changes_are_read_from_an_index_without_sorting() {
