@@ -563,7 +563,7 @@ async function edit(id, edits, opts = {}) {
 }
 
 /** Top-level fields whose change is weighed before it is written (`mayWrite`). */
-const WEIGHED = /^\/(owner_city|city|parties|adopted|status)$/;
+const WEIGHED = /^\/(owner_city|city|parties|attendees|chair|author|adopted|status)$/;
 
 /**
  * Whether `edits` go ahead, as the person means them. Adopting minutes or
@@ -587,11 +587,12 @@ function mayWrite(id, edits) {
     else if (e.op === "remove_member") after[key] = members.filter((m) => m !== e.member);
   }
   if (!notOurs(view, id) && notOurs({ kind: view.kind, record: after }, id)) {
-    tell(tr("moveNotOurs"));
+    tell(tr(["meeting", "report"].includes(view.kind) ? "moveNotYours" : "moveNotOurs"));
     return { go: false };
   }
-  const locks = (view.kind === "meeting" && view.record.adopted !== true && after.adopted === true)
-    || (view.kind === "agreement" && view.record.status !== "ended" && after.status === "ended");
+  // A coordinator can take it back: only others are asked.
+  const locks = !isCoordinator() && ((view.kind === "meeting" && view.record.adopted !== true && after.adopted === true)
+    || (view.kind === "agreement" && view.record.status !== "ended" && after.status === "ended"));
   if (locks && !confirm(tr(view.kind === "meeting" ? "adoptConfirm" : "endConfirm"))) return { go: false };
   return { go: true, locks };
 }
@@ -641,29 +642,31 @@ function notOurs(view, id) {
     case "project": return !mine(r.owner_city);
     case "person": return !mine(r.city) && !me(id);
     case "meeting":
-    case "report": return !theirsInPerson(view) && createdElsewhere();
+    case "report": return !theirsInPerson(view.kind, view.record) && createdElsewhere();
     default: return false;
   }
 }
 
 /** Whether this device's person chairs or attends a meeting, or wrote a report. */
-function theirsInPerson(view) {
+function theirsInPerson(kind, record) {
   const me = (person) => !!app.me?.person && !!person && bare(app.me.person) === bare(person);
-  const r = view.record ?? {};
-  if (view.kind === "report") return me(r.author);
+  const r = record ?? {};
+  if (kind === "report") return me(r.author);
   return me(r.chair) || (Array.isArray(r.attendees) ? r.attendees : Object.keys(r.attendees ?? {})).some(me);
 }
 
 /**
  * Asks the server which device created a meeting or report a delegate
- * neither chairs, attends nor wrote, as such a record is the creator's
- * to write; redraws the record if that locks it. Offline, or for a
- * record not on the server yet, nothing is known and nothing is locked.
+ * opens, as such a record is also the creator's to write (and one they
+ * chair, attend or wrote stays theirs only while they do, `mayWrite`);
+ * redraws the record at once if that locks it, as a lock arriving from
+ * elsewhere does. Offline, or for a record not on the server yet, nothing
+ * is known and nothing is locked.
  */
 async function creatorOf(id, view) {
   const key = bare(id);
   if (role() !== "delegate" || !app.me || app.creators.has(key)) return;
-  if (!["meeting", "report"].includes(view.kind) || !view.record || theirsInPerson(view)) return;
+  if (!["meeting", "report"].includes(view.kind) || !view.record) return;
   // Asked at most every 30 s (a record not on the server yet is not found).
   const asked = (app.asked ??= new Map()).get(key);
   if (asked && Date.now() - asked < 30_000) return;
@@ -673,7 +676,10 @@ async function creatorOf(id, view) {
     if (!res.ok) return;
     app.creators.set(key, (await res.json()).created_by ?? null);
   } catch { return; }
-  if (app.view?.id === id && !app.view.at && !$("#view form.record")?.contains(document.activeElement) && lockOf(view, id)) recordView(id);
+  if (app.view?.id !== id || app.view.at !== null) return;
+  let now;
+  try { now = app.client.read(id); } catch { return; }
+  if (formLock(now, id) !== app.view.locked) recordView(id);
 }
 
 /**
@@ -806,6 +812,8 @@ function conflictList(records) {
         h("div", { class: "values" }, c.values.map((v) => decides ? h("button", {
           type: "button", class: "keep", "data-value": JSON.stringify(v.value),
           onclick: async () => {
+            // Keeping a value is writing it: weighed as any other change.
+            if (!mayWrite(id, [{ op: "set", path: c.path, value: v.value }]).go) return;
             try {
               await app.client.resolve(id, c.path, v.value, `resolve ${c.path}`);
               $("#notice").textContent = "";
@@ -948,6 +956,8 @@ function newView(kind) {
     onchange: () => { guard(); keep(); },
     onsubmit: (e) => {
       e.preventDefault();
+      // An agreement made already ended is locked for delegates at once.
+      if (!isCoordinator() && kind === "agreement" && read().status === "ended" && !confirm(tr("endConfirm"))) return;
       // Who this device is may have been learnt since the last keystroke.
       if (!guard()) {
         // No city on the phone yet to choose: said above the form.

@@ -1407,3 +1407,38 @@ test("what a delegate cannot take back is asked first or refused: adopting minut
     await context.close();
   });
 });
+
+test("a delegate attending a meeting another device created cannot drop themselves from it, which they could not take back", async () => {
+  await withServer(async (server) => {
+    const people = await twoPeople(server);
+    const me = people.a;
+    // A coordinator's phone makes the meeting, the delegate among those attending.
+    const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(coordinator.page);
+    const id = await coordinator.page.evaluate((me) => window.twinsync.create("meeting",
+      { title: { fr: "Réunion du comité" }, date: "2026-11-30", attendees: [me] }, "new meeting"), me);
+    const meeting = await until(coordinator.page, async (id) => {
+      const res = await fetch(`/api/records/${id}`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } });
+      return res.ok ? { id, ...(await res.json()) } : null;
+    }, id, "the meeting on the server");
+    const coordinatorId = await coordinator.page.evaluate(() => JSON.parse(localStorage.getItem("me")).id);
+    assert.equal(meeting.created_by, coordinatorId);
+    const record = meeting.record;
+    await coordinator.context.close();
+    const { page, context } = await signIn(server, { name: "Attendee", role: "delegate", person: me, cities: [people.city] });
+    await upToDate(page);
+    await until(page, () => JSON.parse(localStorage.getItem("me") ?? "null")?.role === "delegate" || null, undefined, "who this device is");
+    // Theirs while they attend: the app asks who created it.
+    const asked = page.waitForResponse((r) => r.url().endsWith(`/api/records/${meeting.id}`));
+    await show(page, `#/r/${meeting.id}`);
+    await asked;
+    const box = `[data-path="/attendees"] input[type="checkbox"][value="${me}"]`;
+    await page.waitForSelector(box);
+    assert.equal(await page.$("#view p.locked"), null);
+    await page.click(box);
+    assert.equal(await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "why not"), STRINGS.ar.moveNotYours);
+    await until(page, (sel) => document.querySelector(sel)?.checked === true || null, box, "the box ticked again");
+    assert.deepEqual(await page.evaluate((id) => window.twinsync.read(id).record.attendees, meeting.id), record.attendees);
+    await context.close();
+  });
+});
