@@ -1036,6 +1036,10 @@ function dashboardView() {
     }
   }
   late.sort((a, b) => a.c.due.localeCompare(b.c.due));
+  // Projects still planned, active or on hold past the day they were to end.
+  const pastEnd = read.filter(({ view }) => view.kind === "project" && view.record?.ends_on && view.record.ends_on < today()
+    && !["done", "cancelled"].includes(view.record.status))
+    .sort((a, b) => a.view.record.ends_on.localeCompare(b.view.record.ends_on));
 
   const recent = h("ol", { class: "recent" });
   // Typing makes a change a keystroke: a line per run, as in a record's
@@ -1117,6 +1121,10 @@ function dashboardView() {
       overdue.length ? h("ul", {}, overdue.map((o) => h("li", {},
         h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang))), " — ", words(o.m.title), " · ",
         tr("due", { date: formatDate(app.lang, o.m.due) })))) : h("p", { class: "note" }, tr("none"))),
+    h("section", { id: "past-end" }, h("h3", {}, tr("projectsPastEnd")),
+      pastEnd.length ? h("ul", {}, pastEnd.map(({ id, view: p }) => h("li", {},
+        h("a", { href: `#/r/${id}` }, words(pick(p.title, app.lang))), " · ", tr(`value.${p.record.status}`), " · ",
+        tr("endedOn", { date: formatDate(app.lang, p.record.ends_on) })))) : h("p", { class: "note" }, tr("none"))),
     h("section", { id: "late-commitments" }, h("h3", {}, tr("overdueCommitments")),
       late.length ? h("ul", {}, late.map((o) => h("li", {},
         h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang))), " — ", words(o.c.text),

@@ -1316,7 +1316,7 @@ async function streamBytes(stream) {
   return Buffer.concat(chunks);
 }
 
-test("the dashboard lists what is late: no milestone of a cancelled project, an agreement's open commitments past due", async () => {
+test("the dashboard lists what is late: no milestone of a cancelled project, an agreement's open commitments past due, projects past their end", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await upToDate(page);
@@ -1343,6 +1343,14 @@ test("the dashboard lists what is late: no milestone of a cancelled project, an 
     await show(page, "#/");
     await show(page, "#/dashboard");
     await until(page, () => (document.querySelector("#late-commitments") && !document.querySelector("#late-commitments li")) || null, undefined, "no late commitment");
+    // A project still active past its end date is listed; cancelled, it was not.
+    assert.equal(await page.$(`#past-end a[href="#/r/${project.id}"]`), null);
+    await page.evaluate((id) => window.twinsync.edit(id, [
+      { op: "set", path: "/status", value: "active" }, { op: "set", path: "/ends_on", value: "2026-01-31" }], "reopened"), project.id);
+    await show(page, "#/");
+    await show(page, "#/dashboard");
+    const ended = await until(page, (id) => document.querySelector(`#past-end a[href="#/r/${id}"]`)?.parentElement.textContent, project.id, "the project past its end");
+    assert.ok(ended.includes(STRINGS.ar["value.active"]), ended);
     await context.close();
   });
 });
