@@ -553,6 +553,7 @@ async function edit(id, edits, opts = {}) {
     $("#notice").textContent = "";
     // A record now locked is drawn locked.
     if (opts.rerender || check.locks) recordView(id);
+    askDateFor(id, edits);
     // The control that made the change, redrawn, keeps the focus.
     if (opts.rerender && opts.focus) $(opts.focus)?.focus();
     return true;
@@ -560,6 +561,31 @@ async function edit(id, edits, opts = {}) {
     tell(problem(e));
     return false;
   }
+}
+
+/** The date an agreement's status has: signed, on `signed_on`. */
+const STATUS_DATE = { approved: "approved_on", signed: "signed_on", in_force: "in_force_from", ended: "ends_on" };
+
+/**
+ * After an agreement's status is set to one with its date, and that date
+ * is empty: the date's field is next, saying so, so the record does not
+ * say "signed" without when.
+ */
+function askDateFor(id, edits) {
+  const set = edits.find((e) => e.op === "set" && e.path === "/status");
+  const field = set && STATUS_DATE[set.value];
+  if (!field) return;
+  let view;
+  try { view = app.client.read(id); } catch { return; }
+  if (view.kind !== "agreement" || view.record?.[field]) return;
+  const input = $(`#view [data-path="/${field}"] input`);
+  if (!input) return;
+  const clear = () => input.setCustomValidity("");
+  input.setCustomValidity(tr("dateForStatus", { status: tr(`value.${set.value}`) }));
+  input.focus();
+  input.reportValidity();
+  input.addEventListener("input", clear, { once: true });
+  input.addEventListener("blur", clear, { once: true });
 }
 
 /** Top-level fields whose change is weighed before it is written (`mayWrite`). */

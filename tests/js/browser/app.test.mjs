@@ -1408,6 +1408,17 @@ test("what a delegate cannot take back is asked first or refused: adopting minut
     await show(page, `#/r/${ours.id}`);
     const box = `[data-path="/parties"] input[type="checkbox"][value="${city}"]`;
     await page.waitForSelector(box);
+    // In force, and no date for it yet: its date's field is next, saying so.
+    assert.equal(record.in_force_from ?? null, null, "the demo agreement has no date in force");
+    await page.selectOption('[data-path="/status"] select', "in_force");
+    const next = await until(page, () => {
+      const a = document.activeElement;
+      return a?.closest('[data-path="/in_force_from"]') ? a.validationMessage : null;
+    }, undefined, "the date in force asked for");
+    assert.equal(next, ar.dateForStatus.replace("{status}", ar["value.in_force"]));
+    await page.fill('[data-path="/in_force_from"] input', "2026-02-01");
+    await page.press('[data-path="/in_force_from"] input', "Tab");
+    await until(page, (id) => window.twinsync.read(id).record.in_force_from === "2026-02-01" || null, ours.id, "the date in force kept");
     await page.click(box);
     assert.equal(await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "why not"), ar.moveNotOurs);
     await until(page, (sel) => document.querySelector(sel)?.checked === true || null, box, "the box ticked again");
