@@ -549,11 +549,12 @@ async function edit(id, edits, opts = {}) {
     return false;
   }
   try {
+    edits = [...edits, ...(check.extra ?? [])];
     await app.client.edit(id, edits, opts.message ?? edits.map((e) => `${e.op} ${e.path}`).join(", "));
     $("#notice").textContent = "";
     // A record now locked is drawn locked.
     if (opts.rerender || check.locks) recordView(id);
-    askDateFor(id, edits);
+    if (edits.some((e) => /^\/(status|approved_on|signed_on|in_force_from|ends_on)$/.test(e.path))) dateHints(id);
     // The control that made the change, redrawn, keeps the focus.
     if (opts.rerender && opts.focus) $(opts.focus)?.focus();
     return true;
@@ -567,25 +568,20 @@ async function edit(id, edits, opts = {}) {
 const STATUS_DATE = { approved: "approved_on", signed: "signed_on", in_force: "in_force_from", ended: "ends_on" };
 
 /**
- * After an agreement's status is set to one with its date, and that date
- * is empty: the date's field is next, saying so, so the record does not
- * say "signed" without when.
+ * An agreement whose status has a date (signed, on `signed_on`) and whose
+ * date is empty says so at that date's field, so that it does not read
+ * "signed" without when; the note goes once the date is given.
  */
-function askDateFor(id, edits) {
-  const set = edits.find((e) => e.op === "set" && e.path === "/status");
-  const field = set && STATUS_DATE[set.value];
-  if (!field) return;
+function dateHints(id) {
+  if (app.view?.id !== id || app.view.at !== null || app.view.locked) return;
+  $("#view")?.querySelectorAll("p.needs-date").forEach((p) => p.remove());
   let view;
   try { view = app.client.read(id); } catch { return; }
-  if (view.kind !== "agreement" || view.record?.[field]) return;
-  const input = $(`#view [data-path="/${field}"] input`);
-  if (!input) return;
-  const clear = () => input.setCustomValidity("");
-  input.setCustomValidity(tr("dateForStatus", { status: tr(`value.${set.value}`) }));
-  input.focus();
-  input.reportValidity();
-  input.addEventListener("input", clear, { once: true });
-  input.addEventListener("blur", clear, { once: true });
+  const status = view.record?.status;
+  const field = STATUS_DATE[status];
+  if (view.kind !== "agreement" || !field || view.record[field]) return;
+  $(`#view form.record [data-path="/${field}"]`)?.append(
+    h("p", { class: "note needs-date", role: "status" }, tr("dateForStatus", { status: tr(`value.${status}`) })));
 }
 
 /** Top-level fields whose change is weighed before it is written (`mayWrite`). */
@@ -620,7 +616,10 @@ function mayWrite(id, edits) {
   const locks = !isCoordinator() && ((view.kind === "meeting" && view.record.adopted !== true && after.adopted === true)
     || (view.kind === "agreement" && view.record.status !== "ended" && after.status === "ended"));
   if (locks && !confirm(tr(view.kind === "meeting" ? "adoptConfirm" : "endConfirm"))) return { go: false };
-  return { go: true, locks };
+  // Ended, an agreement is no longer theirs to date: it ends today unless
+  // it had its end date.
+  const extra = locks && view.kind === "agreement" && !view.record.ends_on ? [{ op: "set", path: "/ends_on", value: today() }] : [];
+  return { go: true, locks, extra };
 }
 
 /** Why this device may not change the record, if it may not: the server would refuse it. */
@@ -772,6 +771,7 @@ function recordView(id, at = null) {
     at === null ? conflictList([{ id, view }]) : null,
     historySection(id, fields),
   );
+  dateHints(id);
 }
 
 /**
@@ -796,6 +796,7 @@ function refreshRecordView(paths) {
     else app.view.stale = true;
   }
   $("#view section.conflicts")?.replaceWith(conflictList([{ id, view }]));
+  dateHints(id);
   if (app.view.stale && !form.dataset.deferred) {
     form.dataset.deferred = "1";
     form.addEventListener("focusout", function later(e) {
@@ -982,8 +983,6 @@ function newView(kind) {
     onchange: () => { guard(); keep(); },
     onsubmit: (e) => {
       e.preventDefault();
-      // An agreement made already ended is locked for delegates at once.
-      if (!isCoordinator() && kind === "agreement" && read().status === "ended" && !confirm(tr("endConfirm"))) return;
       // Who this device is may have been learnt since the last keystroke.
       if (!guard()) {
         // No city on the phone yet to choose: said above the form.
@@ -991,6 +990,8 @@ function newView(kind) {
         else tell(tr("newNotOurs"));
         return;
       }
+      // An agreement made already ended is locked for delegates at once.
+      if (!isCoordinator() && kind === "agreement" && read().status === "ended" && !confirm(tr("endConfirm"))) return;
       // The record exists: the form, and whichever copy of it may have
       // been drawn since, hold nothing left to lose.
       const goTo = (id) => {
@@ -1145,15 +1146,15 @@ function dashboardView() {
         [...byCity.entries()].map(([city, r]) => [words(cityName(city)), n(r.total), n(r.active), n(r.overdue)]))),
     h("section", { id: "overdue" }, h("h3", {}, tr("overdueMilestones")),
       overdue.length ? h("ul", {}, overdue.map((o) => h("li", {},
-        h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang))), " — ", words(o.m.title), " · ",
+        h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang) || o.id)), " — ", words(o.m.title), " · ",
         tr("due", { date: formatDate(app.lang, o.m.due) })))) : h("p", { class: "note" }, tr("none"))),
     h("section", { id: "past-end" }, h("h3", {}, tr("projectsPastEnd")),
       pastEnd.length ? h("ul", {}, pastEnd.map(({ id, view: p }) => h("li", {},
-        h("a", { href: `#/r/${id}` }, words(pick(p.title, app.lang))), " · ", tr(`value.${p.record.status}`), " · ",
+        h("a", { href: `#/r/${id}` }, words(pick(p.title, app.lang) || id)), " · ", tr(`value.${p.record.status}`), " · ",
         tr("endedOn", { date: formatDate(app.lang, p.record.ends_on) })))) : h("p", { class: "note" }, tr("none"))),
     h("section", { id: "late-commitments" }, h("h3", {}, tr("overdueCommitments")),
       late.length ? h("ul", {}, late.map((o) => h("li", {},
-        h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang))), " — ", words(o.c.text),
+        h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang) || o.id)), " — ", words(o.c.text),
         o.c.party ? [" · ", words(titleOf(o.c.party))] : null, " · ",
         tr("due", { date: formatDate(app.lang, o.c.due) })))) : h("p", { class: "note" }, tr("none"))),
     h("section", { id: "recent" }, h("h3", {}, tr("recentChanges")), recent),

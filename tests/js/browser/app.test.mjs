@@ -1344,6 +1344,7 @@ test("the dashboard lists what is late: no milestone of a cancelled project, an 
     await show(page, "#/dashboard");
     await until(page, () => (document.querySelector("#late-commitments") && !document.querySelector("#late-commitments li")) || null, undefined, "no late commitment");
     // A project still active past its end date is listed; cancelled, it was not.
+    await page.waitForSelector("#past-end");
     assert.equal(await page.$(`#past-end a[href="#/r/${project.id}"]`), null);
     await page.evaluate((id) => window.twinsync.edit(id, [
       { op: "set", path: "/status", value: "active" }, { op: "set", path: "/ends_on", value: "2026-01-31" }], "reopened"), project.id);
@@ -1408,21 +1409,27 @@ test("what a delegate cannot take back is asked first or refused: adopting minut
     await show(page, `#/r/${ours.id}`);
     const box = `[data-path="/parties"] input[type="checkbox"][value="${city}"]`;
     await page.waitForSelector(box);
-    // In force, and no date for it yet: its date's field is next, saying so.
+    // In force, and no date for it yet: its date's field says so, until given.
     assert.equal(record.in_force_from ?? null, null, "the demo agreement has no date in force");
+    assert.equal(await page.$("p.needs-date"), null, "signed, on its date");
     await page.selectOption('[data-path="/status"] select', "in_force");
-    const next = await until(page, () => {
-      const a = document.activeElement;
-      return a?.closest('[data-path="/in_force_from"]') ? a.validationMessage : null;
-    }, undefined, "the date in force asked for");
+    const next = await until(page, () => document.querySelector('[data-path="/in_force_from"] p.needs-date')?.textContent, undefined, "the date in force asked for");
     assert.equal(next, ar.dateForStatus.replace("{status}", ar["value.in_force"]));
     await page.fill('[data-path="/in_force_from"] input', "2026-02-01");
     await page.press('[data-path="/in_force_from"] input', "Tab");
     await until(page, (id) => window.twinsync.read(id).record.in_force_from === "2026-02-01" || null, ours.id, "the date in force kept");
+    await until(page, () => !document.querySelector("p.needs-date") || null, undefined, "the note gone");
     await page.click(box);
     assert.equal(await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "why not"), ar.moveNotOurs);
     await until(page, (sel) => document.querySelector(sel)?.checked === true || null, box, "the box ticked again");
     assert.deepEqual(await page.evaluate((id) => window.twinsync.read(id).record.parties, ours.id), record.parties);
+    // Ended by the delegate, once asked: dated today, as they cannot date it after.
+    page.once("dialog", (d) => d.accept());
+    await page.selectOption('[data-path="/status"] select', "ended");
+    assert.equal(await until(page, () => document.querySelector("#view p.locked")?.textContent, undefined, "the agreement locked"), ar.lockedEnded);
+    const ended = await page.evaluate((id) => window.twinsync.read(id).record, ours.id);
+    assert.equal(ended.status, "ended");
+    assert.equal(ended.ends_on, await page.evaluate(() => { const d = new Date(); return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`; }));
     await context.close();
   });
 });
@@ -1450,7 +1457,9 @@ test("a delegate attending a meeting another device created cannot drop themselv
     // Theirs while they attend: the app asks who created it.
     const asked = page.waitForResponse((r) => r.url().endsWith(`/api/records/${meeting.id}`));
     await show(page, `#/r/${meeting.id}`);
-    await asked;
+    await (await asked).finished();
+    // The answer read (a moment after it arrived).
+    await page.waitForTimeout(300);
     const box = `[data-path="/attendees"] input[type="checkbox"][value="${me}"]`;
     await page.waitForSelector(box);
     assert.equal(await page.$("#view p.locked"), null);
