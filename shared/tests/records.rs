@@ -6,7 +6,8 @@
 use automerge::ActorId;
 use serde_json::json;
 use twinsync_shared::record::{
-    Commit, Edit, EditError, Kind, LoadError, Record, RecordDoc, ValidationError, new_document,
+    Commit, Conflict, Edit, EditError, Kind, LoadError, Record, RecordDoc, ValidationError,
+    new_document,
 };
 use twinsync_shared::text::utf16_to_index;
 
@@ -271,6 +272,17 @@ fn concurrent_text_edits_merge_character_by_character() {
     assert_eq!(m.minutes, "Ouverture. بداية الاجتماع");
 }
 
+/// A conflict's values, each a string, sorted.
+fn sorted_values(conflict: &Conflict) -> Vec<String> {
+    let mut values: Vec<_> = conflict
+        .values
+        .iter()
+        .map(|v| v.value.as_str().unwrap().to_owned())
+        .collect();
+    values.sort();
+    values
+}
+
 #[test]
 fn writers_who_set_the_same_value_do_not_disagree() {
     use automerge::ReadDoc;
@@ -292,13 +304,7 @@ fn writers_who_set_the_same_value_do_not_disagree() {
     merge(&mut a, &mut c);
     let conflicts = a.conflicts();
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
-    let mut values: Vec<_> = conflicts[0]
-        .values
-        .iter()
-        .map(|v| v.value.as_str().unwrap().to_owned())
-        .collect();
-    values.sort();
-    assert_eq!(values, ["2025-11-02", "2025-11-09"]);
+    assert_eq!(sorted_values(&conflicts[0]), ["2025-11-02", "2025-11-09"]);
 }
 
 #[test]
@@ -343,13 +349,7 @@ fn conflicts_list_every_value_and_resolve_everywhere() {
     let conflicts = a.conflicts();
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     assert_eq!(conflicts[0].path, "/title/fr");
-    let mut values: Vec<_> = conflicts[0]
-        .values
-        .iter()
-        .map(|v| v.value.as_str().unwrap().to_owned())
-        .collect();
-    values.sort();
-    assert_eq!(values, ["Réunion A", "Réunion B"]);
+    assert_eq!(sorted_values(&conflicts[0]), ["Réunion A", "Réunion B"]);
     let actors: Vec<_> = conflicts[0]
         .values
         .iter()
