@@ -552,9 +552,9 @@ async function edit(id, edits, opts = {}) {
     edits = [...edits, ...(check.extra ?? [])];
     await app.client.edit(id, edits, opts.message ?? edits.map((e) => `${e.op} ${e.path}`).join(", "));
     $("#notice").textContent = "";
-    // A record now locked is drawn locked.
+    // A record now locked is drawn locked (its date notes with it).
     if (opts.rerender || check.locks) recordView(id);
-    if (edits.some((e) => /^\/(status|approved_on|signed_on|in_force_from|ends_on)$/.test(e.path))) dateHints(id);
+    else if (edits.some((e) => DATED.has(e.path))) dateHints(id);
     // The control that made the change, redrawn, keeps the focus.
     if (opts.rerender && opts.focus) $(opts.focus)?.focus();
     return true;
@@ -566,6 +566,8 @@ async function edit(id, edits, opts = {}) {
 
 /** The date an agreement's status has: signed, on `signed_on`. */
 const STATUS_DATE = { approved: "approved_on", signed: "signed_on", in_force: "in_force_from", ended: "ends_on" };
+/** The paths whose change may add or remove such a note (`dateHints`). */
+const DATED = new Set(["/status", ...Object.values(STATUS_DATE).map((f) => `/${f}`)]);
 
 /**
  * An agreement whose status has a date (signed, on `signed_on`) and whose
@@ -603,10 +605,9 @@ function mayWrite(id, edits) {
   for (const e of edits) {
     const key = e.path.slice(1);
     if (!WEIGHED.test(e.path)) continue;
-    const members = Array.isArray(after[key]) ? after[key] : Object.keys(after[key] ?? {});
     if (e.op === "set") after[key] = e.value;
-    else if (e.op === "add_member") after[key] = [...members, e.member];
-    else if (e.op === "remove_member") after[key] = members.filter((m) => m !== e.member);
+    else if (e.op === "add_member") after[key] = [...membersOf(after[key]), e.member];
+    else if (e.op === "remove_member") after[key] = membersOf(after[key]).filter((m) => m !== e.member);
   }
   if (!notOurs(view, id) && notOurs({ kind: view.kind, record: after }, id)) {
     tell(tr(["meeting", "report"].includes(view.kind) ? "moveNotYours" : "moveNotOurs"));
@@ -644,6 +645,12 @@ function formLock(view, id) {
 
 const bare = (link) => (link ?? "").replace(/^automerge:/, "");
 
+/** A set field's members, whether read as an array or as a map. */
+const membersOf = (v) => (Array.isArray(v) ? v : Object.keys(v ?? {}));
+
+/** Whether `person` is this device's person record. */
+const isMyPerson = (person) => !!app.me?.person && !!person && bare(app.me.person) === bare(person);
+
 /**
  * Whether a record is none of this delegate's, as the server judges it
  * (`permissions::owns`): a city, agreement, project or person of none of
@@ -657,15 +664,13 @@ function notOurs(view, id) {
   // which judges who may mend it.
   if (role() !== "delegate" || !app.me || !view.record) return false;
   const mine = (city) => city != null && (app.me.cities ?? []).some((c) => bare(c) === bare(city));
-  const members = (v) => (Array.isArray(v) ? v : Object.keys(v ?? {}));
   const r = view.record ?? {};
-  const me = (person) => !!app.me.person && !!person && bare(app.me.person) === bare(person);
   const createdElsewhere = () => id != null && app.creators.has(bare(id)) && app.creators.get(bare(id)) !== app.me.id;
   switch (view.kind) {
     case "city": return !mine(id);
-    case "agreement": return !members(r.parties).some(mine);
+    case "agreement": return !membersOf(r.parties).some(mine);
     case "project": return !mine(r.owner_city);
-    case "person": return !mine(r.city) && !me(id);
+    case "person": return !mine(r.city) && !isMyPerson(id);
     case "meeting":
     case "report": return !theirsInPerson(view.kind, view.record) && createdElsewhere();
     default: return false;
@@ -674,10 +679,9 @@ function notOurs(view, id) {
 
 /** Whether this device's person chairs or attends a meeting, or wrote a report. */
 function theirsInPerson(kind, record) {
-  const me = (person) => !!app.me?.person && !!person && bare(app.me.person) === bare(person);
   const r = record ?? {};
-  if (kind === "report") return me(r.author);
-  return me(r.chair) || (Array.isArray(r.attendees) ? r.attendees : Object.keys(r.attendees ?? {})).some(me);
+  if (kind === "report") return isMyPerson(r.author);
+  return isMyPerson(r.chair) || membersOf(r.attendees).some(isMyPerson);
 }
 
 /**
@@ -1043,26 +1047,21 @@ function dashboardView() {
   const agreements = app.summaries.filter((s) => s.kind === "agreement");
   const projects = app.summaries.filter((s) => s.kind === "project");
   const read = app.summaries.map((s) => { try { return { id: s.id, view: app.client.read(s.id) }; } catch { return null; } }).filter(Boolean);
-  const overdue = [];
-  for (const { id, view } of read) {
-    // A project done or cancelled has nothing left to be late for, though
-    // nobody closed its milestones.
-    if (view.kind !== "project" || ["done", "cancelled"].includes(view.record?.status)) continue;
-    for (const m of view.record?.milestones ?? []) {
-      if (m.due && m.due < today() && !["done", "cancelled"].includes(m.status)) overdue.push({ id, view, m });
-    }
-  }
-  overdue.sort((a, b) => a.m.due.localeCompare(b.m.due));
+  // The items of `list` in records of `kind` still open (`closed` lists
+  // the records' statuses that close them) past their `due` date and not
+  // `done` themselves, soonest due first.
+  const pastDue = (kind, list, closed, done) => read
+    .filter(({ view }) => view.kind === kind && !closed.includes(view.record?.status))
+    .flatMap(({ id, view }) => (view.record?.[list] ?? [])
+      .filter((item) => item.due && item.due < today() && !done.includes(item.status))
+      .map((item) => ({ id, view, item })))
+    .sort((a, b) => a.item.due.localeCompare(b.item.due));
+  // A project done or cancelled has nothing left to be late for, though
+  // nobody closed its milestones.
+  const overdue = pastDue("project", "milestones", ["done", "cancelled"], ["done", "cancelled"]);
   // Commitments of agreements in force or on their way, past due and not
   // kept or dropped: how the agreements are carried out on the ground.
-  const late = [];
-  for (const { id, view } of read) {
-    if (view.kind !== "agreement" || view.record?.status === "ended") continue;
-    for (const c of view.record?.commitments ?? []) {
-      if (c.due && c.due < today() && !["done", "dropped"].includes(c.status)) late.push({ id, view, c });
-    }
-  }
-  late.sort((a, b) => a.c.due.localeCompare(b.c.due));
+  const late = pastDue("agreement", "commitments", ["ended"], ["done", "dropped"]);
   // Projects still planned, active or on hold past the day they were to end.
   const pastEnd = read.filter(({ view }) => view.kind === "project" && view.record?.ends_on && view.record.ends_on < today()
     && !["done", "cancelled"].includes(view.record.status))
@@ -1077,8 +1076,8 @@ function dashboardView() {
   const latest = (runs, arrived) => runs
     .map((r) => ({ r, at: r.hashes.reduce((t, x) => Math.max(t, arrived.get(x) ?? 0), 0) || r.newest.time }))
     .sort((a, b) => b.at - a.at).slice(0, 30);
-  const drawRecent = (runs, arrived = new Map(), names = new Map()) => {
-    fill(recent, latest(runs, arrived).map(({ r, at }) => h("li", {},
+  const drawRecent = (shown, names = new Map()) => {
+    fill(recent, shown.map(({ r, at }) => h("li", {},
       h("time", {}, formatDateTime(app.lang, r.newest.time)), " · ",
       at - r.newest.time > 3600 ? [...trIsolated("receivedAt", { time: formatDateTime(app.lang, at) }), " · "] : null,
       h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
@@ -1094,7 +1093,7 @@ function dashboardView() {
     for (const e of log) local.push({ ...e, id: s.id });
   }
   local.sort((a, b) => b.time - a.time);
-  drawRecent(runsOf(local));
+  drawRecent(latest(runsOf(local), new Map()));
   // With the server: who delivered each change, when it arrived, and
   // changes not yet here.
   api("/api/changes?limit=30").then(async (res) => {
@@ -1107,20 +1106,19 @@ function dashboardView() {
     const elsewhere = delivered.filter((c) => !here.has(c.hash))
       .map((c) => ({ id: c.record, hash: c.hash, time: c.received_at, actor: `device:${c.device}`, fields: [] }));
     const entries = [...local, ...elsewhere].sort((a, b) => b.time - a.time);
-    const runs = runsOf(entries);
-    drawRecent(runs, arrived, names);
+    const shown = latest(runsOf(entries), arrived);
+    drawRecent(shown, names);
     // The server's newest deliveries leave out changes it made itself (the
     // initial data), older ones, and those this device has not sent: each
     // record's history names those.
-    const unnamed = app.view === view
-      ? [...new Set(latest(runs, arrived).map(({ r }) => r).filter((r) => !r.hashes.some((x) => names.has(x))).map((r) => r.id))]
-      : [];
+    const nameless = (r) => !r.hashes.some((x) => names.has(x));
+    const unnamed = app.view === view ? [...new Set(shown.map(({ r }) => r).filter(nameless).map((r) => r.id))] : [];
     const named = await Promise.all(unnamed.map((id) => deliverers(id).catch(() => null)));
     named.forEach((name, i) => {
       if (!name) return;
-      for (const r of runs) if (r.id === unnamed[i] && !r.hashes.some((x) => names.has(x))) names.set(r.newest.hash, name(r.newest.hash));
+      for (const { r } of shown) if (r.id === unnamed[i] && nameless(r)) names.set(r.newest.hash, name(r.newest.hash));
     });
-    if (unnamed.length && app.view === view) drawRecent(runs, arrived, names);
+    if (unnamed.length && app.view === view) drawRecent(shown, names);
   }).catch(() => {});
 
   const byCity = new Map();
@@ -1144,23 +1142,29 @@ function dashboardView() {
     h("section", { id: "by-city" }, h("h3", {}, tr("projectsByCity")),
       table([tr("city"), tr("kinds.project"), tr("value.active"), tr("overdueMilestones")],
         [...byCity.entries()].map(([city, r]) => [words(cityName(city)), n(r.total), n(r.active), n(r.overdue)]))),
-    h("section", { id: "overdue" }, h("h3", {}, tr("overdueMilestones")),
-      overdue.length ? h("ul", {}, overdue.map((o) => h("li", {},
-        h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang) || o.id)), " — ", words(o.m.title), " · ",
-        tr("due", { date: formatDate(app.lang, o.m.due) })))) : h("p", { class: "note" }, tr("none"))),
-    h("section", { id: "past-end" }, h("h3", {}, tr("projectsPastEnd")),
-      pastEnd.length ? h("ul", {}, pastEnd.map(({ id, view: p }) => h("li", {},
-        h("a", { href: `#/r/${id}` }, words(pick(p.title, app.lang) || id)), " · ", tr(`value.${p.record.status}`), " · ",
-        tr("endedOn", { date: formatDate(app.lang, p.record.ends_on) })))) : h("p", { class: "note" }, tr("none"))),
-    h("section", { id: "late-commitments" }, h("h3", {}, tr("overdueCommitments")),
-      late.length ? h("ul", {}, late.map((o) => h("li", {},
-        h("a", { href: `#/r/${o.id}` }, words(pick(o.view.title, app.lang) || o.id)), " — ", words(o.c.text),
-        o.c.party ? [" · ", words(titleOf(o.c.party))] : null, " · ",
-        tr("due", { date: formatDate(app.lang, o.c.due) })))) : h("p", { class: "note" }, tr("none"))),
+    lateSection("overdue", tr("overdueMilestones"), overdue, (o) => [" — ", words(o.item.title), " · ",
+      tr("due", { date: formatDate(app.lang, o.item.due) })]),
+    lateSection("past-end", tr("projectsPastEnd"), pastEnd, ({ view: p }) => [" · ", tr(`value.${p.record.status}`), " · ",
+      tr("endedOn", { date: formatDate(app.lang, p.record.ends_on) })]),
+    lateSection("late-commitments", tr("overdueCommitments"), late, (o) => [" — ", words(o.item.text),
+      o.item.party ? [" · ", words(titleOf(o.item.party))] : null, " · ",
+      tr("due", { date: formatDate(app.lang, o.item.due) })]),
     h("section", { id: "recent" }, h("h3", {}, tr("recentChanges")), recent),
     conflictList(read),
     exportSection(),
   );
+}
+
+/**
+ * A dashboard list of what is late: each `{id, view}` as a link to its
+ * record (by its title, else its id) followed by `rest(entry)`; "none"
+ * when nothing is.
+ */
+function lateSection(id, heading, entries, rest) {
+  return h("section", { id }, h("h3", {}, heading),
+    entries.length
+      ? h("ul", {}, entries.map((e) => h("li", {}, h("a", { href: `#/r/${e.id}` }, words(pick(e.view.title, app.lang) || e.id)), rest(e).flat())))
+      : h("p", { class: "note" }, tr("none")));
 }
 
 const topFields = (paths) => [...new Set(paths.map((p) => p.split("/")[1]).filter(Boolean))];

@@ -622,13 +622,14 @@ export function creationRows(ctx, fields) {
       // Records chosen that are not on the phone yet are checked once they
       // arrive, and are what the form gives meanwhile.
       let wanted = [];
-      read.push((out) => { const m = [...boxes.filter((b) => b.checked).map((b) => b.value), ...wanted]; if (m.length) out[name] = m; });
+      const chosen = () => [...boxes.filter((b) => b.checked).map((b) => b.value), ...wanted];
+      read.push((out) => { const m = chosen(); if (m.length) out[name] = m; });
       kept.set(name, {
-        get: () => [...boxes.filter((b) => b.checked).map((b) => b.value), ...wanted],
+        get: chosen,
         set: (v) => {
-          const chosen = Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
-          for (const b of boxes) b.checked = chosen.includes(b.value);
-          wanted = chosen.filter((x) => !boxes.some((b) => b.value === x));
+          const given = Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
+          for (const b of boxes) b.checked = given.includes(b.value);
+          wanted = given.filter((x) => !boxes.some((b) => b.value === x));
         },
       });
       if (!field.values) {
