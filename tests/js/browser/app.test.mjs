@@ -40,6 +40,10 @@ async function signIn(server, invite, options = {}) {
 const upToDate = (page) =>
   until(page, () => document.querySelector("#sync")?.dataset.state === "up-to-date", undefined, "up to date");
 
+/** Waits until the phone has learnt from the server that it is a device of `role`. */
+const knownAs = (page, role) =>
+  until(page, (role) => JSON.parse(localStorage.getItem("me") ?? "null")?.role === role || null, role, "who this device is");
+
 async function show(page, hash) {
   await page.evaluate((hash) => { location.hash = hash; }, hash);
 }
@@ -158,7 +162,7 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     const cities = await (await server.api("/api/records?kind=city")).json();
     const { page, context } = await signIn(server, { name: "Delegate elsewhere", role: "delegate", cities: [cities[0].id] });
     await upToDate(page);
-    await until(page, () => JSON.parse(localStorage.getItem("me") ?? "null")?.role === "delegate" || null, undefined, "who this device is");
+    await knownAs(page, "delegate");
     await show(page, `#/r/${report.id}`);
     const lang = await page.evaluate(() => document.documentElement.lang);
     assert.equal(await until(page, () => document.querySelector("#view p.locked")?.textContent, undefined, "the report locked"), STRINGS[lang].lockedNotAuthor);
@@ -528,7 +532,7 @@ test("a delegate sees which records are not theirs to change before typing into 
     const theirs = agreements.find((a) => a.title.fr.endsWith("– Niamey"));
     const { page, context } = await signIn(server, { name: "Dakar phone", role: "delegate", cities: [dakar.url] });
     await upToDate(page);
-    await until(page, () => JSON.parse(localStorage.getItem("me") ?? "null")?.role === "delegate" || null, undefined, "who this device is");
+    await knownAs(page, "delegate");
     // Niamey's agreement: read only, with the reason, and no choice in a disagreement.
     await show(page, `#/r/${theirs.id}`);
     const note = await until(page, () => document.querySelector("p.note.locked")?.textContent, undefined, "the lock note");
@@ -1322,34 +1326,31 @@ test("the dashboard lists what is late: no milestone of a cancelled project, an 
     await upToDate(page);
     const [project] = await (await server.api("/api/records?kind=project")).json();
     const overdue = (id) => document.querySelectorAll(`#overdue a[href="#/r/${id}"]`).length;
+    // A record changed on this phone, and the dashboard drawn again.
+    const change = async (id, edits) => {
+      await page.evaluate(([id, edits]) => window.twinsync.edit(id, edits, "changed"), [id, edits]);
+      await show(page, "#/");
+      await show(page, "#/dashboard");
+    };
     await show(page, "#/dashboard");
     // The demo project's milestones are past due.
     assert.ok(await until(page, overdue, project.id, "the overdue milestones") > 0);
-    await page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/status", value: "cancelled" }], "cancelled"), project.id);
-    await show(page, "#/");
-    await show(page, "#/dashboard");
+    await change(project.id, [{ op: "set", path: "/status", value: "cancelled" }]);
     await until(page, (id) => document.querySelector("#overdue") && document.querySelectorAll(`#overdue a[href="#/r/${id}"]`).length === 0, project.id, "no overdue milestone left");
     const counts = await page.$$eval("#by-city tbody tr", (rows) => rows.map((r) => r.lastElementChild.textContent));
     assert.ok(counts.every((c) => /^[0٠]$/.test(c)), counts.join(" | "));
     // An agreement's commitment past due and still open is listed; kept, it is not.
     const [agreement] = await (await server.api("/api/records?kind=agreement")).json();
-    await page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/commitments", after: "$end",
-      item: { id: "c1", text: "Échange de bibliothécaires", due: "2026-01-15", status: "open" } }], "commitment"), agreement.id);
-    await show(page, "#/");
-    await show(page, "#/dashboard");
+    await change(agreement.id, [{ op: "insert_item", path: "/commitments", after: "$end",
+      item: { id: "c1", text: "Échange de bibliothécaires", due: "2026-01-15", status: "open" } }]);
     const late = await until(page, () => document.querySelector("#late-commitments li")?.textContent, undefined, "the late commitment");
     assert.ok(late.includes("Échange de bibliothécaires") && late.includes(agreement.title.ar), late);
-    await page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/commitments/c1/status", value: "done" }], "kept"), agreement.id);
-    await show(page, "#/");
-    await show(page, "#/dashboard");
+    await change(agreement.id, [{ op: "set", path: "/commitments/c1/status", value: "done" }]);
     await until(page, () => (document.querySelector("#late-commitments") && !document.querySelector("#late-commitments li")) || null, undefined, "no late commitment");
     // A project still active past its end date is listed; cancelled, it was not.
     await page.waitForSelector("#past-end");
     assert.equal(await page.$(`#past-end a[href="#/r/${project.id}"]`), null);
-    await page.evaluate((id) => window.twinsync.edit(id, [
-      { op: "set", path: "/status", value: "active" }, { op: "set", path: "/ends_on", value: "2026-01-31" }], "reopened"), project.id);
-    await show(page, "#/");
-    await show(page, "#/dashboard");
+    await change(project.id, [{ op: "set", path: "/status", value: "active" }, { op: "set", path: "/ends_on", value: "2026-01-31" }]);
     const ended = await until(page, (id) => document.querySelector(`#past-end a[href="#/r/${id}"]`)?.parentElement.textContent, project.id, "the project past its end");
     assert.ok(ended.includes(STRINGS.ar["value.active"]), ended);
     await context.close();
@@ -1365,7 +1366,7 @@ test("what a delegate cannot take back is asked first or refused: adopting minut
     const city = record.parties.at(-1);
     const { page, context } = await signIn(server, { name: "Secretary", role: "delegate", person: people.a, cities: [city] });
     await upToDate(page);
-    await until(page, () => JSON.parse(localStorage.getItem("me") ?? "null")?.role === "delegate" || null, undefined, "who this device is");
+    await knownAs(page, "delegate");
     const ar = STRINGS.ar;
 
     // A new meeting's form has no "adopted" box: minutes are adopted once written.
@@ -1453,7 +1454,7 @@ test("a delegate attending a meeting another device created cannot drop themselv
     await coordinator.context.close();
     const { page, context } = await signIn(server, { name: "Attendee", role: "delegate", person: me, cities: [people.city] });
     await upToDate(page);
-    await until(page, () => JSON.parse(localStorage.getItem("me") ?? "null")?.role === "delegate" || null, undefined, "who this device is");
+    await knownAs(page, "delegate");
     // Theirs while they attend: the app asks who created it.
     const asked = page.waitForResponse((r) => r.url().endsWith(`/api/records/${meeting.id}`));
     await show(page, `#/r/${meeting.id}`);
