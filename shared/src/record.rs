@@ -319,8 +319,11 @@ pub fn document_at_time(
 /// splice there counts from. `None` if `path` names no text field.
 pub fn document_text(doc: &Automerge, path: &str) -> Option<String> {
     let kind = read::kind_of(doc).ok()?;
-    let text = path::locate_text(doc, kind, path).ok()?;
-    doc.text(&text).ok()
+    match path::locate_text(doc, kind, path).ok()?.2 {
+        path::Stored::Text(text) => doc.text(&text).ok(),
+        path::Stored::Plain(s) => Some(s),
+        path::Stored::Absent => Some(String::new()),
+    }
 }
 
 /// The kind a document says it is, if it says a valid one.

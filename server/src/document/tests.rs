@@ -645,3 +645,72 @@ async fn a_record_unreadable_while_storage_failed_is_read_again_once_it_recovers
     let heard = errors(&mut pierre);
     assert!(heard.is_empty(), "{heard:?}");
 }
+
+/// A meeting stored under schema 1, whose guests were a plain string, is
+/// brought to schema 2 when its task loads it, and stored so. A phone that
+/// typed into those guests offline, before the migration reached it, keeps
+/// its words: in the record, or as one side of a disagreement.
+#[tokio::test]
+async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_its_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+    let mut old = twinsync_shared::record::new_document();
+    old.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(automerge::ROOT, "schema", 1i64)?;
+        tx.put(automerge::ROOT, "kind", "meeting")?;
+        let title = tx.put_object(automerge::ROOT, "title", automerge::ObjType::Map)?;
+        tx.put(&title, "fr", "Conseil")?;
+        tx.put(automerge::ROOT, "date", "2025-10-30")?;
+        tx.put(automerge::ROOT, "guests", "Le maire de Dakar")
+    })
+    .unwrap();
+    let id = DocumentId::random();
+    let summary = twinsync_shared::record::summarise_read(&old, &read_document(&old));
+    store.append(id, &old.save(), &summary, &[], 1).unwrap();
+    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
+    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+
+    run_queued(&hub, id, Vec::new()).await;
+    let stored = hub.store.load(id).unwrap().unwrap();
+    let record = read_document(&stored).unwrap();
+    assert!(matches!(
+        stored.get(automerge::ROOT, "schema").unwrap(),
+        Some((automerge::Value::Scalar(v), _)) if v.as_i64() == Some(2)
+    ));
+    assert_eq!(record["guests"], "Le maire de Dakar");
+    assert!(matches!(
+        stored.get(automerge::ROOT, "guests").unwrap(),
+        Some((automerge::Value::Object(automerge::ObjType::Text), _))
+    ));
+
+    let mut phone = replica("amina", Role::Coordinator, &old);
+    let mut edited = RecordDoc::from_automerge(std::mem::take(&mut phone.doc));
+    edited
+        .edit(
+            &Commit::new("guests", 2),
+            &[twinsync_shared::record::Edit::SpliceText {
+                path: "/guests".into(),
+                index: 17,
+                delete: 0,
+                insert: "، رئيس جماعة السمارة".into(),
+            }],
+        )
+        .unwrap();
+    phone.doc = edited.into_automerge();
+    let data = phone
+        .doc
+        .generate_sync_message(&mut phone.state)
+        .unwrap()
+        .encode();
+    run_queued(&hub, id, vec![sync_from(&phone, data)]).await;
+    assert!(errors(&mut phone).is_empty());
+    let stored = hub.store.load(id).unwrap().unwrap();
+    let typed = "Le maire de Dakar، رئيس جماعة السمارة";
+    let shown = read_document(&stored).unwrap()["guests"].clone();
+    let conflicts = twinsync_shared::record::document_conflicts(&stored);
+    let kept = shown == typed
+        || conflicts
+            .iter()
+            .any(|c| c.path == "/guests" && c.values.iter().any(|v| v.value == typed));
+    assert!(kept, "shown {shown}, disagreements {conflicts:?}");
+}

@@ -16,7 +16,7 @@ pub const STATUSES: &[&str] = &[
 
 pub(crate) const COMMITMENT: &[Field] = &[
     ITEM_ID,
-    required("text", Str),
+    required("text", Text),
     field("party", Ref),
     field("due", Date),
     field("status", Enum(&["open", "done", "dropped"])),

@@ -2,11 +2,11 @@
 //! tests) uses to change a record, each addressed by a path.
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ObjId, ObjType, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::path::{Located, container, find_item, locate, locate_text};
+use super::path::{Located, Stored, container, find_item, locate, locate_text};
 use super::read::{ValidationError, kind_of, summarise};
 use super::schema::FieldType;
 use super::write::{add_member, insert_item, put_entry, scalar, set_language, set_languages};
@@ -135,12 +135,23 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                     set_languages(tx, &map, value, path)?;
                 }
                 FieldType::Text => {
-                    let text =
-                        container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a text"))?;
                     let s = value
                         .as_str()
                         .ok_or_else(|| EditError::invalid(path, "must be a string"))?;
-                    tx.update_text(&text, nfc(s))?;
+                    // One text object takes the least diff. Anything else (a
+                    // plain string, nothing, or values written concurrently,
+                    // which writing one settles) becomes a new text object.
+                    let sole = match tx.get_all(&obj, field.name)?.as_slice() {
+                        [(Value::Object(ObjType::Text), text)] => Some(text.clone()),
+                        _ => None,
+                    };
+                    match sole {
+                        Some(text) => tx.update_text(&text, nfc(s))?,
+                        None => {
+                            let text = tx.put_object(&obj, field.name, ObjType::Text)?;
+                            tx.splice_text(&text, 0, 0, &nfc(s))?;
+                        }
+                    }
                 }
                 FieldType::Set(allowed) => {
                     let set =
@@ -179,7 +190,7 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
             delete,
             insert,
         } => {
-            let text = locate_text(tx, kind, path)?;
+            let text = text_to_splice(tx, kind, path)?;
             let len = tx.length(&text);
             if *index > len || index + delete > len {
                 return Err(EditError::invalid(
@@ -250,6 +261,34 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
         },
     }
     Ok(())
+}
+
+/// The text object of the text field at `path`, to splice into. A text
+/// stored as a plain string (a record not yet brought to schema 2, or
+/// written so by another client) or not at all becomes a text object
+/// holding the same characters, so that splices merge from then on. A
+/// plain string with concurrent values is refused: splicing the one shown
+/// would silently settle the disagreement.
+fn text_to_splice<T: Transactable>(
+    tx: &mut T,
+    kind: super::Kind,
+    path: &str,
+) -> Result<ObjId, EditError> {
+    let (obj, field, stored) = locate_text(tx, kind, path)?;
+    let plain = match stored {
+        Stored::Text(text) => return Ok(text),
+        Stored::Plain(s) => s,
+        Stored::Absent => String::new(),
+    };
+    if tx.get_all(&obj, field.name)?.len() > 1 {
+        return Err(EditError::invalid(
+            path,
+            "devices wrote different values here: settle that before typing in it",
+        ));
+    }
+    let text = tx.put_object(&obj, field.name, ObjType::Text)?;
+    tx.splice_text(&text, 0, 0, &plain)?;
+    Ok(text)
 }
 
 /// The item fields of the map field a `/map/<key>` path names.

@@ -10,7 +10,7 @@ pub(crate) const AGENDA_ITEM: &[Field] =
 
 pub(crate) const DECISION: &[Field] = &[
     ITEM_ID,
-    required("text", Str),
+    required("text", Text),
     field("outcome", Enum(&["adopted", "rejected", "deferred"])),
 ];
 
@@ -22,7 +22,7 @@ pub(crate) const FIELDS: &[Field] = &[
     field("city", Ref),
     field("chair", Ref),
     field("attendees", Set(None)),
-    field("guests", Str),
+    field("guests", Text),
     field("agenda", List(AGENDA_ITEM)),
     field("minutes", Text),
     field("decisions", List(DECISION)),

@@ -7,17 +7,74 @@
 //! schemas as they are until the server's migration reaches them.
 
 use automerge::transaction::{Transactable, Transaction};
-use automerge::{Automerge, ROOT};
+use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 use super::edit::{Commit, EditError};
 use super::read::{ValidationError, schema_version};
-use super::schema::SCHEMA_VERSION;
+use super::schema::{Field, FieldType, Kind, SCHEMA_VERSION};
 
 /// One step: from schema `n` to `n + 1`, for `n` = its index + 1.
 type Step = fn(&mut Transaction<'_>) -> Result<(), EditError>;
 
 /// Schema 1 is the first; a step is added here with each new schema.
-const STEPS: &[Step] = &[];
+const STEPS: &[Step] = &[texts_become_text_objects];
+
+/// Schema 2: a meeting's guests and the wording of decisions and of
+/// commitments were plain strings, so two delegates editing one at once
+/// left a disagreement for a coordinator to settle, one version winning
+/// whole. Every text field now holds a text object, merged character by
+/// character. A plain string becomes a text object with the same
+/// characters, an absent text an empty one (no device then has to create
+/// it, which two could do at once). A plain string with concurrent values
+/// is left as it is: replacing it would settle the disagreement unseen.
+fn texts_become_text_objects(tx: &mut Transaction<'_>) -> Result<(), EditError> {
+    let kind = match tx.get(ROOT, "kind")? {
+        Some((Value::Scalar(s), _)) => s.as_str().and_then(|k| k.parse::<Kind>().ok()),
+        _ => None,
+    };
+    match kind {
+        Some(kind) => texts_in(tx, &ROOT, kind.fields()),
+        None => Ok(()),
+    }
+}
+
+fn texts_in(tx: &mut Transaction<'_>, obj: &ObjId, fields: &[Field]) -> Result<(), EditError> {
+    for field in fields {
+        let values = tx.get_all(obj, field.name)?;
+        match (&field.ty, values.as_slice()) {
+            (FieldType::Text, []) => {
+                tx.put_object(obj, field.name, ObjType::Text)?;
+            }
+            (FieldType::Text, [(Value::Scalar(s), _)]) => {
+                if let ScalarValue::Str(plain) = s.as_ref() {
+                    let plain = plain.to_string();
+                    let text = tx.put_object(obj, field.name, ObjType::Text)?;
+                    tx.splice_text(&text, 0, 0, &plain)?;
+                }
+            }
+            (FieldType::List(item), [(Value::Object(ObjType::List), list)]) => {
+                let list = list.clone();
+                for index in 0..tx.length(&list) {
+                    if let Some((Value::Object(ObjType::Map), entry)) = tx.get(&list, index)? {
+                        texts_in(tx, &entry, item)?;
+                    }
+                }
+            }
+            (FieldType::Map(item), [(Value::Object(ObjType::Map), map)]) => {
+                let map = map.clone();
+                for key in tx.keys(&map).collect::<Vec<_>>() {
+                    if let Some((Value::Object(ObjType::Map), entry)) =
+                        tx.get(&map, key.as_str())?
+                    {
+                        texts_in(tx, &entry, item)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 /// Why a record could not be migrated.
 #[derive(Debug, thiserror::Error)]

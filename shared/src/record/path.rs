@@ -86,8 +86,21 @@ pub(crate) fn locate<D: ReadDoc>(doc: &D, kind: Kind, path: &str) -> Result<Loca
     }
 }
 
-/// The text object of the text field at `path`, or why `path` names none.
-pub(crate) fn locate_text<D: ReadDoc>(doc: &D, kind: Kind, path: &str) -> Result<ObjId, EditError> {
+/// How a text field is stored: a text object, as this build writes it, or
+/// a plain string, as schema 1 stored a meeting's guests and the text of
+/// decisions and commitments (and as other clients may write any text).
+pub(crate) enum Stored {
+    Text(ObjId),
+    Plain(String),
+    Absent,
+}
+
+/// The text field at `path` and how it is stored, or why `path` names none.
+pub(crate) fn locate_text<D: ReadDoc>(
+    doc: &D,
+    kind: Kind,
+    path: &str,
+) -> Result<(ObjId, &'static Field, Stored), EditError> {
     let wrong = |what: &str| EditError::not_a(path, what);
     let Located::Field { obj, field } = locate(doc, kind, path)? else {
         return Err(wrong("a text field"));
@@ -95,11 +108,16 @@ pub(crate) fn locate_text<D: ReadDoc>(doc: &D, kind: Kind, path: &str) -> Result
     if !matches!(field.ty, FieldType::Text) {
         return Err(wrong("a text field"));
     }
-    let text = container(doc, &obj, field.name).ok_or_else(|| wrong("a text"))?;
-    if doc.object_type(&text)? != ObjType::Text {
-        return Err(wrong("a text object"));
-    }
-    Ok(text)
+    let stored = match doc.get(&obj, field.name)? {
+        Some((Value::Object(ObjType::Text), text)) => Stored::Text(text),
+        Some((Value::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Str(s) => Stored::Plain(s.to_string()),
+            _ => return Err(wrong("a text")),
+        },
+        Some(_) => return Err(wrong("a text object")),
+        None => Stored::Absent,
+    };
+    Ok((obj, field, stored))
 }
 
 /// The object stored at `key` of `obj`, whatever its type.

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// The schema version this build writes. The server migrates older
 /// documents when it loads them (see `record::migrate`).
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// The seven kinds of record; one Automerge document per record.
 #[derive(
@@ -108,7 +108,8 @@ pub enum FieldType {
     /// A short string in Arabic, French and English: a map `{ar, fr, en}`
     /// whose languages are edited independently.
     Multilingual,
-    /// Long text (minutes, reports), merged character by character.
+    /// Prose (minutes, reports, a decision's wording, a meeting's guests),
+    /// merged character by character.
     Text,
     /// A calendar date, `YYYY-MM-DD`.
     Date,

@@ -1,0 +1,260 @@
+//! Schema 2: a meeting's guests and the wording of decisions and of an
+//! agreement's commitments are text merged character by character, as the
+//! minutes are. Records stored under schema 1 held them as plain strings:
+//! the server migrates them, and a phone that edits one before the
+//! migration reaches it turns it into text itself.
+
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use serde_json::json;
+use twinsync_shared::record::{
+    Commit, Edit, Kind, RecordDoc, SCHEMA_VERSION, document_text, migrate, new_document,
+};
+
+fn commit(message: &str, time: i64) -> Commit {
+    Commit::new(message, time)
+}
+
+fn fork(doc: &RecordDoc) -> RecordDoc {
+    let mut other = RecordDoc::load(&doc.save()).unwrap();
+    other.doc_mut().set_actor(ActorId::random());
+    other
+}
+
+fn merge(a: &mut RecordDoc, b: &mut RecordDoc) {
+    a.doc_mut().merge(b.doc_mut()).unwrap();
+    b.doc_mut().merge(a.doc_mut()).unwrap();
+}
+
+fn splice(path: &str, index: usize, insert: &str) -> Edit {
+    Edit::SpliceText {
+        path: path.into(),
+        index,
+        delete: 0,
+        insert: insert.into(),
+    }
+}
+
+/// A meeting as schema 1 stored it: guests and a decision's text as plain
+/// strings, written the way the build before this one wrote them.
+fn schema_1_meeting() -> Automerge {
+    let mut doc = new_document();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(ROOT, "schema", 1i64)?;
+        tx.put(ROOT, "kind", "meeting")?;
+        let title = tx.put_object(ROOT, "title", ObjType::Map)?;
+        tx.put(&title, "fr", "Conseil de coordination")?;
+        tx.put(ROOT, "date", "2025-10-30")?;
+        tx.put(ROOT, "guests", "Le maire de Dakar, رئيس جماعة السمارة")?;
+        let minutes = tx.put_object(ROOT, "minutes", ObjType::Text)?;
+        tx.splice_text(&minutes, 0, 0, "بداية")?;
+        let decisions = tx.put_object(ROOT, "decisions", ObjType::List)?;
+        let d1 = tx.insert_object(&decisions, 0, ObjType::Map)?;
+        tx.put(&d1, "id", "d1")?;
+        tx.put(&d1, "text", "Jumeler les bibliothèques")?;
+        tx.put(&d1, "outcome", "adopted")?;
+        Ok(())
+    })
+    .unwrap();
+    doc
+}
+
+fn value_at(doc: &Automerge, obj: &ObjId, key: &str) -> Value<'static> {
+    let (value, _) = doc.get(obj, key).unwrap().expect("a value");
+    value.to_owned()
+}
+
+fn decision(doc: &Automerge) -> ObjId {
+    let (_, decisions) = doc.get(ROOT, "decisions").unwrap().unwrap();
+    let (_, d1) = doc.get(&decisions, 0).unwrap().unwrap();
+    d1
+}
+
+#[test]
+fn two_delegates_editing_one_decision_at_once_keep_both_words() {
+    let mut a = RecordDoc::create(
+        Kind::Meeting,
+        &json!({
+            "title": {"fr": "Conseil de coordination"},
+            "date": "2025-10-30",
+            "guests": "Le maire de Dakar",
+            "decisions": [{"id": "d1", "text": "Jumeler les bibliothèques", "outcome": "adopted"}],
+        }),
+        &commit("New meeting", 100),
+    )
+    .unwrap();
+    let mut b = fork(&a);
+    // Offline, one delegate prefixes the decision in Arabic, the other
+    // completes it in French; both also add a guest.
+    a.edit(
+        &commit("Smara", 1),
+        &[
+            splice("/decisions/d1/text", 0, "قرار: "),
+            splice("/guests", 17, ", رئيس جماعة السمارة"),
+        ],
+    )
+    .unwrap();
+    b.edit(
+        &commit("Pune", 2),
+        &[
+            splice("/decisions/d1/text", 25, " de Smara et de Pune"),
+            splice("/guests", 0, "La maire de Pune, "),
+        ],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    for doc in [&a, &b] {
+        let record = doc.read().unwrap();
+        assert_eq!(
+            record["decisions"][0]["text"],
+            "قرار: Jumeler les bibliothèques de Smara et de Pune"
+        );
+        assert_eq!(
+            record["guests"],
+            "La maire de Pune, Le maire de Dakar, رئيس جماعة السمارة"
+        );
+        assert!(doc.conflicts().is_empty(), "{:?}", doc.conflicts());
+    }
+}
+
+#[test]
+fn two_delegates_editing_one_commitment_at_once_keep_both_words() {
+    let mut a = RecordDoc::create(
+        Kind::Agreement,
+        &json!({
+            "title": {"fr": "Jumelage Smara–Pune"},
+            "status": "signed",
+            "commitments": [{"id": "c1", "text": "Échange d'étudiants"}],
+        }),
+        &commit("New agreement", 100),
+    )
+    .unwrap();
+    let mut b = fork(&a);
+    a.edit(
+        &commit("a", 1),
+        &[splice("/commitments/c1/text", 19, " en 2026")],
+    )
+    .unwrap();
+    b.edit(
+        &commit("b", 2),
+        &[splice("/commitments/c1/text", 0, "تبادل — ")],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    assert_eq!(
+        a.read().unwrap()["commitments"][0]["text"],
+        "تبادل — Échange d'étudiants en 2026"
+    );
+    assert_eq!(a.read().unwrap(), b.read().unwrap());
+}
+
+#[test]
+fn migration_turns_plain_strings_into_text_with_the_same_characters() {
+    let mut doc = schema_1_meeting();
+    let before = RecordDoc::from_automerge(doc.clone()).read().unwrap();
+    assert!(migrate(&mut doc, &commit("migrate", 5)).unwrap());
+    assert!(matches!(
+        value_at(&doc, &ROOT, "guests"),
+        Value::Object(ObjType::Text)
+    ));
+    assert!(matches!(
+        value_at(&doc, &decision(&doc), "text"),
+        Value::Object(ObjType::Text)
+    ));
+    assert!(matches!(
+        value_at(&doc, &ROOT, "schema"),
+        Value::Scalar(s) if s.as_ref() == &ScalarValue::Int(SCHEMA_VERSION as i64)
+    ));
+    let after = RecordDoc::from_automerge(doc.clone());
+    assert_eq!(after.read().unwrap(), before, "nothing a reader sees moved");
+    // Migrated once, left alone after.
+    let heads = doc.get_heads();
+    assert!(!migrate(&mut doc, &commit("again", 6)).unwrap());
+    assert_eq!(doc.get_heads(), heads);
+}
+
+#[test]
+fn migration_gives_an_absent_text_an_empty_one_so_no_phone_creates_it() {
+    let mut doc = schema_1_meeting();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.delete(ROOT, "guests"))
+        .unwrap();
+    migrate(&mut doc, &commit("migrate", 5)).unwrap();
+    let mut a = RecordDoc::from_automerge(doc);
+    let mut b = fork(&a);
+    a.edit(&commit("a", 1), &[splice("/guests", 0, "Orel")])
+        .unwrap();
+    b.edit(&commit("b", 2), &[splice("/guests", 0, "Smara ")])
+        .unwrap();
+    merge(&mut a, &mut b);
+    let guests = a.read().unwrap()["guests"].as_str().unwrap().to_owned();
+    // Both words, in an order Automerge picks the same on every replica.
+    assert!(guests == "OrelSmara " || guests == "Smara Orel", "{guests}");
+    assert_eq!(a.read().unwrap(), b.read().unwrap());
+}
+
+#[test]
+fn a_phone_splicing_an_unmigrated_plain_string_turns_it_into_text() {
+    let mut doc = RecordDoc::from_automerge(schema_1_meeting());
+    let text = document_text(doc.doc(), "/decisions/d1/text").unwrap();
+    assert_eq!(text, "Jumeler les bibliothèques");
+    // Code-point offsets, as the client converts the browser's: after "Jumeler".
+    doc.edit(
+        &commit("offline", 7),
+        &[splice("/decisions/d1/text", 7, " à jamais")],
+    )
+    .unwrap();
+    let d1 = decision(doc.doc());
+    assert!(matches!(
+        value_at(doc.doc(), &d1, "text"),
+        Value::Object(ObjType::Text)
+    ));
+    assert_eq!(
+        doc.read().unwrap()["decisions"][0]["text"],
+        "Jumeler à jamais les bibliothèques"
+    );
+    // A plain guests string read for a splice, and an Arabic one spliced.
+    assert_eq!(
+        document_text(doc.doc(), "/guests").unwrap(),
+        "Le maire de Dakar, رئيس جماعة السمارة"
+    );
+    doc.edit(&commit("offline", 8), &[splice("/guests", 24, "ال")])
+        .unwrap();
+    assert_eq!(
+        doc.read().unwrap()["guests"],
+        "Le maire de Dakar, رئيس الجماعة السمارة"
+    );
+}
+
+#[test]
+fn a_plain_string_with_concurrent_values_is_left_for_a_coordinator() {
+    let mut a = RecordDoc::from_automerge(schema_1_meeting());
+    let mut b = fork(&a);
+    for (doc, guests) in [(&mut a, "Le maire de Dakar"), (&mut b, "La maire de Pune")] {
+        doc.doc_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "guests", guests))
+            .unwrap();
+    }
+    merge(&mut a, &mut b);
+    let mut doc = a.into_automerge();
+    migrate(&mut doc, &commit("migrate", 5)).unwrap();
+    let mut doc = RecordDoc::from_automerge(doc);
+    let conflicts = doc.conflicts();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].path, "/guests");
+    // Typing into the value shown would settle it unseen: refused, with why.
+    let err = doc
+        .edit(&commit("typing", 6), &[splice("/guests", 0, "x")])
+        .unwrap_err();
+    assert!(err.to_string().contains("settle"), "{err}");
+    // Settling it writes a text object, which merges from then on.
+    doc.resolve(&commit("settled", 7), "/guests", json!("La maire de Pune"))
+        .unwrap();
+    assert!(doc.conflicts().is_empty());
+    assert!(matches!(
+        value_at(doc.doc(), &ROOT, "guests"),
+        Value::Object(ObjType::Text)
+    ));
+    assert_eq!(doc.read().unwrap()["guests"], "La maire de Pune");
+}
