@@ -741,6 +741,8 @@ function recordView(id, at = null) {
     byUrl: app.byUrl,
     writable: !locked && at === null,
     editors: new Map(),
+    // Items removed on one phone while another wrote in them, by path.
+    disputed: new Set((view.conflicts ?? []).filter((c) => c.path.endsWith("/removed")).map((c) => c.path.slice(0, -"/removed".length))),
     edit: (edits, opts) => edit(id, edits, opts),
     read: (path) => { try { return valueAt(app.client.read(id).record, path); } catch { return undefined; } },
     // A text field alone, as each keystroke needs it: not the whole record.
@@ -836,7 +838,9 @@ function conflictList(records) {
         writers.set(id, [...(writers.get(id) ?? []), span]);
         return span;
       };
-      const shown = (v) => [words(typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value)), from(v)];
+      const removal = field?.name === "removed";
+      const shown = (v) => [words(removal ? tr(v.value ? "itemRemoved" : "itemKept")
+        : typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value)), from(v)];
       rows.push(h("li", { "data-path": c.path, "data-id": id },
         records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
         h("span", { class: "label" }, pathLabel(view.kind, c.path, view.record)),
@@ -853,7 +857,7 @@ function conflictList(records) {
             }
             route();
           },
-        }, shown(v), " · ", tr("keep")) : h("span", { class: "value" }, shown(v))))));
+        }, shown(v), removal ? null : [" · ", tr("keep")]) : h("span", { class: "value" }, shown(v))))));
     }
   }
   for (const [id, spans] of writers) nameWriters(id, spans);

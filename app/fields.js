@@ -151,14 +151,15 @@ export function showItem(ctx, fields, item) {
 export function fieldRows(ctx, fields, value, prefix = "") {
   const rows = [];
   for (const field of fields) {
-    if (field.name === "id") continue;
+    // An item's id and its removal mark (schema 2) are bookkeeping.
+    if (field.name === "id" || field.name === "removed") continue;
     const path = `${prefix}/${field.name}`;
     const v = value?.[field.name];
     const id = `f${++serial}`;
     const label = h("span", { class: "label", id }, t(ctx.lang, `field.${field.name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
     let body;
     if (ctx.writable) body = editor(ctx, field, v, path);
-    else if (field.type === "list") body = h("ol", { class: "items" }, (v ?? []).map((item) => h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, `${path}/${item.id}`))));
+    else if (field.type === "list") body = h("ol", { class: "items" }, (v ?? []).map((item) => h("li", { "data-item": item.id }, disputed(ctx, `${path}/${item.id}`), fieldRows(ctx, field.fields, item, `${path}/${item.id}`))));
     else if (REF_KIND[field.name] === "*") body = linksShown(ctx, v);
     else if (field.type === "multilingual") body = multilingualShown(ctx, v);
     else body = h("div", { class: "value" }, words(show(ctx, field, v)));
@@ -498,6 +499,11 @@ export async function once(button, action) {
   try { await action(); } finally { button.disabled = false; }
 }
 
+/** A note on an item removed on one phone while another wrote in it. */
+function disputed(ctx, at) {
+  return ctx.disputed?.has(at) ? h("p", { class: "note disputed" }, t(ctx.lang, "removalDisputed")) : null;
+}
+
 /** A value for each required field of a new list item. */
 function blankItem(ctx, fields) {
   const item = {};
@@ -537,7 +543,7 @@ function listEditor(ctx, field, items, path) {
         once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true, focus: `[data-path="${CSS.escape(path)}"] button.add` }));
       },
     }, t(lang, "remove")));
-    list.append(h("li", { "data-item": item.id }, fieldRows(ctx, field.fields, item, at), actions));
+    list.append(h("li", { "data-item": item.id }, disputed(ctx, at), fieldRows(ctx, field.fields, item, at), actions));
   }
   const add = h("button", {
     type: "button", class: "add",

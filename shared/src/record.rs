@@ -4,7 +4,10 @@
 //! A record document's root holds `schema` (a version number), `kind` and
 //! the fields of its kind ([`Kind::fields`]). Every container (multilingual
 //! map, text, set, list, map) is created together with its parent, so no two
-//! writers ever create the same container concurrently and lose one of them.
+//! writers ever create the same container concurrently and lose one of them;
+//! the one exception, a text an older schema stored as a plain string, is
+//! in `record/migrate.rs`. List items are marked removed, never deleted
+//! ([`schema::ITEM_REMOVED`]).
 //! Edits name what they change by path: `/title/fr`, `/minutes`,
 //! `/milestones/<item id>/status`.
 

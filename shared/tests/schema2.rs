@@ -258,3 +258,148 @@ fn a_plain_string_with_concurrent_values_is_left_for_a_coordinator() {
     ));
     assert_eq!(doc.read().unwrap()["guests"], "La maire de Pune");
 }
+
+fn meeting_with_a_decision() -> RecordDoc {
+    RecordDoc::create(
+        Kind::Meeting,
+        &json!({
+            "title": {"fr": "Conseil de coordination"},
+            "date": "2025-10-30",
+            "decisions": [
+                {"id": "d1", "text": "Jumeler les bibliothèques", "outcome": "adopted"},
+                {"id": "d2", "text": "Reporter le budget", "outcome": "deferred"},
+            ],
+        }),
+        &commit("New meeting", 100),
+    )
+    .unwrap()
+}
+
+fn remove(path: &str) -> Edit {
+    Edit::RemoveItem { path: path.into() }
+}
+
+fn decision_ids(doc: &RecordDoc) -> Vec<String> {
+    doc.read().unwrap()["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn an_item_removed_while_another_phone_writes_in_it_stays_with_its_words_until_settled() {
+    let mut a = meeting_with_a_decision();
+    let mut b = fork(&a);
+    a.edit(&commit("remove", 1), &[remove("/decisions/d1")])
+        .unwrap();
+    b.edit(
+        &commit("reword", 2),
+        &[splice("/decisions/d1/text", 25, " de Smara")],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    for doc in [&a, &b] {
+        let record = doc.read().unwrap();
+        assert_eq!(record["decisions"][0]["id"], "d1");
+        assert_eq!(
+            record["decisions"][0]["text"],
+            "Jumeler les bibliothèques de Smara"
+        );
+        assert!(
+            record["decisions"][0].get("removed").is_none(),
+            "the field itself is never shown"
+        );
+        let conflicts = doc.conflicts();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].path, "/decisions/d1/removed");
+        let mut values: Vec<_> = conflicts[0]
+            .values
+            .iter()
+            .map(|v| v.value.clone())
+            .collect();
+        values.sort_by_key(|v| v.to_string());
+        assert_eq!(values, [json!(false), json!(true)]);
+    }
+    // Writing in the disputed item keeps the dispute for a coordinator.
+    b.edit(
+        &commit("more", 3),
+        &[splice("/decisions/d1/text", 0, "قرار: ")],
+    )
+    .unwrap();
+    assert_eq!(b.conflicts().len(), 1);
+    // A coordinator keeps the removal: gone on every phone.
+    let mut coordinator = fork(&b);
+    coordinator
+        .resolve(&commit("settled", 4), "/decisions/d1/removed", json!(true))
+        .unwrap();
+    merge(&mut coordinator, &mut a);
+    assert_eq!(decision_ids(&a), ["d2"]);
+    assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
+    // Or keeps the item, words and all.
+    let mut other = fork(&b);
+    other
+        .resolve(&commit("kept", 5), "/decisions/d1/removed", json!(false))
+        .unwrap();
+    assert_eq!(decision_ids(&other), ["d1", "d2"]);
+    assert!(other.conflicts().is_empty());
+}
+
+#[test]
+fn a_removed_item_is_gone_everywhere_and_takes_no_more_writes() {
+    let mut a = meeting_with_a_decision();
+    let mut b = fork(&a);
+    // b's words reached a before a removed the item: a saw them, no dispute.
+    b.edit(
+        &commit("reword", 1),
+        &[splice("/decisions/d1/text", 0, "Vu: ")],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    a.edit(&commit("remove", 2), &[remove("/decisions/d1")])
+        .unwrap();
+    merge(&mut a, &mut b);
+    for doc in [&a, &b] {
+        assert_eq!(decision_ids(doc), ["d2"]);
+        assert!(doc.conflicts().is_empty(), "{:?}", doc.conflicts());
+    }
+    let err = b
+        .edit(&commit("late", 3), &[splice("/decisions/d1/text", 0, "x")])
+        .unwrap_err();
+    assert!(err.to_string().contains("removed"), "{err}");
+    // Its id stays taken, so a new item cannot be mistaken for it.
+    let err = b
+        .edit(
+            &commit("again", 4),
+            &[Edit::InsertItem {
+                path: "/decisions".into(),
+                after: None,
+                item: json!({"id": "d1", "text": "x"}),
+            }],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("exists already"), "{err}");
+    // The log says what was removed; writing in an item is not a change of
+    // its `removed` field.
+    let touched: Vec<Vec<String>> = a.history().into_iter().map(|h| h.fields).collect();
+    assert!(
+        touched.contains(&vec!["/decisions/d1/removed".to_owned()]),
+        "{touched:?}"
+    );
+    assert!(
+        touched.contains(&vec!["/decisions/d1/text".to_owned()]),
+        "{touched:?}"
+    );
+}
+
+#[test]
+fn two_phones_removing_one_item_at_once_agree() {
+    let mut a = meeting_with_a_decision();
+    let mut b = fork(&a);
+    a.edit(&commit("a", 1), &[remove("/decisions/d2")]).unwrap();
+    b.edit(&commit("b", 2), &[remove("/decisions/d2")]).unwrap();
+    merge(&mut a, &mut b);
+    assert_eq!(decision_ids(&a), ["d1"]);
+    assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
+}

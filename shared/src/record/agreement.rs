@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Multilingual;
-use super::schema::{DOMAINS, Field, FieldType::*, ITEM_ID, field, required};
+use super::schema::{DOMAINS, Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
 
 pub const STATUSES: &[&str] = &[
     "draft",
@@ -16,6 +16,7 @@ pub const STATUSES: &[&str] = &[
 
 pub(crate) const COMMITMENT: &[Field] = &[
     ITEM_ID,
+    ITEM_REMOVED,
     required("text", Text),
     field("party", Ref),
     field("due", Date),

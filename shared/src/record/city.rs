@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{Field, FieldType::*, ITEM_ID, field, required};
+use super::schema::{Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
 use super::{Contact, Multilingual};
 
 pub const TWINNING_STATUSES: &[&str] = &[
@@ -16,6 +16,7 @@ pub const TWINNING_STATUSES: &[&str] = &[
 
 pub(crate) const CONTACT: &[Field] = &[
     ITEM_ID,
+    ITEM_REMOVED,
     required("kind", Enum(&["phone", "email", "address", "web", "other"])),
     required("value", Str),
     field("label", Str),

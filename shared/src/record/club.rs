@@ -2,11 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{Field, FieldType::*, ITEM_ID, field, required};
+use super::schema::{Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
 use super::{Kind, Multilingual};
 
 pub(crate) const COUNCIL_MEMBER: &[Field] = &[
     ITEM_ID,
+    ITEM_REMOVED,
     required("person", Ref),
     field("role", Str),
     field("city", Ref),

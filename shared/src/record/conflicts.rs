@@ -10,6 +10,7 @@ use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use super::path::{Removal, removal};
 use super::read::kind_of;
 use super::schema::{Field, FieldType};
 
@@ -54,6 +55,7 @@ fn walk(doc: &Automerge, obj: &ObjId, fields: &[Field], path: &str, out: &mut Ve
                 for index in 0..doc.length(&child) {
                     if let Ok(Some((Value::Object(ObjType::Map), item_obj))) =
                         doc.get(&child, index)
+                        && removal(doc, &item_obj) != Removal::Removed
                     {
                         let id = match doc.get(&item_obj, "id") {
                             Ok(Some((Value::Scalar(s), _))) => s.as_str().map(str::to_owned),

@@ -6,9 +6,11 @@ use automerge::{Automerge, ChangeHash, ObjId, ObjType, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::path::{Located, Stored, container, find_item, locate, locate_text};
+use super::path::{
+    Located, Removal, Stored, container, find_item, item_under, locate, locate_text, removal,
+};
 use super::read::{ValidationError, kind_of, summarise};
-use super::schema::FieldType;
+use super::schema::{FieldType, ITEM_REMOVED};
 use super::write::{add_member, insert_item, put_entry, scalar, set_language, set_languages};
 use crate::text::nfc;
 
@@ -58,7 +60,9 @@ pub enum Edit {
         after: Option<String>,
         item: Json,
     },
-    /// Removes a list item: `/milestones/<id>`.
+    /// Removes a list item: `/milestones/<id>`. The item is marked removed,
+    /// not deleted (`ITEM_REMOVED`), so that words another device wrote in
+    /// it meanwhile are not lost.
     RemoveItem { path: String },
     /// Adds a member to a set field.
     AddMember { path: String, member: String },
@@ -68,6 +72,22 @@ pub enum Edit {
     PutEntry { path: String, value: Json },
     /// Removes a map entry: `/index/<key>`.
     RemoveEntry { path: String },
+}
+
+impl Edit {
+    /// The path the edit is addressed to.
+    pub fn path(&self) -> &str {
+        match self {
+            Edit::Set { path, .. }
+            | Edit::SpliceText { path, .. }
+            | Edit::InsertItem { path, .. }
+            | Edit::RemoveItem { path }
+            | Edit::AddMember { path, .. }
+            | Edit::RemoveMember { path, .. }
+            | Edit::PutEntry { path, .. }
+            | Edit::RemoveEntry { path } => path,
+        }
+    }
 }
 
 /// Inserting with `after: Some(END)` appends.
@@ -113,8 +133,21 @@ pub(crate) fn apply(
         .transact_with(
             |_| commit.options(),
             |tx| {
+                // The items this batch wrote in, each told kept once.
+                let mut kept: Vec<ObjId> = Vec::new();
                 for edit in edits {
+                    let item = inside_item(tx, kind, edit.path())?;
+                    let before = tx.pending_ops();
                     apply_one(tx, kind, edit)?;
+                    if let Some(item) = item
+                        && tx.pending_ops() > before
+                        && !kept.contains(&item)
+                    {
+                        kept.push(item);
+                    }
+                }
+                for item in kept {
+                    tx.put(&item, ITEM_REMOVED.name, false)?;
                 }
                 Ok::<_, EditError>(())
             },
@@ -231,7 +264,12 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
             insert_item(tx, &list, index, fields, item, path)?;
         }
         Edit::RemoveItem { path } => match locate(tx, kind, path)? {
-            Located::Item { list, index } => tx.delete(&list, index)?,
+            Located::Item { list, index } => match tx.get(&list, index)? {
+                Some((Value::Object(ObjType::Map), item)) => {
+                    tx.put(&item, ITEM_REMOVED.name, true)?
+                }
+                _ => tx.delete(&list, index)?,
+            },
             _ => return Err(wrong(path, "a list item")),
         },
         Edit::AddMember { path, member } | Edit::RemoveMember { path, member } => {
@@ -261,6 +299,32 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
         },
     }
     Ok(())
+}
+
+/// The list item an edit at `path` writes in, to be told kept after it
+/// (`ITEM_REMOVED`); `None` outside items and for the `removed` field
+/// itself, which settling a removal writes. Writing in a removed item is
+/// refused: the item is no longer shown, and writing would bring it back.
+/// An item whose removal is disputed takes writes and stays disputed.
+fn inside_item<T: Transactable>(
+    tx: &T,
+    kind: super::Kind,
+    path: &str,
+) -> Result<Option<ObjId>, EditError> {
+    let Some((item, field)) = item_under(tx, kind, path) else {
+        return Ok(None);
+    };
+    if field == ITEM_REMOVED.name {
+        return Ok(None);
+    }
+    match removal(tx, &item) {
+        Removal::Kept => Ok(Some(item)),
+        Removal::Disputed => Ok(None),
+        Removal::Removed => Err(EditError::invalid(
+            path,
+            "this item was removed on another device",
+        )),
+    }
 }
 
 /// The text object of the text field at `path`, to splice into. A text

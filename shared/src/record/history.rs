@@ -4,8 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use automerge::patches::PatchAction;
-use automerge::{Automerge, ChangeHash, ObjType, Prop, ReadDoc, Value};
+use automerge::{Automerge, ChangeHash, ObjType, Prop, ReadDoc, ScalarValue, Value};
 use serde::Serialize;
+
+use super::schema::ITEM_REMOVED;
 
 /// One change in a record's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,6 +62,15 @@ pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash
             }
         }
         match &patch.action {
+            // Every change inside a list item marks it kept: bookkeeping
+            // (`ITEM_REMOVED`), not a field anyone changed.
+            PatchAction::PutMap {
+                key,
+                value: (Value::Scalar(v), _),
+                ..
+            } if key == ITEM_REMOVED.name && v.as_ref() == &ScalarValue::Boolean(false) => {
+                continue;
+            }
             PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
                 path.push('/');
                 path.push_str(key);

@@ -3,13 +3,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::Multilingual;
-use super::schema::{Field, FieldType::*, ITEM_ID, field, required};
+use super::schema::{Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
 
-pub(crate) const AGENDA_ITEM: &[Field] =
-    &[ITEM_ID, required("title", Str), field("presenter", Ref)];
+pub(crate) const AGENDA_ITEM: &[Field] = &[
+    ITEM_ID,
+    ITEM_REMOVED,
+    required("title", Str),
+    field("presenter", Ref),
+];
 
 pub(crate) const DECISION: &[Field] = &[
     ITEM_ID,
+    ITEM_REMOVED,
     required("text", Text),
     field("outcome", Enum(&["adopted", "rejected", "deferred"])),
 ];

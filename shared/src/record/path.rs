@@ -120,6 +120,48 @@ pub(crate) fn locate_text<D: ReadDoc>(
     Ok((obj, field, stored))
 }
 
+/// The list item a path goes inside, and the item's field it names next:
+/// `/decisions/<id>/text` gives that decision and `text`. `None` for a
+/// path outside any item, or naming a whole item.
+pub(crate) fn item_under<'p, D: ReadDoc>(
+    doc: &D,
+    kind: Kind,
+    path: &'p str,
+) -> Option<(ObjId, &'p str)> {
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let (name, id, field) = (segments.next()?, segments.next()?, segments.next()?);
+    kind.fields()
+        .iter()
+        .find(|f| f.name == name && matches!(f.ty, FieldType::List(_)))?;
+    let list = container(doc, &ROOT, name)?;
+    let item = container_at(doc, &list, find_item(doc, &list, id)?)?;
+    Some((item, field))
+}
+
+/// Whether a list item was removed (`ITEM_REMOVED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Kept,
+    Removed,
+    /// Removed on one device while another wrote in it: both values stand
+    /// until someone settles them, and the item is shown meanwhile.
+    Disputed,
+}
+
+pub(crate) fn removal<D: ReadDoc>(doc: &D, item: &ObjId) -> Removal {
+    let values = doc.get_all(item, "removed").unwrap_or_default();
+    let removed = values
+        .iter()
+        .filter(|(v, _)| matches!(v, Value::Scalar(s) if s.as_ref() == &ScalarValue::Boolean(true)))
+        .count();
+    // Two devices removing an item at once agree.
+    match removed {
+        0 => Removal::Kept,
+        n if n == values.len() => Removal::Removed,
+        _ => Removal::Disputed,
+    }
+}
+
 /// The object stored at `key` of `obj`, whatever its type.
 pub(crate) fn container<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Option<ObjId> {
     match doc.get(obj, key).ok()?? {

@@ -3,13 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::Multilingual;
-use super::schema::{DOMAINS, Field, FieldType::*, ITEM_ID, field, required};
+use super::schema::{DOMAINS, Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
 
 pub const STATUSES: &[&str] = &["planned", "active", "on_hold", "done", "cancelled"];
 pub const MILESTONE_STATUSES: &[&str] = &["pending", "in_progress", "done", "cancelled"];
 
 pub(crate) const MILESTONE: &[Field] = &[
     ITEM_ID,
+    ITEM_REMOVED,
     required("title", Str),
     field("due", Date),
     required("status", Enum(MILESTONE_STATUSES)),
@@ -19,6 +20,7 @@ pub(crate) const MILESTONE: &[Field] = &[
 
 pub(crate) const PROGRESS_NOTE: &[Field] = &[
     ITEM_ID,
+    ITEM_REMOVED,
     field("date", Date),
     field("author", Ref),
     required("text", Text),

@@ -4,7 +4,8 @@
 use automerge::{Automerge, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Value};
 use serde_json::{Map, Value as Json};
 
-use super::schema::{Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION};
+use super::path::{Removal, removal};
+use super::schema::{Field, FieldType, ITEM_REMOVED, Kind, LANGUAGES, SCHEMA_VERSION};
 use crate::AutomergeUrl;
 
 /// One reason a document is not a valid record.
@@ -396,6 +397,9 @@ impl Reader<'_> {
                 ));
                 continue;
             };
+            if removal(self.doc, &item_obj) == Removal::Removed {
+                continue;
+            }
             let id = self.string(&item_obj, "id");
             let here = match &id {
                 Some(id) => format!("{path}/{id}"),
@@ -410,7 +414,9 @@ impl Reader<'_> {
                     "two items share this id",
                 ));
             }
-            out.push(Json::Object(self.fields(&item_obj, item, &here)));
+            let mut fields = self.fields(&item_obj, item, &here);
+            fields.remove(ITEM_REMOVED.name);
+            out.push(Json::Object(fields));
         }
         Json::Array(out)
     }

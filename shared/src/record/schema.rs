@@ -184,6 +184,15 @@ pub const DOMAINS: &[&str] = &[
 /// The stable key every list item carries.
 pub const ITEM_ID: Field = required("id", FieldType::Str);
 
+/// Whether a list item was removed (schema 2). An item is never deleted
+/// from its list: a device writing in it at the same moment would lose its
+/// words unseen. Removing writes `true`, and every change inside the item
+/// writes `false`, so a removal and a write made at once are two values of
+/// this field: the item stays shown, and the disagreement listed, until
+/// someone settles it. Readers leave removed items out and never show the
+/// field itself.
+pub const ITEM_REMOVED: Field = field("removed", FieldType::Bool);
+
 /// The schema as data for user interfaces: `{kind: [field…]}`, where each
 /// field is `{name, type, required, values?, fields?}`. Forms are built
 /// from it, so a field added to a table appears in every form.

@@ -283,6 +283,54 @@ test("two phones reword the same decision offline: both phones' words are kept, 
   });
 });
 
+test("a decision removed on one phone while another wrote in it stays, words and all, until a coordinator settles it", async () => {
+  await withServer(async (server) => {
+    const { a, b, id } = await twoPhones(server);
+    await a.page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/decisions", after: "$end", item: { id: "d1", text: "Jumeler les bibliothèques", outcome: "adopted" } }], "add a decision"), id);
+    const item = 'li[data-item="d1"]';
+    const area = '[data-path="/decisions/d1/text"] textarea';
+    for (const p of [a, b]) {
+      await p.page.waitForSelector(area);
+      await upToDate(p.page);
+      await p.context.setOffline(true);
+    }
+    // Offline, phone A removes the decision while phone B completes it.
+    a.page.once("dialog", (d) => d.accept());
+    await a.page.click(`${item} button.remove`);
+    await until(a.page, (sel) => !document.querySelector(sel) || null, item, "the decision gone on phone A");
+    await b.page.click(area);
+    await b.page.keyboard.press("Control+End");
+    await b.page.keyboard.type(" de Smara");
+    for (const p of [a, b]) await p.context.setOffline(false);
+    // Each leaves the form (the screen is not redrawn under a person in it).
+    for (const p of [a, b]) await p.page.evaluate(() => document.activeElement?.blur());
+    const want = "Jumeler les bibliothèques de Smara";
+    for (const p of [a, b]) {
+      await until(p.page, ([sel, want]) => document.querySelector(sel)?.value === want || null, [area, want], "the decision back, with B's words");
+      await p.page.waitForSelector(`${item} p.note.disputed`);
+      await upToDate(p.page);
+    }
+    const stored = await (await server.api(`/api/records/${id}`)).json();
+    assert.deepEqual(stored.record.decisions.map((d) => d.text), [want], "the server shows it too");
+
+    // The coordinator sees the removal against the words, and removes it.
+    const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await show(coordinator.page, "#/dashboard");
+    const row = `.conflicts li[data-path="/decisions/d1/removed"][data-id="${id}"]`;
+    await until(coordinator.page, (sel) => document.querySelectorAll(`${sel} button.keep`).length === 2 || null, row, "the removal on the dashboard");
+    const ar = STRINGS.ar;
+    const label = await coordinator.page.textContent(`${row} .label`);
+    assert.equal(label, `${ar["field.decisions"]} › “${want}” › ${ar["field.removed"]}`);
+    const choices = await coordinator.page.$$eval(`${row} button.keep`, (bs) => bs.map((b) => b.textContent));
+    assert.ok(choices.some((c) => c.startsWith(ar.itemRemoved)) && choices.some((c) => c.startsWith(ar.itemKept)), JSON.stringify(choices));
+    await coordinator.page.click(`${row} button.keep[data-value="true"]`);
+    for (const p of [a, b]) await until(p.page, (sel) => !document.querySelector(sel) || null, item, "the decision removed on both phones");
+    const conflicts = await (await server.api(`/api/records/${id}/conflicts`)).json();
+    assert.deepEqual(conflicts, []);
+    for (const p of [a, b, coordinator]) await p.context.close();
+  });
+});
+
 test("typing in minutes while another phone writes in them live keeps both people's words whole", async () => {
   await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
