@@ -337,8 +337,12 @@ function follow(pos, a, b) {
  * at UTF-16 offsets, and text arriving from others is spliced in around the
  * caret instead of replacing what the person is typing.
  */
+/** Texts of a line or two: a meeting's guests, and every text of a list item (a decision, a commitment). */
+const SHORT_TEXTS = new Set(["guests"]);
+const rowsFor = (path) => (path.split("/").length > 2 || SHORT_TEXTS.has(path.split("/").pop()) ? 3 : 8);
+
 function textArea(ctx, path, value) {
-  const area = h("textarea", { dir: "auto", rows: 8 });
+  const area = h("textarea", { dir: "auto", rows: rowsFor(path) });
   area.value = value ?? "";
   // The text as this screen last saw it in the document, as shown: a
   // textarea reads every line break back as "\n", whatever the document
@@ -587,7 +591,7 @@ export function creationRows(ctx, fields) {
         set: (v) => { inputs.forEach((i, k) => { i.value = v?.[LANGS[k]] ?? ""; }); check(); },
       });
     } else if (field.type === "text") {
-      input = h("textarea", { name, dir: "auto", rows: 5 });
+      input = h("textarea", { name, dir: "auto", rows: SHORT_TEXTS.has(name) ? 3 : 5 });
       read.push((out) => { if (input.value) out[name] = input.value; });
       kept.set(name, { get: () => input.value, set: (v) => { input.value = v ?? ""; } });
     } else if (field.type === "enum" || field.type === "ref") {

@@ -413,7 +413,17 @@ impl Replica {
             origin: Origin::Local,
             paths: vec!["/".into()],
         });
-        let listing = self.list_unindexed(&self.listed(), commit)?;
+        // A record the club index cannot list (its record written by a
+        // newer app, say) is not created at all: kept, it would reach the
+        // server without being stored here or listed for anyone.
+        let listing = match self.list_unindexed(&self.listed(), commit) {
+            Ok(listing) => listing,
+            Err(e) => {
+                self.docs.remove(&id);
+                self.dirty.remove(&id);
+                return Err(e);
+            }
+        };
         out.chunks.extend(listing.chunks);
         out.changed.extend(listing.changed);
         Ok((id, out))

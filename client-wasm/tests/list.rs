@@ -108,3 +108,28 @@ fn the_list_shows_each_record_as_it_now_reads() {
         json!("افتتاح الجلسة،،")
     );
 }
+
+/// Once a newer app has written the club's record, this one cannot list a
+/// new record in its index: the record is not created at all, rather than
+/// synced without being stored on the phone or listed for anyone.
+#[test]
+fn a_record_the_club_index_cannot_list_is_not_created() {
+    let mut phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
+    let mut club = twinsync_shared::record::new_document();
+    club.transact::<_, _, automerge::AutomergeError>(|tx| {
+        use automerge::transaction::Transactable;
+        tx.put(automerge::ROOT, "schema", 99i64)?;
+        tx.put(automerge::ROOT, "kind", "club")
+    })
+    .unwrap();
+    let id = twinsync_shared::DocumentId::random();
+    phone.restore(id, &[club.save()], None).unwrap();
+    phone.set_club(id);
+    let before = phone.list().len();
+    let fields = json!({"title": {"fr": "Conseil"}, "date": "2026-11-30"});
+    let err = phone
+        .create(Kind::Meeting, &fields, &Commit::new("new", NOW))
+        .unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+    assert_eq!(phone.list().len(), before, "nothing was created");
+}

@@ -244,6 +244,12 @@ pub async fn run(
                 }
                 waiting.extend(batch.iter().map(|s| s.received));
                 Box::pin(t.on_sync_batch(batch)).await;
+                // A record an older app created, or first uploaded, after
+                // the task loaded: brought to this build's schema before
+                // anyone is answered.
+                if t.broken.is_none() && t.behind_schema() {
+                    Box::pin(t.migrate()).await;
+                }
             }
             Some(DocCommand::Ephemeral { peer, msg }) => t.on_ephemeral(&peer, msg),
             Some(DocCommand::Accept {

@@ -403,3 +403,59 @@ fn two_phones_removing_one_item_at_once_agree() {
     assert_eq!(decision_ids(&a), ["d1"]);
     assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
 }
+
+#[test]
+fn migration_reads_a_kind_stored_as_text_and_walks_the_list_every_replica_shows() {
+    // An agreement as another client might have written it under schema 1:
+    // its kind a text object, its commitments put by two devices at once.
+    let mut doc = new_document();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(ROOT, "schema", 1i64)?;
+        let kind = tx.put_object(ROOT, "kind", ObjType::Text)?;
+        tx.splice_text(&kind, 0, 0, "agreement")?;
+        let title = tx.put_object(ROOT, "title", ObjType::Map)?;
+        tx.put(&title, "fr", "Jumelage Smara–Pune")?;
+        tx.put(ROOT, "status", "signed")
+    })
+    .unwrap();
+    let mut a = RecordDoc::from_automerge(doc);
+    let mut b = fork(&a);
+    for (replica, text) in [(&mut a, "Échange d'étudiants"), (&mut b, "تبادل الطلاب")]
+    {
+        replica
+            .doc_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                let list = tx.put_object(ROOT, "commitments", ObjType::List)?;
+                let c = tx.insert_object(&list, 0, ObjType::Map)?;
+                tx.put(&c, "id", "c1")?;
+                tx.put(&c, "text", text)
+            })
+            .unwrap();
+    }
+    merge(&mut a, &mut b);
+    let shown = a.read().unwrap()["commitments"][0]["text"].clone();
+    let mut doc = a.into_automerge();
+    assert!(migrate(&mut doc, &commit("migrate", 5)).unwrap());
+    let (_, list) = doc.get(ROOT, "commitments").unwrap().unwrap();
+    let (_, c1) = doc.get(&list, 0).unwrap().unwrap();
+    assert!(matches!(
+        value_at(&doc, &c1, "text"),
+        Value::Object(ObjType::Text)
+    ));
+    let doc = RecordDoc::from_automerge(doc);
+    assert_eq!(doc.read().unwrap()["commitments"][0]["text"], shown);
+}
+
+#[test]
+fn clearing_a_text_empties_it() {
+    let mut doc = RecordDoc::from_automerge(schema_1_meeting());
+    doc.edit(
+        &commit("clear", 1),
+        &[Edit::Set {
+            path: "/guests".into(),
+            value: json!(null),
+        }],
+    )
+    .unwrap();
+    assert_eq!(doc.read().unwrap()["guests"], "");
+}

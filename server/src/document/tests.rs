@@ -646,14 +646,8 @@ async fn a_record_unreadable_while_storage_failed_is_read_again_once_it_recovers
     assert!(heard.is_empty(), "{heard:?}");
 }
 
-/// A meeting stored under schema 1, whose guests were a plain string, is
-/// brought to schema 2 when its task loads it, and stored so. A phone that
-/// typed into those guests offline, before the migration reached it, keeps
-/// its words: in the record, or as one side of a disagreement.
-#[tokio::test]
-async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_its_words() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+/// A meeting as schema 1 wrote it: its guests a plain string.
+fn schema_1_meeting() -> Automerge {
     let mut old = twinsync_shared::record::new_document();
     old.transact::<_, _, automerge::AutomergeError>(|tx| {
         tx.put(automerge::ROOT, "schema", 1i64)?;
@@ -664,6 +658,58 @@ async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_i
         tx.put(automerge::ROOT, "guests", "Le maire de Dakar")
     })
     .unwrap();
+    old
+}
+
+fn is_schema_2_with_text_guests(doc: &Automerge) -> bool {
+    matches!(
+        doc.get(automerge::ROOT, "schema").unwrap(),
+        Some((automerge::Value::Scalar(v), _)) if v.as_i64() == Some(2)
+    ) && matches!(
+        doc.get(automerge::ROOT, "guests").unwrap(),
+        Some((automerge::Value::Object(automerge::ObjType::Text), _))
+    )
+}
+
+/// A meeting an older app created offline and uploads once the server runs
+/// this build is brought to schema 2 as it arrives, not at the next load.
+#[tokio::test]
+async fn a_schema_1_record_uploaded_after_the_upgrade_is_migrated_as_it_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
+    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+    let id = DocumentId::random();
+    let mut phone = replica(
+        "amina",
+        Role::Coordinator,
+        &twinsync_shared::record::new_document(),
+    );
+    phone.doc = schema_1_meeting();
+    let data = phone
+        .doc
+        .generate_sync_message(&mut phone.state)
+        .unwrap()
+        .encode();
+    run_queued(&hub, id, vec![sync_from(&phone, data)]).await;
+    assert!(errors(&mut phone).is_empty());
+    let stored = hub.store.load(id).unwrap().unwrap();
+    assert!(is_schema_2_with_text_guests(&stored));
+    assert_eq!(
+        read_document(&stored).unwrap()["guests"],
+        "Le maire de Dakar"
+    );
+}
+
+/// A meeting stored under schema 1, whose guests were a plain string, is
+/// brought to schema 2 when its task loads it, and stored so. A phone that
+/// typed into those guests offline, before the migration reached it, keeps
+/// its words: in the record, or as one side of a disagreement.
+#[tokio::test]
+async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_its_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+    let old = schema_1_meeting();
     let id = DocumentId::random();
     let summary = twinsync_shared::record::summarise_read(&old, &read_document(&old));
     store.append(id, &old.save(), &summary, &[], 1).unwrap();
@@ -672,16 +718,11 @@ async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_i
 
     run_queued(&hub, id, Vec::new()).await;
     let stored = hub.store.load(id).unwrap().unwrap();
-    let record = read_document(&stored).unwrap();
-    assert!(matches!(
-        stored.get(automerge::ROOT, "schema").unwrap(),
-        Some((automerge::Value::Scalar(v), _)) if v.as_i64() == Some(2)
-    ));
-    assert_eq!(record["guests"], "Le maire de Dakar");
-    assert!(matches!(
-        stored.get(automerge::ROOT, "guests").unwrap(),
-        Some((automerge::Value::Object(automerge::ObjType::Text), _))
-    ));
+    assert!(is_schema_2_with_text_guests(&stored));
+    assert_eq!(
+        read_document(&stored).unwrap()["guests"],
+        "Le maire de Dakar"
+    );
 
     let mut phone = replica("amina", Role::Coordinator, &old);
     let mut edited = RecordDoc::from_automerge(std::mem::take(&mut phone.doc));

@@ -7,14 +7,17 @@ use std::sync::atomic::Ordering;
 use automerge::sync::State;
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::DocSync;
-use twinsync_shared::record::{Commit, MigrateError, migrate, new_document, read_document};
+use twinsync_shared::record::{
+    Commit, MigrateError, SCHEMA_VERSION, migrate, new_document, read_document, schema_version,
+};
 
 use super::{DocTask, RETRY_BROKEN, blocking, lock, now};
 
 impl DocTask {
     /// Brings a record written under an older schema up to this build's,
-    /// stored before any peer sees it. Only the server migrates: one writer
-    /// per document, so no two replicas create the same new container.
+    /// stored before any peer hears of it: when the task loads it, and
+    /// when a batch brings one (an older app's new record). Only the server
+    /// migrates (`record::migrate` says what a phone does meanwhile).
     pub(super) async fn migrate(&mut self) {
         let before = self.doc.get_heads();
         let commit = Commit::new("bring the record up to the current schema", now());
@@ -42,6 +45,11 @@ impl DocTask {
             }
             Err(e) => warn!(doc_id = %self.id, error = %e, "record not migrated"),
         }
+    }
+
+    /// Whether the record says an older schema than this build's.
+    pub(super) fn behind_schema(&self) -> bool {
+        schema_version(&self.doc).is_ok_and(|v| v < SCHEMA_VERSION)
     }
 
     /// Loads a record that could not be read again, at most every

@@ -168,9 +168,13 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                     set_languages(tx, &map, value, path)?;
                 }
                 FieldType::Text => {
-                    let s = value
-                        .as_str()
-                        .ok_or_else(|| EditError::invalid(path, "must be a string"))?;
+                    // `null` empties a text, as deleting all of it would.
+                    let s = match value {
+                        Json::Null => "",
+                        v => v
+                            .as_str()
+                            .ok_or_else(|| EditError::invalid(path, "must be a string"))?,
+                    };
                     // One text object takes the least diff. Anything else (a
                     // plain string, nothing, or values written concurrently,
                     // which writing one settles) becomes a new text object.

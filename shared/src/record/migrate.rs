@@ -4,17 +4,21 @@
 //! Migrations run on the server only, one writer per document: two replicas
 //! migrating the same record concurrently could each create the same new
 //! container, and Automerge would show only one of them. Clients read older
-//! schemas as they are until the server's migration reaches them.
+//! schemas as they are until the server's migration reaches them; the one
+//! thing a phone does itself is turn a text it edits that is still a plain
+//! string into a text object (`text_to_splice` in `edit.rs`), which two
+//! devices doing at once leaves as a disagreement, both texts listed.
 
 use automerge::transaction::{Transactable, Transaction};
 use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 use super::edit::{Commit, EditError};
-use super::read::{ValidationError, schema_version};
+use super::read::{ValidationError, kind_of, schema_version};
 use super::schema::{Field, FieldType, Kind, SCHEMA_VERSION};
 
-/// One step: from schema `n` to `n + 1`, for `n` = its index + 1.
-type Step = fn(&mut Transaction<'_>) -> Result<(), EditError>;
+/// One step: from schema `n` to `n + 1`, for `n` = its index + 1, given
+/// the record's kind if it says a known one.
+type Step = fn(&mut Transaction<'_>, Option<Kind>) -> Result<(), EditError>;
 
 /// Schema 1 is the first; a step is added here with each new schema.
 const STEPS: &[Step] = &[texts_become_text_objects];
@@ -27,11 +31,10 @@ const STEPS: &[Step] = &[texts_become_text_objects];
 /// characters, an absent text an empty one (no device then has to create
 /// it, which two could do at once). A plain string with concurrent values
 /// is left as it is: replacing it would settle the disagreement unseen.
-fn texts_become_text_objects(tx: &mut Transaction<'_>) -> Result<(), EditError> {
-    let kind = match tx.get(ROOT, "kind")? {
-        Some((Value::Scalar(s), _)) => s.as_str().and_then(|k| k.parse::<Kind>().ok()),
-        _ => None,
-    };
+fn texts_become_text_objects(
+    tx: &mut Transaction<'_>,
+    kind: Option<Kind>,
+) -> Result<(), EditError> {
     match kind {
         Some(kind) => texts_in(tx, &ROOT, kind.fields()),
         None => Ok(()),
@@ -52,16 +55,21 @@ fn texts_in(tx: &mut Transaction<'_>, obj: &ObjId, fields: &[Field]) -> Result<(
                     tx.splice_text(&text, 0, 0, &plain)?;
                 }
             }
-            (FieldType::List(item), [(Value::Object(ObjType::List), list)]) => {
-                let list = list.clone();
+            // A list or map with concurrent values: the one every replica shows.
+            (FieldType::List(item), [.., _]) => {
+                let Some((Value::Object(ObjType::List), list)) = tx.get(obj, field.name)? else {
+                    continue;
+                };
                 for index in 0..tx.length(&list) {
                     if let Some((Value::Object(ObjType::Map), entry)) = tx.get(&list, index)? {
                         texts_in(tx, &entry, item)?;
                     }
                 }
             }
-            (FieldType::Map(item), [(Value::Object(ObjType::Map), map)]) => {
-                let map = map.clone();
+            (FieldType::Map(item), [.., _]) => {
+                let Some((Value::Object(ObjType::Map), map)) = tx.get(obj, field.name)? else {
+                    continue;
+                };
                 for key in tx.keys(&map).collect::<Vec<_>>() {
                     if let Some((Value::Object(ObjType::Map), entry)) =
                         tx.get(&map, key.as_str())?
@@ -101,11 +109,13 @@ pub fn migrate(doc: &mut Automerge, commit: &Commit) -> Result<bool, MigrateErro
         SCHEMA_VERSION - 1,
         "one step per schema after the first"
     );
+    // Read as the reader reads it: another client may store the kind as text.
+    let kind = kind_of(doc).ok();
     doc.transact_with(
         |_| commit.options(),
         |tx| {
             for step in &STEPS[(version - 1) as usize..] {
-                step(tx)?;
+                step(tx, kind)?;
             }
             tx.put(ROOT, "schema", SCHEMA_VERSION as i64)
                 .map_err(EditError::from)?;

@@ -103,7 +103,7 @@ pub(crate) fn summarise(errors: &[ValidationError]) -> String {
 }
 
 /// The schema version a document says it has (any version, even a newer one).
-pub(crate) fn schema_version(doc: &Automerge) -> Result<u64, Vec<ValidationError>> {
+pub fn schema_version(doc: &Automerge) -> Result<u64, Vec<ValidationError>> {
     match doc.get(&ROOT, "schema").ok().flatten() {
         Some((Value::Scalar(s), _)) => match s.as_ref() {
             ScalarValue::Uint(v) if *v >= 1 => Ok(*v),
