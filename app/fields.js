@@ -332,15 +332,15 @@ function follow(pos, a, b) {
   return d ? shift(pos, d) : pos;
 }
 
+/** Texts of a line or two: a meeting's guests, and every text of a list item (a decision, a commitment). */
+const SHORT_TEXTS = new Set(["guests"]);
+const rowsFor = (path) => (path.split("/").length > 2 || SHORT_TEXTS.has(path.split("/").pop()) ? 3 : 8);
+
 /**
  * Long text, merged character by character: every keystroke becomes a splice
  * at UTF-16 offsets, and text arriving from others is spliced in around the
  * caret instead of replacing what the person is typing.
  */
-/** Texts of a line or two: a meeting's guests, and every text of a list item (a decision, a commitment). */
-const SHORT_TEXTS = new Set(["guests"]);
-const rowsFor = (path) => (path.split("/").length > 2 || SHORT_TEXTS.has(path.split("/").pop()) ? 3 : 8);
-
 function textArea(ctx, path, value) {
   const area = h("textarea", { dir: "auto", rows: rowsFor(path) });
   area.value = value ?? "";

@@ -459,3 +459,114 @@ fn clearing_a_text_empties_it() {
     .unwrap();
     assert_eq!(doc.read().unwrap()["guests"], "");
 }
+
+#[test]
+fn an_item_written_in_before_still_keeps_a_later_writes_words_from_a_concurrent_removal() {
+    let mut a = meeting_with_a_decision();
+    // Written in and synced: the item already says it is kept.
+    a.edit(
+        &commit("first", 1),
+        &[splice("/decisions/d1/text", 0, "Vu: ")],
+    )
+    .unwrap();
+    let mut b = fork(&a);
+    a.edit(&commit("remove", 2), &[remove("/decisions/d1")])
+        .unwrap();
+    b.edit(
+        &commit("second", 3),
+        &[splice("/decisions/d1/text", 0, "Acté. ")],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    for doc in [&a, &b] {
+        assert_eq!(
+            doc.read().unwrap()["decisions"][0]["text"],
+            "Acté. Vu: Jumeler les bibliothèques"
+        );
+        assert_eq!(doc.conflicts()[0].path, "/decisions/d1/removed");
+    }
+    // And again after a coordinator kept it.
+    a.resolve(&commit("kept", 4), "/decisions/d1/removed", json!(false))
+        .unwrap();
+    merge(&mut a, &mut b);
+    a.edit(&commit("remove again", 5), &[remove("/decisions/d1")])
+        .unwrap();
+    b.edit(
+        &commit("third", 6),
+        &[splice("/decisions/d1/text", 0, "3. ")],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    assert!(decision_ids(&a).contains(&"d1".to_owned()));
+    assert_eq!(a.conflicts().len(), 1, "{:?}", a.conflicts());
+}
+
+#[test]
+fn one_batch_that_writes_in_an_item_then_removes_it_removes_it() {
+    let mut doc = meeting_with_a_decision();
+    doc.edit(
+        &commit("both", 1),
+        &[
+            splice("/decisions/d1/text", 0, "x"),
+            remove("/decisions/d1"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(decision_ids(&doc), ["d2"]);
+    // The other way round, the write is refused: the item is removed.
+    let err = doc
+        .edit(
+            &commit("both", 2),
+            &[
+                remove("/decisions/d2"),
+                splice("/decisions/d2/text", 0, "x"),
+            ],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("removed"), "{err}");
+    assert_eq!(decision_ids(&doc), ["d2"], "nothing of a refused batch");
+    // A new item cannot arrive already removed, or marked kept.
+    let err = doc
+        .edit(
+            &commit("new", 3),
+            &[Edit::InsertItem {
+                path: "/decisions".into(),
+                after: None,
+                item: json!({"id": "d3", "text": "x", "removed": true}),
+            }],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("removed"), "{err}");
+}
+
+#[test]
+fn bringing_an_item_back_is_a_change_write_rules_see_and_keeping_one_is_not() {
+    let mut doc = meeting_with_a_decision();
+    let start = doc.heads();
+    doc.edit(
+        &commit("write", 1),
+        &[splice("/decisions/d1/text", 0, "Vu: ")],
+    )
+    .unwrap();
+    let written = doc.heads();
+    assert_eq!(
+        twinsync_shared::record::changed_paths(doc.doc(), &start, &written),
+        ["/decisions/d1/text"]
+    );
+    doc.edit(&commit("remove", 2), &[remove("/decisions/d1")])
+        .unwrap();
+    let removed = doc.heads();
+    doc.edit(
+        &commit("back", 3),
+        &[Edit::Set {
+            path: "/decisions/d1/removed".into(),
+            value: json!(false),
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        twinsync_shared::record::changed_paths(doc.doc(), &removed, &doc.heads()),
+        ["/decisions/d1/removed"]
+    );
+    assert_eq!(decision_ids(&doc), ["d1", "d2"]);
+}

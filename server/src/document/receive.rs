@@ -461,6 +461,10 @@ impl DocTask {
             ));
         }
         self.hub.metrics.changes_applied.inc_by(new.len() as u64);
+        // An older app's new record, accepted: upgraded before it is sent.
+        if self.behind_schema() {
+            Box::pin(self.migrate()).await;
+        }
         self.flush();
         Ok(new.len())
     }

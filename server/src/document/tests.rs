@@ -755,3 +755,60 @@ async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_i
             .any(|c| c.path == "/guests" && c.values.iter().any(|v| v.value == typed));
     assert!(kept, "shown {shown}, disagreements {conflicts:?}");
 }
+
+/// Bringing back a council member a coordinator removed is a change to the
+/// club's council, which a delegate may not make, though it only writes
+/// the member's `removed` mark.
+#[tokio::test]
+async fn a_delegate_cannot_bring_back_a_removed_council_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+    let person = DocumentId::random().url().to_string();
+    let mut club = RecordDoc::create(
+        Kind::Club,
+        &json!({"name": {"fr": "Club"}, "council": [{"id": "m1", "person": person}]}),
+        &Commit::new("new club", 1),
+    )
+    .unwrap();
+    club.edit(
+        &Commit::new("removed", 2),
+        &[twinsync_shared::record::Edit::RemoveItem {
+            path: "/council/m1".into(),
+        }],
+    )
+    .unwrap();
+    let club = club.into_automerge();
+    let id = DocumentId::random();
+    let summary = twinsync_shared::record::summarise_read(&club, &read_document(&club));
+    store.append(id, &club.save(), &summary, &[], 1).unwrap();
+    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
+    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+
+    let mut delegate = replica("delegate", Role::Delegate, &club);
+    let mut edited = RecordDoc::from_automerge(std::mem::take(&mut delegate.doc));
+    edited
+        .edit(
+            &Commit::new("back", 3),
+            &[twinsync_shared::record::Edit::Set {
+                path: "/council/m1/removed".into(),
+                value: json!(false),
+            }],
+        )
+        .unwrap();
+    delegate.doc = edited.into_automerge();
+    let data = delegate
+        .doc
+        .generate_sync_message(&mut delegate.state)
+        .unwrap()
+        .encode();
+    run_queued(&hub, id, vec![sync_from(&delegate, data)]).await;
+    let refused = refusals(&mut delegate);
+    assert!(
+        refused
+            .iter()
+            .any(|(_, r)| r.as_ref().is_some_and(|r| r.path == "/council/m1/removed")),
+        "{refused:?}"
+    );
+    let stored = hub.store.load(id).unwrap().unwrap();
+    assert_eq!(read_document(&stored).unwrap()["council"], json!([]));
+}

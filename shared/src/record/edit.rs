@@ -133,7 +133,9 @@ pub(crate) fn apply(
         .transact_with(
             |_| commit.options(),
             |tx| {
-                // The items this batch wrote in, each told kept once.
+                // The items this batch wrote in, each marked kept once, as
+                // it is first written in: a removal later in the batch
+                // then stands.
                 let mut kept: Vec<ObjId> = Vec::new();
                 for edit in edits {
                     let item = inside_item(tx, kind, edit.path())?;
@@ -143,11 +145,9 @@ pub(crate) fn apply(
                         && tx.pending_ops() > before
                         && !kept.contains(&item)
                     {
+                        mark_kept(tx, &item)?;
                         kept.push(item);
                     }
-                }
-                for item in kept {
-                    tx.put(&item, ITEM_REMOVED.name, false)?;
                 }
                 Ok::<_, EditError>(())
             },
@@ -257,6 +257,12 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                     })? + 1
                 }
             };
+            if item.get(ITEM_REMOVED.name).is_some() {
+                return Err(EditError::invalid(
+                    path,
+                    "a new item cannot say whether it is removed",
+                ));
+            }
             if let Some(id) = item.get("id").and_then(Json::as_str)
                 && find_item(tx, &list, id).is_some()
             {
@@ -305,6 +311,19 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
     Ok(())
 }
 
+/// Writes `removed: false` on `item` as a new value, one that any removal
+/// made meanwhile on another device does not replace. Automerge writes
+/// nothing when a key already holds the value put, so a `false` already
+/// there is deleted first: the new one then replaces nothing, and stands
+/// beside a concurrent `true` as a disagreement.
+fn mark_kept<T: Transactable>(tx: &mut T, item: &ObjId) -> Result<(), EditError> {
+    if tx.get(item, ITEM_REMOVED.name)?.is_some() {
+        tx.delete(item, ITEM_REMOVED.name)?;
+    }
+    tx.put(item, ITEM_REMOVED.name, false)?;
+    Ok(())
+}
+
 /// The list item an edit at `path` writes in, to be told kept after it
 /// (`ITEM_REMOVED`); `None` outside items and for the `removed` field
 /// itself, which settling a removal writes. Writing in a removed item is
@@ -324,10 +343,7 @@ fn inside_item<T: Transactable>(
     match removal(tx, &item) {
         Removal::Kept => Ok(Some(item)),
         Removal::Disputed => Ok(None),
-        Removal::Removed => Err(EditError::invalid(
-            path,
-            "this item was removed on another device",
-        )),
+        Removal::Removed => Err(EditError::invalid(path, "this item is removed")),
     }
 }
 

@@ -63,12 +63,21 @@ pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash
         }
         match &patch.action {
             // Every change inside a list item marks it kept: bookkeeping
-            // (`ITEM_REMOVED`), not a field anyone changed.
+            // (`ITEM_REMOVED`), not a field anyone changed, unless the item
+            // was removed or its removal disputed before (bringing it back
+            // is a change, which write rules weigh).
             PatchAction::PutMap {
                 key,
                 value: (Value::Scalar(v), _),
                 ..
-            } if key == ITEM_REMOVED.name && v.as_ref() == &ScalarValue::Boolean(false) => {
+            } if key == ITEM_REMOVED.name
+                && v.as_ref() == &ScalarValue::Boolean(false)
+                && !doc
+                    .get_all_at(&patch.obj, key.as_str(), before)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(v, _)| matches!(v, Value::Scalar(s) if s.as_ref() == &ScalarValue::Boolean(true))) =>
+            {
                 continue;
             }
             PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
