@@ -812,3 +812,25 @@ async fn a_delegate_cannot_bring_back_a_removed_council_member() {
     let stored = hub.store.load(id).unwrap().unwrap();
     assert_eq!(read_document(&stored).unwrap()["council"], json!([]));
 }
+
+/// A schema-1 record a coordinator accepts from quarantine (an older app's
+/// new record, refused at first) is brought to schema 2 before it is sent.
+#[tokio::test]
+async fn a_schema_1_record_accepted_from_quarantine_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
+    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+    let id = DocumentId::random();
+    let (reply, answer) = oneshot::channel();
+    let accept = DocCommand::Accept {
+        changes: schema_1_meeting().save(),
+        peer_id: "amina".into(),
+        device_id: "amina".into(),
+        reply,
+    };
+    run_queued(&hub, id, vec![accept]).await;
+    assert!(answer.await.unwrap().unwrap() > 0);
+    let stored = hub.store.load(id).unwrap().unwrap();
+    assert!(is_schema_2_with_text_guests(&stored));
+}
