@@ -322,28 +322,40 @@ fn an_item_removed_while_another_phone_writes_in_it_stays_with_its_words_until_s
         values.sort_by_key(|v| v.to_string());
         assert_eq!(values, [json!(false), json!(true)]);
     }
-    // Writing in the disputed item keeps the dispute for a coordinator.
-    b.edit(
-        &commit("more", 3),
-        &[splice("/decisions/d1/text", 0, "قرار: ")],
-    )
-    .unwrap();
-    assert_eq!(b.conflicts().len(), 1);
-    // A coordinator keeps the removal: gone on every phone.
+    // A coordinator settles it as removed while b, who saw the dispute,
+    // writes on in it: the write keeps the item with a fresh mark, so the
+    // two dispute it again rather than hide b's words.
     let mut coordinator = fork(&b);
     coordinator
         .resolve(&commit("settled", 4), "/decisions/d1/removed", json!(true))
         .unwrap();
-    merge(&mut coordinator, &mut a);
-    assert_eq!(decision_ids(&a), ["d2"]);
-    assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
-    // Or keeps the item, words and all.
+    assert_eq!(decision_ids(&coordinator), ["d2"]);
+    b.edit(
+        &commit("more", 5),
+        &[splice("/decisions/d1/text", 0, "قرار: ")],
+    )
+    .unwrap();
+    assert!(b.conflicts().is_empty(), "writing in it kept it");
+    merge(&mut coordinator, &mut b);
+    assert_eq!(
+        coordinator.read().unwrap()["decisions"][0]["text"],
+        "قرار: Jumeler les bibliothèques de Smara"
+    );
+    assert_eq!(coordinator.conflicts().len(), 1);
+    // Kept, words and all.
     let mut other = fork(&b);
     other
-        .resolve(&commit("kept", 5), "/decisions/d1/removed", json!(false))
+        .resolve(&commit("kept", 6), "/decisions/d1/removed", json!(false))
         .unwrap();
     assert_eq!(decision_ids(&other), ["d1", "d2"]);
     assert!(other.conflicts().is_empty());
+    // Or removed, with nothing written meanwhile: gone on every phone.
+    coordinator
+        .resolve(&commit("settled", 7), "/decisions/d1/removed", json!(true))
+        .unwrap();
+    merge(&mut coordinator, &mut a);
+    assert_eq!(decision_ids(&a), ["d2"]);
+    assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
 }
 
 #[test]
@@ -569,4 +581,43 @@ fn bringing_an_item_back_is_a_change_write_rules_see_and_keeping_one_is_not() {
         ["/decisions/d1/removed"]
     );
     assert_eq!(decision_ids(&doc), ["d1", "d2"]);
+
+    // Two phones writing in one item at once: their marks are bookkeeping,
+    // whichever wins the merge.
+    let mut a = meeting_with_a_decision();
+    a.edit(
+        &commit("first", 1),
+        &[splice("/decisions/d2/text", 0, "1 ")],
+    )
+    .unwrap();
+    for round in 0..8 {
+        let start = a.heads();
+        let mut b = fork(&a);
+        a.edit(&commit("a", 2), &[splice("/decisions/d2/text", 0, "a")])
+            .unwrap();
+        b.edit(&commit("b", 3), &[splice("/decisions/d2/text", 0, "b")])
+            .unwrap();
+        let (before_b, after_a) = (b.heads(), a.heads());
+        merge(&mut a, &mut b);
+        for (from, what) in [(&start, "both"), (&after_a, "b's"), (&before_b, "a's")] {
+            assert_eq!(
+                twinsync_shared::record::changed_paths(a.doc(), from, &a.heads()),
+                ["/decisions/d2/text"],
+                "round {round}, {what}"
+            );
+        }
+    }
+    // A removal and a write arriving together: the dispute they begin is a change.
+    let start = a.heads();
+    let mut b = fork(&a);
+    a.edit(&commit("remove", 4), &[remove("/decisions/d2")])
+        .unwrap();
+    b.edit(&commit("write", 5), &[splice("/decisions/d2/text", 0, "w")])
+        .unwrap();
+    merge(&mut a, &mut b);
+    let paths = twinsync_shared::record::changed_paths(a.doc(), &start, &a.heads());
+    assert!(
+        paths.contains(&"/decisions/d2/removed".to_owned()),
+        "{paths:?}"
+    );
 }

@@ -257,12 +257,6 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                     })? + 1
                 }
             };
-            if item.get(ITEM_REMOVED.name).is_some() {
-                return Err(EditError::invalid(
-                    path,
-                    "a new item cannot say whether it is removed",
-                ));
-            }
             if let Some(id) = item.get("id").and_then(Json::as_str)
                 && find_item(tx, &list, id).is_some()
             {
@@ -313,9 +307,10 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
 
 /// Writes `removed: false` on `item` as a new value, one that any removal
 /// made meanwhile on another device does not replace. Automerge writes
-/// nothing when a key already holds the value put, so a `false` already
-/// there is deleted first: the new one then replaces nothing, and stands
-/// beside a concurrent `true` as a disagreement.
+/// nothing when a key already holds the value put, so the values there (a
+/// `false`, or both sides of a dispute) are deleted first: the new one then
+/// replaces nothing, and stands beside a concurrent `true` as a
+/// disagreement.
 fn mark_kept<T: Transactable>(tx: &mut T, item: &ObjId) -> Result<(), EditError> {
     if tx.get(item, ITEM_REMOVED.name)?.is_some() {
         tx.delete(item, ITEM_REMOVED.name)?;
@@ -324,11 +319,13 @@ fn mark_kept<T: Transactable>(tx: &mut T, item: &ObjId) -> Result<(), EditError>
     Ok(())
 }
 
-/// The list item an edit at `path` writes in, to be told kept after it
+/// The list item an edit at `path` writes in, to be marked kept after it
 /// (`ITEM_REMOVED`); `None` outside items and for the `removed` field
 /// itself, which settling a removal writes. Writing in a removed item is
 /// refused: the item is no longer shown, and writing would bring it back.
-/// An item whose removal is disputed takes writes and stays disputed.
+/// Writing in an item whose removal is disputed keeps it, settling the
+/// dispute with a fresh mark: a removal made at the same moment disputes
+/// it again rather than hide what was written.
 fn inside_item<T: Transactable>(
     tx: &T,
     kind: super::Kind,
@@ -341,8 +338,7 @@ fn inside_item<T: Transactable>(
         return Ok(None);
     }
     match removal(tx, &item) {
-        Removal::Kept => Ok(Some(item)),
-        Removal::Disputed => Ok(None),
+        Removal::Kept | Removal::Disputed => Ok(Some(item)),
         Removal::Removed => Err(EditError::invalid(path, "this item is removed")),
     }
 }

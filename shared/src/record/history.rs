@@ -63,20 +63,16 @@ pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash
         }
         match &patch.action {
             // Every change inside a list item marks it kept: bookkeeping
-            // (`ITEM_REMOVED`), not a field anyone changed, unless the item
-            // was removed or its removal disputed before (bringing it back
-            // is a change, which write rules weigh).
-            PatchAction::PutMap {
-                key,
-                value: (Value::Scalar(v), _),
-                ..
+            // (`ITEM_REMOVED`), not a field anyone changed, unless some
+            // value says removed before or after (a removal, bringing an
+            // item back, a dispute begun or settled: changes that write
+            // rules weigh and screens redraw).
+            PatchAction::PutMap { key, .. }
+            | PatchAction::Conflict {
+                prop: Prop::Map(key),
             } if key == ITEM_REMOVED.name
-                && v.as_ref() == &ScalarValue::Boolean(false)
-                && !doc
-                    .get_all_at(&patch.obj, key.as_str(), before)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|(v, _)| matches!(v, Value::Scalar(s) if s.as_ref() == &ScalarValue::Boolean(true))) =>
+                && !says_removed(doc, &patch.obj, before)
+                && !says_removed(doc, &patch.obj, after) =>
             {
                 continue;
             }
@@ -101,6 +97,14 @@ pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash
         }
     }
     out
+}
+
+/// Whether any value of `item`'s `removed` mark at `heads` says removed.
+fn says_removed(doc: &Automerge, item: &automerge::ObjId, heads: &[ChangeHash]) -> bool {
+    doc.get_all_at(item, ITEM_REMOVED.name, heads)
+        .unwrap_or_default()
+        .iter()
+        .any(|(v, _)| matches!(v, Value::Scalar(s) if s.as_ref() == &ScalarValue::Boolean(true)))
 }
 
 /// A list item's stable id if it has one, else its index.

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 use super::edit::{Commit, EditError};
 use super::read::check_date;
-use super::schema::{Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION};
+use super::schema::{Field, FieldType, ITEM_REMOVED, Kind, LANGUAGES, SCHEMA_VERSION};
 use crate::AutomergeUrl;
 use crate::text::nfc;
 
@@ -213,6 +213,12 @@ pub(crate) fn insert_item<T: Transactable>(
         .as_object()
         .cloned()
         .ok_or_else(|| EditError::invalid(path, "a list item must be an object"))?;
+    if values.contains_key(ITEM_REMOVED.name) {
+        return Err(EditError::invalid(
+            path,
+            "a new item cannot say whether it is removed",
+        ));
+    }
     let id = match values.get("id") {
         Some(Json::String(id)) if !id.is_empty() && !id.contains('/') => id.clone(),
         Some(_) => {
