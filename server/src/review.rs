@@ -116,8 +116,19 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, 
     let (old, new) = (read(current), read(&after));
     let mut paths: Vec<String> = Vec::new();
     for path in changed_paths(&after, &current.get_heads(), &after.get_heads()) {
-        let shown = shown_path(&new, &path).or_else(|| shown_path(&old, &path));
-        let shown = shown.unwrap_or(path);
+        // An item's removal mark, which readers never show, is shown as
+        // the item itself, there or gone.
+        let path = match path.strip_suffix("/removed") {
+            Some(item) if item.matches('/').count() == 2 => item.to_owned(),
+            _ => path,
+        };
+        // As far as either side names it: an item added or removed is
+        // named by the side that holds it.
+        let shown = [shown_path(&new, &path), shown_path(&old, &path)]
+            .into_iter()
+            .flatten()
+            .max_by_key(String::len)
+            .unwrap_or(path);
         if !paths.contains(&shown) {
             paths.push(shown);
         }
@@ -438,6 +449,31 @@ mod tests {
         let mut after: Vec<String> = serde_json::from_value(shown[0].after.clone()).unwrap();
         after.sort();
         assert_eq!(after, [a, b]);
+    }
+
+    #[test]
+    fn a_removed_item_is_shown_as_the_item_gone() {
+        let mut doc = meeting("");
+        doc.edit(
+            &Commit::new("decision", 2),
+            &[Edit::InsertItem {
+                path: "/decisions".into(),
+                after: None,
+                item: json!({"id": "d1", "text": "Jumeler les bibliothèques"}),
+            }],
+        )
+        .unwrap();
+        let changes = batch(
+            &doc,
+            vec![Edit::RemoveItem {
+                path: "/decisions/d1".into(),
+            }],
+        );
+        let shown = preview(doc.doc(), &changes).unwrap();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown[0].path, "/decisions/d1");
+        assert_eq!(shown[0].before["text"], "Jumeler les bibliothèques");
+        assert_eq!(shown[0].after, Json::Null);
     }
 
     #[test]
