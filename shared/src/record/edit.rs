@@ -11,7 +11,9 @@ use super::path::{
 };
 use super::read::{ValidationError, kind_of, summarise};
 use super::schema::{FieldType, ITEM_REMOVED};
-use super::write::{add_member, insert_item, put_entry, scalar, set_language, set_languages};
+use super::write::{
+    add_member, insert_item, put_entry, put_text, scalar, set_language, set_languages,
+};
 use crate::text::nfc;
 
 /// What every commit carries: a short human-readable message and the time
@@ -185,8 +187,7 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                     match sole {
                         Some(text) => tx.update_text(&text, nfc(s))?,
                         None => {
-                            let text = tx.put_object(&obj, field.name, ObjType::Text)?;
-                            tx.splice_text(&text, 0, 0, &nfc(s))?;
+                            put_text(tx, &obj, field.name, &nfc(s))?;
                         }
                     }
                 }
@@ -366,9 +367,7 @@ fn text_to_splice<T: Transactable>(
             "devices wrote different values here: settle that before typing in it",
         ));
     }
-    let text = tx.put_object(&obj, field.name, ObjType::Text)?;
-    tx.splice_text(&text, 0, 0, &plain)?;
-    Ok(text)
+    put_text(tx, &obj, field.name, &plain)
 }
 
 /// The item fields of the map field a `/map/<key>` path names.

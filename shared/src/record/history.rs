@@ -4,9 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use automerge::patches::PatchAction;
-use automerge::{Automerge, ChangeHash, ObjType, Prop, ReadDoc, ScalarValue, Value};
+use automerge::{Automerge, ChangeHash, ObjType, Prop, ReadDoc, Value};
 use serde::Serialize;
 
+use super::path::says_removed;
 use super::schema::ITEM_REMOVED;
 
 /// One change in a record's log.
@@ -71,8 +72,8 @@ pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash
             | PatchAction::Conflict {
                 prop: Prop::Map(key),
             } if key == ITEM_REMOVED.name
-                && !says_removed(doc, &patch.obj, before)
-                && !says_removed(doc, &patch.obj, after) =>
+                && !removed_at(doc, &patch.obj, before)
+                && !removed_at(doc, &patch.obj, after) =>
             {
                 continue;
             }
@@ -100,11 +101,11 @@ pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash
 }
 
 /// Whether any value of `item`'s `removed` mark at `heads` says removed.
-fn says_removed(doc: &Automerge, item: &automerge::ObjId, heads: &[ChangeHash]) -> bool {
+fn removed_at(doc: &Automerge, item: &automerge::ObjId, heads: &[ChangeHash]) -> bool {
     doc.get_all_at(item, ITEM_REMOVED.name, heads)
         .unwrap_or_default()
         .iter()
-        .any(|(v, _)| matches!(v, Value::Scalar(s) if s.as_ref() == &ScalarValue::Boolean(true)))
+        .any(|(v, _)| says_removed(v))
 }
 
 /// A list item's stable id if it has one, else its index.

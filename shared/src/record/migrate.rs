@@ -15,6 +15,7 @@ use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use super::edit::{Commit, EditError};
 use super::read::{ValidationError, kind_of, schema_version};
 use super::schema::{Field, FieldType, Kind, SCHEMA_VERSION};
+use super::write::put_text;
 
 /// One step: from schema `n` to `n + 1`, for `n` = its index + 1, given
 /// the record's kind if it says a known one.
@@ -46,13 +47,12 @@ fn texts_in(tx: &mut Transaction<'_>, obj: &ObjId, fields: &[Field]) -> Result<(
         let values = tx.get_all(obj, field.name)?;
         match (&field.ty, values.as_slice()) {
             (FieldType::Text, []) => {
-                tx.put_object(obj, field.name, ObjType::Text)?;
+                put_text(tx, obj, field.name, "")?;
             }
             (FieldType::Text, [(Value::Scalar(s), _)]) => {
                 if let ScalarValue::Str(plain) = s.as_ref() {
                     let plain = plain.to_string();
-                    let text = tx.put_object(obj, field.name, ObjType::Text)?;
-                    tx.splice_text(&text, 0, 0, &plain)?;
+                    put_text(tx, obj, field.name, &plain)?;
                 }
             }
             // A list or map with concurrent values: the one every replica shows.

@@ -148,12 +148,14 @@ pub(crate) enum Removal {
     Disputed,
 }
 
+/// Whether one value of an item's removal mark says removed.
+pub(crate) fn says_removed(value: &Value<'_>) -> bool {
+    matches!(value, Value::Scalar(s) if s.as_ref() == &ScalarValue::Boolean(true))
+}
+
 pub(crate) fn removal<D: ReadDoc>(doc: &D, item: &ObjId) -> Removal {
     let values = doc.get_all(item, "removed").unwrap_or_default();
-    let removed = values
-        .iter()
-        .filter(|(v, _)| matches!(v, Value::Scalar(s) if s.as_ref() == &ScalarValue::Boolean(true)))
-        .count();
+    let removed = values.iter().filter(|(v, _)| says_removed(v)).count();
     // Two devices removing an item at once agree.
     match removed {
         0 => Removal::Kept,

@@ -81,13 +81,13 @@ fn write_field<T: Transactable>(
             }
         }
         FieldType::Text => {
-            let text = tx.put_object(obj, field.name, ObjType::Text)?;
-            if let Some(v) = value {
-                let s = v
+            let s = match value {
+                Some(v) => nfc(v
                     .as_str()
-                    .ok_or_else(|| EditError::invalid(path, "must be a string"))?;
-                tx.splice_text(&text, 0, 0, &nfc(s))?;
-            }
+                    .ok_or_else(|| EditError::invalid(path, "must be a string"))?),
+                None => String::new(),
+            };
+            put_text(tx, obj, field.name, &s)?;
         }
         FieldType::Set(allowed) => {
             let set = tx.put_object(obj, field.name, ObjType::Map)?;
@@ -131,6 +131,20 @@ fn write_field<T: Transactable>(
         },
     }
     Ok(())
+}
+
+/// Puts a new text object at `key` of `obj`, holding `chars` as given.
+pub(crate) fn put_text<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    chars: &str,
+) -> Result<ObjId, EditError> {
+    let text = tx.put_object(obj, key, ObjType::Text)?;
+    if !chars.is_empty() {
+        tx.splice_text(&text, 0, 0, chars)?;
+    }
+    Ok(text)
 }
 
 /// Sets the languages present in `value` (an object); `null` removes one.
