@@ -38,20 +38,28 @@ fn device(id: &str, role: Role) -> Arc<Device> {
     })
 }
 
-/// A stored meeting, and a hub over the store.
-fn club() -> (tempfile::TempDir, Arc<Hub>, DocumentId, Automerge) {
+/// A hub over a new store, holding `doc` (if any) as record `id`.
+fn hub_holding(doc: Option<&Automerge>) -> (tempfile::TempDir, Arc<Hub>, DocumentId) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+    let id = DocumentId::random();
+    if let Some(doc) = doc {
+        let summary = twinsync_shared::record::summarise_read(doc, &read_document(doc));
+        store.append(id, &doc.save(), &summary, &[], 1).unwrap();
+    }
+    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
+    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+    (dir, hub, id)
+}
+
+/// A stored meeting, and a hub over the store.
+fn club() -> (tempfile::TempDir, Arc<Hub>, DocumentId, Automerge) {
     let fields =
         json!({"title": {"fr": "Conseil"}, "date": "2026-11-30", "minutes": "Procès-verbal. "});
     let meeting = RecordDoc::create(Kind::Meeting, &fields, &Commit::new("new meeting", 1))
         .unwrap()
         .into_automerge();
-    let id = DocumentId::random();
-    let summary = twinsync_shared::record::summarise_read(&meeting, &read_document(&meeting));
-    store.append(id, &meeting.save(), &summary, &[], 1).unwrap();
-    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
-    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+    let (dir, hub, id) = hub_holding(Some(&meeting));
     (dir, hub, id, meeting)
 }
 
@@ -107,8 +115,20 @@ fn type_in(r: &mut Replica, text: &str) -> (automerge::ChangeHash, DocCommand) {
     let mut tx = r.doc.transaction();
     tx.splice_text(&minutes, 0, 0, text).unwrap();
     let hash = tx.commit().0.unwrap();
+    (hash, sync_out(r))
+}
+
+/// `r`'s next sync message, as its socket hands it to the task.
+fn sync_out(r: &mut Replica) -> DocCommand {
     let data = r.doc.generate_sync_message(&mut r.state).unwrap().encode();
-    (hash, sync_from(r, data))
+    sync_from(r, data)
+}
+
+/// `edits` made on `r`'s copy, as the app makes them offline.
+fn edit_offline(r: &mut Replica, edits: &[twinsync_shared::record::Edit]) {
+    let mut doc = RecordDoc::from_automerge(std::mem::take(&mut r.doc));
+    doc.edit(&Commit::new("offline", 2), edits).unwrap();
+    r.doc = doc.into_automerge();
 }
 
 /// `r`'s sync message `data`, as its socket hands it to the task.
@@ -675,23 +695,15 @@ fn is_schema_2_with_text_guests(doc: &Automerge) -> bool {
 /// this build is brought to schema 2 as it arrives, not at the next load.
 #[tokio::test]
 async fn a_schema_1_record_uploaded_after_the_upgrade_is_migrated_as_it_arrives() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
-    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
-    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
-    let id = DocumentId::random();
+    let (_dir, hub, id) = hub_holding(None);
     let mut phone = replica(
         "amina",
         Role::Coordinator,
         &twinsync_shared::record::new_document(),
     );
     phone.doc = schema_1_meeting();
-    let data = phone
-        .doc
-        .generate_sync_message(&mut phone.state)
-        .unwrap()
-        .encode();
-    run_queued(&hub, id, vec![sync_from(&phone, data)]).await;
+    let cmd = sync_out(&mut phone);
+    run_queued(&hub, id, vec![cmd]).await;
     assert!(errors(&mut phone).is_empty());
     let stored = hub.store.load(id).unwrap().unwrap();
     assert!(is_schema_2_with_text_guests(&stored));
@@ -707,14 +719,8 @@ async fn a_schema_1_record_uploaded_after_the_upgrade_is_migrated_as_it_arrives(
 /// its words: in the record, or as one side of a disagreement.
 #[tokio::test]
 async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_its_words() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
     let old = schema_1_meeting();
-    let id = DocumentId::random();
-    let summary = twinsync_shared::record::summarise_read(&old, &read_document(&old));
-    store.append(id, &old.save(), &summary, &[], 1).unwrap();
-    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
-    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+    let (_dir, hub, id) = hub_holding(Some(&old));
 
     run_queued(&hub, id, Vec::new()).await;
     let stored = hub.store.load(id).unwrap().unwrap();
@@ -725,25 +731,17 @@ async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_i
     );
 
     let mut phone = replica("amina", Role::Coordinator, &old);
-    let mut edited = RecordDoc::from_automerge(std::mem::take(&mut phone.doc));
-    edited
-        .edit(
-            &Commit::new("guests", 2),
-            &[twinsync_shared::record::Edit::SpliceText {
-                path: "/guests".into(),
-                index: 17,
-                delete: 0,
-                insert: "، رئيس جماعة السمارة".into(),
-            }],
-        )
-        .unwrap();
-    phone.doc = edited.into_automerge();
-    let data = phone
-        .doc
-        .generate_sync_message(&mut phone.state)
-        .unwrap()
-        .encode();
-    run_queued(&hub, id, vec![sync_from(&phone, data)]).await;
+    edit_offline(
+        &mut phone,
+        &[twinsync_shared::record::Edit::SpliceText {
+            path: "/guests".into(),
+            index: 17,
+            delete: 0,
+            insert: "، رئيس جماعة السمارة".into(),
+        }],
+    );
+    let cmd = sync_out(&mut phone);
+    run_queued(&hub, id, vec![cmd]).await;
     assert!(errors(&mut phone).is_empty());
     let stored = hub.store.load(id).unwrap().unwrap();
     let typed = "Le maire de Dakar، رئيس جماعة السمارة";
@@ -761,8 +759,6 @@ async fn a_schema_1_record_is_migrated_on_load_and_an_offline_edit_to_it_keeps_i
 /// the member's `removed` mark.
 #[tokio::test]
 async fn a_delegate_cannot_bring_back_a_removed_council_member() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
     let person = DocumentId::random().url().to_string();
     let mut club = RecordDoc::create(
         Kind::Club,
@@ -778,30 +774,18 @@ async fn a_delegate_cannot_bring_back_a_removed_council_member() {
     )
     .unwrap();
     let club = club.into_automerge();
-    let id = DocumentId::random();
-    let summary = twinsync_shared::record::summarise_read(&club, &read_document(&club));
-    store.append(id, &club.save(), &summary, &[], 1).unwrap();
-    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
-    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+    let (_dir, hub, id) = hub_holding(Some(&club));
 
     let mut delegate = replica("delegate", Role::Delegate, &club);
-    let mut edited = RecordDoc::from_automerge(std::mem::take(&mut delegate.doc));
-    edited
-        .edit(
-            &Commit::new("back", 3),
-            &[twinsync_shared::record::Edit::Set {
-                path: "/council/m1/removed".into(),
-                value: json!(false),
-            }],
-        )
-        .unwrap();
-    delegate.doc = edited.into_automerge();
-    let data = delegate
-        .doc
-        .generate_sync_message(&mut delegate.state)
-        .unwrap()
-        .encode();
-    run_queued(&hub, id, vec![sync_from(&delegate, data)]).await;
+    edit_offline(
+        &mut delegate,
+        &[twinsync_shared::record::Edit::Set {
+            path: "/council/m1/removed".into(),
+            value: json!(false),
+        }],
+    );
+    let cmd = sync_out(&mut delegate);
+    run_queued(&hub, id, vec![cmd]).await;
     let refused = refusals(&mut delegate);
     assert!(
         refused
@@ -817,11 +801,7 @@ async fn a_delegate_cannot_bring_back_a_removed_council_member() {
 /// new record, refused at first) is brought to schema 2 before it is sent.
 #[tokio::test]
 async fn a_schema_1_record_accepted_from_quarantine_is_migrated() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
-    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
-    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
-    let id = DocumentId::random();
+    let (_dir, hub, id) = hub_holding(None);
     let (reply, answer) = oneshot::channel();
     let accept = DocCommand::Accept {
         changes: schema_1_meeting().save(),
