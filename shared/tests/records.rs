@@ -3,17 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
-use automerge::ActorId;
+mod phones;
+
+use phones::{commit, fork, merge};
+
 use serde_json::json;
 use twinsync_shared::record::{
     Commit, Conflict, Edit, EditError, Kind, LoadError, Record, RecordDoc, ValidationError,
     new_document,
 };
 use twinsync_shared::text::utf16_to_index;
-
-fn commit(message: &str, time: i64) -> Commit {
-    Commit::new(message, time)
-}
 
 fn meeting() -> RecordDoc {
     RecordDoc::create(
@@ -27,18 +26,6 @@ fn meeting() -> RecordDoc {
         &commit("New meeting", 100),
     )
     .unwrap()
-}
-
-/// A second replica of `doc` with its own actor, as on another phone.
-fn fork(doc: &RecordDoc) -> RecordDoc {
-    let mut other = RecordDoc::load(&doc.save()).unwrap();
-    other.doc_mut().set_actor(ActorId::random());
-    other
-}
-
-fn merge(a: &mut RecordDoc, b: &mut RecordDoc) {
-    a.doc_mut().merge(b.doc_mut()).unwrap();
-    b.doc_mut().merge(a.doc_mut()).unwrap();
 }
 
 fn set(path: &str, value: serde_json::Value) -> Edit {

@@ -6,27 +6,16 @@
 
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
+mod phones;
+
+use phones::{commit, fork, merge};
+
 use automerge::transaction::Transactable;
-use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use serde_json::json;
 use twinsync_shared::record::{
-    Commit, Edit, Kind, RecordDoc, SCHEMA_VERSION, document_text, migrate, new_document,
+    Edit, Kind, RecordDoc, SCHEMA_VERSION, document_text, migrate, new_document,
 };
-
-fn commit(message: &str, time: i64) -> Commit {
-    Commit::new(message, time)
-}
-
-fn fork(doc: &RecordDoc) -> RecordDoc {
-    let mut other = RecordDoc::load(&doc.save()).unwrap();
-    other.doc_mut().set_actor(ActorId::random());
-    other
-}
-
-fn merge(a: &mut RecordDoc, b: &mut RecordDoc) {
-    a.doc_mut().merge(b.doc_mut()).unwrap();
-    b.doc_mut().merge(a.doc_mut()).unwrap();
-}
 
 fn splice(path: &str, index: usize, insert: &str) -> Edit {
     Edit::SpliceText {
