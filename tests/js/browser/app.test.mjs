@@ -44,6 +44,22 @@ const upToDate = (page) =>
 const knownAs = (page, role) =>
   until(page, (role) => JSON.parse(localStorage.getItem("me") ?? "null")?.role === role || null, role, "who this device is");
 
+/** Each phone, once it shows `selector` and is up to date, goes offline. */
+async function offlineAt(phones, selector) {
+  for (const p of phones) {
+    await p.page.waitForSelector(selector);
+    await upToDate(p.page);
+    await p.context.setOffline(true);
+  }
+}
+
+/** Types `text` into the field at `selector`, after pressing `key` (where the caret goes) in it. */
+async function typeAt(page, selector, key, text) {
+  await page.click(selector);
+  await page.keyboard.press(key);
+  await page.keyboard.type(text);
+}
+
 async function show(page, hash) {
   await page.evaluate((hash) => { location.hash = hash; }, hash);
 }
@@ -215,19 +231,11 @@ test("two phones write the same minutes offline and both show the merged text", 
     assert.equal(await a.page.$$eval("form.record textarea, form.record input", (e) => e.length), 0);
     await show(a.page, `#/r/${id}`);
     const area = '[data-path="/minutes"] textarea';
-    for (const p of [a, b]) {
-      await p.page.waitForSelector(area);
-      await upToDate(p.page);
-      await p.context.setOffline(true);
-    }
+    await offlineAt([a, b], area);
     await until(a.page, () => document.querySelector("#sync").dataset.state !== "up-to-date", undefined, "phone A offline");
     // Phone A writes Arabic at the start, phone B French at the end.
-    await a.page.click(area);
-    await a.page.keyboard.press("Control+Home");
-    await a.page.keyboard.type("افتتح الرئيس الجلسة. ");
-    await b.page.click(area);
-    await b.page.keyboard.press("Control+End");
-    await b.page.keyboard.type(" Séance levée à 18 h.");
+    await typeAt(a.page, area, "Control+Home", "افتتح الرئيس الجلسة. ");
+    await typeAt(b.page, area, "Control+End", " Séance levée à 18 h.");
     for (const p of [a, b]) {
       const waiting = await p.page.$eval("#sync-waiting", (e) => e.textContent);
       assert.ok(waiting.length > 0, "the sync bar counts changes waiting for the server");
@@ -255,19 +263,11 @@ test("two phones reword the same decision offline: both phones' words are kept, 
     const { a, b, id } = await twoPhones(server);
     await a.page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/decisions", after: "$end", item: { id: "d1", text: "Jumeler les bibliothèques", outcome: "adopted" } }], "add a decision"), id);
     const area = '[data-path="/decisions/d1/text"] textarea';
-    for (const p of [a, b]) {
-      await p.page.waitForSelector(area);
-      await upToDate(p.page);
-      await p.context.setOffline(true);
-    }
+    await offlineAt([a, b], area);
     await until(a.page, () => document.querySelector("#sync").dataset.state !== "up-to-date", undefined, "phone A offline");
     // Phone A heads the decision in Arabic, phone B completes it in French.
-    await a.page.click(area);
-    await a.page.keyboard.press("Control+Home");
-    await a.page.keyboard.type("قرار المجلس: ");
-    await b.page.click(area);
-    await b.page.keyboard.press("Control+End");
-    await b.page.keyboard.type(" de Smara et de Pune");
+    await typeAt(a.page, area, "Control+Home", "قرار المجلس: ");
+    await typeAt(b.page, area, "Control+End", " de Smara et de Pune");
     for (const p of [a, b]) await p.context.setOffline(false);
     const want = "قرار المجلس: Jumeler les bibliothèques de Smara et de Pune";
     for (const p of [a, b]) {
@@ -289,18 +289,12 @@ test("a decision removed on one phone while another wrote in it stays, words and
     await a.page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/decisions", after: "$end", item: { id: "d1", text: "Jumeler les bibliothèques", outcome: "adopted" } }], "add a decision"), id);
     const item = 'li[data-item="d1"]';
     const area = '[data-path="/decisions/d1/text"] textarea';
-    for (const p of [a, b]) {
-      await p.page.waitForSelector(area);
-      await upToDate(p.page);
-      await p.context.setOffline(true);
-    }
+    await offlineAt([a, b], area);
     // Offline, phone A removes the decision while phone B completes it.
     a.page.once("dialog", (d) => d.accept());
     await a.page.click(`${item} button.remove`);
     await until(a.page, (sel) => !document.querySelector(sel) || null, item, "the decision gone on phone A");
-    await b.page.click(area);
-    await b.page.keyboard.press("Control+End");
-    await b.page.keyboard.type(" de Smara");
+    await typeAt(b.page, area, "Control+End", " de Smara");
     for (const p of [a, b]) await p.context.setOffline(false);
     // Each leaves the form (the screen is not redrawn under a person in it).
     for (const p of [a, b]) await p.page.evaluate(() => document.activeElement?.blur());
@@ -410,11 +404,7 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     // A decision both phones will mark differently.
     await a.page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/decisions", after: "$end", item: { id: "d1", text: "Jumeler les bibliothèques", outcome: "deferred" } }], "add a decision"), id);
     await until(b.page, (id) => window.twinsync.read(id).record.decisions?.length === 1, id, "the decision on the other phone");
-    for (const p of [a, b]) {
-      await p.page.waitForSelector(time);
-      await upToDate(p.page);
-      await p.context.setOffline(true);
-    }
+    await offlineAt([a, b], time);
     await a.page.fill(time, "09:30");
     await a.page.press(time, "Tab");
     await b.page.fill(time, "10:00");
