@@ -383,7 +383,8 @@ pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> Api
         let open = a
             .commitments
             .iter()
-            .filter(|c| c.status.as_deref() != Some("done"))
+            // Kept and dropped commitments are both closed, as the app counts them.
+            .filter(|c| !matches!(c.status.as_deref(), Some("done" | "dropped")))
             .count();
         w.write_record([
             id.url().to_string(),

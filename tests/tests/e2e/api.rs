@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use twinsync_shared::record::Edit;
+use twinsync_shared::record::{Edit, Record};
 use twinsync_tests::{TestPeer, spawn_app};
 
 #[tokio::test]
@@ -172,6 +172,38 @@ async fn csv_exports_hold_agreements_and_milestones() {
         "{agreements}"
     );
     assert!(!agreements.contains(",\"=") && !agreements.contains(",="));
+
+    // A dropped commitment is closed, as a kept one is: the agreement's
+    // open commitments go from two to one.
+    let open = |csv: &str| -> String {
+        let row = csv
+            .lines()
+            .find(|l| l.starts_with(&agreement.url().to_string()))
+            .expect("the agreement's row");
+        row.rsplit(',').next().unwrap().to_owned()
+    };
+    assert_eq!(open(&agreements), "2");
+    let Record::Agreement(a) = p.record(agreement) else {
+        panic!("not an agreement");
+    };
+    p.edit(
+        agreement,
+        "dropped",
+        &[Edit::Set {
+            path: format!("/commitments/{}/status", a.commitments[0].id),
+            value: json!("dropped"),
+        }],
+    );
+    let heads = p.heads(agreement);
+    p.sync_until_acked(Duration::from_secs(10), agreement, &heads)
+        .await;
+    let agreements = app
+        .get("/api/export/agreements.csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(open(&agreements), "1");
 }
 
 #[tokio::test]
