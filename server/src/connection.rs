@@ -15,6 +15,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::handshake::{self, Joined};
@@ -55,7 +56,7 @@ struct Session {
     /// A revoked device's hand-in: what it sent, per document, synced
     /// against an empty copy so it is shown nothing.
     inbox: HashMap<DocumentId, (Automerge, DocSync)>,
-    kill: Arc<Notify>,
+    kill: CancellationToken,
 }
 
 impl Session {
@@ -68,7 +69,7 @@ impl Session {
             docs: HashSet::new(),
             waiting: HashSet::new(),
             inbox: HashMap::new(),
-            kill: Arc::new(Notify::new()),
+            kill: CancellationToken::new(),
         }
     }
 
@@ -77,7 +78,11 @@ impl Session {
         let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(self.hub.settings.peer_queue);
         let settings = Arc::clone(&self.hub.settings);
         let metrics = self.hub.metrics.clone();
-        let kill = Arc::clone(&self.kill);
+        // The writer stops on the kill switch, or when this session ends
+        // (`stop`, which leaves what the peer sent before it closed to be
+        // taken in).
+        let stop = self.kill.child_token();
+        let kill = stop.clone();
         let last_heard = Arc::new(std::sync::Mutex::new(Instant::now()));
         let heard = Arc::clone(&last_heard);
 
@@ -110,10 +115,12 @@ impl Session {
                             break;
                         }
                     }
-                    () = kill.notified() => {
+                    () = kill.cancelled() => {
                         // Deliver what was queued before the kill (such as the
-                        // error that explains it), then close.
-                        while let Ok(Outbound::Frame(frame)) = out_rx.try_recv() {
+                        // error that explains it), and nothing queued after,
+                        // then close.
+                        for _ in 0..out_rx.len() {
+                            let Ok(Outbound::Frame(frame)) = out_rx.try_recv() else { break };
                             if !send_within(&mut sink, WsMessage::Binary(frame.into()), limit).await {
                                 break;
                             }
@@ -146,10 +153,13 @@ impl Session {
                     }
                 }
             } else {
+                // The kill switch first: a revoked device's frames that
+                // are already waiting are not taken in.
                 tokio::select! {
-                    next = stream.next() => next,
-                    () = self.kill.notified() => break,
+                    biased;
+                    () = self.kill.cancelled() => break,
                     () = writer_gone.notified() => break,
+                    next = stream.next() => next,
                 }
             };
             let Some(Ok(frame)) = next else { break };
@@ -173,9 +183,9 @@ impl Session {
             }
         }
         self.hub.metrics.connected_peers.dec();
-        // Stop the writer too, whichever side ended first (a stored permit
-        // reaches it even while it is busy sending).
-        self.kill.notify_one();
+        // Stop the writer too, whichever side ended first (it sees the
+        // token even while it is busy sending).
+        stop.cancel();
         self.leave().await;
         drop(out_tx);
         // Let the writer flush the last error, then stop it for good.
@@ -235,12 +245,7 @@ impl Session {
                 .map_err(|e| Fatal(e.to_string()))?;
             tracing::Span::current().record("peer_id", tracing::field::display(&joined.peer_id));
             self.hub
-                .register_session(
-                    &joined.peer_id,
-                    self.conn,
-                    &self.device,
-                    Arc::clone(&self.kill),
-                )
+                .register_session(&joined.peer_id, self.conn, &self.device, self.kill.clone())
                 .map_err(|e| Fatal(e.to_string()))?;
             // The device may have been revoked, or its rights changed,
             // since the upgrade; read it again now that the session is
@@ -292,7 +297,7 @@ impl Session {
                 .clone()
                 .filter(|_| !joined.metadata.is_ephemeral),
             out: out.clone(),
-            kill: Arc::clone(&self.kill),
+            kill: self.kill.clone(),
             device: Arc::clone(&self.device),
         };
         if self.device.is_revoked() {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use automerge::Automerge;
 use automerge::sync::State;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::{DocSync, Message, Refusal};
 use twinsync_shared::record::{new_document, read_document};
@@ -25,7 +26,8 @@ use crate::store::{StoreError, Summary};
 mod receive;
 mod upkeep;
 
-/// A peer's way out: its connection's queue and its kill switch.
+/// A peer's way out: its connection's queue and its kill switch, which
+/// stays fired once fired: nothing it sends after is taken in.
 #[derive(Clone, Debug)]
 pub struct PeerLink {
     pub peer_id: PeerId,
@@ -33,7 +35,7 @@ pub struct PeerLink {
     /// Storage id of a peer whose sync state is worth keeping.
     pub storage_id: Option<StorageId>,
     pub out: mpsc::Sender<Outbound>,
-    pub kill: Arc<Notify>,
+    pub kill: CancellationToken,
     /// The device the connection signed in as.
     pub device: Arc<Device>,
 }
@@ -359,7 +361,7 @@ pub enum Queued {
 /// Queues `msg` for a peer, cutting off one whose queue is full.
 pub fn send_or_cut(
     out: &mpsc::Sender<Outbound>,
-    kill: &Notify,
+    kill: &CancellationToken,
     metrics: &crate::metrics::Metrics,
     msg: &Message,
 ) -> Queued {
@@ -367,7 +369,7 @@ pub fn send_or_cut(
         Ok(()) => Queued::Yes,
         Err(mpsc::error::TrySendError::Full(_)) => {
             metrics.slow_peers_dropped.inc();
-            kill.notify_one();
+            kill.cancel();
             Queued::CutOff
         }
         Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use twinsync_shared::{DocumentId, PeerId};
 
 use crate::auth::{AuthError, Device, Guards, Secret};
@@ -63,7 +64,7 @@ struct SessionEntry {
     revoked: bool,
     /// The device's `rights` count when the socket signed in.
     rights: i64,
-    kill: Arc<Notify>,
+    kill: CancellationToken,
 }
 
 /// Why a request was not let in.
@@ -255,7 +256,7 @@ impl Hub {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let mut closed = Vec::new();
         for entry in sessions.values().filter(|e| !e.revoked && which(e)) {
-            entry.kill.notify_one();
+            entry.kill.cancel();
             closed.push(entry.device.clone());
         }
         closed
@@ -274,7 +275,7 @@ impl Hub {
         peer: &PeerId,
         conn: u64,
         device: &Device,
-        kill: Arc<Notify>,
+        kill: CancellationToken,
     ) -> Result<(), PeerTaken> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = sessions.get(peer) {
@@ -282,7 +283,7 @@ impl Hub {
                 return Err(PeerTaken(peer.clone()));
             }
             if old.conn != conn {
-                old.kill.notify_one();
+                old.kill.cancel();
             }
         }
         sessions.insert(

@@ -37,7 +37,11 @@ impl DocTask {
     /// are taken one at a time instead, so each refusal or error reaches
     /// the peer it concerns exactly as if no other message had been
     /// waiting. A failed store is told to every sender of new changes.
-    pub(super) async fn on_sync_batch(&mut self, batch: Vec<SyncIn>) {
+    pub(super) async fn on_sync_batch(&mut self, mut batch: Vec<SyncIn>) {
+        // A socket killed since it sent (its device revoked or its rights
+        // changed, or cut off) is closing: what it sent is not taken in
+        // under the rights it signed in with.
+        batch.retain(|sync| !sync.peer.kill.is_cancelled());
         // A record's first change names its creator: taken alone.
         if batch.len() > 1 && self.broken.is_none() && !self.doc.get_heads().is_empty() {
             for sync in &batch {
@@ -207,7 +211,7 @@ impl DocTask {
             e.public_reason()
         );
         self.refusal_to(peer, message, NOT_STORED, "/", None);
-        peer.kill.notify_one();
+        peer.kill.cancel();
         self.remove_peer(&peer.peer_id);
     }
 
@@ -287,7 +291,7 @@ impl DocTask {
                     &peer,
                     format!("sync message for document {} refused: {e}", self.id),
                 );
-                peer.kill.notify_one();
+                peer.kill.cancel();
                 self.remove_peer(&peer.peer_id);
                 return;
             }

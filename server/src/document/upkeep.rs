@@ -122,7 +122,7 @@ impl DocTask {
                 self.retried = Some(std::time::Instant::now());
                 for peer in std::mem::take(&mut self.peers).into_values() {
                     self.unreadable_to(&peer, e.public_reason());
-                    peer.kill.notify_one();
+                    peer.kill.cancel();
                 }
             }
         }
