@@ -113,6 +113,12 @@ export interface SyncStatus {
   /** Records the server refused to share. */
   unavailable: string[];
   /**
+   * Records this device could not keep (its storage is full, or failed):
+   * they are in memory, and sync if online, and are written whole with each
+   * later write until one works. `error` says why while any is listed.
+   */
+  unsaved: string[];
+  /**
    * Records the server has not taken yet, as this device opened more in a
    * minute than it allows (the refusal code "rate-limited"): sent again
    * when the server said to, without a reconnection.
@@ -217,6 +223,7 @@ struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     refusal: Option<RefusalView>,
     unavailable: Vec<String>,
+    unsaved: Vec<String>,
     deferred: usize,
     joins: u32,
 }
@@ -713,6 +720,12 @@ impl Inner {
                 .iter()
                 .map(|d| d.to_string())
                 .collect(),
+            unsaved: self
+                .unsaved
+                .borrow()
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
             deferred: replica.deferred(),
             joins: self.joins.get(),
         }
@@ -755,56 +768,106 @@ impl Inner {
     ///
     /// While a write is pending nothing is sent, so no message reflects a
     /// change that is not yet on the device. A record whose write failed is
-    /// written whole (a snapshot) with the next write that succeeds, and
-    /// its sync state is not stored until then.
+    /// written whole (a snapshot) before the next write, in a transaction of
+    /// its own: if the device still cannot keep it, the record stays unsaved
+    /// (and said so in the status) while the outcome at hand is stored all
+    /// the same, so a record too big for a full device does not stop every
+    /// later edit, or the link that would take it to the server. An unsaved
+    /// record's sync state is not stored until the record is.
     async fn store(&self, out: &Outcome) -> Result<(), StoreError> {
-        let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
-        if out.chunks.is_empty() && out.sync_states.is_empty() && retry.is_empty() {
-            return Ok(());
-        }
-        let mut chunks = out.chunks.clone();
-        for doc in &retry {
-            if let Some(bytes) = self.replica.borrow().snapshot(*doc) {
-                chunks.push(Chunk { doc: *doc, bytes });
-            }
-        }
-        let states: Vec<(DocumentId, Vec<u8>)> = out
-            .sync_states
-            .iter()
-            .filter(|(doc, _)| !retry.contains(doc))
-            .cloned()
-            .collect();
         self.pending_writes.set(self.pending_writes.get() + 1);
-        let written = self.store.append(&chunks, &states).await;
-        self.pending_writes.set(self.pending_writes.get() - 1);
-        let keys = match written {
-            Ok(keys) => keys,
-            Err(e) => {
-                self.unsaved
-                    .borrow_mut()
-                    .extend(out.chunks.iter().map(|c| c.doc));
-                return Err(e);
-            }
-        };
-        // Only the records this write took whole are saved now: a write
-        // that failed while this one was pending keeps its records unsaved.
-        self.unsaved.borrow_mut().retain(|doc| !retry.contains(doc));
         let mut compact = Vec::new();
-        {
-            let mut all = self.chunk_keys.borrow_mut();
-            for (chunk, key) in chunks.iter().zip(keys) {
-                let list = all.entry(chunk.doc).or_default();
-                list.push(key);
-                if list.len() > COMPACT_AFTER {
-                    compact.push(chunk.doc);
-                }
-            }
-        }
+        let written = self.write(out, &mut compact).await;
+        self.pending_writes.set(self.pending_writes.get() - 1);
+        compact.sort();
         compact.dedup();
         for doc in compact {
             self.compact(doc).await;
         }
-        Ok(())
+        written
+    }
+
+    /// Writes the unsaved records, then the outcome, and says which
+    /// records now have chunks enough to compact.
+    async fn write(&self, out: &Outcome, compact: &mut Vec<DocumentId>) -> Result<(), StoreError> {
+        self.save_unsaved(compact).await;
+        let unsaved = self.unsaved.borrow().clone();
+        let states: Vec<(DocumentId, Vec<u8>)> = out
+            .sync_states
+            .iter()
+            .filter(|(doc, _)| !unsaved.contains(doc))
+            .cloned()
+            .collect();
+        if out.chunks.is_empty() && states.is_empty() {
+            return Ok(());
+        }
+        match self.store.append(&out.chunks, &states).await {
+            Ok(keys) => {
+                compact.extend(self.keep_chunk_keys(&out.chunks, keys));
+                Ok(())
+            }
+            Err(e) => {
+                self.unsaved
+                    .borrow_mut()
+                    .extend(out.chunks.iter().map(|c| c.doc));
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes each unsaved record whole, in one transaction.
+    async fn save_unsaved(&self, compact: &mut Vec<DocumentId>) {
+        let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
+        if retry.is_empty() {
+            return;
+        }
+        let chunks: Vec<Chunk> = retry
+            .iter()
+            .filter_map(|doc| {
+                let bytes = self.replica.borrow().snapshot(*doc)?;
+                Some(Chunk { doc: *doc, bytes })
+            })
+            .collect();
+        match self.store.append(&chunks, &[]).await {
+            Ok(keys) => {
+                // Only the records this write took whole are saved now: a
+                // write that failed meanwhile keeps its records unsaved.
+                let emptied = {
+                    let mut unsaved = self.unsaved.borrow_mut();
+                    unsaved.retain(|doc| !retry.contains(doc));
+                    unsaved.is_empty()
+                };
+                if emptied {
+                    let mut error = self.last_error.borrow_mut();
+                    if error
+                        .as_ref()
+                        .is_some_and(|(kind, _)| matches!(*kind, "storage-full" | "not-saved"))
+                    {
+                        *error = None;
+                    }
+                }
+                compact.extend(self.keep_chunk_keys(&chunks, keys));
+            }
+            Err(e) => {
+                *self.last_error.borrow_mut() =
+                    Some((unsaved_kind(&e), format!("not saved on this device: {e}")));
+            }
+        }
+    }
+
+    /// Records where the chunks just written are; returns the records that
+    /// now have chunks enough to compact.
+    fn keep_chunk_keys(&self, chunks: &[Chunk], keys: Vec<f64>) -> Vec<DocumentId> {
+        let mut compact = Vec::new();
+        let mut all = self.chunk_keys.borrow_mut();
+        for (chunk, key) in chunks.iter().zip(keys) {
+            let list = all.entry(chunk.doc).or_default();
+            list.push(key);
+            if list.len() > COMPACT_AFTER {
+                compact.push(chunk.doc);
+            }
+        }
+        compact
     }
 
     /// Replaces a record's chunks with one snapshot, in one transaction.
@@ -1022,15 +1085,15 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 match result {
                     Ok(out) => {
                         if let Err(e) = inner.store(&out).await {
-                            *inner.last_error.borrow_mut() = Some((
-                                unsaved_kind(&e),
-                                format!("cannot store what the server sent: {e}"),
-                            ));
-                            // Unstored changes must not be acknowledged:
-                            // drop the link. They stay in memory and are
-                            // written whole with the next write that works.
-                            inner.close_socket();
-                            continue;
+                            // The changes are in memory, marked unsaved,
+                            // and written whole with a later write that
+                            // works; the server keeps its own copy. The
+                            // link stays: it is how an edit this device
+                            // cannot keep reaches a place that can, and
+                            // dropping it would only bring the same frame
+                            // back, over and over.
+                            *inner.last_error.borrow_mut() =
+                                Some((unsaved_kind(&e), format!("not saved on this device: {e}")));
                         }
                         if let Some(secs) = out.retry_after
                             && !inner.retry_due.replace(true)
@@ -1053,7 +1116,15 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             inner.link.set(Link::Joined);
                             inner.joins.set(inner.joins.get().wrapping_add(1));
                             inner.attempts.set(0);
-                            inner.last_error.borrow_mut().take();
+                            // What the device could not keep stays said
+                            // until it has kept it.
+                            let keep = !inner.unsaved.borrow().is_empty()
+                                && inner.last_error.borrow().as_ref().is_some_and(|(kind, _)| {
+                                    matches!(*kind, "storage-full" | "not-saved")
+                                });
+                            if !keep {
+                                inner.last_error.borrow_mut().take();
+                            }
                             let me = Rc::clone(&inner);
                             spawn_local(async move { me.find_club().await });
                         }

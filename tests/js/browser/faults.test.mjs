@@ -206,13 +206,46 @@ test("a write that fails while another succeeds leaves its record unsaved, not c
       const edit = (id, text) => window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert: text }], "edit");
       // The small write starts before the big one has failed, and ends after.
       const both = await Promise.allSettled([edit(big, insert), edit(small, "a")]);
-      // The big record is still unsaved: the next write takes it whole, and
-      // the storage is as full as it was.
-      const next = await edit(small, "b").then(() => null, (e) => e.name);
-      return { both: both.map((r) => r.status === "rejected" ? r.reason.name : "ok"), next };
+      // The big record is still unsaved, and the storage as full as it was:
+      // the next small edit is kept all the same, and the big record is
+      // still named as not kept.
+      const next = await edit(small, "b").then(() => "ok", (e) => e.name);
+      return { big, both: both.map((r) => r.status === "rejected" ? r.reason.name : "ok"), next, status: window.tw.status() };
     }, randomLetters());
     assert.deepEqual(outcome.both, ["QuotaExceededError", "ok"], JSON.stringify(outcome));
-    assert.equal(outcome.next, "QuotaExceededError", JSON.stringify(outcome));
+    assert.equal(outcome.next, "ok", JSON.stringify(outcome));
+    assert.deepEqual(outcome.status.unsaved, [outcome.big], JSON.stringify(outcome.status));
+    assert.equal(outcome.status.state, "error");
+    assert.equal(outcome.status.errorKind, "storage-full");
+    await context.close();
+    cleanup(profile);
+  });
+});
+
+test("an edit a full phone cannot keep still reaches the server once online", async () => {
+  await withServer(async (server) => {
+    const { page, context, profile } = await phoneWithSmallQuota(server);
+    const id = await page.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Rapport" }, report_type: "field", date: "2026-11-20", text: "" }, "new"),
+    );
+    const letters = randomLetters();
+    const refused = await page.evaluate(([id, insert]) =>
+      window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert }], "big").then(() => null, (e) => e.name),
+    [id, letters]);
+    assert.equal(refused, "QuotaExceededError");
+    await page.evaluate(() => window.tw.connect());
+    // Joined, and the server confirmed holding every change made here,
+    // although each write still fails to take the big record.
+    const status = await until(page, () => {
+      const s = window.tw.status();
+      return s.joins > 0 && s.unconfirmed === 0 && s.syncing === 0 ? s : null;
+    }, undefined, "the server holding the edit", 60_000);
+    // The records the server sent a full phone are in memory but not kept
+    // either; the status lists them all, the edited one among them.
+    assert.ok(status.unsaved.includes(id), `the phone still says it does not keep the record: ${JSON.stringify(status)}`);
+    assert.equal(status.errorKind, "storage-full", JSON.stringify(status));
+    const stored = await (await server.api(`/api/records/${id}`)).json();
+    assert.equal(stored.record.text, letters, "the server holds every letter");
     await context.close();
     cleanup(profile);
   });
