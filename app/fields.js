@@ -394,6 +394,9 @@ function textArea(ctx, path, value) {
       return { op: "splice_text", path, ...s };
     });
     if (!(await ctx.edit(splices))) {
+      // A word being composed meanwhile is left alone: the document is
+      // shown once it is done (`arrived`).
+      if (composing) { arrived = null; return; }
       // Not saved: show what the document holds, so nothing unsaved looks saved.
       const now = shown(ctx.text(path) ?? "");
       const caret = follow(area.selectionStart, area.value, now);
@@ -415,11 +418,17 @@ function textArea(ctx, path, value) {
   area.addEventListener("compositionend", () => {
     composing = false;
     send().then(() => {
+      // The next word may be under way already: what came meanwhile waits
+      // for that one too.
+      if (composing) return;
       if (arrived !== undefined) receive(ctx.text(path));
       arrived = undefined;
     });
   });
   area.addEventListener("input", (e) => { if (!e.isComposing && !composing) send(); });
+  // A page hidden mid-word may never come back: the word as it stands is
+  // written (`writeFocused`).
+  unsent.set(area, () => { if (composing) send(); });
   // A word being composed is not in the document yet: text from others
   // waits until it is.
   ctx.editors.set(path, (remote) => { if (composing) arrived = remote; else receive(remote); });

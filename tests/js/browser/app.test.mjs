@@ -363,6 +363,58 @@ test("typing in minutes while another phone writes in them live keeps both peopl
   });
 });
 
+test("a word composed with an input method is written when done, not torn by text arriving meanwhile, and kept if the page is hidden mid-word", async () => {
+  await withServer(async (server) => {
+    const { a, b, id } = await twoPhones(server);
+    const area = '[data-path="/minutes"] textarea';
+    for (const p of [a, b]) await p.page.waitForSelector(area);
+    const ime = await a.context.newCDPSession(a.page);
+    const compose = (text) => ime.send("Input.imeSetComposition", { text, selectionStart: text.length, selectionEnd: text.length });
+    const commit = (text) => ime.send("Input.insertText", { text });
+    const minutes = (page) => page.evaluate((id) => window.twinsync.read(id).record.minutes, id);
+    const screen = (page) => page.$eval(area, (e) => e.value);
+    await a.page.click(area);
+    await a.page.keyboard.press("Control+End");
+    await b.page.click(area);
+    await b.page.keyboard.press("Control+Home");
+
+    // A composes a word; B writes at the start meanwhile. B's words reach
+    // A's device, but A's screen waits: the word under way stays as typed.
+    await compose(" مر");
+    await compose(" مرحب");
+    await b.page.keyboard.type("Ouverture. ");
+    await until(a.page, (id) => window.twinsync.read(id).record.minutes.startsWith("Ouverture. ") || null, id, "B's words on A's device");
+    assert.equal(await screen(a.page), "Ordre du jour adopté. مرحب", "the screen left alone mid-word");
+    assert.equal(await minutes(a.page), "Ouverture. Ordre du jour adopté.", "the unfinished word not written yet");
+
+    // Done: the word is written, and B's words are shown around it. The
+    // next word may start at once.
+    await commit(" مرحبا");
+    await compose(" بكم");
+    await commit(" بكم");
+    const both = "Ouverture. Ordre du jour adopté. مرحبا بكم";
+    await until(a.page, ([sel, want]) => document.querySelector(sel).value === want || null, [area, both], "both words and B's, whole, on A's screen");
+
+    // The page is hidden in the middle of a word: the word as it stands is
+    // written, and finishing it later adds only what is new.
+    await compose(" شكر");
+    await a.page.evaluate(() => {
+      Object.defineProperty(document, "visibilityState", { value: "hidden", configurable: true });
+      document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
+    });
+    await until(a.page, ([id, want]) => window.twinsync.read(id).record.minutes === want || null, [id, `${both} شكر`], "the word under way written when hidden");
+    await a.page.evaluate(() => { delete document.visibilityState; });
+    await commit(" شكرا");
+    const all = `${both} شكرا`;
+    await until(a.page, ([id, want]) => window.twinsync.read(id).record.minutes === want || null, [id, all], "the finished word, once");
+    await until(b.page, ([sel, want]) => document.querySelector(sel).value === want || null, [area, all], "every word on B's screen");
+    await upToDate(a.page);
+    const stored = await (await server.api(`/api/records/${id}`)).json();
+    assert.equal(stored.record.minutes, all);
+    for (const p of [a, b]) await p.context.close();
+  });
+});
+
 test("a one-line field another phone changed while this one typed over it shows their value, one tap from being kept", async () => {
   await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
