@@ -305,28 +305,58 @@ pub async fn recent_changes(
     Ok(Json(json!(rows)))
 }
 
-async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Vec<(DocumentId, Record)>> {
+/// The records of one kind, for an export, and those that cannot be read
+/// (damaged in storage, or no longer a record of the kind's shape): one
+/// damaged record costs the coordinator its row, not the whole export.
+async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Readable> {
     let store = hub.store.clone();
     let rows = blocking(move || store.list(Some(kind), None, None)).await?;
-    let mut out = Vec::new();
+    let mut out = Readable::default();
     for row in rows {
         let Ok(id) = row.id.parse::<DocumentId>() else {
             continue;
         };
-        if let Ok(record) = load(hub, id).await?.record() {
-            out.push((id, record));
+        let store = hub.store.clone();
+        let readable = match blocking(move || Ok(store.load(id))).await? {
+            Ok(Some(doc)) => RecordDoc::from_automerge(doc).record().ok(),
+            // Gone since it was listed: nothing to export.
+            Ok(None) => continue,
+            Err(StoreError::Corrupt { reason, .. }) => {
+                tracing::warn!(%id, %reason, "a damaged record left out of an export");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match readable {
+            Some(record) => out.records.push((id, record)),
+            None => out.unreadable.push(id),
         }
     }
     Ok(out)
 }
 
-fn csv_response(name: &str, writer: csv::Writer<Vec<u8>>) -> ApiResult<Response> {
+#[derive(Default)]
+struct Readable {
+    records: Vec<(DocumentId, Record)>,
+    unreadable: Vec<DocumentId>,
+}
+
+/// The header that names the records an export leaves out, as they cannot
+/// be read: a script or a spreadsheet user sees the rows that are there,
+/// and is told which are not.
+const UNREADABLE_HEADER: &str = "x-twinsync-unreadable";
+
+fn csv_response(
+    name: &str,
+    writer: csv::Writer<Vec<u8>>,
+    unreadable: &[DocumentId],
+) -> ApiResult<Response> {
     let bytes = writer
         .into_inner()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok((
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -337,7 +367,14 @@ fn csv_response(name: &str, writer: csv::Writer<Vec<u8>>) -> ApiResult<Response>
         // A byte-order mark so spreadsheet programs read Arabic as UTF-8.
         [b"\xEF\xBB\xBF".as_slice(), &bytes].concat(),
     )
-        .into_response())
+        .into_response();
+    if !unreadable.is_empty() {
+        let urls: Vec<String> = unreadable.iter().map(|id| id.url().to_string()).collect();
+        if let Ok(value) = HeaderValue::from_str(&urls.join(" ")) {
+            response.headers_mut().insert(UNREADABLE_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 /// A cell of text a delegate typed. Spreadsheet programs run a cell that
@@ -376,7 +413,8 @@ pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> Api
         "open_commitments",
     ])
     .map_err(csv_error)?;
-    for (id, record) in records_of_kind(&hub, "agreement").await? {
+    let read = records_of_kind(&hub, "agreement").await?;
+    for (id, record) in read.records {
         let Record::Agreement(a) = record else {
             continue;
         };
@@ -402,7 +440,7 @@ pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> Api
         ])
         .map_err(csv_error)?;
     }
-    csv_response("agreements.csv", w)
+    csv_response("agreements.csv", w, &read.unreadable)
 }
 
 pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
@@ -422,7 +460,8 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
         "milestone_done_on",
     ])
     .map_err(csv_error)?;
-    for (id, record) in records_of_kind(&hub, "project").await? {
+    let read = records_of_kind(&hub, "project").await?;
+    for (id, record) in read.records {
         let Record::Project(p) = record else { continue };
         let base = [
             id.url().to_string(),
@@ -456,7 +495,7 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
             w.write_record(row).map_err(csv_error)?;
         }
     }
-    csv_response("projects.csv", w)
+    csv_response("projects.csv", w, &read.unreadable)
 }
 
 pub async fn openapi() -> Json<Value> {

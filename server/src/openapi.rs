@@ -112,8 +112,8 @@ fn record_paths() -> Value {
             "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
             "responses": with_role(json!({"200": {"description": "Changes: hash, record, kind, title, device, device_name, device_role, received_at", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}}))
         }},
-        "/api/export/agreements.csv": {"get": {"summary": "Agreements as CSV", "responses": with_role(json!({"200": {"description": "CSV", "content": {"text/csv": {}}}}))}},
-        "/api/export/projects.csv": {"get": {"summary": "Projects and their milestones as CSV, one row per milestone", "responses": with_role(json!({"200": {"description": "CSV", "content": {"text/csv": {}}}}))}}
+        "/api/export/agreements.csv": {"get": {"summary": "Agreements as CSV", "responses": with_role(json!({"200": {"description": "CSV; a record that cannot be read is left out and named", "headers": {"x-twinsync-unreadable": {"description": "The URLs of the records left out as they cannot be read, separated by spaces", "schema": {"type": "string"}}}, "content": {"text/csv": {}}}}))}},
+        "/api/export/projects.csv": {"get": {"summary": "Projects and their milestones as CSV, one row per milestone", "responses": with_role(json!({"200": {"description": "CSV; a record that cannot be read is left out and named", "headers": {"x-twinsync-unreadable": {"description": "The URLs of the records left out as they cannot be read, separated by spaces", "schema": {"type": "string"}}}, "content": {"text/csv": {}}}}))}}
     })
 }
 

@@ -207,6 +207,36 @@ async fn csv_exports_hold_agreements_and_milestones() {
 }
 
 #[tokio::test]
+async fn a_damaged_record_costs_an_export_its_row_and_is_named() {
+    let app = spawn_app().await;
+    let damaged = app.first("agreement").await;
+    let db = rusqlite::Connection::open(app.data_dir.join("twinsync.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE chunks SET data = X'6e6f7420616e206175746f6d65726765' WHERE doc_id = ?1",
+            [damaged.to_string()],
+        )
+        .unwrap();
+    assert!(changed > 0, "the agreement has stored chunks");
+
+    let response = app.get("/api/export/agreements.csv").await;
+    assert_eq!(response.status(), 200);
+    let named = response
+        .headers()
+        .get("x-twinsync-unreadable")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(named, Some(damaged.url().to_string()));
+    let csv = response.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 13, "every other agreement: {csv}");
+    assert!(!csv.contains(&damaged.url().to_string()));
+
+    // An export with nothing damaged says nothing of the kind.
+    let projects = app.get("/api/export/projects.csv").await;
+    assert_eq!(projects.status(), 200);
+    assert!(projects.headers().get("x-twinsync-unreadable").is_none());
+}
+
+#[tokio::test]
 async fn health_metrics_and_openapi_answer() {
     let app = spawn_app().await;
     assert_eq!(app.get("/healthz").await.text().await.unwrap(), "ok");
