@@ -291,6 +291,8 @@ struct Inner {
     /// The user asked to stay offline.
     paused: Cell<bool>,
     attempts: Cell<u32>,
+    /// A reconnection is scheduled.
+    reconnect_due: Cell<bool>,
     /// A timer will send the deferred records again: one at a time, as the
     /// server refuses each record in its own frame, and a timer each would
     /// send them all again once per refusal.
@@ -304,6 +306,9 @@ struct Inner {
     refused: RefCell<Option<(String, Option<Refusal>)>>,
     /// Writes to IndexedDB in progress; nothing is sent meanwhile.
     pending_writes: Cell<u32>,
+    /// The club named at opening that the device could not keep: written
+    /// when the server is next joined.
+    club_unsaved: Cell<Option<DocumentId>>,
     /// Records whose last write failed: written whole next time.
     unsaved: RefCell<std::collections::BTreeSet<DocumentId>>,
     /// Chunk keys per record, for compaction.
@@ -359,9 +364,13 @@ impl Client {
         let database = opt("database").unwrap_or_else(|| "twinsync".into());
         let store = Store::open(&database).await?;
         let window = web_sys::window().ok_or_else(|| js_error("Error", "no window"))?;
-        // Ask that the browser never evict the field work; a refusal is not an error.
+        // Ask that the browser never evict the field work; a refusal is not
+        // an error, and a browser that asks the person first (Firefox) does
+        // not hold up the opening.
         if let Ok(p) = window.navigator().storage().persist() {
-            let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+            spawn_local(async move {
+                let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+            });
         }
         let identity = store.identity().await?;
         let mut replica = Replica::new(
@@ -385,9 +394,22 @@ impl Client {
             .map(|c| parse_id(&c))
             .transpose()?
             .or(identity.club);
+        // A phone whose storage is full still opens with what it holds: the
+        // club named here is kept when the server is next joined, if not now.
+        let mut not_kept = None;
         if let Some(club) = club {
             replica.set_club(club);
-            store.put_club(club).await?;
+            if Some(club) != identity.club
+                && let Err(e) = store.put_club(club).await
+            {
+                not_kept = Some((
+                    club,
+                    (
+                        unsaved_kind(&e),
+                        format!("not saved on this device: which club this is: {e}"),
+                    ),
+                ));
+            }
         }
         let server = match opt("server") {
             Some(s) => s,
@@ -414,9 +436,11 @@ impl Client {
             joins: Cell::new(0),
             paused: Cell::new(offline),
             attempts: Cell::new(0),
+            reconnect_due: Cell::new(false),
             retry_due: Cell::new(false),
+            club_unsaved: Cell::new(not_kept.as_ref().map(|(club, _)| *club)),
             last_error: RefCell::new(if damaged.is_empty() {
-                None
+                not_kept.map(|(_, error)| error)
             } else {
                 Some((
                     "damaged",
@@ -1023,22 +1047,36 @@ impl Inner {
         });
     }
 
+    /// Tries again after a backoff, unless a try is already due: a socket
+    /// opened meanwhile (the browser said it is `online`) that fails too
+    /// must not start a second series of tries beside the first.
     fn schedule_reconnect(self: &Rc<Self>) {
+        if self.reconnect_due.replace(true) {
+            return;
+        }
         let n = self.attempts.get();
         self.attempts.set(n + 1);
         let base = (BACKOFF_FIRST_MS * 2f64.powi(n.min(16) as i32)).min(BACKOFF_MAX_MS);
         // Full jitter between half and all of it: phones that lost the same
         // cell tower do not all come back in the same millisecond.
         let delay = base * (0.5 + js_sys::Math::random() * 0.5);
-        let tx = self.events.clone();
+        let weak = Rc::downgrade(self);
         spawn_local(async move {
             gloo_timers::future::TimeoutFuture::new(delay as u32).await;
-            let _ = tx.unbounded_send(Event::Wake);
+            if let Some(inner) = weak.upgrade() {
+                inner.reconnect_due.set(false);
+                let _ = inner.events.unbounded_send(Event::Wake);
+            }
         });
     }
 
     /// Learns the club record from the server when nobody said which it is.
     async fn find_club(self: &Rc<Self>) {
+        if let Some(club) = self.club_unsaved.take()
+            && self.store.put_club(club).await.is_err()
+        {
+            self.club_unsaved.set(Some(club));
+        }
         if self.replica.borrow().club().is_some() {
             return;
         }

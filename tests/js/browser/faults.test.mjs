@@ -251,6 +251,38 @@ test("an edit a full phone cannot keep still reaches the server once online", as
   });
 });
 
+test("a phone over its storage quota still opens with what it holds", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    const { page, context } = await persistentPhone(profile);
+    await openClient(page, server);
+    // Joined once: the device has learnt and kept which club it is in.
+    await until(page, upToDate, undefined, "up to date");
+    const id = await page.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Petit" }, report_type: "field", date: "2026-11-20", text: "" }, "new"),
+    );
+    await until(page, upToDate, undefined, "the report on the server");
+    await context.close();
+    // Other apps fill the phone: its quota falls below what it holds. The
+    // app starts again, offline, and opens with every record it holds.
+    const again = await persistentPhone(profile);
+    const cdp = await again.context.newCDPSession(again.page);
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 1 });
+    await openClient(again.page, server, { offline: true });
+    const refused = await again.page.evaluate((id) =>
+      window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert: "x" }], "small").then(() => null, (e) => e.name),
+    id);
+    assert.equal(refused, "QuotaExceededError", "the phone is full");
+    const record = await again.page.evaluate((id) => window.tw.read(id).record, id);
+    assert.equal(record.title.fr, "Petit");
+    const status = await again.page.evaluate(() => window.tw.status());
+    assert.equal(status.errorKind, "storage-full", JSON.stringify(status));
+    assert.deepEqual(status.unsaved, [id], JSON.stringify(status));
+    await again.context.close();
+    cleanup(profile);
+  });
+});
+
 test("many small edits are compacted in IndexedDB and reload intact", async () => {
   await withServer(async (server) => {
     const { page, context } = await phone(browser);
