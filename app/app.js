@@ -1578,6 +1578,9 @@ function onChanges(changes) {
   // A record's search words hold the titles of those it links to.
   if (changes.some((c) => c.paths.some((p) => /^\/(title|name)(\/|$)/.test(p)))) app.texts.clear();
   else for (const c of changes) app.texts.delete(c.id);
+  // Who delivered a change that just arrived is new to the server's
+  // answer kept for the record: ask again, or it is said to be this phone's.
+  for (const c of changes) if (c.origin === "remote") app.deliverers?.delete(c.id);
   refreshSummaries();
   if (app.view?.new) {
     app.view.refresh(app.summaries);

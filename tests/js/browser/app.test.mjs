@@ -1443,6 +1443,23 @@ async function streamBytes(stream) {
   return Buffer.concat(chunks);
 }
 
+test("a change arriving while a coordinator reads a record's history is named by the device that sent it", async () => {
+  await withServer(async (server) => {
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    const [amina, bachir] = await Promise.all(["Coordinator Amina", "Coordinator Bachir"].map((name) =>
+      signIn(server, { name, role: "coordinator" })));
+    await upToDate(bachir.page);
+    await show(bachir.page, `#/r/${meeting.id}`);
+    // The history is drawn, with who delivered each change as the server said.
+    await until(bachir.page, (said) => document.querySelector("ol.history li .who")?.textContent === said || null,
+      STRINGS.ar.byServer, "the history with the demo data's author");
+    await amina.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/title/fr", value: "Réunion du conseil (reportée)" }], "title"), meeting.id);
+    await until(bachir.page, () => document.querySelector("ol.history li .who")?.textContent === "Coordinator Amina" || null,
+      undefined, "the new change named by Amina's phone, not as this one's");
+    for (const p of [amina, bachir]) await p.context.close();
+  });
+});
+
 test("the dashboard lists what is late: no milestone of a cancelled project, an agreement's open commitments past due, projects past their end", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
