@@ -62,6 +62,6 @@ pub use engine::{
     receive_applied, receive_loading_saved, sync_shape,
 };
 pub use wire::{
-    DecodeError, FrameLimit, HeadsAt, Message, PROTOCOL_VERSION, PeerMetadata, RATE_LIMITED,
-    Refusal,
+    DecodeError, FrameLimit, HeadsAt, MAX_LIST_ENTRIES, Message, PROTOCOL_VERSION, PeerMetadata,
+    RATE_LIMITED, Refusal,
 };

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use twinsync_shared::protocol::{DecodeError, FrameLimit, HeadsAt, Message, PeerMetadata, Refusal};
+use twinsync_shared::protocol::{
+    DecodeError, FrameLimit, HeadsAt, MAX_LIST_ENTRIES, Message, PeerMetadata, Refusal,
+};
 use twinsync_shared::{DocumentId, IdError, PeerId, StorageId};
 
 // ---- CBOR written by hand ------------------------------------------------
@@ -408,10 +410,6 @@ fn absurd_lengths_fail_without_allocating() {
         [huge(5, u64::MAX), text("type"), text("sync")].concat(),
         // A key, a version list and an unknown value that claim too much.
         [vec![0xa1], huge(3, 1 << 63)].concat(),
-        map(&[
-            ("type", text("join")),
-            ("supportedProtocolVersions", huge(4, 1 << 63)),
-        ]),
         map(&[("type", text("join")), ("x-unknown", huge(5, u64::MAX))]),
     ];
     for frame in frames {
@@ -421,6 +419,62 @@ fn absurd_lengths_fail_without_allocating() {
             "{frame:02x?}"
         );
     }
+}
+
+/// A list of text costs its decoder a `String` (24 bytes and more) per
+/// entry of as little as one byte: past `MAX_LIST_ENTRIES` it is refused,
+/// by its claimed length before anything is read, or as it is read.
+#[test]
+fn a_list_longer_than_any_peer_needs_is_refused() {
+    let join = |versions: Vec<u8>| {
+        map(&[
+            ("type", text("join")),
+            ("senderId", text("phone")),
+            ("supportedProtocolVersions", versions),
+        ])
+    };
+    let too_many = DecodeError::TooMany {
+        field: "supportedProtocolVersions",
+        limit: MAX_LIST_ENTRIES,
+    };
+    let at_limit = join(array(&vec![text("1"); MAX_LIST_ENTRIES]));
+    assert!(
+        matches!(decode(&at_limit), Ok(Message::Join { supported_protocol_versions, .. }) if supported_protocol_versions.len() == MAX_LIST_ENTRIES)
+    );
+    let over = join(array(&vec![text("1"); MAX_LIST_ENTRIES + 1]));
+    assert_eq!(err(&over), too_many);
+    // A length claimed far beyond the frame is refused as too many, at once.
+    let claimed = join([vec![0x9b], (1u64 << 63).to_be_bytes().to_vec()].concat());
+    assert_eq!(err(&claimed), too_many);
+    // An indefinite list is counted as it is read.
+    let mut indefinite = vec![0x9f];
+    for _ in 0..=MAX_LIST_ENTRIES {
+        indefinite.extend(text(""));
+    }
+    indefinite.push(0xff);
+    assert_eq!(err(&join(indefinite)), too_many);
+    // The same for the heads of a `remote-heads-changed`.
+    let heads = map(&[(
+        "storage-a",
+        map(&[
+            ("heads", array(&vec![text("h"); MAX_LIST_ENTRIES + 1])),
+            ("timestamp", vec![0x01]),
+        ]),
+    )]);
+    let frame = map(&[
+        ("type", text("remote-heads-changed")),
+        ("senderId", text("server")),
+        ("targetId", text("phone")),
+        ("documentId", text(&doc().to_string())),
+        ("newHeads", heads),
+    ]);
+    assert_eq!(
+        err(&frame),
+        DecodeError::TooMany {
+            field: "heads",
+            limit: MAX_LIST_ENTRIES
+        }
+    );
 }
 
 // ---- What the JavaScript client sends ---------------------------------------

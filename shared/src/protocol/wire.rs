@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use crate::{DocumentId, PeerId, StorageId};
 
-pub use decode::DecodeError;
+pub use decode::{DecodeError, MAX_LIST_ENTRIES};
 
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: &str = "1";

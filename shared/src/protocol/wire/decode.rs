@@ -42,7 +42,15 @@ pub enum DecodeError {
     BadDocumentId(IdError),
     #[error("{0} bytes follow the message in the frame")]
     TrailingBytes(usize),
+    #[error("field `{field}` lists more than {limit} entries")]
+    TooMany { field: &'static str, limit: usize },
 }
+
+/// The most entries a list of text in a message may hold: far more than
+/// protocol versions, subscriptions or concurrent heads ever number, and
+/// few enough that a frame of one-byte entries (each a `String` of 24 bytes
+/// and more in memory) cannot make the decoder allocate many times its size.
+pub const MAX_LIST_ENTRIES: usize = 1024;
 
 impl DecodeError {
     fn missing(message_type: &str, field: &'static str) -> Self {
@@ -293,8 +301,18 @@ fn str_array(d: &mut Decoder<'_>, field: &'static str) -> Result<Vec<String>, De
         });
     }
     let len = d.array()?;
+    let too_many = DecodeError::TooMany {
+        field,
+        limit: MAX_LIST_ENTRIES,
+    };
+    if len.is_some_and(|n| n > MAX_LIST_ENTRIES as u64) {
+        return Err(too_many);
+    }
     let mut out = Vec::new();
     each_entry(d, len, |d| {
+        if out.len() == MAX_LIST_ENTRIES {
+            return Err(too_many.clone());
+        }
         out.push(str_field(d, field)?.to_owned());
         Ok(())
     })?;
