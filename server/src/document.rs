@@ -299,16 +299,20 @@ impl DocTask {
     /// future for as long as the document stays loaded.
     async fn load(hub: Arc<Hub>, id: DocumentId) -> DocTask {
         let store = hub.store.clone();
+        // The creator is read with the record: a record whose creator
+        // cannot be read is unreadable too, rather than taken as nobody's
+        // (which would refuse its creator's own edits until evicted).
         let loaded = blocking(move || {
             let stats = store.chunk_stats(id)?;
+            let creator = store.creator_device(id)?;
             Ok(store
                 .load_chunks(id)?
-                .map(|(doc, chunks)| (doc, chunks, stats.total_bytes())))
+                .map(|(doc, chunks)| (doc, chunks, stats.total_bytes(), creator)))
         })
         .await;
-        let (doc, chunks, stored_bytes, broken) = match loaded {
-            Ok(Some((doc, chunks, bytes))) => (doc, chunks, bytes, None),
-            Ok(None) => (new_document(), Vec::new(), 0, None),
+        let (doc, chunks, stored_bytes, creator, broken) = match loaded {
+            Ok(Some((doc, chunks, bytes, creator))) => (doc, chunks, bytes, creator, None),
+            Ok(None) => (new_document(), Vec::new(), 0, None, None),
             Err(e) => {
                 error!(doc_id = %id, error = %e, "cannot load document");
                 hub.metrics.storage_errors.inc();
@@ -316,14 +320,11 @@ impl DocTask {
                     new_document(),
                     Vec::new(),
                     0,
+                    None,
                     Some(e.public_reason().to_owned()),
                 )
             }
         };
-        let store = hub.store.clone();
-        let creator = blocking(move || store.creator_device(id))
-            .await
-            .unwrap_or_default();
         let current = read_document(&doc);
         DocTask {
             current,

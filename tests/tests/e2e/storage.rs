@@ -122,6 +122,40 @@ async fn a_record_the_server_cannot_read_is_refused_with_a_code_until_it_can() {
     assert!(!q.heads(id).is_empty(), "{:?}", q.seen.errors);
 }
 
+/// A record's creator may write it; a creator that cannot be read is not
+/// taken as nobody (which would refuse the creator's own edits): the record
+/// is unreadable until it can be read.
+#[tokio::test]
+async fn a_record_whose_creator_cannot_be_read_is_refused_until_it_can() {
+    let app = spawn_app().await;
+    let id = app.first("report").await;
+    let db = rusqlite::Connection::open(app.data_dir.join("twinsync.db")).unwrap();
+    db.execute_batch("ALTER TABLE documents RENAME COLUMN creator TO creator_gone")
+        .unwrap();
+    let mut p = TestPeer::new("field-phone");
+    p.connect(&app).await;
+    p.open(id);
+    p.sync_until(LIMIT, |p| !p.seen.refusals.is_empty()).await;
+    let refusal = p.seen.refusals.first().expect("a refusal");
+    assert_eq!(
+        (refusal.document_id, refusal.code.as_str()),
+        (id, "unreadable"),
+        "{:?}",
+        p.seen.errors
+    );
+    assert!(p.heads(id).is_empty(), "nothing of the record was sent");
+    db.execute_batch("ALTER TABLE documents RENAME COLUMN creator_gone TO creator")
+        .unwrap();
+    // The task tries an unreadable record again at most every 10 s.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut q = TestPeer::new("second-phone");
+    q.connect(&app).await;
+    q.open(id);
+    q.sync_until(Duration::from_secs(30), |q| !q.heads(id).is_empty())
+        .await;
+    assert!(!q.heads(id).is_empty(), "{:?}", q.seen.errors);
+}
+
 #[tokio::test]
 async fn chunks_are_compacted_into_a_snapshot_without_loss() {
     let app = spawn_app_with(|s| s.compact_chunks = 4).await;
