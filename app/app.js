@@ -899,13 +899,21 @@ function historySection(id, fields) {
   let entries = [];
   try { entries = app.client.history(id).slice().reverse(); } catch { /* shown empty */ }
   const names = new Map();
+  // The newest 50 runs, and 50 more for each press of the button below.
+  let shown = 50;
+  const older = h("button", { type: "button", class: "older", onclick: () => { shown += 50; draw(); } }, tr("olderChanges"));
   const draw = () => {
-    fill(list, runsOf(entries).slice(0, 50).map((r) => h("li", { "data-hash": r.newest.hash },
+    const runs = runsOf(entries);
+    fill(list, runs.slice(0, shown).map((r) => h("li", { "data-hash": r.newest.hash },
       h("time", {}, r.newest.time ? formatDateTime(app.lang, r.newest.time) : ""), " · ",
       h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
       h("span", { class: "what" }, listOf(app.lang, r.fields.split(",").filter(Boolean).map((f) => tr(`field.${f}`)))),
       r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null)));
+    older.hidden = runs.length <= shown;
+    // Numbered from the oldest, however many are shown.
+    list.start = runs.length;
   };
+  section.append(older);
   draw();
   // Who delivered each change is known to the server; ask when it answers.
   deliverers(id).then((named) => {

@@ -1460,6 +1460,34 @@ test("a change arriving while a coordinator reads a record's history is named by
   });
 });
 
+test("a record's history shows its newest 50 runs of changes, and older ones a tap at a time", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const base = Date.parse("2026-10-01T08:00:00Z");
+    await context.clock.setFixedTime(base);
+    const id = await page.evaluate(() => window.twinsync.create("person", { name: { ar: "سلمى", fr: "Salma", en: "Salma" } }, "new person"));
+    // 60 edits ten minutes apart: each its own run, 61 with the creation.
+    for (let i = 1; i <= 60; i++) {
+      await context.clock.setFixedTime(base + i * 600_000);
+      await page.evaluate(([id, i]) => window.twinsync.edit(id, [{ op: "set", path: "/name/fr", value: `Salma ${i}` }], "rename"), [id, i]);
+    }
+    await show(page, `#/r/${id}`);
+    const count = () => document.querySelectorAll("ol.history li").length;
+    await until(page, count, undefined, "the history");
+    assert.equal(await page.evaluate(count), 50);
+    assert.equal(await page.isVisible("section.history button.older"), true, "older changes to show");
+    await page.click("section.history button.older");
+    await until(page, (n) => document.querySelectorAll("ol.history li").length === n, 61, "every run");
+    assert.equal(await page.isVisible("section.history button.older"), false, "nothing older");
+    // The oldest shown is the record's creation.
+    const [last, created] = await page.evaluate((id) =>
+      [document.querySelector("ol.history li:last-child").dataset.hash, window.twinsync.history(id)[0].hash], id);
+    assert.equal(last, created);
+    await context.close();
+  });
+});
+
 test("the dashboard lists what is late: no milestone of a cancelled project, an agreement's open commitments past due, projects past their end", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
