@@ -947,7 +947,9 @@ async function askDeliverers(id) {
   const known = new Map((await res.json()).map((e) => [e.hash, e.delivered_by]));
   return (hash) => {
     const by = known.get(hash);
-    return !known.has(hash) ? tr("byThisDevice") : by ? by.device_name ?? by.peer_id : tr("byServer");
+    // The server's own changes name no device: the initial data, and a
+    // record it brought up to a newer schema.
+    return !known.has(hash) ? tr("byThisDevice") : by?.device ? by.device_name ?? by.device : tr("byServer");
   };
 }
 
@@ -1112,7 +1114,9 @@ function dashboardView() {
     // A dashboard drawn since, or another screen, does not wait on this one.
     if (!res.ok || app.view !== view) return;
     const delivered = await res.json();
-    const names = new Map(delivered.map((c) => [c.hash, c.device_name ?? c.device]));
+    // A change with no device is the server's own (the initial data, a
+    // record brought up to a newer schema).
+    const names = new Map(delivered.map((c) => [c.hash, c.device ? c.device_name ?? c.device : tr("byServer")]));
     const arrived = new Map(delivered.map((c) => [c.hash, c.received_at]));
     const here = new Set(local.map((e) => e.hash));
     const elsewhere = delivered.filter((c) => !here.has(c.hash))

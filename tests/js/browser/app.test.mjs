@@ -1375,11 +1375,11 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     // The dashboard's recent changes name who delivered each: the device
     // for the milestone, the server for the demo club it made itself.
     await show(page, "#/dashboard");
-    const recent = await until(page, () => {
+    const recent = await until(page, (said) => {
       const rows = [...document.querySelectorAll("ol.recent li .who")].map((w) => w.textContent);
-      return rows.includes("Coordinator Amina") && rows.includes("الخادم (البيانات الأولية)") ? rows : null;
-    }, undefined, "the recent changes named");
-    assert.ok(!recent.includes("جهاز غير معروف"), `no change left to an unknown device: ${recent.join(" | ")}`);
+      return rows.includes("Coordinator Amina") && rows.includes(said) ? rows : null;
+    }, STRINGS.ar.byServer, "the recent changes named");
+    assert.ok(!recent.includes(STRINGS.ar.unknownAuthor), `no change left to an unknown device: ${recent.join(" | ")}`);
     // The four keystrokes are one line, first as they arrived now, saying
     // when they were written and when they arrived.
     const typed = await page.$$eval("ol.recent li", (items, id) => items
