@@ -176,6 +176,9 @@ fn spawn(
             // connections being set up at once (against one client taking
             // every slot) is raised to the overall cap.
             .args(["--max-http-connections-per-address", "1024"])
+            // And every simulated peer signs in with one coordinator's
+            // token, where each delegate has their own device.
+            .args(["--max-peers-per-device", "100000"])
             .args(extra)
             .env(
                 "RUST_LOG",

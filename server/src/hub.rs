@@ -286,6 +286,21 @@ impl Hub {
                 old.kill.cancel();
             }
         }
+        // Past the device's cap, its oldest other peer makes way: a phone
+        // reconnecting over a dead network leaves sockets the server has
+        // not noticed yet, and the newest is the one in use.
+        let others = || {
+            sessions
+                .iter()
+                .filter(|(p, e)| *p != peer && e.device == device.id && !e.kill.is_cancelled())
+        };
+        if others().count() >= self.settings.max_peers_per_device
+            && let Some((oldest, entry)) = others().min_by_key(|(_, e)| e.conn)
+        {
+            tracing::info!(device = %device.id, peer = %oldest, "closed: the device has too many peers connected");
+            self.metrics.peers_displaced.inc();
+            entry.kill.cancel();
+        }
         sessions.insert(
             peer.clone(),
             SessionEntry {

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     pub records_too_large: IntCounter,
     pub memory_trims: IntCounter,
+    pub peers_displaced: IntCounter,
 }
 
 impl Metrics {
@@ -109,6 +110,10 @@ impl Metrics {
             memory_trims: counter(
                 "twinsync_memory_trims_total",
                 "Times freed memory was handed back to the system after evictions",
+            ),
+            peers_displaced: counter(
+                "twinsync_peers_displaced_total",
+                "Peers closed as their device connected more than it may at once",
             ),
             sync_latency,
             registry,

@@ -119,6 +119,18 @@ pub struct Settings {
     )]
     pub peer_queue: usize,
 
+    /// Peers one device may have connected at once; a new one past it
+    /// closes the device's oldest (most often a socket the phone has
+    /// already given up on). Without it, one device's token could open
+    /// sockets until the server runs out of memory.
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_PEERS_PER_DEVICE",
+        default_value_t = 64,
+        value_parser = at_least_one::<usize>(),
+    )]
+    pub max_peers_per_device: usize,
+
     /// Commands queued for one document before senders wait.
     #[arg(
         long,
@@ -270,6 +282,7 @@ impl Settings {
             max_record_mib: 32,
             max_quarantine_mib: 64,
             peer_queue: 1024,
+            max_peers_per_device: 64,
             doc_queue: 1024,
             ping_secs: 5,
             peer_timeout_secs: 20,

@@ -102,6 +102,9 @@ impl ServerProcess {
             // Debug for the document task, to count compactions.
             .env("RUST_LOG", "info,twinsync_server::document=debug")
             .env("NO_COLOR", "1")
+            // Simulated swarms sign every peer in with one coordinator's
+            // token, where each delegate has a device of their own.
+            .env("TWINSYNC_MAX_PEERS_PER_DEVICE", "100000")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -801,3 +801,36 @@ async fn a_wait_ends_when_the_record_arrives_and_frees_its_place() {
     assert_eq!(app.hub.metrics.waiting_peers.get(), 256);
     assert!(phone.seen.errors.is_empty(), "{:?}", phone.seen.errors);
 }
+
+/// One device's token cannot hold sockets without end: past
+/// `max_peers_per_device`, its oldest peer is closed (a phone's socket it
+/// gave up on, most often), and its newest are served.
+#[tokio::test]
+async fn a_device_past_its_peers_cap_loses_its_oldest_peer_and_the_newest_are_served() {
+    let app = spawn_app_with(|s| s.max_peers_per_device = 2).await;
+    let meeting = app.first("meeting").await;
+    let mut peers = Vec::new();
+    for i in 0..3 {
+        let mut p = TestPeer::new(&format!("tab-{i}"));
+        p.connect(&app).await;
+        peers.push(p);
+    }
+    peers[0].sync_until(LIMIT, |p| p.seen.closed).await;
+    for p in &mut peers[1..] {
+        p.open(meeting);
+        p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+        assert!(!p.seen.closed, "{} was closed too", p.id);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "twinsync_peers_displaced_total 1"),
+        "{metrics}"
+    );
+    // The closed one comes back, and the oldest of the others makes way.
+    peers[0].connect(&app).await;
+    peers[1].sync_until(LIMIT, |p| p.seen.closed).await;
+    peers[2].sync(Duration::from_millis(300), LIMIT).await;
+    assert!(!peers[2].seen.closed);
+}
