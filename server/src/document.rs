@@ -298,21 +298,11 @@ impl DocTask {
     /// [`run`], so that what loading holds is not part of the task's
     /// future for as long as the document stays loaded.
     async fn load(hub: Arc<Hub>, id: DocumentId) -> DocTask {
-        let store = hub.store.clone();
-        // The creator is read with the record: a record whose creator
-        // cannot be read is unreadable too, rather than taken as nobody's
-        // (which would refuse its creator's own edits until evicted).
-        let loaded = blocking(move || {
-            let stats = store.chunk_stats(id)?;
-            let creator = store.creator_device(id)?;
-            Ok(store
-                .load_chunks(id)?
-                .map(|(doc, chunks)| (doc, chunks, stats.total_bytes(), creator)))
-        })
-        .await;
-        let (doc, chunks, stored_bytes, creator, broken) = match loaded {
-            Ok(Some((doc, chunks, bytes, creator))) => (doc, chunks, bytes, creator, None),
-            Ok(None) => (new_document(), Vec::new(), 0, None, None),
+        let (doc, chunks, stored_bytes, creator, broken) = match read_stored(&hub, id).await {
+            Ok(stored) => {
+                let (doc, chunks) = stored.found.unwrap_or_else(|| (new_document(), Vec::new()));
+                (doc, chunks, stored.bytes, stored.creator, None)
+            }
             Err(e) => {
                 error!(doc_id = %id, error = %e, "cannot load document");
                 hub.metrics.storage_errors.inc();
@@ -381,6 +371,33 @@ pub fn send_or_cut(
 const MAX_UNANSWERED: usize = 64;
 
 /// Runs blocking store work off the async threads.
+/// A record as stored, with what its task keeps beside it.
+struct Stored {
+    /// The document and the ids of the chunks it was built from; none if
+    /// nothing is stored yet.
+    found: Option<(Automerge, Vec<i64>)>,
+    bytes: u64,
+    creator: Option<String>,
+}
+
+/// Reads a record for its task: the creator with the document, so that a
+/// record whose creator cannot be read is unreadable too, rather than taken
+/// as nobody's (which would refuse its creator's own edits).
+async fn read_stored(hub: &Hub, id: DocumentId) -> Result<Stored, StoreError> {
+    let store = hub.store.clone();
+    blocking(move || {
+        let bytes = store.chunk_stats(id)?.total_bytes();
+        let creator = store.creator_device(id)?;
+        let found = store.load_chunks(id)?;
+        Ok(Stored {
+            found,
+            bytes,
+            creator,
+        })
+    })
+    .await
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

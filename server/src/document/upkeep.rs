@@ -11,7 +11,7 @@ use twinsync_shared::record::{
     Commit, MigrateError, SCHEMA_VERSION, migrate, new_document, read_document, schema_version,
 };
 
-use super::{DocTask, RETRY_BROKEN, blocking, lock, now};
+use super::{DocTask, RETRY_BROKEN, Stored, blocking, lock, now, read_stored};
 
 impl DocTask {
     /// Brings a record written under an older schema up to this build's,
@@ -66,15 +66,12 @@ impl DocTask {
             return;
         }
         self.retried = Some(std::time::Instant::now());
-        let (store, id) = (self.hub.store.clone(), self.id);
-        let loaded = blocking(move || {
-            let stats = store.chunk_stats(id)?;
-            let creator = store.creator_device(id)?;
-            Ok((store.load_chunks(id)?, stats.total_bytes(), creator))
-        })
-        .await;
-        match loaded {
-            Ok((found, bytes, creator)) => {
+        match read_stored(&self.hub, self.id).await {
+            Ok(Stored {
+                found,
+                bytes,
+                creator,
+            }) => {
                 let (doc, chunks) = found.unwrap_or_else(|| (new_document(), Vec::new()));
                 info!(doc_id = %self.id, "record readable again");
                 self.current = read_document(&doc);
