@@ -180,6 +180,18 @@ fn unsaved_kind(e: &StoreError) -> &'static str {
     }
 }
 
+/// The error said while the device could not keep what it holds.
+fn not_saved(e: &StoreError) -> (&'static str, String) {
+    (unsaved_kind(e), format!("not saved on this device: {e}"))
+}
+
+/// Whether `error` says the device could not keep something (`not_saved`).
+fn says_not_saved(error: &Option<(&'static str, String)>) -> bool {
+    error
+        .as_ref()
+        .is_some_and(|(kind, _)| matches!(*kind, "storage-full" | "not-saved"))
+}
+
 impl From<StoreError> for JsValue {
     fn from(e: StoreError) -> Self {
         let name = match &e {
@@ -861,21 +873,12 @@ impl Inner {
                     unsaved.retain(|doc| !retry.contains(doc));
                     unsaved.is_empty()
                 };
-                if emptied {
-                    let mut error = self.last_error.borrow_mut();
-                    if error
-                        .as_ref()
-                        .is_some_and(|(kind, _)| matches!(*kind, "storage-full" | "not-saved"))
-                    {
-                        *error = None;
-                    }
+                if emptied && says_not_saved(&self.last_error.borrow()) {
+                    self.last_error.borrow_mut().take();
                 }
                 compact.extend(self.keep_chunk_keys(&chunks, keys));
             }
-            Err(e) => {
-                *self.last_error.borrow_mut() =
-                    Some((unsaved_kind(&e), format!("not saved on this device: {e}")));
-            }
+            Err(e) => *self.last_error.borrow_mut() = Some(not_saved(&e)),
         }
     }
 
@@ -923,8 +926,7 @@ impl Inner {
             // The change is in memory and still syncs if online (the
             // server's copy is then the safe one), but the device could
             // not keep it: say so, loudly.
-            *self.last_error.borrow_mut() =
-                Some((unsaved_kind(&e), format!("not saved on this device: {e}")));
+            *self.last_error.borrow_mut() = Some(not_saved(&e));
             let _ = self.events.unbounded_send(Event::Flush);
             self.announce_status();
             return Err(e.into());
@@ -1130,8 +1132,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             // cannot keep reaches a place that can, and
                             // dropping it would only bring the same frame
                             // back, over and over.
-                            *inner.last_error.borrow_mut() =
-                                Some((unsaved_kind(&e), format!("not saved on this device: {e}")));
+                            *inner.last_error.borrow_mut() = Some(not_saved(&e));
                         }
                         if let Some(secs) = out.retry_after
                             && !inner.retry_due.replace(true)
@@ -1157,9 +1158,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             // What the device could not keep stays said
                             // until it has kept it.
                             let keep = !inner.unsaved.borrow().is_empty()
-                                && inner.last_error.borrow().as_ref().is_some_and(|(kind, _)| {
-                                    matches!(*kind, "storage-full" | "not-saved")
-                                });
+                                && says_not_saved(&inner.last_error.borrow());
                             if !keep {
                                 inner.last_error.borrow_mut().take();
                             }
