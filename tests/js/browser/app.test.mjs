@@ -60,6 +60,19 @@ async function typeAt(page, selector, key, text) {
   await page.keyboard.type(text);
 }
 
+/** The phone hides the page (another app comes up), without a blur. */
+async function hidePage(page) {
+  await page.evaluate(() => {
+    Object.defineProperty(document, "visibilityState", { value: "hidden", configurable: true });
+    document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
+  });
+}
+
+/** The page is shown again, as `hidePage` found it. */
+async function showPage(page) {
+  await page.evaluate(() => { delete document.visibilityState; });
+}
+
 async function show(page, hash) {
   await page.evaluate((hash) => { location.hash = hash; }, hash);
 }
@@ -398,12 +411,9 @@ test("a word composed with an input method is written when done, not torn by tex
     // The page is hidden in the middle of a word: the word as it stands is
     // written, and finishing it later adds only what is new.
     await compose(" شكر");
-    await a.page.evaluate(() => {
-      Object.defineProperty(document, "visibilityState", { value: "hidden", configurable: true });
-      document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
-    });
+    await hidePage(a.page);
     await until(a.page, ([id, want]) => window.twinsync.read(id).record.minutes === want || null, [id, `${both} شكر`], "the word under way written when hidden");
-    await a.page.evaluate(() => { delete document.visibilityState; });
+    await showPage(a.page);
     await commit(" شكرا");
     const all = `${both} شكرا`;
     await until(a.page, ([id, want]) => window.twinsync.read(id).record.minutes === want || null, [id, all], "the finished word, once");
@@ -521,13 +531,10 @@ test("what a person types is kept: a field when the phone hides the page, a new 
     await page.waitForSelector(title);
     await page.click(title, { clickCount: 3 });
     await page.keyboard.type("Réunion consultative (compte rendu)");
-    await page.evaluate(() => {
-      Object.defineProperty(document, "visibilityState", { value: "hidden", configurable: true });
-      document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
-    });
+    await hidePage(page);
     await until(page, (id) => window.twinsync.read(id).record?.title?.fr === "Réunion consultative (compte rendu)",
       meeting.id, "the title written when the page was hidden");
-    await page.evaluate(() => { delete document.visibilityState; });
+    await showPage(page);
 
     // The record as it was on the 19th, on the phone's calendar: the
     // evening's change is in it, though UTC had moved on to the 20th.

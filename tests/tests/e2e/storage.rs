@@ -89,11 +89,7 @@ async fn a_record_the_server_cannot_read_is_refused_with_a_code_until_it_can() {
     let db = rusqlite::Connection::open(app.data_dir.join("twinsync.db")).unwrap();
     db.execute_batch("ALTER TABLE documents RENAME TO documents_gone")
         .unwrap();
-    let mut p = TestPeer::new("field-phone");
-    p.connect(&app).await;
-    p.open(id);
-    p.sync_until(LIMIT, |p| !p.seen.refusals.is_empty()).await;
-    let refusal = p.seen.refusals.first().expect("a refusal");
+    let (p, refusal) = refused_when_opened(&app, id).await;
     assert_eq!(
         (
             refusal.document_id,
@@ -114,8 +110,26 @@ async fn a_record_the_server_cannot_read_is_refused_with_a_code_until_it_can() {
     // Once the list is back, the record is served again.
     db.execute_batch("ALTER TABLE documents_gone RENAME TO documents")
         .unwrap();
+    served_to_a_second_phone(&app, id).await;
+}
+
+/// A phone that opens `id` and is refused it: the phone and the refusal.
+async fn refused_when_opened(
+    app: &twinsync_tests::TestApp,
+    id: DocumentId,
+) -> (TestPeer, twinsync_shared::protocol::Refusal) {
+    let mut p = TestPeer::new("field-phone");
+    p.connect(app).await;
+    p.open(id);
+    p.sync_until(LIMIT, |p| !p.seen.refusals.is_empty()).await;
+    let refusal = p.seen.refusals.first().expect("a refusal").clone();
+    (p, refusal)
+}
+
+/// Another phone opening `id` gets it.
+async fn served_to_a_second_phone(app: &twinsync_tests::TestApp, id: DocumentId) {
     let mut q = TestPeer::new("second-phone");
-    q.connect(&app).await;
+    q.connect(app).await;
     q.open(id);
     q.sync_until(Duration::from_secs(30), |q| !q.heads(id).is_empty())
         .await;
@@ -132,11 +146,7 @@ async fn a_record_whose_creator_cannot_be_read_is_refused_until_it_can() {
     let db = rusqlite::Connection::open(app.data_dir.join("twinsync.db")).unwrap();
     db.execute_batch("ALTER TABLE documents RENAME COLUMN creator TO creator_gone")
         .unwrap();
-    let mut p = TestPeer::new("field-phone");
-    p.connect(&app).await;
-    p.open(id);
-    p.sync_until(LIMIT, |p| !p.seen.refusals.is_empty()).await;
-    let refusal = p.seen.refusals.first().expect("a refusal");
+    let (p, refusal) = refused_when_opened(&app, id).await;
     assert_eq!(
         (refusal.document_id, refusal.code.as_str()),
         (id, "unreadable"),
@@ -148,12 +158,7 @@ async fn a_record_whose_creator_cannot_be_read_is_refused_until_it_can() {
         .unwrap();
     // The task tries an unreadable record again at most every 10 s.
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let mut q = TestPeer::new("second-phone");
-    q.connect(&app).await;
-    q.open(id);
-    q.sync_until(Duration::from_secs(30), |q| !q.heads(id).is_empty())
-        .await;
-    assert!(!q.heads(id).is_empty(), "{:?}", q.seen.errors);
+    served_to_a_second_phone(&app, id).await;
 }
 
 #[tokio::test]
