@@ -14,7 +14,7 @@ use automerge::{Automerge, ReadDoc};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 use twinsync_shared::protocol::engine::Checked;
@@ -26,8 +26,9 @@ use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
 use crate::auth::{Device, whole_seconds};
-use crate::document::{DocCommand, Outbound, PeerLink, Queued, send_or_cut};
+use crate::document::{DocCommand, PeerLink, Queued, send_or_cut};
 use crate::hub::{DispatchError, Hub, Missing};
+use crate::outbox::{Outbox, outbox};
 use crate::permissions::{UNREADABLE, Why};
 use crate::store::Refused;
 
@@ -75,7 +76,10 @@ impl Session {
 
     async fn run(mut self, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
-        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(self.hub.settings.peer_queue);
+        let (out_tx, mut out_rx) = outbox(
+            self.hub.settings.peer_queue,
+            self.hub.settings.peer_queue_bytes(),
+        );
         let settings = Arc::clone(&self.hub.settings);
         let metrics = self.hub.metrics.clone();
         // The writer stops on the kill switch, or when this session ends
@@ -97,7 +101,7 @@ impl Session {
             loop {
                 tokio::select! {
                     out = out_rx.recv() => match out {
-                        Some(Outbound::Frame(frame)) => {
+                        Some(frame) => {
                             metrics.bytes_out.inc_by(frame.len() as u64);
                             if !send_within(&mut sink, WsMessage::Binary(frame.into()), limit).await {
                                 break;
@@ -120,7 +124,7 @@ impl Session {
                         // error that explains it), and nothing queued after,
                         // then close.
                         for _ in 0..out_rx.len() {
-                            let Ok(Outbound::Frame(frame)) = out_rx.try_recv() else { break };
+                            let Ok(frame) = out_rx.try_recv() else { break };
                             if !send_within(&mut sink, WsMessage::Binary(frame.into()), limit).await {
                                 break;
                             }
@@ -197,7 +201,7 @@ impl Session {
         }
     }
 
-    async fn fatal(&self, out: &mpsc::Sender<Outbound>, Fatal(reason): Fatal) {
+    async fn fatal(&self, out: &Outbox, Fatal(reason): Fatal) {
         self.hub.metrics.protocol_errors.inc();
         warn!(reason = %reason, "closing connection");
         let target_id = self
@@ -211,10 +215,10 @@ impl Session {
             target_id,
             message: reason,
         };
-        let _ = out.try_send(Outbound::Frame(msg.encode()));
+        let _ = out.try_send(msg.encode());
     }
 
-    async fn on_frame(&mut self, bytes: &[u8], out: &mpsc::Sender<Outbound>) -> Result<(), Fatal> {
+    async fn on_frame(&mut self, bytes: &[u8], out: &Outbox) -> Result<(), Fatal> {
         let per_minute = self
             .hub
             .settings
@@ -277,7 +281,7 @@ impl Session {
                     ));
                 }
             }
-            let _ = out.try_send(Outbound::Frame(reply.encode()));
+            let _ = out.try_send(reply.encode());
             self.joined = Some(joined);
             return Ok(());
         };
@@ -351,7 +355,7 @@ impl Session {
         peer: PeerLink,
         data: Vec<u8>,
         is_request: bool,
-        out: &mpsc::Sender<Outbound>,
+        out: &Outbox,
     ) -> Result<(), Fatal> {
         let joined = self.docs.contains(&doc);
         let waits = self.waiting.contains(&doc);
@@ -431,7 +435,7 @@ impl Session {
         doc: DocumentId,
         data: &[u8],
         is_request: bool,
-        out: &mpsc::Sender<Outbound>,
+        out: &Outbox,
     ) -> Result<(), Fatal> {
         let Some(joined) = &self.joined else {
             return Ok(());
@@ -544,7 +548,7 @@ impl Session {
     /// ask again, and answers true.
     fn over_document_limit(
         &self,
-        out: &mpsc::Sender<Outbound>,
+        out: &Outbox,
         peer_id: &PeerId,
         doc: DocumentId,
         what: &str,
@@ -566,7 +570,7 @@ impl Session {
     /// the app translates (`code`) beside the English (`message`).
     fn refuse(
         &self,
-        out: &mpsc::Sender<Outbound>,
+        out: &Outbox,
         target_id: PeerId,
         doc: DocumentId,
         code: &str,
@@ -592,7 +596,7 @@ impl Session {
     /// Queues an answer the peer waits for. A peer whose queue is full is
     /// cut off, as a document's task cuts it off: it reconnects and asks
     /// again, where a dropped answer would leave it waiting.
-    fn owed(&self, out: &mpsc::Sender<Outbound>, msg: &Message) {
+    fn owed(&self, out: &Outbox, msg: &Message) {
         if send_or_cut(out, &self.kill, &self.hub.metrics, msg) == Queued::CutOff {
             warn!("peer is not reading; dropping it");
         }

@@ -20,6 +20,7 @@ use twinsync_shared::{DocumentId, PeerId, StorageId};
 
 use crate::auth::Device;
 use crate::hub::Hub;
+use crate::outbox::{NotQueued, Outbox};
 use crate::permissions::{Read, UNREADABLE};
 use crate::store::{StoreError, Summary};
 
@@ -34,16 +35,10 @@ pub struct PeerLink {
     pub conn: u64,
     /// Storage id of a peer whose sync state is worth keeping.
     pub storage_id: Option<StorageId>,
-    pub out: mpsc::Sender<Outbound>,
+    pub out: Outbox,
     pub kill: CancellationToken,
     /// The device the connection signed in as.
     pub device: Arc<Device>,
-}
-
-/// What a connection's writer sends.
-#[derive(Debug)]
-pub enum Outbound {
-    Frame(Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -351,19 +346,19 @@ pub enum Queued {
 
 /// Queues `msg` for a peer, cutting off one whose queue is full.
 pub fn send_or_cut(
-    out: &mpsc::Sender<Outbound>,
+    out: &Outbox,
     kill: &CancellationToken,
     metrics: &crate::metrics::Metrics,
     msg: &Message,
 ) -> Queued {
-    match out.try_send(Outbound::Frame(msg.encode())) {
+    match out.try_send(msg.encode()) {
         Ok(()) => Queued::Yes,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(NotQueued::Full) => {
             metrics.slow_peers_dropped.inc();
             kill.cancel();
             Queued::CutOff
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+        Err(NotQueued::Closed) => Queued::Gone,
     }
 }
 
@@ -586,12 +581,12 @@ impl DocTask {
     /// peer (at up to [`MAX_EPHEMERAL_BYTES`] a frame, half of a queue of
     /// 512 was 64 MiB a peer).
     fn send_lossy(&self, peer: &PeerLink, msg: &Message) {
-        let queued = peer.out.max_capacity() - peer.out.capacity();
-        if queued >= EPHEMERAL_QUEUED.min(peer.out.max_capacity() / 2) {
+        let queued = peer.out.frames_queued();
+        if queued >= EPHEMERAL_QUEUED.min(peer.out.max_frames() / 2) {
             self.hub.metrics.ephemeral_dropped.inc();
             return;
         }
-        if peer.out.try_send(Outbound::Frame(msg.encode())).is_err() {
+        if peer.out.try_send(msg.encode()).is_err() {
             self.hub.metrics.ephemeral_dropped.inc();
         }
     }

@@ -26,6 +26,7 @@ pub mod hub;
 pub mod memory;
 pub mod metrics;
 pub mod openapi;
+pub mod outbox;
 pub mod permissions;
 pub mod review;
 pub mod seed;

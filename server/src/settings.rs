@@ -119,6 +119,19 @@ pub struct Settings {
     )]
     pub peer_queue: usize,
 
+    /// MiB of frames queued for one peer before it counts as too slow and
+    /// is dropped (one frame is always queued while nothing waits, so a
+    /// record larger than this still reaches a peer that reads). Without
+    /// it, a peer asking for large records it never reads could hold
+    /// `--peer-queue` whole records.
+    #[arg(
+        long,
+        env = "TWINSYNC_PEER_QUEUE_MIB",
+        default_value_t = 64,
+        value_parser = at_least_one::<usize>(),
+    )]
+    pub peer_queue_mib: usize,
+
     /// Peers one device may have connected at once; a new one past it
     /// closes the device's oldest (most often a socket the phone has
     /// already given up on). Without it, one device's token could open
@@ -282,6 +295,7 @@ impl Settings {
             max_record_mib: 32,
             max_quarantine_mib: 64,
             peer_queue: 1024,
+            peer_queue_mib: 64,
             max_peers_per_device: 64,
             doc_queue: 1024,
             ping_secs: 5,
@@ -312,6 +326,10 @@ impl Settings {
 
     pub fn max_quarantine_bytes(&self) -> u64 {
         self.max_quarantine_mib.saturating_mul(1024 * 1024)
+    }
+
+    pub fn peer_queue_bytes(&self) -> usize {
+        self.peer_queue_mib.saturating_mul(1024 * 1024)
     }
 
     pub fn max_record_bytes(&self) -> u64 {
@@ -370,6 +388,7 @@ mod tests {
             "--max-record-mib",
             "--max-quarantine-mib",
             "--peer-queue",
+            "--peer-queue-mib",
             "--doc-queue",
             "--ping-secs",
             "--peer-timeout-secs",

@@ -13,12 +13,13 @@ use twinsync_shared::record::{Commit, Kind, RecordDoc};
 use super::*;
 use crate::auth::Role;
 use crate::metrics::Metrics;
+use crate::outbox::{Drain, outbox};
 use crate::settings::Settings;
 use crate::store::Store;
 
 struct Replica {
     link: PeerLink,
-    frames: mpsc::Receiver<Outbound>,
+    frames: Drain,
     doc: Automerge,
     state: State,
 }
@@ -66,7 +67,7 @@ fn club() -> (tempfile::TempDir, Arc<Hub>, DocumentId, Automerge) {
 /// A replica of `base` whose sync state already knows the server holds
 /// `base`, so its next message carries its own changes.
 fn replica(name: &str, role: Role, base: &Automerge) -> Replica {
-    let (out, frames) = mpsc::channel(64);
+    let (out, frames) = outbox(64, 1 << 20);
     let mut doc = base.fork();
     let mut state = State::new();
     let (mut mirror, mut theirs) = (base.clone(), State::new());
@@ -185,7 +186,7 @@ fn errors(r: &mut Replica) -> Vec<String> {
 /// The `error`s waiting for `r`, each with its refusal if it has one.
 fn refusals(r: &mut Replica) -> Vec<(String, Option<Refusal>)> {
     let mut out = Vec::new();
-    while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
+    while let Ok(frame) = r.frames.try_recv() {
         if let Ok(Message::Error {
             message, refusal, ..
         }) = Message::decode(&frame, Default::default())
@@ -287,7 +288,7 @@ async fn a_delegate_queued_behind_a_coordinator_is_judged_alone_and_refused_alon
 /// The frames waiting for `r`, by message type.
 fn frames(r: &mut Replica) -> Vec<&'static str> {
     let mut out = Vec::new();
-    while let Ok(Outbound::Frame(frame)) = r.frames.try_recv() {
+    while let Ok(frame) = r.frames.try_recv() {
         out.push(
             Message::decode(&frame, Default::default())
                 .unwrap()
@@ -385,7 +386,7 @@ async fn a_sync_queued_behind_an_eviction_joins_the_records_next_task() {
         .await
         .unwrap();
     let heard = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while let Some(Outbound::Frame(frame)) = pierre.frames.recv().await {
+        while let Some(frame) = pierre.frames.recv().await {
             if let Ok(Message::Sync { data, .. }) = Message::decode(&frame, Default::default()) {
                 let msg = automerge::sync::Message::decode(&data).unwrap();
                 pierre
@@ -484,7 +485,7 @@ async fn when_storing_and_reloading_both_fail_nothing_unstored_reaches_a_peer() 
     // Nothing Pierre hears since claims the change, and Pierre is cut off:
     // it reconnects, and the record loads afresh once storage recovers.
     let mut heard = Vec::new();
-    while let Ok(Outbound::Frame(frame)) = pierre.frames.try_recv() {
+    while let Ok(frame) = pierre.frames.try_recv() {
         match Message::decode(&frame, Default::default()).unwrap() {
             Message::Sync { data, .. } => {
                 let msg = automerge::sync::Message::decode(&data).unwrap();
@@ -545,7 +546,7 @@ async fn commands_handed_over_by_an_evicted_task_reach_the_next_one() {
     let answered = tokio::time::timeout(std::time::Duration::from_secs(10), amina.frames.recv())
         .await
         .expect("the writer was answered")
-        .map(|Outbound::Frame(f)| Message::decode(&f, Default::default()).unwrap());
+        .map(|f| Message::decode(&f, Default::default()).unwrap());
     assert!(
         matches!(answered, Some(Message::Sync { .. })),
         "{answered:?}"
@@ -661,7 +662,6 @@ async fn a_record_unreadable_while_storage_failed_is_read_again_once_it_recovers
         .await
         .unwrap()
         .unwrap();
-    let Outbound::Frame(told) = told;
     assert!(
         matches!(Message::decode(&told, Default::default()).unwrap(), Message::Error { message, refusal: Some(r), .. } if message.contains("cannot be read on the server") && r.code == "unreadable"),
     );

@@ -371,6 +371,50 @@ async fn a_peer_that_never_reads_is_dropped_and_others_are_served() {
     drop(sloth);
 }
 
+/// A peer that never reads while large changes are relayed to it is cut
+/// off once its queue holds `peer_queue_mib` of frames, long before the
+/// frame count or its timeout would: one socket cannot hold a thousand
+/// large frames in the server's memory. The writer is served throughout.
+#[tokio::test]
+async fn a_peer_that_never_reads_large_frames_is_cut_off_by_their_bytes() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    let app = spawn_app_with(|s| {
+        s.peer_queue_mib = 1;
+        s.max_record_mib = 128;
+        s.ping_secs = 60;
+        s.peer_timeout_secs = 120;
+    })
+    .await;
+    let meeting = app.first("meeting").await;
+    let sloth = holding(&app, "sloth", meeting).await;
+    // From here on the sloth never reads its socket.
+    let mut writer = holding(&app, "writer", meeting).await;
+    let started = std::time::Instant::now();
+    let mut sent = 0usize;
+    while app.hub.metrics.connected_peers.get() > 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the peer that never reads is still connected after {} MiB were relayed to it",
+            sent >> 20
+        );
+        // Bytes that do not compress, under keys the schema does not read.
+        let blob = noise(sent as u64, 256 * 1024);
+        sent += blob.len();
+        let mut tx = writer.doc_mut(meeting).transaction();
+        tx.put(ROOT, format!("attachment-{sent}"), blob).unwrap();
+        tx.commit();
+        let heads = writer.heads(meeting);
+        writer.sync_until_acked(LIMIT, meeting, &heads).await;
+    }
+    assert_eq!(app.hub.metrics.slow_peers_dropped.get(), 1);
+    // Far fewer frames than the queue's 1,024: the bytes cut it off.
+    assert!(sent < 64 << 20, "{} MiB relayed before the cut", sent >> 20);
+    assert!(writer.seen.errors.is_empty(), "{:?}", writer.seen.errors);
+    assert!(writer.is_connected());
+    drop(sloth);
+}
+
 /// A record that would grow past its size limit is refused with an error
 /// that names the limit; it is neither stored nor quarantined, and the
 /// device goes on syncing its other records.
