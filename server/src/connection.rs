@@ -32,6 +32,14 @@ use crate::outbox::{Outbox, outbox};
 use crate::permissions::{UNREADABLE, Why};
 use crate::store::Refused;
 
+/// What a revoked device handed in for one document on this connection.
+struct HandIn {
+    copy: Automerge,
+    sync: DocSync,
+    /// Bytes of the changes `copy` took in.
+    bytes: u64,
+}
+
 /// Why a connection ends; sent to the peer as an `error` first.
 struct Fatal(String);
 
@@ -56,7 +64,7 @@ struct Session {
     waiting: HashSet<DocumentId>,
     /// A revoked device's hand-in: what it sent, per document, synced
     /// against an empty copy so it is shown nothing.
-    inbox: HashMap<DocumentId, (Automerge, DocSync)>,
+    inbox: HashMap<DocumentId, HandIn>,
     kill: CancellationToken,
 }
 
@@ -444,9 +452,13 @@ impl Session {
         if !self.inbox.contains_key(&doc) && self.over_document_limit(out, &peer_id, doc, "taken") {
             return Ok(());
         }
-        let (copy, sync) = self.inbox.entry(doc).or_insert_with(|| {
+        let HandIn { copy, sync, bytes } = self.inbox.entry(doc).or_insert_with(|| {
             let limit = self.hub.settings.max_ops_per_message;
-            (new_document(), DocSync::new(doc).with_max_ops(limit))
+            HandIn {
+                copy: new_document(),
+                sync: DocSync::new(doc).with_max_ops(limit),
+                bytes: 0,
+            }
         });
         let received = sync.receive_checked(copy, &peer_id, data, is_request, |_, _| {
             Ok::<(), std::convert::Infallible>(())
@@ -467,6 +479,7 @@ impl Session {
         };
         if !received.new_changes.is_empty() {
             let changes = received.saved;
+            *bytes += changes.len() as u64;
             let offered: Vec<automerge::ChangeHash> = received.new_changes.clone();
             let (store, device, from) = (
                 self.hub.store.clone(),
@@ -490,6 +503,30 @@ impl Session {
                 if unknown.is_empty() {
                     return Ok(None);
                 }
+                // Only those go to review: the changes the server holds
+                // already need none, and would take the device's room in
+                // the quarantine. Bytes that do not all read as changes
+                // are kept whole.
+                let known = |chunk: &[u8]| {
+                    automerge::Change::from_bytes(chunk.to_vec())
+                        .is_ok_and(|c| !unknown.contains(&c.hash().to_string()))
+                };
+                let parts: Option<Vec<&[u8]>> = twinsync_shared::record::chunks(&changes)
+                    .map(|(_, chunk)| chunk)
+                    .collect();
+                let changes: Vec<u8> = match parts {
+                    Some(parts)
+                        if parts.iter().map(|p| p.len()).sum::<usize>() == changes.len() =>
+                    {
+                        parts
+                            .into_iter()
+                            .filter(|c| !known(c))
+                            .flatten()
+                            .copied()
+                            .collect()
+                    }
+                    _ => changes,
+                };
                 store
                     .quarantine(
                         &Refused {
@@ -539,6 +576,19 @@ impl Session {
         let answers = sync.generate(copy, &self.hub.server_id);
         for msg in &answers {
             self.owed(out, msg);
+        }
+        // The copies hold at most what the device may have waiting for
+        // review, besides the one in hand. One dropped is made again if the
+        // device sends more for its document: its next changes then lack
+        // their ancestors, which the copy asks for again.
+        let held: u64 = self.inbox.values().map(|h| h.bytes).sum();
+        if held > self.hub.settings.max_quarantine_bytes() {
+            let before = self.inbox.len();
+            self.inbox.retain(|id, _| *id == doc);
+            self.hub
+                .metrics
+                .hand_in_copies_dropped
+                .inc_by((before - self.inbox.len()) as u64);
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub storage_errors: IntCounter,
     pub protocol_errors: IntCounter,
     pub slow_peers_dropped: IntCounter,
+    pub hand_in_copies_dropped: IntCounter,
     pub ephemeral_dropped: IntCounter,
     pub changes_refused: IntCounter,
     pub auth_failures: IntCounter,
@@ -82,6 +83,10 @@ impl Metrics {
             slow_peers_dropped: counter(
                 "twinsync_slow_peers_dropped_total",
                 "Peers dropped for not reading",
+            ),
+            hand_in_copies_dropped: counter(
+                "twinsync_hand_in_copies_dropped_total",
+                "Copies of what a revoked device handed in, dropped to bound what its connection holds",
             ),
             ephemeral_dropped: counter(
                 "twinsync_ephemeral_dropped_total",

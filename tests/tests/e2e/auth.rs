@@ -533,6 +533,90 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
     assert_eq!(last["delivered_by"]["device"], device_id.as_str());
 }
 
+/// A revoked device's hand-in is taken into a copy per record, on its
+/// connection. The copies hold at most what the device may have waiting
+/// for review (`max_quarantine_mib`) besides the record in hand, even when
+/// what it sends is records the server has already, which go to no
+/// quarantine. A record whose copy was dropped is still taken in when the
+/// device sends more for it.
+#[tokio::test]
+async fn a_revoked_devices_hand_in_holds_bounded_memory_and_loses_nothing() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    let app = spawn_app_with(|s| s.max_quarantine_mib = 1).await;
+    let token = app.device(Role::Coordinator, &[], None);
+    let device_id = token.split('.').next().unwrap().to_owned();
+    let mut phone = TestPeer::new("lost-phone").with_token(&token);
+    phone.connect(&app).await;
+    // Three records, each with 400 KiB the server holds: 1.2 MiB in all.
+    let mut records = Vec::new();
+    for (n, kind) in (1..).zip(["meeting", "city", "person"]) {
+        let id = app.first(kind).await;
+        phone.open(id);
+        phone.sync_until(LIMIT, |p| p.kind_of(id).is_some()).await;
+        let mut tx = phone.doc_mut(id).transaction();
+        tx.put(ROOT, "attachment", twinsync_tests::noise(n, 400 * 1024))
+            .unwrap();
+        tx.commit();
+        let heads = phone.heads(id);
+        phone.sync_until_acked(LIMIT, id, &heads).await;
+        records.push(id);
+    }
+    let res = app
+        .post_as(
+            &format!("/api/devices/{device_id}/revoke"),
+            &app.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    phone.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(phone.seen.closed);
+
+    // Reconnected, it hands in all three, the server holding them all.
+    phone.connect(&app).await;
+    phone.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(!phone.seen.closed, "{:?}", phone.seen.errors);
+    assert!(
+        app.hub.metrics.hand_in_copies_dropped.get() >= 1,
+        "1.2 MiB held for a revoked device allowed 1 MiB"
+    );
+    // A note on each record, two of whose copies went, still reaches
+    // review: only the note, not the attachment the server holds.
+    for id in &records {
+        let mut tx = phone.doc_mut(*id).transaction();
+        tx.put(ROOT, "note", "après la révocation · بعد الإلغاء")
+            .unwrap();
+        tx.commit();
+    }
+    phone.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(phone.seen.errors.is_empty(), "{:?}", phone.seen.errors);
+    assert!(!phone.seen.closed);
+    let queue = app.get_json("/api/quarantine?status=pending").await;
+    for id in &records {
+        let kept: Vec<&Value> = queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["doc_id"] == id.to_string())
+            .collect();
+        assert_eq!(kept.len(), 1, "{id}: {queue}");
+        let hashes = kept[0]["hashes"].as_array().unwrap();
+        assert_eq!(hashes.len(), 1, "only the note is for review: {queue}");
+        let (_, changes) = app
+            .hub
+            .store
+            .quarantined_changes(kept[0]["id"].as_i64().unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(
+            changes.len() < 4096,
+            "{id}: {} bytes kept for review of one note",
+            changes.len()
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_delegate_moved_to_another_city_signs_in_again_and_its_refused_edit_is_kept() {
     let app = spawn_app().await;
