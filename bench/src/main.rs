@@ -247,6 +247,13 @@ async fn main() -> Result<()> {
             .await;
             match many {
                 Ok(many) => {
+                    eprintln!(
+                        "bench: S3 on {} served in {:.2} s (connections made again after the server cut them: {} while storing, {} while serving)",
+                        kind.name(),
+                        many.serve_secs,
+                        many.seed_reconnects,
+                        many.reconnects
+                    );
                     figures.resyncs += many.resyncs;
                     figures.s3.push(many);
                 }
@@ -453,6 +460,17 @@ fn report(
         peer::STALL.as_secs(),
         ours.resyncs,
         official.resyncs
+    ));
+    let cut = |f: &Figures| {
+        let (seeding, serving): (usize, usize) = f.s3.iter().fold((0, 0), |(a, b), m| {
+            (a + m.seed_reconnects, b + m.reconnects)
+        });
+        format!("{seeding} / {serving}")
+    };
+    out.push_str(&format!(
+        "| S3 sockets the server cut that the peer connected again, while the records were stored / while they were served (all runs) | {} | {} | |\n",
+        cut(ours),
+        cut(official)
     ));
     out.push('\n');
     out.push_str(&format!("S1 speedup: {:.2}\n", s1_js / s1_ours));

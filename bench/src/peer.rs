@@ -66,9 +66,15 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     /// Connects to `url` (with its token, if any) and joins.
     pub async fn connect(url: &str, id: &str, docs: Vec<(DocumentId, Automerge)>) -> Result<Self> {
-        // No Nagle delay, as browsers open their WebSockets.
-        let (ws, _) = connect_async_with_config(url, None, true)
+        // No Nagle delay, as browsers open their WebSockets. A server that
+        // takes the connection and never answers the upgrade counts as lost.
+        let (ws, _) = tokio::time::timeout(JOIN_WAIT, connect_async_with_config(url, None, true))
             .await
+            .map_err(|_| {
+                Lost(format!(
+                    "peer {id}: no answer to the upgrade in {JOIN_WAIT:?}"
+                ))
+            })?
             .with_context(|| format!("cannot open {url}"))?;
         let (mut sink, mut stream) = ws.split();
         let id = PeerId::new(id);
@@ -81,10 +87,10 @@ impl Peer {
         );
         sink.send(WsMessage::Binary(join.encode().into())).await?;
         let server = loop {
-            let frame = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            let frame = tokio::time::timeout(JOIN_WAIT, stream.next())
                 .await
-                .map_err(|_| anyhow!("no `peer` answer in 30 s"))?
-                .ok_or_else(|| anyhow!("the server closed the socket"))??;
+                .map_err(|_| Lost(format!("peer {id}: no `peer` answer in {JOIN_WAIT:?}")))?
+                .ok_or_else(|| Lost(format!("peer {id}: the server closed the socket")))??;
             if let WsMessage::Binary(bytes) = frame {
                 match Message::decode(&bytes, FrameLimit::default())? {
                     Message::Peer { sender_id, .. } => break sender_id,
@@ -156,7 +162,9 @@ impl Peer {
             .context("this peer's frames are read by another task")?;
         let frame = match tokio::time::timeout(wait, stream.next()).await {
             Err(_) => return Ok(None),
-            Ok(None) => bail!("peer {}: the server closed the socket", self.id),
+            Ok(None) => {
+                return Err(Lost(format!("peer {}: the server closed the socket", self.id)).into());
+            }
             Ok(Some(frame)) => frame?,
         };
         let WsMessage::Binary(bytes) = frame else {
@@ -393,6 +401,13 @@ impl Peer {
     }
 }
 
+/// How long a peer waits for the server's answer to its upgrade, then to
+/// its `join`. The
+/// official client waits without a limit; the official server, busy
+/// loading the records 500 peers asked for at once (S3), took over 30 s to
+/// answer some.
+const JOIN_WAIT: Duration = Duration::from_secs(120);
+
 /// Silence, while behind, after which a peer starts a fresh exchange.
 /// The official client has no such timer; the bench keeps one so that a
 /// lost exchange cannot hang a run. It was 3 s, shorter than a server's
@@ -403,17 +418,39 @@ pub const STALL: Duration = Duration::from_secs(10);
 
 impl Peer {
     /// Syncs until the server has announced every document's heads.
-    pub async fn push_all(&mut self, limit: Duration) -> Result<()> {
+    /// After [`STALL`] without a message while some are not yet taken, it
+    /// starts a fresh exchange for those, as [`Peer::sync_until`] does;
+    /// returns how many times it had to.
+    pub async fn push_all(&mut self, limit: Duration) -> Result<usize> {
         let deadline = Instant::now() + limit;
+        let mut heard = Instant::now();
+        let mut resyncs = 0;
         loop {
             self.flush().await?;
-            let done = self.docs.iter().all(|(id, (doc, _))| {
-                self.acked
-                    .get(id)
-                    .is_some_and(|h| *h == sorted(doc.get_heads()))
-            });
-            if done {
-                return Ok(());
+            fn taken(
+                acked: &HashMap<DocumentId, Vec<ChangeHash>>,
+                id: &DocumentId,
+                doc: &Automerge,
+            ) -> bool {
+                acked.get(id).is_some_and(|h| *h == sorted(doc.get_heads()))
+            }
+            if self
+                .docs
+                .iter()
+                .all(|(id, (doc, _))| taken(&self.acked, id, doc))
+            {
+                return Ok(resyncs);
+            }
+            if heard.elapsed() >= STALL {
+                for (id, (doc, state)) in &mut self.docs {
+                    if !taken(&self.acked, id, doc) {
+                        *state = State::new();
+                        self.dirty.insert(*id);
+                        resyncs += 1;
+                    }
+                }
+                heard = Instant::now();
+                continue;
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -422,10 +459,44 @@ impl Peer {
                 );
             }
             if self.receive(Duration::from_millis(200)).await?.is_some() {
+                heard = Instant::now();
                 take_turns().await;
             }
         }
     }
+}
+
+/// The server closed a peer's socket or left its `join` unanswered: what
+/// happened, to whom.
+#[derive(Debug)]
+pub struct Lost(pub String);
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Lost {}
+
+/// Whether `e` says the connection was lost (closed by the server, reset,
+/// or failed), which a client meets by connecting again, rather than
+/// anything the server said.
+pub fn connection_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<Lost>().is_some()
+            || c.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+                .is_some()
+    })
+}
+
+/// The documents `peer` holds, to take to its next connection as a client
+/// keeps its copies.
+pub fn holdings(peer: &Peer) -> Vec<(DocumentId, Automerge)> {
+    peer.docs
+        .iter()
+        .map(|(id, (doc, _))| (*id, doc.clone()))
+        .collect()
 }
 
 /// A frame as a reading task passed it on.

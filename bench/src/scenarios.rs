@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Commit, Kind, RecordDoc, new_document};
 
-use crate::peer::{Peer, sorted, take_turns};
+use crate::peer::{Peer, connection_lost, holdings, sorted, take_turns};
 use crate::system::{System, cpu_seconds};
 
 /// A small deterministic generator (xorshift64*), so every run and every
@@ -92,7 +92,7 @@ fn report(i: usize) -> Result<Automerge> {
 /// setup of a scenario, not measured.
 pub async fn seed(system: &System, docs: &[(DocumentId, Automerge)]) -> Result<()> {
     let mut seeder = Peer::connect(&system.url, "seeder", docs.to_vec()).await?;
-    seeder.push_all(Duration::from_secs(600)).await
+    seeder.push_all(Duration::from_secs(600)).await.map(drop)
 }
 
 /// A fresh peer asks for every document in `expected` and waits until it
@@ -220,7 +220,7 @@ pub async fn reconnect_storm(system: &System, storm: &Storm, limit: Duration) ->
             peer.sync_until(&expected, limit).await.context(name)
         });
     }
-    let resyncs = first_error(tasks).await?;
+    let resyncs = first_error(tasks).await?.into_iter().sum();
     let took = start.elapsed();
     Ok(StormRun {
         took,
@@ -541,6 +541,10 @@ fn one_edit_apply(doc: &Automerge) -> Result<f64> {
 pub struct Many {
     /// Fresh exchanges peers started after a stall.
     pub resyncs: usize,
+    /// Connections the server cut and the peers made again: while the
+    /// records were stored, and while they were served.
+    pub seed_reconnects: usize,
+    pub reconnects: usize,
     pub serve_secs: f64,
     pub peak_mib: f64,
     pub steady_mib: f64,
@@ -562,20 +566,45 @@ pub async fn many_documents(
         .collect::<Result<_>>()?;
     let start = Instant::now();
     let deadline = start + seed_limit;
-    for (n, chunk) in records.chunks(1000).enumerate() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let stored_so_far = || {
-            format!(
-                "storing the records failed after {:.0} s of at most {} s ({} of {stored} stored)",
-                start.elapsed().as_secs_f64(),
-                seed_limit.as_secs(),
-                n * 1000
-            )
-        };
-        let mut seeder = Peer::connect(&system.url, &format!("seeder-{n}"), chunk.to_vec())
-            .await
-            .with_context(stored_so_far)?;
-        seeder.push_all(left).await.with_context(stored_so_far)?;
+    // A peer whose socket the server cuts (the official server's
+    // keep-alive cuts one whose pong it has not read within 5 s, which a
+    // busy event loop can take) connects again, as the official client
+    // does, a few times at most.
+    let mut seed_reconnects = 0;
+    let direct = system.store_directly(&records)?;
+    for (n, chunk) in records.chunks(1000).enumerate().filter(|_| !direct) {
+        let mut lost = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let stored_so_far = || {
+                format!(
+                    "storing the records failed after {:.0} s of at most {} s ({} of {stored} stored; the seeders connected again {seed_reconnects} times)",
+                    start.elapsed().as_secs_f64(),
+                    seed_limit.as_secs(),
+                    n * 1000
+                )
+            };
+            let pushed = async {
+                let mut seeder =
+                    Peer::connect(&system.url, &format!("seeder-{n}"), chunk.to_vec()).await?;
+                seeder.push_all(left).await
+            }
+            .await;
+            match pushed {
+                Ok(resyncs) => {
+                    if resyncs > 0 {
+                        eprintln!("bench: seeder-{n} started {resyncs} fresh exchanges");
+                    }
+                    break;
+                }
+                Err(e) if connection_lost(&e) && lost < RECONNECTS && !left.is_zero() => {
+                    eprintln!("bench: seeder-{n} connects again: {e:#}");
+                    lost += 1;
+                    seed_reconnects += 1;
+                }
+                Err(e) => return Err(e.context(stored_so_far())),
+            }
+        }
     }
     // The official server announces heads before its storage adapter has
     // written them (writes are debounced): killed at once, it loses the
@@ -594,37 +623,58 @@ pub async fn many_documents(
         let url = system.url.clone();
         tasks.spawn(async move {
             let name = format!("reader-{i}");
-            let mut p = Peer::connect(&url, &name, Vec::new())
-                .await
-                .with_context(|| name.clone())?;
-            for id in want.keys() {
-                p.add(*id, new_document());
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let mut held: Vec<(DocumentId, Automerge)> =
+                want.keys().map(|id| (*id, new_document())).collect();
+            let mut lost = 0;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let synced = match Peer::connect(&url, &name, held.clone()).await {
+                    Ok(mut p) => {
+                        let synced = p.sync_until(&want, left).await;
+                        held = holdings(&p);
+                        synced
+                    }
+                    Err(e) => Err(e),
+                };
+                match synced {
+                    Ok(resyncs) => return Ok((resyncs, lost)),
+                    Err(e) if connection_lost(&e) && lost < RECONNECTS && !left.is_zero() => {
+                        eprintln!("bench: {name} connects again: {e:#}");
+                        lost += 1;
+                    }
+                    Err(e) => return Err(e.context(name)),
+                }
             }
-            p.sync_until(&want, Duration::from_secs(600))
-                .await
-                .context(name)
         });
     }
-    let resyncs = first_error(tasks).await?;
+    let done = first_error(tasks).await?;
     let serve_secs = start.elapsed().as_secs_f64();
+    let resyncs = done.iter().map(|(r, _)| r).sum();
+    let reconnects = done.iter().map(|(_, l)| l).sum();
     let peak_mib = system.peak_rss_mib()?;
     tokio::time::sleep(settle).await;
     Ok(Many {
         resyncs,
+        seed_reconnects,
+        reconnects,
         serve_secs,
         peak_mib,
         steady_mib: system.rss_mib()?,
     })
 }
 
-/// Waits for every peer and sums their fresh exchanges; stops at the first
+/// Waits for every peer and gathers what each returned; stops at the first
 /// peer that fails, in the order they fail. A peer that fails leaves the
 /// others waiting for its changes, so waiting for the peers in turn would
 /// report one of them, at the time limit, instead of the cause.
-async fn first_error(mut tasks: JoinSet<Result<usize>>) -> Result<usize> {
-    let mut resyncs = 0;
-    while let Some(done) = tasks.join_next().await {
-        resyncs += done??;
+async fn first_error<T: 'static>(mut tasks: JoinSet<Result<T>>) -> Result<Vec<T>> {
+    let mut done = Vec::new();
+    while let Some(one) = tasks.join_next().await {
+        done.push(one??);
     }
-    Ok(resyncs)
+    Ok(done)
 }
+
+/// Times one peer connects again after the server cut its socket.
+const RECONNECTS: usize = 5;

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use automerge::Automerge;
+use twinsync_shared::DocumentId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -106,6 +108,40 @@ impl System {
         self.child = child;
         self.url = url;
         Ok(())
+    }
+
+    /// Stores `docs` straight into the official server's data directory
+    /// through its own storage adapter (`tests/js/seed-store.mjs`), with
+    /// the server stopped; [`System::restart`] then serves them. False
+    /// for our server, which is sent them instead.
+    pub fn store_directly(&mut self, docs: &[(DocumentId, Automerge)]) -> Result<bool> {
+        if self.kind != Kind::Official {
+            return Ok(false);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut file = Vec::new();
+        for (id, doc) in docs {
+            for part in [id.to_string().into_bytes(), doc.save()] {
+                let len = u32::try_from(part.len()).context("a record over 4 GiB")?;
+                file.extend_from_slice(&len.to_be_bytes());
+                file.extend_from_slice(&part);
+            }
+        }
+        let list = tempfile::NamedTempFile::new()?;
+        std::fs::write(list.path(), &file)?;
+        let script = self.programs.js_server.with_file_name("seed-store.mjs");
+        let out = Command::new("node")
+            .arg(&script)
+            .arg(self.data.path())
+            .arg(list.path())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || !said.contains(&format!("stored {}", docs.len())) {
+            bail!("{} failed ({}): {said}", script.display(), out.status);
+        }
+        Ok(true)
     }
 
     /// Resident memory now, in MiB (`VmRSS`).
