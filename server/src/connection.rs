@@ -491,13 +491,14 @@ impl Session {
             let kept = tokio::task::spawn_blocking(move || {
                 // Only what the server does not have needs a review.
                 let stored = store.load(doc)?;
+                // One look at the change graph for all of them, where
+                // asking for each change rebuilt it from the record.
+                let missing: Option<HashSet<automerge::ChangeHash>> = stored
+                    .as_ref()
+                    .map(|d| d.get_missing_deps(&offered).into_iter().collect());
                 let unknown: Vec<String> = offered
                     .iter()
-                    .filter(|h| {
-                        stored
-                            .as_ref()
-                            .is_none_or(|d| d.get_change_by_hash(h).is_none())
-                    })
+                    .filter(|h| missing.as_ref().is_none_or(|m| m.contains(h)))
                     .map(ToString::to_string)
                     .collect();
                 if unknown.is_empty() {
@@ -507,9 +508,10 @@ impl Session {
                 // already need none, and would take the device's room in
                 // the quarantine. Bytes that do not all read as changes
                 // are kept whole.
+                let unknown_set: HashSet<&str> = unknown.iter().map(String::as_str).collect();
                 let known = |chunk: &[u8]| {
                     automerge::Change::from_bytes(chunk.to_vec())
-                        .is_ok_and(|c| !unknown.contains(&c.hash().to_string()))
+                        .is_ok_and(|c| !unknown_set.contains(c.hash().to_string().as_str()))
                 };
                 let parts: Option<Vec<&[u8]>> = twinsync_shared::record::chunks(&changes)
                     .map(|(_, chunk)| chunk)
