@@ -540,7 +540,9 @@ fn markdown(table: &str, sizes: Sizes, runs: usize) -> String {
            each replica applies all the frames waiting for it in one pass. Server CPU time over wall time.\n\
          - S4: S1's changes applied to Automerge in the load generator's process, no network, no \
            storage. The share is S4's time over our S1 time (throughput as a share of the limit).\n\
-         - S3: {st} records are stored, the server restarts, then {rd} peers each open {rdn} of them at once. \
+         - S3: {st} records are stored (sent to our server through its socket; written through the \
+           official server's own storage adapter while it is stopped, see *S3 on the official server*), \
+           the server restarts, then {rd} peers each open {rdn} of them at once. \
            Time until all are served; peak RSS while serving (the restart starts the count afresh); RSS \
            40 s after the peers left (our server evicts documents idle for 30 s). Our server's \
            per-device documents-a-minute limit is raised for the seeding peers, and its cap on \

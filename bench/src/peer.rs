@@ -545,3 +545,24 @@ pub fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
 pub async fn take_turns() {
     tokio::task::yield_now().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_told_from_what_the_server_said() {
+        let closed = anyhow::Error::from(Lost("peer p: the server closed the socket".into()))
+            .context("reader-1");
+        assert!(connection_lost(&closed));
+        let reset = anyhow::Error::from(tokio_tungstenite::tungstenite::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        ))
+        .context("seeder-12");
+        assert!(connection_lost(&reset));
+        let refused = anyhow!("peer p: server error: this device was revoked");
+        assert!(!connection_lost(&refused));
+        let slow = anyhow!("peer p did not converge within 600s");
+        assert!(!connection_lost(&slow));
+    }
+}

@@ -2,6 +2,7 @@
 //! are generated once, and the same bytes go to both servers.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -614,6 +615,8 @@ pub async fn many_documents(
     let mut rng = Rng::new(3);
     let start = Instant::now();
     let mut tasks = JoinSet::new();
+    // Counted as they happen, for a run that fails too.
+    let cut = Arc::new(AtomicUsize::new(0));
     for i in 0..peers {
         let mut want = HashMap::new();
         while want.len() < per.min(stored) {
@@ -621,6 +624,7 @@ pub async fn many_documents(
             want.insert(*id, sorted(doc.get_heads()));
         }
         let url = system.url.clone();
+        let cut = Arc::clone(&cut);
         tasks.spawn(async move {
             let name = format!("reader-{i}");
             let deadline = Instant::now() + Duration::from_secs(600);
@@ -642,13 +646,19 @@ pub async fn many_documents(
                     Err(e) if connection_lost(&e) && lost < RECONNECTS && !left.is_zero() => {
                         eprintln!("bench: {name} connects again: {e:#}");
                         lost += 1;
+                        cut.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => return Err(e.context(name)),
                 }
             }
         });
     }
-    let done = first_error(tasks).await?;
+    let done = first_error(tasks).await.with_context(|| {
+        format!(
+            "after the peers had connected again {} times",
+            cut.load(Ordering::Relaxed)
+        )
+    })?;
     let serve_secs = start.elapsed().as_secs_f64();
     let resyncs = done.iter().map(|(r, _)| r).sum();
     let reconnects = done.iter().map(|(_, l)| l).sum();
