@@ -199,6 +199,18 @@ impl TestApp {
         TestPeer::new(id).with_token(&self.token)
     }
 
+    /// Revokes the device of `token` as this app's coordinator, through
+    /// the API; its answer.
+    pub async fn revoke(&self, token: &str) -> serde_json::Value {
+        let device_id = token.split('.').next().expect("a device token");
+        let path = format!("/api/devices/{device_id}/revoke");
+        let res = self
+            .post_as(&path, &self.token, &serde_json::json!({}))
+            .await;
+        assert_eq!(res.status(), 200, "POST {path}");
+        res.json().await.expect("JSON")
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let res = self.get(path).await;
         assert!(res.status().is_success(), "GET {path}: {}", res.status());

@@ -463,15 +463,7 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
     phone.connect(&app).await;
     phone.open(city);
     phone.sync_until(LIMIT, |p| p.kind_of(city).is_some()).await;
-    let res = app
-        .post_as(
-            &format!("/api/devices/{device_id}/revoke"),
-            &app.token,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
+    let body = app.revoke(&token).await;
     assert_eq!(body["sockets_closed"], 1);
     phone.sync(Duration::from_secs(3), LIMIT).await;
     assert!(phone.seen.closed, "the revoked device's socket stays open");
@@ -545,7 +537,6 @@ async fn a_revoked_devices_hand_in_holds_bounded_memory_and_loses_nothing() {
     use automerge::transaction::Transactable;
     let app = spawn_app_with(|s| s.max_quarantine_mib = 1).await;
     let token = app.device(Role::Coordinator, &[], None);
-    let device_id = token.split('.').next().unwrap().to_owned();
     let mut phone = TestPeer::new("lost-phone").with_token(&token);
     phone.connect(&app).await;
     // Three records, each with 400 KiB the server holds: 1.2 MiB in all.
@@ -562,14 +553,7 @@ async fn a_revoked_devices_hand_in_holds_bounded_memory_and_loses_nothing() {
         phone.sync_until_acked(LIMIT, id, &heads).await;
         records.push(id);
     }
-    let res = app
-        .post_as(
-            &format!("/api/devices/{device_id}/revoke"),
-            &app.token,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(res.status(), 200);
+    app.revoke(&token).await;
     phone.sync(Duration::from_secs(1), LIMIT).await;
     assert!(phone.seen.closed);
 

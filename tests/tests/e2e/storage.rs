@@ -322,19 +322,11 @@ async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
     let app = spawn_app().await;
     let city = app.first("city").await;
     let token = app.device(Role::Delegate, &[&city.to_string()], None);
-    let device_id = token.split('.').next().unwrap().to_owned();
     let mut phone = TestPeer::new("lost-phone").with_token(&token);
     phone.connect(&app).await;
     phone.open(city);
     phone.sync_until(LIMIT, |p| p.kind_of(city).is_some()).await;
-    let res = app
-        .post_as(
-            &format!("/api/devices/{device_id}/revoke"),
-            &app.token,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(res.status(), 200);
+    app.revoke(&token).await;
     phone.sync_until(LIMIT, |p| p.seen.closed).await;
 
     // Offline, the phone writes a long note; the server's disk is full when
