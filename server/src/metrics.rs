@@ -110,7 +110,7 @@ impl Metrics {
             ),
             records_too_large: counter(
                 "twinsync_records_too_large_total",
-                "Sync messages whose changes would take a record past its size limit",
+                "Sync messages whose changes would take a record past its size limit, in bytes or in operations",
             ),
             memory_trims: counter(
                 "twinsync_memory_trims_total",

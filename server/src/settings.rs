@@ -100,6 +100,20 @@ pub struct Settings {
     )]
     pub max_record_mib: u64,
 
+    /// Most Automerge operations one record may hold; a change that would
+    /// take a record past it is refused. Automerge 0.12 walks every op of a
+    /// text to apply any change to it (about 0.2 ms per thousand), and
+    /// compressed ops cost a few bytes each, so `max_record_mib` does not
+    /// bound them: without this, a device could send messages of many ops
+    /// until every edit to the record took seconds to apply.
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_RECORD_OPS",
+        default_value_t = 2_000_000,
+        value_parser = at_least_one::<u64>(),
+    )]
+    pub max_record_ops: u64,
+
     /// MiB of refused changes one device may have waiting for review; past
     /// it, its refused changes are not kept and it is told to keep them.
     #[arg(
@@ -293,6 +307,7 @@ impl Settings {
             max_http_connections: 1024,
             max_http_connections_per_address: 64,
             max_record_mib: 32,
+            max_record_ops: 2_000_000,
             max_quarantine_mib: 64,
             peer_queue: 1024,
             peer_queue_mib: 64,
@@ -386,6 +401,7 @@ mod tests {
             "--max-http-connections",
             "--max-http-connections-per-address",
             "--max-record-mib",
+            "--max-record-ops",
             "--max-quarantine-mib",
             "--peer-queue",
             "--peer-queue-mib",

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use automerge::ReadDoc;
 use tracing::{error, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{Batch, Incoming};
@@ -23,6 +24,16 @@ enum Denied {
     Refused(Refusal, Vec<u8>, Vec<String>),
     /// The record would pass `max_record_mib`; `stored` bytes it holds.
     TooLarge { stored: u64 },
+    /// The record would pass `max_record_ops`: the ops it holds, and would.
+    TooManyOps { held: u64, after: u64 },
+}
+
+/// Whether a scratch copy holding `after` ops, made from a record holding
+/// `held`, passes the record's op limit. Only growth counts: a record over
+/// a limit since lowered still takes changes that add no op (deletions,
+/// which Automerge marks on the ops they delete).
+fn past_op_limit(held: u64, after: u64, limit: u64) -> bool {
+    after > limit && after > held
 }
 
 impl DocTask {
@@ -67,6 +78,7 @@ impl DocTask {
             self.hub.settings.max_record_bytes(),
         );
         let growth: u64 = batch.iter().map(|s| s.data.len() as u64).sum();
+        let (held_ops, max_ops) = (self.doc.stats().num_ops, self.hub.settings.max_record_ops);
         let mut checked: Option<Read> = None;
         let incoming: Vec<Incoming<'_>> = batch
             .iter()
@@ -91,6 +103,7 @@ impl DocTask {
             },
             |scratch, _, carried| {
                 if stored.saturating_add(growth) > limit
+                    || past_op_limit(held_ops, scratch.stats().num_ops, max_ops)
                     || nested_beyond(scratch, MAX_NESTING).is_some()
                 {
                     return false;
@@ -237,6 +250,7 @@ impl DocTask {
             self.hub.settings.max_record_bytes(),
         );
         let growth = data.len() as u64;
+        let (held_ops, max_ops) = (self.doc.stats().num_ops, self.hub.settings.max_record_ops);
         let received = self.sync.receive_checked(
             &mut self.doc,
             &peer.peer_id,
@@ -245,6 +259,13 @@ impl DocTask {
             |scratch, new| {
                 if stored.saturating_add(growth) > limit {
                     return Err(Denied::TooLarge { stored });
+                }
+                let after_ops = scratch.stats().num_ops;
+                if past_op_limit(held_ops, after_ops, max_ops) {
+                    return Err(Denied::TooManyOps {
+                        held: held_ops,
+                        after: after_ops,
+                    });
                 }
                 if let Some(path) = nested_beyond(scratch, MAX_NESTING) {
                     let refusal = Refusal {
@@ -311,6 +332,21 @@ impl DocTask {
                         self.id,
                         stored as f64 / (1024.0 * 1024.0),
                         self.hub.settings.max_record_mib
+                    ),
+                    TOO_LARGE,
+                    "/",
+                    None,
+                );
+                return;
+            }
+            Err(Checked::Rejected(Denied::TooManyOps { held, after })) => {
+                self.hub.metrics.records_too_large.inc();
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, held, after, "record would hold too many operations; changes refused");
+                self.refusal_to(
+                    &peer,
+                    format!(
+                        "your change to record {} was refused: it would take the record from {held} to {after} operations, past the limit of {} operations per record; it was not stored or relayed and stays on your device",
+                        self.id, self.hub.settings.max_record_ops
                     ),
                     TOO_LARGE,
                     "/",
@@ -429,6 +465,18 @@ impl DocTask {
             return Err(format!("the record cannot be read on the server: {reason}"));
         }
         let before = self.doc.get_heads();
+        // A record's limits hold for every way in.
+        let (stored, limit) = (
+            self.stored_bytes.load(Ordering::Relaxed),
+            self.hub.settings.max_record_bytes(),
+        );
+        if stored.saturating_add(changes.len() as u64) > limit {
+            return Err(format!(
+                "accepting them would take the record past the limit of {} MiB per record",
+                self.hub.settings.max_record_mib
+            ));
+        }
+        let held_ops = self.doc.stats().num_ops;
         let scratch = load_batch(&self.doc, changes).map_err(|e| match e {
             BatchError::Unreadable(e) => format!("the quarantined changes cannot be read: {e}"),
             BatchError::MissingDeps(_) => {
@@ -438,6 +486,13 @@ impl DocTask {
                 format!("values may nest at most {MAX_NESTING} deep, and these reach {path}")
             }
         })?;
+        let after_ops = scratch.stats().num_ops;
+        if past_op_limit(held_ops, after_ops, self.hub.settings.max_record_ops) {
+            return Err(format!(
+                "accepting them would take the record from {held_ops} to {after_ops} operations, past the limit of {} operations per record",
+                self.hub.settings.max_record_ops
+            ));
+        }
         let after = read_document(&scratch);
         if let Err(errors) = &after {
             let old: &[twinsync_shared::record::ValidationError] = match &self.current {

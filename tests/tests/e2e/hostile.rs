@@ -415,6 +415,112 @@ async fn a_peer_that_never_reads_large_frames_is_cut_off_by_their_bytes() {
     drop(sloth);
 }
 
+/// A record that would hold more Automerge operations than its limit is
+/// refused: compressed ops cost a few bytes each, so the byte limit does
+/// not stop a device that sends op after op until every edit to the record
+/// takes seconds to apply. Nothing is stored or quarantined, the device is
+/// told with the figures, writes that stay under the limit go on, and a
+/// coordinator cannot let such changes in from the quarantine either.
+#[tokio::test]
+async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+    use twinsync_server::auth::Role;
+    const LIMIT_OPS: u64 = 20_000;
+    // Integers under keys the schema does not read: one op each.
+    fn tally(doc: &mut automerge::Automerge, name: &str, ops: usize) {
+        let mut tx = doc.transaction();
+        for i in 0..ops {
+            tx.put(ROOT, format!("{name}-{i}"), i as i64).unwrap();
+        }
+        tx.commit();
+    }
+    let app = spawn_app_with(|s| s.max_record_ops = LIMIT_OPS).await;
+    let meeting = app.first("meeting").await;
+    let mut p = TestPeer::new("counter");
+    p.connect(&app).await;
+    p.open(meeting);
+    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    let held = p.doc(meeting).doc().stats().num_ops;
+    assert!(held < LIMIT_OPS / 2, "the demo meeting holds {held} ops");
+    // A third of the room left each: two thirds and a few more are taken.
+    let third = ((LIMIT_OPS - held) / 3) as usize;
+
+    // Under the limit: taken.
+    tally(p.doc_mut(meeting), "first", third);
+    let heads = p.heads(meeting);
+    p.sync_until_acked(LIMIT, meeting, &heads).await;
+    assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
+
+    // An observer's changes under the limit go to the quarantine.
+    let observer = app.device(Role::Observer, &[], None);
+    let mut o = TestPeer::new("observer").with_token(&observer);
+    o.connect(&app).await;
+    o.open(meeting);
+    o.sync_until(LIMIT, |o| o.kind_of(meeting).is_some()).await;
+    tally(o.doc_mut(meeting), "watched", third);
+    o.sync_until(LIMIT, |o| !o.seen.refusals.is_empty()).await;
+    let Some(quarantined) = o.seen.refusals[0].quarantine else {
+        panic!("{:?}", o.seen.refusals);
+    };
+
+    tally(p.doc_mut(meeting), "second", third + 10);
+    let heads = p.heads(meeting);
+    p.sync_until_acked(LIMIT, meeting, &heads).await;
+    assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
+    let holds = held + 2 * third as u64 + 10;
+    let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
+
+    // Past it, in a message of a few KiB: refused, with the figures.
+    tally(p.doc_mut(meeting), "large", LIMIT_OPS as usize);
+    p.sync_until(LIMIT, |p| !p.seen.errors.is_empty()).await;
+    let error = &p.seen.errors[0];
+    assert!(
+        error.contains(&format!("from {holds} to "))
+            && error.contains("past the limit of 20000 operations per record")
+            && error.contains("stays on your device"),
+        "{error}"
+    );
+    assert_eq!(
+        p.seen.refusals,
+        vec![Refusal {
+            document_id: meeting,
+            code: "too-large".into(),
+            path: "/".into(),
+            quarantine: None,
+            retry_after: None,
+        }]
+    );
+    assert_eq!(app.hub.metrics.records_too_large.get(), 1);
+    assert_eq!(
+        app.get_json(&format!("/api/records/{meeting}")).await["heads"],
+        before
+    );
+    let quarantine = app.get_json("/api/quarantine").await;
+    assert_eq!(quarantine.as_array().map(Vec::len), Some(1), "{quarantine}");
+
+    // The observer's third would take the record past the limit now: a
+    // coordinator accepting it is told so, and nothing changes.
+    let res = app
+        .post_as(
+            &format!("/api/quarantine/{quarantined}/accept"),
+            &app.token,
+            &serde_json::json!({}),
+        )
+        .await;
+    assert!(!res.status().is_success(), "{}", res.status());
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains(&format!("from {holds} to "))
+            && body.contains("past the limit of 20000 operations per record"),
+        "{body}"
+    );
+    assert_eq!(
+        app.get_json(&format!("/api/records/{meeting}")).await["heads"],
+        before
+    );
+}
+
 /// A record that would grow past its size limit is refused with an error
 /// that names the limit; it is neither stored nor quarantined, and the
 /// device goes on syncing its other records.
