@@ -916,6 +916,57 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
   });
 });
 
+test("a record an older app made is brought up to the current schema by the server, and the dashboard says the server did it", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    // A report as the first version of the app wrote it, an hour ago, on
+    // this phone and not yet sent.
+    const old = Automerge.change(Automerge.init(), { message: "New report", time: Math.floor(Date.now() / 1000) - 3600 }, (d) => {
+      Object.assign(d, {
+        schema: 1, kind: "report", title: { fr: "Rapport de l’ancienne application", ar: "تقرير التطبيق القديم" },
+        report_type: "field", date: "2026-11-20", text: "Écrit avant la mise à jour.", links: {},
+      });
+    });
+    const id = parseAutomergeUrl(generateAutomergeUrl()).documentId;
+    await page.evaluate(([id, bytes]) => new Promise((resolve, reject) => {
+      const open = indexedDB.open("twinsync");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const tx = open.result.transaction("chunks", "readwrite");
+        tx.objectStore("chunks").add({ doc: id, bytes: new Uint8Array(bytes) });
+        tx.oncomplete = () => { open.result.close(); resolve(); };
+        tx.onerror = () => reject(tx.error);
+      };
+    }), [id, Array.from(Automerge.save(old))]);
+    await page.reload();
+    // The server takes it, brings it up to date, and the phone gets that.
+    await until(page, (id) => {
+      try { return window.twinsync.history(id).length === 2 || null; } catch { return null; }
+    }, id, "the server's upgrade on the phone");
+    const res = await server.api(`/api/records/${id}/history`);
+    const history = await res.json();
+    const upgrade = history.find((e) => e.message === "bring the record up to the current schema");
+    assert.ok(upgrade, JSON.stringify(history));
+    assert.equal(upgrade.delivered_by?.device ?? null, null, JSON.stringify(upgrade));
+
+    // The dashboard names the server for it, not an unknown device.
+    await show(page, "#/dashboard");
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    const who = await until(page, (id) => {
+      const row = [...document.querySelectorAll("ol.recent li")].find((li) => li.querySelector(`a[href="#/r/${id}"]`));
+      return row?.querySelector(".who")?.textContent || null;
+    }, id, "the upgraded report among the recent changes");
+    await until(page, ([id, said]) => {
+      const row = [...document.querySelectorAll("ol.recent li")].find((li) => li.querySelector(`a[href="#/r/${id}"]`));
+      return row?.querySelector(".who")?.textContent === said || null;
+    }, [id, STRINGS[lang].byServer], `the server named for the upgrade (first said: ${who})`);
+    const row = await page.$$eval("ol.recent li", (items, id) => items.find((li) => li.querySelector(`a[href="#/r/${id}"]`))?.textContent, id);
+    assert.ok(!row.includes(STRINGS[lang].unknownAuthor), row);
+    await context.close();
+  });
+});
+
 test("a coordinator invites a delegate's phone from the app, judges its refused change and revokes it", async () => {
   await withServer(async (server) => {
     const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
