@@ -65,7 +65,18 @@ struct Session {
     /// A revoked device's hand-in: what it sent, per document, synced
     /// against an empty copy so it is shown nothing.
     inbox: HashMap<DocumentId, HandIn>,
+    /// This connection's share of the device's hand-in bytes, as last
+    /// told to [`Hub::hand_in_share`].
+    inbox_told: u64,
     kill: CancellationToken,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.inbox_told > 0 {
+            self.hub.hand_in_share(&self.device.id, self.inbox_told, 0);
+        }
+    }
 }
 
 impl Session {
@@ -78,6 +89,7 @@ impl Session {
             docs: HashSet::new(),
             waiting: HashSet::new(),
             inbox: HashMap::new(),
+            inbox_told: 0,
             kill: CancellationToken::new(),
         }
     }
@@ -570,6 +582,7 @@ impl Session {
             // closes, so the device reconnects and sends them again.
             if let Some(reason) = failed {
                 self.inbox.remove(&doc);
+                self.tell_hand_in();
                 return Err(Fatal(format!(
                     "changes to document {doc} not kept: {reason}; they stay on this device and are sent again on reconnecting"
                 )));
@@ -579,20 +592,32 @@ impl Session {
         for msg in &answers {
             self.owed(out, msg);
         }
-        // The copies hold at most what the device may have waiting for
-        // review, besides the one in hand. One dropped is made again if the
-        // device sends more for its document: its next changes then lack
-        // their ancestors, which the copy asks for again.
-        let held: u64 = self.inbox.values().map(|h| h.bytes).sum();
-        if held > self.hub.settings.max_quarantine_bytes() {
+        // The copies of all the device's connections hold at most what it
+        // may have waiting for review, besides the one each has in hand.
+        // One dropped is made again if the device sends more for its
+        // document: its next changes then lack their ancestors, which the
+        // copy asks for again.
+        if self.tell_hand_in() > self.hub.settings.max_quarantine_bytes() {
             let before = self.inbox.len();
             self.inbox.retain(|id, _| *id == doc);
             self.hub
                 .metrics
                 .hand_in_copies_dropped
                 .inc_by((before - self.inbox.len()) as u64);
+            self.tell_hand_in();
         }
         Ok(())
+    }
+
+    /// Tells the hub what this connection's hand-in copies hold now;
+    /// returns what the device's hold, over all its connections.
+    fn tell_hand_in(&mut self) -> u64 {
+        let now: u64 = self.inbox.values().map(|h| h.bytes).sum();
+        let total = self
+            .hub
+            .hand_in_share(&self.device.id, self.inbox_told, now);
+        self.inbox_told = now;
+        total
     }
 
     /// Counts `doc` against the device's documents a minute; past the

@@ -35,6 +35,9 @@ pub struct Hub {
     /// that found none and the wait it records.
     waiting: Mutex<HashMap<DocumentId, Vec<PeerLink>>>,
     sessions: Mutex<HashMap<PeerId, SessionEntry>>,
+    /// Bytes the hand-in copies of each revoked device hold, over all its
+    /// connections (see `connection.rs`'s `HandIn`).
+    hand_in_held: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
     pub store: Store,
     /// Writes the records' new changes, several records per commit.
@@ -50,6 +53,10 @@ pub struct Hub {
     /// while it saves: at most [`COMPACTIONS`].
     pub compactions: Arc<tokio::sync::Semaphore>,
 }
+
+/// Peers of a revoked device connected at once; past it, the oldest
+/// closes, as past `max_peers_per_device`.
+pub const REVOKED_PEERS: usize = 4;
 
 /// Records compacting at once; a record that finds no slot compacts after
 /// a later append.
@@ -140,6 +147,7 @@ impl Hub {
             docs: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            hand_in_held: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             server_id: PeerId::new(format!("twinsync-{storage_id}")),
             storage_id,
@@ -262,6 +270,19 @@ impl Hub {
         closed
     }
 
+    /// Replaces one connection's share of the bytes `device`'s hand-in
+    /// copies hold, `was`, with `now`; returns the device's total.
+    pub fn hand_in_share(&self, device: &str, was: u64, now: u64) -> u64 {
+        let mut held = self.hand_in_held.lock().unwrap_or_else(|e| e.into_inner());
+        let total = held.entry(device.to_owned()).or_default();
+        *total = total.saturating_sub(was).saturating_add(now);
+        let total = *total;
+        if total == 0 {
+            held.remove(device);
+        }
+        total
+    }
+
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -294,7 +315,15 @@ impl Hub {
                 .iter()
                 .filter(|(p, e)| *p != peer && e.device == device.id && !e.kill.is_cancelled())
         };
-        if others().count() >= self.settings.max_peers_per_device
+        // A revoked device only hands in what it has not synced, each
+        // connection holding a copy of a record in hand (`HandIn`): a few
+        // are enough for a phone's tabs.
+        let cap = if device.is_revoked() {
+            self.settings.max_peers_per_device.min(REVOKED_PEERS)
+        } else {
+            self.settings.max_peers_per_device
+        };
+        if others().count() >= cap
             && let Some((oldest, entry)) = others().min_by_key(|(_, e)| e.conn)
         {
             tracing::info!(device = %device.id, peer = %oldest, "closed: the device has too many peers connected");

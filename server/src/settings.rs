@@ -149,7 +149,8 @@ pub struct Settings {
     /// Peers one device may have connected at once; a new one past it
     /// closes the device's oldest (most often a socket the phone has
     /// already given up on). Without it, one device's token could open
-    /// sockets until the server runs out of memory.
+    /// sockets until the server runs out of memory. A revoked device may
+    /// have at most 4 (`hub::REVOKED_PEERS`), if this is not fewer.
     #[arg(
         long,
         env = "TWINSYNC_MAX_PEERS_PER_DEVICE",

@@ -601,6 +601,83 @@ async fn a_revoked_devices_hand_in_holds_bounded_memory_and_loses_nothing() {
     }
 }
 
+/// The bound on a revoked device's hand-in copies holds over all its
+/// connections, not each: two phones' tabs under one token, each within
+/// the budget alone, hold more than it together, and the second drops a
+/// copy. A revoked device keeps at most four connections, and the bytes a
+/// closed one held are let go of.
+#[tokio::test]
+async fn a_revoked_devices_hand_in_is_bounded_over_all_its_connections() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    let app = spawn_app_with(|s| s.max_quarantine_mib = 1).await;
+    let token = app.device(Role::Coordinator, &[], None);
+    let device_id = token.split('.').next().unwrap().to_owned();
+    let held = || app.hub.hand_in_share(&device_id, 0, 0);
+    // Tab A holds two records with 400 KiB each, tab B one, and a fourth
+    // record with nothing added.
+    let mut a = TestPeer::new("lost-tab-a").with_token(&token);
+    let mut b = TestPeer::new("lost-tab-b").with_token(&token);
+    a.connect(&app).await;
+    b.connect(&app).await;
+    let kinds = ["meeting", "city", "person", "project"];
+    for (n, kind) in (1..).zip(kinds) {
+        let id = app.first(kind).await;
+        let tab = if n <= 2 { &mut a } else { &mut b };
+        tab.open(id);
+        tab.sync_until(LIMIT, |p| p.kind_of(id).is_some()).await;
+        if n <= 3 {
+            let mut tx = tab.doc_mut(id).transaction();
+            tx.put(ROOT, "attachment", twinsync_tests::noise(n, 400 * 1024))
+                .unwrap();
+            tx.commit();
+            let heads = tab.heads(id);
+            tab.sync_until_acked(LIMIT, id, &heads).await;
+        }
+    }
+    app.revoke(&token).await;
+    for tab in [&mut a, &mut b] {
+        tab.sync(Duration::from_secs(1), LIMIT).await;
+        assert!(tab.seen.closed);
+    }
+
+    // A hands in its two: 800 KiB and more, within the budget.
+    a.connect(&app).await;
+    a.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(!a.seen.closed, "{:?}", a.seen.errors);
+    assert_eq!(app.hub.metrics.hand_in_copies_dropped.get(), 0);
+    let by_a = held();
+    assert!(by_a > 800 * 1024, "{by_a}");
+    // B's two take the device past it, though B's alone would not.
+    b.connect(&app).await;
+    b.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(!b.seen.closed, "{:?}", b.seen.errors);
+    // (Once at least: B's two exchanges interleave, and a copy dropped
+    // is made again by the next message for its record.)
+    assert!(
+        app.hub.metrics.hand_in_copies_dropped.get() >= 1,
+        "1.2 MiB and more held for a revoked device allowed 1 MiB"
+    );
+    assert!(held() <= 1024 * 1024 + by_a, "{}", held());
+
+    // Three tabs more: the oldest, A, makes way, and its copies go.
+    let mut more = Vec::new();
+    for n in 0..3 {
+        let mut tab = TestPeer::new(&format!("lost-tab-{n}")).with_token(&token);
+        tab.connect(&app).await;
+        more.push(tab);
+    }
+    a.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(
+        a.seen.closed,
+        "the fifth connection of a revoked device closes the oldest"
+    );
+    assert_eq!(app.hub.metrics.peers_displaced.get(), 1);
+    twinsync_tests::eventually(LIMIT, "A's copies let go of", || held() < by_a).await;
+    b.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(!b.seen.closed);
+}
+
 #[tokio::test]
 async fn a_delegate_moved_to_another_city_signs_in_again_and_its_refused_edit_is_kept() {
     let app = spawn_app().await;
