@@ -1181,11 +1181,8 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 }
             }
             Event::Lost(states) => {
-                let unsaved = inner.unsaved.borrow().clone();
-                let states: Vec<_> = states
-                    .into_iter()
-                    .filter(|(doc, _)| !unsaved.contains(doc))
-                    .collect();
+                // `store` leaves out the states of records still unsaved
+                // once it has tried to write those whole.
                 if !states.is_empty() {
                     let out = Outcome {
                         sync_states: states,
