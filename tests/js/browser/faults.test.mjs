@@ -132,8 +132,9 @@ test("a change the server refuses is shown with its reason and kept on the devic
     await page.evaluate(() => window.tw.close());
     await context.close();
     // Two million letters are two million operations: past the server's
-    // default bound on one message, which is not what this test is about.
-  }, { args: ["--max-db-mib", "1", "--max-ops-per-message", "4000000"] });
+    // default bounds on one message and on one record, which are not what
+    // this test is about.
+  }, { args: ["--max-db-mib", "1", "--max-ops-per-message", "4000000", "--max-record-ops", "4000000"] });
 });
 
 /**
