@@ -585,6 +585,68 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
     assert!(!p.seen.closed);
 }
 
+/// Changes kept for review while the record had room, accepted once it
+/// has none: the coordinator is told the size limit, and nothing changes.
+#[tokio::test]
+async fn a_coordinator_cannot_accept_changes_that_would_take_a_record_past_its_size_limit() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    use twinsync_server::auth::Role;
+    let app = spawn_app_with(|s| s.max_record_mib = 1).await;
+    let meeting = app.first("meeting").await;
+    let put = |p: &mut TestPeer, n: u64, kib: usize| {
+        let mut tx = p.doc_mut(meeting).transaction();
+        tx.put(ROOT, format!("attachment-{n}"), noise(n, kib * 1024))
+            .unwrap();
+        tx.commit();
+    };
+    let mut p = TestPeer::new("hoarder");
+    p.connect(&app).await;
+    p.open(meeting);
+    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    put(&mut p, 1, 800);
+    let heads = p.heads(meeting);
+    p.sync_until_acked(LIMIT, meeting, &heads).await;
+    assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
+
+    // An observer's 150 KiB fit, and wait for review.
+    let observer = app.device(Role::Observer, &[], None);
+    let mut o = TestPeer::new("observer").with_token(&observer);
+    o.connect(&app).await;
+    o.open(meeting);
+    o.sync_until(LIMIT, |o| o.kind_of(meeting).is_some()).await;
+    put(&mut o, 2, 150);
+    o.sync_until(LIMIT, |o| !o.seen.refusals.is_empty()).await;
+    let Some(quarantined) = o.seen.refusals[0].quarantine else {
+        panic!("{:?}", o.seen.refusals);
+    };
+    // Then 150 KiB more from the writer: the record has no room left for
+    // the observer's.
+    put(&mut p, 3, 150);
+    let heads = p.heads(meeting);
+    p.sync_until_acked(LIMIT, meeting, &heads).await;
+    assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
+    let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
+
+    let res = app
+        .post_as(
+            &format!("/api/quarantine/{quarantined}/accept"),
+            &app.token,
+            &serde_json::json!({}),
+        )
+        .await;
+    assert!(!res.status().is_success(), "{}", res.status());
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("past the limit of 1 MiB per record"),
+        "{body}"
+    );
+    assert_eq!(
+        app.get_json(&format!("/api/records/{meeting}")).await["heads"],
+        before
+    );
+}
+
 /// Maps nested ten thousand deep, under a key the schema does not read.
 /// Automerge's diff costs the square of the depth (minutes of CPU here), so
 /// the server measures depth first, stopping at its limit, and refuses.
