@@ -452,7 +452,15 @@ fn report(
     ));
     for (name, f) in [("twinsync", ours), ("automerge-repo (JS)", official)] {
         if let Some(why) = &f.s3_failed {
-            out.push_str(&format!("| S3 on {name} not measured | {why} | | |\n"));
+            let label = if f.s3.is_empty() {
+                format!("S3 on {name} not measured")
+            } else {
+                format!(
+                    "S3 on {name}: a run failed; its S3 figures above are of the {} that finished (the median; of an even count, the higher middle one)",
+                    f.s3.len()
+                )
+            };
+            out.push_str(&format!("| {label} | {why} | | |\n"));
         }
     }
     out.push_str(&format!(
