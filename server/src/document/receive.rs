@@ -28,15 +28,44 @@ enum Denied {
     TooManyOps { held: u64, after: u64 },
 }
 
-/// Whether a scratch copy holding `after` ops, made from a record holding
-/// `held`, passes the record's op limit. Only growth counts: a record over
-/// a limit since lowered still takes changes that add no op (deletions,
-/// which Automerge marks on the ops they delete).
-fn past_op_limit(held: u64, after: u64, limit: u64) -> bool {
-    after > limit && after > held
+/// What a record holds against its size limits, read before a receive
+/// borrows the document: every way in checks the same two.
+#[derive(Clone, Copy)]
+struct Room {
+    /// Bytes of its stored chunks, against `max_record_mib`.
+    stored: u64,
+    max_bytes: u64,
+    /// Automerge ops it holds, against `max_record_ops`.
+    ops: u64,
+    max_ops: u64,
+}
+
+impl Room {
+    /// Whether `growth` more bytes pass the byte limit.
+    fn bytes_past(self, growth: u64) -> bool {
+        self.stored.saturating_add(growth) > self.max_bytes
+    }
+
+    /// Whether a copy holding `after` ops passes the op limit. Only growth
+    /// counts: a record over a limit since lowered still takes changes
+    /// that add no op (deletions, which Automerge marks on the ops they
+    /// delete).
+    fn ops_past(self, after: u64) -> bool {
+        after > self.max_ops && after > self.ops
+    }
 }
 
 impl DocTask {
+    /// What the record holds now against its size limits.
+    fn room(&self) -> Room {
+        Room {
+            stored: self.stored_bytes.load(Ordering::Relaxed),
+            max_bytes: self.hub.settings.max_record_bytes(),
+            ops: self.doc.stats().num_ops,
+            max_ops: self.hub.settings.max_record_ops,
+        }
+    }
+
     /// Sync messages that queued up while the task was busy: applied with
     /// one pass over the document, checked as one write, stored in one
     /// transaction, and answered with one message per peer. A lone writer
@@ -73,12 +102,8 @@ impl DocTask {
         let before = self.doc.get_heads();
         let (current, creator, doc_id) =
             (&self.current, self.creator.as_deref(), self.id.to_string());
-        let (stored, limit) = (
-            self.stored_bytes.load(Ordering::Relaxed),
-            self.hub.settings.max_record_bytes(),
-        );
+        let room = self.room();
         let growth: u64 = batch.iter().map(|s| s.data.len() as u64).sum();
-        let (held_ops, max_ops) = (self.doc.stats().num_ops, self.hub.settings.max_record_ops);
         let mut checked: Option<Read> = None;
         let incoming: Vec<Incoming<'_>> = batch
             .iter()
@@ -102,8 +127,8 @@ impl DocTask {
                     })
             },
             |scratch, _, carried| {
-                if stored.saturating_add(growth) > limit
-                    || past_op_limit(held_ops, scratch.stats().num_ops, max_ops)
+                if room.bytes_past(growth)
+                    || room.ops_past(scratch.stats().num_ops)
                     || nested_beyond(scratch, MAX_NESTING).is_some()
                 {
                     return false;
@@ -245,26 +270,24 @@ impl DocTask {
         let mut checked: Option<Read> = None;
         // The message's size stands for what its changes add to storage:
         // both are Automerge's compressed change encoding.
-        let (stored, limit) = (
-            self.stored_bytes.load(Ordering::Relaxed),
-            self.hub.settings.max_record_bytes(),
-        );
+        let room = self.room();
         let growth = data.len() as u64;
-        let (held_ops, max_ops) = (self.doc.stats().num_ops, self.hub.settings.max_record_ops);
         let received = self.sync.receive_checked(
             &mut self.doc,
             &peer.peer_id,
             data,
             is_request,
             |scratch, new| {
-                if stored.saturating_add(growth) > limit {
-                    return Err(Denied::TooLarge { stored });
+                if room.bytes_past(growth) {
+                    return Err(Denied::TooLarge {
+                        stored: room.stored,
+                    });
                 }
-                let after_ops = scratch.stats().num_ops;
-                if past_op_limit(held_ops, after_ops, max_ops) {
+                let after = scratch.stats().num_ops;
+                if room.ops_past(after) {
                     return Err(Denied::TooManyOps {
-                        held: held_ops,
-                        after: after_ops,
+                        held: room.ops,
+                        after,
                     });
                 }
                 if let Some(path) = nested_beyond(scratch, MAX_NESTING) {
@@ -466,17 +489,13 @@ impl DocTask {
         }
         let before = self.doc.get_heads();
         // A record's limits hold for every way in.
-        let (stored, limit) = (
-            self.stored_bytes.load(Ordering::Relaxed),
-            self.hub.settings.max_record_bytes(),
-        );
-        if stored.saturating_add(changes.len() as u64) > limit {
+        let room = self.room();
+        if room.bytes_past(changes.len() as u64) {
             return Err(format!(
                 "accepting them would take the record past the limit of {} MiB per record",
                 self.hub.settings.max_record_mib
             ));
         }
-        let held_ops = self.doc.stats().num_ops;
         let scratch = load_batch(&self.doc, changes).map_err(|e| match e {
             BatchError::Unreadable(e) => format!("the quarantined changes cannot be read: {e}"),
             BatchError::MissingDeps(_) => {
@@ -487,10 +506,10 @@ impl DocTask {
             }
         })?;
         let after_ops = scratch.stats().num_ops;
-        if past_op_limit(held_ops, after_ops, self.hub.settings.max_record_ops) {
+        if room.ops_past(after_ops) {
             return Err(format!(
-                "accepting them would take the record from {held_ops} to {after_ops} operations, past the limit of {} operations per record",
-                self.hub.settings.max_record_ops
+                "accepting them would take the record from {} to {after_ops} operations, past the limit of {} operations per record",
+                room.ops, room.max_ops
             ));
         }
         let after = read_document(&scratch);
