@@ -211,6 +211,17 @@ impl TestApp {
         res.json().await.expect("JSON")
     }
 
+    /// Accepts quarantined batch `id` as this app's coordinator, through
+    /// the API; the answer, whatever it is.
+    pub async fn accept(&self, id: impl std::fmt::Display) -> reqwest::Response {
+        self.post_as(
+            &format!("/api/quarantine/{id}/accept"),
+            &self.token,
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let res = self.get(path).await;
         assert!(res.status().is_success(), "GET {path}: {}", res.status());

@@ -503,13 +503,7 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
 
     // A coordinator who finds the revocation was a mistake accepts the work.
     let q = entry["id"].as_i64().unwrap();
-    let res = app
-        .post_as(
-            &format!("/api/quarantine/{q}/accept"),
-            &app.token,
-            &json!({}),
-        )
-        .await;
+    let res = app.accept(q).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     assert_eq!(
         record(&app, city).await["name"]["fr"],

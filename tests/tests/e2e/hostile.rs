@@ -415,6 +415,18 @@ async fn a_peer_that_never_reads_large_frames_is_cut_off_by_their_bytes() {
     drop(sloth);
 }
 
+/// The refusal of a change past a record's size limit, in bytes or in
+/// ops: not kept for review, so no quarantine number.
+fn too_large(document_id: DocumentId) -> Refusal {
+    Refusal {
+        document_id,
+        code: "too-large".into(),
+        path: "/".into(),
+        quarantine: None,
+        retry_after: None,
+    }
+}
+
 /// A record that would hold more Automerge operations than its limit is
 /// refused: compressed ops cost a few bytes each, so the byte limit does
 /// not stop a device that sends op after op until every edit to the record
@@ -481,16 +493,7 @@ async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() 
             && error.contains("stays on your device"),
         "{error}"
     );
-    assert_eq!(
-        p.seen.refusals,
-        vec![Refusal {
-            document_id: meeting,
-            code: "too-large".into(),
-            path: "/".into(),
-            quarantine: None,
-            retry_after: None,
-        }]
-    );
+    assert_eq!(p.seen.refusals, vec![too_large(meeting)]);
     assert_eq!(app.hub.metrics.records_too_large.get(), 1);
     assert_eq!(
         app.get_json(&format!("/api/records/{meeting}")).await["heads"],
@@ -501,13 +504,7 @@ async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() 
 
     // The observer's third would take the record past the limit now: a
     // coordinator accepting it is told so, and nothing changes.
-    let res = app
-        .post_as(
-            &format!("/api/quarantine/{quarantined}/accept"),
-            &app.token,
-            &serde_json::json!({}),
-        )
-        .await;
+    let res = app.accept(quarantined).await;
     assert!(!res.status().is_success(), "{}", res.status());
     let body = res.text().await.unwrap();
     assert!(
@@ -560,16 +557,7 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
     );
     // With what the app needs to say it in the person's language. Nothing
     // was kept for review: keeping it would fill the disk just the same.
-    assert_eq!(
-        p.seen.refusals,
-        vec![Refusal {
-            document_id: meeting,
-            code: "too-large".into(),
-            path: "/".into(),
-            quarantine: None,
-            retry_after: None,
-        }]
-    );
+    assert_eq!(p.seen.refusals, vec![too_large(meeting)]);
     assert_eq!(app.hub.metrics.records_too_large.get(), 1);
     assert_eq!(
         app.get_json(&format!("/api/records/{meeting}")).await["heads"],
@@ -628,13 +616,7 @@ async fn a_coordinator_cannot_accept_changes_that_would_take_a_record_past_its_s
     assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
     let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
 
-    let res = app
-        .post_as(
-            &format!("/api/quarantine/{quarantined}/accept"),
-            &app.token,
-            &serde_json::json!({}),
-        )
-        .await;
+    let res = app.accept(quarantined).await;
     assert!(!res.status().is_success(), "{}", res.status());
     let body = res.text().await.unwrap();
     assert!(
@@ -712,13 +694,7 @@ async fn deeply_nested_values_are_refused_quickly_and_the_server_goes_on() {
         "{}",
         refusal.path
     );
-    let res = app
-        .post_as(
-            &format!("/api/quarantine/{id}/accept"),
-            &app.token,
-            &serde_json::json!({}),
-        )
-        .await;
+    let res = app.accept(id).await;
     assert!(!res.status().is_success());
     let body = res.text().await.unwrap();
     assert!(body.contains("nest at most 16 deep"), "{body}");
