@@ -188,6 +188,13 @@ impl TestPeer {
         }
     }
 
+    /// Opens a record and syncs until the server has sent it, or panics
+    /// after `limit`.
+    pub async fn fetch(&mut self, id: DocumentId, limit: Duration) {
+        self.open(id);
+        self.sync_until(limit, |p| p.kind_of(id).is_some()).await;
+    }
+
     pub fn edit(&mut self, id: DocumentId, message: &str, edits: &[Edit]) -> Option<ChangeHash> {
         let local = self.docs.get_mut(&id).expect("an open record");
         local

@@ -51,9 +51,7 @@ async fn a_record_its_history_and_its_past() {
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("secretary");
     p.connect(&app).await;
-    p.open(meeting);
-    p.sync_until(Duration::from_secs(10), |p| p.kind_of(meeting).is_some())
-        .await;
+    p.fetch(meeting, Duration::from_secs(10)).await;
     p.edit(
         meeting,
         "Correct the time",
@@ -147,9 +145,7 @@ async fn csv_exports_hold_agreements_and_milestones() {
     let agreement = app.first("agreement").await;
     let mut p = TestPeer::new("coordinator-phone");
     p.connect(&app).await;
-    p.open(agreement);
-    p.sync_until(Duration::from_secs(10), |p| p.kind_of(agreement).is_some())
-        .await;
+    p.fetch(agreement, Duration::from_secs(10)).await;
     p.edit(
         agreement,
         "title",

@@ -221,10 +221,7 @@ async fn the_permission_matrix_of_roles_kinds_reads_and_writes() {
     let meeting = ids.iter().find(|(k, _)| *k == Kind::Meeting).unwrap().1;
     let mut coord = app.peer("setup");
     coord.connect(&app).await;
-    coord.open(meeting);
-    coord
-        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    coord.fetch(meeting, LIMIT).await;
     coord.edit(
         meeting,
         "reopen",
@@ -365,18 +362,12 @@ async fn a_change_to_another_citys_agreement_is_quarantined_and_never_relayed() 
 
     let mut watcher = app.peer("watcher");
     watcher.connect(&app).await;
-    watcher.open(agreement);
-    watcher
-        .sync_until(LIMIT, |p| p.kind_of(agreement).is_some())
-        .await;
+    watcher.fetch(agreement, LIMIT).await;
     let before = watcher.heads(agreement);
 
     let mut intruder = TestPeer::new("intruder").with_token(&token);
     intruder.connect(&app).await;
-    intruder.open(agreement);
-    intruder
-        .sync_until(LIMIT, |p| p.kind_of(agreement).is_some())
-        .await;
+    intruder.fetch(agreement, LIMIT).await;
     intruder.edit(
         agreement,
         "suspend it",
@@ -461,8 +452,7 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
 
     let mut phone = TestPeer::new("stolen-phone").with_token(&token);
     phone.connect(&app).await;
-    phone.open(city);
-    phone.sync_until(LIMIT, |p| p.kind_of(city).is_some()).await;
+    phone.fetch(city, LIMIT).await;
     let body = app.revoke(&token).await;
     assert_eq!(body["sockets_closed"], 1);
     phone.sync(Duration::from_secs(3), LIMIT).await;
@@ -537,8 +527,7 @@ async fn a_revoked_devices_hand_in_holds_bounded_memory_and_loses_nothing() {
     let mut records = Vec::new();
     for (n, kind) in (1..).zip(["meeting", "city", "person"]) {
         let id = app.first(kind).await;
-        phone.open(id);
-        phone.sync_until(LIMIT, |p| p.kind_of(id).is_some()).await;
+        phone.fetch(id, LIMIT).await;
         let mut tx = phone.doc_mut(id).transaction();
         tx.put(ROOT, "attachment", twinsync_tests::noise(n, 400 * 1024))
             .unwrap();
@@ -618,8 +607,7 @@ async fn a_revoked_devices_hand_in_is_bounded_over_all_its_connections() {
     for (n, kind) in (1..).zip(kinds) {
         let id = app.first(kind).await;
         let tab = if n <= 2 { &mut a } else { &mut b };
-        tab.open(id);
-        tab.sync_until(LIMIT, |p| p.kind_of(id).is_some()).await;
+        tab.fetch(id, LIMIT).await;
         if n <= 3 {
             let mut tx = tab.doc_mut(id).transaction();
             tx.put(ROOT, "attachment", twinsync_tests::noise(n, 400 * 1024))
@@ -693,10 +681,7 @@ async fn a_delegate_moved_to_another_city_signs_in_again_and_its_refused_edit_is
     // The delegate of a city outside the agreement is refused ...
     let mut phone = TestPeer::new("moved-phone").with_token(&token);
     phone.connect(&app).await;
-    phone.open(agreement);
-    phone
-        .sync_until(LIMIT, |p| p.kind_of(agreement).is_some())
-        .await;
+    phone.fetch(agreement, LIMIT).await;
     phone.edit(
         agreement,
         "status, as agreed in Smara",
@@ -932,10 +917,7 @@ async fn a_peer_id_is_bound_to_the_device_that_holds_it() {
     let meeting = app.first("meeting").await;
     let mut owner = app.peer("shared-name");
     owner.connect(&app).await;
-    owner.open(meeting);
-    owner
-        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    owner.fetch(meeting, LIMIT).await;
 
     // Another device joining under the same peer id is refused, and the
     // owner keeps its socket.
@@ -1117,6 +1099,5 @@ async fn a_device_sending_more_bytes_a_minute_than_allowed_is_cut_off() {
     let mut other = app.peer("calm");
     other.connect(&app).await;
     let city = app.first("city").await;
-    other.open(city);
-    other.sync_until(LIMIT, |p| p.kind_of(city).is_some()).await;
+    other.fetch(city, LIMIT).await;
 }

@@ -175,8 +175,7 @@ async fn pad(server: &ServerProcess, rng: &mut StdRng) {
     let report = server.ids("report").await[0];
     let mut p = twinsync_tests::TestPeer::new("archivist");
     p.connect(server).await;
-    p.open(report);
-    p.sync_until(LIMIT, |p| p.kind_of(report).is_some()).await;
+    p.fetch(report, LIMIT).await;
     for n in 0..2 {
         let blob: Vec<u8> = (0..4 << 20).map(|_| rng.random()).collect();
         let mut tx = p.doc_mut(report).transaction();

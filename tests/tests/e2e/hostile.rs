@@ -30,9 +30,7 @@ async fn answer_to(app: &TestApp, join: bool, frame: WsMessage) -> (Vec<String>,
 async fn holding(app: &TestApp, name: &str, record: DocumentId) -> TestPeer {
     let mut peer = TestPeer::new(name);
     peer.connect(app).await;
-    peer.open(record);
-    peer.sync_until(LIMIT, |p| p.kind_of(record).is_some())
-        .await;
+    peer.fetch(record, LIMIT).await;
     peer
 }
 
@@ -331,18 +329,12 @@ async fn a_peer_that_never_reads_is_dropped_and_others_are_served() {
     let meeting = app.first("meeting").await;
     let mut sloth = TestPeer::new("sloth");
     sloth.connect(&app).await;
-    sloth.open(meeting);
-    sloth
-        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    sloth.fetch(meeting, LIMIT).await;
     // From here on the sloth never reads its socket.
 
     let mut typist = TestPeer::new("typist");
     typist.connect(&app).await;
-    typist.open(meeting);
-    typist
-        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    typist.fetch(meeting, LIMIT).await;
     assert_eq!(app.hub.metrics.connected_peers.get(), 2);
     let page: String = "محضر الاجتماع compte rendu ".repeat(200);
     let started = std::time::Instant::now();
@@ -451,8 +443,7 @@ async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() 
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("counter");
     p.connect(&app).await;
-    p.open(meeting);
-    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    p.fetch(meeting, LIMIT).await;
     let held = p.doc(meeting).doc().stats().num_ops;
     assert!(held < LIMIT_OPS / 2, "the demo meeting holds {held} ops");
     // A third of the room left each: two thirds and a few more are taken.
@@ -468,8 +459,7 @@ async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() 
     let observer = app.device(Role::Observer, &[], None);
     let mut o = TestPeer::new("observer").with_token(&observer);
     o.connect(&app).await;
-    o.open(meeting);
-    o.sync_until(LIMIT, |o| o.kind_of(meeting).is_some()).await;
+    o.fetch(meeting, LIMIT).await;
     tally(o.doc_mut(meeting), "watched", third);
     o.sync_until(LIMIT, |o| !o.seen.refusals.is_empty()).await;
     let Some(quarantined) = o.seen.refusals[0].quarantine else {
@@ -529,8 +519,7 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("hoarder");
     p.connect(&app).await;
-    p.open(meeting);
-    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    p.fetch(meeting, LIMIT).await;
     // Bytes that do not compress, under keys the schema does not read: the
     // size limit is what stops them.
     for (n, key) in (1..).zip(["attachment-1", "attachment-2"]) {
@@ -568,8 +557,7 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
 
     // The same device goes on with another record.
     let other = app.first("project").await;
-    p.open(other);
-    p.sync_until(LIMIT, |p| p.kind_of(other).is_some()).await;
+    p.fetch(other, LIMIT).await;
     assert!(!p.seen.closed);
 }
 
@@ -590,8 +578,7 @@ async fn a_coordinator_cannot_accept_changes_that_would_take_a_record_past_its_s
     };
     let mut p = TestPeer::new("hoarder");
     p.connect(&app).await;
-    p.open(meeting);
-    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    p.fetch(meeting, LIMIT).await;
     put(&mut p, 1, 800);
     let heads = p.heads(meeting);
     p.sync_until_acked(LIMIT, meeting, &heads).await;
@@ -601,8 +588,7 @@ async fn a_coordinator_cannot_accept_changes_that_would_take_a_record_past_its_s
     let observer = app.device(Role::Observer, &[], None);
     let mut o = TestPeer::new("observer").with_token(&observer);
     o.connect(&app).await;
-    o.open(meeting);
-    o.sync_until(LIMIT, |o| o.kind_of(meeting).is_some()).await;
+    o.fetch(meeting, LIMIT).await;
     put(&mut o, 2, 150);
     o.sync_until(LIMIT, |o| !o.seen.refusals.is_empty()).await;
     let Some(quarantined) = o.seen.refusals[0].quarantine else {
@@ -640,8 +626,7 @@ async fn deeply_nested_values_are_refused_quickly_and_the_server_goes_on() {
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("nester");
     p.connect(&app).await;
-    p.open(meeting);
-    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    p.fetch(meeting, LIMIT).await;
     let before = app.get_json(&format!("/api/records/{meeting}")).await["heads"].clone();
     {
         let mut tx = p.doc_mut(meeting).transaction();
@@ -841,8 +826,7 @@ async fn a_join_with_an_overlong_peer_or_storage_id_is_refused_naming_the_limit(
     let mut peer = TestPeer::new(&"p".repeat(256));
     peer.connect(&app).await;
     let doc = app.first("meeting").await;
-    peer.open(doc);
-    peer.sync_until(LIMIT, |p| p.kind_of(doc).is_some()).await;
+    peer.fetch(doc, LIMIT).await;
     assert!(peer.seen.errors.is_empty(), "{:?}", peer.seen.errors);
 }
 
@@ -861,8 +845,7 @@ async fn refused_changes_past_a_devices_quarantine_limit_are_not_kept_and_the_de
     let token = app.device(Role::Observer, &[], None);
     let mut p = TestPeer::new("observer-phone").with_token(&token);
     p.connect(&app).await;
-    p.open(meeting);
-    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    p.fetch(meeting, LIMIT).await;
     for n in 1..=3 {
         let blob = noise(10 + n as u64, 300 * 1024);
         let mut tx = p.doc_mut(meeting).transaction();
@@ -882,10 +865,7 @@ async fn refused_changes_past_a_devices_quarantine_limit_are_not_kept_and_the_de
     // Others are served as before.
     let mut other = TestPeer::new("coordinator-phone");
     other.connect(&app).await;
-    other.open(meeting);
-    other
-        .sync_until(LIMIT, |p| p.kind_of(meeting).is_some())
-        .await;
+    other.fetch(meeting, LIMIT).await;
     assert!(other.seen.errors.is_empty());
 }
 
@@ -1005,8 +985,7 @@ async fn a_device_past_its_peers_cap_loses_its_oldest_peer_and_the_newest_are_se
     }
     peers[0].sync_until(LIMIT, |p| p.seen.closed).await;
     for p in &mut peers[1..] {
-        p.open(meeting);
-        p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+        p.fetch(meeting, LIMIT).await;
         assert!(!p.seen.closed, "{} was closed too", p.id);
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();

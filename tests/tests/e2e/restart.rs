@@ -65,8 +65,7 @@ async fn kill_9_while_peers_sync_loses_no_acknowledged_change() {
         .collect();
     for p in &mut peers {
         p.connect(&server).await;
-        p.open(meeting);
-        p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+        p.fetch(meeting, LIMIT).await;
     }
     // Everyone types; the server is killed in the middle of it.
     for round in 0..6 {

@@ -41,9 +41,7 @@ async fn soak_memory_and_latency_stay_flat_under_steady_load() {
     let (mut writer, mut reader) = (TestPeer::new("probe-w"), TestPeer::new("probe-r"));
     for p in [&mut writer, &mut reader] {
         p.connect(&server).await;
-        p.open(probe_doc);
-        p.sync_until(LIMIT, |p| p.kind_of(probe_doc).is_some())
-            .await;
+        p.fetch(probe_doc, LIMIT).await;
     }
     let started = Instant::now();
     let mut minutes: Vec<(u64, u64, f64)> = Vec::new();

@@ -167,8 +167,7 @@ async fn chunks_are_compacted_into_a_snapshot_without_loss() {
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("typist");
     p.connect(&app).await;
-    p.open(meeting);
-    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    p.fetch(meeting, LIMIT).await;
     for i in 0..10 {
         p.edit(
             meeting,
@@ -242,8 +241,7 @@ async fn idle_documents_leave_memory_and_sync_states_are_kept() {
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("phone").with_storage("phone-storage-1");
     p.connect(&app).await;
-    p.open(meeting);
-    p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+    p.fetch(meeting, LIMIT).await;
     assert_eq!(app.hub.metrics.loaded_documents.get(), 1);
     p.disconnect().await;
     eventually(LIMIT, "the idle document leaves memory", || {
@@ -324,8 +322,7 @@ async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
     let token = app.device(Role::Delegate, &[&city.to_string()], None);
     let mut phone = TestPeer::new("lost-phone").with_token(&token);
     phone.connect(&app).await;
-    phone.open(city);
-    phone.sync_until(LIMIT, |p| p.kind_of(city).is_some()).await;
+    phone.fetch(city, LIMIT).await;
     app.revoke(&token).await;
     phone.sync_until(LIMIT, |p| p.seen.closed).await;
 

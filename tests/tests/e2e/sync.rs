@@ -127,8 +127,7 @@ async fn live_edits_reach_other_connected_peers() {
     let mut b = TestPeer::new("b");
     for p in [&mut a, &mut b] {
         p.connect(&app).await;
-        p.open(meeting);
-        p.sync_until(LIMIT, |p| p.kind_of(meeting).is_some()).await;
+        p.fetch(meeting, LIMIT).await;
     }
     a.edit(
         meeting,
