@@ -41,6 +41,14 @@ fn device(id: &str, role: Role) -> Arc<Device> {
 
 /// A hub over a new store, holding `doc` (if any) as record `id`.
 fn hub_holding(doc: Option<&Automerge>) -> (tempfile::TempDir, Arc<Hub>, DocumentId) {
+    hub_with(doc, |_| {})
+}
+
+/// [`hub_holding`], with `tweak` made to the settings.
+fn hub_with(
+    doc: Option<&Automerge>,
+    tweak: impl FnOnce(&mut Settings),
+) -> (tempfile::TempDir, Arc<Hub>, DocumentId) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
     let id = DocumentId::random();
@@ -48,20 +56,25 @@ fn hub_holding(doc: Option<&Automerge>) -> (tempfile::TempDir, Arc<Hub>, Documen
         let summary = twinsync_shared::record::summarise_read(doc, &read_document(doc));
         store.append(id, &doc.save(), &summary, &[], 1).unwrap();
     }
-    let settings = Arc::new(Settings::for_data_dir(dir.path().to_owned()));
-    let hub = Hub::new(store, settings, Metrics::new()).unwrap();
+    let mut settings = Settings::for_data_dir(dir.path().to_owned());
+    tweak(&mut settings);
+    let hub = Hub::new(store, Arc::new(settings), Metrics::new()).unwrap();
     (dir, hub, id)
 }
 
 /// A stored meeting, and a hub over the store.
 fn club() -> (tempfile::TempDir, Arc<Hub>, DocumentId, Automerge) {
-    let fields =
-        json!({"title": {"fr": "Conseil"}, "date": "2026-11-30", "minutes": "Procès-verbal. "});
-    let meeting = RecordDoc::create(Kind::Meeting, &fields, &Commit::new("new meeting", 1))
-        .unwrap()
-        .into_automerge();
+    let meeting = meeting();
     let (dir, hub, id) = hub_holding(Some(&meeting));
     (dir, hub, id, meeting)
+}
+
+fn meeting() -> Automerge {
+    let fields =
+        json!({"title": {"fr": "Conseil"}, "date": "2026-11-30", "minutes": "Procès-verbal. "});
+    RecordDoc::create(Kind::Meeting, &fields, &Commit::new("new meeting", 1))
+        .unwrap()
+        .into_automerge()
 }
 
 /// A replica of `base` whose sync state already knows the server holds
@@ -219,6 +232,43 @@ async fn coordinators_writing_together_are_stored_as_one_chunk_each_change_with_
     assert!(stored.get_change_meta_by_hash(&p).is_some());
     assert_eq!(errors(&mut amina), Vec::<String>::new());
     assert_eq!(errors(&mut pierre), Vec::<String>::new());
+}
+
+/// A batch is held to the record's op limit as one message is: two
+/// coordinators whose writes would each fit, but not together, are taken
+/// one at a time, and the second is refused as too large.
+#[tokio::test]
+async fn coordinators_writing_together_past_the_op_limit_are_taken_one_at_a_time() {
+    let base = meeting();
+    let held = base.stats().num_ops;
+    // Each write adds one op a letter: room for one write, not two.
+    let (_dir, hub, id) = hub_with(Some(&base), |s| s.max_record_ops = held + 45);
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut pierre = replica("pierre", Role::Coordinator, &base);
+    let (a, first) = type_in(&mut amina, &"ب".repeat(30));
+    let (p, second) = type_in(&mut pierre, &"é".repeat(30));
+    run_queued(&hub, id, vec![first, second]).await;
+    let stored = hub.store.load(id).unwrap().unwrap();
+    assert!(stored.get_change_meta_by_hash(&a).is_some());
+    assert!(
+        stored.get_change_meta_by_hash(&p).is_none(),
+        "the batch took the record past its op limit"
+    );
+    assert!(stored.stats().num_ops <= held + 45);
+    assert_eq!(errors(&mut amina), Vec::<String>::new());
+    let told = refusals(&mut pierre);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        told[0].1.as_ref().map(|r| r.code.as_str()),
+        Some(crate::permissions::TOO_LARGE),
+        "{}",
+        told[0].0
+    );
+    assert!(told[0].0.contains("operations"), "{}", told[0].0);
+    assert!(
+        hub.store.quarantined(None).unwrap().is_empty(),
+        "a change too large is not held for review"
+    );
 }
 
 /// A socket killed after it sent (its device revoked, or its rights
