@@ -1,7 +1,8 @@
 // Bad input around the WASM client: damaged IndexedDB contents, a server
 // that sends garbage, a server that refuses a change, a full quota, and
 // compaction of many small chunks. Each gives a clear error through the
-// API and the local data stays.
+// API and the local data stays. And a server that closes every socket,
+// which the phone must not hammer however often its network comes back.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -316,4 +317,68 @@ test("many small edits are compacted in IndexedDB and reload intact", async () =
     assert.equal(text, "0123456789".repeat(8));
     await context.close();
   });
+});
+
+test("a phone on a flapping network runs one series of reconnection tries, however often it comes online", async () => {
+  // A server that takes each socket and closes it at once, as one going
+  // down for maintenance might. (A port with nothing behind it would do
+  // too, but Chromium then holds each new try back for up to 5 s.)
+  let tries = 0;
+  const down = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  down.on("connection", (ws) => {
+    tries++;
+    ws.close(1013, "try again later");
+  });
+  await new Promise((r) => down.once("listening", r));
+  try {
+    await withServer(async (server) => {
+      const { page, context } = await phone(browser);
+      // The page's timers run on a clock the test moves: minutes of
+      // backoff pass in a moment. Each socket the client opens is counted
+      // until it closes, so the test can wait for a try to be over.
+      await page.clock.install();
+      await page.addInitScript(() => {
+        const Real = window.WebSocket;
+        window.sockets = { opened: 0, open: 0 };
+        window.WebSocket = class extends Real {
+          constructor(...args) {
+            super(...args);
+            window.sockets.opened++;
+            window.sockets.open++;
+            this.addEventListener("close", () => window.sockets.open--);
+          }
+        };
+      });
+      const over = (n) => {
+        const s = window.sockets;
+        return s.opened > n && s.open === 0 ? s.opened : null;
+      };
+      const settled = () => (window.sockets.open === 0 ? window.sockets.opened : null);
+      await openClient(page, server, { server: `ws://127.0.0.1:${down.address().port}/sync` });
+      let opened = await until(page, over, 0, "the first try to end");
+      // The network comes back eight times, and each time the socket is lost.
+      for (let i = 0; i < 8; i++) {
+        await page.evaluate(() => window.dispatchEvent(new Event("online")));
+        opened = await until(page, over, opened, `the try after online event ${i + 1} to end`);
+      }
+      // Five minutes with the server still down, a second at a time: one
+      // series of tries backs off to one every 15 to 30 s (at most 25
+      // tries; 16 or 17 in trials). With a series started by each online
+      // event, which ends only when its timer fires while another try is
+      // under way, trials made 50 to 69.
+      const start = tries;
+      for (let s = 0; s < 300; s++) {
+        await page.clock.runFor(1_000);
+        opened = await until(page, settled, undefined, "the tries to end");
+      }
+      const made = tries - start;
+      assert.ok(made <= 25, `${made} tries in five minutes`);
+      assert.ok(made >= 9, `the phone gave up: ${made} tries in five minutes`);
+      // Between tries the phone says it is offline.
+      assert.equal(await page.evaluate(() => window.tw.status().state), "offline");
+      await context.close();
+    });
+  } finally {
+    await new Promise((r) => down.close(r));
+  }
 });
