@@ -16,7 +16,7 @@ use twinsync_shared::record::{Record, RecordDoc};
 
 use crate::access::Member;
 use crate::hub::Hub;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// An API failure, as a status and a message a user can act on, in
 /// English (`error`), and for the failures a coordinator meets in the app
@@ -171,10 +171,23 @@ fn parse_id(id: &str) -> ApiResult<DocumentId> {
     })
 }
 
-async fn load(hub: &Hub, id: DocumentId) -> ApiResult<RecordDoc> {
-    let store = hub.store.clone();
-    let doc = blocking(move || store.load(id)).await?;
-    doc.map(RecordDoc::from_automerge)
+/// Runs `f` on the blocking pool. Reading a record (its fields, its
+/// history, its state at a date, its disagreements) is a pass over all of
+/// it, and its history one per change: seconds for a large record, which
+/// on an async worker would hold up every socket the worker serves.
+async fn off_workers<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+}
+
+/// Record `id` as stored; for [`off_workers`].
+fn load(store: &Store, id: DocumentId) -> ApiResult<RecordDoc> {
+    store
+        .load(id)?
+        .map(RecordDoc::from_automerge)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))
 }
 
@@ -212,25 +225,30 @@ pub async fn get(
     Query(q): Query<AtQuery>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    let mut doc = load(&hub, id).await?;
-    if let Some(at) = &q.at {
-        let t = parse_time(at)?;
-        doc = doc
-            .at_time(t)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    }
-    let heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
+    let at = q.at.as_deref().map(parse_time).transpose()?;
+    let store = hub.store.clone();
+    let (heads, read, conflicts) = off_workers(move || {
+        let mut doc = load(&store, id)?;
+        if let Some(t) = at {
+            doc = doc
+                .at_time(t)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        }
+        let heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
+        Ok((heads, doc.read(), doc.conflicts().len()))
+    })
+    .await?;
     // The device that created the record (`documents.creator`): a meeting
     // or a report is also that device's to write (`permissions::check_write`).
     let store = hub.store.clone();
     let created_by = blocking(move || store.creator_device(id)).await?;
-    match doc.read() {
+    match read {
         Ok(record) => Ok(Json(json!({
             "id": id.to_string(),
             "url": id.url().to_string(),
             "heads": heads,
             "record": record,
-            "conflicts": doc.conflicts().len(),
+            "conflicts": conflicts,
             "created_by": created_by,
         }))),
         Err(errors) => Err(ApiError::new(
@@ -253,8 +271,9 @@ pub async fn conflicts(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    let doc = load(&hub, id).await?;
-    Ok(Json(json!(doc.conflicts())))
+    let store = hub.store.clone();
+    let conflicts = off_workers(move || Ok(json!(load(&store, id)?.conflicts()))).await?;
+    Ok(Json(conflicts))
 }
 
 pub async fn history(
@@ -263,11 +282,11 @@ pub async fn history(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    let doc = load(&hub, id).await?;
+    let store = hub.store.clone();
+    let history = off_workers(move || Ok(load(&store, id)?.history())).await?;
     let store = hub.store.clone();
     let origins = blocking(move || store.origins(id)).await?;
-    let entries: Vec<Value> = doc
-        .history()
+    let entries: Vec<Value> = history
         .into_iter()
         .map(|e| {
             let origin = origins.get(&e.hash);
@@ -317,8 +336,14 @@ async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Readable> {
             continue;
         };
         let store = hub.store.clone();
-        let readable = match blocking(move || Ok(store.load(id))).await? {
-            Ok(Some(doc)) => RecordDoc::from_automerge(doc).record().ok(),
+        let loaded = blocking(move || {
+            Ok(store
+                .load(id)
+                .map(|doc| doc.map(|doc| RecordDoc::from_automerge(doc).record().ok())))
+        })
+        .await?;
+        let readable = match loaded {
+            Ok(Some(record)) => record,
             // Gone since it was listed: nothing to export.
             Ok(None) => continue,
             Err(StoreError::Corrupt { reason, .. }) => {
