@@ -111,10 +111,15 @@ impl DeviceProblem {
     }
 }
 
+/// Whether a trimmed device name is 1 to 200 characters long.
+fn name_fits(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= 200
+}
+
 /// Checks a device's description: a delegate needs a known city.
 pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, DeviceProblem> {
     let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
+    if !name_fits(name) {
         return Err(DeviceProblem::BadName);
     }
     let mut cities = Vec::new();
@@ -248,6 +253,14 @@ pub async fn redeem(
             )
         })
         .map_err(IntoResponse::into_response)?;
+    // The name the person gives their phone, if any, is held to the rule
+    // a coordinator's invite is; an empty one keeps the invite's.
+    if let Some(name) = req.name.as_deref().map(str::trim)
+        && !name.is_empty()
+        && !name_fits(name)
+    {
+        return Err(DeviceProblem::BadName.into_api().into_response());
+    }
     let store = hub.store.clone();
     let result = tokio::task::spawn_blocking(move || {
         store.redeem_invite(&req.code, req.name.as_deref(), now())
@@ -483,22 +496,30 @@ pub async fn accept(
         )
     })?;
     // Claim the batch first, so an accept and a discard at the same moment
-    // cannot both win; hand it back if it cannot be applied.
-    let store = hub.store.clone();
-    let by_id = by.id.clone();
-    if !blocking(move || store.decide(id, "accepted", &by_id, now())).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("batch #{id} is no longer pending"),
-        )
-        .code("batch-decided"));
-    }
-    let applied = apply(&hub, doc, changes, &entry).await;
-    if applied.is_err() {
+    // cannot both win; hand it back if it cannot be applied. In a task of
+    // its own: a coordinator who closes the page drops this request, and a
+    // batch claimed but neither applied nor handed back would be gone from
+    // the review list with its changes in no record.
+    let decided = tokio::spawn(async move {
         let store = hub.store.clone();
-        blocking(move || store.reopen(id)).await?;
-    }
-    let applied = applied?;
+        let by_id = by.id.clone();
+        if !blocking(move || store.decide(id, "accepted", &by_id, now())).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("batch #{id} is no longer pending"),
+            )
+            .code("batch-decided"));
+        }
+        let applied = apply(&hub, doc, changes, &entry).await;
+        if applied.is_err() {
+            let store = hub.store.clone();
+            blocking(move || store.reopen(id)).await?;
+        }
+        applied
+    });
+    let applied = decided
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
     Ok(Json(
         json!({"id": id, "status": "accepted", "changes_applied": applied}),
     ))

@@ -202,6 +202,41 @@ async fn an_invite_is_redeemed_once_for_a_working_token_and_redemptions_are_limi
 }
 
 #[tokio::test]
+async fn a_name_given_when_redeeming_is_held_to_the_rule_an_invites_is() {
+    let app = spawn_app().await;
+    let body = json!({"name": "Smara office", "role": "observer"});
+    let invite: Value = app
+        .post_as("/api/invites", &app.token, &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let code = text(&invite, "code").to_owned();
+    let redeem = |name: String| {
+        let url = app.url("/api/invites/redeem");
+        let code = code.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"code": code, "name": name}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = redeem("ه".repeat(201)).await;
+    assert_eq!(res.status(), 400);
+    let refused: Value = res.json().await.unwrap();
+    assert_eq!(refused["code"], "bad-device-name");
+    // The invite is not spent by the refusal.
+    let res = redeem("  هاتف عائشة  ".into()).await;
+    assert_eq!(res.status(), 201);
+    let token = text(&res.json::<Value>().await.unwrap(), "token").to_owned();
+    let me: Value = app.get_as("/api/me", &token).await.json().await.unwrap();
+    assert_eq!(me["name"], "هاتف عائشة");
+}
+
+#[tokio::test]
 async fn the_permission_matrix_of_roles_kinds_reads_and_writes() {
     let app = spawn_app().await;
     let mut ids = Vec::new();
