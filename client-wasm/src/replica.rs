@@ -607,7 +607,10 @@ impl Replica {
     /// dates the change, if any, that lists records created here before
     /// the club record arrived.
     pub fn receive(&mut self, frame: &[u8], now: i64) -> Result<Outcome, ClientError> {
-        let msg = Message::decode(frame, twinsync_shared::protocol::FrameLimit::default())
+        // The frame is in memory already, from the server this device signed
+        // in to: a record as large as it allows (`--max-record-mib`, 32 MiB
+        // by default) must reach the phone whole.
+        let msg = Message::decode(frame, twinsync_shared::protocol::FrameLimit(usize::MAX))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut out = Outcome::default();
         match msg {
