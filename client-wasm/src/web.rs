@@ -32,6 +32,14 @@ const COMPACT_AFTER: usize = 32;
 /// Reconnect delays: doubling from the first to the last, with jitter.
 const BACKOFF_FIRST_MS: f64 = 500.0;
 const BACKOFF_MAX_MS: f64 = 30_000.0;
+/// A connection that lasted this long was a working one: the backoff
+/// starts over when it ends. One the server closes sooner (its storage
+/// failing, a refusal that ends the socket) keeps backing off, or every
+/// phone would come back twice a second for as long as the trouble lasts.
+const STABLE_MS: f64 = 30_000.0;
+/// A socket not joined this long after it was opened is given up: a
+/// network that drops packets silently leaves it connecting for minutes.
+const JOIN_LIMIT_MS: u32 = 20_000;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
@@ -129,6 +137,10 @@ export interface SyncStatus {
    * value means a new connection, whatever `state` shows meanwhile.
    */
   joins: number;
+  /** The connection itself, whatever error `state` shows over it. */
+  link: "offline" | "connecting" | "joined";
+  /** The person chose to stay offline (`disconnect()`); `connect()` ends it. */
+  paused: boolean;
 }
 
 /** One field of a record kind, or of the items of a list or map field. */
@@ -238,6 +250,8 @@ struct Status {
     unsaved: Vec<String>,
     deferred: usize,
     joins: u32,
+    link: &'static str,
+    paused: bool,
 }
 
 /// JavaScript's `Number.MAX_SAFE_INTEGER`.
@@ -289,13 +303,23 @@ enum Event {
     Retry,
 }
 
+/// The open socket, with the handlers it calls: they are dropped with it,
+/// once `drop_socket` has detached them.
+struct Socket {
+    seq: u32,
+    ws: WebSocket,
+    _onopen: Closure<dyn FnMut()>,
+    _onmessage: Closure<dyn FnMut(MessageEvent)>,
+    _onclose: Closure<dyn FnMut(CloseEvent)>,
+}
+
 struct Inner {
     replica: RefCell<Replica>,
     store: Store,
     server: String,
     token: Option<String>,
     events: mpsc::UnboundedSender<Event>,
-    socket: RefCell<Option<(u32, WebSocket)>>,
+    socket: RefCell<Option<Socket>>,
     socket_seq: Cell<u32>,
     link: Cell<Link>,
     /// Connections that reached `Link::Joined`, for `SyncStatus.joins`.
@@ -303,6 +327,8 @@ struct Inner {
     /// The user asked to stay offline.
     paused: Cell<bool>,
     attempts: Cell<u32>,
+    /// When the current socket was joined (`Date.now()`), for `STABLE_MS`.
+    joined_at: Cell<Option<f64>>,
     /// A reconnection is scheduled.
     reconnect_due: Cell<bool>,
     /// A timer will send the deferred records again: one at a time, as the
@@ -330,8 +356,8 @@ struct Inner {
     next_listener: Cell<u32>,
     closed: Cell<bool>,
     /// Keep the `online` and `offline` listeners alive.
-    _online: RefCell<Option<Closure<dyn FnMut()>>>,
-    _offline: RefCell<Option<Closure<dyn FnMut()>>>,
+    online_listener: RefCell<Option<Closure<dyn FnMut()>>>,
+    offline_listener: RefCell<Option<Closure<dyn FnMut()>>>,
 }
 
 /// The twinsync client: records kept offline in IndexedDB and synced with
@@ -448,6 +474,7 @@ impl Client {
             joins: Cell::new(0),
             paused: Cell::new(offline),
             attempts: Cell::new(0),
+            joined_at: Cell::new(None),
             reconnect_due: Cell::new(false),
             retry_due: Cell::new(false),
             club_unsaved: Cell::new(not_kept.as_ref().map(|(club, _)| *club)),
@@ -471,8 +498,8 @@ impl Client {
             status_listeners: RefCell::new(Vec::new()),
             next_listener: Cell::new(1),
             closed: Cell::new(false),
-            _online: RefCell::new(None),
-            _offline: RefCell::new(None),
+            online_listener: RefCell::new(None),
+            offline_listener: RefCell::new(None),
         });
         for msg in &damaged {
             web_sys::console::warn_1(&msg.into());
@@ -482,7 +509,7 @@ impl Client {
             let _ = events.unbounded_send(Event::Wake);
         });
         window.add_event_listener_with_callback("online", online.as_ref().unchecked_ref())?;
-        *inner._online.borrow_mut() = Some(online);
+        *inner.online_listener.borrow_mut() = Some(online);
         // An open socket may hang on silently when the network goes away:
         // close it, and reconnect with backoff until `online`.
         let weak = Rc::downgrade(&inner);
@@ -493,7 +520,7 @@ impl Client {
         });
         window
             .add_event_listener_with_callback("offline", went_offline.as_ref().unchecked_ref())?;
-        *inner._offline.borrow_mut() = Some(went_offline);
+        *inner.offline_listener.borrow_mut() = Some(went_offline);
         spawn_local(event_loop(Rc::clone(&inner), rx));
         if !offline {
             let _ = inner.events.unbounded_send(Event::Wake);
@@ -693,6 +720,18 @@ impl Client {
         self.inner.closed.set(true);
         self.inner.close_socket();
         self.inner.events.close_channel();
+        // The window would otherwise call listeners dropped with the client.
+        if let Some(window) = web_sys::window() {
+            for (event, listener) in [
+                ("online", self.inner.online_listener.borrow_mut().take()),
+                ("offline", self.inner.offline_listener.borrow_mut().take()),
+            ] {
+                if let Some(f) = listener {
+                    let _ = window
+                        .remove_event_listener_with_callback(event, f.as_ref().unchecked_ref());
+                }
+            }
+        }
     }
 }
 
@@ -764,6 +803,12 @@ impl Inner {
                 .collect(),
             deferred: replica.deferred(),
             joins: self.joins.get(),
+            link: match self.link.get() {
+                Link::Offline => "offline",
+                Link::Connecting => "connecting",
+                Link::Joined => "joined",
+            },
+            paused: self.paused.get(),
         }
     }
 
@@ -944,13 +989,18 @@ impl Inner {
     /// Closes the socket, if any, and forgets the server's session at once,
     /// so nothing meant for it reaches a later socket before its `join`.
     fn drop_socket(&self, why: &str) {
-        let Some((_, ws)) = self.socket.borrow_mut().take() else {
+        let Some(Socket { ws, .. }) = self.socket.borrow_mut().take() else {
             return;
         };
         ws.set_onopen(None);
         ws.set_onmessage(None);
         ws.set_onclose(None);
         let _ = ws.close();
+        if let Some(at) = self.joined_at.take()
+            && js_sys::Date::now() - at >= STABLE_MS
+        {
+            self.attempts.set(0);
+        }
         let states = self.replica.borrow_mut().disconnected();
         self.link.set(Link::Offline);
         *self.offline_reason.borrow_mut() = Some(why.to_owned());
@@ -1006,13 +1056,28 @@ impl Inner {
         ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
-        // The socket owns its handlers from here on.
-        onopen.forget();
-        onmessage.forget();
-        onclose.forget();
-        *self.socket.borrow_mut() = Some((seq, ws));
+        *self.socket.borrow_mut() = Some(Socket {
+            seq,
+            ws,
+            _onopen: onopen,
+            _onmessage: onmessage,
+            _onclose: onclose,
+        });
         self.link.set(Link::Connecting);
         self.announce_status();
+        let weak = Rc::downgrade(self);
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(JOIN_LIMIT_MS).await;
+            if let Some(inner) = weak.upgrade()
+                && inner.current(seq)
+                && inner.link.get() != Link::Joined
+            {
+                inner.drop_socket(&format!(
+                    "the server did not answer in {} s",
+                    JOIN_LIMIT_MS / 1000
+                ));
+            }
+        });
     }
 
     fn send_pending(&self) {
@@ -1023,7 +1088,7 @@ impl Inner {
         }
         // Empty until the server answered this socket's `join`.
         let frames = self.replica.borrow_mut().outgoing();
-        if let Some((_, ws)) = self.socket.borrow().as_ref() {
+        if let Some(Socket { ws, .. }) = self.socket.borrow().as_ref() {
             for frame in frames {
                 let _ = ws.send_with_u8_array(&frame);
             }
@@ -1031,10 +1096,7 @@ impl Inner {
     }
 
     fn current(&self, seq: u32) -> bool {
-        self.socket
-            .borrow()
-            .as_ref()
-            .is_some_and(|(s, _)| *s == seq)
+        self.socket.borrow().as_ref().is_some_and(|s| s.seq == seq)
     }
 
     /// Sends the records the server did not take yet again in `secs`
@@ -1115,7 +1177,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             Event::Wake => inner.open_socket(),
             Event::Opened(seq) if inner.current(seq) => {
                 let join = inner.replica.borrow().join().encode();
-                if let Some((_, ws)) = inner.socket.borrow().as_ref() {
+                if let Some(Socket { ws, .. }) = inner.socket.borrow().as_ref() {
                     let _ = ws.send_with_u8_array(&join);
                 }
             }
@@ -1154,7 +1216,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                         if !was_joined && inner.replica.borrow().is_connected() {
                             inner.link.set(Link::Joined);
                             inner.joins.set(inner.joins.get().wrapping_add(1));
-                            inner.attempts.set(0);
+                            inner.joined_at.set(Some(js_sys::Date::now()));
                             // What the device could not keep stays said
                             // until it has kept it.
                             let keep = !inner.unsaved.borrow().is_empty()

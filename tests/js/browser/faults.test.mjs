@@ -6,6 +6,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { decode, encode } from "cbor-x";
 import { WebSocketServer } from "ws";
 import {
   cleanup, dataDir, launch, openClient, persistentPhone, phone, startServer, until, withServer,
@@ -319,59 +320,80 @@ test("many small edits are compacted in IndexedDB and reload intact", async () =
   });
 });
 
+/**
+ * A phone whose page runs on a clock the test moves (minutes of backoff
+ * pass in a moment), counting each socket it opens until it closes, so
+ * the test can wait for a try to be over.
+ */
+async function phoneOnAClock() {
+  const { page, context } = await phone(browser);
+  await page.clock.install();
+  await page.addInitScript(() => {
+    const Real = window.WebSocket;
+    window.sockets = { opened: 0, open: 0 };
+    window.WebSocket = class extends Real {
+      constructor(...args) {
+        super(...args);
+        window.sockets.opened++;
+        window.sockets.open++;
+        this.addEventListener("close", () => window.sockets.open--);
+      }
+    };
+  });
+  return { page, context };
+}
+
+/** Moves `page`'s clock `seconds` on, a second at a time, letting each try end. */
+async function runFor(page, seconds) {
+  for (let s = 0; s < seconds; s++) {
+    await page.clock.runFor(1_000);
+    await until(page, () => (window.sockets.open === 0 ? true : null), undefined, "the tries to end");
+  }
+}
+
+/** A WebSocket server on loopback that hands each socket to `onSocket`; counts them. */
+async function fakeServer(onSocket) {
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  const counted = { sockets: 0, url: "" };
+  server.on("connection", (ws) => {
+    counted.sockets++;
+    onSocket(ws);
+  });
+  await new Promise((r) => server.once("listening", r));
+  counted.url = `ws://127.0.0.1:${server.address().port}/sync`;
+  counted.close = () => new Promise((r) => {
+    for (const ws of server.clients) ws.terminate();
+    server.close(r);
+  });
+  return counted;
+}
+
 test("a phone on a flapping network runs one series of reconnection tries, however often it comes online", async () => {
   // A server that takes each socket and closes it at once, as one going
   // down for maintenance might. (A port with nothing behind it would do
   // too, but Chromium then holds each new try back for up to 5 s.)
-  let tries = 0;
-  const down = new WebSocketServer({ host: "127.0.0.1", port: 0 });
-  down.on("connection", (ws) => {
-    tries++;
-    ws.close(1013, "try again later");
-  });
-  await new Promise((r) => down.once("listening", r));
+  const down = await fakeServer((ws) => ws.close(1013, "try again later"));
   try {
     await withServer(async (server) => {
-      const { page, context } = await phone(browser);
-      // The page's timers run on a clock the test moves: minutes of
-      // backoff pass in a moment. Each socket the client opens is counted
-      // until it closes, so the test can wait for a try to be over.
-      await page.clock.install();
-      await page.addInitScript(() => {
-        const Real = window.WebSocket;
-        window.sockets = { opened: 0, open: 0 };
-        window.WebSocket = class extends Real {
-          constructor(...args) {
-            super(...args);
-            window.sockets.opened++;
-            window.sockets.open++;
-            this.addEventListener("close", () => window.sockets.open--);
-          }
-        };
-      });
+      const { page, context } = await phoneOnAClock();
       const over = (n) => {
         const s = window.sockets;
         return s.opened > n && s.open === 0 ? s.opened : null;
       };
-      const settled = () => (window.sockets.open === 0 ? window.sockets.opened : null);
-      await openClient(page, server, { server: `ws://127.0.0.1:${down.address().port}/sync` });
+      await openClient(page, server, { server: down.url });
       let opened = await until(page, over, 0, "the first try to end");
       // The network comes back eight times, and each time the socket is lost.
       for (let i = 0; i < 8; i++) {
         await page.evaluate(() => window.dispatchEvent(new Event("online")));
         opened = await until(page, over, opened, `the try after online event ${i + 1} to end`);
       }
-      // Five minutes with the server still down, a second at a time: one
-      // series of tries backs off to one every 15 to 30 s (at most 25
-      // tries; 16 or 17 in trials). With a series started by each online
-      // event, which ends only when its timer fires while another try is
-      // under way, trials made 50 to 69.
-      const start = tries;
-      for (let s = 0; s < 300; s++) {
-        await page.clock.runFor(1_000);
-        opened = await until(page, settled, undefined, "the tries to end");
-      }
-      const made = tries - start;
+      // Five minutes with the server still down: one series of tries backs
+      // off to one every 15 to 30 s (at most 25 tries; 16 or 17 in trials).
+      // With a series started by each online event, which ends only when
+      // its timer fires while another try is under way, trials made 50 to 69.
+      const start = down.sockets;
+      await runFor(page, 300);
+      const made = down.sockets - start;
       assert.ok(made <= 25, `${made} tries in five minutes`);
       assert.ok(made >= 9, `the phone gave up: ${made} tries in five minutes`);
       // Between tries the phone says it is offline.
@@ -379,6 +401,70 @@ test("a phone on a flapping network runs one series of reconnection tries, howev
       await context.close();
     });
   } finally {
-    await new Promise((r) => down.close(r));
+    await down.close();
+  }
+});
+
+test("a server that closes each socket as soon as it is joined is tried ever more slowly, not twice a second", async () => {
+  // As a server whose storage fails does: it answers `join`, then cuts
+  // the socket on the first sync message it cannot store.
+  const failing = await fakeServer((ws) => ws.on("message", (data) => {
+    const join = decode(data);
+    ws.send(encode({
+      type: "peer",
+      senderId: "failing-server",
+      targetId: join.senderId,
+      peerMetadata: { isEphemeral: false },
+      selectedProtocolVersion: "1",
+    }));
+    setTimeout(() => ws.close(1011, "changes not stored"), 20);
+  }));
+  try {
+    await withServer(async (server) => {
+      const { page, context } = await phoneOnAClock();
+      await openClient(page, server, { server: failing.url });
+      await until(page, () => window.tw.status().joins > 0 && window.sockets.open === 0, undefined, "joined, then cut");
+      // A join that lasts a moment is no working connection: the backoff
+      // goes on growing, to one try every 15 to 30 s (at most 25 tries in
+      // five minutes). Starting over at each join made one every 250 to
+      // 500 ms.
+      const start = failing.sockets;
+      await runFor(page, 300);
+      const made = failing.sockets - start;
+      assert.ok(made <= 25, `${made} tries in five minutes`);
+      assert.ok(made >= 9, `the phone gave up: ${made} tries in five minutes`);
+      assert.ok((await page.evaluate(() => window.tw.status().joins)) >= 9);
+      await context.close();
+    });
+  } finally {
+    await failing.close();
+  }
+});
+
+test("a socket the server never answers is given up after 20 s and tried again", async () => {
+  // A network that drops packets without a word: the upgrade goes
+  // through, then nothing comes back.
+  const silent = await fakeServer(() => {});
+  try {
+    await withServer(async (server) => {
+      const { page, context } = await phoneOnAClock();
+      await openClient(page, server, { server: silent.url });
+      await until(page, () => window.sockets.opened > 0, undefined, "the first try");
+      await page.clock.runFor(21_000);
+      const status = await until(page, () => {
+        const s = window.tw.status();
+        return s.link === "offline" ? s : null;
+      }, undefined, "the silent socket given up");
+      assert.match(status.error, /the server did not answer in 20 s/);
+      // Given up each time, and tried again: five minutes make several
+      // tries, where a socket held for ever made one.
+      for (let s = 0; s < 300; s += 5) {
+        await page.clock.runFor(5_000);
+      }
+      assert.ok(silent.sockets >= 5, `${silent.sockets} tries in five minutes`);
+      await context.close();
+    });
+  } finally {
+    await silent.close();
   }
 });
