@@ -212,7 +212,7 @@ function syncBar(s) {
   bar.hidden = false;
   checkSignedIn(s);
   // A token the server no longer takes stops syncing, with why.
-  const signedOut = app.signedOut && s.state === "offline";
+  const signedOut = app.signedOut && s.link === "offline";
   // Said for as long as it lasts: the bar would otherwise say "up to date".
   const gone = !signedOut && revoked();
   bar.dataset.state = signedOut || gone ? "error" : s.state;
@@ -237,11 +237,14 @@ function syncBar(s) {
   ].filter(Boolean).join(tr("listSeparator"));
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
   $("#sync-refused").title = s.refused ?? "";
+  // By the connection, not the state: a refusal shown over it must not
+  // leave the person unable to come back online.
+  const offline = (s) => s.paused || s.link === "offline";
   const toggle = $("#sync-toggle");
-  toggle.textContent = s.state === "offline" ? tr("goOnline") : tr("goOffline");
+  toggle.textContent = offline(s) ? tr("goOnline") : tr("goOffline");
   toggle.onclick = () => {
     app.signedOut = null;
-    if (app.client.status().state === "offline") app.client.connect();
+    if (offline(app.client.status())) app.client.connect();
     else app.client.disconnect();
     syncBar(app.client.status());
   };
@@ -416,7 +419,7 @@ function fieldChange(kind, c, record) {
  * and the bar says what to do. Edits go on being kept on the phone.
  */
 async function checkSignedIn(s) {
-  if (!["offline", "connecting"].includes(s.state) || app.signedOut) return;
+  if (!["offline", "connecting"].includes(s.link) || app.signedOut) return;
   if (Date.now() - (app.probedAt ?? 0) < 30_000) return;
   app.probedAt = Date.now();
   try {

@@ -220,6 +220,16 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     assert.equal(await page.evaluate((id) => window.twinsync.read(id).record.report_type, report.id), other);
     const stored = await (await server.api(`/api/records/${report.id}`)).json();
     assert.equal(stored.record.report_type, record.report_type);
+    // With the refusal shown, the person can still go offline and come
+    // back: the toggle follows the connection, not the bar's state.
+    assert.equal(await page.textContent("#sync-toggle"), words.goOffline);
+    await page.click("#sync-toggle");
+    assert.equal(await page.textContent("#sync-toggle"), words.goOnline);
+    assert.equal(await page.evaluate(() => window.twinsync.status().paused), true);
+    const joins = await page.evaluate(() => window.twinsync.status().joins);
+    await page.click("#sync-toggle");
+    await until(page, (n) => window.twinsync.status().joins > n, joins, "online again");
+    assert.equal(await page.textContent("#sync-toggle"), words.goOffline);
     // The bar, taller with the refusal, leaves a new record's Create
     // button clear of it once the page is scrolled to its end.
     await show(page, "#/new/report");
