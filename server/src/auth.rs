@@ -164,7 +164,8 @@ impl Secret {
 }
 
 /// Counts events per key in fixed one-minute windows: failed sign-ins per
-/// address, redemptions per address, documents and bytes per device.
+/// address, redemptions per address, documents, bytes and Automerge
+/// operations per device.
 /// Memory is bounded: past `max_keys`, windows that ended are dropped, and
 /// if none ended the oldest is.
 /// A wait in whole seconds, rounded up and at least one: a device told to
@@ -237,6 +238,7 @@ pub struct Guards {
     pub redemptions: Windows<IpAddr>,
     pub device_docs: Windows<String>,
     pub device_bytes: Windows<String>,
+    pub device_ops: Windows<String>,
 }
 
 impl Guards {
@@ -247,6 +249,7 @@ impl Guards {
             redemptions: Windows::new(window, 100_000),
             device_docs: Windows::new(window, 100_000),
             device_bytes: Windows::new(window, 100_000),
+            device_ops: Windows::new(window, 100_000),
         }
     }
 }

@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::handshake::{self, Joined};
 use twinsync_shared::protocol::{
-    DocSync, FrameLimit, Message, PeerMetadata, RATE_LIMITED, Refusal,
+    DocSync, FrameLimit, Message, PeerMetadata, RATE_LIMITED, Refusal, ops_in_sync,
 };
 use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
@@ -260,6 +260,11 @@ impl Session {
         let limit = FrameLimit(self.hub.settings.max_frame_bytes);
         let msg =
             Message::decode(bytes, limit).map_err(|e| Fatal(format!("malformed frame: {e}")))?;
+        if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg
+            && carries_changes(data)
+        {
+            self.charge_ops(data)?;
+        }
         let Some(joined) = &self.joined else {
             let ours = PeerMetadata {
                 storage_id: Some(twinsync_shared::StorageId::new(self.hub.storage_id.clone())),
@@ -489,6 +494,26 @@ impl Session {
                 return Ok(());
             }
         };
+        // A copy holds one record's changes, and no more ops than a record
+        // may: the bytes bound on copies counts compressed changes, which
+        // let a few kilobytes hold a million ops.
+        let max_ops = self.hub.settings.max_record_ops;
+        let ops = copy.stats().num_ops;
+        if ops > max_ops {
+            self.inbox.remove(&doc);
+            self.tell_hand_in();
+            self.hub.metrics.hand_in_copies_dropped.inc();
+            let msg = Message::Error {
+                refusal: None,
+                sender_id: self.hub.server_id.clone(),
+                target_id: peer_id,
+                message: format!(
+                    "changes to document {doc} not kept: with them it would hold {ops} operations, past the limit of {max_ops} operations per record"
+                ),
+            };
+            self.owed(out, &msg);
+            return Ok(());
+        }
         if !received.new_changes.is_empty() {
             let changes = received.saved;
             *bytes += changes.len() as u64;
@@ -605,6 +630,31 @@ impl Session {
                 .hand_in_copies_dropped
                 .inc_by((before - self.inbox.len()) as u64);
             self.tell_hand_in();
+        }
+        Ok(())
+    }
+
+    /// Counts the ops a sync message carries against the device's budget
+    /// a minute, before any reaches Automerge, which applies them on a
+    /// worker every other socket shares. A message past the bound one
+    /// message has is left to its document's task, which refuses it and
+    /// says why.
+    fn charge_ops(&self, data: &[u8]) -> Result<(), Fatal> {
+        let Ok(ops) = ops_in_sync(data, self.hub.settings.max_ops_per_message) else {
+            return Ok(());
+        };
+        let limit = self.hub.settings.device_ops_per_minute;
+        if let Err(wait) = self
+            .hub
+            .guards
+            .device_ops
+            .add(&self.device.id, ops.min(limit), limit)
+        {
+            self.hub.metrics.rate_limited.inc();
+            return Err(Fatal(format!(
+                "this device sent more than {limit} operations in a minute; reconnect in {} s",
+                whole_seconds(wait)
+            )));
         }
         Ok(())
     }

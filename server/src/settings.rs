@@ -277,6 +277,19 @@ pub struct Settings {
     )]
     pub device_mib_per_minute: u64,
 
+    /// Automerge operations one device may send per minute, over all its
+    /// sockets. Runs of equal ops compress to a few bytes each, so the
+    /// MiB a minute do not bound the work they cost: a million take about
+    /// 3.4 s to apply. One message of more than this many passes when the
+    /// device has sent nothing else that minute, and takes all of it.
+    #[arg(
+        long,
+        env = "TWINSYNC_DEVICE_OPS_PER_MINUTE",
+        default_value_t = 4_000_000,
+        value_parser = at_least_one::<u64>(),
+    )]
+    pub device_ops_per_minute: u64,
+
     /// The address users reach the server at, for invite links (default:
     /// http:// and the listening address).
     #[arg(long, env = "TWINSYNC_PUBLIC_URL")]
@@ -327,6 +340,7 @@ impl Settings {
             redeems_per_minute: 5,
             device_docs_per_minute: 5000,
             device_mib_per_minute: 512,
+            device_ops_per_minute: 4_000_000,
             public_url: None,
             rate_window_secs: 60,
         }
@@ -418,6 +432,7 @@ mod tests {
             "--redeems-per-minute",
             "--device-docs-per-minute",
             "--device-mib-per-minute",
+            "--device-ops-per-minute",
         ] {
             let err = Serve::try_parse_from(["twinsync", flag, "0"]).unwrap_err();
             let text = err.to_string();

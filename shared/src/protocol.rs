@@ -58,7 +58,7 @@ pub mod weight;
 pub mod wire;
 
 pub use engine::{
-    Batch, DocSync, Incoming, MAX_HAVES, Received, SyncError, Trim, admit_new_changes,
+    Batch, DocSync, Incoming, MAX_HAVES, Received, SyncError, Trim, admit_new_changes, ops_in_sync,
     receive_applied, receive_loading_saved, sync_shape,
 };
 pub use wire::{

@@ -282,6 +282,18 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     (0..len).map(|_| rng.random()).collect()
 }
 
+/// Puts `ops` integers into `doc` under keys the schema does not read, in
+/// one change: one Automerge op each, which compress to a few bytes.
+pub fn tally(doc: &mut automerge::Automerge, name: &str, ops: usize) {
+    use automerge::transaction::Transactable;
+    let mut tx = doc.transaction();
+    for i in 0..ops {
+        tx.put(automerge::ROOT, format!("{name}-{i}"), i as i64)
+            .expect("a put into a fresh transaction");
+    }
+    tx.commit();
+}
+
 /// `len` characters drawn from `alphabet`: text that does not compress,
 /// the same for the same `seed`.
 pub fn random_text(seed: u64, alphabet: &str, len: usize) -> String {

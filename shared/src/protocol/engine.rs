@@ -879,6 +879,19 @@ pub const MAX_HAVES: u64 = 8;
 /// bytes, a checksum of four, the chunk's type and its length.
 const MIN_CHUNK_BYTES: u64 = 10;
 
+/// The Automerge ops the changes of sync message `data` hold, counted
+/// before Automerge reads them, as [`DocSync::with_max_ops`] counts them:
+/// past `max_ops`, or inflating to more than 64 bytes an op, the message
+/// is refused. For a budget of work per sender, which bytes cannot be:
+/// runs of equal ops compress to a few bytes each.
+pub fn ops_in_sync(data: &[u8], max_ops: u64) -> Result<u64, SyncError> {
+    let message = sync::Message::decode(data).map_err(|e| SyncError::Malformed(e.to_string()))?;
+    let joined = message.changes.iter().collect::<Vec<_>>().concat();
+    super::weight::weigh(&joined, max_ops, max_ops.saturating_mul(INFLATED_PER_OP))
+        .map(|w| w.ops)
+        .map_err(SyncError::TooHeavy)
+}
+
 /// A sync message's counts, read before Automerge decodes it: the number
 /// of changes it carries. Refuses what would cost far more to decode and
 /// keep than the message's own bytes (many `have` entries, changes too

@@ -624,6 +624,46 @@ async fn a_revoked_devices_hand_in_holds_bounded_memory_and_loses_nothing() {
 /// the budget alone, hold more than it together, and the second drops a
 /// copy. A revoked device keeps at most four connections, and the bytes a
 /// closed one held are let go of.
+/// The copy a revoked device's changes are taken into holds no more ops
+/// than a record may: compressed, a million ops take a few kilobytes,
+/// well within the bytes its copies may hold.
+#[tokio::test]
+async fn a_revoked_devices_hand_in_holds_no_more_ops_than_a_record_may() {
+    const MAX_OPS: u64 = 20_000;
+    let app = spawn_app_with(|s| s.max_record_ops = MAX_OPS).await;
+    let token = app.device(Role::Coordinator, &[], None);
+    let meeting = app.first("meeting").await;
+    let mut phone = TestPeer::new("lost-phone").with_token(&token);
+    phone.connect(&app).await;
+    phone.fetch(meeting, LIMIT).await;
+    app.revoke(&token).await;
+    phone.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(phone.seen.closed);
+    // Offline, the lost phone piles more ops into the meeting than a
+    // record may hold, then hands them in.
+    twinsync_tests::tally(phone.doc_mut(meeting), "piled", MAX_OPS as usize + 1_000);
+    phone.connect(&app).await;
+    phone
+        .sync_until(LIMIT, |p| {
+            p.seen
+                .errors
+                .iter()
+                .any(|e| e.contains("operations per record"))
+        })
+        .await;
+    let said = phone.seen.errors.join("; ");
+    assert!(
+        said.contains("not kept: with them it would hold")
+            && said.contains(&format!(
+                "past the limit of {MAX_OPS} operations per record"
+            )),
+        "{said}"
+    );
+    assert!(app.hub.metrics.hand_in_copies_dropped.get() >= 1);
+    let held = app.hub.store.quarantined(None).unwrap();
+    assert!(held.is_empty(), "{held:?}");
+}
+
 #[tokio::test]
 async fn a_revoked_devices_hand_in_is_bounded_over_all_its_connections() {
     use automerge::ROOT;

@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use twinsync_shared::protocol::{Message, Refusal};
 use twinsync_shared::record::{Edit, Record};
 use twinsync_shared::{DocumentId, PeerId};
-use twinsync_tests::{TestApp, TestPeer, eventually, noise, spawn_app, spawn_app_with};
+use twinsync_tests::{TestApp, TestPeer, eventually, noise, spawn_app, spawn_app_with, tally};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -425,20 +425,56 @@ fn too_large(document_id: DocumentId) -> Refusal {
 /// takes seconds to apply. Nothing is stored or quarantined, the device is
 /// told with the figures, writes that stay under the limit go on, and a
 /// coordinator cannot let such changes in from the quarantine either.
+/// Ops compress to a few bytes each, so the bytes a device may send in a
+/// minute do not bound the work its messages cost the server: past its
+/// operations a minute, counted before Automerge applies any, the socket
+/// closes with the wait, what came before stays, and others are served.
+#[tokio::test]
+async fn a_device_past_its_operations_a_minute_is_cut_off_before_they_are_applied() {
+    const BUDGET: u64 = 50_000;
+    let app = spawn_app_with(|s| s.device_ops_per_minute = BUDGET).await;
+    let meeting = app.first("meeting").await;
+    let mut p = holding(&app, "piler", meeting).await;
+    tally(p.doc_mut(meeting), "first", 30_000);
+    let first = p.heads(meeting);
+    p.sync_until_acked(LIMIT, meeting, &first).await;
+    assert!(p.seen.errors.is_empty(), "{:?}", p.seen.errors);
+    // Another 30,000 in the same minute: 60,000 in all.
+    tally(p.doc_mut(meeting), "second", 30_000);
+    let second = p.heads(meeting);
+    p.sync_until(LIMIT, |p| p.seen.closed).await;
+    assert!(
+        p.seen.errors.iter().any(|e| e.contains(&format!(
+            "sent more than {BUDGET} operations in a minute; reconnect in"
+        ))),
+        "{:?}",
+        p.seen.errors
+    );
+    let stored = app.hub.store.load(meeting).unwrap().unwrap();
+    assert!(
+        first
+            .iter()
+            .all(|h| stored.get_change_meta_by_hash(h).is_some())
+    );
+    assert!(
+        second
+            .iter()
+            .all(|h| stored.get_change_meta_by_hash(h).is_none()),
+        "the changes past the budget were applied"
+    );
+    // Another device is served meanwhile.
+    let other = app.device(twinsync_server::auth::Role::Coordinator, &[], None);
+    let mut o = TestPeer::new("other").with_token(&other);
+    o.connect(&app).await;
+    o.fetch(meeting, LIMIT).await;
+    assert!(o.has_changes(meeting, &first));
+}
+
 #[tokio::test]
 async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() {
-    use automerge::transaction::Transactable;
-    use automerge::{ROOT, ReadDoc};
+    use automerge::ReadDoc;
     use twinsync_server::auth::Role;
     const LIMIT_OPS: u64 = 20_000;
-    // Integers under keys the schema does not read: one op each.
-    fn tally(doc: &mut automerge::Automerge, name: &str, ops: usize) {
-        let mut tx = doc.transaction();
-        for i in 0..ops {
-            tx.put(ROOT, format!("{name}-{i}"), i as i64).unwrap();
-        }
-        tx.commit();
-    }
     let app = spawn_app_with(|s| s.max_record_ops = LIMIT_OPS).await;
     let meeting = app.first("meeting").await;
     let mut p = TestPeer::new("counter");
