@@ -48,6 +48,9 @@ pub enum Why {
     Ended,
     /// A delegate's write to a record of this kind that is not theirs.
     NotYours(String),
+    /// A delegate's write to a record that does not pass validation now:
+    /// whose it is, or whether it is adopted or ended, cannot be read.
+    InvalidBefore,
     ClubCreated,
     ClubBeyondIndex,
     ClubIndexRemoved,
@@ -78,6 +81,7 @@ impl Why {
             Why::Adopted => "adopted",
             Why::Ended => "ended",
             Why::NotYours(_) => "not-yours",
+            Why::InvalidBefore => "invalid-before",
             Why::ClubCreated => "club-created",
             Why::ClubBeyondIndex => "club-beyond-index",
             Why::ClubIndexRemoved => "club-index-removed",
@@ -112,6 +116,9 @@ impl std::fmt::Display for Why {
                 };
                 write!(f, "as a delegate, you may not write {what}")
             }
+            Why::InvalidBefore => f.write_str(
+                "the record does not pass validation; only a coordinator may change it until it does",
+            ),
             Why::ClubCreated => f.write_str("only a coordinator may create the club record"),
             Why::ClubBeyondIndex => {
                 f.write_str("only a coordinator may change the club record beyond its index")
@@ -173,6 +180,12 @@ pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
         Role::Coordinator => return Ok(()),
         Role::Observer => return refuse(first(), Why::Observer),
         Role::Delegate => {}
+    }
+    // Whose a record is, and whether it is adopted or ended, is read from
+    // it as it stands; one that does not read as valid is a coordinator's
+    // to mend first (the app offers a delegate no form for it).
+    if matches!(w.before, Some(Err(_))) {
+        return refuse(first(), Why::InvalidBefore);
     }
     let before = w.before.and_then(|r| r.as_ref().ok());
     let after = w.after.as_ref().ok();
@@ -340,6 +353,7 @@ mod tests {
             Why::ClubCreated,
             Why::ClubBeyondIndex,
             Why::ClubIndexRemoved,
+            Why::InvalidBefore,
         ];
         for why in &all {
             match why {
@@ -352,6 +366,7 @@ mod tests {
                 | Why::Adopted
                 | Why::Ended
                 | Why::NotYours(_)
+                | Why::InvalidBefore
                 | Why::ClubCreated
                 | Why::ClubBeyondIndex
                 | Why::ClubIndexRemoved => {}
@@ -383,6 +398,40 @@ mod tests {
         assert_eq!(e.path, "/status");
         assert_eq!(e.why, Why::NotYours("agreement".into()));
         assert!(e.to_string().contains("party"), "{e}");
+    }
+
+    /// A project of another city that fails validation now: a delegate's
+    /// change that mends it and names their own city must not pass, as
+    /// whose it was cannot be read from it.
+    #[test]
+    fn a_delegate_cannot_take_a_record_that_does_not_pass_validation() {
+        let d = delegate(&["smara"], None);
+        let before: Read = Err(vec![ValidationError {
+            path: "/status".into(),
+            code: twinsync_shared::record::Problem::NotAnOption,
+            reason: "`paused` is not one of the statuses".into(),
+        }]);
+        let after: Read = Ok(json!({"kind": "project", "owner_city": "smara", "status": "active"}));
+        let paths = vec!["/owner_city".to_owned(), "/status".to_owned()];
+        let write = |device| {
+            check_write(&Write {
+                device,
+                doc_id: "p",
+                creator: Some("someone-else"),
+                before: Some(&before),
+                after: &after,
+                paths: &paths,
+            })
+        };
+        let e = write(&d).unwrap_err();
+        assert_eq!(e.why, Why::InvalidBefore);
+        assert_eq!(e.path, "/owner_city");
+        // A coordinator mends it.
+        let coordinator = Device {
+            role: Role::Coordinator,
+            ..d.clone()
+        };
+        assert!(write(&coordinator).is_ok());
     }
 
     #[test]
