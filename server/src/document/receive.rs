@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use automerge::ReadDoc;
 use tracing::{error, warn};
 use twinsync_shared::protocol::engine::Checked;
-use twinsync_shared::protocol::{Batch, Incoming};
+use twinsync_shared::protocol::{Batch, Incoming, SyncError};
 use twinsync_shared::record::{MAX_NESTING, changed_paths, nested_beyond, read_document};
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
@@ -328,6 +328,25 @@ impl DocTask {
         );
         let received = match received {
             Ok(r) => r,
+            // Well formed, but more ops than one message may carry: refused
+            // unread, as a change past the record's limits is, and the
+            // socket stays. Cut, the device would send it again at each
+            // reconnection, for ever.
+            Err(Checked::Sync(e @ SyncError::TooHeavy(_))) => {
+                self.hub.metrics.records_too_large.inc();
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "sync message too heavy; changes refused");
+                self.refusal_to(
+                    &peer,
+                    format!(
+                        "your changes to record {} were refused: {e}; they were not stored or relayed and stay on your device",
+                        self.id
+                    ),
+                    TOO_LARGE,
+                    "/",
+                    None,
+                );
+                return;
+            }
             Err(Checked::Sync(e)) => {
                 self.hub.metrics.protocol_errors.inc();
                 warn!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "refused sync message");

@@ -833,8 +833,9 @@ async fn changes_automerge_cannot_keep_are_refused_and_the_record_stays_served()
 
 /// A few hundred bytes can hold a hundred thousand ops, which Automerge
 /// would inflate and apply without a bound. Past the server's
-/// `max_ops_per_message` the message is refused unread, and the record
-/// goes on being served.
+/// `max_ops_per_message` the message is refused unread, as too large, and
+/// the record goes on being served. The socket stays: cut, a device would
+/// send the same message again at each reconnection.
 #[tokio::test]
 async fn a_message_packing_too_many_ops_is_refused_before_it_is_applied() {
     use automerge::transaction::Transactable;
@@ -866,9 +867,18 @@ async fn a_message_packing_too_many_ops_is_refused_before_it_is_applied() {
         hostile.seen.errors
     );
     assert_eq!(
+        hostile.seen.refusals.first().map(|r| r.code.as_str()),
+        Some("too-large"),
+        "{:?}",
+        hostile.seen.refusals
+    );
+    assert!(!hostile.seen.closed);
+    assert_eq!(
         app.get_json(&format!("/api/records/{meeting}")).await["heads"],
         before
     );
+    let city = app.first("city").await;
+    hostile.fetch(city, LIMIT).await;
 
     let good = holding(&app, "good", meeting).await;
     assert!(matches!(good.record(meeting), Record::Meeting(_)));
