@@ -154,7 +154,7 @@ pub async fn run(
     // A command taken from the queue while gathering a batch, not a sync.
     let mut held = None;
     loop {
-        busy.store(!t.peers.is_empty() && !t.holds_nothing(), Ordering::Relaxed);
+        busy.store(!t.peers.is_empty(), Ordering::Relaxed);
         let queued = if handled < MAX_UNANSWERED {
             held.take().or_else(|| rx.try_recv().ok())
         } else {
@@ -259,13 +259,8 @@ pub async fn run(
             }
             Some(DocCommand::Leave { peer_id, conn }) => Box::pin(t.on_leave(&peer_id, conn)).await,
             // A record with commands waiting stays: handing them to the next
-            // task could put them after what their peers send next. One that
-            // holds nothing goes even with peers: they sent changes whose
-            // ancestors never came (a socket naming ids at random, one task
-            // each), and what they send next starts a task again.
-            Some(DocCommand::Evict)
-                if (t.peers.is_empty() || t.holds_nothing()) && !evicted && rx.is_empty() =>
-            {
+            // task could put them after what their peers send next.
+            Some(DocCommand::Evict) if t.peers.is_empty() && !evicted && rx.is_empty() => {
                 if hub.remove_if(id, task) {
                     // Nobody can look this task up any more. Close the queue
                     // and handle what was sent before the close; a new task
@@ -616,11 +611,6 @@ impl DocTask {
     fn remove_peer(&mut self, peer_id: &PeerId) -> Option<State> {
         self.peers.remove(peer_id);
         self.sync.remove_peer(peer_id)
-    }
-
-    /// Whether the record holds no change: nothing stored, nothing taken in.
-    fn holds_nothing(&self) -> bool {
-        self.doc.get_heads().is_empty() && self.broken.is_none()
     }
 
     async fn store_sync_states(&mut self) {

@@ -470,51 +470,6 @@ async fn a_device_past_its_operations_a_minute_is_cut_off_before_they_are_applie
     assert!(o.has_changes(meeting, &first));
 }
 
-/// A task starts for each new record a message brings changes to. Changes
-/// whose ancestors never come leave it holding nothing, with the sender
-/// joined: such tasks make way under the cap on loaded documents, or a
-/// socket naming new ids could keep thousands loaded.
-#[tokio::test]
-async fn records_left_empty_by_changes_without_their_ancestors_make_way_under_the_cap() {
-    use automerge::ReadDoc;
-    use automerge::sync::SyncDoc;
-    use automerge::transaction::Transactable;
-    const CAP: usize = 10;
-    let app = spawn_app_with(|s| s.max_loaded_docs = CAP).await;
-    let mut doc = automerge::Automerge::new();
-    for n in 0..2i64 {
-        let mut tx = doc.transaction();
-        tx.put(automerge::ROOT, "n", n).unwrap();
-        tx.commit();
-    }
-    let second = doc.get_heads()[0];
-    let mut message = doc
-        .generate_sync_message(&mut automerge::sync::State::new())
-        .unwrap();
-    let orphan = doc
-        .get_change_by_hash(&second)
-        .unwrap()
-        .raw_bytes()
-        .to_vec();
-    message.changes = vec![orphan].into();
-    let data = message.encode();
-    let mut p = TestPeer::new("scatter");
-    p.connect(&app).await;
-    for _ in 0..60 {
-        let frame = sync_frame("scatter", DocumentId::random(), data.clone());
-        p.send_raw(frame).await;
-    }
-    p.sync(Duration::from_millis(500), LIMIT).await;
-    assert!(!p.seen.closed, "{:?}", p.seen.errors);
-    eventually(LIMIT, "the empty records evicted", || {
-        app.hub.metrics.loaded_documents.get() <= CAP as i64 + 1
-    })
-    .await;
-    // The server still serves a record that holds something.
-    let meeting = app.first("meeting").await;
-    p.fetch(meeting, LIMIT).await;
-}
-
 #[tokio::test]
 async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() {
     use automerge::ReadDoc;
