@@ -741,6 +741,13 @@ fn a_message_with_more_have_entries_than_automerge_writes_is_refused() {
         &doc,
         &many(100_000),
     );
+    // Counting a message's ops for a sender's budget checks the same
+    // counts before Automerge decodes anything.
+    let counted = twinsync_shared::protocol::ops_in_sync(&many(100_000), 1_000_000);
+    assert!(
+        matches!(&counted, Err(SyncError::Malformed(m)) if m.contains("`have` entries")),
+        "{counted:?}"
+    );
 }
 
 /// An empty change would decode into a 24-byte vector from one byte.

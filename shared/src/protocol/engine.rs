@@ -35,6 +35,16 @@ pub enum SyncError {
     TooHeavy(String),
 }
 
+impl From<super::weight::WeighError> for SyncError {
+    /// Past a bound, too heavy; bytes that do not read, malformed.
+    fn from(e: super::weight::WeighError) -> Self {
+        match e {
+            super::weight::WeighError::Heavy(reason) => SyncError::TooHeavy(reason),
+            super::weight::WeighError::Unreadable(reason) => SyncError::Malformed(reason),
+        }
+    }
+}
+
 /// What applying a sync message did to the document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Received {
@@ -280,7 +290,7 @@ impl DocSync {
         match self.max_ops {
             Some(max) => super::weight::weigh(chunks, max, max.saturating_mul(INFLATED_PER_OP))
                 .map(|_| ())
-                .map_err(SyncError::TooHeavy),
+                .map_err(SyncError::from),
             None => Ok(()),
         }
     }
@@ -885,11 +895,14 @@ const MIN_CHUNK_BYTES: u64 = 10;
 /// is refused. For a budget of work per sender, which bytes cannot be:
 /// runs of equal ops compress to a few bytes each.
 pub fn ops_in_sync(data: &[u8], max_ops: u64) -> Result<u64, SyncError> {
+    // The counts Automerge's decoder would trust are checked first, as
+    // `receive_checked` checks them.
+    sync_shape(data)?;
     let message = sync::Message::decode(data).map_err(|e| SyncError::Malformed(e.to_string()))?;
     let joined = message.changes.iter().collect::<Vec<_>>().concat();
     super::weight::weigh(&joined, max_ops, max_ops.saturating_mul(INFLATED_PER_OP))
         .map(|w| w.ops)
-        .map_err(SyncError::TooHeavy)
+        .map_err(SyncError::from)
 }
 
 /// A sync message's counts, read before Automerge decodes it: the number

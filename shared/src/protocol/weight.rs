@@ -21,6 +21,29 @@ use std::io::Read;
 
 use crate::record::{DEFLATE_BIT, chunk_body, chunks, column_specs, document_layout, read_leb128};
 
+/// Why [`weigh`] refused bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeighError {
+    /// More than a message may hold: ops, column entries or inflated bytes.
+    #[error("{0}")]
+    Heavy(String),
+    /// Bytes that do not read as Automerge chunks.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+impl From<String> for WeighError {
+    fn from(reason: String) -> Self {
+        WeighError::Unreadable(reason)
+    }
+}
+
+impl From<&str> for WeighError {
+    fn from(reason: &str) -> Self {
+        WeighError::Unreadable(reason.to_owned())
+    }
+}
+
 /// What bytes hold: ops, column entries (with the counts in group
 /// columns), and bytes Automerge would inflate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,7 +76,7 @@ const COMPRESSED_CHANGE: u8 = 2;
 /// they hold more than `max_ops` ops or would inflate to more than
 /// `max_inflated` bytes. Bytes that do not read as chunks end the walk,
 /// as they end Automerge's; a chunk whose insides do not read is an error.
-pub fn weigh(bytes: &[u8], max_ops: u64, max_inflated: u64) -> Result<Weight, String> {
+pub fn weigh(bytes: &[u8], max_ops: u64, max_inflated: u64) -> Result<Weight, WeighError> {
     let mut weight = Weight::default();
     let max_entries = max_ops.saturating_mul(ENTRIES_PER_OP);
     for (kind, chunk) in chunks(bytes) {
@@ -72,21 +95,21 @@ pub fn weigh(bytes: &[u8], max_ops: u64, max_inflated: u64) -> Result<Weight, St
         weight.ops = weight.ops.saturating_add(counted.ops);
         weight.entries = weight.entries.saturating_add(counted.entries);
         if weight.ops > max_ops {
-            return Err(format!(
+            return Err(WeighError::Heavy(format!(
                 "it holds over {max_ops} operations, the most one message may carry"
-            ));
+            )));
         }
         if weight.entries > max_entries {
-            return Err(format!(
+            return Err(WeighError::Heavy(format!(
                 "its columns hold over {max_entries} entries, {ENTRIES_PER_OP} for each of the {max_ops} operations one message may carry"
-            ));
+            )));
         }
     }
     Ok(weight)
 }
 
 /// Inflates DEFLATE `data`, counting what it yields against the budget.
-fn inflate(data: &[u8], weight: &mut Weight, max_inflated: u64) -> Result<Vec<u8>, String> {
+fn inflate(data: &[u8], weight: &mut Weight, max_inflated: u64) -> Result<Vec<u8>, WeighError> {
     let budget = max_inflated.saturating_sub(weight.inflated);
     let mut out = Vec::new();
     flate2::bufread::DeflateDecoder::new(data)
@@ -95,9 +118,9 @@ fn inflate(data: &[u8], weight: &mut Weight, max_inflated: u64) -> Result<Vec<u8
         .map_err(|e| format!("a compressed chunk that does not inflate: {e}"))?;
     weight.inflated += out.len() as u64;
     if weight.inflated > max_inflated {
-        return Err(format!(
+        return Err(WeighError::Heavy(format!(
             "it inflates to over {max_inflated} bytes, the most one message may"
-        ));
+        )));
     }
     Ok(out)
 }
@@ -161,7 +184,11 @@ fn count_column(
 /// the change and op columns' specs and lengths, their data, the heads'
 /// indices. Every deflated column is inflated against the budget, as
 /// Automerge would inflate it.
-fn document_columns(body: &[u8], budget: &mut Weight, max_inflated: u64) -> Result<Weight, String> {
+fn document_columns(
+    body: &[u8],
+    budget: &mut Weight,
+    max_inflated: u64,
+) -> Result<Weight, WeighError> {
     let mut weight = Weight::default();
     for (op, spec, data) in document_layout(body)?.columns {
         let is_action = op && spec & !DEFLATE_BIT == ACTION_COLUMN;
@@ -327,13 +354,22 @@ mod tests {
         let compressed = change.bytes().to_vec();
         assert!(compressed.len() < 2_000, "{} bytes", compressed.len());
         let error = weigh(&compressed, 100_000, u64::MAX).unwrap_err();
-        assert!(error.contains("over 100000 operations"), "{error}");
+        assert!(
+            matches!(&error, WeighError::Heavy(m) if m.contains("over 100000 operations")),
+            "{error}"
+        );
         let error = weigh(&compressed, u64::MAX, 64 * 1024).unwrap_err();
-        assert!(error.contains("inflates to over 65536 bytes"), "{error}");
+        assert!(
+            matches!(&error, WeighError::Heavy(m) if m.contains("inflates to over 65536 bytes")),
+            "{error}"
+        );
         let saved = doc.save();
         assert!(saved.len() < 10_000, "{} bytes", saved.len());
         let error = weigh(&saved, 100_000, u64::MAX).unwrap_err();
-        assert!(error.contains("over 100000 operations"), "{error}");
+        assert!(
+            matches!(&error, WeighError::Heavy(m) if m.contains("over 100000 operations")),
+            "{error}"
+        );
         assert_eq!(doc.length(&text), 1_000_000);
     }
 
@@ -349,13 +385,31 @@ mod tests {
         chunk
     }
 
+    /// Bytes that do not read are malformed, not too heavy: a peer is not
+    /// told its changes were too large when they were never changes.
+    #[test]
+    fn a_compressed_chunk_that_does_not_inflate_is_unreadable_not_heavy() {
+        // DEFLATE's reserved block type.
+        let body = [0xff; 16];
+        let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, COMPRESSED_CHANGE, 16];
+        chunk.extend_from_slice(&body);
+        let error = weigh(&chunk, 1_000_000, u64::MAX).unwrap_err();
+        assert!(
+            matches!(&error, WeighError::Unreadable(m) if m.contains("does not inflate")),
+            "{error:?}"
+        );
+    }
+
     #[test]
     fn a_column_packing_a_billion_entries_is_refused() {
         // One op, whose predecessor count says a billion: a run of one
         // count of 1,000,000,000 (0x80 0x94 0xeb 0xdc 0x03).
         let preds = change_with_column(0x70, &[0x01, 0x80, 0x94, 0xeb, 0xdc, 0x03]);
         let error = weigh(&preds, 1_000_000, u64::MAX).unwrap_err();
-        assert!(error.contains("over 64000000 entries"), "{error}");
+        assert!(
+            matches!(&error, WeighError::Heavy(m) if m.contains("over 64000000 entries")),
+            "{error}"
+        );
         // A billion nulls in any column.
         let nulls = change_with_column(0x11, &[0x00, 0x80, 0x94, 0xeb, 0xdc, 0x03]);
         assert!(weigh(&nulls, 1_000_000, u64::MAX).is_err());
@@ -386,7 +440,11 @@ mod tests {
         chunk.push(len as u8);
         chunk.extend_from_slice(&body);
         let error = weigh(&chunk, 1_000_000, u64::MAX).unwrap_err();
-        assert!(error.contains("over 64 columns"), "{error}");
+        // Automerge writes fewer than 30: not a change it wrote.
+        assert!(
+            matches!(&error, WeighError::Unreadable(m) if m.contains("over 64 columns")),
+            "{error}"
+        );
     }
 
     #[test]
