@@ -15,7 +15,9 @@ use automerge::sync::State;
 use automerge::{Automerge, ChangeHash};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
-use twinsync_shared::protocol::{DocSync, Message, PeerMetadata, RATE_LIMITED, Refusal, handshake};
+use twinsync_shared::protocol::{
+    DocSync, Message, PeerMetadata, RATE_LIMITED, Refusal, handshake, sync_shape,
+};
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
     document_conflicts, document_history, document_text, load_chunks, load_document, new_document,
@@ -157,6 +159,10 @@ pub struct Replica {
     /// Records that may have something to send: Automerge's message
     /// generation costs time even when it has nothing to say.
     dirty: BTreeSet<DocumentId>,
+    /// `outgoing` handed out a message carrying changes since the last
+    /// `sent_changes`: the server answers those, with its new heads or
+    /// a refusal.
+    sent_changes: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -178,6 +184,7 @@ impl Replica {
             club: None,
             server: None,
             dirty: BTreeSet::new(),
+            sent_changes: false,
         }
     }
 
@@ -748,10 +755,19 @@ impl Replica {
                 continue;
             }
             for msg in entry.sync.generate(&entry.doc, &self.me) {
+                if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg {
+                    self.sent_changes |= sync_shape(data).is_ok_and(|changes| changes > 0);
+                }
                 frames.push(msg.encode());
             }
         }
         frames
+    }
+
+    /// Whether a message `outgoing` handed out since the last call carried
+    /// changes, which the server answers.
+    pub fn sent_changes(&mut self) -> bool {
+        std::mem::take(&mut self.sent_changes)
     }
 
     /// Local changes the server has not confirmed holding. Before the

@@ -40,6 +40,11 @@ const STABLE_MS: f64 = 30_000.0;
 /// A socket not joined this long after it was opened is given up: a
 /// network that drops packets silently leaves it connecting for minutes.
 const JOIN_LIMIT_MS: u32 = 20_000;
+/// A joined socket that hears nothing this long after it sent changes,
+/// which the server always answers, is given up: a phone whose network
+/// changed under it (a new cell, a NAT that forgot it) keeps a socket
+/// that leads nowhere until TCP gives up, many minutes later.
+const ANSWER_LIMIT_MS: u32 = 60_000;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
@@ -329,6 +334,11 @@ struct Inner {
     attempts: Cell<u32>,
     /// When the current socket was joined (`Date.now()`), for `STABLE_MS`.
     joined_at: Cell<Option<f64>>,
+    /// The first send of changes the server has not answered yet, by its
+    /// ticket: any frame from the server clears it, and `ANSWER_LIMIT_MS`
+    /// after that send it must have been cleared.
+    unanswered: Cell<Option<u32>>,
+    tickets: Cell<u32>,
     /// A reconnection is scheduled.
     reconnect_due: Cell<bool>,
     /// A timer will send the deferred records again: one at a time, as the
@@ -475,6 +485,8 @@ impl Client {
             paused: Cell::new(offline),
             attempts: Cell::new(0),
             joined_at: Cell::new(None),
+            unanswered: Cell::new(None),
+            tickets: Cell::new(0),
             reconnect_due: Cell::new(false),
             retry_due: Cell::new(false),
             club_unsaved: Cell::new(not_kept.as_ref().map(|(club, _)| *club)),
@@ -996,6 +1008,7 @@ impl Inner {
         ws.set_onmessage(None);
         ws.set_onclose(None);
         let _ = ws.close();
+        self.unanswered.set(None);
         if let Some(at) = self.joined_at.take()
             && js_sys::Date::now() - at >= STABLE_MS
         {
@@ -1080,7 +1093,7 @@ impl Inner {
         });
     }
 
-    fn send_pending(&self) {
+    fn send_pending(self: &Rc<Self>) {
         // A pending write's change is in memory only: wait for it (the
         // write sends a Flush when done).
         if self.pending_writes.get() > 0 {
@@ -1088,10 +1101,32 @@ impl Inner {
         }
         // Empty until the server answered this socket's `join`.
         let frames = self.replica.borrow_mut().outgoing();
-        if let Some(Socket { ws, .. }) = self.socket.borrow().as_ref() {
-            for frame in frames {
-                let _ = ws.send_with_u8_array(&frame);
+        let sent_changes = self.replica.borrow_mut().sent_changes();
+        let Some(seq) = self.socket.borrow().as_ref().map(|s| {
+            for frame in &frames {
+                let _ = s.ws.send_with_u8_array(frame);
             }
+            s.seq
+        }) else {
+            return;
+        };
+        if sent_changes && self.unanswered.get().is_none() {
+            let ticket = self.tickets.get().wrapping_add(1);
+            self.tickets.set(ticket);
+            self.unanswered.set(Some(ticket));
+            let weak = Rc::downgrade(self);
+            spawn_local(async move {
+                gloo_timers::future::TimeoutFuture::new(ANSWER_LIMIT_MS).await;
+                if let Some(inner) = weak.upgrade()
+                    && inner.current(seq)
+                    && inner.unanswered.get() == Some(ticket)
+                {
+                    inner.drop_socket(&format!(
+                        "the server did not answer in {} s",
+                        ANSWER_LIMIT_MS / 1000
+                    ));
+                }
+            });
         }
     }
 
@@ -1182,6 +1217,8 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 }
             }
             Event::Frame(seq, bytes) if inner.current(seq) => {
+                // The server is there: what it owes comes in turn.
+                inner.unanswered.set(None);
                 let was_joined = inner.replica.borrow().is_connected();
                 let result = inner.replica.borrow_mut().receive(&bytes, now_secs());
                 match result {

@@ -6,6 +6,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { connect, createServer } from "node:net";
 import { decode, encode } from "cbor-x";
 import { WebSocketServer } from "ws";
 import {
@@ -467,4 +468,78 @@ test("a socket the server never answers is given up after 20 s and tried again",
   } finally {
     await silent.close();
   }
+});
+
+/**
+ * A TCP relay to `port` on loopback. `cut()` makes every connection open
+ * now carry nothing more either way, without closing it: the network
+ * changed under the phone. Connections made later are carried.
+ */
+async function relay(port) {
+  const open = new Set();
+  const state = { connections: 0 };
+  const server = createServer((client) => {
+    state.connections++;
+    const link = { dead: false };
+    const upstream = connect(port, "127.0.0.1");
+    client.on("data", (d) => { if (!link.dead) upstream.write(d); });
+    upstream.on("data", (d) => { if (!link.dead) client.write(d); });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(link);
+    };
+    for (const s of [client, upstream]) {
+      s.on("error", end);
+      s.on("close", end);
+    }
+    link.end = end;
+    open.add(link);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  state.url = `ws://127.0.0.1:${server.address().port}/sync`;
+  state.cut = () => { for (const link of open) link.dead = true; };
+  state.close = () => new Promise((r) => {
+    for (const link of open) link.end();
+    server.close(r);
+  });
+  return state;
+}
+
+test("a socket whose network went away without a word is given up 60 s after its changes go unanswered, and they arrive on the next", async () => {
+  await withServer(async (server) => {
+    const meeting = await firstOf(server, "meeting");
+    const club = await firstOf(server, "club");
+    const path = await relay(server.port);
+    try {
+      const { page, context } = await phoneOnAClock();
+      await openClient(page, server, { server: path.url, club });
+      await until(page, readable, meeting, "the meeting");
+      await until(page, upToDate, undefined, "up to date");
+      path.cut();
+      await page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "نقطة أولى. " }], "minutes"), meeting);
+      // The server never hears of it on this socket, and the phone never
+      // hears back: still joined as far as the browser knows.
+      await page.clock.runFor(59_000);
+      assert.equal(await page.evaluate(() => window.tw.status().link), "joined");
+      await page.clock.runFor(2_000);
+      const given = await until(page, () => {
+        const s = window.tw.status();
+        return s.link !== "joined" ? s : null;
+      }, undefined, "the silent socket given up");
+      assert.match(given.error ?? "", /the server did not answer in 60 s/);
+      // The next socket carries the edit.
+      for (let s = 0; s < 12 && (await page.evaluate(() => window.tw.status().state)) !== "up-to-date"; s++) {
+        await page.clock.runFor(5_000);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await until(page, upToDate, undefined, "up to date again");
+      const stored = await (await server.api(`/api/records/${meeting}`)).json();
+      assert.ok(stored.record.minutes.startsWith("نقطة أولى. "), stored.record.minutes.slice(0, 40));
+      assert.ok(path.connections >= 2);
+      await context.close();
+    } finally {
+      await path.close();
+    }
+  });
 });
