@@ -260,9 +260,7 @@ impl Session {
         let limit = FrameLimit(self.hub.settings.max_frame_bytes);
         let msg =
             Message::decode(bytes, limit).map_err(|e| Fatal(format!("malformed frame: {e}")))?;
-        if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg
-            && carries_changes(data)
-        {
+        if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg {
             self.charge_ops(data)?;
         }
         let Some(joined) = &self.joined else {
@@ -640,7 +638,7 @@ impl Session {
     /// message has is left to its document's task, which refuses it and
     /// says why.
     fn charge_ops(&self, data: &[u8]) -> Result<(), Fatal> {
-        let Ok(ops) = ops_in_sync(data, self.hub.settings.max_ops_per_message) else {
+        let Ok(ops @ 1..) = ops_in_sync(data, self.hub.settings.max_ops_per_message) else {
             return Ok(());
         };
         let limit = self.hub.settings.device_ops_per_minute;

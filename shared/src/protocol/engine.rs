@@ -288,9 +288,7 @@ impl DocSync {
     /// the bound, if there is one.
     fn weigh(&self, chunks: &[u8]) -> Result<(), SyncError> {
         match self.max_ops {
-            Some(max) => super::weight::weigh(chunks, max, max.saturating_mul(INFLATED_PER_OP))
-                .map(|_| ())
-                .map_err(SyncError::from),
+            Some(max) => weigh_bounded(chunks, max).map(|_| ()),
             None => Ok(()),
         }
     }
@@ -389,7 +387,7 @@ impl DocSync {
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
         // Automerge loads the chunks joined, so they are checked joined: a
         // chunk can end in the start of a header the next one completes.
-        let joined = message.changes.iter().collect::<Vec<_>>().concat();
+        let joined = joined_changes(&message);
         crate::record::refuse_bundles(&joined)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
         self.weigh(&joined).map_err(Checked::Sync)?;
@@ -896,13 +894,25 @@ const MIN_CHUNK_BYTES: u64 = 10;
 /// runs of equal ops compress to a few bytes each.
 pub fn ops_in_sync(data: &[u8], max_ops: u64) -> Result<u64, SyncError> {
     // The counts Automerge's decoder would trust are checked first, as
-    // `receive_checked` checks them.
-    sync_shape(data)?;
+    // `receive_checked` checks them; a message without changes holds none.
+    if sync_shape(data)? == 0 {
+        return Ok(0);
+    }
     let message = sync::Message::decode(data).map_err(|e| SyncError::Malformed(e.to_string()))?;
-    let joined = message.changes.iter().collect::<Vec<_>>().concat();
-    super::weight::weigh(&joined, max_ops, max_ops.saturating_mul(INFLATED_PER_OP))
+    weigh_bounded(&joined_changes(&message), max_ops)
+}
+
+/// The ops `chunks` hold, refused past `max_ops` or inflating to more than
+/// `INFLATED_PER_OP` bytes an op.
+fn weigh_bounded(chunks: &[u8], max_ops: u64) -> Result<u64, SyncError> {
+    super::weight::weigh(chunks, max_ops, max_ops.saturating_mul(INFLATED_PER_OP))
         .map(|w| w.ops)
         .map_err(SyncError::from)
+}
+
+/// A sync message's changes joined, as Automerge loads them.
+fn joined_changes(message: &sync::Message) -> Vec<u8> {
+    message.changes.iter().collect::<Vec<_>>().concat()
 }
 
 /// A sync message's counts, read before Automerge decodes it: the number
@@ -1072,7 +1082,7 @@ pub fn receive_loading_saved(
         // without the check applying its changes would make.
         let check = doc.is_empty()
             && !message.changes.is_empty()
-            && loads_a_document_with_authors(&message.changes.iter().collect::<Vec<_>>().concat());
+            && loads_a_document_with_authors(&joined_changes(&message));
         doc.receive_sync_message(state, message)?;
         trim.walked(state);
         if check {
@@ -1080,7 +1090,7 @@ pub fn receive_loading_saved(
         }
         return Ok(());
     }
-    apply_received(doc, &message.changes.iter().collect::<Vec<_>>().concat())?;
+    apply_received(doc, &joined_changes(&message))?;
     receive_applied(doc, state, message, trim)
 }
 
