@@ -1078,17 +1078,25 @@ impl Inner {
         });
         self.link.set(Link::Connecting);
         self.announce_status();
+        self.give_up_unless(seq, JOIN_LIMIT_MS, |inner| inner.link.get() == Link::Joined);
+    }
+
+    /// Drops socket `seq` in `ms`, if it is still the current one and
+    /// `answered` does not hold by then.
+    fn give_up_unless(
+        self: &Rc<Self>,
+        seq: u32,
+        ms: u32,
+        answered: impl Fn(&Inner) -> bool + 'static,
+    ) {
         let weak = Rc::downgrade(self);
         spawn_local(async move {
-            gloo_timers::future::TimeoutFuture::new(JOIN_LIMIT_MS).await;
+            gloo_timers::future::TimeoutFuture::new(ms).await;
             if let Some(inner) = weak.upgrade()
                 && inner.current(seq)
-                && inner.link.get() != Link::Joined
+                && !answered(&inner)
             {
-                inner.drop_socket(&format!(
-                    "the server did not answer in {} s",
-                    JOIN_LIMIT_MS / 1000
-                ));
+                inner.drop_socket(&format!("the server did not answer in {} s", ms / 1000));
             }
         });
     }
@@ -1114,18 +1122,8 @@ impl Inner {
             let ticket = self.tickets.get().wrapping_add(1);
             self.tickets.set(ticket);
             self.unanswered.set(Some(ticket));
-            let weak = Rc::downgrade(self);
-            spawn_local(async move {
-                gloo_timers::future::TimeoutFuture::new(ANSWER_LIMIT_MS).await;
-                if let Some(inner) = weak.upgrade()
-                    && inner.current(seq)
-                    && inner.unanswered.get() == Some(ticket)
-                {
-                    inner.drop_socket(&format!(
-                        "the server did not answer in {} s",
-                        ANSWER_LIMIT_MS / 1000
-                    ));
-                }
+            self.give_up_unless(seq, ANSWER_LIMIT_MS, move |inner| {
+                inner.unanswered.get() != Some(ticket)
             });
         }
     }
