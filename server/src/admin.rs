@@ -456,7 +456,7 @@ pub async fn quarantined(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
-    let found = blocking(move || {
+    let found = blocking(move || -> Result<_, StoreError> {
         let Some((entry, changes)) = store.quarantined_changes(id)? else {
             return Ok(None);
         };
@@ -569,7 +569,7 @@ pub async fn discard(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
-    let decided = blocking(move || {
+    let decided = blocking(move || -> Result<_, StoreError> {
         let Some((entry, _)) = store.quarantined_changes(id)? else {
             return Ok(None);
         };

@@ -98,13 +98,18 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+/// Runs `f` on the blocking pool: the store's calls, and reading a record
+/// (its fields, its history, its state at a date, its disagreements), a
+/// pass over all of it and its history one per change, seconds for a
+/// large record, which on an async worker would hold up every socket the
+/// worker serves.
+pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-        .map_err(ApiError::from)
+        .map_err(Into::into)
 }
 
 pub async fn healthz(State(hub): State<Arc<Hub>>) -> ApiResult<&'static str> {
@@ -171,19 +176,7 @@ fn parse_id(id: &str) -> ApiResult<DocumentId> {
     })
 }
 
-/// Runs `f` on the blocking pool. Reading a record (its fields, its
-/// history, its state at a date, its disagreements) is a pass over all of
-/// it, and its history one per change: seconds for a large record, which
-/// on an async worker would hold up every socket the worker serves.
-async fn off_workers<T: Send + 'static>(
-    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-}
-
-/// Record `id` as stored; for [`off_workers`].
+/// Record `id` as stored; for [`blocking`].
 fn load(store: &Store, id: DocumentId) -> ApiResult<RecordDoc> {
     store
         .load(id)?
@@ -227,7 +220,7 @@ pub async fn get(
     let id = parse_id(&id)?;
     let at = q.at.as_deref().map(parse_time).transpose()?;
     let store = hub.store.clone();
-    let (heads, read, conflicts) = off_workers(move || {
+    let (heads, read, conflicts) = blocking(move || -> ApiResult<_> {
         let mut doc = load(&store, id)?;
         if let Some(t) = at {
             doc = doc
@@ -272,7 +265,8 @@ pub async fn conflicts(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let store = hub.store.clone();
-    let conflicts = off_workers(move || Ok(json!(load(&store, id)?.conflicts()))).await?;
+    let conflicts =
+        blocking(move || -> ApiResult<_> { Ok(json!(load(&store, id)?.conflicts())) }).await?;
     Ok(Json(conflicts))
 }
 
@@ -283,7 +277,7 @@ pub async fn history(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let store = hub.store.clone();
-    let history = off_workers(move || Ok(load(&store, id)?.history())).await?;
+    let history = blocking(move || -> ApiResult<_> { Ok(load(&store, id)?.history()) }).await?;
     let store = hub.store.clone();
     let origins = blocking(move || store.origins(id)).await?;
     let entries: Vec<Value> = history
@@ -336,7 +330,7 @@ async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Readable> {
             continue;
         };
         let store = hub.store.clone();
-        let loaded = blocking(move || {
+        let loaded = blocking(move || -> ApiResult<_> {
             Ok(store
                 .load(id)
                 .map(|doc| doc.map(|doc| RecordDoc::from_automerge(doc).record().ok())))
