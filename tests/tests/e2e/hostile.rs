@@ -28,7 +28,11 @@ async fn answer_to(app: &TestApp, join: bool, frame: WsMessage) -> (Vec<String>,
 
 /// A peer named `name`, signed in, holding `record` as the server has it.
 async fn holding(app: &TestApp, name: &str, record: DocumentId) -> TestPeer {
-    let mut peer = TestPeer::new(name);
+    fetched(app, TestPeer::new(name), record).await
+}
+
+/// `peer`, signed in, holding `record` as the server has it.
+async fn fetched(app: &TestApp, mut peer: TestPeer, record: DocumentId) -> TestPeer {
     peer.connect(app).await;
     peer.fetch(record, LIMIT).await;
     peer
@@ -477,9 +481,7 @@ async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() 
     const LIMIT_OPS: u64 = 20_000;
     let app = spawn_app_with(|s| s.max_record_ops = LIMIT_OPS).await;
     let meeting = app.first("meeting").await;
-    let mut p = TestPeer::new("counter");
-    p.connect(&app).await;
-    p.fetch(meeting, LIMIT).await;
+    let mut p = holding(&app, "counter", meeting).await;
     let held = p.doc(meeting).doc().stats().num_ops;
     assert!(held < LIMIT_OPS / 2, "the demo meeting holds {held} ops");
     // A third of the room left each: two thirds and a few more are taken.
@@ -493,9 +495,12 @@ async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() 
 
     // An observer's changes under the limit go to the quarantine.
     let observer = app.device(Role::Observer, &[], None);
-    let mut o = TestPeer::new("observer").with_token(&observer);
-    o.connect(&app).await;
-    o.fetch(meeting, LIMIT).await;
+    let mut o = fetched(
+        &app,
+        TestPeer::new("observer").with_token(&observer),
+        meeting,
+    )
+    .await;
     tally(o.doc_mut(meeting), "watched", third);
     o.sync_until(LIMIT, |o| !o.seen.refusals.is_empty()).await;
     let Some(quarantined) = o.seen.refusals[0].quarantine else {
@@ -553,9 +558,7 @@ async fn a_record_growing_past_its_size_limit_is_refused_with_a_clear_error() {
     use automerge::transaction::Transactable;
     let app = spawn_app_with(|s| s.max_record_mib = 1).await;
     let meeting = app.first("meeting").await;
-    let mut p = TestPeer::new("hoarder");
-    p.connect(&app).await;
-    p.fetch(meeting, LIMIT).await;
+    let mut p = holding(&app, "hoarder", meeting).await;
     // Bytes that do not compress, under keys the schema does not read: the
     // size limit is what stops them.
     for (n, key) in (1..).zip(["attachment-1", "attachment-2"]) {
@@ -612,9 +615,7 @@ async fn a_coordinator_cannot_accept_changes_that_would_take_a_record_past_its_s
             .unwrap();
         tx.commit();
     };
-    let mut p = TestPeer::new("hoarder");
-    p.connect(&app).await;
-    p.fetch(meeting, LIMIT).await;
+    let mut p = holding(&app, "hoarder", meeting).await;
     put(&mut p, 1, 800);
     let heads = p.heads(meeting);
     p.sync_until_acked(LIMIT, meeting, &heads).await;
@@ -622,9 +623,12 @@ async fn a_coordinator_cannot_accept_changes_that_would_take_a_record_past_its_s
 
     // An observer's 150 KiB fit, and wait for review.
     let observer = app.device(Role::Observer, &[], None);
-    let mut o = TestPeer::new("observer").with_token(&observer);
-    o.connect(&app).await;
-    o.fetch(meeting, LIMIT).await;
+    let mut o = fetched(
+        &app,
+        TestPeer::new("observer").with_token(&observer),
+        meeting,
+    )
+    .await;
     put(&mut o, 2, 150);
     o.sync_until(LIMIT, |o| !o.seen.refusals.is_empty()).await;
     let Some(quarantined) = o.seen.refusals[0].quarantine else {
