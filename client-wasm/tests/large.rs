@@ -7,15 +7,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT, ScalarValue};
-use common::{NOW, Server, exchange};
-use twinsync_client::replica::Replica;
-use twinsync_shared::protocol::{DocSync, Message, PROTOCOL_VERSION, PeerMetadata};
+use common::{NOW, exchange, joined};
+use twinsync_shared::demo;
 use twinsync_shared::record::Kind;
-use twinsync_shared::{PeerId, StorageId, demo};
 
 #[test]
 fn a_record_sent_in_a_frame_over_16_mib_reaches_the_phone() {
@@ -39,24 +35,10 @@ fn a_record_sent_in_a_frame_over_16_mib_reaches_the_phone() {
     tx.put(ROOT, "scan", ScalarValue::Bytes(scan)).unwrap();
     tx.commit();
 
-    let (server_id, phone_id) = (PeerId::new("server"), PeerId::new("phone"));
-    let mut sync = DocSync::new(club.id);
-    sync.add_peer(phone_id.clone(), Default::default());
     let heads = doc.get_heads();
-    let mut server = Server {
-        me: server_id.clone(),
-        docs: HashMap::from([(club.id, (doc, sync))]),
-    };
-    let mut phone = Replica::new(phone_id.clone(), StorageId::new("phone-storage"));
-    phone.set_club(club.id);
-    let accept = Message::Peer {
-        sender_id: server_id,
-        target_id: phone_id,
-        peer_metadata: PeerMetadata::default(),
-        selected_protocol_version: PROTOCOL_VERSION.into(),
-    };
-    phone.receive(&accept.encode(), NOW).unwrap();
+    let (mut server, mut phone) = joined(club.id);
     let me = phone.peer_id().clone();
+    server.hold(&me, club.id, doc);
     let sent = server.take(&me, phone.outgoing());
     assert!(
         sent.iter().any(|f| f.len() > 16 << 20),

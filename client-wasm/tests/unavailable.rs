@@ -11,13 +11,9 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{NOW, Server, exchange};
-use twinsync_client::replica::Replica;
-use twinsync_shared::protocol::{DocSync, Message, PROTOCOL_VERSION, PeerMetadata};
+use common::{NOW, exchange, joined};
+use twinsync_shared::demo;
 use twinsync_shared::record::{Commit, Edit, Kind, new_document};
-use twinsync_shared::{PeerId, StorageId, demo};
 
 #[test]
 fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
@@ -30,27 +26,9 @@ fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
         .iter()
         .find(|r| r.doc.kind() == Some(Kind::Meeting))
         .unwrap();
-    let server_id = PeerId::new("server");
-    let phone_id = PeerId::new("phone");
-    let mut server = Server {
-        me: server_id.clone(),
-        docs: HashMap::new(),
-    };
-    let mut club_sync = DocSync::new(club.id);
-    club_sync.add_peer(phone_id.clone(), Default::default());
-    server
-        .docs
-        .insert(club.id, (club.doc.doc().clone(), club_sync));
-
-    let mut phone = Replica::new(phone_id.clone(), StorageId::new("phone-storage"));
-    phone.set_club(club.id);
-    let accept = Message::Peer {
-        sender_id: server_id.clone(),
-        target_id: phone_id.clone(),
-        peer_metadata: PeerMetadata::default(),
-        selected_protocol_version: PROTOCOL_VERSION.into(),
-    };
-    phone.receive(&accept.encode(), NOW).unwrap();
+    let (mut server, mut phone) = joined(club.id);
+    let phone_id = phone.peer_id().clone();
+    server.hold(&phone_id, club.id, club.doc.doc().clone());
 
     // The club arrives; the phone asks for the meeting it lists, which the
     // server does not hold yet.
@@ -65,9 +43,7 @@ fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
     meeting_doc
         .apply_changes(meeting.doc.doc().get_changes(&[]))
         .unwrap();
-    let mut meeting_sync = DocSync::new(meeting.id);
-    meeting_sync.add_peer(phone_id.clone(), Default::default());
-    server.docs.insert(meeting.id, (meeting_doc, meeting_sync));
+    server.hold(&phone_id, meeting.id, meeting_doc);
     exchange(&mut server, &mut phone, |_, p| p.read(meeting.id).is_ok());
     assert!(
         !phone.unavailable().contains(&meeting.id),

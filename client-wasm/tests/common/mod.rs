@@ -7,10 +7,30 @@ use std::collections::HashMap;
 
 use automerge::Automerge;
 use twinsync_client::replica::Replica;
-use twinsync_shared::protocol::{DocSync, FrameLimit, Message};
-use twinsync_shared::{DocumentId, PeerId};
+use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PROTOCOL_VERSION, PeerMetadata};
+use twinsync_shared::{DocumentId, PeerId, StorageId};
 
 pub const NOW: i64 = 1_790_000_000;
+
+/// A server holding nothing yet, and a phone following `club` whose
+/// `join` it has answered.
+pub fn joined(club: DocumentId) -> (Server, Replica) {
+    let server = Server {
+        me: PeerId::new("server"),
+        docs: HashMap::new(),
+    };
+    let phone_id = PeerId::new("phone");
+    let mut phone = Replica::new(phone_id.clone(), StorageId::new("phone-storage"));
+    phone.set_club(club);
+    let accept = Message::Peer {
+        sender_id: server.me.clone(),
+        target_id: phone_id,
+        peer_metadata: PeerMetadata::default(),
+        selected_protocol_version: PROTOCOL_VERSION.into(),
+    };
+    phone.receive(&accept.encode(), NOW).unwrap();
+    (server, phone)
+}
 
 /// The server's copy of each record and its sync with the phone.
 pub struct Server {
@@ -19,6 +39,13 @@ pub struct Server {
 }
 
 impl Server {
+    /// Holds `doc` as record `id`, syncing it with `phone` from a fresh state.
+    pub fn hold(&mut self, phone: &PeerId, id: DocumentId, doc: Automerge) {
+        let mut sync = DocSync::new(id);
+        sync.add_peer(phone.clone(), Default::default());
+        self.docs.insert(id, (doc, sync));
+    }
+
     /// Handles the phone's frames: records it holds are synced, others
     /// answered `doc-unavailable`, as the real server does for a request.
     pub fn take(&mut self, phone: &PeerId, frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
