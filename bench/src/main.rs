@@ -555,7 +555,10 @@ fn markdown(table: &str, sizes: Sizes, runs: usize) -> String {
            40 s after the peers left (our server evicts documents idle for 30 s). Our server's \
            per-device documents-a-minute limit is raised for the seeding peers, and its cap on \
            connections being set up from one address is raised to the overall cap (1,024), as \
-           every simulated device connects from 127.0.0.1; nothing else is tuned.\n\n\
+           every simulated device connects from 127.0.0.1. Every simulated peer signs in to our server \
+           with one device's token, where each delegate has their own device: our server's caps on \
+           one device's sockets and on the documents they hold open are raised to match. Nothing \
+           else is tuned.\n\n\
          {table}\n\
          {bounds}\n\
          ## Reproduce\n\n\

@@ -213,8 +213,11 @@ fn spawn(
             // every slot) is raised to the overall cap.
             .args(["--max-http-connections-per-address", "1024"])
             // And every simulated peer signs in with one coordinator's
-            // token, where each delegate has their own device.
+            // token, where each delegate has their own device: the caps
+            // on one device's sockets and on the documents they hold open
+            // are raised too.
             .args(["--max-peers-per-device", "100000"])
+            .args(["--max-open-docs-per-device", "100000000"])
             .args(extra)
             .env(
                 "RUST_LOG",

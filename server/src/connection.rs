@@ -29,7 +29,7 @@ use crate::auth::{Device, whole_seconds};
 use crate::document::{DocCommand, PeerLink, Queued, send_or_cut};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::outbox::{Outbox, outbox};
-use crate::permissions::{UNREADABLE, Why};
+use crate::permissions::{TOO_MANY_OPEN, UNREADABLE, Why};
 use crate::store::Refused;
 
 /// What a revoked device handed in for one document on this connection.
@@ -68,6 +68,9 @@ struct Session {
     /// This connection's share of the device's hand-in bytes, as last
     /// told to [`Hub::hand_in_share`].
     inbox_told: u64,
+    /// Documents of `docs` counted on the hub as open on the device's
+    /// sockets ([`Hub::open_document`]).
+    open_told: usize,
     kill: CancellationToken,
 }
 
@@ -75,6 +78,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         if self.inbox_told > 0 {
             self.hub.hand_in_share(&self.device.id, self.inbox_told, 0);
+        }
+        if self.open_told > 0 {
+            self.hub.close_documents(&self.device.id, self.open_told);
         }
     }
 }
@@ -90,6 +96,7 @@ impl Session {
             waiting: HashSet::new(),
             inbox: HashMap::new(),
             inbox_told: 0,
+            open_told: 0,
             kill: CancellationToken::new(),
         }
     }
@@ -394,7 +401,13 @@ impl Session {
             Missing::Answer { wait }
         };
         let peer_id = peer.peer_id.clone();
-        if !joined && !waits && self.over_document_limit(out, &peer_id, doc, "opened") {
+        // A record this peer waits for may have reached a task, which took
+        // the peer in: it is counted as open, not refused.
+        let opens = !joined && !waits;
+        if opens
+            && (self.over_document_limit(out, &peer_id, doc, "opened")
+                || self.over_open_limit(out, &peer_id, doc))
+        {
             return Ok(());
         }
         let cmd = DocCommand::Sync {
@@ -403,12 +416,21 @@ impl Session {
             is_request,
             received: Instant::now(),
         };
-        match self.hub.dispatch(doc, cmd, missing).await {
+        let dispatched = self.hub.dispatch(doc, cmd, missing).await;
+        if opens && dispatched.is_err() {
+            self.hub.close_documents(&self.device.id, 1);
+        }
+        match dispatched {
             Ok(()) => {
                 // A task serves the record: it took this peer's wait, if
                 // the peer was still waiting, when it started.
                 self.waiting.remove(&doc);
-                self.docs.insert(doc);
+                if self.docs.insert(doc) {
+                    if !opens {
+                        self.hub.open_document(&self.device.id, usize::MAX);
+                    }
+                    self.open_told += 1;
+                }
                 Ok(())
             }
             Err(DispatchError::NotFound) => {
@@ -688,6 +710,21 @@ impl Session {
             "document {doc} not {what}: this device opened more than {limit} documents in a minute; try again in {secs} s"
         );
         self.refuse(out, peer_id.clone(), doc, RATE_LIMITED, Some(secs), message);
+        true
+    }
+
+    /// Counts `doc` as open on the device's sockets; past the limit, tells
+    /// the peer it was not opened and answers true.
+    fn over_open_limit(&self, out: &Outbox, peer_id: &PeerId, doc: DocumentId) -> bool {
+        let limit = self.hub.settings.max_open_docs_per_device;
+        if self.hub.open_document(&self.device.id, limit) {
+            return false;
+        }
+        self.hub.metrics.rate_limited.inc();
+        let message = format!(
+            "document {doc} not opened: this device holds {limit} documents open on its connections, the most the server allows; it is sent again when the phone reconnects"
+        );
+        self.refuse(out, peer_id.clone(), doc, TOO_MANY_OPEN, None, message);
         true
     }
 

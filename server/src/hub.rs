@@ -38,6 +38,9 @@ pub struct Hub {
     /// Bytes the hand-in copies of each revoked device hold, over all its
     /// connections (see `connection.rs`'s `HandIn`).
     hand_in_held: Mutex<HashMap<String, u64>>,
+    /// Documents each device's sockets hold open, over all of them (see
+    /// `Settings::max_open_docs_per_device`).
+    open_docs: Mutex<HashMap<String, usize>>,
     next_id: AtomicU64,
     pub store: Store,
     /// Writes the records' new changes, several records per commit.
@@ -148,6 +151,7 @@ impl Hub {
             waiting: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             hand_in_held: Mutex::new(HashMap::new()),
+            open_docs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             server_id: PeerId::new(format!("twinsync-{storage_id}")),
             storage_id,
@@ -281,6 +285,29 @@ impl Hub {
             held.remove(device);
         }
         total
+    }
+
+    /// Counts one more document open on `device`'s sockets, unless it
+    /// holds `limit` already: answers whether it was counted.
+    pub fn open_document(&self, device: &str, limit: usize) -> bool {
+        let mut open = self.open_docs.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(device.to_owned()).or_default();
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Counts `n` documents open on `device`'s sockets that no longer are.
+    pub fn close_documents(&self, device: &str, n: usize) {
+        let mut open = self.open_docs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(device) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                open.remove(device);
+            }
+        }
     }
 
     pub fn next_id(&self) -> u64 {

@@ -68,6 +68,11 @@ pub const NOT_STORED: &str = "not-stored";
 /// copy of the record just now.
 pub const UNREADABLE: &str = "unreadable";
 
+/// The code of a record not opened because the device already holds as
+/// many open as the server allows (`--max-open-docs-per-device`), over all
+/// its sockets; it is sent again when the phone reconnects.
+pub const TOO_MANY_OPEN: &str = "too-many-open";
+
 impl Why {
     /// The code the app translates.
     pub fn code(&self) -> &'static str {
@@ -379,7 +384,13 @@ mod tests {
     fn the_app_says_every_reason_in_each_of_its_three_languages() {
         let strings = include_str!("../../app/i18n.js");
         let mut codes: Vec<&str> = every_why().iter().map(Why::code).collect();
-        codes.extend([TOO_LARGE, NOT_STORED, UNREADABLE, RATE_LIMITED]);
+        codes.extend([
+            TOO_LARGE,
+            NOT_STORED,
+            UNREADABLE,
+            TOO_MANY_OPEN,
+            RATE_LIMITED,
+        ]);
         let distinct: std::collections::HashSet<&str> = codes.iter().copied().collect();
         assert_eq!(distinct.len(), codes.len(), "two reasons share a code");
         for code in codes {

@@ -268,6 +268,20 @@ pub struct Settings {
     )]
     pub device_docs_per_minute: u64,
 
+    /// Documents one device may hold open at once, over all its sockets.
+    /// Each open document keeps a task loaded for as long as the socket
+    /// stays, even one the server holds nothing of (a socket naming new
+    /// ids whose changes lack their ancestors): without this bound, the
+    /// documents a minute alone would let one device's sockets grow the
+    /// server's memory for as long as they stay connected.
+    #[arg(
+        long,
+        env = "TWINSYNC_MAX_OPEN_DOCS_PER_DEVICE",
+        default_value_t = 10_000,
+        value_parser = at_least_one::<usize>(),
+    )]
+    pub max_open_docs_per_device: usize,
+
     /// MiB one device may send per minute, over all its sockets.
     #[arg(
         long,
@@ -339,6 +353,7 @@ impl Settings {
             auth_failures_per_minute: 10,
             redeems_per_minute: 5,
             device_docs_per_minute: 5000,
+            max_open_docs_per_device: 10_000,
             device_mib_per_minute: 512,
             device_ops_per_minute: 4_000_000,
             public_url: None,

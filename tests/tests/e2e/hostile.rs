@@ -1051,3 +1051,111 @@ async fn a_device_past_its_peers_cap_loses_its_oldest_peer_and_the_newest_are_se
     peers[2].sync(Duration::from_millis(300), LIMIT).await;
     assert!(!peers[2].seen.closed);
 }
+
+/// A sync payload naming a record's second change and carrying it alone:
+/// its ancestor never comes, so a server that lacks the record takes in
+/// nothing of it.
+fn orphan_change() -> Vec<u8> {
+    use automerge::ReadDoc;
+    use automerge::transaction::Transactable;
+    let mut doc = automerge::Automerge::new();
+    for n in 0..2i64 {
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "n", n).unwrap();
+        tx.commit();
+    }
+    let second = doc.get_heads()[0];
+    let bytes = doc
+        .get_change_by_hash(&second)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    carrying(second, bytes)
+}
+
+/// Every record a socket names keeps a task loaded while the socket
+/// stays, even one the server holds nothing of: changes whose ancestors
+/// never come leave it empty, so the documents a minute alone would let a
+/// socket grow the server's memory for as long as it stays. A device
+/// holds at most so many open over all its sockets, and what a closed
+/// socket held counts no more.
+#[tokio::test]
+async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
+    use twinsync_server::auth::Role;
+    use twinsync_server::permissions::TOO_MANY_OPEN;
+    const CAP: usize = 10;
+    let app = spawn_app_with(|s| s.max_open_docs_per_device = CAP).await;
+    let meeting = app.first("meeting").await;
+    let token = app.device(Role::Coordinator, &[], None);
+    let before = app.hub.metrics.loaded_documents.get();
+    let mut scatter = TestPeer::new("scatter").with_token(&token);
+    scatter.connect(&app).await;
+    // Records the server lacks are answered as unavailable and not held
+    // open, however many are asked for.
+    for _ in 0..2 * CAP {
+        scatter.open(DocumentId::random());
+    }
+    scatter
+        .sync_until(LIMIT, |p| p.seen.unavailable.len() == 2 * CAP)
+        .await;
+    let data = orphan_change();
+    for _ in 0..3 * CAP {
+        scatter
+            .send_raw(sync_frame("scatter", DocumentId::random(), data.clone()))
+            .await;
+    }
+    scatter.sync(Duration::from_millis(500), LIMIT).await;
+    assert!(!scatter.seen.closed, "{:?}", scatter.seen.errors);
+    let refused = |p: &TestPeer| {
+        p.seen
+            .refusals
+            .iter()
+            .filter(|r| r.code == TOO_MANY_OPEN)
+            .count()
+    };
+    assert_eq!(refused(&scatter), 2 * CAP, "{:?}", scatter.seen.errors);
+    assert!(
+        scatter
+            .seen
+            .errors
+            .iter()
+            .any(|e| e.contains(&format!("holds {CAP} documents open"))),
+        "{:?}",
+        scatter.seen.errors
+    );
+    let loaded = app.hub.metrics.loaded_documents.get();
+    assert!(
+        loaded <= before + CAP as i64,
+        "{loaded} documents loaded for a device allowed {CAP} ({before} before)"
+    );
+
+    // The device's next socket finds its documents counted.
+    let mut tab = TestPeer::new("tab").with_token(&token);
+    tab.connect(&app).await;
+    tab.open(meeting);
+    tab.sync_until(LIMIT, |p| refused(p) > 0).await;
+    assert_eq!(tab.seen.refusals[0].document_id, meeting);
+    assert!(tab.kind_of(meeting).is_none());
+    // Another device is served meanwhile.
+    let _other = holding(&app, "other", meeting).await;
+
+    // Once the first socket closes, the device opens records again.
+    scatter.disconnect().await;
+    tab.disconnect().await;
+    let mut served = false;
+    for attempt in 0..50 {
+        let mut again = TestPeer::new(&format!("again-{attempt}")).with_token(&token);
+        again.connect(&app).await;
+        again.open(meeting);
+        again
+            .sync_until(LIMIT, |p| p.kind_of(meeting).is_some() || refused(p) > 0)
+            .await;
+        if again.kind_of(meeting).is_some() {
+            served = true;
+            break;
+        }
+        again.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the closed socket's documents are still counted");
+}
