@@ -232,6 +232,15 @@ fn parse_id(id: &str) -> Result<DocumentId, JsValue> {
         .map_err(|e| js_error("TypeError", format!("not a record id: {id:?} ({e})")))
 }
 
+/// Milliseconds on the page's monotonic clock (`performance.now()`), which
+/// a change of the phone's wall clock does not move; `Date.now()` where a
+/// page has none.
+fn monotonic_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or_else(js_sys::Date::now, |p| p.now())
+}
+
 fn now_secs() -> i64 {
     (js_sys::Date::now() / 1000.0) as i64
 }
@@ -332,7 +341,7 @@ struct Inner {
     /// The user asked to stay offline.
     paused: Cell<bool>,
     attempts: Cell<u32>,
-    /// When the current socket was joined (`Date.now()`), for `STABLE_MS`.
+    /// When the current socket was joined ([`monotonic_ms`]), for `STABLE_MS`.
     joined_at: Cell<Option<f64>>,
     /// The first send of changes the server has not answered yet, by its
     /// ticket: any frame from the server clears it, and `ANSWER_LIMIT_MS`
@@ -1010,7 +1019,7 @@ impl Inner {
         let _ = ws.close();
         self.unanswered.set(None);
         if let Some(at) = self.joined_at.take()
-            && js_sys::Date::now() - at >= STABLE_MS
+            && monotonic_ms() - at >= STABLE_MS
         {
             self.attempts.set(0);
         }
@@ -1251,7 +1260,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                         if !was_joined && inner.replica.borrow().is_connected() {
                             inner.link.set(Link::Joined);
                             inner.joins.set(inner.joins.get().wrapping_add(1));
-                            inner.joined_at.set(Some(js_sys::Date::now()));
+                            inner.joined_at.set(Some(monotonic_ms()));
                             // What the device could not keep stays said
                             // until it has kept it.
                             let keep = !inner.unsaved.borrow().is_empty()

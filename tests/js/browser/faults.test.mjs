@@ -362,6 +362,7 @@ async function fakeServer(onSocket) {
   });
   await new Promise((r) => server.once("listening", r));
   counted.url = `ws://127.0.0.1:${server.address().port}/sync`;
+  counted.clients = () => [...server.clients];
   counted.close = () => new Promise((r) => {
     for (const ws of server.clients) ws.terminate();
     server.close(r);
@@ -439,6 +440,61 @@ test("a server that closes each socket as soon as it is joined is tried ever mor
     });
   } finally {
     await failing.close();
+  }
+});
+
+test("a connection that stayed up 30 s starts the backoff over, even with the phone's clock set back meanwhile", async () => {
+  // A server that refuses every socket until it is told to hold them,
+  // then answers `join` and keeps each until the test cuts it.
+  const mode = { hold: false };
+  const flaky = await fakeServer((ws) => {
+    if (!mode.hold) {
+      ws.close(1013, "try again later");
+      return;
+    }
+    ws.on("message", (data) => {
+      const join = decode(data);
+      if (join.type !== "join") return;
+      ws.send(encode({
+        type: "peer",
+        senderId: "flaky-server",
+        targetId: join.senderId,
+        peerMetadata: { isEphemeral: false },
+        selectedProtocolVersion: "1",
+      }));
+    });
+  });
+  try {
+    await withServer(async (server) => {
+      const { page, context } = await phoneOnAClock();
+      await openClient(page, server, { server: flaky.url });
+      // Two minutes down: the phone backs off to one try every 15 to 30 s.
+      await runFor(page, 120);
+      mode.hold = true;
+      for (let s = 0; s < 40 && !(await page.evaluate(() => window.tw.status().joins > 0)); s++) {
+        await page.clock.runFor(1_000);
+      }
+      assert.equal(await page.evaluate(() => window.tw.status().link), "joined");
+      // The phone's wall clock is set back an hour (a time zone or a
+      // network time fix) while the socket stays up 31 s.
+      const wall = await page.evaluate(() => Date.now());
+      await page.clock.setSystemTime(wall - 3_600_000);
+      await page.clock.runFor(31_000);
+      assert.equal(await page.evaluate(() => window.tw.status().link), "joined");
+      const before = flaky.sockets;
+      for (const ws of flaky.clients()) ws.close(1001, "going away");
+      await until(page, () => window.tw.status().link !== "joined" || null, undefined, "the cut seen");
+      // A working connection ended: the next try comes within a second,
+      // not after the 15 to 30 s the backoff had reached.
+      for (let s = 0; s < 2 && flaky.sockets === before; s++) {
+        await page.clock.runFor(1_000);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.equal(flaky.sockets, before + 1, "no new try within 2 s of the cut");
+      await context.close();
+    });
+  } finally {
+    await flaky.close();
   }
 });
 
