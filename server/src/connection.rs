@@ -70,7 +70,7 @@ struct Session {
     inbox_told: u64,
     /// Documents of `docs` counted on the hub as open on the device's
     /// sockets ([`Hub::open_document`]).
-    open_told: usize,
+    open: HashSet<DocumentId>,
     kill: CancellationToken,
 }
 
@@ -79,8 +79,8 @@ impl Drop for Session {
         if self.inbox_told > 0 {
             self.hub.hand_in_share(&self.device.id, self.inbox_told, 0);
         }
-        if self.open_told > 0 {
-            self.hub.close_documents(&self.device.id, self.open_told);
+        if !self.open.is_empty() {
+            self.hub.close_documents(&self.device.id, self.open.drain());
         }
     }
 }
@@ -96,7 +96,7 @@ impl Session {
             waiting: HashSet::new(),
             inbox: HashMap::new(),
             inbox_told: 0,
-            open_told: 0,
+            open: HashSet::new(),
             kill: CancellationToken::new(),
         }
     }
@@ -418,7 +418,7 @@ impl Session {
         };
         let dispatched = self.hub.dispatch(doc, cmd, missing).await;
         if opens && dispatched.is_err() {
-            self.hub.close_documents(&self.device.id, 1);
+            self.hub.close_documents(&self.device.id, [doc]);
         }
         match dispatched {
             Ok(()) => {
@@ -427,9 +427,9 @@ impl Session {
                 self.waiting.remove(&doc);
                 if self.docs.insert(doc) {
                     if !opens {
-                        self.hub.open_document(&self.device.id, usize::MAX);
+                        self.hub.open_document(&self.device.id, doc, usize::MAX);
                     }
-                    self.open_told += 1;
+                    self.open.insert(doc);
                 }
                 Ok(())
             }
@@ -717,7 +717,7 @@ impl Session {
     /// the peer it was not opened and answers true.
     fn over_open_limit(&self, out: &Outbox, peer_id: &PeerId, doc: DocumentId) -> bool {
         let limit = self.hub.settings.max_open_docs_per_device;
-        if self.hub.open_document(&self.device.id, limit) {
+        if self.hub.open_document(&self.device.id, doc, limit) {
             return false;
         }
         self.hub.metrics.rate_limited.inc();

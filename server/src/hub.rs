@@ -38,9 +38,10 @@ pub struct Hub {
     /// Bytes the hand-in copies of each revoked device hold, over all its
     /// connections (see `connection.rs`'s `HandIn`).
     hand_in_held: Mutex<HashMap<String, u64>>,
-    /// Documents each device's sockets hold open, over all of them (see
+    /// The documents each device's sockets hold open, over all of them,
+    /// with how many of its sockets hold each (see
     /// `Settings::max_open_docs_per_device`).
-    open_docs: Mutex<HashMap<String, usize>>,
+    open_docs: Mutex<HashMap<String, HashMap<DocumentId, u32>>>,
     next_id: AtomicU64,
     pub store: Store,
     /// Writes the records' new changes, several records per commit.
@@ -287,26 +288,42 @@ impl Hub {
         total
     }
 
-    /// Counts one more document open on `device`'s sockets, unless it
-    /// holds `limit` already: answers whether it was counted.
-    pub fn open_document(&self, device: &str, limit: usize) -> bool {
+    /// Counts `doc` as open on one more of `device`'s sockets, unless it
+    /// is a new one for the device and the device holds `limit` open
+    /// already: answers whether it was counted.
+    pub fn open_document(&self, device: &str, doc: DocumentId, limit: usize) -> bool {
         let mut open = self.open_docs.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(device.to_owned()).or_default();
-        if *count >= limit {
+        let docs = open.entry(device.to_owned()).or_default();
+        if let Some(sockets) = docs.get_mut(&doc) {
+            *sockets += 1;
+            return true;
+        }
+        if docs.len() >= limit {
+            if docs.is_empty() {
+                open.remove(device);
+            }
             return false;
         }
-        *count += 1;
+        docs.insert(doc, 1);
         true
     }
 
-    /// Counts `n` documents open on `device`'s sockets that no longer are.
-    pub fn close_documents(&self, device: &str, n: usize) {
+    /// Counts `docs` as open on one fewer of `device`'s sockets.
+    pub fn close_documents(&self, device: &str, docs: impl IntoIterator<Item = DocumentId>) {
         let mut open = self.open_docs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(device) {
-            *count = count.saturating_sub(n);
-            if *count == 0 {
-                open.remove(device);
+        let Some(held) = open.get_mut(device) else {
+            return;
+        };
+        for doc in docs {
+            if let Some(sockets) = held.get_mut(&doc) {
+                *sockets -= 1;
+                if *sockets == 0 {
+                    held.remove(&doc);
+                }
             }
+        }
+        if held.is_empty() {
+            open.remove(device);
         }
     }
 

@@ -268,9 +268,9 @@ pub struct Settings {
     )]
     pub device_docs_per_minute: u64,
 
-    /// Documents one device may hold open at once, over all its sockets.
-    /// Each open document keeps a task loaded for as long as the socket
-    /// stays, even one the server holds nothing of (a socket naming new
+    /// Documents one device may hold open at once, over all its sockets
+    /// (one open on several counts once). Each open document keeps a task
+    /// loaded for as long as a socket holding it stays, even one the server holds nothing of (a socket naming new
     /// ids whose changes lack their ancestors): without this bound, the
     /// documents a minute alone would let one device's sockets grow the
     /// server's memory for as long as they stay connected.
