@@ -83,6 +83,7 @@ impl Peer {
             PeerMetadata {
                 storage_id: None,
                 is_ephemeral: false,
+                answers_pings: false,
             },
         );
         sink.send(WsMessage::Binary(join.encode().into())).await?;

@@ -163,6 +163,8 @@ pub struct Replica {
     /// `sent_changes`: the server answers those, with its new heads or
     /// a refusal.
     sent_changes: bool,
+    /// The server said in `peer` that it answers [`Message::Ping`].
+    server_answers_pings: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -185,6 +187,7 @@ impl Replica {
             server: None,
             dirty: BTreeSet::new(),
             sent_changes: false,
+            server_answers_pings: false,
         }
     }
 
@@ -567,6 +570,7 @@ impl Replica {
             PeerMetadata {
                 storage_id: Some(self.storage_id.clone()),
                 is_ephemeral: false,
+                answers_pings: false,
             },
         )
     }
@@ -610,6 +614,16 @@ impl Replica {
         self.server.is_some()
     }
 
+    /// A [`Message::Ping`] for the server, if it is joined and said it
+    /// answers pings: a socket that stays silent after one is dead.
+    pub fn ping(&self) -> Option<Message> {
+        let server = self.server.as_ref().filter(|_| self.server_answers_pings)?;
+        Some(Message::Ping {
+            sender_id: self.me.clone(),
+            target_id: server.clone(),
+        })
+    }
+
     /// Handles one frame from the server. `now` (seconds since the epoch)
     /// dates the change, if any, that lists records created here before
     /// the club record arrived.
@@ -621,7 +635,14 @@ impl Replica {
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut out = Outcome::default();
         match msg {
-            Message::Peer { sender_id, .. } => self.connected(sender_id),
+            Message::Peer {
+                sender_id,
+                peer_metadata,
+                ..
+            } => {
+                self.server_answers_pings = peer_metadata.answers_pings;
+                self.connected(sender_id);
+            }
             // The server requests a record it does not hold yet (one we
             // created offline); its payload is a sync message like any other.
             Message::Sync {

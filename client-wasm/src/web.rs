@@ -45,6 +45,13 @@ const JOIN_LIMIT_MS: u32 = 20_000;
 /// changed under it (a new cell, a NAT that forgot it) keeps a socket
 /// that leads nowhere until TCP gives up, many minutes later.
 const ANSWER_LIMIT_MS: u32 = 60_000;
+/// A joined socket silent this long, with nothing of ours unanswered, is
+/// asked whether the server is there (`twinsync-ping`, if the server said
+/// it answers pings): a phone that only listens would otherwise never
+/// notice that its network dropped the socket without a word.
+const SILENCE_MS: u32 = 30_000;
+/// The time the server has to answer a ping before the socket is given up.
+const PING_LIMIT_MS: u32 = 15_000;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
@@ -348,6 +355,8 @@ struct Inner {
     /// after that send it must have been cleared.
     unanswered: Cell<Option<u32>>,
     tickets: Cell<u32>,
+    /// When the current socket last brought a frame ([`monotonic_ms`]).
+    heard_at: Cell<f64>,
     /// A reconnection is scheduled.
     reconnect_due: Cell<bool>,
     /// A timer will send the deferred records again: one at a time, as the
@@ -496,6 +505,7 @@ impl Client {
             joined_at: Cell::new(None),
             unanswered: Cell::new(None),
             tickets: Cell::new(0),
+            heard_at: Cell::new(0.0),
             reconnect_due: Cell::new(false),
             retry_due: Cell::new(false),
             club_unsaved: Cell::new(not_kept.as_ref().map(|(club, _)| *club)),
@@ -1110,6 +1120,44 @@ impl Inner {
         });
     }
 
+    /// While socket `seq` is the current one, asks the server whether it
+    /// is there once the socket has been silent `SILENCE_MS` with nothing
+    /// of ours unanswered (the answer timer watches that), and gives the
+    /// socket up if no frame comes within `PING_LIMIT_MS`.
+    fn watch_silence(self: &Rc<Self>, seq: u32) {
+        let weak = Rc::downgrade(self);
+        spawn_local(async move {
+            let mut wait = SILENCE_MS;
+            loop {
+                gloo_timers::future::TimeoutFuture::new(wait).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if !inner.current(seq) {
+                    return;
+                }
+                if inner.unanswered.get().is_some() {
+                    wait = SILENCE_MS;
+                    continue;
+                }
+                let silent = monotonic_ms() - inner.heard_at.get();
+                if silent < f64::from(SILENCE_MS) {
+                    wait = (f64::from(SILENCE_MS) - silent).max(1_000.0) as u32;
+                    continue;
+                }
+                let Some(ping) = inner.replica.borrow().ping() else {
+                    return;
+                };
+                if let Some(socket) = inner.socket.borrow().as_ref() {
+                    let _ = socket.ws.send_with_u8_array(&ping.encode());
+                }
+                let asked = monotonic_ms();
+                inner.give_up_unless(seq, PING_LIMIT_MS, move |inner| {
+                    inner.heard_at.get() >= asked
+                });
+                wait = PING_LIMIT_MS;
+            }
+        });
+    }
+
     fn send_pending(self: &Rc<Self>) {
         // A pending write's change is in memory only: wait for it (the
         // write sends a Flush when done).
@@ -1226,6 +1274,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             Event::Frame(seq, bytes) if inner.current(seq) => {
                 // The server is there: what it owes comes in turn.
                 inner.unanswered.set(None);
+                inner.heard_at.set(monotonic_ms());
                 let was_joined = inner.replica.borrow().is_connected();
                 let result = inner.replica.borrow_mut().receive(&bytes, now_secs());
                 match result {
@@ -1268,6 +1317,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             if !keep {
                                 inner.last_error.borrow_mut().take();
                             }
+                            inner.watch_silence(seq);
                             let me = Rc::clone(&inner);
                             spawn_local(async move { me.find_club().await });
                         }

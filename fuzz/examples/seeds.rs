@@ -95,6 +95,7 @@ fn frame_seeds(data: Vec<u8>) -> Vec<Vec<u8>> {
             peer_metadata: PeerMetadata {
                 storage_id: Some(storage.clone()),
                 is_ephemeral: false,
+                answers_pings: false,
             },
             supported_protocol_versions: vec!["1".into()],
         },

@@ -274,6 +274,7 @@ impl Session {
             let ours = PeerMetadata {
                 storage_id: Some(twinsync_shared::StorageId::new(self.hub.storage_id.clone())),
                 is_ephemeral: false,
+                answers_pings: true,
             };
             let (joined, reply) = handshake::accept(&msg, &self.hub.server_id, &ours)
                 .map_err(|e| Fatal(e.to_string()))?;
@@ -321,6 +322,16 @@ impl Session {
                 msg.sender_id(),
                 joined.peer_id
             )));
+        }
+        // Answered on a revoked device's socket too: it hands in what it
+        // holds, and a socket it gave up on would start that over.
+        if let Message::Ping { sender_id, .. } = msg {
+            let pong = Message::Pong {
+                sender_id: self.hub.server_id.clone(),
+                target_id: sender_id,
+            };
+            self.owed(out, &pong);
+            return Ok(());
         }
         let link = PeerLink {
             peer_id: joined.peer_id.clone(),
@@ -374,6 +385,8 @@ impl Session {
             // doc-unavailable and errors from a client need no answer.
             Message::DocUnavailable { .. }
             | Message::Error { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. }
             | Message::RemoteSubscriptionChange { .. }
             | Message::RemoteHeadsChanged { .. } => Ok(()),
         }

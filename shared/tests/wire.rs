@@ -115,10 +115,11 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..4096)
 }
 fn metadata() -> impl Strategy<Value = PeerMetadata> {
-    let fields = (prop::option::of(storage()), any::<bool>());
-    fields.prop_map(|(storage_id, is_ephemeral)| PeerMetadata {
+    let fields = (prop::option::of(storage()), any::<bool>(), any::<bool>());
+    fields.prop_map(|(storage_id, is_ephemeral, answers_pings)| PeerMetadata {
         storage_id,
         is_ephemeral,
+        answers_pings,
     })
 }
 /// Every timestamp but NaN, which is not equal to itself.
@@ -217,6 +218,14 @@ fn message() -> impl Strategy<Value = Message> {
                 document_id: d,
                 new_heads,
             }
+        }),
+        (peer(), peer()).prop_map(|(s, t)| Message::Ping {
+            sender_id: s,
+            target_id: t,
+        }),
+        (peer(), peer()).prop_map(|(s, t)| Message::Pong {
+            sender_id: s,
+            target_id: t,
         }),
     ]
 }
@@ -499,6 +508,7 @@ fn the_join_cbor_x_writes_with_an_undefined_storage_id() {
         peer_metadata: PeerMetadata {
             storage_id: None,
             is_ephemeral: true,
+            answers_pings: false,
         },
         supported_protocol_versions: vec!["1".into()],
     };
@@ -729,4 +739,37 @@ fn an_error_without_a_refusal_reads_as_before() {
     };
     assert_eq!(refusal, None);
     assert_eq!(target_id.as_str(), "");
+}
+
+/// `twinsyncPings` is written only by a peer that answers pings, so what
+/// the official client and server see from anyone else is unchanged.
+#[test]
+fn pings_are_offered_in_peer_metadata_only_by_a_peer_that_answers_them() {
+    let peer = |answers_pings| Message::Peer {
+        sender_id: PeerId::from("server"),
+        target_id: PeerId::from("phone"),
+        peer_metadata: PeerMetadata {
+            answers_pings,
+            ..PeerMetadata::default()
+        },
+        selected_protocol_version: "1".into(),
+    };
+    let key = b"twinsyncPings";
+    let has_key = |frame: &[u8]| frame.windows(key.len()).any(|w| w == key);
+    assert!(!has_key(&peer(false).encode()));
+    let offered = peer(true).encode();
+    assert!(has_key(&offered));
+    assert_eq!(decode(&offered), Ok(peer(true)));
+    let ping = map(&[
+        ("type", text("twinsync-ping")),
+        ("senderId", text("phone")),
+        ("targetId", text("server")),
+    ]);
+    assert_eq!(
+        decode(&ping),
+        Ok(Message::Ping {
+            sender_id: PeerId::from("phone"),
+            target_id: PeerId::from("server"),
+        })
+    );
 }

@@ -106,6 +106,7 @@ impl TestPeer {
             PeerMetadata {
                 storage_id: self.storage_id.clone(),
                 is_ephemeral: self.storage_id.is_none(),
+                answers_pings: false,
             },
         );
         ws.send(WsMessage::Binary(join.encode().into()))

@@ -50,6 +50,10 @@ impl Default for FrameLimit {
 pub struct PeerMetadata {
     pub storage_id: Option<StorageId>,
     pub is_ephemeral: bool,
+    /// The sender answers [`Message::Ping`] (the key `twinsyncPings`, a
+    /// twinsync addition written only when true, which other
+    /// implementations skip): a twinsync server says so in `peer`.
+    pub answers_pings: bool,
 }
 
 /// The heads a storage peer has of one document, with when it saw them.
@@ -156,6 +160,19 @@ pub enum Message {
         document_id: DocumentId,
         new_heads: BTreeMap<StorageId, HeadsAt>,
     },
+    /// Client to a server whose `peer` said `twinsyncPings`: "are you
+    /// there?", answered with [`Message::Pong`]. A twinsync addition
+    /// (`twinsync-ping`): a phone that only listens hears nothing on a
+    /// socket its network dropped without a word, and asks.
+    Ping {
+        sender_id: PeerId,
+        target_id: PeerId,
+    },
+    /// The answer to [`Message::Ping`] (`twinsync-pong`).
+    Pong {
+        sender_id: PeerId,
+        target_id: PeerId,
+    },
 }
 
 impl Message {
@@ -171,6 +188,8 @@ impl Message {
             Message::Ephemeral { .. } => "ephemeral",
             Message::RemoteSubscriptionChange { .. } => "remote-subscription-change",
             Message::RemoteHeadsChanged { .. } => "remote-heads-changed",
+            Message::Ping { .. } => "twinsync-ping",
+            Message::Pong { .. } => "twinsync-pong",
         }
     }
 
@@ -184,7 +203,9 @@ impl Message {
             | Message::DocUnavailable { sender_id, .. }
             | Message::Ephemeral { sender_id, .. }
             | Message::RemoteSubscriptionChange { sender_id, .. }
-            | Message::RemoteHeadsChanged { sender_id, .. } => sender_id,
+            | Message::RemoteHeadsChanged { sender_id, .. }
+            | Message::Ping { sender_id, .. }
+            | Message::Pong { sender_id, .. } => sender_id,
         }
     }
 

@@ -599,3 +599,55 @@ test("a socket whose network went away without a word is given up 60 s after its
     }
   });
 });
+
+test("a phone that only listens asks after 30 s of silence, gives up a dead socket, and hears what was written meanwhile", async () => {
+  await withServer(async (server) => {
+    const meeting = await firstOf(server, "meeting");
+    const club = await firstOf(server, "club");
+    const path = await relay(server.port);
+    try {
+      const { page, context } = await phoneOnAClock();
+      await openClient(page, server, { server: path.url, club });
+      await until(page, readable, meeting, "the meeting");
+      await until(page, upToDate, undefined, "up to date");
+      await page.evaluate(() => {
+        window.errors = [];
+        window.tw.onStatus((s) => { if (s.error) window.errors.push(s.error); });
+      });
+      // A live socket that is silent is asked, answers, and stays.
+      await page.clock.runFor(31_000);
+      await new Promise((r) => setTimeout(r, 300));
+      await page.clock.runFor(16_000);
+      assert.equal(await page.evaluate(() => window.tw.status().joins), 1);
+      assert.equal(path.connections, 1);
+      // The network drops the socket without a word; the phone edits
+      // nothing, so no answer is owed. Another phone writes meanwhile.
+      path.cut();
+      const writer = await phone(browser);
+      await openClient(writer.page, server, { club });
+      await until(writer.page, readable, meeting, "the meeting on the writer");
+      await writer.page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "Point ajouté. " }], "writer"), meeting);
+      await until(writer.page, upToDate, undefined, "the writer up to date");
+      await writer.context.close();
+      // 30 s of silence, then 15 s for the answer that cannot come.
+      await page.clock.runFor(31_000);
+      await new Promise((r) => setTimeout(r, 300));
+      await page.clock.runFor(13_000);
+      assert.equal(await page.evaluate(() => window.tw.status().joins), 1);
+      await page.clock.runFor(3_000);
+      const errors = await until(page, () => (window.errors.length ? window.errors : null), undefined, "the silent socket given up");
+      assert.match(errors[0], /the server did not answer in 15 s/);
+      // The next socket brings the other phone's words.
+      const heard = (id) => (window.tw.read(id).record.minutes.startsWith("Point ajouté. ") ? true : null);
+      for (let s = 0; s < 12 && !(await page.evaluate(heard, meeting)); s++) {
+        await page.clock.runFor(5_000);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await until(page, heard, meeting, "the other phone's edit");
+      assert.ok(path.connections >= 2);
+      await context.close();
+    } finally {
+      await path.close();
+    }
+  });
+});

@@ -855,6 +855,7 @@ async fn a_join_with_an_overlong_peer_or_storage_id_is_refused_naming_the_limit(
             PeerMetadata {
                 storage_id: storage.map(StorageId::new),
                 is_ephemeral: false,
+                answers_pings: false,
             },
         );
         WsMessage::Binary(msg.encode().into())

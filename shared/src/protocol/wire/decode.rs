@@ -342,6 +342,7 @@ fn metadata(d: &mut Decoder<'_>) -> Result<PeerMetadata, DecodeError> {
                 _ => m.storage_id = Some(StorageId::new(str_field(d, "storageId")?)),
             },
             "isEphemeral" => m.is_ephemeral = bool_field(d, "isEphemeral")?,
+            "twinsyncPings" => m.answers_pings = bool_field(d, "twinsyncPings")?,
             _ => skip_value(d)?,
         }
         Ok(())
@@ -416,7 +417,7 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
 
 fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
     let type_ = f.type_.ok_or_else(|| DecodeError::missing("any", "type"))?;
-    const TYPES: [&str; 9] = [
+    const TYPES: [&str; 11] = [
         "join",
         "peer",
         "error",
@@ -426,6 +427,8 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
         "ephemeral",
         "remote-subscription-change",
         "remote-heads-changed",
+        "twinsync-ping",
+        "twinsync-pong",
     ];
     if !TYPES.contains(&type_) {
         return Err(DecodeError::UnknownType(type_.to_owned()));
@@ -502,6 +505,14 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
             target_id: target()?,
             document_id: document()?,
             new_heads: f.new_heads.ok_or_else(|| need("newHeads"))?,
+        },
+        "twinsync-ping" => Message::Ping {
+            sender_id,
+            target_id: target()?,
+        },
+        "twinsync-pong" => Message::Pong {
+            sender_id,
+            target_id: target()?,
         },
         other => return Err(DecodeError::UnknownType(other.to_owned())),
     })

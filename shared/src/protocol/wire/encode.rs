@@ -151,6 +151,17 @@ fn write(e: &mut Enc, msg: &Message) -> Res {
                 }
             }
         }
+        Message::Ping {
+            sender_id,
+            target_id,
+        }
+        | Message::Pong {
+            sender_id,
+            target_id,
+        } => {
+            e.map(3)?;
+            header(e, msg, sender_id.as_str(), target_id.as_str())?;
+        }
     }
     Ok(())
 }
@@ -163,10 +174,13 @@ fn header(e: &mut Enc, msg: &Message, sender: &str, target: &str) -> Res {
 }
 
 fn metadata(e: &mut Enc, m: &PeerMetadata) -> Res {
-    e.map(1 + u64::from(m.storage_id.is_some()))?;
+    e.map(1 + u64::from(m.storage_id.is_some()) + u64::from(m.answers_pings))?;
     if let Some(id) = &m.storage_id {
         e.str("storageId")?.str(id.as_str())?;
     }
     e.str("isEphemeral")?.bool(m.is_ephemeral)?;
+    if m.answers_pings {
+        e.str("twinsyncPings")?.bool(true)?;
+    }
     Ok(())
 }
