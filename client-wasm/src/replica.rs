@@ -23,7 +23,7 @@ use twinsync_shared::record::{
     document_conflicts, document_history, document_text, load_chunks, load_document, new_document,
     read_document, summarise,
 };
-use twinsync_shared::text::utf16_range;
+use twinsync_shared::text::{OffsetError, nfc, nfc_positions, utf16_range};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
 /// Why an operation of the client failed. Each names what it was about.
@@ -463,8 +463,11 @@ impl Replica {
         commit: &Commit,
     ) -> Result<Outcome, ClientError> {
         self.entry(id)?;
-        // Each splice of a batch counts from the text the previous ones left.
-        let mut texts: BTreeMap<String, String> = BTreeMap::new();
+        // Each splice of a batch counts from the text the previous ones left,
+        // as the caller wrote it: the record keeps each insert in NFC, which
+        // may be shorter, so once an insert was normalised a map carries the
+        // caller's later offsets over to the record's.
+        let mut texts: BTreeMap<String, CallerText> = BTreeMap::new();
         let mut converted = Vec::with_capacity(edits.len());
         for edit in edits {
             converted.push(match edit {
@@ -479,26 +482,18 @@ impl Replica {
                             path: path.clone(),
                             reason: "not a text field of this record, or the record cannot be read on this device".into(),
                         })?;
-                        texts.insert(path.clone(), text);
+                        texts.insert(path.clone(), CallerText::new(text));
                     }
                     let text = texts.get_mut(&path).ok_or_else(|| ClientError::Offset {
                         path: path.clone(),
                         reason: "not a text field of this record".into(),
                     })?;
-                    let (index, delete) =
-                        utf16_range(text, index, delete).map_err(|e| ClientError::Offset {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    let start = text
-                        .char_indices()
-                        .nth(index)
-                        .map_or(text.len(), |(b, _)| b);
-                    let end = text[start..]
-                        .char_indices()
-                        .nth(delete)
-                        .map_or(text.len(), |(b, _)| start + b);
-                    text.replace_range(start..end, &insert);
+                    let (index, delete, insert) =
+                        text.splice(index, delete, insert)
+                            .map_err(|e| ClientError::Offset {
+                                path: path.clone(),
+                                reason: e.to_string(),
+                            })?;
                     Edit::SpliceText {
                         path,
                         index,
@@ -508,7 +503,14 @@ impl Replica {
                 }
                 Edit::Set { path, value } => {
                     if let Some(text) = value.as_str() {
-                        texts.insert(path.clone(), text.to_owned());
+                        let mut caller = CallerText::new(String::new());
+                        caller.splice(0, 0, text.to_owned()).map_err(|e| {
+                            ClientError::Offset {
+                                path: path.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        texts.insert(path.clone(), caller);
                     } else {
                         texts.remove(&path);
                     }
@@ -902,4 +904,63 @@ pub fn load(bytes: &[u8]) -> Result<Automerge, ClientError> {
         doc: String::new(),
         reason: e.to_string(),
     })
+}
+
+/// A text field as the caller of [`Replica::edit`] sees it while a batch
+/// of splices goes on: with each insert as the caller wrote it.
+struct CallerText {
+    text: String,
+    /// The record's code-point index for each of the caller's (one more
+    /// than the text has characters), once an insert was normalised to
+    /// something else; none while the two texts are the same.
+    map: Option<Vec<usize>>,
+}
+
+impl CallerText {
+    fn new(text: String) -> Self {
+        Self { text, map: None }
+    }
+
+    /// Takes a splice at UTF-16 offsets into the caller's text, and
+    /// answers it as the record takes it: code-point index, count and
+    /// insert, in NFC. Within an insert, positions map as
+    /// [`nfc_positions`] says.
+    fn splice(
+        &mut self,
+        index: usize,
+        delete: usize,
+        insert: String,
+    ) -> Result<(usize, usize, String), OffsetError> {
+        let (index, delete) = utf16_range(&self.text, index, delete)?;
+        let start = self
+            .text
+            .char_indices()
+            .nth(index)
+            .map_or(self.text.len(), |(b, _)| b);
+        let end = self.text[start..]
+            .char_indices()
+            .nth(delete)
+            .map_or(self.text.len(), |(b, _)| start + b);
+        let stored = nfc(&insert);
+        if self.map.is_none() && stored != insert {
+            self.map = Some((0..=self.text.chars().count()).collect());
+        }
+        let spliced = match &mut self.map {
+            None => (index, delete, stored),
+            Some(map) => {
+                let (from, to) = (map[index], map[index + delete]);
+                let kept = stored.chars().count();
+                let after: Vec<usize> = map[index + delete..]
+                    .iter()
+                    .map(|&m| m - (to - from) + kept)
+                    .collect();
+                map.truncate(index);
+                map.extend(nfc_positions(&insert).into_iter().map(|k| from + k));
+                map.extend(after);
+                (from, to - from, stored)
+            }
+        };
+        self.text.replace_range(start..end, &insert);
+        Ok(spliced)
+    }
 }

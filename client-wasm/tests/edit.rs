@@ -241,3 +241,65 @@ fn a_record_as_it_stood_is_absent_before_its_first_change_and_says_why_when_it_w
     assert_eq!(later["errors"][0]["code"], "not-a-date", "{later}");
     assert!(later.get("record").is_none(), "{later}");
 }
+
+/// The record keeps each insert in NFC, which may be shorter than what the
+/// caller wrote; the later splices of the same batch count from the text
+/// as the caller wrote it, and land where the caller meant.
+#[test]
+fn splices_after_an_insert_normalised_shorter_land_where_the_caller_meant() {
+    let mut phone = device("phone");
+    let commit = Commit::new("create", NOW);
+    let (meeting, _) = phone
+        .create(
+            Kind::Meeting,
+            &json!({"title": {"fr": "Conseil"}, "date": "2026-12-05", "minutes": "Compte rendu"}),
+            &commit,
+        )
+        .unwrap();
+    let minutes = |phone: &Replica| phone.read(meeting).unwrap()["record"]["minutes"].clone();
+    // "été " with its accents as separate marks (6 UTF-16 units, 4 once
+    // composed), then "X" after it, then its "té" replaced with "T".
+    phone
+        .edit(
+            meeting,
+            vec![
+                splice("/minutes", 0, 0, "e\u{301}te\u{301} "),
+                splice("/minutes", 6, 0, "X"),
+                splice("/minutes", 2, 3, "T"),
+            ],
+            &commit,
+        )
+        .unwrap();
+    assert_eq!(minutes(&phone), json!("éT XCompte rendu"));
+    // Arabic: alef and hamza above compose into one letter; a mark typed
+    // after the word, in the same batch, lands after it.
+    phone
+        .edit(
+            meeting,
+            vec![
+                splice("/minutes", 0, 0, "\u{0627}\u{0654}\u{0645}\u{0644} "),
+                splice("/minutes", 4, 0, "\u{064B}"),
+            ],
+            &commit,
+        )
+        .unwrap();
+    assert_eq!(
+        minutes(&phone),
+        json!("\u{0623}\u{0645}\u{0644}\u{064B} éT XCompte rendu")
+    );
+    // A whole text set in the batch counts the same way.
+    phone
+        .edit(
+            meeting,
+            vec![
+                Edit::Set {
+                    path: "/minutes".into(),
+                    value: json!("Re\u{301}union — اجتماع"),
+                },
+                splice("/minutes", 8, 0, " du conseil"),
+            ],
+            &commit,
+        )
+        .unwrap();
+    assert_eq!(minutes(&phone), json!("Réunion du conseil — اجتماع"));
+}
