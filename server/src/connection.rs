@@ -414,13 +414,16 @@ impl Session {
             Missing::Answer { wait }
         };
         let peer_id = peer.peer_id.clone();
-        // A record this peer waits for may have reached a task, which took
-        // the peer in: it is counted as open, not refused.
-        let opens = !joined && !waits;
-        if opens
-            && (self.over_document_limit(out, &peer_id, doc, "opened")
-                || self.over_open_limit(out, &peer_id, doc))
-        {
+        // A record this peer waits for was counted against the documents a
+        // minute when it first named it, but is counted as open only once
+        // a task serves it. The open count goes first: a record it refuses
+        // costs none of the minute's documents.
+        let opens = !joined;
+        if opens && self.over_open_limit(out, &peer_id, doc) {
+            return Ok(());
+        }
+        if opens && !waits && self.over_document_limit(out, &peer_id, doc, "opened") {
+            self.hub.close_documents(&self.device.id, [doc]);
             return Ok(());
         }
         let cmd = DocCommand::Sync {
@@ -439,9 +442,6 @@ impl Session {
                 // the peer was still waiting, when it started.
                 self.waiting.remove(&doc);
                 if self.docs.insert(doc) {
-                    if !opens {
-                        self.hub.open_document(&self.device.id, doc, usize::MAX);
-                    }
                     self.open.insert(doc);
                 }
                 Ok(())
@@ -499,8 +499,21 @@ impl Session {
             return Ok(());
         };
         let peer_id = joined.peer_id.clone();
-        if !self.inbox.contains_key(&doc) && self.over_document_limit(out, &peer_id, doc, "taken") {
-            return Ok(());
+        if !self.inbox.contains_key(&doc) {
+            // Each copy is kept while the socket stays, even one holding
+            // nothing: as many as a device may hold open, per socket.
+            let limit = self.hub.settings.max_open_docs_per_device;
+            if self.inbox.len() >= limit {
+                self.hub.metrics.rate_limited.inc();
+                let message = format!(
+                    "document {doc} not taken: this connection holds {limit} documents handed in, the most the server allows; it is sent again when the phone reconnects"
+                );
+                self.refuse(out, peer_id, doc, TOO_MANY_OPEN, None, message);
+                return Ok(());
+            }
+            if self.over_document_limit(out, &peer_id, doc, "taken") {
+                return Ok(());
+            }
         }
         let HandIn { copy, sync, bytes } = self.inbox.entry(doc).or_insert_with(|| {
             let limit = self.hub.settings.max_ops_per_message;

@@ -1094,18 +1094,22 @@ async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
     let mut scatter = TestPeer::new("scatter").with_token(&token);
     scatter.connect(&app).await;
     // Records the server lacks are answered as unavailable and not held
-    // open, however many are asked for.
-    for _ in 0..2 * CAP {
-        scatter.open(DocumentId::random());
+    // open, however many are asked for: the socket waits for them.
+    let waited: Vec<DocumentId> = (0..2 * CAP).map(|_| DocumentId::random()).collect();
+    for id in &waited {
+        scatter.open(*id);
     }
     scatter
         .sync_until(LIMIT, |p| p.seen.unavailable.len() == 2 * CAP)
         .await;
     scatter.fetch(meeting, LIMIT).await;
+    // Changes for those it waits for, and for new ids, open as many as
+    // the cap leaves.
     let data = orphan_change();
-    for _ in 0..3 * CAP {
+    let fresh = (0..CAP).map(|_| DocumentId::random());
+    for id in waited.iter().copied().chain(fresh) {
         scatter
-            .send_raw(sync_frame("scatter", DocumentId::random(), data.clone()))
+            .send_raw(sync_frame("scatter", id, data.clone()))
             .await;
     }
     scatter.sync(Duration::from_millis(500), LIMIT).await;
@@ -1162,4 +1166,39 @@ async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "the closed socket's documents are still counted");
+}
+
+/// A revoked device's hand-in keeps a copy per record it names while its
+/// socket stays, even one holding nothing: no more than the documents a
+/// device may hold open, per socket.
+#[tokio::test]
+async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
+    use twinsync_server::auth::Role;
+    use twinsync_server::permissions::TOO_MANY_OPEN;
+    const CAP: usize = 5;
+    let app = spawn_app_with(|s| s.max_open_docs_per_device = CAP).await;
+    let token = app.device(Role::Coordinator, &[], None);
+    app.revoke(&token).await;
+    let mut lost = TestPeer::new("lost-phone").with_token(&token);
+    lost.connect(&app).await;
+    for _ in 0..3 * CAP {
+        lost.open(DocumentId::random());
+    }
+    lost.sync(Duration::from_millis(500), LIMIT).await;
+    assert!(!lost.seen.closed, "{:?}", lost.seen.errors);
+    let refused: Vec<&Refusal> = lost
+        .seen
+        .refusals
+        .iter()
+        .filter(|r| r.code == TOO_MANY_OPEN)
+        .collect();
+    assert_eq!(refused.len(), 2 * CAP, "{:?}", lost.seen.errors);
+    assert!(
+        lost.seen
+            .errors
+            .iter()
+            .any(|e| e.contains(&format!("holds {CAP} documents handed in"))),
+        "{:?}",
+        lost.seen.errors
+    );
 }
