@@ -502,7 +502,9 @@ impl Replica {
                     }
                 }
                 Edit::Set { path, value } => {
-                    if let Some(text) = value.as_str() {
+                    if value.is_null() {
+                        texts.insert(path.clone(), CallerText::new(String::new()));
+                    } else if let Some(text) = value.as_str() {
                         let mut caller = CallerText::new(String::new());
                         caller.splice(0, 0, text.to_owned()).map_err(|e| {
                             ClientError::Offset {
@@ -911,9 +913,10 @@ pub fn load(bytes: &[u8]) -> Result<Automerge, ClientError> {
 struct CallerText {
     text: String,
     /// The record's code-point index for each of the caller's (one more
-    /// than the text has characters), once an insert was normalised to
+    /// than the text has characters; none for a place inside characters
+    /// the record keeps composed), once an insert was normalised to
     /// something else; none while the two texts are the same.
-    map: Option<Vec<usize>>,
+    map: Option<Vec<Option<usize>>>,
 }
 
 impl CallerText {
@@ -924,13 +927,15 @@ impl CallerText {
     /// Takes a splice at UTF-16 offsets into the caller's text, and
     /// answers it as the record takes it: code-point index, count and
     /// insert, in NFC. Within an insert, positions map as
-    /// [`nfc_positions`] says.
+    /// [`nfc_positions`] says; a splice starting or ending where it gives
+    /// none is refused.
     fn splice(
         &mut self,
         index: usize,
         delete: usize,
         insert: String,
     ) -> Result<(usize, usize, String), OffsetError> {
+        let offset = index;
         let (index, delete) = utf16_range(&self.text, index, delete)?;
         let start = self
             .text
@@ -943,19 +948,25 @@ impl CallerText {
             .map_or(self.text.len(), |(b, _)| start + b);
         let stored = nfc(&insert);
         if self.map.is_none() && stored != insert {
-            self.map = Some((0..=self.text.chars().count()).collect());
+            self.map = Some((0..=self.text.chars().count()).map(Some).collect());
         }
         let spliced = match &mut self.map {
             None => (index, delete, stored),
             Some(map) => {
-                let (from, to) = (map[index], map[index + delete]);
+                let (Some(from), Some(to)) = (map[index], map[index + delete]) else {
+                    return Err(OffsetError::InsideComposed(offset));
+                };
                 let kept = stored.chars().count();
-                let after: Vec<usize> = map[index + delete..]
+                let after: Vec<Option<usize>> = map[index + delete..]
                     .iter()
-                    .map(|&m| m - (to - from) + kept)
+                    .map(|m| m.map(|m| m - (to - from) + kept))
                     .collect();
                 map.truncate(index);
-                map.extend(nfc_positions(&insert).into_iter().map(|k| from + k));
+                map.extend(
+                    nfc_positions(&insert)
+                        .into_iter()
+                        .map(|k| k.map(|k| from + k)),
+                );
                 map.extend(after);
                 (from, to - from, stored)
             }

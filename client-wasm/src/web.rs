@@ -355,8 +355,10 @@ struct Inner {
     /// after that send it must have been cleared.
     unanswered: Cell<Option<u32>>,
     tickets: Cell<u32>,
-    /// When the current socket last brought a frame ([`monotonic_ms`]).
-    heard_at: Cell<f64>,
+    /// When the current socket last brought a frame ([`monotonic_ms`]),
+    /// stamped as it arrives: the event loop may be busy writing to
+    /// IndexedDB long after.
+    heard_at: Rc<Cell<f64>>,
     /// A reconnection is scheduled.
     reconnect_due: Cell<bool>,
     /// A timer will send the deferred records again: one at a time, as the
@@ -505,7 +507,7 @@ impl Client {
             joined_at: Cell::new(None),
             unanswered: Cell::new(None),
             tickets: Cell::new(0),
-            heard_at: Cell::new(0.0),
+            heard_at: Rc::new(Cell::new(0.0)),
             reconnect_due: Cell::new(false),
             retry_due: Cell::new(false),
             club_unsaved: Cell::new(not_kept.as_ref().map(|(club, _)| *club)),
@@ -1071,7 +1073,9 @@ impl Inner {
             let _ = tx.unbounded_send(Event::Opened(seq));
         });
         let tx = self.events.clone();
+        let heard = Rc::clone(&self.heard_at);
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            heard.set(monotonic_ms());
             if let Ok(buf) = e.data().dyn_into::<js_sys::ArrayBuffer>() {
                 let _ = tx.unbounded_send(Event::Frame(seq, Uint8Array::new(&buf).to_vec()));
             }
@@ -1274,7 +1278,6 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             Event::Frame(seq, bytes) if inner.current(seq) => {
                 // The server is there: what it owes comes in turn.
                 inner.unanswered.set(None);
-                inner.heard_at.set(monotonic_ms());
                 let was_joined = inner.replica.borrow().is_connected();
                 let result = inner.replica.borrow_mut().receive(&bytes, now_secs());
                 match result {

@@ -302,4 +302,34 @@ fn splices_after_an_insert_normalised_shorter_land_where_the_caller_meant() {
         )
         .unwrap();
     assert_eq!(minutes(&phone), json!("Réunion du conseil — اجتماع"));
+    // A splice between a letter and the mark the record composed with it
+    // has no place there: refused, and nothing of the batch applied.
+    let err = phone
+        .edit(
+            meeting,
+            vec![
+                splice("/minutes", 0, 0, "Ne\u{301} "),
+                splice("/minutes", 2, 1, ""),
+            ],
+            &commit,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("composed (NFC)"), "{err}");
+    assert_eq!(minutes(&phone), json!("Réunion du conseil — اجتماع"));
+    // A text emptied in the batch counts from nothing.
+    phone
+        .edit(
+            meeting,
+            vec![
+                Edit::Set {
+                    path: "/minutes".into(),
+                    value: Json::Null,
+                },
+                splice("/minutes", 0, 0, "Ordre du jour"),
+            ],
+            &commit,
+        )
+        .unwrap();
+    assert_eq!(minutes(&phone), json!("Ordre du jour"));
 }

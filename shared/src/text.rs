@@ -22,6 +22,10 @@ pub enum OffsetError {
     PastEnd { offset: usize, len: usize },
     #[error("offset {0} falls inside a surrogate pair")]
     InsideSurrogatePair(usize),
+    #[error(
+        "offset {0} falls inside characters an earlier insert of this batch wrote that the record keeps composed (NFC); splice whole characters"
+    )]
+    InsideComposed(usize),
 }
 
 /// NFC form of a string.
@@ -30,51 +34,60 @@ pub fn nfc(s: &str) -> String {
 }
 
 /// For each character position of `written` (its end left out), the
-/// position in `nfc(written)` that holds the same text. Normalisation only
-/// changes a character with the marks that follow it, so a position before
-/// a character that starts anew (an ASCII character, or any whose
-/// combining class is 0 outside the Hangul jamo, which compose with one
-/// another) keeps its text's place exactly; one inside such a run falls
-/// where the run's start, normalised alone, ends.
-pub fn nfc_positions(written: &str) -> Vec<usize> {
+/// position in `nfc(written)` that holds the same text, where there is
+/// one. NFC never joins a character that is a normalisation boundary (a
+/// starter whose NFC quick check is Yes) to what precedes it, so a
+/// position before one keeps its place exactly; inside a run between two
+/// boundaries, a position has one only if the run normalised on either
+/// side of it is the run normalised whole (such runs are a character and
+/// its marks; past [`MAX_RUN`] characters, none inside is given).
+pub fn nfc_positions(written: &str) -> Vec<Option<usize>> {
     use unicode_normalization::char::canonical_combining_class;
-    let hangul = |c: char| matches!(c, '\u{1100}'..='\u{11FF}' | '\u{A960}'..='\u{A97F}' | '\u{D7B0}'..='\u{D7FF}' | '\u{AC00}'..='\u{D7A3}');
-    let fresh = |c: char| c.is_ascii() || (canonical_combining_class(c) == 0 && !hangul(c));
+    use unicode_normalization::{IsNormalized, is_nfc_quick};
+    let boundary = |c: char| {
+        canonical_combining_class(c) == 0 && is_nfc_quick(std::iter::once(c)) == IsNormalized::Yes
+    };
     let mut runs: Vec<&str> = Vec::new();
     let mut start = 0;
     for (b, c) in written.char_indices() {
-        if b > start && fresh(c) {
+        if b > start && boundary(c) {
             runs.push(&written[start..b]);
             start = b;
         }
     }
     runs.push(&written[start..]);
-    let whole = nfc(written).chars().count();
     let mut positions = Vec::with_capacity(written.len());
     let mut base = 0;
     for run in runs {
-        let kept = nfc(run).chars().count();
-        let mut last = 0;
+        let whole = nfc(run);
+        let long = run.chars().nth(MAX_RUN).is_some();
         for (j, (b, _)) in run.char_indices().enumerate() {
-            let here = if j == 0 {
-                0
+            positions.push(if j == 0 {
+                Some(base)
+            } else if long {
+                None
             } else {
-                nfc(&run[..b]).chars().count()
-            };
-            last = here.clamp(last, kept);
-            positions.push(base + last);
+                let (before, after) = (nfc(&run[..b]), nfc(&run[b..]));
+                (before.len() + after.len() == whole.len()
+                    && whole.starts_with(&before)
+                    && whole.ends_with(&after))
+                .then(|| base + before.chars().count())
+            });
         }
-        base += kept;
+        base += whole.chars().count();
     }
-    if base != whole {
-        // A composition across runs this split did not foresee: keep the
-        // positions in order, within the text.
-        for p in &mut positions {
-            *p = (*p).min(whole);
-        }
+    if base != nfc(written).chars().count() {
+        // Runs that normalise apart differently from together: no place
+        // but the start is sure.
+        positions.iter_mut().skip(1).for_each(|p| *p = None);
     }
     positions
 }
+
+/// The longest run between two normalisation boundaries whose positions
+/// [`nfc_positions`] works out one by one (each costs the run normalised
+/// twice).
+pub const MAX_RUN: usize = 32;
 
 /// The code-point index of a UTF-16 offset into `text`.
 pub fn utf16_to_index(text: &str, offset: usize) -> Result<usize, OffsetError> {
@@ -103,7 +116,11 @@ pub fn index_to_utf16(text: &str, index: usize) -> usize {
 /// A UTF-16 range (`start`, `len`) of `text` as a code-point index and count.
 pub fn utf16_range(text: &str, start: usize, len: usize) -> Result<(usize, usize), OffsetError> {
     let index = utf16_to_index(text, start)?;
-    let end = utf16_to_index(text, start + len)?;
+    let end = start.checked_add(len).ok_or(OffsetError::PastEnd {
+        offset: usize::MAX,
+        len: text.encode_utf16().count(),
+    })?;
+    let end = utf16_to_index(text, end)?;
     Ok((index, end - index))
 }
 
@@ -142,15 +159,43 @@ mod tests {
         // "été " typed with its accents as separate marks.
         let written = "e\u{301}te\u{301} x";
         assert_eq!(nfc(written), "été x");
-        // e, its mark, t, e, its mark, space, x.
-        assert_eq!(nfc_positions(written), [0, 1, 1, 2, 3, 3, 4]);
+        // e, its mark, t, e, its mark, space, x: between a letter and its
+        // mark there is no place in the composed text.
+        let (y, n) = (Some, None::<usize>);
+        assert_eq!(nfc_positions(written), [y(0), n, y(1), y(2), n, y(3), y(4)]);
         // Alef and hamza above, then a space: "أ ب".
         let arabic = "\u{0627}\u{0654} \u{0628}";
-        assert_eq!(nfc_positions(arabic), [0, 1, 1, 2]);
+        assert_eq!(nfc_positions(arabic), [y(0), n, y(1), y(2)]);
+        // Tamil o written as its two vowel signs, both starters: they
+        // compose into one letter, then a space and x.
+        let tamil = "\u{0BC6}\u{0BBE} x";
+        assert_eq!(nfc(tamil), "\u{0BCA} x");
+        assert_eq!(nfc_positions(tamil), [y(0), n, y(1), y(2)]);
+        // Hangul jamo compose into a syllable.
+        let hangul = "\u{1100}\u{1161}\u{11A8}a";
+        assert_eq!(nfc(hangul), "\u{AC01}a");
+        assert_eq!(nfc_positions(hangul), [y(0), n, n, y(1)]);
         // Nothing to normalise: every position is its own.
         let plain = "مُحَمَّد et café";
-        let n = plain.chars().count();
-        assert_eq!(nfc_positions(plain), (0..n).collect::<Vec<_>>());
+        let count = plain.chars().count();
+        assert_eq!(
+            nfc_positions(plain),
+            (0..count).map(Some).collect::<Vec<_>>()
+        );
+        // A letter under a hundred marks: no place inside is worked out.
+        let piled = format!("a{}b", "\u{0301}".repeat(100));
+        let positions = nfc_positions(&piled);
+        assert_eq!(positions[0], Some(0));
+        assert!(positions[1..=100].iter().all(Option::is_none));
+        assert_eq!(positions[101], Some(nfc(&piled).chars().count() - 1));
+    }
+
+    #[test]
+    fn a_range_past_every_offset_is_past_the_end() {
+        assert!(matches!(
+            utf16_range("abc", 1, usize::MAX),
+            Err(OffsetError::PastEnd { .. })
+        ));
     }
 
     #[test]
