@@ -935,7 +935,7 @@ impl CallerText {
         delete: usize,
         insert: String,
     ) -> Result<(usize, usize, String), OffsetError> {
-        let offset = index;
+        let (offset, units) = (index, delete);
         let (index, delete) = utf16_range(&self.text, index, delete)?;
         let start = self
             .text
@@ -953,8 +953,11 @@ impl CallerText {
         let spliced = match &mut self.map {
             None => (index, delete, stored),
             Some(map) => {
-                let (Some(from), Some(to)) = (map[index], map[index + delete]) else {
+                let Some(from) = map[index] else {
                     return Err(OffsetError::InsideComposed(offset));
+                };
+                let Some(to) = map[index + delete] else {
+                    return Err(OffsetError::InsideComposed(offset + units));
                 };
                 let kept = stored.chars().count();
                 let after: Vec<Option<usize>> = map[index + delete..]

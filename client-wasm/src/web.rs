@@ -353,7 +353,8 @@ struct Inner {
     /// The first send of changes the server has not answered yet, by its
     /// ticket: any frame from the server clears it, and `ANSWER_LIMIT_MS`
     /// after that send it must have been cleared.
-    unanswered: Cell<Option<u32>>,
+    /// Cleared as a frame arrives, in the socket's message handler.
+    unanswered: Rc<Cell<Option<u32>>>,
     tickets: Cell<u32>,
     /// When the current socket last brought a frame ([`monotonic_ms`]),
     /// stamped as it arrives: the event loop may be busy writing to
@@ -505,7 +506,7 @@ impl Client {
             paused: Cell::new(offline),
             attempts: Cell::new(0),
             joined_at: Cell::new(None),
-            unanswered: Cell::new(None),
+            unanswered: Rc::new(Cell::new(None)),
             tickets: Cell::new(0),
             heard_at: Rc::new(Cell::new(0.0)),
             reconnect_due: Cell::new(false),
@@ -1074,8 +1075,11 @@ impl Inner {
         });
         let tx = self.events.clone();
         let heard = Rc::clone(&self.heard_at);
+        let unanswered = Rc::clone(&self.unanswered);
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            // The server is there: what it owes comes in turn.
             heard.set(monotonic_ms());
+            unanswered.set(None);
             if let Ok(buf) = e.data().dyn_into::<js_sys::ArrayBuffer>() {
                 let _ = tx.unbounded_send(Event::Frame(seq, Uint8Array::new(&buf).to_vec()));
             }
@@ -1276,8 +1280,6 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 }
             }
             Event::Frame(seq, bytes) if inner.current(seq) => {
-                // The server is there: what it owes comes in turn.
-                inner.unanswered.set(None);
                 let was_joined = inner.replica.borrow().is_connected();
                 let result = inner.replica.borrow_mut().receive(&bytes, now_secs());
                 match result {

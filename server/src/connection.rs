@@ -419,12 +419,28 @@ impl Session {
         // a task serves it. The open count goes first: a record it refuses
         // costs none of the minute's documents.
         let opens = !joined;
-        if opens && self.over_open_limit(out, &peer_id, doc) {
-            return Ok(());
-        }
-        if opens && !waits && self.over_document_limit(out, &peer_id, doc, "opened") {
-            self.hub.close_documents(&self.device.id, [doc]);
-            return Ok(());
+        if opens {
+            if self.over_open_limit(out, &peer_id, doc) {
+                if waits {
+                    // The record may have reached a task, which took this
+                    // peer in when it started: the peer leaves it, or it
+                    // would hear the record it may not open.
+                    self.waiting.remove(&doc);
+                    self.hub.stop_waiting(doc, self.conn);
+                    let leave = DocCommand::Leave {
+                        peer_id,
+                        conn: self.conn,
+                    };
+                    self.hub.send_if_loaded(doc, leave).await;
+                }
+                return Ok(());
+            }
+            // Counted from here; `Drop` lets go of it whatever happens.
+            self.open.insert(doc);
+            if !waits && self.over_document_limit(out, &peer_id, doc, "opened") {
+                self.close(doc);
+                return Ok(());
+            }
         }
         let cmd = DocCommand::Sync {
             peer,
@@ -434,16 +450,14 @@ impl Session {
         };
         let dispatched = self.hub.dispatch(doc, cmd, missing).await;
         if opens && dispatched.is_err() {
-            self.hub.close_documents(&self.device.id, [doc]);
+            self.close(doc);
         }
         match dispatched {
             Ok(()) => {
                 // A task serves the record: it took this peer's wait, if
                 // the peer was still waiting, when it started.
                 self.waiting.remove(&doc);
-                if self.docs.insert(doc) {
-                    self.open.insert(doc);
-                }
+                self.docs.insert(doc);
                 Ok(())
             }
             Err(DispatchError::NotFound) => {
@@ -503,6 +517,18 @@ impl Session {
             // Each copy is kept while the socket stays, even one holding
             // nothing: as many as a device may hold open, per socket.
             let limit = self.hub.settings.max_open_docs_per_device;
+            if self.inbox.len() >= limit {
+                // A copy that took in nothing makes way first: a phone with
+                // more records than the limit names them all in turn.
+                let empty = self
+                    .inbox
+                    .iter()
+                    .find(|(_, h)| h.bytes == 0)
+                    .map(|(d, _)| *d);
+                if let Some(empty) = empty {
+                    self.inbox.remove(&empty);
+                }
+            }
             if self.inbox.len() >= limit {
                 self.hub.metrics.rate_limited.inc();
                 let message = format!(
@@ -737,6 +763,14 @@ impl Session {
         );
         self.refuse(out, peer_id.clone(), doc, RATE_LIMITED, Some(secs), message);
         true
+    }
+
+    /// Counts `doc`, which this socket did not open after all, as open no
+    /// more.
+    fn close(&mut self, doc: DocumentId) {
+        if self.open.remove(&doc) {
+            self.hub.close_documents(&self.device.id, [doc]);
+        }
     }
 
     /// Counts `doc` as open on the device's sockets; past the limit, tells

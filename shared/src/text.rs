@@ -40,7 +40,8 @@ pub fn nfc(s: &str) -> String {
 /// position before one keeps its place exactly; inside a run between two
 /// boundaries, a position has one only if the run normalised on either
 /// side of it is the run normalised whole (such runs are a character and
-/// its marks; past [`MAX_RUN`] characters, none inside is given).
+/// its marks; past [`MAX_RUN`] characters, none inside is given, unless
+/// the run is in NFC already).
 pub fn nfc_positions(written: &str) -> Vec<Option<usize>> {
     use unicode_normalization::char::canonical_combining_class;
     use unicode_normalization::{IsNormalized, is_nfc_quick};
@@ -60,10 +61,11 @@ pub fn nfc_positions(written: &str) -> Vec<Option<usize>> {
     let mut base = 0;
     for run in runs {
         let whole = nfc(run);
+        let same = whole == run;
         let long = run.chars().nth(MAX_RUN).is_some();
         for (j, (b, _)) in run.char_indices().enumerate() {
-            positions.push(if j == 0 {
-                Some(base)
+            positions.push(if j == 0 || same {
+                Some(base + j)
             } else if long {
                 None
             } else {
@@ -117,7 +119,7 @@ pub fn index_to_utf16(text: &str, index: usize) -> usize {
 pub fn utf16_range(text: &str, start: usize, len: usize) -> Result<(usize, usize), OffsetError> {
     let index = utf16_to_index(text, start)?;
     let end = start.checked_add(len).ok_or(OffsetError::PastEnd {
-        offset: usize::MAX,
+        offset: start,
         len: text.encode_utf16().count(),
     })?;
     let end = utf16_to_index(text, end)?;
@@ -188,6 +190,13 @@ mod tests {
         assert_eq!(positions[0], Some(0));
         assert!(positions[1..=100].iter().all(Option::is_none));
         assert_eq!(positions[101], Some(nfc(&piled).chars().count() - 1));
+        // The same run once in NFC: every place is its own.
+        let composed = nfc(&piled);
+        let count = composed.chars().count();
+        assert_eq!(
+            nfc_positions(&composed),
+            (0..count).map(Some).collect::<Vec<_>>()
+        );
     }
 
     #[test]

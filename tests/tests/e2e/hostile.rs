@@ -1168,9 +1168,10 @@ async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
     assert!(served, "the closed socket's documents are still counted");
 }
 
-/// A revoked device's hand-in keeps a copy per record it names while its
-/// socket stays, even one holding nothing: no more than the documents a
-/// device may hold open, per socket.
+/// A revoked device's hand-in keeps a copy of each record it hands in
+/// while its socket stays: no more than the documents a device may hold
+/// open, per socket. A copy that took in nothing makes way, so a phone
+/// that only names records is never refused.
 #[tokio::test]
 async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
     use twinsync_server::auth::Role;
@@ -1178,21 +1179,25 @@ async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
     const CAP: usize = 5;
     let app = spawn_app_with(|s| s.max_open_docs_per_device = CAP).await;
     let token = app.device(Role::Coordinator, &[], None);
-    app.revoke(&token).await;
     let mut lost = TestPeer::new("lost-phone").with_token(&token);
-    lost.connect(&app).await;
-    for _ in 0..3 * CAP {
-        lost.open(DocumentId::random());
+    for n in 0..3 * CAP {
+        lost.create(
+            twinsync_shared::record::Kind::Report,
+            serde_json::json!({"title": {"fr": format!("Rapport {n}")}, "report_type": "field", "date": "2026-12-05"}),
+        );
     }
+    app.revoke(&token).await;
+    lost.connect(&app).await;
     lost.sync(Duration::from_millis(500), LIMIT).await;
     assert!(!lost.seen.closed, "{:?}", lost.seen.errors);
-    let refused: Vec<&Refusal> = lost
-        .seen
-        .refusals
-        .iter()
-        .filter(|r| r.code == TOO_MANY_OPEN)
-        .collect();
-    assert_eq!(refused.len(), 2 * CAP, "{:?}", lost.seen.errors);
+    let refused = |p: &TestPeer| {
+        p.seen
+            .refusals
+            .iter()
+            .filter(|r| r.code == TOO_MANY_OPEN)
+            .count()
+    };
+    assert_eq!(refused(&lost), 2 * CAP, "{:?}", lost.seen.errors);
     assert!(
         lost.seen
             .errors
@@ -1201,4 +1206,64 @@ async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
         "{:?}",
         lost.seen.errors
     );
+    // Naming records without changes takes no place for good.
+    let mut asking = TestPeer::new("asking-phone").with_token(&token);
+    asking.connect(&app).await;
+    for _ in 0..3 * CAP {
+        asking.open(DocumentId::random());
+    }
+    asking.sync(Duration::from_millis(500), LIMIT).await;
+    assert_eq!(refused(&asking), 0, "{:?}", asking.seen.errors);
+}
+
+/// A socket that waited for a record the server lacked is taken in by
+/// the record's task when another device brings it. If its device then
+/// holds as many records open as it may, its answer is refused and it
+/// leaves the task: it gets none of the record, then or later.
+#[tokio::test]
+async fn a_waited_record_a_device_may_not_open_is_refused_and_left() {
+    use twinsync_server::auth::Role;
+    use twinsync_server::permissions::TOO_MANY_OPEN;
+    const CAP: usize = 2;
+    let app = spawn_app_with(|s| s.max_open_docs_per_device = CAP).await;
+    let token = app.device(Role::Coordinator, &[], None);
+    let mut writer = TestPeer::new("writer");
+    let report = writer.create(
+        twinsync_shared::record::Kind::Report,
+        serde_json::json!({"title": {"fr": "Visite à Pune"}, "report_type": "field", "date": "2026-12-05"}),
+    );
+    let mut waiting = TestPeer::new("waiting").with_token(&token);
+    waiting.connect(&app).await;
+    waiting.open(report);
+    waiting
+        .sync_until(LIMIT, |p| p.seen.unavailable.contains(&report))
+        .await;
+    waiting.fetch(app.first("meeting").await, LIMIT).await;
+    waiting.fetch(app.first("agreement").await, LIMIT).await;
+    // The report arrives; its task offers it to the waiting socket, whose
+    // answer is refused: the device holds two records open.
+    writer.connect(&app).await;
+    let heads = writer.heads(report);
+    writer.sync_until_acked(LIMIT, report, &heads).await;
+    let refused = |p: &TestPeer| {
+        p.seen
+            .refusals
+            .iter()
+            .any(|r| r.code == TOO_MANY_OPEN && r.document_id == report)
+    };
+    waiting.sync_until(LIMIT, refused).await;
+    // The writer goes on; the waiting socket gets none of it.
+    writer.edit(
+        report,
+        "title",
+        &[Edit::Set {
+            path: "/title/fr".into(),
+            value: "Visite à Pune, suite".into(),
+        }],
+    );
+    let later = writer.heads(report);
+    writer.sync_until_acked(LIMIT, report, &later).await;
+    waiting.sync(Duration::from_millis(500), LIMIT).await;
+    assert!(waiting.kind_of(report).is_none());
+    assert!(!waiting.seen.closed, "{:?}", waiting.seen.errors);
 }
