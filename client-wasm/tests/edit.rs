@@ -46,6 +46,15 @@ fn reported_and_diffed(
     (reported, diffed)
 }
 
+/// A device holding one meeting made of `fields`, and the meeting's id.
+fn phone_with_meeting(fields: Json) -> (Replica, DocumentId) {
+    let mut phone = device("phone");
+    let (meeting, _) = phone
+        .create(Kind::Meeting, &fields, &Commit::new("create", NOW))
+        .unwrap();
+    (phone, meeting)
+}
+
 fn splice(path: &str, index: usize, delete: usize, insert: &str) -> Edit {
     Edit::SpliceText {
         path: path.into(),
@@ -129,15 +138,10 @@ fn keystrokes_report_the_paths_automerges_diff_finds() {
 
 #[test]
 fn a_splice_outside_a_text_field_is_refused_by_name() {
-    let mut phone = device("phone");
-    let commit = Commit::new("create", NOW);
-    let (meeting, _) = phone
-        .create(
-            Kind::Meeting,
-            &json!({"title": {"ar": "مجلس"}, "date": "2026-12-03", "minutes": "بداية"}),
-            &commit,
-        )
-        .unwrap();
+    let (mut phone, meeting) = phone_with_meeting(
+        json!({"title": {"ar": "مجلس"}, "date": "2026-12-03", "minutes": "بداية"}),
+    );
+    let commit = Commit::new("edit", NOW);
     for path in ["/title", "/date", "/nothing", "/minutes/x"] {
         let err = phone
             .edit(meeting, vec![splice(path, 0, 0, "x")], &commit)
@@ -166,15 +170,10 @@ fn a_record_left_unreadable_here_takes_no_keystroke() {
     use automerge::ROOT;
     use automerge::transaction::Transactable;
 
-    let mut phone = device("phone");
-    let commit = Commit::new("create", NOW);
-    let (meeting, _) = phone
-        .create(
-            Kind::Meeting,
-            &json!({"title": {"fr": "Conseil"}, "date": "2026-12-03", "minutes": "ordre du jour"}),
-            &commit,
-        )
-        .unwrap();
+    let (mut phone, meeting) = phone_with_meeting(
+        json!({"title": {"fr": "Conseil"}, "date": "2026-12-03", "minutes": "ordre du jour"}),
+    );
+    let commit = Commit::new("edit", NOW);
     assert_eq!(
         phone.text(meeting, "/minutes").unwrap().as_deref(),
         Some("ordre du jour")
@@ -247,15 +246,10 @@ fn a_record_as_it_stood_is_absent_before_its_first_change_and_says_why_when_it_w
 /// as the caller wrote it, and land where the caller meant.
 #[test]
 fn splices_after_an_insert_normalised_shorter_land_where_the_caller_meant() {
-    let mut phone = device("phone");
-    let commit = Commit::new("create", NOW);
-    let (meeting, _) = phone
-        .create(
-            Kind::Meeting,
-            &json!({"title": {"fr": "Conseil"}, "date": "2026-12-05", "minutes": "Compte rendu"}),
-            &commit,
-        )
-        .unwrap();
+    let (mut phone, meeting) = phone_with_meeting(
+        json!({"title": {"fr": "Conseil"}, "date": "2026-12-05", "minutes": "Compte rendu"}),
+    );
+    let commit = Commit::new("edit", NOW);
     let minutes = |phone: &Replica| phone.read(meeting).unwrap()["record"]["minutes"].clone();
     // "été " with its accents as separate marks (6 UTF-16 units, 4 once
     // composed), then "X" after it, then its "té" replaced with "T".

@@ -530,11 +530,8 @@ impl Session {
                 }
             }
             if self.inbox.len() >= limit {
-                self.hub.metrics.rate_limited.inc();
-                let message = format!(
-                    "document {doc} not taken: this connection holds {limit} documents handed in, the most the server allows; it is sent again when the phone reconnects"
-                );
-                self.refuse(out, peer_id, doc, TOO_MANY_OPEN, None, message);
+                let held = format!("this connection holds {limit} documents handed in");
+                self.refuse_too_many(out, peer_id, doc, "taken", &held);
                 return Ok(());
             }
             if self.over_document_limit(out, &peer_id, doc, "taken") {
@@ -780,12 +777,26 @@ impl Session {
         if self.hub.open_document(&self.device.id, doc, limit) {
             return false;
         }
+        let held = format!("this device holds {limit} documents open on its connections");
+        self.refuse_too_many(out, peer_id.clone(), doc, "opened", &held);
+        true
+    }
+
+    /// Tells the peer `doc` was not `what` (opened, taken) as what it
+    /// `held` is the most the server allows.
+    fn refuse_too_many(
+        &self,
+        out: &Outbox,
+        peer_id: PeerId,
+        doc: DocumentId,
+        what: &str,
+        held: &str,
+    ) {
         self.hub.metrics.rate_limited.inc();
         let message = format!(
-            "document {doc} not opened: this device holds {limit} documents open on its connections, the most the server allows; it is sent again when the phone reconnects"
+            "document {doc} not {what}: {held}, the most the server allows; it is sent again when the phone reconnects"
         );
-        self.refuse(out, peer_id.clone(), doc, TOO_MANY_OPEN, None, message);
-        true
+        self.refuse(out, peer_id, doc, TOO_MANY_OPEN, None, message);
     }
 
     /// Tells the peer its message for `doc` was not taken, with the code

@@ -562,16 +562,31 @@ async function relay(port) {
   return state;
 }
 
+/**
+ * A phone on a clock, connected to `server` through a TCP relay (see
+ * `relay`), holding the demo meeting and up to date; the relay is the
+ * caller's to close.
+ */
+async function phoneThroughRelay(server) {
+  const meeting = await firstOf(server, "meeting");
+  const club = await firstOf(server, "club");
+  const path = await relay(server.port);
+  try {
+    const { page, context } = await phoneOnAClock();
+    await openClient(page, server, { server: path.url, club });
+    await until(page, readable, meeting, "the meeting");
+    await until(page, upToDate, undefined, "up to date");
+    return { page, context, path, meeting, club };
+  } catch (e) {
+    await path.close();
+    throw e;
+  }
+}
+
 test("a socket whose network went away without a word is given up 60 s after its changes go unanswered, and they arrive on the next", async () => {
   await withServer(async (server) => {
-    const meeting = await firstOf(server, "meeting");
-    const club = await firstOf(server, "club");
-    const path = await relay(server.port);
+    const { page, context, path, meeting } = await phoneThroughRelay(server);
     try {
-      const { page, context } = await phoneOnAClock();
-      await openClient(page, server, { server: path.url, club });
-      await until(page, readable, meeting, "the meeting");
-      await until(page, upToDate, undefined, "up to date");
       path.cut();
       await page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "نقطة أولى. " }], "minutes"), meeting);
       // The server never hears of it on this socket, and the phone never
@@ -602,14 +617,8 @@ test("a socket whose network went away without a word is given up 60 s after its
 
 test("a phone that only listens asks after 30 s of silence, gives up a dead socket, and hears what was written meanwhile", async () => {
   await withServer(async (server) => {
-    const meeting = await firstOf(server, "meeting");
-    const club = await firstOf(server, "club");
-    const path = await relay(server.port);
+    const { page, context, path, meeting, club } = await phoneThroughRelay(server);
     try {
-      const { page, context } = await phoneOnAClock();
-      await openClient(page, server, { server: path.url, club });
-      await until(page, readable, meeting, "the meeting");
-      await until(page, upToDate, undefined, "up to date");
       // From here the page's time moves only as the test moves it, a
       // second at a time, with a moment for the frames between.
       await page.clock.pauseAt(await page.evaluate(() => Date.now() + 1_000));

@@ -1053,6 +1053,17 @@ async fn a_device_past_its_peers_cap_loses_its_oldest_peer_and_the_newest_are_se
     assert!(!peers[2].seen.closed);
 }
 
+/// The records `p` was refused as its device holds too many open.
+fn not_opened(p: &TestPeer) -> Vec<DocumentId> {
+    use twinsync_server::permissions::TOO_MANY_OPEN;
+    p.seen
+        .refusals
+        .iter()
+        .filter(|r| r.code == TOO_MANY_OPEN)
+        .map(|r| r.document_id)
+        .collect()
+}
+
 /// A sync payload naming a record's second change and carrying it alone:
 /// its ancestor never comes, so a server that lacks the record takes in
 /// nothing of it.
@@ -1084,7 +1095,6 @@ fn orphan_change() -> Vec<u8> {
 #[tokio::test]
 async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
     use twinsync_server::auth::Role;
-    use twinsync_server::permissions::TOO_MANY_OPEN;
     const CAP: usize = 10;
     let app = spawn_app_with(|s| s.max_open_docs_per_device = CAP).await;
     let meeting = app.first("meeting").await;
@@ -1114,14 +1124,12 @@ async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
     }
     scatter.sync(Duration::from_millis(500), LIMIT).await;
     assert!(!scatter.seen.closed, "{:?}", scatter.seen.errors);
-    let refused = |p: &TestPeer| {
-        p.seen
-            .refusals
-            .iter()
-            .filter(|r| r.code == TOO_MANY_OPEN)
-            .count()
-    };
-    assert_eq!(refused(&scatter), 2 * CAP + 1, "{:?}", scatter.seen.errors);
+    assert_eq!(
+        not_opened(&scatter).len(),
+        2 * CAP + 1,
+        "{:?}",
+        scatter.seen.errors
+    );
     assert!(
         scatter
             .seen
@@ -1143,7 +1151,7 @@ async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
     tab.connect(&app).await;
     tab.fetch(meeting, LIMIT).await;
     tab.open(agreement);
-    tab.sync_until(LIMIT, |p| refused(p) > 0).await;
+    tab.sync_until(LIMIT, |p| !not_opened(p).is_empty()).await;
     assert_eq!(tab.seen.refusals[0].document_id, agreement);
     assert!(tab.kind_of(agreement).is_none());
     // Another device is served meanwhile.
@@ -1157,8 +1165,10 @@ async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
         tab.disconnect().await;
         tab.seen.refusals.clear();
         tab.connect(&app).await;
-        tab.sync_until(LIMIT, |p| p.kind_of(agreement).is_some() || refused(p) > 0)
-            .await;
+        tab.sync_until(LIMIT, |p| {
+            p.kind_of(agreement).is_some() || !not_opened(p).is_empty()
+        })
+        .await;
         if tab.kind_of(agreement).is_some() {
             served = true;
             break;
@@ -1175,7 +1185,6 @@ async fn a_device_holds_at_most_its_open_documents_over_all_its_sockets() {
 #[tokio::test]
 async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
     use twinsync_server::auth::Role;
-    use twinsync_server::permissions::TOO_MANY_OPEN;
     const CAP: usize = 5;
     let app = spawn_app_with(|s| s.max_open_docs_per_device = CAP).await;
     let token = app.device(Role::Coordinator, &[], None);
@@ -1190,14 +1199,7 @@ async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
     lost.connect(&app).await;
     lost.sync(Duration::from_millis(500), LIMIT).await;
     assert!(!lost.seen.closed, "{:?}", lost.seen.errors);
-    let refused = |p: &TestPeer| {
-        p.seen
-            .refusals
-            .iter()
-            .filter(|r| r.code == TOO_MANY_OPEN)
-            .count()
-    };
-    assert_eq!(refused(&lost), 2 * CAP, "{:?}", lost.seen.errors);
+    assert_eq!(not_opened(&lost).len(), 2 * CAP, "{:?}", lost.seen.errors);
     assert!(
         lost.seen
             .errors
@@ -1213,7 +1215,7 @@ async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
         asking.open(DocumentId::random());
     }
     asking.sync(Duration::from_millis(500), LIMIT).await;
-    assert_eq!(refused(&asking), 0, "{:?}", asking.seen.errors);
+    assert_eq!(not_opened(&asking).len(), 0, "{:?}", asking.seen.errors);
 }
 
 /// A socket that waited for a record the server lacked is taken in by
@@ -1223,7 +1225,6 @@ async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
 #[tokio::test]
 async fn a_waited_record_a_device_may_not_open_is_refused_and_left() {
     use twinsync_server::auth::Role;
-    use twinsync_server::permissions::TOO_MANY_OPEN;
     const CAP: usize = 2;
     let app = spawn_app_with(|s| s.max_open_docs_per_device = CAP).await;
     let token = app.device(Role::Coordinator, &[], None);
@@ -1245,13 +1246,9 @@ async fn a_waited_record_a_device_may_not_open_is_refused_and_left() {
     writer.connect(&app).await;
     let heads = writer.heads(report);
     writer.sync_until_acked(LIMIT, report, &heads).await;
-    let refused = |p: &TestPeer| {
-        p.seen
-            .refusals
-            .iter()
-            .any(|r| r.code == TOO_MANY_OPEN && r.document_id == report)
-    };
-    waiting.sync_until(LIMIT, refused).await;
+    waiting
+        .sync_until(LIMIT, |p| not_opened(p).contains(&report))
+        .await;
     // The writer goes on; the waiting socket gets none of it.
     writer.edit(
         report,
