@@ -25,7 +25,7 @@ use twinsync_shared::protocol::{
 use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
-use crate::auth::{Device, whole_seconds};
+use crate::auth::{Device, Windows, whole_seconds};
 use crate::document::{DocCommand, PeerLink, Queued, send_or_cut};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::outbox::{Outbox, outbox};
@@ -72,6 +72,9 @@ struct Session {
     /// sockets ([`Hub::open_document`]).
     open: HashSet<DocumentId>,
     kill: CancellationToken,
+    /// When the peer last sent a frame; the writer gives up on a peer
+    /// silent past the peer timeout.
+    heard: Arc<std::sync::Mutex<Instant>>,
 }
 
 impl Drop for Session {
@@ -98,6 +101,7 @@ impl Session {
             inbox_told: 0,
             open: HashSet::new(),
             kill: CancellationToken::new(),
+            heard: Arc::new(std::sync::Mutex::new(Instant::now())),
         }
     }
 
@@ -114,8 +118,7 @@ impl Session {
         // taken in).
         let stop = self.kill.child_token();
         let kill = stop.clone();
-        let last_heard = Arc::new(std::sync::Mutex::new(Instant::now()));
-        let heard = Arc::clone(&last_heard);
+        let heard = Arc::clone(&self.heard);
 
         // The writer: the only owner of the sink. Every send is bounded by
         // the peer timeout, so a peer that never reads cannot hold it.
@@ -194,7 +197,7 @@ impl Session {
                 }
             };
             let Some(Ok(frame)) = next else { break };
-            if let Ok(mut t) = last_heard.lock() {
+            if let Ok(mut t) = self.heard.lock() {
                 *t = Instant::now();
             }
             let result = match frame {
@@ -246,29 +249,37 @@ impl Session {
     }
 
     async fn on_frame(&mut self, bytes: &[u8], out: &Outbox) -> Result<(), Fatal> {
-        let per_minute = self
+        let mib = self.hub.settings.device_mib_per_minute;
+        let per_minute = mib.saturating_mul(1024 * 1024);
+        let len = bytes.len() as u64;
+        if let Err(wait) = self
             .hub
-            .settings
-            .device_mib_per_minute
-            .saturating_mul(1024 * 1024);
-        if let Err(wait) =
-            self.hub
-                .guards
-                .device_bytes
-                .add(&self.device.id, bytes.len() as u64, per_minute)
+            .guards
+            .device_bytes
+            .add(&self.device.id, len, per_minute)
         {
             self.hub.metrics.rate_limited.inc();
-            return Err(Fatal(format!(
-                "this device sent more than {} MiB in a minute; reconnect in {} s",
-                self.hub.settings.device_mib_per_minute,
-                whole_seconds(wait)
-            )));
+            if !self.device.is_revoked() {
+                return Err(Fatal(format!(
+                    "this device sent more than {mib} MiB in a minute; reconnect in {} s",
+                    whole_seconds(wait)
+                )));
+            }
+            let bytes = &self.hub.guards.device_bytes;
+            if !self
+                .wait_for_budget(bytes, len.min(per_minute), per_minute, wait)
+                .await
+            {
+                return Ok(());
+            }
         }
         let limit = FrameLimit(self.hub.settings.max_frame_bytes);
         let msg =
             Message::decode(bytes, limit).map_err(|e| Fatal(format!("malformed frame: {e}")))?;
-        if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg {
-            self.charge_ops(data)?;
+        if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg
+            && !self.charge_ops(data).await?
+        {
+            return Ok(());
         }
         let Some(joined) = &self.joined else {
             let ours = PeerMetadata {
@@ -707,25 +718,61 @@ impl Session {
     /// a minute, before any reaches Automerge, which applies them on a
     /// worker every other socket shares. A message past the bound one
     /// message has is left to its document's task, which refuses it and
-    /// says why.
-    fn charge_ops(&self, data: &[u8]) -> Result<(), Fatal> {
+    /// says why. False if the socket closed while a revoked device's
+    /// frame waited for the budget: the frame is not taken in.
+    async fn charge_ops(&self, data: &[u8]) -> Result<bool, Fatal> {
         let Ok(ops @ 1..) = ops_in_sync(data, self.hub.settings.max_ops_per_message) else {
-            return Ok(());
+            return Ok(true);
         };
         let limit = self.hub.settings.device_ops_per_minute;
-        if let Err(wait) = self
-            .hub
-            .guards
-            .device_ops
-            .add(&self.device.id, ops.min(limit), limit)
-        {
-            self.hub.metrics.rate_limited.inc();
-            return Err(Fatal(format!(
-                "this device sent more than {limit} operations in a minute; reconnect in {} s",
-                whole_seconds(wait)
-            )));
+        let window = &self.hub.guards.device_ops;
+        let Err(wait) = window.add(&self.device.id, ops.min(limit), limit) else {
+            return Ok(true);
+        };
+        self.hub.metrics.rate_limited.inc();
+        if self.device.is_revoked() {
+            return Ok(self
+                .wait_for_budget(window, ops.min(limit), limit, wait)
+                .await);
         }
-        Ok(())
+        Err(Fatal(format!(
+            "this device sent more than {limit} operations in a minute; reconnect in {} s",
+            whole_seconds(wait)
+        )))
+    }
+
+    /// Holds a revoked device's frame until `window` takes `n` more. Its
+    /// hand-in is taken into copies that start empty on every socket, so
+    /// the device sends all it holds each time it connects: cut off past a
+    /// budget, it would come back and pass the budget at the same point,
+    /// and never finish. Its socket is read no further meanwhile, and the
+    /// wait is not counted as the peer's silence. False if the socket was
+    /// closed (killed) meanwhile: whoever closed it said why, and the
+    /// reader's loop sees it next.
+    async fn wait_for_budget(
+        &self,
+        window: &Windows<String>,
+        n: u64,
+        limit: u64,
+        mut wait: std::time::Duration,
+    ) -> bool {
+        loop {
+            debug!(
+                wait_ms = wait.as_millis(),
+                "hand-in waits for the device's budget"
+            );
+            if let Ok(mut t) = self.heard.lock() {
+                *t = Instant::now() + wait;
+            }
+            tokio::select! {
+                () = self.kill.cancelled() => return false,
+                () = tokio::time::sleep(wait) => {}
+            }
+            match window.add(&self.device.id, n, limit) {
+                Ok(_) => return true,
+                Err(next) => wait = next,
+            }
+        }
     }
 
     /// Tells the hub what this connection's hand-in copies hold now;

@@ -1,5 +1,6 @@
 //! Devices, tokens and per-record permissions, over real sockets.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -619,11 +620,6 @@ async fn a_revoked_devices_hand_in_holds_bounded_memory_and_loses_nothing() {
     }
 }
 
-/// The bound on a revoked device's hand-in copies holds over all its
-/// connections, not each: two phones' tabs under one token, each within
-/// the budget alone, hold more than it together, and the second drops a
-/// copy. A revoked device keeps at most four connections, and the bytes a
-/// closed one held are let go of.
 /// The copy a revoked device's changes are taken into holds no more ops
 /// than a record may: compressed, a million ops take a few kilobytes,
 /// well within the bytes its copies may hold.
@@ -664,6 +660,98 @@ async fn a_revoked_devices_hand_in_holds_no_more_ops_than_a_record_may() {
     assert!(held.is_empty(), "{held:?}");
 }
 
+/// A revoked device's hand-in starts from nothing on every socket, so it
+/// sends all it holds each time. Past its operations a minute it waits for
+/// the next minute, rather than being cut off to come back and pass the
+/// budget at the same point for ever; the wait, longer than the peer
+/// timeout here, does not count as the phone's silence.
+#[tokio::test]
+async fn a_revoked_devices_hand_in_past_its_operations_a_minute_waits_and_finishes() {
+    hand_in_past_budget(
+        |s| s.device_ops_per_minute = 20_000,
+        // 12,000 ops to each of three records: 36,000 in all.
+        |doc, n| twinsync_tests::tally(doc, &format!("offline-{n}"), 12_000),
+    )
+    .await;
+}
+
+/// As above, past its MiB a minute.
+#[tokio::test]
+async fn a_revoked_devices_hand_in_past_its_bytes_a_minute_waits_and_finishes() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    hand_in_past_budget(
+        |s| s.device_mib_per_minute = 1,
+        // 400 KiB that do not compress to each of three records.
+        |doc, n| {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "attachment", twinsync_tests::noise(n, 400 * 1024))
+                .unwrap();
+            tx.commit();
+        },
+    )
+    .await;
+}
+
+/// A revoked phone holding three records, each given `offline` edits past
+/// a third of the budget `limit` sets, hands them all in on one socket.
+async fn hand_in_past_budget(
+    limit: impl FnOnce(&mut twinsync_server::settings::Settings),
+    offline: impl Fn(&mut automerge::Automerge, u64),
+) {
+    let app = spawn_app_with(|s| {
+        limit(s);
+        s.rate_window_secs = 4;
+        s.ping_secs = 1;
+        s.peer_timeout_secs = 2;
+    })
+    .await;
+    let token = app.device(Role::Coordinator, &[], None);
+    let mut phone = TestPeer::new("lost-phone").with_token(&token);
+    phone.connect(&app).await;
+    let mut records = Vec::new();
+    for kind in ["meeting", "city", "person"] {
+        let id = app.first(kind).await;
+        phone.fetch(id, LIMIT).await;
+        records.push(id);
+    }
+    app.revoke(&token).await;
+    phone.sync(Duration::from_secs(1), LIMIT).await;
+    assert!(phone.seen.closed);
+    for (id, n) in records.iter().zip(1..) {
+        offline(phone.doc_mut(*id), n);
+    }
+    phone.connect(&app).await;
+    let handed_in = || app.hub.store.quarantined(None).unwrap().len();
+    phone
+        .sync_until(LIMIT, |p| p.seen.closed || handed_in() == records.len())
+        .await;
+    assert!(
+        !phone.seen.closed && phone.seen.errors.is_empty(),
+        "{:?}",
+        phone.seen.errors
+    );
+    let kept: HashSet<String> = app
+        .hub
+        .store
+        .quarantined(None)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.doc_id)
+        .collect();
+    let all: HashSet<String> = records.iter().map(ToString::to_string).collect();
+    assert_eq!(kept, all);
+    assert!(
+        app.hub.metrics.rate_limited.get() >= 1,
+        "the budget was never reached"
+    );
+}
+
+/// The bound on a revoked device's hand-in copies holds over all its
+/// connections, not each: two phones' tabs under one token, each within
+/// the budget alone, hold more than it together, and the second drops a
+/// copy. A revoked device keeps at most four connections, and the bytes a
+/// closed one held are let go of.
 #[tokio::test]
 async fn a_revoked_devices_hand_in_is_bounded_over_all_its_connections() {
     use automerge::ROOT;
