@@ -1221,12 +1221,17 @@ async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
 /// A socket that waited for a record the server lacked is taken in by
 /// the record's task when another device brings it. If its device then
 /// holds as many records open as it may, its answer is refused and it
-/// leaves the task: it gets none of the record, then or later.
+/// leaves the task: it gets none of the record, then or later, and does
+/// not keep the task loaded.
 #[tokio::test]
 async fn a_waited_record_a_device_may_not_open_is_refused_and_left() {
     use twinsync_server::auth::Role;
     const CAP: usize = 2;
-    let app = spawn_app_with(|s| s.max_open_docs_per_device = CAP).await;
+    let app = spawn_app_with(|s| {
+        s.max_open_docs_per_device = CAP;
+        s.idle_evict_secs = 1;
+    })
+    .await;
     let token = app.device(Role::Coordinator, &[], None);
     let mut writer = TestPeer::new("writer");
     let report = writer.create(
@@ -1263,4 +1268,11 @@ async fn a_waited_record_a_device_may_not_open_is_refused_and_left() {
     waiting.sync(Duration::from_millis(500), LIMIT).await;
     assert!(waiting.kind_of(report).is_none());
     assert!(!waiting.seen.closed, "{:?}", waiting.seen.errors);
+    // Nor does it keep the record's task: once the writer goes, nothing
+    // holds the report, which is let go of while the other two stay.
+    let loaded = || app.hub.metrics.loaded_documents.get();
+    let before = loaded();
+    writer.disconnect().await;
+    twinsync_tests::eventually(LIMIT, "the report's task let go of", || loaded() < before).await;
+    assert_eq!(loaded(), before - 1);
 }
