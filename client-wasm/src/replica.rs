@@ -165,6 +165,9 @@ pub struct Replica {
     sent_changes: bool,
     /// The server said in `peer` that it answers [`Message::Ping`].
     server_answers_pings: bool,
+    /// The server sent a [`Message::Ping`], answered by the next
+    /// [`Replica::outgoing`].
+    pong_owed: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -188,6 +191,7 @@ impl Replica {
             dirty: BTreeSet::new(),
             sent_changes: false,
             server_answers_pings: false,
+            pong_owed: false,
         }
     }
 
@@ -574,7 +578,7 @@ impl Replica {
             PeerMetadata {
                 storage_id: Some(self.storage_id.clone()),
                 is_ephemeral: false,
-                answers_pings: false,
+                answers_pings: true,
             },
         )
     }
@@ -677,6 +681,11 @@ impl Replica {
                 }
                 out.errors.push((message, refusal));
             }
+            // The server asks whether this device is there, as it does while
+            // a frame of ours waits for the device's budget.
+            Message::Ping { sender_id, .. } if self.server.as_ref() == Some(&sender_id) => {
+                self.pong_owed = true;
+            }
             // Ephemeral messages are not used by records; nor is heads gossip.
             _ => {}
         }
@@ -772,6 +781,14 @@ impl Replica {
             return Vec::new();
         }
         let mut frames = Vec::new();
+        if let Some(server) = self.server.as_ref().filter(|_| self.pong_owed) {
+            self.pong_owed = false;
+            let pong = Message::Pong {
+                sender_id: self.me.clone(),
+                target_id: server.clone(),
+            };
+            frames.push(pong.encode());
+        }
         for id in std::mem::take(&mut self.dirty) {
             let Some(entry) = self.docs.get_mut(&id) else {
                 continue;

@@ -75,6 +75,8 @@ struct Session {
     /// When the peer last sent a frame; the writer gives up on a peer
     /// silent past the peer timeout.
     heard: Arc<std::sync::Mutex<Instant>>,
+    /// Told when the writer stops: the reader stops too.
+    writer_gone: Arc<Notify>,
 }
 
 impl Drop for Session {
@@ -102,6 +104,7 @@ impl Session {
             open: HashSet::new(),
             kill: CancellationToken::new(),
             heard: Arc::new(std::sync::Mutex::new(Instant::now())),
+            writer_gone: Arc::new(Notify::new()),
         }
     }
 
@@ -122,8 +125,7 @@ impl Session {
 
         // The writer: the only owner of the sink. Every send is bounded by
         // the peer timeout, so a peer that never reads cannot hold it.
-        let writer_gone = Arc::new(Notify::new());
-        let gone = Arc::clone(&writer_gone);
+        let gone = Arc::clone(&self.writer_gone);
         let mut writer = tokio::spawn(async move {
             let limit = settings.peer_timeout();
             let mut ping = tokio::time::interval(settings.ping_interval());
@@ -192,7 +194,7 @@ impl Session {
                 tokio::select! {
                     biased;
                     () = self.kill.cancelled() => break,
-                    () = writer_gone.notified() => break,
+                    () = self.writer_gone.notified() => break,
                     next = stream.next() => next,
                 }
             };
@@ -251,23 +253,19 @@ impl Session {
     async fn on_frame(&mut self, bytes: &[u8], out: &Outbox) -> Result<(), Fatal> {
         let mib = self.hub.settings.device_mib_per_minute;
         let per_minute = mib.saturating_mul(1024 * 1024);
-        let len = bytes.len() as u64;
-        if let Err(wait) = self
-            .hub
-            .guards
-            .device_bytes
-            .add(&self.device.id, len, per_minute)
-        {
+        // One frame of more passes on a minute with nothing else.
+        let len = (bytes.len() as u64).min(per_minute);
+        let window = &self.hub.guards.device_bytes;
+        if let Err(wait) = window.add(&self.device.id, len, per_minute) {
             self.hub.metrics.rate_limited.inc();
-            if !self.device.is_revoked() {
+            if !self.hands_in() {
                 return Err(Fatal(format!(
                     "this device sent more than {mib} MiB in a minute; reconnect in {} s",
                     whole_seconds(wait)
                 )));
             }
-            let bytes = &self.hub.guards.device_bytes;
             if !self
-                .wait_for_budget(bytes, len.min(per_minute), per_minute, wait)
+                .wait_for_budget(window, len, per_minute, wait, out)
                 .await
             {
                 return Ok(());
@@ -277,7 +275,7 @@ impl Session {
         let msg =
             Message::decode(bytes, limit).map_err(|e| Fatal(format!("malformed frame: {e}")))?;
         if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg
-            && !self.charge_ops(data).await?
+            && !self.charge_ops(data, out).await?
         {
             return Ok(());
         }
@@ -720,7 +718,7 @@ impl Session {
     /// message has is left to its document's task, which refuses it and
     /// says why. False if the socket closed while a revoked device's
     /// frame waited for the budget: the frame is not taken in.
-    async fn charge_ops(&self, data: &[u8]) -> Result<bool, Fatal> {
+    async fn charge_ops(&self, data: &[u8], out: &Outbox) -> Result<bool, Fatal> {
         let Ok(ops @ 1..) = ops_in_sync(data, self.hub.settings.max_ops_per_message) else {
             return Ok(true);
         };
@@ -730,9 +728,9 @@ impl Session {
             return Ok(true);
         };
         self.hub.metrics.rate_limited.inc();
-        if self.device.is_revoked() {
+        if self.hands_in() {
             return Ok(self
-                .wait_for_budget(window, ops.min(limit), limit, wait)
+                .wait_for_budget(window, ops.min(limit), limit, wait, out)
                 .await);
         }
         Err(Fatal(format!(
@@ -741,36 +739,60 @@ impl Session {
         )))
     }
 
+    /// Whether this socket is a revoked device's, joined: it hands in.
+    fn hands_in(&self) -> bool {
+        self.device.is_revoked() && self.joined.is_some()
+    }
+
     /// Holds a revoked device's frame until `window` takes `n` more. Its
     /// hand-in is taken into copies that start empty on every socket, so
     /// the device sends all it holds each time it connects: cut off past a
     /// budget, it would come back and pass the budget at the same point,
     /// and never finish. Its socket is read no further meanwhile, and the
-    /// wait is not counted as the peer's silence. False if the socket was
-    /// closed (killed) meanwhile: whoever closed it said why, and the
-    /// reader's loop sees it next.
+    /// wait is not counted as the peer's silence. A browser sees no
+    /// WebSocket ping, and gives up a socket that it has not heard from in
+    /// 45 s: a peer that answers `twinsync-ping` is sent one as often as
+    /// the writer pings. False if the socket was closed (killed, or its
+    /// writer stopped) meanwhile: the reader's loop sees it next.
     async fn wait_for_budget(
         &self,
         window: &Windows<String>,
         n: u64,
         limit: u64,
         mut wait: std::time::Duration,
+        out: &Outbox,
     ) -> bool {
+        let every = self.hub.settings.ping_interval();
+        let ping = self.joined.as_ref().and_then(|j| {
+            j.metadata.answers_pings.then(|| Message::Ping {
+                sender_id: self.hub.server_id.clone(),
+                target_id: j.peer_id.clone(),
+            })
+        });
+        debug!(
+            wait_ms = wait.as_millis(),
+            "hand-in waits for the device's budget"
+        );
         loop {
-            debug!(
-                wait_ms = wait.as_millis(),
-                "hand-in waits for the device's budget"
-            );
+            let slice = wait.min(every);
             if let Ok(mut t) = self.heard.lock() {
-                *t = Instant::now() + wait;
+                *t = Instant::now() + slice;
             }
             tokio::select! {
                 () = self.kill.cancelled() => return false,
-                () = tokio::time::sleep(wait) => {}
+                () = self.writer_gone.notified() => {
+                    // Left for the reader's loop, which ends on it.
+                    self.writer_gone.notify_one();
+                    return false;
+                }
+                () = tokio::time::sleep(slice) => {}
             }
             match window.add(&self.device.id, n, limit) {
                 Ok(_) => return true,
                 Err(next) => wait = next,
+            }
+            if let Some(ping) = &ping {
+                self.owed(out, ping);
             }
         }
     }

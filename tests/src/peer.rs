@@ -31,6 +31,9 @@ pub struct Seen {
     pub closed: bool,
     /// Frames that did not decode or apply (lenient peers only).
     pub garbled: u64,
+    /// `twinsync-ping`s from the server (sent only to a peer that said it
+    /// answers them).
+    pub pings: u64,
 }
 
 pub struct TestPeer {
@@ -44,6 +47,9 @@ pub struct TestPeer {
     storage_id: Option<StorageId>,
     /// The device token to sign in with; else the server's coordinator token.
     token: Option<String>,
+    /// Says in `join` that it answers `twinsync-ping`, as the app does (it
+    /// counts them in `seen.pings`, and does not answer).
+    pings: bool,
     /// A frame that does not decode or apply fails the test. Off under a
     /// fault proxy, where the peer counts it and reconnects instead.
     strict: bool,
@@ -60,6 +66,7 @@ impl TestPeer {
             seen: Seen::default(),
             storage_id: None,
             token: None,
+            pings: false,
             strict: true,
         }
     }
@@ -69,6 +76,12 @@ impl TestPeer {
     /// purpose.
     pub fn lenient(mut self) -> Self {
         self.strict = false;
+        self
+    }
+
+    /// Says in `join`, as the app does, that it answers `twinsync-ping`.
+    pub fn hearing_pings(mut self) -> Self {
+        self.pings = true;
         self
     }
 
@@ -106,7 +119,7 @@ impl TestPeer {
             PeerMetadata {
                 storage_id: self.storage_id.clone(),
                 is_ephemeral: self.storage_id.is_none(),
-                answers_pings: false,
+                answers_pings: self.pings,
             },
         );
         ws.send(WsMessage::Binary(join.encode().into()))
@@ -366,6 +379,7 @@ impl TestPeer {
                 self.seen.errors.push(message);
                 self.seen.refusals.extend(refusal);
             }
+            Message::Ping { .. } => self.seen.pings += 1,
             _ => {}
         }
         Ok(())

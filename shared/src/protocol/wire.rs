@@ -52,7 +52,9 @@ pub struct PeerMetadata {
     pub is_ephemeral: bool,
     /// The sender answers [`Message::Ping`] (the key `twinsyncPings`, a
     /// twinsync addition written only when true, which other
-    /// implementations skip): a twinsync server says so in `peer`.
+    /// implementations skip): a twinsync server says so in `peer`, and the
+    /// twinsync client in `join` (the server pings it while a revoked
+    /// device's frame waits for the device's budget).
     pub answers_pings: bool,
 }
 

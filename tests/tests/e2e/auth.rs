@@ -707,7 +707,9 @@ async fn hand_in_past_budget(
     })
     .await;
     let token = app.device(Role::Coordinator, &[], None);
-    let mut phone = TestPeer::new("lost-phone").with_token(&token);
+    let mut phone = TestPeer::new("lost-phone")
+        .with_token(&token)
+        .hearing_pings();
     phone.connect(&app).await;
     let mut records = Vec::new();
     for kind in ["meeting", "city", "person"] {
@@ -721,10 +723,13 @@ async fn hand_in_past_budget(
     for (id, n) in records.iter().zip(1..) {
         offline(phone.doc_mut(*id), n);
     }
+    // The window the fetches were counted in ends: the hand-in starts a
+    // fresh one, so each wait is a whole window, longer than the timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     phone.connect(&app).await;
     let handed_in = || app.hub.store.quarantined(None).unwrap().len();
     phone
-        .sync_until(LIMIT, |p| p.seen.closed || handed_in() == records.len())
+        .sync_until(3 * LIMIT, |p| p.seen.closed || handed_in() == records.len())
         .await;
     assert!(
         !phone.seen.closed && phone.seen.errors.is_empty(),
@@ -745,6 +750,8 @@ async fn hand_in_past_budget(
         app.hub.metrics.rate_limited.get() >= 1,
         "the budget was never reached"
     );
+    // A browser hears no WebSocket ping: the server pinged it meanwhile.
+    assert!(phone.seen.pings >= 2, "{} pings", phone.seen.pings);
 }
 
 /// The bound on a revoked device's hand-in copies holds over all its

@@ -1,0 +1,59 @@
+//! `twinsync-ping` in both directions. The app says in its `join` that it
+//! answers pings: the server pings a socket whose frames wait for the
+//! device's budget, which it does not read meanwhile, and a browser hears
+//! no WebSocket ping. Answered with a pong, the ping is also a frame the
+//! app hears, so it does not give the socket up as silent.
+
+#![allow(clippy::unwrap_used)] // a test panics to fail
+
+mod common;
+
+use common::{NOW, joined};
+use twinsync_client::replica::Replica;
+use twinsync_shared::protocol::{FrameLimit, Message};
+use twinsync_shared::{DocumentId, PeerId, StorageId};
+
+fn decoded(frames: &[Vec<u8>]) -> Vec<Message> {
+    frames
+        .iter()
+        .map(|f| Message::decode(f, FrameLimit::default()).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_app_says_in_its_join_that_it_answers_pings() {
+    let phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
+    let Message::Join { peer_metadata, .. } = phone.join() else {
+        panic!("not a join");
+    };
+    assert!(peer_metadata.answers_pings);
+}
+
+#[test]
+fn a_ping_from_the_server_is_answered_once_with_a_pong() {
+    let (server, mut phone) = joined(DocumentId::random());
+    // What the phone had to say on joining is said.
+    let _ = phone.outgoing();
+    let ping = Message::Ping {
+        sender_id: server.me.clone(),
+        target_id: phone.peer_id().clone(),
+    };
+    phone.receive(&ping.encode(), NOW).unwrap();
+    let sent = decoded(&phone.outgoing());
+    assert_eq!(
+        sent,
+        vec![Message::Pong {
+            sender_id: phone.peer_id().clone(),
+            target_id: server.me.clone(),
+        }]
+    );
+    assert!(phone.outgoing().is_empty(), "answered twice");
+
+    // A ping from anyone but the server it joined is not answered.
+    let stranger = Message::Ping {
+        sender_id: PeerId::new("stranger"),
+        target_id: phone.peer_id().clone(),
+    };
+    phone.receive(&stranger.encode(), NOW).unwrap();
+    assert!(phone.outgoing().is_empty());
+}
