@@ -1,7 +1,7 @@
 // Signing in and permissions as a person in a browser sees them: an invite
 // link opens the app signed in, and a delegate's edit to another city's
 // agreement is shown refused with its reason while the edit stays on the
-// device.
+// device, and a revoked phone hands in its edits past the device's budget.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -145,4 +145,64 @@ test("a delegate's edit to another city's agreement is shown refused and stays o
     await page.evaluate(() => window.tw.close());
     await context.close();
   });
+});
+
+// A phone revoked while it held edits hands them in. Its hand-in starts
+// from nothing on every socket, so it sends all it holds; past the device's
+// operations a minute its frames wait for the next minute, unread. The
+// window here (70 s) is longer than the app waits for an answer to its
+// changes (60 s): the server pings it meanwhile, and the phone hands in
+// everything on the one socket.
+test("a revoked phone's hand-in past its operations a minute waits on one socket and finishes", async () => {
+  const args = ["--device-ops-per-minute", "20000", "--rate-window-secs", "70"];
+  await withServer(async (server, dir) => {
+    const token = addDevice(dir, "coordinator");
+    const deviceId = token.split(".")[0];
+    // Three records of the demo club with free text, and where it is.
+    const texts = [];
+    for (const [kind, path] of [["meeting", "/minutes"], ["report", "/text"], ["project", "/objectives"]]) {
+      const [first] = await (await server.api(`/api/records?kind=${kind}`)).json();
+      texts.push([first.id, path]);
+    }
+    const ids = texts.map(([id]) => id);
+
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { token });
+    await until(page, (ids) => {
+      const s = window.tw.status();
+      if (s.state !== "up-to-date") return null;
+      try { return ids.every((id) => window.tw.read(id)); } catch { return null; }
+    }, ids, "the records on the phone");
+
+    // Offline, 8,000 characters of notes to each: 24,000 operations with
+    // the club's history, past the 20,000 a minute.
+    await page.evaluate(() => window.tw.disconnect());
+    const insert = `${"مذكرة ".repeat(800)}${"note de séance ".repeat(213)}`.slice(0, 8000);
+    for (const [id, path] of texts) {
+      await page.evaluate(
+        ([id, path, insert]) => window.tw.edit(id, [{ op: "set", path, value: insert }], "notes"),
+        [id, path, insert],
+      );
+    }
+    const revoked = await server.api(`/api/devices/${deviceId}/revoke`, { method: "POST" });
+    assert.equal(revoked.status, 200, await revoked.text());
+    const joins = await page.evaluate(() => window.tw.status().joins);
+    await page.evaluate(() => window.tw.connect());
+
+    const start = Date.now();
+    const pending = async () => (await (await server.api("/api/quarantine?status=pending")).json())
+      .map((q) => q.doc_id);
+    let held = [];
+    while (Date.now() - start < 150_000) {
+      held = await pending();
+      if (ids.every((id) => held.includes(id))) break;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    assert.deepEqual([...held].sort(), [...ids].sort(), "every record's notes handed in");
+    assert.ok(Date.now() - start > 60_000, "the budget was reached, and waited out");
+    const status = await page.evaluate(() => window.tw.status());
+    assert.equal(status.joins, joins + 1, `the hand-in ran on one socket: ${JSON.stringify(status)}`);
+    await page.evaluate(() => window.tw.close());
+    await context.close();
+  }, { args });
 });
