@@ -602,6 +602,8 @@ impl Replica {
 
     /// The socket closed: returns the sync states to store.
     pub fn disconnected(&mut self) -> Vec<(DocumentId, Vec<u8>)> {
+        // A ping is answered on the socket it came on, or not at all.
+        self.pong_owed = false;
         let Some(server) = self.server.take() else {
             return Vec::new();
         };

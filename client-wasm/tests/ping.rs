@@ -57,3 +57,29 @@ fn a_ping_from_the_server_is_answered_once_with_a_pong() {
     phone.receive(&stranger.encode(), NOW).unwrap();
     assert!(phone.outgoing().is_empty());
 }
+
+#[test]
+fn a_ping_is_answered_on_its_own_socket_or_not_at_all() {
+    use twinsync_shared::protocol::{PROTOCOL_VERSION, PeerMetadata};
+    let (server, mut phone) = joined(DocumentId::random());
+    let _ = phone.outgoing();
+    let ping = Message::Ping {
+        sender_id: server.me.clone(),
+        target_id: phone.peer_id().clone(),
+    };
+    phone.receive(&ping.encode(), NOW).unwrap();
+    // The socket drops before the answer goes; the next one owes none.
+    phone.disconnected();
+    let accept = Message::Peer {
+        sender_id: server.me.clone(),
+        target_id: phone.peer_id().clone(),
+        peer_metadata: PeerMetadata::default(),
+        selected_protocol_version: PROTOCOL_VERSION.into(),
+    };
+    phone.receive(&accept.encode(), NOW).unwrap();
+    let sent = decoded(&phone.outgoing());
+    assert!(
+        !sent.iter().any(|m| matches!(m, Message::Pong { .. })),
+        "{sent:?}"
+    );
+}

@@ -72,8 +72,9 @@ struct Session {
     /// sockets ([`Hub::open_document`]).
     open: HashSet<DocumentId>,
     kill: CancellationToken,
-    /// When the peer last sent a frame; the writer gives up on a peer
-    /// silent past the peer timeout.
+    /// When the peer last sent a frame, or, while a hand-in waits for its
+    /// budget, the end of the wait's current slice; the writer gives up on
+    /// a peer silent past the peer timeout.
     heard: Arc<std::sync::Mutex<Instant>>,
     /// Told when the writer stops: the reader stops too.
     writer_gone: Arc<Notify>,
@@ -253,8 +254,14 @@ impl Session {
     async fn on_frame(&mut self, bytes: &[u8], out: &Outbox) -> Result<(), Fatal> {
         let mib = self.hub.settings.device_mib_per_minute;
         let per_minute = mib.saturating_mul(1024 * 1024);
-        // One frame of more passes on a minute with nothing else.
-        let len = (bytes.len() as u64).min(per_minute);
+        // A revoked device's frame of more than a minute's bytes passes on
+        // a minute with nothing else: it would wait for ever.
+        let len = bytes.len() as u64;
+        let len = if self.hands_in() {
+            len.min(per_minute)
+        } else {
+            len
+        };
         let window = &self.hub.guards.device_bytes;
         if let Err(wait) = window.add(&self.device.id, len, per_minute) {
             self.hub.metrics.rate_limited.inc();
