@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{NOW, joined};
+use common::{NOW, Server, joined};
 use twinsync_client::replica::Replica;
 use twinsync_shared::protocol::{FrameLimit, Message};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -18,6 +18,19 @@ fn decoded(frames: &[Vec<u8>]) -> Vec<Message> {
         .iter()
         .map(|f| Message::decode(f, FrameLimit::default()).unwrap())
         .collect()
+}
+
+/// A joined phone that has said what it had to on joining, then was
+/// pinged by its server.
+fn pinged() -> (Server, Replica) {
+    let (server, mut phone) = joined(DocumentId::random());
+    let _ = phone.outgoing();
+    let ping = Message::Ping {
+        sender_id: server.me.clone(),
+        target_id: phone.peer_id().clone(),
+    };
+    phone.receive(&ping.encode(), NOW).unwrap();
+    (server, phone)
 }
 
 #[test]
@@ -31,14 +44,7 @@ fn the_app_says_in_its_join_that_it_answers_pings() {
 
 #[test]
 fn a_ping_from_the_server_is_answered_once_with_a_pong() {
-    let (server, mut phone) = joined(DocumentId::random());
-    // What the phone had to say on joining is said.
-    let _ = phone.outgoing();
-    let ping = Message::Ping {
-        sender_id: server.me.clone(),
-        target_id: phone.peer_id().clone(),
-    };
-    phone.receive(&ping.encode(), NOW).unwrap();
+    let (server, mut phone) = pinged();
     let sent = decoded(&phone.outgoing());
     assert_eq!(
         sent,
@@ -60,23 +66,10 @@ fn a_ping_from_the_server_is_answered_once_with_a_pong() {
 
 #[test]
 fn a_ping_is_answered_on_its_own_socket_or_not_at_all() {
-    use twinsync_shared::protocol::{PROTOCOL_VERSION, PeerMetadata};
-    let (server, mut phone) = joined(DocumentId::random());
-    let _ = phone.outgoing();
-    let ping = Message::Ping {
-        sender_id: server.me.clone(),
-        target_id: phone.peer_id().clone(),
-    };
-    phone.receive(&ping.encode(), NOW).unwrap();
+    let (server, mut phone) = pinged();
     // The socket drops before the answer goes; the next one owes none.
     phone.disconnected();
-    let accept = Message::Peer {
-        sender_id: server.me.clone(),
-        target_id: phone.peer_id().clone(),
-        peer_metadata: PeerMetadata::default(),
-        selected_protocol_version: PROTOCOL_VERSION.into(),
-    };
-    phone.receive(&accept.encode(), NOW).unwrap();
+    server.accept(&mut phone);
     let sent = decoded(&phone.outgoing());
     assert!(
         !sent.iter().any(|m| matches!(m, Message::Pong { .. })),

@@ -263,20 +263,11 @@ impl Session {
             len
         };
         let window = &self.hub.guards.device_bytes;
-        if let Err(wait) = window.add(&self.device.id, len, per_minute) {
-            self.hub.metrics.rate_limited.inc();
-            if !self.hands_in() {
-                return Err(Fatal(format!(
-                    "this device sent more than {mib} MiB in a minute; reconnect in {} s",
-                    whole_seconds(wait)
-                )));
-            }
-            if !self
-                .wait_for_budget(window, len, per_minute, wait, out)
-                .await
-            {
-                return Ok(());
-            }
+        if !self
+            .charge(window, len, per_minute, &format!("{mib} MiB"), out)
+            .await?
+        {
+            return Ok(());
         }
         let limit = FrameLimit(self.hub.settings.max_frame_bytes);
         let msg =
@@ -731,17 +722,32 @@ impl Session {
         };
         let limit = self.hub.settings.device_ops_per_minute;
         let window = &self.hub.guards.device_ops;
-        let Err(wait) = window.add(&self.device.id, ops.min(limit), limit) else {
+        let what = format!("{limit} operations");
+        self.charge(window, ops.min(limit), limit, &what, out).await
+    }
+
+    /// Counts `n` against the device's `window` of `limit` (`what`, for
+    /// the message). Past it a revoked device's frame waits for the budget
+    /// ([`Self::wait_for_budget`]), and any other device's socket closes
+    /// with the wait. False if the socket closed while the frame waited:
+    /// the frame is not taken in.
+    async fn charge(
+        &self,
+        window: &Windows<String>,
+        n: u64,
+        limit: u64,
+        what: &str,
+        out: &Outbox,
+    ) -> Result<bool, Fatal> {
+        let Err(wait) = window.add(&self.device.id, n, limit) else {
             return Ok(true);
         };
         self.hub.metrics.rate_limited.inc();
         if self.hands_in() {
-            return Ok(self
-                .wait_for_budget(window, ops.min(limit), limit, wait, out)
-                .await);
+            return Ok(self.wait_for_budget(window, n, limit, wait, out).await);
         }
         Err(Fatal(format!(
-            "this device sent more than {limit} operations in a minute; reconnect in {} s",
+            "this device sent more than {what} in a minute; reconnect in {} s",
             whole_seconds(wait)
         )))
     }

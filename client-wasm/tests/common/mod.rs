@@ -19,16 +19,9 @@ pub fn joined(club: DocumentId) -> (Server, Replica) {
         me: PeerId::new("server"),
         docs: HashMap::new(),
     };
-    let phone_id = PeerId::new("phone");
-    let mut phone = Replica::new(phone_id.clone(), StorageId::new("phone-storage"));
+    let mut phone = Replica::new(PeerId::new("phone"), StorageId::new("phone-storage"));
     phone.set_club(club);
-    let accept = Message::Peer {
-        sender_id: server.me.clone(),
-        target_id: phone_id,
-        peer_metadata: PeerMetadata::default(),
-        selected_protocol_version: PROTOCOL_VERSION.into(),
-    };
-    phone.receive(&accept.encode(), NOW).unwrap();
+    server.accept(&mut phone);
     (server, phone)
 }
 
@@ -39,6 +32,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// Answers the phone's `join`, as on each socket it opens.
+    pub fn accept(&self, phone: &mut Replica) {
+        let accept = Message::Peer {
+            sender_id: self.me.clone(),
+            target_id: phone.peer_id().clone(),
+            peer_metadata: PeerMetadata::default(),
+            selected_protocol_version: PROTOCOL_VERSION.into(),
+        };
+        phone.receive(&accept.encode(), NOW).unwrap();
+    }
+
     /// Holds `doc` as record `id`, syncing it with `phone` from a fresh state.
     pub fn hold(&mut self, phone: &PeerId, id: DocumentId, doc: Automerge) {
         let mut sync = DocSync::new(id);
