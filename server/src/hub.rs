@@ -1,7 +1,7 @@
 //! The hub: which documents are loaded, which peers are connected, and the
 //! routing of messages to the task that owns each document.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,7 +34,7 @@ pub struct Hub {
     /// `docs`, never before, so that no task can start between a lookup
     /// that found none and the wait it records.
     waiting: Mutex<HashMap<DocumentId, Vec<PeerLink>>>,
-    sessions: Mutex<HashMap<PeerId, SessionEntry>>,
+    sessions: Mutex<Sessions>,
     /// Bytes the hand-in copies of each revoked device hold, over all its
     /// connections (see `connection.rs`'s `HandIn`).
     hand_in_held: Mutex<HashMap<String, u64>>,
@@ -76,6 +76,71 @@ struct SessionEntry {
     /// The device's `rights` count when the socket signed in.
     rights: i64,
     kill: CancellationToken,
+}
+
+/// The connected peers, and each device's among them: a join looks at its
+/// own device's peers, not at every session on the server.
+#[derive(Debug, Default)]
+struct Sessions {
+    by_peer: HashMap<PeerId, SessionEntry>,
+    /// Each device's peers by connection, oldest first. Holds a
+    /// `(device, conn, peer)` exactly when `by_peer` maps that peer to that
+    /// device and connection.
+    by_device: HashMap<String, BTreeMap<u64, PeerId>>,
+}
+
+impl Sessions {
+    fn get(&self, peer: &PeerId) -> Option<&SessionEntry> {
+        self.by_peer.get(peer)
+    }
+
+    fn get_mut(&mut self, peer: &PeerId) -> Option<&mut SessionEntry> {
+        self.by_peer.get_mut(peer)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &SessionEntry> {
+        self.by_peer.values()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_peer.is_empty()
+    }
+
+    /// `device`'s peers, oldest connection first.
+    fn of_device<'a>(
+        &'a self,
+        device: &str,
+    ) -> impl Iterator<Item = (&'a PeerId, &'a SessionEntry)> + 'a {
+        self.by_device
+            .get(device)
+            .into_iter()
+            .flat_map(|conns| conns.values())
+            .filter_map(|peer| self.by_peer.get(peer).map(|e| (peer, e)))
+    }
+
+    fn insert(&mut self, peer: PeerId, entry: SessionEntry) {
+        self.remove(&peer);
+        self.by_device
+            .entry(entry.device.clone())
+            .or_default()
+            .insert(entry.conn, peer.clone());
+        self.by_peer.insert(peer, entry);
+    }
+
+    fn remove(&mut self, peer: &PeerId) {
+        if let Some(old) = self.by_peer.remove(peer) {
+            self.forget_device_conn(&old);
+        }
+    }
+
+    fn forget_device_conn(&mut self, old: &SessionEntry) {
+        if let Some(conns) = self.by_device.get_mut(&old.device) {
+            conns.remove(&old.conn);
+            if conns.is_empty() {
+                self.by_device.remove(&old.device);
+            }
+        }
+    }
 }
 
 /// Why a request was not let in.
@@ -150,7 +215,7 @@ impl Hub {
         Ok(Arc::new(Self {
             docs: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             hand_in_held: Mutex::new(HashMap::new()),
             open_docs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -356,8 +421,8 @@ impl Hub {
         // not noticed yet, and the newest is the one in use.
         let others = || {
             sessions
-                .iter()
-                .filter(|(p, e)| *p != peer && e.device == device.id && !e.kill.is_cancelled())
+                .of_device(&device.id)
+                .filter(|(p, e)| *p != peer && !e.kill.is_cancelled())
         };
         // A revoked device only hands in what it has not synced, each
         // connection holding a copy of a record in hand (`HandIn`): a few
@@ -368,7 +433,7 @@ impl Hub {
             self.settings.max_peers_per_device
         };
         if others().count() >= cap
-            && let Some((oldest, entry)) = others().min_by_key(|(_, e)| e.conn)
+            && let Some((oldest, entry)) = others().next()
         {
             tracing::info!(device = %device.id, peer = %oldest, "closed: the device has too many peers connected");
             self.metrics.peers_displaced.inc();
@@ -637,5 +702,72 @@ impl Hub {
             Ok(h) => h.tx,
             Err(e) => panic!("no task for {doc}: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(device: &str, conn: u64) -> SessionEntry {
+        SessionEntry {
+            conn,
+            device: device.to_owned(),
+            revoked: false,
+            rights: 0,
+            kill: CancellationToken::new(),
+        }
+    }
+
+    /// A device's peers, by connection and id.
+    type Listed = Vec<(u64, String)>;
+
+    /// A device's peers as the index lists them, and as a scan of every
+    /// session finds them, oldest connection first.
+    fn listed(sessions: &Sessions, device: &str) -> (Listed, Listed) {
+        let indexed = sessions
+            .of_device(device)
+            .map(|(p, e)| (e.conn, p.to_string()))
+            .collect();
+        let mut scanned: Vec<_> = sessions
+            .by_peer
+            .iter()
+            .filter(|(_, e)| e.device == device)
+            .map(|(p, e)| (e.conn, p.to_string()))
+            .collect();
+        scanned.sort();
+        (indexed, scanned)
+    }
+
+    /// Peers joining again on new sockets, on the same socket, and leaving,
+    /// over several devices: the index always lists what a scan finds, and
+    /// forgets a device with no peer left.
+    #[test]
+    fn the_device_index_follows_the_sessions() {
+        let mut sessions = Sessions::default();
+        let devices = ["phone", "tablet", "laptop"];
+        let mut x: u64 = 7;
+        for conn in 1..400u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let device = devices[(x >> 33) as usize % devices.len()];
+            let peer = PeerId::new(format!("{device}-{}", (x >> 40) % 4));
+            match (x >> 50) % 3 {
+                0 => sessions.remove(&peer),
+                // The same socket joining again keeps its place.
+                1 if let Some(old) = sessions.get(&peer).cloned() => {
+                    sessions.insert(peer, old);
+                }
+                _ => sessions.insert(peer, entry(device, conn)),
+            }
+            for device in devices {
+                let (indexed, scanned) = listed(&sessions, device);
+                assert_eq!(indexed, scanned, "after socket {conn}");
+                assert_eq!(sessions.by_device.contains_key(device), !scanned.is_empty());
+            }
+        }
+        assert!(
+            sessions.by_peer.len() > 2,
+            "the walk left too few peers to check"
+        );
     }
 }
