@@ -302,8 +302,17 @@ impl TestPeer {
         while !done(self) {
             assert!(
                 Instant::now() < deadline,
-                "peer {} did not get there in {limit:?}",
-                self.id
+                "peer {} did not get there in {limit:?}: closed {}, {} of {} records \
+                 read, {} unavailable, errors {:?}",
+                self.id,
+                self.seen.closed,
+                self.docs
+                    .values()
+                    .filter(|l| l.doc.kind().is_some())
+                    .count(),
+                self.docs.len(),
+                self.seen.unavailable.len(),
+                self.seen.errors.iter().take(5).collect::<Vec<_>>()
             );
             self.sync(Duration::from_millis(50), Duration::from_millis(500))
                 .await;

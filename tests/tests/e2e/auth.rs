@@ -506,6 +506,11 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
     phone.connect(&app).await;
     let person = app.first("person").await;
     phone.open(person);
+    phone
+        .sync_until(LIMIT, |p| {
+            p.seen.closed || p.seen.unavailable.contains(&person) || p.kind_of(person).is_some()
+        })
+        .await;
     phone.sync(QUIET, LIMIT).await;
     assert!(
         phone.seen.unavailable.contains(&person),
@@ -513,13 +518,25 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
     );
     assert!(phone.kind_of(person).is_none());
     // ... and what it handed in waits in quarantine, not in the record.
-    let queue = app.get_json("/api/quarantine?status=pending").await;
-    let entry = queue
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["doc_id"] == city.to_string())
-        .unwrap_or_else(|| panic!("nothing handed in: {queue}"));
+    let deadline = std::time::Instant::now() + LIMIT;
+    let entry = loop {
+        let queue = app.get_json("/api/quarantine?status=pending").await;
+        let found = queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["doc_id"] == city.to_string())
+            .cloned();
+        if let Some(entry) = found {
+            break entry;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing handed in: {queue}"
+        );
+        phone.sync(QUIET, LIMIT).await;
+    };
+    let entry = &entry;
     assert!(text(entry, "reason").contains("revoked"));
     assert_ne!(
         record(&app, city).await["name"]["fr"],
@@ -1118,13 +1135,20 @@ async fn a_device_opening_too_many_documents_a_minute_is_told_to_wait() {
     for id in &ids {
         p.open(*id);
     }
+    let told = |p: &TestPeer| {
+        p.seen
+            .errors
+            .iter()
+            .filter(|e| e.contains("more than 3 documents"))
+            .count()
+    };
+    // Each of the five is answered; then nothing more comes.
+    p.sync_until(LIMIT, |p| {
+        p.seen.closed || told(p) + p.seen.unavailable.len() >= ids.len()
+    })
+    .await;
     p.sync(QUIET, LIMIT).await;
-    let limited = p
-        .seen
-        .errors
-        .iter()
-        .filter(|e| e.contains("more than 3 documents"))
-        .count();
+    let limited = told(&p);
     assert_eq!(limited, 2, "{:?}", p.seen.errors);
     assert_eq!(p.seen.unavailable.len(), 3);
     assert!(!p.seen.closed);

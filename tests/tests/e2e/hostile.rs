@@ -22,6 +22,10 @@ async fn answer_to(app: &TestApp, join: bool, frame: WsMessage) -> (Vec<String>,
         p.connect_raw(app).await;
     }
     p.send_raw(frame).await;
+    // Every frame sent here is answered with an error or a close; a busy
+    // machine may take a while to, and whatever follows is read too.
+    p.sync_until(LIMIT, |p| p.seen.closed || !p.seen.errors.is_empty())
+        .await;
     p.sync(Duration::from_millis(300), LIMIT).await;
     (p.seen.errors.clone(), p.seen.closed)
 }
@@ -296,13 +300,18 @@ async fn a_flood_of_requests_for_random_ids_is_limited_and_memory_stays_bounded(
             .send_raw(WsMessage::Binary(request.encode().into()))
             .await;
     }
+    let told = |p: &TestPeer| {
+        p.seen
+            .errors
+            .iter()
+            .filter(|e| e.contains("more than 200 documents"))
+            .count()
+    };
+    flooder
+        .sync_until(LIMIT, |p| p.seen.closed || told(p) >= 4800)
+        .await;
     flooder.sync(Duration::from_millis(300), LIMIT).await;
-    let limited = flooder
-        .seen
-        .errors
-        .iter()
-        .filter(|e| e.contains("more than 200 documents"))
-        .count();
+    let limited = told(&flooder);
     assert!(
         !flooder.seen.closed,
         "the flooder was dropped rather than told"
@@ -1197,6 +1206,10 @@ async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
     }
     app.revoke(&token).await;
     lost.connect(&app).await;
+    // Each record the socket takes costs a load and a quarantine write
+    // first: wait for the refusals, then check no more come.
+    lost.sync_until(LIMIT, |p| p.seen.closed || not_opened(p).len() >= 2 * CAP)
+        .await;
     lost.sync(Duration::from_millis(500), LIMIT).await;
     assert!(!lost.seen.closed, "{:?}", lost.seen.errors);
     assert_eq!(not_opened(&lost).len(), 2 * CAP, "{:?}", lost.seen.errors);
