@@ -34,9 +34,15 @@ fn status_kib(server: &ServerProcess, key: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_of_evicted_records_goes_back_to_the_system() {
     let dir = tempfile::tempdir().unwrap();
+    // Each reader asks for every record before it reads an answer, and
+    // reads slowly (it goes over all its records after each frame): its
+    // queue on the server may hold an answer for each record, which the
+    // default of 1,024 frames would drop as too slow on a loaded machine.
+    let queue = (2 * RECORDS).to_string();
     let env = [
         ("TWINSYNC_IDLE_EVICT_SECS", "1"),
         ("TWINSYNC_DEVICE_DOCS_PER_MINUTE", "1000000"),
+        ("TWINSYNC_PEER_QUEUE", queue.as_str()),
     ];
     let server = ServerProcess::start_with(dir.path(), &env);
     let mut writer = TestPeer::new("writer");
