@@ -754,7 +754,8 @@ mod tests {
             match (x >> 50) % 3 {
                 0 => sessions.remove(&peer),
                 // The same socket joining again keeps its place.
-                1 if let Some(old) = sessions.get(&peer).cloned() => {
+                1 if sessions.get(&peer).is_some() => {
+                    let old = sessions.get(&peer).cloned().expect("just seen");
                     sessions.insert(peer, old);
                 }
                 _ => sessions.insert(peer, entry(device, conn)),

@@ -481,6 +481,8 @@ test("a connection that stayed up 30 s starts the backoff over, even with the ph
       await page.clock.setSystemTime(wall - 3_600_000);
       await page.clock.runFor(31_000);
       assert.equal(await page.evaluate(() => window.tw.status().link), "joined");
+      // From here the page's time moves only as the test moves it.
+      await page.clock.pauseAt(await page.evaluate(() => Date.now() + 10));
       const before = flaky.sockets;
       for (const ws of flaky.clients()) ws.close(1001, "going away");
       await until(page, () => window.tw.status().link !== "joined" || null, undefined, "the cut seen");
