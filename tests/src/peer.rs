@@ -36,6 +36,13 @@ pub struct Seen {
     pub pings: u64,
 }
 
+impl Seen {
+    /// How many of the errors say `what`.
+    pub fn errors_with(&self, what: &str) -> usize {
+        self.errors.iter().filter(|e| e.contains(what)).count()
+    }
+}
+
 pub struct TestPeer {
     pub id: PeerId,
     ws: Option<Ws>,
@@ -317,6 +324,20 @@ impl TestPeer {
             self.sync(Duration::from_millis(50), Duration::from_millis(500))
                 .await;
         }
+    }
+
+    /// Syncs until `done` holds (panics after `limit`), then until nothing
+    /// is said for `quiet`: what was expected came, then whatever more
+    /// there was, which the caller can count. A quiet spell alone would end
+    /// early on a busy machine.
+    pub async fn settle(
+        &mut self,
+        limit: Duration,
+        quiet: Duration,
+        done: impl FnMut(&TestPeer) -> bool,
+    ) {
+        self.sync_until(limit, done).await;
+        self.sync(quiet, limit).await;
     }
 
     async fn send_pending(&mut self) {

@@ -507,11 +507,10 @@ async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes()
     let person = app.first("person").await;
     phone.open(person);
     phone
-        .sync_until(LIMIT, |p| {
+        .settle(LIMIT, QUIET, |p| {
             p.seen.closed || p.seen.unavailable.contains(&person) || p.kind_of(person).is_some()
         })
         .await;
-    phone.sync(QUIET, LIMIT).await;
     assert!(
         phone.seen.unavailable.contains(&person),
         "a revoked device read a record"
@@ -1139,20 +1138,13 @@ async fn a_device_opening_too_many_documents_a_minute_is_told_to_wait() {
     for id in &ids {
         p.open(*id);
     }
-    let told = |p: &TestPeer| {
-        p.seen
-            .errors
-            .iter()
-            .filter(|e| e.contains("more than 3 documents"))
-            .count()
-    };
+    let told = "more than 3 documents";
     // Each of the five is answered; then nothing more comes.
-    p.sync_until(LIMIT, |p| {
-        p.seen.closed || told(p) + p.seen.unavailable.len() >= ids.len()
+    p.settle(LIMIT, QUIET, |p| {
+        p.seen.closed || p.seen.errors_with(told) + p.seen.unavailable.len() >= ids.len()
     })
     .await;
-    p.sync(QUIET, LIMIT).await;
-    let limited = told(&p);
+    let limited = p.seen.errors_with(told);
     assert_eq!(limited, 2, "{:?}", p.seen.errors);
     assert_eq!(p.seen.unavailable.len(), 3);
     assert!(!p.seen.closed);

@@ -22,11 +22,11 @@ async fn answer_to(app: &TestApp, join: bool, frame: WsMessage) -> (Vec<String>,
         p.connect_raw(app).await;
     }
     p.send_raw(frame).await;
-    // Every frame sent here is answered with an error or a close; a busy
-    // machine may take a while to, and whatever follows is read too.
-    p.sync_until(LIMIT, |p| p.seen.closed || !p.seen.errors.is_empty())
-        .await;
-    p.sync(Duration::from_millis(300), LIMIT).await;
+    // Every frame sent here is answered with an error or a close.
+    p.settle(LIMIT, Duration::from_millis(300), |p| {
+        p.seen.closed || !p.seen.errors.is_empty()
+    })
+    .await;
     (p.seen.errors.clone(), p.seen.closed)
 }
 
@@ -300,18 +300,13 @@ async fn a_flood_of_requests_for_random_ids_is_limited_and_memory_stays_bounded(
             .send_raw(WsMessage::Binary(request.encode().into()))
             .await;
     }
-    let told = |p: &TestPeer| {
-        p.seen
-            .errors
-            .iter()
-            .filter(|e| e.contains("more than 200 documents"))
-            .count()
-    };
+    let told = "more than 200 documents";
     flooder
-        .sync_until(LIMIT, |p| p.seen.closed || told(p) >= 4800)
+        .settle(LIMIT, Duration::from_millis(300), |p| {
+            p.seen.closed || p.seen.errors_with(told) >= 4800
+        })
         .await;
-    flooder.sync(Duration::from_millis(300), LIMIT).await;
-    let limited = told(&flooder);
+    let limited = flooder.seen.errors_with(told);
     assert!(
         !flooder.seen.closed,
         "the flooder was dropped rather than told"
@@ -1208,9 +1203,10 @@ async fn a_revoked_devices_hand_in_holds_at_most_its_open_documents() {
     lost.connect(&app).await;
     // Each record the socket takes costs a load and a quarantine write
     // first: wait for the refusals, then check no more come.
-    lost.sync_until(LIMIT, |p| p.seen.closed || not_opened(p).len() >= 2 * CAP)
-        .await;
-    lost.sync(Duration::from_millis(500), LIMIT).await;
+    lost.settle(LIMIT, Duration::from_millis(500), |p| {
+        p.seen.closed || not_opened(p).len() >= 2 * CAP
+    })
+    .await;
     assert!(!lost.seen.closed, "{:?}", lost.seen.errors);
     assert_eq!(not_opened(&lost).len(), 2 * CAP, "{:?}", lost.seen.errors);
     assert!(
