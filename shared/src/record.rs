@@ -28,7 +28,7 @@ mod schema;
 mod summary;
 mod write;
 
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use serde::{Deserialize, Serialize};
 
 use crate::text::TEXT_ENCODING;
@@ -161,7 +161,26 @@ impl RecordDoc {
         fields: &serde_json::Value,
         commit: &Commit,
     ) -> Result<Self, EditError> {
-        let mut doc = new_document();
+        Self::create_in(new_document(), kind, fields, commit)
+    }
+
+    /// [`RecordDoc::create`] by a given actor rather than a random one, so
+    /// that the record's first change, and its hash, can be made again.
+    pub fn create_as(
+        actor: ActorId,
+        kind: Kind,
+        fields: &serde_json::Value,
+        commit: &Commit,
+    ) -> Result<Self, EditError> {
+        Self::create_in(new_document().with_actor(actor), kind, fields, commit)
+    }
+
+    fn create_in(
+        mut doc: Automerge,
+        kind: Kind,
+        fields: &serde_json::Value,
+        commit: &Commit,
+    ) -> Result<Self, EditError> {
         write::create(&mut doc, kind, fields, commit)?;
         Ok(Self { doc })
     }
