@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::handshake::{self, Joined};
 use twinsync_shared::protocol::{
-    DocSync, FrameLimit, Message, PeerMetadata, RATE_LIMITED, Refusal, ops_in_sync,
+    DecodeError, DocSync, FrameLimit, Message, PeerMetadata, RATE_LIMITED, Refusal, ops_in_sync,
 };
 use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
@@ -58,6 +58,9 @@ struct Session {
     conn: u64,
     device: Arc<Device>,
     joined: Option<Joined>,
+    /// Who sent the `join` being answered, until it is accepted: a refusal
+    /// is addressed to them, as the official server addresses it.
+    greeted: Option<PeerId>,
     docs: HashSet<DocumentId>,
     /// Records the server lacked when this peer named them: it waits to be
     /// offered each (see [`Hub::dispatch`]), up to [`MAX_WAITING`].
@@ -98,6 +101,7 @@ impl Session {
             conn,
             device: Arc::new(device),
             joined: None,
+            greeted: None,
             docs: HashSet::new(),
             waiting: HashSet::new(),
             inbox: HashMap::new(),
@@ -241,6 +245,7 @@ impl Session {
             .joined
             .as_ref()
             .map(|j| j.peer_id.clone())
+            .or_else(|| self.greeted.clone())
             .unwrap_or_else(|| PeerId::new(""));
         let msg = Message::Error {
             refusal: None,
@@ -270,8 +275,18 @@ impl Session {
             return Ok(());
         }
         let limit = FrameLimit(self.hub.settings.max_frame_bytes);
-        let msg =
-            Message::decode(bytes, limit).map_err(|e| Fatal(format!("malformed frame: {e}")))?;
+        let msg = match Message::decode(bytes, limit) {
+            Ok(msg) => msg,
+            // As the official server does, a joined peer's message of a
+            // type this server does not know is let pass: `leave`, which
+            // the protocol's own description names, or one from a later
+            // version. Before `join`, nothing but a join makes sense.
+            Err(DecodeError::UnknownType(kind)) if self.joined.is_some() => {
+                debug!(kind, "message of an unknown type ignored");
+                return Ok(());
+            }
+            Err(e) => return Err(Fatal(format!("malformed frame: {e}"))),
+        };
         if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg
             && !self.charge_ops(data, out).await?
         {
@@ -283,6 +298,11 @@ impl Session {
                 is_ephemeral: false,
                 answers_pings: true,
             };
+            if let Message::Join { sender_id, .. } = &msg
+                && sender_id.as_str().len() <= handshake::MAX_ID_BYTES
+            {
+                self.greeted = Some(sender_id.clone());
+            }
             let (joined, reply) = handshake::accept(&msg, &self.hub.server_id, &ours)
                 .map_err(|e| Fatal(e.to_string()))?;
             tracing::Span::current().record("peer_id", tracing::field::display(&joined.peer_id));

@@ -14,6 +14,7 @@ use automerge::sync::State;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use twinsync_shared::protocol::handshake::MAX_ID_BYTES;
 use twinsync_shared::protocol::{DocSync, Message, Refusal};
 use twinsync_shared::record::{new_document, read_document};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -550,6 +551,18 @@ impl DocTask {
                 format!(
                     "ephemeral message of {} bytes not relayed: at most {MAX_EPHEMERAL_BYTES} are",
                     data.len()
+                ),
+            );
+            return;
+        }
+        // The session id is copied into the frame of every other peer of
+        // the record, as the data is, so it is held to an id's length.
+        if session_id.len() > MAX_ID_BYTES {
+            self.error_to(
+                from,
+                format!(
+                    "ephemeral message not relayed: its `sessionId` is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                    session_id.len()
                 ),
             );
             return;

@@ -484,6 +484,36 @@ fn a_list_longer_than_any_peer_needs_is_refused() {
             limit: MAX_LIST_ENTRIES
         }
     );
+    // Many storage ids, each with a full list of one-byte heads, would
+    // make a frame allocate many times its size: the keys and all their
+    // heads count against one limit.
+    let changed = |keys: usize, each: usize| {
+        let names: Vec<String> = (0..keys).map(|k| format!("storage-{k}")).collect();
+        let entry = map(&[
+            ("heads", array(&vec![text(""); each])),
+            ("timestamp", vec![0x01]),
+        ]);
+        let entries: Vec<(&str, Vec<u8>)> =
+            names.iter().map(|n| (n.as_str(), entry.clone())).collect();
+        map(&[
+            ("type", text("remote-heads-changed")),
+            ("senderId", text("server")),
+            ("targetId", text("phone")),
+            ("documentId", text(&doc().to_string())),
+            ("newHeads", map(&entries)),
+        ])
+    };
+    let new_heads_too_many = DecodeError::TooMany {
+        field: "newHeads",
+        limit: MAX_LIST_ENTRIES,
+    };
+    // 4 keys with 255 heads each: 1,024 strings in all.
+    assert!(
+        matches!(decode(&changed(4, 255)), Ok(Message::RemoteHeadsChanged { new_heads, .. }) if new_heads.len() == 4)
+    );
+    assert_eq!(err(&changed(4, 256)), new_heads_too_many);
+    assert_eq!(err(&changed(MAX_LIST_ENTRIES + 1, 0)), new_heads_too_many);
+    assert_eq!(err(&changed(64, MAX_LIST_ENTRIES)), new_heads_too_many);
 }
 
 // ---- What the JavaScript client sends ---------------------------------------

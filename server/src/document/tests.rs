@@ -157,13 +157,24 @@ fn sync_from(r: &Replica, data: Vec<u8>) -> DocCommand {
 
 /// `r`'s presence message number `count`, carrying `data`, for record `id`.
 fn presence(hub: &Hub, id: DocumentId, r: &Replica, count: u64, data: Vec<u8>) -> DocCommand {
+    presence_in(hub, id, r, "s", count, data)
+}
+
+fn presence_in(
+    hub: &Hub,
+    id: DocumentId,
+    r: &Replica,
+    session: &str,
+    count: u64,
+    data: Vec<u8>,
+) -> DocCommand {
     DocCommand::Ephemeral {
         peer: r.link.clone(),
         msg: Message::Ephemeral {
             sender_id: r.link.peer_id.clone(),
             target_id: hub.server_id.clone(),
             document_id: id,
-            session_id: "s".into(),
+            session_id: session.into(),
             count,
             data,
         },
@@ -412,6 +423,44 @@ async fn a_flood_of_ephemeral_messages_neither_fills_a_peers_queue_nor_drops_it(
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(
         told[0].contains("262145 bytes not relayed: at most 262144"),
+        "{}",
+        told[0]
+    );
+}
+
+#[tokio::test]
+async fn an_ephemeral_with_a_session_id_longer_than_an_id_is_not_relayed() {
+    let (_dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut pierre = replica("pierre", Role::Coordinator, &base);
+    let (_, joins) = type_in(&mut pierre, "Séance ouverte. ");
+    // A byte of data under a session id of 1 MiB: each other peer of the
+    // record would be sent a frame of 1 MiB.
+    let long = "s".repeat(1 << 20);
+    let longest = "s".repeat(MAX_ID_BYTES);
+    let cmds = vec![
+        joins,
+        presence_in(&hub, id, &amina, &long, 0, vec![0xa0]),
+        presence_in(&hub, id, &amina, &longest, 1, vec![0xa0]),
+    ];
+    run_queued(&hub, id, cmds).await;
+    let mut relayed = Vec::new();
+    while let Ok(frame) = pierre.frames.try_recv() {
+        if let Message::Ephemeral { session_id, .. } =
+            Message::decode(&frame, Default::default()).unwrap()
+        {
+            relayed.push(session_id.len());
+        }
+    }
+    assert_eq!(
+        relayed,
+        vec![MAX_ID_BYTES],
+        "session ids relayed, by length"
+    );
+    let told = errors(&mut amina);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("`sessionId` is 1048576 bytes long; at most 256 are allowed"),
         "{}",
         told[0]
     );

@@ -109,6 +109,80 @@ async fn malformed_frames_are_refused_and_the_socket_closed() {
 }
 
 #[tokio::test]
+async fn messages_of_a_type_this_server_does_not_know_are_let_pass_once_joined() {
+    let app = spawn_app().await;
+    let doc = app.first("meeting").await;
+    // Before `join`, a message of an unknown type is refused like any
+    // message that is not a join.
+    let leave = |sender: &str| {
+        let mut frame = vec![0xa2];
+        frame.extend([0x64].iter().chain(b"type"));
+        frame.extend([0x65].iter().chain(b"leave"));
+        frame.extend([0x68].iter().chain(b"senderId"));
+        frame.push(0x60 + sender.len() as u8);
+        frame.extend(sender.as_bytes());
+        WsMessage::Binary(frame.into())
+    };
+    let (errors, closed) = answer_to(&app, false, leave("hostile")).await;
+    assert!(closed);
+    assert!(
+        errors[0].contains("unknown message type `leave`"),
+        "{errors:?}"
+    );
+    // Once joined, `leave` (which automerge-repo's description of the
+    // protocol names as advisory) and types from later versions pass: the
+    // socket stays open and the peer is served.
+    let mut p = TestPeer::new("polite");
+    p.connect(&app).await;
+    p.send_raw(leave("polite")).await;
+    let mut later = vec![0xa3];
+    later.extend([0x64].iter().chain(b"type"));
+    later.extend([0x6b].iter().chain(b"frobnicate2"));
+    later.extend([0x68].iter().chain(b"senderId"));
+    later.extend([0x66].iter().chain(b"polite"));
+    later.extend([0x63].iter().chain(b"foo"));
+    later.extend([0x43, 1, 2, 3]);
+    p.send_raw(WsMessage::Binary(later.into())).await;
+    p.fetch(doc, LIMIT).await;
+    assert!(!p.seen.closed);
+    assert_eq!(p.seen.errors, Vec::<String>::new());
+    assert!(matches!(p.record(doc), Record::Meeting(_)));
+}
+
+#[tokio::test]
+async fn a_join_offering_no_version_we_speak_is_refused_to_its_sender() {
+    use futures_util::{SinkExt, StreamExt};
+    use twinsync_tests::Server;
+    let app = spawn_app().await;
+    let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let join = Message::Join {
+        sender_id: PeerId::new("phone-from-the-future"),
+        peer_metadata: Default::default(),
+        supported_protocol_versions: vec!["2".into()],
+    };
+    ws.send(WsMessage::Binary(join.encode().into()))
+        .await
+        .unwrap();
+    let mut refusal = None;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(LIMIT, ws.next()).await {
+        if let WsMessage::Binary(bytes) = frame {
+            refusal = Some(Message::decode(&bytes, Default::default()).unwrap());
+            break;
+        }
+    }
+    match refusal {
+        Some(Message::Error {
+            target_id, message, ..
+        }) => {
+            assert_eq!(target_id, PeerId::new("phone-from-the-future"));
+            assert!(message.contains("protocol version"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_message_before_join_is_refused() {
     let app = spawn_app().await;
     let doc = app.first("meeting").await;

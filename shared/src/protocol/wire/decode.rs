@@ -386,10 +386,23 @@ fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
     })
 }
 
+/// The heads a peer reports under each storage id. The text strings of the
+/// whole map, its keys with every head, count against one
+/// [`MAX_LIST_ENTRIES`], as a list's would: else a frame of many keys, each
+/// with a full list of one-byte heads, would allocate many times its size.
 fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, DecodeError> {
     let mut out = BTreeMap::new();
+    let mut strings = 0;
+    let too_many = DecodeError::TooMany {
+        field: "newHeads",
+        limit: MAX_LIST_ENTRIES,
+    };
     let len = expect_map(d, "newHeads")?;
     each_entry(d, len, |d| {
+        strings += 1;
+        if strings > MAX_LIST_ENTRIES {
+            return Err(too_many.clone());
+        }
         let key = str_field(d, "newHeads")?;
         if out.contains_key(&StorageId::new(key)) {
             return Err(DecodeError::DuplicateField(format!("newHeads.{key}")));
@@ -409,6 +422,10 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
         let missing = |field| DecodeError::missing("remote-heads-changed", field);
         let heads = heads.ok_or_else(|| missing("heads"))?;
         let timestamp = timestamp.ok_or_else(|| missing("timestamp"))?;
+        strings += heads.len();
+        if strings > MAX_LIST_ENTRIES {
+            return Err(too_many.clone());
+        }
         out.insert(storage_id, HeadsAt { heads, timestamp });
         Ok(())
     })?;
