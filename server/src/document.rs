@@ -489,7 +489,8 @@ impl DocTask {
                 self.id,
                 storage_id.as_str().to_owned(),
             );
-            match blocking(move || store.load_sync_state(id, &sid)).await {
+            let device = peer.device.id.clone();
+            match blocking(move || store.load_sync_state(id, &sid, &device)).await {
                 Ok(Some(bytes)) => state = State::decode(&bytes).unwrap_or_default(),
                 Ok(None) => {}
                 Err(e) => warn!(doc_id = %self.id, error = %e, "cannot load sync state"),
@@ -608,14 +609,16 @@ impl DocTask {
         if self.peers.get(peer_id).is_none_or(|p| p.conn != conn) {
             return;
         }
-        let storage_id = self.peers.get(peer_id).and_then(|p| p.storage_id.clone());
+        let kept = self
+            .peers
+            .get(peer_id)
+            .and_then(|p| Some((p.storage_id.clone()?, p.device.id.clone())));
         if let Some(state) = self.remove_peer(peer_id)
-            && let Some(sid) = storage_id
+            && let Some((sid, device)) = kept
         {
             let (store, id, bytes) = (self.hub.store.clone(), self.id, state.encode());
-            if let Err(e) =
-                blocking(move || store.save_sync_state(id, sid.as_str(), &bytes, now())).await
-            {
+            let save = move || store.save_sync_state(id, sid.as_str(), &device, &bytes, now());
+            if let Err(e) = blocking(save).await {
                 warn!(doc_id = %self.id, error = %e, "cannot store sync state");
             }
         }

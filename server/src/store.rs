@@ -77,6 +77,10 @@ impl StoreError {
 
 /// The newest stored changes of any record, with their record and device
 /// (read from the `change_origins_received` index, not sorted).
+/// The storage ids under which one device's sync states are kept: a phone
+/// has one per browser it syncs from, so this leaves room for several.
+pub const MAX_STORAGE_IDS_PER_DEVICE: i64 = 8;
+
 const RECENT_CHANGES: &str =
     "SELECT o.hash, o.doc_id, d.kind, d.title, o.device, v.name, v.role, o.received_at
      FROM change_origins o
@@ -281,34 +285,75 @@ impl Store {
         Ok(snapshot_id)
     }
 
+    /// Keeps the sync state that `device`'s peer under `storage_id` left
+    /// for `doc`. A peer names its storage id itself, so a device starting
+    /// a new one past [`MAX_STORAGE_IDS_PER_DEVICE`] lets go of the states
+    /// of its least recently used: a socket joining under a fresh id for
+    /// every connection cannot fill the disk with them.
     pub fn save_sync_state(
         &self,
         doc: DocumentId,
         storage_id: &str,
+        device: &str,
         state: &[u8],
         now: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO sync_states (doc_id, storage_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(doc_id, storage_id) DO UPDATE SET state = ?3, updated_at = ?4",
-            params![doc.to_string(), storage_id, state, now],
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let known: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sync_states WHERE device = ?1 AND storage_id = ?2)",
+            params![device, storage_id],
+            |r| r.get(0),
         )?;
+        tx.execute(
+            "INSERT INTO sync_states (doc_id, storage_id, state, updated_at, device)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(doc_id, storage_id) DO UPDATE SET state = ?3, updated_at = ?4, device = ?5",
+            params![doc.to_string(), storage_id, state, now, device],
+        )?;
+        if !known {
+            tx.execute(
+                "DELETE FROM sync_states WHERE device = ?1 AND storage_id IN (
+                    SELECT storage_id FROM sync_states WHERE device = ?1
+                    GROUP BY storage_id
+                    ORDER BY storage_id = ?2 DESC, MAX(updated_at) DESC, MAX(rowid) DESC
+                    LIMIT -1 OFFSET ?3)",
+                params![device, storage_id, MAX_STORAGE_IDS_PER_DEVICE],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
+    /// The sync state `device`'s peer under `storage_id` left for `doc`;
+    /// another device's is not read.
     pub fn load_sync_state(
         &self,
         doc: DocumentId,
         storage_id: &str,
+        device: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT state FROM sync_states WHERE doc_id = ?1 AND storage_id = ?2",
-                params![doc.to_string(), storage_id],
+                "SELECT state FROM sync_states WHERE doc_id = ?1 AND storage_id = ?2
+                 AND (device = ?3 OR device IS NULL)",
+                params![doc.to_string(), storage_id, device],
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// The storage ids under which `device`'s sync states are kept.
+    pub fn sync_storage_ids(&self, device: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT storage_id FROM sync_states WHERE device = ?1 ORDER BY storage_id",
+        )?;
+        let ids = stmt
+            .query_map(params![device], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ids)
     }
 
     /// Stored records, filtered; `None` filters nothing.
@@ -582,6 +627,64 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_device_keeps_sync_states_under_a_bounded_number_of_storage_ids_and_reads_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let (a, b) = (DocumentId::random(), DocumentId::random());
+        // Another device's state, and one kept before states named devices.
+        store
+            .save_sync_state(a, "laptop", "amina", b"amina's", 1)
+            .unwrap();
+        store
+            .conn()
+            .execute(
+                "INSERT INTO sync_states (doc_id, storage_id, state, updated_at)
+                 VALUES (?1, 'old-phone', x'00', 1)",
+                params![a.to_string()],
+            )
+            .unwrap();
+        // A socket joining under a fresh storage id each time, for two
+        // records, all in the same second.
+        let max = MAX_STORAGE_IDS_PER_DEVICE as usize;
+        for i in 0..max + 5 {
+            let sid = format!("fresh-{i:02}");
+            store.save_sync_state(a, &sid, "hostile", b"x", 7).unwrap();
+            store.save_sync_state(b, &sid, "hostile", b"x", 7).unwrap();
+        }
+        let kept = store.sync_storage_ids("hostile").unwrap();
+        let newest: Vec<String> = (5..max + 5).map(|i| format!("fresh-{i:02}")).collect();
+        assert_eq!(kept, newest);
+        let rows: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM sync_states WHERE device = 'hostile'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 2 * max as i64);
+        // A storage id already kept, saved again, lets go of none.
+        store
+            .save_sync_state(a, "fresh-05", "hostile", b"y", 8)
+            .unwrap();
+        assert_eq!(store.sync_storage_ids("hostile").unwrap(), newest);
+        // Others' states are untouched, and read only by their device.
+        assert_eq!(
+            store.load_sync_state(a, "laptop", "amina").unwrap(),
+            Some(b"amina's".to_vec())
+        );
+        assert_eq!(store.load_sync_state(a, "laptop", "hostile").unwrap(), None);
+        assert_eq!(
+            store.load_sync_state(a, "old-phone", "hostile").unwrap(),
+            Some(vec![0])
+        );
+        assert_eq!(
+            store.load_sync_state(a, "fresh-05", "hostile").unwrap(),
+            Some(b"y".to_vec())
+        );
+    }
 
     #[test]
     fn a_record_s_creator_is_the_device_of_its_first_chunk_and_none_for_the_server_s_own() {

@@ -68,6 +68,8 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     /// A coordinator's device token, provisioned at start.
     pub token: String,
+    /// That device's id.
+    pub device: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _temp: Option<tempfile::TempDir>,
@@ -95,7 +97,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
 pub async fn start(settings: Settings) -> TestApp {
     let data_dir = settings.data_dir.clone();
     let hub = startup::prepare(settings).expect("the server starts");
-    let (_, token) = hub
+    let (device, token) = hub
         .store
         .add_device(
             &NewDevice {
@@ -120,6 +122,7 @@ pub async fn start(settings: Settings) -> TestApp {
         hub,
         data_dir,
         token,
+        device: device.id,
         shutdown: Some(tx),
         task: Some(task),
         _temp: None,

@@ -109,6 +109,12 @@ const MIGRATIONS: &[&str] = &[
      UPDATE documents SET creator = (SELECT device FROM change_origins o
         WHERE o.doc_id = documents.id AND o.received_at = documents.created_at
         ORDER BY o.rowid LIMIT 1);",
+    // 7: the device whose peer left each sync state. A device keeps states
+    // under at most `MAX_STORAGE_IDS_PER_DEVICE` storage ids, which peers
+    // choose themselves, and reads only its own; states kept before name
+    // no device and are read by any.
+    "ALTER TABLE sync_states ADD COLUMN device TEXT;
+     CREATE INDEX sync_states_device ON sync_states(device, storage_id);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -251,7 +251,7 @@ async fn idle_documents_leave_memory_and_sync_states_are_kept() {
     assert!(
         app.hub
             .store
-            .load_sync_state(meeting, "phone-storage-1")
+            .load_sync_state(meeting, "phone-storage-1", &app.device)
             .unwrap()
             .is_some()
     );
