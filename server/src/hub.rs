@@ -529,6 +529,17 @@ impl Hub {
         {
             return Ok(h.clone());
         }
+        // A peer still waiting for the record was told the store lacked
+        // it, and nothing has started it since: a task starting takes
+        // every wait, and a wait is taken back when the record was stored
+        // as it was made. So the store is not asked again, however often
+        // the peer names the record.
+        if missing != Missing::Create
+            && let Some(peer) = waiter
+            && self.still_waits(doc, peer.conn)
+        {
+            return Err(DispatchError::NotFound);
+        }
         if !self.stored(doc).await? && missing != Missing::Create {
             let Some(peer) = waiter else {
                 // A task started since the lookup above: it answers.
@@ -612,8 +623,17 @@ impl Hub {
         })
     }
 
+    /// Whether the peer of connection `conn` waits for `doc`.
+    fn still_waits(&self, doc: DocumentId, conn: u64) -> bool {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting
+            .get(&doc)
+            .is_some_and(|peers| peers.iter().any(|p| p.conn == conn))
+    }
+
     /// Whether the store holds `doc`, asked off the async threads.
     async fn stored(&self, doc: DocumentId) -> Result<bool, DispatchError> {
+        self.metrics.record_lookups.inc();
         let store = self.store.clone();
         let exists = tokio::task::spawn_blocking(move || store.exists(doc))
             .await

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub records_too_large: IntCounter,
     pub memory_trims: IntCounter,
     pub peers_displaced: IntCounter,
+    pub record_lookups: IntCounter,
 }
 
 impl Metrics {
@@ -119,6 +120,10 @@ impl Metrics {
             peers_displaced: counter(
                 "twinsync_peers_displaced_total",
                 "Peers closed as their device connected more than it may at once",
+            ),
+            record_lookups: counter(
+                "twinsync_record_lookups_total",
+                "Records not in memory looked for in the database, when a peer names them",
             ),
             sync_latency,
             registry,

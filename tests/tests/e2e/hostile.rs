@@ -1067,6 +1067,49 @@ async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
 /// A socket's waits end as the records arrive, so a phone that stays
 /// connected for weeks can go on waiting for new ones.
 #[tokio::test]
+async fn naming_records_it_already_waits_for_again_does_not_ask_the_store() {
+    let app = spawn_app().await;
+    let mut phone = TestPeer::new("field-phone");
+    phone.connect(&app).await;
+    let request = |doc: DocumentId| {
+        let msg = Message::Request {
+            sender_id: PeerId::new("field-phone"),
+            target_id: PeerId::new("server"),
+            document_id: doc,
+            data: holders_first_message(),
+        };
+        WsMessage::Binary(msg.encode().into())
+    };
+    let lacking: Vec<DocumentId> = (0..3).map(|_| DocumentId::random()).collect();
+    for doc in &lacking {
+        phone.send_raw(request(*doc)).await;
+    }
+    phone
+        .sync_until(LIMIT, |p| {
+            lacking.iter().all(|d| p.seen.unavailable.contains(d))
+        })
+        .await;
+    let looked_up = app.hub.metrics.record_lookups.get();
+    // The same three, 100 times over: each still answered, and the store
+    // not asked; then one more id, which is looked up (the store is asked
+    // once, and again once the wait is recorded).
+    for _ in 0..100 {
+        for doc in &lacking {
+            phone.send_raw(request(*doc)).await;
+        }
+    }
+    let last = DocumentId::random();
+    phone.send_raw(request(last)).await;
+    phone
+        .sync_until(LIMIT, |p| p.seen.unavailable.contains(&last))
+        .await;
+    assert_eq!(app.hub.metrics.record_lookups.get(), looked_up + 2);
+    assert_eq!(app.hub.metrics.waiting_peers.get(), 4);
+    assert!(phone.seen.errors.is_empty(), "{:?}", phone.seen.errors);
+    assert!(!phone.seen.closed);
+}
+
+#[tokio::test]
 async fn a_wait_ends_when_the_record_arrives_and_frees_its_place() {
     let app = spawn_app().await;
     let mut phone = TestPeer::new("field-phone");
