@@ -44,6 +44,14 @@ export function fill(node, ...children) {
 /** A user's words, isolated so Arabic and Latin runs keep their order. */
 export const words = (text) => h("bdi", {}, text ?? "");
 
+/**
+ * `text` between first-strong isolates (U+2068, U+2069), for one value set
+ * in a line of others: in an Arabic line, the parentheses of a French
+ * title ending in a number would otherwise take the line's direction and
+ * show at the wrong ends of "Réunion (2)".
+ */
+export const isolate = (text) => `\u2068${text}\u2069`;
+
 /** A multilingual value in the reader's language, else any language. */
 export function pick(value, lang) {
   if (value == null) return "";
@@ -124,7 +132,7 @@ export function show(ctx, field, value) {
     case "int": return formatNumber(lang, value);
     case "ref": return titleOf(ctx, value);
     case "set": return value.length
-      ? listOf(lang, value.map((m) => (field.values ? t(lang, `value.${m}`) : REF_KIND[field.name] ? titleOf(ctx, m) : m)))
+      ? listOf(lang, value.map((m) => isolate(field.values ? t(lang, `value.${m}`) : REF_KIND[field.name] ? titleOf(ctx, m) : m)))
       : t(lang, "none");
     case "list": return formatNumber(lang, value.length);
     case "map": return formatNumber(lang, Object.keys(value).length);
@@ -134,13 +142,16 @@ export function show(ctx, field, value) {
 
 /**
  * A list item as one line of read-only text: each field it has, by its
- * label and value, its id left out (`Title: Pump · Status: Pending`).
+ * label and value, its id left out (`Title: Pump · Status: Pending`). On
+ * screen each value is isolated from the labels around it; `plain` leaves
+ * the isolates out, for a file.
  */
-export function showItem(ctx, fields, item) {
+export function showItem(ctx, fields, item, { plain = false } = {}) {
   if (item === null || typeof item !== "object") return show(ctx, { type: "str" }, item);
+  const value = (f) => (plain ? show(ctx, f, item[f.name]).replace(/[\u2068\u2069]/g, "") : isolate(show(ctx, f, item[f.name])));
   return fields
     .filter((f) => f.name !== "id" && !["", null, undefined].includes(item[f.name]))
-    .map((f) => `${t(ctx.lang, `field.${f.name}`)}${t(ctx.lang, "labelSeparator")}${show(ctx, f, item[f.name])}`)
+    .map((f) => `${t(ctx.lang, `field.${f.name}`)}${t(ctx.lang, "labelSeparator")}${value(f)}`)
     .join(" · ") || t(ctx.lang, "none");
 }
 
@@ -211,8 +222,8 @@ function editor(ctx, field, value, path) {
       const kind = REF_KIND[field.name];
       const select = h("select", {},
         field.required ? null : h("option", { value: "" }, t(lang, "none")),
-        options(ctx, kind).map((o) => h("option", { value: o.value }, o.label)));
-      if (value && !ctx.byUrl.has(value)) select.append(h("option", { value }, titleOf(ctx, value)));
+        options(ctx, kind).map((o) => h("option", { value: o.value }, isolate(o.label))));
+      if (value && !ctx.byUrl.has(value)) select.append(h("option", { value }, isolate(titleOf(ctx, value))));
       select.value = value ?? "";
       return plain(select, () => select.value || null);
     }
@@ -491,7 +502,7 @@ function linksEditor(ctx, members, path) {
     h("option", { value: "" }, t(lang, "addLink")),
     ANY_KINDS.map((k) => {
       const of = choices.filter((o) => o.kind === k);
-      return of.length ? h("optgroup", { label: t(lang, `kinds.${k}`) }, of.map((o) => h("option", { value: o.value }, o.label))) : null;
+      return of.length ? h("optgroup", { label: t(lang, `kinds.${k}`) }, of.map((o) => h("option", { value: o.value }, isolate(o.label)))) : null;
     }));
   const add = h("button", { type: "button", class: "add-link", onclick: () => {
     const chosen = choose.value;
@@ -610,7 +621,7 @@ export function creationRows(ctx, fields) {
       // Required where there is something to choose: a draft's record not
       // on the phone yet (`wanted`) is chosen without an option.
       const select = h("select", { name, required: field.required && choices.length > 0 }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
-        choices.map((c) => h("option", { value: c.value }, c.label)));
+        choices.map((c) => h("option", { value: c.value }, isolate(c.label))));
       input = select;
       // A record chosen that is not on the phone yet is chosen once it
       // arrives, and is what the form gives meanwhile.
@@ -625,7 +636,7 @@ export function creationRows(ctx, fields) {
       if (field.type === "ref") {
         refresh.push(() => {
           const known = new Set([...select.options].map((o) => o.value));
-          for (const c of options(ctx, REF_KIND[name])) if (!known.has(c.value)) select.append(h("option", { value: c.value }, c.label));
+          for (const c of options(ctx, REF_KIND[name])) if (!known.has(c.value)) select.append(h("option", { value: c.value }, isolate(c.label)));
           if (wanted !== undefined && offered(wanted)) { select.value = wanted; wanted = undefined; }
         });
       }

@@ -662,6 +662,54 @@ test("a new record's form is not drawn again by records arriving, and Create goe
   });
 });
 
+test("a French name ending in a number in parentheses, listed in an Arabic line, keeps them around it", async () => {
+  await withServer(async (server) => {
+    const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(coordinator.page);
+    // Two attendees, listed in the order of their addresses: an Arabic
+    // name first, which sets the line's direction, then a French one.
+    const meeting = await coordinator.page.evaluate(async () => {
+      const create = async (name) => `automerge:${await window.twinsync.create("person", { name }, "new person")}`;
+      const amina = await create({ ar: "أمينة العلوي" });
+      let awa = await create({ fr: "Awa Diop (2)" });
+      for (let i = 0; i < 32 && awa < amina; i++) awa = await create({ fr: "Awa Diop (2)" });
+      return window.twinsync.create("meeting",
+        { title: { ar: "اجتماع المجلس" }, date: "2026-11-30", attendees: [amina, awa] }, "new meeting");
+    });
+    await until(coordinator.page, async (id) => (await fetch(`/api/records/${id}`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } })).ok || null, meeting, "the meeting on the server");
+    await coordinator.context.close();
+    // An observer reads the meeting in Arabic: the attendees are one line.
+    const { page, context } = await signIn(server, { name: "Observer", role: "observer" });
+    await upToDate(page);
+    await show(page, `#/r/${meeting}`);
+    const at = await until(page, () => {
+      const value = document.querySelector('div.field[data-path="/attendees"] .value');
+      const walker = value && document.createTreeWalker(value, NodeFilter.SHOW_TEXT);
+      for (let node; walker && (node = walker.nextNode());) {
+        if (!node.data.includes("Awa")) continue;
+        const left = (i) => {
+          const range = document.createRange();
+          range.setStart(node, i);
+          range.setEnd(node, i + 1);
+          return range.getBoundingClientRect().left;
+        };
+        const name = node.data.indexOf("Awa");
+        return {
+          text: node.data, dir: getComputedStyle(value).direction,
+          name: left(name), open: left(node.data.indexOf("(")), close: left(node.data.lastIndexOf(")")),
+        };
+      }
+      return null;
+    }, undefined, "the attendees shown");
+    assert.equal(at.dir, "rtl");
+    assert.ok(at.text.replace(/\u2068/g, "").startsWith("أمينة"), at.text);
+    // Read left to right, as its words run: "Awa Diop (2)", with its
+    // parentheses around the number, not taking the Arabic line's direction.
+    assert.ok(at.name < at.open && at.open < at.close, JSON.stringify(at));
+    await context.close();
+  });
+});
+
 test("a delegate sees which records are not theirs to change before typing into one", async () => {
   await withServer(async (server) => {
     const cities = await (await server.api("/api/records?kind=city")).json();
