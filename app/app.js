@@ -236,6 +236,11 @@ function syncBar(s) {
     s.deferred ? plural(app.lang, "deferred", s.deferred) : "",
   ].filter(Boolean).join(tr("listSeparator"));
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
+  const exportPartial = document.querySelector("#export-partial");
+  if (exportPartial && exportPartial.textContent !== exportNote(s)) {
+    exportPartial.textContent = exportNote(s);
+    exportPartial.hidden = !exportPartial.textContent;
+  }
   $("#sync-refused").title = s.refused ?? "";
   // By the connection, not the state: a refusal shown over it must not
   // leave the person unable to come back online.
@@ -1216,6 +1221,17 @@ function runsOf(entries) {
   return runs;
 }
 
+/**
+ * What an export made now would lack, from the sync bar's status: records
+ * not yet in step with the server, or, away from it, whatever changed
+ * since this device last synced. Nothing when it is up to date.
+ */
+function exportNote(s) {
+  if (!s || s.state === "up-to-date") return "";
+  if (s.link !== "joined") return tr("exportOffline");
+  return s.syncing > 0 ? plural(app.lang, "exportPartial", s.syncing) : "";
+}
+
 function exportSection() {
   // Read when the button is pressed: records keep arriving while the
   // dashboard is open.
@@ -1261,6 +1277,7 @@ function exportSection() {
     return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";
   };
   return h("section", { id: "export" }, h("h3", {}, tr("export")),
+    h("p", { id: "export-partial", class: "note", role: "status", hidden: !exportNote(app.client.status()) }, exportNote(app.client.status())),
     h("button", { type: "button", id: "export-json", onclick: () => download("twinsync-records.json", "application/json",
       // A record the app cannot read goes as stored, beside why; every
       // record with its standing disagreements.

@@ -710,6 +710,34 @@ test("a French name ending in a number in parentheses, listed in an Arabic line,
   });
 });
 
+test("the export says when this device is offline, and that an export then holds the records as last synced", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    const words = STRINGS[lang];
+    await show(page, "#/dashboard");
+    await page.waitForSelector("#export-json");
+    const note = () => page.textContent("#export-partial");
+    assert.equal(await note(), "");
+    // Offline: the records as of the last sync.
+    await page.click("#sync-toggle");
+    await until(page, (said) => document.querySelector("#export-partial")?.textContent === said || null, words.exportOffline, "the offline note");
+    assert.equal(await page.isVisible("#export-partial"), true);
+    // A record changed here meanwhile changes nothing to that.
+    const [project] = await (await server.api("/api/records?kind=project")).json();
+    await page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/budget_note", value: "Révisé hors ligne" }], "note"), project.id);
+    await page.waitForTimeout(300);
+    assert.equal(await note(), words.exportOffline);
+    // Online again, up to date: nothing to say.
+    await page.click("#sync-toggle");
+    await upToDate(page);
+    await until(page, () => document.querySelector("#export-partial")?.textContent === "" || null, undefined, "the note gone");
+    assert.equal(await page.isVisible("#export-partial"), false);
+    await context.close();
+  });
+});
+
 test("a delegate sees which records are not theirs to change before typing into one", async () => {
   await withServer(async (server) => {
     const cities = await (await server.api("/api/records?kind=city")).json();
@@ -824,6 +852,11 @@ test("records the server did not take yet wait their turn in the sync bar and ar
     // Not an error: the phone is still syncing, and says why in its language.
     assert.equal(waiting.state, "syncing");
     assert.match(waiting.text, /تنتظر دورها/);
+    // The export says how many records an export made now may lack.
+    await show(page, "#/dashboard");
+    const [head, tail] = STRINGS.ar.exportPartial.split("{n}");
+    const partial = await until(page, () => document.querySelector("#export-partial")?.textContent || null, undefined, "the export's note");
+    assert.ok(partial.startsWith(head) && partial.endsWith(tail), partial);
     await until(page, (total) => {
       const s = window.twinsync.status();
       return s.state === "up-to-date" && s.deferred === 0 && window.twinsync.list().length === total;
@@ -832,6 +865,7 @@ test("records the server did not take yet wait their turn in the sync bar and ar
     assert.equal(after.joins, 1, "the records came without a reconnection");
     assert.equal(after.refused, undefined);
     assert.equal(await page.evaluate(() => document.querySelector("#sync-waiting").textContent), "");
+    assert.equal(await page.textContent("#export-partial"), "");
     await context.close();
   }, { args: ["--device-docs-per-minute", "10", "--rate-window-secs", "3"] });
 });
