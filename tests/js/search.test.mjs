@@ -222,10 +222,13 @@ test("a list item reads as its fields' labels and values, in the reader's langua
   ];
   const item = { id: "m1", title: "Pompe installée", status: "pending", owner: "automerge:4NK39wkqzpfSYwwdfuJ8", due: null };
   const ctx = (lang) => ({ lang, byUrl: new Map([["automerge:4NK39wkqzpfSYwwdfuJ8", { id: "4NK39wkqzpfSYwwdfuJ8", title: { fr: "Awa Diop", ar: "عوا ديوب" } }]]) });
-  const fr = showItem(ctx("fr"), fields, item);
+  // For a file, as it reads; on screen, each value isolated from the
+  // labels around it (U+2068 … U+2069).
+  const fr = showItem(ctx("fr"), fields, item, { plain: true });
   assert.equal(fr, `${STRINGS.fr["field.title"]}\u00a0: Pompe installée · ${STRINGS.fr["field.status"]}\u00a0: ${STRINGS.fr["value.pending"]} · ${STRINGS.fr["field.owner"]}\u00a0: Awa Diop`);
+  assert.equal(showItem(ctx("fr"), fields, item), `${STRINGS.fr["field.title"]}\u00a0: \u2068Pompe installée\u2069 · ${STRINGS.fr["field.status"]}\u00a0: \u2068${STRINGS.fr["value.pending"]}\u2069 · ${STRINGS.fr["field.owner"]}\u00a0: \u2068Awa Diop\u2069`);
   const ar = showItem(ctx("ar"), fields, item);
-  assert.ok(ar.includes(`${STRINGS.ar["field.status"]}: ${STRINGS.ar["value.pending"]}`), ar);
+  assert.ok(ar.includes(`${STRINGS.ar["field.status"]}: \u2068${STRINGS.ar["value.pending"]}\u2069`), ar);
   assert.ok(ar.includes("عوا ديوب") && !ar.includes("m1") && !ar.includes("automerge:"), ar);
   assert.equal(showItem(ctx("en"), fields, { id: "m2" }), STRINGS.en.none);
 });
