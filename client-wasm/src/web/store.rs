@@ -7,7 +7,11 @@
 //! - `sync`: the server's sync state per record, keyed by record id.
 //! - `meta`: this device's storage id and the club record's id.
 //!
-//! A write resolves only once its transaction has committed.
+//! A write resolves only once its transaction has committed. Appends, which
+//! hold edits made on this device, ask for strict durability: the browser
+//! reports them committed only once they are flushed to disk, where its
+//! default (relaxed, in Chromium since 121) may report a write before a
+//! power cut could still lose it.
 
 use idb::{
     Database, DatabaseEvent, Factory, IndexParams, KeyPath, ObjectStoreParams, TransactionMode,
@@ -69,6 +73,9 @@ pub struct Identity {
 
 pub struct Store {
     db: Database,
+    /// The same database, for what `idb` does not offer: a transaction's
+    /// durability.
+    raw: web_sys::IdbDatabase,
 }
 
 impl Store {
@@ -97,7 +104,8 @@ impl Store {
                 }
             }
         });
-        let db = request.await?;
+        let raw: web_sys::IdbDatabase = request.await?.into();
+        let db = Database::from(raw.clone());
         let names = db.store_names();
         for name in [CHUNKS, SYNC, META] {
             if !names.iter().any(|n| n == name) {
@@ -106,7 +114,25 @@ impl Store {
                 )));
             }
         }
-        Ok(Self { db })
+        Ok(Self { db, raw })
+    }
+
+    /// A read-write transaction over `names` that commits only once the
+    /// browser has flushed it to disk (`durability: "strict"`; a browser
+    /// that knows no such option ignores it).
+    fn durable(&self, names: &[&str]) -> Result<idb::Transaction, StoreError> {
+        let failed = |e: JsValue| StoreError::Failed(format!("{e:?}"));
+        let names: js_sys::Array = names.iter().map(|n| JsValue::from_str(n)).collect();
+        let options = Object::new();
+        Reflect::set(&options, &"durability".into(), &"strict".into()).map_err(failed)?;
+        let transaction: js_sys::Function = Reflect::get(&self.raw, &"transaction".into())
+            .map_err(failed)?
+            .dyn_into()
+            .map_err(failed)?;
+        let tx = transaction
+            .call3(&self.raw, &names, &"readwrite".into(), &options)
+            .map_err(failed)?;
+        Ok(idb::Transaction::try_from(tx)?)
     }
 
     /// This device's storage id (made on first use) and the club's id.
@@ -210,9 +236,7 @@ impl Store {
         chunks: &[Chunk],
         states: &[(DocumentId, Vec<u8>)],
     ) -> Result<Vec<f64>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[CHUNKS, SYNC], TransactionMode::ReadWrite)?;
+        let tx = self.durable(&[CHUNKS, SYNC])?;
         let store = tx.object_store(CHUNKS)?;
         let mut requests = Vec::with_capacity(chunks.len());
         for chunk in chunks {

@@ -59,6 +59,32 @@ test("data persists across a page reload", async () => {
   });
 });
 
+test("an edit is reported saved only by a write the browser flushes to disk", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await phone(browser);
+    // Every transaction the page opens, with the durability the browser
+    // gave it.
+    await page.addInitScript(() => {
+      const opened = (window.transactions = []);
+      const transaction = IDBDatabase.prototype.transaction;
+      IDBDatabase.prototype.transaction = function (...args) {
+        const tx = transaction.apply(this, args);
+        opened.push({ stores: [...tx.objectStoreNames], mode: tx.mode, durability: tx.durability });
+        return tx;
+      };
+    });
+    await openClient(page, server, { offline: true });
+    const id = await page.evaluate(() =>
+      window.tw.create("report", { title: { ar: "زيارة", fr: "Visite" }, report_type: "visit", date: "2026-11-20", text: "" }, "new report"),
+    );
+    await page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert: "لقاء" }], "type"), id);
+    const writes = await page.evaluate(() => window.transactions.filter((t) => t.mode === "readwrite" && t.stores.includes("sync")));
+    assert.ok(writes.length >= 2, JSON.stringify(writes));
+    assert.deepEqual([...new Set(writes.map((t) => t.durability))], ["strict"], JSON.stringify(writes));
+    await context.close();
+  });
+});
+
 test("two browser contexts edit one record offline, go online, and converge", async () => {
   await withServer(async (server) => {
     const meeting = await firstOf(server, "meeting");
