@@ -250,6 +250,33 @@ impl Replica {
         }
     }
 
+    /// Takes in a record's chunks as another tab of this browser stored
+    /// them (read back from IndexedDB with this tab's own). They are stored
+    /// already, so nothing is to be written: the record is marked to sync,
+    /// and whatever it gained is told as changed. A chunk that does not
+    /// load is skipped; the next opening names it.
+    pub fn merge_stored(&mut self, id: DocumentId, chunks: &[Vec<u8>]) -> Outcome {
+        let mut out = Outcome::default();
+        let entry = self.ensure(id);
+        let before = entry.doc.get_heads();
+        for chunk in chunks {
+            let _ = check_chunk(chunk).and_then(|()| entry.doc.load_incremental(chunk));
+        }
+        let after = entry.doc.get_heads();
+        if before == after {
+            return out;
+        }
+        out.changed.push(Changed {
+            id: id.to_string(),
+            origin: Origin::Remote,
+            paths: changed_paths(&entry.doc, &before, &after),
+        });
+        if Some(id) == self.club {
+            self.follow_index();
+        }
+        out
+    }
+
     fn ensure(&mut self, id: DocumentId) -> &mut Entry {
         self.dirty.insert(id);
         let server = self.server.clone();

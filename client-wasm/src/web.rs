@@ -6,6 +6,11 @@
 //! [`Event`]s and are handled one at a time. What a frame or an edit
 //! changed is in IndexedDB before it is announced, and nothing is sent
 //! while any write is pending.
+//!
+//! Tabs of one browser share its IndexedDB: after each write a tab names
+//! the records it wrote on a `BroadcastChannel`, and the others read those
+//! records' new chunks back and merge them, so a second tab never edits a
+//! stale copy of what the first one wrote.
 
 mod store;
 
@@ -322,6 +327,8 @@ enum Event {
     Flush,
     /// Time to send again the records the server did not take yet.
     Retry,
+    /// Another tab of this browser stored chunks of these records.
+    Stored(Vec<DocumentId>),
 }
 
 /// The open socket, with the handlers it calls: they are dropped with it,
@@ -389,6 +396,38 @@ struct Inner {
     /// Keep the `online` and `offline` listeners alive.
     online_listener: RefCell<Option<Closure<dyn FnMut()>>>,
     offline_listener: RefCell<Option<Closure<dyn FnMut()>>>,
+    /// Where this tab names the records it wrote, and hears the other
+    /// tabs name theirs (none where the browser has no such channel).
+    tabs: Option<Tabs>,
+}
+
+/// The channel the tabs of one browser share for one database, with the
+/// handler of what it brings.
+struct Tabs {
+    channel: web_sys::BroadcastChannel,
+    _heard: Closure<dyn FnMut(MessageEvent)>,
+}
+
+impl Tabs {
+    /// Opens the channel of `database`; what another tab names reaches the
+    /// event loop as [`Event::Stored`].
+    fn open(database: &str, events: mpsc::UnboundedSender<Event>) -> Option<Self> {
+        let channel = web_sys::BroadcastChannel::new(&format!("twinsync-tabs:{database}")).ok()?;
+        let heard = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            let ids: Vec<DocumentId> = js_sys::Array::from(&e.data())
+                .iter()
+                .filter_map(|id| id.as_string()?.parse().ok())
+                .collect();
+            if !ids.is_empty() {
+                let _ = events.unbounded_send(Event::Stored(ids));
+            }
+        });
+        channel.set_onmessage(Some(heard.as_ref().unchecked_ref()));
+        Some(Self {
+            channel,
+            _heard: heard,
+        })
+    }
 }
 
 /// The twinsync client: records kept offline in IndexedDB and synced with
@@ -493,6 +532,7 @@ impl Client {
             }
         };
         let (tx, rx) = mpsc::unbounded();
+        let tabs = Tabs::open(&database, tx.clone());
         let inner = Rc::new(Inner {
             replica: RefCell::new(replica),
             store,
@@ -534,6 +574,7 @@ impl Client {
             closed: Cell::new(false),
             online_listener: RefCell::new(None),
             offline_listener: RefCell::new(None),
+            tabs,
         });
         for msg in &damaged {
             web_sys::console::warn_1(&msg.into());
@@ -754,6 +795,10 @@ impl Client {
         self.inner.closed.set(true);
         self.inner.close_socket();
         self.inner.events.close_channel();
+        if let Some(tabs) = &self.inner.tabs {
+            tabs.channel.set_onmessage(None);
+            tabs.channel.close();
+        }
         // The window would otherwise call listeners dropped with the client.
         if let Some(window) = web_sys::window() {
             for (event, listener) in [
@@ -918,6 +963,7 @@ impl Inner {
         }
         match self.store.append(&out.chunks, &states).await {
             Ok(keys) => {
+                self.tell_tabs(&out.chunks);
                 compact.extend(self.keep_chunk_keys(&out.chunks, keys));
                 Ok(())
             }
@@ -945,6 +991,7 @@ impl Inner {
             .collect();
         match self.store.append(&chunks, &[]).await {
             Ok(keys) => {
+                self.tell_tabs(&chunks);
                 // Only the records this write took whole are saved now: a
                 // write that failed meanwhile keeps its records unsaved.
                 let emptied = {
@@ -958,6 +1005,58 @@ impl Inner {
                 compact.extend(self.keep_chunk_keys(&chunks, keys));
             }
             Err(e) => *self.last_error.borrow_mut() = Some(not_saved(&e)),
+        }
+    }
+
+    /// Names to the other tabs the records whose `chunks` were just stored.
+    fn tell_tabs(&self, chunks: &[Chunk]) {
+        let Some(tabs) = &self.tabs else { return };
+        let mut ids: Vec<DocumentId> = chunks.iter().map(|c| c.doc).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return;
+        }
+        let names: js_sys::Array = ids
+            .iter()
+            .map(|id| JsValue::from_str(&id.to_string()))
+            .collect();
+        let _ = tabs.channel.post_message(&names);
+    }
+
+    /// Merges what another tab stored of `ids`: the chunks this tab has
+    /// not seen, read back from IndexedDB. Their keys join this tab's, so
+    /// its next compaction, whose snapshot holds them, replaces them too.
+    async fn merge_stored(&self, ids: Vec<DocumentId>) {
+        for id in ids {
+            let stored = match self.store.load_record(id).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    web_sys::console::warn_1(
+                        &format!("reading {id} another tab stored: {e}").into(),
+                    );
+                    continue;
+                }
+            };
+            let fresh: Vec<(f64, Vec<u8>)> = {
+                let known = self.chunk_keys.borrow();
+                let known = known.get(&id);
+                stored
+                    .into_iter()
+                    .filter(|(key, _)| known.is_none_or(|k| !k.contains(key)))
+                    .collect()
+            };
+            if fresh.is_empty() {
+                continue;
+            }
+            let bytes: Vec<Vec<u8>> = fresh.iter().map(|(_, b)| b.clone()).collect();
+            let out = self.replica.borrow_mut().merge_stored(id, &bytes);
+            self.chunk_keys
+                .borrow_mut()
+                .entry(id)
+                .or_default()
+                .extend(fresh.iter().map(|(k, _)| *k));
+            self.announce_changes(&out);
         }
     }
 
@@ -1357,6 +1456,11 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 inner.announce_status();
             }
             Event::Flush => inner.send_pending(),
+            Event::Stored(ids) => {
+                inner.merge_stored(ids).await;
+                inner.send_pending();
+                inner.announce_status();
+            }
             Event::Retry => {
                 inner.retry_due.set(false);
                 inner.replica.borrow_mut().retry_deferred();

@@ -229,6 +229,29 @@ impl Store {
         })
     }
 
+    /// One record's chunks, with their keys, as stored now: what another
+    /// tab of this browser wrote as well as this one. Entries that are not
+    /// record chunks are left out (`load_all` names them).
+    pub async fn load_record(&self, doc: DocumentId) -> Result<Vec<(f64, Vec<u8>)>, StoreError> {
+        let tx = self.db.transaction(&[CHUNKS], TransactionMode::ReadOnly)?;
+        let index = tx.object_store(CHUNKS)?.index("doc")?;
+        let id = || Some(idb::Query::Key(JsValue::from_str(&doc.to_string())));
+        let keys = index.get_all_keys(id(), None)?.await?;
+        let values = index.get_all(id(), None)?.await?;
+        let _ = tx.await;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(key, value)| {
+                let bytes = Reflect::get(&value, &"bytes".into())
+                    .ok()?
+                    .dyn_into::<Uint8Array>()
+                    .ok()?;
+                Some((key.as_f64()?, bytes.to_vec()))
+            })
+            .collect())
+    }
+
     /// Appends chunks and replaces sync states in one transaction; returns
     /// the chunks' keys once it has committed.
     pub async fn append(

@@ -85,6 +85,47 @@ test("an edit is reported saved only by a write the browser flushes to disk", as
   });
 });
 
+test("two tabs of one browser, offline, each see what the other writes and write on top of it", async () => {
+  await withServer(async (server) => {
+    const { page: a, context } = await phone(browser);
+    const b = await context.newPage();
+    for (const tab of [a, b]) await openClient(tab, server, { offline: true });
+    const id = await a.evaluate(() =>
+      window.tw.create("report", { title: { ar: "زيارة", fr: "Visite" }, report_type: "visit", date: "2026-11-20", text: "لقاء" }, "new report"),
+    );
+    // Tab B is told, as when the server sends a change.
+    await b.evaluate((id) => {
+      window.heard = [];
+      window.tw.subscribe((changes) => window.heard.push(...changes.filter((c) => c.id === id)));
+    }, id);
+    await a.evaluate((id) => window.tw.edit(id, [{ op: "set", path: "/title/fr", value: "Visite à Dakar" }], "title in A"), id);
+    const seen = await until(b, (id) => {
+      try {
+        const view = window.tw.read(id);
+        return view.record.title.fr === "Visite à Dakar" ? { view, heard: window.heard } : null;
+      } catch {
+        return null;
+      }
+    }, id, "A's record and edit in tab B");
+    assert.ok(seen.heard.some((c) => c.paths.includes("/title/fr")), JSON.stringify(seen.heard));
+    assert.ok(await b.evaluate((id) => window.tw.list().some((r) => r.id === id), id), "listed in tab B");
+    // B writes on top of A's title: one title, no disagreement.
+    await b.evaluate((id) => window.tw.edit(id, [{ op: "set", path: "/title/fr", value: "Visite à Dakar et Thiès" }], "title in B"), id);
+    const inA = await until(a, (id) => {
+      const view = window.tw.read(id);
+      return view.record.title.fr === "Visite à Dakar et Thiès" ? view : null;
+    }, id, "B's edit in tab A");
+    assert.deepEqual(inA.conflicts, [], JSON.stringify(inA.conflicts));
+    // Reopened, the device holds everything both tabs wrote.
+    await a.reload();
+    await openClient(a, server, { offline: true });
+    const reopened = await a.evaluate((id) => window.tw.read(id), id);
+    assert.equal(reopened.record.title.fr, "Visite à Dakar et Thiès");
+    assert.equal(reopened.record.text, "لقاء");
+    await context.close();
+  });
+});
+
 test("two browser contexts edit one record offline, go online, and converge", async () => {
   await withServer(async (server) => {
     const meeting = await firstOf(server, "meeting");
