@@ -559,7 +559,7 @@ function listEditor(ctx, field, items, path) {
     }
     // Removing takes the item's words with it, one tap from "Mark done":
     // it asks first, naming the item.
-    const named = pick(item.title, lang) || pick(item.name, lang) || String(item.text ?? item.note ?? "").slice(0, 60) || `${list.children.length + 1}`;
+    const named = pick(item.title, lang) || pick(item.name, lang) || Array.from(String(item.text ?? item.note ?? "")).slice(0, 60).join("") || `${list.children.length + 1}`;
     actions.append(h("button", {
       type: "button", class: "remove", "aria-label": `${t(lang, "remove")}: ${named}`,
       onclick: (e) => {
