@@ -6,7 +6,7 @@
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
 import { LANGS, STRINGS, t, pieces, plural, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
-import { h, fill, words, isolate, pick, show, showItem, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
+import { h, fill, words, pick, show, showItem, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -1383,7 +1383,7 @@ function deviceFields(d, byTitle) {
   const mine = new Set((d.cities ?? []).map(bare));
   const cities = known("city", d.cities ?? []).map((c) => ({ id: c.id, title: c.title, box: h("input", { type: "checkbox", value: c.id, checked: mine.has(bare(c.id)) }) }));
   const person = h("select", { name: "person" }, h("option", { value: "" }, tr("noPerson")),
-    known("person", d.person ? [d.person] : []).map((p) => h("option", { value: p.id, selected: !!d.person && bare(d.person) === bare(p.id) }, isolate(p.title))));
+    known("person", d.person ? [d.person] : []).map((p) => h("option", { value: p.id, dir: "auto", selected: !!d.person && bare(d.person) === bare(p.id) }, p.title)));
   return {
     elements: [
       h("label", { class: "field" }, h("span", { class: "label" }, tr("deviceName")), name),

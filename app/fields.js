@@ -51,6 +51,9 @@ export const words = (text) => h("bdi", {}, text ?? "");
  * show at the wrong ends of "Réunion (2)".
  */
 export const isolate = (text) => `\u2068${text}\u2069`;
+// Not in a list to choose from: typing a name's first letters selects
+// its option only if the label starts with them. Options take their own
+// direction (`dir="auto"`) instead.
 
 /** A multilingual value in the reader's language, else any language. */
 export function pick(value, lang) {
@@ -222,8 +225,8 @@ function editor(ctx, field, value, path) {
       const kind = REF_KIND[field.name];
       const select = h("select", {},
         field.required ? null : h("option", { value: "" }, t(lang, "none")),
-        options(ctx, kind).map((o) => h("option", { value: o.value }, isolate(o.label))));
-      if (value && !ctx.byUrl.has(value)) select.append(h("option", { value }, isolate(titleOf(ctx, value))));
+        options(ctx, kind).map((o) => h("option", { value: o.value, dir: "auto" }, o.label)));
+      if (value && !ctx.byUrl.has(value)) select.append(h("option", { value, dir: "auto" }, titleOf(ctx, value)));
       select.value = value ?? "";
       return plain(select, () => select.value || null);
     }
@@ -502,7 +505,7 @@ function linksEditor(ctx, members, path) {
     h("option", { value: "" }, t(lang, "addLink")),
     ANY_KINDS.map((k) => {
       const of = choices.filter((o) => o.kind === k);
-      return of.length ? h("optgroup", { label: t(lang, `kinds.${k}`) }, of.map((o) => h("option", { value: o.value }, isolate(o.label)))) : null;
+      return of.length ? h("optgroup", { label: t(lang, `kinds.${k}`) }, of.map((o) => h("option", { value: o.value, dir: "auto" }, o.label))) : null;
     }));
   const add = h("button", { type: "button", class: "add-link", onclick: () => {
     const chosen = choose.value;
@@ -621,7 +624,7 @@ export function creationRows(ctx, fields) {
       // Required where there is something to choose: a draft's record not
       // on the phone yet (`wanted`) is chosen without an option.
       const select = h("select", { name, required: field.required && choices.length > 0 }, field.required ? null : h("option", { value: "" }, t(ctx.lang, "none")),
-        choices.map((c) => h("option", { value: c.value }, isolate(c.label))));
+        choices.map((c) => h("option", { value: c.value, dir: "auto" }, c.label)));
       input = select;
       // A record chosen that is not on the phone yet is chosen once it
       // arrives, and is what the form gives meanwhile.
@@ -636,7 +639,7 @@ export function creationRows(ctx, fields) {
       if (field.type === "ref") {
         refresh.push(() => {
           const known = new Set([...select.options].map((o) => o.value));
-          for (const c of options(ctx, REF_KIND[name])) if (!known.has(c.value)) select.append(h("option", { value: c.value }, isolate(c.label)));
+          for (const c of options(ctx, REF_KIND[name])) if (!known.has(c.value)) select.append(h("option", { value: c.value, dir: "auto" }, c.label));
           if (wanted !== undefined && offered(wanted)) { select.value = wanted; wanted = undefined; }
         });
       }

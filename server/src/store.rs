@@ -75,12 +75,12 @@ impl StoreError {
     }
 }
 
-/// The newest stored changes of any record, with their record and device
-/// (read from the `change_origins_received` index, not sorted).
 /// The storage ids under which one device's sync states are kept: a phone
 /// has one per browser it syncs from, so this leaves room for several.
 pub const MAX_STORAGE_IDS_PER_DEVICE: i64 = 8;
 
+/// The newest stored changes of any record, with their record and device
+/// (read from the `change_origins_received` index, not sorted).
 const RECENT_CHANGES: &str =
     "SELECT o.hash, o.doc_id, d.kind, d.title, o.device, v.name, v.role, o.received_at
      FROM change_origins o

@@ -1064,8 +1064,6 @@ async fn syncs_without_changes_for_records_nobody_holds_start_no_task() {
     .await;
 }
 
-/// A socket's waits end as the records arrive, so a phone that stays
-/// connected for weeks can go on waiting for new ones.
 #[tokio::test]
 async fn naming_records_it_already_waits_for_again_does_not_ask_the_store() {
     let app = spawn_app().await;
@@ -1109,6 +1107,8 @@ async fn naming_records_it_already_waits_for_again_does_not_ask_the_store() {
     assert!(!phone.seen.closed);
 }
 
+/// A socket's waits end as the records arrive, so a phone that stays
+/// connected for weeks can go on waiting for new ones.
 #[tokio::test]
 async fn a_wait_ends_when_the_record_arrives_and_frees_its_place() {
     let app = spawn_app().await;
