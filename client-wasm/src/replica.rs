@@ -251,21 +251,34 @@ impl Replica {
     }
 
     /// Takes in a record's chunks as another tab of this browser stored
-    /// them (read back from IndexedDB with this tab's own). They are stored
-    /// already, so nothing is to be written: the record is marked to sync,
-    /// and whatever it gained is told as changed. A chunk that does not
-    /// load is skipped; the next opening names it.
-    pub fn merge_stored(&mut self, id: DocumentId, chunks: &[Vec<u8>]) -> Outcome {
+    /// them (read back from IndexedDB). They are stored already, so
+    /// nothing is to be written: the record is marked to sync, and
+    /// whatever it gained is told as changed. A chunk that does not load is
+    /// skipped and named in `Damaged`, beside what the rest brought.
+    pub fn merge_stored(
+        &mut self,
+        id: DocumentId,
+        chunks: &[Vec<u8>],
+    ) -> (Outcome, Option<Damaged>) {
         let mut out = Outcome::default();
         let entry = self.ensure(id);
         let before = entry.doc.get_heads();
-        for chunk in chunks {
-            let _ = check_chunk(chunk).and_then(|()| entry.doc.load_incremental(chunk));
+        let mut bad = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if let Err(e) = check_chunk(chunk).and_then(|()| entry.doc.load_incremental(chunk)) {
+                bad.push((i, e.to_string()));
+            }
         }
+        let damaged = (!bad.is_empty()).then_some(Damaged {
+            doc: id,
+            chunks: bad,
+        });
         let after = entry.doc.get_heads();
         if before == after {
-            return out;
+            return (out, damaged);
         }
+        // This device holds the record now, whatever the server said.
+        entry.unavailable = false;
         out.changed.push(Changed {
             id: id.to_string(),
             origin: Origin::Remote,
@@ -274,7 +287,7 @@ impl Replica {
         if Some(id) == self.club {
             self.follow_index();
         }
-        out
+        (out, damaged)
     }
 
     fn ensure(&mut self, id: DocumentId) -> &mut Entry {

@@ -480,6 +480,10 @@ impl Client {
                 let _ = wasm_bindgen_futures::JsFuture::from(p).await;
             });
         }
+        // Listening to the other tabs before reading the store: what one
+        // writes meanwhile is merged once the event loop starts.
+        let (tx, rx) = mpsc::unbounded();
+        let tabs = Tabs::open(&database, tx.clone());
         let identity = store.identity().await?;
         let mut replica = Replica::new(
             PeerId::new(format!("{}-{}", identity.storage_id, random_suffix())),
@@ -531,8 +535,6 @@ impl Client {
                 format!("{scheme}://{}/sync", loc.host()?)
             }
         };
-        let (tx, rx) = mpsc::unbounded();
-        let tabs = Tabs::open(&database, tx.clone());
         let inner = Rc::new(Inner {
             replica: RefCell::new(replica),
             store,
@@ -1026,11 +1028,19 @@ impl Inner {
 
     /// Merges what another tab stored of `ids`: the chunks this tab has
     /// not seen, read back from IndexedDB. Their keys join this tab's, so
-    /// its next compaction, whose snapshot holds them, replaces them too.
+    /// its next compaction, whose snapshot holds them, replaces them too;
+    /// keys no longer stored (another tab compacted them) leave, and so do
+    /// those of chunks that do not load, which stay stored and are named.
     async fn merge_stored(&self, ids: Vec<DocumentId>) {
         for id in ids {
-            let stored = match self.store.load_record(id).await {
-                Ok(stored) => stored,
+            let known = self
+                .chunk_keys
+                .borrow()
+                .get(&id)
+                .cloned()
+                .unwrap_or_default();
+            let (stored, fresh) = match self.store.load_record(id, &known).await {
+                Ok(read) => read,
                 Err(e) => {
                     web_sys::console::warn_1(
                         &format!("reading {id} another tab stored: {e}").into(),
@@ -1038,24 +1048,33 @@ impl Inner {
                     continue;
                 }
             };
-            let fresh: Vec<(f64, Vec<u8>)> = {
-                let known = self.chunk_keys.borrow();
-                let known = known.get(&id);
-                stored
-                    .into_iter()
-                    .filter(|(key, _)| known.is_none_or(|k| !k.contains(key)))
-                    .collect()
-            };
-            if fresh.is_empty() {
-                continue;
-            }
             let bytes: Vec<Vec<u8>> = fresh.iter().map(|(_, b)| b.clone()).collect();
-            let out = self.replica.borrow_mut().merge_stored(id, &bytes);
-            self.chunk_keys
-                .borrow_mut()
-                .entry(id)
-                .or_default()
-                .extend(fresh.iter().map(|(k, _)| *k));
+            let (out, damaged) = self.replica.borrow_mut().merge_stored(id, &bytes);
+            let bad: Vec<usize> = damaged
+                .iter()
+                .flat_map(|d| d.chunks.iter().map(|(i, _)| *i))
+                .collect();
+            // A key newer than any read here was written by this tab since.
+            let newest = stored.iter().copied().fold(f64::MIN, f64::max);
+            {
+                let mut all = self.chunk_keys.borrow_mut();
+                let list = all.entry(id).or_default();
+                list.retain(|k| stored.contains(k) || *k > newest);
+                list.extend(
+                    fresh
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !bad.contains(i))
+                        .map(|(_, (k, _))| *k),
+                );
+            }
+            if let Some(damaged) = damaged {
+                let said = format!(
+                    "damaged local data: {damaged}; what loaded is kept, the rest comes back from the server"
+                );
+                web_sys::console::warn_1(&said.clone().into());
+                *self.last_error.borrow_mut() = Some(("damaged", said));
+            }
             self.announce_changes(&out);
         }
     }

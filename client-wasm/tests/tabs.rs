@@ -37,10 +37,16 @@ fn a_tab_takes_in_what_another_stored_and_says_what_changed() {
     // Tab B reads both writes back, the first one damaged on the way.
     let mut first = of(&created.chunks, report);
     let damaged = first[0][..first[0].len() / 2].to_vec();
-    let out = b.merge_stored(report, &[damaged]);
+    let (out, bad) = b.merge_stored(report, &[damaged]);
     assert!(out.changed.is_empty(), "{:?}", out.changed);
+    assert_eq!(
+        bad.map(|d| d.chunks.len()),
+        Some(1),
+        "the damaged chunk is named"
+    );
     first.extend(of(&edited.chunks, report));
-    let out = b.merge_stored(report, &first);
+    let (out, bad) = b.merge_stored(report, &first);
+    assert!(bad.is_none());
     assert!(
         out.chunks.is_empty() && out.sync_states.is_empty(),
         "nothing to write"
@@ -57,7 +63,7 @@ fn a_tab_takes_in_what_another_stored_and_says_what_changed() {
     assert_eq!(b.unconfirmed(), a.unconfirmed());
     assert!(b.unconfirmed() > 0);
     // Read back again, nothing is new.
-    assert!(b.merge_stored(report, &first).changed.is_empty());
+    assert!(b.merge_stored(report, &first).0.changed.is_empty());
 
     // B writes on top; A takes it in: one title, no disagreement.
     let edit = Edit::Set {
@@ -65,12 +71,8 @@ fn a_tab_takes_in_what_another_stored_and_says_what_changed() {
         value: json!("Visite à Dakar et Thiès"),
     };
     let on_top = b.edit(report, vec![edit], &commit).unwrap();
-    assert_eq!(
-        a.merge_stored(report, &of(&on_top.chunks, report))
-            .changed
-            .len(),
-        1
-    );
+    let (out, _) = a.merge_stored(report, &of(&on_top.chunks, report));
+    assert_eq!(out.changed.len(), 1);
     let view = a.read(report).unwrap();
     assert_eq!(view["record"]["title"]["fr"], "Visite à Dakar et Thiès");
     assert_eq!(view["conflicts"], json!([]));

@@ -229,27 +229,37 @@ impl Store {
         })
     }
 
-    /// One record's chunks, with their keys, as stored now: what another
-    /// tab of this browser wrote as well as this one. Entries that are not
-    /// record chunks are left out (`load_all` names them).
-    pub async fn load_record(&self, doc: DocumentId) -> Result<Vec<(f64, Vec<u8>)>, StoreError> {
+    /// One record's chunk keys as stored now, what another tab of this
+    /// browser wrote as well as this one, and the chunks of those not in
+    /// `known`, read in the same transaction. Entries that are not record
+    /// chunks are left out (`load_all` names them).
+    pub async fn load_record(
+        &self,
+        doc: DocumentId,
+        known: &[f64],
+    ) -> Result<(Vec<f64>, Vec<(f64, Vec<u8>)>), StoreError> {
         let tx = self.db.transaction(&[CHUNKS], TransactionMode::ReadOnly)?;
-        let index = tx.object_store(CHUNKS)?.index("doc")?;
-        let id = || Some(idb::Query::Key(JsValue::from_str(&doc.to_string())));
-        let keys = index.get_all_keys(id(), None)?.await?;
-        let values = index.get_all(id(), None)?.await?;
+        let chunks = tx.object_store(CHUNKS)?;
+        let id = Some(idb::Query::Key(JsValue::from_str(&doc.to_string())));
+        let keys: Vec<f64> = chunks
+            .index("doc")?
+            .get_all_keys(id, None)?
+            .await?
+            .iter()
+            .filter_map(JsValue::as_f64)
+            .collect();
+        let mut fresh = Vec::new();
+        for key in keys.iter().filter(|k| !known.contains(k)) {
+            let value = chunks.get(JsValue::from_f64(*key))?.await?;
+            let bytes = value
+                .and_then(|v| Reflect::get(&v, &"bytes".into()).ok())
+                .and_then(|b| b.dyn_into::<Uint8Array>().ok());
+            if let Some(bytes) = bytes {
+                fresh.push((*key, bytes.to_vec()));
+            }
+        }
         let _ = tx.await;
-        Ok(keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(key, value)| {
-                let bytes = Reflect::get(&value, &"bytes".into())
-                    .ok()?
-                    .dyn_into::<Uint8Array>()
-                    .ok()?;
-                Some((key.as_f64()?, bytes.to_vec()))
-            })
-            .collect())
+        Ok((keys, fresh))
     }
 
     /// Appends chunks and replaces sync states in one transaction; returns
