@@ -544,8 +544,12 @@ $("#search").addEventListener("input", (e) => {
 /** Says what went wrong above the screen, and brings it into view: on a phone the button pressed may be far below. */
 function tell(said) {
   const notice = $("#notice");
+  const before = notice.textContent;
   fill(notice, said);
-  notice.scrollIntoView({ block: "nearest" });
+  // Brought into view when it says something new: the same problem again,
+  // at every keystroke on a full phone, must not pull the page away from
+  // where the person types.
+  if (notice.textContent !== before) notice.scrollIntoView({ block: "nearest" });
 }
 
 /** Writes `edits` to the record on screen; the change is on the device when this resolves. */

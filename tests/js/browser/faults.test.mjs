@@ -287,6 +287,52 @@ test("a phone over its storage quota still opens with what it holds", async () =
   });
 });
 
+test("typing on a full phone keeps the page where the person types", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    const first = await persistentPhone(profile);
+    const res = await server.api("/api/invites", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "Full phone", role: "coordinator" }),
+    });
+    await first.page.goto((await res.json()).link);
+    const total = (await (await server.api("/api/records")).json()).length;
+    await until(first.page, (total) => (document.querySelector("#sync")?.dataset.state === "up-to-date" && window.twinsync.list().length === total) || null,
+      total, "every record on the phone");
+    await first.context.close();
+    // Other apps fill the phone; the app opens again, and goes offline.
+    const { page, context } = await persistentPhone(profile);
+    try {
+      const cdp = await context.newCDPSession(page);
+      await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 1 });
+      await page.goto(server.url);
+      await until(page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+      await page.click("#sync-toggle");
+      await until(page, () => window.twinsync.status().link === "offline" || null, undefined, "offline");
+      const meeting = await until(page, () => window.twinsync.list().find((r) => r.kind === "meeting")?.id, undefined, "a meeting on the phone");
+      await page.evaluate((id) => { location.hash = `#/r/${id}`; }, meeting);
+      const area = '[data-path="/minutes"] textarea';
+      await page.waitForSelector(area);
+      await page.focus(area);
+      await page.keyboard.type("a");
+      const notice = await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
+      // The person scrolls back to the minutes and types on.
+      await page.$eval(area, (a) => a.scrollIntoView({ block: "end" }));
+      const before = await page.evaluate(() => ({ y: scrollY, noticeTop: document.querySelector("#notice").getBoundingClientRect().top }));
+      assert.ok(before.noticeTop < 0, `the notice is out of view: ${JSON.stringify(before)}`);
+      await page.keyboard.type("bcd");
+      await until(page, (id) => window.twinsync.read(id).record.minutes.endsWith("abcd") || null, meeting, "every key in the minutes");
+      await page.waitForTimeout(300);
+      const after = await page.evaluate(() => ({ y: scrollY, notice: document.querySelector("#notice").textContent }));
+      assert.equal(after.y, before.y, "the page stayed where the person types");
+      assert.equal(after.notice, notice, "the notice still says why");
+    } finally {
+      // A persistent context left open would keep the test run alive.
+      await context.close();
+      cleanup(profile);
+    }
+  });
+});
+
 test("many small edits are compacted in IndexedDB and reload intact", async () => {
   await withServer(async (server) => {
     const { page, context } = await phone(browser);
@@ -606,28 +652,28 @@ test("a socket whose network went away without a word is given up 60 s after its
   await withServer(async (server) => {
     const { page, context, path, meeting } = await phoneThroughRelay(server);
     try {
-      path.cut();
-      await page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "نقطة أولى. " }], "minutes"), meeting);
-      // The server never hears of it on this socket, and the phone never
-      // hears back: still joined as far as the browser knows.
-      await page.clock.runFor(59_000);
-      assert.equal(await page.evaluate(() => window.tw.status().link), "joined");
-      await page.clock.runFor(2_000);
-      const given = await until(page, () => {
-        const s = window.tw.status();
-        return s.link !== "joined" ? s : null;
-      }, undefined, "the silent socket given up");
-      assert.match(given.error ?? "", /the server did not answer in 60 s/);
-      // The next socket carries the edit.
-      for (let s = 0; s < 12 && (await page.evaluate(() => window.tw.status().state)) !== "up-to-date"; s++) {
-        await page.clock.runFor(5_000);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      await until(page, upToDate, undefined, "up to date again");
-      const stored = await (await server.api(`/api/records/${meeting}`)).json();
-      assert.ok(stored.record.minutes.startsWith("نقطة أولى. "), stored.record.minutes.slice(0, 40));
-      assert.ok(path.connections >= 2);
-      await context.close();
+        path.cut();
+        await page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "نقطة أولى. " }], "minutes"), meeting);
+        // The server never hears of it on this socket, and the phone never
+        // hears back: still joined as far as the browser knows.
+        await page.clock.runFor(59_000);
+        assert.equal(await page.evaluate(() => window.tw.status().link), "joined");
+        await page.clock.runFor(2_000);
+        const given = await until(page, () => {
+          const s = window.tw.status();
+          return s.link !== "joined" ? s : null;
+        }, undefined, "the silent socket given up");
+        assert.match(given.error ?? "", /the server did not answer in 60 s/);
+        // The next socket carries the edit.
+        for (let s = 0; s < 12 && (await page.evaluate(() => window.tw.status().state)) !== "up-to-date"; s++) {
+          await page.clock.runFor(5_000);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        await until(page, upToDate, undefined, "up to date again");
+        const stored = await (await server.api(`/api/records/${meeting}`)).json();
+        assert.ok(stored.record.minutes.startsWith("نقطة أولى. "), stored.record.minutes.slice(0, 40));
+        assert.ok(path.connections >= 2);
+        await context.close();
     } finally {
       await path.close();
     }
@@ -638,61 +684,61 @@ test("a phone that only listens asks after 30 s of silence, gives up a dead sock
   await withServer(async (server) => {
     const { page, context, path, meeting, club } = await phoneThroughRelay(server);
     try {
-      // From here the page's time moves only as the test moves it, a
-      // second at a time, with a moment for the frames between.
-      await page.clock.pauseAt(await page.evaluate(() => Date.now() + 1_000));
-      await page.evaluate(() => {
-        window.errors = [];
-        window.tw.onStatus((s) => { if (s.error) window.errors.push(s.error); });
-        window.sent = 0;
-        const send = WebSocket.prototype.send;
-        WebSocket.prototype.send = function (data) {
-          window.sent++;
-          return send.call(this, data);
+        // From here the page's time moves only as the test moves it, a
+        // second at a time, with a moment for the frames between.
+        await page.clock.pauseAt(await page.evaluate(() => Date.now() + 1_000));
+        await page.evaluate(() => {
+          window.errors = [];
+          window.tw.onStatus((s) => { if (s.error) window.errors.push(s.error); });
+          window.sent = 0;
+          const send = WebSocket.prototype.send;
+          WebSocket.prototype.send = function (data) {
+            window.sent++;
+            return send.call(this, data);
+          };
+        });
+        const seconds = async (n, stop = async () => false) => {
+          for (let s = 1; s <= n; s++) {
+            await page.clock.runFor(1_000);
+            await new Promise((r) => setTimeout(r, 50));
+            if (await stop()) return s;
+          }
+          return null;
         };
-      });
-      const seconds = async (n, stop = async () => false) => {
-        for (let s = 1; s <= n; s++) {
-          await page.clock.runFor(1_000);
+        // A live socket silent for a minute is asked, answers, and stays.
+        await seconds(60);
+        const asked = await page.evaluate(() => window.sent);
+        assert.ok(asked >= 1, "no ping in a minute of silence");
+        assert.ok(asked <= 3, `${asked} frames sent in a minute of silence`);
+        assert.equal(await page.evaluate(() => window.tw.status().joins), 1);
+        assert.deepEqual(await page.evaluate(() => window.errors), []);
+        assert.equal(path.connections, 1);
+        // The last ask's answer may still be on its way, in real time: let
+        // it arrive, or the phone counts its silence from the ask before and
+        // gives up 30 s early.
+        for (let i = 0; i < 100 && path.down <= path.up; i++) {
           await new Promise((r) => setTimeout(r, 50));
-          if (await stop()) return s;
         }
-        return null;
-      };
-      // A live socket silent for a minute is asked, answers, and stays.
-      await seconds(60);
-      const asked = await page.evaluate(() => window.sent);
-      assert.ok(asked >= 1, "no ping in a minute of silence");
-      assert.ok(asked <= 3, `${asked} frames sent in a minute of silence`);
-      assert.equal(await page.evaluate(() => window.tw.status().joins), 1);
-      assert.deepEqual(await page.evaluate(() => window.errors), []);
-      assert.equal(path.connections, 1);
-      // The last ask's answer may still be on its way, in real time: let
-      // it arrive, or the phone counts its silence from the ask before and
-      // gives up 30 s early.
-      for (let i = 0; i < 100 && path.down <= path.up; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      // The network drops the socket without a word; the phone edits
-      // nothing, so no answer is owed. Another phone writes meanwhile.
-      path.cut();
-      const writer = await phone(browser);
-      await openClient(writer.page, server, { club });
-      await until(writer.page, readable, meeting, "the meeting on the writer");
-      await writer.page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "Point ajouté. " }], "writer"), meeting);
-      await until(writer.page, upToDate, undefined, "the writer up to date");
-      await writer.context.close();
-      // At most 30 s of silence, then 15 s for the answer that cannot come.
-      const given = await seconds(60, async () => (await page.evaluate(() => window.errors.length)) > 0);
-      assert.ok(given !== null, "the dead socket was kept a minute");
-      assert.ok(given >= 15 && given <= 46, `given up after ${given} s`);
-      const errors = await page.evaluate(() => window.errors);
-      assert.match(errors[0], /the server did not answer in 15 s/);
-      // The next socket brings the other phone's words.
-      const heard = (id) => window.tw.read(id).record.minutes.startsWith("Point ajouté. ");
-      assert.ok(await seconds(30, () => page.evaluate(heard, meeting)), "the edit never arrived");
-      assert.ok(path.connections >= 2);
-      await context.close();
+        // The network drops the socket without a word; the phone edits
+        // nothing, so no answer is owed. Another phone writes meanwhile.
+        path.cut();
+        const writer = await phone(browser);
+        await openClient(writer.page, server, { club });
+        await until(writer.page, readable, meeting, "the meeting on the writer");
+        await writer.page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "Point ajouté. " }], "writer"), meeting);
+        await until(writer.page, upToDate, undefined, "the writer up to date");
+        await writer.context.close();
+        // At most 30 s of silence, then 15 s for the answer that cannot come.
+        const given = await seconds(60, async () => (await page.evaluate(() => window.errors.length)) > 0);
+        assert.ok(given !== null, "the dead socket was kept a minute");
+        assert.ok(given >= 15 && given <= 46, `given up after ${given} s`);
+        const errors = await page.evaluate(() => window.errors);
+        assert.match(errors[0], /the server did not answer in 15 s/);
+        // The next socket brings the other phone's words.
+        const heard = (id) => window.tw.read(id).record.minutes.startsWith("Point ajouté. ");
+        assert.ok(await seconds(30, () => page.evaluate(heard, meeting)), "the edit never arrived");
+        assert.ok(path.connections >= 2);
+        await context.close();
     } finally {
       await path.close();
     }
