@@ -237,9 +237,10 @@ function syncBar(s) {
   ].filter(Boolean).join(tr("listSeparator"));
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
   const exportPartial = document.querySelector("#export-partial");
-  if (exportPartial && exportPartial.textContent !== exportNote(s)) {
-    exportPartial.textContent = exportNote(s);
-    exportPartial.hidden = !exportPartial.textContent;
+  const exportSaid = exportNote(s);
+  if (exportPartial && exportPartial.textContent !== exportSaid) {
+    exportPartial.textContent = exportSaid;
+    exportPartial.hidden = !exportSaid;
   }
   $("#sync-refused").title = s.refused ?? "";
   // By the connection, not the state: a refusal shown over it must not
@@ -1280,8 +1281,9 @@ function exportSection() {
     // A byte-order mark so spreadsheets read Arabic as UTF-8.
     return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";
   };
+  const note = exportNote(app.client.status());
   return h("section", { id: "export" }, h("h3", {}, tr("export")),
-    h("p", { id: "export-partial", class: "note", role: "status", hidden: !exportNote(app.client.status()) }, exportNote(app.client.status())),
+    h("p", { id: "export-partial", class: "note", role: "status", hidden: !note }, note),
     h("button", { type: "button", id: "export-json", onclick: () => download("twinsync-records.json", "application/json",
       // A record the app cannot read goes as stored, beside why; every
       // record with its standing disagreements.

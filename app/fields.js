@@ -48,12 +48,11 @@ export const words = (text) => h("bdi", {}, text ?? "");
  * `text` between first-strong isolates (U+2068, U+2069), for one value set
  * in a line of others: in an Arabic line, the parentheses of a French
  * title ending in a number would otherwise take the line's direction and
- * show at the wrong ends of "Réunion (2)".
+ * show at the wrong ends of "Réunion (2)". Not in a list to choose from:
+ * typing a name's first letters selects its option only if the label
+ * starts with them, so options take their own direction (`dir="auto"`).
  */
 export const isolate = (text) => `\u2068${text}\u2069`;
-// Not in a list to choose from: typing a name's first letters selects
-// its option only if the label starts with them. Options take their own
-// direction (`dir="auto"`) instead.
 
 /** A multilingual value in the reader's language, else any language. */
 export function pick(value, lang) {

@@ -220,19 +220,14 @@ impl Replica {
         chunks: &[Vec<u8>],
         sync_state: Option<Vec<u8>>,
     ) -> Result<(), Damaged> {
-        let mut bad = Vec::new();
         // One pass over every chunk; only if that fails, one chunk at a
         // time to keep what is whole and name what is not.
-        let doc = match load_chunks(chunks) {
-            Ok(doc) => doc,
+        let (doc, bad) = match load_chunks(chunks) {
+            Ok(doc) => (doc, Vec::new()),
             Err(_) => {
                 let mut doc = new_document();
-                for (i, chunk) in chunks.iter().enumerate() {
-                    if let Err(e) = check_chunk(chunk).and_then(|()| doc.load_incremental(chunk)) {
-                        bad.push((i, e.to_string()));
-                    }
-                }
-                doc
+                let bad = load_each(&mut doc, chunks);
+                (doc, bad)
             }
         };
         let mut entry = Entry::new(id, doc);
@@ -263,12 +258,7 @@ impl Replica {
         let mut out = Outcome::default();
         let entry = self.ensure(id);
         let before = entry.doc.get_heads();
-        let mut bad = Vec::new();
-        for (i, chunk) in chunks.iter().enumerate() {
-            if let Err(e) = check_chunk(chunk).and_then(|()| entry.doc.load_incremental(chunk)) {
-                bad.push((i, e.to_string()));
-            }
-        }
+        let bad = load_each(&mut entry.doc, chunks);
         let damaged = (!bad.is_empty()).then_some(Damaged {
             doc: id,
             chunks: bad,
@@ -1036,4 +1026,16 @@ impl CallerText {
         self.text.replace_range(start..end, &insert);
         Ok(spliced)
     }
+}
+
+/// Loads `chunks` into `doc` one at a time, skipping those that do not
+/// load; returns their index in `chunks` and why.
+fn load_each(doc: &mut Automerge, chunks: &[Vec<u8>]) -> Vec<(usize, String)> {
+    let mut bad = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        if let Err(e) = check_chunk(chunk).and_then(|()| doc.load_incremental(chunk)) {
+            bad.push((i, e.to_string()));
+        }
+    }
+    bad
 }

@@ -231,6 +231,11 @@ impl From<StoreError> for JsValue {
     }
 }
 
+/// What the status says of local data that did not load.
+fn damaged_said(what: &str) -> String {
+    format!("damaged local data: {what}; what loaded is kept, the rest comes back from the server")
+}
+
 fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
@@ -557,13 +562,7 @@ impl Client {
             last_error: RefCell::new(if damaged.is_empty() {
                 not_kept.map(|(_, error)| error)
             } else {
-                Some((
-                    "damaged",
-                    format!(
-                        "damaged local data: {}; what loaded is kept, the rest comes back from the server",
-                        damaged.join("; ")
-                    ),
-                ))
+                Some(("damaged", damaged_said(&damaged.join("; "))))
             }),
             offline_reason: RefCell::new(None),
             refused: RefCell::new(None),
@@ -1048,7 +1047,7 @@ impl Inner {
                     continue;
                 }
             };
-            let bytes: Vec<Vec<u8>> = fresh.iter().map(|(_, b)| b.clone()).collect();
+            let (fresh, bytes): (Vec<f64>, Vec<Vec<u8>>) = fresh.into_iter().unzip();
             let (out, damaged) = self.replica.borrow_mut().merge_stored(id, &bytes);
             let bad: Vec<usize> = damaged
                 .iter()
@@ -1065,13 +1064,11 @@ impl Inner {
                         .iter()
                         .enumerate()
                         .filter(|(i, _)| !bad.contains(i))
-                        .map(|(_, (k, _))| *k),
+                        .map(|(_, k)| *k),
                 );
             }
             if let Some(damaged) = damaged {
-                let said = format!(
-                    "damaged local data: {damaged}; what loaded is kept, the rest comes back from the server"
-                );
+                let said = damaged_said(&damaged.to_string());
                 web_sys::console::warn_1(&said.clone().into());
                 *self.last_error.borrow_mut() = Some(("damaged", said));
             }

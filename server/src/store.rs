@@ -345,7 +345,8 @@ impl Store {
     }
 
     /// The storage ids under which `device`'s sync states are kept.
-    pub fn sync_storage_ids(&self, device: &str) -> Result<Vec<String>, StoreError> {
+    #[cfg(test)]
+    fn sync_storage_ids(&self, device: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT DISTINCT storage_id FROM sync_states WHERE device = ?1 ORDER BY storage_id",

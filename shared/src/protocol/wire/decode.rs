@@ -399,10 +399,6 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
     };
     let len = expect_map(d, "newHeads")?;
     each_entry(d, len, |d| {
-        strings += 1;
-        if strings > MAX_LIST_ENTRIES {
-            return Err(too_many.clone());
-        }
         let key = str_field(d, "newHeads")?;
         if out.contains_key(&StorageId::new(key)) {
             return Err(DecodeError::DuplicateField(format!("newHeads.{key}")));
@@ -422,7 +418,8 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
         let missing = |field| DecodeError::missing("remote-heads-changed", field);
         let heads = heads.ok_or_else(|| missing("heads"))?;
         let timestamp = timestamp.ok_or_else(|| missing("timestamp"))?;
-        strings += heads.len();
+        // The key, and each head (a list holds at most the limit).
+        strings += 1 + heads.len();
         if strings > MAX_LIST_ENTRIES {
             return Err(too_many.clone());
         }
