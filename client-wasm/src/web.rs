@@ -57,6 +57,9 @@ const ANSWER_LIMIT_MS: u32 = 60_000;
 const SILENCE_MS: u32 = 30_000;
 /// The time the server has to answer a ping before the socket is given up.
 const PING_LIMIT_MS: u32 = 15_000;
+/// How long unsaved records wait to be written whole again after such a
+/// write did not fit.
+const UNSAVED_RETRY_MS: f64 = 10_000.0;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
@@ -392,6 +395,10 @@ struct Inner {
     club_unsaved: Cell<Option<DocumentId>>,
     /// Records whose last write failed: written whole next time.
     unsaved: RefCell<std::collections::BTreeSet<DocumentId>>,
+    /// When the last whole write of `unsaved` did not fit, if it did not.
+    unsaved_full_at: Cell<Option<f64>>,
+    /// A whole write of `unsaved` is under way: another would only repeat it.
+    saving_unsaved: Cell<bool>,
     /// Chunk keys per record, for compaction.
     chunk_keys: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
     change_listeners: RefCell<Vec<(u32, Function)>>,
@@ -568,6 +575,8 @@ impl Client {
             refused: RefCell::new(None),
             pending_writes: Cell::new(0),
             unsaved: RefCell::new(Default::default()),
+            unsaved_full_at: Cell::new(None),
+            saving_unsaved: Cell::new(false),
             chunk_keys: RefCell::new(chunk_keys),
             change_listeners: RefCell::new(Vec::new()),
             status_listeners: RefCell::new(Vec::new()),
@@ -978,11 +987,26 @@ impl Inner {
     }
 
     /// Writes each unsaved record whole, in one transaction.
+    ///
+    /// One such write at a time, and once one did not fit, none for
+    /// `UNSAVED_RETRY_MS`: on a full phone, each key typed would otherwise
+    /// save the whole record again, long minutes and all, only to be
+    /// refused. What a skipped write leaves unsaved stays listed, and is
+    /// written whole by a later one.
     async fn save_unsaved(&self, compact: &mut Vec<DocumentId>) {
-        let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
-        if retry.is_empty() {
+        let full_lately = self
+            .unsaved_full_at
+            .get()
+            .is_some_and(|at| monotonic_ms() - at < UNSAVED_RETRY_MS);
+        if self.unsaved.borrow().is_empty() || full_lately || self.saving_unsaved.replace(true) {
             return;
         }
+        self.try_unsaved(compact).await;
+        self.saving_unsaved.set(false);
+    }
+
+    async fn try_unsaved(&self, compact: &mut Vec<DocumentId>) {
+        let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
         let chunks: Vec<Chunk> = retry
             .iter()
             .filter_map(|doc| {
@@ -990,7 +1014,10 @@ impl Inner {
                 Some(Chunk { doc: *doc, bytes })
             })
             .collect();
-        match self.store.append(&chunks, &[]).await {
+        let result = self.store.append(&chunks, &[]).await;
+        self.unsaved_full_at
+            .set(matches!(result, Err(StoreError::Quota(_))).then(monotonic_ms));
+        match result {
             Ok(keys) => {
                 self.tell_tabs(&chunks);
                 // Only the records this write took whole are saved now: a

@@ -287,10 +287,15 @@ test("a phone over its storage quota still opens with what it holds", async () =
   });
 });
 
-test("typing on a full phone keeps the page where the person types", async () => {
-  await withServer(async (server) => {
-    const profile = dataDir();
-    const first = await persistentPhone(profile);
+/**
+ * A coordinator's phone that holds every record, opened again once other
+ * apps have filled it (quota 1 byte), offline, with the focus in a
+ * meeting's minutes. `before` runs in every page of the phone before its
+ * scripts.
+ */
+async function fullPhoneOnMinutes(server, profile, before = () => {}) {
+  const first = await persistentPhone(profile);
+  try {
     const res = await server.api("/api/invites", {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "Full phone", role: "coordinator" }),
     });
@@ -298,21 +303,34 @@ test("typing on a full phone keeps the page where the person types", async () =>
     const total = (await (await server.api("/api/records")).json()).length;
     await until(first.page, (total) => (document.querySelector("#sync")?.dataset.state === "up-to-date" && window.twinsync.list().length === total) || null,
       total, "every record on the phone");
+  } finally {
     await first.context.close();
-    // Other apps fill the phone; the app opens again, and goes offline.
-    const { page, context } = await persistentPhone(profile);
+  }
+  // Other apps fill the phone; the app opens again, and goes offline.
+  const { page, context } = await persistentPhone(profile);
+  await context.addInitScript(before);
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 1 });
+  await page.goto(server.url);
+  await until(page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+  await page.click("#sync-toggle");
+  await until(page, () => window.twinsync.status().link === "offline" || null, undefined, "offline");
+  const meeting = await until(page, () => window.twinsync.list().find((r) => r.kind === "meeting")?.id, undefined, "a meeting on the phone");
+  await page.evaluate((id) => { location.hash = `#/r/${id}`; }, meeting);
+  const area = '[data-path="/minutes"] textarea';
+  await page.waitForSelector(area);
+  await page.focus(area);
+  return { page, context, cdp, meeting, area };
+}
+
+test("typing on a full phone keeps the page where the person types", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    let context;
     try {
-      const cdp = await context.newCDPSession(page);
-      await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 1 });
-      await page.goto(server.url);
-      await until(page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
-      await page.click("#sync-toggle");
-      await until(page, () => window.twinsync.status().link === "offline" || null, undefined, "offline");
-      const meeting = await until(page, () => window.twinsync.list().find((r) => r.kind === "meeting")?.id, undefined, "a meeting on the phone");
-      await page.evaluate((id) => { location.hash = `#/r/${id}`; }, meeting);
-      const area = '[data-path="/minutes"] textarea';
-      await page.waitForSelector(area);
-      await page.focus(area);
+      const phone = await fullPhoneOnMinutes(server, profile);
+      const { page, meeting, area } = phone;
+      context = phone.context;
       await page.keyboard.type("a");
       const notice = await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
       // The person scrolls back to the minutes and types on.
@@ -327,7 +345,64 @@ test("typing on a full phone keeps the page where the person types", async () =>
       assert.equal(after.notice, notice, "the notice still says why");
     } finally {
       // A persistent context left open would keep the test run alive.
+      await context?.close();
+      cleanup(profile);
+    }
+  });
+});
+
+test("a full phone writes its unsaved record whole again every 10 s, not at every key, until there is room", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    let context;
+    try {
+      // Every chunk the app asks IndexedDB to add, by its Automerge chunk
+      // type: 0 is a whole document, 1 and 2 one change.
+      const phone = await fullPhoneOnMinutes(server, profile, () => {
+        window.__chunks = [];
+        const add = IDBObjectStore.prototype.add;
+        IDBObjectStore.prototype.add = function (value, key) {
+          if (value?.bytes instanceof Uint8Array) window.__chunks.push(value.bytes[8] === 0 ? "whole" : "change");
+          return add.call(this, value, key);
+        };
+      });
+      const { page, cdp, meeting } = phone;
+      context = phone.context;
+      await page.keyboard.type("a");
+      await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the meeting named as not kept");
+      await page.evaluate(() => { window.__chunks.length = 0; });
+      // Slowly enough that each write has ended before the next key.
+      await page.keyboard.type("bcdef", { delay: 200 });
+      await until(page, (id) => window.twinsync.read(id).record.minutes.endsWith("abcdef") || null, meeting, "every key in the minutes");
+      await page.waitForTimeout(300);
+      const full = await page.evaluate(() => window.__chunks.slice());
+      // Each key's change is tried on its own; the whole record once, and
+      // not again for 10 s.
+      assert.equal(full.filter((c) => c === "change").length, 5, JSON.stringify(full));
+      assert.equal(full.filter((c) => c === "whole").length, 1, JSON.stringify(full));
+      // The person makes room; the next key after those 10 s writes the
+      // record whole.
+      await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url });
+      await page.waitForTimeout(10_000);
+      await page.keyboard.type("g");
+      const status = await until(page, () => {
+        const s = window.twinsync.status();
+        return s.unsaved.length === 0 ? s : null;
+      }, undefined, "every record kept");
+      assert.notEqual(status.errorKind, "storage-full", JSON.stringify(status));
       await context.close();
+      // Kept on the phone: it opens again with every key, although the
+      // server never had them.
+      const again = await persistentPhone(profile);
+      context = again.context;
+      await again.page.goto(server.url);
+      await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+      const minutes = await again.page.evaluate((id) => window.twinsync.read(id).record.minutes, meeting);
+      assert.ok(minutes.endsWith("abcdefg"), minutes.slice(-40));
+      const stored = await (await server.api(`/api/records/${meeting}`)).json();
+      assert.ok(!stored.record.minutes.endsWith("abcdefg"), "the server never had these keys");
+    } finally {
+      await context?.close();
       cleanup(profile);
     }
   });
