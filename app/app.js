@@ -1679,7 +1679,9 @@ async function start() {
     app.schema = loadSchema();
     app.client = await Client.open({ token: app.token });
   } catch (e) {
-    say(trIsolated("storageError", { reason: `${e.name}: ${e.message}` }));
+    // A newer version took the storage over: reloading runs that version.
+    if (e.name === "SupersededError") say(problem(e));
+    else say(trIsolated("storageError", { reason: `${e.name}: ${e.message}` }));
     return;
   }
   window.twinsync = app.client;

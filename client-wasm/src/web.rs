@@ -127,7 +127,7 @@ export interface SyncStatus {
   /** Why, when `state` is "error"; else why the device is offline, if known. */
   error?: string;
   /** What `error` is about, when `state` is "error". */
-  errorKind?: "storage-full" | "not-saved" | "damaged" | "protocol" | "server";
+  errorKind?: "storage-full" | "not-saved" | "damaged" | "protocol" | "server" | "superseded";
   /** What the server said when it refused a change; kept until every local change is confirmed. */
   refused?: string;
   /**
@@ -142,8 +142,9 @@ export interface SyncStatus {
   unavailable: string[];
   /**
    * Records this device could not keep (its storage is full, or failed):
-   * they are in memory, and sync if online, and are written whole with each
-   * later write until one works. `error` says why while any is listed.
+   * they are in memory, and sync if online, and are written whole with
+   * later writes until one works (after one did not fit, not for 10 s).
+   * `error` says why while any is listed.
    */
   unsaved: string[];
   /**
@@ -208,6 +209,7 @@ impl From<ClientError> for JsValue {
 fn unsaved_kind(e: &StoreError) -> &'static str {
     match e {
         StoreError::Quota(_) => "storage-full",
+        StoreError::Superseded => "superseded",
         _ => "not-saved",
     }
 }
@@ -228,6 +230,7 @@ impl From<StoreError> for JsValue {
     fn from(e: StoreError) -> Self {
         let name = match &e {
             StoreError::Quota(_) => "QuotaExceededError",
+            StoreError::Superseded => "SupersededError",
             _ => "StorageError",
         };
         js_error(name, e)
@@ -337,6 +340,8 @@ enum Event {
     Retry,
     /// Another tab of this browser stored chunks of these records.
     Stored(Vec<DocumentId>),
+    /// A newer version of the app, in another tab, took IndexedDB over.
+    Superseded,
 }
 
 /// The open socket, with the handlers it calls: they are dropped with it,
@@ -482,7 +487,14 @@ impl Client {
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false);
         let database = opt("database").unwrap_or_else(|| "twinsync".into());
+        let (tx, rx) = mpsc::unbounded();
         let store = Store::open(&database).await?;
+        store.on_superseded({
+            let tx = tx.clone();
+            move || {
+                let _ = tx.unbounded_send(Event::Superseded);
+            }
+        });
         let window = web_sys::window().ok_or_else(|| js_error("Error", "no window"))?;
         // Ask that the browser never evict the field work; a refusal is not
         // an error, and a browser that asks the person first (Firefox) does
@@ -494,7 +506,6 @@ impl Client {
         }
         // Listening to the other tabs before reading the store: what one
         // writes meanwhile is merged once the event loop starts.
-        let (tx, rx) = mpsc::unbounded();
         let tabs = Tabs::open(&database, tx.clone());
         let identity = store.identity().await?;
         let mut replica = Replica::new(
@@ -664,6 +675,7 @@ impl Client {
         #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] fields: JsValue,
         message: String,
     ) -> Result<JsValue, JsValue> {
+        self.inner.writable()?;
         let kind: Kind = kind
             .parse()
             .map_err(|e| js_error("TypeError", format!("{e}")))?;
@@ -704,6 +716,7 @@ impl Client {
         message: String,
     ) -> js_sys::Promise {
         let made = (|| {
+            self.inner.writable()?;
             let id = parse_id(&id)?;
             let edits: Vec<Edit> = serde_wasm_bindgen::from_value(edits)
                 .map_err(|e| js_error("TypeError", format!("edits: {e}")))?;
@@ -730,6 +743,7 @@ impl Client {
         value: JsValue,
         message: String,
     ) -> Result<(), JsValue> {
+        self.inner.writable()?;
         let id = parse_id(&id)?;
         let value: serde_json::Value = serde_wasm_bindgen::from_value(value)
             .map_err(|e| js_error("TypeError", format!("value: {e}")))?;
@@ -1141,6 +1155,15 @@ impl Inner {
         }
     }
 
+    /// Refuses a change before it is made once a newer version of the app
+    /// has taken IndexedDB over: it could be neither kept nor sent.
+    fn writable(&self) -> Result<(), JsValue> {
+        if self.store.superseded() {
+            return Err(StoreError::Superseded.into());
+        }
+        Ok(())
+    }
+
     /// A local change: stored, then announced and sent.
     async fn commit_local(&self, out: Outcome) -> Result<(), JsValue> {
         if let Err(e) = self.store(&out).await {
@@ -1185,7 +1208,11 @@ impl Inner {
     }
 
     fn open_socket(self: &Rc<Self>) {
-        if self.socket.borrow().is_some() || self.paused.get() || self.closed.get() {
+        if self.socket.borrow().is_some()
+            || self.paused.get()
+            || self.closed.get()
+            || self.store.superseded()
+        {
             return;
         }
         let seq = self.socket_seq.get() + 1;
@@ -1502,6 +1529,14 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             Event::Stored(ids) => {
                 inner.merge_stored(ids).await;
                 inner.send_pending();
+                inner.announce_status();
+            }
+            Event::Superseded => {
+                // What this tab could still receive it could not keep: it
+                // stays offline until reloaded, as the newer version.
+                inner.close_socket();
+                *inner.last_error.borrow_mut() =
+                    Some(("superseded", StoreError::Superseded.to_string()));
                 inner.announce_status();
             }
             Event::Retry => {

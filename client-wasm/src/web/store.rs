@@ -7,17 +7,26 @@
 //! - `sync`: the server's sync state per record, keyed by record id.
 //! - `meta`: this device's storage id and the club record's id.
 //!
+//! A newer version of the app opening the database with a higher version
+//! (in another tab) closes this connection, which would otherwise block its
+//! upgrade, and everything later fails with `Superseded`, which says to
+//! reload; so does opening a database a newer version has upgraded.
+//!
 //! A write resolves only once its transaction has committed. Appends, which
 //! hold edits made on this device, ask for strict durability: the browser
 //! reports them committed only once they are flushed to disk, where its
 //! default (relaxed, in Chromium since 121) may report a write before a
 //! power cut could still lose it.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
 use idb::{
     Database, DatabaseEvent, Factory, IndexParams, KeyPath, ObjectStoreParams, TransactionMode,
 };
 use js_sys::{Object, Reflect, Uint8Array};
 use twinsync_shared::DocumentId;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::replica::Chunk;
@@ -39,6 +48,10 @@ pub enum StoreError {
     Damaged(String),
     #[error("the write was aborted before it was saved")]
     Aborted,
+    #[error(
+        "a newer version of the app has taken over this device's storage: reload this page to go on"
+    )]
+    Superseded,
 }
 
 impl From<idb::Error> for StoreError {
@@ -46,6 +59,8 @@ impl From<idb::Error> for StoreError {
         let text = e.to_string();
         if text.contains("QuotaExceeded") || text.contains("quota") {
             StoreError::Quota(text)
+        } else if text.contains("VersionError") {
+            StoreError::Superseded
         } else {
             StoreError::Failed(text)
         }
@@ -71,11 +86,20 @@ pub struct Identity {
     pub club: Option<DocumentId>,
 }
 
+/// What to call once a newer version has taken the database over.
+type Hook = Rc<RefCell<Option<Box<dyn Fn()>>>>;
+
 pub struct Store {
     db: Database,
     /// The same database, for what `idb` does not offer: a transaction's
-    /// durability.
+    /// durability, and its `versionchange` event.
     raw: web_sys::IdbDatabase,
+    /// Set once a newer version asked for the database, and this connection
+    /// closed.
+    superseded: Rc<Cell<bool>>,
+    /// Called then: the client goes offline and says to reload.
+    on_superseded: Hook,
+    _on_version_change: Closure<dyn FnMut()>,
 }
 
 impl Store {
@@ -105,6 +129,21 @@ impl Store {
             }
         });
         let raw: web_sys::IdbDatabase = request.await?.into();
+        let superseded = Rc::new(Cell::new(false));
+        let on_superseded: Hook = Rc::default();
+        let on_version_change = {
+            let (raw, superseded, on_superseded) =
+                (raw.clone(), superseded.clone(), on_superseded.clone());
+            // Transactions under way still commit: `close` waits for them.
+            Closure::<dyn FnMut()>::new(move || {
+                raw.close();
+                superseded.set(true);
+                if let Some(f) = on_superseded.borrow().as_ref() {
+                    f();
+                }
+            })
+        };
+        raw.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
         let db = Database::from(raw.clone());
         let names = db.store_names();
         for name in [CHUNKS, SYNC, META] {
@@ -114,13 +153,43 @@ impl Store {
                 )));
             }
         }
-        Ok(Self { db, raw })
+        Ok(Self {
+            db,
+            raw,
+            superseded,
+            on_superseded,
+            _on_version_change: on_version_change,
+        })
+    }
+
+    /// Whether a newer version of the app has taken the database over.
+    pub fn superseded(&self) -> bool {
+        self.superseded.get()
+    }
+
+    /// Calls `f` when a newer version of the app takes the database over.
+    pub fn on_superseded(&self, f: impl Fn() + 'static) {
+        *self.on_superseded.borrow_mut() = Some(Box::new(f));
+    }
+
+    fn transaction(
+        &self,
+        names: &[&str],
+        mode: TransactionMode,
+    ) -> Result<idb::Transaction, StoreError> {
+        if self.superseded.get() {
+            return Err(StoreError::Superseded);
+        }
+        Ok(self.db.transaction(names, mode)?)
     }
 
     /// A read-write transaction over `names` that commits only once the
     /// browser has flushed it to disk (`durability: "strict"`; a browser
     /// that knows no such option ignores it).
     fn durable(&self, names: &[&str]) -> Result<idb::Transaction, StoreError> {
+        if self.superseded.get() {
+            return Err(StoreError::Superseded);
+        }
         let failed = |e: JsValue| StoreError::Failed(format!("{e:?}"));
         let names: js_sys::Array = names.iter().map(|n| JsValue::from_str(n)).collect();
         let options = Object::new();
@@ -137,7 +206,7 @@ impl Store {
 
     /// This device's storage id (made on first use) and the club's id.
     pub async fn identity(&self) -> Result<Identity, StoreError> {
-        let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
+        let tx = self.transaction(&[META], TransactionMode::ReadWrite)?;
         let meta = tx.object_store(META)?;
         let storage_id = match meta.get(JsValue::from_str("storage_id"))?.await? {
             Some(v) if v.is_string() => v.as_string().unwrap_or_default(),
@@ -161,7 +230,7 @@ impl Store {
     }
 
     pub async fn put_club(&self, club: DocumentId) -> Result<(), StoreError> {
-        let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
+        let tx = self.transaction(&[META], TransactionMode::ReadWrite)?;
         let meta = tx.object_store(META)?;
         meta.put(
             &JsValue::from_str(&club.to_string()),
@@ -174,9 +243,7 @@ impl Store {
     /// Every stored record. Entries that are not what this code writes are
     /// reported as damaged rather than skipped silently.
     pub async fn load_all(&self) -> Result<Loaded, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[CHUNKS, SYNC], TransactionMode::ReadOnly)?;
+        let tx = self.transaction(&[CHUNKS, SYNC], TransactionMode::ReadOnly)?;
         let chunks = tx.object_store(CHUNKS)?;
         let keys = chunks.get_all_keys(None, None)?.await?;
         let values = chunks.get_all(None, None)?.await?;
@@ -238,7 +305,7 @@ impl Store {
         doc: DocumentId,
         known: &[f64],
     ) -> Result<(Vec<f64>, Vec<(f64, Vec<u8>)>), StoreError> {
-        let tx = self.db.transaction(&[CHUNKS], TransactionMode::ReadOnly)?;
+        let tx = self.transaction(&[CHUNKS], TransactionMode::ReadOnly)?;
         let chunks = tx.object_store(CHUNKS)?;
         let id = Some(idb::Query::Key(JsValue::from_str(&doc.to_string())));
         let keys: Vec<f64> = chunks
@@ -298,7 +365,7 @@ impl Store {
         snapshot: &[u8],
         old: &[f64],
     ) -> Result<f64, StoreError> {
-        let tx = self.db.transaction(&[CHUNKS], TransactionMode::ReadWrite)?;
+        let tx = self.transaction(&[CHUNKS], TransactionMode::ReadWrite)?;
         let store = tx.object_store(CHUNKS)?;
         for key in old {
             store.delete(JsValue::from_f64(*key))?;

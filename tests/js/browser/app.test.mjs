@@ -180,6 +180,29 @@ test("after one online visit, the app reloads with no network at all and shows e
   });
 });
 
+test("a newer version of the app taking the storage over is said in the sync bar, in the person's language", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Awa", role: "coordinator" });
+    await upToDate(page);
+    const newer = await context.newPage();
+    await newer.goto(`${server.url}/healthz`);
+    const opened = await newer.evaluate(() => new Promise((resolve) => {
+      const request = indexedDB.open("twinsync", 2);
+      request.onsuccess = () => { request.result.close(); resolve(true); };
+      request.onerror = () => resolve(false);
+    }));
+    assert.ok(opened);
+    const said = await until(page, () => {
+      const bar = document.querySelector("#sync");
+      return bar.dataset.state === "error" ? document.querySelector("#sync-state").textContent : null;
+    }, undefined, "the sync bar");
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    const reload = { ar: "أعد تحميل هذه الصفحة", fr: "rechargez cette page", en: "reload this page" }[lang];
+    assert.ok(reload && said.includes(reload), `${lang}: ${said}`);
+    await context.close();
+  });
+});
+
 test("a delegate's change the server refuses is shown in the sync bar with its reason, and stays on the phone", async () => {
   await withServer(async (server) => {
     // A report belongs to its author, or to the device that created it:

@@ -126,6 +126,54 @@ test("two tabs of one browser, offline, each see what the other writes and write
   });
 });
 
+test("a newer version of the app opening the storage in another tab is not held up: this tab stops, refuses edits and says to reload", async () => {
+  await withServer(async (server) => {
+    const { page: a, context } = await phone(browser);
+    await openClient(a, server);
+    const id = await a.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Visite" }, report_type: "visit", date: "2026-11-20", text: "" }, "new report"),
+    );
+    await until(a, () => window.tw.status().link === "joined" || null, undefined, "joined");
+    // Tab B runs a version whose database is one version up: it upgrades.
+    const b = await context.newPage();
+    await b.goto(`${server.url}/healthz`);
+    const upgrade = await b.evaluate(() => new Promise((resolve) => {
+      let blocked = false;
+      const request = indexedDB.open("twinsync", 2);
+      request.onblocked = () => { blocked = true; };
+      request.onupgradeneeded = () => request.result.createObjectStore("new_in_v2");
+      request.onsuccess = () => { request.result.close(); resolve({ opened: true, blocked }); };
+      request.onerror = () => resolve({ opened: false, blocked, error: String(request.error) });
+      setTimeout(() => resolve({ opened: false, blocked }), 5000);
+    }));
+    assert.deepEqual(upgrade, { opened: true, blocked: false }, JSON.stringify(upgrade));
+    const status = await until(a, () => {
+      const s = window.tw.status();
+      return s.errorKind === "superseded" ? s : null;
+    }, undefined, "tab A told");
+    assert.equal(status.link, "offline", JSON.stringify(status));
+    assert.match(status.error, /newer version of the app.*reload/);
+    // An edit is refused before it is made, and going online does nothing.
+    const refused = await a.evaluate((id) =>
+      window.tw.edit(id, [{ op: "set", path: "/title/fr", value: "Visite à Dakar" }], "title").then(() => null, (e) => e.name), id);
+    assert.equal(refused, "SupersededError");
+    assert.equal(await a.evaluate((id) => window.tw.read(id).record.title.fr, id), "Visite");
+    await a.evaluate(() => window.tw.connect());
+    await a.waitForTimeout(1000);
+    assert.equal(await a.evaluate(() => window.tw.status().link), "offline");
+    // This version, opened again, cannot read the upgraded database: it says so.
+    await a.reload();
+    const opened = await a.evaluate(async () => {
+      const mod = await import("/pkg/twinsync_client.js");
+      await mod.default();
+      return mod.Client.open({ offline: true }).then(() => null, (e) => ({ name: e.name, message: e.message }));
+    });
+    assert.equal(opened?.name, "SupersededError", JSON.stringify(opened));
+    assert.match(opened.message, /reload/);
+    await context.close();
+  });
+});
+
 test("two browser contexts edit one record offline, go online, and converge", async () => {
   await withServer(async (server) => {
     const meeting = await firstOf(server, "meeting");
