@@ -396,7 +396,14 @@ fn csv_response(
     Ok(response)
 }
 
-/// A cell of text a delegate typed. Spreadsheet programs run a cell that
+/// A row of cells, each through `text_cell`: every value comes from a
+/// record a device wrote, titles and also sets of free strings such as an
+/// agreement's parties, so no cell is trusted to be inert.
+fn text_row<const N: usize>(cells: [String; N]) -> [String; N] {
+    cells.map(text_cell)
+}
+
+/// A cell of text a device wrote. Spreadsheet programs run a cell that
 /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return as a formula
 /// (`=HYPERLINK(...)` in a title would act in a coordinator's sheet): such
 /// a cell starts with `'`, which they show as text.
@@ -443,11 +450,11 @@ pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> Api
             // Kept and dropped commitments are both closed, as the app counts them.
             .filter(|c| !matches!(c.status.as_deref(), Some("done" | "dropped")))
             .count();
-        w.write_record([
+        w.write_record(text_row([
             id.url().to_string(),
-            text_cell(a.title.ar.unwrap_or_default()),
-            text_cell(a.title.fr.unwrap_or_default()),
-            text_cell(a.title.en.unwrap_or_default()),
+            a.title.ar.unwrap_or_default(),
+            a.title.fr.unwrap_or_default(),
+            a.title.en.unwrap_or_default(),
             a.status,
             a.parties.join(" "),
             a.domains.join(" "),
@@ -456,7 +463,7 @@ pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> Api
             a.in_force_from.unwrap_or_default(),
             a.ends_on.unwrap_or_default(),
             open.to_string(),
-        ])
+        ]))
         .map_err(csv_error)?;
     }
     csv_response("agreements.csv", w, &read.unreadable)
@@ -482,15 +489,15 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
     let read = records_of_kind(&hub, "project").await?;
     for (id, record) in read.records {
         let Record::Project(p) = record else { continue };
-        let base = [
+        let base = text_row([
             id.url().to_string(),
-            text_cell(p.title.ar.clone().unwrap_or_default()),
-            text_cell(p.title.fr.clone().unwrap_or_default()),
-            text_cell(p.title.en.clone().unwrap_or_default()),
+            p.title.ar.clone().unwrap_or_default(),
+            p.title.fr.clone().unwrap_or_default(),
+            p.title.en.clone().unwrap_or_default(),
             p.status.clone(),
             p.owner_city.clone().unwrap_or_default(),
             p.agreement.clone().unwrap_or_default(),
-        ];
+        ]);
         if p.milestones.is_empty() {
             let row: Vec<String> = base
                 .iter()
@@ -503,13 +510,13 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
             let row: Vec<String> = base
                 .iter()
                 .cloned()
-                .chain([
-                    text_cell(m.id.clone()),
-                    text_cell(m.title.clone()),
+                .chain(text_row([
+                    m.id.clone(),
+                    m.title.clone(),
                     m.due.clone().unwrap_or_default(),
                     m.status.clone(),
                     m.done_on.clone().unwrap_or_default(),
-                ])
+                ]))
                 .collect();
             w.write_record(row).map_err(csv_error)?;
         }

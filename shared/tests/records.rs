@@ -110,6 +110,19 @@ fn a_refused_edit_writes_nothing() {
         "{err}"
     );
     assert_eq!(doc.heads(), before);
+    // A year with a sign or a fifth digit is not a date of the club's.
+    for date in ["-2025-10-30", "+2025-10-30", "12025-10-30", "2025-1-30"] {
+        let err = doc
+            .edit(&commit("Bad", 1), &[set("/date", json!(date))])
+            .unwrap_err();
+        assert!(
+            matches!(&err, EditError::Invalid { path, .. } if path == "/date"),
+            "{date}: {err}"
+        );
+    }
+    doc.edit(&commit("Good", 1), &[set("/date", json!("2025-10-31"))])
+        .unwrap();
+    let before = doc.heads();
     let err = doc
         .edit(&commit("Bad", 1), &[set("/agenda/zz/title", json!("x"))])
         .unwrap_err();

@@ -469,9 +469,14 @@ pub(crate) fn describe(ty: &FieldType) -> &'static str {
 /// `YYYY-MM-DD`, a real calendar date.
 pub(crate) fn check_date(s: &str) -> Result<(), String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(s, format)
+    // `[year]` also takes a sign and more digits (`-2025-03-01`, which a
+    // spreadsheet reads as a sum): four digits and no sign.
+    let four_digits = s.len() == 10 && s.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    four_digits
+        .then(|| time::Date::parse(s, format).ok())
+        .flatten()
         .map(|_| ())
-        .map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD)"))
+        .ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD)"))
 }
 
 /// How deep a record's values may nest. The schema's deepest value is four
