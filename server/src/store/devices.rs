@@ -178,12 +178,26 @@ fn expire_invites_by(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<
     )
 }
 
+/// Ends the unused invites made by nobody: those the server prints at
+/// start while no device exists. Only the one printed last may make the
+/// first device, and none once a device exists, however it was made: a
+/// link left in an old log must not make a coordinator later.
+fn expire_first_invites(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE invites SET expires_at = MIN(expires_at, ?1 - 1)
+         WHERE created_by IS NULL AND redeemed_at IS NULL",
+        [now],
+    )
+}
+
 impl Store {
     /// Provisions a device and returns it with its token, shown only now.
     pub fn add_device(&self, new: &NewDevice, now: i64) -> Result<(Device, String), StoreError> {
         let secret = Secret::generate();
         let cities = serde_json::to_string(&new.cities).unwrap_or_else(|_| "[]".into());
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
             "INSERT INTO devices (id, name, role, cities, person, token_hash, created_at, last_seen_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
             params![
@@ -196,6 +210,8 @@ impl Store {
                 now
             ],
         )?;
+        expire_first_invites(&tx, now)?;
+        tx.commit()?;
         let device = Device {
             id: secret.id.clone(),
             name: new.name.clone(),
@@ -384,7 +400,8 @@ impl Store {
     }
 
     /// Creates a one-time invite valid until `expires_at`; `None` when
-    /// `created_by` is no longer a coordinator.
+    /// `created_by` is no longer a coordinator. One made by nobody (the
+    /// server's first invite) ends those made by nobody before it.
     pub fn add_invite(
         &self,
         new: &NewDevice,
@@ -394,10 +411,15 @@ impl Store {
     ) -> Result<Option<Invite>, StoreError> {
         let secret = Secret::generate();
         let cities = serde_json::to_string(&new.cities).unwrap_or_else(|_| "[]".into());
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if created_by.is_none() {
+            expire_first_invites(&tx, now)?;
+        }
         // Made by a device only while it is a coordinator that is not
         // revoked, checked in the statement that stores the invite, so a
         // demotion just before cannot leave an invite behind.
-        let made = self.conn().execute(
+        let made = tx.execute(
             "INSERT INTO invites (id, secret_hash, name, role, cities, person, created_by, created_at, expires_at)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
              WHERE ?7 IS NULL OR EXISTS (SELECT 1 FROM devices
@@ -414,6 +436,7 @@ impl Store {
                 expires_at
             ],
         )?;
+        tx.commit()?;
         if made == 0 {
             return Ok(None);
         }
@@ -486,6 +509,7 @@ impl Store {
             params![secret.id, now, device_secret.id],
         )
         .map_err(StoreError::from)?;
+        expire_first_invites(&tx, now).map_err(StoreError::from)?;
         tx.commit().map_err(StoreError::from)?;
         drop(conn);
         let device = self
@@ -686,6 +710,52 @@ mod tests {
         assert_eq!(second, Err(UpdateRefused::ChangedMeanwhile));
         let now = store.device(&read.id).unwrap().unwrap();
         assert_eq!((now.role, now.name.as_str()), (Role::Observer, "laptop"));
+    }
+
+    fn first(store: &Store, now: i64) -> Invite {
+        let new = NewDevice {
+            name: "First coordinator".into(),
+            role: Role::Coordinator,
+            cities: Vec::new(),
+            person: None,
+        };
+        store
+            .add_invite(&new, None, now, now + 3600)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_last_first_invite_works_and_none_once_a_device_exists() {
+        let (_dir, store) = store();
+        // Printed at one start, then at the next, before anyone used it.
+        let old = first(&store, 100);
+        let last = first(&store, 110);
+        assert!(matches!(
+            store.redeem_invite(&old.code, None, 120),
+            Err(RedeemError::Expired)
+        ));
+        // An invite a coordinator makes is not the server's first.
+        let (laptop, _) = store.redeem_invite(&last.code, None, 120).unwrap();
+        let made = store
+            .add_invite(&renamed(&laptop, "phone"), Some(&laptop.id), 130, 3600)
+            .unwrap()
+            .unwrap();
+        // A first invite made while devices exist (the server printed it
+        // just before a device was made) lapses with the next device.
+        let stray = first(&store, 140);
+        store.redeem_invite(&made.code, None, 150).unwrap();
+        assert!(matches!(
+            store.redeem_invite(&stray.code, None, 160),
+            Err(RedeemError::Expired)
+        ));
+        // So does one when the operator adds a device by hand.
+        let stray = first(&store, 170);
+        coordinator(&store, "desk");
+        assert!(matches!(
+            store.redeem_invite(&stray.code, None, 180),
+            Err(RedeemError::Expired)
+        ));
     }
 
     #[test]
