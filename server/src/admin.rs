@@ -456,7 +456,7 @@ pub async fn quarantined(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
-    let found = blocking(move || -> Result<_, StoreError> {
+    let found = crate::api::reading(&hub, move || -> Result<_, StoreError> {
         let Some((entry, changes)) = store.quarantined_changes(id)? else {
             return Ok(None);
         };

@@ -112,6 +112,20 @@ pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'stat
         .map_err(Into::into)
 }
 
+/// `blocking` for work that loads a record whole: at most
+/// [`crate::hub::API_READS`] at once, so many requests for a large record
+/// cannot hold as many copies of it.
+pub(crate) async fn reading<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    hub: &Hub,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> ApiResult<T> {
+    let _turn =
+        hub.api_reads.acquire().await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
+        })?;
+    blocking(f).await
+}
+
 pub async fn healthz(State(hub): State<Arc<Hub>>) -> ApiResult<&'static str> {
     let store = hub.store.clone();
     blocking(move || store.has_club()).await?;
@@ -220,7 +234,7 @@ pub async fn get(
     let id = parse_id(&id)?;
     let at = q.at.as_deref().map(parse_time).transpose()?;
     let store = hub.store.clone();
-    let (heads, read, conflicts) = blocking(move || -> ApiResult<_> {
+    let (heads, read, conflicts) = reading(&hub, move || -> ApiResult<_> {
         let mut doc = load(&store, id)?;
         if let Some(t) = at {
             doc = doc
@@ -265,8 +279,10 @@ pub async fn conflicts(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let store = hub.store.clone();
-    let conflicts =
-        blocking(move || -> ApiResult<_> { Ok(json!(load(&store, id)?.conflicts())) }).await?;
+    let conflicts = reading(&hub, move || -> ApiResult<_> {
+        Ok(json!(load(&store, id)?.conflicts()))
+    })
+    .await?;
     Ok(Json(conflicts))
 }
 
@@ -277,7 +293,10 @@ pub async fn history(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let store = hub.store.clone();
-    let history = blocking(move || -> ApiResult<_> { Ok(load(&store, id)?.history()) }).await?;
+    let history = reading(&hub, move || -> ApiResult<_> {
+        Ok(load(&store, id)?.history())
+    })
+    .await?;
     let store = hub.store.clone();
     let origins = blocking(move || store.origins(id)).await?;
     let entries: Vec<Value> = history
@@ -330,7 +349,7 @@ async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Readable> {
             continue;
         };
         let store = hub.store.clone();
-        let loaded = blocking(move || -> ApiResult<_> {
+        let loaded = reading(hub, move || -> ApiResult<_> {
             Ok(store
                 .load(id)
                 .map(|doc| doc.map(|doc| RecordDoc::from_automerge(doc).record().ok())))
@@ -530,7 +549,47 @@ pub async fn openapi() -> Json<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::CODES;
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{ApiError, CODES, reading};
+    use crate::hub::{API_READS, Hub};
+    use crate::metrics::Metrics;
+    use crate::settings::Settings;
+    use crate::store::Store;
+
+    /// Many requests reading records at once take turns: no more than
+    /// `API_READS` hold a record at a time, and every one is answered.
+    #[tokio::test]
+    async fn api_reads_of_whole_records_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let settings = Settings::for_data_dir(dir.path().to_owned());
+        let hub = Hub::new(store, Arc::new(settings), Metrics::new()).unwrap();
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let requests = (0..4 * API_READS).map(|n| {
+            let (hub, now, most) = (Arc::clone(&hub), Arc::clone(&now), Arc::clone(&most));
+            tokio::spawn(async move {
+                reading(&hub, move || {
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, ApiError>(n)
+                })
+                .await
+            })
+        });
+        let mut answered = Vec::new();
+        for r in requests.collect::<Vec<_>>() {
+            answered.push(r.await.unwrap().unwrap());
+        }
+        assert_eq!(answered, (0..4 * API_READS).collect::<Vec<_>>());
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= API_READS, "{most} records read at once");
+    }
 
     #[test]
     fn the_app_says_every_api_error_code_in_each_of_its_three_languages() {

@@ -56,6 +56,10 @@ pub struct Hub {
     /// Compactions under way at once, each holding a copy of its record
     /// while it saves: at most [`COMPACTIONS`].
     pub compactions: Arc<tokio::sync::Semaphore>,
+    /// Records the HTTP API reads whole from the store at once (a record,
+    /// its history, its disagreements, an export's rows), each holding a
+    /// copy of its record: at most [`API_READS`].
+    pub api_reads: tokio::sync::Semaphore,
 }
 
 /// Peers of a revoked device connected at once; past it, the oldest
@@ -65,6 +69,10 @@ pub const REVOKED_PEERS: usize = 4;
 /// Records compacting at once; a record that finds no slot compacts after
 /// a later append.
 pub const COMPACTIONS: usize = 2;
+
+/// Records the HTTP API loads at once; more requests wait their turn. A
+/// record may hold 32 MiB of changes, and a device may open 64 requests.
+pub const API_READS: usize = 4;
 
 /// A connected peer: its connection, its device and its kill switch.
 #[derive(Debug, Clone)]
@@ -228,6 +236,7 @@ impl Hub {
             guards,
             trim: crate::memory::Trim::default(),
             compactions: Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
+            api_reads: tokio::sync::Semaphore::new(API_READS),
         }))
     }
 
