@@ -19,14 +19,26 @@ pub fn demo(store: &Store) -> Result<usize, StoreError> {
     Ok(records.len())
 }
 
-/// Every stored record, merged, as JSON: `[{id, url, record | errors}]`.
+/// Every stored record, merged, as JSON: `[{id, url, record | errors |
+/// unreadable}]`. A record damaged in storage is named with why
+/// (`unreadable`) and the others are exported all the same: this is what
+/// an operator turns to when something is wrong.
 pub fn export(store: &Store) -> Result<serde_json::Value, StoreError> {
     let mut out = Vec::new();
     for row in store.list(None, None, None)? {
         let Ok(id) = row.id.parse::<twinsync_shared::DocumentId>() else {
             continue;
         };
-        let Some(doc) = store.load(id)? else { continue };
+        let doc = match store.load(id) {
+            Ok(Some(doc)) => doc,
+            Ok(None) => continue,
+            Err(StoreError::Corrupt { reason, .. }) => {
+                tracing::warn!(%id, %reason, "a damaged record named, not exported");
+                out.push(serde_json::json!({"id": row.id, "url": id.url().to_string(), "unreadable": reason}));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let entry = match twinsync_shared::record::read_document(&doc) {
             Ok(record) => {
                 serde_json::json!({"id": row.id, "url": id.url().to_string(), "record": record})
