@@ -107,8 +107,10 @@ async function meChanged({ always = false } = {}) {
   const before = rights();
   await whoAmI();
   if (!always && rights() === before) return;
-  // A revoked phone may be lost: it keeps no coordinator's lists.
-  if (!isCoordinator()) forgetKept();
+  // Only a coordinator keeps a coordinator's lists; a revoked phone may be
+  // lost, and keeps no draft either. A delegate's drafts stay: this runs at
+  // every start, and a draft is what the last start brought back.
+  if (!isCoordinator()) forgetKept({ drafts: revoked() });
   chrome();
   // What is being typed, chosen or read on screen is left alone; the
   // screen takes the new rights when next drawn.
@@ -1362,11 +1364,14 @@ async function kept(path) {
 }
 
 /**
- * Forgets the lists `kept` holds (a coordinator's, of this sign-in) and the
- * drafts of new records (the last person's typing, on a phone passed on).
+ * Forgets the lists `kept` holds (a coordinator's, of this sign-in) and,
+ * unless told not to, the drafts of new records (the last person's typing,
+ * on a phone passed on).
  */
-function forgetKept() {
-  for (const key of Object.keys(localStorage)) if (key.startsWith("kept:") || key.startsWith("draft:")) localStorage.removeItem(key);
+function forgetKept({ drafts = true } = {}) {
+  for (const key of Object.keys(localStorage)) {
+    if (key.startsWith("kept:") || (drafts && key.startsWith("draft:"))) localStorage.removeItem(key);
+  }
 }
 
 const titleOf = (id) => linkedTitle({ byUrl: app.byUrl, lang: app.lang }, `automerge:${bare(id)}`);

@@ -651,6 +651,33 @@ test("a new record's form is kept on the phone as it is typed: a tab the phone c
   });
 });
 
+test("a delegate's draft of a new record outlives every start until it is created", async () => {
+  await withServer(async (server) => {
+    const city = (await (await server.api("/api/records?kind=city")).json())[0].id;
+    const { page, context } = await signIn(server, { name: "Delegate", role: "delegate", cities: [city] });
+    await knownAs(page, "delegate");
+    await show(page, "#/new/report");
+    await page.waitForSelector('form.new input[name="title.fr"]');
+    await page.fill('form.new input[name="title.fr"]', "Visite à Dakar");
+    // The phone closes the tab, twice: the second start brings the draft
+    // back as the first did, though nothing was typed in between.
+    let tab = page;
+    for (const start of [1, 2]) {
+      const again = await context.newPage();
+      await tab.close();
+      tab = again;
+      // Who this device is is asked again, as at every start.
+      const asked = tab.waitForResponse((r) => r.url().endsWith("/api/me"));
+      await tab.goto(`${server.url}/#/new/report`);
+      await tab.waitForSelector("p.note.draft");
+      assert.equal(await tab.inputValue('form.new input[name="title.fr"]'), "Visite à Dakar", `start ${start}`);
+      await asked;
+      await tab.waitForTimeout(300);
+    }
+    await context.close();
+  });
+});
+
 test("a new record's form is not drawn again by records arriving, and Create goes to the record", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
