@@ -1667,13 +1667,15 @@ async function start() {
   } catch (e) {
     refused = e.key ? h("span", { title: e.message }, tr(e.key)) : tr("signinFailed") + e.message;
     // A device already signed in that opens an invite link again stays
-    // signed in; the refusal is only a note.
+    // signed in; the refusal is only a note. An invite the server did not
+    // answer stays in the address (`signIn`), so that reloading once online
+    // tries it again: it may be what signs in a device the server no
+    // longer takes.
     app.token = localStorage.getItem("token");
     if (!app.token) {
       say(refused);
       return;
     }
-    history.replaceState(null, "", location.pathname);
   }
   if (!app.token) {
     say(tr("signin"));

@@ -651,6 +651,31 @@ test("a new record's form is kept on the phone as it is typed: a tab the phone c
   });
 });
 
+test("a new invite opened on a signed-in phone with no network is tried again by reloading once online", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Old phone", role: "observer" });
+    await until(page, () => navigator.serviceWorker.controller !== null, undefined, "the service worker in control");
+    const old = await page.evaluate(() => localStorage.getItem("token"));
+    const res = await server.api("/api/invites", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "New phone", role: "coordinator" }),
+    });
+    const { link } = await res.json();
+    await context.setOffline(true);
+    await page.goto(link);
+    await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the note that the server did not answer");
+    assert.ok(await page.evaluate(() => location.hash.includes("invite=")), "the invite stays in the address");
+    await context.setOffline(false);
+    await page.reload();
+    const now = await until(page, (old) => {
+      const t = localStorage.getItem("token");
+      return t && t !== old ? t : null;
+    }, old, "signed in with the new invite");
+    assert.notEqual(now, old);
+    assert.ok(!(await page.evaluate(() => location.hash.includes("invite="))), "the invite, used, leaves the address");
+    await context.close();
+  });
+});
+
 test("a delegate's draft of a new record outlives every start until it is created", async () => {
   await withServer(async (server) => {
     const city = (await (await server.api("/api/records?kind=city")).json())[0].id;
