@@ -145,12 +145,17 @@ export function show(ctx, field, value) {
 /**
  * A list item as one line of read-only text: each field it has, by its
  * label and value, its id left out (`Title: Pump · Status: Pending`). On
- * screen each value is isolated from the labels around it; `plain` leaves
- * the isolates out, for a file.
+ * screen each value is isolated from the labels around it; `plain` is for
+ * a file: no isolates, dates in ISO and numbers in ASCII digits as a
+ * spreadsheet sorts them, and one line indeed (a value's own line breaks
+ * become " / ", as a file's cell puts one item on each line).
  */
 export function showItem(ctx, fields, item, { plain = false } = {}) {
   if (item === null || typeof item !== "object") return show(ctx, { type: "str" }, item);
-  const value = (f) => (plain ? show(ctx, f, item[f.name]).replace(/[\u2068\u2069]/g, "") : isolate(show(ctx, f, item[f.name])));
+  const filed = (f) => (["date", "int"].includes(f.type) ? String(item[f.name]) : show(ctx, f, item[f.name]));
+  const value = (f) => (plain
+    ? filed(f).replace(/[\u2068\u2069]/g, "").replace(/\s*(\r\n|\r|\n)\s*/g, " / ")
+    : isolate(show(ctx, f, item[f.name])));
   return fields
     .filter((f) => f.name !== "id" && !["", null, undefined].includes(item[f.name]))
     .map((f) => `${t(ctx.lang, `field.${f.name}`)}${t(ctx.lang, "labelSeparator")}${value(f)}`)

@@ -175,14 +175,16 @@ fn test() -> Result<()> {
         .arg(root().join("tests/js/sync-server.mjs"))
         .current_dir(root());
     run(smoke).context("the benchmark smoke run failed")?;
-    // The app's search folding, its strings and its text edits, in node alone.
+    // The app's search folding, its strings, its text edits and the list
+    // items it writes into files, in node alone.
     let mut search = Command::new("node");
     search
         .args(["--test"])
         .arg(root().join("tests/js/search.test.mjs"))
         .arg(root().join("tests/js/text.test.mjs"))
+        .arg(root().join("tests/js/fields.test.mjs"))
         .current_dir(root().join("tests/js"));
-    run(search).context("the app's search, string and text tests failed")?;
+    run(search).context("the app's search, string, text and field tests failed")?;
     // The fuzz targets, briefly: they build, and the fixed inputs crash nothing.
     fuzz(0, true)?;
     ensure_chromium()?;

@@ -1665,6 +1665,11 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     const items = cells(row)[milestones].split("\n");
     const item = items.find((i) => i.includes(target.m.title));
     assert.ok(item?.includes(`${ar["field.status"]}${ar.labelSeparator}${ar["value.done"]}`), items.join("\n"));
+    // Dates in a list's cell as in a date's: ISO, as spreadsheets sort.
+    const dated = projectLines.slice(1).flatMap((line) => cells(line)[milestones].split("\n"))
+      .flatMap((i) => [...i.matchAll(new RegExp(`(?:${ar["field.due"]}|${ar["field.done_on"]})${ar.labelSeparator}([^·]*)`, "g"))].map((m) => m[1].trim()));
+    assert.ok(dated.length > 0, "the milestones' dates");
+    for (const d of dated) assert.match(d, /^\d{4}-\d{2}-\d{2}$/, dated.join(" | "));
     await context.close();
   });
 });
