@@ -60,9 +60,28 @@ export function fold(text) {
     .trim();
 }
 
+// A hamza written on a waw or a yeh, or alone: one word is spelt with
+// either seat across the Arab world (مسؤول, مسئول; شؤون, شئون).
+const SEATS = /[\u0624\u0626]/g;
+
+/** `fold`, with every hamza on one seat, whichever it was written on. */
+function foldSeats(text) {
+  return fold(text === null || text === undefined ? text : String(text).replace(SEATS, "\u0621"));
+}
+
+/**
+ * Whether every term of `query` occurs in `haystack`, both folded: a term
+ * matches with its hamza read as its seat's letter (مسؤول as مسوول, as it
+ * is typed without one), or on any seat (مسؤول as مسئول).
+ */
 export function matches(haystack, query) {
   const terms = fold(query).split(" ").filter(Boolean);
   if (terms.length === 0) return true;
-  const hay = fold(Array.isArray(haystack) ? haystack.join(" ") : haystack);
-  return terms.every((term) => hay.includes(term));
+  const text = Array.isArray(haystack) ? haystack.join(" ") : haystack;
+  const hay = fold(text);
+  const seated = foldSeats(query).split(" ").filter(Boolean);
+  // Folding changes no spacing, so the two lists of terms pair up.
+  let seatHay;
+  return terms.every((term, i) => hay.includes(term)
+    || (seated.length === terms.length && (seatHay ??= foldSeats(text)).includes(seated[i])));
 }

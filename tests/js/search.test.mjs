@@ -31,6 +31,19 @@ test("alef and hamza variants are unified", () => {
   assert.ok(matches("مسؤول", "مسوول"));
 });
 
+test("a hamza matches whichever seat it is written on", () => {
+  assert.ok(matches("مسؤول المشروع", "مسئول"));
+  assert.ok(matches("مسئول المشروع", "مسؤول"));
+  assert.ok(matches("الشؤون الخارجية", "الشئون"));
+  assert.ok(matches("الشئون الخارجية", "شؤون الخارجيه"));
+  // Typed without a hamza, or with the plain letter, still found.
+  assert.ok(matches("مسئول", "مسيول"));
+  assert.ok(matches("مسؤول", "مسوول"));
+  // A word that differs otherwise is not found.
+  assert.ok(!matches("مسؤول", "مسئولة"));
+  assert.ok(!matches("شؤون", "شيون الخارجية"));
+});
+
 test("taa marbuta and alef maqsura", () => {
   assert.ok(matches("مدينة السمارة", "مدينه السماره"));
   assert.ok(matches("مدينه", "مدينة"));
