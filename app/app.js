@@ -193,6 +193,33 @@ document.addEventListener("toggle", (e) => {
   app.redrawHeld = false;
   if (app.view?.screen && !app.view.touched) route();
 }, true);
+document.addEventListener("focusout", () => {
+  if (!app.redrawHeld) return;
+  // Where the focus goes is known once the event is over.
+  setTimeout(() => {
+    if (!app.redrawHeld || heldOnScreen() || !app.view?.screen || app.view.touched) return;
+    app.redrawHeld = false;
+    route();
+  });
+}, true);
+
+/**
+ * When the focus is on a button or a link of the screen, and nothing is
+ * opened to read: a function that puts it back on the same control once
+ * the screen is drawn again (by its id, its target or its words).
+ */
+function pressedOnScreen() {
+  const a = document.activeElement;
+  if (!a || !$("#view").contains(a) || !a.matches("button, a") || $("#view details[open]")) return null;
+  const [tag, id, href, kind, text] = [a.tagName, a.id, a.getAttribute("href"), a.dataset.kind, a.textContent];
+  return () => {
+    const same = [...$("#view").querySelectorAll(tag)].find((b) => (id ? b.id === id
+      : href ? b.getAttribute("href") === href
+      : kind ? b.dataset.kind === kind
+      : b.textContent === text));
+    same?.focus({ preventScroll: true });
+  };
+}
 
 /** Whether the screen may be left: a new record's form with input asks first. */
 function mayLeave() {
@@ -1642,11 +1669,20 @@ function onChanges(changes) {
     // records arrive (at once for what the person did on it).
     app.redraw = setTimeout(() => {
       app.redraw = null;
-      // A screen with something typed in it is left as it is, and a new
-      // record's form is never redrawn by sync (it refreshes its choices);
-      // nor is one with something opened to read (a refused batch's changes).
-      if (app.view?.id || app.view?.new || app.view?.touched || heldOnScreen()) return;
+      // A new record's form is never redrawn by sync (it refreshes its
+      // choices), nor a screen the person changed.
+      if (app.view?.id || app.view?.new || app.view?.touched) return;
+      // A button or link the person pressed last keeps the focus through
+      // the redraw; a screen with something typed or chosen in it, or
+      // opened to read (a refused batch's changes), is redrawn once the
+      // person leaves it (`focusout`, `toggle`).
+      const pressed = pressedOnScreen();
+      if (!pressed && heldOnScreen()) {
+        app.redrawHeld = true;
+        return;
+      }
       route();
+      pressed?.();
     }, app.view?.screen === "dashboard" && changes.some((c) => c.origin === "remote") ? 5000 : 300);
   }
 }

@@ -1762,6 +1762,28 @@ test("the dashboard lists what is late: no milestone of a cancelled project, an 
   });
 });
 
+test("the dashboard takes in another phone's change while a button of it holds the focus, and the button keeps it", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const [project] = await (await server.api("/api/records?kind=project")).json();
+    const overdue = (id) => document.querySelectorAll(`#overdue a[href="#/r/${id}"]`).length;
+    await show(page, "#/dashboard");
+    assert.ok(await until(page, overdue, project.id, "the overdue milestones") > 0);
+    // The coordinator has just pressed an export: the focus stays there.
+    await page.focus("#export-json");
+    const other = await signIn(server, { name: "Other coordinator", role: "coordinator" });
+    await upToDate(other.page);
+    await other.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/status", value: "cancelled" }], "cancelled"), project.id);
+    await upToDate(other.page);
+    await until(page, (id) => (document.querySelector("#overdue") && document.querySelectorAll(`#overdue a[href="#/r/${id}"]`).length === 0) || null,
+      project.id, "the cancelled project's milestones gone from the dashboard");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "export-json");
+    await other.context.close();
+    await context.close();
+  });
+});
+
 test("what a delegate cannot take back is asked first or refused: adopting minutes, moving a record out of their cities; a required date emptied shows the record's", async () => {
   await withServer(async (server) => {
     const people = await twoPeople(server);
