@@ -845,15 +845,43 @@ function refreshRecordView(paths) {
   }
   $("#view section.conflicts")?.replaceWith(conflictList([{ id, view }]));
   dateHints(id);
-  if (app.view.stale && !form.dataset.deferred) {
-    form.dataset.deferred = "1";
-    form.addEventListener("focusout", function later(e) {
-      if (form.contains(e.relatedTarget)) return;
-      form.removeEventListener("focusout", later);
-      // Let a pending `change` write first.
-      setTimeout(() => { if (app.view?.id === id && app.view.stale) recordView(id); });
-    });
-  }
+  if (app.view.stale) redrawWhenLeft(form, id);
+}
+
+/** Draws record `id` again once the person leaves its form, `form`. */
+function redrawWhenLeft(form, id) {
+  if (form.dataset.deferred) return;
+  form.dataset.deferred = "1";
+  form.addEventListener("focusout", function later(e) {
+    if (form.contains(e.relatedTarget)) return;
+    form.removeEventListener("focusout", later);
+    // Let a pending `change` write first.
+    setTimeout(() => { if (app.view?.id === id && app.view.stale) recordView(id); });
+  });
+}
+
+/**
+ * Records arrived on the phone, or were renamed, that the record on screen
+ * may name (its chair, its parties) or offer (a person to choose): it is
+ * drawn again, as soon as the person is not in its form.
+ */
+function relinkRecordView() {
+  clearTimeout(app.relink);
+  app.relink = setTimeout(() => {
+    const { id, at } = app.view ?? {};
+    if (!id || at !== null) return;
+    const form = $("#view form.record");
+    if (form?.contains(document.activeElement)) {
+      app.view.stale = true;
+      redrawWhenLeft(form, id);
+      return;
+    }
+    // Something opened to read stays open.
+    if ($("#view details[open]")) return;
+    const pressed = pressedOnScreen();
+    recordView(id);
+    pressed?.();
+  }, 300);
 }
 
 function valueAt(record, path) {
@@ -1651,6 +1679,7 @@ function onChanges(changes) {
   // Who delivered a change that just arrived is new to the server's
   // answer kept for the record: ask again, or it is said to be this phone's.
   for (const c of changes) if (c.origin === "remote") app.deliverers?.delete(c.id);
+  const known = app.byUrl;
   refreshSummaries();
   if (app.view?.new) {
     app.view.refresh(app.summaries);
@@ -1662,6 +1691,9 @@ function onChanges(changes) {
     else if (current && current.paths.some((p) => !app.view.ctx.editors.has(p))) {
       // A local change this screen did not draw (a new item, a resolved conflict).
       if (!$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id);
+    }
+    if (!current && changes.some((c) => !known?.has(`automerge:${bare(c.id)}`) || c.paths.some((p) => /^\/(title|name)(\/|$)/.test(p)))) {
+      relinkRecordView();
     }
   } else if (!app.redraw) {
     // Lists redraw at most every 300 ms while records pour in; the

@@ -1784,6 +1784,35 @@ test("the dashboard takes in another phone's change while a button of it holds t
   });
 });
 
+test("a record on screen names a linked record renamed elsewhere, and offers a person who arrived, without being opened again", async () => {
+  await withServer(async (server) => {
+    const people = await twoPeople(server);
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    await page.evaluate(([id, chair]) => window.twinsync.edit(id, [{ op: "set", path: "/chair", value: chair }], "chair"), [meeting.id, people.a]);
+    await show(page, `#/r/${meeting.id}`);
+    const chair = '[data-path="/chair"] select';
+    await page.waitForSelector(chair);
+    const options = () => page.$$eval(`${chair} option`, (os) => os.map((o) => o.textContent));
+    const other = await signIn(server, { name: "Other coordinator", role: "coordinator" });
+    await upToDate(other.page);
+    const person = people.a.replace("automerge:", "");
+    await other.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/name/ar", value: "سلمى الجديدة" }], "renamed"), person);
+    const newcomer = await other.page.evaluate((city) => window.twinsync.create("person",
+      { name: { ar: "نادية الوافدة", fr: "Nadia" }, city }, "new person"), people.city);
+    await upToDate(other.page);
+    await until(page, (chair) => {
+      const said = [...document.querySelectorAll(`${chair} option`)].map((o) => o.textContent);
+      return (said.some((t) => t.includes("سلمى الجديدة")) && said.some((t) => t.includes("نادية الوافدة"))) || null;
+    }, chair, "the chair renamed and the newcomer offered");
+    assert.equal(await page.$eval(chair, (s) => s.value), people.a, `the chair still chosen: ${(await options()).join(" | ")}`);
+    assert.ok(newcomer);
+    await other.context.close();
+    await context.close();
+  });
+});
+
 test("what a delegate cannot take back is asked first or refused: adopting minutes, moving a record out of their cities; a required date emptied shows the record's", async () => {
   await withServer(async (server) => {
     const people = await twoPeople(server);
