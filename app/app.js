@@ -257,14 +257,18 @@ function syncBar(s) {
   fill($("#sync-state"), state);
   // The server's own words (English), for whoever asks why.
   $("#sync-state").title = signedOut ? app.signedOut : "";
-  // Screen readers hear the state, not every record counted while syncing.
-  const said = s.state === "syncing" && !signedOut && !gone ? tr("syncingNow") : $("#sync-state").textContent;
-  if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
   $("#sync-waiting").textContent = [
     s.unconfirmed ? plural(app.lang, "waiting", s.unconfirmed) : "",
     s.deferred ? plural(app.lang, "deferred", s.deferred) : "",
   ].filter(Boolean).join(tr("listSeparator"));
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
+  // Screen readers hear the state, not every record counted while syncing,
+  // and what the server refused, which the bar shows beside the state.
+  const said = [
+    s.state === "syncing" && !signedOut && !gone ? tr("syncingNow") : $("#sync-state").textContent,
+    $("#sync-refused").textContent,
+  ].filter(Boolean).join(" ");
+  if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
   const exportPartial = document.querySelector("#export-partial");
   const exportSaid = exportNote(s);
   if (exportPartial && exportPartial.textContent !== exportSaid) {

@@ -236,8 +236,9 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     assert.match(await page.$eval("#sync-refused", (e) => e.title), /report you did not write/);
     // The bar's state says what happened in the app's language too.
     assert.equal(await page.textContent("#sync-state"), STRINGS[lang]["problem.server"]);
-    // Screen readers hear it once, from a status that no count changes.
-    assert.equal(await page.textContent("#sync-said"), STRINGS[lang]["problem.server"]);
+    // Screen readers hear it once, with what was refused, from a status
+    // that no count changes.
+    assert.equal(await page.textContent("#sync-said"), `${STRINGS[lang]["problem.server"]} ${refused}`);
     assert.equal(await page.$eval("#sync", (bar) => bar.getAttribute("aria-live")), null);
     assert.ok((await page.$eval("#sync-waiting", (e) => e.textContent)).length > 0, "the change still waits on the phone");
     assert.equal(await page.evaluate((id) => window.twinsync.read(id).record.report_type, report.id), other);
