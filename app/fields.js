@@ -468,8 +468,11 @@ function setEditor(ctx, field, members, path) {
       return h("label", {}, box, " ", words(c.label));
     }));
   }
-  const input = h("input", { type: "text", dir: "auto", "aria-label": t(lang, "add") });
-  const change = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }], { rerender: true });
+  // Named by its field, as a row's other controls are, and where the
+  // focus comes back once a member added or removed redraws the record.
+  const input = h("input", { type: "text", dir: "auto", "aria-label": `${t(lang, "add")}${t(lang, "labelSeparator")}${t(lang, `field.${field.name}`)}` });
+  const change = (member, on) => ctx.edit([{ op: on ? "add_member" : "remove_member", path, member }],
+    { rerender: true, focus: `[data-path="${path}"] .chips > input` });
   const add = () => { const m = input.value.trim(); if (m) { input.value = ""; change(m, true); } };
   input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); add(); } });
   return h("div", { class: "chips" },

@@ -1814,6 +1814,31 @@ test("a record on screen names a linked record renamed elsewhere, and offers a p
   });
 });
 
+test("a person's roles are added by keyboard, one after another: the field's name is said, and the focus stays in it", async () => {
+  await withServer(async (server) => {
+    const people = await twoPeople(server);
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    await show(page, `#/r/${people.a.replace("automerge:", "")}`);
+    const input = '[data-path="/roles"] .chips > input';
+    await page.waitForSelector(input);
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    const words = STRINGS[lang];
+    assert.equal(await page.$eval(input, (i) => i.getAttribute("aria-label")), `${words.add}${words.labelSeparator}${words["field.roles"]}`);
+    await page.focus(input);
+    await page.keyboard.type("Trésorière");
+    await page.keyboard.press("Enter");
+    await until(page, () => [...document.querySelectorAll('[data-path="/roles"] .chip')].some((c) => c.textContent.includes("Trésorière")) || null, undefined, "the role added");
+    assert.ok(await page.$eval(input, (i) => i === document.activeElement), "the focus back in the field");
+    await page.keyboard.type("Secrétaire");
+    await page.keyboard.press("Enter");
+    await until(page, () => [...document.querySelectorAll('[data-path="/roles"] .chip')].some((c) => c.textContent.includes("Secrétaire")) || null, undefined, "the second role added");
+    const roles = await page.evaluate((id) => window.twinsync.read(id).record.roles, people.a.replace("automerge:", ""));
+    assert.ok(roles.includes("Trésorière") && roles.includes("Secrétaire"), JSON.stringify(roles));
+    await context.close();
+  });
+});
+
 test("what a delegate cannot take back is asked first or refused: adopting minutes, moving a record out of their cities; a required date emptied shows the record's", async () => {
   await withServer(async (server) => {
     const people = await twoPeople(server);
