@@ -77,7 +77,7 @@ pub struct InviteRequest {
 /// Why a device's description is not acceptable.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceProblem {
-    #[error("a device needs a name of 1 to 200 characters")]
+    #[error("a device needs a name of 1 to 200 characters, with no control characters")]
     BadName,
     #[error("cannot look up cities: {0}")]
     CitiesUnreadable(String),
@@ -111,9 +111,17 @@ impl DeviceProblem {
     }
 }
 
-/// Whether a trimmed device name is 1 to 200 characters long.
+/// Whether a trimmed device name is 1 to 200 characters long, with no
+/// control character (a tab or a line break would forge a row of
+/// `twinsync device list`, an escape sequence rewrite the operator's
+/// terminal) and no bidirectional embedding, override or isolate, which
+/// would reorder what is shown after the name.
 fn name_fits(name: &str) -> bool {
-    !name.is_empty() && name.chars().count() <= 200
+    !name.is_empty()
+        && name.chars().count() <= 200
+        && !name.chars().any(|c| {
+            c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
 }
 
 /// Checks a device's description: a delegate needs a known city.

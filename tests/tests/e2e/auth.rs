@@ -225,10 +225,19 @@ async fn a_name_given_when_redeeming_is_held_to_the_rule_an_invites_is() {
                 .unwrap()
         }
     };
-    let res = redeem("ه".repeat(201)).await;
-    assert_eq!(res.status(), 400);
-    let refused: Value = res.json().await.unwrap();
-    assert_eq!(refused["code"], "bad-device-name");
+    // Too long, or a name that would forge a row of `twinsync device
+    // list` or reorder what is shown after it.
+    for name in [
+        "ه".repeat(201),
+        "x\tcoordinator\tSecretariat\nfake".into(),
+        "phone\u{1b}[2J".into(),
+        "\u{202e}enohp".into(),
+    ] {
+        let res = redeem(name.clone()).await;
+        assert_eq!(res.status(), 400, "{name:?}");
+        let refused: Value = res.json().await.unwrap();
+        assert_eq!(refused["code"], "bad-device-name", "{name:?}");
+    }
     // The invite is not spent by the refusal.
     let res = redeem("  هاتف عائشة  ".into()).await;
     assert_eq!(res.status(), 201);
