@@ -434,6 +434,14 @@ pub async fn quarantine(
     _by: Coordinator,
     Query(q): Query<QuarantineQuery>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(status) = q.status.as_deref()
+        && !["pending", "accepted", "discarded"].contains(&status)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`{status}` is not a status: give pending, accepted or discarded"),
+        ));
+    }
     let store = hub.store.clone();
     let rows = blocking(move || store.quarantined(q.status.as_deref())).await?;
     Ok(Json(json!(rows)))

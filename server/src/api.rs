@@ -242,6 +242,12 @@ pub async fn get(
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         }
         let heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
+        if heads.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("record {id} did not exist yet at that time"),
+            ));
+        }
         Ok((heads, doc.read(), doc.conflicts().len()))
     })
     .await?;

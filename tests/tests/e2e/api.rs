@@ -119,6 +119,19 @@ async fn bad_ids_and_times_get_clear_errors() {
             .status(),
         400
     );
+    // Before the record was made, there was nothing to read.
+    let res = app
+        .get(&format!("/api/records/{meeting}?at=2000-01-01"))
+        .await;
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not exist yet"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -486,6 +486,14 @@ async fn a_change_to_another_citys_agreement_is_quarantined_and_never_relayed() 
         1
     );
     assert_eq!(record(&app, agreement).await["status"], r["status"]);
+    // A status the quarantine does not know is an error, not an empty list.
+    let res = app.get("/api/quarantine?status=Discarded").await;
+    assert_eq!(res.status(), 400);
+    let said: Value = res.json().await.unwrap();
+    assert!(
+        text(&said, "error").contains("pending, accepted or discarded"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
