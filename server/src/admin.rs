@@ -91,6 +91,10 @@ pub enum DeviceProblem {
     AmbiguousCity(String),
     #[error("a delegate belongs to at least one member city")]
     DelegateWithoutCity,
+    #[error(
+        "no person record has the id `{0}` on the server (a record made on a phone arrives once it syncs)"
+    )]
+    UnknownPerson(String),
 }
 
 impl DeviceProblem {
@@ -106,6 +110,7 @@ impl DeviceProblem {
             }
             DeviceProblem::AmbiguousCity(_) => (StatusCode::BAD_REQUEST, "ambiguous-city"),
             DeviceProblem::DelegateWithoutCity => (StatusCode::BAD_REQUEST, "delegate-needs-city"),
+            DeviceProblem::UnknownPerson(_) => (StatusCode::BAD_REQUEST, "unknown-person"),
         };
         ApiError::new(status, self.to_string()).code(code)
     }
@@ -159,7 +164,22 @@ pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, DeviceP
     let person = new
         .person
         .as_deref()
-        .map(|p| p.trim().trim_start_matches("automerge:").to_owned());
+        .map(|p| p.trim().trim_start_matches("automerge:").to_owned())
+        .filter(|p| !p.is_empty());
+    // The person a device writes for is matched by id against records'
+    // attendees and authors: one that names no person gives no rights,
+    // without a word.
+    if let Some(p) = &person {
+        let known = hub
+            .store
+            .list(Some("person"), None, None)
+            .map_err(|e| DeviceProblem::CitiesUnreadable(e.public_reason().to_string()))?
+            .iter()
+            .any(|l| &l.id == p);
+        if !known {
+            return Err(DeviceProblem::UnknownPerson(p.clone()));
+        }
+    }
     Ok(NewDevice {
         name: name.to_owned(),
         role: new.role,

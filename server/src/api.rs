@@ -64,6 +64,7 @@ pub const CODES: &[&str] = &[
     "too-many-attempts",
     "bad-device-name",
     "unknown-city",
+    "unknown-person",
     "ambiguous-city",
     "delegate-needs-city",
 ];

@@ -1028,7 +1028,18 @@ async fn a_device_change_is_checked_and_the_last_coordinator_stays_one() {
         "reordering the cities counted as a change of rights"
     );
 
-    // A person can be given and taken away.
+    // A person can be given and taken away; one the server has no record
+    // of is refused, not kept to give no rights without a word.
+    let typo = twinsync_shared::DocumentId::random();
+    let res = app
+        .patch_as(
+            &path,
+            &app.token,
+            &json!({"person": format!("automerge:{typo}")}),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "unknown-person");
     let person = app.first("person").await.to_string();
     let res = app
         .patch_as(
