@@ -119,10 +119,11 @@ fn a_refused_edit_writes_nothing() {
             matches!(&err, EditError::Invalid { path, .. } if path == "/date"),
             "{date}: {err}"
         );
+        assert_eq!(doc.heads(), before, "{date} wrote nothing");
     }
     doc.edit(&commit("Good", 1), &[set("/date", json!("2025-10-31"))])
         .unwrap();
-    let before = doc.heads();
+    assert_ne!(doc.heads(), before, "a date of four digits is taken");
     let err = doc
         .edit(&commit("Bad", 1), &[set("/agenda/zz/title", json!("x"))])
         .unwrap_err();
@@ -695,4 +696,50 @@ fn the_app_says_every_problem_in_each_of_its_three_languages() {
             "invalid.{code} is not in Problem::ALL"
         );
     }
+}
+
+#[test]
+fn a_required_title_keeps_one_language_at_least() {
+    let mut doc = meeting();
+    // One language of two may go.
+    doc.edit(&commit("fr gone", 1), &[set("/title/fr", json!(null))])
+        .unwrap();
+    let before = doc.heads();
+    // The last may not, however it is written.
+    for edits in [
+        vec![set("/title/ar", json!(null))],
+        vec![set("/title/ar", json!(""))],
+        vec![set("/title", json!({"ar": null}))],
+    ] {
+        let err = doc.edit(&commit("nameless", 1), &edits).unwrap_err();
+        assert!(
+            matches!(&err, EditError::Invalid { path, .. } if path == "/title"),
+            "{edits:?}: {err}"
+        );
+        assert_eq!(doc.heads(), before, "{edits:?} wrote nothing");
+    }
+    // Replaced in one batch, it is never without a name.
+    doc.edit(
+        &commit("renamed", 1),
+        &[
+            set("/title/ar", json!(null)),
+            set("/title/en", json!("Council meeting")),
+        ],
+    )
+    .unwrap();
+    let Record::Meeting(m) = doc.record().unwrap() else {
+        panic!("not a meeting")
+    };
+    assert_eq!(m.title.en.as_deref(), Some("Council meeting"));
+    assert_eq!(m.title.ar, None);
+    // A field that is not required may be emptied.
+    let mut person = RecordDoc::create(
+        Kind::Person,
+        &json!({"name": {"fr": "Awa Diop"}, "title": {"fr": "Maire"}}),
+        &commit("new", 1),
+    )
+    .unwrap();
+    person
+        .edit(&commit("no title", 1), &[set("/title/fr", json!(null))])
+        .unwrap();
 }
