@@ -1181,7 +1181,10 @@ function dashboardView() {
     for (const e of log) local.push({ ...e, id: s.id });
   }
   local.sort((a, b) => b.time - a.time);
-  drawRecent(latest(runsOf(local), new Map()));
+  // Drawn at once with what the server said last time, so that a redraw
+  // (records arriving) does not flash every line's device as unknown
+  // while the server is asked again.
+  drawRecent(latest(runsOf(local), app.recentArrived ?? new Map()), app.recentNames ?? new Map());
   // With the server: who delivered each change, when it arrived, and
   // changes not yet here.
   api("/api/changes?limit=30").then(async (res) => {
@@ -1192,6 +1195,8 @@ function dashboardView() {
     // record brought up to a newer schema).
     const names = new Map(delivered.map((c) => [c.hash, c.device ? c.device_name ?? c.device : tr("byServer")]));
     const arrived = new Map(delivered.map((c) => [c.hash, c.received_at]));
+    app.recentNames = names;
+    app.recentArrived = arrived;
     const here = new Set(local.map((e) => e.hash));
     const elsewhere = delivered.filter((c) => !here.has(c.hash))
       .map((c) => ({ id: c.record, hash: c.hash, time: c.received_at, actor: `device:${c.device}`, fields: [] }));
