@@ -125,25 +125,6 @@ impl EditError {
     }
 }
 
-/// The required multilingual fields of `kind` that hold a language.
-fn named_fields<D: automerge::ReadDoc>(
-    doc: &D,
-    kind: super::Kind,
-) -> std::collections::BTreeSet<&'static str> {
-    kind.fields()
-        .iter()
-        .filter(|f| f.required && matches!(f.ty, FieldType::Multilingual))
-        .filter(|f| {
-            container(doc, &automerge::ROOT, f.name).is_some_and(|map| {
-                super::LANGUAGES.iter().any(|lang| {
-                    matches!(doc.get(&map, *lang), Ok(Some((Value::Scalar(s), _))) if s.as_str().is_some_and(|t| !t.is_empty()))
-                })
-            })
-        })
-        .map(|f| f.name)
-        .collect()
-}
-
 pub(crate) fn apply(
     doc: &mut Automerge,
     commit: &Commit,
@@ -158,7 +139,6 @@ pub(crate) fn apply(
                 // it is first written in: a removal later in the batch
                 // then stands.
                 let mut kept: Vec<ObjId> = Vec::new();
-                let named = named_fields(tx, kind);
                 for edit in edits {
                     let item = inside_item(tx, kind, edit.path())?;
                     let before = tx.pending_ops();
@@ -170,16 +150,6 @@ pub(crate) fn apply(
                         mark_kept(tx, &item)?;
                         kept.push(item);
                     }
-                }
-                // A required name (a title) keeps one language at least: a
-                // record with none is listed as nameless on every phone.
-                // One merged from two phones, each emptying one language,
-                // can still have none; this refuses only what one edit does.
-                if let Some(emptied) = named.difference(&named_fields(tx, kind)).next() {
-                    return Err(EditError::invalid(
-                        format!("/{emptied}"),
-                        "needs one language at least",
-                    ));
                 }
                 Ok::<_, EditError>(())
             },
