@@ -120,11 +120,17 @@ pub(crate) async fn reading<T: Send + 'static, E: Into<ApiError> + Send + 'stati
     hub: &Hub,
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> ApiResult<T> {
-    let _turn =
-        hub.api_reads.acquire().await.map_err(|_| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
-        })?;
-    blocking(f).await
+    // The turn goes with the work: a request dropped while its record
+    // loads (the client gone) holds it until the load ends all the same.
+    let turn = Arc::clone(&hub.api_reads)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?;
+    blocking(move || {
+        let _turn = turn;
+        f()
+    })
+    .await
 }
 
 pub async fn healthz(State(hub): State<Arc<Hub>>) -> ApiResult<&'static str> {
@@ -594,6 +600,36 @@ mod tests {
             answered.push(r.await.unwrap().unwrap());
         }
         assert_eq!(answered, (0..4 * API_READS).collect::<Vec<_>>());
+        assert!(
+            most.load(Ordering::SeqCst) <= API_READS,
+            "{most:?} records read at once"
+        );
+
+        // Requests whose clients went away while their records load keep
+        // their turns until the loads end.
+        most.store(0, Ordering::SeqCst);
+        let read = |ms: u64| {
+            let (hub, now, most) = (Arc::clone(&hub), Arc::clone(&now), Arc::clone(&most));
+            tokio::spawn(async move {
+                reading(&hub, move || {
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, ApiError>(())
+                })
+                .await
+            })
+        };
+        let gone: Vec<_> = (0..API_READS).map(|_| read(300)).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for request in &gone {
+            request.abort();
+        }
+        let next: Vec<_> = (0..2 * API_READS).map(|_| read(10)).collect();
+        for request in next {
+            request.await.unwrap().unwrap();
+        }
         let most = most.load(Ordering::SeqCst);
         assert!(most <= API_READS, "{most} records read at once");
     }

@@ -59,7 +59,7 @@ pub struct Hub {
     /// Records the HTTP API reads whole from the store at once (a record,
     /// its history, its disagreements, an export's rows), each holding a
     /// copy of its record: at most [`API_READS`].
-    pub api_reads: tokio::sync::Semaphore,
+    pub api_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Peers of a revoked device connected at once; past it, the oldest
@@ -236,7 +236,7 @@ impl Hub {
             guards,
             trim: crate::memory::Trim::default(),
             compactions: Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
-            api_reads: tokio::sync::Semaphore::new(API_READS),
+            api_reads: Arc::new(tokio::sync::Semaphore::new(API_READS)),
         }))
     }
 
