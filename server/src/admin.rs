@@ -81,6 +81,8 @@ pub enum DeviceProblem {
     BadName,
     #[error("cannot look up cities: {0}")]
     CitiesUnreadable(String),
+    #[error("cannot look up people: {0}")]
+    PeopleUnreadable(String),
     #[error("no city record is called or has the id `{0}`")]
     UnknownCity(String),
     #[error(
@@ -102,7 +104,7 @@ impl DeviceProblem {
     fn into_api(self) -> ApiError {
         let (status, code) = match self {
             DeviceProblem::BadName => (StatusCode::BAD_REQUEST, "bad-device-name"),
-            DeviceProblem::CitiesUnreadable(_) => {
+            DeviceProblem::CitiesUnreadable(_) | DeviceProblem::PeopleUnreadable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database-unavailable")
             }
             DeviceProblem::UnknownCity(_) | DeviceProblem::NoCities(_) => {
@@ -131,8 +133,19 @@ fn name_fits(name: &str) -> bool {
 
 /// Checks a device's description: a delegate needs a known city.
 pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, DeviceProblem> {
+    check_device(hub, new, None)
+}
+
+/// Checks a device's description, as `check_new_device`; a name or a person
+/// the device `had` already passes as it is, so a rule made since does not
+/// stop every other change to a device that predates it.
+fn check_device(
+    hub: &Hub,
+    new: &NewDevice,
+    had: Option<&Device>,
+) -> Result<NewDevice, DeviceProblem> {
     let name = new.name.trim();
-    if !name_fits(name) {
+    if !name_fits(name) && had.is_none_or(|d| d.name != name) {
         return Err(DeviceProblem::BadName);
     }
     let mut cities = Vec::new();
@@ -169,11 +182,13 @@ pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, DeviceP
     // The person a device writes for is matched by id against records'
     // attendees and authors: one that names no person gives no rights,
     // without a word.
-    if let Some(p) = &person {
+    if let Some(p) = &person
+        && had.is_none_or(|d| d.person.as_ref() != Some(p))
+    {
         let known = hub
             .store
             .list(Some("person"), None, None)
-            .map_err(|e| DeviceProblem::CitiesUnreadable(e.public_reason().to_string()))?
+            .map_err(|e| DeviceProblem::PeopleUnreadable(e.public_reason().to_string()))?
             .iter()
             .any(|l| &l.id == p);
         if !known {
@@ -397,7 +412,7 @@ pub fn update_device(
             cities: update.cities.clone().unwrap_or_else(|| old.cities.clone()),
             person: update.person.clone().unwrap_or_else(|| old.person.clone()),
         };
-        let new = check_new_device(hub, &wanted).map_err(UpdateError::Invalid)?;
+        let new = check_device(hub, &wanted, Some(&old)).map_err(UpdateError::Invalid)?;
         match hub
             .store
             .update_device(&old, &new, now, active_since(hub, now))?

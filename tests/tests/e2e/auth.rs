@@ -1040,6 +1040,41 @@ async fn a_device_change_is_checked_and_the_last_coordinator_stays_one() {
         .await;
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "unknown-person");
+    // A device given a person or a name before those were checked can
+    // still be changed otherwise: only what changes is checked.
+    let legacy = app.device(Role::Delegate, &[city], Some("not-a-person"));
+    let legacy = format!("/api/devices/{}", legacy.split('.').next().unwrap());
+    app.hub
+        .store
+        .update_device(
+            &app.hub
+                .store
+                .device(legacy.rsplit('/').next().unwrap())
+                .unwrap()
+                .unwrap(),
+            &twinsync_server::auth::NewDevice {
+                name: "old\tname".into(),
+                role: Role::Delegate,
+                cities: vec![city.to_owned()],
+                person: Some("not-a-person".into()),
+            },
+            twinsync_tests::now(),
+            0,
+        )
+        .unwrap()
+        .unwrap();
+    let res = app
+        .patch_as(
+            &legacy,
+            &app.token,
+            &json!({"role": "observer", "cities": []}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    let res = app
+        .patch_as(&legacy, &app.token, &json!({"name": "new\tname"}))
+        .await;
+    assert_eq!(res.status(), 400, "a changed name is checked");
     let person = app.first("person").await.to_string();
     let res = app
         .patch_as(
