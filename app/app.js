@@ -204,19 +204,21 @@ document.addEventListener("focusout", () => {
 }, true);
 
 /**
- * When the focus is on a button or a link of the screen, and nothing is
- * opened to read: a function that puts it back on the same control once
- * the screen is drawn again (by its id, its target or its words).
+ * When the focus is on a button or a link of the screen that the screen
+ * drawn again has too (the same id, target or `data-kind`), and nothing is
+ * opened to read: a function that puts the focus back on it. A button known
+ * only by its words (one "Accept" of many) is not guessed at: the redraw
+ * waits until the focus leaves it.
  */
 function pressedOnScreen() {
   const a = document.activeElement;
   if (!a || !$("#view").contains(a) || !a.matches("button, a") || $("#view details[open]")) return null;
-  const [tag, id, href, kind, text] = [a.tagName, a.id, a.getAttribute("href"), a.dataset.kind, a.textContent];
+  const [tag, id, href, kind] = [a.tagName, a.id, a.getAttribute("href"), a.dataset.kind];
+  if (!id && !href && !kind) return null;
   return () => {
     const same = [...$("#view").querySelectorAll(tag)].find((b) => (id ? b.id === id
       : href ? b.getAttribute("href") === href
-      : kind ? b.dataset.kind === kind
-      : b.textContent === text));
+      : b.dataset.kind === kind));
     same?.focus({ preventScroll: true });
   };
 }
@@ -852,37 +854,38 @@ function refreshRecordView(paths) {
   if (app.view.stale) redrawWhenLeft(form, id);
 }
 
-/** Draws record `id` again once the person leaves its form, `form`. */
+/** Draws record `id` again once the person leaves `form` (or the screen). */
 function redrawWhenLeft(form, id) {
   if (form.dataset.deferred) return;
   form.dataset.deferred = "1";
   form.addEventListener("focusout", function later(e) {
     if (form.contains(e.relatedTarget)) return;
     form.removeEventListener("focusout", later);
+    delete form.dataset.deferred;
     // Let a pending `change` write first.
     setTimeout(() => { if (app.view?.id === id && app.view.stale) recordView(id); });
   });
 }
 
 /**
- * Records arrived on the phone, or were renamed, that the record on screen
- * may name (its chair, its parties) or offer (a person to choose): it is
- * drawn again, as soon as the person is not in its form.
+ * Records the record on screen names (its chair, its parties) arrived on
+ * the phone or were renamed: it is drawn again, once the person is not at
+ * a field of the screen (its form, the date to read it at).
  */
 function relinkRecordView() {
   clearTimeout(app.relink);
   app.relink = setTimeout(() => {
     const { id, at } = app.view ?? {};
     if (!id || at !== null) return;
-    const form = $("#view form.record");
-    if (form?.contains(document.activeElement)) {
-      app.view.stale = true;
-      redrawWhenLeft(form, id);
-      return;
-    }
-    // Something opened to read stays open.
+    // Something opened to read (older changes) stays open.
     if ($("#view details[open]")) return;
     const pressed = pressedOnScreen();
+    if (!pressed && busyOnScreen()) {
+      app.view.stale = true;
+      const form = $("#view form.record");
+      redrawWhenLeft(form?.contains(document.activeElement) ? form : $("#view"), id);
+      return;
+    }
     recordView(id);
     pressed?.();
   }, 300);
@@ -1701,7 +1704,11 @@ function onChanges(changes) {
       // A local change this screen did not draw (a new item, a resolved conflict).
       if (!$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id);
     }
-    if (!current && changes.some((c) => !known?.has(`automerge:${bare(c.id)}`) || c.paths.some((p) => /^\/(title|name)(\/|$)/.test(p)))) {
+    // Records it names that arrived or were renamed.
+    let named = "";
+    if (!current) try { named = JSON.stringify(app.client.read(app.view.id).record ?? {}); } catch { /* not readable: nothing named */ }
+    if (named && changes.some((c) => named.includes(`automerge:${bare(c.id)}`)
+      && (!known?.has(`automerge:${bare(c.id)}`) || c.paths.some((p) => /^\/(title|name)(\/|$)/.test(p))))) {
       relinkRecordView();
     }
   } else if (!app.redraw) {
