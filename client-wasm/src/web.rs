@@ -989,6 +989,12 @@ impl Inner {
             Ok(keys) => {
                 self.tell_tabs(&out.chunks);
                 compact.extend(self.keep_chunk_keys(&out.chunks, keys));
+                // A write went through: there may be room again for what
+                // did not fit, which is tried now rather than when its
+                // pause ends (a tab closed meanwhile would lose it).
+                if !out.chunks.is_empty() && self.unsaved_full_at.take().is_some() {
+                    self.save_unsaved(compact).await;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -1003,10 +1009,11 @@ impl Inner {
     /// Writes each unsaved record whole, in one transaction.
     ///
     /// One such write at a time, and once one did not fit, none for
-    /// `UNSAVED_RETRY_MS`: on a full phone, each key typed would otherwise
-    /// save the whole record again, long minutes and all, only to be
-    /// refused. What a skipped write leaves unsaved stays listed, and is
-    /// written whole by a later one.
+    /// `UNSAVED_RETRY_MS` unless another write goes through meanwhile: on
+    /// a full phone, each key typed would otherwise save the whole record
+    /// again, long minutes and all, only to be refused. What a skipped
+    /// write leaves unsaved stays listed, and is written whole by a later
+    /// one.
     async fn save_unsaved(&self, compact: &mut Vec<DocumentId>) {
         let full_lately = self
             .unsaved_full_at
