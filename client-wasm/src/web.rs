@@ -1027,6 +1027,10 @@ impl Inner {
     }
 
     async fn try_unsaved(&self, compact: &mut Vec<DocumentId>) {
+        // A store closed for good takes nothing: no whole record to save.
+        if self.store.gone() {
+            return;
+        }
         let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
         let chunks: Vec<Chunk> = retry
             .iter()

@@ -10,7 +10,10 @@
 //! A newer version of the app opening the database with a higher version
 //! (in another tab) closes this connection, which would otherwise block its
 //! upgrade, and everything later fails with `Superseded`, which says to
-//! reload; so does opening a database a newer version has upgraded.
+//! reload; so does opening a database a newer version has upgraded. The
+//! database deleted (the browser's site data cleared) closes it too, and
+//! everything later fails with `Deleted`: the client goes on syncing what
+//! it holds in memory, as when a write fails.
 //!
 //! A write resolves only once its transaction has committed. Appends, which
 //! hold edits made on this device, ask for strict durability: the browser
@@ -52,6 +55,8 @@ pub enum StoreError {
         "a newer version of the app has taken over this device's storage: reload this page to go on"
     )]
     Superseded,
+    #[error("this device's storage was cleared in the browser")]
+    Deleted,
 }
 
 impl From<idb::Error> for StoreError {
@@ -97,9 +102,11 @@ pub struct Store {
     /// Set once a newer version asked for the database, and this connection
     /// closed.
     superseded: Rc<Cell<bool>>,
+    /// Set once the database was deleted, and this connection closed.
+    deleted: Rc<Cell<bool>>,
     /// Called then: the client goes offline and says to reload.
     on_superseded: Hook,
-    _on_version_change: Closure<dyn FnMut()>,
+    _on_version_change: Closure<dyn FnMut(web_sys::IdbVersionChangeEvent)>,
 }
 
 impl Store {
@@ -130,18 +137,30 @@ impl Store {
         });
         let raw: web_sys::IdbDatabase = request.await?.into();
         let superseded = Rc::new(Cell::new(false));
+        let deleted = Rc::new(Cell::new(false));
         let on_superseded: Hook = Rc::default();
         let on_version_change = {
-            let (raw, superseded, on_superseded) =
-                (raw.clone(), superseded.clone(), on_superseded.clone());
+            let (raw, superseded, deleted, on_superseded) = (
+                raw.clone(),
+                superseded.clone(),
+                deleted.clone(),
+                on_superseded.clone(),
+            );
             // Transactions under way still commit: `close` waits for them.
-            Closure::<dyn FnMut()>::new(move || {
-                raw.close();
-                superseded.set(true);
-                if let Some(f) = on_superseded.borrow().as_ref() {
-                    f();
-                }
-            })
+            Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
+                move |event: web_sys::IdbVersionChangeEvent| {
+                    raw.close();
+                    // No new version: the database is being deleted.
+                    if event.new_version().is_none() {
+                        deleted.set(true);
+                        return;
+                    }
+                    superseded.set(true);
+                    if let Some(f) = on_superseded.borrow().as_ref() {
+                        f();
+                    }
+                },
+            )
         };
         raw.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
         let db = Database::from(raw.clone());
@@ -157,6 +176,7 @@ impl Store {
             db,
             raw,
             superseded,
+            deleted,
             on_superseded,
             _on_version_change: on_version_change,
         })
@@ -165,6 +185,21 @@ impl Store {
     /// Whether a newer version of the app has taken the database over.
     pub fn superseded(&self) -> bool {
         self.superseded.get()
+    }
+
+    /// Whether the database is closed for good: taken over or deleted.
+    pub fn gone(&self) -> bool {
+        self.superseded.get() || self.deleted.get()
+    }
+
+    fn usable(&self) -> Result<(), StoreError> {
+        if self.superseded.get() {
+            Err(StoreError::Superseded)
+        } else if self.deleted.get() {
+            Err(StoreError::Deleted)
+        } else {
+            Ok(())
+        }
     }
 
     /// Calls `f` when a newer version of the app takes the database over.
@@ -177,9 +212,7 @@ impl Store {
         names: &[&str],
         mode: TransactionMode,
     ) -> Result<idb::Transaction, StoreError> {
-        if self.superseded.get() {
-            return Err(StoreError::Superseded);
-        }
+        self.usable()?;
         Ok(self.db.transaction(names, mode)?)
     }
 
@@ -187,9 +220,7 @@ impl Store {
     /// browser has flushed it to disk (`durability: "strict"`; a browser
     /// that knows no such option ignores it).
     fn durable(&self, names: &[&str]) -> Result<idb::Transaction, StoreError> {
-        if self.superseded.get() {
-            return Err(StoreError::Superseded);
-        }
+        self.usable()?;
         let failed = |e: JsValue| StoreError::Failed(format!("{e:?}"));
         let names: js_sys::Array = names.iter().map(|n| JsValue::from_str(n)).collect();
         let options = Object::new();

@@ -174,6 +174,38 @@ test("a newer version of the app opening the storage in another tab is not held 
   });
 });
 
+test("the browser's storage for the app cleared under an open tab: the deletion is not held up, and the tab's edits still reach the server", async () => {
+  await withServer(async (server) => {
+    const { page: a, context } = await phone(browser);
+    await openClient(a, server);
+    const id = await a.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Visite" }, report_type: "visit", date: "2026-11-20", text: "" }, "new report"),
+    );
+    await until(a, () => window.tw.status().link === "joined" && window.tw.status().unconfirmed === 0 || null, undefined, "the report on the server");
+    // Site data cleared from another tab (or the browser's settings).
+    const b = await context.newPage();
+    await b.goto(`${server.url}/healthz`);
+    const deleted = await b.evaluate(() => new Promise((resolve) => {
+      const request = indexedDB.deleteDatabase("twinsync");
+      request.onsuccess = () => resolve("deleted");
+      request.onblocked = () => resolve("blocked");
+      request.onerror = () => resolve(String(request.error));
+    }));
+    assert.equal(deleted, "deleted");
+    // The edit cannot be kept here, says so, and reaches the server all the same.
+    const refused = await a.evaluate((id) =>
+      window.tw.edit(id, [{ op: "set", path: "/title/fr", value: "Visite à Dakar" }], "title").then(() => null, (e) => ({ name: e.name, message: e.message })), id);
+    assert.equal(refused?.name, "StorageError", JSON.stringify(refused));
+    assert.match(refused.message, /cleared/);
+    const status = await a.evaluate(() => window.tw.status());
+    assert.equal(status.errorKind, "not-saved", JSON.stringify(status));
+    await until(a, () => window.tw.status().unconfirmed === 0 || null, undefined, "the edit confirmed by the server");
+    const stored = await (await server.api(`/api/records/${id}`)).json();
+    assert.equal(stored.record.title.fr, "Visite à Dakar");
+    await context.close();
+  });
+});
+
 test("two browser contexts edit one record offline, go online, and converge", async () => {
   await withServer(async (server) => {
     const meeting = await firstOf(server, "meeting");
