@@ -1704,13 +1704,14 @@ function onChanges(changes) {
       // A local change this screen did not draw (a new item, a resolved conflict).
       if (!$("#view form.record")?.contains(document.activeElement)) recordView(app.view.id);
     }
-    // Records it names that arrived or were renamed.
+    // Records it names that arrived or were renamed: the record on screen
+    // is read only when some record did either.
+    const linked = current ? [] : changes
+      .filter((c) => !known?.has(`automerge:${bare(c.id)}`) || c.paths.some((p) => /^\/(title|name)(\/|$)/.test(p)))
+      .map((c) => `automerge:${bare(c.id)}`);
     let named = "";
-    if (!current) try { named = JSON.stringify(app.client.read(app.view.id).record ?? {}); } catch { /* not readable: nothing named */ }
-    if (named && changes.some((c) => named.includes(`automerge:${bare(c.id)}`)
-      && (!known?.has(`automerge:${bare(c.id)}`) || c.paths.some((p) => /^\/(title|name)(\/|$)/.test(p))))) {
-      relinkRecordView();
-    }
+    if (linked.length) try { named = JSON.stringify(app.client.read(app.view.id).record ?? {}); } catch { /* not readable: nothing named */ }
+    if (linked.some((url) => named.includes(url))) relinkRecordView();
   } else if (!app.redraw) {
     // Lists redraw at most every 300 ms while records pour in; the
     // dashboard, which reads every record and asks the server, 5 s after

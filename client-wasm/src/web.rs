@@ -488,13 +488,13 @@ impl Client {
                 .unwrap_or(false);
         let database = opt("database").unwrap_or_else(|| "twinsync".into());
         let (tx, rx) = mpsc::unbounded();
-        let store = Store::open(&database).await?;
-        store.on_superseded({
+        let store = Store::open(&database, {
             let tx = tx.clone();
             move || {
                 let _ = tx.unbounded_send(Event::Superseded);
             }
-        });
+        })
+        .await?;
         let window = web_sys::window().ok_or_else(|| js_error("Error", "no window"))?;
         // Ask that the browser never evict the field work; a refusal is not
         // an error, and a browser that asks the person first (Firefox) does

@@ -21,7 +21,7 @@
 //! default (relaxed, in Chromium since 121) may report a write before a
 //! power cut could still lose it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 
 use idb::{
@@ -91,26 +91,29 @@ pub struct Identity {
     pub club: Option<DocumentId>,
 }
 
-/// What to call once a newer version has taken the database over.
-type Hook = Rc<RefCell<Option<Box<dyn Fn()>>>>;
+/// Why the connection closed for good, as `versionchange` said.
+#[derive(Clone, Copy)]
+enum Closed {
+    /// A newer version of the app asked for the database.
+    Superseded,
+    /// The database was deleted.
+    Deleted,
+}
 
 pub struct Store {
     db: Database,
     /// The same database, for what `idb` does not offer: a transaction's
     /// durability, and its `versionchange` event.
     raw: web_sys::IdbDatabase,
-    /// Set once a newer version asked for the database, and this connection
-    /// closed.
-    superseded: Rc<Cell<bool>>,
-    /// Set once the database was deleted, and this connection closed.
-    deleted: Rc<Cell<bool>>,
-    /// Called then: the client goes offline and says to reload.
-    on_superseded: Hook,
+    /// Set once this connection closed for good.
+    closed: Rc<Cell<Option<Closed>>>,
     _on_version_change: Closure<dyn FnMut(web_sys::IdbVersionChangeEvent)>,
 }
 
 impl Store {
-    pub async fn open(name: &str) -> Result<Self, StoreError> {
+    /// Opens the database `name`; `on_superseded` is called if a newer
+    /// version of the app takes it over later.
+    pub async fn open(name: &str, on_superseded: impl Fn() + 'static) -> Result<Self, StoreError> {
         let factory = Factory::new().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let mut request = factory
             .open(name, Some(VERSION))
@@ -136,28 +139,19 @@ impl Store {
             }
         });
         let raw: web_sys::IdbDatabase = request.await?.into();
-        let superseded = Rc::new(Cell::new(false));
-        let deleted = Rc::new(Cell::new(false));
-        let on_superseded: Hook = Rc::default();
+        let closed = Rc::new(Cell::new(None));
         let on_version_change = {
-            let (raw, superseded, deleted, on_superseded) = (
-                raw.clone(),
-                superseded.clone(),
-                deleted.clone(),
-                on_superseded.clone(),
-            );
+            let (raw, closed) = (raw.clone(), closed.clone());
             // Transactions under way still commit: `close` waits for them.
             Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
                 move |event: web_sys::IdbVersionChangeEvent| {
                     raw.close();
                     // No new version: the database is being deleted.
                     if event.new_version().is_none() {
-                        deleted.set(true);
-                        return;
-                    }
-                    superseded.set(true);
-                    if let Some(f) = on_superseded.borrow().as_ref() {
-                        f();
+                        closed.set(Some(Closed::Deleted));
+                    } else {
+                        closed.set(Some(Closed::Superseded));
+                        on_superseded();
                     }
                 },
             )
@@ -175,36 +169,27 @@ impl Store {
         Ok(Self {
             db,
             raw,
-            superseded,
-            deleted,
-            on_superseded,
+            closed,
             _on_version_change: on_version_change,
         })
     }
 
     /// Whether a newer version of the app has taken the database over.
     pub fn superseded(&self) -> bool {
-        self.superseded.get()
+        matches!(self.closed.get(), Some(Closed::Superseded))
     }
 
     /// Whether the database is closed for good: taken over or deleted.
     pub fn gone(&self) -> bool {
-        self.superseded.get() || self.deleted.get()
+        self.closed.get().is_some()
     }
 
     fn usable(&self) -> Result<(), StoreError> {
-        if self.superseded.get() {
-            Err(StoreError::Superseded)
-        } else if self.deleted.get() {
-            Err(StoreError::Deleted)
-        } else {
-            Ok(())
+        match self.closed.get() {
+            None => Ok(()),
+            Some(Closed::Superseded) => Err(StoreError::Superseded),
+            Some(Closed::Deleted) => Err(StoreError::Deleted),
         }
-    }
-
-    /// Calls `f` when a newer version of the app takes the database over.
-    pub fn on_superseded(&self, f: impl Fn() + 'static) {
-        *self.on_superseded.borrow_mut() = Some(Box::new(f));
     }
 
     fn transaction(
