@@ -582,21 +582,23 @@ mod tests {
         let settings = Settings::for_data_dir(dir.path().to_owned());
         let hub = Hub::new(store, Arc::new(settings), Metrics::new()).unwrap();
         let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let requests = (0..4 * API_READS).map(|n| {
+        // A request whose load takes `ms`, and answers `n`.
+        let read = |n: usize, ms: u64| {
             let (hub, now, most) = (Arc::clone(&hub), Arc::clone(&now), Arc::clone(&most));
             tokio::spawn(async move {
                 reading(&hub, move || {
                     let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(at_once, Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
                     now.fetch_sub(1, Ordering::SeqCst);
                     Ok::<_, ApiError>(n)
                 })
                 .await
             })
-        });
+        };
+        let requests: Vec<_> = (0..4 * API_READS).map(|n| read(n, 20)).collect();
         let mut answered = Vec::new();
-        for r in requests.collect::<Vec<_>>() {
+        for r in requests {
             answered.push(r.await.unwrap().unwrap());
         }
         assert_eq!(answered, (0..4 * API_READS).collect::<Vec<_>>());
@@ -608,25 +610,12 @@ mod tests {
         // Requests whose clients went away while their records load keep
         // their turns until the loads end.
         most.store(0, Ordering::SeqCst);
-        let read = |ms: u64| {
-            let (hub, now, most) = (Arc::clone(&hub), Arc::clone(&now), Arc::clone(&most));
-            tokio::spawn(async move {
-                reading(&hub, move || {
-                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(at_once, Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(ms));
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    Ok::<_, ApiError>(())
-                })
-                .await
-            })
-        };
-        let gone: Vec<_> = (0..API_READS).map(|_| read(300)).collect();
+        let gone: Vec<_> = (0..API_READS).map(|n| read(n, 300)).collect();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         for request in &gone {
             request.abort();
         }
-        let next: Vec<_> = (0..2 * API_READS).map(|_| read(10)).collect();
+        let next: Vec<_> = (0..2 * API_READS).map(|n| read(n, 10)).collect();
         for request in next {
             request.await.unwrap().unwrap();
         }

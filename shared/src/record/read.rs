@@ -469,14 +469,15 @@ pub(crate) fn describe(ty: &FieldType) -> &'static str {
 /// `YYYY-MM-DD`, a real calendar date.
 pub(crate) fn check_date(s: &str) -> Result<(), String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
+    let not_a_date = || format!("`{s}` is not a date (YYYY-MM-DD)");
     // `[year]` also takes a sign and more digits (`-2025-03-01`, which a
     // spreadsheet reads as a sum): four digits and no sign.
-    let four_digits = s.len() == 10 && s.as_bytes()[..4].iter().all(u8::is_ascii_digit);
-    four_digits
-        .then(|| time::Date::parse(s, format).ok())
-        .flatten()
+    if s.len() != 10 || !s.as_bytes()[..4].iter().all(u8::is_ascii_digit) {
+        return Err(not_a_date());
+    }
+    time::Date::parse(s, format)
         .map(|_| ())
-        .ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD)"))
+        .map_err(|_| not_a_date())
 }
 
 /// How deep a record's values may nest. The schema's deepest value is four

@@ -241,14 +241,10 @@ async fn csv_exports_hold_agreements_and_milestones() {
 async fn a_damaged_record_costs_an_export_its_row_and_is_named() {
     let app = spawn_app().await;
     let damaged = app.first("agreement").await;
-    let db = rusqlite::Connection::open(app.data_dir.join("twinsync.db")).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE chunks SET data = X'6e6f7420616e206175746f6d65726765' WHERE doc_id = ?1",
-            [damaged.to_string()],
-        )
-        .unwrap();
-    assert!(changed > 0, "the agreement has stored chunks");
+    assert!(
+        crate::damage_chunks(&app.data_dir, damaged) > 0,
+        "the agreement has stored chunks"
+    );
 
     let response = app.get("/api/export/agreements.csv").await;
     assert_eq!(response.status(), 200);

@@ -15,3 +15,15 @@ mod restart;
 mod soak;
 mod storage;
 mod sync;
+
+/// Overwrites every stored chunk of `doc` in the database of `data_dir`
+/// with bytes that are not an Automerge document; answers how many.
+fn damage_chunks(data_dir: &std::path::Path, doc: twinsync_shared::DocumentId) -> usize {
+    rusqlite::Connection::open(data_dir.join("twinsync.db"))
+        .unwrap()
+        .execute(
+            "UPDATE chunks SET data = X'6e6f7420616e206175746f6d65726765' WHERE doc_id = ?1",
+            [doc.to_string()],
+        )
+        .unwrap()
+}

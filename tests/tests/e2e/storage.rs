@@ -302,33 +302,26 @@ async fn backup_and_export_work_while_the_server_runs() {
     };
     assert_eq!(c.name.ar.as_deref(), Some("طانطان"));
 
-    let stdout = twinsync([
-        OsStr::new("export"),
-        OsStr::new("--data-dir"),
-        data.path().as_os_str(),
-    ]);
-    let all: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
-    let all = all.as_array().unwrap();
+    let export = || -> Vec<serde_json::Value> {
+        let stdout = twinsync([
+            OsStr::new("export"),
+            OsStr::new("--data-dir"),
+            data.path().as_os_str(),
+        ]);
+        let all: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+        all.as_array().unwrap().clone()
+    };
+    let all = export();
     assert_eq!(all.len(), 38);
     assert!(all.iter().any(|r| r["record"]["name"]["fr"] == "Tan-Tan"));
 
     // A record damaged in storage is named with why; the others are
     // exported all the same.
-    let db = rusqlite::Connection::open(data.path().join("twinsync.db")).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE chunks SET data = X'6e6f7420616e206175746f6d65726765' WHERE doc_id = ?1",
-            [city.to_string()],
-        )
-        .unwrap();
-    assert!(changed > 0, "the city has stored chunks");
-    let stdout = twinsync([
-        OsStr::new("export"),
-        OsStr::new("--data-dir"),
-        data.path().as_os_str(),
-    ]);
-    let all: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
-    let all = all.as_array().unwrap();
+    assert!(
+        crate::damage_chunks(data.path(), city) > 0,
+        "the city has stored chunks"
+    );
+    let all = export();
     assert_eq!(all.len(), 38);
     let damaged: Vec<_> = all
         .iter()
