@@ -415,7 +415,12 @@ function batchChanges(q) {
         return;
       }
       const record = recordOf(q.doc_id);
-      fill(body, h("dl", {}, batch.changes.flatMap((c) => fieldChange(kindOf(q.doc_id), c, record))));
+      // A refused new record was never kept: the server says what it is.
+      const kind = kindOf(q.doc_id) ?? batch.kind;
+      const unknown = !kindOf(q.doc_id) && STRINGS.en[`kind.${batch.kind}`];
+      fill(body,
+        unknown ? h("p", { class: "new-record" }, pieces(app.lang, "batchNewRecord", { kind: tr(`kind.${batch.kind}`), title: words(pick(batch.title, app.lang) || "—") }, (v) => v)) : null,
+        h("dl", {}, batch.changes.flatMap((c) => fieldChange(kind, c, record))));
     } catch (e) {
       delete details.dataset.loaded;
       fill(body, requestProblem(e));

@@ -519,7 +519,11 @@ pub async fn quarantined(
         // Built here, off the async workers: the values may be long texts.
         let mut body = json!(entry);
         match crate::review::preview(&current, &changes) {
-            Ok(changes) => body["changes"] = json!(changes),
+            Ok(shown) => {
+                body["kind"] = json!(shown.kind);
+                body["title"] = shown.title;
+                body["changes"] = json!(shown.changes);
+            }
             Err(e) => {
                 body["not_shown"] = json!(e.to_string());
                 body["not_shown_code"] = json!(e.code());

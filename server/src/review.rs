@@ -41,6 +41,18 @@ pub struct FieldChange {
     pub text: Option<Vec<Passage>>,
 }
 
+/// What a batch would do to its record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preview {
+    /// The record's kind with the batch applied, so that a record the
+    /// server never kept (a refused new record) is still named as one.
+    pub kind: Option<String>,
+    /// Its title with the batch applied (a map of languages), or `null`.
+    pub title: Json,
+    /// Each field the batch changes.
+    pub changes: Vec<FieldChange>,
+}
+
 /// A run of text, as it stands in the diff.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Passage {
@@ -105,7 +117,7 @@ pub fn load_batch(current: &Automerge, changes: &[u8]) -> Result<Automerge, Batc
 }
 
 /// The fields `changes` would change in `current`.
-pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, PreviewError> {
+pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewError> {
     // Damage found first, which `load_incremental` would skip.
     check_chunk(changes).map_err(|e| BatchError::Unreadable(e.to_string()))?;
     let after = load_batch(current, changes)?;
@@ -134,7 +146,7 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, 
         }
     }
     let deadline = Instant::now() + DIFF_BUDGET;
-    Ok(paths
+    let changes = paths
         .into_iter()
         .map(|path| {
             let before = value_at(&old, &path).cloned().unwrap_or(Json::Null);
@@ -150,7 +162,12 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Vec<FieldChange>, 
                 text,
             }
         })
-        .collect())
+        .collect();
+    Ok(Preview {
+        kind: new.get("kind").and_then(Json::as_str).map(str::to_owned),
+        title: new.get("title").cloned().unwrap_or(Json::Null),
+        changes,
+    })
 }
 
 /// The value at a record path: map keys by name, list items by their id.
@@ -287,6 +304,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_new_record_is_named_by_its_kind_and_title() {
+        // The server never kept it: the preview applies it to nothing.
+        let doc = meeting("Ordre du jour");
+        let shown = preview(&twinsync_shared::record::new_document(), &doc.doc().save()).unwrap();
+        assert_eq!(shown.kind.as_deref(), Some("meeting"));
+        assert_eq!(shown.title["ar"], "اجتماع المجلس");
+        let status = shown
+            .changes
+            .iter()
+            .find(|c| c.path == "/kind")
+            .map(|c| &c.after);
+        assert_eq!(status, None, "the kind is said once, not as a field");
+        // A change to a record the server holds names its kind too.
+        let changes = batch(
+            &doc,
+            vec![Edit::Set {
+                path: "/adopted".into(),
+                value: json!(true),
+            }],
+        );
+        assert_eq!(
+            preview(doc.doc(), &changes).unwrap().kind.as_deref(),
+            Some("meeting")
+        );
+    }
+
+    #[test]
     fn a_word_typed_into_long_minutes_shows_with_its_context_and_the_rest_cut() {
         let long = format!(
             "{}اعتمد المجلس البرنامج. {}",
@@ -310,7 +354,7 @@ mod tests {
                 },
             ],
         );
-        let shown = preview(doc.doc(), &changes).unwrap();
+        let shown = preview(doc.doc(), &changes).unwrap().changes;
         let minutes = shown.iter().find(|c| c.path == "/minutes").unwrap();
         let text = minutes.text.as_ref().unwrap();
         let kinds: Vec<&str> = text.iter().map(|p| p.kind).collect();
@@ -342,7 +386,7 @@ mod tests {
         tx.put(automerge::ROOT, "adopted", true).unwrap();
         tx.commit();
         let changes = fork.save_after(&doc.heads());
-        let shown = preview(doc.doc(), &changes).unwrap();
+        let shown = preview(doc.doc(), &changes).unwrap().changes;
         let at = |path: &str| shown.iter().find(|c| c.path == path).unwrap();
         assert_eq!(
             (&at("/date").before, &at("/date").after),
@@ -364,7 +408,7 @@ mod tests {
                 value: json!("Le projet est relancé."),
             }],
         );
-        let shown = preview(doc.doc(), &changes).unwrap();
+        let shown = preview(doc.doc(), &changes).unwrap().changes;
         let text = shown[0].text.as_ref().unwrap();
         let removed: String = text
             .iter()
@@ -442,7 +486,7 @@ mod tests {
         base.doc_mut()
             .load_incremental(&batch(&doc, add(a)))
             .unwrap();
-        let shown = preview(base.doc(), &batch(&base, add(b))).unwrap();
+        let shown = preview(base.doc(), &batch(&base, add(b))).unwrap().changes;
         assert_eq!(shown.len(), 1, "{shown:?}");
         assert_eq!(shown[0].path, "/attendees");
         assert_eq!(shown[0].before, json!([a]));
@@ -469,7 +513,7 @@ mod tests {
                 path: "/decisions/d1".into(),
             }],
         );
-        let shown = preview(doc.doc(), &changes).unwrap();
+        let shown = preview(doc.doc(), &changes).unwrap().changes;
         assert_eq!(shown.len(), 1, "{shown:?}");
         assert_eq!(shown[0].path, "/decisions/d1");
         assert_eq!(shown[0].before["text"], "Jumeler les bibliothèques");
@@ -494,7 +538,7 @@ mod tests {
             .edit(&Commit::new("online", 3), &set("10:00"))
             .unwrap();
         let changes = batch(&doc, set("matin"));
-        let shown = preview(other.doc(), &changes).unwrap();
+        let shown = preview(other.doc(), &changes).unwrap().changes;
         assert_eq!(shown.len(), 1, "{shown:?}");
         for c in &shown {
             if c.before == c.after {

@@ -1235,6 +1235,26 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     const judged = await (await server.api("/api/quarantine")).json();
     assert.equal(judged.find((q) => q.device_name === "هاتف حسن")?.status, "discarded");
 
+    // A new project for a city that is not the delegate's: the server never
+    // keeps it, so the coordinator's phone does not hold it, yet its
+    // preview says what it is and reads its fields as a project's.
+    const cities = await (await server.api("/api/records?kind=city")).json();
+    const elsewhere = cities.find((c) => c.id !== city.id);
+    await delegate.page.evaluate((owner) => window.twinsync.create("project",
+      { title: { ar: "مشروع مرفوض", fr: "Projet refusé" }, status: "planned", owner_city: owner }, "new project"), `automerge:${elsewhere.id}`);
+    await page.click("button.refresh");
+    await until(page, () => document.querySelector("ul.quarantine li[data-quarantine]") || null, undefined, "the refused new record for review");
+    await page.click("ul.quarantine li[data-quarantine] details summary");
+    const preview = await until(page, () => {
+      const status = document.querySelector('ul.quarantine details dt[data-path="/status"]');
+      const said = document.querySelector("ul.quarantine details p.new-record")?.textContent;
+      return status && said && { said, status: status.nextElementSibling.nextElementSibling.textContent, all: document.querySelector("ul.quarantine details").textContent };
+    }, undefined, "the refused new record's preview");
+    assert.ok(preview.said.includes(words["kind.project"]) && preview.said.includes(words === STRINGS.fr ? "Projet refusé" : "مشروع مرفوض"), preview.said);
+    assert.ok(preview.status.includes(words["value.planned"]), preview.status);
+    assert.ok(!preview.all.includes('{"'), preview.all);
+    assert.equal((await server.api(`/api/quarantine/${await page.getAttribute("ul.quarantine li[data-quarantine]", "data-quarantine")}/discard`, { method: "POST" })).status, 200);
+
     // And revokes the phone: listed as revoked, refused by the server.
     page.once("dialog", (d) => d.accept());
     const row = 'table.devices tr:has-text("هاتف حسن")';
