@@ -795,3 +795,41 @@ fn the_counts_read_before_decoding_agree_with_automerge() {
     assert!(seen >= 2, "messages carrying changes were checked");
     assert_eq!(a.get_heads(), b.get_heads());
 }
+
+/// A peer that names one change twice in `need`, with no filter: Automerge
+/// would build the change once per name and panic on the second. The
+/// engine answers with the change once.
+#[test]
+fn a_change_needed_twice_is_sent_once() {
+    let doc = doc_with_changes();
+    let last = doc.get_heads()[0];
+    let peer = PeerId::new("twice");
+    let mut sync = DocSync::new(DocumentId::random());
+    let asks = Message {
+        heads: vec![last],
+        need: vec![last, last, last],
+        have: Vec::new(),
+        changes: Vec::<Vec<u8>>::new().into(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode();
+    let mut doc = doc;
+    sync.receive(&mut doc, &peer, &asks).unwrap();
+    let sent: Vec<automerge::ChangeHash> = sync
+        .generate(&doc, &PeerId::new("server"))
+        .into_iter()
+        .filter_map(|m| match m {
+            twinsync_shared::protocol::Message::Sync { data, .. } => Some(data),
+            _ => None,
+        })
+        .flat_map(|data| {
+            let m = Message::decode(&data).unwrap();
+            m.changes
+                .iter()
+                .map(|c| automerge::Change::from_bytes(c.to_vec()).unwrap().hash())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(sent, vec![last]);
+}

@@ -384,6 +384,7 @@ impl DocSync {
     ) -> Result<Received, Checked<E>> {
         sync_shape(data).map_err(Checked::Sync)?;
         let message = sync::Message::decode(data)
+            .map(tidied)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
         // Automerge loads the chunks joined, so they are checked joined: a
         // chunk can end in the start of a header the next one completes.
@@ -502,7 +503,7 @@ impl DocSync {
         let mut chunks = Vec::new();
         for incoming in batch {
             sync_shape(incoming.data).ok()?;
-            let message = sync::Message::decode(incoming.data).ok()?;
+            let message = sync::Message::decode(incoming.data).map(tidied).ok()?;
             check_blooms(&message).ok()?;
             for chunk in message.changes.iter() {
                 chunks.extend_from_slice(chunk);
@@ -886,6 +887,18 @@ pub const MAX_HAVES: u64 = 8;
 /// The fewest bytes a change (or a whole document) takes: four magic
 /// bytes, a checksum of four, the chunk's type and its length.
 const MIN_CHUNK_BYTES: u64 = 10;
+
+/// `message` with its heads and needed changes sorted and each named once.
+/// Automerge builds a change once for each time `need` names it, and
+/// panics building the same change twice (0.12, `ChangeCollector`): a peer
+/// naming a change twice would bring down the document's task.
+fn tidied(mut message: sync::Message) -> sync::Message {
+    for hashes in [&mut message.heads, &mut message.need] {
+        hashes.sort_unstable();
+        hashes.dedup();
+    }
+    message
+}
 
 /// The Automerge ops the changes of sync message `data` hold, counted
 /// before Automerge reads them, as [`DocSync::with_max_ops`] counts them:
