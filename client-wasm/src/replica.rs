@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::State;
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 use twinsync_shared::protocol::{
@@ -222,7 +222,7 @@ impl Replica {
     ) -> Result<(), Damaged> {
         // One pass over every chunk; only if that fails, one chunk at a
         // time to keep what is whole and name what is not.
-        let (doc, bad) = match load_chunks(chunks) {
+        let (doc, mut bad) = match load_chunks(chunks) {
             Ok(doc) => (doc, Vec::new()),
             Err(_) => {
                 let mut doc = new_document();
@@ -230,6 +230,18 @@ impl Replica {
                 (doc, bad)
             }
         };
+        // Changes stored without one they build on wait inside Automerge,
+        // unseen: the server may still bring what they lack, but until then
+        // they are not in the record.
+        let missing = doc.get_missing_deps(&[]).len();
+        if missing > 0 {
+            for (i, chunk) in chunks.iter().enumerate() {
+                if !bad.iter().any(|(b, _)| *b == i) && !all_applied(&doc, chunk) {
+                    let why = format!("its changes build on {missing} this device never stored");
+                    bad.push((i, why));
+                }
+            }
+        }
         let mut entry = Entry::new(id, doc);
         // A sync state that no longer matches what we hold would make the
         // server skip changes we lost: start afresh instead.
@@ -1030,6 +1042,17 @@ impl CallerText {
 
 /// Loads `chunks` into `doc` one at a time, skipping those that do not
 /// load; returns their index in `chunks` and why.
+/// Whether every change `chunk` holds is applied in `doc`; a saved
+/// document's changes are, as it loads whole or not at all.
+fn all_applied(doc: &Automerge, chunk: &[u8]) -> bool {
+    twinsync_shared::record::chunks(chunk).all(|(kind, bytes)| {
+        kind == 0
+            || bytes
+                .and_then(|b| automerge::Change::from_bytes(b.to_vec()).ok())
+                .is_none_or(|change| doc.get_change_meta_by_hash(&change.hash()).is_some())
+    })
+}
+
 fn load_each(doc: &mut Automerge, chunks: &[Vec<u8>]) -> Vec<(usize, String)> {
     let mut bad = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {

@@ -400,6 +400,8 @@ struct Inner {
     club_unsaved: Cell<Option<DocumentId>>,
     /// Records whose last write failed: written whole next time.
     unsaved: RefCell<std::collections::BTreeSet<DocumentId>>,
+    /// Why `unsaved` is not kept: the last write that failed.
+    unsaved_why: RefCell<Option<StoreError>>,
     /// When the last whole write of `unsaved` did not fit, if it did not.
     unsaved_full_at: Cell<Option<f64>>,
     /// A whole write of `unsaved` is under way: another would only repeat it.
@@ -586,6 +588,7 @@ impl Client {
             refused: RefCell::new(None),
             pending_writes: Cell::new(0),
             unsaved: RefCell::new(Default::default()),
+            unsaved_why: RefCell::new(None),
             unsaved_full_at: Cell::new(None),
             saving_unsaved: Cell::new(false),
             chunk_keys: RefCell::new(chunk_keys),
@@ -995,12 +998,22 @@ impl Inner {
                 if !out.chunks.is_empty() && self.unsaved_full_at.take().is_some() {
                     self.save_unsaved(compact).await;
                 }
+                // A change to a record not kept whole builds on changes the
+                // device does not hold: stored, it could not be read back.
+                // It is not kept until the record is.
+                let unsaved = self.unsaved.borrow();
+                if out.chunks.iter().any(|c| unsaved.contains(&c.doc)) {
+                    return Err(self.unsaved_why.borrow().clone().unwrap_or_else(|| {
+                        StoreError::Failed("an earlier write of this record failed".into())
+                    }));
+                }
                 Ok(())
             }
             Err(e) => {
                 self.unsaved
                     .borrow_mut()
                     .extend(out.chunks.iter().map(|c| c.doc));
+                *self.unsaved_why.borrow_mut() = Some(e.clone());
                 Err(e)
             }
         }
@@ -1057,7 +1070,10 @@ impl Inner {
                 }
                 compact.extend(self.keep_chunk_keys(&chunks, keys));
             }
-            Err(e) => *self.last_error.borrow_mut() = Some(not_saved(&e)),
+            Err(e) => {
+                *self.last_error.borrow_mut() = Some(not_saved(&e));
+                *self.unsaved_why.borrow_mut() = Some(e);
+            }
         }
     }
 

@@ -39,7 +39,7 @@ const CHUNKS: &str = "chunks";
 const SYNC: &str = "sync";
 const META: &str = "meta";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the device's storage is full or over its quota: {0}")]
     Quota(String),

@@ -195,6 +195,12 @@ test("a full storage quota rejects the edit with QuotaExceededError", async () =
     }, randomLetters());
     assert.equal(created?.name, "QuotaExceededError", JSON.stringify(created));
     assert.equal(created.title, "Rapport", JSON.stringify(created));
+    // A small edit to it would fit, but builds on the record the phone
+    // could not keep: it is not kept either, and says so.
+    const next = await page.evaluate((id) => window.tw.edit(id, [{ op: "set", path: "/report_type", value: "visit" }], "small")
+      .then(() => "ok", (e) => e.name), created.recordId);
+    assert.equal(next, "QuotaExceededError");
+    assert.ok((await page.evaluate(() => window.tw.status())).unsaved.includes(created.recordId));
     await context.close();
     cleanup(profile);
   });
