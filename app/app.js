@@ -1324,7 +1324,12 @@ function exportSection() {
     a.remove();
   };
   const csv = (kind) => {
-    const rows = readAll().filter((r) => r.view.kind === kind);
+    // A record this version cannot read has no fields to show: it is left
+    // out, and said so; the JSON export keeps it as stored.
+    const all = readAll().filter((r) => r.view.kind === kind);
+    const rows = all.filter((r) => r.view.record);
+    unread.hidden = rows.length === all.length;
+    unread.textContent = unread.hidden ? "" : plural(app.lang, "exportUnread", all.length - rows.length);
     // A list (milestones, contacts, decisions) is one cell, an item a line.
     const fields = (app.schema[kind] ?? []).filter((f) => f.type !== "map");
     const ctx = { lang: app.lang, byUrl: app.byUrl };
@@ -1356,8 +1361,9 @@ function exportSection() {
     return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";
   };
   const note = exportNote(app.client.status());
+  const unread = h("p", { id: "export-unread", class: "note", role: "status", hidden: true });
   return h("section", { id: "export" }, h("h3", {}, tr("export")),
-    h("p", { id: "export-partial", class: "note", role: "status", hidden: !note }, note),
+    h("p", { id: "export-partial", class: "note", role: "status", hidden: !note }, note), unread,
     h("button", { type: "button", id: "export-json", onclick: () => download("twinsync-records.json", "application/json",
       // A record the app cannot read goes as stored, beside why; every
       // record with its standing disagreements.
