@@ -62,10 +62,15 @@ enum DeviceCommand {
         #[arg(long)]
         person: Option<String>,
     },
-    /// List devices (never their tokens).
+    /// List devices (never their tokens): id, role, name, cities by name,
+    /// and whether the device is active, expired or revoked.
     List {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
+        /// The server's token lifetime, as `serve` has it: a device not
+        /// seen for longer is listed as expired.
+        #[arg(long, env = "TWINSYNC_TOKEN_TTL_DAYS", default_value_t = 90)]
+        token_ttl_days: u64,
     },
     /// Change a device's name, role, cities or person; what is not given
     /// stays. A running server closes the device's sockets within seconds
@@ -157,7 +162,16 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
         } => {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
-            let store = Store::open(&data_dir.join("twinsync.db"))?;
+            let path = data_dir.join("twinsync.db");
+            if !path.exists() {
+                // Allowed before the first start, but a mistyped
+                // --data-dir would otherwise go unnoticed.
+                eprintln!(
+                    "no database at {}: creating a new, empty one (is --data-dir right?)",
+                    path.display()
+                );
+            }
+            let store = Store::open(&path)?;
             let hub = hub_over(store, Settings::for_data_dir(data_dir))?;
             let wanted = NewDevice {
                 name,
@@ -179,16 +193,49 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        DeviceCommand::List { data_dir } => {
+        DeviceCommand::List {
+            data_dir,
+            token_ttl_days,
+        } => {
             let store = open_existing(&data_dir)?;
+            let ttl = std::time::Duration::from_secs(token_ttl_days.saturating_mul(86_400));
+            // Cities by name, as `add --city` takes them; an id the
+            // database does not hold stays as it is.
+            let names: std::collections::HashMap<String, String> = store
+                .list(Some("city"), None, None)?
+                .into_iter()
+                .filter_map(|c| {
+                    let title = &c.summary.title;
+                    let name = ["fr", "en", "ar"]
+                        .iter()
+                        .find_map(|l| title.get(l)?.as_str().filter(|n| !n.is_empty()))
+                        .or_else(|| title.as_str())?
+                        .to_owned();
+                    Some((c.id, name))
+                })
+                .collect();
             for d in store.devices()? {
+                let cities: Vec<&str> = d
+                    .cities
+                    .iter()
+                    .map(|c| {
+                        let bare = c.strip_prefix("automerge:").unwrap_or(c);
+                        names.get(bare).map_or(c.as_str(), String::as_str)
+                    })
+                    .collect();
+                let status = if d.is_revoked() {
+                    "revoked"
+                } else if now > d.expires_at(ttl) {
+                    "expired"
+                } else {
+                    "active"
+                };
                 println!(
-                    "{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{status}",
                     d.id,
                     d.role.as_str(),
                     d.name,
-                    d.cities.join(","),
-                    if d.is_revoked() { "revoked" } else { "active" }
+                    cities.join(",")
                 );
             }
             Ok(())

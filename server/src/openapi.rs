@@ -191,7 +191,10 @@ fn quarantine_paths() -> Value {
             "summary": "Refused batches of changes (coordinators)",
             "description": "A batch is what one `sync` or `request` message brought that the permissions or the schema refused, or what a revoked device handed in. It was neither stored in its record nor relayed.",
             "parameters": [{"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "accepted", "discarded"]}, "description": "Only batches with this status; all if absent."}],
-            "responses": with_role(json!({"200": list_of("Batches, pending first, then newest first", "Quarantined")}))
+            "responses": with_role(json!({
+                "200": list_of("Batches, pending first, then newest first", "Quarantined"),
+                "400": error("`status` is not one of the three.")
+            }))
         }},
         "/api/quarantine/{batchId}": {"get": {
             "summary": "One batch, with what it would change (coordinators)",
@@ -222,7 +225,8 @@ fn quarantine_paths() -> Value {
             "responses": with_role(json!({
                 "200": body("Discarded", "Decision"),
                 "400": plain("The batch id is not an integer."),
-                "409": error("No pending batch has this id: it was already decided, or it does not exist.")
+                "404": error("No batch has this id."),
+                "409": error("The batch was already accepted or discarded.")
             }))
         }}
     })
@@ -319,6 +323,7 @@ fn record_schemas() -> Value {
             "delivered_by": {"type": "object", "nullable": true, "properties": {
                 "peer_id": {"type": "string"},
                 "device": {"type": "string", "nullable": true, "description": "The id of the device whose socket delivered the change; null for changes the server made (the demo club, schema migrations) or received before devices existed."},
+                "device_name": {"type": "string", "nullable": true, "description": "That device's name, as it is now; null where `device` is."},
                 "received_at": {"type": "integer"}}}}}
     })
 }
@@ -379,6 +384,8 @@ fn device_schemas() -> Value {
             "decided_at": {"type": "integer", "nullable": true}}},
         "QuarantinedPreview": {"allOf": [{"$ref": "#/components/schemas/Quarantined"}, {"type": "object", "properties": {
             "changes": {"type": "array", "items": {"$ref": "#/components/schemas/FieldChange"}},
+            "kind": {"type": "string", "nullable": true, "description": "The record's kind with the batch applied, beside `changes`: a refused new record is not stored, and is known by this alone."},
+            "title": {"description": "The record's title with the batch applied (a map of languages), beside `changes`; null if none."},
             "not_shown": {"type": "string", "description": "Why `changes` is absent."},
             "not_shown_code": {"type": "string", "enum": crate::review::PreviewError::CODES, "description": "The same, as a stable code."}}}]},
         "FieldChange": {"type": "object", "required": ["path", "before", "after"], "properties": {

@@ -1247,6 +1247,54 @@ async fn the_first_start_prints_a_coordinator_invite_that_signs_in_once() {
 }
 
 #[tokio::test]
+async fn the_command_line_lists_cities_by_name_and_a_lapsed_token_as_expired() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    drop(server);
+    let token = add_device(data.path(), "delegate", &["--city", "Smara"]);
+    let id = token.split('.').next().unwrap().to_owned();
+    let dir = data.path().to_string_lossy();
+    let row = |ttl: &str| {
+        let out = twinsync([
+            "device",
+            "list",
+            "--data-dir",
+            &dir,
+            "--token-ttl-days",
+            ttl,
+        ]);
+        let out = String::from_utf8(out).unwrap();
+        let row = out.lines().find(|l| l.starts_with(&id)).unwrap().to_owned();
+        row.split('\t').map(str::to_owned).collect::<Vec<_>>()
+    };
+    let listed = row("90");
+    assert_eq!(listed[3], "Smara", "{listed:?}");
+    assert_eq!(listed[4], "active", "{listed:?}");
+    // Not seen for longer than the server allows: its token no longer works.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(row("0")[4], "expired");
+
+    // A mistyped --data-dir makes a new database, and says so.
+    let elsewhere = data.path().join("typo");
+    let out = std::process::Command::new(twinsync_tests::process::binary())
+        .args([
+            "device",
+            "add",
+            "--name",
+            "Bureau",
+            "--role",
+            "coordinator",
+            "--data-dir",
+        ])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("creating a new, empty one"), "{said}");
+}
+
+#[tokio::test]
 async fn a_device_revoked_from_the_command_line_is_disconnected_by_the_running_server() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path());
