@@ -132,6 +132,7 @@ pub async fn run(
     let mut t = Box::pin(DocTask::load(Arc::clone(&hub), id)).await;
     if t.broken.is_none() && !t.doc.get_heads().is_empty() {
         Box::pin(t.migrate()).await;
+        t.maybe_compact();
     }
     // Peers told the record was unavailable join, and hear of it with its
     // first changes, as the peers of a record they had asked for would.
@@ -261,7 +262,15 @@ pub async fn run(
             Some(DocCommand::Leave { peer_id, conn }) => Box::pin(t.on_leave(&peer_id, conn)).await,
             // A record with commands waiting stays: handing them to the next
             // task could put them after what their peers send next.
-            Some(DocCommand::Evict) if t.peers.is_empty() && !evicted && rx.is_empty() => {
+            // Nor does one compacting: a new task would load the chunks
+            // the compaction is about to replace, and never learn of its
+            // snapshot.
+            Some(DocCommand::Evict)
+                if t.peers.is_empty()
+                    && !evicted
+                    && rx.is_empty()
+                    && !t.compacting.load(Ordering::Acquire) =>
+            {
                 if hub.remove_if(id, task) {
                     // Nobody can look this task up any more. Close the queue
                     // and handle what was sent before the close; a new task
@@ -294,21 +303,25 @@ impl DocTask {
     /// [`run`], so that what loading holds is not part of the task's
     /// future for as long as the document stays loaded.
     async fn load(hub: Arc<Hub>, id: DocumentId) -> DocTask {
-        let (doc, chunks, stored_bytes, creator, broken) = match read_stored(&hub, id).await {
+        let (doc, chunks, stored_bytes, snapshots, creator, broken) = match read_stored(&hub, id)
+            .await
+        {
             Ok(stored) => {
                 let (doc, chunks) = stored.found.unwrap_or_else(|| (new_document(), Vec::new()));
-                (doc, chunks, stored.bytes, stored.creator, None)
+                (
+                    doc,
+                    chunks,
+                    stored.bytes,
+                    stored.snapshots,
+                    stored.creator,
+                    None,
+                )
             }
             Err(e) => {
                 error!(doc_id = %id, error = %e, "cannot load document");
                 hub.metrics.storage_errors.inc();
-                (
-                    new_document(),
-                    Vec::new(),
-                    0,
-                    None,
-                    Some(e.public_reason().to_owned()),
-                )
+                let why = Some(e.public_reason().to_owned());
+                (new_document(), Vec::new(), 0, 0, None, why)
             }
         };
         let current = read_document(&doc);
@@ -326,7 +339,14 @@ impl DocTask {
             // the first sync loads it again.
             retried: broken.as_ref().map(|_| Instant::now()),
             broken,
-            appends_since_compaction: 0,
+            // Two saved documents count twice against the record's size
+            // limit, which could then refuse every append, and with them
+            // the compaction they would start: folded at once instead.
+            appends_since_compaction: if snapshots > 1 {
+                hub.settings.compact_chunks
+            } else {
+                0
+            },
             chunks: Arc::new(Mutex::new(chunks)),
             compacting: Arc::new(AtomicBool::new(false)),
             stored_bytes: Arc::new(AtomicU64::new(stored_bytes)),
@@ -373,6 +393,8 @@ struct Stored {
     /// nothing is stored yet.
     found: Option<(Automerge, Vec<i64>)>,
     bytes: u64,
+    /// Saved documents among the chunks (see [`crate::store::ChunkStats`]).
+    snapshots: u64,
     creator: Option<String>,
 }
 
@@ -382,12 +404,13 @@ struct Stored {
 async fn read_stored(hub: &Hub, id: DocumentId) -> Result<Stored, StoreError> {
     let store = hub.store.clone();
     blocking(move || {
-        let bytes = store.chunk_stats(id)?.total_bytes();
+        let stats = store.chunk_stats(id)?;
         let creator = store.creator_device(id)?;
         let found = store.load_chunks(id)?;
         Ok(Stored {
             found,
-            bytes,
+            bytes: stats.total_bytes(),
+            snapshots: stats.snapshot_count,
             creator,
         })
     })

@@ -128,6 +128,9 @@ pub struct RecentChange {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChunkStats {
     pub incremental_count: u64,
+    /// More than one only when a compaction raced a reload or a new task
+    /// for the record: the next compaction folds them together.
+    pub snapshot_count: u64,
     pub incremental_bytes: u64,
     pub snapshot_bytes: u64,
 }
@@ -241,7 +244,8 @@ impl Store {
             "SELECT
                 COALESCE(SUM(kind = 'incremental'), 0),
                 COALESCE(SUM(CASE WHEN kind = 'incremental' THEN LENGTH(data) END), 0),
-                COALESCE(SUM(CASE WHEN kind = 'snapshot' THEN LENGTH(data) END), 0)
+                COALESCE(SUM(CASE WHEN kind = 'snapshot' THEN LENGTH(data) END), 0),
+                COALESCE(SUM(kind = 'snapshot'), 0)
              FROM chunks WHERE doc_id = ?1",
             [doc.to_string()],
             |r| {
@@ -249,6 +253,7 @@ impl Store {
                     incremental_count: r.get::<_, i64>(0)? as u64,
                     incremental_bytes: r.get::<_, i64>(1)? as u64,
                     snapshot_bytes: r.get::<_, i64>(2)? as u64,
+                    snapshot_count: r.get::<_, i64>(3)? as u64,
                 })
             },
         )?;

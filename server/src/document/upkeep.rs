@@ -70,6 +70,7 @@ impl DocTask {
             Ok(Stored {
                 found,
                 bytes,
+                snapshots,
                 creator,
             }) => {
                 let (doc, chunks) = found.unwrap_or_else(|| (new_document(), Vec::new()));
@@ -78,6 +79,9 @@ impl DocTask {
                 self.doc = doc;
                 *lock(&self.chunks) = chunks;
                 self.stored_bytes.store(bytes, Ordering::Relaxed);
+                if snapshots > 1 {
+                    self.appends_since_compaction = self.hub.settings.compact_chunks;
+                }
                 self.creator = creator;
                 self.broken = None;
                 self.retried = None;
@@ -97,6 +101,12 @@ impl DocTask {
 
     /// After a failed write: back to what is on disk, and every peer syncs afresh.
     pub(super) async fn reload(&mut self) {
+        // A compaction ending after the chunks are read would name its
+        // snapshot in a list about to be replaced: it ends first. It is
+        // bounded by one save and one transaction.
+        while self.compacting.load(Ordering::Acquire) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let (store, id) = (self.hub.store.clone(), self.id);
         match blocking(move || store.load_chunks(id)).await {
             Ok(loaded) => {

@@ -235,6 +235,37 @@ async fn a_compaction_keeps_chunks_another_task_wrote_meanwhile() {
     assert_eq!(merged.get_heads(), new_task.get_heads());
 }
 
+/// Two saved documents of one record, as a compaction racing a new task
+/// for the record could leave them (the new task never learns of the
+/// snapshot): counted twice against the size limit, which could refuse
+/// every append and so the compaction that would fold them. The record's
+/// next task folds them as it loads.
+#[tokio::test]
+async fn a_record_stored_as_two_snapshots_is_folded_into_one_when_loaded() {
+    let app = spawn_app().await;
+    let store = &app.hub.store;
+    let city = app.first("city").await;
+    let (doc, chunks) = store.load_chunks(city).unwrap().unwrap();
+    store.compact(city, &doc.save(), &chunks, 1).unwrap();
+    // A task that loaded the same chunks before that compaction.
+    store.compact(city, &doc.save(), &chunks, 2).unwrap();
+    assert_eq!(store.chunk_stats(city).unwrap().snapshot_count, 2);
+
+    let mut p = TestPeer::new("reader");
+    p.connect(&app).await;
+    p.fetch(city, LIMIT).await;
+    eventually(LIMIT, "one snapshot left", || {
+        store.chunk_stats(city).unwrap().snapshot_count == 1
+    })
+    .await;
+    let stats = store.chunk_stats(city).unwrap();
+    assert_eq!(stats.incremental_count, 0, "{stats:?}");
+    assert_eq!(
+        store.load(city).unwrap().unwrap().get_heads(),
+        doc.get_heads()
+    );
+}
+
 #[tokio::test]
 async fn idle_documents_leave_memory_and_sync_states_are_kept() {
     let app = spawn_app_with(|s| s.idle_evict_secs = 1).await;
