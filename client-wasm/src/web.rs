@@ -1383,10 +1383,49 @@ impl Inner {
             let ticket = self.tickets.get().wrapping_add(1);
             self.tickets.set(ticket);
             self.unanswered.set(Some(ticket));
-            self.give_up_unless(seq, ANSWER_LIMIT_MS, move |inner| {
-                inner.unanswered.get() != Some(ticket)
-            });
+            self.watch_answer(seq, ticket);
         }
+    }
+
+    /// Drops socket `seq` if the server has not answered `ticket` within
+    /// `ANSWER_LIMIT_MS` of our last bytes leaving the browser. A week of
+    /// offline typing can be a frame of hundreds of kilobytes, which a slow
+    /// uplink takes minutes to carry, and the server answers only once it
+    /// has it whole: while the bytes queued on the socket go down, the
+    /// clock starts again (given up, the upload would start over from
+    /// nothing on the next socket, and never end).
+    fn watch_answer(self: &Rc<Self>, seq: u32, ticket: u32) {
+        const LOOK_MS: u32 = 5_000;
+        let weak = Rc::downgrade(self);
+        let buffered = |inner: &Inner| {
+            inner
+                .socket
+                .borrow()
+                .as_ref()
+                .map_or(0, |s| s.ws.buffered_amount())
+        };
+        let mut last = buffered(self);
+        let mut deadline = monotonic_ms() + f64::from(ANSWER_LIMIT_MS);
+        spawn_local(async move {
+            loop {
+                let left = (deadline - monotonic_ms()).max(0.0);
+                gloo_timers::future::TimeoutFuture::new((left as u32).min(LOOK_MS)).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if !inner.current(seq) || inner.unanswered.get() != Some(ticket) {
+                    return;
+                }
+                let now = buffered(&inner);
+                if now < last {
+                    deadline = monotonic_ms() + f64::from(ANSWER_LIMIT_MS);
+                }
+                last = now;
+                if monotonic_ms() >= deadline {
+                    let why = format!("the server did not answer in {} s", ANSWER_LIMIT_MS / 1000);
+                    inner.drop_socket(&why);
+                    return;
+                }
+            }
+        });
     }
 
     fn current(&self, seq: u32) -> bool {

@@ -465,6 +465,9 @@ async function phoneOnAClock() {
         window.sockets.open++;
         this.addEventListener("close", () => window.sockets.open--);
       }
+      // A test may say how many bytes wait to leave: a slow uplink cannot
+      // be made on loopback without sending megabytes to fill its buffers.
+      get bufferedAmount() { return window.queuedBytes ?? super.bufferedAmount; }
     };
   });
   return { page, context };
@@ -754,6 +757,36 @@ test("a socket whose network went away without a word is given up 60 s after its
         assert.ok(stored.record.minutes.startsWith("نقطة أولى. "), stored.record.minutes.slice(0, 40));
         assert.ok(path.connections >= 2);
         await context.close();
+    } finally {
+      await path.close();
+    }
+  });
+});
+
+test("a large upload on a slow link is not given up while its bytes are still leaving, and is 60 s after they have left", async () => {
+  await withServer(async (server) => {
+    const { page, context, path, meeting } = await phoneThroughRelay(server);
+    try {
+      // The server hears nothing more on this socket, while the browser
+      // still has bytes of the edit to send, fewer every 5 s.
+      path.cut();
+      await page.evaluate(() => { window.queuedBytes = 400_000; });
+      await page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "أسبوع من المحاضر. " }], "minutes"), meeting);
+      for (let s = 5; s <= 50; s += 5) {
+        await page.clock.runFor(5_000);
+        await page.evaluate((left) => { window.queuedBytes = left; }, Math.max(0, 400_000 - s * 8_000));
+      }
+      // 65 s after the edit, its last bytes left 15 s ago: still waiting.
+      await page.clock.runFor(15_000);
+      assert.equal(await page.evaluate(() => window.tw.status().link), "joined");
+      // 60 s after they left, with no answer, the socket is given up.
+      await page.clock.runFor(50_000);
+      const given = await until(page, () => {
+        const s = window.tw.status();
+        return s.link !== "joined" ? s : null;
+      }, undefined, "the unanswered socket given up");
+      assert.match(given.error ?? "", /the server did not answer in 60 s/);
+      await context.close();
     } finally {
       await path.close();
     }
