@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use automerge::{Automerge, ReadDoc};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
@@ -81,7 +81,34 @@ struct Session {
     heard: Arc<std::sync::Mutex<Instant>>,
     /// Told when the writer stops: the reader stops too.
     writer_gone: Arc<Notify>,
+    /// Ephemeral messages relayed in the current second.
+    ephemeral: EphemeralShare,
 }
+
+/// Ephemeral messages a socket relayed since `since`, at most a second ago.
+struct EphemeralShare {
+    since: Instant,
+    count: u32,
+    bytes: usize,
+    /// Whether the peer was told it went past its share this second.
+    told: bool,
+}
+
+impl Default for EphemeralShare {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            count: 0,
+            bytes: 0,
+            told: false,
+        }
+    }
+}
+
+/// Ephemeral messages a socket may have relayed in one second, and their
+/// bytes: each goes to every other peer of its record, and presence or a
+/// cursor needs a few a second, not a stream.
+const EPHEMERAL_PER_SECOND: (u32, usize) = (50, 512 * 1024);
 
 impl Drop for Session {
     fn drop(&mut self) {
@@ -110,7 +137,40 @@ impl Session {
             kill: CancellationToken::new(),
             heard: Arc::new(std::sync::Mutex::new(Instant::now())),
             writer_gone: Arc::new(Notify::new()),
+            ephemeral: EphemeralShare::default(),
         }
+    }
+
+    /// Counts an ephemeral message of `bytes` against this second's share;
+    /// `false` if it goes past it. The first one past in a second is told
+    /// so; the rest are dropped, as ephemeral messages may be.
+    fn ephemeral_allowed(&mut self, bytes: usize, out: &Outbox) -> bool {
+        let share = &mut self.ephemeral;
+        if share.since.elapsed() >= Duration::from_secs(1) {
+            *share = EphemeralShare::default();
+        }
+        let (most, most_bytes) = EPHEMERAL_PER_SECOND;
+        if share.count < most && share.bytes.saturating_add(bytes) <= most_bytes {
+            share.count += 1;
+            share.bytes += bytes;
+            return true;
+        }
+        if !std::mem::replace(&mut share.told, true) {
+            let target_id = self
+                .joined
+                .as_ref()
+                .map_or_else(|| PeerId::new(""), |j| j.peer_id.clone());
+            let msg = Message::Error {
+                refusal: None,
+                sender_id: self.hub.server_id.clone(),
+                target_id,
+                message: format!(
+                    "ephemeral messages past {most} or {most_bytes} bytes a second are not relayed"
+                ),
+            };
+            let _ = out.try_send(msg.encode());
+        }
+        false
     }
 
     async fn run(mut self, socket: WebSocket) {
@@ -397,6 +457,13 @@ impl Session {
                 let Some(doc) = msg.document_id() else {
                     return Ok(());
                 };
+                let bytes = match &msg {
+                    Message::Ephemeral { data, .. } => data.len(),
+                    _ => 0,
+                };
+                if !self.ephemeral_allowed(bytes, out) {
+                    return Ok(());
+                }
                 // A record waited for may have reached a task, which took
                 // this peer in.
                 if self.docs.contains(&doc) || self.waiting.contains(&doc) {

@@ -428,6 +428,13 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Whether `data` is exactly one CBOR data item, as automerge-repo's
+/// clients encode an ephemeral message's payload.
+fn one_cbor_value(data: &[u8]) -> bool {
+    let mut decoder = minicbor::Decoder::new(data);
+    decoder.skip().is_ok() && decoder.position() == data.len()
+}
+
 /// The chunk list stays usable if a compaction thread panicked holding it.
 fn lock(chunks: &Mutex<Vec<i64>>) -> std::sync::MutexGuard<'_, Vec<i64>> {
     chunks
@@ -576,6 +583,15 @@ impl DocTask {
                     "ephemeral message of {} bytes not relayed: at most {MAX_EPHEMERAL_BYTES} are",
                     data.len()
                 ),
+            );
+            return;
+        }
+        // The official client decodes `data` as CBOR, and throws on what
+        // is not: relayed, it would fail in every other peer.
+        if !one_cbor_value(&data) {
+            self.error_to(
+                from,
+                "ephemeral message not relayed: its `data` is not one CBOR value".into(),
             );
             return;
         }

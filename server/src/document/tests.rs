@@ -467,6 +467,35 @@ async fn an_ephemeral_with_a_session_id_longer_than_an_id_is_not_relayed() {
 }
 
 #[tokio::test]
+async fn an_ephemeral_whose_data_is_not_one_cbor_value_is_not_relayed() {
+    let (_dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut pierre = replica("pierre", Role::Coordinator, &base);
+    let (_, joins) = type_in(&mut pierre, "Séance ouverte. ");
+    // An unfinished map, two values, nothing; then a map with one entry.
+    let cmds = vec![
+        joins,
+        presence(&hub, id, &amina, 0, vec![0xa1, 0x61]),
+        presence(&hub, id, &amina, 1, vec![0xa0, 0xa0]),
+        presence(&hub, id, &amina, 2, Vec::new()),
+        presence(&hub, id, &amina, 3, vec![0xa1, 0x61, b'x', 0x01]),
+    ];
+    run_queued(&hub, id, cmds).await;
+    let mut relayed = Vec::new();
+    while let Ok(frame) = pierre.frames.try_recv() {
+        if let Message::Ephemeral { count, .. } =
+            Message::decode(&frame, Default::default()).unwrap()
+        {
+            relayed.push(count);
+        }
+    }
+    assert_eq!(relayed, vec![3]);
+    let told = errors(&mut amina);
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert!(told[0].contains("not one CBOR value"), "{}", told[0]);
+}
+
+#[tokio::test]
 async fn a_sync_queued_behind_an_eviction_joins_the_records_next_task() {
     let (_dir, hub, id, base) = club();
     let mut amina = replica("amina", Role::Coordinator, &base);

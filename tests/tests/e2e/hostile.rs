@@ -1402,3 +1402,34 @@ async fn a_waited_record_a_device_may_not_open_is_refused_and_left() {
     twinsync_tests::eventually(LIMIT, "the report's task let go of", || loaded() < before).await;
     assert_eq!(loaded(), before - 1);
 }
+
+/// Ephemeral messages go to every other peer of their record: a socket
+/// streaming them is relayed its share of each second and told once
+/// that the rest are not, and stays connected.
+#[tokio::test]
+async fn a_stream_of_ephemeral_messages_is_relayed_only_its_share_of_each_second() {
+    let app = spawn_app().await;
+    let doc = app.first("meeting").await;
+    let mut p = TestPeer::new("chatty");
+    p.connect(&app).await;
+    p.fetch(doc, LIMIT).await;
+    for count in 0..80 {
+        let msg = Message::Ephemeral {
+            sender_id: p.id.clone(),
+            target_id: PeerId::new("server"),
+            document_id: doc,
+            session_id: "cursor".into(),
+            count,
+            data: vec![0xa0],
+        };
+        p.send_raw(WsMessage::Binary(msg.encode().into())).await;
+    }
+    p.sync(Duration::from_millis(500), LIMIT).await;
+    assert!(!p.seen.closed);
+    assert_eq!(
+        p.seen.errors_with("ephemeral messages past 50"),
+        1,
+        "{:?}",
+        p.seen.errors
+    );
+}
