@@ -29,7 +29,7 @@ use crate::auth::{Device, Windows, whole_seconds};
 use crate::document::{DocCommand, PeerLink, Queued, send_or_cut};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::outbox::{Outbox, outbox};
-use crate::permissions::{TOO_MANY_OPEN, UNREADABLE, Why};
+use crate::permissions::{TOO_LARGE, TOO_MANY_OPEN, UNREADABLE, Why};
 use crate::store::Refused;
 
 /// What a revoked device handed in for one document on this connection.
@@ -344,6 +344,45 @@ impl Session {
             Err(DecodeError::UnknownType(kind)) if self.joined.is_some() => {
                 debug!(kind, "message of an unknown type ignored");
                 return Ok(());
+            }
+            // Changes to one record over the limit refuse that record, not
+            // the socket: cut off, the phone would send the same frame at
+            // every reconnection, and its other records never get through.
+            Err(e @ DecodeError::TooLarge { .. }) if self.joined.is_some() => {
+                return match Message::decode(bytes, FrameLimit(usize::MAX)) {
+                    Ok(
+                        Message::Sync {
+                            sender_id,
+                            document_id,
+                            ..
+                        }
+                        | Message::Request {
+                            sender_id,
+                            document_id,
+                            ..
+                        },
+                    ) => {
+                        self.hub.metrics.records_too_large.inc();
+                        warn!(doc_id = %document_id, error = %e, "sync message over the frame limit; refused");
+                        let msg = Message::Error {
+                            sender_id: self.hub.server_id.clone(),
+                            target_id: sender_id,
+                            message: format!(
+                                "your changes to record {document_id} were refused: {e}; they were not stored or relayed and stay on your device"
+                            ),
+                            refusal: Some(Refusal {
+                                document_id,
+                                code: TOO_LARGE.to_owned(),
+                                path: "/".to_owned(),
+                                quarantine: None,
+                                retry_after: None,
+                            }),
+                        };
+                        let _ = out.try_send(msg.encode());
+                        Ok(())
+                    }
+                    _ => Err(Fatal(format!("malformed frame: {e}"))),
+                };
             }
             Err(e) => return Err(Fatal(format!("malformed frame: {e}"))),
         };

@@ -226,12 +226,35 @@ async fn a_sync_message_automerge_refuses_changes_nothing() {
 async fn an_oversized_frame_is_refused_naming_the_limit() {
     let app = spawn_app_with(|s| s.max_frame_bytes = 64 * 1024).await;
     let doc = app.first("meeting").await;
-    let (errors, closed) = answer_to(
-        &app,
-        true,
-        sync_frame("hostile", doc, vec![0x42; 100 * 1024]),
-    )
+    // Changes to one record over the limit: that record is refused, the
+    // socket stays, and the peer's other records still sync.
+    let mut p = TestPeer::new("hostile");
+    p.connect(&app).await;
+    p.send_raw(sync_frame("hostile", doc, vec![0x42; 100 * 1024]))
+        .await;
+    p.settle(LIMIT, Duration::from_millis(300), |p| {
+        !p.seen.errors.is_empty()
+    })
     .await;
+    assert!(!p.seen.closed);
+    assert!(
+        p.seen.errors[0].contains("exceeds the limit of 65536 bytes"),
+        "{:?}",
+        p.seen.errors
+    );
+    assert_eq!(p.seen.refusals.len(), 1);
+    assert_eq!(p.seen.refusals[0].document_id, doc);
+    assert_eq!(p.seen.refusals[0].code, "too-large");
+    let city = app.first("city").await;
+    p.fetch(city, LIMIT).await;
+    assert!(matches!(p.record(city), Record::City(_)));
+    assert!(!p.seen.closed);
+
+    // Any other frame that large ends the socket, naming the limit.
+    let mut garbage = vec![0xa1, 0x64];
+    garbage.extend(b"type");
+    garbage.extend(vec![0x78; 100 * 1024]);
+    let (errors, closed) = answer_to(&app, true, WsMessage::Binary(garbage.into())).await;
     assert!(closed);
     assert!(
         errors[0].contains("exceeds the limit of 65536 bytes"),
