@@ -160,9 +160,42 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<Value>>> {
     let store = hub.store.clone();
     let city = q.city.map(|c| normalise_link(&c));
-    let rows =
-        blocking(move || store.list(q.kind.as_deref(), city.as_deref(), q.status.as_deref()))
-            .await?;
+    // An agreement has no one city but its parties, which only the record
+    // says: with a city asked for, each agreement is read to see whether
+    // the city is one (a club has tens of them).
+    let parties_of = city
+        .clone()
+        .filter(|_| q.kind.as_deref().is_none_or(|k| k == "agreement"));
+    let (kind, status) = (q.kind.clone(), q.status.clone());
+    let mut rows =
+        blocking(move || store.list(kind.as_deref(), city.as_deref(), status.as_deref())).await?;
+    if let Some(city) = parties_of {
+        let store = hub.store.clone();
+        let parties = reading(&hub, move || -> Result<_, StoreError> {
+            let mut found = Vec::new();
+            for row in store.list(Some("agreement"), None, q.status.as_deref())? {
+                let Ok(id) = row.id.parse::<DocumentId>() else {
+                    continue;
+                };
+                let Some(doc) = store.load(id)? else { continue };
+                let read = twinsync_shared::record::read_document(&doc);
+                let party = read.ok().is_some_and(|r| {
+                    r["parties"].as_array().is_some_and(|p| {
+                        p.iter()
+                            .any(|p| p.as_str().map(normalise_link) == Some(city.clone()))
+                    })
+                });
+                if party {
+                    found.push(row);
+                }
+            }
+            Ok(found)
+        })
+        .await?;
+        rows.extend(parties);
+        rows.sort_by(|a, b| (&a.summary.kind, &a.id).cmp(&(&b.summary.kind, &b.id)));
+        rows.dedup_by(|a, b| a.id == b.id);
+    }
     Ok(Json(
         rows.into_iter()
             .map(|r| {

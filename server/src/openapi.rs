@@ -87,7 +87,7 @@ fn record_paths() -> Value {
             "summary": "List records",
             "parameters": [
                 {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["club", "city", "agreement", "project", "meeting", "person", "report"]}},
-                {"name": "city", "in": "query", "schema": {"type": "string"}, "description": "The city record's id or automerge: URL."},
+                {"name": "city", "in": "query", "schema": {"type": "string"}, "description": "The city record's id or automerge: URL: the records of that city (`city`, or a project's `owner_city`), and the agreements that name it among their parties."},
                 {"name": "status", "in": "query", "schema": {"type": "string"}}
             ],
             "responses": with_role(json!({"200": list_of("Records", "Listed")}))

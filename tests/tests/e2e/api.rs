@@ -43,6 +43,42 @@ async fn records_are_listed_and_filtered() {
             .iter()
             .any(|r| r["kind"] == "meeting")
     );
+    // An agreement is a city's when the city is one of its parties: every
+    // demo agreement is Smara's, and Dakar's are those naming Dakar.
+    let of = |city: &str, kind: &str| {
+        let path = format!("/api/records?city={city}{kind}");
+        let app = &app;
+        async move { app.get_json(&path).await.as_array().unwrap().clone() }
+    };
+    let smara_id = smara["id"].as_str().unwrap();
+    let all = app.get_json("/api/records?kind=agreement").await;
+    let smaras = of(smara_id, "&kind=agreement").await;
+    assert_eq!(smaras.len(), all.as_array().unwrap().len());
+    assert!(
+        of(smara_id, "")
+            .await
+            .iter()
+            .filter(|r| r["kind"] == "agreement")
+            .count()
+            == smaras.len()
+    );
+    let signed = of(smara_id, "&kind=agreement&status=signed").await;
+    assert_eq!(signed.len(), 13);
+    let dakar = app
+        .get_json("/api/records?kind=city")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["title"]["fr"] == "Dakar")
+        .cloned()
+        .unwrap();
+    let dakars = of(dakar["id"].as_str().unwrap(), "&kind=agreement").await;
+    assert_eq!(dakars.len(), 1, "{dakars:?}");
+    assert!(
+        dakars[0]["title"]["fr"].as_str().unwrap().contains("Dakar"),
+        "{dakars:?}"
+    );
 }
 
 #[tokio::test]
