@@ -626,12 +626,24 @@ impl Store {
     }
 
     /// Puts an accepted batch back to pending when it could not be applied.
+    /// If the device sent the same changes again meanwhile, they wait under
+    /// that newer batch, and this one goes: two pending batches of the same
+    /// changes would be judged twice.
     pub fn reopen(&self, id: i64) -> Result<(), StoreError> {
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let twin = "EXISTS (SELECT 1 FROM quarantine t WHERE t.doc_id = quarantine.doc_id
+                    AND t.hashes = quarantine.hashes AND t.status = 'pending')";
+        tx.execute(
+            &format!("DELETE FROM quarantine WHERE id = ?1 AND status = 'accepted' AND {twin}"),
+            [id],
+        )?;
+        tx.execute(
             "UPDATE quarantine SET status = 'pending', decided_by = NULL, decided_at = NULL
              WHERE id = ?1 AND status = 'accepted'",
             [id],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -679,6 +691,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_batch_reopened_after_its_changes_were_sent_again_leaves_one_pending() {
+        let (_dir, store) = store();
+        let doc = DocumentId::random();
+        let hashes = vec!["h1".to_owned()];
+        let refused = Refused {
+            doc,
+            device_id: "phone",
+            peer_id: "phone-peer",
+            hashes: &hashes,
+            changes: b"changes",
+            path: Some("/status"),
+            reason: "not yours",
+            code: "not-yours",
+        };
+        let first = store.quarantine(&refused, 100, 1 << 20).unwrap();
+        assert!(store.decide(first, "accepted", "coordinator", 101).unwrap());
+        // Sent again while the accept is being applied: a new pending batch.
+        let again = store.quarantine(&refused, 102, 1 << 20).unwrap();
+        assert_ne!(again, first);
+        // The apply failed: the changes wait once, under the newer batch.
+        store.reopen(first).unwrap();
+        let pending = store.quarantined(Some("pending")).unwrap();
+        let ids: Vec<i64> = pending.iter().map(|q| q.id).collect();
+        assert_eq!(ids, vec![again]);
+        assert!(store.quarantined_changes(first).unwrap().is_none());
+        // Without a twin, a reopened batch is pending again.
+        assert!(store.decide(again, "accepted", "coordinator", 103).unwrap());
+        store.reopen(again).unwrap();
+        let ids: Vec<i64> = store
+            .quarantined(Some("pending"))
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect();
+        assert_eq!(ids, vec![again]);
     }
 
     fn renamed(d: &Device, name: &str) -> NewDevice {
