@@ -115,6 +115,23 @@ const MIGRATIONS: &[&str] = &[
     // no device and are read by any.
     "ALTER TABLE sync_states ADD COLUMN device TEXT;
      CREATE INDEX sync_states_device ON sync_states(device, storage_id);",
+    // 8: a change's origin per record: one change can be in two records
+    // (automerge-repo's `clone` copies a document's history into a new
+    // one), and the second record's origins were dropped as duplicates.
+    // Rows keep their order (the newest changes are read by it).
+    "CREATE TABLE change_origins_by_doc (
+        hash TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        peer_id TEXT NOT NULL,
+        device TEXT,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (doc_id, hash)
+     );
+     INSERT INTO change_origins_by_doc (rowid, hash, doc_id, peer_id, device, received_at)
+        SELECT rowid, hash, doc_id, peer_id, device, received_at FROM change_origins;
+     DROP TABLE change_origins;
+     ALTER TABLE change_origins_by_doc RENAME TO change_origins;
+     CREATE INDEX change_origins_received ON change_origins(received_at);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -189,6 +206,42 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    #[test]
+    fn origins_kept_before_are_kept_and_one_change_may_come_to_two_records() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        conn.execute_batch(
+            "INSERT INTO change_origins (hash, doc_id, peer_id, device, received_at) VALUES
+               ('a', 'first', 'p', 'phone', 10), ('b', 'first', 'q', 'other', 20);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        // The same change, in a copy of the record.
+        conn.execute(
+            "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)
+             VALUES ('a', 'copy', 'r', 'laptop', 30)",
+            [],
+        )
+        .unwrap();
+        let rows: Vec<(String, String, Option<String>)> = conn
+            .prepare("SELECT hash, doc_id, device FROM change_origins ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [
+            ("a", "first", "phone"),
+            ("b", "first", "other"),
+            ("a", "copy", "laptop"),
+        ]
+        .map(|(h, d, v)| (h.to_owned(), d.to_owned(), Some(v.to_owned())));
+        assert_eq!(rows, expected);
     }
 
     #[test]
