@@ -21,7 +21,7 @@ use twinsync_shared::protocol::{
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
     document_conflicts, document_history, document_text, load_chunks, load_document, new_document,
-    read_document, summarise,
+    read_document, settles_a_removal, summarise,
 };
 use twinsync_shared::text::{OffsetError, nfc, nfc_positions, utf16_range};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -583,6 +583,11 @@ impl Replica {
             .get_mut(&id)
             .ok_or(ClientError::UnknownRecord(id))?;
         let before = entry.doc.get_heads();
+        // A splice in an item whose removal is disputed keeps the item,
+        // settling the dispute: a path the splices alone do not name.
+        let settles = edits.iter().any(
+            |e| matches!(e, Edit::SpliceText { path, .. } if settles_a_removal(&entry.doc, path)),
+        );
         let mut rd = RecordDoc::from_automerge(std::mem::take(&mut entry.doc));
         let result = rd.edit(commit, &edits);
         entry.doc = rd.into_automerge();
@@ -594,7 +599,7 @@ impl Replica {
                 doc: id,
                 bytes: entry.doc.save_after(&before),
             });
-            let paths = match spliced(&edits) {
+            let paths = match spliced(&edits).filter(|_| !settles) {
                 Some(paths) => {
                     // Splices touch only text fields, which no summary
                     // shows and no rule constrains: the summary read at
@@ -954,6 +959,7 @@ fn spliced(edits: &[Edit]) -> Option<Vec<String>> {
         let Edit::SpliceText { path, .. } = edit else {
             return None;
         };
+
         if !paths.contains(path) {
             paths.push(path.clone());
         }

@@ -327,3 +327,48 @@ fn splices_after_an_insert_normalised_shorter_land_where_the_caller_meant() {
         .unwrap();
     assert_eq!(minutes(&phone), json!("Ordre du jour"));
 }
+
+/// A keystroke in an item whose removal another device made meanwhile
+/// settles the disagreement (the item is kept): that is reported too, so
+/// the screen stops offering to keep it removed.
+#[test]
+fn a_keystroke_that_settles_a_disputed_removal_reports_it() {
+    let mut a = device("a");
+    let commit = Commit::new("create", NOW);
+    let (project, _) = a
+        .create(
+            Kind::Project,
+            &json!({
+                "title": {"fr": "Jumelage scolaire"},
+                "status": "active",
+                "progress_notes": [{"text": "Première visite"}],
+            }),
+            &commit,
+        )
+        .unwrap();
+    let note = a.read(project).unwrap()["record"]["progress_notes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut b = device("b");
+    b.restore(project, &[a.snapshot(project).unwrap()], None)
+        .unwrap();
+    let item = format!("/progress_notes/{note}");
+    let text = format!("{item}/text");
+    a.edit(
+        project,
+        vec![Edit::RemoveItem { path: item.clone() }],
+        &commit,
+    )
+    .unwrap();
+    b.edit(project, vec![splice(&text, 0, 0, "« ")], &commit)
+        .unwrap();
+    let _ = b.merge_stored(project, &[a.snapshot(project).unwrap()]);
+
+    let (reported, diffed) = reported_and_diffed(&mut b, project, vec![splice(&text, 0, 0, "»")]);
+    assert_eq!(reported, diffed);
+    assert!(
+        reported.contains(&format!("{item}/removed")),
+        "{reported:?}"
+    );
+}

@@ -53,6 +53,17 @@ pub use schema::{
 };
 pub use summary::{Summary, summarise, summarise_read};
 
+/// Whether a write at `path` lies in a list item whose removal is disputed
+/// (removed on one device while another wrote in it): the write keeps the
+/// item, settling the dispute, and so changes its `removed` mark too.
+pub fn settles_a_removal(doc: &Automerge, path: &str) -> bool {
+    let Ok(kind) = read::kind_of(doc) else {
+        return false;
+    };
+    path::item_under(doc, kind, path)
+        .is_some_and(|(item, _)| path::removal(doc, &item) == path::Removal::Disputed)
+}
+
 /// A short text in the club's three languages; any of them may be missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Multilingual {
