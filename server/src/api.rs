@@ -177,9 +177,17 @@ pub async fn list(
                 let Ok(id) = row.id.parse::<DocumentId>() else {
                     continue;
                 };
-                let Some(doc) = store.load(id)? else { continue };
-                let read = twinsync_shared::record::read_document(&doc);
-                let party = read.ok().is_some_and(|r| {
+                // One record that cannot be read leaves the others listed.
+                let doc = match store.load(id) {
+                    Ok(Some(doc)) => doc,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(doc_id = %id, error = %e, "agreement not read for its parties");
+                        continue;
+                    }
+                };
+                let read = twinsync_shared::record::read_document_leniently(&doc);
+                let party = read.ok().is_some_and(|(r, _)| {
                     r["parties"].as_array().is_some_and(|p| {
                         p.iter()
                             .any(|p| p.as_str().map(normalise_link) == Some(city.clone()))

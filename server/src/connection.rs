@@ -85,24 +85,15 @@ struct Session {
     ephemeral: EphemeralShare,
 }
 
-/// Ephemeral messages a socket relayed since `since`, at most a second ago.
+/// Ephemeral messages a socket relayed in the second begun at `since` (its
+/// first such message since the last second ended).
+#[derive(Default)]
 struct EphemeralShare {
-    since: Instant,
+    since: Option<Instant>,
     count: u32,
     bytes: usize,
     /// Whether the peer was told it went past its share this second.
     told: bool,
-}
-
-impl Default for EphemeralShare {
-    fn default() -> Self {
-        Self {
-            since: Instant::now(),
-            count: 0,
-            bytes: 0,
-            told: false,
-        }
-    }
 }
 
 /// Ephemeral messages a socket may have relayed in one second, and their
@@ -146,8 +137,14 @@ impl Session {
     /// so; the rest are dropped, as ephemeral messages may be.
     fn ephemeral_allowed(&mut self, bytes: usize, out: &Outbox) -> bool {
         let share = &mut self.ephemeral;
-        if share.since.elapsed() >= Duration::from_secs(1) {
-            *share = EphemeralShare::default();
+        if share
+            .since
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            *share = EphemeralShare {
+                since: Some(Instant::now()),
+                ..EphemeralShare::default()
+            };
         }
         let (most, most_bytes) = EPHEMERAL_PER_SECOND;
         if share.count < most && share.bytes.saturating_add(bytes) <= most_bytes {
@@ -351,22 +348,17 @@ impl Session {
             Err(e @ DecodeError::TooLarge { .. }) if self.joined.is_some() => {
                 return match Message::decode(bytes, FrameLimit(usize::MAX)) {
                     Ok(
-                        Message::Sync {
-                            sender_id,
-                            document_id,
-                            ..
-                        }
-                        | Message::Request {
-                            sender_id,
-                            document_id,
-                            ..
-                        },
+                        Message::Sync { document_id, .. } | Message::Request { document_id, .. },
                     ) => {
                         self.hub.metrics.records_too_large.inc();
                         warn!(doc_id = %document_id, error = %e, "sync message over the frame limit; refused");
+                        let target_id = self
+                            .joined
+                            .as_ref()
+                            .map_or_else(|| PeerId::new(""), |j| j.peer_id.clone());
                         let msg = Message::Error {
                             sender_id: self.hub.server_id.clone(),
-                            target_id: sender_id,
+                            target_id,
                             message: format!(
                                 "your changes to record {document_id} were refused: {e}; they were not stored or relayed and stay on your device"
                             ),

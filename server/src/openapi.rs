@@ -385,7 +385,7 @@ fn device_schemas() -> Value {
         "QuarantinedPreview": {"allOf": [{"$ref": "#/components/schemas/Quarantined"}, {"type": "object", "properties": {
             "changes": {"type": "array", "items": {"$ref": "#/components/schemas/FieldChange"}},
             "kind": {"type": "string", "nullable": true, "description": "The record's kind with the batch applied, beside `changes`: a refused new record is not stored, and is known by this alone."},
-            "title": {"description": "The record's title with the batch applied (a map of languages), beside `changes`; null if none."},
+            "title": {"description": "The record's title with the batch applied (a map of languages; for a city, a person or the club, its name), beside `changes`; null if none."},
             "not_shown": {"type": "string", "description": "Why `changes` is absent."},
             "not_shown_code": {"type": "string", "enum": crate::review::PreviewError::CODES, "description": "The same, as a stable code."}}}]},
         "FieldChange": {"type": "object", "required": ["path", "before", "after"], "properties": {

@@ -364,7 +364,10 @@ impl DocTask {
             }
             Err(Checked::Rejected(Denied::TooLarge { stored })) => {
                 // Not quarantined either: keeping it would grow the disk
-                // just the same.
+                // just the same. A compaction owed (two snapshots found at
+                // load, with no slot free then) may make room: no append
+                // will start it now.
+                self.maybe_compact();
                 self.hub.metrics.records_too_large.inc();
                 warn!(doc_id = %self.id, peer_id = %peer.peer_id, stored, "record too large; changes refused");
                 self.refusal_to(

@@ -79,6 +79,14 @@ async fn records_are_listed_and_filtered() {
         dakars[0]["title"]["fr"].as_str().unwrap().contains("Dakar"),
         "{dakars:?}"
     );
+
+    // An agreement whose stored bytes are damaged is left out; the others
+    // are still listed.
+    let damaged: twinsync_shared::DocumentId = dakars[0]["id"].as_str().unwrap().parse().unwrap();
+    assert!(crate::damage_chunks(&app.data_dir, damaged) > 0);
+    let after = of(smara_id, "&kind=agreement").await;
+    assert_eq!(after.len(), smaras.len() - 1);
+    assert!(after.iter().all(|r| r["id"] != dakars[0]["id"]));
 }
 
 #[tokio::test]
