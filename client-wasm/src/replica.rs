@@ -21,7 +21,7 @@ use twinsync_shared::protocol::{
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
     document_conflicts, document_history, document_text, load_chunks, load_document, new_document,
-    read_document, settles_a_removal, summarise,
+    read_document, refuse_panics, settles_a_removal, summarise,
 };
 use twinsync_shared::text::{OffsetError, nfc, nfc_positions, utf16_range};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -222,7 +222,7 @@ impl Replica {
     ) -> Result<(), Damaged> {
         // One pass over every chunk; only if that fails, one chunk at a
         // time to keep what is whole and name what is not.
-        let (doc, mut bad) = match load_chunks(chunks) {
+        let (mut doc, mut bad) = match load_chunks(chunks) {
             Ok(doc) => (doc, Vec::new()),
             Err(_) => {
                 let mut doc = new_document();
@@ -231,8 +231,11 @@ impl Replica {
             }
         };
         // Changes stored without one they build on wait inside Automerge,
-        // unseen: the server may still bring what they lack, but until then
-        // they are not in the record.
+        // unseen, and would make every exchange with the server start
+        // over (the sync engine takes a queue for changes still arriving).
+        // They are named and left out: what they build on was never kept
+        // here, so either the server has it, and them too, as this device
+        // sent them both, or they cannot be read anywhere.
         let missing = doc.get_missing_deps(&[]).len();
         if missing > 0 {
             for (i, chunk) in chunks.iter().enumerate() {
@@ -240,6 +243,11 @@ impl Replica {
                     let why = format!("its changes build on {missing} this device never stored");
                     bad.push((i, why));
                 }
+            }
+            let applied = doc.get_changes(&[]);
+            let mut whole = new_document();
+            if refuse_panics(|| whole.apply_changes(applied)).is_ok() {
+                doc = whole;
             }
         }
         let mut entry = Entry::new(id, doc);

@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
+use automerge::ReadDoc;
 use serde_json::json;
 use twinsync_client::replica::Replica;
-use twinsync_shared::record::{Commit, Edit, Kind};
+use twinsync_shared::record::{Commit, Edit, Kind, load_document};
 use twinsync_shared::{PeerId, StorageId};
 
 fn device(name: &str) -> Replica {
@@ -49,6 +50,18 @@ fn a_change_stored_without_the_one_it_builds_on_is_named_as_damage() {
         let named: Vec<usize> = err.chunks.iter().map(|(i, _)| *i).collect();
         assert_eq!(named, vec![stored.len() - 1], "{err}");
         assert!(err.chunks[0].1.contains("never stored"), "{err}");
+        // What loaded is kept, and nothing waits inside Automerge.
+        if let Some(bytes) = again.snapshot(meeting) {
+            assert!(
+                load_document(&bytes)
+                    .unwrap()
+                    .get_missing_deps(&[])
+                    .is_empty()
+            );
+        }
+        if stored.len() == 2 {
+            assert_eq!(again.read(meeting).unwrap()["record"]["minutes"], json!(""));
+        }
     }
 
     // Stored in full, the record reads back whole.
