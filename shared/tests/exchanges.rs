@@ -183,3 +183,36 @@ fn a_delegate_hears_that_its_changes_arrived_even_if_it_spoke_again_first() {
     assert_eq!(told, heads, "the answer carries the engine's heads");
     assert_eq!(heads.len(), 2, "the engine holds both changes");
 }
+
+/// A stored sync state whose shared heads the phone no longer holds (its
+/// tab closed before it kept them), and a phone that typed since: its
+/// reset names a head the engine lacks. Answered as if it held the shared
+/// heads, it would be sent nothing, reset again, and so on for ever.
+#[test]
+fn a_reset_from_a_phone_lacking_the_stored_shared_heads_converges() {
+    let mut base = AutoCommit::new().with_actor(ActorId::from([1, 0, 0, 0]));
+    base.put(automerge::ROOT, "n", 0i64).unwrap();
+    base.commit();
+    let mut lost = base.fork().with_actor(ActorId::from([2, 0, 0, 0]));
+    lost.put(automerge::ROOT, "s", 1i64).unwrap();
+    lost.commit();
+    let mut typed = base.fork().with_actor(ActorId::from([3, 0, 0, 0]));
+    typed.put(automerge::ROOT, "p", 1i64).unwrap();
+    typed.commit();
+    let (mut ours, mut theirs) = (lost.document().clone(), typed.document().clone());
+    let mut stored = State::new();
+    stored.shared_heads = ours.get_heads();
+    let (us, them) = (PeerId::new("server"), PeerId::new("phone"));
+    let mut sync = DocSync::new(DocumentId::random()).relaying();
+    sync.add_peer(them.clone(), State::decode(&stored.encode()).unwrap());
+    let mut their_state = State::new();
+    for _ in 0..20 {
+        if let Some(m) = to(sync.generate(&ours, &us), &them) {
+            theirs.receive_sync_message(&mut their_state, m).unwrap();
+        }
+        if let Some(m) = theirs.generate_sync_message(&mut their_state) {
+            sync.receive(&mut ours, &them, &m.encode()).unwrap();
+        }
+    }
+    assert_eq!(ours.get_heads(), theirs.get_heads(), "the exchange stalled");
+}

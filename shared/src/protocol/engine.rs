@@ -147,7 +147,15 @@ struct Peer {
     relay_ready: bool,
     /// When the hashes sent to it are next trimmed exactly.
     trim: Trim,
+    /// The heads of a reset answered as if the peer held the shared heads
+    /// its sync state names: the same reset again says it does not (a
+    /// stored state it outlived), and is answered as Automerge would.
+    reset_from_shared: Option<Vec<ChangeHash>>,
 }
+
+/// What a batch changes of one peer, kept aside until the whole batch is
+/// in: its sync state, `requested`, `trim` and `reset_from_shared`.
+type PeerDraft = (sync::State, bool, Trim, Option<Vec<ChangeHash>>);
 
 /// The changes a document took in through the engine since the last
 /// [`DocSync::generate`], for relaying them as they came.
@@ -407,7 +415,8 @@ impl DocSync {
             receive_applied(doc, &mut peer.state, message, &mut peer.trim)
                 .map_err(|e| Checked::Sync(e.into()))?;
             if reset && self.relaying {
-                answer_from_their_heads(doc, &mut peer.state);
+                peer.reset_from_shared =
+                    answer_from_their_heads(doc, &mut peer.state, &peer.reset_from_shared);
             }
             peer.relay_ready &= !unusual;
             return Ok(Received::default());
@@ -557,14 +566,22 @@ impl DocSync {
             // Each message in turn, for the sync states: its changes are all
             // in `scratch` already, so Automerge skips them without a pass.
             let heads = scratch.get_heads();
-            let mut states: BTreeMap<&PeerId, (sync::State, bool, Trim)> = BTreeMap::new();
+            let mut states: BTreeMap<&PeerId, PeerDraft> = BTreeMap::new();
             for ((incoming, message), brought) in batch.iter().zip(messages).zip(&brought) {
-                let (state, requested, trim) = states.entry(incoming.from).or_insert_with(|| {
-                    self.peers
-                        .get(incoming.from)
-                        .map(|p| (p.state.clone(), p.requested, p.trim))
-                        .unwrap_or_default()
-                });
+                let (state, requested, trim, tried) =
+                    states.entry(incoming.from).or_insert_with(|| {
+                        self.peers
+                            .get(incoming.from)
+                            .map(|p| {
+                                (
+                                    p.state.clone(),
+                                    p.requested,
+                                    p.trim,
+                                    p.reset_from_shared.clone(),
+                                )
+                            })
+                            .unwrap_or_default()
+                    });
                 if incoming.is_request {
                     *requested = true;
                 }
@@ -578,7 +595,7 @@ impl DocSync {
                 // some of which Automerge 0.12 asserts on.
                 refuse_panics(|| receive_applied(scratch, state, message, trim)).ok()?;
                 if reset && self.relaying {
-                    answer_from_their_heads(scratch, state);
+                    *tried = answer_from_their_heads(scratch, state, tried);
                 }
             }
             // A chunk that fails to parse ends Automerge's load quietly, so
@@ -594,11 +611,12 @@ impl DocSync {
         if let Some(scratch) = copy {
             *doc = scratch;
         }
-        for (peer_id, (state, requested, trim)) in states {
+        for (peer_id, (state, requested, trim, tried)) in states {
             let peer = self.peers.entry(peer_id.clone()).or_default();
             peer.state = state;
             peer.requested = requested;
             peer.trim = trim;
+            peer.reset_from_shared = tried;
             peer.wanted.retain(|h, _| !holds(doc, h));
             self.dirty.insert(peer_id.clone());
         }
@@ -819,14 +837,30 @@ fn is_reset(message: &sync::Message) -> bool {
 /// reach: answered from those we know, it gets what it lacks alone (a
 /// relayed change it missed after an earlier filter of its claimed it by
 /// mistake), and a second reset finds that sent.
-fn answer_from_their_heads(doc: &Automerge, state: &mut sync::State) {
-    // With heads we lack (it typed since), the shared heads Automerge kept
-    // say what it holds.
-    let mut held: Vec<ChangeHash> = state
-        .their_heads
+///
+/// With heads we lack (it typed since), the shared heads Automerge kept are
+/// taken to say what it holds, unless this same reset was answered so
+/// before (`tried`): then the peer lacks them, and Automerge answers. The
+/// heads of a reset answered from the shared heads, for the next `tried`.
+fn answer_from_their_heads(
+    doc: &Automerge,
+    state: &mut sync::State,
+    tried: &Option<Vec<ChangeHash>>,
+) -> Option<Vec<ChangeHash>> {
+    let theirs: Vec<ChangeHash> = state.their_heads.clone().unwrap_or_default();
+    let lacking = theirs.iter().any(|h| !holds(doc, h));
+    let trust_shared = lacking && tried.as_ref() != Some(&theirs);
+    if lacking && !trust_shared {
+        return None;
+    }
+    let shared: &[ChangeHash] = if trust_shared {
+        &state.shared_heads
+    } else {
+        &[]
+    };
+    let mut held: Vec<ChangeHash> = theirs
         .iter()
-        .flatten()
-        .chain(&state.shared_heads)
+        .chain(shared)
         .filter(|h| holds(doc, h))
         .copied()
         .collect();
@@ -838,6 +872,7 @@ fn answer_from_their_heads(doc: &Automerge, state: &mut sync::State) {
             bloom: BloomFilter::default(),
         }]);
     }
+    trust_shared.then_some(theirs)
 }
 
 /// A message after which a peer is answered by Automerge again, not
