@@ -730,7 +730,14 @@ impl Client {
         match made {
             Ok(out) => {
                 let inner = Rc::clone(&self.inner);
+                // The change is in the document now, but the write starts a
+                // microtask later: counted at once, so that nothing sent
+                // meanwhile (say, from the event loop, after a listener
+                // that edits) carries it before it is stored.
+                inner.pending_writes.set(inner.pending_writes.get() + 1);
                 wasm_bindgen_futures::future_to_promise(async move {
+                    // `store` counts the write itself, in this same turn.
+                    inner.pending_writes.set(inner.pending_writes.get() - 1);
                     inner.commit_local(out).await.map(|()| JsValue::UNDEFINED)
                 })
             }

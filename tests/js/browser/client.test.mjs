@@ -85,6 +85,53 @@ test("an edit is reported saved only by a write the browser flushes to disk", as
   });
 });
 
+test("an edit made by a listener as a remote change arrives is stored before it is sent", async () => {
+  await withServer(async (server) => {
+    const meeting = await firstOf(server, "meeting");
+    const { page, context } = await phone(browser);
+    // What the page adds to IndexedDB and sends on its socket, in order.
+    await page.addInitScript(() => {
+      const log = (window.events = []);
+      const add = IDBObjectStore.prototype.add;
+      IDBObjectStore.prototype.add = function (...args) {
+        if (this.name === "chunks") log.push("stored");
+        return add.apply(this, args);
+      };
+      const send = WebSocket.prototype.send;
+      WebSocket.prototype.send = function (...args) {
+        log.push("sent");
+        return send.apply(this, args);
+      };
+    });
+    await openClient(page, server, {});
+    await until(page, (id) => { try { return window.tw.read(id); } catch { return null; } }, meeting, "the meeting");
+    await until(page, upToDate, undefined, "up to date");
+    // A listener that answers a remote change with an edit of its own.
+    await page.evaluate((id) => {
+      window.tw.subscribe((changes) => {
+        if (window.answered || !changes.some((c) => c.id === id && c.origin === "remote")) return;
+        window.answered = true;
+        window.events.push("edit");
+        window.tw.edit(id, [{ op: "set", path: "/time", value: "18:30" }], "answer");
+      });
+    }, meeting);
+    const other = await phone(browser);
+    await openClient(other.page, server, {});
+    await until(other.page, (id) => { try { return window.tw.read(id); } catch { return null; } }, meeting, "the meeting elsewhere");
+    await other.page.evaluate((id) => window.tw.edit(id, [{ op: "set", path: "/place/fr", value: "Dakar" }], "elsewhere"), meeting);
+    await until(page, (id) => window.tw.read(id).record.place?.fr === "Dakar" && window.answered || null, meeting, "the remote change and the answer");
+    await until(page, upToDate, undefined, "the answer sent");
+    const events = await page.evaluate(() => window.events);
+    const after = events.slice(events.indexOf("edit") + 1);
+    assert.ok(after.includes("sent"), events.join(" "));
+    assert.ok(after.indexOf("stored") !== -1 && after.indexOf("stored") < after.indexOf("sent"), events.join(" "));
+    const stored = await (await server.api(`/api/records/${meeting}`)).json();
+    assert.equal(stored.record.time, "18:30");
+    await other.context.close();
+    await context.close();
+  });
+});
+
 test("two tabs of one browser, offline, each see what the other writes and write on top of it", async () => {
   await withServer(async (server) => {
     const { page: a, context } = await phone(browser);
