@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 use similar::{ChangeTag, TextDiff};
 use twinsync_shared::record::{
     MAX_NESTING, changed_paths, check_chunk, nested_beyond, read_document_leniently,
-    refuse_bundles, refuse_panics,
+    refuse_bundles, refuse_panics, summarise_read,
 };
 
 /// Characters of unchanged text kept on each side of a change.
@@ -47,7 +47,8 @@ pub struct Preview {
     /// The record's kind with the batch applied, so that a record the
     /// server never kept (a refused new record) is still named as one.
     pub kind: Option<String>,
-    /// Its title with the batch applied (a map of languages), or `null`.
+    /// Its title with the batch applied (a map of languages; a city's, a
+    /// person's or the club's name), or `null`.
     pub title: Json,
     /// Each field the batch changes.
     pub changes: Vec<FieldChange>,
@@ -163,9 +164,12 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewEr
             }
         })
         .collect();
+    // Named as the records list names it: a city, a person or the club by
+    // its name.
+    let summary = summarise_read(&after, &Ok(new));
     Ok(Preview {
-        kind: new.get("kind").and_then(Json::as_str).map(str::to_owned),
-        title: new.get("title").cloned().unwrap_or(Json::Null),
+        kind: summary.kind,
+        title: summary.title,
         changes,
     })
 }
@@ -310,12 +314,22 @@ mod tests {
         let shown = preview(&twinsync_shared::record::new_document(), &doc.doc().save()).unwrap();
         assert_eq!(shown.kind.as_deref(), Some("meeting"));
         assert_eq!(shown.title["ar"], "اجتماع المجلس");
-        let status = shown
-            .changes
-            .iter()
-            .find(|c| c.path == "/kind")
-            .map(|c| &c.after);
-        assert_eq!(status, None, "the kind is said once, not as a field");
+        let kind_row = shown.changes.iter().find(|c| c.path == "/kind");
+        assert_eq!(kind_row, None, "the kind is said once, not as a field");
+        // A person goes by their name, not their title (an office).
+        let person = RecordDoc::create(
+            Kind::Person,
+            &json!({"name": {"fr": "Awa Diop"}, "title": {"fr": "Maire adjointe"}}),
+            &Commit::new("new", 1),
+        )
+        .unwrap();
+        let shown = preview(
+            &twinsync_shared::record::new_document(),
+            &person.doc().save(),
+        )
+        .unwrap();
+        assert_eq!(shown.kind.as_deref(), Some("person"));
+        assert_eq!(shown.title["fr"], "Awa Diop");
         // A change to a record the server holds names its kind too.
         let changes = batch(
             &doc,
