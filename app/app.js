@@ -416,8 +416,9 @@ function batchChanges(q) {
       }
       const record = recordOf(q.doc_id);
       // A refused new record was never kept: the server says what it is.
-      const kind = kindOf(q.doc_id) ?? batch.kind;
-      const unknown = !kindOf(q.doc_id) && STRINGS.en[`kind.${batch.kind}`];
+      const here = kindOf(q.doc_id);
+      const kind = here ?? batch.kind;
+      const unknown = !here && STRINGS.en[`kind.${batch.kind}`];
       fill(body,
         unknown ? h("p", { class: "new-record" }, pieces(app.lang, "batchNewRecord", { kind: tr(`kind.${batch.kind}`), title: words(pick(batch.title, app.lang) || "—") }, (v) => v)) : null,
         h("dl", {}, batch.changes.flatMap((c) => fieldChange(kind, c, record))));

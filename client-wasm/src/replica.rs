@@ -967,7 +967,6 @@ fn spliced(edits: &[Edit]) -> Option<Vec<String>> {
         let Edit::SpliceText { path, .. } = edit else {
             return None;
         };
-
         if !paths.contains(path) {
             paths.push(path.clone());
         }
@@ -1054,19 +1053,19 @@ impl CallerText {
     }
 }
 
-/// Loads `chunks` into `doc` one at a time, skipping those that do not
-/// load; returns their index in `chunks` and why.
 /// Whether every change `chunk` holds is applied in `doc`; a saved
 /// document's changes are, as it loads whole or not at all.
 fn all_applied(doc: &Automerge, chunk: &[u8]) -> bool {
     twinsync_shared::record::chunks(chunk).all(|(kind, bytes)| {
-        kind == 0
+        kind == twinsync_shared::record::DOCUMENT_CHUNK
             || bytes
                 .and_then(|b| automerge::Change::from_bytes(b.to_vec()).ok())
                 .is_none_or(|change| doc.get_change_meta_by_hash(&change.hash()).is_some())
     })
 }
 
+/// Loads `chunks` into `doc` one at a time, skipping those that do not
+/// load; returns their index in `chunks` and why.
 fn load_each(doc: &mut Automerge, chunks: &[Vec<u8>]) -> Vec<(usize, String)> {
     let mut bad = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {

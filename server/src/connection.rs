@@ -132,6 +132,13 @@ impl Session {
         }
     }
 
+    /// The peer that joined on this socket, to address an `error` to.
+    fn joined_peer(&self) -> PeerId {
+        self.joined
+            .as_ref()
+            .map_or_else(|| PeerId::new(""), |j| j.peer_id.clone())
+    }
+
     /// Counts an ephemeral message of `bytes` against this second's share;
     /// `false` if it goes past it. The first one past in a second is told
     /// so; the rest are dropped, as ephemeral messages may be.
@@ -153,14 +160,10 @@ impl Session {
             return true;
         }
         if !std::mem::replace(&mut share.told, true) {
-            let target_id = self
-                .joined
-                .as_ref()
-                .map_or_else(|| PeerId::new(""), |j| j.peer_id.clone());
             let msg = Message::Error {
                 refusal: None,
                 sender_id: self.hub.server_id.clone(),
-                target_id,
+                target_id: self.joined_peer(),
                 message: format!(
                     "ephemeral messages past {most} or {most_bytes} bytes a second are not relayed"
                 ),
@@ -352,13 +355,9 @@ impl Session {
                     ) => {
                         self.hub.metrics.records_too_large.inc();
                         warn!(doc_id = %document_id, error = %e, "sync message over the frame limit; refused");
-                        let target_id = self
-                            .joined
-                            .as_ref()
-                            .map_or_else(|| PeerId::new(""), |j| j.peer_id.clone());
                         let msg = Message::Error {
                             sender_id: self.hub.server_id.clone(),
-                            target_id,
+                            target_id: self.joined_peer(),
                             message: format!(
                                 "your changes to record {document_id} were refused: {e}; they were not stored or relayed and stay on your device"
                             ),

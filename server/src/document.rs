@@ -303,31 +303,20 @@ impl DocTask {
     /// [`run`], so that what loading holds is not part of the task's
     /// future for as long as the document stays loaded.
     async fn load(hub: Arc<Hub>, id: DocumentId) -> DocTask {
-        let (doc, chunks, stored_bytes, snapshots, creator, broken) = match read_stored(&hub, id)
-            .await
-        {
-            Ok(stored) => {
-                let (doc, chunks) = stored.found.unwrap_or_else(|| (new_document(), Vec::new()));
-                (
-                    doc,
-                    chunks,
-                    stored.bytes,
-                    stored.snapshots,
-                    stored.creator,
-                    None,
-                )
-            }
+        let (stored, broken) = match read_stored(&hub, id).await {
+            Ok(stored) => (stored, None),
             Err(e) => {
                 error!(doc_id = %id, error = %e, "cannot load document");
                 hub.metrics.storage_errors.inc();
-                let why = Some(e.public_reason().to_owned());
-                (new_document(), Vec::new(), 0, 0, None, why)
+                (Stored::default(), Some(e.public_reason().to_owned()))
             }
         };
+        let appends_since_compaction = stored.appends_owed(hub.settings.compact_chunks);
+        let (doc, chunks) = stored.found.unwrap_or_else(|| (new_document(), Vec::new()));
         let current = read_document(&doc);
         DocTask {
             current,
-            creator,
+            creator: stored.creator,
             sync: DocSync::new(id)
                 .with_max_ops(hub.settings.max_ops_per_message)
                 .relaying(),
@@ -339,17 +328,10 @@ impl DocTask {
             // the first sync loads it again.
             retried: broken.as_ref().map(|_| Instant::now()),
             broken,
-            // Two saved documents count twice against the record's size
-            // limit, which could then refuse every append, and with them
-            // the compaction they would start: folded at once instead.
-            appends_since_compaction: if snapshots > 1 {
-                hub.settings.compact_chunks
-            } else {
-                0
-            },
+            appends_since_compaction,
             chunks: Arc::new(Mutex::new(chunks)),
             compacting: Arc::new(AtomicBool::new(false)),
-            stored_bytes: Arc::new(AtomicU64::new(stored_bytes)),
+            stored_bytes: Arc::new(AtomicU64::new(stored.bytes)),
         }
     }
 }
@@ -386,8 +368,8 @@ pub fn send_or_cut(
 /// The most commands a document task handles before it answers.
 const MAX_UNANSWERED: usize = 64;
 
-/// Runs blocking store work off the async threads.
 /// A record as stored, with what its task keeps beside it.
+#[derive(Default)]
 struct Stored {
     /// The document and the ids of the chunks it was built from; none if
     /// nothing is stored yet.
@@ -396,6 +378,20 @@ struct Stored {
     /// Saved documents among the chunks (see [`crate::store::ChunkStats`]).
     snapshots: u64,
     creator: Option<String>,
+}
+
+impl Stored {
+    /// The appends to count as made since the last compaction: enough for
+    /// one at once when the record holds two saved documents, which count
+    /// twice against its size limit and could then refuse every append,
+    /// and with them the compaction they would start.
+    fn appends_owed(&self, compact_chunks: u64) -> u64 {
+        if self.snapshots > 1 {
+            compact_chunks
+        } else {
+            0
+        }
+    }
 }
 
 /// Reads a record for its task: the creator with the document, so that a
@@ -417,6 +413,7 @@ async fn read_stored(hub: &Hub, id: DocumentId) -> Result<Stored, StoreError> {
     .await
 }
 
+/// Runs blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

@@ -415,8 +415,8 @@ pub fn load_chunks(chunks: &[Vec<u8>]) -> Result<Automerge, automerge::Automerge
     )
 }
 
-/// The chunk type byte of a saved document.
-const DOCUMENT_CHUNK: u8 = 0;
+/// The chunk type byte of a saved document (see [`chunks`]).
+pub const DOCUMENT_CHUNK: u8 = 0;
 
 /// Applies received Automerge bytes (changes, or a saved document) to
 /// `doc`, as `load_incremental` does. A peer that lacks over a third of a

@@ -67,21 +67,21 @@ impl DocTask {
         }
         self.retried = Some(std::time::Instant::now());
         match read_stored(&self.hub, self.id).await {
-            Ok(Stored {
-                found,
-                bytes,
-                snapshots,
-                creator,
-            }) => {
+            Ok(stored) => {
+                let owed = stored.appends_owed(self.hub.settings.compact_chunks);
+                let Stored {
+                    found,
+                    bytes,
+                    creator,
+                    ..
+                } = stored;
                 let (doc, chunks) = found.unwrap_or_else(|| (new_document(), Vec::new()));
                 info!(doc_id = %self.id, "record readable again");
                 self.current = read_document(&doc);
                 self.doc = doc;
                 *lock(&self.chunks) = chunks;
                 self.stored_bytes.store(bytes, Ordering::Relaxed);
-                if snapshots > 1 {
-                    self.appends_since_compaction = self.hub.settings.compact_chunks;
-                }
+                self.appends_since_compaction = self.appends_since_compaction.max(owed);
                 self.creator = creator;
                 self.broken = None;
                 self.retried = None;

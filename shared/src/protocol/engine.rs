@@ -153,9 +153,15 @@ struct Peer {
     reset_from_shared: Option<Vec<ChangeHash>>,
 }
 
-/// What a batch changes of one peer, kept aside until the whole batch is
-/// in: its sync state, `requested`, `trim` and `reset_from_shared`.
-type PeerDraft = (sync::State, bool, Trim, Option<Vec<ChangeHash>>);
+/// What a batch changes of one [`Peer`], kept aside until the whole batch
+/// is in: the fields of the same names.
+#[derive(Default)]
+struct PeerDraft {
+    state: sync::State,
+    requested: bool,
+    trim: Trim,
+    reset_from_shared: Option<Vec<ChangeHash>>,
+}
 
 /// The changes a document took in through the engine since the last
 /// [`DocSync::generate`], for relaying them as they came.
@@ -568,20 +574,22 @@ impl DocSync {
             let heads = scratch.get_heads();
             let mut states: BTreeMap<&PeerId, PeerDraft> = BTreeMap::new();
             for ((incoming, message), brought) in batch.iter().zip(messages).zip(&brought) {
-                let (state, requested, trim, tried) =
-                    states.entry(incoming.from).or_insert_with(|| {
-                        self.peers
-                            .get(incoming.from)
-                            .map(|p| {
-                                (
-                                    p.state.clone(),
-                                    p.requested,
-                                    p.trim,
-                                    p.reset_from_shared.clone(),
-                                )
-                            })
-                            .unwrap_or_default()
-                    });
+                let PeerDraft {
+                    state,
+                    requested,
+                    trim,
+                    reset_from_shared,
+                } = states.entry(incoming.from).or_insert_with(|| {
+                    self.peers
+                        .get(incoming.from)
+                        .map(|p| PeerDraft {
+                            state: p.state.clone(),
+                            requested: p.requested,
+                            trim: p.trim,
+                            reset_from_shared: p.reset_from_shared.clone(),
+                        })
+                        .unwrap_or_default()
+                });
                 if incoming.is_request {
                     *requested = true;
                 }
@@ -595,7 +603,7 @@ impl DocSync {
                 // some of which Automerge 0.12 asserts on.
                 refuse_panics(|| receive_applied(scratch, state, message, trim)).ok()?;
                 if reset && self.relaying {
-                    *tried = answer_from_their_heads(scratch, state, tried);
+                    *reset_from_shared = answer_from_their_heads(scratch, state, reset_from_shared);
                 }
             }
             // A chunk that fails to parse ends Automerge's load quietly, so
@@ -611,12 +619,12 @@ impl DocSync {
         if let Some(scratch) = copy {
             *doc = scratch;
         }
-        for (peer_id, (state, requested, trim, tried)) in states {
+        for (peer_id, draft) in states {
             let peer = self.peers.entry(peer_id.clone()).or_default();
-            peer.state = state;
-            peer.requested = requested;
-            peer.trim = trim;
-            peer.reset_from_shared = tried;
+            peer.state = draft.state;
+            peer.requested = draft.requested;
+            peer.trim = draft.trim;
+            peer.reset_from_shared = draft.reset_from_shared;
             peer.wanted.retain(|h, _| !holds(doc, h));
             self.dirty.insert(peer_id.clone());
         }
