@@ -142,6 +142,10 @@ impl ChunkStats {
     }
 }
 
+/// The most the WAL file keeps on disk after a checkpoint; SQLite's own
+/// checkpoints start at about 4 MiB.
+const WAL_KEPT_BYTES: i64 = 16 << 20;
+
 #[derive(Clone, Debug)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
@@ -156,6 +160,10 @@ impl Store {
         // FULL: a transaction is durable when commit returns, even on power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // A reader that holds a snapshot for long (`twinsync backup`) keeps
+        // checkpoints from restarting the WAL, which grows meanwhile; once
+        // it can restart, the file is cut back rather than kept at its peak.
+        conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)?;
         schema::migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -729,6 +737,42 @@ mod tests {
             );
             assert_eq!(store.creator_device(DocumentId::random()).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn the_wal_is_cut_back_once_a_long_reader_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinsync.db");
+        let store = Store::open(&path).unwrap();
+        let wal = dir.path().join("twinsync.db-wal");
+        let write = |blocks: usize| {
+            let conn = store.conn();
+            conn.execute_batch("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+                .unwrap();
+            for _ in 0..blocks {
+                conn.execute("INSERT INTO filler VALUES (randomblob(65536))", [])
+                    .unwrap();
+            }
+        };
+        write(1);
+        // A backup's read transaction: no checkpoint can restart the WAL.
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM filler", [], |r| r.get(0))
+            .unwrap();
+        write(600);
+        let peak = std::fs::metadata(&wal).unwrap().len();
+        assert!(peak > 32 << 20, "the WAL grew to only {peak} bytes");
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        // The next checkpoints run to the end, and a write restarts the WAL.
+        write(100);
+        let after = std::fs::metadata(&wal).unwrap().len();
+        assert!(
+            after <= WAL_KEPT_BYTES as u64 + (1 << 20),
+            "the WAL stayed at {after} bytes after the reader left (peak {peak})"
+        );
     }
 
     #[test]
