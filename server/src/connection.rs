@@ -26,7 +26,7 @@ use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
 use crate::auth::{Device, Windows, whole_seconds};
-use crate::document::{DocCommand, PeerLink, Queued, send_or_cut};
+use crate::document::{DocCommand, PeerLink, Queued, send_or_cut, session_key};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::outbox::{Outbox, outbox};
 use crate::permissions::{TOO_LARGE, TOO_MANY_OPEN, UNREADABLE, Why};
@@ -58,6 +58,9 @@ struct Session {
     conn: u64,
     device: Arc<Device>,
     joined: Option<Joined>,
+    /// The joined peer's key (`document::session_key`), which the hub and
+    /// the records' tasks know it by.
+    key: PeerId,
     /// Who sent the `join` being answered, until it is accepted: a refusal
     /// is addressed to them, as the official server addresses it.
     greeted: Option<PeerId>,
@@ -119,6 +122,7 @@ impl Session {
             conn,
             device: Arc::new(device),
             joined: None,
+            key: PeerId::new(""),
             greeted: None,
             docs: HashSet::new(),
             waiting: HashSet::new(),
@@ -396,9 +400,9 @@ impl Session {
             let (joined, reply) = handshake::accept(&msg, &self.hub.server_id, &ours)
                 .map_err(|e| Fatal(e.to_string()))?;
             tracing::Span::current().record("peer_id", tracing::field::display(&joined.peer_id));
+            let key = session_key(&self.device.id, &joined.peer_id);
             self.hub
-                .register_session(&joined.peer_id, self.conn, &self.device, self.kill.clone())
-                .map_err(|e| Fatal(e.to_string()))?;
+                .register_session(&key, self.conn, &self.device, self.kill.clone());
             // The device may have been revoked, or its rights changed,
             // since the upgrade; read it again now that the session is
             // registered, so a revocation or change is seen either here or
@@ -409,21 +413,20 @@ impl Session {
             match fresh {
                 Ok(Ok(Some(device))) => {
                     if device.is_revoked() && !self.device.is_revoked() {
-                        self.hub.unregister_session(&joined.peer_id, self.conn);
+                        self.hub.unregister_session(&key, self.conn);
                         return Err(Fatal(
                             "this device was revoked; reconnect to hand in unsynced changes".into(),
                         ));
                     }
-                    self.hub
-                        .refresh_session(&joined.peer_id, self.conn, device.rights);
+                    self.hub.refresh_session(&key, self.conn, device.rights);
                     self.device = Arc::new(device);
                 }
                 Ok(Ok(None)) => {
-                    self.hub.unregister_session(&joined.peer_id, self.conn);
+                    self.hub.unregister_session(&key, self.conn);
                     return Err(Fatal("this device no longer exists".into()));
                 }
                 _ => {
-                    self.hub.unregister_session(&joined.peer_id, self.conn);
+                    self.hub.unregister_session(&key, self.conn);
                     return Err(Fatal(
                         "the server cannot check this device right now".into(),
                     ));
@@ -431,6 +434,7 @@ impl Session {
             }
             let _ = out.try_send(reply.encode());
             self.joined = Some(joined);
+            self.key = key;
             return Ok(());
         };
         if msg.sender_id() != &joined.peer_id {
@@ -452,6 +456,7 @@ impl Session {
         }
         let link = PeerLink {
             peer_id: joined.peer_id.clone(),
+            key: self.key.clone(),
             conn: self.conn,
             storage_id: joined
                 .metadata
@@ -552,7 +557,7 @@ impl Session {
                     self.waiting.remove(&doc);
                     self.hub.stop_waiting(doc, self.conn);
                     let leave = DocCommand::Leave {
-                        peer_id,
+                        key: peer.key.clone(),
                         conn: self.conn,
                     };
                     self.hub.send_if_loaded(doc, leave).await;
@@ -1035,7 +1040,9 @@ impl Session {
     }
 
     async fn leave(&mut self) {
-        let Some(joined) = &self.joined else { return };
+        if self.joined.is_none() {
+            return;
+        }
         // A record this peer waited for may have reached a task since,
         // which took the peer in: it leaves that task too.
         for doc in self.waiting.drain() {
@@ -1047,13 +1054,13 @@ impl Session {
                 .send_if_loaded(
                     doc,
                     DocCommand::Leave {
-                        peer_id: joined.peer_id.clone(),
+                        key: self.key.clone(),
                         conn: self.conn,
                     },
                 )
                 .await;
         }
-        self.hub.unregister_session(&joined.peer_id, self.conn);
+        self.hub.unregister_session(&self.key, self.conn);
     }
 }
 

@@ -32,7 +32,14 @@ mod upkeep;
 /// stays fired once fired: nothing it sends after is taken in.
 #[derive(Clone, Debug)]
 pub struct PeerLink {
+    /// The id the peer joined with, as its frames name it.
     pub peer_id: PeerId,
+    /// How this server tells peers apart: the device and the id it joined
+    /// with ([`session_key`]). Peer ids are chosen by clients and seen by
+    /// others (in `/api/changes`, as the sender of ephemeral messages), so
+    /// a device that joins with another's id gets a session, sync states
+    /// and relays of its own, and never takes the other's.
+    pub key: PeerId,
     pub conn: u64,
     /// Storage id of a peer whose sync state is worth keeping.
     pub storage_id: Option<StorageId>,
@@ -40,6 +47,12 @@ pub struct PeerLink {
     pub kill: CancellationToken,
     /// The device the connection signed in as.
     pub device: Arc<Device>,
+}
+
+/// A peer's key: its device's id, which is alphanumeric (`auth::Secret`),
+/// a slash, and the id it joined with.
+pub fn session_key(device: &str, peer: &PeerId) -> PeerId {
+    PeerId::new(format!("{device}/{peer}"))
 }
 
 #[derive(Debug)]
@@ -54,7 +67,7 @@ pub enum DocCommand {
     /// An ephemeral message to relay to the document's other peers.
     Ephemeral { peer: PeerLink, msg: Message },
     /// A peer's connection closed.
-    Leave { peer_id: PeerId, conn: u64 },
+    Leave { key: PeerId, conn: u64 },
     /// Leave memory if idle.
     Evict,
     /// A coordinator accepted quarantined changes: apply them as the
@@ -139,7 +152,7 @@ pub async fn run(
     for peer in waiters {
         if !peer.out.is_closed() {
             Box::pin(t.join(&peer)).await;
-            t.sync.told_unavailable(&peer.peer_id);
+            t.sync.told_unavailable(&peer.key);
         }
     }
     let idle = hub.settings.idle_evict();
@@ -191,12 +204,12 @@ pub async fn run(
                     continue;
                 }
                 // A peer whose sync goes to the next task leaves it too.
-                Some(DocCommand::Leave { peer_id, conn }) => {
-                    let joins = handed.iter().any(
-                        |c| matches!(c, DocCommand::Sync { peer, .. } if peer.peer_id == peer_id),
-                    );
+                Some(DocCommand::Leave { key, conn }) => {
+                    let joins = handed
+                        .iter()
+                        .any(|c| matches!(c, DocCommand::Sync { peer, .. } if peer.key == key));
                     if joins {
-                        handed.push(DocCommand::Leave { peer_id, conn });
+                        handed.push(DocCommand::Leave { key, conn });
                     }
                     continue;
                 }
@@ -259,7 +272,7 @@ pub async fn run(
             }) => {
                 let _ = reply.send(Box::pin(t.accept(&changes, &peer_id, &device_id)).await);
             }
-            Some(DocCommand::Leave { peer_id, conn }) => Box::pin(t.on_leave(&peer_id, conn)).await,
+            Some(DocCommand::Leave { key, conn }) => Box::pin(t.on_leave(&key, conn)).await,
             // A record with commands waiting stays: handing them to the next
             // task could put them after what their peers send next.
             // Nor does one compacting: a new task would load the chunks
@@ -504,7 +517,7 @@ impl DocTask {
     async fn join(&mut self, peer: &PeerLink) {
         if self
             .peers
-            .get(&peer.peer_id)
+            .get(&peer.key)
             .is_some_and(|p| p.conn == peer.conn)
         {
             return;
@@ -523,8 +536,8 @@ impl DocTask {
                 Err(e) => warn!(doc_id = %self.id, error = %e, "cannot load sync state"),
             }
         }
-        self.sync.add_peer(peer.peer_id.clone(), state);
-        self.peers.insert(peer.peer_id.clone(), peer.clone());
+        self.sync.add_peer(peer.key.clone(), state);
+        self.peers.insert(peer.key.clone(), peer.clone());
     }
 
     /// Answers every peer once for the sync messages received at
@@ -543,17 +556,21 @@ impl DocTask {
     fn flush(&mut self) {
         let messages = self.sync.generate(&self.doc, &self.hub.server_id);
         let mut dropped = Vec::new();
-        for msg in messages {
-            let target = match &msg {
-                Message::Sync { target_id, .. }
-                | Message::Request { target_id, .. }
-                | Message::DocUnavailable { target_id, .. } => target_id.clone(),
-                _ => continue,
+        for mut msg in messages {
+            // The engine names peers by their keys; the frame, by the id
+            // the peer joined with.
+            let (Message::Sync { target_id, .. }
+            | Message::Request { target_id, .. }
+            | Message::DocUnavailable { target_id, .. }) = &mut msg
+            else {
+                continue;
             };
-            if let Some(peer) = self.peers.get(&target)
-                && !self.send(peer, &msg)
-            {
-                dropped.push(target);
+            let Some(peer) = self.peers.get(&*target_id) else {
+                continue;
+            };
+            let key = std::mem::replace(target_id, peer.peer_id.clone());
+            if !self.send(peer, &msg) {
+                dropped.push(key);
             }
         }
         for peer in dropped {
@@ -607,7 +624,7 @@ impl DocTask {
         let targets: Vec<PeerLink> = self
             .peers
             .values()
-            .filter(|p| p.peer_id != from.peer_id)
+            .filter(|p| p.key != from.key)
             .cloned()
             .collect();
         for peer in targets {
@@ -641,15 +658,15 @@ impl DocTask {
         }
     }
 
-    async fn on_leave(&mut self, peer_id: &PeerId, conn: u64) {
-        if self.peers.get(peer_id).is_none_or(|p| p.conn != conn) {
+    async fn on_leave(&mut self, key: &PeerId, conn: u64) {
+        if self.peers.get(key).is_none_or(|p| p.conn != conn) {
             return;
         }
         let kept = self
             .peers
-            .get(peer_id)
+            .get(key)
             .and_then(|p| Some((p.storage_id.clone()?, p.device.id.clone())));
-        if let Some(state) = self.remove_peer(peer_id)
+        if let Some(state) = self.remove_peer(key)
             && let Some((sid, device)) = kept
         {
             let (store, id, bytes) = (self.hub.store.clone(), self.id, state.encode());
@@ -660,16 +677,16 @@ impl DocTask {
         }
     }
 
-    fn remove_peer(&mut self, peer_id: &PeerId) -> Option<State> {
-        self.peers.remove(peer_id);
-        self.sync.remove_peer(peer_id)
+    fn remove_peer(&mut self, key: &PeerId) -> Option<State> {
+        self.peers.remove(key);
+        self.sync.remove_peer(key)
     }
 
     async fn store_sync_states(&mut self) {
         let peers: Vec<(PeerId, u64)> = self
             .peers
             .values()
-            .map(|p| (p.peer_id.clone(), p.conn))
+            .map(|p| (p.key.clone(), p.conn))
             .collect();
         for (peer, conn) in peers {
             self.on_leave(&peer, conn).await;

@@ -90,6 +90,7 @@ struct SessionEntry {
 /// own device's peers, not at every session on the server.
 #[derive(Debug, Default)]
 struct Sessions {
+    /// By each peer's key (`document::session_key`), which holds its device.
     by_peer: HashMap<PeerId, SessionEntry>,
     /// Each device's peers by connection, oldest first. Holds a
     /// `(device, conn, peer)` exactly when `by_peer` maps that peer to that
@@ -161,11 +162,6 @@ pub enum SignInError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
-
-/// A peer id that another device already uses.
-#[derive(Debug, thiserror::Error)]
-#[error("peer id `{0}` is in use by another device")]
-pub struct PeerTaken(pub PeerId);
 
 /// Whether a message may create a document the server does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,25 +401,23 @@ impl Hub {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers a connection for `peer` of `device`; an older connection
-    /// of the same peer is told to close (a reconnecting client replaces its
-    /// old socket). A peer id held by another device is refused, so no
-    /// device can push another off the server.
+    /// Registers a connection for the peer keyed `peer` (its
+    /// [`session_key`](crate::document::session_key)) of `device`; an older
+    /// connection of the same peer is told to close (a reconnecting client
+    /// replaces its old socket). The key holds the device, so a device that
+    /// joins with another's peer id pushes no one off the server.
     pub fn register_session(
         &self,
         peer: &PeerId,
         conn: u64,
         device: &Device,
         kill: CancellationToken,
-    ) -> Result<(), PeerTaken> {
+    ) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = sessions.get(peer) {
-            if old.device != device.id {
-                return Err(PeerTaken(peer.clone()));
-            }
-            if old.conn != conn {
-                old.kill.cancel();
-            }
+        if let Some(old) = sessions.get(peer)
+            && old.conn != conn
+        {
+            old.kill.cancel();
         }
         // Past the device's cap, its oldest other peer makes way: a phone
         // reconnecting over a dead network leaves sockets the server has
@@ -458,7 +452,6 @@ impl Hub {
                 kill,
             },
         );
-        Ok(())
     }
 
     pub fn unregister_session(&self, peer: &PeerId, conn: u64) {
@@ -613,7 +606,7 @@ impl Hub {
             let peers = waiting.entry(doc).or_default();
             // A peer asking again waits once.
             let before = peers.len();
-            peers.retain(|p| p.peer_id != peer.peer_id);
+            peers.retain(|p| p.key != peer.key);
             self.metrics
                 .waiting_peers
                 .add(1 - (before - peers.len()) as i64);

@@ -108,7 +108,7 @@ impl DocTask {
         let incoming: Vec<Incoming<'_>> = batch
             .iter()
             .map(|s| Incoming {
-                from: &s.peer.peer_id,
+                from: &s.peer.key,
                 data: &s.data,
                 is_request: s.is_request,
             })
@@ -224,7 +224,7 @@ impl DocTask {
                 self.hub.metrics.storage_errors.inc();
                 let mut told = std::collections::HashSet::new();
                 for (sync, hashes) in batch.iter().zip(&brought) {
-                    if hashes.is_empty() || !told.insert(sync.peer.peer_id.clone()) {
+                    if hashes.is_empty() || !told.insert(sync.peer.key.clone()) {
                         continue;
                     }
                     self.drop_unstored(&sync.peer, &e);
@@ -250,7 +250,7 @@ impl DocTask {
         );
         self.refusal_to(peer, message, NOT_STORED, "/", None);
         peer.kill.cancel();
-        self.remove_peer(&peer.peer_id);
+        self.remove_peer(&peer.key);
     }
 
     /// Applies one peer's sync message. The answers wait for [`super::run`]'s
@@ -274,7 +274,7 @@ impl DocTask {
         let growth = data.len() as u64;
         let received = self.sync.receive_checked(
             &mut self.doc,
-            &peer.peer_id,
+            &peer.key,
             data,
             is_request,
             |scratch, new| {
@@ -355,7 +355,7 @@ impl DocTask {
                     format!("sync message for document {} refused: {e}", self.id),
                 );
                 peer.kill.cancel();
-                self.remove_peer(&peer.peer_id);
+                self.remove_peer(&peer.key);
                 return;
             }
             Err(Checked::Rejected(Denied::Refused(refusal, changes, hashes))) => {

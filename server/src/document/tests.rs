@@ -110,6 +110,7 @@ fn replica(name: &str, role: Role, base: &Automerge) -> Replica {
     Replica {
         link: PeerLink {
             peer_id: PeerId::new(name),
+            key: session_key(name, &PeerId::new(name)),
             conn: 1,
             storage_id: None,
             out,
@@ -729,8 +730,7 @@ fn only_sockets_signed_in_under_older_rights_are_closed() {
             1 + peer.len() as u64,
             device,
             kill.clone(),
-        )
-        .unwrap();
+        );
         kill
     };
     let before = sign_in("old", &moved);
