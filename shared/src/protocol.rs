@@ -56,6 +56,7 @@ pub mod handshake;
 mod lineage;
 pub mod weight;
 pub mod wire;
+mod withheld;
 
 pub use engine::{
     Batch, DocSync, Incoming, MAX_HAVES, Received, SyncError, Trim, admit_new_changes, ops_in_sync,

@@ -5,8 +5,10 @@
 
 use automerge::sync::{BloomFilter, State, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ReadDoc};
+use automerge::{ActorId, AutoCommit, Automerge, Change, ChangeHash, ReadDoc};
+use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{DocSync, Message};
+use twinsync_shared::record::{DOCUMENT_CHUNK, chunks};
 use twinsync_shared::{DocumentId, PeerId};
 
 /// A record the engine holds with `others` actors' edits on top of a
@@ -215,4 +217,196 @@ fn a_reset_from_a_phone_lacking_the_stored_shared_heads_converges() {
         }
     }
     assert_eq!(ours.get_heads(), theirs.get_heads(), "the exchange stalled");
+}
+
+/// Whether sync message `m` carries the change `hash`, alone or inside a
+/// saved document.
+fn carries(m: &automerge::sync::Message, hash: &ChangeHash) -> bool {
+    m.changes.iter().any(|entry| {
+        chunks(entry).any(|(kind, chunk)| match chunk {
+            Some(c) if kind == DOCUMENT_CHUNK => {
+                Automerge::load(c).is_ok_and(|d| d.get_change_meta_by_hash(hash).is_some())
+            }
+            Some(c) => Change::from_bytes(c.to_vec()).is_ok_and(|c| c.hash() == *hash),
+            None => false,
+        })
+    })
+}
+
+/// A delegate and the engine, which refuses every payload that would apply
+/// `refused`, as the server quarantines a change its rules forbid.
+struct Refusing {
+    sync: DocSync,
+    ours: Automerge,
+    theirs: Automerge,
+    their_state: State,
+    them: PeerId,
+    refused: Option<ChangeHash>,
+    /// The delegate's payloads that carried `refused`.
+    sent: usize,
+    /// Checks that saw `refused` among the changes new to the engine.
+    checked: usize,
+    /// Messages either side sent.
+    messages: usize,
+}
+
+impl Refusing {
+    fn new(seed: u8) -> Self {
+        let (ours, theirs) = record_and_delegate(seed, 2, 0);
+        let them = PeerId::new("delegate");
+        let mut sync = DocSync::new(DocumentId::random()).relaying();
+        sync.add_peer(them.clone(), State::new());
+        let mut x = Self {
+            sync,
+            ours,
+            theirs,
+            their_state: State::new(),
+            them,
+            refused: None,
+            sent: 0,
+            checked: 0,
+            messages: 0,
+        };
+        for _ in 0..10 {
+            x.round();
+        }
+        assert_eq!(x.ours.get_heads(), x.theirs.get_heads(), "in sync to start");
+        x
+    }
+
+    /// The delegate says what it has to say; the engine takes it in and
+    /// answers. Whether anything was said.
+    fn round(&mut self) -> bool {
+        let mut said = false;
+        if let Some(m) = self.theirs.generate_sync_message(&mut self.their_state) {
+            said = true;
+            self.messages += 1;
+            let refused = self.refused;
+            if refused.is_some_and(|q| carries(&m, &q)) {
+                self.sent += 1;
+            }
+            let checked = &mut self.checked;
+            let result = self.sync.receive_checked(
+                &mut self.ours,
+                &self.them,
+                &m.encode(),
+                false,
+                |_: &Automerge, new: &[ChangeHash]| {
+                    if refused.is_some_and(|q| new.contains(&q)) {
+                        *checked += 1;
+                        Err(())
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
+            if let Err(Checked::Sync(e)) = result {
+                panic!("the engine refused a sync message: {e}");
+            }
+        }
+        if let Some(m) = to(
+            self.sync.generate(&self.ours, &PeerId::new("server")),
+            &self.them,
+        ) {
+            said = true;
+            self.messages += 1;
+            self.theirs
+                .receive_sync_message(&mut self.their_state, m)
+                .unwrap();
+        }
+        said
+    }
+
+    /// The delegate's next change.
+    fn delegate_puts(&mut self, key: &str, value: i64) -> ChangeHash {
+        let mut tx = self.theirs.transaction();
+        tx.put(automerge::ROOT, key, value).unwrap();
+        tx.commit().0.unwrap()
+    }
+
+    /// Another writer's change, taken in by the server.
+    fn server_puts(&mut self, value: i64) {
+        let mut tx = self.ours.transaction();
+        tx.put(automerge::ROOT, "s", value).unwrap();
+        tx.commit();
+    }
+
+    /// The server's changes the delegate lacks.
+    fn delegate_lacks(&self) -> usize {
+        self.ours
+            .get_changes_meta(&[])
+            .iter()
+            .filter(|c| self.theirs.get_change_meta_by_hash(&c.hash).is_none())
+            .count()
+    }
+}
+
+/// A delegate's change refused, and the delegate typing on: each later
+/// change builds on it and cannot apply without it. The engine must not make
+/// the delegate send it again (a reset, a need, a filter lacking it), nor
+/// have it checked and quarantined again, while the server's own changes
+/// still reach the delegate and the exchange goes quiet.
+#[test]
+fn a_refused_change_is_sent_and_checked_once_however_long_its_author_types_on() {
+    const EDITS: i64 = 12;
+    let mut x = Refusing::new(3);
+    let q = x.delegate_puts("q", 0);
+    x.refused = Some(q);
+    for _ in 0..4 {
+        x.round();
+    }
+    assert_eq!((x.sent, x.checked), (1, 1), "q itself, refused once");
+    for i in 1..=EDITS {
+        x.delegate_puts("d", i);
+        if i % 4 == 0 {
+            x.server_puts(i);
+        }
+        for _ in 0..6 {
+            x.round();
+        }
+    }
+    assert_eq!(x.sent, 1, "payloads that carried the refused change");
+    assert_eq!(x.checked, 1, "checks that saw the refused change");
+    assert!(x.ours.get_change_meta_by_hash(&q).is_none(), "q stays out");
+    assert!(
+        x.ours.get_missing_deps(&[]).is_empty(),
+        "nothing waits queued"
+    );
+    assert_eq!(
+        x.delegate_lacks(),
+        0,
+        "the server's changes reach the delegate"
+    );
+    assert!(!x.round() && !x.round(), "the exchange goes quiet");
+}
+
+/// The refused change accepted later, as `DocTask::accept` applies a
+/// quarantined batch (outside the engine): what its author built on it
+/// since reaches the engine, checked as any change is.
+#[test]
+fn changes_built_on_a_refused_change_arrive_once_it_is_accepted() {
+    let mut x = Refusing::new(5);
+    let q = x.delegate_puts("q", 0);
+    x.refused = Some(q);
+    for i in 1..=6 {
+        x.delegate_puts("d", i);
+        for _ in 0..6 {
+            x.round();
+        }
+    }
+    let accepted = x.theirs.get_change_by_hash(&q).unwrap();
+    x.ours.apply_changes([accepted]).unwrap();
+    for _ in 0..10 {
+        x.round();
+    }
+    assert_eq!(
+        x.ours.get_heads(),
+        x.theirs.get_heads(),
+        "the later changes arrived"
+    );
+    assert!(
+        x.ours.get_missing_deps(&[]).is_empty(),
+        "nothing waits queued"
+    );
+    assert!(!x.round() && !x.round(), "the exchange goes quiet");
 }

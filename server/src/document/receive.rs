@@ -327,7 +327,14 @@ impl DocTask {
             },
         );
         let received = match received {
-            Ok(r) => r,
+            Ok(r) => {
+                if !r.withheld.is_empty() {
+                    // They wait on the phone with the refused change, and
+                    // come in once a coordinator accepts it.
+                    tracing::info!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, withheld = r.withheld.len(), "changes building on refused ones withheld");
+                }
+                r
+            }
             // Well formed, but more ops than one message may carry: refused
             // unread, as a change past the record's limits is, and the
             // socket stays. Cut, the device would send it again at each

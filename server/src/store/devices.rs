@@ -559,19 +559,65 @@ impl Store {
         if let Some(id) = existing {
             return Ok(id);
         }
+        // The device's pending batches of this record: one holding all of
+        // these changes already covers them; one these changes hold all of
+        // grows into them. A phone sends a refused change again with what
+        // it typed since (after a reconnection), and the coordinator then
+        // judges one batch, the whole of it, rather than one a connection.
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, hashes, length(changes) FROM quarantine
+             WHERE doc_id = ?1 AND device_id = ?2 AND status = 'pending'",
+        )?;
+        let rows = stmt.query_map(params![refused.doc.to_string(), refused.device_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let ours: std::collections::BTreeSet<&str> =
+            refused.hashes.iter().map(String::as_str).collect();
+        let mut grows = None;
+        for row in rows {
+            let (id, held, bytes) = row?;
+            let held: std::collections::BTreeSet<&str> = held.split(',').collect();
+            if ours.is_subset(&held) {
+                return Ok(id);
+            }
+            if grows.is_none() && held.is_subset(&ours) {
+                grows = Some((id, bytes.max(0) as u64));
+            }
+        }
+        drop(stmt);
         let pending: i64 = conn.query_row(
             "SELECT COALESCE(SUM(length(changes)), 0) FROM quarantine
              WHERE device_id = ?1 AND status = 'pending'",
             [refused.device_id],
             |r| r.get(0),
         )?;
-        let pending = pending.max(0) as u64;
+        let pending = (pending.max(0) as u64).saturating_sub(grows.map_or(0, |(_, b)| b));
         if pending + refused.changes.len() as u64 > limit {
             return Err(StoreError::QuarantineFull {
                 device: refused.device_id.to_owned(),
                 pending,
                 limit,
             });
+        }
+        if let Some((id, _)) = grows {
+            conn.execute(
+                "UPDATE quarantine SET peer_id = ?2, hashes = ?3, changes = ?4, path = ?5,
+                 reason = ?6, code = ?7 WHERE id = ?1",
+                params![
+                    id,
+                    refused.peer_id,
+                    hashes,
+                    refused.changes,
+                    refused.path,
+                    refused.reason,
+                    refused.code
+                ],
+            )?;
+            return Ok(id);
         }
         conn.execute(
             "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, code, received_at)
@@ -729,6 +775,59 @@ mod tests {
             .map(|q| q.id)
             .collect();
         assert_eq!(ids, vec![again]);
+    }
+
+    /// A phone sends a refused change again with what it typed since: its
+    /// pending batch grows into the new one, within the device's limit; a
+    /// batch already covered is not kept twice; another device's, or
+    /// another record's, is its own.
+    #[test]
+    fn a_pending_batch_grows_into_a_larger_one_from_the_same_device() {
+        let (_dir, store) = store();
+        let doc = DocumentId::random();
+        let refused = |device: &'static str, doc, hashes: &'static [&'static str]| {
+            let hashes: Vec<String> = hashes.iter().map(|h| (*h).to_owned()).collect();
+            (device, doc, hashes)
+        };
+        let keep = |(device, doc, hashes): (&str, DocumentId, Vec<String>), limit| {
+            let changes = vec![0u8; 10 * hashes.len()];
+            store.quarantine(
+                &Refused {
+                    doc,
+                    device_id: device,
+                    peer_id: "peer",
+                    hashes: &hashes,
+                    changes: &changes,
+                    path: Some("/status"),
+                    reason: "not yours",
+                    code: "not-yours",
+                },
+                100,
+                limit,
+            )
+        };
+        let first = keep(refused("phone", doc, &["q"]), 1 << 20).unwrap();
+        let grown = keep(refused("phone", doc, &["q", "r1", "r2"]), 1 << 20).unwrap();
+        assert_eq!(grown, first);
+        let covered = keep(refused("phone", doc, &["q", "r1"]), 1 << 20).unwrap();
+        assert_eq!(covered, first);
+        let (row, changes) = store.quarantined_changes(first).unwrap().unwrap();
+        assert_eq!(row.hashes, ["q", "r1", "r2"]);
+        assert_eq!(changes.len(), 30);
+        // The limit counts the batch once, at its new size.
+        assert!(keep(refused("phone", doc, &["q", "r1", "r2", "r3"]), 40).is_ok());
+        assert!(matches!(
+            keep(refused("phone", doc, &["q", "r1", "r2", "r3", "r4"]), 40),
+            Err(StoreError::QuarantineFull { .. })
+        ));
+        let laptop = keep(
+            refused("laptop", doc, &["q", "r1", "r2", "r3", "r4"]),
+            1 << 20,
+        )
+        .unwrap();
+        let elsewhere = keep(refused("phone", DocumentId::random(), &["q", "s"]), 1 << 20).unwrap();
+        assert!(laptop != first && elsewhere != first && laptop != elsewhere);
+        assert_eq!(store.quarantined(Some("pending")).unwrap().len(), 3);
     }
 
     fn renamed(d: &Device, name: &str) -> NewDevice {

@@ -13,6 +13,7 @@ use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, ReadDoc};
 
 use super::Message;
 use super::lineage::check_lineage;
+use super::withheld::Withheld;
 use crate::record::{
     apply_received, holds, holds_all, loads_a_document_with_authors, read_leb128,
     refuse_late_authors, refuse_panics,
@@ -53,6 +54,9 @@ pub struct Received {
     /// Those changes as Automerge stores them (`save_after` the heads
     /// before), for the caller to keep: empty if there were none.
     pub saved: Vec<u8>,
+    /// Changes the message brought that build on changes refused from
+    /// this peer: withheld with them, neither applied nor checked.
+    pub withheld: Vec<ChangeHash>,
 }
 
 /// What [`DocSync::receive_batch`] took in.
@@ -151,6 +155,11 @@ struct Peer {
     /// its sync state names: the same reset again says it does not (a
     /// stored state it outlived), and is answered as Automerge would.
     reset_from_shared: Option<Vec<ChangeHash>>,
+    /// Changes refused from it, and those it sent since that build on
+    /// them (see `withheld`): not taken in again, nor asked for. Kept
+    /// through [`DocSync::reset_peer`]; cleared, with a fresh exchange,
+    /// once the document holds one of them.
+    withheld: Withheld,
 }
 
 /// What a batch changes of one [`Peer`], kept aside until the whole batch
@@ -397,7 +406,7 @@ impl DocSync {
         check: impl FnOnce(&Automerge, &[ChangeHash]) -> Result<(), E>,
     ) -> Result<Received, Checked<E>> {
         sync_shape(data).map_err(Checked::Sync)?;
-        let message = sync::Message::decode(data)
+        let mut message = sync::Message::decode(data)
             .map(tidied)
             .map_err(|e| Checked::Sync(SyncError::Malformed(e.to_string())))?;
         // Automerge loads the chunks joined, so they are checked joined: a
@@ -413,6 +422,7 @@ impl DocSync {
         if is_request {
             peer.requested = true;
         }
+        let withheld = peer.withheld.filter(doc, &mut message);
         let before = doc.get_heads();
         let unusual = unusual(&message);
         if message.changes.is_empty() {
@@ -425,7 +435,10 @@ impl DocSync {
                     answer_from_their_heads(doc, &mut peer.state, &peer.reset_from_shared);
             }
             peer.relay_ready &= !unusual;
-            return Ok(Received::default());
+            return Ok(Received {
+                withheld,
+                ..Received::default()
+            });
         }
         let mut scratch = doc.clone();
         let mut state = peer.state.clone();
@@ -465,8 +478,18 @@ impl DocSync {
             trim = Trim::default();
         }
         let (new_changes, changes) = admit_changes(&scratch, &before).map_err(Checked::Sync)?;
-        if !new_changes.is_empty() {
-            check(&scratch, &new_changes).map_err(Checked::Rejected)?;
+        if !new_changes.is_empty()
+            && let Err(e) = check(&scratch, &new_changes)
+        {
+            // Neither the document nor the state moves, but what builds on
+            // these changes is not taken in either (see `withheld`).
+            peer.withheld.refuse(&new_changes, |h| {
+                scratch
+                    .get_change_meta_by_hash(h)
+                    .map(|c| c.deps)
+                    .unwrap_or_default()
+            });
+            return Err(Checked::Rejected(e));
         }
         *doc = scratch;
         peer.relay_ready &= !unusual && !state.needs_reset;
@@ -486,7 +509,11 @@ impl DocSync {
                 changes.iter().map(|c| Relayed::new(c, from.clone())),
             );
         }
-        Ok(Received { new_changes, saved })
+        Ok(Received {
+            new_changes,
+            saved,
+            withheld,
+        })
     }
 
     /// Applies several payloads, from any peers, with one pass over the
@@ -518,8 +545,21 @@ impl DocSync {
         let mut chunks = Vec::new();
         for incoming in batch {
             sync_shape(incoming.data).ok()?;
-            let message = sync::Message::decode(incoming.data).map(tidied).ok()?;
+            let mut message = sync::Message::decode(incoming.data).map(tidied).ok()?;
             check_blooms(&message).ok()?;
+            if let Some(withheld) = self
+                .peers
+                .get(incoming.from)
+                .map(|p| &p.withheld)
+                .filter(|w| !w.is_empty())
+            {
+                // Changes from a peer with withheld ones are sorted out
+                // one message at a time; its heads are read through them.
+                if !message.changes.is_empty() {
+                    return None;
+                }
+                message.heads = withheld.masked_heads(doc, &message.heads);
+            }
             for chunk in message.changes.iter() {
                 chunks.extend_from_slice(chunk);
             }
@@ -691,6 +731,15 @@ impl DocSync {
         for (peer_id, peer) in &mut self.peers {
             if !everyone && !dirty.contains(peer_id) {
                 continue;
+            }
+            if everyone && !peer.withheld.is_empty() && peer.withheld.any_held(doc) {
+                // A refused change came in another way (a coordinator
+                // accepted it): what was withheld behind it may apply now.
+                // The fresh exchange has the peer send it again, checked
+                // as any change is.
+                peer.withheld.clear();
+                peer.state.needs_reset = true;
+                peer.relay_ready = false;
             }
             if let (Some(log), Some(previous)) = (&log, &previous)
                 && up_to_date(peer, doc, previous)

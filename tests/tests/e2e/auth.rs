@@ -496,6 +496,131 @@ async fn a_change_to_another_citys_agreement_is_quarantined_and_never_relayed() 
     );
 }
 
+/// A delegate whose change was refused types on: every later change builds
+/// on the refused one. They wait with it on the phone, neither sent nor
+/// quarantined again at each keystroke; once a coordinator accepts the
+/// refused change, they come in, checked as any change is.
+#[tokio::test]
+async fn changes_typed_after_a_refused_one_wait_with_it_until_it_is_accepted() {
+    const LATER: usize = 6;
+    let app = spawn_app().await;
+    let Sides {
+        agreement,
+        outsider,
+        ..
+    } = sides(&app).await;
+    let token = app.device(Role::Delegate, &[&outsider], None);
+    let pending = || async {
+        app.get_json("/api/quarantine?status=pending")
+            .await
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let mut intruder = TestPeer::new("intruder").with_token(&token);
+    intruder.connect(&app).await;
+    intruder.fetch(agreement, LIMIT).await;
+    let status = |s: &str| {
+        vec![Edit::Set {
+            path: "/status".into(),
+            value: json!(s),
+        }]
+    };
+    intruder.edit(agreement, "suspend it", &status("suspended"));
+    intruder
+        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 1)
+        .await;
+    for i in 0..LATER {
+        let to = if i % 2 == 0 { "ended" } else { "suspended" };
+        intruder.edit(agreement, "and again", &status(to));
+        intruder.sync(QUIET, LIMIT).await;
+    }
+    let rows = pending().await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["hashes"].as_array().unwrap().len(), 1, "{rows:#?}");
+    assert_eq!(
+        intruder.seen.errors_with("refused"),
+        1,
+        "{:?}",
+        intruder.seen.errors
+    );
+    assert!(!intruder.seen.closed);
+
+    // Accepted: the first change is in, and the six after it come in as
+    // one batch, refused as the first was (the delegate is still no party).
+    let id = rows[0]["id"].as_i64().unwrap();
+    let res = app
+        .post_as(
+            &format!("/api/quarantine/{id}/accept"),
+            &app.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(record(&app, agreement).await["status"], "suspended");
+    intruder
+        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 2)
+        .await;
+    let rows = pending().await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(
+        rows[0]["hashes"].as_array().unwrap().len(),
+        LATER,
+        "{rows:#?}"
+    );
+}
+
+/// Reconnected, the phone sends the refused change again with everything
+/// typed since: the pending batch grows into it, and the coordinator judges
+/// the whole of it at once.
+#[tokio::test]
+async fn a_refused_batch_grows_with_what_its_phone_typed_since() {
+    let app = spawn_app().await;
+    let Sides {
+        agreement,
+        outsider,
+        ..
+    } = sides(&app).await;
+    let token = app.device(Role::Delegate, &[&outsider], None);
+    let mut intruder = TestPeer::new("intruder").with_token(&token);
+    intruder.connect(&app).await;
+    intruder.fetch(agreement, LIMIT).await;
+    let status = |s: &str| {
+        vec![Edit::Set {
+            path: "/status".into(),
+            value: json!(s),
+        }]
+    };
+    intruder.edit(agreement, "suspend it", &status("suspended"));
+    intruder
+        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 1)
+        .await;
+    intruder.edit(agreement, "end it", &status("ended"));
+    intruder.sync(QUIET, LIMIT).await;
+    intruder.disconnect().await;
+    intruder.connect(&app).await;
+    intruder
+        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 2)
+        .await;
+    let rows = app.get_json("/api/quarantine?status=pending").await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["hashes"].as_array().unwrap().len(), 2, "{rows:#?}");
+
+    let id = rows[0]["id"].as_i64().unwrap();
+    let res = app
+        .post_as(
+            &format!("/api/quarantine/{id}/accept"),
+            &app.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(record(&app, agreement).await["status"], "ended");
+    let heads = intruder.heads(agreement);
+    intruder.sync_until_acked(LIMIT, agreement, &heads).await;
+}
+
 #[tokio::test]
 async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes() {
     let app = spawn_app().await;
