@@ -305,7 +305,8 @@ function refusedChange(s) {
   if (r.code === "unreadable") return pieces(app.lang, "recordUnreadable", { record }, (v) => v);
   const top = r.path.split("/")[1];
   const field = pathLabel(kindOf(r.documentId), r.path, recordOf(r.documentId));
-  const kept = r.quarantine !== undefined ? tr("refusalKept", { n: formatNumber(app.lang, r.quarantine) }) : tr("refusalNotKept");
+  const n = r.quarantine !== undefined ? formatNumber(app.lang, r.quarantine) : undefined;
+  const kept = n === undefined ? tr("refusalNotKept") : tr(r.discarded ? "refusalDiscarded" : "refusalKept", { n });
   const vars = { record, field, why: tr(`refusal.${r.code}`), kept };
   return pieces(app.lang, top ? "refusedChange" : "refusedRecord", vars, (v) => v);
 }

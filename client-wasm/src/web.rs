@@ -135,9 +135,10 @@ export interface SyncStatus {
    * (a code such as "not-yours", "adopted", "ended", "invalid", "too-large",
    * or "not-stored" and "unreadable" for the server's own trouble),
    * the record path at fault, and the quarantine entry that keeps the change
-   * for a coordinator to review, if there is one.
+   * for a coordinator to review, if there is one; `discarded` when a
+   * coordinator already discarded that entry, so the change will never be taken.
    */
-  refusal?: { documentId: string; code: string; path: string; quarantine?: number };
+  refusal?: { documentId: string; code: string; path: string; quarantine?: number; discarded?: boolean };
   /** Records the server refused to share. */
   unavailable: string[];
   /**
@@ -303,6 +304,8 @@ struct RefusalView {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     quarantine: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    discarded: bool,
 }
 
 impl From<&Refusal> for RefusalView {
@@ -314,6 +317,7 @@ impl From<&Refusal> for RefusalView {
             // A number JavaScript cannot hold exactly would fail the
             // whole status: such an entry goes unnamed.
             quarantine: r.quarantine.filter(|q| *q <= MAX_SAFE_INTEGER),
+            discarded: r.discarded,
         }
     }
 }

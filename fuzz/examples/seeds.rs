@@ -120,6 +120,7 @@ fn frame_seeds(data: Vec<u8>) -> Vec<Vec<u8>> {
                 code: "adopted".into(),
                 path: "/minutes".into(),
                 quarantine: Some(7),
+                discarded: false,
                 retry_after: None,
             }),
         },

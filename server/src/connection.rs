@@ -370,6 +370,7 @@ impl Session {
                                 code: TOO_LARGE.to_owned(),
                                 path: "/".to_owned(),
                                 quarantine: None,
+                                discarded: false,
                                 retry_after: None,
                             }),
                         };
@@ -783,9 +784,9 @@ impl Session {
             })
             .await;
             let failed = match kept {
-                Ok(Ok(Some(id))) => {
+                Ok(Ok(Some(kept))) => {
                     self.hub.metrics.changes_refused.inc();
-                    warn!(doc_id = %doc, quarantine = id, "a revoked device handed in changes");
+                    warn!(doc_id = %doc, quarantine = kept.id, discarded = kept.discarded, "a revoked device handed in changes");
                     None
                 }
                 Ok(Ok(None)) => None,
@@ -1019,6 +1020,7 @@ impl Session {
             code: code.to_owned(),
             path: "/".to_owned(),
             quarantine: None,
+            discarded: false,
             retry_after,
         };
         let msg = Message::Error {

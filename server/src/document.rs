@@ -23,7 +23,7 @@ use crate::auth::Device;
 use crate::hub::Hub;
 use crate::outbox::{NotQueued, Outbox};
 use crate::permissions::{Read, UNREADABLE};
-use crate::store::{StoreError, Summary};
+use crate::store::{Kept, StoreError, Summary};
 
 mod receive;
 mod upkeep;
@@ -474,20 +474,21 @@ impl DocTask {
     /// An `error` for refused changes, with what the app needs to say it
     /// in the person's language (`code`, one of `permissions::Why`'s,
     /// `too-large`, or for the server's own trouble `not-stored` and
-    /// `unreadable`).
+    /// `unreadable`), and where the quarantine put them.
     fn refusal_to(
         &self,
         peer: &PeerLink,
         message: String,
         code: &str,
         path: &str,
-        quarantine: Option<u64>,
+        kept: Option<Kept>,
     ) {
         let refusal = Refusal {
             document_id: self.id,
             code: code.to_owned(),
             path: path.to_owned(),
-            quarantine,
+            quarantine: kept.and_then(|k| u64::try_from(k.id).ok()),
+            discarded: kept.is_some_and(|k| k.discarded),
             retry_after: None,
         };
         self.error_with(peer, message, Some(refusal));

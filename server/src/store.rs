@@ -15,7 +15,7 @@ mod devices;
 mod group;
 mod schema;
 
-pub use devices::{Invite, Quarantined, RedeemError, Refused, UpdateRefused};
+pub use devices::{Invite, Kept, Quarantined, RedeemError, Refused, UpdateRefused};
 pub use group::{Append, Appender};
 
 use std::path::Path;

@@ -286,22 +286,37 @@ impl Refusing {
                 self.sent += 1;
             }
             let checked = &mut self.checked;
+            // What was refused, as the server quarantines it.
+            let mut kept = None;
             let result = self.sync.receive_checked(
                 &mut self.ours,
                 &self.them,
                 &m.encode(),
                 false,
-                |_: &Automerge, new: &[ChangeHash]| {
+                |scratch: &Automerge, new: &[ChangeHash]| {
                     if refused.is_some_and(|q| new.contains(&q)) {
                         *checked += 1;
+                        let bytes = scratch.get_changes(&[]);
+                        kept = Some(
+                            bytes
+                                .iter()
+                                .filter(|c| new.contains(&c.hash()))
+                                .flat_map(|c| c.raw_bytes().to_vec())
+                                .collect::<Vec<u8>>(),
+                        );
                         Err(())
                     } else {
                         Ok(())
                     }
                 },
             );
-            if let Err(Checked::Sync(e)) = result {
-                panic!("the engine refused a sync message: {e}");
+            match result {
+                Err(Checked::Sync(e)) => panic!("the engine refused a sync message: {e}"),
+                Err(Checked::Rejected(())) => {
+                    let kept = kept.expect("the check kept what it refused");
+                    assert!(self.sync.withhold(&self.them, &kept));
+                }
+                Ok(_) => {}
             }
         }
         if let Some(m) = to(

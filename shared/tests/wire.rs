@@ -140,13 +140,21 @@ fn new_heads() -> impl Strategy<Value = BTreeMap<StorageId, HeadsAt>> {
 fn refusal() -> BoxedStrategy<Refusal> {
     let quarantine = prop::option::of(any::<u64>());
     let retry_after = prop::option::of(any::<u64>());
-    (document(), name(), name(), quarantine, retry_after)
+    (
+        document(),
+        name(),
+        name(),
+        quarantine,
+        any::<bool>(),
+        retry_after,
+    )
         .prop_map(
-            |(document_id, code, path, quarantine, retry_after)| Refusal {
+            |(document_id, code, path, quarantine, discarded, retry_after)| Refusal {
                 document_id,
                 code,
                 path,
                 quarantine,
+                discarded,
                 retry_after,
             },
         )
@@ -684,6 +692,7 @@ fn a_refusal_is_read_with_its_document_code_path_and_quarantine() {
             code: "adopted".into(),
             path: "/minutes".into(),
             quarantine: Some(7),
+            discarded: false,
             retry_after: None,
         })
     );
@@ -694,6 +703,14 @@ fn a_refusal_is_read_with_its_document_code_path_and_quarantine() {
         ("retryAfter", head(0, 42)),
     ]));
     assert_eq!(refusal_of(&later).and_then(|r| r.retry_after), Some(42));
+    let discarded = refusal_frame(map(&[
+        ("documentId", text(&doc().to_string())),
+        ("code", text("not-yours")),
+        ("path", text("/status")),
+        ("quarantine", head(0, 3)),
+        ("discarded", head(7, 21)),
+    ]));
+    assert_eq!(refusal_of(&discarded).map(|r| r.discarded), Some(true));
 }
 
 #[test]

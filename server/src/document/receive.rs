@@ -16,7 +16,7 @@ use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
 use crate::permissions::{NOT_STORED, Read, Refusal, TOO_LARGE, Why, Write, check_write};
 use crate::review::{BatchError, load_batch};
-use crate::store::{Append, Origin, Refused, StoreError};
+use crate::store::{Append, Kept, Origin, Refused, StoreError};
 
 /// Why the document task turned new changes away.
 enum Denied {
@@ -456,7 +456,7 @@ impl DocTask {
             refusal.path.clone(),
             refusal.why.to_string(),
         );
-        let (changes, hashes) = (changes.to_vec(), hashes.to_vec());
+        let (bytes, hashes) = (changes.to_vec(), hashes.to_vec());
         let code = refusal.why.code();
         let limit = self.hub.settings.max_quarantine_bytes();
         let kept = blocking(move || {
@@ -466,7 +466,7 @@ impl DocTask {
                     device_id: &device,
                     peer_id: &from,
                     hashes: &hashes,
-                    changes: &changes,
+                    changes: &bytes,
                     path: Some(&path),
                     reason: &reason,
                     code,
@@ -476,9 +476,22 @@ impl DocTask {
             )
         })
         .await;
-        let quarantine = kept.as_ref().ok().and_then(|q| u64::try_from(*q).ok());
+        let quarantine = kept.as_ref().ok().copied();
+        if quarantine.is_some() {
+            // Kept for review: what the phone types on it meanwhile waits
+            // with it, rather than bringing it back at every keystroke.
+            self.sync.withhold(&peer.key, changes);
+        }
         let kept = match kept {
-            Ok(q) => format!("it is kept for a coordinator to review (quarantine #{q})"),
+            Ok(Kept {
+                id,
+                discarded: true,
+            }) => format!(
+                "a coordinator already discarded it, or the change it builds on (quarantine #{id}), so the server will not take it"
+            ),
+            Ok(Kept { id, .. }) => {
+                format!("it is kept for a coordinator to review (quarantine #{id})")
+            }
             Err(e) => {
                 if e.is_storage_failure() {
                     self.hub.metrics.storage_errors.inc();

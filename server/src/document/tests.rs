@@ -342,6 +342,7 @@ async fn a_delegate_queued_behind_a_coordinator_is_judged_alone_and_refused_alon
             code: "not-yours".into(),
             path: "/minutes".into(),
             quarantine: Some(held[0].id as u64),
+            discarded: false,
             retry_after: None,
         })
     );

@@ -70,6 +70,93 @@ pub struct Quarantined {
     pub decided_at: Option<i64>,
 }
 
+/// Where [`Store::quarantine`] put a refused batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    /// The quarantine entry.
+    pub id: i64,
+    /// The entry was discarded, with the changes the batch builds on: the
+    /// batch is not kept again.
+    pub discarded: bool,
+}
+
+impl Kept {
+    fn pending(id: i64) -> Self {
+        Self {
+            id,
+            discarded: false,
+        }
+    }
+}
+
+/// The discarded entry a refused batch lies behind, if each of its changes
+/// was discarded or builds on one that was (its changes come in the order
+/// applied). Changes that do not parse keep the batch.
+fn discarded_before(conn: &Connection, refused: &Refused<'_>) -> Result<Option<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, hashes FROM quarantine WHERE doc_id = ?1 AND status = 'discarded'",
+    )?;
+    let rows = stmt.query_map([refused.doc.to_string()], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut dead: HashMap<automerge::ChangeHash, i64> = HashMap::new();
+    for row in rows {
+        let (id, hashes) = row?;
+        dead.extend(
+            hashes
+                .split(',')
+                .filter_map(|h| Some((h.parse().ok()?, id))),
+        );
+    }
+    if dead.is_empty() {
+        return Ok(None);
+    }
+    let mut first = None;
+    for (_, chunk) in twinsync_shared::record::chunks(refused.changes) {
+        let Some(change) = chunk.and_then(|c| automerge::Change::from_bytes(c.to_vec()).ok())
+        else {
+            return Ok(None);
+        };
+        let behind = dead
+            .get(&change.hash())
+            .or_else(|| change.deps().iter().find_map(|d| dead.get(d)))
+            .copied();
+        let Some(id) = behind else {
+            return Ok(None);
+        };
+        first.get_or_insert(id);
+        dead.insert(change.hash(), id);
+    }
+    let all = refused
+        .hashes
+        .iter()
+        .all(|h| h.parse().is_ok_and(|h| dead.contains_key(&h)));
+    Ok(first.filter(|_| all))
+}
+
+/// A refused batch without the changes `pending` holds: their hashes and
+/// bytes, in the batch's order; `None` if its changes do not parse.
+fn without(
+    refused: &Refused<'_>,
+    pending: &HashMap<String, i64>,
+) -> Option<(Vec<String>, Vec<u8>)> {
+    let (mut hashes, mut changes) = (Vec::new(), Vec::new());
+    let mut length = 0;
+    for (_, chunk) in twinsync_shared::record::chunks(refused.changes) {
+        let chunk = chunk?;
+        length += chunk.len();
+        let hash = automerge::Change::from_bytes(chunk.to_vec())
+            .ok()?
+            .hash()
+            .to_string();
+        if !pending.contains_key(&hash) {
+            hashes.push(hash);
+            changes.extend_from_slice(chunk);
+        }
+    }
+    (length == refused.changes.len()).then_some((hashes, changes))
+}
+
 /// A refused batch to store.
 #[derive(Debug, Clone)]
 pub struct Refused<'a> {
@@ -536,88 +623,74 @@ impl Store {
             .flatten())
     }
 
-    /// Keeps a refused batch for review. The same pending batch is kept
-    /// once, however often a client sends it again; returns its id. A
-    /// device's pending batches take at most `limit` bytes: every device,
-    /// an observer's or a revoked one's too, can send refused changes, and
-    /// none may fill the disk with them.
+    /// Keeps a refused batch for review. Changes a pending batch of the
+    /// same record holds already are not kept twice: a batch holding only
+    /// such changes answers with that batch, and one holding more is kept
+    /// without them. A phone sends a refused change again with what it
+    /// typed since, at each reconnection; a batch the coordinator is looking
+    /// at never changes under them. A device's pending batches take at most
+    /// `limit` bytes: every device, an observer's or a revoked one's too,
+    /// can send refused changes, and none may fill the disk with them. A
+    /// batch whose every change a coordinator discarded, or builds on one
+    /// discarded, is not kept again: it would come back to the coordinators
+    /// at each reconnection of the phone that holds it.
     pub fn quarantine(
         &self,
         refused: &Refused<'_>,
         now: i64,
         limit: u64,
-    ) -> Result<i64, StoreError> {
-        let hashes = refused.hashes.join(",");
+    ) -> Result<Kept, StoreError> {
         let conn = self.conn();
         let existing: Option<i64> = conn
             .query_row(
                 "SELECT id FROM quarantine WHERE doc_id = ?1 AND hashes = ?2 AND status = 'pending'",
-                params![refused.doc.to_string(), hashes],
+                params![refused.doc.to_string(), refused.hashes.join(",")],
                 |r| r.get(0),
             )
             .optional()?;
         if let Some(id) = existing {
-            return Ok(id);
+            return Ok(Kept::pending(id));
         }
-        // The device's pending batches of this record: one holding all of
-        // these changes already covers them; one these changes hold all of
-        // grows into them. A phone sends a refused change again with what
-        // it typed since (after a reconnection), and the coordinator then
-        // judges one batch, the whole of it, rather than one a connection.
+        if let Some(id) = discarded_before(&conn, refused)? {
+            return Ok(Kept {
+                id,
+                discarded: true,
+            });
+        }
         let mut stmt = conn.prepare_cached(
-            "SELECT id, hashes, length(changes) FROM quarantine
-             WHERE doc_id = ?1 AND device_id = ?2 AND status = 'pending'",
+            "SELECT id, hashes FROM quarantine WHERE doc_id = ?1 AND status = 'pending'",
         )?;
-        let rows = stmt.query_map(params![refused.doc.to_string(), refused.device_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
+        let rows = stmt.query_map([refused.doc.to_string()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
-        let ours: std::collections::BTreeSet<&str> =
-            refused.hashes.iter().map(String::as_str).collect();
-        let mut grows = None;
+        let mut pending: HashMap<String, i64> = HashMap::new();
         for row in rows {
-            let (id, held, bytes) = row?;
-            let held: std::collections::BTreeSet<&str> = held.split(',').collect();
-            if ours.is_subset(&held) {
-                return Ok(id);
-            }
-            if grows.is_none() && held.is_subset(&ours) {
-                grows = Some((id, bytes.max(0) as u64));
-            }
+            let (id, hashes) = row?;
+            pending.extend(hashes.split(',').map(|h| (h.to_owned(), id)));
         }
         drop(stmt);
-        let pending: i64 = conn.query_row(
+        let (hashes, changes) = match refused.hashes.iter().find_map(|h| pending.get(h)) {
+            None => (refused.hashes.to_vec(), refused.changes.to_vec()),
+            Some(&id) => match without(refused, &pending) {
+                Some((hashes, _)) if hashes.is_empty() => return Ok(Kept::pending(id)),
+                Some(rest) => rest,
+                // Changes that do not parse: kept whole.
+                None => (refused.hashes.to_vec(), refused.changes.to_vec()),
+            },
+        };
+        let held: i64 = conn.query_row(
             "SELECT COALESCE(SUM(length(changes)), 0) FROM quarantine
              WHERE device_id = ?1 AND status = 'pending'",
             [refused.device_id],
             |r| r.get(0),
         )?;
-        let pending = (pending.max(0) as u64).saturating_sub(grows.map_or(0, |(_, b)| b));
-        if pending + refused.changes.len() as u64 > limit {
+        let held = held.max(0) as u64;
+        if held + changes.len() as u64 > limit {
             return Err(StoreError::QuarantineFull {
                 device: refused.device_id.to_owned(),
-                pending,
+                pending: held,
                 limit,
             });
-        }
-        if let Some((id, _)) = grows {
-            conn.execute(
-                "UPDATE quarantine SET peer_id = ?2, hashes = ?3, changes = ?4, path = ?5,
-                 reason = ?6, code = ?7 WHERE id = ?1",
-                params![
-                    id,
-                    refused.peer_id,
-                    hashes,
-                    refused.changes,
-                    refused.path,
-                    refused.reason,
-                    refused.code
-                ],
-            )?;
-            return Ok(id);
         }
         conn.execute(
             "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, code, received_at)
@@ -626,15 +699,15 @@ impl Store {
                 refused.doc.to_string(),
                 refused.device_id,
                 refused.peer_id,
-                hashes,
-                refused.changes,
+                hashes.join(","),
+                changes,
                 refused.path,
                 refused.reason,
                 refused.code,
                 now
             ],
         )?;
-        Ok(conn.last_insert_rowid())
+        Ok(Kept::pending(conn.last_insert_rowid()))
     }
 
     /// Quarantined batches, pending first, newest first.
@@ -754,10 +827,10 @@ mod tests {
             reason: "not yours",
             code: "not-yours",
         };
-        let first = store.quarantine(&refused, 100, 1 << 20).unwrap();
+        let first = store.quarantine(&refused, 100, 1 << 20).unwrap().id;
         assert!(store.decide(first, "accepted", "coordinator", 101).unwrap());
         // Sent again while the accept is being applied: a new pending batch.
-        let again = store.quarantine(&refused, 102, 1 << 20).unwrap();
+        let again = store.quarantine(&refused, 102, 1 << 20).unwrap().id;
         assert_ne!(again, first);
         // The apply failed: the changes wait once, under the newer batch.
         store.reopen(first).unwrap();
@@ -777,24 +850,38 @@ mod tests {
         assert_eq!(ids, vec![again]);
     }
 
-    /// A phone sends a refused change again with what it typed since: its
-    /// pending batch grows into the new one, within the device's limit; a
-    /// batch already covered is not kept twice; another device's, or
-    /// another record's, is its own.
+    /// A phone sends a refused change again with what it typed since: the
+    /// batch is kept without what a pending batch holds, so the one a
+    /// coordinator is looking at never changes. Discarded, a change and
+    /// what builds on it are not kept again; a change of its own is.
     #[test]
-    fn a_pending_batch_grows_into_a_larger_one_from_the_same_device() {
+    fn a_batch_is_kept_without_what_a_pending_one_holds_nor_what_was_discarded() {
+        use automerge::transaction::Transactable;
+
         let (_dir, store) = store();
         let doc = DocumentId::random();
-        let refused = |device: &'static str, doc, hashes: &'static [&'static str]| {
-            let hashes: Vec<String> = hashes.iter().map(|h| (*h).to_owned()).collect();
-            (device, doc, hashes)
+        let mut phone = automerge::AutoCommit::new();
+        let mut chain = Vec::new();
+        for i in 0..5i64 {
+            phone.put(automerge::ROOT, "status", i).unwrap();
+            chain.push(phone.commit().unwrap());
+        }
+        let mut other = automerge::AutoCommit::new();
+        other.put(automerge::ROOT, "x", 1).unwrap();
+        let x = other.commit().unwrap();
+        let bytes = |doc: &mut automerge::AutoCommit, hashes: &[automerge::ChangeHash]| {
+            hashes
+                .iter()
+                .flat_map(|h| doc.get_change_by_hash(h).unwrap().raw_bytes().to_vec())
+                .collect::<Vec<u8>>()
         };
-        let keep = |(device, doc, hashes): (&str, DocumentId, Vec<String>), limit| {
-            let changes = vec![0u8; 10 * hashes.len()];
+        let keep = |hashes: &[automerge::ChangeHash], from: &mut automerge::AutoCommit, limit| {
+            let changes = bytes(from, hashes);
+            let hashes: Vec<String> = hashes.iter().map(ToString::to_string).collect();
             store.quarantine(
                 &Refused {
                     doc,
-                    device_id: device,
+                    device_id: "phone",
                     peer_id: "peer",
                     hashes: &hashes,
                     changes: &changes,
@@ -806,28 +893,42 @@ mod tests {
                 limit,
             )
         };
-        let first = keep(refused("phone", doc, &["q"]), 1 << 20).unwrap();
-        let grown = keep(refused("phone", doc, &["q", "r1", "r2"]), 1 << 20).unwrap();
-        assert_eq!(grown, first);
-        let covered = keep(refused("phone", doc, &["q", "r1"]), 1 << 20).unwrap();
-        assert_eq!(covered, first);
-        let (row, changes) = store.quarantined_changes(first).unwrap().unwrap();
-        assert_eq!(row.hashes, ["q", "r1", "r2"]);
-        assert_eq!(changes.len(), 30);
-        // The limit counts the batch once, at its new size.
-        assert!(keep(refused("phone", doc, &["q", "r1", "r2", "r3"]), 40).is_ok());
+        let first = keep(&chain[..1], &mut phone, 1 << 20).unwrap();
+        assert!(!first.discarded);
+        let later = keep(&chain[..3], &mut phone, 1 << 20).unwrap();
+        assert_ne!(later.id, first.id);
+        let (row, changes) = store.quarantined_changes(later.id).unwrap().unwrap();
+        let expected: Vec<String> = chain[1..3].iter().map(ToString::to_string).collect();
+        assert_eq!(row.hashes, expected);
+        assert_eq!(changes, bytes(&mut phone, &chain[1..3]));
+        // Held already: the batch that holds the first of them.
+        assert_eq!(keep(&chain[..2], &mut phone, 1 << 20).unwrap(), first);
+        // The limit counts what is kept.
+        let held = bytes(&mut phone, &chain[..3]).len() as u64;
+        let next = bytes(&mut phone, &chain[3..4]).len() as u64;
         assert!(matches!(
-            keep(refused("phone", doc, &["q", "r1", "r2", "r3", "r4"]), 40),
+            keep(&chain[..4], &mut phone, held + next - 1),
             Err(StoreError::QuarantineFull { .. })
         ));
-        let laptop = keep(
-            refused("laptop", doc, &["q", "r1", "r2", "r3", "r4"]),
-            1 << 20,
-        )
-        .unwrap();
-        let elsewhere = keep(refused("phone", DocumentId::random(), &["q", "s"]), 1 << 20).unwrap();
-        assert!(laptop != first && elsewhere != first && laptop != elsewhere);
-        assert_eq!(store.quarantined(Some("pending")).unwrap().len(), 3);
+        assert_eq!(store.quarantined(Some("pending")).unwrap().len(), 2);
+
+        // Discarded: it, and everything that builds on it, stays out.
+        assert!(
+            store
+                .decide(first.id, "discarded", "coordinator", 101)
+                .unwrap()
+        );
+        let again = keep(&chain, &mut phone, 1 << 20).unwrap();
+        assert_eq!(
+            again,
+            Kept {
+                id: first.id,
+                discarded: true
+            }
+        );
+        assert_eq!(store.quarantined(Some("pending")).unwrap().len(), 1);
+        let own = keep(&[x], &mut other, 1 << 20).unwrap();
+        assert!(!own.discarded && own.id != later.id);
     }
 
     fn renamed(d: &Device, name: &str) -> NewDevice {

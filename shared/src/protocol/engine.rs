@@ -155,10 +155,10 @@ struct Peer {
     /// its sync state names: the same reset again says it does not (a
     /// stored state it outlived), and is answered as Automerge would.
     reset_from_shared: Option<Vec<ChangeHash>>,
-    /// Changes refused from it, and those it sent since that build on
-    /// them (see `withheld`): not taken in again, nor asked for. Kept
-    /// through [`DocSync::reset_peer`]; cleared, with a fresh exchange,
-    /// once the document holds one of them.
+    /// Changes refused from it and kept for review ([`DocSync::withhold`]),
+    /// and those it sent since that build on them (see `withheld`): not
+    /// taken in again, nor asked for. Kept through [`DocSync::reset_peer`];
+    /// cleared, with a fresh exchange, once the document holds one of them.
     withheld: Withheld,
 }
 
@@ -345,6 +345,22 @@ impl DocSync {
         }
     }
 
+    /// The caller refused `changes` from `peer` (as stored: changes one
+    /// after the other, each after those it depends on) and keeps them for
+    /// review: they are not taken from it again, nor what it sends that
+    /// builds on them, until the document holds one of them (see
+    /// `withheld`). False if they could not be withheld (too many, or
+    /// bytes that are not changes): they and what follows are then checked
+    /// again as they come.
+    pub fn withhold(&mut self, peer: &PeerId, changes: &[u8]) -> bool {
+        let Some(listed) = super::withheld::listed(changes) else {
+            return false;
+        };
+        self.peers
+            .get_mut(peer)
+            .is_some_and(|p| p.withheld.refuse(&listed))
+    }
+
     /// Stops syncing with `peer`, handing back its state to store.
     pub fn remove_peer(&mut self, peer: &PeerId) -> Option<sync::State> {
         self.dirty.remove(peer);
@@ -478,18 +494,8 @@ impl DocSync {
             trim = Trim::default();
         }
         let (new_changes, changes) = admit_changes(&scratch, &before).map_err(Checked::Sync)?;
-        if !new_changes.is_empty()
-            && let Err(e) = check(&scratch, &new_changes)
-        {
-            // Neither the document nor the state moves, but what builds on
-            // these changes is not taken in either (see `withheld`).
-            peer.withheld.refuse(&new_changes, |h| {
-                scratch
-                    .get_change_meta_by_hash(h)
-                    .map(|c| c.deps)
-                    .unwrap_or_default()
-            });
-            return Err(Checked::Rejected(e));
+        if !new_changes.is_empty() {
+            check(&scratch, &new_changes).map_err(Checked::Rejected)?;
         }
         *doc = scratch;
         peer.relay_ready &= !unusual && !state.needs_reset;

@@ -68,7 +68,8 @@ pub struct HeadsAt {
 
 /// A change the server refused, beside the English of the `error` that
 /// carries it (the key `refusal`, a map of `documentId`, `code`, `path`
-/// and, when the changes were kept for review, `quarantine`; or, when the
+/// and, when the changes were kept for review, `quarantine`, with
+/// `discarded` when a coordinator already discarded them; or, when the
 /// device is to ask again later, `retryAfter`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -82,6 +83,10 @@ pub struct Refusal {
     /// The quarantine entry holding the changes for a coordinator to
     /// review, if the server could keep them.
     pub quarantine: Option<u64>,
+    /// A coordinator already discarded these changes, or those they build
+    /// on (`quarantine` names the entry): the server will never take them
+    /// (the key `discarded`, sent only when true).
+    pub discarded: bool,
     /// For a record the server did not take yet ([`RATE_LIMITED`]), the
     /// seconds until it will: the device asks again then (the key
     /// `retryAfter`).

@@ -264,6 +264,15 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
       document.querySelector("#sync").getBoundingClientRect().top,
     ]);
     assert.ok(button <= bar, `the button ends at ${button}px, the bar starts at ${bar}px`);
+    // A coordinator discards it. The change still waits on the phone, which
+    // sends it again when it next connects: the server says it will never
+    // take it, and does not put it back in front of the coordinators.
+    assert.equal((await server.api(`/api/quarantine/${held.id}/discard`, { method: "POST" })).status, 200);
+    await page.click("#sync-toggle");
+    await page.click("#sync-toggle");
+    const discarded = words.refusalDiscarded.replace("{n}", formatNumber(lang, held.id));
+    await until(page, (text) => document.querySelector("#sync-refused")?.textContent.includes(text) || null, discarded, "the refusal of a discarded change");
+    assert.deepEqual(await (await server.api("/api/quarantine?status=pending")).json(), []);
     await context.close();
   });
 });

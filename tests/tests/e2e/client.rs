@@ -381,6 +381,7 @@ async fn minutes_adopted_while_a_delegate_wrote_offline_are_refused_with_a_reaso
             code: "adopted".into(),
             path: "/minutes".into(),
             quarantine: held[0]["id"].as_u64(),
+            discarded: false,
             retry_after: None,
         })
     );

@@ -520,6 +520,7 @@ fn too_large(document_id: DocumentId) -> Refusal {
         code: "too-large".into(),
         path: "/".into(),
         quarantine: None,
+        discarded: false,
         retry_after: None,
     }
 }

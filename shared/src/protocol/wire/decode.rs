@@ -355,7 +355,7 @@ fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
     let len = expect_map(d, "refusal")?;
     let mut seen = HashSet::new();
     let (mut document_id, mut code, mut path) = (None, None, None);
-    let (mut quarantine, mut retry_after) = (None, None);
+    let (mut quarantine, mut retry_after, mut discarded) = (None, None, false);
     each_entry(d, len, |d| {
         let key = str_field(d, "refusal")?;
         first_time(&mut seen, key)?;
@@ -369,6 +369,7 @@ fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
             "path" => path = Some(str_field(d, "refusal.path")?.to_owned()),
             "quarantine" => quarantine = Some(uint_field(d, "refusal.quarantine")?),
             "retryAfter" => retry_after = Some(uint_field(d, "refusal.retryAfter")?),
+            "discarded" => discarded = bool_field(d, "refusal.discarded")?,
             _ => skip_value(d)?,
         }
         Ok(())
@@ -382,6 +383,7 @@ fn refusal(d: &mut Decoder<'_>) -> Result<Refusal, DecodeError> {
         code: code.ok_or_else(|| missing("refusal.code"))?,
         path: path.ok_or_else(|| missing("refusal.path"))?,
         quarantine,
+        discarded,
         retry_after,
     })
 }

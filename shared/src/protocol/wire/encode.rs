@@ -55,14 +55,18 @@ fn write(e: &mut Enc, msg: &Message) -> Res {
             header(e, msg, sender_id.as_str(), target_id.as_str())?;
             e.str("message")?.str(message)?;
             if let Some(r) = refusal {
-                let optional =
-                    u64::from(r.quarantine.is_some()) + u64::from(r.retry_after.is_some());
+                let optional = u64::from(r.quarantine.is_some())
+                    + u64::from(r.retry_after.is_some())
+                    + u64::from(r.discarded);
                 e.str("refusal")?.map(3 + optional)?;
                 e.str("documentId")?.str(&r.document_id.to_string())?;
                 e.str("code")?.str(&r.code)?;
                 e.str("path")?.str(&r.path)?;
                 if let Some(q) = r.quarantine {
                     e.str("quarantine")?.u64(q)?;
+                }
+                if r.discarded {
+                    e.str("discarded")?.bool(true)?;
                 }
                 if let Some(secs) = r.retry_after {
                     e.str("retryAfter")?.u64(secs)?;
