@@ -90,29 +90,52 @@ impl Kept {
 }
 
 /// The discarded entry a refused batch lies behind, if each of its changes
-/// was discarded or builds on one that was (its changes come in the order
-/// applied). Changes that do not parse keep the batch.
+/// was discarded or builds on one that was; see [`behind_discarded`].
 fn discarded_before(conn: &Connection, refused: &Refused<'_>) -> Result<Option<i64>, StoreError> {
+    behind_discarded(conn, refused.doc, refused.hashes, refused.changes)
+}
+
+/// The discarded entry of record `doc` that a batch (`hashes`, and its
+/// `changes` in the order applied) lies behind, if each of its changes was
+/// discarded or builds on one that was. A change that a pending or
+/// accepted entry holds too is not taken as discarded; changes that do not
+/// parse keep the batch.
+fn behind_discarded(
+    conn: &Connection,
+    doc: DocumentId,
+    hashes: &[String],
+    changes: &[u8],
+) -> Result<Option<i64>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, hashes FROM quarantine WHERE doc_id = ?1 AND status = 'discarded'",
+        "SELECT id, hashes, status FROM quarantine WHERE doc_id = ?1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([refused.doc.to_string()], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    let rows = stmt.query_map([doc.to_string()], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
-    let mut dead: HashMap<automerge::ChangeHash, i64> = HashMap::new();
+    let (mut dead, mut alive) = (HashMap::new(), std::collections::HashSet::new());
     for row in rows {
-        let (id, hashes) = row?;
-        dead.extend(
-            hashes
-                .split(',')
-                .filter_map(|h| Some((h.parse().ok()?, id))),
-        );
+        let (id, listed, status) = row?;
+        let listed = listed
+            .split(',')
+            .filter_map(|h| h.parse::<automerge::ChangeHash>().ok());
+        if status == "discarded" {
+            for h in listed {
+                dead.entry(h).or_insert(id);
+            }
+        } else {
+            alive.extend(listed);
+        }
     }
+    dead.retain(|h, _| !alive.contains(h));
     if dead.is_empty() {
         return Ok(None);
     }
     let mut first = None;
-    for (_, chunk) in twinsync_shared::record::chunks(refused.changes) {
+    for (_, chunk) in twinsync_shared::record::chunks(changes) {
         let Some(change) = chunk.and_then(|c| automerge::Change::from_bytes(c.to_vec()).ok())
         else {
             return Ok(None);
@@ -127,11 +150,51 @@ fn discarded_before(conn: &Connection, refused: &Refused<'_>) -> Result<Option<i
         first.get_or_insert(id);
         dead.insert(change.hash(), id);
     }
-    let all = refused
-        .hashes
+    let all = hashes
         .iter()
         .all(|h| h.parse().is_ok_and(|h| dead.contains_key(&h)));
     Ok(first.filter(|_| all))
+}
+
+/// Discards the pending batches of `doc` that lie behind a discarded one,
+/// until none is left (a batch can lie behind one discarded just now).
+fn discard_dependents(
+    conn: &Connection,
+    doc: DocumentId,
+    by: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    loop {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, hashes, changes FROM quarantine
+             WHERE doc_id = ?1 AND status = 'pending' ORDER BY id",
+        )?;
+        let pending = stmt
+            .query_map([doc.to_string()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        let mut any = false;
+        for (id, hashes, changes) in pending {
+            let hashes: Vec<String> = hashes.split(',').map(str::to_owned).collect();
+            if behind_discarded(conn, doc, &hashes, &changes)?.is_some() {
+                conn.execute(
+                    "UPDATE quarantine SET status = 'discarded', decided_by = ?2, decided_at = ?3
+                     WHERE id = ?1 AND status = 'pending'",
+                    params![id, by, now],
+                )?;
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+    }
 }
 
 /// A refused batch without the changes `pending` holds: their hashes and
@@ -735,12 +798,26 @@ impl Store {
     }
 
     /// Marks a pending batch accepted or discarded; false if it was not pending.
+    /// A discarded batch takes with it the pending batches of the same
+    /// record that build on it alone: they can never apply.
     pub fn decide(&self, id: i64, status: &str, by: &str, now: i64) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "UPDATE quarantine SET status = ?2, decided_by = ?3, decided_at = ?4
              WHERE id = ?1 AND status = 'pending'",
             params![id, status, by, now],
         )?;
+        if n == 1 && status == "discarded" {
+            let doc: String =
+                tx.query_row("SELECT doc_id FROM quarantine WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+            if let Ok(doc) = doc.parse::<DocumentId>() {
+                discard_dependents(&tx, doc, by, now)?;
+            }
+        }
+        tx.commit()?;
         Ok(n == 1)
     }
 
@@ -912,12 +989,16 @@ mod tests {
         ));
         assert_eq!(store.quarantined(Some("pending")).unwrap().len(), 2);
 
-        // Discarded: it, and everything that builds on it, stays out.
+        // Discarded: it, and everything that builds on it, stays out; the
+        // batch typed on it goes with it, as it can never apply.
         assert!(
             store
                 .decide(first.id, "discarded", "coordinator", 101)
                 .unwrap()
         );
+        assert!(store.quarantined(Some("pending")).unwrap().is_empty());
+        let (row, _) = store.quarantined_changes(later.id).unwrap().unwrap();
+        assert_eq!(row.status, "discarded");
         let again = keep(&chain, &mut phone, 1 << 20).unwrap();
         assert_eq!(
             again,
@@ -926,7 +1007,7 @@ mod tests {
                 discarded: true
             }
         );
-        assert_eq!(store.quarantined(Some("pending")).unwrap().len(), 1);
+        assert!(store.quarantined(Some("pending")).unwrap().is_empty());
         let own = keep(&[x], &mut other, 1 << 20).unwrap();
         assert!(!own.discarded && own.id != later.id);
     }

@@ -31,14 +31,20 @@ pub const MAX_WITHHELD: usize = 16_384;
 /// depends on its heads, one or a few.
 const MAX_FRONTIER: usize = 16;
 
+/// The most hashes the frontiers withheld from one peer may hold, those
+/// shared along a chain counted once: a withheld change is only parsed, so
+/// a hostile peer could give each of many changes a wide one.
+const MAX_FRONTIER_HASHES: usize = 16_384;
+
 /// A frontier, shared along a chain of changes: each of a phone's changes
 /// depends on the one before, and has the same.
 type Frontier = Arc<[ChangeHash]>;
 
 /// Each withheld change with its frontier: the changes, not withheld when
-/// it was, that it reaches through withheld ones alone.
+/// it was, that it reaches through withheld ones alone; and how many
+/// hashes the frontiers hold (see [`MAX_FRONTIER_HASHES`]).
 #[derive(Debug, Default, Clone)]
-pub(super) struct Withheld(BTreeMap<ChangeHash, Frontier>);
+pub(super) struct Withheld(BTreeMap<ChangeHash, Frontier>, usize);
 
 impl Withheld {
     pub(super) fn is_empty(&self) -> bool {
@@ -47,6 +53,7 @@ impl Withheld {
 
     pub(super) fn clear(&mut self) {
         self.0.clear();
+        self.1 = 0;
     }
 
     /// Whether `doc` now holds one of them: the refused change came in by
@@ -62,14 +69,15 @@ impl Withheld {
         if self.0.len() + changes.len() > MAX_WITHHELD {
             return false;
         }
-        let mut added: BTreeMap<ChangeHash, Frontier> = BTreeMap::new();
+        let (mut added, mut spent) = (BTreeMap::new(), 0);
         for (hash, deps) in changes {
-            let Some(frontier) = self.frontier(deps, &added) else {
+            let Some(frontier) = self.frontier(deps, &added, &mut spent) else {
                 return false;
             };
             added.insert(*hash, frontier);
         }
         self.0.extend(added);
+        self.1 += spent;
         true
     }
 
@@ -110,17 +118,24 @@ impl Withheld {
     }
 
     /// A frontier for a change with `deps`: shared with its one withheld
-    /// dependency, or resolved; `None` if wider than [`MAX_FRONTIER`].
+    /// dependency, or resolved and counted in `spent`; `None` if wider than
+    /// [`MAX_FRONTIER`], or past [`MAX_FRONTIER_HASHES`] in all.
     fn frontier(
         &self,
         deps: &[ChangeHash],
         added: &BTreeMap<ChangeHash, Frontier>,
+        spent: &mut usize,
     ) -> Option<Frontier> {
         if let Some(shared) = self.shared(deps, added) {
             return Some(shared);
         }
         let resolved = self.resolve(deps.iter().copied(), added);
-        (resolved.len() <= MAX_FRONTIER).then(|| resolved.into())
+        let total = self.1 + *spent + resolved.len();
+        if resolved.len() > MAX_FRONTIER || total > MAX_FRONTIER_HASHES {
+            return None;
+        }
+        *spent += resolved.len();
+        Some(resolved.into())
     }
 
     /// Takes out of `message` the changes already withheld, and those that
@@ -205,38 +220,48 @@ impl Withheld {
         if self.0.len() + fresh.len() > MAX_WITHHELD {
             return None;
         }
-        // Their frontiers, each after those it depends on.
-        let mut added: BTreeMap<ChangeHash, Frontier> = BTreeMap::new();
-        let mut waiting: Vec<ChangeHash> = fresh.clone();
-        while !waiting.is_empty() {
-            let before = waiting.len();
-            let mut later = Vec::new();
-            for h in waiting {
-                let deps = changes[&h].deps();
-                if deps
-                    .iter()
-                    .any(|d| out.contains(d) && !self.0.contains_key(d) && !added.contains_key(d))
-                {
-                    later.push(h);
-                    continue;
-                }
-                // Every other dependency must be held or on its way in.
-                if !deps.iter().all(|d| {
-                    self.0.contains_key(d)
-                        || out.contains(d)
-                        || holds(doc, d)
-                        || changes.contains_key(d)
-                }) {
-                    return None;
-                }
-                added.insert(h, self.frontier(deps, &added)?);
-            }
-            if later.len() == before {
+        // Their frontiers, each after those it depends on (Kahn's order):
+        // a change is ready once every fresh change it depends on is done.
+        let fresh_set: BTreeSet<ChangeHash> = fresh.iter().copied().collect();
+        let mut blocking: HashMap<ChangeHash, usize> = HashMap::new();
+        let mut ready = Vec::new();
+        for h in &fresh {
+            let deps = changes[h].deps();
+            // Every other dependency must be held or on its way in.
+            if !deps.iter().all(|d| {
+                self.0.contains_key(d)
+                    || out.contains(d)
+                    || holds(doc, d)
+                    || changes.contains_key(d)
+            }) {
                 return None;
             }
-            waiting = later;
+            let n = deps.iter().filter(|d| fresh_set.contains(d)).count();
+            if n == 0 {
+                ready.push(*h);
+            } else {
+                blocking.insert(*h, n);
+            }
+        }
+        let (mut added, mut spent) = (BTreeMap::new(), 0);
+        while let Some(h) = ready.pop() {
+            let frontier = self.frontier(changes[&h].deps(), &added, &mut spent)?;
+            added.insert(h, frontier);
+            for next in dependents.get(&h).into_iter().flatten() {
+                if let Some(n) = blocking.get_mut(next) {
+                    *n -= 1;
+                    if *n == 0 {
+                        blocking.remove(next);
+                        ready.push(*next);
+                    }
+                }
+            }
+        }
+        if added.len() != fresh.len() {
+            return None;
         }
         self.0.extend(added);
+        self.1 += spent;
         let kept: Vec<Vec<u8>> = entries
             .into_iter()
             .filter_map(|(bytes, changes)| match changes {
@@ -357,13 +382,13 @@ mod tests {
         let mut w = Withheld::default();
         let q = put(&mut phone, "status", 1);
         refused(&mut w, &q);
-        let chain: Vec<Change> = (2..6).map(|i| put(&mut phone, "status", i)).collect();
-        let mut m = message(
-            phone.get_heads(),
-            &[&chain[3], &chain[1], &chain[0], &chain[2]],
-        );
+        let chain: Vec<Change> = (2..202).map(|i| put(&mut phone, "status", i)).collect();
+        // In the order of their hashes, which is no order of the chain's.
+        let mut shuffled: Vec<&Change> = chain.iter().collect();
+        shuffled.sort_by_key(|c| std::cmp::Reverse(c.hash()));
+        let mut m = message(phone.get_heads(), &shuffled);
         let fresh = w.filter(&server, &mut m);
-        assert_eq!(fresh.len(), 4);
+        assert_eq!(fresh.len(), 200);
         assert!(m.changes.is_empty());
         assert_eq!(m.heads, server.get_heads());
         // Each shares one frontier: a chain costs a pointer a change.
