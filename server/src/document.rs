@@ -508,7 +508,7 @@ impl DocTask {
         match send_or_cut(&peer.out, &peer.kill, &self.hub.metrics, msg) {
             Queued::Yes => true,
             Queued::CutOff => {
-                warn!(doc_id = %self.id, peer_id = %peer.peer_id, "peer is not reading; dropping it");
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, "peer is not reading; dropping it");
                 false
             }
             Queued::Gone => false,

@@ -371,6 +371,18 @@ impl TestPeer {
     fn try_frame(&mut self, bytes: &[u8]) -> Result<(), String> {
         let msg = Message::decode(bytes, FrameLimit::default())
             .map_err(|e| format!("the server sent a frame that does not decode: {e}"))?;
+        // The server knows peers by device and peer id; its sync frames
+        // name the id this peer joined with. (An `error` answers whoever a
+        // frame claimed to be, which a test may send raw.)
+        if let Message::Sync { target_id, .. }
+        | Message::Request { target_id, .. }
+        | Message::DocUnavailable { target_id, .. } = &msg
+            && target_id != &self.id
+        {
+            return Err(format!(
+                "the server addressed a frame to `{target_id}`, not to this peer"
+            ));
+        }
         match msg {
             Message::Sync {
                 sender_id,

@@ -242,7 +242,7 @@ impl DocTask {
     /// client reconnects and resends from a fresh sync state, so nothing is
     /// lost while storage recovers.
     fn drop_unstored(&mut self, peer: &PeerLink, e: &StoreError) {
-        error!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "changes not stored");
+        error!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, error = %e, "changes not stored");
         let message = format!(
             "the server could not store your changes to {} ({}) and did not accept them; they stay on your device and are sent again on reconnecting",
             self.id,
@@ -341,7 +341,7 @@ impl DocTask {
             // reconnection, for ever.
             Err(Checked::Sync(e @ SyncError::TooHeavy(_))) => {
                 self.hub.metrics.records_too_large.inc();
-                warn!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "sync message too heavy; changes refused");
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, error = %e, "sync message too heavy; changes refused");
                 self.refusal_to(
                     &peer,
                     format!(
@@ -356,7 +356,7 @@ impl DocTask {
             }
             Err(Checked::Sync(e)) => {
                 self.hub.metrics.protocol_errors.inc();
-                warn!(doc_id = %self.id, peer_id = %peer.peer_id, error = %e, "refused sync message");
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, error = %e, "refused sync message");
                 self.error_to(
                     &peer,
                     format!("sync message for document {} refused: {e}", self.id),
@@ -376,7 +376,7 @@ impl DocTask {
                 // will start it now.
                 self.maybe_compact();
                 self.hub.metrics.records_too_large.inc();
-                warn!(doc_id = %self.id, peer_id = %peer.peer_id, stored, "record too large; changes refused");
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, stored, "record too large; changes refused");
                 self.refusal_to(
                     &peer,
                     format!(
@@ -393,7 +393,7 @@ impl DocTask {
             }
             Err(Checked::Rejected(Denied::TooManyOps { held, after })) => {
                 self.hub.metrics.records_too_large.inc();
-                warn!(doc_id = %self.id, peer_id = %peer.peer_id, held, after, "record would hold too many operations; changes refused");
+                warn!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, held, after, "record would hold too many operations; changes refused");
                 self.refusal_to(
                     &peer,
                     format!(
