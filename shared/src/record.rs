@@ -798,6 +798,24 @@ pub fn chunks(bytes: &[u8]) -> impl Iterator<Item = (u8, Option<&[u8]>)> {
     })
 }
 
+/// The changes `bytes` hold one after the other (as stored, or as one
+/// entry of a sync message carries them), in that order; `None` unless
+/// every chunk is a change that parses and together they are all of the
+/// bytes.
+pub fn changes_in(bytes: &[u8]) -> Option<Vec<automerge::Change>> {
+    let mut out = Vec::new();
+    let mut length = 0;
+    for (kind, chunk) in chunks(bytes) {
+        let chunk = chunk?;
+        if kind == DOCUMENT_CHUNK {
+            return None;
+        }
+        length += chunk.len();
+        out.push(automerge::Change::from_bytes(chunk.to_vec()).ok()?);
+    }
+    (length == bytes.len()).then_some(out)
+}
+
 /// Reads one unsigned LEB128 number from the front of `input`, at most ten
 /// bytes of it (64 bits), and moves `input` past it.
 pub(crate) fn read_leb128(input: &mut &[u8]) -> Option<u64> {

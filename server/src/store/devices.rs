@@ -134,12 +134,11 @@ fn behind_discarded(
     if dead.is_empty() {
         return Ok(None);
     }
+    let Some(batch) = twinsync_shared::record::changes_in(changes) else {
+        return Ok(None);
+    };
     let mut first = None;
-    for (_, chunk) in twinsync_shared::record::chunks(changes) {
-        let Some(change) = chunk.and_then(|c| automerge::Change::from_bytes(c.to_vec()).ok())
-        else {
-            return Ok(None);
-        };
+    for change in batch {
         let behind = dead
             .get(&change.hash())
             .or_else(|| change.deps().iter().find_map(|d| dead.get(d)))

@@ -353,9 +353,13 @@ impl DocSync {
     /// bytes that are not changes): they and what follows are then checked
     /// again as they come.
     pub fn withhold(&mut self, peer: &PeerId, changes: &[u8]) -> bool {
-        let Some(listed) = super::withheld::listed(changes) else {
+        let Some(listed) = crate::record::changes_in(changes) else {
             return false;
         };
+        let listed: Vec<(ChangeHash, Vec<ChangeHash>)> = listed
+            .iter()
+            .map(|c| (c.hash(), c.deps().to_vec()))
+            .collect();
         self.peers
             .get_mut(peer)
             .is_some_and(|p| p.withheld.refuse(&listed))

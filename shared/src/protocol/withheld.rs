@@ -20,7 +20,7 @@ use std::sync::Arc;
 use automerge::sync;
 use automerge::{Automerge, Change, ChangeHash};
 
-use crate::record::{DOCUMENT_CHUNK, chunks, holds, holds_all};
+use crate::record::{changes_in, holds, holds_all};
 
 /// The most changes withheld from one peer. Past it, or for a change whose
 /// place cannot be told in a few hashes, the set is dropped and the peer's
@@ -300,34 +300,7 @@ impl Withheld {
 /// The changes one entry of a sync message holds, if it holds changes
 /// alone and each parses.
 fn read_changes(entry: &[u8]) -> Option<Vec<Change>> {
-    let mut out = Vec::new();
-    let mut length = 0;
-    for (kind, chunk) in chunks(entry) {
-        let chunk = chunk?;
-        if kind == DOCUMENT_CHUNK {
-            return None;
-        }
-        length += chunk.len();
-        out.push(Change::from_bytes(chunk.to_vec()).ok()?);
-    }
-    (length == entry.len() && !out.is_empty()).then_some(out)
-}
-
-/// The changes of `bytes` (changes one after the other, as stored) with
-/// their dependencies; `None` if they do not all parse.
-pub(super) fn listed(bytes: &[u8]) -> Option<Vec<(ChangeHash, Vec<ChangeHash>)>> {
-    let mut out = Vec::new();
-    let mut length = 0;
-    for (kind, chunk) in chunks(bytes) {
-        let chunk = chunk?;
-        if kind == DOCUMENT_CHUNK {
-            return None;
-        }
-        length += chunk.len();
-        let change = Change::from_bytes(chunk.to_vec()).ok()?;
-        out.push((change.hash(), change.deps().to_vec()));
-    }
-    (length == bytes.len()).then_some(out)
+    changes_in(entry).filter(|changes| !changes.is_empty())
 }
 
 #[cfg(test)]
@@ -371,7 +344,7 @@ mod tests {
     }
 
     fn refused(w: &mut Withheld, change: &Change) {
-        assert!(w.refuse(&listed(change.raw_bytes()).unwrap()));
+        assert!(w.refuse(&[(change.hash(), change.deps().to_vec())]));
     }
 
     /// A chain typed on a refused change, sent in any order, is all taken
