@@ -496,6 +496,38 @@ async fn a_change_to_another_citys_agreement_is_quarantined_and_never_relayed() 
     );
 }
 
+/// A delegate of a city that is no party to an agreement, connected and
+/// holding it: each of its writes to it is refused.
+async fn intruder_on_an_agreement(app: &TestApp) -> (DocumentId, TestPeer) {
+    let Sides {
+        agreement,
+        outsider,
+        ..
+    } = sides(app).await;
+    let token = app.device(Role::Delegate, &[&outsider], None);
+    let mut intruder = TestPeer::new("intruder").with_token(&token);
+    intruder.connect(app).await;
+    intruder.fetch(agreement, LIMIT).await;
+    (agreement, intruder)
+}
+
+/// The quarantine's pending batches.
+async fn pending_batches(app: &TestApp) -> Vec<Value> {
+    app.get_json("/api/quarantine?status=pending")
+        .await
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// An edit setting a record's status.
+fn status_edit(status: &str) -> Vec<Edit> {
+    vec![Edit::Set {
+        path: "/status".into(),
+        value: json!(status),
+    }]
+}
+
 /// A delegate whose change was refused types on: every later change builds
 /// on the refused one. They wait with it on the phone, neither sent nor
 /// quarantined again at each keystroke; once a coordinator accepts the
@@ -504,38 +536,17 @@ async fn a_change_to_another_citys_agreement_is_quarantined_and_never_relayed() 
 async fn changes_typed_after_a_refused_one_wait_with_it_until_it_is_accepted() {
     const LATER: usize = 7;
     let app = spawn_app().await;
-    let Sides {
-        agreement,
-        outsider,
-        ..
-    } = sides(&app).await;
-    let token = app.device(Role::Delegate, &[&outsider], None);
-    let pending = || async {
-        app.get_json("/api/quarantine?status=pending")
-            .await
-            .as_array()
-            .unwrap()
-            .clone()
-    };
-    let mut intruder = TestPeer::new("intruder").with_token(&token);
-    intruder.connect(&app).await;
-    intruder.fetch(agreement, LIMIT).await;
-    let status = |s: &str| {
-        vec![Edit::Set {
-            path: "/status".into(),
-            value: json!(s),
-        }]
-    };
-    intruder.edit(agreement, "suspend it", &status("suspended"));
+    let (agreement, mut intruder) = intruder_on_an_agreement(&app).await;
+    intruder.edit(agreement, "suspend it", &status_edit("suspended"));
     intruder
         .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 1)
         .await;
     for i in 0..LATER {
         let to = if i % 2 == 0 { "ended" } else { "suspended" };
-        intruder.edit(agreement, "and again", &status(to));
+        intruder.edit(agreement, "and again", &status_edit(to));
         intruder.sync(QUIET, LIMIT).await;
     }
-    let rows = pending().await;
+    let rows = pending_batches(&app).await;
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["hashes"].as_array().unwrap().len(), 1, "{rows:#?}");
     assert_eq!(
@@ -562,7 +573,7 @@ async fn changes_typed_after_a_refused_one_wait_with_it_until_it_is_accepted() {
     intruder
         .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 2)
         .await;
-    let rows = pending().await;
+    let rows = pending_batches(&app).await;
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(
         rows[0]["hashes"].as_array().unwrap().len(),
@@ -579,40 +590,19 @@ async fn changes_typed_after_a_refused_one_wait_with_it_until_it_is_accepted() {
 #[tokio::test]
 async fn a_refused_change_sent_again_is_kept_once_and_once_discarded_stays_out() {
     let app = spawn_app().await;
-    let Sides {
-        agreement,
-        outsider,
-        ..
-    } = sides(&app).await;
-    let token = app.device(Role::Delegate, &[&outsider], None);
-    let pending = || async {
-        app.get_json("/api/quarantine?status=pending")
-            .await
-            .as_array()
-            .unwrap()
-            .clone()
-    };
-    let mut intruder = TestPeer::new("intruder").with_token(&token);
-    intruder.connect(&app).await;
-    intruder.fetch(agreement, LIMIT).await;
-    let status = |s: &str| {
-        vec![Edit::Set {
-            path: "/status".into(),
-            value: json!(s),
-        }]
-    };
-    let q = intruder.edit(agreement, "suspend it", &status("suspended"));
+    let (agreement, mut intruder) = intruder_on_an_agreement(&app).await;
+    let q = intruder.edit(agreement, "suspend it", &status_edit("suspended"));
     intruder
         .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 1)
         .await;
-    let r = intruder.edit(agreement, "end it", &status("ended"));
+    let r = intruder.edit(agreement, "end it", &status_edit("ended"));
     intruder.sync(QUIET, LIMIT).await;
     intruder.disconnect().await;
     intruder.connect(&app).await;
     intruder
         .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 2)
         .await;
-    let rows = pending().await;
+    let rows = pending_batches(&app).await;
     let mut batches: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -645,7 +635,11 @@ async fn a_refused_change_sent_again_is_kept_once_and_once_discarded_stays_out()
         )
         .await;
     assert_eq!(res.status(), 200);
-    assert!(pending().await.is_empty(), "{:#?}", pending().await);
+    assert!(
+        pending_batches(&app).await.is_empty(),
+        "{:#?}",
+        pending_batches(&app).await
+    );
     intruder.disconnect().await;
     intruder.connect(&app).await;
     intruder
@@ -658,7 +652,11 @@ async fn a_refused_change_sent_again_is_kept_once_and_once_discarded_stays_out()
         refusal.discarded && refusal.quarantine.is_some(),
         "{refusal:?}"
     );
-    assert!(pending().await.is_empty(), "{:#?}", pending().await);
+    assert!(
+        pending_batches(&app).await.is_empty(),
+        "{:#?}",
+        pending_batches(&app).await
+    );
     assert!(!intruder.seen.closed);
 }
 
