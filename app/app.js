@@ -431,6 +431,18 @@ function batchChanges(q) {
   return details;
 }
 
+/**
+ * For a batch that builds on another still waiting in `rows`: which one,
+ * by who sent it and when, to be judged first (the server refuses to
+ * accept this one before it).
+ */
+function buildsOn(q, rows) {
+  const first = rows.find((r) => q.builds_on?.includes(r.id));
+  if (!first) return null;
+  return h("p", { class: "builds-on", "data-builds-on": first.id },
+    pieces(app.lang, "buildsOnPending", { who: words(first.device_name ?? first.device_id), when: formatDateTime(app.lang, first.received_at) }, (v) => v));
+}
+
 /** One field of a batch: its label, then the text's passages or the two values. */
 function fieldChange(kind, c, record) {
   const { field } = fieldAt(app.schema, kind, c.path);
@@ -1514,7 +1526,10 @@ function devicesView() {
     const oldest = Math.min(...Object.values(staleness).filter(Boolean));
     stale.textContent = Number.isFinite(oldest) ? tr("shownAsOf", { when: formatDateTime(app.lang, Math.floor(oldest / 1000)) }) : "";
   };
-  const failed = (e) => { fill(problem, requestProblem(e)); };
+  view.problem = problem;
+  // Said on the screen as it is when the answer comes: a redraw held while
+  // a preview was open may have drawn it again meanwhile.
+  const failed = (e) => { fill(app.view?.screen === "devices" ? app.view.problem : problem, requestProblem(e)); };
   // Runs one request at a time from `button`, with the error, if any, shown.
   const act = async (button, work) => {
     problem.textContent = "";
@@ -1634,6 +1649,7 @@ function devicesView() {
       h("time", {}, formatDateTime(app.lang, q.received_at)), " · ",
       plural(app.lang, "changesCount", q.hashes.length),
       h("p", { class: "reason" }, refusalReason(q)),
+      buildsOn(q, rows),
       batchChanges(q),
       ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, disabled: !!at, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
         act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(drawPending);

@@ -15,8 +15,9 @@ use tokio::sync::oneshot;
 use crate::access::{Authenticated, Coordinator, Denied, client_ip};
 use crate::api::{ApiError, ApiResult, blocking};
 use crate::auth::{Device, NewDevice, Role};
-use crate::document::DocCommand;
+use crate::document::{AcceptError, DocCommand};
 use crate::hub::{DispatchError, Hub, Missing};
+use crate::review::{BatchError, PreviewError, batches};
 use crate::store::{RedeemError, StoreError, UpdateRefused};
 
 fn now() -> i64 {
@@ -487,6 +488,24 @@ fn no_batch(id: i64) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no quarantined batch #{id}")).code("no-batch")
 }
 
+/// The answer for accepting a batch before those it builds on.
+fn builds_on_pending(entry: &crate::store::Quarantined) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "batch #{} builds on {}, still waiting for review: accept {} first",
+            entry.id,
+            batches(&entry.builds_on),
+            if entry.builds_on.len() == 1 {
+                "that"
+            } else {
+                "those"
+            },
+        ),
+    )
+    .code("batch-builds-on-pending")
+}
+
 /// The answer for a change to a device the store refused.
 fn refused_update(e: UpdateRefused) -> ApiError {
     let (status, code) = match e {
@@ -518,7 +537,15 @@ pub async fn quarantined(
         let current = record.unwrap_or_else(twinsync_shared::record::new_document);
         // Built here, off the async workers: the values may be long texts.
         let mut body = json!(entry);
-        match crate::review::preview(&current, &changes) {
+        let shown = crate::review::preview(&current, &changes).map_err(|e| match e {
+            // Waiting on another batch: named, so that the coordinator
+            // knows which to judge first.
+            PreviewError::Batch(BatchError::MissingDeps(_)) if !entry.builds_on.is_empty() => {
+                PreviewError::BuildsOnPending(entry.builds_on.clone())
+            }
+            e => e,
+        });
+        match shown {
             Ok(shown) => {
                 body["kind"] = json!(shown.kind);
                 body["title"] = shown.title;
@@ -544,6 +571,10 @@ pub async fn accept(
     let (entry, changes) = blocking(move || store.quarantined_changes(id))
         .await?
         .ok_or_else(|| no_batch(id))?;
+    // It could not apply before the batches it builds on; they are named.
+    if !entry.builds_on.is_empty() {
+        return Err(builds_on_pending(&entry));
+    }
     let doc = entry.doc_id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -609,12 +640,20 @@ async fn apply(
             )
             .code("record-busy")
         })?
-        .map_err(|e| {
-            ApiError::new(
+        .map_err(|e| match e {
+            AcceptError::MissingDeps(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "batch #{} cannot be applied yet: {e}; no batch waiting for review holds them, so the device that sent it has yet to send them",
+                    entry.id
+                ),
+            )
+            .code("batch-missing-deps"),
+            AcceptError::Unfit(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 format!("batch #{} cannot be applied: {e}", entry.id),
             )
-            .code("batch-not-applicable")
+            .code("batch-not-applicable"),
         })
 }
 

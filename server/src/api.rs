@@ -55,6 +55,8 @@ pub const CODES: &[&str] = &[
     "no-batch",
     "batch-decided",
     "batch-not-applicable",
+    "batch-builds-on-pending",
+    "batch-missing-deps",
     "record-busy",
     "unknown-device",
     "device-revoked",

@@ -28,6 +28,8 @@ use crate::store::{Kept, StoreError, Summary};
 mod receive;
 mod upkeep;
 
+pub use receive::AcceptError;
+
 /// A peer's way out: its connection's queue and its kill switch, which
 /// stays fired once fired: nothing it sends after is taken in.
 #[derive(Clone, Debug)]
@@ -76,7 +78,7 @@ pub enum DocCommand {
         changes: Vec<u8>,
         peer_id: String,
         device_id: String,
-        reply: oneshot::Sender<Result<usize, String>>,
+        reply: oneshot::Sender<Result<usize, AcceptError>>,
     },
     /// Store sync states and stop.
     Shutdown(oneshot::Sender<()>),

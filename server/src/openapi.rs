@@ -198,7 +198,7 @@ fn quarantine_paths() -> Value {
         }},
         "/api/quarantine/{batchId}": {"get": {
             "summary": "One batch, with what it would change (coordinators)",
-            "description": "The batch as listed, and `changes`: each field it would change in its record as stored now, with the value before and after and, for text, the words added and removed. When that cannot be shown, `not_shown` says why instead: the changes do not load, build on changes the server lacks, add nothing to the record as it is now, or nest values deeper than the server reads.",
+            "description": "The batch as listed, and `changes`: each field it would change in its record as stored now, with the value before and after and, for text, the words added and removed. When that cannot be shown, `not_shown` says why instead: the changes do not load, build on changes still waiting for review in other batches (`builds_on`) or otherwise lacking on the server, add nothing to the record as it is now, or nest values deeper than the server reads.",
             "parameters": [batch_param],
             "responses": with_role(json!({
                 "200": body("The batch", "QuarantinedPreview"),
@@ -214,7 +214,7 @@ fn quarantine_paths() -> Value {
                 "200": body("Accepted", "Decision"),
                 "400": plain("The batch id is not an integer."),
                 "404": error("No batch has this id."),
-                "409": error("The batch was already accepted or discarded, or it cannot be applied: it depends on changes the server does not have, it would leave the record invalid, the record cannot be read on the server, or storing failed."),
+                "409": error("The batch was already accepted or discarded (`batch-decided`), or it cannot be applied: it builds on batches still pending, named in the message (`batch-builds-on-pending`), or on changes the device has yet to send (`batch-missing-deps`), or it would leave the record invalid or past its limits, the record cannot be read on the server, or storing failed (`batch-not-applicable`)."),
                 "500": error("The batch or its record is stored but cannot be read.")
             }))
         }},
@@ -381,7 +381,8 @@ fn device_schemas() -> Value {
             "received_at": {"type": "integer"},
             "status": {"type": "string", "enum": ["pending", "accepted", "discarded"]},
             "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided; for a batch settled because all its changes were stored later anyway (its device, once allowed, sent them again), the device that delivered the change completing it (null if the server made it)."},
-            "decided_at": {"type": "integer", "nullable": true}}},
+            "decided_at": {"type": "integer", "nullable": true},
+            "builds_on": {"type": "array", "items": {"type": "integer"}, "description": "For a pending batch, the other pending batches of its record holding changes it builds on: it can be accepted only after them."}}},
         "QuarantinedPreview": {"allOf": [{"$ref": "#/components/schemas/Quarantined"}, {"type": "object", "properties": {
             "changes": {"type": "array", "items": {"$ref": "#/components/schemas/FieldChange"}},
             "kind": {"type": "string", "nullable": true, "description": "The record's kind with the batch applied, beside `changes`: a refused new record is not stored, and is known by this alone."},

@@ -80,6 +80,23 @@ pub enum PreviewError {
     Batch(#[from] BatchError),
     #[error("the batch adds nothing to the record as it is now")]
     NothingNew,
+    /// What it builds on waits for review in these other batches; the
+    /// store knows this, not the preview (see `Quarantined::builds_on`).
+    #[error(
+        "the batch builds on changes still waiting for review in {}; it can be shown once they are accepted",
+        batches(.0)
+    )]
+    BuildsOnPending(Vec<i64>),
+}
+
+/// Batch ids as a message says them: `batch #4`, `batches #4 and #7`.
+pub fn batches(ids: &[i64]) -> String {
+    let named: Vec<String> = ids.iter().map(|id| format!("#{id}")).collect();
+    match named.split_last() {
+        Some((last, [])) => format!("batch {last}"),
+        Some((last, rest)) => format!("batches {} and {last}", rest.join(", ")),
+        None => "no batch".into(),
+    }
 }
 
 impl PreviewError {
@@ -91,11 +108,18 @@ impl PreviewError {
             PreviewError::Batch(BatchError::MissingDeps(_)) => "missing-deps",
             PreviewError::Batch(BatchError::TooDeep(_)) => "too-deep",
             PreviewError::NothingNew => "nothing-new",
+            PreviewError::BuildsOnPending(_) => "builds-on-pending",
         }
     }
 
     /// Every code, for the test that the app says each.
-    pub const CODES: [&'static str; 4] = ["unreadable", "missing-deps", "too-deep", "nothing-new"];
+    pub const CODES: [&'static str; 5] = [
+        "unreadable",
+        "missing-deps",
+        "too-deep",
+        "nothing-new",
+        "builds-on-pending",
+    ];
 }
 
 /// `current` with a quarantined batch applied, as a coordinator's accept
@@ -280,6 +304,7 @@ mod tests {
             PreviewError::Batch(BatchError::MissingDeps(1)),
             PreviewError::Batch(BatchError::TooDeep(String::new())),
             PreviewError::NothingNew,
+            PreviewError::BuildsOnPending(vec![4]),
         ];
         let codes: Vec<&str> = errors.iter().map(PreviewError::code).collect();
         assert_eq!(codes, PreviewError::CODES);

@@ -524,35 +524,37 @@ impl DocTask {
         changes: &[u8],
         peer_id: &str,
         device_id: &str,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, AcceptError> {
         self.retry_broken().await;
         if let Some(reason) = &self.broken {
-            return Err(format!("the record cannot be read on the server: {reason}"));
+            return Err(AcceptError::Unfit(format!(
+                "the record cannot be read on the server: {reason}"
+            )));
         }
         let before = self.doc.get_heads();
         // A record's limits hold for every way in.
         let room = self.room();
         if room.bytes_past(changes.len() as u64) {
-            return Err(format!(
+            return Err(AcceptError::Unfit(format!(
                 "accepting them would take the record past the limit of {} MiB per record",
                 self.hub.settings.max_record_mib
-            ));
+            )));
         }
         let scratch = load_batch(&self.doc, changes).map_err(|e| match e {
-            BatchError::Unreadable(e) => format!("the quarantined changes cannot be read: {e}"),
-            BatchError::MissingDeps(_) => {
-                "the quarantined changes depend on changes the server does not have".into()
+            BatchError::Unreadable(e) => {
+                AcceptError::Unfit(format!("the quarantined changes cannot be read: {e}"))
             }
-            BatchError::TooDeep(path) => {
-                format!("values may nest at most {MAX_NESTING} deep, and these reach {path}")
-            }
+            BatchError::MissingDeps(n) => AcceptError::MissingDeps(n),
+            BatchError::TooDeep(path) => AcceptError::Unfit(format!(
+                "values may nest at most {MAX_NESTING} deep, and these reach {path}"
+            )),
         })?;
         let after_ops = scratch.stats().num_ops;
         if room.ops_past(after_ops) {
-            return Err(format!(
+            return Err(AcceptError::Unfit(format!(
                 "accepting them would take the record from {} to {after_ops} operations, past the limit of {} operations per record",
                 room.ops, room.max_ops
-            ));
+            )));
         }
         let after = read_document(&scratch);
         if let Err(errors) = &after {
@@ -561,11 +563,15 @@ impl DocTask {
                 Ok(_) => &[],
             };
             if let Some(e) = errors.iter().find(|e| !old.contains(e)) {
-                return Err(format!("the record would not be valid: {e}"));
+                return Err(AcceptError::Unfit(format!(
+                    "the record would not be valid: {e}"
+                )));
             }
         }
         let (new, saved) = twinsync_shared::protocol::admit_new_changes(&scratch, &before)
-            .map_err(|e| format!("the quarantined changes cannot be taken: {e}"))?;
+            .map_err(|e| {
+                AcceptError::Unfit(format!("the quarantined changes cannot be taken: {e}"))
+            })?;
         if new.is_empty() {
             return Ok(0);
         }
@@ -575,10 +581,10 @@ impl DocTask {
             .await
         {
             self.reload().await;
-            return Err(format!(
+            return Err(AcceptError::Unfit(format!(
                 "the server could not store the changes: {}",
                 e.public_reason()
-            ));
+            )));
         }
         self.hub.metrics.changes_applied.inc_by(new.len() as u64);
         // An older app's new record, accepted: upgraded before it is sent.
@@ -657,4 +663,16 @@ impl DocTask {
         }
         Ok(())
     }
+}
+
+/// Why a coordinator's accept of a quarantined batch did not apply it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AcceptError {
+    /// The batch builds on this many changes the record does not hold:
+    /// another batch waiting for review, or changes the device has not sent.
+    #[error("the quarantined changes build on {0} changes the server does not have")]
+    MissingDeps(usize),
+    /// Anything else: the record would not be valid, a limit, the store.
+    #[error("{0}")]
+    Unfit(String),
 }

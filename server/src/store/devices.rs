@@ -68,6 +68,9 @@ pub struct Quarantined {
     pub status: String,
     pub decided_by: Option<String>,
     pub decided_at: Option<i64>,
+    /// For a pending batch, the other pending batches of its record that
+    /// hold changes it builds on: it cannot apply before them.
+    pub builds_on: Vec<i64>,
 }
 
 /// Where [`Store::quarantine`] put a refused batch.
@@ -196,6 +199,51 @@ fn discard_dependents(
     }
 }
 
+/// Fills in `builds_on` for the pending batches among `rows`: the other
+/// pending batches of the same record holding a change one of theirs
+/// depends on. Changes that do not parse build on nothing.
+fn fill_builds_on(conn: &Connection, rows: &mut [Quarantined]) -> Result<(), StoreError> {
+    if !rows.iter().any(|q| q.status == "pending") {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, doc_id, hashes, changes FROM quarantine WHERE status = 'pending'",
+    )?;
+    let pending = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut holder: HashMap<(&str, &str), i64> = HashMap::new();
+    for (id, doc, hashes, _) in &pending {
+        for h in hashes.split(',') {
+            holder.insert((doc.as_str(), h), *id);
+        }
+    }
+    let mut parents: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (id, doc, _, changes) in &pending {
+        let mut on: Vec<i64> = twinsync_shared::record::changes_in(changes)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|c| c.deps().to_vec())
+            .filter_map(|d| holder.get(&(doc.as_str(), d.to_string().as_str())).copied())
+            .filter(|parent| parent != id)
+            .collect();
+        on.sort_unstable();
+        on.dedup();
+        parents.insert(*id, on);
+    }
+    for q in rows.iter_mut().filter(|q| q.status == "pending") {
+        q.builds_on = parents.remove(&q.id).unwrap_or_default();
+    }
+    Ok(())
+}
+
 /// A refused batch without the changes `pending` holds: their hashes and
 /// bytes, in the batch's order; `None` if its changes do not parse.
 fn without(
@@ -259,6 +307,7 @@ fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
         status: r.get(9)?,
         decided_by: r.get(10)?,
         decided_at: r.get(11)?,
+        builds_on: Vec::new(),
     })
 }
 
@@ -779,8 +828,12 @@ impl Store {
             "{QUARANTINE_SELECT} WHERE (?1 IS NULL OR q.status = ?1)
              ORDER BY q.status = 'pending' DESC, q.id DESC"
         ))?;
-        let rows = stmt.query_map([status], quarantine_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = stmt
+            .query_map([status], quarantine_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        fill_builds_on(&conn, &mut rows)?;
+        Ok(rows)
     }
 
     /// A quarantined batch and its changes.
@@ -788,12 +841,19 @@ impl Store {
         &self,
         id: i64,
     ) -> Result<Option<(Quarantined, Vec<u8>)>, StoreError> {
-        Ok(self
-            .conn()
+        let conn = self.conn();
+        let found: Option<(Quarantined, Vec<u8>)> = conn
             .query_row(&format!("{QUARANTINE_SELECT} WHERE q.id = ?1"), [id], |r| {
                 Ok((quarantine_row(r)?, r.get(12)?))
             })
-            .optional()?)
+            .optional()?;
+        let Some((entry, changes)) = found else {
+            return Ok(None);
+        };
+        let mut rows = [entry];
+        fill_builds_on(&conn, &mut rows)?;
+        let [entry] = rows;
+        Ok(Some((entry, changes)))
     }
 
     /// Marks a pending batch accepted or discarded; false if it was not pending.
@@ -977,6 +1037,11 @@ mod tests {
         let expected: Vec<String> = chain[1..3].iter().map(ToString::to_string).collect();
         assert_eq!(row.hashes, expected);
         assert_eq!(changes, bytes(&mut phone, &chain[1..3]));
+        // It builds on the first, still pending, which builds on nothing.
+        assert_eq!(row.builds_on, vec![first.id]);
+        let listed = store.quarantined(Some("pending")).unwrap();
+        let on: Vec<(i64, Vec<i64>)> = listed.iter().map(|q| (q.id, q.builds_on.clone())).collect();
+        assert_eq!(on, vec![(later.id, vec![first.id]), (first.id, vec![])]);
         // Held already: the batch that holds the first of them.
         assert_eq!(keep(&chain[..2], &mut phone, 1 << 20).unwrap(), first);
         // The limit counts what is kept.
@@ -1009,6 +1074,8 @@ mod tests {
         assert!(store.quarantined(Some("pending")).unwrap().is_empty());
         let own = keep(&[x], &mut other, 1 << 20).unwrap();
         assert!(!own.discarded && own.id != later.id);
+        let (row, _) = store.quarantined_changes(own.id).unwrap().unwrap();
+        assert!(row.builds_on.is_empty());
     }
 
     fn renamed(d: &Device, name: &str) -> NewDevice {

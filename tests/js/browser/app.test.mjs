@@ -1240,12 +1240,40 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     await page.evaluate((id) => { document.activeElement?.blur(); return window.twinsync.edit(id, [{ op: "set", path: "/budget_note", value: "Révisé" }], "note"); }, project.id);
     await page.waitForTimeout(1000);
     assert.equal(await page.$eval("ul.quarantine li[data-quarantine] details", (d) => d.open), true, "the preview still open");
-    // Another coordinator discards it first: this one's click is told so in
-    // their language, with the server's English in the title, and the list
-    // empties.
+    // The phone types on in the refused report and connects again: what it
+    // typed waits as a second batch, which builds on the first. Its entry
+    // names who sent the first and when, its preview waits for it, and
+    // accepting it first is refused, in the coordinator's words.
     const batch = await page.getAttribute("ul.quarantine li[data-quarantine]", "data-quarantine");
+    await delegate.page.evaluate((id) => window.twinsync.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert: "ثم " }], "more"), report.id);
+    const joins = await delegate.page.evaluate(() => window.twinsync.status().joins);
+    await delegate.page.click("#sync-toggle");
+    await delegate.page.click("#sync-toggle");
+    await until(delegate.page, (n) => window.twinsync.status().joins > n, joins, "the phone online again");
+    for (let i = 0; i < 200 && (await (await server.api("/api/quarantine?status=pending")).json()).length < 2; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await page.click("button.refresh");
+    const second = 'ul.quarantine li:has(p.builds-on)';
+    const note = await until(page, () => document.querySelector("ul.quarantine p.builds-on")?.textContent || null, undefined, "the second batch, building on the first");
+    assert.ok(note.includes("هاتف حسن"), note);
+    assert.equal(await page.getAttribute("ul.quarantine p.builds-on", "data-builds-on"), batch);
+    await page.click(`${second} details summary`);
+    assert.equal(await until(page, () => document.querySelector("ul.quarantine li:has(p.builds-on) .batch-changes p")?.textContent || null, undefined, "why the second cannot be shown"), words["notShown.builds-on-pending"]);
+    // (The list is drawn again once the request ends: the old one marked.)
+    await page.$eval("ul.quarantine li", (li) => { li.dataset.stale = "1"; });
+    await page.click(`${second} button.accept`);
+    const waits = await until(page, (said) => {
+      const p = document.querySelector('#view p.warning[role="alert"] span');
+      return p?.textContent.includes(said) ? p.title : null;
+    }, words["api.batch-builds-on-pending"], "accepting the second first, refused");
+    assert.ok(waits.includes(`batch #${batch}`), waits);
+    await until(page, () => document.querySelector("ul.quarantine li[data-quarantine]:not([data-stale])") || null, undefined, "the list drawn again");
+    // Another coordinator discards the first: this one's click is told so
+    // in their language, with the server's English in the title, and the
+    // list empties, as the second, typed on the first, goes with it.
     assert.equal((await server.api(`/api/quarantine/${batch}/discard`, { method: "POST" })).status, 200);
-    await page.click("ul.quarantine li[data-quarantine] button.discard");
+    await page.click(`ul.quarantine li[data-quarantine="${batch}"] button.discard`);
     const told = await until(page, (said) => {
       const p = document.querySelector('#view p.warning[role="alert"] span');
       return p?.textContent.includes(said) ? { text: p.textContent, title: p.title } : null;

@@ -582,6 +582,34 @@ async fn changes_typed_after_a_refused_one_wait_with_it_until_it_is_accepted() {
     );
 }
 
+/// An intruder whose refused change is pending, who typed another on it
+/// and reconnected: the quarantine holds the two as two batches, the
+/// first and the one that builds on it.
+async fn two_pending_batches(app: &TestApp) -> (DocumentId, TestPeer, Value, Value) {
+    let (agreement, mut intruder) = intruder_on_an_agreement(app).await;
+    let q = intruder.edit(agreement, "suspend it", &status_edit("suspended"));
+    intruder
+        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 1)
+        .await;
+    let r = intruder.edit(agreement, "end it", &status_edit("ended"));
+    intruder.sync(QUIET, LIMIT).await;
+    intruder.disconnect().await;
+    intruder.connect(app).await;
+    intruder
+        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 2)
+        .await;
+    let rows = pending_batches(app).await;
+    let holding = |hash: Option<automerge::ChangeHash>| {
+        let hashes = json!([hash.unwrap().to_string()]);
+        rows.iter().find(|row| row["hashes"] == hashes).cloned()
+    };
+    let (Some(first), Some(second)) = (holding(q), holding(r)) else {
+        panic!("not one batch for each change: {rows:#?}");
+    };
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    (agreement, intruder, first, second)
+}
+
 /// Reconnected, the phone sends the refused change again with everything
 /// typed since: what a pending batch holds is not kept twice, and the rest
 /// waits as a batch of its own, so the batch a coordinator is looking at
@@ -590,42 +618,9 @@ async fn changes_typed_after_a_refused_one_wait_with_it_until_it_is_accepted() {
 #[tokio::test]
 async fn a_refused_change_sent_again_is_kept_once_and_once_discarded_stays_out() {
     let app = spawn_app().await;
-    let (agreement, mut intruder) = intruder_on_an_agreement(&app).await;
-    let q = intruder.edit(agreement, "suspend it", &status_edit("suspended"));
-    intruder
-        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 1)
-        .await;
-    let r = intruder.edit(agreement, "end it", &status_edit("ended"));
-    intruder.sync(QUIET, LIMIT).await;
-    intruder.disconnect().await;
-    intruder.connect(&app).await;
-    intruder
-        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 2)
-        .await;
-    let rows = pending_batches(&app).await;
-    let mut batches: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            row["hashes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| h.as_str().unwrap().to_owned())
-                .collect()
-        })
-        .collect();
-    batches.sort_by_key(|b| b != &vec![q.unwrap().to_string()]);
-    assert_eq!(
-        batches,
-        vec![vec![q.unwrap().to_string()], vec![r.unwrap().to_string()]],
-        "{rows:#?}"
-    );
+    let (_, mut intruder, first, _) = two_pending_batches(&app).await;
 
     // Discarding the first discards the second, which builds on it.
-    let first = rows
-        .iter()
-        .find(|row| row["hashes"][0] == q.unwrap().to_string())
-        .unwrap();
     let id = first["id"].as_i64().unwrap();
     let res = app
         .post_as(
@@ -658,6 +653,70 @@ async fn a_refused_change_sent_again_is_kept_once_and_once_discarded_stays_out()
         pending_batches(&app).await
     );
     assert!(!intruder.seen.closed);
+}
+
+/// A batch that builds on another still pending names it: in the list,
+/// in its preview and when accepted first, which changes nothing. Once
+/// the first is accepted, it applies.
+#[tokio::test]
+async fn a_batch_built_on_a_pending_one_says_which_to_accept_first() {
+    let app = spawn_app().await;
+    let (agreement, mut intruder, first, second) = two_pending_batches(&app).await;
+    let (first, second) = (
+        first["id"].as_i64().unwrap(),
+        second["id"].as_i64().unwrap(),
+    );
+    let rows = pending_batches(&app).await;
+    let on = |id: i64| rows.iter().find(|r| r["id"] == id).unwrap()["builds_on"].clone();
+    assert_eq!((on(first), on(second)), (json!([]), json!([first])));
+
+    let before = record(&app, agreement).await["status"].clone();
+    assert_ne!(before, "ended");
+
+    let shown = app.get_json(&format!("/api/quarantine/{second}")).await;
+    assert_eq!(shown["not_shown_code"], "builds-on-pending", "{shown:#}");
+    assert!(
+        shown["not_shown"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("#{first}")),
+        "{shown:#}"
+    );
+    let accept = |id: i64| {
+        let app = &app;
+        async move {
+            app.post_as(
+                &format!("/api/quarantine/{id}/accept"),
+                &app.token,
+                &json!({}),
+            )
+            .await
+        }
+    };
+    let res = accept(second).await;
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "batch-builds-on-pending", "{body:#}");
+    let said = body["error"].as_str().unwrap();
+    assert!(said.contains(&format!("batch #{first}")), "{said}");
+    assert_eq!(pending_batches(&app).await.len(), 2);
+    assert_eq!(record(&app, agreement).await["status"], before);
+
+    let res = accept(first).await;
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(record(&app, agreement).await["status"], "suspended");
+    // The phone sends the second again once the first is in; it waits
+    // in the same batch, which now applies.
+    intruder.sync(QUIET, LIMIT).await;
+    let rows = pending_batches(&app).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(
+        (rows[0]["id"].as_i64(), rows[0]["builds_on"].clone()),
+        (Some(second), json!([]))
+    );
+    let res = accept(second).await;
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(record(&app, agreement).await["status"], "ended");
 }
 
 #[tokio::test]
