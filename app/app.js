@@ -437,7 +437,8 @@ function batchChanges(q) {
  * accept this one before it).
  */
 function buildsOn(q, rows) {
-  const first = rows.find((r) => q.builds_on?.includes(r.id));
+  // The oldest: the one that builds on nothing else here, when it names two.
+  const first = rows.findLast((r) => q.builds_on?.includes(r.id));
   if (!first) return null;
   return h("p", { class: "builds-on", "data-builds-on": first.id },
     pieces(app.lang, "buildsOnPending", { who: words(first.device_name ?? first.device_id), when: formatDateTime(app.lang, first.received_at) }, (v) => v));
@@ -1527,9 +1528,11 @@ function devicesView() {
     stale.textContent = Number.isFinite(oldest) ? tr("shownAsOf", { when: formatDateTime(app.lang, Math.floor(oldest / 1000)) }) : "";
   };
   view.problem = problem;
-  // Said on the screen as it is when the answer comes: a redraw held while
-  // a preview was open may have drawn it again meanwhile.
-  const failed = (e) => { fill(app.view?.screen === "devices" ? app.view.problem : problem, requestProblem(e)); };
+  // This screen as it is when an answer comes: a redraw held while a
+  // preview was open may have drawn it again meanwhile, and what the
+  // answer says, or the lists it changed, belong on the one shown.
+  const shown = () => (app.view?.screen === "devices" && app.view.problem ? app.view : view);
+  const failed = (e) => { fill(shown().problem, requestProblem(e)); };
   // Runs one request at a time from `button`, with the error, if any, shown.
   const act = async (button, work) => {
     problem.textContent = "";
@@ -1579,7 +1582,7 @@ function devicesView() {
         invite.reset();
         inviting = false;
         touched();
-        drawDevices();
+        shown().drawDevices();
       });
     },
   },
@@ -1606,7 +1609,7 @@ function devicesView() {
           touched();
           // The server says who this device is now, if it was this one.
           if (d.id === app.me?.id) await meChanged();
-          await drawDevices();
+          await shown().drawDevices();
         });
       },
     }, ...changed.elements, save, cancel);
@@ -1630,7 +1633,7 @@ function devicesView() {
           d.id === app.me?.id ? h("span", { class: "this-device" }, tr("thisDevice"))
             : h("button", { type: "button", class: "revoke", disabled: !!at, "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
               if (!confirm(tr("revokeConfirm", { name: `\u2068${d.name}\u2069` }))) return;
-              act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(drawDevices);
+              act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(() => shown().drawDevices());
             } }, tr("revoke"))]));
       return row;
     }));
@@ -1652,7 +1655,7 @@ function devicesView() {
       buildsOn(q, rows),
       batchChanges(q),
       ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, disabled: !!at, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
-        act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(drawPending);
+        act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(() => shown().drawPending());
       } }, tr(decision)))))
     : h("li", { class: "note" }, tr("quarantineEmpty")));
   }).catch(failed);
@@ -1665,6 +1668,7 @@ function devicesView() {
       h("table", { class: "devices", role: "table", "aria-label": tr("deviceList") },
       h("thead", { role: "rowgroup" }, h("tr", { role: "row" }, [tr("deviceName"), tr("role"), tr("cities"), tr("lastSeen"), tr("status")].map((c) => h("th", { role: "columnheader" }, c)))), devices)),
     h("section", {}, h("h3", {}, tr("quarantineTitle")), pending));
+  Object.assign(view, { drawDevices, drawPending });
   drawDevices();
   drawPending();
 }

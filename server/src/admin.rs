@@ -597,9 +597,19 @@ pub async fn accept(
             .code("batch-decided"));
         }
         let applied = apply(&hub, doc, changes, &entry).await;
-        if applied.is_err() {
+        if let Err(e) = &applied {
             let store = hub.store.clone();
             blocking(move || store.reopen(id)).await?;
+            // Accepted while a batch it builds on was being accepted, which
+            // failed or had yet to apply: that batch is named, not the device.
+            if e.has_code("batch-missing-deps") {
+                let store = hub.store.clone();
+                if let Some((again, _)) = blocking(move || store.quarantined_changes(id)).await?
+                    && !again.builds_on.is_empty()
+                {
+                    return Err(builds_on_pending(&again));
+                }
+            }
         }
         applied
     });
@@ -644,7 +654,7 @@ async fn apply(
             AcceptError::MissingDeps(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 format!(
-                    "batch #{} cannot be applied yet: {e}; no batch waiting for review holds them, so the device that sent it has yet to send them",
+                    "batch #{} cannot be applied yet: {e}; no batch waiting for review holds them: most likely the device that sent it has yet to send them",
                     entry.id
                 ),
             )

@@ -44,6 +44,11 @@ impl ApiError {
         self.code = Some(code);
         self
     }
+
+    /// Whether the failure carries `code`.
+    pub(crate) fn has_code(&self, code: &str) -> bool {
+        self.code == Some(code)
+    }
 }
 
 /// Every code an [`ApiError`] may carry.

@@ -214,7 +214,7 @@ fn quarantine_paths() -> Value {
                 "200": body("Accepted", "Decision"),
                 "400": plain("The batch id is not an integer."),
                 "404": error("No batch has this id."),
-                "409": error("The batch was already accepted or discarded (`batch-decided`), or it cannot be applied: it builds on batches still pending, named in the message (`batch-builds-on-pending`), or on changes the device has yet to send (`batch-missing-deps`), or it would leave the record invalid or past its limits, the record cannot be read on the server, or storing failed (`batch-not-applicable`)."),
+                "409": error("The batch was already accepted or discarded (`batch-decided`), or it cannot be applied: it builds on batches still pending, named in the message (`batch-builds-on-pending`), or on changes no pending batch holds, most likely not yet sent by the device (`batch-missing-deps`), or it would leave the record invalid or past its limits, the record cannot be read on the server, or storing failed (`batch-not-applicable`)."),
                 "500": error("The batch or its record is stored but cannot be read.")
             }))
         }},
@@ -382,7 +382,7 @@ fn device_schemas() -> Value {
             "status": {"type": "string", "enum": ["pending", "accepted", "discarded"]},
             "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided; for a batch settled because all its changes were stored later anyway (its device, once allowed, sent them again), the device that delivered the change completing it (null if the server made it)."},
             "decided_at": {"type": "integer", "nullable": true},
-            "builds_on": {"type": "array", "items": {"type": "integer"}, "description": "For a pending batch, the other pending batches of its record holding changes it builds on: it can be accepted only after them."}}},
+            "builds_on": {"type": "array", "items": {"type": "integer"}, "description": "For a pending batch, the other pending batches of its record holding changes it builds on directly, which the record lacks: it can be accepted only after them (and they, in turn, after those they build on)."}}},
         "QuarantinedPreview": {"allOf": [{"$ref": "#/components/schemas/Quarantined"}, {"type": "object", "properties": {
             "changes": {"type": "array", "items": {"$ref": "#/components/schemas/FieldChange"}},
             "kind": {"type": "string", "nullable": true, "description": "The record's kind with the batch applied, beside `changes`: a refused new record is not stored, and is known by this alone."},

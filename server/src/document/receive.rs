@@ -670,7 +670,7 @@ impl DocTask {
 pub enum AcceptError {
     /// The batch builds on this many changes the record does not hold:
     /// another batch waiting for review, or changes the device has not sent.
-    #[error("the quarantined changes build on {0} changes the server does not have")]
+    #[error("the quarantined changes build on {0} change(s) the server does not have")]
     MissingDeps(usize),
     /// Anything else: the record would not be valid, a limit, the store.
     #[error("{0}")]

@@ -199,41 +199,86 @@ fn discard_dependents(
     }
 }
 
+/// What a batch's changes depend on outside it, as the `deps` column
+/// keeps it: hashes, sorted, comma-separated; none if they do not parse.
+fn outside_deps(changes: &[u8]) -> String {
+    let Some(batch) = twinsync_shared::record::changes_in(changes) else {
+        return String::new();
+    };
+    let own: std::collections::HashSet<automerge::ChangeHash> =
+        batch.iter().map(automerge::Change::hash).collect();
+    let mut deps: Vec<String> = batch
+        .iter()
+        .flat_map(|c| c.deps().to_vec())
+        .filter(|d| !own.contains(d))
+        .map(|d| d.to_string())
+        .collect();
+    deps.sort_unstable();
+    deps.dedup();
+    deps.join(",")
+}
+
 /// Fills in `builds_on` for the pending batches among `rows`: the other
 /// pending batches of the same record holding a change one of theirs
-/// depends on. Changes that do not parse build on nothing.
+/// depends on and the record does not hold. A batch kept before `deps`
+/// was has it worked out now, once.
 fn fill_builds_on(conn: &Connection, rows: &mut [Quarantined]) -> Result<(), StoreError> {
     if !rows.iter().any(|q| q.status == "pending") {
         return Ok(());
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT id, doc_id, hashes, changes FROM quarantine WHERE status = 'pending'",
+        "SELECT id, doc_id, hashes, deps FROM quarantine WHERE status = 'pending' ORDER BY id",
     )?;
-    let pending = stmt
+    let mut pending = stmt
         .query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Option<String>>(3)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    drop(stmt);
+    for (id, _, _, deps) in &mut pending {
+        if deps.is_none() {
+            let changes: Vec<u8> =
+                conn.query_row("SELECT changes FROM quarantine WHERE id = ?1", [*id], |r| {
+                    r.get(0)
+                })?;
+            let found = outside_deps(&changes);
+            conn.execute(
+                "UPDATE quarantine SET deps = ?2 WHERE id = ?1",
+                params![*id, found],
+            )?;
+            *deps = Some(found);
+        }
+    }
+    // The first pending batch holding each change.
     let mut holder: HashMap<(&str, &str), i64> = HashMap::new();
     for (id, doc, hashes, _) in &pending {
         for h in hashes.split(',') {
-            holder.insert((doc.as_str(), h), *id);
+            holder.entry((doc.as_str(), h)).or_insert(*id);
         }
     }
+    let mut stored = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM change_origins WHERE doc_id = ?1 AND hash = ?2)",
+    )?;
+    let wanted: std::collections::HashSet<i64> = rows.iter().map(|q| q.id).collect();
     let mut parents: HashMap<i64, Vec<i64>> = HashMap::new();
-    for (id, doc, _, changes) in &pending {
-        let mut on: Vec<i64> = twinsync_shared::record::changes_in(changes)
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|c| c.deps().to_vec())
-            .filter_map(|d| holder.get(&(doc.as_str(), d.to_string().as_str())).copied())
-            .filter(|parent| parent != id)
-            .collect();
+    for (id, doc, _, deps) in &pending {
+        if !wanted.contains(id) {
+            continue;
+        }
+        let mut on = Vec::new();
+        for dep in deps.as_deref().unwrap_or("").split(',') {
+            let Some(&parent) = holder.get(&(doc.as_str(), dep)) else {
+                continue;
+            };
+            if parent != *id && !stored.query_row(params![doc, dep], |r| r.get::<_, bool>(0))? {
+                on.push(parent);
+            }
+        }
         on.sort_unstable();
         on.dedup();
         parents.insert(*id, on);
@@ -804,8 +849,8 @@ impl Store {
             });
         }
         conn.execute(
-            "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, code, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, path, reason, code, received_at, deps)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 refused.doc.to_string(),
                 refused.device_id,
@@ -815,7 +860,8 @@ impl Store {
                 refused.path,
                 refused.reason,
                 refused.code,
-                now
+                now,
+                outside_deps(&changes)
             ],
         )?;
         Ok(Kept::pending(conn.last_insert_rowid()))
@@ -1042,6 +1088,28 @@ mod tests {
         let listed = store.quarantined(Some("pending")).unwrap();
         let on: Vec<(i64, Vec<i64>)> = listed.iter().map(|q| (q.id, q.builds_on.clone())).collect();
         assert_eq!(on, vec![(later.id, vec![first.id]), (first.id, vec![])]);
+        // A batch kept before `deps` was: worked out when first needed.
+        store
+            .conn()
+            .execute("UPDATE quarantine SET deps = NULL", [])
+            .unwrap();
+        let (row, _) = store.quarantined_changes(later.id).unwrap().unwrap();
+        assert_eq!(row.builds_on, vec![first.id]);
+        // What the record holds is no batch's to wait on, even one pending.
+        store
+            .conn()
+            .execute(
+                "INSERT INTO change_origins (hash, doc_id, peer_id, device, received_at)
+                 VALUES (?1, ?2, 'peer', 'phone', 100)",
+                params![chain[0].to_string(), doc.to_string()],
+            )
+            .unwrap();
+        let (row, _) = store.quarantined_changes(later.id).unwrap().unwrap();
+        assert!(row.builds_on.is_empty(), "{row:?}");
+        store
+            .conn()
+            .execute("DELETE FROM change_origins", [])
+            .unwrap();
         // Held already: the batch that holds the first of them.
         assert_eq!(keep(&chain[..2], &mut phone, 1 << 20).unwrap(), first);
         // The limit counts what is kept.

@@ -132,6 +132,11 @@ const MIGRATIONS: &[&str] = &[
      DROP TABLE change_origins;
      ALTER TABLE change_origins_by_doc RENAME TO change_origins;
      CREATE INDEX change_origins_received ON change_origins(received_at);",
+    // 9: what each quarantined batch builds on outside itself (its changes'
+    // dependencies, comma-separated), so that a batch waiting on another
+    // is found without reading every batch's changes. Null for batches
+    // kept before, worked out when first needed.
+    "ALTER TABLE quarantine ADD COLUMN deps TEXT;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

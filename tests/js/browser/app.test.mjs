@@ -1261,14 +1261,14 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     await page.click(`${second} details summary`);
     assert.equal(await until(page, () => document.querySelector("ul.quarantine li:has(p.builds-on) .batch-changes p")?.textContent || null, undefined, "why the second cannot be shown"), words["notShown.builds-on-pending"]);
     // (The list is drawn again once the request ends: the old one marked.)
-    await page.$eval("ul.quarantine li", (li) => { li.dataset.stale = "1"; });
+    await page.$$eval("ul.quarantine li", (all) => { for (const li of all) li.dataset.stale = "1"; });
     await page.click(`${second} button.accept`);
     const waits = await until(page, (said) => {
       const p = document.querySelector('#view p.warning[role="alert"] span');
       return p?.textContent.includes(said) ? p.title : null;
     }, words["api.batch-builds-on-pending"], "accepting the second first, refused");
     assert.ok(waits.includes(`batch #${batch}`), waits);
-    await until(page, () => document.querySelector("ul.quarantine li[data-quarantine]:not([data-stale])") || null, undefined, "the list drawn again");
+    await until(page, () => (document.querySelector("ul.quarantine li[data-quarantine]") && !document.querySelector("ul.quarantine li[data-stale]")) || null, undefined, "the list drawn again");
     // Another coordinator discards the first: this one's click is told so
     // in their language, with the server's English in the title, and the
     // list empties, as the second, typed on the first, goes with it.
