@@ -48,7 +48,7 @@ pub use project::{
 pub use read::{MAX_NESTING, Problem, ValidationError, nested_beyond, schema_version};
 pub use report::Report;
 pub use schema::{
-    DOMAINS, Field, FieldType, Kind, LANGUAGES, SCHEMA_VERSION, UnknownKind,
+    DOMAINS, Field, FieldType, Kind, LANGUAGES, Members, SCHEMA_VERSION, UnknownKind,
     describe as describe_schema,
 };
 pub use summary::{Summary, summarise, summarise_read};

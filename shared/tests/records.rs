@@ -74,7 +74,7 @@ fn edits_address_fields_languages_and_items_by_path() {
             },
             Edit::AddMember {
                 path: "/attendees".into(),
-                member: "automerge:2j9PSfCeb7rBFd8tZaGdGUD5r2Jm".into(),
+                member: twinsync_shared::DocumentId::random().url().to_string(),
             },
         ],
     )
@@ -417,6 +417,84 @@ fn garbage_bytes_are_not_a_document() {
 }
 
 /// What loading `doc` finds wrong with it; fails the test if it loads.
+/// An agreement's parties, a meeting's attendees and a report's links are
+/// records: a member that is no record link is refused, one written before
+/// members were checked can still be removed, and a role is any string.
+#[test]
+fn members_of_a_set_of_records_are_record_links() {
+    let mut doc = meeting();
+    let hassan = twinsync_shared::DocumentId::random().url().to_string();
+    for edit in [
+        Edit::AddMember {
+            path: "/attendees".into(),
+            member: "Hassan".into(),
+        },
+        set("/attendees", json!([hassan, "automerge:"])),
+    ] {
+        let before = doc.heads();
+        let err = doc.edit(&commit("Bad", 1), &[edit]).unwrap_err();
+        assert!(
+            matches!(&err, EditError::Invalid { path, .. } if path == "/attendees"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not a record link"), "{err}");
+        assert_eq!(doc.heads(), before);
+    }
+    doc.edit(
+        &commit("Good", 1),
+        &[Edit::AddMember {
+            path: "/attendees".into(),
+            member: hassan.clone(),
+        }],
+    )
+    .unwrap();
+    assert_eq!(doc.read().unwrap()["attendees"], json!([hassan]));
+
+    // Written by an app from before the check: named, and removable.
+    {
+        use automerge::ReadDoc;
+        use automerge::transaction::Transactable;
+        let raw = doc.doc_mut();
+        let mut tx = raw.transaction();
+        let (_, attendees) = tx.get(automerge::ROOT, "attendees").unwrap().unwrap();
+        tx.put(&attendees, "Hassan", true).unwrap();
+        tx.commit();
+    }
+    let found = paths_and_codes(&problems(doc.doc()))
+        .into_iter()
+        .map(|(p, c)| (p.to_owned(), c.to_owned()))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        found,
+        vec![("/attendees/Hassan".to_owned(), "not-a-link".to_owned())]
+    );
+    doc.edit(
+        &commit("Tidy", 1),
+        &[Edit::RemoveMember {
+            path: "/attendees".into(),
+            member: "Hassan".into(),
+        }],
+    )
+    .unwrap();
+    assert_eq!(doc.read().unwrap()["attendees"], json!([hassan]));
+
+    let mut person = RecordDoc::create(
+        Kind::Person,
+        &json!({"name": {"fr": "Hassan"}, "roles": ["délégué", "مندوب"]}),
+        &commit("New person", 1),
+    )
+    .unwrap();
+    person
+        .edit(
+            &commit("Role", 1),
+            &[Edit::AddMember {
+                path: "/roles".into(),
+                member: "treasurer".into(),
+            }],
+        )
+        .unwrap();
+}
+
 fn problems(doc: &automerge::Automerge) -> Vec<ValidationError> {
     match RecordDoc::load(&doc.save()) {
         Err(LoadError::Invalid(errors)) => errors,
@@ -460,6 +538,12 @@ fn a_document_of_the_wrong_shape_gives_every_error_with_its_path() {
         .unwrap();
     tx.put(&domains, "cooking", true).unwrap();
     tx.put(&domains, "education", 1).unwrap();
+    let parties = tx
+        .put_object(automerge::ROOT, "parties", automerge::ObjType::Map)
+        .unwrap();
+    tx.put(&parties, "Dakar", true).unwrap();
+    let smara = twinsync_shared::DocumentId::random().url().to_string();
+    tx.put(&parties, smara.as_str(), true).unwrap();
     let notes = tx
         .put_object(automerge::ROOT, "notes", automerge::ObjType::Map)
         .unwrap();
@@ -476,11 +560,12 @@ fn a_document_of_the_wrong_shape_gives_every_error_with_its_path() {
         ("/commitments/c1/party", "not-a-link"),
         ("/domains/cooking", "not-an-option"),
         ("/domains/education", "wrong-type"),
+        ("/parties/Dakar", "not-a-link"),
         ("/notes", "wrong-type"),
     ] {
         assert!(found.contains(&expected), "{expected:?} in {found:?}");
     }
-    assert_eq!(found.len(), 9, "{found:?}");
+    assert_eq!(found.len(), 10, "{found:?}");
     // The code goes to the app with the path and the English reason.
     let shown = serde_json::to_value(&errors[0]).unwrap();
     assert_eq!(shown["code"], errors[0].code.code(), "{shown}");

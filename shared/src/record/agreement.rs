@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::Multilingual;
-use super::schema::{DOMAINS, Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
+use super::schema::{
+    DOMAINS, Field, FieldType::*, ITEM_ID, ITEM_REMOVED, Members, field, required,
+};
 
 pub const STATUSES: &[&str] = &[
     "draft",
@@ -25,8 +27,8 @@ pub(crate) const COMMITMENT: &[Field] = &[
 
 pub(crate) const FIELDS: &[Field] = &[
     required("title", Multilingual),
-    field("parties", Set(None)),
-    field("domains", Set(Some(DOMAINS))),
+    field("parties", Set(Members::Links)),
+    field("domains", Set(Members::OneOf(DOMAINS))),
     field("approved_on", Date),
     field("signed_on", Date),
     field("in_force_from", Date),

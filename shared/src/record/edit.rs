@@ -12,7 +12,7 @@ use super::path::{
 use super::read::{ValidationError, kind_of, summarise};
 use super::schema::{FieldType, ITEM_REMOVED};
 use super::write::{
-    add_member, insert_item, put_entry, put_text, scalar, set_language, set_languages,
+    add_member, insert_item, member_key, put_entry, put_text, scalar, set_language, set_languages,
 };
 use crate::text::nfc;
 
@@ -191,21 +191,23 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                         }
                     }
                 }
-                FieldType::Set(allowed) => {
+                FieldType::Set(kind) => {
                     let set =
                         container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a set"))?;
                     let members = value
                         .as_array()
                         .ok_or_else(|| EditError::invalid(path, "must be an array"))?;
-                    let wanted: Vec<String> =
-                        members.iter().filter_map(|m| m.as_str().map(nfc)).collect();
+                    let wanted: Vec<String> = members
+                        .iter()
+                        .filter_map(|m| member_key(kind, m.as_str()?, path).ok())
+                        .collect();
                     for old in tx.keys(&set).collect::<Vec<_>>() {
                         if !wanted.contains(&old) {
                             tx.delete(&set, old.as_str())?;
                         }
                     }
                     for m in members {
-                        add_member(tx, &set, *allowed, m, path)?;
+                        add_member(tx, &set, kind, m, path)?;
                     }
                 }
                 FieldType::List(_) | FieldType::Map(_) => {
@@ -281,14 +283,17 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
             let Located::Field { obj, field } = locate(tx, kind, path)? else {
                 return Err(wrong(path, "a set field"));
             };
-            let FieldType::Set(allowed) = &field.ty else {
+            let FieldType::Set(members) = &field.ty else {
                 return Err(wrong(path, "a set field"));
             };
             let set = container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a set"))?;
             if matches!(edit, Edit::AddMember { .. }) {
-                add_member(tx, &set, *allowed, &Json::String(member.clone()), path)?;
+                add_member(tx, &set, members, &Json::String(member.clone()), path)?;
             } else {
-                tx.delete(&set, nfc(member).as_str())?;
+                // A member that could not be added now (one from before
+                // members were checked) can still be removed.
+                let key = member_key(members, member, path).unwrap_or_else(|_| nfc(member));
+                tx.delete(&set, key.as_str())?;
             }
         }
         Edit::PutEntry { path, value } => match locate(tx, kind, path)? {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Multilingual;
-use super::schema::{Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
+use super::schema::{Field, FieldType::*, ITEM_ID, ITEM_REMOVED, Members, field, required};
 
 pub(crate) const AGENDA_ITEM: &[Field] = &[
     ITEM_ID,
@@ -26,7 +26,7 @@ pub(crate) const FIELDS: &[Field] = &[
     field("place", Multilingual),
     field("city", Ref),
     field("chair", Ref),
-    field("attendees", Set(None)),
+    field("attendees", Set(Members::Links)),
     field("guests", Text),
     field("agenda", List(AGENDA_ITEM)),
     field("minutes", Text),

@@ -2,13 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{Field, FieldType::*, field, required};
+use super::schema::{Field, FieldType::*, Members, field, required};
 use super::{Contact, Multilingual};
 
 pub(crate) const FIELDS: &[Field] = &[
     required("name", Multilingual),
     field("title", Multilingual),
-    field("roles", Set(None)),
+    field("roles", Set(Members::Any)),
     field("city", Ref),
     field("organisation", Str),
     field("contacts", List(super::city::CONTACT)),

@@ -5,7 +5,7 @@ use automerge::{Automerge, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Val
 use serde_json::{Map, Value as Json};
 
 use super::path::{Removal, removal};
-use super::schema::{Field, FieldType, ITEM_REMOVED, Kind, LANGUAGES, SCHEMA_VERSION};
+use super::schema::{Field, FieldType, ITEM_REMOVED, Kind, LANGUAGES, Members, SCHEMA_VERSION};
 use crate::AutomergeUrl;
 
 /// One reason a document is not a valid record.
@@ -295,7 +295,7 @@ impl Reader<'_> {
                 ),
             },
             (FieldType::Multilingual, Value::Object(ObjType::Map)) => self.multilingual(&id, path),
-            (FieldType::Set(allowed), Value::Object(ObjType::Map)) => self.set(&id, *allowed, path),
+            (FieldType::Set(members), Value::Object(ObjType::Map)) => self.set(&id, members, path),
             (FieldType::List(item), Value::Object(ObjType::List)) => self.list(&id, item, path),
             (FieldType::Map(item), Value::Object(ObjType::Map)) => self.map(&id, item, path),
             (ty, _) => self.wrong(
@@ -359,17 +359,22 @@ impl Reader<'_> {
         Json::Object(out)
     }
 
-    fn set(&mut self, obj: &ObjId, allowed: Option<&[&str]>, path: &str) -> Json {
+    fn set(&mut self, obj: &ObjId, kind: &Members, path: &str) -> Json {
         let mut members = Vec::new();
         for key in self.doc.keys(obj) {
-            if let Some(allowed) = allowed
-                && !allowed.contains(&key.as_str())
-            {
-                self.errors.push(error(
-                    format!("{path}/{key}"),
-                    Problem::NotAnOption,
-                    "not an allowed value",
-                ));
+            let unfit = match kind {
+                Members::OneOf(allowed) if !allowed.contains(&key.as_str()) => {
+                    Some((Problem::NotAnOption, "not an allowed value".to_owned()))
+                }
+                Members::Links => key
+                    .parse::<AutomergeUrl>()
+                    .err()
+                    .map(|e| (Problem::NotALink, format!("not a record link: {e}"))),
+                Members::Any | Members::OneOf(_) => None,
+            };
+            if let Some((code, reason)) = unfit {
+                self.errors
+                    .push(error(format!("{path}/{key}"), code, reason));
                 continue;
             }
             match self.scalar(obj, key.as_str()) {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Multilingual;
-use super::schema::{Field, FieldType::*, field, required};
+use super::schema::{Field, FieldType::*, Members, field, required};
 
 pub(crate) const FIELDS: &[Field] = &[
     required("title", Multilingual),
@@ -15,7 +15,7 @@ pub(crate) const FIELDS: &[Field] = &[
     field("city", Ref),
     required("date", Date),
     field("text", Text),
-    field("links", Set(None)),
+    field("links", Set(Members::Links)),
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

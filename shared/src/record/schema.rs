@@ -124,13 +124,26 @@ pub enum FieldType {
     /// An `automerge:` URL of another record.
     Ref,
     /// A set of strings stored as a map `member -> true`, so two writers
-    /// adding members concurrently both win. `Some` restricts the members.
-    Set(Option<&'static [&'static str]>),
+    /// adding members concurrently both win.
+    Set(Members),
     /// An ordered list of items with a stable `id`; edits address items by
     /// id, never by position alone.
     List(&'static [Field]),
     /// A map of items keyed by a stable key (the club index, by record id).
     Map(&'static [Field]),
+}
+
+/// What a set's members may be.
+#[derive(Debug)]
+pub enum Members {
+    /// Any short string (a person's roles).
+    Any,
+    /// One of these values.
+    OneOf(&'static [&'static str]),
+    /// `automerge:` URLs of other records (an agreement's parties, a
+    /// meeting's attendees, a report's links), each stored as the record's
+    /// bare URL.
+    Links,
 }
 
 impl FieldType {
@@ -223,7 +236,12 @@ fn describe_fields(fields: &[Field]) -> serde_json::Value {
                     ("int", None, None)
                 }
                 FieldType::Ref => ("ref", None, None),
-                FieldType::Set(values) => ("set", *values, None),
+                FieldType::Set(Members::OneOf(values)) => ("set", Some(*values), None),
+                FieldType::Set(Members::Links) => {
+                    out["links"] = json!(true);
+                    ("set", None, None)
+                }
+                FieldType::Set(Members::Any) => ("set", None, None),
                 FieldType::List(items) => ("list", None, Some(*items)),
                 FieldType::Map(items) => ("map", None, Some(*items)),
             };

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 use super::edit::{Commit, EditError};
 use super::read::check_date;
-use super::schema::{Field, FieldType, ITEM_REMOVED, Kind, LANGUAGES, SCHEMA_VERSION};
+use super::schema::{Field, FieldType, ITEM_REMOVED, Kind, LANGUAGES, Members, SCHEMA_VERSION};
 use crate::AutomergeUrl;
 use crate::text::nfc;
 
@@ -89,14 +89,14 @@ fn write_field<T: Transactable>(
             };
             put_text(tx, obj, field.name, &s)?;
         }
-        FieldType::Set(allowed) => {
+        FieldType::Set(members) => {
             let set = tx.put_object(obj, field.name, ObjType::Map)?;
             if let Some(v) = value {
                 for member in v
                     .as_array()
                     .ok_or_else(|| EditError::invalid(path, "must be an array"))?
                 {
-                    add_member(tx, &set, *allowed, member, path)?;
+                    add_member(tx, &set, members, member, path)?;
                 }
             }
         }
@@ -188,21 +188,35 @@ pub(crate) fn set_language<T: Transactable>(
 pub(crate) fn add_member<T: Transactable>(
     tx: &mut T,
     set: &ObjId,
-    allowed: Option<&[&str]>,
+    members: &Members,
     member: &Json,
     path: &str,
 ) -> Result<(), EditError> {
     let m = member
         .as_str()
         .ok_or_else(|| EditError::invalid(path, "a member must be a string"))?;
-    let m = nfc(m);
-    if let Some(allowed) = allowed
-        && !allowed.contains(&m.as_str())
-    {
-        return Err(EditError::invalid(
-            path,
-            format!("`{m}` is not one of {}", allowed.join(", ")),
-        ));
+    tx.put(set, member_key(members, m, path)?.as_str(), true)?;
+    Ok(())
+}
+
+/// `member` as a set of `members` keeps it: a link as its record's bare
+/// URL, anything else in NFC; refused if it may not be a member.
+pub(crate) fn member_key(members: &Members, member: &str, path: &str) -> Result<String, EditError> {
+    let m = nfc(member);
+    match members {
+        Members::OneOf(allowed) if !allowed.contains(&m.as_str()) => {
+            return Err(EditError::invalid(
+                path,
+                format!("`{m}` is not one of {}", allowed.join(", ")),
+            ));
+        }
+        Members::Links => {
+            let url: AutomergeUrl = m.parse().map_err(|e| {
+                EditError::invalid(path, format!("`{m}` is not a record link: {e}"))
+            })?;
+            return Ok(url.document_id.url().to_string());
+        }
+        Members::Any | Members::OneOf(_) => {}
     }
     if m.is_empty() || m.chars().count() > MAX_SHORT_STRING {
         return Err(EditError::invalid(
@@ -210,8 +224,7 @@ pub(crate) fn add_member<T: Transactable>(
             "a member must be a non-empty short string",
         ));
     }
-    tx.put(set, m.as_str(), true)?;
-    Ok(())
+    Ok(m)
 }
 
 /// Inserts a list item at `index`; it gets a fresh id unless it has one.
