@@ -294,7 +294,21 @@ async fn main() -> Result<()> {
 
 /// A table row with one figure for each server and no ratio.
 fn row(label: &str, ours: f64, official: f64, decimals: usize, unit: &str) -> String {
-    format!("| {label} | {ours:.decimals$}{unit} | {official:.decimals$}{unit} | |\n")
+    format!(
+        "| {label} | {} | {} | |\n",
+        shown(ours, decimals, unit),
+        shown(official, decimals, unit)
+    )
+}
+
+/// A figure as the table shows it: one that no run measured (the median
+/// of none, as when a server failed every run of a scenario) says so.
+fn shown(value: f64, decimals: usize, unit: &str) -> String {
+    if value.is_nan() {
+        "not measured".into()
+    } else {
+        format!("{value:.decimals$}{unit}")
+    }
 }
 
 fn report(
@@ -423,14 +437,19 @@ fn report(
     ));
     let m =
         |f: &Figures, pick: fn(&Many) -> f64| median(&f.s3.iter().map(pick).collect::<Vec<_>>());
+    let speedup = m(official, |r| r.serve_secs) / m(ours, |r| r.serve_secs);
     out.push_str(&format!(
-        "| S3 many documents: {} peers open {} of {} stored records, time to serve | {:.2} s | {:.2} s | {:.2}× faster |\n",
+        "| S3 many documents: {} peers open {} of {} stored records, time to serve | {} | {} | {} |\n",
         sizes.readers,
         sizes.reads,
         sizes.stored,
-        m(ours, |r| r.serve_secs),
-        m(official, |r| r.serve_secs),
-        m(official, |r| r.serve_secs) / m(ours, |r| r.serve_secs)
+        shown(m(ours, |r| r.serve_secs), 2, " s"),
+        shown(m(official, |r| r.serve_secs), 2, " s"),
+        if speedup.is_nan() {
+            String::new()
+        } else {
+            format!("{speedup:.2}× faster")
+        }
     ));
     out.push_str(&row(
         "S3 peak RSS while serving",
