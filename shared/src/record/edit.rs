@@ -191,7 +191,7 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                         }
                     }
                 }
-                FieldType::Set(kind) => {
+                FieldType::Set(kind_of_members) => {
                     let set =
                         container(tx, &obj, field.name).ok_or_else(|| wrong(path, "a set"))?;
                     let members = value
@@ -199,7 +199,7 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                         .ok_or_else(|| EditError::invalid(path, "must be an array"))?;
                     let wanted: Vec<String> = members
                         .iter()
-                        .filter_map(|m| member_key(kind, m.as_str()?, path).ok())
+                        .filter_map(|m| member_key(kind_of_members, m.as_str()?, path).ok())
                         .collect();
                     for old in tx.keys(&set).collect::<Vec<_>>() {
                         if !wanted.contains(&old) {
@@ -207,7 +207,7 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                         }
                     }
                     for m in members {
-                        add_member(tx, &set, kind, m, path)?;
+                        add_member(tx, &set, kind_of_members, m, path)?;
                     }
                 }
                 FieldType::List(_) | FieldType::Map(_) => {
@@ -290,9 +290,15 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
             if matches!(edit, Edit::AddMember { .. }) {
                 add_member(tx, &set, members, &Json::String(member.clone()), path)?;
             } else {
-                // A member that could not be added now (one from before
-                // members were checked) can still be removed.
-                let key = member_key(members, member, path).unwrap_or_else(|_| nfc(member));
+                // The member as stored, if it is: one that could not be
+                // added now (written before members were checked, or
+                // another form of a link) can still be removed.
+                let as_given = nfc(member);
+                let key = if tx.get(&set, as_given.as_str())?.is_some() {
+                    as_given
+                } else {
+                    member_key(members, member, path).unwrap_or(as_given)
+                };
                 tx.delete(&set, key.as_str())?;
             }
         }

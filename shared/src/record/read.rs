@@ -362,19 +362,18 @@ impl Reader<'_> {
     fn set(&mut self, obj: &ObjId, kind: &Members, path: &str) -> Json {
         let mut members = Vec::new();
         for key in self.doc.keys(obj) {
-            let unfit = match kind {
-                Members::OneOf(allowed) if !allowed.contains(&key.as_str()) => {
-                    Some((Problem::NotAnOption, "not an allowed value".to_owned()))
-                }
-                Members::Links => key
-                    .parse::<AutomergeUrl>()
-                    .err()
-                    .map(|e| (Problem::NotALink, format!("not a record link: {e}"))),
-                Members::Any | Members::OneOf(_) => None,
-            };
-            if let Some((code, reason)) = unfit {
-                self.errors
-                    .push(error(format!("{path}/{key}"), code, reason));
+            // A link set's members are checked when written, not here:
+            // apps before that check wrote text in them (a report's links
+            // as free chips), and such a record must stay readable and
+            // writable; the app shows such a member as written.
+            if let Members::OneOf(allowed) = kind
+                && !allowed.contains(&key.as_str())
+            {
+                self.errors.push(error(
+                    format!("{path}/{key}"),
+                    Problem::NotAnOption,
+                    "not an allowed value",
+                ));
                 continue;
             }
             match self.scalar(obj, key.as_str()) {
