@@ -199,6 +199,13 @@ pub(crate) fn add_member<T: Transactable>(
     Ok(())
 }
 
+/// A record link as a record keeps it, in a field or a set: the record's
+/// bare URL, whatever version of it `link` names.
+fn bare_link(link: &str) -> Result<String, crate::IdError> {
+    let url: AutomergeUrl = link.parse()?;
+    Ok(url.document_id.url().to_string())
+}
+
 /// `member` as a set of `members` keeps it: a link as its record's bare
 /// URL, anything else in NFC; refused if it may not be a member.
 pub(crate) fn member_key(members: &Members, member: &str, path: &str) -> Result<String, EditError> {
@@ -211,10 +218,8 @@ pub(crate) fn member_key(members: &Members, member: &str, path: &str) -> Result<
             ));
         }
         Members::Links => {
-            let url: AutomergeUrl = m.parse().map_err(|e| {
-                EditError::invalid(path, format!("`{m}` is not a record link: {e}"))
-            })?;
-            return Ok(url.document_id.url().to_string());
+            return bare_link(&m)
+                .map_err(|e| EditError::invalid(path, format!("`{m}` is not a record link: {e}")));
         }
         Members::Any | Members::OneOf(_) => {}
     }
@@ -332,10 +337,9 @@ pub(crate) fn scalar(ty: &FieldType, v: &Json, path: &str) -> Result<ScalarValue
         }
         FieldType::Ref => {
             let s = string()?;
-            let url: AutomergeUrl = s
-                .parse()
+            let bare = bare_link(&s)
                 .map_err(|e| EditError::invalid(path, format!("not a record link: {e}")))?;
-            ScalarValue::Str(url.document_id.url().to_string().into())
+            ScalarValue::Str(bare.into())
         }
         FieldType::Bool => ScalarValue::Boolean(
             v.as_bool()
