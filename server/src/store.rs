@@ -583,6 +583,14 @@ fn insert_chunk(
     Ok(chunk_id)
 }
 
+/// Whether record `doc` stores the change `hash` (one indexed lookup).
+fn holds_change(conn: &Connection, doc: &str, hash: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM change_origins WHERE doc_id = ?1 AND hash = ?2)",
+    )?
+    .query_row(params![doc, hash], |r| r.get(0))
+}
+
 /// A refused batch whose every change is now stored (sent again once its
 /// device was allowed, or by another device) waits for no review: it is
 /// marked accepted, decided by the device that delivered the change of it
@@ -609,8 +617,6 @@ fn settle_quarantine(
     }
     let brought: std::collections::HashMap<&str, &Origin> =
         origins.iter().map(|(h, o)| (h.as_str(), o)).collect();
-    let mut stored =
-        conn.prepare_cached("SELECT COUNT(*) FROM change_origins WHERE hash = ?1 AND doc_id = ?2")?;
     for (id, hashes) in batches {
         let hashes: Vec<&str> = hashes.split(',').filter(|h| !h.is_empty()).collect();
         let Some(by) = hashes.iter().find_map(|h| brought.get(h)) else {
@@ -618,7 +624,7 @@ fn settle_quarantine(
         };
         let mut all = true;
         for hash in hashes.iter().filter(|h| !brought.contains_key(*h)) {
-            if stored.query_row(params![hash, doc], |r| r.get::<_, i64>(0))? == 0 {
+            if !holds_change(conn, doc, hash)? {
                 all = false;
                 break;
             }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 use twinsync_shared::DocumentId;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, holds_change};
 use crate::auth::{Device, NewDevice, Role, Secret};
 
 /// Why an invite could not be redeemed; the messages are what the caller sees.
@@ -261,9 +261,6 @@ fn fill_builds_on(conn: &Connection, rows: &mut [Quarantined]) -> Result<(), Sto
             holder.entry((doc.as_str(), h)).or_insert(*id);
         }
     }
-    let mut stored = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM change_origins WHERE doc_id = ?1 AND hash = ?2)",
-    )?;
     let wanted: std::collections::HashSet<i64> = rows.iter().map(|q| q.id).collect();
     let mut parents: HashMap<i64, Vec<i64>> = HashMap::new();
     for (id, doc, _, deps) in &pending {
@@ -275,7 +272,7 @@ fn fill_builds_on(conn: &Connection, rows: &mut [Quarantined]) -> Result<(), Sto
             let Some(&parent) = holder.get(&(doc.as_str(), dep)) else {
                 continue;
             };
-            if parent != *id && !stored.query_row(params![doc, dep], |r| r.get::<_, bool>(0))? {
+            if parent != *id && !holds_change(conn, doc, dep)? {
                 on.push(parent);
             }
         }
