@@ -58,7 +58,7 @@ const SILENCE_MS: u32 = 30_000;
 /// The time the server has to answer a ping before the socket is given up.
 const PING_LIMIT_MS: u32 = 15_000;
 /// How long unsaved records wait to be written whole again after such a
-/// write did not fit.
+/// write failed.
 const UNSAVED_RETRY_MS: f64 = 10_000.0;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -406,8 +406,8 @@ struct Inner {
     unsaved: RefCell<std::collections::BTreeSet<DocumentId>>,
     /// Why `unsaved` is not kept: the last write that failed.
     unsaved_why: RefCell<Option<StoreError>>,
-    /// When the last whole write of `unsaved` did not fit, if it did not.
-    unsaved_full_at: Cell<Option<f64>>,
+    /// When the last whole write of `unsaved` failed, if it did.
+    unsaved_failed_at: Cell<Option<f64>>,
     /// A whole write of `unsaved` is under way: another would only repeat it.
     saving_unsaved: Cell<bool>,
     /// Chunk keys per record, for compaction.
@@ -593,7 +593,7 @@ impl Client {
             pending_writes: Cell::new(0),
             unsaved: RefCell::new(Default::default()),
             unsaved_why: RefCell::new(None),
-            unsaved_full_at: Cell::new(None),
+            unsaved_failed_at: Cell::new(None),
             saving_unsaved: Cell::new(false),
             chunk_keys: RefCell::new(chunk_keys),
             change_listeners: RefCell::new(Vec::new()),
@@ -1006,7 +1006,7 @@ impl Inner {
                 // A write went through: there may be room again for what
                 // did not fit, which is tried now rather than when its
                 // pause ends (a tab closed meanwhile would lose it).
-                if !out.chunks.is_empty() && self.unsaved_full_at.take().is_some() {
+                if !out.chunks.is_empty() && self.unsaved_failed_at.take().is_some() {
                     self.save_unsaved(compact).await;
                 }
                 // A change to a record not kept whole builds on changes the
@@ -1032,18 +1032,18 @@ impl Inner {
 
     /// Writes each unsaved record whole, in one transaction.
     ///
-    /// One such write at a time, and once one did not fit, none for
+    /// One such write at a time, and once one failed, none for
     /// `UNSAVED_RETRY_MS` unless another write goes through meanwhile: on
-    /// a full phone, each key typed would otherwise save the whole record
-    /// again, long minutes and all, only to be refused. What a skipped
+    /// a full or failing phone, each key typed would otherwise save the
+    /// whole record again, long minutes and all, only to be refused. What a skipped
     /// write leaves unsaved stays listed, and is written whole by a later
     /// one.
     async fn save_unsaved(&self, compact: &mut Vec<DocumentId>) {
-        let full_lately = self
-            .unsaved_full_at
+        let failed_lately = self
+            .unsaved_failed_at
             .get()
             .is_some_and(|at| monotonic_ms() - at < UNSAVED_RETRY_MS);
-        if self.unsaved.borrow().is_empty() || full_lately || self.saving_unsaved.replace(true) {
+        if self.unsaved.borrow().is_empty() || failed_lately || self.saving_unsaved.replace(true) {
             return;
         }
         self.try_unsaved(compact).await;
@@ -1064,8 +1064,11 @@ impl Inner {
             })
             .collect();
         let result = self.store.append(&chunks, &[]).await;
-        self.unsaved_full_at
-            .set(matches!(result, Err(StoreError::Quota(_))).then(monotonic_ms));
+        // Any refusal pauses the next try, not a full quota alone: a disk
+        // fault (`UnknownError`) would otherwise have each key typed write
+        // the whole record again, as a full phone would.
+        self.unsaved_failed_at
+            .set(result.is_err().then(monotonic_ms));
         match result {
             Ok(keys) => {
                 self.tell_tabs(&chunks);

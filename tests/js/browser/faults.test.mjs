@@ -295,11 +295,11 @@ test("a phone over its storage quota still opens with what it holds", async () =
 
 /**
  * A coordinator's phone that holds every record, opened again once other
- * apps have filled it (quota 1 byte), offline, with the focus in a
- * meeting's minutes. `before` runs in every page of the phone before its
- * scripts.
+ * apps have filled it (quota 1 byte; unless `full` is false), offline, with
+ * the focus in a meeting's minutes. `before` runs, given `arg`, in every
+ * page of the phone before its scripts.
  */
-async function fullPhoneOnMinutes(server, profile, before = () => {}) {
+async function fullPhoneOnMinutes(server, profile, before = () => {}, { full = true, arg } = {}) {
   const first = await persistentPhone(profile);
   try {
     const res = await server.api("/api/invites", {
@@ -314,9 +314,9 @@ async function fullPhoneOnMinutes(server, profile, before = () => {}) {
   }
   // Other apps fill the phone; the app opens again, and goes offline.
   const { page, context } = await persistentPhone(profile);
-  await context.addInitScript(before);
+  await context.addInitScript(before, arg);
   const cdp = await context.newCDPSession(page);
-  await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 1 });
+  if (full) await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 1 });
   await page.goto(server.url);
   await until(page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
   await page.click("#sync-toggle");
@@ -357,21 +357,29 @@ test("typing on a full phone keeps the page where the person types", async () =>
   });
 });
 
-test("a full phone tries its unsaved record whole once per 10 s, not at every key, and as soon as a write goes through", async () => {
+/**
+ * A phone that cannot write, because it is full (`fault` false) or because
+ * its disk fails (`fault` true: IndexedDB throws `UnknownError` for every
+ * chunk), tries its unsaved record whole once per 10 s, not at every key,
+ * and again as soon as a write goes through.
+ */
+async function unsavedTriedOncePerPause(fault) {
   await withServer(async (server) => {
     const profile = dataDir();
     let context;
     try {
       // Every chunk the app asks IndexedDB to add, by its Automerge chunk
       // type: 0 is a whole document, 1 and 2 one change.
-      const phone = await fullPhoneOnMinutes(server, profile, () => {
+      const phone = await fullPhoneOnMinutes(server, profile, (fault) => {
         window.__chunks = [];
+        window.__diskFault = fault;
         const add = IDBObjectStore.prototype.add;
         IDBObjectStore.prototype.add = function (value, key) {
           if (value?.bytes instanceof Uint8Array) window.__chunks.push(value.bytes[8] === 0 ? "whole" : "change");
+          if (window.__diskFault) throw new DOMException("the disk failed", "UnknownError");
           return add.call(this, value, key);
         };
-      });
+      }, { full: !fault, arg: fault });
       const { page, cdp, meeting } = phone;
       context = phone.context;
       // Nothing else waits to be written whole: the first try is this record's.
@@ -390,15 +398,17 @@ test("a full phone tries its unsaved record whole once per 10 s, not at every ke
       // not again for 10 s while nothing goes through.
       assert.equal(full.filter((c) => c === "change").length, 5, JSON.stringify(full));
       assert.equal(full.filter((c) => c === "whole").length, 1, JSON.stringify(full));
-      // The person makes room: the next key's change goes through, and the
-      // record is written whole right after it, not 10 s later.
-      await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url });
+      // The person makes room, or the disk recovers: the next key's change
+      // goes through, and the record is written whole right after it, not
+      // 10 s later.
+      if (fault) await page.evaluate(() => { window.__diskFault = false; });
+      else await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url });
       await page.keyboard.type("g");
       const status = await until(page, () => {
         const s = window.twinsync.status();
         return s.unsaved.length === 0 ? s : null;
       }, undefined, "every record kept");
-      assert.notEqual(status.errorKind, "storage-full", JSON.stringify(status));
+      assert.ok(!["storage-full", "not-saved"].includes(status.errorKind), JSON.stringify(status));
       await context.close();
       // Asked before the phone opens again, online, and may send them.
       const stored = await (await server.api(`/api/records/${meeting}`)).json();
@@ -416,7 +426,13 @@ test("a full phone tries its unsaved record whole once per 10 s, not at every ke
       cleanup(profile);
     }
   });
-});
+}
+
+test("a full phone tries its unsaved record whole once per 10 s, not at every key, and as soon as a write goes through", () =>
+  unsavedTriedOncePerPause(false));
+
+test("a failing disk, like a full phone, has the unsaved record tried whole once per 10 s, and as soon as a write goes through", () =>
+  unsavedTriedOncePerPause(true));
 
 test("many small edits are compacted in IndexedDB and reload intact", async () => {
   await withServer(async (server) => {
