@@ -9,8 +9,8 @@ use phones::{commit, fork, merge};
 
 use serde_json::json;
 use twinsync_shared::record::{
-    Commit, Conflict, Edit, EditError, Kind, LoadError, Record, RecordDoc, ValidationError,
-    new_document,
+    Commit, Conflict, Edit, EditError, Kind, LoadError, Problem, Record, RecordDoc,
+    ValidationError, added_non_link, new_document,
 };
 use twinsync_shared::text::utf16_to_index;
 
@@ -420,6 +420,63 @@ fn garbage_bytes_are_not_a_document() {
 /// records: a member that is no record link is refused, one written before
 /// members were checked still reads and can be removed, a link added in
 /// another form is kept bare, and a role is any string.
+/// Puts `member` into the meeting's attendees as a raw Automerge change
+/// would, past the edit API's check.
+fn raw_attendee(doc: &mut RecordDoc, member: &str) {
+    use automerge::ReadDoc;
+    use automerge::transaction::Transactable;
+    let raw = doc.doc_mut();
+    let mut tx = raw.transaction();
+    let (_, attendees) = tx.get(automerge::ROOT, "attendees").unwrap().unwrap();
+    tx.put(&attendees, member, true).unwrap();
+    tx.commit();
+}
+
+#[test]
+fn a_member_added_to_a_set_of_record_links_past_the_edit_api_is_named() {
+    let mut doc = meeting();
+    let hassan = twinsync_shared::DocumentId::random().url().to_string();
+    let versioned = twinsync_shared::AutomergeUrl {
+        document_id: hassan
+            .parse::<twinsync_shared::AutomergeUrl>()
+            .unwrap()
+            .document_id,
+        heads: Some(doc.heads()),
+    }
+    .to_string();
+    // Text, and a link to one version of a record, each added alone.
+    for (member, says) in [
+        ("Hassan", "not a record link"),
+        (versioned.as_str(), "bare URL"),
+    ] {
+        let mut doc = fork(&doc);
+        let before = doc.read();
+        raw_attendee(&mut doc, member);
+        let after = doc.read();
+        assert!(after.is_ok(), "read as written: {after:?}");
+        let problem = added_non_link(Some(&before), &after).expect("named");
+        assert_eq!(problem.path, format!("/attendees/{member}"));
+        assert_eq!(problem.code, Problem::NotALink);
+        assert!(problem.reason.contains(says), "{}", problem.reason);
+        // A record new to the judge: every member is added.
+        assert!(added_non_link(None, &after).is_some());
+    }
+    // A bare link is a link; a text member already there is not added by a
+    // write beside it, so a record an older app wrote stays writable.
+    let before = doc.read();
+    raw_attendee(&mut doc, &hassan);
+    let after = doc.read();
+    assert_eq!(added_non_link(Some(&before), &after), None);
+    raw_attendee(&mut doc, "Hassan");
+    let before = doc.read();
+    doc.edit(&commit("Date", 1), &[set("/date", json!("2025-11-02"))])
+        .unwrap();
+    assert_eq!(added_non_link(Some(&before), &doc.read()), None);
+    // A record that does not read is judged by its validity alone.
+    let broken = Err(vec![]);
+    assert_eq!(added_non_link(Some(&broken), &doc.read()), None);
+}
+
 #[test]
 fn members_of_a_set_of_records_are_record_links() {
     let mut doc = meeting();
@@ -469,15 +526,7 @@ fn members_of_a_set_of_records_are_record_links() {
 
     // Written by an app from before the check: read as written (the
     // record stays valid, and writable), and removable.
-    {
-        use automerge::ReadDoc;
-        use automerge::transaction::Transactable;
-        let raw = doc.doc_mut();
-        let mut tx = raw.transaction();
-        let (_, attendees) = tx.get(automerge::ROOT, "attendees").unwrap().unwrap();
-        tx.put(&attendees, "Hassan", true).unwrap();
-        tx.commit();
-    }
+    raw_attendee(&mut doc, "Hassan");
     let mut read = doc.read().unwrap()["attendees"].clone();
     read.as_array_mut().unwrap().sort_by_key(|m| m.to_string());
     let mut expected = json!([hassan, "Hassan"]);

@@ -9,6 +9,8 @@
 //   node peer.mjs WS_URL refused URL OTHER insert into URL's minutes a change the server refuses,
 //                                          print the server's answer ("REFUSED <json>"), then read
 //                                          OTHER ("DOC <json>") and say whether the socket stayed
+//   node peer.mjs WS_URL party URL MEMBER  add MEMBER to the agreement URL's parties, as a raw change;
+//                                          print "KEPT" once the server has it, or "REFUSED <json>"
 //
 // Every mode ends by itself: exit 0 on success, 2 on timeout, 1 on error.
 import { Repo, cbor } from "@automerge/automerge-repo";
@@ -96,6 +98,14 @@ try {
     const other = await repo.find(text);
     console.log(`DOC ${JSON.stringify(other.doc())}`);
     console.log(adapter.socket === socket ? "SAME SOCKET" : "NEW SOCKET");
+  } else if (mode === "party") {
+    const handle = await repo.find(url);
+    handle.change((d) => { d.parties[text] = true; }, { message: "A party added by the JS client" });
+    const refused = new Promise((resolve) => {
+      const t = setInterval(() => { if (errors.length) { clearInterval(t); resolve(); } }, 20);
+    });
+    const kept = await Promise.race([serverHas(handle).then(() => true), refused.then(() => false)]);
+    console.log(kept ? "KEPT" : `REFUSED ${JSON.stringify(errors[0])}`);
   } else if (mode === "read") {
     const handle = await repo.find(url);
     console.log(`DOC ${JSON.stringify(handle.doc())}`);

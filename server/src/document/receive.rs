@@ -568,6 +568,12 @@ impl DocTask {
                 )));
             }
         }
+        let current = (!before.is_empty()).then_some(&self.current);
+        if let Some(e) = twinsync_shared::record::added_non_link(current, &after) {
+            return Err(AcceptError::Unfit(format!(
+                "the record would not be valid: {e}"
+            )));
+        }
         let (new, saved) = twinsync_shared::protocol::admit_new_changes(&scratch, &before)
             .map_err(|e| {
                 AcceptError::Unfit(format!("the quarantined changes cannot be taken: {e}"))

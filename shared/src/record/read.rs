@@ -488,6 +488,59 @@ pub(crate) fn check_date(s: &str) -> Result<(), String> {
 /// levels down (`/milestones/<id>/title/fr`); this leaves room for growth.
 pub const MAX_NESTING: usize = 16;
 
+/// The first member a write adds to a set of record links (an agreement's
+/// parties, a meeting's attendees, a report's links) that is not a record's
+/// bare URL, as a problem at its path; `None` if every added member is one.
+///
+/// Such members are not validation errors, as reading must take what older
+/// apps wrote (a report's links as free text): the edit API refuses them,
+/// and with this the server refuses them from raw Automerge changes too,
+/// while a record that holds old ones can still be written. `before` is the
+/// record before the write (`None` if new); a record that does not read
+/// before or after is judged by validity alone, and nothing is said here.
+pub fn added_non_link(
+    before: Option<&Result<Json, Vec<ValidationError>>>,
+    after: &Result<Json, Vec<ValidationError>>,
+) -> Option<ValidationError> {
+    let Ok(after) = after else { return None };
+    let before = match before {
+        Some(Ok(b)) => Some(b),
+        Some(Err(_)) => return None,
+        None => None,
+    };
+    let kind: Kind = after.get("kind")?.as_str()?.parse().ok()?;
+    // Link sets are top-level fields (a test holds every kind to that).
+    kind.fields()
+        .iter()
+        .filter(|f| matches!(f.ty, FieldType::Set(Members::Links)))
+        .find_map(|field| {
+            let here = format!("/{}", field.name);
+            let old = before
+                .and_then(|b| b.get(field.name))
+                .and_then(Json::as_array);
+            let had = |m: &Json| old.is_some_and(|o| o.contains(m));
+            after
+                .get(field.name)
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|m| !had(m))
+                .filter_map(Json::as_str)
+                .find_map(|m| not_a_bare_link(m, &here))
+        })
+}
+
+fn not_a_bare_link(member: &str, path: &str) -> Option<ValidationError> {
+    let reason = match super::write::bare_link(member) {
+        Ok(bare) if bare == member => return None,
+        Ok(bare) => format!(
+            "`{member}` links to one version of a record: a set keeps the record's bare URL, `{bare}`"
+        ),
+        Err(e) => format!("`{member}` is not a record link: {e}"),
+    };
+    Some(error(format!("{path}/{member}"), Problem::NotALink, reason))
+}
+
 /// The path of the first object nested deeper than `limit`, if any, with
 /// every value looked at, known to the schema or not (conflicting values
 /// too). Walks iteratively and stops at the limit, so a hostile document

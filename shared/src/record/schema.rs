@@ -261,6 +261,25 @@ fn describe_fields(fields: &[Field]) -> serde_json::Value {
 mod tests {
     use super::*;
 
+    /// `added_non_link` looks for link sets among a record's own fields
+    /// only: one inside list or map items would go unchecked.
+    #[test]
+    fn sets_of_record_links_are_fields_of_the_record_itself() {
+        fn inside(fields: &[Field], within: bool) -> Vec<&'static str> {
+            fields
+                .iter()
+                .flat_map(|f| match &f.ty {
+                    FieldType::Set(Members::Links) if within => vec![f.name],
+                    FieldType::List(items) | FieldType::Map(items) => inside(items, true),
+                    _ => Vec::new(),
+                })
+                .collect()
+        }
+        for kind in Kind::ALL {
+            assert_eq!(inside(kind.fields(), false), Vec::<&str>::new(), "{kind}");
+        }
+    }
+
     #[test]
     fn the_description_follows_the_tables() {
         let schema = describe();

@@ -201,7 +201,7 @@ pub(crate) fn add_member<T: Transactable>(
 
 /// A record link as a record keeps it, in a field or a set: the record's
 /// bare URL, whatever version of it `link` names.
-fn bare_link(link: &str) -> Result<String, crate::IdError> {
+pub(crate) fn bare_link(link: &str) -> Result<String, crate::IdError> {
     let url: AutomergeUrl = link.parse()?;
     Ok(url.document_id.url().to_string())
 }

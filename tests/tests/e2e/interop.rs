@@ -143,6 +143,72 @@ async fn the_official_client_refused_a_change_goes_on_syncing() {
     );
 }
 
+/// An agreement's parties are record links: the official client, which
+/// writes raw changes past the edit API, may add a city's link, and text is
+/// refused with its path and held, the record keeping its parties.
+#[tokio::test]
+async fn the_official_client_may_add_only_record_links_to_an_agreements_parties() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let agreement = server.get_json("/api/records?kind=agreement").await[0].clone();
+    let id = agreement["id"].as_str().unwrap().to_owned();
+    let parties = |record: &serde_json::Value| record["record"]["parties"].clone();
+    let before = parties(&server.get_json(&format!("/api/records/{id}")).await);
+    let cities = server.get_json("/api/records?kind=city").await;
+    let city = cities
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["url"].as_str().unwrap().to_owned())
+        .find(|url| !before.as_array().unwrap().contains(&json!(url)))
+        .expect("a city that is not a party");
+    let url = agreement["url"].as_str().unwrap();
+
+    let out = run_js(&[&ws(&server), "party", url, &city]);
+    assert!(out.contains("KEPT"), "{out}");
+    let after = parties(&server.get_json(&format!("/api/records/{id}")).await);
+    assert!(after.as_array().unwrap().contains(&json!(city)), "{after}");
+
+    let out = run_js(&[&ws(&server), "party", url, "Smara"]);
+    let refused: serde_json::Value = serde_json::from_str(
+        out.lines()
+            .find_map(|l| l.strip_prefix("REFUSED "))
+            .unwrap_or_else(|| panic!("no refusal in {out}")),
+    )
+    .unwrap();
+    assert_eq!(refused["refusal"]["code"], "invalid", "{refused}");
+    assert_eq!(refused["refusal"]["path"], "/parties/Smara", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a record link"),
+        "{refused}"
+    );
+    let held = server.get_json("/api/quarantine").await;
+    assert_eq!(held[0]["doc_id"], json!(id), "{held}");
+    // Nor does a coordinator's review let it in.
+    let accepted = reqwest::Client::new()
+        .post(server.url(&format!("/api/quarantine/{}/accept", held[0]["id"])))
+        .bearer_auth(&server.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 409);
+    let answer: serde_json::Value = accepted.json().await.unwrap();
+    assert_eq!(answer["code"], "batch-not-applicable", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a record link")),
+        "{answer}"
+    );
+    let kept = parties(&server.get_json(&format!("/api/records/{id}")).await);
+    assert_eq!(kept, after, "the record keeps its parties");
+}
+
 #[tokio::test]
 async fn a_record_created_by_the_official_client_reads_in_rust_and_back() {
     let data = tempfile::tempdir().unwrap();
