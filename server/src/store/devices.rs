@@ -69,7 +69,8 @@ pub struct Quarantined {
     pub decided_by: Option<String>,
     pub decided_at: Option<i64>,
     /// For a pending batch, the other pending batches of its record that
-    /// hold changes it builds on: it cannot apply before them.
+    /// hold changes it builds on, directly or through one another, oldest
+    /// first: it cannot apply before them.
     pub builds_on: Vec<i64>,
 }
 
@@ -220,8 +221,9 @@ fn outside_deps(changes: &[u8]) -> String {
 
 /// Fills in `builds_on` for the pending batches among `rows`: the other
 /// pending batches of the same record holding a change one of theirs
-/// depends on and the record does not hold. A batch kept before `deps`
-/// was has it worked out now, once.
+/// depends on and the record does not hold, and in turn those these build
+/// on, so that a chain of batches names its first at once. A batch kept
+/// before `deps` was has it worked out now, once.
 fn fill_builds_on(conn: &Connection, rows: &mut [Quarantined]) -> Result<(), StoreError> {
     if !rows.iter().any(|q| q.status == "pending") {
         return Ok(());
@@ -261,10 +263,12 @@ fn fill_builds_on(conn: &Connection, rows: &mut [Quarantined]) -> Result<(), Sto
             holder.entry((doc.as_str(), h)).or_insert(*id);
         }
     }
-    let wanted: std::collections::HashSet<i64> = rows.iter().map(|q| q.id).collect();
+    // Every pending batch of the records asked about: a chain runs
+    // through batches not asked about.
+    let docs: std::collections::HashSet<&str> = rows.iter().map(|q| q.doc_id.as_str()).collect();
     let mut parents: HashMap<i64, Vec<i64>> = HashMap::new();
     for (id, doc, _, deps) in &pending {
-        if !wanted.contains(id) {
+        if !docs.contains(doc.as_str()) {
             continue;
         }
         let mut on = Vec::new();
@@ -281,7 +285,14 @@ fn fill_builds_on(conn: &Connection, rows: &mut [Quarantined]) -> Result<(), Sto
         parents.insert(*id, on);
     }
     for q in rows.iter_mut().filter(|q| q.status == "pending") {
-        q.builds_on = parents.remove(&q.id).unwrap_or_default();
+        let mut on = std::collections::BTreeSet::new();
+        let mut next: Vec<i64> = parents.get(&q.id).cloned().unwrap_or_default();
+        while let Some(parent) = next.pop() {
+            if parent != q.id && on.insert(parent) {
+                next.extend(parents.get(&parent).into_iter().flatten());
+            }
+        }
+        q.builds_on = on.into_iter().collect();
     }
     Ok(())
 }
@@ -1085,6 +1096,16 @@ mod tests {
         let listed = store.quarantined(Some("pending")).unwrap();
         let on: Vec<(i64, Vec<i64>)> = listed.iter().map(|q| (q.id, q.builds_on.clone())).collect();
         assert_eq!(on, vec![(later.id, vec![first.id]), (first.id, vec![])]);
+        // A chain: a third batch names the second, and the first through
+        // it, so the one to judge first is named at once. (Taken out
+        // again: what follows starts from two batches.)
+        let third = keep(&chain[..4], &mut phone, 1 << 20).unwrap();
+        let (row, _) = store.quarantined_changes(third.id).unwrap().unwrap();
+        assert_eq!(row.builds_on, vec![first.id, later.id]);
+        store
+            .conn()
+            .execute("DELETE FROM quarantine WHERE id = ?1", [third.id])
+            .unwrap();
         // A batch kept before `deps` was: worked out when first needed.
         store
             .conn()
