@@ -60,6 +60,8 @@ const PING_LIMIT_MS: u32 = 15_000;
 /// How long unsaved records wait to be written whole again after such a
 /// write failed.
 const UNSAVED_RETRY_MS: f64 = 10_000.0;
+/// The longest the timer that tries unsaved records again waits.
+const UNSAVED_RETRY_MAX_MS: f64 = 300_000.0;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
@@ -144,7 +146,8 @@ export interface SyncStatus {
   /**
    * Records this device could not keep (its storage is full, or failed):
    * they are in memory, and sync if online, and are written whole with
-   * later writes until one works (after one did not fit, not for 10 s).
+   * later writes until one works (after one failed, not for 10 s), and
+   * by a timer while no write comes (after 10 s, then ever more slowly).
    * `error` says why while any is listed.
    */
   unsaved: string[];
@@ -342,6 +345,9 @@ enum Event {
     Flush,
     /// Time to send again the records the server did not take yet.
     Retry,
+    /// Time to try again to write whole the records the device could not
+    /// keep.
+    SaveUnsaved,
     /// Another tab of this browser stored chunks of these records.
     Stored(Vec<DocumentId>),
     /// A newer version of the app, in another tab, took IndexedDB over.
@@ -410,6 +416,11 @@ struct Inner {
     unsaved_failed_at: Cell<Option<f64>>,
     /// A whole write of `unsaved` is under way: another would only repeat it.
     saving_unsaved: Cell<bool>,
+    /// A timer will try the whole write of `unsaved` again.
+    unsaved_retry_due: Cell<bool>,
+    /// Whole writes of `unsaved` that failed in a row: each waits twice as
+    /// long as the one before for its timer, up to `UNSAVED_RETRY_MAX_MS`.
+    unsaved_failures: Cell<u32>,
     /// Chunk keys per record, for compaction.
     chunk_keys: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
     change_listeners: RefCell<Vec<(u32, Function)>>,
@@ -595,6 +606,8 @@ impl Client {
             unsaved_why: RefCell::new(None),
             unsaved_failed_at: Cell::new(None),
             saving_unsaved: Cell::new(false),
+            unsaved_retry_due: Cell::new(false),
+            unsaved_failures: Cell::new(0),
             chunk_keys: RefCell::new(chunk_keys),
             change_listeners: RefCell::new(Vec::new()),
             status_listeners: RefCell::new(Vec::new()),
@@ -1004,7 +1017,7 @@ impl Inner {
                 self.tell_tabs(&out.chunks);
                 compact.extend(self.keep_chunk_keys(&out.chunks, keys));
                 // A write went through: there may be room again for what
-                // did not fit, which is tried now rather than when its
+                // failed, which is tried now rather than when its
                 // pause ends (a tab closed meanwhile would lose it).
                 if !out.chunks.is_empty() && self.unsaved_failed_at.take().is_some() {
                     self.save_unsaved(compact).await;
@@ -1064,6 +1077,7 @@ impl Inner {
             })
             .collect();
         let result = self.store.append(&chunks, &[]).await;
+        let result_failed = result.is_err();
         // Any refusal pauses the next try, not a full quota alone: a disk
         // fault (`UnknownError`) would otherwise have each key typed write
         // the whole record again, as a full phone would.
@@ -1089,6 +1103,31 @@ impl Inner {
                 *self.unsaved_why.borrow_mut() = Some(e);
             }
         }
+        if result_failed {
+            self.unsaved_failures.set(self.unsaved_failures.get() + 1);
+            self.schedule_unsaved_retry();
+        } else {
+            self.unsaved_failures.set(0);
+        }
+    }
+
+    /// Tries the whole write of the unsaved records again once its pause
+    /// is over, with no key typed meanwhile: a person who made room on a
+    /// full phone, or whose disk came back, and who then closes the app
+    /// without typing, keeps their record. Backs off while the writes
+    /// keep failing, so an idle full phone does not save long minutes
+    /// whole every 10 s all night.
+    fn schedule_unsaved_retry(&self) {
+        if self.unsaved_retry_due.replace(true) {
+            return;
+        }
+        let doublings = self.unsaved_failures.get().saturating_sub(1).min(16);
+        let delay = (UNSAVED_RETRY_MS * 2f64.powi(doublings as i32)).min(UNSAVED_RETRY_MAX_MS);
+        let tx = self.events.clone();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(delay as u32).await;
+            let _ = tx.unbounded_send(Event::SaveUnsaved);
+        });
     }
 
     /// Names to the other tabs the records whose `chunks` were just stored.
@@ -1617,6 +1656,14 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 inner.close_socket();
                 *inner.last_error.borrow_mut() =
                     Some(("superseded", StoreError::Superseded.to_string()));
+                inner.announce_status();
+            }
+            Event::SaveUnsaved => {
+                inner.unsaved_retry_due.set(false);
+                // Whatever write failed last, this one is tried: its own
+                // timer is the pause.
+                inner.unsaved_failed_at.set(None);
+                let _ = inner.store(&Outcome::default()).await;
                 inner.announce_status();
             }
             Event::Retry => {
