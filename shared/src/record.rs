@@ -45,9 +45,7 @@ pub use person::Person;
 pub use project::{
     MILESTONE_STATUSES, Milestone, ProgressNote, Project, STATUSES as PROJECT_STATUSES,
 };
-pub use read::{
-    MAX_NESTING, Problem, ValidationError, added_non_link, nested_beyond, schema_version,
-};
+pub use read::{LinkMembers, MAX_NESTING, Problem, ValidationError, nested_beyond, schema_version};
 pub use report::Report;
 pub use schema::{
     DOMAINS, Field, FieldType, Kind, LANGUAGES, Members, SCHEMA_VERSION, UnknownKind,

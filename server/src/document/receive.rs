@@ -10,7 +10,9 @@ use automerge::ReadDoc;
 use tracing::{error, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{Batch, Incoming, SyncError};
-use twinsync_shared::record::{MAX_NESTING, changed_paths, nested_beyond, read_document};
+use twinsync_shared::record::{
+    LinkMembers, MAX_NESTING, changed_paths, nested_beyond, read_document,
+};
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
@@ -26,6 +28,19 @@ enum Denied {
     TooLarge { stored: u64 },
     /// The record would pass `max_record_ops`: the ops it holds, and would.
     TooManyOps { held: u64, after: u64 },
+}
+
+impl Denied {
+    /// `refusal` of the changes `new` that `scratch` holds past `before`.
+    fn refused(
+        refusal: Refusal,
+        scratch: &automerge::Automerge,
+        before: &[automerge::ChangeHash],
+        new: &[automerge::ChangeHash],
+    ) -> Self {
+        let hashes = new.iter().map(ToString::to_string).collect();
+        Denied::Refused(refusal, scratch.save_after(before), hashes)
+    }
 }
 
 /// What a record holds against its size limits, read before a receive
@@ -104,6 +119,7 @@ impl DocTask {
             (&self.current, self.creator.as_deref(), self.id.to_string());
         let room = self.room();
         let growth: u64 = batch.iter().map(|s| s.data.len() as u64).sum();
+        let links = LinkMembers::of(&self.doc);
         let mut checked: Option<Read> = None;
         let incoming: Vec<Incoming<'_>> = batch
             .iter()
@@ -130,6 +146,7 @@ impl DocTask {
                 if room.bytes_past(growth)
                     || room.ops_past(scratch.stats().num_ops)
                     || nested_beyond(scratch, MAX_NESTING).is_some()
+                    || links.first_added_non_link(scratch).is_some()
                 {
                     return false;
                 }
@@ -272,6 +289,9 @@ impl DocTask {
         // both are Automerge's compressed change encoding.
         let room = self.room();
         let growth = data.len() as u64;
+        // What the record's link sets hold, for the check that none gains a
+        // member that is not a record link.
+        let links = LinkMembers::of(&self.doc);
         let received = self.sync.receive_checked(
             &mut self.doc,
             &peer.key,
@@ -295,12 +315,7 @@ impl DocTask {
                         path,
                         why: Why::TooDeep(MAX_NESTING),
                     };
-                    let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
-                    return Err(Denied::Refused(
-                        refusal,
-                        scratch.save_after(&before),
-                        hashes,
-                    ));
+                    return Err(Denied::refused(refusal, scratch, &before, new));
                 }
                 let after = read_document(scratch);
                 // Paths cost a diff: skip them for a valid coordinator write.
@@ -318,10 +333,14 @@ impl DocTask {
                     after: &after,
                     paths: &paths,
                 })
-                .map_err(|refusal| {
-                    let hashes: Vec<String> = new.iter().map(ToString::to_string).collect();
-                    Denied::Refused(refusal, scratch.save_after(&before), hashes)
-                })?;
+                .map_err(|refusal| Denied::refused(refusal, scratch, &before, new))?;
+                if let Some(e) = links.first_added_non_link(scratch) {
+                    let refusal = Refusal {
+                        path: e.path,
+                        why: Why::Invalid(e.reason),
+                    };
+                    return Err(Denied::refused(refusal, scratch, &before, new));
+                }
                 checked = Some(after);
                 Ok(())
             },
@@ -567,12 +586,6 @@ impl DocTask {
                     "the record would not be valid: {e}"
                 )));
             }
-        }
-        let current = (!before.is_empty()).then_some(&self.current);
-        if let Some(e) = twinsync_shared::record::added_non_link(current, &after) {
-            return Err(AcceptError::Unfit(format!(
-                "the record would not be valid: {e}"
-            )));
         }
         let (new, saved) = twinsync_shared::protocol::admit_new_changes(&scratch, &before)
             .map_err(|e| {

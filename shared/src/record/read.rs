@@ -1,6 +1,8 @@
 //! Reading a document as a record: every value checked against the schema,
 //! every problem collected with its path. Never panics, whatever the bytes.
 
+use std::collections::BTreeSet;
+
 use automerge::{Automerge, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Value};
 use serde_json::{Map, Value as Json};
 
@@ -488,46 +490,62 @@ pub(crate) fn check_date(s: &str) -> Result<(), String> {
 /// levels down (`/milestones/<id>/title/fr`); this leaves room for growth.
 pub const MAX_NESTING: usize = 16;
 
-/// The first member a write adds to a set of record links (an agreement's
-/// parties, a meeting's attendees, a report's links) that is not a record's
-/// bare URL, as a problem at its path; `None` if every added member is one.
+/// The members of a record's sets of record links (an agreement's parties,
+/// a meeting's attendees, a report's links) as stored: each key whose value
+/// is `true`, whether or not the record reads as valid.
 ///
-/// Such members are not validation errors, as reading must take what older
-/// apps wrote (a report's links as free text): the edit API refuses them,
-/// and with this the server refuses them from raw Automerge changes too,
-/// while a record that holds old ones can still be written. `before` is the
-/// record before the write (`None` if new); a record that does not read
-/// before or after is judged by validity alone, and nothing is said here.
-pub fn added_non_link(
-    before: Option<&Result<Json, Vec<ValidationError>>>,
-    after: &Result<Json, Vec<ValidationError>>,
-) -> Option<ValidationError> {
-    let Ok(after) = after else { return None };
-    let before = match before {
-        Some(Ok(b)) => Some(b),
-        Some(Err(_)) => return None,
-        None => None,
-    };
-    let kind: Kind = after.get("kind")?.as_str()?.parse().ok()?;
-    // Link sets are top-level fields (a test holds every kind to that).
-    kind.fields()
-        .iter()
-        .filter(|f| matches!(f.ty, FieldType::Set(Members::Links)))
-        .find_map(|field| {
-            let here = format!("/{}", field.name);
-            let old = before
-                .and_then(|b| b.get(field.name))
-                .and_then(Json::as_array);
-            let had = |m: &Json| old.is_some_and(|o| o.contains(m));
-            after
-                .get(field.name)
-                .and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-                .filter(|m| !had(m))
-                .filter_map(Json::as_str)
-                .find_map(|m| not_a_bare_link(m, &here))
+/// Members that are not record links are not validation errors: reading
+/// takes what older apps wrote there (a report's links as free text), so
+/// that such records stay valid and writable. The edit API refuses them;
+/// the server refuses a sync message that adds one by comparing these
+/// before and after it ([`LinkMembers::first_added_non_link`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LinkMembers(Vec<(&'static str, BTreeSet<String>)>);
+
+impl LinkMembers {
+    /// Those of `doc`; none if its kind does not read (a new record).
+    pub fn of(doc: &Automerge) -> Self {
+        let Ok(kind) = kind_of(doc) else {
+            return Self::default();
+        };
+        // Link sets are the record's own fields (a test holds every kind
+        // to that): no list or map item is looked into.
+        let sets = kind
+            .fields()
+            .iter()
+            .filter(|f| matches!(f.ty, FieldType::Set(Members::Links)))
+            .map(|field| {
+                let members = match doc.get(ROOT, field.name) {
+                    Ok(Some((Value::Object(ObjType::Map), set))) => doc
+                        .keys(&set)
+                        .filter(|key| {
+                            matches!(
+                                doc.get(&set, key.as_str()),
+                                Ok(Some((Value::Scalar(v), _))) if *v == ScalarValue::Boolean(true)
+                            )
+                        })
+                        .collect(),
+                    _ => BTreeSet::new(),
+                };
+                (field.name, members)
+            })
+            .collect();
+        Self(sets)
+    }
+
+    /// The first member `after` holds in a set of record links that these
+    /// lacked and that is not a record's bare URL, as a problem at its
+    /// path; `None` if there is none.
+    pub fn first_added_non_link(&self, after: &Automerge) -> Option<ValidationError> {
+        let now = Self::of(after);
+        now.0.iter().find_map(|(field, members)| {
+            let had = self.0.iter().find(|(f, _)| f == field).map(|(_, m)| m);
+            members
+                .iter()
+                .filter(|m| !had.is_some_and(|h| h.contains(*m)))
+                .find_map(|m| not_a_bare_link(m, &format!("/{field}")))
         })
+    }
 }
 
 fn not_a_bare_link(member: &str, path: &str) -> Option<ValidationError> {

@@ -261,7 +261,7 @@ fn describe_fields(fields: &[Field]) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    /// `added_non_link` looks for link sets among a record's own fields
+    /// `LinkMembers` looks for link sets among a record's own fields
     /// only: one inside list or map items would go unchecked.
     #[test]
     fn sets_of_record_links_are_fields_of_the_record_itself() {
