@@ -268,6 +268,13 @@ fn monotonic_ms() -> f64 {
         .map_or_else(js_sys::Date::now, |p| p.now())
 }
 
+/// Whether the page is shown (not in a background tab, nor the app left).
+fn page_visible() -> bool {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .is_some_and(|d| d.visibility_state() == web_sys::VisibilityState::Visible)
+}
+
 fn now_secs() -> i64 {
     (js_sys::Date::now() / 1000.0) as i64
 }
@@ -348,6 +355,8 @@ enum Event {
     /// Time to try again to write whole the records the device could not
     /// keep.
     SaveUnsaved,
+    /// The page is shown again: try those records at once.
+    Shown,
     /// Another tab of this browser stored chunks of these records.
     Stored(Vec<DocumentId>),
     /// A newer version of the app, in another tab, took IndexedDB over.
@@ -418,8 +427,8 @@ struct Inner {
     saving_unsaved: Cell<bool>,
     /// A timer will try the whole write of `unsaved` again.
     unsaved_retry_due: Cell<bool>,
-    /// Whole writes of `unsaved` that failed in a row: each waits twice as
-    /// long as the one before for its timer, up to `UNSAVED_RETRY_MAX_MS`.
+    /// The timer's tries of `unsaved` that failed in a row: each waits twice
+    /// as long as the one before, up to `UNSAVED_RETRY_MAX_MS`.
     unsaved_failures: Cell<u32>,
     /// Chunk keys per record, for compaction.
     chunk_keys: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
@@ -427,9 +436,10 @@ struct Inner {
     status_listeners: RefCell<Vec<(u32, Function)>>,
     next_listener: Cell<u32>,
     closed: Cell<bool>,
-    /// Keep the `online` and `offline` listeners alive.
+    /// Keep the `online`, `offline` and `visibilitychange` listeners alive.
     online_listener: RefCell<Option<Closure<dyn FnMut()>>>,
     offline_listener: RefCell<Option<Closure<dyn FnMut()>>>,
+    shown_listener: RefCell<Option<Closure<dyn FnMut()>>>,
     /// Where this tab names the records it wrote, and hears the other
     /// tabs name theirs (none where the browser has no such channel).
     tabs: Option<Tabs>,
@@ -615,6 +625,7 @@ impl Client {
             closed: Cell::new(false),
             online_listener: RefCell::new(None),
             offline_listener: RefCell::new(None),
+            shown_listener: RefCell::new(None),
             tabs,
         });
         for msg in &damaged {
@@ -637,6 +648,21 @@ impl Client {
         window
             .add_event_listener_with_callback("offline", went_offline.as_ref().unchecked_ref())?;
         *inner.offline_listener.borrow_mut() = Some(went_offline);
+        // Back in the app, perhaps after making room in another: what the
+        // device could not keep is tried at once.
+        if let Some(document) = window.document() {
+            let events = inner.events.clone();
+            let shown = Closure::<dyn FnMut()>::new(move || {
+                if page_visible() {
+                    let _ = events.unbounded_send(Event::Shown);
+                }
+            });
+            document.add_event_listener_with_callback(
+                "visibilitychange",
+                shown.as_ref().unchecked_ref(),
+            )?;
+            *inner.shown_listener.borrow_mut() = Some(shown);
+        }
         spawn_local(event_loop(Rc::clone(&inner), rx));
         if !offline {
             let _ = inner.events.unbounded_send(Event::Wake);
@@ -861,6 +887,15 @@ impl Client {
                         .remove_event_listener_with_callback(event, f.as_ref().unchecked_ref());
                 }
             }
+            if let (Some(document), Some(f)) = (
+                window.document(),
+                self.inner.shown_listener.borrow_mut().take(),
+            ) {
+                let _ = document.remove_event_listener_with_callback(
+                    "visibilitychange",
+                    f.as_ref().unchecked_ref(),
+                );
+            }
         }
     }
 }
@@ -1038,6 +1073,11 @@ impl Inner {
                     .borrow_mut()
                     .extend(out.chunks.iter().map(|c| c.doc));
                 *self.unsaved_why.borrow_mut() = Some(e.clone());
+                // Kept in memory only: tried whole by a later write, or by
+                // the timer should none come.
+                if !self.unsaved.borrow().is_empty() {
+                    self.schedule_unsaved_retry();
+                }
                 Err(e)
             }
         }
@@ -1104,25 +1144,42 @@ impl Inner {
             }
         }
         if result_failed {
-            self.unsaved_failures.set(self.unsaved_failures.get() + 1);
             self.schedule_unsaved_retry();
         } else {
             self.unsaved_failures.set(0);
         }
     }
 
+    /// Tries the whole write of the unsaved records now, whatever the
+    /// pause; `timer` if its timer asked, which then waits longer for its
+    /// next try should this one fail.
+    async fn save_unsaved_now(&self, timer: bool) {
+        self.unsaved_failed_at.set(None);
+        let _ = self.store(&Outcome::default()).await;
+        if timer && self.unsaved_failed_at.get().is_some() {
+            self.unsaved_failures.set(self.unsaved_failures.get() + 1);
+        }
+        self.announce_status();
+    }
+
     /// Tries the whole write of the unsaved records again once its pause
-    /// is over, with no key typed meanwhile: a person who made room on a
-    /// full phone, or whose disk came back, and who then closes the app
-    /// without typing, keeps their record. Backs off while the writes
-    /// keep failing, so an idle full phone does not save long minutes
-    /// whole every 10 s all night.
+    /// is over, whether or not keys are typed meanwhile: a person who made
+    /// room on a full phone, or whose disk came back, and who then closes
+    /// the app without typing, keeps their record. The timer backs off
+    /// while its own tries keep failing, so an idle full phone does not
+    /// save long minutes whole every 10 s all night.
     fn schedule_unsaved_retry(&self) {
+        let doublings = self.unsaved_failures.get().min(16);
+        self.schedule_unsaved_retry_in(
+            (UNSAVED_RETRY_MS * 2f64.powi(doublings as i32)).min(UNSAVED_RETRY_MAX_MS),
+        );
+    }
+
+    /// One timer at a time: a later failure waits for the one set.
+    fn schedule_unsaved_retry_in(&self, delay: f64) {
         if self.unsaved_retry_due.replace(true) {
             return;
         }
-        let doublings = self.unsaved_failures.get().saturating_sub(1).min(16);
-        let delay = (UNSAVED_RETRY_MS * 2f64.powi(doublings as i32)).min(UNSAVED_RETRY_MAX_MS);
         let tx = self.events.clone();
         spawn_local(async move {
             gloo_timers::future::TimeoutFuture::new(delay as u32).await;
@@ -1660,11 +1717,19 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             }
             Event::SaveUnsaved => {
                 inner.unsaved_retry_due.set(false);
-                // Whatever write failed last, this one is tried: its own
-                // timer is the pause.
-                inner.unsaved_failed_at.set(None);
-                let _ = inner.store(&Outcome::default()).await;
-                inner.announce_status();
+                // A whole write tried by a key typed meanwhile failed less
+                // than the pause ago: the timer waits out the rest of it.
+                let since = inner.unsaved_failed_at.get().map(|at| monotonic_ms() - at);
+                if let Some(since) = since.filter(|s| *s < UNSAVED_RETRY_MS) {
+                    inner.schedule_unsaved_retry_in(UNSAVED_RETRY_MS - since);
+                    continue;
+                }
+                inner.save_unsaved_now(true).await;
+            }
+            Event::Shown => {
+                if !inner.unsaved.borrow().is_empty() {
+                    inner.save_unsaved_now(false).await;
+                }
             }
             Event::Retry => {
                 inner.retry_due.set(false);
