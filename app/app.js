@@ -437,8 +437,10 @@ function batchChanges(q) {
  * accept this one before it).
  */
 function buildsOn(q, rows) {
-  // The oldest: the one that builds on nothing else here, when it names two.
-  const first = rows.findLast((r) => q.builds_on?.includes(r.id));
+  // One that builds on no other batch waiting here: the chain's start,
+  // usually its oldest (a batch sent again can be newer than those on it).
+  const named = rows.filter((r) => q.builds_on?.includes(r.id));
+  const first = named.findLast((r) => !r.builds_on?.length) ?? named.at(-1);
   if (!first) return null;
   return h("p", { class: "builds-on", "data-builds-on": first.id },
     pieces(app.lang, "buildsOnPending", { who: words(first.device_name ?? first.device_id), when: formatDateTime(app.lang, first.received_at) }, (v) => v));

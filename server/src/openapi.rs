@@ -382,7 +382,7 @@ fn device_schemas() -> Value {
             "status": {"type": "string", "enum": ["pending", "accepted", "discarded"]},
             "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided; for a batch settled because all its changes were stored later anyway (its device, once allowed, sent them again), the device that delivered the change completing it (null if the server made it)."},
             "decided_at": {"type": "integer", "nullable": true},
-            "builds_on": {"type": "array", "items": {"type": "integer"}, "description": "For a pending batch, the other pending batches of its record holding changes it builds on, which the record lacks, directly or through one another, in the order they were kept: it can be accepted only after them, the first of them first."}}},
+            "builds_on": {"type": "array", "items": {"type": "integer"}, "description": "For a pending batch, the other pending batches of its record holding changes it builds on, which the record lacks, directly or through one another, by id: it can be accepted only after them, starting with those of them that build on no other pending batch."}}},
         "QuarantinedPreview": {"allOf": [{"$ref": "#/components/schemas/Quarantined"}, {"type": "object", "properties": {
             "changes": {"type": "array", "items": {"$ref": "#/components/schemas/FieldChange"}},
             "kind": {"type": "string", "nullable": true, "description": "The record's kind with the batch applied, beside `changes`: a refused new record is not stored, and is known by this alone."},

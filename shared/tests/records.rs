@@ -487,21 +487,27 @@ fn a_member_added_to_a_set_of_record_links_past_the_edit_api_is_named() {
     assert_eq!(problem.path, "/attendees/Hassan");
     // A record that does not read as valid: a write beside its text
     // members passes, and it lets no text in either.
-    raw_date(&mut doc, "someday");
+    raw_put(&mut doc, "date", "someday");
     assert!(doc.read().is_err(), "made invalid");
     let before = LinkMembers::of(doc.doc());
-    raw_date(&mut doc, "later");
+    raw_put(&mut doc, "date", "later");
     assert_eq!(before.first_added_non_link(doc.doc()), None);
     raw_attendee(&mut doc, "Fatima");
     let problem = before.first_added_non_link(doc.doc()).expect("named");
     assert_eq!(problem.path, "/attendees/Fatima");
+    // Nor one whose kind does not read: a write that mends it adds none of
+    // the text members already there.
+    raw_put(&mut doc, "kind", "gathering");
+    let before = LinkMembers::of(doc.doc());
+    raw_put(&mut doc, "kind", "meeting");
+    assert_eq!(before.first_added_non_link(doc.doc()), None);
 }
 
-/// Writes `date` into the meeting's date as a raw change would: no date.
-fn raw_date(doc: &mut RecordDoc, date: &str) {
+/// Writes `value` at the record's `key` as a raw change would.
+fn raw_put(doc: &mut RecordDoc, key: &str, value: &str) {
     use automerge::transaction::Transactable;
     let mut tx = doc.doc_mut().transaction();
-    tx.put(automerge::ROOT, "date", date).unwrap();
+    tx.put(automerge::ROOT, key, value).unwrap();
     tx.commit();
 }
 

@@ -69,8 +69,9 @@ pub struct Quarantined {
     pub decided_by: Option<String>,
     pub decided_at: Option<i64>,
     /// For a pending batch, the other pending batches of its record that
-    /// hold changes it builds on, directly or through one another, oldest
-    /// first: it cannot apply before them.
+    /// hold changes it builds on, directly or through one another, by id:
+    /// it cannot apply before them, and those of them that build on none
+    /// can be judged first.
     pub builds_on: Vec<i64>,
 }
 
@@ -265,7 +266,11 @@ fn fill_builds_on(conn: &Connection, rows: &mut [Quarantined]) -> Result<(), Sto
     }
     // Every pending batch of the records asked about: a chain runs
     // through batches not asked about.
-    let docs: std::collections::HashSet<&str> = rows.iter().map(|q| q.doc_id.as_str()).collect();
+    let docs: std::collections::HashSet<&str> = rows
+        .iter()
+        .filter(|q| q.status == "pending")
+        .map(|q| q.doc_id.as_str())
+        .collect();
     let mut parents: HashMap<i64, Vec<i64>> = HashMap::new();
     for (id, doc, _, deps) in &pending {
         if !docs.contains(doc.as_str()) {

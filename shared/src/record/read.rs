@@ -503,19 +503,29 @@ pub const MAX_NESTING: usize = 16;
 pub struct LinkMembers(Vec<(&'static str, BTreeSet<String>)>);
 
 impl LinkMembers {
-    /// Those of `doc`; none if its kind does not read (a new record).
+    /// Those of `doc`. Of a document whose kind does not read (a record
+    /// new to the server, or one a write is about to mend), the link sets
+    /// of every kind, by name: a write that mends the kind must not count
+    /// the members already there as added.
     pub fn of(doc: &Automerge) -> Self {
-        let Ok(kind) = kind_of(doc) else {
-            return Self::default();
+        let kinds = match kind_of(doc) {
+            Ok(kind) => vec![kind],
+            Err(_) => Kind::ALL.to_vec(),
         };
         // Link sets are the record's own fields (a test holds every kind
         // to that): no list or map item is looked into.
-        let sets = kind
-            .fields()
+        let mut names: Vec<&'static str> = kinds
             .iter()
+            .flat_map(|k| k.fields())
             .filter(|f| matches!(f.ty, FieldType::Set(Members::Links)))
-            .map(|field| {
-                let members = match doc.get(ROOT, field.name) {
+            .map(|f| f.name)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let sets = names
+            .into_iter()
+            .map(|name| {
+                let members = match doc.get(ROOT, name) {
                     Ok(Some((Value::Object(ObjType::Map), set))) => doc
                         .keys(&set)
                         .filter(|key| {
@@ -527,7 +537,7 @@ impl LinkMembers {
                         .collect(),
                     _ => BTreeSet::new(),
                 };
-                (field.name, members)
+                (name, members)
             })
             .collect();
         Self(sets)
