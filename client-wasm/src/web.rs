@@ -62,6 +62,9 @@ const PING_LIMIT_MS: u32 = 15_000;
 const UNSAVED_RETRY_MS: f64 = 10_000.0;
 /// The longest the timer that tries unsaved records again waits.
 const UNSAVED_RETRY_MAX_MS: f64 = 300_000.0;
+/// The page shown again tries unsaved records at once, unless such a
+/// write failed this recently.
+const SHOWN_RETRY_MS: f64 = 2_000.0;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
@@ -425,6 +428,11 @@ struct Inner {
     unsaved_failed_at: Cell<Option<f64>>,
     /// A whole write of `unsaved` is under way: another would only repeat it.
     saving_unsaved: Cell<bool>,
+    /// A write of changes failed since a write going through last tried
+    /// `unsaved` whole: one going through now may mean room was made. (A
+    /// record too big for the room left, while each key's change fits,
+    /// would otherwise be written whole at every key.)
+    small_write_failed: Cell<bool>,
     /// A timer will try the whole write of `unsaved` again.
     unsaved_retry_due: Cell<bool>,
     /// The timer's tries of `unsaved` that failed in a row: each waits twice
@@ -616,6 +624,7 @@ impl Client {
             unsaved_why: RefCell::new(None),
             unsaved_failed_at: Cell::new(None),
             saving_unsaved: Cell::new(false),
+            small_write_failed: Cell::new(false),
             unsaved_retry_due: Cell::new(false),
             unsaved_failures: Cell::new(0),
             chunk_keys: RefCell::new(chunk_keys),
@@ -1051,10 +1060,15 @@ impl Inner {
             Ok(keys) => {
                 self.tell_tabs(&out.chunks);
                 compact.extend(self.keep_chunk_keys(&out.chunks, keys));
-                // A write went through: there may be room again for what
-                // failed, which is tried now rather than when its
-                // pause ends (a tab closed meanwhile would lose it).
-                if !out.chunks.is_empty() && self.unsaved_failed_at.take().is_some() {
+                // A write went through where one had failed: there may be
+                // room again for what failed, which is tried now rather
+                // than when its pause ends (a tab closed meanwhile would
+                // lose it).
+                if !out.chunks.is_empty()
+                    && self.unsaved_failed_at.get().is_some()
+                    && self.small_write_failed.replace(false)
+                {
+                    self.unsaved_failed_at.set(None);
                     self.save_unsaved(compact).await;
                 }
                 // A change to a record not kept whole builds on changes the
@@ -1075,6 +1089,9 @@ impl Inner {
                 *self.unsaved_why.borrow_mut() = Some(e.clone());
                 // Kept in memory only: tried whole by a later write, or by
                 // the timer should none come.
+                if !out.chunks.is_empty() {
+                    self.small_write_failed.set(true);
+                }
                 if !self.unsaved.borrow().is_empty() {
                     self.schedule_unsaved_retry();
                 }
@@ -1155,9 +1172,14 @@ impl Inner {
     /// next try should this one fail.
     async fn save_unsaved_now(&self, timer: bool) {
         self.unsaved_failed_at.set(None);
-        let _ = self.store(&Outcome::default()).await;
-        if timer && self.unsaved_failed_at.get().is_some() {
+        // Counted before the try, whose failure sets the next timer: a
+        // success starts the count over.
+        if timer {
             self.unsaved_failures.set(self.unsaved_failures.get() + 1);
+        }
+        let _ = self.store(&Outcome::default()).await;
+        if self.unsaved.borrow().is_empty() {
+            self.unsaved_failures.set(0);
         }
         self.announce_status();
     }
@@ -1721,13 +1743,18 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 // than the pause ago: the timer waits out the rest of it.
                 let since = inner.unsaved_failed_at.get().map(|at| monotonic_ms() - at);
                 if let Some(since) = since.filter(|s| *s < UNSAVED_RETRY_MS) {
-                    inner.schedule_unsaved_retry_in(UNSAVED_RETRY_MS - since);
+                    inner.schedule_unsaved_retry_in((UNSAVED_RETRY_MS - since).ceil());
                     continue;
                 }
                 inner.save_unsaved_now(true).await;
             }
             Event::Shown => {
-                if !inner.unsaved.borrow().is_empty() {
+                // Not again at once for someone switching back and forth.
+                let just_failed = inner
+                    .unsaved_failed_at
+                    .get()
+                    .is_some_and(|at| monotonic_ms() - at < SHOWN_RETRY_MS);
+                if !inner.unsaved.borrow().is_empty() && !just_failed {
                     inner.save_unsaved_now(false).await;
                 }
             }

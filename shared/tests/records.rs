@@ -501,6 +501,31 @@ fn a_member_added_to_a_set_of_record_links_past_the_edit_api_is_named() {
     let before = LinkMembers::of(doc.doc());
     raw_put(&mut doc, "kind", "meeting");
     assert_eq!(before.first_added_non_link(doc.doc()), None);
+    // Nor does a change of kind (a coordinator's) count a set kept under
+    // the same name as added; a member added with it is named.
+    let mut report = RecordDoc::create(
+        Kind::Report,
+        &json!({"title": {"fr": "Visite"}, "report_type": "field", "date": "2026-11-20", "text": ""}),
+        &commit("Report", 1),
+    )
+    .unwrap();
+    {
+        use automerge::transaction::Transactable;
+        let mut tx = report.doc_mut().transaction();
+        let links = tx
+            .put_object(automerge::ROOT, "attendees", automerge::ObjType::Map)
+            .unwrap();
+        tx.put(&links, "Hassan", true).unwrap();
+        tx.commit();
+    }
+    let before = LinkMembers::of(report.doc());
+    raw_put(&mut report, "kind", "meeting");
+    assert_eq!(before.first_added_non_link(report.doc()), None);
+    raw_attendee(&mut report, "Fatima");
+    assert_eq!(
+        before.first_added_non_link(report.doc()).map(|p| p.path),
+        Some("/attendees/Fatima".to_owned())
+    );
 }
 
 /// Writes `value` at the record's `key` as a raw change would.

@@ -503,15 +503,15 @@ pub const MAX_NESTING: usize = 16;
 pub struct LinkMembers(Vec<(&'static str, BTreeSet<String>)>);
 
 impl LinkMembers {
-    /// Those of `doc`. Of a document whose kind does not read (a record
-    /// new to the server, or one a write is about to mend), the link sets
-    /// of every kind, by name: a write that mends the kind must not count
-    /// the members already there as added.
+    /// Those of `doc`, in the link sets of every kind, by name: a write
+    /// that mends a kind that did not read, or that a coordinator makes to
+    /// change the kind, must not count the members already there as added.
     pub fn of(doc: &Automerge) -> Self {
-        let kinds = match kind_of(doc) {
-            Ok(kind) => vec![kind],
-            Err(_) => Kind::ALL.to_vec(),
-        };
+        Self::read(doc, &Kind::ALL)
+    }
+
+    /// Those of `doc` in the link sets of `kinds`.
+    fn read(doc: &Automerge, kinds: &[Kind]) -> Self {
         // Link sets are the record's own fields (a test holds every kind
         // to that): no list or map item is looked into.
         let mut names: Vec<&'static str> = kinds
@@ -543,11 +543,15 @@ impl LinkMembers {
         Self(sets)
     }
 
-    /// The first member `after` holds in a set of record links that these
-    /// lacked and that is not a record's bare URL, as a problem at its
-    /// path; `None` if there is none.
+    /// The first member `after` holds in a set of record links of its kind
+    /// (of every kind, if its kind does not read) that these lacked and
+    /// that is not a record's bare URL, as a problem at its path; `None`
+    /// if there is none.
     pub fn first_added_non_link(&self, after: &Automerge) -> Option<ValidationError> {
-        let now = Self::of(after);
+        let now = match kind_of(after) {
+            Ok(kind) => Self::read(after, &[kind]),
+            Err(_) => Self::of(after),
+        };
         now.0.iter().find_map(|(field, members)| {
             let had = self.0.iter().find(|(f, _)| f == field).map(|(_, m)| m);
             members
