@@ -563,8 +563,18 @@ function recordItem(s) {
   const status = s.status ? tr(`value.${s.status}`) : "";
   return h("li", { "data-id": s.id, "data-kind": s.kind ?? "" },
     h("a", { href: `#/r/${s.id}` }, words(pick(s.title, app.lang) || s.id)),
+    s.date ? h("time", { class: "date", datetime: s.date }, formatDate(app.lang, s.date)) : null,
     status ? h("span", { class: "status" }, status) : null,
     s.valid ? null : h("span", { class: "invalid", title: tr("invalidMark"), "aria-label": tr("invalidMark"), role: "img" }, "!"));
+}
+
+/**
+ * Meetings and reports newest first, as a delegate looks for last week's
+ * (those without a date after them); then by title, as every other kind.
+ */
+function byDateThenTitle(a, b) {
+  if ((a.date ?? "") !== (b.date ?? "")) return (b.date ?? "").localeCompare(a.date ?? "");
+  return pick(a.title, app.lang).localeCompare(pick(b.title, app.lang), app.lang);
 }
 
 function listView(kind) {
@@ -574,8 +584,7 @@ function listView(kind) {
     KINDS.filter((k) => k !== "club").map((k) => h("a", { href: `#/k/${k}`, "aria-current": k === kind ? "page" : null }, tr(`kinds.${k}`))));
   const sections = [];
   for (const k of KINDS) {
-    const items = shown.filter((s) => s.kind === k)
-      .sort((a, b) => pick(a.title, app.lang).localeCompare(pick(b.title, app.lang), app.lang));
+    const items = shown.filter((s) => s.kind === k).sort(byDateThenTitle);
     if (!items.length) continue;
     sections.push(h("section", { "data-kind": k },
       h("h2", {}, `${tr(`kinds.${k}`)} (${formatNumber(app.lang, items.length)})`),

@@ -519,12 +519,12 @@ function formatter(kind, lang, make) {
   return formatters.get(id);
 }
 
-// A calendar date "YYYY-MM-DD", shown in UTC so it never shifts by a day.
 /** Items run together as a list in the reader's language. */
 export function listOf(lang, items) {
   return items.join(lang === "ar" ? "، " : ", ");
 }
 
+// A calendar date "YYYY-MM-DD", shown in UTC so it never shifts by a day.
 export function formatDate(lang, iso) {
   if (iso === null || iso === undefined || iso === "") return "";
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(iso));

@@ -90,6 +90,8 @@ export interface RecordSummary {
   title: { ar?: string; fr?: string; en?: string } | string | null;
   city: string | null;
   status: string | null;
+  /** A meeting's or a report's date, `YYYY-MM-DD`. */
+  date: string | null;
   valid: boolean;
 }
 

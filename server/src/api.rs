@@ -221,6 +221,7 @@ pub async fn list(
                     "title": r.summary.title,
                     "city": r.summary.city,
                     "status": r.summary.status,
+                    "date": r.summary.date,
                     "valid": r.summary.valid,
                     "updated_at": r.updated_at,
                 })

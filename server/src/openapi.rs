@@ -309,7 +309,7 @@ fn record_schemas() -> Value {
         "Listed": {"type": "object", "required": ["id", "url", "kind", "title"], "properties": {
             "id": {"type": "string"}, "url": {"type": "string"}, "kind": {"type": "string", "nullable": true},
             "title": {"$ref": "#/components/schemas/Multilingual"}, "city": {"type": "string", "nullable": true},
-            "status": {"type": "string", "nullable": true}, "valid": {"type": "boolean"}, "updated_at": {"type": "integer"}}},
+            "status": {"type": "string", "nullable": true}, "date": {"type": "string", "nullable": true, "description": "A meeting's or a report's date, YYYY-MM-DD."}, "valid": {"type": "boolean"}, "updated_at": {"type": "integer"}}},
         "RecordView": {"type": "object", "properties": {
             "id": {"type": "string"}, "url": {"type": "string"}, "heads": {"type": "array", "items": {"type": "string"}},
             "record": {"type": "object", "description": "The record's fields plus `kind`."}, "conflicts": {"type": "integer"},

@@ -165,9 +165,41 @@ impl Store {
         // it can restart, the file is cut back rather than kept at its peak.
         conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)?;
         schema::migrate(&mut conn)?;
-        Ok(Self {
+        let store = Self {
             conn: Arc::new(Mutex::new(conn)),
-        })
+        };
+        store.fill_dates()?;
+        Ok(store)
+    }
+
+    /// Lists with its date each record kept before dates were (migration
+    /// 10): read once, here. A record that does not load is left for its
+    /// next write, and the others filled.
+    fn fill_dates(&self) -> Result<(), StoreError> {
+        let ids: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT id FROM documents WHERE date IS NULL")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for id in ids {
+            let Ok(doc_id) = id.parse::<DocumentId>() else {
+                continue;
+            };
+            let date = match self.load(doc_id) {
+                Ok(Some(doc)) => twinsync_shared::record::summarise(&doc).date,
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(doc_id = %id, error = %e, "record not read for its date");
+                    continue;
+                }
+            };
+            self.conn().execute(
+                "UPDATE documents SET date = ?2 WHERE id = ?1",
+                params![id, date.unwrap_or_default()],
+            )?;
+        }
+        Ok(())
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -379,7 +411,7 @@ impl Store {
     ) -> Result<Vec<Listed>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, kind, title, city, status, valid, updated_at FROM documents
+            "SELECT id, kind, title, city, status, valid, updated_at, date FROM documents
              WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR city = ?2) AND (?3 IS NULL OR status = ?3)
              ORDER BY kind, id",
         )?;
@@ -394,6 +426,7 @@ impl Store {
                         .unwrap_or_default(),
                     city: r.get(3)?,
                     status: r.get(4)?,
+                    date: r.get::<_, Option<String>>(7)?.filter(|d| !d.is_empty()),
                     valid: r.get(5)?,
                 },
                 updated_at: r.get(6)?,
@@ -546,9 +579,9 @@ fn insert_chunk(
     let id = doc.to_string();
     // Cached statements: this runs for every message that brings changes.
     conn.prepare_cached(
-        "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at, creator)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
-         ON CONFLICT(id) DO UPDATE SET kind = ?2, title = ?3, city = ?4, status = ?5, valid = ?6, updated_at = ?7",
+        "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at, creator, date)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+         ON CONFLICT(id) DO UPDATE SET kind = ?2, title = ?3, city = ?4, status = ?5, valid = ?6, updated_at = ?7, date = ?9",
     )?
     .execute(params![
         id,
@@ -560,6 +593,7 @@ fn insert_chunk(
         now,
         // A record's first chunk names its creator; later ones do not.
         origins.first().and_then(|(_, o)| o.device.as_deref()),
+        summary.date.as_deref().unwrap_or_default(),
     ])?;
     conn.prepare_cached(
         "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'incremental', ?2, ?3)",
@@ -743,6 +777,60 @@ mod tests {
             );
             assert_eq!(store.creator_device(DocumentId::random()).unwrap(), None);
         }
+    }
+
+    /// Meetings and reports are listed with their date; those kept before
+    /// the column was have it read from them when the store opens.
+    #[test]
+    fn a_meeting_is_listed_with_its_date_even_one_kept_before_dates_were() {
+        use twinsync_shared::record::{Commit, Kind, RecordDoc, summarise};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinsync.db");
+        let store = Store::open(&path).unwrap();
+        let commit = Commit::new("New", 1);
+        let meeting = RecordDoc::create(
+            Kind::Meeting,
+            &serde_json::json!({"title": {"fr": "Conseil"}, "date": "2026-10-18"}),
+            &commit,
+        )
+        .unwrap();
+        let city = RecordDoc::create(
+            Kind::City,
+            &serde_json::json!({"name": {"fr": "Smara"}, "country": "Maroc"}),
+            &commit,
+        )
+        .unwrap();
+        let (m, c) = (DocumentId::random(), DocumentId::random());
+        for (id, doc) in [(m, &meeting), (c, &city)] {
+            store
+                .append(id, &doc.save(), &summarise(doc.doc()), &[], 1)
+                .unwrap();
+        }
+        let dates = |store: &Store| {
+            let mut listed: Vec<(String, Option<String>)> = store
+                .list(None, None, None)
+                .unwrap()
+                .into_iter()
+                .map(|l| (l.id, l.summary.date))
+                .collect();
+            listed.sort();
+            listed
+        };
+        let mut expected = vec![
+            (m.to_string(), Some("2026-10-18".to_owned())),
+            (c.to_string(), None),
+        ];
+        expected.sort();
+        assert_eq!(dates(&store), expected);
+        // Kept before the column: no date, until the store opens again.
+        store
+            .conn()
+            .execute("UPDATE documents SET date = NULL", [])
+            .unwrap();
+        assert!(dates(&store).iter().all(|(_, d)| d.is_none()));
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(dates(&store), expected);
     }
 
     #[test]

@@ -39,7 +39,7 @@ type Job = (Append, oneshot::Sender<Result<i64, StoreError>>);
 
 /// What the writer thread takes: an append, or the word to stop.
 enum Work {
-    Append(Job),
+    Append(Box<Job>),
     Stop,
 }
 
@@ -65,10 +65,10 @@ impl Appender {
                     let Some(Work::Append(first)) = rx.blocking_recv() else {
                         break;
                     };
-                    let mut group = vec![first];
+                    let mut group = vec![*first];
                     while group.len() < MAX_GROUP {
                         match rx.try_recv() {
-                            Ok(Work::Append(job)) => group.push(job),
+                            Ok(Work::Append(job)) => group.push(*job),
                             Ok(Work::Stop) => {
                                 // Appends sent before the word are written.
                                 stopping = true;
@@ -121,7 +121,11 @@ impl Appender {
     /// Writes `append`; returns its chunk's id once it is on disk.
     pub async fn append(&self, append: Append) -> Result<i64, StoreError> {
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Work::Append((append, reply))).is_err() {
+        if self
+            .jobs
+            .send(Work::Append(Box::new((append, reply))))
+            .is_err()
+        {
             error!("the store's writer thread stopped");
             return Err(StoreError::WriterFailed);
         }
@@ -335,7 +339,10 @@ mod tests {
             let (a, hash) = record(&format!("note {i}"));
             let (reply, answer) = oneshot::channel();
             let doc = a.doc;
-            appender.jobs.send(Work::Append((a, reply))).unwrap();
+            appender
+                .jobs
+                .send(Work::Append(Box::new((a, reply))))
+                .unwrap();
             waiting.push((doc, hash, answer));
         }
         appender.stop().await;

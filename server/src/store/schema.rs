@@ -137,6 +137,10 @@ const MIGRATIONS: &[&str] = &[
     // is found without reading every batch's changes. Null for batches
     // kept before, worked out when first needed.
     "ALTER TABLE quarantine ADD COLUMN deps TEXT;",
+    // 10: a meeting's or report's date, listed with it. Null for records
+    // kept before, read from them when the store opens (`fill_dates`); an
+    // empty string for a record that has none.
+    "ALTER TABLE documents ADD COLUMN date TEXT;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

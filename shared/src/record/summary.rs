@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::read::{kind_of, read};
 use super::schema::Kind;
 
-/// A record's kind, title, city and status, and whether it is valid.
+/// A record's kind, title, city, status and date, and whether it is valid.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub kind: Option<String>,
@@ -16,6 +16,9 @@ pub struct Summary {
     pub title: serde_json::Value,
     pub city: Option<String>,
     pub status: Option<String>,
+    /// A meeting's or a report's date, `YYYY-MM-DD`: what tells apart
+    /// the many meetings of one title, and orders them.
+    pub date: Option<String>,
     pub valid: bool,
 }
 
@@ -45,6 +48,7 @@ pub fn summarise_read(
                 title,
                 city: text("city").or_else(|| text("owner_city")),
                 status: text("status").or_else(|| text("twinning_status")),
+                date: text("date"),
                 valid: true,
             }
         }
@@ -53,5 +57,37 @@ pub fn summarise_read(
             valid: false,
             ..Summary::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::record::{Commit, RecordDoc};
+
+    #[test]
+    fn a_meeting_is_summed_up_with_its_date_and_a_city_without_one() {
+        let commit = Commit::new("New", 1);
+        let meeting = RecordDoc::create(
+            Kind::Meeting,
+            &json!({"title": {"fr": "Conseil", "ar": "المجلس"}, "date": "2026-10-18"}),
+            &commit,
+        )
+        .unwrap();
+        let summary = summarise(meeting.doc());
+        assert_eq!(summary.kind.as_deref(), Some("meeting"));
+        assert_eq!(summary.date.as_deref(), Some("2026-10-18"));
+        assert_eq!(json!(summary)["date"], "2026-10-18");
+        let city = RecordDoc::create(
+            Kind::City,
+            &json!({"name": {"fr": "Smara"}, "country": "Maroc"}),
+            &commit,
+        )
+        .unwrap();
+        assert_eq!(summarise(city.doc()).date, None);
     }
 }

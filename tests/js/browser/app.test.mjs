@@ -180,6 +180,32 @@ test("after one online visit, the app reloads with no network at all and shows e
   });
 });
 
+test("meetings are listed newest first with their dates, in the person's language, as the server lists them", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    // Two more meetings, one before and one after the demo's.
+    for (const [fr, date] of [["Conseil de janvier", "2025-01-15"], ["Conseil de décembre", "2026-12-01"]]) {
+      await page.evaluate(([fr, date]) => window.twinsync.create("meeting", { title: { fr }, date }, "new"), [fr, date]);
+    }
+    await upToDate(page);
+    const meetings = await (await server.api("/api/records?kind=meeting")).json();
+    assert.ok(meetings.length >= 3, JSON.stringify(meetings));
+    assert.ok(meetings.every((m) => /^\d{4}-\d{2}-\d{2}$/.test(m.date)), JSON.stringify(meetings));
+    await show(page, "#/k/meeting");
+    const listed = await until(page, (n) => {
+      const items = [...document.querySelectorAll('#records li[data-kind="meeting"]')];
+      return items.length === n
+        ? items.map((li) => ({ date: li.querySelector("time")?.getAttribute("datetime"), shown: li.querySelector("time")?.textContent }))
+        : null;
+    }, meetings.length, "the meetings listed");
+    assert.deepEqual(listed.map((l) => l.date), meetings.map((m) => m.date).sort().reverse());
+    // Said as the person reads dates (Arabic here), not as stored.
+    for (const l of listed) assert.ok(l.shown && l.shown !== l.date, JSON.stringify(l));
+    await context.close();
+  });
+});
+
 test("a newer version of the app taking the storage over is said in the sync bar, in the person's language", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Awa", role: "coordinator" });
