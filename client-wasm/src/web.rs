@@ -1135,37 +1135,61 @@ impl Inner {
                 Some(Chunk { doc: *doc, bytes })
             })
             .collect();
-        let result = self.store.append(&chunks, &[]).await;
-        let result_failed = result.is_err();
+        let mut saved: Vec<DocumentId> = Vec::new();
+        let mut failed: Option<StoreError> = None;
+        match self.store.append(&chunks, &[]).await {
+            Ok(keys) => {
+                self.tell_tabs(&chunks);
+                compact.extend(self.keep_chunk_keys(&chunks, keys));
+                saved.clone_from(&retry);
+            }
+            Err(_) if chunks.len() > 1 && !self.store.gone() => {
+                // One record too big for the room left must not keep the
+                // others unsaved: each is tried alone, smallest first.
+                let mut alone: Vec<&Chunk> = chunks.iter().collect();
+                alone.sort_by_key(|c| c.bytes.len());
+                for chunk in alone {
+                    let one = std::slice::from_ref(chunk);
+                    match self.store.append(one, &[]).await {
+                        Ok(keys) => {
+                            self.tell_tabs(one);
+                            compact.extend(self.keep_chunk_keys(one, keys));
+                            saved.push(chunk.doc);
+                        }
+                        Err(alone) => failed = Some(alone),
+                    }
+                }
+                // What had no snapshot has nothing to write.
+                saved.extend(
+                    retry
+                        .iter()
+                        .filter(|d| !chunks.iter().any(|c| c.doc == **d)),
+                );
+            }
+            Err(e) => failed = Some(e),
+        }
         // Any refusal pauses the next try, not a full quota alone: a disk
         // fault (`UnknownError`) would otherwise have each key typed write
         // the whole record again, as a full phone would.
         self.unsaved_failed_at
-            .set(result.is_err().then(monotonic_ms));
-        match result {
-            Ok(keys) => {
-                self.tell_tabs(&chunks);
-                // Only the records this write took whole are saved now: a
-                // write that failed meanwhile keeps its records unsaved.
-                let emptied = {
-                    let mut unsaved = self.unsaved.borrow_mut();
-                    unsaved.retain(|doc| !retry.contains(doc));
-                    unsaved.is_empty()
-                };
-                if emptied && says_not_saved(&self.last_error.borrow()) {
-                    self.last_error.borrow_mut().take();
-                }
-                compact.extend(self.keep_chunk_keys(&chunks, keys));
-            }
-            Err(e) => {
+            .set(failed.is_some().then(monotonic_ms));
+        // Only the records a write took whole are saved now: a write that
+        // failed meanwhile keeps its records unsaved.
+        let emptied = {
+            let mut unsaved = self.unsaved.borrow_mut();
+            unsaved.retain(|doc| !saved.contains(doc));
+            unsaved.is_empty()
+        };
+        if emptied && says_not_saved(&self.last_error.borrow()) {
+            self.last_error.borrow_mut().take();
+        }
+        match failed {
+            Some(e) => {
                 *self.last_error.borrow_mut() = Some(not_saved(&e));
                 *self.unsaved_why.borrow_mut() = Some(e);
+                self.schedule_unsaved_retry();
             }
-        }
-        if result_failed {
-            self.schedule_unsaved_retry();
-        } else {
-            self.unsaved_failures.set(0);
+            None => self.unsaved_failures.set(0),
         }
     }
 

@@ -153,6 +153,13 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
         let n = seed::demo(&store)?;
         tracing::info!(records = n, "seeded the demo club");
     }
+    // Best effort: a record listed without its date is no reason not to
+    // serve.
+    match store.fill_dates() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(records = n, "listed records kept before dates with theirs"),
+        Err(e) => tracing::warn!(error = %e, "records kept before dates not listed with theirs"),
+    }
     if settings.max_db_mib > 0 {
         store.set_size_limit(Some(settings.max_db_mib * 1024 * 1024))?;
     }

@@ -165,41 +165,50 @@ impl Store {
         // it can restart, the file is cut back rather than kept at its peak.
         conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)?;
         schema::migrate(&mut conn)?;
-        let store = Self {
+        Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
-        };
-        store.fill_dates()?;
-        Ok(store)
+        })
     }
 
     /// Lists with its date each record kept before dates were (migration
-    /// 10): read once, here. A record that does not load is left for its
-    /// next write, and the others filled.
-    fn fill_dates(&self) -> Result<(), StoreError> {
+    /// 10), read from it once; returns how many were read. `serve` calls
+    /// it as it starts (a backup or a device command leaves it to the
+    /// server). A record that does not load, or that Automerge panics on,
+    /// is listed without a date rather than read again at each start.
+    pub fn fill_dates(&self) -> Result<usize, StoreError> {
         let ids: Vec<String> = {
             let conn = self.conn();
             let mut stmt = conn.prepare("SELECT id FROM documents WHERE date IS NULL")?;
             stmt.query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
+        let mut dates = Vec::with_capacity(ids.len());
         for id in ids {
-            let Ok(doc_id) = id.parse::<DocumentId>() else {
-                continue;
-            };
-            let date = match self.load(doc_id) {
-                Ok(Some(doc)) => twinsync_shared::record::summarise(&doc).date,
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(doc_id = %id, error = %e, "record not read for its date");
-                    continue;
+            let date = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let doc = self.load(id.parse::<DocumentId>().ok()?);
+                match doc {
+                    Ok(doc) => twinsync_shared::record::summarise(&doc?).date,
+                    Err(e) => {
+                        tracing::warn!(doc_id = %id, error = %e, "record not read for its date");
+                        None
+                    }
                 }
-            };
-            self.conn().execute(
-                "UPDATE documents SET date = ?2 WHERE id = ?1",
-                params![id, date.unwrap_or_default()],
-            )?;
+            }))
+            .unwrap_or_default();
+            dates.push((id, date.unwrap_or_default()));
         }
-        Ok(())
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            // Written since it was read: its own date stands.
+            let mut update =
+                tx.prepare("UPDATE documents SET date = ?2 WHERE id = ?1 AND date IS NULL")?;
+            for (id, date) in &dates {
+                update.execute(params![id, date])?;
+            }
+        }
+        tx.commit()?;
+        Ok(dates.len())
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -780,7 +789,7 @@ mod tests {
     }
 
     /// Meetings and reports are listed with their date; those kept before
-    /// the column was have it read from them when the store opens.
+    /// the column was have it read from them once, as the server starts.
     #[test]
     fn a_meeting_is_listed_with_its_date_even_one_kept_before_dates_were() {
         use twinsync_shared::record::{Commit, Kind, RecordDoc, summarise};
@@ -822,15 +831,15 @@ mod tests {
         ];
         expected.sort();
         assert_eq!(dates(&store), expected);
-        // Kept before the column: no date, until the store opens again.
+        // Kept before the column: no date, until the server starts.
         store
             .conn()
             .execute("UPDATE documents SET date = NULL", [])
             .unwrap();
         assert!(dates(&store).iter().all(|(_, d)| d.is_none()));
-        drop(store);
-        let store = Store::open(&path).unwrap();
+        assert_eq!(store.fill_dates().unwrap(), 2);
         assert_eq!(dates(&store), expected);
+        assert_eq!(store.fill_dates().unwrap(), 0, "read once");
     }
 
     #[test]

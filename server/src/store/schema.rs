@@ -138,7 +138,7 @@ const MIGRATIONS: &[&str] = &[
     // kept before, worked out when first needed.
     "ALTER TABLE quarantine ADD COLUMN deps TEXT;",
     // 10: a meeting's or report's date, listed with it. Null for records
-    // kept before, read from them when the store opens (`fill_dates`); an
+    // kept before, read from them as the server starts (`fill_dates`); an
     // empty string for a record that has none.
     "ALTER TABLE documents ADD COLUMN date TEXT;",
 ];

@@ -501,6 +501,76 @@ test("a person who made room on a full phone and comes back to the app has the r
 test("a record too big for the room left is not written whole at each key whose change fits", () =>
   unsavedRecord({ fault: true, tooBig: true, keys: "bcdef", recover: "timer" }));
 
+test("a record too big for the room left does not keep a small one unsaved with it", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    let context;
+    try {
+      const phone = await fullPhoneOnMinutes(server, profile, () => {
+        // Whole records the app asks IndexedDB to add, by record and size;
+        // `__diskFault` true fails every add, `{ wholeOver }` the whole
+        // records larger than that.
+        window.__wholes = [];
+        window.__diskFault = false;
+        const add = IDBObjectStore.prototype.add;
+        IDBObjectStore.prototype.add = function (value, key) {
+          const whole = value?.bytes instanceof Uint8Array && value.bytes[8] === 0;
+          if (whole) window.__wholes.push({ doc: value.doc, size: value.bytes.length });
+          const fault = window.__diskFault;
+          if (fault === true || (whole && fault?.wholeOver !== undefined && value.bytes.length > fault.wholeOver)) {
+            throw new DOMException("the disk failed", "UnknownError");
+          }
+          return add.call(this, value, key);
+        };
+        // The client's timers for unsaved records, run when the test says.
+        window.__held = [];
+        const setTimeout = window.setTimeout;
+        window.setTimeout = function (f, ms, ...rest) {
+          if (ms === 10_000 || ms === 20_000) return -window.__held.push(f);
+          return setTimeout.call(this, f, ms, ...rest);
+        };
+      }, { full: false });
+      const { page, meeting } = phone;
+      context = phone.context;
+      const person = await page.evaluate(() => window.twinsync.list().find((r) => r.kind === "person").id);
+      // The disk fails: a key in the minutes, and a person's name, are
+      // not kept.
+      await page.evaluate(() => { window.__diskFault = true; });
+      await page.keyboard.type("a");
+      await page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/name/en", value: "Awa" }], "name").catch(() => null), person);
+      await until(page, (ids) => ids.every((id) => window.twinsync.status().unsaved.includes(id)) || null, [meeting, person], "both named as not kept");
+      // Tried whole, together then alone: the sizes of each.
+      await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
+      const sizes = await until(page, (ids) => {
+        const of = (id) => window.__wholes.find((w) => w.doc === id)?.size;
+        return ids.every(of) ? ids.map(of) : null;
+      }, [meeting, person], "each record tried whole");
+      assert.ok(sizes[1] < sizes[0], `the person (${sizes[1]} bytes) is smaller than the minutes (${sizes[0]})`);
+      // Room enough for the person, not for the minutes.
+      await page.evaluate((limit) => { window.__diskFault = { wholeOver: limit }; }, Math.floor((sizes[0] + sizes[1]) / 2));
+      await until(page, () => window.__held.length > 0 || null, undefined, "the next try set");
+      await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
+      const unsaved = await until(page, (person) => {
+        const u = window.twinsync.status().unsaved;
+        return u.includes(person) ? null : u;
+      }, person, "the person kept", 30_000);
+      assert.deepEqual(unsaved, [meeting]);
+      await context.close();
+      // Kept: the phone opens again, offline, with the person's new name.
+      const again = await persistentPhone(profile);
+      context = again.context;
+      await again.context.setOffline(true);
+      await again.page.goto(server.url);
+      await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+      const name = await again.page.evaluate((id) => window.twinsync.read(id).record.name.en, person);
+      assert.equal(name, "Awa");
+    } finally {
+      await context?.close();
+      cleanup(profile);
+    }
+  });
+});
+
 test("many small edits are compacted in IndexedDB and reload intact", async () => {
   await withServer(async (server) => {
     const { page, context } = await phone(browser);
