@@ -932,6 +932,14 @@ impl Replica {
     }
 
     /// The whole record as one chunk, replacing what is stored (compaction).
+    /// The change hashes record `id` stands at; none if it is not held.
+    pub fn heads(&self, id: DocumentId) -> Vec<ChangeHash> {
+        self.docs
+            .get(&id)
+            .map(|e| e.doc.get_heads())
+            .unwrap_or_default()
+    }
+
     pub fn snapshot(&self, id: DocumentId) -> Option<Vec<u8>> {
         self.docs
             .get(&id)

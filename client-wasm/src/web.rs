@@ -1128,20 +1128,27 @@ impl Inner {
             return;
         }
         let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
-        let chunks: Vec<Chunk> = retry
-            .iter()
-            .filter_map(|doc| {
-                let bytes = self.replica.borrow().snapshot(*doc)?;
-                Some(Chunk { doc: *doc, bytes })
-            })
-            .collect();
+        // Each snapshot with the heads it was taken at.
+        let mut chunks: Vec<Chunk> = Vec::new();
+        let mut at: Vec<(DocumentId, Vec<automerge::ChangeHash>)> = Vec::new();
+        // What has no snapshot has nothing to write.
         let mut saved: Vec<DocumentId> = Vec::new();
+        for doc in &retry {
+            let replica = self.replica.borrow();
+            match replica.snapshot(*doc) {
+                Some(bytes) => {
+                    chunks.push(Chunk { doc: *doc, bytes });
+                    at.push((*doc, replica.heads(*doc)));
+                }
+                None => saved.push(*doc),
+            }
+        }
         let mut failed: Option<StoreError> = None;
         match self.store.append(&chunks, &[]).await {
             Ok(keys) => {
                 self.tell_tabs(&chunks);
                 compact.extend(self.keep_chunk_keys(&chunks, keys));
-                saved.clone_from(&retry);
+                saved.extend(chunks.iter().map(|c| c.doc));
             }
             Err(_) if chunks.len() > 1 && !self.store.gone() => {
                 // One record too big for the room left must not keep the
@@ -1149,6 +1156,9 @@ impl Inner {
                 let mut alone: Vec<&Chunk> = chunks.iter().collect();
                 alone.sort_by_key(|c| c.bytes.len());
                 for chunk in alone {
+                    if self.store.gone() {
+                        break;
+                    }
                     let one = std::slice::from_ref(chunk);
                     match self.store.append(one, &[]).await {
                         Ok(keys) => {
@@ -1159,15 +1169,17 @@ impl Inner {
                         Err(alone) => failed = Some(alone),
                     }
                 }
-                // What had no snapshot has nothing to write.
-                saved.extend(
-                    retry
-                        .iter()
-                        .filter(|d| !chunks.iter().any(|c| c.doc == **d)),
-                );
             }
             Err(e) => failed = Some(e),
         }
+        // A record changed while its snapshot was being written may hold a
+        // change whose own write failed meanwhile: the snapshot lacks it,
+        // so the record stays unsaved, for a fresh snapshot next time.
+        saved.retain(|doc| {
+            at.iter()
+                .find(|(d, _)| d == doc)
+                .is_none_or(|(_, heads)| *heads == self.replica.borrow().heads(*doc))
+        });
         // Any refusal pauses the next try, not a full quota alone: a disk
         // fault (`UnknownError`) would otherwise have each key typed write
         // the whole record again, as a full phone would.

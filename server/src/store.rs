@@ -171,10 +171,10 @@ impl Store {
     }
 
     /// Lists with its date each record kept before dates were (migration
-    /// 10), read from it once; returns how many were read. `serve` calls
+    /// 10), read from it once; returns how many were listed. `serve` calls
     /// it as it starts (a backup or a device command leaves it to the
-    /// server). A record that does not load, or that Automerge panics on,
-    /// is listed without a date rather than read again at each start.
+    /// server). A damaged record, or one Automerge panics on, is listed
+    /// without a date rather than read again at each start.
     pub fn fill_dates(&self) -> Result<usize, StoreError> {
         let ids: Vec<String> = {
             let conn = self.conn();
@@ -184,17 +184,27 @@ impl Store {
         };
         let mut dates = Vec::with_capacity(ids.len());
         for id in ids {
-            let date = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let doc = self.load(id.parse::<DocumentId>().ok()?);
-                match doc {
-                    Ok(doc) => twinsync_shared::record::summarise(&doc?).date,
-                    Err(e) => {
-                        tracing::warn!(doc_id = %id, error = %e, "record not read for its date");
-                        None
-                    }
+            let Ok(doc_id) = id.parse::<DocumentId>() else {
+                dates.push((id, String::new()));
+                continue;
+            };
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.load(doc_id)
+                    .map(|doc| doc.and_then(|d| twinsync_shared::record::summarise(&d).date))
+            }));
+            let date = match read {
+                Ok(Ok(date)) => date,
+                // Damaged: no write will mend it, nor its date.
+                Err(_) | Ok(Err(StoreError::Corrupt { .. })) => {
+                    tracing::warn!(doc_id = %id, "record not read for its date: listed without one");
+                    None
                 }
-            }))
-            .unwrap_or_default();
+                // Anything else may pass: tried again at the next start.
+                Ok(Err(e)) => {
+                    tracing::warn!(doc_id = %id, error = %e, "record not read for its date");
+                    continue;
+                }
+            };
             dates.push((id, date.unwrap_or_default()));
         }
         let mut conn = self.conn();
@@ -837,7 +847,18 @@ mod tests {
             .execute("UPDATE documents SET date = NULL", [])
             .unwrap();
         assert!(dates(&store).iter().all(|(_, d)| d.is_none()));
-        assert_eq!(store.fill_dates().unwrap(), 2);
+        // And a damaged one: listed without a date, not read again.
+        let damaged = DocumentId::random();
+        store
+            .append(damaged, b"not automerge", &Summary::default(), &[], 1)
+            .unwrap();
+        store
+            .conn()
+            .execute("UPDATE documents SET date = NULL", [])
+            .unwrap();
+        assert_eq!(store.fill_dates().unwrap(), 3);
+        expected.push((damaged.to_string(), None));
+        expected.sort();
         assert_eq!(dates(&store), expected);
         assert_eq!(store.fill_dates().unwrap(), 0, "read once");
     }

@@ -354,17 +354,30 @@ impl Store {
     ) -> Result<Vec<f64>, StoreError> {
         let tx = self.durable(&[CHUNKS, SYNC])?;
         let store = tx.object_store(CHUNKS)?;
-        let mut requests = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            requests.push(store.add(&chunk_value(chunk.doc, &chunk.bytes), None)?);
-        }
-        let sync = tx.object_store(SYNC)?;
-        for (doc, state) in states {
-            sync.put(
-                &Uint8Array::from(state.as_slice()).into(),
-                Some(&JsValue::from_str(&doc.to_string())),
-            )?;
-        }
+        // A request refused at once (not later, which aborts the whole
+        // transaction by itself) leaves those made before it to commit:
+        // the write would be said failed yet be partly stored.
+        let queued = (|| {
+            let mut requests = Vec::with_capacity(chunks.len());
+            for chunk in chunks {
+                requests.push(store.add(&chunk_value(chunk.doc, &chunk.bytes), None)?);
+            }
+            let sync = tx.object_store(SYNC)?;
+            for (doc, state) in states {
+                sync.put(
+                    &Uint8Array::from(state.as_slice()).into(),
+                    Some(&JsValue::from_str(&doc.to_string())),
+                )?;
+            }
+            Ok::<_, idb::Error>(requests)
+        })();
+        let requests = match queued {
+            Ok(requests) => requests,
+            Err(e) => {
+                let _ = tx.abort();
+                return Err(e.into());
+            }
+        };
         let mut keys = Vec::with_capacity(requests.len());
         for request in requests {
             let key = request.await?;
