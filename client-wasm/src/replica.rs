@@ -931,7 +931,6 @@ impl Replica {
             .collect()
     }
 
-    /// The whole record as one chunk, replacing what is stored (compaction).
     /// The change hashes record `id` stands at; none if it is not held.
     pub fn heads(&self, id: DocumentId) -> Vec<ChangeHash> {
         self.docs
@@ -940,6 +939,7 @@ impl Replica {
             .unwrap_or_default()
     }
 
+    /// The whole record as one chunk, replacing what is stored (compaction).
     pub fn snapshot(&self, id: DocumentId) -> Option<Vec<u8>> {
         self.docs
             .get(&id)

@@ -1102,19 +1102,18 @@ impl Inner {
         }
     }
 
-    /// Writes each unsaved record whole, in one transaction.
+    /// Writes the unsaved records whole (`try_unsaved`).
     ///
     /// One such write at a time, and once one failed, none for
-    /// `UNSAVED_RETRY_MS` unless another write goes through meanwhile: on
-    /// a full or failing phone, each key typed would otherwise save the
-    /// whole record again, long minutes and all, only to be refused. What a skipped
-    /// write leaves unsaved stays listed, and is written whole by a later
-    /// one.
+    /// `UNSAVED_RETRY_MS` unless a write of changes goes through where one
+    /// had failed: on a full or failing phone, each key typed would
+    /// otherwise save the whole record again, long minutes and all, only
+    /// to be refused. What a skipped write leaves unsaved stays listed,
+    /// and is written whole by a later one.
     async fn save_unsaved(&self, compact: &mut Vec<DocumentId>) {
         let failed_lately = self
-            .unsaved_failed_at
-            .get()
-            .is_some_and(|at| monotonic_ms() - at < UNSAVED_RETRY_MS);
+            .since_unsaved_failed()
+            .is_some_and(|since| since < UNSAVED_RETRY_MS);
         if self.unsaved.borrow().is_empty() || failed_lately || self.saving_unsaved.replace(true) {
             return;
         }
@@ -1122,6 +1121,14 @@ impl Inner {
         self.saving_unsaved.set(false);
     }
 
+    /// How long ago the last whole write of the unsaved records failed,
+    /// if it did.
+    fn since_unsaved_failed(&self) -> Option<f64> {
+        self.unsaved_failed_at.get().map(|at| monotonic_ms() - at)
+    }
+
+    /// Writes each unsaved record whole: together in one transaction, and
+    /// if that fails, each alone in its own, smallest first.
     async fn try_unsaved(&self, compact: &mut Vec<DocumentId>) {
         // A store closed for good takes nothing: no whole record to save.
         if self.store.gone() {
@@ -1779,7 +1786,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 inner.unsaved_retry_due.set(false);
                 // A whole write tried by a key typed meanwhile failed less
                 // than the pause ago: the timer waits out the rest of it.
-                let since = inner.unsaved_failed_at.get().map(|at| monotonic_ms() - at);
+                let since = inner.since_unsaved_failed();
                 if let Some(since) = since.filter(|s| *s < UNSAVED_RETRY_MS) {
                     inner.schedule_unsaved_retry_in((UNSAVED_RETRY_MS - since).ceil());
                     continue;
@@ -1789,9 +1796,8 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             Event::Shown => {
                 // Not again at once for someone switching back and forth.
                 let just_failed = inner
-                    .unsaved_failed_at
-                    .get()
-                    .is_some_and(|at| monotonic_ms() - at < SHOWN_RETRY_MS);
+                    .since_unsaved_failed()
+                    .is_some_and(|since| since < SHOWN_RETRY_MS);
                 if !inner.unsaved.borrow().is_empty() && !just_failed {
                     inner.save_unsaved_now(false).await;
                 }
