@@ -358,6 +358,45 @@ test("typing on a full phone keeps the page where the person types", async () =>
 });
 
 /**
+ * An init script that watches what the app asks IndexedDB to add: every
+ * chunk by its Automerge chunk type (`__chunks`: 0 is a whole document,
+ * "whole"; 1 and 2 one change), and each whole record's time (`__wholeAt`),
+ * record and size (`__wholes`). `window.__diskFault` (from `fault`) makes
+ * an add throw `UnknownError` at once: `true` every add, `{ wholeOver }`
+ * those of whole records larger than that many bytes. The client's timers
+ * of the delays in `held` are held in `__held`, to be run when the test
+ * says (a negative id: clearing it clears no real timer).
+ */
+function watchWrites({ fault, held }) {
+  window.__chunks = [];
+  window.__wholeAt = [];
+  window.__wholes = [];
+  window.__diskFault = fault;
+  const add = IDBObjectStore.prototype.add;
+  IDBObjectStore.prototype.add = function (value, key) {
+    const whole = value?.bytes instanceof Uint8Array && value.bytes[8] === 0;
+    if (value?.bytes instanceof Uint8Array) {
+      window.__chunks.push(whole ? "whole" : "change");
+      if (whole) {
+        window.__wholeAt.push(performance.now());
+        window.__wholes.push({ doc: value.doc, size: value.bytes.length });
+      }
+    }
+    const f = window.__diskFault;
+    if (f === true || (whole && f?.wholeOver !== undefined && value.bytes.length > f.wholeOver)) {
+      throw new DOMException("the disk failed", "UnknownError");
+    }
+    return add.call(this, value, key);
+  };
+  window.__held = [];
+  const setTimeout = window.setTimeout;
+  window.setTimeout = function (f, ms, ...rest) {
+    if (held.includes(ms)) return -window.__held.push(f);
+    return setTimeout.call(this, f, ms, ...rest);
+  };
+}
+
+/**
  * A phone that cannot write, because it is full (`fault` false) or because
  * its disk fails (`fault` true: IndexedDB's `add` throws `UnknownError` at
  * once, for every chunk), has the record it could not keep written whole
@@ -377,32 +416,7 @@ async function unsavedRecord({ fault, keys, recover, tooBig = false }) {
     const profile = dataDir();
     let context;
     try {
-      // Every chunk the app asks IndexedDB to add, by its Automerge chunk
-      // type: 0 is a whole document, 1 and 2 one change.
-      const phone = await fullPhoneOnMinutes(server, profile, (fault) => {
-        window.__chunks = [];
-        window.__wholeAt = [];
-        window.__diskFault = fault;
-        const add = IDBObjectStore.prototype.add;
-        IDBObjectStore.prototype.add = function (value, key) {
-          if (value?.bytes instanceof Uint8Array) {
-            const whole = value.bytes[8] === 0;
-            window.__chunks.push(whole ? "whole" : "change");
-            if (whole) window.__wholeAt.push(performance.now());
-          }
-          if (window.__diskFault === true || (window.__diskFault === "whole" && value?.bytes?.[8] === 0)) {
-            throw new DOMException("the disk failed", "UnknownError");
-          }
-          return add.call(this, value, key);
-        };
-        window.__held = [];
-        const setTimeout = window.setTimeout;
-        window.setTimeout = function (f, ms, ...rest) {
-          // A negative id: clearing it clears no real timer.
-          if (ms === 10_000) return -window.__held.push(f);
-          return setTimeout.call(this, f, ms, ...rest);
-        };
-      }, { full: !fault, arg: fault });
+      const phone = await fullPhoneOnMinutes(server, profile, watchWrites, { full: !fault, arg: { fault, held: [10_000] } });
       const { page, cdp, meeting } = phone;
       context = phone.context;
       // Nothing else waits to be written whole: the first try is this record's.
@@ -411,7 +425,7 @@ async function unsavedRecord({ fault, keys, recover, tooBig = false }) {
       await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the meeting named as not kept");
       assert.equal(await page.evaluate(() => window.__held.length), 1, "a timer set for the record");
       let typed = "a";
-      if (tooBig) await page.evaluate(() => { window.__diskFault = "whole"; });
+      if (tooBig) await page.evaluate(() => { window.__diskFault = { wholeOver: 0 }; });
       if (keys) {
         await page.evaluate(() => { window.__chunks.length = 0; window.__wholeAt.length = 0; });
         await page.keyboard.type(keys, { delay: 200 });
@@ -506,30 +520,8 @@ test("a record too big for the room left does not keep a small one unsaved with 
     const profile = dataDir();
     let context;
     try {
-      const phone = await fullPhoneOnMinutes(server, profile, () => {
-        // Whole records the app asks IndexedDB to add, by record and size;
-        // `__diskFault` true fails every add, `{ wholeOver }` the whole
-        // records larger than that.
-        window.__wholes = [];
-        window.__diskFault = false;
-        const add = IDBObjectStore.prototype.add;
-        IDBObjectStore.prototype.add = function (value, key) {
-          const whole = value?.bytes instanceof Uint8Array && value.bytes[8] === 0;
-          if (whole) window.__wholes.push({ doc: value.doc, size: value.bytes.length });
-          const fault = window.__diskFault;
-          if (fault === true || (whole && fault?.wholeOver !== undefined && value.bytes.length > fault.wholeOver)) {
-            throw new DOMException("the disk failed", "UnknownError");
-          }
-          return add.call(this, value, key);
-        };
-        // The client's timers for unsaved records, run when the test says.
-        window.__held = [];
-        const setTimeout = window.setTimeout;
-        window.setTimeout = function (f, ms, ...rest) {
-          if (ms === 10_000 || ms === 20_000) return -window.__held.push(f);
-          return setTimeout.call(this, f, ms, ...rest);
-        };
-      }, { full: false });
+      // The client's timers for unsaved records, run when the test says.
+      const phone = await fullPhoneOnMinutes(server, profile, watchWrites, { full: false, arg: { fault: false, held: [10_000, 20_000] } });
       const { page, meeting } = phone;
       context = phone.context;
       const person = await page.evaluate(() => window.twinsync.list().find((r) => r.kind === "person").id);
