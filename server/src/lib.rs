@@ -8,7 +8,9 @@
 //! - [`auth`]: devices, tokens and rate limits; [`permissions`]: who may
 //!   read and write which record.
 //! - [`document`]: one task per loaded document: merge, store, then relay.
-//! - [`store`]: the SQLite file: chunks, summaries, change origins, sync states.
+//! - [`store`]: the SQLite file: chunks, summaries, change origins, sync
+//!   states; [`store::restore`] puts a backup in its place, and [`lock`]
+//!   keeps one server (or restore) per data directory.
 //! - [`api`], [`openapi`]: the coordinators' read API; [`admin`]: invites,
 //!   devices and the quarantine, with [`review`] showing what a quarantined
 //!   batch would change; [`access`]: the token behind each request.
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod connection;
 pub mod document;
 pub mod hub;
+pub mod lock;
 pub mod memory;
 pub mod metrics;
 pub mod openapi;

@@ -32,6 +32,17 @@ enum Command {
         data_dir: PathBuf,
         file: PathBuf,
     },
+    /// Put a backup made by `twinsync backup` in place of the database, with
+    /// the server stopped. The backup is checked first; the database it
+    /// replaces is moved to a `before-restore-<time>` folder, never deleted.
+    /// Devices and invites are kept from the database replaced when it can
+    /// be read. Phones send back the changes made since the backup as they
+    /// sync.
+    Restore {
+        #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        file: PathBuf,
+    },
     /// Write every merged record as JSON to standard output.
     Export {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
@@ -140,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("backed up to {}", file.display());
             Ok(())
         }
+        Command::Restore { data_dir, file } => restore(&data_dir, &file),
         Command::Device(command) => device(command),
         Command::Export { data_dir } => {
             let store = open_existing(&data_dir)?;
@@ -148,6 +160,59 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn restore(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+    use twinsync_server::store::restore::{self, Devices};
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let done = restore::restore(data_dir, file, &stamp)
+        .with_context(|| format!("nothing restored from {}", file.display()))?;
+    let newest = done
+        .newest_change
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .map(|t| format!("; its newest change reached the server {t}"))
+        .unwrap_or_default();
+    eprintln!(
+        "restored {} records from {}{newest}",
+        done.records,
+        file.display()
+    );
+    for (id, why) in &done.unreadable {
+        eprintln!("record {id} is damaged in the backup and restored as it is: {why}");
+    }
+    match &done.kept_aside {
+        Some(dir) => eprintln!("the database it replaces is kept in {}", dir.display()),
+        None => eprintln!("there was no database to replace"),
+    }
+    match done.devices {
+        Devices::CarriedOver { count } => eprintln!(
+            "{count} devices and their invites are kept from the database replaced, revoked ones revoked"
+        ),
+        Devices::FromBackup { count, why: None } => {
+            eprintln!("{count} devices come from the backup")
+        }
+        Devices::FromBackup {
+            count,
+            why: Some(why),
+        } => eprintln!(
+            "{count} devices come from the backup, as the database replaced could not be read ({why}): \
+             a device revoked since the backup can sign in again; check `twinsync device list`"
+        ),
+    }
+    eprintln!(
+        "start the server: each phone sends back the changes made since the backup when it next syncs"
+    );
+    Ok(())
 }
 
 fn device(command: DeviceCommand) -> anyhow::Result<()> {

@@ -148,6 +148,9 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
             settings.data_dir.display()
         )
     })?;
+    // Before the database is opened: a second server, or a restore under
+    // way, is named rather than shared with.
+    let lock = crate::lock::DataDirLock::acquire(&settings.data_dir)?;
     let store = Store::open(&settings.database_path())?;
     if !settings.no_demo && !store.has_club()? {
         let n = seed::demo(&store)?;
@@ -163,7 +166,9 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     if settings.max_db_mib > 0 {
         store.set_size_limit(Some(settings.max_db_mib * 1024 * 1024))?;
     }
-    Ok(Hub::new(store, Arc::new(settings), Metrics::new())?)
+    let hub = Hub::new(store, Arc::new(settings), Metrics::new())?;
+    let _ = hub.data_lock.set(lock);
+    Ok(hub)
 }
 
 /// With no device provisioned yet, makes a one-time coordinator invite and

@@ -13,6 +13,7 @@
 
 mod devices;
 mod group;
+pub mod restore;
 mod schema;
 
 pub use devices::{Invite, Kept, Quarantined, RedeemError, Refused, UpdateRefused};

@@ -4,7 +4,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, dataDir, launch, openClient, phone, startServer, until, withServer } from "./harness.mjs";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { binary, cleanup, dataDir, launch, openClient, phone, startServer, until, withServer } from "./harness.mjs";
 
 let browser;
 before(async () => {
@@ -372,6 +374,54 @@ test("a client that stays offline while the server restarts catches up", async (
     assert.equal(stored.record.minutes, minutes);
     await pa.context.close();
     await pb.context.close();
+  } finally {
+    await server.stop();
+    cleanup(dir);
+  }
+});
+
+test("a server restored from an older backup gets back from the phone what it lost", async () => {
+  const dir = dataDir();
+  let server = await startServer({ dir });
+  try {
+    const meeting = await firstOf(server, "meeting");
+    const { page, context } = await phone(browser);
+    await openClient(page, server, {});
+    await until(page, (id) => { try { return window.tw.read(id); } catch { return null; } }, meeting, "the meeting");
+    const type = (text) => page.evaluate(async ({ id, text }) => {
+      const minutes = window.tw.read(id).record.minutes;
+      await window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: minutes.length, delete: 0, insert: text }], "type");
+    }, { id: meeting, text });
+    await type(" [قبل النسخة الاحتياطية]");
+    await until(page, upToDate, undefined, "the first words confirmed");
+    const backup = join(dir, "backup.db");
+    execFileSync(binary, ["backup", "--data-dir", dir, backup], { stdio: "ignore" });
+    await type(" [after the backup]");
+    await until(page, upToDate, undefined, "the later words confirmed");
+    const minutes = await page.evaluate((id) => window.tw.read(id).record.minutes, meeting);
+
+    // The server's disk dies; the operator restores last night's backup.
+    await context.setOffline(true);
+    const port = server.port;
+    await server.stop("SIGKILL");
+    execFileSync(binary, ["restore", "--data-dir", dir, backup], { stdio: "ignore" });
+    server = await startServer({ dir, port });
+    const stored = async () => (await (await server.api(`/api/records/${meeting}`)).json()).record.minutes;
+    const restored = await stored();
+    assert.ok(restored.endsWith(" [قبل النسخة الاحتياطية]"), restored);
+
+    // The phone, which kept its sync state with the server, sends back
+    // what the backup lacks.
+    await context.setOffline(false);
+    const started = Date.now();
+    let now = restored;
+    while (now !== minutes && Date.now() - started < 20_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      now = await stored();
+    }
+    assert.equal(now, minutes);
+    await until(page, upToDate, undefined, "up to date with the restored server");
+    await context.close();
   } finally {
     await server.stop();
     cleanup(dir);

@@ -431,3 +431,149 @@ async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
         "{queue}"
     );
 }
+
+/// `twinsync restore` with `args`, expected to fail: its standard error.
+fn restore_refused(data_dir: &std::path::Path, file: &std::path::Path) -> String {
+    let out = std::process::Command::new(twinsync_tests::process::binary())
+        .arg("restore")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg(file)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "restore should have been refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made_since() {
+    use twinsync_tests::process::add_device;
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let server = ServerProcess::start(dir);
+    server.wait_healthy(LIMIT).await;
+    let observer = |dir| add_device(dir, "observer", &[]);
+    let revoked_later = observer(dir);
+    let mut p = TestPeer::new("phone");
+    p.connect(&server).await;
+    let before = p.create(
+        Kind::City,
+        json!({"name": {"fr": "Tan-Tan", "ar": "طانطان"}, "country": "Morocco"}),
+    );
+    let heads = p.heads(before);
+    p.sync_until_acked(LIMIT, before, &heads).await;
+    let backup = dir.join("backup.db");
+    twinsync([
+        OsStr::new("backup"),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+        backup.as_os_str(),
+    ]);
+
+    // After the backup: a record, a device, a revocation.
+    let after = p.create(
+        Kind::City,
+        json!({"name": {"fr": "Guelmim", "ar": "كلميم"}, "country": "Morocco"}),
+    );
+    let heads = p.heads(after);
+    p.sync_until_acked(LIMIT, after, &heads).await;
+    let added_later = observer(dir);
+    let listed = twinsync(["device", "list", "--data-dir", &dir.to_string_lossy()]);
+    let first_observer = String::from_utf8_lossy(&listed)
+        .lines()
+        .find(|l| l.split('\t').nth(1) == Some("observer"))
+        .and_then(|l| l.split('\t').next())
+        .unwrap()
+        .to_owned();
+    twinsync([
+        "device",
+        "revoke",
+        "--data-dir",
+        &dir.to_string_lossy(),
+        &first_observer,
+    ]);
+
+    // Not under a running server.
+    let refused = restore_refused(dir, &backup);
+    assert!(
+        refused.contains("stop it first") && refused.contains(&format!("pid {}", server.child.id())),
+        "{refused}"
+    );
+    // Nor does a second server start over the same data directory.
+    let second = std::process::Command::new(twinsync_tests::process::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{said}");
+    assert!(said.contains("stop it first"), "{said}");
+    // Nor from something that is not a backup; the database stays.
+    let not_a_backup = dir.join("notes.txt");
+    std::fs::write(&not_a_backup, "minutes of the council, not a database").unwrap();
+    server.kill9();
+    let refused = restore_refused(dir, &not_a_backup);
+    assert!(refused.contains("is not a SQLite database"), "{refused}");
+
+    let out = std::process::Command::new(twinsync_tests::process::binary())
+        .arg("restore")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg(&backup)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("devices and their invites are kept"), "{said}");
+
+    // What it replaced is kept whole, with its WAL: the later city is there.
+    let aside = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("before-restore-"))
+        .expect("the replaced database is kept");
+    assert!(said.contains(&aside.display().to_string()), "{said}");
+    let replaced = twinsync_server::store::Store::open(&aside.join("twinsync.db")).unwrap();
+    assert!(replaced.load(after).unwrap().is_some());
+    drop(replaced);
+
+    let server = ServerProcess::start(dir);
+    server.wait_healthy(LIMIT).await;
+    assert!(
+        !server.ids("city").await.contains(&after),
+        "the backup was made before the later city"
+    );
+    let status = |token: String| {
+        let url = server.url("/api/records");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(added_later).await, 200, "a device added since the backup");
+    assert_eq!(
+        status(revoked_later).await,
+        403,
+        "a device revoked since the backup stays revoked"
+    );
+
+    // The phone sends back what the backup lacks, and only then does the
+    // restored server say it holds it.
+    p.acked.clear();
+    p.connect(&server).await;
+    p.sync_until_acked(LIMIT, after, &heads).await;
+    let record = server
+        .get_json(&format!("/api/records/{after}"))
+        .await;
+    assert_eq!(record["record"]["name"]["ar"], "كلميم", "{record}");
+    assert!(server.ids("city").await.contains(&before));
+}
