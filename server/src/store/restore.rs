@@ -93,9 +93,7 @@ pub fn restore(data_dir: &Path, backup: &Path, stamp: &str) -> Result<Restored, 
         return Err(RestoreError::Missing(backup.to_owned()));
     }
     let live = data_dir.join(DATABASE);
-    if live.exists()
-        && std::fs::canonicalize(&live).ok() == std::fs::canonicalize(backup).ok()
-    {
+    if live.exists() && std::fs::canonicalize(&live).ok() == std::fs::canonicalize(backup).ok() {
         return Err(RestoreError::SameFile(backup.to_owned()));
     }
 
@@ -117,7 +115,10 @@ pub fn restore(data_dir: &Path, backup: &Path, stamp: &str) -> Result<Restored, 
     sync_file(&staging).map_err(io(format!("cannot sync {}", staging.display())))?;
 
     let mut kept_aside = None;
-    let old: Vec<PathBuf> = with_sidecars(&live).into_iter().filter(|p| p.exists()).collect();
+    let old: Vec<PathBuf> = with_sidecars(&live)
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
     if !old.is_empty() {
         let aside = free_dir(data_dir, &format!("before-restore-{stamp}"));
         std::fs::create_dir(&aside).map_err(io(format!("cannot create {}", aside.display())))?;
@@ -323,10 +324,8 @@ fn columns(conn: &Connection, schema: &str, table: &str) -> rusqlite::Result<Vec
 }
 
 fn count_devices(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.query_row("SELECT COUNT(*) FROM devices", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|n| usize::try_from(n).unwrap_or_default())
+    conn.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get::<_, i64>(0))
+        .map(|n| usize::try_from(n).unwrap_or_default())
 }
 
 /// A database's file and the two SQLite keeps beside it in WAL mode.
@@ -427,10 +426,16 @@ mod tests {
         let fresh = tempfile::tempdir().unwrap();
         let target = fresh.path().join("data");
         let done = restore(&target, &backup, "t").unwrap();
-        assert_eq!(done.records, crate::seed::demo(&Store::open(&dir.path().join("x.db")).unwrap()).unwrap());
+        assert_eq!(
+            done.records,
+            crate::seed::demo(&Store::open(&dir.path().join("x.db")).unwrap()).unwrap()
+        );
         assert!(done.unreadable.is_empty());
         assert!(done.kept_aside.is_none());
-        assert!(matches!(done.devices, Devices::FromBackup { why: None, .. }));
+        assert!(matches!(
+            done.devices,
+            Devices::FromBackup { why: None, .. }
+        ));
         assert!(
             !target.join(format!("{DATABASE}-wal")).exists(),
             "one file, its WAL folded in"

@@ -498,7 +498,8 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     // Not under a running server.
     let refused = restore_refused(dir, &backup);
     assert!(
-        refused.contains("stop it first") && refused.contains(&format!("pid {}", server.child.id())),
+        refused.contains("stop it first")
+            && refused.contains(&format!("pid {}", server.child.id())),
         "{refused}"
     );
     // Nor does a second server start over the same data directory.
@@ -527,13 +528,21 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("devices and their invites are kept"), "{said}");
+    assert!(
+        said.contains("devices and their invites are kept"),
+        "{said}"
+    );
 
     // What it replaced is kept whole, with its WAL: the later city is there.
     let aside = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("before-restore-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("before-restore-")
+        })
         .expect("the replaced database is kept");
     assert!(said.contains(&aside.display().to_string()), "{said}");
     let replaced = twinsync_server::store::Store::open(&aside.join("twinsync.db")).unwrap();
@@ -559,7 +568,11 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
                 .as_u16()
         }
     };
-    assert_eq!(status(added_later).await, 200, "a device added since the backup");
+    assert_eq!(
+        status(added_later).await,
+        200,
+        "a device added since the backup"
+    );
     assert_eq!(
         status(revoked_later).await,
         403,
@@ -571,9 +584,7 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     p.acked.clear();
     p.connect(&server).await;
     p.sync_until_acked(LIMIT, after, &heads).await;
-    let record = server
-        .get_json(&format!("/api/records/{after}"))
-        .await;
+    let record = server.get_json(&format!("/api/records/{after}")).await;
     assert_eq!(record["record"]["name"]["ar"], "كلميم", "{record}");
     assert!(server.ids("city").await.contains(&before));
 }
