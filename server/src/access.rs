@@ -2,12 +2,12 @@
 //! extractors. A missing, wrong or expired token is HTTP 401; a device
 //! without the right role is 403; an address that failed too often is 429.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::ApiError;
@@ -121,12 +121,57 @@ impl IntoResponse for Denied {
     }
 }
 
-/// The caller's address, when the server runs with connection info.
-pub fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+/// The caller's address, when the server runs with connection info: the
+/// socket's peer, or the client a trusted proxy names (see
+/// [`forwarded_client`]).
+pub fn client_ip(parts: &Parts, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(forwarded_client(peer, &parts.headers, trusted))
+}
+
+/// Whether `ip` is one of the trusted proxies.
+pub fn is_trusted(ip: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// The client behind `peer`. From an address that is not a trusted proxy,
+/// `peer` itself: anyone can write `X-Forwarded-For`. From a trusted
+/// proxy, `X-Forwarded-For` is read from the right, where each proxy added
+/// the address it was reached from, and the first address that is not a
+/// trusted proxy is the client. A hop that is not an address ends the walk
+/// at the last one that was.
+pub fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let mut client = peer.to_canonical();
+    if !is_trusted(client, trusted) {
+        return client;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.into_iter().rev() {
+        let Some(ip) = hop_address(hop) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip, trusted) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`
+/// or `[2001:db8::1]:5678`.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 impl FromRequestParts<Arc<Hub>> for Authenticated {
@@ -134,7 +179,8 @@ impl FromRequestParts<Arc<Hub>> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, Denied> {
         let token = token_from(&parts.headers, parts.uri.query());
-        let device = hub.authenticate(token.as_deref(), client_ip(parts)).await?;
+        let ip = client_ip(parts, &hub.settings.trusted_proxies);
+        let device = hub.authenticate(token.as_deref(), ip).await?;
         Ok(Self(device))
     }
 }
@@ -166,5 +212,72 @@ impl FromRequestParts<Arc<Hub>> for Coordinator {
             ));
         }
         Ok(Self(device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use super::*;
+
+    fn client(peer: &str, forwarded: &[&str], trusted: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for f in forwarded {
+            headers.append("x-forwarded-for", HeaderValue::from_str(f).unwrap());
+        }
+        let trusted: Vec<ipnet::IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        forwarded_client(peer.parse().unwrap(), &headers, &trusted).to_string()
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        // No proxy trusted, or a request not from one: the header is the
+        // client's own words, and ignored.
+        assert_eq!(client("203.0.113.9", &["198.51.100.1"], &[]), "203.0.113.9");
+        assert_eq!(
+            client("203.0.113.9", &["198.51.100.1"], &["127.0.0.1/32"]),
+            "203.0.113.9"
+        );
+        // From the proxy: the address it was reached from.
+        assert_eq!(
+            client("127.0.0.1", &["198.51.100.1"], &["127.0.0.1/32"]),
+            "198.51.100.1"
+        );
+        // A client that wrote its own header before the proxy appended:
+        // the rightmost untrusted hop, not the leftmost.
+        assert_eq!(
+            client("127.0.0.1", &["1.1.1.1, 198.51.100.1"], &["127.0.0.1/32"]),
+            "198.51.100.1"
+        );
+        // Two proxies of ours, over two header lines.
+        assert_eq!(
+            client(
+                "10.0.0.2",
+                &["198.51.100.1, 10.0.0.7", "10.0.0.3"],
+                &["10.0.0.0/8"]
+            ),
+            "198.51.100.1"
+        );
+        // Ports and IPv6, bracketed or not; IPv4 mapped into IPv6.
+        assert_eq!(
+            client(
+                "::ffff:127.0.0.1",
+                &["[2001:db8::5]:4711"],
+                &["127.0.0.1/32"]
+            ),
+            "2001:db8::5"
+        );
+        assert_eq!(
+            client("127.0.0.1", &["198.51.100.1:80"], &["127.0.0.1/32"]),
+            "198.51.100.1"
+        );
+        // A hop that is no address stops the walk at the last that was.
+        assert_eq!(
+            client("127.0.0.1", &["198.51.100.1, unknown"], &["127.0.0.1/32"]),
+            "127.0.0.1"
+        );
+        // No header from the proxy: the proxy itself.
+        assert_eq!(client("127.0.0.1", &[], &["127.0.0.1/32"]), "127.0.0.1");
     }
 }

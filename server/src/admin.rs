@@ -272,7 +272,7 @@ pub async fn redeem(
     request: axum::extract::Request,
 ) -> Result<impl IntoResponse, axum::response::Response> {
     let (parts, body) = request.into_parts();
-    let ip = client_ip(&parts);
+    let ip = client_ip(&parts, &hub.settings.trusted_proxies);
     if let Some(ip) = ip
         && let Err(wait) = hub
             .guards

@@ -309,6 +309,21 @@ pub struct Settings {
     #[arg(long, env = "TWINSYNC_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Reverse proxies (an address or a network, such as `127.0.0.1` or
+    /// `10.0.0.0/8`; repeat, or separate with commas) whose
+    /// `X-Forwarded-For` header names the client. Behind an HTTPS proxy
+    /// every request comes from the proxy's address: without this, all
+    /// devices share one count of failed sign-ins and invite redemptions,
+    /// and one cap on connections from an address. The header is ignored
+    /// from any other address, so a client cannot choose its own.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TWINSYNC_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network,
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Seconds the per-minute limits count over: a minute. Hidden, for
     /// tests, which cannot wait one out.
     #[arg(
@@ -318,6 +333,17 @@ pub struct Settings {
         value_parser = at_least_one::<u64>(),
     )]
     pub rate_window_secs: u64,
+}
+
+/// A network (`10.0.0.0/8`, `fd00::/8`) or one address (`127.0.0.1`).
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip.to_canonical()));
+    }
+    s.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .map_err(|_| format!("`{s}` is neither an IP address nor a network such as 10.0.0.0/8"))
 }
 
 impl Settings {
@@ -357,6 +383,7 @@ impl Settings {
             device_mib_per_minute: 512,
             device_ops_per_minute: 4_000_000,
             public_url: None,
+            trusted_proxies: Vec::new(),
             rate_window_secs: 60,
         }
     }
@@ -458,5 +485,31 @@ mod tests {
             Serve::try_parse_from(["twinsync", "--peer-queue", "1", "--max-db-mib", "0"]).unwrap();
         assert_eq!(ok.settings.peer_queue, 1);
         assert_eq!(ok.settings.max_db_mib, 0);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks_repeated_or_listed() {
+        let ok = Serve::try_parse_from([
+            "twinsync",
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--trusted-proxy",
+            "10.1.2.3/8,::1",
+        ])
+        .unwrap();
+        let nets: Vec<String> = ok
+            .settings
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        let err = Serve::try_parse_from(["twinsync", "--trusted-proxy", "proxy.local"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`proxy.local` is neither an IP address nor a network"),
+            "{err}"
+        );
     }
 }

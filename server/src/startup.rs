@@ -26,7 +26,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::Store;
-use crate::{admin, api, connection, seed};
+use crate::{access, admin, api, connection, seed};
 
 /// The whole HTTP surface; tests call it without a socket.
 pub fn app(hub: Arc<Hub>) -> Router {
@@ -236,10 +236,14 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let per_address = hub.settings.max_http_connections_per_address.max(1);
-        let (Ok(permit), Some(slot)) = (
-            Arc::clone(&open).try_acquire_owned(),
-            AddressSlot::take(&by_address, remote.ip(), per_address),
-        ) else {
+        // Every client behind a trusted proxy comes from its address: the
+        // overall cap is the proxy's, and its own cap per address.
+        let slot = if access::is_trusted(remote.ip(), &hub.settings.trusted_proxies) {
+            Some(None)
+        } else {
+            AddressSlot::take(&by_address, remote.ip(), per_address).map(Some)
+        };
+        let (Ok(permit), Some(slot)) = (Arc::clone(&open).try_acquire_owned(), slot) else {
             hub.metrics.connections_refused.inc();
             tracing::debug!(%remote, "too many connections in their HTTP phase; closed");
             continue;

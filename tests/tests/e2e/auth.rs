@@ -1642,3 +1642,103 @@ async fn a_device_sending_more_bytes_a_minute_than_allowed_is_cut_off() {
     let city = app.first("city").await;
     other.fetch(city, LIMIT).await;
 }
+
+/// A GET of `/api/records` from `local` (loopback answers on all of
+/// 127/8), saying it forwards for `client`: its status.
+async fn forwarded(app: &TestApp, local: &str, client: &str, token: &str) -> u16 {
+    reqwest::Client::builder()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+        .get(app.url("/api/records"))
+        .bearer_auth(token)
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_counts_its_own_failed_sign_ins() {
+    let app = spawn_app_with(|s| {
+        s.auth_failures_per_minute = 3;
+        s.trusted_proxies = vec!["127.0.0.2/32".parse().unwrap()];
+    })
+    .await;
+    let proxy = "127.0.0.2";
+    for i in 0..3 {
+        assert_eq!(
+            forwarded(&app, proxy, "198.51.100.1", &format!("guess.{i}")).await,
+            401
+        );
+    }
+    assert_eq!(
+        forwarded(&app, proxy, "198.51.100.1", &app.token).await,
+        429,
+        "the guessing client waits"
+    );
+    assert_eq!(
+        forwarded(&app, proxy, "198.51.100.2", &app.token).await,
+        200,
+        "another client behind the same proxy does not"
+    );
+
+    // From an address that is not the proxy, the header is ignored: a
+    // guesser cannot pick a fresh address for each try.
+    let direct = "127.0.0.3";
+    for i in 0..3 {
+        assert_eq!(
+            forwarded(&app, direct, &format!("198.51.100.{}", 10 + i), "guess").await,
+            401
+        );
+    }
+    assert_eq!(
+        forwarded(&app, direct, "198.51.100.20", &app.token).await,
+        429
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_is_not_held_to_the_cap_on_connections_from_one_address() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|s| {
+        s.max_http_connections_per_address = 2;
+        s.trusted_proxies = vec!["127.0.0.4/32".parse().unwrap()];
+    })
+    .await;
+    // Two connections each in their HTTP phase, from the proxy and from a
+    // client; a third from each asks for the health check.
+    let mut held = Vec::new();
+    for local in ["127.0.0.4", "127.0.0.5"] {
+        for _ in 0..2 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+            let mut s = socket.connect(app.addr).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            held.push(s);
+        }
+    }
+    let health = |local: &'static str| {
+        let url = app.url("/healthz");
+        async move {
+            reqwest::Client::builder()
+                .local_address(local.parse::<std::net::IpAddr>().unwrap())
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(health("127.0.0.4").await.ok(), Some(200), "the proxy");
+    assert!(
+        health("127.0.0.5").await.is_err(),
+        "past its cap, a client's connection is closed"
+    );
+    drop(held);
+}
