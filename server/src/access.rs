@@ -121,12 +121,23 @@ impl IntoResponse for Denied {
     }
 }
 
-/// The caller's address, when the server runs with connection info: the
-/// socket's peer, or the client a trusted proxy names (see
-/// [`forwarded_client`]).
+/// The address the caller's limits count under, when the server runs with
+/// connection info: the socket's peer, or the client a trusted proxy names
+/// (see [`forwarded_client`]), an IPv6 address by its /64 (see
+/// [`counted`]).
 pub fn client_ip(parts: &Parts, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    Some(forwarded_client(peer, &parts.headers, trusted))
+    Some(counted(forwarded_client(peer, &parts.headers, trusted)))
+}
+
+/// An IPv6 address as its /64: one phone on a mobile network holds a
+/// whole /64, and would otherwise have a fresh count of failed sign-ins
+/// for every address in it. IPv4 addresses are counted as they are.
+pub fn counted(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
 }
 
 /// Whether `ip` is one of the trusted proxies.
@@ -146,15 +157,16 @@ pub fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpN
     if !is_trusted(client, trusted) {
         return client;
     }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    for hop in hops.into_iter().rev() {
-        let Some(ip) = hop_address(hop) else {
+    // From the last line's last hop back. Split as bytes: a client's
+    // non-ASCII byte on the line a proxy appended to must cost only its
+    // own hop, which ends the walk, not the proxy's.
+    let lines: Vec<&HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+    let hops = lines
+        .into_iter()
+        .rev()
+        .flat_map(|line| line.as_bytes().rsplit(|b| *b == b','));
+    for hop in hops {
+        let Some(ip) = std::str::from_utf8(hop).ok().and_then(hop_address) else {
             break;
         };
         client = ip;
@@ -165,10 +177,15 @@ pub fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpN
     client
 }
 
-/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`
-/// or `[2001:db8::1]:5678`.
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`,
+/// `[2001:db8::1]` or `[2001:db8::1]:5678`.
 fn hop_address(hop: &str) -> Option<IpAddr> {
-    hop.parse::<IpAddr>()
+    let hop = hop.trim();
+    let bare = hop
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(hop);
+    bare.parse::<IpAddr>()
         .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
         .ok()
         .map(|ip| ip.to_canonical())
@@ -279,5 +296,34 @@ mod tests {
         );
         // No header from the proxy: the proxy itself.
         assert_eq!(client("127.0.0.1", &[], &["127.0.0.1/32"]), "127.0.0.1");
+        assert_eq!(
+            client("127.0.0.1", &["[2001:db8::7]"], &["127.0.0.1/32"]),
+            "2001:db8::7"
+        );
+    }
+
+    #[test]
+    fn a_clients_stray_byte_does_not_cost_the_hop_the_proxy_appended() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\x80, 198.51.100.1").unwrap(),
+        );
+        let trusted = ["127.0.0.1/32".parse().unwrap()];
+        let ip = forwarded_client("127.0.0.1".parse().unwrap(), &headers, &trusted);
+        assert_eq!(ip.to_string(), "198.51.100.1");
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_an_ipv4_one_by_itself() {
+        let a = counted("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = counted("2001:db8:1:2:bbbb::9".parse().unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "2001:db8:1:2::");
+        assert_ne!(a, counted("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(
+            counted("::ffff:198.51.100.1".parse().unwrap()).to_string(),
+            "198.51.100.1"
+        );
     }
 }

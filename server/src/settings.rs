@@ -341,9 +341,20 @@ fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(ip) = s.parse::<std::net::IpAddr>() {
         return Ok(ipnet::IpNet::from(ip.to_canonical()));
     }
-    s.parse::<ipnet::IpNet>()
-        .map(|n| n.trunc())
-        .map_err(|_| format!("`{s}` is neither an IP address nor a network such as 10.0.0.0/8"))
+    let net = s
+        .parse::<ipnet::IpNet>()
+        .map_err(|_| format!("`{s}` is neither an IP address nor a network such as 10.0.0.0/8"))?;
+    // Peers are compared as IPv4 where they are IPv4 mapped into IPv6, so
+    // a mapped network is too: `::ffff:10.0.0.0/104` is `10.0.0.0/8`.
+    if let ipnet::IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+    {
+        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+            .map(|n| ipnet::IpNet::V4(n.trunc()))
+            .map_err(|e| e.to_string());
+    }
+    Ok(net.trunc())
 }
 
 impl Settings {
@@ -495,6 +506,8 @@ mod tests {
             "127.0.0.1",
             "--trusted-proxy",
             "10.1.2.3/8,::1",
+            "--trusted-proxy",
+            "::ffff:192.168.0.0/112",
         ])
         .unwrap();
         let nets: Vec<String> = ok
@@ -503,7 +516,10 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        assert_eq!(
+            nets,
+            ["127.0.0.1/32", "10.0.0.0/8", "::1/128", "192.168.0.0/16"]
+        );
         let err = Serve::try_parse_from(["twinsync", "--trusted-proxy", "proxy.local"])
             .unwrap_err()
             .to_string();
