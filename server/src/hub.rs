@@ -60,9 +60,10 @@ pub struct Hub {
     /// its history, its disagreements, an export's rows), each holding a
     /// copy of its record: at most [`API_READS`].
     pub api_reads: Arc<tokio::sync::Semaphore>,
-    /// The data directory's lock, held while this hub serves from it (set
-    /// by [`crate::startup::prepare`]; device commands take none).
-    pub data_lock: std::sync::OnceLock<crate::lock::DataDirLock>,
+    /// The data directory's lock while this hub serves from it: set by
+    /// [`crate::startup::prepare`], let go of as [`crate::startup::run`]
+    /// ends, however long tasks still hold the hub.
+    pub data_lock: std::sync::Mutex<Option<crate::lock::DataDirLock>>,
 }
 
 /// Peers of a revoked device connected at once; past it, the oldest
@@ -236,7 +237,7 @@ impl Hub {
             trim: crate::memory::Trim::default(),
             compactions: Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
             api_reads: Arc::new(tokio::sync::Semaphore::new(API_READS)),
-            data_lock: std::sync::OnceLock::new(),
+            data_lock: std::sync::Mutex::new(None),
         }))
     }
 

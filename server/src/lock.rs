@@ -1,21 +1,31 @@
-//! One process at a time owns a data directory: `serve`, or `restore`
-//! while it swaps the database. Two servers over one database would each
-//! keep their own copy of a record in memory and compact the other's
-//! chunks away; a restore under a running server would be overwritten by
-//! it. Backups and device commands go through SQLite's own locking and
-//! need no more.
+//! Who may use a data directory at once.
+//!
+//! - One process serves it, or restores a backup into it: two servers over
+//!   one database would each keep their own copy of a record in memory and
+//!   compact the other's chunks away, and a restore under a running server
+//!   would be overwritten by it. Both hold `twinsync.lock`, alone.
+//! - The operator's other commands (`backup`, `export`, `device`) work
+//!   beside a running server, through SQLite's own locking, but not during
+//!   a restore, which moves the database file itself: a revocation written
+//!   into the file being moved aside would be lost. They share
+//!   `twinsync.restore.lock`, which a restore holds alone.
+//!
+//! The locks are advisory (`flock`), held until dropped or the process
+//! ends, however it ends; nothing waits for one.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-/// The lock file's name inside the data directory.
+/// Held alone by a server or a restore.
 pub const LOCK_FILE: &str = "twinsync.lock";
+/// Held alone by a restore, shared by the operator's other commands.
+pub const RESTORE_LOCK_FILE: &str = "twinsync.restore.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "{what} is using {dir}{by}: stop it first (or give another --data-dir)",
+        "{what} is using {dir}{by}: {then}",
         dir = .dir.display(),
         by = .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
@@ -24,6 +34,7 @@ pub enum LockError {
         /// What the holder wrote into the lock file: its process id.
         pid: Option<String>,
         what: &'static str,
+        then: &'static str,
     },
     #[error("cannot lock {path}: {source}", path = .path.display())]
     Io {
@@ -32,48 +43,94 @@ pub enum LockError {
     },
 }
 
-/// An advisory lock (`flock`) on `twinsync.lock` in the data directory,
-/// held until dropped or the process ends, however it ends.
+/// What a process takes the data directory for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// `serve`.
+    Serve,
+    /// `restore`: no server, no other command.
+    Restore,
+    /// `backup`, `export`, `device`: beside a server, not during a restore.
+    Command,
+}
+
+/// The locks a process holds on a data directory; see the module
+/// documentation.
 #[derive(Debug)]
 pub struct DataDirLock {
-    _file: File,
+    _files: Vec<File>,
 }
 
 impl DataDirLock {
-    /// Takes the lock at once or says who holds it; never waits.
-    pub fn acquire(dir: &Path) -> Result<Self, LockError> {
-        let path = dir.join(LOCK_FILE);
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = Some(pid.trim().to_owned()).filter(|p| !p.is_empty());
-                return Err(LockError::Held {
-                    dir: dir.to_owned(),
-                    pid,
-                    what: "a twinsync server or restore",
-                });
+    /// Takes the locks `usage` needs at once, or says who holds them.
+    pub fn acquire(dir: &Path, usage: Use) -> Result<Self, LockError> {
+        let held = |what, then| {
+            move |pid| LockError::Held {
+                dir: dir.to_owned(),
+                pid,
+                what,
+                then,
             }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
+        };
+        let server = held(
+            "a twinsync server or restore",
+            "stop it first (or give another --data-dir)",
+        );
+        let restore = held("a twinsync restore", "try again once it has ended");
+        let files = match usage {
+            Use::Serve => vec![take(dir, LOCK_FILE, true, server)?],
+            Use::Restore => vec![
+                take(dir, LOCK_FILE, true, server)?,
+                take(dir, RESTORE_LOCK_FILE, true, restore)?,
+            ],
+            Use::Command => vec![take(dir, RESTORE_LOCK_FILE, false, restore)?],
+        };
+        Ok(Self { _files: files })
+    }
+}
+
+/// Locks `dir/name`, alone (and writes this process's id into it) or
+/// shared.
+fn take(
+    dir: &Path,
+    name: &str,
+    alone: bool,
+    held: impl FnOnce(Option<String>) -> LockError,
+) -> Result<File, LockError> {
+    let path = dir.join(name);
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    let taken = if alone {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match taken {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = Some(pid.trim().to_owned()).filter(|p| !p.is_empty());
+            return Err(held(pid));
         }
+        Err(TryLockError::Error(e)) => return Err(io(e)),
+    }
+    if alone {
         // Who holds it, for the message above; the lock is what counts.
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { _file: file })
     }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -83,16 +140,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {
+    fn a_second_server_is_refused_with_the_first_ones_pid_until_it_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let first = DataDirLock::acquire(dir.path()).unwrap();
-        let err = DataDirLock::acquire(dir.path()).unwrap_err().to_string();
+        let first = DataDirLock::acquire(dir.path(), Use::Serve).unwrap();
+        let err = DataDirLock::acquire(dir.path(), Use::Serve)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!("(pid {})", std::process::id())),
             "{err}"
         );
         assert!(err.contains("stop it first"), "{err}");
+        // Nor may a restore begin; other commands may run beside it.
+        assert!(DataDirLock::acquire(dir.path(), Use::Restore).is_err());
+        let command = DataDirLock::acquire(dir.path(), Use::Command).unwrap();
         drop(first);
-        DataDirLock::acquire(dir.path()).expect("free once the first is dropped");
+        DataDirLock::acquire(dir.path(), Use::Serve).expect("free once the first is dropped");
+        drop(command);
+    }
+
+    #[test]
+    fn commands_wait_out_a_restore_and_a_restore_waits_for_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let restore = DataDirLock::acquire(dir.path(), Use::Restore).unwrap();
+        let err = DataDirLock::acquire(dir.path(), Use::Command)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a twinsync restore is using"), "{err}");
+        assert!(err.contains("try again once it has ended"), "{err}");
+        drop(restore);
+        let first = DataDirLock::acquire(dir.path(), Use::Command).unwrap();
+        let second = DataDirLock::acquire(dir.path(), Use::Command).unwrap();
+        assert!(DataDirLock::acquire(dir.path(), Use::Restore).is_err());
+        drop((first, second));
+        DataDirLock::acquire(dir.path(), Use::Restore).unwrap();
     }
 }

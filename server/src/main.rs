@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use twinsync_server::admin::DeviceUpdate;
 use twinsync_server::auth::{NewDevice, Role};
+use twinsync_server::lock::{DataDirLock, Use};
 use twinsync_server::settings::Settings;
 use twinsync_server::store::Store;
 use twinsync_server::{startup, telemetry};
@@ -35,13 +36,18 @@ enum Command {
     /// Put a backup made by `twinsync backup` in place of the database, with
     /// the server stopped. The backup is checked first; the database it
     /// replaces is moved to a `before-restore-<time>` folder, never deleted.
-    /// Devices and invites are kept from the database replaced when it can
-    /// be read. Phones send back the changes made since the backup as they
+    /// Devices, invites and the quarantine keep what the database replaced
+    /// holds. Phones send back the changes made since the backup as they
     /// sync.
     Restore {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         file: PathBuf,
+        /// When the database to be replaced cannot be read, restore anyway
+        /// with the backup's devices, invites and quarantine alone: a device
+        /// revoked since the backup can sign in again.
+        #[arg(long)]
+        devices_from_backup: bool,
     },
     /// Write every merged record as JSON to standard output.
     Export {
@@ -144,17 +150,21 @@ async fn main() -> anyhow::Result<()> {
             startup::run(listener, hub, startup::shutdown_signal()).await
         }
         Command::Backup { data_dir, file } => {
-            let store = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir)?;
             store
                 .backup(&file)
                 .with_context(|| format!("backup to {} failed", file.display()))?;
             eprintln!("backed up to {}", file.display());
             Ok(())
         }
-        Command::Restore { data_dir, file } => restore(&data_dir, &file),
+        Command::Restore {
+            data_dir,
+            file,
+            devices_from_backup,
+        } => restore(&data_dir, &file, devices_from_backup),
         Command::Device(command) => device(command),
         Command::Export { data_dir } => {
-            let store = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir)?;
             let json = twinsync_server::seed::export(&store)?;
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
@@ -162,15 +172,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn restore(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+fn restore(
+    data_dir: &std::path::Path,
+    file: &std::path::Path,
+    devices_from_backup: bool,
+) -> anyhow::Result<()> {
     use twinsync_server::store::restore::{self, Devices};
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .unwrap_or_default();
-    let done = restore::restore(data_dir, file, &stamp)
-        .with_context(|| format!("nothing restored from {}", file.display()))?;
+    let done = restore::restore(data_dir, file, &stamp, devices_from_backup)
+        .with_context(|| format!("restoring {} failed", file.display()))?;
     let newest = done
         .newest_change
         .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
@@ -195,8 +209,17 @@ fn restore(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result
         None => eprintln!("there was no database to replace"),
     }
     match done.devices {
-        Devices::CarriedOver { count } => eprintln!(
-            "{count} devices and their invites are kept from the database replaced, revoked ones revoked"
+        Devices::CarriedOver {
+            count,
+            only_in_backup,
+        } => eprintln!(
+            "devices, invites and the quarantine are as the database replaced holds them ({count} devices, \
+             revoked ones revoked{})",
+            if only_in_backup > 0 {
+                format!(", and {only_in_backup} only the backup knew of")
+            } else {
+                String::new()
+            }
         ),
         Devices::FromBackup { count, why: None } => {
             eprintln!("{count} devices come from the backup")
@@ -210,7 +233,9 @@ fn restore(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result
         ),
     }
     eprintln!(
-        "start the server: each phone sends back the changes made since the backup when it next syncs"
+        "start the server: each phone sends back the changes made since the backup when it next syncs \
+         (another writer's change sent back by a device that may not write it waits in the quarantine \
+         until its writer's device syncs it or a coordinator accepts it)"
     );
     Ok(())
 }
@@ -227,6 +252,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
         } => {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            let _lock = DataDirLock::acquire(&data_dir, Use::Command)?;
             let path = data_dir.join("twinsync.db");
             if !path.exists() {
                 // Allowed before the first start, but a mistyped
@@ -262,7 +288,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             data_dir,
             token_ttl_days,
         } => {
-            let store = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir)?;
             let ttl = std::time::Duration::from_secs(token_ttl_days.saturating_mul(86_400));
             // Cities by name, as `add --city` takes them; an id the
             // database does not hold stays as it is.
@@ -320,7 +346,8 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 token_ttl_days,
                 ..Settings::for_data_dir(data_dir.clone())
             };
-            let hub = hub_over(open_existing(&data_dir)?, settings)?;
+            let (store, _lock) = open_existing(&data_dir)?;
+            let hub = hub_over(store, settings)?;
             let update = DeviceUpdate {
                 name,
                 role,
@@ -346,7 +373,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DeviceCommand::Revoke { data_dir, id } => {
-            let store = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir)?;
             // The operator may revoke the last coordinator: a new one can
             // be added here.
             match store.revoke_device(&id, now, None)?? {
@@ -382,12 +409,15 @@ fn cities_of(d: &twinsync_server::auth::Device) -> String {
     }
 }
 
-fn open_existing(data_dir: &std::path::Path) -> anyhow::Result<Store> {
+/// The store of `data_dir` for an operator's command, and the lock that
+/// keeps a restore from moving it meanwhile.
+fn open_existing(data_dir: &std::path::Path) -> anyhow::Result<(Store, DataDirLock)> {
     let path = data_dir.join("twinsync.db");
     anyhow::ensure!(
         path.exists(),
         "no database at {}: is --data-dir right?",
         path.display()
     );
-    Ok(Store::open(&path)?)
+    let lock = DataDirLock::acquire(data_dir, Use::Command)?;
+    Ok((Store::open(&path)?, lock))
 }

@@ -150,7 +150,8 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     })?;
     // Before the database is opened: a second server, or a restore under
     // way, is named rather than shared with.
-    let lock = crate::lock::DataDirLock::acquire(&settings.data_dir)?;
+    let lock = crate::lock::DataDirLock::acquire(&settings.data_dir, crate::lock::Use::Serve)?;
+    crate::store::restore::check_not_cut_off(&settings.data_dir)?;
     let store = Store::open(&settings.database_path())?;
     if !settings.no_demo && !store.has_club()? {
         let n = seed::demo(&store)?;
@@ -167,7 +168,7 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
         store.set_size_limit(Some(settings.max_db_mib * 1024 * 1024))?;
     }
     let hub = Hub::new(store, Arc::new(settings), Metrics::new())?;
-    let _ = hub.data_lock.set(lock);
+    *hub.data_lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
     Ok(hub)
 }
 
@@ -278,6 +279,11 @@ pub async fn run(
     watcher.abort();
     trimmer.abort();
     hub.shutdown().await;
+    // Every record is closed: the next server may start.
+    hub.data_lock
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     Ok(())
 }
 

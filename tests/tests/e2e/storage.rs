@@ -458,6 +458,9 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     let revoked_later = observer(dir);
     let mut p = TestPeer::new("phone");
     p.connect(&server).await;
+    // An observer's phone, which holds every record and may write none.
+    let mut o = TestPeer::new("observer-phone").with_token(&observer(dir));
+    o.connect(&server).await;
     let before = p.create(
         Kind::City,
         json!({"name": {"fr": "Tan-Tan", "ar": "طانطان"}, "country": "Morocco"}),
@@ -479,20 +482,17 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     );
     let heads = p.heads(after);
     p.sync_until_acked(LIMIT, after, &heads).await;
+    o.fetch(after, LIMIT).await;
+    o.sync_until(LIMIT, |o| o.has_changes(after, &heads)).await;
     let added_later = observer(dir);
-    let listed = twinsync(["device", "list", "--data-dir", &dir.to_string_lossy()]);
-    let first_observer = String::from_utf8_lossy(&listed)
-        .lines()
-        .find(|l| l.split('\t').nth(1) == Some("observer"))
-        .and_then(|l| l.split('\t').next())
-        .unwrap()
-        .to_owned();
+    // A device's id is its token's part before the dot.
+    let (revoked_id, _) = revoked_later.split_once('.').unwrap();
     twinsync([
         "device",
         "revoke",
         "--data-dir",
         &dir.to_string_lossy(),
-        &first_observer,
+        revoked_id,
     ]);
 
     // Not under a running server.
@@ -529,7 +529,9 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{said}");
     assert!(
-        said.contains("devices and their invites are kept"),
+        said.contains(
+            "devices, invites and the quarantine are as the database replaced holds them"
+        ),
         "{said}"
     );
 
@@ -579,8 +581,22 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
         "a device revoked since the backup stays revoked"
     );
 
-    // The phone sends back what the backup lacks, and only then does the
-    // restored server say it holds it.
+    // The observer's phone sends the later city back first: it may not
+    // write it, so it waits for review, kept, not taken in.
+    o.connect(&server).await;
+    o.sync_until(LIMIT, |o| !o.seen.refusals.is_empty()).await;
+    let pending = server.get_json("/api/quarantine?status=pending").await;
+    let held: Vec<&serde_json::Value> = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["doc_id"] == after.to_string())
+        .collect();
+    assert_eq!(held.len(), 1, "{pending}");
+    assert!(!server.ids("city").await.contains(&after));
+
+    // The writer's phone sends back what the backup lacks, and only then
+    // does the restored server say it holds it.
     p.acked.clear();
     p.connect(&server).await;
     p.sync_until_acked(LIMIT, after, &heads).await;
