@@ -446,8 +446,11 @@ function buildsOn(q, rows) {
     pieces(app.lang, "buildsOnPending", { who: words(first.device_name ?? first.device_id), when: formatDateTime(app.lang, first.received_at) }, (v) => v));
 }
 
-/** One field of a batch: its label, then the text's passages or the two values. */
-function fieldChange(kind, c, record) {
+/**
+ * One changed field, of a batch or of a run in the history: its label, then
+ * the text's passages or the two values, each after its caption (`labels`).
+ */
+function fieldChange(kind, c, record, labels = ["valueNow", "valueProposed"]) {
   const { field } = fieldAt(app.schema, kind, c.path);
   // An item's field says which list and which item it is in:
   // "Milestones › “Pump installed” › Due".
@@ -470,8 +473,8 @@ function fieldChange(kind, c, record) {
     return words(v !== null && typeof v === "object" && field.type !== "multilingual" && field.type !== "set" ? JSON.stringify(v) : show(ctx, field, v));
   };
   return [label,
-    h("dd", { class: "before" }, tr("valueNow"), " ", shown(c.before)),
-    h("dd", { class: "after" }, tr("valueProposed"), " ", shown(c.after))];
+    h("dd", { class: "before" }, tr(labels[0]), " ", shown(c.before)),
+    h("dd", { class: "after" }, tr(labels[1]), " ", shown(c.after))];
 }
 
 /**
@@ -854,7 +857,7 @@ function recordView(id, at = null) {
     at !== null ? h("p", { class: "asof-banner" }, `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))} — `, h("a", { href: `#/r/${id}` }, tr("current"))) : null,
     h("form", { class: "record", onsubmit: (e) => e.preventDefault() }, body),
     at === null ? conflictList([{ id, view }]) : null,
-    historySection(id, fields),
+    historySection(id, kind),
   );
   dateHints(id);
 }
@@ -992,7 +995,7 @@ function nameWriters(id, spans) {
   }).catch(() => {});
 }
 
-function historySection(id, fields) {
+function historySection(id, kind) {
   const list = h("ol", { class: "history", reversed: true });
   const section = h("section", { class: "history" }, h("h3", {}, tr("history")));
   const date = h("input", { type: "date", "aria-label": tr("asOf") });
@@ -1016,7 +1019,8 @@ function historySection(id, fields) {
       h("time", {}, r.newest.time ? formatDateTime(app.lang, r.newest.time) : ""), " · ",
       h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
       h("span", { class: "what" }, listOf(app.lang, r.fields.split(",").filter(Boolean).map((f) => tr(`field.${f}`)))),
-      r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null)));
+      r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null,
+      runChanges(id, kind, r))));
     older.hidden = runs.length <= shown;
     // Numbered from the oldest, however many are shown.
     list.start = runs.length;
@@ -1030,6 +1034,37 @@ function historySection(id, fields) {
     draw();
   }).catch(() => {});
   return section;
+}
+
+/**
+ * What a run of changes in the history changed, worked out on this device
+ * when first opened: each field it touched, before and after, and for text
+ * the words added and removed. Only the run's own fields: another writer's
+ * change the run built on is its own line.
+ */
+function runChanges(id, kind, run) {
+  const body = h("div", { class: "run-changes" });
+  const details = h("details", { class: "changes" }, h("summary", {}, tr("whatChanged")), body);
+  details.addEventListener("toggle", () => {
+    if (!details.open || details.dataset.loaded) return;
+    details.dataset.loaded = "1";
+    let changes;
+    try {
+      changes = app.client.changesBetween(id, run.first.deps ?? [], [run.newest.hash]);
+    } catch (e) {
+      delete details.dataset.loaded;
+      fill(body, h("p", { class: "note" }, problem(e)));
+      return;
+    }
+    const own = new Set(run.fields.split(",").filter(Boolean));
+    const shown = changes.filter((c) => own.has(c.path.split("/")[1]));
+    let record = null;
+    try { record = app.client.read(id).record; } catch { /* items named by id */ }
+    fill(body, shown.length
+      ? h("dl", {}, shown.flatMap((c) => fieldChange(kind, c, record, ["valueBefore", "valueAfter"])))
+      : h("p", { class: "note" }, tr("noFieldChanged")));
+  });
+  return details;
 }
 
 /**
@@ -1205,7 +1240,10 @@ function dashboardView() {
       h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
       h("a", { href: `#/r/${r.id}` }, words(titleOf(r.id))),
       r.fields ? [" · ", h("span", { class: "what" }, listOf(app.lang, r.fields.split(",").map((f) => tr(`field.${f}`))))] : null,
-      r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null)));
+      r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null,
+      // Only a run held here can be shown: the server lists changes
+      // not yet on this device by their hash alone.
+      r.newest.deps && kindOf(r.id) ? runChanges(r.id, kindOf(r.id), r) : null)));
   };
   // On this device: every record's log.
   const local = [];

@@ -20,8 +20,9 @@ use twinsync_shared::protocol::{
 };
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
-    document_conflicts, document_history, document_text, load_chunks, load_document, new_document,
-    read_document, refuse_panics, settles_a_removal, summarise,
+    document_conflicts, document_history, document_text, field_changes, load_chunks, load_document,
+    new_document, read_document, read_document_leniently, refuse_panics, settles_a_removal,
+    summarise,
 };
 use twinsync_shared::text::{OffsetError, nfc, nfc_positions, utf16_range};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -433,6 +434,48 @@ impl Replica {
 
     pub fn history(&self, id: DocumentId) -> Result<Json, ClientError> {
         Ok(json!(document_history(&self.entry(id)?.doc)))
+    }
+
+    /// What changed between two sets of the record's heads (hex hashes),
+    /// field by field: `[{path, before, after, text?}]`, the `text` of a
+    /// changed text being its passages kept, added and removed. `before`
+    /// empty is the record before its first change. For a run of changes
+    /// in the history: the first one's deps, then the last one.
+    pub fn changes_between(
+        &self,
+        id: DocumentId,
+        before: &[String],
+        after: &[String],
+    ) -> Result<Json, ClientError> {
+        let doc = &self.entry(id)?.doc;
+        let heads = |hashes: &[String]| -> Result<Vec<ChangeHash>, ClientError> {
+            hashes
+                .iter()
+                .map(|h| {
+                    let hash: ChangeHash = h
+                        .parse()
+                        .map_err(|_| ClientError::Invalid(format!("`{h}` is not a change hash")))?;
+                    match doc.get_change_meta_by_hash(&hash) {
+                        Some(_) => Ok(hash),
+                        None => Err(ClientError::Invalid(format!(
+                            "record {id} holds no change {h}"
+                        ))),
+                    }
+                })
+                .collect()
+        };
+        let (before, after) = (heads(before)?, heads(after)?);
+        let read = |heads: &[ChangeHash]| -> Json {
+            if heads.is_empty() {
+                return Json::Null;
+            }
+            doc.fork_at(heads)
+                .ok()
+                .and_then(|then| read_document_leniently(&then).ok())
+                .map_or(Json::Null, |(json, _)| json)
+        };
+        let (old, new) = (read(&before), read(&after));
+        Ok(json!(field_changes(doc, &before, &after, &old, &new, None)))
     }
 
     /// The record as it stood at `time` (seconds since the epoch):

@@ -712,6 +712,26 @@ impl Client {
         to_js(&self.inner.replica.borrow().read_at(id, secs)?)
     }
 
+    /// What changed between two sets of the record's heads, field by
+    /// field: for a run of changes in the history, the first one's `deps`
+    /// and the last one's `hash`.
+    #[wasm_bindgen(js_name = changesBetween, unchecked_return_type = "{ path: string; before: unknown; after: unknown; text?: { kind: \"same\" | \"added\" | \"removed\"; text: string }[] }[]")]
+    pub fn changes_between(
+        &self,
+        id: &str,
+        before: Vec<String>,
+        after: Vec<String>,
+    ) -> Result<JsValue, JsValue> {
+        let id = parse_id(id)?;
+        to_js(
+            &self
+                .inner
+                .replica
+                .borrow()
+                .changes_between(id, &before, &after)?,
+        )
+    }
+
     /// The record's change log, oldest first.
     #[wasm_bindgen(unchecked_return_type = "HistoryEntry[]")]
     pub fn history(&self, id: &str) -> Result<JsValue, JsValue> {

@@ -13,33 +13,15 @@ use std::time::{Duration, Instant};
 use automerge::{Automerge, ReadDoc};
 use serde::Serialize;
 use serde_json::Value as Json;
-use similar::{ChangeTag, TextDiff};
+pub use twinsync_shared::record::{CONTEXT, FieldChange, Passage};
 use twinsync_shared::record::{
-    MAX_NESTING, changed_paths, check_chunk, nested_beyond, read_document_leniently,
+    MAX_NESTING, check_chunk, field_changes, nested_beyond, read_document_leniently,
     refuse_bundles, refuse_panics, summarise_read,
 };
-
-/// Characters of unchanged text kept on each side of a change.
-pub const CONTEXT: usize = 60;
 
 /// The time all of a batch's text diffs may take together; past it, the
 /// rest are coarser (whole runs replaced).
 const DIFF_BUDGET: Duration = Duration::from_secs(1);
-
-/// One field the batch changes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FieldChange {
-    /// The record path, such as `/status` or `/milestones/<id>/due`; a
-    /// set, or a list whose items have no id, is shown whole (`/attendees`).
-    pub path: String,
-    /// The value now and with the batch; `null` where there is none.
-    pub before: Json,
-    pub after: Json,
-    /// For a text before and after that differ: the passages, unchanged
-    /// ones cut to their ends (`…` marks a cut).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<Vec<Passage>>,
-}
 
 /// What a batch would do to its record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,14 +34,6 @@ pub struct Preview {
     pub title: Json,
     /// Each field the batch changes.
     pub changes: Vec<FieldChange>,
-}
-
-/// A run of text, as it stands in the diff.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Passage {
-    /// `same`, `added` or `removed`.
-    pub kind: &'static str,
-    pub text: String,
 }
 
 /// Why a quarantined batch does not apply to its record.
@@ -151,43 +125,14 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewEr
     }
     let read = |doc: &Automerge| read_document_leniently(doc).map_or(Json::Null, |(json, _)| json);
     let (old, new) = (read(current), read(&after));
-    let mut paths: Vec<String> = Vec::new();
-    for path in changed_paths(&after, &current.get_heads(), &after.get_heads()) {
-        // An item's removal mark, which readers never show, is shown as
-        // the item itself, there or gone.
-        let path = match path.strip_suffix("/removed") {
-            Some(item) if item.matches('/').count() == 2 => item.to_owned(),
-            _ => path,
-        };
-        // As far as either side names it: an item added or removed is
-        // named by the side that holds it.
-        let shown = [shown_path(&new, &path), shown_path(&old, &path)]
-            .into_iter()
-            .flatten()
-            .max_by_key(String::len)
-            .unwrap_or(path);
-        if !paths.contains(&shown) {
-            paths.push(shown);
-        }
-    }
-    let deadline = Instant::now() + DIFF_BUDGET;
-    let changes = paths
-        .into_iter()
-        .map(|path| {
-            let before = value_at(&old, &path).cloned().unwrap_or(Json::Null);
-            let after = value_at(&new, &path).cloned().unwrap_or(Json::Null);
-            let text = match (&before, &after) {
-                (Json::String(a), Json::String(b)) if a != b => Some(passages(a, b, deadline)),
-                _ => None,
-            };
-            FieldChange {
-                path,
-                before,
-                after,
-                text,
-            }
-        })
-        .collect();
+    let changes = field_changes(
+        &after,
+        &current.get_heads(),
+        &after.get_heads(),
+        &old,
+        &new,
+        Some(Instant::now() + DIFF_BUDGET),
+    );
     // Named as the records list names it: a city, a person or the club by
     // its name.
     let summary = summarise_read(&after, &Ok(new));
@@ -196,95 +141,6 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewEr
         title: summary.title,
         changes,
     })
-}
-
-/// The value at a record path: map keys by name, list items by their id.
-fn value_at<'a>(record: &'a Json, path: &str) -> Option<&'a Json> {
-    path.split('/')
-        .skip(1)
-        .try_fold(record, |value, part| match value {
-            Json::Object(map) => map.get(part),
-            Json::Array(items) => item(items, part),
-            _ => None,
-        })
-}
-
-/// The list item whose `id` is `id`.
-fn item<'a>(items: &'a [Json], id: &str) -> Option<&'a Json> {
-    items
-        .iter()
-        .find(|i| i.get("id").and_then(Json::as_str) == Some(id))
-}
-
-/// `path` as far as `record` names it by keys and item ids: a member of a
-/// set (`/attendees/<link>`, read as a list of strings) or an item named
-/// by its index (`/agenda/#2`) stops at the field. `None` if the path
-/// leaves the record.
-fn shown_path(record: &Json, path: &str) -> Option<String> {
-    let mut value = record;
-    let mut shown = String::new();
-    for part in path.split('/').skip(1) {
-        value = match value {
-            Json::Object(map) => map.get(part)?,
-            Json::Array(items) => match item(items, part) {
-                Some(item) => item,
-                None => return Some(shown),
-            },
-            _ => return Some(shown),
-        };
-        shown.push('/');
-        shown.push_str(part);
-    }
-    Some(shown)
-}
-
-/// The word diff of two texts, unchanged runs cut to `CONTEXT` characters
-/// at each end that meets a change.
-fn passages(before: &str, after: &str, deadline: Instant) -> Vec<Passage> {
-    let diff = TextDiff::configure()
-        .deadline(deadline)
-        .diff_words(before, after);
-    let mut out: Vec<Passage> = Vec::new();
-    for change in diff.iter_all_changes() {
-        let kind = match change.tag() {
-            ChangeTag::Equal => "same",
-            ChangeTag::Insert => "added",
-            ChangeTag::Delete => "removed",
-        };
-        match out.last_mut() {
-            Some(last) if last.kind == kind => last.text.push_str(change.value()),
-            _ => out.push(Passage {
-                kind,
-                text: change.value().to_owned(),
-            }),
-        }
-    }
-    let count = out.len();
-    for (i, p) in out.iter_mut().enumerate() {
-        if p.kind == "same" {
-            p.text = cut(&p.text, i > 0, i + 1 < count);
-        }
-    }
-    out
-}
-
-/// `text` with only `CONTEXT` characters kept at the end after a change
-/// (`head`) and at the start before one (`tail`).
-fn cut(text: &str, head: bool, tail: bool) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let keep = CONTEXT * (usize::from(head) + usize::from(tail));
-    if chars.len() <= keep + 1 {
-        return text.to_owned();
-    }
-    let mut out = String::new();
-    if head {
-        out.extend(&chars[..CONTEXT]);
-    }
-    out.push('…');
-    if tail {
-        out.extend(&chars[chars.len() - CONTEXT..]);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -587,16 +443,5 @@ mod tests {
                 assert!(text.iter().any(|p| p.kind != "same"), "{c:?}");
             }
         }
-    }
-
-    #[test]
-    fn a_short_unchanged_run_between_two_changes_is_kept_whole_and_a_long_one_cut() {
-        let short = "b".repeat(2 * CONTEXT + 1);
-        assert_eq!(cut(&short, true, true), short);
-        let (a, c) = ("a".repeat(CONTEXT), "c".repeat(CONTEXT));
-        let long = format!("{a}xx{c}");
-        assert_eq!(cut(&long, true, true), format!("{a}…{c}"));
-        assert_eq!(cut(&long, false, true), format!("…{c}"));
-        assert_eq!(cut(&long, true, false), format!("{a}…"));
     }
 }

@@ -1792,6 +1792,57 @@ test("a change arriving while a coordinator reads a record's history is named by
   });
 });
 
+test("a run of changes in the history shows each field before and after, and the words of the minutes added and removed", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator Amina", role: "coordinator" });
+    await upToDate(page);
+    const minutes = "Le conseil a décidé : قرر المجلس تمويل البئر في طانطان. Suite au prochain conseil.";
+    const id = await page.evaluate((minutes) => window.twinsync.create("meeting",
+      { title: { fr: "Conseil", ar: "المجلس" }, date: "2026-11-20", minutes }, "new meeting"), minutes);
+    // One change: a word of the Arabic minutes replaced, the French title lengthened.
+    await page.evaluate(async (id) => {
+      const text = window.twinsync.read(id).record.minutes;
+      const at = text.indexOf("البئر");
+      await window.twinsync.edit(id, [
+        { op: "splice_text", path: "/minutes", index: at, delete: "البئر".length, insert: "المدرسة" },
+        { op: "set", path: "/title/fr", value: "Conseil élargi" },
+      ], "after the vote");
+    }, id);
+    await show(page, `#/r/${id}`);
+    await until(page, () => document.querySelector("ol.history li details.changes"), undefined, "the history");
+    // The newest run first; its changes are worked out when it is opened.
+    assert.equal(await page.$("ol.history li:first-child details.changes dl"), null);
+    await page.click("ol.history li:first-child details.changes summary");
+    const shown = await until(page, () => {
+      const dl = document.querySelector("ol.history li:first-child details.changes dl");
+      if (!dl) return null;
+      const rows = [...dl.querySelectorAll("dt")].map((dt) => ({
+        path: dt.dataset.path,
+        added: [...dt.nextElementSibling.querySelectorAll("ins")].map((e) => e.textContent),
+        removed: [...dt.nextElementSibling.querySelectorAll("del")].map((e) => e.textContent),
+        text: dt.nextElementSibling.textContent,
+      }));
+      return rows.length === 2 ? rows : null;
+    }, undefined, "the run's two fields");
+    const byPath = Object.fromEntries(shown.map((r) => [r.path, r]));
+    assert.deepEqual(Object.keys(byPath).sort(), ["/minutes", "/title/fr"]);
+    assert.ok(byPath["/minutes"].removed.join("").includes("البئر"), JSON.stringify(byPath));
+    assert.ok(byPath["/minutes"].added.join("").includes("المدرسة"), JSON.stringify(byPath));
+    assert.ok(byPath["/minutes"].text.includes("تمويل"), "the words around the change");
+    assert.ok(!byPath["/minutes"].removed.join("").includes("تمويل"), "only the word replaced is removed");
+    assert.ok(byPath["/title/fr"].added.join("").includes("élargi"), JSON.stringify(byPath));
+    // The creation: everything added, nothing removed.
+    await page.click("ol.history li:last-child details.changes summary");
+    const created = await until(page, () => {
+      const dl = document.querySelector("ol.history li:last-child details.changes dl");
+      return dl ? { removed: dl.querySelectorAll("del").length, text: dl.textContent } : null;
+    }, undefined, "the creation's fields");
+    assert.equal(created.removed, 0);
+    assert.ok(created.text.includes("طانطان"), created.text);
+    await context.close();
+  });
+});
+
 test("a record's history shows its newest 50 runs of changes, and older ones a tap at a time", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
