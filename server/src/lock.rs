@@ -77,11 +77,18 @@ impl DataDirLock {
             "stop it first (or give another --data-dir)",
         );
         let restore = held("a twinsync restore", "try again once it has ended");
+        // Shared holders write no pid: the one in the file is a restore's.
+        let command = |_| LockError::Held {
+            dir: dir.to_owned(),
+            pid: None,
+            what: "a twinsync backup, export or device command",
+            then: "try again once it has ended",
+        };
         let files = match usage {
             Use::Serve => vec![take(dir, LOCK_FILE, true, server)?],
             Use::Restore => vec![
                 take(dir, LOCK_FILE, true, server)?,
-                take(dir, RESTORE_LOCK_FILE, true, restore)?,
+                take(dir, RESTORE_LOCK_FILE, true, command)?,
             ],
             Use::Command => vec![take(dir, RESTORE_LOCK_FILE, false, restore)?],
         };
@@ -102,13 +109,21 @@ fn take(
         path: path.clone(),
         source,
     };
-    let mut file = OpenOptions::new()
+    // A lock file made by another user (a restore run as root) is locked
+    // read-only: `flock` needs no write access, and the pid is only a hint.
+    let (mut file, writable) = match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(io)?;
+    {
+        Ok(file) => (file, true),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            (File::open(&path).map_err(|_| io(e))?, false)
+        }
+        Err(e) => return Err(io(e)),
+    };
     let taken = if alone {
         file.try_lock()
     } else {
@@ -124,7 +139,7 @@ fn take(
         }
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }
-    if alone {
+    if alone && writable {
         // Who holds it, for the message above; the lock is what counts.
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
@@ -151,10 +166,19 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("stop it first"), "{err}");
-        // Nor may a restore begin; other commands may run beside it.
+        // Nor may a restore begin; other commands may run beside it, and
+        // keep a restore out once the server has gone.
         assert!(DataDirLock::acquire(dir.path(), Use::Restore).is_err());
         let command = DataDirLock::acquire(dir.path(), Use::Command).unwrap();
         drop(first);
+        let err = DataDirLock::acquire(dir.path(), Use::Restore)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a twinsync backup, export or device command is using")
+                && !err.contains("pid"),
+            "{err}"
+        );
         DataDirLock::acquire(dir.path(), Use::Serve).expect("free once the first is dropped");
         drop(command);
     }

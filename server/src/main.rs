@@ -36,16 +36,15 @@ enum Command {
     /// Put a backup made by `twinsync backup` in place of the database, with
     /// the server stopped. The backup is checked first; the database it
     /// replaces is moved to a `before-restore-<time>` folder, never deleted.
-    /// Devices, invites and the quarantine keep what the database replaced
-    /// holds. Phones send back the changes made since the backup as they
+    /// Devices and invites keep what the database replaced holds. Phones send back the changes made since the backup as they
     /// sync.
     Restore {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         file: PathBuf,
         /// When the database to be replaced cannot be read, restore anyway
-        /// with the backup's devices, invites and quarantine alone: a device
-        /// revoked since the backup can sign in again.
+        /// with the backup's devices and invites alone: a device revoked
+        /// since the backup can sign in again.
         #[arg(long)]
         devices_from_backup: bool,
     },
@@ -213,7 +212,7 @@ fn restore(
             count,
             only_in_backup,
         } => eprintln!(
-            "devices, invites and the quarantine are as the database replaced holds them ({count} devices, \
+            "devices and invites are as the database replaced holds them ({count} devices, \
              revoked ones revoked{})",
             if only_in_backup > 0 {
                 format!(", and {only_in_backup} only the backup knew of")
@@ -232,10 +231,14 @@ fn restore(
              a device revoked since the backup can sign in again; check `twinsync device list`"
         ),
     }
+    for warning in &done.warnings {
+        eprintln!("warning: {warning}");
+    }
     eprintln!(
         "start the server: each phone sends back the changes made since the backup when it next syncs \
          (another writer's change sent back by a device that may not write it waits in the quarantine \
-         until its writer's device syncs it or a coordinator accepts it)"
+         until its writer's device syncs it or a coordinator accepts it, and so does a change refused \
+         since the backup)"
     );
     Ok(())
 }
@@ -253,6 +256,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
             let _lock = DataDirLock::acquire(&data_dir, Use::Command)?;
+            twinsync_server::store::restore::check_not_cut_off(&data_dir)?;
             let path = data_dir.join("twinsync.db");
             if !path.exists() {
                 // Allowed before the first start, but a mistyped
@@ -419,5 +423,6 @@ fn open_existing(data_dir: &std::path::Path) -> anyhow::Result<(Store, DataDirLo
         path.display()
     );
     let lock = DataDirLock::acquire(data_dir, Use::Command)?;
+    twinsync_server::store::restore::check_not_cut_off(data_dir)?;
     Ok((Store::open(&path)?, lock))
 }

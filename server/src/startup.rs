@@ -151,6 +151,9 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     // Before the database is opened: a second server, or a restore under
     // way, is named rather than shared with.
     let lock = crate::lock::DataDirLock::acquire(&settings.data_dir, crate::lock::Use::Serve)?;
+    if let Some(said) = crate::store::restore::finish_cut_off(&settings.data_dir)? {
+        tracing::warn!("{said}");
+    }
     crate::store::restore::check_not_cut_off(&settings.data_dir)?;
     let store = Store::open(&settings.database_path())?;
     if !settings.no_demo && !store.has_club()? {

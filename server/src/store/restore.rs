@@ -20,13 +20,14 @@
 //! waits in the quarantine, and comes in when its own writer's device
 //! syncs, or when a coordinator accepts it.
 //!
-//! Devices, invites and the quarantine are not records: no phone sends
-//! them back. A device revoked after the backup must stay revoked, one
-//! provisioned after it must still sign in, and a batch refused after it
-//! must still wait for review, so their rows are taken from the database
+//! Devices and invites are not records: no phone sends them back. A
+//! device revoked after the backup must stay revoked, and one provisioned
+//! after it must still sign in, so their rows are taken from the database
 //! being replaced over the backup's, row by row (the backup's rows it
 //! lacks are kept). When that database cannot be read, the restore stops,
-//! unless the operator says to take the backup's alone.
+//! unless the operator says to take the backup's alone. The quarantine
+//! comes from the backup: a batch refused since comes back as records do,
+//! sent again by its device, to be judged again.
 
 use std::path::{Path, PathBuf};
 
@@ -51,16 +52,16 @@ pub enum RestoreError {
     #[error("cannot read {}: {reason}", .path.display())]
     CannotRead { path: PathBuf, reason: String },
     #[error(
-        "the database to be replaced, {}, cannot be read ({reason}), so the devices revoked and \
-         the batches refused since the backup cannot be kept; to restore anyway with the backup's \
-         devices, invites and quarantine alone, add --devices-from-backup",
+        "the database to be replaced, {}, cannot be read ({reason}), so the devices revoked or \
+         added since the backup cannot be kept; to restore anyway with the backup's devices and \
+         invites alone, add --devices-from-backup",
         .path.display()
     )]
     ReplacedUnreadable { path: PathBuf, reason: String },
     #[error(
-        "{} holds {} without the database itself: an earlier restore was cut off while it moved \
-         files; the database it replaced is in the newest before-restore-* folder there: put it \
-         back beside its WAL, or move the stray files into that folder, then try again",
+        "{} holds {}: run `twinsync serve` or `twinsync restore` there, which finish what an \
+         earlier restore left; a database's WAL without the database must be put back beside it \
+         (see the newest before-restore-* folder there) or moved away first",
         .dir.display(), .stray
     )]
     CutOff { dir: PathBuf, stray: String },
@@ -102,10 +103,11 @@ pub struct Restored {
     pub devices: Devices,
     /// Where the database it replaced was moved, if there was one.
     pub kept_aside: Option<PathBuf>,
+    /// What failed once the restored database was in place.
+    pub warnings: Vec<String>,
 }
 
-/// Where the restored database's devices, invites and quarantine came
-/// from.
+/// Where the restored database's devices and invites came from.
 #[derive(Debug)]
 pub enum Devices {
     /// From the database replaced, over the backup's: `count` devices in
@@ -130,11 +132,14 @@ pub fn restore(
     std::fs::create_dir_all(data_dir)
         .map_err(io(format!("cannot create {}", data_dir.display())))?;
     // Held until the new database is in place: a server started meanwhile
-    // is refused rather than opening a database about to be moved, and a
-    // device command waits rather than writing into it.
+    // is refused rather than opening a database about to be moved, and so
+    // is a device command, rather than writing into it.
     let _lock = DataDirLock::acquire(data_dir, Use::Restore)?;
     if !backup.is_file() {
         return Err(RestoreError::Missing(backup.to_owned()));
+    }
+    if let Some(said) = finish_cut_off(data_dir)? {
+        tracing::warn!("{said}");
     }
     check_not_cut_off(data_dir)?;
     let live = data_dir.join(DATABASE);
@@ -169,8 +174,13 @@ pub fn restore(
         let _ = std::os::unix::fs::chown(&staging, Some(meta.uid()), Some(meta.gid()));
         let _ = std::fs::set_permissions(&staging, meta.permissions());
     }
-    sync_file(&staging).map_err(io(format!("cannot sync {}", staging.display())))?;
-
+    if let Err(e) = sync_file(&staging) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(io(format!("cannot sync {}", staging.display()))(e));
+    }
+    // The database replaced as one file, if it reads: its WAL folded in,
+    // so that one rename moves all of it.
+    fold_wal(&live);
     let old: Vec<PathBuf> = with_sidecars(&live)
         .into_iter()
         .filter(|p| p.exists())
@@ -179,12 +189,16 @@ pub fn restore(
         None
     } else {
         let aside = free_dir(data_dir, &format!("before-restore-{stamp}"));
-        std::fs::create_dir(&aside).map_err(io(format!("cannot create {}", aside.display())))?;
+        if let Err(e) = std::fs::create_dir(&aside) {
+            let _ = std::fs::remove_file(&staging);
+            return Err(io(format!("cannot create {}", aside.display()))(e));
+        }
         Some(aside)
     };
-    // The database moves last and comes back first: cut off between two
-    // moves, the directory holds it with what is left of its WAL, and a
-    // server refuses a WAL without its database (`check_not_cut_off`).
+    // Until the swap is whole, a marker says so; a server or a restore that
+    // finds it finishes the swap (`finish_cut_off`), as the copy is whole
+    // and synced before it is written. The WAL and shared memory (left only
+    // by a database that does not read) move before the database.
     let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
     if let Some(aside) = &kept_aside {
         for file in old.iter().rev() {
@@ -193,6 +207,16 @@ pub fn restore(
         }
     }
     moves.push((staging.clone(), live.clone()));
+    let marker = data_dir.join(PENDING);
+    let marked = write_marker(&marker, kept_aside.as_deref()).and_then(|()| sync_dir(data_dir));
+    if let Err(e) = marked {
+        let _ = std::fs::remove_file(&marker);
+        let _ = std::fs::remove_file(&staging);
+        if let Some(aside) = &kept_aside {
+            let _ = std::fs::remove_dir(aside);
+        }
+        return Err(io(format!("cannot write {}", marker.display()))(e));
+    }
     let mut done: Vec<&(PathBuf, PathBuf)> = Vec::new();
     for step in &moves {
         if let Err(e) = std::fs::rename(&step.0, &step.1) {
@@ -201,13 +225,18 @@ pub fn restore(
                 step.0.display(),
                 step.1.display()
             );
-            let undone = done
-                .iter()
-                .rev()
-                .map(|(from, to)| std::fs::rename(to, from))
-                .find_map(Result::err)
-                .map(|e| e.to_string());
-            let _ = std::fs::remove_file(&staging);
+            let undone = done.iter().rev().find_map(|(from, to)| {
+                std::fs::rename(to, from)
+                    .err()
+                    .map(|e| format!("{} to {}: {e}", to.display(), from.display()))
+            });
+            if undone.is_none() {
+                let _ = std::fs::remove_file(&staging);
+                let _ = std::fs::remove_file(&marker);
+                if let Some(aside) = &kept_aside {
+                    let _ = std::fs::remove_dir(aside);
+                }
+            }
             return Err(RestoreError::Swap {
                 what,
                 aside: kept_aside.clone().unwrap_or_else(|| data_dir.to_owned()),
@@ -216,24 +245,114 @@ pub fn restore(
         }
         done.push(step);
     }
-    if let Some(aside) = &kept_aside {
-        sync_dir(aside).map_err(io(format!("cannot sync {}", aside.display())))?;
+    // The database is in place; what fails now is said, not undone.
+    let mut warnings = Vec::new();
+    for dir in kept_aside.iter().map(PathBuf::as_path).chain([data_dir]) {
+        if let Err(e) = sync_dir(dir) {
+            warnings.push(format!("cannot sync {}: {e}", dir.display()));
+        }
     }
-    sync_dir(data_dir).map_err(io(format!("cannot sync {}", data_dir.display())))?;
+    if let Err(e) = std::fs::remove_file(&marker).and_then(|()| sync_dir(data_dir)) {
+        warnings.push(format!("cannot remove {}: {e}", marker.display()));
+    }
     Ok(Restored {
         records,
         unreadable,
         newest_change,
         devices,
         kept_aside,
+        warnings,
     })
 }
 
-/// Refuses a data directory holding a database's WAL or shared-memory
-/// file without the database: what a swap cut off between two moves would
-/// leave. SQLite would open a new, empty database there and delete the
-/// WAL, commits and all.
+/// The marker of a swap under way: the folder the database replaced went
+/// to, on its one line.
+const PENDING: &str = "twinsync.restore-pending";
+
+fn write_marker(marker: &Path, aside: Option<&Path>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(marker)?;
+    if let Some(aside) = aside {
+        write!(file, "{}", aside.display())?;
+    }
+    file.sync_all()
+}
+
+/// Folds the WAL of the database at `path` into it and lets SQLite remove
+/// the WAL and shared memory as it closes, if the database reads. Best
+/// effort: a database that does not read keeps them, and they move with it.
+fn fold_wal(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    let Ok(conn) = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return;
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    let _ = conn.close();
+}
+
+/// Finishes a swap a restore began and did not end (killed, or the machine
+/// lost power), which its marker says: puts the whole, synced copy in
+/// place if the database is not there yet, and removes the marker. Run by
+/// `serve` and `restore`, which hold the data directory alone; returns what
+/// it did, to log.
+pub fn finish_cut_off(data_dir: &Path) -> Result<Option<String>, RestoreError> {
+    let marker = data_dir.join(PENDING);
+    if !marker.exists() {
+        return Ok(None);
+    }
+    let io = |what: String| move |source| RestoreError::Io { what, source };
+    let aside = std::fs::read_to_string(&marker).unwrap_or_default();
+    let live = data_dir.join(DATABASE);
+    let staging = data_dir.join(format!("{DATABASE}.restoring"));
+    let said = if live.exists() {
+        // Cut off before the database moved, or after the copy took its
+        // place: either way the database there is whole.
+        let _ = std::fs::remove_file(&staging);
+        format!(
+            "a restore was cut off; the database in {} is kept as it is",
+            data_dir.display()
+        )
+    } else if staging.exists() {
+        std::fs::rename(&staging, &live).map_err(io(format!(
+            "cannot move {} to {}",
+            staging.display(),
+            live.display()
+        )))?;
+        format!(
+            "a restore was cut off after the database it replaced moved to {aside}: its restored copy is put in place"
+        )
+    } else {
+        return Err(RestoreError::CutOff {
+            dir: data_dir.to_owned(),
+            stray: format!(
+                "no database and no restored copy (the database replaced is in {aside})"
+            ),
+        });
+    };
+    std::fs::remove_file(&marker)
+        .and_then(|()| sync_dir(data_dir))
+        .map_err(io(format!("cannot remove {}", marker.display())))?;
+    Ok(Some(said))
+}
+
+/// Refuses a data directory a restore was cut off in (its marker is
+/// there: `serve` or `restore` finishes it, see [`finish_cut_off`]), or
+/// that holds a database's WAL or shared-memory file without the database,
+/// where SQLite would open a new, empty database and delete the WAL,
+/// commits and all.
 pub fn check_not_cut_off(data_dir: &Path) -> Result<(), RestoreError> {
+    if data_dir.join(PENDING).exists() {
+        return Err(RestoreError::CutOff {
+            dir: data_dir.to_owned(),
+            stray: format!("{PENDING}, the mark of a restore cut off mid-way"),
+        });
+    }
     let [db, wal, shm] = with_sidecars(&data_dir.join(DATABASE));
     if db.exists() {
         return Ok(());
@@ -339,16 +458,17 @@ fn stage(
                 count,
                 only_in_backup,
             },
-            Err(e) if devices_from_backup => Devices::FromBackup {
+            Err(Carry::Unreadable(why)) if devices_from_backup => Devices::FromBackup {
                 count: count_devices(&conn)?,
-                why: Some(e.to_string()),
+                why: Some(why),
             },
-            Err(e) => {
+            Err(Carry::Unreadable(reason)) => {
                 return Err(RestoreError::ReplacedUnreadable {
                     path: live.to_owned(),
-                    reason: e.to_string(),
+                    reason,
                 });
             }
+            Err(Carry::Failed(e)) => return Err(e.into()),
         }
     } else {
         Devices::FromBackup {
@@ -397,51 +517,78 @@ fn load_every_record(store: &Store) -> Result<(usize, Vec<(String, String)>), St
 
 /// The operator's tables, taken from the database replaced over the
 /// backup's, row by row: a device revoked or provisioned since the backup,
-/// an invite made or redeemed, a batch refused or judged.
-const CARRIED: [&str; 3] = ["devices", "invites", "quarantine"];
+/// an invite made or redeemed. Not the quarantine: a batch refused since
+/// the backup comes back as the records do, its device sending it again,
+/// and ids counted since the backup would not name the same batch in both.
+const CARRIED: [&str; 2] = ["devices", "invites"];
 
 /// Writes every row of [`CARRIED`] the database at `live` holds (read-only)
 /// over the staged database's row of the same key, in one transaction, and
 /// keeps the staged rows it lacks. Only the columns both have are copied:
 /// the database replaced may be of an older schema. Returns how many
 /// devices there are, and how many of them only the backup had.
-fn carry_devices(conn: &mut Connection, live: &Path) -> rusqlite::Result<(usize, usize)> {
-    // Read-only: the database replaced is never written to.
-    conn.execute("ATTACH DATABASE ?1 AS replaced", [uri(live, "mode=ro")])?;
+fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), Carry> {
+    // Read-only: the database replaced is never written to. Whatever
+    // fails while reading it says it cannot be read; what fails after, in
+    // the copy, is an error of its own.
+    let unreadable = |e: rusqlite::Error| Carry::Unreadable(e.to_string());
+    conn.execute("ATTACH DATABASE ?1 AS replaced", [uri(live, "mode=ro")])
+        .map_err(unreadable)?;
     let copied = (|| {
-        let tx = conn.transaction()?;
+        let mut lists = Vec::new();
         for table in CARRIED {
-            let ours = columns(&tx, "main", table)?;
-            let theirs = columns(&tx, "replaced", table)?;
+            let ours = columns(conn, "main", table).map_err(Carry::Failed)?;
+            let theirs = columns(conn, "replaced", table).map_err(unreadable)?;
             let both: Vec<&String> = ours.iter().filter(|c| theirs.contains(c)).collect();
             if !both.iter().any(|c| *c == "id") {
-                return Err(rusqlite::Error::InvalidParameterName(format!(
-                    "the database replaced has no {table} table"
-                )));
+                return Err(Carry::Unreadable(format!("it has no {table} table")));
             }
             let list = both
                 .iter()
                 .map(|c| format!("\"{c}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
+            // Every row read once: a damaged page says so here.
+            let read_all = || -> rusqlite::Result<()> {
+                let mut stmt = conn.prepare(&format!("SELECT {list} FROM replaced.{table}"))?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                Ok(())
+            };
+            read_all().map_err(unreadable)?;
+            lists.push((table, list));
+        }
+        let tx = conn.transaction().map_err(Carry::Failed)?;
+        for (table, list) in lists {
             tx.execute(
                 &format!(
                     "INSERT OR REPLACE INTO main.{table} ({list}) SELECT {list} FROM replaced.{table}"
                 ),
                 [],
-            )?;
+            )
+            .map_err(Carry::Failed)?;
         }
-        let count = count_devices(&tx)?;
-        let only_in_backup: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM main.devices WHERE id NOT IN (SELECT id FROM replaced.devices)",
-            [],
-            |r| r.get(0),
-        )?;
-        tx.commit()?;
+        let count = count_devices(&tx).map_err(Carry::Failed)?;
+        let only_in_backup: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM main.devices WHERE id NOT IN (SELECT id FROM replaced.devices)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(Carry::Failed)?;
+        tx.commit().map_err(Carry::Failed)?;
         Ok((count, usize::try_from(only_in_backup).unwrap_or_default()))
     })();
-    conn.execute("DETACH DATABASE replaced", [])?;
+    let _ = conn.execute("DETACH DATABASE replaced", []);
     copied
+}
+
+/// Why the database replaced's devices were not carried over.
+enum Carry {
+    /// It could not be read.
+    Unreadable(String),
+    /// Writing them into the copy failed (a full disk, say).
+    Failed(rusqlite::Error),
 }
 
 /// SQLite's URI for `path` with `query`.
@@ -639,11 +786,62 @@ mod tests {
         let err = restore(dir.path(), &backup, "t", false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("an earlier restore was cut off"), "{err}");
-        assert!(err.contains("twinsync.db-wal"), "{err}");
+        assert!(err.contains("holds twinsync.db-wal:"), "{err}");
         let settings = crate::settings::Settings::for_data_dir(dir.path().to_owned());
         let err = crate::startup::prepare(settings).unwrap_err().to_string();
-        assert!(err.contains("an earlier restore was cut off"), "{err}");
+        assert!(err.contains("holds twinsync.db-wal:"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("{DATABASE}-wal"))).unwrap(),
+            b"commits",
+            "the WAL is left alone"
+        );
+    }
+
+    /// The data directory as a restore killed between its two renames
+    /// leaves it: the database replaced moved aside, the whole copy not yet
+    /// in place, the marker naming the folder.
+    fn cut_off_after_the_first_move() -> (tempfile::TempDir, PathBuf) {
+        let (dir, backup) = club();
+        let aside = dir.path().join("before-restore-t");
+        std::fs::create_dir(&aside).unwrap();
+        std::fs::rename(dir.path().join(DATABASE), aside.join(DATABASE)).unwrap();
+        std::fs::copy(&backup, dir.path().join(format!("{DATABASE}.restoring"))).unwrap();
+        write_marker(&dir.path().join(PENDING), Some(&aside)).unwrap();
+        (dir, backup)
+    }
+
+    #[test]
+    fn a_restore_cut_off_mid_swap_is_finished_by_the_next_server_and_refused_by_commands() {
+        let (dir, _) = cut_off_after_the_first_move();
+        // An operator's command is refused, and changes nothing.
+        let err = check_not_cut_off(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(PENDING), "{err}");
+        assert!(!dir.path().join(DATABASE).exists());
+        // The server puts the restored copy in place and serves it.
+        let settings = crate::settings::Settings::for_data_dir(dir.path().to_owned());
+        let hub = crate::startup::prepare(settings).unwrap();
+        assert!(hub.store.has_club().unwrap(), "the restored club");
+        assert!(!dir.path().join(PENDING).exists());
+        assert!(!dir.path().join(format!("{DATABASE}.restoring")).exists());
+        assert!(dir.path().join("before-restore-t").join(DATABASE).exists());
+    }
+
+    #[test]
+    fn a_restore_cut_off_before_its_swap_keeps_the_database_there() {
+        let (dir, backup) = club();
+        std::fs::copy(&backup, dir.path().join(format!("{DATABASE}.restoring"))).unwrap();
+        write_marker(&dir.path().join(PENDING), None).unwrap();
+        let live = std::fs::read(dir.path().join(DATABASE)).unwrap();
+        let said = finish_cut_off(dir.path()).unwrap().unwrap();
+        assert!(said.contains("is kept as it is"), "{said}");
+        assert_eq!(std::fs::read(dir.path().join(DATABASE)).unwrap(), live);
+        assert!(!dir.path().join(PENDING).exists());
+        assert!(!dir.path().join(format!("{DATABASE}.restoring")).exists());
+        assert_eq!(
+            finish_cut_off(dir.path()).unwrap(),
+            None,
+            "nothing left to do"
+        );
     }
 
     #[test]
