@@ -192,6 +192,8 @@ document.addEventListener("toggle", (e) => {
   if (e.target.open || !app.redrawHeld || $("#view details[open]") || busyOnScreen()) return;
   app.redrawHeld = false;
   if (app.view?.screen && !app.view.touched) route();
+  // A record drawn again once nothing of it is opened to read.
+  else if (app.view?.id && app.view.at === null && app.view.stale) recordView(app.view.id);
 }, true);
 document.addEventListener("focusout", () => {
   if (!app.redrawHeld) return;
@@ -873,7 +875,10 @@ function refreshRecordView(paths) {
   const view = app.client.read(id);
   const form = $("#view form.record");
   const typing = form?.contains(document.activeElement);
-  if (!typing || formLock(view, id) !== app.view.locked) {
+  // Something opened to read (a history line's changes) stays open: the
+  // form is brought up to date in place, the rest drawn once it is closed.
+  const reading = !typing && !!$("#view details[open]");
+  if ((!typing && !reading) || formLock(view, id) !== app.view.locked) {
     recordView(id);
     return;
   }
@@ -885,7 +890,12 @@ function refreshRecordView(paths) {
   }
   $("#view section.conflicts")?.replaceWith(conflictList([{ id, view }]));
   dateHints(id);
-  if (app.view.stale) redrawWhenLeft(form, id);
+  if (reading) {
+    app.view.stale = true;
+    app.redrawHeld = true;
+  } else if (app.view.stale) {
+    redrawWhenLeft(form, id);
+  }
 }
 
 /** Draws record `id` again once the person leaves `form` (or the screen). */
@@ -911,8 +921,13 @@ function relinkRecordView() {
   app.relink = setTimeout(() => {
     const { id, at } = app.view ?? {};
     if (!id || at !== null) return;
-    // Something opened to read (older changes) stays open.
-    if ($("#view details[open]")) return;
+    // Something opened to read (a history line's changes) stays open:
+    // drawn again once it is closed.
+    if ($("#view details[open]")) {
+      app.view.stale = true;
+      app.redrawHeld = true;
+      return;
+    }
     const pressed = pressedOnScreen();
     if (!pressed && busyOnScreen()) {
       app.view.stale = true;
@@ -1013,6 +1028,14 @@ function historySection(id, kind) {
   // The newest 50 runs, and 50 more for each press of the button below.
   let shown = 50;
   const older = h("button", { type: "button", class: "older", onclick: () => { shown += 50; draw(); } }, tr("olderChanges"));
+  // One "what changed" per run, kept across redraws (names arriving, older
+  // runs shown), so one opened stays open.
+  const opened = new Map();
+  const changesOf = (r) => {
+    const key = `${r.newest.hash} ${r.count}`;
+    if (!opened.has(key)) opened.set(key, runChanges(id, kind, r, () => entries));
+    return opened.get(key);
+  };
   const draw = () => {
     const runs = runsOf(entries);
     fill(list, runs.slice(0, shown).map((r) => h("li", { "data-hash": r.newest.hash },
@@ -1020,7 +1043,7 @@ function historySection(id, kind) {
       h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
       h("span", { class: "what" }, listOf(app.lang, r.fields.split(",").filter(Boolean).map((f) => tr(`field.${f}`)))),
       r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null,
-      runChanges(id, kind, r))));
+      changesOf(r))));
     older.hidden = runs.length <= shown;
     // Numbered from the oldest, however many are shown.
     list.start = runs.length;
@@ -1038,33 +1061,61 @@ function historySection(id, kind) {
 
 /**
  * What a run of changes in the history changed, worked out on this device
- * when first opened: each field it touched, before and after, and for text
- * the words added and removed. Only the run's own fields: another writer's
- * change the run built on is its own line.
+ * when first opened: each field it touched, from before its first change to
+ * its last, and for text the words added and removed; only the run's own
+ * fields. `log()` gives the record's history entries: a change by someone
+ * else to those fields that the run built on in between (made offline at
+ * the same time, say) is in what it shows, and a note says so.
  */
-function runChanges(id, kind, run) {
+function runChanges(id, kind, run, log) {
   const body = h("div", { class: "run-changes" });
   const details = h("details", { class: "changes" }, h("summary", {}, tr("whatChanged")), body);
   details.addEventListener("toggle", () => {
     if (!details.open || details.dataset.loaded) return;
     details.dataset.loaded = "1";
-    let changes;
     try {
-      changes = app.client.changesBetween(id, run.first.deps ?? [], [run.newest.hash]);
+      const changes = app.client.changesBetween(id, run.first.deps ?? [], [run.newest.hash]);
+      const shown = changes.filter((c) => run.named.has(c.path.split("/")[1]));
+      let record = null;
+      try { record = app.client.read(id).record; } catch { /* items named by id */ }
+      fill(body,
+        othersWithin(log(), run) ? h("p", { class: "note others" }, tr("othersInBetween")) : null,
+        shown.length
+          ? h("dl", {}, shown.flatMap((c) => fieldChange(kind, c, record, ["valueBefore", "valueAfter"])))
+          : h("p", { class: "note" }, tr("noFieldChanged")));
     } catch (e) {
       delete details.dataset.loaded;
       fill(body, h("p", { class: "note" }, problem(e)));
-      return;
     }
-    const own = new Set(run.fields.split(",").filter(Boolean));
-    const shown = changes.filter((c) => own.has(c.path.split("/")[1]));
-    let record = null;
-    try { record = app.client.read(id).record; } catch { /* items named by id */ }
-    fill(body, shown.length
-      ? h("dl", {}, shown.flatMap((c) => fieldChange(kind, c, record, ["valueBefore", "valueAfter"])))
-      : h("p", { class: "note" }, tr("noFieldChanged")));
   });
   return details;
+}
+
+/**
+ * Whether, between a run's first change and its last, a change it built on
+ * that is not its own touched one of its fields. `log`: the record's
+ * history entries, each with its deps.
+ */
+function othersWithin(log, run) {
+  const byHash = new Map(log.map((e) => [e.hash, e]));
+  const ancestors = (heads) => {
+    const seen = new Set();
+    const stack = [...heads];
+    while (stack.length) {
+      const hash = stack.pop();
+      if (seen.has(hash)) continue;
+      seen.add(hash);
+      stack.push(...(byHash.get(hash)?.deps ?? []));
+    }
+    return seen;
+  };
+  const before = ancestors(run.first.deps ?? []);
+  const own = new Set(run.hashes);
+  for (const hash of ancestors([run.newest.hash])) {
+    if (before.has(hash) || own.has(hash)) continue;
+    if (topFields(byHash.get(hash)?.fields ?? []).some((f) => run.named.has(f))) return true;
+  }
+  return false;
 }
 
 /**
@@ -1233,6 +1284,14 @@ function dashboardView() {
   const latest = (runs, arrived) => runs
     .map((r) => ({ r, at: r.hashes.reduce((t, x) => Math.max(t, arrived.get(x) ?? 0), 0) || r.newest.time }))
     .sort((a, b) => b.at - a.at).slice(0, 30);
+  // As in a record's history: one "what changed" per run, kept across
+  // redraws (names and arrivals from the server), so one opened stays open.
+  const opened = new Map();
+  const changesOf = (r) => {
+    const key = `${r.id} ${r.newest.hash} ${r.count}`;
+    if (!opened.has(key)) opened.set(key, runChanges(r.id, kindOf(r.id), r, () => local.filter((e) => e.id === r.id)));
+    return opened.get(key);
+  };
   const drawRecent = (shown, names = new Map()) => {
     fill(recent, shown.map(({ r, at }) => h("li", {},
       h("time", {}, formatDateTime(app.lang, r.newest.time)), " · ",
@@ -1243,7 +1302,7 @@ function dashboardView() {
       r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null,
       // Only a run held here can be shown: the server lists changes
       // not yet on this device by their hash alone.
-      r.newest.deps && kindOf(r.id) ? runChanges(r.id, kindOf(r.id), r) : null)));
+      r.newest.deps && kindOf(r.id) ? changesOf(r) : null)));
   };
   // On this device: every record's log.
   const local = [];
@@ -1339,24 +1398,30 @@ const topFields = (paths) => [...new Set(paths.map((p) => p.split("/")[1]).filte
 /**
  * Typing makes a change per keystroke: one line per run of changes by one
  * writer to the same fields of one record, each within five minutes of the
- * next, though others wrote in between. `entries` (`{id?, actor, time,
- * hash, fields}`, fields as paths) newest first; the runs come newest
- * first, each with its newest and first entries, its count and hashes, and
- * its fields' names joined by commas.
+ * next. Others may write in between, in other fields: a change to any of a
+ * run's fields by someone else (or by the same writer along with other
+ * fields) ends the run, so that what a line shows changed is its writer's
+ * alone. `entries` (`{id?, actor, time, hash, fields}`, fields as paths)
+ * newest first; the runs come newest first, each with its newest and first
+ * entries, its count and hashes, and its fields' names joined by commas.
  */
 function runsOf(entries) {
   const runs = [];
   const open = new Map();
   for (const e of entries) {
-    const fields = topFields(e.fields ?? []).join(",");
+    const named = topFields(e.fields ?? []);
+    const fields = named.join(",");
     const key = `${e.id ?? ""}\n${e.actor ?? e.hash}\n${fields}`;
+    for (const [k, r] of open) {
+      if (k !== key && r.id === e.id && named.some((f) => r.named.has(f))) open.delete(k);
+    }
     const run = open.get(key);
     if (run && e.time && run.first.time && Math.abs(run.first.time - e.time) < 300) {
       run.count++;
       run.first = e;
       run.hashes.push(e.hash);
     } else {
-      const fresh = { id: e.id, actor: e.actor, fields, newest: e, first: e, count: 1, hashes: [e.hash] };
+      const fresh = { id: e.id, actor: e.actor, fields, named: new Set(named), newest: e, first: e, count: 1, hashes: [e.hash] };
       runs.push(fresh);
       open.set(key, fresh);
     }

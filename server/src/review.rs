@@ -8,7 +8,7 @@
 //! server reads is not diffed (Automerge's diff costs the square of the
 //! depth).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use automerge::{Automerge, ReadDoc};
 use serde::Serialize;
@@ -19,8 +19,8 @@ use twinsync_shared::record::{
     refuse_bundles, refuse_panics, summarise_read,
 };
 
-/// The time all of a batch's text diffs may take together; past it, the
-/// rest are coarser (whole runs replaced).
+/// The time each text diff of a batch may take; past it, the diff is
+/// coarser (whole runs replaced).
 const DIFF_BUDGET: Duration = Duration::from_secs(1);
 
 /// What a batch would do to its record.
@@ -131,7 +131,7 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewEr
         &after.get_heads(),
         &old,
         &new,
-        Some(Instant::now() + DIFF_BUDGET),
+        DIFF_BUDGET,
     );
     // Named as the records list names it: a city, a person or the club by
     // its name.

@@ -3,7 +3,7 @@
 //! removed. The server shows a quarantined batch this way, and the app a
 //! run of changes in a record's history.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use automerge::{Automerge, ChangeHash};
 use serde::Serialize;
@@ -40,16 +40,16 @@ pub struct Passage {
 
 /// The fields that differ between `before` and `after` (heads both in
 /// `doc`), whose records read as `old` and `new` (`null` where a side
-/// does not read). Text diffs stop refining at `deadline`, if given (none
-/// in the browser, which has no `Instant`): past it, whole runs are
-/// shown replaced.
+/// does not read). Each text diff stops refining after `timeout`: past it,
+/// whole runs are shown replaced. (In the browser `similar` reads the time
+/// through JavaScript: its `wasm32_web_time` feature.)
 pub fn field_changes(
     doc: &Automerge,
     before: &[ChangeHash],
     after: &[ChangeHash],
     old: &Json,
     new: &Json,
-    deadline: Option<Instant>,
+    timeout: Duration,
 ) -> Vec<FieldChange> {
     let mut paths: Vec<String> = Vec::new();
     for path in changed_paths(doc, before, after) {
@@ -76,7 +76,7 @@ pub fn field_changes(
             let before = value_at(old, &path).cloned().unwrap_or(Json::Null);
             let after = value_at(new, &path).cloned().unwrap_or(Json::Null);
             let text = match (&before, &after) {
-                (Json::String(a), Json::String(b)) if a != b => Some(passages(a, b, deadline)),
+                (Json::String(a), Json::String(b)) if a != b => Some(passages(a, b, timeout)),
                 _ => None,
             };
             FieldChange {
@@ -131,12 +131,10 @@ fn shown_path(record: &Json, path: &str) -> Option<String> {
 
 /// The word diff of two texts, unchanged runs cut to `CONTEXT` characters
 /// at each end that meets a change.
-fn passages(before: &str, after: &str, deadline: Option<Instant>) -> Vec<Passage> {
-    let mut config = TextDiff::configure();
-    if let Some(deadline) = deadline {
-        config.deadline(deadline);
-    }
-    let diff = config.diff_words(before, after);
+fn passages(before: &str, after: &str, timeout: Duration) -> Vec<Passage> {
+    let diff = TextDiff::configure()
+        .timeout(timeout)
+        .diff_words(before, after);
     let mut out: Vec<Passage> = Vec::new();
     for change in diff.iter_all_changes() {
         let kind = match change.tag() {

@@ -1843,6 +1843,44 @@ test("a run of changes in the history shows each field before and after, and the
   });
 });
 
+test("two people typing in turn in the same minutes are each their own line, and each line shows its writer's words alone", async () => {
+  await withServer(async (server) => {
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    const [amina, bachir] = await Promise.all(["Coordinator Amina", "Coordinator Bachir"].map((name) =>
+      signIn(server, { name, role: "coordinator" })));
+    for (const p of [amina, bachir]) await upToDate(p.page);
+    // Each appends a word, waits until the other phone has it, in turn.
+    const append = async (p, word) => {
+      await p.page.evaluate(async ([id, word]) => {
+        const text = window.twinsync.read(id).record.minutes ?? "";
+        await window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: text.length, delete: 0, insert: ` ${word}` }], "type");
+      }, [meeting.id, word]);
+      for (const q of [amina, bachir]) {
+        await until(q.page, ([id, word]) => (window.twinsync.read(id).record.minutes ?? "").endsWith(` ${word}`) || null,
+          [meeting.id, word], `${word} on both phones`);
+      }
+    };
+    await append(amina, "alpha");
+    await append(bachir, "بيتا");
+    await append(amina, "gamma");
+    await show(amina.page, `#/r/${meeting.id}`);
+    await until(amina.page, () => document.querySelectorAll("ol.history li details.changes").length >= 3 || null, undefined, "the history");
+    // Newest first: Amina's gamma, Bachir's word, Amina's alpha, each alone.
+    const lines = [];
+    for (let i = 1; i <= 3; i++) {
+      await amina.page.click(`ol.history li:nth-child(${i}) details.changes summary`);
+      lines.push(await until(amina.page, (i) => {
+        const details = document.querySelector(`ol.history li:nth-child(${i}) details.changes`);
+        const added = [...details.querySelectorAll("ins")].map((e) => e.textContent).join("");
+        return details.querySelector("dl") ? { added, others: !!details.querySelector(".others") } : null;
+      }, i, `line ${i} opened`));
+    }
+    assert.deepEqual(lines.map((l) => l.added.trim()), ["gamma", "بيتا", "alpha"]);
+    assert.deepEqual(lines.map((l) => l.others), [false, false, false]);
+    for (const p of [amina, bachir]) await p.context.close();
+  });
+});
+
 test("a record's history shows its newest 50 runs of changes, and older ones a tap at a time", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
