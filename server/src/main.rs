@@ -418,11 +418,18 @@ fn cities_of(d: &twinsync_server::auth::Device) -> String {
 fn open_existing(data_dir: &std::path::Path) -> anyhow::Result<(Store, DataDirLock)> {
     let path = data_dir.join("twinsync.db");
     anyhow::ensure!(
+        data_dir.is_dir(),
+        "no data directory at {}: is --data-dir right?",
+        data_dir.display()
+    );
+    let lock = DataDirLock::acquire(data_dir, Use::Command)?;
+    // A restore cut off between its moves is said as such, not as a
+    // missing database.
+    twinsync_server::store::restore::check_not_cut_off(data_dir)?;
+    anyhow::ensure!(
         path.exists(),
         "no database at {}: is --data-dir right?",
         path.display()
     );
-    let lock = DataDirLock::acquire(data_dir, Use::Command)?;
-    twinsync_server::store::restore::check_not_cut_off(data_dir)?;
     Ok((Store::open(&path)?, lock))
 }

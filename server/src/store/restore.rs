@@ -59,9 +59,9 @@ pub enum RestoreError {
     )]
     ReplacedUnreadable { path: PathBuf, reason: String },
     #[error(
-        "{} holds {}: run `twinsync serve` or `twinsync restore` there, which finish what an \
-         earlier restore left; a database's WAL without the database must be put back beside it \
-         (see the newest before-restore-* folder there) or moved away first",
+        "{} holds {}: start `twinsync serve` there, which finishes what an earlier restore \
+         left (a database's WAL without the database must first be put back beside it, from \
+         the newest before-restore-* folder there, or moved away)",
         .dir.display(), .stray
     )]
     CutOff { dir: PathBuf, stray: String },
@@ -168,19 +168,35 @@ pub fn restore(
         }
     };
     // The server's user keeps its database: a restore run as root must not
-    // leave it a file it cannot write.
-    if let Ok(meta) = std::fs::metadata(&live) {
+    // leave it a file it cannot write. The owner of the database replaced,
+    // or else of the data directory.
+    let mut warnings = Vec::new();
+    if let Ok(meta) = std::fs::metadata(&live).or_else(|_| std::fs::metadata(data_dir)) {
         use std::os::unix::fs::MetadataExt;
-        let _ = std::os::unix::fs::chown(&staging, Some(meta.uid()), Some(meta.gid()));
-        let _ = std::fs::set_permissions(&staging, meta.permissions());
+        let ours = std::fs::metadata(&staging).map(|m| m.uid()).ok();
+        if ours != Some(meta.uid())
+            && let Err(e) = std::os::unix::fs::chown(&staging, Some(meta.uid()), Some(meta.gid()))
+        {
+            warnings.push(format!(
+                "the restored database is not owned by user {} as {} is ({e}): the server may not be able to write it",
+                meta.uid(),
+                if live.exists() { live.display() } else { data_dir.display() }
+            ));
+        } else if live.exists() {
+            let _ = std::fs::set_permissions(&staging, meta.permissions());
+        }
     }
     if let Err(e) = sync_file(&staging) {
         let _ = std::fs::remove_file(&staging);
         return Err(io(format!("cannot sync {}", staging.display()))(e));
     }
-    // The database replaced as one file, if it reads: its WAL folded in,
-    // so that one rename moves all of it.
-    fold_wal(&live);
+    // The database replaced as one file, if its devices were read from it:
+    // its WAL folded in, so that one rename moves all of it. Not one that
+    // does not read: its WAL moves with it, as it is, for whoever salvages
+    // it.
+    if matches!(devices, Devices::CarriedOver { .. }) {
+        fold_wal(&live);
+    }
     let old: Vec<PathBuf> = with_sidecars(&live)
         .into_iter()
         .filter(|p| p.exists())
@@ -246,7 +262,6 @@ pub fn restore(
         done.push(step);
     }
     // The database is in place; what fails now is said, not undone.
-    let mut warnings = Vec::new();
     for dir in kept_aside.iter().map(PathBuf::as_path).chain([data_dir]) {
         if let Err(e) = sync_dir(dir) {
             warnings.push(format!("cannot sync {}: {e}", dir.display()));
@@ -297,41 +312,69 @@ fn fold_wal(path: &Path) {
 }
 
 /// Finishes a swap a restore began and did not end (killed, or the machine
-/// lost power), which its marker says: puts the whole, synced copy in
-/// place if the database is not there yet, and removes the marker. Run by
-/// `serve` and `restore`, which hold the data directory alone; returns what
-/// it did, to log.
+/// lost power), which its marker says. While the restored copy is still
+/// beside the database, the swap is rolled forward: the database and
+/// whatever is left of its WAL move to the folder the marker names, and the
+/// copy, whole and synced before the marker was written, takes its place.
+/// Once the copy is gone, it was in place already. Run by `serve` and
+/// `restore`, which hold the data directory alone; returns what it did, to
+/// log.
 pub fn finish_cut_off(data_dir: &Path) -> Result<Option<String>, RestoreError> {
     let marker = data_dir.join(PENDING);
     if !marker.exists() {
         return Ok(None);
     }
     let io = |what: String| move |source| RestoreError::Io { what, source };
-    let aside = std::fs::read_to_string(&marker).unwrap_or_default();
+    let named = std::fs::read_to_string(&marker).unwrap_or_default();
     let live = data_dir.join(DATABASE);
     let staging = data_dir.join(format!("{DATABASE}.restoring"));
-    let said = if live.exists() {
-        // Cut off before the database moved, or after the copy took its
-        // place: either way the database there is whole.
-        let _ = std::fs::remove_file(&staging);
-        format!(
-            "a restore was cut off; the database in {} is kept as it is",
-            data_dir.display()
-        )
-    } else if staging.exists() {
+    let said = if staging.exists() {
+        let old: Vec<PathBuf> = with_sidecars(&live)
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect();
+        let mut aside = None;
+        if !old.is_empty() {
+            let dir = if named.is_empty() {
+                free_dir(data_dir, "before-restore-cut-off")
+            } else {
+                PathBuf::from(&named)
+            };
+            std::fs::create_dir_all(&dir)
+                .map_err(io(format!("cannot create {}", dir.display())))?;
+            // What is left of the WAL first, the database last.
+            for file in old.iter().rev() {
+                let to = dir.join(file.file_name().unwrap_or_default());
+                std::fs::rename(file, &to).map_err(io(format!(
+                    "cannot move {} to {}",
+                    file.display(),
+                    to.display()
+                )))?;
+            }
+            sync_dir(&dir).map_err(io(format!("cannot sync {}", dir.display())))?;
+            aside = Some(dir);
+        }
         std::fs::rename(&staging, &live).map_err(io(format!(
             "cannot move {} to {}",
             staging.display(),
             live.display()
         )))?;
         format!(
-            "a restore was cut off after the database it replaced moved to {aside}: its restored copy is put in place"
+            "finished a restore that was cut off: its restored copy is in place{}",
+            aside
+                .map(|a| format!(", and the database it replaced in {}", a.display()))
+                .unwrap_or_default()
+        )
+    } else if live.exists() {
+        format!(
+            "a restore was cut off after its restored copy was put in place in {}: it is kept",
+            data_dir.display()
         )
     } else {
         return Err(RestoreError::CutOff {
             dir: data_dir.to_owned(),
             stray: format!(
-                "no database and no restored copy (the database replaced is in {aside})"
+                "no database and no restored copy (the database replaced is in {named})"
             ),
         });
     };
@@ -827,16 +870,42 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_cut_off_before_its_swap_keeps_the_database_there() {
+    fn a_restore_cut_off_before_its_first_move_is_rolled_forward_and_one_past_its_last_kept() {
         let (dir, backup) = club();
+        let aside = dir.path().join("before-restore-t");
         std::fs::copy(&backup, dir.path().join(format!("{DATABASE}.restoring"))).unwrap();
-        write_marker(&dir.path().join(PENDING), None).unwrap();
+        // The database replaced differs from the backup by a device.
+        let store = Store::open(&dir.path().join(DATABASE)).unwrap();
+        let added = device(&store, "added since");
+        drop(store);
+        // Its WAL not folded in: the database and what is left of it move.
+        std::fs::write(dir.path().join(format!("{DATABASE}-wal")), b"").unwrap();
+        write_marker(&dir.path().join(PENDING), Some(&aside)).unwrap();
+        let said = finish_cut_off(dir.path()).unwrap().unwrap();
+        assert!(
+            said.contains("finished a restore that was cut off"),
+            "{said}"
+        );
+        let restored = Store::open(&dir.path().join(DATABASE)).unwrap();
+        assert!(
+            restored.devices().unwrap().iter().all(|d| d.id != added),
+            "the backup is in place"
+        );
+        drop(restored);
+        let replaced = Store::open(&aside.join(DATABASE)).unwrap();
+        assert!(replaced.devices().unwrap().iter().any(|d| d.id == added));
+        assert!(
+            aside.join(format!("{DATABASE}-wal")).exists(),
+            "moved with it"
+        );
+        assert!(!dir.path().join(PENDING).exists());
+
+        // Cut off after the copy was put in place: kept as it is.
+        write_marker(&dir.path().join(PENDING), Some(&aside)).unwrap();
         let live = std::fs::read(dir.path().join(DATABASE)).unwrap();
         let said = finish_cut_off(dir.path()).unwrap().unwrap();
-        assert!(said.contains("is kept as it is"), "{said}");
+        assert!(said.contains("it is kept"), "{said}");
         assert_eq!(std::fs::read(dir.path().join(DATABASE)).unwrap(), live);
-        assert!(!dir.path().join(PENDING).exists());
-        assert!(!dir.path().join(format!("{DATABASE}.restoring")).exists());
         assert_eq!(
             finish_cut_off(dir.path()).unwrap(),
             None,
