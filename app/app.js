@@ -188,20 +188,35 @@ function heldOnScreen() {
   if (opened) app.redrawHeld = true;
   return busyOnScreen() || opened;
 }
+/** Whether the record on screen waits to be drawn again (see `refreshRecordView`). */
+const recordStale = () => !!(app.view?.id && app.view.at === null && app.view.stale);
+
 document.addEventListener("toggle", (e) => {
-  if (e.target.open || !app.redrawHeld || $("#view details[open]") || busyOnScreen()) return;
+  if (e.target.open || !app.redrawHeld || $("#view details[open]")) return;
+  // A history line closed by its own summary, which keeps the focus: the
+  // record is drawn again, the focus put back on that line's summary.
+  const summary = e.target.querySelector?.(":scope > summary");
+  if (busyOnScreen() && !(recordStale() && document.activeElement === summary)) return;
   app.redrawHeld = false;
   if (app.view?.screen && !app.view.touched) route();
-  // A record drawn again once nothing of it is opened to read.
-  else if (app.view?.id && app.view.at === null && app.view.stale) recordView(app.view.id);
+  else if (recordStale()) {
+    const hash = e.target.closest("li")?.dataset.hash;
+    recordView(app.view.id);
+    if (hash) $(`#view li[data-hash="${hash}"] details.changes summary`)?.focus();
+  }
 }, true);
 document.addEventListener("focusout", () => {
   if (!app.redrawHeld) return;
   // Where the focus goes is known once the event is over.
   setTimeout(() => {
-    if (!app.redrawHeld || heldOnScreen() || !app.view?.screen || app.view.touched) return;
-    app.redrawHeld = false;
-    route();
+    if (!app.redrawHeld || heldOnScreen() || app.view?.touched) return;
+    if (app.view?.screen) {
+      app.redrawHeld = false;
+      route();
+    } else if (recordStale()) {
+      app.redrawHeld = false;
+      recordView(app.view.id);
+    }
   });
 }, true);
 
@@ -855,6 +870,7 @@ function recordView(id, at = null) {
   fill($("#view"), 
     h("p", {}, h("a", { href: kind ? `#/k/${kind}` : "#/" }, tr("back"))),
     h("h2", { class: "record-title" }, h("small", {}, kind ? tr(`kind.${kind}`) : ""), " ", words(pick(view.title, app.lang))),
+    record && kind ? h("p", { class: "actions" }, h("button", { type: "button", class: "print", onclick: () => printRecord(kind, view.title, record, at) }, tr("print"))) : null,
     problems, readOnly,
     at !== null ? h("p", { class: "asof-banner" }, `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))} — `, h("a", { href: `#/r/${id}` }, tr("current"))) : null,
     h("form", { class: "record", onsubmit: (e) => e.preventDefault() }, body),
@@ -897,6 +913,37 @@ function refreshRecordView(paths) {
     redrawWhenLeft(form, id);
   }
 }
+
+/**
+ * Prints a record on its own (minutes for the council's file, a report to
+ * hand over): the club, the kind and title, every field read-only and whole
+ * (a form's text boxes would cut long minutes off), and when it was printed
+ * or the date it stood at. The page's other parts are left out by the print
+ * style sheet while the sheet is out.
+ */
+function printRecord(kind, title, record, at) {
+  const ctx = { ...app.view.ctx, writable: false, editors: new Map() };
+  let sheet = $("#print");
+  if (!sheet) {
+    sheet = h("article", { id: "print" });
+    document.body.append(sheet);
+  }
+  const now = Math.floor(Date.now() / 1000);
+  fill(sheet,
+    h("p", { class: "club" }, tr("club")),
+    h("h1", {}, h("small", {}, tr(`kind.${kind}`)), " ", words(pick(title, app.lang))),
+    h("div", { class: "record" }, fieldRows(ctx, (app.schema[kind] ?? []).filter((f) => !blank(record[f.name])), record)),
+    h("p", { class: "printed" }, at !== null
+      ? `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))}`
+      : tr("printedOn", { date: formatDateTime(app.lang, now) })));
+  document.body.classList.add("printing");
+  window.print();
+}
+window.addEventListener("afterprint", () => document.body.classList.remove("printing"));
+
+/** A value with nothing to print: none, empty, or a map of empty values. */
+const blank = (v) => v === null || v === undefined || v === ""
+  || (Array.isArray(v) ? v.length === 0 : typeof v === "object" && Object.values(v).every(blank));
 
 /** Draws record `id` again once the person leaves `form` (or the screen). */
 function redrawWhenLeft(form, id) {
@@ -1408,12 +1455,18 @@ const topFields = (paths) => [...new Set(paths.map((p) => p.split("/")[1]).filte
 function runsOf(entries) {
   const runs = [];
   const open = new Map();
+  // The key of the open run last given each field of each record: a
+  // change to the field under another key ends that run.
+  const holders = new Map();
   for (const e of entries) {
     const named = topFields(e.fields ?? []);
     const fields = named.join(",");
     const key = `${e.id ?? ""}\n${e.actor ?? e.hash}\n${fields}`;
-    for (const [k, r] of open) {
-      if (k !== key && r.id === e.id && named.some((f) => r.named.has(f))) open.delete(k);
+    for (const f of named) {
+      const at = `${e.id ?? ""}\n${f}`;
+      const holder = holders.get(at);
+      if (holder !== undefined && holder !== key) open.delete(holder);
+      holders.set(at, key);
     }
     const run = open.get(key);
     if (run && e.time && run.first.time && Math.abs(run.first.time - e.time) < 300) {
@@ -1791,6 +1844,8 @@ function devicesView() {
 
 function route() {
   if (!app.client) return;
+  // A redraw held for the screen left is moot.
+  app.redrawHeld = false;
   // Safari and Firefox fire no `change` for a focused field the redraw
   // removes: what is typed in it is written first.
   writeFocused();

@@ -1881,6 +1881,48 @@ test("two people typing in turn in the same minutes are each their own line, and
   });
 });
 
+test("a meeting prints on its own: the club, its title and every line of its minutes, without the app around it", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator Amina", role: "coordinator" });
+    await upToDate(page);
+    // Minutes longer than the form's text box shows, in two languages.
+    const lines = Array.from({ length: 40 }, (_, i) => `${i + 1}. قرر المجلس — le conseil décide, point ${i + 1}.`);
+    const id = await page.evaluate((minutes) => window.twinsync.create("meeting",
+      { title: { fr: "Conseil de novembre", ar: "مجلس نونبر" }, date: "2026-11-20", minutes }, "new meeting"), lines.join("\n"));
+    await show(page, `#/r/${id}`);
+    await page.evaluate(() => { window.__printed = 0; window.print = () => { window.__printed++; }; });
+    await page.click("button.print");
+    assert.equal(await page.evaluate(() => window.__printed), 1);
+    await page.emulateMedia({ media: "print" });
+    const printed = await page.evaluate(() => ({
+      view: getComputedStyle(document.querySelector("#view")).display,
+      header: getComputedStyle(document.querySelector("header")).display,
+      sheet: getComputedStyle(document.querySelector("#print")).display,
+      text: document.querySelector("#print").innerText,
+      buttons: [...document.querySelectorAll("#print button, #print textarea, #print input")].length,
+    }));
+    assert.equal(printed.view, "none");
+    assert.equal(printed.header, "none");
+    assert.equal(printed.sheet, "block");
+    assert.equal(printed.buttons, 0, "read-only, no controls");
+    assert.ok(printed.text.includes("مجلس نونبر"), printed.text.slice(0, 200));
+    // Fields left empty (the place, the chair) are left out.
+    assert.ok(!printed.text.includes(STRINGS.ar["field.place"]), printed.text.slice(0, 300));
+    for (const line of [lines[0], lines[39]]) assert.ok(printed.text.includes(line), `${line} printed`);
+    // A PDF of it, to look at.
+    const dir = join(root, "target/test-artefacts");
+    mkdirSync(dir, { recursive: true });
+    const pdf = await page.pdf({ path: join(dir, "meeting-printed.pdf"), format: "A4" });
+    assert.equal(pdf.subarray(0, 4).toString(), "%PDF");
+    // Back on screen, the app as it was.
+    await page.emulateMedia({ media: "screen" });
+    await page.evaluate(() => window.dispatchEvent(new Event("afterprint")));
+    assert.equal(await page.evaluate(() => document.body.classList.contains("printing")), false);
+    assert.notEqual(await page.evaluate(() => getComputedStyle(document.querySelector("#view")).display), "none");
+    await context.close();
+  });
+});
+
 test("a record's history shows its newest 50 runs of changes, and older ones a tap at a time", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
