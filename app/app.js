@@ -263,8 +263,10 @@ function syncBar(s) {
   const signedOut = app.signedOut && s.link === "offline";
   // Said for as long as it lasts: the bar would otherwise say "up to date".
   const gone = !signedOut && revoked();
-  bar.dataset.state = signedOut || gone ? "error" : s.state;
-  const state = signedOut ? tr("signedOut") : gone ? tr("deviceRevoked") : {
+  if (s.link === "joined" || s.paused) app.signInWait = 0;
+  const held = !signedOut && !gone && app.signInWait > Date.now();
+  bar.dataset.state = signedOut || gone || held ? "error" : s.state;
+  const state = signedOut ? tr("signedOut") : gone ? tr("deviceRevoked") : held ? tr("signInTooMany") : {
     offline: tr("offline"),
     connecting: tr("connecting"),
     syncing: plural(app.lang, "syncing", s.syncing),
@@ -284,7 +286,7 @@ function syncBar(s) {
   // Screen readers hear the state, not every record counted while syncing,
   // and what the server refused, which the bar shows beside the state.
   const said = [
-    s.state === "syncing" && !signedOut && !gone ? tr("syncingNow") : $("#sync-state").textContent,
+    s.state === "syncing" && !signedOut && !gone && !held ? tr("syncingNow") : $("#sync-state").textContent,
     $("#sync-refused").textContent,
   ].filter(Boolean).join(" ");
   if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
@@ -494,6 +496,12 @@ function fieldChange(kind, c, record, labels = ["valueNow", "valueProposed"]) {
     h("dd", { class: "after" }, tr(labels[1]), " ", shown(c.after))];
 }
 
+// The network back: ask at once why the server may refuse this device,
+// not 30 s after the last time it was asked; gone, the bar says offline,
+// not a wait for sign-in tries.
+window.addEventListener("online", () => { app.probedAt = 0; });
+window.addEventListener("offline", () => { app.signInWait = 0; });
+
 /**
  * A socket refused at sign-in looks to the browser like any lost
  * connection. While the client cannot connect, ask the API why, at most
@@ -507,6 +515,14 @@ async function checkSignedIn(s) {
   app.probedAt = Date.now();
   try {
     const res = await api("/api/me", { signal: AbortSignal.timeout(5000) });
+    if (res.status === 429) {
+      // The address has used up its sign-in tries (a mistyped token on
+      // the same network, often): the bar says so until the client joins.
+      const wait = Number(res.headers.get("retry-after")) || 60;
+      app.signInWait = Date.now() + wait * 1000;
+      syncBar(app.client.status());
+      return;
+    }
     if (res.status !== 401) return;
     const body = await res.json().catch(() => ({}));
     app.signedOut = body.error ?? res.statusText;
@@ -847,7 +863,7 @@ function recordView(id, at = null) {
     // A text field alone, as each keystroke needs it: not the whole record.
     text: (path) => { try { return app.client.text(id, path); } catch { return undefined; } },
   };
-  app.view = { id, ctx, at, locked };
+  app.view = { id, ctx, at, locked, title: view.title };
   const fields = app.schema[kind] ?? [];
   let record = view.record;
   let body;
@@ -870,7 +886,7 @@ function recordView(id, at = null) {
   fill($("#view"), 
     h("p", {}, h("a", { href: kind ? `#/k/${kind}` : "#/" }, tr("back"))),
     h("h2", { class: "record-title" }, h("small", {}, kind ? tr(`kind.${kind}`) : ""), " ", words(pick(view.title, app.lang))),
-    record && kind ? h("p", { class: "actions" }, h("button", { type: "button", class: "print", onclick: () => printRecord(kind, view.title, record, at) }, tr("print"))) : null,
+    record && kind ? h("p", { class: "actions" }, h("button", { type: "button", class: "print", onclick: () => printRecord(id, kind, at === null ? null : record, at) }, tr("print"))) : null,
     problems, readOnly,
     at !== null ? h("p", { class: "asof-banner" }, `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))} — `, h("a", { href: `#/r/${id}` }, tr("current"))) : null,
     h("form", { class: "record", onsubmit: (e) => e.preventDefault() }, body),
@@ -917,12 +933,24 @@ function refreshRecordView(paths) {
 /**
  * Prints a record on its own (minutes for the council's file, a report to
  * hand over): the club, the kind and title, every field read-only and whole
- * (a form's text boxes would cut long minutes off), and when it was printed
- * or the date it stood at. The page's other parts are left out by the print
- * style sheet while the sheet is out.
+ * (a form's text boxes would cut long minutes off) and the empty ones left
+ * out, and when it was printed or the date it stood at. The record as it is
+ * now, what was just typed included; `past`, the record at a date. The
+ * page's other parts are left out by the print style sheet while the body
+ * is marked `printing`.
  */
-function printRecord(kind, title, record, at) {
-  const ctx = { ...app.view.ctx, writable: false, editors: new Map() };
+function printRecord(id, kind, past, at) {
+  // A one-line field typed in and not left yet is written first.
+  writeFocused();
+  let record = past;
+  let title = app.view.title;
+  if (at === null) {
+    const view = app.client.read(id);
+    record = view.record;
+    title = view.title;
+  }
+  if (!record) return;
+  const ctx = { ...app.view.ctx, writable: false, editors: new Map(), omitBlank: true };
   let sheet = $("#print");
   if (!sheet) {
     sheet = h("article", { id: "print" });
@@ -932,18 +960,27 @@ function printRecord(kind, title, record, at) {
   fill(sheet,
     h("p", { class: "club" }, tr("club")),
     h("h1", {}, h("small", {}, tr(`kind.${kind}`)), " ", words(pick(title, app.lang))),
-    h("div", { class: "record" }, fieldRows(ctx, (app.schema[kind] ?? []).filter((f) => !blank(record[f.name])), record)),
+    h("div", { class: "record" }, fieldRows(ctx, app.schema[kind] ?? [], record)),
     h("p", { class: "printed" }, at !== null
       ? `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))}`
       : tr("printedOn", { date: formatDateTime(app.lang, now) })));
+  app.printRequested = true;
   document.body.classList.add("printing");
   window.print();
 }
-window.addEventListener("afterprint", () => document.body.classList.remove("printing"));
+// A print from the browser's own menu prints the screen, not a sheet left
+// from an earlier Print; some browsers fire `afterprint` before printing,
+// so the sheet goes when the next print or screen begins.
+window.addEventListener("beforeprint", () => {
+  if (!app.printRequested) endPrinting();
+  app.printRequested = false;
+});
+window.addEventListener("afterprint", () => { app.printRequested = false; });
 
-/** A value with nothing to print: none, empty, or a map of empty values. */
-const blank = (v) => v === null || v === undefined || v === ""
-  || (Array.isArray(v) ? v.length === 0 : typeof v === "object" && Object.values(v).every(blank));
+function endPrinting() {
+  document.body.classList.remove("printing");
+  $("#print")?.replaceChildren();
+}
 
 /** Draws record `id` again once the person leaves `form` (or the screen). */
 function redrawWhenLeft(form, id) {
@@ -1085,12 +1122,16 @@ function historySection(id, kind) {
   };
   const draw = () => {
     const runs = runsOf(entries);
+    // A line's summary that has the focus keeps it, its details moved
+    // into the line drawn again.
+    const focused = list.contains(document.activeElement) ? document.activeElement : null;
     fill(list, runs.slice(0, shown).map((r) => h("li", { "data-hash": r.newest.hash },
       h("time", {}, r.newest.time ? formatDateTime(app.lang, r.newest.time) : ""), " · ",
       h("span", { class: "who" }, words(r.hashes.map((x) => names.get(x)).find(Boolean) ?? tr("unknownAuthor"))), " · ",
       h("span", { class: "what" }, listOf(app.lang, r.fields.split(",").filter(Boolean).map((f) => tr(`field.${f}`)))),
       r.count > 1 ? h("span", { class: "count" }, ` ×${formatNumber(app.lang, r.count)}`) : null,
       changesOf(r))));
+    if (focused?.isConnected) focused.focus();
     older.hidden = runs.length <= shown;
     // Numbered from the oldest, however many are shown.
     list.start = runs.length;
@@ -1844,8 +1885,9 @@ function devicesView() {
 
 function route() {
   if (!app.client) return;
-  // A redraw held for the screen left is moot.
+  // A redraw held for the screen left is moot, and so is a printed sheet.
   app.redrawHeld = false;
+  endPrinting();
   // Safari and Firefox fire no `change` for a focused field the redraw
   // removes: what is typed in it is written first.
   writeFocused();

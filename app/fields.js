@@ -173,6 +173,8 @@ export function fieldRows(ctx, fields, value, prefix = "") {
     if (field.name === "id" || field.name === "removed") continue;
     const path = `${prefix}/${field.name}`;
     const v = value?.[field.name];
+    // On paper, a field with nothing in it is left out.
+    if (ctx.omitBlank && blank(v)) continue;
     const id = `f${++serial}`;
     const label = h("span", { class: "label", id }, t(ctx.lang, `field.${field.name}`), field.required ? h("abbr", { title: t(ctx.lang, "required") }, " *") : null);
     let body;
@@ -189,6 +191,10 @@ export function fieldRows(ctx, fields, value, prefix = "") {
   return rows;
 }
 let serial = 0;
+
+/** A value with nothing in it: none, empty, or a map of empty values (`false` and 0 are values). */
+export const blank = (v) => v === null || v === undefined || v === ""
+  || (Array.isArray(v) ? v.length === 0 : typeof v === "object" && Object.values(v).every(blank));
 
 function editor(ctx, field, value, path) {
   const lang = ctx.lang;

@@ -955,6 +955,29 @@ test("a device whose token the server no longer takes says so and stops retrying
   });
 });
 
+test("a phone whose network used up its sign-in tries says so, and syncs again once the server takes them", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Phone", role: "coordinator" });
+    await upToDate(page);
+    // Someone on the same network (loopback here) tries wrong tokens.
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${server.url}/api/records`, { headers: { authorization: `Bearer wrong.${i}` } });
+      assert.equal(res.status, 401);
+    }
+    await page.reload();
+    const said = await until(page, () => {
+      const bar = document.querySelector("#sync");
+      return bar?.dataset.state === "error" ? document.querySelector("#sync-state").textContent : null;
+    }, undefined, "the used-up sign-in tries in the sync bar");
+    assert.equal(said, STRINGS.ar.signInTooMany);
+    // Once the window has passed, it joins by itself and says it is up to date.
+    await until(page, () => document.querySelector("#sync")?.dataset.state === "up-to-date" || null,
+      undefined, "up to date once the tries are back", 45_000);
+    assert.equal(await page.evaluate(() => document.querySelector("#sync-state").textContent), STRINGS.ar.upToDate);
+    await context.close();
+  }, { args: ["--auth-failures-per-minute", "3", "--rate-window-secs", "15"] });
+});
+
 test("records the server did not take yet wait their turn in the sync bar and arrive on the same connection", async () => {
   // Ten records a window of three seconds, for a club of more than twenty.
   await withServer(async (server) => {
@@ -1888,8 +1911,14 @@ test("a meeting prints on its own: the club, its title and every line of its min
     // Minutes longer than the form's text box shows, in two languages.
     const lines = Array.from({ length: 40 }, (_, i) => `${i + 1}. قرر المجلس — le conseil décide, point ${i + 1}.`);
     const id = await page.evaluate((minutes) => window.twinsync.create("meeting",
-      { title: { fr: "Conseil de novembre", ar: "مجلس نونبر" }, date: "2026-11-20", minutes }, "new meeting"), lines.join("\n"));
+      { title: { fr: "Conseil de novembre", ar: "مجلس نونبر" }, date: "2026-11-20", minutes,
+        decisions: [{ id: "d1", text: "تمويل البئر" }] }, "new meeting"), lines.join("\n"));
     await show(page, `#/r/${id}`);
+    // A last line typed into the form, then Print at once: it is printed.
+    await page.click('[data-path="/minutes"] textarea');
+    await page.keyboard.press("Control+End");
+    await page.keyboard.type("\n41. Fin.");
+    lines.push("41. Fin.");
     await page.evaluate(() => { window.__printed = 0; window.print = () => { window.__printed++; }; });
     await page.click("button.print");
     assert.equal(await page.evaluate(() => window.__printed), 1);
@@ -1900,6 +1929,7 @@ test("a meeting prints on its own: the club, its title and every line of its min
       sheet: getComputedStyle(document.querySelector("#print")).display,
       text: document.querySelector("#print").innerText,
       buttons: [...document.querySelectorAll("#print button, #print textarea, #print input")].length,
+      nones: [...document.querySelectorAll("#print .value")].filter((v) => v.textContent.trim() === "—").length,
     }));
     assert.equal(printed.view, "none");
     assert.equal(printed.header, "none");
@@ -1908,7 +1938,11 @@ test("a meeting prints on its own: the club, its title and every line of its min
     assert.ok(printed.text.includes("مجلس نونبر"), printed.text.slice(0, 200));
     // Fields left empty (the place, the chair) are left out.
     assert.ok(!printed.text.includes(STRINGS.ar["field.place"]), printed.text.slice(0, 300));
-    for (const line of [lines[0], lines[39]]) assert.ok(printed.text.includes(line), `${line} printed`);
+    for (const line of [lines[0], lines[39], lines[40]]) assert.ok(printed.text.includes(line), `${line} printed`);
+    // A decision's empty field (its outcome) is left out too: no value
+    // printed as none.
+    assert.ok(printed.text.includes("تمويل البئر"), printed.text.slice(-300));
+    assert.equal(printed.nones, 0, printed.text.slice(-300));
     // A PDF of it, to look at.
     const dir = join(root, "target/test-artefacts");
     mkdirSync(dir, { recursive: true });
@@ -1916,7 +1950,9 @@ test("a meeting prints on its own: the club, its title and every line of its min
     assert.equal(pdf.subarray(0, 4).toString(), "%PDF");
     // Back on screen, the app as it was.
     await page.emulateMedia({ media: "screen" });
+    // A print from the browser's menu afterwards prints the screen, not the sheet.
     await page.evaluate(() => window.dispatchEvent(new Event("afterprint")));
+    await page.evaluate(() => window.dispatchEvent(new Event("beforeprint")));
     assert.equal(await page.evaluate(() => document.body.classList.contains("printing")), false);
     assert.notEqual(await page.evaluate(() => getComputedStyle(document.querySelector("#view")).display), "none");
     await context.close();
