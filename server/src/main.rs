@@ -196,8 +196,8 @@ fn restore(
         .map(|t| format!("; its newest change reached the server {t}"))
         .unwrap_or_default();
     eprintln!(
-        "restored {} records from {}{newest}",
-        done.records,
+        "restored {} from {}{newest}",
+        counted(done.records, "record"),
         file.display()
     );
     for (id, why) in &done.unreadable {
@@ -212,8 +212,9 @@ fn restore(
             count,
             only_in_backup,
         } => eprintln!(
-            "devices and invites are as the database replaced holds them ({count} devices, \
+            "devices and invites are as the database replaced holds them ({}, \
              revoked ones revoked{})",
+            counted(count, "device"),
             if only_in_backup > 0 {
                 format!(", and {only_in_backup} only the backup knew of")
             } else {
@@ -221,14 +222,15 @@ fn restore(
             }
         ),
         Devices::FromBackup { count, why: None } => {
-            eprintln!("{count} devices come from the backup")
+            eprintln!("{} from the backup", counted_come(count))
         }
         Devices::FromBackup {
             count,
             why: Some(why),
         } => eprintln!(
-            "{count} devices come from the backup, as the database replaced could not be read ({why}): \
-             a device revoked since the backup can sign in again; check `twinsync device list`"
+            "{} from the backup, as the database replaced could not be read ({why}): \
+             a device revoked since the backup can sign in again; check `twinsync device list`",
+            counted_come(count)
         ),
     }
     for warning in &done.warnings {
@@ -241,6 +243,20 @@ fn restore(
          since the backup)"
     );
     Ok(())
+}
+
+/// "1 record", "2 records": what an operator reads.
+fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// "1 device comes", "2 devices come".
+fn counted_come(n: usize) -> String {
+    format!(
+        "{} {}",
+        counted(n, "device"),
+        if n == 1 { "comes" } else { "come" }
+    )
 }
 
 fn device(command: DeviceCommand) -> anyhow::Result<()> {

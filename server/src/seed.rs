@@ -1,9 +1,9 @@
 //! Writing the demo club into an empty database.
 
-use twinsync_shared::demo;
+use twinsync_shared::{DocumentId, demo};
 
 use crate::document::summarise;
-use crate::store::{Store, StoreError};
+use crate::store::{Found, Store, StoreError};
 
 /// Stores every demo record; returns how many.
 pub fn demo(store: &Store) -> Result<usize, StoreError> {
@@ -26,18 +26,18 @@ pub fn demo(store: &Store) -> Result<usize, StoreError> {
 pub fn export(store: &Store) -> Result<serde_json::Value, StoreError> {
     let mut out = Vec::new();
     for row in store.list(None, None, None)? {
-        let Ok(id) = row.id.parse::<twinsync_shared::DocumentId>() else {
-            continue;
-        };
-        let doc = match store.load(id) {
-            Ok(Some(doc)) => doc,
-            Ok(None) => continue,
-            Err(StoreError::Corrupt { reason, .. }) => {
-                tracing::warn!(%id, %reason, "a damaged record named, not exported");
-                out.push(serde_json::json!({"id": row.id, "url": id.url().to_string(), "unreadable": reason}));
+        let (id, doc) = match store.load_listed(&row.id)? {
+            Found::Record(id, doc) => (id, doc),
+            Found::Damaged(reason) => {
+                tracing::warn!(id = %row.id, %reason, "a damaged record named, not exported");
+                let url = row
+                    .id
+                    .parse::<DocumentId>()
+                    .map(|id| id.url().to_string())
+                    .ok();
+                out.push(serde_json::json!({"id": row.id, "url": url, "unreadable": reason}));
                 continue;
             }
-            Err(e) => return Err(e),
         };
         let entry = match twinsync_shared::record::read_document(&doc) {
             Ok(record) => {

@@ -27,6 +27,14 @@ use automerge::{Automerge, ReadDoc};
 use rusqlite::{Connection, OptionalExtension, params};
 use twinsync_shared::DocumentId;
 
+/// A listed record as [`Store::load_listed`] finds it.
+#[derive(Debug)]
+pub enum Found {
+    Record(DocumentId, Box<Automerge>),
+    /// Damaged in storage, with why: no write will mend it.
+    Damaged(String),
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -185,23 +193,15 @@ impl Store {
         };
         let mut dates = Vec::with_capacity(ids.len());
         for id in ids {
-            let Ok(doc_id) = id.parse::<DocumentId>() else {
-                dates.push((id, String::new()));
-                continue;
-            };
-            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.load(doc_id)
-                    .map(|doc| doc.and_then(|d| twinsync_shared::record::summarise(&d).date))
-            }));
-            let date = match read {
-                Ok(Ok(date)) => date,
+            let date = match self.load_listed(&id) {
+                Ok(Found::Record(_, doc)) => twinsync_shared::record::summarise(&doc).date,
                 // Damaged: no write will mend it, nor its date.
-                Err(_) | Ok(Err(StoreError::Corrupt { .. })) => {
-                    tracing::warn!(doc_id = %id, "record not read for its date: listed without one");
+                Ok(Found::Damaged(reason)) => {
+                    tracing::warn!(doc_id = %id, %reason, "record not read for its date: listed without one");
                     None
                 }
                 // Anything else may pass: tried again at the next start.
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(doc_id = %id, error = %e, "record not read for its date");
                     continue;
                 }
@@ -242,6 +242,22 @@ impl Store {
         Ok(self.load_chunks(doc)?.map(|(am, _)| am))
     }
 
+    /// Loads the record listed as `id` whatever its damage, for the
+    /// commands that go over every record (restore's check, export, the
+    /// dates filled in at start): damage is an answer, [`Found::Damaged`],
+    /// and only the database failing is an error.
+    pub fn load_listed(&self, id: &str) -> Result<Found, StoreError> {
+        let Ok(doc) = id.parse::<DocumentId>() else {
+            return Ok(Found::Damaged("not a document id".into()));
+        };
+        match self.load(doc) {
+            Ok(Some(am)) => Ok(Found::Record(doc, Box::new(am))),
+            Ok(None) => Ok(Found::Damaged("no stored chunks".into())),
+            Err(StoreError::Corrupt { reason, .. }) => Ok(Found::Damaged(reason)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Loads a document and the ids of the chunks it was built from: a
     /// compaction may delete those chunks, and only those.
     pub fn load_chunks(
@@ -269,9 +285,13 @@ impl Store {
         let mut am = twinsync_shared::record::new_document();
         let mut ids = Vec::with_capacity(chunks.len());
         for (id, kind, data) in chunks {
-            // load_incremental alone would skip a damaged chunk silently.
+            // load_incremental alone would skip a damaged chunk silently, and
+            // Automerge may panic on bytes it once wrote itself: both are
+            // damage, which the caller names rather than dies of.
             twinsync_shared::record::check_chunk(&data)
-                .and_then(|()| am.load_incremental(&data))
+                .and_then(|()| {
+                    twinsync_shared::record::refuse_panics(|| am.load_incremental(&data))
+                })
                 .map_err(|e| corrupt(format!("{kind} chunk {id}: {e}")))?;
             ids.push(id);
         }
@@ -700,6 +720,8 @@ mod tests {
 
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    use automerge::transaction::Transactable;
+
     use super::*;
 
     #[test]
@@ -862,6 +884,48 @@ mod tests {
         expected.sort();
         assert_eq!(dates(&store), expected);
         assert_eq!(store.fill_dates().unwrap(), 0, "read once");
+    }
+
+    /// Automerge 0.12 asserts, where it should refuse, on a change whose
+    /// sequence number skips past its author's last. Stored so (damage that
+    /// passes the checksums, or an older build's slip), the record is named
+    /// damaged with why, and the records beside it still load: a restore, an
+    /// export or the dates filled in at start go on.
+    #[test]
+    fn a_record_automerge_panics_on_is_found_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let mut doc = automerge::Automerge::new();
+        doc.transact(|tx| tx.put(automerge::ROOT, "n", 1i64))
+            .unwrap();
+        let (bad, good) = (DocumentId::random(), DocumentId::random());
+        for id in [bad, good] {
+            store
+                .append(id, &doc.save(), &Summary::default(), &[], 1)
+                .unwrap();
+        }
+        let mut fork = doc.fork().with_actor(doc.get_actor().clone());
+        fork.transact(|tx| tx.put(automerge::ROOT, "n", 2i64))
+            .unwrap();
+        let mut skipping = fork.get_last_local_change().unwrap().decode();
+        skipping.seq = 3;
+        skipping.hash = None;
+        let skipping = automerge::Change::from(skipping).raw_bytes().to_vec();
+        store
+            .append(bad, &skipping, &Summary::default(), &[], 1)
+            .unwrap();
+        match store.load_listed(&bad.to_string()).unwrap() {
+            Found::Damaged(why) => assert!(why.contains("cannot apply"), "{why}"),
+            Found::Record(..) => panic!("a record Automerge cannot apply was loaded"),
+        }
+        assert!(matches!(
+            store.load_listed(&good.to_string()).unwrap(),
+            Found::Record(id, _) if id == good
+        ));
+        assert!(matches!(
+            store.load_listed("not-an-id").unwrap(),
+            Found::Damaged(why) if why == "not a document id"
+        ));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Store, StoreError};
+use super::{Found, Store, StoreError};
 use crate::lock::{DataDirLock, LockError, Use};
 
 /// The live database's file name in the data directory.
@@ -197,10 +197,7 @@ pub fn restore(
     if matches!(devices, Devices::CarriedOver { .. }) {
         fold_wal(&live);
     }
-    let old: Vec<PathBuf> = with_sidecars(&live)
-        .into_iter()
-        .filter(|p| p.exists())
-        .collect();
+    let old = present(&live);
     let kept_aside = if old.is_empty() {
         None
     } else {
@@ -215,14 +212,7 @@ pub fn restore(
     // finds it finishes the swap (`finish_cut_off`), as the copy is whole
     // and synced before it is written. The WAL and shared memory (left only
     // by a database that does not read) move before the database.
-    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
-    if let Some(aside) = &kept_aside {
-        for file in old.iter().rev() {
-            let name = file.file_name().unwrap_or_default();
-            moves.push((file.clone(), aside.join(name)));
-        }
-    }
-    moves.push((staging.clone(), live.clone()));
+    let moves = swap_moves(&old, kept_aside.as_deref(), &staging, &live);
     let marker = data_dir.join(PENDING);
     let marked = write_marker(&marker, kept_aside.as_deref()).and_then(|()| sync_dir(data_dir));
     if let Err(e) = marked {
@@ -329,10 +319,7 @@ pub fn finish_cut_off(data_dir: &Path) -> Result<Option<String>, RestoreError> {
     let live = data_dir.join(DATABASE);
     let staging = data_dir.join(format!("{DATABASE}.restoring"));
     let said = if staging.exists() {
-        let old: Vec<PathBuf> = with_sidecars(&live)
-            .into_iter()
-            .filter(|p| p.exists())
-            .collect();
+        let old = present(&live);
         let mut aside = None;
         if !old.is_empty() {
             let dir = if named.is_empty() {
@@ -342,23 +329,18 @@ pub fn finish_cut_off(data_dir: &Path) -> Result<Option<String>, RestoreError> {
             };
             std::fs::create_dir_all(&dir)
                 .map_err(io(format!("cannot create {}", dir.display())))?;
-            // What is left of the WAL first, the database last.
-            for file in old.iter().rev() {
-                let to = dir.join(file.file_name().unwrap_or_default());
-                std::fs::rename(file, &to).map_err(io(format!(
-                    "cannot move {} to {}",
-                    file.display(),
-                    to.display()
-                )))?;
-            }
-            sync_dir(&dir).map_err(io(format!("cannot sync {}", dir.display())))?;
             aside = Some(dir);
         }
-        std::fs::rename(&staging, &live).map_err(io(format!(
-            "cannot move {} to {}",
-            staging.display(),
-            live.display()
-        )))?;
+        for (from, to) in swap_moves(&old, aside.as_deref(), &staging, &live) {
+            std::fs::rename(&from, &to).map_err(io(format!(
+                "cannot move {} to {}",
+                from.display(),
+                to.display()
+            )))?;
+        }
+        if let Some(dir) = &aside {
+            sync_dir(dir).map_err(io(format!("cannot sync {}", dir.display())))?;
+        }
         format!(
             "finished a restore that was cut off: its restored copy is in place{}",
             aside
@@ -542,17 +524,9 @@ fn load_every_record(store: &Store) -> Result<(usize, Vec<(String, String)>), St
     let mut loaded = 0;
     let mut unreadable = Vec::new();
     for row in store.list(None, None, None)? {
-        let Ok(id) = row.id.parse::<twinsync_shared::DocumentId>() else {
-            unreadable.push((row.id, "not a document id".to_owned()));
-            continue;
-        };
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.load(id)));
-        match read {
-            Ok(Ok(Some(_))) => loaded += 1,
-            Ok(Ok(None)) => unreadable.push((row.id, "no stored chunks".to_owned())),
-            Ok(Err(StoreError::Corrupt { reason, .. })) => unreadable.push((row.id, reason)),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => unreadable.push((row.id, "Automerge could not load it".to_owned())),
+        match store.load_listed(&row.id)? {
+            Found::Record(..) => loaded += 1,
+            Found::Damaged(reason) => unreadable.push((row.id, reason)),
         }
     }
     Ok((loaded, unreadable))
@@ -658,6 +632,41 @@ fn count_devices(conn: &Connection) -> rusqlite::Result<usize> {
 }
 
 /// A database's file and the two SQLite keeps beside it in WAL mode.
+/// The files of the database at `db` that exist: itself, its WAL and its
+/// shared memory.
+fn present(db: &Path) -> Vec<PathBuf> {
+    with_sidecars(db)
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// The renames that put the restored copy `staging` in place of the
+/// database at `live`, whose files are `old`: what is left of its WAL and
+/// shared memory first and the database last, into `aside`, so that a
+/// swap cut off between them never leaves a WAL beside a database it does
+/// not belong to; then the copy.
+fn swap_moves(
+    old: &[PathBuf],
+    aside: Option<&Path>,
+    staging: &Path,
+    live: &Path,
+) -> Vec<(PathBuf, PathBuf)> {
+    let mut moves: Vec<(PathBuf, PathBuf)> = aside
+        .into_iter()
+        .flat_map(|aside| {
+            old.iter().rev().map(move |file| {
+                (
+                    file.clone(),
+                    aside.join(file.file_name().unwrap_or_default()),
+                )
+            })
+        })
+        .collect();
+    moves.push((staging.to_owned(), live.to_owned()));
+    moves
+}
+
 fn with_sidecars(db: &Path) -> [PathBuf; 3] {
     [db.to_owned(), beside(db, "-wal"), beside(db, "-shm")]
 }

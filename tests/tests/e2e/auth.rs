@@ -1643,13 +1643,19 @@ async fn a_device_sending_more_bytes_a_minute_than_allowed_is_cut_off() {
     other.fetch(city, LIMIT).await;
 }
 
-/// A GET of `/api/records` from `local` (loopback answers on all of
-/// 127/8), saying it forwards for `client`: its status.
-async fn forwarded(app: &TestApp, local: &str, client: &str, token: &str) -> u16 {
+/// An HTTP client whose connections come from `local` (loopback answers
+/// on all of 127/8).
+fn client_from(local: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(local.parse::<std::net::IpAddr>().unwrap())
         .build()
         .unwrap()
+}
+
+/// A GET of `/api/records` from `local`, saying it forwards for `client`:
+/// its status.
+async fn forwarded(app: &TestApp, local: &str, client: &str, token: &str) -> u16 {
+    client_from(local)
         .get(app.url("/api/records"))
         .bearer_auth(token)
         .header("x-forwarded-for", client)
@@ -1725,10 +1731,7 @@ async fn a_trusted_proxy_is_not_held_to_the_cap_on_connections_from_one_address(
     let health = |local: &'static str| {
         let url = app.url("/healthz");
         async move {
-            reqwest::Client::builder()
-                .local_address(local.parse::<std::net::IpAddr>().unwrap())
-                .build()
-                .unwrap()
+            client_from(local)
                 .get(url)
                 .send()
                 .await
