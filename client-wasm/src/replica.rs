@@ -20,9 +20,9 @@ use twinsync_shared::protocol::{
 };
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
-    document_conflicts, document_history, document_text, field_changes, load_chunks, load_document,
-    new_document, read_document, read_document_leniently, refuse_panics, settles_a_removal,
-    summarise,
+    document_conflicts, document_history, document_text, ever_indexed, field_changes, load_chunks,
+    load_document, new_document, read_document, read_document_leniently, refuse_panics,
+    settles_a_removal, summarise,
 };
 use twinsync_shared::text::{OffsetError, nfc, nfc_positions, utf16_range};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -180,6 +180,9 @@ pub struct Replica {
     /// The server sent a [`Message::Ping`], answered by the next
     /// [`Replica::outgoing`].
     pong_owed: bool,
+    /// Records held here that the club index once listed and no longer
+    /// does: taken out by a coordinator, and not listed again from here.
+    taken_out: BTreeSet<DocumentId>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -204,6 +207,7 @@ impl Replica {
             sent_changes: false,
             server_answers_pings: false,
             pong_owed: false,
+            taken_out: BTreeSet::new(),
         }
     }
 
@@ -351,24 +355,46 @@ impl Replica {
     }
 
     /// Lists in the club index, in one change, every record held here that
-    /// the index lacks: records created on this device, including those
-    /// created before it held the club record (a fresh phone, offline).
-    /// Nothing happens until the club record is here. `listed` is what
-    /// the index lists now, from [`Replica::listed`].
+    /// the index lacks and never listed: records created on this device,
+    /// including those created before it held the club record (a fresh
+    /// phone, offline). One the index once listed was taken out by a
+    /// coordinator and stays out. Nothing happens until the club record is
+    /// here. `listed` is what the index lists now, from
+    /// [`Replica::listed`]; `new` a record just created, which no index can
+    /// have listed.
     fn list_unindexed(
         &mut self,
         listed: &BTreeSet<DocumentId>,
+        new: Option<DocumentId>,
         commit: &Commit,
     ) -> Result<Outcome, ClientError> {
         let Some(club) = self.club.filter(|c| self.entry(*c).is_ok()) else {
             return Ok(Outcome::default());
         };
+        let unlisted = |id: &DocumentId, e: &Entry| {
+            *id != club && !listed.contains(id) && !e.doc.get_heads().is_empty()
+        };
+        // Going over the club's history costs a pass over all of it: only
+        // for records not yet known to have been taken out.
+        let unknown: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(id, e)| unlisted(id, e) && Some(**id) != new)
+            .map(|(id, _)| *id)
+            .filter(|id| !self.taken_out.contains(id))
+            .collect();
+        if !unknown.is_empty() {
+            let ever = ever_indexed(&self.entry(club)?.doc);
+            self.taken_out.extend(
+                unknown
+                    .into_iter()
+                    .filter(|id| ever.contains(&id.to_string())),
+            );
+        }
         let edits: Vec<Edit> = self
             .docs
             .iter()
-            .filter(|(id, e)| {
-                **id != club && !listed.contains(*id) && !e.doc.get_heads().is_empty()
-            })
+            .filter(|(id, e)| unlisted(id, e) && !self.taken_out.contains(id))
             .filter_map(|(id, e)| {
                 let summary = summary(*id, &e.doc);
                 // Only the kinds an index entry may name: a damaged or
@@ -545,7 +571,7 @@ impl Replica {
         // A record the club index cannot list (its record written by a
         // newer app, say) is not created at all: kept, it would reach the
         // server without being stored here or listed for anyone.
-        let listing = match self.list_unindexed(&self.listed(), commit) {
+        let listing = match self.list_unindexed(&self.listed(), Some(id), commit) {
             Ok(listing) => listing,
             Err(e) => {
                 self.docs.remove(&id);
@@ -889,7 +915,7 @@ impl Replica {
             let commit = Commit::new("List records created before the club record arrived", now);
             // What the server sent is applied either way; a listing that
             // fails is tried again with the club's next change or a create.
-            if let Ok(listing) = self.list_unindexed(&listed, &commit) {
+            if let Ok(listing) = self.list_unindexed(&listed, None, &commit) {
                 out.chunks.extend(listing.chunks);
                 out.changed.extend(listing.changed);
             }

@@ -1,5 +1,9 @@
 //! `Club`: the root record, with the council and an index of every record.
 
+use std::collections::BTreeSet;
+
+use automerge::legacy::{Key, ObjectId, OpId, OpType};
+use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
@@ -78,4 +82,39 @@ pub struct IndexEntry {
     pub status: Option<String>,
     #[serde(default)]
     pub archived: bool,
+}
+
+/// The keys the index of `club`, a club record's document, has held at any
+/// time in its history, whether or not it holds them now. A key it no
+/// longer holds was taken out, which only a coordinator may do: a device
+/// that holds the record must not list it again. Goes over every change of
+/// the club, so a caller asks only when a record it holds is not listed.
+pub fn ever_indexed(club: &Automerge) -> BTreeSet<String> {
+    let indexes: Vec<(u64, ActorId)> = club
+        .get_all(ROOT, "index")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(value, id)| match (value, id) {
+            (Value::Object(ObjType::Map), ObjId::Id(counter, actor, _)) => Some((counter, actor)),
+            _ => None,
+        })
+        .collect();
+    if indexes.is_empty() {
+        return BTreeSet::new();
+    }
+    let in_index = |obj: &ObjectId| match obj {
+        ObjectId::Id(OpId(counter, actor)) => {
+            indexes.iter().any(|(c, a)| c == counter && a == actor)
+        }
+        ObjectId::Root => false,
+    };
+    club.get_changes(&[])
+        .iter()
+        .flat_map(|change| change.decode().operations)
+        .filter(|op| !matches!(op.action, OpType::Delete) && in_index(&op.obj))
+        .filter_map(|op| match op.key {
+            Key::Map(key) => Some(key.to_string()),
+            Key::Seq(_) => None,
+        })
+        .collect()
 }
