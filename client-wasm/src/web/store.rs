@@ -396,10 +396,24 @@ impl Store {
     ) -> Result<f64, StoreError> {
         let tx = self.transaction(&[CHUNKS], TransactionMode::ReadWrite)?;
         let store = tx.object_store(CHUNKS)?;
-        for key in old {
-            store.delete(JsValue::from_f64(*key))?;
-        }
-        let key = store.add(&chunk_value(doc, snapshot), None)?.await?;
+        // As in `append`: a request refused at once leaves those queued
+        // before it to commit, and deletes committed without the snapshot
+        // would lose the record's chunks.
+        let queued = (|| {
+            let added = store.add(&chunk_value(doc, snapshot), None)?;
+            for key in old {
+                store.delete(JsValue::from_f64(*key))?;
+            }
+            Ok::<_, idb::Error>(added)
+        })();
+        let added = match queued {
+            Ok(added) => added,
+            Err(e) => {
+                let _ = tx.abort();
+                return Err(e.into());
+            }
+        };
+        let key = added.await?;
         commit(tx, &store).await?;
         Ok(key.as_f64().unwrap_or_default())
     }

@@ -599,6 +599,40 @@ test("many small edits are compacted in IndexedDB and reload intact", async () =
   });
 });
 
+test("a compaction whose snapshot the disk refuses at once keeps every chunk it was to replace", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { offline: true });
+    const id = await page.evaluate(async () => {
+      const id = await window.tw.create("report", { title: { fr: "Notes" }, report_type: "field", date: "2026-11-20", text: "" }, "new");
+      // From now on the disk throws at once on a whole record (Automerge's
+      // chunk type 0 at byte 8), as for one too big for the room left;
+      // each key's change still goes through.
+      const add = IDBObjectStore.prototype.add;
+      window.__refused = 0;
+      IDBObjectStore.prototype.add = function (value, key) {
+        if (value?.bytes instanceof Uint8Array && value.bytes[8] === 0) {
+          window.__refused++;
+          throw new DOMException("the disk failed", "UnknownError");
+        }
+        return add.call(this, value, key);
+      };
+      for (let i = 0; i < 40; i++) {
+        const text = window.tw.read(id).record.text;
+        await window.tw.edit(id, [{ op: "splice_text", path: "/text", index: text.length, delete: 0, insert: `${i % 10}` }], "type");
+      }
+      return id;
+    });
+    assert.ok(await page.evaluate(() => window.__refused) > 0, "a compaction was tried");
+    await page.evaluate(() => window.tw.close());
+    await page.reload();
+    await openClient(page, server, { offline: true });
+    const text = await page.evaluate((id) => window.tw.read(id).record.text, id);
+    assert.equal(text, "0123456789".repeat(4));
+    await context.close();
+  });
+});
+
 /**
  * A phone whose page runs on a clock the test moves (minutes of backoff
  * pass in a moment), counting each socket it opens until it closes, so
