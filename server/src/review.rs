@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 pub use twinsync_shared::record::{CONTEXT, FieldChange, Passage};
 use twinsync_shared::record::{
-    MAX_NESTING, check_chunk, field_changes, nested_beyond, read_document_leniently,
-    refuse_bundles, refuse_panics, summarise_read,
+    MAX_NESTING, check_chunk, field_changes, nested_beyond, read_document_leniently, refuse_panics,
+    summarise_read,
 };
 
 /// The time each text diff of a batch may take; past it, the diff is
@@ -102,7 +102,9 @@ impl PreviewError {
 /// the server reads.
 pub fn load_batch(current: &Automerge, changes: &[u8]) -> Result<Automerge, BatchError> {
     let unreadable = |e: automerge::AutomergeError| BatchError::Unreadable(e.to_string());
-    refuse_bundles(changes).map_err(unreadable)?;
+    // Damage found first: `load_incremental` would skip it, and an accept
+    // would then take part of the batch and call the rest decided.
+    check_chunk(changes).map_err(unreadable)?;
     let mut after = current.clone();
     refuse_panics(|| after.load_incremental(changes)).map_err(unreadable)?;
     let missing = after.get_missing_deps(&[]).len();
@@ -117,8 +119,6 @@ pub fn load_batch(current: &Automerge, changes: &[u8]) -> Result<Automerge, Batc
 
 /// The fields `changes` would change in `current`.
 pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewError> {
-    // Damage found first, which `load_incremental` would skip.
-    check_chunk(changes).map_err(|e| BatchError::Unreadable(e.to_string()))?;
     let after = load_batch(current, changes)?;
     if after.get_heads() == current.get_heads() {
         return Err(PreviewError::NothingNew);
@@ -361,6 +361,14 @@ mod tests {
         assert!(matches!(
             preview(doc.doc(), &damaged),
             Err(PreviewError::Batch(BatchError::Unreadable(_)))
+        ));
+        // Nor is a damaged batch accepted in part: the whole of it is
+        // refused, and stays pending.
+        let mut whole_then_damaged = second.clone();
+        whole_then_damaged.extend_from_slice(&damaged);
+        assert!(matches!(
+            load_batch(forked.doc(), &whole_then_damaged),
+            Err(BatchError::Unreadable(_))
         ));
     }
 
