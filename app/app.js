@@ -663,21 +663,31 @@ async function edit(id, edits, opts = {}) {
     recordView(id);
     return false;
   }
-  try {
-    edits = [...edits, ...(check.extra ?? [])];
-    await app.client.edit(id, edits, opts.message ?? edits.map((e) => `${e.op} ${e.path}`).join(", "));
-    $("#notice").textContent = "";
+  const drawn = () => {
     // A record now locked is drawn locked (its date notes with it).
     if (opts.rerender || check.locks) recordView(id);
     else if (edits.some((e) => DATED.has(e.path))) dateHints(id);
     // The control that made the change, redrawn, keeps the focus.
     if (opts.rerender && opts.focus) $(opts.focus)?.focus();
+  };
+  try {
+    edits = [...edits, ...(check.extra ?? [])];
+    await app.client.edit(id, edits, opts.message ?? edits.map((e) => `${e.op} ${e.path}`).join(", "));
+    $("#notice").textContent = "";
+    drawn();
     return true;
   } catch (e) {
     tell(problem(e));
+    // Made, but not kept on the phone: the record holds the change, which
+    // syncs once online. Drawn as it now is, or the person, seeing nothing
+    // happen, adds the item again.
+    if (MADE_NOT_KEPT.has(e?.name)) drawn();
     return false;
   }
 }
+
+/** The errors of an edit the client made and then could not store. */
+const MADE_NOT_KEPT = new Set(["QuotaExceededError", "StorageError"]);
 
 /** The date an agreement's status has: signed, on `signed_on`. */
 const STATUS_DATE = { approved: "approved_on", signed: "signed_on", in_force: "in_force_from", ended: "ends_on" };

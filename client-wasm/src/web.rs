@@ -4,8 +4,9 @@
 //! Everything runs on the page's one thread. A single event loop owns the
 //! order of things: socket events, timers and the `online` event arrive as
 //! [`Event`]s and are handled one at a time. What a frame or an edit
-//! changed is in IndexedDB before it is announced, and nothing is sent
-//! while any write is pending.
+//! changed is in IndexedDB before it is announced (or, if the write
+//! failed, the status says the device did not keep it), and nothing is
+//! sent while any write is pending.
 //!
 //! Tabs of one browser share its IndexedDB: after each write a tab names
 //! the records it wrote on a `BroadcastChannel`, and the others read those
@@ -1393,8 +1394,10 @@ impl Inner {
         if let Err(e) = self.store(&out).await {
             // The change is in memory and still syncs if online (the
             // server's copy is then the safe one), but the device could
-            // not keep it: say so, loudly.
+            // not keep it: say so, loudly. It is announced all the same:
+            // lists and screens show the record as it now is.
             *self.last_error.borrow_mut() = Some(not_saved(&e));
+            self.announce_changes(&out);
             let _ = self.events.unbounded_send(Event::Flush);
             self.announce_status();
             return Err(e.into());

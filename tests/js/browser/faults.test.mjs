@@ -357,6 +357,31 @@ test("typing on a full phone keeps the page where the person types", async () =>
   });
 });
 
+test("an item added on a full phone shows at once, so it is not added twice", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    let context;
+    try {
+      const phone = await fullPhoneOnMinutes(server, profile);
+      const { page, meeting } = phone;
+      context = phone.context;
+      const items = '[data-path="/agenda"] ol.items > li';
+      const before = await page.$$eval(items, (li) => li.length);
+      const held = await page.evaluate((id) => window.twinsync.read(id).record.agenda.length, meeting);
+      await page.click('[data-path="/agenda"] button.add');
+      await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
+      assert.equal(await page.evaluate((id) => window.twinsync.read(id).record.agenda.length, meeting), held + 1,
+        "the phone holds the new item, though it could not keep it");
+      await until(page, ([sel, n]) => document.querySelectorAll(sel).length === n || null, [items, before + 1], "the new item on screen");
+      const notice = await page.$eval("#notice", (n) => n.textContent);
+      assert.match(notice, /storage is full|stockage est plein|ممتلئة/, notice);
+    } finally {
+      await context?.close();
+      cleanup(profile);
+    }
+  });
+});
+
 /**
  * An init script that watches what the app asks IndexedDB to add: every
  * chunk by its Automerge chunk type (`__chunks`: 0 is a whole document,
