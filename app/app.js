@@ -252,7 +252,17 @@ function mayLeave() {
 // A phone freezes or kills a hidden page without warning.
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") writeFocused(); });
 addEventListener("pagehide", writeFocused);
-addEventListener("beforeunload", (e) => { if (app.view?.dirty) e.preventDefault(); });
+// Leaving asks first while a form holds what was typed, or the phone could
+// not keep changes the server has not confirmed either: they are in this
+// page's memory only.
+addEventListener("beforeunload", (e) => {
+  let held = false;
+  try {
+    const s = app.client?.status();
+    held = s?.unsaved?.length > 0 && s.unconfirmed > 0;
+  } catch { /* no client yet */ }
+  if (app.view?.dirty || held) e.preventDefault();
+});
 
 function syncBar(s) {
   const bar = $("#sync");

@@ -382,6 +382,27 @@ test("an item added on a full phone shows at once, so it is not added twice", as
   });
 });
 
+test("leaving the app while a full phone holds unsent changes in memory only asks first", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    let context;
+    try {
+      const phone = await fullPhoneOnMinutes(server, profile);
+      const { page } = phone;
+      context = phone.context;
+      await page.keyboard.type("a");
+      await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
+      const asked = new Promise((ok) => page.once("dialog", async (d) => { ok(d.type()); await d.dismiss(); }));
+      await page.close({ runBeforeUnload: true });
+      const said = await Promise.race([asked, new Promise((ok) => setTimeout(() => ok("nothing"), 5_000))]);
+      assert.equal(said, "beforeunload");
+    } finally {
+      await context?.close();
+      cleanup(profile);
+    }
+  });
+});
+
 /**
  * An init script that watches what the app asks IndexedDB to add: every
  * chunk by its Automerge chunk type (`__chunks`: 0 is a whole document,
