@@ -102,62 +102,134 @@ fn discarded_before(conn: &Connection, refused: &Refused<'_>) -> Result<Option<i
 
 /// The discarded entry of record `doc` that a batch (`hashes`, and its
 /// `changes` in the order applied) lies behind, if each of its changes was
-/// discarded or builds on one that was. A change that a pending or
-/// accepted entry holds too is not taken as discarded; changes that do not
-/// parse keep the batch.
+/// discarded or builds on one that was; see [`Fates::behind`].
 fn behind_discarded(
     conn: &Connection,
     doc: DocumentId,
     hashes: &[String],
     changes: &[u8],
 ) -> Result<Option<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, hashes, status FROM quarantine WHERE doc_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([doc.to_string()], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    let (mut dead, mut alive) = (HashMap::new(), std::collections::HashSet::new());
-    for row in rows {
-        let (id, listed, status) = row?;
-        let listed = listed
-            .split(',')
-            .filter_map(|h| h.parse::<automerge::ChangeHash>().ok());
-        if status == "discarded" {
-            for h in listed {
-                dead.entry(h).or_insert(id);
+    let (fates, _) = Fates::read(conn, doc, false)?;
+    if fates.discarded.is_empty() {
+        return Ok(None);
+    }
+    Ok(fates.behind(hashes, &parsed(changes)))
+}
+
+/// A batch's changes, each with its dependencies, in the order applied;
+/// `None` if they do not parse.
+type Parsed = Option<Vec<(automerge::ChangeHash, Vec<automerge::ChangeHash>)>>;
+
+fn parsed(changes: &[u8]) -> Parsed {
+    twinsync_shared::record::changes_in(changes).map(|batch| {
+        batch
+            .iter()
+            .map(|c| (c.hash(), c.deps().to_vec()))
+            .collect()
+    })
+}
+
+/// What one record's quarantine says of each change it holds: the first
+/// discarded entry holding it, and how many pending or accepted entries
+/// hold it too. Read once, then kept up to date in memory as batches are
+/// discarded, so that going over every pending batch costs one pass over
+/// the record's entries rather than one per batch.
+#[derive(Default)]
+struct Fates {
+    discarded: HashMap<automerge::ChangeHash, i64>,
+    alive: HashMap<automerge::ChangeHash, usize>,
+}
+
+/// A pending entry: its id, its hashes as listed, its changes parsed.
+type Pending = (i64, Vec<String>, Parsed);
+
+impl Fates {
+    /// The record's entries, and, if `with_pending`, its pending batches
+    /// in the order kept.
+    fn read(
+        conn: &Connection,
+        doc: DocumentId,
+        with_pending: bool,
+    ) -> Result<(Self, Vec<Pending>), StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, hashes, status, CASE WHEN ?2 AND status = 'pending' THEN changes END
+             FROM quarantine WHERE doc_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![doc.to_string(), with_pending], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+            ))
+        })?;
+        let mut fates = Self::default();
+        let mut pending = Vec::new();
+        for row in rows {
+            let (id, listed, status, changes) = row?;
+            let hashes = listed.split(',').filter_map(|h| h.parse().ok());
+            if status == "discarded" {
+                for h in hashes {
+                    fates.discarded.entry(h).or_insert(id);
+                }
+            } else {
+                for h in hashes {
+                    *fates.alive.entry(h).or_default() += 1;
+                }
             }
-        } else {
-            alive.extend(listed);
+            if let Some(changes) = changes {
+                let listed = listed.split(',').map(str::to_owned).collect();
+                pending.push((id, listed, parsed(&changes)));
+            }
+        }
+        Ok((fates, pending))
+    }
+
+    /// The discarded entry holding `hash`, unless a pending or accepted
+    /// one holds it too.
+    fn dead(&self, hash: &automerge::ChangeHash) -> Option<i64> {
+        self.discarded
+            .get(hash)
+            .copied()
+            .filter(|_| !self.alive.contains_key(hash))
+    }
+
+    /// The discarded entry a batch (`hashes`, and its changes parsed in
+    /// the order applied) lies behind, if each of its changes was
+    /// discarded or builds on one that was. A change that a pending or
+    /// accepted entry holds too is not taken as discarded; changes that do
+    /// not parse keep the batch.
+    fn behind(&self, hashes: &[String], batch: &Parsed) -> Option<i64> {
+        let batch = batch.as_ref()?;
+        let mut within: HashMap<automerge::ChangeHash, i64> = HashMap::new();
+        let dead = |h: &automerge::ChangeHash, within: &HashMap<_, i64>| {
+            within.get(h).copied().or_else(|| self.dead(h))
+        };
+        let mut first = None;
+        for (hash, deps) in batch {
+            let id = dead(hash, &within).or_else(|| deps.iter().find_map(|d| dead(d, &within)))?;
+            first.get_or_insert(id);
+            within.insert(*hash, id);
+        }
+        let all = hashes
+            .iter()
+            .all(|h| h.parse().is_ok_and(|h| dead(&h, &within).is_some()));
+        first.filter(|_| all)
+    }
+
+    /// Takes a pending entry's changes as discarded by it.
+    fn discard(&mut self, id: i64, hashes: &[String]) {
+        for h in hashes.iter().filter_map(|h| h.parse().ok()) {
+            if let Some(n) = self.alive.get_mut(&h) {
+                *n -= 1;
+                if *n == 0 {
+                    self.alive.remove(&h);
+                }
+            }
+            let first = self.discarded.entry(h).or_insert(id);
+            *first = (*first).min(id);
         }
     }
-    dead.retain(|h, _| !alive.contains(h));
-    if dead.is_empty() {
-        return Ok(None);
-    }
-    let Some(batch) = twinsync_shared::record::changes_in(changes) else {
-        return Ok(None);
-    };
-    let mut first = None;
-    for change in batch {
-        let behind = dead
-            .get(&change.hash())
-            .or_else(|| change.deps().iter().find_map(|d| dead.get(d)))
-            .copied();
-        let Some(id) = behind else {
-            return Ok(None);
-        };
-        first.get_or_insert(id);
-        dead.insert(change.hash(), id);
-    }
-    let all = hashes
-        .iter()
-        .all(|h| h.parse().is_ok_and(|h| dead.contains_key(&h)));
-    Ok(first.filter(|_| all))
 }
 
 /// Discards the pending batches of `doc` that lie behind a discarded one,
@@ -168,37 +240,30 @@ fn discard_dependents(
     by: &str,
     now: i64,
 ) -> Result<(), StoreError> {
+    let (mut fates, mut pending) = Fates::read(conn, doc, true)?;
+    let mut gone = Vec::new();
     loop {
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, hashes, changes FROM quarantine
-             WHERE doc_id = ?1 AND status = 'pending' ORDER BY id",
-        )?;
-        let pending = stmt
-            .query_map([doc.to_string()], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(stmt);
-        let mut any = false;
-        for (id, hashes, changes) in pending {
-            let hashes: Vec<String> = hashes.split(',').map(str::to_owned).collect();
-            if behind_discarded(conn, doc, &hashes, &changes)?.is_some() {
-                conn.execute(
-                    "UPDATE quarantine SET status = 'discarded', decided_by = ?2, decided_at = ?3
-                     WHERE id = ?1 AND status = 'pending'",
-                    params![id, by, now],
-                )?;
-                any = true;
+        let before = gone.len();
+        pending.retain(|(id, hashes, batch)| {
+            if fates.behind(hashes, batch).is_none() {
+                return true;
             }
-        }
-        if !any {
-            return Ok(());
+            fates.discard(*id, hashes);
+            gone.push(*id);
+            false
+        });
+        if gone.len() == before {
+            break;
         }
     }
+    let mut update = conn.prepare_cached(
+        "UPDATE quarantine SET status = 'discarded', decided_by = ?2, decided_at = ?3
+         WHERE id = ?1 AND status = 'pending'",
+    )?;
+    for id in gone {
+        update.execute(params![id, by, now])?;
+    }
+    Ok(())
 }
 
 /// What a batch's changes depend on outside it, as the `deps` column
@@ -1167,6 +1232,60 @@ mod tests {
         assert!(!own.discarded && own.id != later.id);
         let (row, _) = store.quarantined_changes(own.id).unwrap().unwrap();
         assert!(row.builds_on.is_empty());
+    }
+
+    /// Batches that lie behind a discarded one through others kept after
+    /// them go too, whatever order they were kept in.
+    #[test]
+    fn a_discard_takes_every_batch_behind_it_kept_in_any_order() {
+        use automerge::transaction::Transactable;
+
+        let (_dir, store) = store();
+        let doc = DocumentId::random();
+        let mut phone = automerge::AutoCommit::new();
+        let mut chain = Vec::new();
+        for i in 0..4i64 {
+            phone.put(automerge::ROOT, "status", i).unwrap();
+            chain.push(phone.commit().unwrap());
+        }
+        let mut keep = |i: usize| {
+            let changes = phone
+                .get_change_by_hash(&chain[i])
+                .unwrap()
+                .raw_bytes()
+                .to_vec();
+            let hashes = vec![chain[i].to_string()];
+            store
+                .quarantine(
+                    &Refused {
+                        doc,
+                        device_id: "phone",
+                        peer_id: "peer",
+                        hashes: &hashes,
+                        changes: &changes,
+                        path: Some("/status"),
+                        reason: "not yours",
+                        code: "not-yours",
+                    },
+                    100,
+                    1 << 20,
+                )
+                .unwrap()
+                .id
+        };
+        // The last change first: each batch lies behind one kept after it.
+        let ids: Vec<i64> = [0, 3, 2, 1].into_iter().map(&mut keep).collect();
+        assert_eq!(store.quarantined(Some("pending")).unwrap().len(), 4);
+        assert!(
+            store
+                .decide(ids[0], "discarded", "coordinator", 101)
+                .unwrap()
+        );
+        assert!(store.quarantined(Some("pending")).unwrap().is_empty());
+        for id in ids {
+            let (row, _) = store.quarantined_changes(id).unwrap().unwrap();
+            assert_eq!(row.status, "discarded", "{row:?}");
+        }
     }
 
     fn renamed(d: &Device, name: &str) -> NewDevice {
