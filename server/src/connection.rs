@@ -30,7 +30,7 @@ use crate::document::{DocCommand, PeerLink, Queued, send_or_cut, session_key};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::outbox::{Outbox, outbox};
 use crate::permissions::{TOO_LARGE, TOO_MANY_OPEN, UNREADABLE, Why};
-use crate::store::Refused;
+use crate::store::{Refused, StoreError};
 
 /// What a revoked device handed in for one document on this connection.
 struct HandIn {
@@ -724,15 +724,38 @@ impl Session {
             );
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let limit = self.hub.settings.max_quarantine_bytes();
+            // A record may be loaded whole below: in turn with the API's
+            // reads of whole records, so a revoked device's sockets cannot
+            // hold more copies, or cores, than those.
+            let turn = Arc::clone(&self.hub.api_reads).acquire_owned().await;
             let kept = tokio::task::spawn_blocking(move || {
-                // Only what the server does not have needs a review.
-                let stored = store.load(doc)?;
+                let _turn = turn;
+                // Only what the server does not have needs a review. What a
+                // device stored through it is named by the changes' origins,
+                // one indexed lookup each; the record is loaded only for the
+                // rest (the server's own changes, or new ones). A record
+                // damaged on the server tells nothing: all go to review.
+                let rest: Vec<automerge::ChangeHash> = {
+                    let named = store.stored_changes(doc, &offered)?;
+                    offered
+                        .iter()
+                        .filter(|h| !named.contains(h))
+                        .copied()
+                        .collect()
+                };
+                if rest.is_empty() {
+                    return Ok(None);
+                }
+                let stored = match store.load(doc) {
+                    Err(StoreError::Corrupt { .. }) => None,
+                    loaded => loaded?,
+                };
                 // One look at the change graph for all of them, where
                 // asking for each change rebuilt it from the record.
                 let missing: Option<HashSet<automerge::ChangeHash>> = stored
                     .as_ref()
-                    .map(|d| d.get_missing_deps(&offered).into_iter().collect());
-                let unknown: Vec<String> = offered
+                    .map(|d| d.get_missing_deps(&rest).into_iter().collect());
+                let unknown: Vec<String> = rest
                     .iter()
                     .filter(|h| missing.as_ref().is_none_or(|m| m.contains(h)))
                     .map(ToString::to_string)

@@ -258,6 +258,25 @@ impl Store {
         }
     }
 
+    /// Those of `hashes` that record `doc` stores as changes a peer
+    /// delivered (their origins; not the server's own, such as the demo
+    /// club's): one indexed lookup each.
+    pub fn stored_changes(
+        &self,
+        doc: DocumentId,
+        hashes: &[automerge::ChangeHash],
+    ) -> Result<std::collections::HashSet<automerge::ChangeHash>, StoreError> {
+        let conn = self.conn();
+        let doc = doc.to_string();
+        let mut found = std::collections::HashSet::new();
+        for hash in hashes {
+            if holds_change(&conn, &doc, &hash.to_string())? {
+                found.insert(*hash);
+            }
+        }
+        Ok(found)
+    }
+
     /// Loads a document and the ids of the chunks it was built from: a
     /// compaction may delete those chunks, and only those.
     pub fn load_chunks(

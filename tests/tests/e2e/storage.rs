@@ -363,6 +363,57 @@ async fn backup_and_export_work_while_the_server_runs() {
     assert_eq!(all.iter().filter(|r| r.get("record").is_some()).count(), 37);
 }
 
+/// A record damaged on the server cannot say which of a revoked device's
+/// changes it holds: all of them wait for review, rather than the socket
+/// closing at each try and the device never handing in anything.
+#[tokio::test]
+async fn a_revoked_devices_hand_in_to_a_record_damaged_on_the_server_waits_for_review() {
+    use twinsync_server::auth::Role;
+
+    let app = spawn_app().await;
+    let city = app.first("city").await;
+    let token = app.device(Role::Delegate, &[&city.to_string()], None);
+    let mut phone = TestPeer::new("lost-phone").with_token(&token);
+    phone.connect(&app).await;
+    phone.fetch(city, LIMIT).await;
+    app.revoke(&token).await;
+    phone.sync_until(LIMIT, |p| p.seen.closed).await;
+    phone.edit(
+        city,
+        "field note",
+        &[Edit::Set {
+            path: "/notes".into(),
+            value: json!("ملاحظة ميدانية — note de terrain"),
+        }],
+    );
+    assert!(crate::damage_chunks(&app.data_dir, city) > 0);
+    phone.connect(&app).await;
+    let deadline = std::time::Instant::now() + LIMIT;
+    let held = loop {
+        let queue = app.get_json("/api/quarantine?status=pending").await;
+        if let Some(entry) = queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["doc_id"] == city.to_string())
+        {
+            break entry.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing handed in; the phone was told {:?}",
+            phone.seen.errors
+        );
+        phone.sync(Duration::from_millis(200), LIMIT).await;
+    };
+    assert!(held["reason"].as_str().unwrap().contains("revoked"), "{held}");
+    assert!(
+        !phone.seen.errors.iter().any(|e| e.contains("not kept")),
+        "{:?}",
+        phone.seen.errors
+    );
+}
+
 #[tokio::test]
 async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
     use twinsync_server::auth::Role;
