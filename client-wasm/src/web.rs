@@ -1138,7 +1138,19 @@ impl Inner {
         if self.unsaved.borrow().is_empty() || failed_lately || self.saving_unsaved.replace(true) {
             return;
         }
-        self.try_unsaved(compact).await;
+        // A record typed in while its snapshot was being written stays
+        // unsaved though nothing failed: written whole again at once (a
+        // few times at most), or no later write would take it, and each
+        // key typed would be said not kept though it is.
+        for _ in 0..3 {
+            let failed = self.try_unsaved(compact).await;
+            if failed || self.unsaved.borrow().is_empty() {
+                break;
+            }
+        }
+        if !self.unsaved.borrow().is_empty() {
+            self.schedule_unsaved_retry();
+        }
         self.saving_unsaved.set(false);
     }
 
@@ -1149,11 +1161,12 @@ impl Inner {
     }
 
     /// Writes each unsaved record whole: together in one transaction, and
-    /// if that fails, each alone in its own, smallest first.
-    async fn try_unsaved(&self, compact: &mut Vec<DocumentId>) {
+    /// if that fails, each alone in its own, smallest first. Whether a
+    /// write failed.
+    async fn try_unsaved(&self, compact: &mut Vec<DocumentId>) -> bool {
         // A store closed for good takes nothing: no whole record to save.
         if self.store.gone() {
-            return;
+            return true;
         }
         let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
         // Each snapshot with the heads it was taken at.
@@ -1228,8 +1241,12 @@ impl Inner {
                 *self.last_error.borrow_mut() = Some(not_saved(&e));
                 *self.unsaved_why.borrow_mut() = Some(e);
                 self.schedule_unsaved_retry();
+                true
             }
-            None => self.unsaved_failures.set(0),
+            None => {
+                self.unsaved_failures.set(0);
+                false
+            }
         }
     }
 

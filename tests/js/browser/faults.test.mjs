@@ -558,6 +558,51 @@ test("one key a failing disk could not keep is written whole by the timer once t
 test("a person who made room on a full phone and comes back to the app has the record written whole at once", () =>
   unsavedRecord({ fault: false, keys: "", recover: "shown" }));
 
+test("a key typed while an unsaved record is being written whole leaves it kept, not said unsaved for good", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    let context;
+    try {
+      const phone = await fullPhoneOnMinutes(server, profile, watchWrites, { full: false, arg: { fault: true, held: [10_000] } });
+      const { page, meeting } = phone;
+      context = phone.context;
+      await page.keyboard.type("a");
+      await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the record unsaved");
+      // The disk works again. The record's whole write, once it starts,
+      // has a key typed into the record before it commits.
+      await page.evaluate((id) => {
+        window.__diskFault = false;
+        const add = IDBObjectStore.prototype.add;
+        IDBObjectStore.prototype.add = function (value, key) {
+          if (value?.bytes instanceof Uint8Array && value.bytes[8] === 0 && !window.__typedDuring) {
+            window.__typedDuring = true;
+            queueMicrotask(() => window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "z" }], "typed meanwhile")
+              .catch((e) => { window.__typedError = e.name; }));
+          }
+          return add.call(this, value, key);
+        };
+      }, meeting);
+      await page.keyboard.type("b");
+      await until(page, () => window.__typedDuring || null, undefined, "a key typed during the whole write");
+      const status = await until(page, () => {
+        const s = window.twinsync.status();
+        return s.unsaved.length === 0 ? s : null;
+      }, undefined, "the record kept");
+      assert.ok(!["storage-full", "not-saved"].includes(status.errorKind), JSON.stringify(status));
+      await context.close();
+      const again = await persistentPhone(profile);
+      context = again.context;
+      await again.page.goto(server.url);
+      await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+      const minutes = await again.page.evaluate((id) => window.twinsync.read(id).record.minutes, meeting);
+      assert.ok(minutes.startsWith("z") && minutes.endsWith("ab"), minutes.slice(0, 20) + "…" + minutes.slice(-20));
+    } finally {
+      await context?.close();
+      cleanup(profile);
+    }
+  });
+});
+
 test("a record too big for the room left is not written whole at each key whose change fits", () =>
   unsavedRecord({ fault: true, tooBig: true, keys: "bcdef", recover: "timer" }));
 
