@@ -1768,11 +1768,13 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             inner.joins.set(inner.joins.get().wrapping_add(1));
                             inner.joined_at.set(Some(monotonic_ms()));
                             // What the device could not keep stays said
-                            // until it has kept it.
-                            let keep = !inner.unsaved.borrow().is_empty()
-                                && says_not_saved(&inner.last_error.borrow());
-                            if !keep {
-                                inner.last_error.borrow_mut().take();
+                            // until it has kept it, even once another
+                            // error took its place: the join ends that one.
+                            let unsaved = !inner.unsaved.borrow().is_empty();
+                            if !(unsaved && says_not_saved(&inner.last_error.borrow())) {
+                                let why = inner.unsaved_why.borrow().clone();
+                                *inner.last_error.borrow_mut() =
+                                    why.filter(|_| unsaved).map(|e| not_saved(&e));
                             }
                             inner.watch_silence(seq);
                             let me = Rc::clone(&inner);
