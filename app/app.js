@@ -1257,6 +1257,33 @@ async function askDeliverers(id) {
 
 /** Where a new record's form is kept as typed, until it is created or left. */
 const draftKey = (kind) => `draft:new:${kind}`;
+/** Where the draft of a record created but not kept on the phone waits. */
+const createdPrefix = (kind) => `draft:created:${kind}:`;
+
+/**
+ * The drafts of records of `kind` created on this phone but not kept on it
+ * (its storage failed): each is dropped once the phone keeps its record,
+ * and one whose record was lost with the page (a tab the phone killed)
+ * becomes the form's draft again, unless another is being typed.
+ */
+function settleCreatedDrafts(kind) {
+  const prefix = createdPrefix(kind);
+  const keys = Array.from({ length: localStorage.length }, (_, i) => localStorage.key(i)).filter((k) => k?.startsWith(prefix));
+  for (const key of keys) {
+    const id = key.slice(prefix.length);
+    let held = false;
+    try { app.client.read(id); held = true; } catch { /* lost */ }
+    let unsaved = true;
+    try { unsaved = app.client.status().unsaved.includes(id); } catch { /* no client: ask again later */ }
+    if (held && !unsaved) localStorage.removeItem(key);
+    else if (!held && localStorage.getItem(draftKey(kind)) === null) {
+      try {
+        localStorage.setItem(draftKey(kind), localStorage.getItem(key));
+        localStorage.removeItem(key);
+      } catch { /* storage full: kept where it is */ }
+    }
+  }
+}
 
 function newView(kind) {
   if (!mayCreate(kind)) {
@@ -1279,6 +1306,7 @@ function newView(kind) {
     view.dirty = true;
     try { localStorage.setItem(draftKey(kind), JSON.stringify(draft())); } catch { /* storage full: the form still holds it */ }
   };
+  settleCreatedDrafts(kind);
   let kept = null;
   try { kept = JSON.parse(localStorage.getItem(draftKey(kind))); } catch { /* not a draft: start afresh */ }
   const restored = kept && typeof kept === "object"
@@ -1314,9 +1342,14 @@ function newView(kind) {
       if (!isCoordinator() && kind === "agreement" && read().status === "ended" && !confirm(tr("endConfirm"))) return;
       // The record exists: the form, and whichever copy of it may have
       // been drawn since, hold nothing left to lose.
-      const goTo = (id) => {
+      const goTo = (id, keptOnPhone = true) => {
         view.dirty = false;
         if (app.view?.new === kind) app.view.dirty = false;
+        // Not kept on the phone, the record lives in this page alone: its
+        // draft waits until the phone keeps it (`settleCreatedDrafts`).
+        if (!keptOnPhone) {
+          try { localStorage.setItem(`${createdPrefix(kind)}${id}`, JSON.stringify(draft())); } catch { /* storage full */ }
+        }
         localStorage.removeItem(draftKey(kind));
         location.hash = `#/r/${id}`;
       };
@@ -1329,7 +1362,7 @@ function newView(kind) {
           // the notice is said once the new screen has cleared the old one's.
           if (typeof err?.recordId === "string") {
             addEventListener("hashchange", () => tell(problem(err)), { once: true });
-            goTo(err.recordId);
+            goTo(err.recordId, false);
           } else tell(problem(err));
         }
       });

@@ -382,6 +382,46 @@ test("an item added on a full phone shows at once, so it is not added twice", as
   });
 });
 
+test("a record created on a full phone and lost with its tab comes back as the form's draft", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    let context;
+    try {
+      const phone = await fullPhoneOnMinutes(server, profile);
+      const { page } = phone;
+      context = phone.context;
+      await page.evaluate(() => { location.hash = "#/new/meeting"; });
+      await page.waitForSelector('form.new input[name="title.fr"]');
+      await page.fill('form.new input[name="title.fr"]', "Comité jeunesse");
+      await page.fill('form.new input[name="title.ar"]', "لجنة الشباب");
+      await page.fill('form.new input[name="date"]', "2026-12-07");
+      await page.click('form.new button[type="submit"]');
+      await until(page, () => (location.hash.startsWith("#/r/") && document.querySelector("#notice")?.textContent) || null, undefined, "the record shown, not kept");
+      const id = await page.evaluate(() => location.hash.split("/")[2]);
+      assert.ok(await page.evaluate((id) => window.twinsync.status().unsaved.includes(id), id));
+      // While the record is in the page, a new form starts empty.
+      await page.evaluate(() => { location.hash = "#/new/meeting"; });
+      await page.waitForSelector('form.new input[name="title.fr"]');
+      assert.equal(await page.inputValue('form.new input[name="title.fr"]'), "");
+      assert.equal(await page.$("p.note.draft"), null);
+      // The phone kills the tab: the record, never kept nor sent, is gone.
+      await context.close();
+      const again = await persistentPhone(profile);
+      context = again.context;
+      await again.page.goto(server.url);
+      await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+      assert.equal(await again.page.evaluate((id) => { try { window.twinsync.read(id); return true; } catch { return false; } }, id), false);
+      await again.page.evaluate(() => { location.hash = "#/new/meeting"; });
+      await again.page.waitForSelector("p.note.draft");
+      assert.equal(await again.page.inputValue('form.new input[name="title.fr"]'), "Comité jeunesse");
+      assert.equal(await again.page.inputValue('form.new input[name="title.ar"]'), "لجنة الشباب");
+    } finally {
+      await context?.close();
+      cleanup(profile);
+    }
+  });
+});
+
 test("leaving the app while a full phone holds unsent changes in memory only asks first", async () => {
   await withServer(async (server) => {
     const profile = dataDir();
