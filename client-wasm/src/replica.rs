@@ -64,6 +64,9 @@ pub struct Damaged {
     pub doc: DocumentId,
     /// Index in the chunks given, and why it did not load.
     pub chunks: Vec<(usize, String)>,
+    /// Those of them whose changes build on one not held here: whole, and
+    /// taken in once that one is. Kept in storage, never compacted away.
+    pub waiting: Vec<usize>,
 }
 
 /// Where a change came from, for subscribers.
@@ -246,26 +249,7 @@ impl Replica {
                 (doc, bad)
             }
         };
-        // Changes stored without one they build on wait inside Automerge,
-        // unseen, and would make every exchange with the server start
-        // over (the sync engine takes a queue for changes still arriving).
-        // They are named and left out: what they build on was never kept
-        // here, so either the server has it, and them too, as this device
-        // sent them both, or they cannot be read anywhere.
-        let missing = doc.get_missing_deps(&[]).len();
-        if missing > 0 {
-            for (i, chunk) in chunks.iter().enumerate() {
-                if !bad.iter().any(|(b, _)| *b == i) && !all_applied(&doc, chunk) {
-                    let why = format!("its changes build on {missing} this device never stored");
-                    bad.push((i, why));
-                }
-            }
-            let applied = doc.get_changes(&[]);
-            let mut whole = new_document();
-            if refuse_panics(|| whole.apply_changes(applied)).is_ok() {
-                doc = whole;
-            }
-        }
+        let waiting = leave_out_waiting(&mut doc, chunks, &mut bad);
         let mut entry = Entry::new(id, doc);
         // A sync state that no longer matches what we hold would make the
         // server skip changes we lost: start afresh instead.
@@ -277,6 +261,7 @@ impl Replica {
             Err(Damaged {
                 doc: id,
                 chunks: bad,
+                waiting,
             })
         }
     }
@@ -294,10 +279,12 @@ impl Replica {
         let mut out = Outcome::default();
         let entry = self.ensure(id);
         let before = entry.doc.get_heads();
-        let bad = load_each(&mut entry.doc, chunks);
+        let mut bad = load_each(&mut entry.doc, chunks);
+        let waiting = leave_out_waiting(&mut entry.doc, chunks, &mut bad);
         let damaged = (!bad.is_empty()).then_some(Damaged {
             doc: id,
             chunks: bad,
+            waiting,
         });
         let after = entry.doc.get_heads();
         if before == after {
@@ -1161,6 +1148,37 @@ fn all_applied(doc: &Automerge, chunk: &[u8]) -> bool {
                 .and_then(|b| automerge::Change::from_bytes(b.to_vec()).ok())
                 .is_none_or(|change| doc.get_change_meta_by_hash(&change.hash()).is_some())
     })
+}
+
+/// Leaves out of `doc` the changes of `chunks` stored without one they
+/// build on. Automerge keeps such changes waiting inside the document,
+/// unseen, and every exchange with the server would start over (the sync
+/// engine takes a queue for changes still arriving). What they build on
+/// was not kept here: the server has it if this device sent it, or sends
+/// it again if it was the server's and the device could not keep it (a
+/// write that failed, the keys typed after it kept on their own). So the
+/// chunks are named, added to `bad`, and left in storage, where they load
+/// once what they build on is held. Returns their index in `chunks`.
+fn leave_out_waiting(
+    doc: &mut Automerge,
+    chunks: &[Vec<u8>],
+    bad: &mut Vec<(usize, String)>,
+) -> Vec<usize> {
+    let missing = doc.get_missing_deps(&[]).len();
+    if missing == 0 {
+        return Vec::new();
+    }
+    let waiting: Vec<usize> = (0..chunks.len())
+        .filter(|i| !bad.iter().any(|(b, _)| b == i) && !all_applied(doc, &chunks[*i]))
+        .collect();
+    let why = format!("its changes build on {missing} this device does not hold");
+    bad.extend(waiting.iter().map(|i| (*i, why.clone())));
+    let applied = doc.get_changes(&[]);
+    let mut whole = new_document().with_actor(doc.get_actor().clone());
+    if refuse_panics(|| whole.apply_changes(applied)).is_ok() {
+        *doc = whole;
+    }
+    waiting
 }
 
 /// Loads `chunks` into `doc` one at a time, skipping those that do not

@@ -554,12 +554,20 @@ impl Client {
         let mut chunk_keys = std::collections::HashMap::new();
         let mut damaged = loaded.problems;
         for record in loaded.records {
-            let keys: Vec<f64> = record.chunks.iter().map(|(k, _)| *k).collect();
+            let mut keys: Vec<f64> = record.chunks.iter().map(|(k, _)| *k).collect();
             let bytes: Vec<Vec<u8>> = record.chunks.into_iter().map(|(_, b)| b).collect();
             // Damaged chunks stay listed, so the next compaction of the
-            // record replaces them with a snapshot of what did load.
+            // record replaces them with a snapshot of what did load. Not
+            // those waiting for a change they build on: whole, they are
+            // kept, and load at a later start once it is held.
             if let Err(e) = replica.restore(record.id, &bytes, record.sync_state) {
                 damaged.push(e.to_string());
+                keys = keys
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !e.waiting.contains(i))
+                    .map(|(_, k)| k)
+                    .collect();
             }
             chunk_keys.insert(record.id, keys);
         }

@@ -406,7 +406,10 @@ async fn a_revoked_devices_hand_in_to_a_record_damaged_on_the_server_waits_for_r
         );
         phone.sync(Duration::from_millis(200), LIMIT).await;
     };
-    assert!(held["reason"].as_str().unwrap().contains("revoked"), "{held}");
+    assert!(
+        held["reason"].as_str().unwrap().contains("revoked"),
+        "{held}"
+    );
     assert!(
         !phone.seen.errors.iter().any(|e| e.contains("not kept")),
         "{:?}",
