@@ -724,31 +724,45 @@ impl Session {
             );
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let limit = self.hub.settings.max_quarantine_bytes();
-            // A record may be loaded whole below: in turn with the API's
-            // reads of whole records, so a revoked device's sockets cannot
-            // hold more copies, or cores, than those.
-            let turn = Arc::clone(&self.hub.api_reads).acquire_owned().await;
+            // Only what the server does not have needs a review. What a
+            // device stored through it is named by the changes' origins, one
+            // indexed lookup each; the record is loaded only for the rest
+            // (the server's own changes, or new ones), in turn with the
+            // API's reads of whole records, so a revoked device's sockets
+            // cannot hold more copies, or cores, than those.
+            let rest: Result<Vec<automerge::ChangeHash>, StoreError> = {
+                let (store, asked) = (store.clone(), offered.clone());
+                tokio::task::spawn_blocking(move || store.stored_changes(doc, &asked))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::Corrupt {
+                            doc: doc.to_string(),
+                            reason: format!("storage task failed: {e}"),
+                        })
+                    })
+                    .map(|named| {
+                        offered
+                            .iter()
+                            .filter(|h| !named.contains(h))
+                            .copied()
+                            .collect()
+                    })
+            };
+            let turn = match &rest {
+                Ok(rest) if rest.is_empty() => None,
+                _ => Some(Arc::clone(&self.hub.api_reads).acquire_owned().await),
+            };
             let kept = tokio::task::spawn_blocking(move || {
                 let _turn = turn;
-                // Only what the server does not have needs a review. What a
-                // device stored through it is named by the changes' origins,
-                // one indexed lookup each; the record is loaded only for the
-                // rest (the server's own changes, or new ones). A record
-                // damaged on the server tells nothing: all go to review.
-                let rest: Vec<automerge::ChangeHash> = {
-                    let named = store.stored_changes(doc, &offered)?;
-                    offered
-                        .iter()
-                        .filter(|h| !named.contains(h))
-                        .copied()
-                        .collect()
-                };
+                let rest = rest?;
                 if rest.is_empty() {
                     return Ok(None);
                 }
-                let stored = match store.load(doc) {
-                    Err(StoreError::Corrupt { .. }) => None,
-                    loaded => loaded?,
+                // A record damaged on the server tells nothing, not even
+                // what its origins name: every change goes to review.
+                let (stored, rest) = match store.load(doc) {
+                    Err(StoreError::Corrupt { .. }) => (None, offered),
+                    loaded => (loaded?, rest),
                 };
                 // One look at the change graph for all of them, where
                 // asking for each change rebuilt it from the record.

@@ -104,9 +104,12 @@ pub fn load_batch(current: &Automerge, changes: &[u8]) -> Result<Automerge, Batc
     let unreadable = |e: automerge::AutomergeError| BatchError::Unreadable(e.to_string());
     // Damage found first: `load_incremental` would skip it, and an accept
     // would then take part of the batch and call the rest decided.
-    check_chunk(changes).map_err(unreadable)?;
     let mut after = current.clone();
-    refuse_panics(|| after.load_incremental(changes)).map_err(unreadable)?;
+    refuse_panics(|| {
+        check_chunk(changes)?;
+        after.load_incremental(changes)
+    })
+    .map_err(unreadable)?;
     let missing = after.get_missing_deps(&[]).len();
     if missing > 0 {
         return Err(BatchError::MissingDeps(missing));

@@ -307,11 +307,11 @@ impl Store {
             // load_incremental alone would skip a damaged chunk silently, and
             // Automerge may panic on bytes it once wrote itself: both are
             // damage, which the caller names rather than dies of.
-            twinsync_shared::record::check_chunk(&data)
-                .and_then(|()| {
-                    twinsync_shared::record::refuse_panics(|| am.load_incremental(&data))
-                })
-                .map_err(|e| corrupt(format!("{kind} chunk {id}: {e}")))?;
+            twinsync_shared::record::refuse_panics(|| {
+                twinsync_shared::record::check_chunk(&data)?;
+                am.load_incremental(&data)
+            })
+            .map_err(|e| corrupt(format!("{kind} chunk {id}: {e}")))?;
             ids.push(id);
         }
         if !am.get_missing_deps(&[]).is_empty() {
@@ -933,9 +933,19 @@ mod tests {
         store
             .append(bad, &skipping, &Summary::default(), &[], 1)
             .unwrap();
-        match store.load_listed(&bad.to_string()).unwrap() {
-            Found::Damaged(why) => assert!(why.contains("cannot apply"), "{why}"),
-            Found::Record(..) => panic!("a record Automerge cannot apply was loaded"),
+        // And one whose first chunk holds the change with what it builds
+        // on, which checking the chunk alone applies.
+        let worse = DocumentId::random();
+        let mut together = doc.save();
+        together.extend_from_slice(&skipping);
+        store
+            .append(worse, &together, &Summary::default(), &[], 1)
+            .unwrap();
+        for id in [bad, worse] {
+            match store.load_listed(&id.to_string()).unwrap() {
+                Found::Damaged(why) => assert!(why.contains("cannot apply"), "{why}"),
+                Found::Record(..) => panic!("a record Automerge cannot apply was loaded"),
+            }
         }
         assert!(matches!(
             store.load_listed(&good.to_string()).unwrap(),

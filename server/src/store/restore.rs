@@ -332,14 +332,18 @@ pub fn finish_cut_off(data_dir: &Path) -> Result<Option<String>, RestoreError> {
             aside = Some(dir);
         }
         for (from, to) in swap_moves(&old, aside.as_deref(), &staging, &live) {
+            // The database replaced is in its folder for good before the
+            // copy takes its place.
+            if from == staging
+                && let Some(dir) = &aside
+            {
+                sync_dir(dir).map_err(io(format!("cannot sync {}", dir.display())))?;
+            }
             std::fs::rename(&from, &to).map_err(io(format!(
                 "cannot move {} to {}",
                 from.display(),
                 to.display()
             )))?;
-        }
-        if let Some(dir) = &aside {
-            sync_dir(dir).map_err(io(format!("cannot sync {}", dir.display())))?;
         }
         format!(
             "finished a restore that was cut off: its restored copy is in place{}",
@@ -631,7 +635,6 @@ fn count_devices(conn: &Connection) -> rusqlite::Result<usize> {
         .map(|n| usize::try_from(n).unwrap_or_default())
 }
 
-/// A database's file and the two SQLite keeps beside it in WAL mode.
 /// The files of the database at `db` that exist: itself, its WAL and its
 /// shared memory.
 fn present(db: &Path) -> Vec<PathBuf> {
@@ -667,6 +670,7 @@ fn swap_moves(
     moves
 }
 
+/// A database's file and the two SQLite keeps beside it in WAL mode.
 fn with_sidecars(db: &Path) -> [PathBuf; 3] {
     [db.to_owned(), beside(db, "-wal"), beside(db, "-shm")]
 }

@@ -376,6 +376,17 @@ async fn a_revoked_devices_hand_in_to_a_record_damaged_on_the_server_waits_for_r
     let mut phone = TestPeer::new("lost-phone").with_token(&token);
     phone.connect(&app).await;
     phone.fetch(city, LIMIT).await;
+    // A change the server took, its origin noted, before the revocation.
+    phone.edit(
+        city,
+        "delivered",
+        &[Edit::Set {
+            path: "/name/fr".into(),
+            value: json!("Smara (livrée)"),
+        }],
+    );
+    let delivered = phone.heads(city);
+    phone.sync_until_acked(LIMIT, city, &delivered).await;
     app.revoke(&token).await;
     phone.sync_until(LIMIT, |p| p.seen.closed).await;
     phone.edit(
@@ -408,6 +419,15 @@ async fn a_revoked_devices_hand_in_to_a_record_damaged_on_the_server_waits_for_r
     };
     assert!(
         held["reason"].as_str().unwrap().contains("revoked"),
+        "{held}"
+    );
+    // The damaged record cannot vouch for what it once took: that goes
+    // to review too.
+    let hashes = held["hashes"].as_array().unwrap();
+    assert!(
+        delivered
+            .iter()
+            .all(|h| hashes.contains(&json!(h.to_string()))),
         "{held}"
     );
     assert!(
