@@ -358,34 +358,17 @@ impl Replica {
         let Some(club) = self.club.filter(|c| self.entry(*c).is_ok()) else {
             return Ok(Outcome::default());
         };
-        let unlisted = |id: &DocumentId, e: &Entry| {
-            *id != club && !listed.contains(id) && !e.doc.get_heads().is_empty()
-        };
-        // Going over the club's history costs a pass over all of it: only
-        // for records not yet known to have been taken out.
-        let unknown: Vec<DocumentId> = self
+        // Each record held that the index lacks, with its entry. Only the
+        // kinds an index entry may name: a damaged or foreign document is
+        // left out rather than failing the change.
+        let unlisted: Vec<(DocumentId, Json)> = self
             .docs
             .iter()
-            .filter(|(id, e)| unlisted(id, e) && Some(**id) != new)
-            .map(|(id, _)| *id)
-            .filter(|id| !self.taken_out.contains(id))
-            .collect();
-        if !unknown.is_empty() {
-            let ever = ever_indexed(&self.entry(club)?.doc);
-            self.taken_out.extend(
-                unknown
-                    .into_iter()
-                    .filter(|id| ever.contains(&id.to_string())),
-            );
-        }
-        let edits: Vec<Edit> = self
-            .docs
-            .iter()
-            .filter(|(id, e)| unlisted(id, e) && !self.taken_out.contains(id))
+            .filter(|(id, e)| {
+                **id != club && !listed.contains(*id) && !e.doc.get_heads().is_empty()
+            })
             .filter_map(|(id, e)| {
                 let summary = summary(*id, &e.doc);
-                // Only the kinds an index entry may name: a damaged or
-                // foreign document is left out rather than failing the change.
                 let kind = summary["kind"]
                     .as_str()?
                     .parse::<Kind>()
@@ -397,10 +380,30 @@ impl Replica {
                         value[key] = summary[key].clone();
                     }
                 }
-                Some(Edit::PutEntry {
-                    path: format!("/index/{id}"),
-                    value,
-                })
+                Some((*id, value))
+            })
+            .collect();
+        // Going over the club's history costs a pass over all of it: only
+        // for records not yet known to have been taken out, and each of
+        // those is listed by this change if it never was.
+        if unlisted
+            .iter()
+            .any(|(id, _)| Some(*id) != new && !self.taken_out.contains(id))
+        {
+            let ever = ever_indexed(&self.entry(club)?.doc);
+            self.taken_out.extend(
+                unlisted
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| ever.contains(&id.to_string())),
+            );
+        }
+        let edits: Vec<Edit> = unlisted
+            .into_iter()
+            .filter(|(id, _)| !self.taken_out.contains(id))
+            .map(|(id, value)| Edit::PutEntry {
+                path: format!("/index/{id}"),
+                value,
             })
             .collect();
         if edits.is_empty() {
@@ -964,6 +967,24 @@ impl Replica {
             })
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+
+    /// Whether this device holds every change the server said it has of
+    /// record `id`, in this session: what the record lacks then, the
+    /// server lacks too.
+    pub fn holds_all_the_server_has(&self, id: DocumentId) -> bool {
+        let Some(e) = self.docs.get(&id) else {
+            return false;
+        };
+        self.server
+            .as_ref()
+            .and_then(|s| e.sync.peer_state(s))
+            .and_then(|s| s.their_heads.as_ref())
+            .is_some_and(|heads| {
+                heads
+                    .iter()
+                    .all(|h| e.doc.get_change_meta_by_hash(h).is_some())
+            })
     }
 
     /// Records whose heads differ from the server's, or unknown to it yet.

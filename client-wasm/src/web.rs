@@ -443,6 +443,11 @@ struct Inner {
     unsaved_failures: Cell<u32>,
     /// Chunk keys per record, for compaction.
     chunk_keys: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
+    /// Keys of stored chunks that wait for a change they build on
+    /// (`Damaged::waiting`): out of `chunk_keys`, so no compaction deletes
+    /// them, until they load or the server shows it lacks that change too
+    /// (`settle_waiting`).
+    waiting: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
     change_listeners: RefCell<Vec<(u32, Function)>>,
     status_listeners: RefCell<Vec<(u32, Function)>>,
     next_listener: Cell<u32>,
@@ -552,6 +557,7 @@ impl Client {
         );
         let loaded = store.load_all().await?;
         let mut chunk_keys = std::collections::HashMap::new();
+        let mut waiting = std::collections::HashMap::new();
         let mut damaged = loaded.problems;
         for record in loaded.records {
             let mut keys: Vec<f64> = record.chunks.iter().map(|(k, _)| *k).collect();
@@ -559,15 +565,14 @@ impl Client {
             // Damaged chunks stay listed, so the next compaction of the
             // record replaces them with a snapshot of what did load. Not
             // those waiting for a change they build on: whole, they are
-            // kept, and load at a later start once it is held.
+            // kept aside until the server sends it (`settle_waiting`).
             if let Err(e) = replica.restore(record.id, &bytes, record.sync_state) {
                 damaged.push(e.to_string());
-                keys = keys
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| !e.waiting.contains(i))
-                    .map(|(_, k)| k)
-                    .collect();
+                let aside: Vec<f64> = e.waiting.iter().map(|i| keys[*i]).collect();
+                keys.retain(|k| !aside.contains(k));
+                if !aside.is_empty() {
+                    waiting.insert(record.id, aside);
+                }
             }
             chunk_keys.insert(record.id, keys);
         }
@@ -639,6 +644,7 @@ impl Client {
             unsaved_retry_due: Cell::new(false),
             unsaved_failures: Cell::new(0),
             chunk_keys: RefCell::new(chunk_keys),
+            waiting: RefCell::new(waiting),
             change_listeners: RefCell::new(Vec::new()),
             status_listeners: RefCell::new(Vec::new()),
             next_listener: Cell::new(1),
@@ -849,7 +855,9 @@ impl Client {
         self.inner.commit_local(out).await
     }
 
-    /// Calls `listener(changes)` after each stored change, local or remote.
+    /// Calls `listener(changes)` after each stored change, local or remote,
+    /// and after a local one the device could not store (its promise
+    /// rejects, yet the record holds it).
     /// Returns a number for `unsubscribe`.
     pub fn subscribe(
         &self,
@@ -1344,6 +1352,19 @@ impl Inner {
                 .iter()
                 .flat_map(|d| d.chunks.iter().map(|(i, _)| *i))
                 .collect();
+            let still: Vec<f64> = damaged
+                .iter()
+                .flat_map(|d| d.waiting.iter().map(|i| fresh[*i]))
+                .collect();
+            // Chunks kept aside that loaded now join the record's keys.
+            {
+                let mut waiting = self.waiting.borrow_mut();
+                if still.is_empty() {
+                    waiting.remove(&id);
+                } else {
+                    waiting.insert(id, still);
+                }
+            }
             // A key newer than any read here was written by this tab since.
             let newest = stored.iter().copied().fold(f64::MIN, f64::max);
             {
@@ -1358,12 +1379,64 @@ impl Inner {
                         .map(|(_, k)| *k),
                 );
             }
-            if let Some(damaged) = damaged {
+            // Chunks still waiting were said at the start: not again at
+            // each look.
+            if let Some(damaged) = damaged.filter(|d| d.chunks.len() > d.waiting.len()) {
                 let said = damaged_said(&damaged.to_string());
                 web_sys::console::warn_1(&said.clone().into());
                 *self.last_error.borrow_mut() = Some(("damaged", said));
             }
             self.announce_changes(&out);
+        }
+    }
+
+    /// Tries again the chunks of `changed` records kept aside waiting for a
+    /// change they build on, now that the server sent changes: read back
+    /// and merged, they load if it was among them. Those of a record that
+    /// holds everything the server has still wait for a change no one
+    /// holds (made here, and neither stored nor sent before the page was
+    /// lost): they go back to the record's keys, and its compaction
+    /// replaces them.
+    async fn settle_waiting(&self, changed: &[DocumentId]) {
+        if self.waiting.borrow().is_empty() {
+            return;
+        }
+        let retry: Vec<DocumentId> = {
+            let waiting = self.waiting.borrow();
+            changed
+                .iter()
+                .copied()
+                .filter(|id| waiting.contains_key(id))
+                .collect()
+        };
+        if !retry.is_empty() {
+            self.merge_stored(retry).await;
+        }
+        let held: Vec<DocumentId> = self.waiting.borrow().keys().copied().collect();
+        let mut compact = Vec::new();
+        for id in held {
+            if !self.replica.borrow().holds_all_the_server_has(id) {
+                continue;
+            }
+            let Some(lost) = self.waiting.borrow_mut().remove(&id) else {
+                continue;
+            };
+            web_sys::console::warn_1(
+                &format!(
+                    "record {id}: {} stored chunks build on a change neither this device nor the server holds; they are dropped",
+                    lost.len()
+                )
+                .into(),
+            );
+            self.chunk_keys
+                .borrow_mut()
+                .entry(id)
+                .or_default()
+                .extend(lost);
+            compact.push(id);
+        }
+        for id in compact {
+            self.compact(id).await;
         }
     }
 
@@ -1789,6 +1862,12 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             spawn_local(async move { me.find_club().await });
                         }
                         inner.announce_changes(&out);
+                        let changed: Vec<DocumentId> = out
+                            .changed
+                            .iter()
+                            .filter_map(|c| c.id.parse().ok())
+                            .collect();
+                        inner.settle_waiting(&changed).await;
                         inner.send_pending();
                     }
                     Err(e) => {

@@ -410,6 +410,12 @@ test("a record created on a full phone and lost with its tab comes back as the f
       context = again.context;
       await again.page.goto(server.url);
       await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+      // Once the phone is up to date with the server, which never had it:
+      // the record is lost, and its draft comes back.
+      await until(again.page, () => {
+        const s = window.twinsync.status();
+        return (s.link === "joined" && s.syncing === 0) || null;
+      }, undefined, "up to date with the server");
       assert.equal(await again.page.evaluate((id) => { try { window.twinsync.read(id); return true; } catch { return false; } }, id), false);
       await again.page.evaluate(() => { location.hash = "#/new/meeting"; });
       await again.page.waitForSelector("p.note.draft");
@@ -597,6 +603,66 @@ test("one key a failing disk could not keep is written whole by the timer once t
 
 test("a person who made room on a full phone and comes back to the app has the record written whole at once", () =>
   unsavedRecord({ fault: false, keys: "", recover: "shown" }));
+
+test("keys typed offline after a server's change the phone could not keep load once the server sends it again", async () => {
+  await withServer(async (server) => {
+    const profile = dataDir();
+    let context;
+    let other;
+    try {
+      const phone = await fullPhoneOnMinutes(server, profile, watchWrites, { full: false, arg: { fault: false, held: [10_000] } });
+      const { page, meeting } = phone;
+      context = phone.context;
+      await page.click("#sync-toggle");
+      await until(page, () => window.twinsync.status().link === "joined" || null, undefined, "online");
+      // The phone's disk fails as another phone's words arrive.
+      await page.evaluate(() => { window.__diskFault = true; });
+      other = await phone_(server);
+      await until(other.page, readable, meeting, "the meeting on the second phone");
+      await other.page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "كلمة أخرى " }], "other phone"), meeting);
+      await until(page, (id) => (window.twinsync.read(id).record.minutes.startsWith("كلمة أخرى") && window.twinsync.status().unsaved.includes(id)) || null,
+        meeting, "the other phone's words held in memory only");
+      // Offline, the disk takes each key's change but no whole record: the
+      // keys are stored, each alone, on words the phone could not keep.
+      await page.click("#sync-toggle");
+      await until(page, () => window.twinsync.status().link === "offline" || null, undefined, "offline");
+      await page.evaluate(() => { window.__diskFault = { wholeOver: 0 }; });
+      await page.focus('[data-path="/minutes"] textarea');
+      await page.keyboard.press("End");
+      await page.keyboard.type("xyz");
+      await until(page, (id) => window.twinsync.read(id).record.minutes.endsWith("xyz") || null, meeting, "the keys typed");
+      // The page is lost; the phone opens again, online.
+      await context.close();
+      const again = await persistentPhone(profile);
+      context = again.context;
+      await again.page.goto(server.url);
+      const minutes = await until(again.page, (id) => {
+        try {
+          const m = window.twinsync.read(id).record.minutes;
+          return m.startsWith("كلمة أخرى") && m.endsWith("xyz") ? m : null;
+        } catch { return null; }
+      }, meeting, "the other phone's words, and the keys typed offline");
+      assert.ok(minutes.endsWith("xyz"));
+      // And the keys reach the server.
+      await until(again.page, async (id) => {
+        const res = await fetch(`/api/records/${id}`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } });
+        return (await res.json()).record.minutes.endsWith("xyz") || null;
+      }, meeting, "the keys on the server");
+    } finally {
+      await other?.context.close();
+      await context?.close();
+      cleanup(profile);
+    }
+  });
+});
+
+/** A second phone on the demo club, its client open as `window.tw`, every record on it. */
+async function phone_(server) {
+  const p = await phone(browser);
+  await openClient(p.page, server, {});
+  await until(p.page, upToDate, undefined, "the second phone up to date");
+  return p;
+}
 
 test("a key typed while an unsaved record is being written whole leaves it kept, not said unsaved for good", async () => {
   await withServer(async (server) => {
