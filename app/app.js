@@ -252,9 +252,9 @@ function mayLeave() {
 // A phone freezes or kills a hidden page without warning.
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") writeFocused(); });
 addEventListener("pagehide", writeFocused);
-// Leaving asks first while a form holds what was typed, or the phone could
-// not keep changes the server has not confirmed either: they are in this
-// page's memory only.
+// Leaving asks first while a form holds what was typed, or while the phone
+// could not keep some record and holds changes the server has not
+// confirmed: they may be in this page's memory only.
 addEventListener("beforeunload", (e) => {
   let held = false;
   try {
@@ -1272,11 +1272,15 @@ function settleCreatedDrafts(kind) {
   for (const key of keys) {
     const id = key.slice(prefix.length);
     let held = false;
-    try { app.client.read(id); held = true; } catch { /* lost */ }
-    let unsaved = true;
-    try { unsaved = app.client.status().unsaved.includes(id); } catch { /* no client: ask again later */ }
-    if (held && !unsaved) localStorage.removeItem(key);
-    else if (!held && localStorage.getItem(draftKey(kind)) === null) {
+    try { app.client.read(id); held = true; } catch { /* not here, or still arriving */ }
+    let s = null;
+    try { s = app.client.status(); } catch { /* no client: ask again later */ }
+    // Lost only if the phone, joined and up to date, does not hold it: a
+    // record that reached the server before the page was lost comes back
+    // from it, and its draft made again would be a second record.
+    const lost = !held && s?.link === "joined" && s.syncing === 0;
+    if (held && s && !s.unsaved.includes(id)) localStorage.removeItem(key);
+    else if (lost && localStorage.getItem(draftKey(kind)) === null) {
       try {
         localStorage.setItem(draftKey(kind), localStorage.getItem(key));
         localStorage.removeItem(key);

@@ -781,9 +781,19 @@ test("a French name ending in a number in parentheses, listed in an Arabic line,
     // name first, which sets the line's direction, then a French one.
     const meeting = await coordinator.page.evaluate(async () => {
       const create = async (name) => `automerge:${await window.twinsync.create("person", { name }, "new person")}`;
-      const amina = await create({ ar: "أمينة العلوي" });
+      // Addresses are random: the lower of the Arabic names made, the
+      // higher of the French ones, made in turn until they are in order.
+      let amina = await create({ ar: "أمينة العلوي" });
       let awa = await create({ fr: "Awa Diop (2)" });
-      for (let i = 0; i < 32 && awa < amina; i++) awa = await create({ fr: "Awa Diop (2)" });
+      for (let i = 0; i < 32 && awa < amina; i++) {
+        if (i % 2) {
+          const other = await create({ ar: "أمينة العلوي" });
+          if (other < amina) amina = other;
+        } else {
+          const other = await create({ fr: "Awa Diop (2)" });
+          if (other > awa) awa = other;
+        }
+      }
       return window.twinsync.create("meeting",
         { title: { ar: "اجتماع المجلس" }, date: "2026-11-30", attendees: [amina, awa] }, "new meeting");
     });
