@@ -196,6 +196,17 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
     /// time until the window ends when the total would pass `limit` (the
     /// count is then left as it was).
     pub fn add(&self, key: &K, n: u64, limit: u64) -> Result<u64, Duration> {
+        self.bump(key, n, limit, false)
+    }
+
+    /// Adds `n` to `key`'s window, to `limit` at most: the cost of work
+    /// already done, which a later [`Windows::add`] past the limit then
+    /// refuses.
+    pub fn charge(&self, key: &K, n: u64, limit: u64) {
+        let _ = self.bump(key, n, limit, true);
+    }
+
+    fn bump(&self, key: &K, n: u64, limit: u64, clamp: bool) -> Result<u64, Duration> {
         let now = Instant::now();
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.len() >= self.max_keys && !counts.contains_key(key) {
@@ -215,6 +226,10 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
         }
         let total = entry.1.saturating_add(n);
         if total > limit {
+            if clamp {
+                entry.1 = entry.1.max(limit);
+                return Ok(entry.1);
+            }
             return Err(self.window.saturating_sub(now.duration_since(entry.0)));
         }
         entry.1 = total;

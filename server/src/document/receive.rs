@@ -461,6 +461,15 @@ impl DocTask {
         hashes: &[String],
     ) {
         self.hub.metrics.changes_refused.inc();
+        // Judging the message took a pass over the whole record, which the
+        // ops a message carries do not count: a device that sends change
+        // after change to be refused pays for each pass in its operations
+        // a minute, and past them its socket is closed with the wait.
+        self.hub.guards.device_ops.charge(
+            &peer.device.id,
+            self.doc.stats().num_ops,
+            self.hub.settings.device_ops_per_minute,
+        );
         let kind = self
             .current
             .as_ref()

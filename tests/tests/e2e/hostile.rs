@@ -576,6 +576,54 @@ async fn a_device_past_its_operations_a_minute_is_cut_off_before_they_are_applie
     assert!(o.has_changes(meeting, &first));
 }
 
+/// Judging a change that is then refused takes a pass over the whole
+/// record, which the few operations the message carries do not count. A
+/// device that sends change after change to be refused, each from the
+/// server's state so that none waits behind another, pays for each pass
+/// in its operations a minute: past them its socket closes with the wait.
+#[tokio::test]
+async fn a_device_sending_change_after_change_to_be_refused_pays_for_each_check() {
+    use twinsync_server::auth::Role;
+    const BUDGET: u64 = 200_000;
+    let app = spawn_app_with(|s| s.device_ops_per_minute = BUDGET).await;
+    let meeting = app.first("meeting").await;
+    // A coordinator's long minutes: over 60,000 operations.
+    let mut writer = holding(&app, "writer", meeting).await;
+    tally(writer.doc_mut(meeting), "long", 60_000);
+    let heads = writer.heads(meeting);
+    writer.sync_until_acked(LIMIT, meeting, &heads).await;
+    let observer = app.device(Role::Observer, &[], None);
+    let mut cut = None;
+    for i in 0..10 {
+        let peer = TestPeer::new(&format!("observer-{i}")).with_token(&observer);
+        let mut o = fetched(&app, peer, meeting).await;
+        o.edit(
+            meeting,
+            "not mine to write",
+            &[Edit::Set {
+                path: "/time".into(),
+                value: "09:00".into(),
+            }],
+        );
+        o.sync_until(LIMIT, |p| p.seen.closed || !p.seen.refusals.is_empty())
+            .await;
+        if o.seen.errors_with("operations in a minute; reconnect in") > 0 {
+            cut = Some(i);
+            break;
+        }
+        assert!(
+            o.seen.refusals.iter().any(|r| r.code == "observer"),
+            "{:?}",
+            o.seen.errors
+        );
+    }
+    // Three passes over 60,000 operations and a fourth that fills the
+    // budget are judged; the fifth change is not.
+    assert_eq!(cut, Some(4));
+    // The coordinator is served meanwhile.
+    time_acknowledged(&mut writer, meeting, "still served").await;
+}
+
 #[tokio::test]
 async fn a_record_growing_past_its_op_limit_is_refused_and_cannot_be_accepted() {
     use automerge::ReadDoc;
