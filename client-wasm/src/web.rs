@@ -448,6 +448,10 @@ struct Inner {
     /// them, until they load or the server shows it lacks that change too
     /// (`settle_waiting`).
     waiting: RefCell<std::collections::HashMap<DocumentId, Vec<f64>>>,
+    /// For a record whose last compaction failed, the count of chunks
+    /// past which it is tried again: not at every key typed, each a whole
+    /// snapshot, on a phone that refuses them.
+    compact_after: RefCell<std::collections::HashMap<DocumentId, usize>>,
     change_listeners: RefCell<Vec<(u32, Function)>>,
     status_listeners: RefCell<Vec<(u32, Function)>>,
     next_listener: Cell<u32>,
@@ -645,6 +649,7 @@ impl Client {
             unsaved_failures: Cell::new(0),
             chunk_keys: RefCell::new(chunk_keys),
             waiting: RefCell::new(waiting),
+            compact_after: RefCell::new(std::collections::HashMap::new()),
             change_listeners: RefCell::new(Vec::new()),
             status_listeners: RefCell::new(Vec::new()),
             next_listener: Cell::new(1),
@@ -1445,10 +1450,11 @@ impl Inner {
     fn keep_chunk_keys(&self, chunks: &[Chunk], keys: Vec<f64>) -> Vec<DocumentId> {
         let mut compact = Vec::new();
         let mut all = self.chunk_keys.borrow_mut();
+        let after = self.compact_after.borrow();
         for (chunk, key) in chunks.iter().zip(keys) {
             let list = all.entry(chunk.doc).or_default();
             list.push(key);
-            if list.len() > COMPACT_AFTER {
+            if list.len() > after.get(&chunk.doc).copied().unwrap_or(COMPACT_AFTER) {
                 compact.push(chunk.doc);
             }
         }
@@ -1472,9 +1478,16 @@ impl Inner {
                 let list = all.entry(doc).or_default();
                 list.retain(|k| !old.contains(k));
                 list.push(key);
+                self.compact_after.borrow_mut().remove(&doc);
             }
-            // The chunks stay; compaction is retried after more edits.
-            Err(e) => web_sys::console::warn_1(&format!("compaction of {doc}: {e}").into()),
+            // The chunks stay; compaction is retried once as many more
+            // have been written.
+            Err(e) => {
+                self.compact_after
+                    .borrow_mut()
+                    .insert(doc, old.len() + COMPACT_AFTER);
+                web_sys::console::warn_1(&format!("compaction of {doc}: {e}").into());
+            }
         }
     }
 
