@@ -759,7 +759,8 @@ impl Session {
                     return Ok(None);
                 }
                 // A record damaged on the server tells nothing, not even
-                // what its origins name: every change goes to review.
+                // what its origins name: every change offered goes to
+                // review. (When they name every one, it is not read.)
                 let (stored, rest) = match store.load(doc) {
                     Err(StoreError::Corrupt { .. }) => (None, offered),
                     loaded => (loaded?, rest),

@@ -17,6 +17,10 @@ use twinsync_shared::record::{
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
 use crate::permissions::{NOT_STORED, Read, Refusal, TOO_LARGE, Why, Write, check_write};
+
+/// A refusal costs its device the record's operations, the pass that judged
+/// it, and at most this fraction of its operations a minute.
+const REFUSALS_PER_BUDGET: u64 = 8;
 use crate::review::{BatchError, load_batch};
 use crate::store::{Append, Kept, Origin, Refused, StoreError};
 
@@ -464,11 +468,15 @@ impl DocTask {
         // Judging the message took a pass over the whole record, which the
         // ops a message carries do not count: a device that sends change
         // after change to be refused pays for each pass in its operations
-        // a minute, and past them its socket is closed with the wait.
+        // a minute, and past them its socket is closed with the wait. An
+        // eighth of them at most: a phone holding a refused change sends it
+        // again at each reconnection and from each tab, and must not be
+        // cut off for that alone.
+        let limit = self.hub.settings.device_ops_per_minute;
         self.hub.guards.device_ops.charge(
             &peer.device.id,
-            self.doc.stats().num_ops,
-            self.hub.settings.device_ops_per_minute,
+            self.doc.stats().num_ops.min(limit / REFUSALS_PER_BUDGET),
+            limit,
         );
         let kind = self
             .current
