@@ -2084,6 +2084,13 @@ async function start() {
   app.client.onStatus((s) => {
     syncBar(s);
     onReconnect(s);
+    // Once up to date with the server, the drafts of records created
+    // here and lost with their page are known lost: they wait as their
+    // forms' drafts, whenever those are next opened.
+    if (!app.draftsSettled && s.link === "joined" && s.syncing === 0) {
+      app.draftsSettled = true;
+      for (const kind of KINDS) settleCreatedDrafts(kind);
+    }
   });
   app.client.subscribe(onChanges);
   chrome();

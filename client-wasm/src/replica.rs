@@ -65,7 +65,9 @@ pub struct Damaged {
     /// Index in the chunks given, and why it did not load.
     pub chunks: Vec<(usize, String)>,
     /// Those of them whose changes build on one not held here: whole, and
-    /// taken in once that one is. Kept in storage, never compacted away.
+    /// taken in once that one is. The web client keeps them in storage,
+    /// out of compaction, until then or until the server shows that no
+    /// one holds it.
     pub waiting: Vec<usize>,
 }
 
@@ -365,7 +367,10 @@ impl Replica {
             .docs
             .iter()
             .filter(|(id, e)| {
-                **id != club && !listed.contains(*id) && !e.doc.get_heads().is_empty()
+                **id != club
+                    && !listed.contains(*id)
+                    && !self.taken_out.contains(*id)
+                    && !e.doc.get_heads().is_empty()
             })
             .filter_map(|(id, e)| {
                 let summary = summary(*id, &e.doc);
@@ -1178,8 +1183,8 @@ fn all_applied(doc: &Automerge, chunk: &[u8]) -> bool {
 /// was not kept here: the server has it if this device sent it, or sends
 /// it again if it was the server's and the device could not keep it (a
 /// write that failed, the keys typed after it kept on their own). So the
-/// chunks are named, added to `bad`, and left in storage, where they load
-/// once what they build on is held. Returns their index in `chunks`.
+/// chunks are named and added to `bad`; they load once what they build on
+/// is held. Returns their index in `chunks`.
 fn leave_out_waiting(
     doc: &mut Automerge,
     chunks: &[Vec<u8>],

@@ -1334,7 +1334,9 @@ impl Inner {
     /// its next compaction, whose snapshot holds them, replaces them too;
     /// keys no longer stored (another tab compacted them) leave, and so do
     /// those of chunks that do not load, which stay stored and are named.
-    async fn merge_stored(&self, ids: Vec<DocumentId>) {
+    /// Returns the records it could read.
+    async fn merge_stored(&self, ids: Vec<DocumentId>) -> Vec<DocumentId> {
+        let mut read = Vec::new();
         for id in ids {
             let known = self
                 .chunk_keys
@@ -1351,6 +1353,7 @@ impl Inner {
                     continue;
                 }
             };
+            read.push(id);
             let (fresh, bytes): (Vec<f64>, Vec<Vec<u8>>) = fresh.into_iter().unzip();
             let (out, damaged) = self.replica.borrow_mut().merge_stored(id, &bytes);
             let bad: Vec<usize> = damaged
@@ -1375,7 +1378,12 @@ impl Inner {
             {
                 let mut all = self.chunk_keys.borrow_mut();
                 let list = all.entry(id).or_default();
+                let before = list.len();
                 list.retain(|k| stored.contains(k) || *k > newest);
+                // Another tab compacted it: counted afresh.
+                if list.len() < before {
+                    self.compact_after.borrow_mut().remove(&id);
+                }
                 list.extend(
                     fresh
                         .iter()
@@ -1393,6 +1401,7 @@ impl Inner {
             }
             self.announce_changes(&out);
         }
+        read
     }
 
     /// Tries again the chunks of `changed` records kept aside waiting for a
@@ -1406,21 +1415,28 @@ impl Inner {
         if self.waiting.borrow().is_empty() {
             return;
         }
+        // Read again: those the server changed, and those that hold all
+        // it has, before they are given up on.
         let retry: Vec<DocumentId> = {
             let waiting = self.waiting.borrow();
-            changed
-                .iter()
+            let replica = self.replica.borrow();
+            waiting
+                .keys()
                 .copied()
-                .filter(|id| waiting.contains_key(id))
+                .filter(|id| changed.contains(id) || replica.holds_all_the_server_has(*id))
                 .collect()
         };
-        if !retry.is_empty() {
-            self.merge_stored(retry).await;
+        if retry.is_empty() {
+            return;
         }
-        let held: Vec<DocumentId> = self.waiting.borrow().keys().copied().collect();
+        let read = self.merge_stored(retry).await;
         let mut compact = Vec::new();
-        for id in held {
-            if !self.replica.borrow().holds_all_the_server_has(id) {
+        for id in read {
+            // Read back just now, and still waiting though the record holds
+            // all the server has.
+            if !self.waiting.borrow().contains_key(&id)
+                || !self.replica.borrow().holds_all_the_server_has(id)
+            {
                 continue;
             }
             let Some(lost) = self.waiting.borrow_mut().remove(&id) else {
@@ -1912,7 +1928,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             }
             Event::Flush => inner.send_pending(),
             Event::Stored(ids) => {
-                inner.merge_stored(ids).await;
+                let _ = inner.merge_stored(ids).await;
                 inner.send_pending();
                 inner.announce_status();
             }
