@@ -1275,10 +1275,11 @@ function settleCreatedDrafts(kind) {
     try { app.client.read(id); held = true; } catch { /* not here, or still arriving */ }
     let s = null;
     try { s = app.client.status(); } catch { /* no client: ask again later */ }
-    // Lost only if the phone, joined and up to date, does not hold it: a
-    // record that reached the server before the page was lost comes back
-    // from it, and its draft made again would be a second record.
-    const lost = !held && s?.link === "joined" && s.syncing === 0;
+    // Lost only if the phone, joined, up to date and holding the club's
+    // index, does not hold it: a record that reached the server before the
+    // page was lost comes back from it, and its draft made again would be
+    // a second record.
+    const lost = !held && s?.link === "joined" && s.syncing === 0 && app.summaries?.some((r) => r.kind === "club");
     if (held && s && !s.unsaved.includes(id)) localStorage.removeItem(key);
     else if (lost && localStorage.getItem(draftKey(kind)) === null) {
       try {
@@ -2089,7 +2090,9 @@ async function start() {
     // forms' drafts, whenever those are next opened.
     if (!app.draftsSettled && s.link === "joined" && s.syncing === 0) {
       app.draftsSettled = true;
-      for (const kind of KINDS) settleCreatedDrafts(kind);
+      // Not the kind whose form is open: it would never show the draft,
+      // and its first key would write over it.
+      for (const kind of KINDS) if (app.view?.new !== kind) settleCreatedDrafts(kind);
     }
   });
   app.client.subscribe(onChanges);

@@ -470,12 +470,17 @@ impl DocTask {
         // after change to be refused pays for each pass in its operations
         // a minute, and past them its socket is closed with the wait. An
         // eighth of them at most: a phone holding a refused change sends it
-        // again at each reconnection and from each tab, and must not be
-        // cut off for that alone.
+        // again at each reconnection and from each tab, and one refused
+        // change to a large record must not cut it off. (Several to large
+        // records, sent again from several tabs, can: it then waits out
+        // the minute.)
         let limit = self.hub.settings.device_ops_per_minute;
         self.hub.guards.device_ops.charge(
             &peer.device.id,
-            self.doc.stats().num_ops.min(limit / REFUSALS_PER_BUDGET),
+            self.doc
+                .stats()
+                .num_ops
+                .min((limit / REFUSALS_PER_BUDGET).max(1)),
             limit,
         );
         let kind = self

@@ -631,6 +631,18 @@ test("keys typed offline after a server's change the phone could not keep load o
       await page.keyboard.press("End");
       await page.keyboard.type("xyz");
       await until(page, (id) => window.twinsync.read(id).record.minutes.endsWith("xyz") || null, meeting, "the keys typed");
+      // Each key's write has reached IndexedDB before the page is lost: a
+      // read begun after them waits for them.
+      await page.evaluate((id) => new Promise((ok, fail) => {
+        const open = indexedDB.open("twinsync");
+        open.onerror = () => fail(open.error);
+        open.onsuccess = () => {
+          const db = open.result;
+          const count = db.transaction("chunks").objectStore("chunks").index("doc").count(id);
+          count.onsuccess = () => { db.close(); ok(count.result); };
+          count.onerror = () => fail(count.error);
+        };
+      }), meeting);
       // The page is lost; the phone opens again, online.
       await context.close();
       const again = await persistentPhone(profile);
