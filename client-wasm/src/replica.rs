@@ -391,10 +391,7 @@ impl Replica {
         // Going over the club's history costs a pass over all of it: only
         // for records not yet known to have been taken out, and each of
         // those is listed by this change if it never was.
-        if unlisted
-            .iter()
-            .any(|(id, _)| Some(*id) != new && !self.taken_out.contains(id))
-        {
+        if unlisted.iter().any(|(id, _)| Some(*id) != new) {
             let ever = ever_indexed(&self.entry(club)?.doc);
             self.taken_out.extend(
                 unlisted

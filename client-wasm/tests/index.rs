@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{NOW, exchange, joined};
+use common::{NOW, demo_record, exchange, joined};
 use serde_json::json;
 use twinsync_shared::demo;
 use twinsync_shared::record::{Commit, Edit, Kind, RecordDoc, new_document};
@@ -15,8 +15,10 @@ use twinsync_shared::record::{Commit, Edit, Kind, RecordDoc, new_document};
 #[test]
 fn a_record_a_coordinator_took_out_of_the_index_stays_out() {
     let records = demo::build().unwrap();
-    let of = |kind| records.iter().find(|r| r.doc.kind() == Some(kind)).unwrap();
-    let (club, meeting) = (of(Kind::Club), of(Kind::Meeting));
+    let (club, meeting) = (
+        demo_record(&records, Kind::Club),
+        demo_record(&records, Kind::Meeting),
+    );
     let (mut server, mut phone) = joined(club.id);
     let me = phone.peer_id().clone();
     let copy = |doc: &automerge::Automerge| {
@@ -86,10 +88,7 @@ fn a_record_a_coordinator_took_out_of_the_index_stays_out() {
 #[test]
 fn a_record_created_before_the_club_arrived_is_listed_when_it_does() {
     let records = demo::build().unwrap();
-    let club = records
-        .iter()
-        .find(|r| r.doc.kind() == Some(Kind::Club))
-        .unwrap();
+    let club = demo_record(&records, Kind::Club);
     let (mut server, mut phone) = joined(club.id);
     let (created, _) = phone
         .create(

@@ -9,17 +9,14 @@ mod common;
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT, ScalarValue};
-use common::{NOW, exchange, joined};
+use common::{NOW, demo_record, exchange, joined};
 use twinsync_shared::demo;
 use twinsync_shared::record::Kind;
 
 #[test]
 fn a_record_sent_in_a_frame_over_16_mib_reaches_the_phone() {
     let records = demo::build().unwrap();
-    let club = records
-        .iter()
-        .find(|r| r.doc.kind() == Some(Kind::Club))
-        .unwrap();
+    let club = demo_record(&records, Kind::Club);
     let mut doc = club.doc.doc().clone();
     // 20 MiB that no compression shrinks: a scan of a signed agreement.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

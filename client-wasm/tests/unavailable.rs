@@ -11,21 +11,15 @@
 
 mod common;
 
-use common::{NOW, exchange, joined};
+use common::{NOW, demo_record, exchange, joined};
 use twinsync_shared::demo;
 use twinsync_shared::record::{Commit, Edit, Kind, new_document};
 
 #[test]
 fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
     let records = demo::build().unwrap();
-    let club = records
-        .iter()
-        .find(|r| r.doc.kind() == Some(Kind::Club))
-        .unwrap();
-    let meeting = records
-        .iter()
-        .find(|r| r.doc.kind() == Some(Kind::Meeting))
-        .unwrap();
+    let club = demo_record(&records, Kind::Club);
+    let meeting = demo_record(&records, Kind::Meeting);
     let (mut server, mut phone) = joined(club.id);
     let phone_id = phone.peer_id().clone();
     server.hold(&phone_id, club.id, club.doc.doc().clone());

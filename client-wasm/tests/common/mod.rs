@@ -7,10 +7,17 @@ use std::collections::HashMap;
 
 use automerge::Automerge;
 use twinsync_client::replica::Replica;
+use twinsync_shared::demo::DemoRecord;
 use twinsync_shared::protocol::{DocSync, FrameLimit, Message, PROTOCOL_VERSION, PeerMetadata};
+use twinsync_shared::record::Kind;
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 
 pub const NOW: i64 = 1_790_000_000;
+
+/// The first of the demo's `records` of `kind`.
+pub fn demo_record(records: &[DemoRecord], kind: Kind) -> &DemoRecord {
+    records.iter().find(|r| r.doc.kind() == Some(kind)).unwrap()
+}
 
 /// A server holding nothing yet, and a phone following `club` whose
 /// `join` it has answered.
