@@ -1072,21 +1072,26 @@ mod tests {
         (dir, store)
     }
 
+    /// A phone's changes to `doc` refused for a status it may not set.
+    fn refused<'a>(doc: DocumentId, hashes: &'a [String], changes: &'a [u8]) -> Refused<'a> {
+        Refused {
+            doc,
+            device_id: "phone",
+            peer_id: "peer",
+            hashes,
+            changes,
+            path: Some("/status"),
+            reason: "not yours",
+            code: "not-yours",
+        }
+    }
+
     #[test]
     fn a_batch_reopened_after_its_changes_were_sent_again_leaves_one_pending() {
         let (_dir, store) = store();
         let doc = DocumentId::random();
         let hashes = vec!["h1".to_owned()];
-        let refused = Refused {
-            doc,
-            device_id: "phone",
-            peer_id: "phone-peer",
-            hashes: &hashes,
-            changes: b"changes",
-            path: Some("/status"),
-            reason: "not yours",
-            code: "not-yours",
-        };
+        let refused = refused(doc, &hashes, b"changes");
         let first = store.quarantine(&refused, 100, 1 << 20).unwrap().id;
         assert!(store.decide(first, "accepted", "coordinator", 101).unwrap());
         // Sent again while the accept is being applied: a new pending batch.
@@ -1138,20 +1143,7 @@ mod tests {
         let keep = |hashes: &[automerge::ChangeHash], from: &mut automerge::AutoCommit, limit| {
             let changes = bytes(from, hashes);
             let hashes: Vec<String> = hashes.iter().map(ToString::to_string).collect();
-            store.quarantine(
-                &Refused {
-                    doc,
-                    device_id: "phone",
-                    peer_id: "peer",
-                    hashes: &hashes,
-                    changes: &changes,
-                    path: Some("/status"),
-                    reason: "not yours",
-                    code: "not-yours",
-                },
-                100,
-                limit,
-            )
+            store.quarantine(&refused(doc, &hashes, &changes), 100, limit)
         };
         let first = keep(&chain[..1], &mut phone, 1 << 20).unwrap();
         assert!(!first.discarded);
@@ -1256,20 +1248,7 @@ mod tests {
                 .to_vec();
             let hashes = vec![chain[i].to_string()];
             store
-                .quarantine(
-                    &Refused {
-                        doc,
-                        device_id: "phone",
-                        peer_id: "peer",
-                        hashes: &hashes,
-                        changes: &changes,
-                        path: Some("/status"),
-                        reason: "not yours",
-                        code: "not-yours",
-                    },
-                    100,
-                    1 << 20,
-                )
+                .quarantine(&refused(doc, &hashes, &changes), 100, 1 << 20)
                 .unwrap()
                 .id
         };
