@@ -722,13 +722,8 @@ async fn a_batch_built_on_a_pending_one_says_which_to_accept_first() {
 #[tokio::test]
 async fn a_revoked_device_is_cut_off_at_once_then_may_only_hand_in_its_changes() {
     let app = spawn_app().await;
-    let city = app.first("city").await;
-    let token = app.device(Role::Delegate, &[&city.to_string()], None);
+    let (city, token, mut phone) = crate::city_delegate(&app, "stolen-phone", LIMIT).await;
     let device_id = token.split('.').next().unwrap().to_owned();
-
-    let mut phone = TestPeer::new("stolen-phone").with_token(&token);
-    phone.connect(&app).await;
-    phone.fetch(city, LIMIT).await;
     let body = app.revoke(&token).await;
     assert_eq!(body["sockets_closed"], 1);
     phone.sync(Duration::from_secs(3), LIMIT).await;

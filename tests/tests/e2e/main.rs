@@ -27,3 +27,26 @@ fn damage_chunks(data_dir: &std::path::Path, doc: twinsync_shared::DocumentId) -
         )
         .unwrap()
 }
+
+/// The first city's delegate: its token, and its phone `name`, connected
+/// and holding the city.
+async fn city_delegate(
+    app: &twinsync_tests::TestApp,
+    name: &str,
+    limit: std::time::Duration,
+) -> (
+    twinsync_shared::DocumentId,
+    String,
+    twinsync_tests::TestPeer,
+) {
+    let city = app.first("city").await;
+    let token = app.device(
+        twinsync_server::auth::Role::Delegate,
+        &[&city.to_string()],
+        None,
+    );
+    let mut phone = twinsync_tests::TestPeer::new(name).with_token(&token);
+    phone.connect(app).await;
+    phone.fetch(city, limit).await;
+    (city, token, phone)
+}

@@ -368,14 +368,8 @@ async fn backup_and_export_work_while_the_server_runs() {
 /// closing at each try and the device never handing in anything.
 #[tokio::test]
 async fn a_revoked_devices_hand_in_to_a_record_damaged_on_the_server_waits_for_review() {
-    use twinsync_server::auth::Role;
-
     let app = spawn_app().await;
-    let city = app.first("city").await;
-    let token = app.device(Role::Delegate, &[&city.to_string()], None);
-    let mut phone = TestPeer::new("lost-phone").with_token(&token);
-    phone.connect(&app).await;
-    phone.fetch(city, LIMIT).await;
+    let (city, token, mut phone) = crate::city_delegate(&app, "lost-phone", LIMIT).await;
     // A change the server took, its origin noted, before the revocation.
     phone.edit(
         city,
@@ -439,14 +433,8 @@ async fn a_revoked_devices_hand_in_to_a_record_damaged_on_the_server_waits_for_r
 
 #[tokio::test]
 async fn a_revoked_devices_hand_in_is_not_acknowledged_when_the_disk_is_full() {
-    use twinsync_server::auth::Role;
-
     let app = spawn_app().await;
-    let city = app.first("city").await;
-    let token = app.device(Role::Delegate, &[&city.to_string()], None);
-    let mut phone = TestPeer::new("lost-phone").with_token(&token);
-    phone.connect(&app).await;
-    phone.fetch(city, LIMIT).await;
+    let (city, token, mut phone) = crate::city_delegate(&app, "lost-phone", LIMIT).await;
     app.revoke(&token).await;
     phone.sync_until(LIMIT, |p| p.seen.closed).await;
 
