@@ -272,20 +272,33 @@ pub async fn redeem(
     request: axum::extract::Request,
 ) -> Result<impl IntoResponse, axum::response::Response> {
     let (parts, body) = request.into_parts();
+    // Only failed tries count: codes cannot be guessed, and a room of
+    // delegates behind one address redeems its invites in the same minute.
     let ip = client_ip(&parts, &hub.settings.trusted_proxies);
+    let limit = hub.settings.redeems_per_minute;
     if let Some(ip) = ip
-        && let Err(wait) = hub
-            .guards
-            .redemptions
-            .add(&ip, 1, hub.settings.redeems_per_minute)
+        && let Some(wait) = hub.guards.redemptions.reached(&ip, limit)
     {
         hub.metrics.rate_limited.inc();
         let message = format!(
-            "too many invite redemptions from this address; try again in {} s",
+            "too many failed invite redemptions from this address; try again in {} s",
             crate::auth::whole_seconds(wait)
         );
         return Err(Denied::too_many(message, wait).into_response());
     }
+    let redeemed = redeem_body(&hub, body).await;
+    if redeemed.is_err()
+        && let Some(ip) = ip
+    {
+        hub.guards.redemptions.charge(&ip, 1, limit);
+    }
+    redeemed
+}
+
+async fn redeem_body(
+    hub: &Arc<Hub>,
+    body: axum::body::Body,
+) -> Result<impl IntoResponse + use<>, axum::response::Response> {
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large").into_response()
     })?;

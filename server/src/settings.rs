@@ -250,7 +250,8 @@ pub struct Settings {
     )]
     pub auth_failures_per_minute: u64,
 
-    /// Invite redemptions tried from one address per minute.
+    /// Failed invite redemptions from one address per minute, past which
+    /// the address waits out the minute; one that works does not count.
     #[arg(
         long,
         env = "TWINSYNC_REDEEMS_PER_MINUTE",

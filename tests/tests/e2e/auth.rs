@@ -198,8 +198,55 @@ async fn an_invite_is_redeemed_once_for_a_working_token_and_redemptions_are_limi
     assert_eq!(again.status(), 410);
     assert!(again.text().await.unwrap().contains("already used"));
     assert_eq!(redeem("zz.zz".into()).await.status(), 401);
-    // Three tries a minute from one address, then 429.
-    assert_eq!(redeem(code).await.status(), 429);
+    // Three failed tries a minute from one address, then 429, even for a
+    // good code.
+    assert_eq!(redeem("zz.zy".into()).await.status(), 401);
+    let fresh = app.post_as("/api/invites", &app.token, &body).await;
+    let fresh: Value = fresh.json().await.unwrap();
+    let res = redeem(text(&fresh, "code").to_owned()).await;
+    assert_eq!(res.status(), 429);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("failed invite redemptions")
+    );
+}
+
+/// A room of delegates behind one address (the venue's Wi-Fi) redeems
+/// its invites in the same minute: only failed tries count.
+#[tokio::test]
+async fn invites_redeemed_from_one_address_count_only_when_they_fail() {
+    let app = spawn_app_with(|s| s.redeems_per_minute = 2).await;
+    let redeem = |code: String| {
+        let url = app.url("/api/invites/redeem");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"code": code}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for n in 0..4 {
+        let body = json!({"name": format!("phone {n}"), "role": "observer"});
+        let invite: Value = app
+            .post_as("/api/invites", &app.token, &body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            redeem(text(&invite, "code").to_owned()).await,
+            201,
+            "invite {n}"
+        );
+    }
+    assert_eq!(redeem("zz.zz".into()).await, 401);
+    assert_eq!(redeem("zz.zy".into()).await, 401);
+    assert_eq!(redeem("zz.zx".into()).await, 429);
 }
 
 #[tokio::test]
