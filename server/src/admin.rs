@@ -331,7 +331,7 @@ async fn redeem_body(
             tracing::info!(device = %device.id, role = device.role.as_str(), "invite redeemed");
             Ok((
                 StatusCode::CREATED,
-                Json(json!({"token": token, "device": device_json(&hub, &device)})),
+                Json(json!({"token": token, "device": device_json(hub, &device)})),
             ))
         }
         Err(RedeemError::Store(e)) => Err(ApiError::from(e).into_response()),
