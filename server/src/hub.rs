@@ -319,6 +319,20 @@ impl Hub {
         })
     }
 
+    /// The devices with a peer connected, not in hand-in mode.
+    pub fn connected_devices(&self) -> Vec<String> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<String> = sessions
+            .by_peer
+            .values()
+            .filter(|e| !e.revoked)
+            .map(|e| e.device.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Whether any peer is connected.
     pub fn has_sessions(&self) -> bool {
         !self

@@ -332,7 +332,9 @@ impl Drop for AddressSlot {
 /// command line (another process): every two seconds, each socket's device
 /// as it signed in is compared with the device as stored now. No clock is
 /// involved, so a change committed late, or under a clock that stepped
-/// back, is not missed.
+/// back, is not missed. And notes each connected device as seen, once a
+/// minute: a token lasts `--token-ttl-days` after the last sighting, and a
+/// secretariat's computer may keep one socket open for months.
 async fn watch_devices(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
@@ -341,7 +343,15 @@ async fn watch_devices(hub: Arc<Hub>) {
             continue;
         }
         let store = hub.store.clone();
-        match tokio::task::spawn_blocking(move || store.device_rights()).await {
+        let connected = hub.connected_devices();
+        let checked = tokio::task::spawn_blocking(move || {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            if let Err(e) = store.touch_devices(&connected, now) {
+                tracing::warn!(error = %e, "cannot note the connected devices as seen");
+            }
+            store.device_rights()
+        });
+        match checked.await {
             Ok(Ok(now)) => {
                 for id in hub.disconnect_stale(&now) {
                     tracing::info!(device = %id, "device revoked or changed: its socket closed");

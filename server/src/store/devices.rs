@@ -602,6 +602,26 @@ impl Store {
         Ok(())
     }
 
+    /// Records that devices connected now were seen, each at most once a
+    /// minute: a socket kept open keeps its token alive as a sign-in does.
+    /// Answers how many sightings it wrote.
+    pub fn touch_devices(&self, ids: &[String], now: i64) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        let mut touched = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE devices SET last_seen_at = ?2
+                 WHERE id = ?1 AND revoked_at IS NULL AND last_seen_at <= ?2 - 60",
+            )?;
+            for id in ids {
+                touched += stmt.execute(params![id, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(touched)
+    }
+
     /// Revokes a device; returns it, or `None` if there is no such device.
     /// The invites it made that are still unused lapse with it. With
     /// `guard`, the last coordinator seen since then may not be revoked

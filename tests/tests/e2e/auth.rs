@@ -142,6 +142,35 @@ async fn brute_force_on_tokens_is_rate_limited_even_for_the_right_token() {
     );
 }
 
+/// A token lasts its lifetime after the device was last seen. A socket
+/// kept open (a secretariat's computer, left on the records for months)
+/// is a sighting too: its next sign-in works.
+#[tokio::test]
+async fn a_device_with_a_socket_open_is_seen_and_its_token_does_not_lapse() {
+    let app = spawn_app().await;
+    let (_city, token, mut phone) = crate::city_delegate(&app, "secretariat", LIMIT).await;
+    let id = token.split('.').next().unwrap().to_owned();
+    let long_ago = twinsync_tests::now() - 91 * 86_400;
+    app.hub.store.set_last_seen(&id, long_ago).unwrap();
+    let seen = || app.hub.store.device(&id).unwrap().unwrap().last_seen_at;
+    twinsync_tests::eventually(LIMIT, "the open socket noted as a sighting", || {
+        seen() > long_ago
+    })
+    .await;
+    assert!(seen() >= twinsync_tests::now() - 60);
+    phone.sync(Duration::from_millis(200), LIMIT).await;
+    assert!(!phone.seen.closed);
+    assert_eq!(app.get_as("/api/me", &token).await.status(), 200);
+
+    // A revoked device's hand-in is no sighting.
+    app.revoke(&token).await;
+    phone.sync_until(LIMIT, |p| p.seen.closed).await;
+    phone.connect(&app).await;
+    app.hub.store.set_last_seen(&id, long_ago + 1).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(seen(), long_ago + 1);
+}
+
 #[tokio::test]
 async fn an_invite_is_redeemed_once_for_a_working_token_and_redemptions_are_limited() {
     let app = spawn_app_with(|s| s.redeems_per_minute = 3).await;
