@@ -248,6 +248,41 @@ fn a_plain_string_with_concurrent_values_is_left_for_a_coordinator() {
     assert_eq!(doc.read().unwrap()["guests"], "La maire de Pune");
 }
 
+/// Two phones under schema 1 that wrote the same guests at once do not
+/// disagree: nothing is listed to settle, so the field must take keys.
+#[test]
+fn a_plain_string_two_phones_wrote_alike_becomes_text_and_takes_keys() {
+    let mut a = RecordDoc::from_automerge(schema_1_meeting());
+    let mut b = fork(&a);
+    let mut c = fork(&a);
+    for doc in [&mut a, &mut b] {
+        doc.doc_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put(ROOT, "guests", "Le maire de Dakar, عمدة داكار")
+            })
+            .unwrap();
+    }
+    merge(&mut a, &mut b);
+    assert_eq!(a.doc().get_all(ROOT, "guests").unwrap().len(), 2);
+    assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
+    c.doc_mut().apply_changes(a.doc().get_changes(&[])).unwrap();
+
+    // A phone types in it before the migration reaches it ...
+    a.edit(&commit("typing", 6), &[splice("/guests", 0, "M. ")])
+        .unwrap();
+    assert_eq!(
+        a.read().unwrap()["guests"],
+        "M. Le maire de Dakar, عمدة داكار"
+    );
+    // ... and the server's migration makes it text too.
+    let mut migrated = c.into_automerge();
+    migrate(&mut migrated, &commit("migrate", 5)).unwrap();
+    assert!(matches!(
+        value_at(&migrated, &ROOT, "guests"),
+        Value::Object(ObjType::Text)
+    ));
+}
+
 fn meeting_with_a_decision() -> RecordDoc {
     RecordDoc::create(
         Kind::Meeting,

@@ -12,7 +12,8 @@ use super::path::{
 use super::read::{ValidationError, kind_of, summarise};
 use super::schema::{FieldType, ITEM_REMOVED};
 use super::write::{
-    add_member, insert_item, member_key, put_entry, put_text, scalar, set_language, set_languages,
+    add_member, insert_item, member_key, one_plain_string, put_entry, put_text, scalar,
+    set_language, set_languages,
 };
 use crate::text::nfc;
 
@@ -359,8 +360,8 @@ fn inside_item<T: Transactable>(
 /// stored as a plain string (a record not yet brought to schema 2, or
 /// written so by another client) or not at all becomes a text object
 /// holding the same characters, so that splices merge from then on. A
-/// plain string with concurrent values is refused: splicing the one shown
-/// would silently settle the disagreement.
+/// plain string with concurrent values that differ is refused: splicing
+/// the one shown would silently settle the disagreement.
 fn text_to_splice<T: Transactable>(
     tx: &mut T,
     kind: super::Kind,
@@ -372,7 +373,8 @@ fn text_to_splice<T: Transactable>(
         Stored::Plain(s) => s,
         Stored::Absent => String::new(),
     };
-    if tx.get_all(&obj, field.name)?.len() > 1 {
+    let values = tx.get_all(&obj, field.name)?;
+    if values.len() > 1 && one_plain_string(&values).is_none() {
         return Err(EditError::invalid(
             path,
             "devices wrote different values here: settle that before typing in it",

@@ -10,12 +10,12 @@
 //! devices doing at once leaves as a disagreement, both texts listed.
 
 use automerge::transaction::{Transactable, Transaction};
-use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
 
 use super::edit::{Commit, EditError};
 use super::read::{ValidationError, kind_of, schema_version};
 use super::schema::{Field, FieldType, Kind, SCHEMA_VERSION};
-use super::write::put_text;
+use super::write::{one_plain_string, put_text};
 
 /// One step: from schema `n` to `n + 1`, for `n` = its index + 1, given
 /// the record's kind if it says a known one.
@@ -31,7 +31,8 @@ const STEPS: &[Step] = &[texts_become_text_objects];
 /// character. A plain string becomes a text object with the same
 /// characters, an absent text an empty one (no device then has to create
 /// it, which two could do at once). A plain string with concurrent values
-/// is left as it is: replacing it would settle the disagreement unseen.
+/// that differ is left as it is: replacing it would settle the
+/// disagreement unseen.
 fn texts_become_text_objects(
     tx: &mut Transaction<'_>,
     kind: Option<Kind>,
@@ -49,9 +50,8 @@ fn texts_in(tx: &mut Transaction<'_>, obj: &ObjId, fields: &[Field]) -> Result<(
             (FieldType::Text, []) => {
                 put_text(tx, obj, field.name, "")?;
             }
-            (FieldType::Text, [(Value::Scalar(s), _)]) => {
-                if let ScalarValue::Str(plain) = s.as_ref() {
-                    let plain = plain.to_string();
+            (FieldType::Text, [_, ..]) => {
+                if let Some(plain) = one_plain_string(&values) {
                     put_text(tx, obj, field.name, &plain)?;
                 }
             }

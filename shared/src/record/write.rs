@@ -133,6 +133,21 @@ fn write_field<T: Transactable>(
     Ok(())
 }
 
+/// The plain string every value at a key holds, when they hold the same
+/// one: devices that wrote the same words at once do not disagree, and
+/// nothing is settled by turning them into one text.
+pub(crate) fn one_plain_string(values: &[(automerge::Value<'_>, ObjId)]) -> Option<String> {
+    let mut strings = values.iter().map(|(v, _)| match v {
+        automerge::Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        },
+        automerge::Value::Object(_) => None,
+    });
+    let first = strings.next()??;
+    strings.all(|s| s == Some(first)).then(|| first.to_owned())
+}
+
 /// Puts a new text object at `key` of `obj`, holding `chars` as given.
 pub(crate) fn put_text<T: Transactable>(
     tx: &mut T,
