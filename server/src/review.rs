@@ -426,6 +426,54 @@ mod tests {
         assert_eq!(shown[0].after, Json::Null);
     }
 
+    /// An item added is one change, the item itself: not each of its
+    /// fields, its id among them, nor its whole list again.
+    #[test]
+    fn an_added_item_is_shown_as_the_item_come() {
+        let mut doc = meeting("");
+        doc.edit(
+            &Commit::new("decision", 2),
+            &[Edit::InsertItem {
+                path: "/decisions".into(),
+                after: None,
+                item: json!({"id": "d1", "text": "Jumeler les bibliothèques"}),
+            }],
+        )
+        .unwrap();
+        let changes = batch(
+            &doc,
+            vec![Edit::InsertItem {
+                path: "/decisions".into(),
+                after: Some("d1".into()),
+                item: json!({"id": "d2", "text": "تبادل الطلاب", "outcome": "adopted"}),
+            }],
+        );
+        let shown = preview(doc.doc(), &changes).unwrap().changes;
+        let paths: Vec<&str> = shown.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["/decisions/d2"], "{shown:?}");
+        assert_eq!(shown[0].before, Json::Null);
+        assert_eq!(shown[0].after["text"], "تبادل الطلاب");
+        // Added with a field of another item changed: both, each once.
+        let changes = batch(
+            &doc,
+            vec![
+                Edit::InsertItem {
+                    path: "/decisions".into(),
+                    after: None,
+                    item: json!({"id": "d0", "text": "Ouvrir la séance"}),
+                },
+                Edit::Set {
+                    path: "/decisions/d1/outcome".into(),
+                    value: json!("adopted"),
+                },
+            ],
+        );
+        let shown = preview(doc.doc(), &changes).unwrap().changes;
+        let mut paths: Vec<&str> = shown.iter().map(|c| c.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["/decisions/d0", "/decisions/d1/outcome"], "{shown:?}");
+    }
+
     #[test]
     fn a_value_that_loses_the_merge_shows_no_passages() {
         let doc = meeting("");

@@ -66,10 +66,18 @@ pub fn field_changes(
             .flatten()
             .max_by_key(String::len)
             .unwrap_or(path);
+        let shown = item_come_or_gone(old, new, &shown).unwrap_or(shown);
         if !paths.contains(&shown) {
             paths.push(shown);
         }
     }
+    // A list that only gained or lost items is shown by those items.
+    let lists: Vec<String> = paths
+        .iter()
+        .filter(|p| only_items_come_or_gone(old, new, p, &paths))
+        .cloned()
+        .collect();
+    paths.retain(|p| !lists.contains(p));
     paths
         .into_iter()
         .map(|path| {
@@ -87,6 +95,54 @@ pub fn field_changes(
             }
         })
         .collect()
+}
+
+/// `/<list>/<id>` for a path inside an item only one side holds: an item
+/// added or gone is one change, not one for each of its fields.
+fn item_come_or_gone(old: &Json, new: &Json, path: &str) -> Option<String> {
+    let mut parts = path.split('/').skip(1);
+    let (list, id) = (parts.next()?, parts.next()?);
+    parts.next()?;
+    let item_path = format!("/{list}/{id}");
+    let held = |record: &Json| value_at(record, &item_path).is_some();
+    let is_list = |record: &Json| matches!(record.get(list), Some(Json::Array(_)));
+    ((is_list(old) || is_list(new)) && held(old) != held(new)).then_some(item_path)
+}
+
+/// Whether `path` names a list whose change `paths` shows as items come
+/// or gone, the others standing in the order they stood.
+fn only_items_come_or_gone(old: &Json, new: &Json, path: &str, paths: &[String]) -> bool {
+    let Some(list) = path.strip_prefix('/').filter(|l| !l.contains('/')) else {
+        return false;
+    };
+    let ids = |record: &Json| -> Option<Vec<String>> {
+        match record.get(list) {
+            Some(Json::Array(items)) => items
+                .iter()
+                .map(|i| i.get("id")?.as_str().map(str::to_owned))
+                .collect(),
+            None | Some(Json::Null) => Some(Vec::new()),
+            Some(_) => None,
+        }
+    };
+    let (Some(before), Some(after)) = (ids(old), ids(new)) else {
+        return false;
+    };
+    let prefix = format!("/{list}/");
+    let shown: Vec<&str> = paths
+        .iter()
+        .filter_map(|p| p.strip_prefix(&prefix))
+        .filter(|id| !id.contains('/'))
+        .collect();
+    let stayed = |ids: &[String], other: &[String]| -> Vec<String> {
+        ids.iter().filter(|i| other.contains(i)).cloned().collect()
+    };
+    let changed_by_items = before
+        .iter()
+        .chain(&after)
+        .filter(|i| !(before.contains(i) && after.contains(i)))
+        .all(|i| shown.contains(&i.as_str()));
+    !shown.is_empty() && changed_by_items && stayed(&before, &after) == stayed(&after, &before)
 }
 
 /// The value at a record path: map keys by name, list items by their id.
