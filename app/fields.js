@@ -5,7 +5,7 @@
 // writing the same minutes offline both keep every word.
 
 import { LANGS, t, formatDate, formatNumber, listOf } from "./i18n.js";
-import { diff, spans, splice, rebaseOnto, shown, toStored } from "./text.js";
+import { diff, spans, splice, rebaseOnto, shown, toStored, follow } from "./text.js";
 
 /** What kind of record a reference field points to. */
 export const REF_KIND = {
@@ -59,13 +59,6 @@ export function pick(value, lang) {
   if (value == null) return "";
   if (typeof value === "string") return value;
   return value[lang] || value.ar || value.fr || value.en || "";
-}
-
-/** Where a caret at `pos` goes when `d` is applied before or around it. */
-function shift(pos, d) {
-  if (pos <= d.index) return pos;
-  if (pos >= d.index + d.delete) return pos - d.delete + d.insert.length;
-  return d.index + d.insert.length;
 }
 
 /**
@@ -347,15 +340,6 @@ function offerTheirs(input, theirs, ctx, write) {
   input.after(note);
 }
 
-/** Where a caret goes when the text around it changes from `a` to `b`. */
-function follow(pos, a, b) {
-  // Whichever side of the caret did not change keeps it in place.
-  if (a.slice(pos) === b.slice(b.length - (a.length - pos))) return b.length - (a.length - pos);
-  if (a.slice(0, pos) === b.slice(0, pos)) return pos;
-  const d = diff(a, b);
-  return d ? shift(pos, d) : pos;
-}
-
 /** Texts of a line or two: a meeting's guests, and every text of a list item (a decision, a commitment). */
 const SHORT_TEXTS = new Set(["guests"]);
 const rowsFor = (path) => (path.split("/").length > 2 || SHORT_TEXTS.has(path.split("/").pop()) ? 3 : 8);
@@ -374,8 +358,17 @@ function textArea(ctx, path, value) {
   let last = area.value;
   let composing = false;
   let arrived;
+  // Shows `text` instead, the caret and selection kept in the text around
+  // them (`follow`).
+  const redraw = (text) => {
+    const [s, e] = follow(area.value, text, area.selectionStart, area.selectionEnd);
+    area.value = text;
+    if (document.activeElement === area) area.setSelectionRange(s, e);
+  };
   const send = async () => {
-    let local = diff(last, area.value);
+    // Read with the text: the caret says where a key was typed next to
+    // copies of what it typed.
+    let local = diff(last, area.value, area.selectionEnd);
     if (!local) return;
     // The document keeps each insert in NFC, as the splice stores it, and
     // never renormalises the rest: others' text stays as they wrote it.
@@ -383,10 +376,7 @@ function textArea(ctx, path, value) {
     const nfc = local.insert.normalize("NFC");
     if (nfc !== local.insert) {
       local = { ...local, insert: nfc };
-      const fixed = splice(last, local);
-      const caret = follow(area.selectionStart, area.value, fixed);
-      area.value = fixed;
-      if (document.activeElement === area) area.setSelectionRange(caret, caret);
+      redraw(splice(last, local));
     }
     let edits = [local];
     // Text from others may be merged on the device but not yet announced:
@@ -403,10 +393,7 @@ function textArea(ctx, path, value) {
     const base = shown(stored);
     if (base !== last) {
       edits = rebaseOnto(local, spans(last, base));
-      const merged = edits.reduce(splice, base);
-      const caret = follow(area.selectionStart, area.value, merged);
-      area.value = merged;
-      if (document.activeElement === area) area.setSelectionRange(caret, caret);
+      redraw(edits.reduce(splice, base));
     }
     last = area.value;
     if (!edits.length) return;
@@ -423,20 +410,15 @@ function textArea(ctx, path, value) {
       if (composing) { arrived = null; return; }
       // Not saved: show what the document holds, so nothing unsaved looks saved.
       const now = shown(ctx.text(path) ?? "");
-      const caret = follow(area.selectionStart, area.value, now);
-      area.value = now;
+      redraw(now);
       last = now;
-      if (document.activeElement === area) area.setSelectionRange(caret, caret);
     }
   };
   const receive = (stored) => {
     const remote = shown(stored ?? "");
     if (remote === area.value) { last = remote; return; }
-    const [s, e] = [area.selectionStart, area.selectionEnd];
-    const before = area.value;
-    area.value = remote;
+    redraw(remote);
     last = remote;
-    if (document.activeElement === area) area.setSelectionRange(follow(s, before, remote), follow(e, before, remote));
   };
   area.addEventListener("compositionstart", () => { composing = true; });
   area.addEventListener("compositionend", () => {

@@ -1,6 +1,6 @@
 // Text edits at UTF-16 offsets, as a textarea counts them: what one keystroke
 // changed, what changed between two versions of a text, and where a keystroke
-// made on one version lands on another. No DOM here, so node tests it.
+// (or the caret) on one version lands on another. No DOM here, so node tests it.
 
 const isHigh = (c) => c >= 0xd800 && c <= 0xdbff;
 const isLow = (c) => c >= 0xdc00 && c <= 0xdfff;
@@ -8,15 +8,27 @@ const isLow = (c) => c >= 0xdc00 && c <= 0xdfff;
 /**
  * The one splice `{ index, delete, insert }` that turns `a` into `b`, from
  * their common start and end, or null when they are equal. Never splits a
- * surrogate pair.
+ * surrogate pair. `caret`, where the caret is in `b` (a textarea's
+ * `selectionEnd` once a key is typed), says where text typed or deleted
+ * next to copies of itself was: "la " typed before "la la" reads as "la "
+ * typed at its start or " la" at its end, and only the first is what the
+ * person did, to be merged with what others write there.
  */
-export function diff(a, b) {
+export function diff(a, b, caret) {
   if (a === b) return null;
-  let start = 0;
   const max = Math.min(a.length, b.length);
-  while (start < max && a.charCodeAt(start) === b.charCodeAt(start)) start++;
-  let end = 0;
-  while (end < max - start && a.charCodeAt(a.length - 1 - end) === b.charCodeAt(b.length - 1 - end)) end++;
+  let head = 0;
+  while (head < max && a.charCodeAt(head) === b.charCodeAt(head)) head++;
+  let tail = 0;
+  while (tail < max && a.charCodeAt(a.length - 1 - tail) === b.charCodeAt(b.length - 1 - tail)) tail++;
+  // Where the common start and end overlap, the splice may start anywhere
+  // from `max - tail` to `head`: where it ends at the caret (after what was
+  // typed, where a deletion was), else after the whole common start. A
+  // caret outside that range is brought into it, so the splice still
+  // turns `a` into `b` whatever the caret says.
+  const wanted = Number.isInteger(caret) ? caret - (b.length - max) : head;
+  let start = Math.min(head, Math.max(max - tail, wanted));
+  let end = Math.min(tail, max - start);
   // Never split a surrogate pair: back off to the pair's start.
   if (start > 0 && isHigh(a.charCodeAt(start - 1))) start--;
   if (end > 0 && isLow(a.charCodeAt(a.length - end))) end--;
@@ -146,17 +158,7 @@ function backtrack(trace, n, m) {
  * the person writes where others wrote goes after their text.
  */
 export function rebaseOnto(local, remote) {
-  const map = (p) => {
-    let shift = 0;
-    for (const s of remote) {
-      const end = s.index + s.delete;
-      if (end <= p) { shift += s.insert.length - s.delete; continue; }
-      // Inside what others deleted: after what they wrote there.
-      if (s.index < p) return s.index + shift + s.insert.length;
-      break;
-    }
-    return p + shift;
-  };
+  const map = (p) => moved(p, remote);
   // What the person deleted that is still there, in runs others did not
   // write inside.
   const cuts = new Set([local.index, local.index + local.delete]);
@@ -171,6 +173,43 @@ export function rebaseOnto(local, remote) {
   const out = deletes.reverse();
   if (local.insert) out.push({ index: map(local.index), delete: 0, insert: local.insert });
   return out;
+}
+
+/**
+ * Where offset `p` of a text goes once `remote` (the splices `spans` found
+ * between it and a newer text) is applied: after what others wrote at it,
+ * and after what they wrote in place of text around it. A keystroke made
+ * at `p` lands there (`rebaseOnto`), and so does the caret (`follow`).
+ */
+export function moved(p, remote) {
+  let shift = 0;
+  for (const s of remote) {
+    const end = s.index + s.delete;
+    if (end <= p) { shift += s.insert.length - s.delete; continue; }
+    // Inside what others deleted: after what they wrote there.
+    if (s.index < p) return s.index + shift + s.insert.length;
+    break;
+  }
+  return p + shift;
+}
+
+/**
+ * Where offsets `at` of text `a` (a caret, a selection's two ends) go when
+ * the text around them changes to `b`. One frame from others may change
+ * text on both sides of the caret: each place changed moves it in turn,
+ * so it stays where it was in the text around it rather than going to the
+ * end of one splice spanning both. Inside a place others rewrote, it goes
+ * after what they wrote (`moved`).
+ */
+export function follow(a, b, ...at) {
+  // Whichever side of them did not change keeps them in place: the common
+  // case, and it keeps them next to the same text where copies of it
+  // leave `spans` a choice. One rule for all, so a selection's ends stay
+  // in order.
+  if (b.endsWith(a.slice(Math.min(...at)))) return at.map((p) => p + b.length - a.length);
+  if (b.startsWith(a.slice(0, Math.max(...at)))) return at;
+  const remote = spans(a, b);
+  return at.map((p) => moved(p, remote));
 }
 
 /**

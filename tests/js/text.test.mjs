@@ -3,7 +3,7 @@
 // Run from the repository root: node --test tests/js/text.test.mjs
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { diff, spans, splice, rebaseOnto, shown, toStored } from "../../app/text.js";
+import { diff, spans, splice, rebaseOnto, shown, toStored, follow, moved } from "../../app/text.js";
 
 const apply = (text, splices) => splices.reduce(splice, text);
 
@@ -110,6 +110,141 @@ test("diff is the one splice between two texts", () => {
   assert.deepEqual(diff("abc", "abXc"), { index: 2, delete: 0, insert: "X" });
   assert.equal(diff("abc", "abc"), null);
   assert.deepEqual(diff("a😀", "a😁"), { index: 1, delete: 2, insert: "😁" });
+});
+
+/** Whether offset `i` of `text` falls between the two halves of a surrogate pair. */
+const inPair = (text, i) => i > 0 && i < text.length && /[\uD800-\uDBFF]/.test(text[i - 1]) && /[\uDC00-\uDFFF]/.test(text[i]);
+
+test("a keystroke typed next to copies of itself is where the caret says", () => {
+  // "la " typed at the start of "la la": the caret is after it.
+  assert.deepEqual(diff("la la", "la la la", 3), { index: 0, delete: 0, insert: "la " });
+  assert.deepEqual(diff("la la", "la la la", 8), { index: 5, delete: 0, insert: " la" });
+  // Without a caret, as early as the common start allows: the end.
+  assert.deepEqual(diff("la la", "la la la"), { index: 5, delete: 0, insert: " la" });
+  // Enter between two line breaks: the new one is the middle one.
+  assert.deepEqual(diff("Ordre\n\nFin", "Ordre\n\n\nFin", 7), { index: 6, delete: 0, insert: "\n" });
+  // A backspace leaves the caret where the deleted unit was.
+  assert.deepEqual(diff("aaa", "aa", 1), { index: 1, delete: 1, insert: "" });
+  assert.deepEqual(diff("aaa", "aa", 0), { index: 0, delete: 1, insert: "" });
+  // Arabic: "ال" typed at the start of "الال".
+  assert.deepEqual(diff("الال", "الالال", 2), { index: 0, delete: 0, insert: "ال" });
+  // An emoji typed before the same emoji, and one deleted after it.
+  assert.deepEqual(diff("a😀", "a😀😀", 3), { index: 1, delete: 0, insert: "😀" });
+  assert.deepEqual(diff("😀😀b", "😀b", 2), { index: 2, delete: 2, insert: "" });
+  // A caret the text cannot have had: still a splice from one to the other.
+  for (const caret of [-4, 1, 2, 99, 1.5, NaN, undefined, null]) {
+    const d = diff("la la", "la la la", caret);
+    assert.equal(splice("la la", d), "la la la", String(caret));
+    assert.equal(d.delete + d.insert.length, 3, String(caret));
+  }
+  // A caret inside an emoji: the splice widens rather than cutting it.
+  const d = diff("😀", "😀😀", 3);
+  assert.equal(splice("😀", d), "😀😀");
+  assert.ok(!inPair("😀", d.index) && !inPair("😀", d.index + d.delete), JSON.stringify(d));
+});
+
+test("any one keystroke is found where it was made, and any caret gives a splice from one text to the other", () => {
+  const rand = seeded(20260611);
+  const chars = ["l", "a", " ", "ا", "ل", "\n", "😀"];
+  const text = (n) => Array.from({ length: n }, () => chars[rand(chars.length)]).join("");
+  let ambiguous = 0;
+  for (let round = 0; round < 5000; round++) {
+    const cps = [...text(rand(12))];
+    const at = rand(cps.length + 1);
+    const pos = cps.slice(0, at).join("").length;
+    let edit;
+    let caret;
+    if (rand(2) || !cps.length || at === cps.length) {
+      const insert = text(1 + rand(3));
+      edit = { index: pos, delete: 0, insert };
+      caret = pos + insert.length;
+    } else {
+      const gone = cps.slice(at, at + 1 + rand(3)).join("");
+      edit = { index: pos, delete: gone.length, insert: "" };
+      caret = pos;
+    }
+    const a = cps.join("");
+    const b = splice(a, edit);
+    if (a === b) continue;
+    const why = JSON.stringify({ a, b, edit });
+    if (diff(a, b).index !== pos) ambiguous++;
+    // With the true caret: the keystroke itself.
+    assert.deepEqual(diff(a, b, caret), edit, why);
+    // With any caret at all: a splice from `a` to `b` that cuts no character.
+    for (const hint of [rand(b.length + 1), rand(40) - 20, undefined]) {
+      const d = diff(a, b, hint);
+      assert.equal(splice(a, d), b, `${why} ${hint}`);
+      assert.ok(!inPair(a, d.index) && !inPair(a, d.index + d.delete), `${why} ${hint} ${JSON.stringify(d)}`);
+    }
+  }
+  // Rounds where the caret made a difference.
+  assert.ok(ambiguous > 300, String(ambiguous));
+});
+
+test("a frame from others changing text before and after the caret leaves it between the same words", () => {
+  const before = "Ordre du jour.\nLe maire ouvre la séance.\nالبند الأول: الميزانية.\nFin.";
+  const after = "L'ordre du jour.\nLe maire ouvre la séance.\nالبند الأول: الميزانية.\nFin de séance.";
+  const caret = before.indexOf("الميزانية");
+  const [at] = follow(before, after, caret);
+  assert.equal(after.slice(at, at + "الميزانية".length), "الميزانية");
+  assert.equal(after.slice(at - "الأول: ".length, at), "الأول: ");
+  // A selection of "la séance" keeps both ends.
+  const [s, e] = follow(before, after, before.indexOf("la séance"), before.indexOf("la séance") + "la séance".length);
+  assert.equal(after.slice(s, e), "la séance");
+  // Changed on one side only: kept by the side that did not change.
+  assert.deepEqual(follow("abc def", "abc XYdef", 2), [2]);
+  assert.deepEqual(follow("abc def", "Xabc def", 5), [6]);
+  // Others writing at the caret: it goes after their text, where a key
+  // typed there lands too.
+  assert.deepEqual(follow("abc def", "abc XY def", 4), [7]);
+  assert.deepEqual(follow("ab cd ef", "Zab XYcd ef!", 3), [6]);
+  // Inside a word others rewrote, with text changed on both sides: after
+  // their word.
+  assert.deepEqual(follow("ab cdef gh", "Xab WXYZ ghX", 5), [8]);
+  // A selection whose ends the changes could otherwise order backwards.
+  const [from, to] = follow("xyxy", "xy", 1, 2);
+  assert.ok(from <= to, JSON.stringify([from, to]));
+});
+
+test("the caret follows others' edits as a keystroke at it would, and away from them keeps its place", () => {
+  const rand = seeded(4111);
+  const chars = [..."abcdefghijklmnopqrstuvwxyzابتثجحخدذرزسشصضé😀 \n"];
+  const word = (n) => Array.from({ length: n }, () => chars[rand(chars.length)]).join("");
+  let checked = 0;
+  let bothSides = 0;
+  for (let round = 0; round < 2000; round++) {
+    const a = word(20 + rand(150));
+    const cps = [...a];
+    // Others edit at two to four places, far apart, from the end back, in
+    // one frame.
+    const places = [...new Set(Array.from({ length: 2 + rand(3) }, () => rand(cps.length)))].sort((p, q) => q - p);
+    const edited = [];
+    for (const p of places) {
+      if (edited.some((q) => Math.abs(q - p) < 12)) continue;
+      edited.push(p);
+      cps.splice(p, rand(3), ...word(rand(4)));
+    }
+    const b = cps.join("");
+    const remote = spans(a, b);
+    // Any caret goes where a keystroke at it lands.
+    const p = rand(a.length + 1);
+    if (!inPair(a, p)) {
+      const typed = rebaseOnto({ index: p, delete: 0, insert: "✓" }, remote);
+      assert.equal(moved(p, remote), typed.at(-1).index, JSON.stringify({ a, b, p }));
+    }
+    // A caret 6 units from any change keeps the text around it.
+    const starts = [...a].reduce((o, c) => [...o, o.at(-1) + c.length], [0]);
+    const far = starts.filter((i) => remote.every((s) => i <= s.index - 6 || i >= s.index + s.delete + 6));
+    if (!far.length) continue;
+    const caret = far[rand(far.length)];
+    const [now] = follow(a, b, caret);
+    const why = JSON.stringify({ a, b, caret, remote });
+    assert.equal(b.slice(now - 6, now + 6), a.slice(caret - 6, caret + 6), why);
+    assert.equal(now, caret + remote.filter((s) => s.index < caret).reduce((n, s) => n + s.insert.length - s.delete, 0), why);
+    if (remote.some((s) => s.index < caret) && remote.some((s) => s.index > caret)) bothSides++;
+    checked++;
+  }
+  assert.ok(checked > 1000 && bothSides > 500, JSON.stringify({ checked, bothSides }));
 });
 
 test("a line break stored as CRLF is one unit on the screen", () => {
