@@ -19,10 +19,10 @@ use twinsync_shared::protocol::{
     DocSync, Message, PeerMetadata, RATE_LIMITED, Refusal, handshake, sync_shape,
 };
 use twinsync_shared::record::{
-    Commit, Edit, EditError, Kind, RecordDoc, changed_paths, check_chunk, document_at_time,
-    document_conflicts, document_history, document_text, ever_indexed, field_changes, load_chunks,
-    load_document, new_document, read_document, read_document_leniently, refuse_panics,
-    settles_a_removal, summarise,
+    Commit, Edit, EditError, Kind, RecordDoc, TouchedFields, changed_paths, check_chunk,
+    document_at_time, document_conflicts, document_history_known, document_text, ever_indexed,
+    field_changes, load_chunks, load_document, new_document, read_document,
+    read_document_leniently, refuse_panics, settles_a_removal, summarise,
 };
 use twinsync_shared::text::{OffsetError, nfc, nfc_positions, utf16_range};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -127,6 +127,10 @@ struct Entry {
     /// every record after each keystroke, and only the record typed in
     /// needs reading again.
     summary: RefCell<Option<(Vec<ChangeHash>, Json)>>,
+    /// The fields each change touched, as the history last found them: a
+    /// screen redrawn at each change someone else types reads the log
+    /// again, and only the new changes need a diff.
+    touched: RefCell<TouchedFields>,
 }
 
 impl Entry {
@@ -138,6 +142,7 @@ impl Entry {
             deferred: false,
             stored_state: None,
             summary: RefCell::new(None),
+            touched: RefCell::default(),
         }
     }
 
@@ -462,7 +467,11 @@ impl Replica {
     }
 
     pub fn history(&self, id: DocumentId) -> Result<Json, ClientError> {
-        Ok(json!(document_history(&self.entry(id)?.doc)))
+        let entry = self.entry(id)?;
+        Ok(json!(document_history_known(
+            &entry.doc,
+            &mut entry.touched.borrow_mut()
+        )))
     }
 
     /// What changed between two sets of the record's heads (hex hashes),

@@ -471,7 +471,11 @@ mod tests {
         let shown = preview(doc.doc(), &changes).unwrap().changes;
         let mut paths: Vec<&str> = shown.iter().map(|c| c.path.as_str()).collect();
         paths.sort_unstable();
-        assert_eq!(paths, ["/decisions/d0", "/decisions/d1/outcome"], "{shown:?}");
+        assert_eq!(
+            paths,
+            ["/decisions/d0", "/decisions/d1/outcome"],
+            "{shown:?}"
+        );
     }
 
     #[test]

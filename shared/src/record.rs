@@ -40,7 +40,7 @@ pub use club::{Club, CouncilMember, IndexEntry, ever_indexed};
 pub use conflicts::{Conflict, ConflictValue};
 pub use diff::{CONTEXT, FieldChange, Passage, field_changes};
 pub use edit::{Commit, Edit, EditError};
-pub use history::{HistoryEntry, changed_paths};
+pub use history::{HistoryEntry, TouchedFields, changed_paths};
 pub use meeting::{AgendaItem, Decision, Meeting};
 pub use migrate::{MigrateError, migrate};
 pub use person::Person;
@@ -335,7 +335,13 @@ pub fn document_conflicts(doc: &Automerge) -> Vec<Conflict> {
 /// The change log, oldest first, without taking the document (see
 /// [`RecordDoc::history`]).
 pub fn document_history(doc: &Automerge) -> Vec<HistoryEntry> {
-    history::log(doc)
+    history::log(doc, &mut TouchedFields::default())
+}
+
+/// The change log, oldest first, finding what each change touched only
+/// for changes `known` does not hold yet, and keeping it there.
+pub fn document_history_known(doc: &Automerge, known: &mut TouchedFields) -> Vec<HistoryEntry> {
+    history::log(doc, known)
 }
 
 /// The document as it stood at `time`, without taking it (see

@@ -406,6 +406,36 @@ fn history_names_writer_time_message_and_fields() {
     assert!(!first.adopted);
 }
 
+/// The fields a change touched are found once: a log read again (a screen
+/// redrawn at each key someone types) takes them from what it kept, and
+/// finds them only for the changes new since.
+#[test]
+fn a_log_read_again_finds_only_the_new_changes_fields() {
+    use twinsync_shared::record::{TouchedFields, document_history_known};
+
+    let mut doc = meeting();
+    let mut known = TouchedFields::default();
+    let first = document_history_known(doc.doc(), &mut known);
+    assert_eq!(first, doc.history());
+    doc.edit(
+        &commit("Adopt the minutes", 500),
+        &[set("/adopted", json!(true))],
+    )
+    .unwrap();
+    // What was kept stands for the first changes: a field no change here
+    // touched, put in their place, is what the log reads back.
+    let kept = known.len();
+    assert_eq!(kept, first.len());
+    let oldest = first[0].hash.parse().unwrap();
+    known.insert(oldest, vec!["/kept".to_owned()]);
+    let again = document_history_known(doc.doc(), &mut known);
+    assert_eq!(again.len(), first.len() + 1);
+    assert_eq!(again[0].fields, ["/kept"]);
+    assert_eq!(again.last().unwrap().fields, ["/adopted"]);
+    assert_eq!(known.len(), kept + 1);
+    assert_eq!(again[1..], doc.history()[1..]);
+}
+
 #[test]
 fn garbage_bytes_are_not_a_document() {
     for bytes in [&b""[..], b"\x85\x6f\x4a\x83", b"hello world", &[0xff; 64]] {

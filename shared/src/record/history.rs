@@ -26,11 +26,39 @@ pub struct HistoryEntry {
     pub fields: Vec<String>,
 }
 
-pub(crate) fn log(doc: &Automerge) -> Vec<HistoryEntry> {
+/// The fields each change touched, kept from one reading of a log to the
+/// next: a change never changes, and finding what it touched is a diff
+/// over the record, which a log read again after each keystroke someone
+/// typed (a coordinator watching minutes being taken) would pay for every
+/// change each time.
+#[derive(Debug, Default)]
+pub struct TouchedFields(HashMap<ChangeHash, Vec<String>>);
+
+impl TouchedFields {
+    /// How many changes' fields are kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Keeps `fields` as what the change `hash` touched.
+    pub fn insert(&mut self, hash: ChangeHash, fields: Vec<String>) {
+        self.0.insert(hash, fields);
+    }
+}
+
+pub(crate) fn log(doc: &Automerge, known: &mut TouchedFields) -> Vec<HistoryEntry> {
     doc.get_changes_meta(&[])
         .into_iter()
         .map(|change| {
-            let fields = touched(doc, &change.deps, change.hash);
+            let fields = known
+                .0
+                .entry(change.hash)
+                .or_insert_with(|| touched(doc, &change.deps, change.hash))
+                .clone();
             HistoryEntry {
                 hash: change.hash.to_string(),
                 actor: change.actor.to_hex_string(),
