@@ -1594,8 +1594,9 @@ function exportNote(s) {
 
 function exportSection() {
   // Read when the button is pressed: records keep arriving while the
-  // dashboard is open.
-  const readAll = () => app.client.list()
+  // dashboard is open. In the lists' order: meetings and reports newest
+  // first, the rest by title, as a council file reads them.
+  const readAll = () => app.client.list().sort(byDateThenTitle)
     .map((s) => { try { return { id: s.id, view: app.client.read(s.id) }; } catch { return null; } })
     .filter(Boolean);
   const download = (name, type, text) => {

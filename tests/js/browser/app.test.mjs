@@ -1166,6 +1166,21 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
     assert.ok(!ids.some((id) => lines.some((line) => line.includes(id))), lines.join("\n"));
     const lang = await page.evaluate(() => document.documentElement.lang);
     assert.equal(await page.textContent("#export-unread"), plural(lang, "exportUnread", 1));
+    // Newest first, as the list shows meetings, for a council file.
+    await page.evaluate(async () => {
+      for (const [fr, date] of [["Séance de janvier", "2026-01-15"], ["Séance de mars", "2027-03-01"], ["Séance d'été", "2026-07-04"]]) {
+        await window.twinsync.create("meeting", { title: { fr }, date }, "new");
+      }
+    });
+    const [again] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="meeting"]')]);
+    const text = (await streamBytes(await again.createReadStream())).toString("utf8");
+    const dates = (await page.evaluate(() => window.twinsync.list().filter((s) => s.kind === "meeting")))
+      .map((m) => ({ at: text.indexOf(m.id), date: m.date ?? "" }))
+      .filter((m) => m.at >= 0)
+      .sort((a, b) => a.at - b.at)
+      .map((m) => m.date);
+    assert.ok(dates.length > 3, JSON.stringify(dates));
+    assert.deepEqual(dates, [...dates].sort().reverse(), JSON.stringify(dates));
     await context.close();
   });
 });
