@@ -18,7 +18,7 @@ use crate::auth::{Device, NewDevice, Role};
 use crate::document::{AcceptError, DocCommand};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::review::{BatchError, PreviewError, batches};
-use crate::store::{RedeemError, StoreError, UpdateRefused};
+use crate::store::{InvitedBy, RedeemError, StoreError, UpdateRefused};
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -231,7 +231,7 @@ pub async fn create_invite(
     let invite = blocking(move || {
         store.add_invite(
             &new,
-            Some(&by.id),
+            InvitedBy::Device(&by.id),
             at,
             at + i64::try_from(hours).unwrap_or(72) * 3600,
         )

@@ -9,7 +9,7 @@ use twinsync_server::admin::DeviceUpdate;
 use twinsync_server::auth::{NewDevice, Role};
 use twinsync_server::lock::{DataDirLock, Use};
 use twinsync_server::settings::Settings;
-use twinsync_server::store::Store;
+use twinsync_server::store::{InvitedBy, Store};
 use twinsync_server::{startup, telemetry};
 
 #[derive(Parser)]
@@ -123,6 +123,39 @@ enum DeviceCommand {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         id: String,
+        /// The server's token lifetime, as `serve` has it: a coordinator
+        /// not seen for longer does not count as one that can sign in.
+        #[arg(long, env = "TWINSYNC_TOKEN_TTL_DAYS", default_value_t = 90)]
+        token_ttl_days: u64,
+    },
+    /// Print a one-time invite link on the last line: opened in a browser,
+    /// it signs in a new device as given. How an operator signs a
+    /// coordinator in again when none can.
+    Invite {
+        #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Who will hold the device, e.g. "Secretariat laptop".
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A member city of a delegate, by name (any language) or record
+        /// id; repeat for several.
+        #[arg(long)]
+        city: Vec<String>,
+        /// The device holder's person record id.
+        #[arg(long)]
+        person: Option<String>,
+        /// Hours the link can be redeemed (at most 90 days' worth).
+        #[arg(long, env = "TWINSYNC_INVITE_HOURS", default_value_t = 72)]
+        hours: u64,
+        /// The address people reach the server at, as `serve --public-url`.
+        #[arg(
+            long,
+            env = "TWINSYNC_PUBLIC_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_url: String,
     },
 }
 
@@ -186,14 +219,7 @@ fn restore(
         .with_context(|| format!("restoring {} failed", file.display()))?;
     let newest = done
         .newest_change
-        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute] UTC"
-            ))
-            .ok()
-        })
-        .map(|t| format!("; its newest change reached the server {t}"))
+        .map(|t| format!("; its newest change reached the server {}", utc_time(t)))
         .unwrap_or_default();
     eprintln!(
         "restored {} from {}{newest}",
@@ -392,18 +418,100 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        DeviceCommand::Revoke { data_dir, id } => {
+        DeviceCommand::Revoke {
+            data_dir,
+            id,
+            token_ttl_days,
+        } => {
             let (store, _lock) = open_existing(&data_dir)?;
-            // The operator may revoke the last coordinator: a new one can
-            // be added here.
-            match store.revoke_device(&id, now, None)?? {
-                Some(d) => {
-                    eprintln!("revoked device {} ({})", d.id, d.name);
-                    Ok(())
-                }
-                None => anyhow::bail!("no device `{id}`"),
+            let Some(was) = store.device(&id)? else {
+                anyhow::bail!("no device `{id}`");
+            };
+            if let Some(at) = was.revoked_at {
+                eprintln!(
+                    "device {} ({}) was already revoked, {}",
+                    was.id,
+                    was.name,
+                    utc_time(at)
+                );
+                return Ok(());
             }
+            // The operator may revoke the last coordinator: `invite` signs
+            // a new one in.
+            let Some(d) = store.revoke_device(&id, now, None)?? else {
+                anyhow::bail!("no device `{id}`");
+            };
+            eprintln!("revoked device {} ({})", d.id, d.name);
+            let ttl = std::time::Duration::from_secs(token_ttl_days.saturating_mul(86_400));
+            let left = store.devices()?.into_iter().any(|d| {
+                d.role == Role::Coordinator && !d.is_revoked() && now <= d.expires_at(ttl)
+            });
+            if !left {
+                eprintln!(
+                    "no coordinator can sign in now: `twinsync device invite --role coordinator --name NAME` prints a link that signs one in"
+                );
+            }
+            Ok(())
         }
+        DeviceCommand::Invite {
+            data_dir,
+            name,
+            role,
+            city,
+            person,
+            hours,
+            public_url,
+        } => {
+            let (store, _lock) = open_existing(&data_dir)?;
+            let hub = hub_over(store, Settings::for_data_dir(data_dir))?;
+            let wanted = NewDevice {
+                name,
+                role,
+                cities: city,
+                person,
+            };
+            let new = twinsync_server::admin::check_new_device(&hub, &wanted)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let hours = i64::try_from(hours.clamp(1, 24 * 90)).unwrap_or(72);
+            let invite = hub
+                .store
+                .add_invite(&new, InvitedBy::Operator, now, now + hours * 3600)?
+                .context("the invite was not made")?;
+            eprintln!(
+                "invite for {} ({}{}), valid until {}; open it in the browser that will hold the device:",
+                invite.name,
+                invite.role.as_str(),
+                cities_of_invite(&invite.cities),
+                utc_time(invite.expires_at)
+            );
+            println!(
+                "{}",
+                twinsync_server::admin::invite_link(&public_url, &invite.code)
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A time as people read it, in UTC.
+fn utc_time(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| at.to_string())
+}
+
+/// ", cities A, B" for a device or an invite with `cities`, else nothing.
+fn cities_of_invite(cities: &[String]) -> String {
+    if cities.is_empty() {
+        String::new()
+    } else {
+        format!(", cities {}", cities.join(", "))
     }
 }
 
@@ -422,11 +530,7 @@ fn hub_over(
 
 /// ", cities A, B" for a device with cities, else nothing.
 fn cities_of(d: &twinsync_server::auth::Device) -> String {
-    if d.cities.is_empty() {
-        String::new()
-    } else {
-        format!(", cities {}", d.cities.join(", "))
-    }
+    cities_of_invite(&d.cities)
 }
 
 /// The store of `data_dir` for an operator's command, and the lock that

@@ -25,7 +25,7 @@ use crate::auth::{NewDevice, Role};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::Store;
+use crate::store::{InvitedBy, Store};
 use crate::{access, admin, api, connection, seed};
 
 /// The whole HTTP surface; tests call it without a socket.
@@ -190,7 +190,7 @@ pub fn first_invite(hub: &Hub, base_url: &str) -> anyhow::Result<Option<String>>
             cities: Vec::new(),
             person: None,
         },
-        None,
+        InvitedBy::Server,
         now,
         now + hours * 3600,
     )?;

@@ -38,6 +38,23 @@ pub enum UpdateRefused {
     ChangedMeanwhile,
 }
 
+/// Who makes an invite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitedBy<'a> {
+    /// The server's first invite, printed at a start while no device
+    /// exists: a later one, or any device made, ends it.
+    Server,
+    /// The operator, from the command line: to sign a coordinator in again
+    /// when none can.
+    Operator,
+    /// A device, while it is a coordinator that is not revoked.
+    Device(&'a str),
+}
+
+/// What `invites.created_by` holds for an operator's invite: not a device
+/// id, which is base58 and has no parentheses.
+const BY_OPERATOR: &str = "(operator)";
+
 /// An invite as created: the code is shown once and never stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invite {
@@ -740,21 +757,26 @@ impl Store {
         Ok(())
     }
 
-    /// Creates a one-time invite valid until `expires_at`; `None` when
-    /// `created_by` is no longer a coordinator. One made by nobody (the
-    /// server's first invite) ends those made by nobody before it.
+    /// Creates a one-time invite valid until `expires_at`; `None` when the
+    /// device making it is no longer a coordinator. The server's first
+    /// invite ends the first invites before it.
     pub fn add_invite(
         &self,
         new: &NewDevice,
-        created_by: Option<&str>,
+        by: InvitedBy<'_>,
         now: i64,
         expires_at: i64,
     ) -> Result<Option<Invite>, StoreError> {
         let secret = Secret::generate();
         let cities = serde_json::to_string(&new.cities).unwrap_or_else(|_| "[]".into());
+        let created_by = match by {
+            InvitedBy::Server => None,
+            InvitedBy::Operator => Some(BY_OPERATOR),
+            InvitedBy::Device(id) => Some(id),
+        };
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        if created_by.is_none() {
+        if by == InvitedBy::Server {
             expire_first_invites(&tx, now)?;
         }
         // Made by a device only while it is a coordinator that is not
@@ -763,7 +785,7 @@ impl Store {
         let made = tx.execute(
             "INSERT INTO invites (id, secret_hash, name, role, cities, person, created_by, created_at, expires_at)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
-             WHERE ?7 IS NULL OR EXISTS (SELECT 1 FROM devices
+             WHERE ?7 IS NULL OR ?7 = ?10 OR EXISTS (SELECT 1 FROM devices
                  WHERE id = ?7 AND role = 'coordinator' AND revoked_at IS NULL)",
             params![
                 secret.id,
@@ -774,7 +796,8 @@ impl Store {
                 new.person,
                 created_by,
                 now,
-                expires_at
+                expires_at,
+                BY_OPERATOR
             ],
         )?;
         tx.commit()?;
@@ -1326,7 +1349,7 @@ mod tests {
             person: None,
         };
         store
-            .add_invite(&new, None, now, now + 3600)
+            .add_invite(&new, InvitedBy::Server, now, now + 3600)
             .unwrap()
             .unwrap()
     }
@@ -1344,7 +1367,12 @@ mod tests {
         // An invite a coordinator makes is not the server's first.
         let (laptop, _) = store.redeem_invite(&last.code, None, 120).unwrap();
         let made = store
-            .add_invite(&renamed(&laptop, "phone"), Some(&laptop.id), 130, 3600)
+            .add_invite(
+                &renamed(&laptop, "phone"),
+                InvitedBy::Device(&laptop.id),
+                130,
+                3600,
+            )
             .unwrap()
             .unwrap();
         // A first invite made while devices exist (the server printed it

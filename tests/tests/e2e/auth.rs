@@ -1557,6 +1557,86 @@ async fn the_first_start_prints_a_coordinator_invite_that_signs_in_once() {
     assert!(invite.is_none());
 }
 
+/// The operator revokes the last coordinator from the command line, is
+/// told so, and signs a new one in with an invite link made there, which
+/// does not lapse when another device is made (as the server's first
+/// invite does).
+#[tokio::test]
+async fn the_command_line_signs_a_coordinator_in_again_with_an_invite_link() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    let dir = data.path().to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(twinsync_tests::process::binary())
+            .args(args)
+            .args(["--data-dir", &dir])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{said}");
+        (String::from_utf8(out.stdout).unwrap(), said)
+    };
+    let only = server.token.split('.').next().unwrap().to_owned();
+    let (_, said) = run(&["device", "revoke", &only]);
+    assert!(said.contains("no coordinator can sign in now"), "{said}");
+    let (_, said) = run(&["device", "revoke", &only]);
+    assert!(said.contains("already revoked"), "{said}");
+
+    let base = server.url("");
+    let invite = |name: &str| {
+        let (out, said) = run(&[
+            "device",
+            "invite",
+            "--role",
+            "coordinator",
+            "--name",
+            name,
+            "--public-url",
+            &base,
+        ]);
+        assert!(said.contains("valid until"), "{said}");
+        let link = out.lines().last().unwrap().trim().to_owned();
+        assert!(link.starts_with(&format!("{base}/#invite=")), "{link}");
+        link.split_once("#invite=").unwrap().1.to_owned()
+    };
+    let first = invite("Secretariat laptop");
+    let second = invite("Council laptop");
+    let redeem = |code: String| {
+        let url = server.url("/api/invites/redeem");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"code": code}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = redeem(first).await;
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["device"]["role"], "coordinator");
+    let token = text(&body, "token").to_owned();
+    let me = reqwest::Client::new()
+        .get(server.url("/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    // A device made meanwhile does not end the operator's other invite.
+    add_device(data.path(), "observer", &[]);
+    assert_eq!(redeem(second).await.status(), 201);
+    // A delegate's invite needs a city the database holds.
+    let out = std::process::Command::new(twinsync_tests::process::binary())
+        .args(["device", "invite", "--role", "delegate", "--name", "x"])
+        .args(["--city", "Atlantis", "--data-dir", &dir])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Atlantis"));
+}
+
 #[tokio::test]
 async fn the_command_line_lists_cities_by_name_and_a_lapsed_token_as_expired() {
     let data = tempfile::tempdir().unwrap();
