@@ -9,8 +9,10 @@
 //!   agreements where one of their cities is a party, projects their city
 //!   owns, meetings they attend or created, and reports they wrote or
 //!   created; a new city, agreement, project or person must be one of
-//!   theirs too. In the club record they may only add or update index
-//!   entries (the listing of a record they created offline).
+//!   theirs too. In the club record they may only list a record in the
+//!   index (one they created offline): a new entry, under a record id,
+//!   for a record the index never held. An entry another phone wrote at
+//!   the same time is let stand as it reads.
 //! - Adopted minutes and ended agreements are read-only except to
 //!   coordinators.
 //! - An observer writes nothing.
@@ -18,6 +20,8 @@
 //! The rules are checked whenever a `request` or `sync` brings changes.
 //! A write must also leave the record valid: no validation error that the
 //! record did not already have.
+
+use std::collections::BTreeSet;
 
 use serde_json::Value as Json;
 use twinsync_shared::record::ValidationError;
@@ -54,6 +58,10 @@ pub enum Why {
     ClubCreated,
     ClubBeyondIndex,
     ClubIndexRemoved,
+    /// A delegate's write to a record's entry already in the club index.
+    ClubIndexChanged,
+    /// A delegate's listing of a record a coordinator took out of the index.
+    ClubIndexRelisted,
 }
 
 /// The code of a change refused because the record would pass its size
@@ -90,6 +98,8 @@ impl Why {
             Why::ClubCreated => "club-created",
             Why::ClubBeyondIndex => "club-beyond-index",
             Why::ClubIndexRemoved => "club-index-removed",
+            Why::ClubIndexChanged => "club-index-changed",
+            Why::ClubIndexRelisted => "club-index-relisted",
         }
     }
 }
@@ -125,12 +135,18 @@ impl std::fmt::Display for Why {
                 "the record does not pass validation; only a coordinator may change it until it does",
             ),
             Why::ClubCreated => f.write_str("only a coordinator may create the club record"),
-            Why::ClubBeyondIndex => {
-                f.write_str("only a coordinator may change the club record beyond its index")
-            }
+            Why::ClubBeyondIndex => f.write_str(
+                "in the club record, a delegate may only list a record in the index, under its id",
+            ),
             Why::ClubIndexRemoved => {
                 f.write_str("only a coordinator may remove a record from the club index")
             }
+            Why::ClubIndexChanged => {
+                f.write_str("only a coordinator may change a record's entry in the club index")
+            }
+            Why::ClubIndexRelisted => f.write_str(
+                "only a coordinator may list again a record taken out of the club index",
+            ),
         }
     }
 }
@@ -163,6 +179,9 @@ pub struct Write<'a> {
     pub after: &'a Read,
     /// Record paths the changes touch (`/status`, `/minutes`, ...).
     pub paths: &'a [String],
+    /// For a delegate's write to the club record: the keys its index held
+    /// at any time before the changes (`ever_indexed_before`).
+    pub listed_before: Option<&'a BTreeSet<String>>,
 }
 
 /// Accepts the write or names the first field at fault.
@@ -268,32 +287,42 @@ fn set<'a>(record: &'a Json, key: &str) -> Box<dyn Iterator<Item = &'a str> + 'a
     }
 }
 
-/// In the club record a delegate may add or update index entries, and
-/// nothing else; removing an entry is a coordinator's decision.
+/// In the club record a delegate may list records in the index, and
+/// nothing else: an entry under a record id the index never held. Every
+/// phone follows the index, so an entry changed, put back or made up
+/// would reach them all; changing or removing one is a coordinator's
+/// decision. An entry already there may be written again as it reads:
+/// two phones holding a record created offline both list it.
 fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Result<(), Refusal> {
-    if before.is_none() {
+    let Some(before) = before else {
         return Err(Refusal {
             path: "/".into(),
             why: Why::ClubCreated,
         });
-    }
+    };
+    let entry_in = |record: Option<&Json>, key: &str| record?.get("index")?.get(key).cloned();
     for path in w.paths {
+        let refuse = |why| {
+            Err(Refusal {
+                path: path.clone(),
+                why,
+            })
+        };
         let mut parts = path.trim_start_matches('/').split('/');
         let (Some("index"), Some(entry)) = (parts.next(), parts.next()) else {
-            return Err(Refusal {
-                path: path.clone(),
-                why: Why::ClubBeyondIndex,
-            });
+            return refuse(Why::ClubBeyondIndex);
         };
-        let still_there = after
-            .and_then(|a| a.get("index"))
-            .and_then(|i| i.get(entry))
-            .is_some();
-        if !still_there {
-            return Err(Refusal {
-                path: path.clone(),
-                why: Why::ClubIndexRemoved,
-            });
+        if entry.parse::<twinsync_shared::DocumentId>().is_err() {
+            return refuse(Why::ClubBeyondIndex);
+        }
+        let (was, now) = (entry_in(Some(before), entry), entry_in(after, entry));
+        match (was, now) {
+            (_, None) => return refuse(Why::ClubIndexRemoved),
+            (Some(was), Some(now)) if was != now => return refuse(Why::ClubIndexChanged),
+            (None, Some(_)) if w.listed_before.is_some_and(|l| l.contains(entry)) => {
+                return refuse(Why::ClubIndexRelisted);
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -339,6 +368,7 @@ mod tests {
             before: before.as_ref(),
             after: &after,
             paths: &paths,
+            listed_before: None,
         })
     }
 
@@ -358,6 +388,8 @@ mod tests {
             Why::ClubCreated,
             Why::ClubBeyondIndex,
             Why::ClubIndexRemoved,
+            Why::ClubIndexChanged,
+            Why::ClubIndexRelisted,
             Why::InvalidBefore,
         ];
         for why in &all {
@@ -374,7 +406,9 @@ mod tests {
                 | Why::InvalidBefore
                 | Why::ClubCreated
                 | Why::ClubBeyondIndex
-                | Why::ClubIndexRemoved => {}
+                | Why::ClubIndexRemoved
+                | Why::ClubIndexChanged
+                | Why::ClubIndexRelisted => {}
             }
         }
         all
@@ -432,6 +466,7 @@ mod tests {
                 before: Some(&before),
                 after: &after,
                 paths: &paths,
+                listed_before: None,
             })
         };
         let e = write(&d).unwrap_err();
@@ -471,16 +506,52 @@ mod tests {
     #[test]
     fn in_the_club_record_a_delegate_only_adds_index_entries() {
         let d = delegate(&["smara"], None);
-        let club = json!({"kind": "club", "index": {"x": {"kind": "report"}}});
-        assert!(check(&d, "c", Some(club.clone()), club.clone(), &["/index/x"]).is_ok());
+        let (x, y) = (
+            twinsync_shared::DocumentId::random().to_string(),
+            twinsync_shared::DocumentId::random().to_string(),
+        );
+        let at = |key: &str| format!("/index/{key}");
+        let club =
+            json!({"kind": "club", "index": {&x: {"kind": "report", "title": {"fr": "Visite"}}}});
+        let with_y =
+            json!({"kind": "club", "index": {&x: club["index"][&x], &y: {"kind": "meeting"}}});
+        // A new entry, under a record id.
+        assert!(check(&d, "c", Some(club.clone()), with_y.clone(), &[&at(&y)]).is_ok());
+        // One another phone listed at the same time, written as it reads.
+        assert!(check(&d, "c", Some(club.clone()), club.clone(), &[&at(&x)]).is_ok());
         let e = check(&d, "c", Some(club.clone()), club.clone(), &["/name/fr"]).unwrap_err();
         assert_eq!(
             (e.path.as_str(), e.why.code()),
             ("/name/fr", "club-beyond-index")
         );
         let gone = json!({"kind": "club", "index": {}});
-        let e = check(&d, "c", Some(club), gone, &["/index/x"]).unwrap_err();
+        let e = check(&d, "c", Some(club.clone()), gone, &[&at(&x)]).unwrap_err();
         assert_eq!(e.why.code(), "club-index-removed");
+        // Another record's entry retitled or archived.
+        let mut retitled = club.clone();
+        retitled["index"][&x]["title"]["fr"] = json!("Autre chose");
+        let e = check(&d, "c", Some(club.clone()), retitled, &[&at(&x)]).unwrap_err();
+        assert_eq!(e.why.code(), "club-index-changed");
+        // A key that names no record: every phone would ask the server for it.
+        let made_up =
+            json!({"kind": "club", "index": {&x: club["index"][&x], "zzz": {"kind": "meeting"}}});
+        let e = check(&d, "c", Some(club.clone()), made_up, &["/index/zzz"]).unwrap_err();
+        assert_eq!(e.why.code(), "club-beyond-index");
+        // A record a coordinator took out, listed again.
+        let paths = vec![at(&y)];
+        let (before, after) = (Ok(club), Ok(with_y));
+        let listed: BTreeSet<String> = [y.clone()].into();
+        let e = check_write(&Write {
+            device: &d,
+            doc_id: "c",
+            creator: None,
+            before: Some(&before),
+            after: &after,
+            paths: &paths,
+            listed_before: Some(&listed),
+        })
+        .unwrap_err();
+        assert_eq!(e.why.code(), "club-index-relisted");
     }
 
     /// A city's record link.
@@ -502,6 +573,7 @@ mod tests {
                 before: None,
                 after,
                 paths: &paths,
+                listed_before: None,
             })
         };
         let e = write(&after).unwrap_err();
@@ -544,6 +616,7 @@ mod tests {
             before: Some(&before),
             after: &bad,
             paths: &paths,
+            listed_before: None,
         })
         .unwrap_err();
         assert_eq!(e.path, "/status");

@@ -11,7 +11,7 @@ use tracing::{error, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{Batch, Incoming, SyncError};
 use twinsync_shared::record::{
-    LinkMembers, MAX_NESTING, changed_paths, nested_beyond, read_document,
+    LinkMembers, MAX_NESTING, changed_paths, ever_indexed_before, nested_beyond, read_document,
 };
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
@@ -157,6 +157,7 @@ impl DocTask {
                 let after = read_document(scratch);
                 // The write `device` made, touching `paths`, as the rules see it.
                 let allowed = |device, paths: &[String]| {
+                    let listed = index_history(current, device, scratch, &before);
                     check_write(&Write {
                         device,
                         doc_id: &doc_id,
@@ -164,6 +165,7 @@ impl DocTask {
                         before: Some(current),
                         after: &after,
                         paths,
+                        listed_before: listed.as_ref(),
                     })
                     .is_ok()
                 };
@@ -329,6 +331,7 @@ impl DocTask {
                     } else {
                         changed_paths(scratch, &before, &scratch.get_heads())
                     };
+                let listed = index_history(current, &device, scratch, &before);
                 check_write(&Write {
                     device: &device,
                     doc_id: &doc_id,
@@ -336,6 +339,7 @@ impl DocTask {
                     before: (!before.is_empty()).then_some(current),
                     after: &after,
                     paths: &paths,
+                    listed_before: listed.as_ref(),
                 })
                 .map_err(|refusal| Denied::refused(refusal, scratch, &before, new))?;
                 if let Some(e) = links.first_added_non_link(scratch) {
@@ -716,4 +720,18 @@ pub enum AcceptError {
     /// Anything else: the record would not be valid, a limit, the store.
     #[error("{0}")]
     Unfit(String),
+}
+
+/// For a delegate's write to the club record, the keys its index held
+/// before the write (`Write::listed_before`): a pass over the club's
+/// history, asked only then.
+fn index_history(
+    current: &Read,
+    device: &crate::auth::Device,
+    scratch: &automerge::Automerge,
+    before: &[automerge::ChangeHash],
+) -> Option<std::collections::BTreeSet<String>> {
+    let club = matches!(current, Ok(record) if record.get("kind").and_then(|k| k.as_str()) == Some("club"));
+    (club && device.role == Role::Delegate && !device.is_revoked())
+        .then(|| ever_indexed_before(scratch, before))
 }

@@ -1,9 +1,9 @@
 //! `Club`: the root record, with the council and an index of every record.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
-use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
+use automerge::{ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Value};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{Field, FieldType::*, ITEM_ID, ITEM_REMOVED, field, required};
@@ -90,6 +90,23 @@ pub struct IndexEntry {
 /// that holds the record must not list it again. Goes over every change of
 /// the club, so a caller asks only when a record it holds is not listed.
 pub fn ever_indexed(club: &Automerge) -> BTreeSet<String> {
+    indexed_by(club, &club.get_changes(&[]))
+}
+
+/// [`ever_indexed`] as the club stood at `heads`: what a change since
+/// then would list anew.
+pub fn ever_indexed_before(club: &Automerge, heads: &[ChangeHash]) -> BTreeSet<String> {
+    let since: HashSet<ChangeHash> = club.get_changes(heads).iter().map(|c| c.hash()).collect();
+    let until: Vec<_> = club
+        .get_changes(&[])
+        .into_iter()
+        .filter(|c| !since.contains(&c.hash()))
+        .collect();
+    indexed_by(club, &until)
+}
+
+/// The keys `changes` put in the club's index.
+fn indexed_by(club: &Automerge, changes: &[automerge::Change]) -> BTreeSet<String> {
     let indexes: Vec<(u64, ActorId)> = club
         .get_all(ROOT, "index")
         .unwrap_or_default()
@@ -108,7 +125,7 @@ pub fn ever_indexed(club: &Automerge) -> BTreeSet<String> {
         }
         ObjectId::Root => false,
     };
-    club.get_changes(&[])
+    changes
         .iter()
         .flat_map(|change| change.decode().operations)
         .filter(|op| !matches!(op.action, OpType::Delete) && in_index(&op.obj))

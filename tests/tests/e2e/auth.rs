@@ -322,6 +322,108 @@ async fn a_name_given_when_redeeming_is_held_to_the_rule_an_invites_is() {
     assert_eq!(me["name"], "هاتف عائشة");
 }
 
+/// Every phone follows the club index, so a delegate may only list a
+/// record there: an entry under a record id the index never held. Another
+/// record's entry changed, or one a coordinator took out put back, is
+/// refused and kept for review.
+#[tokio::test]
+async fn a_delegate_lists_records_in_the_club_index_and_changes_no_other_entry() {
+    let app = spawn_app().await;
+    let club = app.first("club").await;
+    let city = app.first("city").await;
+    let token = app.device(Role::Delegate, &[&city.to_string()], None);
+    let mut phone = TestPeer::new("delegate-phone").with_token(&token);
+    phone.connect(&app).await;
+    phone.fetch(club, LIMIT).await;
+    let index = || async { record(&app, club).await["index"].clone() };
+    let listed = index().await;
+    let (other, entry) = listed
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| **k != city.to_string())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+
+    // A record made offline, listed: taken.
+    let made = DocumentId::random().to_string();
+    phone.edit(
+        club,
+        "list",
+        &[Edit::PutEntry {
+            path: format!("/index/{made}"),
+            value: json!({"kind": "report", "title": {"fr": "Visite à Pune"}}),
+        }],
+    );
+    let heads = phone.heads(club);
+    phone.sync_until_acked(LIMIT, club, &heads).await;
+    assert_eq!(index().await[&made]["kind"], "report");
+
+    // Another record's entry, retitled: refused, kept for review.
+    phone.edit(
+        club,
+        "retitle",
+        &[Edit::Set {
+            path: format!("/index/{other}/title/fr"),
+            value: json!("Titre usurpé"),
+        }],
+    );
+    phone
+        .sync_until(LIMIT, |p| {
+            p.seen
+                .refusals
+                .iter()
+                .any(|r| r.code == "club-index-changed")
+        })
+        .await;
+    assert_eq!(index().await[&other], entry);
+    let queue = app.get_json("/api/quarantine?status=pending").await;
+    assert!(
+        queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["code"] == "club-index-changed"),
+        "{queue}"
+    );
+
+    // A coordinator takes the new entry out; a phone of the same
+    // delegate, which had it, cannot put it back.
+    let mut coordinator = app.peer("coordinator");
+    coordinator.connect(&app).await;
+    coordinator.fetch(club, LIMIT).await;
+    coordinator.edit(
+        club,
+        "take out",
+        &[Edit::RemoveEntry {
+            path: format!("/index/{made}"),
+        }],
+    );
+    let heads = coordinator.heads(club);
+    coordinator.sync_until_acked(LIMIT, club, &heads).await;
+    assert!(index().await.get(&made).is_none());
+    let mut tablet = TestPeer::new("delegate-tablet").with_token(&token);
+    tablet.connect(&app).await;
+    tablet.fetch(club, LIMIT).await;
+    tablet.edit(
+        club,
+        "list again",
+        &[Edit::PutEntry {
+            path: format!("/index/{made}"),
+            value: json!({"kind": "report"}),
+        }],
+    );
+    tablet
+        .sync_until(LIMIT, |p| {
+            p.seen
+                .refusals
+                .iter()
+                .any(|r| r.code == "club-index-relisted")
+        })
+        .await;
+    assert!(index().await.get(&made).is_none());
+}
+
 #[tokio::test]
 async fn the_permission_matrix_of_roles_kinds_reads_and_writes() {
     let app = spawn_app().await;
