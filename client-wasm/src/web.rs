@@ -22,7 +22,7 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use js_sys::{Function, Uint8Array};
 use serde::Serialize;
-use twinsync_shared::protocol::{RATE_LIMITED, Refusal};
+use twinsync_shared::protocol::{RATE_LIMITED, Refusal, SUBPROTOCOL, TOKEN_SUBPROTOCOL};
 use twinsync_shared::record::{Commit, Edit, Kind};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 use wasm_bindgen::JsCast;
@@ -1571,15 +1571,19 @@ impl Inner {
         }
         let seq = self.socket_seq.get() + 1;
         self.socket_seq.set(seq);
-        let url = match &self.token {
-            Some(t) => format!(
-                "{}?token={}",
-                self.server,
-                String::from(js_sys::encode_uri_component(t))
-            ),
-            None => self.server.clone(),
+        // The token goes as a subprotocol the server reads and never
+        // selects: in the URL, every proxy on the way would log it.
+        let opened = match &self.token {
+            Some(t) => {
+                let offered = js_sys::Array::of2(
+                    &JsValue::from_str(SUBPROTOCOL),
+                    &JsValue::from_str(&format!("{TOKEN_SUBPROTOCOL}{t}")),
+                );
+                WebSocket::new_with_str_sequence(&self.server, &offered)
+            }
+            None => WebSocket::new(&self.server),
         };
-        let ws = match WebSocket::new(&url) {
+        let ws = match opened {
             Ok(ws) => ws,
             Err(e) => {
                 let why = e

@@ -195,7 +195,13 @@ impl FromRequestParts<Arc<Hub>> for Authenticated {
     type Rejection = Denied;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, Denied> {
-        let token = token_from(&parts.headers, parts.uri.query());
+        // A token in the query only where a WebSocket client has no other
+        // place for it: on any other route it would only be a token
+        // written into logs.
+        let query = (parts.uri.path() == "/sync")
+            .then(|| parts.uri.query())
+            .flatten();
+        let token = token_from(&parts.headers, query);
         let ip = client_ip(parts, &hub.settings.trusted_proxies);
         let device = hub.authenticate(token.as_deref(), ip).await?;
         Ok(Self(device))

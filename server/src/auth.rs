@@ -269,8 +269,12 @@ impl Guards {
     }
 }
 
-/// Reads a token from `Authorization: Bearer …`, then from the `token`
-/// query parameter.
+pub use twinsync_shared::protocol::{SUBPROTOCOL, TOKEN_SUBPROTOCOL};
+
+/// Reads a token from `Authorization: Bearer …`, then from a
+/// [`TOKEN_SUBPROTOCOL`] offered, then from the `token` query parameter
+/// (`query`, which the caller gives only for `/sync`: the official
+/// automerge-repo clients put it there).
 pub fn token_from(headers: &axum::http::HeaderMap, query: Option<&str>) -> Option<String> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -280,7 +284,15 @@ pub fn token_from(headers: &axum::http::HeaderMap, query: Option<&str>) -> Optio
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(|t| t.trim().to_owned());
-    bearer.or_else(|| {
+    let offered = || {
+        headers
+            .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|p| p.trim().strip_prefix(TOKEN_SUBPROTOCOL).map(str::to_owned))
+    };
+    bearer.or_else(offered).or_else(|| {
         query?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             (k == "token").then(|| v.to_owned())
@@ -328,6 +340,12 @@ mod tests {
     fn the_token_comes_from_the_header_first() {
         let mut h = axum::http::HeaderMap::new();
         assert_eq!(token_from(&h, Some("a=1&token=q.r")), Some("q.r".into()));
+        // A browser's socket offers it as a subprotocol, before the query.
+        h.insert(
+            "sec-websocket-protocol",
+            "twinsync, twinsync-token.p.s".parse().unwrap(),
+        );
+        assert_eq!(token_from(&h, Some("token=q.r")), Some("p.s".into()));
         h.insert("authorization", "Bearer h.t".parse().unwrap());
         assert_eq!(token_from(&h, Some("token=q.r")), Some("h.t".into()));
     }

@@ -237,7 +237,7 @@ fn public_paths() -> Value {
     json!({
         "/sync": {"get": {
             "summary": "The WebSocket sync endpoint (automerge-repo protocol v1)",
-            "description": "The token is checked before the upgrade: without a valid one no socket opens. Browsers cannot set headers on a WebSocket, so the token usually comes as the query parameter `token` (`ws://HOST/sync?token=TOKEN`). The socket carries binary CBOR frames. A revoked device's socket runs in hand-in mode: it is shown no record, and the changes it sends are quarantined.",
+            "description": "The token is checked before the upgrade: without a valid one no socket opens. Browsers cannot set headers on a WebSocket: the token comes as a subprotocol offered beside `twinsync` (`Sec-WebSocket-Protocol: twinsync, twinsync-token.TOKEN`; the server selects `twinsync`), or as the query parameter `token` (`ws://HOST/sync?token=TOKEN`), which the official automerge-repo clients use and which proxies log. The socket carries binary CBOR frames. A revoked device's socket runs in hand-in mode: it is shown no record, and the changes it sends are quarantined.",
             "security": [{"bearerAuth": []}, {"tokenQuery": []}],
             "responses": signed_in(json!({
                 "101": {"description": "Switching protocols: the socket is open; the client sends `join`."},
@@ -266,7 +266,7 @@ fn components() -> Value {
     json!({
         "securitySchemes": {
             "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A device token, `<device id>.<secret>`, from `twinsync device add` or a redeemed invite. It stays valid while the device is seen at least once per token lifetime (`--token-ttl-days`, 90 by default)."},
-            "tokenQuery": {"type": "apiKey", "in": "query", "name": "token", "description": "The same token as a query parameter, for WebSockets. Every endpoint that needs a token reads it when there is no `Authorization` header, but it is meant for /sync: a URL ends up in more logs than a header."}
+            "tokenQuery": {"type": "apiKey", "in": "query", "name": "token", "description": "The same token as a query parameter, for WebSockets. Read on /sync alone, and there only when no `Authorization` header or token subprotocol comes: a URL ends up in more logs than a header."}
         },
         "responses": {
             "Unauthorized": {

@@ -128,14 +128,15 @@ async fn sync(
     // answers them with a protocol error naming the limit; the transport
     // cuts off anything larger still.
     let transport = limit.saturating_add((limit / 4).max(64 * 1024));
-    ws.max_frame_size(transport)
+    ws.protocols([crate::auth::SUBPROTOCOL])
+        .max_frame_size(transport)
         .max_message_size(transport)
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| connection::serve(socket, hub, device))
 }
 
-/// A request's span names its method and path, never its query: `/sync`
-/// carries the device token there.
+/// A request's span names its method and path, never its query: the
+/// official clients carry the device token there on `/sync`.
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }

@@ -34,6 +34,15 @@ pub use decode::{DecodeError, MAX_LIST_ENTRIES};
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: &str = "1";
 
+/// The WebSocket subprotocol the server selects when a client offers it.
+pub const SUBPROTOCOL: &str = "twinsync";
+
+/// How a browser, which cannot set a header on a WebSocket, offers its
+/// token beside [`SUBPROTOCOL`]: `Sec-WebSocket-Protocol: twinsync,
+/// twinsync-token.<token>`. A URL's query (`?token=`) is written into
+/// every proxy's access log; this header is not.
+pub const TOKEN_SUBPROTOCOL: &str = "twinsync-token.";
+
 /// The largest frame a peer accepts. Checked before decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLimit(pub usize);

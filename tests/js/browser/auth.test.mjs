@@ -43,9 +43,18 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     assert.equal(portal, cut, "told as a server that did not answer");
     assert.match(new URL(page.url()).hash, /invite=/, "the code stays in the address bar after the login page");
     await page.unroute("**/api/invites/redeem");
+    // Every socket the app opens.
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
     await page.reload();
     const listed = () => document.querySelectorAll("#records li").length;
     await until(page, listed, undefined, "the records listed");
+    await until(page, () => document.querySelector("#sync")?.dataset.state === "up-to-date" || null, undefined, "synced");
+    // The token never rides in a socket's address, which proxies log.
+    assert.ok(sockets.length > 0, "a socket opened");
+    const token = await page.evaluate(() => localStorage.getItem("token"));
+    assert.ok(token, "a token kept");
+    for (const url of sockets) assert.ok(!url.includes("token") && !url.includes(token.split(".")[1]), url);
     assert.equal(new URL(page.url()).hash, "", "the code leaves the address bar");
     // A reload, without the link, is still signed in.
     await page.reload();

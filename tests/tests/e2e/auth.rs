@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use twinsync_server::auth::Role;
 use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Edit, Kind};
@@ -103,6 +104,26 @@ async fn no_token_a_wrong_one_or_an_expired_one_gets_401() {
     assert_eq!(res.status(), 401);
     assert!(res.text().await.unwrap().contains("expired"));
     assert_eq!(upgrade_status(&app, &format!("?token={token}")).await, 401);
+
+    // A browser offers its token as a subprotocol, which keeps it out of
+    // the URL, and the server selects `twinsync`. The query carries one
+    // only on `/sync`, where the official clients put it.
+    let mut offer = format!("ws://{}/sync", app.addr)
+        .into_client_request()
+        .unwrap();
+    offer.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("twinsync, twinsync-token.{}", app.token)
+            .parse()
+            .unwrap(),
+    );
+    let (_, res) = connect_async(offer).await.unwrap();
+    assert_eq!(res.status(), 101);
+    assert_eq!(res.headers()["sec-websocket-protocol"], "twinsync");
+    let res = reqwest::get(app.url(&format!("/api/records?token={}", app.token)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
 
     // Health and the API description stay public.
     assert_eq!(
