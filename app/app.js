@@ -1850,6 +1850,7 @@ function devicesView() {
         inviting = false;
         touched();
         shown().drawDevices();
+        shown().drawInvites();
       });
     },
   },
@@ -1908,6 +1909,23 @@ function devicesView() {
     touched();
   }).catch(failed);
 
+  // Invites nobody has used yet, which a coordinator may withdraw (a link
+  // sent to the wrong group), never with their links.
+  const waiting = h("ul", { class: "invites" });
+  const drawInvites = () => kept("/api/invites").then(({ body: rows, at }) => {
+    asOf("invites", at);
+    fill(waiting, rows.length
+    ? rows.map((i) => h("li", { "data-invite": i.id },
+      words(i.name), " · ", tr(i.role),
+      i.cities?.length ? [" · ", listOf(app.lang, i.cities.map((c) => `\u2068${titleOf(c)}\u2069`))] : null,
+      " · ", tr("inviteUntil", { until: formatDateTime(app.lang, i.expires_at) }), " ",
+      h("button", { type: "button", class: "withdraw", disabled: !!at, "aria-label": `${tr("withdrawInvite")}: ${i.name}`, onclick: (e) => {
+        if (!confirm(tr("withdrawConfirm", { name: `\u2068${i.name}\u2069` }))) return;
+        act(e.currentTarget, () => call(`/api/invites/${encodeURIComponent(i.id)}/cancel`, { method: "POST" })).then(() => shown().drawInvites());
+      } }, tr("withdrawInvite"))))
+    : h("li", { class: "note" }, tr("invitesNone")));
+  }).catch(failed);
+
   // Changes the server refused, kept for a coordinator to judge.
   const pending = h("ul", { class: "quarantine" });
   const drawPending = () => kept("/api/quarantine?status=pending").then(({ body: rows, at }) => {
@@ -1930,13 +1948,15 @@ function devicesView() {
   fill($("#view"),
     h("h2", {}, tr("devices")), problem, stale,
     h("section", { class: "invite-section" }, h("h3", {}, tr("inviteTitle")), invite, made),
+    h("section", {}, h("h3", {}, tr("invitesWaiting")), waiting),
     h("section", {}, h("h3", {}, tr("deviceList")),
-      h("button", { type: "button", class: "refresh", onclick: () => { problem.textContent = ""; drawDevices(); drawPending(); } }, tr("refresh")),
+      h("button", { type: "button", class: "refresh", onclick: () => { problem.textContent = ""; drawDevices(); drawInvites(); drawPending(); } }, tr("refresh")),
       h("table", { class: "devices", role: "table", "aria-label": tr("deviceList") },
       h("thead", { role: "rowgroup" }, h("tr", { role: "row" }, [tr("deviceName"), tr("role"), tr("cities"), tr("lastSeen"), tr("status")].map((c) => h("th", { role: "columnheader" }, c)))), devices)),
     h("section", {}, h("h3", {}, tr("quarantineTitle")), pending));
-  Object.assign(view, { drawDevices, drawPending });
+  Object.assign(view, { drawDevices, drawInvites, drawPending });
   drawDevices();
+  drawInvites();
   drawPending();
 }
 

@@ -18,7 +18,7 @@ use crate::auth::{Device, NewDevice, Role};
 use crate::document::{AcceptError, DocCommand};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::review::{BatchError, PreviewError, batches};
-use crate::store::{InvitedBy, RedeemError, StoreError, UpdateRefused};
+use crate::store::{InvitedBy, PendingInvite, RedeemError, StoreError, UpdateRefused};
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -344,6 +344,35 @@ pub async fn devices(State(hub): State<Arc<Hub>>, _by: Coordinator) -> ApiResult
     let store = hub.store.clone();
     let devices = blocking(move || store.devices()).await?;
     Ok(Json(devices.iter().map(|d| device_json(&hub, d)).collect()))
+}
+
+/// The invites nobody has used yet, newest first, never with their codes:
+/// what a coordinator may withdraw.
+pub async fn invites(
+    State(hub): State<Arc<Hub>>,
+    _by: Coordinator,
+) -> ApiResult<Json<Vec<PendingInvite>>> {
+    let store = hub.store.clone();
+    let at = now();
+    Ok(Json(blocking(move || store.pending_invites(at)).await?))
+}
+
+/// Withdraws an invite nobody has used: its link then signs no one in.
+pub async fn cancel_invite(
+    State(hub): State<Arc<Hub>>,
+    Coordinator(by): Coordinator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let store = hub.store.clone();
+    let (target, at) = (id.clone(), now());
+    if !blocking(move || store.cancel_invite(&target, at)).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no invite `{id}` waiting to be used: it was used, withdrawn or has expired"),
+        ));
+    }
+    tracing::info!(invite = %id, by = %by.id, "invite withdrawn");
+    Ok(Json(json!({"id": id, "withdrawn_at": at})))
 }
 
 pub async fn revoke(

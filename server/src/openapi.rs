@@ -126,7 +126,11 @@ fn device_paths() -> Value {
             "description": "Answers for a revoked device too (with `revoked_at` set), so a client can tell it was revoked.",
             "responses": signed_in(json!({"200": body("The device", "Device")}))
         }},
-        "/api/invites": {"post": {
+        "/api/invites": {"get": {
+            "summary": "The invites nobody has used yet, never with their codes (coordinators)",
+            "description": "Those that can still be redeemed: not used, not withdrawn, not expired. `created_by` is the device that made one; null for the server's first invite and the operator's (`twinsync device invite`).",
+            "responses": with_role(json!({"200": list_of("Invites, newest first", "PendingInvite")}))
+        }, "post": {
             "summary": "Create a one-time invite (coordinators)",
             "description": "The answer holds the invite's code and a link that opens the app and redeems it in one click. The code is shown only now; the server keeps its hash.",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InviteRequest"}}}},
@@ -139,18 +143,27 @@ fn device_paths() -> Value {
         }},
         "/api/invites/redeem": {"post": {
             "summary": "Redeem an invite for a device token",
-            "description": "Needs no token. Each invite is redeemed once. Every attempt counts against the caller's address, successful or not.",
+            "description": "Needs no token. Each invite is redeemed once. Every failed attempt (an unknown, used or lapsed code) counts against the caller's address; one that works does not.",
             "security": [],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RedeemRequest"}}}},
             "responses": {
                 "201": body("The new device and its token, shown only now", "Redeemed"),
                 "400": error("The body is not `{\"code\": …, \"name\": …}`."),
                 "401": error("The invite is not valid."),
-                "410": error("The invite was already used, or it expired."),
+                "410": error("The invite was already used, a coordinator withdrew it, or it expired."),
                 "413": error("The body is over 64 KiB."),
                 "429": error("Too many redemptions from this address in a minute; the message says how many seconds to wait."),
                 "503": {"$ref": "#/components/responses/Unavailable"}
             }
+        }},
+        "/api/invites/{inviteId}/cancel": {"post": {
+            "summary": "Withdraw an invite nobody has used (coordinators)",
+            "description": "Its link then signs no one in, and whoever opens it is told a coordinator withdrew it.",
+            "parameters": [{"name": "inviteId", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The invite's `id`, as listed."}],
+            "responses": with_role(json!({
+                "200": {"description": "Withdrawn", "content": {"application/json": {"schema": {"type": "object", "required": ["id", "withdrawn_at"], "properties": {"id": {"type": "string"}, "withdrawn_at": {"type": "integer"}}}}}},
+                "404": error("No invite with this id is waiting to be used: it was used, withdrawn or has expired.")
+            }))
         }},
         "/api/devices": {"get": {
             "summary": "Every device, revoked ones included, never with a token (coordinators)",
@@ -361,6 +374,12 @@ fn device_schemas() -> Value {
             "code": {"type": "string", "description": "What the new device redeems, shown only now."},
             "link": {"type": "string", "description": "The app's address with `#invite=<code>`: --public-url if set, else the host the request came to."},
             "name": {"type": "string"}, "role": role, "cities": cities, "person": person,
+            "expires_at": {"type": "integer"}}},
+        "PendingInvite": {"type": "object", "required": ["id", "name", "role", "cities", "person", "created_by", "created_at", "expires_at"], "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"}, "role": role, "cities": cities, "person": person,
+            "created_by": {"type": "string", "nullable": true, "description": "The device that made it; null for the server's first invite and the operator's."},
+            "created_at": {"type": "integer"},
             "expires_at": {"type": "integer"}}},
         "RedeemRequest": {"type": "object", "required": ["code"], "properties": {
             "code": {"type": "string"},

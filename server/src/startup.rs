@@ -57,7 +57,11 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/export/agreements.csv", get(api::agreements_csv))
         .route("/api/export/projects.csv", get(api::projects_csv))
         .route("/api/me", get(admin::me))
-        .route("/api/invites", post(admin::create_invite))
+        .route(
+            "/api/invites",
+            post(admin::create_invite).get(admin::invites),
+        )
+        .route("/api/invites/{id}/cancel", post(admin::cancel_invite))
         .route("/api/invites/redeem", post(admin::redeem))
         .route("/api/devices", get(admin::devices))
         .route("/api/devices/{id}", patch(admin::update))

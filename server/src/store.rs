@@ -16,7 +16,9 @@ mod group;
 pub mod restore;
 mod schema;
 
-pub use devices::{Invite, InvitedBy, Kept, Quarantined, RedeemError, Refused, UpdateRefused};
+pub use devices::{
+    Invite, InvitedBy, Kept, PendingInvite, Quarantined, RedeemError, Refused, UpdateRefused,
+};
 pub use group::{Append, Appender};
 
 use std::path::Path;

@@ -18,6 +18,8 @@ pub enum RedeemError {
     Used,
     #[error("this invite expired; ask a coordinator for a new one")]
     Expired,
+    #[error("a coordinator withdrew this invite; ask a coordinator for a new one")]
+    Withdrawn,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,6 +66,21 @@ pub struct Invite {
     pub role: Role,
     pub cities: Vec<String>,
     pub person: Option<String>,
+    pub expires_at: i64,
+}
+
+/// An invite nobody has used yet, as coordinators see it: never its code.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingInvite {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub cities: Vec<String>,
+    pub person: Option<String>,
+    /// The device that made it; `None` for the server's first invite and
+    /// the operator's.
+    pub created_by: Option<String>,
+    pub created_at: i64,
     pub expires_at: i64,
 }
 
@@ -815,6 +832,43 @@ impl Store {
         }))
     }
 
+    /// The invites that can still be redeemed at `now`, newest first.
+    pub fn pending_invites(&self, now: i64) -> Result<Vec<PendingInvite>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, role, cities, person, created_by, created_at, expires_at FROM invites
+             WHERE redeemed_at IS NULL AND cancelled_at IS NULL AND expires_at >= ?1
+             ORDER BY created_at DESC, rowid DESC",
+        )?;
+        let rows = stmt.query_map([now], |r| {
+            let role: String = r.get(2)?;
+            let cities: String = r.get(3)?;
+            let created_by: Option<String> = r.get(5)?;
+            Ok(PendingInvite {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                role: role.parse().unwrap_or(Role::Observer),
+                cities: serde_json::from_str(&cities).unwrap_or_default(),
+                person: r.get(4)?,
+                created_by: created_by.filter(|b| b != BY_OPERATOR),
+                created_at: r.get(6)?,
+                expires_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Withdraws an invite nobody has used, so that its link signs no one
+    /// in; false if there is no such invite still pending.
+    pub fn cancel_invite(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE invites SET cancelled_at = ?2
+             WHERE id = ?1 AND redeemed_at IS NULL AND cancelled_at IS NULL AND expires_at >= ?2",
+            params![id, now],
+        )?;
+        Ok(changed > 0)
+    }
+
     /// Redeems an invite, once, for a new device and its token. Marking the
     /// invite used and creating the device are one transaction.
     pub fn redeem_invite(
@@ -834,16 +888,31 @@ impl Store {
             Option<String>,
             i64,
             Option<i64>,
+            Option<i64>,
         );
         let row: Option<InviteRow> = tx
             .query_row(
-                "SELECT secret_hash, name, role, cities, person, expires_at, redeemed_at FROM invites WHERE id = ?1",
+                "SELECT secret_hash, name, role, cities, person, expires_at, redeemed_at, cancelled_at
+                 FROM invites WHERE id = ?1",
                 [&secret.id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                },
             )
             .optional()
             .map_err(StoreError::from)?;
-        let Some((hash, invited_name, role, cities, person, expires_at, redeemed_at)) = row else {
+        let Some((hash, invited_name, role, cities, person, expires_at, redeemed_at, cancelled_at)) =
+            row
+        else {
             let _ = secret.matches(&[0u8; 32]);
             return Err(RedeemError::Unknown);
         };
@@ -852,6 +921,9 @@ impl Store {
         }
         if redeemed_at.is_some() {
             return Err(RedeemError::Used);
+        }
+        if cancelled_at.is_some() {
+            return Err(RedeemError::Withdrawn);
         }
         if now > expires_at {
             return Err(RedeemError::Expired);

@@ -145,6 +145,9 @@ const MIGRATIONS: &[&str] = &[
     // batches is refused or discarded: without this index each such read
     // went over every entry of every record ever kept.
     "CREATE INDEX quarantine_doc ON quarantine(doc_id, id);",
+    // 12: an invite a coordinator withdrew before anyone used it (a link
+    // sent to the wrong group), said so to whoever opens it.
+    "ALTER TABLE invites ADD COLUMN cancelled_at INTEGER;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -1236,6 +1236,40 @@ test("a record an older app made is brought up to the current schema by the serv
   });
 });
 
+test("a coordinator withdraws an invite sent to the wrong group, and its link then signs no one in", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    await show(page, "#/devices");
+    await until(page, () => document.querySelector("ul.invites li.note") || null, undefined, "no invite waiting");
+    for (const name of ["Groupe des délégués", "هاتف الأمانة"]) {
+      await page.fill('form.invite input[name="name"]', name);
+      await page.selectOption('form.invite select[name="role"]', "observer");
+      await page.click('form.invite button[type="submit"]');
+      await until(page, (name) => document.querySelector(".invite-made")?.textContent.includes(name) || null, name, "the invite made");
+    }
+    const wrong = await page.inputValue("input.invite-link");
+    const listed = await until(page, () => {
+      const rows = [...document.querySelectorAll("ul.invites li[data-invite]")].map((li) => li.textContent);
+      return rows.length === 2 ? rows : null;
+    }, undefined, "both invites waiting");
+    assert.ok(listed[0].includes("هاتف الأمانة") && listed[1].includes("Groupe des délégués"), listed.join(" | "));
+    assert.ok(!listed.join(" ").includes(wrong.split("#invite=")[1]), "no code shown");
+    // The newest one went to the wrong group: withdrawn, after a question.
+    page.once("dialog", (d) => d.accept());
+    await page.click("ul.invites li[data-invite]:first-child button.withdraw");
+    await until(page, () => {
+      const rows = [...document.querySelectorAll("ul.invites li[data-invite]")];
+      return rows.length === 1 && rows[0].textContent.includes("Groupe des délégués") ? true : null;
+    }, undefined, "one invite left");
+    const res = await fetch(`${server.url}/api/invites/redeem`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ code: wrong.split("#invite=")[1] }),
+    });
+    assert.equal(res.status, 410);
+    await context.close();
+  });
+});
+
 test("a coordinator invites a delegate's phone from the app, judges its refused change and revokes it", async () => {
   await withServer(async (server) => {
     const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });

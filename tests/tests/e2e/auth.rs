@@ -263,6 +263,81 @@ async fn an_invite_is_redeemed_once_for_a_working_token_and_redemptions_are_limi
     );
 }
 
+/// An invite sent to the wrong group is withdrawn before anyone uses it:
+/// its link then signs no one in, and says why.
+#[tokio::test]
+async fn a_coordinator_lists_the_invites_not_yet_used_and_withdraws_one() {
+    let app = spawn_app().await;
+    let make = |name: &'static str| {
+        let app = &app;
+        async move {
+            let body = json!({"name": name, "role": "observer"});
+            let invite: Value = app
+                .post_as("/api/invites", &app.token, &body)
+                .await
+                .json()
+                .await
+                .unwrap();
+            (
+                text(&invite, "id").to_owned(),
+                text(&invite, "code").to_owned(),
+            )
+        }
+    };
+    let (wrong, wrong_code) = make("Sent to the wrong group").await;
+    let (right, right_code) = make("Secretariat").await;
+    let listed = app.get_json("/api/invites").await;
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| text(i, "id"))
+        .collect();
+    assert_eq!(ids, [right.as_str(), wrong.as_str()], "{listed}");
+    assert!(!listed.to_string().contains(&wrong_code), "a code listed");
+    // Only coordinators see or withdraw them.
+    let observer = app.device(Role::Observer, &[], None);
+    assert_eq!(app.get_as("/api/invites", &observer).await.status(), 403);
+    let cancel = |id: &str| format!("/api/invites/{id}/cancel");
+    assert_eq!(
+        app.post_as(&cancel(&wrong), &observer, &json!({}))
+            .await
+            .status(),
+        403
+    );
+    let res = app.post_as(&cancel(&wrong), &app.token, &json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.post_as(&cancel(&wrong), &app.token, &json!({}))
+            .await
+            .status(),
+        404
+    );
+    let redeem = |code: String| {
+        let url = app.url("/api/invites/redeem");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"code": code}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = redeem(wrong_code).await;
+    assert_eq!(res.status(), 410);
+    assert!(res.text().await.unwrap().contains("withdrew"));
+    // The other one still works, and once used is listed no more.
+    assert_eq!(redeem(right_code).await.status(), 201);
+    assert_eq!(app.get_json("/api/invites").await, json!([]));
+    assert_eq!(
+        app.post_as(&cancel(&right), &app.token, &json!({}))
+            .await
+            .status(),
+        404
+    );
+}
+
 /// A room of delegates behind one address (the venue's Wi-Fi) redeems
 /// its invites in the same minute: only failed tries count.
 #[tokio::test]
