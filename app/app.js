@@ -1159,12 +1159,29 @@ function historySection(id, kind) {
   section.append(older);
   draw();
   // Who delivered each change is known to the server; ask when it answers.
-  deliverers(id).then((named) => {
+  // Changes it did not have yet are this device's, not sent: once it has
+  // everything this device sent, it is asked again, a few times at most
+  // (a change it refused it never has).
+  let asks = 0;
+  const ask = () => deliverers(id).then((named) => {
     if (!named) return;
     for (const e of entries) names.set(e.hash, named(e.hash));
     draw();
+    if (entries.some((e) => !named.held(e.hash)) && ++asks < 4) {
+      whenSent(() => {
+        if (!section.isConnected) return;
+        app.deliverers?.delete(id);
+        ask();
+      });
+    }
   }).catch(() => {});
+  ask();
   return section;
+}
+
+/** Runs `then` once the server has confirmed every change this device sent. */
+function whenSent(then) {
+  (app.whenSent ??= []).push(then);
 }
 
 /**
@@ -1245,14 +1262,17 @@ function deliverers(id) {
 
 async function askDeliverers(id) {
   const res = await api(`/api/records/${id}/history`);
-  if (!res.ok) return null;
-  const known = new Map((await res.json()).map((e) => [e.hash, e.delivered_by]));
-  return (hash) => {
+  // A record the server does not have yet: every change is this device's.
+  if (!res.ok && res.status !== 404) return null;
+  const known = new Map(res.ok ? (await res.json()).map((e) => [e.hash, e.delivered_by]) : []);
+  const named = (hash) => {
     const by = known.get(hash);
     // The server's own changes name no device: the initial data, and a
     // record it brought up to a newer schema.
     return !known.has(hash) ? tr("byThisDevice") : by?.device ? by.device_name ?? by.device : tr("byServer");
   };
+  named.held = (hash) => known.has(hash);
+  return named;
 }
 
 /** Where a new record's form is kept as typed, until it is created or left. */
@@ -2106,6 +2126,9 @@ async function start() {
   app.client.onStatus((s) => {
     syncBar(s);
     onReconnect(s);
+    if (s.link === "joined" && s.unconfirmed === 0 && app.whenSent?.length) {
+      for (const then of app.whenSent.splice(0)) then();
+    }
     // Once up to date with the server, the drafts of records created
     // here and lost with their page are known lost: they wait as their
     // forms' drafts, whenever those are next opened.

@@ -1874,6 +1874,25 @@ test("a change arriving while a coordinator reads a record's history is named by
   });
 });
 
+test("a record made while the sync is paused names this device in its history, then the device's name once the server has it", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Secrétariat de Smara", role: "coordinator" });
+    await upToDate(page);
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    await page.click("#sync-toggle");
+    await until(page, () => window.twinsync.status().link === "offline" || null, undefined, "the sync paused");
+    const id = await page.evaluate(() => window.twinsync.create("meeting", { title: { fr: "Réunion du bureau" }, date: "2026-12-08" }, "new"));
+    await show(page, `#/r/${id}`);
+    // The server answers, but does not have the record yet.
+    await until(page, (said) => document.querySelector("ol.history li .who")?.textContent === said || null,
+      STRINGS[lang].byThisDevice, "this device, not sent yet");
+    await page.click("#sync-toggle");
+    await until(page, () => document.querySelector("ol.history li .who")?.textContent === "Secrétariat de Smara" || null,
+      undefined, "the device's name once the server has the record, with no redraw asked");
+    await context.close();
+  });
+});
+
 test("a run of changes in the history shows each field before and after, and the words of the minutes added and removed", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator Amina", role: "coordinator" });
