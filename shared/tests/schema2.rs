@@ -283,6 +283,42 @@ fn a_plain_string_two_phones_wrote_alike_becomes_text_and_takes_keys() {
     ));
 }
 
+/// A phone's conversion to text concurrent with an older app writing the
+/// same words as a plain string, which wins the merge: the same words,
+/// no disagreement, and the field takes keys.
+#[test]
+fn a_plain_string_beside_a_text_of_the_same_words_takes_keys() {
+    let mut a = RecordDoc::from_automerge(schema_1_meeting());
+    let mut b = fork(&a);
+    let guests = "Le maire de Dakar, عمدة داكار";
+    b.doc_mut()
+        .transact::<_, _, automerge::AutomergeError>(|tx| {
+            let text = tx.put_object(ROOT, "guests", ObjType::Text)?;
+            tx.splice_text(&text, 0, 0, guests)
+        })
+        .unwrap();
+    // More ops first, so that the plain string's op wins the merge.
+    a.doc_mut()
+        .transact::<_, _, automerge::AutomergeError>(|tx| {
+            for i in 0..50i64 {
+                tx.put(ROOT, "date", format!("2025-10-{:02}", 1 + i % 28))?;
+            }
+            tx.put(ROOT, "date", "2025-10-30")?;
+            tx.put(ROOT, "guests", guests)
+        })
+        .unwrap();
+    merge(&mut a, &mut b);
+    assert_eq!(a.doc().get_all(ROOT, "guests").unwrap().len(), 2);
+    assert!(matches!(
+        value_at(a.doc(), &ROOT, "guests"),
+        Value::Scalar(_)
+    ));
+    assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
+    a.edit(&commit("typing", 6), &[splice("/guests", 0, "M. ")])
+        .unwrap();
+    assert_eq!(a.read().unwrap()["guests"], format!("M. {guests}"));
+}
+
 fn meeting_with_a_decision() -> RecordDoc {
     RecordDoc::create(
         Kind::Meeting,

@@ -374,7 +374,7 @@ fn text_to_splice<T: Transactable>(
         Stored::Absent => String::new(),
     };
     let values = tx.get_all(&obj, field.name)?;
-    if values.len() > 1 && one_plain_string(&values).is_none() {
+    if values.len() > 1 && one_plain_string(tx, &values).is_none() {
         return Err(EditError::invalid(
             path,
             "devices wrote different values here: settle that before typing in it",

@@ -51,7 +51,7 @@ fn texts_in(tx: &mut Transaction<'_>, obj: &ObjId, fields: &[Field]) -> Result<(
                 put_text(tx, obj, field.name, "")?;
             }
             (FieldType::Text, [_, ..]) => {
-                if let Some(plain) = one_plain_string(&values) {
+                if let Some(plain) = one_plain_string(tx, &values) {
                     put_text(tx, obj, field.name, &plain)?;
                 }
             }

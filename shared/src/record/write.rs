@@ -1,7 +1,7 @@
 //! Writing JSON values into a record document, checked against the schema.
 
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ObjId, ObjType, ROOT, ScalarValue};
+use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
 use serde_json::Value as Json;
 
 use super::edit::{Commit, EditError};
@@ -134,18 +134,33 @@ fn write_field<T: Transactable>(
 }
 
 /// The plain string every value at a key holds, when they hold the same
-/// one: devices that wrote the same words at once do not disagree, and
-/// nothing is settled by turning them into one text.
-pub(crate) fn one_plain_string(values: &[(automerge::Value<'_>, ObjId)]) -> Option<String> {
-    let mut strings = values.iter().map(|(v, _)| match v {
+/// one and one at least is a plain string: devices that wrote the same
+/// words at once do not disagree (a text object counts as the characters
+/// it holds, as `conflicts` reads it), and nothing is settled by turning
+/// them into one text. `None` for text objects alone, which are not to be
+/// replaced.
+pub(crate) fn one_plain_string<R: ReadDoc>(
+    doc: &R,
+    values: &[(automerge::Value<'_>, ObjId)],
+) -> Option<String> {
+    if !values
+        .iter()
+        .any(|(v, _)| matches!(v, automerge::Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Str(_))))
+    {
+        return None;
+    }
+    let mut strings = values.iter().map(|(v, id)| match v {
         automerge::Value::Scalar(s) => match s.as_ref() {
-            ScalarValue::Str(s) => Some(s.as_str()),
+            ScalarValue::Str(s) => Some(s.to_string()),
             _ => None,
         },
+        automerge::Value::Object(ObjType::Text) => doc.text(id).ok(),
         automerge::Value::Object(_) => None,
     });
     let first = strings.next()??;
-    strings.all(|s| s == Some(first)).then(|| first.to_owned())
+    strings
+        .all(|s| s.as_deref() == Some(first.as_str()))
+        .then_some(first)
 }
 
 /// Puts a new text object at `key` of `obj`, holding `chars` as given.
