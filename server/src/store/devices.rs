@@ -641,6 +641,23 @@ impl Store {
     /// Answers how many sightings it wrote.
     pub fn touch_devices(&self, ids: &[String], now: i64) -> Result<usize, StoreError> {
         let conn = self.conn();
+        // Read first: a write would take SQLite's lock at every tick, a
+        // read in WAL mode takes none.
+        let mut stale = Vec::new();
+        {
+            let mut stmt = conn.prepare_cached(
+                "SELECT 1 FROM devices
+                 WHERE id = ?1 AND revoked_at IS NULL AND last_seen_at <= ?2 - 60",
+            )?;
+            for id in ids {
+                if stmt.exists(params![id, now])? {
+                    stale.push(id);
+                }
+            }
+        }
+        if stale.is_empty() {
+            return Ok(0);
+        }
         let tx = conn.unchecked_transaction()?;
         let mut touched = 0;
         {
@@ -648,7 +665,7 @@ impl Store {
                 "UPDATE devices SET last_seen_at = ?2
                  WHERE id = ?1 AND revoked_at IS NULL AND last_seen_at <= ?2 - 60",
             )?;
-            for id in ids {
+            for id in stale {
                 touched += stmt.execute(params![id, now])?;
             }
         }
@@ -675,11 +692,15 @@ impl Store {
             {
                 return Ok(Err(UpdateRefused::LastCoordinator));
             }
-            tx.execute(
+            let found = tx.execute(
                 "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
                 params![id, now],
             )?;
-            expire_invites_by(&tx, id, now)?;
+            // No such device made no invite: an id that is none (such as
+            // what `created_by` holds for the operator's) ends nothing.
+            if found > 0 {
+                expire_invites_by(&tx, id, now)?;
+            }
             tx.commit()?;
         }
         Ok(Ok(self.device(id)?))
