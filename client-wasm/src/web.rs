@@ -75,7 +75,7 @@ export interface ClientOptions {
   database?: string;
   /** The sync endpoint, e.g. "ws://127.0.0.1:8080/sync". Default: /sync on this page's host. */
   server?: string;
-  /** The device token, sent as the query parameter `token`. */
+  /** The device token, offered as the WebSocket subprotocol `twinsync-token.<token>`, never in the URL. */
   token?: string;
   /** The club record's id or automerge: URL; else asked of the server once. */
   club?: string;

@@ -272,33 +272,51 @@ pub async fn redeem(
     request: axum::extract::Request,
 ) -> Result<impl IntoResponse, axum::response::Response> {
     let (parts, body) = request.into_parts();
-    // Only failed tries count: codes cannot be guessed, and a room of
-    // delegates behind one address redeems its invites in the same minute.
+    // Only a code that is no invite counts, as a guess would be: a room of
+    // delegates behind one address redeems its invites in the same minute,
+    // and may tap a used or withdrawn link again. Counted as the try
+    // starts, so that tries sent at once are held to the limit too, and
+    // taken back once it turns out not to be a guess.
     let ip = client_ip(&parts, &hub.settings.trusted_proxies);
-    let limit = hub.settings.redeems_per_minute;
     if let Some(ip) = ip
-        && let Some(wait) = hub.guards.redemptions.reached(&ip, limit)
+        && let Err(wait) = hub
+            .guards
+            .redemptions
+            .add(&ip, 1, hub.settings.redeems_per_minute)
     {
         hub.metrics.rate_limited.inc();
         let message = format!(
-            "too many failed invite redemptions from this address; try again in {} s",
+            "too many unknown invite codes from this address; try again in {} s",
             crate::auth::whole_seconds(wait)
         );
         return Err(Denied::too_many(message, wait).into_response());
     }
-    let redeemed = redeem_body(&hub, body).await;
-    if redeemed.is_err()
+    let redeemed = redeem_code(&hub, body).await;
+    if !matches!(redeemed, Err(Refused::Unknown(_)))
         && let Some(ip) = ip
     {
-        hub.guards.redemptions.charge(&ip, 1, limit);
+        hub.guards.redemptions.refund(&ip, 1);
     }
-    redeemed
+    redeemed.map_err(|(Refused::Unknown(answer) | Refused::Other(answer))| answer)
 }
 
-async fn redeem_body(
+/// Why a redemption failed, as answered.
+enum Refused {
+    /// The code is no invite: what a guess gets.
+    Unknown(axum::response::Response),
+    Other(axum::response::Response),
+}
+
+impl From<axum::response::Response> for Refused {
+    fn from(answer: axum::response::Response) -> Self {
+        Self::Other(answer)
+    }
+}
+
+async fn redeem_code(
     hub: &Arc<Hub>,
     body: axum::body::Body,
-) -> Result<impl IntoResponse + use<>, axum::response::Response> {
+) -> Result<impl IntoResponse + use<>, Refused> {
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large").into_response()
     })?;
@@ -316,7 +334,7 @@ async fn redeem_body(
         && !name.is_empty()
         && !name_fits(name)
     {
-        return Err(DeviceProblem::BadName.into_api().into_response());
+        return Err(DeviceProblem::BadName.into_api().into_response().into());
     }
     let store = hub.store.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -334,9 +352,13 @@ async fn redeem_body(
                 Json(json!({"token": token, "device": device_json(hub, &device)})),
             ))
         }
-        Err(RedeemError::Store(e)) => Err(ApiError::from(e).into_response()),
-        Err(e @ RedeemError::Unknown) => Err(Denied::unauthorized(e.to_string()).into_response()),
-        Err(e) => Err(ApiError::new(StatusCode::GONE, e.to_string()).into_response()),
+        Err(RedeemError::Store(e)) => Err(ApiError::from(e).into_response().into()),
+        Err(e @ RedeemError::Unknown) => Err(Refused::Unknown(
+            Denied::unauthorized(e.to_string()).into_response(),
+        )),
+        Err(e) => Err(ApiError::new(StatusCode::GONE, e.to_string())
+            .into_response()
+            .into()),
     }
 }
 

@@ -236,6 +236,17 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
         Ok(total)
     }
 
+    /// Takes back `n` that [`Windows::add`] counted in `key`'s current
+    /// window: what turned out not to count.
+    pub fn refund(&self, key: &K, n: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = counts.get_mut(key)
+            && Instant::now().duration_since(entry.0) < self.window
+        {
+            entry.1 = entry.1.saturating_sub(n);
+        }
+    }
+
     /// Whether `key` has already reached `limit` in its current window.
     pub fn reached(&self, key: &K, limit: u64) -> Option<Duration> {
         let now = Instant::now();

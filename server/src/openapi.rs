@@ -143,7 +143,7 @@ fn device_paths() -> Value {
         }},
         "/api/invites/redeem": {"post": {
             "summary": "Redeem an invite for a device token",
-            "description": "Needs no token. Each invite is redeemed once. Every failed attempt (an unknown, used or lapsed code) counts against the caller's address; one that works does not.",
+            "description": "Needs no token. Each invite is redeemed once. A code that is no invite counts against the caller's address; an invite's code, used, withdrawn or lapsed, does not.",
             "security": [],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RedeemRequest"}}}},
             "responses": {
@@ -152,7 +152,7 @@ fn device_paths() -> Value {
                 "401": error("The invite is not valid."),
                 "410": error("The invite was already used, a coordinator withdrew it, or it expired."),
                 "413": error("The body is over 64 KiB."),
-                "429": error("Too many redemptions from this address in a minute; the message says how many seconds to wait."),
+                "429": error("Too many codes that are no invite from this address in a minute; the message says how many seconds to wait."),
                 "503": {"$ref": "#/components/responses/Unavailable"}
             }
         }},

@@ -21,8 +21,6 @@
 //! A write must also leave the record valid: no validation error that the
 //! record did not already have.
 
-use std::collections::BTreeSet;
-
 use serde_json::Value as Json;
 use twinsync_shared::record::ValidationError;
 
@@ -179,9 +177,19 @@ pub struct Write<'a> {
     pub after: &'a Read,
     /// Record paths the changes touch (`/status`, `/minutes`, ...).
     pub paths: &'a [String],
-    /// For a delegate's write to the club record: the keys its index held
-    /// at any time before the changes (`ever_indexed_before`).
-    pub listed_before: Option<&'a BTreeSet<String>>,
+    /// For a delegate's write to the club record: what its index held
+    /// before the changes, asked only as the rules need it.
+    pub index: Option<&'a dyn IndexHistory>,
+}
+
+/// What the rules ask of the club's index beyond the record as read.
+pub trait IndexHistory: std::fmt::Debug {
+    /// Whether the index held `key` at any time before the changes judged
+    /// (a coordinator may have taken it out since).
+    fn listed_before(&self, key: &str) -> bool;
+    /// Whether, with the changes, `key` holds values written concurrently:
+    /// two phones that each listed one record.
+    fn listed_concurrently(&self, key: &str) -> bool;
 }
 
 /// Accepts the write or names the first field at fault.
@@ -291,8 +299,11 @@ fn set<'a>(record: &'a Json, key: &str) -> Box<dyn Iterator<Item = &'a str> + 'a
 /// nothing else: an entry under a record id the index never held. Every
 /// phone follows the index, so an entry changed, put back or made up
 /// would reach them all; changing or removing one is a coordinator's
-/// decision. An entry already there may be written again as it reads:
-/// two phones holding a record created offline both list it.
+/// decision. Judged on the index as read before and after, key by key,
+/// whatever paths the changes name. An entry already there may be written
+/// again as a listing made at the same time (two phones holding a record
+/// created offline both list it, and either may win the merge), of the
+/// same kind and as archived as it was.
 fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Result<(), Refusal> {
     let Some(before) = before else {
         return Err(Refusal {
@@ -300,29 +311,44 @@ fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Res
             why: Why::ClubCreated,
         });
     };
-    let entry_in = |record: Option<&Json>, key: &str| record?.get("index")?.get(key).cloned();
-    for path in w.paths {
-        let refuse = |why| {
-            Err(Refusal {
-                path: path.clone(),
-                why,
-            })
-        };
-        let mut parts = path.trim_start_matches('/').split('/');
-        let (Some("index"), Some(entry)) = (parts.next(), parts.next()) else {
-            return refuse(Why::ClubBeyondIndex);
-        };
-        if entry.parse::<twinsync_shared::DocumentId>().is_err() {
-            return refuse(Why::ClubBeyondIndex);
-        }
-        let (was, now) = (entry_in(Some(before), entry), entry_in(after, entry));
-        match (was, now) {
-            (_, None) => return refuse(Why::ClubIndexRemoved),
-            (Some(was), Some(now)) if was != now => return refuse(Why::ClubIndexChanged),
-            (None, Some(_)) if w.listed_before.is_some_and(|l| l.contains(entry)) => {
-                return refuse(Why::ClubIndexRelisted);
+    let refuse = |path: String, why| Err(Refusal { path, why });
+    if let Some(path) = w.paths.iter().find(|p| !p.starts_with("/index/")) {
+        return refuse(path.clone(), Why::ClubBeyondIndex);
+    }
+    let empty = serde_json::Map::new();
+    let was = before
+        .get("index")
+        .and_then(Json::as_object)
+        .unwrap_or(&empty);
+    let now = after
+        .and_then(|a| a.get("index"))
+        .and_then(Json::as_object)
+        .unwrap_or(&empty);
+    let same = |a: &Json, b: &Json, key: &str| a.get(key) == b.get(key);
+    for (key, entry) in was {
+        let path = format!("/index/{key}");
+        match now.get(key) {
+            None => return refuse(path, Why::ClubIndexRemoved),
+            Some(new) if new != entry => {
+                let listing = w.index.is_some_and(|i| i.listed_concurrently(key))
+                    && same(entry, new, "kind")
+                    && same(entry, new, "archived");
+                if !listing {
+                    return refuse(path, Why::ClubIndexChanged);
+                }
             }
-            _ => {}
+            Some(_) => {}
+        }
+    }
+    for key in now.keys().filter(|k| !was.contains_key(*k)) {
+        let path = format!("/index/{key}");
+        // The id as every phone reads it, and no other spelling of one.
+        let id = key.parse::<twinsync_shared::DocumentId>();
+        if id.map(|id| id.to_string()).as_deref() != Ok(key.as_str()) {
+            return refuse(path, Why::ClubBeyondIndex);
+        }
+        if w.index.is_some_and(|i| i.listed_before(key)) {
+            return refuse(path, Why::ClubIndexRelisted);
         }
     }
     Ok(())
@@ -368,7 +394,7 @@ mod tests {
             before: before.as_ref(),
             after: &after,
             paths: &paths,
-            listed_before: None,
+            index: None,
         })
     }
 
@@ -466,7 +492,7 @@ mod tests {
                 before: Some(&before),
                 after: &after,
                 paths: &paths,
-                listed_before: None,
+                index: None,
             })
         };
         let e = write(&d).unwrap_err();
@@ -532,26 +558,69 @@ mod tests {
         retitled["index"][&x]["title"]["fr"] = json!("Autre chose");
         let e = check(&d, "c", Some(club.clone()), retitled, &[&at(&x)]).unwrap_err();
         assert_eq!(e.why.code(), "club-index-changed");
-        // A key that names no record: every phone would ask the server for it.
-        let made_up =
-            json!({"kind": "club", "index": {&x: club["index"][&x], "zzz": {"kind": "meeting"}}});
-        let e = check(&d, "c", Some(club.clone()), made_up, &["/index/zzz"]).unwrap_err();
-        assert_eq!(e.why.code(), "club-beyond-index");
+        // A key that names no record: every phone would ask the server
+        // for it. Nor another spelling of a record's id, nor one with a
+        // slash, which its path would show as a field of another entry.
+        for key in [
+            "zzz".to_owned(),
+            format!("automerge:{y}"),
+            format!("{x}/junk"),
+        ] {
+            let mut made_up = club.clone();
+            made_up["index"][&key] = json!({"kind": "meeting"});
+            let e = check(&d, "c", Some(club.clone()), made_up, &[&at(&key)]).unwrap_err();
+            assert_eq!(e.why.code(), "club-beyond-index", "{key}");
+        }
+        // What the index held before, and what the changes wrote at once.
+        #[derive(Debug)]
+        struct Held {
+            taken_out: String,
+            concurrent: String,
+        }
+        impl IndexHistory for Held {
+            fn listed_before(&self, key: &str) -> bool {
+                key == self.taken_out
+            }
+            fn listed_concurrently(&self, key: &str) -> bool {
+                key == self.concurrent
+            }
+        }
+        let judge = |held: &Held, before: Json, after: Json, path: &str| {
+            let paths = vec![path.to_owned()];
+            let (before, after) = (Ok(before), Ok(after));
+            check_write(&Write {
+                device: &d,
+                doc_id: "c",
+                creator: None,
+                before: Some(&before),
+                after: &after,
+                paths: &paths,
+                index: Some(held),
+            })
+        };
         // A record a coordinator took out, listed again.
-        let paths = vec![at(&y)];
-        let (before, after) = (Ok(club), Ok(with_y));
-        let listed: BTreeSet<String> = [y.clone()].into();
-        let e = check_write(&Write {
-            device: &d,
-            doc_id: "c",
-            creator: None,
-            before: Some(&before),
-            after: &after,
-            paths: &paths,
-            listed_before: Some(&listed),
-        })
-        .unwrap_err();
+        let held = Held {
+            taken_out: y.clone(),
+            concurrent: String::new(),
+        };
+        let e = judge(&held, club.clone(), with_y.clone(), &at(&y)).unwrap_err();
         assert_eq!(e.why.code(), "club-index-relisted");
+        // Two phones listed one record at once, and the later listing won
+        // the merge with the title it had read: let stand. Not as a way to
+        // archive it, nor to change its kind.
+        let mut relisted = club.clone();
+        relisted["index"][&x]["title"]["fr"] = json!("Visite à Pune");
+        let held = Held {
+            taken_out: String::new(),
+            concurrent: x.clone(),
+        };
+        assert!(judge(&held, club.clone(), relisted.clone(), &at(&x)).is_ok());
+        for (field, value) in [("archived", json!(true)), ("kind", json!("meeting"))] {
+            let mut changed = relisted.clone();
+            changed["index"][&x][field] = value;
+            let e = judge(&held, club.clone(), changed, &at(&x)).unwrap_err();
+            assert_eq!(e.why.code(), "club-index-changed", "{field}");
+        }
     }
 
     /// A city's record link.
@@ -573,7 +642,7 @@ mod tests {
                 before: None,
                 after,
                 paths: &paths,
-                listed_before: None,
+                index: None,
             })
         };
         let e = write(&after).unwrap_err();
@@ -616,7 +685,7 @@ mod tests {
             before: Some(&before),
             after: &bad,
             paths: &paths,
-            listed_before: None,
+            index: None,
         })
         .unwrap_err();
         assert_eq!(e.path, "/status");

@@ -250,8 +250,9 @@ pub struct Settings {
     )]
     pub auth_failures_per_minute: u64,
 
-    /// Failed invite redemptions from one address per minute, past which
-    /// the address waits out the minute; one that works does not count.
+    /// Codes that are no invite tried from one address per minute, past
+    /// which the address waits out the minute; an invite's code, used,
+    /// withdrawn or lapsed, does not count.
     #[arg(
         long,
         env = "TWINSYNC_REDEEMS_PER_MINUTE",

@@ -16,7 +16,9 @@ use twinsync_shared::record::{
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
-use crate::permissions::{NOT_STORED, Read, Refusal, TOO_LARGE, Why, Write, check_write};
+use crate::permissions::{
+    IndexHistory, NOT_STORED, Read, Refusal, TOO_LARGE, Why, Write, check_write,
+};
 
 /// A refusal costs its device the record's operations, the pass that judged
 /// it, and at most this fraction of its operations a minute.
@@ -157,7 +159,7 @@ impl DocTask {
                 let after = read_document(scratch);
                 // The write `device` made, touching `paths`, as the rules see it.
                 let allowed = |device, paths: &[String]| {
-                    let listed = index_history(current, device, scratch, &before);
+                    let index = ClubIndex::for_write(current, device, scratch, &before);
                     check_write(&Write {
                         device,
                         doc_id: &doc_id,
@@ -165,7 +167,7 @@ impl DocTask {
                         before: Some(current),
                         after: &after,
                         paths,
-                        listed_before: listed.as_ref(),
+                        index: index.as_ref().map(|i| i as &dyn IndexHistory),
                     })
                     .is_ok()
                 };
@@ -331,7 +333,7 @@ impl DocTask {
                     } else {
                         changed_paths(scratch, &before, &scratch.get_heads())
                     };
-                let listed = index_history(current, &device, scratch, &before);
+                let index = ClubIndex::for_write(current, &device, scratch, &before);
                 check_write(&Write {
                     device: &device,
                     doc_id: &doc_id,
@@ -339,7 +341,7 @@ impl DocTask {
                     before: (!before.is_empty()).then_some(current),
                     after: &after,
                     paths: &paths,
-                    listed_before: listed.as_ref(),
+                    index: index.as_ref().map(|i| i as &dyn IndexHistory),
                 })
                 .map_err(|refusal| Denied::refused(refusal, scratch, &before, new))?;
                 if let Some(e) = links.first_added_non_link(scratch) {
@@ -722,16 +724,48 @@ pub enum AcceptError {
     Unfit(String),
 }
 
-/// For a delegate's write to the club record, the keys its index held
-/// before the write (`Write::listed_before`): a pass over the club's
-/// history, asked only then.
-fn index_history(
-    current: &Read,
-    device: &crate::auth::Device,
-    scratch: &automerge::Automerge,
-    before: &[automerge::ChangeHash],
-) -> Option<std::collections::BTreeSet<String>> {
-    let club = matches!(current, Ok(record) if record.get("kind").and_then(|k| k.as_str()) == Some("club"));
-    (club && device.role == Role::Delegate && !device.is_revoked())
-        .then(|| ever_indexed_before(scratch, before))
+/// The club's index as a delegate's write to the club record is judged
+/// (`IndexHistory`), read from the record with the changes (`doc`) and the
+/// heads before them.
+#[derive(Debug)]
+struct ClubIndex<'a> {
+    doc: &'a automerge::Automerge,
+    before: &'a [automerge::ChangeHash],
+    /// The keys it ever held before: a pass over the club's history, made
+    /// only for a write that lists a record.
+    listed: std::cell::OnceCell<std::collections::BTreeSet<String>>,
+}
+
+impl<'a> ClubIndex<'a> {
+    /// `None` but for a delegate's write to the club.
+    fn for_write(
+        current: &Read,
+        device: &crate::auth::Device,
+        doc: &'a automerge::Automerge,
+        before: &'a [automerge::ChangeHash],
+    ) -> Option<Self> {
+        let club = matches!(current, Ok(record) if record.get("kind").and_then(|k| k.as_str()) == Some("club"));
+        (club && device.role == Role::Delegate && !device.is_revoked()).then(|| Self {
+            doc,
+            before,
+            listed: std::cell::OnceCell::new(),
+        })
+    }
+}
+
+impl IndexHistory for ClubIndex<'_> {
+    fn listed_before(&self, key: &str) -> bool {
+        self.listed
+            .get_or_init(|| ever_indexed_before(self.doc, self.before))
+            .contains(key)
+    }
+
+    fn listed_concurrently(&self, key: &str) -> bool {
+        match self.doc.get(automerge::ROOT, "index") {
+            Ok(Some((automerge::Value::Object(automerge::ObjType::Map), index))) => {
+                self.doc.get_all(&index, key).is_ok_and(|v| v.len() > 1)
+            }
+            _ => false,
+        }
+    }
 }
