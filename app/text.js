@@ -38,47 +38,43 @@ export function diff(a, b, caret) {
 /** `text` with splice `d` applied. */
 export const splice = (text, d) => text.slice(0, d.index) + d.insert + text.slice(d.index + d.delete);
 
-/** Edit distances past this fall back to one splice over the changed span. */
+/**
+ * Myers' diff runs on a range only up to this many differing units, and
+ * only within `WORK` steps for one `spans` call in all: past either, the
+ * range is aligned on the text it shares with the other version instead
+ * (`anchors`), and the parts between are diffed in turn.
+ */
 const MAX_EDITS = 1000;
+const WORK = 1_500_000;
+
+/**
+ * Blocks of this many UTF-16 units align a range Myers' diff gave up on;
+ * half as many within the parts between, and no further than that.
+ */
+const BLOCK = 16;
+const PASSES = 2;
 
 /**
  * Every separate place where `b` differs from `a`: splices in `a`'s offsets,
  * in order, not touching one another (Myers' O(ND) difference over UTF-16
  * units, between the common start and end). Text written in two places
  * comes back as two splices, not one spanning both. Past `MAX_EDITS`
- * differing units, the one splice of `diff`.
+ * differing units (a page pasted in), the text both share still keeps its
+ * place: the range is cut at stretches found unchanged in both (`anchors`)
+ * and each part between them diffed on its own, so a keystroke made away
+ * from what others wrote lands where it was made, however much they wrote.
+ * A part that still differs too much, with nothing found in common, is one
+ * splice.
  */
 export function spans(a, b) {
   const whole = diff(a, b);
   if (!whole) return [];
-  const x0 = whole.index;
-  const a1 = a.slice(x0, x0 + whole.delete);
-  const b1 = whole.insert;
-  const script = shortestEdit(a1, b1, MAX_EDITS);
-  if (!script) return [whole];
-  // Group the script's runs of deletions and insertions into splices.
   const found = [];
-  let cur = null;
-  let ai = 0;
-  for (const op of script) {
-    if (op === "=") {
-      if (cur) found.push(cur);
-      cur = null;
-      ai++;
-      continue;
-    }
-    cur ??= { index: ai, delete: 0, insert: "" };
-    if (op === "-") {
-      cur.delete++;
-      ai++;
-    } else {
-      cur.insert += b1[op];
-    }
-  }
-  if (cur) found.push(cur);
+  const x0 = whole.index;
+  align(a, x0, x0 + whole.delete, b, x0, x0 + whole.insert.length, found, { left: WORK }, 0);
   const result = [];
   for (const s of found) {
-    let index = x0 + s.index;
+    let index = s.index;
     let end = index + s.delete;
     let insert = s.insert;
     // Whole characters only: widen a splice that cuts a surrogate pair.
@@ -103,11 +99,140 @@ export function spans(a, b) {
 }
 
 /**
+ * Pushes onto `out`, in order, the splices (in `a`'s offsets, not touching)
+ * that turn `a[ax..ae]` into `b[bx..be]`: Myers' diff where it is cheap
+ * enough, else the parts between stretches both share (`anchors`), each in
+ * turn; else one splice over the range. `budget.left`: Myers' steps left.
+ */
+function align(a, ax, ae, b, bx, be, out, budget, pass) {
+  while (ax < ae && bx < be && a.charCodeAt(ax) === b.charCodeAt(bx)) { ax++; bx++; }
+  while (ae > ax && be > bx && a.charCodeAt(ae - 1) === b.charCodeAt(be - 1)) { ae--; be--; }
+  if (ax === ae && bx === be) return;
+  const one = () => out.push({ index: ax, delete: ae - ax, insert: b.slice(bx, be) });
+  if (ax === ae || bx === be) return one();
+  // Myers needs at least the difference in length in edits.
+  if (Math.abs(ae - ax - (be - bx)) <= MAX_EDITS) {
+    const b1 = b.slice(bx, be);
+    const script = shortestEdit(a.slice(ax, ae), b1, MAX_EDITS, budget);
+    if (script) {
+      // Runs of deletions and insertions between kept units: one splice each.
+      let cur = null;
+      let ai = ax;
+      for (const op of script) {
+        if (op === "=") {
+          if (cur) out.push(cur);
+          cur = null;
+          ai++;
+          continue;
+        }
+        cur ??= { index: ai, delete: 0, insert: "" };
+        if (op === "-") {
+          cur.delete++;
+          ai++;
+        } else {
+          cur.insert += b1[op];
+        }
+      }
+      if (cur) out.push(cur);
+      return;
+    }
+  }
+  const kept = pass < PASSES ? anchors(a, ax, ae, b, bx, be, BLOCK >> pass) : [];
+  if (!kept.length) return one();
+  let pa = ax;
+  let pb = bx;
+  for (const [p, q, len] of kept) {
+    align(a, pa, p, b, pb, q, out, budget, pass + 1);
+    pa = p + len;
+    pb = q + len;
+  }
+  align(a, pa, ae, b, pb, be, out, budget, pass + 1);
+}
+
+/**
+ * Stretches `[p, q, length]` equal in `a[ax..ae]` (from `p`) and
+ * `b[bx..be]` (from `q`), in order in both and apart: where `a`'s blocks of
+ * `k` units (from `ax`, every `k` units) are found once in `b`, the most
+ * such blocks that keep their order, each widened as far as both agree.
+ * A stretch both share `2k - 1` units long holds a whole block, so is
+ * found unless its text is repeated. Linear in the length of the range.
+ */
+function anchors(a, ax, ae, b, bx, be, k) {
+  if (ae - ax < k || be - bx < k) return [];
+  // Polynomial hashes mod 2^32, rolled over `b`.
+  const B = 0x01000193;
+  let top = 1;
+  for (let i = 1; i < k; i++) top = Math.imul(top, B);
+  // Block hash -> the block's start, or -1 when blocks share it.
+  const blocks = new Map();
+  for (let p = ax; p + k <= ae; p += k) {
+    let h = 0;
+    for (let i = p; i < p + k; i++) h = (Math.imul(h, B) + a.charCodeAt(i)) | 0;
+    blocks.set(h, blocks.has(h) ? -1 : p);
+  }
+  // Block start -> where it is in `b`, or -1 when found there twice.
+  const at = new Map();
+  let h = 0;
+  for (let j = bx; j < be; j++) {
+    if (j - bx >= k) h = (h - Math.imul(b.charCodeAt(j - k), top)) | 0;
+    h = (Math.imul(h, B) + b.charCodeAt(j)) | 0;
+    if (j - bx + 1 < k) continue;
+    const p = blocks.get(h);
+    if (p === undefined || p < 0) continue;
+    const q = j - k + 1;
+    let i = 0;
+    while (i < k && a.charCodeAt(p + i) === b.charCodeAt(q + i)) i++;
+    if (i === k) at.set(p, at.has(p) ? -1 : q);
+  }
+  const pairs = [];
+  for (let p = ax; p + k <= ae; p += k) {
+    const q = at.get(p);
+    if (q !== undefined && q >= 0) pairs.push([p, q]);
+  }
+  if (!pairs.length) return [];
+  // The longest run of pairs in order in `b` too (patience sorting).
+  const tails = [];
+  const before = new Int32Array(pairs.length);
+  for (let i = 0; i < pairs.length; i++) {
+    let lo = 0;
+    let hi = tails.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (pairs[tails[mid]][1] < pairs[i][1]) lo = mid + 1; else hi = mid;
+    }
+    before[i] = lo > 0 ? tails[lo - 1] : -1;
+    tails[lo] = i;
+  }
+  const chain = [];
+  for (let i = tails.at(-1); i >= 0; i = before[i]) chain.push(pairs[i]);
+  chain.reverse();
+  // Each widened as far as both texts agree, short of the one before.
+  const kept = [];
+  let ca = ax;
+  let cb = bx;
+  for (let [p, q] of chain) {
+    let len = k;
+    const skip = Math.max(ca - p, cb - q, 0);
+    if (skip >= len) continue;
+    p += skip;
+    q += skip;
+    len -= skip;
+    while (p > ca && q > cb && a.charCodeAt(p - 1) === b.charCodeAt(q - 1)) { p--; q--; len++; }
+    while (p + len < ae && q + len < be && a.charCodeAt(p + len) === b.charCodeAt(q + len)) len++;
+    kept.push([p, q, len]);
+    ca = p + len;
+    cb = q + len;
+  }
+  return kept;
+}
+
+/**
  * Myers' shortest edit script from `a` to `b`: for each step "=" (keep a
  * unit), "-" (delete a unit of `a`) or the index in `b` of a unit inserted;
- * null past `max` edits.
+ * null past `max` edits, or past `budget.left` steps (diagonals tried and
+ * units compared), which it takes from.
  */
-function shortestEdit(a, b, max) {
+function shortestEdit(a, b, max, budget) {
   const n = a.length;
   const m = b.length;
   const limit = Math.min(max, n + m);
@@ -115,14 +240,21 @@ function shortestEdit(a, b, max) {
   const v = new Int32Array(2 * limit + 3);
   const trace = [];
   for (let d = 0; d <= limit; d++) {
+    let work = 2 * d + 1;
     trace.push(v.slice(offset - d - 1, offset + d + 2));
     for (let k = -d; k <= d; k += 2) {
       let x = k === -d || (k !== d && v[offset + k - 1] < v[offset + k + 1]) ? v[offset + k + 1] : v[offset + k - 1] + 1;
       let y = x - k;
+      const from = x;
       while (x < n && y < m && a.charCodeAt(x) === b.charCodeAt(y)) { x++; y++; }
+      work += x - from;
       v[offset + k] = x;
-      if (x >= n && y >= m) return backtrack(trace, n, m);
+      if (x >= n && y >= m) {
+        budget.left -= work;
+        return backtrack(trace, n, m);
+      }
     }
+    if ((budget.left -= work) < 0) return null;
   }
   return null;
 }

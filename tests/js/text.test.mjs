@@ -295,3 +295,82 @@ test("any splice on the screen makes the same change to the stored text", () => 
     assert.equal(shown(stored.slice(0, s.index)), screen.slice(0, e.index), JSON.stringify({ stored, e, s }));
   }
 });
+
+/** Minutes of `lines` lines, in French, Arabic and English. */
+const minutes = (lines) => Array.from({ length: lines }, (_, i) => `Ligne ${i + 1}: vote ${i + 1} — تصويت ${i + 1}, item ${i + 1}.\n`).join("");
+
+test("past a thousand units written by others, a keystroke still lands where it was typed", () => {
+  const before = minutes(40);
+  assert.ok(before.length > 1500 && before.length < 1700, String(before.length));
+  // A catch-up from another phone: 1,100 units pasted at the top, and
+  // " (adopté)" at the end.
+  const pasted = Array.from({ length: 40 }, (_, i) => `Point ${i + 1}: البند ${i + 1}, agenda ${i + 1}.\n`).join("").slice(0, 1100);
+  assert.equal(pasted.length, 1100);
+  const now = pasted + before + " (adopté)";
+  const remote = spans(before, now);
+  assert.equal(apply(before, [...remote].reverse()), now);
+  const merged = (e) => pasted + splice(before, e) + " (adopté)";
+  const at = before.indexOf("Ligne 20:") + "Ligne 20:".length;
+  // "X" typed after "Ligne 20:" before the screen showed the catch-up.
+  const typed = { index: at, delete: 0, insert: "X" };
+  assert.equal(apply(now, rebaseOnto(typed, remote)), merged(typed));
+  // A backspace there: the ":" stays deleted.
+  const backspace = { index: at - 1, delete: 1, insert: "" };
+  assert.equal(apply(now, rebaseOnto(backspace, remote)), merged(backspace));
+  // "Ligne 20" selected and typed over: the new words in its place, the old gone.
+  const replaced = { index: at - "Ligne 20:".length, delete: "Ligne 20".length, insert: "Point vingt — البند" };
+  assert.equal(apply(now, rebaseOnto(replaced, remote)), merged(replaced));
+  // The caret, and a selection of "Ligne 20", stay by the same words.
+  assert.deepEqual(follow(before, now, at), [at + pasted.length]);
+  assert.deepEqual(follow(before, now, replaced.index, at - 1), [replaced.index + pasted.length, at - 1 + pasted.length]);
+});
+
+test("large changes by others in several places leave a keystroke elsewhere where it was made", () => {
+  const rand = seeded(20260714);
+  const chars = [..."abcdefghijklmnopqrstuvwxyzابتثجحخدذرزسشصضéà😀 \n"];
+  const word = (n) => Array.from({ length: n }, () => chars[rand(chars.length)]).join("");
+  // `text` with splices (in its offsets, apart) applied, from the last back.
+  const all = (text, splices) => apply(text, [...splices].sort((p, q) => q.index - p.index));
+  const MARGIN = 32;
+  let between = 0;
+  let rounds = 0;
+  for (let round = 0; round < 100; round++) {
+    const a = word(1500 + rand(4000));
+    // Others write at two to five places, at whole characters, apart.
+    const starts = [0];
+    for (const c of a) starts.push(starts.at(-1) + c.length);
+    const remote = [];
+    for (let tries = 0; remote.length < 2 + rand(4) && tries < 50; tries++) {
+      const i = rand(starts.length);
+      const j = Math.min(starts.length - 1, i + (rand(3) ? rand(400) : 0));
+      const s = { index: starts[i], delete: starts[j] - starts[i], insert: word(rand(4) ? 100 + rand(900) : 0) };
+      if (s.delete + s.insert.length === 0) continue;
+      if (remote.some((r) => s.index < r.index + r.delete + 3 * MARGIN && r.index < s.index + s.delete + 3 * MARGIN)) continue;
+      remote.push(s);
+    }
+    const size = remote.reduce((n, s) => n + s.delete + s.insert.length, 0);
+    if (size <= 1000) continue;
+    const b = all(a, remote);
+    const found = spans(a, b);
+    assert.equal(apply(a, [...found].reverse()), b);
+    for (const s of found) assert.ok(!inPair(a, s.index) && !inPair(a, s.index + s.delete), JSON.stringify(s));
+    // The person types, deletes or types over a selection, MARGIN units
+    // or more from anything others changed.
+    const free = starts.filter((p) => remote.every((s) => p <= s.index - MARGIN || p >= s.index + s.delete + MARGIN));
+    if (!free.length) continue;
+    const i = starts.indexOf(free[rand(free.length)]);
+    const j = Math.min(i + rand(4), starts.length - 1);
+    const local = { index: starts[i], delete: starts[j] - starts[i], insert: rand(3) ? word(rand(3)) : "" };
+    if (remote.some((s) => local.index + local.delete > s.index - MARGIN && local.index < s.index + s.delete + MARGIN)) continue;
+    if (local.delete + local.insert.length === 0) continue;
+    const why = JSON.stringify({ round, remote: remote.map((s) => [s.index, s.delete, s.insert.length]), local });
+    assert.equal(apply(b, rebaseOnto(local, found)), all(a, [...remote, local]), why);
+    // The caret there keeps its place too.
+    const shift = remote.filter((s) => s.index < local.index).reduce((n, s) => n + s.insert.length - s.delete, 0);
+    assert.deepEqual(follow(a, b, local.index), [local.index + shift], why);
+    if (remote.some((s) => s.index < local.index) && remote.some((s) => s.index > local.index)) between++;
+    rounds++;
+  }
+  // Rounds checked, and those with others' changes on both sides.
+  assert.ok(rounds > 50 && between > 30, JSON.stringify({ rounds, between }));
+});
