@@ -329,125 +329,108 @@ async function fullPhoneOnMinutes(server, profile, before = () => {}, { full = t
   return { page, context, cdp, meeting, area };
 }
 
-test("typing on a full phone keeps the page where the person types", async () => {
+/**
+ * Runs `body(phone, server)` on a full phone on the minutes
+ * (`fullPhoneOnMinutes`, given `before`, `full` and `arg`), in a server and
+ * a profile of its own, both cleaned up after. `phone.reopen({ offline })`
+ * closes the phone's page and opens the app again on the same profile, its
+ * records listed; `phone.context` is then the new one.
+ */
+async function withFullPhone({ before, ...options }, body) {
   await withServer(async (server) => {
     const profile = dataDir();
-    let context;
+    let phone;
     try {
-      const phone = await fullPhoneOnMinutes(server, profile);
-      const { page, meeting, area } = phone;
-      context = phone.context;
-      await page.keyboard.type("a");
-      const notice = await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
-      // The person scrolls back to the minutes and types on.
-      await page.$eval(area, (a) => a.scrollIntoView({ block: "end" }));
-      const before = await page.evaluate(() => ({ y: scrollY, noticeTop: document.querySelector("#notice").getBoundingClientRect().top }));
-      assert.ok(before.noticeTop < 0, `the notice is out of view: ${JSON.stringify(before)}`);
-      await page.keyboard.type("bcd");
-      await until(page, (id) => window.twinsync.read(id).record.minutes.endsWith("abcd") || null, meeting, "every key in the minutes");
-      await page.waitForTimeout(300);
-      const after = await page.evaluate(() => ({ y: scrollY, notice: document.querySelector("#notice").textContent }));
-      assert.equal(after.y, before.y, "the page stayed where the person types");
-      assert.equal(after.notice, notice, "the notice still says why");
+      phone = await fullPhoneOnMinutes(server, profile, before, options);
+      phone.reopen = async ({ offline = false } = {}) => {
+        await phone.context.close();
+        const again = await persistentPhone(profile);
+        phone.context = again.context;
+        if (offline) await again.context.setOffline(true);
+        await again.page.goto(server.url);
+        await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+        return again;
+      };
+      await body(phone, server);
     } finally {
       // A persistent context left open would keep the test run alive.
-      await context?.close();
+      await phone?.context.close();
       cleanup(profile);
     }
   });
-});
+}
 
-test("an item added on a full phone shows at once, so it is not added twice", async () => {
-  await withServer(async (server) => {
-    const profile = dataDir();
-    let context;
-    try {
-      const phone = await fullPhoneOnMinutes(server, profile);
-      const { page, meeting } = phone;
-      context = phone.context;
-      const items = '[data-path="/agenda"] ol.items > li';
-      const before = await page.$$eval(items, (li) => li.length);
-      const held = await page.evaluate((id) => window.twinsync.read(id).record.agenda.length, meeting);
-      await page.click('[data-path="/agenda"] button.add');
-      await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
-      assert.equal(await page.evaluate((id) => window.twinsync.read(id).record.agenda.length, meeting), held + 1,
-        "the phone holds the new item, though it could not keep it");
-      await until(page, ([sel, n]) => document.querySelectorAll(sel).length === n || null, [items, before + 1], "the new item on screen");
-      const notice = await page.$eval("#notice", (n) => n.textContent);
-      assert.match(notice, /storage is full|stockage est plein|ممتلئة/, notice);
-    } finally {
-      await context?.close();
-      cleanup(profile);
-    }
-  });
-});
+test("typing on a full phone keeps the page where the person types", () =>
+  withFullPhone({}, async ({ page, meeting, area }) => {
+    await page.keyboard.type("a");
+    const notice = await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
+    // The person scrolls back to the minutes and types on.
+    await page.$eval(area, (a) => a.scrollIntoView({ block: "end" }));
+    const before = await page.evaluate(() => ({ y: scrollY, noticeTop: document.querySelector("#notice").getBoundingClientRect().top }));
+    assert.ok(before.noticeTop < 0, `the notice is out of view: ${JSON.stringify(before)}`);
+    await page.keyboard.type("bcd");
+    await until(page, (id) => window.twinsync.read(id).record.minutes.endsWith("abcd") || null, meeting, "every key in the minutes");
+    await page.waitForTimeout(300);
+    const after = await page.evaluate(() => ({ y: scrollY, notice: document.querySelector("#notice").textContent }));
+    assert.equal(after.y, before.y, "the page stayed where the person types");
+    assert.equal(after.notice, notice, "the notice still says why");
+  }));
 
-test("a record created on a full phone and lost with its tab comes back as the form's draft", async () => {
-  await withServer(async (server) => {
-    const profile = dataDir();
-    let context;
-    try {
-      const phone = await fullPhoneOnMinutes(server, profile);
-      const { page } = phone;
-      context = phone.context;
-      await page.evaluate(() => { location.hash = "#/new/meeting"; });
-      await page.waitForSelector('form.new input[name="title.fr"]');
-      await page.fill('form.new input[name="title.fr"]', "Comité jeunesse");
-      await page.fill('form.new input[name="title.ar"]', "لجنة الشباب");
-      await page.fill('form.new input[name="date"]', "2026-12-07");
-      await page.click('form.new button[type="submit"]');
-      await until(page, () => (location.hash.startsWith("#/r/") && document.querySelector("#notice")?.textContent) || null, undefined, "the record shown, not kept");
-      const id = await page.evaluate(() => location.hash.split("/")[2]);
-      assert.ok(await page.evaluate((id) => window.twinsync.status().unsaved.includes(id), id));
-      // While the record is in the page, a new form starts empty.
-      await page.evaluate(() => { location.hash = "#/new/meeting"; });
-      await page.waitForSelector('form.new input[name="title.fr"]');
-      assert.equal(await page.inputValue('form.new input[name="title.fr"]'), "");
-      assert.equal(await page.$("p.note.draft"), null);
-      // The phone kills the tab: the record, never kept nor sent, is gone.
-      await context.close();
-      const again = await persistentPhone(profile);
-      context = again.context;
-      await again.page.goto(server.url);
-      await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
-      // Once the phone is up to date with the server, which never had it:
-      // the record is lost, and its draft comes back.
-      await until(again.page, () => {
-        const s = window.twinsync.status();
-        return (s.link === "joined" && s.syncing === 0) || null;
-      }, undefined, "up to date with the server");
-      assert.equal(await again.page.evaluate((id) => { try { window.twinsync.read(id); return true; } catch { return false; } }, id), false);
-      await again.page.evaluate(() => { location.hash = "#/new/meeting"; });
-      await again.page.waitForSelector("p.note.draft");
-      assert.equal(await again.page.inputValue('form.new input[name="title.fr"]'), "Comité jeunesse");
-      assert.equal(await again.page.inputValue('form.new input[name="title.ar"]'), "لجنة الشباب");
-    } finally {
-      await context?.close();
-      cleanup(profile);
-    }
-  });
-});
+test("an item added on a full phone shows at once, so it is not added twice", () =>
+  withFullPhone({}, async ({ page, meeting }) => {
+    const items = '[data-path="/agenda"] ol.items > li';
+    const before = await page.$$eval(items, (li) => li.length);
+    const held = await page.evaluate((id) => window.twinsync.read(id).record.agenda.length, meeting);
+    await page.click('[data-path="/agenda"] button.add');
+    await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
+    assert.equal(await page.evaluate((id) => window.twinsync.read(id).record.agenda.length, meeting), held + 1,
+      "the phone holds the new item, though it could not keep it");
+    await until(page, ([sel, n]) => document.querySelectorAll(sel).length === n || null, [items, before + 1], "the new item on screen");
+    const notice = await page.$eval("#notice", (n) => n.textContent);
+    assert.match(notice, /storage is full|stockage est plein|ممتلئة/, notice);
+  }));
 
-test("leaving the app while a full phone holds unsent changes in memory only asks first", async () => {
-  await withServer(async (server) => {
-    const profile = dataDir();
-    let context;
-    try {
-      const phone = await fullPhoneOnMinutes(server, profile);
-      const { page } = phone;
-      context = phone.context;
-      await page.keyboard.type("a");
-      await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
-      const asked = new Promise((ok) => page.once("dialog", async (d) => { ok(d.type()); await d.dismiss(); }));
-      await page.close({ runBeforeUnload: true });
-      const said = await Promise.race([asked, new Promise((ok) => setTimeout(() => ok("nothing"), 5_000))]);
-      assert.equal(said, "beforeunload");
-    } finally {
-      await context?.close();
-      cleanup(profile);
-    }
-  });
-});
+test("a record created on a full phone and lost with its tab comes back as the form's draft", () =>
+  withFullPhone({}, async (phone) => {
+    const { page } = phone;
+    await page.evaluate(() => { location.hash = "#/new/meeting"; });
+    await page.waitForSelector('form.new input[name="title.fr"]');
+    await page.fill('form.new input[name="title.fr"]', "Comité jeunesse");
+    await page.fill('form.new input[name="title.ar"]', "لجنة الشباب");
+    await page.fill('form.new input[name="date"]', "2026-12-07");
+    await page.click('form.new button[type="submit"]');
+    await until(page, () => (location.hash.startsWith("#/r/") && document.querySelector("#notice")?.textContent) || null, undefined, "the record shown, not kept");
+    const id = await page.evaluate(() => location.hash.split("/")[2]);
+    assert.ok(await page.evaluate((id) => window.twinsync.status().unsaved.includes(id), id));
+    // While the record is in the page, a new form starts empty.
+    await page.evaluate(() => { location.hash = "#/new/meeting"; });
+    await page.waitForSelector('form.new input[name="title.fr"]');
+    assert.equal(await page.inputValue('form.new input[name="title.fr"]'), "");
+    assert.equal(await page.$("p.note.draft"), null);
+    // The phone kills the tab: the record, never kept nor sent, is gone.
+    const again = await phone.reopen();
+    // Once the phone is up to date with the server, which never had it:
+    // the record is lost, and its draft comes back.
+    await until(again.page, () => {
+      const s = window.twinsync.status();
+      return (s.link === "joined" && s.syncing === 0) || null;
+    }, undefined, "up to date with the server");
+    assert.equal(await again.page.evaluate((id) => { try { window.twinsync.read(id); return true; } catch { return false; } }, id), false);
+    await again.page.evaluate(() => { location.hash = "#/new/meeting"; });
+    await again.page.waitForSelector("p.note.draft");
+    assert.equal(await again.page.inputValue('form.new input[name="title.fr"]'), "Comité jeunesse");
+    assert.equal(await again.page.inputValue('form.new input[name="title.ar"]'), "لجنة الشباب");
+  }));
+
+test("leaving the app while a full phone holds unsent changes in memory only asks first", () =>
+  withFullPhone({}, async ({ page }) => {
+    await page.keyboard.type("a");
+    await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the notice");
+    const asked = new Promise((ok) => page.once("dialog", async (d) => { ok(d.type()); await d.dismiss(); }));
+    await page.close({ runBeforeUnload: true });
+    const said = await Promise.race([asked, new Promise((ok) => setTimeout(() => ok("nothing"), 5_000))]);
+    assert.equal(said, "beforeunload");
+  }));
 
 /**
  * An init script that watches what the app asks IndexedDB to add: every
@@ -504,91 +487,79 @@ function watchWrites({ fault, held }) {
  * none fires early on a slow machine and each check sees one way in.
  */
 async function unsavedRecord({ fault, keys, recover, tooBig = false }) {
-  await withServer(async (server) => {
-    const profile = dataDir();
-    let context;
-    try {
-      const phone = await fullPhoneOnMinutes(server, profile, watchWrites, { full: !fault, arg: { fault, held: [10_000] } });
-      const { page, cdp, meeting } = phone;
-      context = phone.context;
-      // Nothing else waits to be written whole: the first try is this record's.
-      assert.deepEqual(await page.evaluate(() => window.twinsync.status().unsaved), []);
-      await page.keyboard.type("a");
-      await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the meeting named as not kept");
-      assert.equal(await page.evaluate(() => window.__held.length), 1, "a timer set for the record");
-      let typed = "a";
-      if (tooBig) await page.evaluate(() => { window.__diskFault = { wholeOver: 0 }; });
-      if (keys) {
-        await page.evaluate(() => { window.__chunks.length = 0; window.__wholeAt.length = 0; });
-        await page.keyboard.type(keys, { delay: 200 });
-        typed += keys;
-        await until(page, ([id, typed]) => window.twinsync.read(id).record.minutes.endsWith(typed) || null, [meeting, typed], "every key in the minutes");
-        // The first key's change is tried once the whole record was refused,
-        // which on a busy machine can take longer than the keys after it.
-        await until(page, (n) => window.__chunks.filter((c) => c === "change").length >= n || null, keys.length, "every key's change tried");
-        await page.waitForTimeout(300);
-        const { full, wholeAt } = await page.evaluate(() => ({ full: window.__chunks.slice(), wholeAt: window.__wholeAt.slice() }));
-        // Each key's change is tried on its own; the whole record once, and
-        // not again for 10 s while nothing goes through (a slow machine may
-        // have typed for longer: 10 s apart or more). A record too big for
-        // the room left is tried again at once when the first change fits
-        // after one failed, and then not at each key whose change fits.
-        assert.equal(full.filter((c) => c === "change").length, keys.length, JSON.stringify(full));
-        assert.ok(wholeAt.length >= (tooBig ? 2 : 1), JSON.stringify(full));
-        const paced = tooBig ? wholeAt.slice(1) : wholeAt;
-        const gaps = paced.slice(1).map((t, i) => t - paced[i]);
-        assert.ok(gaps.every((g) => g >= 9_900), `whole writes ${JSON.stringify(gaps)} ms apart: ${JSON.stringify(full)}`);
-        assert.equal(await page.evaluate(() => window.__held.length), 1, "one timer at a time");
-      }
-      // The person makes room, or the disk recovers.
-      if (fault) await page.evaluate(() => { window.__diskFault = false; });
-      else await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url });
-      await page.evaluate(() => { window.__chunks.length = 0; });
-      if (recover === "key") {
-        // The next key's change goes through, and the record is written
-        // whole right after it, not when the timer comes.
-        await page.keyboard.type("g");
-        typed += "g";
-      } else if (recover === "shown") {
-        // Back from another app: the page is shown again (headless, it
-        // never stopped being visible; the browser's event is sent as it
-        // would be).
-        await page.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
-      } else {
-        // Nothing typed: the timer writes the record whole.
-        await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
-      }
-      const status = await until(page, () => {
-        const s = window.twinsync.status();
-        return s.unsaved.length === 0 ? s : null;
-      }, undefined, "every record kept");
-      assert.ok(!["storage-full", "not-saved"].includes(status.errorKind), JSON.stringify(status));
-      const after = await page.evaluate(() => window.__chunks.slice());
-      // A compaction may add a whole record after it.
-      assert.deepEqual(after.slice(0, recover === "key" ? 2 : 1), recover === "key" ? ["change", "whole"] : ["whole"]);
-      if (recover === "timer") {
-        // A timer that comes within 10 s of a whole write's failure (here,
-        // as soon as the test runs it) waits out the rest.
-        const wholeAt = await page.evaluate(() => window.__wholeAt.slice());
-        const [failed, kept] = wholeAt.slice(-2);
-        if (wholeAt.length >= 2) assert.ok(kept - failed >= 9_900, `${kept - failed} ms after the last failure`);
-      }
-      await context.close();
-      // Asked before the phone opens again, online, and may send them.
-      const stored = await (await server.api(`/api/records/${meeting}`)).json();
-      assert.ok(!stored.record.minutes.endsWith(typed), "the server never had these keys");
-      // Kept on the phone: it opens again with every key, although the
-      // server never had them.
-      const again = await persistentPhone(profile);
-      context = again.context;
-      await again.page.goto(server.url);
-      await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
-      const minutes = await again.page.evaluate((id) => window.twinsync.read(id).record.minutes, meeting);
-      assert.ok(minutes.endsWith(typed), minutes.slice(-40));
-    } finally {
-      await context?.close();
-      cleanup(profile);
+  await withFullPhone({ before: watchWrites, full: !fault, arg: { fault, held: [10_000] } }, async (phone, server) => {
+    const { page, cdp, meeting } = phone;
+    // Nothing else waits to be written whole: the first try is this record's.
+    assert.deepEqual(await page.evaluate(() => window.twinsync.status().unsaved), []);
+    await page.keyboard.type("a");
+    await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the meeting named as not kept");
+    assert.equal(await page.evaluate(() => window.__held.length), 1, "a timer set for the record");
+    let typed = "a";
+    if (tooBig) await page.evaluate(() => { window.__diskFault = { wholeOver: 0 }; });
+    if (keys) {
+      await page.evaluate(() => { window.__chunks.length = 0; window.__wholeAt.length = 0; });
+      await page.keyboard.type(keys, { delay: 200 });
+      typed += keys;
+      await until(page, ([id, typed]) => window.twinsync.read(id).record.minutes.endsWith(typed) || null, [meeting, typed], "every key in the minutes");
+      // The first key's change is tried once the whole record was refused,
+      // which on a busy machine can take longer than the keys after it.
+      await until(page, (n) => window.__chunks.filter((c) => c === "change").length >= n || null, keys.length, "every key's change tried");
+      await page.waitForTimeout(300);
+      const { full, wholeAt } = await page.evaluate(() => ({ full: window.__chunks.slice(), wholeAt: window.__wholeAt.slice() }));
+      // Each key's change is tried on its own; the whole record once, and
+      // not again for 10 s while nothing goes through (a slow machine may
+      // have typed for longer: 10 s apart or more). A record too big for
+      // the room left is tried again at once when the first change fits
+      // after one failed, and then not at each key whose change fits.
+      assert.equal(full.filter((c) => c === "change").length, keys.length, JSON.stringify(full));
+      assert.ok(wholeAt.length >= (tooBig ? 2 : 1), JSON.stringify(full));
+      const paced = tooBig ? wholeAt.slice(1) : wholeAt;
+      const gaps = paced.slice(1).map((t, i) => t - paced[i]);
+      assert.ok(gaps.every((g) => g >= 9_900), `whole writes ${JSON.stringify(gaps)} ms apart: ${JSON.stringify(full)}`);
+      assert.equal(await page.evaluate(() => window.__held.length), 1, "one timer at a time");
     }
+    // The person makes room, or the disk recovers.
+    if (fault) await page.evaluate(() => { window.__diskFault = false; });
+    else await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url });
+    await page.evaluate(() => { window.__chunks.length = 0; });
+    if (recover === "key") {
+      // The next key's change goes through, and the record is written
+      // whole right after it, not when the timer comes.
+      await page.keyboard.type("g");
+      typed += "g";
+    } else if (recover === "shown") {
+      // Back from another app: the page is shown again (headless, it
+      // never stopped being visible; the browser's event is sent as it
+      // would be).
+      await page.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
+    } else {
+      // Nothing typed: the timer writes the record whole.
+      await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
+    }
+    const status = await until(page, () => {
+      const s = window.twinsync.status();
+      return s.unsaved.length === 0 ? s : null;
+    }, undefined, "every record kept");
+    assert.ok(!["storage-full", "not-saved"].includes(status.errorKind), JSON.stringify(status));
+    const after = await page.evaluate(() => window.__chunks.slice());
+    // A compaction may add a whole record after it.
+    assert.deepEqual(after.slice(0, recover === "key" ? 2 : 1), recover === "key" ? ["change", "whole"] : ["whole"]);
+    if (recover === "timer") {
+      // A timer that comes within 10 s of a whole write's failure (here,
+      // as soon as the test runs it) waits out the rest.
+      const wholeAt = await page.evaluate(() => window.__wholeAt.slice());
+      const [failed, kept] = wholeAt.slice(-2);
+      if (wholeAt.length >= 2) assert.ok(kept - failed >= 9_900, `${kept - failed} ms after the last failure`);
+    }
+    await phone.context.close();
+    // Asked before the phone opens again, online, and may send them.
+    const stored = await (await server.api(`/api/records/${meeting}`)).json();
+    assert.ok(!stored.record.minutes.endsWith(typed), "the server never had these keys");
+    // Kept on the phone: it opens again with every key, although the
+    // server never had them.
+    const again = await phone.reopen();
+    const minutes = await again.page.evaluate((id) => window.twinsync.read(id).record.minutes, meeting);
+    assert.ok(minutes.endsWith(typed), minutes.slice(-40));
   });
 }
 
@@ -605,14 +576,10 @@ test("a person who made room on a full phone and comes back to the app has the r
   unsavedRecord({ fault: false, keys: "", recover: "shown" }));
 
 test("keys typed offline after a server's change the phone could not keep load once the server sends it again", async () => {
-  await withServer(async (server) => {
-    const profile = dataDir();
-    let context;
-    let other;
-    try {
-      const phone = await fullPhoneOnMinutes(server, profile, watchWrites, { full: false, arg: { fault: false, held: [10_000] } });
+  let other;
+  try {
+    await withFullPhone({ before: watchWrites, full: false, arg: { fault: false, held: [10_000] } }, async (phone, server) => {
       const { page, meeting } = phone;
-      context = phone.context;
       await page.click("#sync-toggle");
       await until(page, () => window.twinsync.status().link === "joined" || null, undefined, "online");
       // The phone's disk fails as another phone's words arrive.
@@ -644,10 +611,7 @@ test("keys typed offline after a server's change the phone could not keep load o
         };
       }), meeting);
       // The page is lost; the phone opens again, online.
-      await context.close();
-      const again = await persistentPhone(profile);
-      context = again.context;
-      await again.page.goto(server.url);
+      const again = await phone.reopen();
       const minutes = await until(again.page, (id) => {
         try {
           const m = window.twinsync.read(id).record.minutes;
@@ -660,12 +624,10 @@ test("keys typed offline after a server's change the phone could not keep load o
         const res = await fetch(`/api/records/${id}`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } });
         return (await res.json()).record.minutes.endsWith("xyz") || null;
       }, meeting, "the keys on the server");
-    } finally {
-      await other?.context.close();
-      await context?.close();
-      cleanup(profile);
-    }
-  });
+    });
+  } finally {
+    await other?.context.close();
+  }
 });
 
 /** A second phone on the demo club, its client open as `window.tw`, every record on it. */
@@ -676,103 +638,74 @@ async function phone_(server) {
   return p;
 }
 
-test("a key typed while an unsaved record is being written whole leaves it kept, not said unsaved for good", async () => {
-  await withServer(async (server) => {
-    const profile = dataDir();
-    let context;
-    try {
-      const phone = await fullPhoneOnMinutes(server, profile, watchWrites, { full: false, arg: { fault: true, held: [10_000] } });
-      const { page, meeting } = phone;
-      context = phone.context;
-      await page.keyboard.type("a");
-      await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the record unsaved");
-      // The disk works again. The record's whole write, once it starts,
-      // has a key typed into the record before it commits.
-      await page.evaluate((id) => {
-        window.__diskFault = false;
-        const add = IDBObjectStore.prototype.add;
-        IDBObjectStore.prototype.add = function (value, key) {
-          if (value?.bytes instanceof Uint8Array && value.bytes[8] === 0 && !window.__typedDuring) {
-            window.__typedDuring = true;
-            queueMicrotask(() => window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "z" }], "typed meanwhile")
-              .catch((e) => { window.__typedError = e.name; }));
-          }
-          return add.call(this, value, key);
-        };
-      }, meeting);
-      await page.keyboard.type("b");
-      await until(page, () => window.__typedDuring || null, undefined, "a key typed during the whole write");
-      const status = await until(page, () => {
-        const s = window.twinsync.status();
-        return s.unsaved.length === 0 ? s : null;
-      }, undefined, "the record kept");
-      assert.ok(!["storage-full", "not-saved"].includes(status.errorKind), JSON.stringify(status));
-      await context.close();
-      const again = await persistentPhone(profile);
-      context = again.context;
-      await again.page.goto(server.url);
-      await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
-      const minutes = await again.page.evaluate((id) => window.twinsync.read(id).record.minutes, meeting);
-      assert.ok(minutes.startsWith("z") && minutes.endsWith("ab"), minutes.slice(0, 20) + "…" + minutes.slice(-20));
-    } finally {
-      await context?.close();
-      cleanup(profile);
-    }
-  });
-});
+test("a key typed while an unsaved record is being written whole leaves it kept, not said unsaved for good", () =>
+  withFullPhone({ before: watchWrites, full: false, arg: { fault: true, held: [10_000] } }, async (phone) => {
+    const { page, meeting } = phone;
+    await page.keyboard.type("a");
+    await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the record unsaved");
+    // The disk works again. The record's whole write, once it starts,
+    // has a key typed into the record before it commits.
+    await page.evaluate((id) => {
+      window.__diskFault = false;
+      const add = IDBObjectStore.prototype.add;
+      IDBObjectStore.prototype.add = function (value, key) {
+        if (value?.bytes instanceof Uint8Array && value.bytes[8] === 0 && !window.__typedDuring) {
+          window.__typedDuring = true;
+          queueMicrotask(() => window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "z" }], "typed meanwhile")
+            .catch((e) => { window.__typedError = e.name; }));
+        }
+        return add.call(this, value, key);
+      };
+    }, meeting);
+    await page.keyboard.type("b");
+    await until(page, () => window.__typedDuring || null, undefined, "a key typed during the whole write");
+    const status = await until(page, () => {
+      const s = window.twinsync.status();
+      return s.unsaved.length === 0 ? s : null;
+    }, undefined, "the record kept");
+    assert.ok(!["storage-full", "not-saved"].includes(status.errorKind), JSON.stringify(status));
+    const again = await phone.reopen();
+    const minutes = await again.page.evaluate((id) => window.twinsync.read(id).record.minutes, meeting);
+    assert.ok(minutes.startsWith("z") && minutes.endsWith("ab"), minutes.slice(0, 20) + "…" + minutes.slice(-20));
+  }));
 
 test("a record too big for the room left is not written whole at each key whose change fits", () =>
   unsavedRecord({ fault: true, tooBig: true, keys: "bcdef", recover: "timer" }));
 
-test("a record too big for the room left does not keep a small one unsaved with it", async () => {
-  await withServer(async (server) => {
-    const profile = dataDir();
-    let context;
-    try {
-      // The client's timers for unsaved records, run when the test says.
-      const phone = await fullPhoneOnMinutes(server, profile, watchWrites, { full: false, arg: { fault: false, held: [10_000, 20_000] } });
-      const { page, meeting } = phone;
-      context = phone.context;
-      const person = await page.evaluate(() => window.twinsync.list().find((r) => r.kind === "person").id);
-      // The disk fails: a key in the minutes, and a person's name, are
-      // not kept.
-      await page.evaluate(() => { window.__diskFault = true; });
-      await page.keyboard.type("a");
-      await page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/name/en", value: "Awa" }], "name").catch(() => null), person);
-      await until(page, (ids) => ids.every((id) => window.twinsync.status().unsaved.includes(id)) || null, [meeting, person], "both named as not kept");
-      // Tried whole (the timer, run now, waits out what is left of the
-      // pause after the last such try), together then alone: the sizes
-      // of each.
-      await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
-      const sizes = await until(page, (ids) => {
-        const of = (id) => window.__wholes.find((w) => w.doc === id)?.size;
-        return ids.every(of) ? ids.map(of) : null;
-      }, [meeting, person], "each record tried whole", 30_000);
-      assert.ok(sizes[1] < sizes[0], `the person (${sizes[1]} bytes) is smaller than the minutes (${sizes[0]})`);
-      // Room enough for the person, not for the minutes.
-      await page.evaluate((limit) => { window.__diskFault = { wholeOver: limit }; }, Math.floor((sizes[0] + sizes[1]) / 2));
-      await until(page, () => window.__held.length > 0 || null, undefined, "the next try set");
-      await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
-      const unsaved = await until(page, (person) => {
-        const u = window.twinsync.status().unsaved;
-        return u.includes(person) ? null : u;
-      }, person, "the person kept", 30_000);
-      assert.deepEqual(unsaved, [meeting]);
-      await context.close();
-      // Kept: the phone opens again, offline, with the person's new name.
-      const again = await persistentPhone(profile);
-      context = again.context;
-      await again.context.setOffline(true);
-      await again.page.goto(server.url);
-      await until(again.page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
-      const name = await again.page.evaluate((id) => window.twinsync.read(id).record.name.en, person);
-      assert.equal(name, "Awa");
-    } finally {
-      await context?.close();
-      cleanup(profile);
-    }
-  });
-});
+test("a record too big for the room left does not keep a small one unsaved with it", () =>
+  // The client's timers for unsaved records, run when the test says.
+  withFullPhone({ before: watchWrites, full: false, arg: { fault: false, held: [10_000, 20_000] } }, async (phone) => {
+    const { page, meeting } = phone;
+    const person = await page.evaluate(() => window.twinsync.list().find((r) => r.kind === "person").id);
+    // The disk fails: a key in the minutes, and a person's name, are
+    // not kept.
+    await page.evaluate(() => { window.__diskFault = true; });
+    await page.keyboard.type("a");
+    await page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/name/en", value: "Awa" }], "name").catch(() => null), person);
+    await until(page, (ids) => ids.every((id) => window.twinsync.status().unsaved.includes(id)) || null, [meeting, person], "both named as not kept");
+    // Tried whole (the timer, run now, waits out what is left of the
+    // pause after the last such try), together then alone: the sizes
+    // of each.
+    await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
+    const sizes = await until(page, (ids) => {
+      const of = (id) => window.__wholes.find((w) => w.doc === id)?.size;
+      return ids.every(of) ? ids.map(of) : null;
+    }, [meeting, person], "each record tried whole", 30_000);
+    assert.ok(sizes[1] < sizes[0], `the person (${sizes[1]} bytes) is smaller than the minutes (${sizes[0]})`);
+    // Room enough for the person, not for the minutes.
+    await page.evaluate((limit) => { window.__diskFault = { wholeOver: limit }; }, Math.floor((sizes[0] + sizes[1]) / 2));
+    await until(page, () => window.__held.length > 0 || null, undefined, "the next try set");
+    await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
+    const unsaved = await until(page, (person) => {
+      const u = window.twinsync.status().unsaved;
+      return u.includes(person) ? null : u;
+    }, person, "the person kept", 30_000);
+    assert.deepEqual(unsaved, [meeting]);
+    // Kept: the phone opens again, offline, with the person's new name.
+    const again = await phone.reopen({ offline: true });
+    const name = await again.page.evaluate((id) => window.twinsync.read(id).record.name.en, person);
+    assert.equal(name, "Awa");
+  }));
 
 test("many small edits are compacted in IndexedDB and reload intact", async () => {
   await withServer(async (server) => {
