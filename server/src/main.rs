@@ -58,25 +58,43 @@ enum Command {
     Device(DeviceCommand),
 }
 
+/// A device to make, as `device add` and `device invite` take it.
+#[derive(clap::Args)]
+struct DeviceSpec {
+    /// Who holds the device, e.g. "Fatima's phone".
+    #[arg(long)]
+    name: String,
+    #[arg(long, value_enum)]
+    role: Role,
+    /// A member city of a delegate, by name (any language) or record id;
+    /// repeat for several.
+    #[arg(long)]
+    city: Vec<String>,
+    /// The device holder's person record id: meetings they attend and
+    /// reports they wrote are theirs to edit.
+    #[arg(long)]
+    person: Option<String>,
+}
+
+impl From<DeviceSpec> for NewDevice {
+    fn from(spec: DeviceSpec) -> Self {
+        NewDevice {
+            name: spec.name,
+            role: spec.role,
+            cities: spec.city,
+            person: spec.person,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum DeviceCommand {
     /// Provision a device and print its token on the last line.
     Add {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
-        /// Who holds the device, e.g. "Fatima's phone".
-        #[arg(long)]
-        name: String,
-        #[arg(long, value_enum)]
-        role: Role,
-        /// A member city of a delegate, by name (any language) or record id;
-        /// repeat for several.
-        #[arg(long)]
-        city: Vec<String>,
-        /// The device holder's person record id: meetings they attend and
-        /// reports they wrote are theirs to edit.
-        #[arg(long)]
-        person: Option<String>,
+        #[command(flatten)]
+        device: DeviceSpec,
     },
     /// List devices (never their tokens): id, role, name, cities by name,
     /// and whether the device is active, expired or revoked.
@@ -134,18 +152,8 @@ enum DeviceCommand {
     Invite {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
-        /// Who will hold the device, e.g. "Secretariat laptop".
-        #[arg(long)]
-        name: String,
-        #[arg(long, value_enum)]
-        role: Role,
-        /// A member city of a delegate, by name (any language) or record
-        /// id; repeat for several.
-        #[arg(long)]
-        city: Vec<String>,
-        /// The device holder's person record id.
-        #[arg(long)]
-        person: Option<String>,
+        #[command(flatten)]
+        device: DeviceSpec,
         /// Hours the link can be redeemed (at most 90 days' worth).
         #[arg(long, env = "TWINSYNC_INVITE_HOURS", default_value_t = 72)]
         hours: u64,
@@ -288,13 +296,7 @@ fn counted_come(n: usize) -> String {
 fn device(command: DeviceCommand) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     match command {
-        DeviceCommand::Add {
-            data_dir,
-            name,
-            role,
-            city,
-            person,
-        } => {
+        DeviceCommand::Add { data_dir, device } => {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
             let _lock = DataDirLock::acquire(&data_dir, Use::Command)?;
@@ -310,13 +312,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             }
             let store = Store::open(&path)?;
             let hub = hub_over(store, Settings::for_data_dir(data_dir))?;
-            let wanted = NewDevice {
-                name,
-                role,
-                cities: city,
-                person,
-            };
-            let new = twinsync_server::admin::check_new_device(&hub, &wanted)
+            let new = twinsync_server::admin::check_new_device(&hub, &device.into())
                 .map_err(|e| anyhow::anyhow!(e))?;
             let (device, token) = hub.store.add_device(&new, now)?;
             eprintln!(
@@ -455,22 +451,13 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
         }
         DeviceCommand::Invite {
             data_dir,
-            name,
-            role,
-            city,
-            person,
+            device,
             hours,
             public_url,
         } => {
             let (store, _lock) = open_existing(&data_dir)?;
             let hub = hub_over(store, Settings::for_data_dir(data_dir))?;
-            let wanted = NewDevice {
-                name,
-                role,
-                cities: city,
-                person,
-            };
-            let new = twinsync_server::admin::check_new_device(&hub, &wanted)
+            let new = twinsync_server::admin::check_new_device(&hub, &device.into())
                 .map_err(|e| anyhow::anyhow!(e))?;
             let hours = i64::try_from(hours.clamp(1, 24 * 90)).unwrap_or(72);
             let invite = hub

@@ -28,6 +28,16 @@ async fn record(app: &TestApp, id: DocumentId) -> Value {
     app.get_json(&format!("/api/records/{id}")).await["record"].clone()
 }
 
+/// Redeems invite `code` at `url`, with no token.
+async fn post_redeem(url: String, code: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_default()
 }
@@ -224,17 +234,7 @@ async fn an_invite_is_redeemed_once_for_a_working_token_and_redemptions_are_limi
     let res = app.post_as("/api/invites", &app.token, &by_url).await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
 
-    let redeem = |code: String| {
-        let url = app.url("/api/invites/redeem");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&json!({"code": code}))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let redeem = |code: String| post_redeem(app.url("/api/invites/redeem"), code);
     let res = redeem(code.clone()).await;
     assert_eq!(res.status(), 201);
     let redeemed: Value = res.json().await.unwrap();
@@ -309,17 +309,7 @@ async fn a_coordinator_lists_the_invites_not_yet_used_and_withdraws_one() {
             .status(),
         404
     );
-    let redeem = |code: String| {
-        let url = app.url("/api/invites/redeem");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&json!({"code": code}))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let redeem = |code: String| post_redeem(app.url("/api/invites/redeem"), code);
     let res = redeem(wrong_code).await;
     assert_eq!(res.status(), 410);
     assert!(res.text().await.unwrap().contains("withdrew"));
@@ -339,17 +329,10 @@ async fn a_coordinator_lists_the_invites_not_yet_used_and_withdraws_one() {
 #[tokio::test]
 async fn invites_redeemed_from_one_address_count_only_when_they_fail() {
     let app = spawn_app_with(|s| s.redeems_per_minute = 2).await;
-    let redeem = |code: String| {
-        let url = app.url("/api/invites/redeem");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&json!({"code": code}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+    let redeem = |code: String| async {
+        post_redeem(app.url("/api/invites/redeem"), code)
+            .await
+            .status()
     };
     for n in 0..4 {
         let body = json!({"name": format!("phone {n}"), "role": "observer"});
@@ -383,20 +366,14 @@ async fn invites_redeemed_from_one_address_count_only_when_they_fail() {
     assert_eq!(redeem("zz.zx".into()).await, 429);
     // Tries sent all at once are held to the limit too.
     let app = spawn_app_with(|s| s.redeems_per_minute = 2).await;
-    let tries = (0..8).map(|n| {
-        let url = app.url("/api/invites/redeem");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&json!({"code": format!("zz.z{n}")}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    let answers = futures_util::future::join_all(tries).await;
-    let unknown = answers.iter().filter(|s| s.as_u16() == 401).count();
+    let url = app.url("/api/invites/redeem");
+    let tries = (0..8).map(|n| post_redeem(url.clone(), format!("zz.z{n}")));
+    let answers: Vec<u16> = futures_util::future::join_all(tries)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let unknown = answers.iter().filter(|s| **s == 401).count();
     assert_eq!(unknown, 2, "{answers:?}");
 }
 
@@ -1858,17 +1835,7 @@ async fn the_command_line_signs_a_coordinator_in_again_with_an_invite_link() {
     };
     let first = invite("Secretariat laptop");
     let second = invite("Council laptop");
-    let redeem = |code: String| {
-        let url = server.url("/api/invites/redeem");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&json!({"code": code}))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let redeem = |code: String| post_redeem(server.url("/api/invites/redeem"), code);
     let res = redeem(first).await;
     assert_eq!(res.status(), 201);
     let body: Value = res.json().await.unwrap();
