@@ -272,51 +272,7 @@ pub async fn redeem(
     request: axum::extract::Request,
 ) -> Result<impl IntoResponse, axum::response::Response> {
     let (parts, body) = request.into_parts();
-    // Only a code that is no invite counts, as a guess would be: a room of
-    // delegates behind one address redeems its invites in the same minute,
-    // and may tap a used or withdrawn link again. Counted as the try
-    // starts, so that tries sent at once are held to the limit too, and
-    // taken back once it turns out not to be a guess.
     let ip = client_ip(&parts, &hub.settings.trusted_proxies);
-    if let Some(ip) = ip
-        && let Err(wait) = hub
-            .guards
-            .redemptions
-            .add(&ip, 1, hub.settings.redeems_per_minute)
-    {
-        hub.metrics.rate_limited.inc();
-        let message = format!(
-            "too many unknown invite codes from this address; try again in {} s",
-            crate::auth::whole_seconds(wait)
-        );
-        return Err(Denied::too_many(message, wait).into_response());
-    }
-    let redeemed = redeem_code(&hub, body).await;
-    if !matches!(redeemed, Err(Refused::Unknown(_)))
-        && let Some(ip) = ip
-    {
-        hub.guards.redemptions.refund(&ip, 1);
-    }
-    redeemed.map_err(|(Refused::Unknown(answer) | Refused::Other(answer))| answer)
-}
-
-/// Why a redemption failed, as answered.
-enum Refused {
-    /// The code is no invite: what a guess gets.
-    Unknown(axum::response::Response),
-    Other(axum::response::Response),
-}
-
-impl From<axum::response::Response> for Refused {
-    fn from(answer: axum::response::Response) -> Self {
-        Self::Other(answer)
-    }
-}
-
-async fn redeem_code(
-    hub: &Arc<Hub>,
-    body: axum::body::Body,
-) -> Result<impl IntoResponse + use<>, Refused> {
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large").into_response()
     })?;
@@ -334,8 +290,21 @@ async fn redeem_code(
         && !name.is_empty()
         && !name_fits(name)
     {
-        return Err(DeviceProblem::BadName.into_api().into_response().into());
+        return Err(DeviceProblem::BadName.into_api().into_response());
     }
+    // Only a code that is no invite counts, as a guess would be: a room of
+    // delegates behind one address redeems its invites in the same minute,
+    // and may tap a used or withdrawn link again. Counted before the store
+    // is asked, so that tries sent at once are held to the limit too, and
+    // taken back unless it turns out to be a guess.
+    let mut counted = Counted::new(&hub, ip).map_err(|wait| {
+        hub.metrics.rate_limited.inc();
+        let message = format!(
+            "too many unknown invite codes from this address; try again in {} s",
+            crate::auth::whole_seconds(wait)
+        );
+        Denied::too_many(message, wait).into_response()
+    })?;
     let store = hub.store.clone();
     let result = tokio::task::spawn_blocking(move || {
         store.redeem_invite(&req.code, req.name.as_deref(), now())
@@ -349,16 +318,50 @@ async fn redeem_code(
             tracing::info!(device = %device.id, role = device.role.as_str(), "invite redeemed");
             Ok((
                 StatusCode::CREATED,
-                Json(json!({"token": token, "device": device_json(hub, &device)})),
+                Json(json!({"token": token, "device": device_json(&hub, &device)})),
             ))
         }
-        Err(RedeemError::Store(e)) => Err(ApiError::from(e).into_response().into()),
-        Err(e @ RedeemError::Unknown) => Err(Refused::Unknown(
-            Denied::unauthorized(e.to_string()).into_response(),
-        )),
-        Err(e) => Err(ApiError::new(StatusCode::GONE, e.to_string())
-            .into_response()
-            .into()),
+        Err(RedeemError::Store(e)) => Err(ApiError::from(e).into_response()),
+        Err(e @ RedeemError::Unknown) => {
+            counted.guess = true;
+            Err(Denied::unauthorized(e.to_string()).into_response())
+        }
+        Err(e) => Err(ApiError::new(StatusCode::GONE, e.to_string()).into_response()),
+    }
+}
+
+/// One redemption counted against the caller's address, taken back when
+/// dropped unless its code was a guess: a request cut off half-way, like
+/// one that found an invite, counts as nothing.
+struct Counted<'a> {
+    hub: &'a Hub,
+    ip: Option<std::net::IpAddr>,
+    guess: bool,
+}
+
+impl<'a> Counted<'a> {
+    /// Counts a try, or answers how long the address must wait.
+    fn new(hub: &'a Hub, ip: Option<std::net::IpAddr>) -> Result<Self, std::time::Duration> {
+        if let Some(ip) = ip {
+            hub.guards
+                .redemptions
+                .add(&ip, 1, hub.settings.redeems_per_minute)?;
+        }
+        Ok(Self {
+            hub,
+            ip,
+            guess: false,
+        })
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if !self.guess
+            && let Some(ip) = self.ip
+        {
+            self.hub.guards.redemptions.refund(&ip, 1);
+        }
     }
 }
 
