@@ -95,7 +95,40 @@ export function spans(a, b) {
       result.push({ index, delete: end - index, insert });
     }
   }
-  return result;
+  return fewer(a, result);
+}
+
+/**
+ * At most this many places: each keystroke is rebased through every one of
+ * them, at a cost that grows with their number times the text's length.
+ */
+const MAX_SPLICES = 256;
+
+/**
+ * `splices` (of `a`, in order, apart) as at most `MAX_SPLICES`, those past
+ * it joined to the one before across the shortest stretches of unchanged
+ * text between them (which then count as rewritten): the same text comes
+ * out of them.
+ */
+function fewer(a, splices) {
+  let need = splices.length - MAX_SPLICES;
+  if (need <= 0) return splices;
+  const gap = (i) => splices[i].index - (splices[i - 1].index + splices[i - 1].delete);
+  const gaps = splices.slice(1).map((_, i) => gap(i + 1)).sort((x, y) => x - y);
+  const cut = gaps[need - 1];
+  const out = [{ ...splices[0] }];
+  for (let i = 1; i < splices.length; i++) {
+    const s = splices[i];
+    const last = out.at(-1);
+    if (need > 0 && gap(i) <= cut) {
+      last.insert += a.slice(last.index + last.delete, s.index) + s.insert;
+      last.delete = s.index + s.delete - last.index;
+      need--;
+    } else {
+      out.push({ ...s });
+    }
+  }
+  return out;
 }
 
 /**

@@ -374,3 +374,21 @@ test("large changes by others in several places leave a keystroke elsewhere wher
   // Rounds checked, and those with others' changes on both sides.
   assert.ok(rounds > 50 && between > 30, JSON.stringify({ rounds, between }));
 });
+
+test("changes scattered all over a long text come back as a bounded number of places, which still make the one text from the other", () => {
+  const rand = seeded(77);
+  const chars = [..."abcdefghij ابتثجح😀\n"];
+  const a = Array.from({ length: 100_000 }, () => chars[rand(chars.length)]).join("");
+  // Another device changed every 20th character or so.
+  const cps = [...a];
+  for (let i = cps.length - 1; i > 0; i -= 15 + rand(10)) cps[i] = "X";
+  const b = cps.join("");
+  const found = spans(a, b);
+  assert.ok(found.length <= 256, String(found.length));
+  assert.equal(apply(a, [...found].reverse()), b);
+  for (let i = 1; i < found.length; i++) assert.ok(found[i - 1].index + found[i - 1].delete < found[i].index);
+  // A keystroke rebased through them still makes the text it should.
+  const at = a.length >> 1;
+  const typed = rebaseOnto({ index: at, delete: 0, insert: "✓" }, found);
+  assert.equal(apply(b, [...typed].reverse()).replace("✓", ""), b);
+});
