@@ -187,9 +187,11 @@ pub trait IndexHistory: std::fmt::Debug {
     /// Whether the index held `key` at any time before the changes judged
     /// (a coordinator may have taken it out since).
     fn listed_before(&self, key: &str) -> bool;
-    /// Whether, with the changes, `key` holds values written concurrently:
-    /// two phones that each listed one record.
-    fn listed_concurrently(&self, key: &str) -> bool;
+    /// Where the changes do more than list records (`only_listings`: each
+    /// a new map at a key of the index, over no value its writer had seen,
+    /// beside an entry already there only of its kind and not archived),
+    /// and why; judged op by op, losing values included.
+    fn beyond_listings(&self) -> Option<(String, Why)>;
 }
 
 /// Accepts the write or names the first field at fault.
@@ -315,6 +317,9 @@ fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Res
     if let Some(path) = w.paths.iter().find(|p| !p.starts_with("/index/")) {
         return refuse(path.clone(), Why::ClubBeyondIndex);
     }
+    if let Some((path, why)) = w.index.and_then(|i| i.beyond_listings()) {
+        return refuse(path, why);
+    }
     let empty = serde_json::Map::new();
     let was = before
         .get("index")
@@ -329,10 +334,11 @@ fn club_write(w: &Write<'_>, before: Option<&Json>, after: Option<&Json>) -> Res
         let path = format!("/index/{key}");
         match now.get(key) {
             None => return refuse(path, Why::ClubIndexRemoved),
+            // Only listings, op by op: one made beside this entry won the
+            // merge.
             Some(new) if new != entry => {
-                let listing = w.index.is_some_and(|i| i.listed_concurrently(key))
-                    && same(entry, new, "kind")
-                    && same(entry, new, "archived");
+                let listing =
+                    w.index.is_some() && same(entry, new, "kind") && same(entry, new, "archived");
                 if !listing {
                     return refuse(path, Why::ClubIndexChanged);
                 }
@@ -575,14 +581,14 @@ mod tests {
         #[derive(Debug)]
         struct Held {
             taken_out: String,
-            concurrent: String,
+            beyond: Option<(String, Why)>,
         }
         impl IndexHistory for Held {
             fn listed_before(&self, key: &str) -> bool {
                 key == self.taken_out
             }
-            fn listed_concurrently(&self, key: &str) -> bool {
-                key == self.concurrent
+            fn beyond_listings(&self) -> Option<(String, Why)> {
+                self.beyond.clone()
             }
         }
         let judge = |held: &Held, before: Json, after: Json, path: &str| {
@@ -601,7 +607,7 @@ mod tests {
         // A record a coordinator took out, listed again.
         let held = Held {
             taken_out: y.clone(),
-            concurrent: String::new(),
+            beyond: None,
         };
         let e = judge(&held, club.clone(), with_y.clone(), &at(&y)).unwrap_err();
         assert_eq!(e.why.code(), "club-index-relisted");
@@ -612,7 +618,7 @@ mod tests {
         relisted["index"][&x]["title"]["fr"] = json!("Visite à Pune");
         let held = Held {
             taken_out: String::new(),
-            concurrent: x.clone(),
+            beyond: None,
         };
         assert!(judge(&held, club.clone(), relisted.clone(), &at(&x)).is_ok());
         for (field, value) in [("archived", json!(true)), ("kind", json!("meeting"))] {
@@ -621,6 +627,14 @@ mod tests {
             let e = judge(&held, club.clone(), changed, &at(&x)).unwrap_err();
             assert_eq!(e.why.code(), "club-index-changed", "{field}");
         }
+        // What the ops say, though the record as read shows nothing: a
+        // value planted to lose the merge.
+        let held = Held {
+            taken_out: String::new(),
+            beyond: Some((at(&x), Why::ClubIndexChanged)),
+        };
+        let e = judge(&held, club.clone(), club.clone(), &at(&x)).unwrap_err();
+        assert_eq!(e.why.code(), "club-index-changed");
     }
 
     /// A city's record link.

@@ -36,7 +36,9 @@ use crate::text::TEXT_ENCODING;
 
 pub use agreement::{Agreement, Commitment, STATUSES as AGREEMENT_STATUSES};
 pub use city::{City, TWINNING_STATUSES};
-pub use club::{Club, CouncilMember, IndexEntry, ever_indexed, ever_indexed_before};
+pub use club::{
+    Club, CouncilMember, IndexEntry, Unlisted, ever_indexed, ever_indexed_before, only_listings,
+};
 pub use conflicts::{Conflict, ConflictValue};
 pub use diff::{CONTEXT, FieldChange, Passage, field_changes};
 pub use edit::{Commit, Edit, EditError};

@@ -436,6 +436,73 @@ fn a_log_read_again_finds_only_the_new_changes_fields() {
     assert_eq!(again[1..], doc.history()[1..]);
 }
 
+/// A delegate's changes to the club are judged op by op: a listing is a
+/// new map at a key of the index over nothing its writer had seen. What
+/// loses the merge, which no read of the record shows, is judged too.
+#[test]
+fn only_listings_tells_a_listing_from_every_other_write_to_the_club() {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ObjType, ROOT, ReadDoc};
+    use twinsync_shared::record::{Unlisted, only_listings};
+
+    let mut club = AutoCommit::new();
+    let index = club.put_object(ROOT, "index", ObjType::Map).unwrap();
+    club.commit();
+    let unlisted = club.get_heads();
+    let listed = club.put_object(&index, "x", ObjType::Map).unwrap();
+    club.put(&listed, "kind", "report").unwrap();
+    club.commit();
+    let before = club.get_heads();
+    let mut judge = |write: &dyn Fn(&mut AutoCommit, &automerge::ObjId)| {
+        let mut phone = club.fork();
+        write(&mut phone, &index);
+        phone.commit();
+        only_listings(phone.document(), &before)
+    };
+    // A listing, with what it writes inside the map it made.
+    let ok = judge(&|p, index| {
+        let y = p.put_object(index, "y", ObjType::Map).unwrap();
+        p.put(&y, "kind", "meeting").unwrap();
+        let title = p.put_object(&y, "title", ObjType::Map).unwrap();
+        p.put(&title, "fr", "Réunion").unwrap();
+    });
+    assert_eq!(ok, Ok(()));
+    // Outside the index; inside another's entry; over it; deleting it.
+    let outside = judge(&|p, _| p.put(ROOT, "name", "x").unwrap());
+    assert_eq!(outside, Err(Unlisted::Beyond));
+    let inside = judge(&|p, index| {
+        let x = p.get(index, "x").unwrap().unwrap().1;
+        p.put(&x, "archived", true).unwrap();
+    });
+    assert_eq!(inside, Err(Unlisted::Changed("x".into())));
+    let over = judge(&|p, index| {
+        let x = p.put_object(index, "x", ObjType::Map).unwrap();
+        p.put(&x, "kind", "report").unwrap();
+    });
+    assert_eq!(over, Err(Unlisted::Changed("x".into())));
+    let gone = judge(&|p, index| p.delete(index, "x").unwrap());
+    assert_eq!(gone, Err(Unlisted::Removed("x".into())));
+    // Listed beside the entry by a phone that never saw it (two phones
+    // holding one record list it): of its kind, taken; archived or of
+    // another kind, refused, whether or not it wins the merge.
+    let mut beside = |kind: &str, archived: bool| {
+        let mut writer = club.fork_at(&unlisted).unwrap();
+        let x = writer.put_object(&index, "x", ObjType::Map).unwrap();
+        writer.put(&x, "kind", kind).unwrap();
+        if archived {
+            writer.put(&x, "archived", true).unwrap();
+        }
+        writer.commit();
+        let mut doc = club.fork();
+        doc.merge(&mut writer).unwrap();
+        assert_eq!(doc.get_all(&index, "x").unwrap().len(), 2);
+        only_listings(doc.document(), &before)
+    };
+    assert_eq!(beside("report", false), Ok(()));
+    assert_eq!(beside("report", true), Err(Unlisted::Changed("x".into())));
+    assert_eq!(beside("meeting", false), Err(Unlisted::Changed("x".into())));
+}
+
 #[test]
 fn garbage_bytes_are_not_a_document() {
     for bytes in [&b""[..], b"\x85\x6f\x4a\x83", b"hello world", &[0xff; 64]] {

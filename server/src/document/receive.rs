@@ -11,7 +11,8 @@ use tracing::{error, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::{Batch, Incoming, SyncError};
 use twinsync_shared::record::{
-    LinkMembers, MAX_NESTING, changed_paths, ever_indexed_before, nested_beyond, read_document,
+    LinkMembers, MAX_NESTING, Unlisted, changed_paths, ever_indexed_before, nested_beyond,
+    only_listings, read_document,
 };
 
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
@@ -760,12 +761,12 @@ impl IndexHistory for ClubIndex<'_> {
             .contains(key)
     }
 
-    fn listed_concurrently(&self, key: &str) -> bool {
-        match self.doc.get(automerge::ROOT, "index") {
-            Ok(Some((automerge::Value::Object(automerge::ObjType::Map), index))) => {
-                self.doc.get_all(&index, key).is_ok_and(|v| v.len() > 1)
-            }
-            _ => false,
+    fn beyond_listings(&self) -> Option<(String, Why)> {
+        match only_listings(self.doc, self.before) {
+            Ok(()) => None,
+            Err(Unlisted::Beyond) => Some(("/".into(), Why::ClubBeyondIndex)),
+            Err(Unlisted::Changed(key)) => Some((format!("/index/{key}"), Why::ClubIndexChanged)),
+            Err(Unlisted::Removed(key)) => Some((format!("/index/{key}"), Why::ClubIndexRemoved)),
         }
     }
 }

@@ -135,3 +135,119 @@ fn indexed_by(club: &Automerge, changes: &[automerge::Change]) -> BTreeSet<Strin
         })
         .collect()
 }
+
+/// How changes to the club record go beyond listing records in its index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlisted {
+    /// Outside the index, or inside an entry they did not make.
+    Beyond,
+    /// An entry written over one its writer had seen, or listed again at a
+    /// key beside another of a different kind or archived.
+    Changed(String),
+    /// An entry deleted.
+    Removed(String),
+}
+
+/// Whether the changes `club` holds since `before` only list records in
+/// its index: each a new map put at a key of the index over no value its
+/// writer had seen, with what they write inside the maps they made. A
+/// listing beside one already there (two phones listing one record at
+/// once) must be of the same kind, and not archived. Judged op by op, so
+/// that a value that loses the merge, which no read of the record shows,
+/// is judged too.
+pub fn only_listings(club: &Automerge, before: &[ChangeHash]) -> Result<(), Unlisted> {
+    let index: Vec<(ObjectId, ObjId)> = club
+        .get_all(ROOT, "index")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(value, id)| match (value, &id) {
+            (Value::Object(ObjType::Map), ObjId::Id(counter, actor, _)) => {
+                Some((ObjectId::Id(OpId(*counter, actor.clone())), id))
+            }
+            _ => None,
+        })
+        .collect();
+    let changes: Vec<(u64, ActorId, Vec<automerge::legacy::Op>)> = club
+        .get_changes(before)
+        .iter()
+        .map(|c| {
+            (
+                c.start_op().get(),
+                c.actor_id().clone(),
+                c.decode().operations,
+            )
+        })
+        .collect();
+    let id_of = |start: u64, actor: &ActorId, i: usize| OpId(start + i as u64, actor.clone());
+    let made: HashSet<ObjectId> = changes
+        .iter()
+        .flat_map(|(start, actor, ops)| {
+            ops.iter()
+                .enumerate()
+                .filter(|(_, op)| matches!(op.action, OpType::Make(_)))
+                .map(move |(i, _)| ObjectId::Id(id_of(*start, actor, i)))
+        })
+        .collect();
+    for (start, actor, ops) in &changes {
+        for (i, op) in ops.iter().enumerate() {
+            if made.contains(&op.obj) {
+                continue;
+            }
+            let Some((_, index)) = index.iter().find(|(legacy, _)| *legacy == op.obj) else {
+                return Err(
+                    inside_entry(club, &op.obj, &index).map_or(Unlisted::Beyond, Unlisted::Changed)
+                );
+            };
+            let Key::Map(key) = &op.key else {
+                return Err(Unlisted::Beyond);
+            };
+            let key = key.to_string();
+            match op.action {
+                OpType::Make(ObjType::Map) if op.pred.is_empty() => {}
+                OpType::Delete => return Err(Unlisted::Removed(key)),
+                _ => return Err(Unlisted::Changed(key)),
+            }
+            // Beside an entry already there: the same kind, not archived.
+            let Ok(Some((Value::Object(ObjType::Map), was))) =
+                club.get_at(index, key.as_str(), before)
+            else {
+                continue;
+            };
+            let OpId(counter, actor_id) = id_of(*start, actor, i);
+            let listed = ObjId::Id(counter, actor_id, 0);
+            let text = |obj: &ObjId, at: Option<&[ChangeHash]>, field: &str| {
+                let got = match at {
+                    Some(heads) => club.get_at(obj, field, heads),
+                    None => club.get(obj, field),
+                };
+                match got {
+                    Ok(Some((Value::Scalar(v), _))) => Some(v.to_string()),
+                    _ => None,
+                }
+            };
+            let archived = matches!(
+                club.get(&listed, "archived"),
+                Ok(Some((Value::Scalar(v), _))) if v.as_bool() != Some(false)
+            );
+            if archived || text(&listed, None, "kind") != text(&was, Some(before), "kind") {
+                return Err(Unlisted::Changed(key));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The index key of the entry `obj` lies in, if it lies in one.
+fn inside_entry(club: &Automerge, obj: &ObjectId, index: &[(ObjectId, ObjId)]) -> Option<String> {
+    let ObjectId::Id(OpId(counter, actor)) = obj else {
+        return None;
+    };
+    let parents = club.parents(ObjId::Id(*counter, actor.clone(), 0)).ok()?;
+    parents
+        .into_iter()
+        .find(|p| index.iter().any(|(_, id)| *id == p.obj))
+        .and_then(|p| match p.prop {
+            automerge::Prop::Map(key) => Some(key),
+            automerge::Prop::Seq(_) => None,
+        })
+}
