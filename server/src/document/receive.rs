@@ -20,12 +20,12 @@ use crate::auth::Role;
 use crate::permissions::{
     IndexHistory, NOT_STORED, Read, Refusal, TOO_LARGE, Why, Write, check_write,
 };
+use crate::review::{BatchError, load_batch};
+use crate::store::{Append, Kept, Origin, Refused, StoreError};
 
 /// A refusal costs its device the record's operations, the pass that judged
 /// it, and at most this fraction of its operations a minute.
 const REFUSALS_PER_BUDGET: u64 = 8;
-use crate::review::{BatchError, load_batch};
-use crate::store::{Append, Kept, Origin, Refused, StoreError};
 
 /// Why the document task turned new changes away.
 enum Denied {

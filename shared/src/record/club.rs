@@ -105,26 +105,28 @@ pub fn ever_indexed_before(club: &Automerge, heads: &[ChangeHash]) -> BTreeSet<S
     indexed_by(club, &until)
 }
 
-/// The keys `changes` put in the club's index.
-fn indexed_by(club: &Automerge, changes: &[automerge::Change]) -> BTreeSet<String> {
-    let indexes: Vec<(u64, ActorId)> = club
-        .get_all(ROOT, "index")
+/// The club's index maps (several when written concurrently), each as a
+/// change's ops name it and as the document does.
+fn index_objects(club: &Automerge) -> Vec<(ObjectId, ObjId)> {
+    club.get_all(ROOT, "index")
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(value, id)| match (value, id) {
-            (Value::Object(ObjType::Map), ObjId::Id(counter, actor, _)) => Some((counter, actor)),
+        .filter_map(|(value, id)| match (value, &id) {
+            (Value::Object(ObjType::Map), ObjId::Id(counter, actor, _)) => {
+                Some((ObjectId::Id(OpId(*counter, actor.clone())), id))
+            }
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The keys `changes` put in the club's index.
+fn indexed_by(club: &Automerge, changes: &[automerge::Change]) -> BTreeSet<String> {
+    let indexes = index_objects(club);
     if indexes.is_empty() {
         return BTreeSet::new();
     }
-    let in_index = |obj: &ObjectId| match obj {
-        ObjectId::Id(OpId(counter, actor)) => {
-            indexes.iter().any(|(c, a)| c == counter && a == actor)
-        }
-        ObjectId::Root => false,
-    };
+    let in_index = |obj: &ObjectId| indexes.iter().any(|(legacy, _)| legacy == obj);
     changes
         .iter()
         .flat_map(|change| change.decode().operations)
@@ -156,17 +158,7 @@ pub enum Unlisted {
 /// that a value that loses the merge, which no read of the record shows,
 /// is judged too.
 pub fn only_listings(club: &Automerge, before: &[ChangeHash]) -> Result<(), Unlisted> {
-    let index: Vec<(ObjectId, ObjId)> = club
-        .get_all(ROOT, "index")
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(value, id)| match (value, &id) {
-            (Value::Object(ObjType::Map), ObjId::Id(counter, actor, _)) => {
-                Some((ObjectId::Id(OpId(*counter, actor.clone())), id))
-            }
-            _ => None,
-        })
-        .collect();
+    let index = index_objects(club);
     let changes: Vec<(u64, ActorId, Vec<automerge::legacy::Op>)> = club
         .get_changes(before)
         .iter()
