@@ -320,7 +320,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 device.id,
                 device.name,
                 device.role.as_str(),
-                cities_of(&device)
+                listed_cities(&device.cities)
             );
             eprintln!("its token follows; it is shown only now:");
             println!("{token}");
@@ -406,7 +406,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 d.id,
                 d.name,
                 d.role.as_str(),
-                cities_of(&d),
+                listed_cities(&d.cities),
                 d.person
                     .as_deref()
                     .map(|p| format!(", person {p}"))
@@ -468,7 +468,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 "invite for {} ({}{}), valid until {}; open it in the browser that will hold the device:",
                 invite.name,
                 invite.role.as_str(),
-                cities_of_invite(&invite.cities),
+                listed_cities(&invite.cities),
                 utc_time(invite.expires_at)
             );
             println!(
@@ -494,7 +494,7 @@ fn utc_time(at: i64) -> String {
 }
 
 /// ", cities A, B" for a device or an invite with `cities`, else nothing.
-fn cities_of_invite(cities: &[String]) -> String {
+fn listed_cities(cities: &[String]) -> String {
     if cities.is_empty() {
         String::new()
     } else {
@@ -513,11 +513,6 @@ fn hub_over(
         std::sync::Arc::new(settings),
         twinsync_server::metrics::Metrics::new(),
     )?)
-}
-
-/// ", cities A, B" for a device with cities, else nothing.
-fn cities_of(d: &twinsync_server::auth::Device) -> String {
-    cities_of_invite(&d.cities)
 }
 
 /// The store of `data_dir` for an operator's command, and the lock that
