@@ -401,8 +401,8 @@ mod tests {
         assert_eq!(after, [a, b]);
     }
 
-    #[test]
-    fn a_removed_item_is_shown_as_the_item_gone() {
+    /// A meeting with one decision, `d1`.
+    fn meeting_with_a_decision() -> RecordDoc {
         let mut doc = meeting("");
         doc.edit(
             &Commit::new("decision", 2),
@@ -413,6 +413,12 @@ mod tests {
             }],
         )
         .unwrap();
+        doc
+    }
+
+    #[test]
+    fn a_removed_item_is_shown_as_the_item_gone() {
+        let doc = meeting_with_a_decision();
         let changes = batch(
             &doc,
             vec![Edit::RemoveItem {
@@ -430,16 +436,7 @@ mod tests {
     /// fields, its id among them, nor its whole list again.
     #[test]
     fn an_added_item_is_shown_as_the_item_come() {
-        let mut doc = meeting("");
-        doc.edit(
-            &Commit::new("decision", 2),
-            &[Edit::InsertItem {
-                path: "/decisions".into(),
-                after: None,
-                item: json!({"id": "d1", "text": "Jumeler les bibliothèques"}),
-            }],
-        )
-        .unwrap();
+        let doc = meeting_with_a_decision();
         let changes = batch(
             &doc,
             vec![Edit::InsertItem {
