@@ -1795,6 +1795,9 @@ function deviceFields(d, byTitle) {
   };
 }
 
+/** A device's or an invite's cities by title, each isolated in a mixed-direction line. */
+const citiesShown = (cities) => listOf(app.lang, cities.map((c) => `\u2068${titleOf(c)}\u2069`));
+
 function devicesView() {
   // Redrawn as records arrive (the cities and people to choose from), and
   // once the server has said who this device is; not once something is
@@ -1914,7 +1917,7 @@ function devicesView() {
       const row = h("tr", { "data-device": d.id, class: d.revoked_at ? "revoked" : "", role: "row" },
         h("td", { role: "cell" }, words(d.name)),
         h("td", { role: "cell", "data-label": tr("role") }, tr(d.role)),
-        h("td", { role: "cell", "data-label": tr("cities") }, d.cities?.length ? listOf(app.lang, d.cities.map((c) => `\u2068${titleOf(c)}\u2069`)) : "—"),
+        h("td", { role: "cell", "data-label": tr("cities") }, d.cities?.length ? citiesShown(d.cities) : "—"),
         h("td", { role: "cell", "data-label": tr("lastSeen") }, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
         h("td", { role: "cell" }, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
           h("button", { type: "button", class: "edit", disabled: !!at, "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
@@ -1937,7 +1940,7 @@ function devicesView() {
     fill(waiting, rows.length
     ? rows.map((i) => h("li", { "data-invite": i.id },
       words(i.name), " · ", tr(i.role),
-      i.cities?.length ? [" · ", listOf(app.lang, i.cities.map((c) => `\u2068${titleOf(c)}\u2069`))] : null,
+      i.cities?.length ? [" · ", citiesShown(i.cities)] : null,
       " · ", tr("inviteUntil", { until: formatDateTime(app.lang, i.expires_at) }), " ",
       h("button", { type: "button", class: "withdraw", disabled: !!at, "aria-label": `${tr("withdrawInvite")}: ${i.name}`, onclick: (e) => {
         if (!confirm(tr("withdrawConfirm", { name: `\u2068${i.name}\u2069` }))) return;
