@@ -335,18 +335,22 @@ pub async fn redeem(
 /// one that found an invite, counts as nothing.
 struct Counted<'a> {
     hub: &'a Hub,
-    ip: Option<std::net::IpAddr>,
+    ip: Option<(std::net::IpAddr, crate::auth::Counted)>,
     guess: bool,
 }
 
 impl<'a> Counted<'a> {
     /// Counts a try, or answers how long the address must wait.
     fn new(hub: &'a Hub, ip: Option<std::net::IpAddr>) -> Result<Self, std::time::Duration> {
-        if let Some(ip) = ip {
-            hub.guards
-                .redemptions
-                .add(&ip, 1, hub.settings.redeems_per_minute)?;
-        }
+        let ip = match ip {
+            Some(ip) => Some((
+                ip,
+                hub.guards
+                    .redemptions
+                    .add_refundable(&ip, 1, hub.settings.redeems_per_minute)?,
+            )),
+            None => None,
+        };
         Ok(Self {
             hub,
             ip,
@@ -358,9 +362,9 @@ impl<'a> Counted<'a> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         if !self.guess
-            && let Some(ip) = self.ip
+            && let Some((ip, counted)) = self.ip
         {
-            self.hub.guards.redemptions.refund(&ip, 1);
+            self.hub.guards.redemptions.refund(&ip, counted);
         }
     }
 }

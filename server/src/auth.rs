@@ -176,6 +176,13 @@ pub fn whole_seconds(wait: Duration) -> u64 {
         .max(1)
 }
 
+/// What [`Windows::add_refundable`] counted, and in which window.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    start: Instant,
+    n: u64,
+}
+
 #[derive(Debug)]
 pub struct Windows<K> {
     window: Duration,
@@ -196,7 +203,14 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
     /// time until the window ends when the total would pass `limit` (the
     /// count is then left as it was).
     pub fn add(&self, key: &K, n: u64, limit: u64) -> Result<u64, Duration> {
+        self.bump(key, n, limit, false).map(|(total, _)| total)
+    }
+
+    /// Adds as [`Windows::add`] does, and returns the window counted in:
+    /// what [`Windows::refund`] takes to give it back.
+    pub fn add_refundable(&self, key: &K, n: u64, limit: u64) -> Result<Counted, Duration> {
         self.bump(key, n, limit, false)
+            .map(|(_, start)| Counted { start, n })
     }
 
     /// Adds `n` to `key`'s window, to `limit` at most: the cost of work
@@ -206,7 +220,7 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
         let _ = self.bump(key, n, limit, true);
     }
 
-    fn bump(&self, key: &K, n: u64, limit: u64, clamp: bool) -> Result<u64, Duration> {
+    fn bump(&self, key: &K, n: u64, limit: u64, clamp: bool) -> Result<(u64, Instant), Duration> {
         let now = Instant::now();
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.len() >= self.max_keys && !counts.contains_key(key) {
@@ -228,22 +242,23 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
         if total > limit {
             if clamp {
                 entry.1 = entry.1.max(limit);
-                return Ok(entry.1);
+                return Ok((entry.1, entry.0));
             }
             return Err(self.window.saturating_sub(now.duration_since(entry.0)));
         }
         entry.1 = total;
-        Ok(total)
+        Ok((total, entry.0))
     }
 
-    /// Takes back `n` that [`Windows::add`] counted in `key`'s current
-    /// window: what turned out not to count.
-    pub fn refund(&self, key: &K, n: u64) {
+    /// Takes back what [`Windows::add_refundable`] counted for `key`, when
+    /// it turned out not to count. A window that has ended took it with
+    /// it: the next one never held it, so it is not taken from that one.
+    pub fn refund(&self, key: &K, counted: Counted) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = counts.get_mut(key)
-            && Instant::now().duration_since(entry.0) < self.window
+            && entry.0 == counted.start
         {
-            entry.1 = entry.1.saturating_sub(n);
+            entry.1 = entry.1.saturating_sub(counted.n);
         }
     }
 
@@ -345,6 +360,24 @@ mod tests {
         w.add(&3, 1, 5).unwrap();
         let held = w.counts.lock().unwrap().len();
         assert!(held <= 2, "{held} keys held");
+    }
+
+    #[test]
+    fn a_refund_comes_off_the_window_it_was_counted_in() {
+        let w = Windows::new(Duration::from_millis(50), 10);
+        let counted = w.add_refundable(&1, 1, 1).unwrap();
+        assert!(w.add(&1, 1, 1).is_err(), "the window is full");
+        w.refund(&1, counted);
+        assert_eq!(w.add(&1, 1, 1), Ok(1), "the refund made room");
+
+        let late = w.add_refundable(&2, 1, 1).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(w.add(&2, 1, 1), Ok(1), "a new window");
+        w.refund(&2, late);
+        assert!(
+            w.reached(&2, 1).is_some(),
+            "a refund from the window before leaves the new one's count"
+        );
     }
 
     #[test]
