@@ -12,6 +12,7 @@ const SHELL = [
   "/",
   "/app.js",
   "/fields.js",
+  "/history.js",
   "/i18n.js",
   "/search.js",
   "/text.js",

@@ -183,6 +183,7 @@ fn test() -> Result<()> {
         .arg(root().join("tests/js/search.test.mjs"))
         .arg(root().join("tests/js/text.test.mjs"))
         .arg(root().join("tests/js/fields.test.mjs"))
+        .arg(root().join("tests/js/history.test.mjs"))
         .current_dir(root().join("tests/js"));
     run(search).context("the app's search, string, text and field tests failed")?;
     // The fuzz targets, briefly: they build, and the fixed inputs crash nothing.
