@@ -427,6 +427,12 @@ struct Inner {
     unsaved: RefCell<std::collections::BTreeSet<DocumentId>>,
     /// Why `unsaved` is not kept: the last write that failed.
     unsaved_why: RefCell<Option<StoreError>>,
+    /// The chunks of `unsaved` records whose writes failed, one after the
+    /// other: what their stored chunks lack. A record too big to be written
+    /// whole in the room left is kept by writing them as one chunk
+    /// (`try_unsaved`), where the keys typed after them, stored alone,
+    /// would otherwise build on changes held in memory only.
+    failed_chunks: RefCell<std::collections::HashMap<DocumentId, Vec<u8>>>,
     /// When the last whole write of `unsaved` failed, if it did.
     unsaved_failed_at: Cell<Option<f64>>,
     /// A whole write of `unsaved` is under way: another would only repeat it.
@@ -642,6 +648,7 @@ impl Client {
             pending_writes: Cell::new(0),
             unsaved: RefCell::new(Default::default()),
             unsaved_why: RefCell::new(None),
+            failed_chunks: RefCell::new(Default::default()),
             unsaved_failed_at: Cell::new(None),
             saving_unsaved: Cell::new(false),
             small_write_failed: Cell::new(false),
@@ -1068,7 +1075,8 @@ impl Inner {
     /// While a write is pending nothing is sent, so no message reflects a
     /// change that is not yet on the device. A record whose write failed is
     /// written whole (a snapshot) before the next write, in a transaction of
-    /// its own: if the device still cannot keep it, the record stays unsaved
+    /// its own, or failing that, what its failed writes held as one chunk
+    /// (`failed_chunks`): if the device still cannot keep it, the record stays unsaved
     /// (and said so in the status) while the outcome at hand is stored all
     /// the same, so a record too big for a full device does not stop every
     /// later edit, or the link that would take it to the server. An unsaved
@@ -1130,6 +1138,14 @@ impl Inner {
                 self.unsaved
                     .borrow_mut()
                     .extend(out.chunks.iter().map(|c| c.doc));
+                let mut failed = self.failed_chunks.borrow_mut();
+                for chunk in &out.chunks {
+                    failed
+                        .entry(chunk.doc)
+                        .or_default()
+                        .extend_from_slice(&chunk.bytes);
+                }
+                drop(failed);
                 *self.unsaved_why.borrow_mut() = Some(e.clone());
                 // Kept in memory only: tried whole by a later write, or by
                 // the timer should none come.
@@ -1234,6 +1250,19 @@ impl Inner {
             }
             Err(e) => failed = Some(e),
         }
+        // A record with no room to be written whole may have room for what
+        // its failed writes held: with the chunks stored, those make it
+        // whole again.
+        let mut caught_up = Vec::new();
+        if failed.is_some() {
+            for doc in retry.iter().filter(|d| !saved.contains(d)) {
+                match self.write_failed_chunks(*doc, compact).await {
+                    Ok(true) => caught_up.push(*doc),
+                    Ok(false) => {}
+                    Err(e) => failed = Some(e),
+                }
+            }
+        }
         // A record changed while its snapshot was being written may hold a
         // change whose own write failed meanwhile: the snapshot lacks it,
         // so the record stays unsaved, for a fresh snapshot next time.
@@ -1242,6 +1271,23 @@ impl Inner {
                 .find(|(d, _)| d == doc)
                 .is_none_or(|(_, heads)| *heads == self.replica.borrow().heads(*doc))
         });
+        // Likewise a write that failed while its record caught up.
+        let failed_chunks = self.failed_chunks.borrow();
+        saved.extend(
+            caught_up
+                .into_iter()
+                .filter(|doc| !failed_chunks.contains_key(doc)),
+        );
+        drop(failed_chunks);
+        if retry.iter().all(|doc| saved.contains(doc)) {
+            failed = None;
+        }
+        {
+            let mut failed_chunks = self.failed_chunks.borrow_mut();
+            for doc in &saved {
+                failed_chunks.remove(doc);
+            }
+        }
         // Any refusal pauses the next try, not a full quota alone: a disk
         // fault (`UnknownError`) would otherwise have each key typed write
         // the whole record again, as a full phone would.
@@ -1267,6 +1313,39 @@ impl Inner {
             None => {
                 self.unsaved_failures.set(0);
                 false
+            }
+        }
+    }
+
+    /// Writes what `doc`'s failed writes held, as one chunk. Whether there
+    /// was any and it is stored now; put back, before any write that
+    /// failed meanwhile, when the write fails.
+    async fn write_failed_chunks(
+        &self,
+        doc: DocumentId,
+        compact: &mut Vec<DocumentId>,
+    ) -> Result<bool, StoreError> {
+        if self.store.gone() {
+            return Ok(false);
+        }
+        let Some(held) = self.failed_chunks.borrow_mut().remove(&doc) else {
+            return Ok(false);
+        };
+        let chunks = [Chunk {
+            doc,
+            bytes: held.clone(),
+        }];
+        match self.store.append(&chunks, &[]).await {
+            Ok(keys) => {
+                self.tell_tabs(&chunks);
+                compact.extend(self.keep_chunk_keys(&chunks, keys));
+                Ok(true)
+            }
+            Err(e) => {
+                let mut all = self.failed_chunks.borrow_mut();
+                let later = all.remove(&doc).unwrap_or_default();
+                all.insert(doc, [held, later].concat());
+                Err(e)
             }
         }
     }

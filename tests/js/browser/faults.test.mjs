@@ -438,7 +438,8 @@ test("leaving the app while a full phone holds unsent changes in memory only ask
  * "whole"; 1 and 2 one change), and each whole record's time (`__wholeAt`),
  * record and size (`__wholes`). `window.__diskFault` (from `fault`) makes
  * an add throw `UnknownError` at once: `true` every add, `{ wholeOver }`
- * those of whole records larger than that many bytes. The client's timers
+ * those of whole records larger than that many bytes, and with
+ * `changesOver` too, those of changes larger than that. The client's timers
  * of the delays in `held` are held in `__held`, to be run when the test
  * says (a negative id: clearing it clears no real timer).
  */
@@ -458,7 +459,8 @@ function watchWrites({ fault, held }) {
       }
     }
     const f = window.__diskFault;
-    if (f === true || (whole && f?.wholeOver !== undefined && value.bytes.length > f.wholeOver)) {
+    const over = (limit) => limit !== undefined && value.bytes.length > limit;
+    if (f === true || (whole ? over(f?.wholeOver) : value?.bytes && over(f?.changesOver))) {
       throw new DOMException("the disk failed", "UnknownError");
     }
     return add.call(this, value, key);
@@ -479,14 +481,12 @@ function watchWrites({ fault, held }) {
  * record is written whole as soon as a key's change goes through
  * (`recover` "key"), by the client's timer when no key is typed ("timer"),
  * or at once when the person comes back to the app ("shown"). `keys` are
- * typed after the first key, while it cannot write; with `tooBig`, the
- * disk fails for whole records only once the first key failed, as for a
- * record too big for the room left, while each key's change fits.
+ * typed after the first key, while it cannot write.
  *
  * The client's 10 s timers are held, and run when the test says, so that
  * none fires early on a slow machine and each check sees one way in.
  */
-async function unsavedRecord({ fault, keys, recover, tooBig = false }) {
+async function unsavedRecord({ fault, keys, recover }) {
   await withFullPhone({ before: watchWrites, full: !fault, arg: { fault, held: [10_000] } }, async (phone, server) => {
     const { page, cdp, meeting } = phone;
     // Nothing else waits to be written whole: the first try is this record's.
@@ -495,7 +495,6 @@ async function unsavedRecord({ fault, keys, recover, tooBig = false }) {
     await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the meeting named as not kept");
     assert.equal(await page.evaluate(() => window.__held.length), 1, "a timer set for the record");
     let typed = "a";
-    if (tooBig) await page.evaluate(() => { window.__diskFault = { wholeOver: 0 }; });
     if (keys) {
       await page.evaluate(() => { window.__chunks.length = 0; window.__wholeAt.length = 0; });
       await page.keyboard.type(keys, { delay: 200 });
@@ -508,13 +507,11 @@ async function unsavedRecord({ fault, keys, recover, tooBig = false }) {
       const { full, wholeAt } = await page.evaluate(() => ({ full: window.__chunks.slice(), wholeAt: window.__wholeAt.slice() }));
       // Each key's change is tried on its own; the whole record once, and
       // not again for 10 s while nothing goes through (a slow machine may
-      // have typed for longer: 10 s apart or more). A record too big for
-      // the room left is tried again at once when the first change fits
-      // after one failed, and then not at each key whose change fits.
-      assert.equal(full.filter((c) => c === "change").length, keys.length, JSON.stringify(full));
-      assert.ok(wholeAt.length >= (tooBig ? 2 : 1), JSON.stringify(full));
-      const paced = tooBig ? wholeAt.slice(1) : wholeAt;
-      const gaps = paced.slice(1).map((t, i) => t - paced[i]);
+      // have typed for longer: 10 s apart or more). Each whole try that
+      // failed is followed by one of the changes not kept, together.
+      assert.ok(wholeAt.length >= 1, JSON.stringify(full));
+      assert.equal(full.filter((c) => c === "change").length, keys.length + wholeAt.length, JSON.stringify(full));
+      const gaps = wholeAt.slice(1).map((t, i) => t - wholeAt[i]);
       assert.ok(gaps.every((g) => g >= 9_900), `whole writes ${JSON.stringify(gaps)} ms apart: ${JSON.stringify(full)}`);
       assert.equal(await page.evaluate(() => window.__held.length), 1, "one timer at a time");
     }
@@ -586,14 +583,16 @@ test("keys typed offline after a server's change the phone could not keep load o
       await page.evaluate(() => { window.__diskFault = true; });
       other = await phone_(server);
       await until(other.page, readable, meeting, "the meeting on the second phone");
-      await other.page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "كلمة أخرى " }], "other phone"), meeting);
+      // Many words: more than the room left, where a key's change fits.
+      await other.page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "كلمة أخرى ".repeat(40) }], "other phone"), meeting);
       await until(page, (id) => (window.twinsync.read(id).record.minutes.startsWith("كلمة أخرى") && window.twinsync.status().unsaved.includes(id)) || null,
         meeting, "the other phone's words held in memory only");
-      // Offline, the disk takes each key's change but no whole record: the
-      // keys are stored, each alone, on words the phone could not keep.
+      // Offline, the disk takes each key's change but no whole record,
+      // nor the other phone's words: the keys are stored, each alone, on
+      // words the phone could not keep.
       await page.click("#sync-toggle");
       await until(page, () => window.twinsync.status().link === "offline" || null, undefined, "offline");
-      await page.evaluate(() => { window.__diskFault = { wholeOver: 0 }; });
+      await page.evaluate(() => { window.__diskFault = { wholeOver: 0, changesOver: 300 }; });
       await page.focus('[data-path="/minutes"] textarea');
       await page.keyboard.press("End");
       await page.keyboard.type("xyz");
@@ -669,8 +668,35 @@ test("a key typed while an unsaved record is being written whole leaves it kept,
     assert.ok(minutes.startsWith("z") && minutes.endsWith("ab"), minutes.slice(0, 20) + "…" + minutes.slice(-20));
   }));
 
-test("a record too big for the room left is not written whole at each key whose change fits", () =>
-  unsavedRecord({ fault: true, tooBig: true, keys: "bcdef", recover: "timer" }));
+test("a record too big for the room left is kept by writing the key the disk refused with the next whose change fits, and not whole at each key", () =>
+  withFullPhone({ before: watchWrites, full: false, arg: { fault: true, held: [10_000] } }, async (phone) => {
+    const { page, meeting } = phone;
+    await page.keyboard.type("a");
+    await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the record unsaved");
+    // Room for a key's change, not for the whole record.
+    await page.evaluate(() => {
+      window.__diskFault = { wholeOver: 0 };
+      window.__chunks.length = 0;
+    });
+    await page.keyboard.type("bcdef", { delay: 200 });
+    await until(page, (id) => window.twinsync.read(id).record.minutes.endsWith("abcdef") || null, meeting, "every key in the minutes");
+    const status = await until(page, () => {
+      const s = window.twinsync.status();
+      return s.unsaved.length === 0 ? s : null;
+    }, undefined, "the record kept");
+    assert.ok(!["storage-full", "not-saved"].includes(status.errorKind), JSON.stringify(status));
+    await page.waitForTimeout(300);
+    // Tried whole once, at the next key; the refused key's change then
+    // went with it, and each later key's change on its own.
+    const writes = await page.evaluate(() => window.__chunks.slice());
+    assert.equal(writes.filter((c) => c === "whole").length, 1, JSON.stringify(writes));
+    assert.equal(writes.filter((c) => c === "change").length, 1 + "bcdef".length, JSON.stringify(writes));
+    // The page is lost before there is room for the whole record: the
+    // phone opens again offline with every key, the first included.
+    const again = await phone.reopen({ offline: true });
+    const minutes = await again.page.evaluate((id) => window.twinsync.read(id).record.minutes, meeting);
+    assert.ok(minutes.endsWith("abcdef"), minutes.slice(-40));
+  }));
 
 test("a record too big for the room left does not keep a small one unsaved with it", () =>
   // The client's timers for unsaved records, run when the test says.
@@ -692,8 +718,9 @@ test("a record too big for the room left does not keep a small one unsaved with 
       return ids.every(of) ? ids.map(of) : null;
     }, [meeting, person], "each record tried whole", 30_000);
     assert.ok(sizes[1] < sizes[0], `the person (${sizes[1]} bytes) is smaller than the minutes (${sizes[0]})`);
-    // Room enough for the person, not for the minutes.
-    await page.evaluate((limit) => { window.__diskFault = { wholeOver: limit }; }, Math.floor((sizes[0] + sizes[1]) / 2));
+    // Room enough for the person, not for the minutes, nor for the key
+    // refused in them.
+    await page.evaluate((limit) => { window.__diskFault = { wholeOver: limit, changesOver: 0 }; }, Math.floor((sizes[0] + sizes[1]) / 2));
     await until(page, () => window.__held.length > 0 || null, undefined, "the next try set");
     await page.evaluate(() => { for (const f of window.__held.splice(0)) f(); });
     const unsaved = await until(page, (person) => {
