@@ -1457,8 +1457,11 @@ function dashboardView() {
   // while the server is asked again.
   drawRecent(latest(runsOf(local), app.recentArrived ?? new Map()), app.recentNames ?? new Map());
   // With the server: who delivered each change, when it arrived, and
-  // changes not yet here.
-  api("/api/changes?limit=30").then(async (res) => {
+  // changes not yet here. The newest of each record by each device: a
+  // phone back online after days sends a change a keystroke, and the last
+  // 30 would all be the minutes typed last, leaving the other records it
+  // changed placed by when they were written, days down the list.
+  api("/api/changes?limit=30&per=writer").then(async (res) => {
     // A dashboard drawn since, or another screen, does not wait on this one.
     if (!res.ok || app.view !== view) return;
     const delivered = await res.json();

@@ -383,6 +383,8 @@ pub async fn history(
 pub struct RecentQuery {
     /// How many changes, newest first; 50 unless given, at most 500.
     limit: Option<u32>,
+    /// `writer`: only the newest change of each record by each device.
+    per: Option<String>,
 }
 
 /// The last changes stored in any record: which record, which device
@@ -394,8 +396,18 @@ pub async fn recent_changes(
     Query(q): Query<RecentQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let per_writer = match q.per.as_deref() {
+        None => false,
+        Some("writer") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`{other}` is not a grouping: give writer, or leave `per` out"),
+            ));
+        }
+    };
     let store = hub.store.clone();
-    let rows = blocking(move || store.recent_changes(limit)).await?;
+    let rows = blocking(move || store.recent_changes(limit, per_writer)).await?;
     Ok(Json(json!(rows)))
 }
 

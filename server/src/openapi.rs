@@ -109,7 +109,10 @@ fn record_paths() -> Value {
         }},
         "/api/changes": {"get": {
             "summary": "The last changes stored in any record, newest first, with the device that delivered each",
-            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                {"name": "per", "in": "query", "schema": {"type": "string", "enum": ["writer"]}, "description": "`writer`: only the newest change of each record by each device, among the last 20,000 stored, so that one long typing session leaves room for the other records that arrived with it."}
+            ],
             "responses": with_role(json!({"200": {"description": "Changes: hash, record, kind, title, device, device_name, device_role, received_at", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}}))
         }},
         "/api/export/agreements.csv": {"get": {"summary": "Agreements as CSV", "responses": with_role(json!({"200": {"description": "CSV; a record that cannot be read is left out and named", "headers": {"x-twinsync-unreadable": {"description": "The URLs of the records left out as they cannot be read, separated by spaces", "schema": {"type": "string"}}}, "content": {"text/csv": {}}}}))}},

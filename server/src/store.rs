@@ -99,6 +99,24 @@ const RECENT_CHANGES: &str =
      LEFT JOIN devices v ON v.id = o.device
      ORDER BY o.received_at DESC, o.rowid DESC LIMIT ?1";
 
+/// Of the newest [`RECENT_SCAN`] changes stored (`?2`), the newest of each
+/// record by each device, newest first: one typing session, a change a
+/// keystroke, then leaves room for the other records it came with.
+const RECENT_PER_WRITER: &str =
+    "SELECT o.hash, o.doc_id, d.kind, d.title, o.device, v.name, v.role, o.received_at
+     FROM (SELECT max(rowid) AS last
+           FROM (SELECT rowid, doc_id, device FROM change_origins
+                 ORDER BY received_at DESC, rowid DESC LIMIT ?2)
+           GROUP BY doc_id, device) g
+     JOIN change_origins o ON o.rowid = g.last
+     LEFT JOIN documents d ON d.id = o.doc_id
+     LEFT JOIN devices v ON v.id = o.device
+     ORDER BY o.received_at DESC, o.rowid DESC LIMIT ?1";
+
+/// How many of the newest changes [`RECENT_PER_WRITER`] looks through:
+/// a bounded read however large the log grows.
+const RECENT_SCAN: u32 = 20_000;
+
 /// What the coordinators' list shows of a record, kept beside its chunks.
 pub use twinsync_shared::record::Summary;
 
@@ -522,10 +540,20 @@ impl Store {
 
     /// The last `limit` changes stored, newest first, with the record they
     /// went into and the device that delivered them (by name, if known).
-    pub fn recent_changes(&self, limit: u32) -> Result<Vec<RecentChange>, StoreError> {
+    /// `per_writer`: only the newest change of each record by each device
+    /// (among the last [`RECENT_SCAN`] stored).
+    pub fn recent_changes(
+        &self,
+        limit: u32,
+        per_writer: bool,
+    ) -> Result<Vec<RecentChange>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(RECENT_CHANGES)?;
-        let rows = stmt.query_map([limit], |r| {
+        let (mut stmt, scan) = if per_writer {
+            (conn.prepare_cached(RECENT_PER_WRITER)?, RECENT_SCAN)
+        } else {
+            (conn.prepare_cached(RECENT_CHANGES)?, limit)
+        };
+        let map = |r: &rusqlite::Row<'_>| {
             Ok(RecentChange {
                 hash: r.get(0)?,
                 record: r.get(1)?,
@@ -538,8 +566,14 @@ impl Store {
                 device_role: r.get(6)?,
                 received_at: r.get(7)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        };
+        let rows = if per_writer {
+            stmt.query_map([limit, scan], map)?
+                .collect::<Result<_, _>>()?
+        } else {
+            stmt.query_map([limit], map)?.collect::<Result<_, _>>()?
+        };
+        Ok(rows)
     }
 
     /// Caps the database file at `bytes` (rounded down to whole pages, and

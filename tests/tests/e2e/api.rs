@@ -140,6 +140,78 @@ async fn a_record_its_history_and_its_past() {
 }
 
 #[tokio::test]
+async fn the_recent_changes_per_writer_keep_a_record_a_typing_session_came_with() {
+    let app = spawn_app().await;
+    let meeting = app.first("meeting").await;
+    let project = app.first("project").await;
+    let mut p = TestPeer::new("delegate-back-online");
+    p.connect(&app).await;
+    p.fetch(meeting, Duration::from_secs(10)).await;
+    p.fetch(project, Duration::from_secs(10)).await;
+    // A project's status, then the minutes typed key by key, as a phone
+    // back online sends them: whichever comes last, the keys are many.
+    p.edit(
+        project,
+        "Project status",
+        &[Edit::Set {
+            path: "/status".into(),
+            value: json!("on_hold"),
+        }],
+    );
+    let status_change = p.heads(project)[0].to_string();
+    let project_heads = p.heads(project);
+    p.sync_until_acked(Duration::from_secs(10), project, &project_heads)
+        .await;
+    for (i, key) in "abcde".chars().enumerate() {
+        p.edit(
+            meeting,
+            "typing",
+            &[Edit::SpliceText {
+                path: "/minutes".into(),
+                index: i,
+                delete: 0,
+                insert: key.to_string(),
+            }],
+        );
+    }
+    let last_key = p.heads(meeting)[0].to_string();
+    let meeting_heads = p.heads(meeting);
+    p.sync_until_acked(Duration::from_secs(10), meeting, &meeting_heads)
+        .await;
+
+    let hashes = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["hash"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The last three changes are keys: the project's change is not among
+    // them.
+    let all = hashes(&app.get_json("/api/changes?limit=3").await);
+    assert_eq!(all.len(), 3);
+    assert!(!all.contains(&status_change), "{all:?}");
+    // Per writer: the newest key, and the project's change.
+    let per = app.get_json("/api/changes?limit=3&per=writer").await;
+    let per_hashes = hashes(&per);
+    assert_eq!(per_hashes.len(), 2, "{per}");
+    assert_eq!(per_hashes[0], last_key, "{per}");
+    assert_eq!(per_hashes[1], status_change, "{per}");
+    assert_eq!(per[1]["record"], project.to_string());
+
+    let res = app.get("/api/changes?per=record").await;
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`record` is not a grouping"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn bad_ids_and_times_get_clear_errors() {
     let app = spawn_app().await;
     let res = app.get("/api/records/not-an-id").await;
