@@ -53,6 +53,11 @@ pub enum StoreError {
     #[error("the store's writer failed")]
     WriterFailed,
     #[error(
+        "{} is the live database or one of its files: a backup written there would replace the database under the running server and lose what it stores next; give a path outside its files",
+        .0.display()
+    )]
+    BackupOntoLive(std::path::PathBuf),
+    #[error(
         "device {device} has {pending} bytes of refused changes waiting for review; the quarantine keeps at most {limit} a device"
     )]
     QuarantineFull {
@@ -66,7 +71,10 @@ impl StoreError {
     /// Whether the storage itself failed (counted in
     /// `twinsync_storage_errors_total`), not a limit the server keeps.
     pub fn is_storage_failure(&self) -> bool {
-        !matches!(self, StoreError::QuarantineFull { .. })
+        !matches!(
+            self,
+            StoreError::QuarantineFull { .. } | StoreError::BackupOntoLive(_)
+        )
     }
 
     /// Why, in words fit for a client: no paths or SQL.
@@ -633,6 +641,11 @@ impl Store {
     /// when whole, so a backup killed half-way never leaves a file at
     /// `dest` that looks like a backup.
     pub fn backup(&self, dest: &Path) -> Result<(), StoreError> {
+        let live = self.conn().path().map(std::path::PathBuf::from);
+        if let Some(live) = live.filter(|live| names_live_file(live, dest)) {
+            tracing::debug!(live = %live.display(), "backup refused onto the live database");
+            return Err(StoreError::BackupOntoLive(dest.to_owned()));
+        }
         let mut partial = dest.as_os_str().to_owned();
         partial.push(".partial");
         let partial = std::path::PathBuf::from(partial);
@@ -659,6 +672,34 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Whether `dest` names the database at `live` or one of the files SQLite
+/// keeps beside it, by another path (relative, through `..` or a link)
+/// included.
+fn names_live_file(live: &Path, dest: &Path) -> bool {
+    // A file's parent made canonical, and its name: names a file that
+    // does not exist yet (a `-journal`) as well.
+    let resolved = |p: &Path| -> Option<std::path::PathBuf> {
+        let name = p.file_name()?;
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        Some(
+            std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+                .ok()?
+                .join(name),
+        )
+    };
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(live), std::fs::canonicalize(dest))
+        && a == b
+    {
+        return true;
+    }
+    let (Some(live), Some(dest)) = (resolved(live), resolved(dest)) else {
+        return false;
+    };
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .any(|suffix| restore::beside(&live, suffix) == dest)
 }
 
 /// Writes a chunk, the record's summary and the origin of each new change,
@@ -1077,5 +1118,52 @@ mod tests {
             .query_row("SELECT count(*) FROM filler", [], |r| r.get(0))
             .unwrap();
         assert!(rows >= 2500, "{rows}");
+    }
+
+    #[test]
+    fn a_backup_onto_the_live_database_or_its_files_is_refused_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinsync.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn()
+            .execute_batch("CREATE TABLE kept (x INTEGER); INSERT INTO kept VALUES (1);")
+            .unwrap();
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        let by_another_path = dir.path().join("elsewhere/../twinsync.db");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        for dest in [
+            path.clone(),
+            by_another_path,
+            link,
+            dir.path().join("twinsync.db-wal"),
+            dir.path().join("twinsync.db-journal"),
+        ] {
+            let err = store.backup(&dest).unwrap_err();
+            assert!(
+                matches!(err, StoreError::BackupOntoLive(_)),
+                "{}: {err}",
+                dest.display()
+            );
+            assert!(err.to_string().contains("is the live database"), "{err}");
+        }
+        // Written after the tries: still in the database, which no copy
+        // replaced.
+        store
+            .conn()
+            .execute("INSERT INTO kept VALUES (2)", [])
+            .unwrap();
+        drop(store);
+        let reopened = Store::open(&path).unwrap();
+        let rows: i64 = reopened
+            .conn()
+            .query_row("SELECT count(*) FROM kept", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+        // A file beside it is a backup like any other.
+        reopened
+            .backup(&dir.path().join("twinsync-copy.db"))
+            .unwrap();
     }
 }

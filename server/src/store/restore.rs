@@ -676,7 +676,7 @@ fn with_sidecars(db: &Path) -> [PathBuf; 3] {
 }
 
 /// `db` with `suffix` after its name.
-fn beside(db: &Path, suffix: &str) -> PathBuf {
+pub(super) fn beside(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
