@@ -960,3 +960,45 @@ async fn a_schema_1_record_accepted_from_quarantine_is_migrated() {
     let stored = hub.store.load(id).unwrap().unwrap();
     assert!(is_schema_2_with_text_guests(&stored));
 }
+
+#[test]
+fn a_snapshot_that_does_not_load_back_replaces_no_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+    let id = DocumentId::random();
+    let mut doc = meeting();
+    let summary = twinsync_shared::record::summarise_read(&doc, &read_document(&doc));
+    store.append(id, &doc.save(), &summary, &[], 1).unwrap();
+    for word in ["Ordre du jour. ", "جدول الأعمال. "] {
+        let before = doc.get_heads();
+        let mut tx = doc.transaction();
+        let (_, minutes) = tx.get(automerge::ROOT, "minutes").unwrap().unwrap();
+        tx.splice_text(&minutes, 0, 0, word).unwrap();
+        tx.commit();
+        store
+            .append(id, &doc.save_after(&before), &summary, &[], 2)
+            .unwrap();
+    }
+    let (loaded, chunks) = store.load_chunks(id).unwrap().unwrap();
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(loaded.get_heads(), doc.get_heads());
+
+    // Cut short, as a save Automerge could not load again would be.
+    let cut = upkeep::fold(&store, id, loaded.clone(), &chunks, |d| {
+        let whole = d.save();
+        whole[..whole.len() / 2].to_vec()
+    });
+    assert!(
+        matches!(cut, Err(upkeep::Folded::DoesNotLoad(_))),
+        "{cut:?}"
+    );
+    let (kept, kept_chunks) = store.load_chunks(id).unwrap().unwrap();
+    assert_eq!(kept_chunks, chunks, "every chunk kept");
+    assert_eq!(kept.get_heads(), doc.get_heads());
+
+    // Whole, it replaces them.
+    let snapshot = upkeep::fold(&store, id, loaded, &chunks, Automerge::save).unwrap();
+    let (folded, now) = store.load_chunks(id).unwrap().unwrap();
+    assert_eq!(now, vec![snapshot]);
+    assert_eq!(folded.get_heads(), doc.get_heads());
+}

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use automerge::Automerge;
 use automerge::sync::State;
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::DocSync;
 use twinsync_shared::record::{
-    Commit, MigrateError, SCHEMA_VERSION, migrate, new_document, read_document, schema_version,
+    Commit, MigrateError, SCHEMA_VERSION, check_chunk, migrate, new_document, read_document,
+    refuse_panics, schema_version,
 };
 
 use super::{DocTask, RETRY_BROKEN, Stored, blocking, lock, now, read_stored};
@@ -172,9 +174,7 @@ impl DocTask {
         let stored = Arc::clone(&self.stored_bytes);
         tokio::task::spawn_blocking(move || {
             let _done = done;
-            let snapshot = doc.save();
-            drop(doc);
-            match store.compact(id, &snapshot, &folded, now()) {
+            match fold(&store, id, doc, &folded, Automerge::save) {
                 Ok(snapshot_id) => {
                     let mut known = lock(&chunks);
                     known.retain(|c| !folded.contains(c));
@@ -184,13 +184,61 @@ impl DocTask {
                     }
                     debug!(doc_id = %id, chunks = folded.len(), "compacted");
                 }
-                Err(e) => {
+                Err(Folded::Store(e)) => {
                     hub.metrics.storage_errors.inc();
                     warn!(doc_id = %id, error = %e, "compaction failed; chunks kept");
+                }
+                Err(Folded::DoesNotLoad(why)) => {
+                    error!(doc_id = %id, %why, "the record's snapshot does not load back; its chunks are kept and not compacted");
                 }
             }
         });
     }
+}
+
+/// Why a compaction kept the chunks it was to replace.
+#[derive(Debug)]
+pub(super) enum Folded {
+    Store(crate::store::StoreError),
+    /// The snapshot does not load back as the record it was saved from.
+    DoesNotLoad(String),
+}
+
+/// Replaces the chunks `folded` of record `id` with one snapshot of `doc`,
+/// made by `save`, once that snapshot loads back with `doc`'s heads. The
+/// chunks load, or the record would not be in memory: a snapshot that does
+/// not (Automerge has saved documents it could not load again, see
+/// RELIABILITY.md) would leave the record damaged for everyone, where the
+/// chunks kept leave it as it was. Returns the snapshot's chunk id.
+pub(super) fn fold(
+    store: &crate::store::Store,
+    id: twinsync_shared::DocumentId,
+    doc: Automerge,
+    folded: &[i64],
+    save: impl FnOnce(&Automerge) -> Vec<u8>,
+) -> Result<i64, Folded> {
+    let mut heads = doc.get_heads();
+    let snapshot = save(&doc);
+    drop(doc);
+    let mut back = new_document();
+    refuse_panics(|| {
+        check_chunk(&snapshot)?;
+        back.load_incremental(&snapshot)
+    })
+    .map_err(|e| Folded::DoesNotLoad(e.to_string()))?;
+    let mut loaded = back.get_heads();
+    heads.sort();
+    loaded.sort();
+    if loaded != heads {
+        return Err(Folded::DoesNotLoad(format!(
+            "it loads back with {} heads other than the record's {}",
+            loaded.len(),
+            heads.len()
+        )));
+    }
+    store
+        .compact(id, &snapshot, folded, now())
+        .map_err(Folded::Store)
 }
 
 /// A compaction under way: its record's flag and a slot of
