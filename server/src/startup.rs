@@ -172,6 +172,16 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
         Ok(n) => tracing::info!(records = n, "listed records kept before dates with theirs"),
         Err(e) => tracing::warn!(error = %e, "records kept before dates not listed with theirs"),
     }
+    // Before any accept can start: a batch accepted but never applied is
+    // judged again rather than gone.
+    match store.reopen_unapplied() {
+        Ok(ids) if ids.is_empty() => {}
+        Ok(ids) => tracing::warn!(
+            ?ids,
+            "batches accepted but never applied (the server stopped or failed in between) are pending review again"
+        ),
+        Err(e) => tracing::warn!(error = %e, "batches accepted but never applied not looked for"),
+    }
     if settings.max_db_mib > 0 {
         store.set_size_limit(Some(settings.max_db_mib * 1024 * 1024))?;
     }

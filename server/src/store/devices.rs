@@ -1162,6 +1162,40 @@ impl Store {
         Ok(())
     }
 
+    /// Puts back to pending every accepted batch whose changes its record
+    /// does not hold, and returns their ids. An accept claims the batch,
+    /// then appends its changes: a server stopped in between, or a failed
+    /// append whose `reopen` failed too, would leave the batch off the
+    /// review list with its changes in no record. Run at start, before any
+    /// accept can be under way.
+    pub fn reopen_unapplied(&self) -> Result<Vec<i64>, StoreError> {
+        let accepted: Vec<(i64, String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, doc_id, hashes FROM quarantine WHERE status = 'accepted' ORDER BY id",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut reopened = Vec::new();
+        for (id, doc, listed) in accepted {
+            let Ok(doc) = doc.parse::<DocumentId>() else {
+                continue;
+            };
+            let hashes: Vec<automerge::ChangeHash> =
+                listed.split(',').filter_map(|h| h.parse().ok()).collect();
+            if hashes.is_empty() {
+                continue;
+            }
+            let held = self.stored_changes(doc, &hashes)?;
+            if hashes.iter().any(|h| !held.contains(h)) {
+                self.reopen(id)?;
+                reopened.push(id);
+            }
+        }
+        Ok(reopened)
+    }
+
     /// Finds city records by id or by a name in any language.
     pub fn find_city(&self, name_or_id: &str) -> Result<Vec<String>, StoreError> {
         let wanted = name_or_id.trim().to_lowercase();
@@ -1249,6 +1283,52 @@ mod tests {
             .map(|q| q.id)
             .collect();
         assert_eq!(ids, vec![again]);
+    }
+
+    #[test]
+    fn an_accepted_batch_its_record_lacks_is_pending_again_at_start() {
+        let (_dir, store) = store();
+        let doc = DocumentId::random();
+        let (applied, lost) = ("ab".repeat(32), "cd".repeat(32));
+        let applied_hashes = vec![applied.clone()];
+        let lost_hashes = vec![applied.clone(), lost];
+        let one = store
+            .quarantine(&refused(doc, &applied_hashes, b"one"), 100, 1 << 20)
+            .unwrap()
+            .id;
+        let two = store
+            .quarantine(&refused(doc, &lost_hashes, b"two"), 100, 1 << 20)
+            .unwrap()
+            .id;
+        assert!(store.decide(one, "accepted", "coordinator", 101).unwrap());
+        assert!(store.decide(two, "accepted", "coordinator", 101).unwrap());
+        // The first batch's change reached the record; the second's
+        // second change did not: the server stopped before its append.
+        store
+            .conn()
+            .execute(
+                "INSERT INTO change_origins (hash, doc_id, peer_id, device, received_at)
+                 VALUES (?1, ?2, 'peer', 'phone', 101)",
+                params![applied, doc.to_string()],
+            )
+            .unwrap();
+        assert_eq!(store.reopen_unapplied().unwrap(), vec![two]);
+        let pending: Vec<i64> = store
+            .quarantined(Some("pending"))
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect();
+        assert_eq!(pending, vec![two]);
+        let accepted: Vec<i64> = store
+            .quarantined(Some("accepted"))
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect();
+        assert_eq!(accepted, vec![one]);
+        // Nothing more to do the next time.
+        assert_eq!(store.reopen_unapplied().unwrap(), Vec::<i64>::new());
     }
 
     /// A phone sends a refused change again with what it typed since: the

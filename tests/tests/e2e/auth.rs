@@ -892,6 +892,53 @@ async fn changes_typed_after_a_refused_one_wait_with_it_until_it_is_accepted() {
     );
 }
 
+/// A server stopped between a coordinator's accept and its append: the
+/// batch, claimed but never applied, is pending review again at the next
+/// start, and accepted then, its change is in the record.
+#[tokio::test]
+async fn a_batch_accepted_but_never_applied_is_pending_again_after_a_restart() {
+    let app = spawn_app().await;
+    let (agreement, mut intruder) = intruder_on_an_agreement(&app).await;
+    intruder.edit(agreement, "suspend it", &status_edit("suspended"));
+    intruder
+        .sync_until(LIMIT, |p| p.seen.errors_with("refused") == 1)
+        .await;
+    intruder.disconnect().await;
+    let rows = pending_batches(&app).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let id = rows[0]["id"].as_i64().unwrap();
+
+    // The claim an accept makes first, and then the server stops.
+    let data_dir = app.data_dir.clone();
+    let (_, _temp) = app.stop().await;
+    let db = rusqlite::Connection::open(data_dir.join("twinsync.db")).unwrap();
+    let claimed = db
+        .execute(
+            "UPDATE quarantine SET status = 'accepted', decided_by = 'coordinator', decided_at = 1
+             WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
+    assert_eq!(claimed, 1);
+    drop(db);
+
+    let mut settings = twinsync_server::settings::Settings::for_data_dir(data_dir);
+    settings.no_demo = true;
+    let app = twinsync_tests::start(settings).await;
+    let rows = pending_batches(&app).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["id"].as_i64(), Some(id));
+    let res = app
+        .post_as(
+            &format!("/api/quarantine/{id}/accept"),
+            &app.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(record(&app, agreement).await["status"], "suspended");
+}
+
 /// An intruder whose refused change is pending, who typed another on it
 /// and reconnected: the quarantine holds the two as two batches, the
 /// first and the one that builds on it.
