@@ -1414,6 +1414,11 @@ function dashboardView() {
   const pastEnd = read.filter(({ view }) => view.kind === "project" && view.record?.ends_on && view.record.ends_on < today()
     && !["done", "cancelled"].includes(view.record.status))
     .sort((a, b) => a.view.record.ends_on.localeCompare(b.view.record.ends_on));
+  // Agreements not yet said ended past the day they were to end: still
+  // counted as in force, say, though their term is over.
+  const agreementsPastEnd = read.filter(({ view }) => view.kind === "agreement" && view.record?.ends_on && view.record.ends_on < today()
+    && view.record.status !== "ended")
+    .sort((a, b) => a.view.record.ends_on.localeCompare(b.view.record.ends_on));
 
   const recent = h("ol", { class: "recent" });
   // Typing makes a change a keystroke: a line per run, as in a record's
@@ -1515,6 +1520,8 @@ function dashboardView() {
       tr("due", { date: formatDate(app.lang, o.item.due) })]),
     lateSection("past-end", tr("projectsPastEnd"), pastEnd, ({ view: p }) => [" · ", tr(`value.${p.record.status}`), " · ",
       tr("endedOn", { date: formatDate(app.lang, p.record.ends_on) })]),
+    lateSection("agreements-past-end", tr("agreementsPastEnd"), agreementsPastEnd, ({ view: a }) => [" · ", tr(`value.${a.record.status}`), " · ",
+      tr("endedOn", { date: formatDate(app.lang, a.record.ends_on) })]),
     lateSection("late-commitments", tr("overdueCommitments"), late, (o) => [" — ", words(o.item.text),
       o.item.party ? [" · ", words(titleOf(o.item.party))] : null, " · ",
       tr("due", { date: formatDate(app.lang, o.item.due) })]),

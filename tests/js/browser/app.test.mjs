@@ -2065,7 +2065,7 @@ test("a record's history shows its newest 50 runs of changes, and older ones a t
   });
 });
 
-test("the dashboard lists what is late: no milestone of a cancelled project, an agreement's open commitments past due, projects past their end", async () => {
+test("the dashboard lists what is late: no milestone of a cancelled project, an agreement's open commitments past due, projects and agreements past their end", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await upToDate(page);
@@ -2098,6 +2098,14 @@ test("the dashboard lists what is late: no milestone of a cancelled project, an 
     await change(project.id, [{ op: "set", path: "/status", value: "active" }, { op: "set", path: "/ends_on", value: "2026-01-31" }]);
     const ended = await until(page, (id) => document.querySelector(`#past-end a[href="#/r/${id}"]`)?.parentElement.textContent, project.id, "the project past its end");
     assert.ok(ended.includes(STRINGS.ar["value.active"]), ended);
+    // An agreement in force past the day it was to end is listed; said
+    // ended, it is not.
+    assert.equal(await page.$(`#agreements-past-end a[href="#/r/${agreement.id}"]`), null);
+    await change(agreement.id, [{ op: "set", path: "/status", value: "in_force" }, { op: "set", path: "/ends_on", value: "2026-02-28" }]);
+    const over = await until(page, (id) => document.querySelector(`#agreements-past-end a[href="#/r/${id}"]`)?.parentElement.textContent, agreement.id, "the agreement past its end");
+    assert.ok(over.includes(STRINGS.ar["value.in_force"]), over);
+    await change(agreement.id, [{ op: "set", path: "/status", value: "ended" }]);
+    await until(page, (id) => (document.querySelector("#agreements-past-end") && !document.querySelector(`#agreements-past-end a[href="#/r/${id}"]`)) || null, agreement.id, "no agreement past its end");
     await context.close();
   });
 });
