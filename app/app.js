@@ -978,10 +978,16 @@ function printRecord(id, kind, past, at) {
     document.body.append(sheet);
   }
   const now = Math.floor(Date.now() / 1000);
+  // The record as it is now says what is still disputed in it.
+  let disputed = [];
+  if (at === null) {
+    try { disputed = disagreementLines(app.client.read(id)); } catch { /* none said */ }
+  }
   fill(sheet,
     h("p", { class: "club" }, tr("club")),
     h("h1", {}, h("small", {}, tr(`kind.${kind}`)), " ", words(pick(title, app.lang))),
     h("div", { class: "record" }, fieldRows(ctx, app.schema[kind] ?? [], record)),
+    disputed.length ? h("section", { class: "disputed" }, h("h2", {}, tr("conflicts")), h("ul", {}, disputed.map((l) => h("li", {}, words(l))))) : null,
     h("p", { class: "printed" }, at !== null
       ? `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))}`
       : tr("printedOn", { date: formatDateTime(app.lang, now) })));
@@ -1070,8 +1076,7 @@ function conflictList(records) {
         return span;
       };
       const removal = field?.name === "removed";
-      const shown = (v) => [words(removal ? tr(v.value ? "itemRemoved" : "itemKept")
-        : typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value)), from(v)];
+      const shown = (v) => [words(valueSaid(field, v)), from(v)];
       rows.push(h("li", { "data-path": c.path, "data-id": id },
         records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
         h("span", { class: "label" }, pathLabel(view.kind, c.path, view.record)),
@@ -1094,6 +1099,25 @@ function conflictList(records) {
   for (const [id, spans] of writers) nameWriters(id, spans);
   return h("section", { class: "conflicts" }, h("h3", {}, tr("conflicts")),
     rows.length ? [h("p", { class: "note" }, tr("conflictHelp")), h("ul", {}, rows)] : h("p", { class: "note" }, tr("noConflicts")));
+}
+
+/** One of a disagreement's values, as the person reads it, for `field` (the field at its path). */
+function valueSaid(field, v) {
+  if (field?.name === "removed") return tr(v.value ? "itemRemoved" : "itemKept");
+  return typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value);
+}
+
+/**
+ * A record's standing disagreements as lines of text, for a file or a
+ * printed sheet: each field by its label, then every value
+ * (`Status: In force · Suspended`).
+ */
+function disagreementLines(view) {
+  return (view.conflicts ?? []).map((c) => {
+    const { field } = fieldAt(app.schema, view.kind, c.path);
+    const label = pathLabel(view.kind, c.path, view.record);
+    return `${label.textContent}: ${c.values.map((v) => valueSaid(field, v)).join(" · ")}`;
+  });
 }
 
 /**
@@ -1590,7 +1614,9 @@ function exportSection() {
     // name, not by their record's address. Dates stay ISO, which
     // spreadsheets sort; the JSON export keeps every code.
     const label = (f) => fieldName(f.name) ?? f.name;
-    const head = [tr("exportId"), ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${label(f)} (${LANGUAGE_NAMES[l]})`) : [label(f)]))];
+    // Last, what two delegates disagree on: a value in a cell is only the
+    // one shown until someone keeps one.
+    const head = [tr("exportId"), ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${label(f)} (${LANGUAGE_NAMES[l]})`) : [label(f)])), tr("conflicts")];
     const said = (f, v) => (f.type === "ref" || REF_KIND[f.name] ? titleOf(v) : f.values ? tr(`value.${v}`) : v);
     const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {
       const v = view.record?.[f.name];
@@ -1600,7 +1626,7 @@ function exportSection() {
       if (f.type === "list") return [v.map((item) => showItem(ctx, f.fields, item, { plain: true })).join("\n")];
       if (Array.isArray(v)) return [v.map((m) => said(f, m)).join(" | ")];
       return [said(f, v)];
-    })].map(cell).join(sep));
+    }), disagreementLines(view).join("\n")].map(cell).join(sep));
     // A byte-order mark so spreadsheets read Arabic as UTF-8.
     return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";
   };

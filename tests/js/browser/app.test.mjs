@@ -570,9 +570,34 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
       [`${button}[data-value='"09:30"'] .by`, from("Phone 0")], "the first phone named");
     await until(coordinator.page, ([sel, said]) => document.querySelector(sel)?.textContent.trim() === said,
       [`${button}[data-value='"10:00"'] .by`, from("Phone 1")], "the second phone named");
+    // The meetings' CSV says it, in its last column: a time in a cell is
+    // only the one shown until someone keeps one.
+    const disputedCell = async () => {
+      const [csv] = await Promise.all([coordinator.page.waitForEvent("download"), coordinator.page.click('#export button[data-kind="meeting"]')]);
+      const lines = (await streamBytes(await csv.createReadStream())).subarray(3).toString("utf8").trim().split("\r\n");
+      const cells = (line) => line.slice(1, -1).split('";"');
+      assert.equal(cells(lines[0]).at(-1), ar.conflicts, lines[0]);
+      const row = lines.find((l) => cells(l)[0] === id);
+      assert.ok(row, `the meeting's row in ${lines.length} lines`);
+      return cells(row).at(-1);
+    };
+    const disputed = await disputedCell();
+    const timeLine = disputed.split("\n").find((l) => l.startsWith(`${ar["field.time"]}: `));
+    assert.ok(timeLine?.includes("09:30") && timeLine.includes("10:00"), disputed);
+    assert.ok(disputed.includes(ar["field.outcome"]), disputed);
+    // So does the meeting printed.
+    await show(coordinator.page, `#/r/${id}`);
+    await coordinator.page.evaluate(() => { window.print = () => {}; });
+    await coordinator.page.click("button.print");
+    const printed = await coordinator.page.$$eval("#print section.disputed li", (items) => items.map((li) => li.textContent));
+    assert.ok(printed.some((l) => l.startsWith(`${ar["field.time"]}: `) && l.includes("09:30") && l.includes("10:00")), printed.join(" | "));
+    await show(coordinator.page, "#/dashboard");
+    await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 2, button, "the disagreement on the dashboard again");
     const chosen = JSON.parse(await coordinator.page.$eval(`${button}[data-value='"09:30"']`, (e) => e.dataset.value));
     await coordinator.page.click(`${button}[data-value='"09:30"']`);
     await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 0, button, "the disagreement gone");
+    const settled = await disputedCell();
+    assert.ok(!settled.includes(ar["field.time"]), settled);
 
     for (const p of [a, b]) {
       await until(p.page, ([sel, chosen]) => {
