@@ -1419,12 +1419,17 @@ function dashboardView() {
   const agreements = app.summaries.filter((s) => s.kind === "agreement");
   const projects = app.summaries.filter((s) => s.kind === "project");
   const read = app.summaries.map((s) => { try { return { id: s.id, view: app.client.read(s.id) }; } catch { return null; } }).filter(Boolean);
+  // What is late in a record that does not read whole (one field an older
+  // app wrote, say) is late all the same: its fields that do read count.
+  const fieldsOf = (view) => view.record ?? view.partial;
+  // A status that did not read is none.
+  const statusSaid = (status) => (status ? tr(`value.${status}`) : tr("none"));
   // The items of `list` in records of `kind` still open (`closed` lists
   // the records' statuses that close them) past their `due` date and not
   // `done` themselves, soonest due first.
   const pastDue = (kind, list, closed, done) => read
-    .filter(({ view }) => view.kind === kind && !closed.includes(view.record?.status))
-    .flatMap(({ id, view }) => (view.record?.[list] ?? [])
+    .filter(({ view }) => view.kind === kind && !closed.includes(fieldsOf(view)?.status))
+    .flatMap(({ id, view }) => (fieldsOf(view)?.[list] ?? [])
       .filter((item) => item.due && item.due < today() && !done.includes(item.status))
       .map((item) => ({ id, view, item })))
     .sort((a, b) => a.item.due.localeCompare(b.item.due));
@@ -1435,14 +1440,14 @@ function dashboardView() {
   // kept or dropped: how the agreements are carried out on the ground.
   const late = pastDue("agreement", "commitments", ["ended"], ["done", "dropped"]);
   // Projects still planned, active or on hold past the day they were to end.
-  const pastEnd = read.filter(({ view }) => view.kind === "project" && view.record?.ends_on && view.record.ends_on < today()
-    && !["done", "cancelled"].includes(view.record.status))
-    .sort((a, b) => a.view.record.ends_on.localeCompare(b.view.record.ends_on));
+  const pastEnd = read.filter(({ view }) => view.kind === "project" && fieldsOf(view)?.ends_on && fieldsOf(view).ends_on < today()
+    && !["done", "cancelled"].includes(fieldsOf(view).status))
+    .sort((a, b) => fieldsOf(a.view).ends_on.localeCompare(fieldsOf(b.view).ends_on));
   // Agreements not yet said ended past the day they were to end: still
   // counted as in force, say, though their term is over.
-  const agreementsPastEnd = read.filter(({ view }) => view.kind === "agreement" && view.record?.ends_on && view.record.ends_on < today()
-    && view.record.status !== "ended")
-    .sort((a, b) => a.view.record.ends_on.localeCompare(b.view.record.ends_on));
+  const agreementsPastEnd = read.filter(({ view }) => view.kind === "agreement" && fieldsOf(view)?.ends_on && fieldsOf(view).ends_on < today()
+    && fieldsOf(view).status !== "ended")
+    .sort((a, b) => fieldsOf(a.view).ends_on.localeCompare(fieldsOf(b.view).ends_on));
 
   const recent = h("ol", { class: "recent" });
   // Typing makes a change a keystroke: a line per run, as in a record's
@@ -1542,10 +1547,10 @@ function dashboardView() {
         [...byCity.entries()].map(([city, r]) => [words(cityName(city)), n(r.total), n(r.active), n(r.overdue)]))),
     lateSection("overdue", tr("overdueMilestones"), overdue, (o) => [" — ", words(o.item.title), " · ",
       tr("due", { date: formatDate(app.lang, o.item.due) })]),
-    lateSection("past-end", tr("projectsPastEnd"), pastEnd, ({ view: p }) => [" · ", tr(`value.${p.record.status}`), " · ",
-      tr("endedOn", { date: formatDate(app.lang, p.record.ends_on) })]),
-    lateSection("agreements-past-end", tr("agreementsPastEnd"), agreementsPastEnd, ({ view: a }) => [" · ", tr(`value.${a.record.status}`), " · ",
-      tr("endedOn", { date: formatDate(app.lang, a.record.ends_on) })]),
+    lateSection("past-end", tr("projectsPastEnd"), pastEnd, ({ view }) => [" · ", statusSaid(fieldsOf(view).status), " · ",
+      tr("endedOn", { date: formatDate(app.lang, fieldsOf(view).ends_on) })]),
+    lateSection("agreements-past-end", tr("agreementsPastEnd"), agreementsPastEnd, ({ view }) => [" · ", statusSaid(fieldsOf(view).status), " · ",
+      tr("endedOn", { date: formatDate(app.lang, fieldsOf(view).ends_on) })]),
     lateSection("late-commitments", tr("overdueCommitments"), late, (o) => [" — ", words(o.item.text),
       o.item.party ? [" · ", words(titleOf(o.item.party))] : null, " · ",
       tr("due", { date: formatDate(app.lang, o.item.due) })]),
@@ -1563,7 +1568,7 @@ function dashboardView() {
 function lateSection(id, heading, entries, rest) {
   return h("section", { id }, h("h3", {}, heading),
     entries.length
-      ? h("ul", {}, entries.map((e) => h("li", {}, h("a", { href: `#/r/${e.id}` }, words(pick(e.view.title, app.lang) || e.id)), rest(e).flat())))
+      ? h("ul", {}, entries.map((e) => h("li", {}, h("a", { href: `#/r/${e.id}` }, words(pick(e.view.title ?? e.view.partial?.title, app.lang) || e.id)), rest(e).flat())))
       : h("p", { class: "note" }, tr("none")));
 }
 

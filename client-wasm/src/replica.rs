@@ -453,9 +453,18 @@ impl Replica {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
         );
-        match read_document(&entry.doc) {
-            Ok(record) => out["record"] = record,
-            Err(errors) => {
+        match read_document_leniently(&entry.doc) {
+            Ok((record, errors)) if errors.is_empty() => out["record"] = record,
+            read => {
+                // The fields that do read, for what counts them (the
+                // dashboard's late lists) rather than leave the record out.
+                let errors = match read {
+                    Ok((partial, errors)) => {
+                        out["partial"] = partial;
+                        errors
+                    }
+                    Err(errors) => errors,
+                };
                 out["errors"] = json!(errors);
                 // What the document holds, unchecked, so it can be shown.
                 out["stored"] = serde_json::to_value(automerge::AutoSerde::from(&entry.doc))

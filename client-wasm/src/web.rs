@@ -104,6 +104,8 @@ export interface RecordView extends RecordSummary {
   errors?: { path: string; code: string; reason: string }[];
   /** A record that does not read: its document as stored, unchecked. */
   stored?: Record<string, unknown>;
+  /** A record that does not read: its fields that do, without those `errors` names. */
+  partial?: Record<string, unknown>;
   conflicts: { path: string; values: { value: unknown; actor: string }[] }[];
 }
 

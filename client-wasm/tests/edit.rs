@@ -204,7 +204,13 @@ fn a_record_left_unreadable_here_takes_no_keystroke() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot be read on this device"), "{err}");
-    assert!(other.read(meeting).unwrap()["stored"]["minutes"] == json!("ordre du jour"));
+    let view = other.read(meeting).unwrap();
+    assert!(view["stored"]["minutes"] == json!("ordre du jour"));
+    // The fields that do read, for what counts them: not the date.
+    assert_eq!(view["partial"]["minutes"], "ordre du jour", "{view}");
+    assert_eq!(view["partial"]["title"]["fr"], "Conseil", "{view}");
+    assert!(view["partial"]["date"].is_null(), "{view}");
+    assert!(view.get("record").is_none(), "{view}");
 }
 
 #[test]

@@ -1110,6 +1110,27 @@ test("minutes whose line breaks another phone wrote as CRLF: a keystroke changes
   });
 });
 
+/**
+ * Puts Automerge documents in the phone's IndexedDB as if it had synced
+ * them, and opens the app again with them; resolves with their new ids.
+ */
+async function storeOnPhone(page, docs) {
+  const ids = docs.map(() => parseAutomergeUrl(generateAutomergeUrl()).documentId);
+  await page.evaluate((records) => new Promise((resolve, reject) => {
+    const open = indexedDB.open("twinsync");
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const tx = open.result.transaction("chunks", "readwrite");
+      for (const [id, bytes] of records) tx.objectStore("chunks").add({ doc: id, bytes: new Uint8Array(bytes) });
+      tx.oncomplete = () => { open.result.close(); resolve(); };
+      tx.onerror = () => reject(tx.error);
+    };
+  }), docs.map((doc, i) => [ids[i], Array.from(Automerge.save(doc))]));
+  await page.reload();
+  await until(page, (ids) => { try { return ids.every((id) => window.twinsync.read(id)); } catch { return false; } }, ids, "the records loaded");
+  return ids;
+}
+
 test("a record the app cannot read is shown as stored, with why, and no form to type into; a coordinator may still settle its disagreements", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
@@ -1126,19 +1147,7 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
     });
     const fork = (date) => Automerge.change(Automerge.load(Automerge.save(base)), (d) => { d.date = date; });
     const damaged = Automerge.merge(fork("2027-02-16"), fork("2027-02-17"));
-    const ids = [newer, damaged].map(() => parseAutomergeUrl(generateAutomergeUrl()).documentId);
-    await page.evaluate((records) => new Promise((resolve, reject) => {
-      const open = indexedDB.open("twinsync");
-      open.onerror = () => reject(open.error);
-      open.onsuccess = () => {
-        const tx = open.result.transaction("chunks", "readwrite");
-        for (const [id, bytes] of records) tx.objectStore("chunks").add({ doc: id, bytes: new Uint8Array(bytes) });
-        tx.oncomplete = () => { open.result.close(); resolve(); };
-        tx.onerror = () => reject(tx.error);
-      };
-    }), [[ids[0], Array.from(Automerge.save(newer))], [ids[1], Array.from(Automerge.save(damaged))]]);
-    await page.reload();
-    await until(page, (ids) => { try { return ids.every((id) => window.twinsync.read(id)); } catch { return false; } }, ids, "the records loaded");
+    const ids = await storeOnPhone(page, [newer, damaged]);
 
     await show(page, `#/r/${ids[0]}`);
     await page.waitForSelector("pre.stored");
@@ -2131,6 +2140,27 @@ test("the dashboard lists what is late: no milestone of a cancelled project, an 
     assert.ok(over.includes(STRINGS.ar["value.in_force"]), over);
     await change(agreement.id, [{ op: "set", path: "/status", value: "ended" }]);
     await until(page, (id) => (document.querySelector("#agreements-past-end") && !document.querySelector(`#agreements-past-end a[href="#/r/${id}"]`)) || null, agreement.id, "no agreement past its end");
+    await context.close();
+  });
+});
+
+test("the dashboard lists what is late in a record with one field it cannot read", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    // Another program wrote the budget note as a number.
+    const [id] = await storeOnPhone(page, [Automerge.from({
+      schema: 2, kind: "project", title: { fr: "Puits de Tifariti" }, status: "active", ends_on: "2026-02-01", budget_note: 42,
+      milestones: [{ id: "m1", title: "Forage du puits", due: "2026-01-10", status: "pending" }],
+    })]);
+    const view = await page.evaluate((id) => window.twinsync.read(id), id);
+    assert.equal(view.record, undefined, JSON.stringify(view.errors));
+    assert.equal(view.errors[0].path, "/budget_note");
+    await show(page, "#/dashboard");
+    const milestone = await until(page, (id) => document.querySelector(`#overdue a[href="#/r/${id}"]`)?.parentElement.textContent, id, "its milestone past due");
+    assert.ok(milestone.includes("Puits de Tifariti") && milestone.includes("Forage du puits"), milestone);
+    const ended = await until(page, (id) => document.querySelector(`#past-end a[href="#/r/${id}"]`)?.parentElement.textContent, id, "the project past its end");
+    assert.ok(ended.includes(STRINGS.ar["value.active"]), ended);
     await context.close();
   });
 });
