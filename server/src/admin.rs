@@ -87,7 +87,7 @@ pub enum DeviceProblem {
     #[error("no city record is called or has the id `{0}`")]
     UnknownCity(String),
     #[error(
-        "no city record is called `{0}`: there are no cities yet (`twinsync serve` seeds the demo club on its first start)"
+        "no city record is called `{0}`: there are no cities yet (`twinsync serve` seeds the demo club on its first start; with `--no-demo`, a coordinator adds cities in the app)"
     )]
     NoCities(String),
     #[error("more than one city is called `{0}`; give its id")]

@@ -19,6 +19,19 @@ pub fn demo(store: &Store) -> Result<usize, StoreError> {
     Ok(records.len())
 }
 
+/// Stores the club record alone, with an empty index: without it, phones
+/// would list the records they make nowhere and never see each other's.
+pub fn empty_club(store: &Store) -> Result<DocumentId, StoreError> {
+    let club = demo::empty_club().map_err(|e| StoreError::Corrupt {
+        doc: "club".into(),
+        reason: e.to_string(),
+    })?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let doc = club.doc.doc();
+    store.append(club.id, &doc.save(), &summarise(doc), &[], now)?;
+    Ok(club.id)
+}
+
 /// Every stored record, merged, as JSON: `[{id, url, record | errors |
 /// unreadable}]`. A record damaged in storage is named with why
 /// (`unreadable`) and the others are exported all the same: this is what

@@ -28,7 +28,8 @@ pub struct Settings {
     #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Do not seed the demo club into an empty database.
+    /// Start an empty database with the club record alone, not the demo
+    /// club's cities, people, agreements and meetings.
     #[arg(long, env = "TWINSYNC_NO_DEMO")]
     pub no_demo: bool,
 

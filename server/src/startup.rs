@@ -160,10 +160,16 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
         tracing::warn!("{said}");
     }
     crate::store::restore::check_not_cut_off(&settings.data_dir)?;
+    warn_of_missing_app(&settings);
     let store = Store::open(&settings.database_path())?;
-    if !settings.no_demo && !store.has_club()? {
-        let n = seed::demo(&store)?;
-        tracing::info!(records = n, "seeded the demo club");
+    if !store.has_club()? {
+        if settings.no_demo {
+            let id = seed::empty_club(&store)?;
+            tracing::info!(club = %id, "made the club record, with no records yet");
+        } else {
+            let n = seed::demo(&store)?;
+            tracing::info!(records = n, "seeded the demo club");
+        }
     }
     // Best effort: a record listed without its date is no reason not to
     // serve.
@@ -188,6 +194,35 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     let hub = Hub::new(store, Arc::new(settings), Metrics::new())?;
     *hub.data_lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
     Ok(hub)
+}
+
+/// Says so when the app or the browser client is not where the server looks
+/// for them (relative paths are from the working directory, which a
+/// service manager sets elsewhere): the server would answer every page
+/// with 404 while its invite links and `/healthz` look fine.
+fn warn_of_missing_app(settings: &Settings) {
+    for said in missing_app(settings) {
+        tracing::warn!("{said}");
+    }
+}
+
+/// What [`warn_of_missing_app`] says, one line for each place.
+fn missing_app(settings: &Settings) -> Vec<String> {
+    let places = [
+        (&settings.app_dir, "index.html", "--app-dir", "TWINSYNC_APP_DIR"),
+        (&settings.client_dir, "twinsync_client.js", "--client-dir", "TWINSYNC_CLIENT_DIR"),
+    ];
+    places
+        .into_iter()
+        .filter(|(dir, file, ..)| !dir.join(file).is_file())
+        .map(|(dir, file, flag, env)| {
+            let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            format!(
+                "no {file} in {}: the app will not load; give its directory with {flag} or {env}",
+                shown.display()
+            )
+        })
+        .collect()
 }
 
 /// With no device provisioned yet, makes a one-time coordinator invite and
@@ -403,7 +438,26 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::shell_version;
+    use super::{missing_app, shell_version};
+
+    #[test]
+    fn an_app_not_where_the_server_looks_is_said_with_the_flag_that_says_where() {
+        let data = tempfile::tempdir().expect("a directory");
+        let mut settings = crate::settings::Settings::for_data_dir(data.path().to_owned());
+        settings.app_dir = data.path().join("app");
+        settings.client_dir = data.path().join("pkg");
+        let said = missing_app(&settings);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("no index.html in") && said[0].contains("--app-dir"), "{said:?}");
+        assert!(said[0].contains(&data.path().join("app").display().to_string()), "{said:?}");
+        assert!(said[1].contains("--client-dir"), "{said:?}");
+        // Both there: nothing to say.
+        std::fs::create_dir(&settings.app_dir).expect("app");
+        std::fs::write(settings.app_dir.join("index.html"), "<!doctype html>").expect("index");
+        std::fs::create_dir(&settings.client_dir).expect("pkg");
+        std::fs::write(settings.client_dir.join("twinsync_client.js"), "").expect("client");
+        assert!(missing_app(&settings).is_empty());
+    }
 
     #[test]
     fn the_shell_version_changes_with_any_served_file_and_only_then() {

@@ -153,6 +153,29 @@ international communes.\n\
 مأسسة التوأمة وشراكات البلديات وفق القانون الدولي ومعايير الحكامة الجيدة.";
 
 /// Builds every record of the demo club; the club itself comes first.
+/// The club's name in its three languages.
+fn club_name() -> Value {
+    json!({
+        "ar": "نادي السمارة الدولي للمدن المتوأمة",
+        "fr": "Club international de Smara des villes jumelées",
+        "en": "Smara International Club of Twinned Cities",
+    })
+}
+
+/// The club record alone, with nothing in its index: what a server started
+/// without the demo holds, so that every record phones make is listed in
+/// it and reaches the other phones.
+pub fn empty_club() -> Result<DemoRecord, EditError> {
+    Ok(DemoRecord {
+        id: DocumentId::random(),
+        doc: RecordDoc::create(
+            Kind::Club,
+            &json!({"name": club_name(), "index": {}}),
+            &Commit::new("New club", WRITTEN_AT),
+        )?,
+    })
+}
+
 pub fn build() -> Result<Vec<DemoRecord>, EditError> {
     let mut out = Vec::new();
     let mut index = serde_json::Map::new();
@@ -373,11 +396,7 @@ pub fn build() -> Result<Vec<DemoRecord>, EditError> {
     let club = RecordDoc::create(
         Kind::Club,
         &json!({
-            "name": {
-                "ar": "نادي السمارة الدولي للمدن المتوأمة",
-                "fr": "Club international de Smara des villes jumelées",
-                "en": "Smara International Club of Twinned Cities",
-            },
+            "name": club_name(),
             "founded_on": "2025-10-30",
             "seat": url(smara),
             "purpose": PURPOSE,

@@ -2165,6 +2165,21 @@ test("the dashboard lists what is late in a record with one field it cannot read
   });
 });
 
+test("a server started without the demo still has its club: a record one phone makes reaches another", async () => {
+  await withServer(async (server) => {
+    const clubs = await (await server.api("/api/records?kind=club")).json();
+    assert.equal(clubs.length, 1, JSON.stringify(clubs));
+    assert.equal((await (await server.api("/api/records")).json()).length, 1, "nothing but the club");
+    const a = await signIn(server, { name: "Secretariat", role: "coordinator" });
+    await upToDate(a.page);
+    const id = await a.page.evaluate(() => window.twinsync.create("city", { name: { fr: "Laâyoune", ar: "العيون" }, country: "Morocco" }, "new city"));
+    await upToDate(a.page);
+    const b = await signIn(server, { name: "Second phone", role: "coordinator" });
+    await until(b.page, (id) => window.twinsync.list().some((r) => r.id === id) || null, id, "the city on the other phone");
+    for (const p of [a, b]) await p.context.close();
+  }, { args: ["--no-demo"] });
+});
+
 test("the dashboard takes in another phone's change while a button of it holds the focus, and the button keeps it", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
