@@ -41,16 +41,41 @@ pub fn device_json(hub: &Hub, d: &Device) -> Value {
 }
 
 /// The address users open, for links: the configured public URL, else the
-/// host the request came to.
+/// address the coordinator's browser opened the app at (its `Origin`:
+/// behind a proxy, `Host` is often the proxy's upstream, such as
+/// `127.0.0.1:8080`, and the scheme `http` where phones use `https`), else
+/// the host the request came to.
 fn base_url(hub: &Hub, headers: &HeaderMap) -> String {
     if let Some(url) = &hub.settings.public_url {
         return url.trim_end_matches('/').to_owned();
+    }
+    if let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| is_web_origin(o))
+    {
+        return origin.to_owned();
     }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1:8080");
     format!("http://{host}")
+}
+
+/// Whether `origin` is a browser's `Origin` for a web page:
+/// `http(s)://host[:port]`, nothing after (not `null`, not a path).
+fn is_web_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
 /// The link that opens the app and redeems `code` in one click.
@@ -762,5 +787,32 @@ pub async fn discard(
         )
         .code("batch-decided")),
         Some((_, true)) => Ok(Json(json!({"id": id, "status": "discarded"}))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_web_origin;
+
+    #[test]
+    fn only_a_web_pages_origin_makes_an_invite_link() {
+        for origin in [
+            "https://records.example.org",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_web_origin(origin), "{origin}");
+        }
+        for origin in [
+            "null",
+            "https://",
+            "https://records.example.org/app",
+            "https://records.example.org#invite=x",
+            "file://",
+            "chrome-extension://abc",
+            "https://evil.example\"onload",
+        ] {
+            assert!(!is_web_origin(origin), "{origin}");
+        }
     }
 }

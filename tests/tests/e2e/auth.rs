@@ -217,6 +217,25 @@ async fn an_invite_is_redeemed_once_for_a_working_token_and_redemptions_are_limi
     let invite: Value = res.json().await.unwrap();
     let code = text(&invite, "code").to_owned();
     assert!(text(&invite, "link").ends_with(&format!("/#invite={code}")));
+    // Made from a browser that opened the app through a proxy: the link is
+    // at the address it opened, not the proxy's upstream in `Host`.
+    let res = reqwest::Client::new()
+        .post(app.url("/api/invites"))
+        .bearer_auth(&app.token)
+        .header("origin", "https://records.example.org")
+        .json(&json!({"name": "Omar's phone", "role": "observer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let proxied: Value = res.json().await.unwrap();
+    assert_eq!(
+        text(&proxied, "link"),
+        format!(
+            "https://records.example.org/#invite={}",
+            text(&proxied, "code")
+        )
+    );
     // A delegate needs a real city.
     let bad = json!({"name": "x", "role": "delegate", "cities": ["Atlantis"]});
     let res = app.post_as("/api/invites", &app.token, &bad).await;
