@@ -107,7 +107,9 @@ pub struct NewDevice {
 /// Why a token was not accepted. The messages are what the client sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("a device token is required (query parameter `token` or `Authorization: Bearer`)")]
+    #[error(
+        "a device token is required: `Authorization: Bearer TOKEN` (on /sync, also the `token` query parameter or the `twinsync-token.TOKEN` WebSocket subprotocol; no other route reads a token in its URL)"
+    )]
     Missing,
     #[error("the device token is not valid")]
     Invalid,

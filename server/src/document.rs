@@ -13,7 +13,7 @@ use automerge::Automerge;
 use automerge::sync::State;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 use twinsync_shared::protocol::handshake::MAX_ID_BYTES;
 use twinsync_shared::protocol::{DocSync, Message, Refusal};
 use twinsync_shared::record::{new_document, read_document};
@@ -694,7 +694,7 @@ impl DocTask {
         for (peer, conn) in peers {
             self.on_leave(&peer, conn).await;
         }
-        info!(doc_id = %self.id, "document closed");
+        debug!(doc_id = %self.id, "document closed");
     }
 }
 

@@ -209,8 +209,18 @@ fn warn_of_missing_app(settings: &Settings) {
 /// What [`warn_of_missing_app`] says, one line for each place.
 fn missing_app(settings: &Settings) -> Vec<String> {
     let places = [
-        (&settings.app_dir, "index.html", "--app-dir", "TWINSYNC_APP_DIR"),
-        (&settings.client_dir, "twinsync_client.js", "--client-dir", "TWINSYNC_CLIENT_DIR"),
+        (
+            &settings.app_dir,
+            "index.html",
+            "--app-dir",
+            "TWINSYNC_APP_DIR",
+        ),
+        (
+            &settings.client_dir,
+            "twinsync_client.js",
+            "--client-dir",
+            "TWINSYNC_CLIENT_DIR",
+        ),
     ];
     places
         .into_iter()
@@ -448,8 +458,14 @@ mod tests {
         settings.client_dir = data.path().join("pkg");
         let said = missing_app(&settings);
         assert_eq!(said.len(), 2, "{said:?}");
-        assert!(said[0].contains("no index.html in") && said[0].contains("--app-dir"), "{said:?}");
-        assert!(said[0].contains(&data.path().join("app").display().to_string()), "{said:?}");
+        assert!(
+            said[0].contains("no index.html in") && said[0].contains("--app-dir"),
+            "{said:?}"
+        );
+        assert!(
+            said[0].contains(&data.path().join("app").display().to_string()),
+            "{said:?}"
+        );
         assert!(said[1].contains("--client-dir"), "{said:?}");
         // Both there: nothing to say.
         std::fs::create_dir(&settings.app_dir).expect("app");

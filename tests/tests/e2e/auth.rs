@@ -134,6 +134,14 @@ async fn no_token_a_wrong_one_or_an_expired_one_gets_401() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
+    // Which says how to give it here, not to do what was just done.
+    let said: Value = res.json().await.unwrap();
+    let said = said["error"].as_str().unwrap();
+    assert!(said.contains("Authorization: Bearer"), "{said}");
+    assert!(
+        said.contains("no other route reads a token in its URL"),
+        "{said}"
+    );
 
     // Health and the API description stay public.
     assert_eq!(
