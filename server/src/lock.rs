@@ -96,6 +96,22 @@ impl DataDirLock {
     }
 }
 
+/// Whether a server (or a restore) holds `dir` now: what `twinsync.lock`
+/// says, the lock let go of at once when free.
+pub fn serving(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
+    }
+}
+
 /// Locks `dir/name`, alone (and writes this process's id into it) or
 /// shared.
 fn take(

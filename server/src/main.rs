@@ -190,7 +190,9 @@ async fn main() -> anyhow::Result<()> {
             startup::run(listener, hub, startup::shutdown_signal()).await
         }
         Command::Backup { data_dir, file } => {
-            let (store, _lock) = open_existing(&data_dir)?;
+            // A copy as it is: a backup taken with a newer binary must
+            // restore with the one the server runs.
+            let (store, _lock) = open_existing(&data_dir, Migrate::No)?;
             store
                 .backup(&file)
                 .with_context(|| format!("backup to {} failed", file.display()))?;
@@ -204,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
         } => restore(&data_dir, &file, devices_from_backup),
         Command::Device(command) => device(command),
         Command::Export { data_dir } => {
-            let (store, _lock) = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir, Migrate::UnlessServed)?;
             let json = twinsync_server::seed::export(&store)?;
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
@@ -310,7 +312,8 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            let store = Store::open(&path)?;
+            let store = Store::open_unmigrated(&path)?;
+            migrate_unless_served(&store, &data_dir)?;
             let hub = hub_over(store, Settings::for_data_dir(data_dir))?;
             let new = twinsync_server::admin::check_new_device(&hub, &device.into())
                 .map_err(|e| anyhow::anyhow!(e))?;
@@ -330,7 +333,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             data_dir,
             token_ttl_days,
         } => {
-            let (store, _lock) = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir, Migrate::UnlessServed)?;
             let ttl = std::time::Duration::from_secs(token_ttl_days.saturating_mul(86_400));
             // Cities by name, as `add --city` takes them; an id the
             // database does not hold stays as it is.
@@ -388,7 +391,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 token_ttl_days,
                 ..Settings::for_data_dir(data_dir.clone())
             };
-            let (store, _lock) = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir, Migrate::UnlessServed)?;
             let hub = hub_over(store, settings)?;
             let update = DeviceUpdate {
                 name,
@@ -419,7 +422,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             id,
             token_ttl_days,
         } => {
-            let (store, _lock) = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir, Migrate::UnlessServed)?;
             let Some(was) = store.device(&id)? else {
                 anyhow::bail!("no device `{id}`");
             };
@@ -455,7 +458,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             hours,
             public_url,
         } => {
-            let (store, _lock) = open_existing(&data_dir)?;
+            let (store, _lock) = open_existing(&data_dir, Migrate::UnlessServed)?;
             let hub = hub_over(store, Settings::for_data_dir(data_dir))?;
             let new = twinsync_server::admin::check_new_device(&hub, &device.into())
                 .map_err(|e| anyhow::anyhow!(e))?;
@@ -517,7 +520,39 @@ fn hub_over(
 
 /// The store of `data_dir` for an operator's command, and the lock that
 /// keeps a restore from moving it meanwhile.
-fn open_existing(data_dir: &std::path::Path) -> anyhow::Result<(Store, DataDirLock)> {
+/// Whether a command brings the database up to this build's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Migrate {
+    /// Never: the command reads it as it is.
+    No,
+    /// When no server holds the directory. Beside a server running an
+    /// older twinsync, the command is refused: migrated under it, the
+    /// database would be one that server can no longer start on, and
+    /// every backup taken from then on one it cannot restore.
+    UnlessServed,
+}
+
+/// Migrates `store` unless a server holds `data_dir` while it is behind
+/// this build's schema, which is refused with what to do.
+fn migrate_unless_served(store: &Store, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let pending = store.migrations_pending()?;
+    anyhow::ensure!(
+        pending == 0 || !twinsync_server::lock::serving(data_dir),
+        "the database in {} is {pending} schema step(s) behind this twinsync, and a server (most \
+         likely an older twinsync) is running on it: this command would upgrade it under that \
+         server. Run the command with the server's own twinsync binary, or stop that server and \
+         start this version's `twinsync serve` first (it upgrades the database; there is no way \
+         back, so take a backup with the old binary before)",
+        data_dir.display()
+    );
+    store.migrate()?;
+    Ok(())
+}
+
+fn open_existing(
+    data_dir: &std::path::Path,
+    migrate: Migrate,
+) -> anyhow::Result<(Store, DataDirLock)> {
     let path = data_dir.join("twinsync.db");
     anyhow::ensure!(
         data_dir.is_dir(),
@@ -533,5 +568,9 @@ fn open_existing(data_dir: &std::path::Path) -> anyhow::Result<(Store, DataDirLo
         "no database at {}: is --data-dir right?",
         path.display()
     );
-    Ok((Store::open(&path)?, lock))
+    let store = Store::open_unmigrated(&path)?;
+    if migrate == Migrate::UnlessServed {
+        migrate_unless_served(&store, data_dir)?;
+    }
+    Ok((store, lock))
 }

@@ -191,7 +191,16 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path)?;
+        let store = Self::open_unmigrated(path)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens the database at `path` as it is, at whatever schema: for a
+    /// command beside a running server, which may be an older twinsync
+    /// than this one (see [`Store::migrations_pending`]).
+    pub fn open_unmigrated(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a transaction is durable when commit returns, even on power loss.
@@ -201,10 +210,23 @@ impl Store {
         // checkpoints from restarting the WAL, which grows meanwhile; once
         // it can restart, the file is cut back rather than kept at its peak.
         conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)?;
-        schema::migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Brings the schema up to this build's.
+    pub fn migrate(&self) -> Result<(), StoreError> {
+        schema::migrate(&mut self.conn())
+    }
+
+    /// The migrations this build would apply to the database (none if it
+    /// is at this build's schema; a newer one is an error when migrating).
+    pub fn migrations_pending(&self) -> Result<i64, StoreError> {
+        let applied: i64 = self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok((schema::MIGRATIONS.len() as i64 - applied).max(0))
     }
 
     /// Lists with its date each record kept before dates were (migration

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: documents, their chunks, change origins and peers' sync states.
     "CREATE TABLE documents (
         id TEXT PRIMARY KEY,

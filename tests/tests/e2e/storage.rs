@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use twinsync_shared::DocumentId;
 use twinsync_shared::record::{Edit, Kind, Record};
-use twinsync_tests::process::{ServerProcess, twinsync};
+use twinsync_tests::process::{ServerProcess, add_device, binary, twinsync};
 use twinsync_tests::{TestPeer, eventually, random_text, spawn_app, spawn_app_with};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -663,4 +663,64 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     let record = server.get_json(&format!("/api/records/{after}")).await;
     assert_eq!(record["record"]["name"]["ar"], "كلميم", "{record}");
     assert!(server.ids("city").await.contains(&before));
+}
+
+/// The schema version SQLite keeps in the database at `db`.
+fn schema_of(db: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A newer twinsync's commands beside a server that runs an older one:
+/// they do not upgrade its database under it (it could not start on it
+/// again, nor restore the backups taken since).
+#[tokio::test]
+async fn a_newer_commands_leave_an_older_servers_database_at_its_schema() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    add_device(dir, "coordinator", &[]);
+    let db = dir.join("twinsync.db");
+    // As an older twinsync left it, one step behind; a step applied again
+    // over it would fail, so any try to migrate shows.
+    let older = schema_of(&db) - 1;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", older)
+        .unwrap();
+    // The older server runs: it holds the directory.
+    let server =
+        twinsync_server::lock::DataDirLock::acquire(dir, twinsync_server::lock::Use::Serve)
+            .unwrap();
+
+    let out = std::process::Command::new(binary())
+        .args([
+            OsStr::new("device"),
+            OsStr::new("list"),
+            OsStr::new("--data-dir"),
+            dir.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("1 schema step(s) behind this twinsync"),
+        "{said}"
+    );
+    assert!(said.contains("the server's own twinsync binary"), "{said}");
+    assert_eq!(schema_of(&db), older);
+
+    // A backup is a copy as it is.
+    let copy = dir.join("copy.db");
+    twinsync([
+        OsStr::new("backup"),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+        copy.as_os_str(),
+    ]);
+    assert_eq!(schema_of(&copy), older);
+    assert_eq!(schema_of(&db), older);
+    drop(server);
 }
