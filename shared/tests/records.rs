@@ -436,6 +436,82 @@ fn a_log_read_again_finds_only_the_new_changes_fields() {
     assert_eq!(again[1..], doc.history()[1..]);
 }
 
+/// A log read afresh names what each change touched as a diff of it would,
+/// however many keystrokes it holds: those that only type into one text
+/// (found in one pass over the record) and every other change alike.
+#[test]
+fn a_log_of_keystrokes_names_the_fields_each_change_touched() {
+    use twinsync_shared::record::changed_paths;
+
+    let splice = |path: &str, index: usize, delete: usize, insert: &str| Edit::SpliceText {
+        path: path.into(),
+        index,
+        delete,
+        insert: insert.into(),
+    };
+    let mut a = meeting();
+    a.edit(
+        &commit("A decision", 200),
+        &[Edit::InsertItem {
+            path: "/decisions".into(),
+            after: Some("$end".into()),
+            item: json!({"id": "d1", "text": "Jumeler"}),
+        }],
+    )
+    .unwrap();
+    let mut b = fork(&a);
+    // Two phones type at once: one in the minutes, key by key, with a
+    // backspace, the other in the decision's words, and a status.
+    for (i, key) in "Ordre du jour، النقطة".chars().enumerate() {
+        a.edit(
+            &commit("key", 300),
+            &[splice("/minutes", i, 0, &key.to_string())],
+        )
+        .unwrap();
+    }
+    a.edit(&commit("backspace", 301), &[splice("/minutes", 3, 1, "")])
+        .unwrap();
+    for (i, key) in " les bibliothèques".chars().enumerate() {
+        b.edit(
+            &commit("key", 300),
+            &[splice("/decisions/d1/text", 7 + i, 0, &key.to_string())],
+        )
+        .unwrap();
+    }
+    b.edit(&commit("adopted", 302), &[set("/adopted", json!(true))])
+        .unwrap();
+    b.edit(&commit("title", 303), &[set("/title/fr", json!("Conseil"))])
+        .unwrap();
+    merge(&mut a, &mut b);
+    a.edit(
+        &commit("after the merge", 400),
+        &[splice("/minutes", 0, 0, "- ")],
+    )
+    .unwrap();
+
+    let log = a.history();
+    assert!(log.len() > 40, "{}", log.len());
+    for entry in &log {
+        let hash = entry.hash.parse().unwrap();
+        let deps: Vec<automerge::ChangeHash> =
+            entry.deps.iter().map(|d| d.parse().unwrap()).collect();
+        assert_eq!(
+            entry.fields,
+            changed_paths(a.doc(), &deps, &[hash]),
+            "{} ({:?})",
+            entry.hash,
+            entry.message
+        );
+    }
+    let fields: std::collections::BTreeSet<&str> = log
+        .iter()
+        .flat_map(|e| e.fields.iter().map(String::as_str))
+        .collect();
+    for field in ["/minutes", "/decisions/d1/text", "/adopted", "/title/fr"] {
+        assert!(fields.contains(field), "{fields:?}");
+    }
+}
+
 /// A delegate's changes to the club are judged op by op: a listing is a
 /// new map at a key of the index over nothing its writer had seen. What
 /// loses the merge, which no read of the record shows, is judged too.

@@ -51,7 +51,17 @@ impl TouchedFields {
 }
 
 pub(crate) fn log(doc: &Automerge, known: &mut TouchedFields) -> Vec<HistoryEntry> {
-    doc.get_changes_meta(&[])
+    let metas = doc.get_changes_meta(&[]);
+    let unknown = metas
+        .iter()
+        .filter(|c| !known.0.contains_key(&c.hash))
+        .count();
+    if unknown >= TEXT_ONLY_AFTER {
+        for (hash, fields) in text_only(doc, known) {
+            known.0.insert(hash, fields);
+        }
+    }
+    metas
         .into_iter()
         .map(|change| {
             let fields = known
@@ -70,6 +80,73 @@ pub(crate) fn log(doc: &Automerge, known: &mut TouchedFields) -> Vec<HistoryEntr
             }
         })
         .collect()
+}
+
+/// How many changes of a log, whose fields are not known yet, make it worth
+/// one pass over the whole record to find those that only type text.
+const TEXT_ONLY_AFTER: usize = 16;
+
+/// The fields of the changes `known` does not hold that only insert and
+/// delete characters of one text: that text's path. Typing makes a change
+/// a keystroke, thousands for one meeting's minutes, and a diff for each
+/// (`touched`) is a pass over the record: a log read afresh (a phone
+/// restarted, a server asked) was quadratic in them. Here all changes are
+/// rebuilt in one pass, and each text's path is found once. Any other
+/// change is left out, for `touched`.
+fn text_only(doc: &Automerge, known: &TouchedFields) -> Vec<(ChangeHash, Vec<String>)> {
+    use automerge::legacy::{Key, ObjectId, OpType};
+    let mut paths: HashMap<ObjectId, Option<String>> = HashMap::new();
+    let mut out = Vec::new();
+    for change in doc.get_changes(&[]) {
+        let hash = change.hash();
+        if known.0.contains_key(&hash) {
+            continue;
+        }
+        let ops = change.decode().operations;
+        let Some(first) = ops.first() else { continue };
+        let typing = ops.iter().all(|op| {
+            op.obj == first.obj
+                && match &op.action {
+                    OpType::Put(automerge::ScalarValue::Str(_)) => op.insert,
+                    OpType::Delete => matches!(op.key, Key::Seq(_)),
+                    _ => false,
+                }
+        });
+        if !typing {
+            continue;
+        }
+        let path = paths
+            .entry(first.obj.clone())
+            .or_insert_with(|| text_path(doc, &first.obj.to_string()));
+        if let Some(path) = path {
+            out.push((hash, vec![path.clone()]));
+        }
+    }
+    out
+}
+
+/// The path of the text object `obj` (`counter@actor`) as the record shows
+/// it now, as `changed_paths` names it: none if it is no text, or is no
+/// longer shown (deleted, or losing a conflict), which `touched` then
+/// judges.
+fn text_path(doc: &Automerge, obj: &str) -> Option<String> {
+    let (id, ObjType::Text) = doc.import(obj).ok()? else {
+        return None;
+    };
+    let heads = doc.get_heads();
+    let mut parts = Vec::new();
+    for parent in doc.parents(&id).ok()? {
+        if !parent.visible {
+            return None;
+        }
+        parts.push(match parent.prop {
+            Prop::Map(key) => key,
+            Prop::Seq(index) => item_name(doc, &parent.obj, index, &heads),
+        });
+    }
+    parts.reverse();
+    let path: String = parts.iter().map(|p| format!("/{p}")).collect();
+    (!path.is_empty() && path != "/schema" && path != "/kind").then_some(path)
 }
 
 /// The fields a change touched: the paths of the patches from its deps to it.
