@@ -22,13 +22,32 @@ const app = {
   byUrl: new Map(),
   /** Search text per record id, built on first search and kept fresh. */
   texts: new Map(),
-  /** The device that created a meeting or report, by record id, as the server said (`creatorOf`). */
-  creators: new Map(),
+  /**
+   * The device that created a meeting or report, by record id, as the
+   * server said (`creatorOf`) or as made here: kept on the phone, as a
+   * record's creator never changes and the server is asked only online.
+   */
+  creators: keptCreators(),
   query: "",
   /** The record view on screen: its id and its field editors by path. */
   view: null,
 };
 const tr = (key, vars) => t(app.lang, key, vars);
+
+/** The creators kept on the phone (`noteCreator`). */
+function keptCreators() {
+  try {
+    return new Map(Object.entries(JSON.parse(localStorage.getItem("creators") ?? "{}") ?? {}));
+  } catch {
+    return new Map();
+  }
+}
+
+/** Notes that device `creator` made record `id`, here and on the phone. */
+function noteCreator(id, creator) {
+  app.creators.set(bare(id), creator);
+  try { localStorage.setItem("creators", JSON.stringify(Object.fromEntries(app.creators))); } catch { /* full: kept for this page */ }
+}
 
 /**
  * `tr` as nodes, each value in a `<bdi>`: what the server or the browser
@@ -839,7 +858,7 @@ async function creatorOf(id, view) {
   try {
     const res = await api(`/api/records/${key}`, { signal: AbortSignal.timeout(5000) });
     if (!res.ok) return;
-    app.creators.set(key, (await res.json()).created_by ?? null);
+    noteCreator(key, (await res.json()).created_by ?? null);
   } catch { return; }
   if (app.view?.id !== id || app.view.at !== null) return;
   let now;
@@ -1366,6 +1385,8 @@ function newView(kind) {
       // The record exists: the form, and whichever copy of it may have
       // been drawn since, hold nothing left to lose.
       const goTo = (id, keptOnPhone = true) => {
+        // This device made it, and may write it wherever it goes.
+        if (app.me) noteCreator(id, app.me.id);
         view.dirty = false;
         if (app.view?.new === kind) app.view.dirty = false;
         // Not kept on the phone, the record lives in this page alone: its

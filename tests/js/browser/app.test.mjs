@@ -2364,6 +2364,17 @@ test("a delegate attending a meeting another device created cannot drop themselv
     assert.equal(await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "why not"), STRINGS.ar.moveNotYours);
     await until(page, (sel) => document.querySelector(sel)?.checked === true || null, box, "the box ticked again");
     assert.deepEqual(await page.evaluate((id) => window.twinsync.read(id).record.attendees, meeting.id), record.attendees);
+    // Days later, offline, the app started again: who made the meeting is
+    // still known, with no server to ask.
+    await context.setOffline(true);
+    await page.reload();
+    await until(page, (id) => { try { return window.twinsync.read(id); } catch { return null; } }, meeting.id, "the meeting on the phone");
+    await show(page, `#/r/${meeting.id}`);
+    await page.waitForSelector(box);
+    await page.click(box);
+    assert.equal(await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "why not, offline"), STRINGS.ar.moveNotYours);
+    await until(page, (sel) => document.querySelector(sel)?.checked === true || null, box, "the box ticked again, offline");
+    assert.deepEqual(await page.evaluate((id) => window.twinsync.read(id).record.attendees, meeting.id), record.attendees);
     await context.close();
   });
 });
