@@ -58,9 +58,37 @@ const trIsolated = (key, vars) => pieces(app.lang, key, vars, (value) => h("bdi"
 /** What went wrong in the person's language, then what was said, isolated. */
 const explained = (said, detail) => [said, " ", h("bdi", { class: "detail" }, `(${detail})`)];
 
-if ("serviceWorker" in navigator) {
-  navigator.serviceWorker.register("/sw.js", { updateViaCache: "none" }).catch((e) => console.warn("no offline shell:", e));
+/**
+ * The offline shell (`sw.js`): until a version of it is installed whole,
+ * the app does not open without a network, though every record is on the
+ * phone. An install that failed (a file cut off on a poor link) is said in
+ * the sync bar, and tried again whenever the phone comes online or the app
+ * is shown again. `app.shell`: "ready", "failed", or undefined meanwhile.
+ */
+function installShell() {
+  if (!("serviceWorker" in navigator)) return;
+  navigator.serviceWorker.register("/sw.js", { updateViaCache: "none" }).then((reg) => {
+    if (reg.active) return shellIs("ready");
+    const worker = reg.installing ?? reg.waiting;
+    worker?.addEventListener("statechange", () => {
+      if (worker.state === "activated") shellIs("ready");
+      else if (worker.state === "redundant" && !reg.active) shellIs("failed");
+    });
+  }).catch((e) => {
+    console.warn("no offline shell:", e);
+    shellIs("failed");
+  });
 }
+
+function shellIs(state) {
+  app.shell = state;
+  try { if (app.client) syncBar(app.client.status()); } catch { /* no client yet */ }
+}
+
+installShell();
+const retryShell = () => { if (app.shell === "failed" && navigator.onLine) installShell(); };
+window.addEventListener("online", retryShell);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) retryShell(); });
 
 // ----- Signing in ----------------------------------------------------------
 
@@ -312,6 +340,9 @@ function syncBar(s) {
     s.unconfirmed ? plural(app.lang, "waiting", s.unconfirmed) : "",
     s.deferred ? plural(app.lang, "deferred", s.deferred) : "",
   ].filter(Boolean).join(tr("listSeparator"));
+  const shell = $("#sync-shell");
+  shell.hidden = app.shell !== "failed";
+  shell.textContent = shell.hidden ? "" : tr("shellNotReady");
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
   // Screen readers hear the state, not every record counted while syncing,
   // and what the server refused, which the bar shows beside the state.

@@ -29,7 +29,9 @@ self.addEventListener("install", (event) => {
   // All or nothing: a version with a file missing is never used.
   event.waitUntil(
     caches.open(CACHE)
-      .then((c) => c.addAll(SHELL.map((url) => new Request(url, { cache: "reload" }))))
+      // Checked with the server, not fetched again: on a poor link a file
+      // the page has just loaded costs a "not modified", not its bytes.
+      .then((c) => c.addAll(SHELL.map((url) => new Request(url, { cache: "no-cache" }))))
       .then(() => self.skipWaiting()),
   );
 });

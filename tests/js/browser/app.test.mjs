@@ -5,7 +5,8 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync, statSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as Automerge from "@automerge/automerge";
 import { generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo";
@@ -178,6 +179,33 @@ test("after one online visit, the app reloads with no network at all and shows e
     await until(page, () => document.querySelectorAll("form.record .field").length > 0, undefined, "a record's fields offline");
     await context.close();
   });
+});
+
+test("an offline shell that failed to install is said in the sync bar and installed once the phone is online again", async () => {
+  // The app as served, one file of the shell missing: its install fails,
+  // as one cut off on a poor link would.
+  const appDir = mkdtempSync(join(tmpdir(), "twinsync-app-"));
+  cpSync(join(root, "app"), appDir, { recursive: true });
+  const icon = join(appDir, "icons/icon-512.png");
+  const iconBytes = (await import("node:fs")).readFileSync(icon);
+  rmSync(icon);
+  try {
+    await withServer(async (server) => {
+      const { page, context } = await signIn(server, { name: "Delegate", role: "coordinator" });
+      await upToDate(page);
+      const said = await until(page, () => (document.querySelector("#sync-shell:not([hidden])")?.textContent || null), undefined, "the shell said not ready");
+      assert.equal(said, STRINGS.ar.shellNotReady);
+      assert.equal(await page.evaluate(() => navigator.serviceWorker.controller), null);
+      // The file is back; the phone comes online again.
+      writeFileSync(icon, iconBytes);
+      await page.evaluate(() => window.dispatchEvent(new Event("online")));
+      await until(page, () => navigator.serviceWorker.controller !== null, undefined, "the service worker in control");
+      await until(page, () => document.querySelector("#sync-shell")?.hidden || null, undefined, "the note gone");
+      await context.close();
+    }, { appDir });
+  } finally {
+    rmSync(appDir, { recursive: true, force: true });
+  }
 });
 
 test("meetings are listed newest first with their dates, in the person's language, as the server lists them", async () => {

@@ -36,7 +36,7 @@ export function addDevice(dir, role = "coordinator", extra = []) {
  * server object carries a coordinator's `token` and `api(path)`, a fetch
  * signed in with it.
  */
-export function startServer({ dir, port = 0, args = [] }) {
+export function startServer({ dir, port = 0, args = [], appDir = join(root, "app") }) {
   const token = addDevice(dir);
   const child = spawn(
     binary,
@@ -44,7 +44,7 @@ export function startServer({ dir, port = 0, args = [] }) {
       "serve",
       "--listen", `127.0.0.1:${port}`,
       "--data-dir", dir,
-      "--app-dir", join(root, "app"),
+      "--app-dir", appDir,
       "--client-dir", join(root, "client-wasm/pkg"),
       ...args,
     ],
@@ -91,9 +91,9 @@ export function startServer({ dir, port = 0, args = [] }) {
  * directory, started with `args`; stops it and removes the directory
  * whatever happens.
  */
-export async function withServer(body, { args = [] } = {}) {
+export async function withServer(body, { args = [], appDir } = {}) {
   const dir = dataDir();
-  const server = await startServer({ dir, args });
+  const server = await startServer({ dir, args, appDir });
   try {
     return await body(server, dir);
   } finally {
