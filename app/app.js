@@ -126,9 +126,14 @@ async function signIn() {
         ?? (res.status >= 500 ? "signinServer" : undefined);
       throw Object.assign(new Error(body?.error ?? `${res.status} ${res.statusText}`), { key });
     }
+    // The lists of the last sign-in go. Its drafts wait for who this
+    // device now is (`settleDrafts`): a delegate whose token lapsed, told
+    // to ask for a new invite, keeps what they were typing.
+    const before = JSON.parse(localStorage.getItem("me") ?? "null");
     localStorage.setItem("token", body.token);
     localStorage.removeItem("me");
-    forgetKept();
+    forgetKept({ drafts: false });
+    localStorage.setItem("draftsOf", JSON.stringify(before?.person ?? null));
     app.me = null;
   }
   return localStorage.getItem("token");
@@ -141,8 +146,23 @@ async function whoAmI() {
     if (res.ok) {
       app.me = await res.json();
       localStorage.setItem("me", JSON.stringify(app.me));
+      settleDrafts();
     }
   } catch { /* offline: keep the last known answer */ }
+}
+
+/**
+ * After a new invite, keeps the drafts of new records if this device is
+ * the same person's as before, and forgets them otherwise (a phone passed
+ * on; or a sign-in with no person to tell by).
+ */
+function settleDrafts() {
+  const of = localStorage.getItem("draftsOf");
+  if (of === null || !app.me) return;
+  localStorage.removeItem("draftsOf");
+  let person = null;
+  try { person = JSON.parse(of); } catch { /* unreadable: another's */ }
+  if (!person || bare(person) !== bare(app.me.person)) forgetKept({ lists: false });
 }
 
 /**
@@ -1773,9 +1793,9 @@ async function kept(path) {
  * unless told not to, the drafts of new records (the last person's typing,
  * on a phone passed on).
  */
-function forgetKept({ drafts = true } = {}) {
+function forgetKept({ lists = true, drafts = true } = {}) {
   for (const key of Object.keys(localStorage)) {
-    if (key.startsWith("kept:") || (drafts && key.startsWith("draft:"))) localStorage.removeItem(key);
+    if ((lists && key.startsWith("kept:")) || (drafts && key.startsWith("draft:"))) localStorage.removeItem(key);
   }
 }
 

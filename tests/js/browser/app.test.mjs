@@ -792,6 +792,41 @@ test("a delegate's draft of a new record outlives every start until it is create
   });
 });
 
+test("a draft outlives a new invite for the same person, and not one for another", async () => {
+  await withServer(async (server) => {
+    const people = await twoPeople(server);
+    const { page, context } = await signIn(server, { name: "Aïcha's phone", role: "delegate", person: people.a, cities: [people.city] });
+    await knownAs(page, "delegate");
+    await show(page, "#/new/report");
+    await page.waitForSelector('form.new input[name="title.fr"]');
+    await page.fill('form.new input[name="title.fr"]', "Visite à Dakar");
+    // Signed in again with a new invite, as the app says to when a token
+    // lapsed: the same person's, then another's.
+    const reinvite = async (person) => {
+      const res = await server.api("/api/invites", {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name: "Phone", role: "delegate", person, cities: [people.city] }),
+      });
+      const { link } = await res.json();
+      const old = await page.evaluate(() => localStorage.getItem("token"));
+      const asked = page.waitForResponse((r) => r.url().endsWith("/api/me"));
+      await page.goto(link);
+      await until(page, (old) => { const t = localStorage.getItem("token"); return t && t !== old ? t : null; }, old, "signed in again");
+      await asked;
+      await until(page, () => localStorage.getItem("draftsOf") === null || null, undefined, "the drafts settled");
+      await show(page, "#/new/report");
+      await page.waitForSelector('form.new input[name="title.fr"]');
+    };
+    await reinvite(people.a);
+    await page.waitForSelector("p.note.draft");
+    assert.equal(await page.inputValue('form.new input[name="title.fr"]'), "Visite à Dakar");
+    await reinvite(people.b);
+    assert.equal(await page.$("p.note.draft"), null);
+    assert.equal(await page.inputValue('form.new input[name="title.fr"]'), "");
+    await context.close();
+  });
+});
+
 test("a new record's form is not drawn again by records arriving, and Create goes to the record", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
