@@ -131,7 +131,16 @@ struct Entry {
     /// screen redrawn at each change someone else types reads the log
     /// again, and only the new changes need a diff.
     touched: RefCell<TouchedFields>,
+    /// The changes the server has not confirmed, as last counted: at the
+    /// record's heads and the server's then. The status is read after
+    /// each keystroke, and a phone offline for days holds thousands of
+    /// such changes: counted again only since those heads.
+    unconfirmed: RefCell<Option<Counted>>,
 }
+
+/// A count of a record's unconfirmed changes: the record's heads and the
+/// server's when counted, and how many.
+type Counted = (Vec<ChangeHash>, Vec<ChangeHash>, usize);
 
 impl Entry {
     fn new(id: DocumentId, doc: Automerge) -> Self {
@@ -143,6 +152,7 @@ impl Entry {
             stored_state: None,
             summary: RefCell::new(None),
             touched: RefCell::default(),
+            unconfirmed: RefCell::new(None),
         }
     }
 
@@ -981,12 +991,37 @@ impl Replica {
     pub fn unconfirmed_by_record(&self) -> BTreeMap<DocumentId, usize> {
         self.docs
             .iter()
-            .map(|(id, e)| {
-                let confirmed = self.server_heads(e);
-                (*id, e.doc.get_changes_meta(&confirmed).len())
-            })
+            .map(|(id, e)| (*id, self.unconfirmed_in(e)))
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+
+    /// The changes of `e` the server has not confirmed. While what the
+    /// server confirmed stands, every change new since the last count is
+    /// unconfirmed too (none is an ancestor of what it confirmed, which
+    /// the record held then with all its ancestors): only those are
+    /// listed.
+    fn unconfirmed_in(&self, e: &Entry) -> usize {
+        let confirmed = self.server_heads(e);
+        let heads = e.doc.get_heads();
+        let mut kept = e.unconfirmed.borrow_mut();
+        let n = match kept.as_ref() {
+            Some((at, then, n))
+                if *then == confirmed
+                    && at
+                        .iter()
+                        .all(|h| e.doc.get_change_meta_by_hash(h).is_some()) =>
+            {
+                if *at == heads {
+                    *n
+                } else {
+                    n + e.doc.get_changes_meta(at).len()
+                }
+            }
+            _ => e.doc.get_changes_meta(&confirmed).len(),
+        };
+        *kept = Some((heads, confirmed, n));
+        n
     }
 
     /// Whether this device holds every change the server said it has of

@@ -76,3 +76,47 @@ fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
         "the server holds the phone's edit"
     );
 }
+
+/// The changes not yet confirmed, counted after each keystroke as the
+/// status is: each new key adds one, and what the server confirms leaves.
+#[test]
+fn the_unconfirmed_count_follows_each_key_and_each_confirmation() {
+    let records = demo::build().unwrap();
+    let club = demo_record(&records, Kind::Club);
+    let meeting = demo_record(&records, Kind::Meeting);
+    let (mut server, mut phone) = joined(club.id);
+    let phone_id = phone.peer_id().clone();
+    server.hold(&phone_id, club.id, club.doc.doc().clone());
+    let mut meeting_doc = new_document();
+    meeting_doc
+        .apply_changes(meeting.doc.doc().get_changes(&[]))
+        .unwrap();
+    server.hold(&phone_id, meeting.id, meeting_doc);
+    exchange(&mut server, &mut phone, |_, p| {
+        p.read(meeting.id).is_ok() && p.unconfirmed() == 0
+    });
+    let key = |phone: &mut twinsync_client::replica::Replica, at: usize| {
+        phone
+            .edit(
+                meeting.id,
+                vec![Edit::SpliceText {
+                    path: "/minutes".into(),
+                    index: at,
+                    delete: 0,
+                    insert: "ك".into(),
+                }],
+                &Commit::new("key", NOW),
+            )
+            .unwrap();
+    };
+    for typed in 1..=5 {
+        key(&mut phone, 0);
+        assert_eq!(phone.unconfirmed(), typed);
+        assert_eq!(phone.unconfirmed_by_record().get(&meeting.id), Some(&typed));
+    }
+    exchange(&mut server, &mut phone, |_, p| p.unconfirmed() == 0);
+    for typed in 1..=3 {
+        key(&mut phone, 1);
+        assert_eq!(phone.unconfirmed(), typed);
+    }
+}
