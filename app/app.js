@@ -43,9 +43,13 @@ function keptCreators() {
   }
 }
 
-/** Notes that device `creator` made record `id`, here and on the phone. */
+/**
+ * Notes that device `creator` made record `id`, here and on the phone,
+ * beside what other tabs noted since this one started.
+ */
 function noteCreator(id, creator) {
   app.creators.set(bare(id), creator);
+  for (const [kept, by] of keptCreators()) if (!app.creators.has(kept)) app.creators.set(kept, by);
   try { localStorage.setItem("creators", JSON.stringify(Object.fromEntries(app.creators))); } catch { /* full: kept for this page */ }
 }
 
@@ -1172,9 +1176,17 @@ function conflictList(records) {
 }
 
 /** One of a disagreement's values, as the person reads it, for `field` (the field at its path). */
-function valueSaid(field, v) {
+function valueSaid(field, v, { plain = false } = {}) {
   if (field?.name === "removed") return tr(v.value ? "itemRemoved" : "itemKept");
-  return typeof v.value === "object" ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value);
+  if (!plain || v.value === null || v.value === undefined || v.value === "") {
+    return typeof v.value === "object" && v.value !== null ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value);
+  }
+  // For a file, as its other cells: dates in ISO and numbers in ASCII
+  // digits, which spreadsheets sort, and no isolates around a set's members.
+  const one = (x) => (field?.type === "ref" || REF_KIND[field?.name] ? titleOf(x)
+    : field?.values ? tr(`value.${x}`) : field?.type === "bool" ? tr(x ? "yes" : "no") : String(x));
+  if (Array.isArray(v.value)) return v.value.map(one).join(" | ");
+  return typeof v.value === "object" ? JSON.stringify(v.value) : one(v.value);
 }
 
 /**
@@ -1182,11 +1194,11 @@ function valueSaid(field, v) {
  * printed sheet: each field by its label, then every value
  * (`Status: In force · Suspended`).
  */
-function disagreementLines(view) {
+function disagreementLines(view, { plain = false } = {}) {
   return (view.conflicts ?? []).map((c) => {
     const { field } = fieldAt(app.schema, view.kind, c.path);
     const label = pathLabel(view.kind, c.path, view.record);
-    return `${label.textContent}: ${c.values.map((v) => valueSaid(field, v)).join(" · ")}`;
+    return `${label.textContent}: ${c.values.map((v) => valueSaid(field, v, { plain })).join(" · ")}`;
   });
 }
 
@@ -1563,14 +1575,17 @@ function dashboardView() {
   // while the server is asked again.
   drawRecent(latest(runsOf(local), app.recentArrived ?? new Map()), app.recentNames ?? new Map());
   // With the server: who delivered each change, when it arrived, and
-  // changes not yet here. The newest of each record by each device: a
-  // phone back online after days sends a change a keystroke, and the last
-  // 30 would all be the minutes typed last, leaving the other records it
-  // changed placed by when they were written, days down the list.
-  api("/api/changes?limit=30&per=writer").then(async (res) => {
+  // changes not yet here. The last 30 changes, and the newest of each
+  // record by each device: a phone back online after days sends a change
+  // a keystroke, and the last 30 would all be the minutes typed last,
+  // leaving the other records it changed placed by when they were
+  // written, days down the list.
+  const asked = (query) => api(`/api/changes?${query}`).then((res) => (res.ok ? res.json() : null));
+  Promise.all([asked("limit=30"), asked("limit=30&per=writer")]).then(async ([last, perWriter]) => {
     // A dashboard drawn since, or another screen, does not wait on this one.
-    if (!res.ok || app.view !== view) return;
-    const delivered = await res.json();
+    if (!last || !perWriter || app.view !== view) return;
+    const byHash = new Map([...last, ...perWriter].map((c) => [c.hash, c]));
+    const delivered = [...byHash.values()];
     // A change with no device is the server's own (the initial data, a
     // record brought up to a newer schema).
     const names = new Map(delivered.map((c) => [c.hash, c.device ? c.device_name ?? c.device : tr("byServer")]));
@@ -1703,7 +1718,7 @@ function exportSection() {
       if (f.type === "list") return [v.map((item) => showItem(ctx, f.fields, item, { plain: true })).join("\n")];
       if (Array.isArray(v)) return [v.map((m) => said(f, m)).join(" | ")];
       return [said(f, v)];
-    }), disagreementLines(view).join("\n")].map(cell).join(sep));
+    }), disagreementLines(view, { plain: true }).join("\n")].map(cell).join(sep));
     // A byte-order mark so spreadsheets read Arabic as UTF-8.
     return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";
   };

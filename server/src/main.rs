@@ -539,8 +539,8 @@ fn migrate_unless_served(store: &Store, data_dir: &std::path::Path) -> anyhow::R
     anyhow::ensure!(
         pending == 0 || !twinsync_server::lock::serving(data_dir),
         "the database in {} is {pending} schema step(s) behind this twinsync, and a server (most \
-         likely an older twinsync) is running on it: this command would upgrade it under that \
-         server. Run the command with the server's own twinsync binary, or stop that server and \
+         likely an older twinsync) is running on it, or its lock cannot be read: this command \
+         would upgrade it under that server. Run the command with the server's own twinsync binary, or stop that server and \
          start this version's `twinsync serve` first (it upgrades the database; there is no way \
          back, so take a backup with the old binary before)",
         data_dir.display()

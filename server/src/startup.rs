@@ -180,7 +180,7 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     }
     // Before any accept can start: a batch accepted but never applied is
     // judged again rather than gone.
-    match store.reopen_unapplied() {
+    match store.reopen_unapplied(time::OffsetDateTime::now_utc().unix_timestamp()) {
         Ok(ids) if ids.is_empty() => {}
         Ok(ids) => tracing::warn!(
             ?ids,

@@ -152,7 +152,6 @@ governance; a permanent frame for consultation, coordination and joint action be
 international communes.\n\
 مأسسة التوأمة وشراكات البلديات وفق القانون الدولي ومعايير الحكامة الجيدة.";
 
-/// Builds every record of the demo club; the club itself comes first.
 /// The club's name in its three languages.
 fn club_name() -> Value {
     json!({
@@ -176,6 +175,7 @@ pub fn empty_club() -> Result<DemoRecord, EditError> {
     })
 }
 
+/// Builds every record of the demo club; the club itself comes first.
 pub fn build() -> Result<Vec<DemoRecord>, EditError> {
     let mut out = Vec::new();
     let mut index = serde_json::Map::new();

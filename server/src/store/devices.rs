@@ -57,6 +57,10 @@ pub enum InvitedBy<'a> {
 /// id, which is base58 and has no parentheses.
 const BY_OPERATOR: &str = "(operator)";
 
+/// How long before the last start accepted batches are looked at again
+/// by [`Store::reopen_unapplied`]: a day, for a clock set back.
+const ACCEPTS_RECHECKED: i64 = 86_400;
+
 /// An invite as created: the code is shown once and never stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invite {
@@ -1167,14 +1171,26 @@ impl Store {
     /// then appends its changes: a server stopped in between, or a failed
     /// append whose `reopen` failed too, would leave the batch off the
     /// review list with its changes in no record. Run at start, before any
-    /// accept can be under way.
-    pub fn reopen_unapplied(&self) -> Result<Vec<i64>, StoreError> {
+    /// accept can be under way (`now`, the start). Only batches decided
+    /// since the last start (a day before it, for a clock set back) are
+    /// looked at: those before were looked at then.
+    pub fn reopen_unapplied(&self, now: i64) -> Result<Vec<i64>, StoreError> {
         let accepted: Vec<(i64, String, String)> = {
             let conn = self.conn();
+            let since: i64 = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'accepts_checked_at'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .and_then(|v| v.parse().ok())
+                .map_or(i64::MIN, |at: i64| at.saturating_sub(ACCEPTS_RECHECKED));
             let mut stmt = conn.prepare(
-                "SELECT id, doc_id, hashes FROM quarantine WHERE status = 'accepted' ORDER BY id",
+                "SELECT id, doc_id, hashes FROM quarantine
+                 WHERE status = 'accepted' AND decided_at >= ?1 ORDER BY id",
             )?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?
         };
         let mut reopened = Vec::new();
@@ -1193,6 +1209,11 @@ impl Store {
                 reopened.push(id);
             }
         }
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES ('accepts_checked_at', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = ?1",
+            [now.to_string()],
+        )?;
         Ok(reopened)
     }
 
@@ -1286,6 +1307,34 @@ mod tests {
     }
 
     #[test]
+    fn accepted_batches_decided_well_before_the_last_start_are_not_looked_at_again() {
+        let (_dir, store) = store();
+        let doc = DocumentId::random();
+        let hashes = vec!["ef".repeat(32)];
+        let id = store
+            .quarantine(&refused(doc, &hashes, b"old"), 100, 1 << 20)
+            .unwrap()
+            .id;
+        // Looked at a day and more after its decision, as if applied.
+        assert!(store.decide(id, "accepted", "coordinator", 101).unwrap());
+        assert_eq!(store.reopen_unapplied(101).unwrap(), vec![id]);
+        assert!(store.decide(id, "accepted", "coordinator", 101).unwrap());
+        assert_eq!(
+            store.reopen_unapplied(101 + ACCEPTS_RECHECKED + 1).unwrap(),
+            vec![id],
+            "decided within a day of the last start: looked at again"
+        );
+        assert!(store.decide(id, "accepted", "coordinator", 101).unwrap());
+        assert_eq!(
+            store
+                .reopen_unapplied(101 + 2 * ACCEPTS_RECHECKED + 3)
+                .unwrap(),
+            Vec::<i64>::new(),
+            "decided over a day before the last start"
+        );
+    }
+
+    #[test]
     fn an_accepted_batch_its_record_lacks_is_pending_again_at_start() {
         let (_dir, store) = store();
         let doc = DocumentId::random();
@@ -1312,7 +1361,7 @@ mod tests {
                 params![applied, doc.to_string()],
             )
             .unwrap();
-        assert_eq!(store.reopen_unapplied().unwrap(), vec![two]);
+        assert_eq!(store.reopen_unapplied(200).unwrap(), vec![two]);
         let pending: Vec<i64> = store
             .quarantined(Some("pending"))
             .unwrap()
@@ -1328,7 +1377,7 @@ mod tests {
             .collect();
         assert_eq!(accepted, vec![one]);
         // Nothing more to do the next time.
-        assert_eq!(store.reopen_unapplied().unwrap(), Vec::<i64>::new());
+        assert_eq!(store.reopen_unapplied(200).unwrap(), Vec::<i64>::new());
     }
 
     /// A phone sends a refused change again with what it typed since: the

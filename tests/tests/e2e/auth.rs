@@ -941,7 +941,8 @@ async fn a_batch_accepted_but_never_applied_is_pending_again_after_a_restart() {
     let db = rusqlite::Connection::open(data_dir.join("twinsync.db")).unwrap();
     let claimed = db
         .execute(
-            "UPDATE quarantine SET status = 'accepted', decided_by = 'coordinator', decided_at = 1
+            "UPDATE quarantine SET status = 'accepted', decided_by = 'coordinator',
+             decided_at = CAST(strftime('%s', 'now') AS INTEGER)
              WHERE id = ?1",
             [id],
         )
