@@ -792,6 +792,48 @@ test("a delegate's draft of a new record outlives every start until it is create
   });
 });
 
+test("a record changed offline days ago shows among the dashboard's recent changes when it arrives after a long typing session", async () => {
+  await withServer(async (server) => {
+    const all = await (await server.api("/api/records")).json();
+    const project = all.find((r) => r.kind === "project").id;
+    const meeting = all.find((r) => r.kind === "meeting").id;
+    // A travelling phone, offline, its clock twelve days back: it changes
+    // the project then.
+    const phone = await signIn(server, { name: "Travelling phone", role: "coordinator" });
+    await upToDate(phone.page);
+    await phone.context.setOffline(true);
+    const now = Date.now();
+    await phone.context.clock.setFixedTime(new Date(now - 12 * 86_400_000));
+    await phone.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/status", value: "on_hold" }], "on hold"), project);
+    await phone.context.clock.setFixedTime(new Date(now));
+    // Meanwhile the secretariat changes every other record.
+    const { page, context } = await signIn(server, { name: "Secretariat", role: "coordinator" });
+    await upToDate(page);
+    for (const r of all.filter((r) => ![project, meeting].includes(r.id) && r.kind !== "club")) {
+      const path = ["city", "person"].includes(r.kind) ? "/name/en" : "/title/en";
+      await page.evaluate(([id, path]) => window.twinsync.edit(id, [{ op: "set", path, value: "Checked" }], "checked"), [r.id, path]);
+    }
+    await upToDate(page);
+    // The server notes arrivals to the second: the phone's come later.
+    await page.waitForTimeout(2_000);
+    // The phone comes back, its project change arrives, and it types 40
+    // keys of minutes at once: the last 30 changes are all keys.
+    await phone.context.setOffline(false);
+    await upToDate(phone.page);
+    for (let i = 0; i < 40; i++) {
+      await phone.page.evaluate(([id, i]) => window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: i, delete: 0, insert: "k" }], "key"), [meeting, i]);
+    }
+    await upToDate(phone.page);
+    await until(phone.page, () => window.twinsync.status().unconfirmed === 0 || null, undefined, "every key on the server");
+    await show(page, "#/dashboard");
+    const line = await until(page, (id) => document.querySelector(`ol.recent a[href="#/r/${id}"]`)?.closest("li").textContent, project, "the project among the recent changes");
+    // Placed by its arrival, and saying so beside when it was written.
+    const received = STRINGS.ar.receivedAt.split("{")[0].trim();
+    assert.ok(line.includes(received), line);
+    for (const p of [phone, { context }]) await p.context.close();
+  });
+});
+
 test("a draft outlives a new invite for the same person, and not one for another", async () => {
   await withServer(async (server) => {
     const people = await twoPeople(server);
