@@ -478,6 +478,14 @@ fn a_log_of_keystrokes_names_the_fields_each_change_touched() {
         )
         .unwrap();
     }
+    // Meanwhile the first phone removes the decision.
+    a.edit(
+        &commit("remove", 301),
+        &[Edit::RemoveItem {
+            path: "/decisions/d1".into(),
+        }],
+    )
+    .unwrap();
     b.edit(&commit("adopted", 302), &[set("/adopted", json!(true))])
         .unwrap();
     b.edit(&commit("title", 303), &[set("/title/fr", json!("Conseil"))])
@@ -488,6 +496,14 @@ fn a_log_of_keystrokes_names_the_fields_each_change_touched() {
         &[splice("/minutes", 0, 0, "- ")],
     )
     .unwrap();
+    // The other phone, having seen the removal, types in the decision
+    // again: the change keeps it against the removal, which a diff names.
+    b.edit(
+        &commit("kept", 402),
+        &[splice("/decisions/d1/text", 0, 0, "« ")],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
 
     let log = a.history();
     assert!(log.len() > 40, "{}", log.len());
@@ -507,6 +523,14 @@ fn a_log_of_keystrokes_names_the_fields_each_change_touched() {
         .iter()
         .flat_map(|e| e.fields.iter().map(String::as_str))
         .collect();
+    assert!(
+        log.last()
+            .unwrap()
+            .fields
+            .contains(&"/decisions/d1/removed".to_owned()),
+        "{:?}",
+        log.last()
+    );
     for field in ["/minutes", "/decisions/d1/text", "/adopted", "/title/fr"] {
         assert!(fields.contains(field), "{fields:?}");
     }

@@ -91,11 +91,15 @@ const TEXT_ONLY_AFTER: usize = 16;
 /// a keystroke, thousands for one meeting's minutes, and a diff for each
 /// (`touched`) is a pass over the record: a log read afresh (a phone
 /// restarted, a server asked) was quadratic in them. Here all changes are
-/// rebuilt in one pass, and each text's path is found once. Any other
-/// change is left out, for `touched`.
+/// rebuilt in one pass, and each text's path is found once. A keystroke in
+/// a list item's text also marks the item kept (`removed: false`, the old
+/// values deleted first): that is no field either, unless the item was
+/// removed before, which is looked up for it. Any other change is left
+/// out, for `touched`.
 fn text_only(doc: &Automerge, known: &TouchedFields) -> Vec<(ChangeHash, Vec<String>)> {
+    use automerge::ScalarValue;
     use automerge::legacy::{Key, ObjectId, OpType};
-    let mut paths: HashMap<ObjectId, Option<String>> = HashMap::new();
+    let mut places: HashMap<ObjectId, Option<TextPlace>> = HashMap::new();
     let mut out = Vec::new();
     for change in doc.get_changes(&[]) {
         let hash = change.hash();
@@ -103,50 +107,81 @@ fn text_only(doc: &Automerge, known: &TouchedFields) -> Vec<(ChangeHash, Vec<Str
             continue;
         }
         let ops = change.decode().operations;
-        let Some(first) = ops.first() else { continue };
-        let typing = ops.iter().all(|op| {
-            op.obj == first.obj
-                && match &op.action {
-                    OpType::Put(automerge::ScalarValue::Str(_)) => op.insert,
-                    OpType::Delete => matches!(op.key, Key::Seq(_)),
-                    _ => false,
-                }
+        // The one text typed in, and the one item marked kept, if any.
+        let (mut text, mut item): (Option<&ObjectId>, Option<&ObjectId>) = (None, None);
+        fn same<'a>(slot: &mut Option<&'a ObjectId>, obj: &'a ObjectId) -> bool {
+            *slot.get_or_insert(obj) == obj
+        }
+        let kept_mark = |key: &Key| matches!(key, Key::Map(k) if k == ITEM_REMOVED.name);
+        let typing = ops.iter().all(|op| match &op.action {
+            OpType::Put(ScalarValue::Str(_)) if op.insert => same(&mut text, &op.obj),
+            OpType::Delete if matches!(op.key, Key::Seq(_)) => same(&mut text, &op.obj),
+            OpType::Delete | OpType::Put(ScalarValue::Boolean(false))
+                if !op.insert && kept_mark(&op.key) =>
+            {
+                same(&mut item, &op.obj)
+            }
+            _ => false,
         });
-        if !typing {
+        let Some(text) = text.filter(|_| typing) else {
             continue;
+        };
+        let Some(place) = places
+            .entry(text.clone())
+            .or_insert_with(|| text_place(doc, &text.to_string()))
+        else {
+            continue;
+        };
+        if let Some(item) = item {
+            // The item marked must be the one holding the text, and not
+            // removed before the change: else a diff says what it did.
+            let kept_as_typed = doc
+                .import_obj(&item.to_string())
+                .ok()
+                .filter(|marked| place.parent.as_ref() == Some(marked))
+                .is_some_and(|marked| !removed_at(doc, &marked, change.deps()));
+            if !kept_as_typed {
+                continue;
+            }
         }
-        let path = paths
-            .entry(first.obj.clone())
-            .or_insert_with(|| text_path(doc, &first.obj.to_string()));
-        if let Some(path) = path {
-            out.push((hash, vec![path.clone()]));
-        }
+        out.push((hash, vec![place.path.clone()]));
     }
     out
 }
 
-/// The path of the text object `obj` (`counter@actor`) as the record shows
-/// it now, as `changed_paths` names it: none if it is no text, or is no
-/// longer shown (deleted, or losing a conflict), which `touched` then
-/// judges.
-fn text_path(doc: &Automerge, obj: &str) -> Option<String> {
+/// Where a text object is in the record: its path, as `changed_paths`
+/// names it, and the map holding it when that is a list item.
+struct TextPlace {
+    path: String,
+    parent: Option<automerge::ObjId>,
+}
+
+/// The place of the text object `obj` (`counter@actor`) as the record
+/// shows it now: none if it is no text, or is no longer shown (deleted, or
+/// losing a conflict), which `touched` then judges.
+fn text_place(doc: &Automerge, obj: &str) -> Option<TextPlace> {
     let (id, ObjType::Text) = doc.import(obj).ok()? else {
         return None;
     };
     let heads = doc.get_heads();
     let mut parts = Vec::new();
-    for parent in doc.parents(&id).ok()? {
-        if !parent.visible {
+    let mut parent = None;
+    for (depth, above) in doc.parents(&id).ok()?.enumerate() {
+        if !above.visible {
             return None;
         }
-        parts.push(match parent.prop {
+        // The map right above the text, when a list holds that map.
+        if depth == 0 && above.typ == ObjType::Map && above.obj != automerge::ROOT {
+            parent = Some(above.obj.clone());
+        }
+        parts.push(match above.prop {
             Prop::Map(key) => key,
-            Prop::Seq(index) => item_name(doc, &parent.obj, index, &heads),
+            Prop::Seq(index) => item_name(doc, &above.obj, index, &heads),
         });
     }
     parts.reverse();
     let path: String = parts.iter().map(|p| format!("/{p}")).collect();
-    (!path.is_empty() && path != "/schema" && path != "/kind").then_some(path)
+    (!path.is_empty() && path != "/schema" && path != "/kind").then_some(TextPlace { path, parent })
 }
 
 /// The fields a change touched: the paths of the patches from its deps to it.
