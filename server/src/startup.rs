@@ -10,9 +10,7 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::{get, patch, post};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -72,6 +70,10 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/quarantine/{id}/discard", post(admin::discard))
         .nest_service("/pkg", ServeDir::new(&hub.settings.client_dir))
         .fallback_service(static_files)
+        .layer(axum::middleware::from_fn_with_state(
+            hub.settings.header_timeout() * 3,
+            body_within,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(hub)
 }
@@ -196,6 +198,49 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     Ok(hub)
 }
 
+/// The most any request's body may hold: axum's own limit for JSON.
+const BODY_LIMIT: usize = 2 << 20;
+
+/// Reads a request's body whole within `deadline` before the route sees
+/// it. A body that trickles in, a byte now and then, would otherwise hold
+/// its connection's slot for as long as it likes: it is answered 408.
+async fn body_within(
+    State(deadline): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return crate::api::ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request's body is over {} MiB, or was cut off",
+                    BODY_LIMIT >> 20
+                ),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return crate::api::ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request's body did not arrive within {} s",
+                    deadline.as_secs()
+                ),
+            )
+            .into_response();
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
 /// Says so when the app or the browser client is not where the server looks
 /// for them (relative paths are from the working directory, which a
 /// service manager sets elsewhere): the server would answer every page
@@ -260,11 +305,13 @@ pub fn first_invite(hub: &Hub, base_url: &str) -> anyhow::Result<Option<String>>
 
 /// Serves until `shutdown` resolves, then closes every document cleanly.
 ///
-/// The accept loop is hyper's own rather than `axum::serve`, for two
-/// limits against slowloris: a client must send its request headers within
-/// `header_timeout_secs`, and at most `max_http_connections` sockets may be
-/// in their HTTP phase (before a WebSocket upgrade) at once; more are
-/// closed as they are accepted.
+/// The accept loop is hyper's own rather than `axum::serve`, for limits
+/// against slowloris: a client must send its request headers within
+/// `header_timeout_secs` (from the moment it connects: HTTP/1 only, as
+/// telling HTTP/2 apart would wait on a silent socket for ever) and a
+/// request's body within three times that, and at most
+/// `max_http_connections` sockets may be in their HTTP phase (before a
+/// WebSocket upgrade) at once; more are closed as they are accepted.
 pub async fn run(
     listener: TcpListener,
     hub: Arc<Hub>,
@@ -277,12 +324,12 @@ pub async fn run(
     ));
     let mut make_service =
         app(Arc::clone(&hub)).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(hub.settings.header_timeout());
-    let graceful = GracefulShutdown::new();
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let connections = tokio_util::task::TaskTracker::new();
     let open = Arc::new(Semaphore::new(hub.settings.max_http_connections.max(1)));
     let by_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
     tokio::pin!(shutdown);
@@ -305,7 +352,10 @@ pub async fn run(
         let slot = if access::is_trusted(remote.ip(), &hub.settings.trusted_proxies) {
             Some(None)
         } else {
-            AddressSlot::take(&by_address, remote.ip(), per_address).map(Some)
+            // An IPv6 client by its /64, as the other limits count it: a
+            // phone holds the whole /64, and could use an address of it
+            // for each connection.
+            AddressSlot::take(&by_address, access::counted(remote.ip()), per_address).map(Some)
         };
         let (Ok(permit), Some(slot)) = (Arc::clone(&open).try_acquire_owned(), slot) else {
             hub.metrics.connections_refused.inc();
@@ -320,11 +370,19 @@ pub async fn run(
         }
         let Ok(service) = make_service.call(remote).await;
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .with_upgrades();
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = stopping.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
             // An upgraded WebSocket lives on in its own task; only the HTTP
@@ -333,7 +391,9 @@ pub async fn run(
         });
     }
     drop(listener);
-    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+    stopping.cancel();
+    connections.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), connections.wait())
         .await
         .is_err()
     {

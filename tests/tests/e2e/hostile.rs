@@ -308,6 +308,59 @@ async fn a_hostile_bloom_filter_gets_an_error_and_the_record_stays_served() {
     assert!(matches!(good.record(meeting), Record::Meeting(_)));
 }
 
+/// Sockets that hold a connection slot without a request: one that says
+/// nothing, one that opens HTTP/2 and goes quiet, and one whose body
+/// trickles in. Each is cut once the header timeout passes (twice it, for
+/// a body), so no address can keep its slots, nor all addresses every slot.
+#[tokio::test]
+async fn silent_sockets_and_trickled_bodies_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| s.header_timeout_secs = 1).await;
+    let connect = || tokio::net::TcpStream::connect(app.addr);
+    let silent = connect().await.unwrap();
+    let mut preface = connect().await.unwrap();
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut trickle = connect().await.unwrap();
+    trickle
+        .write_all(
+            b"POST /api/invites/redeem HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n{\"code\":\"",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut sockets = [
+        ("silent", silent),
+        ("HTTP/2 preface", preface),
+        ("trickled body", trickle),
+    ];
+    let mut cut = [false; 3];
+    while !cut.iter().all(|c| *c) && started.elapsed() < Duration::from_secs(6) {
+        for (i, (_, s)) in sockets.iter_mut().enumerate() {
+            if cut[i] {
+                continue;
+            }
+            let mut buf = [0u8; 512];
+            cut[i] = match tokio::time::timeout(Duration::from_millis(5), s.read(&mut buf)).await {
+                // Closed, or answered (a 408 or 400 ends it too).
+                Ok(_) => true,
+                // Still open: the trickle goes on, a byte at a time.
+                Err(_) => i == 2 && s.write_all(b"x").await.is_err(),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (i, (what, _)) in sockets.iter().enumerate() {
+        assert!(
+            cut[i],
+            "the {what} socket still open after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 /// Slowloris: sockets that dribble a request head never finish it. Past
 /// the per-address limit they are closed at once; the rest are cut when
 /// the header timeout passes. Another address is served all along.
