@@ -117,6 +117,8 @@ pub enum DeviceProblem {
     NoCities(String),
     #[error("more than one city is called `{0}`; give its id")]
     AmbiguousCity(String),
+    #[error("{0} cities given; a device belongs to {MAX_CITIES} at most")]
+    TooManyCities(usize),
     #[error("a delegate belongs to at least one member city")]
     DelegateWithoutCity,
     #[error(
@@ -137,6 +139,7 @@ impl DeviceProblem {
                 (StatusCode::BAD_REQUEST, "unknown-city")
             }
             DeviceProblem::AmbiguousCity(_) => (StatusCode::BAD_REQUEST, "ambiguous-city"),
+            DeviceProblem::TooManyCities(_) => (StatusCode::BAD_REQUEST, "too-many-cities"),
             DeviceProblem::DelegateWithoutCity => (StatusCode::BAD_REQUEST, "delegate-needs-city"),
             DeviceProblem::UnknownPerson(_) => (StatusCode::BAD_REQUEST, "unknown-person"),
         };
@@ -157,6 +160,9 @@ fn name_fits(name: &str) -> bool {
         })
 }
 
+/// The most cities a device may belong to.
+const MAX_CITIES: usize = 100;
+
 /// Checks a device's description: a delegate needs a known city.
 pub fn check_new_device(hub: &Hub, new: &NewDevice) -> Result<NewDevice, DeviceProblem> {
     check_device(hub, new, None)
@@ -174,13 +180,20 @@ fn check_device(
     if !name_fits(name) && had.is_none_or(|d| d.name != name) {
         return Err(DeviceProblem::BadName);
     }
-    let mut cities = Vec::new();
+    // Each city named is looked up, and the list is read again at every
+    // sign-in and write check: held to what a club has.
+    if new.cities.len() > MAX_CITIES {
+        return Err(DeviceProblem::TooManyCities(new.cities.len()));
+    }
+    let mut cities: Vec<String> = Vec::new();
     for city in &new.cities {
         let found = hub
             .store
             .find_city(city)
             .map_err(|e| DeviceProblem::CitiesUnreadable(e.public_reason().to_string()))?;
         match found.as_slice() {
+            // The same city twice, by name and by id say, is one.
+            [one] if cities.contains(one) => {}
             [one] => cities.push(one.clone()),
             [] => {
                 let any = hub

@@ -73,6 +73,7 @@ pub const CODES: &[&str] = &[
     "unknown-city",
     "unknown-person",
     "ambiguous-city",
+    "too-many-cities",
     "delegate-needs-city",
 ];
 

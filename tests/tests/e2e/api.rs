@@ -211,6 +211,37 @@ async fn the_recent_changes_per_writer_keep_a_record_a_typing_session_came_with(
     );
 }
 
+/// A device's cities: the same city named twice is one, and a list past
+/// what a club has is refused before any is looked up.
+#[tokio::test]
+async fn a_devices_cities_are_counted_once_and_held_to_a_cap() {
+    let app = spawn_app().await;
+    let city = app.first("city").await;
+    let token = app.device(
+        twinsync_server::auth::Role::Delegate,
+        &[&city.to_string()],
+        None,
+    );
+    let path = format!("/api/devices/{}", token.split('.').next().unwrap());
+    let twice = json!({"cities": [city.to_string(), city.url().to_string(), city.to_string()]});
+    let res = app.patch_as(&path, &app.token, &twice).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["cities"].as_array().unwrap().len(), 1, "{body}");
+
+    let many: Vec<String> = (0..101).map(|i| format!("city {i}")).collect();
+    let res = app
+        .patch_as(&path, &app.token, &json!({ "cities": many }))
+        .await;
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "too-many-cities", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("101 cities"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn bad_ids_and_times_get_clear_errors() {
     let app = spawn_app().await;
