@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -577,7 +577,7 @@ pub struct QuarantineQuery {
 pub async fn quarantine(
     State(hub): State<Arc<Hub>>,
     _by: Coordinator,
-    Query(q): Query<QuarantineQuery>,
+    crate::api::ApiQuery(q): crate::api::ApiQuery<QuarantineQuery>,
 ) -> ApiResult<Json<Value>> {
     if let Some(status) = q.status.as_deref()
         && !["pending", "accepted", "discarded"].contains(&status)

@@ -107,6 +107,44 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
+/// A query string read as `T`, or a 400 in the API's JSON saying what in
+/// it is wrong (axum's own `Query` answers in plain text).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// Any `/api/` path that is no route: a 404 in the API's JSON, not the
+/// app's static files.
+pub async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no API route {}; /api/openapi.json lists them", uri.path()),
+    )
+}
+
+/// A route asked with a method it does not take, in the API's JSON.
+pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
 /// Runs `f` on the blocking pool: the store's calls, and reading a record
 /// (its fields, its history, its state at a date, its disagreements), a
 /// pass over all of it and its history one per change, seconds for a
@@ -164,8 +202,21 @@ pub struct ListQuery {
 pub async fn list(
     _caller: Member,
     State(hub): State<Arc<Hub>>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
+    // A kind mistyped would list nothing, as if the club had none.
+    if let Some(kind) = q.kind.as_deref()
+        && kind.parse::<twinsync_shared::record::Kind>().is_err()
+    {
+        let kinds: Vec<&str> = twinsync_shared::record::Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`{kind}` is not a kind: give one of {}", kinds.join(", ")),
+        ));
+    }
     let store = hub.store.clone();
     let city = q.city.map(|c| normalise_link(&c));
     // An agreement has no one city but its parties, which only the record
@@ -286,7 +337,7 @@ pub async fn get(
     _caller: Member,
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
-    Query(q): Query<AtQuery>,
+    ApiQuery(q): ApiQuery<AtQuery>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let at = q.at.as_deref().map(parse_time).transpose()?;
@@ -394,7 +445,7 @@ pub struct RecentQuery {
 pub async fn recent_changes(
     _caller: Member,
     State(hub): State<Arc<Hub>>,
-    Query(q): Query<RecentQuery>,
+    ApiQuery(q): ApiQuery<RecentQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let per_writer = match q.per.as_deref() {

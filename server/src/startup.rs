@@ -68,6 +68,8 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/quarantine/{id}", get(admin::quarantined))
         .route("/api/quarantine/{id}/accept", post(admin::accept))
         .route("/api/quarantine/{id}/discard", post(admin::discard))
+        .route("/api/{*rest}", axum::routing::any(api::no_route))
+        .method_not_allowed_fallback(api::wrong_method)
         .nest_service("/pkg", ServeDir::new(&hub.settings.client_dir))
         .fallback_service(static_files)
         .layer(axum::middleware::from_fn_with_state(

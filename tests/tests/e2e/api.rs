@@ -211,6 +211,46 @@ async fn the_recent_changes_per_writer_keep_a_record_a_typing_session_came_with(
     );
 }
 
+/// Every API failure answers in JSON, with what to fix: a query that does
+/// not parse, a kind mistyped (which listed nothing before), a path that is
+/// no route, a method a route does not take.
+#[tokio::test]
+async fn api_mistakes_are_answered_in_json() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    for (method, path, status, said) in [
+        ("GET", "/api/changes?limit=abc", 400, "limit"),
+        (
+            "GET",
+            "/api/records?kind=agreements",
+            400,
+            "`agreements` is not a kind",
+        ),
+        ("GET", "/api/records/x/history?nothing", 400, "document id"),
+        ("GET", "/api/nope", 404, "no API route /api/nope"),
+        ("DELETE", "/api/devices/x", 405, "does not take DELETE"),
+    ] {
+        let res = client
+            .request(method.parse().unwrap(), app.url(path))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        let kind = res.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            kind.starts_with("application/json"),
+            "{method} {path}: {kind}"
+        );
+        let body: serde_json::Value = res.json().await.unwrap();
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(said), "{method} {path}: {body}");
+    }
+    // A kind spelled right still lists.
+    let cities = app.get_json("/api/records?kind=city").await;
+    assert!(!cities.as_array().unwrap().is_empty());
+}
+
 /// A device's cities: the same city named twice is one, and a list past
 /// what a club has is refused before any is looked up.
 #[tokio::test]
