@@ -1523,15 +1523,22 @@ function dashboardView() {
   // Commitments of agreements in force or on their way, past due and not
   // kept or dropped: how the agreements are carried out on the ground.
   const late = pastDue("agreement", "commitments", ["ended"], ["done", "dropped"]);
-  // Projects still planned, active or on hold past the day they were to end.
-  const pastEnd = read.filter(({ view }) => view.kind === "project" && fieldsOf(view)?.ends_on && fieldsOf(view).ends_on < today()
-    && !["done", "cancelled"].includes(fieldsOf(view).status))
+  // Records of `kind` past the day they were to end (`ends_on`) whose
+  // status does not close them (`closed`), the longest over first.
+  const pastTheirEnd = (kind, closed) => read
+    .filter(({ view }) => {
+      const r = fieldsOf(view);
+      return view.kind === kind && r?.ends_on && r.ends_on < today() && !closed.includes(r.status);
+    })
     .sort((a, b) => fieldsOf(a.view).ends_on.localeCompare(fieldsOf(b.view).ends_on));
+  // Projects still planned, active or on hold past the day they were to end.
+  const pastEnd = pastTheirEnd("project", ["done", "cancelled"]);
   // Agreements not yet said ended past the day they were to end: still
   // counted as in force, say, though their term is over.
-  const agreementsPastEnd = read.filter(({ view }) => view.kind === "agreement" && fieldsOf(view)?.ends_on && fieldsOf(view).ends_on < today()
-    && fieldsOf(view).status !== "ended")
-    .sort((a, b) => fieldsOf(a.view).ends_on.localeCompare(fieldsOf(b.view).ends_on));
+  const agreementsPastEnd = pastTheirEnd("agreement", ["ended"]);
+  // Such a record's line: its status and the day it was to end.
+  const endedLine = ({ view }) => [" · ", statusSaid(fieldsOf(view).status), " · ",
+    tr("endedOn", { date: formatDate(app.lang, fieldsOf(view).ends_on) })];
 
   const recent = h("ol", { class: "recent" });
   // Typing makes a change a keystroke: a line per run, as in a record's
@@ -1634,10 +1641,8 @@ function dashboardView() {
         [...byCity.entries()].map(([city, r]) => [words(cityName(city)), n(r.total), n(r.active), n(r.overdue)]))),
     lateSection("overdue", tr("overdueMilestones"), overdue, (o) => [" — ", words(o.item.title), " · ",
       tr("due", { date: formatDate(app.lang, o.item.due) })]),
-    lateSection("past-end", tr("projectsPastEnd"), pastEnd, ({ view }) => [" · ", statusSaid(fieldsOf(view).status), " · ",
-      tr("endedOn", { date: formatDate(app.lang, fieldsOf(view).ends_on) })]),
-    lateSection("agreements-past-end", tr("agreementsPastEnd"), agreementsPastEnd, ({ view }) => [" · ", statusSaid(fieldsOf(view).status), " · ",
-      tr("endedOn", { date: formatDate(app.lang, fieldsOf(view).ends_on) })]),
+    lateSection("past-end", tr("projectsPastEnd"), pastEnd, endedLine),
+    lateSection("agreements-past-end", tr("agreementsPastEnd"), agreementsPastEnd, endedLine),
     lateSection("late-commitments", tr("overdueCommitments"), late, (o) => [" — ", words(o.item.text),
       o.item.party ? [" · ", words(titleOf(o.item.party))] : null, " · ",
       tr("due", { date: formatDate(app.lang, o.item.due) })]),
