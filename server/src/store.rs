@@ -578,12 +578,15 @@ impl Store {
         per_writer: bool,
     ) -> Result<Vec<RecentChange>, StoreError> {
         let conn = self.conn();
-        let (mut stmt, scan) = if per_writer {
-            (conn.prepare_cached(RECENT_PER_WRITER)?, RECENT_SCAN)
+        // The limit, then for the grouped query how far it looks.
+        let (sql, scan) = if per_writer {
+            (RECENT_PER_WRITER, Some(RECENT_SCAN))
         } else {
-            (conn.prepare_cached(RECENT_CHANGES)?, limit)
+            (RECENT_CHANGES, None)
         };
-        let map = |r: &rusqlite::Row<'_>| {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let params = rusqlite::params_from_iter(std::iter::once(limit).chain(scan));
+        let rows = stmt.query_map(params, |r| {
             Ok(RecentChange {
                 hash: r.get(0)?,
                 record: r.get(1)?,
@@ -596,14 +599,8 @@ impl Store {
                 device_role: r.get(6)?,
                 received_at: r.get(7)?,
             })
-        };
-        let rows = if per_writer {
-            stmt.query_map([limit, scan], map)?
-                .collect::<Result<_, _>>()?
-        } else {
-            stmt.query_map([limit], map)?.collect::<Result<_, _>>()?
-        };
-        Ok(rows)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Caps the database file at `bytes` (rounded down to whole pages, and
