@@ -518,8 +518,6 @@ fn hub_over(
     )?)
 }
 
-/// The store of `data_dir` for an operator's command, and the lock that
-/// keeps a restore from moving it meanwhile.
 /// Whether a command brings the database up to this build's schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Migrate {
@@ -549,6 +547,8 @@ fn migrate_unless_served(store: &Store, data_dir: &std::path::Path) -> anyhow::R
     Ok(())
 }
 
+/// The store of `data_dir` for an operator's command, and the lock that
+/// keeps a restore from moving it meanwhile.
 fn open_existing(
     data_dir: &std::path::Path,
     migrate: Migrate,

@@ -1,5 +1,7 @@
 //! Writing the demo club into an empty database.
 
+use twinsync_shared::demo::DemoRecord;
+use twinsync_shared::record::EditError;
 use twinsync_shared::{DocumentId, demo};
 
 use crate::document::summarise;
@@ -7,29 +9,35 @@ use crate::store::{Found, Store, StoreError};
 
 /// Stores every demo record; returns how many.
 pub fn demo(store: &Store) -> Result<usize, StoreError> {
-    let records = demo::build().map_err(|e| StoreError::Corrupt {
-        doc: "demo".into(),
-        reason: e.to_string(),
-    })?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    for r in &records {
-        let doc = r.doc.doc();
-        store.append(r.id, &doc.save(), &summarise(doc), &[], now)?;
-    }
+    let records = made("demo", demo::build())?;
+    store_as_the_servers(store, &records)?;
     Ok(records.len())
 }
 
 /// Stores the club record alone, with an empty index: without it, phones
 /// would list the records they make nowhere and never see each other's.
 pub fn empty_club(store: &Store) -> Result<DocumentId, StoreError> {
-    let club = demo::empty_club().map_err(|e| StoreError::Corrupt {
-        doc: "club".into(),
-        reason: e.to_string(),
-    })?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let doc = club.doc.doc();
-    store.append(club.id, &doc.save(), &summarise(doc), &[], now)?;
+    let club = made("club", demo::empty_club())?;
+    store_as_the_servers(store, std::slice::from_ref(&club))?;
     Ok(club.id)
+}
+
+/// Records the build made, or why it could not (`what` names them).
+fn made<T>(what: &str, built: Result<T, EditError>) -> Result<T, StoreError> {
+    built.map_err(|e| StoreError::Corrupt {
+        doc: what.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Stores `records` whole, as the server's own: no device delivered them.
+fn store_as_the_servers(store: &Store, records: &[DemoRecord]) -> Result<(), StoreError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for r in records {
+        let doc = r.doc.doc();
+        store.append(r.id, &doc.save(), &summarise(doc), &[], now)?;
+    }
+    Ok(())
 }
 
 /// Every stored record, merged, as JSON: `[{id, url, record | errors |
