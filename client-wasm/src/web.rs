@@ -1333,10 +1333,7 @@ impl Inner {
         let Some(held) = self.failed_chunks.borrow_mut().remove(&doc) else {
             return Ok(false);
         };
-        let chunks = [Chunk {
-            doc,
-            bytes: held.clone(),
-        }];
+        let chunks = [Chunk { doc, bytes: held }];
         match self.store.append(&chunks, &[]).await {
             Ok(keys) => {
                 self.tell_tabs(&chunks);
@@ -1344,6 +1341,7 @@ impl Inner {
                 Ok(true)
             }
             Err(e) => {
+                let [Chunk { bytes: held, .. }] = chunks;
                 let mut all = self.failed_chunks.borrow_mut();
                 let later = all.remove(&doc).unwrap_or_default();
                 all.insert(doc, [held, later].concat());
