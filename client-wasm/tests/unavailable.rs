@@ -11,18 +11,16 @@
 
 mod common;
 
-use common::{NOW, demo_record, exchange, joined};
-use twinsync_shared::demo;
+use common::{NOW, Server, demo_record, exchange, joined};
+use twinsync_client::replica::Replica;
+use twinsync_shared::demo::{self, DemoRecord};
 use twinsync_shared::record::{Commit, Edit, Kind, new_document};
 
 #[test]
 fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
     let records = demo::build().unwrap();
-    let club = demo_record(&records, Kind::Club);
-    let meeting = demo_record(&records, Kind::Meeting);
-    let (mut server, mut phone) = joined(club.id);
+    let (mut server, mut phone, club, meeting) = at_the_club(&records);
     let phone_id = phone.peer_id().clone();
-    server.hold(&phone_id, club.id, club.doc.doc().clone());
 
     // The club arrives; the phone asks for the meeting it lists, which the
     // server does not hold yet.
@@ -33,11 +31,7 @@ fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
 
     // The creator's changes land: the server's document task, which the
     // phone's request joined, syncs the meeting to the phone.
-    let mut meeting_doc = new_document();
-    meeting_doc
-        .apply_changes(meeting.doc.doc().get_changes(&[]))
-        .unwrap();
-    server.hold(&phone_id, meeting.id, meeting_doc);
+    server.hold(&phone_id, meeting.id, arrived(meeting));
     exchange(&mut server, &mut phone, |_, p| p.read(meeting.id).is_ok());
     assert!(
         !phone.unavailable().contains(&meeting.id),
@@ -82,20 +76,13 @@ fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
 #[test]
 fn the_unconfirmed_count_follows_each_key_and_each_confirmation() {
     let records = demo::build().unwrap();
-    let club = demo_record(&records, Kind::Club);
-    let meeting = demo_record(&records, Kind::Meeting);
-    let (mut server, mut phone) = joined(club.id);
+    let (mut server, mut phone, _, meeting) = at_the_club(&records);
     let phone_id = phone.peer_id().clone();
-    server.hold(&phone_id, club.id, club.doc.doc().clone());
-    let mut meeting_doc = new_document();
-    meeting_doc
-        .apply_changes(meeting.doc.doc().get_changes(&[]))
-        .unwrap();
-    server.hold(&phone_id, meeting.id, meeting_doc);
+    server.hold(&phone_id, meeting.id, arrived(meeting));
     exchange(&mut server, &mut phone, |_, p| {
         p.read(meeting.id).is_ok() && p.unconfirmed() == 0
     });
-    let key = |phone: &mut twinsync_client::replica::Replica, at: usize| {
+    let key = |phone: &mut Replica, at: usize| {
         phone
             .edit(
                 meeting.id,
@@ -119,4 +106,23 @@ fn the_unconfirmed_count_follows_each_key_and_each_confirmation() {
         key(&mut phone, 1);
         assert_eq!(phone.unconfirmed(), typed);
     }
+}
+
+/// A phone joined to a server that holds the demo club of `records`; the
+/// club, and a meeting it lists that the server does not hold yet.
+fn at_the_club(records: &[DemoRecord]) -> (Server, Replica, &DemoRecord, &DemoRecord) {
+    let club = demo_record(records, Kind::Club);
+    let meeting = demo_record(records, Kind::Meeting);
+    let (mut server, phone) = joined(club.id);
+    server.hold(&phone.peer_id().clone(), club.id, club.doc.doc().clone());
+    (server, phone, club, meeting)
+}
+
+/// `record`'s changes, as they land on the server from the device that
+/// made them.
+fn arrived(record: &DemoRecord) -> automerge::Automerge {
+    let mut doc = new_document();
+    doc.apply_changes(record.doc.doc().get_changes(&[]))
+        .unwrap();
+    doc
 }

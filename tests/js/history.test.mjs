@@ -49,17 +49,21 @@ test("another writer in another field leaves the line whole", () => {
   assert.deepEqual(runs.map((r) => r.hashes), [["a2", "a1"], ["b1"]]);
 });
 
+/**
+ * A's two keystrokes in the minutes, the second built on B's change to
+ * `field`, which B made offline before A's first keystroke by B's clock
+ * and A's phone received between the two. The log puts B's change before
+ * A's line, so the line is whole.
+ */
+const receivedBetween = (field) => [
+  change("a2", "A", 1060, ["/minutes"], ["a1", "b1"]),
+  change("a1", "A", 1050, ["/minutes"], ["a0"]),
+  change("b1", "B", 1010, [field], ["a0"]),
+  change("a0", "A", 1000, ["/title/fr"]),
+];
+
 test("a line says others wrote in its field when its changes built on theirs", () => {
-  // B wrote in the minutes offline, before A's first keystroke by B's
-  // clock; A's phone received it between two keystrokes. The log puts
-  // B's change before A's line, so the line is whole, yet its last change
-  // builds on B's words.
-  const log = [
-    change("a2", "A", 1060, ["/minutes"], ["a1", "b1"]),
-    change("a1", "A", 1050, ["/minutes"], ["a0"]),
-    change("b1", "B", 1010, ["/minutes"], ["a0"]),
-    change("a0", "A", 1000, ["/title/fr"]),
-  ];
+  const log = receivedBetween("/minutes");
   const [line] = runsOf(log);
   assert.deepEqual(line.hashes, ["a2", "a1"]);
   assert.equal(othersWithin(log, line), true);
@@ -75,12 +79,7 @@ test("a line says nothing of others' changes it started from or to other fields"
   assert.equal(othersWithin(before, runsOf(before)[0]), false);
 
   // B's change arrived in between, but in the title.
-  const elsewhere = [
-    change("a2", "A", 1060, ["/minutes"], ["a1", "b1"]),
-    change("a1", "A", 1050, ["/minutes"], ["a0"]),
-    change("b1", "B", 1010, ["/title/ar"], ["a0"]),
-    change("a0", "A", 1000, ["/title/fr"]),
-  ];
+  const elsewhere = receivedBetween("/title/ar");
   const [line] = runsOf(elsewhere);
   assert.deepEqual(line.hashes, ["a2", "a1"]);
   assert.equal(othersWithin(elsewhere, line), false);

@@ -1263,6 +1263,16 @@ mod tests {
         (dir, store)
     }
 
+    /// The ids of the quarantined batches with `status`.
+    fn batches(store: &Store, status: &str) -> Vec<i64> {
+        store
+            .quarantined(Some(status))
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect()
+    }
+
     /// A phone's changes to `doc` refused for a status it may not set.
     fn refused<'a>(doc: DocumentId, hashes: &'a [String], changes: &'a [u8]) -> Refused<'a> {
         Refused {
@@ -1290,20 +1300,12 @@ mod tests {
         assert_ne!(again, first);
         // The apply failed: the changes wait once, under the newer batch.
         store.reopen(first).unwrap();
-        let pending = store.quarantined(Some("pending")).unwrap();
-        let ids: Vec<i64> = pending.iter().map(|q| q.id).collect();
-        assert_eq!(ids, vec![again]);
+        assert_eq!(batches(&store, "pending"), vec![again]);
         assert!(store.quarantined_changes(first).unwrap().is_none());
         // Without a twin, a reopened batch is pending again.
         assert!(store.decide(again, "accepted", "coordinator", 103).unwrap());
         store.reopen(again).unwrap();
-        let ids: Vec<i64> = store
-            .quarantined(Some("pending"))
-            .unwrap()
-            .iter()
-            .map(|q| q.id)
-            .collect();
-        assert_eq!(ids, vec![again]);
+        assert_eq!(batches(&store, "pending"), vec![again]);
     }
 
     #[test]
@@ -1362,20 +1364,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.reopen_unapplied(200).unwrap(), vec![two]);
-        let pending: Vec<i64> = store
-            .quarantined(Some("pending"))
-            .unwrap()
-            .iter()
-            .map(|q| q.id)
-            .collect();
-        assert_eq!(pending, vec![two]);
-        let accepted: Vec<i64> = store
-            .quarantined(Some("accepted"))
-            .unwrap()
-            .iter()
-            .map(|q| q.id)
-            .collect();
-        assert_eq!(accepted, vec![one]);
+        assert_eq!(batches(&store, "pending"), vec![two]);
+        assert_eq!(batches(&store, "accepted"), vec![one]);
         // Nothing more to do the next time.
         assert_eq!(store.reopen_unapplied(200).unwrap(), Vec::<i64>::new());
     }

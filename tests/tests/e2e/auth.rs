@@ -898,13 +898,7 @@ async fn changes_typed_after_a_refused_one_wait_with_it_until_it_is_accepted() {
     // and the seven after it come in as one batch, refused as the first
     // was (the delegate is still no party).
     let id = rows[0]["id"].as_i64().unwrap();
-    let res = app
-        .post_as(
-            &format!("/api/quarantine/{id}/accept"),
-            &app.token,
-            &json!({}),
-        )
-        .await;
+    let res = app.accept(id).await;
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
     assert_eq!(record(&app, agreement).await["status"], "suspended");
     intruder
@@ -956,13 +950,7 @@ async fn a_batch_accepted_but_never_applied_is_pending_again_after_a_restart() {
     let rows = pending_batches(&app).await;
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["id"].as_i64(), Some(id));
-    let res = app
-        .post_as(
-            &format!("/api/quarantine/{id}/accept"),
-            &app.token,
-            &json!({}),
-        )
-        .await;
+    let res = app.accept(id).await;
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
     assert_eq!(record(&app, agreement).await["status"], "suspended");
 }

@@ -530,12 +530,7 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     let heads = p.heads(before);
     p.sync_until_acked(LIMIT, before, &heads).await;
     let backup = dir.join("backup.db");
-    twinsync([
-        OsStr::new("backup"),
-        OsStr::new("--data-dir"),
-        dir.as_os_str(),
-        backup.as_os_str(),
-    ]);
+    back_up(dir, &backup);
 
     // After the backup: a record, a device, a revocation.
     let after = p.create(
@@ -665,6 +660,16 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     assert!(server.ids("city").await.contains(&before));
 }
 
+/// `twinsync backup` of the data directory `dir` to `file`.
+fn back_up(dir: &std::path::Path, file: &std::path::Path) {
+    twinsync([
+        OsStr::new("backup"),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+        file.as_os_str(),
+    ]);
+}
+
 /// The schema version SQLite keeps in the database at `db`.
 fn schema_of(db: &std::path::Path) -> i64 {
     rusqlite::Connection::open(db)
@@ -714,12 +719,7 @@ async fn a_newer_commands_leave_an_older_servers_database_at_its_schema() {
 
     // A backup is a copy as it is.
     let copy = dir.join("copy.db");
-    twinsync([
-        OsStr::new("backup"),
-        OsStr::new("--data-dir"),
-        dir.as_os_str(),
-        copy.as_os_str(),
-    ]);
+    back_up(dir, &copy);
     assert_eq!(schema_of(&copy), older);
     assert_eq!(schema_of(&db), older);
     drop(server);
