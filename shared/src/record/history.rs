@@ -170,18 +170,29 @@ fn text_place(doc: &Automerge, obj: &str) -> Option<TextPlace> {
         if !above.visible {
             return None;
         }
-        // The map right above the text, when a list holds that map.
+        // The map right above the text, unless it is the record itself:
+        // the list item the text is in, if any.
         if depth == 0 && above.typ == ObjType::Map && above.obj != automerge::ROOT {
             parent = Some(above.obj.clone());
         }
-        parts.push(match above.prop {
-            Prop::Map(key) => key,
-            Prop::Seq(index) => item_name(doc, &above.obj, index, &heads),
-        });
+        parts.push(segment(doc, &above.obj, &above.prop, &heads));
     }
     parts.reverse();
     let path: String = parts.iter().map(|p| format!("/{p}")).collect();
-    (!path.is_empty() && path != "/schema" && path != "/kind").then_some(TextPlace { path, parent })
+    (!is_bookkeeping(&path)).then_some(TextPlace { path, parent })
+}
+
+/// One step of a record path: a map's key, or a list item's stable id.
+fn segment(doc: &Automerge, obj: &automerge::ObjId, prop: &Prop, heads: &[ChangeHash]) -> String {
+    match prop {
+        Prop::Map(key) => key.clone(),
+        Prop::Seq(index) => item_name(doc, obj, *index, heads),
+    }
+}
+
+/// The document's own bookkeeping, which is no field.
+fn is_bookkeeping(path: &str) -> bool {
+    path == "/schema" || path == "/kind" || path.is_empty()
 }
 
 /// The fields a change touched: the paths of the patches from its deps to it.
@@ -197,10 +208,7 @@ pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash
         let mut path = String::new();
         for (obj, prop) in &patch.path {
             path.push('/');
-            match prop {
-                Prop::Map(key) => path.push_str(key),
-                Prop::Seq(index) => path.push_str(&item_name(doc, obj, *index, after)),
-            }
+            path.push_str(&segment(doc, obj, prop, after));
         }
         match &patch.action {
             // Every change inside a list item marks it kept: bookkeeping
@@ -230,7 +238,7 @@ pub fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash
             _ => {}
         }
         // The document's own bookkeeping is not a field.
-        if path == "/schema" || path == "/kind" || path.is_empty() {
+        if is_bookkeeping(&path) {
             continue;
         }
         if !out.contains(&path) {
