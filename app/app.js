@@ -1181,12 +1181,22 @@ function valueSaid(field, v, { plain = false } = {}) {
   if (!plain || v.value === null || v.value === undefined || v.value === "") {
     return typeof v.value === "object" && v.value !== null ? JSON.stringify(v.value) : show({ lang: app.lang, byUrl: app.byUrl }, field, v.value);
   }
-  // For a file, as its other cells: dates in ISO and numbers in ASCII
-  // digits, which spreadsheets sort, and no isolates around a set's members.
-  const one = (x) => (field?.type === "ref" || REF_KIND[field?.name] ? titleOf(x)
-    : field?.values ? tr(`value.${x}`) : field?.type === "bool" ? tr(x ? "yes" : "no") : String(x));
-  if (Array.isArray(v.value)) return v.value.map(one).join(" | ");
-  return typeof v.value === "object" ? JSON.stringify(v.value) : one(v.value);
+  // For a file, as its other cells.
+  if (typeof v.value === "object" && !Array.isArray(v.value)) return JSON.stringify(v.value);
+  return String(plainValue(field, v.value));
+}
+
+/**
+ * A value as a file's cell says it (the CSV export, for people to read):
+ * people and cities by name, chosen values in the person's words, yes or
+ * no; dates in ISO and numbers in ASCII digits, which spreadsheets sort;
+ * a set's members joined by " | ", with no isolates.
+ */
+function plainValue(field, v) {
+  const one = (x) => (field?.type === "ref" || REF_KIND[field?.name] ? titleOf(x) : field?.values ? tr(`value.${x}`) : x);
+  if (field?.type === "bool") return tr(v ? "yes" : "no");
+  if (Array.isArray(v)) return v.map(one).join(" | ");
+  return one(v);
 }
 
 /**
@@ -1714,15 +1724,12 @@ function exportSection() {
     // Last, what two delegates disagree on: a value in a cell is only the
     // one shown until someone keeps one.
     const head = [tr("exportId"), ...fields.flatMap((f) => (f.type === "multilingual" ? LANGS.map((l) => `${label(f)} (${LANGUAGE_NAMES[l]})`) : [label(f)])), tr("conflicts")];
-    const said = (f, v) => (f.type === "ref" || REF_KIND[f.name] ? titleOf(v) : f.values ? tr(`value.${v}`) : v);
     const lines = rows.map(({ id, view }) => [id, ...fields.flatMap((f) => {
       const v = view.record?.[f.name];
       if (f.type === "multilingual") return LANGS.map((l) => v?.[l] ?? "");
       if (v === null || v === undefined || v === "") return [""];
-      if (f.type === "bool") return [tr(v ? "yes" : "no")];
       if (f.type === "list") return [v.map((item) => showItem(ctx, f.fields, item, { plain: true })).join("\n")];
-      if (Array.isArray(v)) return [v.map((m) => said(f, m)).join(" | ")];
-      return [said(f, v)];
+      return [plainValue(f, v)];
     }), disagreementLines(view, { plain: true }).join("\n")].map(cell).join(sep));
     // A byte-order mark so spreadsheets read Arabic as UTF-8.
     return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";
