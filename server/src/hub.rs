@@ -256,21 +256,41 @@ impl Hub {
             self.metrics.rate_limited.inc();
             return Err(SignInError::Limited(wait));
         }
-        let result = self.check_token(token).await;
+        let result = self.check_token(token, ip).await;
         if let Err(SignInError::Auth(e)) = &result {
             self.metrics.auth_failures.inc();
             if *e != AuthError::Missing
                 && let Some(ip) = ip
+                && self.guards.failed_auth.add(&ip, 1, u64::MAX) == Ok(limit)
             {
-                let _ = self.guards.failed_auth.add(&ip, 1, u64::MAX);
+                // Once per address and minute: the refusals that follow
+                // are counted, not logged.
+                tracing::warn!(
+                    %ip,
+                    failures = limit,
+                    "sign-in refused: too many failed sign-ins from this address; every sign-in from it waits until its minute ends"
+                );
             }
         }
         result
     }
 
-    async fn check_token(&self, token: Option<&str>) -> Result<Device, SignInError> {
+    /// Checks `token`. A wrong or expired one is logged, with the address
+    /// it came from: an operator asked why a phone no longer syncs finds
+    /// the answer in the log. A missing one is not: every page load of a
+    /// device not yet invited makes one.
+    async fn check_token(
+        &self,
+        token: Option<&str>,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Device, SignInError> {
+        let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
-        let secret = Secret::parse(token).ok_or(AuthError::Invalid)?;
+        let Some(secret) = Secret::parse(token) else {
+            tracing::info!(%ip, "sign-in refused: the token is not one this server makes");
+            return Err(AuthError::Invalid.into());
+        };
+        let id = secret.id.clone();
         let store = self.store.clone();
         let device = tokio::task::spawn_blocking(move || store.device_for_token(&secret))
             .await
@@ -278,9 +298,19 @@ impl Hub {
                 doc: String::new(),
                 reason: e.to_string(),
             })??
-            .ok_or(AuthError::Invalid)?;
+            .ok_or_else(|| {
+                tracing::info!(%ip, device = %id, "sign-in refused: no device has this token");
+                AuthError::Invalid
+            })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if now > device.expires_at(self.settings.token_ttl()) {
+            tracing::info!(
+                %ip,
+                device = %device.id,
+                name = ?device.name,
+                last_seen_days_ago = (now - device.last_seen_at) / 86_400,
+                "sign-in refused: the device's token expired; it needs a new invite"
+            );
             return Err(AuthError::Expired.into());
         }
         // A sighting keeps the token alive; a minute's precision is plenty.

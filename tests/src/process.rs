@@ -4,8 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `twinsync` binary, built by `cargo xtask test` before the tests run.
@@ -29,6 +29,8 @@ pub struct ServerProcess {
     pub token: String,
     /// Compactions the server logged so far.
     pub compactions: Arc<AtomicU64>,
+    /// Every line the server wrote to standard error so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// Runs one `twinsync` command to completion and returns its standard
@@ -102,6 +104,13 @@ impl ServerProcess {
             // Debug for the document task, to count compactions.
             .env("RUST_LOG", "info,twinsync_server::document=debug")
             .env("NO_COLOR", "1")
+            // The app the README's `serve` gives, whatever directory the
+            // test runs in.
+            .env("TWINSYNC_APP_DIR", super::workspace().join("app"))
+            .env(
+                "TWINSYNC_CLIENT_DIR",
+                super::workspace().join("client-wasm/pkg"),
+            )
             // Simulated swarms sign every peer in with one coordinator's
             // token, where each delegate has a device of their own.
             .env("TWINSYNC_MAX_PEERS_PER_DEVICE", "100000")
@@ -114,9 +123,14 @@ impl ServerProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         let compactions = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&compactions);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut invite = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line.clone());
                 if line.contains("compacted") {
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -144,6 +158,7 @@ impl ServerProcess {
             addr,
             token: String::new(),
             compactions,
+            log,
         };
         (server, invite)
     }
@@ -190,6 +205,27 @@ impl ServerProcess {
             .lines()
             .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The first line of the server's log holding every one of `needles`,
+    /// waiting for it up to `limit`; the test fails, showing the log, if
+    /// none comes.
+    pub async fn logged(&self, needles: &[&str], limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            {
+                let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(line) = log.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+                    return line.clone();
+                }
+                assert!(
+                    start.elapsed() < limit,
+                    "no line of the server's log holds {needles:?}:\n{}",
+                    log.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGKILL: no shutdown code runs.

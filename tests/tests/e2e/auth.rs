@@ -1924,6 +1924,52 @@ async fn the_command_line_signs_a_coordinator_in_again_with_an_invite_link() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Atlantis"));
 }
 
+/// An operator asked why a phone stopped syncing finds the answer in the
+/// log: an expired token names its device, a wrong one its address, and an
+/// address locked out for the minute is said once.
+#[tokio::test]
+async fn refused_sign_ins_are_logged_with_the_device_or_the_address() {
+    let data = tempfile::tempdir().unwrap();
+    let token = add_device(data.path(), "observer", &[]);
+    let id = token.split('.').next().unwrap().to_owned();
+    let store = twinsync_server::store::Store::open(&data.path().join("twinsync.db")).unwrap();
+    store
+        .set_last_seen(&id, twinsync_tests::now() - 91 * 86_400)
+        .unwrap();
+    drop(store);
+    let server =
+        ServerProcess::start_with(data.path(), &[("TWINSYNC_AUTH_FAILURES_PER_MINUTE", "3")]);
+    let get_as = |token: &str| {
+        reqwest::Client::new()
+            .get(server.url("/api/records"))
+            .bearer_auth(token)
+            .send()
+    };
+
+    assert_eq!(get_as(&token).await.unwrap().status(), 401);
+    let line = server
+        .logged(&["sign-in refused", "expired", &id, "127.0.0.1"], LIMIT)
+        .await;
+    assert!(line.contains("test device"), "{line}");
+    assert!(line.contains("last_seen_days_ago=91"), "{line}");
+
+    assert_eq!(get_as("nosuchdevice.secret").await.unwrap().status(), 401);
+    server
+        .logged(
+            &["no device has this token", "nosuchdevice", "127.0.0.1"],
+            LIMIT,
+        )
+        .await;
+    // Not even the shape of a token: the server makes none like it.
+    assert_eq!(get_as("garbage").await.unwrap().status(), 401);
+    server.logged(&["not one this server makes"], LIMIT).await;
+    // The third failure reached the limit: said once, with the address.
+    server
+        .logged(&["too many failed sign-ins", "127.0.0.1"], LIMIT)
+        .await;
+    assert_eq!(get_as(&server.token).await.unwrap().status(), 429);
+}
+
 #[tokio::test]
 async fn the_command_line_lists_cities_by_name_and_a_lapsed_token_as_expired() {
     let data = tempfile::tempdir().unwrap();
