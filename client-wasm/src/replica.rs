@@ -22,7 +22,7 @@ use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, TouchedFields, changed_paths, check_chunk,
     document_at_time, document_conflicts, document_history_known, document_text, ever_indexed,
     field_changes, load_chunks, load_document, new_document, read_document,
-    read_document_leniently, refuse_panics, settles_a_removal, summarise,
+    loads_back, read_document_leniently, refuse_panics, settles_a_removal, summarise,
 };
 use twinsync_shared::text::{OffsetError, nfc, nfc_positions, utf16_range};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
@@ -1093,12 +1093,25 @@ impl Replica {
             .unwrap_or_default()
     }
 
-    /// The whole record as one chunk, replacing what is stored (compaction).
+    /// The whole record as one chunk.
     pub fn snapshot(&self, id: DocumentId) -> Option<Vec<u8>> {
         self.docs
             .get(&id)
             .filter(|e| !e.doc.get_heads().is_empty())
             .map(|e| e.doc.save())
+    }
+
+    /// The whole record as one chunk to replace what is stored
+    /// (compaction), once it loads back as the record ([`loads_back`]):
+    /// the chunks it replaces may hold changes the server has not seen.
+    pub fn checked_snapshot(&self, id: DocumentId) -> Option<Result<Vec<u8>, String>> {
+        let doc = &self.docs.get(&id)?.doc;
+        let heads = doc.get_heads();
+        if heads.is_empty() {
+            return None;
+        }
+        let snapshot = doc.save();
+        Some(loads_back(&snapshot, &heads).map(|()| snapshot))
     }
 
     /// Ids of records the server refused to share.

@@ -1558,7 +1558,7 @@ impl Inner {
 
     /// Replaces a record's chunks with one snapshot, in one transaction.
     async fn compact(&self, doc: DocumentId) {
-        let Some(snapshot) = self.replica.borrow().snapshot(doc) else {
+        let Some(snapshot) = self.replica.borrow().checked_snapshot(doc) else {
             return;
         };
         let old = self
@@ -1567,7 +1567,15 @@ impl Inner {
             .get(&doc)
             .cloned()
             .unwrap_or_default();
-        match self.store.compact(doc, &snapshot, &old).await {
+        let done = match snapshot {
+            Ok(snapshot) => self
+                .store
+                .compact(doc, &snapshot, &old)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(why) => Err(format!("its snapshot does not load back: {why}")),
+        };
+        match done {
             Ok(key) => {
                 let mut all = self.chunk_keys.borrow_mut();
                 let list = all.entry(doc).or_default();
@@ -1577,11 +1585,11 @@ impl Inner {
             }
             // The chunks stay; compaction is retried once as many more
             // have been written.
-            Err(e) => {
+            Err(why) => {
                 self.compact_after
                     .borrow_mut()
                     .insert(doc, old.len() + COMPACT_AFTER);
-                web_sys::console::warn_1(&format!("compaction of {doc}: {e}").into());
+                web_sys::console::warn_1(&format!("compaction of {doc}: {why}").into());
             }
         }
     }

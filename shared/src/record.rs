@@ -407,6 +407,32 @@ pub fn check_chunk(bytes: &[u8]) -> Result<(), automerge::AutomergeError> {
     }
 }
 
+/// Checks that `snapshot`, a whole save of a document standing at `heads`,
+/// loads back as that document. A compaction replaces a record's chunks
+/// only with such a snapshot: Automerge has saved documents it could not
+/// load again (RELIABILITY.md), and the chunks replaced may be the only
+/// copy of what they hold. The error says why, for a log line.
+pub fn loads_back(snapshot: &[u8], heads: &[ChangeHash]) -> Result<(), String> {
+    let mut back = new_document();
+    refuse_panics(|| {
+        check_chunk(snapshot)?;
+        back.load_incremental(snapshot)
+    })
+    .map_err(|e| e.to_string())?;
+    let mut loaded = back.get_heads();
+    let mut heads = heads.to_vec();
+    loaded.sort();
+    heads.sort();
+    if loaded != heads {
+        return Err(format!(
+            "it loads back with {} heads other than the record's {}",
+            loaded.len(),
+            heads.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Loads a record stored as several chunks in one pass, refusing any
 /// damage (where `load_incremental` would skip a damaged chunk quietly).
 /// On an error, check the chunks one by one with [`check_chunk`] to find
@@ -993,5 +1019,22 @@ mod tests {
         assert!(holds_all(&copy, &[first, second]));
         assert!(holds(&doc, &second));
         assert!(!holds_all(&doc, &[first, ChangeHash([7; 32])]));
+    }
+
+    #[test]
+    fn a_snapshot_loads_back_only_whole_and_as_the_document_it_was_saved_from() {
+        let doc = record(&[3, 2]);
+        let heads = doc.get_heads();
+        let whole = doc.save();
+        assert_eq!(loads_back(&whole, &heads), Ok(()));
+        // Cut short, as a save Automerge could not load again would be.
+        let why = loads_back(&whole[..whole.len() / 2], &heads).unwrap_err();
+        assert!(!why.is_empty());
+        // Whole, but of an older state: its heads are not the record's.
+        let older = record(&[3]);
+        let why = loads_back(&older.save(), &heads).unwrap_err();
+        assert!(why.contains("heads other than"), "{why}");
+        // Nothing at all loads as an empty record, which no record is.
+        assert!(loads_back(&[], &heads).is_err());
     }
 }

@@ -9,8 +9,8 @@ use automerge::sync::State;
 use tracing::{debug, error, info, warn};
 use twinsync_shared::protocol::DocSync;
 use twinsync_shared::record::{
-    Commit, MigrateError, SCHEMA_VERSION, check_chunk, migrate, new_document, read_document,
-    refuse_panics, schema_version,
+    Commit, MigrateError, SCHEMA_VERSION, loads_back, migrate, new_document, read_document,
+    schema_version,
 };
 
 use super::{DocTask, RETRY_BROKEN, Stored, blocking, lock, now, read_stored};
@@ -217,25 +217,10 @@ pub(super) fn fold(
     folded: &[i64],
     save: impl FnOnce(&Automerge) -> Vec<u8>,
 ) -> Result<i64, Folded> {
-    let mut heads = doc.get_heads();
+    let heads = doc.get_heads();
     let snapshot = save(&doc);
     drop(doc);
-    let mut back = new_document();
-    refuse_panics(|| {
-        check_chunk(&snapshot)?;
-        back.load_incremental(&snapshot)
-    })
-    .map_err(|e| Folded::DoesNotLoad(e.to_string()))?;
-    let mut loaded = back.get_heads();
-    heads.sort();
-    loaded.sort();
-    if loaded != heads {
-        return Err(Folded::DoesNotLoad(format!(
-            "it loads back with {} heads other than the record's {}",
-            loaded.len(),
-            heads.len()
-        )));
-    }
+    loads_back(&snapshot, &heads).map_err(Folded::DoesNotLoad)?;
     store
         .compact(id, &snapshot, folded, now())
         .map_err(Folded::Store)
