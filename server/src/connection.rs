@@ -439,6 +439,14 @@ impl Session {
             return Ok(());
         };
         if msg.sender_id() != &joined.peer_id {
+            // The official client passes an ephemeral message on to its
+            // other peers as it came, its first sender's id and all: a
+            // message this server relayed comes back so. Dropped, as the
+            // official server drops it; other peers have had it.
+            if matches!(msg, Message::Ephemeral { .. }) {
+                tracing::trace!(sender = %msg.sender_id(), "an ephemeral message passed back on");
+                return Ok(());
+            }
             return Err(Fatal(format!(
                 "senderId `{}` is not the peer that joined on this socket (`{}`)",
                 msg.sender_id(),

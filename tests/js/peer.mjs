@@ -11,6 +11,10 @@
 //                                          OTHER ("DOC <json>") and say whether the socket stayed
 //   node peer.mjs WS_URL party URL MEMBER  add MEMBER to the agreement URL's parties, as a raw change;
 //                                          print "KEPT" once the server has it, or "REFUSED <json>"
+//   node peer.mjs WS_URL presence URL TEXT a second client opens URL too; this one broadcasts TEXT
+//                                          on it; print "HEARD <json>" once the second has it, then,
+//                                          a second later, whether the second's socket stayed
+//                                          ("SAME SOCKET" or "NEW SOCKET") and "ERRORS <json>"
 //
 // Every mode ends by itself: exit 0 on success, 2 on timeout, 1 on error.
 import { Repo, cbor } from "@automerge/automerge-repo";
@@ -106,6 +110,34 @@ try {
     });
     const kept = await Promise.race([serverHas(handle).then(() => true), refused.then(() => false)]);
     console.log(kept ? "KEPT" : `REFUSED ${JSON.stringify(errors[0])}`);
+  } else if (mode === "presence") {
+    // The second client, as another phone would run it, with its own socket.
+    const other = new WebSocketClientAdapter(wsUrl);
+    const second = new Repo({ network: [other], peerId: `js-presence-second-${process.pid}` });
+    const handle = await repo.find(url);
+    const theirs = await second.find(url);
+    const socket = await new Promise((resolve) => {
+      const t = setInterval(() => { if (other.socket?.readyState === 1) { clearInterval(t); resolve(other.socket); } }, 20);
+    });
+    const theirErrors = [];
+    const take = other.receiveMessage.bind(other);
+    other.receiveMessage = (bytes) => {
+      try {
+        const m = cbor.decode(new Uint8Array(bytes));
+        if (m.type === "error") theirErrors.push(m.message);
+      } catch { /* as above */ }
+      take(bytes);
+    };
+    const heard = new Promise((resolve) => theirs.on("ephemeral-message", ({ message }) => resolve(message)));
+    // Sent until heard: the server relays to the second client once its
+    // first sync of URL has reached the record.
+    const again = setInterval(() => handle.broadcast({ said: text }), 200);
+    handle.broadcast({ said: text });
+    console.log(`HEARD ${JSON.stringify(await heard)}`);
+    clearInterval(again);
+    await new Promise((r) => setTimeout(r, 1000));
+    console.log(other.socket === socket && socket.readyState === 1 ? "SAME SOCKET" : "NEW SOCKET");
+    console.log(`ERRORS ${JSON.stringify(theirErrors)}`);
   } else if (mode === "read") {
     const handle = await repo.find(url);
     console.log(`DOC ${JSON.stringify(handle.doc())}`);

@@ -143,6 +143,32 @@ async fn the_official_client_refused_a_change_goes_on_syncing() {
     );
 }
 
+/// Presence between two official clients: the second passes the message
+/// it was relayed on to its other peers as it came, the first client's
+/// `senderId` and all, and so back to the server. The server drops that
+/// copy, as the official server does, and keeps the second's socket.
+#[tokio::test]
+async fn two_official_clients_share_presence_and_both_keep_their_sockets() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let meeting = server.get_json("/api/records?kind=meeting").await[0].clone();
+    let out = run_js(&[
+        &ws(&server),
+        "presence",
+        meeting["url"].as_str().unwrap(),
+        "Fatima lit le procès-verbal · فاطمة تقرأ",
+    ]);
+    let heard = out
+        .lines()
+        .find_map(|l| l.strip_prefix("HEARD "))
+        .unwrap_or_else(|| panic!("no HEARD in {out}"));
+    let heard: serde_json::Value = serde_json::from_str(heard).unwrap();
+    assert_eq!(heard["said"], "Fatima lit le procès-verbal · فاطمة تقرأ");
+    assert!(out.contains("SAME SOCKET"), "{out}");
+    assert!(out.contains("ERRORS []"), "{out}");
+}
+
 /// An agreement's parties are record links: the official client, which
 /// writes raw changes past the edit API, may add a city's link, and text is
 /// refused with its path and held, the record keeping its parties until a
