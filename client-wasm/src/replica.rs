@@ -21,8 +21,8 @@ use twinsync_shared::protocol::{
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, TouchedFields, changed_paths, check_chunk,
     document_at_time, document_conflicts, document_history_known, document_text, ever_indexed,
-    field_changes, load_chunks, load_document, new_document, read_document,
-    loads_back, read_document_leniently, refuse_panics, settles_a_removal, summarise,
+    field_changes, load_chunks, load_document, loads_back, new_document, read_document,
+    read_document_leniently, refuse_panics, settles_a_removal, summarise,
 };
 use twinsync_shared::text::{OffsetError, nfc, nfc_positions, utf16_range};
 use twinsync_shared::{DocumentId, PeerId, StorageId};

@@ -81,8 +81,9 @@ pub struct Settings {
     )]
     pub max_http_connections: usize,
 
-    /// As `max_http_connections`, from any one IP address, so one client
-    /// cannot take every slot.
+    /// As `max_http_connections`, from any one IPv4 address or IPv6 /64,
+    /// so one client cannot take every slot; a trusted proxy's own
+    /// address is not held to it.
     #[arg(
         long,
         env = "TWINSYNC_MAX_HTTP_CONNECTIONS_PER_ADDRESS",

@@ -149,7 +149,9 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
-/// Opens the store, seeds the demo club if asked, and builds the hub.
+/// Opens and migrates the store, stores the demo club (or, with
+/// `--no-demo`, the club record alone) while it holds no club record,
+/// reopens accepted batches never applied, and builds the hub.
 pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         anyhow::anyhow!(
