@@ -294,20 +294,28 @@ document.addEventListener("focusout", () => {
 
 /**
  * When the focus is on a button or a link of the screen that the screen
- * drawn again has too (the same id, target or `data-kind`), and nothing is
- * opened to read: a function that puts the focus back on it. A button known
- * only by its words (one "Accept" of many) is not guessed at: the redraw
- * waits until the focus leaves it.
+ * drawn again has too (the same id, target or `data-kind`; or the one
+ * button of its class, as Print is; or a disagreement's value, by its
+ * record, path and value), and nothing is opened to read: a function that
+ * puts the focus back on it. A button known only by its words (one
+ * "Accept" of many) is not guessed at: the redraw waits until the focus
+ * leaves it.
  */
 function pressedOnScreen() {
   const a = document.activeElement;
   if (!a || !$("#view").contains(a) || !a.matches("button, a") || $("#view details[open]")) return null;
   const [tag, id, href, kind] = [a.tagName, a.id, a.getAttribute("href"), a.dataset.kind];
-  if (!id && !href && !kind) return null;
+  const row = a.closest("li[data-path]");
+  const key = (b) => [b.className, b.dataset.value, b.closest("li[data-path]")?.dataset.path, b.closest("li[data-path]")?.dataset.id].join("\u0000");
+  const alike = a.className ? [...$("#view").querySelectorAll(tag)].filter((b) => key(b) === key(a)) : [];
+  const known = a.className && alike.length === 1 && (row ? a.dataset.value !== undefined : !a.dataset.value);
+  if (!id && !href && !kind && !known) return null;
+  const was = key(a);
   return () => {
     const same = [...$("#view").querySelectorAll(tag)].find((b) => (id ? b.id === id
       : href ? b.getAttribute("href") === href
-      : b.dataset.kind === kind));
+      : kind ? b.dataset.kind === kind
+      : key(b) === was));
     same?.focus({ preventScroll: true });
   };
 }
@@ -1089,10 +1097,25 @@ function redrawWhenLeft(form, id) {
   form.dataset.deferred = "1";
   form.addEventListener("focusout", function later(e) {
     if (form.contains(e.relatedTarget)) return;
+    // The page left for another app, not the field: the person comes back
+    // to it as it was, caret, keyboard and all.
+    if (!e.relatedTarget && !document.hasFocus()) return;
     form.removeEventListener("focusout", later);
     delete form.dataset.deferred;
     // Let a pending `change` write first.
-    setTimeout(() => { if (app.view?.id === id && app.view.stale) recordView(id); });
+    setTimeout(() => {
+      if (app.view?.id !== id || !app.view.stale) return;
+      // Where the person went (Print, a value to keep) is drawn anew and
+      // keeps the focus; a field they went to type in (the date to read
+      // the record at) holds the redraw until they leave it too.
+      const pressed = pressedOnScreen();
+      if (!pressed && busyOnScreen()) {
+        redrawWhenLeft($("#view"), id);
+        return;
+      }
+      recordView(id);
+      pressed?.();
+    });
   });
 }
 
@@ -1156,16 +1179,21 @@ function conflictList(records) {
         h("span", { class: "label" }, pathLabel(view.kind, c.path, view.record)),
         h("div", { class: "values" }, c.values.map((v) => decides ? h("button", {
           type: "button", class: "keep", "data-value": JSON.stringify(v.value),
-          onclick: async () => {
+          onclick: async (e) => {
             // Keeping a value is writing it: weighed as any other change.
             if (!mayWrite(id, [{ op: "set", path: c.path, value: v.value }]).go) return;
+            const row = e.currentTarget.closest("li");
+            const place = [...row.parentNode.children].indexOf(row);
+            let said = null;
             try {
               await app.client.resolve(id, c.path, v.value, `resolve ${c.path}`);
               $("#notice").textContent = "";
+              said = tr("resolvedSaid", { field: row.querySelector(".label").textContent, value: valueSaid(field, v) });
             } catch (e) {
               tell(problem(e));
             }
             route();
+            afterKeeping(place, said);
           },
         }, shown(v), removal ? null : [" · ", tr("keep")]) : h("span", { class: "value" }, shown(v))))));
     }
@@ -1173,6 +1201,24 @@ function conflictList(records) {
   for (const [id, spans] of writers) nameWriters(id, spans);
   return h("section", { class: "conflicts" }, h("h3", {}, tr("conflicts")),
     rows.length ? [h("p", { class: "note" }, tr("conflictHelp")), h("ul", {}, rows)] : h("p", { class: "note" }, tr("noConflicts")));
+}
+
+/**
+ * After a tap on Keep has drawn the screen anew: the focus goes to the
+ * first value of the disagreement now in the place of the one settled
+ * (else the last left, else the section's heading), so a keyboard or a
+ * screen reader goes on from there rather than from the page's top, and
+ * `said`, what was kept, is said.
+ */
+function afterKeeping(place, said) {
+  const section = $("#view section.conflicts");
+  if (!section) return;
+  const rows = section.querySelectorAll(":scope > ul > li");
+  const heading = section.querySelector("h3");
+  const next = rows[Math.min(place, rows.length - 1)]?.querySelector("button.keep");
+  if (!next) heading.tabIndex = -1;
+  (next ?? heading).focus();
+  if (said) $("#view-said").textContent = said;
 }
 
 /** One of a disagreement's values, as the person reads it, for `field` (the field at its path). */

@@ -45,6 +45,15 @@ export function fill(node, ...children) {
 export const words = (text) => h("bdi", {}, text ?? "");
 
 /**
+ * A value shown as a block of its own. Each paragraph takes the direction
+ * of its first letter (`unicode-bidi: plaintext` in style.css) and sits on
+ * that side: Arabic minutes flush right, a French paragraph in them flush
+ * left. An isolate around the whole, as `words` makes, would hide those
+ * letters, and every paragraph would run left to right on the left.
+ */
+export const valueBlock = (...children) => h("div", { class: "value" }, ...children);
+
+/**
  * `text` between first-strong isolates (U+2068, U+2069), for one value set
  * in a line of others: in an Arabic line, the parentheses of a French
  * title ending in a number would otherwise take the line's direction and
@@ -111,7 +120,7 @@ function multilingualShown(ctx, value) {
   const others = value && typeof value === "object"
     ? LANGS.filter((l) => value[l] && value[l] !== main)
     : [];
-  return h("div", { class: "value" }, words(main || t(ctx.lang, "none")),
+  return valueBlock(main || t(ctx.lang, "none"),
     others.length ? h("span", { class: "also" }, others.flatMap((l) => [" · ", h("bdi", { lang: l, dir: l === "ar" ? "rtl" : "ltr" }, value[l])])) : null);
 }
 
@@ -175,7 +184,7 @@ export function fieldRows(ctx, fields, value, prefix = "") {
     else if (field.type === "list") body = h("ol", { class: "items" }, (v ?? []).map((item) => h("li", { "data-item": item.id }, disputed(ctx, `${path}/${item.id}`), fieldRows(ctx, field.fields, item, `${path}/${item.id}`))));
     else if (REF_KIND[field.name] === "*") body = linksShown(ctx, v);
     else if (field.type === "multilingual") body = multilingualShown(ctx, v);
-    else body = h("div", { class: "value" }, words(show(ctx, field, v)));
+    else body = valueBlock(show(ctx, field, v));
     // Every control of the row is named by its caption, for screen readers.
     const controls = body.matches?.("input, select, textarea") ? [body] : [...body.querySelectorAll(":scope > input, :scope > select, :scope > textarea")];
     for (const c of controls) if (!c.hasAttribute("aria-label")) c.setAttribute("aria-labelledby", id);
@@ -252,7 +261,7 @@ function editor(ctx, field, value, path) {
     case "set": return setEditor(ctx, field, value ?? [], path);
     case "list": return listEditor(ctx, field, value ?? [], path);
     default:
-      return h("div", { class: "value" }, words(show(ctx, field, value)));
+      return valueBlock(show(ctx, field, value));
   }
 }
 

@@ -622,8 +622,21 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     await show(coordinator.page, "#/dashboard");
     await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 2, button, "the disagreement on the dashboard again");
     const chosen = JSON.parse(await coordinator.page.$eval(`${button}[data-value='"09:30"']`, (e) => e.dataset.value));
-    await coordinator.page.click(`${button}[data-value='"09:30"']`);
+    // By keyboard: the focus then goes on to the disagreement left, the
+    // decision's outcome, and what was kept is said.
+    await coordinator.page.focus(`${button}[data-value='"09:30"']`);
+    await coordinator.page.keyboard.press("Enter");
     await until(coordinator.page, (sel) => document.querySelectorAll(sel).length === 0, button, "the disagreement gone");
+    const after = await until(coordinator.page, (id) => {
+      const focused = document.activeElement;
+      return focused?.matches("button.keep") ? {
+        row: focused.closest("li").dataset.path, id: focused.closest("li").dataset.id,
+        said: document.querySelector("#view-said").textContent,
+      } : null;
+    }, id, "the focus on the disagreement left");
+    assert.equal(after.row, "/decisions/d1/outcome", JSON.stringify(after));
+    assert.equal(after.id, id);
+    assert.equal(after.said, ar.resolvedSaid.replace("{field}", ar["field.time"]).replace("{value}", "09:30"));
     const settled = await disputedCell();
     assert.ok(!settled.includes(ar["field.time"]), settled);
 
@@ -2121,6 +2134,59 @@ test("two people typing in turn in the same minutes are each their own line, and
   });
 });
 
+test("read-only minutes in Arabic and French: each paragraph runs and sits as its own language does, on screen and printed", async () => {
+  await withServer(async (server) => {
+    const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(coordinator.page);
+    const id = await coordinator.page.evaluate(() => window.twinsync.create("meeting",
+      { title: { ar: "مجلس دجنبر" }, date: "2026-12-04", minutes: "محضر الاجتماع\nLe conseil décide." }, "new meeting"));
+    await until(coordinator.page, async (id) => (await fetch(`/api/records/${id}`, { headers: { authorization: `Bearer ${localStorage.getItem("token")}` } })).ok || null, id, "the meeting on the server");
+    await coordinator.context.close();
+    // An observer reads it in the Arabic app: nothing to type into.
+    const { page, context } = await signIn(server, { name: "Observer", role: "observer" });
+    await upToDate(page);
+    await show(page, `#/r/${id}`);
+    // Where each word lies in its value's box: the Arabic paragraph flush
+    // right, the French one flush left and read left to right.
+    const placed = (sheet) => {
+      const at = (path, word) => {
+        const value = document.querySelector(`${sheet} .field[data-path="${path}"] .value`);
+        if (!value || !value.getClientRects().length) return null;
+        const walker = document.createTreeWalker(value, NodeFilter.SHOW_TEXT);
+        for (let node; (node = walker.nextNode());) {
+          const i = node.data.indexOf(word);
+          if (i < 0) continue;
+          const range = document.createRange();
+          range.setStart(node, i);
+          range.setEnd(node, i + word.length);
+          const box = value.getBoundingClientRect();
+          const r = range.getBoundingClientRect();
+          return { fromLeft: r.left - box.left, fromRight: box.right - r.right, left: r.left };
+        }
+        return null;
+      };
+      const minutes = [at("/minutes", "محضر الاجتماع"), at("/minutes", "Le"), at("/minutes", "décide.")];
+      const title = at("/title", "مجلس دجنبر");
+      return minutes.every(Boolean) && title ? { arabic: minutes[0], le: minutes[1], end: minutes[2], title } : null;
+    };
+    for (const [sheet, media] of [["#view", "screen"], ["#print", "print"]]) {
+      if (media === "print") {
+        await page.evaluate(() => { window.print = () => {}; });
+        await page.click("button.print");
+        await page.emulateMedia({ media: "print" });
+      }
+      const at = await until(page, placed, sheet, `the minutes shown in ${sheet}`);
+      const why = `${sheet}: ${JSON.stringify(at)}`;
+      assert.ok(at.arabic.fromRight < 8 && at.arabic.fromLeft > 40, why);
+      assert.ok(at.title.fromRight < 8 && at.title.fromLeft > 40, why);
+      assert.ok(at.le.fromLeft < 8 && at.le.fromRight > 40, why);
+      assert.ok(at.le.left < at.end.left, why);
+    }
+    await page.emulateMedia({ media: "screen" });
+    await context.close();
+  });
+});
+
 test("a meeting prints on its own: the club, its title and every line of its minutes, without the app around it", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Coordinator Amina", role: "coordinator" });
@@ -2304,6 +2370,26 @@ test("the dashboard takes in another phone's change while a button of it holds t
     assert.equal(await page.evaluate(() => document.activeElement?.id), "export-json");
     await other.context.close();
     await context.close();
+  });
+});
+
+test("a record drawn anew for another phone's new item while this one typed keeps the focus on Print, where the person went", async () => {
+  await withServer(async (server) => {
+    const { a, b, id } = await twoPhones(server);
+    const minutes = '[data-path="/minutes"] textarea';
+    await a.page.click(minutes);
+    await a.page.keyboard.type("Ouverture. ");
+    // A decision added on the other phone: a new item cannot be drawn into
+    // the form in place, so the record waits to be drawn anew.
+    await b.page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/decisions", after: "$end", item: { id: "d9", text: "Jumelage scolaire" } }], "add a decision"), id);
+    await until(a.page, (id) => window.twinsync.read(id).record.decisions?.some((d) => d.id === "d9") || null, id, "the decision on this phone");
+    assert.equal(await a.page.evaluate(() => document.querySelectorAll('[data-path="/decisions"] [data-item="d9"]').length), 0, "not drawn while typing");
+    // The person goes to Print: the record is drawn anew, the focus kept.
+    await a.page.focus("button.print");
+    await until(a.page, () => document.querySelectorAll('[data-path="/decisions"] [data-item="d9"]').length > 0 || null, undefined, "the decision drawn");
+    assert.equal(await a.page.evaluate(() => document.activeElement?.matches("button.print") ?? false), true,
+      await a.page.evaluate(() => document.activeElement?.outerHTML.slice(0, 80)));
+    for (const p of [a, b]) await p.context.close();
   });
 });
 
