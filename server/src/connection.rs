@@ -349,6 +349,29 @@ impl Session {
                 debug!(kind, "message of an unknown type ignored");
                 return Ok(());
             }
+            // A document id of another length, which the official client
+            // may make: no record of this server has it, so it is
+            // unavailable, and the socket serves the peer's other records.
+            Err(DecodeError::ForeignDocumentId {
+                sender_id,
+                document_id,
+                length,
+            }) if self
+                .joined
+                .as_ref()
+                .is_some_and(|j| j.peer_id.as_str() == sender_id) =>
+            {
+                debug!(
+                    document_id,
+                    length, "a document id twinsync never makes; unavailable"
+                );
+                let _ = out.try_send(twinsync_shared::protocol::doc_unavailable_for(
+                    self.hub.server_id.as_str(),
+                    &sender_id,
+                    &document_id,
+                ));
+                return Ok(());
+            }
             // Changes to one record over the limit refuse that record, not
             // the socket: cut off, the phone would send the same frame at
             // every reconnection, and its other records never get through.

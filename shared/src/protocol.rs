@@ -64,5 +64,5 @@ pub use engine::{
 };
 pub use wire::{
     DecodeError, FrameLimit, HeadsAt, MAX_LIST_ENTRIES, Message, PROTOCOL_VERSION, PeerMetadata,
-    RATE_LIMITED, Refusal, SUBPROTOCOL, TOKEN_SUBPROTOCOL,
+    RATE_LIMITED, Refusal, SUBPROTOCOL, TOKEN_SUBPROTOCOL, doc_unavailable_for,
 };

@@ -397,11 +397,42 @@ fn a_document_id_that_is_not_bs58check_is_refused() {
         err(&frame),
         DecodeError::BadDocumentId(IdError::NotBs58Check(_))
     ));
+    // A bs58check id of another length, which the official client may
+    // make, is named with its sender, so the server can answer for it.
     let three_bytes = bs58::encode([1, 2, 3]).with_check().into_string();
     let frame = sync_with("documentId", Some(text(&three_bytes)));
     assert_eq!(
         err(&frame),
+        DecodeError::ForeignDocumentId {
+            sender_id: "client".into(),
+            document_id: three_bytes.clone(),
+            length: 3,
+        }
+    );
+    // In a message the server does not answer, it is only a bad id.
+    let mut fields = sync_fields();
+    fields[0].1 = text("ephemeral");
+    fields[3].1 = text(&three_bytes);
+    fields.push(("count", head(0, 1)));
+    fields.push(("sessionId", text("s")));
+    assert_eq!(
+        err(&map(&fields)),
         DecodeError::BadDocumentId(IdError::WrongLength(3))
+    );
+}
+
+#[test]
+fn a_doc_unavailable_for_a_foreign_id_names_it_as_the_peer_wrote_it() {
+    let long = bs58::encode([7u8; 32]).with_check().into_string();
+    let frame = twinsync_shared::protocol::doc_unavailable_for("server", "client", &long);
+    assert_eq!(
+        frame,
+        map(&[
+            ("type", text("doc-unavailable")),
+            ("senderId", text("server")),
+            ("targetId", text("client")),
+            ("documentId", text(&long)),
+        ])
     );
 }
 

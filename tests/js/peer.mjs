@@ -11,13 +11,16 @@
 //                                          OTHER ("DOC <json>") and say whether the socket stayed
 //   node peer.mjs WS_URL party URL MEMBER  add MEMBER to the agreement URL's parties, as a raw change;
 //                                          print "KEPT" once the server has it, or "REFUSED <json>"
+//   node peer.mjs WS_URL foreign URL       ask for a record under a 32-byte id (the official client
+//                                          takes any length): print "UNAVAILABLE" when told so, then
+//                                          read URL ("DOC <json>") and say whether the socket stayed
 //   node peer.mjs WS_URL presence URL TEXT a second client opens URL too; this one broadcasts TEXT
 //                                          on it; print "HEARD <json>" once the second has it, then,
 //                                          a second later, whether the second's socket stayed
 //                                          ("SAME SOCKET" or "NEW SOCKET") and "ERRORS <json>"
 //
 // Every mode ends by itself: exit 0 on success, 2 on timeout, 1 on error.
-import { Repo, cbor } from "@automerge/automerge-repo";
+import { Repo, cbor, stringifyAutomergeUrl } from "@automerge/automerge-repo";
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
 import * as A from "@automerge/automerge";
 
@@ -110,6 +113,18 @@ try {
     });
     const kept = await Promise.race([serverHas(handle).then(() => true), refused.then(() => false)]);
     console.log(kept ? "KEPT" : `REFUSED ${JSON.stringify(errors[0])}`);
+  } else if (mode === "foreign") {
+    await serverPeer();
+    const socket = adapter.socket;
+    const long = stringifyAutomergeUrl(new Uint8Array(32).map((_, i) => i + 1));
+    const { handle } = repo.findWithProgress(long);
+    await new Promise((resolve) => {
+      const t = setInterval(() => { if (handle.isUnavailable()) { clearInterval(t); resolve(); } }, 20);
+    });
+    console.log("UNAVAILABLE");
+    const other = await repo.find(url);
+    console.log(`DOC ${JSON.stringify(other.doc())}`);
+    console.log(adapter.socket === socket && socket.readyState === 1 ? "SAME SOCKET" : "NEW SOCKET");
   } else if (mode === "presence") {
     // The second client, as another phone would run it, with its own socket.
     const other = new WebSocketClientAdapter(wsUrl);

@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use crate::{DocumentId, PeerId, StorageId};
 
 pub use decode::{DecodeError, MAX_LIST_ENTRIES};
+pub use encode::doc_unavailable_for;
 
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: &str = "1";

@@ -143,6 +143,27 @@ async fn the_official_client_refused_a_change_goes_on_syncing() {
     );
 }
 
+/// The official client takes a document id of any length; twinsync's are
+/// 16 bytes. Asked for one of 32, the server says it is unavailable, at
+/// once, and the same socket serves the client's other records: closed, the
+/// client would ask again at every reconnection, and sync nothing else.
+#[tokio::test]
+async fn the_official_client_asking_for_a_longer_id_is_told_unavailable_and_keeps_its_socket() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let project = server.get_json("/api/records?kind=project").await[0].clone();
+    let out = run_js(&[&ws(&server), "foreign", project["url"].as_str().unwrap()]);
+    assert!(out.contains("UNAVAILABLE"), "{out}");
+    let doc = out
+        .lines()
+        .find_map(|l| l.strip_prefix("DOC "))
+        .unwrap_or_else(|| panic!("no DOC in {out}"));
+    let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+    assert_eq!(doc["kind"], "project");
+    assert!(out.contains("SAME SOCKET"), "{out}");
+}
+
 /// Presence between two official clients: the second passes the message
 /// it was relayed on to its other peers as it came, the first client's
 /// `senderId` and all, and so back to the server. The server drops that

@@ -40,6 +40,17 @@ pub enum DecodeError {
     UnknownType(String),
     #[error("field `documentId`: {0}")]
     BadDocumentId(IdError),
+    /// A well-formed `request` or `sync` for a document id the official
+    /// client accepts (any bs58check payload) but twinsync never makes
+    /// (16 bytes). The socket answers `doc-unavailable` for it, with
+    /// [`super::doc_unavailable_for`], and goes on: closed, the client
+    /// would ask again at every reconnection.
+    #[error("document id `{document_id}` is {length} bytes; twinsync's are 16")]
+    ForeignDocumentId {
+        sender_id: String,
+        document_id: String,
+        length: usize,
+    },
     #[error("{0} bytes follow the message in the frame")]
     TrailingBytes(usize),
     #[error("field `{field}` lists more than {limit} entries")]
@@ -450,6 +461,16 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
         return Err(DecodeError::UnknownType(type_.to_owned()));
     }
     let need = |field| DecodeError::missing(type_, field);
+    if matches!(type_, "request" | "sync")
+        && let (Some(sender), Some(id), Some(_)) = (f.sender_id, f.document_id, f.data)
+        && let Err(IdError::WrongLength(length)) = id.parse::<DocumentId>()
+    {
+        return Err(DecodeError::ForeignDocumentId {
+            sender_id: sender.to_owned(),
+            document_id: id.to_owned(),
+            length,
+        });
+    }
     let sender_id = PeerId::new(f.sender_id.ok_or_else(|| need("senderId"))?);
     let target = || f.target_id.map(PeerId::new).ok_or_else(|| need("targetId"));
     let document = || -> Result<DocumentId, DecodeError> {

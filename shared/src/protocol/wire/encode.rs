@@ -11,6 +11,22 @@ pub(super) fn encode(msg: &Message) -> Vec<u8> {
     e.into_writer()
 }
 
+/// A `doc-unavailable` for a document id as a peer wrote it, one twinsync
+/// cannot hold (see [`super::DecodeError::ForeignDocumentId`]).
+pub fn doc_unavailable_for(sender_id: &str, target_id: &str, document_id: &str) -> Vec<u8> {
+    let mut e = Encoder::new(Vec::new());
+    let write = |e: &mut Enc| -> Res {
+        e.map(4)?;
+        e.str("type")?.str("doc-unavailable")?;
+        e.str("senderId")?.str(sender_id)?;
+        e.str("targetId")?.str(target_id)?;
+        e.str("documentId")?.str(document_id)?;
+        Ok(())
+    };
+    write(&mut e).expect("writing CBOR into a Vec is infallible");
+    e.into_writer()
+}
+
 type Enc = Encoder<Vec<u8>>;
 type Res = Result<(), minicbor::encode::Error<core::convert::Infallible>>;
 
