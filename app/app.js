@@ -2206,9 +2206,10 @@ async function start() {
   chrome();
   // The sync bar stays over the foot of the page, and grows to several
   // lines with a refused change, in Arabic on a narrow phone: the page
-  // ends that much lower, so its last button can be scrolled clear of it.
+  // ends that much lower, so its last button can be scrolled clear of it,
+  // and a field reached by Tab is scrolled above it (style.css).
   new ResizeObserver(() => {
-    document.body.style.setProperty("--sync-height", `${$("#sync").offsetHeight}px`);
+    document.documentElement.style.setProperty("--sync-height", `${$("#sync").offsetHeight}px`);
   }).observe($("#sync"));
   let refused = null;
   try {

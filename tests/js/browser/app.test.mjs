@@ -2393,6 +2393,46 @@ test("a record drawn anew for another phone's new item while this one typed keep
   });
 });
 
+test("Tab goes from the header to the screen, and a field reached under the sync bar is scrolled clear of it", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    // After the languages, the screen's links: not the bar at the foot.
+    await page.focus('nav.language button[data-lang="en"]');
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.closest("nav.views") !== null), true,
+      await page.evaluate(() => document.activeElement?.outerHTML.slice(0, 80)));
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    await show(page, `#/r/${meeting.id}`);
+    const time = '[data-path="/time"] input';
+    await page.waitForSelector(time);
+    // The field lies under the bar, the control before it in sight; Tab.
+    const at = await page.evaluate((time) => {
+      const input = document.querySelector(time);
+      const controls = [...document.querySelectorAll("#view input, #view select, #view textarea, #view button, #view a[href]")]
+        .filter((c) => !c.disabled && c.getClientRects().length);
+      const before = controls[controls.indexOf(input) - 1];
+      const bar = document.querySelector("#sync").getBoundingClientRect();
+      window.scrollBy(0, input.getBoundingClientRect().top - (bar.top + 4));
+      before.focus({ preventScroll: true });
+      return { under: input.getBoundingClientRect().top >= bar.top, before: before.outerHTML.slice(0, 60) };
+    }, time);
+    assert.ok(at.under, JSON.stringify(at));
+    // A date field takes a Tab for each of its parts before the next.
+    for (let i = 0; i < 4 && !(await page.evaluate((time) => document.activeElement === document.querySelector(time), time)); i++) {
+      await page.keyboard.press("Tab");
+    }
+    const seen = await page.evaluate((time) => ({
+      focused: document.activeElement === document.querySelector(time),
+      bottom: document.querySelector(time).getBoundingClientRect().bottom,
+      bar: document.querySelector("#sync").getBoundingClientRect().top,
+    }), time);
+    assert.ok(seen.focused, JSON.stringify({ ...at, ...seen }));
+    assert.ok(seen.bottom <= seen.bar, JSON.stringify(seen));
+    await context.close();
+  });
+});
+
 test("a record on screen names a linked record renamed elsewhere without being opened again", async () => {
   await withServer(async (server) => {
     const people = await twoPeople(server);
