@@ -1733,6 +1733,22 @@ test("every screen fits a phone's width, in the three languages", async () => {
       assert.ok(r, `the demo club has a ${k}`);
       screens.push(`#/r/${r.id}`, `#/r/${r.id}/at/2025-11-01`);
     }
+    // Words longer than a phone is wide: an e-mail address, a web address
+    // in the minutes, a compound name; read-only as they are at a date.
+    const long = await page.evaluate(async () => {
+      const person = await window.twinsync.create("person", {
+        name: { fr: "Secrétariat-de-la-coopération-décentralisée-de-la-commune-urbaine-de-Smara" },
+        contacts: [{ id: "c1", kind: "email", value: "secretariat.cooperation-decentralisee@commune-urbaine-smara.ma" }],
+      }, "new person");
+      const meeting = await window.twinsync.create("meeting", {
+        title: { fr: "Réunion-de-coordination-des-partenaires-de-jumelage" }, date: "2026-11-30",
+        minutes: "Compte rendu : https://commune-urbaine-smara.ma/cooperation/jumelages/2026/novembre/compte-rendu-reunion-coordination",
+      }, "new meeting");
+      return [person, meeting];
+    });
+    const day = new Date().toISOString().slice(0, 10);
+    for (const id of long) screens.push(`#/r/${id}`, `#/r/${id}/at/${day}`);
+    screens.push("#/k/person", "#/k/meeting");
     // What each screen draws once its data is in, so the width is taken then.
     const drawn = { "#/dashboard": "#view table", "#/devices": "table.devices tr[data-device]" };
     const wide = [];
