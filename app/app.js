@@ -1731,6 +1731,24 @@ function exportNote(s) {
   return s.syncing > 0 ? plural(app.lang, "exportPartial", s.syncing) : "";
 }
 
+/**
+ * The character a spreadsheet on this computer splits a CSV file's columns
+ * at: the one chosen on the dashboard, else as the computer's own language
+ * says numbers. Excel splits at semicolons where the decimal mark is a
+ * comma (French, Arabic as written in Morocco), else at commas; the app's
+ * language says nothing of the spreadsheet's.
+ */
+function csvSeparator() {
+  const chosen = localStorage.getItem("csvSeparator");
+  if (chosen === ";" || chosen === ",") return chosen;
+  try {
+    const mark = new Intl.NumberFormat(navigator.language).formatToParts(1.5).find((p) => p.type === "decimal")?.value;
+    return mark === "," ? ";" : ",";
+  } catch {
+    return ";";
+  }
+}
+
 function exportSection() {
   // Read when the button is pressed: records keep arriving while the
   // dashboard is open. In the lists' order: meetings and reports newest
@@ -1754,9 +1772,7 @@ function exportSection() {
     // A list (milestones, contacts, decisions) is one cell, an item a line.
     const fields = (app.schema[kind] ?? []).filter((f) => f.type !== "map");
     const ctx = { lang: app.lang, byUrl: app.byUrl };
-    // Spreadsheets in French and Arabic locales (decimal comma) split
-    // columns at semicolons; in English, at commas.
-    const sep = app.lang === "en" ? "," : ";";
+    const sep = csvSeparator();
     // A cell a spreadsheet would run as a formula is kept as text.
     const cell = (v) => {
       const text = String(v ?? "");
@@ -1784,6 +1800,9 @@ function exportSection() {
   const unread = h("p", { id: "export-unread", class: "note", role: "status", hidden: true });
   return h("section", { id: "export" }, h("h3", {}, tr("export")),
     h("p", { id: "export-partial", class: "note", role: "status", hidden: !note }, note), unread,
+    h("label", { class: "separator" }, tr("csvSeparator"), " ",
+      h("select", { id: "csv-separator", onchange: (e) => localStorage.setItem("csvSeparator", e.target.value) },
+        [";", ","].map((c) => h("option", { value: c, selected: c === csvSeparator() }, tr(c === ";" ? "csvSemicolon" : "csvComma"))))),
     h("button", { type: "button", id: "export-json", onclick: () => download("twinsync-records.json", "application/json",
       // A record the app cannot read goes as stored, beside why; every
       // record with its standing disagreements.

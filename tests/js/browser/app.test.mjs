@@ -600,6 +600,9 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
       [`${button}[data-value='"10:00"'] .by`, from("Phone 1")], "the second phone named");
     // The meetings' CSV says it, in its last column: a time in a cell is
     // only the one shown until someone keeps one.
+    // Columns split at semicolons, as the club's spreadsheets in French
+    // split them (chosen here: the test browser speaks English).
+    await coordinator.page.selectOption("#csv-separator", ";");
     const disputedCell = async () => {
       const [csv] = await Promise.all([coordinator.page.waitForEvent("download"), coordinator.page.click('#export button[data-kind="meeting"]')]);
       const lines = (await streamBytes(await csv.createReadStream())).subarray(3).toString("utf8").trim().split("\r\n");
@@ -1974,14 +1977,14 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     const all = await (await server.api("/api/records")).json();
     assert.equal(records.length, all.length);
     assert.ok(records.some((r) => r.id === id && r.record.name.fr === "Salma Benali."));
+    await page.selectOption("#csv-separator", ";");
     const [csv] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="agreement"]')]);
     const bytes = await streamBytes(await csv.createReadStream());
     assert.deepEqual([...bytes.subarray(0, 3)], [0xef, 0xbb, 0xbf], "a byte-order mark, so spreadsheets read Arabic as UTF-8");
     const lines = bytes.subarray(3).toString("utf8").trim().split("\r\n");
     const agreements = all.filter((r) => r.kind === "agreement");
     assert.equal(lines.length, agreements.length + 1);
-    // Semicolons, as spreadsheets in Arabic and French locales split
-    // columns; headers in the coordinator's language.
+    // Semicolons, as chosen; headers in the coordinator's language.
     const ar = STRINGS.ar;
     assert.ok(lines[0].startsWith(`"${ar.exportId}";"${ar["field.title"]} (العربية)";"${ar["field.title"]} (Français)";"${ar["field.title"]} (English)"`), lines[0]);
     // The parties by name, not by their record's address; the status and
@@ -2016,6 +2019,36 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     assert.ok(dated.length > 0, "the milestones' dates");
     for (const d of dated) assert.match(d, /^\d{4}-\d{2}-\d{2}$/, dated.join(" | "));
     await context.close();
+  });
+});
+
+test("a CSV export splits its columns as the computer's spreadsheet does, whatever the app's language, and as the coordinator chose", async () => {
+  await withServer(async (server) => {
+    const firstLine = async (page) => {
+      const [csv] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="city"]')]);
+      return (await streamBytes(await csv.createReadStream())).subarray(3).toString("utf8").split("\r\n")[0];
+    };
+    const between = (line) => line.match(/^"[^"]*"(.)"/)?.[1];
+    // A computer set to French, the app in English: Excel there splits at
+    // semicolons. One set to American English, the app in Arabic: commas.
+    for (const [locale, lang, sep] of [["fr-MA", "en", ";"], ["en-US", "ar", ","]]) {
+      const { page, context } = await signIn(server, { name: `Coordinator ${locale}`, role: "coordinator" }, { locale });
+      await upToDate(page);
+      await page.click(`[data-lang="${lang}"]`);
+      await show(page, "#/dashboard");
+      await page.waitForSelector("#csv-separator");
+      assert.equal(await page.inputValue("#csv-separator"), sep, locale);
+      assert.equal(between(await firstLine(page)), sep, locale);
+      // Chosen otherwise, it stays chosen on this computer.
+      const other = sep === ";" ? "," : ";";
+      await page.selectOption("#csv-separator", other);
+      await page.reload();
+      await show(page, "#/dashboard");
+      await page.waitForSelector("#csv-separator");
+      assert.equal(await page.inputValue("#csv-separator"), other, `${locale} after a reload`);
+      assert.equal(between(await firstLine(page)), other, `${locale} after a reload`);
+      await context.close();
+    }
   });
 });
 
