@@ -447,7 +447,7 @@ function recordProblems(kind, errors) {
     const key = `invalid.${e.code}`;
     if (!e.code || !STRINGS.en[key]) return words(`${e.path}: ${e.reason}`);
     if (WHOLE_RECORD.has(e.code)) return h("span", { class: "problem" }, tr(key));
-    return h("span", { class: "problem" }, pathLabel(kind, e.path), ": ", tr(key));
+    return h("span", { class: "problem" }, pathLabel(kind, e.path), tr("labelSeparator"), tr(key));
   });
   const reason = said.flatMap((s, i) => (i ? [tr("listSeparator"), s] : [s]));
   return pieces(app.lang, "invalid", { reason: h("span", {}, reason) }, (v) => v);
@@ -1254,7 +1254,7 @@ function disagreementLines(view, { plain = false } = {}) {
   return (view.conflicts ?? []).map((c) => {
     const { field } = fieldAt(app.schema, view.kind, c.path);
     const label = pathLabel(view.kind, c.path, view.record);
-    return `${label.textContent}: ${c.values.map((v) => valueSaid(field, v, { plain })).join(" · ")}`;
+    return `${label.textContent}${tr("labelSeparator")}${c.values.map((v) => valueSaid(field, v, { plain })).join(" · ")}`;
   });
 }
 
@@ -2234,7 +2234,8 @@ async function start() {
   try {
     app.token = await signIn();
   } catch (e) {
-    refused = e.key ? h("span", { title: e.message }, tr(e.key)) : tr("signinFailed") + e.message;
+    // The server's words, in English, isolated in a line of the person's language.
+    refused = e.key ? h("span", { title: e.message }, tr(e.key)) : h("span", {}, tr("signinFailed"), words(e.message));
     // A device already signed in that opens an invite link again stays
     // signed in; the refusal is only a note. An invite the server did not
     // answer stays in the address (`signIn`), so that reloading once online

@@ -2052,6 +2052,25 @@ test("a CSV export splits its columns as the computer's spreadsheet does, whatev
   });
 });
 
+test("a sign-in refused for a reason the app has no words for shows the server's English set apart in the Arabic line", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await phone(browser);
+    await page.route("**/api/invites/redeem", (route) => route.fulfill({
+      status: 400, contentType: "application/json", body: JSON.stringify({ error: "the code is malformed." }),
+    }));
+    await page.goto(`${server.url}/#invite=abc`);
+    const said = await until(page, () => {
+      const note = document.querySelector("#view p.note");
+      return note?.textContent.includes("malformed") ? {
+        text: note.textContent, isolated: note.querySelector("bdi")?.textContent ?? null,
+      } : null;
+    }, undefined, "the refusal said");
+    assert.ok(said.text.startsWith(STRINGS.ar.signinFailed), JSON.stringify(said));
+    assert.equal(said.isolated, "the code is malformed.");
+    await context.close();
+  });
+});
+
 async function streamBytes(stream) {
   const chunks = [];
   for await (const c of stream) chunks.push(c);
