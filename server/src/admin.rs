@@ -631,11 +631,11 @@ fn refused_update(e: UpdateRefused) -> ApiError {
 /// shown (`not_shown`).
 pub async fn quarantined(
     State(hub): State<Arc<Hub>>,
-    _by: Coordinator,
+    Coordinator(by): Coordinator,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
-    let found = crate::api::reading(&hub, move || -> Result<_, StoreError> {
+    let found = crate::api::reading(&hub, &by.id, move || -> Result<_, StoreError> {
         let Some((entry, changes)) = store.quarantined_changes(id)? else {
             return Ok(None);
         };

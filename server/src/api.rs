@@ -75,6 +75,7 @@ pub const CODES: &[&str] = &[
     "ambiguous-city",
     "too-many-cities",
     "delegate-needs-city",
+    "too-many-reads",
 ];
 
 impl From<StoreError> for ApiError {
@@ -159,13 +160,17 @@ pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'stat
         .map_err(Into::into)
 }
 
-/// `blocking` for work that loads a record whole: at most
-/// [`crate::hub::API_READS`] at once, so many requests for a large record
-/// cannot hold as many copies of it.
+/// `blocking` for work that loads a record whole, asked for by `device`:
+/// at most [`crate::hub::API_READS`] at once, so many requests for a large
+/// record cannot hold as many copies of it, and at most
+/// [`crate::hub::API_READS_PER_DEVICE`] of one device's waiting or under
+/// way (429 past it), so one device cannot queue ahead of every other.
 pub(crate) async fn reading<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     hub: &Hub,
+    device: &str,
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> ApiResult<T> {
+    let share = ReadShare::take(&hub.api_reads_by_device, device)?;
     // The turn goes with the work: a request dropped while its record
     // loads (the client gone) holds it until the load ends all the same.
     let turn = Arc::clone(&hub.api_reads)
@@ -174,9 +179,54 @@ pub(crate) async fn reading<T: Send + 'static, E: Into<ApiError> + Send + 'stati
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?;
     blocking(move || {
         let _turn = turn;
+        let _share = share;
         f()
     })
     .await
+}
+
+/// One of a device's [`crate::hub::API_READS_PER_DEVICE`] reads, given
+/// back when dropped (answered, or the request dropped).
+struct ReadShare {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    device: String,
+}
+
+impl ReadShare {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+        device: &str,
+    ) -> ApiResult<Self> {
+        let mut all = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = all.entry(device.to_owned()).or_insert(0);
+        if *n >= crate::hub::API_READS_PER_DEVICE {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this device already has {} records being read; ask again once they are answered",
+                    crate::hub::API_READS_PER_DEVICE
+                ),
+            )
+            .code("too-many-reads"));
+        }
+        *n += 1;
+        Ok(Self {
+            counts: Arc::clone(counts),
+            device: device.to_owned(),
+        })
+    }
+}
+
+impl Drop for ReadShare {
+    fn drop(&mut self) {
+        let mut all = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = all.get_mut(&self.device) {
+            *n -= 1;
+            if *n == 0 {
+                all.remove(&self.device);
+            }
+        }
+    }
 }
 
 pub async fn healthz(State(hub): State<Arc<Hub>>) -> ApiResult<&'static str> {
@@ -200,7 +250,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    _caller: Member,
+    Member(caller): Member,
     State(hub): State<Arc<Hub>>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
@@ -230,7 +280,7 @@ pub async fn list(
         blocking(move || store.list(kind.as_deref(), city.as_deref(), status.as_deref())).await?;
     if let Some(city) = parties_of {
         let store = hub.store.clone();
-        let parties = reading(&hub, move || -> Result<_, StoreError> {
+        let parties = reading(&hub, &caller.id, move || -> Result<_, StoreError> {
             let mut found = Vec::new();
             for row in store.list(Some("agreement"), None, q.status.as_deref())? {
                 let Ok(id) = row.id.parse::<DocumentId>() else {
@@ -334,7 +384,7 @@ fn parse_time(s: &str) -> ApiResult<i64> {
 }
 
 pub async fn get(
-    _caller: Member,
+    Member(caller): Member,
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AtQuery>,
@@ -342,7 +392,7 @@ pub async fn get(
     let id = parse_id(&id)?;
     let at = q.at.as_deref().map(parse_time).transpose()?;
     let store = hub.store.clone();
-    let (heads, read, conflicts) = reading(&hub, move || -> ApiResult<_> {
+    let (heads, read, conflicts) = reading(&hub, &caller.id, move || -> ApiResult<_> {
         let mut doc = load(&store, id)?;
         if let Some(t) = at {
             doc = doc
@@ -387,13 +437,13 @@ pub async fn get(
 }
 
 pub async fn conflicts(
-    _caller: Member,
+    Member(caller): Member,
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let store = hub.store.clone();
-    let conflicts = reading(&hub, move || -> ApiResult<_> {
+    let conflicts = reading(&hub, &caller.id, move || -> ApiResult<_> {
         Ok(json!(load(&store, id)?.conflicts()))
     })
     .await?;
@@ -401,13 +451,13 @@ pub async fn conflicts(
 }
 
 pub async fn history(
-    _caller: Member,
+    Member(caller): Member,
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let store = hub.store.clone();
-    let history = reading(&hub, move || -> ApiResult<_> {
+    let history = reading(&hub, &caller.id, move || -> ApiResult<_> {
         Ok(load(&store, id)?.history())
     })
     .await?;
@@ -466,7 +516,7 @@ pub async fn recent_changes(
 /// The records of one kind, for an export, and those that cannot be read
 /// (damaged in storage, or no longer a record of the kind's shape): one
 /// damaged record costs the coordinator its row, not the whole export.
-async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Readable> {
+async fn records_of_kind(hub: &Hub, device: &str, kind: &'static str) -> ApiResult<Readable> {
     let store = hub.store.clone();
     let rows = blocking(move || store.list(Some(kind), None, None)).await?;
     let mut out = Readable::default();
@@ -475,7 +525,7 @@ async fn records_of_kind(hub: &Hub, kind: &'static str) -> ApiResult<Readable> {
             continue;
         };
         let store = hub.store.clone();
-        let loaded = reading(hub, move || -> ApiResult<_> {
+        let loaded = reading(hub, device, move || -> ApiResult<_> {
             Ok(store
                 .load(id)
                 .map(|doc| doc.map(|doc| RecordDoc::from_automerge(doc).record().ok())))
@@ -567,7 +617,10 @@ fn csv_error(e: csv::Error) -> ApiError {
     )
 }
 
-pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
+pub async fn agreements_csv(
+    Member(caller): Member,
+    State(hub): State<Arc<Hub>>,
+) -> ApiResult<Response> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "url",
@@ -584,7 +637,7 @@ pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> Api
         "open_commitments",
     ])
     .map_err(csv_error)?;
-    let read = records_of_kind(&hub, "agreement").await?;
+    let read = records_of_kind(&hub, &caller.id, "agreement").await?;
     for (id, record) in read.records {
         let Record::Agreement(a) = record else {
             continue;
@@ -614,7 +667,10 @@ pub async fn agreements_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> Api
     csv_response("agreements.csv", w, &read.unreadable)
 }
 
-pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
+pub async fn projects_csv(
+    Member(caller): Member,
+    State(hub): State<Arc<Hub>>,
+) -> ApiResult<Response> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "url",
@@ -631,7 +687,7 @@ pub async fn projects_csv(_caller: Member, State(hub): State<Arc<Hub>>) -> ApiRe
         "milestone_done_on",
     ])
     .map_err(csv_error)?;
-    let read = records_of_kind(&hub, "project").await?;
+    let read = records_of_kind(&hub, &caller.id, "project").await?;
     for (id, record) in read.records {
         let Record::Project(p) = record else { continue };
         let base = text_row([
@@ -680,6 +736,8 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use axum::http::StatusCode;
+
     use super::{ApiError, CODES, reading};
     use crate::hub::{API_READS, Hub};
     use crate::metrics::Metrics;
@@ -699,7 +757,7 @@ mod tests {
         let read = |n: usize, ms: u64| {
             let (hub, now, most) = (Arc::clone(&hub), Arc::clone(&now), Arc::clone(&most));
             tokio::spawn(async move {
-                reading(&hub, move || {
+                reading(&hub, &format!("device-{n}"), move || {
                     let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(at_once, Ordering::SeqCst);
                     std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -734,6 +792,45 @@ mod tests {
         }
         let most = most.load(Ordering::SeqCst);
         assert!(most <= API_READS, "{most} records read at once");
+    }
+
+    /// A device with its share of reads waiting or under way is told to
+    /// wait, at once; another device is served meanwhile, and the first
+    /// reads again once its reads are answered.
+    #[tokio::test]
+    async fn one_device_may_not_queue_more_than_its_share_of_reads() {
+        use crate::hub::API_READS_PER_DEVICE;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let settings = Settings::for_data_dir(dir.path().to_owned());
+        let hub = Hub::new(store, Arc::new(settings), Metrics::new()).unwrap();
+        let read = |device: &'static str, ms: u64| {
+            let hub = Arc::clone(&hub);
+            tokio::spawn(async move {
+                reading(&hub, device, move || {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                    Ok::<_, ApiError>(device)
+                })
+                .await
+            })
+        };
+        let looping: Vec<_> = (0..API_READS_PER_DEVICE)
+            .map(|_| read("looping", 200))
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let refused = read("looping", 0).await.unwrap().unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.has_code("too-many-reads"));
+        // Another device waits its turn, and is answered.
+        assert_eq!(read("other", 0).await.unwrap().unwrap(), "other");
+        for r in looping {
+            assert_eq!(r.await.unwrap().unwrap(), "looping");
+        }
+        assert_eq!(read("looping", 0).await.unwrap().unwrap(), "looping");
+        assert!(
+            hub.api_reads_by_device.lock().unwrap().is_empty(),
+            "every share given back"
+        );
     }
 
     #[test]

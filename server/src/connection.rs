@@ -26,7 +26,7 @@ use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
 
 use crate::auth::{Device, Windows, whole_seconds};
-use crate::document::{DocCommand, PeerLink, Queued, send_or_cut, session_key};
+use crate::document::{DocCommand, PeerLink, Queued, session_key};
 use crate::hub::{DispatchError, Hub, Missing};
 use crate::outbox::{Outbox, outbox};
 use crate::permissions::{TOO_LARGE, TOO_MANY_OPEN, UNREADABLE, Why};
@@ -361,15 +361,7 @@ impl Session {
                 .as_ref()
                 .is_some_and(|j| j.peer_id.as_str() == sender_id) =>
             {
-                debug!(
-                    document_id,
-                    length, "a document id twinsync never makes; unavailable"
-                );
-                let _ = out.try_send(twinsync_shared::protocol::doc_unavailable_for(
-                    self.hub.server_id.as_str(),
-                    &sender_id,
-                    &document_id,
-                ));
+                self.unavailable_foreign(out, &sender_id, &document_id, length);
                 return Ok(());
             }
             // Changes to one record over the limit refuse that record, not
@@ -398,6 +390,20 @@ impl Session {
                             }),
                         };
                         let _ = out.try_send(msg.encode());
+                        Ok(())
+                    }
+                    // Over the limit, and for a record no twinsync holds:
+                    // unavailable, as under the limit.
+                    Err(DecodeError::ForeignDocumentId {
+                        sender_id,
+                        document_id,
+                        length,
+                    }) if self
+                        .joined
+                        .as_ref()
+                        .is_some_and(|j| j.peer_id.as_str() == sender_id) =>
+                    {
+                        self.unavailable_foreign(out, &sender_id, &document_id, length);
                         Ok(())
                     }
                     _ => Err(Fatal(format!("malformed frame: {e}"))),
@@ -1105,7 +1111,32 @@ impl Session {
     /// cut off, as a document's task cuts it off: it reconnects and asks
     /// again, where a dropped answer would leave it waiting.
     fn owed(&self, out: &Outbox, msg: &Message) {
-        if send_or_cut(out, &self.kill, &self.hub.metrics, msg) == Queued::CutOff {
+        self.owed_frame(out, msg.encode());
+    }
+
+    /// Answers `doc-unavailable` for a document id of another length than
+    /// twinsync's (see [`DecodeError::ForeignDocumentId`]), under the id as
+    /// the peer wrote it.
+    fn unavailable_foreign(&self, out: &Outbox, peer: &str, document_id: &str, length: usize) {
+        debug!(
+            document_id,
+            length, "a document id twinsync never makes; unavailable"
+        );
+        self.owed_frame(
+            out,
+            twinsync_shared::protocol::doc_unavailable_for(
+                self.hub.server_id.as_str(),
+                peer,
+                document_id,
+            ),
+        );
+    }
+
+    /// As [`Self::owed`], for a frame already encoded.
+    fn owed_frame(&self, out: &Outbox, frame: Vec<u8>) {
+        if crate::document::send_bytes_or_cut(out, &self.kill, &self.hub.metrics, frame)
+            == Queued::CutOff
+        {
             warn!("peer is not reading; dropping it");
         }
     }

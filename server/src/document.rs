@@ -369,7 +369,17 @@ pub fn send_or_cut(
     metrics: &crate::metrics::Metrics,
     msg: &Message,
 ) -> Queued {
-    match out.try_send(msg.encode()) {
+    send_bytes_or_cut(out, kill, metrics, msg.encode())
+}
+
+/// As [`send_or_cut`], for a frame already encoded.
+pub fn send_bytes_or_cut(
+    out: &Outbox,
+    kill: &CancellationToken,
+    metrics: &crate::metrics::Metrics,
+    frame: Vec<u8>,
+) -> Queued {
+    match out.try_send(frame) {
         Ok(()) => Queued::Yes,
         Err(NotQueued::Full) => {
             metrics.slow_peers_dropped.inc();

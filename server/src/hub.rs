@@ -60,6 +60,12 @@ pub struct Hub {
     /// its history, its disagreements, an export's rows), each holding a
     /// copy of its record: at most [`API_READS`].
     pub api_reads: Arc<tokio::sync::Semaphore>,
+    /// Whole-record reads each device has asked the API for and not been
+    /// answered yet, waiting or reading: at most [`API_READS_PER_DEVICE`].
+    pub api_reads_by_device: Arc<Mutex<HashMap<String, usize>>>,
+    /// When this minute of logged sign-in refusals began, and how many
+    /// there were ([`Hub::may_log_refusal`]).
+    refusals_logged: Mutex<(std::time::Instant, u32)>,
     /// The data directory's lock while this hub serves from it: set by
     /// [`crate::startup::prepare`], let go of as [`crate::startup::run`]
     /// ends, however long tasks still hold the hub.
@@ -77,6 +83,16 @@ pub const COMPACTIONS: usize = 2;
 /// Records the HTTP API loads at once; more requests wait their turn. A
 /// record may hold 32 MiB of changes, and a device may open 64 requests.
 pub const API_READS: usize = 4;
+
+/// Refused sign-ins logged a minute; the rest are counted only.
+pub const REFUSALS_LOGGED: u32 = 30;
+
+/// Whole-record reads one device may have waiting or under way at once;
+/// past it, a request is answered 429. The turns are taken in order, so a
+/// device looping over exports or histories, many requests at a time,
+/// would otherwise queue ahead of every other device's reads. The app asks
+/// for at most three at a time from a tab.
+pub const API_READS_PER_DEVICE: usize = 8;
 
 /// A connected peer: its connection, its device and its kill switch.
 #[derive(Debug, Clone)]
@@ -237,6 +253,8 @@ impl Hub {
             trim: crate::memory::Trim::default(),
             compactions: Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
             api_reads: Arc::new(tokio::sync::Semaphore::new(API_READS)),
+            api_reads_by_device: Arc::new(Mutex::new(HashMap::new())),
+            refusals_logged: Mutex::new((std::time::Instant::now(), 0)),
             data_lock: std::sync::Mutex::new(None),
         }))
     }
@@ -263,8 +281,9 @@ impl Hub {
                 && let Some(ip) = ip
                 && self.guards.failed_auth.add(&ip, 1, u64::MAX) == Ok(limit)
             {
-                // Once per address and minute: the refusals that follow
-                // are counted, not logged.
+                // Once per address and minute, outside the budget of
+                // refusals logged: the line an operator needs most in a
+                // flood. The refusals that follow are counted, not logged.
                 tracing::warn!(
                     %ip,
                     failures = limit,
@@ -287,7 +306,9 @@ impl Hub {
         let ip = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let Some(secret) = Secret::parse(token) else {
-            tracing::info!(%ip, "sign-in refused: the token is not one this server makes");
+            if self.may_log_refusal() {
+                tracing::info!(%ip, "sign-in refused: the token is not one this server makes");
+            }
             return Err(AuthError::Invalid.into());
         };
         let id = secret.id.clone();
@@ -299,18 +320,22 @@ impl Hub {
                 reason: e.to_string(),
             })??
             .ok_or_else(|| {
-                tracing::info!(%ip, device = %id, "sign-in refused: no device has this token");
+                if self.may_log_refusal() {
+                    tracing::info!(%ip, device = %id, "sign-in refused: no device has this token");
+                }
                 AuthError::Invalid
             })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if now > device.expires_at(self.settings.token_ttl()) {
-            tracing::info!(
+            if self.may_log_refusal() {
+                tracing::info!(
                 %ip,
                 device = %device.id,
                 name = ?device.name,
                 last_seen_days_ago = (now - device.last_seen_at) / 86_400,
                 "sign-in refused: the device's token expired; it needs a new invite"
-            );
+                );
+            }
             return Err(AuthError::Expired.into());
         }
         // A sighting keeps the token alive; a minute's precision is plenty.
@@ -319,6 +344,29 @@ impl Hub {
             let _ = tokio::task::spawn_blocking(move || store.touch_device(&id, now)).await;
         }
         Ok(device)
+    }
+
+    /// Whether one more refused sign-in may be logged this minute (the
+    /// rate window, as the limits count): at most
+    /// [`REFUSALS_LOGGED`], so bad tokens from many addresses (an IPv6
+    /// /48 holds 65,536 of the /64s counted one by one) cannot flood the
+    /// log. The first one past it says so; the rest are counted only.
+    fn may_log_refusal(&self) -> bool {
+        let mut window = self
+            .refusals_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(window.0) >= self.settings.rate_window() {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        if window.1 == REFUSALS_LOGGED + 1 {
+            tracing::warn!(
+                "more than {REFUSALS_LOGGED} refused sign-ins this minute: the rest are counted in twinsync_auth_failures_total, not logged"
+            );
+        }
+        window.1 <= REFUSALS_LOGGED
     }
 
     /// Closes at once every socket a device opened before it was revoked

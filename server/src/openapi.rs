@@ -295,8 +295,8 @@ fn components() -> Value {
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             },
             "TooManyRequests": {
-                "description": "This address sent too many wrong or expired tokens in its current minute; until that minute ends, every request that needs a token is refused, whatever token it carries.",
-                "headers": {"Retry-After": {"description": "Seconds until the minute ends.", "schema": {"type": "integer", "minimum": 1}}},
+                "description": "This address sent too many wrong or expired tokens in its current minute; until that minute ends, every request that needs a token is refused, whatever token it carries (with `Retry-After`). On a request that reads a record whole (a record, its history or disagreements, an export, a refused batch's preview), also: this device already has 8 such requests waiting or under way (code `too-many-reads`, no `Retry-After`); ask again once they are answered.",
+                "headers": {"Retry-After": {"description": "Seconds until the minute ends; only for tokens refused.", "schema": {"type": "integer", "minimum": 1}}},
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             },
             "Unavailable": {

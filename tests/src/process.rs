@@ -22,6 +22,9 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// Lines of a server's log a [`ServerProcess`] keeps to read.
+const LOG_LINES_KEPT: usize = 20_000;
+
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
@@ -128,9 +131,15 @@ impl ServerProcess {
         std::thread::spawn(move || {
             let mut invite = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                kept.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(line.clone());
+                {
+                    // The last lines only: a soak test's debug log would
+                    // otherwise grow for its whole run.
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() >= LOG_LINES_KEPT {
+                        kept.drain(..LOG_LINES_KEPT / 2);
+                    }
+                    kept.push(line.clone());
+                }
                 if line.contains("compacted") {
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -226,6 +235,14 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// How many lines of the server's log so far hold every one of `needles`.
+    pub fn count_logged(&self, needles: &[&str]) -> usize {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -1970,6 +1970,35 @@ async fn refused_sign_ins_are_logged_with_the_device_or_the_address() {
     assert_eq!(get_as(&server.token).await.unwrap().status(), 429);
 }
 
+/// Bad tokens from many addresses (behind a proxy, or across an IPv6
+/// /48) are refused every one, and logged only so many a minute.
+#[tokio::test]
+async fn refused_sign_ins_from_many_addresses_cannot_flood_the_log() {
+    let data = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start_with(data.path(), &[("TWINSYNC_TRUSTED_PROXIES", "127.0.0.1")]);
+    let client = reqwest::Client::new();
+    let over = twinsync_server::hub::REFUSALS_LOGGED as usize + 10;
+    for n in 0..over {
+        let res = client
+            .get(server.url("/api/records"))
+            .bearer_auth(format!("nosuchdevice{n}.secret"))
+            .header("x-forwarded-for", format!("198.51.100.{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    server
+        .logged(&["more than", "refused sign-ins this minute"], LIMIT)
+        .await;
+    assert_eq!(
+        server.count_logged(&["no device has this token"]),
+        twinsync_server::hub::REFUSALS_LOGGED as usize
+    );
+    assert_eq!(server.count_logged(&["refused sign-ins this minute"]), 1);
+}
+
 #[tokio::test]
 async fn the_command_line_lists_cities_by_name_and_a_lapsed_token_as_expired() {
     let data = tempfile::tempdir().unwrap();
