@@ -7,7 +7,7 @@ import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
 import { LANGS, STRINGS, t, pieces, plural, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
 import { matches } from "./search.js";
 import { runsOf, othersWithin } from "./history.js";
-import { h, fill, words, pick, show, showItem, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
+import { h, fill, words, wordsOf, cut, pick, show, showItem, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
 
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
@@ -235,9 +235,10 @@ for (const b of document.querySelectorAll("[data-lang]")) {
     app.lang = b.dataset.lang;
     localStorage.setItem("lang", app.lang);
     chrome();
-    // A new record's form being filled in keeps what was typed; it takes
+    // A new record's form being filled in keeps what was typed, and so do
+    // an invite or a device being edited on the Devices screen; they take
     // the new language when next drawn.
-    if (!app.view?.dirty) route();
+    if (!app.view?.dirty && !app.view?.touched) route();
   });
 }
 
@@ -294,21 +295,33 @@ document.addEventListener("focusout", () => {
 
 /**
  * When the focus is on a button or a link of the screen that the screen
- * drawn again has too (the same id, target or `data-kind`; or the one
- * button of its class, as Print is; or a disagreement's value, by its
- * record, path and value), and nothing is opened to read: a function that
- * puts the focus back on it. A button known only by its words (one
- * "Accept" of many) is not guessed at: the redraw waits until the focus
- * leaves it.
+ * drawn again has too (the same id, target or `data-kind`; with `alike`,
+ * also the one button of its class, as Print is, or a disagreement's
+ * value, by its record, path and value: for a record drawn at once, as
+ * `redrawWhenLeft` draws it, not a screen whose lists arrive later), or on
+ * a section's heading the app itself focused, and nothing is opened to
+ * read: a function that puts the focus back on it. A button known only by
+ * its words (one "Accept" of many) is not guessed at: the redraw waits
+ * until the focus leaves it.
  */
-function pressedOnScreen() {
+function pressedOnScreen({ alike = false } = {}) {
   const a = document.activeElement;
-  if (!a || !$("#view").contains(a) || !a.matches("button, a") || $("#view details[open]")) return null;
+  if (!a || !$("#view").contains(a) || $("#view details[open]")) return null;
+  if (a.matches("h2[tabindex='-1'], h3[tabindex='-1']")) {
+    // A heading focused after a value was kept (`afterKeeping`): the same
+    // section's heading is focused again.
+    const section = a.closest("section")?.className;
+    return () => {
+      const same = section && $("#view").querySelector(`section.${CSS.escape(section)} > ${a.tagName.toLowerCase()}`);
+      if (same) { same.tabIndex = -1; same.focus({ preventScroll: true }); }
+    };
+  }
+  if (!a.matches("button, a")) return null;
   const [tag, id, href, kind] = [a.tagName, a.id, a.getAttribute("href"), a.dataset.kind];
   const row = a.closest("li[data-path]");
   const key = (b) => [b.className, b.dataset.value, b.closest("li[data-path]")?.dataset.path, b.closest("li[data-path]")?.dataset.id].join("\u0000");
-  const alike = a.className ? [...$("#view").querySelectorAll(tag)].filter((b) => key(b) === key(a)) : [];
-  const known = a.className && alike.length === 1 && (row ? a.dataset.value !== undefined : !a.dataset.value);
+  const known = alike && !!a.className && [...$("#view").querySelectorAll(tag)].filter((b) => key(b) === key(a)).length === 1
+    && (row ? a.dataset.value !== undefined : !a.dataset.value);
   if (!id && !href && !kind && !known) return null;
   const was = key(a);
   return () => {
@@ -332,6 +345,23 @@ function mayLeave() {
 // A phone freezes or kills a hidden page without warning.
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") writeFocused(); });
 addEventListener("pagehide", writeFocused);
+// A required field left empty is said in the app's language, not the
+// browser's: a phone set to French says "Veuillez renseigner ce champ" to
+// a delegate using the app in Arabic. Said only for a field the app has
+// not given its own words (a title in no language has its own).
+document.addEventListener("invalid", (e) => {
+  const field = e.target;
+  if (!field.validity?.valueMissing || (field.validity.customError && !field.dataset.emptySaid)) return;
+  field.setCustomValidity(tr(field.matches("select") ? "chooseThis" : "fillThis"));
+  field.dataset.emptySaid = "1";
+}, true);
+for (const type of ["input", "change"]) {
+  document.addEventListener(type, (e) => {
+    if (!e.target.dataset?.emptySaid) return;
+    e.target.setCustomValidity("");
+    delete e.target.dataset.emptySaid;
+  }, true);
+}
 // Leaving asks first while a form holds what was typed, or while the phone
 // could not keep some record and holds changes the server has not
 // confirmed: they may be in this page's memory only.
@@ -488,8 +518,7 @@ function pathLabel(kind, path, record) {
 function itemName(item) {
   const name = [item?.title, item?.text].find((v) => typeof v === "string" && v.trim());
   if (!name) return null;
-  const chars = [...name.trim()];
-  return chars.length > 40 ? `${chars.slice(0, 39).join("").trimEnd()}…` : chars.join("");
+  return cut(name.trim(), 40);
 }
 
 /** The record `id` as this phone reads it now; `undefined` when it cannot. */
@@ -533,7 +562,7 @@ function batchChanges(q) {
       const kind = here ?? batch.kind;
       const unknown = !here && STRINGS.en[`kind.${batch.kind}`];
       fill(body,
-        unknown ? h("p", { class: "new-record" }, pieces(app.lang, "batchNewRecord", { kind: tr(`kind.${batch.kind}`), title: words(pick(batch.title, app.lang) || "—") }, (v) => v)) : null,
+        unknown ? h("p", { class: "new-record" }, pieces(app.lang, "batchNewRecord", { kind: tr(`kind.${batch.kind}`), title: wordsOf(batch.title, app.lang, "—") }, (v) => v)) : null,
         h("dl", {}, batch.changes.flatMap((c) => fieldChange(kind, c, record))));
     } catch (e) {
       delete details.dataset.loaded;
@@ -691,7 +720,7 @@ function recordWords(fields, value, out = []) {
 function recordItem(s) {
   const status = s.status ? tr(`value.${s.status}`) : "";
   return h("li", { "data-id": s.id, "data-kind": s.kind ?? "" },
-    h("a", { href: `#/r/${s.id}` }, words(pick(s.title, app.lang) || s.id)),
+    h("a", { href: `#/r/${s.id}` }, wordsOf(s.title, app.lang, s.id)),
     s.date ? h("time", { class: "date", datetime: s.date }, formatDate(app.lang, s.date)) : null,
     status ? h("span", { class: "status" }, status) : null,
     s.valid ? null : h("span", { class: "invalid", title: tr("invalidMark"), "aria-label": tr("invalidMark"), role: "img" }, "!"));
@@ -752,16 +781,23 @@ function tell(said) {
 async function edit(id, edits, opts = {}) {
   const check = mayWrite(id, edits);
   if (!check.go) {
-    // The controls go back to the record as it is.
+    // The controls go back to the record as it is, the person still at
+    // the one they changed (a confirm they cancelled, say).
+    const path = focusedPath();
     recordView(id);
+    focusPath(path);
     return false;
   }
   const drawn = () => {
     // A record now locked is drawn locked (its date notes with it).
     if (opts.rerender || check.locks) recordView(id);
     else if (edits.some((e) => DATED.has(e.path))) dateHints(id);
-    // The control that made the change, redrawn, keeps the focus.
-    if (opts.rerender && opts.focus) $(opts.focus)?.focus();
+    // The control that made the change, redrawn, keeps the focus; a
+    // record it locked takes it to the note that says so.
+    if (check.locks) {
+      const note = $("#view p.note.locked");
+      if (note) { note.tabIndex = -1; note.focus(); }
+    } else if (opts.rerender && opts.focus) $(opts.focus)?.focus();
   };
   try {
     edits = [...edits, ...(check.extra ?? [])];
@@ -777,6 +813,17 @@ async function edit(id, edits, opts = {}) {
     if (MADE_NOT_KEPT.has(e?.name)) drawn();
     return false;
   }
+}
+
+/** The path of the record's field holding the focus, if one does. */
+function focusedPath() {
+  return document.activeElement?.closest?.("#view [data-path]")?.dataset.path ?? null;
+}
+
+/** Puts the focus on the first control of the field at `path`, if it is on screen. */
+function focusPath(path) {
+  if (!path) return;
+  $("#view")?.querySelector(`[data-path="${CSS.escape(path)}"]`)?.querySelector("input, select, textarea, button")?.focus({ preventScroll: true });
 }
 
 /** The errors of an edit the client made and then could not store. */
@@ -985,10 +1032,12 @@ function recordView(id, at = null) {
     body = [h("pre", { class: "stored", dir: "auto" }, JSON.stringify(view.stored ?? {}, null, 2))];
   }
   const problems = view.errors?.length ? h("p", { class: "warning" }, recordProblems(kind, view.errors)) : null;
-  const readOnly = locked ? h("p", { class: "note locked" }, locked) : null;
+  // Said as it appears: a record locked under the person's hands (they
+  // adopted the minutes) no longer takes keys, and they hear why.
+  const readOnly = locked ? h("p", { class: "note locked", role: "status" }, locked) : null;
   fill($("#view"), 
     h("p", {}, h("a", { href: kind ? `#/k/${kind}` : "#/" }, tr("back"))),
-    h("h2", { class: "record-title" }, h("small", {}, kind ? tr(`kind.${kind}`) : ""), " ", words(pick(view.title, app.lang))),
+    h("h2", { class: "record-title" }, h("small", {}, kind ? tr(`kind.${kind}`) : ""), " ", wordsOf(view.title, app.lang)),
     record && kind ? h("p", { class: "actions" }, h("button", { type: "button", class: "print", onclick: () => printRecord(id, kind, at === null ? null : record, at) }, tr("print"))) : null,
     problems, readOnly,
     at !== null ? h("p", { class: "asof-banner" }, `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))} — `, h("a", { href: `#/r/${id}` }, tr("current"))) : null,
@@ -1067,7 +1116,7 @@ function printRecord(id, kind, past, at) {
   }
   fill(sheet,
     h("p", { class: "club" }, tr("club")),
-    h("h1", {}, h("small", {}, tr(`kind.${kind}`)), " ", words(pick(title, app.lang))),
+    h("h1", {}, h("small", {}, tr(`kind.${kind}`)), " ", wordsOf(title, app.lang)),
     h("div", { class: "record" }, fieldRows(ctx, app.schema[kind] ?? [], record)),
     disputed.length ? h("section", { class: "disputed" }, h("h2", {}, tr("conflicts")), h("ul", {}, disputed.map((l) => h("li", {}, words(l))))) : null,
     h("p", { class: "printed" }, at !== null
@@ -1108,7 +1157,7 @@ function redrawWhenLeft(form, id) {
       // Where the person went (Print, a value to keep) is drawn anew and
       // keeps the focus; a field they went to type in (the date to read
       // the record at) holds the redraw until they leave it too.
-      const pressed = pressedOnScreen();
+      const pressed = pressedOnScreen({ alike: true });
       if (!pressed && busyOnScreen()) {
         redrawWhenLeft($("#view"), id);
         return;
@@ -1175,7 +1224,7 @@ function conflictList(records) {
       const removal = field?.name === "removed";
       const shown = (v) => [words(valueSaid(field, v)), from(v)];
       rows.push(h("li", { "data-path": c.path, "data-id": id },
-        records.length > 1 ? h("a", { href: `#/r/${id}` }, words(pick(view.title, app.lang))) : null,
+        records.length > 1 ? h("a", { href: `#/r/${id}` }, wordsOf(view.title, app.lang)) : null,
         h("span", { class: "label" }, pathLabel(view.kind, c.path, view.record)),
         h("div", { class: "values" }, c.values.map((v) => decides ? h("button", {
           type: "button", class: "keep", "data-value": JSON.stringify(v.value),
@@ -1217,7 +1266,9 @@ function afterKeeping(place, said) {
   const heading = section.querySelector("h3");
   const next = rows[Math.min(place, rows.length - 1)]?.querySelector("button.keep");
   if (!next) heading.tabIndex = -1;
-  (next ?? heading).focus();
+  // A value not kept is said above the screen, which `tell` scrolled to:
+  // the focus goes back without pulling the page away from it.
+  (next ?? heading).focus({ preventScroll: !said });
   if (said) $("#view-said").textContent = said;
 }
 
@@ -1396,8 +1447,20 @@ function deliverers(id) {
   return answer;
 }
 
+/**
+ * Who delivered each change of record `id`, as the server's history says.
+ * At most `HISTORY_ASKS` asked at once from this tab: the dashboard asks
+ * for every record with a disagreement, and the server answers 429 past a
+ * device's share of reads (`API_READS_PER_DEVICE`, 8, over all its tabs).
+ */
 async function askDeliverers(id) {
-  const res = await api(`/api/records/${id}/history`);
+  await historyTurn();
+  let res;
+  try {
+    res = await api(`/api/records/${id}/history`);
+  } finally {
+    historyTurnDone();
+  }
   // A record the server does not have yet: every change is this device's.
   if (!res.ok && res.status !== 404) return null;
   const known = new Map(res.ok ? (await res.json()).map((e) => [e.hash, e.delivered_by]) : []);
@@ -1409,6 +1472,24 @@ async function askDeliverers(id) {
   };
   named.held = (hash) => known.has(hash);
   return named;
+}
+
+const HISTORY_ASKS = 3;
+let historyAsking = 0;
+const historyWaiting = [];
+/** Resolves once fewer than `HISTORY_ASKS` history requests are under way. */
+function historyTurn() {
+  if (historyAsking < HISTORY_ASKS) {
+    historyAsking++;
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => historyWaiting.push(resolve));
+}
+/** Hands a finished request's turn to the next one waiting. */
+function historyTurnDone() {
+  const next = historyWaiting.shift();
+  if (next) next();
+  else historyAsking--;
 }
 
 /** Where a new record's form is kept as typed, until it is created or left. */
@@ -1472,7 +1553,14 @@ function newView(kind) {
   try { kept = JSON.parse(localStorage.getItem(draftKey(kind))); } catch { /* not a draft: start afresh */ }
   const restored = kept && typeof kept === "object"
     ? h("p", { class: "note draft", role: "status" }, tr("draftRestored"), " ",
-      h("button", { type: "button", onclick: () => { localStorage.removeItem(draftKey(kind)); view.dirty = false; newView(kind); } }, tr("startAgain")))
+      h("button", { type: "button", onclick: () => {
+        // What was typed is gone once this is pressed: asked first, as
+        // leaving the form is.
+        if (!confirm(tr("discardRestored"))) return;
+        localStorage.removeItem(draftKey(kind));
+        view.dirty = false;
+        newView(kind);
+      } }, tr("startAgain")))
     : null;
   // A delegate's new project, agreement or person must be one of their
   // cities', or the server refuses it weeks later and the phone cannot mend
@@ -1716,7 +1804,7 @@ function dashboardView() {
 function lateSection(id, heading, entries, rest) {
   return h("section", { id }, h("h3", {}, heading),
     entries.length
-      ? h("ul", {}, entries.map((e) => h("li", {}, h("a", { href: `#/r/${e.id}` }, words(pick(e.view.title ?? e.view.partial?.title, app.lang) || e.id)), rest(e).flat())))
+      ? h("ul", {}, entries.map((e) => h("li", {}, h("a", { href: `#/r/${e.id}` }, wordsOf(e.view.title ?? e.view.partial?.title, app.lang, e.id)), rest(e).flat())))
       : h("p", { class: "note" }, tr("none")));
 }
 
@@ -1741,12 +1829,12 @@ function exportNote(s) {
 function csvSeparator() {
   const chosen = localStorage.getItem("csvSeparator");
   if (chosen === ";" || chosen === ",") return chosen;
-  try {
-    const mark = new Intl.NumberFormat(navigator.language).formatToParts(1.5).find((p) => p.type === "decimal")?.value;
-    return mark === "," ? ";" : ",";
-  } catch {
-    return ";";
-  }
+  // A tag Intl refuses ("en_US" from some web views) counts as none.
+  let format;
+  try { format = new Intl.NumberFormat(navigator.language); } catch { format = new Intl.NumberFormat(); }
+  const mark = format.formatToParts(1.5).find((p) => p.type === "decimal")?.value;
+  // Arabic's own decimal mark (U+066B) stands where others write a comma.
+  return mark === "," || mark === "\u066b" ? ";" : ",";
 }
 
 function exportSection() {
@@ -1912,12 +2000,18 @@ function deviceFields(d, byTitle) {
   const cities = known("city", d.cities ?? []).map((c) => ({ id: c.id, title: c.title, box: h("input", { type: "checkbox", value: c.id, checked: mine.has(bare(c.id)) }) }));
   const person = h("select", { name: "person" }, h("option", { value: "" }, tr("noPerson")),
     known("person", d.person ? [d.person] : []).map((p) => h("option", { value: p.id, dir: "auto", selected: !!d.person && bare(d.person) === bare(p.id) }, p.title)));
+  const citiesSet = h("fieldset", { class: "field choices" }, h("legend", {}, tr("cities")),
+    cities.map((c) => h("label", {}, c.box, " ", words(c.title))));
+  // A city ticked after the form was refused for lacking one mends it, and
+  // so does a role that needs none.
+  const mended = () => { citiesSet.removeAttribute("aria-invalid"); citiesSet.removeAttribute("aria-describedby"); };
+  citiesSet.addEventListener("change", mended);
+  role.addEventListener("change", () => { if (role.value !== "delegate") mended(); });
   return {
     elements: [
       h("label", { class: "field" }, h("span", { class: "label" }, tr("deviceName")), name),
       h("label", { class: "field" }, h("span", { class: "label" }, tr("role")), role),
-      h("fieldset", { class: "field choices" }, h("legend", {}, tr("cities")),
-        cities.map((c) => h("label", {}, c.box, " ", words(c.title)))),
+      citiesSet,
       h("label", { class: "field" }, h("span", { class: "label" }, tr("person")), person),
     ],
     value: () => ({
@@ -1928,9 +2022,22 @@ function deviceFields(d, byTitle) {
     }),
     // What the server would refuse, said before asking it.
     missing: () => (role.value === "delegate" && !cities.some((c) => c.box.checked) ? tr("delegateNeedsCity") : null),
+    /**
+     * Says what is missing in `problem` and takes the person to it: on a
+     * phone the message at the screen's top is out of sight of Save.
+     */
+    tellMissing: (problem, said) => {
+      fill(problem, said);
+      if (!problem.id) problem.id = `problem-${++deviceFieldsSerial}`;
+      citiesSet.setAttribute("aria-invalid", "true");
+      citiesSet.setAttribute("aria-describedby", problem.id);
+      problem.scrollIntoView({ block: "nearest" });
+      (cities[0]?.box ?? name).focus();
+    },
     focus: () => name.focus(),
   };
 }
+let deviceFieldsSerial = 0;
 
 /** A device's or an invite's cities by title, each isolated in a mixed-direction line. */
 const citiesShown = (cities) => listOf(app.lang, cities.map((c) => `\u2068${titleOf(c)}\u2069`));
@@ -2002,7 +2109,7 @@ function devicesView() {
     onsubmit: (e) => {
       e.preventDefault();
       const missing = fields.missing();
-      if (missing) { fill(problem, missing); return; }
+      if (missing) { fields.tellMissing(problem, missing); return; }
       act(submit, async () => {
         app.lastInvite = await call("/api/invites", { method: "POST", body: JSON.stringify(fields.value()) });
         drawMade(app.lastInvite);
@@ -2030,7 +2137,7 @@ function devicesView() {
       onsubmit: (e) => {
         e.preventDefault();
         const missing = changed.missing();
-        if (missing) { fill(problem, missing); return; }
+        if (missing) { changed.tellMissing(problem, missing); return; }
         act(save, async () => {
           await call(`/api/devices/${encodeURIComponent(d.id)}`, { method: "PATCH", body: JSON.stringify(changed.value()) });
           under.remove();

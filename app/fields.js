@@ -54,6 +54,18 @@ export const words = (text) => h("bdi", {}, text ?? "");
 export const valueBlock = (...children) => h("div", { class: "value" }, ...children);
 
 /**
+ * `text` cut to its first `n` characters as a person counts them, with "…"
+ * if it went on: an emoji of several code points, a flag, a letter with its
+ * marks are one character each, never split into loose pieces.
+ */
+export function cut(text, n) {
+  const chars = typeof Intl.Segmenter === "function"
+    ? Array.from(new Intl.Segmenter(undefined, { granularity: "grapheme" }).segment(text), (s) => s.segment)
+    : Array.from(text);
+  return chars.length > n ? `${chars.slice(0, n - 1).join("").trimEnd()}…` : text;
+}
+
+/**
  * `text` between first-strong isolates (U+2068, U+2069), for one value set
  * in a line of others: in an Arabic line, the parentheses of a French
  * title ending in a number would otherwise take the line's direction and
@@ -70,6 +82,22 @@ export function pick(value, lang) {
   return value[lang] || value.ar || value.fr || value.en || "";
 }
 
+/** The language [`pick`] takes a multilingual `value` in; none for plain text. */
+export function pickedLang(value, lang) {
+  if (value == null || typeof value !== "object") return undefined;
+  return [lang, "ar", "fr", "en"].find((l) => value[l]);
+}
+
+/**
+ * A multilingual value's words as `pick` chooses them (`fallback` if it has
+ * none), isolated and marked with their language: a screen reader reads an
+ * Arabic title in an Arabic voice in the French app, and the reverse.
+ */
+export const wordsOf = (value, lang, fallback = "") => {
+  const text = pick(value, lang);
+  return h("bdi", { lang: text ? pickedLang(value, lang) : undefined }, text || fallback);
+};
+
 /**
  * A linked record's title in the reader's language; one not on this phone
  * yet says so, with the start of its id to tell two such apart.
@@ -78,7 +106,9 @@ export function titleOf(ctx, url) {
   const s = ctx.byUrl.get(url);
   if (s) return pick(s.title, ctx.lang) || s.id;
   if (!String(url).startsWith("automerge:")) return url;
-  return `${t(ctx.lang, "notOnPhone")} (${url.slice("automerge:".length, "automerge:".length + 6)}…)`;
+  // The id's start and its "…" kept together, in their own direction: in
+  // an Arabic line the "…" would otherwise lead, and the id look cut.
+  return `${t(ctx.lang, "notOnPhone")} (${isolate(`${url.slice("automerge:".length, "automerge:".length + 6)}…`)})`;
 }
 
 function options(ctx, kind) {
@@ -120,8 +150,11 @@ function multilingualShown(ctx, value) {
   const others = value && typeof value === "object"
     ? LANGS.filter((l) => value[l] && value[l] !== main)
     : [];
-  return valueBlock(main || t(ctx.lang, "none"),
+  const block = valueBlock(main || t(ctx.lang, "none"),
     others.length ? h("span", { class: "also" }, others.flatMap((l) => [" · ", h("bdi", { lang: l, dir: l === "ar" ? "rtl" : "ltr" }, value[l])])) : null);
+  const used = main && pickedLang(value, ctx.lang);
+  if (used) block.lang = used;
+  return block;
 }
 
 /** A field's value as read-only text. */
@@ -555,9 +588,12 @@ function listEditor(ctx, field, items, path) {
   for (const item of items) {
     const at = `${path}/${item.id}`;
     const actions = h("div", { class: "actions" });
+    // The item's own words name its buttons, for a screen reader going
+    // through a list of "Mark done" and "Remove".
+    const named = pick(item.title, lang) || pick(item.name, lang) || cut(String(item.text ?? item.note ?? ""), 60) || `${list.children.length + 1}`;
     if (field.name === "milestones" && item.status !== "done") {
       actions.append(h("button", {
-        type: "button", class: "done",
+        type: "button", class: "done", "aria-label": `${t(lang, "markDone")}${t(lang, "labelSeparator")}${named}`,
         onclick: (e) => once(e.currentTarget, () => ctx.edit([
           { op: "set", path: `${at}/status`, value: "done" },
           { op: "set", path: `${at}/done_on`, value: today() },
@@ -566,9 +602,8 @@ function listEditor(ctx, field, items, path) {
     }
     // Removing takes the item's words with it, one tap from "Mark done":
     // it asks first, naming the item.
-    const named = pick(item.title, lang) || pick(item.name, lang) || Array.from(String(item.text ?? item.note ?? "")).slice(0, 60).join("") || `${list.children.length + 1}`;
     actions.append(h("button", {
-      type: "button", class: "remove", "aria-label": `${t(lang, "remove")}: ${named}`,
+      type: "button", class: "remove", "aria-label": `${t(lang, "remove")}${t(lang, "labelSeparator")}${named}`,
       onclick: (e) => {
         if (!confirm(t(lang, "removeConfirm", { item: `\u2068${named}\u2069` }))) return;
         once(e.currentTarget, () => ctx.edit([{ op: "remove_item", path: at }], { rerender: true, focus: `[data-path="${CSS.escape(path)}"] button.add` }));

@@ -3,7 +3,7 @@
 // Run from the repository root: node --test tests/js/fields.test.mjs
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { showItem } from "../../app/fields.js";
+import { showItem, cut } from "../../app/fields.js";
 
 const fields = [
   { name: "id", type: "str" },
@@ -29,4 +29,18 @@ test("an item shown on screen keeps its isolates and the reader's own date", () 
   const line = showItem({ lang: "fr", byUrl: new Map() }, fields, item);
   assert.ok(line.includes("\u2068"), line);
   assert.ok(!line.includes("2026-01-31"), `a date as the reader writes it: ${line}`);
+});
+
+test("a name cut short is cut between characters as people count them, never inside one", () => {
+  const family = "\u{1F468}\u200D\u{1F469}\u200D\u{1F467}";
+  // 38 letters, then a family of five code points, then more.
+  const title = `${"م".repeat(38)}${family}${"ب".repeat(10)}`;
+  const short = cut(title, 40);
+  assert.ok(short.endsWith(`${family}…`), JSON.stringify(short));
+  assert.equal([...new Intl.Segmenter(undefined, { granularity: "grapheme" }).segment(short)].length, 40);
+  // A letter with its vowel marks stays whole.
+  const marked = `${"a".repeat(8)}\u0628\u064E\u0651${"c".repeat(5)}`;
+  assert.equal(cut(marked, 10), `${"a".repeat(8)}\u0628\u064E\u0651…`);
+  // Short enough, it is left as it is.
+  assert.equal(cut("Puits de Smara", 40), "Puits de Smara");
 });

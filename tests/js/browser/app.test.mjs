@@ -640,6 +640,13 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     assert.equal(after.row, "/decisions/d1/outcome", JSON.stringify(after));
     assert.equal(after.id, id);
     assert.equal(after.said, ar.resolvedSaid.replace("{field}", ar["field.time"]).replace("{value}", "09:30"));
+    // The last one kept too: the focus stays in the section (its heading,
+    // or another record's disagreement), past the dashboard's redraw.
+    await coordinator.page.keyboard.press("Enter");
+    await until(coordinator.page, (id) => !document.querySelector(`.conflicts li[data-path="/decisions/d1/outcome"][data-id="${id}"]`) || null, id, "the outcome settled");
+    await coordinator.page.waitForTimeout(800);
+    assert.equal(await coordinator.page.evaluate(() => document.activeElement?.closest("section.conflicts") !== null), true,
+      await coordinator.page.evaluate(() => document.activeElement?.outerHTML.slice(0, 80)));
     const settled = await disputedCell();
     assert.ok(!settled.includes(ar["field.time"]), settled);
 
@@ -734,6 +741,13 @@ test("a new record's form is kept on the phone as it is typed: a tab the phone c
     await until(again, (city) => document.querySelector('form.new select[name="city"]').value === city, people.city, "the city chosen again");
     await until(again, (person) => document.querySelector(`form.new input[type="checkbox"][value="${person}"]`)?.checked, people.a, "the person checked again");
     assert.equal(await again.inputValue('form.new textarea[name="minutes"]'), "Ouverture à 10 h.\nافتتاح الجلسة.");
+    // "Start again", tapped by mistake and taken back: the form stays.
+    const asked = [];
+    again.once("dialog", (d) => { asked.push(d.message()); d.dismiss(); });
+    await again.click("p.note.draft button");
+    assert.deepEqual(asked, [STRINGS.ar.discardRestored]);
+    assert.equal(await again.inputValue('form.new input[name="title.ar"]'), "مجلس التنسيق");
+    assert.ok(await again.$("p.note.draft"));
     // Another kind's form starts empty.
     const report = await context.newPage();
     await report.goto(`${server.url}/#/new/report`);
@@ -1286,14 +1300,14 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
     await show(page, `#/r/${ids[1]}`);
     await until(page, () => /"minutes": 42/.test(document.querySelector("pre.stored")?.textContent ?? ""), undefined, "the damaged record as stored");
     const damage = await page.textContent("#view p.warning");
-    assert.ok(damage.includes(`${words["field.minutes"]}: ${words["invalid.wrong-type"]}`), damage);
+    assert.ok(damage.includes(`${words["field.minutes"]}${words.labelSeparator}${words["invalid.wrong-type"]}`), damage);
     await page.click('[data-lang="fr"]');
     await until(page, (said) => document.querySelector("#view p.warning")?.textContent.includes(said),
-      `${STRINGS.fr["field.minutes"]}: ${STRINGS.fr["invalid.wrong-type"]}`, "the problem said in French");
+      `${STRINGS.fr["field.minutes"]}${STRINGS.fr.labelSeparator}${STRINGS.fr["invalid.wrong-type"]}`, "the problem said in French");
     // As it stood today: invalid then too, and said why, not "did not exist yet".
     await show(page, `#/r/${ids[1]}/at/${new Date().toISOString().slice(0, 10)}`);
     const then = await until(page, () => document.querySelector("form.record p.warning")?.textContent || null, undefined, "the record as it stood, with why");
-    assert.ok(then.includes(`${STRINGS.fr["field.minutes"]}: ${STRINGS.fr["invalid.wrong-type"]}`), then);
+    assert.ok(then.includes(`${STRINGS.fr["field.minutes"]}${STRINGS.fr.labelSeparator}${STRINGS.fr["invalid.wrong-type"]}`), then);
     assert.ok(!then.includes(STRINGS.fr.notYet), then);
     await show(page, `#/r/${ids[1]}`);
     await until(page, () => (document.querySelector("pre.stored") && !document.querySelector(".asof-banner")) || null, undefined, "the record as it is");
@@ -1435,6 +1449,12 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     await page.waitForSelector("form.invite");
     await page.fill('form.invite input[name="name"]', "هاتف حسن");
     await page.selectOption('form.invite select[name="role"]', "delegate");
+    // A look at the French words and back keeps the invite being filled in.
+    for (const lang of ["fr", "ar"]) {
+      await page.click(`[data-lang="${lang}"]`);
+      assert.equal(await page.inputValue('form.invite input[name="name"]'), "هاتف حسن", lang);
+      assert.equal(await page.inputValue('form.invite select[name="role"]'), "delegate", lang);
+    }
     // A delegate with no city is told so in the coordinator's language,
     // before the server is asked.
     await page.click('form.invite button[type="submit"]');
@@ -1442,6 +1462,16 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     await until(page, (said) => document.querySelector('#view p.warning[role="alert"]')?.textContent === said || null,
       STRINGS[lang].delegateNeedsCity, "the missing city said");
     assert.equal(await page.locator("input.invite-link").count(), 0, "no invite made");
+    // The person is taken to the cities, which say what is wrong with them.
+    const at = await page.evaluate(() => {
+      const set = document.activeElement?.closest("fieldset");
+      return {
+        focused: document.activeElement?.matches('form.invite fieldset input[type="checkbox"]') ?? false,
+        invalid: set?.getAttribute("aria-invalid"),
+        described: document.getElementById(set?.getAttribute("aria-describedby") ?? "")?.textContent,
+      };
+    });
+    assert.deepEqual(at, { focused: true, invalid: "true", described: STRINGS[lang].delegateNeedsCity });
     await page.check(`form.invite input[type="checkbox"][value="${city.id}"]`);
     // The server out of reach: said in words, not the browser's "Failed to fetch".
     await page.route("**/api/invites", (r) => r.abort("internetdisconnected"));
@@ -2031,7 +2061,9 @@ test("a CSV export splits its columns as the computer's spreadsheet does, whatev
     const between = (line) => line.match(/^"[^"]*"(.)"/)?.[1];
     // A computer set to French, the app in English: Excel there splits at
     // semicolons. One set to American English, the app in Arabic: commas.
-    for (const [locale, lang, sep] of [["fr-MA", "en", ";"], ["en-US", "ar", ","]]) {
+    // A browser set to Arabic as written in Saudi Arabia writes decimals
+    // with Arabic's own mark, where others write a comma: semicolons too.
+    for (const [locale, lang, sep] of [["fr-MA", "en", ";"], ["en-US", "ar", ","], ["ar-SA", "fr", ";"]]) {
       const { page, context } = await signIn(server, { name: `Coordinator ${locale}`, role: "coordinator" }, { locale });
       await upToDate(page);
       await page.click(`[data-lang="${lang}"]`);
@@ -2067,6 +2099,47 @@ test("a sign-in refused for a reason the app has no words for shows the server's
     }, undefined, "the refusal said");
     assert.ok(said.text.startsWith(STRINGS.ar.signinFailed), JSON.stringify(said));
     assert.equal(said.isolated, "the code is malformed.");
+    await context.close();
+  });
+});
+
+test("a title in one language says so, for a screen reader's voice: an Arabic title in the French app, a French one in the Arabic app", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const [arabic, french] = await page.evaluate(async () => [
+      await window.twinsync.create("meeting", { title: { ar: "مجلس دجنبر" }, date: "2026-12-05" }, "new meeting"),
+      await window.twinsync.create("meeting", { title: { fr: "Conseil de décembre" }, date: "2026-12-06" }, "new meeting"),
+    ]);
+    await page.click('[data-lang="fr"]');
+    await show(page, "#/k/meeting");
+    assert.deepEqual(await until(page, (id) => (document.querySelector(`#records li a[href="#/r/${id}"]`) ? { listed: document.querySelector(`#records li a[href="#/r/${id}"] bdi`)?.lang } : null), arabic, "the Arabic meeting listed"), { listed: "ar" });
+    await show(page, `#/r/${arabic}`);
+    assert.equal(await until(page, () => document.querySelector("h2.record-title bdi")?.lang || null, undefined, "the heading"), "ar");
+    await page.click('[data-lang="ar"]');
+    await show(page, "#/k/meeting");
+    assert.deepEqual(await until(page, (id) => (document.querySelector(`#records li a[href="#/r/${id}"]`) ? { listed: document.querySelector(`#records li a[href="#/r/${id}"] bdi`)?.lang } : null), french, "the French meeting listed"), { listed: "fr" });
+    await context.close();
+  });
+});
+
+test("a required field left empty is said in the app's language, not the browser's", async () => {
+  await withServer(async (server) => {
+    // A computer set to French; the app in Arabic.
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" }, { locale: "fr-FR" });
+    await upToDate(page);
+    await show(page, "#/new/city");
+    await page.waitForSelector('form.new input[name="name.ar"]');
+    await page.fill('form.new input[name="name.ar"]', "الداخلة");
+    await page.click('form.new button[type="submit"]');
+    const country = 'form.new input[name="country"]';
+    assert.equal(await page.$eval(country, (i) => i.validationMessage), STRINGS.ar.fillThis);
+    assert.equal(await page.evaluate(() => location.hash), "#/new/city", "not created");
+    // Typed in, the field is valid again, and the city is made.
+    await page.fill(country, "المغرب");
+    assert.equal(await page.$eval(country, (i) => i.validity.valid), true);
+    await page.click('form.new button[type="submit"]');
+    await until(page, () => location.hash.startsWith("#/r/") || null, undefined, "the new city shown");
     await context.close();
   });
 });
@@ -2593,10 +2666,14 @@ test("what a delegate cannot take back is asked first or refused: adopting minut
     assert.deepEqual(asked, [ar.adoptConfirm]);
     await until(page, (sel) => document.querySelector(sel)?.checked === false || null, adopted, "the box unticked again");
     assert.equal((await stored()).adopted, false);
-    // Accepted, the minutes are adopted and the form is locked at once.
+    // The person is still at the box, not sent to the page's top.
+    assert.equal(await page.evaluate((sel) => document.activeElement === document.querySelector(sel), adopted), true);
+    // Accepted, the minutes are adopted and the form is locked at once;
+    // the focus goes to the note that says so.
     page.once("dialog", (d) => d.accept());
     await page.click(adopted);
     assert.equal(await until(page, () => document.querySelector("#view p.locked")?.textContent, undefined, "the meeting locked"), ar.lockedAdopted);
+    assert.equal(await page.evaluate(() => document.activeElement?.matches("#view p.locked[role=status]") ?? false), true);
     assert.equal((await stored()).adopted, true);
     assert.equal(await page.locator("#view form.record :is(input, textarea, select):not([disabled])").count(), 0);
 
