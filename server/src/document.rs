@@ -82,6 +82,9 @@ pub enum DocCommand {
     },
     /// Store sync states and stop.
     Shutdown(oneshot::Sender<()>),
+    /// Fails the task as a bug would, for the tests of what follows.
+    #[cfg(test)]
+    Panic,
 }
 
 /// A sync message waiting in a batch.
@@ -297,6 +300,8 @@ pub async fn run(
                 }
             }
             Some(DocCommand::Evict) => {}
+            #[cfg(test)]
+            Some(DocCommand::Panic) => panic!("a test fails the record's task"),
             Some(DocCommand::Shutdown(done)) => {
                 t.answer(&mut waiting);
                 Box::pin(t.store_sync_states()).await;

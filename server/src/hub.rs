@@ -670,7 +670,7 @@ impl Hub {
         };
         docs.insert(doc, handle.clone());
         self.metrics.loaded_documents.set(docs.len() as i64);
-        tokio::spawn(document::run(
+        let run = tokio::spawn(document::run(
             Arc::clone(self),
             doc,
             handle.task,
@@ -678,6 +678,14 @@ impl Hub {
             waiters,
             rx,
         ));
+        let (hub, task) = (Arc::clone(self), handle.task);
+        tokio::spawn(async move {
+            if let Err(e) = run.await
+                && e.is_panic()
+            {
+                hub.task_failed(doc, task);
+            }
+        });
         Ok(handle)
     }
 
@@ -790,6 +798,32 @@ impl Hub {
 
     fn forget(&self, doc: DocumentId, task: u64) {
         self.remove_if(doc, task);
+    }
+
+    /// A record's task ended in a panic (a bug): the peers that had joined
+    /// it would wait on a task that is gone, hearing nothing of others'
+    /// changes until they send something themselves. The task is
+    /// forgotten, so the next message starts a new one from the store,
+    /// and the sockets of every device with the record open are closed:
+    /// they reconnect and sync afresh. Nothing acknowledged is lost: a
+    /// change is acknowledged once stored.
+    fn task_failed(&self, doc: DocumentId, task: u64) {
+        self.metrics.tasks_failed.inc();
+        self.forget(doc, task);
+        let devices: std::collections::HashSet<String> = self
+            .open_docs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, docs)| docs.contains_key(&doc))
+            .map(|(device, _)| device.clone())
+            .collect();
+        let closed = self.disconnect(|e| devices.contains(&e.device));
+        tracing::error!(
+            doc_id = %doc,
+            sockets = closed.len(),
+            "the record's task failed; the sockets of the devices holding it open were closed, to sync afresh"
+        );
     }
 
     /// Tells every loaded document to store its peers' sync states and stop.

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     pub records_too_large: IntCounter,
     pub memory_trims: IntCounter,
+    pub tasks_failed: IntCounter,
     pub peers_displaced: IntCounter,
     pub record_lookups: IntCounter,
 }
@@ -100,6 +101,10 @@ impl Metrics {
             auth_failures: counter(
                 "twinsync_auth_failures_total",
                 "Requests with a missing, wrong or expired token",
+            ),
+            tasks_failed: counter(
+                "twinsync_tasks_failed_total",
+                "Record tasks that ended in a panic (a bug); their devices' sockets were closed to sync afresh",
             ),
             rate_limited: counter(
                 "twinsync_rate_limited_total",

@@ -1002,3 +1002,47 @@ fn a_snapshot_that_does_not_load_back_replaces_no_chunk() {
     assert_eq!(now, vec![snapshot]);
     assert_eq!(folded.get_heads(), doc.get_heads());
 }
+
+/// A record's task that fails (a bug) is forgotten, and the sockets of the
+/// devices holding the record open are closed, so that they reconnect and
+/// sync afresh; a device without it open keeps its socket, and the next
+/// message for the record is served by a new task.
+#[tokio::test]
+async fn a_failed_task_is_forgotten_and_the_sockets_holding_its_record_closed() {
+    let (_dir, hub, id, meeting) = club();
+    let (holder, other) = (
+        device("holder", Role::Coordinator),
+        device("other", Role::Coordinator),
+    );
+    let (held, elsewhere) = (CancellationToken::new(), CancellationToken::new());
+    hub.register_session(&PeerId::new("holder"), 1, &holder, held.clone());
+    hub.register_session(&PeerId::new("other"), 2, &other, elsewhere.clone());
+    assert!(hub.open_document("holder", id, 100));
+    hub.dispatch(id, DocCommand::Panic, crate::hub::Missing::Create)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if held.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held.is_cancelled(), "the holder's socket is closed");
+    assert!(!elsewhere.is_cancelled(), "another device's socket stays");
+    assert_eq!(hub.metrics.tasks_failed.get(), 1);
+    // A new task answers the record's next message.
+    let mut phone = replica("phone", Role::Coordinator, &meeting);
+    let (_, typed) = type_in(&mut phone, "Ouverture. ");
+    hub.dispatch(id, typed, crate::hub::Missing::Create)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen.extend(frames(&mut phone));
+        if seen.contains(&"sync") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen.contains(&"sync"), "{seen:?}");
+}
