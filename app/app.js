@@ -2085,7 +2085,7 @@ function devicesView() {
     if (!created) return;
     const said = tr("inviteLink", { until: formatDateTime(app.lang, created.expires_at) });
     const link = h("input", { type: "text", readonly: true, class: "invite-link", value: created.link, dir: "ltr", "aria-label": said });
-    const copy = h("button", { type: "button", onclick: async () => {
+    const copy = h("button", { type: "button", class: "copy", onclick: async () => {
       link.select();
       try { await navigator.clipboard.writeText(created.link); copy.textContent = tr("copied"); } catch { /* selected, to copy by hand */ }
     } }, tr("copy"));

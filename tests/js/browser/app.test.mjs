@@ -424,7 +424,7 @@ test("a decision removed on one phone while another wrote in it stays, words and
     await until(coordinator.page, (sel) => document.querySelectorAll(`${sel} button.keep`).length === 2 || null, row, "the removal on the dashboard");
     const ar = STRINGS.ar;
     const label = await coordinator.page.textContent(`${row} .label`);
-    assert.equal(label, `${ar["field.decisions"]} › “${want}” › ${ar["field.removed"]}`);
+    assert.equal(label, `${ar["field.decisions"]} › ${ar.quoted.replace("{text}", want)} › ${ar["field.removed"]}`);
     const choices = await coordinator.page.$$eval(`${row} button.keep`, (bs) => bs.map((b) => b.textContent));
     assert.ok(choices.some((c) => c.startsWith(ar.itemRemoved)) && choices.some((c) => c.startsWith(ar.itemKept)), JSON.stringify(choices));
     await coordinator.page.click(`${row} button.keep[data-value="true"]`);
@@ -590,7 +590,7 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
     // by its own words, quoted, in the coordinator's language.
     const nested = await coordinator.page.textContent(`.conflicts li[data-path="/decisions/d1/outcome"][data-id="${id}"] .label`);
     const ar = STRINGS.ar;
-    assert.equal(nested, `${ar["field.decisions"]} › “Jumeler les bibliothèques” › ${ar["field.outcome"]}`);
+    assert.equal(nested, `${ar["field.decisions"]} › ${ar.quoted.replace("{text}", "Jumeler les bibliothèques")} › ${ar["field.outcome"]}`);
     assert.equal(await coordinator.page.textContent(`.conflicts li[data-path="/time"][data-id="${id}"] .label`), ar["field.time"]);
     // Each value says which phone it came from.
     const from = (who) => ar.valueFrom.replace("{who}", who);
@@ -741,6 +741,8 @@ test("a new record's form is kept on the phone as it is typed: a tab the phone c
     await until(again, (city) => document.querySelector('form.new select[name="city"]').value === city, people.city, "the city chosen again");
     await until(again, (person) => document.querySelector(`form.new input[type="checkbox"][value="${person}"]`)?.checked, people.a, "the person checked again");
     assert.equal(await again.inputValue('form.new textarea[name="minutes"]'), "Ouverture à 10 h.\nافتتاح الجلسة.");
+    // A thumb's size, though it stands in a line of text.
+    assert.ok(await again.$eval("p.note.draft button", (b) => b.getBoundingClientRect().height) >= 36);
     // "Start again", tapped by mistake and taken back: the form stays.
     const asked = [];
     again.once("dialog", (d) => { asked.push(d.message()); d.dismiss(); });
@@ -2008,6 +2010,8 @@ test("a coordinator creates a record with a form, marks a milestone done, reads 
     assert.equal(records.length, all.length);
     assert.ok(records.some((r) => r.id === id && r.record.name.fr === "Salma Benali."));
     await page.selectOption("#csv-separator", ";");
+    const heights = await page.$$eval("#export button", (all) => all.map((b) => b.getBoundingClientRect().height));
+    assert.ok(heights.every((h) => h >= 36), `export buttons a thumb's size: ${heights}`);
     const [csv] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="agreement"]')]);
     const bytes = await streamBytes(await csv.createReadStream());
     assert.deepEqual([...bytes.subarray(0, 3)], [0xef, 0xbb, 0xbf], "a byte-order mark, so spreadsheets read Arabic as UTF-8");
