@@ -806,6 +806,9 @@ async function edit(id, edits, opts = {}) {
     drawn();
     return true;
   } catch (e) {
+    // This tab can write no more: a newer version of the app took the
+    // storage over (`superseded`, which a text box asks).
+    if (e?.name === "SupersededError") app.superseded = true;
     tell(problem(e));
     // Made, but not kept on the phone: the record holds the change, which
     // syncs once online. Drawn as it now is, or the person, seeing nothing
@@ -1009,6 +1012,7 @@ function recordView(id, at = null) {
     // Items removed on one phone while another wrote in them, by path.
     disputed: new Set((view.conflicts ?? []).filter((c) => c.path.endsWith("/removed")).map((c) => c.path.slice(0, -"/removed".length))),
     edit: (edits, opts) => edit(id, edits, opts),
+    superseded: () => !!app.superseded,
     read: (path) => { try { return valueAt(app.client.read(id).record, path); } catch { return undefined; } },
     // A text field alone, as each keystroke needs it: not the whole record.
     text: (path) => { try { return app.client.text(id, path); } catch { return undefined; } },

@@ -450,6 +450,10 @@ function textArea(ctx, path, value) {
       // A word being composed meanwhile is left alone: the document is
       // shown once it is done (`arrived`).
       if (composing) { arrived = null; return; }
+      // A tab that can write no more (a newer version of the app took the
+      // storage over) keeps what was typed on screen, to be copied before
+      // the reload the app asks for, and takes no more.
+      if (ctx.superseded?.()) { area.readOnly = true; return; }
       // Not saved: show what the document holds, so nothing unsaved looks saved.
       const now = shown(ctx.text(path) ?? "");
       redraw(now);

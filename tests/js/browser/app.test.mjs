@@ -253,6 +253,18 @@ test("a newer version of the app taking the storage over is said in the sync bar
     const lang = await page.evaluate(() => document.documentElement.lang);
     const reload = { ar: "أعد تحميل هذه الصفحة", fr: "rechargez cette page", en: "reload this page" }[lang];
     assert.ok(reload && said.includes(reload), `${lang}: ${said}`);
+    // A paragraph pasted into the minutes then cannot be kept: it stays
+    // on screen to be copied, the box takes no more, and why is said.
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    await show(page, `#/r/${meeting.id}`);
+    const minutes = '[data-path="/minutes"] textarea';
+    await page.waitForSelector(minutes);
+    const before = await page.inputValue(minutes);
+    await page.fill(minutes, `${before}\nLe conseil remercie la délégation d’Oakland.`);
+    await until(page, () => document.querySelector("#notice").textContent.length > 0 || null, undefined, "the notice");
+    assert.ok((await page.textContent("#notice")).includes(reload));
+    assert.equal(await page.inputValue(minutes), `${before}\nLe conseil remercie la délégation d’Oakland.`);
+    assert.equal(await page.$eval(minutes, (a) => a.readOnly), true);
     await context.close();
   });
 });
