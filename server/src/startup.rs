@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{get, patch, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::Service;
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::access::Authenticated;
@@ -76,8 +77,50 @@ pub fn app(hub: Arc<Hub>) -> Router {
             hub.settings.header_timeout() * 3,
             body_within,
         ))
+        .layer(axum::middleware::from_fn(api_not_stored))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(hub)
+}
+
+/// What the app's pages may load and do: only the server's own files and
+/// sockets, the client's WebAssembly, no frame around them (a page of
+/// another site cannot lay the Devices screen's Accept under its own
+/// button), no plugin, no form sent elsewhere. The token the app keeps in
+/// `localStorage` is so out of reach of any script another site could
+/// place in a page.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; worker-src 'self'; manifest-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Marks every `/api` answer `Cache-Control: no-store` unless it says
+/// otherwise: the devices, the refused changes and the exports are no
+/// business of a browser's disk cache on a shared office computer.
+async fn api_not_stored(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    if api {
+        response
+            .headers_mut()
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// A digest of the app's files and the built client, as served: the

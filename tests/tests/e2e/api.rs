@@ -456,3 +456,50 @@ async fn health_metrics_and_openapi_answer() {
     assert_eq!(spec["openapi"], "3.0.3");
     assert!(spec["paths"]["/api/records/{documentId}/history"].is_object());
 }
+
+/// Every answer says what a browser may do with it: the app's pages load
+/// only the server's own files and sit in no other site's frame; the API's
+/// answers (devices, refused changes, exports) stay out of the disk cache.
+#[tokio::test]
+async fn every_answer_carries_the_browser_rules_and_the_api_is_not_cached() {
+    let app = spawn_app().await;
+    for path in [
+        "/",
+        "/app.js",
+        "/api/me",
+        "/api/export/agreements.csv",
+        "/nothing-here",
+    ] {
+        let res = app.get(path).await;
+        let h = res.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            csp.contains("script-src 'self' 'wasm-unsafe-eval'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        let cache = h
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if path.starts_with("/api/") {
+            assert_eq!(cache.as_deref(), Some("no-store"), "{path}");
+        } else {
+            assert_ne!(
+                cache.as_deref(),
+                Some("no-store"),
+                "{path}: the app's files may be cached"
+            );
+        }
+    }
+    // A refusal is not stored either, and keeps its own headers.
+    let res = app.get_as("/api/records", "wrong.token").await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(res.headers().contains_key("www-authenticate"));
+    // The service worker's version keeps its own rule.
+    let res = app.get("/sw-version.js").await;
+    assert_eq!(res.headers()["cache-control"], "no-cache");
+}
