@@ -101,6 +101,10 @@ document.addEventListener("visibilitychange", () => { if (!document.hidden) retr
 async function signIn() {
   const code = new URLSearchParams(location.hash.slice(1)).get("invite");
   if (code) {
+    // An invite is used only by a person's tap: a mail filter or a link
+    // preview that opens the page must not spend it, and a phone already
+    // signed in is told what joining does to it.
+    await joinPressed();
     // The code stays in the address until the server has answered: a
     // sign-in cut off (no network, a hotel's login page answering instead)
     // is tried again by reloading.
@@ -2328,6 +2332,28 @@ function onChanges(changes) {
       pressed?.();
     }, app.view?.screen === "dashboard" && changes.some((c) => c.origin === "remote") ? 5000 : 300);
   }
+}
+
+/**
+ * Shows what opening an invite does, and resolves once the person presses
+ * Join: until then the invite is not sent to the server. A phone already
+ * signed in says so first, since joining signs it in as the invite's
+ * holder instead.
+ */
+function joinPressed() {
+  return new Promise((resolve) => {
+    const join = h("button", { type: "button", class: "join", onclick: () => {
+      join.disabled = true;
+      say(tr("joining"));
+      resolve();
+    } }, tr("join"));
+    fill($("#view"), h("section", { class: "join" },
+      h("h2", {}, tr("joinTitle")),
+      h("p", {}, tr("joinHelp")),
+      localStorage.getItem("token") ? h("p", { class: "warning" }, tr("joinReplaces")) : null,
+      h("p", {}, join)));
+    join.focus();
+  });
 }
 
 // ----- Start -----------------------------------------------------------------

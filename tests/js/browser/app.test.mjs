@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as Automerge from "@automerge/automerge";
 import { generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo";
-import { launch, phone, root, until, withServer } from "./harness.mjs";
+import { launch, openInvite, phone, root, until, withServer } from "./harness.mjs";
 import { STRINGS, formatNumber, plural } from "../../../app/i18n.js";
 
 const ARTEFACTS = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "test-artefacts");
@@ -33,7 +33,7 @@ async function signIn(server, invite, options = {}) {
   assert.equal(res.status, 201, await res.clone().text());
   const { link } = await res.json();
   const device = await phone(browser, options);
-  await device.page.goto(link);
+  await openInvite(device.page, link);
   await until(device.page, () => document.querySelectorAll("#records li").length > 0, undefined, "the records listed");
   return device;
 }
@@ -794,11 +794,11 @@ test("a new invite opened on a signed-in phone with no network is tried again by
     });
     const { link } = await res.json();
     await context.setOffline(true);
-    await page.goto(link);
+    await openInvite(page, link);
     await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the note that the server did not answer");
     assert.ok(await page.evaluate(() => location.hash.includes("invite=")), "the invite stays in the address");
     await context.setOffline(false);
-    await page.reload();
+    await openInvite(page);
     const now = await until(page, (old) => {
       const t = localStorage.getItem("token");
       return t && t !== old ? t : null;
@@ -896,7 +896,7 @@ test("a draft outlives a new invite for the same person, and not one for another
       const { link } = await res.json();
       const old = await page.evaluate(() => localStorage.getItem("token"));
       const asked = page.waitForResponse((r) => r.url().endsWith("/api/me"));
-      await page.goto(link);
+      await openInvite(page, link);
       await until(page, (old) => { const t = localStorage.getItem("token"); return t && t !== old ? t : null; }, old, "signed in again");
       await asked;
       await until(page, () => localStorage.getItem("draftsOf") === null || null, undefined, "the drafts settled");
@@ -1507,7 +1507,7 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
 
     // The link signs a new phone in as that delegate.
     const delegate = await phone(browser);
-    await delegate.page.goto(link);
+    await openInvite(delegate.page, link);
     await until(delegate.page, () => document.querySelectorAll("#records li").length > 0, undefined, "the records listed on the new phone");
     await upToDate(delegate.page);
     assert.match(await delegate.page.textContent("#me"), /هاتف حسن/);
@@ -2106,7 +2106,7 @@ test("a sign-in refused for a reason the app has no words for shows the server's
     await page.route("**/api/invites/redeem", (route) => route.fulfill({
       status: 400, contentType: "application/json", body: JSON.stringify({ error: "the code is malformed." }),
     }));
-    await page.goto(`${server.url}/#invite=abc`);
+    await openInvite(page, `${server.url}/#invite=abc`);
     const said = await until(page, () => {
       const note = document.querySelector("#view p.note");
       return note?.textContent.includes("malformed") ? {
@@ -2156,6 +2156,42 @@ test("a required field left empty is said in the app's language, not the browser
     assert.equal(await page.$eval(country, (i) => i.validity.valid), true);
     await page.click('form.new button[type="submit"]');
     await until(page, () => location.hash.startsWith("#/r/") || null, undefined, "the new city shown");
+    await context.close();
+  });
+});
+
+test("an invite is used only when the person presses Join: a page a mail filter opens spends nothing, and a signed-in phone is told what joining does", async () => {
+  await withServer(async (server) => {
+    const invite = async (name) => {
+      const res = await server.api("/api/invites", {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name, role: "observer" }),
+      });
+      return (await res.json()).link;
+    };
+    const first = await invite("Bureau de Smara");
+    const { page, context } = await phone(browser);
+    const redeemed = [];
+    page.on("request", (r) => { if (r.url().endsWith("/api/invites/redeem")) redeemed.push(r.url()); });
+    // Opened, as a mail filter's browser would open it: nothing is sent.
+    await page.goto(first);
+    await page.waitForSelector("button.join");
+    await page.waitForTimeout(500);
+    assert.equal(redeemed.length, 0, "the invite is not sent before Join");
+    assert.equal(await page.evaluate(() => localStorage.getItem("token")), null);
+    assert.equal(await page.$(".join p.warning"), null, "nothing to warn a phone not signed in of");
+    await page.click("button.join");
+    await until(page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed");
+    assert.equal(redeemed.length, 1);
+    const token = await page.evaluate(() => localStorage.getItem("token"));
+    // Another invite opened on this signed-in phone says what joining
+    // would do, and sends nothing until pressed.
+    await page.goto(await invite("Téléphone prêté"));
+    await page.waitForSelector("button.join");
+    assert.equal(await page.textContent(".join p.warning"), STRINGS.ar.joinReplaces);
+    await page.waitForTimeout(300);
+    assert.equal(redeemed.length, 1);
+    assert.equal(await page.evaluate(() => localStorage.getItem("token")), token);
     await context.close();
   });
 });

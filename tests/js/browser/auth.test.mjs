@@ -5,7 +5,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { addDevice, launch, openClient, phone, until, withServer } from "./harness.mjs";
+import { addDevice, launch, openClient, openInvite, phone, until, withServer } from "./harness.mjs";
 import { STRINGS } from "../../../app/i18n.js";
 
 let browser;
@@ -29,7 +29,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // A first try cut off before the server answers keeps the code in the
     // address, says why in the app's language, and a reload tries again.
     await page.route("**/api/invites/redeem", (r) => r.abort("internetdisconnected"));
-    await page.goto(link);
+    await openInvite(page, link);
     const cut = await until(page, () => document.querySelector("#view .note")?.textContent || null, undefined, "the cut-off sign-in message");
     const lang = await page.evaluate(() => document.documentElement.lang);
     assert.ok(cut.includes(STRINGS[lang].signinUnreached), `${cut} says the server did not answer, in ${lang}`);
@@ -38,7 +38,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // A hotel's login page answers in the server's place, with a success:
     // no token came, so the invite was not used and its code stays.
     await page.route("**/api/invites/redeem", (r) => r.fulfill({ status: 200, contentType: "text/html", body: "<h1>Welcome to the hotel</h1>" }));
-    await page.reload();
+    await openInvite(page);
     const portal = await until(page, () => document.querySelector("#view .note")?.textContent || null, undefined, "the message after the login page answered");
     assert.equal(portal, cut, "told as a server that did not answer");
     assert.match(new URL(page.url()).hash, /invite=/, "the code stays in the address bar after the login page");
@@ -46,7 +46,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // Every socket the app opens.
     const sockets = [];
     page.on("websocket", (ws) => sockets.push(ws.url()));
-    await page.reload();
+    await openInvite(page);
     const listed = () => document.querySelectorAll("#records li").length;
     await until(page, listed, undefined, "the records listed");
     await until(page, () => document.querySelector("#sync")?.dataset.state === "up-to-date" || null, undefined, "synced");
@@ -62,7 +62,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // Opening the used link again on this phone keeps it signed in, with a
     // note that the invite is spent.
     await page.goto("about:blank");
-    await page.goto(link);
+    await openInvite(page, link);
     await until(page, listed, undefined, "the records listed after opening the used link");
     const noted = await until(page, () => document.querySelector("#notice")?.textContent || null, undefined, "the spent-invite note");
     assert.ok(noted.includes(STRINGS[lang].inviteSpent), `${noted} says the invite is spent, in ${lang}`);
@@ -70,7 +70,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // The invite was used up: a second browser opening it is told so, in
     // its language, with the server's words in the title.
     const second = await phone(browser);
-    await second.page.goto(link);
+    await openInvite(second.page, link);
     // Said in its language alone; the server's English is in the title.
     const said = () => {
       const note = document.querySelector("#view .note");
@@ -83,7 +83,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     const cutShort = new URL(link);
     cutShort.hash = cutShort.hash.slice(0, -6);
     await second.page.goto("about:blank");
-    await second.page.goto(cutShort.href);
+    await openInvite(second.page, cutShort.href);
     const unknown = await until(second.page, () => {
       const n = document.querySelector("#view .note [title]");
       return n?.title.includes("not valid") ? { text: n.parentElement.textContent, title: n.title } : null;
@@ -108,7 +108,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     }
     assert.ok(limited, "the server limits redemptions from one address");
     await second.page.goto("about:blank");
-    await second.page.goto(freshLink);
+    await openInvite(second.page, freshLink);
     const tooMany = await until(second.page, (said) => {
       const text = document.querySelector("#view .note")?.textContent ?? "";
       return text === said[document.documentElement.lang] ? document.querySelector("#view .note [title]").title : null;

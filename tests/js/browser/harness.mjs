@@ -154,6 +154,17 @@ export async function phone(browser, options = {}) {
 }
 
 /**
+ * Opens an invite link (or reloads a page whose address still holds one)
+ * and presses Join, as the person does: the app sends the invite only
+ * then.
+ */
+export async function openInvite(page, link) {
+  if (link) await page.goto(link);
+  else await page.reload();
+  await page.click("button.join");
+}
+
+/**
  * Loads the client in `page` from `server` and opens it as `window.tw`.
  * The page is the server's health check: same origin, no app code.
  */
