@@ -100,11 +100,14 @@ document.addEventListener("visibilitychange", () => { if (!document.hidden) retr
 // in this browser so the device stays signed in offline.
 async function signIn() {
   const code = new URLSearchParams(location.hash.slice(1)).get("invite");
+  // An invite is used only by a person's tap: a mail filter or a link
+  // preview that opens the page must not spend it, and a phone already
+  // signed in is told what joining does to it, and may go on as it was.
+  if (code && !(await joinPressed())) {
+    history.replaceState(null, "", location.pathname);
+    return localStorage.getItem("token");
+  }
   if (code) {
-    // An invite is used only by a person's tap: a mail filter or a link
-    // preview that opens the page must not spend it, and a phone already
-    // signed in is told what joining does to it.
-    await joinPressed();
     // The code stays in the address until the server has answered: a
     // sign-in cut off (no network, a hotel's login page answering instead)
     // is tried again by reloading.
@@ -242,7 +245,8 @@ for (const b of document.querySelectorAll("[data-lang]")) {
     // A new record's form being filled in keeps what was typed, and so do
     // an invite or a device being edited on the Devices screen; they take
     // the new language when next drawn.
-    if (!app.view?.dirty && !app.view?.touched) route();
+    if (!app.client && app.redrawJoin) app.redrawJoin();
+    else if (!app.view?.dirty && !app.view?.touched) route();
   });
 }
 
@@ -2335,24 +2339,30 @@ function onChanges(changes) {
 }
 
 /**
- * Shows what opening an invite does, and resolves once the person presses
- * Join: until then the invite is not sent to the server. A phone already
- * signed in says so first, since joining signs it in as the invite's
- * holder instead.
+ * Shows what opening an invite does, and resolves `true` once the person
+ * presses Join: until then the invite is not sent to the server. A phone
+ * already signed in says so first, since joining signs it in as the
+ * invite's holder instead, and offers to go on as it was (`false`). Drawn
+ * again in the language the person switches to.
  */
 function joinPressed() {
   return new Promise((resolve) => {
-    const join = h("button", { type: "button", class: "join", onclick: () => {
-      join.disabled = true;
-      say(tr("joining"));
-      resolve();
-    } }, tr("join"));
-    fill($("#view"), h("section", { class: "join" },
-      h("h2", {}, tr("joinTitle")),
-      h("p", {}, tr("joinHelp")),
-      localStorage.getItem("token") ? h("p", { class: "warning" }, tr("joinReplaces")) : null,
-      h("p", {}, join)));
-    join.focus();
+    const signedIn = !!localStorage.getItem("token");
+    const done = (joined) => {
+      app.redrawJoin = null;
+      if (joined) say(tr("joining"));
+      resolve(joined);
+    };
+    app.redrawJoin = () => {
+      const join = h("button", { type: "button", class: "join", onclick: () => done(true) }, tr("join"));
+      fill($("#view"), h("section", { class: "join" },
+        h("h2", {}, tr("joinTitle")),
+        h("p", {}, tr("joinHelp")),
+        signedIn ? h("p", { class: "warning" }, tr("joinReplaces")) : null,
+        h("p", {}, join, signedIn ? [" ", h("button", { type: "button", class: "not-now", onclick: () => done(false) }, tr("notNow"))] : null)));
+      join.focus();
+    };
+    app.redrawJoin();
   });
 }
 

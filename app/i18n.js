@@ -7,7 +7,7 @@ const LOCALES = { ar: "ar-MA", fr: "fr-FR", en: "en-GB" };
 export const STRINGS = {
   ar: {
     club: "نادي السمارة الدولي للمدن المتوأمة",
-    joinTitle: "الانضمام إلى سجلات النادي", joinHelp: "تربط هذه الدعوة هذا الجهاز بسجلات النادي. اضغط «انضمام» للمتابعة.", joinReplaces: "هذا الجهاز متصل بالفعل: سيتصل بعد الانضمام باسم صاحب هذه الدعوة.", join: "انضمام", joining: "جارٍ الانضمام…",
+    joinTitle: "الانضمام إلى سجلات النادي", joinHelp: "تربط هذه الدعوة هذا الجهاز بسجلات النادي. اضغط «انضمام» للمتابعة.", joinReplaces: "هذا الجهاز متصل بالفعل: سيتصل بعد الانضمام باسم صاحب هذه الدعوة.", join: "انضمام", notNow: "ليس الآن", joining: "جارٍ الانضمام…",
     signin: "افتح رابط الدعوة الذي أرسله إليك أحد المنسقين لتسجيل الدخول على هذا الجهاز.",
     signinFailed: "تعذر تسجيل الدخول: ",
     inviteUnknown: "رابط الدعوة هذا غير صالح: تأكد من نسخه كاملا، أو اطلب من منسق رابطا جديدا.",
@@ -166,7 +166,7 @@ export const STRINGS = {
 
   fr: {
     club: "Club international de Smara des villes jumelées",
-    joinTitle: "Rejoindre les fiches du club", joinHelp: "Cette invitation connecte cet appareil aux fiches du club. Appuyez sur « Rejoindre » pour continuer.", joinReplaces: "Cet appareil est déjà connecté : après avoir rejoint, il le sera au nom du titulaire de cette invitation.", join: "Rejoindre", joining: "Connexion…",
+    joinTitle: "Rejoindre les fiches du club", joinHelp: "Cette invitation connecte cet appareil aux fiches du club. Appuyez sur « Rejoindre » pour continuer.", joinReplaces: "Cet appareil est déjà connecté : après avoir rejoint, il le sera au nom du titulaire de cette invitation.", join: "Rejoindre", notNow: "Pas maintenant", joining: "Connexion…",
     signin: "Ouvrez le lien d'invitation qu'un coordinateur vous a envoyé pour connecter cet appareil.",
     signinFailed: "Connexion impossible : ",
     inviteUnknown: "Ce lien d’invitation n’est pas valable : vérifiez qu’il a été copié en entier, ou demandez-en un nouveau à un coordinateur.",
@@ -325,7 +325,7 @@ export const STRINGS = {
 
   en: {
     club: "Smara International Club of Twinned Cities",
-    joinTitle: "Join the club's records", joinHelp: "This invite signs this device in to the club's records. Press Join to go on.", joinReplaces: "This device is already signed in: once you join, it is signed in as this invite's holder instead.", join: "Join", joining: "Joining…",
+    joinTitle: "Join the club's records", joinHelp: "This invite signs this device in to the club's records. Press Join to go on.", joinReplaces: "This device is already signed in: once you join, it is signed in as this invite's holder instead.", join: "Join", notNow: "Not now", joining: "Joining…",
     signin: "Open the invite link a coordinator sent you to sign this device in.",
     signinFailed: "Could not sign in: ",
     inviteUnknown: "This invite link is not valid: check that it was copied whole, or ask a coordinator for a new one.",

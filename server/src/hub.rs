@@ -66,6 +66,9 @@ pub struct Hub {
     /// When this minute of logged sign-in refusals began, and how many
     /// there were ([`Hub::may_log_refusal`]).
     refusals_logged: Mutex<(std::time::Instant, u32)>,
+    /// Records whose task failed in the last rate window, and when
+    /// ([`Hub::task_failed`]).
+    tasks_failed: Mutex<HashMap<DocumentId, std::time::Instant>>,
     /// The data directory's lock while this hub serves from it: set by
     /// [`crate::startup::prepare`], let go of as [`crate::startup::run`]
     /// ends, however long tasks still hold the hub.
@@ -255,6 +258,7 @@ impl Hub {
             api_reads: Arc::new(tokio::sync::Semaphore::new(API_READS)),
             api_reads_by_device: Arc::new(Mutex::new(HashMap::new())),
             refusals_logged: Mutex::new((std::time::Instant::now(), 0)),
+            tasks_failed: Mutex::new(HashMap::new()),
             data_lock: std::sync::Mutex::new(None),
         }))
     }
@@ -807,9 +811,25 @@ impl Hub {
     /// and the sockets of every device with the record open are closed:
     /// they reconnect and sync afresh. Nothing acknowledged is lost: a
     /// change is acknowledged once stored.
+    ///
+    /// A record whose task failed less than a rate window before is only
+    /// forgotten: a message that makes it fail again, sent again at each
+    /// reconnection, must not cut every device holding it off again and
+    /// again, with all their other records.
     fn task_failed(&self, doc: DocumentId, task: u64) {
         self.metrics.tasks_failed.inc();
         self.forget(doc, task);
+        let now = std::time::Instant::now();
+        let again = {
+            let mut failed = self.tasks_failed.lock().unwrap_or_else(|e| e.into_inner());
+            let window = self.settings.rate_window();
+            failed.retain(|_, at| now.duration_since(*at) < window);
+            failed.insert(doc, now).is_some()
+        };
+        if again {
+            tracing::error!(doc_id = %doc, "the record's task failed again; its sockets are left open");
+            return;
+        }
         let devices: std::collections::HashSet<String> = self
             .open_docs
             .lock()

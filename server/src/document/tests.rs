@@ -1045,4 +1045,20 @@ async fn a_failed_task_is_forgotten_and_the_sockets_holding_its_record_closed() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(seen.contains(&"sync"), "{seen:?}");
+    // Failing again within the window (a message that fails it, sent again
+    // at each reconnection) cuts no one off again.
+    let again = CancellationToken::new();
+    hub.register_session(&PeerId::new("holder-again"), 3, &holder, again.clone());
+    hub.dispatch(id, DocCommand::Panic, crate::hub::Missing::Create)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if hub.metrics.tasks_failed.get() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(hub.metrics.tasks_failed.get(), 2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!again.is_cancelled(), "not cut off a second time");
 }

@@ -145,7 +145,7 @@ test("GET / is an Arabic right-to-left app with a manifest and a service worker,
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ name: "Coordinator", role: "coordinator" }),
     });
-    await page.goto((await res.json()).link);
+    await openInvite(page, (await res.json()).link);
     await until(page, () => document.querySelectorAll("#records li").length > 0, undefined, "the records listed");
     await upToDate(page);
     const origin = new URL(server.url).origin;
@@ -2189,7 +2189,16 @@ test("an invite is used only when the person presses Join: a page a mail filter 
     await page.goto(await invite("Téléphone prêté"));
     await page.waitForSelector("button.join");
     assert.equal(await page.textContent(".join p.warning"), STRINGS.ar.joinReplaces);
+    // Said in the language the person switches to.
+    await page.click('[data-lang="fr"]');
+    assert.equal(await page.textContent(".join p.warning"), STRINGS.fr.joinReplaces);
     await page.waitForTimeout(300);
+    assert.equal(redeemed.length, 1);
+    assert.equal(await page.evaluate(() => localStorage.getItem("token")), token);
+    // Not now: the phone goes on as it was, the invite left unused.
+    await page.click("button.not-now");
+    await until(page, () => document.querySelectorAll("#records li").length > 0 || null, undefined, "the records listed again");
+    assert.equal(await page.evaluate(() => location.hash.includes("invite=")), false);
     assert.equal(redeemed.length, 1);
     assert.equal(await page.evaluate(() => localStorage.getItem("token")), token);
     await context.close();

@@ -10,7 +10,7 @@ import { connect, createServer } from "node:net";
 import { decode, encode } from "cbor-x";
 import { WebSocketServer } from "ws";
 import {
-  cleanup, dataDir, launch, openClient, persistentPhone, phone, startServer, until, withServer,
+  cleanup, dataDir, launch, openClient, openInvite, persistentPhone, phone, startServer, until, withServer,
 } from "./harness.mjs";
 
 let browser;
@@ -305,7 +305,7 @@ async function fullPhoneOnMinutes(server, profile, before = () => {}, { full = t
     const res = await server.api("/api/invites", {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "Full phone", role: "coordinator" }),
     });
-    await first.page.goto((await res.json()).link);
+    await openInvite(first.page, (await res.json()).link);
     const total = (await (await server.api("/api/records")).json()).length;
     await until(first.page, (total) => (document.querySelector("#sync")?.dataset.state === "up-to-date" && window.twinsync.list().length === total) || null,
       total, "every record on the phone");
