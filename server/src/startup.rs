@@ -77,11 +77,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
             hub.settings.header_timeout() * 3,
             body_within,
         ))
-        .layer(axum::middleware::from_fn(api_not_stored))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ))
+        .layer(axum::middleware::from_fn(browser_rules))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
@@ -111,14 +107,26 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 /// Marks every `/api` answer `Cache-Control: no-store` unless it says
 /// otherwise: the devices, the refused changes and the exports are no
 /// business of a browser's disk cache on a shared office computer.
-async fn api_not_stored(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let api = request.uri().path().starts_with("/api/");
+///
+/// Sets [`CONTENT_SECURITY_POLICY`] on every answer but `/healthz` and
+/// `/metrics`, which are no page of the app: a monitor reads them, and the
+/// browser tests load the client on `/healthz` to point it at servers of
+/// their own on other ports, which the policy would refuse.
+async fn browser_rules(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path();
+    let api = path.starts_with("/api/");
+    let page = !matches!(path, "/healthz" | "/metrics");
     let mut response = next.run(request).await;
+    let headers = response.headers_mut();
     if api {
-        response
-            .headers_mut()
+        headers
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
+    }
+    if page {
+        headers
+            .entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     }
     response
 }

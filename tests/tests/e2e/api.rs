@@ -502,4 +502,9 @@ async fn every_answer_carries_the_browser_rules_and_the_api_is_not_cached() {
     // The service worker's version keeps its own rule.
     let res = app.get("/sw-version.js").await;
     assert_eq!(res.headers()["cache-control"], "no-cache");
+    // Health is no page of the app: a monitor reads it, and the browser
+    // tests load the client on it to reach servers of their own.
+    let res = app.get("/healthz").await;
+    assert!(!res.headers().contains_key("content-security-policy"));
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
 }
