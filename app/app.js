@@ -328,10 +328,10 @@ function pressedOnScreen({ alike = false } = {}) {
   const [tag, id, href, kind] = [a.tagName, a.id, a.getAttribute("href"), a.dataset.kind];
   const row = a.closest("li[data-path]");
   const key = (b) => [b.className, b.dataset.value, b.closest("li[data-path]")?.dataset.path, b.closest("li[data-path]")?.dataset.id].join("\u0000");
-  const known = alike && !!a.className && [...$("#view").querySelectorAll(tag)].filter((b) => key(b) === key(a)).length === 1
+  const was = key(a);
+  const known = alike && !!a.className && [...$("#view").querySelectorAll(tag)].filter((b) => key(b) === was).length === 1
     && (row ? a.dataset.value !== undefined : !a.dataset.value);
   if (!id && !href && !kind && !known) return null;
-  const was = key(a);
   return () => {
     const same = [...$("#view").querySelectorAll(tag)].find((b) => (id ? b.id === id
       : href ? b.getAttribute("href") === href

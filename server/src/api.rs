@@ -170,7 +170,19 @@ pub(crate) async fn reading<T: Send + 'static, E: Into<ApiError> + Send + 'stati
     device: &str,
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> ApiResult<T> {
-    let share = ReadShare::take(&hub.api_reads_by_device, device)?;
+    let share = hub
+        .api_reads_by_device
+        .take(&device.to_owned(), crate::hub::API_READS_PER_DEVICE)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this device already has {} records being read; ask again once they are answered",
+                    crate::hub::API_READS_PER_DEVICE
+                ),
+            )
+            .code("too-many-reads")
+        })?;
     // The turn goes with the work: a request dropped while its record
     // loads (the client gone) holds it until the load ends all the same.
     let turn = Arc::clone(&hub.api_reads)
@@ -183,50 +195,6 @@ pub(crate) async fn reading<T: Send + 'static, E: Into<ApiError> + Send + 'stati
         f()
     })
     .await
-}
-
-/// One of a device's [`crate::hub::API_READS_PER_DEVICE`] reads, given
-/// back when dropped (answered, or the request dropped).
-struct ReadShare {
-    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-    device: String,
-}
-
-impl ReadShare {
-    fn take(
-        counts: &Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-        device: &str,
-    ) -> ApiResult<Self> {
-        let mut all = counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = all.entry(device.to_owned()).or_insert(0);
-        if *n >= crate::hub::API_READS_PER_DEVICE {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "this device already has {} records being read; ask again once they are answered",
-                    crate::hub::API_READS_PER_DEVICE
-                ),
-            )
-            .code("too-many-reads"));
-        }
-        *n += 1;
-        Ok(Self {
-            counts: Arc::clone(counts),
-            device: device.to_owned(),
-        })
-    }
-}
-
-impl Drop for ReadShare {
-    fn drop(&mut self) {
-        let mut all = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = all.get_mut(&self.device) {
-            *n -= 1;
-            if *n == 0 {
-                all.remove(&self.device);
-            }
-        }
-    }
 }
 
 pub async fn healthz(State(hub): State<Arc<Hub>>) -> ApiResult<&'static str> {
@@ -744,14 +712,20 @@ mod tests {
     use crate::settings::Settings;
     use crate::store::Store;
 
-    /// Many requests reading records at once take turns: no more than
-    /// `API_READS` hold a record at a time, and every one is answered.
-    #[tokio::test]
-    async fn api_reads_of_whole_records_take_turns() {
+    /// A hub over a new store, and the directory holding it.
+    fn hub() -> (tempfile::TempDir, Arc<Hub>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
         let settings = Settings::for_data_dir(dir.path().to_owned());
         let hub = Hub::new(store, Arc::new(settings), Metrics::new()).unwrap();
+        (dir, hub)
+    }
+
+    /// Many requests reading records at once take turns: no more than
+    /// `API_READS` hold a record at a time, and every one is answered.
+    #[tokio::test]
+    async fn api_reads_of_whole_records_take_turns() {
+        let (_dir, hub) = hub();
         let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         // A request whose load takes `ms`, and answers `n`.
         let read = |n: usize, ms: u64| {
@@ -800,10 +774,7 @@ mod tests {
     #[tokio::test]
     async fn one_device_may_not_queue_more_than_its_share_of_reads() {
         use crate::hub::API_READS_PER_DEVICE;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
-        let settings = Settings::for_data_dir(dir.path().to_owned());
-        let hub = Hub::new(store, Arc::new(settings), Metrics::new()).unwrap();
+        let (_dir, hub) = hub();
         let read = |device: &'static str, ms: u64| {
             let hub = Arc::clone(&hub);
             tokio::spawn(async move {
@@ -827,10 +798,7 @@ mod tests {
             assert_eq!(r.await.unwrap().unwrap(), "looping");
         }
         assert_eq!(read("looping", 0).await.unwrap().unwrap(), "looping");
-        assert!(
-            hub.api_reads_by_device.lock().unwrap().is_empty(),
-            "every share given back"
-        );
+        assert!(hub.api_reads_by_device.is_empty(), "every share given back");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -271,6 +271,64 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
         let (start, count) = counts.get(key)?;
         let elapsed = now.duration_since(*start);
         (elapsed < self.window && *count >= limit).then(|| self.window - elapsed)
+    }
+}
+
+/// Places held at once per key (a device's reads, an address's
+/// connections), each given back when its [`Slot`] drops.
+#[derive(Debug)]
+pub struct Slots<K> {
+    held: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+impl<K> Default for Slots<K> {
+    fn default() -> Self {
+        Self {
+            held: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Slots<K> {
+    /// One more place for `key`, unless it holds `limit` already.
+    pub fn take(&self, key: &K, limit: usize) -> Option<Slot<K>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(key.clone()).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            held: Arc::clone(&self.held),
+            key: key.clone(),
+        })
+    }
+
+    /// Whether no key holds a place.
+    pub fn is_empty(&self) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+/// A place [`Slots::take`] gave, given back on drop.
+#[derive(Debug)]
+pub struct Slot<K: std::hash::Hash + Eq> {
+    held: Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -339,7 +339,44 @@ impl Session {
             return Ok(());
         }
         let limit = FrameLimit(self.hub.settings.max_frame_bytes);
-        let msg = match Message::decode(bytes, limit) {
+        let decoded = match Message::decode(bytes, limit) {
+            // Changes to one record over the limit refuse that record, not
+            // the socket: cut off, the phone would send the same frame at
+            // every reconnection, and its other records never get through.
+            Err(e @ DecodeError::TooLarge { .. }) if self.joined.is_some() => {
+                match Message::decode(bytes, FrameLimit(usize::MAX)) {
+                    Ok(
+                        Message::Sync { document_id, .. } | Message::Request { document_id, .. },
+                    ) => {
+                        self.hub.metrics.records_too_large.inc();
+                        warn!(doc_id = %document_id, error = %e, "sync message over the frame limit; refused");
+                        let msg = Message::Error {
+                            sender_id: self.hub.server_id.clone(),
+                            target_id: self.joined_peer(),
+                            message: format!(
+                                "your changes to record {document_id} were refused: {e}; they were not stored or relayed and stay on your device"
+                            ),
+                            refusal: Some(Refusal {
+                                document_id,
+                                code: TOO_LARGE.to_owned(),
+                                path: "/".to_owned(),
+                                quarantine: None,
+                                discarded: false,
+                                retry_after: None,
+                            }),
+                        };
+                        let _ = out.try_send(msg.encode());
+                        return Ok(());
+                    }
+                    // Over the limit, and for a record no twinsync holds:
+                    // answered below as under the limit.
+                    Err(foreign @ DecodeError::ForeignDocumentId { .. }) => Err(foreign),
+                    _ => Err(e),
+                }
+            }
+            decoded => decoded,
+        };
+        let msg = match decoded {
             Ok(msg) => msg,
             // As the official server does, a joined peer's message of a
             // type this server does not know is let pass: `leave`, which
@@ -363,51 +400,6 @@ impl Session {
             {
                 self.unavailable_foreign(out, &sender_id, &document_id, length);
                 return Ok(());
-            }
-            // Changes to one record over the limit refuse that record, not
-            // the socket: cut off, the phone would send the same frame at
-            // every reconnection, and its other records never get through.
-            Err(e @ DecodeError::TooLarge { .. }) if self.joined.is_some() => {
-                return match Message::decode(bytes, FrameLimit(usize::MAX)) {
-                    Ok(
-                        Message::Sync { document_id, .. } | Message::Request { document_id, .. },
-                    ) => {
-                        self.hub.metrics.records_too_large.inc();
-                        warn!(doc_id = %document_id, error = %e, "sync message over the frame limit; refused");
-                        let msg = Message::Error {
-                            sender_id: self.hub.server_id.clone(),
-                            target_id: self.joined_peer(),
-                            message: format!(
-                                "your changes to record {document_id} were refused: {e}; they were not stored or relayed and stay on your device"
-                            ),
-                            refusal: Some(Refusal {
-                                document_id,
-                                code: TOO_LARGE.to_owned(),
-                                path: "/".to_owned(),
-                                quarantine: None,
-                                discarded: false,
-                                retry_after: None,
-                            }),
-                        };
-                        let _ = out.try_send(msg.encode());
-                        Ok(())
-                    }
-                    // Over the limit, and for a record no twinsync holds:
-                    // unavailable, as under the limit.
-                    Err(DecodeError::ForeignDocumentId {
-                        sender_id,
-                        document_id,
-                        length,
-                    }) if self
-                        .joined
-                        .as_ref()
-                        .is_some_and(|j| j.peer_id.as_str() == sender_id) =>
-                    {
-                        self.unavailable_foreign(out, &sender_id, &document_id, length);
-                        Ok(())
-                    }
-                    _ => Err(Fatal(format!("malformed frame: {e}"))),
-                };
             }
             Err(e) => return Err(Fatal(format!("malformed frame: {e}"))),
         };

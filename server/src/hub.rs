@@ -62,10 +62,10 @@ pub struct Hub {
     pub api_reads: Arc<tokio::sync::Semaphore>,
     /// Whole-record reads each device has asked the API for and not been
     /// answered yet, waiting or reading: at most [`API_READS_PER_DEVICE`].
-    pub api_reads_by_device: Arc<Mutex<HashMap<String, usize>>>,
-    /// When this minute of logged sign-in refusals began, and how many
-    /// there were ([`Hub::may_log_refusal`]).
-    refusals_logged: Mutex<(std::time::Instant, u32)>,
+    pub api_reads_by_device: crate::auth::Slots<String>,
+    /// Sign-in refusals in this rate window, over all addresses
+    /// ([`Hub::may_log_refusal`]).
+    refusals_logged: crate::auth::Windows<()>,
     /// Records whose task failed in the last rate window, and when
     /// ([`Hub::task_failed`]).
     tasks_failed: Mutex<HashMap<DocumentId, std::time::Instant>>,
@@ -88,7 +88,7 @@ pub const COMPACTIONS: usize = 2;
 pub const API_READS: usize = 4;
 
 /// Refused sign-ins logged a minute; the rest are counted only.
-pub const REFUSALS_LOGGED: u32 = 30;
+pub const REFUSALS_LOGGED: u64 = 30;
 
 /// Whole-record reads one device may have waiting or under way at once;
 /// past it, a request is answered 429. The turns are taken in order, so a
@@ -238,6 +238,7 @@ impl Hub {
     ) -> Result<Arc<Self>, StoreError> {
         let storage_id = store.storage_id()?;
         let guards = Guards::new(settings.rate_window());
+        let refusals_logged = crate::auth::Windows::new(settings.rate_window(), 1);
         let appender = Appender::start(store.clone())?;
         Ok(Arc::new(Self {
             docs: Mutex::new(HashMap::new()),
@@ -256,8 +257,8 @@ impl Hub {
             trim: crate::memory::Trim::default(),
             compactions: Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
             api_reads: Arc::new(tokio::sync::Semaphore::new(API_READS)),
-            api_reads_by_device: Arc::new(Mutex::new(HashMap::new())),
-            refusals_logged: Mutex::new((std::time::Instant::now(), 0)),
+            api_reads_by_device: crate::auth::Slots::default(),
+            refusals_logged,
             tasks_failed: Mutex::new(HashMap::new()),
             data_lock: std::sync::Mutex::new(None),
         }))
@@ -356,21 +357,16 @@ impl Hub {
     /// /48 holds 65,536 of the /64s counted one by one) cannot flood the
     /// log. The first one past it says so; the rest are counted only.
     fn may_log_refusal(&self) -> bool {
-        let mut window = self
+        let refused = self
             .refusals_logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let now = std::time::Instant::now();
-        if now.duration_since(window.0) >= self.settings.rate_window() {
-            *window = (now, 0);
-        }
-        window.1 += 1;
-        if window.1 == REFUSALS_LOGGED + 1 {
+            .add(&(), 1, u64::MAX)
+            .unwrap_or(u64::MAX);
+        if refused == REFUSALS_LOGGED + 1 {
             tracing::warn!(
                 "more than {REFUSALS_LOGGED} refused sign-ins this minute: the rest are counted in twinsync_auth_failures_total, not logged"
             );
         }
-        window.1 <= REFUSALS_LOGGED
+        refused <= REFUSALS_LOGGED
     }
 
     /// Closes at once every socket a device opened before it was revoked

@@ -1,8 +1,6 @@
 //! Building the router and running the server until shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -386,7 +384,9 @@ pub async fn run(
     let stopping = tokio_util::sync::CancellationToken::new();
     let connections = tokio_util::task::TaskTracker::new();
     let open = Arc::new(Semaphore::new(hub.settings.max_http_connections.max(1)));
-    let by_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    // Each connection's place in the count from its address, given back
+    // when the connection ends its HTTP phase.
+    let by_address = crate::auth::Slots::default();
     tokio::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -410,7 +410,9 @@ pub async fn run(
             // An IPv6 client by its /64, as the other limits count it: a
             // phone holds the whole /64, and could use an address of it
             // for each connection.
-            AddressSlot::take(&by_address, access::counted(remote.ip()), per_address).map(Some)
+            by_address
+                .take(&access::counted(remote.ip()), per_address)
+                .map(Some)
         };
         let (Ok(permit), Some(slot)) = (Arc::clone(&open).try_acquire_owned(), slot) else {
             hub.metrics.connections_refused.inc();
@@ -463,44 +465,6 @@ pub async fn run(
         .unwrap_or_else(|p| p.into_inner())
         .take();
     Ok(())
-}
-
-/// One connection's place in the count of HTTP-phase connections from its
-/// IP address; given back on drop.
-struct AddressSlot {
-    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl AddressSlot {
-    fn take(
-        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-        ip: IpAddr,
-        limit: usize,
-    ) -> Option<Self> {
-        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_default();
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(Self {
-            counts: Arc::clone(counts),
-            ip,
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// Closes the sockets of devices revoked, or whose rights changed, from the

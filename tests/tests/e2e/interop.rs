@@ -42,6 +42,12 @@ fn run_js(args: &[&str]) -> String {
     out
 }
 
+/// The JSON the official client printed after `tag` ("DOC ", say).
+fn said(out: &str, tag: &str) -> serde_json::Value {
+    let found = out.lines().find_map(|l| l.strip_prefix(tag));
+    serde_json::from_str(found.unwrap_or_else(|| panic!("no {tag}in {out}"))).unwrap()
+}
+
 fn ws(server: &ServerProcess) -> String {
     server.ws()
 }
@@ -104,10 +110,7 @@ async fn the_official_client_refused_a_change_goes_on_syncing() {
         meeting["url"].as_str().unwrap(),
         project["url"].as_str().unwrap(),
     ]);
-    let line = |tag: &str| -> serde_json::Value {
-        let found = out.lines().find_map(|l| l.strip_prefix(tag));
-        serde_json::from_str(found.unwrap_or_else(|| panic!("no {tag}in {out}"))).unwrap()
-    };
+    let line = |tag: &str| said(&out, tag);
     let held = server.get_json("/api/quarantine").await;
     assert_eq!(held[0]["doc_id"], meeting["id"], "{held}");
     assert_eq!(held[0]["code"], "observer", "{held}");
@@ -155,12 +158,7 @@ async fn the_official_client_asking_for_a_longer_id_is_told_unavailable_and_keep
     let project = server.get_json("/api/records?kind=project").await[0].clone();
     let out = run_js(&[&ws(&server), "foreign", project["url"].as_str().unwrap()]);
     assert!(out.contains("UNAVAILABLE"), "{out}");
-    let doc = out
-        .lines()
-        .find_map(|l| l.strip_prefix("DOC "))
-        .unwrap_or_else(|| panic!("no DOC in {out}"));
-    let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
-    assert_eq!(doc["kind"], "project");
+    assert_eq!(said(&out, "DOC ")["kind"], "project");
     assert!(out.contains("SAME SOCKET"), "{out}");
 }
 
@@ -180,12 +178,10 @@ async fn two_official_clients_share_presence_and_both_keep_their_sockets() {
         meeting["url"].as_str().unwrap(),
         "Fatima lit le procès-verbal · فاطمة تقرأ",
     ]);
-    let heard = out
-        .lines()
-        .find_map(|l| l.strip_prefix("HEARD "))
-        .unwrap_or_else(|| panic!("no HEARD in {out}"));
-    let heard: serde_json::Value = serde_json::from_str(heard).unwrap();
-    assert_eq!(heard["said"], "Fatima lit le procès-verbal · فاطمة تقرأ");
+    assert_eq!(
+        said(&out, "HEARD ")["said"],
+        "Fatima lit le procès-verbal · فاطمة تقرأ"
+    );
     assert!(out.contains("SAME SOCKET"), "{out}");
     assert!(out.contains("ERRORS []"), "{out}");
 }
@@ -219,12 +215,7 @@ async fn the_official_client_may_add_only_record_links_to_an_agreements_parties(
     assert!(after.as_array().unwrap().contains(&json!(city)), "{after}");
 
     let out = run_js(&[&ws(&server), "party", url, "Smara"]);
-    let refused: serde_json::Value = serde_json::from_str(
-        out.lines()
-            .find_map(|l| l.strip_prefix("REFUSED "))
-            .unwrap_or_else(|| panic!("no refusal in {out}")),
-    )
-    .unwrap();
+    let refused = said(&out, "REFUSED ");
     assert_eq!(refused["refusal"]["code"], "invalid", "{refused}");
     assert_eq!(refused["refusal"]["path"], "/parties/Smara", "{refused}");
     assert!(
@@ -291,12 +282,7 @@ async fn a_record_created_by_the_official_client_reads_in_rust_and_back() {
     let heads = rust.heads(person);
     rust.sync_until_acked(LIMIT, person, &heads).await;
     let out = run_js(&[&ws(&server), "read", &person.url().to_string()]);
-    let doc: serde_json::Value = serde_json::from_str(
-        out.lines()
-            .find_map(|l| l.strip_prefix("DOC "))
-            .expect("a doc"),
-    )
-    .unwrap();
+    let doc = said(&out, "DOC ");
     assert_eq!(doc["kind"], "person");
     assert_eq!(doc["name"]["ar"], "فاطمة سيدة");
     assert_eq!(doc["roles"]["mayor"], true);
