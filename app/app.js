@@ -1075,7 +1075,11 @@ function refreshRecordView(paths) {
   // form is brought up to date in place, the rest drawn once it is closed.
   const reading = !typing && !!$("#view details[open]");
   if ((!typing && !reading) || formLock(view, id) !== app.view.locked) {
+    // Drawn at once. A button the person is at (Print, reached before
+    // this change arrived) keeps the focus, as `redrawWhenLeft` keeps it.
+    const pressed = typing ? null : pressedOnScreen({ alike: true });
     recordView(id);
+    pressed?.();
     return;
   }
   const parent = (p) => p.split("/").slice(0, -1).join("/");

@@ -2591,6 +2591,13 @@ test("a record drawn anew for another phone's new item while this one typed keep
     await until(a.page, () => document.querySelectorAll('[data-path="/decisions"] [data-item="d9"]').length > 0 || null, undefined, "the decision drawn");
     assert.equal(await a.page.evaluate(() => document.activeElement?.matches("button.print") ?? false), true,
       await a.page.evaluate(() => document.activeElement?.outerHTML.slice(0, 80)));
+    // Another item arriving while the person is already at Print (the
+    // change landing after they left the minutes) is drawn at once, and
+    // the focus stays on Print.
+    await b.page.evaluate((id) => window.twinsync.edit(id, [{ op: "insert_item", path: "/decisions", after: "$end", item: { id: "d10", text: "Bourse d'études" } }], "add a decision"), id);
+    await until(a.page, () => document.querySelectorAll('[data-path="/decisions"] [data-item="d10"]').length > 0 || null, undefined, "the second decision drawn");
+    assert.equal(await a.page.evaluate(() => document.activeElement?.matches("button.print") ?? false), true,
+      await a.page.evaluate(() => document.activeElement?.outerHTML.slice(0, 80)));
     for (const p of [a, b]) await p.context.close();
   });
 });
