@@ -612,6 +612,8 @@ function fieldChange(kind, c, record, labels = ["valueNow", "valueProposed"]) {
   }
   const ctx = { lang: app.lang, byUrl: app.byUrl };
   const shown = (v) => {
+    // A record made another kind (a batch only a coordinator may let in).
+    if (c.path === "/kind") return STRINGS.en[`kind.${v}`] ? tr(`kind.${v}`) : words(v ?? "—");
     // An item (its id ends the path) or a whole list: each item by its
     // fields' labels and values, not as stored.
     if (field.type === "list" && v !== null && typeof v === "object") {

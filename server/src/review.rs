@@ -128,7 +128,7 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewEr
     }
     let read = |doc: &Automerge| read_document_leniently(doc).map_or(Json::Null, |(json, _)| json);
     let (old, new) = (read(current), read(&after));
-    let changes = field_changes(
+    let mut changes = field_changes(
         &after,
         &current.get_heads(),
         &after.get_heads(),
@@ -136,6 +136,23 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewEr
         &new,
         DIFF_BUDGET,
     );
+    // A record the server holds made another kind: the fields list hides
+    // the kind as bookkeeping, and the coordinator whose accept would make
+    // a meeting a person must see that first.
+    let (was, is) = (stored_kind(current), stored_kind(&after));
+    if let (Some(was), Some(is)) = (&was, &is)
+        && was != is
+    {
+        changes.insert(
+            0,
+            FieldChange {
+                path: "/kind".into(),
+                before: Json::String(was.clone()),
+                after: Json::String(is.clone()),
+                text: None,
+            },
+        );
+    }
     // Named as the records list names it: a city, a person or the club by
     // its name.
     let summary = summarise_read(&after, &Ok(new));
@@ -145,6 +162,23 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewEr
         changes,
     })
 }
+
+/// The kind a document says it is, as the server reads it: a string or a
+/// text (the official JavaScript client writes a string as a text), one
+/// no version knows included, cut to `MAX_KIND_CHARS`.
+fn stored_kind(doc: &Automerge) -> Option<String> {
+    let kind = match doc.get(automerge::ROOT, "kind") {
+        Ok(Some((automerge::Value::Scalar(s), _))) => s.as_str()?.to_owned(),
+        Ok(Some((automerge::Value::Object(automerge::ObjType::Text), text))) => {
+            doc.text(&text).ok()?
+        }
+        _ => return None,
+    };
+    Some(kind.chars().take(MAX_KIND_CHARS).collect())
+}
+
+/// The most of a kind the preview shows: the known ones are a word.
+const MAX_KIND_CHARS: usize = 100;
 
 #[cfg(test)]
 mod tests {
@@ -225,6 +259,49 @@ mod tests {
         assert_eq!(
             preview(doc.doc(), &changes).unwrap().kind.as_deref(),
             Some("meeting")
+        );
+    }
+
+    #[test]
+    fn a_batch_that_makes_a_record_another_kind_says_so_before_its_fields() {
+        use automerge::transaction::Transactable;
+        let doc = meeting("Ordre du jour");
+        let before = doc.heads();
+        let mut forked = doc.doc().fork();
+        let mut tx = forked.transaction();
+        // As the official JavaScript client writes a string: as a text.
+        let kind = tx
+            .put_object(automerge::ROOT, "kind", automerge::ObjType::Text)
+            .unwrap();
+        tx.splice_text(&kind, 0, 0, "person").unwrap();
+        tx.put(automerge::ROOT, "minutes", "Awa Diop").unwrap();
+        tx.commit();
+        let shown = preview(doc.doc(), &forked.save_after(&before)).unwrap();
+        assert_eq!(shown.kind.as_deref(), Some("person"));
+        let first = &shown.changes[0];
+        assert_eq!(
+            (first.path.as_str(), &first.before, &first.after),
+            ("/kind", &json!("meeting"), &json!("person")),
+            "{:?}",
+            shown.changes
+        );
+        assert_eq!(
+            shown.changes.iter().filter(|c| c.path == "/kind").count(),
+            1
+        );
+        // A batch that keeps the kind has no such row.
+        let changes = batch(
+            &doc,
+            vec![Edit::Set {
+                path: "/adopted".into(),
+                value: json!(true),
+            }],
+        );
+        let shown = preview(doc.doc(), &changes).unwrap();
+        assert!(
+            shown.changes.iter().all(|c| c.path != "/kind"),
+            "{:?}",
+            shown.changes
         );
     }
 

@@ -11,6 +11,8 @@
 //                                          OTHER ("DOC <json>") and say whether the socket stayed
 //   node peer.mjs WS_URL party URL MEMBER  add MEMBER to the agreement URL's parties, as a raw change;
 //                                          print "KEPT" once the server has it, or "REFUSED <json>"
+//   node peer.mjs WS_URL kind URL KIND     make URL a record of KIND, as a raw change; print "KEPT"
+//                                          once the server has it, or "REFUSED <json>"
 //   node peer.mjs WS_URL foreign URL       ask for a record under a 32-byte id (the official client
 //                                          takes any length): print "UNAVAILABLE" when told so, then
 //                                          read URL ("DOC <json>") and say whether the socket stayed
@@ -105,9 +107,10 @@ try {
     const other = await repo.find(text);
     console.log(`DOC ${JSON.stringify(other.doc())}`);
     console.log(adapter.socket === socket ? "SAME SOCKET" : "NEW SOCKET");
-  } else if (mode === "party") {
+  } else if (mode === "party" || mode === "kind") {
     const handle = await repo.find(url);
-    handle.change((d) => { d.parties[text] = true; }, { message: "A party added by the JS client" });
+    if (mode === "party") handle.change((d) => { d.parties[text] = true; }, { message: "A party added by the JS client" });
+    else handle.change((d) => { d.kind = text; }, { message: "Made another kind by the JS client" });
     const refused = new Promise((resolve) => {
       const t = setInterval(() => { if (errors.length) { clearInterval(t); resolve(); } }, 20);
     });

@@ -6,6 +6,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, statSync } from "node:fs";
+import { execFile } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as Automerge from "@automerge/automerge";
@@ -1449,6 +1450,41 @@ test("a coordinator withdraws an invite sent to the wrong group, and its link th
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ code: wrong.split("#invite=")[1] }),
     });
     assert.equal(res.status, 410);
+    await context.close();
+  });
+});
+
+test("a refused batch that makes a meeting another kind shows that first, in the coordinator's words", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    // A delegate's official automerge-repo client, which may change any key.
+    const city = (await (await server.api("/api/records?kind=city")).json())[0].id;
+    const invite = await (await server.api("/api/invites", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "Client JS", role: "delegate", cities: [city] }),
+    })).json();
+    const { token } = await (await fetch(`${server.url}/api/invites/redeem`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ code: invite.link.split("#invite=")[1] }),
+    })).json();
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    const out = await new Promise((resolve) => execFile("node", [join(root, "tests/js/peer.mjs"),
+      `${server.url.replace("http", "ws")}/sync?token=${token}`, "kind", meeting.url, "person"],
+    { timeout: 30_000 }, (_, stdout, stderr) => resolve(stdout + stderr)));
+    const refused = JSON.parse(out.split("REFUSED ")[1]?.split("\n")[0] ?? "null");
+    // Refused (a person's fields it does not have), and kept for review.
+    assert.ok(refused?.refusal?.quarantine, out);
+    // The coordinator opens it: the kind's change is the first row.
+    await show(page, "#/devices");
+    await page.click("ul.quarantine li[data-quarantine] details summary");
+    const row = await until(page, () => {
+      const dt = document.querySelector("ul.quarantine details dl > dt");
+      return dt && { path: dt.dataset.path, label: dt.textContent, before: dt.nextElementSibling.textContent, after: dt.nextElementSibling.nextElementSibling.textContent };
+    }, undefined, "the batch's changes");
+    const words = STRINGS[await page.evaluate(() => document.documentElement.lang)];
+    assert.equal(row.path, "/kind", JSON.stringify(row));
+    assert.equal(row.label, words["field.kind"]);
+    assert.ok(row.before.includes(words["kind.meeting"]) && row.after.includes(words["kind.person"]), JSON.stringify(row));
     await context.close();
   });
 });
