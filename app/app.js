@@ -2218,7 +2218,8 @@ function devicesView() {
     fill(pending, rows.length
     ? rows.map((q) => h("li", { "data-quarantine": q.id },
       h("a", { href: `#/r/${q.doc_id}` }, words(titleOf(q.doc_id))), " · ",
-      h("span", { class: "who" }, words(q.device_name ?? q.device_id)), " · ",
+      // The name is the device's own choice; the role, the coordinator's.
+      h("span", { class: "who" }, words(q.device_name ?? q.device_id)), q.device_role ? [" (", h("span", { class: "role" }, tr(q.device_role)), ")"] : null, " · ",
       h("time", {}, formatDateTime(app.lang, q.received_at)), " · ",
       plural(app.lang, "changesCount", q.hashes.length),
       h("p", { class: "reason" }, refusalReason(q)),

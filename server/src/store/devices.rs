@@ -95,6 +95,9 @@ pub struct Quarantined {
     pub doc_id: String,
     pub device_id: String,
     pub device_name: Option<String>,
+    /// That device's role now: a name is the device's own choice (the
+    /// person redeeming an invite gives it), the role the coordinator's.
+    pub device_role: Option<String>,
     pub peer_id: String,
     pub hashes: Vec<String>,
     pub path: Option<String>,
@@ -445,7 +448,8 @@ const DEVICE_COLUMNS: &str =
     "id, name, role, cities, person, created_at, last_seen_at, revoked_at, rights, changed_at";
 
 const QUARANTINE_SELECT: &str = "SELECT q.id, q.doc_id, q.device_id, d.name, q.peer_id, q.hashes,
-        q.path, q.reason, q.received_at, q.status, q.decided_by, q.decided_at, q.changes, q.code
+        q.path, q.reason, q.received_at, q.status, q.decided_by, q.decided_at, q.changes, q.code,
+        d.role
      FROM quarantine q LEFT JOIN devices d ON d.id = q.device_id";
 
 fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
@@ -455,6 +459,7 @@ fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
         doc_id: r.get(1)?,
         device_id: r.get(2)?,
         device_name: r.get(3)?,
+        device_role: r.get(14)?,
         peer_id: r.get(4)?,
         hashes: hashes
             .split(',')

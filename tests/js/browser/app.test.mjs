@@ -1564,6 +1564,8 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     assert.match(item, /هاتف حسن/);
     // Why, in the coordinator's language: the field and the rule.
     const words = STRINGS[await page.evaluate(() => document.documentElement.lang)];
+    // The name is the phone's own choice; beside it, the role it was given.
+    assert.equal(await page.textContent("ul.quarantine li[data-quarantine] span.who + span.role"), words.delegate);
     assert.ok(item.includes(words["field.report_type"]) && item.includes(words["refusal.not-yours"]), item);
     // Opened, it shows what the change would do: the type of the report,
     // as it is and as the delegate set it, in the coordinator's words.

@@ -787,6 +787,8 @@ async fn a_change_to_another_citys_agreement_is_quarantined_and_never_relayed() 
     let entry = &queue.as_array().unwrap()[0];
     assert_eq!(entry["doc_id"], agreement.to_string());
     assert_eq!(entry["path"], "/status");
+    // The device is named with its role, which its own name cannot fake.
+    assert_eq!(entry["device_role"], "delegate", "{entry}");
     // Sending it again keeps one entry.
     intruder.disconnect().await;
     intruder.connect(&app).await;
