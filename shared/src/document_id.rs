@@ -90,10 +90,15 @@ impl serde::Serialize for DocumentId {
     }
 }
 
+/// The longest id or head decoded. Ours are 28 characters at most (16
+/// bytes and a 4-byte checksum), heads 50; the official client takes any
+/// bs58check id, and one of another length is answered as unavailable
+/// (`WrongLength`), which needs it decoded. Longer input is refused before
+/// decoding: base58 costs the square of its length.
+pub const MAX_ID_CHARS: usize = 256;
+
 fn decode_check(s: &str) -> Result<Vec<u8>, IdError> {
-    // A 16-byte payload plus a 4-byte checksum is at most 28 base58 digits;
-    // refuse long input before decoding it.
-    if s.len() > 64 {
+    if s.len() > MAX_ID_CHARS {
         return Err(IdError::NotBs58Check(format!(
             "{} characters is too long",
             s.len()
@@ -198,6 +203,15 @@ mod tests {
         ));
         let short = bs58::encode([1u8, 2, 3]).with_check().into_string();
         assert_eq!(short.parse::<DocumentId>(), Err(IdError::WrongLength(3)));
+        // A long id the official client would take is still read for its
+        // length, up to the limit.
+        let long = bs58::encode([7u8; 150]).with_check().into_string();
+        assert!(
+            long.len() > 200 && long.len() <= MAX_ID_CHARS,
+            "{}",
+            long.len()
+        );
+        assert_eq!(long.parse::<DocumentId>(), Err(IdError::WrongLength(150)));
         assert_eq!("xyz".parse::<AutomergeUrl>(), Err(IdError::MissingPrefix));
         assert!(matches!(
             "1".repeat(500).parse::<DocumentId>(),

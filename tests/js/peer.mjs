@@ -13,7 +13,7 @@
 //                                          print "KEPT" once the server has it, or "REFUSED <json>"
 //   node peer.mjs WS_URL kind URL KIND     make URL a record of KIND, as a raw change; print "KEPT"
 //                                          once the server has it, or "REFUSED <json>"
-//   node peer.mjs WS_URL foreign URL       ask for a record under a 32-byte id (the official client
+//   node peer.mjs WS_URL foreign URL [N]   ask for a record under an N-byte id (32; the official client
 //                                          takes any length): print "UNAVAILABLE" when told so, then
 //                                          read URL ("DOC <json>") and say whether the socket stayed
 //   node peer.mjs WS_URL presence URL TEXT a second client opens URL too; this one broadcasts TEXT
@@ -119,7 +119,7 @@ try {
   } else if (mode === "foreign") {
     await serverPeer();
     const socket = adapter.socket;
-    const long = stringifyAutomergeUrl(new Uint8Array(32).map((_, i) => i + 1));
+    const long = stringifyAutomergeUrl(new Uint8Array(Number(text ?? 32)).map((_, i) => i + 1));
     const { handle } = repo.findWithProgress(long);
     await new Promise((resolve) => {
       const t = setInterval(() => { if (handle.isUnavailable()) { clearInterval(t); resolve(); } }, 20);

@@ -156,10 +156,18 @@ async fn the_official_client_asking_for_a_longer_id_is_told_unavailable_and_keep
     let server = ServerProcess::start(data.path());
     server.wait_healthy(LIMIT).await;
     let project = server.get_json("/api/records?kind=project").await[0].clone();
-    let out = run_js(&[&ws(&server), "foreign", project["url"].as_str().unwrap()]);
-    assert!(out.contains("UNAVAILABLE"), "{out}");
-    assert_eq!(said(&out, "DOC ")["kind"], "project");
-    assert!(out.contains("SAME SOCKET"), "{out}");
+    // 32 bytes, and 100, whose id is 143 characters.
+    for bytes in ["32", "100"] {
+        let out = run_js(&[
+            &ws(&server),
+            "foreign",
+            project["url"].as_str().unwrap(),
+            bytes,
+        ]);
+        assert!(out.contains("UNAVAILABLE"), "{bytes}: {out}");
+        assert_eq!(said(&out, "DOC ")["kind"], "project", "{bytes}");
+        assert!(out.contains("SAME SOCKET"), "{bytes}: {out}");
+    }
 }
 
 /// Presence between two official clients: the second passes the message
