@@ -406,6 +406,34 @@ fn history_names_writer_time_message_and_fields() {
     assert!(!first.adopted);
 }
 
+/// A phone whose clock was behind stamps its edit with a date before
+/// the changes it builds on: the record as of that date is not the record
+/// with all of them.
+#[test]
+fn a_change_stamped_before_what_it_builds_on_counts_as_made_after_it() {
+    let mut doc = meeting();
+    doc.edit(&commit("Adopt", 600), &[set("/adopted", json!(true))])
+        .unwrap();
+    let mut phone = RecordDoc::from_automerge(doc.doc().fork());
+    phone
+        .edit(&commit("Time", 50), &[set("/time", json!("10:00"))])
+        .unwrap();
+    let Record::Meeting(then) = phone.at_time(300).unwrap().record().unwrap() else {
+        panic!()
+    };
+    assert!(
+        !then.adopted,
+        "the adoption at 600 is not in the record at 300"
+    );
+    assert_ne!(then.time.as_deref(), Some("10:00"));
+    // From the adoption on, both are.
+    let Record::Meeting(later) = phone.at_time(600).unwrap().record().unwrap() else {
+        panic!()
+    };
+    assert!(later.adopted);
+    assert_eq!(later.time.as_deref(), Some("10:00"));
+}
+
 /// The fields a change touched are found once: a log read again (a screen
 /// redrawn at each key someone types) takes them from what it kept, and
 /// finds them only for the changes new since.

@@ -273,25 +273,33 @@ fn item_name(
 }
 
 /// The heads of the record as it stood at `time`: every change stamped at or
-/// before it, with whatever those changes depend on.
+/// before it whose every dependency is too. A change counts as made no
+/// earlier than what it builds on: a phone whose clock was behind stamps
+/// its edit of 20 November with a date of last year, and that edit must
+/// not bring the record as of 20 November into a view of last year. (A
+/// clock ahead holds its change, and what builds on it, out of the views
+/// of days before its stamp: the view shows less, never later words
+/// under an earlier date.)
 pub(crate) fn heads_at_time(doc: &Automerge, time: i64) -> Vec<ChangeHash> {
+    // Automerge keeps its changes in causal order: each after its deps.
     let changes = doc.get_changes_meta(&[]);
-    let deps: HashMap<ChangeHash, Vec<ChangeHash>> =
-        changes.iter().map(|c| (c.hash, c.deps.clone())).collect();
-    let mut included: HashSet<ChangeHash> = HashSet::new();
-    let mut stack: Vec<ChangeHash> = changes
-        .iter()
-        .filter(|c| c.timestamp <= time)
-        .map(|c| c.hash)
-        .collect();
-    while let Some(h) = stack.pop() {
-        if included.insert(h) {
-            stack.extend(deps.get(&h).into_iter().flatten().copied());
-        }
+    let mut made: HashMap<ChangeHash, i64> = HashMap::with_capacity(changes.len());
+    for c in &changes {
+        let after = c.deps.iter().filter_map(|d| made.get(d)).copied();
+        made.insert(c.hash, after.fold(c.timestamp, i64::max));
     }
+    let deps: HashMap<ChangeHash, &[ChangeHash]> = changes
+        .iter()
+        .map(|c| (c.hash, c.deps.as_slice()))
+        .collect();
+    let included: HashSet<ChangeHash> = made
+        .iter()
+        .filter(|(_, t)| **t <= time)
+        .map(|(h, _)| *h)
+        .collect();
     let depended: HashSet<ChangeHash> = included
         .iter()
-        .flat_map(|h| deps.get(h).into_iter().flatten().copied())
+        .flat_map(|h| deps.get(h).copied().unwrap_or_default().iter().copied())
         .collect();
     let mut heads: Vec<ChangeHash> = included.difference(&depended).copied().collect();
     heads.sort();
