@@ -4,7 +4,7 @@
 use automerge::Automerge;
 use serde::Serialize;
 
-use super::read::{kind_of, read};
+use super::read::{kind_of, read, read_leniently};
 use super::schema::Kind;
 
 /// A record's kind, title, city, status and date, and whether it is valid.
@@ -27,36 +27,47 @@ pub fn summarise(doc: &Automerge) -> Summary {
     summarise_read(doc, &read(doc))
 }
 
-/// As [`summarise`], from a read of `doc` the caller already holds.
+/// As [`summarise`], from a read of `doc` the caller already holds. A
+/// record that does not read whole (one field an older or another app
+/// wrote) is summed up from the fields that do: it keeps its title, city
+/// and status in lists, counts and links, marked not valid.
 pub fn summarise_read(
     doc: &Automerge,
     read: &Result<serde_json::Value, Vec<super::ValidationError>>,
 ) -> Summary {
     match read {
-        Ok(json) => {
-            let kind = json
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .and_then(|k| k.parse::<Kind>().ok());
-            let title = kind
-                .and_then(|k| json.get(k.title_field()))
-                .cloned()
-                .unwrap_or_default();
-            let text = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-            Summary {
-                kind: kind.map(|k| k.as_str().to_owned()),
-                title,
-                city: text("city").or_else(|| text("owner_city")),
-                status: text("status").or_else(|| text("twinning_status")),
-                date: text("date"),
-                valid: true,
-            }
-        }
-        Err(_) => Summary {
-            kind: kind_of(doc).ok().map(|k| k.as_str().to_owned()),
-            valid: false,
-            ..Summary::default()
+        Ok(json) => from_fields(json),
+        Err(_) => match read_leniently(doc) {
+            Ok((partial, _)) => Summary {
+                valid: false,
+                ..from_fields(&partial)
+            },
+            Err(_) => Summary {
+                kind: kind_of(doc).ok().map(|k| k.as_str().to_owned()),
+                valid: false,
+                ..Summary::default()
+            },
         },
+    }
+}
+
+fn from_fields(json: &serde_json::Value) -> Summary {
+    let kind = json
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .and_then(|k| k.parse::<Kind>().ok());
+    let title = kind
+        .and_then(|k| json.get(k.title_field()))
+        .cloned()
+        .unwrap_or_default();
+    let text = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    Summary {
+        kind: kind.map(|k| k.as_str().to_owned()),
+        title,
+        city: text("city").or_else(|| text("owner_city")),
+        status: text("status").or_else(|| text("twinning_status")),
+        date: text("date"),
+        valid: true,
     }
 }
 
@@ -89,5 +100,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(summarise(city.doc()).date, None);
+    }
+
+    #[test]
+    fn a_record_with_one_field_that_does_not_read_keeps_its_title_city_and_status() {
+        use automerge::transaction::Transactable;
+        let smara = crate::DocumentId::random().url().to_string();
+        let project = RecordDoc::create(
+            Kind::Project,
+            &json!({"title": {"fr": "Puits", "ar": "بئر"}, "status": "active", "owner_city": smara}),
+            &Commit::new("New", 1),
+        )
+        .unwrap();
+        let mut doc = project.doc().fork();
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "budget_note", 42).unwrap();
+        tx.commit();
+        let summary = summarise(&doc);
+        assert!(!summary.valid);
+        assert_eq!(summary.kind.as_deref(), Some("project"));
+        assert_eq!(summary.title["fr"], "Puits");
+        assert_eq!(summary.status.as_deref(), Some("active"));
+        assert_eq!(summary.city, Some(smara));
     }
 }

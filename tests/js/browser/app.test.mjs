@@ -1331,6 +1331,8 @@ test("a record the app cannot read is shown as stored, with why, and no form to 
     // The JSON export keeps both as stored, beside why, and the disagreement.
     await show(page, "#/dashboard");
     await page.waitForSelector("#export-json");
+    // The dashboard names the damaged record's disagreement by its title.
+    assert.equal(await page.textContent(`section.conflicts li[data-id="${ids[1]}"] a`), "Séance de février");
     const [json] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
     const exported = JSON.parse((await streamBytes(await json.createReadStream())).toString("utf8"));
     const [a, b] = ids.map((id) => exported.find((r) => r.id === id));
@@ -2560,8 +2562,10 @@ test("the dashboard lists what is late in a record with one field it cannot read
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await upToDate(page);
     // Another program wrote the budget note as a number.
+    const [city] = await (await server.api("/api/records?kind=city")).json();
     const [id] = await storeOnPhone(page, [Automerge.from({
       schema: 2, kind: "project", title: { fr: "Puits de Tifariti" }, status: "active", ends_on: "2026-02-01", budget_note: 42,
+      owner_city: new Automerge.RawString(city.url),
       milestones: [{ id: "m1", title: "Forage du puits", due: "2026-01-10", status: "pending" }],
     })]);
     const view = await page.evaluate((id) => window.twinsync.read(id), id);
@@ -2572,6 +2576,9 @@ test("the dashboard lists what is late in a record with one field it cannot read
     assert.ok(milestone.includes("Puits de Tifariti") && milestone.includes("Forage du puits"), milestone);
     const ended = await until(page, (id) => document.querySelector(`#past-end a[href="#/r/${id}"]`)?.parentElement.textContent, id, "the project past its end");
     assert.ok(ended.includes(STRINGS.ar["value.active"]), ended);
+    // Counted in its city's row, not in one of projects without a city.
+    const rows = await page.$$eval("#by-city tbody tr", (trs) => trs.map((tr) => tr.textContent));
+    assert.ok(!rows.some((r) => r.includes(STRINGS.ar.noCity)), rows.join(" | "));
     await context.close();
   });
 });
