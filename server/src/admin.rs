@@ -773,6 +773,11 @@ async fn apply(
                 format!("batch #{} cannot be applied: {e}", entry.id),
             )
             .code("batch-not-applicable"),
+            AcceptError::Store(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("batch #{} is still waiting: {e}; try again shortly", entry.id),
+            )
+            .code("database-unavailable"),
         })
 }
 

@@ -16,7 +16,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, error, info_span, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::handshake::{self, Joined};
 use twinsync_shared::protocol::{
@@ -302,6 +302,16 @@ impl Session {
         }
     }
 
+    /// The device could not be read again at `join`: the store's fault,
+    /// not the peer's, so the operator is told why and it counts as a
+    /// storage error; the peer is told to come back.
+    fn cannot_check(&self, key: &PeerId, why: &dyn std::fmt::Display) -> Fatal {
+        error!(device = %self.device.id, error = %why, "cannot read the device again at join");
+        self.hub.metrics.storage_errors.inc();
+        self.hub.unregister_session(key, self.conn);
+        Fatal("the server cannot check this device right now".into())
+    }
+
     async fn fatal(&self, out: &Outbox, Fatal(reason): Fatal) {
         self.hub.metrics.protocol_errors.inc();
         warn!(reason = %reason, "closing connection");
@@ -447,12 +457,8 @@ impl Session {
                     self.hub.unregister_session(&key, self.conn);
                     return Err(Fatal("this device no longer exists".into()));
                 }
-                _ => {
-                    self.hub.unregister_session(&key, self.conn);
-                    return Err(Fatal(
-                        "the server cannot check this device right now".into(),
-                    ));
-                }
+                Ok(Err(e)) => return Err(self.cannot_check(&key, &e)),
+                Err(e) => return Err(self.cannot_check(&key, &e)),
             }
             let _ = out.try_send(reply.encode());
             self.joined = Some(joined);

@@ -670,7 +670,7 @@ impl Store {
         let partial = std::path::PathBuf::from(partial);
         // A leftover from a backup that was killed is not resumed.
         let _ = std::fs::remove_file(&partial);
-        {
+        let copied = (|| -> Result<(), StoreError> {
             let conn = self.conn();
             let mut out = Connection::open(&partial)?;
             let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
@@ -682,9 +682,21 @@ impl Store {
             backup.run_to_completion(i32::MAX, Duration::from_millis(5), None)?;
             drop(backup);
             out.close().map_err(|(_, e)| e)?;
+            std::fs::File::open(&partial)?.sync_all()?;
+            std::fs::rename(&partial, dest)?;
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            // A copy cut short by a full disk would keep it full (a
+            // nightly backup to a dated name never meets it again), and
+            // the server's own writes would fail beside it.
+            for leftover in ["", "-journal"] {
+                let mut name = partial.as_os_str().to_owned();
+                name.push(leftover);
+                let _ = std::fs::remove_file(std::path::PathBuf::from(name));
+            }
+            return Err(e);
         }
-        std::fs::File::open(&partial)?.sync_all()?;
-        std::fs::rename(&partial, dest)?;
         // The rename itself survives a crash once the directory is synced.
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)?.sync_all()?;
@@ -1184,5 +1196,23 @@ mod tests {
         reopened
             .backup(&dir.path().join("twinsync-copy.db"))
             .unwrap();
+    }
+
+    /// A backup that fails once its copy is written (here the rename, onto
+    /// a directory; a full disk fails the same way earlier) leaves no copy
+    /// behind to keep the disk full.
+    #[test]
+    fn a_failed_backup_removes_its_partial_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let dest = dir.path().join("out.db");
+        std::fs::create_dir(&dest).unwrap();
+        assert!(store.backup(&dest).is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("partial"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -628,11 +628,12 @@ impl DocTask {
             .persist(&before, saved, &new, peer_id, Some(device_id), Some(after))
             .await
         {
+            // The store's fault, not the batch's: the operator is told why,
+            // and the coordinator to try again.
+            self.hub.metrics.storage_errors.inc();
+            error!(doc_id = %self.id, error = %e, "accepted changes not stored");
             self.reload().await;
-            return Err(AcceptError::Unfit(format!(
-                "the server could not store the changes: {}",
-                e.public_reason()
-            )));
+            return Err(AcceptError::Store(e.public_reason()));
         }
         self.hub.metrics.changes_applied.inc_by(new.len() as u64);
         // An older app's new record, accepted: upgraded before it is sent.
@@ -720,9 +721,13 @@ pub enum AcceptError {
     /// another batch waiting for review, or changes the device has not sent.
     #[error("the quarantined changes build on {0} change(s) the server does not have")]
     MissingDeps(usize),
-    /// Anything else: the record would not be valid, a limit, the store.
+    /// The record would not be valid, or would pass a limit.
     #[error("{0}")]
     Unfit(String),
+    /// The server's storage failed (full, busy, damaged): said in words
+    /// fit for a client ([`crate::store::StoreError::public_reason`]).
+    #[error("the server could not store the changes: {0}")]
+    Store(&'static str),
 }
 
 /// The club's index as a delegate's write to the club record is judged

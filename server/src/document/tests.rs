@@ -961,6 +961,44 @@ async fn a_schema_1_record_accepted_from_quarantine_is_migrated() {
     assert!(is_schema_2_with_text_guests(&stored));
 }
 
+/// An accept the store cannot keep (its disk full) is the store's fault,
+/// counted and said so, not the batch's.
+#[tokio::test]
+async fn an_accept_the_store_cannot_keep_is_a_storage_error_not_an_unfit_batch() {
+    let (_dir, hub, id) = hub_holding(None);
+    hub.store
+        .set_size_limit(Some(hub.store.size().unwrap()))
+        .unwrap();
+    // Minutes that do not compress, larger than the free pages.
+    let mut doc = meeting();
+    let mut seed = 0x2545_f491_u64;
+    let noise: String = (0..400_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            char::from(b'a' + (seed >> 59) as u8)
+        })
+        .collect();
+    let mut tx = doc.transaction();
+    let (_, minutes) = tx.get(automerge::ROOT, "minutes").unwrap().unwrap();
+    tx.splice_text(&minutes, 0, 0, &noise).unwrap();
+    tx.commit();
+    let (reply, answer) = oneshot::channel();
+    let accept = DocCommand::Accept {
+        changes: doc.save(),
+        peer_id: "amina".into(),
+        device_id: "amina".into(),
+        reply,
+    };
+    run_queued(&hub, id, vec![accept]).await;
+    let refused = answer.await.unwrap().unwrap_err();
+    assert!(
+        matches!(refused, AcceptError::Store("the server's storage is full")),
+        "{refused:?}"
+    );
+    assert_eq!(hub.metrics.storage_errors.get(), 1);
+    assert!(hub.store.load(id).unwrap().is_none(), "nothing half kept");
+}
+
 #[test]
 fn a_snapshot_that_does_not_load_back_replaces_no_chunk() {
     let dir = tempfile::tempdir().unwrap();

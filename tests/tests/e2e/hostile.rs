@@ -182,6 +182,44 @@ async fn a_join_offering_no_version_we_speak_is_refused_to_its_sender() {
     }
 }
 
+/// The device read again at `join` fails (here its table gone): the
+/// peer is told to come back, and the operator sees a storage error, not
+/// a misbehaving peer.
+#[tokio::test]
+async fn a_device_that_cannot_be_read_again_at_join_is_a_storage_error() {
+    use futures_util::{SinkExt, StreamExt};
+    use twinsync_tests::Server;
+    let app = spawn_app().await;
+    let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    rusqlite::Connection::open(app.data_dir.join("twinsync.db"))
+        .unwrap()
+        .execute_batch("ALTER TABLE devices RENAME TO devices_away")
+        .unwrap();
+    let join = Message::Join {
+        sender_id: PeerId::new("phone"),
+        peer_metadata: Default::default(),
+        supported_protocol_versions: vec!["1".into()],
+    };
+    ws.send(WsMessage::Binary(join.encode().into()))
+        .await
+        .unwrap();
+    let mut said = None;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(LIMIT, ws.next()).await {
+        if let WsMessage::Binary(bytes) = frame {
+            said = Some(Message::decode(&bytes, Default::default()).unwrap());
+            break;
+        }
+    }
+    match said {
+        Some(Message::Error { message, .. }) => {
+            assert!(message.contains("cannot check this device"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(app.hub.metrics.storage_errors.get(), 1);
+}
+
 #[tokio::test]
 async fn a_message_before_join_is_refused() {
     let app = spawn_app().await;
