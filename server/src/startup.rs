@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderValue, header};
@@ -216,13 +217,18 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     }
     crate::store::restore::check_not_cut_off(&settings.data_dir)?;
     warn_of_missing_app(&settings);
-    let store = Store::open(&settings.database_path())?;
-    if !store.has_club()? {
+    // Named whole: a data directory relative to a service manager's
+    // working directory is not where the operator looks.
+    let path = settings.database_path();
+    let named = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+    let in_db = |what: &str| format!("{what} the database {}", named.display());
+    let store = Store::open(&path).with_context(|| in_db("cannot open"))?;
+    if !store.has_club().with_context(|| in_db("cannot read"))? {
         if settings.no_demo {
-            let id = seed::empty_club(&store)?;
+            let id = seed::empty_club(&store).with_context(|| in_db("cannot make the club in"))?;
             tracing::info!(club = %id, "made the club record, with no records yet");
         } else {
-            let n = seed::demo(&store)?;
+            let n = seed::demo(&store).with_context(|| in_db("cannot seed the demo club in"))?;
             tracing::info!(records = n, "seeded the demo club");
         }
     }
@@ -244,7 +250,19 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
         Err(e) => tracing::warn!(error = %e, "batches accepted but never applied not looked for"),
     }
     if settings.max_db_mib > 0 {
-        store.set_size_limit(Some(settings.max_db_mib * 1024 * 1024))?;
+        let cap = settings.max_db_mib * 1024 * 1024;
+        store.set_size_limit(Some(cap))?;
+        // SQLite keeps a database already past the cap as it is, and
+        // every write needing a page more then fails as if the disk were
+        // full, with room on it.
+        let size = store.size()?;
+        if size >= cap {
+            tracing::warn!(
+                size_mib = size / (1024 * 1024),
+                max_db_mib = settings.max_db_mib,
+                "the database is already at --max-db-mib: writes that need more room will fail as \"storage full\"; raise the limit"
+            );
+        }
     }
     let hub = Hub::new(store, Arc::new(settings), Metrics::new())?;
     *hub.data_lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
@@ -528,6 +546,22 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::{missing_app, shell_version};
+
+    #[test]
+    fn a_database_file_that_is_not_one_is_named_by_its_whole_path() {
+        let data = tempfile::tempdir().expect("a directory");
+        let settings = crate::settings::Settings::for_data_dir(data.path().to_owned());
+        std::fs::write(settings.database_path(), b"not a database, only words").expect("written");
+        let Err(e) = super::prepare(settings.clone()) else {
+            panic!("a server on a file that is no database")
+        };
+        let said = format!("{e:#}");
+        assert!(
+            said.contains(&settings.database_path().display().to_string()),
+            "{said}"
+        );
+        assert!(said.contains("not a database"), "{said}");
+    }
 
     #[test]
     fn an_app_not_where_the_server_looks_is_said_with_the_flag_that_says_where() {
