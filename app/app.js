@@ -1000,6 +1000,8 @@ const mayCreate = (kind) => writable() && (kind !== "city" || isCoordinator());
  * the server judges it: the record belongs to the city chosen there.
  */
 const OWNING_FIELD = { project: "owner_city", person: "city", agreement: "parties" };
+/** The kinds that go by their `name` (a person's `title` is their office). */
+const NAMED_KINDS = new Set(["club", "city", "person"]);
 
 function recordView(id, at = null) {
   let view;
@@ -1019,8 +1021,9 @@ function recordView(id, at = null) {
     byUrl: app.byUrl,
     writable: !locked && at === null,
     editors: new Map(),
-    // Items removed on one phone while another wrote in them, by path.
-    disputed: new Set((view.conflicts ?? []).filter((c) => c.path.endsWith("/removed")).map((c) => c.path.slice(0, -"/removed".length))),
+    // Items removed on one phone while another wrote in them, by path:
+    // now, not in the record as it stood at a date.
+    disputed: new Set(at !== null ? [] : (view.conflicts ?? []).filter((c) => c.path.endsWith("/removed")).map((c) => c.path.slice(0, -"/removed".length))),
     edit: (edits, opts) => edit(id, edits, opts),
     superseded: () => !!app.superseded,
     read: (path) => { try { return valueAt(app.client.read(id).record, path); } catch { return undefined; } },
@@ -1035,6 +1038,9 @@ function recordView(id, at = null) {
     let past;
     try { past = app.client.readAt(id, at); } catch (e) { past = { failed: e }; }
     record = past.record;
+    // Named as it was then, on screen and printed: an agreement renamed
+    // since is headed by the title its fields below show.
+    if (record) app.view.title = record[NAMED_KINDS.has(kind) ? "name" : "title"] ?? null;
     // Not yet written, or written but not valid then (it is said why).
     body = record ? fieldRows(ctx, fields, record)
       : past.failed ? [h("p", { class: "note" }, problem(past.failed))]
@@ -1051,7 +1057,7 @@ function recordView(id, at = null) {
   const readOnly = locked ? h("p", { class: "note locked", role: "status" }, locked) : null;
   fill($("#view"), 
     h("p", {}, h("a", { href: kind ? `#/k/${kind}` : "#/" }, tr("back"))),
-    h("h2", { class: "record-title" }, h("small", {}, kind ? tr(`kind.${kind}`) : ""), " ", wordsOf(view.title, app.lang)),
+    h("h2", { class: "record-title" }, h("small", {}, kind ? tr(`kind.${kind}`) : ""), " ", wordsOf(app.view.title, app.lang)),
     record && kind ? h("p", { class: "actions" }, h("button", { type: "button", class: "print", onclick: () => printRecord(id, kind, at === null ? null : record, at) }, tr("print"))) : null,
     problems, readOnly,
     at !== null ? h("p", { class: "asof-banner" }, `${tr("asOf")} ${formatDate(app.lang, today(new Date(at)))} — `, h("a", { href: `#/r/${id}` }, tr("current"))) : null,

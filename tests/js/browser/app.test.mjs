@@ -701,6 +701,17 @@ test("what a person types is kept: a field when the phone hides the page, a new 
     await show(page, `#/r/${meeting.id}/at/2026-11-19`);
     await until(page, () => document.querySelector(".asof-banner") && document.querySelector('#view form.record [data-path="/title"]')?.textContent.includes("Réunion consultative (compte rendu)"),
       undefined, "the evening's change in the record as it was that day");
+    // The day before, it had its first title, in the heading and printed
+    // as in the field below it.
+    await show(page, `#/r/${meeting.id}/at/2026-11-18`);
+    const before = await until(page, () => (document.querySelector(".asof-banner") && document.querySelector('#view form.record [data-path="/title"]')?.textContent) || null,
+      undefined, "the record as it was the day before");
+    assert.ok(!before.includes("Réunion consultative (compte rendu)"), before);
+    const heading = await page.textContent("#view h2.record-title");
+    assert.ok(!heading.includes("Réunion consultative (compte rendu)") && heading.includes(meeting.title.fr), heading);
+    await page.evaluate(() => { window.print = () => {}; });
+    await page.click("#view button.print");
+    assert.ok((await page.textContent("#print h1")).includes(meeting.title.fr), await page.textContent("#print h1"));
     await page.click('[data-lang="ar"]');
 
     // A new record's date is today on the phone's calendar, not in UTC.
