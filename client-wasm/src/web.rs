@@ -174,6 +174,12 @@ export interface SyncStatus {
   link: "offline" | "connecting" | "joined";
   /** The person chose to stay offline (`disconnect()`); `connect()` ends it. */
   paused: boolean;
+  /**
+   * How many times the browser dropped this page's storage connection
+   * (Safari does, to a page left in the background) and it was opened
+   * again, with what was being written then written on the new one.
+   */
+  storageReopened: number;
 }
 
 /** One field of a record kind, or of the items of a list or map field. */
@@ -308,6 +314,81 @@ struct Status {
     joins: u32,
     link: &'static str,
     paused: bool,
+    #[serde(rename = "storageReopened")]
+    storage_reopened: u32,
+}
+
+/// Turns taken one at a time, first come first served: the one holding
+/// a turn hands it, when dropped, to the longest waiting.
+#[derive(Default)]
+struct WriteTurns {
+    busy: Cell<bool>,
+    waiting: RefCell<std::collections::VecDeque<futures::channel::oneshot::Sender<()>>>,
+}
+
+/// A turn of `WriteTurns`, held until dropped.
+struct WriteTurn<'a>(&'a WriteTurns);
+
+impl WriteTurns {
+    async fn take(&self) -> WriteTurn<'_> {
+        if self.busy.replace(true) {
+            let (tx, rx) = futures::channel::oneshot::channel();
+            self.waiting.borrow_mut().push_back(tx);
+            let mut wait = Waiting {
+                turns: self,
+                rx: Some(rx),
+            };
+            if let Some(rx) = wait.rx.as_mut() {
+                // Handed over by the turn before: `busy` stays set.
+                let _ = rx.await;
+            }
+            wait.rx = None;
+        }
+        WriteTurn(self)
+    }
+
+    /// Hands the turn to the longest waiting, or frees it.
+    fn pass_on(&self) {
+        loop {
+            let next = self.waiting.borrow_mut().pop_front();
+            match next {
+                // A waiter gone is passed over.
+                Some(tx) => {
+                    if tx.send(()).is_ok() {
+                        return;
+                    }
+                }
+                None => {
+                    self.busy.set(false);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A wait for a turn; dropped before it ends, a turn already handed to
+/// it goes on to the next.
+struct Waiting<'a> {
+    turns: &'a WriteTurns,
+    rx: Option<futures::channel::oneshot::Receiver<()>>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(Some(())) = rx.try_recv() {
+                self.turns.pass_on();
+            }
+        }
+    }
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        self.0.pass_on();
+    }
 }
 
 /// JavaScript's `Number.MAX_SAFE_INTEGER`.
@@ -422,6 +503,9 @@ struct Inner {
     refused: RefCell<Option<(String, Option<Refusal>)>>,
     /// Writes to IndexedDB in progress; nothing is sent meanwhile.
     pending_writes: Cell<u32>,
+    /// Writes of outcomes take turns, in the order they were made (see
+    /// `write_turn`).
+    turns: WriteTurns,
     /// The club named at opening that the device could not keep: written
     /// when the server is next joined.
     club_unsaved: Cell<Option<DocumentId>>,
@@ -648,6 +732,7 @@ impl Client {
             offline_reason: RefCell::new(None),
             refused: RefCell::new(None),
             pending_writes: Cell::new(0),
+            turns: WriteTurns::default(),
             unsaved: RefCell::new(Default::default()),
             unsaved_why: RefCell::new(None),
             failed_chunks: RefCell::new(Default::default()),
@@ -1036,6 +1121,7 @@ impl Inner {
                 Link::Joined => "joined",
             },
             paused: self.paused.get(),
+            storage_reopened: self.store.reopened(),
         }
     }
 
@@ -1086,7 +1172,13 @@ impl Inner {
     async fn store(&self, out: &Outcome) -> Result<(), StoreError> {
         self.pending_writes.set(self.pending_writes.get() + 1);
         let mut compact = Vec::new();
+        // In the order the outcomes were made: a key typed while the one
+        // before it waits on another record's whole write must not be
+        // stored, and said saved, first; it builds on that one, and alone
+        // it could not be read back.
+        let turn = self.turns.take().await;
         let written = self.write(out, &mut compact).await;
+        drop(turn);
         self.pending_writes.set(self.pending_writes.get() - 1);
         compact.sort();
         compact.dedup();

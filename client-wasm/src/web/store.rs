@@ -15,13 +15,22 @@
 //! everything later fails with `Deleted`: the client goes on syncing what
 //! it holds in memory, as when a write fails.
 //!
+//! The browser may also drop the connection itself: Safari on a phone does
+//! so to a page left in the background ("Connection to Indexed Database
+//! server lost"), and Chromium after a disk error. The page lives on, and
+//! every transaction on that connection fails. A connection seen lost (its
+//! `close` event, or a transaction refused with `InvalidStateError`) is
+//! opened again, and the request tried once more on the new one: every
+//! request here is one transaction, which either committed whole or not at
+//! all.
+//!
 //! A write resolves only once its transaction has committed. Appends, which
 //! hold edits made on this device, ask for strict durability: the browser
 //! reports them committed only once they are flushed to disk, where its
 //! default (relaxed, in Chromium since 121) may report a write before a
 //! power cut could still lose it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use idb::{
@@ -72,6 +81,18 @@ impl From<idb::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the error says the connection itself is gone, not the
+    /// request: a transaction refused on a connection closing or closed
+    /// under the page (`InvalidStateError`). A request failing with
+    /// `UnknownError` (Safari's "Connection to Indexed Database server
+    /// lost", or a disk error) is a failed write, tried again whole by the
+    /// client; the next one finds the connection closed.
+    fn connection_lost(&self) -> bool {
+        matches!(self, StoreError::Failed(text) if text.contains("InvalidStateError"))
+    }
+}
+
 /// What was stored of one record.
 pub struct StoredRecord {
     pub id: DocumentId,
@@ -100,77 +121,59 @@ enum Closed {
     Deleted,
 }
 
-pub struct Store {
+/// One open connection to the database.
+struct Conn {
     db: Database,
     /// The same database, for what `idb` does not offer: a transaction's
-    /// durability, and its `versionchange` event.
+    /// durability, and its `versionchange` and `close` events.
     raw: web_sys::IdbDatabase,
+}
+
+/// The listeners of the connection open now; those of one given up are
+/// taken off it before they are dropped.
+struct Listeners {
+    raw: web_sys::IdbDatabase,
+    _on_version_change: Closure<dyn FnMut(web_sys::IdbVersionChangeEvent)>,
+    _on_close: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        self.raw.set_onversionchange(None);
+        self.raw.set_onclose(None);
+    }
+}
+
+pub struct Store {
+    name: String,
+    on_superseded: Rc<dyn Fn()>,
+    conn: RefCell<Rc<Conn>>,
+    listeners: RefCell<Option<Listeners>>,
     /// Set once this connection closed for good.
     closed: Rc<Cell<Option<Closed>>>,
-    _on_version_change: Closure<dyn FnMut(web_sys::IdbVersionChangeEvent)>,
+    /// Set when the browser closed the connection under the page: the
+    /// next request opens it again.
+    lost: Rc<Cell<bool>>,
+    /// How many times a lost connection was opened again.
+    reopened: Cell<u32>,
 }
 
 impl Store {
     /// Opens the database `name`; `on_superseded` is called if a newer
     /// version of the app takes it over later.
     pub async fn open(name: &str, on_superseded: impl Fn() + 'static) -> Result<Self, StoreError> {
-        let factory = Factory::new().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut request = factory
-            .open(name, Some(VERSION))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        request.on_upgrade_needed(|event| {
-            let Ok(db) = event.database() else { return };
-            let names = db.store_names();
-            if !names.iter().any(|n| n == CHUNKS) {
-                let mut params = ObjectStoreParams::new();
-                params.auto_increment(true);
-                if let Ok(store) = db.create_object_store(CHUNKS, params) {
-                    let _ = store.create_index(
-                        "doc",
-                        KeyPath::new_single("doc"),
-                        Some(IndexParams::new()),
-                    );
-                }
-            }
-            for name in [SYNC, META] {
-                if !names.iter().any(|n| n == name) {
-                    let _ = db.create_object_store(name, ObjectStoreParams::new());
-                }
-            }
-        });
-        let raw: web_sys::IdbDatabase = request.await?.into();
         let closed = Rc::new(Cell::new(None));
-        let on_version_change = {
-            let (raw, closed) = (raw.clone(), closed.clone());
-            // Transactions under way still commit: `close` waits for them.
-            Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
-                move |event: web_sys::IdbVersionChangeEvent| {
-                    raw.close();
-                    // No new version: the database is being deleted.
-                    if event.new_version().is_none() {
-                        closed.set(Some(Closed::Deleted));
-                    } else {
-                        closed.set(Some(Closed::Superseded));
-                        on_superseded();
-                    }
-                },
-            )
-        };
-        raw.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
-        let db = Database::from(raw.clone());
-        let names = db.store_names();
-        for name in [CHUNKS, SYNC, META] {
-            if !names.iter().any(|n| n == name) {
-                return Err(StoreError::Damaged(format!(
-                    "object store `{name}` is missing"
-                )));
-            }
-        }
+        let lost = Rc::new(Cell::new(false));
+        let on_superseded: Rc<dyn Fn()> = Rc::new(on_superseded);
+        let (conn, listeners) = connect(name, &closed, &lost, &on_superseded).await?;
         Ok(Self {
-            db,
-            raw,
+            name: name.to_owned(),
+            on_superseded,
+            conn: RefCell::new(Rc::new(conn)),
+            listeners: RefCell::new(Some(listeners)),
             closed,
-            _on_version_change: on_version_change,
+            lost,
+            reopened: Cell::new(0),
         })
     }
 
@@ -184,6 +187,12 @@ impl Store {
         self.closed.get().is_some()
     }
 
+    /// How many times the browser dropped the connection and it was
+    /// opened again (the status says so, for a support call).
+    pub fn reopened(&self) -> u32 {
+        self.reopened.get()
+    }
+
     fn usable(&self) -> Result<(), StoreError> {
         match self.closed.get() {
             None => Ok(()),
@@ -192,12 +201,171 @@ impl Store {
         }
     }
 
+    /// Opens the database again in place of a connection the browser
+    /// dropped.
+    async fn reopen(&self) -> Result<(), StoreError> {
+        self.usable()?;
+        // The old connection's listeners go first: it may still fire.
+        self.listeners.borrow_mut().take();
+        let (conn, listeners) =
+            connect(&self.name, &self.closed, &self.lost, &self.on_superseded).await?;
+        *self.conn.borrow_mut() = Rc::new(conn);
+        *self.listeners.borrow_mut() = Some(listeners);
+        self.lost.set(false);
+        self.reopened.set(self.reopened.get() + 1);
+        Ok(())
+    }
+
+    /// Runs `op`, one transaction, on the open connection; on a connection
+    /// found lost, opens it again and runs `op` once more.
+    async fn run<T>(
+        &self,
+        op: impl AsyncFn(&Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.usable()?;
+        if self.lost.get() {
+            self.reopen().await?;
+        }
+        let conn = self.conn.borrow().clone();
+        match op(&conn).await {
+            Err(e) if e.connection_lost() && !self.gone() => {
+                self.reopen().await?;
+                let conn = self.conn.borrow().clone();
+                op(&conn).await
+            }
+            done => done,
+        }
+    }
+}
+
+/// Opens the database `name`, made or upgraded to this version, with its
+/// listeners: `closed` is set when a newer version takes it over (and
+/// `on_superseded` called) or it is deleted, `lost` when the browser
+/// closes it.
+async fn connect(
+    name: &str,
+    closed: &Rc<Cell<Option<Closed>>>,
+    lost: &Rc<Cell<bool>>,
+    on_superseded: &Rc<dyn Fn()>,
+) -> Result<(Conn, Listeners), StoreError> {
+    let factory = Factory::new().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut request = factory
+        .open(name, Some(VERSION))
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    request.on_upgrade_needed(|event| {
+        let Ok(db) = event.database() else { return };
+        let names = db.store_names();
+        if !names.iter().any(|n| n == CHUNKS) {
+            let mut params = ObjectStoreParams::new();
+            params.auto_increment(true);
+            if let Ok(store) = db.create_object_store(CHUNKS, params) {
+                let _ =
+                    store.create_index("doc", KeyPath::new_single("doc"), Some(IndexParams::new()));
+            }
+        }
+        for name in [SYNC, META] {
+            if !names.iter().any(|n| n == name) {
+                let _ = db.create_object_store(name, ObjectStoreParams::new());
+            }
+        }
+    });
+    let raw: web_sys::IdbDatabase = request.await?.into();
+    let on_version_change = {
+        let (raw, closed, on_superseded) = (raw.clone(), closed.clone(), on_superseded.clone());
+        // Transactions under way still commit: `close` waits for them.
+        Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
+            move |event: web_sys::IdbVersionChangeEvent| {
+                raw.close();
+                // No new version: the database is being deleted.
+                if event.new_version().is_none() {
+                    closed.set(Some(Closed::Deleted));
+                } else {
+                    closed.set(Some(Closed::Superseded));
+                    on_superseded();
+                }
+            },
+        )
+    };
+    raw.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+    // Fired only when the browser closes the connection, never on our own
+    // `close`.
+    let on_close = {
+        let lost = lost.clone();
+        Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| lost.set(true))
+    };
+    raw.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    let listeners = Listeners {
+        raw: raw.clone(),
+        _on_version_change: on_version_change,
+        _on_close: on_close,
+    };
+    let db = Database::from(raw.clone());
+    let names = db.store_names();
+    for name in [CHUNKS, SYNC, META] {
+        if !names.iter().any(|n| n == name) {
+            return Err(StoreError::Damaged(format!(
+                "object store `{name}` is missing"
+            )));
+        }
+    }
+    Ok((Conn { db, raw }, listeners))
+}
+
+impl Store {
+    /// This device's storage id (made on first use) and the club's id.
+    pub async fn identity(&self) -> Result<Identity, StoreError> {
+        self.run(async |c| c.identity().await).await
+    }
+
+    pub async fn put_club(&self, club: DocumentId) -> Result<(), StoreError> {
+        self.run(async |c| c.put_club(club).await).await
+    }
+
+    /// Every stored record. Entries that are not what this code writes are
+    /// reported as damaged rather than skipped silently.
+    pub async fn load_all(&self) -> Result<Loaded, StoreError> {
+        self.run(async |c| c.load_all().await).await
+    }
+
+    /// One record's chunk keys as stored now, what another tab of this
+    /// browser wrote as well as this one, and the chunks of those not in
+    /// `known`, read in the same transaction.
+    pub async fn load_record(
+        &self,
+        doc: DocumentId,
+        known: &[f64],
+    ) -> Result<(Vec<f64>, Vec<(f64, Vec<u8>)>), StoreError> {
+        self.run(async |c| c.load_record(doc, known).await).await
+    }
+
+    /// Appends chunks and replaces sync states in one transaction; returns
+    /// the chunks' keys once it has committed.
+    pub async fn append(
+        &self,
+        chunks: &[Chunk],
+        states: &[(DocumentId, Vec<u8>)],
+    ) -> Result<Vec<f64>, StoreError> {
+        self.run(async |c| c.append(chunks, states).await).await
+    }
+
+    /// Replaces `old` chunks of `doc` with one snapshot, atomically.
+    pub async fn compact(
+        &self,
+        doc: DocumentId,
+        snapshot: &[u8],
+        old: &[f64],
+    ) -> Result<f64, StoreError> {
+        self.run(async |c| c.compact(doc, snapshot, old).await)
+            .await
+    }
+}
+
+impl Conn {
     fn transaction(
         &self,
         names: &[&str],
         mode: TransactionMode,
     ) -> Result<idb::Transaction, StoreError> {
-        self.usable()?;
         Ok(self.db.transaction(names, mode)?)
     }
 
@@ -205,7 +373,6 @@ impl Store {
     /// browser has flushed it to disk (`durability: "strict"`; a browser
     /// that knows no such option ignores it).
     fn durable(&self, names: &[&str]) -> Result<idb::Transaction, StoreError> {
-        self.usable()?;
         let failed = |e: JsValue| StoreError::Failed(format!("{e:?}"));
         let names: js_sys::Array = names.iter().map(|n| JsValue::from_str(n)).collect();
         let options = Object::new();
@@ -221,7 +388,7 @@ impl Store {
     }
 
     /// This device's storage id (made on first use) and the club's id.
-    pub async fn identity(&self) -> Result<Identity, StoreError> {
+    async fn identity(&self) -> Result<Identity, StoreError> {
         let tx = self.transaction(&[META], TransactionMode::ReadWrite)?;
         let meta = tx.object_store(META)?;
         let storage_id = match meta.get(JsValue::from_str("storage_id"))?.await? {
@@ -245,7 +412,7 @@ impl Store {
         Ok(Identity { storage_id, club })
     }
 
-    pub async fn put_club(&self, club: DocumentId) -> Result<(), StoreError> {
+    async fn put_club(&self, club: DocumentId) -> Result<(), StoreError> {
         let tx = self.transaction(&[META], TransactionMode::ReadWrite)?;
         let meta = tx.object_store(META)?;
         meta.put(
@@ -258,7 +425,7 @@ impl Store {
 
     /// Every stored record. Entries that are not what this code writes are
     /// reported as damaged rather than skipped silently.
-    pub async fn load_all(&self) -> Result<Loaded, StoreError> {
+    async fn load_all(&self) -> Result<Loaded, StoreError> {
         let tx = self.transaction(&[CHUNKS, SYNC], TransactionMode::ReadOnly)?;
         let chunks = tx.object_store(CHUNKS)?;
         let keys = chunks.get_all_keys(None, None)?.await?;
@@ -316,7 +483,7 @@ impl Store {
     /// browser wrote as well as this one, and the chunks of those not in
     /// `known`, read in the same transaction. Entries that are not record
     /// chunks are left out (`load_all` names them).
-    pub async fn load_record(
+    async fn load_record(
         &self,
         doc: DocumentId,
         known: &[f64],
@@ -347,7 +514,7 @@ impl Store {
 
     /// Appends chunks and replaces sync states in one transaction; returns
     /// the chunks' keys once it has committed.
-    pub async fn append(
+    async fn append(
         &self,
         chunks: &[Chunk],
         states: &[(DocumentId, Vec<u8>)],
@@ -388,7 +555,7 @@ impl Store {
     }
 
     /// Replaces `old` chunks of `doc` with one snapshot, atomically.
-    pub async fn compact(
+    async fn compact(
         &self,
         doc: DocumentId,
         snapshot: &[u8],

@@ -467,6 +467,99 @@ test("a tab closed in the middle of typing loses nothing the API said was saved"
   });
 });
 
+test("a storage connection the browser drops under the page is opened again, and edits go on being kept", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await phone(browser);
+    // Each connection the page opens, so that the test can close it as
+    // Safari does to a page left in the background: the page lives on,
+    // and every transaction on that connection then fails.
+    await page.addInitScript(() => {
+      window.__connections = [];
+      const open = IDBFactory.prototype.open;
+      IDBFactory.prototype.open = function (...args) {
+        const request = open.apply(this, args);
+        request.addEventListener("success", () => window.__connections.push(request.result));
+        return request;
+      };
+    });
+    await openClient(page, server, { offline: true });
+    const id = await page.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Visite à Tombouctou" }, report_type: "visit", date: "2026-11-30", text: "" }, "new report"));
+    const text = "Arrivée le matin. وصلنا صباحا.";
+    for (const [i, piece] of ["Arrivée le matin. ", "وصلنا صباحا."].entries()) {
+      // Lost, with its close event the first time (Chromium sends one),
+      // without the second (Safari may not).
+      await page.evaluate((fire) => {
+        for (const db of window.__connections) {
+          db.close();
+          if (fire) db.dispatchEvent(new Event("close"));
+        }
+      }, i === 0);
+      await page.evaluate(([id, piece]) => {
+        const at = window.tw.read(id).record.text.length;
+        return window.tw.edit(id, [{ op: "splice_text", path: "/text", index: at, delete: 0, insert: piece }], "type");
+      }, [id, piece]);
+    }
+    const status = await page.evaluate(() => window.tw.status());
+    assert.equal(status.storageReopened, 2, JSON.stringify(status));
+    assert.deepEqual(status.unsaved, [], JSON.stringify(status));
+    assert.equal(status.error, undefined, JSON.stringify(status));
+    // Kept on the phone: a new page, still offline, reads it back.
+    await page.close();
+    const again = await context.newPage();
+    await openClient(again, server, { offline: true });
+    assert.equal(await again.evaluate((id) => window.tw.read(id).record.text, id), text);
+    await context.close();
+  });
+});
+
+test("two edits made at once are stored in the order they were made, though a whole record's write holds up the first", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await phone(browser);
+    // What is added, in order: a whole record, or the change holding a word.
+    await page.addInitScript(() => {
+      window.__fault = false;
+      window.__adds = [];
+      const add = IDBObjectStore.prototype.add;
+      IDBObjectStore.prototype.add = function (value, key) {
+        if (value?.bytes instanceof Uint8Array) {
+          const text = String.fromCharCode(...value.bytes);
+          window.__adds.push(value.bytes[8] === 0 ? "whole" : ["ALPHA", "BRAVO"].find((w) => text.includes(w)) ?? "change");
+        }
+        if (window.__fault) throw new DOMException("the disk failed", "UnknownError");
+        return add.call(this, value, key);
+      };
+      // The client's 10 s timer that writes the record whole is held: the
+      // next edit's write does it.
+      const setTimeout = window.setTimeout;
+      window.setTimeout = function (f, ms, ...rest) {
+        return ms === 10_000 ? -1 : setTimeout.call(this, f, ms, ...rest);
+      };
+    });
+    await openClient(page, server, { offline: true });
+    const [person, report] = await page.evaluate(async () => [
+      await window.tw.create("person", { name: { fr: "Awa Diop" } }, "new person"),
+      await window.tw.create("report", { title: { fr: "Notes" }, report_type: "field", date: "2026-11-30", text: "" }, "new report"),
+    ]);
+    // A record the disk failed to keep, to be written whole by the next
+    // write once 10 s have passed.
+    await page.evaluate(() => { window.__fault = true; });
+    await assert.rejects(page.evaluate((id) => window.tw.edit(id, [{ op: "set", path: "/name/en", value: "Awa Diop" }], "name"), person));
+    await page.evaluate(() => { window.__fault = false; });
+    assert.deepEqual(await page.evaluate(() => window.tw.status().unsaved), [person]);
+    await page.waitForTimeout(10_500);
+    await page.evaluate(() => { window.__adds.length = 0; });
+    const settled = await page.evaluate((id) => Promise.allSettled(["ALPHA", "BRAVO"].map((word, i) =>
+      window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 5 * i, delete: 0, insert: word }], word))).then((all) => all.map((r) => r.status)), report);
+    assert.deepEqual(settled, ["fulfilled", "fulfilled"]);
+    const adds = await page.evaluate(() => window.__adds);
+    assert.equal(adds[0], "whole", JSON.stringify(adds));
+    assert.ok(adds.indexOf("ALPHA") < adds.indexOf("BRAVO"), JSON.stringify(adds));
+    assert.deepEqual(await page.evaluate(() => window.tw.status().unsaved), []);
+    await context.close();
+  });
+});
+
 test("IndexedDB missing from the browser is a clear error; a deleted database comes back from the server", async () => {
   await withServer(async (server) => {
     const { page, context } = await phone(browser);
