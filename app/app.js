@@ -9,6 +9,13 @@ import { matches } from "./search.js";
 import { runsOf, othersWithin } from "./history.js";
 import { h, fill, words, wordsOf, cut, pick, show, showItem, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
 
+// The WebAssembly is fetched now, beside the code just loaded that speaks
+// to it: fetched after a wait (a signed-in phone's Join screen), it could
+// come from a newer version the service worker took in meanwhile.
+const wasmLoaded = init();
+// A failure is said where the client opens, not as an unhandled rejection.
+wasmLoaded.catch(() => {});
+
 const KINDS = ["club", "city", "agreement", "project", "meeting", "person", "report"];
 const $ = (sel) => document.querySelector(sel);
 
@@ -2412,7 +2419,7 @@ async function start() {
     return;
   }
   try {
-    await init();
+    await wasmLoaded;
     app.schema = loadSchema();
     app.client = await Client.open({ token: app.token });
   } catch (e) {
