@@ -420,6 +420,11 @@ function syncBar(s) {
   const shell = $("#sync-shell");
   shell.hidden = app.shell !== "failed";
   shell.textContent = shell.hidden ? "" : tr("shellNotReady");
+  // Work waiting to be sent, in storage the browser may clear when the
+  // phone runs short of space: said while there is some.
+  const kept = $("#sync-kept");
+  kept.hidden = !(s.persisted === false && s.unconfirmed > 0);
+  kept.textContent = kept.hidden ? "" : tr("notPersisted");
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
   // Screen readers hear the state, not every record counted while syncing,
   // and what the server refused, which the bar shows beside the state.

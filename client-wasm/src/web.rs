@@ -180,6 +180,13 @@ export interface SyncStatus {
    * again, with what was being written then written on the new one.
    */
   storageReopened: number;
+  /**
+   * Whether the browser keeps this device's storage until the person
+   * clears it (`navigator.storage.persist()` granted), or may clear it
+   * when the phone runs short of space, what waits to be sent included;
+   * null until the browser has answered.
+   */
+  persisted: boolean | null;
 }
 
 /** One field of a record kind, or of the items of a list or map field. */
@@ -316,6 +323,7 @@ struct Status {
     paused: bool,
     #[serde(rename = "storageReopened")]
     storage_reopened: u32,
+    persisted: Option<bool>,
 }
 
 /// Turns taken one at a time, first come first served: the one holding
@@ -475,6 +483,8 @@ struct Inner {
     joins: Cell<u32>,
     /// The user asked to stay offline.
     paused: Cell<bool>,
+    /// Whether the browser granted storage it will not evict, once it said.
+    persisted: Rc<Cell<Option<bool>>>,
     attempts: Cell<u32>,
     /// When the current socket was joined ([`monotonic_ms`]), for `STABLE_MS`.
     joined_at: Cell<Option<f64>>,
@@ -637,12 +647,9 @@ impl Client {
         let window = web_sys::window().ok_or_else(|| js_error("Error", "no window"))?;
         // Ask that the browser never evict the field work; a refusal is not
         // an error, and a browser that asks the person first (Firefox) does
-        // not hold up the opening.
-        if let Ok(p) = window.navigator().storage().persist() {
-            spawn_local(async move {
-                let _ = wasm_bindgen_futures::JsFuture::from(p).await;
-            });
-        }
+        // not hold up the opening. The answer is in the status, once known.
+        let persisted: Rc<Cell<Option<bool>>> = Rc::new(Cell::new(None));
+        let asked_persist = window.navigator().storage().persist().ok();
         // Listening to the other tabs before reading the store: what one
         // writes meanwhile is merged once the event loop starts.
         let tabs = Tabs::open(&database, tx.clone());
@@ -716,6 +723,7 @@ impl Client {
             link: Cell::new(Link::Offline),
             joins: Cell::new(0),
             paused: Cell::new(offline),
+            persisted: persisted.clone(),
             attempts: Cell::new(0),
             joined_at: Cell::new(None),
             unanswered: Rc::new(Cell::new(None)),
@@ -755,6 +763,16 @@ impl Client {
         });
         for msg in &damaged {
             web_sys::console::warn_1(&msg.into());
+        }
+        if let Some(asked) = asked_persist {
+            let weak = Rc::downgrade(&inner);
+            spawn_local(async move {
+                let granted = wasm_bindgen_futures::JsFuture::from(asked).await;
+                persisted.set(Some(granted.is_ok_and(|v| v.as_bool() == Some(true))));
+                if let Some(inner) = weak.upgrade() {
+                    inner.announce_status();
+                }
+            });
         }
         let events = inner.events.clone();
         let online = Closure::<dyn FnMut()>::new(move || {
@@ -1122,6 +1140,7 @@ impl Inner {
             },
             paused: self.paused.get(),
             storage_reopened: self.store.reopened(),
+            persisted: self.persisted.get(),
         }
     }
 

@@ -158,6 +158,39 @@ test("GET / is an Arabic right-to-left app with a manifest and a service worker,
   });
 });
 
+test("work waiting to be sent, in storage the browser may clear, says to add the app to the home screen; kept storage does not", async () => {
+  await withServer(async (server) => {
+    const [project] = await (await server.api("/api/records?kind=project")).json();
+    const waitingEdit = async (page, note) => {
+      await upToDate(page);
+      await page.context().setOffline(true);
+      await page.evaluate(([id, note]) => window.twinsync.edit(id, [{ op: "set", path: "/budget_note", value: note }], "note"), [project.id, note]);
+      await until(page, () => window.twinsync.status().unconfirmed > 0 || null, undefined, "the edit waiting");
+    };
+    // Headless Chromium, as a browser the app was not added to, refuses.
+    const a = await signIn(server, { name: "Phone in the browser", role: "coordinator" });
+    await waitingEdit(a.page, "Hors ligne");
+    const said = await until(a.page, () => document.querySelector("#sync-kept:not([hidden])")?.textContent || null, undefined, "the note");
+    assert.equal(said, STRINGS.ar.notPersisted);
+    assert.equal(await a.page.evaluate(() => window.twinsync.status().persisted), false);
+    // Sent, nothing is at risk: the note goes.
+    await a.context.setOffline(false);
+    await until(a.page, () => document.querySelector("#sync-kept")?.hidden || null, undefined, "the note gone once sent");
+    await a.context.close();
+
+    // A browser that keeps the storage (an installed app) says nothing.
+    const res = await server.api("/api/invites", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "Installed app", role: "coordinator" }) });
+    const b = await phone(browser);
+    await b.page.addInitScript(() => { navigator.storage.persist = async () => true; });
+    await openInvite(b.page, (await res.json()).link);
+    await until(b.page, () => document.querySelectorAll("#records li").length > 0, undefined, "the records listed");
+    await waitingEdit(b.page, "Hors ligne, installée");
+    await until(b.page, () => window.twinsync.status().persisted === true || null, undefined, "kept storage");
+    assert.equal(await b.page.evaluate(() => document.querySelector("#sync-kept").hidden), true);
+    await b.context.close();
+  });
+});
+
 test("after one online visit, the app reloads with no network at all and shows every record", async () => {
   await withServer(async (server) => {
     const all = (await (await server.api("/api/records")).json()).map((r) => r.id).sort();
