@@ -749,6 +749,11 @@ async fn apply(
         .map_err(|e| match e {
             DispatchError::Store(e) => ApiError::from(e),
             DispatchError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "no such record"),
+            DispatchError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is restarting; try again shortly",
+            )
+            .code("record-busy"),
         })?;
     answer
         .await

@@ -654,6 +654,8 @@ impl Session {
                 }
                 Ok(())
             }
+            // The socket is being closed for the restart: nothing to say.
+            Err(DispatchError::ShuttingDown) => Ok(()),
             Err(DispatchError::Store(e)) => {
                 self.hub.metrics.storage_errors.inc();
                 warn!(doc_id = %doc, error = %e, "cannot open document");

@@ -2,7 +2,7 @@
 //! routing of messages to the task that owns each document.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -43,6 +43,8 @@ pub struct Hub {
     /// `Settings::max_open_docs_per_device`).
     open_docs: Mutex<HashMap<String, HashMap<DocumentId, u32>>>,
     next_id: AtomicU64,
+    /// Set when the server begins to stop: no record task starts after it.
+    closing: AtomicBool,
     pub store: Store,
     /// Writes the records' new changes, several records per commit.
     pub appender: Appender,
@@ -228,6 +230,10 @@ pub enum DispatchError {
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The server is stopping: a record's task that ended is not started
+    /// again, as what it wrote could no longer be stored.
+    #[error("the server is restarting")]
+    ShuttingDown,
 }
 
 impl Hub {
@@ -247,6 +253,7 @@ impl Hub {
             hand_in_held: Mutex::new(HashMap::new()),
             open_docs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
             server_id: PeerId::new(format!("twinsync-{storage_id}")),
             storage_id,
             store,
@@ -656,6 +663,12 @@ impl Hub {
         if let Some(h) = docs.get(&doc) {
             return Ok(h.clone());
         }
+        // Checked under the lock `shutdown` takes to list the tasks: a
+        // task starts before that list, and is stopped with the others,
+        // or not at all.
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(DispatchError::ShuttingDown);
+        }
         let waiters = {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             let taken = waiting.remove(&doc).unwrap_or_default();
@@ -844,6 +857,30 @@ impl Hub {
 
     /// Tells every loaded document to store its peers' sync states and stop.
     pub async fn shutdown(&self) {
+        // The sockets first: a phone syncing on while the records stop
+        // would start a record's task again, whose writes the stopped
+        // writer could not store, and be told the server's storage failed.
+        self.closing.store(true, Ordering::SeqCst);
+        let killed = {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in sessions.values() {
+                entry.kill.cancel();
+            }
+            sessions.by_peer.len()
+        };
+        // Each leaves its records (which keep its sync state) as it ends.
+        let deadline = tokio::time::Instant::now() + SESSIONS_LEAVE_WITHIN;
+        while self.has_sessions() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if self.has_sessions() {
+            tracing::warn!(
+                "sockets still open {} s after the server began to stop; stopping the records anyway",
+                SESSIONS_LEAVE_WITHIN.as_secs()
+            );
+        } else if killed > 0 {
+            tracing::info!(sockets = killed, "closed every socket");
+        }
         let handles: Vec<DocHandle> = self
             .docs
             .lock()
@@ -862,6 +899,10 @@ impl Hub {
         self.appender.stop().await;
     }
 }
+
+/// How long a stopping server waits for its sockets to leave their
+/// records before it stops the records.
+const SESSIONS_LEAVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(test)]
 impl Hub {

@@ -46,6 +46,39 @@ async fn a_graceful_restart_loses_nothing() {
     drop(temp);
 }
 
+/// A server stopping closes its sockets before its records: a phone
+/// syncing on while the records stop would start a record again, whose
+/// writes the stopped writer could not store, and be told the server's
+/// storage failed.
+#[tokio::test]
+async fn a_graceful_stop_closes_the_sockets_before_the_records() {
+    let app = spawn_app().await;
+    let mut p = TestPeer::new("phone").with_storage("phone-storage");
+    p.connect(&app).await;
+    let city = p.create(
+        Kind::City,
+        json!({"name": {"fr": "Tifariti"}, "country": "Morocco"}),
+    );
+    let heads = p.heads(city);
+    p.sync_until_acked(LIMIT, city, &heads).await;
+    let hub = app.hub.clone();
+    let (_, temp) = app.stop().await;
+    // The phone types on, as a delegate does who has not seen a thing.
+    p.edit(
+        city,
+        "region",
+        &[Edit::Set {
+            path: "/region".into(),
+            value: json!("Es-Semara"),
+        }],
+    );
+    p.sync(QUIET, LIMIT).await;
+    assert!(p.seen.closed, "the socket was closed by the stop");
+    assert_eq!(p.seen.errors, Vec::<String>::new());
+    assert_eq!(hub.metrics.storage_errors.get(), 0);
+    drop(temp);
+}
+
 #[tokio::test]
 async fn kill_9_while_peers_sync_loses_no_acknowledged_change() {
     let data = tempfile::tempdir().unwrap();
