@@ -203,9 +203,25 @@ impl Session {
                 tokio::select! {
                     out = out_rx.recv() => match out {
                         Some(frame) => {
-                            metrics.bytes_out.inc_by(frame.len() as u64);
-                            if !send_within(&mut sink, WsMessage::Binary(frame.into()), limit).await {
+                            let len = frame.len();
+                            metrics.bytes_out.inc_by(len as u64);
+                            // A large frame (a whole record on a first
+                            // sync) takes its time on a slow link: the peer
+                            // has the timeout, and as long again as the
+                            // frame takes at the slowest rate kept up.
+                            let within = limit + std::time::Duration::from_secs_f64(len as f64 / MIN_SEND_BYTES_PER_SEC);
+                            let started = Instant::now();
+                            if !send_within(&mut sink, WsMessage::Binary(frame.into()), within).await {
+                                debug!(bytes = len, secs = within.as_secs(), "peer dropped: a frame not sent in time");
                                 break;
+                            }
+                            // Sent at the pace the peer read it: it was
+                            // there all along, though its pong waited
+                            // behind the frame.
+                            if started.elapsed() > std::time::Duration::from_secs(1)
+                                && let Ok(mut heard) = heard.lock()
+                            {
+                                *heard = Instant::now();
                             }
                         }
                         None => break,
@@ -1178,6 +1194,10 @@ fn carries_changes(data: &[u8]) -> bool {
 
 /// Sends one frame, giving up after `limit`: false when the peer is gone
 /// or stopped reading.
+/// The slowest rate, in bytes a second, at which a peer reading a frame is
+/// waited for, beyond the peer timeout: a phone on a poor mobile link.
+const MIN_SEND_BYTES_PER_SEC: f64 = 16.0 * 1024.0;
+
 async fn send_within(
     sink: &mut SplitSink<WebSocket, WsMessage>,
     msg: WsMessage,

@@ -203,3 +203,159 @@ async fn a_peer_told_a_record_is_unavailable_receives_it_once_its_creator_syncs(
     }
     assert_eq!(app.hub.metrics.waiting_peers.get(), 0);
 }
+
+/// A socket that reads at most `per_sec` bytes a second from a receive
+/// buffer kept small: a phone on a slow mobile link, as the server sees it.
+struct SlowLink {
+    inner: tokio::net::TcpStream,
+    per_sec: usize,
+    budget: usize,
+    refill: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl tokio::io::AsyncRead for SlowLink {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::{Poll, ready};
+        // A tenth of a second's bytes at a time.
+        if self.budget == 0 {
+            ready!(self.refill.as_mut().poll(cx));
+            self.budget = self.per_sec / 10;
+            let next = tokio::time::Instant::now() + Duration::from_millis(100);
+            self.refill.as_mut().reset(next);
+        }
+        let mut tmp = vec![0u8; self.budget.min(buf.remaining())];
+        let mut read = tokio::io::ReadBuf::new(&mut tmp);
+        ready!(std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        buf.put_slice(read.filled());
+        self.budget -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for SlowLink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A record of 6 MiB, sent whole on a first sync, reaches a phone reading
+/// at 1 MiB/s though the peer timeout is 1 s: the frame takes longer than
+/// the timeout to send, and the phone's pong waits behind it.
+#[tokio::test]
+async fn a_large_record_reaches_a_phone_on_a_slow_link() {
+    use automerge::transaction::Transactable;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use twinsync_shared::PeerId;
+    use twinsync_shared::protocol::Message;
+    use twinsync_tests::Server;
+    let app = twinsync_tests::spawn_app_with(|s| {
+        s.peer_timeout_secs = 1;
+        s.ping_secs = 1;
+    })
+    .await;
+    // Stored as it would be after a delegate's upload.
+    let id = twinsync_shared::DocumentId::random();
+    let mut doc = twinsync_shared::record::RecordDoc::create(
+        Kind::Report,
+        &json!({"title": {"fr": "Rapport avec pièce jointe"}, "report_type": "visit", "date": "2026-11-30"}),
+        &twinsync_shared::record::Commit::new("new", 1),
+    )
+    .unwrap()
+    .into_automerge();
+    let mut tx = doc.transaction();
+    tx.put(
+        automerge::ROOT,
+        "attachment",
+        twinsync_tests::noise(7, 6 << 20),
+    )
+    .unwrap();
+    tx.commit();
+    let summary = twinsync_server::document::summarise(&doc);
+    app.hub
+        .store
+        .append(id, &doc.save(), &summary, &[], 1)
+        .unwrap();
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(32 * 1024).unwrap();
+    let inner = socket.connect(app.addr()).await.unwrap();
+    let slow = SlowLink {
+        inner,
+        per_sec: 1 << 20,
+        budget: 0,
+        refill: Box::pin(tokio::time::sleep(Duration::ZERO)),
+    };
+    let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, slow).await.unwrap();
+    let me = PeerId::new("slow-phone");
+    let join = Message::Join {
+        sender_id: me.clone(),
+        peer_metadata: Default::default(),
+        supported_protocol_versions: vec!["1".into()],
+    };
+    ws.send(WsMessage::Binary(join.encode().into()))
+        .await
+        .unwrap();
+    let empty = twinsync_shared::record::new_document();
+    let mut state = automerge::sync::State::new();
+    let first = automerge::sync::SyncDoc::generate_sync_message(&empty, &mut state).unwrap();
+    let mut server = None;
+    let started = std::time::Instant::now();
+    let mut got = None;
+    while got.is_none() && started.elapsed() < Duration::from_secs(60) {
+        let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await else {
+            break;
+        };
+        let bytes = match frame {
+            Ok(WsMessage::Binary(bytes)) => bytes,
+            Ok(_) => continue,
+            Err(e) => panic!("the socket failed after {:?}: {e}", started.elapsed()),
+        };
+        match Message::decode(&bytes, Default::default()).unwrap() {
+            Message::Peer { sender_id, .. } => {
+                server = Some(sender_id.clone());
+                let request = Message::Request {
+                    sender_id: me.clone(),
+                    target_id: sender_id,
+                    document_id: id,
+                    data: first.clone().encode(),
+                };
+                ws.send(WsMessage::Binary(request.encode().into()))
+                    .await
+                    .unwrap();
+            }
+            Message::Sync { data, .. } if data.len() > 6 << 20 => got = Some(data.len()),
+            _ => {}
+        }
+    }
+    assert!(server.is_some(), "joined");
+    let got = got.unwrap_or_else(|| panic!("no whole record after {:?}", started.elapsed()));
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the link was slow: {:?} for {got} bytes",
+        started.elapsed()
+    );
+}
