@@ -40,7 +40,7 @@ pub enum Found {
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    #[error("database error: {}", sqlite_said(.0))]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data of document {doc} is corrupt: {reason}")]
     Corrupt { doc: String, reason: String },
@@ -65,6 +65,18 @@ pub enum StoreError {
         pending: u64,
         limit: u64,
     },
+}
+
+/// SQLite's words, with where to look when it is full: SQLite says the
+/// same when the disk has no room and when the database reached the size
+/// `--max-db-mib` allows it.
+fn sqlite_said(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            format!("{e} (the disk has no room left, or the database reached --max-db-mib)")
+        }
+        _ => e.to_string(),
+    }
 }
 
 impl StoreError {

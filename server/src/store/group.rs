@@ -279,6 +279,8 @@ mod tests {
         for result in store.append_all(&group) {
             let err = result.unwrap_err();
             assert_eq!(err.public_reason(), "the server's storage is full", "{err}");
+            // The operator's log names the setting that may be the cause.
+            assert!(err.to_string().contains("--max-db-mib"), "{err}");
         }
         for (a, hash) in group.iter().zip(hashes) {
             assert!(!holds(&store, a.doc, hash), "a failed append was stored");
