@@ -84,6 +84,9 @@ struct Session {
     heard: Arc<std::sync::Mutex<Instant>>,
     /// Told when the writer stops: the reader stops too.
     writer_gone: Arc<Notify>,
+    /// The connection ends for the server's own failure (its store), not
+    /// the peer's: not counted as a protocol error.
+    server_failed: bool,
     /// Ephemeral messages relayed in the current second.
     ephemeral: EphemeralShare,
 }
@@ -132,6 +135,7 @@ impl Session {
             kill: CancellationToken::new(),
             heard: Arc::new(std::sync::Mutex::new(Instant::now())),
             writer_gone: Arc::new(Notify::new()),
+            server_failed: false,
             ephemeral: EphemeralShare::default(),
         }
     }
@@ -321,15 +325,18 @@ impl Session {
     /// The device could not be read again at `join`: the store's fault,
     /// not the peer's, so the operator is told why and it counts as a
     /// storage error; the peer is told to come back.
-    fn cannot_check(&self, key: &PeerId, why: &dyn std::fmt::Display) -> Fatal {
+    fn cannot_check(&mut self, key: &PeerId, why: &dyn std::fmt::Display) -> Fatal {
         error!(device = %self.device.id, error = %why, "cannot read the device again at join");
         self.hub.metrics.storage_errors.inc();
+        self.server_failed = true;
         self.hub.unregister_session(key, self.conn);
         Fatal("the server cannot check this device right now".into())
     }
 
     async fn fatal(&self, out: &Outbox, Fatal(reason): Fatal) {
-        self.hub.metrics.protocol_errors.inc();
+        if !self.server_failed {
+            self.hub.metrics.protocol_errors.inc();
+        }
         warn!(reason = %reason, "closing connection");
         let target_id = self
             .joined
@@ -1192,12 +1199,12 @@ fn carries_changes(data: &[u8]) -> bool {
     twinsync_shared::protocol::sync_shape(data).map_or(true, |changes| changes > 0)
 }
 
-/// Sends one frame, giving up after `limit`: false when the peer is gone
-/// or stopped reading.
 /// The slowest rate, in bytes a second, at which a peer reading a frame is
 /// waited for, beyond the peer timeout: a phone on a poor mobile link.
 const MIN_SEND_BYTES_PER_SEC: f64 = 16.0 * 1024.0;
 
+/// Sends one frame, giving up after `limit`: false when the peer is gone
+/// or stopped reading.
 async fn send_within(
     sink: &mut SplitSink<WebSocket, WsMessage>,
     msg: WsMessage,

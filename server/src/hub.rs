@@ -518,6 +518,11 @@ impl Hub {
         kill: CancellationToken,
     ) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        // A socket joining once the server began to stop is closed at once
+        // (`shutdown` sets `closing` before it takes this lock).
+        if self.closing.load(Ordering::SeqCst) {
+            kill.cancel();
+        }
         if let Some(old) = sessions.get(peer)
             && old.conn != conn
         {
@@ -658,13 +663,16 @@ impl Hub {
                 Waited::Stored => {}
             }
         }
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(DispatchError::ShuttingDown);
+        }
         self.make_room();
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = docs.get(&doc) {
             return Ok(h.clone());
         }
-        // Checked under the lock `shutdown` takes to list the tasks: a
-        // task starts before that list, and is stopped with the others,
+        // Checked again under the lock `shutdown` takes to list the tasks:
+        // a task starts before that list, and is stopped with the others,
         // or not at all.
         if self.closing.load(Ordering::SeqCst) {
             return Err(DispatchError::ShuttingDown);

@@ -22,7 +22,9 @@
 //! `close` event, or a transaction refused with `InvalidStateError`) is
 //! opened again, and the request tried once more on the new one: every
 //! request here is one transaction, which either committed whole or not at
-//! all.
+//! all. A database that opens again empty was deleted (the site's data
+//! cleared, which closes connections without `versionchange`): `Deleted`,
+//! as above, rather than writing changes that build on what it lost.
 //!
 //! A write resolves only once its transaction has committed. Appends, which
 //! hold edits made on this device, ask for strict durability: the browser
@@ -141,6 +143,9 @@ impl Drop for Listeners {
     fn drop(&mut self) {
         self.raw.set_onversionchange(None);
         self.raw.set_onclose(None);
+        // A connection given up is closed: left open, with no listener,
+        // it would hold up another tab's upgrade or deletion.
+        self.raw.close();
     }
 }
 
@@ -156,6 +161,9 @@ pub struct Store {
     lost: Rc<Cell<bool>>,
     /// How many times a lost connection was opened again.
     reopened: Cell<u32>,
+    /// One reopening at a time: two requests finding the connection lost
+    /// open one new connection, not two.
+    reopening: futures::lock::Mutex<()>,
 }
 
 impl Store {
@@ -165,7 +173,7 @@ impl Store {
         let closed = Rc::new(Cell::new(None));
         let lost = Rc::new(Cell::new(false));
         let on_superseded: Rc<dyn Fn()> = Rc::new(on_superseded);
-        let (conn, listeners) = connect(name, &closed, &lost, &on_superseded).await?;
+        let (conn, listeners, _) = connect(name, &closed, &lost, &on_superseded).await?;
         Ok(Self {
             name: name.to_owned(),
             on_superseded,
@@ -174,6 +182,7 @@ impl Store {
             closed,
             lost,
             reopened: Cell::new(0),
+            reopening: futures::lock::Mutex::new(()),
         })
     }
 
@@ -201,19 +210,48 @@ impl Store {
         }
     }
 
-    /// Opens the database again in place of a connection the browser
-    /// dropped.
-    async fn reopen(&self) -> Result<(), StoreError> {
+    /// Opens the database again in place of `failed`, a connection the
+    /// browser dropped, unless another request did so meanwhile.
+    ///
+    /// The browser drops the connection of a site whose data the person
+    /// cleared too: the database then opens empty, and what it holds now
+    /// would build on changes it lost. That is the database deleted, as
+    /// when `versionchange` says so. A newer version that upgraded the
+    /// database meanwhile (no `versionchange` reaches a lost connection)
+    /// is that version taking over.
+    async fn reopen(&self, failed: &Rc<Conn>) -> Result<(), StoreError> {
+        let _one = self.reopening.lock().await;
         self.usable()?;
-        // The old connection's listeners go first: it may still fire.
+        if !Rc::ptr_eq(&self.conn.borrow(), failed) {
+            return Ok(());
+        }
+        // The old connection's listeners go first (it may still fire),
+        // and it is closed.
         self.listeners.borrow_mut().take();
-        let (conn, listeners) =
-            connect(&self.name, &self.closed, &self.lost, &self.on_superseded).await?;
-        *self.conn.borrow_mut() = Rc::new(conn);
-        *self.listeners.borrow_mut() = Some(listeners);
-        self.lost.set(false);
-        self.reopened.set(self.reopened.get() + 1);
-        Ok(())
+        match connect(&self.name, &self.closed, &self.lost, &self.on_superseded).await {
+            Ok((_, listeners, true)) => {
+                drop(listeners);
+                self.closed.set(Some(Closed::Deleted));
+                Err(StoreError::Deleted)
+            }
+            Ok((conn, listeners, false)) => {
+                *self.conn.borrow_mut() = Rc::new(conn);
+                *self.listeners.borrow_mut() = Some(listeners);
+                self.lost.set(false);
+                self.reopened.set(self.reopened.get() + 1);
+                Ok(())
+            }
+            Err(StoreError::Superseded) => {
+                self.closed.set(Some(Closed::Superseded));
+                (self.on_superseded)();
+                Err(StoreError::Superseded)
+            }
+            // Tried again by the next request.
+            Err(e) => {
+                self.lost.set(true);
+                Err(e)
+            }
+        }
     }
 
     /// Runs `op`, one transaction, on the open connection; on a connection
@@ -223,13 +261,14 @@ impl Store {
         op: impl AsyncFn(&Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.usable()?;
+        let mut conn = self.conn.borrow().clone();
         if self.lost.get() {
-            self.reopen().await?;
+            self.reopen(&conn).await?;
+            conn = self.conn.borrow().clone();
         }
-        let conn = self.conn.borrow().clone();
         match op(&conn).await {
             Err(e) if e.connection_lost() && !self.gone() => {
-                self.reopen().await?;
+                self.reopen(&conn).await?;
                 let conn = self.conn.borrow().clone();
                 op(&conn).await
             }
@@ -241,18 +280,23 @@ impl Store {
 /// Opens the database `name`, made or upgraded to this version, with its
 /// listeners: `closed` is set when a newer version takes it over (and
 /// `on_superseded` called) or it is deleted, `lost` when the browser
-/// closes it.
+/// closes it. Also whether the database was made now, as none was there.
 async fn connect(
     name: &str,
     closed: &Rc<Cell<Option<Closed>>>,
     lost: &Rc<Cell<bool>>,
     on_superseded: &Rc<dyn Fn()>,
-) -> Result<(Conn, Listeners), StoreError> {
+) -> Result<(Conn, Listeners, bool), StoreError> {
     let factory = Factory::new().map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let mut request = factory
         .open(name, Some(VERSION))
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    request.on_upgrade_needed(|event| {
+    let made = Rc::new(Cell::new(false));
+    let made_now = made.clone();
+    request.on_upgrade_needed(move |event| {
+        if event.old_version().is_ok_and(|v| v == 0) {
+            made_now.set(true);
+        }
         let Ok(db) = event.database() else { return };
         let names = db.store_names();
         if !names.iter().any(|n| n == CHUNKS) {
@@ -308,7 +352,7 @@ async fn connect(
             )));
         }
     }
-    Ok((Conn { db, raw }, listeners))
+    Ok((Conn { db, raw }, listeners, made.get()))
 }
 
 impl Store {

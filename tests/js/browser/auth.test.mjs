@@ -30,8 +30,12 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // address, says why in the app's language, and a reload tries again.
     await page.route("**/api/invites/redeem", (r) => r.abort("internetdisconnected"));
     await openInvite(page, link);
-    const cut = await until(page, () => document.querySelector("#view .note")?.textContent || null, undefined, "the cut-off sign-in message");
     const lang = await page.evaluate(() => document.documentElement.lang);
+    const told = (joining) => {
+      const text = document.querySelector("#view .note")?.textContent;
+      return text && text !== joining ? text : null;
+    };
+    const cut = await until(page, told, STRINGS[lang].joining, "the cut-off sign-in message");
     assert.ok(cut.includes(STRINGS[lang].signinUnreached), `${cut} says the server did not answer, in ${lang}`);
     assert.match(new URL(page.url()).hash, /invite=/, "the code stays in the address bar");
     await page.unroute("**/api/invites/redeem");
@@ -39,7 +43,7 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     // no token came, so the invite was not used and its code stays.
     await page.route("**/api/invites/redeem", (r) => r.fulfill({ status: 200, contentType: "text/html", body: "<h1>Welcome to the hotel</h1>" }));
     await openInvite(page);
-    const portal = await until(page, () => document.querySelector("#view .note")?.textContent || null, undefined, "the message after the login page answered");
+    const portal = await until(page, told, STRINGS[lang].joining, "the message after the login page answered");
     assert.equal(portal, cut, "told as a server that did not answer");
     assert.match(new URL(page.url()).hash, /invite=/, "the code stays in the address bar after the login page");
     await page.unroute("**/api/invites/redeem");
@@ -72,11 +76,12 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     const second = await phone(browser);
     await openInvite(second.page, link);
     // Said in its language alone; the server's English is in the title.
-    const said = () => {
+    // Past "Joining…", which the Join button shows while the server is asked.
+    const said = (joining) => {
       const note = document.querySelector("#view .note");
-      return note?.textContent ? { text: note.textContent, title: note.querySelector("[title]")?.title ?? "" } : null;
+      return note?.textContent && note.textContent !== joining ? { text: note.textContent, title: note.querySelector("[title]")?.title ?? "" } : null;
     };
-    const note = await until(second.page, said, undefined, "the used-invite message");
+    const note = await until(second.page, said, STRINGS[lang].joining, "the used-invite message");
     assert.equal(note.text, STRINGS[lang].inviteSpent, `says the invite is spent, in ${lang}`);
     assert.match(note.title, /already used/);
     // A link cut short is not an invite at all, and is told apart.

@@ -255,6 +255,40 @@ test("the browser's storage for the app cleared under an open tab: the deletion 
   });
 });
 
+test("site data cleared from the browser's settings, which closes the storage without a word, is the storage cleared: no change is kept on what it lost", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await phone(browser);
+    await openClient(page, server, { offline: true });
+    const id = await page.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Visite" }, report_type: "visit", date: "2026-11-20", text: "" }, "new report"));
+    // As the settings' "clear site data" does: the connection is closed by
+    // the browser (a close event), not asked to close (versionchange).
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Storage.clearDataForOrigin", { origin: server.url, storageTypes: "indexeddb" });
+    const refused = await page.evaluate((id) =>
+      window.tw.edit(id, [{ op: "set", path: "/title/fr", value: "Visite à Dakar" }], "title").then(() => null, (e) => ({ name: e.name, message: e.message })), id);
+    assert.equal(refused?.name, "StorageError", JSON.stringify(refused));
+    assert.match(refused.message, /cleared/);
+    const status = await page.evaluate(() => window.tw.status());
+    assert.equal(status.errorKind, "not-saved", JSON.stringify(status));
+    assert.equal(status.storageReopened, 0, JSON.stringify(status));
+    // Nothing was written into the database opened afresh.
+    const chunks = await page.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open("twinsync");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        if (!db.objectStoreNames.contains("chunks")) { db.close(); resolve(0); return; }
+        const count = db.transaction("chunks").objectStore("chunks").count();
+        count.onsuccess = () => { db.close(); resolve(count.result); };
+        count.onerror = () => reject(count.error);
+      };
+    }));
+    assert.equal(chunks, 0);
+    await context.close();
+  });
+});
+
 test("two browser contexts edit one record offline, go online, and converge", async () => {
   await withServer(async (server) => {
     const meeting = await firstOf(server, "meeting");

@@ -218,6 +218,7 @@ async fn a_device_that_cannot_be_read_again_at_join_is_a_storage_error() {
         other => panic!("expected an error, got {other:?}"),
     }
     assert_eq!(app.hub.metrics.storage_errors.get(), 1);
+    assert_eq!(app.hub.metrics.protocol_errors.get(), 0);
 }
 
 #[tokio::test]
