@@ -163,18 +163,9 @@ pub fn preview(current: &Automerge, changes: &[u8]) -> Result<Preview, PreviewEr
     })
 }
 
-/// The kind a document says it is, as the server reads it: a string or a
-/// text (the official JavaScript client writes a string as a text), one
-/// no version knows included, cut to `MAX_KIND_CHARS`.
+/// The kind a document says it is, as written, cut to `MAX_KIND_CHARS`.
 fn stored_kind(doc: &Automerge) -> Option<String> {
-    let kind = match doc.get(automerge::ROOT, "kind") {
-        Ok(Some((automerge::Value::Scalar(s), _))) => s.as_str()?.to_owned(),
-        Ok(Some((automerge::Value::Object(automerge::ObjType::Text), text))) => {
-            doc.text(&text).ok()?
-        }
-        _ => return None,
-    };
-    Some(kind.chars().take(MAX_KIND_CHARS).collect())
+    twinsync_shared::record::kind_as_written(doc).map(|k| k.chars().take(MAX_KIND_CHARS).collect())
 }
 
 /// The most of a kind the preview shows: the known ones are a word.

@@ -374,6 +374,12 @@ pub fn kind_of_document(doc: &Automerge) -> Option<Kind> {
     read::kind_of(doc).ok()
 }
 
+/// The kind a document says it is, as written, one no version knows
+/// included.
+pub fn kind_as_written(doc: &Automerge) -> Option<String> {
+    read::kind_as_written(doc)
+}
+
 /// A new empty document with the system's text encoding.
 pub fn new_document() -> Automerge {
     Automerge::new_with_encoding(TEXT_ENCODING)

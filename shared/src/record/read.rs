@@ -129,6 +129,17 @@ fn not_a_schema() -> ValidationError {
     )
 }
 
+/// The kind a document says it is, as written: a string or a text (the
+/// official JavaScript client writes a string as a text), one no version
+/// knows included; `None` where it says none.
+pub(crate) fn kind_as_written(doc: &Automerge) -> Option<String> {
+    Reader {
+        doc,
+        errors: &mut Vec::new(),
+    }
+    .string(&ROOT, "kind")
+}
+
 /// The record's kind and schema version, checked.
 pub(crate) fn kind_of(doc: &Automerge) -> Result<Kind, Vec<ValidationError>> {
     let mut errors = Vec::new();
