@@ -149,29 +149,40 @@ async fn messages_of_a_type_this_server_does_not_know_are_let_pass_once_joined()
     assert!(matches!(p.record(doc), Record::Meeting(_)));
 }
 
-#[tokio::test]
-async fn a_join_offering_no_version_we_speak_is_refused_to_its_sender() {
-    use futures_util::{SinkExt, StreamExt};
+type RawSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A socket signed in as the app's coordinator, that has not joined.
+async fn raw_socket(app: &TestApp) -> RawSocket {
     use twinsync_tests::Server;
-    let app = spawn_app().await;
     let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Sends `join` as `sender` offering `version`; the server's first answer.
+async fn join_and_hear(ws: &mut RawSocket, sender: &str, version: &str) -> Option<Message> {
+    use futures_util::{SinkExt, StreamExt};
     let join = Message::Join {
-        sender_id: PeerId::new("phone-from-the-future"),
+        sender_id: PeerId::new(sender),
         peer_metadata: Default::default(),
-        supported_protocol_versions: vec!["2".into()],
+        supported_protocol_versions: vec![version.into()],
     };
     ws.send(WsMessage::Binary(join.encode().into()))
         .await
         .unwrap();
-    let mut refusal = None;
     while let Ok(Some(Ok(frame))) = tokio::time::timeout(LIMIT, ws.next()).await {
         if let WsMessage::Binary(bytes) = frame {
-            refusal = Some(Message::decode(&bytes, Default::default()).unwrap());
-            break;
+            return Some(Message::decode(&bytes, Default::default()).unwrap());
         }
     }
-    match refusal {
+    None
+}
+
+#[tokio::test]
+async fn a_join_offering_no_version_we_speak_is_refused_to_its_sender() {
+    let app = spawn_app().await;
+    let mut ws = raw_socket(&app).await;
+    match join_and_hear(&mut ws, "phone-from-the-future", "2").await {
         Some(Message::Error {
             target_id, message, ..
         }) => {
@@ -187,31 +198,13 @@ async fn a_join_offering_no_version_we_speak_is_refused_to_its_sender() {
 /// a misbehaving peer.
 #[tokio::test]
 async fn a_device_that_cannot_be_read_again_at_join_is_a_storage_error() {
-    use futures_util::{SinkExt, StreamExt};
-    use twinsync_tests::Server;
     let app = spawn_app().await;
-    let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = raw_socket(&app).await;
     rusqlite::Connection::open(app.data_dir.join("twinsync.db"))
         .unwrap()
         .execute_batch("ALTER TABLE devices RENAME TO devices_away")
         .unwrap();
-    let join = Message::Join {
-        sender_id: PeerId::new("phone"),
-        peer_metadata: Default::default(),
-        supported_protocol_versions: vec!["1".into()],
-    };
-    ws.send(WsMessage::Binary(join.encode().into()))
-        .await
-        .unwrap();
-    let mut said = None;
-    while let Ok(Some(Ok(frame))) = tokio::time::timeout(LIMIT, ws.next()).await {
-        if let WsMessage::Binary(bytes) = frame {
-            said = Some(Message::decode(&bytes, Default::default()).unwrap());
-            break;
-        }
-    }
-    match said {
+    match join_and_hear(&mut ws, "phone", "1").await {
         Some(Message::Error { message, .. }) => {
             assert!(message.contains("cannot check this device"), "{message}");
         }

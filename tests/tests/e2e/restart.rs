@@ -11,17 +11,29 @@ use twinsync_tests::{TestPeer, spawn_app, start};
 const QUIET: Duration = Duration::from_millis(150);
 const LIMIT: Duration = Duration::from_secs(15);
 
+/// A phone with its storage that made a city, named `name`, the server
+/// holds; with the city's heads.
+async fn phone_with_city(
+    app: &twinsync_tests::TestApp,
+    name: serde_json::Value,
+) -> (
+    TestPeer,
+    twinsync_shared::DocumentId,
+    Vec<automerge::ChangeHash>,
+) {
+    let mut p = TestPeer::new("phone").with_storage("phone-storage");
+    p.connect(app).await;
+    let city = p.create(Kind::City, json!({"name": name, "country": "Morocco"}));
+    let heads = p.heads(city);
+    p.sync_until_acked(LIMIT, city, &heads).await;
+    (p, city, heads)
+}
+
 #[tokio::test]
 async fn a_graceful_restart_loses_nothing() {
     let app = spawn_app().await;
-    let mut p = TestPeer::new("phone").with_storage("phone-storage");
-    p.connect(&app).await;
-    let city = p.create(
-        Kind::City,
-        json!({"name": {"ar": "العيون", "fr": "Laâyoune"}, "country": "Morocco"}),
-    );
-    let heads = p.heads(city);
-    p.sync_until_acked(LIMIT, city, &heads).await;
+    let (mut p, city, heads) =
+        phone_with_city(&app, json!({"ar": "العيون", "fr": "Laâyoune"})).await;
     p.disconnect().await;
 
     let settings_dir = app.data_dir.clone();
@@ -53,14 +65,7 @@ async fn a_graceful_restart_loses_nothing() {
 #[tokio::test]
 async fn a_graceful_stop_closes_the_sockets_before_the_records() {
     let app = spawn_app().await;
-    let mut p = TestPeer::new("phone").with_storage("phone-storage");
-    p.connect(&app).await;
-    let city = p.create(
-        Kind::City,
-        json!({"name": {"fr": "Tifariti"}, "country": "Morocco"}),
-    );
-    let heads = p.heads(city);
-    p.sync_until_acked(LIMIT, city, &heads).await;
+    let (mut p, city, _) = phone_with_city(&app, json!({"fr": "Tifariti"})).await;
     let hub = app.hub.clone();
     let (_, temp) = app.stop().await;
     // The phone types on, as a delegate does who has not seen a thing.
