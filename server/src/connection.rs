@@ -213,7 +213,7 @@ impl Session {
                             // sync) takes its time on a slow link: the peer
                             // has the timeout, and as long again as the
                             // frame takes at the slowest rate kept up.
-                            let within = limit + std::time::Duration::from_secs_f64(len as f64 / MIN_SEND_BYTES_PER_SEC);
+                            let within = limit + Duration::from_secs_f64(len as f64 / MIN_SEND_BYTES_PER_SEC);
                             let started = Instant::now();
                             if !send_within(&mut sink, WsMessage::Binary(frame.into()), within).await {
                                 debug!(bytes = len, secs = within.as_secs(), "peer dropped: a frame not sent in time");
@@ -222,7 +222,7 @@ impl Session {
                             // Sent at the pace the peer read it: it was
                             // there all along, though its pong waited
                             // behind the frame.
-                            if started.elapsed() > std::time::Duration::from_secs(1)
+                            if started.elapsed() > Duration::from_secs(1)
                                 && let Ok(mut heard) = heard.lock()
                             {
                                 *heard = Instant::now();
