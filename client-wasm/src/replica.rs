@@ -191,10 +191,10 @@ pub struct Replica {
     /// Records that may have something to send: Automerge's message
     /// generation costs time even when it has nothing to say.
     dirty: BTreeSet<DocumentId>,
-    /// `outgoing` handed out a message carrying changes since the last
-    /// `sent_changes`: the server answers those, with its new heads or
-    /// a refusal.
-    sent_changes: bool,
+    /// `outgoing` handed out, since the last `answer_owed`, a message
+    /// carrying changes or heads the server has not confirmed: the server
+    /// answers those, with its new heads, what it needs, or a refusal.
+    answer_owed: bool,
     /// The server said in `peer` that it answers [`Message::Ping`].
     server_answers_pings: bool,
     /// The server sent a [`Message::Ping`], answered by the next
@@ -224,7 +224,7 @@ impl Replica {
             club: None,
             server: None,
             dirty: BTreeSet::new(),
-            sent_changes: false,
+            answer_owed: false,
             server_answers_pings: false,
             pong_owed: false,
             taken_out: BTreeSet::new(),
@@ -958,15 +958,23 @@ impl Replica {
             frames.push(pong.encode());
         }
         for id in std::mem::take(&mut self.dirty) {
-            let Some(entry) = self.docs.get_mut(&id) else {
+            // A message names the record's heads. Automerge may announce a
+            // new change by its heads alone and send it once the server
+            // says it needs it: the server answers that too.
+            let Some(new_heads) = self.docs.get(&id).map(|e| {
+                let confirmed = self.server_heads(e);
+                e.doc.get_heads().iter().any(|h| !confirmed.contains(h))
+            }) else {
                 continue;
             };
+            let entry = self.docs.get_mut(&id).expect("looked up just above");
             if entry.unavailable || entry.deferred {
                 continue;
             }
             for msg in entry.sync.generate(&entry.doc, &self.me) {
                 if let Message::Sync { data, .. } | Message::Request { data, .. } = &msg {
-                    self.sent_changes |= sync_shape(data).is_ok_and(|changes| changes > 0);
+                    self.answer_owed |=
+                        new_heads || sync_shape(data).is_ok_and(|changes| changes > 0);
                 }
                 frames.push(msg.encode());
             }
@@ -975,9 +983,9 @@ impl Replica {
     }
 
     /// Whether a message `outgoing` handed out since the last call carried
-    /// changes, which the server answers.
-    pub fn sent_changes(&mut self) -> bool {
-        std::mem::take(&mut self.sent_changes)
+    /// changes or heads the server has not confirmed, which it answers.
+    pub fn answer_owed(&mut self) -> bool {
+        std::mem::take(&mut self.answer_owed)
     }
 
     /// Local changes the server has not confirmed holding. Before the

@@ -1899,7 +1899,7 @@ impl Inner {
         }
         // Empty until the server answered this socket's `join`.
         let frames = self.replica.borrow_mut().outgoing();
-        let sent_changes = self.replica.borrow_mut().sent_changes();
+        let answer_owed = self.replica.borrow_mut().answer_owed();
         let Some(seq) = self.socket.borrow().as_ref().map(|s| {
             for frame in &frames {
                 let _ = s.ws.send_with_u8_array(frame);
@@ -1908,7 +1908,7 @@ impl Inner {
         }) else {
             return;
         };
-        if sent_changes && self.unanswered.get().is_none() {
+        if answer_owed && self.unanswered.get().is_none() {
             let ticket = self.tickets.get().wrapping_add(1);
             self.tickets.set(ticket);
             self.unanswered.set(Some(ticket));
@@ -1924,6 +1924,10 @@ impl Inner {
     /// clock starts again (given up, the upload would start over from
     /// nothing on the next socket, and never end).
     fn watch_answer(self: &Rc<Self>, seq: u32, ticket: u32) {
+        // Looks at the bytes queued every second while some are, so the
+        // clock starts again at most a second after the last one left
+        // (a look at 5 s gave a small frame 65 s), and every 5 s after.
+        const LOOK_QUEUED_MS: u32 = 1_000;
         const LOOK_MS: u32 = 5_000;
         let weak = Rc::downgrade(self);
         let buffered = |inner: &Inner| {
@@ -1938,7 +1942,10 @@ impl Inner {
         spawn_local(async move {
             loop {
                 let left = (deadline - monotonic_ms()).max(0.0);
-                gloo_timers::future::TimeoutFuture::new((left as u32).min(LOOK_MS)).await;
+                let look = if last > 0 { LOOK_QUEUED_MS } else { LOOK_MS };
+                // Rounded up: a wait cut short of the deadline would look
+                // once more, a whole `look` later.
+                gloo_timers::future::TimeoutFuture::new((left.ceil() as u32).min(look)).await;
                 let Some(inner) = weak.upgrade() else { return };
                 if !inner.current(seq) || inner.unanswered.get() != Some(ticket) {
                     return;
