@@ -22,7 +22,10 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use js_sys::{Function, Uint8Array};
 use serde::Serialize;
-use twinsync_shared::protocol::{RATE_LIMITED, Refusal, SUBPROTOCOL, TOKEN_SUBPROTOCOL};
+use twinsync_shared::protocol::{
+    FrameLimit, Message, RATE_LIMITED, Refusal, SLOW_LINK_BYTES_PER_SEC, SUBPROTOCOL,
+    TOKEN_SUBPROTOCOL,
+};
 use twinsync_shared::record::{Commit, Edit, Kind};
 use twinsync_shared::{DocumentId, PeerId, StorageId};
 use wasm_bindgen::JsCast;
@@ -289,6 +292,18 @@ fn monotonic_ms() -> f64 {
         .map_or_else(js_sys::Date::now, |p| p.now())
 }
 
+/// The bytes of the frame `frame` announces ([`Message::Coming`]), if it
+/// is such an announcement: a small frame, read as it arrives.
+fn coming(frame: &[u8]) -> Option<u64> {
+    if frame.len() > 512 {
+        return None;
+    }
+    match Message::decode(frame, FrameLimit::default()) {
+        Ok(Message::Coming { bytes, .. }) => Some(bytes),
+        _ => None,
+    }
+}
+
 /// Whether the page is shown (not in a background tab, nor the app left).
 fn page_visible() -> bool {
     web_sys::window()
@@ -496,7 +511,8 @@ struct Inner {
     tickets: Cell<u32>,
     /// When the current socket last brought a frame ([`monotonic_ms`]),
     /// stamped as it arrives: the event loop may be busy writing to
-    /// IndexedDB long after.
+    /// IndexedDB long after. After a [`Message::Coming`], when the frame
+    /// it announces is due at [`SLOW_LINK_BYTES_PER_SEC`].
     heard_at: Rc<Cell<f64>>,
     /// A reconnection is scheduled.
     reconnect_due: Cell<bool>,
@@ -1806,7 +1822,14 @@ impl Inner {
             heard.set(monotonic_ms());
             unanswered.set(None);
             if let Ok(buf) = e.data().dyn_into::<js_sys::ArrayBuffer>() {
-                let _ = tx.unbounded_send(Event::Frame(seq, Uint8Array::new(&buf).to_vec()));
+                let frame = Uint8Array::new(&buf).to_vec();
+                // A large frame comes next: the browser hands it over only
+                // once it is whole, so the socket is quiet until then.
+                if let Some(bytes) = coming(&frame) {
+                    let ms = bytes as f64 * 1000.0 / f64::from(SLOW_LINK_BYTES_PER_SEC);
+                    heard.set(monotonic_ms() + ms);
+                }
+                let _ = tx.unbounded_send(Event::Frame(seq, frame));
             }
         });
         let tx = self.events.clone();

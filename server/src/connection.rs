@@ -20,7 +20,8 @@ use tracing::{Instrument, debug, error, info_span, warn};
 use twinsync_shared::protocol::engine::Checked;
 use twinsync_shared::protocol::handshake::{self, Joined};
 use twinsync_shared::protocol::{
-    DecodeError, DocSync, FrameLimit, Message, PeerMetadata, RATE_LIMITED, Refusal, ops_in_sync,
+    ANNOUNCED_FRAME_BYTES, DecodeError, DocSync, FrameLimit, Message, PeerMetadata, RATE_LIMITED,
+    Refusal, SLOW_LINK_BYTES_PER_SEC, ops_in_sync,
 };
 use twinsync_shared::record::new_document;
 use twinsync_shared::{DocumentId, PeerId};
@@ -84,6 +85,10 @@ struct Session {
     heard: Arc<std::sync::Mutex<Instant>>,
     /// Told when the writer stops: the reader stops too.
     writer_gone: Arc<Notify>,
+    /// Set on a `join` from a peer that answers pings (the app): the
+    /// server's and the peer's ids, with which the writer announces each
+    /// large frame ([`Message::Coming`]).
+    announce: Arc<std::sync::OnceLock<(PeerId, PeerId)>>,
     /// The connection ends for the server's own failure (its store), not
     /// the peer's: not counted as a protocol error.
     server_failed: bool,
@@ -135,6 +140,7 @@ impl Session {
             kill: CancellationToken::new(),
             heard: Arc::new(std::sync::Mutex::new(Instant::now())),
             writer_gone: Arc::new(Notify::new()),
+            announce: Arc::new(std::sync::OnceLock::new()),
             server_failed: false,
             ephemeral: EphemeralShare::default(),
         }
@@ -199,6 +205,7 @@ impl Session {
         // The writer: the only owner of the sink. Every send is bounded by
         // the peer timeout, so a peer that never reads cannot hold it.
         let gone = Arc::clone(&self.writer_gone);
+        let announce = Arc::clone(&self.announce);
         let mut writer = tokio::spawn(async move {
             let limit = settings.peer_timeout();
             let mut ping = tokio::time::interval(settings.ping_interval());
@@ -208,12 +215,30 @@ impl Session {
                     out = out_rx.recv() => match out {
                         Some(frame) => {
                             let len = frame.len();
+                            // The app hears a frame only once it is whole:
+                            // told how large the next one is, it waits for
+                            // it rather than give the socket up as silent.
+                            if len >= ANNOUNCED_FRAME_BYTES
+                                && let Some((server, peer)) = announce.get()
+                            {
+                                let coming = Message::Coming {
+                                    sender_id: server.clone(),
+                                    target_id: peer.clone(),
+                                    bytes: len as u64,
+                                }
+                                .encode();
+                                metrics.bytes_out.inc_by(coming.len() as u64);
+                                if !send_within(&mut sink, WsMessage::Binary(coming.into()), limit).await {
+                                    break;
+                                }
+                            }
                             metrics.bytes_out.inc_by(len as u64);
                             // A large frame (a whole record on a first
                             // sync) takes its time on a slow link: the peer
                             // has the timeout, and as long again as the
                             // frame takes at the slowest rate kept up.
-                            let within = limit + Duration::from_secs_f64(len as f64 / MIN_SEND_BYTES_PER_SEC);
+                            let slowest = f64::from(SLOW_LINK_BYTES_PER_SEC);
+                            let within = limit + Duration::from_secs_f64(len as f64 / slowest);
                             let started = Instant::now();
                             if !send_within(&mut sink, WsMessage::Binary(frame.into()), within).await {
                                 debug!(bytes = len, secs = within.as_secs(), "peer dropped: a frame not sent in time");
@@ -484,6 +509,10 @@ impl Session {
                 Err(e) => return Err(self.cannot_check(&key, &e)),
             }
             let _ = out.try_send(reply.encode());
+            if joined.metadata.answers_pings {
+                let ids = (self.hub.server_id.clone(), joined.peer_id.clone());
+                let _ = self.announce.set(ids);
+            }
             self.joined = Some(joined);
             self.key = key;
             return Ok(());
@@ -575,6 +604,7 @@ impl Session {
             | Message::Error { .. }
             | Message::Ping { .. }
             | Message::Pong { .. }
+            | Message::Coming { .. }
             | Message::RemoteSubscriptionChange { .. }
             | Message::RemoteHeadsChanged { .. } => Ok(()),
         }
@@ -1198,10 +1228,6 @@ pub const MAX_WAITING: usize = 256;
 fn carries_changes(data: &[u8]) -> bool {
     twinsync_shared::protocol::sync_shape(data).map_or(true, |changes| changes > 0)
 }
-
-/// The slowest rate, in bytes a second, at which a peer reading a frame is
-/// waited for, beyond the peer timeout: a phone on a poor mobile link.
-const MIN_SEND_BYTES_PER_SEC: f64 = 16.0 * 1024.0;
 
 /// Sends one frame, giving up after `limit`: false when the peer is gone
 /// or stopped reading.

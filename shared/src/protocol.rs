@@ -63,6 +63,7 @@ pub use engine::{
     receive_applied, receive_loading_saved, sync_shape,
 };
 pub use wire::{
-    DecodeError, FrameLimit, HeadsAt, MAX_LIST_ENTRIES, Message, PROTOCOL_VERSION, PeerMetadata,
-    RATE_LIMITED, Refusal, SUBPROTOCOL, TOKEN_SUBPROTOCOL, doc_unavailable_for,
+    ANNOUNCED_FRAME_BYTES, DecodeError, FrameLimit, HeadsAt, MAX_LIST_ENTRIES, Message,
+    PROTOCOL_VERSION, PeerMetadata, RATE_LIMITED, Refusal, SLOW_LINK_BYTES_PER_SEC, SUBPROTOCOL,
+    TOKEN_SUBPROTOCOL, doc_unavailable_for,
 };

@@ -235,6 +235,11 @@ fn message() -> impl Strategy<Value = Message> {
             sender_id: s,
             target_id: t,
         }),
+        (peer(), peer(), any::<u64>()).prop_map(|(s, t, bytes)| Message::Coming {
+            sender_id: s,
+            target_id: t,
+            bytes,
+        }),
     ]
 }
 

@@ -190,7 +190,28 @@ pub enum Message {
         sender_id: PeerId,
         target_id: PeerId,
     },
+    /// Server to a peer that answers pings, just before a frame of at
+    /// least [`ANNOUNCED_FRAME_BYTES`]: "a frame of `bytes` bytes comes
+    /// next" (`twinsync-coming`). A browser hands a WebSocket message over
+    /// only once all of it has arrived, so a phone reading a whole record
+    /// at [`SLOW_LINK_BYTES_PER_SEC`] would otherwise hear nothing for
+    /// minutes and give a working socket up as silent.
+    Coming {
+        sender_id: PeerId,
+        target_id: PeerId,
+        bytes: u64,
+    },
 }
+
+/// The slowest rate, in bytes a second, at which a frame is still waited
+/// for: a phone on a poor mobile link. The server gives a frame it sends
+/// this long beyond its peer timeout, and the app a frame announced by
+/// [`Message::Coming`] this long beyond its silence limit.
+pub const SLOW_LINK_BYTES_PER_SEC: u32 = 16 * 1024;
+
+/// The smallest frame the server announces with [`Message::Coming`]: one
+/// that takes over 10 s at [`SLOW_LINK_BYTES_PER_SEC`].
+pub const ANNOUNCED_FRAME_BYTES: usize = 160 * 1024;
 
 impl Message {
     /// The wire name of this message's type.
@@ -207,6 +228,7 @@ impl Message {
             Message::RemoteHeadsChanged { .. } => "remote-heads-changed",
             Message::Ping { .. } => "twinsync-ping",
             Message::Pong { .. } => "twinsync-pong",
+            Message::Coming { .. } => "twinsync-coming",
         }
     }
 
@@ -222,7 +244,8 @@ impl Message {
             | Message::RemoteSubscriptionChange { sender_id, .. }
             | Message::RemoteHeadsChanged { sender_id, .. }
             | Message::Ping { sender_id, .. }
-            | Message::Pong { sender_id, .. } => sender_id,
+            | Message::Pong { sender_id, .. }
+            | Message::Coming { sender_id, .. } => sender_id,
         }
     }
 

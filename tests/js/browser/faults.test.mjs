@@ -1022,17 +1022,38 @@ test("a socket the server never answers is given up after 20 s and tried again",
 });
 
 /**
+ * The payload length and whole length of the WebSocket frame at the start
+ * of `buf`, or null while its header is incomplete.
+ */
+function wsFrame(buf) {
+  if (buf.length < 2) return null;
+  const short = buf[1] & 0x7f;
+  const mask = buf[1] & 0x80 ? 4 : 0;
+  const [at, payload] = short === 126
+    ? [4, buf.length >= 4 ? buf.readUInt16BE(2) : null]
+    : short === 127
+      ? [10, buf.length >= 10 ? Number(buf.readBigUInt64BE(2)) : null]
+      : [2, short];
+  return payload === null ? null : { payload, whole: at + mask + payload };
+}
+
+/**
  * A TCP relay to `port` on loopback. `cut()` makes every connection open
  * now carry nothing more either way, without closing it: the network
  * changed under the phone. Connections made later are carried.
+ *
+ * With `holdOver` set, a frame from the server whose payload is larger
+ * holds everything from it on until `release()`: a slow link, as the
+ * phone sees it, which hears a WebSocket message only once all of it has
+ * arrived. `held` counts the connections holding one.
  */
 async function relay(port) {
   const open = new Set();
   // `up` and `down`: when bytes last went to the server and to the phone.
-  const state = { connections: 0, up: 0, down: 0 };
+  const state = { connections: 0, up: 0, down: 0, holdOver: null, held: 0 };
   const server = createServer((client) => {
     state.connections++;
-    const link = { dead: false };
+    const link = { dead: false, waiting: Buffer.alloc(0), holding: false };
     const upstream = connect(port, "127.0.0.1");
     client.on("data", (d) => {
       if (link.dead) return;
@@ -1042,8 +1063,29 @@ async function relay(port) {
     upstream.on("data", (d) => {
       if (link.dead) return;
       state.down = performance.now();
-      client.write(d);
+      if (state.holdOver === null && !link.holding) {
+        client.write(d);
+        return;
+      }
+      link.waiting = Buffer.concat([link.waiting, d]);
+      for (let frame = wsFrame(link.waiting); frame && !link.holding; frame = wsFrame(link.waiting)) {
+        if (frame.payload > state.holdOver) {
+          link.holding = true;
+          state.held++;
+        } else if (link.waiting.length >= frame.whole) {
+          client.write(link.waiting.subarray(0, frame.whole));
+          link.waiting = link.waiting.subarray(frame.whole);
+        } else {
+          break;
+        }
+      }
     });
+    link.release = () => {
+      if (link.holding) state.held--;
+      link.holding = false;
+      client.write(link.waiting);
+      link.waiting = Buffer.alloc(0);
+    };
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -1059,6 +1101,10 @@ async function relay(port) {
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   state.url = `ws://127.0.0.1:${server.address().port}/sync`;
   state.cut = () => { for (const link of open) link.dead = true; };
+  state.release = () => {
+    state.holdOver = null;
+    for (const link of open) link.release();
+  };
   state.close = () => new Promise((r) => {
     for (const link of open) link.end();
     server.close(r);
@@ -1126,6 +1172,53 @@ test("a socket whose network went away without a word is given up 60 s after its
         assert.ok(stored.record.minutes.startsWith("نقطة أولى. "), stored.record.minutes.slice(0, 40));
         assert.ok(path.connections >= 2);
         await context.close();
+    } finally {
+      await path.close();
+    }
+  });
+});
+
+test("a record arriving for a minute on a slow link is waited for, not given up as silent", async () => {
+  await withServer(async (server) => {
+    const { page, context, path, meeting, club } = await phoneThroughRelay(server);
+    try {
+      // From here the page's time moves only as the test moves it.
+      await page.clock.pauseAt(await page.evaluate(() => Date.now() + 1_000));
+      await page.evaluate(() => {
+        window.errors = [];
+        window.tw.onStatus((s) => { if (s.error) window.errors.push(s.error); });
+      });
+      path.holdOver = 100_000;
+      // Another phone writes a long text: random letters, so that it stays
+      // a frame of some 350 kB, which takes 20 s at mobile speeds.
+      const writer = await phone(browser);
+      await openClient(writer.page, server, { club });
+      await until(writer.page, readable, meeting, "the meeting on the writer");
+      const start = await writer.page.evaluate((id) => {
+        const bytes = new Uint8Array(600_000);
+        for (let i = 0; i < bytes.length; i += 65_536) crypto.getRandomValues(bytes.subarray(i, i + 65_536));
+        const text = Array.from(bytes, (b) => String.fromCharCode(0x621 + (b % 26))).join("");
+        window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: text }], "writer");
+        return text.slice(0, 30);
+      }, meeting);
+      await until(writer.page, upToDate, undefined, "the writer up to date", 60_000);
+      await writer.context.close();
+      for (let i = 0; i < 300 && path.held === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(path.held, 1, "the long frame never came down the path");
+      // A minute with the frame on its way: a socket silent 45 s is
+      // given up, unless the server said what is coming.
+      for (let s = 0; s < 60; s++) {
+        await page.clock.runFor(1_000);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const waiting = await page.evaluate(() => window.tw.status());
+      assert.equal(waiting.link, "joined", JSON.stringify(waiting));
+      assert.deepEqual(await page.evaluate(() => window.errors), []);
+      path.release();
+      await until(page, ([id, start]) => window.tw.read(id).record.minutes.startsWith(start) || null, [meeting, start], "the long text", 60_000);
+      assert.equal(await page.evaluate(() => window.tw.status().joins), 1);
+      assert.equal(path.connections, 1);
+      await context.close();
     } finally {
       await path.close();
     }

@@ -260,23 +260,10 @@ impl tokio::io::AsyncWrite for SlowLink {
     }
 }
 
-/// A record of 6 MiB, sent whole on a first sync, reaches a phone reading
-/// at 1 MiB/s though the peer timeout is 1 s: the frame takes longer than
-/// the timeout to send, and the phone's pong waits behind it.
-#[tokio::test]
-async fn a_large_record_reaches_a_phone_on_a_slow_link() {
+/// A report stored with an attachment of `bytes` bytes of noise, as it
+/// would be after a delegate's upload.
+fn stored_report(app: &twinsync_tests::TestApp, bytes: usize) -> twinsync_shared::DocumentId {
     use automerge::transaction::Transactable;
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message as WsMessage;
-    use twinsync_shared::PeerId;
-    use twinsync_shared::protocol::Message;
-    use twinsync_tests::Server;
-    let app = twinsync_tests::spawn_app_with(|s| {
-        s.peer_timeout_secs = 1;
-        s.ping_secs = 1;
-    })
-    .await;
-    // Stored as it would be after a delegate's upload.
     let id = twinsync_shared::DocumentId::random();
     let mut doc = twinsync_shared::record::RecordDoc::create(
         Kind::Report,
@@ -289,7 +276,7 @@ async fn a_large_record_reaches_a_phone_on_a_slow_link() {
     tx.put(
         automerge::ROOT,
         "attachment",
-        twinsync_tests::noise(7, 6 << 20),
+        twinsync_tests::noise(7, bytes),
     )
     .unwrap();
     tx.commit();
@@ -298,7 +285,84 @@ async fn a_large_record_reaches_a_phone_on_a_slow_link() {
         .store
         .append(id, &doc.save(), &summary, &[], 1)
         .unwrap();
+    id
+}
 
+/// Joins on `ws` as `me`, saying whether it answers pings, asks for record
+/// `id`, and returns each message heard, with its frame's length, until
+/// the record comes whole (a sync frame of over `whole` bytes), and how
+/// long that took. Panics if the socket fails; stops after a minute.
+async fn read_whole<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    me: &twinsync_shared::PeerId,
+    answers_pings: bool,
+    id: twinsync_shared::DocumentId,
+    whole: usize,
+) -> (Vec<(usize, twinsync_shared::protocol::Message)>, Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use twinsync_shared::protocol::{Message, PeerMetadata};
+    let join = Message::Join {
+        sender_id: me.clone(),
+        peer_metadata: PeerMetadata {
+            answers_pings,
+            ..PeerMetadata::default()
+        },
+        supported_protocol_versions: vec!["1".into()],
+    };
+    ws.send(WsMessage::Binary(join.encode().into()))
+        .await
+        .unwrap();
+    let empty = twinsync_shared::record::new_document();
+    let mut state = automerge::sync::State::new();
+    let first = automerge::sync::SyncDoc::generate_sync_message(&empty, &mut state).unwrap();
+    let started = std::time::Instant::now();
+    let mut heard = Vec::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await else {
+            break;
+        };
+        let bytes = match frame {
+            Ok(WsMessage::Binary(bytes)) => bytes,
+            Ok(_) => continue,
+            Err(e) => panic!("the socket failed after {:?}: {e}", started.elapsed()),
+        };
+        let msg = Message::decode(&bytes, Default::default()).unwrap();
+        let done = matches!(&msg, Message::Sync { data, .. } if data.len() > whole);
+        if let Message::Peer { sender_id, .. } = &msg {
+            let request = Message::Request {
+                sender_id: me.clone(),
+                target_id: sender_id.clone(),
+                document_id: id,
+                data: first.clone().encode(),
+            };
+            ws.send(WsMessage::Binary(request.encode().into()))
+                .await
+                .unwrap();
+        }
+        heard.push((bytes.len(), msg));
+        if done {
+            break;
+        }
+    }
+    (heard, started.elapsed())
+}
+
+/// A record of 6 MiB, sent whole on a first sync, reaches a phone reading
+/// at 1 MiB/s though the peer timeout is 1 s: the frame takes longer than
+/// the timeout to send, and the phone's pong waits behind it.
+#[tokio::test]
+async fn a_large_record_reaches_a_phone_on_a_slow_link() {
+    use twinsync_tests::Server;
+    let app = twinsync_tests::spawn_app_with(|s| {
+        s.peer_timeout_secs = 1;
+        s.ping_secs = 1;
+    })
+    .await;
+    let id = stored_report(&app, 6 << 20);
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(32 * 1024).unwrap();
     let inner = socket.connect(app.addr()).await.unwrap();
@@ -310,52 +374,68 @@ async fn a_large_record_reaches_a_phone_on_a_slow_link() {
     };
     let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
     let (mut ws, _) = tokio_tungstenite::client_async(url, slow).await.unwrap();
-    let me = PeerId::new("slow-phone");
-    let join = Message::Join {
-        sender_id: me.clone(),
-        peer_metadata: Default::default(),
-        supported_protocol_versions: vec!["1".into()],
+    let me = twinsync_shared::PeerId::new("slow-phone");
+    let (heard, took) = read_whole(&mut ws, &me, false, id, 6 << 20).await;
+    assert!(
+        matches!(
+            heard.first(),
+            Some((_, twinsync_shared::protocol::Message::Peer { .. }))
+        ),
+        "not joined: {:?}",
+        heard.first()
+    );
+    let Some((got, twinsync_shared::protocol::Message::Sync { data, .. })) = heard.last() else {
+        panic!("no whole record after {took:?}");
     };
-    ws.send(WsMessage::Binary(join.encode().into()))
-        .await
-        .unwrap();
-    let empty = twinsync_shared::record::new_document();
-    let mut state = automerge::sync::State::new();
-    let first = automerge::sync::SyncDoc::generate_sync_message(&empty, &mut state).unwrap();
-    let mut server = None;
-    let started = std::time::Instant::now();
-    let mut got = None;
-    while got.is_none() && started.elapsed() < Duration::from_secs(60) {
-        let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await else {
-            break;
+    assert!(data.len() > 6 << 20, "no whole record after {took:?}");
+    assert!(
+        took > Duration::from_secs(2),
+        "the link was slow: {took:?} for {got} bytes"
+    );
+}
+
+/// The app hears a frame only once it is whole, and gives a socket up
+/// after 45 s without one: the server tells a peer that answers pings
+/// (the app) how large a large frame is just before it, and tells no
+/// other peer (an official client would not know the message).
+#[tokio::test]
+async fn a_large_frame_is_announced_to_the_app_and_to_no_other_client() {
+    use twinsync_shared::protocol::{ANNOUNCED_FRAME_BYTES, Message};
+    use twinsync_tests::Server;
+    let app = twinsync_tests::spawn_app().await;
+    let id = stored_report(&app, ANNOUNCED_FRAME_BYTES + 1024);
+    let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
+    for answers_pings in [true, false] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let me = twinsync_shared::PeerId::new(format!("phone-{answers_pings}"));
+        let (heard, took) =
+            read_whole(&mut ws, &me, answers_pings, id, ANNOUNCED_FRAME_BYTES).await;
+        let Some((whole, Message::Sync { .. })) = heard.last() else {
+            panic!("no whole record after {took:?}: {heard:?}");
         };
-        let bytes = match frame {
-            Ok(WsMessage::Binary(bytes)) => bytes,
-            Ok(_) => continue,
-            Err(e) => panic!("the socket failed after {:?}: {e}", started.elapsed()),
-        };
-        match Message::decode(&bytes, Default::default()).unwrap() {
-            Message::Peer { sender_id, .. } => {
-                server = Some(sender_id.clone());
-                let request = Message::Request {
-                    sender_id: me.clone(),
-                    target_id: sender_id,
-                    document_id: id,
-                    data: first.clone().encode(),
-                };
-                ws.send(WsMessage::Binary(request.encode().into()))
-                    .await
-                    .unwrap();
-            }
-            Message::Sync { data, .. } if data.len() > 6 << 20 => got = Some(data.len()),
-            _ => {}
+        let announced: Vec<u64> = heard
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::Coming { bytes, .. } => Some(*bytes),
+                _ => None,
+            })
+            .collect();
+        if answers_pings {
+            assert_eq!(
+                announced,
+                vec![*whole as u64],
+                "heard {} frames",
+                heard.len()
+            );
+            let before = &heard[heard.len() - 2].1;
+            assert!(
+                matches!(before, Message::Coming { target_id, .. } if *target_id == me),
+                "{before:?}"
+            );
+        } else {
+            assert!(announced.is_empty(), "{announced:?}");
         }
     }
-    assert!(server.is_some(), "joined");
-    let got = got.unwrap_or_else(|| panic!("no whole record after {:?}", started.elapsed()));
-    assert!(
-        started.elapsed() > Duration::from_secs(2),
-        "the link was slow: {:?} for {got} bytes",
-        started.elapsed()
-    );
 }

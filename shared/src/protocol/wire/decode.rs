@@ -93,6 +93,7 @@ struct Fields<'b> {
     selected: Option<&'b str>,
     session_id: Option<&'b str>,
     count: Option<u64>,
+    bytes: Option<u64>,
     add: Option<Vec<StorageId>>,
     remove: Option<Vec<StorageId>>,
     new_heads: Option<BTreeMap<StorageId, HeadsAt>>,
@@ -171,6 +172,7 @@ fn read_fields<'b>(d: &mut Decoder<'b>) -> Result<Fields<'b>, DecodeError> {
             }
             "sessionId" => set(&mut f.session_id, "sessionId", str_field(d, "sessionId")?)?,
             "count" => set(&mut f.count, "count", uint_field(d, "count")?)?,
+            "bytes" => set(&mut f.bytes, "bytes", uint_field(d, "bytes")?)?,
             "add" => {
                 let ids = str_array(d, "add")?
                     .into_iter()
@@ -444,7 +446,7 @@ fn new_heads(d: &mut Decoder<'_>) -> Result<BTreeMap<StorageId, HeadsAt>, Decode
 
 fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
     let type_ = f.type_.ok_or_else(|| DecodeError::missing("any", "type"))?;
-    const TYPES: [&str; 11] = [
+    const TYPES: [&str; 12] = [
         "join",
         "peer",
         "error",
@@ -456,6 +458,7 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
         "remote-heads-changed",
         "twinsync-ping",
         "twinsync-pong",
+        "twinsync-coming",
     ];
     if !TYPES.contains(&type_) {
         return Err(DecodeError::UnknownType(type_.to_owned()));
@@ -550,6 +553,11 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
         "twinsync-pong" => Message::Pong {
             sender_id,
             target_id: target()?,
+        },
+        "twinsync-coming" => Message::Coming {
+            sender_id,
+            target_id: target()?,
+            bytes: f.bytes.ok_or_else(|| need("bytes"))?,
         },
         other => return Err(DecodeError::UnknownType(other.to_owned())),
     })

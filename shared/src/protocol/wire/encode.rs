@@ -182,6 +182,15 @@ fn write(e: &mut Enc, msg: &Message) -> Res {
             e.map(3)?;
             header(e, msg, sender_id.as_str(), target_id.as_str())?;
         }
+        Message::Coming {
+            sender_id,
+            target_id,
+            bytes,
+        } => {
+            e.map(4)?;
+            header(e, msg, sender_id.as_str(), target_id.as_str())?;
+            e.str("bytes")?.u64(*bytes)?;
+        }
     }
     Ok(())
 }
