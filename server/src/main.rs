@@ -183,10 +183,12 @@ async fn main() -> anyhow::Result<()> {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}"));
+            // Printed whatever `RUST_LOG` shows: an operator who quiets the
+            // logs still needs the link, and each start ends the last one.
             if let Some(link) = startup::first_invite(&hub, &base)? {
-                tracing::info!("no device yet: open {link} to sign in as the first coordinator");
+                eprintln!("no device yet: open {link} to sign in as the first coordinator");
             }
-            tracing::info!("twinsync serving on http://{addr}");
+            eprintln!("twinsync serving on http://{addr}");
             startup::run(listener, hub, startup::shutdown_signal()).await
         }
         Command::Backup { data_dir, file } => {

@@ -100,6 +100,12 @@ impl ServerProcess {
         Self::spawn(data_dir, &[])
     }
 
+    /// As [`ServerProcess::start_bare`], with settings (or `RUST_LOG`) in
+    /// `env`.
+    pub fn start_bare_with(data_dir: &Path, env: &[(&str, &str)]) -> (Self, Option<String>) {
+        Self::spawn(data_dir, env)
+    }
+
     fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> (Self, Option<String>) {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -1856,6 +1856,19 @@ async fn the_first_start_prints_a_coordinator_invite_that_signs_in_once() {
     assert!(invite.is_none());
 }
 
+/// An operator who quiets the logs still gets the first coordinator's
+/// link, and where the server listens.
+#[tokio::test]
+async fn the_first_invite_is_printed_with_the_logs_quieted() {
+    let data = tempfile::tempdir().unwrap();
+    let (server, invite) = ServerProcess::start_bare_with(data.path(), &[("RUST_LOG", "error")]);
+    let link = invite.expect("the first start prints an invite link");
+    assert!(
+        link.starts_with(&format!("http://{}/#invite=", server.addr)),
+        "{link}"
+    );
+}
+
 /// The operator revokes the last coordinator from the command line, is
 /// told so, and signs a new one in with an invite link made there, which
 /// does not lapse when another device is made (as the server's first
