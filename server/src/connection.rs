@@ -448,6 +448,7 @@ impl Session {
             // may make: no record of this server has it, so it is
             // unavailable, and the socket serves the peer's other records.
             Err(DecodeError::ForeignDocumentId {
+                kind,
                 sender_id,
                 document_id,
                 length,
@@ -456,7 +457,16 @@ impl Session {
                 .as_ref()
                 .is_some_and(|j| j.peer_id.as_str() == sender_id) =>
             {
-                self.unavailable_foreign(out, &sender_id, &document_id, length);
+                if matches!(kind.as_str(), "request" | "sync") {
+                    self.unavailable_foreign(out, &sender_id, &document_id, length);
+                } else {
+                    // Presence on it, which the official client sends to
+                    // every peer of the document, the server too.
+                    debug!(
+                        kind,
+                        document_id, "a message about a document id twinsync never makes; ignored"
+                    );
+                }
                 return Ok(());
             }
             Err(e) => return Err(Fatal(format!("malformed frame: {e}"))),

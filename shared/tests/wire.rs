@@ -409,12 +409,14 @@ fn a_document_id_that_is_not_bs58check_is_refused() {
     assert_eq!(
         err(&frame),
         DecodeError::ForeignDocumentId {
+            kind: "sync".into(),
             sender_id: "client".into(),
             document_id: three_bytes.clone(),
             length: 3,
         }
     );
-    // In a message the server does not answer, it is only a bad id.
+    // Presence on such a document, which the official client sends the
+    // server too, is named as well, with its type: the server lets it pass.
     let mut fields = sync_fields();
     fields[0].1 = text("ephemeral");
     fields[3].1 = text(&three_bytes);
@@ -422,8 +424,18 @@ fn a_document_id_that_is_not_bs58check_is_refused() {
     fields.push(("sessionId", text("s")));
     assert_eq!(
         err(&map(&fields)),
-        DecodeError::BadDocumentId(IdError::WrongLength(3))
+        DecodeError::ForeignDocumentId {
+            kind: "ephemeral".into(),
+            sender_id: "client".into(),
+            document_id: three_bytes.clone(),
+            length: 3,
+        }
     );
+    // In a message that is not about a document, it is only a bad id.
+    let mut fields = sync_fields();
+    fields[0].1 = text("twinsync-ping");
+    fields[3].1 = text(&three_bytes);
+    assert!(decode(&map(&fields)).is_ok());
 }
 
 #[test]

@@ -15,7 +15,8 @@
 //                                          once the server has it, or "REFUSED <json>"
 //   node peer.mjs WS_URL foreign URL [N]   ask for a record under an N-byte id (32; the official client
 //                                          takes any length): print "UNAVAILABLE" when told so, then
-//                                          read URL ("DOC <json>") and say whether the socket stayed
+//                                          broadcast on it, read URL ("DOC <json>") and say whether
+//                                          the socket stayed
 //   node peer.mjs WS_URL presence URL TEXT a second client opens URL too; this one broadcasts TEXT
 //                                          on it; print "HEARD <json>" once the second has it, then,
 //                                          a second later, whether the second's socket stayed
@@ -125,6 +126,9 @@ try {
       const t = setInterval(() => { if (handle.isUnavailable()) { clearInterval(t); resolve(); } }, 20);
     });
     console.log("UNAVAILABLE");
+    // Presence on that document still goes to the server, under its id.
+    handle.broadcast({ note: "présence · حضور" });
+    await new Promise((r) => setTimeout(r, 500));
     const other = await repo.find(url);
     console.log(`DOC ${JSON.stringify(other.doc())}`);
     console.log(adapter.socket === socket && socket.readyState === 1 ? "SAME SOCKET" : "NEW SOCKET");

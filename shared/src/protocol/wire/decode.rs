@@ -40,13 +40,16 @@ pub enum DecodeError {
     UnknownType(String),
     #[error("field `documentId`: {0}")]
     BadDocumentId(IdError),
-    /// A well-formed `request` or `sync` for a document id the official
-    /// client accepts (any bs58check payload) but twinsync never makes
-    /// (16 bytes). The socket answers `doc-unavailable` for it, with
-    /// [`super::doc_unavailable_for`], and goes on: closed, the client
-    /// would ask again at every reconnection.
+    /// A well-formed message about a document id the official client
+    /// accepts (any bs58check payload) but twinsync never makes (16
+    /// bytes). The socket answers a `request` or `sync` with
+    /// `doc-unavailable` ([`super::doc_unavailable_for`]), lets any other
+    /// (presence on that document, say) pass, and goes on: closed, the
+    /// client would ask again at every reconnection.
     #[error("document id `{document_id}` is {length} bytes; twinsync's are 16")]
     ForeignDocumentId {
+        /// The message's type, such as `sync` or `ephemeral`.
+        kind: String,
         sender_id: String,
         document_id: String,
         length: usize,
@@ -464,11 +467,16 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
         return Err(DecodeError::UnknownType(type_.to_owned()));
     }
     let need = |field| DecodeError::missing(type_, field);
-    if matches!(type_, "request" | "sync")
-        && let (Some(sender), Some(id), Some(_)) = (f.sender_id, f.document_id, f.data)
+    let has_data = f.data.is_some() || !matches!(type_, "request" | "sync" | "ephemeral");
+    if matches!(
+        type_,
+        "request" | "sync" | "ephemeral" | "doc-unavailable" | "remote-heads-changed"
+    ) && has_data
+        && let (Some(sender), Some(id)) = (f.sender_id, f.document_id)
         && let Err(IdError::WrongLength(length)) = id.parse::<DocumentId>()
     {
         return Err(DecodeError::ForeignDocumentId {
+            kind: type_.to_owned(),
             sender_id: sender.to_owned(),
             document_id: id.to_owned(),
             length,
