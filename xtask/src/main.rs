@@ -109,18 +109,30 @@ fn ensure_wasm_target() -> Result<()> {
 
 fn serve(args: &[String]) -> Result<()> {
     build_client()?;
-    let mut cmd = cargo();
-    cmd.args([
-        "run",
+    let mut build = cargo();
+    build.args([
+        "build",
         "--release",
         "--package",
         "twinsync-server",
         "--bin",
         "twinsync",
-        "--",
-        "serve",
     ]);
-    cmd.args(args);
+    run(build)?;
+    let mut cmd = Command::new(target_dir().join("release/twinsync"));
+    cmd.current_dir(root()).arg("serve").args(args);
+    eprintln!("xtask: running {cmd:?}");
+    // The server takes this process's place: a service manager's SIGTERM,
+    // or Ctrl-C, reaches it alone, and the shell waits until it has
+    // stopped. As a child, it would outlive an xtask killed first, still
+    // holding the port and the data directory's lock.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = cmd.exec();
+        Err(err).with_context(|| format!("could not start {cmd:?}"))
+    }
+    #[cfg(not(unix))]
     run(cmd)
 }
 
