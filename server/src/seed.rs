@@ -5,7 +5,7 @@ use twinsync_shared::record::EditError;
 use twinsync_shared::{DocumentId, demo};
 
 use crate::document::summarise;
-use crate::store::{Found, Store, StoreError};
+use crate::store::{Append, Found, Store, StoreError};
 
 /// Stores every demo record; returns how many.
 pub fn demo(store: &Store) -> Result<usize, StoreError> {
@@ -31,13 +31,25 @@ fn made<T>(what: &str, built: Result<T, EditError>) -> Result<T, StoreError> {
 }
 
 /// Stores `records` whole, as the server's own: no device delivered them.
+/// All of them or none: a club stored without the records its index lists
+/// would count as seeded at the next start.
 fn store_as_the_servers(store: &Store, records: &[DemoRecord]) -> Result<(), StoreError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    for r in records {
-        let doc = r.doc.doc();
-        store.append(r.id, &doc.save(), &summarise(doc), &[], now)?;
-    }
-    Ok(())
+    let appends: Vec<Append> = records
+        .iter()
+        .map(|r| Append {
+            doc: r.id,
+            chunk: r.doc.doc().save(),
+            summary: summarise(r.doc.doc()),
+            origins: Vec::new(),
+            now,
+        })
+        .collect();
+    // One transaction: every result is the same.
+    store
+        .append_all(&appends)
+        .into_iter()
+        .try_for_each(|r| r.map(drop))
 }
 
 /// Every stored record, merged, as JSON: `[{id, url, record | errors |

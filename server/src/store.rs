@@ -863,6 +863,44 @@ mod tests {
 
     use super::*;
 
+    /// A first start cut off while seeding (a full disk, an I/O error)
+    /// leaves no club: the next start seeds the whole demo again, rather
+    /// than keep a club whose index lists records never stored.
+    #[test]
+    fn the_demo_is_seeded_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        store
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER cut_off BEFORE INSERT ON chunks
+                 WHEN (SELECT COUNT(*) FROM chunks) >= 3
+                 BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;",
+            )
+            .unwrap();
+        assert!(crate::seed::demo(&store).is_err());
+        assert!(!store.has_club().unwrap());
+        assert!(store.list(None, None, None).unwrap().is_empty());
+
+        store.conn().execute_batch("DROP TRIGGER cut_off").unwrap();
+        let n = crate::seed::demo(&store).unwrap();
+        assert_eq!(store.list(None, None, None).unwrap().len(), n);
+        let club = store
+            .list(None, None, None)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.summary.kind.as_deref() == Some("club"))
+            .unwrap();
+        let club = store.load(club.id.parse().unwrap()).unwrap().unwrap();
+        let index = twinsync_shared::record::read_document(&club).unwrap();
+        let listed = index["index"].as_object().unwrap();
+        assert!(listed.len() + 1 >= n, "{} listed of {n}", listed.len());
+        for key in listed.keys() {
+            let id: DocumentId = key.parse().unwrap();
+            assert!(store.exists(id).unwrap(), "{key} listed, not stored");
+        }
+    }
+
     #[test]
     fn a_device_keeps_sync_states_under_a_bounded_number_of_storage_ids_and_reads_only_its_own() {
         let dir = tempfile::tempdir().unwrap();
