@@ -270,17 +270,28 @@ pub fn restore(
     })
 }
 
-/// The marker of a swap under way: the folder the database replaced went
-/// to, on its one line.
+/// The marker of a swap under way: the name of the folder, in the data
+/// directory, the database replaced went to, on its one line.
 const PENDING: &str = "twinsync.restore-pending";
 
+/// Writes the marker beside the folder `aside`. Its name alone: a path
+/// under a relative data directory would be read against the working
+/// directory of whatever finishes the swap, a service manager's `/`.
 fn write_marker(marker: &Path, aside: Option<&Path>) -> std::io::Result<()> {
     use std::io::Write;
     let mut file = std::fs::File::create(marker)?;
-    if let Some(aside) = aside {
-        write!(file, "{}", aside.display())?;
+    if let Some(name) = aside.and_then(Path::file_name) {
+        write!(file, "{}", name.to_string_lossy())?;
     }
     file.sync_all()
+}
+
+/// The folder a marker names, in `data_dir`. A marker written by an older
+/// twinsync holds a path, whose last part is the folder's name.
+fn marked_folder(data_dir: &Path, named: &str) -> Option<PathBuf> {
+    Path::new(named.trim())
+        .file_name()
+        .map(|name| data_dir.join(name))
 }
 
 /// Folds the WAL of the database at `path` into it and lets SQLite remove
@@ -322,11 +333,8 @@ pub fn finish_cut_off(data_dir: &Path) -> Result<Option<String>, RestoreError> {
         let old = present(&live);
         let mut aside = None;
         if !old.is_empty() {
-            let dir = if named.is_empty() {
-                free_dir(data_dir, "before-restore-cut-off")
-            } else {
-                PathBuf::from(&named)
-            };
+            let dir = marked_folder(data_dir, &named)
+                .unwrap_or_else(|| free_dir(data_dir, "before-restore-cut-off"));
             std::fs::create_dir_all(&dir)
                 .map_err(io(format!("cannot create {}", dir.display())))?;
             aside = Some(dir);
@@ -864,6 +872,39 @@ mod tests {
         std::fs::copy(&backup, dir.path().join(format!("{DATABASE}.restoring"))).unwrap();
         write_marker(&dir.path().join(PENDING), Some(&aside)).unwrap();
         (dir, backup)
+    }
+
+    /// A restore run with a relative data directory, cut off, is finished
+    /// by a server started elsewhere (a service manager's `/`) with the
+    /// directory's whole path: the database replaced goes to its folder in
+    /// the data directory, not under the server's working directory.
+    #[test]
+    fn a_cut_off_restore_keeps_the_database_replaced_in_the_data_directory() {
+        let (dir, _) = cut_off_after_the_first_move();
+        let aside = dir.path().join("before-restore-t");
+        // Put back as before the first move, the marker as a relative
+        // data directory wrote it before it named the folder alone.
+        std::fs::rename(aside.join(DATABASE), dir.path().join(DATABASE)).unwrap();
+        std::fs::remove_dir(&aside).unwrap();
+        let relative = Path::new("some-data-dir").join("before-restore-t");
+        write_marker(&dir.path().join(PENDING), None).unwrap();
+        std::fs::write(
+            dir.path().join(PENDING),
+            relative.to_string_lossy().as_bytes(),
+        )
+        .unwrap();
+        finish_cut_off(dir.path()).unwrap().unwrap();
+        assert!(
+            aside.join(DATABASE).exists(),
+            "the database replaced is kept"
+        );
+        assert!(!Path::new("some-data-dir").exists());
+        // And a marker written now names the folder alone.
+        write_marker(&dir.path().join(PENDING), Some(&aside)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(PENDING)).unwrap(),
+            "before-restore-t"
+        );
     }
 
     #[test]
