@@ -161,7 +161,8 @@ enum DeviceCommand {
         #[arg(
             long,
             env = "TWINSYNC_PUBLIC_URL",
-            default_value = "http://127.0.0.1:8080"
+            default_value = "http://127.0.0.1:8080",
+            value_parser = twinsync_server::settings::public_url,
         )]
         public_url: String,
     },

@@ -18,6 +18,26 @@ where
     RangedU64ValueParser::new().range(1..)
 }
 
+/// Reads an address people open links at: `http://` or `https://` and a
+/// host, with no trailing `/` (links add theirs). Without a scheme, every
+/// invite link printed or sent would be text a browser does not open.
+pub fn public_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{s}` does not start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(format!("`{s}` names no host"));
+    }
+    if rest.contains(['#', '?']) {
+        return Err(format!(
+            "`{s}` has a query or a fragment; links add their own"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address to listen on.
@@ -310,7 +330,7 @@ pub struct Settings {
 
     /// The address users reach the server at, for invite links (default:
     /// http:// and the listening address).
-    #[arg(long, env = "TWINSYNC_PUBLIC_URL")]
+    #[arg(long, env = "TWINSYNC_PUBLIC_URL", value_parser = public_url)]
     pub public_url: Option<String>,
 
     /// Reverse proxies (an address or a network, such as `127.0.0.1` or
@@ -500,6 +520,30 @@ mod tests {
             Serve::try_parse_from(["twinsync", "--peer-queue", "1", "--max-db-mib", "0"]).unwrap();
         assert_eq!(ok.settings.peer_queue, 1);
         assert_eq!(ok.settings.max_db_mib, 0);
+    }
+
+    #[test]
+    fn a_public_url_without_a_scheme_or_a_host_is_refused_naming_the_flag() {
+        for bad in [
+            "records.example.org",
+            "ftp://records.example.org",
+            "https://",
+            "https:///path",
+            "https://records.example.org/#x",
+        ] {
+            let err = Serve::try_parse_from(["twinsync", "--public-url", bad]).unwrap_err();
+            assert!(err.to_string().contains("--public-url"), "{bad}: {err}");
+        }
+        let ok = Serve::try_parse_from([
+            "twinsync",
+            "--public-url",
+            "https://records.example.org/club/",
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.settings.public_url.as_deref(),
+            Some("https://records.example.org/club")
+        );
     }
 
     #[test]
