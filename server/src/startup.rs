@@ -520,8 +520,22 @@ async fn watch_devices(hub: Arc<Hub>) {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on Ctrl-C or SIGTERM. A second one, while the server stops
+/// (sockets leave, requests end, every record closes: seconds, and more
+/// on a slow disk), ends the process at once: what was acknowledged is in
+/// SQLite's log already, and an operator who asks twice means it.
 pub async fn shutdown_signal() {
+    stop_asked().await;
+    tracing::info!("shutting down (Ctrl-C or SIGTERM again stops at once)");
+    tokio::spawn(async {
+        stop_asked().await;
+        eprintln!("stopped at once: asked again while shutting down");
+        std::process::exit(130);
+    });
+}
+
+/// Resolves on the next Ctrl-C or SIGTERM.
+async fn stop_asked() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -540,7 +554,6 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

@@ -162,3 +162,34 @@ async fn kill_9_while_peers_sync_loses_no_acknowledged_change() {
         }
     }
 }
+
+/// Stopping waits for the HTTP requests still running, up to 10 s; an
+/// operator who asks a second time is not left to `kill -9`.
+#[tokio::test]
+async fn a_second_signal_while_stopping_ends_the_server_at_once() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    // A request whose body never comes whole holds the stop.
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.write_all(
+        b"POST /api/invites/redeem HTTP/1.1\r\nHost: twinsync\r\n\
+          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"code\": ",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    assert!(
+        server.exited_within(Duration::from_secs(2)).is_none(),
+        "the stop did not wait for the request"
+    );
+    server.signal("INT");
+    let status = server
+        .exited_within(Duration::from_secs(3))
+        .expect("asked twice, the server stopped at once");
+    assert!(!status.success(), "{status}");
+    server
+        .logged(&["asked again while shutting down"], LIMIT)
+        .await;
+}
