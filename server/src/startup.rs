@@ -29,12 +29,16 @@ use crate::{access, admin, api, connection, seed};
 /// The whole HTTP surface; tests call it without a socket.
 pub fn app(hub: Arc<Hub>) -> Router {
     let static_files = ServeDir::new(&hub.settings.app_dir).append_index_html_on_directories(true);
-    let version = shell_version(&[&hub.settings.app_dir, &hub.settings.client_dir]);
+    let shell = Arc::new(ShellVersion::new(vec![
+        hub.settings.app_dir.clone(),
+        hub.settings.client_dir.clone(),
+    ]));
     Router::new()
         .route("/sync", get(sync))
         .route(
             "/sw-version.js",
             get(move || async move {
+                let version = shell.current();
                 (
                     [
                         (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
@@ -130,11 +134,54 @@ async fn browser_rules(request: axum::extract::Request, next: axum::middleware::
     response
 }
 
-/// A digest of the app's files and the built client, as served: the
-/// service worker keeps one cache per version, so a phone never mixes the
-/// client's JavaScript of one build with the `.wasm` of another.
-fn shell_version(dirs: &[&std::path::Path]) -> String {
-    use sha2::{Digest, Sha256};
+/// The shell's version as served now: the app and the client may be
+/// rebuilt under a running server (`cargo xtask build-client`, a deploy of
+/// `app/`), and phones learn of a new build only from a new version. The
+/// digest is taken again only when a file's size or time changed.
+struct ShellVersion {
+    dirs: Vec<std::path::PathBuf>,
+    /// Each file's path, size and time when the digest was last taken, and
+    /// the digest.
+    last: std::sync::Mutex<Option<(Vec<FileStamp>, String)>>,
+}
+
+type FileStamp = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
+
+impl ShellVersion {
+    fn new(dirs: Vec<std::path::PathBuf>) -> Self {
+        Self {
+            dirs,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn current(&self) -> String {
+        let stamps: Vec<FileStamp> = self
+            .dirs
+            .iter()
+            .flat_map(|dir| shell_files(dir))
+            .map(|file| {
+                let meta = std::fs::metadata(&file).ok();
+                let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+                let time = meta.and_then(|m| m.modified().ok());
+                (file, len, time)
+            })
+            .collect();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((then, version)) = last.as_ref()
+            && *then == stamps
+        {
+            return version.clone();
+        }
+        let dirs: Vec<&std::path::Path> = self.dirs.iter().map(|d| d.as_path()).collect();
+        let version = shell_version(&dirs);
+        *last = Some((stamps, version.clone()));
+        version
+    }
+}
+
+/// Every file under `dir`, sorted.
+fn shell_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -148,11 +195,20 @@ fn shell_version(dirs: &[&std::path::Path]) -> String {
             }
         }
     }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    files
+}
+
+/// A digest of the app's files and the built client, as served: the
+/// service worker keeps one cache per version, so a phone never mixes the
+/// client's JavaScript of one build with the `.wasm` of another.
+fn shell_version(dirs: &[&std::path::Path]) -> String {
+    use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for dir in dirs {
-        let mut files = Vec::new();
-        walk(dir, &mut files);
-        files.sort();
+        let files = shell_files(dir);
         for file in files {
             hasher.update(
                 file.strip_prefix(dir)
@@ -558,7 +614,7 @@ async fn stop_asked() {
 
 #[cfg(test)]
 mod tests {
-    use super::{missing_app, shell_version};
+    use super::{ShellVersion, missing_app, shell_version};
 
     #[test]
     fn a_database_file_that_is_not_one_is_named_by_its_whole_path() {
@@ -622,5 +678,24 @@ mod tests {
         assert_ne!(second, first, "a new client is a new version");
         std::fs::write(app.path().join("icons/icon.svg"), "<svg />").expect("icon");
         assert_ne!(shell_version(&dirs), second, "a file in a subfolder counts");
+    }
+
+    /// The version served follows a rebuild under a running server, as
+    /// phones learn of a new build only from a new version.
+    #[test]
+    fn the_shell_version_served_follows_a_rebuild() {
+        let app = tempfile::tempdir().expect("a directory");
+        let pkg = tempfile::tempdir().expect("a directory");
+        std::fs::write(app.path().join("app.js"), "one").expect("app.js");
+        std::fs::write(pkg.path().join("client_bg.wasm"), [0, 97, 115, 109]).expect("wasm");
+        let served = ShellVersion::new(vec![app.path().to_owned(), pkg.path().to_owned()]);
+        let first = served.current();
+        assert_eq!(served.current(), first);
+        std::fs::write(pkg.path().join("client_bg.wasm"), [0, 97, 115, 109, 1]).expect("wasm");
+        let second = served.current();
+        assert_ne!(second, first, "a rebuilt client is a new version");
+        assert_eq!(second, shell_version(&[app.path(), pkg.path()]));
+        std::fs::write(app.path().join("new.js"), "x").expect("new.js");
+        assert_ne!(served.current(), second, "a new file is a new version");
     }
 }
