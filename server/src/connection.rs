@@ -406,7 +406,7 @@ impl Session {
                     Ok(
                         Message::Sync { document_id, .. } | Message::Request { document_id, .. },
                     ) => {
-                        self.hub.metrics.records_too_large.inc();
+                        self.hub.metrics.messages_too_large.inc();
                         warn!(doc_id = %document_id, error = %e, "sync message over the frame limit; refused");
                         let msg = Message::Error {
                             sender_id: self.hub.server_id.clone(),

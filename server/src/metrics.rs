@@ -22,6 +22,7 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     pub connections_refused: IntCounter,
     pub records_too_large: IntCounter,
+    pub messages_too_large: IntCounter,
     pub memory_trims: IntCounter,
     pub tasks_failed: IntCounter,
     pub peers_displaced: IntCounter,
@@ -116,7 +117,11 @@ impl Metrics {
             ),
             records_too_large: counter(
                 "twinsync_records_too_large_total",
-                "Sync messages whose changes would take a record past its size limit, in bytes or in operations",
+                "Sync messages whose changes would take a record past its size limit (--max-record-mib, --max-record-ops)",
+            ),
+            messages_too_large: counter(
+                "twinsync_messages_too_large_total",
+                "Sync messages refused for their own size (--max-frame-bytes, --max-ops-per-message)",
             ),
             memory_trims: counter(
                 "twinsync_memory_trims_total",

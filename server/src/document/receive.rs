@@ -370,7 +370,7 @@ impl DocTask {
             // socket stays. Cut, the device would send it again at each
             // reconnection, for ever.
             Err(Checked::Sync(e @ SyncError::TooHeavy(_))) => {
-                self.hub.metrics.records_too_large.inc();
+                self.hub.metrics.messages_too_large.inc();
                 warn!(doc_id = %self.id, peer_id = %peer.peer_id, device = %peer.device.id, error = %e, "sync message too heavy; changes refused");
                 self.refusal_to(
                     &peer,

@@ -277,6 +277,9 @@ async fn an_oversized_frame_is_refused_naming_the_limit() {
     assert_eq!(p.seen.refusals.len(), 1);
     assert_eq!(p.seen.refusals[0].document_id, doc);
     assert_eq!(p.seen.refusals[0].code, "too-large");
+    // Counted as a message too large, not a record.
+    assert_eq!(app.hub.metrics.messages_too_large.get(), 1);
+    assert_eq!(app.hub.metrics.records_too_large.get(), 0);
     let city = app.first("city").await;
     p.fetch(city, LIMIT).await;
     assert!(matches!(p.record(city), Record::City(_)));
@@ -1068,6 +1071,8 @@ async fn a_message_packing_too_many_ops_is_refused_before_it_is_applied() {
         hostile.seen.refusals
     );
     assert!(!hostile.seen.closed);
+    assert_eq!(app.hub.metrics.messages_too_large.get(), 1);
+    assert_eq!(app.hub.metrics.records_too_large.get(), 0);
     assert_eq!(
         app.get_json(&format!("/api/records/{meeting}")).await["heads"],
         before
