@@ -254,12 +254,13 @@ pub struct Settings {
     )]
     pub token_ttl_days: u64,
 
-    /// Hours an invite link can be redeemed.
+    /// Hours an invite link can be redeemed (at most 90 days' worth, as
+    /// the API and `device invite` allow).
     #[arg(
         long,
         env = "TWINSYNC_INVITE_HOURS",
         default_value_t = 72,
-        value_parser = at_least_one::<u64>(),
+        value_parser = clap::value_parser!(u64).range(1..=24 * 90),
     )]
     pub invite_hours: u64,
 
@@ -520,6 +521,16 @@ mod tests {
             Serve::try_parse_from(["twinsync", "--peer-queue", "1", "--max-db-mib", "0"]).unwrap();
         assert_eq!(ok.settings.peer_queue, 1);
         assert_eq!(ok.settings.max_db_mib, 0);
+    }
+
+    #[test]
+    fn an_invite_lasting_past_90_days_is_refused_naming_the_flag() {
+        let err = Serve::try_parse_from(["twinsync", "--invite-hours", "2161"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--invite-hours"), "{text}");
+        assert!(text.contains("2161 is not in 1..=2160"), "{text}");
+        let ok = Serve::try_parse_from(["twinsync", "--invite-hours", "2160"]).unwrap();
+        assert_eq!(ok.settings.invite_hours, 2160);
     }
 
     #[test]
