@@ -661,12 +661,14 @@ impl Session {
                     };
                     self.hub.send_if_loaded(doc, leave).await;
                 }
+                self.unavailable_for_now(out, &peer_id, doc, is_request);
                 return Ok(());
             }
             // Counted from here; `Drop` lets go of it whatever happens.
             self.open.insert(doc);
             if !waits && self.over_document_limit(out, &peer_id, doc, "opened") {
                 self.close(doc);
+                self.unavailable_for_now(out, &peer_id, doc, is_request);
                 return Ok(());
             }
         }
@@ -1103,6 +1105,32 @@ impl Session {
         );
         self.refuse(out, peer_id.clone(), doc, RATE_LIMITED, Some(secs), message);
         true
+    }
+
+    /// After a refusal of a `request` for `doc` for now (too many opened),
+    /// tells a client other than the app (the official one) that the record
+    /// is unavailable: it reads no `refusal` and only logs an `error`, and
+    /// its `find` would wait for ever. Told so, it gives the record up, and
+    /// may ask again when the `error` said.
+    fn unavailable_for_now(
+        &self,
+        out: &Outbox,
+        peer_id: &PeerId,
+        doc: DocumentId,
+        is_request: bool,
+    ) {
+        let app = self
+            .joined
+            .as_ref()
+            .is_some_and(|j| j.metadata.answers_pings);
+        if is_request && !app {
+            let msg = Message::DocUnavailable {
+                sender_id: self.hub.server_id.clone(),
+                target_id: peer_id.clone(),
+                document_id: doc,
+            };
+            self.owed(out, &msg);
+        }
     }
 
     /// Counts `doc`, which this socket did not open after all, as open no

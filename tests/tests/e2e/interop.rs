@@ -349,3 +349,36 @@ async fn the_official_client_told_a_record_is_unavailable_gets_it_when_it_arrive
     assert_eq!(doc["title"]["ar"], "زيارة أوكلاند");
     assert!(child.wait().expect("node ends").success());
 }
+
+/// A device past its documents a minute is refused a record for now. The
+/// official client reads no `refusal` and only logs an `error`: asked for
+/// a record, it is also told the record is unavailable, so its `find`
+/// settles at once rather than wait for ever.
+#[tokio::test]
+async fn the_official_client_refused_a_record_for_now_is_told_it_is_unavailable() {
+    let data = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start_with(data.path(), &[("TWINSYNC_DEVICE_DOCS_PER_MINUTE", "1")]);
+    server.wait_healthy(LIMIT).await;
+    let meeting = server.get_json("/api/records?kind=meeting").await[0].clone();
+    let project = server.get_json("/api/records?kind=project").await[0].clone();
+    let first = run_js(&[&ws(&server), "read", meeting["url"].as_str().unwrap()]);
+    assert_eq!(said(&first, "DOC ")["kind"], "meeting");
+    let started = std::time::Instant::now();
+    let Output { status, stdout, .. } =
+        node(&[&ws(&server), "read", project["url"].as_str().unwrap()])
+            .output()
+            .expect("node runs");
+    let out = String::from_utf8_lossy(&stdout);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("ERROR") && out.contains("unavailable"),
+        "{out}"
+    );
+    assert!(!out.contains("TIMEOUT"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
