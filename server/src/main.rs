@@ -168,6 +168,14 @@ enum DeviceCommand {
     },
 }
 
+/// Writes `line` to stderr in one write: `eprintln!` writes each formatted
+/// piece apart, and a script reading the address as it comes (the tests'
+/// harness, a service manager's log) could take half a port.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init("info,tower_http=warn");
@@ -187,9 +195,11 @@ async fn main() -> anyhow::Result<()> {
             // Printed whatever `RUST_LOG` shows: an operator who quiets the
             // logs still needs the link, and each start ends the last one.
             if let Some(link) = startup::first_invite(&hub, &base)? {
-                eprintln!("no device yet: open {link} to sign in as the first coordinator");
+                say(&format!(
+                    "no device yet: open {link} to sign in as the first coordinator"
+                ));
             }
-            eprintln!("twinsync serving on http://{addr}");
+            say(&format!("twinsync serving on http://{addr}"));
             startup::run(listener, hub, startup::shutdown_signal()).await
         }
         Command::Backup { data_dir, file } => {

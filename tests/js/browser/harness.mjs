@@ -59,7 +59,8 @@ export function startServer({ dir, port = 0, args = [], appDir = join(root, "app
     child.stderr.on("data", (data) => {
       log += data;
       if (process.env.TEST_LOG) process.stderr.write(`[server] ${data}`);
-      const m = log.match(/serving on (http:\/\/[0-9.:]+)/);
+      // The whole line: a chunk may end within the port.
+      const m = log.match(/serving on (http:\/\/[0-9.:]+)\n/);
       if (m && timer) {
         clearTimeout(timer);
         const url = m[1];
