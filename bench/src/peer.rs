@@ -84,6 +84,7 @@ impl Peer {
                 storage_id: None,
                 is_ephemeral: false,
                 answers_pings: false,
+                hears_coming: false,
             },
         );
         sink.send(WsMessage::Binary(join.encode().into())).await?;

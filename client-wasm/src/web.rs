@@ -1978,6 +1978,9 @@ impl Inner {
                     deadline = monotonic_ms() + f64::from(ANSWER_LIMIT_MS);
                 }
                 last = now;
+                // The answer waits behind a large frame the server
+                // announced, due at `heard_at`.
+                deadline = deadline.max(inner.heard_at.get() + f64::from(ANSWER_LIMIT_MS));
                 if monotonic_ms() >= deadline {
                     let why = format!("the server did not answer in {} s", ANSWER_LIMIT_MS / 1000);
                     inner.drop_socket(&why);

@@ -96,6 +96,7 @@ fn frame_seeds(data: Vec<u8>) -> Vec<Vec<u8>> {
                 storage_id: Some(storage.clone()),
                 is_ephemeral: false,
                 answers_pings: false,
+                hears_coming: false,
             },
             supported_protocol_versions: vec!["1".into()],
         },

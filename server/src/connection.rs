@@ -481,6 +481,7 @@ impl Session {
                 storage_id: Some(twinsync_shared::StorageId::new(self.hub.storage_id.clone())),
                 is_ephemeral: false,
                 answers_pings: true,
+                hears_coming: false,
             };
             if let Message::Join { sender_id, .. } = &msg
                 && sender_id.as_str().len() <= handshake::MAX_ID_BYTES
@@ -519,7 +520,7 @@ impl Session {
                 Err(e) => return Err(self.cannot_check(&key, &e)),
             }
             let _ = out.try_send(reply.encode());
-            if joined.metadata.answers_pings {
+            if joined.metadata.hears_coming {
                 let ids = (self.hub.server_id.clone(), joined.peer_id.clone());
                 let _ = self.announce.set(ids);
             }

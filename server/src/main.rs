@@ -173,7 +173,9 @@ enum DeviceCommand {
 /// harness, a service manager's log) could take half a port.
 fn say(line: &str) {
     use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
 }
 
 #[tokio::main]

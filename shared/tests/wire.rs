@@ -115,12 +115,20 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..4096)
 }
 fn metadata() -> impl Strategy<Value = PeerMetadata> {
-    let fields = (prop::option::of(storage()), any::<bool>(), any::<bool>());
-    fields.prop_map(|(storage_id, is_ephemeral, answers_pings)| PeerMetadata {
-        storage_id,
-        is_ephemeral,
-        answers_pings,
-    })
+    let fields = (
+        prop::option::of(storage()),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    );
+    fields.prop_map(
+        |(storage_id, is_ephemeral, answers_pings, hears_coming)| PeerMetadata {
+            storage_id,
+            is_ephemeral,
+            answers_pings,
+            hears_coming,
+        },
+    )
 }
 /// Every timestamp but NaN, which is not equal to itself.
 fn timestamp() -> impl Strategy<Value = f64> {
@@ -431,7 +439,7 @@ fn a_document_id_that_is_not_bs58check_is_refused() {
             length: 3,
         }
     );
-    // In a message that is not about a document, it is only a bad id.
+    // A message that is not about a document skips the key.
     let mut fields = sync_fields();
     fields[0].1 = text("twinsync-ping");
     fields[3].1 = text(&three_bytes);
@@ -595,6 +603,7 @@ fn the_join_cbor_x_writes_with_an_undefined_storage_id() {
             storage_id: None,
             is_ephemeral: true,
             answers_pings: false,
+            hears_coming: false,
         },
         supported_protocol_versions: vec!["1".into()],
     };

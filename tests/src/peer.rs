@@ -127,6 +127,7 @@ impl TestPeer {
                 storage_id: self.storage_id.clone(),
                 is_ephemeral: self.storage_id.is_none(),
                 answers_pings: self.pings,
+                hears_coming: false,
             },
         );
         ws.send(WsMessage::Binary(join.encode().into()))

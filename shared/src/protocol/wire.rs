@@ -66,6 +66,11 @@ pub struct PeerMetadata {
     /// twinsync client in `join` (the server pings it while a revoked
     /// device's frame waits for the device's budget).
     pub answers_pings: bool,
+    /// The sender (the app) reads [`Message::Coming`] (the key
+    /// `twinsyncComing`, written only when true): the server announces
+    /// large frames to such a peer alone. An app installed before it knew
+    /// the message offers pings without this, and would refuse it.
+    pub hears_coming: bool,
 }
 
 /// The heads a storage peer has of one document, with when it saw them.
@@ -190,8 +195,8 @@ pub enum Message {
         sender_id: PeerId,
         target_id: PeerId,
     },
-    /// Server to a peer that answers pings, just before a frame of at
-    /// least [`ANNOUNCED_FRAME_BYTES`]: "a frame of `bytes` bytes comes
+    /// Server to a peer whose `join` said `twinsyncComing`, just before a
+    /// frame of at least [`ANNOUNCED_FRAME_BYTES`]: "a frame of `bytes` bytes comes
     /// next" (`twinsync-coming`). A browser hands a WebSocket message over
     /// only once all of it has arrived, so a phone reading a whole record
     /// at [`SLOW_LINK_BYTES_PER_SEC`] would otherwise hear nothing for

@@ -1178,7 +1178,7 @@ test("a socket whose network went away without a word is given up 60 s after its
   });
 });
 
-test("a record arriving for a minute on a slow link is waited for, not given up as silent", async () => {
+test("a record arriving for a minute on a slow link is waited for, with an edit made meanwhile, not given up", async () => {
   await withServer(async (server) => {
     const { page, context, path, meeting, club } = await phoneThroughRelay(server);
     try {
@@ -1205,17 +1205,28 @@ test("a record arriving for a minute on a slow link is waited for, not given up 
       await writer.context.close();
       for (let i = 0; i < 300 && path.held === 0; i++) await new Promise((r) => setTimeout(r, 100));
       assert.equal(path.held, 1, "the long frame never came down the path");
-      // A minute with the frame on its way: a socket silent 45 s is
-      // given up, unless the server said what is coming.
-      for (let s = 0; s < 60; s++) {
-        await page.clock.runFor(1_000);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      // 75 s with the frame on its way: a socket silent 45 s is given up,
+      // unless the server said what is coming; and an edit made 5 s in,
+      // whose answer waits behind the frame, 60 s after its bytes left,
+      // unless the phone counts from when the frame is due.
+      const seconds = async (n) => {
+        for (let s = 0; s < n; s++) {
+          await page.clock.runFor(1_000);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      await seconds(5);
+      const note = "ملاحظة أثناء الانتظار. ";
+      await page.evaluate(([id, note]) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: note }], "minutes"), [meeting, note]);
+      await seconds(70);
       const waiting = await page.evaluate(() => window.tw.status());
       assert.equal(waiting.link, "joined", JSON.stringify(waiting));
       assert.deepEqual(await page.evaluate(() => window.errors), []);
       path.release();
-      await until(page, ([id, start]) => window.tw.read(id).record.minutes.startsWith(start) || null, [meeting, start], "the long text", 60_000);
+      await until(page, ([id, start]) => window.tw.read(id).record.minutes.includes(start) || null, [meeting, start], "the long text", 60_000);
+      await until(page, upToDate, undefined, "the edit confirmed", 60_000);
+      const stored = await (await server.api(`/api/records/${meeting}`)).json();
+      assert.ok(stored.record.minutes.includes(note), "the edit made meanwhile reached the server");
       assert.equal(await page.evaluate(() => window.tw.status().joins), 1);
       assert.equal(path.connections, 1);
       await context.close();

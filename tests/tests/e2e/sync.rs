@@ -288,14 +288,14 @@ fn stored_report(app: &twinsync_tests::TestApp, bytes: usize) -> twinsync_shared
     id
 }
 
-/// Joins on `ws` as `me`, saying whether it answers pings, asks for record
-/// `id`, and returns each message heard, with its frame's length, until
-/// the record comes whole (a sync frame of over `whole` bytes), and how
-/// long that took. Panics if the socket fails; stops after a minute.
+/// Joins on `ws` as `me` with `peer_metadata`, asks for record `id`, and
+/// returns each message heard, with its frame's length, until the record
+/// comes whole (a sync frame of over `whole` bytes), and how long that
+/// took. Panics if the socket fails; stops after a minute.
 async fn read_whole<S>(
     ws: &mut tokio_tungstenite::WebSocketStream<S>,
     me: &twinsync_shared::PeerId,
-    answers_pings: bool,
+    peer_metadata: twinsync_shared::protocol::PeerMetadata,
     id: twinsync_shared::DocumentId,
     whole: usize,
 ) -> (Vec<(usize, twinsync_shared::protocol::Message)>, Duration)
@@ -304,13 +304,10 @@ where
 {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
-    use twinsync_shared::protocol::{Message, PeerMetadata};
+    use twinsync_shared::protocol::Message;
     let join = Message::Join {
         sender_id: me.clone(),
-        peer_metadata: PeerMetadata {
-            answers_pings,
-            ..PeerMetadata::default()
-        },
+        peer_metadata,
         supported_protocol_versions: vec!["1".into()],
     };
     ws.send(WsMessage::Binary(join.encode().into()))
@@ -375,7 +372,7 @@ async fn a_large_record_reaches_a_phone_on_a_slow_link() {
     let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
     let (mut ws, _) = tokio_tungstenite::client_async(url, slow).await.unwrap();
     let me = twinsync_shared::PeerId::new("slow-phone");
-    let (heard, took) = read_whole(&mut ws, &me, false, id, 6 << 20).await;
+    let (heard, took) = read_whole(&mut ws, &me, Default::default(), id, 6 << 20).await;
     assert!(
         matches!(
             heard.first(),
@@ -395,23 +392,32 @@ async fn a_large_record_reaches_a_phone_on_a_slow_link() {
 }
 
 /// The app hears a frame only once it is whole, and gives a socket up
-/// after 45 s without one: the server tells a peer that answers pings
-/// (the app) how large a large frame is just before it, and tells no
-/// other peer (an official client would not know the message).
+/// after 45 s without one: the server tells a peer that reads
+/// `twinsync-coming` (the app, which says so in its join) how large a
+/// large frame is just before it, and tells no other peer: an official
+/// client, or an app installed before it knew the message, which offers
+/// pings all the same, would refuse it.
 #[tokio::test]
 async fn a_large_frame_is_announced_to_the_app_and_to_no_other_client() {
-    use twinsync_shared::protocol::{ANNOUNCED_FRAME_BYTES, Message};
+    use twinsync_shared::protocol::{ANNOUNCED_FRAME_BYTES, Message, PeerMetadata};
     use twinsync_tests::Server;
     let app = twinsync_tests::spawn_app().await;
     let id = stored_report(&app, ANNOUNCED_FRAME_BYTES + 1024);
     let url = format!("ws://{}/sync?token={}", app.addr(), app.token());
-    for answers_pings in [true, false] {
+    for (n, (answers_pings, hears_coming)) in [(true, true), (true, false), (false, false)]
+        .into_iter()
+        .enumerate()
+    {
         let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
             .unwrap();
-        let me = twinsync_shared::PeerId::new(format!("phone-{answers_pings}"));
-        let (heard, took) =
-            read_whole(&mut ws, &me, answers_pings, id, ANNOUNCED_FRAME_BYTES).await;
+        let me = twinsync_shared::PeerId::new(format!("phone-{n}"));
+        let metadata = PeerMetadata {
+            answers_pings,
+            hears_coming,
+            ..PeerMetadata::default()
+        };
+        let (heard, took) = read_whole(&mut ws, &me, metadata, id, ANNOUNCED_FRAME_BYTES).await;
         let Some((whole, Message::Sync { .. })) = heard.last() else {
             panic!("no whole record after {took:?}: {heard:?}");
         };
@@ -422,7 +428,7 @@ async fn a_large_frame_is_announced_to_the_app_and_to_no_other_client() {
                 _ => None,
             })
             .collect();
-        if answers_pings {
+        if hears_coming {
             assert_eq!(
                 announced,
                 vec![*whole as u64],

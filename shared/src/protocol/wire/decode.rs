@@ -359,6 +359,7 @@ fn metadata(d: &mut Decoder<'_>) -> Result<PeerMetadata, DecodeError> {
             },
             "isEphemeral" => m.is_ephemeral = bool_field(d, "isEphemeral")?,
             "twinsyncPings" => m.answers_pings = bool_field(d, "twinsyncPings")?,
+            "twinsyncComing" => m.hears_coming = bool_field(d, "twinsyncComing")?,
             _ => skip_value(d)?,
         }
         Ok(())

@@ -203,13 +203,20 @@ fn header(e: &mut Enc, msg: &Message, sender: &str, target: &str) -> Res {
 }
 
 fn metadata(e: &mut Enc, m: &PeerMetadata) -> Res {
-    e.map(1 + u64::from(m.storage_id.is_some()) + u64::from(m.answers_pings))?;
+    e.map(
+        1 + u64::from(m.storage_id.is_some())
+            + u64::from(m.answers_pings)
+            + u64::from(m.hears_coming),
+    )?;
     if let Some(id) = &m.storage_id {
         e.str("storageId")?.str(id.as_str())?;
     }
     e.str("isEphemeral")?.bool(m.is_ephemeral)?;
     if m.answers_pings {
         e.str("twinsyncPings")?.bool(true)?;
+    }
+    if m.hears_coming {
+        e.str("twinsyncComing")?.bool(true)?;
     }
     Ok(())
 }
