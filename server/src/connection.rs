@@ -695,28 +695,24 @@ impl Session {
                 if wait {
                     self.waiting.insert(doc);
                 }
-                let msg = if matches!(missing, Missing::Answer { .. }) {
+                if matches!(missing, Missing::Answer { .. }) {
                     // What a server holding nothing of the record says: its
                     // heads are empty. The sender then sends its changes.
                     let empty = automerge::sync::SyncDoc::generate_sync_message(
                         &new_document(),
                         &mut automerge::sync::State::new(),
                     );
-                    empty.map(|answer| Message::Sync {
-                        sender_id: self.hub.server_id.clone(),
-                        target_id: peer_id,
-                        document_id: doc,
-                        data: answer.encode(),
-                    })
+                    if let Some(answer) = empty {
+                        let msg = Message::Sync {
+                            sender_id: self.hub.server_id.clone(),
+                            target_id: peer_id,
+                            document_id: doc,
+                            data: answer.encode(),
+                        };
+                        self.owed(out, &msg);
+                    }
                 } else {
-                    Some(Message::DocUnavailable {
-                        sender_id: self.hub.server_id.clone(),
-                        target_id: peer_id,
-                        document_id: doc,
-                    })
-                };
-                if let Some(msg) = msg {
-                    self.owed(out, &msg);
+                    self.unavailable(out, peer_id, doc);
                 }
                 Ok(())
             }
@@ -726,7 +722,8 @@ impl Session {
                 self.hub.metrics.storage_errors.inc();
                 warn!(doc_id = %doc, error = %e, "cannot open document");
                 let message = format!("document {doc} cannot be opened on the server right now");
-                self.refuse(out, peer_id, doc, UNREADABLE, None, message);
+                self.refuse(out, peer_id.clone(), doc, UNREADABLE, None, message);
+                self.unavailable_for_now(out, &peer_id, doc, is_request);
                 Ok(())
             }
         }
@@ -1120,18 +1117,28 @@ impl Session {
         doc: DocumentId,
         is_request: bool,
     ) {
-        let app = self
-            .joined
-            .as_ref()
-            .is_some_and(|j| j.metadata.answers_pings);
-        if is_request && !app {
-            let msg = Message::DocUnavailable {
-                sender_id: self.hub.server_id.clone(),
-                target_id: peer_id.clone(),
-                document_id: doc,
-            };
-            self.owed(out, &msg);
+        if is_request && !self.is_app() {
+            self.unavailable(out, peer_id.clone(), doc);
         }
+    }
+
+    /// Tells the peer the server has no record `doc` for it.
+    fn unavailable(&self, out: &Outbox, target_id: PeerId, doc: DocumentId) {
+        let msg = Message::DocUnavailable {
+            sender_id: self.hub.server_id.clone(),
+            target_id,
+            document_id: doc,
+        };
+        self.owed(out, &msg);
+    }
+
+    /// Whether the peer is twinsync's app, which reads a `refusal` and asks
+    /// again when it says: it offers pings in its `join`, as official
+    /// clients do not.
+    fn is_app(&self) -> bool {
+        self.joined
+            .as_ref()
+            .is_some_and(|j| j.metadata.answers_pings)
     }
 
     /// Counts `doc`, which this socket did not open after all, as open no
