@@ -38,7 +38,11 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route(
             "/sw-version.js",
             get(move || async move {
-                let version = shell.current();
+                // Files read, and hashed when they changed: off the
+                // runtime's threads.
+                let version = tokio::task::spawn_blocking(move || shell.current())
+                    .await
+                    .unwrap_or_default();
                 (
                     [
                         (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
@@ -581,34 +585,63 @@ async fn watch_devices(hub: Arc<Hub>) {
 /// on a slow disk), ends the process at once: what was acknowledged is in
 /// SQLite's log already, and an operator who asks twice means it.
 pub async fn shutdown_signal() {
-    stop_asked().await;
+    // Listened to from here on, so that a second signal sent at once is
+    // not lost between the two waits.
+    let mut asked = StopSignals::new();
+    asked.next().await;
     tracing::info!("shutting down (Ctrl-C or SIGTERM again stops at once)");
-    tokio::spawn(async {
-        stop_asked().await;
+    tokio::spawn(async move {
+        let status = asked.next().await;
         eprintln!("stopped at once: asked again while shutting down");
-        std::process::exit(130);
+        std::process::exit(status);
     });
 }
 
-/// Resolves on the next Ctrl-C or SIGTERM.
-async fn stop_asked() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C and SIGTERM, as they come.
+struct StopSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for the next one; answers the exit status a shell gives a
+    /// process it ended (128 and the signal's number).
+    async fn next(&mut self) -> i32 {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.interrupt) => 130,
+                () = recv(&mut self.terminate) => 143,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            130
+        }
     }
 }
 
