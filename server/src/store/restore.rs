@@ -368,7 +368,9 @@ pub fn finish_cut_off(data_dir: &Path) -> Result<Option<String>, RestoreError> {
         return Err(RestoreError::CutOff {
             dir: data_dir.to_owned(),
             stray: format!(
-                "no database and no restored copy (the database replaced is in {named})"
+                "no database and no restored copy (the database replaced is in {})",
+                marked_folder(data_dir, &named)
+                    .map_or_else(|| named.clone(), |dir| dir.display().to_string())
             ),
         });
     };
