@@ -149,6 +149,61 @@ async fn messages_of_a_type_this_server_does_not_know_are_let_pass_once_joined()
     assert!(matches!(p.record(doc), Record::Meeting(_)));
 }
 
+/// The official client may make a document id of another length than
+/// twinsync's 16 bytes, and sends every peer of a document it has open,
+/// the server too, presence on it, even once told it is unavailable: such
+/// messages pass, unanswered, and the socket serves the peer on.
+#[tokio::test]
+async fn messages_about_a_document_id_of_another_length_pass_unanswered() {
+    let app = spawn_app().await;
+    let doc = app.first("meeting").await;
+    // 32 bytes, bs58check.
+    let long = "SkB92YpWm4Q2ijQHH34cqbKkCZWszsiQgHVjtNeFF2DxnLV9";
+    let text = |s: &str| {
+        let mut out = if s.len() < 24 {
+            vec![0x60 + s.len() as u8]
+        } else {
+            vec![0x78, s.len() as u8]
+        };
+        out.extend(s.as_bytes());
+        out
+    };
+    let message = |fields: &[(&str, Vec<u8>)]| {
+        let mut frame = vec![0xa0 + fields.len() as u8];
+        for (key, value) in fields {
+            frame.extend(text(key));
+            frame.extend(value);
+        }
+        WsMessage::Binary(frame.into())
+    };
+    let about = |kind: &str| {
+        vec![
+            ("type", text(kind)),
+            ("senderId", text("polite")),
+            ("targetId", text("server")),
+            ("documentId", text(long)),
+        ]
+    };
+    let mut ephemeral = about("ephemeral");
+    ephemeral.extend([
+        ("sessionId", text("s1")),
+        ("count", vec![0x01]),
+        ("data", vec![0x43, 1, 2, 3]),
+    ]);
+    let mut heads = about("remote-heads-changed");
+    heads.push(("newHeads", vec![0xa0]));
+    let mut p = TestPeer::new("polite");
+    p.connect(&app).await;
+    p.send_raw(message(&ephemeral)).await;
+    p.send_raw(message(&about("doc-unavailable"))).await;
+    p.send_raw(message(&heads)).await;
+    p.fetch(doc, LIMIT).await;
+    assert!(!p.seen.closed);
+    assert_eq!(p.seen.errors, Vec::<String>::new());
+    assert!(p.seen.unavailable.is_empty(), "{:?}", p.seen.unavailable);
+    assert!(matches!(p.record(doc), Record::Meeting(_)));
+}
+
 type RawSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -1097,6 +1152,7 @@ async fn a_join_with_an_overlong_peer_or_storage_id_is_refused_naming_the_limit(
                 storage_id: storage.map(StorageId::new),
                 is_ephemeral: false,
                 answers_pings: false,
+                hears_coming: false,
             },
         );
         WsMessage::Binary(msg.encode().into())
