@@ -117,9 +117,25 @@ fn serve(args: &[String]) -> Result<()> {
         "twinsync-server",
         "--bin",
         "twinsync",
+        "--message-format=json-render-diagnostics",
     ]);
-    run(build)?;
-    let mut cmd = Command::new(target_dir().join("release/twinsync"));
+    build.stdout(std::process::Stdio::piped());
+    eprintln!("xtask: running {build:?}");
+    let built = build
+        .output()
+        .with_context(|| format!("could not start {build:?}"))?;
+    if !built.status.success() {
+        bail!("{build:?} failed with {}", built.status);
+    }
+    // The binary cargo says it built, wherever the target directory is
+    // (`CARGO_TARGET_DIR`, a `build.target-dir` of the user's config).
+    let binary = String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "twinsync")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo built no twinsync binary")?;
+    let mut cmd = Command::new(binary);
     cmd.current_dir(root()).arg("serve").args(args);
     eprintln!("xtask: running {cmd:?}");
     // The server takes this process's place: a service manager's SIGTERM,
