@@ -22,9 +22,14 @@
 //                                          a second later, whether the second's socket stayed
 //                                          ("SAME SOCKET" or "NEW SOCKET") and "ERRORS <json>"
 //
+// With PEER_STORE set to a directory, the client keeps its documents and
+// sync states there (NodeFSStorageAdapter), as an app with storage does,
+// and joins with that storage's id: a later run takes up where it stopped.
+//
 // Every mode ends by itself: exit 0 on success, 2 on timeout, 1 on error.
 import { Repo, cbor, stringifyAutomergeUrl } from "@automerge/automerge-repo";
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
+import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs";
 import * as A from "@automerge/automerge";
 
 const [wsUrl, mode, url, text] = process.argv.slice(2);
@@ -40,7 +45,8 @@ adapter.receiveMessage = (bytes) => {
   } catch { /* the adapter reports what it cannot decode */ }
   receive(bytes);
 };
-const repo = new Repo({ network: [adapter], peerId: `js-${mode}-${process.pid}` });
+const storage = process.env.PEER_STORE ? new NodeFSStorageAdapter(process.env.PEER_STORE) : undefined;
+const repo = new Repo({ network: [adapter], storage, peerId: `js-${mode}-${process.pid}` });
 const timer = setTimeout(() => { console.log("TIMEOUT"); process.exit(2); }, 25000);
 const finish = async (code) => { clearTimeout(timer); await new Promise((r) => setTimeout(r, 200)); process.exit(code); };
 

@@ -382,3 +382,54 @@ async fn the_official_client_refused_a_record_for_now_is_told_it_is_unavailable(
         started.elapsed()
     );
 }
+
+/// The official client with storage of its own (`NodeFSStorageAdapter`)
+/// joins under its storage id, and both sides keep their sync state under
+/// the other's: each later run takes up from there, hearing what another
+/// client wrote meanwhile and sending what it writes.
+#[tokio::test]
+async fn the_official_client_with_storage_takes_up_where_it_stopped() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    let meeting = server.get_json("/api/records?kind=meeting").await[0].clone();
+    let (url, id) = (
+        meeting["url"].as_str().unwrap(),
+        meeting["id"].as_str().unwrap(),
+    );
+    let store = tempfile::tempdir().unwrap();
+    let stored = |args: &[&str]| {
+        let mut cmd = node(args);
+        cmd.env("PEER_STORE", store.path());
+        let Output { status, stdout, .. } = cmd.output().expect("node runs");
+        let out = String::from_utf8_lossy(&stdout).into_owned();
+        assert!(status.success(), "{args:?}: {out}");
+        out
+    };
+    let ws = ws(&server);
+    assert!(stored(&[&ws, "edit", url, "Première visite. "]).contains("EDITED"));
+    assert!(run_js(&[&ws, "edit", url, "Note d'un autre. "]).contains("EDITED"));
+    assert!(stored(&[&ws, "watch", url, "Note d'un autre."]).contains("SEEN"));
+    assert!(stored(&[&ws, "edit", url, "Deuxième visite · الزيارة الثانية. "]).contains("EDITED"));
+    let record = server.get_json(&format!("/api/records/{id}")).await;
+    let minutes = record["record"]["minutes"].as_str().unwrap();
+    for said in [
+        "Première visite. ",
+        "Note d'un autre. ",
+        "Deuxième visite · الزيارة الثانية. ",
+    ] {
+        assert!(minutes.contains(said), "{said} not in {minutes}");
+    }
+    // The client kept the record and its sync state with the server.
+    let mut kept = Vec::new();
+    let mut dirs = vec![store.path().to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.path().is_dir() {
+                dirs.push(entry.path());
+            }
+            kept.push(entry.path().to_string_lossy().into_owned());
+        }
+    }
+    assert!(kept.iter().any(|p| p.contains("sync-state")), "{kept:?}");
+}

@@ -188,8 +188,34 @@ async fn a_second_signal_while_stopping_ends_the_server_at_once() {
     let status = server
         .exited_within(Duration::from_secs(3))
         .expect("asked twice, the server stopped at once");
-    assert!(!status.success(), "{status}");
+    // As a shell reports a process Ctrl-C ended.
+    assert_eq!(status.code(), Some(130), "{status}");
     server
         .logged(&["asked again while shutting down"], LIMIT)
         .await;
+}
+
+/// SQLite keeps a database already past `--max-db-mib` as it is, and each
+/// write needing a page more then fails as "storage full" with room on the
+/// disk: a server started so says it at once, with the figures.
+#[tokio::test]
+async fn a_database_already_at_its_cap_is_said_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    server.wait_healthy(LIMIT).await;
+    drop(server);
+    let db = rusqlite::Connection::open(data.path().join("twinsync.db")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE ballast (b BLOB); INSERT INTO ballast VALUES (zeroblob(2 * 1024 * 1024));",
+    )
+    .unwrap();
+    drop(db);
+    let server = ServerProcess::start_with(data.path(), &[("TWINSYNC_MAX_DB_MIB", "1")]);
+    let said = server.logged(&["already at --max-db-mib"], LIMIT).await;
+    assert!(said.contains("max_db_mib=1"), "{said}");
+    // Under a cap it is not at, nothing is said.
+    drop(server);
+    let server = ServerProcess::start_with(data.path(), &[("TWINSYNC_MAX_DB_MIB", "64")]);
+    server.wait_healthy(LIMIT).await;
+    assert_eq!(server.count_logged(&["already at --max-db-mib"]), 0);
 }
