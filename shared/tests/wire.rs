@@ -397,6 +397,28 @@ fn a_duplicate_after_a_million_distinct_keys_is_found() {
     assert_eq!(err(&frame), DecodeError::DuplicateField(key(KEYS / 2)));
 }
 
+/// A join without `supportedProtocolVersions` speaks version 1, as the
+/// JavaScript server reads it; one that lists none offers none.
+#[test]
+fn a_join_without_versions_speaks_version_1_and_one_listing_none_offers_none() {
+    let join = |versions: Option<Vec<u8>>| {
+        let mut fields = vec![("type", text("join")), ("senderId", text("phone"))];
+        if let Some(v) = versions {
+            fields.push(("supportedProtocolVersions", v));
+        }
+        decode(&map(&fields))
+    };
+    let versions = |m: Result<Message, DecodeError>| match m {
+        Ok(Message::Join {
+            supported_protocol_versions,
+            ..
+        }) => supported_protocol_versions,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(versions(join(None)), vec!["1".to_owned()]);
+    assert_eq!(versions(join(Some(array(&[])))), Vec::<String>::new());
+}
+
 #[test]
 fn an_unknown_type_is_named() {
     let frame = sync_with("type", Some(text("frobnicate")));

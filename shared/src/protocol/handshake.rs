@@ -64,11 +64,11 @@ pub fn accept(
     {
         return Err(HandshakeError::StorageIdTooLong(storage.as_str().len()));
     }
-    // The JavaScript server treats a join without versions as version 1.
-    if !supported_protocol_versions.is_empty()
-        && !supported_protocol_versions
-            .iter()
-            .any(|v| v == PROTOCOL_VERSION)
+    // A join without the key was read as version 1, as the JavaScript
+    // server reads it; an empty list offers nothing we speak.
+    if !supported_protocol_versions
+        .iter()
+        .any(|v| v == PROTOCOL_VERSION)
     {
         return Err(HandshakeError::UnsupportedVersion(
             supported_protocol_versions.clone(),

@@ -214,13 +214,13 @@ async fn raw_socket(app: &TestApp) -> RawSocket {
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 
-/// Sends `join` as `sender` offering `version`; the server's first answer.
-async fn join_and_hear(ws: &mut RawSocket, sender: &str, version: &str) -> Option<Message> {
+/// Sends `join` as `sender` offering `versions`; the server's first answer.
+async fn join_and_hear(ws: &mut RawSocket, sender: &str, versions: &[&str]) -> Option<Message> {
     use futures_util::{SinkExt, StreamExt};
     let join = Message::Join {
         sender_id: PeerId::new(sender),
         peer_metadata: Default::default(),
-        supported_protocol_versions: vec![version.into()],
+        supported_protocol_versions: versions.iter().map(|v| (*v).to_owned()).collect(),
     };
     ws.send(WsMessage::Binary(join.encode().into()))
         .await
@@ -236,15 +236,19 @@ async fn join_and_hear(ws: &mut RawSocket, sender: &str, version: &str) -> Optio
 #[tokio::test]
 async fn a_join_offering_no_version_we_speak_is_refused_to_its_sender() {
     let app = spawn_app().await;
-    let mut ws = raw_socket(&app).await;
-    match join_and_hear(&mut ws, "phone-from-the-future", "2").await {
-        Some(Message::Error {
-            target_id, message, ..
-        }) => {
-            assert_eq!(target_id, PeerId::new("phone-from-the-future"));
-            assert!(message.contains("protocol version"), "{message}");
+    // A later version alone, and an empty list, which the official server
+    // refuses too (only a join without the key speaks version 1).
+    for offered in [vec!["2"], vec![]] {
+        let mut ws = raw_socket(&app).await;
+        match join_and_hear(&mut ws, "phone-from-the-future", &offered).await {
+            Some(Message::Error {
+                target_id, message, ..
+            }) => {
+                assert_eq!(target_id, PeerId::new("phone-from-the-future"));
+                assert!(message.contains("protocol version"), "{message}");
+            }
+            other => panic!("{offered:?}: expected an error, got {other:?}"),
         }
-        other => panic!("expected an error, got {other:?}"),
     }
 }
 
@@ -259,7 +263,7 @@ async fn a_device_that_cannot_be_read_again_at_join_is_a_storage_error() {
         .unwrap()
         .execute_batch("ALTER TABLE devices RENAME TO devices_away")
         .unwrap();
-    match join_and_hear(&mut ws, "phone", "1").await {
+    match join_and_hear(&mut ws, "phone", &["1"]).await {
         Some(Message::Error { message, .. }) => {
             assert!(message.contains("cannot check this device"), "{message}");
         }

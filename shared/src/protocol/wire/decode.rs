@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use minicbor::Decoder;
 use minicbor::data::Type;
 
-use super::{FrameLimit, HeadsAt, Message, PeerMetadata, Refusal};
+use super::{FrameLimit, HeadsAt, Message, PROTOCOL_VERSION, PeerMetadata, Refusal};
 use crate::{DocumentId, IdError, PeerId, StorageId};
 
 /// Why a frame is not a valid protocol message.
@@ -497,7 +497,11 @@ fn build(f: Fields<'_>) -> Result<Message, DecodeError> {
             sender_id,
             peer_metadata: f.peer_metadata.unwrap_or_default(),
             // The JavaScript server reads a missing list as version 1.
-            supported_protocol_versions: f.supported.unwrap_or_default(),
+            // As the JavaScript server reads it: a join that names no
+            // versions speaks version 1; one that lists none speaks none.
+            supported_protocol_versions: f
+                .supported
+                .unwrap_or_else(|| vec![PROTOCOL_VERSION.to_owned()]),
         },
         "peer" => Message::Peer {
             sender_id,
