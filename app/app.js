@@ -401,15 +401,25 @@ function syncBar(s) {
   if (s.link === "joined" || s.paused) app.signInWait = 0;
   const held = !signedOut && !gone && app.signInWait > Date.now();
   bar.dataset.state = signedOut || gone || held ? "error" : s.state;
-  const state = signedOut ? tr("signedOut") : gone ? tr("deviceRevoked") : held ? tr("signInTooMany") : {
+  const connection = {
     offline: tr("offline"),
     connecting: tr("connecting"),
     syncing: plural(app.lang, "syncing", s.syncing),
     "up-to-date": tr("upToDate"),
-    error: s.errorKind === "server" ? tr("problem.server")
-      : s.errorKind ? problem({ name: s.errorKind, message: s.error })
-      : trIsolated("syncError", { reason: s.error ?? "" }),
-  }[s.state];
+  };
+  // A refusal stands until a coordinator decides, for days maybe: the
+  // connection is said beside it, as a storage trouble's "stay online"
+  // needs to be, from the link itself.
+  const linked = s.paused || s.link === "offline" ? "offline"
+    : s.link === "connecting" ? "connecting"
+    : s.syncing > 0 || s.unconfirmed > 0 ? "syncing" : "up-to-date";
+  const trouble = s.state !== "error" ? null
+    : s.errorKind === "server" ? tr("problem.server")
+    : s.errorKind ? problem({ name: s.errorKind, message: s.error })
+    : trIsolated("syncError", { reason: s.error ?? "" });
+  const state = signedOut ? tr("signedOut") : gone ? tr("deviceRevoked") : held ? tr("signInTooMany")
+    : trouble ? [connection[linked], tr("listSeparator"), trouble]
+    : connection[s.state];
   fill($("#sync-state"), state);
   // The server's own words (English), for whoever asks why.
   $("#sync-state").title = signedOut ? app.signedOut : "";
@@ -428,8 +438,11 @@ function syncBar(s) {
   fill($("#sync-refused"), s.refused ? refusedChange(s) : null);
   // Screen readers hear the state, not every record counted while syncing,
   // and what the server refused, which the bar shows beside the state.
+  const spoken = (st) => (st === "syncing" ? tr("syncingNow") : connection[st]);
   const said = [
-    s.state === "syncing" && !signedOut && !gone && !held ? tr("syncingNow") : $("#sync-state").textContent,
+    signedOut || gone || held ? $("#sync-state").textContent
+      : trouble ? `${spoken(linked)}${tr("listSeparator")}${typeof trouble === "string" ? trouble : trouble.textContent}`
+      : spoken(s.state),
     $("#sync-refused").textContent,
   ].filter(Boolean).join(" ");
   if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;

@@ -334,11 +334,16 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     assert.equal(await page.$eval("#sync-refused a", (a) => a.getAttribute("href")), `#/r/${report.id}`);
     // The server's English stays at hand.
     assert.match(await page.$eval("#sync-refused", (e) => e.title), /report you did not write/);
-    // The bar's state says what happened in the app's language too.
-    assert.equal(await page.textContent("#sync-state"), STRINGS[lang]["problem.server"]);
+    // The bar's state says what happened in the app's language too, after
+    // the connection, which the refusal does not hide.
+    const sep = STRINGS[lang].listSeparator;
+    const problemSaid = STRINGS[lang]["problem.server"];
+    const stateSaid = await page.textContent("#sync-state");
+    assert.ok(stateSaid.endsWith(`${sep}${problemSaid}`), stateSaid);
     // Screen readers hear it once, with what was refused, from a status
     // that no count changes.
-    assert.equal(await page.textContent("#sync-said"), `${STRINGS[lang]["problem.server"]} ${refused}`);
+    const connected = await page.evaluate(() => window.twinsync.status().unconfirmed > 0) ? STRINGS[lang].syncingNow : STRINGS[lang].upToDate;
+    assert.equal(await page.textContent("#sync-said"), `${connected}${sep}${problemSaid} ${refused}`);
     assert.equal(await page.$eval("#sync", (bar) => bar.getAttribute("aria-live")), null);
     assert.ok((await page.$eval("#sync-waiting", (e) => e.textContent)).length > 0, "the change still waits on the phone");
     assert.equal(await page.evaluate((id) => window.twinsync.read(id).record.report_type, report.id), other);
@@ -350,6 +355,8 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     await page.click("#sync-toggle");
     assert.equal(await page.textContent("#sync-toggle"), words.goOnline);
     assert.equal(await page.evaluate(() => window.twinsync.status().paused), true);
+    // Offline, with the refusal still standing: the bar says both.
+    assert.equal(await page.textContent("#sync-state"), `${words.offline}${sep}${problemSaid}`);
     const joins = await page.evaluate(() => window.twinsync.status().joins);
     await page.click("#sync-toggle");
     await until(page, (n) => window.twinsync.status().joins > n, joins, "online again");
