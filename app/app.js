@@ -1998,21 +1998,24 @@ async function kept(path) {
     if (!k) throw error;
     return { body: k.body, at: k.at };
   };
+  // Nothing kept yet (the first visit since signing in): said as `call`
+  // says it, not in the browser's or a gateway's English.
+  const unreached = () => new Error(tr("requestUnreached"));
   let res;
   try {
     res = await api(path);
-  } catch (e) {
+  } catch {
     // fetch rejects when there is no answer at all.
-    return keptOr(e);
+    return keptOr(unreached());
   }
   if (!(res.headers.get("content-type") ?? "").startsWith("application/json")) {
-    return keptOr(new Error(`${res.status} ${res.statusText}`.trim()));
+    return keptOr(unreached());
   }
   const body = await res.json();
   // A gateway's own JSON error (the server's always says `error`).
-  if (res.status >= 500 && !body.error) return keptOr(new Error(res.statusText));
+  if (res.status >= 500 && !body.error) return keptOr(unreached());
   if (!res.ok) throw apiError(res, body);
-  if (!Array.isArray(body)) throw new Error("the server's answer is not a list");
+  if (!Array.isArray(body)) throw unreached();
   try { localStorage.setItem(key, JSON.stringify({ at: Date.now(), body })); } catch { /* full: shown, not kept */ }
   return { body };
 }
@@ -2248,6 +2251,8 @@ function devicesView() {
     asOf("pending", at);
     fill(pending, rows.length
     ? rows.map((q) => h("li", { "data-quarantine": q.id },
+      // The number the delegate's phone gives, as it gives it.
+      h("span", { class: "number" }, tr("quarantineNumber", { n: formatNumber(app.lang, q.id) })), " · ",
       h("a", { href: `#/r/${q.doc_id}` }, words(titleOf(q.doc_id))), " · ",
       // The name is the device's own choice; the role, the coordinator's.
       h("span", { class: "who" }, words(q.device_name ?? q.device_id)), q.device_role ? [" (", h("span", { class: "role" }, tr(q.device_role)), ")"] : null, " · ",

@@ -1542,6 +1542,22 @@ test("a refused batch that makes a meeting another kind shows that first, in the
   });
 });
 
+test("the devices screen with the server out of reach and no list kept yet says so in the person's words", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Secrétariat", role: "coordinator" });
+    await upToDate(page);
+    await page.route("**/api/devices", (r) => r.abort("internetdisconnected"));
+    await show(page, "#/devices");
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    const said = await until(page, (want) => {
+      const text = document.querySelector('#view p.warning[role="alert"]')?.textContent ?? "";
+      return text.includes(want) ? text : null;
+    }, STRINGS[lang].requestUnreached, "the unreached server said");
+    assert.doesNotMatch(said, /fetch|failed to/i, said);
+    await context.close();
+  });
+});
+
 test("a coordinator invites a delegate's phone from the app, judges its refused change and revokes it", async () => {
   await withServer(async (server) => {
     const coordinator = await signIn(server, { name: "Coordinator", role: "coordinator" });
@@ -1620,6 +1636,13 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     // The name is the phone's own choice; beside it, the role it was given.
     assert.equal(await page.textContent("ul.quarantine li[data-quarantine] span.who + span.role"), words.delegate);
     assert.ok(item.includes(words["field.report_type"]) && item.includes(words["refusal.not-yours"]), item);
+    // Under the number the delegate's phone gives for it.
+    const number = await page.getAttribute("ul.quarantine li[data-quarantine]", "data-quarantine");
+    const given = words.quarantineNumber.replace("{n}", formatNumber(lang, Number(number)));
+    assert.equal(await page.textContent("ul.quarantine li[data-quarantine] span.number"), given);
+    const phoneLang = await delegate.page.evaluate(() => document.documentElement.lang);
+    const onPhone = await delegate.page.textContent("#sync-refused");
+    assert.ok(onPhone.includes(formatNumber(phoneLang, Number(number))), onPhone);
     // Opened, it shows what the change would do: the type of the report,
     // as it is and as the delegate set it, in the coordinator's words.
     await page.click("ul.quarantine li[data-quarantine] details summary");
