@@ -421,8 +421,10 @@ function syncBar(s) {
     : trouble ? [connection[linked], tr("listSeparator"), trouble]
     : connection[s.state];
   fill($("#sync-state"), state);
-  // The server's own words (English), for whoever asks why.
-  $("#sync-state").title = signedOut ? app.signedOut : "";
+  // The server's own words (English), for whoever asks why: a refusal
+  // keeps them on the refused change, beside.
+  $("#sync-state").title = signedOut ? app.signedOut
+    : trouble && s.errorKind === "server" && !s.refused ? s.error ?? "" : "";
   $("#sync-waiting").textContent = [
     s.unconfirmed ? plural(app.lang, "waiting", s.unconfirmed) : "",
     s.deferred ? plural(app.lang, "deferred", s.deferred) : "",

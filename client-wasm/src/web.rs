@@ -2101,12 +2101,27 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                         let refusal = out
                             .errors
                             .iter()
-                            .rfind(|(_, r)| r.as_ref().is_none_or(|r| r.code != RATE_LIMITED));
+                            .rfind(|(_, r)| r.as_ref().is_some_and(|r| r.code != RATE_LIMITED));
                         if let Some((e, refusal)) = refusal {
                             *inner.refused.borrow_mut() =
                                 Some((format!("server: {e}"), refusal.clone()));
                         } else if inner.replica.borrow().unconfirmed() == 0 {
                             inner.refused.borrow_mut().take();
+                        }
+                        // An error that refuses no change (the socket's own
+                        // trouble, said before the server closes it) is no
+                        // refusal to keep until every change is confirmed:
+                        // it lasts until the next join. What this device
+                        // could not keep is said first.
+                        if let Some((e, None)) = out.errors.iter().rfind(|(_, r)| r.is_none())
+                            && inner
+                                .last_error
+                                .borrow()
+                                .as_ref()
+                                .is_none_or(|(kind, _)| *kind == "server")
+                        {
+                            *inner.last_error.borrow_mut() =
+                                Some(("server", format!("server: {e}")));
                         }
                         if !was_joined && inner.replica.borrow().is_connected() {
                             inner.link.set(Link::Joined);

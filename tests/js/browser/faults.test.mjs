@@ -892,6 +892,42 @@ test("a phone on a flapping network runs one series of reconnection tries, howev
   }
 });
 
+test("a server's error that refuses no change is said as the server's trouble, not as a refused change", async () => {
+  // As the server says "no `join` received in time", or that it cannot
+  // check the device, before it closes the socket.
+  const troubled = await fakeServer((ws) => ws.on("message", (data) => {
+    const m = decode(data);
+    if (m.type !== "join") return;
+    ws.send(encode({
+      type: "peer",
+      senderId: "troubled-server",
+      targetId: m.senderId,
+      peerMetadata: { isEphemeral: false },
+      selectedProtocolVersion: "1",
+    }));
+    ws.send(encode({ type: "error", senderId: "troubled-server", targetId: m.senderId, message: "the server cannot check this device right now" }));
+  }));
+  try {
+    await withServer(async (server) => {
+      const { page, context } = await phone(browser);
+      await openClient(page, server, { offline: true, server: troubled.url });
+      await page.evaluate(() => window.tw.create("person", { name: { fr: "Salma" } }, "new person"));
+      await page.evaluate(() => window.tw.connect());
+      const status = await until(page, () => {
+        const s = window.tw.status();
+        return s.state === "error" ? s : null;
+      }, undefined, "the error");
+      assert.equal(status.errorKind, "server");
+      assert.match(status.error, /cannot check this device/);
+      assert.equal(status.refused, undefined, "no change was refused");
+      assert.equal(status.unconfirmed, 1);
+      await context.close();
+    });
+  } finally {
+    await troubled.close();
+  }
+});
+
 test("a server that closes each socket as soon as it is joined is tried ever more slowly, not twice a second", async () => {
   // As a server whose storage fails does: it answers `join`, then cuts
   // the socket on the first sync message it cannot store.
