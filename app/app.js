@@ -252,7 +252,7 @@ for (const b of document.querySelectorAll("[data-lang]")) {
     // A new record's form being filled in keeps what was typed, and so do
     // an invite or a device being edited on the Devices screen; they take
     // the new language when next drawn.
-    if (!app.client && app.redrawJoin) app.redrawJoin();
+    if (!app.client && app.redrawStart) app.redrawStart();
     else if (!app.view?.dirty && !app.view?.touched) route();
   });
 }
@@ -2394,11 +2394,11 @@ function joinPressed() {
   return new Promise((resolve) => {
     const signedIn = !!localStorage.getItem("token");
     const done = (joined) => {
-      app.redrawJoin = null;
-      if (joined) say(tr("joining"));
+      app.redrawStart = null;
+      if (joined) sayAgain(() => tr("joining"));
       resolve(joined);
     };
-    app.redrawJoin = () => {
+    app.redrawStart = () => {
       const join = h("button", { type: "button", class: "join", onclick: () => done(true) }, tr("join"));
       fill($("#view"), h("section", { class: "join" },
         h("h2", {}, tr("joinTitle")),
@@ -2407,8 +2407,18 @@ function joinPressed() {
         h("p", {}, join, signedIn ? [" ", h("button", { type: "button", class: "not-now", onclick: () => done(false) }, tr("notNow"))] : null)));
       join.focus();
     };
-    app.redrawJoin();
+    app.redrawStart();
   });
+}
+
+/**
+ * Says what `draw` makes, before the client is open (a sign-in prompt, an
+ * invite refused, storage that failed): drawn again in the language the
+ * person switches to, as nothing else on the screen is yet.
+ */
+function sayAgain(draw) {
+  app.redrawStart = () => say(draw());
+  app.redrawStart();
 }
 
 // ----- Start -----------------------------------------------------------------
@@ -2427,7 +2437,7 @@ async function start() {
     app.token = await signIn();
   } catch (e) {
     // The server's words, in English, isolated in a line of the person's language.
-    refused = e.key ? h("span", { title: e.message }, tr(e.key)) : h("span", {}, tr("signinFailed"), words(e.message));
+    refused = () => (e.key ? h("span", { title: e.message }, tr(e.key)) : h("span", {}, tr("signinFailed"), words(e.message)));
     // A device already signed in that opens an invite link again stays
     // signed in; the refusal is only a note. An invite the server did not
     // answer stays in the address (`signIn`), so that reloading once online
@@ -2435,12 +2445,12 @@ async function start() {
     // longer takes.
     app.token = localStorage.getItem("token");
     if (!app.token) {
-      say(refused);
+      sayAgain(refused);
       return;
     }
   }
   if (!app.token) {
-    say(tr("signin"));
+    sayAgain(() => tr("signin"));
     return;
   }
   try {
@@ -2449,10 +2459,11 @@ async function start() {
     app.client = await Client.open({ token: app.token });
   } catch (e) {
     // A newer version took the storage over: reloading runs that version.
-    if (e.name === "SupersededError") say(problem(e));
-    else say(trIsolated("storageError", { reason: `${e.name}: ${e.message}` }));
+    sayAgain(() => (e.name === "SupersededError" ? problem(e)
+      : trIsolated("storageError", { reason: `${e.name}: ${e.message}` })));
     return;
   }
+  app.redrawStart = null;
   window.twinsync = app.client;
   // Who this device is matters for what it shows; the records do not wait for it.
   meChanged({ always: true });
@@ -2476,7 +2487,7 @@ async function start() {
   app.client.subscribe(onChanges);
   chrome();
   route();
-  if (refused) fill($("#notice"), refused);
+  if (refused) fill($("#notice"), refused());
 }
 
 start();

@@ -1542,6 +1542,34 @@ test("a refused batch that makes a meeting another kind shows that first, in the
   });
 });
 
+test("the first screen, before any sign-in, takes the language the person picks", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await phone(browser);
+    await page.goto(`${server.url}/`);
+    await until(page, (said) => document.querySelector("#view")?.textContent.includes(said) || null, STRINGS.ar.signin, "the invite asked for");
+    for (const lang of ["fr", "en"]) {
+      await page.click(`[data-lang="${lang}"]`);
+      await until(page, (said) => document.querySelector("#view")?.textContent.includes(said) || null, STRINGS[lang].signin, `the invite asked for in ${lang}`);
+    }
+    // An invite the server refuses says why in the language picked too.
+    await context.close();
+    const other = await phone(browser);
+    await other.page.goto(`${server.url}/#invite=not-a-code`);
+    await other.page.click("button.join");
+    const refused = await until(other.page, (asked) => {
+      const text = document.querySelector("#view")?.textContent;
+      return text && !text.includes(asked) && !document.querySelector("button.join") ? text : null;
+    }, STRINGS.ar.joining, "the refused invite");
+    await other.page.click('[data-lang="en"]');
+    const again = await until(other.page, (before) => {
+      const now = document.querySelector("#view")?.textContent;
+      return now && now !== before ? now : null;
+    }, refused, "the refused invite said again in English");
+    assert.match(again, /[a-z]/, again);
+    await other.context.close();
+  });
+});
+
 test("the devices screen with the server out of reach and no list kept yet says so in the person's words", async () => {
   await withServer(async (server) => {
     const { page, context } = await signIn(server, { name: "Secrétariat", role: "coordinator" });
