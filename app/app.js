@@ -1035,7 +1035,8 @@ function recordView(id, at = null) {
   try {
     view = app.client.read(id);
   } catch (e) {
-    fill($("#view"), h("p", { class: "note" }, problem(e)));
+    // A link cut short, or mistyped, names no record at all.
+    fill($("#view"), h("p", { class: "note" }, e.name === "TypeError" ? tr("notARecordLink") : problem(e)));
     return;
   }
   const kind = view.kind;

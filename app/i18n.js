@@ -26,7 +26,7 @@ export const STRINGS = {
     "problem.protocol": "أرسل الخادم شيئا لا يستطيع التطبيق قراءته؛ سيعاود المحاولة.",
     "problem.server": "أبلغ الخادم عن مشكلة في سجلات هذا الهاتف أو تعديلاته.",
     "problem.EditError": "لا يمكن إجراء هذا التعديل",
-    "problem.NotFoundError": "هذا السجل ليس على هذا الهاتف بعد",
+    "problem.NotFoundError": "هذا السجل ليس على هذا الهاتف بعد", notARecordLink: "هذا الرابط لا يشير إلى أي سجل: ربما قُطع أو نُسخ ناقصا.",
     "problem.CorruptError": "هذا السجل تالف على هذا الهاتف",
     "problem.QuotaExceededError": "لم يُحفظ على هذا الهاتف: مساحة التخزين ممتلئة. أفرغ بعض المساحة، وإلى ذلك الحين ابقَ متصلا بالشبكة وهذه الصفحة مفتوحة: الخادم يحتفظ بتعديلاتك.",
     "problem.StorageError": "لم يُحفظ على هذا الهاتف: تعذّر التخزين. ابقَ متصلا بالشبكة وهذه الصفحة مفتوحة: الخادم يحتفظ بتعديلاتك.",
@@ -185,7 +185,7 @@ export const STRINGS = {
     "problem.protocol": "Le serveur a envoyé un message que l’application ne sait pas lire ; elle réessaiera.",
     "problem.server": "Le serveur a signalé un problème avec les fiches ou les modifications de ce téléphone.",
     "problem.EditError": "Cette modification n’est pas possible",
-    "problem.NotFoundError": "Cette fiche n’est pas encore sur ce téléphone",
+    "problem.NotFoundError": "Cette fiche n’est pas encore sur ce téléphone", notARecordLink: "Ce lien ne désigne aucune fiche : il a peut-être été coupé ou mal copié.",
     "problem.CorruptError": "Cette fiche est endommagée sur ce téléphone",
     "problem.QuotaExceededError": "Non enregistré sur ce téléphone : son stockage est plein. Libérez de la place ; en attendant, restez en ligne avec cette page ouverte : le serveur garde vos modifications.",
     "problem.StorageError": "Non enregistré sur ce téléphone : son stockage a échoué. Restez en ligne avec cette page ouverte : le serveur garde vos modifications.",
@@ -344,7 +344,7 @@ export const STRINGS = {
     "problem.protocol": "The server sent something this app cannot read; it will try again.",
     "problem.server": "The server reported a problem with this phone's records or changes.",
     "problem.EditError": "This change cannot be made",
-    "problem.NotFoundError": "This record is not on this phone yet",
+    "problem.NotFoundError": "This record is not on this phone yet", notARecordLink: "This link names no record: it may have been cut short or copied in part.",
     "problem.CorruptError": "This record is damaged on this phone",
     "problem.QuotaExceededError": "Not saved on this phone: its storage is full. Free some space; until then, stay online with this page open: the server keeps your changes.",
     "problem.StorageError": "Not saved on this phone: its storage failed. Stay online with this page open: the server keeps your changes.",
@@ -510,7 +510,9 @@ export function t(lang, key, vars = {}) {
  * given in `vars` as `wrap(value)` (a name not given stays as written).
  */
 export function pieces(lang, key, vars = {}, wrap = String) {
-  const text = STRINGS[lang]?.[key] ?? STRINGS.en[key] ?? key;
+  // A value or field a newer schema added, which this app has no words
+  // for, is shown as written rather than as the key.
+  const text = STRINGS[lang]?.[key] ?? STRINGS.en[key] ?? key.replace(/^(value|field)\./, "");
   const out = [];
   let at = 0;
   for (const m of text.matchAll(/\{(\w+)\}/g)) {

@@ -44,3 +44,15 @@ test("a name cut short is cut between characters as people count them, never ins
   // Short enough, it is left as it is.
   assert.equal(cut("Puits de Smara", 40), "Puits de Smara");
 });
+
+test("a value or field a newer schema added, which the app has no words for, is shown as written, not as its key", async () => {
+  const { t, STRINGS } = await import("../../app/i18n.js");
+  for (const lang of ["ar", "fr", "en"]) {
+    assert.equal(t(lang, "value.dormant"), "dormant");
+    assert.equal(t(lang, "field.budget_line"), "budget_line");
+    // One it knows is said in the language.
+    assert.equal(t(lang, "value.active"), STRINGS[lang]["value.active"]);
+  }
+  // Other keys the app has no words for stay as they are, for a check.
+  assert.equal(t("en", "problem.Frobnicated"), "problem.Frobnicated");
+});

@@ -1542,6 +1542,17 @@ test("a refused batch that makes a meeting another kind shows that first, in the
   });
 });
 
+test("a record link cut short says it names no record", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Phone", role: "observer" });
+    await upToDate(page);
+    await show(page, "#/r/3HEWQUkma");
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    await until(page, (said) => document.querySelector("#view p.note")?.textContent === said || null, STRINGS[lang].notARecordLink, "the link said to name no record");
+    await context.close();
+  });
+});
+
 test("the first screen, before any sign-in, takes the language the person picks", async () => {
   await withServer(async (server) => {
     const { page, context } = await phone(browser);
