@@ -446,6 +446,9 @@ function syncBar(s) {
       : trouble ? `${spoken(linked)}${tr("listSeparator")}${typeof trouble === "string" ? trouble : trouble.textContent}`
       : spoken(s.state),
     $("#sync-refused").textContent,
+    // The notes that ask something of the person: heard too.
+    kept.textContent,
+    shell.textContent,
   ].filter(Boolean).join(" ");
   if ($("#sync-said").textContent !== said) $("#sync-said").textContent = said;
   const exportPartial = document.querySelector("#export-partial");
