@@ -66,8 +66,12 @@ function noteCreator(id, creator) {
  */
 const trIsolated = (key, vars) => pieces(app.lang, key, vars, (value) => h("bdi", {}, String(value)));
 
-/** What went wrong in the person's language, then what was said, isolated. */
-const explained = (said, detail) => [said, " ", h("bdi", { class: "detail" }, `(${detail})`)];
+/**
+ * What went wrong in the person's language, then what was said, isolated:
+ * the client's and the browser's own words, in English, read so by a
+ * screen reader.
+ */
+const explained = (said, detail) => [said, " ", h("bdi", { class: "detail", lang: "en" }, `(${detail})`)];
 
 /**
  * The offline shell (`sw.js`): until a version of it is installed whole,

@@ -290,6 +290,8 @@ test("a newer version of the app taking the storage over is said in the sync bar
     const lang = await page.evaluate(() => document.documentElement.lang);
     const reload = { ar: "أعد تحميل هذه الصفحة", fr: "rechargez cette page", en: "reload this page" }[lang];
     assert.ok(reload && said.includes(reload), `${lang}: ${said}`);
+    // The client's English beside it is marked so, for a screen reader.
+    assert.equal(await page.getAttribute("#sync-state bdi.detail", "lang"), "en");
     // A paragraph pasted into the minutes then cannot be kept: it stays
     // on screen to be copied, the box takes no more, and why is said.
     const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
