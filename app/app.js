@@ -408,7 +408,9 @@ function syncBar(s) {
   const connection = {
     offline: tr("offline"),
     connecting: tr("connecting"),
-    syncing: plural(app.lang, "syncing", s.syncing),
+    // Changes waiting for the server's word, with no record to sync (a
+    // refused change, kept until a coordinator decides): no count of none.
+    syncing: s.syncing > 0 ? plural(app.lang, "syncing", s.syncing) : tr("syncingNow"),
     "up-to-date": tr("upToDate"),
   };
   // A refusal stands until a coordinator decides, for days maybe: the
@@ -428,7 +430,7 @@ function syncBar(s) {
   // The server's own words (English), for whoever asks why: a refusal
   // keeps them on the refused change, beside.
   $("#sync-state").title = signedOut ? app.signedOut
-    : trouble && s.errorKind === "server" && !s.refused ? s.error ?? "" : "";
+    : trouble && s.errorKind === "server" && s.error !== s.refused ? s.error ?? "" : "";
   $("#sync-waiting").textContent = [
     s.unconfirmed ? plural(app.lang, "waiting", s.unconfirmed) : "",
     s.deferred ? plural(app.lang, "deferred", s.deferred) : "",
@@ -447,7 +449,7 @@ function syncBar(s) {
   const spoken = (st) => (st === "syncing" ? tr("syncingNow") : connection[st]);
   const said = [
     signedOut || gone || held ? $("#sync-state").textContent
-      : trouble ? `${spoken(linked)}${tr("listSeparator")}${typeof trouble === "string" ? trouble : trouble.textContent}`
+      : trouble ? `${spoken(linked)}${tr("listSeparator")}${h("span", {}, trouble).textContent}`
       : spoken(s.state),
     $("#sync-refused").textContent,
     // The notes that ask something of the person: heard too.
@@ -1043,7 +1045,8 @@ function recordView(id, at = null) {
     view = app.client.read(id);
   } catch (e) {
     // A link cut short, or mistyped, names no record at all.
-    fill($("#view"), h("p", { class: "note" }, e.name === "TypeError" ? tr("notARecordLink") : problem(e)));
+    const badLink = e.name === "TypeError" && e.message.startsWith("not a record id");
+    fill($("#view"), h("p", { class: "note" }, badLink ? tr("notARecordLink") : problem(e)));
     return;
   }
   const kind = view.kind;
@@ -2025,7 +2028,8 @@ async function kept(path) {
   // A gateway's own JSON error (the server's always says `error`).
   if (res.status >= 500 && !body.error) return keptOr(unreached());
   if (!res.ok) throw apiError(res, body);
-  if (!Array.isArray(body)) throw unreached();
+  // Not the server's answer (a proxy's JSON): as when none came.
+  if (!Array.isArray(body)) return keptOr(unreached());
   try { localStorage.setItem(key, JSON.stringify({ at: Date.now(), body })); } catch { /* full: shown, not kept */ }
   return { body };
 }

@@ -802,8 +802,17 @@ impl Session {
             self.inbox.remove(&doc);
             self.tell_hand_in();
             self.hub.metrics.hand_in_copies_dropped.inc();
+            // A refusal of changes, said as one: the app keeps it with the
+            // change, not as the socket's trouble.
             let msg = Message::Error {
-                refusal: None,
+                refusal: Some(Refusal {
+                    document_id: doc,
+                    code: TOO_LARGE.to_owned(),
+                    path: "/".to_owned(),
+                    quarantine: None,
+                    discarded: false,
+                    retry_after: None,
+                }),
                 sender_id: self.hub.server_id.clone(),
                 target_id: peer_id,
                 message: format!(

@@ -894,19 +894,25 @@ test("a phone on a flapping network runs one series of reconnection tries, howev
 
 test("a server's error that refuses no change is said as the server's trouble, not as a refused change", async () => {
   // As the server says "no `join` received in time", or that it cannot
-  // check the device, before it closes the socket.
-  const troubled = await fakeServer((ws) => ws.on("message", (data) => {
-    const m = decode(data);
-    if (m.type !== "join") return;
-    ws.send(encode({
-      type: "peer",
-      senderId: "troubled-server",
-      targetId: m.senderId,
-      peerMetadata: { isEphemeral: false },
-      selectedProtocolVersion: "1",
-    }));
-    ws.send(encode({ type: "error", senderId: "troubled-server", targetId: m.senderId, message: "the server cannot check this device right now" }));
-  }));
+  // check the device, before it closes the socket; the next socket goes on.
+  let sockets = 0;
+  const troubled = await fakeServer((ws) => {
+    const first = ++sockets === 1;
+    ws.on("message", (data) => {
+      const m = decode(data);
+      if (m.type !== "join") return;
+      ws.send(encode({
+        type: "peer",
+        senderId: "troubled-server",
+        targetId: m.senderId,
+        peerMetadata: { isEphemeral: false },
+        selectedProtocolVersion: "1",
+      }));
+      if (!first) return;
+      ws.send(encode({ type: "error", senderId: "troubled-server", targetId: m.senderId, message: "the server cannot check this device right now" }));
+      setTimeout(() => ws.close(1011, "the server cannot check this device right now"), 1_000);
+    });
+  });
   try {
     await withServer(async (server) => {
       const { page, context } = await phone(browser);
@@ -921,6 +927,13 @@ test("a server's error that refuses no change is said as the server's trouble, n
       assert.match(status.error, /cannot check this device/);
       assert.equal(status.refused, undefined, "no change was refused");
       assert.equal(status.unconfirmed, 1);
+      // It lasts until the next join, not until every change is confirmed.
+      const after = await until(page, () => {
+        const s = window.tw.status();
+        return s.joins >= 2 && s.link === "joined" ? s : null;
+      }, undefined, "joined again");
+      assert.notEqual(after.state, "error", JSON.stringify(after));
+      assert.equal(after.unconfirmed, 1);
       await context.close();
     });
   } finally {

@@ -1286,6 +1286,16 @@ async fn a_revoked_devices_hand_in_holds_no_more_ops_than_a_record_may() {
         "{said}"
     );
     assert!(app.hub.metrics.hand_in_copies_dropped.get() >= 1);
+    // Said as a refusal of the changes, which the app keeps with them.
+    assert!(
+        phone
+            .seen
+            .refusals
+            .iter()
+            .any(|r| r.code == "too-large" && r.document_id == meeting),
+        "{:?}",
+        phone.seen.refusals
+    );
     let held = app.hub.store.quarantined(None).unwrap();
     assert!(held.is_empty(), "{held:?}");
 }
