@@ -449,7 +449,7 @@ function syncBar(s) {
   const spoken = (st) => (st === "syncing" ? tr("syncingNow") : connection[st]);
   const said = [
     signedOut || gone || held ? $("#sync-state").textContent
-      : trouble ? `${spoken(linked)}${tr("listSeparator")}${h("span", {}, trouble).textContent}`
+      : trouble ? `${spoken(linked)}${tr("listSeparator")}${textOf(trouble)}`
       : spoken(s.state),
     $("#sync-refused").textContent,
     // The notes that ask something of the person: heard too.
@@ -496,6 +496,14 @@ function refusedChange(s) {
   const vars = { record, field, why: tr(`refusal.${r.code}`), kept };
   return pieces(app.lang, top ? "refusedChange" : "refusedRecord", vars, (v) => v);
 }
+
+/**
+ * The text of pieces as `fill` draws them: nodes already on the screen are
+ * read, not moved.
+ */
+const textOf = (pieces) => [pieces].flat(Infinity)
+  .filter((c) => c !== null && c !== undefined && c !== false)
+  .map((c) => (c instanceof Node ? c.textContent : String(c))).join("");
 
 /** A field's label by its name; `null` for a name the app does not know. */
 function fieldName(name) {

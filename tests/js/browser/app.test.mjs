@@ -346,13 +346,14 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     // the connection, which the refusal does not hide.
     const sep = STRINGS[lang].listSeparator;
     const problemSaid = STRINGS[lang]["problem.server"];
-    // Once no record is syncing, the change waiting for a coordinator's
-    // word is said without a count of none.
-    await until(page, () => window.twinsync.status().syncing === 0 || null, undefined, "nothing syncing");
+    // The record the server lacks a change of is syncing: said with its
+    // count (a count of none is said without one).
+    const { syncing } = await page.evaluate(() => window.twinsync.status());
+    const connection = syncing > 0 ? plural(lang, "syncing", syncing) : STRINGS[lang].syncingNow;
     const stateSaid = await until(page, (want) => {
       const text = document.querySelector("#sync-state").textContent;
       return text === want ? text : null;
-    }, `${STRINGS[lang].syncingNow}${sep}${problemSaid}`, "the connection beside the problem");
+    }, `${connection}${sep}${problemSaid}`, "the connection beside the problem");
     assert.ok(stateSaid.endsWith(`${sep}${problemSaid}`), stateSaid);
     // Screen readers hear it once, with what was refused, from a status
     // that no count changes.
