@@ -28,11 +28,17 @@ fn node(args: &[&str]) -> Command {
 }
 
 fn run_js(args: &[&str]) -> String {
+    succeeded(node(args), args)
+}
+
+/// Runs `cmd`, the official client given `args`, and returns what it
+/// printed; panics, with its output, unless it exited 0.
+fn succeeded(mut cmd: Command, args: &[&str]) -> String {
     let Output {
         status,
         stdout,
         stderr,
-    } = node(args).output().expect("node runs");
+    } = cmd.output().expect("node runs");
     let out = String::from_utf8_lossy(&stdout).into_owned();
     assert!(
         status.success(),
@@ -401,10 +407,7 @@ async fn the_official_client_with_storage_takes_up_where_it_stopped() {
     let stored = |args: &[&str]| {
         let mut cmd = node(args);
         cmd.env("PEER_STORE", store.path());
-        let Output { status, stdout, .. } = cmd.output().expect("node runs");
-        let out = String::from_utf8_lossy(&stdout).into_owned();
-        assert!(status.success(), "{args:?}: {out}");
-        out
+        succeeded(cmd, args)
     };
     let ws = ws(&server);
     assert!(stored(&[&ws, "edit", url, "Première visite. "]).contains("EDITED"));
