@@ -145,13 +145,13 @@ test("a change the server refuses is shown with its reason and kept on the devic
  * client open offline. Quotas apply to on-disk profiles; a test context
  * keeps storage in memory.
  */
-async function phoneWithSmallQuota(server) {
+async function phoneWithSmallQuota(server, options = {}) {
   const profile = dataDir();
   const { page, context } = await persistentPhone(profile);
   // Chromium reads an origin's quota when it first stores anything.
   const cdp = await context.newCDPSession(page);
   await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 64 * 1024 });
-  await openClient(page, server, { offline: true });
+  await openClient(page, server, { offline: true, ...options });
   return { page, context, profile };
 }
 
@@ -935,6 +935,52 @@ test("a server's error that refuses no change is said as the server's trouble, n
       assert.notEqual(after.state, "error", JSON.stringify(after));
       assert.equal(after.unconfirmed, 1);
       await context.close();
+    });
+  } finally {
+    await troubled.close();
+  }
+});
+
+test("a server's trouble said after the phone's storage filled up does not hide that the phone kept nothing", async () => {
+  // The server says it cannot check the device and closes the socket, as
+  // the app's own test of the server's trouble has it; the phone's full
+  // storage is what the person must act on, and stays said.
+  const troubled = await fakeServer((ws) => {
+    ws.on("message", (data) => {
+      const m = decode(data);
+      if (m.type !== "join") return;
+      ws.send(encode({
+        type: "peer",
+        senderId: "troubled-server",
+        targetId: m.senderId,
+        peerMetadata: { isEphemeral: false },
+        selectedProtocolVersion: "1",
+      }));
+      ws.send(encode({ type: "error", senderId: "troubled-server", targetId: m.senderId, message: "the server cannot check this device right now" }));
+      ws.close(1011, "the server cannot check this device right now");
+    });
+  });
+  try {
+    await withServer(async (server) => {
+      const { page, context, profile } = await phoneWithSmallQuota(server, { server: troubled.url });
+      const id = await page.evaluate(() =>
+        window.tw.create("report", { title: { fr: "Petit" }, report_type: "field", date: "2026-11-20", text: "" }, "new"),
+      );
+      const refused = await page.evaluate(([id, insert]) =>
+        window.tw.edit(id, [{ op: "splice_text", path: "/text", index: 0, delete: 0, insert }], "big")
+          .then(() => "kept", (e) => e.name), [id, randomLetters()]);
+      assert.equal(refused, "QuotaExceededError");
+      await page.evaluate(() => window.tw.connect());
+      // The socket's close is handled after the error that came before it.
+      const status = await until(page, () => {
+        const s = window.tw.status();
+        return s.joins >= 1 && s.link !== "joined" ? s : null;
+      }, undefined, "joined and closed");
+      assert.equal(status.errorKind, "storage-full", JSON.stringify(status));
+      assert.match(status.error, /storage is full/);
+      assert.ok(status.unsaved.includes(id), JSON.stringify(status));
+      await context.close();
+      cleanup(profile);
     });
   } finally {
     await troubled.close();
