@@ -407,19 +407,24 @@ struct Stored {
     bytes: u64,
     /// Saved documents among the chunks (see [`crate::store::ChunkStats`]).
     snapshots: u64,
+    /// Chunks appended since the last saved document, under this task or
+    /// the tasks that held the record before it.
+    incremental: u64,
     creator: Option<String>,
 }
 
 impl Stored {
-    /// The appends to count as made since the last compaction: enough for
-    /// one at once when the record holds two saved documents, which count
-    /// twice against its size limit and could then refuse every append,
-    /// and with them the compaction they would start.
+    /// The appends to count as made since the last compaction: the
+    /// chunks stored since, so that a record appended to a few times each
+    /// time it is loaded still compacts; and enough for one at once when
+    /// the record holds two saved documents, which count twice against its
+    /// size limit and could then refuse every append, and with them the
+    /// compaction they would start.
     fn appends_owed(&self, compact_chunks: u64) -> u64 {
         if self.snapshots > 1 {
-            compact_chunks
+            compact_chunks.max(self.incremental)
         } else {
-            0
+            self.incremental
         }
     }
 }
@@ -437,6 +442,7 @@ async fn read_stored(hub: &Hub, id: DocumentId) -> Result<Stored, StoreError> {
             found,
             bytes: stats.total_bytes(),
             snapshots: stats.snapshot_count,
+            incremental: stats.incremental_count,
             creator,
         })
     })

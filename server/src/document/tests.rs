@@ -246,6 +246,34 @@ async fn coordinators_writing_together_are_stored_as_one_chunk_each_change_with_
     assert_eq!(errors(&mut pierre), Vec::<String>::new());
 }
 
+/// A record written to a few times each time it is loaded, and evicted
+/// between, still compacts: the chunks stored under the tasks before count.
+#[tokio::test]
+async fn appends_made_under_earlier_tasks_count_toward_compaction() {
+    let base = meeting();
+    let (_dir, hub, id) = hub_with(Some(&base), |s| s.compact_chunks = 4);
+    for i in 0..6 {
+        let stored = hub.store.load(id).unwrap().unwrap();
+        let mut amina = replica("amina", Role::Coordinator, &stored);
+        let (_, cmd) = type_in(&mut amina, &format!("[{i}]"));
+        run_queued(&hub, id, vec![cmd]).await;
+    }
+    // Compaction runs in the background: give it a bounded while.
+    let mut stats = hub.store.chunk_stats(id).unwrap();
+    for _ in 0..100 {
+        if stats.snapshot_count > 0 && stats.incremental_count < 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = hub.store.chunk_stats(id).unwrap();
+    }
+    assert!(stats.snapshot_count > 0, "never compacted: {stats:?}");
+    assert!(stats.incremental_count < 4, "{stats:?}");
+    let stored = hub.store.load(id).unwrap().unwrap();
+    let minutes = read_document(&stored).unwrap()["minutes"].as_str().unwrap().to_owned();
+    assert!(minutes.starts_with("[5][4][3][2][1][0]"), "{minutes}");
+}
+
 /// A batch is held to the record's op limit as one message is: two
 /// coordinators whose writes would each fit, but not together, are taken
 /// one at a time, and the second is refused as too large.
