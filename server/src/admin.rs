@@ -778,7 +778,8 @@ async fn apply(
                 format!("batch #{} cannot be applied: {e}", entry.id),
             )
             .code("batch-not-applicable"),
-            AcceptError::Store(_) => ApiError::new(
+            AcceptError::Store { full: true, .. } => crate::api::storage_full(),
+            AcceptError::Store { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("batch #{} is still waiting: {e}; try again shortly", entry.id),
             )

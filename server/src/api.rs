@@ -54,6 +54,7 @@ impl ApiError {
 /// Every code an [`ApiError`] may carry.
 pub const CODES: &[&str] = &[
     "database-unavailable",
+    "storage-full",
     "record-unreadable",
     "not-coordinator",
     "revoked",
@@ -87,6 +88,7 @@ impl From<StoreError> for ApiError {
                 format!("document {doc} is stored but cannot be read"),
             )
             .code("record-unreadable"),
+            e if e.is_full() => storage_full(),
             _ => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the database is not answering; try again shortly",
@@ -94,6 +96,16 @@ impl From<StoreError> for ApiError {
             .code("database-unavailable"),
         }
     }
+}
+
+/// What a write the server's full storage refused answers: no use trying
+/// again shortly, as with a database that does not answer.
+pub(crate) fn storage_full() -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "the server's storage is full: its operator must make room on the disk or raise --max-db-mib",
+    )
+    .code("storage-full")
 }
 
 impl IntoResponse for ApiError {
@@ -799,6 +811,26 @@ mod tests {
         }
         assert_eq!(read("looping", 0).await.unwrap().unwrap(), "looping");
         assert!(hub.api_reads_by_device.is_empty(), "every share given back");
+    }
+
+    #[test]
+    fn a_full_store_is_said_as_full_not_as_a_database_to_try_again_shortly() {
+        use crate::store::StoreError;
+        let full = StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        let said = ApiError::from(full);
+        assert_eq!(said.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(said.code, Some("storage-full"));
+        assert!(said.message.contains("--max-db-mib"), "{}", said.message);
+        let busy = StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ));
+        let said = ApiError::from(busy);
+        assert_eq!(said.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(said.code, Some("database-unavailable"));
     }
 
     #[test]

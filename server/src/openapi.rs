@@ -232,7 +232,8 @@ fn quarantine_paths() -> Value {
                 "404": error("No batch has this id."),
                 "409": error("The batch was already accepted or discarded (`batch-decided`), or it cannot be applied: it builds on batches still pending, named in the message (`batch-builds-on-pending`), or on changes no pending batch holds, most likely not yet sent by the device (`batch-missing-deps`), or it would leave the record invalid or past its limits, or the record cannot be read on the server (`batch-not-applicable`)."),
                 "500": error("The batch or its record is stored but cannot be read."),
-                "503": error("The server could not store the changes (its storage full or failing, `database-unavailable`); the batch stays pending, to accept again.")
+                "503": error("The server could not store the changes (its storage failing, `database-unavailable`); the batch stays pending, to accept again."),
+                "507": error("The server's storage is full (`storage-full`): the disk, or the database at `--max-db-mib`; the batch stays pending, to accept again once its operator made room.")
             }))
         }},
         "/api/quarantine/{batchId}/discard": {"post": {

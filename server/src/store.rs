@@ -80,6 +80,13 @@ fn sqlite_said(e: &rusqlite::Error) -> String {
 }
 
 impl StoreError {
+    /// Whether SQLite found no room: the disk is full, or the database
+    /// reached `--max-db-mib`. Trying again changes nothing until an
+    /// operator makes room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+
     /// Whether the storage itself failed (counted in
     /// `twinsync_storage_errors_total`), not a limit the server keeps.
     pub fn is_storage_failure(&self) -> bool {
@@ -92,11 +99,7 @@ impl StoreError {
     /// Why, in words fit for a client: no paths or SQL.
     pub fn public_reason(&self) -> &'static str {
         match self {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DiskFull =>
-            {
-                "the server's storage is full"
-            }
+            e if e.is_full() => "the server's storage is full",
             StoreError::Corrupt { .. } => "the server's copy of this record is damaged",
             StoreError::QuarantineFull { .. } => {
                 "this device already has as many refused changes waiting for a coordinator's review as the server keeps"

@@ -633,7 +633,10 @@ impl DocTask {
             self.hub.metrics.storage_errors.inc();
             error!(doc_id = %self.id, error = %e, "accepted changes not stored");
             self.reload().await;
-            return Err(AcceptError::Store(e.public_reason()));
+            return Err(AcceptError::Store {
+                reason: e.public_reason(),
+                full: e.is_full(),
+            });
         }
         self.hub.metrics.changes_applied.inc_by(new.len() as u64);
         // An older app's new record, accepted: upgraded before it is sent.
@@ -726,8 +729,8 @@ pub enum AcceptError {
     Unfit(String),
     /// The server's storage failed (full, busy, damaged): said in words
     /// fit for a client ([`crate::store::StoreError::public_reason`]).
-    #[error("the server could not store the changes: {0}")]
-    Store(&'static str),
+    #[error("the server could not store the changes: {reason}")]
+    Store { reason: &'static str, full: bool },
 }
 
 /// The club's index as a delegate's write to the club record is judged

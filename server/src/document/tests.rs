@@ -270,7 +270,10 @@ async fn appends_made_under_earlier_tasks_count_toward_compaction() {
     assert!(stats.snapshot_count > 0, "never compacted: {stats:?}");
     assert!(stats.incremental_count < 4, "{stats:?}");
     let stored = hub.store.load(id).unwrap().unwrap();
-    let minutes = read_document(&stored).unwrap()["minutes"].as_str().unwrap().to_owned();
+    let minutes = read_document(&stored).unwrap()["minutes"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(minutes.starts_with("[5][4][3][2][1][0]"), "{minutes}");
 }
 
@@ -1020,7 +1023,13 @@ async fn an_accept_the_store_cannot_keep_is_a_storage_error_not_an_unfit_batch()
     run_queued(&hub, id, vec![accept]).await;
     let refused = answer.await.unwrap().unwrap_err();
     assert!(
-        matches!(refused, AcceptError::Store("the server's storage is full")),
+        matches!(
+            refused,
+            AcceptError::Store {
+                reason: "the server's storage is full",
+                full: true
+            }
+        ),
         "{refused:?}"
     );
     assert_eq!(hub.metrics.storage_errors.get(), 1);

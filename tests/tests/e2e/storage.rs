@@ -68,6 +68,28 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
         "{metrics}"
     );
 
+    // A coordinator's write through the API is told the storage is full,
+    // not to try again shortly. An invite may fit in a page the database
+    // already has: a few more do not.
+    let body = json!({"name": "Aïcha's phone", "role": "delegate", "cities": ["Smara"]});
+    let mut refused = None;
+    for _ in 0..500 {
+        let res = app.post_as("/api/invites", &app.token, &body).await;
+        if res.status() != 201 {
+            refused = Some((
+                res.status().as_u16(),
+                res.json::<serde_json::Value>().await.unwrap(),
+            ));
+            break;
+        }
+    }
+    let (status, said) = refused.expect("500 invites fit in a full database");
+    assert_eq!(
+        (status, said["code"].as_str()),
+        (507, Some("storage-full")),
+        "{said}"
+    );
+
     // Space comes back; the phone reconnects and its report arrives whole.
     app.hub.store.set_size_limit(None).unwrap();
     p.connect(&app).await;
