@@ -320,7 +320,9 @@ function backtrack(trace, n, m) {
  * applied: the splices to make on the newer text, in the order to make
  * them. What the person deleted and others had deleted already stays
  * deleted; what others wrote inside what the person deleted stays; what
- * the person writes where others wrote goes after their text.
+ * the person writes at a place where others wrote goes before their text,
+ * so that two people writing at one place each keep their words together
+ * rather than one letter in turn (the caret stays there too: `follow`).
  */
 export function rebaseOnto(local, remote) {
   const map = (p) => moved(p, remote);
@@ -333,7 +335,8 @@ export function rebaseOnto(local, remote) {
   for (let i = 0; i + 1 < bounds.length; i++) {
     const [from, to] = [bounds[i], bounds[i + 1]];
     const gone = remote.some((s) => s.index <= from && to <= s.index + s.delete && s.delete > 0);
-    if (!gone && to > from) deletes.push({ index: map(from), delete: to - from, insert: "" });
+    // After what others wrote at its start: that stays.
+    if (!gone && to > from) deletes.push({ index: moved(from, remote, true), delete: to - from, insert: "" });
   }
   const out = deletes.reverse();
   if (local.insert) out.push({ index: map(local.index), delete: 0, insert: local.insert });
@@ -342,15 +345,17 @@ export function rebaseOnto(local, remote) {
 
 /**
  * Where offset `p` of a text goes once `remote` (the splices `spans` found
- * between it and a newer text) is applied: after what others wrote at it,
- * and after what they wrote in place of text around it. A keystroke made
- * at `p` lands there (`rebaseOnto`), and so does the caret (`follow`).
+ * between it and a newer text) is applied: before what others inserted at
+ * it (after, with `after`), and after what they wrote in place of text
+ * around it. A keystroke made at `p` lands there (`rebaseOnto`), and so
+ * does the caret (`follow`): the next key goes next to the last one, not
+ * past a word another phone wrote at the same place meanwhile.
  */
-export function moved(p, remote) {
+export function moved(p, remote, after = false) {
   let shift = 0;
   for (const s of remote) {
     const end = s.index + s.delete;
-    if (end <= p) { shift += s.insert.length - s.delete; continue; }
+    if (end < p || (end === p && (after || s.delete > 0))) { shift += s.insert.length - s.delete; continue; }
     // Inside what others deleted: after what they wrote there.
     if (s.index < p) return s.index + shift + s.insert.length;
     break;
@@ -370,9 +375,12 @@ export function follow(a, b, ...at) {
   // Whichever side of them did not change keeps them in place: the common
   // case, and it keeps them next to the same text where copies of it
   // leave `spans` a choice. One rule for all, so a selection's ends stay
-  // in order.
-  if (b.endsWith(a.slice(Math.min(...at)))) return at.map((p) => p + b.length - a.length);
+  // in order. The text before them first: where others wrote exactly at
+  // the caret, both sides are unchanged, and the caret stays before their
+  // words, as a key typed there does (`moved`); and at the end of the text
+  // the text after it is always unchanged.
   if (b.startsWith(a.slice(0, Math.max(...at)))) return at;
+  if (b.endsWith(a.slice(Math.min(...at)))) return at.map((p) => p + b.length - a.length);
   const remote = spans(a, b);
   return at.map((p) => moved(p, remote));
 }

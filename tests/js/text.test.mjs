@@ -37,6 +37,33 @@ test("a keystroke between two places others wrote stays where it was typed", () 
   assert.equal(apply(now, rebaseOnto(backspace, spans(before, now))), "ABC df GHI");
 });
 
+test("two people writing at one place, key by key, each keep their words together", () => {
+  // Each key reaches the other screen before the next is typed: the other
+  // caret follows the text around it.
+  let doc = "Ordre du jour adopté.";
+  const carets = [doc.length, doc.length];
+  const words = [[..."Bonjour"], [..."مرحبا بكم"]];
+  for (let i = 0; i < 9; i++) {
+    for (const who of [0, 1]) {
+      const key = words[who][i];
+      if (!key) continue;
+      const before = doc;
+      doc = splice(doc, { index: carets[who], delete: 0, insert: key });
+      carets[who] += key.length;
+      [carets[1 - who]] = follow(before, doc, carets[1 - who]);
+    }
+  }
+  assert.ok(doc.includes("Bonjour") && doc.includes("مرحبا بكم"), doc);
+  assert.equal(doc.length, "Ordre du jour adopté.Bonjourمرحبا بكم".length);
+  // A key typed before the screen showed what others wrote at the caret
+  // goes next to the person's last key, before their words.
+  assert.equal(apply("abcXY", rebaseOnto({ index: 3, delete: 0, insert: "d" }, spans("abc", "abcXY"))), "abcdXY");
+  // A selection deleted where others wrote at its start: their words stay,
+  // and what is typed over it goes before them.
+  assert.equal(apply("abc XYdef", rebaseOnto({ index: 4, delete: 3, insert: "" }, spans("abc def", "abc XYdef"))), "abc XY");
+  assert.equal(apply("abc XYdef", rebaseOnto({ index: 4, delete: 3, insert: "z" }, spans("abc def", "abc XYdef"))), "abc zXY");
+});
+
 test("what others deleted stays deleted, what they wrote inside the person's selection stays", () => {
   const before = "0123456789";
   // Others deleted "34" and wrote "ab" before "8".
@@ -194,10 +221,14 @@ test("a frame from others changing text before and after the caret leaves it bet
   // Changed on one side only: kept by the side that did not change.
   assert.deepEqual(follow("abc def", "abc XYdef", 2), [2]);
   assert.deepEqual(follow("abc def", "Xabc def", 5), [6]);
-  // Others writing at the caret: it goes after their text, where a key
-  // typed there lands too.
-  assert.deepEqual(follow("abc def", "abc XY def", 4), [7]);
-  assert.deepEqual(follow("ab cd ef", "Zab XYcd ef!", 3), [6]);
+  // Others writing at the caret: it stays before their text, where a key
+  // typed there lands too, so the person's next key follows their last.
+  assert.deepEqual(follow("abc def", "abc XY def", 4), [4]);
+  assert.deepEqual(follow("ab cd ef", "Zab XYcd ef!", 3), [4]);
+  assert.deepEqual(follow("fin", "fin. Merci", 3), [3]);
+  // Text after the caret that also ends what others added is no reason
+  // to move it: "Fin." ends with the "." after it.
+  assert.deepEqual(follow("Ordre du jour adopté.", "Ordre du jour adopté. Fin.", 20), [20]);
   // Inside a word others rewrote, with text changed on both sides: after
   // their word.
   assert.deepEqual(follow("ab cdef gh", "Xab WXYZ ghX", 5), [8]);

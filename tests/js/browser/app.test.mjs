@@ -543,6 +543,41 @@ test("typing in minutes while another phone writes in them live keeps both peopl
   });
 });
 
+test("two phones typing at the same place in the minutes each keep their words together, not one letter in turn", async () => {
+  await withServer(async (server) => {
+    const { a, b, id } = await twoPhones(server);
+    const area = '[data-path="/minutes"] textarea';
+    for (const p of [a, b]) {
+      await p.page.waitForSelector(area);
+      await p.page.click(area);
+      await p.page.keyboard.press("Control+End");
+    }
+    // Both write at the end at once, each key reaching the other screen
+    // while the person types on. (Their first keys differ: two equal keys
+    // typed at one place at once read the same on both screens, and which
+    // is whose the screen cannot tell from the text alone.)
+    const mine = " الرئيس افتتح الجلسة";
+    const theirs = "\nLe secrétaire lit l'ordre du jour.";
+    await Promise.all([
+      a.page.keyboard.type(mine, { delay: 60 }),
+      b.page.keyboard.type(theirs, { delay: 50 }),
+    ]);
+    const whole = `Ordre du jour adopté.${mine}${theirs}`.length;
+    const shown = await Promise.all([a, b].map((p) => until(p.page, ([sel, n]) => {
+      const v = document.querySelector(sel).value;
+      return v.length === n ? v : null;
+    }, [area, whole], "both people's keys on the screen")));
+    assert.equal(shown[0], shown[1]);
+    assert.ok(shown[0].includes(mine) && shown[0].includes(theirs), shown[0]);
+    await upToDate(a.page);
+    await upToDate(b.page);
+    const stored = await (await server.api(`/api/records/${id}`)).json();
+    assert.equal(stored.record.minutes, shown[0]);
+    await a.context.close();
+    await b.context.close();
+  });
+});
+
 test("a word composed with an input method is written when done, not torn by text arriving meanwhile, and kept if the page is hidden mid-word", async () => {
   await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
