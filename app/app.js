@@ -751,7 +751,9 @@ function searchText(id) {
 /** The words of `value` (a record or an item) under `fields`, for search. */
 function recordWords(fields, value, out = []) {
   const choice = (v) => LANGS.map((l) => t(l, `value.${v}`));
+  // Text an older app wrote in place of a link is found as written.
   const linked = (url) => {
+    if (!String(url).startsWith("automerge:")) return [String(url)];
     const title = app.byUrl.get(url)?.title;
     return title === undefined ? [] : typeof title === "string" ? [title] : Object.values(title);
   };
@@ -1357,10 +1359,16 @@ function valueSaid(field, v, { plain = false } = {}) {
  * A value as a file's cell says it (the CSV export, for people to read):
  * people and cities by name, chosen values in the person's words, yes or
  * no; dates in ISO and numbers in ASCII digits, which spreadsheets sort;
- * a set's members joined by " | ", with no isolates.
+ * a set's members joined by " | ", with no isolates. A linked record not
+ * on this device is its whole address, to look up; text an older app
+ * wrote in place of a link, as written.
  */
 function plainValue(field, v) {
-  const one = (x) => (field?.type === "ref" || REF_KIND[field?.name] ? titleOf(x) : field?.values ? tr(`value.${x}`) : x);
+  const linked = (x) => {
+    const s = app.byUrl.get(String(x));
+    return s ? pick(s.title, app.lang) || s.id : String(x);
+  };
+  const one = (x) => (field?.type === "ref" || REF_KIND[field?.name] ? linked(x) : field?.values ? tr(`value.${x}`) : x);
   if (field?.type === "bool") return tr(v ? "yes" : "no");
   if (Array.isArray(v)) return v.map(one).join(" | ");
   return one(v);

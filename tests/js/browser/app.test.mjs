@@ -2749,6 +2749,32 @@ test("the dashboard lists what is late in a record with one field it cannot read
   });
 });
 
+test("a report's links an older app wrote as text export and search as written, and a record not on the phone by its whole address", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const absent = generateAutomergeUrl();
+    const [id] = await storeOnPhone(page, [Automerge.from({
+      schema: 2, kind: "report", title: { fr: "Visite à Dakhla" }, report_type: "visit", date: "2026-10-02", text: "Compte rendu.",
+      links: { "Rapport annuel 2025": true, [absent]: true },
+    })]);
+    await show(page, "#/dashboard");
+    await page.waitForSelector("#export-json");
+    const [csv] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="report"]')]);
+    const lines = (await streamBytes(await csv.createReadStream())).subarray(3).toString("utf8").trim().split("\r\n");
+    const row = lines.find((l) => l.includes(id));
+    assert.ok(row, lines.join("\n"));
+    assert.ok(row.includes("Rapport annuel 2025"), row);
+    assert.ok(row.includes(absent), row);
+    assert.ok(!/[\u2066-\u2069]/.test(row), `no isolates: ${JSON.stringify(row)}`);
+    // Found by those words too.
+    await show(page, "#/");
+    await page.fill("#search", "annuel 2025");
+    await until(page, (id) => document.querySelector(`#records li[data-id="${id}"]`), id, "the report found by its link's text");
+    await context.close();
+  });
+});
+
 test("a server started without the demo still has its club: a record one phone makes reaches another", async () => {
   await withServer(async (server) => {
     const clubs = await (await server.api("/api/records?kind=club")).json();
