@@ -1718,8 +1718,12 @@ function dashboardView() {
     for (const i of items) m.set(key(i), (m.get(key(i)) ?? 0) + 1);
     return [...m.entries()].sort((a, b) => b[1] - a[1]);
   };
-  const table = (head, rows) => h("table", {}, h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c)))),
-    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))));
+  // A table of no rows says "none", as the lists below do, rather than
+  // a header a screen reader reads out over nothing.
+  const table = (head, rows) => (rows.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))))
+    : h("p", { class: "note" }, tr("none")));
   const cityName = (url) => (url ? titleOf(url) : tr("noCity"));
 
   const agreements = app.summaries.filter((s) => s.kind === "agreement");
@@ -1763,6 +1767,7 @@ function dashboardView() {
     tr("endedOn", { date: formatDate(app.lang, fieldsOf(view).ends_on) })];
 
   const recent = h("ol", { class: "recent" });
+  const noneRecent = h("p", { class: "note", hidden: true }, tr("none"));
   // Typing makes a change a keystroke: a line per run, as in a record's
   // history. A change written offline long before it reached the server is
   // news when it arrives: it is placed by its arrival, and says both times.
@@ -1780,6 +1785,7 @@ function dashboardView() {
     return opened.get(key);
   };
   const drawRecent = (shown, names = new Map()) => {
+    noneRecent.hidden = shown.length > 0;
     fill(recent, shown.map(({ r, at }) => h("li", {},
       h("time", {}, formatDateTime(app.lang, r.newest.time)), " · ",
       at - r.newest.time > 3600 ? [...trIsolated("receivedAt", { time: formatDateTime(app.lang, at) }), " · "] : null,
@@ -1868,7 +1874,7 @@ function dashboardView() {
     lateSection("late-commitments", tr("overdueCommitments"), late, (o) => [" — ", words(o.item.text),
       o.item.party ? [" · ", words(titleOf(o.item.party))] : null, " · ",
       tr("due", { date: formatDate(app.lang, o.item.due) })]),
-    h("section", { id: "recent" }, h("h3", {}, tr("recentChanges")), recent),
+    h("section", { id: "recent" }, h("h3", {}, tr("recentChanges")), recent, noneRecent),
     conflictList(read),
     exportSection(),
   );

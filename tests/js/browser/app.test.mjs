@@ -2782,6 +2782,15 @@ test("a server started without the demo still has its club: a record one phone m
     assert.equal((await (await server.api("/api/records")).json()).length, 1, "nothing but the club");
     const a = await signIn(server, { name: "Secretariat", role: "coordinator" });
     await upToDate(a.page);
+    // Its dashboard says there are no agreements and no projects yet,
+    // rather than drawing tables of no rows.
+    await show(a.page, "#/dashboard");
+    await a.page.waitForSelector("#export-json");
+    const lang = await a.page.evaluate(() => document.documentElement.lang);
+    for (const section of ["#by-status", "#by-city"]) {
+      assert.equal(await a.page.locator(`${section} table`).count(), 0, section);
+      assert.equal(await a.page.textContent(`${section} p.note`), STRINGS[lang].none, section);
+    }
     const id = await a.page.evaluate(() => window.twinsync.create("city", { name: { fr: "Laâyoune", ar: "العيون" }, country: "Morocco" }, "new city"));
     await upToDate(a.page);
     const b = await signIn(server, { name: "Second phone", role: "coordinator" });
