@@ -383,14 +383,17 @@ for (const type of ["input", "change"]) {
 }
 // Leaving asks first while a form holds what was typed, or while the phone
 // could not keep some record and holds changes the server has not
-// confirmed: they may be in this page's memory only.
+// confirmed: they may be in this page's memory only. A field still being
+// typed in is written first, and leaving asks too: a window closed at once
+// would end the page before the device has kept it.
 addEventListener("beforeunload", (e) => {
+  const writing = writeFocused();
   let held = false;
   try {
     const s = app.client?.status();
     held = s?.unsaved?.length > 0 && s.unconfirmed > 0;
   } catch { /* no client yet */ }
-  if (app.view?.dirty || held) e.preventDefault();
+  if (app.view?.dirty || held || writing) e.preventDefault();
 });
 
 function syncBar(s) {

@@ -319,7 +319,7 @@ const unsent = new WeakMap();
  * focus, so without this the text would never be written.
  */
 export function writeFocused() {
-  unsent.get(document.activeElement)?.();
+  return unsent.get(document.activeElement)?.() ?? false;
 }
 
 /**
@@ -344,7 +344,7 @@ function remoteAware(input, path, ctx, write) {
     // is shown beside the field, one tap from being kept instead.
     if (theirs !== undefined && String(theirs ?? "") !== input.value) offerTheirs(input, theirs, ctx, write);
   });
-  unsent.set(input, () => { if (typed) input.dispatchEvent(new Event("change")); });
+  unsent.set(input, () => typed && input.dispatchEvent(new Event("change")));
   input.addEventListener("blur", () => {
     if (waiting !== undefined) input.value = waiting ?? "";
     waiting = undefined;
@@ -480,7 +480,11 @@ function textArea(ctx, path, value) {
   area.addEventListener("input", (e) => { if (!e.isComposing && !composing) send(); });
   // A page hidden mid-word may never come back: the word as it stands is
   // written (`writeFocused`).
-  unsent.set(area, () => { if (composing) send(); });
+  unsent.set(area, () => {
+    if (!composing) return false;
+    send();
+    return true;
+  });
   // A word being composed is not in the document yet: text from others
   // waits until it is.
   ctx.editors.set(path, (remote) => { if (composing) arrived = remote; else receive(remote); });

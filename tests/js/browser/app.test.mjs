@@ -768,6 +768,28 @@ test("a coordinator resolves two phones' disagreement in one tap and the phones 
   });
 });
 
+test("a title typed and not left is written when the window is closed, which asks first, and is there when the app opens again", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    await show(page, `#/r/${meeting.id}`);
+    const title = 'div.field[data-path="/title"] input[lang="fr"]';
+    await page.waitForSelector(title);
+    await page.click(title, { clickCount: 3 });
+    await page.keyboard.type("Conseil de coordination (clos)");
+    // Closed as a desktop window is, with no blur and no page hidden first.
+    const asked = new Promise((ok) => page.once("dialog", async (d) => { ok(d.type()); await d.accept(); }));
+    await page.close({ runBeforeUnload: true });
+    const said = await Promise.race([asked, new Promise((ok) => setTimeout(() => ok("nothing"), 5_000))]);
+    assert.equal(said, "beforeunload");
+    const again = await context.newPage();
+    await again.goto(`${server.url}/`);
+    await until(again, (id) => window.twinsync?.read(id).record?.title?.fr === "Conseil de coordination (clos)", meeting.id, "the title typed before the window closed");
+    await context.close();
+  });
+});
+
 test("what a person types is kept: a field when the phone hides the page, a new record's form across a language switch, and leaving it asks first; dates are the phone's own", async () => {
   await withServer(async (server) => {
     // In Oakland, at 22:30 on 19 November: already the 20th in UTC.
