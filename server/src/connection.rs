@@ -843,12 +843,7 @@ impl Session {
                 let (store, asked) = (store.clone(), offered.clone());
                 tokio::task::spawn_blocking(move || store.stored_changes(doc, &asked))
                     .await
-                    .unwrap_or_else(|e| {
-                        Err(StoreError::Corrupt {
-                            doc: doc.to_string(),
-                            reason: format!("storage task failed: {e}"),
-                        })
-                    })
+                    .unwrap_or_else(|e| Err(StoreError::TaskFailed(e.to_string())))
                     .map(|named| {
                         offered
                             .iter()

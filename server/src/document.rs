@@ -453,12 +453,9 @@ async fn read_stored(hub: &Hub, id: DocumentId) -> Result<Stored, StoreError> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(StoreError::Corrupt {
-            doc: String::new(),
-            reason: format!("storage task failed: {e}"),
-        })
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::TaskFailed(e.to_string())))
 }
 
 /// Whether `data` is exactly one CBOR data item, as automerge-repo's

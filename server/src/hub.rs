@@ -327,10 +327,7 @@ impl Hub {
         let store = self.store.clone();
         let device = tokio::task::spawn_blocking(move || store.device_for_token(&secret))
             .await
-            .map_err(|e| StoreError::Corrupt {
-                doc: String::new(),
-                reason: e.to_string(),
-            })??
+            .map_err(|e| StoreError::TaskFailed(e.to_string()))??
             .ok_or_else(|| {
                 if self.may_log_refusal() {
                     tracing::info!(%ip, device = %id, "sign-in refused: no device has this token");
@@ -765,12 +762,7 @@ impl Hub {
         let store = self.store.clone();
         let exists = tokio::task::spawn_blocking(move || store.exists(doc))
             .await
-            .map_err(|e| {
-                DispatchError::Store(StoreError::Corrupt {
-                    doc: doc.to_string(),
-                    reason: e.to_string(),
-                })
-            })??;
+            .map_err(|e| DispatchError::Store(StoreError::TaskFailed(e.to_string())))??;
         Ok(exists)
     }
 

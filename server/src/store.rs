@@ -52,6 +52,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the store's writer failed")]
     WriterFailed,
+    /// A task doing store work off the async threads panicked or was
+    /// cancelled (a bug): nothing says the stored data is damaged.
+    #[error("a storage task failed: {0}")]
+    TaskFailed(String),
     #[error(
         "{} is the live database or one of its files: a backup written there would replace the database under the running server and lose what it stores next; give a path outside its files",
         .0.display()
