@@ -352,21 +352,34 @@ impl Store {
         &self,
         doc: DocumentId,
     ) -> Result<Option<(Automerge, Vec<i64>)>, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            doc: doc.to_string(),
+            reason,
+        };
         let chunks: Vec<(i64, String, Vec<u8>)> = {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(
                 "SELECT id, kind, data FROM chunks WHERE doc_id = ?1 ORDER BY id",
             )?;
-            stmt.query_map([doc.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?
+            stmt.query_map([doc.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|rows| rows.collect::<Result<_, _>>())
+                // The file's pages holding this record's chunks are
+                // damaged: the record is, and the records beside it, which
+                // SQLite reads from other pages, are not.
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::DatabaseCorrupt =>
+                    {
+                        corrupt(format!(
+                            "the database file is damaged where it holds this record's chunks: {e}"
+                        ))
+                    }
+                    e => e.into(),
+                })?
         };
         if chunks.is_empty() {
             return Ok(None);
         }
-        let corrupt = |reason: String| StoreError::Corrupt {
-            doc: doc.to_string(),
-            reason,
-        };
         // A snapshot is a saved document and a valid incremental chunk too;
         // Automerge holds back changes whose dependencies come later, so
         // load order does not matter.
@@ -1068,6 +1081,63 @@ mod tests {
         expected.sort();
         assert_eq!(dates(&store), expected);
         assert_eq!(store.fill_dates().unwrap(), 0, "read once");
+    }
+
+    /// A record whose chunk lies on pages SQLite finds damaged (a broken
+    /// overflow chain: SQLite keeps no checksums, and a disk may flip
+    /// bits) is named damaged, so an export or a restore's check goes on
+    /// with the records beside it, as for damage Automerge finds.
+    #[test]
+    fn a_record_on_pages_sqlite_finds_damaged_is_found_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinsync.db");
+        let (bad, good) = (DocumentId::random(), DocumentId::random());
+        // 40 KB that do not compress, marked in the middle: SQLite keeps
+        // most of it on overflow pages, each naming the next.
+        let marker = b"--twinsync-overflow-marker--";
+        let mut chunk: Vec<u8> = (0..40_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        chunk[20_000..20_000 + marker.len()].copy_from_slice(marker);
+        let mut doc = automerge::Automerge::new();
+        doc.transact(|tx| tx.put(automerge::ROOT, "n", 1i64))
+            .unwrap();
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .append(bad, &chunk, &Summary::default(), &[], 1)
+                .unwrap();
+            store
+                .append(good, &doc.save(), &Summary::default(), &[], 1)
+                .unwrap();
+            store
+                .conn()
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("the chunk is in the file");
+        let page = at - at % 4096;
+        assert!(page > 0);
+        // The overflow page's link to the next page, past the file's end.
+        bytes[page..page + 4].copy_from_slice(&0x00ff_ffffu32.to_be_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let store = Store::open(&path).unwrap();
+        match store.load_listed(&bad.to_string()).unwrap() {
+            Found::Damaged(why) => assert!(why.contains("database file is damaged"), "{why}"),
+            Found::Record(..) => panic!("a record on damaged pages was loaded"),
+        }
+        assert!(matches!(
+            store.load(bad),
+            Err(StoreError::Corrupt { doc, .. }) if doc == bad.to_string()
+        ));
+        assert!(matches!(
+            store.load_listed(&good.to_string()).unwrap(),
+            Found::Record(id, _) if id == good
+        ));
     }
 
     /// Automerge 0.12 asserts, where it should refuse, on a change whose
