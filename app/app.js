@@ -1924,6 +1924,9 @@ function csvSeparator() {
   return mark === "," || mark === "\u066b" ? ";" : ",";
 }
 
+/** The most characters an Excel cell holds (Microsoft's documented limit); a longer one is cut. */
+const SPREADSHEET_CELL = 32_767;
+
 function exportSection() {
   // Read when the button is pressed: records keep arriving while the
   // dashboard is open. In the lists' order: meetings and reports newest
@@ -1944,6 +1947,9 @@ function exportSection() {
     const rows = all.filter((r) => r.view.record);
     unread.hidden = rows.length === all.length;
     unread.textContent = unread.hidden ? "" : plural(app.lang, "exportUnread", all.length - rows.length);
+    // A day's minutes may pass what a spreadsheet's cell takes, which it
+    // cuts short without a word: said here.
+    let long = 0;
     // A list (milestones, contacts, decisions) is one cell, an item a line.
     const fields = (app.schema[kind] ?? []).filter((f) => f.type !== "map");
     const ctx = { lang: app.lang, byUrl: app.byUrl };
@@ -1951,6 +1957,7 @@ function exportSection() {
     // A cell a spreadsheet would run as a formula is kept as text.
     const cell = (v) => {
       const text = String(v ?? "");
+      if (text.length > SPREADSHEET_CELL) long++;
       return `"${(/^[=+\-@\t\r]/.test(text) ? `'${text}` : text).replaceAll('"', '""')}"`;
     };
     // For people to read, in the coordinator's language: the fields'
@@ -1968,13 +1975,16 @@ function exportSection() {
       if (f.type === "list") return [v.map((item) => showItem(ctx, f.fields, item, { plain: true })).join("\n")];
       return [plainValue(f, v)];
     }), disagreementLines(view, { plain: true }).join("\n")].map(cell).join(sep));
+    longCells.hidden = long === 0;
+    longCells.textContent = long ? plural(app.lang, "exportLong", long) : "";
     // A byte-order mark so spreadsheets read Arabic as UTF-8.
     return "\ufeff" + [head.map(cell).join(sep), ...lines].join("\r\n") + "\r\n";
   };
   const note = exportNote(app.client.status());
   const unread = h("p", { id: "export-unread", class: "note", role: "status", hidden: true });
+  const longCells = h("p", { id: "export-long", class: "note", role: "status", hidden: true });
   return h("section", { id: "export" }, h("h3", {}, tr("export")),
-    h("p", { id: "export-partial", class: "note", role: "status", hidden: !note }, note), unread,
+    h("p", { id: "export-partial", class: "note", role: "status", hidden: !note }, note), unread, longCells,
     h("label", { class: "separator" }, tr("csvSeparator"), " ",
       h("select", { id: "csv-separator", onchange: (e) => localStorage.setItem("csvSeparator", e.target.value) },
         [";", ","].map((c) => h("option", { value: c, selected: c === csvSeparator() }, tr(c === ";" ? "csvSemicolon" : "csvComma"))))),

@@ -2797,6 +2797,31 @@ test("a report's links an older app wrote as text export and search as written, 
   });
 });
 
+test("an export whose minutes pass what a spreadsheet cell takes says so, and one that does not says nothing", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    await show(page, "#/dashboard");
+    await page.waitForSelector("#export-json");
+    const exported = async () => {
+      const [csv] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="meeting"]')]);
+      return (await streamBytes(await csv.createReadStream())).toString("utf8");
+    };
+    await exported();
+    assert.equal(await page.isVisible("#export-long"), false);
+    // A long day's minutes, in Arabic and French.
+    const minutes = "البند الأول: الميزانية. Le budget est adopté. ".repeat(800);
+    assert.ok(minutes.length > 32_767);
+    const id = await page.evaluate((minutes) => window.twinsync.create("meeting", { title: { fr: "Longue séance" }, date: "2026-11-30", minutes }, "new"), minutes);
+    const text = await exported();
+    assert.ok(text.includes(id) && text.includes(minutes), "the file holds the minutes whole");
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    assert.equal(await page.textContent("#export-long"), plural(lang, "exportLong", 1));
+    assert.equal(await page.isVisible("#export-long"), true);
+    await context.close();
+  });
+});
+
 test("a server started without the demo still has its club: a record one phone makes reaches another", async () => {
   await withServer(async (server) => {
     const clubs = await (await server.api("/api/records?kind=club")).json();
