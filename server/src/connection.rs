@@ -94,7 +94,22 @@ struct Session {
     server_failed: bool,
     /// Ephemeral messages relayed in the current second.
     ephemeral: EphemeralShare,
+    /// A client other than the app's sync messages refused for now (too
+    /// many records opened), by record: taken up again once it may open
+    /// them (see [`Session::take_up_later`]).
+    later: HashMap<DocumentId, Later>,
 }
+
+/// A sync message refused for now, to take up again at `due`.
+struct Later {
+    due: tokio::time::Instant,
+    peer: PeerLink,
+    data: Vec<u8>,
+}
+
+/// How long a sync message refused while the device holds as many records
+/// open as it may waits before it is tried again.
+const LATER_OPEN: Duration = Duration::from_secs(10);
 
 /// Ephemeral messages a socket relayed in the second begun at `since` (its
 /// first such message since the last second ended).
@@ -143,6 +158,7 @@ impl Session {
             announce: Arc::new(std::sync::OnceLock::new()),
             server_failed: false,
             ephemeral: EphemeralShare::default(),
+            later: HashMap::new(),
         }
     }
 
@@ -305,10 +321,18 @@ impl Session {
             } else {
                 // The kill switch first: a revoked device's frames that
                 // are already waiting are not taken in.
+                let due = self.later.values().map(|l| l.due).min();
                 tokio::select! {
                     biased;
                     () = self.kill.cancelled() => break,
                     () = self.writer_gone.notified() => break,
+                    () = until(due) => {
+                        if let Err(fatal) = self.take_up_later(&out_tx).await {
+                            self.fatal(&out_tx, fatal).await;
+                            break;
+                        }
+                        continue;
+                    }
                     next = stream.next() => next,
                 }
             };
@@ -663,13 +687,15 @@ impl Session {
                     self.hub.send_if_loaded(doc, leave).await;
                 }
                 self.unavailable_for_now(out, &peer_id, doc, is_request);
+                self.later(doc, peer, data, is_request, LATER_OPEN);
                 return Ok(());
             }
             // Counted from here; `Drop` lets go of it whatever happens.
             self.open.insert(doc);
-            if !waits && self.over_document_limit(out, &peer_id, doc, "opened") {
+            if !waits && let Some(wait) = self.over_document_limit(out, &peer_id, doc, "opened") {
                 self.close(doc);
                 self.unavailable_for_now(out, &peer_id, doc, is_request);
+                self.later(doc, peer, data, is_request, wait);
                 return Ok(());
             }
         }
@@ -686,8 +712,10 @@ impl Session {
         match dispatched {
             Ok(()) => {
                 // A task serves the record: it took this peer's wait, if
-                // the peer was still waiting, when it started.
+                // the peer was still waiting, when it started. A message
+                // refused for now is behind this one.
                 self.waiting.remove(&doc);
+                self.later.remove(&doc);
                 self.docs.insert(doc);
                 Ok(())
             }
@@ -764,7 +792,10 @@ impl Session {
                 self.refuse_too_many(out, peer_id, doc, "taken", &held);
                 return Ok(());
             }
-            if self.over_document_limit(out, &peer_id, doc, "taken") {
+            if self
+                .over_document_limit(out, &peer_id, doc, "taken")
+                .is_some()
+            {
                 return Ok(());
             }
         }
@@ -1088,17 +1119,17 @@ impl Session {
 
     /// Counts `doc` against the device's documents a minute; past the
     /// limit, tells the peer it was not `what` (opened, taken) and when to
-    /// ask again, and answers true.
+    /// ask again, and answers how long that is.
     fn over_document_limit(
         &self,
         out: &Outbox,
         peer_id: &PeerId,
         doc: DocumentId,
         what: &str,
-    ) -> bool {
+    ) -> Option<Duration> {
         let limit = self.hub.settings.device_docs_per_minute;
         let Err(wait) = self.hub.guards.device_docs.add(&self.device.id, 1, limit) else {
-            return false;
+            return None;
         };
         self.hub.metrics.rate_limited.inc();
         let secs = whole_seconds(wait);
@@ -1106,7 +1137,51 @@ impl Session {
             "document {doc} not {what}: this device opened more than {limit} documents in a minute; try again in {secs} s"
         );
         self.refuse(out, peer_id.clone(), doc, RATE_LIMITED, Some(secs), message);
-        true
+        Some(wait)
+    }
+
+    /// Keeps a `sync` for `doc` refused for now, from a client other than
+    /// the app, to take up again in `wait`. The app reads the refusal and
+    /// sends again when it says; the official client only logs the `error`,
+    /// and its sync state waits on an answer until its heads change, which
+    /// may be never: a record it made would not reach the server. A
+    /// `request` is told the record is unavailable instead
+    /// ([`Self::unavailable_for_now`]). The newest message for a record
+    /// replaces an older one; at most [`MAX_WAITING`] records.
+    fn later(
+        &mut self,
+        doc: DocumentId,
+        peer: PeerLink,
+        data: Vec<u8>,
+        is_request: bool,
+        wait: Duration,
+    ) {
+        if is_request
+            || self.is_app()
+            || (self.later.len() >= MAX_WAITING && !self.later.contains_key(&doc))
+        {
+            return;
+        }
+        let due = tokio::time::Instant::now() + wait;
+        self.later.insert(doc, Later { due, peer, data });
+    }
+
+    /// Takes up the sync messages refused for now whose time has come, as
+    /// if they had just arrived: refused again, they wait again.
+    async fn take_up_later(&mut self, out: &Outbox) -> Result<(), Fatal> {
+        let now = tokio::time::Instant::now();
+        let due: Vec<DocumentId> = self
+            .later
+            .iter()
+            .filter(|(_, l)| l.due <= now)
+            .map(|(doc, _)| *doc)
+            .collect();
+        for doc in due {
+            if let Some(Later { peer, data, .. }) = self.later.remove(&doc) {
+                self.forward_sync(doc, peer, data, false, out).await?;
+            }
+        }
+        Ok(())
     }
 
     /// After a refusal of a `request` for `doc` for now (too many opened),
@@ -1271,6 +1346,14 @@ impl Session {
 
 /// The most records one socket waits for at a time (see `Session::waiting`).
 pub const MAX_WAITING: usize = 256;
+
+/// Sleeps until `due`, or for ever without one.
+async fn until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Whether a sync payload carries changes, from its counts alone. One that
 /// does not parse is taken as carrying some: the record's task then

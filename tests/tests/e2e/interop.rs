@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use twinsync_shared::record::{Kind, Record};
 use twinsync_tests::process::ServerProcess;
-use twinsync_tests::{TestPeer, workspace};
+use twinsync_tests::{TestPeer, spawn_app_with, workspace};
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -386,6 +386,47 @@ async fn the_official_client_refused_a_record_for_now_is_told_it_is_unavailable(
         started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// A device past its documents a minute is refused a record for now. The
+/// official client, refused a `sync` for a record it made, only logs the
+/// `error`, and sends nothing more until its heads change: the server takes
+/// the message up again itself once the device may open another record, and
+/// the record reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_refused_a_new_record_for_now_has_it_taken_once_the_minute_allows() {
+    let app = spawn_app_with(|s| {
+        s.device_docs_per_minute = 1;
+        s.rate_window_secs = 3;
+    })
+    .await;
+    let ws = format!("ws://{}/sync?token={}", app.addr, app.token);
+    let meeting = format!("automerge:{}", app.first("meeting").await);
+    let first = {
+        let (ws, meeting) = (ws.clone(), meeting.clone());
+        tokio::task::spawn_blocking(move || run_js(&[&ws, "read", &meeting]))
+            .await
+            .unwrap()
+    };
+    assert_eq!(said(&first, "DOC ")["kind"], "meeting");
+    let made = tokio::task::spawn_blocking(move || run_js(&[&ws, "create"]))
+        .await
+        .unwrap();
+    let url = made
+        .lines()
+        .find_map(|l| l.strip_prefix("URL "))
+        .unwrap_or_else(|| panic!("{made}"));
+    let id = url.trim_start_matches("automerge:");
+    let stored = app.get_json(&format!("/api/records/{id}")).await;
+    assert_eq!(stored["record"]["kind"], "report", "{stored}");
+    // It was refused first: taken up again, not let through.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("twinsync_rate_limited_total ") && !l.ends_with(" 0")),
+        "{metrics}"
     );
 }
 
