@@ -1304,16 +1304,7 @@ impl Inner {
         if self.unsaved.borrow().is_empty() || failed_lately || self.saving_unsaved.replace(true) {
             return;
         }
-        // A record typed in while its snapshot was being written stays
-        // unsaved though nothing failed: written whole again at once (a
-        // few times at most), or no later write would take it, and each
-        // key typed would be said not kept though it is.
-        for _ in 0..3 {
-            let failed = self.try_unsaved(compact).await;
-            if failed || self.unsaved.borrow().is_empty() {
-                break;
-            }
-        }
+        self.try_unsaved(compact).await;
         if !self.unsaved.borrow().is_empty() {
             self.schedule_unsaved_retry();
         }
@@ -1327,26 +1318,22 @@ impl Inner {
     }
 
     /// Writes each unsaved record whole: together in one transaction, and
-    /// if that fails, each alone in its own, smallest first. Whether a
-    /// write failed.
-    async fn try_unsaved(&self, compact: &mut Vec<DocumentId>) -> bool {
+    /// if that fails, each alone in its own, smallest first.
+    async fn try_unsaved(&self, compact: &mut Vec<DocumentId>) {
         // A store closed for good takes nothing: no whole record to save.
         if self.store.gone() {
-            return true;
+            return;
         }
         let retry: Vec<DocumentId> = self.unsaved.borrow().iter().copied().collect();
-        // Each snapshot with the heads it was taken at.
+        // A change made while the snapshots are written is not in them,
+        // but is written by its own write, which waits for this one's turn
+        // (`store`): should that fail, its record is unsaved again then.
         let mut chunks: Vec<Chunk> = Vec::new();
-        let mut at: Vec<(DocumentId, Vec<automerge::ChangeHash>)> = Vec::new();
         // What has no snapshot has nothing to write.
         let mut saved: Vec<DocumentId> = Vec::new();
         for doc in &retry {
-            let replica = self.replica.borrow();
-            match replica.snapshot(*doc) {
-                Some(bytes) => {
-                    chunks.push(Chunk { doc: *doc, bytes });
-                    at.push((*doc, replica.heads(*doc)));
-                }
+            match self.replica.borrow().snapshot(*doc) {
+                Some(bytes) => chunks.push(Chunk { doc: *doc, bytes }),
                 None => saved.push(*doc),
             }
         }
@@ -1392,15 +1379,7 @@ impl Inner {
                 }
             }
         }
-        // A record changed while its snapshot was being written may hold a
-        // change whose own write failed meanwhile: the snapshot lacks it,
-        // so the record stays unsaved, for a fresh snapshot next time.
-        saved.retain(|doc| {
-            at.iter()
-                .find(|(d, _)| d == doc)
-                .is_none_or(|(_, heads)| *heads == self.replica.borrow().heads(*doc))
-        });
-        // Likewise a write that failed while its record caught up.
+        // A write that failed while its record caught up keeps it unsaved.
         let failed_chunks = self.failed_chunks.borrow();
         saved.extend(
             caught_up
@@ -1437,12 +1416,8 @@ impl Inner {
                 *self.last_error.borrow_mut() = Some(not_saved(&e));
                 *self.unsaved_why.borrow_mut() = Some(e);
                 self.schedule_unsaved_retry();
-                true
             }
-            None => {
-                self.unsaved_failures.set(0);
-                false
-            }
+            None => self.unsaved_failures.set(0),
         }
     }
 

@@ -644,7 +644,7 @@ test("a key typed while an unsaved record is being written whole leaves it kept,
     await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the record unsaved");
     // The disk works again. The record's whole write, once it starts,
     // has a key typed into the record before it commits.
-    await page.evaluate((id) => {
+    const wholesBefore = await page.evaluate((id) => {
       window.__diskFault = false;
       const add = IDBObjectStore.prototype.add;
       IDBObjectStore.prototype.add = function (value, key) {
@@ -655,6 +655,7 @@ test("a key typed while an unsaved record is being written whole leaves it kept,
         }
         return add.call(this, value, key);
       };
+      return window.__wholes.length;
     }, meeting);
     await page.keyboard.type("b");
     await until(page, () => window.__typedDuring || null, undefined, "a key typed during the whole write");
@@ -663,6 +664,13 @@ test("a key typed while an unsaved record is being written whole leaves it kept,
       return s.unsaved.length === 0 ? s : null;
     }, undefined, "the record kept");
     assert.ok(!["storage-full", "not-saved"].includes(status.errorKind), JSON.stringify(status));
+    // Written whole once: the key typed meanwhile is written by its own
+    // write, after, and is not said unkept. (Each key typed during a whole
+    // write made it start over, up to three times a key.)
+    await page.waitForTimeout(300);
+    const wholes = await page.evaluate(([n, id]) => window.__wholes.slice(n).filter((w) => w.doc === id).length, [wholesBefore, meeting]);
+    assert.equal(wholes, 1);
+    assert.equal(await page.evaluate(() => window.__typedError), undefined);
     const again = await phone.reopen();
     const minutes = await again.page.evaluate((id) => window.twinsync.read(id).record.minutes, meeting);
     assert.ok(minutes.startsWith("z") && minutes.endsWith("ab"), minutes.slice(0, 20) + "…" + minutes.slice(-20));
