@@ -187,7 +187,10 @@ export function show(ctx, field, value) {
  */
 export function showItem(ctx, fields, item, { plain = false } = {}) {
   if (item === null || typeof item !== "object") return show(ctx, { type: "str" }, item);
-  const filed = (f) => (["date", "int"].includes(f.type) ? String(item[f.name]) : show(ctx, f, item[f.name]));
+  // A linked record not on this device, by its whole address, to look up.
+  const linked = (url) => (ctx.byUrl.has(String(url)) ? titleOf(ctx, url) : String(url));
+  const filed = (f) => (["date", "int"].includes(f.type) ? String(item[f.name])
+    : f.type === "ref" ? linked(item[f.name]) : show(ctx, f, item[f.name]));
   const value = (f) => (plain
     ? filed(f).replace(/[\u2068\u2069]/g, "").replace(/\s*(\r\n|\r|\n)\s*/g, " / ")
     : isolate(show(ctx, f, item[f.name])));

@@ -382,7 +382,12 @@ export function follow(a, b, ...at) {
   if (b.startsWith(a.slice(0, Math.max(...at)))) return at;
   if (b.endsWith(a.slice(Math.min(...at)))) return at.map((p) => p + b.length - a.length);
   const remote = spans(a, b);
-  return at.map((p) => moved(p, remote));
+  // A selection's start goes after what others inserted exactly at it, as
+  // its end stays before what they inserted there: their words are never
+  // taken into what the person selected, and typed over.
+  const from = Math.min(...at);
+  const selected = at.some((p) => p !== from);
+  return at.map((p) => moved(p, remote, selected && p === from));
 }
 
 /**

@@ -95,9 +95,11 @@ struct Session {
     /// Ephemeral messages relayed in the current second.
     ephemeral: EphemeralShare,
     /// A client other than the app's sync messages refused for now (too
-    /// many records opened), by record: taken up again once it may open
-    /// them (see [`Session::take_up_later`]).
+    /// many records opened in the minute), by record: taken up again once
+    /// it may open them (see [`Session::take_up_later`]).
     later: HashMap<DocumentId, Later>,
+    /// The bytes of the messages in `later`.
+    later_bytes: usize,
 }
 
 /// A sync message refused for now, to take up again at `due`.
@@ -107,9 +109,10 @@ struct Later {
     data: Vec<u8>,
 }
 
-/// How long a sync message refused while the device holds as many records
-/// open as it may waits before it is tried again.
-const LATER_OPEN: Duration = Duration::from_secs(10);
+/// The most bytes of sync messages a socket keeps to take up later: the
+/// message that starts an exchange (heads and a Bloom filter) is small; a
+/// larger one waits for the peer's next exchange, as before.
+const LATER_BYTES: usize = 1 << 20;
 
 /// Ephemeral messages a socket relayed in the second begun at `since` (its
 /// first such message since the last second ended).
@@ -159,6 +162,7 @@ impl Session {
             server_failed: false,
             ephemeral: EphemeralShare::default(),
             later: HashMap::new(),
+            later_bytes: 0,
         }
     }
 
@@ -687,7 +691,6 @@ impl Session {
                     self.hub.send_if_loaded(doc, leave).await;
                 }
                 self.unavailable_for_now(out, &peer_id, doc, is_request);
-                self.later(doc, peer, data, is_request, LATER_OPEN);
                 return Ok(());
             }
             // Counted from here; `Drop` lets go of it whatever happens.
@@ -715,7 +718,7 @@ impl Session {
                 // the peer was still waiting, when it started. A message
                 // refused for now is behind this one.
                 self.waiting.remove(&doc);
-                self.later.remove(&doc);
+                self.forget_later(doc);
                 self.docs.insert(doc);
                 Ok(())
             }
@@ -1147,7 +1150,10 @@ impl Session {
     /// may be never: a record it made would not reach the server. A
     /// `request` is told the record is unavailable instead
     /// ([`Self::unavailable_for_now`]). The newest message for a record
-    /// replaces an older one; at most [`MAX_WAITING`] records.
+    /// replaces an older one; at most [`MAX_WAITING`] records and
+    /// [`LATER_BYTES`]. (Refused for the open cap, a message is not kept:
+    /// the cap frees only as sockets close, and the peer's next socket
+    /// starts its exchanges afresh.)
     fn later(
         &mut self,
         doc: DocumentId,
@@ -1156,14 +1162,23 @@ impl Session {
         is_request: bool,
         wait: Duration,
     ) {
-        if is_request
-            || self.is_app()
-            || (self.later.len() >= MAX_WAITING && !self.later.contains_key(&doc))
-        {
+        if is_request || self.is_app() {
             return;
         }
+        self.forget_later(doc);
+        if self.later.len() >= MAX_WAITING || self.later_bytes + data.len() > LATER_BYTES {
+            return;
+        }
+        self.later_bytes += data.len();
         let due = tokio::time::Instant::now() + wait;
         self.later.insert(doc, Later { due, peer, data });
+    }
+
+    /// Lets go of the message kept for `doc`, if any.
+    fn forget_later(&mut self, doc: DocumentId) -> Option<Later> {
+        let later = self.later.remove(&doc)?;
+        self.later_bytes -= later.data.len();
+        Some(later)
     }
 
     /// Takes up the sync messages refused for now whose time has come, as
@@ -1177,7 +1192,7 @@ impl Session {
             .map(|(doc, _)| *doc)
             .collect();
         for doc in due {
-            if let Some(Later { peer, data, .. }) = self.later.remove(&doc) {
+            if let Some(Later { peer, data, .. }) = self.forget_later(doc) {
                 self.forward_sync(doc, peer, data, false, out).await?;
             }
         }

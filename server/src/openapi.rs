@@ -18,6 +18,22 @@ pub fn document() -> Value {
             paths.extend(group);
         }
     }
+    // Every write may find the server's storage full.
+    for operations in paths.values_mut().filter_map(Value::as_object_mut) {
+        for (method, operation) in operations.iter_mut() {
+            if !["post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            if let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            {
+                responses
+                    .entry("507")
+                    .or_insert_with(|| json!({"$ref": "#/components/responses/StorageFull"}));
+            }
+        }
+    }
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -303,6 +319,10 @@ fn components() -> Value {
             },
             "Unavailable": {
                 "description": "The server cannot check tokens or read the database right now; try again shortly.",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            },
+            "StorageFull": {
+                "description": "The server's storage is full (code `storage-full`): its disk, or the database at `--max-db-mib`. Nothing was written; trying again helps only once its operator has made room.",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             }
         },

@@ -232,6 +232,8 @@ test("a frame from others changing text before and after the caret leaves it bet
   // Inside a word others rewrote, with text changed on both sides: after
   // their word.
   assert.deepEqual(follow("ab cdef gh", "Xab WXYZ ghX", 5), [8]);
+  // A selection takes in none of what others wrote at either of its ends.
+  assert.deepEqual(follow("ab cd ef", "ab XcdY ef!", 3, 5), [4, 6]);
   // A selection whose ends the changes could otherwise order backwards.
   const [from, to] = follow("xyxy", "xy", 1, 2);
   assert.ok(from <= to, JSON.stringify([from, to]));

@@ -2776,9 +2776,13 @@ test("a report's links an older app wrote as text export and search as written, 
     const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
     await upToDate(page);
     const absent = generateAutomergeUrl();
-    const [id] = await storeOnPhone(page, [Automerge.from({
+    const presenter = generateAutomergeUrl();
+    const [id, meeting] = await storeOnPhone(page, [Automerge.from({
       schema: 2, kind: "report", title: { fr: "Visite à Dakhla" }, report_type: "visit", date: "2026-10-02", text: "Compte rendu.",
       links: { "Rapport annuel 2025": true, [absent]: true },
+    }), Automerge.from({
+      schema: 2, kind: "meeting", title: { fr: "Séance de Dakhla" }, date: "2026-10-03",
+      agenda: [{ id: "a1", title: new Automerge.RawString("Budget"), presenter: new Automerge.RawString(presenter) }],
     })]);
     await show(page, "#/dashboard");
     await page.waitForSelector("#export-json");
@@ -2789,6 +2793,10 @@ test("a report's links an older app wrote as text export and search as written, 
     assert.ok(row.includes("Rapport annuel 2025"), row);
     assert.ok(row.includes(absent), row);
     assert.ok(!/[\u2066-\u2069]/.test(row), `no isolates: ${JSON.stringify(row)}`);
+    // So is a list item's link to a record not on this phone.
+    const [meetings] = await Promise.all([page.waitForEvent("download"), page.click('#export button[data-kind="meeting"]')]);
+    const meetingRow = (await streamBytes(await meetings.createReadStream())).toString("utf8").split("\r\n").find((l) => l.includes(meeting));
+    assert.ok(meetingRow?.includes(presenter), meetingRow);
     // Found by those words too.
     await show(page, "#/");
     await page.fill("#search", "annuel 2025");

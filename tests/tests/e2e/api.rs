@@ -455,6 +455,14 @@ async fn health_metrics_and_openapi_answer() {
     let spec = app.get_json("/api/openapi.json").await;
     assert_eq!(spec["openapi"], "3.0.3");
     assert!(spec["paths"]["/api/records/{documentId}/history"].is_object());
+    // Every write says the storage may be full; a read does not.
+    assert_eq!(
+        spec["paths"]["/api/invites"]["post"]["responses"]["507"]["$ref"],
+        "#/components/responses/StorageFull"
+    );
+    assert!(spec["paths"]["/api/devices/{deviceId}"]["patch"]["responses"]["507"].is_object());
+    assert!(spec["paths"]["/api/invites"]["get"]["responses"]["507"].is_null());
+    assert!(spec["components"]["responses"]["StorageFull"].is_object());
 }
 
 /// Every answer says what a browser may do with it: the app's pages load
