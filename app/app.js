@@ -1134,6 +1134,11 @@ function refreshRecordView(paths) {
   // form is brought up to date in place, the rest drawn once it is closed.
   const reading = !typing && !!$("#view details[open]");
   if ((!typing && !reading) || formLock(view, id) !== app.view.locked) {
+    // A record locked while the person types in it (minutes adopted, a
+    // meeting no longer theirs) is drawn again at once: what they typed is
+    // written first, not taken away with the form. Refused by the server,
+    // it waits for a coordinator's review, as an edit made offline does.
+    if (typing) writeFocused();
     // Drawn at once. A button the person is at (Print, reached before
     // this change arrived) keeps the focus, as `redrawWhenLeft` keeps it.
     const pressed = typing ? null : pressedOnScreen({ alike: true });

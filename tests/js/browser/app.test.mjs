@@ -505,6 +505,30 @@ test("a decision removed on one phone while another wrote in it stays, words and
   });
 });
 
+test("a title typed while a coordinator adopts the minutes is kept, not taken away with the form", async () => {
+  await withServer(async (server) => {
+    const { a, b, id } = await twoPhones(server);
+    const coordinator = await signIn(server, { name: "Secretariat", role: "coordinator" });
+    await until(coordinator.page, (id) => window.twinsync.list().some((r) => r.id === id) || null, id, "the meeting on the coordinator's phone");
+    const title = 'div.field[data-path="/title"] input[lang="fr"]';
+    await a.page.waitForSelector(title);
+    const changes = () => a.page.evaluate((id) => window.twinsync.history(id).map((e) => e.message), id);
+    const before = await changes();
+    await a.page.click(title, { clickCount: 3 });
+    await a.page.keyboard.type("Séance du conseil (projet)");
+    await coordinator.page.evaluate((id) => window.twinsync.edit(id, [{ op: "set", path: "/adopted", value: true }], "adopted"), id);
+    // Phone A draws the meeting read-only, with why, and keeps the title.
+    await a.page.waitForSelector("#view .locked");
+    assert.equal(await a.page.evaluate((id) => window.twinsync.read(id).record.title.fr, id), "Séance du conseil (projet)");
+    // Written once, not again by the browser's own change as the field
+    // goes: the title and the coordinator's adoption are all that is new.
+    await a.page.waitForTimeout(300);
+    const after = await changes();
+    assert.equal(after.length, before.length + 2, JSON.stringify(after.slice(before.length)));
+    for (const p of [a, b, coordinator]) await p.context.close();
+  });
+});
+
 test("typing in minutes while another phone writes in them live keeps both people's words whole", async () => {
   await withServer(async (server) => {
     const { a, b, id } = await twoPhones(server);
