@@ -888,7 +888,7 @@ impl Session {
             };
             let turn = match &rest {
                 Ok(rest) if rest.is_empty() => None,
-                _ => Some(Arc::clone(&self.hub.api_reads).acquire_owned().await),
+                _ => Some(self.hub.hand_in_turn(&self.device.id).await),
             };
             let kept = tokio::task::spawn_blocking(move || {
                 let _turn = turn;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use twinsync_shared::{DocumentId, PeerId};
 
@@ -65,6 +65,9 @@ pub struct Hub {
     /// Whole-record reads each device has asked the API for and not been
     /// answered yet, waiting or reading: at most [`API_READS_PER_DEVICE`].
     pub api_reads_by_device: crate::auth::Slots<String>,
+    /// Each revoked device's turn to load a record whole for its hand-in
+    /// ([`Hub::hand_in_turn`]).
+    hand_in_turns: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Sign-in refusals in this rate window, over all addresses
     /// ([`Hub::may_log_refusal`]).
     refusals_logged: crate::auth::Windows<()>,
@@ -265,10 +268,35 @@ impl Hub {
             compactions: Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
             api_reads: Arc::new(tokio::sync::Semaphore::new(API_READS)),
             api_reads_by_device: crate::auth::Slots::default(),
+            hand_in_turns: Mutex::new(HashMap::new()),
             refusals_logged,
             tasks_failed: Mutex::new(HashMap::new()),
             data_lock: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// A turn for a revoked device's hand-in to load a record whole, and
+    /// with it one of the API's [`API_READS`]: one at a time per device,
+    /// so its sockets (up to [`REVOKED_PEERS`]), each sending a change a
+    /// message, take one of those turns at most, and coordinators' reads
+    /// and other devices' hand-ins keep theirs.
+    pub async fn hand_in_turn(
+        &self,
+        device: &str,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError> {
+        let own = {
+            let mut turns = self.hand_in_turns.lock().unwrap_or_else(|e| e.into_inner());
+            // Devices no hand-in waits on any more leave the map.
+            turns.retain(|_, t| Arc::strong_count(t) > 1);
+            Arc::clone(
+                turns
+                    .entry(device.to_owned())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))),
+            )
+        };
+        let own = own.acquire_owned().await?;
+        let read = Arc::clone(&self.api_reads).acquire_owned().await?;
+        Ok((own, read))
     }
 
     /// Checks a device token. Wrong tokens count against `ip`; past the
@@ -917,6 +945,8 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
     use super::*;
 
     fn entry(device: &str, conn: u64) -> SessionEntry {
@@ -947,6 +977,29 @@ mod tests {
             .collect();
         scanned.sort();
         (indexed, scanned)
+    }
+
+    /// A revoked device's sockets, each sending a change a message, load
+    /// the record for one hand-in at a time: the API's other turns stay
+    /// for coordinators' reads and other devices.
+    #[tokio::test]
+    async fn a_revoked_devices_hand_ins_take_one_of_the_apis_turns_at_a_time() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let settings = crate::settings::Settings::for_data_dir(dir.path().to_owned());
+        let hub = Hub::new(store, Arc::new(settings), crate::metrics::Metrics::new()).unwrap();
+        let wait = Duration::from_millis(200);
+        let first = hub.hand_in_turn("stolen").await.unwrap();
+        let second = tokio::time::timeout(wait, hub.hand_in_turn("stolen")).await;
+        assert!(second.is_err(), "a second load for one device went ahead");
+        assert_eq!(hub.api_reads.available_permits(), API_READS - 1);
+        let other = tokio::time::timeout(wait, hub.hand_in_turn("other")).await;
+        assert!(other.is_ok(), "another device waited on this one");
+        drop(other);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(1), hub.hand_in_turn("stolen")).await;
+        assert!(second.is_ok(), "the device's next load never had its turn");
     }
 
     /// Peers joining again on new sockets, on the same socket, and leaving,
