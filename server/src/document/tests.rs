@@ -1137,3 +1137,59 @@ async fn a_failed_task_is_forgotten_and_the_sockets_holding_its_record_closed() 
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!again.is_cancelled(), "not cut off a second time");
 }
+
+/// A record whose task fails again within the rate window cuts no one off
+/// at once, but its peers would hear nothing from the task that failed:
+/// once the window has passed, the sockets of the devices holding it are
+/// closed, once, however often it failed meanwhile.
+#[tokio::test]
+async fn a_task_failing_again_within_the_window_has_its_holders_closed_once_it_ends() {
+    let meeting = meeting();
+    let (_dir, hub, id) = hub_with(Some(&meeting), |s| s.rate_window_secs = 1);
+    let holder = device("holder", Role::Coordinator);
+    assert!(hub.open_document("holder", id, 100));
+    let fail = |n: u64| {
+        let hub = Arc::clone(&hub);
+        async move {
+            hub.dispatch(id, DocCommand::Panic, crate::hub::Missing::Create)
+                .await
+                .unwrap();
+            for _ in 0..200 {
+                if hub.metrics.tasks_failed.get() == n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(hub.metrics.tasks_failed.get(), n);
+        }
+    };
+    fail(1).await;
+    // Joined since, to the task that fails next, and to nothing after.
+    let listening = CancellationToken::new();
+    hub.register_session(&PeerId::new("listening"), 2, &holder, listening.clone());
+    fail(2).await;
+    fail(3).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !listening.is_cancelled(),
+        "cut off at once within the window"
+    );
+    for _ in 0..300 {
+        if listening.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        listening.is_cancelled(),
+        "left to hear nothing once the window passed"
+    );
+    // Once: a socket joined since is not closed again by the third failure.
+    let later = CancellationToken::new();
+    hub.register_session(&PeerId::new("later"), 3, &holder, later.clone());
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert!(
+        !later.is_cancelled(),
+        "closed a second time for the same failures"
+    );
+}
