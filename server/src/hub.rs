@@ -74,9 +74,6 @@ pub struct Hub {
     /// Records whose task failed in the last rate window, and when
     /// ([`Hub::task_failed`]).
     tasks_failed: Mutex<HashMap<DocumentId, std::time::Instant>>,
-    /// Records whose task failed again within the window, whose holders'
-    /// sockets are closed once it ends ([`Hub::task_failed`]).
-    closing_later: Mutex<std::collections::HashSet<DocumentId>>,
     /// The data directory's lock while this hub serves from it: set by
     /// [`crate::startup::prepare`], let go of as [`crate::startup::run`]
     /// ends, however long tasks still hold the hub.
@@ -274,7 +271,6 @@ impl Hub {
             hand_in_turns: Mutex::new(HashMap::new()),
             refusals_logged,
             tasks_failed: Mutex::new(HashMap::new()),
-            closing_later: Mutex::new(std::collections::HashSet::new()),
             data_lock: std::sync::Mutex::new(None),
         }))
     }
@@ -854,13 +850,10 @@ impl Hub {
     /// change is acknowledged once stored.
     ///
     /// A record whose task failed less than a rate window before is only
-    /// forgotten at once: a message that makes it fail again, sent again at
-    /// each reconnection, must not cut every device holding it off again
-    /// and again, with all their other records. The peers that joined the
-    /// task that failed would hear nothing meanwhile: once a window has
-    /// passed, the sockets of the devices holding the record then are
-    /// closed, once, however often it failed meanwhile.
-    fn task_failed(self: &Arc<Self>, doc: DocumentId, task: u64) {
+    /// forgotten: a message that makes it fail again, sent again at each
+    /// reconnection, must not cut every device holding it off again and
+    /// again, with all their other records.
+    fn task_failed(&self, doc: DocumentId, task: u64) {
         self.metrics.tasks_failed.inc();
         self.forget(doc, task);
         let now = std::time::Instant::now();
@@ -871,38 +864,9 @@ impl Hub {
             failed.insert(doc, now).is_some()
         };
         if again {
-            let scheduled = self
-                .closing_later
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(doc);
-            tracing::error!(doc_id = %doc, "the record's task failed again; its sockets are closed once a rate window has passed");
-            if !scheduled {
-                return;
-            }
-            let hub = Arc::clone(self);
-            let window = self.settings.rate_window();
-            tokio::spawn(async move {
-                tokio::time::sleep(window).await;
-                hub.closing_later
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&doc);
-                // This closing counts as the window's one.
-                hub.tasks_failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(doc, std::time::Instant::now());
-                hub.close_holders(doc);
-            });
+            tracing::error!(doc_id = %doc, "the record's task failed again; its sockets are left open");
             return;
         }
-        self.close_holders(doc);
-    }
-
-    /// Closes the sockets of every device holding `doc` open, after its
-    /// task failed: they reconnect and sync afresh.
-    fn close_holders(&self, doc: DocumentId) {
         let devices: std::collections::HashSet<String> = self
             .open_docs
             .lock()
