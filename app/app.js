@@ -455,6 +455,9 @@ function syncBar(s) {
       : trouble ? `${spoken(linked)}${tr("listSeparator")}${textOf(trouble)}`
       : spoken(s.state),
     $("#sync-refused").textContent,
+    // Records waiting their turn, said once as they start and end to, not
+    // at every record the count goes down by.
+    s.deferred ? tr("deferredSaid") : "",
     // The notes that ask something of the person: heard too.
     kept.textContent,
     shell.textContent,

@@ -1324,12 +1324,16 @@ test("records the server did not take yet wait their turn in the sync bar and ar
       const s = window.twinsync.status();
       const partial = document.querySelector("#export-partial")?.textContent;
       return s.deferred > 0 && partial
-        ? { deferred: s.deferred, state: document.querySelector("#sync").dataset.state, text: document.querySelector("#sync-waiting").textContent, partial }
+        ? { deferred: s.deferred, state: document.querySelector("#sync").dataset.state, text: document.querySelector("#sync-waiting").textContent, partial, said: document.querySelector("#sync-said").textContent }
         : null;
     }, undefined, "records waiting their turn");
     // Not an error: the phone is still syncing, and says why in its language.
     assert.equal(waiting.state, "syncing");
     assert.match(waiting.text, /تنتظر دورها/);
+    // A screen reader hears it too, without the count, which changes at
+    // every record taken.
+    assert.ok(waiting.said.includes(STRINGS.ar.deferredSaid), waiting.said);
+    assert.ok(!/\d/.test(waiting.said), waiting.said);
     const [head, tail] = STRINGS.ar.exportPartial.split("{n}");
     assert.ok(waiting.partial.startsWith(head) && waiting.partial.endsWith(tail), waiting.partial);
     await until(page, (total) => {
@@ -1340,6 +1344,7 @@ test("records the server did not take yet wait their turn in the sync bar and ar
     assert.equal(after.joins, 1, "the records came without a reconnection");
     assert.equal(after.refused, undefined);
     assert.equal(await page.evaluate(() => document.querySelector("#sync-waiting").textContent), "");
+    assert.ok(!(await page.textContent("#sync-said")).includes(STRINGS.ar.deferredSaid));
     await until(page, () => document.querySelector("#export-partial")?.textContent === "" || null, undefined, "the export's note gone");
     await context.close();
   }, { args: ["--device-docs-per-minute", "10", "--rate-window-secs", "3"] });
