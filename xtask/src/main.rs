@@ -219,7 +219,10 @@ fn test() -> Result<()> {
     ensure_chromium()?;
     let mut browser = Command::new("node");
     browser
-        .args(["--test", "--test-concurrency=1"])
+        // A test that hangs (a browser call that never answers) fails
+        // after five minutes, naming itself, rather than holding the run;
+        // the longest test takes under two.
+        .args(["--test", "--test-concurrency=1", "--test-timeout=300000"])
         .arg(root().join("tests/js/browser/client.test.mjs"))
         .arg(root().join("tests/js/browser/faults.test.mjs"))
         .arg(root().join("tests/js/browser/auth.test.mjs"))
