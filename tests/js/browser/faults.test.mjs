@@ -900,12 +900,16 @@ test("a phone on a flapping network runs one series of reconnection tries, howev
   }
 });
 
-test("a server's error that refuses no change is said as the server's trouble, not as a refused change", async () => {
-  // As the server says "no `join` received in time", or that it cannot
-  // check the device, before it closes the socket; the next socket goes on.
-  let sockets = 0;
-  const troubled = await fakeServer((ws) => {
-    const first = ++sockets === 1;
+/**
+ * A server that joins each socket, then, on its first `sockets` sockets,
+ * says it cannot check the device (an `error` with no refusal) and closes
+ * the socket `closeMs` later.
+ */
+function troubledServer({ sockets, closeMs }) {
+  let seen = 0;
+  const why = "the server cannot check this device right now";
+  return fakeServer((ws) => {
+    const troubled = ++seen <= sockets;
     ws.on("message", (data) => {
       const m = decode(data);
       if (m.type !== "join") return;
@@ -916,11 +920,18 @@ test("a server's error that refuses no change is said as the server's trouble, n
         peerMetadata: { isEphemeral: false },
         selectedProtocolVersion: "1",
       }));
-      if (!first) return;
-      ws.send(encode({ type: "error", senderId: "troubled-server", targetId: m.senderId, message: "the server cannot check this device right now" }));
-      setTimeout(() => ws.close(1011, "the server cannot check this device right now"), 1_000);
+      if (!troubled) return;
+      ws.send(encode({ type: "error", senderId: "troubled-server", targetId: m.senderId, message: why }));
+      if (closeMs) setTimeout(() => ws.close(1011, why), closeMs);
+      else ws.close(1011, why);
     });
   });
+}
+
+test("a server's error that refuses no change is said as the server's trouble, not as a refused change", async () => {
+  // As the server says "no `join` received in time", or that it cannot
+  // check the device, before it closes the socket; the next socket goes on.
+  const troubled = await troubledServer({ sockets: 1, closeMs: 1_000 });
   try {
     await withServer(async (server) => {
       const { page, context } = await phone(browser);
@@ -953,21 +964,7 @@ test("a server's trouble said after the phone's storage filled up does not hide 
   // The server says it cannot check the device and closes the socket, as
   // the app's own test of the server's trouble has it; the phone's full
   // storage is what the person must act on, and stays said.
-  const troubled = await fakeServer((ws) => {
-    ws.on("message", (data) => {
-      const m = decode(data);
-      if (m.type !== "join") return;
-      ws.send(encode({
-        type: "peer",
-        senderId: "troubled-server",
-        targetId: m.senderId,
-        peerMetadata: { isEphemeral: false },
-        selectedProtocolVersion: "1",
-      }));
-      ws.send(encode({ type: "error", senderId: "troubled-server", targetId: m.senderId, message: "the server cannot check this device right now" }));
-      ws.close(1011, "the server cannot check this device right now");
-    });
-  });
+  const troubled = await troubledServer({ sockets: Infinity, closeMs: 0 });
   try {
     await withServer(async (server) => {
       const { page, context, profile } = await phoneWithSmallQuota(server, { server: troubled.url });
