@@ -57,6 +57,47 @@ pub fn session_key(device: &str, peer: &PeerId) -> PeerId {
     PeerId::new(format!("{device}/{peer}"))
 }
 
+/// The peers of a record's task, as the hub sees them: those it joined
+/// and those whose `sync` waits in its queue. Kept beside the task's own
+/// map so that, should the task fail (a bug), the next one takes them in
+/// ([`DocCommand::Rejoin`]) rather than leave them waiting on a task that
+/// is gone.
+#[derive(Clone, Debug, Default)]
+pub struct Roster(Arc<Mutex<HashMap<PeerId, PeerLink>>>);
+
+impl Roster {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerLink>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `peer` joined, or sent a `sync` to the task.
+    pub fn join(&self, peer: &PeerLink) {
+        let mut peers = self.lock();
+        if peers.get(&peer.key).is_none_or(|p| p.conn != peer.conn) {
+            peers.insert(peer.key.clone(), peer.clone());
+        }
+    }
+
+    /// The peer of connection `conn` left.
+    fn leave(&self, key: &PeerId, conn: u64) {
+        let mut peers = self.lock();
+        if peers.get(key).is_some_and(|p| p.conn == conn) {
+            peers.remove(key);
+        }
+    }
+
+    /// The peers whose connections are still open, taken out.
+    pub fn take(&self) -> Vec<PeerLink> {
+        let peers = std::mem::take(&mut *self.lock());
+        peers
+            .into_values()
+            .filter(|p| !p.out.is_closed() && !p.kill.is_cancelled())
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 pub enum DocCommand {
     /// A `sync` or `request` payload from a peer.
@@ -70,6 +111,11 @@ pub enum DocCommand {
     Ephemeral { peer: PeerLink, msg: Message },
     /// A peer's connection closed.
     Leave { key: PeerId, conn: u64 },
+    /// The peers of the record's task that failed: each joins with the
+    /// sync state a reconnection would start from and is offered an
+    /// exchange, so that it hears of others' changes again without
+    /// sending anything first. A peer that joined since is left as it is.
+    Rejoin(Vec<PeerLink>),
     /// Leave memory if idle.
     Evict,
     /// A coordinator accepted quarantined changes: apply them as the
@@ -116,6 +162,8 @@ struct DocTask {
     stored_bytes: Arc<AtomicU64>,
     /// The record as the document holds it now, for permission checks.
     current: Read,
+    /// The peers as the hub sees them, should this task fail.
+    roster: Roster,
     /// The device that created the record (delivered its first stored
     /// changes); `None` for the server's own (the demo club).
     creator: Option<String>,
@@ -142,12 +190,14 @@ pub async fn run(
     task: u64,
     busy: Arc<AtomicBool>,
     waiters: Vec<PeerLink>,
+    roster: Roster,
     mut rx: mpsc::Receiver<DocCommand>,
 ) {
     // This future lives as long as the document stays loaded, so loading
     // and every command that awaits are boxed: held inline, their state
     // took 16 KiB a document instead of 4.6.
     let mut t = Box::pin(DocTask::load(Arc::clone(&hub), id)).await;
+    t.roster = roster;
     if t.broken.is_none() && !t.doc.get_heads().is_empty() {
         Box::pin(t.migrate()).await;
         t.maybe_compact();
@@ -203,16 +253,19 @@ pub async fn run(
                 Some(
                     c @ (DocCommand::Sync { .. }
                     | DocCommand::Accept { .. }
-                    | DocCommand::Ephemeral { .. }),
+                    | DocCommand::Ephemeral { .. }
+                    | DocCommand::Rejoin(_)),
                 ) => {
                     handed.push(c);
                     continue;
                 }
                 // A peer whose sync goes to the next task leaves it too.
                 Some(DocCommand::Leave { key, conn }) => {
-                    let joins = handed
-                        .iter()
-                        .any(|c| matches!(c, DocCommand::Sync { peer, .. } if peer.key == key));
+                    let joins = handed.iter().any(|c| match c {
+                        DocCommand::Sync { peer, .. } => peer.key == key,
+                        DocCommand::Rejoin(peers) => peers.iter().any(|p| p.key == key),
+                        _ => false,
+                    });
                     if joins {
                         handed.push(DocCommand::Leave { key, conn });
                     }
@@ -278,6 +331,19 @@ pub async fn run(
                 let _ = reply.send(Box::pin(t.accept(&changes, &peer_id, &device_id)).await);
             }
             Some(DocCommand::Leave { key, conn }) => Box::pin(t.on_leave(&key, conn)).await,
+            Some(DocCommand::Rejoin(peers)) => {
+                for peer in peers {
+                    // One that joined since, from this socket or a new one,
+                    // is in an exchange already.
+                    if !t.peers.contains_key(&peer.key)
+                        && !peer.out.is_closed()
+                        && !peer.kill.is_cancelled()
+                    {
+                        Box::pin(t.join(&peer)).await;
+                        t.sync.ask_to_resend(&peer.key);
+                    }
+                }
+            }
             // A record with commands waiting stays: handing them to the next
             // task could put them after what their peers send next.
             // Nor does one compacting: a new task would load the chunks
@@ -352,6 +418,7 @@ impl DocTask {
             chunks: Arc::new(Mutex::new(chunks)),
             compacting: Arc::new(AtomicBool::new(false)),
             stored_bytes: Arc::new(AtomicU64::new(stored.bytes)),
+            roster: Roster::default(),
         }
     }
 }
@@ -558,6 +625,7 @@ impl DocTask {
             }
         }
         self.sync.add_peer(peer.key.clone(), state);
+        self.roster.join(peer);
         self.peers.insert(peer.key.clone(), peer.clone());
     }
 
@@ -699,7 +767,9 @@ impl DocTask {
     }
 
     fn remove_peer(&mut self, key: &PeerId) -> Option<State> {
-        self.peers.remove(key);
+        if let Some(p) = self.peers.remove(key) {
+            self.roster.leave(key, p.conn);
+        }
         self.sync.remove_peer(key)
     }
 

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use twinsync_shared::{DocumentId, PeerId};
 
 use crate::auth::{AuthError, Device, Guards, Secret};
-use crate::document::{self, DocCommand, PeerLink};
+use crate::document::{self, DocCommand, PeerLink, Roster};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{Appender, Store, StoreError};
@@ -22,6 +22,8 @@ pub(crate) struct DocHandle {
     /// Whether the document had peers when it last said so; idle ones are
     /// evicted first when memory is short.
     busy: Arc<std::sync::atomic::AtomicBool>,
+    /// Its peers, for the next task should it fail.
+    roster: Roster,
 }
 
 /// What the hub knows of the server.
@@ -609,6 +611,12 @@ impl Hub {
         };
         loop {
             let handle = self.handle(doc, missing, waiter.as_ref()).await?;
+            // Noted before it is queued: were the task to fail with the
+            // message still in its queue, the sender would wait for an
+            // answer that never comes.
+            if let DocCommand::Sync { peer, .. } = &cmd {
+                handle.roster.join(peer);
+            }
             match handle.tx.send(cmd).await {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::SendError(back)) => {
@@ -713,6 +721,7 @@ impl Hub {
             tx,
             task: self.next_id(),
             busy: Default::default(),
+            roster: Roster::default(),
         };
         docs.insert(doc, handle.clone());
         self.metrics.loaded_documents.set(docs.len() as i64);
@@ -722,14 +731,15 @@ impl Hub {
             handle.task,
             handle.busy.clone(),
             waiters,
+            handle.roster.clone(),
             rx,
         ));
-        let (hub, task) = (Arc::clone(self), handle.task);
+        let (hub, task, roster) = (Arc::clone(self), handle.task, handle.roster.clone());
         tokio::spawn(async move {
             if let Err(e) = run.await
                 && e.is_panic()
             {
-                hub.task_failed(doc, task);
+                hub.task_failed(doc, task, &roster);
             }
         });
         Ok(handle)
@@ -841,46 +851,58 @@ impl Hub {
         self.remove_if(doc, task);
     }
 
-    /// A record's task ended in a panic (a bug): the peers that had joined
-    /// it would wait on a task that is gone, hearing nothing of others'
-    /// changes until they send something themselves. The task is
-    /// forgotten, so the next message starts a new one from the store,
-    /// and the sockets of every device with the record open are closed:
-    /// they reconnect and sync afresh. Nothing acknowledged is lost: a
-    /// change is acknowledged once stored.
+    /// A record's task ended in a panic (a bug): its peers would wait on
+    /// a task that is gone, hearing nothing of others' changes until they
+    /// send something themselves, and a peer whose `sync` was still in its
+    /// queue would wait for an answer. The task is forgotten, and a new one
+    /// loads the record from the store and takes them in
+    /// ([`DocCommand::Rejoin`]): each is offered a fresh exchange, and no
+    /// socket is closed, so no device loses its other records meanwhile.
+    /// Nothing acknowledged is lost: a change is acknowledged once stored.
     ///
-    /// A record whose task failed less than a rate window before is only
-    /// forgotten: a message that makes it fail again, sent again at each
-    /// reconnection, must not cut every device holding it off again and
-    /// again, with all their other records.
-    fn task_failed(&self, doc: DocumentId, task: u64) {
+    /// A record whose task failed less than a rate window before takes its
+    /// peers in again once the window has passed: a message that fails it,
+    /// sent again at each exchange, then fails it at most once a window.
+    fn task_failed(self: &Arc<Self>, doc: DocumentId, task: u64, roster: &Roster) {
         self.metrics.tasks_failed.inc();
         self.forget(doc, task);
         let now = std::time::Instant::now();
+        let window = self.settings.rate_window();
         let again = {
             let mut failed = self.tasks_failed.lock().unwrap_or_else(|e| e.into_inner());
-            let window = self.settings.rate_window();
             failed.retain(|_, at| now.duration_since(*at) < window);
             failed.insert(doc, now).is_some()
         };
+        let peers = roster.take();
         if again {
-            tracing::error!(doc_id = %doc, "the record's task failed again; its sockets are left open");
+            tracing::error!(
+                doc_id = %doc,
+                peers = peers.len(),
+                after_secs = window.as_secs(),
+                "the record's task failed again; its peers are taken in again once the rate window has passed"
+            );
+        } else {
+            tracing::error!(
+                doc_id = %doc,
+                peers = peers.len(),
+                "the record's task failed; a new one takes its peers in"
+            );
+        }
+        if peers.is_empty() {
             return;
         }
-        let devices: std::collections::HashSet<String> = self
-            .open_docs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, docs)| docs.contains_key(&doc))
-            .map(|(device, _)| device.clone())
-            .collect();
-        let closed = self.disconnect(|e| devices.contains(&e.device));
-        tracing::error!(
-            doc_id = %doc,
-            sockets = closed.len(),
-            "the record's task failed; the sockets of the devices holding it open were closed, to sync afresh"
-        );
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            if again {
+                tokio::time::sleep(window).await;
+            }
+            if let Err(e) = hub
+                .dispatch(doc, DocCommand::Rejoin(peers), Missing::Create)
+                .await
+            {
+                tracing::warn!(doc_id = %doc, error = %e, "the peers of a failed record's task were not taken in again");
+            }
+        });
     }
 
     /// Tells every loaded document to store its peers' sync states and stop.

@@ -334,6 +334,18 @@ impl DocSync {
         );
     }
 
+    /// `peer` may believe it sent changes that never arrived (they were
+    /// lost with the server's task for the document, which failed): the
+    /// next message asks it to forget what it sent and send whatever we
+    /// lack, as Automerge asks a peer switching from read-only.
+    pub fn ask_to_resend(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.state.needs_reset = true;
+            p.relay_ready = false;
+            self.dirty.insert(peer.clone());
+        }
+    }
+
     /// `peer` was answered outside this engine for the document as the
     /// server lacked it (`doc-unavailable`, or an empty record's heads):
     /// while the document stays empty, nothing more is said to it; its
