@@ -62,11 +62,12 @@ pub enum StoreError {
     )]
     BackupOntoLive(std::path::PathBuf),
     #[error(
-        "device {device} has {pending} bytes of refused changes waiting for review; the quarantine keeps at most {limit} a device"
+        "device {device} has {batches} batches ({pending} bytes) of refused changes waiting for review; the quarantine keeps at most {MAX_PENDING_BATCHES} batches and {limit} bytes a device"
     )]
     QuarantineFull {
         device: String,
         pending: u64,
+        batches: u64,
         limit: u64,
     },
 }
@@ -112,6 +113,14 @@ impl StoreError {
         }
     }
 }
+
+/// Batches of one device's refused changes the quarantine keeps waiting
+/// for review, whatever their size. A phone hands in a batch or a few per
+/// record it wrote; a device sending change after change that is refused
+/// (a revoked one, say) is stopped here long before its bytes reach the
+/// limit, where each new batch would be compared with thousands of others
+/// while the store is held.
+pub const MAX_PENDING_BATCHES: u64 = 1000;
 
 /// The storage ids under which one device's sync states are kept: a phone
 /// has one per browser it syncs from, so this leaves room for several.

@@ -1057,17 +1057,18 @@ impl Store {
                 None => (refused.hashes.to_vec(), refused.changes.to_vec()),
             },
         };
-        let held: i64 = conn.query_row(
-            "SELECT COALESCE(SUM(length(changes)), 0) FROM quarantine
+        let (batches, held): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(length(changes)), 0) FROM quarantine
              WHERE device_id = ?1 AND status = 'pending'",
             [refused.device_id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let held = held.max(0) as u64;
-        if held + changes.len() as u64 > limit {
+        let (batches, held) = (batches.max(0) as u64, held.max(0) as u64);
+        if held + changes.len() as u64 > limit || batches >= super::MAX_PENDING_BATCHES {
             return Err(StoreError::QuarantineFull {
                 device: refused.device_id.to_owned(),
                 pending: held,
+                batches,
                 limit,
             });
         }
@@ -1311,6 +1312,45 @@ mod tests {
         assert!(store.decide(again, "accepted", "coordinator", 103).unwrap());
         store.reopen(again).unwrap();
         assert_eq!(batches(&store, "pending"), vec![again]);
+    }
+
+    /// A device sending batch after tiny refused batch fills its share of
+    /// the quarantine by their number, long before their bytes; another
+    /// device's refused changes are still kept.
+    #[test]
+    fn the_quarantine_keeps_a_bounded_number_of_one_devices_batches() {
+        let (_dir, store) = store();
+        let doc = DocumentId::random();
+        let hashes = |n: u64| vec![format!("h{n}")];
+        use crate::store::MAX_PENDING_BATCHES;
+        for n in 0..MAX_PENDING_BATCHES - 1 {
+            store
+                .quarantine(&refused(doc, &hashes(n), b"x"), 100, 1 << 20)
+                .unwrap();
+        }
+        let last = hashes(MAX_PENDING_BATCHES - 1);
+        let kept = store.quarantine(&refused(doc, &last, b"x"), 100, 1 << 20);
+        assert!(!kept.unwrap().discarded);
+        let over = hashes(MAX_PENDING_BATCHES);
+        let err = store
+            .quarantine(&refused(doc, &over, b"x"), 100, 1 << 20)
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::QuarantineFull { batches, .. } if batches == MAX_PENDING_BATCHES),
+            "{err}"
+        );
+        assert!(!err.is_storage_failure());
+        // Sent again, a batch already kept is still found.
+        assert!(
+            store
+                .quarantine(&refused(doc, &last, b"x"), 100, 1 << 20)
+                .is_ok()
+        );
+        let other = Refused {
+            device_id: "tablet",
+            ..refused(doc, &over, b"x")
+        };
+        assert!(store.quarantine(&other, 100, 1 << 20).is_ok());
     }
 
     #[test]
