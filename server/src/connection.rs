@@ -94,6 +94,8 @@ struct Session {
     server_failed: bool,
     /// Ephemeral messages relayed in the current second.
     ephemeral: EphemeralShare,
+    /// The peer said it takes Automerge's reset flag ([`PeerLink::resets`]).
+    resets: Arc<std::sync::atomic::AtomicBool>,
     /// A client other than the app's sync messages refused for now (too
     /// many records opened in the minute), by record: taken up again once
     /// it may open them (see [`Session::take_up_later`]).
@@ -161,6 +163,7 @@ impl Session {
             announce: Arc::new(std::sync::OnceLock::new()),
             server_failed: false,
             ephemeral: EphemeralShare::default(),
+            resets: Arc::default(),
             later: HashMap::new(),
             later_bytes: 0,
         }
@@ -593,6 +596,7 @@ impl Session {
             out: out.clone(),
             kill: self.kill.clone(),
             device: Arc::clone(&self.device),
+            resets: Arc::clone(&self.resets),
         };
         if self.device.is_revoked() {
             return match msg {

@@ -49,6 +49,10 @@ pub struct PeerLink {
     pub kill: CancellationToken,
     /// The device the connection signed in as.
     pub device: Arc<Device>,
+    /// Its sync messages said it takes Automerge's reset flag: should the
+    /// record's task fail, the next asks it to send again what it believes
+    /// sent ([`DocCommand::Rejoin`]). Shared by the connection's links.
+    pub resets: Arc<AtomicBool>,
 }
 
 /// A peer's key: its device's id, which is alphanumeric (`auth::Secret`),
@@ -72,10 +76,12 @@ impl Roster {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `peer` joined, or sent a `sync` to the task.
+    /// `peer` joined, or sent a `sync` to the task. A connection's id is
+    /// newer than those before it: an older one's late `sync` does not
+    /// take the place of the connection that displaced it.
     pub fn join(&self, peer: &PeerLink) {
         let mut peers = self.lock();
-        if peers.get(&peer.key).is_none_or(|p| p.conn != peer.conn) {
+        if peers.get(&peer.key).is_none_or(|p| p.conn < peer.conn) {
             peers.insert(peer.key.clone(), peer.clone());
         }
     }
@@ -111,10 +117,13 @@ pub enum DocCommand {
     Ephemeral { peer: PeerLink, msg: Message },
     /// A peer's connection closed.
     Leave { key: PeerId, conn: u64 },
-    /// The peers of the record's task that failed: each joins with the
-    /// sync state a reconnection would start from and is offered an
-    /// exchange, so that it hears of others' changes again without
-    /// sending anything first. A peer that joined since is left as it is.
+    /// The peers of the record's task that failed. Each that said it takes
+    /// Automerge's reset flag joins with the sync state a reconnection would
+    /// start from, and is offered an exchange whose first message carries
+    /// the flag: it hears of others' changes again without sending anything
+    /// first, and sends again what it believes sent and the task lost. Any
+    /// other has its socket closed, and syncs afresh as it reconnects. A
+    /// peer that joined since, or whose socket closed, is left as it is.
     Rejoin(Vec<PeerLink>),
     /// Leave memory if idle.
     Evict,
@@ -331,19 +340,7 @@ pub async fn run(
                 let _ = reply.send(Box::pin(t.accept(&changes, &peer_id, &device_id)).await);
             }
             Some(DocCommand::Leave { key, conn }) => Box::pin(t.on_leave(&key, conn)).await,
-            Some(DocCommand::Rejoin(peers)) => {
-                for peer in peers {
-                    // One that joined since, from this socket or a new one,
-                    // is in an exchange already.
-                    if !t.peers.contains_key(&peer.key)
-                        && !peer.out.is_closed()
-                        && !peer.kill.is_cancelled()
-                    {
-                        Box::pin(t.join(&peer)).await;
-                        t.sync.ask_to_resend(&peer.key);
-                    }
-                }
-            }
+            Some(DocCommand::Rejoin(peers)) => Box::pin(t.rejoin(peers)).await,
             // A record with commands waiting stays: handing them to the next
             // task could put them after what their peers send next.
             // Nor does one compacting: a new task would load the chunks
@@ -747,8 +744,37 @@ impl DocTask {
         }
     }
 
+    /// See [`DocCommand::Rejoin`].
+    async fn rejoin(&mut self, peers: Vec<PeerLink>) {
+        for peer in peers {
+            // One that joined since, from this socket or a new one, is in
+            // an exchange already; one whose socket is closing is gone.
+            if self.peers.contains_key(&peer.key)
+                || peer.out.is_closed()
+                || peer.kill.is_cancelled()
+                || !self.hub.has_session(&peer.key, peer.conn)
+            {
+                continue;
+            }
+            if let Some(reason) = &self.broken {
+                // As a sync would be answered: it would send its copy for
+                // nothing.
+                self.unreadable_to(&peer, reason);
+            } else if peer.resets.load(Ordering::Relaxed) {
+                self.join(&peer).await;
+                self.sync.ask_to_resend(&peer.key);
+            } else {
+                self.hub.metrics.peers_cut_to_resync.inc();
+                peer.kill.cancel();
+            }
+        }
+    }
+
     async fn on_leave(&mut self, key: &PeerId, conn: u64) {
         if self.peers.get(key).is_none_or(|p| p.conn != conn) {
+            // Not joined (its messages were dropped, or the record is
+            // unreadable), it may still be on the roster.
+            self.roster.leave(key, conn);
             return;
         }
         let kept = self

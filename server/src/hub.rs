@@ -590,6 +590,12 @@ impl Hub {
         );
     }
 
+    /// Whether connection `conn` is still the session of `peer`.
+    pub fn has_session(&self, peer: &PeerId, conn: u64) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.get(peer).is_some_and(|e| e.conn == conn)
+    }
+
     pub fn unregister_session(&self, peer: &PeerId, conn: u64) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if sessions.get(peer).is_some_and(|e| e.conn == conn) {
@@ -614,8 +620,11 @@ impl Hub {
             // Noted before it is queued: were the task to fail with the
             // message still in its queue, the sender would wait for an
             // answer that never comes.
-            if let DocCommand::Sync { peer, .. } = &cmd {
-                handle.roster.join(peer);
+            match &cmd {
+                DocCommand::Sync { peer, .. } => handle.roster.join(peer),
+                // Should this task fail before taking them in too.
+                DocCommand::Rejoin(peers) => peers.iter().for_each(|p| handle.roster.join(p)),
+                _ => {}
             }
             match handle.tx.send(cmd).await {
                 Ok(()) => return Ok(()),
@@ -856,13 +865,15 @@ impl Hub {
     /// send something themselves, and a peer whose `sync` was still in its
     /// queue would wait for an answer. The task is forgotten, and a new one
     /// loads the record from the store and takes them in
-    /// ([`DocCommand::Rejoin`]): each is offered a fresh exchange, and no
-    /// socket is closed, so no device loses its other records meanwhile.
+    /// ([`DocCommand::Rejoin`]): each is offered a fresh exchange, asking
+    /// it to send again what it believes sent, and the socket of a peer
+    /// that cannot be asked so is closed, to sync afresh as it reconnects.
     /// Nothing acknowledged is lost: a change is acknowledged once stored.
     ///
     /// A record whose task failed less than a rate window before takes its
-    /// peers in again once the window has passed: a message that fails it,
-    /// sent again at each exchange, then fails it at most once a window.
+    /// peers in again once the window has passed, rather than at once: a
+    /// message that fails it, sent again in the fresh exchange, does not
+    /// fail task after task without a pause.
     fn task_failed(self: &Arc<Self>, doc: DocumentId, task: u64, roster: &Roster) {
         self.metrics.tasks_failed.inc();
         self.forget(doc, task);

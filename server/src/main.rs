@@ -155,7 +155,12 @@ enum DeviceCommand {
         #[command(flatten)]
         device: DeviceSpec,
         /// Hours the link can be redeemed (at most 90 days' worth).
-        #[arg(long, env = "TWINSYNC_INVITE_HOURS", default_value_t = 72)]
+        #[arg(
+            long,
+            env = "TWINSYNC_INVITE_HOURS",
+            default_value_t = 72,
+            value_parser = clap::value_parser!(u64).range(1..=24 * 90),
+        )]
         hours: u64,
         /// The address people reach the server at, as `serve --public-url`.
         #[arg(
@@ -462,7 +467,8 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             });
             if !left {
                 eprintln!(
-                    "no coordinator can sign in now: `twinsync device invite --role coordinator --name NAME` prints a link that signs one in"
+                    "no coordinator can sign in now: `twinsync device invite --data-dir {} --role coordinator --name NAME --public-url URL`, with the address people reach the server at, prints a link that signs one in",
+                    shell_word(&data_dir.display().to_string())
                 );
             }
             Ok(())
@@ -477,7 +483,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             let hub = hub_over(store, Settings::for_data_dir(data_dir))?;
             let new = twinsync_server::admin::check_new_device(&hub, &device.into())
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let hours = i64::try_from(hours.clamp(1, 24 * 90)).unwrap_or(72);
+            let hours = i64::try_from(hours).unwrap_or(72);
             let invite = hub
                 .store
                 .add_invite(&new, InvitedBy::Operator, now, now + hours * 3600)?
@@ -495,6 +501,17 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// `word` as a shell reads it back whole: as it is when it holds no
+/// character a shell treats apart, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub messages_too_large: IntCounter,
     pub memory_trims: IntCounter,
     pub tasks_failed: IntCounter,
+    pub peers_cut_to_resync: IntCounter,
     pub peers_displaced: IntCounter,
     pub record_lookups: IntCounter,
 }
@@ -105,7 +106,11 @@ impl Metrics {
             ),
             tasks_failed: counter(
                 "twinsync_tasks_failed_total",
-                "Record tasks that ended in a panic (a bug); their devices' sockets were closed to sync afresh",
+                "Record tasks that ended in a panic (a bug); a new task took their peers in",
+            ),
+            peers_cut_to_resync: counter(
+                "twinsync_peers_cut_to_resync_total",
+                "Sockets closed after their record's task failed, as their peer had not said it takes Automerge's reset flag: they reconnect and sync afresh",
             ),
             rate_limited: counter(
                 "twinsync_rate_limited_total",

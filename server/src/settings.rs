@@ -20,7 +20,10 @@ where
 
 /// Reads an address people open links at: `http://` or `https://` and a
 /// host, with no trailing `/` (links add theirs). Without a scheme, every
-/// invite link printed or sent would be text a browser does not open.
+/// invite link printed or sent would be text a browser does not open; with
+/// a path, the link would open an app whose files and socket are asked for
+/// at the root of the host (`/pkg/…`, `/api/…`, `/sync`), which a proxy
+/// serving the server under that path does not pass on.
 pub fn public_url(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('/');
     let rest = s
@@ -33,6 +36,12 @@ pub fn public_url(s: &str) -> Result<String, String> {
     if rest.contains(['#', '?']) {
         return Err(format!(
             "`{s}` has a query or a fragment; links add their own"
+        ));
+    }
+    if let Some((host, path)) = rest.split_once('/') {
+        return Err(format!(
+            "`{s}` has a path (`/{path}`): the app is served at the root of its host; give the host alone, such as `{}{host}`",
+            &s[..s.len() - rest.len()]
         ));
     }
     Ok(s.to_owned())
@@ -50,7 +59,14 @@ pub struct Settings {
 
     /// Start an empty database with the club record alone, not the demo
     /// club's cities, people, agreements and meetings.
-    #[arg(long, env = "TWINSYNC_NO_DEMO")]
+    /// (`TWINSYNC_NO_DEMO` takes `1`, `true`, `yes` or `on`, and their
+    /// opposites, as service files write them.)
+    #[arg(
+        long,
+        env = "TWINSYNC_NO_DEMO",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
     pub no_demo: bool,
 
     /// Directory of the web app served at `/`.
@@ -541,6 +557,7 @@ mod tests {
             "https://",
             "https:///path",
             "https://records.example.org/#x",
+            "https://records.example.org/club/",
         ] {
             let err = Serve::try_parse_from(["twinsync", "--public-url", bad]).unwrap_err();
             assert!(err.to_string().contains("--public-url"), "{bad}: {err}");
@@ -548,12 +565,23 @@ mod tests {
         let ok = Serve::try_parse_from([
             "twinsync",
             "--public-url",
-            "https://records.example.org/club/",
+            "https://records.example.org:8443/",
         ])
         .unwrap();
         assert_eq!(
             ok.settings.public_url.as_deref(),
-            Some("https://records.example.org/club")
+            Some("https://records.example.org:8443")
+        );
+        let err = Serve::try_parse_from([
+            "twinsync",
+            "--public-url",
+            "https://records.example.org/club/",
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("give the host alone, such as `https://records.example.org`"),
+            "{err}"
         );
     }
 

@@ -104,6 +104,26 @@ impl DocTask {
         // changed, or cut off) is closing: what it sent is not taken in
         // under the rights it signed in with.
         batch.retain(|sync| !sync.peer.kill.is_cancelled());
+        let unsure: Vec<PeerLink> = batch
+            .iter()
+            .filter(|s| !s.peer.resets.load(Ordering::Relaxed))
+            .map(|s| s.peer.clone())
+            .collect();
+        self.take_batch(batch).await;
+        // What its messages said of the peer, should this task fail.
+        for peer in unsure {
+            let resets = self.sync.peer_state(&peer.key).is_some_and(|s| {
+                s.their_capabilities
+                    .as_ref()
+                    .is_some_and(|c| c.contains(&automerge::sync::Capability::SyncReset))
+            });
+            if resets {
+                peer.resets.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn take_batch(&mut self, batch: Vec<SyncIn>) {
         // A record's first change names its creator: taken alone.
         if batch.len() > 1 && self.broken.is_none() && !self.doc.get_heads().is_empty() {
             for sync in &batch {

@@ -334,12 +334,19 @@ impl DocSync {
         );
     }
 
-    /// `peer` may believe it sent changes that never arrived (they were
-    /// lost with the server's task for the document, which failed): the
-    /// next message asks it to forget what it sent and send whatever we
-    /// lack, as Automerge asks a peer switching from read-only.
+    /// `peer`, which said it takes Automerge's reset flag, may believe it
+    /// sent changes that never arrived (they were lost with the server's
+    /// task for the document, which failed): the next message carries the
+    /// flag, with our heads, and the peer forgets what it sent and sends
+    /// whatever we lack, as a peer switching from read-only is asked to.
+    /// (Told to a peer Automerge does not know takes the flag, Automerge
+    /// would send empty heads instead, and the peer its whole copy.)
     pub fn ask_to_resend(&mut self, peer: &PeerId) {
         if let Some(p) = self.peers.get_mut(peer) {
+            p.state.their_capabilities = Some(vec![
+                sync::Capability::MessageV2,
+                sync::Capability::SyncReset,
+            ]);
             p.state.needs_reset = true;
             p.relay_ready = false;
             self.dirty.insert(peer.clone());
