@@ -170,7 +170,9 @@ pub struct Write<'a> {
     /// The record's document id.
     pub doc_id: &'a str,
     /// The device that created the record (delivered its first stored
-    /// changes); `None` for the server's own records and new ones.
+    /// changes); `None` for the server's own records and new ones, but for
+    /// a record a restore took away: its creator as the database replaced
+    /// had it.
     pub creator: Option<&'a str>,
     /// The record before the changes; `None` for a record new to the server.
     pub before: Option<&'a Read>,
@@ -247,7 +249,12 @@ pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
     // (or is creating it now) may write it. Cities, agreements, projects
     // and people belong to cities, even when new.
     let personal = kind == "meeting" || kind == "report";
-    let created = w.before.is_none() || (w.creator.is_some() && w.creator == Some(&w.device.id));
+    // A record new to the server is its sender's, unless its creator is
+    // known already: one a restore took away, sent back by another phone.
+    let created = match w.creator {
+        Some(creator) => creator == w.device.id,
+        None => w.before.is_none(),
+    };
     let owns = |j: &Json| (personal && created) || owns(w.device, w.doc_id, &kind, j);
     let allowed = before.is_none_or(owns) && after.is_none_or(owns);
     if !allowed {
@@ -666,6 +673,22 @@ mod tests {
         // A meeting or report they create is theirs.
         let meeting: Read = Ok(json!({"kind": "meeting", "attendees": []}));
         assert!(write(&meeting).is_ok());
+        // One a restore took away, sent back by a phone, is its creator's:
+        // the first to send it back does not take it.
+        let sent_back = |creator| {
+            check_write(&Write {
+                device: &d,
+                doc_id: "restored",
+                creator: Some(creator),
+                before: None,
+                after: &meeting,
+                paths: &paths,
+                index: None,
+            })
+        };
+        let e = sent_back("another-phone").unwrap_err();
+        assert_eq!(e.why, Why::NotYours("meeting".into()));
+        assert!(sent_back(d.id.as_str()).is_ok());
     }
 
     #[test]

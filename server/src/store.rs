@@ -786,6 +786,18 @@ fn insert_chunk(
 ) -> rusqlite::Result<i64> {
     let id = doc.to_string();
     // Cached statements: this runs for every message that brings changes.
+    let known = conn
+        .prepare_cached("SELECT 1 FROM documents WHERE id = ?1")?
+        .exists([&id])?;
+    // A record's first chunk names its creator; later ones do not. A
+    // record a restore took away, sent back by a phone, names the device
+    // of its first change as the replaced database had it (`restore`
+    // carries the origins over), not whoever sent it back first.
+    let creator = match (known, first_origin(conn, &id)?) {
+        (true, _) => None,
+        (false, Some(device)) => device,
+        (false, None) => origins.first().and_then(|(_, o)| o.device.clone()),
+    };
     conn.prepare_cached(
         "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at, creator, date)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
@@ -799,8 +811,7 @@ fn insert_chunk(
         summary.status,
         summary.valid,
         now,
-        // A record's first chunk names its creator; later ones do not.
-        origins.first().and_then(|(_, o)| o.device.as_deref()),
+        creator,
         summary.date.as_deref().unwrap_or_default(),
     ])?;
     conn.prepare_cached(
@@ -823,6 +834,19 @@ fn insert_chunk(
     }
     settle_quarantine(conn, &id, origins, now)?;
     Ok(chunk_id)
+}
+
+/// The device of record `doc`'s earliest known change, if any change of it
+/// is known (`None`), and whether one names a device (the inner option).
+pub(crate) fn first_origin(
+    conn: &Connection,
+    doc: &str,
+) -> rusqlite::Result<Option<Option<String>>> {
+    conn.prepare_cached(
+        "SELECT device FROM change_origins WHERE doc_id = ?1 ORDER BY received_at, rowid LIMIT 1",
+    )?
+    .query_row([doc], |r| r.get(0))
+    .optional()
 }
 
 /// Whether record `doc` stores the change `hash` (one indexed lookup).

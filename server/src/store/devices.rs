@@ -989,17 +989,23 @@ impl Store {
 
     /// The device that created a document: the one that delivered its
     /// first stored chunk. `None` for the server's own records (the demo
-    /// club), whoever writes to them since, and for unknown documents.
+    /// club), whoever writes to them since, and for unknown documents; for
+    /// one a restore took away, the device of its first change as the
+    /// database replaced had it.
     pub fn creator_device(&self, doc: DocumentId) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT creator FROM documents WHERE id = ?1",
-                [doc.to_string()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten())
+        let conn = self.conn();
+        let id = doc.to_string();
+        let stored: Option<Option<String>> = conn
+            .query_row("SELECT creator FROM documents WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(match stored {
+            Some(creator) => creator,
+            // Not stored, but its origins were kept: a record a restore
+            // took away, whose creator is the device of its first change.
+            None => super::first_origin(&conn, &id)?.flatten(),
+        })
     }
 
     /// Keeps a refused batch for review. Changes a pending batch of the

@@ -589,11 +589,45 @@ fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), C
             read_all().map_err(unreadable)?;
             lists.push((table, list));
         }
+        // Who delivered each change, for the changes phones will send
+        // back: the history keeps naming the device that first did, and a
+        // record made since the backup stays its creator's to write,
+        // whoever sends it back first (`Store::creator_device`).
+        let origins = columns(conn, "main", "change_origins").map_err(Carry::Failed)?;
+        let theirs = columns(conn, "replaced", "change_origins").map_err(unreadable)?;
+        let both: Vec<&String> = origins.iter().filter(|c| theirs.contains(c)).collect();
+        let origins = both
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let carry_origins = ["hash", "doc_id", "device"]
+            .iter()
+            .all(|c| both.iter().any(|b| b == c));
+        if carry_origins {
+            // Read once, as the tables above: damage says so here.
+            conn.query_row(
+                &format!("SELECT COUNT(*) FROM (SELECT {origins} FROM replaced.change_origins)"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(unreadable)?;
+        }
         let tx = conn.transaction().map_err(Carry::Failed)?;
         for (table, list) in lists {
             tx.execute(
                 &format!(
                     "INSERT OR REPLACE INTO main.{table} ({list}) SELECT {list} FROM replaced.{table}"
+                ),
+                [],
+            )
+            .map_err(Carry::Failed)?;
+        }
+        if carry_origins {
+            tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO main.change_origins ({origins})
+                     SELECT {origins} FROM replaced.change_origins ORDER BY rowid"
                 ),
                 [],
             )
@@ -771,6 +805,81 @@ mod tests {
             person: None,
         };
         store.add_device(&new, 1).unwrap().0.id
+    }
+
+    /// A record made since the backup, sent back after the restore by a
+    /// phone that did not make it: its creator and the first deliverer of
+    /// its changes are still those the database replaced named.
+    #[test]
+    fn a_record_sent_back_after_a_restore_keeps_its_creator_and_origins() {
+        use twinsync_shared::DocumentId;
+        use twinsync_shared::record::{Commit, Kind, RecordDoc};
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join(DATABASE);
+        let backup = dir.path().join("backup.db");
+        let store = Store::open(&live).unwrap();
+        crate::seed::demo(&store).unwrap();
+        store.backup(&backup).unwrap();
+        let fields = serde_json::json!({"title": {"fr": "Conseil"}, "date": "2026-12-01"});
+        let meeting = RecordDoc::create(Kind::Meeting, &fields, &Commit::new("new", 1))
+            .unwrap()
+            .into_automerge();
+        let hashes: Vec<String> = meeting
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.hash().to_string())
+            .collect();
+        let by = |device: &str, at: i64| -> Vec<(String, crate::store::Origin)> {
+            hashes
+                .iter()
+                .map(|h| {
+                    let origin = crate::store::Origin {
+                        peer_id: format!("{device}-peer"),
+                        device: Some(device.to_owned()),
+                        device_name: None,
+                        received_at: at,
+                    };
+                    (h.clone(), origin)
+                })
+                .collect()
+        };
+        let id = DocumentId::random();
+        let summary = twinsync_shared::record::summarise(&meeting);
+        store
+            .append(id, &meeting.save(), &summary, &by("author", 10), 10)
+            .unwrap();
+        drop(store);
+
+        restore(dir.path(), &backup, "t", false).unwrap();
+        let restored = Store::open(&live).unwrap();
+        assert!(!restored.exists(id).unwrap(), "the backup lacks it");
+        assert_eq!(
+            restored.creator_device(id).unwrap().as_deref(),
+            Some("author")
+        );
+        // Another phone sends it back first.
+        restored
+            .append(id, &meeting.save(), &summary, &by("courier", 20), 20)
+            .unwrap();
+        assert_eq!(
+            restored.creator_device(id).unwrap().as_deref(),
+            Some("author")
+        );
+        let delivered: String = restored
+            .conn()
+            .query_row(
+                "SELECT device FROM change_origins WHERE doc_id = ?1 AND hash = ?2",
+                [id.to_string(), hashes[0].clone()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(delivered, "author");
+        // A record nobody had before is its first sender's, as always.
+        let fresh = DocumentId::random();
+        restored
+            .append(fresh, &meeting.save(), &summary, &[], 30)
+            .unwrap();
+        assert_eq!(restored.creator_device(fresh).unwrap(), None);
     }
 
     #[test]
