@@ -7,8 +7,9 @@ const COMBINING = /[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\
 // Arabic harakat/tashkeel (includes the hamza/madda marks U+0653–U+0655 that NFKD
 // splits off أ إ آ ؤ ئ), superscript alef, Quranic annotation marks, tatweel.
 const ARABIC_MARKS = /[\u064b-\u065f\u0670\u06d6-\u06ed\u0640]/g;
-// Invisible formatting characters that often travel with RTL text.
-const INVISIBLE = /[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
+// Invisible formatting characters that often travel with RTL text (the
+// Arabic letter mark U+061C among them).
+const INVISIBLE = /[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
 
 const LETTERS = {
   "\u0622": "\u0627", // آ → ا
@@ -60,13 +61,17 @@ export function fold(text) {
     .trim();
 }
 
-// A hamza written on a waw or a yeh, or alone: one word is spelt with
-// either seat across the Arab world (مسؤول, مسئول; شؤون, شئون).
-const SEATS = /[\u0624\u0626]/g;
+// A hamza written on a waw, a yeh or an alef, or alone: one word is spelt
+// with either seat across the Arab world (مسؤول, مسئول; شؤون, شئون; هيئة,
+// and هيأة as Moroccan offices write it).
+const SEATS = /[\u0623\u0624\u0626]/g;
 
 /** `fold`, with every hamza on one seat, whichever it was written on. */
 function foldSeats(text) {
-  return fold(text === null || text === undefined ? text : String(text).replace(SEATS, "\u0621"));
+  if (text === null || text === undefined) return fold(text);
+  // Composed first: a seat pasted as its letter and a combining hamza
+  // (from a PDF, say) is the same seat.
+  return fold(String(text).normalize("NFC").replace(SEATS, "\u0621"));
 }
 
 /**

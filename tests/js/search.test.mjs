@@ -44,6 +44,20 @@ test("a hamza matches whichever seat it is written on", () => {
   assert.ok(!matches("شؤون", "شيون الخارجية"));
 });
 
+test("a hamza on an alef is a seat too, and a seat pasted decomposed is the same seat", () => {
+  assert.ok(matches("هيأة المحامين", "هيئة"));
+  assert.ok(matches("هيئة المحامين", "هيأة"));
+  // Yeh or waw followed by a combining hamza above, as some PDFs give it.
+  assert.ok(matches("\u0645\u0633\u0648\u0654\u0648\u0644", "مسئول"));
+  assert.ok(matches("مسئول", "\u0645\u0633\u064a\u0654\u0648\u0644"));
+  assert.ok(!matches("هيأة", "هيئات"));
+});
+
+test("the Arabic letter mark inside a pasted word does not hide it", () => {
+  assert.ok(matches("\u0633\u0645\u0627\u061c\u0631\u0629", "سمارة"));
+  assert.equal(fold("\u061c"), "");
+});
+
 test("taa marbuta and alef maqsura", () => {
   assert.ok(matches("مدينة السمارة", "مدينه السماره"));
   assert.ok(matches("مدينه", "مدينة"));
