@@ -4,7 +4,7 @@
 // connection allows; nothing here is loaded from outside the server.
 
 import init, { Client, schema as loadSchema } from "/pkg/twinsync_client.js";
-import { LANGS, STRINGS, t, pieces, plural, formatDate, formatDateTime, formatNumber, listOf } from "./i18n.js";
+import { LANGS, STRINGS, t, pieces, plural, formatDate, formatDateTime, formatNumber, formatId, listOf } from "./i18n.js";
 import { matches } from "./search.js";
 import { runsOf, othersWithin } from "./history.js";
 import { h, fill, words, wordsOf, cut, pick, show, showItem, fieldAt, fieldRows, creationRows, once, writeFocused, today, REF_KIND, LANGUAGE_NAMES, titleOf as linkedTitle } from "./fields.js";
@@ -40,6 +40,12 @@ const app = {
   view: null,
 };
 const tr = (key, vars) => t(app.lang, key, vars);
+// A button's name for a screen reader: what it does, and to what, with the
+// language's own separator (an Arabic colon is spaced as French is not).
+const labelled = (label, value) => `${label}${tr("labelSeparator")}${value}`;
+// The sign-in's trouble said after "Could not sign in: ", in whatever
+// language the screen is in when it is drawn.
+const unreached = () => Object.assign(new Error(tr("signinUnreached")), { after: "signinUnreached" });
 
 /** The creators kept on the phone (`noteCreator`). */
 function keptCreators() {
@@ -131,13 +137,13 @@ async function signIn() {
         body: JSON.stringify({ code }),
       });
     } catch {
-      throw new Error(tr("signinUnreached"));
+      throw unreached();
     }
     // A proxy's error page is not JSON: its status still says what happened.
     body = await res.json().catch(() => ({}));
     // A success without a token came from something else than the club's
     // server (a hotel's login page): the invite was not used.
-    if (res.ok && typeof body?.token !== "string") throw new Error(tr("signinUnreached"));
+    if (res.ok && typeof body?.token !== "string") throw unreached();
     // Too many tries, or the server in trouble, leave the invite unused:
     // the code stays for a reload. Otherwise it has been answered for.
     if (res.status !== 429 && res.status < 500) history.replaceState(null, "", location.pathname);
@@ -497,7 +503,7 @@ function refusedChange(s) {
   if (r.code === "unreadable") return pieces(app.lang, "recordUnreadable", { record }, (v) => v);
   const top = r.path.split("/")[1];
   const field = pathLabel(kindOf(r.documentId), r.path, recordOf(r.documentId));
-  const n = r.quarantine !== undefined ? formatNumber(app.lang, r.quarantine) : undefined;
+  const n = r.quarantine !== undefined ? formatId(app.lang, r.quarantine) : undefined;
   const kept = n === undefined ? tr("refusalNotKept") : tr(r.discarded ? "refusalDiscarded" : "refusalKept", { n });
   const vars = { record, field, why: tr(`refusal.${r.code}`), kept };
   return pieces(app.lang, top ? "refusedChange" : "refusedRecord", vars, (v) => v);
@@ -1394,7 +1400,11 @@ function disagreementLines(view, { plain = false } = {}) {
   return (view.conflicts ?? []).map((c) => {
     const { field } = fieldAt(app.schema, view.kind, c.path);
     const label = pathLabel(view.kind, c.path, view.record);
-    return `${label.textContent}${tr("labelSeparator")}${c.values.map((v) => valueSaid(field, v, { plain })).join(" · ")}`;
+    // On the sheet each value is isolated: two Arabic values on a French
+    // line would otherwise run as one right-to-left block, their order
+    // reversed. Not in a file, which a spreadsheet reads as written.
+    const said = (v) => (plain ? valueSaid(field, v, { plain }) : `\u2068${valueSaid(field, v, { plain })}\u2069`);
+    return `${label.textContent}${tr("labelSeparator")}${c.values.map(said).join(" · ")}`;
   });
 }
 
@@ -2242,7 +2252,7 @@ function devicesView() {
     const cancel = h("button", { type: "button", onclick: () => { under.remove(); touched(); } }, tr("cancel"));
     const form = h("form", {
       class: "edit-device",
-      "aria-label": `${tr("editDevice")}: ${d.name}`,
+      "aria-label": labelled(tr("editDevice"), d.name),
       onsubmit: (e) => {
         e.preventDefault();
         const missing = changed.missing();
@@ -2273,9 +2283,9 @@ function devicesView() {
         h("td", { role: "cell", "data-label": tr("cities") }, d.cities?.length ? citiesShown(d.cities) : "—"),
         h("td", { role: "cell", "data-label": tr("lastSeen") }, d.last_seen_at ? formatDateTime(app.lang, d.last_seen_at) : tr("never")),
         h("td", { role: "cell" }, d.revoked_at ? tr("revokedOn", { when: formatDateTime(app.lang, d.revoked_at) }) : [
-          h("button", { type: "button", class: "edit", disabled: !!at, "aria-label": `${tr("editDevice")}: ${d.name}`, onclick: () => edit(d, row) }, tr("editDevice")),
+          h("button", { type: "button", class: "edit", disabled: !!at, "aria-label": labelled(tr("editDevice"), d.name), onclick: () => edit(d, row) }, tr("editDevice")),
           d.id === app.me?.id ? h("span", { class: "this-device" }, tr("thisDevice"))
-            : h("button", { type: "button", class: "revoke", disabled: !!at, "aria-label": `${tr("revoke")}: ${d.name}`, onclick: (e) => {
+            : h("button", { type: "button", class: "revoke", disabled: !!at, "aria-label": labelled(tr("revoke"), d.name), onclick: (e) => {
               if (!confirm(tr("revokeConfirm", { name: `\u2068${d.name}\u2069` }))) return;
               act(e.currentTarget, () => call(`/api/devices/${encodeURIComponent(d.id)}/revoke`, { method: "POST" })).then(() => shown().drawDevices());
             } }, tr("revoke"))]));
@@ -2295,7 +2305,7 @@ function devicesView() {
       words(i.name), " · ", tr(i.role),
       i.cities?.length ? [" · ", citiesShown(i.cities)] : null,
       " · ", tr("inviteUntil", { until: formatDateTime(app.lang, i.expires_at) }), " ",
-      h("button", { type: "button", class: "withdraw", disabled: !!at, "aria-label": `${tr("withdrawInvite")}: ${i.name}`, onclick: (e) => {
+      h("button", { type: "button", class: "withdraw", disabled: !!at, "aria-label": labelled(tr("withdrawInvite"), i.name), onclick: (e) => {
         if (!confirm(tr("withdrawConfirm", { name: `\u2068${i.name}\u2069` }))) return;
         act(e.currentTarget, () => call(`/api/invites/${encodeURIComponent(i.id)}/cancel`, { method: "POST" })).then(() => shown().drawInvites());
       } }, tr("withdrawInvite"))))
@@ -2309,7 +2319,7 @@ function devicesView() {
     fill(pending, rows.length
     ? rows.map((q) => h("li", { "data-quarantine": q.id },
       // The number the delegate's phone gives, as it gives it.
-      h("span", { class: "number" }, tr("quarantineNumber", { n: formatNumber(app.lang, q.id) })), " · ",
+      h("span", { class: "number" }, tr("quarantineNumber", { n: formatId(app.lang, q.id) })), " · ",
       h("a", { href: `#/r/${q.doc_id}` }, words(titleOf(q.doc_id))), " · ",
       // The name is the device's own choice; the role, the coordinator's.
       h("span", { class: "who" }, words(q.device_name ?? q.device_id)), q.device_role ? [" (", h("span", { class: "role" }, tr(q.device_role)), ")"] : null, " · ",
@@ -2318,7 +2328,7 @@ function devicesView() {
       h("p", { class: "reason" }, refusalReason(q)),
       buildsOn(q, rows),
       batchChanges(q),
-      ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, disabled: !!at, "aria-label": `${tr(decision)}: ${titleOf(q.doc_id)}, ${q.device_name ?? q.device_id}`, onclick: (e) => {
+      ["accept", "discard"].map((decision) => h("button", { type: "button", class: decision, disabled: !!at, "aria-label": labelled(tr(decision), listOf(app.lang, [titleOf(q.doc_id), q.device_name ?? q.device_id])), onclick: (e) => {
         act(e.currentTarget, () => call(`/api/quarantine/${q.id}/${decision}`, { method: "POST" })).then(() => shown().drawPending());
       } }, tr(decision)))))
     : h("li", { class: "note" }, tr("quarantineEmpty")));
@@ -2492,7 +2502,8 @@ async function start() {
     app.token = await signIn();
   } catch (e) {
     // The server's words, in English, isolated in a line of the person's language.
-    refused = () => (e.key ? h("span", { title: e.message }, tr(e.key)) : h("span", {}, tr("signinFailed"), words(e.message)));
+    refused = () => (e.key ? h("span", { title: e.message }, tr(e.key))
+      : h("span", {}, tr("signinFailed"), e.after ? tr(e.after) : words(e.message)));
     // A device already signed in that opens an invite link again stays
     // signed in; the refusal is only a note. An invite the server did not
     // answer stays in the address (`signIn`), so that reloading once online

@@ -41,8 +41,42 @@ export function fill(node, ...children) {
   node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
+// The letters of the Arabic script's blocks and presentation forms.
+const ARABIC_LETTER = /[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff]/;
+
+/**
+ * "ar" when `text`'s first letter is Arabic, else null: a value's language
+ * where the record does not say it (minutes, notes, names), so that a
+ * screen reader reads Arabic minutes with an Arabic voice on a French
+ * screen, and a browser checks their spelling as Arabic. Latin letters do
+ * not say whether French or English: they keep the screen's language.
+ */
+export function scriptLang(text) {
+  const first = /\p{L}/u.exec(String(text ?? ""));
+  return first && ARABIC_LETTER.test(first[0]) ? "ar" : null;
+}
+
+/** `{ lang: "ar" }` for Arabic words, else nothing, to spread into attributes. */
+const langOf = (text) => (typeof text === "string" && scriptLang(text) ? { lang: "ar" } : {});
+
+/**
+ * Keeps a text box's `lang` on its first letter's script as the person
+ * types ([`scriptLang`]): Arabic in a French form is checked and read as
+ * Arabic.
+ */
+export function followLang(field) {
+  const follow = () => {
+    const lang = scriptLang(field.value);
+    if (lang) field.setAttribute("lang", lang);
+    else field.removeAttribute("lang");
+  };
+  follow();
+  field.addEventListener("input", follow);
+  return field;
+}
+
 /** A user's words, isolated so Arabic and Latin runs keep their order. */
-export const words = (text) => h("bdi", {}, text ?? "");
+export const words = (text) => h("bdi", langOf(text), text ?? "");
 
 /**
  * A value shown as a block of its own. Each paragraph takes the direction
@@ -51,7 +85,10 @@ export const words = (text) => h("bdi", {}, text ?? "");
  * left. An isolate around the whole, as `words` makes, would hide those
  * letters, and every paragraph would run left to right on the left.
  */
-export const valueBlock = (...children) => h("div", { class: "value" }, ...children);
+export const valueBlock = (...children) => h("div", {
+  class: "value",
+  ...(children.length === 1 ? langOf(children[0]) : {}),
+}, ...children);
 
 /**
  * `text` cut to its first `n` characters as a person counts them, with "…"
@@ -240,7 +277,7 @@ function editor(ctx, field, value, path) {
   const plain = (input, read) => remoteAware(input, path, ctx, () => set(read()));
   switch (field.type) {
     case "str": {
-      const input = h("input", { type: "text", dir: "auto", value: value ?? "" });
+      const input = followLang(h("input", { type: "text", dir: "auto", value: value ?? "" }));
       return plain(input, () => (input.value === "" && !field.required ? null : input.value));
     }
     case "date": {
@@ -397,6 +434,7 @@ const rowsFor = (path) => (path.split("/").length > 2 || SHORT_TEXTS.has(path.sp
 function textArea(ctx, path, value) {
   const area = h("textarea", { dir: "auto", rows: rowsFor(path) });
   area.value = value ?? "";
+  followLang(area);
   // The text as this screen last saw it in the document, as shown: a
   // textarea reads every line break back as "\n", whatever the document
   // holds (`toStored` maps the screen's splices back).
@@ -664,7 +702,7 @@ export function creationRows(ctx, fields) {
         set: (v) => { inputs.forEach((i, k) => { i.value = v?.[LANGS[k]] ?? ""; }); check(); },
       });
     } else if (field.type === "text") {
-      input = h("textarea", { name, dir: "auto", rows: SHORT_TEXTS.has(name) ? 3 : 5 });
+      input = followLang(h("textarea", { name, dir: "auto", rows: SHORT_TEXTS.has(name) ? 3 : 5 }));
       read.push((out) => { if (input.value) out[name] = input.value; });
       kept.set(name, { get: () => input.value, set: (v) => { input.value = v ?? ""; } });
     } else if (field.type === "enum" || field.type === "ref") {
@@ -732,7 +770,9 @@ export function creationRows(ctx, fields) {
       kept.set(name, { get: () => input.checked, set: (v) => { input.checked = v === true; } });
     } else {
       const type = field.type === "date" ? "date" : field.type === "int" ? "number" : "text";
-      input = h("input", { type, name, dir: "auto", required: field.required });
+      input = type === "text"
+        ? followLang(h("input", { type, name, dir: "auto", required: field.required }))
+        : h("input", { type, name, dir: "auto", required: field.required });
       if (field.type === "date" && field.required) input.value = today();
       read.push((out) => { if (input.value !== "") out[name] = type === "number" ? Number(input.value) : input.value; });
       kept.set(name, { get: () => input.value, set: (v) => { input.value = typeof v === "string" ? v : ""; } });

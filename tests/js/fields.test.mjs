@@ -3,7 +3,7 @@
 // Run from the repository root: node --test tests/js/fields.test.mjs
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { showItem, cut } from "../../app/fields.js";
+import { showItem, cut, scriptLang } from "../../app/fields.js";
 
 const fields = [
   { name: "id", type: "str" },
@@ -55,4 +55,14 @@ test("a value or field a newer schema added, which the app has no words for, is 
   }
   // Other keys the app has no words for stay as they are, for a check.
   assert.equal(t("en", "problem.Frobnicated"), "problem.Frobnicated");
+});
+
+test("a value's language is Arabic when its first letter is, whatever comes before it", () => {
+  assert.equal(scriptLang("محضر الاجتماع"), "ar");
+  assert.equal(scriptLang("  12. «محضر» Dakar"), "ar", "digits and punctuation are no letters");
+  assert.equal(scriptLang("\ufefbجتماع"), "ar", "presentation forms");
+  // Latin letters say neither French nor English: the screen's stays.
+  assert.equal(scriptLang("Procès-verbal, محضر"), null);
+  assert.equal(scriptLang("2026"), null);
+  assert.equal(scriptLang(null), null);
 });

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import * as Automerge from "@automerge/automerge";
 import { generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo";
 import { launch, openInvite, phone, root, until, withServer } from "./harness.mjs";
-import { STRINGS, formatNumber, plural } from "../../../app/i18n.js";
+import { STRINGS, formatId, plural } from "../../../app/i18n.js";
 
 const ARTEFACTS = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "test-artefacts");
 
@@ -336,7 +336,7 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     const words = STRINGS[lang];
     assert.ok(refused.includes(words["field.report_type"]), refused);
     assert.ok(refused.includes(words["refusal.not-yours"]), refused);
-    const kept = words.refusalKept.replace("{n}", formatNumber(lang, held.id));
+    const kept = words.refusalKept.replace("{n}", formatId(lang, held.id));
     assert.ok(refused.includes(kept), `${refused} (expected ${kept})`);
     assert.doesNotMatch(refused, /did not write|\/report_type/);
     assert.equal(await page.$eval("#sync-refused a", (a) => a.getAttribute("href")), `#/r/${report.id}`);
@@ -394,7 +394,7 @@ test("a delegate's change the server refuses is shown in the sync bar with its r
     assert.equal((await server.api(`/api/quarantine/${held.id}/discard`, { method: "POST" })).status, 200);
     await page.click("#sync-toggle");
     await page.click("#sync-toggle");
-    const discarded = words.refusalDiscarded.replace("{n}", formatNumber(lang, held.id));
+    const discarded = words.refusalDiscarded.replace("{n}", formatId(lang, held.id));
     await until(page, (text) => document.querySelector("#sync-refused")?.textContent.includes(text) || null, discarded, "the refusal of a discarded change");
     assert.deepEqual(await (await server.api("/api/quarantine?status=pending")).json(), []);
     await context.close();
@@ -1781,11 +1781,11 @@ test("a coordinator invites a delegate's phone from the app, judges its refused 
     assert.ok(item.includes(words["field.report_type"]) && item.includes(words["refusal.not-yours"]), item);
     // Under the number the delegate's phone gives for it.
     const number = await page.getAttribute("ul.quarantine li[data-quarantine]", "data-quarantine");
-    const given = words.quarantineNumber.replace("{n}", formatNumber(lang, Number(number)));
+    const given = words.quarantineNumber.replace("{n}", formatId(lang, Number(number)));
     assert.equal(await page.textContent("ul.quarantine li[data-quarantine] span.number"), given);
     const phoneLang = await delegate.page.evaluate(() => document.documentElement.lang);
     const onPhone = await delegate.page.textContent("#sync-refused");
-    assert.ok(onPhone.includes(formatNumber(phoneLang, Number(number))), onPhone);
+    assert.ok(onPhone.includes(formatId(phoneLang, Number(number))), onPhone);
     // Opened, it shows what the change would do: the type of the report,
     // as it is and as the delegate set it, in the coordinator's words.
     await page.click("ul.quarantine li[data-quarantine] details summary");

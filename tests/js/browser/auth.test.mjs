@@ -37,6 +37,15 @@ test("an invite link signs the browser in once, and it stays signed in", async (
     };
     const cut = await until(page, told, STRINGS[lang].joining, "the cut-off sign-in message");
     assert.ok(cut.includes(STRINGS[lang].signinUnreached), `${cut} says the server did not answer, in ${lang}`);
+    // Said again whole in the language chosen next, not half in the first.
+    const other = lang === "fr" ? "en" : "fr";
+    await page.click(`[data-lang="${other}"]`);
+    const again = await until(page, (want) => {
+      const text = document.querySelector("#view .note")?.textContent;
+      return text?.includes(want) ? text : null;
+    }, STRINGS[other].signinUnreached, `the cut-off sign-in message in ${other}`);
+    assert.ok(again.startsWith(STRINGS[other].signinFailed), again);
+    await page.click(`[data-lang="${lang}"]`);
     assert.match(new URL(page.url()).hash, /invite=/, "the code stays in the address bar");
     await page.unroute("**/api/invites/redeem");
     // A hotel's login page answers in the server's place, with a success:
