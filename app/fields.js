@@ -60,9 +60,11 @@ export function scriptLang(text) {
 const langOf = (text) => (typeof text === "string" && scriptLang(text) ? { lang: "ar" } : {});
 
 /**
- * Keeps a text box's `lang` on its first letter's script as the person
- * types ([`scriptLang`]): Arabic in a French form is checked and read as
- * Arabic.
+ * Keeps a text box's `lang` on its first letter's script ([`scriptLang`]),
+ * as the person types and whenever its value is set (another device's
+ * edit, "keep theirs", a draft put back): Arabic in a French form is
+ * checked and read as Arabic. Marked `data-follows-lang`, as its `lang`
+ * names no variant of a multilingual value.
  */
 export function followLang(field) {
   const follow = () => {
@@ -70,6 +72,15 @@ export function followLang(field) {
     if (lang) field.setAttribute("lang", lang);
     else field.removeAttribute("lang");
   };
+  const value = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(field), "value");
+  if (value?.set) {
+    Object.defineProperty(field, "value", {
+      configurable: true,
+      get() { return value.get.call(this); },
+      set(v) { value.set.call(this, v); follow(); },
+    });
+  }
+  field.dataset.followsLang = "";
   follow();
   field.addEventListener("input", follow);
   return field;
@@ -403,11 +414,14 @@ function remoteAware(input, path, ctx, write) {
  * person typed over it, with a button that puts their value back.
  */
 function offerTheirs(input, theirs, ctx, write) {
-  input.parentElement?.querySelector(`.meanwhile[data-for="${CSS.escape(input.lang || "")}"]`)?.remove();
+  // A multilingual value's boxes are told apart by their language; one
+  // that follows its text's script has one language-free note.
+  const variant = "followsLang" in input.dataset ? "" : input.lang || "";
+  input.parentElement?.querySelector(`.meanwhile[data-for="${CSS.escape(variant)}"]`)?.remove();
   const label = input.matches("select")
     ? [...input.options].find((o) => o.value === String(theirs ?? ""))?.textContent ?? String(theirs ?? "")
     : String(theirs ?? "");
-  const note = h("p", { class: "note meanwhile", role: "status", "data-for": input.lang || "" },
+  const note = h("p", { class: "note meanwhile", role: "status", "data-for": variant },
     t(ctx.lang, "changedMeanwhile"), " ", words(label || "—"), " ",
     h("button", { type: "button", onclick: () => {
       // A choice this phone does not list (a record not here yet) is

@@ -1342,6 +1342,10 @@ impl Session {
         if self.joined.is_none() {
             return;
         }
+        // Gone from the hub first: a failed record's next task, taking its
+        // peers in, then finds this one gone (`Hub::has_session`) or is
+        // loaded by the time this peer's `Leave` is sent, which reaches it.
+        self.hub.unregister_session(&self.key, self.conn);
         // A record this peer waited for may have reached a task since,
         // which took the peer in: it leaves that task too.
         for doc in self.waiting.drain() {
@@ -1359,7 +1363,6 @@ impl Session {
                 )
                 .await;
         }
-        self.hub.unregister_session(&self.key, self.conn);
     }
 }
 

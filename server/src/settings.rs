@@ -40,7 +40,7 @@ pub fn public_url(s: &str) -> Result<String, String> {
     }
     if let Some((host, path)) = rest.split_once('/') {
         return Err(format!(
-            "`{s}` has a path (`/{path}`): the app is served at the root of its host; give the host alone, such as `{}{host}`",
+            "`{s}` has a path (`/{path}`): the app is served at the root of its host; give the host alone, such as `{}{host}` (in --public-url or TWINSYNC_PUBLIC_URL)",
             &s[..s.len() - rest.len()]
         ));
     }

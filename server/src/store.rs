@@ -792,11 +792,14 @@ fn insert_chunk(
     // A record's first chunk names its creator; later ones do not. A
     // record a restore took away, sent back by a phone, names the device
     // of its first change as the replaced database had it (`restore`
-    // carries the origins over), not whoever sent it back first.
-    let creator = match (known, first_origin(conn, &id)?) {
-        (true, _) => None,
-        (false, Some(device)) => device,
-        (false, None) => origins.first().and_then(|(_, o)| o.device.clone()),
+    // carries its origins over), not whoever sent it back first.
+    let creator = if known {
+        None
+    } else {
+        match first_origin(conn, &id)? {
+            Some(device) => device,
+            None => origins.first().and_then(|(_, o)| o.device.clone()),
+        }
     };
     conn.prepare_cached(
         "INSERT INTO documents (id, kind, title, city, status, valid, created_at, updated_at, creator, date)
@@ -819,6 +822,21 @@ fn insert_chunk(
     )?
     .execute(params![id, chunk, now])?;
     let chunk_id = conn.last_insert_rowid();
+    // Changes a restore's backup lacked, sent back: each keeps the device
+    // that first delivered it, as the database replaced had it.
+    let carried = conn
+        .prepare_cached("SELECT 1 FROM carried_origins WHERE doc_id = ?1 LIMIT 1")?
+        .exists([&id])?;
+    if carried {
+        let mut back = conn.prepare_cached(
+            "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)
+             SELECT hash, doc_id, peer_id, device, received_at FROM carried_origins
+             WHERE doc_id = ?1 AND hash = ?2",
+        )?;
+        for (hash, _) in origins {
+            back.execute(params![id, hash])?;
+        }
+    }
     let mut origin_row = conn.prepare_cached(
         "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -836,14 +854,15 @@ fn insert_chunk(
     Ok(chunk_id)
 }
 
-/// The device of record `doc`'s earliest known change, if any change of it
-/// is known (`None`), and whether one names a device (the inner option).
+/// For a record a restore took away: the device of its earliest change as
+/// the database replaced had it (`carried_origins`), if it had any (`None`
+/// else), and whether that names a device (the inner option).
 pub(crate) fn first_origin(
     conn: &Connection,
     doc: &str,
 ) -> rusqlite::Result<Option<Option<String>>> {
     conn.prepare_cached(
-        "SELECT device FROM change_origins WHERE doc_id = ?1 ORDER BY received_at, rowid LIMIT 1",
+        "SELECT device FROM carried_origins WHERE doc_id = ?1 ORDER BY received_at, rowid LIMIT 1",
     )?
     .query_row([doc], |r| r.get(0))
     .optional()

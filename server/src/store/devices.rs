@@ -1002,8 +1002,8 @@ impl Store {
             .optional()?;
         Ok(match stored {
             Some(creator) => creator,
-            // Not stored, but its origins were kept: a record a restore
-            // took away, whose creator is the device of its first change.
+            // Not stored, but a restore carried its origins: a record
+            // the backup lacked, whose creator is its first change's device.
             None => super::first_origin(&conn, &id)?.flatten(),
         })
     }

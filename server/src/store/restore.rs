@@ -553,6 +553,10 @@ fn load_every_record(store: &Store) -> Result<(usize, Vec<(String, String)>), St
 /// and ids counted since the backup would not name the same batch in both.
 const CARRIED: [&str; 2] = ["devices", "invites"];
 
+/// The columns of a change's origin, in `change_origins` (every schema's)
+/// and `carried_origins`.
+const ORIGIN_COLUMNS: [&str; 5] = ["hash", "doc_id", "peer_id", "device", "received_at"];
+
 /// Writes every row of [`CARRIED`] the database at `live` holds (read-only)
 /// over the staged database's row of the same key, in one transaction, and
 /// keeps the staged rows it lacks. Only the columns both have are copied:
@@ -589,29 +593,29 @@ fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), C
             read_all().map_err(unreadable)?;
             lists.push((table, list));
         }
-        // Who delivered each change, for the changes phones will send
-        // back: the history keeps naming the device that first did, and a
-        // record made since the backup stays its creator's to write,
-        // whoever sends it back first (`Store::creator_device`).
-        let origins = columns(conn, "main", "change_origins").map_err(Carry::Failed)?;
-        let theirs = columns(conn, "replaced", "change_origins").map_err(unreadable)?;
-        let both: Vec<&String> = origins.iter().filter(|c| theirs.contains(c)).collect();
-        let origins = both
-            .iter()
-            .map(|c| format!("\"{c}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let carry_origins = ["hash", "doc_id", "device"]
-            .iter()
-            .all(|c| both.iter().any(|b| b == c));
-        if carry_origins {
-            // Read once, as the tables above: damage says so here.
-            conn.query_row(
-                &format!("SELECT COUNT(*) FROM (SELECT {origins} FROM replaced.change_origins)"),
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(unreadable)?;
+        // Who delivered each change the backup lacks, for when phones send
+        // it back: the history keeps naming the device that first did, and
+        // a record made since the backup stays its creator's to write,
+        // whoever sends it back first (`Store::creator_device`). Kept apart
+        // (`carried_origins`, with those an earlier restore carried and
+        // that have not come back yet), as a row of `change_origins` says
+        // the change is stored.
+        let mut sources = Vec::new();
+        for table in ["change_origins", "carried_origins"] {
+            let theirs = columns(conn, "replaced", table).map_err(unreadable)?;
+            if ORIGIN_COLUMNS.iter().all(|c| theirs.iter().any(|t| t == c)) {
+                // Read once, as the tables above: damage says so here.
+                conn.query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM (SELECT {} FROM replaced.{table})",
+                        ORIGIN_COLUMNS.join(", ")
+                    ),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(unreadable)?;
+                sources.push(table);
+            }
         }
         let tx = conn.transaction().map_err(Carry::Failed)?;
         for (table, list) in lists {
@@ -623,11 +627,16 @@ fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), C
             )
             .map_err(Carry::Failed)?;
         }
-        if carry_origins {
+        for table in sources {
+            let list = ORIGIN_COLUMNS.join(", ");
+            let theirs = ORIGIN_COLUMNS.map(|c| format!("r.{c}")).join(", ");
             tx.execute(
                 &format!(
-                    "INSERT OR IGNORE INTO main.change_origins ({origins})
-                     SELECT {origins} FROM replaced.change_origins ORDER BY rowid"
+                    "INSERT OR IGNORE INTO main.carried_origins ({list})
+                     SELECT {theirs} FROM replaced.{table} r
+                     WHERE NOT EXISTS (SELECT 1 FROM main.change_origins m
+                                       WHERE m.doc_id = r.doc_id AND m.hash = r.hash)
+                     ORDER BY r.rowid"
                 ),
                 [],
             )
@@ -857,6 +866,16 @@ mod tests {
             restored.creator_device(id).unwrap().as_deref(),
             Some("author")
         );
+        // Its changes are not said to be stored until they are.
+        let held: i64 = restored
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM change_origins WHERE doc_id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(held, 0);
         // Another phone sends it back first.
         restored
             .append(id, &meeting.save(), &summary, &by("courier", 20), 20)

@@ -148,6 +148,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 12: an invite a coordinator withdrew before anyone used it (a link
     // sent to the wrong group), said so to whoever opens it.
     "ALTER TABLE invites ADD COLUMN cancelled_at INTEGER;",
+    // 13: who delivered the changes a restore's backup lacks, as the
+    // database it replaced had it, until phones send them back: the
+    // change's row in `change_origins` is then written from here, and the
+    // creator of a record not stored yet is read from here. Never read as
+    // a change the server holds.
+    "CREATE TABLE carried_origins (
+        hash TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        peer_id TEXT NOT NULL,
+        device TEXT,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (doc_id, hash)
+     );",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

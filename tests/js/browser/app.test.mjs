@@ -814,6 +814,29 @@ test("a title typed and not left is written when the window is closed, which ask
   });
 });
 
+test("Arabic minutes on a French screen are marked Arabic, as typed and as set by the app, and French ones are not", async () => {
+  await withServer(async (server) => {
+    const { page, context } = await signIn(server, { name: "Coordinator", role: "coordinator" });
+    await upToDate(page);
+    await page.click('[data-lang="fr"]');
+    const [meeting] = await (await server.api("/api/records?kind=meeting")).json();
+    await show(page, `#/r/${meeting.id}`);
+    const minutes = 'div.field[data-path="/minutes"] textarea';
+    await page.waitForSelector(minutes);
+    await page.fill(minutes, "Procès-verbal. محضر");
+    assert.equal(await page.getAttribute(minutes, "lang"), null, "French first: the screen's language");
+    await page.fill(minutes, "محضر الجلسة. Procès-verbal.");
+    assert.equal(await page.getAttribute(minutes, "lang"), "ar", "typed in Arabic");
+    // Set by the app, as another phone's edit or "keep theirs" sets it.
+    await page.$eval(minutes, (a) => { a.value = "Ordre du jour"; });
+    assert.equal(await page.getAttribute(minutes, "lang"), null);
+    await page.$eval(minutes, (a) => { a.value = "جدول الأعمال"; });
+    assert.equal(await page.getAttribute(minutes, "lang"), "ar");
+    assert.equal(await page.$eval(minutes, (a) => a.value), "جدول الأعمال", "the value itself is set");
+    await context.close();
+  });
+});
+
 test("what a person types is kept: a field when the phone hides the page, a new record's form across a language switch, and leaving it asks first; dates are the phone's own", async () => {
   await withServer(async (server) => {
     // In Oakland, at 22:30 on 19 November: already the 20th in UTC.
