@@ -1224,3 +1224,125 @@ async fn a_failed_tasks_peers_are_taken_in_by_the_next_task() {
     let stored = hub.store.load(id).unwrap().unwrap();
     assert_eq!(stored.get_heads(), writer.doc.get_heads(), "all is stored");
 }
+
+/// A delegate's phone that makes a record new to the server, with what
+/// this phone's device is: a delegate of one person.
+fn maker(name: &str, person: &str, doc: Automerge) -> Replica {
+    let mut r = replica(name, Role::Delegate, &Automerge::new());
+    let mut device = (*r.link.device).clone();
+    device.person = Some(person.to_owned());
+    r.link.device = Arc::new(device);
+    r.doc = doc;
+    r.state = State::new();
+    r
+}
+
+/// Exchanges messages between `r` and the record's task until neither has
+/// more to say (at most 2 s); the refusals `r` was sent.
+async fn exchange(hub: &Arc<Hub>, id: DocumentId, r: &mut Replica) -> Vec<Refusal> {
+    let mut refused = Vec::new();
+    for _ in 0..200 {
+        while let Ok(frame) = r.frames.try_recv() {
+            match Message::decode(&frame, Default::default()).unwrap() {
+                Message::Sync { data, .. } | Message::Request { data, .. } => {
+                    let msg = automerge::sync::Message::decode(&data).unwrap();
+                    r.doc.receive_sync_message(&mut r.state, msg).unwrap();
+                }
+                Message::Error {
+                    refusal: Some(refusal),
+                    ..
+                } => refused.push(refusal),
+                _ => {}
+            }
+        }
+        if let Some(msg) = r.doc.generate_sync_message(&mut r.state) {
+            let cmd = sync_from(r, msg.encode());
+            hub.dispatch(id, cmd, crate::hub::Missing::Create)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    refused
+}
+
+/// A record the club's index lists, made by one delegate's phone, cannot
+/// be sent first by another delegate who follows the index, even naming
+/// themselves among those who attend: it is its maker's to send, and is
+/// theirs once they do.
+#[tokio::test]
+async fn a_record_listed_by_its_maker_is_not_taken_by_another_delegate_sending_it_first() {
+    let (_dir, hub, _) = hub_holding(None);
+    let id = DocumentId::random();
+    // The club record, its index listing the new meeting by the maker's
+    // phone, as the app lists a record it makes.
+    let club = RecordDoc::create(
+        Kind::Club,
+        &json!({"name": {"fr": "Club"}, "index": {}}),
+        &Commit::new("club", 1),
+    )
+    .unwrap()
+    .into_automerge();
+    let club_id = DocumentId::random();
+    let summary = twinsync_shared::record::summarise(&club);
+    hub.store
+        .append(club_id, &club.save(), &summary, &[], 1)
+        .unwrap();
+    let mut listed = club.clone();
+    let index = listed.get(automerge::ROOT, "index").unwrap().unwrap().1;
+    let mut tx = listed.transaction();
+    let entry = tx
+        .put_object(&index, id.to_string(), automerge::ObjType::Map)
+        .unwrap();
+    tx.put(&entry, "kind", "meeting").unwrap();
+    let listing = tx.commit().0.unwrap();
+    let origin = crate::store::Origin {
+        peer_id: "maker-peer".into(),
+        device: Some("maker".into()),
+        device_name: None,
+        received_at: 2,
+    };
+    let change = listed
+        .get_change_by_hash(&listing)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    let summary = twinsync_shared::record::summarise(&listed);
+    hub.store
+        .append(
+            club_id,
+            &change,
+            &summary,
+            &[(listing.to_string(), origin)],
+            2,
+        )
+        .unwrap();
+
+    // Another delegate makes a meeting under that id, attending it.
+    let (p1, p2) = (
+        DocumentId::random().url().to_string(),
+        DocumentId::random().url().to_string(),
+    );
+    let fields = json!({"title": {"fr": "Réunion"}, "date": "2026-12-07", "attendees": [p2]});
+    let fake = RecordDoc::create(Kind::Meeting, &fields, &Commit::new("taken", 3))
+        .unwrap()
+        .into_automerge();
+    let mut other = maker("other", &p2, fake);
+    let refused = exchange(&hub, id, &mut other).await;
+    assert!(refused.iter().any(|r| r.code == "not-yours"), "{refused:?}");
+    assert!(!hub.store.exists(id).unwrap(), "nothing of it stored");
+
+    // The maker's own phone sends it: theirs.
+    let fields = json!({"title": {"fr": "Conseil"}, "date": "2026-12-07", "attendees": []});
+    let made = RecordDoc::create(Kind::Meeting, &fields, &Commit::new("made", 4))
+        .unwrap()
+        .into_automerge();
+    let mut mine = maker("maker", &p1, made);
+    let refused = exchange(&hub, id, &mut mine).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(hub.store.exists(id).unwrap());
+    assert_eq!(
+        hub.store.creator_device(id).unwrap().as_deref(),
+        Some("maker")
+    );
+}
