@@ -32,6 +32,11 @@ const LETTERS = {
   "\u06a4": "\u0641", // ڤ (veh) → ف
   "\u067e": "\u0628", // پ (peh) → ب
   "\u0686": "\u062c", // چ (tcheh) → ج
+  // Latin letters NFKD does not take apart: typed without their stroke.
+  "\u0142": "l", // ł
+  "\u00f8": "o", // ø
+  "\u0111": "d", // đ
+  "\u0131": "i", // dotless ı
   "\u0153": "oe", // œ
   "\u00e6": "ae", // æ
   "\u00df": "ss", // ß

@@ -58,6 +58,13 @@ test("the Arabic letter mark inside a pasted word does not hide it", () => {
   assert.equal(fold("\u061c"), "");
 });
 
+test("Latin letters with a stroke are found by the letter typed for them", () => {
+  assert.ok(matches("Łódź", "lodz"));
+  assert.ok(matches("Tromsø", "tromso"));
+  assert.ok(matches("Đà Nẵng", "da nang"));
+  assert.ok(matches("Diyarbakır", "diyarbakir"));
+});
+
 test("taa marbuta and alef maqsura", () => {
   assert.ok(matches("مدينة السمارة", "مدينه السماره"));
   assert.ok(matches("مدينه", "مدينة"));
