@@ -478,15 +478,18 @@ impl Session {
             // A document id of another length, which the official client
             // may make: no record of this server has it, so it is
             // unavailable, and the socket serves the peer's other records.
+            // Presence on such an id that the peer passes on from another
+            // of its peers (a second server, a tab's channel) names that
+            // peer as its sender: ignored too, not taken for a malformed
+            // frame, which would cut the socket at each heartbeat.
             Err(DecodeError::ForeignDocumentId {
                 kind,
                 sender_id,
                 document_id,
                 length,
-            }) if self
-                .joined
-                .as_ref()
-                .is_some_and(|j| j.peer_id.as_str() == sender_id) =>
+            }) if self.joined.as_ref().is_some_and(|j| {
+                j.peer_id.as_str() == sender_id || !matches!(kind.as_str(), "request" | "sync")
+            }) =>
             {
                 if matches!(kind.as_str(), "request" | "sync") {
                     self.unavailable_foreign(out, &sender_id, &document_id, length);
@@ -525,6 +528,14 @@ impl Session {
             let key = session_key(&self.device.id, &joined.peer_id);
             self.hub
                 .register_session(&key, self.conn, &self.device, self.kill.clone());
+            // Answered before the device is read again: the official client
+            // takes itself for ready a second after its socket opens, and
+            // gives up at once on any record it then asks for with no peer
+            // to ask; under load that read can wait its turn for the store.
+            // No other frame of this socket is read until the check below
+            // is done, and a device found revoked or gone is told so and
+            // closed as before.
+            let _ = out.try_send(reply.encode());
             // The device may have been revoked, or its rights changed,
             // since the upgrade; read it again now that the session is
             // registered, so a revocation or change is seen either here or
@@ -550,7 +561,6 @@ impl Session {
                 Ok(Err(e)) => return Err(self.cannot_check(&key, &e)),
                 Err(e) => return Err(self.cannot_check(&key, &e)),
             }
-            let _ = out.try_send(reply.encode());
             if joined.metadata.hears_coming {
                 let ids = (self.hub.server_id.clone(), joined.peer_id.clone());
                 let _ = self.announce.set(ids);
@@ -597,6 +607,7 @@ impl Session {
             kill: self.kill.clone(),
             device: Arc::clone(&self.device),
             resets: Arc::clone(&self.resets),
+            app: self.is_app(),
         };
         if self.device.is_revoked() {
             return match msg {

@@ -53,6 +53,9 @@ pub struct PeerLink {
     /// record's task fail, the next asks it to send again what it believes
     /// sent ([`DocCommand::Rejoin`]). Shared by the connection's links.
     pub resets: Arc<AtomicBool>,
+    /// The peer is twinsync's app, which reads a `refusal` and asks again
+    /// when it says; an official client hears `doc-unavailable` instead.
+    pub app: bool,
 }
 
 /// A peer's key: its device's id, which is alphanumeric (`auth::Secret`),

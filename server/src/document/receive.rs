@@ -336,6 +336,16 @@ impl DocTask {
         self.retry_broken().await;
         if let Some(reason) = &self.broken {
             self.unreadable_to(&peer, reason);
+            // An official client only logs an `error`: its `find` would
+            // wait out its own timeout for the record.
+            if is_request && !peer.app {
+                let unavailable = twinsync_shared::protocol::Message::DocUnavailable {
+                    sender_id: self.hub.server_id.clone(),
+                    target_id: peer.peer_id.clone(),
+                    document_id: self.id,
+                };
+                self.send(&peer, &unavailable);
+            }
             return;
         }
         self.join(&peer).await;

@@ -117,6 +117,7 @@ fn replica(name: &str, role: Role, base: &Automerge) -> Replica {
             kill: CancellationToken::new(),
             device: device(name, role),
             resets: Arc::default(),
+            app: false,
         },
         frames,
         doc,
@@ -837,6 +838,45 @@ async fn a_record_unreadable_while_storage_failed_is_read_again_once_it_recovers
     assert!(
         matches!(Message::decode(&told, Default::default()).unwrap(), Message::Error { message, refusal: Some(r), .. } if message.contains("cannot be read on the server") && r.code == "unreadable"),
     );
+    // An official client asking for it is told it is unavailable too, as
+    // it only logs an `error` and would wait for the record; the app reads
+    // the refusal and asks again.
+    for app in [false, true] {
+        let mut asking = replica(
+            if app { "app" } else { "official" },
+            Role::Coordinator,
+            &Automerge::new(),
+        );
+        asking.link.app = app;
+        let data = Automerge::new()
+            .generate_sync_message(&mut State::new())
+            .unwrap()
+            .encode();
+        tx.send(DocCommand::Sync {
+            peer: asking.link.clone(),
+            data,
+            is_request: true,
+            received: Instant::now(),
+        })
+        .await
+        .unwrap();
+        let mut kinds = Vec::new();
+        while let Ok(Some(frame)) =
+            tokio::time::timeout(Duration::from_millis(300), asking.frames.recv()).await
+        {
+            kinds.push(
+                Message::decode(&frame, Default::default())
+                    .unwrap()
+                    .type_name(),
+            );
+        }
+        let want: &[&str] = if app {
+            &["error"]
+        } else {
+            &["error", "doc-unavailable"]
+        };
+        assert_eq!(kinds, want, "app: {app}");
+    }
     other
         .execute_batch("ALTER TABLE chunks_gone RENAME TO chunks")
         .unwrap();

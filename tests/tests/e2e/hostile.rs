@@ -151,8 +151,10 @@ async fn messages_of_a_type_this_server_does_not_know_are_let_pass_once_joined()
 
 /// The official client may make a document id of another length than
 /// twinsync's 16 bytes, and sends every peer of a document it has open,
-/// the server too, presence on it, even once told it is unavailable: such
-/// messages pass, unanswered, and the socket serves the peer on.
+/// the server too, presence on it, even once told it is unavailable, and
+/// passes on other peers' presence on it (a second server's, another
+/// tab's) under their ids: such messages pass, unanswered, and the socket
+/// serves the peer on.
 #[tokio::test]
 async fn messages_about_a_document_id_of_another_length_pass_unanswered() {
     let app = spawn_app().await;
@@ -195,6 +197,14 @@ async fn messages_about_a_document_id_of_another_length_pass_unanswered() {
     let mut p = TestPeer::new("polite");
     p.connect(&app).await;
     p.send_raw(message(&ephemeral)).await;
+    let passed_on: Vec<(&str, Vec<u8>)> = ephemeral
+        .iter()
+        .map(|(key, value)| match *key {
+            "senderId" => (*key, text("another-tab")),
+            _ => (*key, value.clone()),
+        })
+        .collect();
+    p.send_raw(message(&passed_on)).await;
     p.send_raw(message(&about("doc-unavailable"))).await;
     p.send_raw(message(&heads)).await;
     p.fetch(doc, LIMIT).await;
