@@ -760,7 +760,7 @@ impl DocTask {
         let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
         let at = origins.first().map_or_else(now, |(_, o)| o.received_at);
         let added = chunk.len() as u64;
-        let chunk_id = self
+        let appended = self
             .hub
             .appender
             .append(Append {
@@ -770,7 +770,14 @@ impl DocTask {
                 origins,
                 now: at,
             })
-            .await?;
+            .await;
+        // What an operator alerts on: `/healthz` only reads, and reads go on.
+        match &appended {
+            Ok(_) => self.hub.metrics.storage_full.set(0),
+            Err(e) if e.is_full() => self.hub.metrics.storage_full.set(1),
+            Err(_) => {}
+        }
+        let chunk_id = appended?;
         self.stored_bytes.fetch_add(added, Ordering::Relaxed);
         lock(&self.chunks).push(chunk_id);
         self.appends_since_compaction += 1;

@@ -67,6 +67,10 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
             .any(|l| l.starts_with("twinsync_storage_errors_total ") && !l.ends_with(" 0")),
         "{metrics}"
     );
+    assert!(
+        metrics.lines().any(|l| l == "twinsync_storage_full 1"),
+        "{metrics}"
+    );
 
     // A coordinator's write through the API is told the storage is full,
     // not to try again shortly. An invite may fit in a page the database
@@ -98,6 +102,11 @@ async fn a_full_disk_refuses_the_change_keeps_serving_reads_and_loses_nothing() 
     assert_eq!(
         stored["record"]["text"].as_str().unwrap().chars().count(),
         long.chars().count()
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "twinsync_storage_full 0"),
+        "{metrics}"
     );
 }
 
