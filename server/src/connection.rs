@@ -641,13 +641,14 @@ impl Session {
                 if !self.ephemeral_allowed(bytes, out) {
                     return Ok(());
                 }
-                // A record waited for may have reached a task, which took
-                // this peer in.
-                if self.docs.contains(&doc) || self.waiting.contains(&doc) {
-                    self.hub
-                        .send_if_loaded(doc, DocCommand::Ephemeral { peer: link, msg })
-                        .await;
-                }
+                // Relayed by the record's task if it is loaded, whether or
+                // not this socket synced it yet: the official client
+                // announces its presence as it opens a record, before its
+                // first sync reaches the server. Every device that may
+                // send presence reads every record.
+                self.hub
+                    .send_if_loaded(doc, DocCommand::Ephemeral { peer: link, msg })
+                    .await;
                 Ok(())
             }
             Message::Join { .. } => Err(Fatal("`join` was already received on this socket".into())),

@@ -34,6 +34,8 @@ pub struct Seen {
     /// `twinsync-ping`s from the server (sent only to a peer that said it
     /// answers them).
     pub pings: u64,
+    /// Ephemeral messages relayed to this peer, by record.
+    pub ephemeral: HashMap<DocumentId, u64>,
 }
 
 impl Seen {
@@ -423,6 +425,9 @@ impl TestPeer {
                 self.seen.refusals.extend(refusal);
             }
             Message::Ping { .. } => self.seen.pings += 1,
+            Message::Ephemeral { document_id, .. } => {
+                *self.seen.ephemeral.entry(document_id).or_default() += 1;
+            }
             _ => {}
         }
         Ok(())

@@ -1638,6 +1638,39 @@ async fn a_waited_record_a_device_may_not_open_is_refused_and_left() {
     assert_eq!(loaded(), before - 1);
 }
 
+/// The official client announces its presence on a record as soon as it
+/// opens it, before its first sync reaches the server: relayed all the
+/// same to the record's peers, not dropped until its next heartbeat.
+#[tokio::test]
+async fn presence_sent_before_a_socket_syncs_its_record_is_relayed() {
+    let app = spawn_app().await;
+    let doc = app.first("meeting").await;
+    let mut watcher = TestPeer::new("watcher");
+    watcher.connect(&app).await;
+    watcher.fetch(doc, LIMIT).await;
+    let mut newcomer = TestPeer::new("newcomer");
+    newcomer.connect(&app).await;
+    let msg = Message::Ephemeral {
+        sender_id: newcomer.id.clone(),
+        target_id: PeerId::new("server"),
+        document_id: doc,
+        session_id: "cursor".into(),
+        count: 1,
+        data: vec![0xa0],
+    };
+    newcomer
+        .send_raw(WsMessage::Binary(msg.encode().into()))
+        .await;
+    watcher.sync(Duration::from_millis(500), LIMIT).await;
+    assert_eq!(
+        watcher.seen.ephemeral.get(&doc),
+        Some(&1),
+        "{:?}",
+        watcher.seen
+    );
+    assert!(!newcomer.seen.closed);
+}
+
 /// Ephemeral messages go to every other peer of their record: a socket
 /// streaming them is relayed its share of each second and told once
 /// that the rest are not, and stays connected.
