@@ -685,53 +685,6 @@ impl Store {
         Ok(id)
     }
 
-    /// The devices that delivered the club index's listing of `doc` (one
-    /// per value its key holds, most often one; `None` for the server's
-    /// own), or none if no stored club record lists it. A phone that makes
-    /// a record lists it in the index with the same sync, so the listing
-    /// names who made a record the server does not hold yet.
-    pub fn listed_by(&self, doc: DocumentId) -> Result<Vec<Option<String>>, StoreError> {
-        let club: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT id FROM documents WHERE kind = 'club' ORDER BY created_at, id LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(club) = club.and_then(|c| c.parse::<DocumentId>().ok()) else {
-            return Ok(Vec::new());
-        };
-        let Some(index_doc) = self.load(club)? else {
-            return Ok(Vec::new());
-        };
-        let Ok(Some((_, index))) = index_doc.get(automerge::ROOT, "index") else {
-            return Ok(Vec::new());
-        };
-        let hashes: Vec<String> = index_doc
-            .get_all(&index, doc.to_string())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(_, op)| index_doc.hash_for_opid(&op))
-            .map(|h| h.to_string())
-            .collect();
-        let conn = self.conn();
-        let mut origin = conn
-            .prepare_cached("SELECT device FROM change_origins WHERE doc_id = ?1 AND hash = ?2")?;
-        let mut listers = Vec::new();
-        for hash in hashes {
-            if let Some(device) = origin
-                .query_row(params![club.to_string(), hash], |r| {
-                    r.get::<_, Option<String>>(0)
-                })
-                .optional()?
-            {
-                listers.push(device);
-            }
-        }
-        Ok(listers)
-    }
-
     /// Whether a club record is stored (the demo is seeded when not).
     pub fn has_club(&self) -> Result<bool, StoreError> {
         let n: i64 = self.conn().query_row(

@@ -299,37 +299,6 @@ impl DocTask {
         self.remove_peer(&peer.key);
     }
 
-    /// For a delegate's changes making a record the server does not hold
-    /// yet, which the club index lists already: the device that listed it,
-    /// if not this one. The phone that makes a record lists it with the
-    /// same sync, and another delegate following the club's index could
-    /// otherwise send a record under that id first and be taken for its
-    /// creator, its own contents deciding who may write it. Looked up once
-    /// per such message, from the stored club record; judged as that
-    /// device's record (`permissions::check_write`'s creator).
-    async fn listed_by_another(&self, peer: &PeerLink, data: &[u8]) -> Option<String> {
-        if !self.doc.get_heads().is_empty()
-            || self.creator.is_some()
-            || peer.device.role != Role::Delegate
-            || !twinsync_shared::protocol::sync_shape(data).is_ok_and(|changes| changes > 0)
-        {
-            return None;
-        }
-        let (store, id) = (self.hub.store.clone(), self.id);
-        let listers = match blocking(move || store.listed_by(id)).await {
-            Ok(listers) => listers,
-            Err(e) => {
-                warn!(doc_id = %self.id, error = %e, "cannot read who listed the record");
-                return None;
-            }
-        };
-        let me = Some(peer.device.id.clone());
-        if listers.contains(&me) {
-            return None;
-        }
-        listers.into_iter().flatten().next()
-    }
-
     /// Applies one peer's sync message. The answers wait for [`super::run`]'s
     /// next flush, once no message is queued.
     async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
@@ -350,12 +319,8 @@ impl DocTask {
         }
         self.join(&peer).await;
         let before = self.doc.get_heads();
-        let listed = self.listed_by_another(&peer, data).await;
-        let (current, creator, doc_id) = (
-            &self.current,
-            self.creator.as_deref().or(listed.as_deref()),
-            self.id.to_string(),
-        );
+        let (current, creator, doc_id) =
+            (&self.current, self.creator.as_deref(), self.id.to_string());
         let device = Arc::clone(&peer.device);
         // The check's read of the merged record, kept for `persist`.
         let mut checked: Option<Read> = None;
