@@ -8,7 +8,7 @@ pub struct Metrics {
     pub connected_peers: IntGauge,
     pub loaded_documents: IntGauge,
     pub waiting_peers: IntGauge,
-    pub storage_full: IntGauge,
+    pub storage_full: IntCounter,
     pub changes_applied: IntCounter,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
@@ -64,9 +64,9 @@ impl Metrics {
         Self {
             connected_peers: gauge("twinsync_connected_peers", "Peers connected over WebSocket"),
             loaded_documents: gauge("twinsync_loaded_documents", "Documents held in memory"),
-            storage_full: gauge(
-                "twinsync_storage_full",
-                "1 while the last write of a record's changes failed for lack of room (the disk, or --max-db-mib), 0 once one is stored",
+            storage_full: counter(
+                "twinsync_storage_full_total",
+                "Writes of a record's changes refused for lack of room (the disk, or --max-db-mib)",
             ),
             waiting_peers: gauge(
                 "twinsync_waiting_peers",

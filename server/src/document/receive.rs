@@ -737,10 +737,8 @@ impl DocTask {
             })
             .await;
         // What an operator alerts on: `/healthz` only reads, and reads go on.
-        match &appended {
-            Ok(_) => self.hub.metrics.storage_full.set(0),
-            Err(e) if e.is_full() => self.hub.metrics.storage_full.set(1),
-            Err(_) => {}
+        if appended.as_ref().is_err_and(StoreError::is_full) {
+            self.hub.metrics.storage_full.inc();
         }
         let chunk_id = appended?;
         self.stored_bytes.fetch_add(added, Ordering::Relaxed);
