@@ -58,6 +58,13 @@ pub struct PeerLink {
     pub app: bool,
 }
 
+impl PeerLink {
+    /// Its connection closed, or was cut: nothing more reaches the peer.
+    pub fn gone(&self) -> bool {
+        self.out.is_closed() || self.kill.is_cancelled()
+    }
+}
+
 /// A peer's key: its device's id, which is alphanumeric (`auth::Secret`),
 /// a slash, and the id it joined with.
 pub fn session_key(device: &str, peer: &PeerId) -> PeerId {
@@ -100,10 +107,7 @@ impl Roster {
     /// The peers whose connections are still open, taken out.
     pub fn take(&self) -> Vec<PeerLink> {
         let peers = std::mem::take(&mut *self.lock());
-        peers
-            .into_values()
-            .filter(|p| !p.out.is_closed() && !p.kill.is_cancelled())
-            .collect()
+        peers.into_values().filter(|p| !p.gone()).collect()
     }
 }
 
@@ -753,8 +757,7 @@ impl DocTask {
             // One that joined since, from this socket or a new one, is in
             // an exchange already; one whose socket is closing is gone.
             if self.peers.contains_key(&peer.key)
-                || peer.out.is_closed()
-                || peer.kill.is_cancelled()
+                || peer.gone()
                 || !self.hub.has_session(&peer.key, peer.conn)
             {
                 continue;

@@ -786,19 +786,27 @@ fn insert_chunk(
 ) -> rusqlite::Result<i64> {
     let id = doc.to_string();
     // Cached statements: this runs for every message that brings changes.
-    let known = conn
-        .prepare_cached("SELECT 1 FROM documents WHERE id = ?1")?
+    // Changes a restore's backup lacked, sent back, keep what the database
+    // replaced knew of them (`carried_origins`): one lookup tells whether
+    // this record has any, and only such a record is asked more.
+    let carried = conn
+        .prepare_cached("SELECT 1 FROM carried_origins WHERE doc_id = ?1 LIMIT 1")?
         .exists([&id])?;
-    // A record's first chunk names its creator; later ones do not. A
-    // record a restore took away, sent back by a phone, names the device
-    // of its first change as the replaced database had it (`restore`
-    // carries its origins over), not whoever sent it back first.
-    let creator = if known {
-        None
-    } else {
-        match first_origin(conn, &id)? {
-            Some(device) => device,
-            None => origins.first().and_then(|(_, o)| o.device.clone()),
+    // A record's first chunk names its creator; later ones do not (the
+    // upsert below leaves it). A record a restore took away, sent back by
+    // a phone, names the device of its first change as the replaced
+    // database had it, not whoever sent it back first.
+    let creator = match carried {
+        false => origins.first().and_then(|(_, o)| o.device.clone()),
+        true => {
+            let known = conn
+                .prepare_cached("SELECT 1 FROM documents WHERE id = ?1")?
+                .exists([&id])?;
+            if known {
+                None
+            } else {
+                first_origin(conn, &id)?.flatten()
+            }
         }
     };
     conn.prepare_cached(
@@ -822,11 +830,7 @@ fn insert_chunk(
     )?
     .execute(params![id, chunk, now])?;
     let chunk_id = conn.last_insert_rowid();
-    // Changes a restore's backup lacked, sent back: each keeps the device
-    // that first delivered it, as the database replaced had it.
-    let carried = conn
-        .prepare_cached("SELECT 1 FROM carried_origins WHERE doc_id = ?1 LIMIT 1")?
-        .exists([&id])?;
+    // Each change sent back keeps the device that first delivered it.
     if carried {
         let mut back = conn.prepare_cached(
             "INSERT OR IGNORE INTO change_origins (hash, doc_id, peer_id, device, received_at)

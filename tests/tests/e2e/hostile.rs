@@ -1653,6 +1653,19 @@ async fn a_waited_record_a_device_may_not_open_is_refused_and_left() {
     assert_eq!(loaded(), before - 1);
 }
 
+/// `from`'s presence message number `count` on record `doc`, as a frame.
+fn cursor(from: &TestPeer, doc: DocumentId, count: u64) -> WsMessage {
+    let msg = Message::Ephemeral {
+        sender_id: from.id.clone(),
+        target_id: PeerId::new("server"),
+        document_id: doc,
+        session_id: "cursor".into(),
+        count,
+        data: vec![0xa0],
+    };
+    WsMessage::Binary(msg.encode().into())
+}
+
 /// The official client announces its presence on a record as soon as it
 /// opens it, before its first sync reaches the server: relayed all the
 /// same to the record's peers, not dropped until its next heartbeat.
@@ -1665,17 +1678,7 @@ async fn presence_sent_before_a_socket_syncs_its_record_is_relayed() {
     watcher.fetch(doc, LIMIT).await;
     let mut newcomer = TestPeer::new("newcomer");
     newcomer.connect(&app).await;
-    let msg = Message::Ephemeral {
-        sender_id: newcomer.id.clone(),
-        target_id: PeerId::new("server"),
-        document_id: doc,
-        session_id: "cursor".into(),
-        count: 1,
-        data: vec![0xa0],
-    };
-    newcomer
-        .send_raw(WsMessage::Binary(msg.encode().into()))
-        .await;
+    newcomer.send_raw(cursor(&newcomer, doc, 1)).await;
     watcher.sync(Duration::from_millis(500), LIMIT).await;
     assert_eq!(
         watcher.seen.ephemeral.get(&doc),
@@ -1697,15 +1700,7 @@ async fn a_stream_of_ephemeral_messages_is_relayed_only_its_share_of_each_second
     p.connect(&app).await;
     p.fetch(doc, LIMIT).await;
     for count in 0..80 {
-        let msg = Message::Ephemeral {
-            sender_id: p.id.clone(),
-            target_id: PeerId::new("server"),
-            document_id: doc,
-            session_id: "cursor".into(),
-            count,
-            data: vec![0xa0],
-        };
-        p.send_raw(WsMessage::Binary(msg.encode().into())).await;
+        p.send_raw(cursor(&p, doc, count)).await;
     }
     p.sync(Duration::from_millis(500), LIMIT).await;
     assert!(!p.seen.closed);
