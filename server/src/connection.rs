@@ -904,7 +904,21 @@ impl Session {
             };
             let turn = match &rest {
                 Ok(rest) if rest.is_empty() => None,
-                _ => Some(self.hub.hand_in_turn(&self.device.id).await),
+                // A socket killed or gone while it waits leaves the queue:
+                // nothing was answered kept, and its device hands the
+                // changes in again on its next socket, which would
+                // otherwise wait behind this one.
+                _ => match turn_unless_closed(
+                    &self.hub,
+                    &self.device.id,
+                    &self.kill,
+                    &self.writer_gone,
+                )
+                .await
+                {
+                    Some(turn) => Some(turn),
+                    None => return Ok(()),
+                },
             };
             let kept = tokio::task::spawn_blocking(move || {
                 let _turn = turn;
@@ -1107,12 +1121,7 @@ impl Session {
                 *t = Instant::now() + slice;
             }
             tokio::select! {
-                () = self.kill.cancelled() => return false,
-                () = self.writer_gone.notified() => {
-                    // Left for the reader's loop, which ends on it.
-                    self.writer_gone.notify_one();
-                    return false;
-                }
+                () = closed(&self.kill, &self.writer_gone) => return false,
                 () = tokio::time::sleep(slice) => {}
             }
             match window.add(&self.device.id, n, limit) {
@@ -1381,6 +1390,31 @@ impl Session {
 /// The most records one socket waits for at a time (see `Session::waiting`).
 pub const MAX_WAITING: usize = 256;
 
+/// Resolves once a connection is to end: `kill`ed, or its writer gone.
+/// The writer's word is left for the reader's loop, which ends on it.
+async fn closed(kill: &CancellationToken, writer_gone: &Notify) {
+    tokio::select! {
+        () = kill.cancelled() => {}
+        () = writer_gone.notified() => writer_gone.notify_one(),
+    }
+}
+
+/// A revoked device's turn to load a record ([`Hub::hand_in_turn`]), or
+/// `None` once its connection is to end ([`closed`]) before the turn
+/// came: it leaves the queue then, rather than take a turn it cannot use.
+async fn turn_unless_closed(
+    hub: &Hub,
+    device: &str,
+    kill: &CancellationToken,
+    writer_gone: &Notify,
+) -> Option<Result<crate::hub::HandInTurn, tokio::sync::AcquireError>> {
+    tokio::select! {
+        biased;
+        () = closed(kill, writer_gone) => None,
+        turn = hub.hand_in_turn(device) => Some(turn),
+    }
+}
+
 /// Sleeps until `due`, or for ever without one.
 async fn until(due: Option<tokio::time::Instant>) {
     match due {
@@ -1407,4 +1441,64 @@ async fn send_within(
         tokio::time::timeout(limit, sink.send(msg)).await,
         Ok(Ok(()))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test panics to fail
+
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hand_in_waiting_for_its_turn_leaves_the_queue_when_its_socket_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let settings = crate::settings::Settings::for_data_dir(dir.path().to_owned());
+        let hub = Hub::new(store, Arc::new(settings), crate::metrics::Metrics::new()).unwrap();
+        let held = hub.hand_in_turn("stolen").await.unwrap();
+        // A socket killed while it waits (its peer connected again), and
+        // one whose writer went (its peer fell silent), each behind the
+        // held turn, then the device's live socket behind them.
+        let waiter = |kill: CancellationToken, gone: Arc<Notify>| {
+            let hub = Arc::clone(&hub);
+            tokio::spawn(async move {
+                let turn = turn_unless_closed(&hub, "stolen", &kill, &gone).await;
+                turn.map(|t| t.unwrap())
+            })
+        };
+        let (killed, gone) = (CancellationToken::new(), Arc::new(Notify::new()));
+        let first = waiter(killed.clone(), Arc::new(Notify::new()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = waiter(CancellationToken::new(), Arc::clone(&gone));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let live = waiter(CancellationToken::new(), Arc::new(Notify::new()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        killed.cancel();
+        gone.notify_one();
+        let first = tokio::time::timeout(Duration::from_secs(5), first).await;
+        assert!(
+            first.unwrap().unwrap().is_none(),
+            "the killed socket took a turn"
+        );
+        let second = tokio::time::timeout(Duration::from_secs(5), second).await;
+        assert!(
+            second.unwrap().unwrap().is_none(),
+            "the silent socket took a turn"
+        );
+        // The word is left for the reader's loop.
+        tokio::time::timeout(Duration::from_secs(1), gone.notified())
+            .await
+            .expect("the writer's word was swallowed");
+
+        drop(held);
+        let live = tokio::time::timeout(Duration::from_secs(5), live).await;
+        assert!(
+            live.expect("the live socket waited behind the dead ones")
+                .unwrap()
+                .is_some()
+        );
+    }
 }

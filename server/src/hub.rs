@@ -241,6 +241,10 @@ pub enum DispatchError {
     ShuttingDown,
 }
 
+/// A revoked device's turn to load a record, and one of the API's reads:
+/// held until dropped ([`Hub::hand_in_turn`]).
+pub type HandInTurn = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
 impl Hub {
     pub fn new(
         store: Store,
@@ -285,7 +289,7 @@ impl Hub {
     pub async fn hand_in_turn(
         &self,
         device: &str,
-    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError> {
+    ) -> Result<HandInTurn, tokio::sync::AcquireError> {
         let own = {
             let mut turns = self.hand_in_turns.lock().unwrap_or_else(|e| e.into_inner());
             // Devices no hand-in waits on any more leave the map.
