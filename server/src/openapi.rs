@@ -422,7 +422,7 @@ fn device_schemas() -> Value {
             "hashes": {"type": "array", "items": {"type": "string"}, "description": "The changes of the batch the record did not have."},
             "path": {"type": "string", "nullable": true, "description": "The first field at fault; null for what a revoked device handed in."},
             "reason": {"type": "string", "description": "Why, in English."},
-            "code": {"type": "string", "nullable": true, "description": "Why, as a code an app translates: invalid, too-deep, revoked, observer, kind-changed, unknown-kind, adopted, ended, not-yours, invalid-before, club-created, club-beyond-index, club-index-removed, club-index-changed or club-index-relisted; null for batches kept before the server recorded codes."},
+            "code": {"type": "string", "nullable": true, "description": "Why, as a code an app translates: invalid, too-deep, revoked, observer, kind-changed, unknown-kind, adopted, ended, not-yours, invalid-before, club-created, club-beyond-index, club-index-removed, club-index-changed, club-index-relisted or listed-by-another; null for batches kept before the server recorded codes."},
             "received_at": {"type": "integer"},
             "status": {"type": "string", "enum": ["pending", "accepted", "discarded"]},
             "decided_by": {"type": "string", "nullable": true, "description": "The id of the coordinator's device that decided; for a batch settled because all its changes were stored later anyway (its device, once allowed, sent them again), the device that delivered the change completing it (null if the server made it)."},

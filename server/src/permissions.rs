@@ -60,6 +60,10 @@ pub enum Why {
     ClubIndexChanged,
     /// A delegate's listing of a record a coordinator took out of the index.
     ClubIndexRelisted,
+    /// A delegate's phone sent first a record another device listed in the
+    /// club's index, before that device sent it: one of another person, or
+    /// of no person the server can tell is the same.
+    ListedByAnother,
 }
 
 /// The code of a change refused because the record would pass its size
@@ -98,6 +102,7 @@ impl Why {
             Why::ClubIndexRemoved => "club-index-removed",
             Why::ClubIndexChanged => "club-index-changed",
             Why::ClubIndexRelisted => "club-index-relisted",
+            Why::ListedByAnother => "listed-by-another",
         }
     }
 }
@@ -145,6 +150,9 @@ impl std::fmt::Display for Why {
             Why::ClubIndexRelisted => f.write_str(
                 "only a coordinator may list again a record taken out of the club index",
             ),
+            Why::ListedByAnother => f.write_str(
+                "another device listed this record in the club index; only it, or a device of the same person, may send it first",
+            ),
         }
     }
 }
@@ -182,6 +190,10 @@ pub struct Write<'a> {
     /// For a delegate's write to the club record: what its index held
     /// before the changes, asked only as the rules need it.
     pub index: Option<&'a dyn IndexHistory>,
+    /// Whether a device of another person listed this record in the club's
+    /// index (`Store::lister`); asked only of a delegate's first delivery
+    /// of a record new to the server whose creator nothing names.
+    pub listed_by_another: bool,
 }
 
 /// What the rules ask of the club's index beyond the record as read.
@@ -242,6 +254,12 @@ pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
             return refuse(first(), Why::Ended);
         }
     }
+    // Listed in the club's index by another person's phone, a record is
+    // theirs to send first, whatever it names: a delegate following the
+    // index could otherwise take its id, naming themselves in it.
+    if w.before.is_none() && w.creator.is_none() && w.listed_by_another {
+        return refuse(first(), Why::ListedByAnother);
+    }
     if kind == "club" {
         return club_write(w, before, after);
     }
@@ -261,6 +279,17 @@ pub fn check_write(w: &Write<'_>) -> Result<(), Refusal> {
         return refuse(first(), Why::NotYours(kind));
     }
     Ok(())
+}
+
+/// Whether a record listed in the club's index by `lister` (a device, and
+/// its person if it has one) is another person's than `device`'s: not the
+/// same device, nor another phone of the same person.
+pub fn listed_by_another(device: &Device, lister: &str, lister_person: Option<&str>) -> bool {
+    let same_person = match (device.person.as_deref(), lister_person) {
+        (Some(mine), Some(theirs)) => bare(mine) == bare(theirs),
+        _ => false,
+    };
+    lister != device.id && !same_person
 }
 
 /// Whether a delegate's rules give them this record.
@@ -408,6 +437,7 @@ mod tests {
             after: &after,
             paths: &paths,
             index: None,
+            listed_by_another: false,
         })
     }
 
@@ -429,6 +459,7 @@ mod tests {
             Why::ClubIndexRemoved,
             Why::ClubIndexChanged,
             Why::ClubIndexRelisted,
+            Why::ListedByAnother,
             Why::InvalidBefore,
         ];
         for why in &all {
@@ -447,7 +478,8 @@ mod tests {
                 | Why::ClubBeyondIndex
                 | Why::ClubIndexRemoved
                 | Why::ClubIndexChanged
-                | Why::ClubIndexRelisted => {}
+                | Why::ClubIndexRelisted
+                | Why::ListedByAnother => {}
             }
         }
         all
@@ -506,6 +538,7 @@ mod tests {
                 after: &after,
                 paths: &paths,
                 index: None,
+                listed_by_another: false,
             })
         };
         let e = write(&d).unwrap_err();
@@ -609,6 +642,7 @@ mod tests {
                 after: &after,
                 paths: &paths,
                 index: Some(held),
+                listed_by_another: false,
             })
         };
         // A record a coordinator took out, listed again.
@@ -650,6 +684,43 @@ mod tests {
     }
 
     #[test]
+    fn a_record_another_person_listed_is_theirs_to_send_first() {
+        let me = city();
+        let d = delegate(&[], Some(me.as_str()));
+        // Its own device, another phone of the same person (its link
+        // spelled with or without the prefix), and another person's.
+        assert!(!listed_by_another(&d, "dev", None));
+        assert!(!listed_by_another(&d, "tablet", Some(bare(&me))));
+        assert!(listed_by_another(&d, "tablet", None));
+        assert!(listed_by_another(&d, "other", Some(city().as_str())));
+        assert!(listed_by_another(&delegate(&[], None), "other", None));
+
+        // A meeting naming the sender among those who attend.
+        let after: Read = Ok(json!({"kind": "meeting", "attendees": [me]}));
+        let paths = vec!["/attendees".to_owned()];
+        let before: Read = Ok(json!({"kind": "meeting", "attendees": [me]}));
+        let write = |creator, before, listed_by_another| {
+            check_write(&Write {
+                device: &d,
+                doc_id: "new",
+                creator,
+                before,
+                after: &after,
+                paths: &paths,
+                index: None,
+                listed_by_another,
+            })
+        };
+        let e = write(None, None, true).unwrap_err();
+        assert_eq!(e.why.code(), "listed-by-another");
+        write(None, None, false).unwrap();
+        // Once stored, or with its creator known (a restore's), the
+        // listing no longer decides.
+        write(None, Some(&before), true).unwrap();
+        write(Some("dev"), None, true).unwrap();
+    }
+
+    #[test]
     fn a_delegate_cannot_create_an_agreement_between_other_cities() {
         let (smara, pune, dakar) = (city(), city(), city());
         let d = delegate(&[smara.as_str()], None);
@@ -664,6 +735,7 @@ mod tests {
                 after,
                 paths: &paths,
                 index: None,
+                listed_by_another: false,
             })
         };
         let e = write(&after).unwrap_err();
@@ -684,6 +756,7 @@ mod tests {
                 after: &meeting,
                 paths: &paths,
                 index: None,
+                listed_by_another: false,
             })
         };
         let e = sent_back("another-phone").unwrap_err();
@@ -723,6 +796,7 @@ mod tests {
             after: &bad,
             paths: &paths,
             index: None,
+            listed_by_another: false,
         })
         .unwrap_err();
         assert_eq!(e.path, "/status");

@@ -42,6 +42,7 @@ fn store_as_the_servers(store: &Store, records: &[DemoRecord]) -> Result<(), Sto
             chunk: r.doc.doc().save(),
             summary: summarise(r.doc.doc()),
             origins: Vec::new(),
+            listings: Vec::new(),
             now,
         })
         .collect();

@@ -299,6 +299,16 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
         Ok(n) => tracing::info!(records = n, "listed records kept before dates with theirs"),
         Err(e) => tracing::warn!(error = %e, "records kept before dates not listed with theirs"),
     }
+    match store.fill_listings() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            records = n,
+            "noted who listed records listed before listings were kept"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "who listed records listed before listings were kept not noted")
+        }
+    }
     // Before any accept can start: a batch accepted but never applied is
     // judged again rather than gone.
     match store.reopen_unapplied(time::OffsetDateTime::now_utc().unix_timestamp()) {

@@ -17,7 +17,8 @@ pub mod restore;
 mod schema;
 
 pub use devices::{
-    Invite, InvitedBy, Kept, PendingInvite, Quarantined, RedeemError, Refused, UpdateRefused,
+    Invite, InvitedBy, Kept, Lister, PendingInvite, Quarantined, RedeemError, Refused,
+    UpdateRefused,
 };
 pub use group::{Append, Appender};
 
@@ -300,6 +301,82 @@ impl Store {
         Ok(dates.len())
     }
 
+    /// Notes who listed each record the club's index names that is not
+    /// stored yet and has no row in `listings`: records listed before the
+    /// server kept listings (schema 14), whose first delivery the
+    /// permissions judge by it. The lister is the device that delivered the
+    /// earliest of the changes putting the record in the index (a
+    /// coordinator's later change to the entry, or a listing beside it,
+    /// does not replace it). Reads each club record once; returns how many
+    /// rows it wrote. `serve` calls it as it starts, as it does
+    /// [`Self::fill_dates`]; a listing no device delivered (the demo
+    /// club's) is looked at again at the next start.
+    pub fn fill_listings(&self) -> Result<usize, StoreError> {
+        let clubs: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT id FROM documents WHERE kind = 'club'")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut puts = Vec::new();
+        for club in clubs {
+            let doc = match self.load_listed(&club) {
+                Ok(Found::Record(_, doc)) => doc,
+                Ok(Found::Damaged(reason)) => {
+                    tracing::warn!(doc_id = %club, %reason, "club record not read for its listings");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(doc_id = %club, error = %e, "club record not read for its listings");
+                    continue;
+                }
+            };
+            for (key, hash) in twinsync_shared::record::index_puts(&doc) {
+                // An id as the permissions look it up, whatever the
+                // spelling a coordinator listed it under.
+                if let Ok(listed) = key.parse::<DocumentId>() {
+                    puts.push((listed.to_string(), club.clone(), hash.to_string()));
+                }
+            }
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut written = 0;
+        {
+            let mut wanted = tx.prepare(
+                "SELECT NOT EXISTS (SELECT 1 FROM documents WHERE id = ?1)
+                    AND NOT EXISTS (SELECT 1 FROM listings WHERE doc_id = ?1)",
+            )?;
+            let mut origin = tx.prepare(
+                "SELECT device, received_at FROM change_origins
+                 WHERE doc_id = ?1 AND hash = ?2 AND device IS NOT NULL",
+            )?;
+            let mut earliest: std::collections::BTreeMap<String, (i64, String)> =
+                std::collections::BTreeMap::new();
+            for (listed, club, hash) in &puts {
+                if !wanted.query_row([listed], |r| r.get::<_, bool>(0))? {
+                    continue;
+                }
+                let found: Option<(String, i64)> = origin
+                    .query_row(params![club, hash], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some((device, at)) = found
+                    && earliest.get(listed).is_none_or(|(first, _)| at < *first)
+                {
+                    earliest.insert(listed.clone(), (at, device));
+                }
+            }
+            let mut insert = tx.prepare(
+                "INSERT OR IGNORE INTO listings (doc_id, device, listed_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for (listed, (at, device)) in &earliest {
+                written += insert.execute(params![listed, device, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(written)
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (every
         // write is a transaction), so a poisoned lock is still usable.
@@ -423,7 +500,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let chunk_id = insert_chunk(&tx, doc, chunk, summary, origins, now)?;
+        let chunk_id = insert_chunk(&tx, doc, chunk, summary, origins, &[], now)?;
         tx.commit()?;
         Ok(chunk_id)
     }
@@ -774,14 +851,17 @@ fn names_live_file(live: &Path, dest: &Path) -> bool {
         .any(|suffix| restore::beside(&live, suffix) == dest)
 }
 
-/// Writes a chunk, the record's summary and the origin of each new change,
-/// inside the caller's transaction; returns the chunk's id.
+/// Writes a chunk, the record's summary, the origin of each new change and,
+/// for the club record, who listed each record its changes list
+/// (`listings`: the record and the change listing it), inside the caller's
+/// transaction; returns the chunk's id.
 fn insert_chunk(
     conn: &Connection,
     doc: DocumentId,
     chunk: &[u8],
     summary: &Summary,
     origins: &[(String, Origin)],
+    listings: &[(DocumentId, String)],
     now: i64,
 ) -> rusqlite::Result<i64> {
     let id = doc.to_string();
@@ -853,6 +933,19 @@ fn insert_chunk(
             origin.device,
             origin.received_at
         ])?;
+    }
+    // The listing's device as its origin now reads, a carried one
+    // included; the first listing stays (a delegate may list the same id
+    // beside its maker, and must not take it over).
+    if !listings.is_empty() {
+        let mut listing = conn.prepare_cached(
+            "INSERT OR IGNORE INTO listings (doc_id, device, listed_at)
+             SELECT ?1, device, received_at FROM change_origins
+             WHERE doc_id = ?2 AND hash = ?3 AND device IS NOT NULL",
+        )?;
+        for (listed, hash) in listings {
+            listing.execute(params![listed.to_string(), id, hash])?;
+        }
     }
     settle_quarantine(conn, &id, origins, now)?;
     Ok(chunk_id)
@@ -1033,6 +1126,65 @@ mod tests {
             store.load_sync_state(a, "fresh-05", "hostile").unwrap(),
             Some(b"y".to_vec())
         );
+    }
+
+    /// Records listed in the club's index before the server kept listings
+    /// are noted as it starts, from the listing change's origin; only those
+    /// not stored yet, and once.
+    #[test]
+    fn records_listed_before_listings_were_kept_are_noted_from_the_club() {
+        use twinsync_shared::record::{Commit, Kind, RecordDoc, summarise};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
+        let club = RecordDoc::create(
+            Kind::Club,
+            &serde_json::json!({"name": {"fr": "Club"}, "index": {}}),
+            &Commit::new("club", 1),
+        )
+        .unwrap()
+        .into_automerge();
+        let club_id = DocumentId::random();
+        store
+            .append(club_id, &club.save(), &summarise(&club), &[], 1)
+            .unwrap();
+        let (waiting, stored) = (DocumentId::random(), DocumentId::random());
+        let mut listed = club.clone();
+        let index = listed.get(automerge::ROOT, "index").unwrap().unwrap().1;
+        let mut tx = listed.transaction();
+        for id in [waiting, stored] {
+            let entry = tx
+                .put_object(&index, id.to_string(), automerge::ObjType::Map)
+                .unwrap();
+            tx.put(&entry, "kind", "meeting").unwrap();
+        }
+        let hash = tx.commit().0.unwrap();
+        let origin = Origin {
+            peer_id: "peer-phone".into(),
+            device: Some("phone".into()),
+            device_name: None,
+            received_at: 2,
+        };
+        // Written as a server of schema 13 wrote it: no listing noted.
+        store
+            .append(
+                club_id,
+                &listed.save_after(&club.get_heads()),
+                &summarise(&listed),
+                &[(hash.to_string(), origin)],
+                2,
+            )
+            .unwrap();
+        store
+            .append(stored, b"meeting", &Summary::default(), &[], 3)
+            .unwrap();
+        assert_eq!(store.lister(waiting).unwrap(), None);
+
+        assert_eq!(store.fill_listings().unwrap(), 1);
+        let lister = store.lister(waiting).unwrap().unwrap();
+        assert_eq!(lister.device, "phone");
+        assert_eq!(lister.person, None, "no such device row");
+        assert_eq!(store.lister(stored).unwrap(), None);
+        assert_eq!(store.fill_listings().unwrap(), 0, "noted once");
     }
 
     #[test]

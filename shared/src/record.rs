@@ -37,7 +37,8 @@ use crate::text::TEXT_ENCODING;
 pub use agreement::{Agreement, Commitment, STATUSES as AGREEMENT_STATUSES};
 pub use city::{City, TWINNING_STATUSES};
 pub use club::{
-    Club, CouncilMember, IndexEntry, Unlisted, ever_indexed, ever_indexed_before, only_listings,
+    Club, CouncilMember, IndexEntry, Unlisted, ever_indexed, ever_indexed_before, index_puts,
+    only_listings,
 };
 pub use conflicts::{Conflict, ConflictValue};
 pub use diff::{CONTEXT, FieldChange, Passage, field_changes};

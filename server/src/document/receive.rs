@@ -18,7 +18,7 @@ use twinsync_shared::record::{
 use super::{DocTask, PeerLink, SyncIn, blocking, lock, now};
 use crate::auth::Role;
 use crate::permissions::{
-    IndexHistory, NOT_STORED, Read, Refusal, TOO_LARGE, Why, Write, check_write,
+    IndexHistory, NOT_STORED, Read, Refusal, TOO_LARGE, Why, Write, check_write, listed_by_another,
 };
 use crate::review::{BatchError, load_batch};
 use crate::store::{Append, Kept, Origin, Refused, StoreError};
@@ -189,6 +189,8 @@ impl DocTask {
                         after: &after,
                         paths,
                         index: index.as_ref().map(|i| i as &dyn IndexHistory),
+                        // Only a record with heads is taken in batches.
+                        listed_by_another: false,
                     })
                     .is_ok()
                 };
@@ -319,6 +321,28 @@ impl DocTask {
         }
         self.join(&peer).await;
         let before = self.doc.get_heads();
+        let listed_by_another = if before.is_empty()
+            && self.creator.is_none()
+            && peer.device.role == Role::Delegate
+            && !peer.device.is_revoked()
+            && twinsync_shared::protocol::sync_shape(data).is_ok_and(|changes| changes > 0)
+        {
+            // A delegate's phone delivers a record new to the server: one
+            // lookup tells whether another person's device listed it.
+            let (store, id) = (self.hub.store.clone(), self.id);
+            match blocking(move || store.lister(id)).await {
+                Ok(lister) => lister.is_some_and(|l| {
+                    listed_by_another(&peer.device, &l.device, l.person.as_deref())
+                }),
+                Err(e) => {
+                    // Not judged, so not taken: the phone sends it again.
+                    self.drop_unstored(&peer, &e);
+                    return;
+                }
+            }
+        } else {
+            false
+        };
         let (current, creator, doc_id) =
             (&self.current, self.creator.as_deref(), self.id.to_string());
         let device = Arc::clone(&peer.device);
@@ -373,6 +397,7 @@ impl DocTask {
                     after: &after,
                     paths: &paths,
                     index: index.as_ref().map(|i| i as &dyn IndexHistory),
+                    listed_by_another,
                 })
                 .map_err(|refusal| Denied::refused(refusal, scratch, &before, new))?;
                 if let Some(e) = links.first_added_non_link(scratch) {
@@ -723,6 +748,7 @@ impl DocTask {
         // One read serves the stored summary and the next permission check.
         let current = read.unwrap_or_else(|| read_document(&self.doc));
         let summary = twinsync_shared::record::summarise_read(&self.doc, &current);
+        let listings = new_listings(&self.doc, &self.current, &current, &origins);
         let at = origins.first().map_or_else(now, |(_, o)| o.received_at);
         let added = chunk.len() as u64;
         let appended = self
@@ -733,6 +759,7 @@ impl DocTask {
                 chunk,
                 summary,
                 origins,
+                listings,
                 now: at,
             })
             .await;
@@ -750,6 +777,49 @@ impl DocTask {
         }
         Ok(())
     }
+}
+
+/// The records the club's index lists now (`after`) and did not before
+/// (`before`, all of them if it did not read), each with the change that
+/// lists it, where that change is one of the new ones (`origins`): what
+/// `listings` keeps of a club append. Empty for any other record.
+fn new_listings(
+    doc: &automerge::Automerge,
+    before: &Read,
+    after: &Read,
+    origins: &[(String, Origin)],
+) -> Vec<(twinsync_shared::DocumentId, String)> {
+    fn index(read: &Read) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        let record = read.as_ref().ok()?;
+        (record.get("kind")?.as_str()? == "club")
+            .then(|| record.get("index")?.as_object())
+            .flatten()
+    }
+    let Some(now) = index(after) else {
+        return Vec::new();
+    };
+    let empty = serde_json::Map::new();
+    let was = index(before).unwrap_or(&empty);
+    let Ok(Some((_, index_id))) = doc.get(automerge::ROOT, "index") else {
+        return Vec::new();
+    };
+    now.keys()
+        .filter(|key| !was.contains_key(*key))
+        .filter_map(|key| {
+            let id = key.parse::<twinsync_shared::DocumentId>().ok()?;
+            // Listed beside another value (two phones listing it at once),
+            // the first of the new changes to list it, in their order.
+            let puts: Vec<String> = doc
+                .get_all(&index_id, key.as_str())
+                .ok()?
+                .into_iter()
+                .filter_map(|(_, op)| doc.hash_for_opid(&op))
+                .map(|h| h.to_string())
+                .collect();
+            let (hash, _) = origins.iter().find(|(h, _)| puts.contains(h))?;
+            Some((id, hash.clone()))
+        })
+        .collect()
 }
 
 /// Why a coordinator's accept of a quarantined batch did not apply it.

@@ -1264,3 +1264,138 @@ async fn a_failed_tasks_peers_are_taken_in_by_the_next_task() {
     let stored = hub.store.load(id).unwrap().unwrap();
     assert_eq!(stored.get_heads(), writer.doc.get_heads(), "all is stored");
 }
+
+/// A delegate's phone for `person`, signed in as a device of the store,
+/// holding `doc` with a sync state that knows nothing of the server's.
+fn phone(hub: &Hub, name: &str, person: &str, doc: Automerge) -> Replica {
+    let new = crate::auth::NewDevice {
+        name: name.to_owned(),
+        role: Role::Delegate,
+        cities: Vec::new(),
+        person: Some(person.to_owned()),
+    };
+    let (device, _) = hub.store.add_device(&new, 1).unwrap();
+    let mut r = replica(name, Role::Delegate, &Automerge::new());
+    r.link.device = Arc::new(device);
+    r.doc = doc;
+    r.state = State::new();
+    r
+}
+
+/// Exchanges messages between `r` and record `id`'s task until neither
+/// has more to say: 50 ms of quiet once the task holds all `r` holds, or
+/// 1 s of it else (at most 20 s); the refusals `r` was sent.
+async fn exchange(hub: &Arc<Hub>, id: DocumentId, r: &mut Replica) -> Vec<Refusal> {
+    let mut refused = Vec::new();
+    let mut quiet = 0;
+    for _ in 0..2000 {
+        let in_sync = r.state.shared_heads == r.doc.get_heads();
+        if (in_sync && quiet >= 5) || quiet >= 100 {
+            break;
+        }
+        quiet += 1;
+        while let Ok(frame) = r.frames.try_recv() {
+            quiet = 0;
+            match Message::decode(&frame, Default::default()).unwrap() {
+                Message::Sync { data, .. } | Message::Request { data, .. } => {
+                    let msg = automerge::sync::Message::decode(&data).unwrap();
+                    r.doc.receive_sync_message(&mut r.state, msg).unwrap();
+                }
+                Message::Error {
+                    refusal: Some(refusal),
+                    ..
+                } => refused.push(refusal),
+                _ => {}
+            }
+        }
+        if let Some(msg) = r.doc.generate_sync_message(&mut r.state) {
+            quiet = 0;
+            let cmd = sync_from(r, msg.encode());
+            hub.dispatch(id, cmd, crate::hub::Missing::Create)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    refused
+}
+
+/// A meeting made on a phone, `attendees` attending.
+fn made_meeting(title: &str, attendees: &[&str]) -> Automerge {
+    let fields = json!({"title": {"fr": title}, "date": "2026-12-07", "attendees": attendees});
+    RecordDoc::create(Kind::Meeting, &fields, &Commit::new(title, 3))
+        .unwrap()
+        .into_automerge()
+}
+
+/// A record one delegate's phone lists in the club's index cannot be sent
+/// first by another person's phone following the index, even naming that
+/// person among those who attend; its maker's other phone may, and so may
+/// the maker, whose record it then is.
+#[tokio::test]
+async fn a_record_listed_by_one_person_is_not_taken_by_another_sending_it_first() {
+    let club = RecordDoc::create(
+        Kind::Club,
+        &json!({"name": {"fr": "Club"}, "index": {}}),
+        &Commit::new("club", 1),
+    )
+    .unwrap()
+    .into_automerge();
+    let (_dir, hub, club_id) = hub_holding(Some(&club));
+    let (maker, other) = (
+        DocumentId::random().url().to_string(),
+        DocumentId::random().url().to_string(),
+    );
+    // The maker's phone lists two new meetings, as the app lists a record
+    // it makes, through the club record's task.
+    let (id, second) = (DocumentId::random(), DocumentId::random());
+    let mut listing = phone(&hub, "maker-phone", &maker, club.clone());
+    let index = listing
+        .doc
+        .get(automerge::ROOT, "index")
+        .unwrap()
+        .unwrap()
+        .1;
+    let mut tx = listing.doc.transaction();
+    for listed in [id, second] {
+        let entry = tx
+            .put_object(&index, listed.to_string(), automerge::ObjType::Map)
+            .unwrap();
+        tx.put(&entry, "kind", "meeting").unwrap();
+    }
+    tx.commit();
+    let refused = exchange(&hub, club_id, &mut listing).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let lister = hub.store.lister(id).unwrap().unwrap();
+    assert_eq!(lister.device, listing.link.device.id);
+    assert_eq!(lister.person.as_deref(), Some(maker.as_str()));
+
+    // Another person's phone sends a meeting under the first id,
+    // attending it: refused, nothing stored.
+    let mut taker = phone(&hub, "taker", &other, made_meeting("Pris", &[&other]));
+    let refused = exchange(&hub, id, &mut taker).await;
+    assert!(
+        refused.iter().any(|r| r.code == "listed-by-another"),
+        "{refused:?}"
+    );
+    assert!(
+        !hub.store.exists(id).unwrap(),
+        "the taker's meeting was stored"
+    );
+
+    // The maker's phone sends it: theirs.
+    let mut made = phone(&hub, "maker-phone-2", &maker, made_meeting("Conseil", &[]));
+    made.link.device = Arc::clone(&listing.link.device);
+    let refused = exchange(&hub, id, &mut made).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(
+        hub.store.creator_device(id).unwrap().as_deref(),
+        Some(listing.link.device.id.as_str())
+    );
+
+    // The same person's other phone may send the second.
+    let mut tablet = phone(&hub, "maker-tablet", &maker, made_meeting("Visite", &[]));
+    let refused = exchange(&hub, second, &mut tablet).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(hub.store.exists(second).unwrap());
+}

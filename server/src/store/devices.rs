@@ -554,6 +554,13 @@ fn expire_first_invites(conn: &Connection, now: i64) -> rusqlite::Result<usize> 
     )
 }
 
+/// Who first listed a record in the club's index ([`Store::lister`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lister {
+    pub device: String,
+    pub person: Option<String>,
+}
+
 impl Store {
     /// Provisions a device and returns it with its token, shown only now.
     pub fn add_device(&self, new: &NewDevice, now: i64) -> Result<(Device, String), StoreError> {
@@ -985,6 +992,25 @@ impl Store {
                 reason: "a device vanished as it was created".into(),
             })?;
         Ok((device, device_secret.token()))
+    }
+
+    /// The device whose change first listed `doc` in the club's index, and
+    /// its person, if it has one (`listings`; `None` for a record not
+    /// listed, or listed by no device, such as the demo club's).
+    pub fn lister(&self, doc: DocumentId) -> Result<Option<Lister>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .prepare_cached(
+                "SELECT l.device, d.person FROM listings l
+                 LEFT JOIN devices d ON d.id = l.device WHERE l.doc_id = ?1",
+            )?
+            .query_row([doc.to_string()], |r| {
+                Ok(Lister {
+                    device: r.get(0)?,
+                    person: r.get(1)?,
+                })
+            })
+            .optional()?)
     }
 
     /// The device that created a document: the one that delivered its

@@ -7,8 +7,8 @@
 //! every append waiting when it is free and writes them in one transaction,
 //! with one commit and one fsync; each task hears back only once that
 //! commit returned, so an acknowledged change is still on disk. If the
-//! transaction fails, each append is tried in one of its own, so that one
-//! that does not fit fails alone.
+//! transaction fails or panics, each append is tried in one of its own, so
+//! that one that does not fit, or meets a bug, fails alone.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,9 @@ pub struct Append {
     pub chunk: Vec<u8>,
     pub summary: Summary,
     pub origins: Vec<(String, Origin)>,
+    /// For the club record: each record its new changes list in the index,
+    /// with the change that lists it (`listings`, schema 14).
+    pub listings: Vec<(DocumentId, String)>,
     pub now: i64,
 }
 
@@ -78,16 +81,11 @@ impl Appender {
                         }
                     }
                     let (appends, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                    // A panic fails this group's appends, not the server's
-                    // later ones: each task hears of it and tells its peer.
+                    // `write` fails only the append that panics; this
+                    // catch keeps the thread for the server's later appends
+                    // should anything else panic.
                     let results = panic::catch_unwind(AssertUnwindSafe(|| store.write(&appends)))
-                        .unwrap_or_else(|_| {
-                            error!(appends = appends.len(), "the store's writer panicked");
-                            appends
-                                .iter()
-                                .map(|_| Err(StoreError::WriterFailed))
-                                .collect()
-                        });
+                        .unwrap_or_else(|_| failed(&appends));
                     for (reply, result) in replies.into_iter().zip(results) {
                         // A task that is gone no longer waits; its peer
                         // syncs again and finds the changes stored.
@@ -134,19 +132,27 @@ impl Appender {
 }
 
 impl Store {
-    /// Writes a group: all in one transaction, or, if that fails, each
-    /// append in a transaction of its own, so that one append that does
-    /// not fit (a large one on a nearly full disk) fails alone. Returns
-    /// one result per append; an `Ok` is on disk.
+    /// Writes a group: all in one transaction, or, if that fails or
+    /// panics, each append in a transaction of its own, so that one append
+    /// that does not fit (a large one on a nearly full disk) or meets a bug
+    /// fails alone. Returns one result per append; an `Ok` is on disk.
     pub fn write(&self, appends: &[Append]) -> Vec<Result<i64, StoreError>> {
-        let together = self.append_all(appends);
+        let together = self.attempt(appends);
         if appends.len() < 2 || together.iter().all(Result::is_ok) {
             return together;
         }
         appends
             .iter()
-            .flat_map(|a| self.append_all(std::slice::from_ref(a)))
+            .flat_map(|a| self.attempt(std::slice::from_ref(a)))
             .collect()
+    }
+
+    /// [`Self::append_all`], with a panic failing these appends alone. The
+    /// transaction rolls back as it unwinds, and the connection's lock is
+    /// taken again past the poison ([`Store::conn`]).
+    fn attempt(&self, appends: &[Append]) -> Vec<Result<i64, StoreError>> {
+        panic::catch_unwind(AssertUnwindSafe(|| self.append_all(appends)))
+            .unwrap_or_else(|_| failed(appends))
     }
 
     /// Writes `appends` in one transaction; returns one result per append,
@@ -157,7 +163,19 @@ impl Store {
         let written = conn.transaction().and_then(|tx| {
             let ids = appends
                 .iter()
-                .map(|a| super::insert_chunk(&tx, a.doc, &a.chunk, &a.summary, &a.origins, a.now))
+                .map(|a| {
+                    #[cfg(test)]
+                    assert_ne!(a.now, tests::PANICS, "a test's append meets a bug");
+                    super::insert_chunk(
+                        &tx,
+                        a.doc,
+                        &a.chunk,
+                        &a.summary,
+                        &a.origins,
+                        &a.listings,
+                        a.now,
+                    )
+                })
                 .collect::<Result<Vec<i64>, _>>()?;
             tx.commit()?;
             Ok(ids)
@@ -167,6 +185,15 @@ impl Store {
             Err(e) => appends.iter().map(|_| Err(copy(&e))).collect(),
         }
     }
+}
+
+/// Each of `appends` failed by a panic while it was written.
+fn failed(appends: &[Append]) -> Vec<Result<i64, StoreError>> {
+    error!(appends = appends.len(), "the store's writer panicked");
+    appends
+        .iter()
+        .map(|_| Err(StoreError::WriterFailed))
+        .collect()
 }
 
 /// The same SQLite error for each append of a group that failed as one.
@@ -191,6 +218,9 @@ mod tests {
 
     use super::*;
 
+    /// An append written at this time panics, as a bug would.
+    pub(super) const PANICS: i64 = i64::MIN;
+
     /// A record of its own with one note, and the note's change.
     fn record(note: &str) -> (Append, ChangeHash) {
         let mut doc = AutoCommit::new();
@@ -209,6 +239,7 @@ mod tests {
                     received_at: 1,
                 },
             )],
+            listings: Vec::new(),
             now: 1,
         };
         (append, hash)
@@ -308,6 +339,35 @@ mod tests {
             assert!(results[i].is_ok(), "{:?}", results[i]);
             assert!(holds(&store, group[i].doc, hashes[i]));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_that_panics_fails_alone_and_the_writer_goes_on() {
+        let (_dir, store) = store();
+        let mut group: Vec<_> = ["Smara", "bug", "سمارة"].map(record).into();
+        group[1].0.now = PANICS;
+        let appends: Vec<Append> = group.iter().map(|(a, _)| a.clone()).collect();
+
+        let results = store.write(&appends);
+
+        assert!(
+            matches!(results[1], Err(StoreError::WriterFailed)),
+            "{:?}",
+            results[1]
+        );
+        assert!(!holds(&store, group[1].0.doc, group[1].1));
+        for i in [0, 2] {
+            assert!(results[i].is_ok(), "{:?}", results[i]);
+            assert!(holds(&store, group[i].0.doc, group[i].1));
+        }
+        // Through the writer thread: the append fails, the thread and the
+        // connection serve the next one.
+        let appender = Appender::start(store.clone()).unwrap();
+        let err = appender.append(appends[1].clone()).await.unwrap_err();
+        assert!(matches!(err, StoreError::WriterFailed), "{err}");
+        let (later, later_hash) = record("Dakhla");
+        appender.append(later.clone()).await.unwrap();
+        assert!(holds(&store, later.doc, later_hash));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

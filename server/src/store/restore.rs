@@ -557,6 +557,9 @@ const CARRIED: [&str; 2] = ["devices", "invites"];
 /// and `carried_origins`.
 const ORIGIN_COLUMNS: [&str; 5] = ["hash", "doc_id", "peer_id", "device", "received_at"];
 
+/// The columns of `listings` (schema 14).
+const LISTING_COLUMNS: [&str; 3] = ["doc_id", "device", "listed_at"];
+
 /// Writes every row of [`CARRIED`] the database at `live` holds (read-only)
 /// over the staged database's row of the same key, in one transaction, and
 /// keeps the staged rows it lacks. Only the columns both have are copied:
@@ -617,7 +620,38 @@ fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), C
                 sources.push(table);
             }
         }
+        // Who first listed each record in the club's index, as the
+        // database replaced had it: a listing made since the backup keeps
+        // naming its device (schema 14; an older database has none).
+        let listings = {
+            let theirs = columns(conn, "replaced", "listings").map_err(unreadable)?;
+            let has = LISTING_COLUMNS
+                .iter()
+                .all(|c| theirs.iter().any(|t| t == c));
+            if has {
+                conn.query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM (SELECT {} FROM replaced.listings)",
+                        LISTING_COLUMNS.join(", ")
+                    ),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(unreadable)?;
+            }
+            has
+        };
         let tx = conn.transaction().map_err(Carry::Failed)?;
+        if listings {
+            let list = LISTING_COLUMNS.join(", ");
+            tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO main.listings ({list}) SELECT {list} FROM replaced.listings"
+                ),
+                [],
+            )
+            .map_err(Carry::Failed)?;
+        }
         for (table, list) in lists {
             tx.execute(
                 &format!(
@@ -857,11 +891,22 @@ mod tests {
         store
             .append(id, &meeting.save(), &summary, &by("author", 10), 10)
             .unwrap();
+        // A record listed since the backup, not sent yet.
+        let listed = DocumentId::random();
+        store
+            .conn()
+            .execute(
+                "INSERT INTO listings (doc_id, device, listed_at) VALUES (?1, 'lister', 11)",
+                [listed.to_string()],
+            )
+            .unwrap();
         drop(store);
 
         restore(dir.path(), &backup, "t", false).unwrap();
         let restored = Store::open(&live).unwrap();
         assert!(!restored.exists(id).unwrap(), "the backup lacks it");
+        let lister = restored.lister(listed).unwrap().expect("listing carried");
+        assert_eq!(lister.device, "lister");
         assert_eq!(
             restored.creator_device(id).unwrap().as_deref(),
             Some("author")

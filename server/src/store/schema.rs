@@ -161,6 +161,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         received_at INTEGER NOT NULL,
         PRIMARY KEY (doc_id, hash)
      );",
+    // 14: the device whose change first listed a record in the club's
+    // index, read with one lookup when a delegate's phone first delivers
+    // a record: a record another person's phone listed is theirs to send
+    // first. Records listed before have no row.
+    "CREATE TABLE listings (
+        doc_id TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        listed_at INTEGER NOT NULL
+     );",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -122,17 +122,39 @@ fn index_objects(club: &Automerge) -> Vec<(ObjectId, ObjId)> {
 
 /// The keys `changes` put in the club's index.
 fn indexed_by(club: &Automerge, changes: &[automerge::Change]) -> BTreeSet<String> {
+    puts_in_index(club, changes)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// Each key of the club's index with each change that put a value there,
+/// over the club's whole history: who listed a record, as the server
+/// notes it for records listed before it kept listings.
+pub fn index_puts(club: &Automerge) -> Vec<(String, ChangeHash)> {
+    puts_in_index(club, &club.get_changes(&[]))
+}
+
+/// Each key `changes` put in the club's index, with the change.
+fn puts_in_index(club: &Automerge, changes: &[automerge::Change]) -> Vec<(String, ChangeHash)> {
     let indexes = index_objects(club);
     if indexes.is_empty() {
-        return BTreeSet::new();
+        return Vec::new();
     }
     let in_index = |obj: &ObjectId| indexes.iter().any(|(legacy, _)| legacy == obj);
     changes
         .iter()
-        .flat_map(|change| change.decode().operations)
-        .filter(|op| !matches!(op.action, OpType::Delete) && in_index(&op.obj))
-        .filter_map(|op| match op.key {
-            Key::Map(key) => Some(key.to_string()),
+        .flat_map(|change| {
+            let hash = change.hash();
+            change
+                .decode()
+                .operations
+                .into_iter()
+                .map(move |op| (op, hash))
+        })
+        .filter(|(op, _)| !matches!(op.action, OpType::Delete) && in_index(&op.obj))
+        .filter_map(|(op, hash)| match op.key {
+            Key::Map(key) => Some((key.to_string(), hash)),
             Key::Seq(_) => None,
         })
         .collect()
