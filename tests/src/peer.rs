@@ -199,10 +199,16 @@ impl TestPeer {
     /// Creates a record locally (offline is fine).
     pub fn create(&mut self, kind: Kind, fields: serde_json::Value) -> DocumentId {
         let id = DocumentId::random();
+        self.create_at(id, kind, fields);
+        id
+    }
+
+    /// Creates a record locally under an id chosen by the caller (one
+    /// another phone chose: for hostile tests).
+    pub fn create_at(&mut self, id: DocumentId, kind: Kind, fields: serde_json::Value) {
         let doc = RecordDoc::create(kind, &fields, &Commit::new(format!("New {kind}"), now()))
             .expect("a valid record");
         self.add(id, doc);
-        id
     }
 
     /// Starts following a record the peer does not have yet.

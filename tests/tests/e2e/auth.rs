@@ -452,6 +452,78 @@ async fn a_name_given_when_redeeming_is_held_to_the_rule_an_invites_is() {
 /// record there: an entry under a record id the index never held. Another
 /// record's entry changed, or one a coordinator took out put back, is
 /// refused and kept for review.
+/// A meeting a delegate's phone lists in the club index, over a socket,
+/// is theirs to send first: another delegate's phone following the index
+/// sends a meeting under that id, naming its own person among those who
+/// attend, and is refused (`listed-by-another`); nothing of it is stored,
+/// and the maker's meeting is taken as theirs when it comes.
+#[tokio::test]
+async fn a_record_listed_by_one_delegate_is_not_taken_by_another_sending_it_first() {
+    let app = spawn_app().await;
+    let club = app.first("club").await;
+    let city = app.first("city").await.to_string();
+    let (maker_person, other_person) = (
+        DocumentId::random().url().to_string(),
+        DocumentId::random().url().to_string(),
+    );
+    let maker_token = app.device(Role::Delegate, &[&city], Some(&maker_person));
+    let other_token = app.device(Role::Delegate, &[&city], Some(&other_person));
+    let mut maker = TestPeer::new("maker-phone").with_token(&maker_token);
+    maker.connect(&app).await;
+    maker.fetch(club, LIMIT).await;
+
+    // The maker's phone lists its meeting and drops before sending it.
+    let id = DocumentId::random();
+    maker.edit(
+        club,
+        "list",
+        &[Edit::PutEntry {
+            path: format!("/index/{id}"),
+            value: json!({"kind": "meeting", "title": {"fr": "Conseil de coordination"}}),
+        }],
+    );
+    let heads = maker.heads(club);
+    maker.sync_until_acked(LIMIT, club, &heads).await;
+    maker.disconnect().await;
+    maker.create_at(
+        id,
+        Kind::Meeting,
+        json!({"title": {"fr": "Conseil de coordination"}, "date": "2026-12-07", "attendees": [maker_person]}),
+    );
+
+    // Another delegate sees the listing and sends a meeting under its id.
+    let mut other = TestPeer::new("other-phone").with_token(&other_token);
+    other.connect(&app).await;
+    other.fetch(club, LIMIT).await;
+    other.create_at(
+        id,
+        Kind::Meeting,
+        json!({"title": {"fr": "Réunion prise"}, "date": "2026-12-07", "attendees": [other_person]}),
+    );
+    other
+        .sync_until(LIMIT, |p| {
+            p.seen
+                .refusals
+                .iter()
+                .any(|r| r.code == "listed-by-another")
+        })
+        .await;
+    assert!(
+        !app.hub.store.exists(id).unwrap(),
+        "the other delegate's meeting was stored"
+    );
+
+    // The maker's phone comes back and sends it: stored as theirs.
+    maker.connect(&app).await;
+    let heads = maker.heads(id);
+    maker.sync_until_acked(LIMIT, id, &heads).await;
+    assert!(maker.seen.refusals.is_empty(), "{:?}", maker.seen.errors);
+    assert_eq!(
+        record(&app, id).await["title"]["fr"],
+        "Conseil de coordination"
+    );
+}
+
 #[tokio::test]
 async fn a_delegate_lists_records_in_the_club_index_and_changes_no_other_entry() {
     let app = spawn_app().await;
