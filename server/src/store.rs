@@ -309,25 +309,39 @@ impl Store {
     /// coordinator's later change to the entry, or a listing beside it,
     /// does not replace it). Reads each club record once; returns how many
     /// rows it wrote. `serve` calls it as it starts, as it does
-    /// [`Self::fill_dates`]; a listing no device delivered (the demo
-    /// club's) is looked at again at the next start.
+    /// [`Self::fill_dates`], and once it has read every club the store
+    /// notes so (`meta`): from then on each listing is noted as it is
+    /// stored.
     pub fn fill_listings(&self) -> Result<usize, StoreError> {
-        let clubs: Vec<String> = {
+        let (filled, clubs): (bool, Vec<String>) = {
             let conn = self.conn();
+            let filled = conn
+                .prepare("SELECT 1 FROM meta WHERE key = 'listings_filled'")?
+                .exists([])?;
             let mut stmt = conn.prepare("SELECT id FROM documents WHERE kind = 'club'")?;
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
+            let clubs = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            (filled, clubs)
         };
+        if filled {
+            return Ok(0);
+        }
         let mut puts = Vec::new();
+        let mut all_read = true;
         for club in clubs {
             let doc = match self.load_listed(&club) {
                 Ok(Found::Record(_, doc)) => doc,
+                // Damaged: no write will mend it; its records are judged
+                // without a listing, as before.
                 Ok(Found::Damaged(reason)) => {
                     tracing::warn!(doc_id = %club, %reason, "club record not read for its listings");
                     continue;
                 }
+                // Anything else may pass: tried again at the next start.
                 Err(e) => {
                     tracing::warn!(doc_id = %club, error = %e, "club record not read for its listings");
+                    all_read = false;
                     continue;
                 }
             };
@@ -372,6 +386,12 @@ impl Store {
             for (listed, (at, device)) in &earliest {
                 written += insert.execute(params![listed, device, at])?;
             }
+        }
+        if all_read {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('listings_filled', '1')",
+                [],
+            )?;
         }
         tx.commit()?;
         Ok(written)
@@ -1184,7 +1204,9 @@ mod tests {
         assert_eq!(lister.device, "phone");
         assert_eq!(lister.person, None, "no such device row");
         assert_eq!(store.lister(stored).unwrap(), None);
-        assert_eq!(store.fill_listings().unwrap(), 0, "noted once");
+        // Read once: a listing lost since is not noted again.
+        store.conn().execute("DELETE FROM listings", []).unwrap();
+        assert_eq!(store.fill_listings().unwrap(), 0, "the club was read again");
     }
 
     #[test]
