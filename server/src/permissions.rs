@@ -151,7 +151,7 @@ impl std::fmt::Display for Why {
                 "only a coordinator may list again a record taken out of the club index",
             ),
             Why::ListedByAnother => f.write_str(
-                "another device listed this record in the club index; only it, or a device of the same person, may send it first",
+                "another device listed this record in the club index; only that device, or another device of the same person, may send it first",
             ),
         }
     }

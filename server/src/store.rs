@@ -333,7 +333,9 @@ impl Store {
             let doc = match self.load_listed(&club) {
                 Ok(Found::Record(_, doc)) => doc,
                 // Damaged: no write will mend it; its records are judged
-                // without a listing, as before.
+                // without a listing, as before, and the note below is
+                // written all the same (an operator restoring it restores
+                // its listings with it).
                 Ok(Found::Damaged(reason)) => {
                     tracing::warn!(doc_id = %club, %reason, "club record not read for its listings");
                     continue;

@@ -448,10 +448,6 @@ async fn a_name_given_when_redeeming_is_held_to_the_rule_an_invites_is() {
     assert_eq!(me["name"], "هاتف عائشة");
 }
 
-/// Every phone follows the club index, so a delegate may only list a
-/// record there: an entry under a record id the index never held. Another
-/// record's entry changed, or one a coordinator took out put back, is
-/// refused and kept for review.
 /// A meeting a delegate's phone lists in the club index, over a socket,
 /// is theirs to send first: another delegate's phone following the index
 /// sends a meeting under that id, naming its own person among those who
@@ -524,6 +520,10 @@ async fn a_record_listed_by_one_delegate_is_not_taken_by_another_sending_it_firs
     );
 }
 
+/// Every phone follows the club index, so a delegate may only list a
+/// record there: an entry under a record id the index never held. Another
+/// record's entry changed, or one a coordinator took out put back, is
+/// refused and kept for review.
 #[tokio::test]
 async fn a_delegate_lists_records_in_the_club_index_and_changes_no_other_entry() {
     let app = spawn_app().await;
