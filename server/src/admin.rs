@@ -742,6 +742,7 @@ async fn apply(
         changes,
         peer_id: entry.peer_id.clone(),
         device_id: entry.device_id.clone(),
+        only_new: entry.code.as_deref() == Some(crate::permissions::Why::ListedByAnother.code()),
         reply,
     };
     hub.dispatch(doc, cmd, Missing::Create)

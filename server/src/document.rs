@@ -140,6 +140,10 @@ pub enum DocCommand {
         changes: Vec<u8>,
         peer_id: String,
         device_id: String,
+        /// The batch made a record of its own under an id another device
+        /// listed (`listed-by-another`): taken only while the record is
+        /// not stored, as it would otherwise merge into the lister's.
+        only_new: bool,
         reply: oneshot::Sender<Result<usize, AcceptError>>,
     },
     /// Store sync states and stop.
@@ -342,9 +346,11 @@ pub async fn run(
                 changes,
                 peer_id,
                 device_id,
+                only_new,
                 reply,
             }) => {
-                let _ = reply.send(Box::pin(t.accept(&changes, &peer_id, &device_id)).await);
+                let accepted = Box::pin(t.accept(&changes, &peer_id, &device_id, only_new)).await;
+                let _ = reply.send(accepted);
             }
             Some(DocCommand::Leave { key, conn }) => Box::pin(t.on_leave(&key, conn)).await,
             Some(DocCommand::Rejoin(peers)) => Box::pin(t.rejoin(peers)).await,

@@ -622,11 +622,14 @@ impl DocTask {
 
     /// Applies quarantined changes a coordinator accepted, as from the
     /// device that sent them; they must still leave the record valid.
+    /// `only_new`: the changes made a record of their own under an id
+    /// another device listed, taken only while no record is stored there.
     pub(super) async fn accept(
         &mut self,
         changes: &[u8],
         peer_id: &str,
         device_id: &str,
+        only_new: bool,
     ) -> Result<usize, AcceptError> {
         self.retry_broken().await;
         if let Some(reason) = &self.broken {
@@ -635,6 +638,11 @@ impl DocTask {
             )));
         }
         let before = self.doc.get_heads();
+        if only_new && !before.is_empty() {
+            return Err(AcceptError::Unfit(
+                "these changes made a record of their own under an id another device listed, and that device's record has arrived since: accepting them would merge two records into one; discard them".into(),
+            ));
+        }
         // A record's limits hold for every way in.
         let room = self.room();
         if room.bytes_past(changes.len() as u64) {

@@ -1036,6 +1036,7 @@ async fn a_schema_1_record_accepted_from_quarantine_is_migrated() {
         changes: schema_1_meeting().save(),
         peer_id: "amina".into(),
         device_id: "amina".into(),
+        only_new: false,
         reply,
     };
     run_queued(&hub, id, vec![accept]).await;
@@ -1070,6 +1071,7 @@ async fn an_accept_the_store_cannot_keep_is_a_storage_error_not_an_unfit_batch()
         changes: doc.save(),
         peer_id: "amina".into(),
         device_id: "amina".into(),
+        only_new: false,
         reply,
     };
     run_queued(&hub, id, vec![accept]).await;
@@ -1392,6 +1394,23 @@ async fn a_record_listed_by_one_person_is_not_taken_by_another_sending_it_first(
         hub.store.creator_device(id).unwrap().as_deref(),
         Some(listing.link.device.id.as_str())
     );
+    // A coordinator accepting the taker's batch now would merge its
+    // meeting into the maker's: refused, the maker's left as it was.
+    let (reply, answer) = oneshot::channel();
+    let accept = DocCommand::Accept {
+        changes: taker.doc.save(),
+        peer_id: "taker".into(),
+        device_id: taker.link.device.id.clone(),
+        only_new: true,
+        reply,
+    };
+    hub.dispatch(id, accept, crate::hub::Missing::Create)
+        .await
+        .unwrap();
+    let e = answer.await.unwrap().unwrap_err();
+    assert!(matches!(e, AcceptError::Unfit(_)), "{e:?}");
+    let stored = read_document(&hub.store.load(id).unwrap().unwrap()).unwrap();
+    assert_eq!(stored["title"]["fr"], "Conseil");
 
     // The same person's other phone may send the second.
     let mut tablet = phone(&hub, "maker-tablet", &maker, made_meeting("Visite", &[]));
