@@ -720,24 +720,12 @@ mod tests {
 
     use super::{ApiError, CODES, reading};
     use crate::hub::{API_READS, Hub};
-    use crate::metrics::Metrics;
-    use crate::settings::Settings;
-    use crate::store::Store;
-
-    /// A hub over a new store, and the directory holding it.
-    fn hub() -> (tempfile::TempDir, Arc<Hub>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("twinsync.db")).unwrap();
-        let settings = Settings::for_data_dir(dir.path().to_owned());
-        let hub = Hub::new(store, Arc::new(settings), Metrics::new()).unwrap();
-        (dir, hub)
-    }
 
     /// Many requests reading records at once take turns: no more than
     /// `API_READS` hold a record at a time, and every one is answered.
     #[tokio::test]
     async fn api_reads_of_whole_records_take_turns() {
-        let (_dir, hub) = hub();
+        let (_dir, hub) = Hub::in_temp_dir();
         let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         // A request whose load takes `ms`, and answers `n`.
         let read = |n: usize, ms: u64| {
@@ -786,7 +774,7 @@ mod tests {
     #[tokio::test]
     async fn one_device_may_not_queue_more_than_its_share_of_reads() {
         use crate::hub::API_READS_PER_DEVICE;
-        let (_dir, hub) = hub();
+        let (_dir, hub) = Hub::in_temp_dir();
         let read = |device: &'static str, ms: u64| {
             let hub = Arc::clone(&hub);
             tokio::spawn(async move {

@@ -1453,10 +1453,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hand_in_waiting_for_its_turn_leaves_the_queue_when_its_socket_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(&dir.path().join("twinsync.db")).unwrap();
-        let settings = crate::settings::Settings::for_data_dir(dir.path().to_owned());
-        let hub = Hub::new(store, Arc::new(settings), crate::metrics::Metrics::new()).unwrap();
+        let (_dir, hub) = Hub::in_temp_dir();
         let held = hub.hand_in_turn("stolen").await.unwrap();
         // A socket killed while it waits (its peer connected again), and
         // one whose writer went (its peer fell silent), each behind the

@@ -971,6 +971,15 @@ const SESSIONS_LEAVE_WITHIN: std::time::Duration = std::time::Duration::from_sec
 
 #[cfg(test)]
 impl Hub {
+    /// A hub over a new store, and the directory holding it.
+    pub(crate) fn in_temp_dir() -> (tempfile::TempDir, Arc<Self>) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(&dir.path().join("twinsync.db")).expect("a new store");
+        let settings = Settings::for_data_dir(dir.path().to_owned());
+        let hub = Self::new(store, Arc::new(settings), Metrics::new()).expect("a hub");
+        (dir, hub)
+    }
+
     /// The queue of the task serving `doc`, started if need be.
     pub(crate) async fn queue_of(self: &Arc<Self>, doc: DocumentId) -> mpsc::Sender<DocCommand> {
         match self.handle(doc, Missing::Create, None).await {
@@ -1022,10 +1031,7 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_devices_hand_ins_take_one_of_the_apis_turns_at_a_time() {
         use std::time::Duration;
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(&dir.path().join("twinsync.db")).unwrap();
-        let settings = crate::settings::Settings::for_data_dir(dir.path().to_owned());
-        let hub = Hub::new(store, Arc::new(settings), crate::metrics::Metrics::new()).unwrap();
+        let (_dir, hub) = Hub::in_temp_dir();
         let wait = Duration::from_millis(200);
         let first = hub.hand_in_turn("stolen").await.unwrap();
         let second = tokio::time::timeout(wait, hub.hand_in_turn("stolen")).await;

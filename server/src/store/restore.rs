@@ -560,6 +560,27 @@ const ORIGIN_COLUMNS: [&str; 5] = ["hash", "doc_id", "peer_id", "device", "recei
 /// The columns of `listings` (schema 14).
 const LISTING_COLUMNS: [&str; 3] = ["doc_id", "device", "listed_at"];
 
+/// Whether the database replaced (attached as `replaced`) has `table` with
+/// every one of `wanted` columns, each of its rows read once, as the
+/// tables carried are: damage says so here, not half-way through the copy.
+fn replaced_has(conn: &Connection, table: &str, wanted: &[&str]) -> Result<bool, Carry> {
+    let unreadable = |e: rusqlite::Error| Carry::Unreadable(e.to_string());
+    let theirs = columns(conn, "replaced", table).map_err(unreadable)?;
+    if !wanted.iter().all(|c| theirs.iter().any(|t| t == c)) {
+        return Ok(false);
+    }
+    conn.query_row(
+        &format!(
+            "SELECT COUNT(*) FROM (SELECT {} FROM replaced.{table})",
+            wanted.join(", ")
+        ),
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_err(unreadable)?;
+    Ok(true)
+}
+
 /// Writes every row of [`CARRIED`] the database at `live` holds (read-only)
 /// over the staged database's row of the same key, in one transaction, and
 /// keeps the staged rows it lacks. Only the columns both have are copied:
@@ -605,42 +626,14 @@ fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), C
         // the change is stored.
         let mut sources = Vec::new();
         for table in ["change_origins", "carried_origins"] {
-            let theirs = columns(conn, "replaced", table).map_err(unreadable)?;
-            if ORIGIN_COLUMNS.iter().all(|c| theirs.iter().any(|t| t == c)) {
-                // Read once, as the tables above: damage says so here.
-                conn.query_row(
-                    &format!(
-                        "SELECT COUNT(*) FROM (SELECT {} FROM replaced.{table})",
-                        ORIGIN_COLUMNS.join(", ")
-                    ),
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(unreadable)?;
+            if replaced_has(conn, table, &ORIGIN_COLUMNS)? {
                 sources.push(table);
             }
         }
         // Who first listed each record in the club's index, as the
         // database replaced had it: a listing made since the backup keeps
         // naming its device (schema 14; an older database has none).
-        let listings = {
-            let theirs = columns(conn, "replaced", "listings").map_err(unreadable)?;
-            let has = LISTING_COLUMNS
-                .iter()
-                .all(|c| theirs.iter().any(|t| t == c));
-            if has {
-                conn.query_row(
-                    &format!(
-                        "SELECT COUNT(*) FROM (SELECT {} FROM replaced.listings)",
-                        LISTING_COLUMNS.join(", ")
-                    ),
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(unreadable)?;
-            }
-            has
-        };
+        let listings = replaced_has(conn, "listings", &LISTING_COLUMNS)?;
         let tx = conn.transaction().map_err(Carry::Failed)?;
         if listings {
             let list = LISTING_COLUMNS.join(", ");

@@ -164,7 +164,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 14: the device whose change first listed a record in the club's
     // index, read with one lookup when a delegate's phone first delivers
     // a record: a record another person's phone listed is theirs to send
-    // first. Records listed before have no row.
+    // first. Records listed before are noted once, as `serve` starts
+    // (`fill_listings`).
     "CREATE TABLE listings (
         doc_id TEXT PRIMARY KEY,
         device TEXT NOT NULL,
