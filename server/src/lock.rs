@@ -1,14 +1,15 @@
 //! Who may use a data directory at once.
 //!
-//! - One process serves it, or restores a backup into it: two servers over
-//!   one database would each keep their own copy of a record in memory and
-//!   compact the other's chunks away, and a restore under a running server
-//!   would be overwritten by it. Both hold `twinsync.lock`, alone.
+//! - One process serves it, restores a backup into it or salvages its
+//!   damaged records: two servers over one database would each keep their
+//!   own copy of a record in memory and compact the other's chunks away,
+//!   and a restore or a salvage under a running server would be
+//!   overwritten by it. Each holds `twinsync.lock`, alone.
 //! - The operator's other commands (`backup`, `export`, `device`) work
 //!   beside a running server, through SQLite's own locking, but not during
 //!   a restore, which moves the database file itself: a revocation written
 //!   into the file being moved aside would be lost. They share
-//!   `twinsync.restore.lock`, which a restore holds alone.
+//!   `twinsync.restore.lock`, which a restore or a salvage holds alone.
 //!
 //! The locks are advisory (`flock`), held until dropped or the process
 //! ends, however it ends; nothing waits for one.
@@ -48,7 +49,7 @@ pub enum LockError {
 pub enum Use {
     /// `serve`.
     Serve,
-    /// `restore`: no server, no other command.
+    /// `restore` and `salvage`: no server, no other command.
     Restore,
     /// `backup`, `export`, `device`: beside a server, not during a restore.
     Command,
@@ -73,10 +74,13 @@ impl DataDirLock {
             }
         };
         let server = held(
-            "a twinsync server or restore",
+            "a twinsync server, restore or salvage",
             "stop it first (or give another --data-dir)",
         );
-        let restore = held("a twinsync restore", "try again once it has ended");
+        let restore = held(
+            "a twinsync restore or salvage",
+            "try again once it has ended",
+        );
         // Shared holders write no pid: the one in the file is a restore's.
         let command = |_| LockError::Held {
             dir: dir.to_owned(),
@@ -222,7 +226,10 @@ mod tests {
         let err = DataDirLock::acquire(dir.path(), Use::Command)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("a twinsync restore is using"), "{err}");
+        assert!(
+            err.contains("a twinsync restore or salvage is using"),
+            "{err}"
+        );
         assert!(err.contains("try again once it has ended"), "{err}");
         drop(restore);
         let first = DataDirLock::acquire(dir.path(), Use::Command).unwrap();

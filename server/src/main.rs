@@ -48,6 +48,14 @@ enum Command {
         #[arg(long)]
         devices_from_backup: bool,
     },
+    /// Give back records a damaged chunk made unreadable, from the chunks
+    /// that still load, with the server stopped. Every chunk of such a
+    /// record is first written to a `salvaged-<time>` folder, never
+    /// deleted; phones send back what the damaged chunks held as they sync.
+    Salvage {
+        #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
     /// Write every merged record as JSON to standard output.
     Export {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
@@ -224,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
             file,
             devices_from_backup,
         } => restore(&data_dir, &file, devices_from_backup),
+        Command::Salvage { data_dir } => salvage(&data_dir),
         Command::Device(command) => device(command),
         Command::Export { data_dir } => {
             let (store, _lock) = open_existing(&data_dir, Migrate::UnlessServed)?;
@@ -234,18 +243,77 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+fn salvage(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let done = twinsync_server::store::salvage::salvage(data_dir, &stamp())
+        .with_context(|| format!("salvaging {} failed", data_dir.display()))?;
+    if done.records.is_empty() && done.left.is_empty() {
+        eprintln!(
+            "every record loads ({}): nothing to salvage",
+            counted(done.whole, "record")
+        );
+        return Ok(());
+    }
+    for record in &done.records {
+        let title = record
+            .title
+            .as_object()
+            .and_then(|t| ["fr", "en", "ar"].iter().find_map(|l| t.get(*l)?.as_str()))
+            .or_else(|| record.title.as_str())
+            .unwrap_or("untitled");
+        eprintln!(
+            "record {} ({} \"{title}\"): {} set aside, {} kept; phones send back the rest \
+             ({} delivered by devices, and any the server made itself)",
+            record.id,
+            record.kind.as_deref().unwrap_or("of no kind"),
+            counted(record.damaged.len(), "damaged chunk"),
+            counted(record.kept, "change"),
+            counted(record.waiting, "change"),
+        );
+        for (_, why) in &record.damaged {
+            eprintln!("  {why}");
+        }
+    }
+    for (id, why) in &done.left {
+        eprintln!("record {id} is not salvaged: {why}");
+    }
+    if let Some(dir) = &done.aside {
+        eprintln!(
+            "every chunk those records had, the damaged ones too, is kept in {}",
+            dir.display()
+        );
+    }
+    if !done.records.is_empty() {
+        eprintln!(
+            "start the server: each phone that holds a salvaged record sends back what the \
+             server lacks when it next syncs (another writer's change sent back by a device \
+             that may not write it waits in the quarantine until its writer's device syncs it \
+             or a coordinator accepts it)"
+        );
+    }
+    anyhow::ensure!(
+        done.left.is_empty(),
+        "{} not salvaged",
+        counted(done.left.len(), "record")
+    );
+    Ok(())
+}
+
+/// Now as a folder's suffix: `20261207T153000Z`.
+fn stamp() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default()
+}
+
 fn restore(
     data_dir: &std::path::Path,
     file: &std::path::Path,
     devices_from_backup: bool,
 ) -> anyhow::Result<()> {
     use twinsync_server::store::restore::{self, Devices};
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap_or_default();
-    let done = restore::restore(data_dir, file, &stamp, devices_from_backup)
+    let done = restore::restore(data_dir, file, &stamp(), devices_from_backup)
         .with_context(|| format!("restoring {} failed", file.display()))?;
     let newest = done
         .newest_change

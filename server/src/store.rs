@@ -14,6 +14,7 @@
 mod devices;
 mod group;
 pub mod restore;
+pub mod salvage;
 mod schema;
 
 pub use devices::{

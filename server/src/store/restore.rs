@@ -763,7 +763,7 @@ pub(super) fn beside(db: &Path, suffix: &str) -> PathBuf {
 }
 
 /// `dir/name`, or `dir/name-2`, `-3`... if taken.
-fn free_dir(dir: &Path, name: &str) -> PathBuf {
+pub(super) fn free_dir(dir: &Path, name: &str) -> PathBuf {
     let mut path = dir.join(name);
     let mut n = 2;
     while path.exists() {

@@ -760,3 +760,162 @@ async fn a_newer_commands_leave_an_older_servers_database_at_its_schema() {
     assert_eq!(schema_of(&db), older);
     drop(server);
 }
+
+/// `twinsync salvage` under the data directory `dir`: its exit status and
+/// what it said.
+fn salvage(dir: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(binary())
+        .args([
+            OsStr::new("salvage"),
+            OsStr::new("--data-dir"),
+            dir.as_os_str(),
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One damaged chunk made a record unreadable; `salvage` keeps every chunk
+/// in files, gives the record back as far as the chunks that load reach,
+/// and the phone that wrote the rest sends it back.
+#[tokio::test]
+async fn a_record_a_damaged_chunk_made_unreadable_is_salvaged_and_phones_send_back_the_rest() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let server = ServerProcess::start(dir);
+    server.wait_healthy(LIMIT).await;
+    let mut p = TestPeer::new("phone");
+    p.connect(&server).await;
+    let id = p.create(
+        Kind::City,
+        json!({"name": {"fr": "Tan-Tan", "ar": "طانطان"}, "country": "Morocco"}),
+    );
+    let first = p.heads(id);
+    p.sync_until_acked(LIMIT, id, &first).await;
+    // Two more edits, each stored as its own chunk.
+    for name in ["Guelmim", "Tarfaya"] {
+        let set = Edit::Set {
+            path: "/name/fr".into(),
+            value: json!(name),
+        };
+        p.edit(id, name, &[set]);
+        let heads = p.heads(id);
+        p.sync_until_acked(LIMIT, id, &heads).await;
+    }
+    let last = p.heads(id);
+    // And a record whose one chunk will be damaged: nothing of it loads.
+    let lost = p.create(
+        Kind::City,
+        json!({"name": {"fr": "Assa", "ar": "آسا"}, "country": "Morocco"}),
+    );
+    let lost_heads = p.heads(lost);
+    p.sync_until_acked(LIMIT, lost, &lost_heads).await;
+    let db = dir.join("twinsync.db");
+    let chunks = || -> Vec<i64> {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT id FROM chunks WHERE doc_id = ?1 ORDER BY id")
+            .unwrap();
+        stmt.query_map([id.to_string()], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let stored = chunks();
+    assert_eq!(stored.len(), 3, "one chunk per edit");
+
+    // Not under a running server.
+    let (ok, said) = salvage(dir);
+    assert!(!ok && said.contains("stop it first"), "{said}");
+    server.kill9();
+    // Nothing damaged yet: nothing changes.
+    let (ok, said) = salvage(dir);
+    assert!(ok && said.contains("nothing to salvage"), "{said}");
+    assert_eq!(chunks(), stored);
+    // The middle chunk's bytes damaged (a bad sector, a bug).
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut bytes: Vec<u8> = conn
+        .query_row("SELECT data FROM chunks WHERE id = ?1", [stored[1]], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    conn.execute(
+        "UPDATE chunks SET data = ?1 WHERE id = ?2",
+        rusqlite::params![bytes, stored[1]],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE chunks SET data = X'00ff00ff' WHERE doc_id = ?1",
+        [lost.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+
+    let (ok, said) = salvage(dir);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&format!(
+            "record {id} (city \"Tan-Tan\"): 1 damaged chunk set aside, 1 change kept; \
+             phones send back the rest (2 changes delivered by devices"
+        )) && said.contains(&format!("incremental chunk {}", stored[1])),
+        "{said}"
+    );
+    // Every chunk it had, the damaged one as it is, in the folder named.
+    let aside = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("salvaged-")
+        })
+        .expect("the chunks are kept");
+    assert!(said.contains(&aside.display().to_string()), "{said}");
+    let kept =
+        std::fs::read(aside.join(format!("{id}.{}.incremental.automerge", stored[1]))).unwrap();
+    assert_eq!(kept, bytes);
+    assert!(
+        said.contains(&format!(
+            "record {lost} (city \"Assa\"): 1 damaged chunk set aside, 0 changes kept"
+        )),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 4);
+    assert_eq!(chunks().len(), 1, "one snapshot of what loads");
+
+    // The server reads the record as its first chunk left it...
+    let server = ServerProcess::start(dir);
+    server.wait_healthy(LIMIT).await;
+    let name = |record: serde_json::Value| record["record"]["name"]["fr"].clone();
+    let path = format!("/api/records/{id}");
+    let read = server.get_json(&path).await;
+    assert_eq!(name(read.clone()), "Tan-Tan", "{read}");
+    // ...until the phone that wrote the rest syncs, and sends it back.
+    p.acked.clear();
+    p.connect(&server).await;
+    p.sync_until_acked(LIMIT, id, &last).await;
+    assert_eq!(name(server.get_json(&path).await), "Tarfaya");
+    p.sync_until_acked(LIMIT, lost, &lost_heads).await;
+    let back = server.get_json(&format!("/api/records/{lost}")).await;
+    assert_eq!(back["record"]["name"]["ar"], "آسا", "{back}");
+    // Each change sent back keeps the device that first delivered it.
+    let history = server.get_json(&format!("/api/records/{id}/history")).await;
+    let devices: Vec<&serde_json::Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["delivered_by"]["device"])
+        .collect();
+    assert_eq!(devices.len(), 3, "{history}");
+    assert!(
+        devices.iter().all(|d| d.is_string() && *d == devices[0]),
+        "{history}"
+    );
+}
