@@ -333,12 +333,12 @@ impl Store {
         for club in clubs {
             let doc = match self.load_listed(&club) {
                 Ok(Found::Record(_, doc)) => doc,
-                // Damaged: no write will mend it; its records are judged
-                // without a listing, as before, and the note below is
-                // written all the same (an operator restoring it restores
-                // its listings with it).
+                // Damaged: its records are judged without a listing until
+                // an operator salvages or restores it; read again at the
+                // next start.
                 Ok(Found::Damaged(reason)) => {
                     tracing::warn!(doc_id = %club, %reason, "club record not read for its listings");
+                    all_read = false;
                     continue;
                 }
                 // Anything else may pass: tried again at the next start.
@@ -1202,6 +1202,27 @@ mod tests {
             .unwrap();
         assert_eq!(store.lister(waiting).unwrap(), None);
 
+        // A club damaged (until salvaged) is read again at the next start.
+        let listing: (i64, Vec<u8>) = store
+            .conn()
+            .query_row(
+                "SELECT id, data FROM chunks WHERE doc_id = ?1 ORDER BY id DESC",
+                [club_id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let put_back = |data: &[u8]| {
+            store
+                .conn()
+                .execute(
+                    "UPDATE chunks SET data = ?1 WHERE id = ?2",
+                    params![data, listing.0],
+                )
+                .unwrap()
+        };
+        put_back(b"not automerge");
+        assert_eq!(store.fill_listings().unwrap(), 0);
+        put_back(&listing.1);
         assert_eq!(store.fill_listings().unwrap(), 1);
         let lister = store.lister(waiting).unwrap().unwrap();
         assert_eq!(lister.device, "phone");
