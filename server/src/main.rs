@@ -272,9 +272,20 @@ fn salvage(data_dir: &std::path::Path) -> anyhow::Result<()> {
         for (_, why) in &record.damaged {
             eprintln!("  {why}");
         }
+        if record.reopened > 0 {
+            eprintln!(
+                "  {} {} accepted from the quarantine put back to pending: their changes are not all held now",
+                record.reopened,
+                if record.reopened == 1 {
+                    "batch"
+                } else {
+                    "batches"
+                }
+            );
+        }
     }
     for (id, why) in &done.left {
-        eprintln!("record {id} is not salvaged: {why}");
+        eprintln!("record {id} is not salvaged, and is left as it was: {why}");
     }
     if let Some(dir) = &done.aside {
         eprintln!(

@@ -219,6 +219,47 @@ fn a_reset_from_a_phone_lacking_the_stored_shared_heads_converges() {
     assert_eq!(ours.get_heads(), theirs.get_heads(), "the exchange stalled");
 }
 
+/// A server that lost changes it once held (`twinsync salvage` kept what
+/// loaded of a damaged record and forgot its sync states), and a phone
+/// whose stored state says the server holds them: the server starts
+/// afresh on hearing heads it lacks, and the phone sends them back, on
+/// either side the engine as the server and the browser client run it.
+#[test]
+fn a_server_that_lost_changes_a_phone_thinks_it_holds_gets_them_back() {
+    let mut phone = AutoCommit::new().with_actor(ActorId::from([4, 0, 0, 0]));
+    for i in 0..3i64 {
+        phone.put(automerge::ROOT, "n", i).unwrap();
+        phone.commit();
+    }
+    let phone_doc = phone.document().clone();
+    let first = phone_doc.get_changes(&[])[0].clone();
+    // What the salvage kept: the first change.
+    let mut server_doc = automerge::Automerge::new();
+    server_doc.apply_changes([first]).unwrap();
+    let mut stored = State::new();
+    stored.shared_heads = phone_doc.get_heads();
+    let (us, them) = (PeerId::new("server"), PeerId::new("phone"));
+    let id = DocumentId::random();
+    let mut server = DocSync::new(id).relaying();
+    server.add_peer(them.clone(), State::new());
+    let mut client = DocSync::new(id);
+    client.add_peer(us.clone(), State::decode(&stored.encode()).unwrap());
+    let mut phone_doc = phone_doc;
+    for _ in 0..20 {
+        if let Some(m) = to(client.generate(&phone_doc, &them), &us) {
+            server.receive(&mut server_doc, &them, &m.encode()).unwrap();
+        }
+        if let Some(m) = to(server.generate(&server_doc, &us), &them) {
+            client.receive(&mut phone_doc, &us, &m.encode()).unwrap();
+        }
+    }
+    assert_eq!(
+        server_doc.get_heads(),
+        phone_doc.get_heads(),
+        "the phone did not send back what the server lost"
+    );
+}
+
 /// Whether sync message `m` carries the change `hash`, alone or inside a
 /// saved document.
 fn carries(m: &automerge::sync::Message, hash: &ChangeHash) -> bool {

@@ -623,7 +623,8 @@ impl DocTask {
     /// Applies quarantined changes a coordinator accepted, as from the
     /// device that sent them; they must still leave the record valid.
     /// `only_new`: the changes made a record of their own under an id
-    /// another device listed, taken only while no record is stored there.
+    /// another device listed, taken only while no record is stored there
+    /// (nor was: a record a salvage kept nothing of keeps its creator).
     pub(super) async fn accept(
         &mut self,
         changes: &[u8],
@@ -638,7 +639,7 @@ impl DocTask {
             )));
         }
         let before = self.doc.get_heads();
-        if only_new && !before.is_empty() {
+        if only_new && (!before.is_empty() || self.creator.is_some()) {
             return Err(AcceptError::Unfit(
                 "these changes made a record of their own under an id another device listed, and that device's record has arrived since: accepting them would merge two records into one; discard them".into(),
             ));

@@ -1411,6 +1411,34 @@ async fn a_record_listed_by_one_person_is_not_taken_by_another_sending_it_first(
     assert!(matches!(e, AcceptError::Unfit(_)), "{e:?}");
     let stored = read_document(&hub.store.load(id).unwrap().unwrap()).unwrap();
     assert_eq!(stored["title"]["fr"], "Conseil");
+    // Nor once a salvage kept nothing of the maker's record: its creator
+    // stays, and the maker's phone sends it back.
+    let db = hub.settings.data_dir.join("twinsync.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("DELETE FROM chunks WHERE doc_id = ?1", [id.to_string()])
+        .unwrap();
+    let after = Hub::new(
+        Store::open(&db).unwrap(),
+        Arc::clone(&hub.settings),
+        Metrics::new(),
+    )
+    .unwrap();
+    let (reply, answer) = oneshot::channel();
+    let accept = DocCommand::Accept {
+        changes: taker.doc.save(),
+        peer_id: "taker".into(),
+        device_id: taker.link.device.id.clone(),
+        only_new: true,
+        reply,
+    };
+    after
+        .dispatch(id, accept, crate::hub::Missing::Create)
+        .await
+        .unwrap();
+    let e = answer.await.unwrap().unwrap_err();
+    assert!(matches!(e, AcceptError::Unfit(_)), "{e:?}");
+    assert!(after.store.load(id).unwrap().is_none());
 
     // The same person's other phone may send the second.
     let mut tablet = phone(&hub, "maker-tablet", &maker, made_meeting("Visite", &[]));

@@ -10,30 +10,41 @@
 //! - Every chunk of the record is written to a file in
 //!   `salvaged-<time>/`, the damaged ones too, and synced, before anything
 //!   in the database changes: nothing stored is deleted.
-//! - The chunks that load are folded into one snapshot of the changes
-//!   whose dependencies are all there; a change built on one the damaged
-//!   chunk held waits outside the record, as Automerge holds such changes
-//!   back, and comes in when a phone sends the missing one.
+//! - The chunks that load are folded into one snapshot, with the changes
+//!   of the record's accepted quarantine batches (a second copy of
+//!   changes a coordinator let in, which the phones that sent them may not
+//!   be allowed to send back). A change whose dependencies were lost is
+//!   left out: saved with the record, it would make it unreadable again.
+//!   It stays in the files, and comes back when a phone that holds it
+//!   syncs. The snapshot must load back with the heads it was saved from,
+//!   as a compaction's must.
 //! - Who first delivered each change the record no longer holds moves to
 //!   `carried_origins`, as a restore carries the origins of changes its
-//!   backup lacks: a phone sending it back is judged as after a restore,
-//!   and the change keeps its first deliverer.
-//! - The peers' sync states of the record are forgotten, and a phone whose
-//!   own state names changes the server no longer holds is told to start
-//!   afresh by Automerge's sync protocol (a reset), after which it sends
-//!   everything the server lacks.
+//!   backup lacks: the server names as held only what it holds (a revoked
+//!   device's hand-in trusts that), a phone sending a change back is
+//!   judged as after a restore, and the change keeps its first deliverer.
+//!   An accepted batch whose changes are not all held is put back to
+//!   pending, as at a start after an accept that failed.
+//! - The peers' sync states of the record are forgotten, so that each
+//!   exchange starts afresh rather than from heads the server no longer
+//!   holds. A phone whose own state names them is told to start afresh by
+//!   Automerge's sync protocol (a reset), and then sends everything the
+//!   server lacks (`shared/tests/exchanges.rs`).
 //!
 //! The record's row (its creator, and its summary, read again from what
-//! was kept) stays. SQLite pages damaged under a record's chunks cannot be
-//! read to be kept, so such a record is named, not salvaged: restore a
-//! backup.
+//! was kept) stays. A record none of whose changes load keeps its row and
+//! no chunk: listed, and unreadable until a phone sends it back. SQLite
+//! pages damaged under a record's chunks cannot be read to be kept, so
+//! such a record is named, not salvaged: restore a backup. So is one
+//! Automerge panics on as it is put together again.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use automerge::Automerge;
 use rusqlite::{OptionalExtension, params};
-use twinsync_shared::record::{Summary, check_chunk, new_document, refuse_panics, summarise};
+use twinsync_shared::record::{
+    Summary, check_chunk, loads_back, new_document, refuse_panics, summarise,
+};
 
 use super::restore::{self, DATABASE, RestoreError};
 use super::{Store, StoreError};
@@ -47,15 +58,8 @@ pub enum SalvageError {
     CutOff(#[from] RestoreError),
     #[error("no database at {}: is --data-dir right?", .0.display())]
     Missing(PathBuf),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
 }
 
 /// What a salvage did.
@@ -64,7 +68,8 @@ pub struct Salvaged {
     /// Records that loaded as they were.
     pub whole: usize,
     pub records: Vec<SalvagedRecord>,
-    /// Records that could not be salvaged, with why.
+    /// Records that could not be salvaged, with why; each was left as it
+    /// was.
     pub left: Vec<(String, String)>,
     /// Where the chunks of the salvaged records were written.
     pub aside: Option<PathBuf>,
@@ -82,67 +87,74 @@ pub struct SalvagedRecord {
     pub damaged: Vec<(i64, String)>,
     /// Changes the record holds now.
     pub kept: usize,
-    /// Changes delivered to the server that it no longer holds: phones
+    /// Changes phones delivered that the server no longer holds: phones
     /// send them back.
     pub waiting: usize,
+    /// Accepted quarantine batches put back to pending.
+    pub reopened: usize,
 }
 
 /// Salvages every record of the database in `data_dir` that does not
 /// load; see the module documentation. `stamp` names the folder the
-/// chunks go to (`salvaged-<stamp>`).
+/// chunks go to (`salvaged-<stamp>`). A record that cannot be salvaged is
+/// named in [`Salvaged::left`] and the others are salvaged all the same.
 pub fn salvage(data_dir: &Path, stamp: &str) -> Result<Salvaged, SalvageError> {
+    // As a restore: no server may hold a record in memory, and compact
+    // it, while its chunks are replaced here. A restore cut off is said
+    // as such, not as a missing database.
+    let _lock = DataDirLock::acquire(data_dir, Use::Restore)?;
+    restore::check_not_cut_off(data_dir)?;
     let path = data_dir.join(DATABASE);
     if !path.is_file() {
         return Err(SalvageError::Missing(path));
     }
-    // As a restore: no server may hold a record in memory, and compact
-    // it, while its chunks are replaced here.
-    let _lock = DataDirLock::acquire(data_dir, Use::Restore)?;
-    restore::check_not_cut_off(data_dir)?;
     let store = Store::open(&path)?;
     let ids: Vec<String> = {
         let conn = store.conn();
-        let mut stmt = conn.prepare("SELECT DISTINCT doc_id FROM chunks ORDER BY doc_id")?;
-        stmt.query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT doc_id FROM chunks ORDER BY doc_id")
+            .map_err(StoreError::from)?;
+        stmt.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<Result<_, _>>())
+            .map_err(StoreError::from)?
     };
     let mut done = Salvaged::default();
     for id in ids {
         let Ok(doc) = id.parse() else {
-            done.left
-                .push((id, "not a record id: left as it is".to_owned()));
+            done.left.push((id, "not a record id".to_owned()));
             continue;
         };
-        match store.load_chunks(doc) {
-            Ok(_) => done.whole += 1,
-            Err(StoreError::Corrupt { .. }) => {
-                match salvage_one(&store, &id, data_dir, stamp, &mut done.aside)? {
-                    Ok(record) => done.records.push(record),
-                    Err(why) => done.left.push((id, why)),
-                }
+        let why = match store.load_chunks(doc) {
+            Ok(_) => {
+                done.whole += 1;
+                continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(StoreError::Corrupt { reason, .. }) => reason,
+            Err(e) => {
+                done.left.push((id, format!("it cannot be read: {e}")));
+                continue;
+            }
+        };
+        match salvage_one(&store, &id, data_dir, stamp, &mut done.aside) {
+            Ok(record) => done.records.push(record),
+            Err(e) => done.left.push((id, format!("{why}; {e}"))),
         }
     }
     Ok(done)
 }
 
-/// Salvages record `id`; `Ok(Err(why))` when it cannot be.
+/// Salvages record `id`, or says why it cannot; the database is changed
+/// only once the record's chunks are in files.
 fn salvage_one(
     store: &Store,
     id: &str,
     data_dir: &Path,
     stamp: &str,
     aside: &mut Option<PathBuf>,
-) -> Result<Result<SalvagedRecord, String>, SalvageError> {
-    let chunks = match read_chunks(store, id) {
-        Ok(chunks) => chunks,
-        Err(e) => {
-            return Ok(Err(format!(
-                "its chunks cannot be read from the database file ({e}): restore a backup"
-            )));
-        }
-    };
+) -> Result<SalvagedRecord, String> {
+    let chunks = read_chunks(store, id).map_err(|e| {
+        format!("its chunks cannot be read from the database file ({e}): restore a backup")
+    })?;
     let mut damaged = Vec::new();
     let mut good = Vec::new();
     for (chunk, kind, data) in &chunks {
@@ -155,30 +167,56 @@ fn salvage_one(
             Err(e) => damaged.push((*chunk, format!("{kind} chunk {chunk}: {e}"))),
         }
     }
+    let accepted = accepted_batches(store, id)
+        .map_err(|e| format!("its accepted quarantine batches cannot be read: {e}"))?;
     let mut doc = new_document();
-    if let Err(e) = refuse_panics(|| {
+    refuse_panics(|| {
         for data in &good {
             doc.load_incremental(data)?;
         }
         Ok(())
-    }) {
-        return Ok(Err(format!(
-            "the chunks that load alone do not load together: {e}"
-        )));
+    })
+    .map_err(|e| format!("the chunks that load alone do not load together: {e}"))?;
+    for (_, _, changes) in &accepted {
+        // A batch that does not load adds nothing; one that panics may
+        // have left the document half-changed, which the check of the
+        // snapshot below finds.
+        let _ = refuse_panics(|| doc.load_incremental(changes));
     }
-    // What loads whole: changes whose dependencies the damaged chunks
-    // held are not in `doc`, only queued in it.
-    let kept: HashSet<String> = doc
-        .get_changes(&[])
-        .iter()
-        .map(|c| c.hash().to_string())
-        .collect();
+    // What loads whole: changes whose dependencies were lost are only
+    // queued in `doc`, and left out of the snapshot.
+    let (kept, snapshot) = refuse_panics(|| {
+        let kept: HashSet<String> = doc
+            .get_changes_meta(&[])
+            .iter()
+            .map(|c| c.hash.to_string())
+            .collect();
+        if kept.is_empty() {
+            return Ok((kept, None));
+        }
+        let heads = doc.get_heads();
+        let bytes = doc.save_with_options(automerge::SaveOptions {
+            retain_orphans: false,
+            ..Default::default()
+        });
+        Ok((kept, Some((heads, bytes, summarise(&doc)))))
+    })
+    .map_err(|e| format!("what loads cannot be saved again: {e}"))?;
+    let snapshot = match snapshot {
+        Some((heads, bytes, summary)) => {
+            loads_back(&bytes, &heads)
+                .map_err(|e| format!("what loads does not load back once saved: {e}"))?;
+            Some((bytes, summary))
+        }
+        None => None,
+    };
 
     let dir = match aside {
         Some(dir) => dir.clone(),
         None => {
             let dir = restore::free_dir(data_dir, &format!("salvaged-{stamp}"));
-            std::fs::create_dir(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+            std::fs::create_dir(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             *aside = Some(dir.clone());
             dir
         }
@@ -187,63 +225,52 @@ fn salvage_one(
         let file = dir.join(format!("{id}.{chunk}.{kind}.automerge"));
         std::fs::write(&file, data)
             .and_then(|()| std::fs::File::open(&file)?.sync_all())
-            .map_err(io(format!("cannot write {}", file.display())))?;
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     }
     std::fs::File::open(&dir)
         .and_then(|d| d.sync_all())
-        .map_err(io(format!("cannot sync {}", dir.display())))?;
+        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
 
-    let summary = summarise(&doc);
     // Named as the list named it, when nothing is kept to name it.
-    let listed: Option<(Option<String>, Option<String>)> = store
-        .conn()
-        .query_row(
-            "SELECT kind, title FROM documents WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let (kind, title) = match listed {
-        Some((kind, title)) if kept.is_empty() => (
-            kind,
-            title
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or_default(),
-        ),
-        _ => (summary.kind.clone(), summary.title.clone()),
+    let (kind, title) = match &snapshot {
+        Some((_, summary)) => (summary.kind.clone(), summary.title.clone()),
+        None => listed_as(store, id).unwrap_or_default(),
     };
-    let waiting = replace(store, id, &chunks, &doc, &summary, &kept)?;
-    Ok(Ok(SalvagedRecord {
+    let unheld: Vec<i64> = accepted
+        .iter()
+        .filter(|(_, hashes, _)| !all_held(hashes, &kept))
+        .map(|(batch, _, _)| *batch)
+        .collect();
+    let waiting = replace(store, id, &chunks, snapshot.as_ref(), &kept)
+        .map_err(|e| format!("nothing changed in the database: {e}"))?;
+    for batch in &unheld {
+        store.reopen(*batch).map_err(|e| {
+            format!("salvaged, but accepted quarantine batch {batch} could not be put back to pending: {e}")
+        })?;
+    }
+    Ok(SalvagedRecord {
         id: id.to_owned(),
         kind,
         title,
         damaged,
         kept: kept.len(),
         waiting,
-    }))
+        reopened: unheld.len(),
+    })
 }
 
-/// Record `id`'s chunks, each read apart from the others.
-fn read_chunks(store: &Store, id: &str) -> rusqlite::Result<Vec<(i64, String, Vec<u8>)>> {
-    let conn = store.conn();
-    let mut stmt =
-        conn.prepare("SELECT id, kind, data FROM chunks WHERE doc_id = ?1 ORDER BY id")?;
-    stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect()
-}
-
-/// Puts `doc` in place of `chunks` as record `id`'s one snapshot (none if
-/// it holds nothing), carries the origins of the changes it lacks and
-/// forgets the peers' sync states, in one transaction. Returns how many
-/// origins were carried.
+/// Puts `snapshot` in place of `chunks` as record `id`'s one chunk (none
+/// if nothing is kept), with its summary; carries the origins of the
+/// changes not `kept` and forgets the peers' sync states, in one
+/// transaction. Returns how many of the changes carried a device had
+/// delivered.
 fn replace(
     store: &Store,
     id: &str,
     chunks: &[(i64, String, Vec<u8>)],
-    doc: &Automerge,
-    summary: &Summary,
+    snapshot: Option<&(Vec<u8>, Summary)>,
     kept: &HashSet<String>,
-) -> Result<usize, SalvageError> {
+) -> rusqlite::Result<usize> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut conn = store.conn();
     let tx = conn.transaction()?;
@@ -253,20 +280,16 @@ fn replace(
             delete.execute(params![id, chunk])?;
         }
     }
-    if !kept.is_empty() {
-        // Changes whose dependencies were lost are in the files alone:
-        // saved with the record, they would make it unreadable again.
-        let without_orphans = automerge::SaveOptions {
-            retain_orphans: false,
-            ..Default::default()
-        };
+    if let Some((bytes, summary)) = snapshot {
         tx.execute(
             "INSERT INTO chunks (doc_id, kind, data, created_at) VALUES (?1, 'snapshot', ?2, ?3)",
-            params![id, doc.save_with_options(without_orphans), now],
+            params![id, bytes, now],
         )?;
+        // A kind the part kept does not say stays as it was: the club
+        // record listed under no kind would be seeded again at the start.
         tx.execute(
-            "UPDATE documents SET kind = ?2, title = ?3, city = ?4, status = ?5, valid = ?6,
-             updated_at = ?7, date = ?8 WHERE id = ?1",
+            "UPDATE documents SET kind = COALESCE(?2, kind), title = ?3, city = ?4, status = ?5,
+             valid = ?6, updated_at = ?7, date = ?8 WHERE id = ?1",
             params![
                 id,
                 summary.kind,
@@ -279,10 +302,11 @@ fn replace(
             ],
         )?;
     }
-    let lost: Vec<String> = {
-        let mut stmt = tx.prepare("SELECT hash FROM change_origins WHERE doc_id = ?1")?;
-        stmt.query_map([id], |r| r.get::<_, String>(0))?
-            .filter(|h| h.as_ref().map_or(true, |h| !kept.contains(h)))
+    let lost: Vec<(String, bool)> = {
+        let mut stmt =
+            tx.prepare("SELECT hash, device IS NOT NULL FROM change_origins WHERE doc_id = ?1")?;
+        stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
+            .filter(|row| row.as_ref().map_or(true, |(h, _)| !kept.contains(h)))
             .collect::<Result<_, _>>()?
     };
     {
@@ -293,18 +317,61 @@ fn replace(
         )?;
         let mut forget =
             tx.prepare("DELETE FROM change_origins WHERE doc_id = ?1 AND hash = ?2")?;
-        for hash in &lost {
+        for (hash, _) in &lost {
             carry.execute(params![id, hash])?;
             forget.execute(params![id, hash])?;
         }
     }
     tx.execute("DELETE FROM sync_states WHERE doc_id = ?1", [id])?;
     tx.commit()?;
-    Ok(lost.len())
+    Ok(lost.iter().filter(|(_, by_device)| *by_device).count())
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> SalvageError {
-    move |source| SalvageError::Io { what, source }
+/// Record `id`'s chunks, each read apart from the others.
+fn read_chunks(store: &Store, id: &str) -> rusqlite::Result<Vec<(i64, String, Vec<u8>)>> {
+    let conn = store.conn();
+    let mut stmt =
+        conn.prepare("SELECT id, kind, data FROM chunks WHERE doc_id = ?1 ORDER BY id")?;
+    stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
+}
+
+/// Record `id`'s accepted quarantine batches: their ids, hashes and
+/// changes.
+fn accepted_batches(store: &Store, id: &str) -> rusqlite::Result<Vec<(i64, String, Vec<u8>)>> {
+    let conn = store.conn();
+    let mut stmt = conn.prepare(
+        "SELECT id, hashes, changes FROM quarantine
+         WHERE doc_id = ?1 AND status = 'accepted' ORDER BY id",
+    )?;
+    stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
+}
+
+/// Whether every change of an accepted batch (its hashes, as the
+/// quarantine lists them) is among `kept`.
+fn all_held(hashes: &str, kept: &HashSet<String>) -> bool {
+    hashes
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .all(|h| kept.contains(h))
+}
+
+/// The kind and title the list names record `id` by.
+fn listed_as(store: &Store, id: &str) -> Option<(Option<String>, serde_json::Value)> {
+    let (kind, title): (Option<String>, Option<String>) = store
+        .conn()
+        .query_row(
+            "SELECT kind, title FROM documents WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ok()??;
+    let title = title
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    Some((kind, title))
 }
 
 #[cfg(test)]
@@ -320,10 +387,11 @@ mod tests {
     /// A record of three chunks, one change each, the second building on
     /// the first and the third on the second, each delivered by `phone`:
     /// the record's id and the changes' hashes, in order.
-    fn three_chunks(store: &Store) -> (DocumentId, Vec<automerge::ChangeHash>) {
+    fn three_chunks(store: &Store) -> (DocumentId, Vec<automerge::ChangeHash>, Vec<Vec<u8>>) {
         let id = DocumentId::random();
         let mut doc = new_document();
         let mut hashes = Vec::new();
+        let mut chunks = Vec::new();
         for (n, name) in ["Tan-Tan", "Guelmim", "Tarfaya"].iter().enumerate() {
             let before = doc.get_heads();
             let mut tx = doc.transaction();
@@ -346,8 +414,23 @@ mod tests {
                 )
                 .unwrap();
             hashes.push(hash);
+            chunks.push(chunk);
         }
-        (id, hashes)
+        (id, hashes, chunks)
+    }
+
+    /// A batch of `changes` a coordinator accepted from the quarantine.
+    fn accepted(store: &Store, id: DocumentId, hash: automerge::ChangeHash, changes: &[u8]) -> i64 {
+        let conn = store.conn();
+        conn.execute(
+            "INSERT INTO quarantine (doc_id, device_id, peer_id, hashes, changes, reason,
+             received_at, status, decided_by, decided_at)
+             VALUES (?1, 'observer', 'peer-observer', ?2, ?3, 'may not write', 5, 'accepted',
+             'coordinator', 6)",
+            params![id.to_string(), hash.to_string(), changes],
+        )
+        .unwrap();
+        conn.last_insert_rowid()
     }
 
     fn chunk_ids(store: &Store, id: DocumentId) -> Vec<i64> {
@@ -387,14 +470,20 @@ mod tests {
     fn a_salvage_keeps_what_loads_and_carries_the_origins_of_what_it_lost() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join(DATABASE)).unwrap();
-        let (middle, hashes) = three_chunks(&store);
-        let (first, first_hashes) = three_chunks(&store);
-        let (whole, _) = three_chunks(&store);
+        let (middle, hashes, _) = three_chunks(&store);
+        let (first, first_hashes, first_chunks) = three_chunks(&store);
+        let (whole, _, _) = three_chunks(&store);
+        // A record whose lost change is also in a batch a coordinator
+        // accepted; and one whose accepted batch builds on a lost change.
+        let (recovered, recovered_hashes, recovered_chunks) = three_chunks(&store);
+        accepted(&store, recovered, recovered_hashes[1], &recovered_chunks[1]);
+        let waits = accepted(&store, first, first_hashes[2], &first_chunks[2]);
         store
             .save_sync_state(middle, "storage-phone", "phone", b"state", 4)
             .unwrap();
         damage(&store, chunk_ids(&store, middle)[1]);
         damage(&store, chunk_ids(&store, first)[0]);
+        damage(&store, chunk_ids(&store, recovered)[1]);
         let creator = store.creator_device(first).unwrap();
         assert_eq!(creator.as_deref(), Some("phone"));
         drop(store);
@@ -412,6 +501,24 @@ mod tests {
         assert_eq!((of(middle).kept, of(middle).waiting), (1, 2));
         assert_eq!(of(middle).damaged.len(), 1);
         assert_eq!((of(first).kept, of(first).waiting), (0, 3));
+        assert_eq!((of(recovered).kept, of(recovered).waiting), (3, 0));
+        assert_eq!((of(first).reopened, of(recovered).reopened), (1, 0));
+        let status: String = store
+            .conn()
+            .query_row(
+                "SELECT status FROM quarantine WHERE id = ?1",
+                [waits],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(status, "pending");
+        assert_eq!(
+            store
+                .stored_changes(recovered, &recovered_hashes)
+                .unwrap()
+                .len(),
+            3
+        );
 
         let held = store.stored_changes(middle, &hashes).unwrap();
         assert_eq!(held, [hashes[0]].into_iter().collect());
@@ -445,11 +552,11 @@ mod tests {
         assert_eq!(chunk_ids(&store, whole).len(), 3, "a whole record is left");
         // Every chunk of the records salvaged, in files.
         let aside = done.aside.unwrap();
-        assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 6);
+        assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 9);
         drop(store);
 
         let again = salvage(dir.path(), "later").unwrap();
         assert!(again.records.is_empty() && again.left.is_empty());
-        assert_eq!(again.whole, 2);
+        assert_eq!(again.whole, 3);
     }
 }

@@ -779,6 +779,19 @@ fn salvage(dir: &std::path::Path) -> (bool, String) {
     )
 }
 
+/// Who delivered each change of record `id`, and when, by hash.
+async fn delivered_by(server: &ServerProcess, id: DocumentId) -> Vec<(String, serde_json::Value)> {
+    let history = server.get_json(&format!("/api/records/{id}/history")).await;
+    let mut entries: Vec<(String, serde_json::Value)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["hash"].to_string(), c["delivered_by"].clone()))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries
+}
+
 /// One damaged chunk made a record unreadable; `salvage` keeps every chunk
 /// in files, gives the record back as far as the chunks that load reach,
 /// and the phone that wrote the rest sends it back.
@@ -788,7 +801,8 @@ async fn a_record_a_damaged_chunk_made_unreadable_is_salvaged_and_phones_send_ba
     let dir = data.path();
     let server = ServerProcess::start(dir);
     server.wait_healthy(LIMIT).await;
-    let mut p = TestPeer::new("phone");
+    // A phone whose sync state the server keeps.
+    let mut p = TestPeer::new("phone").with_storage("phone-storage");
     p.connect(&server).await;
     let id = p.create(
         Kind::City,
@@ -814,6 +828,18 @@ async fn a_record_a_damaged_chunk_made_unreadable_is_salvaged_and_phones_send_ba
     );
     let lost_heads = p.heads(lost);
     p.sync_until_acked(LIMIT, lost, &lost_heads).await;
+    // Another coordinator's phone holds them too.
+    let mut q = TestPeer::new("second-phone").with_token(&add_device(dir, "coordinator", &[]));
+    q.connect(&server).await;
+    for (record, heads) in [(id, &last), (lost, &lost_heads)] {
+        q.fetch(record, LIMIT).await;
+        q.sync_until(LIMIT, |q| q.has_changes(record, heads)).await;
+    }
+    let delivered = delivered_by(&server, id).await;
+    assert!(
+        delivered.len() == 3 && delivered.iter().all(|(_, by)| by["device"].is_string()),
+        "{delivered:?}"
+    );
     let db = dir.join("twinsync.db");
     let chunks = || -> Vec<i64> {
         let conn = rusqlite::Connection::open(&db).unwrap();
@@ -897,25 +923,15 @@ async fn a_record_a_damaged_chunk_made_unreadable_is_salvaged_and_phones_send_ba
     let path = format!("/api/records/{id}");
     let read = server.get_json(&path).await;
     assert_eq!(name(read.clone()), "Tan-Tan", "{read}");
-    // ...until the phone that wrote the rest syncs, and sends it back.
-    p.acked.clear();
-    p.connect(&server).await;
-    p.sync_until_acked(LIMIT, id, &last).await;
+    // ...until a phone that holds the rest syncs, and sends it back.
+    q.acked.clear();
+    q.connect(&server).await;
+    q.sync_until_acked(LIMIT, id, &last).await;
     assert_eq!(name(server.get_json(&path).await), "Tarfaya");
-    p.sync_until_acked(LIMIT, lost, &lost_heads).await;
+    q.sync_until_acked(LIMIT, lost, &lost_heads).await;
     let back = server.get_json(&format!("/api/records/{lost}")).await;
     assert_eq!(back["record"]["name"]["ar"], "آسا", "{back}");
-    // Each change sent back keeps the device that first delivered it.
-    let history = server.get_json(&format!("/api/records/{id}/history")).await;
-    let devices: Vec<&serde_json::Value> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| &c["delivered_by"]["device"])
-        .collect();
-    assert_eq!(devices.len(), 3, "{history}");
-    assert!(
-        devices.iter().all(|d| d.is_string() && *d == devices[0]),
-        "{history}"
-    );
+    // Each change sent back keeps who first delivered it (the first
+    // phone's device, not the second's), and when.
+    assert_eq!(delivered_by(&server, id).await, delivered);
 }
