@@ -206,12 +206,21 @@ impl Fates {
         })?;
         let mut fates = Self::default();
         let mut pending = Vec::new();
+        let doc_id = doc.to_string();
         for row in rows {
             let (id, listed, status, changes) = row?;
             let hashes = listed.split(',').filter_map(|h| h.parse().ok());
             if status == "discarded" {
                 for h in hashes {
-                    fates.discarded.entry(h).or_insert(id);
+                    // One the record holds since (its device allowed it
+                    // later and sent it again, or another device did) is
+                    // not discarded: what builds on it is judged as any
+                    // other change.
+                    if !fates.discarded.contains_key(&h)
+                        && !holds_change(conn, &doc_id, &h.to_string())?
+                    {
+                        fates.discarded.insert(h, id);
+                    }
                 }
             } else {
                 for h in hashes {
@@ -1556,6 +1565,26 @@ mod tests {
         assert!(!own.discarded && own.id != later.id);
         let (row, _) = store.quarantined_changes(own.id).unwrap().unwrap();
         assert!(row.builds_on.is_empty());
+
+        // The discarded changes stored since (their device allowed them
+        // later, and sent them again): what builds on them is kept.
+        for hash in &chain[..3] {
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO change_origins (hash, doc_id, peer_id, device, received_at)
+                     VALUES (?1, ?2, 'peer', 'phone', 102)",
+                    params![hash.to_string(), doc.to_string()],
+                )
+                .unwrap();
+        }
+        let built_on = keep(&chain[3..], &mut phone, 1 << 20).unwrap();
+        assert!(!built_on.discarded, "{built_on:?}");
+        assert_eq!(
+            store.quarantined(Some("pending")).unwrap().len(),
+            2,
+            "kept for review"
+        );
     }
 
     /// Batches that lie behind a discarded one through others kept after
