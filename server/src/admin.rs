@@ -640,20 +640,30 @@ pub async fn quarantined(
             return Ok(None);
         };
         let record = match entry.doc_id.parse() {
-            Ok(doc) => store.load(doc)?,
-            Err(_) => None,
+            Ok(doc) => match store.load(doc) {
+                // The batch is still listed whole, with why its changes
+                // cannot be shown.
+                Err(StoreError::Corrupt { reason, .. }) => Err(reason),
+                loaded => Ok(loaded?),
+            },
+            Err(_) => Ok(None),
         };
-        let current = record.unwrap_or_else(twinsync_shared::record::new_document);
         // Built here, off the async workers: the values may be long texts.
         let mut body = json!(entry);
-        let shown = crate::review::preview(&current, &changes).map_err(|e| match e {
-            // Waiting on another batch: named, so that the coordinator
-            // knows which to judge first.
-            PreviewError::Batch(BatchError::MissingDeps(_)) if !entry.builds_on.is_empty() => {
-                PreviewError::BuildsOnPending(entry.builds_on.clone())
-            }
-            e => e,
-        });
+        let shown = record
+            .map_err(PreviewError::RecordDamaged)
+            .and_then(|record| {
+                let current = record.unwrap_or_else(twinsync_shared::record::new_document);
+                crate::review::preview(&current, &changes)
+            })
+            .map_err(|e| match e {
+                // Waiting on another batch: named, so that the coordinator
+                // knows which to judge first.
+                PreviewError::Batch(BatchError::MissingDeps(_)) if !entry.builds_on.is_empty() => {
+                    PreviewError::BuildsOnPending(entry.builds_on.clone())
+                }
+                e => e,
+            });
         match shown {
             Ok(shown) => {
                 body["kind"] = json!(shown.kind);

@@ -61,6 +61,10 @@ pub enum PreviewError {
         batches(.0)
     )]
     BuildsOnPending(Vec<i64>),
+    /// The record as stored does not load: nothing to show the batch
+    /// against until an operator salvages or restores it.
+    #[error("the record is damaged on the server ({0}); an operator can salvage it")]
+    RecordDamaged(String),
 }
 
 /// Batch ids as a message says them: `batch #4`, `batches #4 and #7`.
@@ -83,16 +87,18 @@ impl PreviewError {
             PreviewError::Batch(BatchError::TooDeep(_)) => "too-deep",
             PreviewError::NothingNew => "nothing-new",
             PreviewError::BuildsOnPending(_) => "builds-on-pending",
+            PreviewError::RecordDamaged(_) => "record-damaged",
         }
     }
 
     /// Every code, for the test that the app says each.
-    pub const CODES: [&'static str; 5] = [
+    pub const CODES: [&'static str; 6] = [
         "unreadable",
         "missing-deps",
         "too-deep",
         "nothing-new",
         "builds-on-pending",
+        "record-damaged",
     ];
 }
 
@@ -189,6 +195,7 @@ mod tests {
             PreviewError::Batch(BatchError::TooDeep(String::new())),
             PreviewError::NothingNew,
             PreviewError::BuildsOnPending(vec![4]),
+            PreviewError::RecordDamaged(String::new()),
         ];
         let codes: Vec<&str> = errors.iter().map(PreviewError::code).collect();
         assert_eq!(codes, PreviewError::CODES);

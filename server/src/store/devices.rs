@@ -456,9 +456,10 @@ pub struct Refused<'a> {
 const DEVICE_COLUMNS: &str =
     "id, name, role, cities, person, created_at, last_seen_at, revoked_at, rights, changed_at";
 
+/// A quarantine entry as [`quarantine_row`] reads it, without its
+/// changes: a list reads no batch's blob.
 const QUARANTINE_SELECT: &str = "SELECT q.id, q.doc_id, q.device_id, d.name, q.peer_id, q.hashes,
-        q.path, q.reason, q.received_at, q.status, q.decided_by, q.decided_at, q.changes, q.code,
-        d.role
+        q.path, q.reason, q.received_at, q.status, q.decided_by, q.decided_at, q.code, d.role
      FROM quarantine q LEFT JOIN devices d ON d.id = q.device_id";
 
 fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
@@ -468,7 +469,7 @@ fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
         doc_id: r.get(1)?,
         device_id: r.get(2)?,
         device_name: r.get(3)?,
-        device_role: r.get(14)?,
+        device_role: r.get(13)?,
         peer_id: r.get(4)?,
         hashes: hashes
             .split(',')
@@ -477,7 +478,7 @@ fn quarantine_row(r: &Row<'_>) -> rusqlite::Result<Quarantined> {
             .collect(),
         path: r.get(6)?,
         reason: r.get(7)?,
-        code: r.get(13)?,
+        code: r.get(12)?,
         received_at: r.get(8)?,
         status: r.get(9)?,
         decided_by: r.get(10)?,
@@ -1135,13 +1136,21 @@ impl Store {
     /// Quarantined batches, pending first, newest first.
     pub fn quarantined(&self, status: Option<&str>) -> Result<Vec<Quarantined>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "{QUARANTINE_SELECT} WHERE (?1 IS NULL OR q.status = ?1)
-             ORDER BY q.status = 'pending' DESC, q.id DESC"
-        ))?;
-        let mut rows = stmt
-            .query_map([status], quarantine_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        // One status is read through its index (the app asks for the
+        // pending ones), not by reading every batch ever kept.
+        let mut stmt = match status {
+            Some(_) => conn.prepare_cached(&format!(
+                "{QUARANTINE_SELECT} WHERE q.status = ?1 ORDER BY q.id DESC"
+            ))?,
+            None => conn.prepare_cached(&format!(
+                "{QUARANTINE_SELECT} ORDER BY q.status = 'pending' DESC, q.id DESC"
+            ))?,
+        };
+        let mut rows = match status {
+            Some(status) => stmt.query_map([status], quarantine_row)?,
+            None => stmt.query_map([], quarantine_row)?,
+        }
+        .collect::<Result<Vec<_>, _>>()?;
         drop(stmt);
         fill_builds_on(&conn, &mut rows)?;
         Ok(rows)
@@ -1153,11 +1162,22 @@ impl Store {
         id: i64,
     ) -> Result<Option<(Quarantined, Vec<u8>)>, StoreError> {
         let conn = self.conn();
-        let found: Option<(Quarantined, Vec<u8>)> = conn
-            .query_row(&format!("{QUARANTINE_SELECT} WHERE q.id = ?1"), [id], |r| {
-                Ok((quarantine_row(r)?, r.get(12)?))
-            })
+        let found: Option<Quarantined> = conn
+            .query_row(
+                &format!("{QUARANTINE_SELECT} WHERE q.id = ?1"),
+                [id],
+                quarantine_row,
+            )
             .optional()?;
+        let found = match found {
+            Some(entry) => Some((
+                entry,
+                conn.query_row("SELECT changes FROM quarantine WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?,
+            )),
+            None => None,
+        };
         let Some((entry, changes)) = found else {
             return Ok(None);
         };

@@ -406,6 +406,12 @@ async fn minutes_adopted_while_a_delegate_wrote_offline_are_refused_with_a_reaso
     // Still on the phone, still waiting: nothing typed is lost.
     assert!(phone.text(meeting, "minutes").starts_with("ملاحظة: "));
     assert!(phone.replica.unconfirmed() > 0);
+    // The record damaged on the server: the batch is still shown, with
+    // why its changes cannot be.
+    assert!(crate::damage_chunks(&app.data_dir, meeting) > 0);
+    let shown = app.get_json(&format!("/api/quarantine/{id}")).await;
+    assert_eq!(shown["not_shown_code"], "record-damaged", "{shown}");
+    assert_eq!(shown["id"], id, "{shown}");
 }
 
 #[tokio::test]
