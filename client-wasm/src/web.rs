@@ -1331,13 +1331,22 @@ impl Inner {
         let mut chunks: Vec<Chunk> = Vec::new();
         // What has no snapshot has nothing to write.
         let mut saved: Vec<DocumentId> = Vec::new();
+        let mut failed: Option<StoreError> = None;
         for doc in &retry {
-            match self.replica.borrow().snapshot(*doc) {
-                Some(bytes) => chunks.push(Chunk { doc: *doc, bytes }),
+            match self.replica.borrow().checked_snapshot(*doc) {
+                Some(Ok(bytes)) => chunks.push(Chunk { doc: *doc, bytes }),
+                // Written, it would be the only stored copy of the changes
+                // whose write failed, and would not load (Automerge has
+                // saved documents it could not load again): its failed
+                // writes are written instead, below.
+                Some(Err(why)) => {
+                    failed = Some(StoreError::Damaged(format!(
+                        "record {doc} does not load back once saved whole: {why}"
+                    )));
+                }
                 None => saved.push(*doc),
             }
         }
-        let mut failed: Option<StoreError> = None;
         match self.store.append(&chunks, &[]).await {
             Ok(keys) => {
                 self.tell_tabs(&chunks);

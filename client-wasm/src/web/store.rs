@@ -164,6 +164,9 @@ pub struct Store {
     /// One reopening at a time: two requests finding the connection lost
     /// open one new connection, not two.
     reopening: futures::lock::Mutex<()>,
+    /// The storage id `identity` read or made: a database opened again
+    /// that holds another, or none, is not the one this page loaded.
+    storage_id: RefCell<Option<String>>,
 }
 
 impl Store {
@@ -183,6 +186,7 @@ impl Store {
             lost,
             reopened: Cell::new(0),
             reopening: futures::lock::Mutex::new(()),
+            storage_id: RefCell::new(None),
         })
     }
 
@@ -216,9 +220,13 @@ impl Store {
     /// The browser drops the connection of a site whose data the person
     /// cleared too: the database then opens empty, and what it holds now
     /// would build on changes it lost. That is the database deleted, as
-    /// when `versionchange` says so. A newer version that upgraded the
-    /// database meanwhile (no `versionchange` reaches a lost connection)
-    /// is that version taking over.
+    /// when `versionchange` says so. So is a database that opens without
+    /// the storage id this page read: another tab, finding the site's data
+    /// cleared first, made it afresh (and its chunk keys count from 1
+    /// again, so this page's keys would name other records' chunks). A
+    /// newer version that upgraded the database meanwhile (no
+    /// `versionchange` reaches a lost connection) is that version taking
+    /// over.
     async fn reopen(&self, failed: &Rc<Conn>) -> Result<(), StoreError> {
         let _one = self.reopening.lock().await;
         self.usable()?;
@@ -235,6 +243,19 @@ impl Store {
                 Err(StoreError::Deleted)
             }
             Ok((conn, listeners, false)) => {
+                let ours = self.storage_id.borrow().clone();
+                if let Some(ours) = ours {
+                    // Not read: tried again by the next request.
+                    let found = conn
+                        .storage_id()
+                        .await
+                        .inspect_err(|_| self.lost.set(true))?;
+                    if found.as_deref() != Some(ours.as_str()) {
+                        drop(listeners);
+                        self.closed.set(Some(Closed::Deleted));
+                        return Err(StoreError::Deleted);
+                    }
+                }
                 *self.conn.borrow_mut() = Rc::new(conn);
                 *self.listeners.borrow_mut() = Some(listeners);
                 self.lost.set(false);
@@ -358,7 +379,9 @@ async fn connect(
 impl Store {
     /// This device's storage id (made on first use) and the club's id.
     pub async fn identity(&self) -> Result<Identity, StoreError> {
-        self.run(async |c| c.identity().await).await
+        let identity = self.run(async |c| c.identity().await).await?;
+        *self.storage_id.borrow_mut() = Some(identity.storage_id.clone());
+        Ok(identity)
     }
 
     pub async fn put_club(&self, club: DocumentId) -> Result<(), StoreError> {
@@ -454,6 +477,18 @@ impl Conn {
             .and_then(|s| s.parse().ok());
         commit(tx, &meta).await?;
         Ok(Identity { storage_id, club })
+    }
+
+    /// The storage id the database holds, if any.
+    async fn storage_id(&self) -> Result<Option<String>, StoreError> {
+        let tx = self.transaction(&[META], TransactionMode::ReadOnly)?;
+        let meta = tx.object_store(META)?;
+        let id = meta
+            .get(JsValue::from_str("storage_id"))?
+            .await?
+            .and_then(|v| v.as_string());
+        let _ = tx.await;
+        Ok(id)
     }
 
     async fn put_club(&self, club: DocumentId) -> Result<(), StoreError> {
@@ -607,12 +642,23 @@ impl Conn {
     ) -> Result<f64, StoreError> {
         let tx = self.transaction(&[CHUNKS], TransactionMode::ReadWrite)?;
         let store = tx.object_store(CHUNKS)?;
+        // Only keys of this record's chunks, as stored now: a key of
+        // another record's is never deleted here, however this page came
+        // to hold it.
+        let id = Some(idb::Query::Key(JsValue::from_str(&doc.to_string())));
+        let stored: Vec<f64> = store
+            .index("doc")?
+            .get_all_keys(id, None)?
+            .await?
+            .iter()
+            .filter_map(JsValue::as_f64)
+            .collect();
         // As in `append`: a request refused at once leaves those queued
         // before it to commit, and deletes committed without the snapshot
         // would lose the record's chunks.
         let queued = (|| {
             let added = store.add(&chunk_value(doc, snapshot), None)?;
-            for key in old {
+            for key in old.iter().filter(|k| stored.contains(k)) {
                 store.delete(JsValue::from_f64(*key))?;
             }
             Ok::<_, idb::Error>(added)

@@ -297,6 +297,39 @@ test("site data cleared from the browser's settings, which closes the storage wi
   });
 });
 
+test("site data cleared under two open tabs: the second to write finds the database made afresh by the first, and keeps nothing in it either", async () => {
+  await withServer(async (server) => {
+    const { page: a, context } = await phone(browser);
+    await openClient(a, server, { offline: true });
+    const id = await a.evaluate(() =>
+      window.tw.create("report", { title: { fr: "Visite" }, report_type: "visit", date: "2026-11-20", text: "" }, "new report"));
+    const b = await context.newPage();
+    await openClient(b, server, { offline: true });
+    await until(b, (id) => { try { return window.tw.read(id); } catch { return null; } }, id, "the report in the second tab");
+    const cdp = await context.newCDPSession(a);
+    await cdp.send("Storage.clearDataForOrigin", { origin: server.url, storageTypes: "indexeddb" });
+    await until(a, async () => !(await indexedDB.databases()).some((d) => d.name === "twinsync") || null, undefined, "the database deleted");
+    // The first tab to write opens the database again, empty: cleared.
+    await refusedAsCleared(a, id);
+    // The second finds that database there, made by the first, without
+    // the storage id it read: cleared too, not a connection lost.
+    await refusedAsCleared(b, id);
+    const chunks = await b.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open("twinsync");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        if (!db.objectStoreNames.contains("chunks")) { db.close(); resolve(0); return; }
+        const count = db.transaction("chunks").objectStore("chunks").count();
+        count.onsuccess = () => { db.close(); resolve(count.result); };
+        count.onerror = () => reject(count.error);
+      };
+    }));
+    assert.equal(chunks, 0);
+    await context.close();
+  });
+});
+
 test("two browser contexts edit one record offline, go online, and converge", async () => {
   await withServer(async (server) => {
     const meeting = await firstOf(server, "meeting");
