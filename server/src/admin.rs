@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::access::{Authenticated, Coordinator, Denied, client_ip};
-use crate::api::{ApiError, ApiResult, blocking};
+use crate::api::{ApiError, ApiJson, ApiPath, ApiResult, blocking};
 use crate::auth::{Device, NewDevice, Role};
 use crate::document::{AcceptError, DocCommand};
 use crate::hub::{DispatchError, Hub, Missing};
@@ -246,7 +246,7 @@ pub async fn create_invite(
     State(hub): State<Arc<Hub>>,
     Coordinator(by): Coordinator,
     headers: HeaderMap,
-    Json(req): Json<InviteRequest>,
+    ApiJson(req): ApiJson<InviteRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let wanted = NewDevice {
         name: req.name,
@@ -543,7 +543,7 @@ pub async fn update(
     State(hub): State<Arc<Hub>>,
     Coordinator(by): Coordinator,
     Path(id): Path<String>,
-    Json(update): Json<DeviceUpdate>,
+    ApiJson(update): ApiJson<DeviceUpdate>,
 ) -> ApiResult<Json<Value>> {
     let hub2 = Arc::clone(&hub);
     let target = id.clone();
@@ -632,7 +632,7 @@ fn refused_update(e: UpdateRefused) -> ApiError {
 pub async fn quarantined(
     State(hub): State<Arc<Hub>>,
     Coordinator(by): Coordinator,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
     let found = crate::api::reading(&hub, &by.id, move || -> Result<_, StoreError> {
@@ -684,7 +684,7 @@ pub async fn quarantined(
 pub async fn accept(
     State(hub): State<Arc<Hub>>,
     Coordinator(by): Coordinator,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
     let (entry, changes) = blocking(move || store.quarantined_changes(id))
@@ -715,8 +715,20 @@ pub async fn accept(
             )
             .code("batch-decided"));
         }
+        let hashes: Vec<automerge::ChangeHash> =
+            entry.hashes.iter().filter_map(|h| h.parse().ok()).collect();
         let applied = apply(&hub, doc, changes, &entry).await;
         if let Err(e) = &applied {
+            // The record's task may have stored the changes before it
+            // failed to answer (it closed, or stopped on a fault): then the
+            // accept stands, and the batch is not judged a second time.
+            let store = hub.store.clone();
+            let asked = hashes.clone();
+            let held = blocking(move || store.stored_changes(doc, &asked)).await;
+            if !hashes.is_empty() && held.is_ok_and(|held| hashes.iter().all(|h| held.contains(h)))
+            {
+                return Ok(hashes.len());
+            }
             let store = hub.store.clone();
             blocking(move || store.reopen(id)).await?;
             // Accepted while a batch it builds on was being accepted, which
@@ -801,7 +813,7 @@ async fn apply(
 pub async fn discard(
     State(hub): State<Arc<Hub>>,
     Coordinator(by): Coordinator,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
     let decided = blocking(move || -> Result<_, StoreError> {

@@ -141,6 +141,44 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
     }
 }
 
+/// A JSON body read as `T`, or the API's JSON error saying what in it is
+/// wrong, with axum's status (400, 415 or 422), where axum's own `Json`
+/// answers in plain text.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(body)| ApiJson(body))
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// A path parameter read as `T` (a quarantine batch's number), or a 400 in
+/// the API's JSON.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for ApiPath<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| ApiPath(p))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
 /// Any `/api/` path that is no route: a 404 in the API's JSON, not the
 /// app's static files.
 pub async fn no_route(uri: axum::http::Uri) -> ApiError {

@@ -1212,23 +1212,54 @@ impl Store {
     }
 
     /// Puts an accepted batch back to pending when it could not be applied.
-    /// If the device sent the same changes again meanwhile, they wait under
-    /// that newer batch, and this one goes: two pending batches of the same
-    /// changes would be judged twice.
+    /// If the device sent its changes again meanwhile, alone or with what
+    /// it typed since, they wait under that newer batch, and this one goes:
+    /// two pending batches holding the same change would be judged twice
+    /// (a discard of one, an accept of the other).
     pub fn reopen(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let twin = "EXISTS (SELECT 1 FROM quarantine t WHERE t.doc_id = quarantine.doc_id
-                    AND t.hashes = quarantine.hashes AND t.status = 'pending')";
-        tx.execute(
-            &format!("DELETE FROM quarantine WHERE id = ?1 AND status = 'accepted' AND {twin}"),
-            [id],
-        )?;
-        tx.execute(
-            "UPDATE quarantine SET status = 'pending', decided_by = NULL, decided_at = NULL
-             WHERE id = ?1 AND status = 'accepted'",
-            [id],
-        )?;
+        let own: Option<(String, String)> = tx
+            .query_row(
+                "SELECT doc_id, hashes FROM quarantine WHERE id = ?1 AND status = 'accepted'",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((doc, hashes)) = own else {
+            return Ok(());
+        };
+        let listed = |hashes: &str| -> std::collections::HashSet<String> {
+            hashes
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let wanted = listed(&hashes);
+        let covered = {
+            let mut stmt = tx.prepare(
+                "SELECT hashes FROM quarantine WHERE doc_id = ?1 AND status = 'pending' AND id != ?2",
+            )?;
+            let pending = stmt.query_map(params![doc, id], |r| r.get::<_, String>(0))?;
+            let mut covered = false;
+            for other in pending {
+                if wanted.is_subset(&listed(&other?)) {
+                    covered = true;
+                    break;
+                }
+            }
+            covered
+        };
+        if covered {
+            tx.execute("DELETE FROM quarantine WHERE id = ?1", [id])?;
+        } else {
+            tx.execute(
+                "UPDATE quarantine SET status = 'pending', decided_by = NULL, decided_at = NULL
+                 WHERE id = ?1",
+                [id],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -1373,6 +1404,24 @@ mod tests {
         assert!(store.decide(again, "accepted", "coordinator", 103).unwrap());
         store.reopen(again).unwrap();
         assert_eq!(batches(&store, "pending"), vec![again]);
+        // Sent again with what the phone typed since: the newer batch
+        // holds it all, and the one reopened goes.
+        assert!(store.decide(again, "accepted", "coordinator", 104).unwrap());
+        let more = vec!["h1".to_owned(), "h2".to_owned()];
+        let typed_on = store
+            .quarantine(
+                &Refused {
+                    hashes: &more,
+                    changes: b"changes and more",
+                    ..refused
+                },
+                105,
+                1 << 20,
+            )
+            .unwrap()
+            .id;
+        store.reopen(again).unwrap();
+        assert_eq!(batches(&store, "pending"), vec![typed_on]);
     }
 
     /// A device sending batch after tiny refused batch fills its share of

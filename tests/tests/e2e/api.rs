@@ -202,7 +202,8 @@ async fn the_recent_changes_per_writer_keep_a_record_a_typing_session_came_with(
 
 /// Every API failure answers in JSON, with what to fix: a query that does
 /// not parse, a kind mistyped (which listed nothing before), a path that is
-/// no route, a method a route does not take.
+/// no route, a method a route does not take, a batch number that is not
+/// one, a body that is not what the route takes.
 #[tokio::test]
 async fn api_mistakes_are_answered_in_json() {
     let app = spawn_app().await;
@@ -224,6 +225,8 @@ async fn api_mistakes_are_answered_in_json() {
         ("GET", "/api/records/x/history?nothing", 400, "document id"),
         ("GET", "/api/nope", 404, "no API route /api/nope"),
         ("DELETE", "/api/devices/x", 405, "does not take DELETE"),
+        ("GET", "/api/quarantine/abc", 400, "abc"),
+        ("POST", "/api/quarantine/first/accept", 400, "first"),
     ] {
         let res = client
             .request(method.parse().unwrap(), app.url(path))
@@ -240,6 +243,35 @@ async fn api_mistakes_are_answered_in_json() {
         let body: serde_json::Value = res.json().await.unwrap();
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains(said), "{method} {path}: {body}");
+    }
+    // A body that is not what the route takes, said in JSON too.
+    for (kind, body, status, said) in [
+        (
+            "application/json",
+            r#"{"name": "Fatima", "role": "admin"}"#,
+            422,
+            "admin",
+        ),
+        ("application/json", "{name: Fatima", 400, "JSON"),
+        (
+            "text/plain",
+            r#"{"name": "Fatima", "role": "delegate"}"#,
+            415,
+            "Content-Type",
+        ),
+    ] {
+        let res = client
+            .post(app.url("/api/invites"))
+            .bearer_auth(&app.token)
+            .header("content-type", kind)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{body}");
+        let answer: serde_json::Value = res.json().await.unwrap();
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(said), "{body}: {answer}");
     }
     // A kind spelled right still lists.
     let cities = app.get_json("/api/records?kind=city").await;
