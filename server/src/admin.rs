@@ -817,13 +817,15 @@ pub async fn discard(
 ) -> ApiResult<Json<Value>> {
     let store = hub.store.clone();
     let decided = blocking(move || -> Result<_, StoreError> {
+        if store.decide(id, "discarded", &by.id, now())? {
+            return Ok(Some((String::new(), true)));
+        }
+        // Not pending: said as it is now, after the decision that lost
+        // (an accept claiming it at the same moment).
         let Some((entry, _)) = store.quarantined_changes(id)? else {
             return Ok(None);
         };
-        Ok(Some((
-            entry.status,
-            store.decide(id, "discarded", &by.id, now())?,
-        )))
+        Ok(Some((entry.status, false)))
     })
     .await?;
     match decided {
