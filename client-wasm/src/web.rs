@@ -1318,7 +1318,8 @@ impl Inner {
     }
 
     /// Writes each unsaved record whole: together in one transaction, and
-    /// if that fails, each alone in its own, smallest first.
+    /// if that fails, each alone in its own, smallest first. A record whose
+    /// snapshot does not load back has its failed writes written instead.
     async fn try_unsaved(&self, compact: &mut Vec<DocumentId>) {
         // A store closed for good takes nothing: no whole record to save.
         if self.store.gone() {

@@ -9,8 +9,10 @@
 //!   read and write which record.
 //! - [`document`]: one task per loaded document: merge, store, then relay.
 //! - [`store`]: the SQLite file: chunks, summaries, change origins, sync
-//!   states; [`store::restore`] puts a backup in its place, and [`lock`]
-//!   keeps one server (or restore) per data directory.
+//!   states; [`store::restore`] puts a backup in its place,
+//!   [`store::salvage`] gives back records a damaged chunk made unreadable,
+//!   and [`lock`] keeps one server (or restore, or salvage) per data
+//!   directory.
 //! - [`api`], [`openapi`]: the coordinators' read API; [`admin`]: invites,
 //!   devices and the quarantine, with [`review`] showing what a quarantined
 //!   batch would change; [`access`]: the token behind each request.

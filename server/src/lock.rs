@@ -18,9 +18,10 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-/// Held alone by a server or a restore.
+/// Held alone by a server, a restore or a salvage.
 pub const LOCK_FILE: &str = "twinsync.lock";
-/// Held alone by a restore, shared by the operator's other commands.
+/// Held alone by a restore or a salvage, shared by the operator's other
+/// commands.
 pub const RESTORE_LOCK_FILE: &str = "twinsync.restore.lock";
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,8 @@ pub enum Use {
     Serve,
     /// `restore` and `salvage`: no server, no other command.
     Restore,
-    /// `backup`, `export`, `device`: beside a server, not during a restore.
+    /// `backup`, `export`, `device`: beside a server, not during a restore
+    /// or a salvage.
     Command,
 }
 
@@ -100,7 +102,7 @@ impl DataDirLock {
     }
 }
 
-/// Whether a server (or a restore) may hold `dir` now: what `twinsync.lock`
+/// Whether a server (or a restore or a salvage) may hold `dir` now: what `twinsync.lock`
 /// says, the lock let go of at once when free. What cannot be told (the
 /// file unreadable, a file system without locks) counts as held.
 pub fn serving(dir: &Path) -> bool {

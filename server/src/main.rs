@@ -272,6 +272,9 @@ fn salvage(data_dir: &std::path::Path) -> anyhow::Result<()> {
         for (_, why) in &record.damaged {
             eprintln!("  {why}");
         }
+        for warning in &record.warnings {
+            eprintln!("  warning: {warning}");
+        }
         if record.reopened > 0 {
             eprintln!(
                 "  {} {} accepted from the quarantine put back to pending: their changes are not all held now",

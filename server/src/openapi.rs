@@ -155,9 +155,9 @@ fn device_paths() -> Value {
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InviteRequest"}}}},
             "responses": with_role(json!({
                 "201": body("The invite", "Invite"),
-                "400": error("The device is not acceptable: its name is empty or over 200 characters, a city is unknown or ambiguous, or a delegate names no city. Also the answer, as plain text, to a body that is not JSON."),
-                "415": plain("The body is not declared as `application/json`."),
-                "422": plain("The body is JSON but not an invite request, such as an unknown role.")
+                "400": error("The device is not acceptable: its name is empty or over 200 characters, a city is unknown or ambiguous, or a delegate names no city. Also a body that is not valid JSON."),
+                "415": error("The body is not declared as `application/json`."),
+                "422": error("The body is JSON but not an invite request, such as an unknown role.")
             }))
         }},
         "/api/invites/redeem": {"post": {
@@ -195,11 +195,11 @@ fn device_paths() -> Value {
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeviceUpdate"}}}},
             "responses": with_role(json!({
                 "200": body("The changed device", "ChangedDevice"),
-                "400": error("The device would not be acceptable: its name is empty or over 200 characters, a city is unknown or ambiguous, or a delegate names no city. Also the answer, as plain text, to a body that is not JSON."),
+                "400": error("The device would not be acceptable: its name is empty or over 200 characters, a city is unknown or ambiguous, or a delegate names no city. Also a body that is not valid JSON."),
                 "404": error("No device has this id."),
                 "409": error("The device is revoked, or it is the last coordinator whose token still works and would stop being one, or it kept changing while this request was applied (try again)."),
-                "415": plain("The body is not declared as `application/json`."),
-                "422": plain("The body is JSON but not a device update, such as an unknown role or field.")
+                "415": error("The body is not declared as `application/json`."),
+                "422": error("The body is JSON but not a device update, such as an unknown role or field.")
             }))
         }},
         "/api/devices/{deviceId}/revoke": {"post": {
@@ -230,11 +230,11 @@ fn quarantine_paths() -> Value {
         }},
         "/api/quarantine/{batchId}": {"get": {
             "summary": "One batch, with what it would change (coordinators)",
-            "description": "The batch as listed, and `changes`: each field it would change in its record as stored now, with the value before and after and, for text, the words added and removed. When that cannot be shown, `not_shown` says why instead: the changes do not load, build on changes still waiting for review in other batches (`builds_on`) or otherwise lacking on the server, add nothing to the record as it is now, or nest values deeper than the server reads.",
+            "description": "The batch as listed, and `changes`: each field it would change in its record as stored now, with the value before and after and, for text, the words added and removed. When that cannot be shown, `not_shown` says why instead: the changes do not load, build on changes still waiting for review in other batches (`builds_on`) or otherwise lacking on the server, add nothing to the record as it is now, or nest values deeper than the server reads; or the record is damaged on the server (`record-damaged`: an operator can salvage it).",
             "parameters": [batch_param],
             "responses": with_role(json!({
                 "200": body("The batch", "QuarantinedPreview"),
-                "400": plain("The batch id is not an integer."),
+                "400": error("The batch id is not an integer."),
                 "404": error("No batch has this id.")
             }))
         }},
@@ -244,7 +244,7 @@ fn quarantine_paths() -> Value {
             "parameters": [batch_param],
             "responses": with_role(json!({
                 "200": body("Accepted", "Decision"),
-                "400": plain("The batch id is not an integer."),
+                "400": error("The batch id is not an integer."),
                 "404": error("No batch has this id."),
                 "409": error("The batch was already accepted or discarded (`batch-decided`), or it cannot be applied: it builds on batches still pending, named in the message (`batch-builds-on-pending`), or on changes no pending batch holds, most likely not yet sent by the device (`batch-missing-deps`), or it would leave the record invalid or past its limits, or the record cannot be read on the server (`batch-not-applicable`)."),
                 "500": error("The batch or its record is stored but cannot be read."),
@@ -258,7 +258,7 @@ fn quarantine_paths() -> Value {
             "parameters": [batch_param],
             "responses": with_role(json!({
                 "200": body("Discarded", "Decision"),
-                "400": plain("The batch id is not an integer."),
+                "400": error("The batch id is not an integer."),
                 "404": error("No batch has this id."),
                 "409": error("The batch was already accepted or discarded.")
             }))

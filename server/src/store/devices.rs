@@ -171,7 +171,7 @@ fn parsed(changes: &[u8]) -> Parsed {
 }
 
 /// What one record's quarantine says of each change it holds: the first
-/// discarded entry holding it, and how many pending or accepted entries
+/// discarded entry holding it (unless the record holds it since), and how many pending or accepted entries
 /// hold it too. Read once, then kept up to date in memory as batches are
 /// discarded, so that going over every pending batch costs one pass over
 /// the record's entries rather than one per batch.

@@ -92,6 +92,8 @@ pub struct SalvagedRecord {
     pub waiting: usize,
     /// Accepted quarantine batches put back to pending.
     pub reopened: usize,
+    /// What failed once the record was salvaged.
+    pub warnings: Vec<String>,
 }
 
 /// Salvages every record of the database in `data_dir` that does not
@@ -243,10 +245,17 @@ fn salvage_one(
         .collect();
     let waiting = replace(store, id, &chunks, snapshot.as_ref(), &kept)
         .map_err(|e| format!("nothing changed in the database: {e}"))?;
+    // Salvaged now: what fails from here is said with the record, and
+    // `reopen_unapplied` at a start looks at recent accepts again.
+    let mut reopened = 0;
+    let mut warnings = Vec::new();
     for batch in &unheld {
-        store.reopen(*batch).map_err(|e| {
-            format!("salvaged, but accepted quarantine batch {batch} could not be put back to pending: {e}")
-        })?;
+        match store.reopen(*batch) {
+            Ok(()) => reopened += 1,
+            Err(e) => warnings.push(format!(
+                "accepted quarantine batch {batch} could not be put back to pending: {e}"
+            )),
+        }
     }
     Ok(SalvagedRecord {
         id: id.to_owned(),
@@ -255,7 +264,8 @@ fn salvage_one(
         damaged,
         kept: kept.len(),
         waiting,
-        reopened: unheld.len(),
+        reopened,
+        warnings,
     })
 }
 
