@@ -854,7 +854,10 @@ pub fn changes_in(bytes: &[u8]) -> Option<Vec<automerge::Change>> {
             return None;
         }
         length += chunk.len();
-        out.push(automerge::Change::from_bytes(chunk.to_vec()).ok()?);
+        // Peer bytes: a panic in Automerge's parser is bytes that do not
+        // parse, as everywhere else peer bytes reach Automerge.
+        let parsed = std::panic::catch_unwind(|| automerge::Change::from_bytes(chunk.to_vec()));
+        out.push(parsed.ok()?.ok()?);
     }
     (length == bytes.len()).then_some(out)
 }

@@ -338,6 +338,27 @@ async fn a_write_queued_by_a_socket_killed_since_is_not_taken_in() {
     assert!(hub.store.quarantined(None).unwrap().is_empty());
 }
 
+/// A socket that closed after its write was queued, as the record's task
+/// awaited something else: its write is not taken in, nor is it joined to
+/// the record again, where it would hold it in memory with no `Leave` to
+/// come.
+#[tokio::test]
+async fn a_write_queued_by_a_socket_closed_since_is_not_taken_in() {
+    let (_dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut pierre = replica("pierre", Role::Coordinator, &base);
+    let (a, first) = type_in(&mut amina, "Séance ouverte. ");
+    let (p, second) = type_in(&mut pierre, "Sent as the socket closed. ");
+    drop(pierre.frames);
+    run_queued(&hub, id, vec![first, second]).await;
+    let stored = hub.store.load(id).unwrap().unwrap();
+    assert!(stored.get_change_meta_by_hash(&a).is_some());
+    assert!(
+        stored.get_change_meta_by_hash(&p).is_none(),
+        "a closed socket's write was stored"
+    );
+}
+
 #[tokio::test]
 async fn a_delegate_queued_behind_a_coordinator_is_judged_alone_and_refused_alone() {
     let (_dir, hub, id, base) = club();
