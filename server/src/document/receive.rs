@@ -98,7 +98,8 @@ impl DocTask {
     /// anything else is in the batch, or applying it fails, the messages
     /// are taken one at a time instead, so each refusal or error reaches
     /// the peer it concerns exactly as if no other message had been
-    /// waiting. A failed store is told to every sender of new changes.
+    /// waiting. A failed store is told to every peer whose message carried
+    /// changes.
     pub(super) async fn on_sync_batch(&mut self, mut batch: Vec<SyncIn>) {
         // A socket killed since it sent (its device revoked or its rights
         // changed, or cut off) is closing: what it sent is not taken in
@@ -272,9 +273,16 @@ impl DocTask {
                 .await
             {
                 self.hub.metrics.storage_errors.inc();
+                // Every sender of changes, not only the one each change was
+                // credited to: a second peer that sent the same change (the
+                // phone's other tab) would otherwise wait, untold, for an
+                // answer about a change it believes sent.
                 let mut told = std::collections::HashSet::new();
                 for (sync, hashes) in batch.iter().zip(&brought) {
-                    if hashes.is_empty() || !told.insert(sync.peer.key.clone()) {
+                    let carried = !hashes.is_empty()
+                        || twinsync_shared::protocol::sync_shape(&sync.data)
+                            .is_ok_and(|changes| changes > 0);
+                    if !carried || !told.insert(sync.peer.key.clone()) {
                         continue;
                     }
                     self.drop_unstored(&sync.peer, &e);

@@ -1066,6 +1066,49 @@ async fn a_schema_1_record_accepted_from_quarantine_is_migrated() {
     assert!(is_schema_2_with_text_guests(&stored));
 }
 
+/// A batch the store cannot keep (its disk full) is told to every peer
+/// whose message carried its changes, the second sender of a change too
+/// (another tab of the same phone): told nothing, it would wait for an
+/// answer about a change it believes sent.
+#[tokio::test]
+async fn a_batch_not_stored_is_told_to_every_peer_that_carried_its_changes() {
+    let (_dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    let mut tab = replica("amina-tab", Role::Coordinator, &base);
+    // Minutes that do not compress, larger than the free pages.
+    let mut seed = 0x2545_f491_u64;
+    let noise: String = (0..400_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            char::from(b'a' + (seed >> 59) as u8)
+        })
+        .collect();
+    let (a, first) = type_in(&mut amina, &noise);
+    let change = amina.doc.get_change_by_hash(&a).unwrap().clone();
+    tab.doc.apply_changes([change]).unwrap();
+    let second = sync_out(&mut tab);
+    hub.store
+        .set_size_limit(Some(hub.store.size().unwrap()))
+        .unwrap();
+    run_queued(&hub, id, vec![first, second]).await;
+    assert!(
+        hub.store
+            .load(id)
+            .unwrap()
+            .unwrap()
+            .get_change_meta_by_hash(&a)
+            .is_none()
+    );
+    for (who, replica) in [("amina", &mut amina), ("tab", &mut tab)] {
+        let told = refusals(replica);
+        assert!(
+            told.iter().any(|(e, _)| e.contains("could not store")),
+            "{who}: {told:?}"
+        );
+        assert!(replica.link.kill.is_cancelled(), "{who} not cut off");
+    }
+}
+
 /// An accept the store cannot keep (its disk full) is the store's fault,
 /// counted and said so, not the batch's.
 #[tokio::test]
