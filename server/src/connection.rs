@@ -454,7 +454,9 @@ impl Session {
                                 retry_after: None,
                             }),
                         };
-                        let _ = out.try_send(msg.encode());
+                        // Owed: a peer not reading is cut off rather than
+                        // left waiting for an answer dropped.
+                        self.owed(out, &msg);
                         return Ok(());
                     }
                     // Over the limit, and for a record no twinsync holds:
