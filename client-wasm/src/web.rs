@@ -1254,9 +1254,20 @@ impl Inner {
                 }
                 // A change to a record not kept whole builds on changes the
                 // device does not hold: stored, it could not be read back.
-                // It is not kept until the record is.
+                // It is not kept until the record is. It goes with the
+                // failed writes too: another tab, holding all the server
+                // has, may give its chunk up as waiting for a change no one
+                // holds and compact it away, and the chunk written when
+                // this record catches up must then hold it.
                 let unsaved = self.unsaved.borrow();
                 if out.chunks.iter().any(|c| unsaved.contains(&c.doc)) {
+                    let mut failed = self.failed_chunks.borrow_mut();
+                    for chunk in out.chunks.iter().filter(|c| unsaved.contains(&c.doc)) {
+                        failed
+                            .entry(chunk.doc)
+                            .or_default()
+                            .extend_from_slice(&chunk.bytes);
+                    }
                     return Err(self.unsaved_why.borrow().clone().unwrap_or_else(|| {
                         StoreError::Failed("an earlier write of this record failed".into())
                     }));

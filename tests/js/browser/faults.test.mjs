@@ -706,6 +706,60 @@ test("a record too big for the room left is kept by writing the key the disk ref
     assert.ok(minutes.endsWith("abcdef"), minutes.slice(-40));
   }));
 
+test("keys stored while a record is unsaved go with what failed, should another tab compact their chunks away", () =>
+  withFullPhone({ before: watchWrites, full: false, arg: { fault: true, held: [10_000] } }, async (phone) => {
+    const { page, meeting } = phone;
+    const append = (text) => page.evaluate(([id, text]) => {
+      const minutes = window.twinsync.read(id).record.minutes;
+      return window.twinsync.edit(id, [{ op: "splice_text", path: "/minutes", index: minutes.length, delete: 0, insert: text }], "typed")
+        .then(() => "kept", () => "not kept");
+    }, [meeting, text]);
+    // The record's keys in IndexedDB, as another tab reads them.
+    const keys = () => page.evaluate((id) => new Promise((resolve, reject) => {
+      const open = indexedDB.open("twinsync");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        const all = db.transaction("chunks").objectStore("chunks").index("doc").getAllKeys(id);
+        all.onsuccess = () => { db.close(); resolve(all.result); };
+        all.onerror = () => reject(all.error);
+      };
+    }), meeting);
+    // A paste the disk refuses: the record is not kept.
+    let seed = 7;
+    const paste = Array.from({ length: 6000 }, () => String.fromCharCode(97 + ((seed = (seed * 1103515245 + 12345) % 2147483648) % 26))).join("");
+    assert.equal(await append(paste), "not kept");
+    await until(page, (id) => window.twinsync.status().unsaved.includes(id) || null, meeting, "the record unsaved");
+    // Room for a key's change, not for the paste, nor the whole record:
+    // each key is stored on its own, and the record stays unsaved.
+    const before = await keys();
+    await page.evaluate(() => { window.__diskFault = { wholeOver: 0, changesOver: 1000 }; });
+    for (const key of "bcd") assert.equal(await append(key), "not kept");
+    const typed = (await keys()).filter((k) => !before.includes(k));
+    assert.equal(typed.length, 3, JSON.stringify(typed));
+    // Another tab, holding all the server has, gives those chunks up as
+    // waiting for a change no one holds, and compacts them away.
+    await page.evaluate((gone) => new Promise((resolve, reject) => {
+      const open = indexedDB.open("twinsync");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        const tx = db.transaction("chunks", "readwrite");
+        for (const key of gone) tx.objectStore("chunks").delete(key);
+        tx.oncomplete = () => { db.close(); resolve(); };
+        tx.onerror = () => reject(tx.error);
+      };
+    }), typed);
+    // Room for the paste, not the whole record: the next try writes what
+    // failed as one chunk, and the record is kept.
+    await page.evaluate(() => { window.__diskFault = { wholeOver: 0 }; for (const f of window.__held.splice(0)) f(); });
+    await until(page, () => window.twinsync.status().unsaved.length === 0 || null, undefined, "the record kept", 30_000);
+    // The page is lost: the phone opens again offline with every key.
+    const again = await phone.reopen({ offline: true });
+    const minutes = await until(again.page, (id) => { try { return window.twinsync.read(id).record.minutes; } catch { return null; } }, meeting, "the minutes");
+    assert.ok(minutes.endsWith(paste + "bcd"), minutes.slice(-40));
+  }));
+
 test("a record too big for the room left does not keep a small one unsaved with it", () =>
   // The client's timers for unsaved records, run when the test says.
   withFullPhone({ before: watchWrites, full: false, arg: { fault: false, held: [10_000, 20_000] } }, async (phone) => {
