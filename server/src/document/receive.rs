@@ -132,7 +132,9 @@ impl DocTask {
             }
             // Killed while the joins loaded sync states: out before the
             // batch is judged, as `on_sync_batch` leaves those killed first.
-            if batch.iter().all(|sync| !sync.peer.gone()) && self.try_batch(&batch).await {
+            if batch.iter().all(|sync| !sync.peer.kill.is_cancelled())
+                && self.try_batch(&batch).await
+            {
                 return;
             }
         }
@@ -314,12 +316,11 @@ impl DocTask {
     /// Applies one peer's sync message. The answers wait for [`super::run`]'s
     /// next flush, once no message is queued.
     async fn on_sync(&mut self, peer: PeerLink, data: &[u8], is_request: bool) {
-        // A socket killed or closed while this task awaited something else
-        // (a store, a sync state, a message before this one that could not
-        // be stored and cut it off) takes nothing in: not under the rights
-        // it signed in with, nor onto the record's peers again, where it
-        // would hold the record in memory with no `Leave` to come.
-        if peer.gone() {
+        // A socket killed while this task awaited something else (a store,
+        // a sync state, a message before this one that could not be stored
+        // and cut it off) takes nothing in: not under the rights it signed
+        // in with, nor onto the record's peers again.
+        if peer.kill.is_cancelled() {
             return;
         }
         self.retry_broken().await;

@@ -339,24 +339,48 @@ async fn a_write_queued_by_a_socket_killed_since_is_not_taken_in() {
 }
 
 /// A socket that closed after its write was queued, as the record's task
-/// awaited something else: its write is not taken in, nor is it joined to
-/// the record again, where it would hold it in memory with no `Leave` to
-/// come.
+/// awaited something else: its write is taken in (it may be all a client
+/// without storage has), and the peer is let go at the first answer it
+/// cannot be sent. Only a socket killed (its rights changed) has its
+/// queued writes dropped.
 #[tokio::test]
-async fn a_write_queued_by_a_socket_closed_since_is_not_taken_in() {
+async fn a_write_queued_by_a_socket_closed_since_is_taken_in_and_its_peer_let_go() {
     let (_dir, hub, id, base) = club();
     let mut amina = replica("amina", Role::Coordinator, &base);
     let mut pierre = replica("pierre", Role::Coordinator, &base);
     let (a, first) = type_in(&mut amina, "Séance ouverte. ");
     let (p, second) = type_in(&mut pierre, "Sent as the socket closed. ");
     drop(pierre.frames);
-    run_queued(&hub, id, vec![first, second]).await;
+    let (tx, rx) = mpsc::channel(8);
+    tx.try_send(first).unwrap();
+    tx.try_send(second).unwrap();
+    let roster = Roster::default();
+    let task = tokio::spawn(run(
+        Arc::clone(&hub),
+        id,
+        1,
+        Arc::new(AtomicBool::new(false)),
+        Vec::new(),
+        roster.clone(),
+        rx,
+    ));
+    // Amina is answered once the batch is taken in.
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), amina.frames.recv())
+        .await
+        .unwrap();
+    assert!(answer.is_some());
     let stored = hub.store.load(id).unwrap().unwrap();
     assert!(stored.get_change_meta_by_hash(&a).is_some());
     assert!(
-        stored.get_change_meta_by_hash(&p).is_none(),
-        "a closed socket's write was stored"
+        stored.get_change_meta_by_hash(&p).is_some(),
+        "a closed socket's write was lost"
     );
+    let on_record: Vec<PeerId> = roster.lock().keys().cloned().collect();
+    assert_eq!(on_record, vec![amina.link.key.clone()]);
+    let (done, wait) = oneshot::channel();
+    tx.send(DocCommand::Shutdown(done)).await.unwrap();
+    let _ = wait.await;
+    task.await.unwrap();
 }
 
 #[tokio::test]
