@@ -569,14 +569,7 @@ impl Conn {
     ) -> Result<(Vec<f64>, Vec<(f64, Vec<u8>)>), StoreError> {
         let tx = self.transaction(&[CHUNKS], TransactionMode::ReadOnly)?;
         let chunks = tx.object_store(CHUNKS)?;
-        let id = Some(idb::Query::Key(JsValue::from_str(&doc.to_string())));
-        let keys: Vec<f64> = chunks
-            .index("doc")?
-            .get_all_keys(id, None)?
-            .await?
-            .iter()
-            .filter_map(JsValue::as_f64)
-            .collect();
+        let keys = record_keys(&chunks, doc).await?;
         let mut fresh = Vec::new();
         for key in keys.iter().filter(|k| !known.contains(k)) {
             let value = chunks.get(JsValue::from_f64(*key))?.await?;
@@ -645,14 +638,7 @@ impl Conn {
         // Only keys of this record's chunks, as stored now: a key of
         // another record's is never deleted here, however this page came
         // to hold it.
-        let id = Some(idb::Query::Key(JsValue::from_str(&doc.to_string())));
-        let stored: Vec<f64> = store
-            .index("doc")?
-            .get_all_keys(id, None)?
-            .await?
-            .iter()
-            .filter_map(JsValue::as_f64)
-            .collect();
+        let stored = record_keys(&store, doc).await?;
         // As in `append`: a request refused at once leaves those queued
         // before it to commit, and deletes committed without the snapshot
         // would lose the record's chunks.
@@ -674,6 +660,19 @@ impl Conn {
         commit(tx, &store).await?;
         Ok(key.as_f64().unwrap_or_default())
     }
+}
+
+/// The keys of record `doc`'s chunks in `chunks`, through its `doc` index,
+/// in the caller's transaction.
+async fn record_keys(chunks: &idb::ObjectStore, doc: DocumentId) -> Result<Vec<f64>, StoreError> {
+    let id = Some(idb::Query::Key(JsValue::from_str(&doc.to_string())));
+    Ok(chunks
+        .index("doc")?
+        .get_all_keys(id, None)?
+        .await?
+        .iter()
+        .filter_map(JsValue::as_f64)
+        .collect())
 }
 
 fn chunk_value(doc: DocumentId, bytes: &[u8]) -> JsValue {

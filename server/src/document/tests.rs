@@ -1090,6 +1090,18 @@ async fn a_schema_1_record_accepted_from_quarantine_is_migrated() {
     assert!(is_schema_2_with_text_guests(&stored));
 }
 
+/// `chars` letters that do not compress: minutes larger than the free
+/// pages of a store filled to its limit.
+fn incompressible(chars: usize) -> String {
+    let mut seed = 0x2545_f491_u64;
+    (0..chars)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            char::from(b'a' + (seed >> 59) as u8)
+        })
+        .collect()
+}
+
 /// A batch the store cannot keep (its disk full) is told to every peer
 /// whose message carried its changes, the second sender of a change too
 /// (another tab of the same phone): told nothing, it would wait for an
@@ -1100,13 +1112,7 @@ async fn a_batch_not_stored_is_told_to_every_peer_that_carried_its_changes() {
     let mut amina = replica("amina", Role::Coordinator, &base);
     let mut tab = replica("amina-tab", Role::Coordinator, &base);
     // Minutes that do not compress, larger than the free pages.
-    let mut seed = 0x2545_f491_u64;
-    let noise: String = (0..400_000)
-        .map(|_| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            char::from(b'a' + (seed >> 59) as u8)
-        })
-        .collect();
+    let noise = incompressible(400_000);
     let (a, first) = type_in(&mut amina, &noise);
     let change = amina.doc.get_change_by_hash(&a).unwrap().clone();
     tab.doc.apply_changes([change]).unwrap();
@@ -1143,13 +1149,7 @@ async fn an_accept_the_store_cannot_keep_is_a_storage_error_not_an_unfit_batch()
         .unwrap();
     // Minutes that do not compress, larger than the free pages.
     let mut doc = meeting();
-    let mut seed = 0x2545_f491_u64;
-    let noise: String = (0..400_000)
-        .map(|_| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            char::from(b'a' + (seed >> 59) as u8)
-        })
-        .collect();
+    let noise = incompressible(400_000);
     let mut tx = doc.transaction();
     let (_, minutes) = tx.get(automerge::ROOT, "minutes").unwrap().unwrap();
     tx.splice_text(&minutes, 0, 0, &noise).unwrap();
@@ -1418,6 +1418,23 @@ fn made_meeting(title: &str, attendees: &[&str]) -> Automerge {
         .into_automerge()
 }
 
+/// A coordinator accepting `taker`'s batch for record `id`, refused as
+/// listed by another device: how the accept is refused.
+async fn accept_listed_by_another(hub: &Arc<Hub>, id: DocumentId, taker: &Replica) -> AcceptError {
+    let (reply, answer) = oneshot::channel();
+    let accept = DocCommand::Accept {
+        changes: taker.doc.save(),
+        peer_id: "taker".into(),
+        device_id: taker.link.device.id.clone(),
+        only_new: true,
+        reply,
+    };
+    hub.dispatch(id, accept, crate::hub::Missing::Create)
+        .await
+        .unwrap();
+    answer.await.unwrap().expect_err("the accept was taken")
+}
+
 /// A record one delegate's phone lists in the club's index cannot be sent
 /// first by another person's phone following the index, even naming that
 /// person among those who attend; its maker's other phone may, and so may
@@ -1484,18 +1501,7 @@ async fn a_record_listed_by_one_person_is_not_taken_by_another_sending_it_first(
     );
     // A coordinator accepting the taker's batch now would merge its
     // meeting into the maker's: refused, the maker's left as it was.
-    let (reply, answer) = oneshot::channel();
-    let accept = DocCommand::Accept {
-        changes: taker.doc.save(),
-        peer_id: "taker".into(),
-        device_id: taker.link.device.id.clone(),
-        only_new: true,
-        reply,
-    };
-    hub.dispatch(id, accept, crate::hub::Missing::Create)
-        .await
-        .unwrap();
-    let e = answer.await.unwrap().unwrap_err();
+    let e = accept_listed_by_another(&hub, id, &taker).await;
     assert!(matches!(e, AcceptError::Unfit(_)), "{e:?}");
     let stored = read_document(&hub.store.load(id).unwrap().unwrap()).unwrap();
     assert_eq!(stored["title"]["fr"], "Conseil");
@@ -1512,19 +1518,7 @@ async fn a_record_listed_by_one_person_is_not_taken_by_another_sending_it_first(
         Metrics::new(),
     )
     .unwrap();
-    let (reply, answer) = oneshot::channel();
-    let accept = DocCommand::Accept {
-        changes: taker.doc.save(),
-        peer_id: "taker".into(),
-        device_id: taker.link.device.id.clone(),
-        only_new: true,
-        reply,
-    };
-    after
-        .dispatch(id, accept, crate::hub::Missing::Create)
-        .await
-        .unwrap();
-    let e = answer.await.unwrap().unwrap_err();
+    let e = accept_listed_by_another(&after, id, &taker).await;
     assert!(matches!(e, AcceptError::Unfit(_)), "{e:?}");
     assert!(after.store.load(id).unwrap().is_none());
 

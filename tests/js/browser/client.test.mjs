@@ -238,6 +238,21 @@ async function refusedAsCleared(page, id) {
   return status;
 }
 
+/** Chunks the page's IndexedDB database holds now (none in a database made afresh). */
+function chunkCount(page) {
+  return page.evaluate(() => new Promise((resolve, reject) => {
+    const open = indexedDB.open("twinsync");
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const db = open.result;
+      if (!db.objectStoreNames.contains("chunks")) { db.close(); resolve(0); return; }
+      const count = db.transaction("chunks").objectStore("chunks").count();
+      count.onsuccess = () => { db.close(); resolve(count.result); };
+      count.onerror = () => reject(count.error);
+    };
+  }));
+}
+
 test("the browser's storage for the app cleared under an open tab: the deletion is not held up, and the tab's edits still reach the server", async () => {
   await withServer(async (server) => {
     const { page: a, context } = await phone(browser);
@@ -281,18 +296,7 @@ test("site data cleared from the browser's settings, which closes the storage wi
     const status = await refusedAsCleared(page, id);
     assert.equal(status.storageReopened, 0, JSON.stringify(status));
     // Nothing was written into the database opened afresh.
-    const chunks = await page.evaluate(() => new Promise((resolve, reject) => {
-      const open = indexedDB.open("twinsync");
-      open.onerror = () => reject(open.error);
-      open.onsuccess = () => {
-        const db = open.result;
-        if (!db.objectStoreNames.contains("chunks")) { db.close(); resolve(0); return; }
-        const count = db.transaction("chunks").objectStore("chunks").count();
-        count.onsuccess = () => { db.close(); resolve(count.result); };
-        count.onerror = () => reject(count.error);
-      };
-    }));
-    assert.equal(chunks, 0);
+    assert.equal(await chunkCount(page), 0);
     await context.close();
   });
 });
@@ -314,18 +318,7 @@ test("site data cleared under two open tabs: the second to write finds the datab
     // The second finds that database there, made by the first, without
     // the storage id it read: cleared too, not a connection lost.
     await refusedAsCleared(b, id);
-    const chunks = await b.evaluate(() => new Promise((resolve, reject) => {
-      const open = indexedDB.open("twinsync");
-      open.onerror = () => reject(open.error);
-      open.onsuccess = () => {
-        const db = open.result;
-        if (!db.objectStoreNames.contains("chunks")) { db.close(); resolve(0); return; }
-        const count = db.transaction("chunks").objectStore("chunks").count();
-        count.onsuccess = () => { db.close(); resolve(count.result); };
-        count.onerror = () => reject(count.error);
-      };
-    }));
-    assert.equal(chunks, 0);
+    assert.equal(await chunkCount(b), 0);
     await context.close();
   });
 });

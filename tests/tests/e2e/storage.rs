@@ -627,16 +627,7 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     );
 
     // What it replaced is kept whole, with its WAL: the later city is there.
-    let aside = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("before-restore-")
-        })
-        .expect("the replaced database is kept");
+    let aside = folder_named(dir, "before-restore-").expect("the replaced database is kept");
     assert!(said.contains(&aside.display().to_string()), "{said}");
     let replaced = twinsync_server::store::Store::open(&aside.join("twinsync.db")).unwrap();
     assert!(replaced.load(after).unwrap().is_some());
@@ -694,6 +685,15 @@ async fn a_restored_backup_gets_back_what_phones_hold_and_keeps_revocations_made
     let record = server.get_json(&format!("/api/records/{after}")).await;
     assert_eq!(record["record"]["name"]["ar"], "كلميم", "{record}");
     assert!(server.ids("city").await.contains(&before));
+}
+
+/// The folder in `dir` whose name starts with `prefix`, where a restore
+/// or a salvage keeps what it replaced.
+fn folder_named(dir: &std::path::Path, prefix: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
 }
 
 /// `twinsync backup` of the data directory `dir` to `file`.
@@ -893,16 +893,7 @@ async fn a_record_a_damaged_chunk_made_unreadable_is_salvaged_and_phones_send_ba
         "{said}"
     );
     // Every chunk it had, the damaged one as it is, in the folder named.
-    let aside = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("salvaged-")
-        })
-        .expect("the chunks are kept");
+    let aside = folder_named(dir, "salvaged-").expect("the chunks are kept");
     assert!(said.contains(&aside.display().to_string()), "{said}");
     let kept =
         std::fs::read(aside.join(format!("{id}.{}.incremental.automerge", stored[1]))).unwrap();
