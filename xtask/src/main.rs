@@ -157,9 +157,11 @@ fn serve(args: &[String]) -> Result<()> {
 /// `tests/js/node_modules`.
 ///
 /// `npm install` rather than `npm ci`: the registry this machine reaches
-/// lacks cbor-extract's optional native builds, which npm leaves out of
-/// the lock, and `npm ci` then calls the lock out of sync. With exact
-/// versions in package.json and the lock, `npm install` installs the same.
+/// has at times lacked cbor-extract's optional native builds, which npm
+/// then leaves out of the lock, and `npm ci` calls a lock with or without
+/// them out of sync. With exact versions in package.json and the lock,
+/// `npm install` installs the same; `--no-save` keeps it from rewriting
+/// the tracked lock when the registry's answer changes.
 fn ensure_js_client() -> Result<()> {
     npm_install("tests/js")
 }
@@ -430,7 +432,7 @@ fn npm_install(dir: &str) -> Result<()> {
         return Ok(());
     }
     let mut npm = Command::new("npm");
-    npm.args(["install", "--no-audit", "--no-fund"])
+    npm.args(["install", "--no-save", "--no-audit", "--no-fund"])
         .current_dir(&dir);
     run(npm).context("installing pinned npm packages (is Node.js with npm installed?)")?;
     std::fs::write(&stamp, lock).context("writing the npm install stamp")?;
