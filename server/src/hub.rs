@@ -645,15 +645,37 @@ impl Hub {
     /// it to whichever task serves the document now, in order: a peer's
     /// sync that arrived just as the record left memory joins the next
     /// task, and so hears of later changes.
+    ///
+    /// A socket that closed meanwhile sent its `Leave` to no task (none was
+    /// loaded) or to the next one ahead of its sync, and its peer would
+    /// join that task and hold it in memory for good: on an idle record
+    /// nothing more is sent to it to find it gone. Its session ends before
+    /// its `Leave` is sent, so one whose session is gone once its sync is
+    /// queued leaves again, behind it; one still there sends its own
+    /// `Leave` behind it later.
     pub fn hand_over(self: &Arc<Self>, doc: DocumentId, cmds: Vec<DocCommand>) {
         if cmds.is_empty() {
             return;
         }
         let hub = Arc::clone(self);
         tokio::spawn(async move {
+            let mut senders: Vec<(PeerId, u64)> = Vec::new();
             for cmd in cmds {
+                if let DocCommand::Sync { peer, .. } = &cmd
+                    && !senders
+                        .iter()
+                        .any(|(k, c)| *k == peer.key && *c == peer.conn)
+                {
+                    senders.push((peer.key.clone(), peer.conn));
+                }
                 if let Err(e) = hub.dispatch(doc, cmd, Missing::Create).await {
                     tracing::warn!(doc_id = %doc, error = %e, "a command for an evicted record was lost");
+                }
+            }
+            for (key, conn) in senders {
+                if !hub.has_session(&key, conn) {
+                    hub.send_if_loaded(doc, DocCommand::Leave { key, conn })
+                        .await;
                 }
             }
         });

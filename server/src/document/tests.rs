@@ -741,6 +741,7 @@ async fn when_storing_and_reloading_both_fail_nothing_unstored_reaches_a_peer() 
 async fn commands_handed_over_by_an_evicted_task_reach_the_next_one() {
     let (_dir, hub, id, base) = club();
     let mut amina = replica("amina", Role::Coordinator, &base);
+    signed_in(&hub, &amina);
     let (a, write) = type_in(&mut amina, "Séance reprise. ");
     assert_eq!(hub.metrics.loaded_documents.get(), 0);
     hub.hand_over(id, vec![write]);
@@ -768,6 +769,68 @@ async fn commands_handed_over_by_an_evicted_task_reach_the_next_one() {
     assert!(
         matches!(answered, Some(Message::Sync { .. })),
         "{answered:?}"
+    );
+}
+
+/// A socket that closed as its record changed tasks: its `Leave` reached
+/// no task, as none was loaded, and its sync, handed over, joined the
+/// next one. Nothing more is sent to its peer on an idle record to find it
+/// gone: it would hold the record in memory for good, but the hand-over
+/// sends its `Leave` again, and the record leaves memory.
+#[tokio::test]
+async fn a_peer_that_left_as_its_record_changed_tasks_does_not_hold_the_next_one() {
+    let (_dir, hub, id, base) = club();
+    let mut amina = replica("amina", Role::Coordinator, &base);
+    signed_in(&hub, &amina);
+    let (a, write) = type_in(&mut amina, "Séance levée. ");
+    // Her session ends and her `Leave` finds no task; her socket's writer
+    // still holds its outbox for a while (`amina.frames`, kept to the
+    // end), so an answer to her sync would find nothing gone.
+    hub.unregister_session(&amina.link.key, amina.link.conn);
+    hub.send_if_loaded(
+        id,
+        DocCommand::Leave {
+            key: amina.link.key.clone(),
+            conn: amina.link.conn,
+        },
+    )
+    .await;
+    hub.hand_over(id, vec![write]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while hub
+        .store
+        .load(id)
+        .unwrap()
+        .unwrap()
+        .get_change_meta_by_hash(&a)
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the write was not stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Idle, the record leaves memory when asked.
+    while hub.metrics.loaded_documents.get() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the record stays in memory for a peer gone"
+        );
+        hub.queue_of(id)
+            .await
+            .send(DocCommand::Evict)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(amina);
+}
+
+/// A device's session, as its socket registers it once signed in.
+fn signed_in(hub: &Arc<Hub>, r: &Replica) {
+    hub.register_session(
+        &r.link.key,
+        r.link.conn,
+        &r.link.device,
+        r.link.kill.clone(),
     );
 }
 
