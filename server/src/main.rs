@@ -272,9 +272,6 @@ fn salvage(data_dir: &std::path::Path) -> anyhow::Result<()> {
         for (_, why) in &record.damaged {
             eprintln!("  {why}");
         }
-        for warning in &record.warnings {
-            eprintln!("  warning: {warning}");
-        }
         if record.reopened > 0 {
             eprintln!(
                 "  {} {} accepted from the quarantine put back to pending: their changes are not all held now",
@@ -292,8 +289,10 @@ fn salvage(data_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     if let Some(dir) = &done.aside {
         eprintln!(
-            "every chunk those records had, the damaged ones too, is kept in {}",
-            dir.display()
+            "every chunk those records had, the damaged ones too, is kept in {}, with the \
+             database as it was before ({})",
+            dir.display(),
+            twinsync_server::store::salvage::BEFORE,
         );
     }
     if !done.records.is_empty() {

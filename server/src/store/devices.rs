@@ -1219,47 +1219,7 @@ impl Store {
     pub fn reopen(&self, id: i64) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let own: Option<(String, String)> = tx
-            .query_row(
-                "SELECT doc_id, hashes FROM quarantine WHERE id = ?1 AND status = 'accepted'",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((doc, hashes)) = own else {
-            return Ok(());
-        };
-        let listed = |hashes: &str| -> std::collections::HashSet<String> {
-            hashes
-                .split(',')
-                .filter(|h| !h.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        let wanted = listed(&hashes);
-        let covered = {
-            let mut stmt = tx.prepare(
-                "SELECT hashes FROM quarantine WHERE doc_id = ?1 AND status = 'pending' AND id != ?2",
-            )?;
-            let pending = stmt.query_map(params![doc, id], |r| r.get::<_, String>(0))?;
-            let mut covered = false;
-            for other in pending {
-                if wanted.is_subset(&listed(&other?)) {
-                    covered = true;
-                    break;
-                }
-            }
-            covered
-        };
-        if covered {
-            tx.execute("DELETE FROM quarantine WHERE id = ?1", [id])?;
-        } else {
-            tx.execute(
-                "UPDATE quarantine SET status = 'pending', decided_by = NULL, decided_at = NULL
-                 WHERE id = ?1",
-                [id],
-            )?;
-        }
+        reopen_in(&tx, id)?;
         tx.commit()?;
         Ok(())
     }
@@ -1337,6 +1297,53 @@ impl Store {
             .map(|l| l.id)
             .collect())
     }
+}
+
+/// [`Store::reopen`] within `tx`: a salvage puts back the batches it no
+/// longer holds in the transaction that stops holding them.
+pub(super) fn reopen_in(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Result<()> {
+    let own: Option<(String, String)> = tx
+        .query_row(
+            "SELECT doc_id, hashes FROM quarantine WHERE id = ?1 AND status = 'accepted'",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((doc, hashes)) = own else {
+        return Ok(());
+    };
+    let listed = |hashes: &str| -> std::collections::HashSet<String> {
+        hashes
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let wanted = listed(&hashes);
+    let covered = {
+        let mut stmt = tx.prepare(
+            "SELECT hashes FROM quarantine WHERE doc_id = ?1 AND status = 'pending' AND id != ?2",
+        )?;
+        let pending = stmt.query_map(params![doc, id], |r| r.get::<_, String>(0))?;
+        let mut covered = false;
+        for other in pending {
+            if wanted.is_subset(&listed(&other?)) {
+                covered = true;
+                break;
+            }
+        }
+        covered
+    };
+    if covered {
+        tx.execute("DELETE FROM quarantine WHERE id = ?1", [id])?;
+    } else {
+        tx.execute(
+            "UPDATE quarantine SET status = 'pending', decided_by = NULL, decided_at = NULL
+                 WHERE id = ?1",
+            [id],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //!
 //! - Every chunk of the record is written to a file in
 //!   `salvaged-<time>/`, the damaged ones too, and synced, before anything
-//!   in the database changes: nothing stored is deleted.
+//!   in the database changes: nothing stored is deleted. A copy of the
+//!   whole database as it was goes there too, before the first record
+//!   changes, so that what else a salvage changes (below) can be undone.
 //! - The chunks that load are folded into one snapshot, with the changes
 //!   of the record's accepted quarantine batches (a second copy of
 //!   changes a coordinator let in, which the phones that sent them may not
@@ -33,10 +35,12 @@
 //!
 //! The record's row (its creator, and its summary, read again from what
 //! was kept) stays. A record none of whose changes load keeps its row and
-//! no chunk: listed, and unreadable until a phone sends it back. SQLite
-//! pages damaged under a record's chunks cannot be read to be kept, so
-//! such a record is named, not salvaged: restore a backup. So is one
-//! Automerge panics on as it is put together again.
+//! no chunk: listed, and unreadable until a phone sends it back. A
+//! database file SQLite finds damaged (`quick_check`) is not salvaged at
+//! all: writing into it can spread the damage, and a backup must be
+//! restored. A record whose chunks SQLite cannot read all the same, or
+//! Automerge panics on as it is put together again, is named, not
+//! salvaged.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -58,9 +62,17 @@ pub enum SalvageError {
     CutOff(#[from] RestoreError),
     #[error("no database at {}: is --data-dir right?", .0.display())]
     Missing(PathBuf),
+    #[error(
+        "the database file itself is damaged (SQLite's quick_check: {0}): salvage mends records whose chunks SQLite still reads, and writing into a damaged file can spread the damage; restore a backup (twinsync restore)"
+    )]
+    Damaged(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The copy of the database, as it was before the salvage changed it, in
+/// the folder the chunks go to.
+pub const BEFORE: &str = "twinsync-before-salvage.db";
 
 /// What a salvage did.
 #[derive(Debug, Default)]
@@ -90,10 +102,9 @@ pub struct SalvagedRecord {
     /// Changes phones delivered that the server no longer holds: phones
     /// send them back.
     pub waiting: usize,
-    /// Accepted quarantine batches put back to pending.
+    /// Accepted quarantine batches put back to pending (or dropped, where
+    /// a pending batch holds their changes).
     pub reopened: usize,
-    /// What failed once the record was salvaged.
-    pub warnings: Vec<String>,
 }
 
 /// Salvages every record of the database in `data_dir` that does not
@@ -111,6 +122,13 @@ pub fn salvage(data_dir: &Path, stamp: &str) -> Result<Salvaged, SalvageError> {
         return Err(SalvageError::Missing(path));
     }
     let store = Store::open(&path)?;
+    let check: String = store
+        .conn()
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(StoreError::from)?;
+    if check != "ok" {
+        return Err(SalvageError::Damaged(check));
+    }
     let ids: Vec<String> = {
         let conn = store.conn();
         let mut stmt = conn
@@ -180,10 +198,12 @@ fn salvage_one(
     })
     .map_err(|e| format!("the chunks that load alone do not load together: {e}"))?;
     for (_, _, changes) in &accepted {
-        // A batch that does not load adds nothing; one that panics may
-        // have left the document half-changed, which the check of the
-        // snapshot below finds.
-        let _ = refuse_panics(|| doc.load_incremental(changes));
+        // A batch that does not load, or panics, adds nothing: tried on a
+        // copy, as a panic may leave the document half-changed.
+        let mut with = doc.clone();
+        if refuse_panics(|| with.load_incremental(changes)).is_ok() {
+            doc = with;
+        }
     }
     // What loads whole: changes whose dependencies were lost are only
     // queued in `doc`, and left out of the snapshot.
@@ -218,7 +238,14 @@ fn salvage_one(
         None => {
             let dir = restore::free_dir(data_dir, &format!("salvaged-{stamp}"));
             std::fs::create_dir(&dir)
+                .and_then(|()| restore::sync_dir(data_dir))
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            // The database as it was, before the first record changes in
+            // it: what a salvage changes (origins carried, sync states
+            // forgotten, batches put back) can be looked at or undone.
+            store
+                .backup(&dir.join(BEFORE))
+                .map_err(|e| format!("cannot copy the database into {}: {e}", dir.display()))?;
             *aside = Some(dir.clone());
             dir
         }
@@ -243,20 +270,8 @@ fn salvage_one(
         .filter(|(_, hashes, _)| !all_held(hashes, &kept))
         .map(|(batch, _, _)| *batch)
         .collect();
-    let waiting = replace(store, id, &chunks, snapshot.as_ref(), &kept)
+    let waiting = replace(store, id, &chunks, snapshot.as_ref(), &kept, &unheld)
         .map_err(|e| format!("nothing changed in the database: {e}"))?;
-    // Salvaged now: what fails from here is said with the record, and
-    // `reopen_unapplied` at a start looks at recent accepts again.
-    let mut reopened = 0;
-    let mut warnings = Vec::new();
-    for batch in &unheld {
-        match store.reopen(*batch) {
-            Ok(()) => reopened += 1,
-            Err(e) => warnings.push(format!(
-                "accepted quarantine batch {batch} could not be put back to pending: {e}"
-            )),
-        }
-    }
     Ok(SalvagedRecord {
         id: id.to_owned(),
         kind,
@@ -264,22 +279,24 @@ fn salvage_one(
         damaged,
         kept: kept.len(),
         waiting,
-        reopened,
-        warnings,
+        reopened: unheld.len(),
     })
 }
 
 /// Puts `snapshot` in place of `chunks` as record `id`'s one chunk (none
 /// if nothing is kept), with its summary; carries the origins of the
-/// changes not `kept` and forgets the peers' sync states, in one
-/// transaction. Returns how many of the changes carried a device had
-/// delivered.
+/// changes not `kept`, forgets the peers' sync states and puts the
+/// accepted batches `unheld` back to pending, in one transaction: a
+/// salvage killed half-way leaves no accepted batch whose changes no
+/// record holds (a start looks again only at recent accepts). Returns how
+/// many of the changes carried a device had delivered.
 fn replace(
     store: &Store,
     id: &str,
     chunks: &[(i64, String, Vec<u8>)],
     snapshot: Option<&(Vec<u8>, Summary)>,
     kept: &HashSet<String>,
+    unheld: &[i64],
 ) -> rusqlite::Result<usize> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut conn = store.conn();
@@ -333,6 +350,9 @@ fn replace(
         }
     }
     tx.execute("DELETE FROM sync_states WHERE doc_id = ?1", [id])?;
+    for batch in unheld {
+        super::devices::reopen_in(&tx, *batch)?;
+    }
     tx.commit()?;
     Ok(lost.iter().filter(|(_, by_device)| *by_device).count())
 }
@@ -441,6 +461,45 @@ mod tests {
         )
         .unwrap();
         conn.last_insert_rowid()
+    }
+
+    /// A database file whose own pages are damaged is not written into:
+    /// the salvage refuses it whole, before any folder or change, and
+    /// says to restore a backup.
+    #[test]
+    fn a_database_file_sqlite_finds_damaged_is_refused_whole() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE);
+        let store = Store::open(&path).unwrap();
+        let (middle, _, _) = three_chunks(&store);
+        damage(&store, chunk_ids(&store, middle)[1]);
+        let (page, size): (i64, i64) = {
+            let conn = store.conn();
+            (
+                conn.query_row(
+                    "SELECT rootpage FROM sqlite_master WHERE name = 'quarantine_device'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+                conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap(),
+            )
+        };
+        drop(store);
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(((page - 1) * size) as u64)).unwrap();
+        file.write_all(&vec![0xA5; size as usize]).unwrap();
+        drop(file);
+
+        let refused = salvage(dir.path(), "now").unwrap_err();
+        assert!(matches!(refused, SalvageError::Damaged(_)), "{refused}");
+        assert!(refused.to_string().contains("restore a backup"), "{refused}");
+        let folders = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(folders, 0, "nothing set aside");
     }
 
     fn chunk_ids(store: &Store, id: DocumentId) -> Vec<i64> {
@@ -560,9 +619,27 @@ mod tests {
         assert!(store.load_chunks(first).unwrap().is_none());
         assert_eq!(store.creator_device(first).unwrap(), creator);
         assert_eq!(chunk_ids(&store, whole).len(), 3, "a whole record is left");
-        // Every chunk of the records salvaged, in files.
+        // Every chunk of the records salvaged, in files, and the database
+        // as it was before.
         let aside = done.aside.unwrap();
-        assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 9);
+        assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 10);
+        let before = rusqlite::Connection::open(aside.join(BEFORE)).unwrap();
+        let chunks_before: i64 = before
+            .query_row(
+                "SELECT COUNT(*) FROM chunks WHERE doc_id = ?1",
+                [middle.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(chunks_before, 3);
+        let status_before: String = before
+            .query_row(
+                "SELECT status FROM quarantine WHERE id = ?1",
+                [waits],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(status_before, "accepted");
         drop(store);
 
         let again = salvage(dir.path(), "later").unwrap();

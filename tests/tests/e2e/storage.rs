@@ -904,7 +904,9 @@ async fn a_record_a_damaged_chunk_made_unreadable_is_salvaged_and_phones_send_ba
         )),
         "{said}"
     );
-    assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 4);
+    // Three chunks and the database as it was.
+    assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 4 + 1);
+    assert!(said.contains("twinsync-before-salvage.db"), "{said}");
     assert_eq!(chunks().len(), 1, "one snapshot of what loads");
 
     // The server reads the record as its first chunk left it...
