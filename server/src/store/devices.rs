@@ -655,8 +655,12 @@ impl Store {
 
     /// Records that a device was seen, which keeps its token valid.
     pub fn touch_device(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        // A revoked device's sign-ins (it may still hand in what it holds)
+        // do not keep its token alive: it lapses, as its sockets are not
+        // counted as sightings either.
         self.conn().execute(
-            "UPDATE devices SET last_seen_at = MAX(last_seen_at, ?2) WHERE id = ?1",
+            "UPDATE devices SET last_seen_at = MAX(last_seen_at, ?2)
+             WHERE id = ?1 AND revoked_at IS NULL",
             params![id, now],
         )?;
         Ok(())
@@ -926,7 +930,11 @@ impl Store {
     ) -> Result<(Device, String), RedeemError> {
         let secret = Secret::parse(code).ok_or(RedeemError::Unknown)?;
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(StoreError::from)?;
+        // Immediate: the invite read below is the one redeemed, whatever
+        // other connection (a `device` command beside the server) writes.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
         type InviteRow = (
             Vec<u8>,
             String,
@@ -987,11 +995,16 @@ impl Store {
             params![device_secret.id, name, role, cities, person, device_secret.hash(), now],
         )
         .map_err(StoreError::from)?;
-        tx.execute(
-            "UPDATE invites SET redeemed_at = ?2, device_id = ?3 WHERE id = ?1",
-            params![secret.id, now, device_secret.id],
-        )
-        .map_err(StoreError::from)?;
+        let redeemed = tx
+            .execute(
+                "UPDATE invites SET redeemed_at = ?2, device_id = ?3
+                 WHERE id = ?1 AND redeemed_at IS NULL AND cancelled_at IS NULL",
+                params![secret.id, now, device_secret.id],
+            )
+            .map_err(StoreError::from)?;
+        if redeemed != 1 {
+            return Err(RedeemError::Used);
+        }
         expire_first_invites(&tx, now).map_err(StoreError::from)?;
         tx.commit().map_err(StoreError::from)?;
         drop(conn);
@@ -1390,6 +1403,26 @@ mod tests {
             reason: "not yours",
             code: "not-yours",
         }
+    }
+
+    /// A revoked device signing in to hand in what it holds is not seen:
+    /// its token lapses `token_ttl` after it was last seen before.
+    #[test]
+    fn a_revoked_devices_sign_ins_do_not_keep_its_token_alive() {
+        let (_dir, store) = store();
+        let amina = coordinator(&store, "Amina");
+        let phone = coordinator(&store, "Phone");
+        store.touch_device(&phone.id, 200).unwrap();
+        assert_eq!(store.device(&phone.id).unwrap().unwrap().last_seen_at, 200);
+        store
+            .revoke_device(&phone.id, 300, None)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        store.touch_device(&phone.id, 400).unwrap();
+        assert_eq!(store.device(&phone.id).unwrap().unwrap().last_seen_at, 200);
+        store.touch_device(&amina.id, 400).unwrap();
+        assert_eq!(store.device(&amina.id).unwrap().unwrap().last_seen_at, 400);
     }
 
     #[test]

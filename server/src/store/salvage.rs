@@ -483,18 +483,23 @@ mod tests {
                     |r| r.get(0),
                 )
                 .unwrap(),
-                conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap(),
+                conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+                    .unwrap(),
             )
         };
         drop(store);
         let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.seek(SeekFrom::Start(((page - 1) * size) as u64)).unwrap();
+        file.seek(SeekFrom::Start(((page - 1) * size) as u64))
+            .unwrap();
         file.write_all(&vec![0xA5; size as usize]).unwrap();
         drop(file);
 
         let refused = salvage(dir.path(), "now").unwrap_err();
         assert!(matches!(refused, SalvageError::Damaged(_)), "{refused}");
-        assert!(refused.to_string().contains("restore a backup"), "{refused}");
+        assert!(
+            refused.to_string().contains("restore a backup"),
+            "{refused}"
+        );
         let folders = std::fs::read_dir(dir.path())
             .unwrap()
             .filter(|e| e.as_ref().unwrap().path().is_dir())
