@@ -388,8 +388,9 @@ for (const type of ["input", "change"]) {
   }, true);
 }
 // Leaving asks first while a form holds what was typed, or while the phone
-// could not keep some record and holds changes the server has not
-// confirmed: they may be in this page's memory only. A field still being
+// could not keep some record, or its storage stopped answering, and holds
+// changes the server has not confirmed: they may be in this page's memory
+// only. A field still being
 // typed in is written first, and leaving asks too: a window closed at once
 // would end the page before the device has kept it.
 addEventListener("beforeunload", (e) => {
@@ -397,7 +398,7 @@ addEventListener("beforeunload", (e) => {
   let held = false;
   try {
     const s = app.client?.status();
-    held = s?.unsaved?.length > 0 && s.unconfirmed > 0;
+    held = (s?.unsaved?.length > 0 || s?.storageStuck) && s.unconfirmed > 0;
   } catch { /* no client yet */ }
   if (app.view?.dirty || held || writing) e.preventDefault();
 });
@@ -898,7 +899,7 @@ function focusPath(path) {
 }
 
 /** The errors of an edit the client made and then could not store. */
-const MADE_NOT_KEPT = new Set(["QuotaExceededError", "StorageError"]);
+const MADE_NOT_KEPT = new Set(["QuotaExceededError", "StorageError", "StorageStuckError"]);
 
 /** The date an agreement's status has: signed, on `signed_on`. */
 const STATUS_DATE = { approved: "approved_on", signed: "signed_on", in_force: "in_force_from", ended: "ends_on" };

@@ -69,6 +69,10 @@ const UNSAVED_RETRY_MAX_MS: f64 = 300_000.0;
 /// The page shown again tries unsaved records at once, unless such a
 /// write failed this recently.
 const SHOWN_RETRY_MS: f64 = 2_000.0;
+/// A write to IndexedDB still not done this long after it started is
+/// stuck: WebKit has left transactions hanging after a page came back from
+/// the background, until it reloads. Sends no longer wait for it.
+const WRITE_STUCK_MS: u32 = 15_000;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
@@ -140,7 +144,7 @@ export interface SyncStatus {
   /** Why, when `state` is "error"; else why the device is offline, if known. */
   error?: string;
   /** What `error` is about, when `state` is "error". */
-  errorKind?: "storage-full" | "not-saved" | "damaged" | "protocol" | "server" | "superseded";
+  errorKind?: "storage-full" | "not-saved" | "storage-stuck" | "damaged" | "protocol" | "server" | "superseded";
   /** What the server said when it refused a change; kept until every local change is confirmed. */
   refused?: string;
   /**
@@ -173,6 +177,14 @@ export interface SyncStatus {
    * value means a new connection, whatever `state` shows meanwhile.
    */
   joins: number;
+  /**
+   * A write to IndexedDB has not finished in 15 s (WebKit has left them
+   * hanging until a reload): changes are sent without waiting for it, and
+   * an edit made meanwhile rejects with `StorageStuckError` (the record
+   * holds it, and the write goes on). `errorKind` says "storage-stuck"
+   * unless another storage error says more.
+   */
+  storageStuck: boolean;
   /** The connection itself, whatever error `state` shows over it. */
   link: "offline" | "connecting" | "joined";
   /** The person chose to stay offline (`disconnect()`); `connect()` ends it. */
@@ -339,6 +351,8 @@ struct Status {
     #[serde(rename = "storageReopened")]
     storage_reopened: u32,
     persisted: Option<bool>,
+    #[serde(rename = "storageStuck")]
+    storage_stuck: bool,
 }
 
 /// Turns taken one at a time, first come first served: the one holding
@@ -527,8 +541,13 @@ struct Inner {
     /// The server's last `error`, such as a refused change, with what was
     /// refused if it said: shown until every local change is confirmed.
     refused: RefCell<Option<(String, Option<Refusal>)>>,
-    /// Writes to IndexedDB in progress; nothing is sent meanwhile.
+    /// Writes to IndexedDB in progress; nothing is sent meanwhile, unless
+    /// one of them is stuck.
     pending_writes: Cell<u32>,
+    /// IndexedDB work in progress (writes, compactions, reads of what
+    /// other tabs stored) that has taken over [`WRITE_STUCK_MS`]: while any
+    /// is, changes held in memory only are sent all the same.
+    stuck_writes: Cell<u32>,
     /// Writes of outcomes take turns, in the order they were made (see
     /// `write_turn`).
     turns: WriteTurns,
@@ -756,6 +775,7 @@ impl Client {
             offline_reason: RefCell::new(None),
             refused: RefCell::new(None),
             pending_writes: Cell::new(0),
+            stuck_writes: Cell::new(0),
             turns: WriteTurns::default(),
             unsaved: RefCell::new(Default::default()),
             unsaved_why: RefCell::new(None),
@@ -1103,7 +1123,25 @@ impl Inner {
 
     fn status(&self) -> Status {
         let replica = self.replica.borrow();
+        let stuck = self.stuck_writes.get() > 0;
         let (error_kind, error) = match self.last_error.borrow().clone() {
+            // What the device could not keep, or cannot read, says more.
+            Some((kind, why))
+                if !stuck
+                    || matches!(
+                        kind,
+                        "damaged" | "superseded" | "storage-full" | "not-saved"
+                    ) =>
+            {
+                (Some(kind), Some(why))
+            }
+            _ if stuck => (
+                Some("storage-stuck"),
+                Some(format!(
+                    "this device's storage has not finished a write in {} s: changes are sent to the server without waiting for it, and are not kept on this device until it does; reload the page once the server holds them all",
+                    WRITE_STUCK_MS / 1000
+                )),
+            ),
             Some((kind, why)) => (Some(kind), Some(why)),
             None => {
                 let refused = self.refused.borrow().as_ref().map(|(m, _)| m.clone());
@@ -1157,6 +1195,7 @@ impl Inner {
             paused: self.paused.get(),
             storage_reopened: self.store.reopened(),
             persisted: self.persisted.get(),
+            storage_stuck: stuck,
         }
     }
 
@@ -1206,21 +1245,101 @@ impl Inner {
     /// record's sync state is not stored until the record is.
     async fn store(&self, out: &Outcome) -> Result<(), StoreError> {
         self.pending_writes.set(self.pending_writes.get() + 1);
+        // Behind a stuck write this one waits too: its change goes now.
+        if self.stuck_writes.get() > 0 {
+            let _ = self.events.unbounded_send(Event::Flush);
+        }
         let mut compact = Vec::new();
         // In the order the outcomes were made: a key typed while the one
         // before it waits on another record's whole write must not be
         // stored, and said saved, first; it builds on that one, and alone
         // it could not be read back.
         let turn = self.turns.take().await;
-        let written = self.write(out, &mut compact).await;
+        let written = self.watched(self.write(out, &mut compact)).await;
         drop(turn);
         self.pending_writes.set(self.pending_writes.get() - 1);
         compact.sort();
         compact.dedup();
         for doc in compact {
-            self.compact(doc).await;
+            self.watched(self.compact(doc)).await;
         }
         written
+    }
+
+    /// Awaits IndexedDB work (`work`) unless storage is stuck, and then
+    /// hands it to a task of its own, where `after` takes its result, and
+    /// answers `None`: the event loop goes on taking in and answering what
+    /// arrives, and an edit's promise settles, while the write waits.
+    /// `work` is polled here first, so a write counts as pending and takes
+    /// its turn before anything else runs.
+    async fn unless_stuck<T: 'static>(
+        &self,
+        mut work: std::pin::Pin<Box<dyn std::future::Future<Output = T>>>,
+        after: impl FnOnce(T) + 'static,
+    ) -> Option<T> {
+        use futures::future::{Either, select};
+        if let std::task::Poll::Ready(done) = futures::poll!(&mut work) {
+            return Some(done);
+        }
+        loop {
+            if self.stuck_writes.get() > 0 {
+                spawn_local(async move { after(work.await) });
+                return None;
+            }
+            let tick = gloo_timers::future::TimeoutFuture::new(250);
+            match select(work, tick).await {
+                Either::Left((done, _)) => return Some(done),
+                Either::Right(((), pending)) => work = pending,
+            }
+        }
+    }
+
+    /// `store(out)` through [`Self::unless_stuck`]: a failure the write
+    /// meets once handed off is said then, if `say` (a socket's sync
+    /// states alone are not worth an error).
+    async fn store_unless_stuck(
+        self: &Rc<Self>,
+        out: Rc<Outcome>,
+        say: bool,
+    ) -> Option<Result<(), StoreError>> {
+        let me = Rc::clone(self);
+        let work = Box::pin(async move { me.store(&out).await });
+        let me = Rc::clone(self);
+        self.unless_stuck(work, move |stored| {
+            if let Err(e) = stored
+                && say
+            {
+                *me.last_error.borrow_mut() = Some(not_saved(&e));
+                me.announce_status();
+            }
+        })
+        .await
+    }
+
+    /// Awaits IndexedDB work (`work`), said stuck once it has taken
+    /// [`WRITE_STUCK_MS`]. It is awaited to its end all the same: dropped,
+    /// the `idb` future's callbacks would fire into freed closures, and it
+    /// may yet go through. Meanwhile nothing waits for a write to send:
+    /// what only memory holds is safer on the server than held back until
+    /// a reload loses it, as after a write that failed. Nothing written is
+    /// out of turn, so the sync states the writes behind it keep still
+    /// follow the chunks before them.
+    async fn watched<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        use futures::future::{Either, select};
+        let work = std::pin::pin!(work);
+        let limit = gloo_timers::future::TimeoutFuture::new(WRITE_STUCK_MS);
+        match select(work, limit).await {
+            Either::Left((done, _)) => done,
+            Either::Right(((), work)) => {
+                self.stuck_writes.set(self.stuck_writes.get() + 1);
+                let _ = self.events.unbounded_send(Event::Flush);
+                self.announce_status();
+                let done = work.await;
+                self.stuck_writes.set(self.stuck_writes.get() - 1);
+                self.announce_status();
+                done
+            }
+        }
     }
 
     /// Writes the unsaved records, then the outcome, and says which
@@ -1546,7 +1665,7 @@ impl Inner {
                 .get(&id)
                 .cloned()
                 .unwrap_or_default();
-            let (stored, fresh) = match self.store.load_record(id, &known).await {
+            let (stored, fresh) = match self.watched(self.store.load_record(id, &known)).await {
                 Ok(read) => read,
                 Err(e) => {
                     web_sys::console::warn_1(
@@ -1727,8 +1846,22 @@ impl Inner {
     }
 
     /// A local change: stored, then announced and sent.
-    async fn commit_local(&self, out: Outcome) -> Result<(), JsValue> {
-        if let Err(e) = self.store(&out).await {
+    async fn commit_local(self: &Rc<Self>, out: Outcome) -> Result<(), JsValue> {
+        let out = Rc::new(out);
+        let Some(stored) = self.store_unless_stuck(Rc::clone(&out), true).await else {
+            // The write waits behind one that is stuck, and the change goes
+            // to the server meanwhile: announced, as after a write that
+            // failed, so that the screen shows it and nobody makes it
+            // again, and rejected, as not kept yet.
+            self.announce_changes(&out);
+            let _ = self.events.unbounded_send(Event::Flush);
+            self.announce_status();
+            return Err(js_error(
+                "StorageStuckError",
+                "this device's storage has stopped answering: the change is made and sent to the server, and is kept on this device only once the storage answers again",
+            ));
+        };
+        if let Err(e) = stored {
             // The change is in memory and still syncs if online (the
             // server's copy is then the safe one), but the device could
             // not keep it: say so, loudly. It is announced all the same:
@@ -1912,8 +2045,8 @@ impl Inner {
 
     fn send_pending(self: &Rc<Self>) {
         // A pending write's change is in memory only: wait for it (the
-        // write sends a Flush when done).
-        if self.pending_writes.get() > 0 {
+        // write sends a Flush when done), unless a write is stuck.
+        if self.pending_writes.get() > 0 && self.stuck_writes.get() == 0 {
             return;
         }
         // Empty until the server answered this socket's `join`.
@@ -2077,14 +2210,16 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                 let result = inner.replica.borrow_mut().receive(&bytes, now_secs());
                 match result {
                     Ok(out) => {
-                        if let Err(e) = inner.store(&out).await {
-                            // The changes are in memory, marked unsaved,
-                            // and written whole with a later write that
-                            // works; the server keeps its own copy. The
-                            // link stays: it is how an edit this device
-                            // cannot keep reaches a place that can, and
-                            // dropping it would only bring the same frame
-                            // back, over and over.
+                        // A write that fails leaves the changes in memory,
+                        // marked unsaved, and written whole with a later
+                        // write that works; the server keeps its own copy.
+                        // The link stays: it is how an edit this device
+                        // cannot keep reaches a place that can, and
+                        // dropping it would only bring the same frame
+                        // back, over and over.
+                        let out = Rc::new(out);
+                        if let Some(Err(e)) = inner.store_unless_stuck(Rc::clone(&out), true).await
+                        {
                             *inner.last_error.borrow_mut() = Some(not_saved(&e));
                         }
                         if let Some(secs) = out.retry_after
@@ -2142,7 +2277,9 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             .iter()
                             .filter_map(|c| c.id.parse().ok())
                             .collect();
-                        inner.settle_waiting(&changed).await;
+                        let me = Rc::clone(&inner);
+                        let settle = Box::pin(async move { me.settle_waiting(&changed).await });
+                        let _ = inner.unless_stuck(settle, |()| {}).await;
                         inner.send_pending();
                     }
                     Err(e) => {
@@ -2165,7 +2302,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                         sync_states: states,
                         ..Outcome::default()
                     };
-                    let _ = inner.store(&out).await;
+                    let _ = inner.store_unless_stuck(Rc::new(out), false).await;
                 }
                 if !inner.paused.get() && inner.socket.borrow().is_none() {
                     inner.schedule_reconnect();
@@ -2174,7 +2311,17 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             }
             Event::Flush => inner.send_pending(),
             Event::Stored(ids) => {
-                let _ = inner.merge_stored(ids).await;
+                let me = Rc::clone(&inner);
+                let merge = Box::pin(async move {
+                    let _ = me.merge_stored(ids).await;
+                });
+                let me = Rc::clone(&inner);
+                let _ = inner
+                    .unless_stuck(merge, move |()| {
+                        me.send_pending();
+                        me.announce_status();
+                    })
+                    .await;
                 inner.send_pending();
                 inner.announce_status();
             }
@@ -2195,7 +2342,9 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                     inner.schedule_unsaved_retry_in((UNSAVED_RETRY_MS - since).ceil());
                     continue;
                 }
-                inner.save_unsaved_now(true).await;
+                let me = Rc::clone(&inner);
+                let save = Box::pin(async move { me.save_unsaved_now(true).await });
+                let _ = inner.unless_stuck(save, |()| {}).await;
             }
             Event::Shown => {
                 // Not again at once for someone switching back and forth.
@@ -2203,7 +2352,9 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                     .since_unsaved_failed()
                     .is_some_and(|since| since < SHOWN_RETRY_MS);
                 if !inner.unsaved.borrow().is_empty() && !just_failed {
-                    inner.save_unsaved_now(false).await;
+                    let me = Rc::clone(&inner);
+                    let save = Box::pin(async move { me.save_unsaved_now(false).await });
+                    let _ = inner.unless_stuck(save, |()| {}).await;
                 }
             }
             Event::Retry => {

@@ -261,6 +261,80 @@ test("an edit a full phone cannot keep still reaches the server once online", as
   });
 });
 
+test("a write the phone's storage never finishes holds nothing back from the server, and is kept once it does", async () => {
+  await withServer(async (server) => {
+    const meeting = await firstOf(server, "meeting");
+    const { page, context } = await phone(browser);
+    await openClient(page, server, {});
+    await until(page, readable, meeting, "the meeting");
+    await until(page, upToDate, undefined, "up to date");
+    // Another connection holds the chunks in a write that does not end,
+    // as WebKit has left transactions hanging: every write of the client
+    // waits behind it.
+    await page.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open("twinsync");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        const tx = db.transaction("chunks", "readwrite");
+        const chunks = tx.objectStore("chunks");
+        window.__hold = { release: false };
+        const spin = () => { if (!window.__hold.release) chunks.count().onsuccess = spin; };
+        spin();
+        tx.oncomplete = () => db.close();
+        resolve();
+      };
+    }));
+    const edit = (word) => page.evaluate(([id, word]) => {
+      (window.__edits ??= []).push(window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: word }], "typed")
+        .then(() => "kept", (e) => e.name));
+    }, [meeting, word]);
+    const sent = () => {
+      const s = window.tw.status();
+      return s.storageStuck && s.unconfirmed === 0 ? s : null;
+    };
+    const minutes = async () => (await (await server.api(`/api/records/${meeting}`)).json()).record.minutes;
+    await edit("كلمة عالقة ");
+    // A slow write is waited for: nothing is sent before it is stored.
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    const waiting = await page.evaluate(() => window.tw.status());
+    assert.equal(waiting.unconfirmed, 1, JSON.stringify(waiting));
+    assert.equal(waiting.storageStuck, false);
+    assert.equal(waiting.errorKind, undefined);
+    // Said stuck, and sent all the same: the server holds the edit.
+    const status = await until(page, sent, undefined, "the edit sent while its write is stuck", 40_000);
+    assert.equal(status.state, "error");
+    assert.equal(status.errorKind, "storage-stuck");
+    assert.match(status.error, /has not finished a write in 15 s/);
+    assert.ok((await minutes()).startsWith("كلمة عالقة "), "the server holds the edit");
+    // A key typed behind the stuck write goes at once, and another
+    // phone's edit is taken in: the write holds back neither.
+    await edit("mot ");
+    await until(page, sent, undefined, "the next key sent");
+    assert.ok((await minutes()).startsWith("mot كلمة عالقة "), await minutes());
+    const other = await phone(browser);
+    await openClient(other.page, server, {});
+    await until(other.page, readable, meeting, "the meeting on the other phone");
+    await other.page.evaluate((id) => window.tw.edit(id, [{ op: "splice_text", path: "/minutes", index: 0, delete: 0, insert: "word " }], "other"), meeting);
+    await until(page, (id) => window.tw.read(id).record.minutes.startsWith("word mot ") || null, meeting, "the other phone's edit taken in");
+    // Neither edit is said kept: each is made, and not kept yet.
+    assert.deepEqual(await page.evaluate(() => Promise.all(window.__edits)), ["StorageStuckError", "StorageStuckError"]);
+    // The storage answers again: every write goes through, in turn, and
+    // the error is gone.
+    await page.evaluate(() => { window.__hold.release = true; });
+    await until(page, () => { const s = window.tw.status(); return !s.storageStuck && !s.errorKind && s.state === "up-to-date" ? s : null; },
+      undefined, "up to date once the storage answers");
+    // Kept on the phone: it opens offline with all three edits.
+    await page.evaluate(() => window.tw.close());
+    await page.reload();
+    await openClient(page, server, { offline: true });
+    const kept = await page.evaluate((id) => window.tw.read(id).record.minutes, meeting);
+    assert.ok(kept.startsWith("word mot كلمة عالقة "), kept.slice(0, 40));
+    await other.context.close();
+    await context.close();
+  });
+});
+
 test("a phone over its storage quota still opens with what it holds", async () => {
   await withServer(async (server) => {
     const profile = dataDir();
