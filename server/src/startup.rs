@@ -339,8 +339,10 @@ pub fn prepare(settings: Settings) -> anyhow::Result<Arc<Hub>> {
     Ok(hub)
 }
 
-/// The most any request's body may hold: axum's own limit for JSON.
-const BODY_LIMIT: usize = 2 << 20;
+/// The most any request's body may hold. Read before the route (and its
+/// sign-in) sees it, from any client: every body the API takes is a few
+/// fields, and 1,024 connections each holding axum's 2 MiB would pin 2 GiB.
+const BODY_LIMIT: usize = 64 << 10;
 
 /// Reads a request's body whole within `deadline` before the route sees
 /// it. A body that trickles in, a byte now and then, would otherwise hold
@@ -358,8 +360,8 @@ async fn body_within(
             return crate::api::ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "the request's body is over {} MiB, or was cut off",
-                    BODY_LIMIT >> 20
+                    "the request's body is over {} KiB, or was cut off",
+                    BODY_LIMIT >> 10
                 ),
             )
             .into_response();
