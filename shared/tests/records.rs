@@ -7,7 +7,7 @@ mod phones;
 
 use phones::{commit, fork, merge};
 
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use twinsync_shared::record::{
     Commit, Conflict, Edit, EditError, Kind, LinkMembers, LoadError, Problem, Record, RecordDoc,
     ValidationError, new_document,
@@ -372,6 +372,82 @@ fn conflicts_list_every_value_and_resolve_everywhere() {
         panic!()
     };
     assert_eq!(m.title.fr.as_deref(), Some("Réunion B"));
+}
+
+/// A delegate clearing a field while another changes it disagrees with
+/// them: a clear is a value (a null), so both are listed, where a delete
+/// would have left the other's value standing alone, unshown. A null reads
+/// as no value, and keeping it settles the field everywhere.
+#[test]
+fn a_field_cleared_while_another_changes_it_is_a_disagreement() {
+    let mut a = meeting();
+    a.edit(
+        &commit("a", 1),
+        &[
+            set("/time", json!("10:00")),
+            set("/title/en", json!("Council")),
+        ],
+    )
+    .unwrap();
+    let mut b = fork(&a);
+    a.edit(
+        &commit("a", 2),
+        &[set("/time", json!(null)), set("/title/en", json!(""))],
+    )
+    .unwrap();
+    // Cleared, it reads as never set, with nothing wrong in the record.
+    let Record::Meeting(m) = a.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!((m.time, m.title.en), (None, None));
+    b.edit(
+        &commit("b", 2),
+        &[
+            set("/time", json!("11:30")),
+            set("/title/en", json!("Council meeting")),
+        ],
+    )
+    .unwrap();
+    merge(&mut a, &mut b);
+    let mut said: Vec<(String, Vec<Json>)> = a
+        .conflicts()
+        .iter()
+        .map(|c| {
+            let mut values: Vec<Json> = c.values.iter().map(|v| v.value.clone()).collect();
+            values.sort_by_key(|v| v.to_string());
+            (c.path.clone(), values)
+        })
+        .collect();
+    said.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        said,
+        [
+            ("/time".to_owned(), vec![json!("11:30"), Json::Null]),
+            (
+                "/title/en".to_owned(),
+                vec![json!("Council meeting"), Json::Null]
+            ),
+        ]
+    );
+    // Whichever value every copy shows reads without a problem.
+    assert!(a.record().is_ok(), "{:?}", a.record().err());
+    // Keeping the clear settles it everywhere, and so does keeping the
+    // value every copy shows, whichever it is.
+    a.resolve(&commit("Resolve", 3), "/time", json!(null))
+        .unwrap();
+    let shown = a.conflicts()[0].values[0].value.clone();
+    a.resolve(&commit("Resolve", 4), "/title/en", shown.clone())
+        .unwrap();
+    merge(&mut a, &mut b);
+    assert!(b.conflicts().is_empty(), "{:?}", b.conflicts());
+    let Record::Meeting(m) = b.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.title.en.map(Json::String).unwrap_or(Json::Null), shown);
+    let Record::Meeting(m) = b.record().unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.time, None);
 }
 
 #[test]

@@ -214,12 +214,11 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
                 FieldType::List(_) | FieldType::Map(_) => {
                     return Err(EditError::invalid(path, "edit a list or map item by item"));
                 }
-                ty if value.is_null() => {
+                _ if value.is_null() => {
                     if field.required {
                         return Err(EditError::invalid(path, "required, cannot be cleared"));
                     }
-                    let _ = ty;
-                    tx.delete(&obj, field.name)?;
+                    clear(tx, &obj, field.name)?;
                 }
                 ty => tx.put(&obj, field.name, scalar(ty, value, path)?)?,
             },
@@ -324,6 +323,19 @@ fn apply_one<T: Transactable>(tx: &mut T, kind: super::Kind, edit: &Edit) -> Res
 /// `false`, or both sides of a dispute) are deleted first: the new one then
 /// replaces nothing, and stands beside a concurrent `true` as a
 /// disagreement.
+/// Clears `key` of `obj`: a null where a value stands (or several, in a
+/// disagreement, which this settles), nothing where none does. Not a
+/// delete: a delete removes only the values its writer saw, so a value
+/// another delegate wrote meanwhile would stand alone, and the one clearing
+/// it would never be shown to disagree. A null is a value: the two are
+/// listed side by side (`conflicts`), and a null reads as no value.
+pub(crate) fn clear<T: Transactable>(tx: &mut T, obj: &ObjId, key: &str) -> Result<(), EditError> {
+    if !tx.get_all(obj, key)?.is_empty() {
+        tx.put(obj, key, automerge::ScalarValue::Null)?;
+    }
+    Ok(())
+}
+
 fn mark_kept<T: Transactable>(tx: &mut T, item: &ObjId) -> Result<(), EditError> {
     if tx.get(item, ITEM_REMOVED.name)?.is_some() {
         tx.delete(item, ITEM_REMOVED.name)?;

@@ -222,8 +222,14 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// The value at `prop`; a null reads as no value, as a field cleared
+    /// is written (`edit::clear`).
     fn get(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<(Value<'_>, ObjId)> {
-        self.doc.get(obj, prop).ok().flatten()
+        self.doc
+            .get(obj, prop)
+            .ok()
+            .flatten()
+            .filter(|(value, _)| !matches!(value, Value::Scalar(s) if s.is_null()))
     }
 
     fn scalar(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<ScalarValue> {
@@ -358,6 +364,10 @@ impl Reader<'_> {
                     Problem::NotALanguage,
                     "not one of the languages ar, fr, en",
                 ));
+                continue;
+            }
+            // A language cleared.
+            if self.get(obj, key.as_str()).is_none() {
                 continue;
             }
             match self.string(obj, key.as_str()) {

@@ -208,8 +208,8 @@ pub(crate) fn set_language<T: Transactable>(
     path: &str,
 ) -> Result<(), EditError> {
     match text {
-        Json::Null => tx.delete(map, lang)?,
-        Json::String(s) if s.is_empty() => tx.delete(map, lang)?,
+        Json::Null => super::edit::clear(tx, map, lang)?,
+        Json::String(s) if s.is_empty() => super::edit::clear(tx, map, lang)?,
         _ => tx.put(map, lang, scalar(&FieldType::Str, text, path)?)?,
     }
     Ok(())
