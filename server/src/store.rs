@@ -64,6 +64,10 @@ pub enum StoreError {
     )]
     BackupOntoLive(std::path::PathBuf),
     #[error(
+        "the database is damaged (SQLite's quick_check of the copy: {0}): no backup was written, and one already there is left as it was; stop the server and run `twinsync salvage`, or restore the last good backup"
+    )]
+    BackupDamaged(String),
+    #[error(
         "device {device} has {batches} batches ({pending} bytes) of refused changes waiting for review; the quarantine keeps at most {MAX_PENDING_BATCHES} batches and {limit} bytes a device"
     )]
     QuarantineFull {
@@ -822,6 +826,12 @@ impl Store {
             // writes go on meanwhile.
             backup.run_to_completion(i32::MAX, Duration::from_millis(5), None)?;
             drop(backup);
+            // A damaged database copies as it is, and a nightly backup to
+            // one name would replace the last good copy with it.
+            let check: String = out.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+            if check != "ok" {
+                return Err(StoreError::BackupDamaged(check));
+            }
             out.close().map_err(|(_, e)| e)?;
             std::fs::File::open(&partial)?.sync_all()?;
             std::fs::rename(&partial, dest)?;
@@ -838,10 +848,13 @@ impl Store {
             }
             return Err(e);
         }
-        // The rename itself survives a crash once the directory is synced.
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+        // The rename itself survives a crash once the directory is synced
+        // (the working directory, for a bare file name).
+        let dir = dest
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()?;
         Ok(())
     }
 }
@@ -1577,6 +1590,56 @@ mod tests {
         reopened
             .backup(&dir.path().join("twinsync-copy.db"))
             .unwrap();
+    }
+
+    /// A database SQLite finds damaged is not backed up: a nightly backup
+    /// to one name would otherwise replace the last good copy with it.
+    #[test]
+    fn a_damaged_database_is_not_backed_up_over_a_good_copy() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinsync.db");
+        let store = Store::open(&path).unwrap();
+        let dest = dir.path().join("nightly.db");
+        store.backup(&dest).unwrap();
+        let good = std::fs::read(&dest).unwrap();
+        let (page, size): (i64, i64) = {
+            let conn = store.conn();
+            let page = conn
+                .query_row(
+                    "SELECT rootpage FROM sqlite_master WHERE name = 'quarantine_device'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            (
+                page,
+                conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+                    .unwrap(),
+            )
+        };
+        drop(store);
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(((page - 1) * size) as u64))
+            .unwrap();
+        file.write_all(&vec![0xA5; size as usize]).unwrap();
+        drop(file);
+
+        let store = Store::open(&path).unwrap();
+        let refused = store.backup(&dest).unwrap_err();
+        assert!(matches!(refused, StoreError::BackupDamaged(_)), "{refused}");
+        assert_eq!(std::fs::read(&dest).unwrap(), good, "the good copy stays");
+        let left = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("partial")
+            })
+            .count();
+        assert_eq!(left, 0);
     }
 
     /// A backup that fails once its copy is written (here the rename, onto
