@@ -171,7 +171,10 @@ pub fn restore(
     // leave it a file it cannot write. The owner of the database replaced,
     // or else of the data directory.
     let mut warnings = Vec::new();
-    if let Ok(meta) = std::fs::metadata(&live).or_else(|_| std::fs::metadata(data_dir)) {
+    let owner = std::fs::metadata(&live)
+        .or_else(|_| std::fs::metadata(data_dir))
+        .ok();
+    if let Some(meta) = &owner {
         use std::os::unix::fs::MetadataExt;
         let ours = std::fs::metadata(&staging).map(|m| m.uid()).ok();
         if ours != Some(meta.uid())
@@ -206,6 +209,7 @@ pub fn restore(
             let _ = std::fs::remove_file(&staging);
             return Err(io(format!("cannot create {}", aside.display()))(e));
         }
+        give_to(owner.as_ref(), &aside);
         Some(aside)
     };
     // Until the swap is whole, a marker says so; a server or a restore that
@@ -214,7 +218,10 @@ pub fn restore(
     // by a database that does not read) move before the database.
     let moves = swap_moves(&old, kept_aside.as_deref(), &staging, &live);
     let marker = data_dir.join(PENDING);
-    let marked = write_marker(&marker, kept_aside.as_deref()).and_then(|()| sync_dir(data_dir));
+    let marked = write_marker(&marker, kept_aside.as_deref()).and_then(|()| {
+        give_to(owner.as_ref(), &marker);
+        sync_dir(data_dir)
+    });
     if let Err(e) = marked {
         let _ = std::fs::remove_file(&marker);
         let _ = std::fs::remove_file(&staging);
@@ -225,6 +232,14 @@ pub fn restore(
     }
     let mut done: Vec<&(PathBuf, PathBuf)> = Vec::new();
     for step in &moves {
+        // What moved aside is there for good before the copy takes its
+        // place, as `finish_cut_off` has it.
+        if step.1 == live
+            && let Some(aside) = &kept_aside
+            && let Err(e) = sync_dir(aside)
+        {
+            warnings.push(format!("cannot sync {}: {e}", aside.display()));
+        }
         if let Err(e) = std::fs::rename(&step.0, &step.1) {
             let what = format!(
                 "cannot move {} to {}: {e}",
@@ -777,6 +792,18 @@ fn sync_file(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }
 
+/// Gives `path` to the owner of the database replaced (or of the data
+/// directory), as the restored copy is: a restore run as root and cut off
+/// is finished by the server's user, which must move the old database into
+/// the folder and remove the marker. A failure is said by the copy's own
+/// check, above.
+fn give_to(owner: Option<&std::fs::Metadata>, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(meta) = owner {
+        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+    }
+}
+
 pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -1046,6 +1073,27 @@ mod tests {
     /// by a server started elsewhere (a service manager's `/`) with the
     /// directory's whole path: the database replaced goes to its folder in
     /// the data directory, not under the server's working directory.
+    /// A restore run as root gives what it leaves in the data directory
+    /// to the server's user, the owner of the database it replaces: the
+    /// restored copy, and the folder the old database goes to, which the
+    /// server must write into to finish a restore cut off. (Only root can
+    /// give a file away; elsewhere there is nothing to check.)
+    #[test]
+    fn a_restore_run_as_root_leaves_the_servers_user_what_it_must_write() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, backup) = club();
+        let db = dir.path().join(DATABASE);
+        if std::os::unix::fs::chown(&db, Some(4321), Some(4321)).is_err() {
+            return;
+        }
+        restore(dir.path(), &backup, "t", false).unwrap();
+        let aside = dir.path().join("before-restore-t");
+        for path in [&db, &aside, &aside.join(DATABASE)] {
+            let meta = std::fs::metadata(path).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4321, 4321), "{}", path.display());
+        }
+    }
+
     #[test]
     fn a_cut_off_restore_keeps_the_database_replaced_in_the_data_directory() {
         let (dir, _) = cut_off_after_the_first_move();
