@@ -338,8 +338,18 @@ impl Replica {
     /// listing does. Returns what the index lists.
     fn follow_index(&mut self) -> BTreeSet<DocumentId> {
         let listed = self.listed();
+        let server = self.server.clone();
         for id in &listed {
-            self.ensure(*id).unavailable = false;
+            let entry = self.ensure(*id);
+            if std::mem::take(&mut entry.unavailable) {
+                // Its request was answered: a fresh one goes, or nothing
+                // would be sent, nothing answered, and the record counted
+                // as syncing until the next socket.
+                if let Some(server) = &server {
+                    entry.sync.reset_peer(server);
+                }
+                self.dirty.insert(*id);
+            }
         }
         listed
     }

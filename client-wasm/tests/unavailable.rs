@@ -71,6 +71,37 @@ fn a_record_the_server_first_lacked_then_served_takes_the_phones_edits() {
     );
 }
 
+/// A record the club lists that the server still lacks (its maker's
+/// phone has not sent it) is asked for again when the club changes, and
+/// counted unavailable again, not left counted as syncing for good.
+#[test]
+fn a_listed_record_still_missing_is_asked_for_again_when_the_club_changes() {
+    let records = demo::build().unwrap();
+    let (mut server, mut phone, club, meeting) = at_the_club(&records);
+    exchange(&mut server, &mut phone, |_, p| {
+        p.unavailable().contains(&meeting.id)
+    });
+    assert_eq!(phone.syncing(), 0);
+    // Another device renames the club.
+    let (doc, _) = server.docs.get_mut(&club.id).unwrap();
+    let mut renamed = twinsync_shared::record::RecordDoc::from_automerge(doc.clone());
+    renamed
+        .edit(
+            &Commit::new("rename", NOW),
+            &[Edit::Set {
+                path: "/name/en".into(),
+                value: serde_json::json!("Twinned cities"),
+            }],
+        )
+        .unwrap();
+    *doc = renamed.into_automerge();
+    exchange(&mut server, &mut phone, |_, p| {
+        p.read(club.id).unwrap()["record"]["name"]["en"] == "Twinned cities"
+            && p.unavailable().contains(&meeting.id)
+    });
+    assert_eq!(phone.syncing(), 0, "the missing record counted as syncing");
+}
+
 /// The changes not yet confirmed, counted after each keystroke as the
 /// status is: each new key adds one, and what the server confirms leaves.
 #[test]
