@@ -78,6 +78,13 @@ pub enum StoreError {
     },
 }
 
+/// What SQLite's `quick_check` finds wrong with the database `conn` has
+/// open (its first problem), or `None` when it is sound.
+pub(crate) fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let said: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+    Ok((said != "ok").then_some(said))
+}
+
 /// SQLite's words, with where to look when it is full: SQLite says the
 /// same when the disk has no room and when the database reached the size
 /// `--max-db-mib` allows it.
@@ -828,9 +835,8 @@ impl Store {
             drop(backup);
             // A damaged database copies as it is, and a nightly backup to
             // one name would replace the last good copy with it.
-            let check: String = out.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
-            if check != "ok" {
-                return Err(StoreError::BackupDamaged(check));
+            if let Some(problem) = quick_check(&out)? {
+                return Err(StoreError::BackupDamaged(problem));
             }
             out.close().map_err(|(_, e)| e)?;
             std::fs::File::open(&partial)?.sync_all()?;
@@ -1596,34 +1602,13 @@ mod tests {
     /// to one name would otherwise replace the last good copy with it.
     #[test]
     fn a_damaged_database_is_not_backed_up_over_a_good_copy() {
-        use std::io::{Seek, SeekFrom, Write};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("twinsync.db");
         let store = Store::open(&path).unwrap();
         let dest = dir.path().join("nightly.db");
         store.backup(&dest).unwrap();
         let good = std::fs::read(&dest).unwrap();
-        let (page, size): (i64, i64) = {
-            let conn = store.conn();
-            let page = conn
-                .query_row(
-                    "SELECT rootpage FROM sqlite_master WHERE name = 'quarantine_device'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            (
-                page,
-                conn.query_row("PRAGMA page_size", [], |r| r.get(0))
-                    .unwrap(),
-            )
-        };
-        drop(store);
-        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.seek(SeekFrom::Start(((page - 1) * size) as u64))
-            .unwrap();
-        file.write_all(&vec![0xA5; size as usize]).unwrap();
-        drop(file);
+        damage_a_page(store, &path);
 
         let store = Store::open(&path).unwrap();
         let refused = store.backup(&dest).unwrap_err();
@@ -1640,6 +1625,33 @@ mod tests {
             })
             .count();
         assert_eq!(left, 0);
+    }
+
+    /// Overwrites, once `store` is closed, the first page of one of its
+    /// indexes (one a start does not read): a database file SQLite's
+    /// `quick_check` finds damaged, which still opens.
+    pub(crate) fn damage_a_page(store: Store, path: &Path) {
+        use std::io::{Seek, SeekFrom, Write};
+        let (page, size): (i64, i64) = {
+            let conn = store.conn();
+            let page = conn
+                .query_row(
+                    "SELECT rootpage FROM sqlite_master WHERE name = 'quarantine_device'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            (
+                page,
+                conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+                    .unwrap(),
+            )
+        };
+        drop(store);
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.seek(SeekFrom::Start(((page - 1) * size) as u64))
+            .unwrap();
+        file.write_all(&vec![0xA5; size as usize]).unwrap();
     }
 
     /// A backup that fails once its copy is written (here the rename, onto

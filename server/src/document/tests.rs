@@ -745,18 +745,7 @@ async fn commands_handed_over_by_an_evicted_task_reach_the_next_one() {
     let (a, write) = type_in(&mut amina, "Séance reprise. ");
     assert_eq!(hub.metrics.loaded_documents.get(), 0);
     hub.hand_over(id, vec![write]);
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let stored = hub.store.load(id).unwrap().unwrap();
-        if stored.get_change_meta_by_hash(&a).is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the handed-over write was not stored"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_stored(&hub, id, &a).await;
     assert_eq!(
         hub.metrics.loaded_documents.get(),
         1,
@@ -796,19 +785,9 @@ async fn a_peer_that_left_as_its_record_changed_tasks_does_not_hold_the_next_one
     )
     .await;
     hub.hand_over(id, vec![write]);
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    while hub
-        .store
-        .load(id)
-        .unwrap()
-        .unwrap()
-        .get_change_meta_by_hash(&a)
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "the write was not stored");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_stored(&hub, id, &a).await;
     // Idle, the record leaves memory when asked.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while hub.metrics.loaded_documents.get() > 0 {
         assert!(
             Instant::now() < deadline,
@@ -822,6 +801,26 @@ async fn a_peer_that_left_as_its_record_changed_tasks_does_not_hold_the_next_one
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     drop(amina);
+}
+
+/// Waits up to 10 s for change `a` to be stored in record `id`, as a
+/// handed-over write is, by a task of its own.
+async fn until_stored(hub: &Arc<Hub>, id: DocumentId, a: &automerge::ChangeHash) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while hub
+        .store
+        .load(id)
+        .unwrap()
+        .unwrap()
+        .get_change_meta_by_hash(a)
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the handed-over write was not stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A device's session, as its socket registers it once signed in.

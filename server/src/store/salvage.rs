@@ -122,12 +122,8 @@ pub fn salvage(data_dir: &Path, stamp: &str) -> Result<Salvaged, SalvageError> {
         return Err(SalvageError::Missing(path));
     }
     let store = Store::open(&path)?;
-    let check: String = store
-        .conn()
-        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-        .map_err(StoreError::from)?;
-    if check != "ok" {
-        return Err(SalvageError::Damaged(check));
+    if let Some(problem) = super::quick_check(&store.conn()).map_err(StoreError::from)? {
+        return Err(SalvageError::Damaged(problem));
     }
     let ids: Vec<String> = {
         let conn = store.conn();
@@ -468,31 +464,12 @@ mod tests {
     /// says to restore a backup.
     #[test]
     fn a_database_file_sqlite_finds_damaged_is_refused_whole() {
-        use std::io::{Seek, SeekFrom, Write};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DATABASE);
         let store = Store::open(&path).unwrap();
         let (middle, _, _) = three_chunks(&store);
         damage(&store, chunk_ids(&store, middle)[1]);
-        let (page, size): (i64, i64) = {
-            let conn = store.conn();
-            (
-                conn.query_row(
-                    "SELECT rootpage FROM sqlite_master WHERE name = 'quarantine_device'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap(),
-                conn.query_row("PRAGMA page_size", [], |r| r.get(0))
-                    .unwrap(),
-            )
-        };
-        drop(store);
-        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.seek(SeekFrom::Start(((page - 1) * size) as u64))
-            .unwrap();
-        file.write_all(&vec![0xA5; size as usize]).unwrap();
-        drop(file);
+        super::super::tests::damage_a_page(store, &path);
 
         let refused = salvage(dir.path(), "now").unwrap_err();
         assert!(matches!(refused, SalvageError::Damaged(_)), "{refused}");
