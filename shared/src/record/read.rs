@@ -242,7 +242,12 @@ impl Reader<'_> {
     /// A string stored either as a scalar (as twinsync writes it) or as a
     /// text object (as the JavaScript library writes plain strings).
     fn string(&self, obj: &ObjId, prop: impl Into<Prop>) -> Option<String> {
-        match self.get(obj, prop)? {
+        self.as_string(self.get(obj, prop)?)
+    }
+
+    /// A value found ([`Self::get`]) as a string, as [`Self::string`] reads it.
+    fn as_string(&self, found: (Value<'_>, ObjId)) -> Option<String> {
+        match found {
             (Value::Scalar(s), _) => match s.as_ref() {
                 ScalarValue::Str(s) => Some(s.to_string()),
                 _ => None,
@@ -367,10 +372,10 @@ impl Reader<'_> {
                 continue;
             }
             // A language cleared.
-            if self.get(obj, key.as_str()).is_none() {
+            let Some(found) = self.get(obj, key.as_str()) else {
                 continue;
-            }
-            match self.string(obj, key.as_str()) {
+            };
+            match self.as_string(found) {
                 Some(s) => {
                     out.insert(key, Json::String(s));
                 }
