@@ -1266,24 +1266,27 @@ impl Inner {
         written
     }
 
-    /// Awaits IndexedDB work (`work`) unless storage is stuck, and then
-    /// hands it to a task of its own, where `after` takes its result, and
-    /// answers `None`: the event loop goes on taking in and answering what
-    /// arrives, and an edit's promise settles, while the write waits.
-    /// `work` is polled here first, so a write counts as pending and takes
-    /// its turn before anything else runs.
-    async fn unless_stuck<T: 'static>(
-        &self,
-        mut work: std::pin::Pin<Box<dyn std::future::Future<Output = T>>>,
-        after: impl FnOnce(T) + 'static,
+    /// Awaits IndexedDB work (what `work` makes) unless storage is stuck,
+    /// and then hands it to a task of its own, where `after` takes its
+    /// result, and answers `None`: the event loop goes on taking in and
+    /// answering what arrives, and an edit's promise settles, while the
+    /// write waits. The work is polled here first, so a write counts as
+    /// pending and takes its turn before anything else runs.
+    async fn unless_stuck<T: 'static, F: std::future::Future<Output = T> + 'static>(
+        self: &Rc<Self>,
+        work: impl FnOnce(Rc<Self>) -> F,
+        after: impl FnOnce(Rc<Self>, T) + 'static,
     ) -> Option<T> {
         use futures::future::{Either, select};
+        let mut work: std::pin::Pin<Box<dyn std::future::Future<Output = T>>> =
+            Box::pin(work(Rc::clone(self)));
         if let std::task::Poll::Ready(done) = futures::poll!(&mut work) {
             return Some(done);
         }
         loop {
             if self.stuck_writes.get() > 0 {
-                spawn_local(async move { after(work.await) });
+                let me = Rc::clone(self);
+                spawn_local(async move { after(me, work.await) });
                 return None;
             }
             let tick = gloo_timers::future::TimeoutFuture::new(250);
@@ -1302,17 +1305,17 @@ impl Inner {
         out: Rc<Outcome>,
         say: bool,
     ) -> Option<Result<(), StoreError>> {
-        let me = Rc::clone(self);
-        let work = Box::pin(async move { me.store(&out).await });
-        let me = Rc::clone(self);
-        self.unless_stuck(work, move |stored| {
-            if let Err(e) = stored
-                && say
-            {
-                *me.last_error.borrow_mut() = Some(not_saved(&e));
-                me.announce_status();
-            }
-        })
+        self.unless_stuck(
+            |me| async move { me.store(&out).await },
+            move |me, stored| {
+                if let Err(e) = stored
+                    && say
+                {
+                    *me.last_error.borrow_mut() = Some(not_saved(&e));
+                    me.announce_status();
+                }
+            },
+        )
         .await
     }
 
@@ -2277,9 +2280,9 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                             .iter()
                             .filter_map(|c| c.id.parse().ok())
                             .collect();
-                        let me = Rc::clone(&inner);
-                        let settle = Box::pin(async move { me.settle_waiting(&changed).await });
-                        let _ = inner.unless_stuck(settle, |()| {}).await;
+                        let settle =
+                            |me: Rc<Inner>| async move { me.settle_waiting(&changed).await };
+                        let _ = inner.unless_stuck(settle, |_, ()| {}).await;
                         inner.send_pending();
                     }
                     Err(e) => {
@@ -2311,13 +2314,11 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             }
             Event::Flush => inner.send_pending(),
             Event::Stored(ids) => {
-                let me = Rc::clone(&inner);
-                let merge = Box::pin(async move {
+                let merge = |me: Rc<Inner>| async move {
                     let _ = me.merge_stored(ids).await;
-                });
-                let me = Rc::clone(&inner);
+                };
                 let _ = inner
-                    .unless_stuck(merge, move |()| {
+                    .unless_stuck(merge, |me, ()| {
                         me.send_pending();
                         me.announce_status();
                     })
@@ -2342,9 +2343,8 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                     inner.schedule_unsaved_retry_in((UNSAVED_RETRY_MS - since).ceil());
                     continue;
                 }
-                let me = Rc::clone(&inner);
-                let save = Box::pin(async move { me.save_unsaved_now(true).await });
-                let _ = inner.unless_stuck(save, |()| {}).await;
+                let save = |me: Rc<Inner>| async move { me.save_unsaved_now(true).await };
+                let _ = inner.unless_stuck(save, |_, ()| {}).await;
             }
             Event::Shown => {
                 // Not again at once for someone switching back and forth.
@@ -2352,9 +2352,8 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                     .since_unsaved_failed()
                     .is_some_and(|since| since < SHOWN_RETRY_MS);
                 if !inner.unsaved.borrow().is_empty() && !just_failed {
-                    let me = Rc::clone(&inner);
-                    let save = Box::pin(async move { me.save_unsaved_now(false).await });
-                    let _ = inner.unless_stuck(save, |()| {}).await;
+                    let save = |me: Rc<Inner>| async move { me.save_unsaved_now(false).await };
+                    let _ = inner.unless_stuck(save, |_, ()| {}).await;
                 }
             }
             Event::Retry => {
