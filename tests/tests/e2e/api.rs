@@ -367,6 +367,21 @@ async fn csv_exports_hold_agreements_and_milestones() {
         .unwrap();
     assert!(projects.contains("Constitute the International Coordination Council"));
     assert!(projects.lines().nth(1).unwrap().contains("done"));
+    // A project's own dates and domain stand on each of its rows, by name.
+    let mut rows = csv::Reader::from_reader(projects.trim_start_matches('\u{feff}').as_bytes());
+    let head = rows.headers().unwrap().clone();
+    let column = |name: &str| head.iter().position(|h| h == name).unwrap();
+    let follow_up: Vec<csv::StringRecord> = rows
+        .records()
+        .map(Result::unwrap)
+        .filter(|r| r[column("title_en")].starts_with("Follow-up of the twinning agreements"))
+        .collect();
+    assert_eq!(follow_up.len(), 3, "one row per milestone: {projects}");
+    for row in &follow_up {
+        assert_eq!(&row[column("starts_on")], "2025-10-31");
+        assert_eq!(&row[column("ends_on")], "");
+        assert_eq!(&row[column("domain")], "governance");
+    }
 
     // A title a spreadsheet would run as a formula is exported as text.
     // (A party is a record link, `automerge:…`, and can start no formula.)
