@@ -215,6 +215,7 @@ impl Session {
         let (out_tx, mut out_rx) = outbox(
             self.hub.settings.peer_queue,
             self.hub.settings.peer_queue_bytes(),
+            self.hub.device_share(&self.device.id),
         );
         let settings = Arc::clone(&self.hub.settings);
         let metrics = self.hub.metrics.clone();

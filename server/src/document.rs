@@ -463,7 +463,7 @@ pub fn send_bytes_or_cut(
 ) -> Queued {
     match out.try_send(frame) {
         Ok(()) => Queued::Yes,
-        Err(NotQueued::Full) => {
+        Err(NotQueued::Full | NotQueued::DeviceFull) => {
             metrics.slow_peers_dropped.inc();
             kill.cancel();
             Queued::CutOff

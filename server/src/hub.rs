@@ -12,6 +12,7 @@ use twinsync_shared::{DocumentId, PeerId};
 use crate::auth::{AuthError, Device, Guards, Secret};
 use crate::document::{self, DocCommand, PeerLink, Roster};
 use crate::metrics::Metrics;
+use crate::outbox::DeviceShare;
 use crate::settings::Settings;
 use crate::store::{Appender, Store, StoreError};
 
@@ -40,6 +41,9 @@ pub struct Hub {
     /// Bytes the hand-in copies of each revoked device hold, over all its
     /// connections (see `connection.rs`'s `HandIn`).
     hand_in_held: Mutex<HashMap<String, u64>>,
+    /// The bytes queued to each connected device's peers, over all its
+    /// sockets ([`Hub::device_share`]).
+    device_shares: Mutex<HashMap<String, DeviceShare>>,
     /// The documents each device's sockets hold open, over all of them,
     /// with how many of its sockets hold each (see
     /// `Settings::max_open_docs_per_device`).
@@ -260,6 +264,7 @@ impl Hub {
             waiting: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Sessions::default()),
             hand_in_held: Mutex::new(HashMap::new()),
+            device_shares: Mutex::new(HashMap::new()),
             open_docs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -279,6 +284,19 @@ impl Hub {
             tasks_failed: Mutex::new(HashMap::new()),
             data_lock: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// The share of the bytes queued to `device`'s peers that a new socket
+    /// of it counts against, with its other sockets
+    /// (`Settings::device_queue_mib`).
+    pub fn device_share(&self, device: &str) -> DeviceShare {
+        let mut shares = self.device_shares.lock().unwrap_or_else(|e| e.into_inner());
+        // Shares no socket holds any more go as the next is handed out.
+        shares.retain(|_, share| share.in_use());
+        shares
+            .entry(device.to_owned())
+            .or_insert_with(|| DeviceShare::new(self.settings.device_queue_bytes()))
+            .clone()
     }
 
     /// A turn for a revoked device's hand-in to load a record whole, and

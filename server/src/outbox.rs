@@ -7,6 +7,11 @@
 //! asking for records it never reads. The byte bound counts what waits in
 //! the queue; one frame is always taken while nothing waits, so a record
 //! larger than the budget still reaches a peer that reads.
+//!
+//! A device may hold many sockets (`max_peers_per_device`), so the bytes
+//! are also counted over all of a device's queues together
+//! ([`DeviceShare`]): 64 sockets that ask for large records and never read
+//! would otherwise pin 64 budgets, several GiB, until each times out.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +20,9 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 
 /// A new queue holding at most `frames` frames and, past its first frame,
-/// `bytes` bytes.
-pub fn outbox(frames: usize, bytes: usize) -> (Outbox, Drain) {
+/// `bytes` bytes, and no more than its device's `share` allows beside the
+/// device's other queues.
+pub fn outbox(frames: usize, bytes: usize, share: DeviceShare) -> (Outbox, Drain) {
     let (tx, rx) = mpsc::channel(frames);
     let queued = Arc::new(AtomicUsize::new(0));
     (
@@ -24,9 +30,41 @@ pub fn outbox(frames: usize, bytes: usize) -> (Outbox, Drain) {
             tx,
             queued: Arc::clone(&queued),
             budget: bytes,
+            device: share.clone(),
         },
-        Drain { rx, queued },
+        Drain {
+            rx,
+            queued,
+            device: share,
+        },
     )
+}
+
+/// The bytes waiting in all of one device's queues, and the most they may
+/// hold: one frame is always taken while none of them holds anything.
+#[derive(Clone, Debug)]
+pub struct DeviceShare {
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl DeviceShare {
+    pub fn new(budget: usize) -> Self {
+        Self {
+            queued: Arc::new(AtomicUsize::new(0)),
+            budget,
+        }
+    }
+
+    /// Bytes waiting in the device's queues.
+    pub fn bytes_queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether another queue still counts against this share.
+    pub fn in_use(&self) -> bool {
+        Arc::strong_count(&self.queued) > 1
+    }
 }
 
 /// The sending side, one clone per document task that answers the peer.
@@ -36,6 +74,7 @@ pub struct Outbox {
     /// Bytes in frames queued and not yet taken by the writer.
     queued: Arc<AtomicUsize>,
     budget: usize,
+    device: DeviceShare,
 }
 
 /// Why a frame was not queued.
@@ -43,6 +82,8 @@ pub struct Outbox {
 pub enum NotQueued {
     #[error("the peer's queue is full")]
     Full,
+    #[error("the queues of the peer's device hold as much as it may")]
+    DeviceFull,
     #[error("the peer's connection has closed")]
     Closed,
 }
@@ -52,12 +93,25 @@ impl Outbox {
     pub fn try_send(&self, frame: Vec<u8>) -> Result<(), NotQueued> {
         let len = frame.len();
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before.saturating_add(len) > self.budget {
+        let device_before = self.device.queued.fetch_add(len, Ordering::AcqRel);
+        let over = |before: usize, budget: usize| before > 0 && before.saturating_add(len) > budget;
+        let refused = if over(before, self.budget) {
+            Some(NotQueued::Full)
+        } else if over(device_before, self.device.budget) {
+            Some(NotQueued::DeviceFull)
+        } else {
+            None
+        };
+        let undo = || {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            return Err(NotQueued::Full);
+            self.device.queued.fetch_sub(len, Ordering::AcqRel);
+        };
+        if let Some(why) = refused {
+            undo();
+            return Err(why);
         }
         self.tx.try_send(frame).map_err(|e| {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            undo();
             match e {
                 TrySendError::Full(_) => NotQueued::Full,
                 TrySendError::Closed(_) => NotQueued::Closed,
@@ -90,6 +144,7 @@ impl Outbox {
 pub struct Drain {
     rx: mpsc::Receiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
+    device: DeviceShare,
 }
 
 impl Drain {
@@ -116,6 +171,16 @@ impl Drain {
 
     fn taken(&self, frame: &[u8]) {
         self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        self.device.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+    }
+}
+
+impl Drop for Drain {
+    /// The frames never sent no longer count against the device: closed
+    /// first, so that none is queued after the last is taken out.
+    fn drop(&mut self) {
+        self.rx.close();
+        while self.try_recv().is_ok() {}
     }
 }
 
@@ -124,9 +189,44 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A device of one queue, bounded by the queue's own budget alone.
+    fn unshared() -> DeviceShare {
+        DeviceShare::new(usize::MAX)
+    }
+
+    #[test]
+    fn a_devices_queues_together_hold_at_most_its_share() {
+        let device = DeviceShare::new(1000);
+        let (a, mut a_drain) = outbox(100, 800, device.clone());
+        let (b, b_drain) = outbox(100, 800, device.clone());
+        a.try_send(vec![0; 700]).unwrap();
+        b.try_send(vec![0; 300]).unwrap();
+        assert_eq!(device.bytes_queued(), 1000);
+        // Each queue is under its own budget; together they are full.
+        assert_eq!(b.try_send(vec![0; 1]), Err(NotQueued::DeviceFull));
+        assert_eq!(
+            device.bytes_queued(),
+            1000,
+            "a refused frame is not counted"
+        );
+        assert_eq!(a.bytes_queued(), 700);
+        // What one queue's writer takes makes room for the other.
+        assert_eq!(a_drain.try_recv().unwrap().len(), 700);
+        assert_eq!(device.bytes_queued(), 300);
+        b.try_send(vec![0; 400]).unwrap();
+        // A queue dropped with frames unsent gives their bytes back.
+        drop(b_drain);
+        assert_eq!(device.bytes_queued(), 0);
+        assert_eq!(b.try_send(vec![0; 1]), Err(NotQueued::Closed));
+        assert_eq!(device.bytes_queued(), 0);
+        // With nothing waiting on the device, one frame past it still goes.
+        a.try_send(vec![0; 5000]).unwrap();
+        assert_eq!(a.try_send(vec![0; 1]), Err(NotQueued::Full));
+    }
+
     #[test]
     fn bytes_past_the_budget_wait_until_the_writer_takes_some() {
-        let (out, mut drain) = outbox(100, 1000);
+        let (out, mut drain) = outbox(100, 1000, unshared());
         out.try_send(vec![0; 600]).unwrap();
         out.try_send(vec![0; 400]).unwrap();
         assert_eq!(out.bytes_queued(), 1000);
@@ -140,7 +240,7 @@ mod tests {
 
     #[test]
     fn one_frame_larger_than_the_budget_goes_when_nothing_waits() {
-        let (out, mut drain) = outbox(100, 1000);
+        let (out, mut drain) = outbox(100, 1000, unshared());
         out.try_send(vec![0; 5000]).unwrap();
         assert_eq!(out.try_send(vec![0; 10]), Err(NotQueued::Full));
         assert_eq!(drain.try_recv().unwrap().len(), 5000);
@@ -150,7 +250,7 @@ mod tests {
 
     #[test]
     fn the_frame_count_still_bounds_small_frames() {
-        let (out, _drain) = outbox(2, 1 << 20);
+        let (out, _drain) = outbox(2, 1 << 20, unshared());
         out.try_send(vec![1]).unwrap();
         out.try_send(vec![2]).unwrap();
         assert_eq!(out.try_send(vec![3]), Err(NotQueued::Full));
@@ -159,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_closed_queue_says_so_and_counts_nothing() {
-        let (out, drain) = outbox(4, 1000);
+        let (out, drain) = outbox(4, 1000, unshared());
         drop(drain);
         assert_eq!(out.try_send(vec![0; 10]), Err(NotQueued::Closed));
         assert_eq!(out.bytes_queued(), 0);

@@ -184,6 +184,19 @@ pub struct Settings {
     )]
     pub peer_queue_mib: usize,
 
+    /// MiB of frames queued for all of one device's peers together before
+    /// the peer whose frame would pass it is dropped (one frame is always
+    /// queued while none of them holds anything). Without it, a device's
+    /// `--max-peers-per-device` sockets asking for large records they never
+    /// read could each hold `--peer-queue-mib`.
+    #[arg(
+        long,
+        env = "TWINSYNC_DEVICE_QUEUE_MIB",
+        default_value_t = 256,
+        value_parser = at_least_one::<usize>(),
+    )]
+    pub device_queue_mib: usize,
+
     /// Peers one device may have connected at once; a new one past it
     /// closes the device's oldest (most often a socket the phone has
     /// already given up on). Without it, one device's token could open
@@ -417,6 +430,7 @@ impl Settings {
             max_quarantine_mib: 64,
             peer_queue: 1024,
             peer_queue_mib: 64,
+            device_queue_mib: 256,
             max_peers_per_device: 64,
             doc_queue: 1024,
             ping_secs: 5,
@@ -454,6 +468,10 @@ impl Settings {
 
     pub fn peer_queue_bytes(&self) -> usize {
         self.peer_queue_mib.saturating_mul(1024 * 1024)
+    }
+
+    pub fn device_queue_bytes(&self) -> usize {
+        self.device_queue_mib.saturating_mul(1024 * 1024)
     }
 
     pub fn max_record_bytes(&self) -> u64 {

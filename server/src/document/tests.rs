@@ -80,7 +80,7 @@ fn meeting() -> Automerge {
 /// A replica of `base` whose sync state already knows the server holds
 /// `base`, so its next message carries its own changes.
 fn replica(name: &str, role: Role, base: &Automerge) -> Replica {
-    let (out, frames) = outbox(64, 1 << 20);
+    let (out, frames) = outbox(64, 1 << 20, crate::outbox::DeviceShare::new(usize::MAX));
     let mut doc = base.fork();
     let mut state = State::new();
     let (mut mirror, mut theirs) = (base.clone(), State::new());

@@ -714,6 +714,55 @@ async fn a_peer_that_never_reads_large_frames_is_cut_off_by_their_bytes() {
     drop(sloth);
 }
 
+/// A device's sockets are bounded together as well as each: three that
+/// never read, each far under its own `peer_queue_mib`, are cut off once
+/// together they hold `device_queue_mib`, as a device's 64 sockets could
+/// otherwise pin 64 such budgets. Another device's writer is served
+/// throughout.
+#[tokio::test]
+async fn a_devices_sockets_that_never_read_are_cut_off_by_their_bytes_together() {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    use twinsync_server::auth::Role;
+    let app = spawn_app_with(|s| {
+        s.peer_queue_mib = 64;
+        s.device_queue_mib = 2;
+        s.max_record_mib = 128;
+        s.ping_secs = 60;
+        s.peer_timeout_secs = 120;
+    })
+    .await;
+    let meeting = app.first("meeting").await;
+    let mut sloths = Vec::new();
+    for i in 0..3 {
+        sloths.push(holding(&app, &format!("sloth-{i}"), meeting).await);
+    }
+    // From here on the sloths never read their sockets.
+    let token = app.device(Role::Coordinator, &[], None);
+    let mut writer = fetched(&app, TestPeer::new("writer").with_token(&token), meeting).await;
+    let started = std::time::Instant::now();
+    let mut sent = 0usize;
+    while app.hub.metrics.slow_peers_dropped.get() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no socket of the device that never reads was cut after {} MiB were relayed to each",
+            sent >> 20
+        );
+        let blob = noise(sent as u64, 256 * 1024);
+        sent += blob.len();
+        let mut tx = writer.doc_mut(meeting).transaction();
+        tx.put(ROOT, format!("attachment-{sent}"), blob).unwrap();
+        tx.commit();
+        let heads = writer.heads(meeting);
+        writer.sync_until_acked(LIMIT, meeting, &heads).await;
+    }
+    // Each socket's own budget would have let it hold 64 MiB.
+    assert!(sent < 32 << 20, "{} MiB relayed before the cut", sent >> 20);
+    assert!(writer.seen.errors.is_empty(), "{:?}", writer.seen.errors);
+    assert!(writer.is_connected());
+    drop(sloths);
+}
+
 /// The refusal of a change past a record's size limit, in bytes or in
 /// ops: not kept for review, so no quarantine number.
 fn too_large(document_id: DocumentId) -> Refusal {
