@@ -369,6 +369,11 @@ fn restore(
              a device revoked since the backup can sign in again; check `twinsync device list`",
             counted_come(count)
         ),
+        Devices::OtherClub { count, replaced } => eprintln!(
+            "{} from the backup, which is of another club than the database replaced \
+             (club {replaced}): none of that club's devices can sign in here now",
+            counted_come(count)
+        ),
     }
     for warning in &done.warnings {
         eprintln!("warning: {warning}");

@@ -59,6 +59,18 @@ pub enum RestoreError {
     )]
     ReplacedUnreadable { path: PathBuf, reason: String },
     #[error(
+        "the backup holds the club {backup}, but the database it would replace, {}, holds \
+         another, {replaced}: is it a backup of another server? Nothing restored; to put that \
+         club in place of this one, with the backup's devices and invites alone, add \
+         --devices-from-backup",
+        .path.display()
+    )]
+    OtherClub {
+        path: PathBuf,
+        backup: String,
+        replaced: String,
+    },
+    #[error(
         "{} holds {}: start `twinsync serve` there, which finishes what an earlier restore \
          left (a database's WAL without the database must first be put back beside it, from \
          the newest before-restore-* folder there, or moved away)",
@@ -116,12 +128,17 @@ pub enum Devices {
     /// From the backup: there was no database to replace (`why` is
     /// `None`), or it could not be read and the operator said to go on.
     FromBackup { count: usize, why: Option<String> },
+    /// From the backup, which is of another club than the database
+    /// replaced (the club record `replaced`), as the operator said to go
+    /// on: that club's devices are no devices of this one.
+    OtherClub { count: usize, replaced: String },
 }
 
 /// Puts `backup` in place of the database in `data_dir`; see the module
 /// documentation. `stamp` names the folder the old database goes to
 /// (`before-restore-<stamp>`). With `devices_from_backup`, a database to
-/// replace that cannot be read does not stop the restore.
+/// replace that cannot be read, or that holds another club, does not stop
+/// the restore.
 pub fn restore(
     data_dir: &Path,
     backup: &Path,
@@ -522,6 +539,17 @@ fn stage(
                     reason,
                 });
             }
+            Err(Carry::OtherClub { replaced, .. }) if devices_from_backup => Devices::OtherClub {
+                count: count_devices(&conn)?,
+                replaced,
+            },
+            Err(Carry::OtherClub { backup, replaced }) => {
+                return Err(RestoreError::OtherClub {
+                    path: live.to_owned(),
+                    backup,
+                    replaced,
+                });
+            }
             Err(Carry::Failed(e)) => return Err(e.into()),
         }
     } else {
@@ -609,6 +637,22 @@ fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), C
     conn.execute("ATTACH DATABASE ?1 AS replaced", [uri(live, "mode=ro")])
         .map_err(unreadable)?;
     let copied = (|| {
+        // A backup of another club's server: its devices are no devices
+        // of this club, nor this club's of that one.
+        let club = |schema: &str| {
+            conn.query_row(
+                &format!("SELECT MIN(id) FROM {schema}.documents WHERE kind = 'club'"),
+                [],
+                |r| r.get::<_, Option<String>>(0),
+            )
+        };
+        let backup_club = club("main").map_err(Carry::Failed)?;
+        let replaced_club = club("replaced").map_err(unreadable)?;
+        if let (Some(backup), Some(replaced)) = (backup_club, replaced_club)
+            && backup != replaced
+        {
+            return Err(Carry::OtherClub { backup, replaced });
+        }
         let mut lists = Vec::new();
         for table in CARRIED {
             let ours = columns(conn, "main", table).map_err(Carry::Failed)?;
@@ -703,6 +747,8 @@ fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), C
 enum Carry {
     /// It could not be read.
     Unreadable(String),
+    /// It holds another club than the backup: the club records' ids.
+    OtherClub { backup: String, replaced: String },
     /// Writing them into the copy failed (a full disk, say).
     Failed(rusqlite::Error),
 }
@@ -1035,6 +1081,38 @@ mod tests {
             b"not a database any more",
             "kept aside"
         );
+    }
+
+    #[test]
+    fn a_backup_of_another_club_is_refused_unless_told_and_then_brings_its_devices_alone() {
+        let (dir, _) = club();
+        let (_elsewhere, other) = club();
+        let live = dir.path().join(DATABASE);
+        let ours = device(&Store::open(&live).unwrap(), "of this club");
+        let club_of = |path: &Path| -> String {
+            Connection::open(path)
+                .unwrap()
+                .query_row("SELECT id FROM documents WHERE kind = 'club'", [], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        };
+        let this_club = club_of(&live);
+        let err = restore(dir.path(), &other, "t", false).unwrap_err();
+        assert!(matches!(err, RestoreError::OtherClub { .. }), "{err}");
+        assert!(err.to_string().contains("--devices-from-backup"), "{err}");
+        assert!(err.to_string().contains(&this_club), "{err}");
+        assert_eq!(club_of(&live), this_club, "left as it was");
+        assert!(!dir.path().join("before-restore-t").exists());
+
+        let done = restore(dir.path(), &other, "t", true).unwrap();
+        assert!(matches!(done.devices, Devices::OtherClub { .. }));
+        let store = Store::open(&live).unwrap();
+        assert!(
+            store.device(&ours).unwrap().is_none(),
+            "a device of the club replaced came over"
+        );
+        assert_ne!(club_of(&live), this_club);
     }
 
     #[test]
