@@ -16,7 +16,8 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 use twinsync_shared::protocol::{
-    DecodeError, DocSync, Message, PeerMetadata, RATE_LIMITED, Refusal, handshake, sync_shape,
+    DecodeError, DocSync, Message, PeerMetadata, RATE_LIMITED, Refusal, TOO_MANY_OPEN, UNREADABLE,
+    handshake, sync_shape,
 };
 use twinsync_shared::record::{
     Commit, Edit, EditError, Kind, RecordDoc, TouchedFields, changed_paths, check_chunk,
@@ -107,20 +108,60 @@ pub struct Outcome {
     pub errors: Vec<(String, Option<Refusal>)>,
     /// Records the server said it does not have (or will not share).
     pub unavailable: Vec<DocumentId>,
-    /// Seconds after which [`Replica::retry_deferred`] is due: the server
-    /// did not take some records yet, as this device opened more in a
-    /// minute than it allows.
+    /// Seconds after which [`Replica::retry_deferred`] is next due: a
+    /// record's message did not go through (the server did not take it,
+    /// or the engine refused the server's).
     pub retry_after: Option<u64>,
+    /// What the sync engine refused in a message from the server, one
+    /// record each: that record is deferred, and the others go on syncing
+    /// on the same socket.
+    pub refused_here: Vec<String>,
 }
+
+/// Why a record's exchange with the server stopped for a while: it starts
+/// afresh once [`Replica::retry_deferred`] finds it due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    /// This device opened more records in a minute than the server allows
+    /// ([`RATE_LIMITED`]): the record waits its turn, and the server said
+    /// when it comes.
+    Turn,
+    /// The server dropped our message unread: it could not read its copy
+    /// just now ([`UNREADABLE`]), or this device holds as many records open
+    /// as it allows ([`TOO_MANY_OPEN`]), which frees only as its other
+    /// sockets close. Sent again after a backoff.
+    Unread,
+    /// The sync engine refused what the server sent for it: nothing for it
+    /// is taken in meanwhile, and it is then asked for again with
+    /// Automerge's reset flag, so that the server sends again what it had
+    /// sent. Closing the socket instead would stop every record with it,
+    /// and bring the same message back at once.
+    Refused,
+}
+
+/// The first wait before a record the server dropped unread, or whose
+/// message the engine refused, is tried again; it doubles with each
+/// failure in a row, up to [`RETRY_MAX_SECS`].
+const RETRY_FIRST_SECS: u64 = 60;
+const RETRY_MAX_SECS: u64 = 3600;
 
 struct Entry {
     doc: Automerge,
     sync: DocSync,
     /// The server answered `doc-unavailable` for it.
     unavailable: bool,
-    /// The server did not take its last message ([`RATE_LIMITED`]): not
-    /// sent again until [`Replica::retry_deferred`].
-    deferred: bool,
+    /// Its exchange with the server stopped, and why: not sent again
+    /// until [`Replica::retry_deferred`] finds it due.
+    deferred: Option<Deferred>,
+    /// When it is due, in seconds since the epoch.
+    due: i64,
+    /// Its messages that failed in a row ([`Deferred::Unread`],
+    /// [`Deferred::Refused`]), for the backoff; none once an exchange
+    /// goes through.
+    failures: u32,
+    /// The engine refused the server's last message for it, and no message
+    /// for it went through since ([`Replica::held_back`]).
+    engine_refused: bool,
     /// The server's sync state as last stored, restored on connect.
     stored_state: Option<Vec<u8>>,
     /// The record's summary and the heads it was read at: the app lists
@@ -148,7 +189,10 @@ impl Entry {
             doc,
             sync: DocSync::new(id),
             unavailable: false,
-            deferred: false,
+            deferred: None,
+            due: 0,
+            failures: 0,
+            engine_refused: false,
             stored_state: None,
             summary: RefCell::new(None),
             touched: RefCell::default(),
@@ -771,7 +815,7 @@ impl Replica {
                 .unwrap_or_default();
             entry.sync.add_peer(server.clone(), state);
             entry.unavailable = false;
-            entry.deferred = false;
+            entry.deferred = None;
         }
         self.dirty.extend(self.docs.keys().copied());
         self.server = Some(server);
@@ -787,7 +831,7 @@ impl Replica {
         let mut states = Vec::new();
         for (id, entry) in &mut self.docs {
             // The next server is asked afresh.
-            entry.deferred = false;
+            entry.deferred = None;
             if let Some(state) = entry.sync.remove_peer(&server) {
                 let bytes = state.encode();
                 entry.stored_state = Some(bytes.clone());
@@ -813,7 +857,8 @@ impl Replica {
 
     /// Handles one frame from the server. `now` (seconds since the epoch)
     /// dates the change, if any, that lists records created here before
-    /// the club record arrived.
+    /// the club record arrived, and is when a record deferred by this
+    /// frame starts its wait ([`Self::retry_deferred`] takes the same clock).
     pub fn receive(&mut self, frame: &[u8], now: i64) -> Result<Outcome, ClientError> {
         // The frame is in memory already, from the server this device signed
         // in to: a record as large as it allows (`--max-record-mib`, 32 MiB
@@ -851,7 +896,9 @@ impl Replica {
                 document_id,
                 data,
                 ..
-            } => self.on_sync(&sender_id, document_id, &data, now, &mut out)?,
+            } if self.server.as_ref() == Some(&sender_id) => {
+                self.on_sync(&sender_id, document_id, &data, now, &mut out)?;
+            }
             Message::DocUnavailable { document_id, .. } => {
                 if let Some(e) = self.docs.get_mut(&document_id) {
                     e.unavailable = true;
@@ -861,10 +908,13 @@ impl Replica {
             Message::Error {
                 message, refusal, ..
             } => {
-                if let Some(r) = &refusal
-                    && r.code == RATE_LIMITED
-                {
-                    self.defer(r.document_id, r.retry_after, &mut out);
+                let deferred = match refusal.as_ref().map(|r| r.code.as_str()) {
+                    Some(RATE_LIMITED) => Some(Deferred::Turn),
+                    Some(UNREADABLE | TOO_MANY_OPEN) => Some(Deferred::Unread),
+                    _ => None,
+                };
+                if let (Some(r), Some(why)) = (&refusal, deferred) {
+                    self.defer(r.document_id, why, r.retry_after, now, &mut out);
                 }
                 out.errors.push((message, refusal));
             }
@@ -879,36 +929,93 @@ impl Replica {
         Ok(out)
     }
 
-    /// The server did not take our message for `id` yet: it is sent again,
-    /// as a fresh exchange, once [`Self::retry_deferred`] is called.
-    fn defer(&mut self, id: DocumentId, retry_after: Option<u64>, out: &mut Outcome) {
+    /// The exchange of `id` stops for a while (`why`): it starts afresh
+    /// once [`Self::retry_deferred`] finds it due, at `now` plus the
+    /// server's `retry_after` or the backoff.
+    fn defer(
+        &mut self,
+        id: DocumentId,
+        why: Deferred,
+        retry_after: Option<u64>,
+        now: i64,
+        out: &mut Outcome,
+    ) {
         let (Some(server), Some(entry)) = (&self.server, self.docs.get_mut(&id)) else {
             return;
         };
-        // The message was dropped unread: what the sync state says was sent
-        // never arrived.
+        // Either our message was dropped unread, so what the sync state
+        // says was sent never arrived, or theirs was: what survives a
+        // reconnection (the heads both are known to share) is kept.
         entry.sync.reset_peer(server);
-        entry.deferred = true;
         self.dirty.remove(&id);
-        // The server's window is a minute; a server that says no more than
-        // "later" is asked again after one.
-        let secs = retry_after.unwrap_or(60).clamp(1, 3600);
-        out.retry_after = Some(out.retry_after.map_or(secs, |s| s.max(secs)));
-    }
-
-    /// Sends again the records the server did not take yet. Their sync
-    /// state was reset when it said so, so each starts a fresh exchange.
-    pub fn retry_deferred(&mut self) {
-        for (id, entry) in &mut self.docs {
-            if std::mem::take(&mut entry.deferred) {
-                self.dirty.insert(*id);
+        // Deferred already: several messages sent before the first refusal
+        // came back are refused one by one, and count as one try. A record
+        // whose message the engine refused stays so: only the reset flag
+        // has the server send again what it had sent.
+        if entry.deferred.is_some() {
+            if why == Deferred::Refused {
+                entry.deferred = Some(why);
+            }
+            return;
+        }
+        entry.deferred = Some(why);
+        let secs = match why {
+            // The server's window is a minute; a server that says no more
+            // than "later" is asked again after one.
+            Deferred::Turn => retry_after.unwrap_or(RETRY_FIRST_SECS),
+            Deferred::Unread | Deferred::Refused => {
+                entry.failures = entry.failures.saturating_add(1);
+                let backoff = RETRY_FIRST_SECS << (entry.failures - 1).min(6);
+                backoff.max(retry_after.unwrap_or(0))
             }
         }
+        .clamp(1, RETRY_MAX_SECS);
+        entry.due = now.saturating_add(secs as i64);
+        out.retry_after = Some(out.retry_after.map_or(secs, |s| s.min(secs)));
     }
 
-    /// Records the server has not taken yet ([`Self::retry_deferred`]).
+    /// Starts again the exchanges of the deferred records that are due at
+    /// `now`, each afresh (a record whose message the engine refused with
+    /// Automerge's reset flag); the seconds until the next is due, if any
+    /// waits still.
+    pub fn retry_deferred(&mut self, now: i64) -> Option<u64> {
+        let mut next: Option<i64> = None;
+        for (id, entry) in &mut self.docs {
+            let Some(why) = entry.deferred else { continue };
+            if entry.due > now {
+                // A clock set back since: no wait is longer than the most
+                // a record is given.
+                let wait = (entry.due - now).min(RETRY_MAX_SECS as i64);
+                entry.due = now + wait;
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+                continue;
+            }
+            entry.deferred = None;
+            if why == Deferred::Refused
+                && let Some(server) = &self.server
+            {
+                entry.sync.ask_to_resend(server);
+            }
+            self.dirty.insert(*id);
+        }
+        next.map(|n| n.unsigned_abs())
+    }
+
+    /// Records whose last message from the server the engine refused, and
+    /// none since went through: what `Outcome::refused_here` said holds.
+    pub fn held_back(&self) -> usize {
+        self.docs.values().filter(|e| e.engine_refused).count()
+    }
+
+    /// Records waiting their turn, as the server takes only so many from
+    /// one device a minute ([`Self::retry_deferred`]). Those it could not
+    /// read are sent again at the same time, and not counted here: the
+    /// server's refusal says why.
     pub fn deferred(&self) -> usize {
-        self.docs.values().filter(|e| e.deferred).count()
+        self.docs
+            .values()
+            .filter(|e| e.deferred == Some(Deferred::Turn))
+            .count()
     }
 
     fn on_sync(
@@ -924,13 +1031,38 @@ impl Replica {
         // `doc-unavailable` that came first is out of date. Left set, the
         // record would never send its changes again.
         entry.unavailable = false;
-        // Nor is a deferral: it holds the record open for us now.
-        entry.deferred = false;
+        // What the server sends after a message the engine refused is not
+        // taken in until the record starts afresh.
+        if entry.deferred == Some(Deferred::Refused) {
+            return Ok(());
+        }
+        // Any other deferral is over: it holds the record open for us now.
+        entry.deferred = None;
         let before = entry.doc.get_heads();
-        let received = entry
-            .sync
-            .receive(&mut entry.doc, from, data)
-            .map_err(|e| ClientError::Protocol(format!("record {id}: {e}")))?;
+        let received = match entry.sync.receive(&mut entry.doc, from, data) {
+            Ok(received) => received,
+            Err(e) => {
+                entry.engine_refused = true;
+                out.refused_here.push(format!("record {id}: {e}"));
+                self.defer(id, Deferred::Refused, None, now, out);
+                return Ok(());
+            }
+        };
+        // Gone through: the server's message brought changes, or every head
+        // it named is held here. A message that only waits for what the
+        // refused one held (its dependencies) is no way out of the backoff.
+        let through = !received.new_changes.is_empty()
+            || entry.sync.peer_state(from).is_some_and(|s| {
+                s.their_heads.as_ref().is_some_and(|heads| {
+                    heads
+                        .iter()
+                        .all(|h| entry.doc.get_change_meta_by_hash(h).is_some())
+                })
+            });
+        if through {
+            entry.failures = 0;
+            entry.engine_refused = false;
+        }
         if let Some(state) = entry.sync.peer_state(from) {
             let bytes = state.encode();
             entry.stored_state = Some(bytes.clone());
@@ -987,7 +1119,7 @@ impl Replica {
                 continue;
             };
             let entry = self.docs.get_mut(&id).expect("looked up just above");
-            if entry.unavailable || entry.deferred {
+            if entry.unavailable || entry.deferred.is_some() {
                 continue;
             }
             for msg in entry.sync.generate(&entry.doc, &self.me) {
@@ -1091,14 +1223,21 @@ impl Replica {
             .count()
     }
 
-    /// The heads the server has confirmed, limited to changes we hold.
+    /// The heads the server has confirmed, limited to changes we hold: its
+    /// live heads and the heads both are known to share. Its heads alone
+    /// would confirm nothing as soon as it names one change we lack yet
+    /// (another device's, announced at a reconnect before it is sent), and
+    /// every change of the record would count as unconfirmed meanwhile.
     fn server_heads(&self, e: &Entry) -> Vec<ChangeHash> {
         let live = self.server.as_ref().and_then(|s| e.sync.peer_state(s));
         let heads: Vec<ChangeHash> = match live {
-            Some(state) => state
-                .their_heads
-                .clone()
-                .unwrap_or_else(|| state.shared_heads.clone()),
+            Some(state) => {
+                let mut heads = state.their_heads.clone().unwrap_or_default();
+                heads.extend(state.shared_heads.iter().copied());
+                heads.sort_unstable();
+                heads.dedup();
+                heads
+            }
             None => e
                 .stored_state
                 .as_deref()

@@ -476,8 +476,9 @@ enum Event {
     Wake,
     /// Local edits want sending.
     Flush,
-    /// Time to send again the records the server did not take yet.
-    Retry,
+    /// Time to start again the deferred records that are due: the timer
+    /// set for this time ([`Inner::schedule_retry`]).
+    Retry(f64),
     /// Time to try again to write whole the records the device could not
     /// keep.
     SaveUnsaved,
@@ -530,10 +531,14 @@ struct Inner {
     heard_at: Rc<Cell<f64>>,
     /// A reconnection is scheduled.
     reconnect_due: Cell<bool>,
-    /// A timer will send the deferred records again: one at a time, as the
-    /// server refuses each record in its own frame, and a timer each would
-    /// send them all again once per refusal.
-    retry_due: Cell<bool>,
+    /// When the timer that starts the deferred records again fires
+    /// ([`monotonic_ms`]): one at a time, as the server refuses each record
+    /// in its own frame, unless a record is due sooner than it.
+    retry_at: Cell<Option<f64>>,
+    /// `last_error` says what the engine refused of a record's message
+    /// ([`Replica::held_back`]): cleared once a message for it goes
+    /// through, not only at the next join.
+    held_back_said: Cell<bool>,
     /// What went wrong here, and its kind (`SyncStatus.errorKind`).
     last_error: RefCell<Option<(&'static str, String)>>,
     /// Why the socket last closed.
@@ -765,7 +770,8 @@ impl Client {
             tickets: Cell::new(0),
             heard_at: Rc::new(Cell::new(0.0)),
             reconnect_due: Cell::new(false),
-            retry_due: Cell::new(false),
+            retry_at: Cell::new(None),
+            held_back_said: Cell::new(false),
             club_unsaved: Cell::new(not_kept.as_ref().map(|(club, _)| *club)),
             last_error: RefCell::new(if damaged.is_empty() {
                 not_kept.map(|(_, error)| error)
@@ -2126,15 +2132,20 @@ impl Inner {
         self.socket.borrow().as_ref().is_some_and(|s| s.seq == seq)
     }
 
-    /// Sends the records the server did not take yet again in `secs`
-    /// seconds, plus up to a tenth more, so that the phones a server turned
-    /// away together do not come back together.
+    /// Starts the deferred records again in `secs` seconds, plus up to a
+    /// tenth more, so that the phones a server turned away together do not
+    /// come back together; unless a timer fires before then already.
     fn schedule_retry(&self, secs: u64) {
         let delay = secs as f64 * 1000.0 * (1.0 + js_sys::Math::random() * 0.1);
+        let at = monotonic_ms() + delay;
+        if self.retry_at.get().is_some_and(|due| due <= at) {
+            return;
+        }
+        self.retry_at.set(Some(at));
         let tx = self.events.clone();
         spawn_local(async move {
             gloo_timers::future::TimeoutFuture::new(delay as u32).await;
-            let _ = tx.unbounded_send(Event::Retry);
+            let _ = tx.unbounded_send(Event::Retry(at));
         });
     }
 
@@ -2225,9 +2236,7 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                         {
                             *inner.last_error.borrow_mut() = Some(not_saved(&e));
                         }
-                        if let Some(secs) = out.retry_after
-                            && !inner.retry_due.replace(true)
-                        {
+                        if let Some(secs) = out.retry_after {
                             inner.schedule_retry(secs);
                         }
                         // A record not taken yet is no refusal: it counts
@@ -2242,12 +2251,34 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                         } else if inner.replica.borrow().unconfirmed() == 0 {
                             inner.refused.borrow_mut().take();
                         }
+                        // A record whose message the engine refused is asked
+                        // for again later; the others sync on this socket.
+                        // Said until a message for it goes through.
+                        if let Some(e) = out.refused_here.last()
+                            && inner
+                                .last_error
+                                .borrow()
+                                .as_ref()
+                                .is_none_or(|(kind, _)| matches!(*kind, "server" | "protocol"))
+                        {
+                            *inner.last_error.borrow_mut() = Some(("protocol", e.clone()));
+                            inner.held_back_said.set(true);
+                        } else if inner.held_back_said.get()
+                            && inner.replica.borrow().held_back() == 0
+                        {
+                            inner.held_back_said.set(false);
+                            let mut last = inner.last_error.borrow_mut();
+                            if last.as_ref().is_some_and(|(kind, _)| *kind == "protocol") {
+                                *last = None;
+                            }
+                        }
                         // An error that refuses no change (the socket's own
                         // trouble, said before the server closes it) is no
                         // refusal to keep until every change is confirmed:
                         // it lasts until the next join. What this device
                         // could not keep is said first.
-                        if let Some((e, None)) = out.errors.iter().rfind(|(_, r)| r.is_none())
+                        if out.refused_here.is_empty()
+                            && let Some((e, None)) = out.errors.iter().rfind(|(_, r)| r.is_none())
                             && inner
                                 .last_error
                                 .borrow()
@@ -2356,9 +2387,16 @@ async fn event_loop(inner: Rc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
                     let _ = inner.unless_stuck(save, |_, ()| {}).await;
                 }
             }
-            Event::Retry => {
-                inner.retry_due.set(false);
-                inner.replica.borrow_mut().retry_deferred();
+            Event::Retry(at) => {
+                // A timer a sooner one replaced fires too: each starts what
+                // is due, and the one last set schedules what is not.
+                if inner.retry_at.get() == Some(at) {
+                    inner.retry_at.set(None);
+                }
+                let next = inner.replica.borrow_mut().retry_deferred(now_secs());
+                if let Some(secs) = next {
+                    inner.schedule_retry(secs);
+                }
                 inner.send_pending();
                 inner.announce_status();
             }

@@ -1295,7 +1295,7 @@ impl Session {
     ) {
         self.hub.metrics.rate_limited.inc();
         let message = format!(
-            "document {doc} not {what}: {held}, the most the server allows; it is sent again when the phone reconnects"
+            "document {doc} not {what}: {held}, the most the server allows; send it again later"
         );
         self.refuse(out, peer_id, doc, TOO_MANY_OPEN, None, message);
     }

@@ -74,14 +74,7 @@ pub const TOO_LARGE: &str = "too-large";
 /// or failing disk); the device sends them again on reconnecting.
 pub const NOT_STORED: &str = "not-stored";
 
-/// The code of changes not accepted because the server cannot read its own
-/// copy of the record just now.
-pub const UNREADABLE: &str = "unreadable";
-
-/// The code of a record not opened because the device already holds as
-/// many open as the server allows (`--max-open-docs-per-device`), over all
-/// its sockets; it is sent again when the phone reconnects.
-pub const TOO_MANY_OPEN: &str = "too-many-open";
+pub use twinsync_shared::protocol::{TOO_MANY_OPEN, UNREADABLE};
 
 impl Why {
     /// The code the app translates.

@@ -65,5 +65,5 @@ pub use engine::{
 pub use wire::{
     ANNOUNCED_FRAME_BYTES, DecodeError, FrameLimit, HeadsAt, MAX_LIST_ENTRIES, Message,
     PROTOCOL_VERSION, PeerMetadata, RATE_LIMITED, Refusal, SLOW_LINK_BYTES_PER_SEC, SUBPROTOCOL,
-    TOKEN_SUBPROTOCOL, doc_unavailable_for,
+    TOKEN_SUBPROTOCOL, TOO_MANY_OPEN, UNREADABLE, doc_unavailable_for,
 };

@@ -2,8 +2,10 @@
 //! without Automerge's walk over every ancestor of those heads, which trims
 //! the hashes sent of those the peer holds. Walking for every message, it
 //! must leave the sync state exactly as Automerge's `receive_sync_message`
-//! does. Walking only now and then, it may keep sent hashes the peer holds,
-//! and nothing else may differ; the two sides still converge.
+//! does, but for one thing on purpose: a peer that sent the reset flag is
+//! answered even when there is nothing to send (`have_responded` is
+//! cleared). Walking only now and then, it may keep sent hashes the peer
+//! holds, and nothing else may differ; the two sides still converge.
 
 #![allow(clippy::unwrap_used)] // a test panics to fail
 
@@ -106,6 +108,12 @@ fn run(steps: &[Step], trim: Trim, exact: bool) -> Result<(), TestCaseError> {
         expected
             .receive_sync_message(&mut expected_state, message.clone())
             .unwrap();
+        if message
+            .flags
+            .is_some_and(|f| f.contains(sync::MessageFlags::SYNC_RESET))
+        {
+            expected_state.have_responded = false;
+        }
         let sent_before = ours.sent_hashes.clone();
         let chunks: Vec<u8> = message.changes.iter().collect::<Vec<_>>().concat();
         if !chunks.is_empty() {

@@ -50,6 +50,18 @@ impl Server {
         phone.receive(&accept.encode(), NOW).unwrap();
     }
 
+    /// The phone's next socket: each record's sync with it starts afresh,
+    /// and the phone's `join` is answered.
+    pub fn reconnect(&mut self, phone: &mut Replica) {
+        let id = phone.peer_id().clone();
+        phone.disconnected();
+        for (_, sync) in self.docs.values_mut() {
+            sync.remove_peer(&id);
+            sync.add_peer(id.clone(), Default::default());
+        }
+        self.accept(phone);
+    }
+
     /// Holds `doc` as record `id`, syncing it with `phone` from a fresh state.
     pub fn hold(&mut self, phone: &PeerId, id: DocumentId, doc: Automerge) {
         let mut sync = DocSync::new(id);

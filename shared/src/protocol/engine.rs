@@ -971,9 +971,7 @@ fn unusual(message: &sync::Message) -> bool {
             .have
             .first()
             .is_none_or(|have| have.last_sync.is_empty())
-        || message
-            .flags
-            .is_some_and(|f| f.contains(MessageFlags::SYNC_RESET))
+        || asks_to_resend(message)
 }
 
 /// The most hashes a peer is asked for after it skipped them.
@@ -1217,7 +1215,7 @@ pub fn receive_loading_saved(
         let check = doc.is_empty()
             && !message.changes.is_empty()
             && loads_a_document_with_authors(&joined_changes(&message));
-        doc.receive_sync_message(state, message)?;
+        automerge_receives(doc, state, message)?;
         trim.walked(state);
         if check {
             refuse_late_authors(doc)?;
@@ -1226,6 +1224,30 @@ pub fn receive_loading_saved(
     }
     apply_received(doc, &joined_changes(&message))?;
     receive_applied(doc, state, message, trim)
+}
+
+/// Automerge's `receive_sync_message`, but a peer that sent the reset flag
+/// (it forgot what we sent it) is answered even when our heads are its
+/// own and nothing is to be sent: Automerge would say nothing, and the
+/// peer, which dropped what it knew of our heads, would wait for them.
+fn automerge_receives(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    message: sync::Message,
+) -> Result<(), automerge::AutomergeError> {
+    let reset = asks_to_resend(&message);
+    doc.receive_sync_message(state, message)?;
+    if reset {
+        state.have_responded = false;
+    }
+    Ok(())
+}
+
+/// Whether `message` carries Automerge's reset flag.
+fn asks_to_resend(message: &sync::Message) -> bool {
+    message
+        .flags
+        .is_some_and(|f| f.contains(MessageFlags::SYNC_RESET))
 }
 
 /// Receives `message` into `doc`, whose changes [`apply_received`] has
@@ -1252,7 +1274,7 @@ pub fn receive_applied(
     trim: &mut Trim,
 ) -> Result<(), automerge::AutomergeError> {
     if state.read_only || !holds_all(doc, &message.heads) {
-        doc.receive_sync_message(state, message)?;
+        automerge_receives(doc, state, message)?;
         trim.walked(state);
         return Ok(());
     }
@@ -1344,6 +1366,8 @@ fn receive_held(doc: &Automerge, state: &mut sync::State, message: sync::Message
         state.their_capabilities = Some(capabilities);
         if flags.contains(MessageFlags::SYNC_RESET) {
             state.sent_hashes.clear();
+            // Answered whatever there is to send, as `automerge_receives`.
+            state.have_responded = false;
         }
         state.peer_read_only = flags.contains(MessageFlags::READ_ONLY);
     }

@@ -113,6 +113,16 @@ pub struct Refusal {
 /// was refused for good, and the device asks again after `retry_after`.
 pub const RATE_LIMITED: &str = "rate-limited";
 
+/// The code of changes not taken because the server cannot read its own
+/// copy of the record just now (damaged, or its storage failing): the
+/// message was dropped unread.
+pub const UNREADABLE: &str = "unreadable";
+
+/// The code of a record not opened because the device already holds as
+/// many open as the server allows (`--max-open-docs-per-device`), over all
+/// its sockets: the message was dropped unread.
+pub const TOO_MANY_OPEN: &str = "too-many-open";
+
 /// Every message of protocol v1.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {

@@ -62,11 +62,10 @@ impl Device {
         }
         self.states.extend(out.sync_states);
         self.errors.extend(out.errors);
-        // One timer at a time, as in the browser.
-        if let Some(secs) = out.retry_after
-            && self.retry_at.is_none()
-        {
-            self.retry_at = Some(Instant::now() + Duration::from_secs(secs));
+        // The soonest due, as in the browser.
+        if let Some(secs) = out.retry_after {
+            let at = Instant::now() + Duration::from_secs(secs);
+            self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
         }
     }
 
@@ -160,8 +159,10 @@ impl Device {
     /// Sends what the replica has to send and takes in at most one frame.
     async fn exchange(&mut self) {
         if self.retry_at.is_some_and(|at| at <= Instant::now()) {
-            self.retry_at = None;
-            self.replica.retry_deferred();
+            self.retry_at = self
+                .replica
+                .retry_deferred(unix_now())
+                .map(|secs| Instant::now() + Duration::from_secs(secs));
         }
         let ws = self.ws.as_mut().expect("online");
         for frame in self.replica.outgoing() {
@@ -170,7 +171,7 @@ impl Device {
         if let Ok(Some(Ok(WsMessage::Binary(bytes)))) =
             tokio::time::timeout(Duration::from_millis(100), ws.next()).await
         {
-            let out = self.replica.receive(&bytes, 1_790_000_000).unwrap();
+            let out = self.replica.receive(&bytes, unix_now()).unwrap();
             self.keep(out);
         }
     }
@@ -181,6 +182,13 @@ impl Device {
             .unwrap()
             .to_owned()
     }
+}
+
+/// Seconds since the epoch, the clock the replica's deferrals are due by.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn club_of(app: &twinsync_tests::TestApp) -> DocumentId {
