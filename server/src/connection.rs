@@ -236,8 +236,10 @@ impl Session {
             ping.tick().await;
             loop {
                 tokio::select! {
-                    out = out_rx.recv() => match out {
-                        Some(frame) => {
+                    out = out_rx.next_to_send() => match out {
+                        // The charge counts the frame against the device
+                        // until it is sent: dropped at the end of the arm.
+                        Some((frame, _charge)) => {
                             let len = frame.len();
                             // The app hears a frame only once it is whole:
                             // told how large the next one is, it waits for
@@ -294,7 +296,7 @@ impl Session {
                         // error that explains it), and nothing queued after,
                         // then close.
                         for _ in 0..out_rx.len() {
-                            let Ok(frame) = out_rx.try_recv() else { break };
+                            let Ok((frame, _charge)) = out_rx.try_next_to_send() else { break };
                             if !send_within(&mut sink, WsMessage::Binary(frame.into()), limit).await {
                                 break;
                             }
@@ -303,6 +305,9 @@ impl Session {
                     }
                 }
             }
+            // What is left unsent stops counting against the device now,
+            // not once the close below has had its time.
+            drop(out_rx);
             // Wake the reader: a peer that stopped reading may still be sending.
             gone.notify_one();
             let close = WsMessage::Close(Some(CloseFrame {
@@ -537,8 +542,9 @@ impl Session {
             // to ask; under load that read can wait its turn for the store.
             // No other frame of this socket is read until the check below
             // is done, and a device found revoked or gone is told so and
-            // closed as before.
-            let _ = out.try_send(reply.encode());
+            // closed as before. A reply its device's queues have no room for
+            // closes the socket, rather than leave it waiting for none.
+            self.owed_frame(out, reply.encode());
             // The device may have been revoked, or its rights changed,
             // since the upgrade; read it again now that the session is
             // registered, so a revocation or change is seen either here or

@@ -10,8 +10,10 @@
 //!
 //! A device may hold many sockets (`max_peers_per_device`), so the bytes
 //! are also counted over all of a device's queues together
-//! ([`DeviceShare`]): 64 sockets that ask for large records and never read
-//! would otherwise pin 64 budgets, several GiB, until each times out.
+//! ([`DeviceShare`]), from when a frame is queued until the writer has
+//! sent it (a [`Charge`] travels with each frame): 64 sockets that ask for
+//! large records and never read would otherwise pin 64 budgets, several
+//! GiB, until each times out.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,7 +37,7 @@ pub fn outbox(frames: usize, bytes: usize, share: DeviceShare) -> (Outbox, Drain
         Drain {
             rx,
             queued,
-            device: share,
+            _device: share,
         },
     )
 }
@@ -67,10 +69,25 @@ impl DeviceShare {
     }
 }
 
+/// A frame's bytes counted against its device: given back when dropped,
+/// once the writer has sent the frame, or with the frame wherever it is
+/// dropped unsent (a queue refused it, or closed with it inside).
+#[derive(Debug)]
+pub struct Charge {
+    len: usize,
+    device: Arc<AtomicUsize>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.device.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
+
 /// The sending side, one clone per document task that answers the peer.
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<(Vec<u8>, Charge)>,
     /// Bytes in frames queued and not yet taken by the writer.
     queued: Arc<AtomicUsize>,
     budget: usize,
@@ -92,25 +109,31 @@ impl Outbox {
     /// Queues `frame` unless the queue is full, by count or by bytes.
     pub fn try_send(&self, frame: Vec<u8>) -> Result<(), NotQueued> {
         let len = frame.len();
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        let device_before = self.device.queued.fetch_add(len, Ordering::AcqRel);
         let over = |before: usize, budget: usize| before > 0 && before.saturating_add(len) > budget;
-        let refused = if over(before, self.budget) {
-            Some(NotQueued::Full)
-        } else if over(device_before, self.device.budget) {
-            Some(NotQueued::DeviceFull)
-        } else {
-            None
-        };
-        let undo = || {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            self.device.queued.fetch_sub(len, Ordering::AcqRel);
-        };
-        if let Some(why) = refused {
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        let undo = || self.queued.fetch_sub(len, Ordering::AcqRel);
+        if over(before, self.budget) {
             undo();
-            return Err(why);
+            return Err(NotQueued::Full);
         }
-        self.tx.try_send(frame).map_err(|e| {
+        // Taken only if it fits: a frame refused is never seen counted by
+        // the device's other queues.
+        let fits = self
+            .device
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |device| {
+                (!over(device, self.device.budget)).then(|| device.saturating_add(len))
+            });
+        if fits.is_err() {
+            undo();
+            return Err(NotQueued::DeviceFull);
+        }
+        let charge = Charge {
+            len,
+            device: Arc::clone(&self.device.queued),
+        };
+        // A frame not queued drops its charge with it.
+        self.tx.try_send((frame, charge)).map_err(|e| {
             undo();
             match e {
                 TrySendError::Full(_) => NotQueued::Full,
@@ -142,22 +165,36 @@ impl Outbox {
 /// The receiving side: the connection's writer.
 #[derive(Debug)]
 pub struct Drain {
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<(Vec<u8>, Charge)>,
     queued: Arc<AtomicUsize>,
-    device: DeviceShare,
+    /// Kept so that the device's share is in use while the writer is.
+    _device: DeviceShare,
 }
 
 impl Drain {
-    pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        let frame = self.rx.recv().await?;
+    /// The next frame, and its charge against the device: the writer drops
+    /// that once the frame is sent (or given up on).
+    pub async fn next_to_send(&mut self) -> Option<(Vec<u8>, Charge)> {
+        let (frame, charge) = self.rx.recv().await?;
         self.taken(&frame);
-        Some(frame)
+        Some((frame, charge))
     }
 
-    pub fn try_recv(&mut self) -> Result<Vec<u8>, TryRecvError> {
-        let frame = self.rx.try_recv()?;
+    /// As [`Self::next_to_send`], if a frame is waiting.
+    pub fn try_next_to_send(&mut self) -> Result<(Vec<u8>, Charge), TryRecvError> {
+        let (frame, charge) = self.rx.try_recv()?;
         self.taken(&frame);
-        Ok(frame)
+        Ok((frame, charge))
+    }
+
+    /// The next frame, no longer counted against the device.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.next_to_send().await.map(|(frame, _)| frame)
+    }
+
+    /// As [`Self::recv`], if a frame is waiting.
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, TryRecvError> {
+        self.try_next_to_send().map(|(frame, _)| frame)
     }
 
     /// Frames waiting.
@@ -171,16 +208,6 @@ impl Drain {
 
     fn taken(&self, frame: &[u8]) {
         self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
-        self.device.queued.fetch_sub(frame.len(), Ordering::AcqRel);
-    }
-}
-
-impl Drop for Drain {
-    /// The frames never sent no longer count against the device: closed
-    /// first, so that none is queued after the last is taken out.
-    fn drop(&mut self) {
-        self.rx.close();
-        while self.try_recv().is_ok() {}
     }
 }
 
@@ -210,8 +237,13 @@ mod tests {
             "a refused frame is not counted"
         );
         assert_eq!(a.bytes_queued(), 700);
-        // What one queue's writer takes makes room for the other.
-        assert_eq!(a_drain.try_recv().unwrap().len(), 700);
+        // What one queue's writer has sent makes room for the other; a
+        // frame taken and still being written counts.
+        let (frame, charge) = a_drain.try_next_to_send().unwrap();
+        assert_eq!(frame.len(), 700);
+        assert_eq!(a.bytes_queued(), 0);
+        assert_eq!(device.bytes_queued(), 1000, "being written");
+        drop(charge);
         assert_eq!(device.bytes_queued(), 300);
         b.try_send(vec![0; 400]).unwrap();
         // A queue dropped with frames unsent gives their bytes back.
