@@ -42,9 +42,10 @@ enum Command {
         #[arg(long, env = "TWINSYNC_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         file: PathBuf,
-        /// When the database to be replaced cannot be read, restore anyway
-        /// with the backup's devices and invites alone: a device revoked
-        /// since the backup can sign in again.
+        /// When the database to be replaced cannot be read, or holds
+        /// another club than the backup, restore anyway with the backup's
+        /// devices and invites alone: a device revoked since the backup can
+        /// sign in again.
         #[arg(long)]
         devices_from_backup: bool,
     },

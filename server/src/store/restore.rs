@@ -24,7 +24,8 @@
 //! device revoked after the backup must stay revoked, and one provisioned
 //! after it must still sign in, so their rows are taken from the database
 //! being replaced over the backup's, row by row (the backup's rows it
-//! lacks are kept). When that database cannot be read, the restore stops,
+//! lacks are kept). When that database cannot be read, or holds another
+//! club than the backup (a backup of another server), the restore stops,
 //! unless the operator says to take the backup's alone. The quarantine
 //! comes from the backup: a batch refused since comes back as records do,
 //! sent again by its device, to be judged again.
@@ -214,7 +215,10 @@ pub fn restore(
     // its WAL folded in, so that one rename moves all of it. Not one that
     // does not read: its WAL moves with it, as it is, for whoever salvages
     // it.
-    if matches!(devices, Devices::CarriedOver { .. }) {
+    if matches!(
+        devices,
+        Devices::CarriedOver { .. } | Devices::OtherClub { .. }
+    ) {
         fold_wal(&live);
     }
     let old = present(&live);
@@ -638,20 +642,26 @@ fn carry_devices(conn: &mut Connection, live: &Path) -> Result<(usize, usize), C
         .map_err(unreadable)?;
     let copied = (|| {
         // A backup of another club's server: its devices are no devices
-        // of this club, nor this club's of that one.
-        let club = |schema: &str| {
-            conn.query_row(
-                &format!("SELECT MIN(id) FROM {schema}.documents WHERE kind = 'club'"),
-                [],
-                |r| r.get::<_, Option<String>>(0),
-            )
+        // of this club, nor this club's of that one. Told by the club
+        // records: both sides hold one, and none in common (a coordinator
+        // may have made a second since). A side with none, or whose
+        // records do not read (which is why one restores), tells nothing,
+        // and the devices are carried as always.
+        let clubs = |schema: &str| -> rusqlite::Result<Vec<String>> {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT id FROM {schema}.documents WHERE kind = 'club' ORDER BY id"
+            ))?;
+            stmt.query_map([], |r| r.get(0))?.collect()
         };
-        let backup_club = club("main").map_err(Carry::Failed)?;
-        let replaced_club = club("replaced").map_err(unreadable)?;
-        if let (Some(backup), Some(replaced)) = (backup_club, replaced_club)
-            && backup != replaced
+        let backup_clubs = clubs("main").map_err(Carry::Failed)?;
+        let replaced_clubs = clubs("replaced").unwrap_or_default();
+        if let (Some(backup), Some(replaced)) = (backup_clubs.first(), replaced_clubs.first())
+            && !backup_clubs.iter().any(|c| replaced_clubs.contains(c))
         {
-            return Err(Carry::OtherClub { backup, replaced });
+            return Err(Carry::OtherClub {
+                backup: backup.clone(),
+                replaced: replaced.clone(),
+            });
         }
         let mut lists = Vec::new();
         for table in CARRIED {
@@ -1113,6 +1123,23 @@ mod tests {
             "a device of the club replaced came over"
         );
         assert_ne!(club_of(&live), this_club);
+    }
+
+    /// A club record made since the backup beside the backup's own (its id
+    /// first in order) is no other club.
+    #[test]
+    fn a_second_club_made_since_the_backup_is_still_this_club() {
+        let (dir, backup) = club();
+        let live = dir.path().join(DATABASE);
+        Connection::open(&live)
+            .unwrap()
+            .execute(
+                "INSERT INTO documents (id, kind, created_at, updated_at) VALUES ('1', 'club', 0, 0)",
+                [],
+            )
+            .unwrap();
+        let done = restore(dir.path(), &backup, "t", false).unwrap();
+        assert!(matches!(done.devices, Devices::CarriedOver { .. }));
     }
 
     #[test]
