@@ -102,23 +102,6 @@ impl DataDirLock {
     }
 }
 
-/// Whether a server (or a restore or a salvage) may hold `dir` now: what `twinsync.lock`
-/// says, the lock let go of at once when free. What cannot be told (the
-/// file unreadable, a file system without locks) counts as held.
-pub fn serving(dir: &Path) -> bool {
-    let file = match File::open(dir.join(LOCK_FILE)) {
-        Ok(file) => file,
-        Err(e) => return e.kind() != std::io::ErrorKind::NotFound,
-    };
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.unlock();
-            false
-        }
-        Err(TryLockError::WouldBlock | TryLockError::Error(_)) => true,
-    }
-}
-
 /// Locks `dir/name`, alone (and writes this process's id into it) or
 /// shared.
 fn take(
@@ -203,21 +186,6 @@ mod tests {
             "{err}"
         );
         DataDirLock::acquire(dir.path(), Use::Serve).expect("free once the first is dropped");
-        drop(command);
-    }
-
-    #[test]
-    fn serving_says_whether_a_server_holds_the_directory_now() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!serving(dir.path()), "no lock file yet");
-        let server = DataDirLock::acquire(dir.path(), Use::Serve).unwrap();
-        assert!(serving(dir.path()));
-        // Asking takes nothing: the server still holds it.
-        assert!(DataDirLock::acquire(dir.path(), Use::Serve).is_err());
-        drop(server);
-        assert!(!serving(dir.path()), "the lock file left, unheld");
-        let command = DataDirLock::acquire(dir.path(), Use::Command).unwrap();
-        assert!(!serving(dir.path()), "a command is no server");
         drop(command);
     }
 
