@@ -370,8 +370,8 @@ impl Session {
             }
         }
         self.hub.metrics.connected_peers.dec();
-        // Stop the writer too, whichever side ended first (it sees the
-        // token even while it is busy sending).
+        // Stop the writer too, whichever side ended first (between frames;
+        // one busy sending is aborted below if it has not stopped by then).
         stop.cancel();
         self.leave().await;
         drop(out_tx);

@@ -4,7 +4,8 @@
 //!   damaged records: two servers over one database would each keep their
 //!   own copy of a record in memory and compact the other's chunks away,
 //!   and a restore or a salvage under a running server would be
-//!   overwritten by it. Each holds `twinsync.lock`, alone.
+//!   overwritten by it. Each holds `twinsync.lock`, alone; so does an
+//!   operator's command for as long as it upgrades the database's schema.
 //! - The operator's other commands (`backup`, `export`, `device`) work
 //!   beside a running server, through SQLite's own locking, but not during
 //!   a restore, which moves the database file itself: a revocation written
@@ -76,8 +77,8 @@ impl DataDirLock {
             }
         };
         let server = held(
-            "a twinsync server, restore or salvage",
-            "stop it first (or give another --data-dir)",
+            "a twinsync server, restore or salvage (or a command upgrading the database's schema)",
+            "stop it first, or try again once it has ended (or give another --data-dir)",
         );
         let restore = held(
             "a twinsync restore or salvage",

@@ -659,14 +659,14 @@ fn migrate_unless_served(store: &Store, data_dir: &std::path::Path) -> anyhow::R
     // The server's own lock, held while the schema moves: checked and let
     // go of first, a server started in between would open the database
     // at its old schema under the upgrade.
-    let _no_server = DataDirLock::acquire(data_dir, Use::Serve).map_err(|_| {
+    let _no_server = DataDirLock::acquire(data_dir, Use::Serve).map_err(|e| {
         anyhow::anyhow!(
             "the database in {} is {pending} schema step(s) behind this twinsync, and a server \
              (most likely an older twinsync) is running on it, or its lock cannot be read: this \
              command would upgrade it under that server. Run the command with the server's own \
              twinsync binary, or stop that server and start this version's `twinsync serve` \
              first (it upgrades the database; there is no way back, so take a backup with the \
-             old binary before)",
+             old binary before). The lock said: {e}",
             data_dir.display()
         )
     })?;

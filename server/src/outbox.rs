@@ -110,14 +110,18 @@ impl Outbox {
     pub fn try_send(&self, frame: Vec<u8>) -> Result<(), NotQueued> {
         let len = frame.len();
         let over = |before: usize, budget: usize| before > 0 && before.saturating_add(len) > budget;
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        let undo = || self.queued.fetch_sub(len, Ordering::AcqRel);
-        if over(before, self.budget) {
-            undo();
+        // Each count taken only if the frame fits it: a frame refused is
+        // never seen counted, by this queue's other senders nor by the
+        // device's other queues.
+        let fits_here = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (!over(queued, self.budget)).then(|| queued.saturating_add(len))
+            });
+        if fits_here.is_err() {
             return Err(NotQueued::Full);
         }
-        // Taken only if it fits: a frame refused is never seen counted by
-        // the device's other queues.
+        let undo = || self.queued.fetch_sub(len, Ordering::AcqRel);
         let fits = self
             .device
             .queued

@@ -184,9 +184,9 @@ pub struct Settings {
     )]
     pub peer_queue_mib: usize,
 
-    /// MiB of frames queued for all of one device's peers together before
-    /// the peer whose frame would pass it is dropped (one frame is always
-    /// queued while none of them holds anything). Without it, a device's
+    /// MiB of frames queued or being sent to all of one device's peers
+    /// together before the peer whose frame would pass it is dropped (one
+    /// frame is always queued while none of them holds anything). Without it, a device's
     /// `--max-peers-per-device` sockets asking for large records they never
     /// read could each hold `--peer-queue-mib`.
     #[arg(
