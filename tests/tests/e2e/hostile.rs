@@ -670,14 +670,43 @@ async fn a_peer_that_never_reads_is_dropped_and_others_are_served() {
     drop(sloth);
 }
 
+/// `writer` attaches 256 KiB that do not compress to `meeting`, under keys
+/// the schema does not read, one change at a time, each acknowledged, until
+/// `done`; fails saying `what` past `within`. The bytes attached.
+async fn attach_until(
+    writer: &mut TestPeer,
+    meeting: DocumentId,
+    within: Duration,
+    done: impl Fn() -> bool,
+    what: &str,
+) -> usize {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    let started = std::time::Instant::now();
+    let mut sent = 0usize;
+    while !done() {
+        assert!(
+            started.elapsed() < within,
+            "{what} after {} MiB were relayed",
+            sent >> 20
+        );
+        let blob = noise(sent as u64, 256 * 1024);
+        sent += blob.len();
+        let mut tx = writer.doc_mut(meeting).transaction();
+        tx.put(ROOT, format!("attachment-{sent}"), blob).unwrap();
+        tx.commit();
+        let heads = writer.heads(meeting);
+        writer.sync_until_acked(LIMIT, meeting, &heads).await;
+    }
+    sent
+}
+
 /// A peer that never reads while large changes are relayed to it is cut
 /// off once its queue holds `peer_queue_mib` of frames, long before the
 /// frame count or its timeout would: one socket cannot hold a thousand
 /// large frames in the server's memory. The writer is served throughout.
 #[tokio::test]
 async fn a_peer_that_never_reads_large_frames_is_cut_off_by_their_bytes() {
-    use automerge::ROOT;
-    use automerge::transaction::Transactable;
     let app = spawn_app_with(|s| {
         s.peer_queue_mib = 1;
         s.max_record_mib = 128;
@@ -689,23 +718,14 @@ async fn a_peer_that_never_reads_large_frames_is_cut_off_by_their_bytes() {
     let sloth = holding(&app, "sloth", meeting).await;
     // From here on the sloth never reads its socket.
     let mut writer = holding(&app, "writer", meeting).await;
-    let started = std::time::Instant::now();
-    let mut sent = 0usize;
-    while app.hub.metrics.connected_peers.get() > 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the peer that never reads is still connected after {} MiB were relayed to it",
-            sent >> 20
-        );
-        // Bytes that do not compress, under keys the schema does not read.
-        let blob = noise(sent as u64, 256 * 1024);
-        sent += blob.len();
-        let mut tx = writer.doc_mut(meeting).transaction();
-        tx.put(ROOT, format!("attachment-{sent}"), blob).unwrap();
-        tx.commit();
-        let heads = writer.heads(meeting);
-        writer.sync_until_acked(LIMIT, meeting, &heads).await;
-    }
+    let sent = attach_until(
+        &mut writer,
+        meeting,
+        Duration::from_secs(30),
+        || app.hub.metrics.connected_peers.get() <= 1,
+        "the peer that never reads is still connected",
+    )
+    .await;
     assert_eq!(app.hub.metrics.slow_peers_dropped.get(), 1);
     // Far fewer frames than the queue's 1,024: the bytes cut it off.
     assert!(sent < 64 << 20, "{} MiB relayed before the cut", sent >> 20);
@@ -721,8 +741,6 @@ async fn a_peer_that_never_reads_large_frames_is_cut_off_by_their_bytes() {
 /// throughout.
 #[tokio::test]
 async fn a_devices_sockets_that_never_read_are_cut_off_by_their_bytes_together() {
-    use automerge::ROOT;
-    use automerge::transaction::Transactable;
     use twinsync_server::auth::Role;
     let app = spawn_app_with(|s| {
         s.peer_queue_mib = 64;
@@ -740,22 +758,14 @@ async fn a_devices_sockets_that_never_read_are_cut_off_by_their_bytes_together()
     // From here on the sloths never read their sockets.
     let token = app.device(Role::Coordinator, &[], None);
     let mut writer = fetched(&app, TestPeer::new("writer").with_token(&token), meeting).await;
-    let started = std::time::Instant::now();
-    let mut sent = 0usize;
-    while app.hub.metrics.slow_peers_dropped.get() == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no socket of the device that never reads was cut after {} MiB were relayed to each",
-            sent >> 20
-        );
-        let blob = noise(sent as u64, 256 * 1024);
-        sent += blob.len();
-        let mut tx = writer.doc_mut(meeting).transaction();
-        tx.put(ROOT, format!("attachment-{sent}"), blob).unwrap();
-        tx.commit();
-        let heads = writer.heads(meeting);
-        writer.sync_until_acked(LIMIT, meeting, &heads).await;
-    }
+    let sent = attach_until(
+        &mut writer,
+        meeting,
+        Duration::from_secs(60),
+        || app.hub.metrics.slow_peers_dropped.get() > 0,
+        "no socket of the device that never reads was cut",
+    )
+    .await;
     // Each socket's own budget would have let it hold 64 MiB.
     assert!(sent < 32 << 20, "{} MiB relayed before the cut", sent >> 20);
     assert!(writer.seen.errors.is_empty(), "{:?}", writer.seen.errors);
