@@ -213,6 +213,19 @@ impl Entry {
         fresh
     }
 
+    /// Whether the record holds every head `peer` last said it has, in this
+    /// session.
+    fn holds_all_told_by(&self, peer: &PeerId) -> bool {
+        self.sync
+            .peer_state(peer)
+            .and_then(|s| s.their_heads.as_ref())
+            .is_some_and(|heads| {
+                heads
+                    .iter()
+                    .all(|h| self.doc.get_change_meta_by_hash(h).is_some())
+            })
+    }
+
     /// The summary kept for `before` holds for `after` too.
     fn summary_moved(&self, before: &[ChangeHash], after: &[ChangeHash]) {
         if let Some((at, _)) = &mut *self.summary.borrow_mut()
@@ -1051,14 +1064,7 @@ impl Replica {
         // Gone through: the server's message brought changes, or every head
         // it named is held here. A message that only waits for what the
         // refused one held (its dependencies) is no way out of the backoff.
-        let through = !received.new_changes.is_empty()
-            || entry.sync.peer_state(from).is_some_and(|s| {
-                s.their_heads.as_ref().is_some_and(|heads| {
-                    heads
-                        .iter()
-                        .all(|h| entry.doc.get_change_meta_by_hash(h).is_some())
-                })
-            });
+        let through = !received.new_changes.is_empty() || entry.holds_all_told_by(from);
         if through {
             entry.failures = 0;
             entry.engine_refused = false;
@@ -1187,18 +1193,10 @@ impl Replica {
     /// record `id`, in this session: what the record lacks then, the
     /// server lacks too.
     pub fn holds_all_the_server_has(&self, id: DocumentId) -> bool {
-        let Some(e) = self.docs.get(&id) else {
+        let (Some(e), Some(server)) = (self.docs.get(&id), &self.server) else {
             return false;
         };
-        self.server
-            .as_ref()
-            .and_then(|s| e.sync.peer_state(s))
-            .and_then(|s| s.their_heads.as_ref())
-            .is_some_and(|heads| {
-                heads
-                    .iter()
-                    .all(|h| e.doc.get_change_meta_by_hash(h).is_some())
-            })
+        e.holds_all_told_by(server)
     }
 
     /// Records whose heads differ from the server's, or unknown to it yet.
